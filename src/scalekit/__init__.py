@@ -1,0 +1,41 @@
+"""scalekit: scalability primitives for Python services.
+
+Four families, each behind a small protocol, each in its own subpackage so
+that ``import scalekit`` needs only the core dependencies:
+
+* :mod:`scalekit.caching` - local caches and a Redis tier;
+* :mod:`scalekit.balancing` - client-side load balancers and health;
+* :mod:`scalekit.locking` - locks over memory, Redis, Redlock and ZooKeeper;
+* :mod:`scalekit.sharding` - hash, range and time routers.
+
+:mod:`scalekit.testing` starts real Redis and ZooKeeper servers for tests.
+"""
+
+from .exceptions import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    LockError,
+    LockLostError,
+    LockNotOwnedError,
+    LockTimeoutError,
+    NoAvailableEndpointError,
+    RoutingError,
+    ScaleKitError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "ConfigurationError",
+    "LockError",
+    "LockLostError",
+    "LockNotOwnedError",
+    "LockTimeoutError",
+    "NoAvailableEndpointError",
+    "RoutingError",
+    "ScaleKitError",
+    "__version__",
+]

@@ -1,0 +1,89 @@
+"""The one exception hierarchy of scalekit.
+
+Every class also subclasses the builtin exception a caller would naturally
+catch, so ``except ValueError`` keeps working around a bad constructor
+argument and ``except ConnectionError`` around an unreachable backend::
+
+    ScaleKitError
+    ├── ConfigurationError(ScaleKitError, ValueError)
+    ├── BackendError(ScaleKitError)
+    │   └── BackendUnavailableError(BackendError, ConnectionError)
+    ├── LockError(ScaleKitError)
+    │   ├── LockTimeoutError(LockError, TimeoutError)
+    │   ├── LockNotOwnedError(LockError)
+    │   └── LockLostError(LockError)
+    ├── RoutingError(ScaleKitError, LookupError)
+    └── NoAvailableEndpointError(ScaleKitError, LookupError)
+
+Backend errors wrap the driver's exception (``raise BackendError(...) from
+exc``), so the original stays reachable as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "ConfigurationError",
+    "LockError",
+    "LockLostError",
+    "LockNotOwnedError",
+    "LockTimeoutError",
+    "NoAvailableEndpointError",
+    "RoutingError",
+    "ScaleKitError",
+]
+
+
+class ScaleKitError(Exception):
+    """Base class of every exception scalekit raises on purpose."""
+
+
+class ConfigurationError(ScaleKitError, ValueError):
+    """A constructor or method argument is invalid.
+
+    The message names the argument, the value given and what was expected,
+    e.g. ``maxsize must be a positive integer, got 0``.
+    """
+
+
+class BackendError(ScaleKitError):
+    """A backend (Redis, ZooKeeper, a database) failed to carry out a call."""
+
+
+class BackendUnavailableError(BackendError, ConnectionError):
+    """A backend could not be reached within the configured, bounded time."""
+
+
+class LockError(ScaleKitError):
+    """A lock operation failed; ``name`` is the lock's name."""
+
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class LockTimeoutError(LockError, TimeoutError):
+    """A blocking acquire did not get the lock within its timeout."""
+
+
+class LockNotOwnedError(LockError):
+    """Release or extend of a lock the caller does not hold."""
+
+
+class LockLostError(LockError):
+    """The lease was lost (expired, failed renewal, session lost) before release."""
+
+
+class RoutingError(ScaleKitError, LookupError):
+    """A key could not be routed to a shard; ``key`` is the key."""
+
+    def __init__(self, message: str, key: Hashable | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class NoAvailableEndpointError(ScaleKitError, LookupError):
+    """A balancer has no endpoint it may pick; the message says why."""

@@ -1,0 +1,31 @@
+"""Test helpers users may reuse: a fake clock and real servers.
+
+:class:`FakeClock` drives anything that takes ``clock=`` or ``timer=``.
+The server classes start real ``redis-server`` and ZooKeeper processes on
+free loopback ports, each in its own temporary directory, and stop them by
+the pid they started; :class:`TCPProxy` sits between a client and a server
+to delay, blackhole or reset the connection for partition tests.
+
+None of this imports a database driver: the servers are probed with raw
+sockets (``PING``, ``ruok``), so the harness works with the core
+dependencies alone.
+"""
+
+from .clock import FakeClock
+from .process import ServerNotFoundError, ServerProcess, ServerStartError, find_free_port
+from .proxy import TCPProxy
+from .redis_servers import RedisClusterServers, RedisServer
+from .zookeeper_servers import ZooKeeperEnsemble, ZooKeeperServer
+
+__all__ = [
+    "FakeClock",
+    "RedisClusterServers",
+    "RedisServer",
+    "ServerNotFoundError",
+    "ServerProcess",
+    "ServerStartError",
+    "TCPProxy",
+    "ZooKeeperEnsemble",
+    "ZooKeeperServer",
+    "find_free_port",
+]

@@ -1,0 +1,252 @@
+"""A server process started, probed and stopped by its pid."""
+
+from __future__ import annotations
+
+import abc
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from ..exceptions import ScaleKitError
+
+__all__ = ["ServerNotFoundError", "ServerProcess", "ServerStartError", "find_free_port"]
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServerNotFoundError(ScaleKitError, FileNotFoundError):
+    """The server's program (``redis-server``, ``java`` or ZooKeeper's jars) is missing.
+
+    ``install_hint`` says what to install.
+    """
+
+    def __init__(self, message: str, install_hint: str) -> None:
+        super().__init__(f"{message}; {install_hint}")
+        self.install_hint = install_hint
+
+
+class ServerStartError(ScaleKitError, RuntimeError):
+    """A server process exited or did not answer its probe in time."""
+
+
+def _port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def find_free_port(host: str = LOOPBACK, *, also_free: Sequence[int] = ()) -> int:
+    """Return a TCP port on *host* that nothing listens on.
+
+    ``also_free`` lists offsets that must be free too: Redis Cluster needs
+    ``port + 10000`` for its bus, so it asks for ``also_free=(10000,)``.
+    The port is free when returned; another process could still take it
+    before the caller binds, which the server classes handle by retrying.
+    """
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if all(port + off < 65536 and _port_is_free(port + off, host) for off in also_free):
+            return port
+    raise ServerStartError(f"found no free port on {host} with offsets {list(also_free)} free")
+
+
+def query(host: str, port: int, payload: bytes, *, timeout: float = 1.0) -> bytes:
+    """Send *payload* on a fresh connection and return what the server says.
+
+    Reads until the server closes or stops sending for *timeout* seconds.
+    Raises ``OSError`` when nothing listens.
+    """
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class ServerProcess(abc.ABC):
+    """One server process that this object started and alone stops.
+
+    Subclasses say how to run the server (:meth:`command`) and how to tell
+    it is ready (:meth:`is_ready`). The process runs in its own session in
+    ``workdir`` with its output in ``workdir/server.log``; every signal goes
+    to the pid this object started, never to a process found by name.
+
+    Fault helpers: :meth:`stop`, :meth:`start`, :meth:`restart`,
+    :meth:`kill` (SIGKILL, no clean shutdown), :meth:`pause` (SIGSTOP: the
+    port stays open but nothing answers) and :meth:`resume` (SIGCONT).
+    Usable as a context manager that starts and stops the server.
+    """
+
+    host: str = LOOPBACK
+
+    def __init__(self, *, workdir: str | os.PathLike[str] | None = None,
+                 startup_timeout: float = 30.0) -> None:
+        self._owns_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir is not None else Path(
+            tempfile.mkdtemp(prefix=f"scalekit-{type(self).__name__.lower()}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._paused = False
+
+    # -- what subclasses provide -------------------------------------------
+    @abc.abstractmethod
+    def command(self) -> list[str]:
+        """The argv that runs the server in the foreground."""
+
+    @abc.abstractmethod
+    def is_ready(self) -> bool:
+        """True once the server answers its probe."""
+
+    def prepare(self) -> None:
+        """Write config files into ``workdir`` before each start."""
+
+    # -- state ---------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        """The pid of the running process, or None."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    @property
+    def paused(self) -> bool:
+        return self._paused and self.running
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last *lines* of the server's output, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    # -- life cycle ----------------------------------------------------------
+    def spawn(self) -> None:
+        """Start the process without waiting for it to answer."""
+        if self.running:
+            raise ServerStartError(f"{self!r} is already running (pid {self.pid})")
+        self.prepare()
+        argv = self.command()
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                argv, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self._paused = False
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until :meth:`is_ready` holds; raise ServerStartError otherwise."""
+        deadline = time.monotonic() + (self.startup_timeout if timeout is None else timeout)
+        delay = 0.02
+        while True:
+            if self._proc is None or self._proc.poll() is not None:
+                code = None if self._proc is None else self._proc.returncode
+                raise ServerStartError(
+                    f"{self!r} exited with code {code} before answering; log:\n{self.log_tail()}")
+            if self.is_ready():
+                return
+            if time.monotonic() >= deadline:
+                raise ServerStartError(
+                    f"{self!r} did not answer within {self.startup_timeout}s; log:\n"
+                    f"{self.log_tail()}")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    def start(self) -> None:
+        """Start the process and wait until it answers."""
+        self.spawn()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.kill()
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop cleanly (SIGTERM), escalating to SIGKILL after *timeout* seconds."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            self._proc = None
+            return
+        if self._paused:
+            self.resume()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self._proc = None
+        self._paused = False
+
+    def kill(self) -> None:
+        """Kill at once (SIGKILL): no clean shutdown, as in a crash."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._proc = None
+        self._paused = False
+
+    def restart(self) -> None:
+        """Stop cleanly, then start again on the same port and data directory."""
+        self.stop()
+        self.start()
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): connections stay open, nothing answers."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise ServerStartError(f"{self!r} is not running, so it cannot be paused")
+        self._proc.send_signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """Let a paused process run again (SIGCONT)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
+        self._paused = False
+
+    def close(self) -> None:
+        """Stop the process and remove the working directory if this object made it."""
+        self.stop()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A forgotten server must not outlive the test run.
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()

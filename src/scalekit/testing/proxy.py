@@ -1,0 +1,172 @@
+"""A TCP proxy on loopback that can pass, delay, blackhole or reset connections."""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import threading
+import time
+from types import TracebackType
+
+from .._validation import non_negative_number
+from .process import LOOPBACK
+
+__all__ = ["TCPProxy"]
+
+_PASS, _DELAY, _BLACKHOLE, _RESET = "pass", "delay", "blackhole", "reset"
+
+
+def _abort(sock: socket.socket) -> None:
+    """Close *sock* with a TCP RST instead of a FIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+class TCPProxy:
+    """Forwards ``127.0.0.1:port`` to ``target`` and misbehaves on request.
+
+    Point a client at :attr:`port` instead of the server's, then:
+
+    * :meth:`pass_through` forwards bytes both ways (the initial mode);
+    * :meth:`delay` holds every chunk for *seconds* before forwarding it;
+    * :meth:`blackhole` accepts and reads but forwards nothing, as a
+      network partition does: the client waits until its own timeout;
+    * :meth:`reset` closes every open connection with a TCP RST and
+      resets new ones at once, as a crashed peer or a firewall does.
+
+    Modes apply to open connections as well as new ones. Each connection
+    is served by two threads; :meth:`close` stops them all.
+    """
+
+    def __init__(self, target_host: str, target_port: int, *, port: int = 0,
+                 host: str = LOOPBACK) -> None:
+        self.target = (target_host, target_port)
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((host, port))
+        self._listener.listen(128)
+        self.host = host
+        self.port = int(self._listener.getsockname()[1])
+        self._mode = _PASS
+        self._delay = 0.0
+        self._lock = threading.Lock()
+        self._conns: list[tuple[socket.socket, socket.socket]] = []
+        self._closed = threading.Event()
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
+                                          name=f"TCPProxy:{self.port}")
+        self._acceptor.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def mode(self) -> str:
+        """``pass``, ``delay``, ``blackhole`` or ``reset``."""
+        return self._mode
+
+    @property
+    def connection_count(self) -> int:
+        """Connections currently open through the proxy."""
+        with self._lock:
+            return len(self._conns)
+
+    def pass_through(self) -> None:
+        """Forward bytes both ways without delay."""
+        self._mode = _PASS
+
+    def delay(self, seconds: float) -> None:
+        """Hold each chunk *seconds* before forwarding it, in order."""
+        self._delay = non_negative_number("seconds", seconds)
+        self._mode = _DELAY
+
+    def blackhole(self) -> None:
+        """Swallow everything in both directions; connections stay open."""
+        self._mode = _BLACKHOLE
+
+    def reset(self) -> None:
+        """Reset every open connection and each new one until the mode changes."""
+        self._mode = _RESET
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for client, upstream in conns:
+            _abort(client)
+            _abort(upstream)
+
+    def close(self) -> None:
+        """Stop accepting, close every connection and end the threads."""
+        self._closed.set()
+        self._listener.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for client, upstream in conns:
+            client.close()
+            upstream.close()
+        self._acceptor.join(timeout=2)
+
+    def _accept_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                readable, _, _ = select.select([self._listener], [], [], 0.1)
+                if not readable:
+                    continue
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._mode == _RESET:
+                _abort(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                _abort(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._conns.append((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst, client, upstream),
+                                 daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, client: socket.socket,
+              upstream: socket.socket) -> None:
+        try:
+            while not self._closed.is_set():
+                readable, _, _ = select.select([src], [], [], 0.1)
+                if not readable:
+                    continue
+                data = src.recv(65536)
+                if not data:
+                    break
+                mode = self._mode
+                if mode == _BLACKHOLE:
+                    continue
+                if mode == _DELAY:
+                    time.sleep(self._delay)
+                dst.sendall(data)
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._lock:
+                if (client, upstream) in self._conns:
+                    self._conns.remove((client, upstream))
+            for sock in (client, upstream):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def __enter__(self) -> TCPProxy:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TCPProxy({self.host}:{self.port} -> {self.target[0]}:{self.target[1]}, {self._mode})"

@@ -1,0 +1,233 @@
+"""Real ZooKeeper servers: standalone and an ensemble, run from the installed jars."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from .process import (
+    LOOPBACK,
+    ServerNotFoundError,
+    ServerProcess,
+    ServerStartError,
+    find_free_port,
+    query,
+)
+
+__all__ = ["ZooKeeperEnsemble", "ZooKeeperServer", "zookeeper_classpath"]
+
+_INSTALL_HINT = ("install it with 'apt-get install zookeeper' (Debian/Ubuntu), or point "
+                 "SCALEKIT_ZOOKEEPER_CLASSPATH at the ZooKeeper jars")
+_MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+
+
+def zookeeper_classpath() -> str:
+    """The Java class path of an installed ZooKeeper server.
+
+    Looked for, in order: ``$SCALEKIT_ZOOKEEPER_CLASSPATH``; the jars of a
+    release unpacked at ``$ZOOKEEPER_HOME``; Debian's
+    ``/usr/share/java/zookeeper.jar`` (its manifest lists its dependencies).
+    """
+    explicit = os.environ.get("SCALEKIT_ZOOKEEPER_CLASSPATH")
+    if explicit:
+        return explicit
+    home = os.environ.get("ZOOKEEPER_HOME")
+    if home:
+        jars = sorted(glob.glob(os.path.join(home, "lib", "*.jar"))
+                      + glob.glob(os.path.join(home, "zookeeper-*.jar")))
+        if jars:
+            return os.pathsep.join(jars)
+    debian = "/usr/share/java/zookeeper.jar"
+    if os.path.exists(debian):
+        return debian
+    raise ServerNotFoundError("no ZooKeeper server jars were found", _INSTALL_HINT)
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise ServerNotFoundError("'java' was not found on PATH", _INSTALL_HINT)
+    return java
+
+
+class ZooKeeperServer(ServerProcess):
+    """One ZooKeeper server process, standalone or a member of an ensemble.
+
+    ``tick_time_ms`` is ZooKeeper's ``tickTime``: sessions may time out
+    between 2 and 120 ticks, so the default 500 ms allows kazoo session
+    timeouts from 1 s to 60 s, short enough for expiry tests.
+    """
+
+    def __init__(self, port: int | None = None, *, tick_time_ms: int = 500,
+                 workdir: str | os.PathLike[str] | None = None,
+                 startup_timeout: float = 60.0, heap_mb: int = 256) -> None:
+        self._java = _java()
+        self._classpath = zookeeper_classpath()
+        super().__init__(workdir=workdir, startup_timeout=startup_timeout)
+        self.port = port if port is not None else find_free_port()
+        self.tick_time_ms = tick_time_ms
+        self.heap_mb = heap_mb
+        self.myid: int | None = None
+        self.peers: list[tuple[int, int, int, int]] = []  # (myid, client, peer, election)
+
+    @property
+    def hosts(self) -> str:
+        """``127.0.0.1:PORT``, for ``KazooClient(hosts=...)``."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def prepare(self) -> None:
+        data = self.workdir / "data"
+        data.mkdir(exist_ok=True)
+        lines = [
+            f"tickTime={self.tick_time_ms}",
+            "initLimit=20",
+            "syncLimit=10",
+            f"dataDir={data}",
+            f"clientPort={self.port}",
+            f"clientPortAddress={self.host}",
+            f"maxSessionTimeout={self.tick_time_ms * 120}",
+            "admin.enableServer=false",
+            "4lw.commands.whitelist=*",
+            "maxClientCnxns=0",
+        ]
+        if self.myid is not None:
+            (data / "myid").write_text(f"{self.myid}\n")
+            for myid, _client, peer, election in self.peers:
+                lines.append(f"server.{myid}={self.host}:{peer}:{election}")
+        (self.workdir / "zoo.cfg").write_text("\n".join(lines) + "\n")
+
+    def command(self) -> list[str]:
+        return [
+            self._java, f"-Xmx{self.heap_mb}m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            "-Dzookeeper.admin.enableServer=false", "-Djava.net.preferIPv4Stack=true",
+            "-cp", self._classpath, _MAIN, str(self.workdir / "zoo.cfg"),
+        ]
+
+    def four_letter(self, word: str, timeout: float = 1.0) -> str:
+        """Send a four-letter command (``ruok``, ``srvr``, ``mntr``…) and return the answer."""
+        return query(self.host, self.port, word.encode(), timeout=timeout).decode(
+            errors="replace")
+
+    def mode(self) -> str | None:
+        """``standalone``, ``leader`` or ``follower``; None when not serving."""
+        try:
+            answer = self.four_letter("srvr", timeout=0.5)
+        except OSError:
+            return None
+        for line in answer.splitlines():
+            if line.startswith("Mode:"):
+                return line.split(":", 1)[1].strip()
+        return None
+
+    def is_ready(self) -> bool:
+        try:
+            if self.four_letter("ruok", timeout=0.5) != "imok":
+                return False
+        except OSError:
+            return False
+        return self.mode() is not None
+
+    def __repr__(self) -> str:
+        kind = "standalone" if self.myid is None else f"member {self.myid}"
+        return f"ZooKeeperServer({kind}, port={self.port}, pid={self.pid})"
+
+
+class ZooKeeperEnsemble:
+    """A ZooKeeper ensemble of ``size`` servers (3 by default) on loopback.
+
+    Every member is a :class:`ZooKeeperServer` with its own ``myid`` and
+    data directory, so it can be killed, paused or restarted alone.
+    :meth:`leader` finds the current leader through ``srvr``;
+    :meth:`kill_leader` kills it and waits for the others to elect a new one.
+    """
+
+    def __init__(self, size: int = 3, *, tick_time_ms: int = 500,
+                 workdir: str | os.PathLike[str] | None = None,
+                 startup_timeout: float = 60.0) -> None:
+        if size < 3 or size % 2 == 0:
+            raise ValueError(f"size must be an odd number >= 3, got {size!r}")
+        self._owns_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir is not None else Path(
+            tempfile.mkdtemp(prefix="scalekit-zkensemble-"))
+        self.startup_timeout = startup_timeout
+        ports = [find_free_port() for _ in range(3 * size)]
+        peers = [(i + 1, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]) for i in range(size)]
+        self.members: list[ZooKeeperServer] = []
+        for myid, client, _peer, _election in peers:
+            member = ZooKeeperServer(client, tick_time_ms=tick_time_ms,
+                                     workdir=self.workdir / f"zk{myid}",
+                                     startup_timeout=startup_timeout)
+            member.myid = myid
+            member.peers = peers
+            self.members.append(member)
+
+    @property
+    def hosts(self) -> str:
+        """Every member's ``host:port``, comma-separated, for ``KazooClient(hosts=...)``."""
+        return ",".join(m.hosts for m in self.members)
+
+    def start(self) -> None:
+        """Start every member, then wait until each one serves in a quorum."""
+        try:
+            for member in self.members:
+                member.spawn()
+            for member in self.members:
+                member.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def leader(self) -> ZooKeeperServer | None:
+        """The member that says ``Mode: leader``, or None during an election."""
+        for member in self.members:
+            if member.running and not member.paused and member.mode() == "leader":
+                return member
+        return None
+
+    def wait_for_leader(self, timeout: float | None = None) -> ZooKeeperServer:
+        """Block until a leader is elected and return it."""
+        deadline = time.monotonic() + (self.startup_timeout if timeout is None else timeout)
+        while True:
+            leader = self.leader()
+            if leader is not None:
+                return leader
+            if time.monotonic() >= deadline:
+                raise ServerStartError(f"{self!r} elected no leader in time")
+            time.sleep(0.05)
+
+    def kill_leader(self) -> ZooKeeperServer:
+        """SIGKILL the current leader, wait for a new one among the rest; return the killed."""
+        old = self.wait_for_leader()
+        old.kill()
+        self.wait_for_leader()
+        return old
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+    def close(self) -> None:
+        """Stop every member and remove the working directory if this object made it."""
+        self.stop()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> ZooKeeperEnsemble:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ZooKeeperEnsemble(ports={[m.port for m in self.members]})"
