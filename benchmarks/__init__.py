@@ -1,0 +1,1 @@
+"""scalekit's benchmarks: one runnable package per family (``python -m benchmarks.caching``)."""
