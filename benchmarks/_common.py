@@ -26,13 +26,22 @@ TRACES_DIR = Path(os.environ.get("SCALEKIT_TRACES", REPO_ROOT.parent / "shared" 
 def base_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every benchmark takes."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true",
-                        help="a small smoke run (seconds), as the test suite does")
-    parser.add_argument("--repeat", type=int, default=7,
-                        help="timed runs per measurement; the median is reported (default 7)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a small smoke run (seconds), as the test suite does"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=7,
+        help="timed runs per measurement; the median is reported (default 7)",
+    )
     parser.add_argument("--seed", type=int, default=20261125, help="random seed")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR,
-                        help=f"where text results and plots go (default {RESULTS_DIR})")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS_DIR,
+        help=f"where text results and plots go (default {RESULTS_DIR})",
+    )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     return parser
 
@@ -58,33 +67,47 @@ def median_time(fn: Callable[[], Any], *, repeat: int = 7, warmup: int = 1) -> f
     return statistics.median(times)
 
 
-def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
-             disable: bool = False) -> Iterator[T]:
+def progress(
+    iterable: Iterable[T], *, total: int | None = None, desc: str = "", disable: bool = False
+) -> Iterator[T]:
     """Wrap *iterable* in a tqdm progress bar on stderr when tqdm is installed."""
     try:
         from tqdm import tqdm
     except ImportError:
         yield from iterable
         return
-    yield from tqdm(iterable, total=total, desc=desc, disable=disable or not sys.stderr.isatty(),
-                    leave=False, file=sys.stderr)
+    yield from tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        disable=disable or not sys.stderr.isatty(),
+        leave=False,
+        file=sys.stderr,
+    )
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A plain-text table with right-aligned numbers, for terminals and results files."""
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
         return str(value)
 
     body = [[cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h)
-              for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)),
-             "  ".join("-" * w for w in widths)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)
+    ]
+    lines = [
+        "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)),
+        "  ".join("-" * w for w in widths),
+    ]
     for row in body:
-        lines.append("  ".join(v.rjust(w) if _numeric(v) else v.ljust(w)
-                               for v, w in zip(row, widths)))
+        lines.append(
+            "  ".join(
+                v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths, strict=False)
+            )
+        )
     return "\n".join(lines)
 
 

@@ -60,7 +60,7 @@ def fraction(name: str, value: Any, *, inclusive_low: bool = True) -> float:
     """Return *value* as a float if it lies in [0, 1] (or (0, 1])."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
-        ok = (0 <= value if inclusive_low else 0 < value) and value <= 1
+        ok = (value >= 0 if inclusive_low else value > 0) and value <= 1
     if not ok:
         low = "[0, 1]" if inclusive_low else "(0, 1]"
         raise ConfigurationError(f"{name} must be a number in {low}, got {value!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import struct
@@ -19,10 +20,8 @@ _PASS, _DELAY, _BLACKHOLE, _RESET = "pass", "delay", "blackhole", "reset"
 
 def _abort(sock: socket.socket) -> None:
     """Close *sock* with a TCP RST instead of a FIN."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
     sock.close()
 
 
@@ -42,8 +41,9 @@ class TCPProxy:
     is served by two threads; :meth:`close` stops them all.
     """
 
-    def __init__(self, target_host: str, target_port: int, *, port: int = 0,
-                 host: str = LOOPBACK) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, port: int = 0, host: str = LOOPBACK
+    ) -> None:
         self.target = (target_host, target_port)
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -56,8 +56,9 @@ class TCPProxy:
         self._lock = threading.Lock()
         self._conns: list[tuple[socket.socket, socket.socket]] = []
         self._closed = threading.Event()
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
-                                          name=f"TCPProxy:{self.port}")
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, daemon=True, name=f"TCPProxy:{self.port}"
+        )
         self._acceptor.start()
 
     @property
@@ -129,11 +130,13 @@ class TCPProxy:
             with self._lock:
                 self._conns.append((client, upstream))
             for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst, client, upstream),
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._pump, args=(src, dst, client, upstream), daemon=True
+                ).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, client: socket.socket,
-              upstream: socket.socket) -> None:
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, client: socket.socket, upstream: socket.socket
+    ) -> None:
         try:
             while not self._closed.is_set():
                 readable, _, _ = select.select([src], [], [], 0.1)
@@ -155,18 +158,22 @@ class TCPProxy:
                 if (client, upstream) in self._conns:
                     self._conns.remove((client, upstream))
             for sock in (client, upstream):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()
 
     def __enter__(self) -> TCPProxy:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"TCPProxy({self.host}:{self.port} -> {self.target[0]}:{self.target[1]}, {self._mode})"
+        return (
+            f"TCPProxy({self.host}:{self.port} -> {self.target[0]}:{self.target[1]}, {self._mode})"
+        )

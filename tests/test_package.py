@@ -1,0 +1,93 @@
+"""The package itself: version, exports, no optional driver on import."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+import scalekit
+from scalekit import exceptions
+from scalekit.testing import FakeClock
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_version_and_sorted_exports() -> None:
+    assert scalekit.__version__.count(".") == 2
+    assert list(scalekit.__all__) == sorted(scalekit.__all__)
+    for name in scalekit.__all__:
+        assert hasattr(scalekit, name)
+
+
+def test_exception_hierarchy_matches_builtins() -> None:
+    assert issubclass(exceptions.ConfigurationError, ValueError)
+    assert issubclass(exceptions.BackendUnavailableError, exceptions.BackendError)
+    assert issubclass(exceptions.BackendUnavailableError, ConnectionError)
+    assert issubclass(exceptions.LockTimeoutError, TimeoutError)
+    assert issubclass(exceptions.LockTimeoutError, exceptions.LockError)
+    for cls in (exceptions.LockNotOwnedError, exceptions.LockLostError):
+        assert issubclass(cls, exceptions.LockError)
+    assert issubclass(exceptions.RoutingError, LookupError)
+    assert issubclass(exceptions.NoAvailableEndpointError, LookupError)
+    for name in exceptions.__all__:
+        assert issubclass(getattr(exceptions, name), exceptions.ScaleKitError)
+    err = exceptions.LockNotOwnedError("not held", name="stock:42")
+    assert err.name == "stock:42"
+    assert exceptions.RoutingError("no shard", key=7).key == 7
+
+
+def test_import_does_not_load_optional_drivers() -> None:
+    code = (
+        "import sys, scalekit, scalekit.testing; "
+        "print(sorted(m for m in ('redis', 'kazoo') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_python_m_scalekit_prints_version_and_backends() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "scalekit"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith(f"scalekit {scalekit.__version__}")
+    assert "redis" in out and "zookeeper" in out
+
+
+@pytest.mark.slow
+def test_import_works_in_a_virtualenv_with_core_dependencies_only(tmp_path: Path) -> None:
+    if os.environ.get("SCALEKIT_SKIP_VENV_TEST") == "1":
+        pytest.skip("SCALEKIT_SKIP_VENV_TEST=1")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    code = (
+        "import scalekit, scalekit.testing, importlib.util as u; "
+        "print(scalekit.__version__, u.find_spec('redis') is None, u.find_spec('kazoo') is None)"
+    )
+    out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [scalekit.__version__, "True", "True"]
+
+
+def test_fake_clock_moves_only_forward() -> None:
+    clock = FakeClock(5.0)
+    assert clock() == 5.0
+    assert clock.advance(1.5) == 6.5
+    clock.set(10.0)
+    assert clock.time() == 10.0
+    with pytest.raises(ValueError, match="must not go backwards"):
+        clock.set(9.0)
+    with pytest.raises(ValueError, match="seconds must be a non-negative"):
+        clock.advance(-1)

@@ -1,0 +1,74 @@
+"""The partition proxy in front of a real Redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from scalekit.testing import RedisServer, TCPProxy
+
+redis = pytest.importorskip("redis")
+from redis.backoff import NoBackoff  # noqa: E402
+from redis.retry import Retry  # noqa: E402
+
+
+def _no_retry() -> Retry:
+    """redis-py retries timeouts by default, which turns 0.5 s into many seconds."""
+    return Retry(NoBackoff(), 0)
+
+
+@pytest.fixture
+def proxy(redis_server: RedisServer):  # type: ignore[no-untyped-def]
+    with TCPProxy(*redis_server.address) as p:
+        yield p
+
+
+def test_pass_through_forwards_commands(proxy: TCPProxy) -> None:
+    client = redis.Redis(host=proxy.host, port=proxy.port, socket_timeout=2)
+    client.set("proxy:key", "v")
+    assert client.get("proxy:key") == b"v"
+    assert proxy.connection_count == 1
+    client.close()
+
+
+def test_blackhole_makes_a_call_fail_within_its_timeout(proxy: TCPProxy) -> None:
+    client = redis.Redis(host=proxy.host, port=proxy.port, socket_timeout=0.5, retry=_no_retry())
+    assert client.ping() is True
+    proxy.blackhole()
+    started = time.monotonic()
+    with pytest.raises(redis.exceptions.TimeoutError):
+        client.ping()
+    elapsed = time.monotonic() - started
+    assert 0.4 <= elapsed < 2.0
+    proxy.pass_through()
+    client.connection_pool.disconnect()
+    assert client.ping() is True
+    client.close()
+
+
+def test_delay_holds_every_reply(proxy: TCPProxy) -> None:
+    client = redis.Redis(host=proxy.host, port=proxy.port, socket_timeout=5)
+    client.ping()
+    proxy.delay(0.2)
+    started = time.monotonic()
+    client.ping()
+    assert time.monotonic() - started >= 0.35  # request and reply are each held
+    client.close()
+
+
+def test_reset_breaks_open_connections_and_refuses_new_ones(proxy: TCPProxy) -> None:
+    client = redis.Redis(host=proxy.host, port=proxy.port, socket_timeout=2, retry=_no_retry())
+    client.ping()
+    proxy.reset()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        client.ping()
+    assert proxy.connection_count == 0
+    proxy.pass_through()
+    assert client.ping() is True
+    client.close()
+
+
+def test_delay_rejects_a_negative_duration(proxy: TCPProxy) -> None:
+    with pytest.raises(ValueError, match="seconds must be a non-negative finite number"):
+        proxy.delay(-1)

@@ -1,0 +1,115 @@
+"""The Redis harness: real servers, real clients, real faults."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from scalekit.testing import RedisClusterServers, RedisServer
+
+redis = pytest.importorskip("redis")
+from redis.cluster import RedisCluster  # noqa: E402
+
+
+def test_set_and_get_on_a_real_server(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=5)
+    client.set("harness:greeting", "hello")
+    assert client.get("harness:greeting") == b"hello"
+    assert redis_server.pid is not None
+    assert redis_server.address == ("127.0.0.1", redis_server.port)
+
+
+def test_restart_then_the_next_command_succeeds(fresh_redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(fresh_redis_server.url, socket_timeout=5)
+    client.set("before", "1")
+    old_pid = fresh_redis_server.pid
+    fresh_redis_server.restart()
+    assert fresh_redis_server.pid != old_pid
+    # redis-py reconnects on the next command; without persistence the data is gone.
+    assert client.ping() is True
+    assert client.get("before") is None
+
+
+def test_appendonly_keeps_data_across_a_kill(fresh_redis_server_aof: RedisServer) -> None:
+    client = redis.Redis.from_url(fresh_redis_server_aof.url, socket_timeout=5)
+    client.set("durable", "yes")
+    fresh_redis_server_aof.kill()
+    assert not fresh_redis_server_aof.running
+    fresh_redis_server_aof.start()
+    assert client.get("durable") == b"yes"
+
+
+def test_pause_makes_commands_time_out_and_resume_recovers(
+    fresh_redis_server: RedisServer,
+) -> None:
+    client = redis.Redis.from_url(fresh_redis_server.url, socket_timeout=0.3)
+    client.set("k", "v")
+    fresh_redis_server.pause()
+    assert fresh_redis_server.paused
+    started = time.monotonic()
+    with pytest.raises(redis.exceptions.TimeoutError):
+        client.get("k")
+    assert time.monotonic() - started < 2.0
+    fresh_redis_server.resume()
+    assert not fresh_redis_server.paused
+    assert client.get("k") == b"v"
+
+
+def test_stop_refuses_connections_and_start_serves_again(
+    fresh_redis_server: RedisServer,
+) -> None:
+    fresh_redis_server.stop()
+    assert fresh_redis_server.pid is None
+    assert not fresh_redis_server.is_ready()
+    client = redis.Redis.from_url(fresh_redis_server.url, socket_connect_timeout=0.5)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        client.ping()
+    fresh_redis_server.start()
+    assert client.ping() is True
+
+
+def test_stop_kills_a_paused_server(fresh_redis_server: RedisServer) -> None:
+    fresh_redis_server.pause()
+    started = time.monotonic()
+    fresh_redis_server.stop()
+    assert time.monotonic() - started < 5.0
+    assert not fresh_redis_server.running
+
+
+def test_a_write_lands_on_each_of_the_three_masters(redis_cluster: RedisClusterServers) -> None:
+    client = RedisCluster(host=redis_cluster.host, port=redis_cluster.port, socket_timeout=5)
+    try:
+        per_node: dict[int, int] = {}
+        for i in range(300):
+            key = f"harness:cluster:{i}"
+            client.set(key, str(i))
+            node = client.get_node_from_key(key)
+            per_node[node.port] = per_node.get(node.port, 0) + 1
+        assert set(per_node) == {n.port for n in redis_cluster.nodes}
+        # Each master holds the keys that landed on it, asked directly.
+        for node in redis_cluster.nodes:
+            direct = redis.Redis(host=node.host, port=node.port, socket_timeout=5)
+            assert direct.dbsize() == per_node[node.port]
+            direct.close()
+        assert client.get("harness:cluster:7") == b"7"
+    finally:
+        client.flushall(target_nodes=RedisCluster.ALL_NODES)
+        client.close()
+
+
+def test_cluster_masters_own_all_slots(redis_cluster: RedisClusterServers) -> None:
+    assert redis_cluster.is_ok()
+    client = RedisCluster(host=redis_cluster.host, port=redis_cluster.port, socket_timeout=5)
+    try:
+        slots = client.cluster_slots()
+        covered = sum(hi - lo + 1 for lo, hi in slots)
+        assert covered == 16384
+        assert len(slots) == 3
+    finally:
+        client.close()
+
+
+def test_constructor_rejects_a_two_node_cluster() -> None:
+    with pytest.raises(ValueError, match="masters must be at least 3"):
+        RedisClusterServers(2)
