@@ -1,0 +1,1 @@
+"""Examples built only from scalekit's public API."""

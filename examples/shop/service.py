@@ -1,0 +1,172 @@
+"""The shop's order flow: register, browse, cart, checkout, pay, history.
+
+Every step that the naive version gets wrong is built from a scalekit
+primitive:
+
+* product detail is read through a scalekit cache and invalidated when the
+  product's stock changes;
+* stock is reserved under a per-SKU scalekit lock, and the stock UPDATE
+  carries the lease's fencing token, so a holder whose lease was lost (a
+  long GC pause, a SIGSTOP) cannot write over a newer holder;
+* checkout is idempotent by key, and payment is charged once per order
+  through whichever gateway the balancer picks.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, MutableMapping
+from datetime import datetime, timezone
+from typing import Any
+
+from scalekit import LockError
+
+from .gateways import GatewayError, PaymentService
+from .storage import Order, ShopStorage
+
+
+class CheckoutRejected(Exception):
+    """The checkout cannot be completed: out of stock, empty cart, lock contention."""
+
+
+class Shop:
+    """The order flow over *storage*, a product cache, a lock factory and payments.
+
+    :param lock_for: returns the lock object for a lock name, e.g.
+        ``lambda name: MemoryLock(name, ttl=5)``; the shop keeps one per SKU.
+    :param lock_timeout: seconds a checkout waits for a SKU's lock.
+    """
+
+    def __init__(self, storage: ShopStorage, cache: MutableMapping[str, Any],
+                 lock_for: Callable[[str], Any], payments: PaymentService, *,
+                 lock_timeout: float = 5.0, clock: Callable[[], float] = time.time,
+                 hold_hook: Callable[[str], None] | None = None) -> None:
+        self.storage = storage
+        self.cache = cache
+        self.payments = payments
+        self.lock_timeout = lock_timeout
+        self.clock = clock
+        self._lock_for = lock_for
+        self._locks: dict[str, Any] = {}
+        # Called while a stock lock is held; tests use it to pause a holder.
+        self._hold_hook = hold_hook
+        self.fence_rejections = 0
+
+    # -- registration and catalog ------------------------------------------------
+    def register(self, email: str) -> str:
+        user_id = uuid.uuid4().hex
+        self.storage.add_user(user_id, email, self.clock())
+        return user_id
+
+    def view_product(self, sku: str) -> dict[str, Any]:
+        """Product detail through the cache; KeyError for an unknown SKU."""
+        try:
+            return dict(self.cache[sku])
+        except KeyError:
+            pass
+        product = self.storage.product(sku)
+        if product is None:
+            raise KeyError(sku)
+        self.cache[sku] = product
+        return dict(product)
+
+    def catalog(self) -> list[dict[str, Any]]:
+        return [self.view_product(sku) for sku in self.storage.skus()]
+
+    # -- cart ------------------------------------------------------------------
+    def set_cart(self, user_id: str, sku: str, qty: int) -> None:
+        """Put *qty* of *sku* in the cart (0 removes it)."""
+        if qty < 0:
+            raise ValueError(f"qty must be >= 0, got {qty!r}")
+        if not self.storage.user_exists(user_id):
+            raise KeyError(f"unknown user {user_id!r}")
+        self.view_product(sku)
+        self.storage.set_cart_item(user_id, sku, qty)
+
+    def add_to_cart(self, user_id: str, sku: str, qty: int = 1) -> None:
+        self.set_cart(user_id, sku, self.storage.cart(user_id).get(sku, 0) + qty)
+
+    def cart(self, user_id: str) -> dict[str, int]:
+        return self.storage.cart(user_id)
+
+    # -- checkout and payment --------------------------------------------------------
+    def checkout(self, user_id: str, idempotency_key: str) -> Order:
+        """Reserve the cart's stock, create the order and pay for it.
+
+        The same *idempotency_key* returns the order the first call created.
+        :raises CheckoutRejected: empty cart, not enough stock, or a lock
+            not acquired in time; nothing is reserved then.
+        """
+        existing = self.storage.find_checkout(user_id, idempotency_key)
+        if existing is not None:
+            return existing
+        items = self.cart(user_id)
+        if not items:
+            raise CheckoutRejected("the cart is empty")
+        prices = {sku: self.view_product(sku)["price_cents"] for sku in items}
+        reserved: dict[str, int] = {}
+        try:
+            for sku in sorted(items):
+                self._reserve(sku, items[sku])
+                reserved[sku] = items[sku]
+        except BaseException:
+            for sku, qty in reserved.items():
+                self._reserve(sku, -qty)
+            raise
+        order = Order(uuid.uuid4().hex, user_id, datetime.fromtimestamp(self.clock(), timezone.utc),
+                      "reserved", sum(prices[s] * q for s, q in items.items()), items, None)
+        created = self.storage.create_order(order, idempotency_key)
+        if created.order_id != order.order_id:  # a concurrent retry of this checkout won
+            for sku, qty in reserved.items():
+                self._reserve(sku, -qty)
+            return created
+        return self.pay(created)
+
+    def pay(self, order: Order) -> Order:
+        """Charge *order* once; on failure release its stock and mark it ``released``."""
+        try:
+            gateway = self.payments.charge(f"order:{order.order_id}", order.total_cents)
+        except GatewayError:
+            for sku, qty in order.items.items():
+                self._reserve(sku, -qty)
+            self.storage.set_order_status(order, "released", None)
+            raise CheckoutRejected(f"payment failed for order {order.order_id}") from None
+        self.storage.set_order_status(order, "paid", gateway)
+        return Order(order.order_id, order.user_id, order.created_at, "paid", order.total_cents,
+                     order.items, gateway)
+
+    def history(self, user_id: str, start: datetime, end: datetime) -> list[Order]:
+        return self.storage.orders(user_id, start, end)
+
+    def _lock(self, sku: str) -> Any:
+        lock = self._locks.get(sku)
+        if lock is None:
+            lock = self._locks.setdefault(sku, self._lock_for(f"shop:stock:{sku}"))
+        return lock
+
+    def _reserve(self, sku: str, qty: int) -> None:
+        """Take *qty* of *sku* (negative gives it back) under the SKU's lock and fence."""
+        lock = self._lock(sku)
+        try:
+            lease = lock.acquire(timeout=self.lock_timeout)
+        except LockError as exc:
+            raise CheckoutRejected(f"stock of {sku} is busy: {exc}") from None
+        try:
+            left = self.storage.claim_stock(sku, lease.token)
+            if left is None:
+                self.fence_rejections += 1
+                raise CheckoutRejected(f"stock of {sku} fenced off before reading (lease lost)")
+            if left < qty:
+                raise CheckoutRejected(f"only {left} of {sku} left, {qty} wanted")
+            if self._hold_hook is not None:
+                self._hold_hook(sku)
+            if not self.storage.write_stock(sku, left - qty, lease.token):
+                self.fence_rejections += 1
+                raise CheckoutRejected(f"stock write for {sku} fenced off (lease lost)")
+        finally:
+            try:
+                lease.release()
+            except LockError:
+                pass  # lost meanwhile: the fence already decided whether the write counted
+        self.cache.pop(sku, None)
