@@ -89,4 +89,9 @@ class PaymentService:
                 return str(name)
             except (GatewayError, NoAvailableEndpointError) as exc:
                 last = exc
+        # Every reply was lost or refused; the provider may still have charged
+        # (a lost reply). Its ledger, keyed by the idempotency key, says.
+        charged_by = self.storage.charged_by(key)
+        if charged_by is not None:
+            return charged_by
         raise GatewayError(f"payment {key} failed on {self.attempts} attempts: {last}")

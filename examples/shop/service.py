@@ -14,16 +14,50 @@ primitive:
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, MutableMapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from scalekit import LockError
 
 from .gateways import GatewayError, PaymentService
 from .storage import Order, ShopStorage
+
+
+class ProductCache(Protocol):
+    """What the shop needs of a cache: scalekit's ``NearCache`` and ``RedisCache`` fit."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None: ...
+
+    def invalidate(self, key: str) -> None: ...
+
+
+class LocalCache:
+    """A scalekit local cache (e.g. ``TinyLFUCache``) behind a lock, as a ProductCache.
+
+    scalekit's local caches, like cachetools', leave locking to the caller.
+    """
+
+    def __init__(self, cache: MutableMapping[str, Any]) -> None:
+        self.cache = cache
+        self._lock = threading.Lock()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            return self.cache.get(key, default)
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        with self._lock:
+            self.cache[key] = value
+
+    def invalidate(self, key: str) -> None:
+        with self._lock:
+            self.cache.pop(key, None)
 
 
 class CheckoutRejected(Exception):
@@ -38,12 +72,14 @@ class Shop:
     :param lock_timeout: seconds a checkout waits for a SKU's lock.
     """
 
-    def __init__(self, storage: ShopStorage, cache: MutableMapping[str, Any],
+    def __init__(self, storage: ShopStorage, cache: ProductCache,
                  lock_for: Callable[[str], Any], payments: PaymentService, *,
                  lock_timeout: float = 5.0, clock: Callable[[], float] = time.time,
                  hold_hook: Callable[[str], None] | None = None) -> None:
         self.storage = storage
         self.cache = cache
+        self.cache_hits = 0
+        self.cache_misses = 0
         self.payments = payments
         self.lock_timeout = lock_timeout
         self.clock = clock
@@ -61,14 +97,15 @@ class Shop:
 
     def view_product(self, sku: str) -> dict[str, Any]:
         """Product detail through the cache; KeyError for an unknown SKU."""
-        try:
-            return dict(self.cache[sku])
-        except KeyError:
-            pass
+        cached = self.cache.get(sku)
+        if cached is not None:
+            self.cache_hits += 1  # a lost increment under threads only blurs the report
+            return dict(cached)
+        self.cache_misses += 1
         product = self.storage.product(sku)
         if product is None:
             raise KeyError(sku)
-        self.cache[sku] = product
+        self.cache.set(sku, product)
         return dict(product)
 
     def catalog(self) -> list[dict[str, Any]]:
@@ -169,4 +206,4 @@ class Shop:
                 lease.release()
             except LockError:
                 pass  # lost meanwhile: the fence already decided whether the write counted
-        self.cache.pop(sku, None)
+        self.cache.invalidate(sku)

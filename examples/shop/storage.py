@@ -291,6 +291,12 @@ class ShopStorage:
                                (key, gateway, amount_cents, now))
             return cur.rowcount == 1
 
+    def charged_by(self, key: str) -> str | None:
+        """The gateway that charged under *key*, or None if nothing was charged."""
+        row = self.catalog.connection().execute(
+            "SELECT gateway FROM charges WHERE idempotency_key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
     def charge_count(self) -> int:
         return int(self.catalog.connection().execute("SELECT COUNT(*) FROM charges").fetchone()[0])
 

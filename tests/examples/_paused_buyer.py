@@ -1,0 +1,46 @@
+"""A buyer process that the test freezes (SIGSTOP) while it holds a SKU's lock.
+
+Usage: python -m tests.examples._paused_buyer DIR REDIS_URL RUN_ID MARKER SHARDS
+
+It puts one unit of ``hot-0`` in a cart and checks out through a RedisLock
+with a 1 s ttl. Right after reading the stock under the lock it writes
+MARKER and dawdles, so the test can SIGSTOP it there, let the lease
+expire, sell the unit elsewhere and SIGCONT it. It prints ``fenced`` if
+its stale stock write was rejected, ``ordered`` if it created an order.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from examples.shop.backends import Backends
+from examples.shop.service import CheckoutRejected
+from examples.shop.simulation import Settings, build_shop
+
+
+def main() -> int:
+    directory, redis_url, run_id, marker, shards = sys.argv[1:6]
+    settings = Settings(shards=int(shards), failing_gateway_rate=0.0)
+    backends = Backends(run_id=run_id, redis_url=redis_url, lock_ttl=1.0)
+
+    def hold(sku: str) -> None:
+        Path(marker).write_text(sku)
+        time.sleep(0.5)  # frozen here by the test
+
+    shop = build_shop(Path(directory), settings, backends, worker=99, hold_hook=hold)
+    user = shop.register("paused@example.com")
+    shop.add_to_cart(user, "hot-0", 1)
+    try:
+        shop.checkout(user, "paused-checkout")
+    except CheckoutRejected as exc:
+        print("fenced" if "fenced" in str(exc) else f"rejected: {exc}")
+    else:
+        print("ordered")
+    backends.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
