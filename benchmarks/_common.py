@@ -91,7 +91,7 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
     def cell(value: Any) -> str:
         if isinstance(value, float):
-            return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+            return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3f}"
         return str(value)
 
     body = [[cell(v) for v in row] for row in rows]

@@ -17,7 +17,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -60,6 +61,24 @@ class LocalCache:
             self.cache.pop(key, None)
 
 
+class Timings:
+    """Seconds spent per phase (lock, database, cache, payment), summed over threads."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def measure(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._lock:
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + elapsed
+
+
 class CheckoutRejected(Exception):
     """The checkout cannot be completed: out of stock, empty cart, lock contention."""
 
@@ -88,24 +107,29 @@ class Shop:
         # Called while a stock lock is held; tests use it to pause a holder.
         self._hold_hook = hold_hook
         self.fence_rejections = 0
+        self.timings = Timings()
 
     # -- registration and catalog ------------------------------------------------
     def register(self, email: str) -> str:
         user_id = uuid.uuid4().hex
-        self.storage.add_user(user_id, email, self.clock())
+        with self.timings.measure("database"):
+            self.storage.add_user(user_id, email, self.clock())
         return user_id
 
     def view_product(self, sku: str) -> dict[str, Any]:
         """Product detail through the cache; KeyError for an unknown SKU."""
-        cached = self.cache.get(sku)
+        with self.timings.measure("cache"):
+            cached = self.cache.get(sku)
         if cached is not None:
             self.cache_hits += 1  # a lost increment under threads only blurs the report
             return dict(cached)
         self.cache_misses += 1
-        product = self.storage.product(sku)
+        with self.timings.measure("database"):
+            product = self.storage.product(sku)
         if product is None:
             raise KeyError(sku)
-        self.cache.set(sku, product)
+        with self.timings.measure("cache"):
+            self.cache.set(sku, product)
         return dict(product)
 
     def catalog(self) -> list[dict[str, Any]]:
@@ -116,13 +140,18 @@ class Shop:
         """Put *qty* of *sku* in the cart (0 removes it)."""
         if qty < 0:
             raise ValueError(f"qty must be >= 0, got {qty!r}")
-        if not self.storage.user_exists(user_id):
+        with self.timings.measure("database"):
+            known = self.storage.user_exists(user_id)
+        if not known:
             raise KeyError(f"unknown user {user_id!r}")
         self.view_product(sku)
-        self.storage.set_cart_item(user_id, sku, qty)
+        with self.timings.measure("database"):
+            self.storage.set_cart_item(user_id, sku, qty)
 
     def add_to_cart(self, user_id: str, sku: str, qty: int = 1) -> None:
-        self.set_cart(user_id, sku, self.storage.cart(user_id).get(sku, 0) + qty)
+        with self.timings.measure("database"):
+            have = self.storage.cart(user_id).get(sku, 0)
+        self.set_cart(user_id, sku, have + qty)
 
     def cart(self, user_id: str) -> dict[str, int]:
         return self.storage.cart(user_id)
@@ -135,10 +164,11 @@ class Shop:
         :raises CheckoutRejected: empty cart, not enough stock, or a lock
             not acquired in time; nothing is reserved then.
         """
-        existing = self.storage.find_checkout(user_id, idempotency_key)
+        with self.timings.measure("database"):
+            existing = self.storage.find_checkout(user_id, idempotency_key)
+            items = self.cart(user_id)
         if existing is not None:
             return existing
-        items = self.cart(user_id)
         if not items:
             raise CheckoutRejected("the cart is empty")
         prices = {sku: self.view_product(sku)["price_cents"] for sku in items}
@@ -153,7 +183,8 @@ class Shop:
             raise
         order = Order(uuid.uuid4().hex, user_id, datetime.fromtimestamp(self.clock(), timezone.utc),
                       "reserved", sum(prices[s] * q for s, q in items.items()), items, None)
-        created = self.storage.create_order(order, idempotency_key)
+        with self.timings.measure("database"):
+            created = self.storage.create_order(order, idempotency_key)
         if created.order_id != order.order_id:  # a concurrent retry of this checkout won
             for sku, qty in reserved.items():
                 self._reserve(sku, -qty)
@@ -163,13 +194,15 @@ class Shop:
     def pay(self, order: Order) -> Order:
         """Charge *order* once; on failure release its stock and mark it ``released``."""
         try:
-            gateway = self.payments.charge(f"order:{order.order_id}", order.total_cents)
+            with self.timings.measure("payment"):
+                gateway = self.payments.charge(f"order:{order.order_id}", order.total_cents)
         except GatewayError:
             for sku, qty in order.items.items():
                 self._reserve(sku, -qty)
             self.storage.set_order_status(order, "released", None)
             raise CheckoutRejected(f"payment failed for order {order.order_id}") from None
-        self.storage.set_order_status(order, "paid", gateway)
+        with self.timings.measure("database"):
+            self.storage.set_order_status(order, "paid", gateway)
         return Order(order.order_id, order.user_id, order.created_at, "paid", order.total_cents,
                      order.items, gateway)
 
@@ -186,11 +219,13 @@ class Shop:
         """Take *qty* of *sku* (negative gives it back) under the SKU's lock and fence."""
         lock = self._lock(sku)
         try:
-            lease = lock.acquire(timeout=self.lock_timeout)
+            with self.timings.measure("lock"):
+                lease = lock.acquire(timeout=self.lock_timeout)
         except LockError as exc:
             raise CheckoutRejected(f"stock of {sku} is busy: {exc}") from None
         try:
-            left = self.storage.claim_stock(sku, lease.token)
+            with self.timings.measure("database"):
+                left = self.storage.claim_stock(sku, lease.token)
             if left is None:
                 self.fence_rejections += 1
                 raise CheckoutRejected(f"stock of {sku} fenced off before reading (lease lost)")
@@ -198,12 +233,16 @@ class Shop:
                 raise CheckoutRejected(f"only {left} of {sku} left, {qty} wanted")
             if self._hold_hook is not None:
                 self._hold_hook(sku)
-            if not self.storage.write_stock(sku, left - qty, lease.token):
+            with self.timings.measure("database"):
+                written = self.storage.write_stock(sku, left - qty, lease.token)
+            if not written:
                 self.fence_rejections += 1
                 raise CheckoutRejected(f"stock write for {sku} fenced off (lease lost)")
         finally:
-            try:
-                lease.release()
-            except LockError:
-                pass  # lost meanwhile: the fence already decided whether the write counted
-        self.cache.invalidate(sku)
+            with self.timings.measure("lock"):
+                try:
+                    lease.release()
+                except LockError:
+                    pass  # lost meanwhile: the fence already decided whether the write counted
+        with self.timings.measure("cache"):
+            self.cache.invalidate(sku)

@@ -63,6 +63,8 @@ class Summary:
     cache_hits: int = 0
     cache_misses: int = 0
     gateways: dict[str, list[int]] = field(default_factory=dict)  # calls, failures, ejections
+    phase_seconds: Counter[str] = field(default_factory=Counter)  # lock, database, cache, ...
+    busy_seconds: float = 0.0  # buyer threads' total time
 
     def add(self, other: Summary) -> None:
         self.placed += other.placed
@@ -72,6 +74,8 @@ class Summary:
         self.fence_rejections += other.fence_rejections
         self.cache_hits += other.cache_hits
         self.cache_misses += other.cache_misses
+        self.phase_seconds.update(other.phase_seconds)
+        self.busy_seconds += other.busy_seconds
         for name, counts in other.gateways.items():
             mine = self.gateways.setdefault(name, [0, 0, 0])
             for i, n in enumerate(counts):
@@ -161,10 +165,13 @@ def work(settings: Settings, directory: Path, worker: int, run_id: str, buyers: 
         threads = [threading.Thread(target=_buyer, args=(shop, settings, deadline, out, lock,
                                                          random.Random(rng.random())))
                    for _ in range(buyers)]
+        started = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        out.busy_seconds = (time.monotonic() - started) * buyers
+        out.phase_seconds.update(shop.timings.seconds)
         out.fence_rejections = shop.fence_rejections
         out.cache_hits, out.cache_misses = shop.cache_hits, shop.cache_misses
         health = shop.payments.balancer.health  # type: ignore[attr-defined]
@@ -250,6 +257,11 @@ def report(storage: ShopStorage, summary: Summary, settings: Settings, kind: str
             f"{name} {sum(c.values())}" for name, c in storage.order_counts().items()),
         f"payments charged: {storage.charge_count()}",
     ]
+    if summary.busy_seconds:
+        shares = {k: v / summary.busy_seconds for k, v in summary.phase_seconds.items()}
+        shares["other (Python, thread switches)"] = max(0.0, 1 - sum(shares.values()))
+        lines.append("where buyer time goes: " + ", ".join(
+            f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])))
     for name, (calls, failures, ejections) in sorted(summary.gateways.items()):
         lines.append(f"gateway {name}: {calls} calls, {failures} failures, {ejections} ejections")
     return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The shop's scaling benchmark: checkouts per second by lock backend and process count."""

@@ -1,0 +1,98 @@
+"""``python -m benchmarks.shop``: checkouts/s and p99 by backend and worker processes.
+
+Runs the example shop's load simulation (examples/shop) with memory locks
+in one process, and with RedisLock and ZooKeeperLock across 1, 2 and 4
+worker processes, against real servers started on loopback. Hot SKUs have
+ample stock here, so every checkout does the full flow (lock, fenced stock
+claim and write, order, payment) rather than stopping at "out of stock".
+Prints a table, where buyer time goes in the slowest configuration, and a
+scaling plot.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from benchmarks._common import base_parser, format_table, progress, write_result
+from examples.shop.simulation import Settings, Summary, run
+from scalekit.testing import RedisServer, ZooKeeperServer
+
+
+def _p99(summary: Summary) -> float:
+    lat = sorted(s for _, s in summary.latencies)
+    return 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per configuration")
+    parser.add_argument("--buyers", type=int, default=16, help="buyers in total, all configs")
+    args = parser.parse_args(argv)
+    duration = 1.0 if args.quick else args.duration
+    worker_counts = [1, 2] if args.quick else [1, 2, 4]
+    rows: list[list[object]] = []
+    results: dict[tuple[str, int], Summary] = {}
+    with RedisServer() as redis_server, ZooKeeperServer() as zk:
+        configs = [("memory", 1, {})]
+        for workers in worker_counts:
+            configs.append(("redis", workers, {"redis": redis_server.url}))
+            configs.append(("zookeeper", workers, {"zookeeper": zk.hosts}))
+        for kind, workers, backend in progress(configs, total=len(configs), desc="shop"):
+            settings = Settings(buyers=args.buyers, duration=duration, workers=workers,
+                                hot_stock=10**6, failing_gateway_rate=0.0, seed=args.seed,
+                                **backend)
+            with tempfile.TemporaryDirectory(prefix="scalekit-shop-bench-") as tmp:
+                _, summary = run(settings, Path(tmp))
+            results[(kind, workers)] = summary
+            checkouts = len(summary.latencies)
+            rows.append([kind, workers, checkouts / duration, _p99(summary),
+                         summary.placed, sum(summary.rejected.values())])
+    table = format_table(
+        ["backend", "workers", "checkouts/s", "p99 ms", "placed", "rejected"], rows)
+    slowest = min(results, key=lambda k: len(results[k].latencies))
+    summary = results[slowest]
+    shares = {k: v / summary.busy_seconds for k, v in summary.phase_seconds.items()}
+    shares["other"] = max(0.0, 1 - sum(shares.values()))
+    where = (f"slowest: {slowest[0]} x {slowest[1]} workers; buyer time: "
+             + ", ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])))
+    text = (f"shop checkouts, {args.buyers} buyers, {duration:g}s per configuration, "
+            f"SQLite shards on local disk\n{table}\n{where}")
+    write_result(args.out, "shop" + ("-quick" if args.quick else ""), text)
+    if not args.no_plot:
+        _plot(results, args.out / ("shop-scaling" + ("-quick" if args.quick else "") + ".png"),
+              duration)
+    return 0
+
+
+def _plot(results: dict[tuple[str, int], Summary], path: Path, duration: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for kind in ("memory", "redis", "zookeeper"):
+        points = sorted((w, s) for (k, w), s in results.items() if k == kind)
+        if not points:
+            continue
+        xs = [w for w, _ in points]
+        left.plot(xs, [len(s.latencies) / duration for _, s in points], "o-", label=kind)
+        right.plot(xs, [_p99(s) for _, s in points], "o-", label=kind)
+    left.set_title("checkouts per second")
+    right.set_title("checkout p99 (ms)")
+    for ax in (left, right):
+        ax.set_xlabel("worker processes")
+        ax.set_xticks(sorted({w for _, w in results}))
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle("scalekit shop: scaling by lock backend")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
