@@ -11,6 +11,7 @@ scaling plot.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -28,40 +29,71 @@ def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__ or "")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per configuration")
     parser.add_argument("--buyers", type=int, default=16, help="buyers in total, all configs")
+    parser.add_argument(
+        "--redis", metavar="URL", help="use this Redis instead of starting one on loopback"
+    )
+    parser.add_argument(
+        "--zookeeper",
+        metavar="HOSTS",
+        help="use this ZooKeeper instead of starting one on loopback",
+    )
     args = parser.parse_args(argv)
     duration = 1.0 if args.quick else args.duration
     worker_counts = [1, 2] if args.quick else [1, 2, 4]
     rows: list[list[object]] = []
     results: dict[tuple[str, int], Summary] = {}
-    with RedisServer() as redis_server, ZooKeeperServer() as zk:
-        configs = [("memory", 1, {})]
+    with contextlib.ExitStack() as stack:
+        redis_url = args.redis or stack.enter_context(RedisServer()).url
+        zk_hosts = args.zookeeper or stack.enter_context(ZooKeeperServer()).hosts
+        configs: list[tuple[str, int, dict[str, str]]] = [("memory", 1, {})]
         for workers in worker_counts:
-            configs.append(("redis", workers, {"redis": redis_server.url}))
-            configs.append(("zookeeper", workers, {"zookeeper": zk.hosts}))
+            configs.append(("redis", workers, {"redis": redis_url}))
+            configs.append(("zookeeper", workers, {"zookeeper": zk_hosts}))
         for kind, workers, backend in progress(configs, total=len(configs), desc="shop"):
-            settings = Settings(buyers=args.buyers, duration=duration, workers=workers,
-                                hot_stock=10**6, failing_gateway_rate=0.0, seed=args.seed,
-                                **backend)
+            settings = Settings(
+                buyers=args.buyers,
+                duration=duration,
+                workers=workers,
+                hot_stock=10**6,
+                failing_gateway_rate=0.0,
+                seed=args.seed,
+                **backend,
+            )
             with tempfile.TemporaryDirectory(prefix="scalekit-shop-bench-") as tmp:
                 _, summary = run(settings, Path(tmp))
             results[(kind, workers)] = summary
             checkouts = len(summary.latencies)
-            rows.append([kind, workers, checkouts / duration, _p99(summary),
-                         summary.placed, sum(summary.rejected.values())])
+            rows.append(
+                [
+                    kind,
+                    workers,
+                    checkouts / duration,
+                    _p99(summary),
+                    summary.placed,
+                    sum(summary.rejected.values()),
+                ]
+            )
     table = format_table(
-        ["backend", "workers", "checkouts/s", "p99 ms", "placed", "rejected"], rows)
+        ["backend", "workers", "checkouts/s", "p99 ms", "placed", "rejected"], rows
+    )
     slowest = min(results, key=lambda k: len(results[k].latencies))
     summary = results[slowest]
     shares = {k: v / summary.busy_seconds for k, v in summary.phase_seconds.items()}
     shares["other"] = max(0.0, 1 - sum(shares.values()))
-    where = (f"slowest: {slowest[0]} x {slowest[1]} workers; buyer time: "
-             + ", ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])))
-    text = (f"shop checkouts, {args.buyers} buyers, {duration:g}s per configuration, "
-            f"SQLite shards on local disk\n{table}\n{where}")
+    where = f"slowest: {slowest[0]} x {slowest[1]} workers; buyer time: " + ", ".join(
+        f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])
+    )
+    text = (
+        f"shop checkouts, {args.buyers} buyers, {duration:g}s per configuration, "
+        f"SQLite shards on local disk\n{table}\n{where}"
+    )
     write_result(args.out, "shop" + ("-quick" if args.quick else ""), text)
     if not args.no_plot:
-        _plot(results, args.out / ("shop-scaling" + ("-quick" if args.quick else "") + ".png"),
-              duration)
+        _plot(
+            results,
+            args.out / ("shop-scaling" + ("-quick" if args.quick else "") + ".png"),
+            duration,
+        )
     return 0
 
 

@@ -21,9 +21,15 @@ from .service import LocalCache, ProductCache
 class Backends:
     """The lock factory and product cache of one shop process; :meth:`close` frees them."""
 
-    def __init__(self, *, run_id: str, redis_url: str | None = None,
-                 zookeeper_hosts: str | None = None, lock_ttl: float = 5.0,
-                 cache_size: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        redis_url: str | None = None,
+        zookeeper_hosts: str | None = None,
+        lock_ttl: float = 5.0,
+        cache_size: int = 64,
+    ) -> None:
         self.kind = "memory"
         self._closers: list[Callable[[], None]] = []
         self.cache: ProductCache = LocalCache(TinyLFUCache(cache_size))
@@ -40,8 +46,10 @@ class Backends:
         from scalekit.locking import RedisLock
 
         client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        near = NearCache(TinyLFUCache(cache_size),
-                         RedisCache(client, namespace=f"shop:{run_id}:product", ttl=60.0))
+        near = NearCache(
+            TinyLFUCache(cache_size),
+            RedisCache(client, namespace=f"shop:{run_id}:product", ttl=60.0),
+        )
         self.kind = "redis"
         self.cache = near
         self.lock_for = lambda name: RedisLock(client, f"shop:{run_id}:{name}", ttl=lock_ttl)
@@ -56,7 +64,8 @@ class Backends:
         client.start(timeout=15)
         self.kind = "zookeeper"
         self.lock_for = lambda name: ZooKeeperLock(
-            client, f"/scalekit-shop/{run_id}/{name.replace(':', '/')}")
+            client, f"/scalekit-shop/{run_id}/{name.replace(':', '/')}"
+        )
         self._closers += [client.stop, client.close]
 
     def close(self) -> None:

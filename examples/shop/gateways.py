@@ -42,8 +42,13 @@ class SimulatedGateway:
     failures: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def charge(self, storage: ShopStorage, key: str, amount_cents: int,
-               sleep: Callable[[float], None] = time.sleep) -> bool:
+    def charge(
+        self,
+        storage: ShopStorage,
+        key: str,
+        amount_cents: int,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> bool:
         """Charge once per *key*; return True if this call made the charge."""
         with self._lock:
             self.calls += 1
@@ -69,8 +74,14 @@ class PaymentService:
     the others.
     """
 
-    def __init__(self, storage: ShopStorage, gateways: list[SimulatedGateway],
-                 balancer: object, *, attempts: int = 3) -> None:
+    def __init__(
+        self,
+        storage: ShopStorage,
+        gateways: list[SimulatedGateway],
+        balancer: object,
+        *,
+        attempts: int = 3,
+    ) -> None:
         self.storage = storage
         self.gateways = {g.name: g for g in gateways}
         self.balancer = balancer

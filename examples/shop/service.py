@@ -14,6 +14,7 @@ primitive:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -91,10 +92,17 @@ class Shop:
     :param lock_timeout: seconds a checkout waits for a SKU's lock.
     """
 
-    def __init__(self, storage: ShopStorage, cache: ProductCache,
-                 lock_for: Callable[[str], Any], payments: PaymentService, *,
-                 lock_timeout: float = 5.0, clock: Callable[[], float] = time.time,
-                 hold_hook: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        storage: ShopStorage,
+        cache: ProductCache,
+        lock_for: Callable[[str], Any],
+        payments: PaymentService,
+        *,
+        lock_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        hold_hook: Callable[[str], None] | None = None,
+    ) -> None:
         self.storage = storage
         self.cache = cache
         self.cache_hits = 0
@@ -181,8 +189,15 @@ class Shop:
             for sku, qty in reserved.items():
                 self._reserve(sku, -qty)
             raise
-        order = Order(uuid.uuid4().hex, user_id, datetime.fromtimestamp(self.clock(), timezone.utc),
-                      "reserved", sum(prices[s] * q for s, q in items.items()), items, None)
+        order = Order(
+            uuid.uuid4().hex,
+            user_id,
+            datetime.fromtimestamp(self.clock(), timezone.utc),
+            "reserved",
+            sum(prices[s] * q for s, q in items.items()),
+            items,
+            None,
+        )
         with self.timings.measure("database"):
             created = self.storage.create_order(order, idempotency_key)
         if created.order_id != order.order_id:  # a concurrent retry of this checkout won
@@ -203,8 +218,15 @@ class Shop:
             raise CheckoutRejected(f"payment failed for order {order.order_id}") from None
         with self.timings.measure("database"):
             self.storage.set_order_status(order, "paid", gateway)
-        return Order(order.order_id, order.user_id, order.created_at, "paid", order.total_cents,
-                     order.items, gateway)
+        return Order(
+            order.order_id,
+            order.user_id,
+            order.created_at,
+            "paid",
+            order.total_cents,
+            order.items,
+            gateway,
+        )
 
     def history(self, user_id: str, start: datetime, end: datetime) -> list[Order]:
         return self.storage.orders(user_id, start, end)
@@ -239,10 +261,9 @@ class Shop:
                 self.fence_rejections += 1
                 raise CheckoutRejected(f"stock write for {sku} fenced off (lease lost)")
         finally:
-            with self.timings.measure("lock"):
-                try:
-                    lease.release()
-                except LockError:
-                    pass  # lost meanwhile: the fence already decided whether the write counted
+            # A lease lost meanwhile raises LockError here; the fence already
+            # decided whether the write counted.
+            with self.timings.measure("lock"), contextlib.suppress(LockError):
+                lease.release()
         with self.timings.measure("cache"):
             self.cache.invalidate(sku)

@@ -96,25 +96,45 @@ def prepare(directory: Path, settings: Settings) -> ShopStorage:
     return storage
 
 
-def build_shop(directory: Path, settings: Settings, backends: Backends, worker: int = 0,
-               hold_hook: Callable[[str], None] | None = None) -> Shop:
+def build_shop(
+    directory: Path,
+    settings: Settings,
+    backends: Backends,
+    worker: int = 0,
+    hold_hook: Callable[[str], None] | None = None,
+) -> Shop:
     """A shop process's view: the shared databases, its backends and its gateways."""
     storage = ShopStorage(directory, shards=settings.shards)
     rng = random.Random(settings.seed * 1000 + worker)
-    gateways = [SimulatedGateway(f"gw-{i + 1}", latency=0.001 + 0.001 * i,
-                                 rng=random.Random(rng.random()))
-                for i in range(settings.gateways)]
+    gateways = [
+        SimulatedGateway(f"gw-{i + 1}", latency=0.001 + 0.001 * i, rng=random.Random(rng.random()))
+        for i in range(settings.gateways)
+    ]
     gateways[-1].failure_rate = settings.failing_gateway_rate
-    balancer = PeakEWMA([g.name for g in gateways], rng=random.Random(rng.random()),
-                        health=HealthPolicy(outlier=OutlierDetection(
-                            consecutive_failures=3, base_ejection_time=1.0,
-                            max_ejection_percent=50, success_rate_stdev_factor=None)))
+    balancer = PeakEWMA(
+        [g.name for g in gateways],
+        rng=random.Random(rng.random()),
+        health=HealthPolicy(
+            outlier=OutlierDetection(
+                consecutive_failures=3,
+                base_ejection_time=1.0,
+                max_ejection_percent=50,
+                success_rate_stdev_factor=None,
+            )
+        ),
+    )
     payments = PaymentService(storage, gateways, balancer)
     return Shop(storage, backends.cache, backends.lock_for, payments, hold_hook=hold_hook)
 
 
-def _buyer(shop: Shop, settings: Settings, deadline: float, out: Summary,
-           lock: threading.Lock, rng: random.Random) -> None:
+def _buyer(
+    shop: Shop,
+    settings: Settings,
+    deadline: float,
+    out: Summary,
+    lock: threading.Lock,
+    rng: random.Random,
+) -> None:
     hot = hot_skus(settings)
     skus = shop.storage.skus()
     while time.monotonic() < deadline:
@@ -155,16 +175,24 @@ def _reason(text: str) -> str:
 
 def work(settings: Settings, directory: Path, worker: int, run_id: str, buyers: int) -> Summary:
     """One process's share of the load; returns its summary."""
-    backends = Backends(run_id=run_id, redis_url=settings.redis,
-                        zookeeper_hosts=settings.zookeeper, lock_ttl=settings.lock_ttl)
+    backends = Backends(
+        run_id=run_id,
+        redis_url=settings.redis,
+        zookeeper_hosts=settings.zookeeper,
+        lock_ttl=settings.lock_ttl,
+    )
     try:
         shop = build_shop(directory, settings, backends, worker)
         out, lock = Summary(), threading.Lock()
         deadline = time.monotonic() + settings.duration
         rng = random.Random(settings.seed * 7919 + worker)
-        threads = [threading.Thread(target=_buyer, args=(shop, settings, deadline, out, lock,
-                                                         random.Random(rng.random())))
-                   for _ in range(buyers)]
+        threads = [
+            threading.Thread(
+                target=_buyer,
+                args=(shop, settings, deadline, out, lock, random.Random(rng.random())),
+            )
+            for _ in range(buyers)
+        ]
         started = time.monotonic()
         for t in threads:
             t.start()
@@ -176,15 +204,24 @@ def work(settings: Settings, directory: Path, worker: int, run_id: str, buyers: 
         out.cache_hits, out.cache_misses = shop.cache_hits, shop.cache_misses
         health = shop.payments.balancer.health  # type: ignore[attr-defined]
         for name, gw in shop.payments.gateways.items():
-            out.gateways[name] = [gw.calls, gw.failures,
-                                  health.ejection_count(name) if health is not None else 0]
+            out.gateways[name] = [
+                gw.calls,
+                gw.failures,
+                health.ejection_count(name) if health is not None else 0,
+            ]
         return out
     finally:
         backends.close()
 
 
-def _worker_main(settings: Settings, directory: Path, worker: int, run_id: str, buyers: int,
-                 queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _worker_main(
+    settings: Settings,
+    directory: Path,
+    worker: int,
+    run_id: str,
+    buyers: int,
+    queue: multiprocessing.Queue,
+) -> None:  # type: ignore[type-arg]
     try:
         queue.put((worker, work(settings, directory, worker, run_id, buyers)))
     except BaseException as exc:
@@ -198,16 +235,20 @@ def run(settings: Settings, directory: Path) -> tuple[ShopStorage, Summary]:
         raise ValueError("workers > 1 need a shared lock backend: give --redis or --zookeeper")
     storage = prepare(directory, settings)
     run_id = uuid.uuid4().hex[:12]
-    share = [settings.buyers // settings.workers + (i < settings.buyers % settings.workers)
-             for i in range(settings.workers)]
+    share = [
+        settings.buyers // settings.workers + (i < settings.buyers % settings.workers)
+        for i in range(settings.workers)
+    ]
     total = Summary()
     if settings.workers == 1:
         total.add(work(settings, directory, 0, run_id, share[0]))
         return storage, total
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker_main, args=(settings, directory, i, run_id, n, queue))
-             for i, n in enumerate(share)]
+    procs = [
+        ctx.Process(target=_worker_main, args=(settings, directory, i, run_id, n, queue))
+        for i, n in enumerate(share)
+    ]
     for p in procs:
         p.start()
     for _ in procs:
@@ -241,27 +282,31 @@ def report(storage: ShopStorage, summary: Summary, settings: Settings, kind: str
         f"scalekit shop: {settings.buyers} buyers in {settings.workers} process(es) for "
         f"{settings.duration:g}s, {settings.shards} SQLite shards, {kind} locks",
         f"orders placed: {summary.placed}",
-        "orders rejected: " + (", ".join(f"{k} {v}" for k, v in sorted(summary.rejected.items()))
-                               or "0"),
+        "orders rejected: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(summary.rejected.items())) or "0"),
         f"checkout latency: p50 {pct(0.50):.1f} ms, p99 {pct(0.99):.1f} ms "
         f"(mean {1000 * statistics.fmean(lat) if lat else 0:.1f} ms over {len(lat)} checkouts)",
         f"oversold: {oversold(storage)}",
         f"duplicate orders from retried checkouts: {summary.duplicate_orders}",
         f"stale stock writes fenced off: {summary.fence_rejections}",
-        "stock left (hot SKUs): " + ", ".join(
+        "stock left (hot SKUs): "
+        + ", ".join(
             f"{sku} {stock[sku][1]}/{stock[sku][0]} (sold {sold.get(sku, 0)})"
-            for sku in hot_skus(settings)),
+            for sku in hot_skus(settings)
+        ),
         f"product cache hit ratio: {summary.cache_hits / lookups if lookups else 0:.1%} "
         f"({summary.cache_hits} hits, {summary.cache_misses} misses)",
-        "orders per shard: " + ", ".join(
-            f"{name} {sum(c.values())}" for name, c in storage.order_counts().items()),
+        "orders per shard: "
+        + ", ".join(f"{name} {sum(c.values())}" for name, c in storage.order_counts().items()),
         f"payments charged: {storage.charge_count()}",
     ]
     if summary.busy_seconds:
         shares = {k: v / summary.busy_seconds for k, v in summary.phase_seconds.items()}
         shares["other (Python, thread switches)"] = max(0.0, 1 - sum(shares.values()))
-        lines.append("where buyer time goes: " + ", ".join(
-            f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])))
+        lines.append(
+            "where buyer time goes: "
+            + ", ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]))
+        )
     for name, (calls, failures, ejections) in sorted(summary.gateways.items()):
         lines.append(f"gateway {name}: {calls} calls, {failures} failures, {ejections} ejections")
     return "\n".join(lines)
@@ -278,8 +323,12 @@ def plot(summary: Summary, path: Path) -> None:
         return
     start = min(at for at, _ in summary.latencies)
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.scatter([at - start for at, _ in summary.latencies],
-               [1000 * s for _, s in summary.latencies], s=4, alpha=0.5)
+    ax.scatter(
+        [at - start for at, _ in summary.latencies],
+        [1000 * s for _, s in summary.latencies],
+        s=4,
+        alpha=0.5,
+    )
     ax.set_xlabel("seconds into the run")
     ax.set_ylabel("checkout latency (ms, log scale)")
     ax.set_yscale("log")

@@ -126,9 +126,15 @@ class ShopStorage:
             conn.execute("INSERT INTO stock (sku, qty, initial) VALUES (?, ?, ?)", (sku, qty, qty))
 
     def product(self, sku: str) -> dict[str, Any] | None:
-        row = self.catalog.connection().execute(
-            "SELECT p.sku, p.name, p.price_cents, s.qty FROM products p JOIN stock s USING (sku) "
-            "WHERE p.sku = ?", (sku,)).fetchone()
+        row = (
+            self.catalog.connection()
+            .execute(
+                "SELECT p.sku, p.name, p.price_cents, s.qty "
+                "FROM products p JOIN stock s USING (sku) WHERE p.sku = ?",
+                (sku,),
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         return {"sku": row[0], "name": row[1], "price_cents": row[2], "stock": row[3]}
@@ -150,8 +156,9 @@ class ShopStorage:
         write would then be based on a stale read.
         """
         with self.catalog.transaction() as conn:
-            cur = conn.execute("UPDATE stock SET fence = ? WHERE sku = ? AND fence <= ?",
-                               (fence, sku, fence))
+            cur = conn.execute(
+                "UPDATE stock SET fence = ? WHERE sku = ? AND fence <= ?", (fence, sku, fence)
+            )
             if cur.rowcount != 1:
                 return None
             return int(conn.execute("SELECT qty FROM stock WHERE sku = ?", (sku,)).fetchone()[0])
@@ -166,7 +173,8 @@ class ShopStorage:
         with self.catalog.transaction() as conn:
             cur = conn.execute(
                 "UPDATE stock SET qty = ?, fence = ? WHERE sku = ? AND fence <= ?",
-                (qty, fence, sku, fence))
+                (qty, fence, sku, fence),
+            )
             return cur.rowcount == 1
 
     def stock_report(self) -> dict[str, tuple[int, int]]:
@@ -180,8 +188,12 @@ class ShopStorage:
             conn.execute("INSERT INTO users VALUES (?, ?, ?)", (user_id, email, now))
 
     def user_exists(self, user_id: str) -> bool:
-        row = self.shard_for(user_id).connection().execute(
-            "SELECT 1 FROM users WHERE user_id = ?", (user_id,)).fetchone()
+        row = (
+            self.shard_for(user_id)
+            .connection()
+            .execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,))
+            .fetchone()
+        )
         return row is not None
 
     def set_cart_item(self, user_id: str, sku: str, qty: int) -> None:
@@ -189,12 +201,18 @@ class ShopStorage:
             if qty == 0:
                 conn.execute("DELETE FROM carts WHERE user_id = ? AND sku = ?", (user_id, sku))
             else:
-                conn.execute("INSERT INTO carts VALUES (?, ?, ?) ON CONFLICT (user_id, sku) "
-                             "DO UPDATE SET qty = excluded.qty", (user_id, sku, qty))
+                conn.execute(
+                    "INSERT INTO carts VALUES (?, ?, ?) ON CONFLICT (user_id, sku) "
+                    "DO UPDATE SET qty = excluded.qty",
+                    (user_id, sku, qty),
+                )
 
     def cart(self, user_id: str) -> dict[str, int]:
-        rows = self.shard_for(user_id).connection().execute(
-            "SELECT sku, qty FROM carts WHERE user_id = ? ORDER BY sku", (user_id,))
+        rows = (
+            self.shard_for(user_id)
+            .connection()
+            .execute("SELECT sku, qty FROM carts WHERE user_id = ? ORDER BY sku", (user_id,))
+        )
         return {r[0]: r[1] for r in rows}
 
     def clear_cart(self, conn: sqlite3.Connection, user_id: str) -> None:
@@ -203,9 +221,11 @@ class ShopStorage:
     # -- orders ----------------------------------------------------------------
     def find_checkout(self, user_id: str, key: str) -> Order | None:
         db = self.shard_for(user_id)
-        row = db.connection().execute(
-            "SELECT order_id, partition FROM checkouts WHERE idempotency_key = ?",
-            (key,)).fetchone()
+        row = (
+            db.connection()
+            .execute("SELECT order_id, partition FROM checkouts WHERE idempotency_key = ?", (key,))
+            .fetchone()
+        )
         return None if row is None else self.order(user_id, row[0], row[1])
 
     def create_order(self, order: Order, checkout_key: str) -> Order:
@@ -213,18 +233,30 @@ class ShopStorage:
         shard = self.router.route(order.user_id)
         table = self.orders_table(shard, order.created_at)
         with self.shards[shard].transaction() as conn:
-            row = conn.execute("SELECT order_id, partition FROM checkouts "
-                               "WHERE idempotency_key = ?", (checkout_key,)).fetchone()
+            row = conn.execute(
+                "SELECT order_id, partition FROM checkouts WHERE idempotency_key = ?",
+                (checkout_key,),
+            ).fetchone()
             if row is not None:
                 existing = self.order(order.user_id, row[0], row[1])
                 assert existing is not None
                 return existing
             conn.execute(
                 f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (order.order_id, order.user_id, order.created_at.timestamp(), order.status,
-                 order.total_cents, json.dumps(order.items, sort_keys=True), order.gateway))
-            conn.execute("INSERT INTO checkouts VALUES (?, ?, ?, ?)",
-                         (checkout_key, order.user_id, order.order_id, table))
+                (
+                    order.order_id,
+                    order.user_id,
+                    order.created_at.timestamp(),
+                    order.status,
+                    order.total_cents,
+                    json.dumps(order.items, sort_keys=True),
+                    order.gateway,
+                ),
+            )
+            conn.execute(
+                "INSERT INTO checkouts VALUES (?, ?, ?, ?)",
+                (checkout_key, order.user_id, order.order_id, table),
+            )
             self.clear_cart(conn, order.user_id)
         return order
 
@@ -232,27 +264,38 @@ class ShopStorage:
         shard = self.router.route(order.user_id)
         table = self.orders_table(shard, order.created_at)
         with self.shards[shard].transaction() as conn:
-            conn.execute(f"UPDATE {table} SET status = ?, gateway = ? WHERE order_id = ?",
-                         (status, gateway, order.order_id))
+            conn.execute(
+                f"UPDATE {table} SET status = ?, gateway = ? WHERE order_id = ?",
+                (status, gateway, order.order_id),
+            )
 
     def order(self, user_id: str, order_id: str, table: str) -> Order | None:
-        row = self.shard_for(user_id).connection().execute(
-            f"SELECT * FROM {table} WHERE order_id = ?", (order_id,)).fetchone()
+        row = (
+            self.shard_for(user_id)
+            .connection()
+            .execute(f"SELECT * FROM {table} WHERE order_id = ?", (order_id,))
+            .fetchone()
+        )
         return None if row is None else _order(row)
 
     def orders(self, user_id: str, start: datetime, end: datetime) -> list[Order]:
         """The user's orders created in [start, end), reading only those months' tables."""
         shard = self.router.route(user_id)
         db = self.shards[shard]
-        existing = {r[0] for r in db.connection().execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders_%'")}
+        existing = {
+            r[0]
+            for r in db.connection().execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders_%'"
+            )
+        }
         found: list[Order] = []
         for table in self.months.route_range(start, end):
             if table not in existing:
                 continue
             rows = db.connection().execute(
                 f"SELECT * FROM {table} WHERE user_id = ? AND created_at >= ? AND created_at < ?",
-                (user_id, start.timestamp(), end.timestamp()))
+                (user_id, start.timestamp(), end.timestamp()),
+            )
             found.extend(_order(r) for r in rows)
         return sorted(found, key=lambda o: o.created_at)
 
@@ -261,11 +304,16 @@ class ShopStorage:
         counts: dict[str, dict[str, int]] = {}
         for name, db in self.shards.items():
             per: dict[str, int] = {}
-            tables = [r[0] for r in db.connection().execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders_%'")]
+            tables = [
+                r[0]
+                for r in db.connection().execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders_%'"
+                )
+            ]
             for table in tables:
                 for status, n in db.connection().execute(
-                        f"SELECT status, COUNT(*) FROM {table} GROUP BY status"):
+                    f"SELECT status, COUNT(*) FROM {table} GROUP BY status"
+                ):
                     per[status] = per.get(status, 0) + n
             counts[name] = per
         return counts
@@ -274,11 +322,16 @@ class ShopStorage:
         """sku -> units in orders that hold stock (everything but released ones)."""
         sold: dict[str, int] = {}
         for db in self.shards.values():
-            tables = [r[0] for r in db.connection().execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders_%'")]
+            tables = [
+                r[0]
+                for r in db.connection().execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders_%'"
+                )
+            ]
             for table in tables:
                 for (items,) in db.connection().execute(
-                        f"SELECT items FROM {table} WHERE status != 'released'"):
+                    f"SELECT items FROM {table} WHERE status != 'released'"
+                ):
                     for sku, qty in json.loads(items).items():
                         sold[sku] = sold.get(sku, 0) + qty
         return sold
@@ -287,14 +340,19 @@ class ShopStorage:
     def record_charge(self, key: str, gateway: str, amount_cents: int, now: float) -> bool:
         """Record a charge once per idempotency key; False if it was charged already."""
         with self.catalog.transaction() as conn:
-            cur = conn.execute("INSERT OR IGNORE INTO charges VALUES (?, ?, ?, ?)",
-                               (key, gateway, amount_cents, now))
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO charges VALUES (?, ?, ?, ?)",
+                (key, gateway, amount_cents, now),
+            )
             return cur.rowcount == 1
 
     def charged_by(self, key: str) -> str | None:
         """The gateway that charged under *key*, or None if nothing was charged."""
-        row = self.catalog.connection().execute(
-            "SELECT gateway FROM charges WHERE idempotency_key = ?", (key,)).fetchone()
+        row = (
+            self.catalog.connection()
+            .execute("SELECT gateway FROM charges WHERE idempotency_key = ?", (key,))
+            .fetchone()
+        )
         return None if row is None else str(row[0])
 
     def charge_count(self) -> int:
@@ -302,5 +360,12 @@ class ShopStorage:
 
 
 def _order(row: tuple[Any, ...]) -> Order:
-    return Order(row[0], row[1], datetime.fromtimestamp(row[2], tz=timezone.utc), row[3], row[4],
-                 json.loads(row[5]), row[6])
+    return Order(
+        row[0],
+        row[1],
+        datetime.fromtimestamp(row[2], tz=timezone.utc),
+        row[3],
+        row[4],
+        json.loads(row[5]),
+        row[6],
+    )

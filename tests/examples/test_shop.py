@@ -35,7 +35,11 @@ def _paid_orders(storage: object) -> int:
 def test_the_readme_command_reports_no_oversell() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "examples.shop", "--duration", "1.5", "--buyers", "16"],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -122,8 +126,17 @@ def test_a_lost_reply_is_reconciled_by_the_idempotency_key(tmp_path: Path) -> No
 
 
 def _race(tmp_path: Path, **backend: str) -> None:
-    settings = Settings(buyers=16, workers=8, duration=2.5, hot_skus=1, hot_stock=100,
-                        hot_share=1.0, max_qty=1, failing_gateway_rate=0.0, **backend)
+    settings = Settings(
+        buyers=16,
+        workers=8,
+        duration=2.5,
+        hot_skus=1,
+        hot_stock=100,
+        hot_share=1.0,
+        max_qty=1,
+        failing_gateway_rate=0.0,
+        **backend,
+    )
     storage, summary = run(settings, tmp_path)
     assert summary.placed == 100
     assert storage.stock("hot-0") == 0
@@ -152,9 +165,21 @@ def test_a_paused_lock_holder_cannot_oversell_when_it_resumes(
     run_id = uuid.uuid4().hex[:8]
     marker = tmp_path / "holding"
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.examples._paused_buyer", str(tmp_path), redis_server.url,
-         run_id, str(marker), "2"],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.examples._paused_buyer",
+            str(tmp_path),
+            redis_server.url,
+            run_id,
+            str(marker),
+            "2",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
