@@ -1,0 +1,83 @@
+"""Envoy's earliest-deadline-first scheduler, shared by two strategies.
+
+Each entry is due at ``current time + 1 / weight`` from when it was last
+added; a pick takes the earliest deadline, ties going to the entry added
+first, and moves the scheduler's time to that deadline (Envoy
+``source/common/upstream/edf_scheduler.h``). Deadlines are plain numbers:
+:class:`~scalekit.balancing.WeightedRoundRobin` passes exact integers and
+fractions, :class:`~scalekit.balancing.LeastRequest` floats, as Envoy does.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Hashable
+from fractions import Fraction
+
+__all__ = ["EdfScheduler"]
+
+Number = int | float | Fraction
+
+
+class EdfScheduler:
+    """A min-heap of ``(deadline, order, endpoint)`` with lazy removal.
+
+    Not thread-safe on its own: the owning balancer holds its lock.
+    Runtime complexity: O(log n) per add and pick.
+    """
+
+    __slots__ = ("_heap", "_live", "now", "order")
+
+    def __init__(self) -> None:
+        self.now: Number = 0
+        self.order = 0
+        self._heap: list[tuple[Number, int, Hashable]] = []
+        # endpoint -> order of its one live heap entry; others are stale.
+        self._live: dict[Hashable, int] = {}
+
+    def add(self, endpoint: Hashable, increment: Number) -> None:
+        """Queue *endpoint* due at ``now + increment`` (``increment`` = 1 / weight)."""
+        deadline = self.now + increment
+        if isinstance(deadline, Fraction) and deadline.denominator == 1:
+            deadline = deadline.numerator
+        heapq.heappush(self._heap, (deadline, self.order, endpoint))
+        self._live[endpoint] = self.order
+        self.order += 1
+
+    def discard(self, endpoint: Hashable) -> None:
+        """Forget *endpoint*; its queued entry is skipped when it surfaces."""
+        self._live.pop(endpoint, None)
+
+    def pop(self) -> Hashable:
+        """Take the entry with the earliest deadline and advance time to it.
+
+        The caller adds it back. Raises IndexError when nothing is queued.
+        """
+        heap = self._heap
+        live = self._live
+        while True:
+            deadline, order, endpoint = heapq.heappop(heap)
+            if live.get(endpoint) == order:
+                del live[endpoint]
+                self.now = deadline
+                return endpoint
+
+    def scale(self, factor: int) -> None:
+        """Multiply every deadline and the time by *factor* (> 0): order is kept."""
+        self.now = self.now * factor
+        self._heap = [(deadline * factor, order, ep) for deadline, order, ep in self._heap]
+
+    def compact(self) -> None:
+        """Drop stale entries once they outnumber live ones (bounds memory)."""
+        if len(self._heap) > 2 * len(self._live) + 16:
+            live = self._live
+            self._heap = [entry for entry in self._heap if live.get(entry[2]) == entry[1]]
+            heapq.heapify(self._heap)
+
+    def deadlines(self) -> dict[Hashable, Number]:
+        """Each live endpoint's next deadline (for tests and introspection)."""
+        live = self._live
+        return {ep: d for d, order, ep in self._heap if live.get(ep) == order}
+
+    def __len__(self) -> int:
+        return len(self._live)
