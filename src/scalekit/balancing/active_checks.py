@@ -95,6 +95,8 @@ class ActiveHealthChecker:
             try:
                 result = self._check(endpoint)
                 if inspect.isawaitable(result):
+                    if inspect.iscoroutine(result):
+                        result.close()
                     raise ConfigurationError("check is async: use run() or run_once_async()")
                 healthy = bool(result)
             except ConfigurationError:
