@@ -11,7 +11,7 @@ fractions, :class:`~scalekit.balancing.LeastRequest` floats, as Envoy does.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from fractions import Fraction
 
 __all__ = ["EdfScheduler"]
@@ -61,6 +61,41 @@ class EdfScheduler:
                 del live[endpoint]
                 self.now = deadline
                 return endpoint
+
+    def pick_fixed(self, steps: dict[Hashable, Number]) -> Hashable:
+        """Pop the earliest entry and requeue it ``steps[endpoint]`` later, in one sift."""
+        heap = self._heap
+        live = self._live
+        while True:
+            deadline, order, endpoint = heap[0]
+            if live.get(endpoint) == order:
+                self.now = deadline
+                order = self.order
+                self.order = order + 1
+                live[endpoint] = order
+                heapq.heapreplace(heap, (deadline + steps[endpoint], order, endpoint))
+                return endpoint
+            heapq.heappop(heap)
+
+    def pick_and_add(self, increment: Callable[[Hashable], Number]) -> Hashable:
+        """Pop the earliest entry and requeue it ``increment(endpoint)`` later.
+
+        *increment* is evaluated after the pop, as Envoy's ``pickAndAdd``
+        evaluates ``calculate_weight``.
+        """
+        heap = self._heap
+        live = self._live
+        while True:
+            deadline, order, endpoint = heap[0]
+            if live.get(endpoint) == order:
+                self.now = deadline
+                step = increment(endpoint)
+                order = self.order
+                self.order = order + 1
+                live[endpoint] = order
+                heapq.heapreplace(heap, (deadline + step, order, endpoint))
+                return endpoint
+            heapq.heappop(heap)
 
     def scale(self, factor: int) -> None:
         """Multiply every deadline and the time by *factor* (> 0): order is kept."""

@@ -16,6 +16,7 @@ as endpoints come and go.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -36,6 +37,20 @@ Endpoint = Hashable
 Endpoints = Iterable[Hashable] | Mapping[Hashable, int]
 
 _NOTHING: frozenset[Hashable] = frozenset()
+_INF = math.inf
+
+
+def _check_latency(latency: Any) -> float:
+    if (
+        isinstance(latency, bool)
+        or not isinstance(latency, (int, float))
+        or not math.isfinite(latency)
+        or latency < 0
+    ):
+        raise ConfigurationError(
+            f"latency must be a non-negative finite number of seconds or None, got {latency!r}"
+        )
+    return float(latency)
 
 
 def _check_weight(endpoint: Hashable, weight: Any) -> int:
@@ -179,12 +194,8 @@ class Balancer(ABC):
 
         Runtime complexity: O(1).
         """
-        if latency is not None and (
-            isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency < 0
-        ):
-            raise ConfigurationError(
-                f"latency must be a non-negative number of seconds or None, got {latency!r}"
-            )
+        if latency is not None and not (latency.__class__ is float and 0.0 <= latency < _INF):
+            latency = _check_latency(latency)
         with self._lock:
             count = self._in_flight.get(endpoint)
             if count is None:

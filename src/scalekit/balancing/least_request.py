@@ -96,6 +96,9 @@ class LeastRequest(Balancer):
             return weight
         return float(weight / (active + 1) ** self._bias)
 
+    def _increment(self, endpoint: Hashable) -> float:
+        return 1.0 / self._dynamic_weight(endpoint)
+
     def _build_edf(self) -> EdfScheduler:
         edf = EdfScheduler()
         for endpoint in self._ids:
@@ -111,9 +114,9 @@ class LeastRequest(Balancer):
             edf = self._edf
             if edf is None:
                 edf = self._edf = self._build_edf()
+            increment = self._increment
             while True:
-                endpoint = edf.pop()
-                edf.add(endpoint, 1.0 / self._dynamic_weight(endpoint))
+                endpoint = edf.pick_and_add(increment)
                 if endpoint not in excluded:
                     return endpoint
         self._edf = None

@@ -62,57 +62,59 @@ class PeakEWMA(Balancer):
 
     def _init_state(self) -> None:
         self._ids: list[Hashable] = []
-        self._cost: dict[Hashable, float] = {}
-        self._stamp: dict[Hashable, float] = {}
+        self._metric: dict[Hashable, list[float]] = {}  # endpoint -> [cost, stamp]
         self._uniform = True
 
     def _on_add(self, endpoint: Hashable, weight: int) -> None:
         if self._ids and weight != self._weights[self._ids[0]]:
             self._uniform = False
         self._ids.append(endpoint)
-        self._cost[endpoint] = 0.0
-        self._stamp[endpoint] = self._clock()
+        self._metric[endpoint] = [0.0, self._clock()]
 
     def _on_remove(self, endpoint: Hashable, weight: int) -> None:
         self._ids.remove(endpoint)
-        del self._cost[endpoint]
-        del self._stamp[endpoint]
+        del self._metric[endpoint]
         self._uniform = len(set(self._weights.values())) <= 1
 
     def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
         self._uniform = len(set(self._weights.values())) <= 1
 
-    def _observe(self, endpoint: Hashable, rtt: float, now: float) -> None:
-        elapsed = now - self._stamp[endpoint]
-        if elapsed < 0.0:
-            elapsed = 0.0
-        cost = self._cost[endpoint]
+    def _observe(self, metric: list[float], rtt: float, now: float) -> None:
+        cost, stamp = metric
         if rtt > cost:
-            self._cost[endpoint] = rtt
-        else:
-            w = math.exp(-elapsed / self._tau)
-            self._cost[endpoint] = cost * w + rtt * (1.0 - w)
-        self._stamp[endpoint] = now
+            metric[0] = rtt
+        elif now > stamp:
+            w = math.exp((stamp - now) / self._tau)
+            metric[0] = cost * w + rtt * (1.0 - w)
+        else:  # no time has passed: weight 1, the average stays
+            metric[0] = cost
+        metric[1] = now
 
-    def _load(self, endpoint: Hashable, now: float) -> float:
-        self._observe(endpoint, 0.0, now)
-        cost = self._cost[endpoint]
+    def _load(self, endpoint: Hashable, now: float, scaled: bool) -> float:
+        metric = self._metric[endpoint]
+        cost, stamp = metric
+        # Finagle's observe(0.0): decay toward zero for the time since the last look.
+        if cost and now > stamp:
+            cost *= math.exp((stamp - now) / self._tau)
+            metric[0] = cost
+        metric[1] = now
         pending = self._in_flight[endpoint]
         # No latency seen yet but requests out: Finagle's penalty, so it is probed once.
         load = PENALTY + pending if cost == 0.0 and pending != 0 else cost * (pending + 1)
-        if not self._uniform or self._slow_starting():
+        if scaled:
             load /= self._weights[endpoint] * self._factor(endpoint, now)
         return load
 
     def cost(self, endpoint: Hashable) -> float:
         """The endpoint's current latency estimate in seconds, decayed to now."""
         with self._lock:
-            self._observe(endpoint, 0.0, self._clock())
-            return self._cost[endpoint]
+            metric = self._metric[endpoint]
+            self._observe(metric, 0.0, self._clock())
+            return metric[0]
 
     def _on_release(self, endpoint: Hashable, latency: float | None, ok: bool) -> None:
         if latency is not None:
-            self._observe(endpoint, float(latency), self._clock())
+            self._observe(self._metric[endpoint], latency, self._clock())
 
     def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
         hosts = self._ids if not excluded else [ep for ep in self._ids if ep not in excluded]
@@ -126,6 +128,7 @@ class PeakEWMA(Balancer):
             b += 1
         node_a, node_b = hosts[a], hosts[b]
         now = self._clock()
-        if self._load(node_a, now) < self._load(node_b, now):
+        scaled = not self._uniform or self._slow_starting()
+        if self._load(node_a, now, scaled) < self._load(node_b, now, scaled):
             return node_a
         return node_b

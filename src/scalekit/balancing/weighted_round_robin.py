@@ -71,31 +71,36 @@ class WeightedRoundRobin(Balancer):
     def _init_state(self) -> None:
         self._edf = EdfScheduler()
         self._unit = 1  # time is counted in 1 / _unit; _unit is a multiple of every weight
+        self._step: dict[Hashable, Number] = {}  # _unit // weight: 1 / weight in our unit
 
     def _grow_unit(self, weight: int) -> None:
         if self._unit % weight:
             new_unit = math.lcm(self._unit, weight)
             self._edf.scale(new_unit // self._unit)
             self._unit = new_unit
+            self._step = {ep: new_unit // w for ep, w in self._weights.items()}
 
     def _increment(self, endpoint: Hashable) -> Number:
-        weight = self._weights[endpoint]
         if self._slow_starting():
             factor = self._factor(endpoint, self._clock())
             if factor < 1.0:
+                weight = self._weights[endpoint]
                 return Fraction(self._unit, weight) / Fraction(factor).limit_denominator(10**6)
-        return self._unit // weight
+        return self._step[endpoint]
 
     def _on_add(self, endpoint: Hashable, weight: int) -> None:
         self._grow_unit(weight)
-        self._edf.add(endpoint, self._unit // weight)
+        self._step[endpoint] = self._unit // weight
+        self._edf.add(endpoint, self._step[endpoint])
 
     def _on_remove(self, endpoint: Hashable, weight: int) -> None:
         self._edf.discard(endpoint)
         self._edf.compact()
+        del self._step[endpoint]
 
     def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
         self._grow_unit(new)
+        self._step[endpoint] = self._unit // new
 
     def deadlines(self) -> dict[Hashable, Fraction]:
         """Each endpoint's next deadline in scheduler time (1 = one full cycle)."""
@@ -104,6 +109,8 @@ class WeightedRoundRobin(Balancer):
 
     def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
         edf = self._edf
+        if not excluded and not self._slow_starting():
+            return edf.pick_fixed(self._step)
         while True:
             endpoint = edf.pop()
             edf.add(endpoint, self._increment(endpoint))
