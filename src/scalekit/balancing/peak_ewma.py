@@ -128,7 +128,31 @@ class PeakEWMA(Balancer):
             b += 1
         node_a, node_b = hosts[a], hosts[b]
         now = self._clock()
-        scaled = not self._uniform or self._slow_starting()
-        if self._load(node_a, now, scaled) < self._load(node_b, now, scaled):
-            return node_a
-        return node_b
+        health = self._health
+        if health is not None and health._any_slow_start():
+            if self._load(node_a, now, True) < self._load(node_b, now, True):
+                return node_a
+            return node_b
+        # The same arithmetic as _load, inlined: this is the hot path.
+        metric, in_flight, tau, exp = self._metric, self._in_flight, self._tau, math.exp
+        m = metric[node_a]
+        cost, stamp = m
+        if cost and now > stamp:
+            cost *= exp((stamp - now) / tau)
+            m[0] = cost
+        m[1] = now
+        pending = in_flight[node_a]
+        load_a = PENALTY + pending if cost == 0.0 and pending != 0 else cost * (pending + 1)
+        m = metric[node_b]
+        cost, stamp = m
+        if cost and now > stamp:
+            cost *= exp((stamp - now) / tau)
+            m[0] = cost
+        m[1] = now
+        pending = in_flight[node_b]
+        load_b = PENALTY + pending if cost == 0.0 and pending != 0 else cost * (pending + 1)
+        if not self._uniform:
+            weights = self._weights
+            load_a /= weights[node_a]
+            load_b /= weights[node_b]
+        return node_a if load_a < load_b else node_b
