@@ -217,3 +217,13 @@ def test_random_shares_follow_weights() -> None:
     assert counts["a"] == pytest.approx(50_000, rel=0.02)
     assert counts["b"] == pytest.approx(10_000, rel=0.05)
     assert counts["c"] == pytest.approx(10_000, rel=0.05)
+
+
+def test_peak_ewma_divides_load_by_weight() -> None:
+    lb = PeakEWMA({"a": 2, "b": 1}, clock=FakeClock(0.0), rng=random.Random(0))
+    for ep, latency in (("a", 0.1), ("b", 0.06)):
+        lb._in_flight[ep] += 1
+        lb.release(ep, latency=latency)
+    assert lb.pick() == "a"  # 0.1 / 2 < 0.06 / 1
+    assert lb.pick() == "b"  # 0.1 * 2 / 2 = 0.1 > 0.06
+    assert lb.pick() == "a"  # 0.1 < 0.06 * 2 = 0.12

@@ -17,8 +17,8 @@ class RoundRobin(Balancer):
     start. Ejected endpoints are skipped without losing the rotation.
 
     >>> lb = RoundRobin(["a", "b", "c"])
-    >>> [lb.pick() for _ in range(4)]
-    ['a', 'b', 'c', 'a']
+    >>> "".join(lb.pick() for _ in range(4))
+    'abca'
 
     Thread-safety: see :class:`Balancer`.
     Runtime complexity: O(1) per pick (O(k) when the next k are ejected);
