@@ -19,13 +19,17 @@ from hypothesis.stateful import (
 
 from scalekit.balancing import (
     Balancer,
+    HealthPolicy,
     LeastRequest,
+    OutlierDetection,
     PeakEWMA,
     RandomBalancer,
     RoundRobin,
     SmoothWeightedRoundRobin,
     WeightedRoundRobin,
 )
+from scalekit.exceptions import NoAvailableEndpointError
+from scalekit.testing import FakeClock
 
 WEIGHTS = st.dictionaries(
     st.integers(min_value=0, max_value=40),
@@ -126,21 +130,68 @@ class MembershipMachine(RuleBasedStateMachine):
         ),
         weights=WEIGHTS,
         seed=st.integers(0, 2**16),
+        panic=st.sampled_from([None, 0.0, 50.0]),
     )
-    def start(self, cls: type[Balancer], weights: dict[Hashable, int], seed: int) -> None:
-        self.lb = cls(weights, rng=random.Random(seed))
+    def start(
+        self, cls: type[Balancer], weights: dict[Hashable, int], seed: int, panic: float | None
+    ) -> None:
+        self.clock = FakeClock(0.0)
+        self.policy = None
+        if panic is not None:
+            outlier = OutlierDetection(
+                consecutive_failures=2,
+                max_ejection_percent=100,
+                success_rate_stdev_factor=None,
+            )
+            self.policy = HealthPolicy(outlier=outlier, panic_threshold=panic)
+        self.lb = cls(weights, rng=random.Random(seed), clock=self.clock, health=self.policy)
         self.weights = dict(weights)
+
+    @rule(seconds=st.floats(0, 40))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    def checked_pick(self) -> Hashable:
+        """Pick, checking the result against health: None when nothing may be picked."""
+        if self.policy is None:
+            ep = self.lb.pick()
+            assert ep in self.weights
+            self.flying[ep] += 1
+            return ep
+        available = self.policy.available()
+        panicking = len(available) * 100 < self.policy.panic_threshold * len(self.weights)
+        if not available and not panicking:
+            try:
+                self.lb.pick()
+            except NoAvailableEndpointError:
+                return None
+            raise AssertionError("picked although every endpoint is out and panic is off")
+        ep = self.lb.pick()
+        assert ep in self.weights
+        if not panicking:
+            assert ep in available, (ep, available)
+        self.flying[ep] += 1
+        return ep
 
     @precondition(lambda self: bool(self.weights))
     @rule(target=held)
     def pick(self) -> Hashable:
-        ep = self.lb.pick()
-        assert ep in self.weights
-        self.flying[ep] += 1
-        return ep
+        return self.checked_pick()
+
+    @precondition(lambda self: bool(self.weights))
+    @rule(times=st.integers(1, 8))
+    def pick_and_fail(self, times: int) -> None:
+        for _ in range(times):
+            ep = self.checked_pick()
+            if ep is None:
+                return
+            self.lb.release(ep, latency=0.001, ok=False)
+            self.flying[ep] -= 1
 
     @rule(ep=held, latency=st.floats(0, 2), ok=st.booleans())
     def release(self, ep: Hashable, latency: float, ok: bool) -> None:
+        if ep is None:
+            return
         if self.flying[ep] > 0:
             self.lb.release(ep, latency=latency, ok=ok)
             self.flying[ep] -= 1
@@ -183,6 +234,6 @@ class MembershipMachine(RuleBasedStateMachine):
 
 
 MembershipMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None
+    max_examples=80, stateful_step_count=40, deadline=None
 )
 test_membership_machine = MembershipMachine.TestCase

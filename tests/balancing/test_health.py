@@ -358,3 +358,16 @@ def test_bad_health_settings() -> None:
     RoundRobin(["a"], health=policy)
     with pytest.raises(ConfigurationError, match="serves one balancer"):
         RoundRobin(["b"], health=policy)
+
+
+def test_least_request_returns_to_two_choices_when_slow_start_ends() -> None:
+    clock = FakeClock(0.0)
+    policy = HealthPolicy(slow_start=SlowStart(window=10.0))
+    lb = LeastRequest(["a", "b"], clock=clock, rng=random.Random(1), health=policy)
+    lb.add("c")
+    picked(lb, 10)
+    assert lb._edf is not None
+    clock.set(10.0)
+    picked(lb, 10)
+    assert not policy._any_slow_start()
+    assert lb._edf is None

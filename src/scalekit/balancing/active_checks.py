@@ -69,18 +69,16 @@ class ActiveHealthChecker:
         self._thread: threading.Thread | None = None
 
     def _result(self, endpoint: Hashable, healthy: bool) -> None:
-        if endpoint not in self._balancer:
+        status = self._policy._check_status(endpoint)
+        if status is None:
             return
-        failing = endpoint in self._policy._excluded_set
+        failing_checks, ejected = status
         if healthy:
             self._fail_streak[endpoint] = 0
             passes = self._pass_streak.get(endpoint, 0) + 1
             self._pass_streak[endpoint] = passes
-            state = self._policy._states.get(endpoint)
-            if state is not None and (
-                (state.failing_checks and passes >= self._healthy)
-                or (not state.failing_checks and failing)
-            ):
+            # healthy_threshold passes end a check failure; one pass un-ejects an outlier.
+            if (failing_checks and passes >= self._healthy) or (not failing_checks and ejected):
                 self._policy.set_check_result(endpoint, True)
         else:
             self._pass_streak[endpoint] = 0

@@ -164,18 +164,27 @@ class HealthPolicy:
         self._excluded_set: frozenset[Hashable] = frozenset()
         self._next_tick = math.inf
         self._slow: dict[Hashable, float] = {}  # endpoint -> slow start began
+        self._slow_check = math.inf  # the earliest time a slow start ends
 
     # ------------------------------------------------------------ public view
 
     def ejected(self) -> dict[Hashable, float]:
         """Ejected endpoints and the time their ejection is up."""
         with self._locked():
-            return {ep: s.ejected_until for ep, s in self._states.items() if s.ejected_until}
+            self._catch_up()
+            return {
+                ep: s.ejected_until for ep, s in self._states.items() if s.ejected_until is not None
+            }
 
     def available(self) -> list[Hashable]:
         """Endpoints neither ejected nor failing active checks, in order."""
         with self._locked():
-            return [ep for ep in self._states if ep not in self._excluded_set]
+            excluded = self._catch_up()
+            return [ep for ep in self._states if ep not in excluded]
+
+    def _catch_up(self) -> frozenset[Hashable]:
+        assert self._balancer is not None
+        return self._excluded(self._balancer.clock())
 
     def ejection_count(self, endpoint: Hashable) -> int:
         """Envoy's ejection multiplier of *endpoint* (0 when never ejected)."""
@@ -203,7 +212,7 @@ class HealthPolicy:
             now = self._balancer.clock()
             if healthy:
                 if state.failing_checks and self.slow_start is not None:
-                    self._slow[endpoint] = now
+                    self._begin_slow_start(endpoint, now)
                 state.failing_checks = False
                 if state.ejected_until is not None:  # a passing check un-ejects
                     self._uneject(endpoint, state)
@@ -231,7 +240,20 @@ class HealthPolicy:
     def _added(self, endpoint: Hashable, now: float) -> None:
         self._states[endpoint] = _State()
         if self.slow_start is not None:
-            self._slow[endpoint] = now
+            self._begin_slow_start(endpoint, now)
+
+    def _begin_slow_start(self, endpoint: Hashable, now: float) -> None:
+        assert self.slow_start is not None
+        self._slow[endpoint] = now
+        self._slow_check = min(self._slow_check, now + self.slow_start.window)
+
+    def _check_status(self, endpoint: Hashable) -> tuple[bool, bool] | None:
+        """(failing active checks, ejected) for *endpoint*, None if unknown; locked."""
+        with self._locked():
+            state = self._states.get(endpoint)
+            if state is None:
+                return None
+            return state.failing_checks, state.ejected_until is not None
 
     def _removed(self, endpoint: Hashable) -> None:
         del self._states[endpoint]
@@ -242,7 +264,15 @@ class HealthPolicy:
     def _excluded(self, now: float) -> frozenset[Hashable]:
         if now >= self._next_tick:
             self._tick(now)
+        if now >= self._slow_check:
+            self._end_slow_starts(now)
         return self._excluded_set
+
+    def _end_slow_starts(self, now: float) -> None:
+        assert self.slow_start is not None
+        window = self.slow_start.window
+        self._slow = {ep: began for ep, began in self._slow.items() if now - began < window}
+        self._slow_check = min(self._slow.values(), default=math.inf) + window
 
     def _panicking(self, total: int, excluded: int) -> bool:
         return (total - excluded) * 100.0 < self.panic_threshold * total
