@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import itertools
 import random
+import statistics
 from collections.abc import Callable
 
-from benchmarks._common import median_time
+from benchmarks._common import median_time, progress
 from scalekit.balancing import (
     Balancer,
     HealthPolicy,
@@ -59,21 +60,35 @@ def _baseline(n: int, ops: int) -> Callable[[], None]:
 def measure(
     sizes: tuple[int, ...], ops: int, repeat: int, seed: int
 ) -> list[tuple[str, int, str, float, float]]:
-    """Rows of (strategy, endpoints, weights, microseconds per pick+release, ratio to floor)."""
-    rows: list[tuple[str, int, str, float, float]] = []
+    """Rows of (strategy, endpoints, weights, microseconds per pick+release, ratio to floor).
+
+    Contenders take turns, one timed run each per round, so a burst of load
+    from a neighbour on the shared machine spreads over all of them; each
+    figure is the median of *repeat* rounds.
+    """
+    contenders: list[tuple[str, int, str, Callable[[], None], int]] = []
     for n in sizes:
-        floor = median_time(_baseline(n, ops), repeat=repeat) / ops * 1e6
-        rows.append(("itertools.cycle + dict (floor)", n, "-", floor, 1.0))
+        contenders.append(("itertools.cycle + dict (floor)", n, "-", _baseline(n, ops), ops))
         for cls in STRATEGIES:
             for weighted in (False, True):
                 weights = {f"e{i}": (1 + i % 5 if weighted else 1) for i in range(n)}
                 lb = cls(weights, rng=random.Random(seed))
                 # nginx's SWRR is O(n) per pick: fewer ops keep the run short.
                 count = ops if cls is not SmoothWeightedRoundRobin else max(50, ops * 10 // n)
-                us = median_time(_loop(lb, count), repeat=repeat) / count * 1e6
-                rows.append((cls.__name__, n, "1..5" if weighted else "equal", us, us / floor))
+                label = "1..5" if weighted else "equal"
+                contenders.append((cls.__name__, n, label, _loop(lb, count), count))
         policy = HealthPolicy(outlier=OutlierDetection())
         lb = RoundRobin([f"e{i}" for i in range(n)], health=policy)
-        us = median_time(_loop(lb, ops), repeat=repeat) / ops * 1e6
-        rows.append(("RoundRobin + HealthPolicy", n, "equal", us, us / floor))
+        contenders.append(("RoundRobin + HealthPolicy", n, "equal", _loop(lb, ops), ops))
+    samples: list[list[float]] = [[] for _ in contenders]
+    for round_ in progress(range(repeat), total=repeat, desc="overhead"):
+        for i, (_, _, _, fn, count) in enumerate(contenders):
+            samples[i].append(median_time(fn, repeat=1, warmup=int(round_ == 0)) / count * 1e6)
+    rows: list[tuple[str, int, str, float, float]] = []
+    floor = 1.0
+    for (name, n, label, _, _), times in zip(contenders, samples, strict=True):
+        us = statistics.median(times)
+        if "floor" in name:
+            floor = us
+        rows.append((name, n, label, us, us / floor))
     return rows

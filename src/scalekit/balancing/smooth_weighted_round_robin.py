@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable
+from operator import add
 
 from .base import Balancer
 
@@ -31,47 +32,59 @@ class SmoothWeightedRoundRobin(Balancer):
     effective weight is ``ceil(weight * factor)``.
 
     Thread-safety: see :class:`Balancer`.
-    Runtime complexity: O(n) per pick, like nginx; O(1) per membership change.
+    Runtime complexity: O(n) per pick, like nginx (in C loops: map, max,
+    index); O(n) per membership change.
     """
 
     def _init_state(self) -> None:
-        self._current: dict[Hashable, int] = {}
+        # Parallel lists in insertion order, so the hot path runs in C (map, max, index).
+        self._ids: list[Hashable] = []
+        self._w: list[int] = []
+        self._cur: list[int] = []
+        self._total = 0
 
     def _on_add(self, endpoint: Hashable, weight: int) -> None:
-        self._current[endpoint] = 0
+        self._ids.append(endpoint)
+        self._w.append(weight)
+        self._cur.append(0)
+        self._total += weight
 
     def _on_remove(self, endpoint: Hashable, weight: int) -> None:
-        del self._current[endpoint]
+        index = self._ids.index(endpoint)
+        del self._ids[index], self._w[index], self._cur[index]
+        self._total -= weight
+
+    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+        self._w[self._ids.index(endpoint)] = new
+        self._total += new - old
 
     def current_weights(self) -> dict[Hashable, int]:
         """A copy of every endpoint's ``current_weight`` (nginx's name)."""
         with self._lock:
-            return dict(self._current)
+            return dict(zip(self._ids, self._cur, strict=True))
 
     def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
-        current = self._current
-        weights = self._weights
-        total = 0
-        best: Hashable = None
-        best_weight = 0
-        found = False
         if not excluded and not self._slow_starting():
-            for endpoint, weight in weights.items():
-                value = current[endpoint] + weight
-                current[endpoint] = value
-                total += weight
-                if not found or value > best_weight:
-                    best, best_weight, found = endpoint, value, True
-        else:
-            now = self._clock()
-            for endpoint, weight in weights.items():
-                if endpoint in excluded:
-                    continue
-                effective = math.ceil(weight * self._factor(endpoint, now))
-                value = current[endpoint] + effective
-                current[endpoint] = value
-                total += effective
-                if not found or value > best_weight:
-                    best, best_weight, found = endpoint, value, True
-        current[best] = best_weight - total
-        return best
+            # current_weight += weight for all; the first maximum wins; it pays the total.
+            current = list(map(add, self._cur, self._w))
+            best = max(current)
+            index = current.index(best)
+            current[index] = best - self._total
+            self._cur = current
+            return self._ids[index]
+        now = self._clock()
+        current = self._cur
+        total = 0
+        index = -1
+        best = 0
+        for i, endpoint in enumerate(self._ids):
+            if endpoint in excluded:
+                continue  # nginx skips peers that are down: no weight added
+            effective = math.ceil(self._w[i] * self._factor(endpoint, now))
+            value = current[i] + effective
+            current[i] = value
+            total += effective
+            if index < 0 or value > best:
+                index, best = i, value
+        current[index] = best - total
+        return self._ids[index]
