@@ -40,10 +40,10 @@ WEIGHTS = st.dictionaries(
 CYCLIC = st.sampled_from(["swrr", "wrr"])
 
 
-def build(kind: str, weights: dict[Hashable, int]) -> Balancer:
+def build(kind: str, weights: dict[Hashable, int], offset: int = 0) -> Balancer:
     if kind == "swrr":
         return SmoothWeightedRoundRobin(weights)
-    return WeightedRoundRobin(weights, offset=0)
+    return WeightedRoundRobin(weights, offset=offset)
 
 
 def exact_from(
@@ -66,6 +66,15 @@ def test_every_full_cycle_from_the_start_has_exact_shares(
     total = sum(weights.values())
     sequence = [lb.pick() for _ in range(total * cycles)]
     assert exact_from(sequence, weights, 0, cycles)
+
+
+@settings(max_examples=150, deadline=None)
+@given(weights=WEIGHTS, offset=st.integers(min_value=0, max_value=2**32 - 1))
+def test_envoy_start_offset_keeps_exact_cycles(weights: dict[Hashable, int], offset: int) -> None:
+    lb = build("wrr", weights, offset)
+    total = sum(weights.values())
+    sequence = [lb.pick() for _ in range(total * 6)]
+    assert any(exact_from(sequence, weights, start, 3) for start in range(total + 1))
 
 
 OPS = st.lists(

@@ -93,19 +93,29 @@ def test_wrr_arithmetic_is_exact_where_doubles_are_not() -> None:
     assert sum([0.1] * 10) < 1.0
 
 
-def test_wrr_offset_skips_that_many_picks() -> None:
-    weights = {"a": 3, "b": 1, "c": 2}
-    reference = picks(WeightedRoundRobin(weights, offset=0), 30)
-    for offset in range(1, 5):
-        shifted = picks(WeightedRoundRobin(weights, offset=offset), 30 - offset % 3)
-        assert reference[offset % 3 :].startswith(shifted)
+def test_wrr_offset_is_envoys_create_with_picks() -> None:
+    # Weights a=3 b=1 c=2, 4 picks, time unit 1/6 (steps a=2, b=6, c=3).
+    # Emulated picks: a floor(4*3/6)=2, minus 1 by Envoy's guard (2/3 == 4/6);
+    # b 0; c floor(4*2/6)=1. Time = max(1*2, 0, 1*3) = 3; queue a@4 b@6 c@6.
+    # Two picks are left: a (-> 6), then b (-> 12); next come c a a c a b.
+    lb = WeightedRoundRobin({"a": 3, "b": 1, "c": 2}, offset=4)
+    assert lb.deadlines() == {"a": 1, "b": 2, "c": 1}
+    assert picks(lb, 8) == "caacabca"
+    # Here the result equals making the four picks for real:
+    fresh = WeightedRoundRobin({"a": 3, "b": 1, "c": 2}, offset=0)
+    assert picks(fresh, 12) == "acab" + "caacabca"
 
 
-def test_wrr_default_offset_is_envoy_seed_mod_hosts() -> None:
+def test_wrr_offset_zero_is_a_fresh_schedule_and_default_draws_a_seed() -> None:
     weights = {"a": 3, "b": 1, "c": 2}
+    assert picks(WeightedRoundRobin(weights, offset=0), 6) == "acabca"
     seed = random.Random(99).getrandbits(32)
-    expected = picks(WeightedRoundRobin(weights, offset=seed % 3), 12)
+    expected = picks(WeightedRoundRobin(weights, offset=seed), 12)
     assert picks(WeightedRoundRobin(weights, rng=random.Random(99)), 12) == expected
+    with pytest.raises(ValueError, match="offset must be a non-negative integer, got -1"):
+        WeightedRoundRobin(weights, offset=-1)
+    with pytest.raises(ValueError, match="offset must be a non-negative integer, got -1"):
+        LeastRequest(weights, offset=-1)
 
 
 def test_wrr_reweight_takes_effect_when_next_scheduled() -> None:

@@ -35,6 +35,80 @@ class EdfScheduler:
         # endpoint -> order of its one live heap entry; others are stale.
         self._live: dict[Hashable, int] = {}
 
+    @classmethod
+    def with_picks(cls, weights: dict[Hashable, int], unit: int, picks: int) -> EdfScheduler:
+        """Envoy's ``createWithPicks`` in exact arithmetic.
+
+        A scheduler over *weights* (time in units of ``1 / unit``, *unit* a
+        multiple of every weight) in the state it would reach after *picks*
+        picks: each entry is first given ``floor(picks * w / W)`` emulated
+        picks (one fewer when that lands exactly on ``picks / W``, Envoy's
+        guard), time is set to the latest emulated pick, and the few picks
+        left over are made one by one. Envoy reduces *picks* modulo
+        429496729 first, and so does this.
+
+        Runtime complexity: O(n log n).
+        """
+        picks %= 429496729
+        total = sum(weights.values())
+        scheduler = cls()
+        steps: dict[Hashable, Number] = {}
+        heap: list[tuple[Number, int, Hashable]] = []
+        picked = 0
+        now = 0
+        for index, (endpoint, weight) in enumerate(weights.items()):
+            floor = weight * picks // total
+            if floor > 0 and floor * total >= picks * weight:
+                floor -= 1
+            step = unit // weight
+            steps[endpoint] = step
+            now = max(now, floor * step)
+            heap.append(((floor + 1) * step, index, endpoint))
+            scheduler._live[endpoint] = index
+            picked += floor
+        heapq.heapify(heap)
+        scheduler._heap = heap
+        scheduler.now = now
+        scheduler.order = len(heap)
+        for _ in range(picks - picked):
+            scheduler.pick_fixed(steps)
+        return scheduler
+
+    @classmethod
+    def with_picks_float(
+        cls,
+        weights: dict[Hashable, float],
+        picks: int,
+        increment: Callable[[Hashable], Number],
+    ) -> EdfScheduler:
+        """Envoy's ``createWithPicks`` in doubles, epsilon included, as Envoy runs it.
+
+        *weights* are the initial weights; the leftover picks requeue with
+        *increment* (1 / the weight at that moment).
+        """
+        picks %= 429496729
+        augmented = {ep: w + 1e-13 for ep, w in weights.items()}
+        total = sum(augmented.values())
+        scheduler = cls()
+        heap: list[tuple[Number, int, Hashable]] = []
+        picked = 0
+        now = 0.0
+        for index, (endpoint, weight) in enumerate(augmented.items()):
+            floor = int(weight * picks / total)
+            if floor > 0 and floor / weight >= picks / total:
+                floor -= 1
+            now = max(now, floor / weight)
+            heap.append(((floor + 1) / weight, index, endpoint))
+            scheduler._live[endpoint] = index
+            picked += floor
+        heapq.heapify(heap)
+        scheduler._heap = heap
+        scheduler.now = now
+        scheduler.order = len(heap)
+        for _ in range(picks - picked):
+            scheduler.pick_and_add(increment)
+        return scheduler
+
     def add(self, endpoint: Hashable, increment: Number) -> None:
         """Queue *endpoint* due at ``now + increment`` (``increment`` = 1 / weight)."""
         deadline = self.now + increment

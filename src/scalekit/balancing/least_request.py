@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
-from .._validation import non_negative_number, positive_int
+from .._validation import non_negative_int, non_negative_number, positive_int
 from ._edf import EdfScheduler
 from .base import Balancer, Endpoints
 
@@ -32,8 +32,8 @@ class LeastRequest(Balancer):
     :param choice_count: d, the endpoints drawn per pick (>= 1, default 2).
     :param active_request_bias: the exponent on ``active + 1`` (>= 0,
         default 1.0; 0 turns the weighted case into weighted round robin).
-    :param offset: initial schedule offset for the weighted case, as in
-        :class:`WeightedRoundRobin` (``None``: drawn from *rng*).
+    :param offset: picks the weighted schedule starts past, by Envoy's
+        ``createWithPicks`` in doubles (``None``: a seed drawn from *rng*).
     :raises ConfigurationError: see :class:`Balancer`; bad *choice_count*
         or *active_request_bias*.
 
@@ -55,7 +55,7 @@ class LeastRequest(Balancer):
     ) -> None:
         self._choice_count = positive_int("choice_count", choice_count)
         self._bias = non_negative_number("active_request_bias", active_request_bias)
-        self._offset = offset
+        self._offset = None if offset is None else non_negative_int("offset", offset)
         super().__init__(endpoints, clock=clock, rng=rng, health=health)
 
     def _init_state(self) -> None:
@@ -100,14 +100,9 @@ class LeastRequest(Balancer):
         return 1.0 / self._dynamic_weight(endpoint)
 
     def _build_edf(self) -> EdfScheduler:
-        edf = EdfScheduler()
-        for endpoint in self._ids:
-            edf.add(endpoint, 1.0 / self._dynamic_weight(endpoint))
+        weights = {ep: self._dynamic_weight(ep) for ep in self._ids}
         offset = self._offset if self._offset is not None else self._rng.getrandbits(32)
-        for _ in range(offset % len(self._ids)):
-            endpoint = edf.pop()
-            edf.add(endpoint, 1.0 / self._dynamic_weight(endpoint))
-        return edf
+        return EdfScheduler.with_picks_float(weights, offset, self._increment)
 
     def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
         if len(self._weight_counts) > 1 or self._slow_starting():

@@ -34,9 +34,11 @@ class WeightedRoundRobin(Balancer):
     >>> "".join(lb.pick() for _ in range(7))
     'aaaabca'
 
-    :param offset: picks made and thrown away at construction, as Envoy
-        does with ``seed % hosts`` so clients do not start in step; ``None``
-        (the default) draws the seed from *rng* like Envoy's random seed.
+    :param offset: picks the schedule starts past, as Envoy's
+        ``EdfScheduler::createWithPicks(hosts, weight, seed)`` emulates them
+        so that clients do not start in step (entries tied at the start may
+        come in a different order than after real picks, as in Envoy);
+        ``None`` (the default) draws a 32-bit seed from *rng*, like Envoy.
     :raises ConfigurationError: see :class:`Balancer`; *offset* not an
         ``int`` >= 0.
 
@@ -64,13 +66,12 @@ class WeightedRoundRobin(Balancer):
         super().__init__(endpoints, clock=clock, rng=rng, health=health)
         if offset is None:
             offset = self._rng.getrandbits(32)
-        for _ in range(offset % len(self._weights)):
-            endpoint = self._edf.pop()
-            self._edf.add(endpoint, self._increment(endpoint))
+        if offset:
+            self._edf = EdfScheduler.with_picks(self._weights, self._unit, offset)
 
     def _init_state(self) -> None:
         self._edf = EdfScheduler()
-        self._unit = 1  # time is counted in 1 / _unit; _unit is a multiple of every weight
+        self._unit: int = 1  # time is counted in 1 / _unit; _unit is a multiple of every weight
         self._step: dict[Hashable, Number] = {}  # _unit // weight: 1 / weight in our unit
 
     def _grow_unit(self, weight: int) -> None:
