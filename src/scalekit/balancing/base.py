@@ -297,7 +297,10 @@ class Balancer(ABC):
 
     @property
     def endpoints(self) -> dict[Hashable, int]:
-        """A copy of the current endpoints and their weights, in insertion order."""
+        """A copy of the current endpoints and their weights, in insertion order.
+
+        Runtime complexity: O(n).
+        """
         with self._lock:
             return dict(self._weights)
 
@@ -315,6 +318,8 @@ class Balancer(ABC):
         """Requests in flight on *endpoint*, or on all endpoints when ``None``.
 
         Requests on removed endpoints count until they are released.
+
+        Runtime complexity: O(1) for one endpoint, O(n) for all.
         """
         with self._lock:
             if endpoint is None:

@@ -169,7 +169,10 @@ class HealthPolicy:
     # ------------------------------------------------------------ public view
 
     def ejected(self) -> dict[Hashable, float]:
-        """Ejected endpoints and the time their ejection is up."""
+        """Ejected endpoints and the time their ejection is up.
+
+        Runtime complexity: O(n).
+        """
         with self._locked():
             self._catch_up()
             return {
@@ -177,7 +180,10 @@ class HealthPolicy:
             }
 
     def available(self) -> list[Hashable]:
-        """Endpoints neither ejected nor failing active checks, in order."""
+        """Endpoints neither ejected nor failing active checks, in order.
+
+        Runtime complexity: O(n).
+        """
         with self._locked():
             excluded = self._catch_up()
             return [ep for ep in self._states if ep not in excluded]
@@ -189,6 +195,7 @@ class HealthPolicy:
     def ejection_count(self, endpoint: Hashable) -> int:
         """Envoy's ejection multiplier of *endpoint* (0 when never ejected)."""
         with self._locked():
+            self._catch_up()
             return self._states[endpoint].ejections
 
     def slow_start_factor(self, endpoint: Hashable) -> float:
@@ -202,7 +209,10 @@ class HealthPolicy:
 
         :class:`ActiveHealthChecker` calls this once its thresholds are met;
         call it yourself to drive health from elsewhere.
+
         :raises ValueError: *endpoint* is not in the balancer.
+
+        Runtime complexity: O(n) (the set of excluded endpoints is rebuilt).
         """
         with self._locked():
             assert self._balancer is not None
