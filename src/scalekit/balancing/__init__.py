@@ -1,0 +1,33 @@
+"""Client-side load balancing: strategies, health and outlier ejection.
+
+Every strategy implements the protocol of :class:`Balancer`: ``pick()``,
+``release(ep, latency=, ok=)``, ``request()``, and ``add`` / ``remove`` /
+``reweight`` at run time. Pass a :class:`HealthPolicy` as ``health=`` to any
+of them for outlier ejection, slow start and a panic threshold, and drive
+active checks with :class:`ActiveHealthChecker`.
+"""
+
+from .active_checks import ActiveHealthChecker
+from .base import Balancer, parse_endpoints
+from .health import HealthPolicy, OutlierDetection, SlowStart
+from .least_request import LeastRequest
+from .peak_ewma import PeakEWMA
+from .random_balancer import RandomBalancer
+from .round_robin import RoundRobin
+from .smooth_weighted_round_robin import SmoothWeightedRoundRobin
+from .weighted_round_robin import WeightedRoundRobin
+
+__all__ = [
+    "ActiveHealthChecker",
+    "Balancer",
+    "HealthPolicy",
+    "LeastRequest",
+    "OutlierDetection",
+    "PeakEWMA",
+    "RandomBalancer",
+    "RoundRobin",
+    "SlowStart",
+    "SmoothWeightedRoundRobin",
+    "WeightedRoundRobin",
+    "parse_endpoints",
+]

@@ -1,0 +1,374 @@
+"""The balancer protocol and what every strategy shares.
+
+A balancer is built from endpoints (an iterable of hashable ids, each of
+weight 1, or a mapping of id to a positive ``int`` weight) and hands one of
+them out per request::
+
+    ep = lb.pick()                           # one more request in flight on ep
+    lb.release(ep, latency=0.012, ok=True)   # that request is over
+    with lb.request() as ep: ...             # both, timed by the balancer's clock
+
+:class:`Balancer` owns membership (``add``, ``remove``, ``reweight``), the
+in-flight counts, the lock and the health hooks; a strategy subclass only
+says which endpoint comes next (``_select``) and how it keeps its own state
+as endpoints come and go.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from .._validation import _is_int
+from ..exceptions import ConfigurationError, NoAvailableEndpointError
+
+if TYPE_CHECKING:
+    from .health import HealthPolicy
+
+__all__ = ["Balancer", "Endpoint", "Endpoints", "parse_endpoints"]
+
+Endpoint = Hashable
+Endpoints = Iterable[Hashable] | Mapping[Hashable, int]
+
+_NOTHING: frozenset[Hashable] = frozenset()
+_INF = math.inf
+
+
+def _check_latency(latency: Any) -> float:
+    if (
+        isinstance(latency, bool)
+        or not isinstance(latency, (int, float))
+        or not math.isfinite(latency)
+        or latency < 0
+    ):
+        raise ConfigurationError(
+            f"latency must be a non-negative finite number of seconds or None, got {latency!r}"
+        )
+    return float(latency)
+
+
+def _check_weight(endpoint: Hashable, weight: Any) -> int:
+    if not _is_int(weight) or weight < 1:
+        raise ConfigurationError(
+            f"weight must be a positive integer, got {weight!r} for endpoint {endpoint!r}"
+        )
+    return int(weight)
+
+
+def _check_hashable(endpoint: Any) -> Hashable:
+    try:
+        hash(endpoint)
+    except TypeError:
+        raise ConfigurationError(
+            f"endpoint must be hashable, got {endpoint!r} of type {type(endpoint).__name__}"
+        ) from None
+    return endpoint  # type: ignore[no-any-return]
+
+
+def parse_endpoints(endpoints: Endpoints) -> dict[Hashable, int]:
+    """Turn an iterable of ids or a mapping id -> weight into an ordered dict.
+
+    :raises ConfigurationError: no endpoints, a duplicate id, an unhashable
+        id, a weight that is not a positive ``int``, or a bare string (which
+        would otherwise be read as one endpoint per character).
+
+    Runtime complexity: O(n).
+    """
+    if isinstance(endpoints, (str, bytes)):
+        raise ConfigurationError(
+            f"endpoints must be an iterable of ids or a mapping id -> weight, got the "
+            f"string {endpoints!r}; wrap a single endpoint in a list"
+        )
+    result: dict[Hashable, int] = {}
+    if isinstance(endpoints, Mapping):
+        for endpoint, weight in endpoints.items():
+            result[_check_hashable(endpoint)] = _check_weight(endpoint, weight)
+    else:
+        try:
+            items = list(endpoints)
+        except TypeError:
+            raise ConfigurationError(
+                f"endpoints must be an iterable of ids or a mapping id -> weight, got {endpoints!r}"
+            ) from None
+        for endpoint in items:
+            if _check_hashable(endpoint) in result:
+                raise ConfigurationError(f"endpoints must be unique, got {endpoint!r} twice")
+            result[endpoint] = 1
+    if not result:
+        raise ConfigurationError("endpoints must not be empty, got no endpoints")
+    return result
+
+
+class Balancer(ABC):
+    """Base of every load-balancing strategy.
+
+    :param endpoints: hashable ids (weight 1 each) or a mapping id -> weight,
+        weights being positive ``int``.
+    :param clock: seconds, monotonic; times :meth:`request` and drives
+        health, slow start and latency decay.
+    :param rng: the random source of randomised strategies (seed it in tests).
+    :param health: a :class:`~scalekit.balancing.health.HealthPolicy` (outlier
+        ejection, active checks, slow start, panic threshold), or ``None``.
+    :raises ConfigurationError: bad endpoints or weights (see
+        :func:`parse_endpoints`).
+
+    Thread-safety: every public method takes one lock, so picks, releases
+    and membership changes may come from any number of threads.
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        health: HealthPolicy | None = None,
+    ) -> None:
+        if not callable(clock):
+            raise ConfigurationError(f"clock must be callable, got {clock!r}")
+        if rng is not None and not isinstance(rng, random.Random):
+            raise ConfigurationError(f"rng must be a random.Random or None, got {rng!r}")
+        parsed = parse_endpoints(endpoints)
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._lock = threading.Lock()
+        self._weights: dict[Hashable, int] = {}
+        self._in_flight: dict[Hashable, int] = {}
+        # Removed endpoints whose requests are still out: their release must work.
+        self._draining: dict[Hashable, int] = {}
+        self._health: HealthPolicy | None = None
+        now = clock()
+        self._init_state()
+        for endpoint, weight in parsed.items():
+            self._weights[endpoint] = weight
+            self._in_flight[endpoint] = 0
+            self._on_add(endpoint, weight)
+        if health is not None:
+            health._bind(self, list(parsed), now)
+            self._health = health
+
+    # ------------------------------------------------------------------ picking
+
+    def pick(self, key: Hashable | None = None) -> Hashable:
+        """Choose an endpoint for one request and count it in flight.
+
+        :param key: routing key; only key-based strategies (consistent hashing)
+            use it, the others ignore it.
+        :raises NoAvailableEndpointError: no endpoints, or every endpoint is
+            ejected or failing checks and the panic threshold is disabled.
+
+        Runtime complexity: that of the strategy (O(1) or O(log n), O(n) for
+        :class:`SmoothWeightedRoundRobin`).
+        """
+        with self._lock:
+            if not self._weights:
+                raise NoAvailableEndpointError("cannot pick: the balancer has no endpoints")
+            health = self._health
+            if health is None:
+                endpoint = self._select(_NOTHING, key)
+            else:
+                now = self._clock()
+                excluded = health._excluded(now)
+                if excluded and not health._panicking(len(self._weights), len(excluded)):
+                    if len(excluded) >= len(self._weights):
+                        raise NoAvailableEndpointError(health._why_none(now))
+                else:
+                    excluded = _NOTHING
+                endpoint = self._select(excluded, key)
+            self._in_flight[endpoint] += 1
+            return endpoint
+
+    def release(self, endpoint: Hashable, *, latency: float | None = None, ok: bool = True) -> None:
+        """End one request on *endpoint*, picked before by :meth:`pick`.
+
+        :param latency: seconds the request took; latency-aware strategies
+            learn from it, ``None`` means not measured.
+        :param ok: whether the request succeeded; feeds outlier detection.
+        :raises ValueError: *endpoint* is unknown or has nothing in flight.
+
+        Runtime complexity: O(1).
+        """
+        if latency is not None and not (latency.__class__ is float and 0.0 <= latency < _INF):
+            latency = _check_latency(latency)
+        with self._lock:
+            count = self._in_flight.get(endpoint)
+            if count is None:
+                draining = self._draining.get(endpoint)
+                if draining is None:
+                    raise ValueError(f"cannot release unknown endpoint {endpoint!r}")
+                if draining == 1:
+                    del self._draining[endpoint]
+                else:
+                    self._draining[endpoint] = draining - 1
+                return
+            if count == 0:
+                raise ValueError(f"cannot release endpoint {endpoint!r}: it has nothing in flight")
+            self._in_flight[endpoint] = count - 1
+            self._on_release(endpoint, latency, ok)
+            if self._health is not None:
+                self._health._record(endpoint, ok, self._clock())
+
+    @contextmanager
+    def request(self, key: Hashable | None = None) -> Iterator[Hashable]:
+        """Pick an endpoint for the ``with`` block and release it afterwards.
+
+        The block is timed with the balancer's clock; an exception escaping
+        the block releases with ``ok=False`` and propagates.
+
+        >>> from scalekit.balancing import RoundRobin
+        >>> lb = RoundRobin(["a", "b"])
+        >>> with lb.request() as ep:
+        ...     ep
+        'a'
+        >>> lb.in_flight("a")
+        0
+        """
+        endpoint = self.pick(key)
+        start = self._clock()
+        try:
+            yield endpoint
+        except BaseException:
+            self.release(endpoint, latency=max(self._clock() - start, 0.0), ok=False)
+            raise
+        self.release(endpoint, latency=max(self._clock() - start, 0.0), ok=True)
+
+    # --------------------------------------------------------------- membership
+
+    def add(self, endpoint: Hashable, weight: int = 1) -> None:
+        """Add *endpoint* with *weight*; the others keep their state.
+
+        :raises ConfigurationError: *endpoint* is already present or
+            unhashable, or *weight* is not a positive ``int``.
+
+        Runtime complexity: O(1) amortised for most strategies.
+        """
+        _check_hashable(endpoint)
+        weight = _check_weight(endpoint, weight)
+        with self._lock:
+            if endpoint in self._weights:
+                raise ConfigurationError(f"endpoint {endpoint!r} is already in the balancer")
+            self._weights[endpoint] = weight
+            self._in_flight[endpoint] = self._draining.pop(endpoint, 0)
+            self._on_add(endpoint, weight)
+            if self._health is not None:
+                self._health._added(endpoint, self._clock())
+
+    def remove(self, endpoint: Hashable) -> None:
+        """Remove *endpoint*; its requests still in flight may be released later.
+
+        :raises ValueError: *endpoint* is not in the balancer.
+
+        Runtime complexity: O(n) at worst (list removal), O(1) for most strategies.
+        """
+        with self._lock:
+            if endpoint not in self._weights:
+                raise ValueError(f"cannot remove unknown endpoint {endpoint!r}")
+            weight = self._weights.pop(endpoint)
+            count = self._in_flight.pop(endpoint)
+            if count:
+                self._draining[endpoint] = count
+            self._on_remove(endpoint, weight)
+            if self._health is not None:
+                self._health._removed(endpoint)
+
+    def reweight(self, endpoint: Hashable, weight: int) -> None:
+        """Change the weight of *endpoint*, keeping every other piece of state.
+
+        :raises ValueError: *endpoint* is not in the balancer.
+        :raises ConfigurationError: *weight* is not a positive ``int``.
+
+        Runtime complexity: O(1) for most strategies.
+        """
+        weight = _check_weight(endpoint, weight)
+        with self._lock:
+            old = self._weights.get(endpoint)
+            if old is None:
+                raise ValueError(f"cannot reweight unknown endpoint {endpoint!r}")
+            self._weights[endpoint] = weight
+            self._on_reweight(endpoint, old, weight)
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def endpoints(self) -> dict[Hashable, int]:
+        """A copy of the current endpoints and their weights, in insertion order.
+
+        Runtime complexity: O(n).
+        """
+        with self._lock:
+            return dict(self._weights)
+
+    @property
+    def health(self) -> HealthPolicy | None:
+        """The health policy given at construction, or ``None``."""
+        return self._health
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock the balancer times requests and health with."""
+        return self._clock
+
+    def in_flight(self, endpoint: Hashable | None = None) -> int:
+        """Requests in flight on *endpoint*, or on all endpoints when ``None``.
+
+        Requests on removed endpoints count until they are released.
+
+        Runtime complexity: O(1) for one endpoint, O(n) for all.
+        """
+        with self._lock:
+            if endpoint is None:
+                return sum(self._in_flight.values()) + sum(self._draining.values())
+            if endpoint in self._in_flight:
+                return self._in_flight[endpoint]
+            return self._draining.get(endpoint, 0)
+
+    def __len__(self) -> int:
+        return len(self._weights)
+
+    def __contains__(self, endpoint: object) -> bool:
+        return endpoint in self._weights
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self._weights)!r})"
+
+    # ----------------------------------------------------- hooks for strategies
+
+    @abstractmethod
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+        """Return the next endpoint, skipping *excluded* (never all of them).
+
+        Called with the lock held and at least one endpoint present.
+        """
+
+    def _init_state(self) -> None:  # noqa: B027
+        """Create the strategy's own structures, before any endpoint is added."""
+
+    def _on_add(self, endpoint: Hashable, weight: int) -> None:  # noqa: B027
+        """A new endpoint joined (lock held)."""
+
+    def _on_remove(self, endpoint: Hashable, weight: int) -> None:  # noqa: B027
+        """An endpoint left (lock held)."""
+
+    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:  # noqa: B027
+        """An endpoint's weight changed (lock held)."""
+
+    def _on_release(self, endpoint: Hashable, latency: float | None, ok: bool) -> None:  # noqa: B027
+        """A request ended (lock held); the in-flight count is already lowered."""
+
+    def _factor(self, endpoint: Hashable, now: float) -> float:
+        """The slow-start factor of *endpoint* in (0, 1] (1 without slow start)."""
+        health = self._health
+        if health is None:
+            return 1.0
+        return health._factor(endpoint, now)
+
+    def _slow_starting(self) -> bool:
+        """Whether any endpoint may currently be in its slow-start window."""
+        health = self._health
+        return health is not None and health._any_slow_start()

@@ -1,0 +1,54 @@
+"""Plain round robin: each endpoint in turn, weights ignored."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from .base import Balancer
+
+__all__ = ["RoundRobin"]
+
+
+class RoundRobin(Balancer):
+    """Hand out the endpoints in turn, in the order they were added.
+
+    Weights are accepted but ignored (use :class:`SmoothWeightedRoundRobin`
+    or :class:`WeightedRoundRobin` for weighted rotation), and so is slow
+    start. Ejected endpoints are skipped without losing the rotation.
+
+    >>> lb = RoundRobin(["a", "b", "c"])
+    >>> "".join(lb.pick() for _ in range(4))
+    'abca'
+
+    Thread-safety: see :class:`Balancer`.
+    Runtime complexity: O(1) per pick (O(k) when the next k are ejected);
+    O(n) per removal.
+    """
+
+    def _init_state(self) -> None:
+        self._ring: list[Hashable] = []
+        self._next = 0
+
+    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+        self._ring.append(endpoint)
+
+    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+        index = self._ring.index(endpoint)
+        del self._ring[index]
+        if index < self._next:
+            self._next -= 1
+        if self._next >= len(self._ring):
+            self._next = 0
+
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+        ring = self._ring
+        n = len(ring)
+        index = self._next
+        while True:
+            endpoint = ring[index]
+            index += 1
+            if index == n:
+                index = 0
+            if endpoint not in excluded:
+                self._next = index
+                return endpoint

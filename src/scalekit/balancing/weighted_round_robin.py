@@ -1,0 +1,119 @@
+"""Weighted round robin by Envoy's earliest-deadline-first schedule, exactly."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Hashable
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from .._validation import non_negative_int
+from ._edf import EdfScheduler, Number
+from .base import Balancer, Endpoints
+
+if TYPE_CHECKING:
+    from .health import HealthPolicy
+
+__all__ = ["WeightedRoundRobin"]
+
+
+class WeightedRoundRobin(Balancer):
+    """Envoy's weighted round robin: earliest deadline first, exact arithmetic.
+
+    Each endpoint is due again ``1 / weight`` after its last turn; the
+    earliest deadline goes next and equal deadlines go in the order the
+    entries were queued (Envoy ``edf_scheduler.h``). Envoy keeps deadlines
+    in ``double``; here time is counted in units of ``1 / lcm(weights)`` so
+    every deadline is an exact integer (an exact fraction during slow
+    start), and over ``total weight`` picks from the start each endpoint
+    is chosen exactly ``weight`` times.
+
+    >>> lb = WeightedRoundRobin({"a": 5, "b": 1, "c": 1}, offset=0)
+    >>> "".join(lb.pick() for _ in range(7))
+    'aaaabca'
+
+    :param offset: picks the schedule starts past, as Envoy's
+        ``EdfScheduler::createWithPicks(hosts, weight, seed)`` emulates them
+        so that clients do not start in step (entries tied at the start may
+        come in a different order than after real picks, as in Envoy);
+        ``None`` (the default) draws a 32-bit seed from *rng*, like Envoy.
+    :raises ConfigurationError: see :class:`Balancer`; *offset* not an
+        ``int`` >= 0.
+
+    As in Envoy, a new weight takes effect when the endpoint is next
+    scheduled; an added endpoint is queued at ``now + 1 / weight``; a
+    removed one is dropped when its entry surfaces. An ejected endpoint
+    keeps taking its turns in the schedule, which passes them on.
+
+    Thread-safety: see :class:`Balancer`.
+    Runtime complexity: O(log n) per pick; O(log n) per membership change,
+    O(n) when a new weight changes the lcm.
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        offset: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        health: HealthPolicy | None = None,
+    ) -> None:
+        if offset is not None:
+            non_negative_int("offset", offset)
+        super().__init__(endpoints, clock=clock, rng=rng, health=health)
+        if offset is None:
+            offset = self._rng.getrandbits(32)
+        if offset:
+            self._edf = EdfScheduler.with_picks(self._weights, self._unit, offset)
+
+    def _init_state(self) -> None:
+        self._edf = EdfScheduler()
+        self._unit: int = 1  # time is counted in 1 / _unit; _unit is a multiple of every weight
+        self._step: dict[Hashable, Number] = {}  # _unit // weight: 1 / weight in our unit
+
+    def _grow_unit(self, weight: int) -> None:
+        if self._unit % weight:
+            new_unit = math.lcm(self._unit, weight)
+            self._edf.scale(new_unit // self._unit)
+            self._unit = new_unit
+            self._step = {ep: new_unit // w for ep, w in self._weights.items()}
+
+    def _increment(self, endpoint: Hashable) -> Number:
+        if self._slow_starting():
+            factor = self._factor(endpoint, self._clock())
+            if factor < 1.0:
+                weight = self._weights[endpoint]
+                return Fraction(self._unit, weight) / Fraction(factor).limit_denominator(10**6)
+        return self._step[endpoint]
+
+    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+        self._grow_unit(weight)
+        self._step[endpoint] = self._unit // weight
+        self._edf.add(endpoint, self._step[endpoint])
+
+    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+        self._edf.discard(endpoint)
+        self._edf.compact()
+        del self._step[endpoint]
+
+    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+        self._grow_unit(new)
+        self._step[endpoint] = self._unit // new
+
+    def deadlines(self) -> dict[Hashable, Fraction]:
+        """Each endpoint's next deadline in scheduler time (1 = one full cycle)."""
+        with self._lock:
+            return {ep: Fraction(d) / self._unit for ep, d in self._edf.deadlines().items()}
+
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+        edf = self._edf
+        if not excluded and not self._slow_starting():
+            return edf.pick_fixed(self._step)
+        while True:
+            endpoint = edf.pop()
+            edf.add(endpoint, self._increment(endpoint))
+            if endpoint not in excluded:
+                return endpoint

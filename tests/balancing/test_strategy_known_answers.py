@@ -1,0 +1,239 @@
+"""Known-answer sequences: each strategy against its reference's own rules."""
+
+from __future__ import annotations
+
+import math
+import random
+from fractions import Fraction
+
+import pytest
+
+from scalekit.balancing import (
+    LeastRequest,
+    PeakEWMA,
+    RandomBalancer,
+    RoundRobin,
+    SmoothWeightedRoundRobin,
+    WeightedRoundRobin,
+)
+from scalekit.balancing.peak_ewma import PENALTY
+from scalekit.testing import FakeClock
+
+
+def picks(lb: object, n: int) -> str:
+    return "".join(str(lb.pick()) for _ in range(n))  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------- round robin
+
+
+def test_round_robin_cycles_in_insertion_order_and_survives_removal() -> None:
+    lb = RoundRobin(["a", "b", "c", "d"])
+    assert picks(lb, 6) == "abcdab"
+    lb.remove("b")  # the next would have been c
+    assert picks(lb, 4) == "cdac"
+    lb.add("e")
+    assert picks(lb, 4) == "deac"  # e joins at the end of the ring
+
+
+# -------------------------------------------------------- nginx smooth WRR
+
+
+def test_swrr_nginx_documented_sequence() -> None:
+    # nginx commit 52327e0627f4: weights { 5, 1, 1 } give { a, a, b, a, c, a, a }.
+    lb = SmoothWeightedRoundRobin({"a": 5, "b": 1, "c": 1})
+    assert picks(lb, 21) == "aabacaa" * 3
+    assert lb.current_weights() == {"a": 0, "b": 0, "c": 0}
+
+
+def test_swrr_hand_computed_sequence_and_state() -> None:
+    # current_weight by hand: (4,2,1) a (-3,2,1); (1,4,2) b (1,-3,2); (5,-1,3) a ...
+    lb = SmoothWeightedRoundRobin({"a": 4, "b": 2, "c": 1})
+    assert lb.pick() == "a"
+    assert lb.current_weights() == {"a": -3, "b": 2, "c": 1}
+    assert lb.pick() == "b"
+    assert lb.current_weights() == {"a": 1, "b": -3, "c": 2}
+    assert picks(lb, 5) == "acaba"
+    assert lb.current_weights() == {"a": 0, "b": 0, "c": 0}
+
+
+def test_swrr_ties_go_to_the_first_endpoint() -> None:
+    assert picks(SmoothWeightedRoundRobin(["x", "y", "z"]), 6) == "xyzxyz"
+
+
+def test_swrr_new_endpoint_starts_at_zero_and_others_keep_state() -> None:
+    lb = SmoothWeightedRoundRobin({"a": 5, "b": 1, "c": 1})
+    assert picks(lb, 2) == "aa"
+    before = lb.current_weights()
+    lb.add("d", 2)
+    assert lb.current_weights() == {**before, "d": 0}
+
+
+# ------------------------------------------------------------ Envoy EDF WRR
+
+
+def test_wrr_edf_sequence_for_5_1_1() -> None:
+    # deadlines a: 1/5, 2/5, ... b and c: 1; at 1 the earlier-queued b and c go first.
+    lb = WeightedRoundRobin({"a": 5, "b": 1, "c": 1}, offset=0)
+    assert picks(lb, 14) == "aaaabca" * 2
+
+
+def test_wrr_edf_sequence_for_3_2() -> None:
+    lb = WeightedRoundRobin({"a": 3, "b": 2}, offset=0)
+    assert picks(lb, 10) == "ababa" * 2
+    assert lb.deadlines() == {"a": Fraction(7, 3), "b": Fraction(5, 2)}
+
+
+def test_wrr_arithmetic_is_exact_where_doubles_are_not() -> None:
+    # With doubles ten steps of 0.1 reach 0.9999999999999999 < 1.0, so Envoy picks
+    # a ten times before b. Exactly, a's tenth deadline ties b's at 1 and b,
+    # queued first, wins the tie.
+    lb = WeightedRoundRobin({"a": 10, "b": 1}, offset=0)
+    assert picks(lb, 11) == "a" * 9 + "b" + "a"
+    assert sum([0.1] * 10) < 1.0
+
+
+def test_wrr_offset_is_envoys_create_with_picks() -> None:
+    # Weights a=3 b=1 c=2, 4 picks, time unit 1/6 (steps a=2, b=6, c=3).
+    # Emulated picks: a floor(4*3/6)=2, minus 1 by Envoy's guard (2/3 == 4/6);
+    # b 0; c floor(4*2/6)=1. Time = max(1*2, 0, 1*3) = 3; queue a@4 b@6 c@6.
+    # Two picks are left: a (-> 6), then b (-> 12); next come c a a c a b.
+    lb = WeightedRoundRobin({"a": 3, "b": 1, "c": 2}, offset=4)
+    assert lb.deadlines() == {"a": 1, "b": 2, "c": 1}
+    assert picks(lb, 8) == "caacabca"
+    # Here the result equals making the four picks for real:
+    fresh = WeightedRoundRobin({"a": 3, "b": 1, "c": 2}, offset=0)
+    assert picks(fresh, 12) == "acab" + "caacabca"
+
+
+def test_wrr_offset_zero_is_a_fresh_schedule_and_default_draws_a_seed() -> None:
+    weights = {"a": 3, "b": 1, "c": 2}
+    assert picks(WeightedRoundRobin(weights, offset=0), 6) == "acabca"
+    seed = random.Random(99).getrandbits(32)
+    expected = picks(WeightedRoundRobin(weights, offset=seed), 12)
+    assert picks(WeightedRoundRobin(weights, rng=random.Random(99)), 12) == expected
+    with pytest.raises(ValueError, match="offset must be a non-negative integer, got -1"):
+        WeightedRoundRobin(weights, offset=-1)
+    with pytest.raises(ValueError, match="offset must be a non-negative integer, got -1"):
+        LeastRequest(weights, offset=-1)
+
+
+def test_wrr_reweight_takes_effect_when_next_scheduled() -> None:
+    lb = WeightedRoundRobin({"a": 1, "b": 1}, offset=0)
+    assert picks(lb, 2) == "ab"  # a due at 2, b at 2
+    lb.reweight("a", 4)  # a's queued deadline stays 2; after its turn it comes every 1/4
+    assert lb.deadlines() == {"a": 2, "b": 2}
+    assert picks(lb, 7) == "abaaaba"  # at 3, b (queued at 2) beats a (queued at 2.75)
+
+
+# ------------------------------------------------------- Envoy least request
+
+
+def test_least_request_p2c_matches_envoys_rule() -> None:
+    hosts = [f"h{i}" for i in range(5)]
+    lb = LeastRequest(hosts, rng=random.Random(5))
+    model_rng = random.Random(5)
+    active = dict.fromkeys(hosts, 0)
+    for step in range(300):
+        first = hosts[int(model_rng.random() * 5)]
+        second = hosts[int(model_rng.random() * 5)]
+        expected = second if active[second] < active[first] else first
+        got = lb.pick()
+        assert got == expected, step
+        active[got] += 1
+        if step % 3 == 2:  # release the busiest so counts keep moving
+            busiest = max(active, key=lambda h: active[h])
+            lb.release(busiest)
+            active[busiest] -= 1
+
+
+def test_least_request_many_choices_always_finds_the_idle_one() -> None:
+    lb = LeastRequest(["a", "b", "c"], choice_count=64, rng=random.Random(1))
+    for _ in range(3):
+        lb.pick()
+    lb.release("c")
+    assert lb.in_flight("c") == 0
+    assert lb.pick() == "c"
+
+
+def test_least_request_weighted_uses_weight_over_active_plus_one() -> None:
+    # EDF with weight / (active + 1), recomputed as each host is requeued:
+    # a(1/2, w 2) b(1) a(1) b(2, then w 1/2) a(2, then w 2/3 -> 3.5) a(3.5) b(4).
+    lb = LeastRequest({"a": 2, "b": 1}, offset=0)
+    assert picks(lb, 7) == "ababaab"
+    plain = LeastRequest({"a": 2, "b": 1}, offset=0, active_request_bias=0.0)
+    assert picks(plain, 6) == "abaaba"
+
+
+def test_least_request_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="choice_count must be a positive integer, got 0"):
+        LeastRequest(["a"], choice_count=0)
+    with pytest.raises(ValueError, match="active_request_bias must be a non-negative"):
+        LeastRequest(["a"], active_request_bias=-1)
+
+
+# ---------------------------------------------------------------- Peak EWMA
+
+
+def test_peak_ewma_jumps_to_peaks_and_decays_with_tau() -> None:
+    clock = FakeClock(0.0)
+    lb = PeakEWMA(["a"], decay=10.0, clock=clock)
+    lb.pick()
+    lb.release("a", latency=0.1)
+    assert lb.cost("a") == 0.1
+    clock.advance(5.0)
+    lb.pick()
+    lb.release("a", latency=0.02)
+    w = math.exp(-0.5)
+    expected = 0.1 * w + 0.02 * (1 - w)
+    assert lb.cost("a") == pytest.approx(expected, rel=1e-12)
+    clock.advance(10.0)
+    assert lb.cost("a") == pytest.approx(expected * math.exp(-1.0), rel=1e-12)
+    lb.pick()
+    lb.release("a", latency=0.5)  # a new peak replaces the average outright
+    assert lb.cost("a") == 0.5
+
+
+def test_peak_ewma_penalises_an_endpoint_with_requests_but_no_latency_yet() -> None:
+    lb = PeakEWMA(["a", "b"], clock=FakeClock(0.0), rng=random.Random(3))
+    first = lb.pick()
+    other = "b" if first == "a" else "a"
+    assert lb.pick() == other  # PENALTY + 1 against 0
+    assert pytest.approx(140737.48835532, rel=1e-9) == PENALTY
+
+
+def test_peak_ewma_chooses_the_lower_cost_times_pending_plus_one() -> None:
+    clock = FakeClock(0.0)
+    lb = PeakEWMA(["a", "b"], clock=clock, rng=random.Random(0))
+    lb._in_flight["a"] += 1
+    lb.release("a", latency=0.1)
+    lb._in_flight["b"] += 1
+    lb.release("b", latency=0.3)
+    # a: 0.1 * 1 < b: 0.3 * 1
+    assert lb.pick() == "a"
+    assert lb.pick() == "a"  # 0.1 * 2 = 0.2 < 0.3
+    assert lb.pick() == "b"  # 0.1 * 3 = 0.3 is not < 0.3 * 1: ties go to the second draw
+    assert lb.pick() == "a"  # 0.3 < 0.3 * 2
+
+
+# ------------------------------------------------------------------- random
+
+
+def test_random_shares_follow_weights() -> None:
+    lb = RandomBalancer({"a": 5, "b": 1, "c": 1}, rng=random.Random(11))
+    counts = dict.fromkeys("abc", 0)
+    for _ in range(70_000):
+        counts[lb.pick()] += 1  # type: ignore[index]
+    assert counts["a"] == pytest.approx(50_000, rel=0.02)
+    assert counts["b"] == pytest.approx(10_000, rel=0.05)
+    assert counts["c"] == pytest.approx(10_000, rel=0.05)
+
+
+def test_peak_ewma_divides_load_by_weight() -> None:
+    lb = PeakEWMA({"a": 2, "b": 1}, clock=FakeClock(0.0), rng=random.Random(0))
+    for ep, latency in (("a", 0.1), ("b", 0.06)):
+        lb._in_flight[ep] += 1
+        lb.release(ep, latency=latency)
+    assert lb.pick() == "a"  # 0.1 / 2 < 0.06 / 1
+    assert lb.pick() == "b"  # 0.1 * 2 / 2 = 0.1 > 0.06
+    assert lb.pick() == "a"  # 0.1 < 0.06 * 2 = 0.12
