@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -17,7 +18,6 @@ from .process import (
     ServerProcess,
     ServerStartError,
     find_free_port,
-    query,
 )
 
 __all__ = ["RedisClusterServers", "RedisServer"]
@@ -39,6 +39,29 @@ def encode_command(*args: str | bytes | int) -> bytes:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+def _read_reply(stream: socket.SocketIO) -> bytes:
+    """Read exactly one RESP reply from *stream*, returned raw."""
+    import io
+
+    reader = io.BufferedReader(stream)  # type: ignore[arg-type]
+    out = bytearray()
+
+    def one() -> None:
+        line = reader.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("connection closed in the middle of a reply")
+        out.extend(line)
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"$" and int(rest) >= 0:
+            out.extend(reader.read(int(rest) + 2))
+        elif kind == b"*" and int(rest) > 0:
+            for _ in range(int(rest)):
+                one()
+
+    one()
+    return bytes(out)
 
 
 class RedisServer(ServerProcess):
@@ -106,7 +129,9 @@ class RedisServer(ServerProcess):
 
         For probes and fault scripts only: use redis-py for real work.
         """
-        return query(self.host, self.port, encode_command(*args), timeout=timeout)
+        with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+            sock.sendall(encode_command(*args))
+            return _read_reply(socket.SocketIO(sock, "rb"))
 
     def is_ready(self) -> bool:
         try:
