@@ -45,7 +45,7 @@ def _read_reply(stream: socket.SocketIO) -> bytes:
     """Read exactly one RESP reply from *stream*, returned raw."""
     import io
 
-    reader = io.BufferedReader(stream)  # type: ignore[arg-type]
+    reader = io.BufferedReader(stream)
     out = bytearray()
 
     def one() -> None:
