@@ -111,14 +111,6 @@ class CacheLoadTimeoutError(BackendError, TimeoutError):
     """Another caller held the load lease and no value appeared within ``wait_timeout``."""
 
 
-class _CacheUnavailableError(BackendUnavailableError):
-    """Raised by one cache's own Redis calls, so a loader's errors are never mistaken for it."""
-
-    def __init__(self, message: str, cache: RedisCache) -> None:
-        super().__init__(message)
-        self.cache = cache
-
-
 def key_slot(key: bytes) -> int:
     """The Redis Cluster hash slot of *key* (CRC16/XMODEM mod 16384, with hash tags).
 
@@ -272,6 +264,16 @@ class RedisCache:
         self._write_back = client.register_script(_WRITE_BACK)
         self._release = client.register_script(_RELEASE)
 
+    @property
+    def client(self) -> redis.Redis | redis.cluster.RedisCluster:
+        """The Redis client this cache was given."""
+        return self._client
+
+    @property
+    def notifies(self) -> bool:
+        """True if writes and invalidations are published on :attr:`channel`."""
+        return bool(self._channel_arg)
+
     # -- keys and encoding -------------------------------------------------
     def _name(self, key: str) -> str:
         if not isinstance(key, str) or not key or key[0] == "}":
@@ -307,8 +309,8 @@ class RedisCache:
         try:
             return fn(*args, **kwargs)
         except _UNAVAILABLE as exc:
-            raise _CacheUnavailableError(
-                f"Redis unavailable for cache {self.namespace!r}: {exc}", self
+            raise BackendUnavailableError(
+                f"Redis unavailable for cache {self.namespace!r}: {exc}"
             ) from exc
         except redis.RedisError as exc:
             raise BackendError(f"Redis failed for cache {self.namespace!r}: {exc}") from exc
@@ -385,14 +387,20 @@ class RedisCache:
         Runtime complexity: one round trip on a hit; 2-3 plus the load on a miss.
         """
         name = self._name(key)
+        ran: list[bool] = []
+
+        def tracked() -> Any:
+            ran.append(True)
+            return loader()
+
         try:
             value = self._decode(self._call(self._client.get, name), _MISS)
             if value is not _MISS:
                 self.stats.add("hits")
                 return value
-            return self._load(name, loader, ttl)
-        except _CacheUnavailableError as exc:
-            if not self.fallback or exc.cache is not self:
+            return self._load(name, tracked, ttl)
+        except BackendUnavailableError:
+            if not self.fallback or ran:  # never run the loader twice
                 raise
             self.stats.add("fallbacks")
             return loader()
@@ -465,9 +473,9 @@ class RedisCache:
                 keys=keys,
                 args=[token, version, kind, fresh_until, px, payload, self._lease_ms],
             )
-        except _CacheUnavailableError as exc:
-            if self.fallback and exc.cache is self:
-                return value  # loaded once already: never call the loader twice
+        except BackendUnavailableError:
+            if self.fallback:
+                return value  # loaded once already: return it uncached
             raise
         self.stats.add("writebacks" if written == 1 else "writebacks_rejected")
         return value
