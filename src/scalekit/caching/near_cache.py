@@ -92,7 +92,7 @@ class NearCache:
         self._inflight: dict[str, int] = {}  # key -> remote reads in progress
         self._dirty: dict[str, int] = {}  # key -> seq of its last invalidation while in flight
         self._cleared_at = 0  # seq of the last full clear
-        self._local_hits = self._remote_reads = self._clears = 0
+        self._local_hits = self._remote_reads = self._clears = self._messages = 0
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._thread = threading.Thread(
@@ -197,12 +197,14 @@ class NearCache:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: ``local_hits``, ``remote_reads`` and ``clears`` of the local layer."""
+        """Counters: ``local_hits``, ``remote_reads``, ``clears`` of the local layer and
+        ``invalidations`` (messages received)."""
         with self._lock:
             return {
                 "local_hits": self._local_hits,
                 "remote_reads": self._remote_reads,
                 "clears": self._clears,
+                "invalidations": self._messages,
             }
 
     # -- the listener ------------------------------------------------------
@@ -255,6 +257,8 @@ class NearCache:
             kind = message["type"]
             if kind == "message":
                 self._drop(message["data"].decode())
+                with self._lock:
+                    self._messages += 1
             elif kind == "subscribe":
                 # First subscription, or redis-py resubscribed after a reconnect:
                 # messages may have been lost, so nothing local can be trusted.
