@@ -175,13 +175,47 @@ def test_channel_drop_clears_local_and_recovers(fresh_redis_server: Any) -> None
 
         fresh_redis_server.pause()  # silent: the socket stays open, nothing answers
         try:
-            assert wait_until(lambda: not near.connected, timeout=near.max_staleness + 0.2)
-            assert len(near._local) == 0
+            # neither served nor kept once no heartbeat came back within max_staleness
+            assert wait_until(
+                lambda: not near.connected and len(near._local) == 0,
+                timeout=near.max_staleness + 0.2,
+            )
         finally:
             fresh_redis_server.resume()
         assert wait_until(lambda: near.connected, timeout=10)
         other.set("k", 3)
         assert wait_until(lambda: near.get("k") == 3, timeout=near.max_staleness)
+    finally:
+        near.close()
+        other.close()
+
+
+def test_cluster_channel_node_restart(redis_cluster: Any) -> None:
+    spec_ = ("cluster", redis_cluster.host, redis_cluster.port)
+    fast = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    namespace = unique_namespace()
+    near, other = (
+        NearCache(
+            DictLRU(10),
+            RedisCache(make_client(spec_, **fast), namespace=namespace),
+            max_staleness=0.4,
+        )
+        for _ in range(2)
+    )
+    try:
+        other.set("k", 1)
+        assert wait_until(lambda: near.get("k") == 1 and len(near._local) == 1)
+        owner = near.remote.client.get_node_from_key(near.remote.channel)
+        node = next(n for n in redis_cluster.nodes if n.port == owner.port)
+        node.stop()  # the node the subscription is on
+        try:
+            assert wait_until(lambda: not near.connected and len(near._local) == 0, timeout=2)
+        finally:
+            node.start()
+            redis_cluster.wait_ok()
+        assert wait_until(lambda: near.connected and other.connected, timeout=15)
+        other.set("k", 2)
+        assert wait_until(lambda: near.get("k") == 2, timeout=near.max_staleness)
     finally:
         near.close()
         other.close()

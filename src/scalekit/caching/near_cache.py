@@ -32,6 +32,7 @@ from .redis_cache import RedisCache
 __all__ = ["NearCache"]
 
 _MISS: Any = object()
+_NEVER = float("-inf")
 
 
 class NearCache:
@@ -87,7 +88,7 @@ class NearCache:
         )
         self._clock = clock
         self._lock = threading.Lock()
-        self._trusted_until = float("-inf")  # local entries usable while clock() < this
+        self._trusted_until = _NEVER  # local entries usable while clock() < this
         self._seq = 0  # counts invalidation events seen by this process
         self._inflight: dict[str, int] = {}  # key -> remote reads in progress
         self._dirty: dict[str, int] = {}  # key -> seq of its last invalidation while in flight
@@ -214,7 +215,7 @@ class NearCache:
         return self._clock() < self._trusted_until
 
     def _distrust(self) -> None:
-        self._trusted_until = float("-inf")
+        self._trusted_until = _NEVER
         self._connected.clear()
         self.clear_local()
 
@@ -249,9 +250,13 @@ class NearCache:
                 pending.append(now)
                 pubsub.ping()
                 next_ping = now + interval
-            if pending and now - pending[0] > self.max_staleness:
-                self._distrust()  # pings unanswered: the channel may be silently gone
-            message = pubsub.get_message(timeout=max(0.0, min(interval, next_ping - now)))
+            trusted = self._trusted_until
+            if trusted != _NEVER and now >= trusted:
+                self._distrust()  # no recent ping answered: invalidations may be missing
+            if pending and now - pending[0] > 2 * self.max_staleness:
+                raise ConnectionError("heartbeat unanswered: the subscription looks dead")
+            wake = min(next_ping, trusted) if trusted != _NEVER else next_ping
+            message = pubsub.get_message(timeout=max(0.0, min(interval, wake - now)))
             if message is None:
                 continue
             kind = message["type"]
