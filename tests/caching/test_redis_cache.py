@@ -411,3 +411,12 @@ def _answers(cache: RedisCache, key: str) -> bool:
     except BackendUnavailableError:
         return False
     return True
+
+
+def test_unserializable_value_raises_and_frees_the_lease(client: Any) -> None:
+    cache = cache_for(client, wait_timeout=0)
+    with pytest.raises(TypeError):
+        cache.get_or_load("k", lambda: {1, 2})  # a set is not JSON
+    assert client.exists(cache._name("k") + ":lease") == 0
+    assert cache.get("k") is None
+    assert cache.get_or_load("k", lambda: [1, 2]) == [1, 2]

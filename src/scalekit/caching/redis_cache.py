@@ -421,7 +421,7 @@ class RedisCache:
             stale = reply[-1]
             if reply[0] == 2:
                 return self._run_loader(keys, token, reply[1], loader, ttl)
-            if stale is not None and stale[0] == 0x76:  # b"v": a stale value is kept
+            if self.stale_ttl and stale is not None and stale[0] == 0x76:  # b"v": kept stale
                 self.stats.add("stale_served")
                 return self.serializer.loads(stale.split(b":", 2)[2])
             if not waited:
@@ -452,6 +452,7 @@ class RedisCache:
         self.stats.add("loads")
         try:
             value = loader()
+            payload = b"" if value is None else self.serializer.dumps(value)
         except BaseException:
             self.stats.add("load_errors")
             # The lease expires by itself if Redis is gone; the loader's error matters more.
@@ -462,12 +463,8 @@ class RedisCache:
             if value is None and self.negative_ttl is None:
                 self._call(self._release, keys=[keys[2]], args=[token])
                 return None
-            if value is None:
-                kind, payload = "n", b""
-                fresh_until, px = self._expiry(self.negative_ttl)
-            else:
-                kind, payload = "v", self.serializer.dumps(value)
-                fresh_until, px = self._expiry(ttl)
+            kind = "v" if value is not None else "n"
+            fresh_until, px = self._expiry(ttl if value is not None else self.negative_ttl)
             written = self._call(
                 self._write_back,
                 keys=keys,
