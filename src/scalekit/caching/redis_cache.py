@@ -331,7 +331,11 @@ class RedisCache:
         return self._decode(self._call(self._client.get, self._name(key)), default)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """A dict of the keys that hold a fresh value. One MGET per hash slot group."""
+        """A dict of the keys that hold a fresh value.
+
+        Runtime complexity: O(n), one MGET per hash slot group.
+        Raises BackendUnavailableError if Redis is unreachable.
+        """
         found: dict[str, Any] = {}
         for group in self._groups(keys):
             names = [self._name(k) for k in group]
@@ -342,11 +346,19 @@ class RedisCache:
         return found
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        """Write *value*, bump the key's version and publish an invalidation."""
+        """Write *value*, bump the key's version and publish an invalidation.
+
+        Runtime complexity: O(1), one script call.
+        Raises BackendUnavailableError if Redis is unreachable.
+        """
         self.set_many({key: value}, ttl)
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
-        """Write every item (one script per hash slot group), each with its own jittered TTL."""
+        """Write every item, each with its own jittered TTL, bumping each version.
+
+        Runtime complexity: O(n), one script per hash slot group.
+        Raises BackendUnavailableError if Redis is unreachable.
+        """
         for group in self._groups(mapping):
             keys: list[str] = []
             args: list[Any] = [self._channel_arg, self._lease_ms]
@@ -358,7 +370,11 @@ class RedisCache:
             self._call(self._set, keys=keys, args=args)
 
     def delete(self, key: str) -> bool:
-        """Remove *key*'s value and bump its version; True if a value was there."""
+        """Remove *key*'s value and bump its version; True if a value was there.
+
+        Runtime complexity: O(1), one script call.
+        Raises BackendUnavailableError if Redis is unreachable.
+        """
         name = self._name(key)
         removed = self._call(
             self._invalidate,
@@ -368,7 +384,11 @@ class RedisCache:
         return bool(removed)
 
     def invalidate(self, key: str) -> None:
-        """Drop *key*'s value and reject any load in flight (call after changing the source)."""
+        """Drop *key*'s value and reject any load in flight (call after changing the source).
+
+        Runtime complexity: O(1), one script call.
+        Raises BackendUnavailableError if Redis is unreachable.
+        """
         self.delete(key)
 
     # -- cache-aside -------------------------------------------------------
