@@ -1,0 +1,1 @@
+"""Benchmarks of the Redis cache tier: ``python -m benchmarks.rediscache``."""

@@ -1,0 +1,209 @@
+"""Redis cache tier: RedisCache.get vs redis-py GET + json.loads, NearCache local hits,
+and database calls per burst of concurrent misses.
+
+    python -m benchmarks.rediscache            # full run (about a minute)
+    python -m benchmarks.rediscache --quick    # smoke run (seconds)
+
+Starts its own redis-server on loopback unless ``--url`` names one.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+from benchmarks._common import base_parser, format_table, median_time, progress, write_result
+from scalekit.caching.near_cache import NearCache
+from scalekit.caching.redis_cache import RedisCache
+from scalekit.testing import RedisServer
+
+from ._stampede import RECORD, worker
+
+TARGET_GET = 0.9
+TARGET_NEAR = 20.0
+
+
+def bench_reads(url: str, ops: int, repeat: int) -> dict[str, float]:
+    """ops/s of three ways to read one cached record, measured in the same run."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    cache = RedisCache(client, namespace=namespace, ttl=3600)
+    cache.set("goods:42", RECORD)
+    client.set(f"{namespace}:plain", json.dumps(RECORD))
+    plain_key = f"{namespace}:plain"
+    assert cache.get("goods:42") == RECORD == json.loads(client.get(plain_key))  # type: ignore[arg-type]
+
+    def interleaved() -> tuple[float, float]:
+        """One run: GET + json.loads and RedisCache.get alternate op by op (and swap which
+        goes first), so bursts of load from other processes on the shared machine and any
+        advantage of going second hit both contenders alike."""
+        get, loads, ours = client.get, json.loads, cache.get
+        clock = time.perf_counter
+        peer_s = ours_s = 0.0
+        for i in range(ops):
+            if i & 1:
+                t0 = clock()
+                loads(get(plain_key))  # type: ignore[arg-type]
+                t1 = clock()
+                ours("goods:42")
+                t2 = clock()
+                peer_s += t1 - t0
+                ours_s += t2 - t1
+            else:
+                t0 = clock()
+                ours("goods:42")
+                t1 = clock()
+                loads(get(plain_key))  # type: ignore[arg-type]
+                t2 = clock()
+                ours_s += t1 - t0
+                peer_s += t2 - t1
+        return peer_s, ours_s
+
+    near = NearCache({}, cache, max_staleness=1.0)
+    assert near.get("goods:42") == RECORD
+    near_ops = ops * 20
+
+    def near_get() -> None:
+        get = near.get
+        for _ in range(near_ops):
+            get("goods:42")
+
+    peer_t: list[float] = []
+    ours_t: list[float] = []
+    near_t: list[float] = []
+    interleaved()  # warm-up
+    for _ in progress(range(repeat), total=repeat, desc="reads"):
+        gc.collect()
+        gc.disable()
+        try:
+            peer_s, ours_s = interleaved()
+        finally:
+            gc.enable()
+        peer_t.append(peer_s)
+        ours_t.append(ours_s)
+        near_t.append(median_time(near_get, repeat=1))
+    local_hits = near.stats["local_hits"]
+    near.close()
+    client.close()
+    assert local_hits >= near_ops, "NearCache did not serve from its local layer"
+    return {
+        "redis-py GET + json.loads": ops / statistics.median(peer_t),
+        "RedisCache.get": ops / statistics.median(ours_t),
+        "NearCache.get (local hit)": near_ops / statistics.median(near_t),
+    }
+
+
+def bench_stampede(url: str, processes: int, threads: int, db_delay: float) -> dict[str, int]:
+    """Database calls when processes x threads callers miss one key at the same moment."""
+    ctx = multiprocessing.get_context("spawn")
+    client = redis.Redis.from_url(url)
+    calls: dict[str, int] = {}
+    for contender in ("scalekit", "naive cache-aside"):
+        namespace = f"stampede{uuid.uuid4().hex[:8]}"
+        ready, done, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+        procs = [
+            ctx.Process(
+                target=worker, args=(url, contender, namespace, threads, db_delay, ready, go, done)
+            )
+            for _ in range(processes)
+        ]
+        for p in procs:
+            p.start()
+        for _ in procs:
+            ready.get(timeout=120)
+        go.set()
+        errors = [done.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(30)
+        if any(errors):
+            raise RuntimeError(f"{contender}: {[e for e in errors if e]}")
+        calls[contender] = int(client.get(f"{namespace}-db-calls") or 0)
+    client.close()
+    return calls
+
+
+def plot(reads: dict[str, float], stampede: dict[str, int], misses: int, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.barh(list(reads), list(reads.values()), color=["#999", "#1f77b4", "#2ca02c"])
+    left.set_xscale("log")
+    left.set_xlim(left=1e3)
+    left.set_xlabel("reads per second (log scale, higher is better)")
+    left.set_title("One cached record, hit path")
+    right.bar(list(stampede), list(stampede.values()), color=["#1f77b4", "#999"])
+    right.set_ylabel(f"database calls per {misses} concurrent misses")
+    right.set_title("Stampede on one missing key (lower is better)")
+    for i, v in enumerate(stampede.values()):
+        right.text(i, v, str(v), ha="center", va="bottom")
+    fig.tight_layout()
+    path = out / "rediscache.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--url", help="an existing Redis (default: start one on loopback)")
+    args = parser.parse_args(argv)
+    ops = 300 if args.quick else 5000
+    repeat = 3 if args.quick else args.repeat
+    processes, threads = (1, 100) if args.quick else (4, 250)
+    server = None
+    url = args.url
+    if url is None:
+        server = RedisServer()
+        server.start()
+        url = server.url
+    try:
+        reads = bench_reads(url, ops, repeat)
+        stampede = bench_stampede(url, processes, threads, db_delay=0.2)
+    finally:
+        if server is not None:
+            server.close()
+    misses = processes * threads
+    peer = reads["redis-py GET + json.loads"]
+    ours = reads["RedisCache.get"]
+    near = reads["NearCache.get (local hit)"]
+    get_ratio, near_ratio = ours / peer, near / ours
+    rows = [[name, f"{v:,.0f}", f"{v / peer:.2f}x"] for name, v in reads.items()]
+    calls = stampede["scalekit"]
+    lines = [
+        f"python -m benchmarks.rediscache{' --quick' if args.quick else ''}"
+        f"  (ops={ops}, median of {repeat}, python {sys.version.split()[0]},"
+        f" redis-py {redis.__version__})",
+        "",
+        format_table(["read path", "ops/s", "vs redis-py GET+json.loads"], rows),
+        "",
+        f"RedisCache.get / (GET + json.loads): {get_ratio:.2f}x   target >= {TARGET_GET}x  "
+        f"{'MET' if get_ratio >= TARGET_GET else 'NOT MET'}",
+        f"NearCache local hit / RedisCache.get: {near_ratio:.1f}x   target >= {TARGET_NEAR}x  "
+        f"{'MET' if near_ratio >= TARGET_NEAR else 'NOT MET'}",
+        "",
+        format_table(
+            [f"stampede: {processes} processes x {threads} threads miss one key", "database calls"],
+            [[k, v] for k, v in stampede.items()],
+        ),
+        f"database calls per {misses} concurrent misses with get_or_load: {calls}   "
+        f"target 1  {'MET' if calls == 1 else 'NOT MET'}",
+    ]
+    write_result(args.out, "rediscache-quick" if args.quick else "rediscache", "\n".join(lines))
+    if not args.no_plot:
+        print(f"plot: {plot(reads, stampede, misses, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Caches: local eviction policies, decorators and the Redis tier."""

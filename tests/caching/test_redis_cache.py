@@ -1,0 +1,422 @@
+"""RedisCache on the real standalone server and the 3-master cluster."""
+
+# ruff: noqa: F811 - pytest fixtures imported from _redis_helpers are redefined as arguments
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+from _redis_helpers import (  # noqa: F401 - fixtures
+    client,
+    make_client,
+    spec,
+    stampede_worker,
+    unique_namespace,
+    wait_until,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scalekit.caching.redis_cache import CacheLoadTimeoutError, RedisCache, key_slot
+from scalekit.exceptions import BackendUnavailableError, ConfigurationError
+from scalekit.testing import FakeClock
+
+pytestmark = pytest.mark.redis
+
+
+def cache_for(client: Any, **kwargs: Any) -> RedisCache:
+    return RedisCache(client, namespace=kwargs.pop("namespace", unique_namespace()), **kwargs)
+
+
+# -- key slots: known answers from the Redis Cluster specification ----------
+def test_key_slot_known_answers() -> None:
+    # The spec's CRC16 check value, and its hash-tag examples with the slots
+    # CLUSTER KEYSLOT gives for them on redis-server 7.0.
+    assert key_slot(b"123456789") == 0x31C3
+    assert key_slot(b"{user1000}.following") == key_slot(b"{user1000}.followers") == 3443
+    assert key_slot(b"foo{}{bar}") == 8363  # empty tag: the whole key is hashed
+    assert key_slot(b"foo{{bar}}zap") == 4015 == key_slot(b"{bar")
+    assert key_slot(b"foo{bar}{zap}") == 5061 == key_slot(b"bar")
+    assert key_slot(b"goods:{42}") == 8000 == key_slot(b"42")
+    assert key_slot(b"") == 0
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    key=st.binary(min_size=0, max_size=24) | st.text(alphabet="ab{}:x", max_size=12).map(str.encode)
+)
+def test_key_slot_matches_cluster_keyslot(node_client: Any, key: bytes) -> None:
+    assert key_slot(key) == node_client.execute_command("CLUSTER", "KEYSLOT", key)
+
+
+@pytest.fixture(scope="module")
+def node_client(redis_cluster: Any) -> Any:
+    import redis
+
+    c = redis.Redis(host=redis_cluster.host, port=redis_cluster.port)
+    yield c
+    c.close()
+
+
+# -- configuration ------------------------------------------------------------
+def test_bad_arguments_raise_configuration_error(redis_server: Any) -> None:
+    c = make_client(("standalone", redis_server.url))
+    with pytest.raises(ConfigurationError, match="namespace"):
+        RedisCache(c, namespace="")
+    with pytest.raises(ConfigurationError, match="namespace"):
+        RedisCache(c, namespace="a{b")
+    with pytest.raises(ConfigurationError, match="ttl must be a positive"):
+        RedisCache(c, namespace="n", ttl=0)
+    with pytest.raises(ConfigurationError, match=r"jitter must be a number in \[0, 1\], got 2"):
+        RedisCache(c, namespace="n", jitter=2)
+    with pytest.raises(ConfigurationError, match="serializer must be one of"):
+        RedisCache(c, namespace="n", serializer="yaml")
+    with pytest.raises(ConfigurationError, match="client must be"):
+        RedisCache(object(), namespace="n")  # type: ignore[arg-type]
+    import redis
+
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        RedisCache(redis.Redis.from_url(redis_server.url, decode_responses=True), namespace="n")
+    cache = RedisCache(c, namespace="n")
+    for bad in ("", "}x", 42):
+        with pytest.raises(ConfigurationError, match="key must be"):
+            cache.get(bad)  # type: ignore[arg-type]
+
+
+# -- plain operations on both backends ----------------------------------------
+def test_get_set_delete_roundtrip(client: Any) -> None:
+    cache = cache_for(client)
+    assert cache.get("goods:1") is None
+    assert cache.get("goods:1", "absent") == "absent"
+    cache.set("goods:1", {"id": 1, "name": "kettle", "tags": ["a", "b"]})
+    assert cache.get("goods:1") == {"id": 1, "name": "kettle", "tags": ["a", "b"]}
+    cache.set("goods:1", None)
+    assert cache.get("goods:1", "absent") is None  # None is a value when set explicitly
+    assert cache.delete("goods:1") is True
+    assert cache.delete("goods:1") is False
+    assert cache.get("goods:1", "absent") == "absent"
+
+
+def test_keys_are_namespaced(client: Any) -> None:
+    a, b = cache_for(client), cache_for(client)
+    a.set("k", 1)
+    assert b.get("k") is None
+    raw = client.get(f"{a.namespace}:{{k}}")
+    assert raw is not None and raw.endswith(b":1")
+
+
+def test_get_many_set_many_span_slots(client: Any, spec: Any) -> None:
+    cache = cache_for(client)
+    items = {f"goods:{i}": {"i": i} for i in range(200)}
+    cache.set_many(items)
+    wanted = [*items, "missing:1", "missing:2"]
+    assert cache.get_many(wanted) == items
+    groups = cache._groups(wanted)
+    assert sum(len(g) for g in groups) == len(wanted)
+    if spec[0] == "cluster":
+        assert len(groups) > 100  # one group per slot
+        for group in groups:
+            assert len({key_slot(cache._name(k).encode()) for k in group}) == 1
+    else:
+        assert len(groups) == 1
+
+
+def test_ttl_jitter_spreads_expiry(client: Any) -> None:
+    cache = cache_for(client, ttl=100, jitter=0.1, rng=random.Random(7))
+    cache.set_many({f"k{i}": i for i in range(300)})
+    ttls = [client.pttl(cache._name(f"k{i}")) for i in range(300)]
+    assert all(89_000 <= t <= 110_000 for t in ttls), (min(ttls), max(ttls))
+    assert max(ttls) - min(ttls) > 12_000  # spread over most of ±10 %
+    flat = cache_for(client, ttl=100, jitter=0)
+    flat.set_many({f"k{i}": i for i in range(20)})
+    assert {round(client.pttl(flat._name(f"k{i}")), -3) for i in range(20)} == {100_000}
+
+
+def test_json_default_never_unpickles(client: Any, tmp_path: Any) -> None:
+    marker = tmp_path / "owned"
+
+    class Exploit:
+        def __reduce__(self) -> Any:
+            return (open, (str(marker), "w"))
+
+    cache = cache_for(client)
+    client.set(cache._name("k"), b"v1:0:" + pickle.dumps(Exploit()))
+    with pytest.raises(ValueError):
+        cache.get("k")
+    assert not marker.exists()
+    trusting = cache_for(client, namespace=cache.namespace, serializer="pickle")
+    trusting.set("obj", {1, 2, 3})
+    assert trusting.get("obj") == {1, 2, 3}
+
+
+# -- cache-aside --------------------------------------------------------------
+def test_get_or_load_loads_once_then_hits(client: Any) -> None:
+    cache = cache_for(client)
+    calls: list[int] = []
+    assert cache.get_or_load("k", lambda: calls.append(1) or "v") == "v"
+    assert cache.get_or_load("k", lambda: calls.append(1) or "other") == "v"
+    assert calls == [1]
+    assert cache.stats.as_dict()["writebacks"] == 1
+
+
+def test_loader_exception_is_not_cached_and_frees_the_lease(client: Any) -> None:
+    cache = cache_for(client, wait_timeout=0)
+    with pytest.raises(KeyError):
+        cache.get_or_load("k", lambda: {}["nope"])
+    assert client.exists(cache._name("k") + ":lease") == 0
+    assert cache.get_or_load("k", lambda: 5) == 5  # next caller loads; no wait, no timeout
+
+
+def test_none_is_not_cached_unless_negative_caching(client: Any) -> None:
+    calls: list[int] = []
+    loader = lambda: calls.append(1)  # noqa: E731 - returns None
+    plain = cache_for(client)
+    assert plain.get_or_load("k", loader) is None
+    assert plain.get_or_load("k", loader) is None
+    assert len(calls) == 2
+    calls.clear()
+    negative = cache_for(client, ttl=300, negative_ttl=2)
+    assert negative.get_or_load("k", loader) is None
+    assert negative.get_or_load("k", loader) is None
+    assert len(calls) == 1
+    assert negative.get("k", "absent") == "absent"
+    assert 0 < client.pttl(negative._name("k")) <= 2_200  # its own ttl, not the 300 s one
+
+
+def _hold_lease(
+    cache: RedisCache, key: str, value: Any
+) -> tuple[threading.Thread, threading.Event, list[Any]]:
+    """Start a loader that takes the lease and blocks until the returned event is set."""
+    started, release, out = threading.Event(), threading.Event(), []
+
+    def loader() -> Any:
+        started.set()
+        assert release.wait(10)
+        return value
+
+    t = threading.Thread(target=lambda: out.append(cache.get_or_load(key, loader)))
+    t.start()
+    assert started.wait(10)
+    return t, release, out
+
+
+def test_waiters_get_the_loaded_value_or_time_out(client: Any) -> None:
+    cache = cache_for(client, wait_timeout=0.3)
+    t, release, out = _hold_lease(cache, "k", "loaded")
+    start = time.monotonic()
+    with pytest.raises(CacheLoadTimeoutError):
+        cache.get_or_load("k", lambda: pytest.fail("second loader ran"))
+    assert 0.29 <= time.monotonic() - start < 2.0
+    waiter: list[Any] = []
+    w = threading.Thread(
+        target=lambda: waiter.append(
+            cache_for(client, namespace=cache.namespace).get_or_load("k", lambda: "dup")
+        )
+    )
+    w.start()
+    release.set()
+    t.join()
+    w.join()
+    assert out == ["loaded"] and waiter == ["loaded"]
+
+
+def test_stale_while_revalidate(client: Any) -> None:
+    clock = FakeClock(start=1_700_000_000.0)
+    cache = cache_for(client, ttl=10, stale_ttl=60, jitter=0, clock=clock)
+    cache.set("k", "old")
+    clock.advance(11)
+    assert cache.get("k", "stale") == "stale"  # get never serves a stale value
+    t, release, out = _hold_lease(cache, "k", "new")
+    assert cache.get_or_load("k", lambda: pytest.fail("second loader ran")) == "old"
+    assert cache.stats.as_dict()["stale_served"] == 1
+    release.set()
+    t.join()
+    assert out == ["new"] and cache.get("k") == "new"
+    assert client.pttl(cache._name("k")) > 60_000  # kept ttl + stale_ttl
+
+
+def test_loader_slower_than_lease_is_not_written_back(client: Any) -> None:
+    cache = cache_for(client, lease_ttl=0.2, wait_timeout=5)
+    t, release, out = _hold_lease(cache, "k", "slow")
+    assert wait_until(lambda: client.exists(cache._name("k") + ":lease") == 0, timeout=5)
+    assert cache.get_or_load("k", lambda: "fast") == "fast"  # lease expired: takeover
+    release.set()
+    t.join()
+    assert out == ["slow"] and cache.get("k") == "fast"
+    assert cache.stats.as_dict()["writebacks_rejected"] == 1
+
+
+# -- no stale overwrite --------------------------------------------------------
+@pytest.mark.parametrize("writer", ["invalidate", "set"])
+def test_slow_loader_write_back_rejected_after_newer_write(client: Any, writer: str) -> None:
+    cache = cache_for(client)
+    db = {"k": 1}
+    t, release, out = _hold_lease(cache, "k", dict(db))  # read version 1, then stalls
+    db["k"] = 2
+    if writer == "set":
+        cache.set("k", dict(db))
+    else:
+        cache.invalidate("k")
+    release.set()
+    t.join()
+    assert out == [{"k": 1}]  # its caller gets what it read...
+    assert cache.stats.as_dict()["writebacks_rejected"] == 1  # ...but it is not cached
+    assert cache.get_or_load("k", lambda: dict(db)) == {"k": 2}
+
+
+def _race_round(cache: RedisCache, rng: random.Random, invalidate: bool) -> None:
+    """One cache-aside race: a loader reads the DB while a writer updates it."""
+    db_lock = threading.Lock()
+    db = {"v": 1}
+
+    def loader() -> int:
+        with db_lock:
+            seen = db["v"]
+        time.sleep(rng.random() * 0.004)
+        return seen
+
+    def writer() -> None:
+        time.sleep(rng.random() * 0.004)
+        with db_lock:
+            db["v"] = 2
+        if invalidate:
+            cache.invalidate("k")
+        else:
+            cache.set("k", 2)
+
+    threads = [
+        threading.Thread(target=lambda: cache.get_or_load("k", loader)),
+        threading.Thread(target=writer),
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert cache.get("k") in (None, 2), "a stale value survived"
+    assert cache.get_or_load("k", loader) == 2
+
+
+def test_stale_overwrite_race_many_interleavings(client: Any) -> None:
+    rng = random.Random(20261125)
+    rejected = 0
+    for round_ in range(120):
+        cache = cache_for(client)
+        _race_round(cache, rng, invalidate=bool(round_ % 2))
+        rejected += cache.stats.as_dict()["writebacks_rejected"]
+    assert rejected > 0  # the dangerous interleaving did happen and was caught
+
+
+# -- stampede across processes --------------------------------------------------
+def test_stampede_4_processes_x_16_threads_loads_once(spec: Any, client: Any) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    namespace = unique_namespace()
+    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [
+        ctx.Process(target=stampede_worker, args=(spec, namespace, "hot", 16, ready, go, results))
+        for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for _ in procs:
+            assert ready.get(timeout=60)
+        go.set()
+        values = [v for _ in procs for v in results.get(timeout=60)]
+    finally:
+        for p in procs:
+            p.join(30)
+    assert len(values) == 64
+    assert all(v == {"id": "hot", "price": 1999} for v in values)
+    assert int(client.get(f"{namespace}-loads")) == 1
+
+
+# -- Redis failing -------------------------------------------------------------
+def test_redis_down_raises_or_falls_back_and_recovers(fresh_redis_server: Any) -> None:
+    spec_ = ("standalone", fresh_redis_server.url)
+    timeouts = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    strict = cache_for(make_client(spec_, **timeouts))
+    lenient = cache_for(make_client(spec_, **timeouts), namespace=strict.namespace, fallback=True)
+    strict.set("k", 1)
+    calls: list[int] = []
+
+    def loader() -> int:
+        calls.append(1)
+        return 7
+
+    fresh_redis_server.stop()
+    for call in (
+        lambda: strict.get("k"),
+        lambda: strict.set("k", 2),
+        lambda: strict.get_or_load("k", loader),
+        lambda: lenient.get("k"),
+    ):
+        start = time.monotonic()
+        with pytest.raises(BackendUnavailableError):
+            call()
+        assert time.monotonic() - start < 2.0
+    assert calls == []
+    assert lenient.get_or_load("k", loader) == 7 and calls == [1]
+    assert lenient.stats.as_dict()["fallbacks"] == 1
+
+    fresh_redis_server.start()
+    assert lenient.get_or_load("k", loader) == 7 and calls == [1, 1]
+    assert strict.get("k") == 7  # cached again after recovery
+    fresh_redis_server.pause()
+    try:
+        start = time.monotonic()
+        with pytest.raises(BackendUnavailableError):
+            strict.get("k")  # a frozen server: the socket timeout bounds the call
+        assert time.monotonic() - start < 2.0
+        assert lenient.get_or_load("k", loader) == 7 and calls == [1, 1, 1]
+    finally:
+        fresh_redis_server.resume()
+    assert strict.get("k") == 7
+
+
+def test_cluster_node_restart(redis_cluster: Any) -> None:
+    spec_ = ("cluster", redis_cluster.host, redis_cluster.port)
+    cache = cache_for(
+        make_client(spec_, socket_timeout=0.5, socket_connect_timeout=0.5), fallback=True
+    )
+    cache.set_many({f"k{i}": i for i in range(30)})
+    slot = key_slot(cache._name("k0").encode())
+    owner = cache.client.get_node_from_key(cache._name("k0"))
+    node = next(n for n in redis_cluster.nodes if n.port == owner.port)
+    node.stop()
+    try:
+        start = time.monotonic()
+        with pytest.raises(BackendUnavailableError):
+            cache.get("k0")
+        assert time.monotonic() - start < 5.0
+        assert cache.get_or_load("k0", lambda: "db") == "db"  # fallback
+    finally:
+        node.start()
+        redis_cluster.wait_ok()
+    assert wait_until(lambda: _answers(cache, "k0"), timeout=15)
+    assert cache.get_or_load("k0", lambda: "reloaded") == "reloaded"  # node came back empty
+    assert key_slot(cache._name("k0").encode()) == slot
+
+
+def _answers(cache: RedisCache, key: str) -> bool:
+    try:
+        cache.get(key)
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+def test_unserializable_value_raises_and_frees_the_lease(client: Any) -> None:
+    cache = cache_for(client, wait_timeout=0)
+    with pytest.raises(TypeError):
+        cache.get_or_load("k", lambda: {1, 2})  # a set is not JSON
+    assert client.exists(cache._name("k") + ":lease") == 0
+    assert cache.get("k") is None
+    assert cache.get_or_load("k", lambda: [1, 2]) == [1, 2]
