@@ -304,6 +304,7 @@ def test_ketama_rejects_bad_nodes() -> None:
 
 def reference_maglev(names: list[str], m: int) -> list[str]:
     """Pseudocode 1 of the Maglev paper with explicit permutation lists."""
+    names = sorted(names, key=str.encode)  # scalekit gives turns in name order
     permutation = []
     for name in names:
         offset = hash64(name, 1) % m
@@ -332,6 +333,13 @@ def test_maglev_equals_the_paper_population(count: int, m: int) -> None:
     assert list(table.table) == reference_maglev(names, m)
     sizes = Counter(table.table).values()
     assert max(sizes) - min(sizes) <= 1
+
+
+def test_maglev_and_ketama_depend_on_the_set_of_nodes_not_their_order() -> None:
+    names = [f"node-{i}" for i in range(12)]
+    shuffled = random.Random(3).sample(names, len(names))
+    assert MaglevTable(names, size=1009).table == MaglevTable(shuffled, size=1009).table
+    assert KetamaRing(names).points == KetamaRing(shuffled).points
 
 
 def test_maglev_default_size_and_lookup() -> None:

@@ -1,5 +1,16 @@
-"""Sharding: hash, range and time routers with consistent placement and migration plans."""
+"""Sharding: hash, range and time routers with consistent placement and migration plans.
 
+* :class:`HashRouter` - jump, rendezvous, ketama, Maglev, Redis Cluster slots, modulo;
+* :class:`RangeRouter` - ordered key ranges with split, merge and load-based split hints;
+* :class:`TimeRouter` - calendar partitions (``orders_2026_11``) with retention;
+* :class:`MigratingRouter` and :meth:`Router.plan_to` - resharding.
+
+The placement functions in :mod:`scalekit.sharding.placement` are public too.
+"""
+
+from .base import MigrationPlan, Move, Router
+from .hash_router import STRATEGIES, HashRouter
+from .migration import MigratingRouter
 from .placement import (
     DEFAULT_MAGLEV_SIZE,
     SLOT_COUNT,
@@ -10,13 +21,21 @@ from .placement import (
     jump_hash,
     key_slot,
 )
+from .range_router import RangeRouter
 
 __all__ = [
     "DEFAULT_MAGLEV_SIZE",
     "SLOT_COUNT",
+    "STRATEGIES",
+    "HashRouter",
     "KetamaRing",
     "MaglevTable",
+    "MigratingRouter",
+    "MigrationPlan",
+    "Move",
+    "RangeRouter",
     "Rendezvous",
+    "Router",
     "cluster_slot_ranges",
     "jump_hash",
     "key_slot",
