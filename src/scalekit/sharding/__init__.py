@@ -22,9 +22,11 @@ from .placement import (
     key_slot,
 )
 from .range_router import RangeRouter
+from .time_router import INTERVALS, Partition, Rollover, TimeRouter
 
 __all__ = [
     "DEFAULT_MAGLEV_SIZE",
+    "INTERVALS",
     "SLOT_COUNT",
     "STRATEGIES",
     "HashRouter",
@@ -33,9 +35,12 @@ __all__ = [
     "MigratingRouter",
     "MigrationPlan",
     "Move",
+    "Partition",
     "RangeRouter",
     "Rendezvous",
+    "Rollover",
     "Router",
+    "TimeRouter",
     "cluster_slot_ranges",
     "jump_hash",
     "key_slot",

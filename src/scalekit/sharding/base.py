@@ -53,14 +53,10 @@ def check_shards(name: str, shards: Iterable[Hashable]) -> tuple[Hashable, ...]:
 class Router(ABC):
     """A deterministic map from keys to shards.
 
-    Subclasses implement :meth:`route` and :attr:`shards`; the family's
-    shared behaviour (grouping keys, planning migrations) lives here.
+    Subclasses implement :meth:`route`; routers over a finite set of shards
+    also expose them as ``shards``. The family's shared behaviour (grouping
+    keys, planning migrations) lives here.
     """
-
-    @property
-    @abstractmethod
-    def shards(self) -> tuple[Hashable, ...]:
-        """The shards this router routes to, in configuration order."""
 
     @abstractmethod
     def route(self, key: Any) -> Hashable:
