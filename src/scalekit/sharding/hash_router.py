@@ -284,17 +284,20 @@ class HashRouter(Router):
         weighted = [(s, self._weights.get(s, 1)) for s in shards]
         if strategy == "jump":
             hash128 = mmh3.hash128
+            mask, multiplier = MASK64, _JUMP_MULTIPLIER  # closure cells: faster than globals
 
             def route_jump(key: Any) -> Hashable:
                 # jump_hash() unrolled: the first turn always gives b = 0, and b is
                 # kept as a float, which is exact (b < 2**31) and what C computes.
+                # The low 64 bits of hash128 * multiplier do not depend on the
+                # high 64 bits of hash128, so the key's hash needs no mask first.
                 data = key if type(key) is str or type(key) is bytes else key_bytes(key)
-                h = ((hash128(data, 0, True, False) & MASK64) * _JUMP_MULTIPLIER + 1) & MASK64
+                h = (hash128(data, 0, True, False) * multiplier + 1) & mask
                 b = 0.0
                 j = 2147483648.0 / ((h >> 33) + 1)
                 while j < n:
                     b = j // 1.0
-                    h = (h * _JUMP_MULTIPLIER + 1) & MASK64
+                    h = (h * multiplier + 1) & mask
                     j = (b + 1.0) * (2147483648.0 / ((h >> 33) + 1))
                 return shards[int(b)]
 
