@@ -82,8 +82,8 @@ def jump_hash(key: int, num_buckets: int) -> int:
 
     Thread-safety: pure function. Runtime complexity: O(log num_buckets).
 
-    >>> [jump_hash(k, 10) for k in range(5)]
-    [0, 6, 6, 8, 1]
+    >>> jump_hash(42, 57), jump_hash(0xDEAD10CC, 666)
+    (43, 361)
     """
     if type(key) is not int and (not isinstance(key, int) or isinstance(key, bool)):
         raise TypeError(f"key must be an int in 0..2**64-1, got {type(key).__name__}")
