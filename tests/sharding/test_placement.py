@@ -286,6 +286,14 @@ def test_ketama_key_on_a_point_goes_to_that_point_like_libmemcached() -> None:
     assert ring.get_hash(2**32 - 1) == points[0][1] or points[-1][0] == 2**32 - 1
 
 
+def test_ketama_point_shared_by_two_nodes_goes_to_the_greater_name() -> None:
+    # Found by search: "n81-k" and "n975-k" digests share the point 607858066.
+    for nodes in (["n81", "n975"], ["n975", "n81"]):
+        ring = KetamaRing(nodes)
+        assert dict(ring.points)[607858066] == "n975"
+        assert len(ring.points) == 2 * 160 - 1
+
+
 def test_ketama_rejects_bad_nodes() -> None:
     with pytest.raises(ConfigurationError, match="nodes must not be empty"):
         KetamaRing([])
