@@ -16,6 +16,7 @@ from scalekit import ConfigurationError
 from scalekit._hashing import hash64
 from scalekit.sharding import HashRouter, cluster_slot_ranges, jump_hash, key_slot
 from scalekit.sharding.hash_router import STRATEGIES
+from scalekit.sharding.placement import ketama_hash
 
 CONSISTENT = ["jump", "rendezvous", "ketama"]
 KEYS = st.one_of(
@@ -238,25 +239,28 @@ def test_plan_fraction_matches_the_keys_that_move(strategy: str, change: str) ->
     assert {(m.source, m.target) for m in plan.moves} >= set(moved)
 
 
-def test_slot_and_ketama_plans_name_exactly_the_moving_keys() -> None:
-    for strategy in ("slots", "ketama"):
-        old = HashRouter(["a", "b", "c"], strategy=strategy)
-        new = old.copy()
-        new.add_shard("d")
-        plan = old.plan_to(new)
-        for key in random_keys(3000, seed=3):
-            if strategy == "slots":
-                point = key_slot(key)
-                spans = [(m, r) for m in plan.moves for r in m.slots]
-            else:
-                point = int.from_bytes(
-                    __import__("hashlib").md5(key.encode()).digest()[:4], "little"
-                )
-                spans = [(m, r) for m in plan.moves for r in m.hash_ranges]
-            inside = [m for m, (lo, hi) in spans if lo <= point <= hi]
-            assert bool(inside) == plan.moved(key)
-            if inside:
-                assert (inside[0].source, inside[0].target) == (old.route(key), new.route(key))
+@pytest.mark.parametrize(
+    ("strategy", "compat"),
+    [("slots", "libmemcached"), ("ketama", "libmemcached"), ("ketama", "uhashring")],
+)
+def test_slot_and_ketama_plans_name_exactly_the_moving_keys(strategy: str, compat: str) -> None:
+    old = HashRouter(["a", "b", "c"], strategy=strategy, ketama_compat=compat)
+    new = old.copy()
+    new.add_shard("d")
+    plan = old.plan_to(new)
+    # "<shard>-<k>" hashes exactly onto ring points: the arcs' ends must be right too
+    keys = random_keys(3000, seed=3) + [f"{s}-{k}" for s in "abcd" for k in range(40)]
+    for key in keys:
+        if strategy == "slots":
+            point = key_slot(key)
+            spans = [(m, r) for m in plan.moves for r in m.slots]
+        else:
+            point = ketama_hash(key.encode())
+            spans = [(m, r) for m in plan.moves for r in m.hash_ranges]
+        inside = [m for m, (lo, hi) in spans if lo <= point <= hi]
+        assert bool(inside) == plan.moved(key), key
+        if inside:
+            assert (inside[0].source, inside[0].target) == (old.route(key), new.route(key))
 
 
 def test_plan_between_strategies_is_sampled() -> None:

@@ -252,17 +252,62 @@ def _uhashring(nodes: dict[str, int]) -> object:
     return uhashring.HashRing({n: {"weight": w} for n, w in nodes.items()}, hash_fn="ketama")
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_ketama_ring_equals_uhashring_ketama(seed: int) -> None:
+@pytest.mark.parametrize("seed", range(8))
+def test_ketama_ring_in_uhashring_mode_equals_uhashring_ketama(seed: int) -> None:
     rng = random.Random(seed)
-    count = rng.randint(1, 12)
-    weighted = seed % 2 == 1
+    count = 25 if seed == 7 else rng.randint(1, 12)
+    weighted = seed % 2 == 1 and seed != 7
     nodes = {f"10.0.{seed}.{i}:11211": (rng.randint(1, 5) if weighted else 1) for i in range(count)}
-    ring = KetamaRing(nodes)
+    ring = KetamaRing(nodes, compat="uhashring")
     peer = _uhashring(nodes)
     assert [p for p, _ in ring.points] == sorted(set(peer.runtime._keys))  # type: ignore[attr-defined]
     keys = [f"key:{rng.getrandbits(48)}" for _ in range(3000)]
+    keys += [f"{name}-{k}" for name in list(nodes)[:3] for k in range(5)]  # hashes on points
     assert [ring.get(k) for k in keys] == [peer.get_node(k) for k in keys]  # type: ignore[attr-defined]
+
+
+def test_ketama_default_equals_uhashring_when_their_roundings_agree() -> None:
+    nodes = [f"shard-{i:02d}" for i in range(10)]
+    ring, peer = KetamaRing(nodes), _uhashring(dict.fromkeys(nodes, 1))
+    keys = [f"user:{i}" for i in range(5000)]
+    assert [ring.get(k) for k in keys] == [peer.get_node(k) for k in keys]  # type: ignore[attr-defined]
+
+
+# Answers of libmemcached 1.1.4 (Debian 12's libmemcached11), MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED,
+# servers added with memcached_server_add_with_weight(host, 11211, weight), for the keys
+# "key:0" .. "key:399" and then "<host>-<k>" for the first four hosts and k = 0..4, as
+# memcached_generate_hash() server indexes in base 36.
+LIBMEMCACHED_VECTORS = {
+    "25 equal": (
+        [(f"10.0.0.{i + 1}", 1) for i in range(25)],
+        "daagfoac606naeabe6i8obk82ab490728a6j5g50cn7j90318bmfk4ab1k8k74k37gcn7f6dma1ed38i75jbc4"
+        "id7c437gjmnj3d648c2cdnb1e9cb5d8o0eh7e6cf7kgof6ie5fed6jf1j2dj6n49jan3ikl776kfoh0md9glc6"
+        "mgmiem92illc9chf54ofdamcaj485h8eaelm28n2f6hml65deoe5m92gkkbnm654bo96k5co8kffma15133kk"
+        "9l57900nj59okal7k7ie20f094nfgn4hf97a6nie8n87ijg4moeh9j660f076mj46bchhaklibba26ae7g269"
+        "1cmce7f5lmk42h8flh3n2o1dl4hjl0n3kl7eebj5f3f2olimg565b144dj00000111112222233333",
+    ),
+    "weights 3,9,4,5,4": (
+        [(f"10.0.1.{i + 1}", w) for i, w in enumerate([3, 9, 4, 5, 4])],
+        "344311423311112112044231120011424222232131112012133124143443014411312130130332113321"
+        "211013210014114104142344241334313221201424113333413244341231221012131002114221121111"
+        "424231213140131304103114021411103342143113111020121341140423322243031102212012134041"
+        "112303111423111242243431312014440310314103313301112012033014402204120242242311032231"
+        "001133434034044214112112211014140112011143134144420401123223214200000111112222233333",
+    ),
+}
+
+
+@pytest.mark.parametrize("label", sorted(LIBMEMCACHED_VECTORS))
+def test_ketama_ring_equals_libmemcached(label: str) -> None:
+    nodes, answers = LIBMEMCACHED_VECTORS[label]
+    keys = [f"key:{i}" for i in range(400)] + [f"{h}-{k}" for h, _ in nodes[:4] for k in range(5)]
+    assert len(answers) == len(keys)
+    ring = KetamaRing(nodes)
+    expected = [nodes[int(c, 36)][0] for c in answers]
+    assert [ring.get(k) for k in keys] == expected
+    # uhashring's exact rounding gives these rings more points, so other answers
+    uhash = KetamaRing(nodes, compat="uhashring")
+    assert [uhash.get(k) for k in keys] != expected
 
 
 def test_ketama_continuum_follows_libmemcached_formula() -> None:
@@ -274,6 +319,11 @@ def test_ketama_continuum_follows_libmemcached_formula() -> None:
     # weights 1:3 of 2 servers: floor(40 * 2 * w / 4) digests = 20 and 60, 4 points each
     weighted = Counter(name for _, name in KetamaRing({"x": 1, "y": 3}).points)
     assert weighted == {"x": 80, "y": 240}
+    # libmemcached's single-precision rounding: 25 equal servers get 39 digests each
+    ring25 = Counter(name for _, name in KetamaRing([f"s{i}" for i in range(25)]).points)
+    assert set(ring25.values()) == {156}
+    exact25 = KetamaRing([f"s{i}" for i in range(25)], compat="uhashring").points
+    assert Counter(name for _, name in exact25)["s0"] == 160
 
 
 def test_ketama_key_on_a_point_goes_to_that_point_like_libmemcached() -> None:
@@ -305,6 +355,8 @@ def test_ketama_rejects_bad_nodes() -> None:
         KetamaRing([("a", 0)])
     with pytest.raises(ConfigurationError, match="points_per_server"):
         KetamaRing(["a"], points_per_server=10)
+    with pytest.raises(ConfigurationError, match="compat must be 'libmemcached' or 'uhashring'"):
+        KetamaRing(["a"], compat="memcached")
 
 
 # ---------------------------------------------------------------- Maglev

@@ -54,6 +54,7 @@ class HashRouter(Router):
     :param weights: optional mapping shard -> positive weight (strategies
         rendezvous, ketama, maglev, slots); missing shards weigh 1.
     :param maglev_size: the Maglev table size, a prime.
+    :param ketama_compat: ``"libmemcached"`` or ``"uhashring"``, see :class:`KetamaRing`.
     :raises ConfigurationError: empty or duplicate shards, an unknown
         strategy, weights the strategy cannot honour, bad weights.
 
@@ -73,6 +74,7 @@ class HashRouter(Router):
         strategy: str = "jump",
         weights: Mapping[Hashable, float] | None = None,
         maglev_size: int = DEFAULT_MAGLEV_SIZE,
+        ketama_compat: str = "libmemcached",
     ) -> None:
         if strategy not in STRATEGIES:
             raise ConfigurationError(
@@ -82,6 +84,7 @@ class HashRouter(Router):
         self._shards = check_shards("shards", shards)
         self._weights: dict[Hashable, float] = {}
         self.maglev_size = maglev_size
+        self.ketama_compat = ketama_compat
         if weights:
             if strategy not in _WEIGHTED:
                 raise ConfigurationError(
@@ -141,6 +144,7 @@ class HashRouter(Router):
         clone._shards = self._shards
         clone._weights = dict(self._weights)
         clone.maglev_size = self.maglev_size
+        clone.ketama_compat = self.ketama_compat
         clone._slots = list(self._slots)
         clone._install(clone._build())
         return clone
@@ -319,7 +323,9 @@ class HashRouter(Router):
                     raise ConfigurationError(
                         f"ketama weights must be integers, got {weight!r} for shard {shard!r}"
                     )
-            self._placement = KetamaRing([(s, int(w)) for s, w in weighted])
+            self._placement = KetamaRing(
+                [(s, int(w)) for s, w in weighted], compat=self.ketama_compat
+            )
             return self._placement.get
         if strategy == "maglev":
             self._placement = MaglevTable(weighted, size=self.maglev_size)

@@ -183,22 +183,28 @@ def _rendezvous_shares(
 
 def _ketama_plan(
     old: HashRouter, new: HashRouter, ring_a: KetamaRing, ring_b: KetamaRing
-) -> MigrationPlan:
+) -> MigrationPlan | None:
+    if ring_a.compat != ring_b.compat:
+        return None
+    # libmemcached: hashes in (previous point, point] go to point; uhashring:
+    # hashes in [previous point, point) do. Shift the arcs down by one for the latter.
+    shift = 1 if ring_a.compat == "uhashring" else 0
     points = sorted({p for p, _ in ring_a.points} | {p for p, _ in ring_b.points})
     shares: dict[tuple[Hashable, Hashable], float] = defaultdict(float)
     arcs: dict[tuple[Hashable, Hashable], list[tuple[int, int]]] = defaultdict(list)
     full = 2**32
     for k, point in enumerate(points):
-        a, b = ring_a.get_hash(point), ring_b.get_hash(point)
-        if a == b:
-            continue
         if k == 0:  # the arc that wraps around zero
-            pieces = [(0, point)] + ([(points[-1] + 1, full - 1)] if points[-1] < full - 1 else [])
+            pieces = [(0, point - shift), (points[-1] + 1 - shift, full - 1)]
         else:
-            pieces = [(points[k - 1] + 1, point)]
+            pieces = [(points[k - 1] + 1 - shift, point - shift)]
         for lo, hi in pieces:
-            shares[a, b] += (hi - lo + 1) / full
-            arcs[a, b].append((lo, hi))
+            if lo > hi:
+                continue
+            a, b = ring_a.get_hash(hi), ring_b.get_hash(hi)
+            if a != b:
+                shares[a, b] += (hi - lo + 1) / full
+                arcs[a, b].append((lo, hi))
     return _from_weights(old, new, shares, exact=True, hash_ranges=arcs)
 
 
