@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from scalekit import ConfigurationError
 from scalekit._hashing import hash64
@@ -271,3 +272,64 @@ def test_plan_between_strategies_is_sampled() -> None:
     assert 0.85 < plan.fraction < 0.95  # two unrelated placements agree on 1/10
     grow = HashRouter([f"s{i}" for i in range(11)], strategy="modulo")
     assert old.plan_to(grow).fraction == pytest.approx(10 / 11)
+
+
+class HashRouterMachine(RuleBasedStateMachine):
+    """add_shard / remove_shard against a model: the shard list, rebuilt from scratch."""
+
+    keys = random_keys(150, seed=11)
+
+    @initialize(strategy=st.sampled_from(STRATEGIES), count=st.integers(1, 5))
+    def start(self, strategy: str, count: int) -> None:
+        self.strategy = strategy
+        self.model = [f"n{i}" for i in range(count)]
+        self.next_id = count
+        self.router = HashRouter(self.model, strategy=strategy, maglev_size=1009)
+
+    def snapshot(self) -> list[object]:
+        return [self.router.route(k) for k in self.keys]
+
+    @rule()
+    def add(self) -> None:
+        shard = f"n{self.next_id}"
+        self.next_id += 1
+        before = self.snapshot()
+        self.router.add_shard(shard)
+        self.model.append(shard)
+        if self.strategy in ("jump", "rendezvous", "ketama", "slots"):
+            assert all(b in (a, shard) for a, b in zip(before, self.snapshot(), strict=True))
+
+    @precondition(lambda self: len(self.model) > 1)
+    @rule(data=st.data())
+    def remove(self, data: st.DataObject) -> None:
+        shard = data.draw(st.sampled_from(self.model))
+        before = self.snapshot()
+        self.router.remove_shard(shard)
+        index = self.model.index(shard)
+        if self.strategy == "jump" and index != len(self.model) - 1:
+            self.model[index] = self.model.pop()
+        else:
+            self.model.remove(shard)
+        after = self.snapshot()
+        assert shard not in after
+        if self.strategy in ("rendezvous", "ketama", "slots") or (
+            self.strategy == "jump" and index == len(self.model)
+        ):
+            assert all(a == b for a, b in zip(before, after, strict=True) if a != shard)
+
+    @invariant()
+    def agrees_with_a_router_built_from_the_model(self) -> None:
+        assert list(self.router.shards) == self.model
+        if self.strategy == "slots":
+            counts = Counter(self.router.slot_owners)
+            assert set(counts) == set(self.model)
+            assert max(counts.values()) - min(counts.values()) <= 1
+            return
+        fresh = HashRouter(self.model, strategy=self.strategy, maglev_size=1009)
+        assert self.snapshot() == [fresh.route(k) for k in self.keys]
+
+
+HashRouterMachine.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=15, deadline=None
+)
+TestHashRouterMachine = HashRouterMachine.TestCase
