@@ -43,6 +43,9 @@ def test_every_strategy_routes_to_a_shard_deterministically(strategy: str) -> No
     for key in [*random_keys(500), b"raw\x00bytes", 12345, -7, "ünï"]:
         assert a.route(key) in shards
         assert a.route(key) == b.route(key) == a.route(key)
+    for raw in (b"user:1", b"\x00\xff", b""):
+        assert a.route(bytearray(raw)) == a.route(memoryview(raw)) == a.route(raw)
+    assert a.route(77) == a.route("77") == a.route(b"77")
 
 
 def test_placement_does_not_depend_on_the_process_hash_seed() -> None:

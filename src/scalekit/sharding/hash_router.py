@@ -295,8 +295,12 @@ class HashRouter(Router):
                 # kept as a float, which is exact (b < 2**31) and what C computes.
                 # The low 64 bits of hash128 * multiplier do not depend on the
                 # high 64 bits of hash128, so the key's hash needs no mask first.
-                data = key if type(key) is str or type(key) is bytes else key_bytes(key)
-                h = (hash128(data, 0, True, False) * multiplier + 1) & mask
+                # hash128's defaults (seed 0, x64, unsigned) are hash64's; mmh3 takes
+                # str and bytes keys itself and raises TypeError for the rest.
+                try:
+                    h = (hash128(key) * multiplier + 1) & mask
+                except TypeError:
+                    h = (hash128(key_bytes(key)) * multiplier + 1) & mask
                 b = 0.0
                 j = 2147483648.0 / ((h >> 33) + 1)
                 while j < n:
