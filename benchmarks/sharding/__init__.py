@@ -1,0 +1,1 @@
+"""Sharding benchmarks: lookup speed against uhashring, balance and keys moved on resharding."""

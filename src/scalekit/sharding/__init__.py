@@ -1,0 +1,47 @@
+"""Sharding: hash, range and time routers with consistent placement and migration plans.
+
+* :class:`HashRouter` - jump, rendezvous, ketama, Maglev, Redis Cluster slots, modulo;
+* :class:`RangeRouter` - ordered key ranges with split, merge and load-based split hints;
+* :class:`TimeRouter` - calendar partitions (``orders_2026_11``) with retention;
+* :class:`MigratingRouter` and :meth:`Router.plan_to` - resharding.
+
+The placement functions in :mod:`scalekit.sharding.placement` are public too.
+"""
+
+from .base import MigrationPlan, Move, Router
+from .hash_router import STRATEGIES, HashRouter
+from .migration import MigratingRouter
+from .placement import (
+    DEFAULT_MAGLEV_SIZE,
+    SLOT_COUNT,
+    KetamaRing,
+    MaglevTable,
+    Rendezvous,
+    cluster_slot_ranges,
+    jump_hash,
+    key_slot,
+)
+from .range_router import RangeRouter
+from .time_router import INTERVALS, Partition, Rollover, TimeRouter
+
+__all__ = [
+    "DEFAULT_MAGLEV_SIZE",
+    "INTERVALS",
+    "SLOT_COUNT",
+    "STRATEGIES",
+    "HashRouter",
+    "KetamaRing",
+    "MaglevTable",
+    "MigratingRouter",
+    "MigrationPlan",
+    "Move",
+    "Partition",
+    "RangeRouter",
+    "Rendezvous",
+    "Rollover",
+    "Router",
+    "TimeRouter",
+    "cluster_slot_ranges",
+    "jump_hash",
+    "key_slot",
+]
