@@ -14,6 +14,7 @@ that ``import scalekit`` needs only the core dependencies:
 from .exceptions import (
     BackendError,
     BackendUnavailableError,
+    CacheLoadTimeoutError,
     ConfigurationError,
     LockError,
     LockLostError,
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendError",
     "BackendUnavailableError",
+    "CacheLoadTimeoutError",
     "ConfigurationError",
     "LockError",
     "LockLostError",

@@ -7,7 +7,8 @@ argument and ``except ConnectionError`` around an unreachable backend::
     ScaleKitError
     ├── ConfigurationError(ScaleKitError, ValueError)
     ├── BackendError(ScaleKitError)
-    │   └── BackendUnavailableError(BackendError, ConnectionError)
+    │   ├── BackendUnavailableError(BackendError, ConnectionError)
+    │   └── CacheLoadTimeoutError(BackendError, TimeoutError)
     ├── LockError(ScaleKitError)
     │   ├── LockTimeoutError(LockError, TimeoutError)
     │   ├── LockNotOwnedError(LockError)
@@ -26,6 +27,7 @@ from collections.abc import Hashable
 __all__ = [
     "BackendError",
     "BackendUnavailableError",
+    "CacheLoadTimeoutError",
     "ConfigurationError",
     "LockError",
     "LockLostError",
@@ -55,6 +57,10 @@ class BackendError(ScaleKitError):
 
 class BackendUnavailableError(BackendError, ConnectionError):
     """A backend could not be reached within the configured, bounded time."""
+
+
+class CacheLoadTimeoutError(BackendError, TimeoutError):
+    """Another caller held a cache's load lease and no value appeared within the wait."""
 
 
 class LockError(ScaleKitError):

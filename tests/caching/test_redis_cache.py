@@ -20,11 +20,10 @@ from _redis_helpers import (  # noqa: F401 - fixtures
     unique_namespace,
     wait_until,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from scalekit.caching.redis_cache import CacheLoadTimeoutError, RedisCache, key_slot
+from scalekit.caching.redis_cache import CacheLoadTimeoutError, RedisCache
 from scalekit.exceptions import BackendUnavailableError, ConfigurationError
+from scalekit.sharding import key_slot
 from scalekit.testing import FakeClock
 
 pytestmark = pytest.mark.redis
@@ -32,38 +31,6 @@ pytestmark = pytest.mark.redis
 
 def cache_for(client: Any, **kwargs: Any) -> RedisCache:
     return RedisCache(client, namespace=kwargs.pop("namespace", unique_namespace()), **kwargs)
-
-
-# -- key slots: known answers from the Redis Cluster specification ----------
-def test_key_slot_known_answers() -> None:
-    # The spec's CRC16 check value, and its hash-tag examples with the slots
-    # CLUSTER KEYSLOT gives for them on redis-server 7.0.
-    assert key_slot(b"123456789") == 0x31C3
-    assert key_slot(b"{user1000}.following") == key_slot(b"{user1000}.followers") == 3443
-    assert key_slot(b"foo{}{bar}") == 8363  # empty tag: the whole key is hashed
-    assert key_slot(b"foo{{bar}}zap") == 4015 == key_slot(b"{bar")
-    assert key_slot(b"foo{bar}{zap}") == 5061 == key_slot(b"bar")
-    assert key_slot(b"goods:{42}") == 8000 == key_slot(b"42")
-    assert key_slot(b"") == 0
-
-
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    key=st.binary(min_size=0, max_size=24) | st.text(alphabet="ab{}:x", max_size=12).map(str.encode)
-)
-def test_key_slot_matches_cluster_keyslot(node_client: Any, key: bytes) -> None:
-    assert key_slot(key) == node_client.execute_command("CLUSTER", "KEYSLOT", key)
-
-
-@pytest.fixture(scope="module")
-def node_client(redis_cluster: Any) -> Any:
-    import redis
-
-    c = redis.Redis(host=redis_cluster.host, port=redis_cluster.port)
-    yield c
-    c.close()
 
 
 # -- configuration ------------------------------------------------------------

@@ -16,7 +16,6 @@ version is unchanged, so a slow loader never overwrites a newer write.
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import random
 import secrets
@@ -29,10 +28,16 @@ import redis
 import redis.cluster
 
 from .._validation import fraction, non_empty_str, non_negative_number, positive_number
-from ..exceptions import BackendError, BackendUnavailableError, ConfigurationError
+from ..exceptions import (
+    BackendError,
+    BackendUnavailableError,
+    CacheLoadTimeoutError,
+    ConfigurationError,
+)
+from ..sharding.placement import key_slot
 from .serializers import Serializer, resolve_serializer
 
-__all__ = ["CacheLoadTimeoutError", "RedisCache", "RedisCacheStats", "key_slot"]
+__all__ = ["CacheLoadTimeoutError", "RedisCache", "RedisCacheStats"]
 
 T = TypeVar("T")
 _MISS: Any = object()
@@ -105,30 +110,6 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-
-class CacheLoadTimeoutError(BackendError, TimeoutError):
-    """Another caller held the load lease and no value appeared within ``wait_timeout``."""
-
-
-def key_slot(key: bytes) -> int:
-    """The Redis Cluster hash slot of *key* (CRC16/XMODEM mod 16384, with hash tags).
-
-    If the key holds ``{...}`` with at least one character between the first
-    ``{`` and the next ``}``, only that part is hashed (Redis Cluster
-    specification, "Hash tags").
-
-    >>> key_slot(b"123456789")
-    12739
-
-    Thread-safe. Runtime complexity: O(len(key)).
-    """
-    start = key.find(b"{")
-    if start >= 0:
-        end = key.find(b"}", start + 1)
-        if end > start + 1:
-            key = key[start + 1 : end]
-    return binascii.crc_hqx(key, 0) % 16384
 
 
 class RedisCacheStats:
