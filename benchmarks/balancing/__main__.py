@@ -35,7 +35,7 @@ from scalekit.balancing import (
     WeightedRoundRobin,
 )
 
-from .overhead import TARGET_US, measure
+from .overhead import TARGET_US, build_times, measure
 from .simulator import EndpointModel, Result, Scenario, SimClock, service_time, simulate
 
 STRATEGIES: list[type[Balancer]] = [
@@ -268,6 +268,11 @@ def run_overhead(args: argparse.Namespace) -> tuple[list[str], bool]:
         table,
         "",
     ]
+    builds = build_times(3 if quick else 5)
+    for name, seconds in builds:
+        lines.append(f"{name}: {seconds * 1000:.1f} ms")
+        if "maglev" in name and seconds > 0.1:
+            misses.append(f"{name}: {seconds * 1000:.1f} ms > 100 ms")
     lines.append("targets: " + ("all met" if not misses else "NOT MET for " + "; ".join(misses)))
     return lines, not misses
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from benchmarks._common import median_time, progress
 from scalekit.balancing import (
     Balancer,
+    ConsistentHashBalancer,
     HealthPolicy,
     LeastRequest,
     OutlierDetection,
@@ -40,6 +41,31 @@ def _loop(lb: Balancer, ops: int) -> Callable[[], None]:
             release(ep, latency=0.001, ok=True)
 
     return run
+
+
+def _keyed_loop(lb: Balancer, ops: int, keys: list[str]) -> Callable[[], None]:
+    pick, release = lb.pick, lb.release
+    chosen = [keys[i % len(keys)] for i in range(ops)]
+
+    def run() -> None:
+        for key in chosen:
+            ep = pick(key)
+            release(ep, latency=0.001, ok=True)
+
+    return run
+
+
+def build_times(repeat: int) -> list[tuple[str, float]]:
+    """Seconds to build the consistent-hash tables for 100 endpoints (median of *repeat*)."""
+    endpoints = [f"e{i}" for i in range(100)]
+    rows = []
+    for table in ("maglev", "ring"):
+        seconds = median_time(
+            lambda t=table: ConsistentHashBalancer(endpoints, table=t), repeat=repeat, warmup=0
+        )
+        size = "65,537 entries" if table == "maglev" else "16,000 points"
+        rows.append((f"ConsistentHashBalancer {table} build, 100 endpoints ({size})", seconds))
+    return rows
 
 
 def _baseline(n: int, ops: int) -> Callable[[], None]:
@@ -77,6 +103,13 @@ def measure(
                 count = ops if cls is not SmoothWeightedRoundRobin else max(50, ops * 10 // n)
                 label = "1..5" if weighted else "equal"
                 contenders.append((cls.__name__, n, label, _loop(lb, count), count))
+        keys = [f"user:{i}" for i in range(1000)]
+        for table, factor in (("ring", None), ("maglev", None), ("ring", 1.25)):
+            lb = ConsistentHashBalancer(
+                [f"e{i}" for i in range(n)], table=table, balance_factor=factor
+            )
+            label = f"key, {table}" + ("" if factor is None else f", bound {factor}")
+            contenders.append(("ConsistentHashBalancer", n, label, _keyed_loop(lb, ops, keys), ops))
         policy = HealthPolicy(outlier=OutlierDetection())
         lb = RoundRobin([f"e{i}" for i in range(n)], health=policy)
         contenders.append(("RoundRobin + HealthPolicy", n, "equal", _loop(lb, ops), ops))

@@ -10,6 +10,7 @@ import pytest
 
 from scalekit.balancing import (
     Balancer,
+    ConsistentHashBalancer,
     LeastRequest,
     PeakEWMA,
     RandomBalancer,
@@ -25,6 +26,7 @@ STRATEGIES: list[type[Balancer]] = [
     WeightedRoundRobin,
     LeastRequest,
     PeakEWMA,
+    ConsistentHashBalancer,
 ]
 
 Factory = Callable[..., Balancer]

@@ -9,6 +9,7 @@ active checks with :class:`ActiveHealthChecker`.
 
 from .active_checks import ActiveHealthChecker
 from .base import Balancer, parse_endpoints
+from .consistent_hash import ConsistentHashBalancer
 from .health import HealthPolicy, OutlierDetection, SlowStart
 from .least_request import LeastRequest
 from .peak_ewma import PeakEWMA
@@ -20,6 +21,7 @@ from .weighted_round_robin import WeightedRoundRobin
 __all__ = [
     "ActiveHealthChecker",
     "Balancer",
+    "ConsistentHashBalancer",
     "HealthPolicy",
     "LeastRequest",
     "OutlierDetection",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from hashlib import md5
 from struct import Struct
 from typing import Any
@@ -137,6 +137,29 @@ class KetamaRing:
         if self.compat == "uhashring":
             return self._owners_wrapped[bisect_right(self._points, h) % len(self._points)]
         return self._owners_wrapped[bisect_left(self._points, h)]
+
+    def successors(self, key: Any) -> Iterator[Hashable]:
+        """Yield each node once, in ring order from the one *key* maps to.
+
+        The first is :meth:`get`'s answer; the rest are where the key goes
+        when the ones before are skipped (down, ejected, or full under
+        bounded loads), so skipping a node moves only that node's keys.
+        Runtime complexity: O(log points) to start, O(1) expected per node.
+        """
+        data = key.encode("utf-8") if type(key) is str else key_bytes(key)
+        h = _unpack_u32le(md5(data).digest())[0]
+        points, owners = self._points, self._owners
+        bisect = bisect_right if self.compat == "uhashring" else bisect_left
+        start = bisect(points, h)
+        seen: set[Hashable] = set()
+        total, n = len(self.nodes), len(points)
+        for j in range(n):
+            owner = owners[(start + j) % n]
+            if owner not in seen:
+                seen.add(owner)
+                yield owner
+                if len(seen) == total:
+                    return
 
     def _uhashring_get(self, key: Any) -> Hashable:
         data = key.encode("utf-8") if type(key) is str else key_bytes(key)

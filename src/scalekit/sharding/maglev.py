@@ -6,7 +6,7 @@ Importable on its own; :mod:`scalekit.sharding.placement` re-exports it.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 from .._hashing import hash64, key_bytes
@@ -67,6 +67,26 @@ class MaglevTable:
     def get(self, key: Any) -> Hashable:
         """Return the node *key* maps to. Runtime complexity: O(len(key))."""
         return self.table[hash64(key) % self.size]
+
+    def successors(self, key: Any) -> Iterator[Hashable]:
+        """Yield each node once, in table order from the entry *key* maps to.
+
+        The first is :meth:`get`'s answer; the rest are where the key goes
+        when the ones before are skipped, so skipping a node moves only that
+        node's keys. Runtime complexity: O(1) expected per node while few
+        are skipped; O(size) to list every node.
+        """
+        table, size = self.table, self.size
+        start = hash64(key) % size
+        seen: set[Hashable] = set()
+        total = len(self.nodes)
+        for j in range(size):
+            owner = table[(start + j) % size]
+            if owner not in seen:
+                seen.add(owner)
+                yield owner
+                if len(seen) == total:
+                    return
 
 
 def maglev_permutation(name: Any, size: int) -> tuple[int, int]:

@@ -1,0 +1,167 @@
+"""Sticky routing by key: a ketama ring or a Maglev table, with bounded loads."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import ConfigurationError
+from ..sharding.ketama import KETAMA_POINTS_PER_SERVER, KetamaRing
+from ..sharding.maglev import DEFAULT_MAGLEV_SIZE, MaglevTable
+from .base import Balancer, Endpoints
+
+if TYPE_CHECKING:
+    from .health import HealthPolicy
+
+__all__ = ["ConsistentHashBalancer"]
+
+_TABLES = ("ring", "maglev")
+
+
+class ConsistentHashBalancer(Balancer):
+    """Send every request with the same key to the same endpoint, as far as possible.
+
+    ``pick(key)`` looks the key up in a ketama ring (``table="ring"``,
+    libmemcached's continuum with 160 points per endpoint at equal weight)
+    or a Maglev table (``table="maglev"``, 65537 entries by default), both
+    from :mod:`scalekit.sharding`. When membership changes, only the keys of
+    the endpoints that came or went move. A pick without a key draws a
+    random hash, as Envoy's ring hash does when a request has none.
+
+    Ejected endpoints (see :class:`~scalekit.balancing.HealthPolicy`) are
+    skipped in table order, so an ejection moves only the ejected endpoint's
+    keys, and they come back when it does.
+
+    Bounded loads (Mirrokni, Thorup and Zadimoghaddam, "Consistent Hashing
+    with Bounded Loads", 2016; HAProxy's ``hash-balance-factor``): with
+    ``balance_factor=c`` an endpoint of weight ``w`` out of ``W`` takes a
+    new request only while its requests in flight are below
+    ``ceil(c * (in_flight_total + 1) * w / W)``; otherwise the key moves on
+    to the next endpoint in table order. A hot key then spills over to
+    neighbours instead of overloading one endpoint, and no endpoint carries
+    more than about ``c`` times its share. HAProxy's ``hash-balance-factor
+    125`` is ``balance_factor=1.25``.
+
+    :param table: ``"ring"`` or ``"maglev"``.
+    :param balance_factor: ``c`` > 1, or ``None`` (default) for no bound.
+    :param points_per_server: ring points per endpoint at equal weight.
+    :param maglev_size: Maglev table size, a prime.
+    :raises ConfigurationError: see :class:`Balancer`; an unknown *table*,
+        *balance_factor* <= 1.
+
+    Thread-safety: see :class:`Balancer`. Runtime complexity: O(1)
+    expected per pick (ring: O(log points)); a membership change rebuilds
+    the table on the next pick, O(points log points) for the ring and
+    O(M log M) for Maglev.
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        table: str = "ring",
+        balance_factor: float | None = None,
+        points_per_server: int = KETAMA_POINTS_PER_SERVER,
+        maglev_size: int = DEFAULT_MAGLEV_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        health: HealthPolicy | None = None,
+    ) -> None:
+        if table not in _TABLES:
+            raise ConfigurationError(f"table must be 'ring' or 'maglev', got {table!r}")
+        if balance_factor is not None and (
+            not isinstance(balance_factor, (int, float))
+            or isinstance(balance_factor, bool)
+            or not math.isfinite(balance_factor)
+            or balance_factor <= 1
+        ):
+            raise ConfigurationError(
+                f"balance_factor must be a number > 1 or None, got {balance_factor!r}"
+            )
+        self.table = table
+        self.balance_factor = None if balance_factor is None else float(balance_factor)
+        self._points_per_server = points_per_server
+        self._maglev_size = maglev_size
+        super().__init__(endpoints, clock=clock, rng=rng, health=health)
+        self._build()  # bad table settings fail here, not on the first pick
+
+    # -- the table ------------------------------------------------------------
+    def _init_state(self) -> None:
+        self._lookup: KetamaRing | MaglevTable | None = None
+        # Running totals keep the bounded-load check O(1): the members' weight
+        # and their requests in flight (not those of removed, draining ones).
+        self._total_weight = 0
+        self._live = 0
+
+    def _build(self) -> KetamaRing | MaglevTable:
+        nodes = list(self._weights.items())
+        lookup: KetamaRing | MaglevTable
+        if self.table == "ring":
+            lookup = KetamaRing(nodes, points_per_server=self._points_per_server)
+        else:
+            lookup = MaglevTable(nodes, size=self._maglev_size)
+        self._lookup = lookup
+        return lookup
+
+    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+        self._lookup = None
+        self._total_weight += weight
+        self._live += self._in_flight[endpoint]
+
+    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+        self._lookup = None
+        self._total_weight -= weight
+        self._live -= self._draining.get(endpoint, 0)
+
+    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+        self._lookup = None
+        self._total_weight += new - old
+
+    def _on_release(self, endpoint: Hashable, latency: float | None, ok: bool) -> None:
+        self._live -= 1
+
+    # -- picking ----------------------------------------------------------------
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+        lookup = self._lookup or self._build()
+        if key is None:
+            key = self._rng.getrandbits(64)
+        self._live += 1  # the base counts the pick in flight right after this
+        if self.balance_factor is None:
+            if not excluded:
+                return lookup.get(key)
+            for endpoint in lookup.successors(key):
+                if endpoint not in excluded:
+                    return endpoint
+            raise AssertionError("_select is never called with every endpoint excluded")
+        return self._bounded(lookup, excluded, key, self.balance_factor)
+
+    def _bounded(
+        self, lookup: KetamaRing | MaglevTable, excluded: frozenset[Hashable], key: Any, c: float
+    ) -> Hashable:
+        in_flight, weights = self._in_flight, self._weights
+        total_weight = self._total_weight - sum(weights.get(ep, 0) for ep in excluded)
+        # self._live already counts this pick: the bound is on the load after it.
+        room = c * self._live / total_weight
+        first: Hashable | None = None
+        for endpoint in lookup.successors(key):
+            if endpoint in excluded:
+                continue
+            if in_flight[endpoint] < math.ceil(room * weights[endpoint]):
+                return endpoint
+            if first is None:
+                first = endpoint
+        # Unreachable with c > 1 (the capacities add up to more than the load),
+        # but a rounding edge must not fail a pick.
+        assert first is not None
+        return first
+
+    def lookup(self, key: Hashable) -> Hashable:
+        """Where *key* goes with no endpoint ejected or full, without picking it.
+
+        Runtime complexity: that of the table's lookup.
+        """
+        with self._lock:
+            return (self._lookup or self._build()).get(key)
