@@ -12,7 +12,13 @@ dependencies alone.
 """
 
 from .clock import FakeClock
-from .process import ServerNotFoundError, ServerProcess, ServerStartError, find_free_port
+from .process import (
+    ServerGroup,
+    ServerNotFoundError,
+    ServerProcess,
+    ServerStartError,
+    find_free_port,
+)
 from .proxy import TCPProxy
 from .redis_servers import RedisClusterServers, RedisServer
 from .zookeeper_servers import ZooKeeperEnsemble, ZooKeeperServer
@@ -21,6 +27,7 @@ __all__ = [
     "FakeClock",
     "RedisClusterServers",
     "RedisServer",
+    "ServerGroup",
     "ServerNotFoundError",
     "ServerProcess",
     "ServerStartError",

@@ -10,15 +10,26 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Generic, TypeVar
 
 from ..exceptions import ScaleKitError
 
-__all__ = ["ServerNotFoundError", "ServerProcess", "ServerStartError", "find_free_port"]
+__all__ = [
+    "ServerGroup",
+    "ServerNotFoundError",
+    "ServerProcess",
+    "ServerStartError",
+    "find_free_port",
+]
 
 LOOPBACK = "127.0.0.1"
+
+
+P = TypeVar("P", bound="ServerProcess")
+G = TypeVar("G", bound="ServerGroup")  # type: ignore[type-arg]
 
 
 class ServerNotFoundError(ScaleKitError, FileNotFoundError):
@@ -247,7 +258,7 @@ class ServerProcess(abc.ABC):
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self: P) -> P:
         self.start()
         return self
 
@@ -264,3 +275,66 @@ class ServerProcess(abc.ABC):
         proc = getattr(self, "_proc", None)
         if proc is not None and proc.poll() is None:
             proc.kill()
+
+
+S = TypeVar("S", bound=ServerProcess)
+
+
+class ServerGroup(abc.ABC, Generic[S]):
+    """Several :class:`ServerProcess` members that start and stop together.
+
+    The base of :class:`~scalekit.testing.RedisClusterServers` and
+    :class:`~scalekit.testing.ZooKeeperEnsemble`: it owns the shared working
+    directory, stops every member, and waits for a group-wide condition.
+    Each member keeps its own fault helpers.
+    """
+
+    def __init__(self, *, workdir: str | os.PathLike[str] | None, startup_timeout: float) -> None:
+        self._owns_workdir = workdir is None
+        self.workdir = (
+            Path(workdir)
+            if workdir is not None
+            else Path(tempfile.mkdtemp(prefix=f"scalekit-{type(self).__name__.lower()}-"))
+        )
+        self.startup_timeout = startup_timeout
+        self.members: list[S] = []
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start every member and wait until the group serves."""
+
+    def wait_until(
+        self, condition: Callable[[], bool], what: str, timeout: float | None = None
+    ) -> None:
+        """Poll *condition* until it holds; raise ServerStartError naming *what* after *timeout*."""
+        deadline = time.monotonic() + (self.startup_timeout if timeout is None else timeout)
+        while not condition():
+            if time.monotonic() >= deadline:
+                raise ServerStartError(f"{self!r}: {what} did not happen in time")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop every member (cleanly, escalating to SIGKILL)."""
+        for member in self.members:
+            member.stop()
+
+    def close(self) -> None:
+        """Stop every member and remove the working directory if this object made it."""
+        self.stop()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self: G) -> G:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(ports={[getattr(m, 'port', None) for m in self.members]})"

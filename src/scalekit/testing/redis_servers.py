@@ -6,14 +6,11 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
-import time
 from collections.abc import Sequence
-from pathlib import Path
-from types import TracebackType
 
 from .process import (
     LOOPBACK,
+    ServerGroup,
     ServerNotFoundError,
     ServerProcess,
     ServerStartError,
@@ -143,7 +140,7 @@ class RedisServer(ServerProcess):
         return f"RedisServer(port={self.port}, pid={self.pid})"
 
 
-class RedisClusterServers:
+class RedisClusterServers(ServerGroup[RedisServer]):
     """A Redis Cluster of ``masters`` nodes with no replicas, on loopback.
 
     Each node is a :class:`RedisServer` started with ``--cluster-enabled
@@ -165,14 +162,8 @@ class RedisClusterServers:
         if masters < 3:
             raise ValueError(f"masters must be at least 3 for a Redis Cluster, got {masters!r}")
         self._cli = _which("redis-cli")
-        self._owns_workdir = workdir is None
-        self.workdir = (
-            Path(workdir)
-            if workdir is not None
-            else Path(tempfile.mkdtemp(prefix="scalekit-rediscluster-"))
-        )
-        self.startup_timeout = startup_timeout
-        self.nodes: list[RedisServer] = []
+        super().__init__(workdir=workdir, startup_timeout=startup_timeout)
+        self.nodes = self.members  # the same list, under the name cluster users expect
         for i in range(masters):
             port = find_free_port(also_free=(10000,))
             self.nodes.append(
@@ -248,33 +239,4 @@ class RedisClusterServers:
 
     def wait_ok(self, timeout: float | None = None) -> None:
         """Block until :meth:`is_ok`; raise ServerStartError after *timeout*."""
-        deadline = time.monotonic() + (self.startup_timeout if timeout is None else timeout)
-        while not self.is_ok():
-            if time.monotonic() >= deadline:
-                raise ServerStartError(f"{self!r} did not reach cluster_state:ok in time")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-
-    def close(self) -> None:
-        """Stop every node and remove the working directory if this object made it."""
-        self.stop()
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> RedisClusterServers:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"RedisClusterServers(ports={[n.port for n in self.nodes]})"
+        self.wait_until(self.is_ok, "cluster_state:ok", timeout)

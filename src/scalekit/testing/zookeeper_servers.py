@@ -5,15 +5,11 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import tempfile
-import time
-from pathlib import Path
-from types import TracebackType
 
 from .process import (
+    ServerGroup,
     ServerNotFoundError,
     ServerProcess,
-    ServerStartError,
     find_free_port,
     query,
 )
@@ -156,7 +152,7 @@ class ZooKeeperServer(ServerProcess):
         return f"ZooKeeperServer({kind}, port={self.port}, pid={self.pid})"
 
 
-class ZooKeeperEnsemble:
+class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
     """A ZooKeeper ensemble of ``size`` servers (3 by default) on loopback.
 
     Every member is a :class:`ZooKeeperServer` with its own ``myid`` and
@@ -175,16 +171,9 @@ class ZooKeeperEnsemble:
     ) -> None:
         if size < 3 or size % 2 == 0:
             raise ValueError(f"size must be an odd number >= 3, got {size!r}")
-        self._owns_workdir = workdir is None
-        self.workdir = (
-            Path(workdir)
-            if workdir is not None
-            else Path(tempfile.mkdtemp(prefix="scalekit-zkensemble-"))
-        )
-        self.startup_timeout = startup_timeout
+        super().__init__(workdir=workdir, startup_timeout=startup_timeout)
         ports = [find_free_port() for _ in range(3 * size)]
         peers = [(i + 1, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]) for i in range(size)]
-        self.members: list[ZooKeeperServer] = []
         for myid, client, _peer, _election in peers:
             member = ZooKeeperServer(
                 client,
@@ -221,14 +210,10 @@ class ZooKeeperEnsemble:
 
     def wait_for_leader(self, timeout: float | None = None) -> ZooKeeperServer:
         """Block until a leader is elected and return it."""
-        deadline = time.monotonic() + (self.startup_timeout if timeout is None else timeout)
-        while True:
-            leader = self.leader()
-            if leader is not None:
-                return leader
-            if time.monotonic() >= deadline:
-                raise ServerStartError(f"{self!r} elected no leader in time")
-            time.sleep(0.05)
+        self.wait_until(lambda: self.leader() is not None, "a leader election", timeout)
+        leader = self.leader()
+        assert leader is not None  # elected just now; a new election takes seconds
+        return leader
 
     def kill_leader(self) -> ZooKeeperServer:
         """SIGKILL the current leader, wait for a new one among the rest; return the killed."""
@@ -236,28 +221,3 @@ class ZooKeeperEnsemble:
         old.kill()
         self.wait_for_leader()
         return old
-
-    def stop(self) -> None:
-        for member in self.members:
-            member.stop()
-
-    def close(self) -> None:
-        """Stop every member and remove the working directory if this object made it."""
-        self.stop()
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> ZooKeeperEnsemble:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"ZooKeeperEnsemble(ports={[m.port for m in self.members]})"
