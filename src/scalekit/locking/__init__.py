@@ -1,0 +1,50 @@
+"""Distributed locks with fencing tokens and lost-lease notice.
+
+One protocol (:class:`BaseLock`, :class:`Lease`), four backends:
+
+* :class:`MemoryLock` - in-process, the embedded default and for tests;
+* :class:`RedisLock` - one Redis server, fair, one round trip per acquire;
+* :class:`Redlock` - a quorum of independent Redis servers;
+* :class:`ZooKeeperLock` - ephemeral sequential znodes, token = czxid.
+
+The Redis and ZooKeeper backends import their drivers lazily, so
+``import scalekit.locking`` needs neither redis nor kazoo.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .base import BaseLock, Lease, LeaseLostEvent, OnLost
+from .memory import MemoryLock
+
+if TYPE_CHECKING:
+    from .redis_lock import RedisLock
+    from .redlock import Redlock
+    from .zookeeper_lock import ZooKeeperLock
+
+__all__ = [
+    "BaseLock",
+    "Lease",
+    "LeaseLostEvent",
+    "MemoryLock",
+    "OnLost",
+    "RedisLock",
+    "Redlock",
+    "ZooKeeperLock",
+]
+
+_LAZY = {
+    "RedisLock": ".redis_lock",
+    "Redlock": ".redlock",
+    "ZooKeeperLock": ".zookeeper_lock",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scalekit.locking' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)

@@ -1,0 +1,416 @@
+"""The lock protocol every backend implements: leases, fencing tokens, lost-lease notice.
+
+Users code against :class:`BaseLock`; a backend subclasses it and provides
+``_new_attempt / _do_acquire / _wait / _abandon / _do_release / _do_extend``.
+The blocking loop with its timeout, re-entrancy, auto-renewal and the
+lost-lease bookkeeping live here, once, as redis-py's ``Lock`` owns its
+``acquire()`` loop and leaves ``do_acquire`` to the storage.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from .._validation import non_empty_str, non_negative_number, positive_number
+from ..exceptions import (
+    BackendUnavailableError,
+    ConfigurationError,
+    LockLostError,
+    LockNotOwnedError,
+    LockTimeoutError,
+)
+
+__all__ = ["BaseLock", "Lease", "LeaseLostEvent", "OnLost"]
+
+_log = logging.getLogger("scalekit.locking")
+
+OnLost = Callable[["Lease"], None]
+"""Signature of an ``on_lost`` callback: it receives the lease that was lost."""
+
+
+class LeaseLostEvent:
+    """A ``threading.Event``-like flag that is set once a lease is lost.
+
+    It is set explicitly when a backend reports the loss (failed renewal,
+    session lost, release found another owner) and is also set implicitly
+    once the lease's local deadline passes: past that instant another
+    client may hold the lock, so the holder must not act as if it did.
+
+    Thread-safe. ``is_set`` costs O(1); ``wait`` blocks at most *timeout*.
+    """
+
+    __slots__ = ("_clock", "_deadline", "_event")
+
+    def __init__(self, clock: Callable[[], float], deadline: float | None) -> None:
+        self._clock = clock
+        self._deadline = deadline
+        self._event = threading.Event()
+
+    def is_set(self) -> bool:
+        """True once the lease is lost, or its deadline has passed."""
+        if self._event.is_set():
+            return True
+        deadline = self._deadline
+        return deadline is not None and self._clock() >= deadline
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the lease is lost or *timeout* seconds pass; return :meth:`is_set`."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            step = None if end is None else end - time.monotonic()
+            if step is not None and step <= 0:
+                break
+            deadline = self._deadline
+            if deadline is not None:
+                until = max(deadline - self._clock(), 0.0) + 0.001
+                step = until if step is None else min(step, until)
+            self._event.wait(step)
+        return self.is_set()
+
+    def _set(self) -> bool:
+        """Set the flag; return True if this call set it first."""
+        if self._event.is_set():
+            return False
+        self._event.set()
+        return True
+
+    def __repr__(self) -> str:
+        return f"LeaseLostEvent(set={self.is_set()})"
+
+
+class Lease:
+    """Proof of holding a lock: its fencing ``token`` and its ``lost`` flag.
+
+    ``token`` strictly increases per lock name across all holders and
+    processes: hand it to storage that rejects a token older than the last
+    one it saw (Kleppmann's fencing). ``lost`` is a :class:`LeaseLostEvent`.
+    Use it as a context manager to release on exit.
+
+    Not meant to be shared between owners; reading ``token`` and ``lost``
+    from any thread is safe.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_deadline",
+        "_depth",
+        "_done",
+        "_lock",
+        "_released",
+        "lost",
+        "name",
+        "owner",
+        "token",
+        "ttl",
+    )
+
+    def __init__(self, lock: BaseLock, token: int, owner: str, ttl: float | None,
+                 deadline: float | None) -> None:
+        self._lock = lock
+        self.name = lock.name
+        self.token = token
+        self.owner = owner
+        self.ttl = ttl
+        self._deadline = deadline
+        self.lost = LeaseLostEvent(lock._clock, deadline)
+        self._done = threading.Event()
+        self._released = False
+        self._depth = 1
+
+    @property
+    def deadline(self) -> float | None:
+        """The lock clock's time after which the lease is lost unless extended."""
+        return self._deadline
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (<= 0 when past), or None without a ttl."""
+        if self._deadline is None:
+            return None
+        return self._deadline - self._lock._clock()
+
+    def _set_deadline(self, deadline: float | None) -> None:
+        self._deadline = deadline
+        self.lost._deadline = deadline
+
+    def release(self) -> None:
+        """Release this lease; see :meth:`BaseLock.release`."""
+        self._lock.release(self)
+
+    def extend(self, ttl: float | None = None) -> None:
+        """Push the deadline to *ttl* (default: the lock's ttl) from now; see :meth:`BaseLock.extend`."""
+        self._lock.extend(self, ttl)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if not self._released:
+            self._lock.release(self)
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "lost" if self.lost.is_set() else "held"
+        return f"Lease(name={self.name!r}, token={self.token}, {state})"
+
+
+class BaseLock(abc.ABC):
+    """A named mutual-exclusion lock whose leases carry fencing tokens.
+
+    :param name: the lock's name, shared by every client that contends for it.
+    :param ttl: seconds a lease lasts unless extended; None for backends whose
+        leases end with a session (ZooKeeper).
+    :param reentrant: let the owner that holds the lock acquire it again,
+        counted; the lease is released when the count drops to zero.
+    :param auto_renew: extend the lease every ``ttl / 3`` while it is held.
+    :param on_lost: called with the lease, once, when it is found lost.
+    :param clock: monotonic seconds; inject a FakeClock in tests.
+    :raises ConfigurationError: empty *name*, *ttl* <= 0.
+
+    Thread-safe: one lock object may be shared by threads; the owner of a
+    lease is the thread that acquired it (see :meth:`_owner_id`).
+    """
+
+    def __init__(self, name: str, *, ttl: float | None, reentrant: bool = False,
+                 auto_renew: bool = False, on_lost: OnLost | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = non_empty_str("name", name)
+        self.ttl = None if ttl is None else positive_number("ttl", ttl)
+        self.reentrant = bool(reentrant)
+        self.auto_renew = bool(auto_renew)
+        self.on_lost = on_lost
+        self._clock = clock
+        self._held: dict[Any, Lease] = {}
+        self._stacks: dict[Any, list[Lease]] = {}
+        self._live: set[Lease] = set()
+        self._live_lock = threading.Lock()
+
+    # -- what backends provide ------------------------------------------------
+    @abc.abstractmethod
+    def _new_attempt(self, owner: str) -> Any:
+        """State of one acquire call (a queue ticket, a znode), kept across retries."""
+
+    @abc.abstractmethod
+    def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
+        """Try once; return the fencing token on success, else None (and queue if blocking)."""
+
+    @abc.abstractmethod
+    def _wait(self, attempt: Any, timeout: float | None) -> None:
+        """Block until a retry may succeed (a wake-up) or *timeout* seconds pass."""
+
+    @abc.abstractmethod
+    def _abandon(self, attempt: Any) -> None:
+        """Undo what a failed attempt left behind (leave the queue, delete the znode)."""
+
+    @abc.abstractmethod
+    def _do_release(self, lease: Lease) -> bool:
+        """Release if this lease still owns the lock; return whether it did."""
+
+    @abc.abstractmethod
+    def _do_extend(self, lease: Lease, ttl: float | None) -> bool:
+        """Reset the lease to *ttl* from now if it still owns the lock; return whether it did."""
+
+    def _lease_ttl(self, ttl: float | None) -> float | None:
+        """How long a lease granted with *ttl* may be trusted locally (Redlock subtracts drift)."""
+        return ttl
+
+    def _owner_id(self) -> Any:
+        """Who owns a lease for re-entrancy and ``with lock:``: the current thread."""
+        return threading.get_ident()
+
+    def _new_owner_token(self) -> str:
+        import os
+
+        return os.urandom(16).hex()
+
+    # -- the protocol ---------------------------------------------------------
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Lease | None:
+        """Acquire the lock and return its :class:`Lease`.
+
+        :param blocking: wait for the lock; with False, try once and return
+            None if another owner holds it.
+        :param timeout: with *blocking*, give up after this many seconds
+            (None waits forever) and raise :class:`LockTimeoutError`, so
+            ``with lock.acquire(timeout=2) as lease:`` never runs unlocked.
+        :raises ConfigurationError: *timeout* < 0, or a timeout without blocking.
+        :raises LockTimeoutError: the lock was not acquired within *timeout*.
+        :raises BackendUnavailableError: the backend did not answer in bounded time.
+
+        Thread-safe. Cost: one backend round trip per try; waiters are woken
+        by the backend, they do not poll.
+        """
+        if timeout is not None:
+            timeout = non_negative_number("timeout", timeout)
+            if not blocking:
+                raise ConfigurationError(
+                    f"timeout must be None when blocking is False, got {timeout!r}")
+        owner_id = self._owner_id()
+        if self.reentrant:
+            held = self._held.get(owner_id)
+            if held is not None and not held._released and not held.lost.is_set():
+                held._depth += 1
+                return held
+        deadline = None if timeout is None else self._clock() + timeout
+        owner = self._new_owner_token()
+        attempt = self._new_attempt(owner)
+        token: int | None = None
+        try:
+            while True:
+                started = self._clock()
+                token = self._do_acquire(attempt, blocking)
+                if token is not None or not blocking:
+                    break
+                remaining = None if deadline is None else deadline - self._clock()
+                if remaining is not None and remaining <= 0:
+                    raise LockTimeoutError(
+                        f"lock {self.name!r} was not acquired within {timeout}s", self.name)
+                self._wait(attempt, remaining)
+        finally:
+            if token is None:
+                try:
+                    self._abandon(attempt)
+                except BackendUnavailableError:
+                    _log.debug("could not clean up a failed attempt on %r", self.name)
+        if token is None:
+            return None
+        lease_ttl = self._lease_ttl(self.ttl)
+        lease = Lease(self, token, owner, self.ttl,
+                      None if lease_ttl is None else started + lease_ttl)
+        self._held[owner_id] = lease
+        with self._live_lock:
+            self._live.add(lease)
+        if self.ttl is not None and (self.auto_renew or self.on_lost is not None):
+            threading.Thread(target=self._keep, args=(lease,), daemon=True,
+                             name=f"scalekit-lease:{self.name}").start()
+        return lease
+
+    def release(self, lease: Lease | None = None) -> None:
+        """Release *lease* (default: the one the calling owner holds).
+
+        :raises LockNotOwnedError: the caller holds no lease, or it was released already.
+        :raises LockLostError: the lease was lost before this call; the lock
+            may have been held by someone else meanwhile.
+        :raises BackendUnavailableError: the backend did not answer; the lease
+            then ends at its deadline.
+
+        Thread-safe. Cost: one backend round trip.
+        """
+        owner_id = self._owner_id()
+        if lease is None:
+            lease = self._held.get(owner_id)
+            if lease is None or lease._released:
+                raise LockNotOwnedError(
+                    f"lock {self.name!r} is not held by the caller", self.name)
+        if lease._lock is not self:
+            raise LockNotOwnedError(
+                f"lease of {lease.name!r} does not belong to this lock object", self.name)
+        if lease._released:
+            raise LockNotOwnedError(f"lease {lease.token} of {self.name!r} was already released",
+                                    self.name)
+        if lease._depth > 1:
+            lease._depth -= 1
+            return
+        lease._released = True
+        lease._done.set()
+        for key, value in list(self._held.items()):
+            if value is lease:
+                del self._held[key]
+        with self._live_lock:
+            self._live.discard(lease)
+        was_lost = lease.lost.is_set()
+        released = self._do_release(lease)
+        if was_lost or not released:
+            self._mark_lost(lease)
+            raise LockLostError(
+                f"lease {lease.token} of {self.name!r} was lost before release", self.name)
+
+    def extend(self, lease: Lease, ttl: float | None = None) -> None:
+        """Reset *lease* to expire *ttl* seconds (default: the lock's ttl) from now.
+
+        :raises ConfigurationError: *ttl* <= 0.
+        :raises LockNotOwnedError: the lease was released.
+        :raises LockLostError: the lease was lost; it is not revived.
+        :raises BackendUnavailableError: the backend did not answer.
+
+        Thread-safe. Cost: one backend round trip.
+        """
+        new_ttl = self.ttl if ttl is None else positive_number("ttl", ttl)
+        if lease._released:
+            raise LockNotOwnedError(f"lease {lease.token} of {self.name!r} was released",
+                                    self.name)
+        if lease.lost.is_set():
+            raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
+        started = self._clock()
+        if not self._do_extend(lease, new_ttl):
+            self._mark_lost(lease)
+            raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
+        trusted = self._lease_ttl(new_ttl)
+        lease._set_deadline(None if trusted is None else started + trusted)
+
+    def _mark_lost(self, lease: Lease) -> None:
+        """Set ``lease.lost`` and fire ``on_lost`` once."""
+        if lease.lost._set():
+            with self._live_lock:
+                self._live.discard(lease)
+            lease._done.set()
+            if self.on_lost is not None:
+                try:
+                    self.on_lost(lease)
+                except Exception:
+                    _log.exception("on_lost callback of lock %r raised", self.name)
+
+    def _keep(self, lease: Lease) -> None:
+        """Renew at ttl/3 (auto_renew) and announce the loss at the deadline."""
+        assert self.ttl is not None
+        period = self.ttl / 3
+        wait = period
+        while True:
+            deadline = lease._deadline
+            if deadline is None:
+                return
+            left = max(deadline - self._clock(), 0.0)
+            if lease._done.wait(min(wait, left) if self.auto_renew else left):
+                return
+            if lease.lost.is_set():
+                self._mark_lost(lease)
+                return
+            if not self.auto_renew:
+                continue
+            try:
+                self.extend(lease)
+                wait = period
+            except (LockLostError, LockNotOwnedError):
+                return
+            except BackendUnavailableError:
+                # Keep trying until the deadline; the lease is lost once it passes.
+                wait = max(min(self.ttl / 10, left), 0.01)
+
+    # -- conveniences -----------------------------------------------------------
+    def __enter__(self) -> Lease:
+        lease = self.acquire()
+        assert lease is not None
+        self._stacks.setdefault(self._owner_id(), []).append(lease)
+        return lease
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        owner_id = self._owner_id()
+        stack = self._stacks.get(owner_id)
+        if not stack:
+            raise LockNotOwnedError(f"lock {self.name!r} is not held by the caller", self.name)
+        lease = stack.pop()
+        if not stack:
+            del self._stacks[owner_id]
+        self.release(lease)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, ttl={self.ttl})"
