@@ -38,7 +38,8 @@ class Script:
 
 
 _POOLS: weakref.WeakKeyDictionary[Any, tuple[float, redis.ConnectionPool]] = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary()
+)
 _POOLS_LOCK = threading.Lock()
 
 
@@ -77,8 +78,9 @@ class RedisCalls:
     def __init__(self, client: Any, op_timeout: float) -> None:
         self.client = client
         self.op_timeout = op_timeout
-        self._pool = (_private_pool(client, op_timeout)
-                      if hasattr(client, "connection_pool") else None)
+        self._pool = (
+            _private_pool(client, op_timeout) if hasattr(client, "connection_pool") else None
+        )
 
     def describe(self) -> str:
         pool = self._pool
@@ -99,10 +101,10 @@ class RedisCalls:
                 return self.client.execute_command(*args)
             conn = self._pool.get_connection()
             try:
-                conn.send_command(*args)
+                conn.send_command(*args)  # type: ignore[no-untyped-call]
                 return conn.read_response(timeout=wait)
             except BaseException:
-                conn.disconnect()
+                conn.disconnect()  # type: ignore[no-untyped-call]
                 raise
             finally:
                 self._pool.release(conn)
@@ -110,12 +112,14 @@ class RedisCalls:
             raise
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise BackendUnavailableError(
-                f"{self.describe()} did not answer {args[0]!s} within {wait}s: {exc}") from exc
+                f"{self.describe()} did not answer {args[0]!s} within {wait}s: {exc}"
+            ) from exc
         except RedisError as exc:
             raise BackendError(f"{self.describe()} failed {args[0]!s}: {exc}") from exc
 
-    def script(self, script: Script, keys: list[str], args: list[Any],
-               timeout: float | None = None) -> Any:
+    def script(
+        self, script: Script, keys: list[str], args: list[Any], timeout: float | None = None
+    ) -> Any:
         """Run *script* with EVALSHA, falling back to EVAL when the server lost it."""
         try:
             return self.call("EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout)

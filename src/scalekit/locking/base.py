@@ -110,8 +110,9 @@ class Lease:
         "ttl",
     )
 
-    def __init__(self, lock: BaseLock, token: int, owner: str, ttl: float | None,
-                 deadline: float | None) -> None:
+    def __init__(
+        self, lock: BaseLock, token: int, owner: str, ttl: float | None, deadline: float | None
+    ) -> None:
         self._lock = lock
         self.name = lock.name
         self.token = token
@@ -147,14 +148,21 @@ class Lease:
         self._lock.release(self)
 
     def extend(self, ttl: float | None = None) -> None:
-        """Push the deadline to *ttl* (default: the lock's ttl) from now; see :meth:`BaseLock.extend`."""
+        """Push the deadline to *ttl* (default: the lock's ttl) from now.
+
+        See :meth:`BaseLock.extend`.
+        """
         self._lock.extend(self, ttl)
 
     def __enter__(self) -> Lease:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if not self._released:
             self._lock.release(self)
 
@@ -180,9 +188,16 @@ class BaseLock(abc.ABC):
     lease is the thread that acquired it (see :meth:`_owner_id`).
     """
 
-    def __init__(self, name: str, *, ttl: float | None, reentrant: bool = False,
-                 auto_renew: bool = False, on_lost: OnLost | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        ttl: float | None,
+        reentrant: bool = False,
+        auto_renew: bool = False,
+        on_lost: OnLost | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = non_empty_str("name", name)
         self.ttl = None if ttl is None else positive_number("ttl", ttl)
         self.reentrant = bool(reentrant)
@@ -252,7 +267,8 @@ class BaseLock(abc.ABC):
             timeout = non_negative_number("timeout", timeout)
             if not blocking:
                 raise ConfigurationError(
-                    f"timeout must be None when blocking is False, got {timeout!r}")
+                    f"timeout must be None when blocking is False, got {timeout!r}"
+                )
         owner_id = self._owner_id()
         if self.reentrant:
             held = self._held.get(owner_id)
@@ -272,7 +288,8 @@ class BaseLock(abc.ABC):
                 remaining = None if deadline is None else deadline - self._clock()
                 if remaining is not None and remaining <= 0:
                     raise LockTimeoutError(
-                        f"lock {self.name!r} was not acquired within {timeout}s", self.name)
+                        f"lock {self.name!r} was not acquired within {timeout}s", self.name
+                    )
                 self._wait(attempt, remaining)
         finally:
             if token is None:
@@ -283,14 +300,16 @@ class BaseLock(abc.ABC):
         if token is None:
             return None
         lease_ttl = self._lease_ttl(self.ttl)
-        lease = Lease(self, token, owner, self.ttl,
-                      None if lease_ttl is None else started + lease_ttl)
+        lease = Lease(
+            self, token, owner, self.ttl, None if lease_ttl is None else started + lease_ttl
+        )
         self._held[owner_id] = lease
         with self._live_lock:
             self._live.add(lease)
         if self.ttl is not None and (self.auto_renew or self.on_lost is not None):
-            threading.Thread(target=self._keep, args=(lease,), daemon=True,
-                             name=f"scalekit-lease:{self.name}").start()
+            threading.Thread(
+                target=self._keep, args=(lease,), daemon=True, name=f"scalekit-lease:{self.name}"
+            ).start()
         return lease
 
     def release(self, lease: Lease | None = None) -> None:
@@ -308,14 +327,15 @@ class BaseLock(abc.ABC):
         if lease is None:
             lease = self._held.get(owner_id)
             if lease is None or lease._released:
-                raise LockNotOwnedError(
-                    f"lock {self.name!r} is not held by the caller", self.name)
+                raise LockNotOwnedError(f"lock {self.name!r} is not held by the caller", self.name)
         if lease._lock is not self:
             raise LockNotOwnedError(
-                f"lease of {lease.name!r} does not belong to this lock object", self.name)
+                f"lease of {lease.name!r} does not belong to this lock object", self.name
+            )
         if lease._released:
-            raise LockNotOwnedError(f"lease {lease.token} of {self.name!r} was already released",
-                                    self.name)
+            raise LockNotOwnedError(
+                f"lease {lease.token} of {self.name!r} was already released", self.name
+            )
         if lease._depth > 1:
             lease._depth -= 1
             return
@@ -327,11 +347,17 @@ class BaseLock(abc.ABC):
         with self._live_lock:
             self._live.discard(lease)
         was_lost = lease.lost.is_set()
-        released = self._do_release(lease)
+        try:
+            released = self._do_release(lease)
+        except BackendUnavailableError:
+            if not was_lost:
+                raise
+            released = False
         if was_lost or not released:
             self._mark_lost(lease)
             raise LockLostError(
-                f"lease {lease.token} of {self.name!r} was lost before release", self.name)
+                f"lease {lease.token} of {self.name!r} was lost before release", self.name
+            )
 
     def extend(self, lease: Lease, ttl: float | None = None) -> None:
         """Reset *lease* to expire *ttl* seconds (default: the lock's ttl) from now.
@@ -345,8 +371,7 @@ class BaseLock(abc.ABC):
         """
         new_ttl = self.ttl if ttl is None else positive_number("ttl", ttl)
         if lease._released:
-            raise LockNotOwnedError(f"lease {lease.token} of {self.name!r} was released",
-                                    self.name)
+            raise LockNotOwnedError(f"lease {lease.token} of {self.name!r} was released", self.name)
         if lease.lost.is_set():
             raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
         started = self._clock()
@@ -401,8 +426,12 @@ class BaseLock(abc.ABC):
         self._stacks.setdefault(self._owner_id(), []).append(lease)
         return lease
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         owner_id = self._owner_id()
         stack = self._stacks.get(owner_id)
         if not stack:

@@ -60,11 +60,19 @@ class MemoryLock(BaseLock):
     queue on timeout, O(waiters).
     """
 
-    def __init__(self, name: str, *, ttl: float = 10.0, reentrant: bool = False,
-                 auto_renew: bool = False, on_lost: OnLost | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(name, ttl=ttl, reentrant=reentrant, auto_renew=auto_renew,
-                         on_lost=on_lost, clock=clock)
+    def __init__(
+        self,
+        name: str,
+        *,
+        ttl: float = 10.0,
+        reentrant: bool = False,
+        auto_renew: bool = False,
+        on_lost: OnLost | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            name, ttl=ttl, reentrant=reentrant, auto_renew=auto_renew, on_lost=on_lost, clock=clock
+        )
         self._state = _state(self.name)
 
     def _expire(self, state: _State) -> None:

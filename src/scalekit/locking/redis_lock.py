@@ -85,21 +85,29 @@ while true do
 end
 """
 
-_RELEASE = Script("""
+_RELEASE = Script(
+    """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-""" + _WAKE_HEAD + """
+"""
+    + _WAKE_HEAD
+    + """
 return 1
-""")
+"""
+)
 
-_ABANDON = Script("""
+_ABANDON = Script(
+    """
 redis.call('LREM', KEYS[3], 0, ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('DEL', ARGV[2] .. ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-""" + _WAKE_HEAD + """
+"""
+    + _WAKE_HEAD
+    + """
 return 1
-""")
+"""
+)
 
 _EXTEND = Script("""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -140,12 +148,22 @@ class RedisLock(BaseLock):
     uncontended; a waiter spends one BLPOP per wake-up.
     """
 
-    def __init__(self, client: Any, name: str, *, ttl: float = 10.0, op_timeout: float = 2.0,
-                 waiter_ttl: float = 3.0, reentrant: bool = False, auto_renew: bool = False,
-                 on_lost: OnLost | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(name, ttl=ttl, reentrant=reentrant, auto_renew=auto_renew,
-                         on_lost=on_lost, clock=clock)
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        *,
+        ttl: float = 10.0,
+        op_timeout: float = 2.0,
+        waiter_ttl: float = 3.0,
+        reentrant: bool = False,
+        auto_renew: bool = False,
+        on_lost: OnLost | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            name, ttl=ttl, reentrant=reentrant, auto_renew=auto_renew, on_lost=on_lost, clock=clock
+        )
         self.op_timeout = positive_number("op_timeout", op_timeout)
         self.waiter_ttl = positive_number("waiter_ttl", waiter_ttl)
         self._calls = RedisCalls(client, self.op_timeout)
@@ -160,9 +178,16 @@ class RedisLock(BaseLock):
     def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
         assert self.ttl is not None
         granted, value = self._calls.script(
-            _ACQUIRE, self._keys,
-            [attempt.owner, max(int(self.ttl * 1000), 1), "1" if blocking else "0",
-             self._waiter_ms, self._wake_prefix])
+            _ACQUIRE,
+            self._keys,
+            [
+                attempt.owner,
+                max(int(self.ttl * 1000), 1),
+                "1" if blocking else "0",
+                self._waiter_ms,
+                self._wake_prefix,
+            ],
+        )
         if granted == 1:
             return int(value)
         attempt.pttl = int(value)
@@ -177,23 +202,36 @@ class RedisLock(BaseLock):
         if timeout is not None:
             wait = min(wait, timeout)
         wait = max(wait, 0.001)
-        self._calls.call("BLPOP", self._wake_prefix + attempt.owner, f"{wait:.3f}",
-                         timeout=wait + self.op_timeout)
+        self._calls.call(
+            "BLPOP",
+            self._wake_prefix + attempt.owner,
+            f"{wait:.3f}",
+            timeout=wait + self.op_timeout,
+        )
 
     def _abandon(self, attempt: Any) -> None:
         if not attempt.queued:
             return
-        self._calls.script(_ABANDON, self._keys,
-                           [attempt.owner, self._wake_prefix, self._waiter_ms])
+        self._calls.script(
+            _ABANDON, self._keys, [attempt.owner, self._wake_prefix, self._waiter_ms]
+        )
 
     def _do_release(self, lease: Lease) -> bool:
-        return int(self._calls.script(
-            _RELEASE, self._keys, [lease.owner, self._wake_prefix, self._waiter_ms])) == 1
+        return (
+            int(
+                self._calls.script(
+                    _RELEASE, self._keys, [lease.owner, self._wake_prefix, self._waiter_ms]
+                )
+            )
+            == 1
+        )
 
     def _do_extend(self, lease: Lease, ttl: float | None) -> bool:
         assert ttl is not None
-        return int(self._calls.script(
-            _EXTEND, self._keys[:1], [lease.owner, max(int(ttl * 1000), 1)])) == 1
+        return (
+            int(self._calls.script(_EXTEND, self._keys[:1], [lease.owner, max(int(ttl * 1000), 1)]))
+            == 1
+        )
 
     def locked(self) -> bool:
         """True while some owner holds the lock. One round trip."""

@@ -1,0 +1,191 @@
+"""A ZooKeeper lock: ephemeral sequential znodes, each waiter watching its predecessor.
+
+The recipe of ZooKeeper's documentation and kazoo's ``Lock``: a contender
+creates ``<path>/lock-<seq>`` (ephemeral, sequential) and holds the lock
+when its node has the lowest sequence number; otherwise it watches only
+the node just before its own, so a release wakes exactly one waiter.
+
+The fencing token is the node's ``czxid`` (the transaction id that created
+it, from ``create(..., include_data=True)``): it grows with every write to
+the ensemble and, unlike the sequence suffix, never restarts.
+
+A lease ends with the session: ``SUSPENDED`` for longer than the session
+timeout or ``LOST`` marks every lease of this lock object lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.exceptions import (
+    ConnectionLoss,
+    NoNodeError,
+    OperationTimeoutError,
+    SessionExpiredError,
+)
+from kazoo.protocol.states import KazooState
+
+from .._validation import non_empty_str, positive_number
+from ..exceptions import BackendUnavailableError
+from .base import BaseLock, Lease, OnLost
+
+__all__ = ["ZooKeeperLock"]
+
+_PREFIX = "lock-"
+
+
+class _Attempt:
+    __slots__ = ("czxid", "node", "owner", "wake")
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.node: str | None = None
+        self.czxid = 0
+        self.wake = threading.Event()
+
+
+class ZooKeeperLock(BaseLock):
+    """A distributed lock on a ZooKeeper ensemble, fair and fenced by ``czxid``.
+
+    :param client: a started ``kazoo.client.KazooClient`` you configured.
+    :param path: the lock's znode, e.g. ``/locks/stock/42``; it is the name.
+    :param op_timeout: the most any single ZooKeeper call may take before
+        :class:`BackendUnavailableError`.
+    :param reentrant, on_lost, clock: see :class:`BaseLock`. There is no
+        ttl: a lease lasts as long as the client's session.
+    :raises ConfigurationError: empty *path* or *op_timeout* <= 0.
+
+    Thread-safe. Cost: acquire is a create and a get_children (plus an
+    exists watch while waiting); release is one delete.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        path: str,
+        *,
+        op_timeout: float = 5.0,
+        reentrant: bool = False,
+        on_lost: OnLost | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        non_empty_str("path", path)
+        super().__init__(path, ttl=None, reentrant=reentrant, on_lost=on_lost, clock=clock)
+        self.client = client
+        self.path = path.rstrip("/") or "/"
+        self.op_timeout = positive_number("op_timeout", op_timeout)
+        self._suspended_timer: threading.Timer | None = None
+        self._nodes: dict[int, str] = {}
+        client.add_listener(self._on_state)
+
+    def _call(self, what: str, async_result: Any) -> Any:
+        try:
+            return async_result.get(timeout=self.op_timeout)
+        except self.client.handler.timeout_exception as exc:
+            raise BackendUnavailableError(
+                f"ZooKeeper did not answer {what} on {self.path!r} within {self.op_timeout}s"
+            ) from exc
+        except (ConnectionLoss, SessionExpiredError, OperationTimeoutError) as exc:
+            raise BackendUnavailableError(
+                f"ZooKeeper {what} on {self.path!r} failed: {exc!r}"
+            ) from exc
+
+    # -- session watch ------------------------------------------------------
+    def _on_state(self, state: str) -> None:
+        """Kazoo's connection listener: must not block."""
+        timer = self._suspended_timer
+        if state == KazooState.CONNECTED:
+            if timer is not None:
+                timer.cancel()
+                self._suspended_timer = None
+        elif state == KazooState.SUSPENDED:
+            if timer is None:
+                session = getattr(self.client, "_session_timeout", 10000) / 1000
+                timer = threading.Timer(session, self._lose_all)
+                timer.daemon = True
+                self._suspended_timer = timer
+                timer.start()
+        elif state == KazooState.LOST:
+            if timer is not None:
+                timer.cancel()
+                self._suspended_timer = None
+            self._lose_all()
+
+    def _lose_all(self) -> None:
+        self._suspended_timer = None
+        with self._live_lock:
+            leases = list(self._live)
+        for lease in leases:
+            self._mark_lost(lease)
+
+    # -- the backend --------------------------------------------------------
+    def _new_attempt(self, owner: str) -> Any:
+        return _Attempt(owner)
+
+    def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
+        if attempt.node is None:
+            node, stat = self._call(
+                "create",
+                self.client.create_async(
+                    f"{self.path}/{_PREFIX}",
+                    attempt.owner.encode(),
+                    ephemeral=True,
+                    sequence=True,
+                    makepath=True,
+                    include_data=True,
+                ),
+            )
+            attempt.node = node
+            attempt.czxid = int(stat.czxid)
+        children = self._call("get_children", self.client.get_children_async(self.path))
+        contenders = sorted(
+            (c for c in children if c.startswith(_PREFIX)), key=lambda c: c[len(_PREFIX) :]
+        )
+        mine = attempt.node.rsplit("/", 1)[1]
+        if mine not in contenders:
+            # Our node vanished with an expired session: start over in a new one.
+            attempt.node = None
+            return None
+        index = contenders.index(mine)
+        if index == 0:
+            self._nodes[attempt.czxid] = attempt.node
+            return int(attempt.czxid)
+        if not blocking:
+            return None
+        attempt.wake.clear()
+        predecessor = f"{self.path}/{contenders[index - 1]}"
+        stat = self._call(
+            "exists", self.client.exists_async(predecessor, watch=lambda _event: attempt.wake.set())
+        )
+        if stat is None:
+            attempt.wake.set()
+        return None
+
+    def _wait(self, attempt: Any, timeout: float | None) -> None:
+        if attempt.node is not None:
+            attempt.wake.wait(timeout)
+
+    def _abandon(self, attempt: Any) -> None:
+        if attempt.node is not None:
+            with contextlib.suppress(NoNodeError):
+                self._call("delete", self.client.delete_async(attempt.node))
+
+    def _do_release(self, lease: Lease) -> bool:
+        node = self._nodes.pop(lease.token, None)
+        if node is None:
+            return False
+        try:
+            self._call("delete", self.client.delete_async(node))
+        except NoNodeError:
+            return False
+        return True
+
+    def _do_extend(self, lease: Lease, ttl: float | None) -> bool:
+        node = self._nodes.get(lease.token)
+        if node is None:
+            return False
+        return self._call("exists", self.client.exists_async(node)) is not None
