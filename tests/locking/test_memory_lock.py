@@ -94,8 +94,9 @@ class MemoryLockMachine(RuleBasedStateMachine):
         assert self.locks[0].locked() == held
 
 
-MemoryLockMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30,
-                                               deadline=None)
+MemoryLockMachine.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=30, deadline=None
+)
 TestMemoryLockMachine = MemoryLockMachine.TestCase
 
 
@@ -133,7 +134,7 @@ def test_waiters_are_served_in_arrival_order() -> None:
         thread.start()
         threads.append(thread)
         # Wait until this waiter is queued before starting the next one.
-        _poll(lambda n=i + 1: len(lock._state.queue) == n)
+        _poll(lambda n=i + 1, lock=lock: len(lock._state.queue) == n)
     holder.release()
     for thread in threads:
         thread.join(5)
@@ -158,6 +159,8 @@ def test_importing_scalekit_locking_needs_no_driver() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, scalekit, scalekit.locking; "
-            "assert 'redis' not in sys.modules and 'kazoo' not in sys.modules, sys.modules.keys()")
+    code = (
+        "import sys, scalekit, scalekit.locking; "
+        "assert 'redis' not in sys.modules and 'kazoo' not in sys.modules, sys.modules.keys()"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -162,7 +162,8 @@ def test_stopped_server_is_backend_unavailable_at_once() -> None:
 
 
 def test_blackholed_server_is_backend_unavailable_within_op_timeout(
-        redis_server: RedisServer) -> None:
+    redis_server: RedisServer,
+) -> None:
     with TCPProxy(*redis_server.address) as proxy:
         client = redis.Redis(host=proxy.host, port=proxy.port)  # no socket timeout at all
         lock = RedisLock(client, unique(), op_timeout=0.5)
@@ -227,5 +228,5 @@ def test_redis_lock_state_machine(redis_client: Any) -> None:
 
     RedisLockMachine.client = redis_client
     run_state_machine_as_test(
-        RedisLockMachine,
-        settings=settings(max_examples=25, stateful_step_count=20, deadline=None))
+        RedisLockMachine, settings=settings(max_examples=25, stateful_step_count=20, deadline=None)
+    )

@@ -80,7 +80,7 @@ class ZooKeeperLock(BaseLock):
         self.op_timeout = positive_number("op_timeout", op_timeout)
         self._suspended_timer: threading.Timer | None = None
         self._nodes: dict[int, str] = {}
-        client.add_listener(self._on_state)
+        self._listening = False
 
     def _call(self, what: str, async_result: Any) -> Any:
         try:
@@ -152,6 +152,10 @@ class ZooKeeperLock(BaseLock):
             return None
         index = contenders.index(mine)
         if index == 0:
+            if not self._listening:
+                # Watch the session only while leases may be live, so lock objects do not leak.
+                self._listening = True
+                self.client.add_listener(self._on_state)
             self._nodes[attempt.czxid] = attempt.node
             return int(attempt.czxid)
         if not blocking:
@@ -175,6 +179,11 @@ class ZooKeeperLock(BaseLock):
                 self._call("delete", self.client.delete_async(attempt.node))
 
     def _do_release(self, lease: Lease) -> bool:
+        with self._live_lock:
+            idle = not self._live
+        if idle and self._listening:
+            self._listening = False
+            self.client.remove_listener(self._on_state)
         node = self._nodes.pop(lease.token, None)
         if node is None:
             return False
