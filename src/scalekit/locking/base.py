@@ -10,6 +10,8 @@ lost-lease bookkeeping live here, once, as redis-py's ``Lock`` owns its
 from __future__ import annotations
 
 import abc
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -171,6 +173,59 @@ class Lease:
         return f"Lease(name={self.name!r}, token={self.token}, {state})"
 
 
+class _Watchdog:
+    """One daemon thread that fires ``on_lost`` when a lease's deadline passes.
+
+    Separate from renewal, so a renewal stuck on an unreachable backend
+    cannot delay the notice. Leases are re-checked at their deadline and
+    re-queued if it moved (extended). O(log n) per scheduled lease.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Lease]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, lease: Lease) -> None:
+        remaining = lease.remaining()
+        if remaining is None:
+            return
+        with self._cond:
+            when = time.monotonic() + max(remaining, 0.0)
+            heapq.heappush(self._heap, (when, next(self._seq), lease))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, daemon=True, name="scalekit-lease-watchdog"
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                when, _, lease = self._heap[0]
+                now = time.monotonic()
+                if when > now:
+                    self._cond.wait(when - now)
+                    continue
+                heapq.heappop(self._heap)
+            if lease._released or lease.lost._event.is_set():
+                continue
+            remaining = lease.remaining()
+            if remaining is None:
+                continue
+            if remaining <= 0:
+                lease._lock._mark_lost(lease)
+            else:
+                self.watch(lease)
+
+
+_WATCHDOG = _Watchdog()
+
+
 class BaseLock(abc.ABC):
     """A named mutual-exclusion lock whose leases carry fencing tokens.
 
@@ -307,6 +362,8 @@ class BaseLock(abc.ABC):
         with self._live_lock:
             self._live.add(lease)
         if self.ttl is not None and (self.auto_renew or self.on_lost is not None):
+            _WATCHDOG.watch(lease)
+        if self.ttl is not None and self.auto_renew:
             threading.Thread(
                 target=self._keep, args=(lease,), daemon=True, name=f"scalekit-lease:{self.name}"
             ).start()
@@ -394,7 +451,7 @@ class BaseLock(abc.ABC):
                     _log.exception("on_lost callback of lock %r raised", self.name)
 
     def _keep(self, lease: Lease) -> None:
-        """Renew at ttl/3 (auto_renew) and announce the loss at the deadline."""
+        """Renew at ttl/3 until released or lost (the watchdog announces the loss)."""
         assert self.ttl is not None
         period = self.ttl / 3
         wait = period
@@ -403,13 +460,11 @@ class BaseLock(abc.ABC):
             if deadline is None:
                 return
             left = max(deadline - self._clock(), 0.0)
-            if lease._done.wait(min(wait, left) if self.auto_renew else left):
+            if lease._done.wait(min(wait, left)):
                 return
             if lease.lost.is_set():
                 self._mark_lost(lease)
                 return
-            if not self.auto_renew:
-                continue
             try:
                 self.extend(lease)
                 wait = period

@@ -9,8 +9,8 @@ The fencing token is the node's ``czxid`` (the transaction id that created
 it, from ``create(..., include_data=True)``): it grows with every write to
 the ensemble and, unlike the sequence suffix, never restarts.
 
-A lease ends with the session: ``SUSPENDED`` for longer than the session
-timeout or ``LOST`` marks every lease of this lock object lost.
+A lease ends with the session: ``SUSPENDED`` for longer than ``suspended_grace``
+(a quarter of the session timeout) or ``LOST`` marks every lease of this lock object lost.
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ _PREFIX = "lock-"
 
 
 class _Attempt:
-    __slots__ = ("czxid", "node", "owner", "wake")
+    __slots__ = ("czxid", "maybe_created", "node", "owner", "wake")
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
+        self.maybe_created = False
         self.node: str | None = None
         self.czxid = 0
         self.wake = threading.Event()
@@ -55,6 +56,11 @@ class ZooKeeperLock(BaseLock):
     :param path: the lock's znode, e.g. ``/locks/stock/42``; it is the name.
     :param op_timeout: the most any single ZooKeeper call may take before
         :class:`BackendUnavailableError`.
+    :param suspended_grace: seconds the connection may stay ``SUSPENDED``
+        before every lease is declared lost. Kazoo reports SUSPENDED up to
+        2/3 of the session timeout after the last contact with the server,
+        so the default, a quarter of the session timeout, tells the holder
+        before the server can expire its session.
     :param reentrant, on_lost, clock: see :class:`BaseLock`. There is no
         ttl: a lease lasts as long as the client's session.
     :raises ConfigurationError: empty *path* or *op_timeout* <= 0.
@@ -69,6 +75,7 @@ class ZooKeeperLock(BaseLock):
         path: str,
         *,
         op_timeout: float = 5.0,
+        suspended_grace: float | None = None,
         reentrant: bool = False,
         on_lost: OnLost | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -78,6 +85,9 @@ class ZooKeeperLock(BaseLock):
         self.client = client
         self.path = path.rstrip("/") or "/"
         self.op_timeout = positive_number("op_timeout", op_timeout)
+        self.suspended_grace = (
+            None if suspended_grace is None else positive_number("suspended_grace", suspended_grace)
+        )
         self._suspended_timer: threading.Timer | None = None
         self._nodes: dict[int, str] = {}
         self._listening = False
@@ -104,8 +114,10 @@ class ZooKeeperLock(BaseLock):
                 self._suspended_timer = None
         elif state == KazooState.SUSPENDED:
             if timer is None:
-                session = getattr(self.client, "_session_timeout", 10000) / 1000
-                timer = threading.Timer(session, self._lose_all)
+                grace = self.suspended_grace
+                if grace is None:
+                    grace = getattr(self.client, "_session_timeout", 10000) / 1000 / 4
+                timer = threading.Timer(grace, self._lose_all)
                 timer.daemon = True
                 self._suspended_timer = timer
                 timer.start()
@@ -126,25 +138,38 @@ class ZooKeeperLock(BaseLock):
     def _new_attempt(self, owner: str) -> Any:
         return _Attempt(owner)
 
+    def _find_own(self, attempt: Any) -> None:
+        """Adopt our node after a create whose reply was lost (it may exist)."""
+        mine = f"{_PREFIX}{attempt.owner}-"
+        children = self._call("get_children", self.client.get_children_async(self.path))
+        for child in children:
+            if child.startswith(mine):
+                node = f"{self.path}/{child}"
+                stat = self._call("exists", self.client.exists_async(node))
+                if stat is not None:
+                    attempt.node, attempt.czxid = node, int(stat.czxid)
+        attempt.maybe_created = False
+
     def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
+        if attempt.node is None and attempt.maybe_created:
+            self._find_own(attempt)
         if attempt.node is None:
+            # The owner token in the name lets us find the node if the reply is lost.
+            attempt.maybe_created = True
             node, stat = self._call(
                 "create",
                 self.client.create_async(
-                    f"{self.path}/{_PREFIX}",
-                    attempt.owner.encode(),
+                    f"{self.path}/{_PREFIX}{attempt.owner}-",
+                    b"",
                     ephemeral=True,
                     sequence=True,
                     makepath=True,
                     include_data=True,
                 ),
             )
-            attempt.node = node
-            attempt.czxid = int(stat.czxid)
+            attempt.node, attempt.czxid, attempt.maybe_created = node, int(stat.czxid), False
         children = self._call("get_children", self.client.get_children_async(self.path))
-        contenders = sorted(
-            (c for c in children if c.startswith(_PREFIX)), key=lambda c: c[len(_PREFIX) :]
-        )
+        contenders = sorted((c for c in children if c.startswith(_PREFIX)), key=lambda c: c[-10:])
         mine = attempt.node.rsplit("/", 1)[1]
         if mine not in contenders:
             # Our node vanished with an expired session: start over in a new one.
@@ -174,6 +199,8 @@ class ZooKeeperLock(BaseLock):
             attempt.wake.wait(timeout)
 
     def _abandon(self, attempt: Any) -> None:
+        if attempt.node is None and attempt.maybe_created:
+            self._find_own(attempt)
         if attempt.node is not None:
             with contextlib.suppress(NoNodeError):
                 self._call("delete", self.client.delete_async(attempt.node))
