@@ -39,11 +39,12 @@ _PREFIX = "lock-"
 
 
 class _Attempt:
-    __slots__ = ("czxid", "maybe_created", "node", "owner", "wake")
+    __slots__ = ("abandoned", "czxid", "maybe_created", "node", "owner", "wake")
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self.maybe_created = False
+        self.abandoned = False
         self.node: str | None = None
         self.czxid = 0
         self.wake = threading.Event()
@@ -91,6 +92,8 @@ class ZooKeeperLock(BaseLock):
         self._suspended_timer: threading.Timer | None = None
         self._nodes: dict[int, str] = {}
         self._listening = False
+        self._orphans: set[str] = set()
+        self._reaper: threading.Thread | None = None
 
     def _call(self, what: str, async_result: Any) -> Any:
         try:
@@ -156,17 +159,16 @@ class ZooKeeperLock(BaseLock):
         if attempt.node is None:
             # The owner token in the name lets us find the node if the reply is lost.
             attempt.maybe_created = True
-            node, stat = self._call(
-                "create",
-                self.client.create_async(
-                    f"{self.path}/{_PREFIX}{attempt.owner}-",
-                    b"",
-                    ephemeral=True,
-                    sequence=True,
-                    makepath=True,
-                    include_data=True,
-                ),
+            pending = self.client.create_async(
+                f"{self.path}/{_PREFIX}{attempt.owner}-",
+                b"",
+                ephemeral=True,
+                sequence=True,
+                makepath=True,
+                include_data=True,
             )
+            pending.rawlink(lambda result, a=attempt: self._created_late(a, result))
+            node, stat = self._call("create", pending)
             attempt.node, attempt.czxid, attempt.maybe_created = node, int(stat.czxid), False
         children = self._call("get_children", self.client.get_children_async(self.path))
         contenders = sorted((c for c in children if c.startswith(_PREFIX)), key=lambda c: c[-10:])
@@ -199,11 +201,51 @@ class ZooKeeperLock(BaseLock):
             attempt.wake.wait(timeout)
 
     def _abandon(self, attempt: Any) -> None:
-        if attempt.node is None and attempt.maybe_created:
-            self._find_own(attempt)
-        if attempt.node is not None:
-            with contextlib.suppress(NoNodeError):
-                self._call("delete", self.client.delete_async(attempt.node))
+        attempt.abandoned = True
+        try:
+            if attempt.node is None and attempt.maybe_created:
+                self._find_own(attempt)
+            if attempt.node is not None:
+                with contextlib.suppress(NoNodeError):
+                    self._call("delete", self.client.delete_async(attempt.node))
+        except BackendUnavailableError:
+            # A node left behind would block every other client for the whole session.
+            self._orphan(attempt.owner)
+            raise
+
+    def _created_late(self, attempt: Any, result: Any) -> None:
+        """Kazoo callback: a create that completed after its attempt was given up."""
+        if attempt.abandoned and result.successful():
+            self._orphan(attempt.owner)
+
+    def _orphan(self, owner: str) -> None:
+        """Delete the nodes of *owner* in the background, retrying until ZooKeeper answers."""
+        with self._live_lock:
+            self._orphans.add(owner)
+            if self._reaper is None:
+                self._reaper = threading.Thread(
+                    target=self._reap, daemon=True, name=f"scalekit-zk-reaper:{self.path}"
+                )
+                self._reaper.start()
+
+    def _reap(self) -> None:
+        while True:
+            with self._live_lock:
+                owners = set(self._orphans)
+                if not owners:
+                    self._reaper = None
+                    return
+            try:
+                children = self._call("get_children", self.client.get_children_async(self.path))
+                for child in children:
+                    if any(child.startswith(f"{_PREFIX}{o}-") for o in owners):
+                        with contextlib.suppress(NoNodeError):
+                            node = f"{self.path}/{child}"
+                            self._call("delete", self.client.delete_async(node))
+                with self._live_lock:
+                    self._orphans -= owners
+            except (BackendUnavailableError, NoNodeError):
+                time.sleep(0.2)
 
     def _do_release(self, lease: Lease) -> bool:
         with self._live_lock:
@@ -218,6 +260,9 @@ class ZooKeeperLock(BaseLock):
             self._call("delete", self.client.delete_async(node))
         except NoNodeError:
             return False
+        except BackendUnavailableError:
+            self._orphan(lease.owner)
+            raise
         return True
 
     def _do_extend(self, lease: Lease, ttl: float | None) -> bool:
