@@ -97,10 +97,13 @@ def test_a_dead_waiter_is_dropped_after_waiter_ttl(redis_client: Any) -> None:
     assert redis_client.llen(queue_key) == 0
     assert redis_client.zcard(waiters_key) == 0
     lease.release()
-    # A live waiter ahead of us keeps its place: a non-blocking try does not jump it.
+    # A live waiter ahead of us keeps its place: the free lock is handed to it.
     redis_client.rpush(queue_key, "alive")
     redis_client.zadd(waiters_key, {"alive": now_ms + 60_000})
+    redis_client.hset(f"scalekit:lock:{{{name}}}:ttls", "alive", 5000)
     assert RedisLock(redis_client, name).acquire(blocking=False) is None
+    assert redis_client.get(f"scalekit:lock:{{{name}}}") == b"alive"
+    assert redis_client.lrange(f"scalekit:lock:{{{name}}}:wake:alive", 0, -1) == [b"2"]
 
 
 def test_expiry_without_release_wakes_the_waiter_within_its_ttl(redis_client: Any) -> None:

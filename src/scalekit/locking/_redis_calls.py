@@ -102,6 +102,8 @@ class RedisCalls:
             conn = self._pool.get_connection()
             try:
                 conn.send_command(*args)  # type: ignore[no-untyped-call]
+                if timeout is None:  # the pool's socket timeout is op_timeout already
+                    return conn.read_response()
                 return conn.read_response(timeout=wait)
             except BaseException:
                 conn.disconnect()  # type: ignore[no-untyped-call]

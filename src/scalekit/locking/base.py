@@ -80,8 +80,12 @@ class BaseLock(abc.ABC):
         """Try once; return the fencing token on success, else None (and queue if blocking)."""
 
     @abc.abstractmethod
-    def _wait(self, attempt: Any, timeout: float | None) -> None:
-        """Block until a retry may succeed (a wake-up) or *timeout* seconds pass."""
+    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
+        """Block until a retry may succeed (a wake-up) or *timeout* seconds pass.
+
+        A backend that hands the lock over to the next waiter on release
+        returns the fencing token it was handed; otherwise None.
+        """
 
     @abc.abstractmethod
     def _abandon(self, attempt: Any) -> None:
@@ -151,7 +155,10 @@ class BaseLock(abc.ABC):
                     raise LockTimeoutError(
                         f"lock {self.name!r} was not acquired within {timeout}s", self.name
                     )
-                self._wait(attempt, remaining)
+                started = self._clock()
+                token = self._wait(attempt, remaining)
+                if token is not None:
+                    break
         finally:
             if token is None:
                 try:

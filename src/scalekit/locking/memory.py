@@ -100,7 +100,7 @@ class MemoryLock(BaseLock):
                 state.queue.append(attempt)
             return None
 
-    def _wait(self, attempt: Any, timeout: float | None) -> None:
+    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
         state = self._state
         with state.cond:
             if state.owner is not None:
@@ -108,6 +108,7 @@ class MemoryLock(BaseLock):
                 timeout = until if timeout is None else min(timeout, until)
             if timeout is None or timeout > 0:
                 state.cond.wait(timeout)
+        return None
 
     def _abandon(self, attempt: Any) -> None:
         state = self._state

@@ -6,14 +6,18 @@ Keys, all under one hash tag so a Redis Cluster keeps them in one slot::
     scalekit:lock:{name}:fence      INCR counter, no expiry  (fencing tokens)
     scalekit:lock:{name}:queue      list of waiting owner tokens, FIFO
     scalekit:lock:{name}:waiters    zset owner token -> heartbeat deadline (ms)
+    scalekit:lock:{name}:ttls       hash owner token -> the ttl it asked for (ms)
     scalekit:lock:{name}:wake:<owner>   signal list a waiter BLPOPs
 
-A free lock goes to the head of the queue only, so waiters are served in
-arrival order. Release wakes the head by pushing onto its signal list
-(a push cannot be missed the way a pub/sub message sent before SUBSCRIBE
-can); a lease that expires without release is noticed by the head when
-its BLPOP times out at the lock's remaining ttl. A waiter that dies stops
-its heartbeat and is dropped from the queue after ``waiter_ttl``.
+A free lock is taken at once only when nobody waits. Otherwise release
+hands it over, in the same script, to the first live waiter: it becomes
+the owner with a new fencing token, pushed onto the waiter's signal list,
+so the waiter's BLPOP returns holding the lock (a list push cannot be
+missed the way a pub/sub message sent before SUBSCRIBE can). Waiters are
+thus served in arrival order. A lease that expires without release is
+noticed when the head's BLPOP times out at the lock's remaining ttl and
+its retry hands the lock over. A waiter that dies stops its heartbeat and
+is dropped from the queue after ``waiter_ttl``.
 """
 
 from __future__ import annotations
@@ -28,83 +32,91 @@ from .base import BaseLock, Lease, OnLost
 
 __all__ = ["RedisLock"]
 
-# Drop dead heads, then grant the lock to a free-and-first caller with a new
-# fencing token; otherwise queue the caller (if blocking) and return the pttl.
-_ACQUIRE = Script("""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local me = ARGV[1]
-local dropped = false
-while true do
-  local head = redis.call('LINDEX', KEYS[3], 0)
-  if (not head) or head == me then break end
-  local hb = redis.call('ZSCORE', KEYS[4], head)
-  if hb and tonumber(hb) >= now then break end
-  redis.call('LPOP', KEYS[3])
-  redis.call('ZREM', KEYS[4], head)
-  dropped = true
+# Shared by the scripts. KEYS: lock, fence, queue, waiters (zset: heartbeat
+# deadline), ttls (hash: the ttl each waiter asked for).
+_PRELUDE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local head = redis.call('LINDEX', KEYS[3], 0)
-local free = redis.call('EXISTS', KEYS[1]) == 0
-if free and ((not head) or head == me) then
-  redis.call('SET', KEYS[1], me, 'PX', ARGV[2])
-  if head then
-    redis.call('LPOP', KEYS[3])
-    redis.call('ZREM', KEYS[4], me)
+-- Give the free lock to the first live waiter: make it the owner with its
+-- ttl, issue its fencing token and push the token onto its wake list.
+local function hand_over(now, wake, waiter_ms)
+  while true do
+    local head = redis.call('LPOP', KEYS[3])
+    if not head then return end
+    local hb = redis.call('ZSCORE', KEYS[4], head)
+    local ttl = redis.call('HGET', KEYS[5], head)
+    redis.call('ZREM', KEYS[4], head)
+    redis.call('HDEL', KEYS[5], head)
+    if hb and ttl and tonumber(hb) >= now then
+      redis.call('SET', KEYS[1], head, 'PX', ttl)
+      local token = redis.call('INCR', KEYS[2])
+      redis.call('LPUSH', wake .. head, token)
+      redis.call('PEXPIRE', wake .. head, waiter_ms)
+      return
+    end
   end
+end
+"""
+
+# ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix.
+# Returns {1, token} when the caller owns the lock, else {0, pttl of the lock}.
+_ACQUIRE = Script(
+    _PRELUDE
+    + """
+local me = ARGV[1]
+local owner = redis.call('GET', KEYS[1])
+if not owner and redis.call('LLEN', KEYS[3]) > 0 then
+  -- Expired without release while others wait: the first of them comes first.
+  hand_over(now_ms(), ARGV[5], ARGV[4])
+  owner = redis.call('GET', KEYS[1])
+end
+if owner == me then
+  -- Handed over to us (maybe while we were not listening).
   redis.call('DEL', ARGV[5] .. me)
+  return {1, tonumber(redis.call('GET', KEYS[2]))}
+end
+if not owner then
+  redis.call('SET', KEYS[1], me, 'PX', ARGV[2])
   return {1, redis.call('INCR', KEYS[2])}
 end
-if dropped and free and head then
-  redis.call('LPUSH', ARGV[5] .. head, 1)
-  redis.call('PEXPIRE', ARGV[5] .. head, ARGV[4])
-end
 if ARGV[3] == '1' then
-  if redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), me) == 1 then
+  if redis.call('ZADD', KEYS[4], now_ms() + tonumber(ARGV[4]), me) == 1 then
     redis.call('RPUSH', KEYS[3], me)
   end
+  redis.call('HSET', KEYS[5], me, ARGV[2])
 end
 return {0, redis.call('PTTL', KEYS[1])}
-""")
-
-# Wake the first live waiter, dropping dead ones on the way.
-_WAKE_HEAD = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-while true do
-  local head = redis.call('LINDEX', KEYS[3], 0)
-  if not head then break end
-  local hb = redis.call('ZSCORE', KEYS[4], head)
-  if hb and tonumber(hb) >= now then
-    redis.call('LPUSH', ARGV[2] .. head, 1)
-    redis.call('PEXPIRE', ARGV[2] .. head, ARGV[3])
-    break
-  end
-  redis.call('LPOP', KEYS[3])
-  redis.call('ZREM', KEYS[4], head)
-end
 """
+)
 
+# ARGV: owner, wake prefix, waiter ttl ms.
 _RELEASE = Script(
-    """
+    _PRELUDE
+    + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-"""
-    + _WAKE_HEAD
-    + """
+hand_over(now_ms(), ARGV[2], ARGV[3])
 return 1
 """
 )
 
+# ARGV: owner, wake prefix, waiter ttl ms. Leave the queue; pass on a lock
+# handed over to us as we gave up.
 _ABANDON = Script(
-    """
+    _PRELUDE
+    + """
 redis.call('LREM', KEYS[3], 0, ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('DEL', ARGV[2] .. ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-"""
-    + _WAKE_HEAD
-    + """
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  owner = false
+end
+if not owner then hand_over(now_ms(), ARGV[2], ARGV[3]) end
 return 1
 """
 )
@@ -168,7 +180,7 @@ class RedisLock(BaseLock):
         self.waiter_ttl = positive_number("waiter_ttl", waiter_ttl)
         self._calls = RedisCalls(client, self.op_timeout)
         base = f"scalekit:lock:{{{self.name}}}"
-        self._keys = [base, base + ":fence", base + ":queue", base + ":waiters"]
+        self._keys = [base, base + ":fence", base + ":queue", base + ":waiters", base + ":ttls"]
         self._wake_prefix = base + ":wake:"
         self._waiter_ms = max(int(self.waiter_ttl * 1000), 1)
 
@@ -194,7 +206,7 @@ class RedisLock(BaseLock):
         attempt.queued = blocking
         return None
 
-    def _wait(self, attempt: Any, timeout: float | None) -> None:
+    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
         wait = self.waiter_ttl / 3
         if attempt.pttl > 0:
             # Wake up when the holder's lease would run out, in case it never releases.
@@ -202,12 +214,13 @@ class RedisLock(BaseLock):
         if timeout is not None:
             wait = min(wait, timeout)
         wait = max(wait, 0.001)
-        self._calls.call(
+        handed = self._calls.call(
             "BLPOP",
             self._wake_prefix + attempt.owner,
             f"{wait:.3f}",
             timeout=wait + self.op_timeout,
         )
+        return None if handed is None else int(handed[1])
 
     def _abandon(self, attempt: Any) -> None:
         if not attempt.queued:

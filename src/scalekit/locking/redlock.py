@@ -148,9 +148,10 @@ class Redlock(BaseLock):
             )
         return None
 
-    def _wait(self, attempt: Any, timeout: float | None) -> None:
+    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
         delay = self._rng.uniform(0, self.retry_delay)
         time.sleep(delay if timeout is None else min(delay, timeout))
+        return None
 
     def _abandon(self, attempt: Any) -> None:
         """Nothing to undo: a failed round already released on every master."""

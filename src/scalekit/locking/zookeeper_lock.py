@@ -196,9 +196,10 @@ class ZooKeeperLock(BaseLock):
             attempt.wake.set()
         return None
 
-    def _wait(self, attempt: Any, timeout: float | None) -> None:
+    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
         if attempt.node is not None:
             attempt.wake.wait(timeout)
+        return None
 
     def _abandon(self, attempt: Any) -> None:
         attempt.abandoned = True
