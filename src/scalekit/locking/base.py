@@ -49,6 +49,8 @@ class BaseLock(abc.ABC):
     lease is the thread that acquired it (see :meth:`_owner_id`).
     """
 
+    _track_live = False
+
     def __init__(
         self,
         name: str,
@@ -67,6 +69,8 @@ class BaseLock(abc.ABC):
         self._clock = clock
         self._held: dict[Any, Lease] = {}
         self._stacks: dict[Any, list[Lease]] = {}
+        # Leases not yet released or lost; kept only for backends that lose
+        # every lease at once (a ZooKeeper session), as _track_live says.
         self._live: set[Lease] = set()
         self._live_lock = threading.Lock()
 
@@ -171,12 +175,15 @@ class BaseLock(abc.ABC):
         lease = Lease(
             self, token, owner, self.ttl, None if lease_ttl is None else started + lease_ttl
         )
+        lease._holder = owner_id
         self._held[owner_id] = lease
-        with self._live_lock:
-            self._live.add(lease)
+        if self._track_live:
+            with self._live_lock:
+                self._live.add(lease)
         if self.ttl is not None and (self.auto_renew or self.on_lost is not None):
             _WATCHDOG.watch(lease)
         if self.ttl is not None and self.auto_renew:
+            lease._done = threading.Event()
             threading.Thread(
                 target=self._keep, args=(lease,), daemon=True, name=f"scalekit-lease:{self.name}"
             ).start()
@@ -210,12 +217,13 @@ class BaseLock(abc.ABC):
             lease._depth -= 1
             return
         lease._released = True
-        lease._done.set()
-        for key, value in list(self._held.items()):
-            if value is lease:
-                del self._held[key]
-        with self._live_lock:
-            self._live.discard(lease)
+        if lease._done is not None:
+            lease._done.set()
+        if self._held.get(lease._holder) is lease:
+            del self._held[lease._holder]
+        if self._track_live:
+            with self._live_lock:
+                self._live.discard(lease)
         was_lost = lease.lost.is_set()
         try:
             released = self._do_release(lease)
@@ -254,9 +262,11 @@ class BaseLock(abc.ABC):
     def _mark_lost(self, lease: Lease) -> None:
         """Set ``lease.lost`` and fire ``on_lost`` once."""
         if lease.lost._set():
-            with self._live_lock:
-                self._live.discard(lease)
-            lease._done.set()
+            if self._track_live:
+                with self._live_lock:
+                    self._live.discard(lease)
+            if lease._done is not None:
+                lease._done.set()
             if self.on_lost is not None:
                 try:
                     self.on_lost(lease)
@@ -268,12 +278,14 @@ class BaseLock(abc.ABC):
         assert self.ttl is not None
         period = self.ttl / 3
         wait = period
+        done = lease._done
+        assert done is not None
         while True:
             deadline = lease._deadline
             if deadline is None:
                 return
             left = max(deadline - self._clock(), 0.0)
-            if lease._done.wait(min(wait, left)):
+            if done.wait(min(wait, left)):
                 return
             if lease.lost.is_set():
                 self._mark_lost(lease)

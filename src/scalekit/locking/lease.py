@@ -86,6 +86,7 @@ class Lease:
         "_deadline",
         "_depth",
         "_done",
+        "_holder",
         "_lock",
         "_released",
         "lost",
@@ -105,7 +106,8 @@ class Lease:
         self.ttl = ttl
         self._deadline = deadline
         self.lost = LeaseLostEvent(lock._clock, deadline)
-        self._done = threading.Event()
+        self._done: threading.Event | None = None  # set on release; made for auto-renewal
+        self._holder: object = None
         self._released = False
         self._depth = 1
 

@@ -70,6 +70,8 @@ class ZooKeeperLock(BaseLock):
     exists watch while waiting); release is one delete.
     """
 
+    _track_live = True
+
     def __init__(
         self,
         client: Any,
