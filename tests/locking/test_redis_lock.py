@@ -233,3 +233,25 @@ def test_redis_lock_state_machine(redis_client: Any) -> None:
     run_state_machine_as_test(
         RedisLockMachine, settings=settings(max_examples=25, stateful_step_count=20, deadline=None)
     )
+
+
+def test_works_on_a_redis_cluster(redis_cluster: Any) -> None:
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster(host=redis_cluster.host, port=redis_cluster.port)
+    try:
+        name = unique("cluster")
+        holder = RedisLock(client, name, ttl=5).acquire()
+        assert holder is not None
+        got: list[Lease] = []
+        waiter = threading.Thread(
+            target=lambda: got.append(RedisLock(client, name, ttl=5).acquire(timeout=5))
+        )
+        waiter.start()
+        _poll(lambda: client.llen(f"scalekit:lock:{{{name}}}:queue") == 1)
+        holder.release()
+        waiter.join(5)
+        assert got and got[0].token == holder.token + 1
+        got[0].release()
+    finally:
+        client.close()

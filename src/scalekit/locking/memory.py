@@ -48,7 +48,10 @@ class MemoryLock(BaseLock):
 
     :param name: the lock's name; MemoryLocks with equal names exclude each other.
     :param ttl: seconds a lease lasts unless extended or renewed.
-    :param reentrant, auto_renew, on_lost, clock: see :class:`BaseLock`.
+    :param reentrant: let the owning thread acquire again, counted.
+    :param auto_renew: extend the lease every ``ttl / 3`` while held.
+    :param on_lost: called once with a lease when it is found lost.
+    :param clock: monotonic seconds (inject a FakeClock in tests).
     :raises ConfigurationError: empty *name*, *ttl* <= 0.
 
     >>> lock = MemoryLock("doc:memory", ttl=5.0)

@@ -148,7 +148,10 @@ class RedisLock(BaseLock):
         :class:`BackendUnavailableError`.
     :param waiter_ttl: a waiter that stops refreshing its place for this
         long is dropped from the queue; it refreshes every ``waiter_ttl / 3``.
-    :param reentrant, auto_renew, on_lost, clock: see :class:`BaseLock`.
+    :param reentrant: let the owning thread acquire again, counted.
+    :param auto_renew: extend the lease every ``ttl / 3`` while held.
+    :param on_lost: called once with a lease when it is found lost.
+    :param clock: monotonic seconds (inject a FakeClock in tests).
     :raises ConfigurationError: empty *name*, *ttl*, *op_timeout* or
         *waiter_ttl* <= 0.
 

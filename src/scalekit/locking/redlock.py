@@ -66,7 +66,10 @@ class Redlock(BaseLock):
     :param retry_delay: a failed round is retried after a random delay in
         ``[0, retry_delay]`` seconds, so competing clients desynchronise.
     :param rng: the random source of that delay.
-    :param reentrant, auto_renew, on_lost, clock: see :class:`BaseLock`.
+    :param reentrant: let the owning thread acquire again, counted.
+    :param auto_renew: extend the lease every ``ttl / 3`` while held.
+    :param on_lost: called once with a lease when it is found lost.
+    :param clock: monotonic seconds (inject a FakeClock in tests).
     :raises ConfigurationError: no clients, empty *name*, non-positive times.
 
     Guarantees: safety assumes bounded clock drift between the masters and

@@ -62,8 +62,11 @@ class ZooKeeperLock(BaseLock):
         2/3 of the session timeout after the last contact with the server,
         so the default, a quarter of the session timeout, tells the holder
         before the server can expire its session.
-    :param reentrant, on_lost, clock: see :class:`BaseLock`. There is no
-        ttl: a lease lasts as long as the client's session.
+    :param reentrant: let the owning thread acquire again, counted.
+    :param on_lost: called once with a lease when it is found lost.
+    :param clock: monotonic seconds (inject a FakeClock in tests).
+
+    There is no ttl: a lease lasts as long as the client's session.
     :raises ConfigurationError: empty *path* or *op_timeout* <= 0.
 
     Thread-safe. Cost: acquire is a create and a get_children (plus an
