@@ -56,7 +56,7 @@ def kazoo_client(zookeeper_server: Any) -> Iterator[Any]:
 
 LockFactory = Callable[..., BaseLock]
 
-BACKENDS = ["memory", "redis", "redlock", "zookeeper"]
+BACKENDS = ["memory", "redis", "redlock", "zookeeper", "redis-semaphore-1", "zookeeper-semaphore-1"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -70,7 +70,7 @@ def make_lock(backend: str, request: pytest.FixtureRequest) -> LockFactory:
     return _factory(backend, request)
 
 
-@pytest.fixture(params=["memory", "redis", "redlock"])
+@pytest.fixture(params=["memory", "redis", "redlock", "redis-semaphore-1"])
 def make_ttl_lock(request: pytest.FixtureRequest) -> LockFactory:
     """Like ``make_lock`` for the backends whose leases have a ttl."""
     return _factory(str(request.param), request)
@@ -84,12 +84,17 @@ def _factory(backend: str, request: pytest.FixtureRequest) -> LockFactory:
 
         client = request.getfixturevalue("redis_client")
         return lambda name, **kw: RedisLock(client, name, **kw)
+    if backend == "redis-semaphore-1":
+        from scalekit.locking import RedisSemaphore
+
+        client = request.getfixturevalue("redis_client")
+        return lambda name, **kw: RedisSemaphore(client, name, 1, **kw)
     if backend == "redlock":
         from scalekit.locking import Redlock
 
         clients = request.getfixturevalue("redlock_clients")
         return lambda name, **kw: Redlock(clients, name, **kw)
-    from scalekit.locking import ZooKeeperLock
+    from scalekit.locking import ZooKeeperLock, ZooKeeperSemaphore
 
     client = request.getfixturevalue("kazoo_client")
 
@@ -97,6 +102,8 @@ def _factory(backend: str, request: pytest.FixtureRequest) -> LockFactory:
         kw.pop("ttl", None)
         kw.pop("auto_renew", None)
         path = "/scalekit-tests/" + name if isinstance(name, str) and name else name
+        if backend == "zookeeper-semaphore-1":
+            return ZooKeeperSemaphore(client, path, 1, **kw)
         return ZooKeeperLock(client, path, **kw)
 
     return make_zk

@@ -20,8 +20,9 @@ from .memory import MemoryLock
 
 if TYPE_CHECKING:
     from .redis_lock import RedisLock
+    from .redis_semaphore import RedisSemaphore
     from .redlock import Redlock
-    from .zookeeper_lock import ZooKeeperLock
+    from .zookeeper_lock import ZooKeeperLock, ZooKeeperSemaphore
 
 __all__ = [
     "BaseLock",
@@ -30,14 +31,18 @@ __all__ = [
     "MemoryLock",
     "OnLost",
     "RedisLock",
+    "RedisSemaphore",
     "Redlock",
     "ZooKeeperLock",
+    "ZooKeeperSemaphore",
 ]
 
 _LAZY = {
     "RedisLock": ".redis_lock",
+    "RedisSemaphore": ".redis_semaphore",
     "Redlock": ".redlock",
     "ZooKeeperLock": ".zookeeper_lock",
+    "ZooKeeperSemaphore": ".zookeeper_lock",
 }
 
 

@@ -163,6 +163,10 @@ class RedisLock(BaseLock):
     uncontended; a waiter spends one BLPOP per wake-up.
     """
 
+    _KEY_PREFIX = "scalekit:lock:"
+    _KEY_SUFFIXES: tuple[str, ...] = ("", ":fence", ":queue", ":waiters", ":ttls")
+    _SCRIPTS = {"acquire": _ACQUIRE, "release": _RELEASE, "abandon": _ABANDON, "extend": _EXTEND}
+
     def __init__(
         self,
         client: Any,
@@ -182,9 +186,10 @@ class RedisLock(BaseLock):
         self.op_timeout = positive_number("op_timeout", op_timeout)
         self.waiter_ttl = positive_number("waiter_ttl", waiter_ttl)
         self._calls = RedisCalls(client, self.op_timeout)
-        base = f"scalekit:lock:{{{self.name}}}"
-        self._keys = [base, base + ":fence", base + ":queue", base + ":waiters", base + ":ttls"]
+        base = f"{self._KEY_PREFIX}{{{self.name}}}"
+        self._keys = [base + suffix for suffix in self._KEY_SUFFIXES]
         self._wake_prefix = base + ":wake:"
+        self._extra: list[Any] = []
         self._waiter_ms = max(int(self.waiter_ttl * 1000), 1)
 
     def _new_attempt(self, owner: str) -> Any:
@@ -193,7 +198,7 @@ class RedisLock(BaseLock):
     def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
         assert self.ttl is not None
         granted, value = self._calls.script(
-            _ACQUIRE,
+            self._SCRIPTS["acquire"],
             self._keys,
             [
                 attempt.owner,
@@ -201,6 +206,7 @@ class RedisLock(BaseLock):
                 "1" if blocking else "0",
                 self._waiter_ms,
                 self._wake_prefix,
+                *self._extra,
             ],
         )
         if granted == 1:
@@ -229,25 +235,19 @@ class RedisLock(BaseLock):
         if not attempt.queued:
             return
         self._calls.script(
-            _ABANDON, self._keys, [attempt.owner, self._wake_prefix, self._waiter_ms]
+            self._SCRIPTS["abandon"],
+            self._keys,
+            [attempt.owner, self._wake_prefix, self._waiter_ms, *self._extra],
         )
 
     def _do_release(self, lease: Lease) -> bool:
-        return (
-            int(
-                self._calls.script(
-                    _RELEASE, self._keys, [lease.owner, self._wake_prefix, self._waiter_ms]
-                )
-            )
-            == 1
-        )
+        args = [lease.owner, self._wake_prefix, self._waiter_ms, *self._extra]
+        return int(self._calls.script(self._SCRIPTS["release"], self._keys, args)) == 1
 
     def _do_extend(self, lease: Lease, ttl: float | None) -> bool:
         assert ttl is not None
-        return (
-            int(self._calls.script(_EXTEND, self._keys[:1], [lease.owner, max(int(ttl * 1000), 1)]))
-            == 1
-        )
+        args = [lease.owner, max(int(ttl * 1000), 1)]
+        return int(self._calls.script(self._SCRIPTS["extend"], self._keys, args)) == 1
 
     def locked(self) -> bool:
         """True while some owner holds the lock. One round trip."""
