@@ -19,12 +19,15 @@ from .base import BaseLock, Lease, LeaseLostEvent, OnLost
 from .memory import MemoryLock
 
 if TYPE_CHECKING:
+    from .async_redis_lock import AsyncLease, AsyncRedisLock
     from .redis_lock import RedisLock
     from .redis_semaphore import RedisSemaphore
     from .redlock import Redlock
     from .zookeeper_lock import ZooKeeperLock, ZooKeeperSemaphore
 
 __all__ = [
+    "AsyncLease",
+    "AsyncRedisLock",
     "BaseLock",
     "Lease",
     "LeaseLostEvent",
@@ -38,6 +41,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AsyncLease": ".async_redis_lock",
+    "AsyncRedisLock": ".async_redis_lock",
     "RedisLock": ".redis_lock",
     "RedisSemaphore": ".redis_semaphore",
     "Redlock": ".redlock",
