@@ -21,9 +21,12 @@ from .memory import MemoryLock
 if TYPE_CHECKING:
     from .async_redis_lock import AsyncLease, AsyncRedisLock
     from .redis_lock import RedisLock
+    from .redis_rwlock import RedisReadWriteLock
     from .redis_semaphore import RedisSemaphore
     from .redlock import Redlock
-    from .zookeeper_lock import ZooKeeperLock, ZooKeeperSemaphore
+    from .zookeeper_lock import ZooKeeperLock
+    from .zookeeper_rwlock import ZooKeeperReadWriteLock
+    from .zookeeper_semaphore import ZooKeeperSemaphore
 
 __all__ = [
     "AsyncLease",
@@ -34,9 +37,11 @@ __all__ = [
     "MemoryLock",
     "OnLost",
     "RedisLock",
+    "RedisReadWriteLock",
     "RedisSemaphore",
     "Redlock",
     "ZooKeeperLock",
+    "ZooKeeperReadWriteLock",
     "ZooKeeperSemaphore",
 ]
 
@@ -44,10 +49,12 @@ _LAZY = {
     "AsyncLease": ".async_redis_lock",
     "AsyncRedisLock": ".async_redis_lock",
     "RedisLock": ".redis_lock",
+    "RedisReadWriteLock": ".redis_rwlock",
     "RedisSemaphore": ".redis_semaphore",
     "Redlock": ".redlock",
     "ZooKeeperLock": ".zookeeper_lock",
-    "ZooKeeperSemaphore": ".zookeeper_lock",
+    "ZooKeeperReadWriteLock": ".zookeeper_rwlock",
+    "ZooKeeperSemaphore": ".zookeeper_semaphore",
 }
 
 

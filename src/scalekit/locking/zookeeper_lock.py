@@ -29,11 +29,11 @@ from kazoo.exceptions import (
 )
 from kazoo.protocol.states import KazooState
 
-from .._validation import non_empty_str, positive_int, positive_number
+from .._validation import non_empty_str, positive_number
 from ..exceptions import BackendUnavailableError
 from .base import BaseLock, Lease, OnLost
 
-__all__ = ["ZooKeeperLock", "ZooKeeperSemaphore"]
+__all__ = ["ZooKeeperLock"]
 
 _PREFIX = "lock-"
 
@@ -75,6 +75,12 @@ class ZooKeeperLock(BaseLock):
 
     _track_live = True
     _limit = 1
+    _node_prefix = _PREFIX
+    _family: tuple[str, ...] = (_PREFIX,)
+
+    def _blocking(self, ahead: list[str]) -> list[str]:
+        """Of the contenders ahead of ours, those that keep us waiting (all, for a lock)."""
+        return ahead
 
     def __init__(
         self,
@@ -149,7 +155,7 @@ class ZooKeeperLock(BaseLock):
 
     def _find_own(self, attempt: Any) -> None:
         """Adopt our node after a create whose reply was lost (it may exist)."""
-        mine = f"{_PREFIX}{attempt.owner}-"
+        mine = f"{self._node_prefix}{attempt.owner}-"
         children = self._call("get_children", self.client.get_children_async(self.path))
         for child in children:
             if child.startswith(mine):
@@ -166,7 +172,7 @@ class ZooKeeperLock(BaseLock):
             # The owner token in the name lets us find the node if the reply is lost.
             attempt.maybe_created = True
             pending = self.client.create_async(
-                f"{self.path}/{_PREFIX}{attempt.owner}-",
+                f"{self.path}/{self._node_prefix}{attempt.owner}-",
                 b"",
                 ephemeral=True,
                 sequence=True,
@@ -177,14 +183,16 @@ class ZooKeeperLock(BaseLock):
             node, stat = self._call("create", pending)
             attempt.node, attempt.czxid, attempt.maybe_created = node, int(stat.czxid), False
         children = self._call("get_children", self.client.get_children_async(self.path))
-        contenders = sorted((c for c in children if c.startswith(_PREFIX)), key=lambda c: c[-10:])
+        contenders = sorted(
+            (c for c in children if c.startswith(self._family)), key=lambda c: c[-10:]
+        )
         mine = attempt.node.rsplit("/", 1)[1]
         if mine not in contenders:
             # Our node vanished with an expired session: start over in a new one.
             attempt.node = None
             return None
-        index = contenders.index(mine)
-        if index < self._limit:
+        ahead = self._blocking(contenders[: contenders.index(mine)])
+        if len(ahead) < self._limit:
             if not self._listening:
                 # Watch the session only while leases may be live, so lock objects do not leak.
                 self._listening = True
@@ -195,8 +203,8 @@ class ZooKeeperLock(BaseLock):
             return None
         attempt.wake.clear()
         if self._limit == 1:
-            # Only the node just before ours can make us first: watch it alone.
-            predecessor = f"{self.path}/{contenders[index - 1]}"
+            # Only the last blocker before ours can let us in: watch it alone.
+            predecessor = f"{self.path}/{ahead[-1]}"
             stat = self._call(
                 "exists",
                 self.client.exists_async(predecessor, watch=lambda _event: attempt.wake.set()),
@@ -209,8 +217,11 @@ class ZooKeeperLock(BaseLock):
                 "get_children",
                 self.client.get_children_async(self.path, watch=lambda _event: attempt.wake.set()),
             )
-            ahead = sum(1 for c in watched if c.startswith(_PREFIX) and c[-10:] < mine[-10:])
-            if ahead < self._limit:
+            before = sorted(
+                (c for c in watched if c.startswith(self._family) and c[-10:] < mine[-10:]),
+                key=lambda c: c[-10:],
+            )
+            if len(self._blocking(before)) < self._limit:
                 attempt.wake.set()
         return None
 
@@ -257,7 +268,7 @@ class ZooKeeperLock(BaseLock):
             try:
                 children = self._call("get_children", self.client.get_children_async(self.path))
                 for child in children:
-                    if any(child.startswith(f"{_PREFIX}{o}-") for o in owners):
+                    if any(child.startswith(f"{self._node_prefix}{o}-") for o in owners):
                         with contextlib.suppress(NoNodeError):
                             node = f"{self.path}/{child}"
                             self._call("delete", self.client.delete_async(node))
@@ -296,48 +307,4 @@ class ZooKeeperLock(BaseLock):
             children = self._call("get_children", self.client.get_children_async(self.path))
         except NoNodeError:
             return False
-        return sum(1 for c in children if c.startswith(_PREFIX)) >= self._limit
-
-
-class ZooKeeperSemaphore(ZooKeeperLock):
-    """A counting semaphore on ZooKeeper: the first *n* znodes under *path* hold it.
-
-    The lock recipe with room for *n*: a contender holds a place when fewer
-    than *n* nodes precede its own. A waiter watches the children of the
-    path, since any node ahead of it may leave. Tokens are the nodes'
-    ``czxid``; every client of a path must use the same *n*.
-
-    :param client: a started ``kazoo.client.KazooClient``.
-    :param path: the semaphore's znode.
-    :param n: how many holders at once.
-    :param op_timeout, suspended_grace, reentrant, on_lost, clock: as for
-        :class:`ZooKeeperLock`.
-    :raises ConfigurationError: *n* not a positive integer, or as ZooKeeperLock.
-
-    Thread-safe. Cost: a create and a get_children to acquire, one delete
-    to release; every release wakes all waiters (herd).
-    """
-
-    def __init__(
-        self,
-        client: Any,
-        path: str,
-        n: int,
-        *,
-        op_timeout: float = 5.0,
-        suspended_grace: float | None = None,
-        reentrant: bool = False,
-        on_lost: OnLost | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._limit = positive_int("n", n)
-        self.n = self._limit
-        super().__init__(
-            client,
-            path,
-            op_timeout=op_timeout,
-            suspended_grace=suspended_grace,
-            reentrant=reentrant,
-            on_lost=on_lost,
-            clock=clock,
-        )
+        return sum(1 for c in children if c.startswith(self._family)) >= self._limit
