@@ -205,8 +205,10 @@ class RedisReadWriteLock:
 
     :param client: a ``redis.Redis`` you configured.
     :param name: the lock's name.
-    :param ttl, op_timeout, waiter_ttl, reentrant, auto_renew, on_lost, clock:
-        as for :class:`~scalekit.locking.RedisLock`, applied to both sides.
+
+    The other options (``ttl``, ``op_timeout``, ``waiter_ttl``, ``reentrant``,
+    ``auto_renew``, ``on_lost``, ``clock``) are those of
+    :class:`~scalekit.locking.RedisLock`, for both sides.
 
     >>> rw = RedisReadWriteLock(client, "catalog")      # doctest: +SKIP
     >>> with rw.read as lease: ...                      # many readers at once

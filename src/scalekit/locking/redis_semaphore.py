@@ -138,8 +138,11 @@ class RedisSemaphore(RedisLock):
     :param client: a ``redis.Redis`` you configured.
     :param name: the semaphore's name.
     :param n: how many holders may hold it at once; all clients must agree.
-    :param ttl, op_timeout, waiter_ttl, reentrant, auto_renew, on_lost, clock:
-        as for :class:`~scalekit.locking.RedisLock`.
+
+    The other options (``ttl``, ``op_timeout``, ``waiter_ttl``, ``reentrant``,
+    ``auto_renew``, ``on_lost``, ``clock``) are those of
+    :class:`~scalekit.locking.RedisLock`.
+
     :raises ConfigurationError: *n* not a positive integer, or as RedisLock.
 
     Every lease has its own token from the per-name counter, so tokens are

@@ -38,8 +38,9 @@ class ZooKeeperReadWriteLock:
 
     :param client: a started ``kazoo.client.KazooClient``.
     :param path: the lock's znode.
-    :param op_timeout, suspended_grace, reentrant, on_lost, clock: as for
-        :class:`ZooKeeperLock`, applied to both sides.
+
+    The other options (``op_timeout``, ``suspended_grace``, ``reentrant``,
+    ``on_lost``, ``clock``) are those of :class:`ZooKeeperLock`, for both sides.
 
     Thread-safe. Cost: as :class:`ZooKeeperLock`.
     """

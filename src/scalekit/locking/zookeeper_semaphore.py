@@ -24,8 +24,10 @@ class ZooKeeperSemaphore(ZooKeeperLock):
     :param client: a started ``kazoo.client.KazooClient``.
     :param path: the semaphore's znode.
     :param n: how many holders at once.
-    :param op_timeout, suspended_grace, reentrant, on_lost, clock: as for
-        :class:`ZooKeeperLock`.
+
+    The other options (``op_timeout``, ``suspended_grace``, ``reentrant``,
+    ``on_lost``, ``clock``) are those of :class:`ZooKeeperLock`.
+
     :raises ConfigurationError: *n* not a positive integer, or as ZooKeeperLock.
 
     Thread-safe. Cost: a create and a get_children to acquire, one delete
