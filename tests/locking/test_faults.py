@@ -28,7 +28,7 @@ from scalekit.locking.redis_lock import RedisLock  # noqa: E402
 from scalekit.locking.zookeeper_lock import ZooKeeperLock  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ROUNDS = 3
+ROUNDS = 4
 
 
 def _contend(
