@@ -98,15 +98,11 @@ class ServerProcess(abc.ABC):
 
     host: str = LOOPBACK
 
-    def __init__(
-        self, *, workdir: str | os.PathLike[str] | None = None, startup_timeout: float = 30.0
-    ) -> None:
+    def __init__(self, *, workdir: str | os.PathLike[str] | None = None,
+                 startup_timeout: float = 30.0) -> None:
         self._owns_workdir = workdir is None
-        self.workdir = (
-            Path(workdir)
-            if workdir is not None
-            else Path(tempfile.mkdtemp(prefix=f"scalekit-{type(self).__name__.lower()}-"))
-        )
+        self.workdir = Path(workdir) if workdir is not None else Path(
+            tempfile.mkdtemp(prefix=f"scalekit-{type(self).__name__.lower()}-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -159,12 +155,8 @@ class ServerProcess(abc.ABC):
         argv = self.command()
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                argv,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                argv, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )
         self._paused = False
 
@@ -176,15 +168,13 @@ class ServerProcess(abc.ABC):
             if self._proc is None or self._proc.poll() is not None:
                 code = None if self._proc is None else self._proc.returncode
                 raise ServerStartError(
-                    f"{self!r} exited with code {code} before answering; log:\n{self.log_tail()}"
-                )
+                    f"{self!r} exited with code {code} before answering; log:\n{self.log_tail()}")
             if self.is_ready():
                 return
             if time.monotonic() >= deadline:
                 raise ServerStartError(
                     f"{self!r} did not answer within {self.startup_timeout}s; log:\n"
-                    f"{self.log_tail()}"
-                )
+                    f"{self.log_tail()}")
             time.sleep(delay)
             delay = min(delay * 1.5, 0.25)
 
@@ -251,12 +241,8 @@ class ServerProcess(abc.ABC):
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
     def __del__(self) -> None:

@@ -42,9 +42,8 @@ class TCPProxy:
     is served by two threads; :meth:`close` stops them all.
     """
 
-    def __init__(
-        self, target_host: str, target_port: int, *, port: int = 0, host: str = LOOPBACK
-    ) -> None:
+    def __init__(self, target_host: str, target_port: int, *, port: int = 0,
+                 host: str = LOOPBACK) -> None:
         self.target = (target_host, target_port)
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -57,9 +56,8 @@ class TCPProxy:
         self._lock = threading.Lock()
         self._conns: list[tuple[socket.socket, socket.socket]] = []
         self._closed = threading.Event()
-        self._acceptor = threading.Thread(
-            target=self._accept_loop, daemon=True, name=f"TCPProxy:{self.port}"
-        )
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
+                                          name=f"TCPProxy:{self.port}")
         self._acceptor.start()
 
     @property
@@ -131,13 +129,11 @@ class TCPProxy:
             with self._lock:
                 self._conns.append((client, upstream))
             for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(
-                    target=self._pump, args=(src, dst, client, upstream), daemon=True
-                ).start()
+                threading.Thread(target=self._pump, args=(src, dst, client, upstream),
+                                 daemon=True).start()
 
-    def _pump(
-        self, src: socket.socket, dst: socket.socket, client: socket.socket, upstream: socket.socket
-    ) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, client: socket.socket,
+              upstream: socket.socket) -> None:
         try:
             while not self._closed.is_set():
                 readable, _, _ = select.select([src], [], [], 0.1)
@@ -168,15 +164,9 @@ class TCPProxy:
     def __enter__(self) -> TCPProxy:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return (
-            f"TCPProxy({self.host}:{self.port} -> {self.target[0]}:{self.target[1]}, {self._mode})"
-        )
+        return f"TCPProxy({self.host}:{self.port} -> {self.target[0]}:{self.target[1]}, {self._mode})"

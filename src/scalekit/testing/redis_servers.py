@@ -52,16 +52,10 @@ class RedisServer(ServerProcess):
     restart starts empty. ``extra_args`` are passed to redis-server as is.
     """
 
-    def __init__(
-        self,
-        port: int | None = None,
-        *,
-        appendonly: bool = False,
-        extra_args: Sequence[str] = (),
-        binary: str = "redis-server",
-        workdir: str | os.PathLike[str] | None = None,
-        startup_timeout: float = 20.0,
-    ) -> None:
+    def __init__(self, port: int | None = None, *, appendonly: bool = False,
+                 extra_args: Sequence[str] = (), binary: str = "redis-server",
+                 workdir: str | os.PathLike[str] | None = None,
+                 startup_timeout: float = 20.0) -> None:
         self._binary = _which(binary)
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
         self.port = port if port is not None else find_free_port()
@@ -79,23 +73,10 @@ class RedisServer(ServerProcess):
 
     def command(self) -> list[str]:
         argv = [
-            self._binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            self.host,
-            "--dir",
-            str(self.workdir),
-            "--daemonize",
-            "no",
-            "--save",
-            "",
-            "--protected-mode",
-            "yes",
-            "--loglevel",
-            "warning",
-            "--appendonly",
-            "yes" if self.appendonly else "no",
+            self._binary, "--port", str(self.port), "--bind", self.host,
+            "--dir", str(self.workdir), "--daemonize", "no", "--save", "",
+            "--protected-mode", "yes", "--loglevel", "warning",
+            "--appendonly", "yes" if self.appendonly else "no",
         ]
         if self.appendonly:
             argv += ["--appendfsync", "always"]
@@ -128,44 +109,24 @@ class RedisClusterServers:
     restart or kill ``cluster.nodes[i]``.
     """
 
-    def __init__(
-        self,
-        masters: int = 3,
-        *,
-        node_timeout_ms: int = 2000,
-        appendonly: bool = False,
-        workdir: str | os.PathLike[str] | None = None,
-        startup_timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, masters: int = 3, *, node_timeout_ms: int = 2000,
+                 appendonly: bool = False, workdir: str | os.PathLike[str] | None = None,
+                 startup_timeout: float = 30.0) -> None:
         if masters < 3:
             raise ValueError(f"masters must be at least 3 for a Redis Cluster, got {masters!r}")
         self._cli = _which("redis-cli")
         self._owns_workdir = workdir is None
-        self.workdir = (
-            Path(workdir)
-            if workdir is not None
-            else Path(tempfile.mkdtemp(prefix="scalekit-rediscluster-"))
-        )
+        self.workdir = Path(workdir) if workdir is not None else Path(
+            tempfile.mkdtemp(prefix="scalekit-rediscluster-"))
         self.startup_timeout = startup_timeout
         self.nodes: list[RedisServer] = []
         for i in range(masters):
             port = find_free_port(also_free=(10000,))
-            self.nodes.append(
-                RedisServer(
-                    port,
-                    appendonly=appendonly,
-                    workdir=self.workdir / f"node{i}",
-                    startup_timeout=startup_timeout,
-                    extra_args=[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        str(node_timeout_ms),
-                    ],
-                )
-            )
+            self.nodes.append(RedisServer(
+                port, appendonly=appendonly, workdir=self.workdir / f"node{i}",
+                startup_timeout=startup_timeout,
+                extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                            "--cluster-node-timeout", str(node_timeout_ms)]))
 
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:
@@ -186,25 +147,15 @@ class RedisClusterServers:
             for node in self.nodes:
                 node.start()
             created = subprocess.run(
-                [
-                    self._cli,
-                    "--cluster",
-                    "create",
-                    *[f"{h}:{p}" for h, p in self.startup_nodes],
-                    "--cluster-replicas",
-                    "0",
-                    "--cluster-yes",
-                ],
-                capture_output=True,
-                timeout=self.startup_timeout,
-                check=False,
-            )
+                [self._cli, "--cluster", "create",
+                 *[f"{h}:{p}" for h, p in self.startup_nodes],
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True, timeout=self.startup_timeout, check=False)
             if created.returncode != 0:
                 raise ServerStartError(
                     "redis-cli --cluster create failed: "
                     f"{created.stdout.decode(errors='replace')}"
-                    f"{created.stderr.decode(errors='replace')}"
-                )
+                    f"{created.stderr.decode(errors='replace')}")
             self.wait_ok()
         except BaseException:
             self.stop()
@@ -213,11 +164,8 @@ class RedisClusterServers:
     def is_ok(self) -> bool:
         """True when every running node says ``cluster_state:ok``."""
         try:
-            return all(
-                b"cluster_state:ok" in node.execute("CLUSTER", "INFO", timeout=0.5)
-                for node in self.nodes
-                if node.running
-            )
+            return all(b"cluster_state:ok" in node.execute("CLUSTER", "INFO", timeout=0.5)
+                       for node in self.nodes if node.running)
         except OSError:
             return False
 
@@ -243,12 +191,8 @@ class RedisClusterServers:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -21,10 +21,8 @@ from .process import (
 
 __all__ = ["ZooKeeperEnsemble", "ZooKeeperServer", "zookeeper_classpath"]
 
-_INSTALL_HINT = (
-    "install it with 'apt-get install zookeeper' (Debian/Ubuntu), or point "
-    "SCALEKIT_ZOOKEEPER_CLASSPATH at the ZooKeeper jars"
-)
+_INSTALL_HINT = ("install it with 'apt-get install zookeeper' (Debian/Ubuntu), or point "
+                 "SCALEKIT_ZOOKEEPER_CLASSPATH at the ZooKeeper jars")
 _MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 
 
@@ -40,10 +38,8 @@ def zookeeper_classpath() -> str:
         return explicit
     home = os.environ.get("ZOOKEEPER_HOME")
     if home:
-        jars = sorted(
-            glob.glob(os.path.join(home, "lib", "*.jar"))
-            + glob.glob(os.path.join(home, "zookeeper-*.jar"))
-        )
+        jars = sorted(glob.glob(os.path.join(home, "lib", "*.jar"))
+                      + glob.glob(os.path.join(home, "zookeeper-*.jar")))
         if jars:
             return os.pathsep.join(jars)
     debian = "/usr/share/java/zookeeper.jar"
@@ -67,15 +63,9 @@ class ZooKeeperServer(ServerProcess):
     timeouts from 1 s to 60 s, short enough for expiry tests.
     """
 
-    def __init__(
-        self,
-        port: int | None = None,
-        *,
-        tick_time_ms: int = 500,
-        workdir: str | os.PathLike[str] | None = None,
-        startup_timeout: float = 60.0,
-        heap_mb: int = 256,
-    ) -> None:
+    def __init__(self, port: int | None = None, *, tick_time_ms: int = 500,
+                 workdir: str | os.PathLike[str] | None = None,
+                 startup_timeout: float = 60.0, heap_mb: int = 256) -> None:
         self._java = _java()
         self._classpath = zookeeper_classpath()
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
@@ -117,21 +107,15 @@ class ZooKeeperServer(ServerProcess):
 
     def command(self) -> list[str]:
         return [
-            self._java,
-            f"-Xmx{self.heap_mb}m",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
-            "-Dzookeeper.admin.enableServer=false",
-            "-Djava.net.preferIPv4Stack=true",
-            "-cp",
-            self._classpath,
-            _MAIN,
-            str(self.workdir / "zoo.cfg"),
+            self._java, f"-Xmx{self.heap_mb}m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            "-Dzookeeper.admin.enableServer=false", "-Djava.net.preferIPv4Stack=true",
+            "-cp", self._classpath, _MAIN, str(self.workdir / "zoo.cfg"),
         ]
 
     def four_letter(self, word: str, timeout: float = 1.0) -> str:
         """Send a four-letter command (``ruok``, ``srvr``, ``mntr``…) and return the answer."""
-        return query(self.host, self.port, word.encode(), timeout=timeout).decode(errors="replace")
+        return query(self.host, self.port, word.encode(), timeout=timeout).decode(
+            errors="replace")
 
     def mode(self) -> str | None:
         """``standalone``, ``leader`` or ``follower``; None when not serving."""
@@ -166,33 +150,22 @@ class ZooKeeperEnsemble:
     :meth:`kill_leader` kills it and waits for the others to elect a new one.
     """
 
-    def __init__(
-        self,
-        size: int = 3,
-        *,
-        tick_time_ms: int = 500,
-        workdir: str | os.PathLike[str] | None = None,
-        startup_timeout: float = 60.0,
-    ) -> None:
+    def __init__(self, size: int = 3, *, tick_time_ms: int = 500,
+                 workdir: str | os.PathLike[str] | None = None,
+                 startup_timeout: float = 60.0) -> None:
         if size < 3 or size % 2 == 0:
             raise ValueError(f"size must be an odd number >= 3, got {size!r}")
         self._owns_workdir = workdir is None
-        self.workdir = (
-            Path(workdir)
-            if workdir is not None
-            else Path(tempfile.mkdtemp(prefix="scalekit-zkensemble-"))
-        )
+        self.workdir = Path(workdir) if workdir is not None else Path(
+            tempfile.mkdtemp(prefix="scalekit-zkensemble-"))
         self.startup_timeout = startup_timeout
         ports = [find_free_port() for _ in range(3 * size)]
         peers = [(i + 1, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]) for i in range(size)]
         self.members: list[ZooKeeperServer] = []
         for myid, client, _peer, _election in peers:
-            member = ZooKeeperServer(
-                client,
-                tick_time_ms=tick_time_ms,
-                workdir=self.workdir / f"zk{myid}",
-                startup_timeout=startup_timeout,
-            )
+            member = ZooKeeperServer(client, tick_time_ms=tick_time_ms,
+                                     workdir=self.workdir / f"zk{myid}",
+                                     startup_timeout=startup_timeout)
             member.myid = myid
             member.peers = peers
             self.members.append(member)
@@ -252,12 +225,8 @@ class ZooKeeperEnsemble:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
     def __repr__(self) -> str:
