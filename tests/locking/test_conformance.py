@@ -43,10 +43,13 @@ def test_tokens_strictly_increase_across_lock_objects(make_lock: LockFactory) ->
 def test_a_held_lock_is_not_granted_to_another(make_lock: LockFactory) -> None:
     name = unique()
     first, second = make_lock(name), make_lock(name)
+    assert not second.locked()
     lease = first.acquire()
     assert lease is not None
+    assert second.locked()
     assert second.acquire(blocking=False) is None
     lease.release()
+    assert not second.locked()
     again = second.acquire(blocking=False)
     assert again is not None and again.token > lease.token
     again.release()

@@ -103,6 +103,10 @@ class BaseLock(abc.ABC):
     def _do_extend(self, lease: Lease, ttl: float | None) -> bool:
         """Reset the lease to *ttl* from now if it still owns the lock; return whether it did."""
 
+    @abc.abstractmethod
+    def locked(self) -> bool:
+        """True while the lock is held by someone (for a semaphore: while it is full)."""
+
     def _lease_ttl(self, ttl: float | None) -> float | None:
         """How long a lease granted with *ttl* may be trusted locally (Redlock subtracts drift)."""
         return ttl

@@ -59,6 +59,10 @@ class MemoryLock(BaseLock):
     ...     lease.token > 0
     True
 
+    The per-name state (with its token counter) lives as long as the
+    process, so tokens never repeat; a process that makes unboundedly many
+    distinct names keeps one small record per name.
+
     Thread-safe. Every operation is O(1) apart from leaving the wait
     queue on timeout, O(waiters).
     """

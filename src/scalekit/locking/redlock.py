@@ -16,6 +16,7 @@ masters keep their data.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -175,3 +176,11 @@ class Redlock(BaseLock):
         )
         validity = ttl - (self._clock() - started) - self._drift(ttl)
         return extended >= self.quorum and validity > 0
+
+    def locked(self) -> bool:
+        """True while a majority of the masters hold the lock's key. One call per master."""
+        held = 0
+        for master in self._masters:
+            with contextlib.suppress(BackendUnavailableError):
+                held += int(master.call("EXISTS", self._keys[0]))
+        return held >= self.quorum
