@@ -186,3 +186,25 @@ def test_bad_input(redis_server: RedisServer) -> None:
     lock = AsyncRedisLock(client, "x")
     with pytest.raises(ConfigurationError, match="timeout must be a non-negative"):
         run(lock.acquire(timeout=-1))
+
+
+def test_a_cancelled_waiter_leaves_the_queue(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        client = redis_asyncio.Redis.from_url(redis_server.url)
+        name = unique("async")
+        queue = f"scalekit:lock:{{{name}}}:queue"
+        holder = await AsyncRedisLock(client, name).acquire()
+        assert holder is not None
+        waiter = asyncio.create_task(AsyncRedisLock(client, name).acquire())
+        while await client.llen(queue) < 1:
+            await asyncio.sleep(0.005)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert await client.llen(queue) == 0
+        await holder.release()
+        # Nobody was handed the lock on the cancelled waiter's behalf.
+        assert not await AsyncRedisLock(client, name).locked()
+        await client.aclose()
+
+    run(main())
