@@ -255,3 +255,27 @@ def test_works_on_a_redis_cluster(redis_cluster: Any) -> None:
         got[0].release()
     finally:
         client.close()
+
+
+def test_a_grant_whose_reply_was_lost_is_given_back(redis_client: Any) -> None:
+    """The acquire script ran but its reply was lost: the attempt's clean-up frees the lock."""
+    name = unique()
+    lock = RedisLock(redis_client, name, ttl=30)
+    real_script = lock._calls.script
+    calls: list[str] = []
+
+    def reply_lost_once(script: Any, keys: Any, args: Any, timeout: Any = None) -> Any:
+        result = real_script(script, keys, args, timeout)
+        calls.append(script.sha)
+        if len(calls) == 1:
+            raise BackendUnavailableError("reply lost (simulated)")
+        return result
+
+    lock._calls.script = reply_lost_once  # type: ignore[method-assign]
+    with pytest.raises(BackendUnavailableError, match="simulated"):
+        lock.acquire(blocking=False)
+    assert len(calls) == 2  # the acquire, then the clean-up
+    assert redis_client.exists(f"scalekit:lock:{{{name}}}") == 0
+    lease = RedisLock(redis_client, name).acquire(blocking=False)
+    assert lease is not None
+    lease.release()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -116,8 +117,6 @@ class BaseLock(abc.ABC):
         return threading.get_ident()
 
     def _new_owner_token(self) -> str:
-        import os
-
         return os.urandom(16).hex()
 
     # -- the protocol ---------------------------------------------------------

@@ -134,6 +134,7 @@ class _Attempt:
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self.pttl = -2
+        # Whether the server may know this owner (queued, or a reply was lost).
         self.queued = False
 
 
@@ -197,6 +198,7 @@ class RedisLock(BaseLock):
 
     def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
         assert self.ttl is not None
+        attempt.queued = True  # until the reply says otherwise
         granted, value = self._calls.script(
             self._SCRIPTS["acquire"],
             self._keys,
