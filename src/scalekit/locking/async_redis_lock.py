@@ -171,6 +171,7 @@ class AsyncRedisLock:
         try:
             while True:
                 started = self._clock()
+                queued = True  # the server may know us until a reply says otherwise
                 granted, value = await self._script(
                     _ACQUIRE,
                     [owner, ttl_ms, "1" if blocking else "0", self._waiter_ms, self._wake],
@@ -178,9 +179,9 @@ class AsyncRedisLock:
                 if granted == 1:
                     token = int(value)
                     break
+                queued = blocking
                 if not blocking:
                     break
-                queued = True
                 remaining = None if deadline is None else deadline - self._clock()
                 if remaining is not None and remaining <= 0:
                     raise LockTimeoutError(
