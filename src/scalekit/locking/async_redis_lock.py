@@ -1,0 +1,338 @@
+"""RedisLock for asyncio on ``redis.asyncio``: the owner is the task, not the thread.
+
+The same keys and Lua scripts as :class:`~scalekit.locking.RedisLock`, so
+sync and async clients of one name exclude each other, share the fencing
+counter and wait in one FIFO queue. Every call is bounded by
+``asyncio.wait_for(..., op_timeout)`` (redis.asyncio's own retries would
+otherwise stretch an outage), and re-entrancy and ``async with lock:``
+are counted per :func:`asyncio.current_task`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, cast
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .._validation import non_empty_str, non_negative_number, positive_number
+from ..exceptions import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    LockLostError,
+    LockNotOwnedError,
+    LockTimeoutError,
+)
+from ._redis_calls import Script
+from .lease import _WATCHDOG, Lease, OnLost
+from .redis_lock import _ABANDON, _ACQUIRE, _EXTEND, _RELEASE
+
+__all__ = ["AsyncLease", "AsyncRedisLock"]
+
+_log = logging.getLogger("scalekit.locking")
+
+
+class AsyncLease(Lease):
+    """A :class:`Lease` whose ``release`` and ``extend`` are coroutines.
+
+    ``lost.is_set()`` is safe to call from the event loop; do not call the
+    blocking ``lost.wait()`` there.
+    """
+
+    __slots__ = ()
+
+    async def release(self) -> None:  # type: ignore[override]
+        """Release this lease; see :meth:`AsyncRedisLock.release`."""
+        await cast("AsyncRedisLock", self._lock).release(self)
+
+    async def extend(self, ttl: float | None = None) -> None:  # type: ignore[override]
+        """Reset the lease to *ttl* from now; see :meth:`AsyncRedisLock.extend`."""
+        await cast("AsyncRedisLock", self._lock).extend(self, ttl)
+
+    async def __aenter__(self) -> AsyncLease:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._released:
+            await self.release()
+
+
+class AsyncRedisLock:
+    """A fair, fenced Redis lock for asyncio code, owned per task.
+
+    :param client: a ``redis.asyncio.Redis`` you configured.
+    :param name: the lock's name (the same keys as :class:`RedisLock`).
+    :param ttl: seconds a lease lasts unless extended or renewed.
+    :param op_timeout: the most any single Redis call may take before
+        :class:`BackendUnavailableError`.
+    :param waiter_ttl: a waiter silent this long is dropped from the queue.
+    :param reentrant: let the owning task acquire again, counted.
+    :param auto_renew: extend the lease every ``ttl / 3`` in a background task.
+    :param on_lost: called once with a lease when it is found lost, on the
+        event loop that acquired it.
+    :param clock: monotonic seconds.
+    :raises ConfigurationError: empty *name*, non-positive *ttl*,
+        *op_timeout* or *waiter_ttl*.
+
+    Not thread-safe: use one instance per event loop. Cost: one round
+    trip to acquire or release when uncontended.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        *,
+        ttl: float = 10.0,
+        op_timeout: float = 2.0,
+        waiter_ttl: float = 3.0,
+        reentrant: bool = False,
+        auto_renew: bool = False,
+        on_lost: OnLost | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = non_empty_str("name", name)
+        self.ttl = positive_number("ttl", ttl)
+        self.op_timeout = positive_number("op_timeout", op_timeout)
+        self.waiter_ttl = positive_number("waiter_ttl", waiter_ttl)
+        self.reentrant = bool(reentrant)
+        self.auto_renew = bool(auto_renew)
+        self.on_lost = on_lost
+        self._clock = clock
+        self._client = client
+        base = f"scalekit:lock:{{{self.name}}}"
+        self._keys = [base, base + ":fence", base + ":queue", base + ":waiters", base + ":ttls"]
+        self._wake = base + ":wake:"
+        self._waiter_ms = max(int(self.waiter_ttl * 1000), 1)
+        self._held: dict[Any, AsyncLease] = {}
+        self._stacks: dict[Any, list[AsyncLease]] = {}
+        self._loops: dict[AsyncLease, asyncio.AbstractEventLoop] = {}
+
+    # -- bounded calls ------------------------------------------------------
+    async def _call(self, *args: Any, timeout: float | None = None) -> Any:
+        wait = self.op_timeout if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(self._client.execute_command(*args), wait)
+        except NoScriptError:
+            raise
+        except (asyncio.TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise BackendUnavailableError(
+                f"redis did not answer {args[0]} for lock {self.name!r} within {wait}s: {exc!r}"
+            ) from exc
+        except RedisError as exc:
+            raise BackendError(f"redis failed {args[0]} for lock {self.name!r}: {exc}") from exc
+
+    async def _script(self, script: Script, args: list[Any]) -> Any:
+        try:
+            return await self._call("EVALSHA", script.sha, len(self._keys), *self._keys, *args)
+        except NoScriptError:
+            return await self._call("EVAL", script.source, len(self._keys), *self._keys, *args)
+
+    # -- the protocol -------------------------------------------------------
+    async def acquire(
+        self, blocking: bool = True, timeout: float | None = None
+    ) -> AsyncLease | None:
+        """Acquire the lock; the semantics of :meth:`BaseLock.acquire`, owned by the task.
+
+        :raises ConfigurationError: *timeout* < 0, or a timeout without blocking.
+        :raises LockTimeoutError: not acquired within *timeout*.
+        :raises BackendUnavailableError: Redis did not answer within ``op_timeout``.
+        """
+        if timeout is not None:
+            timeout = non_negative_number("timeout", timeout)
+            if not blocking:
+                raise ConfigurationError(
+                    f"timeout must be None when blocking is False, got {timeout!r}"
+                )
+        task = asyncio.current_task()
+        if self.reentrant:
+            held = self._held.get(task)
+            if held is not None and not held._released and not held.lost.is_set():
+                held._depth += 1
+                return held
+        deadline = None if timeout is None else self._clock() + timeout
+        owner = os.urandom(16).hex()
+        ttl_ms = max(int(self.ttl * 1000), 1)
+        token: int | None = None
+        queued = False
+        try:
+            while True:
+                started = self._clock()
+                queued = True  # the server may know us until a reply says otherwise
+                granted, value = await self._script(
+                    _ACQUIRE,
+                    [owner, ttl_ms, "1" if blocking else "0", self._waiter_ms, self._wake],
+                )
+                if granted == 1:
+                    token = int(value)
+                    break
+                queued = blocking
+                if not blocking:
+                    break
+                remaining = None if deadline is None else deadline - self._clock()
+                if remaining is not None and remaining <= 0:
+                    raise LockTimeoutError(
+                        f"lock {self.name!r} was not acquired within {timeout}s", self.name
+                    )
+                wait = self.waiter_ttl / 3
+                if int(value) > 0:
+                    wait = min(wait, int(value) / 1000 + 0.002)
+                if remaining is not None:
+                    wait = max(min(wait, remaining), 0.001)
+                started = self._clock()
+                handed = await self._call(
+                    "BLPOP", self._wake + owner, f"{wait:.3f}", timeout=wait + self.op_timeout
+                )
+                if handed is not None:
+                    token = int(handed[1])
+                    break
+        finally:
+            if token is None and queued:
+                try:
+                    await self._script(_ABANDON, [owner, self._wake, self._waiter_ms])
+                except (BackendUnavailableError, asyncio.CancelledError):
+                    _log.debug("could not leave the queue of %r", self.name)
+        if token is None:
+            return None
+        lease = AsyncLease(cast(Any, self), token, owner, self.ttl, started + self.ttl)
+        lease._holder = task
+        self._held[task] = lease
+        if self.auto_renew or self.on_lost is not None:
+            self._loops[lease] = asyncio.get_running_loop()
+            _WATCHDOG.watch(lease)
+        if self.auto_renew:
+            asyncio.get_running_loop().create_task(self._keep(lease))
+        return lease
+
+    async def release(self, lease: AsyncLease | None = None) -> None:
+        """Release *lease* (default: the one the current task holds).
+
+        :raises LockNotOwnedError: nothing held by the task, or released already.
+        :raises LockLostError: the lease was lost before this call.
+        :raises BackendUnavailableError: Redis did not answer.
+        """
+        if lease is None:
+            lease = self._held.get(asyncio.current_task())
+            if lease is None or lease._released:
+                raise LockNotOwnedError(f"lock {self.name!r} is not held by the caller", self.name)
+        if lease._released:
+            raise LockNotOwnedError(
+                f"lease {lease.token} of {self.name!r} was already released", self.name
+            )
+        if lease._depth > 1:
+            lease._depth -= 1
+            return
+        lease._released = True
+        if self._held.get(lease._holder) is lease:
+            del self._held[lease._holder]
+        was_lost = lease.lost.is_set()
+        try:
+            released = int(await self._script(_RELEASE, [lease.owner, self._wake, self._waiter_ms]))
+        except BackendUnavailableError:
+            if not was_lost:
+                self._loops.pop(lease, None)
+                raise
+            released = 0
+        if not was_lost and released == 1:
+            self._loops.pop(lease, None)
+            return
+        self._mark_lost(lease)
+        raise LockLostError(
+            f"lease {lease.token} of {self.name!r} was lost before release", self.name
+        )
+
+    async def extend(self, lease: AsyncLease, ttl: float | None = None) -> None:
+        """Reset *lease* to expire *ttl* seconds (default: the lock's ttl) from now.
+
+        :raises LockNotOwnedError: the lease was released.
+        :raises LockLostError: the lease was lost.
+        :raises BackendUnavailableError: Redis did not answer.
+        """
+        new_ttl = self.ttl if ttl is None else positive_number("ttl", ttl)
+        if lease._released:
+            raise LockNotOwnedError(f"lease {lease.token} of {self.name!r} was released", self.name)
+        if lease.lost.is_set():
+            raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
+        started = self._clock()
+        ok = await self._script(_EXTEND, [lease.owner, max(int(new_ttl * 1000), 1)])
+        if int(ok) != 1:
+            self._mark_lost(lease)
+            raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
+        lease._set_deadline(started + new_ttl)
+
+    def _mark_lost(self, lease: Lease) -> None:
+        """Set ``lease.lost``; run ``on_lost`` on the lease's event loop (any thread may call)."""
+        if not lease.lost._set():
+            return
+        loop = self._loops.pop(cast(AsyncLease, lease), None)
+        if self.on_lost is None:
+            return
+        callback = self.on_lost
+        if loop is None or loop.is_closed():
+            callback(lease)
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            callback(lease)
+        else:
+            loop.call_soon_threadsafe(callback, lease)
+
+    async def _keep(self, lease: AsyncLease) -> None:
+        period = self.ttl / 3
+        wait = period
+        while not lease._released and not lease.lost.is_set():
+            left = lease.remaining() or 0.0
+            await asyncio.sleep(max(min(wait, left), 0.0))
+            if lease._released or lease.lost.is_set():
+                return
+            try:
+                await self.extend(lease)
+                wait = period
+            except (LockLostError, LockNotOwnedError):
+                return
+            except BackendUnavailableError:
+                wait = max(min(self.ttl / 10, left), 0.01)
+
+    async def locked(self) -> bool:
+        """True while some owner holds the lock. One round trip."""
+        return int(await self._call("EXISTS", self._keys[0])) == 1
+
+    async def __aenter__(self) -> AsyncLease:
+        lease = await self.acquire()
+        assert lease is not None
+        self._stacks.setdefault(asyncio.current_task(), []).append(lease)
+        return lease
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task = asyncio.current_task()
+        stack = self._stacks.get(task)
+        if not stack:
+            raise LockNotOwnedError(f"lock {self.name!r} is not held by the caller", self.name)
+        lease = stack.pop()
+        if not stack:
+            del self._stacks[task]
+        await self.release(lease)
+
+    def __repr__(self) -> str:
+        return f"AsyncRedisLock({self.name!r}, ttl={self.ttl})"

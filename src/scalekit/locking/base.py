@@ -1,0 +1,328 @@
+"""The lock protocol every backend implements: leases, fencing tokens, lost-lease notice.
+
+Users code against :class:`BaseLock`; a backend subclasses it and provides
+``_new_attempt / _do_acquire / _wait / _abandon / _do_release / _do_extend``.
+The blocking loop with its timeout, re-entrancy, auto-renewal and the
+lost-lease bookkeeping live here, once, as redis-py's ``Lock`` owns its
+``acquire()`` loop and leaves ``do_acquire`` to the storage.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from .._validation import non_empty_str, non_negative_number, positive_number
+from ..exceptions import (
+    BackendUnavailableError,
+    ConfigurationError,
+    LockLostError,
+    LockNotOwnedError,
+    LockTimeoutError,
+)
+from .lease import _WATCHDOG, Lease, LeaseLostEvent, OnLost
+
+__all__ = ["BaseLock", "Lease", "LeaseLostEvent", "OnLost"]
+
+_log = logging.getLogger("scalekit.locking")
+
+
+class BaseLock(abc.ABC):
+    """A named mutual-exclusion lock whose leases carry fencing tokens.
+
+    :param name: the lock's name, shared by every client that contends for it.
+    :param ttl: seconds a lease lasts unless extended; None for backends whose
+        leases end with a session (ZooKeeper).
+    :param reentrant: let the owner that holds the lock acquire it again,
+        counted; the lease is released when the count drops to zero.
+    :param auto_renew: extend the lease every ``ttl / 3`` while it is held.
+    :param on_lost: called with the lease, once, when it is found lost.
+    :param clock: monotonic seconds; inject a FakeClock in tests.
+    :raises ConfigurationError: empty *name*, *ttl* <= 0.
+
+    Thread-safe: one lock object may be shared by threads; the owner of a
+    lease is the thread that acquired it (see :meth:`_owner_id`).
+    """
+
+    _track_live = False
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        ttl: float | None,
+        reentrant: bool = False,
+        auto_renew: bool = False,
+        on_lost: OnLost | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = non_empty_str("name", name)
+        self.ttl = None if ttl is None else positive_number("ttl", ttl)
+        self.reentrant = bool(reentrant)
+        self.auto_renew = bool(auto_renew)
+        self.on_lost = on_lost
+        self._clock = clock
+        self._held: dict[Any, Lease] = {}
+        self._stacks: dict[Any, list[Lease]] = {}
+        # Leases not yet released or lost; kept only for backends that lose
+        # every lease at once (a ZooKeeper session), as _track_live says.
+        self._live: set[Lease] = set()
+        self._live_lock = threading.Lock()
+
+    # -- what backends provide ------------------------------------------------
+    @abc.abstractmethod
+    def _new_attempt(self, owner: str) -> Any:
+        """State of one acquire call (a queue ticket, a znode), kept across retries."""
+
+    @abc.abstractmethod
+    def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
+        """Try once; return the fencing token on success, else None (and queue if blocking)."""
+
+    @abc.abstractmethod
+    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
+        """Block until a retry may succeed (a wake-up) or *timeout* seconds pass.
+
+        A backend that hands the lock over to the next waiter on release
+        returns the fencing token it was handed; otherwise None.
+        """
+
+    @abc.abstractmethod
+    def _abandon(self, attempt: Any) -> None:
+        """Undo what a failed attempt left behind (leave the queue, delete the znode)."""
+
+    @abc.abstractmethod
+    def _do_release(self, lease: Lease) -> bool:
+        """Release if this lease still owns the lock; return whether it did."""
+
+    @abc.abstractmethod
+    def _do_extend(self, lease: Lease, ttl: float | None) -> bool:
+        """Reset the lease to *ttl* from now if it still owns the lock; return whether it did."""
+
+    @abc.abstractmethod
+    def locked(self) -> bool:
+        """True while the lock is held by someone (for a semaphore: while it is full)."""
+
+    def _lease_ttl(self, ttl: float | None) -> float | None:
+        """How long a lease granted with *ttl* may be trusted locally (Redlock subtracts drift)."""
+        return ttl
+
+    def _owner_id(self) -> Any:
+        """Who owns a lease for re-entrancy and ``with lock:``: the current thread."""
+        return threading.get_ident()
+
+    def _new_owner_token(self) -> str:
+        return os.urandom(16).hex()
+
+    # -- the protocol ---------------------------------------------------------
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Lease | None:
+        """Acquire the lock and return its :class:`Lease`.
+
+        :param blocking: wait for the lock; with False, try once and return
+            None if another owner holds it.
+        :param timeout: with *blocking*, give up after this many seconds
+            (None waits forever) and raise :class:`LockTimeoutError`, so
+            ``with lock.acquire(timeout=2) as lease:`` never runs unlocked.
+        :raises ConfigurationError: *timeout* < 0, or a timeout without blocking.
+        :raises LockTimeoutError: the lock was not acquired within *timeout*.
+        :raises BackendUnavailableError: the backend did not answer in bounded time.
+
+        Thread-safe. Cost: one backend round trip per try; waiters are woken
+        by the backend, they do not poll.
+        """
+        if timeout is not None:
+            timeout = non_negative_number("timeout", timeout)
+            if not blocking:
+                raise ConfigurationError(
+                    f"timeout must be None when blocking is False, got {timeout!r}"
+                )
+        owner_id = self._owner_id()
+        if self.reentrant:
+            held = self._held.get(owner_id)
+            if held is not None and not held._released and not held.lost.is_set():
+                held._depth += 1
+                return held
+        deadline = None if timeout is None else self._clock() + timeout
+        owner = self._new_owner_token()
+        attempt = self._new_attempt(owner)
+        token: int | None = None
+        try:
+            while True:
+                started = self._clock()
+                token = self._do_acquire(attempt, blocking)
+                if token is not None or not blocking:
+                    break
+                remaining = None if deadline is None else deadline - self._clock()
+                if remaining is not None and remaining <= 0:
+                    raise LockTimeoutError(
+                        f"lock {self.name!r} was not acquired within {timeout}s", self.name
+                    )
+                started = self._clock()
+                token = self._wait(attempt, remaining)
+                if token is not None:
+                    break
+        finally:
+            if token is None:
+                try:
+                    self._abandon(attempt)
+                except BackendUnavailableError:
+                    _log.debug("could not clean up a failed attempt on %r", self.name)
+        if token is None:
+            return None
+        lease_ttl = self._lease_ttl(self.ttl)
+        lease = Lease(
+            self, token, owner, self.ttl, None if lease_ttl is None else started + lease_ttl
+        )
+        lease._holder = owner_id
+        self._held[owner_id] = lease
+        if self._track_live:
+            with self._live_lock:
+                self._live.add(lease)
+        if self.ttl is not None and (self.auto_renew or self.on_lost is not None):
+            _WATCHDOG.watch(lease)
+        if self.ttl is not None and self.auto_renew:
+            lease._done = threading.Event()
+            threading.Thread(
+                target=self._keep, args=(lease,), daemon=True, name=f"scalekit-lease:{self.name}"
+            ).start()
+        return lease
+
+    def release(self, lease: Lease | None = None) -> None:
+        """Release *lease* (default: the one the calling owner holds).
+
+        :raises LockNotOwnedError: the caller holds no lease, or it was released already.
+        :raises LockLostError: the lease was lost before this call; the lock
+            may have been held by someone else meanwhile.
+        :raises BackendUnavailableError: the backend did not answer; the lease
+            then ends at its deadline.
+
+        Thread-safe. Cost: one backend round trip.
+        """
+        owner_id = self._owner_id()
+        if lease is None:
+            lease = self._held.get(owner_id)
+            if lease is None or lease._released:
+                raise LockNotOwnedError(f"lock {self.name!r} is not held by the caller", self.name)
+        if lease._lock is not self:
+            raise LockNotOwnedError(
+                f"lease of {lease.name!r} does not belong to this lock object", self.name
+            )
+        if lease._released:
+            raise LockNotOwnedError(
+                f"lease {lease.token} of {self.name!r} was already released", self.name
+            )
+        if lease._depth > 1:
+            lease._depth -= 1
+            return
+        lease._released = True
+        if lease._done is not None:
+            lease._done.set()
+        if self._held.get(lease._holder) is lease:
+            del self._held[lease._holder]
+        if self._track_live:
+            with self._live_lock:
+                self._live.discard(lease)
+        was_lost = lease.lost.is_set()
+        try:
+            released = self._do_release(lease)
+        except BackendUnavailableError:
+            if not was_lost:
+                raise
+            released = False
+        if was_lost or not released:
+            self._mark_lost(lease)
+            raise LockLostError(
+                f"lease {lease.token} of {self.name!r} was lost before release", self.name
+            )
+
+    def extend(self, lease: Lease, ttl: float | None = None) -> None:
+        """Reset *lease* to expire *ttl* seconds (default: the lock's ttl) from now.
+
+        :raises ConfigurationError: *ttl* <= 0.
+        :raises LockNotOwnedError: the lease was released.
+        :raises LockLostError: the lease was lost; it is not revived.
+        :raises BackendUnavailableError: the backend did not answer.
+
+        Thread-safe. Cost: one backend round trip.
+        """
+        new_ttl = self.ttl if ttl is None else positive_number("ttl", ttl)
+        if lease._released:
+            raise LockNotOwnedError(f"lease {lease.token} of {self.name!r} was released", self.name)
+        if lease.lost.is_set():
+            raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
+        started = self._clock()
+        if not self._do_extend(lease, new_ttl):
+            self._mark_lost(lease)
+            raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
+        trusted = self._lease_ttl(new_ttl)
+        lease._set_deadline(None if trusted is None else started + trusted)
+
+    def _mark_lost(self, lease: Lease) -> None:
+        """Set ``lease.lost`` and fire ``on_lost`` once."""
+        if lease.lost._set():
+            if self._track_live:
+                with self._live_lock:
+                    self._live.discard(lease)
+            if lease._done is not None:
+                lease._done.set()
+            if self.on_lost is not None:
+                try:
+                    self.on_lost(lease)
+                except Exception:
+                    _log.exception("on_lost callback of lock %r raised", self.name)
+
+    def _keep(self, lease: Lease) -> None:
+        """Renew at ttl/3 until released or lost (the watchdog announces the loss)."""
+        assert self.ttl is not None
+        period = self.ttl / 3
+        wait = period
+        done = lease._done
+        assert done is not None
+        while True:
+            deadline = lease._deadline
+            if deadline is None:
+                return
+            left = max(deadline - self._clock(), 0.0)
+            if done.wait(min(wait, left)):
+                return
+            if lease.lost.is_set():
+                self._mark_lost(lease)
+                return
+            try:
+                self.extend(lease)
+                wait = period
+            except (LockLostError, LockNotOwnedError):
+                return
+            except BackendUnavailableError:
+                # Keep trying until the deadline; the lease is lost once it passes.
+                wait = max(min(self.ttl / 10, left), 0.01)
+
+    # -- conveniences -----------------------------------------------------------
+    def __enter__(self) -> Lease:
+        lease = self.acquire()
+        assert lease is not None
+        self._stacks.setdefault(self._owner_id(), []).append(lease)
+        return lease
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        owner_id = self._owner_id()
+        stack = self._stacks.get(owner_id)
+        if not stack:
+            raise LockNotOwnedError(f"lock {self.name!r} is not held by the caller", self.name)
+        lease = stack.pop()
+        if not stack:
+            del self._stacks[owner_id]
+        self.release(lease)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, ttl={self.ttl})"

@@ -1,0 +1,195 @@
+"""A fair counting semaphore on Redis: up to ``n`` holders, each with a lease and a token.
+
+The same design as :class:`~scalekit.locking.RedisLock` (FIFO queue,
+hand-over inside release, bounded calls), with the single owner key
+replaced by a sorted set of holders scored by their expiry::
+
+    scalekit:semaphore:{name}           zset owner -> expiry (ms, server time)
+    scalekit:semaphore:{name}:fence     INCR counter: one token per grant
+    scalekit:semaphore:{name}:queue / :waiters / :ttls / :wake:<owner>
+    scalekit:semaphore:{name}:tokens    hash owner -> its token
+
+Every client of a name must use the same ``n``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._validation import positive_int
+from ._redis_calls import Script
+from .base import OnLost
+from .redis_lock import RedisLock
+
+__all__ = ["RedisSemaphore"]
+
+# KEYS: holders, fence, queue, waiters, ttls, tokens.
+_PRELUDE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function purge(now)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+    redis.call('HDEL', KEYS[6], unpack(gone))
+  end
+end
+local function grant(now, who, ttl)
+  redis.call('ZADD', KEYS[1], now + tonumber(ttl), who)
+  local token = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[6], who, token)
+  return token
+end
+-- Fill free places with live waiters, first come first served.
+local function hand_over(now, wake, waiter_ms, limit)
+  while redis.call('ZCARD', KEYS[1]) < limit do
+    local head = redis.call('LPOP', KEYS[3])
+    if not head then return end
+    local hb = redis.call('ZSCORE', KEYS[4], head)
+    local ttl = redis.call('HGET', KEYS[5], head)
+    redis.call('ZREM', KEYS[4], head)
+    redis.call('HDEL', KEYS[5], head)
+    if hb and ttl and tonumber(hb) >= now then
+      local token = grant(now, head, ttl)
+      redis.call('LPUSH', wake .. head, token)
+      redis.call('PEXPIRE', wake .. head, waiter_ms)
+    end
+  end
+end
+"""
+
+# ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix, limit.
+_ACQUIRE = Script(
+    _PRELUDE
+    + """
+local me, limit = ARGV[1], tonumber(ARGV[6])
+local now = now_ms()
+purge(now)
+if redis.call('LLEN', KEYS[3]) > 0 then hand_over(now, ARGV[5], ARGV[4], limit) end
+local mine = redis.call('HGET', KEYS[6], me)
+if mine and redis.call('ZSCORE', KEYS[1], me) then
+  redis.call('DEL', ARGV[5] .. me)
+  return {1, tonumber(mine)}
+end
+if redis.call('ZCARD', KEYS[1]) < limit then
+  return {1, grant(now, me, ARGV[2])}
+end
+if ARGV[3] == '1' then
+  if redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), me) == 1 then
+    redis.call('RPUSH', KEYS[3], me)
+  end
+  redis.call('HSET', KEYS[5], me, ARGV[2])
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tonumber(first[2]) - now}
+"""
+)
+
+# ARGV: owner, wake prefix, waiter ttl ms, limit.
+_RELEASE = Script(
+    _PRELUDE
+    + """
+local now = now_ms()
+purge(now)
+local held = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
+hand_over(now, ARGV[2], ARGV[3], tonumber(ARGV[4]))
+return held
+"""
+)
+
+# ARGV: owner, wake prefix, waiter ttl ms, limit.
+_ABANDON = Script(
+    _PRELUDE
+    + """
+redis.call('LREM', KEYS[3], 0, ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('DEL', ARGV[2] .. ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
+local now = now_ms()
+purge(now)
+hand_over(now, ARGV[2], ARGV[3], tonumber(ARGV[4]))
+return 1
+"""
+)
+
+# ARGV: owner, ttl ms.
+_EXTEND = Script(
+    _PRELUDE
+    + """
+local now = now_ms()
+purge(now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+)
+
+
+class RedisSemaphore(RedisLock):
+    """A counting semaphore on Redis: at most *n* leases of one name at a time.
+
+    :param client: a ``redis.Redis`` you configured.
+    :param name: the semaphore's name.
+    :param n: how many holders may hold it at once; all clients must agree.
+
+    The other options (``ttl``, ``op_timeout``, ``waiter_ttl``, ``reentrant``,
+    ``auto_renew``, ``on_lost``, ``clock``) are those of
+    :class:`~scalekit.locking.RedisLock`.
+
+    :raises ConfigurationError: *n* not a positive integer, or as RedisLock.
+
+    Every lease has its own token from the per-name counter, so tokens are
+    unique and grow with each grant. Waiters are served in arrival order.
+
+    Thread-safe. Cost: one round trip to acquire or release, O(log n) on
+    the server.
+    """
+
+    _KEY_PREFIX = "scalekit:semaphore:"
+    _KEY_SUFFIXES = ("", ":fence", ":queue", ":waiters", ":ttls", ":tokens")
+    _SCRIPTS = {"acquire": _ACQUIRE, "release": _RELEASE, "abandon": _ABANDON, "extend": _EXTEND}
+
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        n: int,
+        *,
+        ttl: float = 10.0,
+        op_timeout: float = 2.0,
+        waiter_ttl: float = 3.0,
+        reentrant: bool = False,
+        auto_renew: bool = False,
+        on_lost: OnLost | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.n = positive_int("n", n)
+        super().__init__(
+            client,
+            name,
+            ttl=ttl,
+            op_timeout=op_timeout,
+            waiter_ttl=waiter_ttl,
+            reentrant=reentrant,
+            auto_renew=auto_renew,
+            on_lost=on_lost,
+            clock=clock,
+        )
+        self._extra = [self.n]
+
+    def holders(self) -> int:
+        """How many unexpired leases are held now. One round trip."""
+        now_s, now_us = self._calls.call("TIME")
+        now_ms = int(now_s) * 1000 + int(now_us) // 1000
+        return int(self._calls.call("ZCOUNT", self._keys[0], f"({now_ms}", "+inf"))
+
+    def locked(self) -> bool:
+        """True when all *n* places are taken. One round trip (two with TIME)."""
+        return self.holders() >= self.n

@@ -1,0 +1,186 @@
+"""Redlock: a lock held on a majority of independent Redis masters.
+
+The algorithm of "Distributed Locks with Redis" (redis.io): try every
+master in turn with a short per-master timeout; the lock is held when a
+majority (``N // 2 + 1``) granted it and the time left,
+``validity = ttl - elapsed - drift``, is positive; otherwise release on
+every master and retry after a random delay.
+
+Fencing tokens take a second round: each master that granted the lock
+returns the next value of its own counter; the token is their maximum,
+written back (owner-checked) to every granting master as the new floor of
+its counter. Any later majority shares a master with this one, whose
+counter is then past the token, so tokens strictly increase as long as the
+masters keep their data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .._validation import fraction, positive_number
+from ..exceptions import BackendUnavailableError, ConfigurationError
+from ._redis_calls import RedisCalls, Script
+from .base import BaseLock, Lease, OnLost
+
+__all__ = ["Redlock"]
+
+_ACQUIRE = Script("""
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('INCR', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+""")
+
+_COMMIT = Script("""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if current < tonumber(ARGV[2]) then redis.call('SET', KEYS[2], ARGV[2]) end
+return 1
+""")
+
+_RELEASE = Script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+""")
+
+_EXTEND = Script("""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+""")
+
+
+class Redlock(BaseLock):
+    """A lock over N independent Redis masters (a majority must agree).
+
+    :param clients: one ``redis.Redis`` per master (N >= 1; use an odd N >= 3).
+    :param name: the lock's name.
+    :param ttl: seconds a lease lasts on each master.
+    :param instance_timeout: the most one master may take per call; keep it
+        small next to *ttl* so a dead master costs little.
+    :param drift_factor: clock drift allowance as a fraction of *ttl*
+        (plus 2 ms), subtracted from the validity time.
+    :param retry_delay: a failed round is retried after a random delay in
+        ``[0, retry_delay]`` seconds, so competing clients desynchronise.
+    :param rng: the random source of that delay.
+    :param reentrant: let the owning thread acquire again, counted.
+    :param auto_renew: extend the lease every ``ttl / 3`` while held.
+    :param on_lost: called once with a lease when it is found lost.
+    :param clock: monotonic seconds (inject a FakeClock in tests).
+    :raises ConfigurationError: no clients, empty *name*, non-positive times.
+
+    Guarantees: safety assumes bounded clock drift between the masters and
+    the client and that masters keep their keys (persistence, or a restart
+    delayed by ttl). See docs/locking.md.
+
+    Thread-safe. Cost: two rounds over N masters per acquire, one to release.
+    """
+
+    def __init__(
+        self,
+        clients: Sequence[Any],
+        name: str,
+        *,
+        ttl: float = 10.0,
+        instance_timeout: float = 0.1,
+        drift_factor: float = 0.01,
+        retry_delay: float = 0.05,
+        rng: random.Random | None = None,
+        reentrant: bool = False,
+        auto_renew: bool = False,
+        on_lost: OnLost | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            name, ttl=ttl, reentrant=reentrant, auto_renew=auto_renew, on_lost=on_lost, clock=clock
+        )
+        if len(clients) == 0:
+            raise ConfigurationError(f"clients must list at least one Redis, got {clients!r}")
+        self.instance_timeout = positive_number("instance_timeout", instance_timeout)
+        self.drift_factor = fraction("drift_factor", drift_factor)
+        self.retry_delay = positive_number("retry_delay", retry_delay)
+        self._rng = rng if rng is not None else random.Random()
+        self._masters = [RedisCalls(c, self.instance_timeout) for c in clients]
+        self.quorum = len(self._masters) // 2 + 1
+        base = f"scalekit:redlock:{{{self.name}}}"
+        self._keys = [base, base + ":fence"]
+
+    def _drift(self, ttl: float) -> float:
+        return ttl * self.drift_factor + 0.002
+
+    def _lease_ttl(self, ttl: float | None) -> float | None:
+        assert ttl is not None
+        return ttl - self._drift(ttl)
+
+    def _each(self, script: Script, args: list[Any]) -> list[Any]:
+        """Run *script* on every master; a master that fails yields None."""
+        results: list[Any] = []
+        for master in self._masters:
+            try:
+                results.append(master.script(script, self._keys, args))
+            except BackendUnavailableError:
+                results.append(None)
+        return results
+
+    def _new_attempt(self, owner: str) -> Any:
+        return owner
+
+    def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
+        assert self.ttl is not None
+        started = self._clock()
+        ttl_ms = max(int(self.ttl * 1000), 1)
+        answers = self._each(_ACQUIRE, [attempt, ttl_ms])
+        granted = [r for r in answers if r is not None and int(r[0]) == 1]
+        if len(granted) >= self.quorum:
+            token = max(int(r[1]) for r in granted)
+            committed = sum(
+                1 for r in self._each(_COMMIT, [attempt, token]) if r is not None and int(r) == 1
+            )
+            validity = self.ttl - (self._clock() - started) - self._drift(self.ttl)
+            if committed >= self.quorum and validity > 0:
+                return token
+        self._each(_RELEASE, [attempt])
+        reachable = sum(1 for r in answers if r is not None)
+        if not blocking and reachable < self.quorum:
+            raise BackendUnavailableError(
+                f"only {reachable} of {len(self._masters)} Redis masters answered for lock "
+                f"{self.name!r}; {self.quorum} are needed"
+            )
+        return None
+
+    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
+        delay = self._rng.uniform(0, self.retry_delay)
+        time.sleep(delay if timeout is None else min(delay, timeout))
+        return None
+
+    def _abandon(self, attempt: Any) -> None:
+        """Nothing to undo: a failed round already released on every master."""
+
+    def _do_release(self, lease: Lease) -> bool:
+        released = sum(
+            1 for r in self._each(_RELEASE, [lease.owner]) if r is not None and int(r) == 1
+        )
+        return released >= self.quorum
+
+    def _do_extend(self, lease: Lease, ttl: float | None) -> bool:
+        assert ttl is not None
+        started = self._clock()
+        extended = sum(
+            1
+            for r in self._each(_EXTEND, [lease.owner, max(int(ttl * 1000), 1)])
+            if r is not None and int(r) == 1
+        )
+        validity = ttl - (self._clock() - started) - self._drift(ttl)
+        return extended >= self.quorum and validity > 0
+
+    def locked(self) -> bool:
+        """True while a majority of the masters hold the lock's key. One call per master."""
+        held = 0
+        for master in self._masters:
+            with contextlib.suppress(BackendUnavailableError):
+                held += int(master.call("EXISTS", self._keys[0]))
+        return held >= self.quorum

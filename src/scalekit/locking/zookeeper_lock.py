@@ -1,0 +1,310 @@
+"""A ZooKeeper lock: ephemeral sequential znodes, each waiter watching its predecessor.
+
+The recipe of ZooKeeper's documentation and kazoo's ``Lock``: a contender
+creates ``<path>/lock-<owner>-<seq>`` (ephemeral, sequential) and holds the lock
+when its node has the lowest sequence number; otherwise it watches only
+the node just before its own, so a release wakes exactly one waiter.
+
+The fencing token is the node's ``czxid`` (the transaction id that created
+it, from ``create(..., include_data=True)``): it grows with every write to
+the ensemble and, unlike the sequence suffix, never restarts.
+
+A lease ends with the session: ``SUSPENDED`` for longer than ``suspended_grace``
+(a quarter of the session timeout) or ``LOST`` marks every lease of this lock object lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.exceptions import (
+    ConnectionLoss,
+    NoNodeError,
+    OperationTimeoutError,
+    SessionExpiredError,
+)
+from kazoo.protocol.states import KazooState
+
+from .._validation import non_empty_str, positive_number
+from ..exceptions import BackendUnavailableError
+from .base import BaseLock, Lease, OnLost
+
+__all__ = ["ZooKeeperLock"]
+
+_PREFIX = "lock-"
+
+
+class _Attempt:
+    __slots__ = ("abandoned", "czxid", "maybe_created", "node", "owner", "wake")
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.maybe_created = False
+        self.abandoned = False
+        self.node: str | None = None
+        self.czxid = 0
+        self.wake = threading.Event()
+
+
+class ZooKeeperLock(BaseLock):
+    """A distributed lock on a ZooKeeper ensemble, fair and fenced by ``czxid``.
+
+    :param client: a started ``kazoo.client.KazooClient`` you configured.
+    :param path: the lock's znode, e.g. ``/locks/stock/42``; it is the name.
+    :param op_timeout: the most any single ZooKeeper call may take before
+        :class:`BackendUnavailableError`.
+    :param suspended_grace: seconds the connection may stay ``SUSPENDED``
+        before every lease is declared lost. Kazoo reports SUSPENDED up to
+        2/3 of the session timeout after the last contact with the server,
+        so the default, a quarter of the session timeout, tells the holder
+        before the server can expire its session.
+    :param reentrant: let the owning thread acquire again, counted.
+    :param on_lost: called once with a lease when it is found lost.
+    :param clock: monotonic seconds (inject a FakeClock in tests).
+
+    There is no ttl: a lease lasts as long as the client's session.
+    :raises ConfigurationError: empty *path* or *op_timeout* <= 0.
+
+    Thread-safe. Cost: acquire is a create and a get_children (plus an
+    exists watch while waiting); release is one delete.
+    """
+
+    _track_live = True
+    _limit = 1
+    _node_prefix = _PREFIX
+    _family: tuple[str, ...] = (_PREFIX,)
+
+    def _blocking(self, ahead: list[str]) -> list[str]:
+        """Of the contenders ahead of ours, those that keep us waiting (all, for a lock)."""
+        return ahead
+
+    def __init__(
+        self,
+        client: Any,
+        path: str,
+        *,
+        op_timeout: float = 5.0,
+        suspended_grace: float | None = None,
+        reentrant: bool = False,
+        on_lost: OnLost | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        non_empty_str("path", path)
+        super().__init__(path, ttl=None, reentrant=reentrant, on_lost=on_lost, clock=clock)
+        self.client = client
+        self.path = path.rstrip("/") or "/"
+        self.op_timeout = positive_number("op_timeout", op_timeout)
+        self.suspended_grace = (
+            None if suspended_grace is None else positive_number("suspended_grace", suspended_grace)
+        )
+        self._suspended_timer: threading.Timer | None = None
+        self._nodes: dict[int, str] = {}
+        self._listening = False
+        self._orphans: set[str] = set()
+        self._reaper: threading.Thread | None = None
+
+    def _call(self, what: str, async_result: Any) -> Any:
+        try:
+            return async_result.get(timeout=self.op_timeout)
+        except self.client.handler.timeout_exception as exc:
+            raise BackendUnavailableError(
+                f"ZooKeeper did not answer {what} on {self.path!r} within {self.op_timeout}s"
+            ) from exc
+        except (ConnectionLoss, SessionExpiredError, OperationTimeoutError) as exc:
+            raise BackendUnavailableError(
+                f"ZooKeeper {what} on {self.path!r} failed: {exc!r}"
+            ) from exc
+
+    # -- session watch ------------------------------------------------------
+    def _on_state(self, state: str) -> None:
+        """Kazoo's connection listener: must not block."""
+        timer = self._suspended_timer
+        if state == KazooState.CONNECTED:
+            if timer is not None:
+                timer.cancel()
+                self._suspended_timer = None
+        elif state == KazooState.SUSPENDED:
+            if timer is None:
+                grace = self.suspended_grace
+                if grace is None:
+                    grace = getattr(self.client, "_session_timeout", 10000) / 1000 / 4
+                timer = threading.Timer(grace, self._lose_all)
+                timer.daemon = True
+                self._suspended_timer = timer
+                timer.start()
+        elif state == KazooState.LOST:
+            if timer is not None:
+                timer.cancel()
+                self._suspended_timer = None
+            self._lose_all()
+
+    def _lose_all(self) -> None:
+        self._suspended_timer = None
+        with self._live_lock:
+            leases = list(self._live)
+        for lease in leases:
+            self._mark_lost(lease)
+
+    # -- the backend --------------------------------------------------------
+    def _new_attempt(self, owner: str) -> Any:
+        return _Attempt(owner)
+
+    def _find_own(self, attempt: Any) -> None:
+        """Adopt our node after a create whose reply was lost (it may exist)."""
+        mine = f"{self._node_prefix}{attempt.owner}-"
+        children = self._call("get_children", self.client.get_children_async(self.path))
+        for child in children:
+            if child.startswith(mine):
+                node = f"{self.path}/{child}"
+                stat = self._call("exists", self.client.exists_async(node))
+                if stat is not None:
+                    attempt.node, attempt.czxid = node, int(stat.czxid)
+        attempt.maybe_created = False
+
+    def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
+        if attempt.node is None and attempt.maybe_created:
+            self._find_own(attempt)
+        if attempt.node is None:
+            # The owner token in the name lets us find the node if the reply is lost.
+            attempt.maybe_created = True
+            pending = self.client.create_async(
+                f"{self.path}/{self._node_prefix}{attempt.owner}-",
+                b"",
+                ephemeral=True,
+                sequence=True,
+                makepath=True,
+                include_data=True,
+            )
+            pending.rawlink(lambda result, a=attempt: self._created_late(a, result))
+            node, stat = self._call("create", pending)
+            attempt.node, attempt.czxid, attempt.maybe_created = node, int(stat.czxid), False
+        children = self._call("get_children", self.client.get_children_async(self.path))
+        contenders = sorted(
+            (c for c in children if c.startswith(self._family)), key=lambda c: c[-10:]
+        )
+        mine = attempt.node.rsplit("/", 1)[1]
+        if mine not in contenders:
+            # Our node vanished with an expired session: start over in a new one.
+            attempt.node = None
+            return None
+        ahead = self._blocking(contenders[: contenders.index(mine)])
+        if len(ahead) < self._limit:
+            if not self._listening:
+                # Watch the session only while leases may be live, so lock objects do not leak.
+                self._listening = True
+                self.client.add_listener(self._on_state)
+            self._nodes[attempt.czxid] = attempt.node
+            return int(attempt.czxid)
+        if not blocking:
+            return None
+        attempt.wake.clear()
+        if self._limit == 1:
+            # Only the last blocker before ours can let us in: watch it alone.
+            predecessor = f"{self.path}/{ahead[-1]}"
+            stat = self._call(
+                "exists",
+                self.client.exists_async(predecessor, watch=lambda _event: attempt.wake.set()),
+            )
+            if stat is None:
+                attempt.wake.set()
+        else:
+            # Any of the nodes ahead may leave: watch the children (a semaphore's herd).
+            watched = self._call(
+                "get_children",
+                self.client.get_children_async(self.path, watch=lambda _event: attempt.wake.set()),
+            )
+            before = sorted(
+                (c for c in watched if c.startswith(self._family) and c[-10:] < mine[-10:]),
+                key=lambda c: c[-10:],
+            )
+            if len(self._blocking(before)) < self._limit:
+                attempt.wake.set()
+        return None
+
+    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
+        if attempt.node is not None:
+            attempt.wake.wait(timeout)
+        return None
+
+    def _abandon(self, attempt: Any) -> None:
+        attempt.abandoned = True
+        try:
+            if attempt.node is None and attempt.maybe_created:
+                self._find_own(attempt)
+            if attempt.node is not None:
+                with contextlib.suppress(NoNodeError):
+                    self._call("delete", self.client.delete_async(attempt.node))
+        except BackendUnavailableError:
+            # A node left behind would block every other client for the whole session.
+            self._orphan(attempt.owner)
+            raise
+
+    def _created_late(self, attempt: Any, result: Any) -> None:
+        """Kazoo callback: a create that completed after its attempt was given up."""
+        if attempt.abandoned and result.successful():
+            self._orphan(attempt.owner)
+
+    def _orphan(self, owner: str) -> None:
+        """Delete the nodes of *owner* in the background, retrying until ZooKeeper answers."""
+        with self._live_lock:
+            self._orphans.add(owner)
+            if self._reaper is None:
+                self._reaper = threading.Thread(
+                    target=self._reap, daemon=True, name=f"scalekit-zk-reaper:{self.path}"
+                )
+                self._reaper.start()
+
+    def _reap(self) -> None:
+        while True:
+            with self._live_lock:
+                owners = set(self._orphans)
+                if not owners:
+                    self._reaper = None
+                    return
+            try:
+                children = self._call("get_children", self.client.get_children_async(self.path))
+                for child in children:
+                    if any(child.startswith(f"{self._node_prefix}{o}-") for o in owners):
+                        with contextlib.suppress(NoNodeError):
+                            node = f"{self.path}/{child}"
+                            self._call("delete", self.client.delete_async(node))
+                with self._live_lock:
+                    self._orphans -= owners
+            except (BackendUnavailableError, NoNodeError):
+                time.sleep(0.2)
+
+    def _do_release(self, lease: Lease) -> bool:
+        with self._live_lock:
+            idle = not self._live
+        if idle and self._listening:
+            self._listening = False
+            self.client.remove_listener(self._on_state)
+        node = self._nodes.pop(lease.token, None)
+        if node is None:
+            return False
+        try:
+            self._call("delete", self.client.delete_async(node))
+        except NoNodeError:
+            return False
+        except BackendUnavailableError:
+            self._orphan(lease.owner)
+            raise
+        return True
+
+    def _do_extend(self, lease: Lease, ttl: float | None) -> bool:
+        node = self._nodes.get(lease.token)
+        if node is None:
+            return False
+        return self._call("exists", self.client.exists_async(node)) is not None
+
+    def locked(self) -> bool:
+        """True when every place is taken (the lock: when someone holds it). One get_children."""
+        try:
+            children = self._call("get_children", self.client.get_children_async(self.path))
+        except NoNodeError:
+            return False
+        return sum(1 for c in children if c.startswith(self._family)) >= self._limit

@@ -1,0 +1,281 @@
+"""RedisLock on a real redis-server: key layout, FIFO queue, wake-ups, bounded failures."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from scalekit.exceptions import BackendUnavailableError, ConfigurationError, LockLostError
+from scalekit.locking import Lease
+from scalekit.testing import RedisServer, TCPProxy
+
+from .conftest import unique
+
+redis = pytest.importorskip("redis")
+from scalekit.locking.redis_lock import RedisLock  # noqa: E402
+
+pytestmark = pytest.mark.redis
+
+
+def _poll(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.002)
+
+
+def test_keys_hold_owner_ttl_and_fence_counter(redis_client: Any) -> None:
+    lock = RedisLock(redis_client, "stock:42", ttl=7.5)
+    lease = lock.acquire()
+    assert lease is not None
+    assert redis_client.get("scalekit:lock:{stock:42}") == lease.owner.encode()
+    assert 7000 < redis_client.pttl("scalekit:lock:{stock:42}") <= 7500
+    assert redis_client.get("scalekit:lock:{stock:42}:fence") == b"1"
+    assert redis_client.ttl("scalekit:lock:{stock:42}:fence") == -1  # never expires
+    lease.release()
+    assert redis_client.exists("scalekit:lock:{stock:42}") == 0
+    redis_client.set("scalekit:lock:{stock:42}:fence", 41)
+    again = lock.acquire()
+    assert again is not None and again.token == 42
+    again.release()
+
+
+def test_release_checks_the_owner(redis_client: Any) -> None:
+    lock = RedisLock(redis_client, unique(), ttl=5)
+    lease = lock.acquire()
+    assert lease is not None
+    key = f"scalekit:lock:{{{lock.name}}}"
+    redis_client.set(key, "someone-else")
+    with pytest.raises(LockLostError, match="was lost before release"):
+        lease.release()
+    assert redis_client.get(key) == b"someone-else"
+    assert lease.lost.is_set()
+
+
+def test_waiters_are_served_in_arrival_order(redis_client: Any) -> None:
+    name = unique()
+    holder = RedisLock(redis_client, name, ttl=30).acquire()
+    assert holder is not None
+    order: list[int] = []
+    threads = []
+    queue_key = f"scalekit:lock:{{{name}}}:queue"
+    for i in range(5):
+        lock = RedisLock(redis_client, name, ttl=30)
+        thread = threading.Thread(target=lambda i=i, lock=lock: _take(lock, order, i))
+        thread.start()
+        threads.append(thread)
+        _poll(lambda n=i + 1: redis_client.llen(queue_key) == n)
+    holder.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == [0, 1, 2, 3, 4]
+    assert redis_client.llen(queue_key) == 0
+
+
+def _take(lock: RedisLock, order: list[int], i: int) -> None:
+    with lock:
+        order.append(i)
+
+
+def test_a_dead_waiter_is_dropped_after_waiter_ttl(redis_client: Any) -> None:
+    name = unique()
+    queue_key = f"scalekit:lock:{{{name}}}:queue"
+    waiters_key = f"scalekit:lock:{{{name}}}:waiters"
+    # A waiter that crashed: queued, its heartbeat 1 ms in the past.
+    now_ms = int(redis_client.time()[0]) * 1000
+    redis_client.rpush(queue_key, "crashed")
+    redis_client.zadd(waiters_key, {"crashed": now_ms - 1})
+    lease = RedisLock(redis_client, name).acquire(blocking=False)
+    assert lease is not None
+    assert redis_client.llen(queue_key) == 0
+    assert redis_client.zcard(waiters_key) == 0
+    lease.release()
+    # A live waiter ahead of us keeps its place: the free lock is handed to it.
+    redis_client.rpush(queue_key, "alive")
+    redis_client.zadd(waiters_key, {"alive": now_ms + 60_000})
+    redis_client.hset(f"scalekit:lock:{{{name}}}:ttls", "alive", 5000)
+    assert RedisLock(redis_client, name).acquire(blocking=False) is None
+    assert redis_client.get(f"scalekit:lock:{{{name}}}") == b"alive"
+    assert redis_client.lrange(f"scalekit:lock:{{{name}}}:wake:alive", 0, -1) == [b"2"]
+
+
+def test_expiry_without_release_wakes_the_waiter_within_its_ttl(redis_client: Any) -> None:
+    name = unique()
+    stale = RedisLock(redis_client, name, ttl=0.4).acquire()
+    assert stale is not None
+    started = time.monotonic()
+    fresh = RedisLock(redis_client, name, ttl=5, waiter_ttl=30).acquire(timeout=5)
+    waited = time.monotonic() - started
+    assert fresh is not None and fresh.token == stale.token + 1
+    assert waited < 0.4 + 0.3
+    fresh.release()
+
+
+def test_scripts_are_reloaded_after_script_flush(redis_client: Any) -> None:
+    lock = RedisLock(redis_client, unique())
+    with lock:
+        pass
+    redis_client.script_flush()
+    with lock as lease:
+        assert lease.token == 2
+
+
+def test_eight_workers_share_one_lock_fairly(redis_client: Any) -> None:
+    name = unique()
+    counts: Counter[int] = Counter()
+    tokens: list[int] = []
+    stop = time.monotonic() + 1.5
+
+    def work(i: int) -> None:
+        lock = RedisLock(redis_client, name, ttl=5)
+        while time.monotonic() < stop:
+            with lock as lease:
+                tokens.append(lease.token)
+                counts[i] += 1
+                time.sleep(0.001)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(counts) == 8
+    assert max(counts.values()) / min(counts.values()) <= 1.5
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
+
+
+def test_stopped_server_is_backend_unavailable_at_once() -> None:
+    server = RedisServer()
+    server.start()
+    client = redis.Redis.from_url(server.url)  # default retries: 3, exponential back-off
+    lock = RedisLock(client, unique(), op_timeout=0.5)
+    server.close()
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError) as info:
+        lock.acquire(timeout=8)
+    assert time.monotonic() - started < 1.0
+    assert isinstance(info.value, ConnectionError)
+
+
+def test_blackholed_server_is_backend_unavailable_within_op_timeout(
+    redis_server: RedisServer,
+) -> None:
+    with TCPProxy(*redis_server.address) as proxy:
+        client = redis.Redis(host=proxy.host, port=proxy.port)  # no socket timeout at all
+        lock = RedisLock(client, unique(), op_timeout=0.5)
+        with lock:
+            pass
+        proxy.blackhole()
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError):
+            lock.acquire(timeout=8)
+        assert time.monotonic() - started < 1.5
+        proxy.pass_through()
+        with lock as lease:
+            assert lease.token == 2
+
+
+def test_bad_options_are_configuration_errors(redis_client: Any) -> None:
+    with pytest.raises(ConfigurationError, match="op_timeout must be a positive"):
+        RedisLock(redis_client, "x", op_timeout=0)
+    with pytest.raises(ConfigurationError, match="waiter_ttl must be a positive"):
+        RedisLock(redis_client, "x", waiter_ttl=-1)
+
+
+class RedisLockMachine(RuleBasedStateMachine):
+    """Three clients on one name against a model of owner and last token."""
+
+    client: Any = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        name = unique("machine")
+        self.locks = [RedisLock(self.client, name, ttl=60) for _ in range(3)]
+        self.leases: list[Lease | None] = [None, None, None]
+        self.owner: int | None = None
+        self.last_token = 0
+
+    @rule(i=st.integers(0, 2))
+    def acquire(self, i: int) -> None:
+        lease = self.locks[i].acquire(blocking=False)
+        if self.owner is not None:
+            assert lease is None
+            return
+        assert lease is not None and lease.token == self.last_token + 1
+        self.last_token, self.owner, self.leases[i] = lease.token, i, lease
+
+    @rule(i=st.integers(0, 2))
+    def release(self, i: int) -> None:
+        lease = self.leases[i]
+        if lease is None:
+            with pytest.raises(Exception, match="not held by the caller"):
+                self.locks[i].release()
+            return
+        lease.release()
+        self.leases[i], self.owner = None, None
+
+    @invariant()
+    def locked_matches(self) -> None:
+        assert self.locks[0].locked() == (self.owner is not None)
+
+
+def test_redis_lock_state_machine(redis_client: Any) -> None:
+    from hypothesis.stateful import run_state_machine_as_test
+
+    RedisLockMachine.client = redis_client
+    run_state_machine_as_test(
+        RedisLockMachine, settings=settings(max_examples=25, stateful_step_count=20, deadline=None)
+    )
+
+
+def test_works_on_a_redis_cluster(redis_cluster: Any) -> None:
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster(host=redis_cluster.host, port=redis_cluster.port)
+    try:
+        name = unique("cluster")
+        holder = RedisLock(client, name, ttl=5).acquire()
+        assert holder is not None
+        got: list[Lease] = []
+        waiter = threading.Thread(
+            target=lambda: got.append(RedisLock(client, name, ttl=5).acquire(timeout=5))
+        )
+        waiter.start()
+        _poll(lambda: client.llen(f"scalekit:lock:{{{name}}}:queue") == 1)
+        holder.release()
+        waiter.join(5)
+        assert got and got[0].token == holder.token + 1
+        got[0].release()
+    finally:
+        client.close()
+
+
+def test_a_grant_whose_reply_was_lost_is_given_back(redis_client: Any) -> None:
+    """The acquire script ran but its reply was lost: the attempt's clean-up frees the lock."""
+    name = unique()
+    lock = RedisLock(redis_client, name, ttl=30)
+    real_script = lock._calls.script
+    calls: list[str] = []
+
+    def reply_lost_once(script: Any, keys: Any, args: Any, timeout: Any = None) -> Any:
+        result = real_script(script, keys, args, timeout)
+        calls.append(script.sha)
+        if len(calls) == 1:
+            raise BackendUnavailableError("reply lost (simulated)")
+        return result
+
+    lock._calls.script = reply_lost_once  # type: ignore[method-assign]
+    with pytest.raises(BackendUnavailableError, match="simulated"):
+        lock.acquire(blocking=False)
+    assert len(calls) == 2  # the acquire, then the clean-up
+    assert redis_client.exists(f"scalekit:lock:{{{name}}}") == 0
+    lease = RedisLock(redis_client, name).acquire(blocking=False)
+    assert lease is not None
+    lease.release()

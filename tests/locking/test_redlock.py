@@ -1,0 +1,121 @@
+"""Redlock over three independent redis-servers: quorum, faults and fencing across quorums."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from scalekit.exceptions import BackendUnavailableError, ConfigurationError, LockTimeoutError
+from scalekit.testing import RedisServer
+
+from .conftest import unique
+
+redis = pytest.importorskip("redis")
+from scalekit.locking.redlock import Redlock  # noqa: E402
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def masters() -> Iterator[list[RedisServer]]:
+    """Three redis-servers of this test's own, to stop and start."""
+    servers: list[RedisServer] = []
+    try:
+        for _ in range(3):
+            server = RedisServer()
+            servers.append(server)
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.close()
+
+
+def _clients(servers: list[RedisServer]) -> list[Any]:
+    return [redis.Redis.from_url(s.url) for s in servers]
+
+
+def test_keys_are_set_on_every_master(redlock_clients: list[Any]) -> None:
+    lock = Redlock(redlock_clients, "stock:7", ttl=5)
+    lease = lock.acquire()
+    assert lease is not None and lease.token == 1
+    for client in redlock_clients:
+        assert client.get("scalekit:redlock:{stock:7}") == lease.owner.encode()
+        assert client.get("scalekit:redlock:{stock:7}:fence") == b"1"
+    assert lock.quorum == 2
+    assert lease.deadline is not None
+    lease.release()
+    for client in redlock_clients:
+        assert client.exists("scalekit:redlock:{stock:7}") == 0
+
+
+def test_a_minority_holder_blocks_nobody_and_a_majority_holder_everybody(
+    redlock_clients: list[Any],
+) -> None:
+    name = unique()
+    key = f"scalekit:redlock:{{{name}}}"
+    redlock_clients[0].set(key, "other", px=10_000)
+    lease = Redlock(redlock_clients, name).acquire(blocking=False)
+    assert lease is not None  # 2 of 3 granted
+    lease.release()
+    assert redlock_clients[0].get(key) == b"other"  # release is owner-checked
+    redlock_clients[1].set(key, "other", px=10_000)
+    assert Redlock(redlock_clients, name).acquire(blocking=False) is None
+    # A failed round released what it had taken on the third master.
+    assert redlock_clients[2].exists(key) == 0
+
+
+def test_one_master_down_still_acquires(masters: list[RedisServer]) -> None:
+    clients = _clients(masters)
+    masters[0].stop()
+    lock = Redlock(clients, unique(), ttl=5)
+    lease = lock.acquire(timeout=2)
+    assert lease is not None
+    lease.release()
+
+
+def test_two_masters_down_times_out(masters: list[RedisServer]) -> None:
+    clients = _clients(masters)
+    masters[0].stop()
+    masters[2].stop()
+    lock = Redlock(clients, unique(), ttl=5, rng=random.Random(7))
+    started = time.monotonic()
+    with pytest.raises(LockTimeoutError):
+        lock.acquire(timeout=0.5)
+    assert time.monotonic() - started < 1.5
+    with pytest.raises(BackendUnavailableError, match="only 1 of 3 Redis masters answered"):
+        lock.acquire(blocking=False)
+    assert clients[1].exists(f"scalekit:redlock:{{{lock.name}}}") == 0
+
+
+def test_tokens_grow_when_the_quorum_moves(masters: list[RedisServer]) -> None:
+    """Known answer: the token is written back, so a later quorum starts above it."""
+    clients = _clients(masters)
+    name = unique()
+    fence = f"scalekit:redlock:{{{name}}}:fence"
+    for client, start in zip(clients, (10, 3, 0), strict=True):
+        client.set(fence, start)
+    masters[2].stop()
+    first = Redlock(clients, name).acquire(timeout=2)
+    assert first is not None and first.token == 11  # max(11, 4)
+    assert clients[1].get(fence) == b"11"  # written back to every granting master
+    first.release()
+    masters[2].start()  # no persistence: its counter starts again at 0
+    masters[0].stop()
+    second = Redlock(clients, name).acquire(timeout=2)
+    # Counters were 11 (written back) and 0: max(12, 1). Without the write-back it would be 5.
+    assert second is not None and second.token == 12
+    second.release()
+
+
+def test_bad_options_are_configuration_errors(redlock_clients: list[Any]) -> None:
+    with pytest.raises(ConfigurationError, match="clients must list at least one Redis"):
+        Redlock([], "x")
+    with pytest.raises(ConfigurationError, match="drift_factor must be a number in"):
+        Redlock(redlock_clients, "x", drift_factor=2)
+    with pytest.raises(ConfigurationError, match="instance_timeout must be a positive"):
+        Redlock(redlock_clients, "x", instance_timeout=0)
