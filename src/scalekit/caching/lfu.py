@@ -1,0 +1,206 @@
+"""Least frequently used eviction in O(1) (Shah, Mitra and Matani, 2010)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, TypeVar
+
+from .base import MISSING, Cache
+
+__all__ = ["LFUCache"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# A frequency bucket is a list [count, keys, prev, next]: the keys used exactly
+# `count` times, oldest access first, in a doubly linked ring ordered by count.
+_COUNT, _KEYS, _PREV, _NEXT = 0, 1, 2, 3
+
+
+class LFUCache(Cache[K, V]):
+    """Evicts the least frequently used entry; ties go to the least recently used.
+
+    Drop-in for ``cachetools.LFUCache``. Every read and every write of a
+    present key counts one use; a new entry starts at one. Entries sit in
+    frequency buckets (a linked list of ``OrderedDict`` buckets ordered by
+    count), so lookup, increment and eviction are O(1) -- the scheme of
+    Shah, Mitra and Matani. Counts are forgotten on eviction, exactly as
+    libCacheSim's LFU, whose hit ratios this class reproduces.
+
+    >>> cache = LFUCache(maxsize=2)
+    >>> cache["a"], cache["b"] = 1, 2
+    >>> cache["a"], cache["a"]
+    (1, 1)
+    >>> cache["c"] = 3          # evicts "b", used once
+    >>> sorted(cache)
+    ['a', 'c']
+
+    :param maxsize: capacity (entries, or units of ``getsizeof``).
+    :param getsizeof: optional function giving a value's size.
+    :raises ConfigurationError: if ``maxsize`` is not a positive integer.
+
+    Thread-safety: not thread-safe; guard shared use with a lock.
+    Runtime complexity: O(1) per operation.
+    """
+
+    def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
+        super().__init__(maxsize, getsizeof)
+        # key -> [value, bucket]
+        self._data: dict[Any, list[Any]] = {}
+        root: list[Any] = [0, None, None, None]
+        root[_PREV] = root[_NEXT] = root
+        self._root = root
+        cls = type(self)
+        self._inline = cls.popitem is Cache.popitem and cls.__delitem__ is Cache.__delitem__
+
+    def _use(self, key: Any, node: list[Any]) -> None:
+        bucket = node[1]
+        nxt = bucket[_NEXT]
+        count = bucket[_COUNT] + 1
+        keys = bucket[_KEYS]
+        if nxt[_COUNT] != count:
+            if len(keys) == 1:
+                bucket[_COUNT] = count  # sole member: renumber the bucket in place
+                return
+            nxt = [count, OrderedDict(), bucket, nxt]
+            bucket[_NEXT] = nxt[_NEXT][_PREV] = nxt
+        nxt[_KEYS][key] = None
+        del keys[key]
+        if not keys:
+            prev = bucket[_PREV]
+            prev[_NEXT] = nxt
+            nxt[_PREV] = prev
+        node[1] = nxt
+
+    def get(self, key: K, default: Any = None) -> Any:
+        """Return the value for *key* (counting a use), or *default*.
+
+        Runtime complexity: O(1).
+        """
+        node = self._data.get(key)
+        if node is None:
+            self._misses += 1
+            return default
+        self._hits += 1
+        # The body of _use, inlined: this is the hot path.
+        bucket = node[1]
+        nxt = bucket[_NEXT]
+        count = bucket[_COUNT] + 1
+        keys = bucket[_KEYS]
+        if nxt[_COUNT] != count:
+            if len(keys) == 1:
+                bucket[_COUNT] = count
+                return node[0]
+            nxt = [count, OrderedDict(), bucket, nxt]
+            bucket[_NEXT] = nxt[_NEXT][_PREV] = nxt
+        nxt[_KEYS][key] = None
+        del keys[key]
+        if not keys:
+            prev = bucket[_PREV]
+            prev[_NEXT] = nxt
+            nxt[_PREV] = prev
+        node[1] = nxt
+        return node[0]
+
+    def __getitem__(self, key: K) -> V:
+        node = self._data.get(key)
+        if node is None:
+            self._misses += 1
+            return self.__missing__(key)
+        self._hits += 1
+        self._use(key, node)
+        return node[0]  # type: ignore[no-any-return]
+
+    def __setitem__(self, key: K, value: V) -> None:
+        if self._sizes is not None:
+            Cache.__setitem__(self, key, value)
+            return
+        data = self._data
+        node = data.get(key)
+        if node is not None:
+            node[0] = value
+            self._use(key, node)
+            return
+        root = self._root
+        if len(data) >= self._maxsize:
+            if self._inline:
+                bucket = root[_NEXT]
+                keys = bucket[_KEYS]
+                victim = keys.popitem(last=False)[0]
+                if not keys:
+                    nxt = bucket[_NEXT]
+                    root[_NEXT] = nxt
+                    nxt[_PREV] = root
+                del data[victim]
+                self._evictions += 1
+            else:
+                while len(data) >= self._maxsize:
+                    self.popitem()
+                    self._evictions += 1
+        first = root[_NEXT]
+        if first[_COUNT] != 1:
+            first = [1, OrderedDict(), root, first]
+            root[_NEXT] = first[_NEXT][_PREV] = first
+        first[_KEYS][key] = None
+        data[key] = [value, first]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def frequency(self, key: K) -> int:
+        """How many uses *key* has in the cache (0 if absent). Runtime complexity: O(1)."""
+        node = self._data.get(key)
+        return 0 if node is None else int(node[1][_COUNT])
+
+    def _touch(self, key: Any) -> Any:
+        node = self._data.get(key)
+        if node is None:
+            return MISSING
+        self._use(key, node)
+        return node[0]
+
+    def _peek(self, key: Any) -> Any:
+        node = self._data.get(key)
+        return MISSING if node is None else node[0]
+
+    def _update(self, key: Any, value: Any) -> bool:
+        node = self._data.get(key)
+        if node is None:
+            return False
+        node[0] = value
+        self._use(key, node)
+        return True
+
+    def _insert(self, key: Any, value: Any) -> None:
+        root = self._root
+        first = root[_NEXT]
+        if first[_COUNT] != 1:
+            first = [1, OrderedDict(), root, first]
+            root[_NEXT] = first[_NEXT][_PREV] = first
+        first[_KEYS][key] = None
+        self._data[key] = [value, first]
+
+    def _remove(self, key: Any) -> Any:
+        value, bucket = self._data.pop(key)
+        keys = bucket[_KEYS]
+        del keys[key]
+        if not keys:
+            prev, nxt = bucket[_PREV], bucket[_NEXT]
+            prev[_NEXT] = nxt
+            nxt[_PREV] = prev
+        return value
+
+    def _victim(self) -> Any:
+        return next(iter(self._root[_NEXT][_KEYS]))
+
+    def _clear(self) -> None:
+        self._data.clear()
+        root = self._root
+        root[_PREV] = root[_NEXT] = root
