@@ -78,10 +78,9 @@ class FrequencySketch:
             d = self._door_mask
             i, j = h & d, (h >> 21) & d
             if not (door[i] and door[j]):
+                # A first sighting only sets the doorkeeper; like a saturated
+                # counter in Caffeine, it does not advance the sample.
                 door[i] = door[j] = 1
-                self.size += 1
-                if self.size >= self.sample_size:
-                    self.reset()
                 return
         mask = self._mask
         lo, hi = h & 0xFFFFFFFF, (h >> 32) | 1
