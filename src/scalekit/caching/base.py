@@ -16,8 +16,8 @@ inlined fast paths for the common case of unit sizes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, MutableMapping
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Hashable, ItemsView, Iterator, MutableMapping, ValuesView
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from .._validation import positive_int
 from ..exceptions import ConfigurationError
@@ -59,6 +59,14 @@ class Cache(MutableMapping[K, V]):
     sequences; share a cache between threads behind a lock (for example the
     ``lock=`` argument of :func:`scalekit.caching.cached`).
     """
+
+    #: True unless a subclass overrides popitem or __delitem__ (cachetools users
+    #: hook evictions that way): then the fast paths call popitem() to evict.
+    _inline: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._inline = cls.popitem is Cache.popitem and cls.__delitem__ is Cache.__delitem__
 
     def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
         self._maxsize = positive_int("maxsize", maxsize)
@@ -202,6 +210,14 @@ class Cache(MutableMapping[K, V]):
             f"currsize={self.currsize!r})"
         )
 
+    def items(self) -> ItemsView[K, V]:
+        """A view of the ``(key, value)`` pairs; reading it leaves the policy untouched."""
+        return _ItemsView(self)
+
+    def values(self) -> ValuesView[V]:
+        """A view of the values; reading it leaves the policy untouched."""
+        return _ValuesView(self)
+
     # -- cachetools-compatible API -------------------------------------------------
 
     def popitem(self) -> tuple[K, V]:
@@ -273,3 +289,32 @@ class Cache(MutableMapping[K, V]):
     def reset_stats(self) -> None:
         """Set the hit, miss and eviction counters back to zero."""
         self._hits = self._misses = self._evictions = 0
+
+
+class _ItemsView(ItemsView[K, V]):
+    _mapping: Cache[K, V]
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, tuple) or len(item) != 2:
+            return False
+        key: Any = item[0]
+        value: Any = item[1]
+        found = self._mapping._peek(key)
+        return found is not MISSING and (found is value or found == value)
+
+    def __iter__(self) -> Iterator[tuple[K, V]]:
+        mapping = self._mapping
+        for key in mapping:
+            yield key, mapping._peek(key)
+
+
+class _ValuesView(ValuesView[V]):
+    _mapping: Cache[Any, V]
+
+    def __contains__(self, value: object) -> bool:
+        return any(v is value or v == value for v in self)
+
+    def __iter__(self) -> Iterator[V]:
+        mapping = self._mapping
+        for key in mapping:
+            yield mapping._peek(key)

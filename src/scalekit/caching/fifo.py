@@ -40,8 +40,6 @@ class FIFOCache(Cache[K, V]):
     def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
         super().__init__(maxsize, getsizeof)
         self._data: OrderedDict[Any, Any] = OrderedDict()
-        cls = type(self)
-        self._inline = cls.popitem is Cache.popitem and cls.__delitem__ is Cache.__delitem__
 
     def get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key*, or *default*. Runtime complexity: O(1)."""

@@ -51,8 +51,6 @@ class LFUCache(Cache[K, V]):
         root: list[Any] = [0, None, None, None]
         root[_PREV] = root[_NEXT] = root
         self._root = root
-        cls = type(self)
-        self._inline = cls.popitem is Cache.popitem and cls.__delitem__ is Cache.__delitem__
 
     def _use(self, key: Any, node: list[Any]) -> None:
         bucket = node[1]

@@ -40,9 +40,6 @@ class LRUCache(Cache[K, V]):
     def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
         super().__init__(maxsize, getsizeof)
         self._data: OrderedDict[Any, Any] = OrderedDict()
-        cls = type(self)
-        # Evict inline unless a subclass hooks popitem/__delitem__ (cachetools users do).
-        self._inline = cls.popitem is Cache.popitem and cls.__delitem__ is Cache.__delitem__
 
     def get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key* (making it most recent), or *default*.
