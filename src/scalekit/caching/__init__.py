@@ -7,10 +7,12 @@
   modern policies with the same API and better hit ratios.
 
 Every cache is a bounded :class:`~collections.abc.MutableMapping`; none is
-thread-safe on its own.
+thread-safe on its own. :func:`cached` memoizes a function in any of
+them (or in a cachetools cache), with single-flight for threads and asyncio.
 """
 
 from .base import Cache, CacheStats
+from .decorators import CacheInfo, cached, hashkey
 from .fifo import FIFOCache
 from .lfu import LFUCache
 from .lru import LRUCache
@@ -22,6 +24,7 @@ from .ttl import TTLCache
 
 __all__ = [
     "Cache",
+    "CacheInfo",
     "CacheStats",
     "FIFOCache",
     "LFUCache",
@@ -31,4 +34,6 @@ __all__ = [
     "SIEVECache",
     "TTLCache",
     "TinyLFUCache",
+    "cached",
+    "hashkey",
 ]

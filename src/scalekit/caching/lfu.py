@@ -15,7 +15,7 @@ V = TypeVar("V")
 
 # A frequency bucket is a list [count, keys, prev, next]: the keys used exactly
 # `count` times, oldest access first, in a doubly linked ring ordered by count.
-_COUNT, _KEYS, _PREV, _NEXT = 0, 1, 2, 3
+# The indexes are written as literals below: constants cost a global lookup.
 
 
 class LFUCache(Cache[K, V]):
@@ -49,26 +49,26 @@ class LFUCache(Cache[K, V]):
         # key -> [value, bucket]
         self._data: dict[Any, list[Any]] = {}
         root: list[Any] = [0, None, None, None]
-        root[_PREV] = root[_NEXT] = root
+        root[2] = root[3] = root
         self._root = root
 
     def _use(self, key: Any, node: list[Any]) -> None:
         bucket = node[1]
-        nxt = bucket[_NEXT]
-        count = bucket[_COUNT] + 1
-        keys = bucket[_KEYS]
-        if nxt[_COUNT] != count:
+        nxt = bucket[3]
+        count = bucket[0] + 1
+        keys = bucket[1]
+        if nxt[0] != count:
             if len(keys) == 1:
-                bucket[_COUNT] = count  # sole member: renumber the bucket in place
+                bucket[0] = count  # sole member: renumber the bucket in place
                 return
             nxt = [count, OrderedDict(), bucket, nxt]
-            bucket[_NEXT] = nxt[_NEXT][_PREV] = nxt
-        nxt[_KEYS][key] = None
+            bucket[3] = nxt[3][2] = nxt
+        nxt[1][key] = None
         del keys[key]
         if not keys:
-            prev = bucket[_PREV]
-            prev[_NEXT] = nxt
-            nxt[_PREV] = prev
+            prev = bucket[2]
+            prev[3] = nxt
+            nxt[2] = prev
         node[1] = nxt
 
     def get(self, key: K, default: Any = None) -> Any:
@@ -83,21 +83,21 @@ class LFUCache(Cache[K, V]):
         self._hits += 1
         # The body of _use, inlined: this is the hot path.
         bucket = node[1]
-        nxt = bucket[_NEXT]
-        count = bucket[_COUNT] + 1
-        keys = bucket[_KEYS]
-        if nxt[_COUNT] != count:
+        nxt = bucket[3]
+        count = bucket[0] + 1
+        keys = bucket[1]
+        if nxt[0] != count:
             if len(keys) == 1:
-                bucket[_COUNT] = count
+                bucket[0] = count
                 return node[0]
             nxt = [count, OrderedDict(), bucket, nxt]
-            bucket[_NEXT] = nxt[_NEXT][_PREV] = nxt
-        nxt[_KEYS][key] = None
+            bucket[3] = nxt[3][2] = nxt
+        nxt[1][key] = None
         del keys[key]
         if not keys:
-            prev = bucket[_PREV]
-            prev[_NEXT] = nxt
-            nxt[_PREV] = prev
+            prev = bucket[2]
+            prev[3] = nxt
+            nxt[2] = prev
         node[1] = nxt
         return node[0]
 
@@ -123,24 +123,24 @@ class LFUCache(Cache[K, V]):
         root = self._root
         if len(data) >= self._maxsize:
             if self._inline:
-                bucket = root[_NEXT]
-                keys = bucket[_KEYS]
+                bucket = root[3]
+                keys = bucket[1]
                 victim = keys.popitem(last=False)[0]
                 if not keys:
-                    nxt = bucket[_NEXT]
-                    root[_NEXT] = nxt
-                    nxt[_PREV] = root
+                    nxt = bucket[3]
+                    root[3] = nxt
+                    nxt[2] = root
                 del data[victim]
                 self._evictions += 1
             else:
                 while len(data) >= self._maxsize:
                     self.popitem()
                     self._evictions += 1
-        first = root[_NEXT]
-        if first[_COUNT] != 1:
+        first = root[3]
+        if first[0] != 1:
             first = [1, OrderedDict(), root, first]
-            root[_NEXT] = first[_NEXT][_PREV] = first
-        first[_KEYS][key] = None
+            root[3] = first[3][2] = first
+        first[1][key] = None
         data[key] = [value, first]
 
     def __contains__(self, key: object) -> bool:
@@ -155,7 +155,7 @@ class LFUCache(Cache[K, V]):
     def frequency(self, key: K) -> int:
         """How many uses *key* has in the cache (0 if absent). Runtime complexity: O(1)."""
         node = self._data.get(key)
-        return 0 if node is None else int(node[1][_COUNT])
+        return 0 if node is None else int(node[1][0])
 
     def _touch(self, key: Any) -> Any:
         node = self._data.get(key)
@@ -178,27 +178,27 @@ class LFUCache(Cache[K, V]):
 
     def _insert(self, key: Any, value: Any) -> None:
         root = self._root
-        first = root[_NEXT]
-        if first[_COUNT] != 1:
+        first = root[3]
+        if first[0] != 1:
             first = [1, OrderedDict(), root, first]
-            root[_NEXT] = first[_NEXT][_PREV] = first
-        first[_KEYS][key] = None
+            root[3] = first[3][2] = first
+        first[1][key] = None
         self._data[key] = [value, first]
 
     def _remove(self, key: Any) -> Any:
         value, bucket = self._data.pop(key)
-        keys = bucket[_KEYS]
+        keys = bucket[1]
         del keys[key]
         if not keys:
-            prev, nxt = bucket[_PREV], bucket[_NEXT]
-            prev[_NEXT] = nxt
-            nxt[_PREV] = prev
+            prev, nxt = bucket[2], bucket[3]
+            prev[3] = nxt
+            nxt[2] = prev
         return value
 
     def _victim(self) -> Any:
-        return next(iter(self._root[_NEXT][_KEYS]))
+        return next(iter(self._root[3][1]))
 
     def _clear(self) -> None:
         self._data.clear()
         root = self._root
-        root[_PREV] = root[_NEXT] = root
+        root[2] = root[3] = root
