@@ -39,9 +39,10 @@ class FrequencySketch:
         self._mask = width - 1
         self._rows = [bytearray(width) for _ in range(4)]
         self.sample_size = 10 * max(capacity, 1)
-        door = _ceil_pow2(self.sample_size) * 2 if doorkeeper else 0
-        self._door = bytearray(door) if doorkeeper else None
-        self._door_mask = door - 1
+        # About 8 bits per key of a sample period: a false positive rate of ~5%.
+        door_bits = _ceil_pow2(self.sample_size) * 8 if doorkeeper else 8
+        self._door = bytearray(door_bits >> 3) if doorkeeper else None
+        self._door_mask = door_bits - 1
         self.size = 0
 
     @staticmethod
@@ -66,7 +67,8 @@ class FrequencySketch:
         door = self._door
         if door is not None:
             d = self._door_mask
-            if door[h & d] and door[(h >> 21) & d]:
+            i, j = h & d, (h >> 21) & d
+            if door[i >> 3] >> (i & 7) & 1 and door[j >> 3] >> (j & 7) & 1:
                 count += 1
         return count
 
@@ -77,10 +79,11 @@ class FrequencySketch:
         if door is not None:
             d = self._door_mask
             i, j = h & d, (h >> 21) & d
-            if not (door[i] and door[j]):
+            if not (door[i >> 3] >> (i & 7) & 1 and door[j >> 3] >> (j & 7) & 1):
                 # A first sighting only sets the doorkeeper; like a saturated
                 # counter in Caffeine, it does not advance the sample.
-                door[i] = door[j] = 1
+                door[i >> 3] |= 1 << (i & 7)
+                door[j >> 3] |= 1 << (j & 7)
                 return
         mask = self._mask
         lo, hi = h & 0xFFFFFFFF, (h >> 32) | 1

@@ -85,6 +85,7 @@ class TinyLFUCache(Cache[K, V]):
         self._previous_hit_rate = 0.0
         self._step = -_STEP_PERCENT * maximum
         self._adjustment = 0
+        self._sample_size = self._sketch.sample_size
 
     @property
     def window_maxsize(self) -> int:
@@ -273,7 +274,7 @@ class TinyLFUCache(Cache[K, V]):
             self._hits_in_sample = self._misses_in_sample = 0
             return
         requests = self._hits_in_sample + self._misses_in_sample
-        if requests < self._sketch.sample_size:
+        if requests < self._sample_size:
             return
         hit_rate = self._hits_in_sample / requests
         change = hit_rate - self._previous_hit_rate
