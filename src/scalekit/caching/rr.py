@@ -48,6 +48,37 @@ class RRCache(Cache[K, V]):
         self._index: dict[Any, int] = {}
         self._keys: list[Any] = []
 
+    def get(self, key: K, default: Any = None) -> Any:
+        """Return the value for *key*, or *default*. Runtime complexity: O(1)."""
+        value = self._data.get(key, MISSING)
+        if value is MISSING:
+            self._misses += 1
+            return default
+        self._hits += 1
+        return value
+
+    def __setitem__(self, key: K, value: V) -> None:
+        if self._sizes is not None:
+            Cache.__setitem__(self, key, value)
+            return
+        data = self._data
+        if key in data:
+            data[key] = value
+            return
+        if len(data) >= self._maxsize:
+            if self._inline:
+                self._remove(self._choice(self._keys))
+                self._evictions += 1
+            else:
+                while len(data) >= self._maxsize:
+                    self.popitem()
+                    self._evictions += 1
+        index = self._index
+        keys = self._keys
+        data[key] = value
+        index[key] = len(keys)
+        keys.append(key)
+
     @property
     def choice(self) -> Callable[[Sequence[Any]], Any]:
         """The function choosing victims."""
