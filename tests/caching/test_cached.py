@@ -183,3 +183,15 @@ def test_async_single_flight_and_errors_not_cached() -> None:
 
     asyncio.run(main())
     assert fetch.cache_info().hits == 1  # type: ignore[attr-defined]
+
+
+def test_condition_argument_is_accepted_like_cachetools() -> None:
+    cond = threading.Condition()
+
+    @cached(LRUCache(4), condition=cond, info=True)
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert double(2) == 4 and double(2) == 4
+    assert double.cache_lock is cond  # type: ignore[attr-defined]
+    assert double.cache_info().hits == 1  # type: ignore[attr-defined]

@@ -159,3 +159,23 @@ def test_is_a_cache_and_mutable_mapping(make: Factory) -> None:
     assert isinstance(cache, Cache) and isinstance(cache, MutableMapping)
     cache.update({1: 1, 2: 2})
     assert dict(cache.items()) == {1: 1, 2: 2}
+
+
+def test_copy_is_independent_and_keeps_the_policy(make: Factory, policy: str) -> None:
+    import copy
+
+    cache = make(4)
+    value = ["shared"]
+    for i in range(4):
+        cache[i] = value
+    cache.get(0)
+    clone = copy.copy(cache)
+    assert dict(clone.items()) == dict(cache.items()) and clone.stats() == cache.stats()
+    assert clone.peek(1) is value  # values are shared, not copied
+    for i in range(10, 14):
+        cache[i] = i
+        clone[i] = i
+    if policy != "RR":  # RR's clone shares its choice function, hence its random stream
+        assert set(clone) == set(cache)  # same policy state, same decisions
+    del cache[13]
+    assert 13 in clone and 13 not in cache

@@ -16,6 +16,7 @@ inlined fast paths for the common case of unit sizes.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Hashable, ItemsView, Iterator, MutableMapping, ValuesView
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
@@ -217,6 +218,26 @@ class Cache(MutableMapping[K, V]):
     def values(self) -> ValuesView[V]:
         """A view of the values; reading it leaves the policy untouched."""
         return _ValuesView(self)
+
+    def __copy__(self) -> Cache[K, V]:
+        """An independent cache with the same entries, policy state and statistics.
+
+        Keys, values and callables (``getsizeof``, ``timer``, ``choice``) are
+        shared, not copied, as cachetools' ``copy.copy`` does.
+
+        Runtime complexity: O(n).
+        """
+        memo: dict[int, Any] = {}
+        for key in list(self):
+            memo[id(key)] = key
+            value = self._peek(key)
+            memo[id(value)] = value
+        for attr in self.__dict__.values():
+            if callable(attr):
+                memo[id(attr)] = attr
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
 
     # -- cachetools-compatible API -------------------------------------------------
 

@@ -63,6 +63,7 @@ def cached(
     cache: MutableMapping[Any, Any] | None,
     key: Callable[..., Hashable] = hashkey,
     lock: AbstractContextManager[Any] | None = None,
+    condition: AbstractContextManager[Any] | None = None,
     info: bool = False,
 ) -> Callable[[F], F]:
     """Memoize a function in *cache*; call-compatible with ``cachetools.cached``.
@@ -79,12 +80,18 @@ def cached(
     :param key: builds the key from the call's arguments (default :func:`hashkey`).
     :param lock: a lock guarding *cache* when threads share it (like
         cachetools); the single-flight bookkeeping has its own lock.
+    :param condition: accepted for cachetools compatibility, where it enables
+        waiting for a pending call; single-flight is built in here, so it
+        only serves as the lock when *lock* is not given.
     :param info: count hits and misses in the wrapper for ``cache_info()``
         (without it, ``cache_info()`` reports a scalekit cache's own stats).
 
     Thread-safety: safe if *lock* is given or the cache is used by one thread.
     Runtime complexity: one key computation and one cache lookup per hit.
     """
+
+    if lock is None:
+        lock = condition
 
     def decorator(func: F) -> F:
         if inspect.iscoroutinefunction(func):
