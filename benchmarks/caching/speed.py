@@ -12,6 +12,7 @@ import functools
 import gc
 import itertools
 import random
+import statistics
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,22 @@ import cachetools
 import scalekit.caching as sk
 from benchmarks._common import format_table, median_time
 
-__all__ = ["bytes_per_entry", "run_speed", "zipf_keys"]
+__all__ = ["bytes_per_entry", "interleaved_medians", "run_speed", "zipf_keys"]
+
+
+def interleaved_medians(fns: list[Callable[[], Any]], repeat: int) -> list[float]:
+    """Median seconds of each function, timing them in turn (ABCABC...).
+
+    On a shared machine, load comes and goes; interleaving exposes every
+    contender to the same load, so the ratios stay meaningful.
+    """
+    for fn in fns:
+        fn()  # warm-up
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            samples[i].append(median_time(fn, repeat=1, warmup=0))
+    return [statistics.median(s) for s in samples]
 
 
 def zipf_keys(n_keys: int, n_ops: int, seed: int, s: float = 1.0) -> list[int]:
@@ -86,19 +102,25 @@ def run_speed(
     """Measure every pair and return the report text."""
     keys = zipf_keys(n_keys, n_ops, seed)
     rows = []
-    lru_time = median_time(_lru_cache(capacity, keys), repeat=repeat)
+    lru_fn = _lru_cache(capacity, keys)
+    lru_times = []
     for name, ours, theirs in PAIRS:
-        t_ours = median_time(_get_set(lambda f=ours: f(capacity), keys), repeat=repeat)
+        fns = [_get_set(lambda f=ours: f(capacity), keys), lru_fn]
+        if theirs is not None:
+            fns.append(_get_set(lambda f=theirs: f(capacity), keys))
+        times = interleaved_medians(fns, repeat)
+        t_ours, t_lru = times[0], times[1]
+        lru_times.append(t_lru)
         hit = ours(capacity)
         _get_set(lambda h=hit: h, keys)()
         row: list[Any] = [name, 1e9 * t_ours / n_ops, f"{100 * hit.stats().hit_ratio:.1f}%"]
         if theirs is not None:
-            t_theirs = median_time(_get_set(lambda f=theirs: f(capacity), keys), repeat=repeat)
-            row += [1e9 * t_theirs / n_ops, f"{t_theirs / t_ours:.2f}x"]
+            row += [1e9 * times[2] / n_ops, f"{times[2] / t_ours:.2f}x"]
         else:
             row += ["-", "-"]
-        row.append(f"{lru_time / t_ours:.2f}x")
+        row.append(f"{t_lru / t_ours:.2f}x")
         rows.append(row)
+    lru_time = statistics.median(lru_times)
     throughput = format_table(
         [
             "cache",
@@ -159,10 +181,8 @@ def _decorator_hit_path(repeat: int) -> str:
         "cachetools.cached(LRUCache)": cachetools.cached(cachetools.LRUCache(1000))(int),
         "functools.lru_cache": functools.lru_cache(maxsize=1000)(int),
     }
-    times = {}
-    for name, f in contenders.items():
-        f(1)
-        times[name] = median_time(loop(f), repeat=repeat)
+    medians = interleaved_medians([loop(f) for f in contenders.values()], max(repeat, 5))
+    times = dict(zip(contenders, medians, strict=True))
     ours = times["scalekit cached(LRUCache)"]
     rows = [[name, 1e9 * t / calls, f"{t / ours:.2f}x"] for name, t in times.items()]
     return "Decorator hit path (the same argument, 200,000 calls)\n" + format_table(
