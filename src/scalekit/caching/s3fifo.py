@@ -6,6 +6,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
+from .._validation import fraction, non_negative_number
 from .base import MISSING, Cache
 
 __all__ = ["S3FIFOCache"]
@@ -54,8 +55,6 @@ class S3FIFOCache(Cache[K, V]):
         small_ratio: float = 0.1,
         ghost_ratio: float = 0.9,
     ) -> None:
-        from .._validation import fraction, non_negative_number
-
         super().__init__(maxsize, getsizeof)
         small_ratio = fraction("small_ratio", small_ratio)
         ghost_ratio = non_negative_number("ghost_ratio", ghost_ratio)
