@@ -166,6 +166,9 @@ class PolicyMachine(RuleBasedStateMachine):
     cache_class: Any = None
     model_class: Any = None
 
+    hits = 0
+    misses = 0
+
     @initialize(maxsize=st.integers(1, 5))
     def create(self, maxsize: int) -> None:
         self.cache = self.cache_class(maxsize)
@@ -173,7 +176,18 @@ class PolicyMachine(RuleBasedStateMachine):
 
     @rule(key=KEYS)
     def get(self, key: int) -> None:
-        assert self.cache.get(key) == self.model.get(key)
+        expected = self.model.get(key)
+        assert self.cache.get(key) == expected
+        if expected is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+
+    @invariant()
+    def stats_count_lookups(self) -> None:
+        if hasattr(self, "cache"):
+            stats = self.cache.stats()
+            assert (stats.hits, stats.misses) == (self.hits, self.misses)
 
     @rule(key=KEYS, value=st.integers())
     def set(self, key: int, value: int) -> None:
