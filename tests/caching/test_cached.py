@@ -195,3 +195,31 @@ def test_condition_argument_is_accepted_like_cachetools() -> None:
     assert double(2) == 4 and double(2) == 4
     assert double.cache_lock is cond  # type: ignore[attr-defined]
     assert double.cache_info().hits == 1  # type: ignore[attr-defined]
+
+
+def test_async_waiter_cancellation_leaves_the_call_running() -> None:
+    release = asyncio.Event
+    calls: list[int] = []
+
+    async def main() -> None:
+        gate = release()
+
+        @cached(LRUCache(10))
+        async def slow(x: int) -> int:
+            calls.append(x)
+            await gate.wait()
+            return x * 10
+
+        leader = asyncio.create_task(slow(4))
+        await asyncio.sleep(0)
+        waiter = asyncio.create_task(slow(4))
+        other = asyncio.create_task(slow(4))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        await asyncio.sleep(0)
+        gate.set()
+        assert await leader == 40 and await other == 40
+        assert waiter.cancelled() and calls == [4]
+        assert slow.cache[(4,)] == 40  # type: ignore[attr-defined]
+
+    asyncio.run(main())
