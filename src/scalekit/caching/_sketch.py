@@ -76,7 +76,11 @@ class FrequencySketch:
 
     def increment(self, key: Hashable) -> None:
         """Record one occurrence of *key*; ages the sketch every ``sample_size`` events."""
-        h = self._spread(key)
+        # _spread, inlined: this runs on every access of a TinyLFUCache.
+        h = hash(key) & _M64
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
+        h ^= h >> 31
         door = self._door
         if door is not None:
             d = self._door_mask
@@ -89,14 +93,18 @@ class FrequencySketch:
                 return
         mask = self._mask
         lo, hi = h & 0xFFFFFFFF, (h >> 32) | 1
-        added = False
-        for n, row in enumerate(self._rows):
-            idx = (lo + n * hi) & mask
-            c = row[idx]
-            if c < _MAX_COUNT:
-                row[idx] = c + 1
-                added = True
-        if added:
+        r0, r1, r2, r3 = self._rows
+        i0, i1, i2, i3 = lo & mask, (lo + hi) & mask, (lo + 2 * hi) & mask, (lo + 3 * hi) & mask
+        c0, c1, c2, c3 = r0[i0], r1[i1], r2[i2], r3[i3]
+        if c0 < _MAX_COUNT:
+            r0[i0] = c0 + 1
+        if c1 < _MAX_COUNT:
+            r1[i1] = c1 + 1
+        if c2 < _MAX_COUNT:
+            r2[i2] = c2 + 1
+        if c3 < _MAX_COUNT:
+            r3[i3] = c3 + 1
+        if c0 < _MAX_COUNT or c1 < _MAX_COUNT or c2 < _MAX_COUNT or c3 < _MAX_COUNT:
             self.size += 1
             if self.size >= self.sample_size:
                 self.reset()

@@ -116,13 +116,27 @@ class TinyLFUCache(Cache[K, V]):
         return len(self._data)
 
     def get(self, key: K, default: Any = None) -> Any:
-        """Return the value for *key* (recording the access), or *default*."""
-        value = self._touch(key)
-        if value is MISSING:
+        """Return the value for *key* (recording the access), or *default*.
+
+        Runtime complexity: O(1).
+        """
+        node = self._data.get(key)
+        if node is None:
             self._misses += 1
             return default
         self._hits += 1
-        return value
+        # _on_access, inlined for the common window and protected hits.
+        region = node[1]
+        if region == _PROBATION:
+            self._on_access(key, node)
+            return node[0]
+        self._sketch.increment(key)
+        if region == _WINDOW:
+            self._window.move_to_end(key)
+        else:
+            self._protected.move_to_end(key)
+        self._hits_in_sample += 1
+        return node[0]
 
     def __setitem__(self, key: K, value: V) -> None:
         sizes = self._sizes
