@@ -82,12 +82,12 @@ def test_the_climber_grows_the_window_for_recency_heavy_traffic() -> None:
     assert cache.window_maxsize >= 20
 
 
-def test_the_climber_keeps_a_small_window_for_a_loop() -> None:
+def test_the_climber_stays_frequency_biased_for_a_loop() -> None:
     keys = list(range(300)) * 200  # a loop larger than the cache: frequency wins
     cache = TinyLFUCache(100, rng=random.Random(1))
     _replay(cache, keys)
-    assert cache.window_maxsize <= 10
-    assert cache.stats().hit_ratio > 0.2  # LRU gets 0 here
+    assert cache.window_maxsize < 50  # most of the cache stays behind the filter
+    assert cache.stats().hit_ratio > 0.25  # LRU gets 0 here
 
 
 def test_s3fifo_keeps_one_hit_wonders_out_of_main_and_ghost_hits_go_to_main() -> None:
