@@ -1,0 +1,1 @@
+"""Cache benchmarks: trace replay (hit ratios) and throughput/memory versus peers."""

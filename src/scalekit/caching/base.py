@@ -1,0 +1,341 @@
+"""The base every scalekit cache shares: mapping behaviour, sizes and statistics.
+
+A cache is a :class:`collections.abc.MutableMapping` with a bounded
+``maxsize``, drop-in for the cachetools class of the same name: the same
+constructors, ``currsize``, ``getsizeof``, ``popitem()`` removing the
+policy's victim, ``ValueError("value too large")`` for a value that cannot
+fit and ``__missing__`` for subclasses that compute absent values.
+
+A policy subclass implements a handful of small hooks (``_touch``,
+``_peek``, ``_update``, ``_insert``, ``_remove``, ``_victim``, ``_clear``
+plus ``__contains__``, ``__iter__`` and ``__len__``); the base owns the
+size accounting, eviction loop and statistics. The hottest policies (LRU,
+FIFO, LFU) also override ``get``, ``__getitem__`` and ``__setitem__`` with
+inlined fast paths for the common case of unit sizes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Hashable, ItemsView, Iterator, MutableMapping, ValuesView
+from typing import Any, ClassVar, NamedTuple, TypeVar
+
+from .._validation import positive_int
+from ..exceptions import ConfigurationError
+
+__all__ = ["Cache", "CacheStats"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+D = TypeVar("D")
+
+#: Sentinel for "no such key" on the hot paths (``None`` may be a cached value).
+MISSING: Any = object()
+
+
+class CacheStats(NamedTuple):
+    """Counters of a cache since it was created (or since ``reset_stats()``).
+
+    ``hits`` and ``misses`` count lookups through ``get()`` and ``[]``;
+    ``evictions`` counts entries the policy removed to make room (not
+    explicit deletions, ``clear()`` or TTL expiry); ``hit_ratio`` is
+    ``hits / (hits + misses)``, 0.0 before the first lookup.
+    """
+
+    hits: int
+    misses: int
+    evictions: int
+    hit_ratio: float
+
+
+class Cache(MutableMapping[K, V]):
+    """Base of every bounded scalekit cache; subclass it to add a policy.
+
+    :param maxsize: the capacity, in units of ``getsizeof`` (entries by default).
+    :param getsizeof: a function giving the size of a value; ``None`` counts
+        every entry as 1 (the fast path).
+    :raises ConfigurationError: if ``maxsize`` is not a positive integer.
+
+    Thread-safety: not thread-safe, like cachetools and ``dict`` mutation
+    sequences; share a cache between threads behind a lock (for example the
+    ``lock=`` argument of :func:`scalekit.caching.cached`).
+    """
+
+    #: True unless a subclass overrides popitem or __delitem__ (cachetools users
+    #: hook evictions that way): then the fast paths call popitem() to evict.
+    _inline: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._inline = cls.popitem is Cache.popitem and cls.__delitem__ is Cache.__delitem__
+
+    def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
+        self._maxsize = positive_int("maxsize", maxsize)
+        if getsizeof is not None and not callable(getsizeof):
+            raise ConfigurationError(f"getsizeof must be callable or None, got {getsizeof!r}")
+        if getsizeof is None and type(self).getsizeof is not Cache.getsizeof:
+            getsizeof = self.getsizeof  # a subclass overriding getsizeof, as cachetools allows
+        self._getsizeof = getsizeof
+        self._sizes: dict[Any, int] | None = None if getsizeof is None else {}
+        self._currsize = 0
+        self._hits = 0
+        self._misses = 0
+        self._evictions = 0
+
+    # -- hooks a policy implements -------------------------------------------------
+
+    def _touch(self, key: Any) -> Any:
+        """Return the value for *key* recording a hit in the policy, or MISSING."""
+        raise NotImplementedError
+
+    def _peek(self, key: Any) -> Any:
+        """Return the value for *key* without touching the policy, or MISSING."""
+        raise NotImplementedError
+
+    def _update(self, key: Any, value: Any) -> bool:
+        """Replace the value of a present key (a write access); False if absent."""
+        raise NotImplementedError
+
+    def _insert(self, key: Any, value: Any) -> None:
+        """Add an absent key; the base has already made room."""
+        raise NotImplementedError
+
+    def _remove(self, key: Any) -> Any:
+        """Remove *key* from the policy and return its value; KeyError if absent."""
+        raise NotImplementedError
+
+    def _victim(self) -> Any:
+        """The key the policy would evict next (the cache is not empty)."""
+        raise NotImplementedError
+
+    def _clear(self) -> None:
+        raise NotImplementedError
+
+    # -- mapping -------------------------------------------------------------------
+
+    def __getitem__(self, key: K) -> V:
+        """Return the value for *key*, counting a hit or a miss.
+
+        :raises KeyError: if absent (unless a subclass defines ``__missing__``).
+
+        Runtime complexity: O(1) (amortized).
+        """
+        value = self._touch(key)
+        if value is MISSING:
+            self._misses += 1
+            return self.__missing__(key)
+        self._hits += 1
+        return value  # type: ignore[no-any-return]
+
+    def get(self, key: K, default: Any = None) -> Any:
+        """Return the value for *key*, or *default*; counts a hit or a miss.
+
+        Runtime complexity: O(1) (amortized).
+        """
+        value = self._touch(key)
+        if value is MISSING:
+            self._misses += 1
+            return default
+        self._hits += 1
+        return value
+
+    def __missing__(self, key: K) -> V:
+        raise KeyError(key)
+
+    def __setitem__(self, key: K, value: V) -> None:
+        """Store *value*, evicting the policy's victims until it fits.
+
+        :raises ValueError: ``"value too large"`` if its size exceeds ``maxsize``.
+        :raises ConfigurationError: if ``getsizeof`` returns a negative or non-int size.
+
+        Runtime complexity: O(1) amortized per eviction.
+        """
+        sizes = self._sizes
+        if sizes is None:
+            if self._update(key, value):
+                return
+            while len(self) >= self._maxsize:
+                self.popitem()
+                self._evictions += 1
+            self._insert(key, value)
+            return
+        size = self._size_of(value)
+        maxsize = self._maxsize
+        if size > maxsize:
+            raise ValueError("value too large")
+        if key in self:
+            diff = size - sizes[key]
+            while self._currsize + diff > maxsize:
+                self.popitem()
+                self._evictions += 1
+                if key not in self:
+                    diff = size
+        else:
+            diff = size
+            while self._currsize + diff > maxsize:
+                self.popitem()
+                self._evictions += 1
+        if not (key in self and self._update(key, value)):
+            self._insert(key, value)
+        sizes[key] = size
+        self._currsize += diff
+
+    def _size_of(self, value: Any) -> int:
+        size = self._getsizeof(value)  # type: ignore[misc]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ConfigurationError(
+                f"getsizeof must return a non-negative integer, got {size!r} for {value!r}"
+            )
+        return size
+
+    def __delitem__(self, key: K) -> None:
+        """Remove *key*. :raises KeyError: if absent. Runtime complexity: O(1)."""
+        self._remove(key)
+        sizes = self._sizes
+        if sizes is not None:
+            self._currsize -= sizes.pop(key)
+
+    def __contains__(self, key: object) -> bool:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[K]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        items = {k: self._peek(k) for k in list(self)}
+        return (
+            f"{type(self).__name__}({items!r}, maxsize={self._maxsize!r}, "
+            f"currsize={self.currsize!r})"
+        )
+
+    def items(self) -> ItemsView[K, V]:
+        """A view of the ``(key, value)`` pairs; reading it leaves the policy untouched."""
+        return _ItemsView(self)
+
+    def values(self) -> ValuesView[V]:
+        """A view of the values; reading it leaves the policy untouched."""
+        return _ValuesView(self)
+
+    def __copy__(self) -> Cache[K, V]:
+        """An independent cache with the same entries, policy state and statistics.
+
+        Keys, values and callables (``getsizeof``, ``timer``, ``choice``) are
+        shared, not copied, as cachetools' ``copy.copy`` does.
+
+        Runtime complexity: O(n).
+        """
+        memo: dict[int, Any] = {}
+        for key in list(self):
+            memo[id(key)] = key
+            value = self._peek(key)
+            memo[id(value)] = value
+        for attr in self.__dict__.values():
+            if callable(attr):
+                memo[id(attr)] = attr
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
+
+    # -- cachetools-compatible API -------------------------------------------------
+
+    def popitem(self) -> tuple[K, V]:
+        """Remove and return the ``(key, value)`` pair the policy evicts next.
+
+        :raises KeyError: if the cache is empty.
+
+        Runtime complexity: O(1) amortized.
+        """
+        if not len(self):
+            raise KeyError(f"{type(self).__name__} is empty")
+        key = self._victim()
+        value = self._peek(key)
+        del self[key]
+        return key, value
+
+    def pop(self, key: K, default: Any = MISSING) -> Any:
+        """Remove *key* and return its value (or *default*); no hit or miss is counted.
+
+        :raises KeyError: if absent and no default is given.
+        """
+        if key in self:
+            value = self._peek(key)
+            del self[key]
+            return value
+        if default is MISSING:
+            raise KeyError(key)
+        return default
+
+    def setdefault(self, key: K, default: Any = None) -> Any:
+        """Return the value of *key*, storing *default* first if it is absent."""
+        if key in self:
+            return self[key]
+        self[key] = default
+        return default
+
+    def peek(self, key: K, default: Any = None) -> Any:
+        """Return the value for *key* without touching the policy or the statistics."""
+        value = self._peek(key)
+        return default if value is MISSING else value
+
+    def clear(self) -> None:
+        """Remove every entry (not counted as evictions). Runtime complexity: O(n)."""
+        self._clear()
+        if self._sizes is not None:
+            self._sizes.clear()
+        self._currsize = 0
+
+    @property
+    def maxsize(self) -> int:
+        """The capacity, in units of ``getsizeof``."""
+        return self._maxsize
+
+    @property
+    def currsize(self) -> int:
+        """The current total size (the number of entries with unit sizes)."""
+        return len(self) if self._sizes is None else self._currsize
+
+    def getsizeof(self, value: V) -> int:
+        """The size of *value*: 1 unless a ``getsizeof`` function was given."""
+        return 1 if self._getsizeof is None else self._size_of(value)
+
+    def stats(self) -> CacheStats:
+        """Hits, misses, evictions and hit ratio. Runtime complexity: O(1)."""
+        hits, misses = self._hits, self._misses
+        total = hits + misses
+        return CacheStats(hits, misses, self._evictions, hits / total if total else 0.0)
+
+    def reset_stats(self) -> None:
+        """Set the hit, miss and eviction counters back to zero."""
+        self._hits = self._misses = self._evictions = 0
+
+
+class _ItemsView(ItemsView[K, V]):
+    _mapping: Cache[K, V]
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, tuple) or len(item) != 2:
+            return False
+        key: Any = item[0]
+        value: Any = item[1]
+        found = self._mapping._peek(key)
+        return found is not MISSING and (found is value or found == value)
+
+    def __iter__(self) -> Iterator[tuple[K, V]]:
+        mapping = self._mapping
+        for key in mapping:
+            yield key, mapping._peek(key)
+
+
+class _ValuesView(ValuesView[V]):
+    _mapping: Cache[Any, V]
+
+    def __contains__(self, value: object) -> bool:
+        return any(v is value or v == value for v in self)
+
+    def __iter__(self) -> Iterator[V]:
+        mapping = self._mapping
+        for key in mapping:
+            yield mapping._peek(key)

@@ -1,0 +1,129 @@
+"""Random replacement eviction."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from .base import MISSING, Cache
+
+__all__ = ["RRCache"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class RRCache(Cache[K, V]):
+    """Evicts a random entry; drop-in for ``cachetools.RRCache``.
+
+    Keys are kept in a list with an index map (swap-remove), so choosing
+    and removing a victim is O(1).
+
+    :param maxsize: capacity (entries, or units of ``getsizeof``).
+    :param choice: picks the victim from a sequence of keys, as cachetools'
+        ``choice=`` (default: ``rng.choice``).
+    :param getsizeof: optional function giving a value's size.
+    :param rng: the :class:`random.Random` to draw victims from (seed it for
+        reproducible runs); ignored when *choice* is given.
+    :raises ConfigurationError: if ``maxsize`` is not a positive integer.
+
+    Thread-safety: not thread-safe; guard shared use with a lock.
+    Runtime complexity: O(1) per operation.
+    """
+
+    def __init__(
+        self,
+        maxsize: int,
+        choice: Callable[[Sequence[Any]], Any] | None = None,
+        getsizeof: Callable[[V], int] | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(maxsize, getsizeof)
+        if choice is None:
+            choice = (rng if rng is not None else random.Random()).choice
+        self._choice = choice
+        self._data: dict[Any, Any] = {}
+        self._index: dict[Any, int] = {}
+        self._keys: list[Any] = []
+
+    def get(self, key: K, default: Any = None) -> Any:
+        """Return the value for *key*, or *default*. Runtime complexity: O(1)."""
+        value = self._data.get(key, MISSING)
+        if value is MISSING:
+            self._misses += 1
+            return default
+        self._hits += 1
+        return value
+
+    def __setitem__(self, key: K, value: V) -> None:
+        if self._sizes is not None:
+            Cache.__setitem__(self, key, value)
+            return
+        data = self._data
+        if key in data:
+            data[key] = value
+            return
+        if len(data) >= self._maxsize:
+            if self._inline:
+                self._remove(self._choice(self._keys))
+                self._evictions += 1
+            else:
+                while len(data) >= self._maxsize:
+                    self.popitem()
+                    self._evictions += 1
+        index = self._index
+        keys = self._keys
+        data[key] = value
+        index[key] = len(keys)
+        keys.append(key)
+
+    @property
+    def choice(self) -> Callable[[Sequence[Any]], Any]:
+        """The function choosing victims."""
+        return self._choice
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def _touch(self, key: Any) -> Any:
+        return self._data.get(key, MISSING)
+
+    _peek = _touch
+
+    def _update(self, key: Any, value: Any) -> bool:
+        data = self._data
+        if key not in data:
+            return False
+        data[key] = value
+        return True
+
+    def _insert(self, key: Any, value: Any) -> None:
+        self._data[key] = value
+        self._index[key] = len(self._keys)
+        self._keys.append(key)
+
+    def _remove(self, key: Any) -> Any:
+        value = self._data.pop(key)
+        keys = self._keys
+        index = self._index.pop(key)
+        last = keys.pop()
+        if index < len(keys):
+            keys[index] = last
+            self._index[last] = index
+        return value
+
+    def _victim(self) -> Any:
+        return self._choice(self._keys)
+
+    def _clear(self) -> None:
+        self._data.clear()
+        self._index.clear()
+        self._keys.clear()

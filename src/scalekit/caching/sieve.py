@@ -1,0 +1,118 @@
+"""SIEVE eviction (Zhang et al., "SIEVE is Simpler than LRU", NSDI 2024)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, TypeVar
+
+from .base import MISSING, Cache
+
+__all__ = ["SIEVECache"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# A node is a list [older, newer, key, value, visited] in a ring around a root.
+_OLDER, _NEWER, _KEY, _VALUE, _VISITED = 0, 1, 2, 3, 4
+
+
+class SIEVECache(Cache[K, V]):
+    """SIEVE: a FIFO queue with a visited bit and a hand that sweeps it.
+
+    New entries go to the head of a queue and never move. A hit only sets
+    the entry's visited bit. To evict, a hand walks from where it stopped
+    last (first time: the tail, the oldest entry) toward the head, clearing
+    visited bits, and evicts the first entry whose bit is clear; back at the
+    head it wraps to the tail. This is libCacheSim's ``Sieve.c``, and the
+    class reproduces its hit ratios exactly.
+
+    :param maxsize: capacity (entries, or units of ``getsizeof``).
+    :param getsizeof: optional function giving a value's size.
+    :raises ConfigurationError: if ``maxsize`` is not a positive integer.
+
+    Thread-safety: not thread-safe; guard shared use with a lock.
+    Runtime complexity: O(1) per hit; O(1) amortized per eviction.
+    """
+
+    def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
+        super().__init__(maxsize, getsizeof)
+        self._data: dict[Any, list[Any]] = {}
+        root: list[Any] = [None, None, MISSING, MISSING, False]
+        root[_OLDER] = root[_NEWER] = root
+        self._root = root  # root[_NEWER] is the tail (oldest), root[_OLDER] the head
+        self._hand: list[Any] | None = None
+
+    def get(self, key: K, default: Any = None) -> Any:
+        """Return the value for *key* (marking it visited), or *default*.
+
+        Runtime complexity: O(1).
+        """
+        node = self._data.get(key)
+        if node is None:
+            self._misses += 1
+            return default
+        node[_VISITED] = True
+        self._hits += 1
+        return node[_VALUE]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def _touch(self, key: Any) -> Any:
+        node = self._data.get(key)
+        if node is None:
+            return MISSING
+        node[_VISITED] = True
+        return node[_VALUE]
+
+    def _peek(self, key: Any) -> Any:
+        node = self._data.get(key)
+        return MISSING if node is None else node[_VALUE]
+
+    def _update(self, key: Any, value: Any) -> bool:
+        node = self._data.get(key)
+        if node is None:
+            return False
+        node[_VALUE] = value
+        node[_VISITED] = True
+        return True
+
+    def _insert(self, key: Any, value: Any) -> None:
+        root = self._root
+        head = root[_OLDER]
+        node = [head, root, key, value, False]
+        head[_NEWER] = root[_OLDER] = node
+        self._data[key] = node
+
+    def _remove(self, key: Any) -> Any:
+        node = self._data.pop(key)
+        older, newer = node[_OLDER], node[_NEWER]
+        if node is self._hand:
+            self._hand = None if newer is self._root else newer
+        older[_NEWER] = newer
+        newer[_OLDER] = older
+        return node[_VALUE]
+
+    def _victim(self) -> Any:
+        root = self._root
+        node = self._hand if self._hand is not None else root[_NEWER]
+        while node[_VISITED]:
+            node[_VISITED] = False
+            node = node[_NEWER]
+            if node is root:
+                node = root[_NEWER]
+        # _remove moves the hand one step toward the head, as Sieve_evict does.
+        self._hand = node
+        return node[_KEY]
+
+    def _clear(self) -> None:
+        self._data.clear()
+        root = self._root
+        root[_OLDER] = root[_NEWER] = root
+        self._hand = None

@@ -1,0 +1,181 @@
+"""The contract every scalekit cache honours: one parametrized suite for all policies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from caching_factories import ADMISSION_POLICIES, Factory
+
+from scalekit.caching import Cache
+from scalekit.exceptions import ConfigurationError
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3", None])
+def test_maxsize_must_be_a_positive_int(make: Factory, bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match=r"maxsize must be a positive integer, got"):
+        make(bad)
+
+
+def test_basic_mapping(make: Factory) -> None:
+    cache = make(10)
+    assert len(cache) == 0 and cache.currsize == 0 and cache.maxsize == 10
+    cache[1] = "one"
+    cache[2] = "two"
+    assert cache[1] == "one" and cache.get(2) == "two" and cache.get(3) is None
+    assert cache.get(3, "dflt") == "dflt"
+    assert 1 in cache and 3 not in cache
+    assert sorted(cache) == [1, 2] and len(cache) == 2 and cache.currsize == 2
+    cache[1] = "uno"
+    assert cache[1] == "uno" and len(cache) == 2
+    del cache[1]
+    assert 1 not in cache and len(cache) == 1
+    with pytest.raises(KeyError):
+        del cache[1]
+    with pytest.raises(KeyError):
+        cache[1]
+    assert cache.pop(2) == "two" and cache.pop(2, "gone") == "gone"
+    with pytest.raises(KeyError):
+        cache.pop(2)
+    assert cache.setdefault(5, "five") == "five" and cache.setdefault(5, "x") == "five"
+    cache.clear()
+    assert len(cache) == 0 and cache.currsize == 0 and list(cache) == []
+    assert type(cache).__name__ in repr(cache)
+
+
+def test_never_exceeds_maxsize_and_keeps_the_latest_write(make: Factory, policy: str) -> None:
+    cache = make(7)
+    for i in range(200):
+        cache[i % 31] = i
+        if policy not in ADMISSION_POLICIES:
+            assert cache[i % 31] == i
+        assert len(cache) <= 7 and cache.currsize == len(cache)
+    for key in list(cache):
+        assert cache.peek(key) % 31 == key  # values belong to their keys
+
+
+def test_popitem_removes_entries_until_empty(make: Factory) -> None:
+    cache = make(5)
+    for i in range(5):
+        cache[i] = i * 10
+    seen = set()
+    while cache:
+        key, value = cache.popitem()
+        assert value == key * 10 and key not in cache
+        seen.add(key)
+    assert seen == set(range(5))
+    with pytest.raises(KeyError, match="is empty"):
+        cache.popitem()
+
+
+def test_eviction_goes_through_popitem(make: Factory, policy: str) -> None:
+    if policy in ADMISSION_POLICIES:
+        pytest.skip("an admission policy evicts by duel, not through popitem()")
+    evicted: list[Any] = []
+    base = type(make(1))
+
+    class Observed(base):  # type: ignore[valid-type, misc]
+        def popitem(self) -> Any:
+            item = super().popitem()
+            evicted.append(item)
+            return item
+
+    cache = make(3)
+    cache.__class__ = Observed
+    for i in range(10):
+        cache[i] = i
+    assert len(evicted) == 7 and len(cache) == 3
+    assert cache.stats().evictions == 7
+    assert {k for k, _ in evicted}.isdisjoint(set(cache))
+
+
+def test_stats_count_get_and_getitem(make: Factory) -> None:
+    cache = make(10)
+    cache["a"] = 1
+    assert cache.get("a") == 1
+    assert cache["a"] == 1
+    assert cache.get("b") is None
+    with pytest.raises(KeyError):
+        cache["b"]
+    assert "a" in cache and cache.peek("a") == 1  # neither counts
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.hit_ratio) == (2, 2, 0.5)
+    for i in range(30):
+        cache[i] = i
+    assert cache.stats().evictions == 21
+    cache.reset_stats()
+    assert cache.stats() == (0, 0, 0, 0.0)
+
+
+def test_unhashable_keys_raise_type_error_like_dict(make: Factory) -> None:
+    cache = make(4)
+    for op in (lambda: cache[[1]], lambda: cache.get([1]), lambda: [1] in cache):
+        with pytest.raises(TypeError, match="unhashable"):
+            op()
+    with pytest.raises(TypeError, match="unhashable"):
+        cache[[1]] = 1
+    assert len(cache) == 0
+
+
+def test_getsizeof_bounds_the_total_size(make: Factory, policy: str) -> None:
+    cache = make(10, getsizeof=len)
+    cache["a"] = "xxxx"
+    cache["b"] = "yyyy"
+    assert cache.currsize == 8 and cache.getsizeof("zzz") == 3
+    with pytest.raises(ValueError, match="value too large"):
+        cache["c"] = "z" * 11
+    assert "c" not in cache and cache.currsize == 8
+    for i in range(50):
+        cache[i % 13] = "v" * (i % 5)
+        assert cache.currsize == sum(len(cache.peek(k)) for k in cache) <= 10
+    cache["a"] = "1234567890"
+    if policy not in ADMISSION_POLICIES:
+        assert cache.currsize == 10 and list(cache) == ["a"]
+
+
+def test_negative_getsizeof_is_a_configuration_error(make: Factory) -> None:
+    cache = make(10, getsizeof=lambda value: -1)
+    with pytest.raises(ConfigurationError, match="getsizeof must return a non-negative integer"):
+        cache["a"] = 1
+
+
+def test_missing_hook_computes_values(make: Factory) -> None:
+    base = type(make(1))
+
+    class Squares(base):  # type: ignore[valid-type, misc]
+        def __missing__(self, key: int) -> int:
+            self[key] = key * key
+            return key * key
+
+    cache = make(5)
+    cache.__class__ = Squares
+    assert cache[4] == 16 and 4 in cache and cache.get(5) is None
+
+
+def test_is_a_cache_and_mutable_mapping(make: Factory) -> None:
+    from collections.abc import MutableMapping
+
+    cache = make(3)
+    assert isinstance(cache, Cache) and isinstance(cache, MutableMapping)
+    cache.update({1: 1, 2: 2})
+    assert dict(cache.items()) == {1: 1, 2: 2}
+
+
+def test_copy_is_independent_and_keeps_the_policy(make: Factory, policy: str) -> None:
+    import copy
+
+    cache = make(4)
+    value = ["shared"]
+    for i in range(4):
+        cache[i] = value
+    cache.get(0)
+    clone = copy.copy(cache)
+    assert dict(clone.items()) == dict(cache.items()) and clone.stats() == cache.stats()
+    assert clone.peek(1) is value  # values are shared, not copied
+    for i in range(10, 14):
+        cache[i] = i
+        clone[i] = i
+    if policy != "RR":  # RR's clone shares its choice function, hence its random stream
+        assert set(clone) == set(cache)  # same policy state, same decisions
+    del cache[13]
+    assert 13 in clone and 13 not in cache
