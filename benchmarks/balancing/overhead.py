@@ -99,8 +99,7 @@ def measure(
             for weighted in (False, True):
                 weights = {f"e{i}": (1 + i % 5 if weighted else 1) for i in range(n)}
                 lb = cls(weights, rng=random.Random(seed))
-                # nginx's SWRR is O(n) per pick: fewer ops keep the run short.
-                count = ops if cls is not SmoothWeightedRoundRobin else max(50, ops * 10 // n)
+                count = ops
                 label = "1..5" if weighted else "equal"
                 contenders.append((cls.__name__, n, label, _loop(lb, count), count))
         keys = [f"user:{i}" for i in range(1000)]

@@ -7,6 +7,8 @@ import random
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scalekit.balancing import (
     LeastRequest,
@@ -237,3 +239,72 @@ def test_peak_ewma_divides_load_by_weight() -> None:
     assert lb.pick() == "a"  # 0.1 / 2 < 0.06 / 1
     assert lb.pick() == "b"  # 0.1 * 2 / 2 = 0.1 > 0.06
     assert lb.pick() == "a"  # 0.1 < 0.06 * 2 = 0.12
+
+
+def _nginx_reference(weights: dict[str, int], events: list[tuple[str, str, int]]) -> list[str]:
+    """nginx's loop, literally: every peer gains its weight, the first maximum wins and pays.
+
+    *events* are ("pick", "", 0), ("add", name, weight), ("remove", name, 0) and
+    ("reweight", name, weight), applied in order.
+    """
+    peers = [[name, w, 0] for name, w in weights.items()]
+    out = []
+    for kind, name, weight in events:
+        if kind == "pick":
+            total, best = 0, None
+            for peer in peers:
+                peer[2] += peer[1]
+                total += peer[1]
+                if best is None or peer[2] > best[2]:
+                    best = peer
+            assert best is not None
+            best[2] -= total
+            out.append(best[0])
+        elif kind == "add":
+            peers.append([name, weight, 0])
+        elif kind == "remove":
+            peers = [p for p in peers if p[0] != name]
+        else:
+            next(p for p in peers if p[0] == name)[1] = weight
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=120),
+    distinct=st.integers(min_value=1, max_value=20),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_swrr_matches_nginx_on_long_lists_and_membership_changes(
+    n: int, distinct: int, seed: int
+) -> None:
+    """Long lists take the per-weight heap path; it must pick exactly as nginx's loop."""
+    rng = random.Random(seed)
+    weights = {f"e{i}": rng.randint(1, distinct) for i in range(n)}
+    events: list[tuple[str, str, int]] = []
+    extra = 0
+    for _ in range(600):
+        roll = rng.random()
+        names = [e for e in weights if e not in {x[1] for x in events if x[0] == "remove"}]
+        if roll < 0.01:
+            extra += 1
+            events.append(("add", f"x{extra}", rng.randint(1, distinct)))
+        elif roll < 0.02 and len(names) > 1:
+            events.append(("remove", rng.choice(names), 0))
+        elif roll < 0.03 and names:
+            events.append(("reweight", rng.choice(names), rng.randint(1, distinct)))
+        else:
+            events.append(("pick", "", 0))
+    lb = SmoothWeightedRoundRobin(weights)
+    got = []
+    for kind, name, weight in events:
+        if kind == "pick":
+            got.append(lb.pick())
+            lb.release(got[-1])
+        elif kind == "add":
+            lb.add(name, weight)
+        elif kind == "remove":
+            lb.remove(name)
+        else:
+            lb.reweight(name, weight)
+    assert got == _nginx_reference(weights, events)

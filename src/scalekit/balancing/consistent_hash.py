@@ -142,14 +142,20 @@ class ConsistentHashBalancer(Balancer):
         self, lookup: KetamaRing | MaglevTable, excluded: frozenset[Hashable], key: Any, c: float
     ) -> Hashable:
         in_flight, weights = self._in_flight, self._weights
-        total_weight = self._total_weight - sum(weights.get(ep, 0) for ep in excluded)
+        total_weight = self._total_weight
+        if excluded:
+            total_weight -= sum(weights.get(ep, 0) for ep in excluded)
         # self._live already counts this pick: the bound is on the load after it.
         room = c * self._live / total_weight
+        # For an integer count n, n < ceil(x) exactly when n < x: no ceil needed.
+        home = lookup.get(key)
+        if home not in excluded and in_flight[home] < room * weights[home]:
+            return home  # the common case: no walk needed
         first: Hashable | None = None
         for endpoint in lookup.successors(key):
             if endpoint in excluded:
                 continue
-            if in_flight[endpoint] < math.ceil(room * weights[endpoint]):
+            if in_flight[endpoint] < room * weights[endpoint]:
                 return endpoint
             if first is None:
                 first = endpoint

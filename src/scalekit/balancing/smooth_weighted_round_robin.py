@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Hashable
 from operator import add
@@ -32,9 +33,20 @@ class SmoothWeightedRoundRobin(Balancer):
     effective weight is ``ceil(weight * factor)``.
 
     Thread-safety: see :class:`Balancer`.
-    Runtime complexity: O(n) per pick, like nginx (in C loops: map, max,
-    index); O(n) per membership change.
+    Runtime complexity: O(k + log n) per pick for k distinct weights (up to
+    :attr:`GROUPED_MAX_WEIGHTS`), else O(n) like nginx (in C loops: map,
+    max, index); O(n) per membership change, ejection or slow-start pick.
+
+    Same picks, fewer steps: between two picks every ``current_weight``
+    grows by its weight, so endpoints of equal weight keep their order and
+    only the front of each weight's queue can win. With few distinct
+    weights the fast path keeps one heap per weight, ordered by
+    ``current_weight`` and then insertion order, and compares the heads;
+    the result is the very sequence nginx's loop gives.
     """
+
+    #: The most distinct weights for which the per-weight heaps are used.
+    GROUPED_MAX_WEIGHTS = 16
 
     def _init_state(self) -> None:
         # Parallel lists in insertion order, so the hot path runs in C (map, max, index).
@@ -42,29 +54,76 @@ class SmoothWeightedRoundRobin(Balancer):
         self._w: list[int] = []
         self._cur: list[int] = []
         self._total = 0
+        # The grouped fast path: weight -> heap of (-base, index), where an
+        # endpoint's current_weight is base + tick * weight. None: use _cur.
+        self._heaps: list[tuple[int, list[tuple[int, int]]]] | None = None
+        self._tick = 0
+        self._ungroupable = False  # too many distinct weights: skip trying until a change
+
+    def _sync(self) -> None:
+        """Fold the fast path's state back into ``_cur`` (before any change)."""
+        heaps = self._heaps
+        if heaps is None:
+            return
+        tick, cur = self._tick, self._cur
+        for weight, heap in heaps:
+            for neg_base, index in heap:
+                cur[index] = tick * weight - neg_base
+        self._heaps = None
+        self._tick = 0
+
+    def _grouped(self) -> list[tuple[int, list[tuple[int, int]]]] | None:
+        """Build the per-weight heaps from ``_cur``, or None if there are too many weights."""
+        groups: dict[int, list[tuple[int, int]]] = {}
+        for index, (current, weight) in enumerate(zip(self._cur, self._w, strict=True)):
+            groups.setdefault(weight, []).append((-current, index))
+            if len(groups) > self.GROUPED_MAX_WEIGHTS:
+                self._ungroupable = True
+                return None
+        for heap in groups.values():
+            heapq.heapify(heap)
+        self._tick = 0
+        self._heaps = list(groups.items())
+        return self._heaps
 
     def _on_add(self, endpoint: Hashable, weight: int) -> None:
+        self._sync()
+        self._ungroupable = False
         self._ids.append(endpoint)
         self._w.append(weight)
         self._cur.append(0)
         self._total += weight
 
     def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+        self._sync()
+        self._ungroupable = False
         index = self._ids.index(endpoint)
         del self._ids[index], self._w[index], self._cur[index]
         self._total -= weight
 
     def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+        self._sync()
+        self._ungroupable = False
         self._w[self._ids.index(endpoint)] = new
         self._total += new - old
 
     def current_weights(self) -> dict[Hashable, int]:
         """A copy of every endpoint's ``current_weight`` (nginx's name)."""
         with self._lock:
+            self._sync()
             return dict(zip(self._ids, self._cur, strict=True))
 
     def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
         if not excluded and not self._slow_starting():
+            heaps = self._heaps
+            if (
+                heaps is None
+                and not self._ungroupable
+                and len(self._ids) > 2 * self.GROUPED_MAX_WEIGHTS
+            ):
+                heaps = self._grouped()
+            if heaps is not None:
+                return self._select_grouped(heaps)
             # current_weight += weight for all; the first maximum wins; it pays the total.
             current = list(map(add, self._cur, self._w))
             best = max(current)
@@ -72,6 +131,7 @@ class SmoothWeightedRoundRobin(Balancer):
             current[index] = best - self._total
             self._cur = current
             return self._ids[index]
+        self._sync()
         now = self._clock()
         current = self._cur
         total = 0
@@ -87,4 +147,18 @@ class SmoothWeightedRoundRobin(Balancer):
             if index < 0 or value > best:
                 index, best = i, value
         current[index] = best - total
+        return self._ids[index]
+
+    def _select_grouped(self, heaps: list[tuple[int, list[tuple[int, int]]]]) -> Hashable:
+        tick = self._tick = self._tick + 1
+        best_heap = heaps[0][1]
+        best_value = tick * heaps[0][0] - best_heap[0][0]
+        best_index = best_heap[0][1]
+        for weight, heap in heaps:
+            neg_base, index = heap[0]
+            value = tick * weight - neg_base
+            if value > best_value or (value == best_value and index < best_index):
+                best_heap, best_value, best_index = heap, value, index
+        neg_base, index = best_heap[0]
+        heapq.heapreplace(best_heap, (neg_base + self._total, index))
         return self._ids[index]

@@ -19,7 +19,9 @@ from ._nodes import Nodes, normalize_nodes
 __all__ = ["KETAMA_POINTS_PER_SERVER", "KetamaRing", "ketama_hash"]
 
 KETAMA_POINTS_PER_SERVER = 160
-_KETAMA_INDEX_BITS = 12  # a 4096-entry index into the continuum, by top hash bits
+# An index into the continuum by the top bits of a hash, about one entry per
+# four points (between 2**8 and 2**16 entries), so a lookup bisects a handful.
+_KETAMA_INDEX_MIN_BITS, _KETAMA_INDEX_MAX_BITS = 8, 16
 _unpack_u32le = Struct("<I").unpack_from
 _pack_f32_struct = Struct("<f")
 _unpack_f32 = _pack_f32_struct.unpack
@@ -120,11 +122,12 @@ class KetamaRing:
         self._points = sorted(owner)
         self._owners = [owner[p] for p in self._points]
         self._owners_wrapped = [*self._owners, self._owners[0]]
-        shift = 32 - _KETAMA_INDEX_BITS
+        bits = min(
+            _KETAMA_INDEX_MAX_BITS, max(_KETAMA_INDEX_MIN_BITS, len(self._points).bit_length() - 2)
+        )
+        shift = 32 - bits
         # _index[b] is the first point >= b << shift: a short cut into the bisection.
-        self._index = [
-            bisect_left(self._points, b << shift) for b in range(1 << _KETAMA_INDEX_BITS)
-        ]
+        self._index = [bisect_left(self._points, b << shift) for b in range(1 << bits)]
         self.get = self._make_get(shift)  # type: ignore[method-assign]
 
     @property
