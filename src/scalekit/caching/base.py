@@ -17,6 +17,7 @@ inlined fast paths for the common case of unit sizes.
 from __future__ import annotations
 
 import copy
+from abc import abstractmethod
 from collections.abc import Callable, Hashable, ItemsView, Iterator, MutableMapping, ValuesView
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
@@ -84,32 +85,37 @@ class Cache(MutableMapping[K, V]):
 
     # -- hooks a policy implements -------------------------------------------------
 
+    @abstractmethod
     def _touch(self, key: Any) -> Any:
         """Return the value for *key* recording a hit in the policy, or MISSING."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _peek(self, key: Any) -> Any:
         """Return the value for *key* without touching the policy, or MISSING."""
-        raise NotImplementedError
 
     def _update(self, key: Any, value: Any) -> bool:
-        """Replace the value of a present key (a write access); False if absent."""
-        raise NotImplementedError
+        """Replace the value of a present key (a write access); False if absent.
+
+        Called by the base's ``__setitem__`` only: a policy that writes in its
+        own ``__setitem__`` (``TinyLFUCache`` admits by duel) need not define it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines neither _update nor __setitem__")
 
     def _insert(self, key: Any, value: Any) -> None:
-        """Add an absent key; the base has already made room."""
-        raise NotImplementedError
+        """Add an absent key; the base has already made room (see :meth:`_update`)."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither _insert nor __setitem__")
 
+    @abstractmethod
     def _remove(self, key: Any) -> Any:
         """Remove *key* from the policy and return its value; KeyError if absent."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _victim(self) -> Any:
         """The key the policy would evict next (the cache is not empty)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _clear(self) -> None:
-        raise NotImplementedError
+        """Forget every entry."""
 
     # -- mapping -------------------------------------------------------------------
 
@@ -195,14 +201,17 @@ class Cache(MutableMapping[K, V]):
         if sizes is not None:
             self._currsize -= sizes.pop(key)
 
+    @abstractmethod
     def __contains__(self, key: object) -> bool:
-        raise NotImplementedError
+        """Whether *key* is cached, without counting a hit or touching the policy."""
 
+    @abstractmethod
     def __iter__(self) -> Iterator[K]:
-        raise NotImplementedError
+        """The cached keys, without touching the policy."""
 
+    @abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """The number of cached entries."""
 
     def __repr__(self) -> str:
         items = {k: self._peek(k) for k in list(self)}
