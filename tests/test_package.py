@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import venv
@@ -62,8 +61,6 @@ def test_python_m_scalekit_prints_version_and_backends() -> None:
 
 @pytest.mark.slow
 def test_import_works_in_a_virtualenv_with_core_dependencies_only(tmp_path: Path) -> None:
-    if os.environ.get("SCALEKIT_SKIP_VENV_TEST") == "1":
-        pytest.skip("SCALEKIT_SKIP_VENV_TEST=1")
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
