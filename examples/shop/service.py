@@ -81,7 +81,16 @@ class Timings:
 
 
 class CheckoutRejected(Exception):
-    """The checkout cannot be completed: out of stock, empty cart, lock contention."""
+    """The checkout cannot be completed; ``reason`` says why, in a word or two.
+
+    Reasons: ``empty cart``, ``out of stock``, ``lock timeout``, ``fenced off``
+    (a lock holder's lease was lost and the storage refused its write) and
+    ``payment failed``.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Shop:
@@ -178,7 +187,7 @@ class Shop:
         if existing is not None:
             return existing
         if not items:
-            raise CheckoutRejected("the cart is empty")
+            raise CheckoutRejected("the cart is empty", "empty cart")
         prices = {sku: self.view_product(sku)["price_cents"] for sku in items}
         reserved: dict[str, int] = {}
         try:
@@ -215,7 +224,9 @@ class Shop:
             for sku, qty in order.items.items():
                 self._reserve(sku, -qty)
             self.storage.set_order_status(order, "released", None)
-            raise CheckoutRejected(f"payment failed for order {order.order_id}") from None
+            raise CheckoutRejected(
+                f"payment failed for order {order.order_id}", "payment failed"
+            ) from None
         with self.timings.measure("database"):
             self.storage.set_order_status(order, "paid", gateway)
         return Order(
@@ -244,22 +255,26 @@ class Shop:
             with self.timings.measure("lock"):
                 lease = lock.acquire(timeout=self.lock_timeout)
         except LockError as exc:
-            raise CheckoutRejected(f"stock of {sku} is busy: {exc}") from None
+            raise CheckoutRejected(f"stock of {sku} is busy: {exc}", "lock timeout") from None
         try:
             with self.timings.measure("database"):
                 left = self.storage.claim_stock(sku, lease.token)
             if left is None:
                 self.fence_rejections += 1
-                raise CheckoutRejected(f"stock of {sku} fenced off before reading (lease lost)")
+                raise CheckoutRejected(
+                    f"stock of {sku} fenced off before reading (lease lost)", "fenced off"
+                )
             if left < qty:
-                raise CheckoutRejected(f"only {left} of {sku} left, {qty} wanted")
+                raise CheckoutRejected(f"only {left} of {sku} left, {qty} wanted", "out of stock")
             if self._hold_hook is not None:
                 self._hold_hook(sku)
             with self.timings.measure("database"):
                 written = self.storage.write_stock(sku, left - qty, lease.token)
             if not written:
                 self.fence_rejections += 1
-                raise CheckoutRejected(f"stock write for {sku} fenced off (lease lost)")
+                raise CheckoutRejected(
+                    f"stock write for {sku} fenced off (lease lost)", "fenced off"
+                )
         finally:
             # A lease lost meanwhile raises LockError here; the fence already
             # decided whether the write counted.

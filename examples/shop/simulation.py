@@ -151,7 +151,7 @@ def _buyer(
         except CheckoutRejected as exc:
             with lock:
                 out.latencies.append((wall, time.monotonic() - started))
-                out.rejected[_reason(str(exc))] += 1
+                out.rejected[exc.reason] += 1
             continue
         elapsed = time.monotonic() - started
         # A client retrying the same checkout must get the same order back.
@@ -160,17 +160,6 @@ def _buyer(
             out.latencies.append((wall, elapsed))
             out.placed += 1
             out.duplicate_orders += duplicate
-
-
-def _reason(text: str) -> str:
-    for prefix, reason in (("only", "out of stock"), ("payment failed", "payment failed")):
-        if text.startswith(prefix):
-            return reason
-    if "busy" in text:
-        return "lock timeout"
-    if "fenced" in text:
-        return "fenced off"
-    return text
 
 
 def work(settings: Settings, directory: Path, worker: int, run_id: str, buyers: int) -> Summary:

@@ -35,7 +35,7 @@ def main() -> int:
     try:
         shop.checkout(user, "paused-checkout")
     except CheckoutRejected as exc:
-        print("fenced" if "fenced" in str(exc) else f"rejected: {exc}")
+        print("fenced" if exc.reason == "fenced off" else f"rejected: {exc}")
     else:
         print("ordered")
     backends.close()
