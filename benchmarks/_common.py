@@ -116,6 +116,14 @@ def _numeric(text: str) -> bool:
     return stripped.lstrip("-").isdigit()
 
 
+def display_path(path: Path) -> str:
+    """*path* relative to the repository when inside it, for results files that get committed."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def write_result(out: Path, name: str, text: str) -> Path:
     """Print *text* and save it as ``out/name.txt``; return the path."""
     print(text)

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks._common import base_parser, format_table, progress, write_result
+from benchmarks._common import base_parser, display_path, format_table, progress, write_result
 from scalekit.balancing import (
     Balancer,
     HealthPolicy,
@@ -207,7 +207,7 @@ def run_simulation(args: argparse.Namespace, out: Path) -> tuple[list[str], bool
     lines += ["", "targets:"] + [f"  [{'met' if ok else 'NOT MET'}] {text}" for text, ok in checks]
     if not args.no_plot:
         path = plot(results, out)
-        lines.append(f"\nlatency CDFs: {path}")
+        lines.append(f"\nlatency CDFs: {display_path(path)}")
     return lines, all(ok for _, ok in checks)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import TRACES_DIR, format_table, progress
+from benchmarks._common import TRACES_DIR, display_path, format_table, progress
 from benchmarks.caching.traces import read_trace, short_name
 from scalekit.caching import (
     Cache,
@@ -148,7 +148,7 @@ def run_replay(
         )
         if plot and len(caps) > 0:
             path = _plot(out, name, caps, results)
-            sections.append(f"plot: {path}")
+            sections.append(f"plot: {display_path(path)}")
     if summary_rows:
         sections.append(
             "TinyLFU vs the README's reference columns (percentage points)\n"
