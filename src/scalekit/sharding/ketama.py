@@ -19,9 +19,9 @@ from ._nodes import Nodes, normalize_nodes
 __all__ = ["KETAMA_POINTS_PER_SERVER", "KetamaRing", "ketama_hash"]
 
 KETAMA_POINTS_PER_SERVER = 160
-# An index into the continuum by the top bits of a hash, about one entry per
-# four points (between 2**8 and 2**16 entries), so a lookup bisects a handful.
-_KETAMA_INDEX_MIN_BITS, _KETAMA_INDEX_MAX_BITS = 8, 16
+# An index into the continuum by the top bits of a hash: 4,096 entries, or about
+# one per four points on large rings (at most 65,536), so a lookup bisects a handful.
+_KETAMA_INDEX_MIN_BITS, _KETAMA_INDEX_MAX_BITS = 12, 16
 _unpack_u32le = Struct("<I").unpack_from
 _pack_f32_struct = Struct("<f")
 _unpack_f32 = _pack_f32_struct.unpack
