@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from caching_factories import ADMISSION_POLICIES, FACTORIES, Factory
 
 from scalekit.caching import Cache
 from scalekit.exceptions import ConfigurationError
+from tests.caching.caching_factories import ADMISSION_POLICIES, FACTORIES, Factory
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3", None])

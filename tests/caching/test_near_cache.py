@@ -1,6 +1,6 @@
 """NearCache: a local layer kept coherent through Redis pub/sub, on both backends."""
 
-# ruff: noqa: F811 - pytest fixtures imported from _redis_helpers are redefined as arguments
+# ruff: noqa: F811 - pytest fixtures imported from tests.caching._redis_helpers are redefined as arguments
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _redis_helpers import (  # noqa: F401 - fixtures
+from cachetools import LRUCache
+
+from scalekit.caching.near_cache import NearCache
+from scalekit.caching.redis_cache import RedisCache
+from scalekit.exceptions import BackendUnavailableError, ConfigurationError
+from tests.caching._redis_helpers import (  # noqa: F401 - fixtures
     DictLRU,
     client,
     make_client,
@@ -22,11 +27,6 @@ from _redis_helpers import (  # noqa: F401 - fixtures
     unique_namespace,
     wait_until,
 )
-from cachetools import LRUCache
-
-from scalekit.caching.near_cache import NearCache
-from scalekit.caching.redis_cache import RedisCache
-from scalekit.exceptions import BackendUnavailableError, ConfigurationError
 
 pytestmark = pytest.mark.redis
 

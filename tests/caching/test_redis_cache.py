@@ -1,6 +1,6 @@
 """RedisCache on the real standalone server and the 3-master cluster."""
 
-# ruff: noqa: F811 - pytest fixtures imported from _redis_helpers are redefined as arguments
+# ruff: noqa: F811 - pytest fixtures imported from tests.caching._redis_helpers are redefined as arguments
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ import time
 from typing import Any
 
 import pytest
-from _redis_helpers import (  # noqa: F401 - fixtures
+
+from scalekit.caching.redis_cache import CacheLoadTimeoutError, RedisCache
+from scalekit.exceptions import BackendUnavailableError, ConfigurationError
+from scalekit.sharding import key_slot
+from scalekit.testing import FakeClock
+from tests.caching._redis_helpers import (  # noqa: F401 - fixtures
     client,
     make_client,
     spec,
@@ -20,11 +25,6 @@ from _redis_helpers import (  # noqa: F401 - fixtures
     unique_namespace,
     wait_until,
 )
-
-from scalekit.caching.redis_cache import CacheLoadTimeoutError, RedisCache
-from scalekit.exceptions import BackendUnavailableError, ConfigurationError
-from scalekit.sharding import key_slot
-from scalekit.testing import FakeClock
 
 pytestmark = pytest.mark.redis
 

@@ -1,13 +1,19 @@
 """Hypothesis state machines: RedisCache and NearCache against a dict model, on real servers."""
 
-# ruff: noqa: F811 - pytest fixtures imported from _redis_helpers are redefined as arguments
+# ruff: noqa: F811 - pytest fixtures imported from tests.caching._redis_helpers are redefined as arguments
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from _redis_helpers import (  # noqa: F401 - fixtures
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+from scalekit.caching.near_cache import NearCache
+from scalekit.caching.redis_cache import RedisCache
+from tests.caching._redis_helpers import (  # noqa: F401 - fixtures
     DictLRU,
     client,
     make_client,
@@ -15,12 +21,6 @@ from _redis_helpers import (  # noqa: F401 - fixtures
     unique_namespace,
     wait_until,
 )
-from hypothesis import settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-
-from scalekit.caching.near_cache import NearCache
-from scalekit.caching.redis_cache import RedisCache
 
 pytestmark = pytest.mark.redis
 
