@@ -1,4 +1,4 @@
-"""Shared pieces of the Redis-tier tests: backends, a tiny LRU and process workers.
+"""Shared pieces of the Redis-tier tests: backends and process workers.
 
 Worker functions live here (not in the test modules) so ``spawn``-started
 processes can import them.
@@ -9,8 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ pytest.importorskip("redis")
 import redis
 import redis.cluster
 
+from scalekit.caching import LRUCache
 from scalekit.caching.near_cache import NearCache
 from scalekit.caching.redis_cache import RedisCache
 
@@ -55,33 +55,6 @@ def client(spec: Spec) -> Iterator[Any]:
     c = make_client(spec)
     yield c
     c.close()
-
-
-class DictLRU(MutableMapping[str, Any]):
-    """A trivially correct bounded LRU mapping, to stand in for scalekit's local caches."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._data: OrderedDict[str, Any] = OrderedDict()
-
-    def __getitem__(self, key: str) -> Any:
-        self._data.move_to_end(key)
-        return self._data[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
-
-    def __delitem__(self, key: str) -> None:
-        del self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.005) -> bool:
@@ -139,7 +112,7 @@ def near_reader_worker(
 ) -> None:
     """Read *key* through a NearCache until each round's value shows; report when it did."""
     near = NearCache(
-        DictLRU(100),
+        LRUCache(100),
         RedisCache(make_client(spec), namespace=namespace, ttl=60),
         max_staleness=max_staleness,
     )

@@ -12,14 +12,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import cachetools
 import pytest
-from cachetools import LRUCache
 
+from scalekit.caching import LRUCache, TinyLFUCache
 from scalekit.caching.near_cache import NearCache
 from scalekit.caching.redis_cache import RedisCache
 from scalekit.exceptions import BackendUnavailableError, ConfigurationError
 from tests.caching._redis_helpers import (  # noqa: F401 - fixtures
-    DictLRU,
     client,
     make_client,
     near_reader_worker,
@@ -37,7 +37,7 @@ def pair(spec: Any) -> Iterator[tuple[NearCache, NearCache]]:
     namespace = unique_namespace()
     caches = [
         NearCache(
-            DictLRU(100), RedisCache(make_client(spec), namespace=namespace), max_staleness=0.5
+            LRUCache(100), RedisCache(make_client(spec), namespace=namespace), max_staleness=0.5
         )
         for _ in range(2)
     ]
@@ -57,7 +57,9 @@ def test_bad_arguments(redis_server: Any) -> None:
         NearCache({}, remote, max_staleness=0)
 
 
-@pytest.mark.parametrize("local", [lambda: DictLRU(4), lambda: LRUCache(4)])
+@pytest.mark.parametrize(
+    "local", [lambda: LRUCache(4), lambda: TinyLFUCache(4), lambda: cachetools.LRUCache(4)]
+)
 def test_local_hits_skip_redis(redis_server: Any, local: Any) -> None:
     remote = RedisCache(make_client(("standalone", redis_server.url)), namespace=unique_namespace())
     with NearCache(local(), remote, max_staleness=0.5) as near:
@@ -154,10 +156,10 @@ def test_channel_drop_clears_local_and_recovers(fresh_redis_server: Any) -> None
     fast = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
     namespace = unique_namespace()
     near = NearCache(
-        DictLRU(10), RedisCache(make_client(spec_, **fast), namespace=namespace), max_staleness=0.4
+        LRUCache(10), RedisCache(make_client(spec_, **fast), namespace=namespace), max_staleness=0.4
     )
     other = NearCache(
-        DictLRU(10), RedisCache(make_client(spec_, **fast), namespace=namespace), max_staleness=0.4
+        LRUCache(10), RedisCache(make_client(spec_, **fast), namespace=namespace), max_staleness=0.4
     )
     try:
         other.set("k", 1)
@@ -196,7 +198,7 @@ def test_cluster_channel_node_restart(redis_cluster: Any) -> None:
     namespace = unique_namespace()
     near, other = (
         NearCache(
-            DictLRU(10),
+            LRUCache(10),
             RedisCache(make_client(spec_, **fast), namespace=namespace),
             max_staleness=0.4,
         )

@@ -11,10 +11,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from scalekit.caching import LRUCache
 from scalekit.caching.near_cache import NearCache
 from scalekit.caching.redis_cache import RedisCache
 from tests.caching._redis_helpers import (  # noqa: F401 - fixtures
-    DictLRU,
     client,
     make_client,
     spec,
@@ -118,7 +118,7 @@ def test_near_caches_match_a_dict(spec: Any) -> None:
             super().__init__()
             ns = unique_namespace()
             self.near = [
-                NearCache(DictLRU(3), RedisCache(c, namespace=ns, ttl=60), max_staleness=2.0)
+                NearCache(LRUCache(3), RedisCache(c, namespace=ns, ttl=60), max_staleness=2.0)
                 for c in clients
             ]
             self.model: dict[str, Any] = {}
