@@ -1,4 +1,4 @@
-"""W-TinyLFU's parts: the sketch, the admission duel, the segments and the ghost-sized window."""
+"""W-TinyLFU's parts: the sketch, the admission duel, the segments and the window sizing."""
 
 from __future__ import annotations
 
@@ -138,6 +138,18 @@ def test_recency_heavy_traffic_grows_the_window_past_the_protected_share() -> No
     _replay(cache, keys)
     assert cache.window_maxsize > 80  # Caffeine's climber stops at the 80% protected share
     assert len(cache._protected) == 0
+
+
+def test_the_climber_shrinks_the_window_when_a_loop_follows_a_recency_phase() -> None:
+    # The loop's keys return too late for the ghosts to remember them; the
+    # climber sees the hit ratio collapse and turns the window back.
+    rng = random.Random(3)
+    recency = [base + rng.randrange(80) for base in range(0, 40_000, 4) for _ in range(8)]
+    cache: TinyLFUCache[int, bool] = TinyLFUCache(100, rng=random.Random(1))
+    _replay(cache, recency)
+    assert cache.window_maxsize > 80
+    _replay(cache, [10**6 + key for key in range(300)] * 400)
+    assert cache.window_maxsize < 10
 
 
 def test_a_loop_keeps_the_window_small() -> None:

@@ -1,4 +1,4 @@
-"""W-TinyLFU with a ghost-sized window (Einziger, Friedman and Manes; Caffeine)."""
+"""W-TinyLFU with an adaptive window (Einziger, Friedman and Manes; Caffeine)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ _WINDOW, _PROBATION, _PROTECTED = 0, 1, 2
 _PERCENT_MAIN = 0.99
 _PERCENT_MAIN_PROTECTED = 0.80
 _TRANSFER_LIMIT = 1000
+_RESTART_THRESHOLD = 0.05
+_STEP_PERCENT = 0.0625
+_STEP_DECAY = 0.98
+_MIN_SAMPLE = 10_000
 _GHOST_DIVISOR = 20  # each ghost list remembers maxsize / 20 keys
 _STEP_DIVISOR = 500  # a ghost hit moves the window by maxsize / 500 (at least 1)
 
@@ -38,20 +42,25 @@ class TinyLFUCache(Cache[K, V]):
     > 5) wins 1 in 128 ties at random against hash flooding.
 
     The window starts at 1% of the capacity and protected at 80% of the
-    main area, as in Caffeine, but the window is sized by *ghost hits*
-    rather than Caffeine's hill climber: the cache remembers the keys of
-    the last ``maxsize // 20`` candidates the filter rejected and of the
-    last ``maxsize // 20`` victims it evicted to admit a candidate. A miss
-    on a remembered rejected key grows the window by ``max(1, maxsize //
-    500)`` (recency would have kept it); a miss on a remembered victim
-    shrinks it by as much (the main area would have). The window may grow
+    main area, as in Caffeine, and two mechanisms move it. *Ghost hits*
+    act at once: the cache remembers the keys of the last ``maxsize // 20``
+    candidates the filter rejected and of the last ``maxsize // 20``
+    victims it evicted to admit a candidate; a miss on a remembered
+    rejected key grows the window by ``max(1, maxsize // 500)`` (recency
+    would have kept it), a miss on a remembered victim shrinks it by as
+    much (the main area would have). Caffeine's hill climber
+    (``BoundedLocalCache.climb``/``determineAdjustment``) acts on phase
+    changes the ghosts cannot see: every ``max(10 * maxsize, 10000)``
+    requests, if the hit ratio improved the window keeps moving the same
+    way, otherwise it turns back; steps start at 6.25% of the capacity and
+    decay by 2% per sample unless the hit ratio jumps by 5 points, which
+    restarts them (its first step grows the window, where Caffeine's
+    shrinks a window already at 1%). Unlike Caffeine the window may grow
     past the protected share, taking the probation segment, up to
-    ``maxsize - 1``, so recency-heavy traffic makes the cache nearly an
-    LRU while loops and scans keep it a filtered LFU. Against Caffeine's
-    climber (one noisy comparison of hit ratios every ``10 * maxsize``
-    requests), the ghosts measure the two areas' marginal value directly
-    and move at once: over the shared traces this meets Caffeine 2.6.2 and
-    comes within a point of the best other policy on every row.
+    ``maxsize - 1``: recency-heavy traffic makes the cache nearly an LRU,
+    while loops and scans keep it a filtered LFU. Over the shared traces
+    this meets Caffeine 2.6.2 and comes within a point of the best other
+    policy on every row.
 
     As an admission policy, it may decline to keep a new entry: after
     ``cache[k] = v`` the key is in the window unless the window was empty
@@ -98,11 +107,19 @@ class TinyLFUCache(Cache[K, V]):
         self._rejected: OrderedDict[Any, None] = OrderedDict()
         self._evicted: OrderedDict[Any, None] = OrderedDict()
         self._ghost_max = max(1, maximum // _GHOST_DIVISOR)
-        self._step = max(1, maximum // _STEP_DIVISOR)
+        self._ghost_step = max(1, maximum // _STEP_DIVISOR)
+        # The climber sees phase changes the ghosts miss (a loop after a
+        # recency phase: its keys return too late to be remembered).
+        self._hits_in_sample = 0
+        self._misses_in_sample = 0
+        self._previous_hit_rate = 0.0
+        self._step = _STEP_PERCENT * maximum  # the first step grows the window
+        # 10 * maxsize requests are too few, for a small cache, to tell noise apart.
+        self._sample_size = max(self._sketch.sample_size, _MIN_SAMPLE)
 
     @property
     def window_maxsize(self) -> int:
-        """The admission window's current share of ``maxsize`` (moved by ghost hits)."""
+        """The admission window's current share of ``maxsize`` (ghosts and climber move it)."""
         return self._window_max
 
     def _weight(self, key: Any) -> int:
@@ -140,6 +157,7 @@ class TinyLFUCache(Cache[K, V]):
             self._window.move_to_end(key)
         else:
             self._protected.move_to_end(key)
+        self._hits_in_sample += 1
         return node[0]
 
     def __setitem__(self, key: K, value: V) -> None:
@@ -169,18 +187,19 @@ class TinyLFUCache(Cache[K, V]):
                 sizes[key] = size
                 self._currsize += size
             self._sketch.increment(key)
+            self._misses_in_sample += 1
             if key in self._rejected:
                 # Rejected by the filter, wanted again: a larger window would have kept it.
                 del self._rejected[key]
-                self._increase_window(self._step)
+                self._increase_window(self._ghost_step)
             elif key in self._evicted:
                 # Evicted to admit a candidate, wanted again: the main area is too small.
                 del self._evicted[key]
-                self._decrease_window(self._step)
+                self._decrease_window(self._ghost_step)
         # As Caffeine's maintenance: the window overflows into probation on
         # every write, then the main area evicts if the cache is over capacity.
         self._evict_entries()
-        self._demote_from_protected()
+        self._climb()
 
     # -- policy hooks --------------------------------------------------------------
 
@@ -200,6 +219,7 @@ class TinyLFUCache(Cache[K, V]):
                 node[1] = _PROTECTED
         else:
             self._protected.move_to_end(key)
+        self._hits_in_sample += 1
 
     def _touch(self, key: Any) -> Any:
         node = self._data.get(key)
@@ -300,7 +320,32 @@ class TinyLFUCache(Cache[K, V]):
             return False
         return (self._rng.getrandbits(7)) == 0
 
-    # -- window sizing (ghost hits; Caffeine's increaseWindow / decreaseWindow) -------
+    # -- window sizing (ghost hits and Caffeine's climb / determineAdjustment) --------
+
+    def _climb(self) -> None:
+        self._demote_from_protected()
+        if self.currsize < self._maxsize >> 1:
+            # Caffeine's sketch is not initialized until the cache is half full.
+            self._previous_hit_rate = 0.0
+            self._hits_in_sample = self._misses_in_sample = 0
+            return
+        requests = self._hits_in_sample + self._misses_in_sample
+        if requests < self._sample_size:
+            return
+        hit_rate = self._hits_in_sample / requests
+        change = hit_rate - self._previous_hit_rate
+        amount = self._step if change >= 0 else -self._step
+        if abs(change) >= _RESTART_THRESHOLD:
+            next_step = _STEP_PERCENT * self._maxsize * (1 if amount >= 0 else -1)
+        else:
+            next_step = _STEP_DECAY * amount
+        self._previous_hit_rate = hit_rate
+        self._step = next_step
+        self._hits_in_sample = self._misses_in_sample = 0
+        if amount > 0:
+            self._increase_window(int(amount))
+        elif amount < 0:
+            self._decrease_window(int(-amount))
 
     def _set_window(self, window_max: int) -> None:
         self._window_max = window_max
