@@ -24,7 +24,10 @@ class FrequencySketch:
     Four counters per key (in four rows of a count-min sketch) that stop at
     15; a key's estimate is the minimum of its counters, plus one if the
     doorkeeper (a Bloom filter that absorbs each key's first occurrence) has
-    it. After ``sample_size`` recorded events every counter is halved and the
+    it. An increment raises only the counters equal to the current estimate
+    (the conservative update that TinyLFU's paper calls a minimal increment),
+    so a key does not inflate the counters it shares with hotter keys. After
+    ``sample_size`` recorded events every counter is halved and the
     doorkeeper cleared, so old popularity fades (TinyLFU's reset). Each row
     has 8 counters per entry of capacity (rounded up to a power of two): 32
     in all, twice Caffeine's 16, which halves collisions for 16 bytes per
@@ -96,15 +99,19 @@ class FrequencySketch:
         r0, r1, r2, r3 = self._rows
         i0, i1, i2, i3 = lo & mask, (lo + hi) & mask, (lo + 2 * hi) & mask, (lo + 3 * hi) & mask
         c0, c1, c2, c3 = r0[i0], r1[i1], r2[i2], r3[i3]
-        if c0 < _MAX_COUNT:
-            r0[i0] = c0 + 1
-        if c1 < _MAX_COUNT:
-            r1[i1] = c1 + 1
-        if c2 < _MAX_COUNT:
-            r2[i2] = c2 + 1
-        if c3 < _MAX_COUNT:
-            r3[i3] = c3 + 1
-        if c0 < _MAX_COUNT or c1 < _MAX_COUNT or c2 < _MAX_COUNT or c3 < _MAX_COUNT:
+        # Conservative update (TinyLFU's "minimal increment"): only the counters
+        # at the estimate rise, so a key sharing a counter with a hotter one
+        # does not inflate it further.
+        least = min(c0, c1, c2, c3)
+        if least < _MAX_COUNT:
+            if c0 == least:
+                r0[i0] = least + 1
+            if c1 == least:
+                r1[i1] = least + 1
+            if c2 == least:
+                r2[i2] = least + 1
+            if c3 == least:
+                r3[i3] = least + 1
             self.size += 1
             if self.size >= self.sample_size:
                 self.reset()
