@@ -109,7 +109,8 @@ class LFUCache(Cache[K, V]):
                 bucket.count = count  # sole member: renumber the bucket in place
                 return bucket[key]
             nxt = _new_bucket(count, bucket, nxt)
-        nxt[key] = value = bucket.pop(key)
+        nxt[key] = value = bucket[key]
+        del bucket[key]
         self._data[key] = nxt
         if not bucket:
             prev = bucket.prev
@@ -136,7 +137,8 @@ class LFUCache(Cache[K, V]):
                 bucket.count = count
                 return bucket[key]
             nxt = _new_bucket(count, bucket, nxt)
-        nxt[key] = value = bucket.pop(key)
+        nxt[key] = value = bucket[key]
+        del bucket[key]
         data[key] = nxt
         if not bucket:
             prev = bucket.prev
@@ -157,8 +159,8 @@ class LFUCache(Cache[K, V]):
             Cache.__setitem__(self, key, value)
             return
         data = self._data
-        bucket = data.get(key)
-        if bucket is not None:
+        if key in data:
+            bucket = data[key]
             bucket[key] = value
             self._use(key, bucket)
             return
@@ -166,7 +168,8 @@ class LFUCache(Cache[K, V]):
         if len(data) >= self._maxsize:
             if self._inline:
                 bucket = root.next
-                victim = bucket.popitem(False)[0]
+                victim = next(iter(bucket))
+                del bucket[victim]
                 if not bucket:
                     nxt = bucket.next
                     root.next = nxt
