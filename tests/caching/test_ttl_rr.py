@@ -76,6 +76,22 @@ def test_rr_victims_follow_the_injected_rng() -> None:
     assert evictions(1) != evictions(2)
 
 
+def test_rr_rng_draws_the_victims_rng_choice_would() -> None:
+    # The inlined draw of __setitem__ against rng.choice itself, called through choice=.
+    def evictions(cache: RRCache[int, int]) -> list[int]:
+        order: list[int] = []
+        for key in range(3000):
+            before = set(cache)
+            cache[key] = key
+            order.extend(before - set(cache))
+        return order
+
+    for maxsize in (1, 5, 64, 100):
+        inlined = evictions(RRCache(maxsize, rng=random.Random(maxsize)))
+        called = evictions(RRCache(maxsize, choice=random.Random(maxsize).choice))
+        assert len(inlined) == 3000 - maxsize and inlined == called
+
+
 def test_rr_choice_is_called_with_the_keys() -> None:
     seen: list[list[int]] = []
 

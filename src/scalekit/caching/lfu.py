@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
@@ -13,9 +14,54 @@ __all__ = ["LFUCache"]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-# A frequency bucket is a list [count, keys, prev, next]: the keys used exactly
-# `count` times, oldest access first, in a doubly linked ring ordered by count.
-# The indexes are written as literals below: constants cost a global lookup.
+
+class _Bucket(OrderedDict[Any, Any]):
+    """The entries used exactly ``count`` times, key -> value, oldest access first.
+
+    Buckets form a doubly linked ring ordered by count, through a sentinel of
+    count 0. The links are slots of the dictionary itself, so a hit reads one
+    object where a ``[count, keys, prev, next]`` list would read three.
+    """
+
+    __slots__ = ("count", "next", "prev")
+    count: int
+    prev: _Bucket
+    next: _Bucket
+
+    def __reduce__(self) -> Any:
+        # The links are left out (LFUCache.__setstate__ relinks the ring): a
+        # pickle that followed them would recurse once per bucket.
+        return _Bucket, (), (None, {"count": self.count}), None, iter(self.items())
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Bucket:
+        # Copies the whole ring at once, iteratively, for the same reason.
+        clones: list[_Bucket] = []
+        bucket = self
+        while True:
+            clone = _Bucket(
+                (copy.deepcopy(key, memo), copy.deepcopy(value, memo))
+                for key, value in bucket.items()
+            )
+            clone.count = bucket.count
+            memo[id(bucket)] = clone
+            clones.append(clone)
+            bucket = bucket.next
+            if bucket is self:
+                break
+        for prev, nxt in zip(clones, [*clones[1:], clones[0]], strict=True):
+            prev.next = nxt
+            nxt.prev = prev
+        return clones[0]
+
+
+def _new_bucket(count: int, prev: _Bucket, nxt: _Bucket) -> _Bucket:
+    """An empty bucket for *count*, linked between *prev* and *nxt*."""
+    bucket = _Bucket()
+    bucket.count = count
+    bucket.prev = prev
+    bucket.next = nxt
+    prev.next = nxt.prev = bucket
+    return bucket
 
 
 class LFUCache(Cache[K, V]):
@@ -23,10 +69,11 @@ class LFUCache(Cache[K, V]):
 
     Drop-in for ``cachetools.LFUCache``. Every read and every write of a
     present key counts one use; a new entry starts at one. Entries sit in
-    frequency buckets (a linked list of ``OrderedDict`` buckets ordered by
-    count), so lookup, increment and eviction are O(1) -- the scheme of
-    Shah, Mitra and Matani. Counts are forgotten on eviction, exactly as
-    libCacheSim's LFU, whose hit ratios this class reproduces.
+    frequency buckets (a linked ring of ``OrderedDict`` buckets ordered by
+    count, each holding its keys and values), so lookup, increment and
+    eviction are O(1) -- the scheme of Shah, Mitra and Matani. Counts are
+    forgotten on eviction, exactly as libCacheSim's LFU, whose hit ratios
+    this class reproduces.
 
     >>> cache = LFUCache(maxsize=2)
     >>> cache["a"], cache["b"] = 1, 2
@@ -46,102 +93,98 @@ class LFUCache(Cache[K, V]):
 
     def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
         super().__init__(maxsize, getsizeof)
-        # key -> [value, bucket]
-        self._data: dict[Any, list[Any]] = {}
-        root: list[Any] = [0, None, None, None]
-        root[2] = root[3] = root
+        # key -> the bucket holding it (and its value)
+        self._data: dict[Any, _Bucket] = {}
+        root = _Bucket()
+        root.count = 0
+        root.prev = root.next = root
         self._root = root
 
-    def _use(self, key: Any, node: list[Any]) -> None:
-        bucket = node[1]
-        nxt = bucket[3]
-        count = bucket[0] + 1
-        keys = bucket[1]
-        if nxt[0] != count:
-            if len(keys) == 1:
-                bucket[0] = count  # sole member: renumber the bucket in place
-                return
-            nxt = [count, OrderedDict(), bucket, nxt]
-            bucket[3] = nxt[3][2] = nxt
-        nxt[1][key] = None
-        del keys[key]
-        if not keys:
-            prev = bucket[2]
-            prev[3] = nxt
-            nxt[2] = prev
-        node[1] = nxt
+    def _use(self, key: Any, bucket: _Bucket) -> Any:
+        """Count a use of *key*, held in *bucket*: move it up one count; return its value."""
+        nxt = bucket.next
+        count = bucket.count + 1
+        if nxt.count != count:
+            if len(bucket) == 1:
+                bucket.count = count  # sole member: renumber the bucket in place
+                return bucket[key]
+            nxt = _new_bucket(count, bucket, nxt)
+        nxt[key] = value = bucket[key]
+        del bucket[key]
+        self._data[key] = nxt
+        if not bucket:
+            prev = bucket.prev
+            prev.next = nxt
+            nxt.prev = prev
+        return value
 
     def get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key* (counting a use), or *default*.
 
         Runtime complexity: O(1).
         """
-        node = self._data.get(key)
-        if node is None:
+        data = self._data
+        bucket = data.get(key)
+        if bucket is None:
             self._misses += 1
             return default
         self._hits += 1
         # The body of _use, inlined: this is the hot path.
-        bucket = node[1]
-        nxt = bucket[3]
-        count = bucket[0] + 1
-        keys = bucket[1]
-        if nxt[0] != count:
-            if len(keys) == 1:
-                bucket[0] = count
-                return node[0]
-            nxt = [count, OrderedDict(), bucket, nxt]
-            bucket[3] = nxt[3][2] = nxt
-        nxt[1][key] = None
-        del keys[key]
-        if not keys:
-            prev = bucket[2]
-            prev[3] = nxt
-            nxt[2] = prev
-        node[1] = nxt
-        return node[0]
+        nxt = bucket.next
+        count = bucket.count + 1
+        if nxt.count != count:
+            if len(bucket) == 1:
+                bucket.count = count
+                return bucket[key]
+            nxt = _new_bucket(count, bucket, nxt)
+        nxt[key] = value = bucket[key]
+        del bucket[key]
+        data[key] = nxt
+        if not bucket:
+            prev = bucket.prev
+            prev.next = nxt
+            nxt.prev = prev
+        return value
 
     def __getitem__(self, key: K) -> V:
-        node = self._data.get(key)
-        if node is None:
+        bucket = self._data.get(key)
+        if bucket is None:
             self._misses += 1
             return self.__missing__(key)
         self._hits += 1
-        self._use(key, node)
-        return node[0]  # type: ignore[no-any-return]
+        return self._use(key, bucket)  # type: ignore[no-any-return]
 
     def __setitem__(self, key: K, value: V) -> None:
         if self._sizes is not None:
             Cache.__setitem__(self, key, value)
             return
         data = self._data
-        node = data.get(key)
-        if node is not None:
-            node[0] = value
-            self._use(key, node)
+        if key in data:
+            bucket = data[key]
+            bucket[key] = value
+            self._use(key, bucket)
             return
         root = self._root
         if len(data) >= self._maxsize:
             if self._inline:
-                bucket = root[3]
-                keys = bucket[1]
-                victim = keys.popitem(last=False)[0]
-                if not keys:
-                    nxt = bucket[3]
-                    root[3] = nxt
-                    nxt[2] = root
+                bucket = root.next
+                victim = next(iter(bucket))
+                del bucket[victim]
+                if not bucket:
+                    nxt = bucket.next
+                    root.next = nxt
+                    nxt.prev = root
                 del data[victim]
                 self._evictions += 1
             else:
                 while len(data) >= self._maxsize:
                     self.popitem()
                     self._evictions += 1
-        first = root[3]
-        if first[0] != 1:
-            first = [1, OrderedDict(), root, first]
-            root[3] = first[3][2] = first
-        first[1][key] = None
-        data[key] = [value, first]
+        first = root.next
+        if first.count != 1:
+            first = _new_bucket(1, root, first)
+        first[key] = value
+        data[key] = first
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
@@ -152,53 +195,63 @@ class LFUCache(Cache[K, V]):
     def __len__(self) -> int:
         return len(self._data)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled cache, relinking its buckets in count order."""
+        self.__dict__.update(state)
+        root = self._root
+        buckets = {id(bucket): bucket for bucket in self._data.values()}
+        prev = root
+        for bucket in sorted(buckets.values(), key=lambda b: b.count):
+            bucket.prev = prev
+            prev.next = bucket
+            prev = bucket
+        prev.next = root
+        root.prev = prev
+
     def frequency(self, key: K) -> int:
         """How many uses *key* has in the cache (0 if absent). Runtime complexity: O(1)."""
-        node = self._data.get(key)
-        return 0 if node is None else int(node[1][0])
+        bucket = self._data.get(key)
+        return 0 if bucket is None else bucket.count
 
     def _touch(self, key: Any) -> Any:
-        node = self._data.get(key)
-        if node is None:
+        bucket = self._data.get(key)
+        if bucket is None:
             return MISSING
-        self._use(key, node)
-        return node[0]
+        return self._use(key, bucket)
 
     def _peek(self, key: Any) -> Any:
-        node = self._data.get(key)
-        return MISSING if node is None else node[0]
+        bucket = self._data.get(key)
+        return MISSING if bucket is None else bucket[key]
 
     def _update(self, key: Any, value: Any) -> bool:
-        node = self._data.get(key)
-        if node is None:
+        bucket = self._data.get(key)
+        if bucket is None:
             return False
-        node[0] = value
-        self._use(key, node)
+        bucket[key] = value
+        self._use(key, bucket)
         return True
 
     def _insert(self, key: Any, value: Any) -> None:
         root = self._root
-        first = root[3]
-        if first[0] != 1:
-            first = [1, OrderedDict(), root, first]
-            root[3] = first[3][2] = first
-        first[1][key] = None
-        self._data[key] = [value, first]
+        first = root.next
+        if first.count != 1:
+            first = _new_bucket(1, root, first)
+        first[key] = value
+        self._data[key] = first
 
     def _remove(self, key: Any) -> Any:
-        value, bucket = self._data.pop(key)
-        keys = bucket[1]
-        del keys[key]
-        if not keys:
-            prev, nxt = bucket[2], bucket[3]
-            prev[3] = nxt
-            nxt[2] = prev
+        bucket = self._data.pop(key)
+        value = bucket.pop(key)
+        if not bucket:
+            prev, nxt = bucket.prev, bucket.next
+            prev.next = nxt
+            nxt.prev = prev
         return value
 
     def _victim(self) -> Any:
-        return next(iter(self._root[3][1]))
+        return next(iter(self._root.next))
 
     def _clear(self) -> None:
         self._data.clear()
         root = self._root
-        root[2] = root[3] = root
+        root.prev = root.next = root

@@ -41,8 +41,17 @@ class RRCache(Cache[K, V]):
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(maxsize, getsizeof)
+        # With the default choice on a plain random.Random, __setitem__ draws the
+        # victim's index itself, as Random.choice does (getrandbits of the length's
+        # bit length, redrawn while out of range): the same victims, one Python
+        # call fewer per eviction.
+        self._getrandbits: Callable[[int], int] | None = None
         if choice is None:
-            choice = (rng if rng is not None else random.Random()).choice
+            if rng is None:
+                rng = random.Random()
+            choice = rng.choice
+            if type(rng) is random.Random:
+                self._getrandbits = rng.getrandbits
         self._choice = choice
         self._data: dict[Any, Any] = {}
         self._index: dict[Any, int] = {}
@@ -67,7 +76,25 @@ class RRCache(Cache[K, V]):
             return
         if len(data) >= self._maxsize:
             if self._inline:
-                self._remove(self._choice(self._keys))
+                keys = self._keys
+                getrandbits = self._getrandbits
+                if getrandbits is None:
+                    victim = self._choice(keys)
+                else:
+                    n = len(keys)
+                    bits = n.bit_length()
+                    i = getrandbits(bits)
+                    while i >= n:
+                        i = getrandbits(bits)
+                    victim = keys[i]
+                # The body of _remove, inlined: this is the miss path.
+                del data[victim]
+                index = self._index
+                i = index.pop(victim)
+                last = keys.pop()
+                if i < len(keys):
+                    keys[i] = last
+                    index[last] = i
                 self._evictions += 1
             else:
                 while len(data) >= self._maxsize:

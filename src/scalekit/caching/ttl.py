@@ -7,7 +7,7 @@ import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from .._validation import positive_number
 from .base import MISSING, Cache
@@ -47,6 +47,16 @@ class TTLCache(Cache[K, V]):
     Thread-safety: not thread-safe; guard shared use with a lock.
     Runtime complexity: O(1) per read, O(log n) per write (expiry heap).
     """
+
+    #: False when a subclass overrides popitem or __delitem__ again (cachetools
+    #: users hook evictions that way): then __setitem__ evicts through popitem().
+    _ttl_inline: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._ttl_inline = (
+            cls.popitem is TTLCache.popitem and cls.__delitem__ is TTLCache.__delitem__
+        )
 
     def __init__(
         self,
@@ -94,9 +104,52 @@ class TTLCache(Cache[K, V]):
         finally:
             self._write_ttl = self._ttl
 
+    def get(self, key: K, default: Any = None) -> Any:
+        """Return the value for *key* if it has not expired (making it most recent), or *default*.
+
+        Runtime complexity: O(1).
+        """
+        data = self._data
+        node = data.get(key)
+        if node is not None:
+            now = self._now
+            if (self._timer() if now is None else now) < node[1]:
+                data.move_to_end(key)
+                self._hits += 1
+                return node[0]
+        self._misses += 1
+        return default
+
+    def __getitem__(self, key: K) -> V:
+        data = self._data
+        node = data.get(key)
+        if node is not None:
+            now = self._now
+            if (self._timer() if now is None else now) < node[1]:
+                data.move_to_end(key)
+                self._hits += 1
+                return node[0]  # type: ignore[no-any-return]
+        self._misses += 1
+        return self.__missing__(key)
+
     def __setitem__(self, key: K, value: V) -> None:
         now = self._timer()
         self.expire(now)
+        if self._sizes is None and self._ttl_inline:
+            # Unit sizes: every entry left is live (expire(now) ran), so this is
+            # LRU's write -- at most one eviction, the least recent entry.
+            data = self._data
+            node = [value, now + self._write_ttl]
+            if key in data:
+                data[key] = node
+                data.move_to_end(key)
+            else:
+                if len(data) >= self._maxsize:
+                    data.popitem(last=False)
+                    self._evictions += 1
+                data[key] = node
+            self._push(key, node)
+            return
         self._now = now
         try:
             Cache.__setitem__(self, key, value)
