@@ -88,3 +88,14 @@ def test_fake_clock_moves_only_forward() -> None:
         clock.set(9.0)
     with pytest.raises(ValueError, match="seconds must be a non-negative"):
         clock.advance(-1)
+
+
+def test_fake_clock_copies_and_pickles_with_its_time() -> None:
+    import copy
+    import pickle
+
+    clock = FakeClock(3.5)
+    for clone in (copy.copy(clock), copy.deepcopy(clock), pickle.loads(pickle.dumps(clock))):
+        assert clone() == 3.5
+        clone.advance(1)
+        assert clone() == 4.5 and clock() == 3.5

@@ -183,3 +183,36 @@ def test_copy_is_independent_and_keeps_the_policy(make: Factory, policy: str) ->
         assert set(clone) == set(cache)  # same policy state, same decisions
     del cache[13]
     assert 13 in clone and 13 not in cache
+
+
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_a_large_cache_copies_and_pickles_without_deep_recursion(
+    make: Factory, policy: str, how: str
+) -> None:
+    """Linked policy state (SIEVE's queue, LFU's buckets) must not recurse per entry."""
+    import copy
+    import pickle
+    import random
+
+    cache = make(5000)
+    rng = random.Random(3)
+    for _ in range(20_000):
+        key = rng.randrange(8000)
+        if cache.get(key) is None:
+            cache[key] = key
+    clone = {
+        "copy": copy.copy,
+        "deepcopy": copy.deepcopy,
+        "pickle": lambda c: pickle.loads(pickle.dumps(c)),
+    }[how](cache)
+    assert list(clone) == list(cache)
+    assert dict(clone.items()) == dict(cache.items())
+    if policy == "RR":
+        return  # a copy draws its own random victims
+    for _ in range(3000):  # the same policy state makes the same decisions
+        key = rng.randrange(8000)
+        found = cache.get(key)
+        assert clone.get(key) == found
+        if found is None:
+            cache[key] = clone[key] = key
+    assert list(clone) == list(cache)

@@ -245,7 +245,15 @@ class Cache(MutableMapping[K, V]):
             if callable(attr):
                 memo[id(attr)] = attr
         clone = type(self).__new__(type(self))
-        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        # A policy whose state is a linked structure flattens it in __getstate__.
+        getstate = getattr(self, "__getstate__", None)
+        state = getstate() if getstate is not None else self.__dict__
+        state = copy.deepcopy(state, memo)
+        setstate = getattr(clone, "__setstate__", None)
+        if setstate is not None:
+            setstate(state)
+        else:
+            clone.__dict__.update(state)
         return clone
 
     # -- cachetools-compatible API -------------------------------------------------

@@ -42,6 +42,35 @@ class SIEVECache(Cache[K, V]):
         self._root = root  # root[_NEWER] is the tail (oldest), root[_OLDER] the head
         self._hand: list[Any] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The queue is a linked list of nodes: flatten it, oldest first, so that
+        # copy and pickle need no recursion as deep as the cache is long.
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_data", "_root", "_hand")}
+        entries = []
+        root, node = self._root, self._root[_NEWER]
+        while node is not root:
+            entries.append((node[_KEY], node[_VALUE], node[_VISITED]))
+            node = node[_NEWER]
+        state["_entries"] = entries
+        state["_hand_key"] = None if self._hand is None else self._hand[_KEY]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        entries = state.pop("_entries")
+        hand_key = state.pop("_hand_key")
+        self.__dict__.update(state)
+        self._data = {}
+        root: list[Any] = [None, None, MISSING, MISSING, False]
+        root[_OLDER] = root[_NEWER] = root
+        self._root = root
+        self._hand = None
+        for key, value, visited in entries:
+            # entries run oldest -> newest; _insert puts a node at the head (newest)
+            self._insert(key, value)
+            self._data[key][_VISITED] = visited
+        self._hand = None if hand_key is None else self._data[hand_key]
+
     def get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key* (marking it visited), or *default*.
 

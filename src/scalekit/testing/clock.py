@@ -54,5 +54,9 @@ class FakeClock:
                 raise ValueError(f"now must not go backwards: {now!r} < current {self._now!r}")
             self._now = float(now)
 
+    def __reduce__(self) -> tuple[type[FakeClock], tuple[float]]:
+        # The lock cannot be pickled or copied; a copy gets a lock of its own.
+        return (FakeClock, (self._now,))
+
     def __repr__(self) -> str:
         return f"FakeClock({self._now!r})"
