@@ -24,7 +24,29 @@ from redis.retry import Retry
 
 from ..exceptions import BackendError, BackendUnavailableError
 
-__all__ = ["RedisCalls", "Script"]
+__all__ = ["LUA_NOW_MS", "RedisCalls", "Script", "lua_purge"]
+
+
+# Lua pieces the lock scripts share. The server's clock, in milliseconds,
+# so every client of a lock agrees on deadlines whatever its own clock says.
+LUA_NOW_MS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end"""
+
+
+def lua_purge(leases: int, tokens: int) -> str:
+    """A Lua ``purge(now)`` that drops the leases in ``KEYS[leases]`` (a zset
+    scored by deadline) that ended by *now*, and their ``KEYS[tokens]`` entries."""
+    return f"""
+local function purge(now)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[{leases}], '-inf', now)
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[{leases}], '-inf', now)
+    redis.call('HDEL', KEYS[{tokens}], unpack(gone))
+  end
+end"""
 
 
 class Script:

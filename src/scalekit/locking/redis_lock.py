@@ -27,18 +27,16 @@ from collections.abc import Callable
 from typing import Any
 
 from .._validation import positive_number
-from ._redis_calls import RedisCalls, Script
+from ._redis_calls import LUA_NOW_MS, RedisCalls, Script
 from .base import BaseLock, Lease, OnLost
 
 __all__ = ["RedisLock"]
 
 # Shared by the scripts. KEYS: lock, fence, queue, waiters (zset: heartbeat
 # deadline), ttls (hash: the ttl each waiter asked for).
-_PRELUDE = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+_PRELUDE = (
+    LUA_NOW_MS
+    + """
 -- Give the free lock to the first live waiter: make it the owner with its
 -- ttl, issue its fencing token and push the token onto its wake list.
 local function hand_over(now, wake, waiter_ms)
@@ -59,6 +57,7 @@ local function hand_over(now, wake, waiter_ms)
   end
 end
 """
+)
 
 # ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix.
 # Returns {1, token} when the caller owns the lock, else {0, pttl of the lock}.

@@ -19,25 +19,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._redis_calls import Script
+from ._redis_calls import LUA_NOW_MS, Script, lua_purge
 from .base import OnLost
 from .redis_lock import RedisLock
 
 __all__ = ["RedisReadWriteLock"]
 
 # KEYS: writer, fence, queue, waiters, ttls, readers, modes, tokens.
-_PRELUDE = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function purge(now)
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now)
-  if #gone > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
-    redis.call('HDEL', KEYS[8], unpack(gone))
-  end
-end
+_PRELUDE = (
+    LUA_NOW_MS
+    + lua_purge(6, 8)
+    + """
 local function can(mode)
   if redis.call('EXISTS', KEYS[1]) == 1 then return false end
   return mode == 'r' or redis.call('ZCARD', KEYS[6]) == 0
@@ -93,6 +85,7 @@ local function drop(who)
   return held
 end
 """
+)
 
 # ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix, mode ('r' or 'w').
 _ACQUIRE = Script(

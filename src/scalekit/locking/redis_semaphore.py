@@ -19,25 +19,17 @@ from collections.abc import Callable
 from typing import Any
 
 from .._validation import positive_int
-from ._redis_calls import Script
+from ._redis_calls import LUA_NOW_MS, Script, lua_purge
 from .base import OnLost
 from .redis_lock import RedisLock
 
 __all__ = ["RedisSemaphore"]
 
 # KEYS: holders, fence, queue, waiters, ttls, tokens.
-_PRELUDE = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function purge(now)
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-  if #gone > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-    redis.call('HDEL', KEYS[6], unpack(gone))
-  end
-end
+_PRELUDE = (
+    LUA_NOW_MS
+    + lua_purge(1, 6)
+    + """
 local function grant(now, who, ttl)
   redis.call('ZADD', KEYS[1], now + tonumber(ttl), who)
   local token = redis.call('INCR', KEYS[2])
@@ -61,6 +53,7 @@ local function hand_over(now, wake, waiter_ms, limit)
   end
 end
 """
+)
 
 # ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix, limit.
 _ACQUIRE = Script(
