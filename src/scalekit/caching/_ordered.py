@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from .base import MISSING, Cache
@@ -61,15 +61,6 @@ class OrderedCache(Cache[K, V]):
                     self.popitem()
                     self._evictions += 1
         data[key] = value
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
     def _touch(self, key: Any) -> Any:
         return self._data.get(key, MISSING)

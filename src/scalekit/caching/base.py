@@ -18,7 +18,15 @@ from __future__ import annotations
 
 import copy
 from abc import abstractmethod
-from collections.abc import Callable, Hashable, ItemsView, Iterator, MutableMapping, ValuesView
+from collections.abc import (
+    Callable,
+    Hashable,
+    ItemsView,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from .._validation import positive_int
@@ -201,17 +209,20 @@ class Cache(MutableMapping[K, V]):
         if sizes is not None:
             self._currsize -= sizes.pop(key)
 
-    @abstractmethod
+    # Every policy keeps its entries in ``self._data``, keyed by the cached keys.
+    _data: Mapping[Any, Any]
+
     def __contains__(self, key: object) -> bool:
         """Whether *key* is cached, without counting a hit or touching the policy."""
+        return key in self._data
 
-    @abstractmethod
     def __iter__(self) -> Iterator[K]:
         """The cached keys, without touching the policy."""
+        return iter(self._data)
 
-    @abstractmethod
     def __len__(self) -> int:
         """The number of cached entries."""
+        return len(self._data)
 
     def __repr__(self) -> str:
         items = {k: self._peek(k) for k in list(self)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from .base import MISSING, Cache
@@ -185,15 +185,6 @@ class LFUCache(Cache[K, V]):
             first = _new_bucket(1, root, first)
         first[key] = value
         data[key] = first
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore a pickled cache, relinking its buckets in count order."""

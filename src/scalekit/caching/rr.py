@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from .base import MISSING, Cache
@@ -110,15 +110,6 @@ class RRCache(Cache[K, V]):
     def choice(self) -> Callable[[Sequence[Any]], Any]:
         """The function choosing victims."""
         return self._choice
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
     def _touch(self, key: Any) -> Any:
         return self._data.get(key, MISSING)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from .._validation import fraction, non_negative_number
@@ -86,15 +86,6 @@ class S3FIFOCache(Cache[K, V]):
             # libCacheSim consults the ghost on the lookup, before it evicts.
             self._ghost_hit = self._ghost.pop(key, MISSING) is not MISSING
         Cache.__setitem__(self, key, value)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
     def _size(self, key: Any) -> int:
         sizes = self._sizes

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from .base import MISSING, Cache
@@ -83,15 +83,6 @@ class SIEVECache(Cache[K, V]):
         node[_VISITED] = True
         self._hits += 1
         return node[_VALUE]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
     def _touch(self, key: Any) -> Any:
         node = self._data.get(key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from .._validation import positive_int
@@ -127,15 +127,6 @@ class TinyLFUCache(Cache[K, V]):
         return 1 if sizes is None else sizes[key]
 
     # -- mapping -------------------------------------------------------------------
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
     def get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key* (recording the access), or *default*.
