@@ -1,0 +1,260 @@
+"""Every metric and log event scalekit emits: names, kinds, units and labels.
+
+The catalog is the single source of truth: the exporters name their
+families from it, the docs page lists it, and a test checks that nothing
+outside it is ever emitted. Names follow Prometheus conventions (base unit
+in the name, `_total` added to counters by the exporter); the OpenTelemetry
+exporter uses the dotted `otel_name`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["EVENTS", "METRICS", "MetricKind", "MetricSpec"]
+
+MetricKind = Literal["counter", "gauge", "histogram"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What one metric is.
+
+    Attributes:
+        name: the Prometheus name without the `_total` suffix of counters.
+        kind: `"counter"` (only goes up), `"gauge"` (a current value) or
+            `"histogram"` (a distribution of observations).
+        unit: the base unit (`"seconds"`, `"entries"`, `"ratio"`, or `""`).
+        labels: the label names every sample carries, in order.
+        help: one sentence an operator reads next to the graph.
+    """
+
+    name: str
+    kind: MetricKind
+    unit: str
+    labels: tuple[str, ...]
+    help: str
+
+    @property
+    def otel_name(self) -> str:
+        """The OpenTelemetry instrument name: `scalekit.cache.hits` for `scalekit_cache_hits`."""
+        family, _, rest = self.name.removeprefix("scalekit_").partition("_")
+        return f"scalekit.{family}.{rest}"
+
+
+def _specs(*specs: MetricSpec) -> dict[str, MetricSpec]:
+    return {spec.name: spec for spec in specs}
+
+
+METRICS: dict[str, MetricSpec] = _specs(
+    # caches and `cached`
+    MetricSpec("scalekit_cache_hits", "counter", "", ("cache",), "Lookups that found the key."),
+    MetricSpec("scalekit_cache_misses", "counter", "", ("cache",), "Lookups that missed."),
+    MetricSpec(
+        "scalekit_cache_evictions",
+        "counter",
+        "",
+        ("cache",),
+        "Entries the policy removed to make room.",
+    ),
+    MetricSpec(
+        "scalekit_cache_size", "gauge", "", ("cache",), "Current size (entries or getsizeof units)."
+    ),
+    MetricSpec(
+        "scalekit_cache_capacity", "gauge", "", ("cache",), "Capacity (maxsize) of the cache."
+    ),
+    MetricSpec(
+        "scalekit_cache_window_size",
+        "gauge",
+        "",
+        ("cache",),
+        "TinyLFU's admission window capacity, as the climber sets it.",
+    ),
+    MetricSpec(
+        "scalekit_cache_load_duration_seconds",
+        "histogram",
+        "seconds",
+        ("cache", "outcome"),
+        "Time a cached function's loader took, by outcome (ok or error).",
+    ),
+    MetricSpec(
+        "scalekit_cache_load_errors",
+        "counter",
+        "",
+        ("cache",),
+        "Loader calls that raised.",
+    ),
+    MetricSpec(
+        "scalekit_cache_singleflight_waits",
+        "counter",
+        "",
+        ("cache",),
+        "Callers that waited for another caller's load of the same key.",
+    ),
+    # Redis tier
+    MetricSpec(
+        "scalekit_rediscache_remote_reads",
+        "counter",
+        "",
+        ("cache", "result"),
+        "Reads that went to Redis, by result (hit or miss).",
+    ),
+    MetricSpec(
+        "scalekit_rediscache_writebacks_rejected",
+        "counter",
+        "",
+        ("cache",),
+        "Loader results refused because a newer write happened during the load.",
+    ),
+    MetricSpec(
+        "scalekit_rediscache_fallback_calls",
+        "counter",
+        "",
+        ("cache",),
+        "Loader calls made because Redis was unavailable.",
+    ),
+    MetricSpec(
+        "scalekit_nearcache_local_hits",
+        "counter",
+        "",
+        ("cache",),
+        "Reads served by the near cache's local layer.",
+    ),
+    MetricSpec(
+        "scalekit_nearcache_invalidations",
+        "counter",
+        "",
+        ("cache",),
+        "Invalidation messages received.",
+    ),
+    MetricSpec(
+        "scalekit_nearcache_staleness_seconds",
+        "gauge",
+        "seconds",
+        ("cache",),
+        "Age of the last answered heartbeat: how stale the local layer may be.",
+    ),
+    MetricSpec(
+        "scalekit_nearcache_degraded",
+        "gauge",
+        "",
+        ("cache",),
+        "1 while the local layer is bypassed (no subscription or heartbeat), else 0.",
+    ),
+    # balancers
+    MetricSpec(
+        "scalekit_balancer_picks",
+        "counter",
+        "",
+        ("balancer", "endpoint"),
+        "Requests sent to each endpoint.",
+    ),
+    MetricSpec(
+        "scalekit_balancer_in_flight",
+        "gauge",
+        "",
+        ("balancer", "endpoint"),
+        "Requests in flight on each endpoint.",
+    ),
+    MetricSpec(
+        "scalekit_balancer_request_duration_seconds",
+        "histogram",
+        "seconds",
+        ("balancer", "endpoint", "outcome"),
+        "Latency of released requests, by outcome (ok or error).",
+    ),
+    MetricSpec(
+        "scalekit_balancer_ejections",
+        "counter",
+        "",
+        ("balancer", "endpoint", "reason"),
+        "Outlier ejections, by reason.",
+    ),
+    MetricSpec(
+        "scalekit_balancer_ejected",
+        "gauge",
+        "",
+        ("balancer", "endpoint"),
+        "1 while the endpoint is ejected, else 0.",
+    ),
+    MetricSpec(
+        "scalekit_balancer_panic",
+        "gauge",
+        "",
+        ("balancer",),
+        "1 while too few endpoints are healthy and the balancer uses all of them.",
+    ),
+    MetricSpec(
+        "scalekit_balancer_health_checks",
+        "counter",
+        "",
+        ("balancer", "endpoint", "result"),
+        "Active health-check results (pass or fail).",
+    ),
+    # locks
+    MetricSpec(
+        "scalekit_lock_wait_seconds",
+        "histogram",
+        "seconds",
+        ("lock", "outcome"),
+        "Time callers waited in acquire, by outcome (acquired, timeout or error).",
+    ),
+    MetricSpec("scalekit_lock_acquisitions", "counter", "", ("lock",), "Leases granted."),
+    MetricSpec("scalekit_lock_timeouts", "counter", "", ("lock",), "Acquires that timed out."),
+    MetricSpec(
+        "scalekit_lock_leases_lost",
+        "counter",
+        "",
+        ("lock", "cause"),
+        "Leases found lost before release, by cause.",
+    ),
+    MetricSpec(
+        "scalekit_lock_renewals",
+        "counter",
+        "",
+        ("lock", "result"),
+        "Lease renewals, by result (ok or failed).",
+    ),
+    MetricSpec(
+        "scalekit_lock_handovers",
+        "counter",
+        "",
+        ("lock",),
+        "Releases that handed the lock straight to a waiter.",
+    ),
+    # routers
+    MetricSpec(
+        "scalekit_router_routes",
+        "counter",
+        "",
+        ("router", "shard"),
+        "Keys routed to each shard.",
+    ),
+    MetricSpec(
+        "scalekit_migration_keys_moved",
+        "counter",
+        "",
+        ("migration",),
+        "Keys a migration has moved.",
+    ),
+    MetricSpec(
+        "scalekit_migration_progress_ratio",
+        "gauge",
+        "ratio",
+        ("migration",),
+        "Share of the planned keys moved, 0 to 1.",
+    ),
+)
+
+EVENTS: dict[str, str] = {
+    "scalekit.balancer.ejected": (
+        "an endpoint was ejected (fields: balancer, endpoint, reason, until)"
+    ),
+    "scalekit.balancer.uneject": "an ejected endpoint returned (fields: balancer, endpoint)",
+    "scalekit.balancer.panic": "the balancer entered or left panic mode (fields: balancer, active)",
+    "scalekit.lock.lease_lost": "a lease was found lost (fields: lock, cause, token)",
+    "scalekit.lock.callback_failed": "an on_lost callback raised (fields: lock, error)",
+    "scalekit.nearcache.degraded": "the near layer is bypassed (fields: cache, reason)",
+    "scalekit.nearcache.recovered": "the near layer serves again (fields: cache)",
+}

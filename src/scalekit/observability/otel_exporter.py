@@ -1,0 +1,113 @@
+"""Export scalekit's metrics through the OpenTelemetry metrics API.
+
+Install the extra: `pip install 'scalekit-primitives[opentelemetry]'` (the
+API only; bring your own SDK and exporter).
+
+```python
+from scalekit.observability import OpenTelemetryExporter
+
+OpenTelemetryExporter()      # meters from the global MeterProvider
+```
+
+Counters and gauges are observable instruments read at each collection
+(cumulative totals); histograms are synchronous and recorded as they
+happen. Instrument names are the catalog's `otel_name`
+(`scalekit.cache.hits`), units `s` for seconds and `1` for ratios.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .. import __version__
+from .catalog import METRICS, MetricSpec
+from .core import Labels, MemoryRecorder, Telemetry, default_telemetry
+
+try:
+    from opentelemetry import metrics as otel_metrics
+    from opentelemetry.metrics import CallbackOptions, Observation
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the extra
+    raise ModuleNotFoundError(
+        "scalekit.observability.OpenTelemetryExporter needs the OpenTelemetry API: "
+        "pip install 'scalekit-primitives[opentelemetry]'",
+        name=exc.name,
+    ) from exc
+
+__all__ = ["OpenTelemetryExporter"]
+
+_UNITS = {"seconds": "s", "ratio": "1", "": "1"}
+
+
+class _Forward:
+    """Sends histogram observations to their OpenTelemetry instruments."""
+
+    def __init__(self, histograms: dict[str, Any]) -> None:
+        self._histograms = histograms
+
+    def add(self, spec: MetricSpec, amount: float, labels: Labels) -> None:
+        pass
+
+    def set(self, spec: MetricSpec, value: float, labels: Labels) -> None:
+        pass
+
+    def observe(self, spec: MetricSpec, value: float, labels: Labels) -> None:
+        self._histograms[spec.name].record(value, attributes=dict(labels))
+
+
+class OpenTelemetryExporter:
+    """Creates one OpenTelemetry instrument per catalog metric for a hub.
+
+    Args:
+        telemetry: the hub (default: `default_telemetry()`).
+        meter_provider: where meters come from (default: the global one).
+    """
+
+    def __init__(
+        self, telemetry: Telemetry | None = None, *, meter_provider: Any | None = None
+    ) -> None:
+        self._telemetry = telemetry or default_telemetry()
+        provider = meter_provider or otel_metrics.get_meter_provider()
+        meter = provider.get_meter("scalekit", __version__)
+        self._recorder = MemoryRecorder()
+        histograms: dict[str, Any] = {}
+        for spec in METRICS.values():
+            unit = _UNITS.get(spec.unit, spec.unit)
+            if spec.kind == "histogram":
+                histograms[spec.name] = meter.create_histogram(
+                    spec.otel_name, unit=unit, description=spec.help
+                )
+            elif spec.kind == "counter":
+                meter.create_observable_counter(
+                    spec.otel_name, callbacks=[self._callback(spec)], unit=unit,
+                    description=spec.help,
+                )  # fmt: skip
+            else:
+                meter.create_observable_gauge(
+                    spec.otel_name, callbacks=[self._callback(spec)], unit=unit,
+                    description=spec.help,
+                )  # fmt: skip
+        self._forward = _Forward(histograms)
+        self._telemetry.subscribe(self._recorder)
+        self._telemetry.subscribe(self._forward)
+
+    def close(self) -> None:
+        """Stop receiving from the hub (the instruments then report nothing new)."""
+        self._telemetry.unsubscribe(self._recorder)
+        self._telemetry.unsubscribe(self._forward)
+
+    def _callback(self, spec: MetricSpec) -> Any:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            counters, gauges, _ = self._recorder.snapshot()
+            pushed = counters if spec.kind == "counter" else gauges
+            totals: dict[Labels, float] = {}
+            for (name, labels), value in pushed.items():
+                if name == spec.name:
+                    totals[labels] = totals.get(labels, 0.0) + value
+            for sample in self._telemetry.collect():
+                if sample.metric == spec.name:
+                    key = tuple((n, sample.labels[n]) for n in spec.labels)
+                    totals[key] = totals.get(key, 0.0) + sample.value
+            return [Observation(v, attributes=dict(k)) for k, v in totals.items()]
+
+        return observe

@@ -1,0 +1,126 @@
+"""Export scalekit's metrics to Prometheus through `prometheus_client`.
+
+Install the extra: `pip install 'scalekit-primitives[prometheus]'`.
+
+```python
+from prometheus_client import start_http_server
+from scalekit.observability import PrometheusCollector, watch_cache
+
+watch_cache(products, "products")
+PrometheusCollector().register()        # into prometheus_client's default registry
+start_http_server(9100, addr="127.0.0.1")
+```
+
+Every metric of `scalekit.observability.METRICS` is exposed under its
+catalog name (counters with `_total`), e.g.
+`scalekit_cache_hits_total{cache="products"}`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .catalog import METRICS
+from .core import DEFAULT_BUCKETS, MemoryRecorder, Telemetry, default_telemetry
+
+try:
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+    from prometheus_client.registry import REGISTRY, CollectorRegistry
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the extra
+    raise ModuleNotFoundError(
+        "scalekit.observability.PrometheusCollector needs prometheus_client: "
+        "pip install 'scalekit-primitives[prometheus]'",
+        name=exc.name,
+    ) from exc
+
+__all__ = ["PrometheusCollector"]
+
+
+def _bound(value: float) -> str:
+    """A bucket bound as Prometheus writes it: `0.005`, `1.0`, `+Inf`."""
+    return "+Inf" if math.isinf(value) else repr(float(value))
+
+
+class PrometheusCollector:
+    """A `prometheus_client` collector for one `Telemetry` hub.
+
+    Subscribes an in-memory recorder to the hub (pushed counters, gauges and
+    histograms aggregate there) and reads the hub's watched objects at every
+    scrape.
+
+    Args:
+        telemetry: the hub (default: `default_telemetry()`).
+        buckets: histogram bucket bounds, in seconds.
+
+    Thread-safety: thread-safe; a scrape copies the aggregates under a lock.
+    """
+
+    def __init__(
+        self, telemetry: Telemetry | None = None, *, buckets: Iterable[float] = DEFAULT_BUCKETS
+    ) -> None:
+        self._telemetry = telemetry or default_telemetry()
+        self._recorder = MemoryRecorder(buckets)
+        self._telemetry.subscribe(self._recorder)
+        self._registries: list[CollectorRegistry] = []
+
+    def register(self, registry: CollectorRegistry | None = None) -> PrometheusCollector:
+        """Register with *registry* (default: prometheus_client's `REGISTRY`)."""
+        target = REGISTRY if registry is None else registry
+        target.register(self)
+        self._registries.append(target)
+        return self
+
+    def close(self) -> None:
+        """Unsubscribe from the hub and unregister from every registry."""
+        self._telemetry.unsubscribe(self._recorder)
+        for registry in self._registries:
+            registry.unregister(self)
+        self._registries.clear()
+
+    def describe(self) -> list[Metric]:
+        # Nothing to pre-declare: families appear once they have samples.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        counters, gauges, histograms = self._recorder.snapshot()
+        values: dict[str, dict[tuple[str, ...], float]] = defaultdict(dict)
+        for (name, labels), value in (*counters.items(), *gauges.items()):
+            key = tuple(v for _, v in labels)
+            values[name][key] = values[name].get(key, 0.0) + value
+        for sample in self._telemetry.collect():
+            spec = METRICS[sample.metric]
+            key = tuple(sample.labels[n] for n in spec.labels)
+            values[sample.metric][key] = values[sample.metric].get(key, 0.0) + sample.value
+        hist_by_name: dict[str, list[tuple[tuple[str, ...], Any]]] = defaultdict(list)
+        for (name, labels), state in histograms.items():
+            hist_by_name[name].append((tuple(v for _, v in labels), state))
+        for name, spec in METRICS.items():
+            family: Metric
+            if spec.kind == "histogram":
+                if name not in hist_by_name:
+                    continue
+                family = HistogramMetricFamily(name, spec.help, labels=list(spec.labels))
+                for key, state in sorted(hist_by_name[name], key=lambda kv: kv[0]):
+                    family.add_metric(
+                        list(key),
+                        [(_bound(b), float(n)) for b, n in state.cumulative()],
+                        state.total,
+                    )
+                yield family
+                continue
+            series = values.get(name)
+            if not series:
+                continue
+            cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
+            family = cls(name, spec.help, labels=list(spec.labels))
+            for key, value in sorted(series.items()):
+                family.add_metric(list(key), value)
+            yield family

@@ -1,0 +1,98 @@
+"""The Prometheus exporter, scraped over HTTP and read with prometheus_client's parser."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
+
+from scalekit.balancing import RoundRobin
+from scalekit.caching import LRUCache
+from scalekit.observability import PrometheusCollector, Telemetry, watch_balancer, watch_cache
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def scrape() -> Iterator[tuple[Telemetry, PrometheusCollector, object]]:
+    hub = Telemetry()
+    registry = CollectorRegistry()
+    collector = PrometheusCollector(hub).register(registry)
+    port = _free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+
+    def get() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+    yield hub, collector, get
+    server.shutdown()
+    thread.join(5)
+    collector.close()
+
+
+def test_cache_and_balancer_state_after_a_known_sequence(scrape) -> None:  # type: ignore[no-untyped-def]
+    hub, _, get = scrape
+    cache: LRUCache[str, int] = LRUCache(maxsize=2)
+    watch_cache(cache, "products", telemetry=hub)
+    for key in "abc":
+        cache[key] = 1  # c evicts a
+    cache.get("b")
+    cache.get("c")
+    cache.get("a")
+    lb = RoundRobin(["pay-1", "pay-2"])
+    watch_balancer(lb, "payments", telemetry=hub)
+    held = lb.pick()
+    got = get()
+    products = (("cache", "products"),)
+    assert got[("scalekit_cache_hits_total", products)] == 2
+    assert got[("scalekit_cache_misses_total", products)] == 1
+    assert got[("scalekit_cache_evictions_total", products)] == 1
+    assert got[("scalekit_cache_size", products)] == 2
+    assert got[("scalekit_cache_capacity", products)] == 2
+
+    def in_flight(endpoint: str) -> float:
+        key = (("balancer", "payments"), ("endpoint", endpoint))
+        return got[("scalekit_balancer_in_flight", key)]
+
+    assert in_flight(held) == 1
+    assert in_flight("pay-2" if held == "pay-1" else "pay-1") == 0
+    lb.release(held)
+    got = get()
+    assert in_flight(held) == 0
+
+
+def test_pushed_counters_and_histograms(scrape) -> None:  # type: ignore[no-untyped-def]
+    hub, collector, get = scrape
+    hub.add("scalekit_lock_leases_lost", lock="stock", cause="expired")
+    hub.add("scalekit_lock_leases_lost", lock="stock", cause="expired")
+    for wait in (0.004, 0.02, 0.3, 12.0):
+        hub.observe("scalekit_lock_wait_seconds", wait, lock="stock", outcome="acquired")
+    got = get()
+    lost = (("cause", "expired"), ("lock", "stock"))
+    assert got[("scalekit_lock_leases_lost_total", lost)] == 2
+    series = (("lock", "stock"), ("outcome", "acquired"))
+    assert got[("scalekit_lock_wait_seconds_count", series)] == 4
+    assert got[("scalekit_lock_wait_seconds_sum", series)] == pytest.approx(12.324)
+    bucket = "scalekit_lock_wait_seconds_bucket"
+    assert got[(bucket, (("le", "0.005"), *series))] == 1
+    assert got[(bucket, (("le", "0.025"), *series))] == 2
+    assert got[(bucket, (("le", "0.5"), *series))] == 3
+    assert got[(bucket, (("le", "10.0"), *series))] == 3
+    assert got[(bucket, (("le", "+Inf"), *series))] == 4
+    collector.close()
+    hub.add("scalekit_lock_leases_lost", lock="stock", cause="expired")
+    assert hub.active is False
