@@ -1,0 +1,1 @@
+"""What instrumentation costs on the hot paths (`python -m benchmarks.observability`)."""
