@@ -83,8 +83,14 @@ def main() -> None:
             "TinyLFUCache get/set",
             lambda m: _cache_run(lambda: TinyLFUCache(maxsize=10_000), keys[: n_ops // 4], m),
         ),
-        ("RoundRobin pick+release", lambda m: _balancer_run(lambda: RoundRobin(endpoints), n_ops, m)),
-        ("PeakEWMA pick+release", lambda m: _balancer_run(lambda: PeakEWMA(endpoints), n_ops, m)),
+        (
+            "RoundRobin pick+release",
+            lambda m: _balancer_run(lambda: RoundRobin(endpoints), n_ops, m),
+        ),
+        (
+            "PeakEWMA pick+release",
+            lambda m: _balancer_run(lambda: PeakEWMA(endpoints), n_ops, m),
+        ),
     ]
     for name, make in workloads:
         bare, watched, exported = interleaved_medians(
@@ -108,7 +114,9 @@ def main() -> None:
     for _ in range(20):
         generate_latest(registry)
     per_scrape = (time.perf_counter() - t0) / 20
-    print(f"one scrape of 100 caches + 100 balancers (10 endpoints each): {per_scrape * 1e3:.2f} ms")
+    print(
+        f"one scrape of 100 caches + 100 balancers (10 endpoints each): {per_scrape * 1e3:.2f} ms"
+    )
 
 
 if __name__ == "__main__":
