@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import statistics
 import sys
 import time
@@ -20,7 +19,14 @@ T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
-TRACES_DIR = Path(os.environ.get("SCALEKIT_TRACES", REPO_ROOT.parent / "shared" / "traces"))
+# The small traces committed with the repository; larger ones come from ``--traces DIR``.
+TRACES_DIR = REPO_ROOT / "data" / "traces"
+# Reference hit ratios: the committed traces' rows, then the rows of the traces
+# a user downloads (orm-busy, the address/w106/request/vaultservice/scan/zigzag set).
+REFERENCE_TABLES = (
+    TRACES_DIR / "README.md",
+    REPO_ROOT / "benchmarks" / "caching" / "reference-hit-ratios.md",
+)
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
