@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import venv
@@ -21,6 +22,19 @@ def test_version_and_sorted_exports() -> None:
     assert list(scalekit.__all__) == sorted(scalekit.__all__)
     for name in scalekit.__all__:
         assert hasattr(scalekit, name)
+
+
+def test_install_hints_name_the_distribution_not_the_import_package() -> None:
+    # `pip install scalekit` installs Scalekit Inc.'s SDK, not this library.
+    assert 'name = "scalekit-primitives"' in (ROOT / "pyproject.toml").read_text()
+    files = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("src/**/*.py")]
+    # The README's warning about that name is the one mention allowed.
+    hints = re.compile(r"pip install[ '\"]+scalekit(?!-primitives|` installs a different)\b")
+    for path in files:
+        text = path.read_text()
+        assert not hints.search(text), f"{path.relative_to(ROOT)}: {hints.search(text)}"
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install scalekit-primitives" in readme and "scalekit-sdk-python" in readme
 
 
 def test_exception_hierarchy_matches_builtins() -> None:

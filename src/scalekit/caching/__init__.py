@@ -11,7 +11,7 @@ thread-safe on its own. :func:`cached` memoizes a function in any of
 them (or in a cachetools cache), with single-flight for threads and asyncio.
 
 The Redis tier, :class:`RedisCache` and :class:`NearCache`, needs redis-py
-(``pip install 'scalekit[redis]'``); it is imported only when first used,
+(``pip install 'scalekit-primitives[redis]'``); it is imported only when first used,
 so ``import scalekit.caching`` works with the core dependencies alone.
 """
 
