@@ -14,7 +14,8 @@ argument and ``except ConnectionError`` around an unreachable backend::
     │   ├── LockNotOwnedError(LockError)
     │   └── LockLostError(LockError)
     ├── RoutingError(ScaleKitError, LookupError)
-    └── NoAvailableEndpointError(ScaleKitError, LookupError)
+    ├── NoAvailableEndpointError(ScaleKitError, LookupError)
+    └── MissingDependencyError(ScaleKitError, ModuleNotFoundError)
 
 Backend errors wrap the driver's exception (``raise BackendError(...) from
 exc``), so the original stays reachable as ``__cause__``.
@@ -33,6 +34,7 @@ __all__ = [
     "LockLostError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "MissingDependencyError",
     "NoAvailableEndpointError",
     "RoutingError",
     "ScaleKitError",
@@ -93,3 +95,16 @@ class RoutingError(ScaleKitError, LookupError):
 
 class NoAvailableEndpointError(ScaleKitError, LookupError):
     """A balancer has no endpoint it may pick; the message says why."""
+
+
+class MissingDependencyError(ScaleKitError, ModuleNotFoundError):
+    """A backend's optional driver is not installed; `extra` names the extra that installs it.
+
+    Raised when a lazily exported backend such as `scalekit.locking.RedisLock`
+    is first looked up without its driver; `name` is the missing module, as on
+    `ModuleNotFoundError`, and the message gives the `pip install` command.
+    """
+
+    def __init__(self, message: str, *, name: str | None = None, extra: str | None = None) -> None:
+        super().__init__(message, name=name)
+        self.extra = extra
