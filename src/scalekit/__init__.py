@@ -12,10 +12,12 @@ that ``import scalekit`` needs only the core dependencies:
 """
 
 from .exceptions import (
+    ArgumentTypeError,
     BackendError,
     BackendUnavailableError,
     CacheLoadTimeoutError,
     ConfigurationError,
+    InvalidStateError,
     LockError,
     LockLostError,
     LockNotOwnedError,
@@ -29,10 +31,12 @@ from .exceptions import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentTypeError",
     "BackendError",
     "BackendUnavailableError",
     "CacheLoadTimeoutError",
     "ConfigurationError",
+    "InvalidStateError",
     "LockError",
     "LockLostError",
     "LockNotOwnedError",

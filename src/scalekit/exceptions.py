@@ -6,6 +6,8 @@ argument and ``except ConnectionError`` around an unreachable backend::
 
     ScaleKitError
     ├── ConfigurationError(ScaleKitError, ValueError)
+    ├── ArgumentTypeError(ScaleKitError, TypeError)
+    ├── InvalidStateError(ScaleKitError, RuntimeError)
     ├── BackendError(ScaleKitError)
     │   ├── BackendUnavailableError(BackendError, ConnectionError)
     │   └── CacheLoadTimeoutError(BackendError, TimeoutError)
@@ -26,10 +28,12 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 __all__ = [
+    "ArgumentTypeError",
     "BackendError",
     "BackendUnavailableError",
     "CacheLoadTimeoutError",
     "ConfigurationError",
+    "InvalidStateError",
     "LockError",
     "LockLostError",
     "LockNotOwnedError",
@@ -50,6 +54,22 @@ class ConfigurationError(ScaleKitError, ValueError):
 
     The message names the argument, the value given and what was expected,
     e.g. ``maxsize must be a positive integer, got 0``.
+    """
+
+
+class ArgumentTypeError(ScaleKitError, TypeError):
+    """An argument has a type scalekit does not accept.
+
+    The message names the argument, the type given and the types expected,
+    e.g. `key must be str, bytes or int to be hashed stably, got float: 1.5`.
+    """
+
+
+class InvalidStateError(ScaleKitError, RuntimeError):
+    """A method was called in a state that does not allow it.
+
+    For example `ActiveHealthChecker.start()` on a checker that is already
+    running.
     """
 
 
