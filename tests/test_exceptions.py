@@ -105,7 +105,7 @@ def test_releasing_an_unknown_endpoint_is_a_configuration_error() -> None:
 
 
 def test_routing_a_float_key_is_an_argument_type_error() -> None:
-    with pytest.raises(ArgumentTypeError, match="got float: 1.5") as info:
+    with pytest.raises(ArgumentTypeError, match=r"got float: 1\.5") as info:
         HashRouter(["a"]).route(1.5)  # type: ignore[arg-type]
     assert isinstance(info.value, TypeError) and isinstance(info.value, ScaleKitError)
 
