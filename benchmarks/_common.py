@@ -29,9 +29,12 @@ REFERENCE_TABLES = (
 )
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every benchmark takes."""
-    parser = argparse.ArgumentParser(description=description)
+def base_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser for ``python -m benchmarks.<name>``, with the options all benchmarks take.
+
+    *description* is plain text (it is printed by ``--help`` as it is).
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description)
     parser.add_argument(
         "--quick", action="store_true", help="a small smoke run (seconds), as the test suite does"
     )
@@ -46,7 +49,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=RESULTS_DIR,
-        help=f"where text results and plots go (default {RESULTS_DIR})",
+        help=f"where text results and plots go (default {display_path(RESULTS_DIR)})",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     return parser

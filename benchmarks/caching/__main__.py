@@ -50,8 +50,18 @@ def _trace_paths(dirs: list[Path], spec: str | None, quick: bool) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0] if __doc__ else "cache benchmarks")
-    parser.add_argument("suite", nargs="?", choices=["all", "replay", "speed"], default="all")
+    parser = base_parser(
+        "caching",
+        "The caches' hit ratios on real traces, and their speed and memory next to "
+        "cachetools, cachebox, theine and functools.lru_cache.",
+    )
+    parser.add_argument(
+        "suite",
+        nargs="?",
+        choices=["all", "replay", "speed"],
+        default="all",
+        help="replay: hit ratios on traces; speed: throughput and memory; all: both (default)",
+    )
     parser.add_argument(
         "--traces",
         type=Path,

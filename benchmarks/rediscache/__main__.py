@@ -155,7 +155,11 @@ def plot(reads: dict[str, float], stampede: dict[str, int], misses: int, out: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = base_parser(
+        "rediscache",
+        "The Redis cache tier: RedisCache.get against redis-py GET + json.loads, NearCache "
+        "local hits, and database calls per burst of concurrent misses.",
+    )
     parser.add_argument("--url", help="an existing Redis (default: start one on loopback)")
     args = parser.parse_args(argv)
     ops = 300 if args.quick else 5000

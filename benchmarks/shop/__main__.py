@@ -26,7 +26,11 @@ def _p99(summary: Summary) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__ or "")
+    parser = base_parser(
+        "shop",
+        "Checkouts per second and p99 latency of the example shop by backend (memory, "
+        "RedisLock, ZooKeeperLock) and worker processes, on servers started on loopback.",
+    )
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per configuration")
     parser.add_argument("--buyers", type=int, default=16, help="buyers in total, all configs")
     parser.add_argument(
