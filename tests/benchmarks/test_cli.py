@@ -32,3 +32,13 @@ def test_help_names_the_command_and_has_no_markup(name: str) -> None:
     for line in positionals.splitlines():
         if line.startswith("  ") and not line.startswith("    "):
             assert len(line.split()) > 1, f"positional without help: {line.strip()}"
+
+
+def test_shop_plot_is_redrawn_from_the_committed_results(tmp_path: Path) -> None:
+    from benchmarks.shop.__main__ import _points_from_table, main
+
+    results = ROOT / "benchmarks" / "results" / "shop.txt"
+    points = _points_from_table(results.read_text())
+    assert len(points) == 7 and all(rate > 0 and p99 > 0 for rate, p99 in points.values())
+    assert main(["--replot", str(results), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "shop-scaling.png").stat().st_size > 10_000
