@@ -29,12 +29,20 @@ REFERENCE_TABLES = (
 )
 
 
-def base_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser for ``python -m benchmarks.<name>``, with the options all benchmarks take.
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark takes.
 
-    *description* is plain text (it is printed by ``--help`` as it is).
+    Its `prog` is ``python -m benchmarks.<family>``, the calling module's
+    family, so `--help` shows the command a user types; *description* is
+    printed as plain text.
     """
-    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description)
+    caller = sys._getframe(1).f_globals
+    spec = caller.get("__spec__")
+    module = spec.name if spec is not None else caller["__name__"]
+    family = ".".join(module.split(".")[:2])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {family}", description=description.replace("``", "")
+    )
     parser.add_argument(
         "--quick", action="store_true", help="a small smoke run (seconds), as the test suite does"
     )

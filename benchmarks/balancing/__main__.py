@@ -279,7 +279,6 @@ def run_overhead(args: argparse.Namespace) -> tuple[list[str], bool]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(
-        "balancing",
         "Every balancer's tail latency in a simulated cluster (healthy, one slow and one "
         "failing endpoint) and its pick+release overhead.",
     )

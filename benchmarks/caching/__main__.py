@@ -51,7 +51,6 @@ def _trace_paths(dirs: list[Path], spec: str | None, quick: bool) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(
-        "caching",
         "The caches' hit ratios on real traces, and their speed and memory next to "
         "cachetools, cachebox, theine and functools.lru_cache.",
     )

@@ -147,7 +147,6 @@ def _interleaved(
 
 def main(argv: list[str] | None = None) -> None:
     parser = base_parser(
-        "locking",
         "Locks side by side on the same real servers, in one run, reported as ratios of medians.",
     )
     args = parser.parse_args(argv)

@@ -172,7 +172,6 @@ def plot(reads: dict[str, float], stampede: dict[str, int], misses: int, out: Pa
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(
-        "rediscache",
         "The Redis cache tier: RedisCache.get against redis-py GET + json.loads, NearCache "
         "local hits, and database calls per burst of concurrent misses.",
     )

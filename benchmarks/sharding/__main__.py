@@ -184,7 +184,6 @@ def plot(
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(
-        "sharding",
         "Every HashRouter strategy's lookups per second next to uhashring, the balance of "
         "keys over shards, and the keys moved when a shard is added.",
     )

@@ -28,7 +28,6 @@ def _p99(summary: Summary) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(
-        "shop",
         "Checkouts per second and p99 latency of the example shop by backend (memory, "
         "RedisLock, ZooKeeperLock) and worker processes, on servers started on loopback.",
     )
