@@ -202,7 +202,8 @@ def run_speed(
     total = sum(len(fns) for fns in plans) * repeat
     print(
         f"caching speed: warm-up took {_duration(warm)}; {total} timed passes of "
-        f"{n_ops:,} operations take about {_duration(warm * repeat)} more",
+        f"{n_ops:,} operations take about {_duration(warm * repeat)} more at that pace "
+        "(longer if the machine gets busier), then memory and the decorator",
         file=sys.stderr,
     )
     bar = iter(progress(range(total), total=total, desc="speed"))
