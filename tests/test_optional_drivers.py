@@ -17,6 +17,7 @@ import pytest
 
 import scalekit.caching
 import scalekit.locking
+import scalekit.observability
 
 ROOT = Path(__file__).resolve().parent.parent
 HIDE = "import sys\nfor _m in {modules!r}:\n    sys.modules[_m] = None\n"
@@ -33,6 +34,16 @@ LAZY = {
         "ZooKeeperReadWriteLock": "zookeeper",
         "ZooKeeperSemaphore": "zookeeper",
     },
+    "scalekit.observability": {
+        "OpenTelemetryExporter": "opentelemetry",
+        "PrometheusCollector": "prometheus",
+    },
+}
+DRIVER = {
+    "redis": "redis",
+    "zookeeper": "kazoo",
+    "prometheus": "prometheus_client",
+    "opentelemetry": "opentelemetry",
 }
 
 
@@ -62,7 +73,7 @@ def test_every_lazy_backend_without_its_driver_names_the_extra() -> None:
         "                         isinstance(exc, ScaleKitError)]\n"
         "print(json.dumps(out))\n"
     )
-    proc = run_python(code, hide=("redis", "kazoo"))
+    proc = run_python(code, hide=tuple(DRIVER.values()))
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout)
     expected = {name: extra for names in LAZY.values() for name, extra in names.items()}
@@ -70,7 +81,7 @@ def test_every_lazy_backend_without_its_driver_names_the_extra() -> None:
     for name, (cls, message, extra, module, is_mnf, is_ours) in seen.items():
         assert cls == "MissingDependencyError" and is_mnf and is_ours
         assert extra == expected[name]
-        assert module == {"redis": "redis", "zookeeper": "kazoo"}[extra]
+        assert module == DRIVER[extra]
         assert f"pip install 'scalekit-primitives[{extra}]'" in message
         assert name in message
 
@@ -85,21 +96,26 @@ def test_redis_lock_message_reads_as_documented() -> None:
     )
 
 
-@pytest.mark.parametrize("hide", [(), ("redis", "kazoo")], ids=["drivers", "no-drivers"])
+@pytest.mark.parametrize("hide", [(), tuple(DRIVER.values())], ids=["drivers", "no-drivers"])
 def test_star_imports_work_and_load_no_driver(hide: tuple[str, ...]) -> None:
     code = (
         "from scalekit.caching import *\n"
         "from scalekit.locking import *\n"
+        "from scalekit.observability import *\n"
         "import sys\n"
-        "print(LRUCache.__name__, MemoryLock.__name__,\n"
-        "      [m for m in ('redis', 'kazoo') if sys.modules.get(m) is not None])\n"
+        "print(LRUCache.__name__, MemoryLock.__name__, Telemetry.__name__,\n"
+        f"      [m for m in {tuple(DRIVER.values())!r} if sys.modules.get(m) is not None])\n"
     )
     proc = run_python(code, hide=hide)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["LRUCache", "MemoryLock", "[]"]
+    assert proc.stdout.split() == ["LRUCache", "MemoryLock", "Telemetry", "[]"]
 
 
-@pytest.mark.parametrize("module", [scalekit.caching, scalekit.locking], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module",
+    [scalekit.caching, scalekit.locking, scalekit.observability],
+    ids=lambda m: m.__name__,
+)
 def test_dir_lists_the_lazy_backends_and_all_lists_what_imports_without_drivers(
     module: object,
 ) -> None:

@@ -22,6 +22,8 @@ EXTRAS = {
     "redis": ("redis-py", "redis"),
     "kazoo": ("kazoo", "zookeeper"),
     "msgpack": ("msgpack", "msgpack"),
+    "prometheus_client": ("prometheus_client", "prometheus"),
+    "opentelemetry": ("the OpenTelemetry API", "opentelemetry"),
 }
 
 

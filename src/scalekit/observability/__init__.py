@@ -9,12 +9,14 @@ the exporters are optional extras:
 
 `METRICS` lists every metric (name, kind, unit, labels, help) and `EVENTS`
 the rare events logged on the `scalekit` logger by `log_event()`.
+
+The exporters are looked up lazily, so `import scalekit.observability`
+needs no extra; `__all__` (and so `import *`) lists only what needs none.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from .._lazy import lazy_exports
 from .catalog import EVENTS, METRICS, MetricKind, MetricSpec
 from .core import (
     DEFAULT_BUCKETS,
@@ -28,21 +30,14 @@ from .core import (
 )
 from .sources import watch_balancer, watch_cache
 
-_LAZY = {
-    "PrometheusCollector": "prometheus_exporter",
-    "OpenTelemetryExporter": "otel_exporter",
-}
-
-__all__ = [
+__all__ = [  # noqa: RUF022 - plain sorted(), as every scalekit __all__
     "DEFAULT_BUCKETS",
     "EVENTS",
-    "METRICS",
     "HistogramState",
+    "METRICS",
     "MemoryRecorder",
     "MetricKind",
     "MetricSpec",
-    "OpenTelemetryExporter",
-    "PrometheusCollector",
     "Recorder",
     "Sample",
     "Telemetry",
@@ -53,16 +48,8 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {"PrometheusCollector": ".prometheus_exporter", "OpenTelemetryExporter": ".otel_exporter"},
+    globals(),
+)

@@ -20,19 +20,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from opentelemetry import metrics as otel_metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
 from .. import __version__
 from .catalog import METRICS, MetricSpec
 from .core import Labels, MemoryRecorder, Telemetry, default_telemetry
-
-try:
-    from opentelemetry import metrics as otel_metrics
-    from opentelemetry.metrics import CallbackOptions, Observation
-except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the extra
-    raise ModuleNotFoundError(
-        "scalekit.observability.OpenTelemetryExporter needs the OpenTelemetry API: "
-        "pip install 'scalekit-primitives[opentelemetry]'",
-        name=exc.name,
-    ) from exc
 
 __all__ = ["OpenTelemetryExporter"]
 

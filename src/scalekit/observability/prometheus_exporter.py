@@ -23,23 +23,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import REGISTRY, CollectorRegistry
+
 from .catalog import METRICS
 from .core import DEFAULT_BUCKETS, MemoryRecorder, Telemetry, default_telemetry
-
-try:
-    from prometheus_client.core import (
-        CounterMetricFamily,
-        GaugeMetricFamily,
-        HistogramMetricFamily,
-        Metric,
-    )
-    from prometheus_client.registry import REGISTRY, CollectorRegistry
-except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the extra
-    raise ModuleNotFoundError(
-        "scalekit.observability.PrometheusCollector needs prometheus_client: "
-        "pip install 'scalekit-primitives[prometheus]'",
-        name=exc.name,
-    ) from exc
 
 __all__ = ["PrometheusCollector"]
 
