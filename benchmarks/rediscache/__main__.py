@@ -90,7 +90,7 @@ def bench_reads(url: str, ops: int, repeat: int) -> dict[str, float]:
         peer_t.append(peer_s)
         ours_t.append(ours_s)
         near_t.append(median_time(near_get, repeat=1))
-    local_hits = near.stats["local_hits"]
+    local_hits = near.stats().local_hits
     near.close()
     client.close()
     assert local_hits >= near_ops, "NearCache did not serve from its local layer"

@@ -66,11 +66,11 @@ def test_local_hits_skip_redis(redis_server: Any, local: Any) -> None:
         assert wait_until(lambda: near.connected)
         remote.set("k", {"v": 1})
         # the own write's invalidation may still be in flight: wait for a local hit
-        assert wait_until(lambda: near.get("k") == {"v": 1} and near.stats["local_hits"] > 0)
-        reads = near.stats["remote_reads"]
+        assert wait_until(lambda: near.get("k") == {"v": 1} and near.stats().local_hits > 0)
+        reads = near.stats().remote_reads
         for _ in range(100):
             assert near.get("k") == {"v": 1}
-        assert near.stats["remote_reads"] == reads
+        assert near.stats().remote_reads == reads
         for i in range(10):  # the local layer's own bound applies
             remote.set(f"x{i}", i)
             near.get(f"x{i}")
@@ -80,7 +80,7 @@ def test_local_hits_skip_redis(redis_server: Any, local: Any) -> None:
 def test_write_in_one_is_seen_by_the_other(pair: tuple[NearCache, NearCache]) -> None:
     a, b = pair
     a.set("k", 1)
-    assert wait_until(lambda: b.get("k") == 1 and b.stats["local_hits"] > 0)
+    assert wait_until(lambda: b.get("k") == 1 and b.stats().local_hits > 0)
     a.set("k", 2)
     assert wait_until(lambda: b.get("k") == 2, timeout=b.max_staleness)
     a.delete("k")

@@ -1,64 +1,94 @@
-"""A local cache in front of a RedisCache, kept coherent by Redis pub/sub.
+"""A local cache in front of a RedisCache, kept coherent by invalidations from every node.
 
-Every write and invalidation through a :class:`RedisCache` publishes the key
-on the cache's channel from inside the same Lua script, so the message is
-ordered with the write. Each :class:`NearCache` listens on its own thread
-and drops the key from its local layer.
+NearCache opens one listener connection per Redis node (per primary on a
+Cluster). On a server with client tracking (Redis >= 6) each listener runs
+`CLIENT TRACKING ON REDIRECT <own id> BCAST PREFIX <namespace>:` and
+subscribes to `__redis__:invalidate`, so the node itself reports every
+change to a key of the namespace: writes through scalekit, and also a
+direct `SET` or `DEL`, an expiry, an eviction or a `FLUSHDB`. Without
+tracking a listener subscribes to the cache's channel, on which the scripts
+of [RedisCache][scalekit.caching.redis_cache.RedisCache] publish each write
+(writes that bypass scalekit are then not seen).
 
-The staleness bound comes from heartbeats on the same connection: every
-``max_staleness / 4`` seconds the listener sends ``PING``. Redis answers in
-order, so when the answer to a ping sent at time *p* arrives, every
-invalidation published before *p* has already been applied. Local entries
-are served only while the last answered ping was sent less than
-``max_staleness`` ago; after that, or when the connection drops or is
-re-established, the local layer is cleared and bypassed until a new
-subscription has answered a ping. A write completed at time *t* is
+The staleness bound comes from heartbeats on the same connections: every
+`max_staleness / 4` seconds each listener sends `PING` to its node. A node
+answers in order and queues a key's invalidation before it acknowledges the
+write, so when the answer to a ping sent at time *p* arrives, every write
+that node acknowledged before *p* has been applied here. Local entries are
+served only while every node's last answered ping was sent less than
+`max_staleness` ago; after that, or when a listener's connection drops or
+is re-established, the local layer is cleared and bypassed until that
+listener has answered a ping again. A write acknowledged at time *t* is
 therefore never served by another process's local layer after
-``t + max_staleness``.
+`t + max_staleness`. Because each node reports its own keys, this holds on
+a Cluster while a cluster-bus link is down.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
+
+import redis
+import redis.cluster
 
 from .._validation import positive_number
 from ..exceptions import ConfigurationError
 from .redis_cache import RedisCache
 
-__all__ = ["NearCache"]
+__all__ = ["NearCache", "NearCacheStats"]
 
+_log = logging.getLogger(__name__)
 _MISS: Any = object()
 _NEVER = float("-inf")
+_TRACKING_CHANNEL = b"__redis__:invalidate"
+
+
+class NearCacheStats(NamedTuple):
+    """A snapshot of one [NearCache][scalekit.caching.near_cache.NearCache]'s counters.
+
+    `local_hits` and `remote_reads` count reads; `clears` counts times the
+    local layer was emptied (a listener lost or regained its node);
+    `invalidations` counts invalidation messages received.
+    """
+
+    local_hits: int
+    remote_reads: int
+    clears: int
+    invalidations: int
 
 
 class NearCache:
-    """A local cache (any ``MutableMapping``) in front of a :class:`RedisCache`.
+    """A local cache (any `MutableMapping`) in front of a `RedisCache`.
 
-    >>> near = NearCache(cachetools.LRUCache(10_000), RedisCache(client, namespace="goods"))
-    ... # doctest: +SKIP
+    Example:
+        >>> near = NearCache(LRUCache(10_000), RedisCache(client, namespace="goods"))
+        ... # doctest: +SKIP
 
-    Parameters:
-        local: the local layer, e.g. ``LRUCache(maxsize)``; NearCache guards it
+    Args:
+        local: The local layer, e.g. `LRUCache(maxsize)`; NearCache guards it
             with its own lock, so it need not be thread-safe. It must not be
             shared with anything else.
-        remote: a :class:`RedisCache` created with ``notify=True`` (the default).
-        max_staleness: seconds after another process's write completes within
+        remote: A `RedisCache`. Without client tracking on the server it must
+            be created with `notify=True` (the default).
+        max_staleness: Seconds after a write is acknowledged by Redis within
             which this process stops serving the old value (see the module text).
-        local_ttl: seconds a local entry lives at most (default: the remote's ttl),
-            since Redis expiries publish nothing.
-        connect_timeout: seconds :meth:`__init__` waits for the first subscription;
-            if it is not ready the cache still works, going to Redis until it is.
-        clock: monotonic clock in seconds.
+        local_ttl: Seconds a local entry lives at most (default: the remote's ttl).
+        connect_timeout: Seconds `__init__` waits for every listener; if one is
+            not ready the cache still works, going to Redis until it is.
+        clock: Monotonic clock in seconds.
 
     Raises:
-        ConfigurationError: bad arguments or ``remote.notify`` off.
+        ConfigurationError: Bad arguments, or the Redis user may not run what
+            the listeners need (`CLIENT ID`, `CLIENT TRACKING`, `SUBSCRIBE` to
+            `__redis__:invalidate` or the cache's channel, `PING`).
 
     Thread-safe. A local hit costs O(1) plus the local layer's own cost; a
-    miss costs one Redis round trip. Call :meth:`close` to stop the listener.
+    miss costs one Redis round trip. Call `close` to stop the listeners.
     """
 
     def __init__(
@@ -86,6 +116,7 @@ class NearCache:
         self.local_ttl = (
             remote.ttl if local_ttl is None else positive_number("local_ttl", local_ttl)
         )
+        timeout = positive_number("connect_timeout", connect_timeout)
         self._clock = clock
         self._lock = threading.Lock()
         self._trusted_until = _NEVER  # local entries usable while clock() < this
@@ -95,19 +126,36 @@ class NearCache:
         self._cleared_at = 0  # seq of the last full clear
         self._local_hits = self._remote_reads = self._clears = self._messages = 0
         self._stop = threading.Event()
-        self._connected = threading.Event()
-        self._thread = threading.Thread(
-            target=self._listen, name=f"NearCache-{remote.channel}", daemon=True
-        )
-        self._thread.start()
-        self._connected.wait(positive_number("connect_timeout", connect_timeout))
+        self._synced = threading.Condition()
+        self._listeners = [_Listener(self, pool, name) for pool, name in self._nodes()]
+        for listener in self._listeners:
+            listener.start()
+        deadline = time.monotonic() + timeout
+        for listener in self._listeners:
+            listener.ready.wait(max(0.0, deadline - time.monotonic()))
+        denied = [lst for lst in self._listeners if lst.denied is not None]
+        if denied:
+            self.close()
+            raise ConfigurationError(_permission_message(denied[0], remote.channel))
+
+    def _nodes(self) -> list[tuple[Any, str]]:
+        client = self.remote.client
+        if isinstance(client, redis.cluster.RedisCluster):
+            return [
+                (node.redis_connection.connection_pool, node.name)
+                for node in client.get_primaries()  # type: ignore[no-untyped-call]
+            ]
+        kwargs = client.connection_pool.connection_kwargs
+        return [(client.connection_pool, f"{kwargs.get('host')}:{kwargs.get('port')}")]
 
     # -- reads -------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         """The value of *key* from the local layer, else from Redis, else *default*.
 
         Runtime complexity: O(1) on a local hit; one Redis round trip otherwise.
-        Raises BackendUnavailableError if Redis is unreachable.
+
+        Raises:
+            BackendUnavailableError: Redis is unreachable.
         """
         value = self._local_get(key)
         if value is not _MISS:
@@ -121,19 +169,24 @@ class NearCache:
         return default if value is _MISS else value
 
     def get_or_load(self, key: str, loader: Callable[[], Any], *, ttl: float | None = None) -> Any:
-        """Like :meth:`RedisCache.get_or_load`, with the local layer in front.
+        """Like `RedisCache.get_or_load`, with the local layer in front.
 
-        Runtime complexity: O(1) on a local hit, else that of ``RedisCache.get_or_load``.
+        A value served stale (`stale_ttl`) or loaded while Redis was down is
+        returned but not kept locally.
+
+        Runtime complexity: O(1) on a local hit, else that of `RedisCache.get_or_load`.
         """
         value = self._local_get(key)
         if value is not _MISS:
             return value
         seq = self._begin(key)
-        value = _MISS
+        keep: Any = _MISS
         try:
-            value = self.remote.get_or_load(key, loader, ttl=ttl)
+            value, fresh = self.remote._get_or_load(key, loader, ttl)
+            if fresh and value is not None:
+                keep = value
         finally:
-            self._end(key, seq, _MISS if value is None else value)
+            self._end(key, seq, keep)
         return value
 
     def _local_get(self, key: str) -> Any:
@@ -174,7 +227,9 @@ class NearCache:
         """Write through to Redis; every process's local copy is invalidated.
 
         Runtime complexity: O(1), one script call.
-        Raises BackendUnavailableError if Redis is unreachable.
+
+        Raises:
+            BackendUnavailableError: Redis is unreachable.
         """
         self._drop(key)
         self.remote.set(key, value, ttl)
@@ -184,7 +239,9 @@ class NearCache:
         """Delete from Redis and invalidate every local copy; True if Redis held a value.
 
         Runtime complexity: O(1), one script call.
-        Raises BackendUnavailableError if Redis is unreachable.
+
+        Raises:
+            BackendUnavailableError: Redis is unreachable.
         """
         self._drop(key)
         try:
@@ -211,88 +268,80 @@ class NearCache:
             self._clears += 1
             self._local.clear()
 
-    @property
-    def stats(self) -> dict[str, int]:
-        """Counters: ``local_hits``, ``remote_reads``, ``clears`` of the local layer and
-        ``invalidations`` (messages received)."""
+    def stats(self) -> NearCacheStats:
+        """A snapshot of the counters. Runtime complexity: O(1)."""
         with self._lock:
-            return {
-                "local_hits": self._local_hits,
-                "remote_reads": self._remote_reads,
-                "clears": self._clears,
-                "invalidations": self._messages,
-            }
+            return NearCacheStats(
+                self._local_hits, self._remote_reads, self._clears, self._messages
+            )
 
-    # -- the listener ------------------------------------------------------
+    # -- the listeners -----------------------------------------------------
     @property
     def connected(self) -> bool:
-        """True while the local layer is trusted (subscribed and heartbeats answered)."""
+        """True while the local layer is trusted (every node's heartbeat answered)."""
         return self._clock() < self._trusted_until
 
-    def _distrust(self) -> None:
-        self._trusted_until = _NEVER
-        self._connected.clear()
+    @property
+    def tracking(self) -> bool:
+        """True if every node reports key changes itself (client tracking), so writes
+        that bypass scalekit are seen too; False while a node is unknown or lacks it."""
+        return all(listener.tracking is True for listener in self._listeners)
+
+    @property
+    def state(self) -> str:
+        """`"trusted"`, `"permission denied"` (logged; the local layer is bypassed) or
+        `"untrusted"` (connecting, or a node's heartbeat is late)."""
+        if self.connected:
+            return "trusted"
+        if any(listener.denied is not None for listener in self._listeners):
+            return "permission denied"
+        return "untrusted"
+
+    def sync(self, timeout: float) -> bool:
+        """Wait until every write Redis acknowledged before this call has been applied here.
+
+        Returns True once every node has answered a heartbeat sent after the
+        call began (so its invalidations are in), False after *timeout* seconds.
+        """
+        start = self._clock()
+        with self._synced:
+            return self._synced.wait_for(
+                lambda: self._trusted_until - self.max_staleness > start, timeout
+            )
+
+    def _refresh_trust(self) -> None:
+        with self._lock:
+            self._trusted_until = min(lst.trusted_until for lst in self._listeners)
+        with self._synced:
+            self._synced.notify_all()
+
+    def _distrust(self, listener: _Listener) -> None:
+        listener.trusted_until = _NEVER
+        self._refresh_trust()
         self.clear_local()
 
-    def _listen(self) -> None:
-        backoff = 0.05
-        while not self._stop.is_set():
-            pubsub = None
-            try:
-                pubsub = self.remote.client.pubsub()  # type: ignore[no-untyped-call]
-                pubsub.subscribe(self.remote.channel)
-                self._session(pubsub)
-                backoff = 0.05
-            except Exception:  # any failure: distrust the local layer and resubscribe
-                self._distrust()
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.max_staleness)
-            finally:
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):  # best effort on a broken link
-                        pubsub.close()
-        self._distrust()
-
-    def _session(self, pubsub: Any) -> None:
-        """Handle one subscription until it fails, is replaced or is stopped."""
-        interval = self.max_staleness / 4
-        subscribed = False
-        pending: list[float] = []  # send times of unanswered pings, oldest first
-        next_ping = self._clock()
-        while not self._stop.is_set():
-            now = self._clock()
-            if subscribed and now >= next_ping:
-                pending.append(now)
-                pubsub.ping()
-                next_ping = now + interval
-            trusted = self._trusted_until
-            if trusted != _NEVER and now >= trusted:
-                self._distrust()  # no recent ping answered: invalidations may be missing
-            if pending and now - pending[0] > 2 * self.max_staleness:
-                raise ConnectionError("heartbeat unanswered: the subscription looks dead")
-            wake = min(next_ping, trusted) if trusted != _NEVER else next_ping
-            message = pubsub.get_message(timeout=max(0.0, min(interval, wake - now)))
-            if message is None:
-                continue
-            kind = message["type"]
-            if kind == "message":
-                self._drop(message["data"].decode())
-                with self._lock:
-                    self._messages += 1
-            elif kind == "subscribe":
-                # First subscription, or redis-py resubscribed after a reconnect:
-                # messages may have been lost, so nothing local can be trusted.
-                self.clear_local()
-                subscribed, pending, next_ping = True, [], self._clock()
-            elif kind == "pong" and pending:
-                sent = pending.pop(0)
-                self._trusted_until = sent + self.max_staleness
-                self._connected.set()
+    def _invalidated(self, data: Any) -> None:
+        with self._lock:
+            self._messages += 1
+        if data is None:  # FLUSHDB / FLUSHALL
+            self.clear_local()
+            return
+        if isinstance(data, bytes):  # the cache's channel: the user key itself
+            self._drop(data.decode())
+            return
+        prefix = f"{self.remote.namespace}:{{".encode()
+        for name in data:
+            # Only value keys matter: `ns:{k}`; `:ver` and `:lease` keys change with them.
+            if name.startswith(prefix) and name.endswith(b"}"):
+                self._drop(name[len(prefix) : -1].decode(errors="replace"))
 
     def close(self) -> None:
-        """Stop the listener thread and empty the local layer."""
+        """Stop the listener threads and empty the local layer."""
         self._stop.set()
-        self._thread.join(self.max_staleness + 5)
+        for listener in self._listeners:
+            listener.join(self.max_staleness + 5)
+        self._trusted_until = _NEVER
+        self.clear_local()
 
     def __enter__(self) -> NearCache:
         return self
@@ -301,4 +350,127 @@ class NearCache:
         self.close()
 
     def __repr__(self) -> str:
-        return f"NearCache(remote={self.remote!r}, connected={self.connected})"
+        return f"NearCache(remote={self.remote!r}, state={self.state!r})"
+
+
+def _permission_message(listener: _Listener, channel: str) -> str:
+    return (
+        f"NearCache cannot listen for invalidations on Redis node {listener.node}: "
+        f"{listener.denied}. The Redis user needs the commands CLIENT ID, CLIENT TRACKING, "
+        f"SUBSCRIBE and PING and the channel '__redis__:invalidate' (or, on a server "
+        f"without client tracking, the channel {channel!r}), "
+        f"e.g. ACL SETUSER <user> +client|id +client|tracking +subscribe +ping "
+        f"&__redis__:invalidate &{channel}"
+    )
+
+
+class _Listener(threading.Thread):
+    """One node's invalidation connection and heartbeat."""
+
+    def __init__(self, near: NearCache, pool: Any, name: str) -> None:
+        super().__init__(name=f"NearCache-{near.remote.namespace}-{name}", daemon=True)
+        self.near = near
+        self.pool = pool
+        self.node = name
+        self.trusted_until = _NEVER
+        self.tracking: bool | None = None
+        self.denied: Exception | None = None
+        self.ready = threading.Event()  # first heartbeat answered, or permission denied
+
+    def run(self) -> None:
+        near = self.near
+        backoff = 0.05
+        while not near._stop.is_set():
+            conn = None
+            try:
+                conn = self.pool.get_connection()
+                self._session(conn)
+                backoff = 0.05
+            except redis.exceptions.NoPermissionError as exc:
+                if self.denied is None:
+                    _log.error("%s", _permission_message(self._denied(exc), near.remote.channel))
+                near._distrust(self)
+                self.ready.set()
+                near._stop.wait(max(backoff, 1.0))
+            except Exception:  # any failure: distrust the local layer and reconnect
+                near._distrust(self)
+                near._stop.wait(backoff)
+                backoff = min(backoff * 2, near.max_staleness)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):  # best effort on a broken link
+                        conn.disconnect()
+                        self.pool.release(conn)
+        near._distrust(self)
+
+    def _denied(self, exc: Exception) -> _Listener:
+        self.denied = exc
+        return self
+
+    def _command(self, conn: Any, *args: Any) -> Any:
+        conn.send_command(*args, check_health=False)
+        return conn.read_response(push_request=True)
+
+    def _session(self, conn: Any) -> None:
+        """Set up tracking and subscriptions on *conn*, then serve it until it fails."""
+        near = self.near
+        prefix = f"{near.remote.namespace}:"
+        resp3 = str(getattr(conn, "protocol", 2)) == "3"
+        if resp3:
+            # RESP3: the node pushes `invalidate` messages on this very connection.
+            conn._parser.set_invalidation_push_handler(lambda push: [b"invalidate", push[1]])
+            tracking = ("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", prefix)
+        else:
+            # RESP2: invalidations are redirected to a pub/sub channel on this connection.
+            client_id = self._command(conn, "CLIENT", "ID")
+            tracking = (
+                "CLIENT",
+                "TRACKING",
+                "ON",
+                "REDIRECT",
+                client_id,
+                "BCAST",
+                "PREFIX",
+                prefix,
+            )
+        try:
+            self._command(conn, *tracking)
+            self.tracking = True
+        except redis.exceptions.NoPermissionError:
+            raise
+        except redis.exceptions.ResponseError:
+            self.tracking = False  # Redis < 6: only writes through scalekit are seen
+        if not self.tracking:
+            self._command(conn, "SUBSCRIBE", near.remote.channel)
+        elif not resp3:
+            self._command(conn, "SUBSCRIBE", _TRACKING_CHANNEL)
+        self.denied = None
+        # Messages may have been lost while not subscribed: nothing local can be trusted.
+        near.clear_local()
+        interval = near.max_staleness / 4
+        pending: list[float] = []  # send times of unanswered pings, oldest first
+        next_ping = near._clock()
+        while not near._stop.is_set():
+            now = near._clock()
+            if now >= next_ping:
+                pending.append(now)
+                conn.send_command("PING", check_health=False)
+                next_ping = now + interval
+            trusted = self.trusted_until
+            if trusted != _NEVER and now >= trusted:
+                near._distrust(self)  # no recent ping answered: invalidations may be missing
+            if pending and now - pending[0] > 2 * near.max_staleness:
+                raise ConnectionError("heartbeat unanswered: the connection looks dead")
+            wake = min(next_ping, trusted) if trusted != _NEVER else next_ping
+            if not conn.can_read(timeout=max(0.0, min(interval, wake - now))):
+                continue
+            message = conn.read_response(push_request=True)
+            kind = message[0] if isinstance(message, list) else message
+            if kind == b"message":
+                near._invalidated(message[2])
+            elif kind == b"invalidate":
+                near._invalidated(message[1])
+            elif kind in (b"pong", b"PONG") and pending:
+                self.trusted_until = pending.pop(0) + near.max_staleness
+                near._refresh_trust()
+                self.ready.set()
