@@ -419,7 +419,7 @@ class _Listener(threading.Thread):
         if resp3:
             # RESP3: the node pushes `invalidate` messages on this very connection.
             conn._parser.set_invalidation_push_handler(lambda push: [b"invalidate", push[1]])
-            tracking = ("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", prefix)
+            tracking: tuple[Any, ...] = ("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", prefix)
         else:
             # RESP2: invalidations are redirected to a pub/sub channel on this connection.
             client_id = self._command(conn, "CLIENT", "ID")
