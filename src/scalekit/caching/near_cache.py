@@ -105,11 +105,6 @@ class NearCache:
             raise ConfigurationError(f"local must be a MutableMapping, got {local!r}")
         if not isinstance(remote, RedisCache):
             raise ConfigurationError(f"remote must be a RedisCache, got {remote!r}")
-        if not remote.notifies:
-            raise ConfigurationError(
-                "remote must be created with notify=True so writes publish invalidations, "
-                "got notify=False"
-            )
         self._local = local
         self.remote = remote
         self.max_staleness = positive_number("max_staleness", max_staleness)
@@ -137,6 +132,12 @@ class NearCache:
         if denied:
             self.close()
             raise ConfigurationError(_permission_message(denied[0], remote.channel))
+        if not remote.notifies and any(lst.tracking is False for lst in self._listeners):
+            self.close()
+            raise ConfigurationError(
+                "remote must be created with notify=True on a Redis without client tracking "
+                "(Redis < 6), so writes publish invalidations; got notify=False"
+            )
 
     def _nodes(self) -> list[tuple[Any, str]]:
         client = self.remote.client
@@ -356,8 +357,8 @@ class NearCache:
 def _permission_message(listener: _Listener, channel: str) -> str:
     return (
         f"NearCache cannot listen for invalidations on Redis node {listener.node}: "
-        f"{listener.denied}. The Redis user needs the commands CLIENT ID, CLIENT TRACKING, "
-        f"SUBSCRIBE and PING and the channel '__redis__:invalidate' (or, on a server "
+        f"{listener.step} was refused ({listener.denied}). The Redis user needs the "
+        f"commands CLIENT ID, CLIENT TRACKING, SUBSCRIBE and PING and the channel '__redis__:invalidate' (or, on a server "
         f"without client tracking, the channel {channel!r}), "
         f"e.g. ACL SETUSER <user> +client|id +client|tracking +subscribe +ping "
         f"&__redis__:invalidate &{channel}"
@@ -375,6 +376,7 @@ class _Listener(threading.Thread):
         self.trusted_until = _NEVER
         self.tracking: bool | None = None
         self.denied: Exception | None = None
+        self.step = ""  # the command being set up, named if it is refused
         self.ready = threading.Event()  # first heartbeat answered, or permission denied
 
     def run(self) -> None:
@@ -408,6 +410,7 @@ class _Listener(threading.Thread):
         return self
 
     def _command(self, conn: Any, *args: Any) -> Any:
+        self.step = " ".join(a.decode() if isinstance(a, bytes) else str(a) for a in args)
         conn.send_command(*args, check_health=False)
         return conn.read_response(push_request=True)
 
