@@ -358,7 +358,8 @@ def _permission_message(listener: _Listener, channel: str) -> str:
     return (
         f"NearCache cannot listen for invalidations on Redis node {listener.node}: "
         f"{listener.step} was refused ({listener.denied}). The Redis user needs the "
-        f"commands CLIENT ID, CLIENT TRACKING, SUBSCRIBE and PING and the channel '__redis__:invalidate' (or, on a server "
+        "commands CLIENT ID, CLIENT TRACKING, SUBSCRIBE and PING and the channel "
+        "'__redis__:invalidate' (or, on a server "
         f"without client tracking, the channel {channel!r}), "
         f"e.g. ACL SETUSER <user> +client|id +client|tracking +subscribe +ping "
         f"&__redis__:invalidate &{channel}"
