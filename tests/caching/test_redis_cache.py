@@ -612,3 +612,17 @@ def test_cluster_get_many_set_many_one_round_trip_per_node(redis_cluster: Any) -
     assert sorted(got) == sorted(n.name for n in nodes)  # one connection use per node
     assert sorted(put) == sorted(n.name for n in nodes)
     c.close()
+
+
+def test_serializers_refuse_at_write_time_what_they_cannot_read(client: Any) -> None:
+    packed = cache_for(client, serializer="msgpack")
+    packed.set("user", {7: "alice"})
+    assert packed.get("user") == {7: "alice"}  # readable for the whole TTL
+    with pytest.raises(ConfigurationError, match="64 bits"):
+        packed.set("big", 2**64)
+    plain = cache_for(client)
+    with pytest.raises(ConfigurationError, match="nan"):
+        plain.set("p", {"price": float("nan")})
+    with pytest.raises(ConfigurationError, match="merged"):
+        plain.get_or_load("m", lambda: {1: "a", "1": "b"})
+    assert client.exists(plain._name("p"), plain._name("m"), plain._name("m") + ":lease") == 0
