@@ -452,29 +452,36 @@ class _Listener(threading.Thread):
         # Messages may have been lost while not subscribed: nothing local can be trusted.
         near.clear_local()
         interval = near.max_staleness / 4
-        pending: list[float] = []  # send times of unanswered pings, oldest first
+        # (payload, send time) of unanswered pings, oldest first. Each ping carries a
+        # sequence number, so an answer that skips one shows that bytes of this stream
+        # were lost (and invalidations with them): the session is then rebuilt.
+        pending: list[tuple[bytes, float]] = []
+        sent = 0
         next_ping = near._clock()
         while not near._stop.is_set():
             now = near._clock()
             if now >= next_ping:
-                pending.append(now)
-                conn.send_command("PING", check_health=False)
+                sent += 1
+                pending.append((b"%d" % sent, now))
+                conn.send_command("PING", pending[-1][0], check_health=False)
                 next_ping = now + interval
             trusted = self.trusted_until
             if trusted != _NEVER and now >= trusted:
                 near._distrust(self)  # no recent ping answered: invalidations may be missing
-            if pending and now - pending[0] > 2 * near.max_staleness:
+            if pending and now - pending[0][1] > 2 * near.max_staleness:
                 raise ConnectionError("heartbeat unanswered: the connection looks dead")
             wake = min(next_ping, trusted) if trusted != _NEVER else next_ping
             if not conn.can_read(timeout=max(0.0, min(interval, wake - now))):
                 continue
             message = conn.read_response(push_request=True)
-            kind = message[0] if isinstance(message, list) else message
-            if kind == b"message":
+            if isinstance(message, list) and message[0] == b"message":
                 near._invalidated(message[2])
-            elif kind == b"invalidate":
+            elif isinstance(message, list) and message[0] == b"invalidate":
                 near._invalidated(message[1])
-            elif kind in (b"pong", b"PONG") and pending:
-                self.trusted_until = pending.pop(0) + near.max_staleness
+            else:  # a heartbeat answer: [b"pong", payload] (RESP2 subscribed) or payload
+                payload = message[1] if isinstance(message, list) else message
+                if not pending or payload != pending[0][0]:
+                    raise ConnectionError(f"heartbeat answers out of order: got {payload!r}")
+                self.trusted_until = pending.pop(0)[1] + near.max_staleness
                 near._refresh_trust()
                 self.ready.set()
