@@ -1,8 +1,9 @@
 """Redis cache tier: RedisCache.get vs redis-py GET + json.loads, NearCache local hits,
-and database calls per burst of concurrent misses.
+database calls per burst of concurrent misses, cluster batches, and a fault soak.
 
     python -m benchmarks.rediscache            # full run (about a minute)
     python -m benchmarks.rediscache --quick    # smoke run (seconds)
+    python -m benchmarks.rediscache soak --seconds 300   # seeded faults, checked history
 
 Starts its own redis-server on loopback unless ``--url`` names one.
 """
@@ -17,6 +18,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -154,7 +156,56 @@ def plot(reads: dict[str, float], stampede: dict[str, int], misses: int, out: Pa
     return path
 
 
+def soak_main(argv: list[str]) -> int:
+    """`soak`: seeded fault schedules against the tier, each history checked."""
+    import argparse
+
+    from benchmarks._common import progress as bar
+
+    from .soak import run
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.rediscache soak",
+        description="Kill -9 and AOF restarts, SIGSTOPs, network blackholes and cluster-link "
+        "kills while writers, slow loaders and readers run; then check that no read was "
+        "staler than its layer allows (Redis: 0 s, NearCache: --max-staleness).",
+    )
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each run")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the first run")
+    parser.add_argument("--runs", type=int, default=2, help="runs, with seeds seed, seed+1, ...")
+    parser.add_argument("--max-staleness", type=float, default=0.5, help="NearCache bound")
+    parser.add_argument(
+        "--backend",
+        choices=["standalone", "cluster", "both"],
+        default="both",
+        help="one server, a 3-master cluster, or alternate (default)",
+    )
+    args = parser.parse_args(argv)
+    failed = 0
+    for i in range(args.runs):
+        seed = args.seed + i
+        cluster = args.backend == "cluster" or (args.backend == "both" and i % 2 == 1)
+        steps = iter(bar(range(int(args.seconds * 10)), desc=f"soak seed {seed}"))
+
+        def tick(elapsed: float, steps: Any = steps, done: list[int] = [0]) -> None:  # noqa: B006
+            while done[0] < int(elapsed * 10):
+                next(steps, None)
+                done[0] += 1
+
+        result = run(
+            seed, args.seconds, cluster=cluster, max_staleness=args.max_staleness, tick=tick
+        )
+        print(result.summary())
+        for violation in result.violations[:20]:
+            print(f"  VIOLATION {violation}")
+        failed += bool(result.violations)
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        return soak_main(argv[1:])
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--url", help="an existing Redis (default: start one on loopback)")
     args = parser.parse_args(argv)
