@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import redis.cluster
 
 from benchmarks._common import base_parser, format_table, median_time, progress, write_result
 from scalekit.caching.near_cache import NearCache
@@ -101,6 +102,38 @@ def bench_reads(url: str, ops: int, repeat: int) -> dict[str, float]:
         "RedisCache.get": ops / statistics.median(ours_t),
         "NearCache.get (local hit)": near_ops / statistics.median(near_t),
     }
+
+
+def bench_cluster_batches(repeat: int, n_keys: int = 200) -> dict[str, float]:
+    """Milliseconds per batch of *n_keys* on a 3-master cluster: scalekit's get_many/set_many
+    vs redis-py's mget_nonatomic (+ json.loads) / mset_nonatomic, in the same run."""
+    from scalekit.testing import RedisClusterServers
+
+    with RedisClusterServers() as cluster:
+        client = redis.cluster.RedisCluster(host=cluster.host, port=cluster.port, socket_timeout=5)
+        cache = RedisCache(client, namespace=f"batch{uuid.uuid4().hex[:8]}", ttl=3600)
+        items = {f"goods:{i}": RECORD for i in range(n_keys)}
+        plain = {f"plain:{{{k}}}": json.dumps(v) for k, v in items.items()}
+        loads = json.loads
+
+        def ours_get() -> None:
+            assert len(cache.get_many(items)) == n_keys
+
+        def peer_get() -> None:
+            assert len([loads(v) for v in client.mget_nonatomic(list(plain))]) == n_keys
+
+        cache.set_many(items)
+        client.mset_nonatomic(plain)
+        timings = {
+            "RedisCache.get_many": median_time(ours_get, repeat=repeat),
+            "redis-py mget_nonatomic + json.loads": median_time(peer_get, repeat=repeat),
+            "RedisCache.set_many": median_time(lambda: cache.set_many(items), repeat=repeat),
+            "redis-py mset_nonatomic (no TTL, no versions)": median_time(
+                lambda: client.mset_nonatomic(plain), repeat=repeat
+            ),
+        }
+        client.close()
+    return {name: seconds * 1000 for name, seconds in timings.items()}
 
 
 def bench_stampede(url: str, processes: int, threads: int, db_delay: float) -> dict[str, int]:
@@ -220,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         url = server.url
     try:
         reads = bench_reads(url, ops, repeat)
+        batches = bench_cluster_batches(repeat)
         stampede = bench_stampede(url, processes, threads, db_delay=0.2)
     finally:
         if server is not None:
@@ -242,6 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{'MET' if get_ratio >= TARGET_GET else 'NOT MET'}",
         f"NearCache local hit / RedisCache.get: {near_ratio:.1f}x   target >= {TARGET_NEAR}x  "
         f"{'MET' if near_ratio >= TARGET_NEAR else 'NOT MET'}",
+        "",
+        format_table(
+            ["200 keys on a 3-master cluster", "ms per batch"],
+            [[name, f"{ms:.2f}"] for name, ms in batches.items()],
+        ),
+        f"get_many / mget_nonatomic: "
+        f"{batches['redis-py mget_nonatomic + json.loads'] / batches['RedisCache.get_many']:.2f}x"
+        " the peer's speed (one round trip per node for both)",
         "",
         format_table(
             [f"stampede: {processes} processes x {threads} threads miss one key", "database calls"],
