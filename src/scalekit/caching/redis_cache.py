@@ -193,7 +193,7 @@ class RedisCache:
         self._lease_ms = max(1, round(self.lease_ttl * 1000))
         self._counters = _Counters()
         self._flight = SingleFlight()
-        self.call_timeout = self._call_timeout()
+        self._call_bound = self._call_timeout()
         self._set = client.register_script(scripts.SET)
         self._invalidate = client.register_script(scripts.INVALIDATE)
         self._acquire = client.register_script(scripts.ACQUIRE)
@@ -209,6 +209,18 @@ class RedisCache:
         kwargs = cluster.nodes_manager.connection_kwargs
         node = scripts.retry_bound(kwargs.get("retry"), scripts.attempt_bound(kwargs))
         return scripts.retry_bound(cluster.retry, node)
+
+    @property
+    def call_timeout(self) -> float:
+        """Worst-case seconds one Redis call of this cache takes to return or raise.
+
+        Computed from the client as configured: each attempt may take
+        `socket_connect_timeout + socket_timeout`, repeated by the client's
+        retry policy with its longest backoff sleeps in between (and on a
+        `RedisCluster` by the cluster's retry policy again). `inf` if the
+        client has no socket timeout or retries forever.
+        """
+        return self._call_bound
 
     @property
     def client(self) -> redis.Redis | redis.cluster.RedisCluster:
