@@ -12,13 +12,11 @@ expired or was evicted meanwhile.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import redis
 import redis.cluster
@@ -31,7 +29,9 @@ from ..exceptions import (
     ConfigurationError,
 )
 from ..sharding.placement import key_slot
+from . import _cache_aside
 from . import _redis_scripts as scripts
+from ._cache_aside import RedisCacheStats, _Counters, _version
 from ._single_flight import SingleFlight
 from .serializers import Serializer, resolve_serializer
 
@@ -45,51 +45,6 @@ _UNAVAILABLE = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.RedisClusterException,
 )
-
-
-def _version() -> str:
-    """A fresh random version: 128 bits, 32 hex digits."""
-    return os.urandom(16).hex()
-
-
-class RedisCacheStats(NamedTuple):
-    """A snapshot of one [RedisCache][scalekit.caching.redis_cache.RedisCache]'s counters.
-
-    Counted in this process since the cache was created: `hits` (fresh values
-    found by `get_or_load`), `misses`, `loads` (loader calls that held the
-    lease), `load_errors`, `writebacks`, `writebacks_rejected` (a newer write
-    or a lost lease won), `waits` (calls that waited for another process's
-    load), `shared` (calls that took the result of a load already running in
-    this process), `stale_served` and `fallbacks` (loader called with Redis
-    unavailable).
-    """
-
-    hits: int
-    misses: int
-    loads: int
-    load_errors: int
-    writebacks: int
-    writebacks_rejected: int
-    waits: int
-    shared: int
-    stale_served: int
-    fallbacks: int
-
-
-class _Counters:
-    """The live counters behind `RedisCache.stats()` (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(RedisCacheStats._fields, 0)
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[name] += n
-
-    def snapshot(self) -> RedisCacheStats:
-        with self._lock:
-            return RedisCacheStats(**self._counts)
 
 
 class RedisCache:
@@ -426,137 +381,7 @@ class RedisCache:
         self, key: str, loader: Callable[[], Any], ttl: float | None
     ) -> tuple[Any, bool]:
         """(value, fresh): *fresh* is False for a stale or uncached (fallback) value."""
-        name = self._name(key)
-        data = None
-        try:
-            data = self._call(self._client.get, name)
-        except BackendUnavailableError:
-            if not self.fallback:
-                raise
-        value = self._decode(data, _MISS)
-        if value is not _MISS:
-            self._counters.add("hits")
-            return value, True
-        if self.stale_ttl and data is not None and data[0] == 0x76:
-            # A stale value is kept: whoever finds the lease taken gets it at once,
-            # so callers in this process need not queue behind one another.
-            return self._miss(name, loader, ttl)
-        leader: list[bool] = []
-
-        def lead() -> tuple[Any, bool]:
-            leader.append(True)
-            return self._miss(name, loader, ttl)
-
-        result: tuple[Any, bool] = self._flight.run(
-            name, lead, self.wait_timeout, self._timeout_error(name)
-        )
-        if not leader:
-            self._counters.add("shared")
-        return result
-
-    def _timeout_error(self, name: str) -> Callable[[], Exception]:
-        return lambda: CacheLoadTimeoutError(
-            f"no value for {name!r} within wait_timeout={self.wait_timeout}s "
-            "while another caller held the load lease"
-        )
-
-    def _miss(self, name: str, loader: Callable[[], Any], ttl: float | None) -> tuple[Any, bool]:
-        ran: list[bool] = []
-
-        def tracked() -> Any:
-            ran.append(True)
-            return loader()
-
-        try:
-            return self._load(name, tracked, ttl)
-        except BackendUnavailableError:
-            if not self.fallback or ran:  # never run the loader twice
-                raise
-            self._counters.add("fallbacks")
-            return loader(), False
-
-    def _load(self, name: str, loader: Callable[[], Any], ttl: float | None) -> tuple[Any, bool]:
-        self._counters.add("misses")
-        keys = [name, name + ":ver", name + ":lease"]
-        token = os.urandom(8).hex()
-        deadline = time.monotonic() + self.wait_timeout
-        delay = 0.002
-        waited = False
-        while True:
-            reply = self._call(
-                self._acquire,
-                keys=keys,
-                args=[token, self._lease_ms, round(self._clock() * 1000), _version()],
-            )
-            if reply[0] == 1:
-                return self._hit_after_wait(reply[1], waited), True
-            stale = reply[-1]
-            if reply[0] == 2:
-                return self._run_loader(keys, token, reply[1], loader, ttl)
-            if self.stale_ttl and stale is not None and stale[0] == 0x76:  # b"v": kept stale
-                self._counters.add("stale_served")
-                return self.serializer.loads(stale.split(b":", 2)[2]), False
-            if not waited:
-                waited = True
-                self._counters.add("waits")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._timeout_error(name)()
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.05)
-
-    def _hit_after_wait(self, data: bytes, waited: bool) -> Any:
-        if not waited:
-            self._counters.add("hits")
-        return None if data[0] == 0x6E else self.serializer.loads(data.split(b":", 2)[2])
-
-    def _run_loader(
-        self,
-        keys: list[str],
-        token: str,
-        version: bytes,
-        loader: Callable[[], Any],
-        ttl: float | None,
-    ) -> tuple[Any, bool]:
-        self._counters.add("loads")
-        try:
-            value = loader()
-            payload = b"" if value is None else self.serializer.dumps(value)
-        except BaseException:
-            self._counters.add("load_errors")
-            # The lease expires by itself if Redis is gone; the loader's error matters more.
-            with contextlib.suppress(BackendError):
-                self._call(self._release, keys=[keys[2]], args=[token])
-            raise
-        try:
-            if value is None and self.negative_ttl is None:
-                self._call(self._release, keys=[keys[2]], args=[token])
-                return None, False
-            kind = "v" if value is not None else "n"
-            fresh_until, px = self._expiry(ttl if value is not None else self.negative_ttl)
-            user_key = keys[0][len(self.namespace) + 2 : -1]
-            written = self._call(
-                self._write_back,
-                keys=keys,
-                args=[
-                    token,
-                    version,
-                    kind,
-                    fresh_until,
-                    px,
-                    payload,
-                    self._lease_ms,
-                    self._channel_arg,
-                    user_key,
-                    _version(),
-                ],
-            )
-        except BackendUnavailableError:
-            if self.fallback:
-                return value, False  # loaded once already: return it uncached
-            raise
-        self._counters.add("writebacks" if written == 1 else "writebacks_rejected")
-        return value, written == 1
+        return _cache_aside.get_or_load(self, key, loader, ttl)
 
     def __repr__(self) -> str:
         return (
