@@ -72,11 +72,13 @@ def get_or_load(
     """(value, fresh): *fresh* is False for a stale or uncached (fallback) value."""
     name = cache._name(key)
     data = None
+    down = False
     try:
         data = cache._call(cache._client.get, name)
     except BackendUnavailableError:
         if not cache.fallback:
             raise
+        down = True  # go straight to the loader: one call_timeout is spent already
     value = cache._decode(data, _MISS)
     if value is not _MISS:
         cache._counters.add("hits")
@@ -89,6 +91,9 @@ def get_or_load(
 
     def lead() -> tuple[Any, bool]:
         leader.append(True)
+        if down:
+            cache._counters.add("fallbacks")
+            return loader(), False
         return _miss(cache, name, loader, ttl)
 
     result: tuple[Any, bool] = cache._flight.run(
