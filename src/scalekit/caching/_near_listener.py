@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger("scalekit.caching.near_cache")
 NEVER = float("-inf")
 _TRACKING_CHANNEL = b"__redis__:invalidate"
+_UNSET: Any = object()
 
 
 def permission_message(listener: Listener, channel: str) -> str:
@@ -48,6 +49,7 @@ class Listener(threading.Thread):
         backoff = 0.05
         while not near._stop.is_set():
             conn = None
+            self._handler: Any = _UNSET
             try:
                 conn = self.pool.get_connection()
                 self._session(conn)
@@ -65,6 +67,9 @@ class Listener(threading.Thread):
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):  # best effort on a broken link
+                        # The connection goes back to the user's pool: leave no trace.
+                        if self._handler is not _UNSET:
+                            conn._parser.set_invalidation_push_handler(self._handler)
                         conn.disconnect()
                         self.pool.release(conn)
         near._distrust(self)
@@ -85,6 +90,7 @@ class Listener(threading.Thread):
         resp3 = str(getattr(conn, "protocol", 2)) == "3"
         if resp3:
             # RESP3: the node pushes `invalidate` messages on this very connection.
+            self._handler = getattr(conn._parser, "invalidation_push_handler_func", None)
             conn._parser.set_invalidation_push_handler(lambda push: [b"invalidate", push[1]])
             tracking: tuple[Any, ...] = ("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", prefix)
         else:
