@@ -1,16 +1,16 @@
 """The Lua scripts of the Redis cache tier, and how a call's worst-case time is bounded.
 
-Record layout, per user key ``k`` in namespace ``ns`` (all three keys share
-the hash tag ``{k}``, so one script can touch them on a Redis Cluster):
+Record layout, per user key `k` in namespace `ns` (all three keys share
+the hash tag `{k}`, so one script can touch them on a Redis Cluster):
 
-* ``ns:{k}`` the value: ``<kind><version>:<fresh-until ms>:<payload>``,
-  kind ``v`` (a value) or ``n`` (remembered "not found");
-* ``ns:{k}:ver`` the key's current version: 32 hex digits (128 random bits)
+* `ns:{k}` the value: `<kind><version>:<fresh-until ms>:<payload>`,
+  kind `v` (a value) or `n` (remembered "not found");
+* `ns:{k}:ver` the key's current version: 32 hex digits (128 random bits)
   drawn afresh by every write, invalidation and write-back;
-* ``ns:{k}:lease`` the load lease, a random token with a short expiry.
+* `ns:{k}:lease` the load lease, a random token with a short expiry.
 
 A write-back is applied only if the lease is still the loader's and
-``:ver`` still equals the token the loader read when it took the lease.
+`:ver` still equals the token the loader read when it took the lease.
 Versions are random, so a `:ver` key that expired or was evicted never
 comes back with a value a loader saw: an absent or different token rejects
 the write-back (at worst a wasted load), never accepts a stale one.
@@ -108,11 +108,11 @@ def _max_backoff(backoff: Any, failures: int) -> float:
 
 
 def retry_bound(retry: Any, attempt: float) -> float:
-    """Worst-case seconds of a call that *retry* (a redis-py ``Retry`` or None) may repeat.
+    """Worst-case seconds of a call that *retry* (a redis-py `Retry` or None) may repeat.
 
     Each attempt takes at most *attempt* seconds; between attempts the
     backoff sleeps at most its cap. A negative retry count (retry forever)
-    gives ``inf``.
+    gives `inf`.
     """
     if retry is None:
         return attempt

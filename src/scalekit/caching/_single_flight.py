@@ -29,10 +29,10 @@ class SingleFlight:
     def run(
         self, key: str, fn: Callable[[], Any], timeout: float, on_timeout: Callable[[], Exception]
     ) -> Any:
-        """``fn()``, or the result of the call already running for *key*.
+        """`fn()`, or the result of the call already running for *key*.
 
-        A follower waits at most *timeout* seconds (``inf`` for no limit),
-        then raises ``on_timeout()``.
+        A follower waits at most *timeout* seconds (`inf` for no limit),
+        then raises `on_timeout()`.
         """
         with self._lock:
             flight = self._flights.get(key)

@@ -1,8 +1,8 @@
 """A cache tier on Redis: cache-aside without stale overwrites or stampedes.
 
-Per user key ``k`` in namespace ``ns`` three Redis keys share the hash tag
-``{k}``: the value ``ns:{k}``, its version ``ns:{k}:ver`` and the load lease
-``ns:{k}:lease`` (layout and scripts in `scalekit.caching._redis_scripts`).
+Per user key `k` in namespace `ns` three Redis keys share the hash tag
+`{k}`: the value `ns:{k}`, its version `ns:{k}:ver` and the load lease
+`ns:{k}:lease` (layout and scripts in `scalekit.caching._redis_scripts`).
 Every write draws a new random 128-bit version. A loader's write-back
 carries the version it read when it took the lease and is applied by a
 script only if the lease is still its own and the version is unchanged, so

@@ -5,9 +5,9 @@ serializer must never execute code while decoding: JSON and msgpack only
 build plain data. Both check every write: a value that would not come back
 exactly (same types all the way down) is refused with a `ConfigurationError`
 naming the part that would change, so nothing unreadable or silently
-altered ever reaches Redis. :class:`PickleSerializer` can rebuild arbitrary objects
+altered ever reaches Redis. `PickleSerializer` can rebuild arbitrary objects
 and therefore runs whatever a writer put there; it is used only when a
-caller asks for it by name (``serializer="pickle"``) or passes an instance.
+caller asks for it by name (`serializer="pickle"`) or passes an instance.
 """
 
 from __future__ import annotations
@@ -31,16 +31,16 @@ __all__ = [
 
 @runtime_checkable
 class Serializer(Protocol):
-    """Turns a value into bytes and back; ``name`` identifies the format."""
+    """Turns a value into bytes and back; `name` identifies the format."""
 
     name: str
 
     def dumps(self, value: Any) -> bytes:
-        """Encode *value*; raise ``TypeError`` or ``ValueError`` if it cannot be."""
+        """Encode *value*; raise `TypeError` or `ValueError` if it cannot be."""
         ...
 
     def loads(self, data: bytes) -> Any:
-        """Decode bytes written by :meth:`dumps`."""
+        """Decode bytes written by `dumps`."""
         ...
 
 
@@ -217,7 +217,7 @@ class PickleSerializer:
     """Pickle: any Python object, but decoding runs code chosen by the writer.
 
     Use it only on a Redis that no untrusted party can write to. Never a
-    default: it is chosen only by ``serializer="pickle"`` or an instance.
+    default: it is chosen only by `serializer="pickle"` or an instance.
     Thread-safe (stateless). Runtime complexity: O(size of the value).
     """
 
@@ -247,7 +247,7 @@ def resolve_serializer(serializer: str | Serializer) -> Serializer:
 
     Raises:
         ConfigurationError: an unknown name, or an object without
-            ``dumps``/``loads``/``name``.
+            `dumps`/`loads`/`name`.
     """
     if isinstance(serializer, str):
         factory = _BY_NAME.get(serializer)
