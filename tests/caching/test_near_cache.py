@@ -413,3 +413,54 @@ def test_acl_user_without_rights_fails_loudly(fresh_redis_server: Any, protocol:
     finally:
         near.close()
         admin.close()
+
+
+def test_cluster_slot_moved_to_a_new_primary_is_listened_to(tmp_path: Any) -> None:
+    """A fourth primary joins and takes over the value's slot: NearCache starts listening
+    to it, so a write there still reaches the local layer within max_staleness."""
+    from scalekit.sharding import key_slot
+    from scalekit.testing import RedisClusterServers, RedisServer
+
+    cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    with (
+        RedisClusterServers(workdir=tmp_path / "c") as cluster,
+        RedisServer(extra_args=cluster_args, workdir=tmp_path / "n") as extra,
+    ):
+        spec_ = ("cluster", cluster.host, cluster.port)
+        namespace = unique_namespace()
+        near = NearCache(
+            LRUCache(10), RedisCache(make_client(spec_), namespace=namespace), max_staleness=0.5
+        )
+        writer = RedisCache(make_client(spec_), namespace=namespace)
+        try:
+            writer.set("k", 1)
+            assert wait_until(lambda: near.get("k") == 1 and "k" in near._local)
+            extra.execute("CLUSTER", "MEET", cluster.host, cluster.port)
+            node_id = extra.execute("CLUSTER", "MYID").split(b"\r\n")[1]
+            assert wait_until(
+                lambda: (
+                    all(node_id in n.execute("CLUSTER", "NODES") for n in cluster.nodes)
+                    and b"cluster_state:ok" in extra.execute("CLUSTER", "INFO")
+                )
+            )
+            name = writer._name("k")
+            slot = key_slot(name.encode())
+            owner = next(
+                n for n in cluster.nodes if n.port == writer.client.get_node_from_key(name).port
+            )
+            owner_id = owner.execute("CLUSTER", "MYID").split(b"\r\n")[1]
+            extra.execute("CLUSTER", "SETSLOT", slot, "IMPORTING", owner_id)
+            owner.execute("CLUSTER", "SETSLOT", slot, "MIGRATING", node_id)
+            moved = owner.execute(
+                "MIGRATE", extra.host, extra.port, "", 0, 5000, "KEYS", name, name + ":ver"
+            )
+            assert moved == b"+OK\r\n", moved
+            for n in [*cluster.nodes, extra]:
+                n.execute("CLUSTER", "SETSLOT", slot, "NODE", node_id)
+            # this process learns the move from a MOVED reply and fills from the new node
+            assert wait_until(lambda: near.get("k") == 1 and "k" in near._local, timeout=10)
+            writer.set("k", 2)
+            margin = 0.2  # scheduling on a loaded machine
+            assert wait_until(lambda: near.get("k") == 2, timeout=near.max_staleness + margin)
+        finally:
+            near.close()

@@ -42,12 +42,13 @@ class Listener(threading.Thread):
         self.tracking: bool | None = None
         self.denied: Exception | None = None
         self.step = ""  # the command being set up, named if it is refused
+        self.retired = False  # its node is no longer a primary: stop
         self.ready = threading.Event()  # first heartbeat answered, or permission denied
 
     def run(self) -> None:
         near = self.near
         backoff = 0.05
-        while not near._stop.is_set():
+        while not (near._stop.is_set() or self.retired):
             conn = None
             self._handler: Any = _UNSET
             try:
@@ -127,9 +128,10 @@ class Listener(threading.Thread):
         pending: list[tuple[bytes, float]] = []
         sent = 0
         next_ping = near._clock()
-        while not near._stop.is_set():
+        while not (near._stop.is_set() or self.retired):
             now = near._clock()
             if now >= next_ping:
+                near._check_topology()
                 sent += 1
                 pending.append((b"%d" % sent, now))
                 conn.send_command("PING", pending[-1][0], check_health=False)

@@ -118,6 +118,7 @@ class NearCache:
         self._cleared_at = 0  # seq of the last full clear
         self._local_hits = self._remote_reads = self._clears = self._messages = 0
         self._stop = threading.Event()
+        self._topology = threading.Lock()
         self._synced = threading.Condition()
         self._listeners = [Listener(self, pool, name) for pool, name in self._nodes()]
         for listener in self._listeners:
@@ -135,6 +136,32 @@ class NearCache:
                 "remote must be created with notify=True on a Redis without client tracking "
                 "(Redis < 6), so writes publish invalidations; got notify=False"
             )
+
+    def _check_topology(self) -> None:
+        """Listen to primaries that appeared in the client's cluster map; retire gone ones.
+
+        Called with every heartbeat. A change empties the local layer, and a new
+        primary's listener must answer a ping before anything local is served again.
+        """
+        client = self.remote.client
+        if not isinstance(client, redis.cluster.RedisCluster):
+            return
+        primaries = {node.name: node for node in client.get_primaries()}  # type: ignore[no-untyped-call]
+        with self._topology:
+            current = {listener.node for listener in self._listeners}
+            if set(primaries) == current:
+                return
+            for listener in self._listeners:
+                listener.retired = listener.node not in primaries
+            new = [
+                Listener(self, client.get_redis_connection(primaries[name]).connection_pool, name)
+                for name in sorted(primaries.keys() - current)
+            ]
+            self._listeners = [lst for lst in self._listeners if not lst.retired] + new
+        self._refresh_trust()
+        self.clear_local()
+        for listener in new:
+            listener.start()
 
     def _nodes(self) -> list[tuple[Any, str]]:
         client = self.remote.client
@@ -336,7 +363,9 @@ class NearCache:
     def close(self) -> None:
         """Stop the listener threads and empty the local layer."""
         self._stop.set()
-        for listener in self._listeners:
+        with self._topology:
+            listeners = list(self._listeners)
+        for listener in listeners:
             listener.join(self.max_staleness + 5)
         self._trusted_until = _NEVER
         self.clear_local()
