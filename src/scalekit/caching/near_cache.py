@@ -146,7 +146,10 @@ class NearCache:
         client = self.remote.client
         if not isinstance(client, redis.cluster.RedisCluster):
             return
-        primaries = {node.name: node for node in client.get_primaries()}  # type: ignore[no-untyped-call]
+        try:
+            primaries = {node.name: node for node in client.get_primaries()}  # type: ignore[no-untyped-call]
+        except RuntimeError:  # redis-py changed its map meanwhile: look again next heartbeat
+            return
         with self._topology:
             current = {listener.node for listener in self._listeners}
             if set(primaries) == current:
