@@ -1,8 +1,9 @@
 """Redis cache tier: RedisCache.get vs redis-py GET + json.loads, NearCache local hits,
-and database calls per burst of concurrent misses.
+database calls per burst of concurrent misses, cluster batches, and a fault soak.
 
     python -m benchmarks.rediscache            # full run (about a minute)
     python -m benchmarks.rediscache --quick    # smoke run (seconds)
+    python -m benchmarks.rediscache soak --seconds 300   # seeded faults, checked history
 
 Starts its own redis-server on loopback unless ``--url`` names one.
 """
@@ -17,8 +18,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import redis
+import redis.cluster
 
 from benchmarks._common import base_parser, format_table, median_time, progress, write_result
 from scalekit.caching.near_cache import NearCache
@@ -90,7 +93,7 @@ def bench_reads(url: str, ops: int, repeat: int) -> dict[str, float]:
         peer_t.append(peer_s)
         ours_t.append(ours_s)
         near_t.append(median_time(near_get, repeat=1))
-    local_hits = near.stats["local_hits"]
+    local_hits = near.stats().local_hits
     near.close()
     client.close()
     assert local_hits >= near_ops, "NearCache did not serve from its local layer"
@@ -99,6 +102,38 @@ def bench_reads(url: str, ops: int, repeat: int) -> dict[str, float]:
         "RedisCache.get": ops / statistics.median(ours_t),
         "NearCache.get (local hit)": near_ops / statistics.median(near_t),
     }
+
+
+def bench_cluster_batches(repeat: int, n_keys: int = 200) -> dict[str, float]:
+    """Milliseconds per batch of *n_keys* on a 3-master cluster: scalekit's get_many/set_many
+    vs redis-py's mget_nonatomic (+ json.loads) / mset_nonatomic, in the same run."""
+    from scalekit.testing import RedisClusterServers
+
+    with RedisClusterServers() as cluster:
+        client = redis.cluster.RedisCluster(host=cluster.host, port=cluster.port, socket_timeout=5)
+        cache = RedisCache(client, namespace=f"batch{uuid.uuid4().hex[:8]}", ttl=3600)
+        items = {f"goods:{i}": RECORD for i in range(n_keys)}
+        plain = {f"plain:{{{k}}}": json.dumps(v) for k, v in items.items()}
+        loads = json.loads
+
+        def ours_get() -> None:
+            assert len(cache.get_many(items)) == n_keys
+
+        def peer_get() -> None:
+            assert len([loads(v) for v in client.mget_nonatomic(list(plain))]) == n_keys
+
+        cache.set_many(items)
+        client.mset_nonatomic(plain)
+        timings = {
+            "RedisCache.get_many": median_time(ours_get, repeat=repeat),
+            "redis-py mget_nonatomic + json.loads": median_time(peer_get, repeat=repeat),
+            "RedisCache.set_many": median_time(lambda: cache.set_many(items), repeat=repeat),
+            "redis-py mset_nonatomic (no TTL, no versions)": median_time(
+                lambda: client.mset_nonatomic(plain), repeat=repeat
+            ),
+        }
+        client.close()
+    return {name: seconds * 1000 for name, seconds in timings.items()}
 
 
 def bench_stampede(url: str, processes: int, threads: int, db_delay: float) -> dict[str, int]:
@@ -170,10 +205,60 @@ def plot(reads: dict[str, float], stampede: dict[str, int], misses: int, out: Pa
     return path
 
 
+def soak_main(argv: list[str]) -> int:
+    """`soak`: seeded fault schedules against the tier, each history checked."""
+    import argparse
+
+    from benchmarks._common import progress as bar
+
+    from .soak import run
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.rediscache soak",
+        description="Kill -9 and AOF restarts, SIGSTOPs, network blackholes and cluster-link "
+        "kills while writers, slow loaders and readers run; then check that no read was "
+        "staler than its layer allows (Redis: 0 s, NearCache: --max-staleness).",
+    )
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each run")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the first run")
+    parser.add_argument("--runs", type=int, default=2, help="runs, with seeds seed, seed+1, ...")
+    parser.add_argument("--max-staleness", type=float, default=0.5, help="NearCache bound")
+    parser.add_argument(
+        "--backend",
+        choices=["standalone", "cluster", "both"],
+        default="both",
+        help="one server, a 3-master cluster, or alternate (default)",
+    )
+    args = parser.parse_args(argv)
+    failed = 0
+    for i in range(args.runs):
+        seed = args.seed + i
+        cluster = args.backend == "cluster" or (args.backend == "both" and i % 2 == 1)
+        steps = iter(bar(range(int(args.seconds * 10)), desc=f"soak seed {seed}"))
+
+        def tick(elapsed: float, steps: Any = steps, done: list[int] = [0]) -> None:  # noqa: B006
+            while done[0] < int(elapsed * 10):
+                next(steps, None)
+                done[0] += 1
+
+        result = run(
+            seed, args.seconds, cluster=cluster, max_staleness=args.max_staleness, tick=tick
+        )
+        print(result.summary())
+        for violation in result.violations[:20]:
+            print(f"  VIOLATION {violation}")
+        failed += bool(result.violations)
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        return soak_main(argv[1:])
     parser = base_parser(
         "The Redis cache tier: RedisCache.get against redis-py GET + json.loads, NearCache "
-        "local hits, and database calls per burst of concurrent misses.",
+        "local hits, database calls per burst of concurrent misses, and cluster batches "
+        "(or `soak` for seeded fault schedules).",
     )
     parser.add_argument("--url", help="an existing Redis (default: start one on loopback)")
     args = parser.parse_args(argv)
@@ -188,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         url = server.url
     try:
         reads = bench_reads(url, ops, repeat)
+        batches = bench_cluster_batches(repeat)
         stampede = bench_stampede(url, processes, threads, db_delay=0.2)
     finally:
         if server is not None:
@@ -210,6 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{'MET' if get_ratio >= TARGET_GET else 'NOT MET'}",
         f"NearCache local hit / RedisCache.get: {near_ratio:.1f}x   target >= {TARGET_NEAR}x  "
         f"{'MET' if near_ratio >= TARGET_NEAR else 'NOT MET'}",
+        "",
+        format_table(
+            ["200 keys on a 3-master cluster", "ms per batch"],
+            [[name, f"{ms:.2f}"] for name, ms in batches.items()],
+        ),
+        f"get_many / mget_nonatomic: "
+        f"{batches['redis-py mget_nonatomic + json.loads'] / batches['RedisCache.get_many']:.2f}x"
+        " the peer's speed (one round trip per node for both)",
         "",
         format_table(
             [f"stampede: {processes} processes x {threads} threads miss one key", "database calls"],

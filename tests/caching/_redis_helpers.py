@@ -130,7 +130,7 @@ def near_reader_worker(
         elif value is not None and value > expected:
             seen.append((-1, float(value)))  # skipped a round: reported as a failure
             break
-        local_hits = near.stats["local_hits"]
+        local_hits = near.stats().local_hits
     results.put((seen, local_hits))
     near.close()
     client.close()

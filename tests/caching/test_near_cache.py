@@ -19,6 +19,7 @@ from scalekit.caching import LRUCache, TinyLFUCache
 from scalekit.caching.near_cache import NearCache
 from scalekit.caching.redis_cache import RedisCache
 from scalekit.exceptions import BackendUnavailableError, ConfigurationError
+from scalekit.testing import FakeClock
 from tests.caching._redis_helpers import (  # noqa: F401 - fixtures
     client,
     make_client,
@@ -51,8 +52,9 @@ def test_bad_arguments(redis_server: Any) -> None:
     remote = RedisCache(make_client(("standalone", redis_server.url)), namespace="n")
     with pytest.raises(ConfigurationError, match="local must be a MutableMapping"):
         NearCache([], remote)  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="notify=True"):
-        NearCache({}, RedisCache(remote.client, namespace="n", notify=False))
+    # with client tracking (Redis >= 6) the server reports writes: publishing is optional
+    with NearCache({}, RedisCache(remote.client, namespace="n", notify=False)) as quiet:
+        assert quiet.tracking and quiet.connected
     with pytest.raises(ConfigurationError, match="max_staleness must be a positive"):
         NearCache({}, remote, max_staleness=0)
 
@@ -66,11 +68,11 @@ def test_local_hits_skip_redis(redis_server: Any, local: Any) -> None:
         assert wait_until(lambda: near.connected)
         remote.set("k", {"v": 1})
         # the own write's invalidation may still be in flight: wait for a local hit
-        assert wait_until(lambda: near.get("k") == {"v": 1} and near.stats["local_hits"] > 0)
-        reads = near.stats["remote_reads"]
+        assert wait_until(lambda: near.get("k") == {"v": 1} and near.stats().local_hits > 0)
+        reads = near.stats().remote_reads
         for _ in range(100):
             assert near.get("k") == {"v": 1}
-        assert near.stats["remote_reads"] == reads
+        assert near.stats().remote_reads == reads
         for i in range(10):  # the local layer's own bound applies
             remote.set(f"x{i}", i)
             near.get(f"x{i}")
@@ -80,7 +82,7 @@ def test_local_hits_skip_redis(redis_server: Any, local: Any) -> None:
 def test_write_in_one_is_seen_by_the_other(pair: tuple[NearCache, NearCache]) -> None:
     a, b = pair
     a.set("k", 1)
-    assert wait_until(lambda: b.get("k") == 1 and b.stats["local_hits"] > 0)
+    assert wait_until(lambda: b.get("k") == 1 and b.stats().local_hits > 0)
     a.set("k", 2)
     assert wait_until(lambda: b.get("k") == 2, timeout=b.max_staleness)
     a.delete("k")
@@ -221,3 +223,244 @@ def test_cluster_channel_node_restart(redis_cluster: Any) -> None:
     finally:
         near.close()
         other.close()
+
+
+# -- the staleness bound on a Cluster with a cluster-bus link down ------------------
+@pytest.fixture(scope="module")
+def debug_cluster() -> Iterator[Any]:
+    """A 3-master cluster whose nodes accept DEBUG (off by default since Redis 7.0)."""
+    from scalekit.testing import RedisClusterServers
+
+    cluster = RedisClusterServers()
+    for node in cluster.nodes:
+        node.extra_args += ["--enable-debug-command", "yes"]
+    cluster.start()
+    yield cluster
+    cluster.close()
+
+
+def test_cluster_bus_link_down_staleness_bound_holds(debug_cluster: Any) -> None:
+    """`DEBUG CLUSTERLINK KILL` from the value's node, then a write: within max_staleness
+    the other process stops serving the old value, although a PUBLISH would be lost."""
+    spec_ = ("cluster", debug_cluster.host, debug_cluster.port)
+    namespace = unique_namespace()
+    near = NearCache(
+        LRUCache(10), RedisCache(make_client(spec_), namespace=namespace), max_staleness=0.5
+    )
+    writer = RedisCache(make_client(spec_), namespace=namespace)
+    try:
+        channel_port = writer.client.get_node_from_key(writer.channel).port
+        key = next(
+            f"k{i}"
+            for i in range(100)
+            if writer.client.get_node_from_key(writer._name(f"k{i}")).port != channel_port
+        )
+        port = writer.client.get_node_from_key(writer._name(key)).port
+        owner = next(n for n in debug_cluster.nodes if n.port == port)
+        others = [
+            n.execute("CLUSTER", "MYID").split(b"\r\n")[1]
+            for n in debug_cluster.nodes
+            if n.port != port
+        ]
+        for round_ in range(5):
+            writer.set(key, round_)
+            assert wait_until(lambda r=round_: near.get(key) == r and key in near._local)
+            # Redis 7.0 crashes killing a link that is still reconnecting: wait for both
+            # directions to every other node first.
+            assert wait_until(
+                lambda: all(owner.execute("CLUSTER", "LINKS").count(i) >= 2 for i in others)
+            )
+            for node_id in others:
+                assert owner.execute("DEBUG", "CLUSTERLINK", "KILL", "ALL", node_id) == b"+OK\r\n"
+            writer.set(key, -round_ - 1)
+            acked = time.monotonic()
+            margin = 0.2  # scheduling on a loaded machine
+            assert wait_until(
+                lambda r=round_: near.get(key) == -r - 1, timeout=near.max_staleness + margin
+            ), f"old value still served {time.monotonic() - acked:.2f} s after the write"
+    finally:
+        near.close()
+
+
+# -- writes that bypass scalekit -----------------------------------------------------
+def test_direct_del_set_and_expiry_in_redis_invalidate_the_local_copy(
+    fresh_redis_server: Any,
+) -> None:
+    spec_ = ("standalone", fresh_redis_server.url)
+    raw = make_client(spec_)
+    remote = RedisCache(make_client(spec_), namespace=unique_namespace(), ttl=60)
+    name = remote._name("k")
+    margin = 0.2  # scheduling on a loaded machine
+    with NearCache(LRUCache(10), remote, max_staleness=0.5) as near:
+        assert near.tracking and near.connected
+
+        def cached_locally(value: Any) -> bool:
+            return near.get("k") == value and "k" in near._local
+
+        remote.set("k", 1)
+        assert wait_until(lambda: cached_locally(1))
+        raw.delete(name)
+        assert wait_until(lambda: near.get("k") is None, timeout=near.max_staleness + margin)
+
+        remote.set("k", 2)
+        assert wait_until(lambda: cached_locally(2))
+        raw.set(name, b"v" + b"0" * 32 + b":0:3")
+        assert wait_until(lambda: near.get("k") == 3, timeout=near.max_staleness + margin)
+
+        remote.set("k", 4)
+        assert wait_until(lambda: cached_locally(4))
+        raw.pexpire(name, 50)
+        # Redis deletes an expired key within one active-expire cycle (100 ms at hz 10).
+        assert wait_until(
+            lambda: near.get("k") is None, timeout=0.05 + 0.1 + near.max_staleness + margin
+        )
+    raw.close()
+
+
+# -- stale-while-revalidate ---------------------------------------------------------
+def test_stale_value_is_not_kept_and_write_back_invalidates(spec: Any) -> None:
+    clock = FakeClock(start=1_700_000_000.0)
+    namespace = unique_namespace()
+    a, b = (
+        NearCache(
+            LRUCache(10),
+            RedisCache(
+                make_client(spec), namespace=namespace, ttl=10, stale_ttl=60, jitter=0, clock=clock
+            ),
+            max_staleness=0.5,
+        )
+        for _ in range(2)
+    )
+    margin = 0.2  # scheduling on a loaded machine
+    try:
+        a.set("k", "v1")
+        assert wait_until(lambda: b.get("k") == "v1" and "k" in b._local)
+        clock.advance(11)  # v1 is now stale in Redis; b's local copy is still v1
+        started, release = threading.Event(), threading.Event()
+
+        def slow_v2() -> str:
+            started.set()
+            assert release.wait(10)
+            return "v2"
+
+        loader = threading.Thread(target=lambda: a.get_or_load("k", slow_v2))
+        loader.start()
+        assert started.wait(10)
+        b.clear_local()
+        assert b.get_or_load("k", lambda: pytest.fail("second loader ran")) == "v1"  # stale
+        assert "k" not in b._local  # a value served stale is not kept
+        release.set()
+        loader.join()
+        assert a.remote.get("k") == "v2"
+        assert wait_until(lambda: b.get("k") == "v2", timeout=b.max_staleness + margin)
+        # b holds v2 locally now; the next write-back must reach it too
+        assert wait_until(lambda: "k" in b._local)
+        clock.advance(11)
+        assert a.remote.get_or_load("k", lambda: "v3") == "v3"
+        assert wait_until(lambda: b.get("k") == "v3", timeout=b.max_staleness + margin)
+    finally:
+        a.close()
+        b.close()
+
+
+# -- no silent degradation -----------------------------------------------------------
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_acl_user_without_rights_fails_loudly(fresh_redis_server: Any, protocol: int) -> None:
+    """Redis 7's default `acl-pubsub-default resetchannels` leaves a new user no channels."""
+    admin = make_client(("standalone", fresh_redis_server.url))
+    spec_ = ("standalone", fresh_redis_server.url)
+    namespace = unique_namespace()
+    # RESP2 needs SUBSCRIBE to __redis__:invalidate; RESP3 needs CLIENT TRACKING.
+    denied = ["+@all"] if protocol == 2 else ["+@all", "-client|tracking"]
+    channel = f"{namespace}:__invalidations__"  # the cache's own channel, to publish on
+    admin.acl_setuser(
+        "cacher", enabled=True, passwords=["+pw"], keys=["*"], commands=denied, channels=[channel]
+    )
+    user = {"username": "cacher", "password": "pw", "protocol": protocol}
+    remote = RedisCache(make_client(spec_, **user), namespace=namespace)
+    remote.set("k", 1)  # the user may use the cache itself
+    refused = "SUBSCRIBE __redis__:invalidate" if protocol == 2 else "CLIENT TRACKING ON"
+    with pytest.raises(ConfigurationError, match="cannot listen for invalidations") as info:
+        NearCache(LRUCache(10), remote, max_staleness=0.5)
+    assert f"{refused}" in str(info.value) and "was refused" in str(info.value)
+
+    granted = ["+@all"]
+    admin.acl_setuser(
+        "cacher",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        commands=granted,
+        channels=["__redis__:invalidate", channel],
+        reset_channels=True,
+    )
+    near = NearCache(LRUCache(10), RedisCache(make_client(spec_, **user), namespace=namespace))
+    try:
+        assert near.state == "trusted"
+        assert wait_until(lambda: near.get("k") == 1 and "k" in near._local)
+        # rights revoked later: logged, exposed as the state, and nothing served locally
+        admin.acl_setuser(
+            "cacher",
+            enabled=True,
+            passwords=["+pw"],
+            keys=["*"],
+            commands=denied,
+            reset_channels=True,
+        )
+        admin.execute_command("CLIENT", "KILL", "USER", "cacher")
+        assert wait_until(lambda: near.state == "permission denied", timeout=5)
+        assert near.get("k") == 1 and "k" not in near._local
+    finally:
+        near.close()
+        admin.close()
+
+
+def test_cluster_slot_moved_to_a_new_primary_is_listened_to(tmp_path: Any) -> None:
+    """A fourth primary joins and takes over the value's slot: NearCache starts listening
+    to it, so a write there still reaches the local layer within max_staleness."""
+    from scalekit.sharding import key_slot
+    from scalekit.testing import RedisClusterServers, RedisServer
+
+    cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    with (
+        RedisClusterServers(workdir=tmp_path / "c") as cluster,
+        RedisServer(extra_args=cluster_args, workdir=tmp_path / "n") as extra,
+    ):
+        spec_ = ("cluster", cluster.host, cluster.port)
+        namespace = unique_namespace()
+        near = NearCache(
+            LRUCache(10), RedisCache(make_client(spec_), namespace=namespace), max_staleness=0.5
+        )
+        writer = RedisCache(make_client(spec_), namespace=namespace)
+        try:
+            writer.set("k", 1)
+            assert wait_until(lambda: near.get("k") == 1 and "k" in near._local)
+            extra.execute("CLUSTER", "MEET", cluster.host, cluster.port)
+            node_id = extra.execute("CLUSTER", "MYID").split(b"\r\n")[1]
+            assert wait_until(
+                lambda: (
+                    all(node_id in n.execute("CLUSTER", "NODES") for n in cluster.nodes)
+                    and b"cluster_state:ok" in extra.execute("CLUSTER", "INFO")
+                )
+            )
+            name = writer._name("k")
+            slot = key_slot(name.encode())
+            owner = next(
+                n for n in cluster.nodes if n.port == writer.client.get_node_from_key(name).port
+            )
+            owner_id = owner.execute("CLUSTER", "MYID").split(b"\r\n")[1]
+            extra.execute("CLUSTER", "SETSLOT", slot, "IMPORTING", owner_id)
+            owner.execute("CLUSTER", "SETSLOT", slot, "MIGRATING", node_id)
+            moved = owner.execute(
+                "MIGRATE", extra.host, extra.port, "", 0, 5000, "KEYS", name, name + ":ver"
+            )
+            assert moved == b"+OK\r\n", moved
+            for n in [*cluster.nodes, extra]:
+                n.execute("CLUSTER", "SETSLOT", slot, "NODE", node_id)
+            # this process learns the move from a MOVED reply and fills from the new node
+            assert wait_until(lambda: near.get("k") == 1 and "k" in near._local, timeout=10)
+            writer.set("k", 2)
+            margin = 0.2  # scheduling on a loaded machine
+            assert wait_until(lambda: near.get("k") == 2, timeout=near.max_staleness + margin)
+        finally:
+            near.close()

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import pickle
 import random
@@ -131,7 +132,7 @@ def test_get_or_load_loads_once_then_hits(client: Any) -> None:
     assert cache.get_or_load("k", lambda: calls.append(1) or "v") == "v"
     assert cache.get_or_load("k", lambda: calls.append(1) or "other") == "v"
     assert calls == [1]
-    assert cache.stats.as_dict()["writebacks"] == 1
+    assert cache.stats().writebacks == 1
 
 
 def test_loader_exception_is_not_cached_and_frees_the_lease(client: Any) -> None:
@@ -203,7 +204,7 @@ def test_stale_while_revalidate(client: Any) -> None:
     assert cache.get("k", "stale") == "stale"  # get never serves a stale value
     t, release, out = _hold_lease(cache, "k", "new")
     assert cache.get_or_load("k", lambda: pytest.fail("second loader ran")) == "old"
-    assert cache.stats.as_dict()["stale_served"] == 1
+    assert cache.stats().stale_served == 1
     release.set()
     t.join()
     assert out == ["new"] and cache.get("k") == "new"
@@ -214,11 +215,12 @@ def test_loader_slower_than_lease_is_not_written_back(client: Any) -> None:
     cache = cache_for(client, lease_ttl=0.2, wait_timeout=5)
     t, release, out = _hold_lease(cache, "k", "slow")
     assert wait_until(lambda: client.exists(cache._name("k") + ":lease") == 0, timeout=5)
-    assert cache.get_or_load("k", lambda: "fast") == "fast"  # lease expired: takeover
+    other = cache_for(client, namespace=cache.namespace)  # another process's cache
+    assert other.get_or_load("k", lambda: "fast") == "fast"  # lease expired: takeover
     release.set()
     t.join()
     assert out == ["slow"] and cache.get("k") == "fast"
-    assert cache.stats.as_dict()["writebacks_rejected"] == 1
+    assert cache.stats().writebacks_rejected == 1
 
 
 # -- no stale overwrite --------------------------------------------------------
@@ -235,7 +237,7 @@ def test_slow_loader_write_back_rejected_after_newer_write(client: Any, writer: 
     release.set()
     t.join()
     assert out == [{"k": 1}]  # its caller gets what it read...
-    assert cache.stats.as_dict()["writebacks_rejected"] == 1  # ...but it is not cached
+    assert cache.stats().writebacks_rejected == 1  # ...but it is not cached
     assert cache.get_or_load("k", lambda: dict(db)) == {"k": 2}
 
 
@@ -277,7 +279,7 @@ def test_stale_overwrite_race_many_interleavings(client: Any) -> None:
     for round_ in range(120):
         cache = cache_for(client)
         _race_round(cache, rng, invalidate=bool(round_ % 2))
-        rejected += cache.stats.as_dict()["writebacks_rejected"]
+        rejected += cache.stats().writebacks_rejected
     assert rejected > 0  # the dangerous interleaving did happen and was caught
 
 
@@ -331,7 +333,7 @@ def test_redis_down_raises_or_falls_back_and_recovers(fresh_redis_server: Any) -
         assert time.monotonic() - start < 2.0
     assert calls == []
     assert lenient.get_or_load("k", loader) == 7 and calls == [1]
-    assert lenient.stats.as_dict()["fallbacks"] == 1
+    assert lenient.stats().fallbacks == 1
 
     fresh_redis_server.start()
     assert lenient.get_or_load("k", loader) == 7 and calls == [1, 1]
@@ -387,3 +389,240 @@ def test_unserializable_value_raises_and_frees_the_lease(client: Any) -> None:
     assert client.exists(cache._name("k") + ":lease") == 0
     assert cache.get("k") is None
     assert cache.get_or_load("k", lambda: [1, 2]) == [1, 2]
+
+
+# -- versions never repeat (a write-back never lands on a newer value) ----------
+def _wait_past(seconds: float) -> None:
+    """Let *seconds* of wall time pass: the fault being reproduced is a TTL running out."""
+    if seconds > 0:
+        deadline = time.monotonic() + seconds
+        assert wait_until(lambda: time.monotonic() >= deadline, timeout=seconds + 1)
+
+
+@pytest.mark.parametrize("how", ["invalidate", "set", "other_lease_ttl", "evicted_ver"])
+def test_write_back_rejected_after_version_key_expired_or_evicted(client: Any, how: str) -> None:
+    """The issue's repro: ttl 300, lease_ttl 1; the loader reads 2499 0.3 s after a write,
+    the DB moves to 1999 at +1.05 s, after the `:ver` key that write set could have expired."""
+    cache = cache_for(client, ttl=300, lease_ttl=1.0)
+    writer = cache
+    if how == "other_lease_ttl":  # an instance configured with a shorter lease
+        writer = cache_for(client, namespace=cache.namespace, ttl=300, lease_ttl=0.2)
+    start = time.monotonic()
+    if how == "set":
+        writer.set("p", {"price": 2499}, ttl=0.2)
+    else:
+        writer.invalidate("p")
+    if how in ("invalidate", "set"):
+        _wait_past(0.3)
+    t, release, out = _hold_lease(cache, "p", {"price": 2499})  # the slow loader's read
+    if how == "evicted_ver":
+        client.delete(cache._name("p") + ":ver")  # what maxmemory-policy allkeys-* may do
+    elif how == "other_lease_ttl":
+        _wait_past(start + 0.3 - time.monotonic())
+    else:
+        _wait_past(start + 1.05 - time.monotonic())
+    if how == "set":
+        writer.set("p", {"price": 1999})
+    else:
+        writer.invalidate("p")  # the DB moved to 1999
+    release.set()
+    t.join()
+    assert out == [{"price": 2499}]
+    assert cache.get("p") in (None, {"price": 1999}), "the slow loader's old price was written back"
+    assert cache.stats().writebacks_rejected == 1
+    assert cache.get_or_load("p", lambda: {"price": 1999}) == {"price": 1999}
+
+
+def test_versions_are_random_tokens_never_reused(client: Any) -> None:
+    cache = cache_for(client)
+    seen = set()
+    for i in range(50):
+        cache.set("k", i)
+        raw = client.get(cache._name("k"))
+        version = raw[1:].split(b":", 1)[0]
+        assert len(version) == 32 and version not in seen  # 128 random bits per write
+        seen.add(version)
+        if i % 10 == 0:
+            client.delete(cache._name("k") + ":ver")
+
+
+# -- single-flight under faults ---------------------------------------------------
+def _killed_holder(spec_: Any, namespace: str, key: str, ready: Any) -> None:
+    """Take the lease for *key*, say so, and hang in the loader until killed."""
+    cache = RedisCache(make_client(spec_), namespace=namespace, lease_ttl=1.0)
+
+    def loader() -> Any:
+        ready.put(True)
+        time.sleep(3600)
+
+    cache.get_or_load(key, loader)
+
+
+def test_lease_holder_killed_mid_load_waiters_take_over(spec: Any, client: Any) -> None:
+    """48 waiters behind a holder killed with SIGKILL: all get the value, one reload."""
+    ctx = multiprocessing.get_context("spawn")
+    namespace = unique_namespace()
+    ready = ctx.Queue()
+    holder = ctx.Process(target=_killed_holder, args=(spec, namespace, "hot", ready))
+    holder.start()
+    try:
+        assert ready.get(timeout=60)
+        holder.kill()
+    finally:
+        holder.join(10)
+    cache = RedisCache(client, namespace=namespace, lease_ttl=1.0)
+    assert cache.wait_timeout > cache.lease_ttl
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def loader() -> str:
+        with lock:
+            calls.append(1)
+        time.sleep(0.2)
+        return "loaded"
+
+    out: list[Any] = []
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        other = RedisCache(make_client(spec), namespace=namespace, lease_ttl=1.0)
+        try:
+            out.append(other.get_or_load("hot", loader))
+        except BaseException as exc:  # recorded, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=waiter) for _ in range(48)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert errors == []
+    assert out == ["loaded"] * 48
+    assert calls == [1]
+
+
+def test_none_result_is_single_flight_in_process(client: Any) -> None:
+    cache = cache_for(client)  # no negative_ttl: None is not cached
+    calls: list[int] = []
+    barrier = threading.Barrier(16)
+
+    def loader() -> None:
+        calls.append(1)
+        time.sleep(0.3)
+
+    def run(out: list[Any]) -> None:
+        barrier.wait()
+        out.append(cache.get_or_load("absent", loader))
+
+    out: list[Any] = []
+    threads = [threading.Thread(target=run, args=(out,)) for _ in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert out == [None] * 16
+    assert len(calls) == 1
+
+
+def test_redis_down_fallback_is_single_flight(fresh_redis_server: Any) -> None:
+    cache = cache_for(
+        make_client(("standalone", fresh_redis_server.url), socket_timeout=0.5), fallback=True
+    )
+    fresh_redis_server.stop()
+    calls: list[int] = []
+    barrier = threading.Barrier(32)
+
+    def loader() -> str:
+        calls.append(1)
+        time.sleep(0.3)
+        return "db"
+
+    def run(out: list[Any]) -> None:
+        barrier.wait()
+        out.append(cache.get_or_load("k", loader))
+
+    out: list[Any] = []
+    threads = [threading.Thread(target=run, args=(out,)) for _ in range(32)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    fresh_redis_server.start()
+    assert out == ["db"] * 32
+    assert len(calls) == 1
+
+
+# -- every call is bounded, retries included ------------------------------------
+@pytest.mark.parametrize("retry", ["redis-py default", "Retry(NoBackoff(), 1)"])
+def test_blackholed_calls_return_within_call_timeout(redis_server: Any, retry: str) -> None:
+    """redis-py >= 6 retries 10 times by default: the documented bound counts them."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from scalekit.testing import TCPProxy
+
+    with TCPProxy(*redis_server.address) as proxy:
+        kwargs: dict[str, Any] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+        if retry != "redis-py default":
+            kwargs["retry"] = Retry(NoBackoff(), 1)
+        c = make_client(
+            ("standalone", f"redis://{proxy.address[0]}:{proxy.address[1]}/0"), **kwargs
+        )
+        cache = cache_for(c, fallback=True)
+        if retry != "redis-py default":
+            assert cache.call_timeout == pytest.approx(2 * (0.5 + 0.5))
+        cache.set("k", 1)
+        proxy.blackhole()
+        margin = 0.5  # thread scheduling on a loaded machine
+        for call in (lambda: cache.get("k"), lambda: cache.get_or_load("k", lambda: "db")):
+            start = time.monotonic()
+            with contextlib.suppress(BackendUnavailableError):
+                call()
+            assert time.monotonic() - start <= cache.call_timeout + margin
+        proxy.pass_through()
+        c.close()
+
+
+# -- cluster batches: one round trip per node --------------------------------------
+def test_cluster_get_many_set_many_one_round_trip_per_node(redis_cluster: Any) -> None:
+    c = make_client(("cluster", redis_cluster.host, redis_cluster.port))
+    cache = cache_for(c)
+    items = {f"goods:{i}": i for i in range(200)}
+    cache.set_many(items)
+    sent: list[Any] = []
+    nodes = c.get_primaries()
+    for node in nodes:
+        pool = node.redis_connection.connection_pool
+        real = pool.get_connection
+
+        def counting(*a: Any, _real: Any = real, _node: Any = node, **k: Any) -> Any:
+            sent.append(_node.name)
+            return _real(*a, **k)
+
+        pool.get_connection = counting  # type: ignore[method-assign]
+    try:
+        assert cache.get_many(items) == items
+        got = list(sent)
+        sent.clear()
+        cache.set_many(items)
+        put = list(sent)
+    finally:
+        for node in nodes:
+            del node.redis_connection.connection_pool.get_connection
+    assert sorted(got) == sorted(n.name for n in nodes)  # one connection use per node
+    assert sorted(put) == sorted(n.name for n in nodes)
+    c.close()
+
+
+def test_serializers_refuse_at_write_time_what_they_cannot_read(client: Any) -> None:
+    packed = cache_for(client, serializer="msgpack")
+    packed.set("user", {7: "alice"})
+    assert packed.get("user") == {7: "alice"}  # readable for the whole TTL
+    with pytest.raises(ConfigurationError, match="64 bits"):
+        packed.set("big", 2**64)
+    plain = cache_for(client)
+    with pytest.raises(ConfigurationError, match="nan"):
+        plain.set("p", {"price": float("nan")})
+    with pytest.raises(ConfigurationError, match="merged"):
+        plain.get_or_load("m", lambda: {1: "a", "1": "b"})
+    assert client.exists(plain._name("p"), plain._name("m"), plain._name("m") + ":lease") == 0

@@ -67,3 +67,78 @@ def test_bad_serializer_raises_configuration_error() -> None:
 def test_pickle_round_trips_python_objects() -> None:
     s = PickleSerializer()
     assert s.loads(s.dumps({1, 2, (3, "x")})) == {1, 2, (3, "x")}
+
+
+# -- round-trip exactly, or refuse at write time ------------------------------------
+def same(a: Any, b: Any) -> bool:
+    """Equal with equal types all the way down (1 is not 1.0, a tuple is not a list)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(
+            any(same(ka, kb) and same(va, vb) for kb, vb in b.items()) for ka, va in a.items()
+        )
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and a != a:
+        return b != b
+    return bool(a == b) and repr(a) == repr(b)
+
+
+hostile_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=4)
+)
+hostile_keys = st.none() | st.booleans() | st.integers(-5, 5) | st.floats() | st.text(max_size=3)
+hostile_values = st.recursive(
+    hostile_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(hostile_keys, inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(hostile_values)
+def test_every_value_round_trips_exactly_or_is_refused_at_write_time(value: Any) -> None:
+    for serializer in (JSONSerializer(), MsgpackSerializer()):
+        try:
+            data = serializer.dumps(value)
+        except (ConfigurationError, TypeError):
+            continue  # refused at write time: nothing unreadable reaches Redis
+        assert same(serializer.loads(data), value), (serializer.name, value)
+
+
+def test_msgpack_int_map_keys_round_trip_and_big_ints_are_refused() -> None:
+    s = MsgpackSerializer()
+    assert s.loads(s.dumps({7: "alice"})) == {7: "alice"}
+    with pytest.raises(
+        ConfigurationError, match=r"integer 18446744073709551616 at value\['n'\]\[0\].*64 bits"
+    ):
+        s.dumps({"n": [2**64]})
+    assert s.loads(s.dumps(2**64 - 1)) == 2**64 - 1
+
+
+def test_json_refuses_merged_keys_and_non_finite_floats() -> None:
+    s = JSONSerializer()
+    with pytest.raises(
+        ConfigurationError,
+        match=r"keys \[1, '1'\] would come back as \['1'\] \(distinct keys merged\)",
+    ):
+        s.dumps({1: "a", "1": "b"})
+    with pytest.raises(ConfigurationError, match=r"key 7 \(int\) would come back as '7'"):
+        s.dumps({7: "alice"})
+    with pytest.raises(ConfigurationError, match=r"nan.*value\['price'\]"):
+        s.dumps({"price": float("nan")})
+    with pytest.raises(ConfigurationError, match="inf"):
+        s.dumps([float("inf")])
+    with pytest.raises(ConfigurationError, match="tuple"):
+        s.dumps((1, 2))

@@ -1,20 +1,27 @@
-"""A local cache in front of a RedisCache, kept coherent by Redis pub/sub.
+"""A local cache in front of a RedisCache, kept coherent by invalidations from every node.
 
-Every write and invalidation through a :class:`RedisCache` publishes the key
-on the cache's channel from inside the same Lua script, so the message is
-ordered with the write. Each :class:`NearCache` listens on its own thread
-and drops the key from its local layer.
+NearCache opens one listener connection per Redis node (per primary on a
+Cluster). On a server with client tracking (Redis >= 6) each listener runs
+`CLIENT TRACKING ON REDIRECT <own id> BCAST PREFIX <namespace>:` and
+subscribes to `__redis__:invalidate`, so the node itself reports every
+change to a key of the namespace: writes through scalekit, and also a
+direct `SET` or `DEL`, an expiry, an eviction or a `FLUSHDB`. Without
+tracking a listener subscribes to the cache's channel, on which the scripts
+of [RedisCache][scalekit.caching.redis_cache.RedisCache] publish each write
+(writes that bypass scalekit are then not seen).
 
-The staleness bound comes from heartbeats on the same connection: every
-``max_staleness / 4`` seconds the listener sends ``PING``. Redis answers in
-order, so when the answer to a ping sent at time *p* arrives, every
-invalidation published before *p* has already been applied. Local entries
-are served only while the last answered ping was sent less than
-``max_staleness`` ago; after that, or when the connection drops or is
-re-established, the local layer is cleared and bypassed until a new
-subscription has answered a ping. A write completed at time *t* is
+The staleness bound comes from heartbeats on the same connections: every
+`max_staleness / 4` seconds each listener sends `PING` to its node. A node
+answers in order and queues a key's invalidation before it acknowledges the
+write, so when the answer to a ping sent at time *p* arrives, every write
+that node acknowledged before *p* has been applied here. Local entries are
+served only while every node's last answered ping was sent less than
+`max_staleness` ago; after that, or when a listener's connection drops or
+is re-established, the local layer is cleared and bypassed until that
+listener has answered a ping again. A write acknowledged at time *t* is
 therefore never served by another process's local layer after
-``t + max_staleness``.
+`t + max_staleness`. Because each node reports its own keys, this holds on
+a Cluster while a cluster-bus link is down.
 """
 
 from __future__ import annotations
@@ -23,42 +30,62 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
+
+import redis.cluster
 
 from .._validation import positive_number
-from ..exceptions import BackendUnavailableError, ConfigurationError
+from ..exceptions import ConfigurationError
+from ._near_listener import NEVER as _NEVER
+from ._near_listener import Listener, permission_message
 from .redis_cache import RedisCache
 
-__all__ = ["NearCache"]
+__all__ = ["NearCache", "NearCacheStats"]
 
 _MISS: Any = object()
-_NEVER = float("-inf")
+
+
+class NearCacheStats(NamedTuple):
+    """A snapshot of one [NearCache][scalekit.caching.near_cache.NearCache]'s counters.
+
+    `local_hits` and `remote_reads` count reads; `clears` counts times the
+    local layer was emptied (a listener lost or regained its node);
+    `invalidations` counts invalidation messages received.
+    """
+
+    local_hits: int
+    remote_reads: int
+    clears: int
+    invalidations: int
 
 
 class NearCache:
-    """A local cache (any ``MutableMapping``) in front of a :class:`RedisCache`.
+    """A local cache (any `MutableMapping`) in front of a `RedisCache`.
 
-    >>> near = NearCache(cachetools.LRUCache(10_000), RedisCache(client, namespace="goods"))
-    ... # doctest: +SKIP
+    Example:
+        >>> near = NearCache(LRUCache(10_000), RedisCache(client, namespace="goods"))
+        ... # doctest: +SKIP
 
-    Parameters:
-        local: the local layer, e.g. ``LRUCache(maxsize)``; NearCache guards it
+    Args:
+        local: The local layer, e.g. `LRUCache(maxsize)`; NearCache guards it
             with its own lock, so it need not be thread-safe. It must not be
             shared with anything else.
-        remote: a :class:`RedisCache` created with ``notify=True`` (the default).
-        max_staleness: seconds after another process's write completes within
+        remote: A `RedisCache`. Without client tracking on the server it must
+            be created with `notify=True` (the default).
+        max_staleness: Seconds after a write is acknowledged by Redis within
             which this process stops serving the old value (see the module text).
-        local_ttl: seconds a local entry lives at most (default: the remote's ttl),
-            since Redis expiries publish nothing.
-        connect_timeout: seconds :meth:`__init__` waits for the first subscription;
-            if it is not ready the cache still works, going to Redis until it is.
-        clock: monotonic clock in seconds.
+        local_ttl: Seconds a local entry lives at most (default: the remote's ttl).
+        connect_timeout: Seconds `__init__` waits for every listener; if one is
+            not ready the cache still works, going to Redis until it is.
+        clock: Monotonic clock in seconds.
 
     Raises:
-        ConfigurationError: bad arguments or ``remote.notify`` off.
+        ConfigurationError: Bad arguments, or the Redis user may not run what
+            the listeners need (`CLIENT ID`, `CLIENT TRACKING`, `SUBSCRIBE` to
+            `__redis__:invalidate` or the cache's channel, `PING`).
 
     Thread-safe. A local hit costs O(1) plus the local layer's own cost; a
-    miss costs one Redis round trip. Call :meth:`close` to stop the listener.
+    miss costs one Redis round trip. Call `close` to stop the listeners.
     """
 
     def __init__(
@@ -75,17 +102,13 @@ class NearCache:
             raise ConfigurationError(f"local must be a MutableMapping, got {local!r}")
         if not isinstance(remote, RedisCache):
             raise ConfigurationError(f"remote must be a RedisCache, got {remote!r}")
-        if not remote.notifies:
-            raise ConfigurationError(
-                "remote must be created with notify=True so writes publish invalidations, "
-                "got notify=False"
-            )
         self._local = local
         self.remote = remote
         self.max_staleness = positive_number("max_staleness", max_staleness)
         self.local_ttl = (
             remote.ttl if local_ttl is None else positive_number("local_ttl", local_ttl)
         )
+        timeout = positive_number("connect_timeout", connect_timeout)
         self._clock = clock
         self._lock = threading.Lock()
         self._trusted_until = _NEVER  # local entries usable while clock() < this
@@ -95,19 +118,72 @@ class NearCache:
         self._cleared_at = 0  # seq of the last full clear
         self._local_hits = self._remote_reads = self._clears = self._messages = 0
         self._stop = threading.Event()
-        self._connected = threading.Event()
-        self._thread = threading.Thread(
-            target=self._listen, name=f"NearCache-{remote.channel}", daemon=True
-        )
-        self._thread.start()
-        self._connected.wait(positive_number("connect_timeout", connect_timeout))
+        self._topology = threading.Lock()
+        self._synced = threading.Condition()
+        self._listeners = [Listener(self, pool, name) for pool, name in self._nodes()]
+        for listener in self._listeners:
+            listener.start()
+        deadline = time.monotonic() + timeout
+        for listener in self._listeners:
+            listener.ready.wait(max(0.0, deadline - time.monotonic()))
+        denied = [lst for lst in self._listeners if lst.denied is not None]
+        if denied:
+            self.close()
+            raise ConfigurationError(permission_message(denied[0], remote.channel))
+        if not remote.notifies and any(lst.tracking is False for lst in self._listeners):
+            self.close()
+            raise ConfigurationError(
+                "remote must be created with notify=True on a Redis without client tracking "
+                "(Redis < 6), so writes publish invalidations; got notify=False"
+            )
+
+    def _check_topology(self) -> None:
+        """Listen to primaries that appeared in the client's cluster map; retire gone ones.
+
+        Called with every heartbeat. A change empties the local layer, and a new
+        primary's listener must answer a ping before anything local is served again.
+        """
+        client = self.remote.client
+        if not isinstance(client, redis.cluster.RedisCluster):
+            return
+        try:
+            primaries = {node.name: node for node in client.get_primaries()}  # type: ignore[no-untyped-call]
+        except RuntimeError:  # redis-py changed its map meanwhile: look again next heartbeat
+            return
+        with self._topology:
+            current = {listener.node for listener in self._listeners}
+            if set(primaries) == current:
+                return
+            for listener in self._listeners:
+                listener.retired = listener.node not in primaries
+            new = [
+                Listener(self, client.get_redis_connection(primaries[name]).connection_pool, name)
+                for name in sorted(primaries.keys() - current)
+            ]
+            self._listeners = [lst for lst in self._listeners if not lst.retired] + new
+        self._refresh_trust()
+        self.clear_local()
+        for listener in new:
+            listener.start()
+
+    def _nodes(self) -> list[tuple[Any, str]]:
+        client = self.remote.client
+        if isinstance(client, redis.cluster.RedisCluster):
+            return [
+                (node.redis_connection.connection_pool, node.name)
+                for node in client.get_primaries()  # type: ignore[no-untyped-call]
+            ]
+        kwargs = client.connection_pool.connection_kwargs
+        return [(client.connection_pool, f"{kwargs.get('host')}:{kwargs.get('port')}")]
 
     # -- reads -------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         """The value of *key* from the local layer, else from Redis, else *default*.
 
         Runtime complexity: O(1) on a local hit; one Redis round trip otherwise.
-        Raises BackendUnavailableError if Redis is unreachable.
+
+        Raises:
+            BackendUnavailableError: Redis is unreachable.
         """
         value = self._local_get(key)
         if value is not _MISS:
@@ -121,19 +197,24 @@ class NearCache:
         return default if value is _MISS else value
 
     def get_or_load(self, key: str, loader: Callable[[], Any], *, ttl: float | None = None) -> Any:
-        """Like :meth:`RedisCache.get_or_load`, with the local layer in front.
+        """Like `RedisCache.get_or_load`, with the local layer in front.
 
-        Runtime complexity: O(1) on a local hit, else that of ``RedisCache.get_or_load``.
+        A value served stale (`stale_ttl`) or loaded while Redis was down is
+        returned but not kept locally.
+
+        Runtime complexity: O(1) on a local hit, else that of `RedisCache.get_or_load`.
         """
         value = self._local_get(key)
         if value is not _MISS:
             return value
         seq = self._begin(key)
-        value = _MISS
+        keep: Any = _MISS
         try:
-            value = self.remote.get_or_load(key, loader, ttl=ttl)
+            value, fresh = self.remote._get_or_load(key, loader, ttl)
+            if fresh and value is not None:
+                keep = value
         finally:
-            self._end(key, seq, _MISS if value is None else value)
+            self._end(key, seq, keep)
         return value
 
     def _local_get(self, key: str) -> Any:
@@ -174,7 +255,9 @@ class NearCache:
         """Write through to Redis; every process's local copy is invalidated.
 
         Runtime complexity: O(1), one script call.
-        Raises BackendUnavailableError if Redis is unreachable.
+
+        Raises:
+            BackendUnavailableError: Redis is unreachable.
         """
         self._drop(key)
         self.remote.set(key, value, ttl)
@@ -184,7 +267,9 @@ class NearCache:
         """Delete from Redis and invalidate every local copy; True if Redis held a value.
 
         Runtime complexity: O(1), one script call.
-        Raises BackendUnavailableError if Redis is unreachable.
+
+        Raises:
+            BackendUnavailableError: Redis is unreachable.
         """
         self._drop(key)
         try:
@@ -211,88 +296,82 @@ class NearCache:
             self._clears += 1
             self._local.clear()
 
-    @property
-    def stats(self) -> dict[str, int]:
-        """Counters: ``local_hits``, ``remote_reads``, ``clears`` of the local layer and
-        ``invalidations`` (messages received)."""
+    def stats(self) -> NearCacheStats:
+        """A snapshot of the counters. Runtime complexity: O(1)."""
         with self._lock:
-            return {
-                "local_hits": self._local_hits,
-                "remote_reads": self._remote_reads,
-                "clears": self._clears,
-                "invalidations": self._messages,
-            }
+            return NearCacheStats(
+                self._local_hits, self._remote_reads, self._clears, self._messages
+            )
 
-    # -- the listener ------------------------------------------------------
+    # -- the listeners -----------------------------------------------------
     @property
     def connected(self) -> bool:
-        """True while the local layer is trusted (subscribed and heartbeats answered)."""
+        """True while the local layer is trusted (every node's heartbeat answered)."""
         return self._clock() < self._trusted_until
 
-    def _distrust(self) -> None:
-        self._trusted_until = _NEVER
-        self._connected.clear()
+    @property
+    def tracking(self) -> bool:
+        """True if every node reports key changes itself (client tracking), so writes
+        that bypass scalekit are seen too; False while a node is unknown or lacks it."""
+        return all(listener.tracking is True for listener in self._listeners)
+
+    @property
+    def state(self) -> str:
+        """`"trusted"`, `"permission denied"` (logged; the local layer is bypassed) or
+        `"untrusted"` (connecting, or a node's heartbeat is late)."""
+        if self.connected:
+            return "trusted"
+        if any(listener.denied is not None for listener in self._listeners):
+            return "permission denied"
+        return "untrusted"
+
+    def sync(self, timeout: float) -> bool:
+        """Wait until every write Redis acknowledged before this call has been applied here.
+
+        Returns True once every node has answered a heartbeat sent after the
+        call began (so its invalidations are in), False after *timeout* seconds.
+        """
+        start = self._clock()
+        with self._synced:
+            return self._synced.wait_for(
+                lambda: self._trusted_until - self.max_staleness > start, timeout
+            )
+
+    def _refresh_trust(self) -> None:
+        with self._lock:
+            self._trusted_until = min(lst.trusted_until for lst in self._listeners)
+        with self._synced:
+            self._synced.notify_all()
+
+    def _distrust(self, listener: Listener) -> None:
+        listener.trusted_until = _NEVER
+        self._refresh_trust()
         self.clear_local()
 
-    def _listen(self) -> None:
-        backoff = 0.05
-        while not self._stop.is_set():
-            pubsub = None
-            try:
-                pubsub = self.remote.client.pubsub()  # type: ignore[no-untyped-call]
-                pubsub.subscribe(self.remote.channel)
-                self._session(pubsub)
-                backoff = 0.05
-            except Exception:  # any failure: distrust the local layer and resubscribe
-                self._distrust()
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.max_staleness)
-            finally:
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):  # best effort on a broken link
-                        pubsub.close()
-        self._distrust()
-
-    def _session(self, pubsub: Any) -> None:
-        """Handle one subscription until it fails, is replaced or is stopped."""
-        interval = self.max_staleness / 4
-        subscribed = False
-        pending: list[float] = []  # send times of unanswered pings, oldest first
-        next_ping = self._clock()
-        while not self._stop.is_set():
-            now = self._clock()
-            if subscribed and now >= next_ping:
-                pending.append(now)
-                pubsub.ping()
-                next_ping = now + interval
-            trusted = self._trusted_until
-            if trusted != _NEVER and now >= trusted:
-                self._distrust()  # no recent ping answered: invalidations may be missing
-            if pending and now - pending[0] > 2 * self.max_staleness:
-                raise BackendUnavailableError("heartbeat unanswered: the subscription looks dead")
-            wake = min(next_ping, trusted) if trusted != _NEVER else next_ping
-            message = pubsub.get_message(timeout=max(0.0, min(interval, wake - now)))
-            if message is None:
-                continue
-            kind = message["type"]
-            if kind == "message":
-                self._drop(message["data"].decode())
-                with self._lock:
-                    self._messages += 1
-            elif kind == "subscribe":
-                # First subscription, or redis-py resubscribed after a reconnect:
-                # messages may have been lost, so nothing local can be trusted.
-                self.clear_local()
-                subscribed, pending, next_ping = True, [], self._clock()
-            elif kind == "pong" and pending:
-                sent = pending.pop(0)
-                self._trusted_until = sent + self.max_staleness
-                self._connected.set()
+    def _invalidated(self, data: Any) -> None:
+        with self._lock:
+            self._messages += 1
+        if data is None:  # FLUSHDB / FLUSHALL
+            self.clear_local()
+            return
+        if isinstance(data, bytes):  # the cache's channel: the user key itself
+            self._drop(data.decode())
+            return
+        prefix = f"{self.remote.namespace}:{{".encode()
+        for name in data:
+            # Only value keys matter: `ns:{k}`; `:ver` and `:lease` keys change with them.
+            if name.startswith(prefix) and name.endswith(b"}"):
+                self._drop(name[len(prefix) : -1].decode(errors="replace"))
 
     def close(self) -> None:
-        """Stop the listener thread and empty the local layer."""
+        """Stop the listener threads and empty the local layer."""
         self._stop.set()
-        self._thread.join(self.max_staleness + 5)
+        with self._topology:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener.join(self.max_staleness + 5)
+        self._trusted_until = _NEVER
+        self.clear_local()
 
     def __enter__(self) -> NearCache:
         return self
@@ -301,4 +380,4 @@ class NearCache:
         self.close()
 
     def __repr__(self) -> str:
-        return f"NearCache(remote={self.remote!r}, connected={self.connected})"
+        return f"NearCache(remote={self.remote!r}, state={self.state!r})"

@@ -2,14 +2,18 @@
 
 A shared Redis is read by every process that can reach it, so the default
 serializer must never execute code while decoding: JSON and msgpack only
-build plain data. :class:`PickleSerializer` can rebuild arbitrary objects
+build plain data. Both check every write: a value that would not come back
+exactly (same types all the way down) is refused with a `ConfigurationError`
+naming the part that would change, so nothing unreadable or silently
+altered ever reaches Redis. `PickleSerializer` can rebuild arbitrary objects
 and therefore runs whatever a writer put there; it is used only when a
-caller asks for it by name (``serializer="pickle"``) or passes an instance.
+caller asks for it by name (`serializer="pickle"`) or passes an instance.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -27,31 +31,123 @@ __all__ = [
 
 @runtime_checkable
 class Serializer(Protocol):
-    """Turns a value into bytes and back; ``name`` identifies the format."""
+    """Turns a value into bytes and back; `name` identifies the format."""
 
     name: str
 
     def dumps(self, value: Any) -> bytes:
-        """Encode *value*; raise ``TypeError`` or ``ValueError`` if it cannot be."""
+        """Encode *value*; raise `TypeError` or `ValueError` if it cannot be."""
         ...
 
     def loads(self, data: bytes) -> Any:
-        """Decode bytes written by :meth:`dumps`."""
+        """Decode bytes written by `dumps`."""
         ...
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _difference(before: Any, after: Any, path: str) -> str | None:
+    """Where *after* (a decoded copy) differs from *before*, in words; None if nowhere."""
+    if type(before) is not type(after):
+        return f"at {path}: {_describe(before)} would come back as {_describe(after)}"
+    if isinstance(before, dict):
+        if len(before) != len(after):
+            return (
+                f"at {path}: keys {list(before)!r} would come back as {list(after)!r} "
+                "(distinct keys merged)"
+            )
+        for (k1, v1), (k2, v2) in zip(before.items(), after.items(), strict=True):
+            if type(k1) is not type(k2) or k1 != k2:
+                return f"at {path}: key {_describe(k1)} would come back as {_describe(k2)}"
+            found = _difference(v1, v2, f"{path}[{k1!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(before, (list, tuple)):
+        if len(before) != len(after):
+            return f"at {path}: {len(before)} items would come back as {len(after)}"
+        for i, (x, y) in enumerate(zip(before, after, strict=True)):
+            found = _difference(x, y, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    if isinstance(before, float) and math.isnan(before) and math.isnan(after):
+        return None
+    if before != after or repr(before) != repr(after):
+        return f"at {path}: {_describe(before)} would come back as {_describe(after)}"
+    return None
+
+
+def _find(value: Any, bad: Callable[[Any], bool], path: str = "value") -> str | None:
+    """The path of the first part of *value* for which *bad* is true."""
+    if bad(value):
+        return path
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _find(item, bad, f"{path}[{key!r}]")
+        if found:
+            return found
+    return None
+
+
+def _verified(serializer: Serializer, value: Any, data: bytes) -> bytes:
+    """*data*, once it is known to decode to exactly *value*; else ConfigurationError."""
+    try:
+        back = serializer.loads(data)
+    except Exception as exc:  # written but unreadable: refuse it now
+        raise ConfigurationError(
+            f"serializer {serializer.name!r} cannot read back this value ({exc}); "
+            f"got {value!r:.200}"
+        ) from exc
+    found = _difference(value, back, "value")
+    if found:
+        raise ConfigurationError(
+            f"serializer {serializer.name!r} cannot store this value exactly: {found}; "
+            "convert it to plain data first or use serializer='pickle'"
+        )
+    return data
 
 
 class JSONSerializer:
     """Compact UTF-8 JSON (the default): plain data only, safe to decode.
 
-    Tuples come back as lists and dict keys as strings, as with ``json``.
-    Thread-safe (stateless). Runtime complexity: O(size of the value).
+    Stores `None`, `bool`, `int`, finite `float`, `str`, `list` and `dict`
+    with `str` keys, nested. Anything JSON would change on the way back
+    (a tuple becoming a list, an `int` key becoming a `str`, `{1: 'a', '1': 'b'}`
+    merging, `NaN` or `Infinity`) is refused when written.
+    Thread-safe (stateless). Runtime complexity: O(size of the value), twice
+    (the encoded form is decoded once to check it).
     """
 
     name = "json"
 
     def dumps(self, value: Any) -> bytes:
-        """Encode *value* as compact JSON; raise ``TypeError`` for non-JSON types."""
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        """Encode *value* as compact JSON.
+
+        Raises:
+            TypeError: A part of *value* has no JSON form (e.g. a `set`).
+            ConfigurationError: *value* would not come back exactly; the message
+                names the part.
+        """
+        try:
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except ValueError as exc:
+            where = _find(value, lambda v: isinstance(v, float) and not math.isfinite(v))
+            if where is None:
+                raise ConfigurationError(
+                    f"serializer 'json' cannot store this value: {exc}"
+                ) from exc
+            raise ConfigurationError(
+                f"serializer 'json' cannot store nan or inf (JSON has neither), found at {where}"
+            ) from exc
+        return _verified(self, value, text.encode())
 
     def loads(self, data: bytes) -> Any:
         """Decode JSON bytes."""
@@ -59,12 +155,18 @@ class JSONSerializer:
 
 
 class MsgpackSerializer:
-    """MessagePack via the optional ``msgpack`` package: smaller and faster than JSON.
+    """MessagePack via the optional `msgpack` package: smaller and faster than JSON.
+
+    Stores what JSON does plus `bytes`, non-finite floats and `int`, `float`,
+    `bool` or `None` map keys; integers must fit in 64 bits
+    (`-2**63` to `2**64 - 1`). Anything else that would not come back exactly
+    (a tuple becoming a list) is refused when written.
 
     Raises:
-        ConfigurationError: if ``msgpack`` is not installed.
+        ConfigurationError: If `msgpack` is not installed.
 
-    Thread-safe (stateless). Runtime complexity: O(size of the value).
+    Thread-safe (stateless). Runtime complexity: O(size of the value), twice
+    (the encoded form is decoded once to check it).
     """
 
     name = "msgpack"
@@ -82,20 +184,41 @@ class MsgpackSerializer:
         self._unpackb = msgpack.unpackb
 
     def dumps(self, value: Any) -> bytes:
-        """Encode *value* as MessagePack."""
-        data: bytes = self._packb(value, use_bin_type=True)
-        return data
+        """Encode *value* as MessagePack.
+
+        Raises:
+            TypeError: A part of *value* has no MessagePack form (e.g. a `set`).
+            ConfigurationError: *value* would not come back exactly, or holds an
+                integer outside 64 bits; the message names the part.
+        """
+        try:
+            data: bytes = self._packb(value, use_bin_type=True)
+        except OverflowError as exc:
+            found: list[int] = []
+
+            def too_big(v: Any) -> bool:
+                if isinstance(v, int) and not -(2**63) <= v < 2**64:
+                    found.append(v)
+                    return True
+                return False
+
+            where = _find(value, too_big)
+            raise ConfigurationError(
+                f"serializer 'msgpack' cannot store the integer {found[0] if found else '?'} "
+                f"at {where}: it does not fit in 64 bits (-2**63 to 2**64 - 1)"
+            ) from exc
+        return _verified(self, value, data)
 
     def loads(self, data: bytes) -> Any:
-        """Decode MessagePack bytes (``raw=False``: strings come back as ``str``)."""
-        return self._unpackb(data, raw=False)
+        """Decode MessagePack bytes (`raw=False`: strings come back as `str`)."""
+        return self._unpackb(data, raw=False, strict_map_key=False)
 
 
 class PickleSerializer:
     """Pickle: any Python object, but decoding runs code chosen by the writer.
 
     Use it only on a Redis that no untrusted party can write to. Never a
-    default: it is chosen only by ``serializer="pickle"`` or an instance.
+    default: it is chosen only by `serializer="pickle"` or an instance.
     Thread-safe (stateless). Runtime complexity: O(size of the value).
     """
 
@@ -125,7 +248,7 @@ def resolve_serializer(serializer: str | Serializer) -> Serializer:
 
     Raises:
         ConfigurationError: an unknown name, or an object without
-            ``dumps``/``loads``/``name``.
+            `dumps`/`loads`/`name`.
     """
     if isinstance(serializer, str):
         factory = _BY_NAME.get(serializer)

@@ -1,0 +1,217 @@
+"""The cache-aside path of RedisCache: single-flight, the load lease and the write-back.
+
+Functions of a [RedisCache][scalekit.caching.redis_cache.RedisCache] kept
+in their own module for size; `RedisCache.get_or_load` is the entry point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..exceptions import BackendError, BackendUnavailableError, CacheLoadTimeoutError
+
+if TYPE_CHECKING:
+    from .redis_cache import RedisCache
+
+_MISS: Any = object()
+
+
+def _version() -> str:
+    """A fresh random version: 128 bits, 32 hex digits."""
+    return os.urandom(16).hex()
+
+
+class RedisCacheStats(NamedTuple):
+    """A snapshot of one [RedisCache][scalekit.caching.redis_cache.RedisCache]'s counters.
+
+    Counted in this process since the cache was created: `hits` (fresh values
+    found by `get_or_load`), `misses`, `loads` (loader calls that held the
+    lease), `load_errors`, `writebacks`, `writebacks_rejected` (a newer write
+    or a lost lease won), `waits` (calls that waited for another process's
+    load), `shared` (calls that took the result of a load already running in
+    this process), `stale_served` and `fallbacks` (loader called with Redis
+    unavailable).
+    """
+
+    hits: int
+    misses: int
+    loads: int
+    load_errors: int
+    writebacks: int
+    writebacks_rejected: int
+    waits: int
+    shared: int
+    stale_served: int
+    fallbacks: int
+
+
+class _Counters:
+    """The live counters behind `RedisCache.stats()` (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(RedisCacheStats._fields, 0)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def snapshot(self) -> RedisCacheStats:
+        with self._lock:
+            return RedisCacheStats(**self._counts)
+
+
+def get_or_load(
+    cache: RedisCache, key: str, loader: Callable[[], Any], ttl: float | None
+) -> tuple[Any, bool]:
+    """(value, fresh): *fresh* is False for a stale or uncached (fallback) value."""
+    name = cache._name(key)
+    data = None
+    down = False
+    try:
+        data = cache._call(cache._client.get, name)
+    except BackendUnavailableError:
+        if not cache.fallback:
+            raise
+        down = True  # go straight to the loader: one call_timeout is spent already
+    value = cache._decode(data, _MISS)
+    if value is not _MISS:
+        cache._counters.add("hits")
+        return value, True
+    if cache.stale_ttl and data is not None and data[0] == 0x76:
+        # A stale value is kept: whoever finds the lease taken gets it at once,
+        # so callers in this process need not queue behind one another.
+        return _miss(cache, name, loader, ttl)
+    leader: list[bool] = []
+
+    def lead() -> tuple[Any, bool]:
+        leader.append(True)
+        if down:
+            cache._counters.add("fallbacks")
+            return loader(), False
+        return _miss(cache, name, loader, ttl)
+
+    result: tuple[Any, bool] = cache._flight.run(
+        name, lead, cache.wait_timeout, _timeout_error(cache, name)
+    )
+    if not leader:
+        cache._counters.add("shared")
+    return result
+
+
+def _timeout_error(cache: RedisCache, name: str) -> Callable[[], Exception]:
+    return lambda: CacheLoadTimeoutError(
+        f"no value for {name!r} within wait_timeout={cache.wait_timeout}s "
+        "while another caller held the load lease"
+    )
+
+
+def _miss(
+    cache: RedisCache, name: str, loader: Callable[[], Any], ttl: float | None
+) -> tuple[Any, bool]:
+    ran: list[bool] = []
+
+    def tracked() -> Any:
+        ran.append(True)
+        return loader()
+
+    try:
+        return _load(cache, name, tracked, ttl)
+    except BackendUnavailableError:
+        if not cache.fallback or ran:  # never run the loader twice
+            raise
+        cache._counters.add("fallbacks")
+        return loader(), False
+
+
+def _load(
+    cache: RedisCache, name: str, loader: Callable[[], Any], ttl: float | None
+) -> tuple[Any, bool]:
+    cache._counters.add("misses")
+    keys = [name, name + ":ver", name + ":lease"]
+    token = os.urandom(8).hex()
+    deadline = time.monotonic() + cache.wait_timeout
+    delay = 0.002
+    waited = False
+    while True:
+        reply = cache._call(
+            cache._acquire,
+            keys=keys,
+            args=[token, cache._lease_ms, round(cache._clock() * 1000), _version()],
+        )
+        if reply[0] == 1:
+            return _hit_after_wait(cache, reply[1], waited), True
+        stale = reply[-1]
+        if reply[0] == 2:
+            return _run_loader(cache, keys, token, reply[1], loader, ttl)
+        if cache.stale_ttl and stale is not None and stale[0] == 0x76:  # b"v": kept stale
+            cache._counters.add("stale_served")
+            return cache.serializer.loads(stale.split(b":", 2)[2]), False
+        if not waited:
+            waited = True
+            cache._counters.add("waits")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _timeout_error(cache, name)()
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.05)
+
+
+def _hit_after_wait(cache: RedisCache, data: bytes, waited: bool) -> Any:
+    if not waited:
+        cache._counters.add("hits")
+    return None if data[0] == 0x6E else cache.serializer.loads(data.split(b":", 2)[2])
+
+
+def _run_loader(
+    cache: RedisCache,
+    keys: list[str],
+    token: str,
+    version: bytes,
+    loader: Callable[[], Any],
+    ttl: float | None,
+) -> tuple[Any, bool]:
+    cache._counters.add("loads")
+    try:
+        value = loader()
+        payload = b"" if value is None else cache.serializer.dumps(value)
+    except BaseException:
+        cache._counters.add("load_errors")
+        # The lease expires by itself if Redis is gone; the loader's error matters more.
+        with contextlib.suppress(BackendError):
+            cache._call(cache._release, keys=[keys[2]], args=[token])
+        raise
+    try:
+        if value is None and cache.negative_ttl is None:
+            cache._call(cache._release, keys=[keys[2]], args=[token])
+            return None, False
+        kind = "v" if value is not None else "n"
+        fresh_until, px = cache._expiry(ttl if value is not None else cache.negative_ttl)
+        user_key = keys[0][len(cache.namespace) + 2 : -1]
+        written = cache._call(
+            cache._write_back,
+            keys=keys,
+            args=[
+                token,
+                version,
+                kind,
+                fresh_until,
+                px,
+                payload,
+                cache._lease_ms,
+                cache._channel_arg,
+                user_key,
+                _version(),
+            ],
+        )
+    except BackendUnavailableError:
+        if cache.fallback:
+            return value, False  # loaded once already: return it uncached
+        raise
+    cache._counters.add("writebacks" if written == 1 else "writebacks_rejected")
+    return value, written == 1

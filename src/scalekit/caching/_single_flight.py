@@ -1,0 +1,57 @@
+"""In-process single-flight: concurrent callers for one key share one call."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+class _Flight:
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class SingleFlight:
+    """Runs at most one call per key at a time in this process; the others wait for it.
+
+    Thread-safe. Followers receive the leader's result, or its exception.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[str, _Flight] = {}
+
+    def run(
+        self, key: str, fn: Callable[[], Any], timeout: float, on_timeout: Callable[[], Exception]
+    ) -> Any:
+        """`fn()`, or the result of the call already running for *key*.
+
+        A follower waits at most *timeout* seconds (`inf` for no limit),
+        then raises `on_timeout()`.
+        """
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            if not flight.done.wait(None if timeout == float("inf") else timeout):
+                raise on_timeout()
+            if flight.error is not None:
+                raise flight.error
+            return flight.result
+        try:
+            flight.result = fn()
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+        return flight.result

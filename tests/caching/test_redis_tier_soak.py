@@ -1,0 +1,25 @@
+"""The Redis tier under a seeded fault schedule, checked from its history.
+
+Bounded for CI: three fixed seeds, about 30 s in total (two 6 s runs on one
+server, one 8 s run on a 3-master Cluster, plus start-up).
+`python -m benchmarks.rediscache soak --seconds N` runs the same longer.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.rediscache.soak import run
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+@pytest.mark.parametrize(
+    ("seed", "seconds", "cluster"), [(11, 6.0, False), (12, 6.0, False), (13, 8.0, True)]
+)
+def test_no_read_is_staler_than_its_layer_allows(seed: int, seconds: float, cluster: bool) -> None:
+    result = run(seed, seconds, cluster=cluster, max_staleness=0.5)
+    print("\n" + result.summary())
+    assert len(result.faults) >= 3, result.faults  # the schedule really ran
+    assert result.writes >= 50 and min(result.reads.values()) >= 100, result.summary()
+    assert result.violations == [], "\n".join(map(str, result.violations[:10]))
