@@ -34,7 +34,7 @@ class Partition:
     name: str
 
 
-class TimeRouter(Router):
+class TimeRouter(Router[str]):
     """Route timestamps to calendar partitions named by a template.
 
     :param interval: one of :data:`INTERVALS`.
