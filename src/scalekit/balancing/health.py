@@ -20,7 +20,7 @@ and the load-balancing docs on slow start and the panic threshold):
   passes bring it back; one pass un-ejects an outlier.
 * **Slow start**: an endpoint added at run time, or back from failing
   checks, has its weight scaled by ``max(min_weight_percent / 100,
-  (elapsed / window) ** (1 / aggression))`` during ``window`` seconds.
+  (max(elapsed, 1) / window) ** (1 / aggression))`` during ``window`` seconds.
 * **Panic**: when fewer than ``panic_threshold`` percent are available,
   the balancer ignores health and uses every endpoint.
 """
@@ -98,10 +98,15 @@ class SlowStart:
         _percent("min_weight_percent", self.min_weight_percent)
 
     def factor(self, elapsed: float) -> float:
-        """The weight factor *elapsed* seconds into the window, in (0, 1]."""
+        """The weight factor *elapsed* seconds into the window, in (0, 1].
+
+        Envoy's `max(min_weight_percent / 100, time_factor ** (1 / aggression))`
+        with `time_factor = max(elapsed, 1) / window`: the first second counts
+        as one second.
+        """
         if elapsed >= self.window:
             return 1.0
-        fraction = max(elapsed / self.window, 2.220446049250313e-16)
+        fraction = min(max(elapsed, 1.0) / self.window, 1.0)
         if self.aggression != 1.0:
             fraction = fraction ** (1.0 / self.aggression)
         return max(fraction, self.min_weight_percent / 100.0)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Hashable
 from operator import add
 
 from .base import Balancer
 
-__all__ = ["SmoothWeightedRoundRobin"]
+__all__ = ["SLOW_START_SCALE", "SmoothWeightedRoundRobin"]
+
+#: During slow start weights count in thousandths, so a weight-1 endpoint ramps too.
+SLOW_START_SCALE = 1000
 
 
 class SmoothWeightedRoundRobin(Balancer):
@@ -30,7 +32,9 @@ class SmoothWeightedRoundRobin(Balancer):
     is chosen exactly ``weight`` times. Ejected endpoints are skipped, as
     nginx skips peers that are down; an added endpoint starts with
     ``current_weight`` 0 and the others keep theirs. During slow start the
-    effective weight is ``ceil(weight * factor)``.
+    weights are counted in thousandths (`SLOW_START_SCALE`) and a ramping
+    endpoint's effective weight is ``round(1000 * weight * factor)`` (at
+    least 1), so even weight 1 ramps as Envoy's formula says.
 
     Thread-safety: see :class:`Balancer`.
     Runtime complexity: O(k + log n) per pick for k distinct weights (up to
@@ -59,6 +63,7 @@ class SmoothWeightedRoundRobin(Balancer):
         self._heaps: list[tuple[int, list[tuple[int, int]]]] | None = None
         self._tick = 0
         self._ungroupable = False  # too many distinct weights: skip trying until a change
+        self._scale = 1  # current_weight is in units of 1 / _scale (> 1 during slow start)
 
     def _sync(self) -> None:
         """Fold the fast path's state back into ``_cur`` (before any change)."""
@@ -111,10 +116,13 @@ class SmoothWeightedRoundRobin(Balancer):
         """A copy of every endpoint's ``current_weight`` (nginx's name)."""
         with self._lock:
             self._sync()
-            return dict(zip(self._ids, self._cur, strict=True))
+            scale = self._scale
+            return {ep: round(c / scale) for ep, c in zip(self._ids, self._cur, strict=True)}
 
     def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
         if not excluded and not self._slow_starting():
+            if self._scale != 1:
+                self._rescale(1)
             heaps = self._heaps
             if (
                 heaps is None
@@ -133,21 +141,40 @@ class SmoothWeightedRoundRobin(Balancer):
             return self._ids[index]
         self._sync()
         now = self._clock()
+        ids, weights = self._ids, self._w
+        factors = [1.0 if ep in excluded else self._factor(ep, now) for ep in ids]
+        ramping = any(f < 1.0 for f in factors)
+        if ramping != (self._scale != 1):
+            self._rescale(SLOW_START_SCALE if ramping else 1)
+        scale = self._scale
         current = self._cur
         total = 0
         index = -1
         best = 0
-        for i, endpoint in enumerate(self._ids):
+        for i, endpoint in enumerate(ids):
             if endpoint in excluded:
                 continue  # nginx skips peers that are down: no weight added
-            effective = math.ceil(self._w[i] * self._factor(endpoint, now))
+            factor = factors[i]
+            # Fixed point: weight 1 at factor 0.1 is 100 of 1000, not ceil(0.1) = 1.
+            effective = weights[i] * scale
+            if factor < 1.0:
+                effective = max(1, round(effective * factor))
             value = current[i] + effective
             current[i] = value
             total += effective
             if index < 0 or value > best:
                 index, best = i, value
         current[index] = best - total
-        return self._ids[index]
+        return ids[index]
+
+    def _rescale(self, scale: int) -> None:
+        """Count ``current_weight`` in units of ``1 / scale`` from now on."""
+        old = self._scale
+        if scale > old:
+            self._cur = [c * (scale // old) for c in self._cur]
+        else:
+            self._cur = [round(c / (old // scale)) for c in self._cur]
+        self._scale = scale
 
     def _select_grouped(self, heaps: list[tuple[int, list[tuple[int, int]]]]) -> Hashable:
         tick = self._tick = self._tick + 1
