@@ -23,6 +23,9 @@ __all__ = ["INTERVALS", "Partition", "Rollover", "TimeRouter"]
 
 INTERVALS = ("minute", "hour", "day", "week", "month", "year")
 _FIELD = re.compile(r"\{:([^{}]*)\}")
+_REPEAT = re.compile(r"_[pm]\d{4}$")
+_TICK = timedelta(microseconds=1)
+_LOOKBACK = timedelta(hours=3)  # longer than any clock change (Antarctica/Troll's 2 h)
 
 
 @dataclass(frozen=True, order=True)
@@ -76,6 +79,7 @@ class TimeRouter(Router[str]):
         self.allow_naive = allow_naive
         self._prefix, self._suffix = template.split("{", 1)[0], template.rsplit("}", 1)[1]
         self._format = fields[0]
+        self._shows_offset = "%z" in self._format or "%Z" in self._format
         probe = self.partition(datetime(2023, 12, 25, 13, 45, tzinfo=tz))
         names = set()
         for _ in range(3 if interval == "year" else 60):  # crosses a month and a year
@@ -126,30 +130,58 @@ class TimeRouter(Router[str]):
     # -- calendar --------------------------------------------------------------------
 
     def floor(self, when: datetime) -> datetime:
-        """The start of the partition holding *when*, as an aware datetime in ``tz``."""
-        local = self._aware(when).astimezone(self.tz)
+        """The start of the partition holding *when*.
+
+        An aware datetime at ``tz``'s UTC offset of that instant (a
+        fixed-offset ``timezone``, so starts compare as instants even in a
+        repeated hour; ``.astimezone(tz)`` gives the zone's own datetime).
+
+        Minute and hour partitions are the spans of one wall-clock minute or
+        hour under one UTC offset: where clocks go back, the repeated hour is
+        a partition of its own, and where they skip half an hour, the hour's
+        partition starts at the transition.
+        """
+        # Through UTC: astimezone() to the datetime's own zone would keep a wall
+        # time that does not exist (in a DST gap) as it is.
+        local = self._aware(when).astimezone(timezone.utc).astimezone(self.tz)
         interval = self.interval
-        if interval == "minute":
-            local = local.replace(second=0, microsecond=0)
-        elif interval == "hour":
-            local = local.replace(minute=0, second=0, microsecond=0)
-        else:
-            day = local.date()
-            if interval == "week":
-                day -= timedelta(days=day.weekday())
-            elif interval == "month":
-                day = day.replace(day=1)
-            elif interval == "year":
-                day = day.replace(month=1, day=1)
-            local = _wall(day.year, day.month, day.day, self.tz)
-        return local
+        if interval == "minute" or interval == "hour":
+            offset = local.utcoffset()
+            assert offset is not None
+            if interval == "minute":
+                wall = local.replace(second=0, microsecond=0, tzinfo=None, fold=0)
+            else:
+                wall = local.replace(minute=0, second=0, microsecond=0, tzinfo=None, fold=0)
+            start = (wall - offset).replace(tzinfo=timezone.utc)
+            if self._offset(start) != offset:
+                # The offset changed inside this wall minute or hour: the span
+                # under *when*'s offset begins at the change.
+                start = self._change_after(start, local.astimezone(timezone.utc))
+            return _fixed(start, self.tz)
+        day = local.date()
+        if interval == "week":
+            day -= timedelta(days=day.weekday())
+        elif interval == "month":
+            day = day.replace(day=1)
+        elif interval == "year":
+            day = day.replace(month=1, day=1)
+        return _fixed(_wall(day.year, day.month, day.day, self.tz), self.tz)
 
     def next_start(self, start: datetime) -> datetime:
         """The start of the partition after the one starting at *start*."""
-        start = start.astimezone(self.tz)
+        start = start.astimezone(timezone.utc).astimezone(self.tz)
         if self.interval in ("minute", "hour"):
+            offset = start.utcoffset()
+            assert offset is not None
             step = timedelta(minutes=1) if self.interval == "minute" else timedelta(hours=1)
-            return (start.astimezone(timezone.utc) + step).astimezone(self.tz)
+            if self.interval == "minute":
+                wall = start.replace(second=0, microsecond=0, tzinfo=None, fold=0)
+            else:
+                wall = start.replace(minute=0, second=0, microsecond=0, tzinfo=None, fold=0)
+            end = (wall + step - offset).replace(tzinfo=timezone.utc)
+            if self._offset(end - _TICK) != offset:
+                end = self._change_after(start.astimezone(timezone.utc), end)
+            return _fixed(end, self.tz)
         day = start.date()
         if self.interval == "day":
             day += timedelta(days=1)
@@ -159,20 +191,66 @@ class TimeRouter(Router[str]):
             day = day.replace(year=day.year + day.month // 12, month=day.month % 12 + 1, day=1)
         else:
             day = day.replace(year=day.year + 1, month=1, day=1)
-        return _wall(day.year, day.month, day.day, self.tz)
+        return _fixed(_wall(day.year, day.month, day.day, self.tz), self.tz)
+
+    def _offset(self, instant: datetime) -> timedelta | None:
+        return instant.astimezone(self.tz).utcoffset()
+
+    def _change_after(self, lo: datetime, hi: datetime) -> datetime:
+        """The first instant in ``(lo, hi]`` whose UTC offset differs from *lo*'s (bisection)."""
+        before = self._offset(lo)
+        while hi - lo > _TICK:
+            mid = lo + (hi - lo) // 2
+            if self._offset(mid) == before:
+                lo = mid
+            else:
+                hi = mid
+        return hi
 
     def name(self, start: datetime) -> str:
-        """The template filled in with *start*."""
-        return self.template.format(start)
+        """The template filled in with *start*, the start of a partition.
+
+        Where clocks go back, a minute or hour partition repeats the wall time
+        of an earlier one; unless the template shows the UTC offset (``%z`` or
+        ``%Z``), the repeat's name gets its offset appended, e.g.
+        ``h_2026_10_25_02`` (CEST) and then ``h_2026_10_25_02_p0100`` (CET).
+        """
+        local = start.astimezone(self.tz)
+        name = self.template.format(local)
+        if self._shows_offset or self.interval not in ("minute", "hour"):
+            return name
+        offset = local.utcoffset()
+        instant = local.astimezone(timezone.utc)
+        # Clocks went back within the last hours if an earlier offset differs.
+        earlier = {self._offset(instant - _TICK), self._offset(instant - _LOOKBACK)}
+        earlier.discard(offset)
+        if not earlier:
+            return name
+        if self.interval == "minute":
+            wall = local.replace(second=0, microsecond=0, tzinfo=None, fold=0)
+        else:
+            wall = local.replace(minute=0, second=0, microsecond=0, tzinfo=None, fold=0)
+        for before in earlier:
+            if before is None:
+                continue
+            seen = (wall - before).replace(tzinfo=timezone.utc)
+            if seen < instant and self._offset(seen) == before:  # this wall time came before
+                return name + _offset_suffix(offset)
+        return name
 
     def parse(self, name: str) -> Partition:
         """The :class:`Partition` a name produced by this router stands for.
 
         :raises ValueError: *name* does not come from this template.
         """
-        if not (name.startswith(self._prefix) and name.endswith(self._suffix)):
+        repeat = _REPEAT.search(name)
+        if repeat is not None and not self._shows_offset and self.interval in ("minute", "hour"):
+            base = name[: repeat.start()]
+        else:
+            base, repeat = name, None
+        if not (base.startswith(self._prefix) and base.endswith(self._suffix)):
             raise ValueError(f"{name!r} does not match template {self.template!r}")
-        middle = name[len(self._prefix) : len(name) - len(self._suffix) or None]
+        middle = base[len(self._prefix) : len(base) - len(self._suffix) or None]
         fmt = self._format
         if ("%V" in fmt or "%U" in fmt or "%W" in fmt) and "%u" not in fmt and "%w" not in fmt:
             middle, fmt = middle + "|1", fmt + "|%u"  # strptime needs a weekday for weeks
@@ -180,7 +258,20 @@ class TimeRouter(Router[str]):
             parsed = datetime.strptime(middle, fmt)
         except ValueError:
             raise ValueError(f"{name!r} does not match template {self.template!r}") from None
-        partition = self.partition(parsed.replace(tzinfo=self.tz))
+        if repeat is None:
+            zone: tzinfo = self.tz
+        else:  # a repeated wall time: the suffix says under which offset
+            text = repeat.group()
+            minutes = int(text[2:4]) * 60 + int(text[4:6])
+            zone = timezone(timedelta(minutes=minutes if text[1] == "p" else -minutes))
+        partition = self.partition(parsed.replace(tzinfo=zone))
+        if partition.name != name:
+            # A wall time in a DST gap resolves past the gap, and a repeat may
+            # begin mid-hour: the partition named is then a neighbour.
+            for near in (partition.start - _TICK, partition.end):
+                if self.partition(near).name == name:
+                    partition = self.partition(near)
+                    break
         if partition.name != name:
             raise ValueError(f"{name!r} is not a partition name of template {self.template!r}")
         return partition
@@ -245,6 +336,27 @@ class TimeRouter(Router[str]):
 
     def __repr__(self) -> str:
         return f"TimeRouter({self.interval!r}, {self.template!r}, tz={self.tz!r})"
+
+
+def _fixed(instant: datetime, tz: tzinfo) -> datetime:
+    """*instant* at *tz*'s UTC offset there, as a fixed-offset datetime.
+
+    Two datetimes in one zone compare by wall time, ignoring ``fold``, so the
+    two 02:30 of a repeated hour would compare equal; fixed offsets compare
+    as instants.
+    """
+    local = instant.astimezone(tz)
+    offset = local.utcoffset()
+    assert offset is not None
+    return local.replace(tzinfo=timezone(offset), fold=0)
+
+
+def _offset_suffix(offset: timedelta | None) -> str:
+    """``+01:00`` as ``_p0100``, ``-03:30`` as ``_m0330``: safe in table names."""
+    assert offset is not None
+    minutes = int(offset.total_seconds()) // 60
+    sign = "p" if minutes >= 0 else "m"
+    return f"_{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
 
 
 def _wall(year: int, month: int, day: int, tz: tzinfo) -> datetime:
