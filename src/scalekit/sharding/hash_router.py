@@ -185,12 +185,12 @@ class HashRouter(Router[S]):
         """
         if shard in self._shards:
             raise ConfigurationError(f"shard {shard!r} is already routed to")
+        weights = dict(self._weights)
         if weight is not None:
             if self.strategy not in _WEIGHTED:
                 raise ConfigurationError(f"strategy {self.strategy!r} does not support weights")
-            self._weights[shard] = self._check_weight(shard, weight)
-        new_shards = (*self._shards, shard)
-        self._change(new_shards, self._slots)
+            weights[shard] = self._check_weight(shard, weight)
+        self._change((*self._shards, shard), self._slots, weights)
 
     def remove_shard(self, shard: S) -> None:
         """Remove *shard*; its keys spread over the others.
@@ -214,8 +214,9 @@ class HashRouter(Router[S]):
             shards.pop(index)
             # Renumber slot owners past the removed index; its slots become unowned (-1).
             slots = [-1 if s == index else s - (s > index) for s in slots]
-        self._weights.pop(shard, None)
-        self._change(tuple(shards), slots)
+        weights = dict(self._weights)
+        weights.pop(shard, None)
+        self._change(tuple(shards), slots, weights)
 
     # -- routing ---------------------------------------------------------------------
 
@@ -249,16 +250,19 @@ class HashRouter(Router[S]):
         # less per lookup, which is most of the cost at this size.
         self.route = route  # type: ignore[method-assign,assignment]
 
-    def _change(self, shards: tuple[S, ...], slots: list[int]) -> None:
-        old = self._shards
-        self._shards = shards
-        if self.strategy == "slots":
-            self._slots = _rebalance(slots, self._slot_targets())
+    def _change(self, shards: tuple[S, ...], slots: list[int], weights: dict[S, float]) -> None:
+        # Build the new placement first and commit it only if that succeeds:
+        # a failed change leaves the router exactly as it was.
+        saved = (self._shards, self._weights, self._slots, self._placement)
+        self._shards, self._weights = shards, weights
         try:
-            self._install(self._build())
+            if self.strategy == "slots":
+                self._slots = _rebalance(slots, self._slot_targets())
+            route = self._build()
         except BaseException:
-            self._shards = old
+            self._shards, self._weights, self._slots, self._placement = saved
             raise
+        self._install(route)
 
     def _slot_targets(self) -> list[int]:
         weights = [self._weights.get(s, 1) for s in self._shards]
