@@ -67,6 +67,8 @@ class HashRouter(Router[S]):
     True
     """
 
+    _placement: KetamaRing | MaglevTable | Rendezvous | None
+
     def __init__(
         self,
         shards: Iterable[S],
@@ -288,7 +290,7 @@ class HashRouter(Router[S]):
         shards = self._shards
         n = len(shards)
         strategy = self.strategy
-        self._placement: KetamaRing | MaglevTable | Rendezvous | None = None
+        self._placement = None
         weighted = [(s, self._weights.get(s, 1)) for s in shards]
         if strategy == "jump":
             hash128 = mmh3.hash128
