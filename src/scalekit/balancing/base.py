@@ -146,6 +146,7 @@ class Balancer(ABC):
         now = clock()
         self._init_state()
         for endpoint, weight in parsed.items():
+            self._check_add(endpoint)
             self._weights[endpoint] = weight
             self._in_flight[endpoint] = 0
             self._on_add(endpoint, weight)
@@ -191,11 +192,18 @@ class Balancer(ABC):
             learn from it, ``None`` means not measured.
         :param ok: whether the request succeeded; feeds outlier detection.
         :raises ValueError: *endpoint* is unknown or has nothing in flight.
+        :raises ConfigurationError: *latency* is not a finite number >= 0; the
+            request is released all the same (as if no latency was given).
 
         Runtime complexity: O(1).
         """
+        bad: ConfigurationError | None = None
         if latency is not None and not (latency.__class__ is float and 0.0 <= latency < _INF):
-            latency = _check_latency(latency)
+            try:
+                latency = _check_latency(latency)
+            except ConfigurationError as exc:
+                # The request is over all the same: end it, learn nothing, then say so.
+                bad, latency = exc, None
         with self._lock:
             count = self._in_flight.get(endpoint)
             if count is None:
@@ -206,6 +214,8 @@ class Balancer(ABC):
                     del self._draining[endpoint]
                 else:
                     self._draining[endpoint] = draining - 1
+                if bad is not None:
+                    raise bad
                 return
             if count == 0:
                 raise ValueError(f"cannot release endpoint {endpoint!r}: it has nothing in flight")
@@ -213,6 +223,8 @@ class Balancer(ABC):
             self._on_release(endpoint, latency, ok)
             if self._health is not None:
                 self._health._record(endpoint, ok, self._clock())
+        if bad is not None:
+            raise bad
 
     @contextmanager
     def request(self, key: Hashable | None = None) -> Iterator[Hashable]:
@@ -253,6 +265,7 @@ class Balancer(ABC):
         with self._lock:
             if endpoint in self._weights:
                 raise ConfigurationError(f"endpoint {endpoint!r} is already in the balancer")
+            self._check_add(endpoint)
             self._weights[endpoint] = weight
             self._in_flight[endpoint] = self._draining.pop(endpoint, 0)
             self._on_add(endpoint, weight)
@@ -348,6 +361,9 @@ class Balancer(ABC):
 
     def _init_state(self) -> None:  # noqa: B027
         """Create the strategy's own structures, before any endpoint is added."""
+
+    def _check_add(self, endpoint: Hashable) -> None:  # noqa: B027
+        """Refuse *endpoint* before anything changes (lock held); raise ConfigurationError."""
 
     def _on_add(self, endpoint: Hashable, weight: int) -> None:  # noqa: B027
         """A new endpoint joined (lock held)."""

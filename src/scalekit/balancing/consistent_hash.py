@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .._hashing import key_bytes
 from ..exceptions import ConfigurationError
 from ..sharding.ketama import KETAMA_POINTS_PER_SERVER, KetamaRing
 from ..sharding.maglev import DEFAULT_MAGLEV_SIZE, MaglevTable
@@ -16,9 +17,41 @@ from .base import Balancer, Endpoints
 if TYPE_CHECKING:
     from .health import HealthPolicy
 
-__all__ = ["ConsistentHashBalancer"]
+__all__ = ["ConsistentHashBalancer", "endpoint_name"]
 
 _TABLES = ("ring", "maglev")
+
+
+def endpoint_name(endpoint: Hashable) -> str | bytes | int:
+    """The stable name a consistent-hash table hashes *endpoint* by.
+
+    `str`, `bytes` and `int` endpoints are their own names (hashed through
+    `scalekit._hashing.key_bytes`, so `1` and `"1"` are the same name); a
+    tuple of `str` and `int` parts, such as `("10.0.0.1", 8080)`, is named by
+    its parts joined with `:` (`"10.0.0.1:8080"`), so it lands where the
+    endpoint `"10.0.0.1:8080"` would.
+
+    Raises:
+        ConfigurationError: any other endpoint: no encoding every process
+            agrees on (the builtin `hash()` is salted per process).
+    """
+    if isinstance(endpoint, (str, bytes)) or (
+        isinstance(endpoint, int) and not isinstance(endpoint, bool)
+    ):
+        return endpoint
+    if (
+        isinstance(endpoint, tuple)
+        and endpoint
+        and all(
+            isinstance(part, str) or (isinstance(part, int) and not isinstance(part, bool))
+            for part in endpoint
+        )
+    ):
+        return ":".join(map(str, endpoint))
+    raise ConfigurationError(
+        f"endpoint {endpoint!r} of type {type(endpoint).__name__} cannot be hashed stably; "
+        "use str, bytes, int or a (host, port) tuple"
+    )
 
 
 class ConsistentHashBalancer(Balancer):
@@ -91,13 +124,32 @@ class ConsistentHashBalancer(Balancer):
     # -- the table ------------------------------------------------------------
     def _init_state(self) -> None:
         self._lookup: KetamaRing | MaglevTable | None = None
+        # Stable name -> endpoint; the tables hold names, picks return endpoints.
+        self._by_name: dict[bytes, Hashable] = {}
+        self._names: dict[Hashable, str | bytes | int] = {}
+        self._renamed = 0  # endpoints whose name is not the endpoint itself
         # Running totals keep the bounded-load check O(1): the members' weight
         # and their requests in flight (not those of removed, draining ones).
         self._total_weight = 0
         self._live = 0
 
+    def _check_add(self, endpoint: Hashable) -> None:
+        name = endpoint_name(endpoint)
+        other = self._by_name.get(key_bytes(name))
+        if other is not None:
+            raise ConfigurationError(
+                f"endpoint {endpoint!r} has the same name {name!r} as endpoint {other!r} in the "
+                "hash table: give endpoints distinct names"
+            )
+        if self.table == "maglev" and len(self._weights) >= self._maglev_size:
+            raise ConfigurationError(
+                f"a Maglev table of maglev_size {self._maglev_size} holds at most that many "
+                f"endpoints; cannot add {endpoint!r} as endpoint {len(self._weights) + 1}"
+            )
+
     def _build(self) -> KetamaRing | MaglevTable:
-        nodes = list(self._weights.items())
+        names = self._names
+        nodes = [(names[ep], w) for ep, w in self._weights.items()]
         lookup: KetamaRing | MaglevTable
         if self.table == "ring":
             lookup = KetamaRing(nodes, points_per_server=self._points_per_server)
@@ -107,11 +159,18 @@ class ConsistentHashBalancer(Balancer):
         return lookup
 
     def _on_add(self, endpoint: Hashable, weight: int) -> None:
+        name = endpoint_name(endpoint)
+        self._names[endpoint] = name
+        self._by_name[key_bytes(name)] = endpoint
+        self._renamed += name is not endpoint
         self._lookup = None
         self._total_weight += weight
         self._live += self._in_flight[endpoint]
 
     def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+        name = self._names.pop(endpoint)
+        del self._by_name[key_bytes(name)]
+        self._renamed -= name is not endpoint
         self._lookup = None
         self._total_weight -= weight
         self._live -= self._draining.get(endpoint, 0)
@@ -128,31 +187,47 @@ class ConsistentHashBalancer(Balancer):
         lookup = self._lookup or self._build()
         if key is None:
             key = self._rng.getrandbits(64)
-        self._live += 1  # the base counts the pick in flight right after this
-        if self.balance_factor is None:
+        # Count the pick in self._live only once the key has been looked up: a
+        # key the table cannot hash raises and must leave nothing behind.
+        if self._renamed:
+            endpoint = self._select_renamed(lookup, excluded, key)
+        elif self.balance_factor is None:
             if not excluded:
-                return lookup.get(key)
-            for endpoint in lookup.successors(key):
-                if endpoint not in excluded:
-                    return endpoint
-            raise AssertionError("_select is never called with every endpoint excluded")
-        return self._bounded(lookup, excluded, key, self.balance_factor)
+                endpoint = lookup.get(key)
+            else:
+                endpoint = next(ep for ep in lookup.successors(key) if ep not in excluded)
+        else:
+            endpoint = self._bounded(lookup.get(key), lookup.successors(key), excluded)
+        self._live += 1
+        return endpoint
+
+    def _select_renamed(
+        self, lookup: KetamaRing | MaglevTable, excluded: frozenset[Hashable], key: Any
+    ) -> Hashable:
+        by_name = self._by_name
+        home = by_name[key_bytes(lookup.get(key))]
+        walk = (by_name[key_bytes(name)] for name in lookup.successors(key))
+        if self.balance_factor is None:
+            if home not in excluded:
+                return home
+            return next(ep for ep in walk if ep not in excluded)
+        return self._bounded(home, walk, excluded)
 
     def _bounded(
-        self, lookup: KetamaRing | MaglevTable, excluded: frozenset[Hashable], key: Any, c: float
+        self, home: Hashable, walk: Iterator[Hashable], excluded: frozenset[Hashable]
     ) -> Hashable:
+        assert self.balance_factor is not None
         in_flight, weights = self._in_flight, self._weights
         total_weight = self._total_weight
         if excluded:
             total_weight -= sum(weights.get(ep, 0) for ep in excluded)
-        # self._live already counts this pick: the bound is on the load after it.
-        room = c * self._live / total_weight
+        # The bound is on the load after this pick, hence the + 1.
+        room = self.balance_factor * (self._live + 1) / total_weight
         # For an integer count n, n < ceil(x) exactly when n < x: no ceil needed.
-        home = lookup.get(key)
         if home not in excluded and in_flight[home] < room * weights[home]:
             return home  # the common case: no walk needed
         first: Hashable | None = None
-        for endpoint in lookup.successors(key):
+        for endpoint in walk:
             if endpoint in excluded:
                 continue
             if in_flight[endpoint] < room * weights[endpoint]:
@@ -170,4 +245,5 @@ class ConsistentHashBalancer(Balancer):
         Runtime complexity: that of the table's lookup.
         """
         with self._lock:
-            return (self._lookup or self._build()).get(key)
+            name = (self._lookup or self._build()).get(key)
+            return self._by_name[key_bytes(name)]

@@ -5,8 +5,10 @@ balancer). The rules are Envoy's (``outlier.rst``, ``health_checking.rst``
 and the load-balancing docs on slow start and the panic threshold):
 
 * **Consecutive failures**: ``consecutive_failures`` failed releases in a
-  row eject the endpoint for ``base_ejection_time`` times the number of
-  times it has been ejected, at most ``max_ejection_time``.
+  row eject the endpoint for ``base_ejection_time`` times its ejection
+  multiplier, at most ``max_ejection_time`` (which may not be below the
+  base). Each ejection raises the multiplier by one while ``multiplier *
+  base < max + base``, as Envoy does.
 * **Success rate**: every ``interval``, among the endpoints with at least
   ``success_rate_request_volume`` requests in that interval (and only if
   there are ``success_rate_minimum_hosts`` of them), those whose success
@@ -73,6 +75,11 @@ class OutlierDetection:
             positive_int("consecutive_failures", self.consecutive_failures)
         positive_number("base_ejection_time", self.base_ejection_time)
         positive_number("max_ejection_time", self.max_ejection_time)
+        if self.max_ejection_time < self.base_ejection_time:
+            raise ConfigurationError(
+                f"max_ejection_time must be >= base_ejection_time ({self.base_ejection_time!r}), "
+                f"got {self.max_ejection_time!r}"
+            )
         _percent("max_ejection_percent", self.max_ejection_percent)
         positive_number("interval", self.interval)
         if self.success_rate_stdev_factor is not None:
@@ -349,11 +356,12 @@ class HealthPolicy:
         ejected = sum(1 for s in self._states.values() if s.ejected_until is not None)
         if ejected and 100.0 * (ejected + 1) / len(self._states) > outlier.max_ejection_percent:
             return False
-        state.ejections += 1
-        span = min(
-            outlier.base_ejection_time * state.ejections,
-            max(outlier.max_ejection_time, outlier.base_ejection_time),
-        )
+        base, most = outlier.base_ejection_time, outlier.max_ejection_time
+        # Envoy raises the multiplier only while multiplier * base < max + base,
+        # so after a long run of ejections it falls back to max within a few ticks.
+        if state.ejections * base < most + base:
+            state.ejections += 1
+        span = min(base * state.ejections, most)
         state.ejected_until = now + span
         state.reason = reason
         self._refresh()

@@ -1,4 +1,4 @@
-"""Weighted round robin by Envoy's earliest-deadline-first schedule, exactly."""
+"""Weighted round robin by Envoy's earliest-deadline-first rule, in exact arithmetic."""
 
 from __future__ import annotations
 
@@ -20,15 +20,18 @@ __all__ = ["WeightedRoundRobin"]
 
 
 class WeightedRoundRobin(Balancer):
-    """Envoy's weighted round robin: earliest deadline first, exact arithmetic.
+    """Envoy's weighted round robin rule (earliest deadline first) in exact arithmetic.
 
     Each endpoint is due again ``1 / weight`` after its last turn; the
     earliest deadline goes next and equal deadlines go in the order the
-    entries were queued (Envoy ``edf_scheduler.h``). Envoy keeps deadlines
-    in ``double``; here time is counted in units of ``1 / lcm(weights)`` so
-    every deadline is an exact integer (an exact fraction during slow
-    start), and over ``total weight`` picks from the start each endpoint
-    is chosen exactly ``weight`` times.
+    entries were queued (Envoy ``edf_scheduler.h``). What matches Envoy is
+    that rule, its tie-break and ``createWithPicks``' emulation of the
+    offset; the sequence itself does not always: Envoy keeps deadlines in
+    ``double``, and where its sums round (weights 10 and 1: ten steps of
+    0.1 fall short of 1.0) it orders ties differently. Here time is counted
+    in units of ``1 / lcm(weights)``, so every deadline is an exact integer
+    (an exact fraction during slow start), and over ``total weight`` picks
+    from the start each endpoint is chosen exactly ``weight`` times.
 
     >>> lb = WeightedRoundRobin({"a": 5, "b": 1, "c": 1}, offset=0)
     >>> "".join(lb.pick() for _ in range(7))
@@ -42,10 +45,12 @@ class WeightedRoundRobin(Balancer):
     :raises ConfigurationError: see :class:`Balancer`; *offset* not an
         ``int`` >= 0.
 
-    As in Envoy, a new weight takes effect when the endpoint is next
-    scheduled; an added endpoint is queued at ``now + 1 / weight``; a
-    removed one is dropped when its entry surfaces. An ejected endpoint
-    keeps taking its turns in the schedule, which passes them on.
+    A new weight takes effect when the endpoint is next scheduled. Envoy
+    rebuilds the whole schedule when membership changes; scalekit instead
+    keeps every other endpoint's deadline, queues an added endpoint at
+    ``now + 1 / weight`` and drops a removed one when its entry surfaces,
+    so a change does not reshuffle the rotation. An ejected endpoint keeps
+    taking its turns in the schedule, which passes them on.
 
     Thread-safety: see :class:`Balancer`.
     Runtime complexity: O(log n) per pick; O(log n) per membership change,
