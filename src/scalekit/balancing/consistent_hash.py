@@ -6,23 +6,25 @@ import math
 import random
 import time
 from collections.abc import Callable, Hashable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .._hashing import key_bytes
 from ..exceptions import ConfigurationError
 from ..sharding.ketama import KETAMA_POINTS_PER_SERVER, KetamaRing
 from ..sharding.maglev import DEFAULT_MAGLEV_SIZE, MaglevTable
-from .base import Balancer, Endpoints
+from .base import Balancer, E, Endpoints
 
 if TYPE_CHECKING:
     from .health import HealthPolicy
 
 __all__ = ["ConsistentHashBalancer", "endpoint_name"]
 
+#: The lookup table of a ConsistentHashBalancer.
+Table = Literal["ring", "maglev"]
 _TABLES = ("ring", "maglev")
 
 
-def endpoint_name(endpoint: Hashable) -> str | bytes | int:
+def endpoint_name(endpoint: E) -> str | bytes | int:
     """The stable name a consistent-hash table hashes *endpoint* by.
 
     `str`, `bytes` and `int` endpoints are their own names (hashed through
@@ -54,7 +56,7 @@ def endpoint_name(endpoint: Hashable) -> str | bytes | int:
     )
 
 
-class ConsistentHashBalancer(Balancer):
+class ConsistentHashBalancer(Balancer[E]):
     """Send every request with the same key to the same endpoint, as far as possible.
 
     ``pick(key)`` looks the key up in a ketama ring (``table="ring"``,
@@ -93,9 +95,9 @@ class ConsistentHashBalancer(Balancer):
 
     def __init__(
         self,
-        endpoints: Endpoints,
+        endpoints: Endpoints[E],
         *,
-        table: str = "ring",
+        table: Table = "ring",
         balance_factor: float | None = None,
         points_per_server: int = KETAMA_POINTS_PER_SERVER,
         maglev_size: int = DEFAULT_MAGLEV_SIZE,
@@ -125,15 +127,15 @@ class ConsistentHashBalancer(Balancer):
     def _init_state(self) -> None:
         self._lookup: KetamaRing | MaglevTable | None = None
         # Stable name -> endpoint; the tables hold names, picks return endpoints.
-        self._by_name: dict[bytes, Hashable] = {}
-        self._names: dict[Hashable, str | bytes | int] = {}
+        self._by_name: dict[bytes, E] = {}
+        self._names: dict[E, str | bytes | int] = {}
         self._renamed = 0  # endpoints whose name is not the endpoint itself
         # Running totals keep the bounded-load check O(1): the members' weight
         # and their requests in flight (not those of removed, draining ones).
         self._total_weight = 0
         self._live = 0
 
-    def _check_add(self, endpoint: Hashable) -> None:
+    def _check_add(self, endpoint: E) -> None:
         name = endpoint_name(endpoint)
         other = self._by_name.get(key_bytes(name))
         if other is not None:
@@ -158,7 +160,7 @@ class ConsistentHashBalancer(Balancer):
         self._lookup = lookup
         return lookup
 
-    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+    def _on_add(self, endpoint: E, weight: int) -> None:
         name = endpoint_name(endpoint)
         self._names[endpoint] = name
         self._by_name[key_bytes(name)] = endpoint
@@ -167,7 +169,7 @@ class ConsistentHashBalancer(Balancer):
         self._total_weight += weight
         self._live += self._in_flight[endpoint]
 
-    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+    def _on_remove(self, endpoint: E, weight: int) -> None:
         name = self._names.pop(endpoint)
         del self._by_name[key_bytes(name)]
         self._renamed -= name is not endpoint
@@ -175,20 +177,21 @@ class ConsistentHashBalancer(Balancer):
         self._total_weight -= weight
         self._live -= self._draining.get(endpoint, 0)
 
-    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+    def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         self._lookup = None
         self._total_weight += new - old
 
-    def _on_release(self, endpoint: Hashable, latency: float | None, ok: bool) -> None:
+    def _on_release(self, endpoint: E, latency: float | None, ok: bool) -> None:
         self._live -= 1
 
     # -- picking ----------------------------------------------------------------
-    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         lookup = self._lookup or self._build()
         if key is None:
             key = self._rng.getrandbits(64)
         # Count the pick in self._live only once the key has been looked up: a
         # key the table cannot hash raises and must leave nothing behind.
+        endpoint: Hashable
         if self._renamed:
             endpoint = self._select_renamed(lookup, excluded, key)
         elif self.balance_factor is None:
@@ -197,13 +200,15 @@ class ConsistentHashBalancer(Balancer):
             else:
                 endpoint = next(ep for ep in lookup.successors(key) if ep not in excluded)
         else:
-            endpoint = self._bounded(lookup.get(key), lookup.successors(key), excluded)
+            walk = cast("Iterator[E]", lookup.successors(key))
+            endpoint = self._bounded(cast("E", lookup.get(key)), walk, excluded)
         self._live += 1
-        return endpoint
+        # Without renamed endpoints the tables hold the endpoints themselves.
+        return cast("E", endpoint)
 
     def _select_renamed(
         self, lookup: KetamaRing | MaglevTable, excluded: frozenset[Hashable], key: Any
-    ) -> Hashable:
+    ) -> E:
         by_name = self._by_name
         home = by_name[key_bytes(lookup.get(key))]
         walk = (by_name[key_bytes(name)] for name in lookup.successors(key))
@@ -213,20 +218,19 @@ class ConsistentHashBalancer(Balancer):
             return next(ep for ep in walk if ep not in excluded)
         return self._bounded(home, walk, excluded)
 
-    def _bounded(
-        self, home: Hashable, walk: Iterator[Hashable], excluded: frozenset[Hashable]
-    ) -> Hashable:
+    def _bounded(self, home: E, walk: Iterator[E], excluded: frozenset[Hashable]) -> E:
         assert self.balance_factor is not None
         in_flight, weights = self._in_flight, self._weights
         total_weight = self._total_weight
         if excluded:
-            total_weight -= sum(weights.get(ep, 0) for ep in excluded)
+            excluded_weights: dict[Hashable, int] = weights  # type: ignore[assignment]
+            total_weight -= sum(excluded_weights.get(ep, 0) for ep in excluded)
         # The bound is on the load after this pick, hence the + 1.
         room = self.balance_factor * (self._live + 1) / total_weight
         # For an integer count n, n < ceil(x) exactly when n < x: no ceil needed.
         if home not in excluded and in_flight[home] < room * weights[home]:
             return home  # the common case: no walk needed
-        first: Hashable | None = None
+        first: E | None = None
         for endpoint in walk:
             if endpoint in excluded:
                 continue
@@ -239,7 +243,7 @@ class ConsistentHashBalancer(Balancer):
         assert first is not None
         return first
 
-    def lookup(self, key: Hashable) -> Hashable:
+    def lookup(self, key: Hashable) -> E:
         """Where *key* goes with no endpoint ejected or full, without picking it.
 
         Runtime complexity: that of the table's lookup.

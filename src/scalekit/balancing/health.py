@@ -33,7 +33,7 @@ import math
 import threading
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._validation import non_negative_number, positive_int, positive_number
 from ..exceptions import ConfigurationError
@@ -170,7 +170,7 @@ class HealthPolicy:
         self.outlier = outlier
         self.slow_start = slow_start
         self.panic_threshold = _percent("panic_threshold", panic_threshold)
-        self._balancer: Balancer | None = None
+        self._balancer: Balancer[Any] | None = None
         self._lock: threading.Lock | None = None
         self._states: dict[Hashable, _State] = {}
         self._excluded_set: frozenset[Hashable] = frozenset()
@@ -250,7 +250,7 @@ class HealthPolicy:
 
     # ------------------------------------------- hooks the balancer calls (locked)
 
-    def _bind(self, balancer: Balancer, endpoints: list[Hashable], now: float) -> None:
+    def _bind(self, balancer: Balancer[Any], endpoints: list[Hashable], now: float) -> None:
         if self._balancer is not None:
             raise ConfigurationError("health: a HealthPolicy serves one balancer; make another")
         self._balancer = balancer

@@ -9,7 +9,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from .._validation import positive_number
-from .base import Balancer, Endpoints
+from .base import Balancer, E, Endpoints
 
 if TYPE_CHECKING:
     from .health import HealthPolicy
@@ -21,7 +21,7 @@ __all__ = ["PeakEWMA"]
 PENALTY = float((2**63 - 1) >> 16) / 1e9
 
 
-class PeakEWMA(Balancer):
+class PeakEWMA(Balancer[E]):
     """Prefer the endpoint with the lowest peak-sensitive latency times load.
 
     Each endpoint keeps ``cost``, a moving average of its latency that
@@ -56,7 +56,7 @@ class PeakEWMA(Balancer):
 
     def __init__(
         self,
-        endpoints: Endpoints,
+        endpoints: Endpoints[E],
         *,
         decay: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
@@ -67,22 +67,22 @@ class PeakEWMA(Balancer):
         super().__init__(endpoints, clock=clock, rng=rng, health=health)
 
     def _init_state(self) -> None:
-        self._ids: list[Hashable] = []
-        self._metric: dict[Hashable, list[float]] = {}  # endpoint -> [cost, stamp]
+        self._ids: list[E] = []
+        self._metric: dict[E, list[float]] = {}  # endpoint -> [cost, stamp]
         self._uniform = True
 
-    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+    def _on_add(self, endpoint: E, weight: int) -> None:
         if self._ids and weight != self._weights[self._ids[0]]:
             self._uniform = False
         self._ids.append(endpoint)
         self._metric[endpoint] = [0.0, self._clock()]
 
-    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+    def _on_remove(self, endpoint: E, weight: int) -> None:
         self._ids.remove(endpoint)
         del self._metric[endpoint]
         self._uniform = len(set(self._weights.values())) <= 1
 
-    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+    def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         self._uniform = len(set(self._weights.values())) <= 1
 
     def _observe(self, metric: list[float], rtt: float, now: float) -> None:
@@ -96,18 +96,18 @@ class PeakEWMA(Balancer):
             metric[0] = cost
         metric[1] = now
 
-    def cost(self, endpoint: Hashable) -> float:
+    def cost(self, endpoint: E) -> float:
         """The endpoint's current latency estimate in seconds, decayed to now."""
         with self._lock:
             metric = self._metric[endpoint]
             self._observe(metric, 0.0, self._clock())
             return metric[0]
 
-    def _on_release(self, endpoint: Hashable, latency: float | None, ok: bool) -> None:
+    def _on_release(self, endpoint: E, latency: float | None, ok: bool) -> None:
         if latency is not None:
             self._observe(self._metric[endpoint], latency, self._clock())
 
-    def _ramp(self, hosts: list[Hashable], now: float) -> Hashable | list[Hashable]:
+    def _ramp(self, hosts: list[E], now: float) -> E | list[E]:
         """During slow start: a ramping endpoint drawn by its share, or the hosts for P2C.
 
         A ramping endpoint gets ``weight * factor / sum(weight * factor)`` of
@@ -115,8 +115,8 @@ class PeakEWMA(Balancer):
         at full weight share the rest by P2C.
         """
         weights = self._weights
-        full: list[Hashable] = []
-        ramping: list[tuple[Hashable, float]] = []
+        full: list[E] = []
+        ramping: list[tuple[E, float]] = []
         total = 0.0
         for ep in hosts:
             factor = self._factor(ep, now)
@@ -135,7 +135,7 @@ class PeakEWMA(Balancer):
             u -= share
         return full
 
-    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         hosts = self._ids if not excluded else [ep for ep in self._ids if ep not in excluded]
         now = self._clock()
         health = self._health

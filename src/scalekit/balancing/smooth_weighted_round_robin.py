@@ -6,7 +6,7 @@ import heapq
 from collections.abc import Hashable
 from operator import add
 
-from .base import Balancer
+from .base import Balancer, E
 
 __all__ = ["SLOW_START_SCALE", "SmoothWeightedRoundRobin"]
 
@@ -14,7 +14,7 @@ __all__ = ["SLOW_START_SCALE", "SmoothWeightedRoundRobin"]
 SLOW_START_SCALE = 1000
 
 
-class SmoothWeightedRoundRobin(Balancer):
+class SmoothWeightedRoundRobin(Balancer[E]):
     """Weighted rotation that spreads each endpoint's turns evenly, as nginx does.
 
     On every pick each eligible endpoint's ``current_weight`` grows by its
@@ -54,7 +54,7 @@ class SmoothWeightedRoundRobin(Balancer):
 
     def _init_state(self) -> None:
         # Parallel lists in insertion order, so the hot path runs in C (map, max, index).
-        self._ids: list[Hashable] = []
+        self._ids: list[E] = []
         self._w: list[int] = []
         self._cur: list[int] = []
         self._total = 0
@@ -91,7 +91,7 @@ class SmoothWeightedRoundRobin(Balancer):
         self._heaps = list(groups.items())
         return self._heaps
 
-    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+    def _on_add(self, endpoint: E, weight: int) -> None:
         self._sync()
         self._ungroupable = False
         self._ids.append(endpoint)
@@ -99,27 +99,27 @@ class SmoothWeightedRoundRobin(Balancer):
         self._cur.append(0)
         self._total += weight
 
-    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+    def _on_remove(self, endpoint: E, weight: int) -> None:
         self._sync()
         self._ungroupable = False
         index = self._ids.index(endpoint)
         del self._ids[index], self._w[index], self._cur[index]
         self._total -= weight
 
-    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+    def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         self._sync()
         self._ungroupable = False
         self._w[self._ids.index(endpoint)] = new
         self._total += new - old
 
-    def current_weights(self) -> dict[Hashable, int]:
+    def current_weights(self) -> dict[E, int]:
         """A copy of every endpoint's ``current_weight`` (nginx's name)."""
         with self._lock:
             self._sync()
             scale = self._scale
             return {ep: round(c / scale) for ep, c in zip(self._ids, self._cur, strict=True)}
 
-    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         if not excluded and not self._slow_starting():
             if self._scale != 1:
                 self._rescale(1)
@@ -176,7 +176,7 @@ class SmoothWeightedRoundRobin(Balancer):
             self._cur = [round(c / (old // scale)) for c in self._cur]
         self._scale = scale
 
-    def _select_grouped(self, heaps: list[tuple[int, list[tuple[int, int]]]]) -> Hashable:
+    def _select_grouped(self, heaps: list[tuple[int, list[tuple[int, int]]]]) -> E:
         tick = self._tick = self._tick + 1
         best_heap = heaps[0][1]
         best_value = tick * heaps[0][0] - best_heap[0][0]

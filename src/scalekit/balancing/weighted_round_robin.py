@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .._validation import non_negative_int
 from ._edf import EdfScheduler, Number
-from .base import Balancer, Endpoints
+from .base import Balancer, E, Endpoints
 
 if TYPE_CHECKING:
     from .health import HealthPolicy
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["WeightedRoundRobin"]
 
 
-class WeightedRoundRobin(Balancer):
+class WeightedRoundRobin(Balancer[E]):
     """Envoy's weighted round robin rule (earliest deadline first) in exact arithmetic.
 
     Each endpoint is due again ``1 / weight`` after its last turn; the
@@ -59,7 +59,7 @@ class WeightedRoundRobin(Balancer):
 
     def __init__(
         self,
-        endpoints: Endpoints,
+        endpoints: Endpoints[E],
         *,
         offset: int | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -77,7 +77,7 @@ class WeightedRoundRobin(Balancer):
     def _init_state(self) -> None:
         self._edf = EdfScheduler()
         self._unit: int = 1  # time is counted in 1 / _unit; _unit is a multiple of every weight
-        self._step: dict[Hashable, Number] = {}  # _unit // weight: 1 / weight in our unit
+        self._step: dict[E, Number] = {}  # _unit // weight: 1 / weight in our unit
 
     def _grow_unit(self, weight: int) -> None:
         if self._unit % weight:
@@ -86,7 +86,7 @@ class WeightedRoundRobin(Balancer):
             self._unit = new_unit
             self._step = {ep: new_unit // w for ep, w in self._weights.items()}
 
-    def _increment(self, endpoint: Hashable) -> Number:
+    def _increment(self, endpoint: E) -> Number:
         if self._slow_starting():
             factor = self._factor(endpoint, self._clock())
             if factor < 1.0:
@@ -94,26 +94,26 @@ class WeightedRoundRobin(Balancer):
                 return Fraction(self._unit, weight) / Fraction(factor).limit_denominator(10**6)
         return self._step[endpoint]
 
-    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+    def _on_add(self, endpoint: E, weight: int) -> None:
         self._grow_unit(weight)
         self._step[endpoint] = self._unit // weight
         self._edf.add(endpoint, self._step[endpoint])
 
-    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+    def _on_remove(self, endpoint: E, weight: int) -> None:
         self._edf.discard(endpoint)
         self._edf.compact()
         del self._step[endpoint]
 
-    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+    def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         self._grow_unit(new)
         self._step[endpoint] = self._unit // new
 
-    def deadlines(self) -> dict[Hashable, Fraction]:
+    def deadlines(self) -> dict[E, Fraction]:
         """Each endpoint's next deadline in scheduler time (1 = one full cycle)."""
         with self._lock:
             return {ep: Fraction(d) / self._unit for ep, d in self._edf.deadlines().items()}
 
-    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         edf = self._edf
         if not excluded and not self._slow_starting():
             return edf.pick_fixed(self._step)

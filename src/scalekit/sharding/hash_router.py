@@ -5,13 +5,14 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import mmh3
 
 from .._hashing import MASK64, hash64, key_bytes
 from ..exceptions import ConfigurationError
 from .base import Router, S, check_shards
+from .ketama import KetamaCompat
 from .placement import (
     DEFAULT_MAGLEV_SIZE,
     SLOT_COUNT,
@@ -22,9 +23,11 @@ from .placement import (
     key_slot,
 )
 
-__all__ = ["STRATEGIES", "HashRouter"]
+__all__ = ["STRATEGIES", "HashRouter", "Strategy"]
 
-STRATEGIES = ("jump", "rendezvous", "ketama", "maglev", "slots", "modulo")
+#: A placement strategy's name.
+Strategy = Literal["jump", "rendezvous", "ketama", "maglev", "slots", "modulo"]
+STRATEGIES: tuple[Strategy, ...] = ("jump", "rendezvous", "ketama", "maglev", "slots", "modulo")
 _WEIGHTED = ("rendezvous", "ketama", "maglev", "slots")
 _JUMP_MULTIPLIER = 2862933555777941757
 
@@ -73,10 +76,10 @@ class HashRouter(Router[S]):
         self,
         shards: Iterable[S],
         *,
-        strategy: str = "jump",
+        strategy: Strategy = "jump",
         weights: Mapping[S, float] | None = None,
         maglev_size: int = DEFAULT_MAGLEV_SIZE,
-        ketama_compat: str = "libmemcached",
+        ketama_compat: KetamaCompat = "libmemcached",
     ) -> None:
         if strategy not in STRATEGIES:
             raise ConfigurationError(
