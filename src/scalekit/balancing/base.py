@@ -190,24 +190,24 @@ class Balancer(ABC, Generic[E]):
             return endpoint
 
     def release(self, endpoint: E, *, latency: float | None = None, ok: bool = True) -> None:
-        """End one request on *endpoint*, picked before by :meth:`pick`.
+        """End one request on *endpoint*, picked before by `pick`.
 
-        :param latency: seconds the request took; latency-aware strategies
-            learn from it, ``None`` means not measured.
-        :param ok: whether the request succeeded; feeds outlier detection.
-        :raises ValueError: *endpoint* is unknown or has nothing in flight.
-        :raises ConfigurationError: *latency* is not a finite number >= 0; the
-            request is released all the same (as if no latency was given).
+        Args:
+            endpoint: the endpoint `pick` returned.
+            latency: seconds the request took; latency-aware strategies
+                learn from it, `None` means not measured.
+            ok: whether the request succeeded; feeds outlier detection.
+
+        Raises:
+            ValueError: *endpoint* is unknown or has nothing in flight.
+            ConfigurationError: *latency* is not a finite number >= 0; the
+                request is released all the same, as if no latency was given.
 
         Runtime complexity: O(1).
         """
-        bad: ConfigurationError | None = None
         if latency is not None and not (latency.__class__ is float and 0.0 <= latency < _INF):
-            try:
-                latency = _check_latency(latency)
-            except ConfigurationError as exc:
-                # The request is over all the same: end it, learn nothing, then say so.
-                bad, latency = exc, None
+            self._release_checked(endpoint, latency, ok)
+            return
         with self._lock:
             count = self._in_flight.get(endpoint)
             if count is None:
@@ -218,8 +218,6 @@ class Balancer(ABC, Generic[E]):
                     del self._draining[endpoint]
                 else:
                     self._draining[endpoint] = draining - 1
-                if bad is not None:
-                    raise bad
                 return
             if count == 0:
                 raise ValueError(f"cannot release endpoint {endpoint!r}: it has nothing in flight")
@@ -227,8 +225,15 @@ class Balancer(ABC, Generic[E]):
             self._on_release(endpoint, latency, ok)
             if self._health is not None:
                 self._health._record(endpoint, ok, self._clock())
-        if bad is not None:
-            raise bad
+
+    def _release_checked(self, endpoint: E, latency: Any, ok: bool) -> None:
+        try:
+            latency = _check_latency(latency)
+        except ConfigurationError:
+            # The request is over all the same: end it, learn nothing, then say so.
+            self.release(endpoint, latency=None, ok=ok)
+            raise
+        self.release(endpoint, latency=latency, ok=ok)
 
     @contextmanager
     def request(self, key: Hashable | None = None) -> Iterator[E]:

@@ -6,7 +6,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Hashable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._hashing import key_bytes
 from ..exceptions import ConfigurationError
@@ -191,34 +191,39 @@ class ConsistentHashBalancer(Balancer[E]):
             key = self._rng.getrandbits(64)
         # Count the pick in self._live only once the key has been looked up: a
         # key the table cannot hash raises and must leave nothing behind.
-        endpoint: Hashable
+        # Without renamed endpoints the tables hold the endpoints themselves.
         if self._renamed:
             endpoint = self._select_renamed(lookup, excluded, key)
         elif self.balance_factor is None:
             if not excluded:
-                endpoint = lookup.get(key)
+                endpoint = lookup.get(key)  # type: ignore[assignment]
             else:
-                endpoint = next(ep for ep in lookup.successors(key) if ep not in excluded)
+                endpoint = next(ep for ep in lookup.successors(key) if ep not in excluded)  # type: ignore[assignment]
         else:
-            walk = cast("Iterator[E]", lookup.successors(key))
-            endpoint = self._bounded(cast("E", lookup.get(key)), walk, excluded)
+            endpoint = self._bounded(lookup.get(key), lookup, key, excluded, None)  # type: ignore[arg-type]
         self._live += 1
-        # Without renamed endpoints the tables hold the endpoints themselves.
-        return cast("E", endpoint)
+        return endpoint
 
     def _select_renamed(
         self, lookup: KetamaRing | MaglevTable, excluded: frozenset[Hashable], key: Any
     ) -> E:
         by_name = self._by_name
         home = by_name[key_bytes(lookup.get(key))]
-        walk = (by_name[key_bytes(name)] for name in lookup.successors(key))
         if self.balance_factor is None:
             if home not in excluded:
                 return home
+            walk = (by_name[key_bytes(name)] for name in lookup.successors(key))
             return next(ep for ep in walk if ep not in excluded)
-        return self._bounded(home, walk, excluded)
+        return self._bounded(home, lookup, key, excluded, by_name)
 
-    def _bounded(self, home: E, walk: Iterator[E], excluded: frozenset[Hashable]) -> E:
+    def _bounded(
+        self,
+        home: E,
+        lookup: KetamaRing | MaglevTable,
+        key: Any,
+        excluded: frozenset[Hashable],
+        by_name: dict[bytes, E] | None,
+    ) -> E:
         assert self.balance_factor is not None
         in_flight, weights = self._in_flight, self._weights
         total_weight = self._total_weight
@@ -230,6 +235,11 @@ class ConsistentHashBalancer(Balancer[E]):
         # For an integer count n, n < ceil(x) exactly when n < x: no ceil needed.
         if home not in excluded and in_flight[home] < room * weights[home]:
             return home  # the common case: no walk needed
+        walk: Iterator[E]
+        if by_name is None:
+            walk = lookup.successors(key)  # type: ignore[assignment]
+        else:
+            walk = (by_name[key_bytes(name)] for name in lookup.successors(key))
         first: E | None = None
         for endpoint in walk:
             if endpoint in excluded:

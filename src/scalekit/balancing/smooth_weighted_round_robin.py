@@ -63,7 +63,7 @@ class SmoothWeightedRoundRobin(Balancer[E]):
         self._heaps: list[tuple[int, list[tuple[int, int]]]] | None = None
         self._tick = 0
         self._ungroupable = False  # too many distinct weights: skip trying until a change
-        self._scale = 1  # current_weight is in units of 1 / _scale (> 1 during slow start)
+        self._scale = 1  # weights count in units of 1 / _scale (1000 after a slow start)
 
     def _sync(self) -> None:
         """Fold the fast path's state back into ``_cur`` (before any change)."""
@@ -94,6 +94,7 @@ class SmoothWeightedRoundRobin(Balancer[E]):
     def _on_add(self, endpoint: E, weight: int) -> None:
         self._sync()
         self._ungroupable = False
+        weight *= self._scale
         self._ids.append(endpoint)
         self._w.append(weight)
         self._cur.append(0)
@@ -103,14 +104,16 @@ class SmoothWeightedRoundRobin(Balancer[E]):
         self._sync()
         self._ungroupable = False
         index = self._ids.index(endpoint)
+        self._total -= self._w[index]
         del self._ids[index], self._w[index], self._cur[index]
-        self._total -= weight
 
     def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         self._sync()
         self._ungroupable = False
-        self._w[self._ids.index(endpoint)] = new
-        self._total += new - old
+        new *= self._scale
+        index = self._ids.index(endpoint)
+        self._total += new - self._w[index]
+        self._w[index] = new
 
     def current_weights(self) -> dict[E, int]:
         """A copy of every endpoint's ``current_weight`` (nginx's name)."""
@@ -121,8 +124,6 @@ class SmoothWeightedRoundRobin(Balancer[E]):
 
     def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         if not excluded and not self._slow_starting():
-            if self._scale != 1:
-                self._rescale(1)
             heaps = self._heaps
             if (
                 heaps is None
@@ -144,9 +145,8 @@ class SmoothWeightedRoundRobin(Balancer[E]):
         ids, weights = self._ids, self._w
         factors = [1.0 if ep in excluded else self._factor(ep, now) for ep in ids]
         ramping = any(f < 1.0 for f in factors)
-        if ramping != (self._scale != 1):
-            self._rescale(SLOW_START_SCALE if ramping else 1)
-        scale = self._scale
+        if ramping and self._scale == 1:
+            self._rescale()
         current = self._cur
         total = 0
         index = -1
@@ -156,7 +156,7 @@ class SmoothWeightedRoundRobin(Balancer[E]):
                 continue  # nginx skips peers that are down: no weight added
             factor = factors[i]
             # Fixed point: weight 1 at factor 0.1 is 100 of 1000, not ceil(0.1) = 1.
-            effective = weights[i] * scale
+            effective = weights[i]
             if factor < 1.0:
                 effective = max(1, round(effective * factor))
             value = current[i] + effective
@@ -167,13 +167,17 @@ class SmoothWeightedRoundRobin(Balancer[E]):
         current[index] = best - total
         return ids[index]
 
-    def _rescale(self, scale: int) -> None:
-        """Count ``current_weight`` in units of ``1 / scale`` from now on."""
-        old = self._scale
-        if scale > old:
-            self._cur = [c * (scale // old) for c in self._cur]
-        else:
-            self._cur = [round(c / (old // scale)) for c in self._cur]
+    def _rescale(self) -> None:
+        """Count weights in thousandths from now on (the first slow start).
+
+        Every ``weight`` and ``current_weight`` is multiplied by the same
+        factor, so the sequence of picks is unchanged; the scale stays, so
+        the hot path never checks for it.
+        """
+        scale = SLOW_START_SCALE
+        self._cur = [c * scale for c in self._cur]
+        self._w = [w * scale for w in self._w]
+        self._total *= scale
         self._scale = scale
 
     def _select_grouped(self, heaps: list[tuple[int, list[tuple[int, int]]]]) -> E:
