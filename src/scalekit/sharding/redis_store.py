@@ -11,7 +11,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import BackendUnavailableError, ConfigurationError
-from .resharding import KeyAbsentError, MigrationState, ShardStore, StaleStateError
+from .shard_store import KeyAbsentError, MigrationState, ShardStore, StaleStateError
 
 __all__ = ["RedisShardStore"]
 
@@ -34,7 +34,7 @@ return redis.call(ARGV[3], KEYS[2], unpack(ARGV, 4))
 
 
 class RedisShardStore(ShardStore):
-    """One standalone Redis server as a [ShardStore][scalekit.sharding.resharding.ShardStore].
+    """One standalone Redis server as a [ShardStore][scalekit.sharding.shard_store.ShardStore].
 
     Commands on moving keys run inside one Lua script that checks the
     migration's state (and, on a source, the key's presence) before running
