@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from scalekit import ConfigurationError, RoutingError
+from scalekit import BackendUnavailableError, ConfigurationError, RoutingError
 from scalekit.sharding import HashRouter, MigratingRouter, MigrationState
 from scalekit.testing import RedisServer
 
@@ -328,3 +328,29 @@ def test_random_writers_lose_nothing_through_forward_pause_rollback_and_resume(
         assert (clients[new.route(key)].get(key) or "") == text, key
     moved = [k for k in history.counters if router.moves(k)]
     assert moved and all(where(clients, k) == ["B"] for k in moved)
+
+
+def test_a_move_to_a_paused_target_fails_in_bounded_time_and_is_finished_later(
+    redis_pair: tuple[RedisServer, RedisServer], clients: dict[str, Any]
+) -> None:
+    stores = {
+        name: RedisShardStore(client, migrate_timeout_ms=300) for name, client in clients.items()
+    }
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    keys = moving_keys(router, "f", 20)
+    for i, key in enumerate(keys):
+        clients["A"].set(key, i)
+    router.start()
+    redis_pair[1].pause()  # SIGSTOP: the target takes the connection and never answers
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError):
+            router.move(limit=100, batch=100)
+        assert time.monotonic() - started < 0.3 + 2.0  # MIGRATE's timeout, plus a margin
+        for i, key in enumerate(keys):  # still served by the source, every one
+            assert router.execute(key, "INCR") == i + 1
+    finally:
+        redis_pair[1].resume()
+    assert router.complete() is router.new
+    for i, key in enumerate(keys):
+        assert where(clients, key) == ["B"] and clients["B"].get(key) == str(i + 1)
