@@ -99,7 +99,7 @@ def test_read_modify_write_commands_during_a_move_keep_every_update(
 
 def test_new_keys_go_to_the_target_and_deletes_do_not_resurrect(clients: dict[str, Any]) -> None:
     router = make_router(clients)
-    fresh, gone = moving_keys(router, "n", 2)
+    fresh, gone, late = moving_keys(router, "n", 3)
     clients["A"].set(gone, "old")
     router.start()
     assert router.execute(fresh, "SET", "new") is not None
@@ -109,8 +109,11 @@ def test_new_keys_go_to_the_target_and_deletes_do_not_resurrect(clients: dict[st
     router.rollback()
     assert router.execute(fresh, "GET") == "new"
     assert router.execute(gone, "GET") is None
+    assert router.execute(late, "INCR") == 1
+    assert where(clients, late) == ["A"]  # rolling back, new keys go to the old placement
     router.complete()
     assert where(clients, fresh) == ["A"] and where(clients, gone) == []
+    assert where(clients, late) == ["A"]
 
 
 def test_clients_of_another_process_follow_a_direction_change(clients: dict[str, Any]) -> None:

@@ -62,11 +62,11 @@ class ConsistentHashBalancer(Balancer[E]):
     ``pick(key)`` looks the key up in a ketama ring (``table="ring"``,
     libmemcached's continuum with 160 points per endpoint at equal weight)
     or a Maglev table (``table="maglev"``, 65537 entries by default), both
-    from :mod:`scalekit.sharding`. When membership changes, only the keys of
+    from `scalekit.sharding`. When membership changes, only the keys of
     the endpoints that came or went move. A pick without a key draws a
     random hash, as Envoy's ring hash does when a request has none.
 
-    Ejected endpoints (see :class:`~scalekit.balancing.HealthPolicy`) are
+    Ejected endpoints (see [HealthPolicy][scalekit.balancing.HealthPolicy]) are
     skipped in table order, so an ejection moves only the ejected endpoint's
     keys, and they come back when it does.
 
@@ -80,14 +80,27 @@ class ConsistentHashBalancer(Balancer[E]):
     more than about ``c`` times its share. HAProxy's ``hash-balance-factor
     125`` is ``balance_factor=1.25``.
 
-    :param table: ``"ring"`` or ``"maglev"``.
-    :param balance_factor: ``c`` > 1, or ``None`` (default) for no bound.
-    :param points_per_server: ring points per endpoint at equal weight.
-    :param maglev_size: Maglev table size, a prime.
-    :raises ConfigurationError: see :class:`Balancer`; an unknown *table*,
-        *balance_factor* <= 1.
+    Endpoints are hashed by their `endpoint_name`: `str`, `bytes` and `int`
+    as themselves, `(host, port)` tuples as `"host:port"`. Endpoints whose
+    names collide, other types and more endpoints than *maglev_size* are
+    refused before anything changes.
 
-    Thread-safety: see :class:`Balancer`. Runtime complexity: O(1)
+    Args:
+        endpoints: ids (weight 1) or a mapping id -> positive `int` weight.
+        table: `"ring"` or `"maglev"`.
+        balance_factor: `c` > 1, or `None` (default) for no bound.
+        points_per_server: ring points per endpoint at equal weight.
+        maglev_size: Maglev table size, a prime.
+        clock: see [Balancer][scalekit.balancing.Balancer].
+        rng: see [Balancer][scalekit.balancing.Balancer].
+        health: see [Balancer][scalekit.balancing.Balancer].
+
+    Raises:
+        ConfigurationError: see [Balancer][scalekit.balancing.Balancer]; an
+            unknown *table*, *balance_factor* <= 1, endpoints the table cannot
+            tell apart or hash, more endpoints than *maglev_size*.
+
+    Thread-safety: see [Balancer][scalekit.balancing.Balancer]. Runtime complexity: O(1)
     expected per pick (ring: O(log points)); a membership change rebuilds
     the table on the next pick, O(points log points) for the ring and
     O(M log M) for Maglev.

@@ -43,13 +43,21 @@ class PeakEWMA(Balancer[E]):
     the factor instead would starve it: P2C compares loads, and a load ten
     times higher loses every comparison until the factor reaches 1.
 
-    :param decay: the time constant tau in seconds (Finagle's default 10 s).
-    :raises ConfigurationError: see :class:`Balancer`; *decay* not > 0.
+    A release without `latency` lowers the in-flight count but teaches
+    the average nothing; `request()` always measures it.
 
-    A release without ``latency`` lowers the in-flight count but teaches
-    the average nothing; :meth:`request` always measures it.
+    Args:
+        endpoints: ids (weight 1) or a mapping id -> positive `int` weight.
+        decay: the time constant tau in seconds (Finagle's default 10 s).
+        clock: see [Balancer][scalekit.balancing.Balancer].
+        rng: see [Balancer][scalekit.balancing.Balancer].
+        health: see [Balancer][scalekit.balancing.Balancer].
 
-    Thread-safety: see :class:`Balancer`.
+    Raises:
+        ConfigurationError: see [Balancer][scalekit.balancing.Balancer];
+            *decay* not > 0.
+
+    Thread-safety: see [Balancer][scalekit.balancing.Balancer].
     Runtime complexity: O(1) per pick and release (O(n) while endpoints
     are ejected).
     """

@@ -37,22 +37,29 @@ class WeightedRoundRobin(Balancer[E]):
     >>> "".join(lb.pick() for _ in range(7))
     'aaaabca'
 
-    :param offset: picks the schedule starts past, as Envoy's
-        ``EdfScheduler::createWithPicks(hosts, weight, seed)`` emulates them
-        so that clients do not start in step (entries tied at the start may
-        come in a different order than after real picks, as in Envoy);
-        ``None`` (the default) draws a 32-bit seed from *rng*, like Envoy.
-    :raises ConfigurationError: see :class:`Balancer`; *offset* not an
-        ``int`` >= 0.
-
     A new weight takes effect when the endpoint is next scheduled. Envoy
     rebuilds the whole schedule when membership changes; scalekit instead
     keeps every other endpoint's deadline, queues an added endpoint at
-    ``now + 1 / weight`` and drops a removed one when its entry surfaces,
+    `now + 1 / weight` and drops a removed one when its entry surfaces,
     so a change does not reshuffle the rotation. An ejected endpoint keeps
     taking its turns in the schedule, which passes them on.
 
-    Thread-safety: see :class:`Balancer`.
+    Args:
+        endpoints: ids (weight 1) or a mapping id -> positive `int` weight.
+        offset: picks the schedule starts past, as Envoy's
+            `EdfScheduler::createWithPicks(hosts, weight, seed)` emulates them
+            so that clients do not start in step (entries tied at the start may
+            come in a different order than after real picks, as in Envoy);
+            `None` (the default) draws a 32-bit seed from *rng*, like Envoy.
+        clock: see [Balancer][scalekit.balancing.Balancer].
+        rng: see [Balancer][scalekit.balancing.Balancer].
+        health: see [Balancer][scalekit.balancing.Balancer].
+
+    Raises:
+        ConfigurationError: see [Balancer][scalekit.balancing.Balancer];
+            *offset* not an `int` >= 0.
+
+    Thread-safety: see [Balancer][scalekit.balancing.Balancer].
     Runtime complexity: O(log n) per pick; O(log n) per membership change,
     O(n) when a new weight changes the lcm.
     """
