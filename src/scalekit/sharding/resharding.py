@@ -139,6 +139,7 @@ class MigratingRouter(Generic[S]):
         self._view_lock = threading.Lock()
         self._mover_lock = threading.Lock()
         self._cursors: dict[S, int] = {}
+        self._pending: dict[S, list[Any]] = {}  # scanned, still to move
         self._pass_done = False
         self._unfinished: list[tuple[S, S, list[Any]]] = []
 
@@ -255,7 +256,7 @@ class MigratingRouter(Generic[S]):
     # -- the mover -------------------------------------------------------------------
 
     def move(self, limit: int = 1000, *, batch: int = 100) -> int:
-        """Move up to *limit* keys in the current direction; return how many moved.
+        """Move at most *limit* keys in the current direction; return how many moved.
 
         Returns 0 once a full scan of every source, begun after the last
         direction change, has been moved: nothing is left to move.
@@ -279,21 +280,42 @@ class MigratingRouter(Generic[S]):
                 if moved >= limit:
                     break
                 store = self._stores[shard]
-                cursor = self._cursors.get(shard, 0)
+                pending = self._pending.setdefault(shard, [])
+                cursor = self._cursors.get(shard, 0)  # 0: not begun, -1: scan complete
                 while moved < limit:
-                    cursor, keys = store.scan(cursor, batch)
+                    if not pending:
+                        if cursor == -1:
+                            break
+                        cursor, keys = store.scan(cursor, batch)
+                        cursor = cursor or -1
+                        self._cursors[shard] = cursor
+                        for key in keys:
+                            a, b = self.old.route(key), self.new.route(key)
+                            if a != b and (a if forward else b) == shard:
+                                pending.append(key)
+                        continue
+                    take = pending[: limit - moved]
+                    del pending[: len(take)]
                     groups: dict[Any, list[Any]] = {}
-                    for key in keys:
-                        a, b = self.old.route(key), self.new.route(key)
-                        if a != b and (a if forward else b) == shard:
-                            groups.setdefault(b if forward else a, []).append(key)
-                    for target, group in groups.items():
-                        self._move_group(shard, target, group)
-                        moved += len(group)
-                    if cursor == 0:
-                        break
-                self._cursors[shard] = cursor if cursor else -1
-            if all(self._cursors.get(s) == -1 for s in self._sources(forward)):
+                    for key in take:
+                        groups.setdefault(
+                            self.new.route(key) if forward else self.old.route(key), []
+                        ).append(key)
+                    done: list[Any] = []
+                    try:
+                        for target, group in groups.items():
+                            self._move_group(shard, target, group)
+                            done.append(target)
+                            moved += len(group)
+                    finally:
+                        # Groups a failure kept from moving wait for the next call.
+                        left = [k for t, g in groups.items() if t not in done for k in g]
+                        failed = self._unfinished[-1][2] if self._unfinished else []
+                        pending[:0] = [k for k in left if k not in failed]
+            if all(
+                self._cursors.get(s) == -1 and not self._pending.get(s)
+                for s in self._sources(forward)
+            ):
                 self._pass_done = True
             return moved
 
@@ -360,6 +382,7 @@ class MigratingRouter(Generic[S]):
         with self._view_lock:
             self._state = state
         self._cursors.clear()
+        self._pending.clear()
         self._pass_done = False
 
     def _require_moving(self, what: str) -> MigrationState:
