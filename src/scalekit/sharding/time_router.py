@@ -80,6 +80,7 @@ class TimeRouter(Router[str]):
         self._prefix, self._suffix = template.split("{", 1)[0], template.rsplit("}", 1)[1]
         self._format = fields[0]
         self._shows_offset = "%z" in self._format or "%Z" in self._format
+        self._names: dict[tuple[Any, timedelta | None], str] = {}
         probe = self.partition(datetime(2023, 12, 25, 13, 45, tzinfo=tz))
         names = set()
         for _ in range(3 if interval == "year" else 60):  # crosses a month and a year
@@ -96,10 +97,42 @@ class TimeRouter(Router[str]):
     def route(self, key: Any) -> str:
         """Return the name of the partition holding the datetime *key*.
 
-        :raises TypeError: not a datetime. :raises ValueError: naive, unless allowed.
-        Runtime complexity: O(1).
+        Raises:
+            TypeError: not a datetime.
+            ValueError: naive, unless allowed.
+
+        Runtime complexity: O(1); names are cached per wall-clock bucket and
+        UTC offset, which is what tells partitions apart.
         """
-        return self.name(self.floor(key))
+        when = self._aware(key)
+        tz = self.tz
+        # Through UTC when the datetime is in tz already: astimezone() to its
+        # own zone would keep a wall time in a DST gap as it is.
+        local = when.astimezone(timezone.utc if when.tzinfo is tz else tz)
+        if local.tzinfo is not tz:
+            local = local.astimezone(tz)
+        bucket = (self._bucket(local), local.utcoffset())
+        name = self._names.get(bucket)
+        if name is None:
+            name = self.name(self.floor(local))
+            if len(self._names) >= 4096:
+                self._names.clear()
+            self._names[bucket] = name
+        return name
+
+    def _bucket(self, local: datetime) -> Any:
+        interval = self.interval
+        if interval == "hour":
+            return (local.year, local.month, local.day, local.hour)
+        if interval == "minute":
+            return (local.year, local.month, local.day, local.hour, local.minute)
+        if interval == "day":
+            return (local.year, local.month, local.day)
+        if interval == "month":
+            return (local.year, local.month)
+        if interval == "year":
+            return local.year
+        return local.date() - timedelta(days=local.weekday())
 
     def partition(self, when: datetime) -> Partition:
         """The :class:`Partition` holding *when*."""
