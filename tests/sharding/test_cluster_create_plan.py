@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from scalekit.sharding import cluster_slot_ranges
-from scalekit.testing import RedisServer
+from scalekit.testing import RedisServer, find_free_port
 
 pytestmark = pytest.mark.redis
 PLAN = re.compile(r"Master\[(\d+)\] -> Slots (\d+) - (\d+)")
@@ -23,7 +23,10 @@ PLAN = re.compile(r"Master\[(\d+)\] -> Slots (\d+) - (\d+)")
 
 @pytest.fixture(scope="module")
 def cluster_node() -> Iterator[RedisServer]:
-    server = RedisServer(extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "n.conf"])
+    server = RedisServer(
+        find_free_port(also_free=(10000,)),  # the cluster bus listens on port + 10000
+        extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "n.conf"],
+    )
     server.start()
     try:
         yield server
