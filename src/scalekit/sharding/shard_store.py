@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..exceptions import RoutingError
+from ..exceptions import RoutingError, ScaleKitError
 
 __all__ = ["PHASES", "KeyAbsentError", "MigrationState", "ShardStore", "StaleStateError"]
 
@@ -51,7 +51,7 @@ class MigrationState:
         return cls(int(epoch), phase)
 
 
-class StaleStateError(Exception):
+class StaleStateError(ScaleKitError):
     """Raised by a store whose recorded state differs from the caller's."""
 
     def __init__(self, state: MigrationState | None) -> None:
@@ -59,7 +59,7 @@ class StaleStateError(Exception):
         self.state = state
 
 
-class KeyAbsentError(Exception):
+class KeyAbsentError(ScaleKitError, LookupError):
     """Raised by a source store asked to serve a key it does not hold."""
 
 
