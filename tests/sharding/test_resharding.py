@@ -91,6 +91,10 @@ def test_read_modify_write_commands_during_a_move_keep_every_update(
     assert router.execute(cart, "HSET", "pear", 2) == 1
     assert router.execute(log, "APPEND", "b") == 2
     assert router.complete() is router.new and router.phase == "complete"
+    with pytest.raises(ConfigurationError, match="already complete"):
+        make_router(clients, stores).start()  # the name is taken until forgotten
+    router.forget()
+    assert clients["A"].get("scalekit:reshard:scalekit") is None
     assert clients["B"].get(counter) == "12"
     assert clients["B"].hgetall(cart) == {"apple": "1", "pear": "2"}
     assert clients["B"].get(log) == "ab"

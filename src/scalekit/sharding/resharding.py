@@ -157,14 +157,24 @@ class MigratingRouter(Generic[S]):
         return None if state is None else state.phase
 
     def start(self) -> None:
-        """Begin the migration: record `1:forward` on every store (or adopt a newer state).
+        """Begin the migration: record `1:forward` on every store.
+
+        A mover that restarts adopts the newest state the stores record
+        for this name and carries on from there.
 
         Raises:
             BackendUnavailableError: a store could not be reached.
+            ConfigurationError: the stores record a finished migration of this
+                name; `forget()` it first, or use another name.
         """
         with self._mover_lock:
             recorded = [s for s in (st.read_state(self.name) for st in self._distinct()) if s]
             state = max(recorded, default=MigrationState(1, "forward"))
+            if state.phase not in _MOVING:
+                raise ConfigurationError(
+                    f"migration {self.name!r} is already {state.phase} on the stores; "
+                    "call forget() first or use another name"
+                )
             self._record(state)
 
     def refresh(self) -> MigrationState:
