@@ -61,7 +61,8 @@ class Result:
     """What one balancer did in one scenario."""
 
     latencies: list[float] = field(default_factory=list)
-    errors: int = 0
+    errors: int = 0  # failed requests, including those no endpoint could take
+    unavailable: int = 0  # picks that raised NoAvailableEndpointError
     late_errors: int = 0  # errors in the second half of the run
     late_requests: int = 0
     share: dict[str, int] = field(default_factory=dict)
@@ -84,7 +85,7 @@ class Result:
 
     @property
     def error_rate(self) -> float:
-        return self.errors / max(1, len(self.latencies))
+        return self.errors / max(1, len(self.latencies) + self.unavailable)
 
     @property
     def late_error_rate(self) -> float:
@@ -154,8 +155,12 @@ def simulate(
             try:
                 ep = str(lb.pick())
             except NoAvailableEndpointError:
-                result.latencies.append(0.0)
+                # A failed request, not a 0 ms one: it adds no latency sample.
                 result.errors += 1
+                result.unavailable += 1
+                if arrivals > half:
+                    result.late_requests += 1
+                    result.late_errors += 1
                 continue
             result.share[ep] += 1
             model = models[ep]

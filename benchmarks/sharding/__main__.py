@@ -6,7 +6,11 @@ Measured side by side in one run, 10 shards, random string keys:
   ``ketama`` mode (the peer), as ratios of medians;
 * balance: the busiest shard's keys over the mean, over 1e6 keys;
 * keys moved when a shard is added (10 -> 11), over the ideal 1/11, counted
-  on the keys and computed exactly by ``plan_to``; modulo for contrast.
+  on the keys and computed exactly by ``plan_to``; modulo for contrast;
+* ``TimeRouter.route`` for hour, day and month partitions in UTC and
+  Europe/Berlin, next to the hand-written partitioner it replaces
+  (``template.format(dt.astimezone(tz).replace(minute=0, ...))``, which
+  knows nothing of DST), as ratios of medians.
 
 Targets (issue 5): ketama >= 2x uhashring ketama, jump and slots >= 1.3x;
 balance <= 1.02 for jump, maglev and slots; moved <= 1.05x ideal for jump,
@@ -182,6 +186,53 @@ def plot(
     plt.close(fig)
 
 
+def bench_time(count: int, repeat: int) -> list[list[Any]]:
+    from datetime import datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    from scalekit.sharding import TimeRouter
+
+    start = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    moments = [start + timedelta(minutes=7 * i) for i in range(count)]
+    cases = [
+        ("hour", "h_{:%Y%m%d_%H}", {"minute": 0, "second": 0, "microsecond": 0}),
+        ("day", "d_{:%Y%m%d}", {"hour": 0, "minute": 0, "second": 0, "microsecond": 0}),
+        ("month", "m_{:%Y_%m}", {"day": 1, "hour": 0, "minute": 0, "second": 0}),
+    ]
+    rows: list[list[Any]] = []
+    for interval, template, zero in cases:
+        for tz in (timezone.utc, ZoneInfo("Europe/Berlin")):
+            route = TimeRouter(interval, template, tz=tz).route
+
+            def by_hand(
+                dt: datetime, tz: Any = tz, template: str = template, zero: Any = zero
+            ) -> str:
+                return template.format(dt.astimezone(tz).replace(**zero))
+
+            times: dict[str, list[float]] = {"scalekit": [], "by hand": []}
+            for round_ in range(repeat):
+                for label, fn in (("by hand", by_hand), ("scalekit", route)):
+                    times[label].append(
+                        median_time(
+                            lambda fn=fn: [fn(m) for m in moments],
+                            repeat=1,
+                            warmup=1 if round_ == 0 else 0,
+                        )
+                    )
+            mine = statistics.median(times["scalekit"])
+            peer = statistics.median(times["by hand"])
+            zone = getattr(tz, "key", "UTC")
+            rows.append(
+                [
+                    f"{interval}, {zone}",
+                    1e6 * mine / count,
+                    1e6 * peer / count,
+                    f"{peer / mine:.2f}x",
+                ]
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(
         "Every HashRouter strategy's lookups per second next to uhashring, the balance of "
@@ -196,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     lookups = bench_lookups(lookup_keys, repeat)
     balance = bench_balance(balance_keys)
     moved = bench_moved(balance_keys, rng, 3 if args.quick else 30)
+    partitions = bench_time(5_000 if args.quick else 50_000, repeat)
     text = "\n\n".join(
         [
             f"python -m benchmarks.sharding{' --quick' if args.quick else ''} "
@@ -219,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
                     "",
                 ],
                 moved,
+            ),
+            f"TimeRouter.route ({5_000 if args.quick else 50_000:,} moments 7 minutes apart, "
+            f"median of {repeat} interleaved rounds; ratio = by-hand time / scalekit time)\n"
+            + format_table(
+                ["partitions", "scalekit us/route", "by hand us/route", "vs by hand"], partitions
             ),
             f"({time.perf_counter() - started:.1f} s)",
         ]

@@ -224,13 +224,17 @@ def test_eight_threads_with_health(cls: type[Balancer]) -> None:
 
 def test_slow_start_factor_follows_envoys_formula() -> None:
     clock = FakeClock(0.0)
-    policy = HealthPolicy(slow_start=SlowStart(window=10.0, aggression=2.0, min_weight_percent=10))
+    policy = HealthPolicy(slow_start=SlowStart(window=10.0, aggression=2.0, min_weight_percent=40))
     lb = RoundRobin(["a"], clock=clock, health=policy)
     lb.add("b")
     assert policy.slow_start_factor("a") == 1.0
-    assert policy.slow_start_factor("b") == pytest.approx(0.1)  # the floor
+    assert policy.slow_start_factor("b") == pytest.approx(0.4)  # the floor over (1/10) ** (1/2)
+    clock.set(0.5)
+    assert policy.slow_start_factor("b") == pytest.approx(0.4)
     clock.set(2.5)
     assert policy.slow_start_factor("b") == pytest.approx(0.5)  # (0.25) ** (1 / 2)
+    clock.set(4.9)
+    assert policy.slow_start_factor("b") == pytest.approx(0.7)  # (0.49) ** (1 / 2)
     clock.set(10.0)
     assert policy.slow_start_factor("b") == 1.0
 

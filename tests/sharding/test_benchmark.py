@@ -20,6 +20,14 @@ def test_benchmark_quick_mode_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "sharding-quick.txt").read_text()
-    for section in ("Lookups", "Balance", "Keys moved", "uhashring ketama (peer)", "modulo"):
+    sections = (
+        "Lookups",
+        "Balance",
+        "Keys moved",
+        "uhashring ketama (peer)",
+        "modulo",
+        "TimeRouter",
+    )
+    for section in sections:
         assert section in text
     assert (tmp_path / "sharding.png").stat().st_size > 10_000

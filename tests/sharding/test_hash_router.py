@@ -336,3 +336,18 @@ HashRouterMachine.TestCase.settings = settings(
     max_examples=40, stateful_step_count=15, deadline=None
 )
 TestHashRouterMachine = HashRouterMachine.TestCase
+
+
+def test_a_failed_add_shard_leaves_nothing_behind() -> None:
+    router = HashRouter(["a", "b"], strategy="ketama")
+    before = (router.shards, router.weights, [router.route(f"k{i}") for i in range(200)])
+    with pytest.raises(ConfigurationError, match="ketama weights must be integers"):
+        router.add_shard("c", 1.5)
+    assert (router.shards, router.weights, [router.route(f"k{i}") for i in range(200)]) == before
+    router.add_shard("c")  # the same shard, valid this time
+    assert router.weights == {"a": 1, "b": 1, "c": 1}
+    slots = HashRouter(["a", "b"], strategy="slots")
+    owners = slots.slot_owners
+    with pytest.raises(ConfigurationError):
+        slots.add_shard("c", float("nan"))
+    assert slots.slot_owners == owners and slots.weights == {"a": 1, "b": 1}

@@ -9,7 +9,7 @@ active checks with :class:`ActiveHealthChecker`.
 
 from .active_checks import ActiveHealthChecker
 from .base import Balancer, parse_endpoints
-from .consistent_hash import ConsistentHashBalancer
+from .consistent_hash import ConsistentHashBalancer, endpoint_name
 from .health import HealthPolicy, OutlierDetection, SlowStart
 from .least_request import LeastRequest
 from .peak_ewma import PeakEWMA
@@ -31,5 +31,6 @@ __all__ = [
     "SlowStart",
     "SmoothWeightedRoundRobin",
     "WeightedRoundRobin",
+    "endpoint_name",
     "parse_endpoints",
 ]

@@ -13,13 +13,16 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Hashable
 from fractions import Fraction
+from typing import Generic, TypeVar
 
 __all__ = ["EdfScheduler"]
+
+E = TypeVar("E", bound=Hashable)
 
 Number = int | float | Fraction
 
 
-class EdfScheduler:
+class EdfScheduler(Generic[E]):
     """A min-heap of ``(deadline, order, endpoint)`` with lazy removal.
 
     Not thread-safe on its own: the owning balancer holds its lock.
@@ -31,12 +34,12 @@ class EdfScheduler:
     def __init__(self) -> None:
         self.now: Number = 0
         self.order = 0
-        self._heap: list[tuple[Number, int, Hashable]] = []
+        self._heap: list[tuple[Number, int, E]] = []
         # endpoint -> order of its one live heap entry; others are stale.
-        self._live: dict[Hashable, int] = {}
+        self._live: dict[E, int] = {}
 
     @classmethod
-    def with_picks(cls, weights: dict[Hashable, int], unit: int, picks: int) -> EdfScheduler:
+    def with_picks(cls, weights: dict[E, int], unit: int, picks: int) -> EdfScheduler[E]:
         """Envoy's ``createWithPicks`` in exact arithmetic.
 
         A scheduler over *weights* (time in units of ``1 / unit``, *unit* a
@@ -51,9 +54,9 @@ class EdfScheduler:
         """
         picks %= 429496729
         total = sum(weights.values())
-        scheduler = cls()
-        steps: dict[Hashable, Number] = {}
-        heap: list[tuple[Number, int, Hashable]] = []
+        scheduler: EdfScheduler[E] = cls()
+        steps: dict[E, Number] = {}
+        heap: list[tuple[Number, int, E]] = []
         picked = 0
         now = 0
         for index, (endpoint, weight) in enumerate(weights.items()):
@@ -77,10 +80,10 @@ class EdfScheduler:
     @classmethod
     def with_picks_float(
         cls,
-        weights: dict[Hashable, float],
+        weights: dict[E, float],
         picks: int,
-        increment: Callable[[Hashable], Number],
-    ) -> EdfScheduler:
+        increment: Callable[[E], Number],
+    ) -> EdfScheduler[E]:
         """Envoy's ``createWithPicks`` in doubles, epsilon included, as Envoy runs it.
 
         *weights* are the initial weights; the leftover picks requeue with
@@ -89,8 +92,8 @@ class EdfScheduler:
         picks %= 429496729
         augmented = {ep: w + 1e-13 for ep, w in weights.items()}
         total = sum(augmented.values())
-        scheduler = cls()
-        heap: list[tuple[Number, int, Hashable]] = []
+        scheduler: EdfScheduler[E] = cls()
+        heap: list[tuple[Number, int, E]] = []
         picked = 0
         now = 0.0
         for index, (endpoint, weight) in enumerate(augmented.items()):
@@ -109,7 +112,7 @@ class EdfScheduler:
             scheduler.pick_and_add(increment)
         return scheduler
 
-    def add(self, endpoint: Hashable, increment: Number) -> None:
+    def add(self, endpoint: E, increment: Number) -> None:
         """Queue *endpoint* due at ``now + increment`` (``increment`` = 1 / weight)."""
         deadline = self.now + increment
         if isinstance(deadline, Fraction) and deadline.denominator == 1:
@@ -118,11 +121,11 @@ class EdfScheduler:
         self._live[endpoint] = self.order
         self.order += 1
 
-    def discard(self, endpoint: Hashable) -> None:
+    def discard(self, endpoint: E) -> None:
         """Forget *endpoint*; its queued entry is skipped when it surfaces."""
         self._live.pop(endpoint, None)
 
-    def pop(self) -> Hashable:
+    def pop(self) -> E:
         """Take the entry with the earliest deadline and advance time to it.
 
         The caller adds it back. Raises IndexError when nothing is queued.
@@ -136,7 +139,7 @@ class EdfScheduler:
                 self.now = deadline
                 return endpoint
 
-    def pick_fixed(self, steps: dict[Hashable, Number]) -> Hashable:
+    def pick_fixed(self, steps: dict[E, Number]) -> E:
         """Pop the earliest entry and requeue it ``steps[endpoint]`` later, in one sift."""
         heap = self._heap
         live = self._live
@@ -151,7 +154,7 @@ class EdfScheduler:
                 return endpoint
             heapq.heappop(heap)
 
-    def pick_and_add(self, increment: Callable[[Hashable], Number]) -> Hashable:
+    def pick_and_add(self, increment: Callable[[E], Number]) -> E:
         """Pop the earliest entry and requeue it ``increment(endpoint)`` later.
 
         *increment* is evaluated after the pop, as Envoy's ``pickAndAdd``
@@ -183,7 +186,7 @@ class EdfScheduler:
             self._heap = [entry for entry in self._heap if live.get(entry[2]) == entry[1]]
             heapq.heapify(self._heap)
 
-    def deadlines(self) -> dict[Hashable, Number]:
+    def deadlines(self) -> dict[E, Number]:
         """Each live endpoint's next deadline (for tests and introspection)."""
         live = self._live
         return {ep: d for d, order, ep in self._heap if live.get(ep) == order}

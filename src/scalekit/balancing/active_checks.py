@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Hashable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._validation import positive_int, positive_number
 from ..exceptions import ConfigurationError, InvalidStateError
@@ -42,7 +42,7 @@ class ActiveHealthChecker:
 
     def __init__(
         self,
-        balancer: Balancer,
+        balancer: Balancer[Any],
         check: Check,
         *,
         interval: float = 10.0,

@@ -23,7 +23,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 from .._validation import _is_int
 from ..exceptions import ConfigurationError, NoAvailableEndpointError
@@ -31,10 +31,13 @@ from ..exceptions import ConfigurationError, NoAvailableEndpointError
 if TYPE_CHECKING:
     from .health import HealthPolicy
 
-__all__ = ["Balancer", "Endpoint", "Endpoints", "parse_endpoints"]
+__all__ = ["Balancer", "E", "Endpoint", "Endpoints", "parse_endpoints"]
 
+#: The type of a balancer's endpoints (`PeakEWMA[str]` picks `str`).
+E = TypeVar("E", bound=Hashable)
 Endpoint = Hashable
-Endpoints = Iterable[Hashable] | Mapping[Hashable, int]
+#: Endpoints as a balancer takes them: ids of weight 1, or a mapping id -> weight.
+Endpoints: TypeAlias = Iterable[E] | Mapping[E, int]
 
 _NOTHING: frozenset[Hashable] = frozenset()
 _INF = math.inf
@@ -53,7 +56,7 @@ def _check_latency(latency: Any) -> float:
     return float(latency)
 
 
-def _check_weight(endpoint: Hashable, weight: Any) -> int:
+def _check_weight(endpoint: E, weight: Any) -> int:
     if not _is_int(weight) or weight < 1:
         raise ConfigurationError(
             f"weight must be a positive integer, got {weight!r} for endpoint {endpoint!r}"
@@ -71,7 +74,7 @@ def _check_hashable(endpoint: Any) -> Hashable:
     return endpoint  # type: ignore[no-any-return]
 
 
-def parse_endpoints(endpoints: Endpoints) -> dict[Hashable, int]:
+def parse_endpoints(endpoints: Endpoints[E]) -> dict[E, int]:
     """Turn an iterable of ids or a mapping id -> weight into an ordered dict.
 
     :raises ConfigurationError: no endpoints, a duplicate id, an unhashable
@@ -85,10 +88,11 @@ def parse_endpoints(endpoints: Endpoints) -> dict[Hashable, int]:
             f"endpoints must be an iterable of ids or a mapping id -> weight, got the "
             f"string {endpoints!r}; wrap a single endpoint in a list"
         )
-    result: dict[Hashable, int] = {}
+    result: dict[E, int] = {}
     if isinstance(endpoints, Mapping):
         for endpoint, weight in endpoints.items():
-            result[_check_hashable(endpoint)] = _check_weight(endpoint, weight)
+            _check_hashable(endpoint)
+            result[endpoint] = _check_weight(endpoint, weight)
     else:
         try:
             items = list(endpoints)
@@ -105,7 +109,7 @@ def parse_endpoints(endpoints: Endpoints) -> dict[Hashable, int]:
     return result
 
 
-class Balancer(ABC):
+class Balancer(ABC, Generic[E]):
     """Base of every load-balancing strategy.
 
     :param endpoints: hashable ids (weight 1 each) or a mapping id -> weight,
@@ -124,7 +128,7 @@ class Balancer(ABC):
 
     def __init__(
         self,
-        endpoints: Endpoints,
+        endpoints: Endpoints[E],
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -138,14 +142,15 @@ class Balancer(ABC):
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._lock = threading.Lock()
-        self._weights: dict[Hashable, int] = {}
-        self._in_flight: dict[Hashable, int] = {}
+        self._weights: dict[E, int] = {}
+        self._in_flight: dict[E, int] = {}
         # Removed endpoints whose requests are still out: their release must work.
-        self._draining: dict[Hashable, int] = {}
+        self._draining: dict[E, int] = {}
         self._health: HealthPolicy | None = None
         now = clock()
         self._init_state()
         for endpoint, weight in parsed.items():
+            self._check_add(endpoint)
             self._weights[endpoint] = weight
             self._in_flight[endpoint] = 0
             self._on_add(endpoint, weight)
@@ -155,7 +160,7 @@ class Balancer(ABC):
 
     # ------------------------------------------------------------------ picking
 
-    def pick(self, key: Hashable | None = None) -> Hashable:
+    def pick(self, key: Hashable | None = None) -> E:
         """Choose an endpoint for one request and count it in flight.
 
         :param key: routing key; only key-based strategies (consistent hashing)
@@ -184,18 +189,25 @@ class Balancer(ABC):
             self._in_flight[endpoint] += 1
             return endpoint
 
-    def release(self, endpoint: Hashable, *, latency: float | None = None, ok: bool = True) -> None:
-        """End one request on *endpoint*, picked before by :meth:`pick`.
+    def release(self, endpoint: E, *, latency: float | None = None, ok: bool = True) -> None:
+        """End one request on *endpoint*, picked before by `pick`.
 
-        :param latency: seconds the request took; latency-aware strategies
-            learn from it, ``None`` means not measured.
-        :param ok: whether the request succeeded; feeds outlier detection.
-        :raises ValueError: *endpoint* is unknown or has nothing in flight.
+        Args:
+            endpoint: the endpoint `pick` returned.
+            latency: seconds the request took; latency-aware strategies
+                learn from it, `None` means not measured.
+            ok: whether the request succeeded; feeds outlier detection.
+
+        Raises:
+            ValueError: *endpoint* is unknown or has nothing in flight.
+            ConfigurationError: *latency* is not a finite number >= 0; the
+                request is released all the same, as if no latency was given.
 
         Runtime complexity: O(1).
         """
         if latency is not None and not (latency.__class__ is float and 0.0 <= latency < _INF):
-            latency = _check_latency(latency)
+            self._release_checked(endpoint, latency, ok)
+            return
         with self._lock:
             count = self._in_flight.get(endpoint)
             if count is None:
@@ -216,8 +228,17 @@ class Balancer(ABC):
             if self._health is not None:
                 self._health._record(endpoint, ok, self._clock())
 
+    def _release_checked(self, endpoint: E, latency: Any, ok: bool) -> None:
+        try:
+            latency = _check_latency(latency)
+        except ConfigurationError:
+            # The request is over all the same: end it, learn nothing, then say so.
+            self.release(endpoint, latency=None, ok=ok)
+            raise
+        self.release(endpoint, latency=latency, ok=ok)
+
     @contextmanager
-    def request(self, key: Hashable | None = None) -> Iterator[Hashable]:
+    def request(self, key: Hashable | None = None) -> Iterator[E]:
         """Pick an endpoint for the ``with`` block and release it afterwards.
 
         The block is timed with the balancer's clock; an exception escaping
@@ -242,7 +263,7 @@ class Balancer(ABC):
 
     # --------------------------------------------------------------- membership
 
-    def add(self, endpoint: Hashable, weight: int = 1) -> None:
+    def add(self, endpoint: E, weight: int = 1) -> None:
         """Add *endpoint* with *weight*; the others keep their state.
 
         :raises ConfigurationError: *endpoint* is already present or
@@ -255,13 +276,14 @@ class Balancer(ABC):
         with self._lock:
             if endpoint in self._weights:
                 raise ConfigurationError(f"endpoint {endpoint!r} is already in the balancer")
+            self._check_add(endpoint)
             self._weights[endpoint] = weight
             self._in_flight[endpoint] = self._draining.pop(endpoint, 0)
             self._on_add(endpoint, weight)
             if self._health is not None:
                 self._health._added(endpoint, self._clock())
 
-    def remove(self, endpoint: Hashable) -> None:
+    def remove(self, endpoint: E) -> None:
         """Remove *endpoint*; its requests still in flight may be released later.
 
         :raises ValueError: *endpoint* is not in the balancer.
@@ -279,7 +301,7 @@ class Balancer(ABC):
             if self._health is not None:
                 self._health._removed(endpoint)
 
-    def reweight(self, endpoint: Hashable, weight: int) -> None:
+    def reweight(self, endpoint: E, weight: int) -> None:
         """Change the weight of *endpoint*, keeping every other piece of state.
 
         :raises ValueError: *endpoint* is not in the balancer.
@@ -298,7 +320,7 @@ class Balancer(ABC):
     # ------------------------------------------------------------------ queries
 
     @property
-    def endpoints(self) -> dict[Hashable, int]:
+    def endpoints(self) -> dict[E, int]:
         """A copy of the current endpoints and their weights, in insertion order.
 
         Runtime complexity: O(n).
@@ -316,7 +338,7 @@ class Balancer(ABC):
         """The clock the balancer times requests and health with."""
         return self._clock
 
-    def in_flight(self, endpoint: Hashable | None = None) -> int:
+    def in_flight(self, endpoint: E | None = None) -> int:
         """Requests in flight on *endpoint*, or on all endpoints when ``None``.
 
         Requests on removed endpoints count until they are released.
@@ -342,28 +364,31 @@ class Balancer(ABC):
     # ----------------------------------------------------- hooks for strategies
 
     @abstractmethod
-    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         """Return the next endpoint, skipping *excluded* (never all of them).
 
         Called with the lock held and at least one endpoint present.
         """
 
-    def _init_state(self) -> None:  # noqa: B027
+    def _init_state(self) -> None:
         """Create the strategy's own structures, before any endpoint is added."""
 
-    def _on_add(self, endpoint: Hashable, weight: int) -> None:  # noqa: B027
+    def _check_add(self, endpoint: E) -> None:
+        """Refuse *endpoint* before anything changes (lock held); raise ConfigurationError."""
+
+    def _on_add(self, endpoint: E, weight: int) -> None:
         """A new endpoint joined (lock held)."""
 
-    def _on_remove(self, endpoint: Hashable, weight: int) -> None:  # noqa: B027
+    def _on_remove(self, endpoint: E, weight: int) -> None:
         """An endpoint left (lock held)."""
 
-    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:  # noqa: B027
+    def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         """An endpoint's weight changed (lock held)."""
 
-    def _on_release(self, endpoint: Hashable, latency: float | None, ok: bool) -> None:  # noqa: B027
+    def _on_release(self, endpoint: E, latency: float | None, ok: bool) -> None:
         """A request ended (lock held); the in-flight count is already lowered."""
 
-    def _factor(self, endpoint: Hashable, now: float) -> float:
+    def _factor(self, endpoint: E, now: float) -> float:
         """The slow-start factor of *endpoint* in (0, 1] (1 without slow start)."""
         health = self._health
         if health is None:

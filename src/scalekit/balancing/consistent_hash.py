@@ -5,33 +5,68 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Hashable, Iterator
+from typing import TYPE_CHECKING, Any, Literal
 
+from .._hashing import key_bytes
 from ..exceptions import ConfigurationError
 from ..sharding.ketama import KETAMA_POINTS_PER_SERVER, KetamaRing
 from ..sharding.maglev import DEFAULT_MAGLEV_SIZE, MaglevTable
-from .base import Balancer, Endpoints
+from .base import Balancer, E, Endpoints
 
 if TYPE_CHECKING:
     from .health import HealthPolicy
 
-__all__ = ["ConsistentHashBalancer"]
+__all__ = ["ConsistentHashBalancer", "endpoint_name"]
 
+#: The lookup table of a ConsistentHashBalancer.
+Table = Literal["ring", "maglev"]
 _TABLES = ("ring", "maglev")
 
 
-class ConsistentHashBalancer(Balancer):
+def endpoint_name(endpoint: E) -> str | bytes | int:
+    """The stable name a consistent-hash table hashes *endpoint* by.
+
+    `str`, `bytes` and `int` endpoints are their own names (hashed through
+    `scalekit._hashing.key_bytes`, so `1` and `"1"` are the same name); a
+    tuple of `str` and `int` parts, such as `("10.0.0.1", 8080)`, is named by
+    its parts joined with `:` (`"10.0.0.1:8080"`), so it lands where the
+    endpoint `"10.0.0.1:8080"` would.
+
+    Raises:
+        ConfigurationError: any other endpoint: no encoding every process
+            agrees on (the builtin `hash()` is salted per process).
+    """
+    if isinstance(endpoint, (str, bytes)) or (
+        isinstance(endpoint, int) and not isinstance(endpoint, bool)
+    ):
+        return endpoint
+    if (
+        isinstance(endpoint, tuple)
+        and endpoint
+        and all(
+            isinstance(part, str) or (isinstance(part, int) and not isinstance(part, bool))
+            for part in endpoint
+        )
+    ):
+        return ":".join(map(str, endpoint))
+    raise ConfigurationError(
+        f"endpoint {endpoint!r} of type {type(endpoint).__name__} cannot be hashed stably; "
+        "use str, bytes, int or a (host, port) tuple"
+    )
+
+
+class ConsistentHashBalancer(Balancer[E]):
     """Send every request with the same key to the same endpoint, as far as possible.
 
     ``pick(key)`` looks the key up in a ketama ring (``table="ring"``,
     libmemcached's continuum with 160 points per endpoint at equal weight)
     or a Maglev table (``table="maglev"``, 65537 entries by default), both
-    from :mod:`scalekit.sharding`. When membership changes, only the keys of
+    from `scalekit.sharding`. When membership changes, only the keys of
     the endpoints that came or went move. A pick without a key draws a
     random hash, as Envoy's ring hash does when a request has none.
 
-    Ejected endpoints (see :class:`~scalekit.balancing.HealthPolicy`) are
+    Ejected endpoints (see [HealthPolicy][scalekit.balancing.HealthPolicy]) are
     skipped in table order, so an ejection moves only the ejected endpoint's
     keys, and they come back when it does.
 
@@ -45,14 +80,27 @@ class ConsistentHashBalancer(Balancer):
     more than about ``c`` times its share. HAProxy's ``hash-balance-factor
     125`` is ``balance_factor=1.25``.
 
-    :param table: ``"ring"`` or ``"maglev"``.
-    :param balance_factor: ``c`` > 1, or ``None`` (default) for no bound.
-    :param points_per_server: ring points per endpoint at equal weight.
-    :param maglev_size: Maglev table size, a prime.
-    :raises ConfigurationError: see :class:`Balancer`; an unknown *table*,
-        *balance_factor* <= 1.
+    Endpoints are hashed by their `endpoint_name`: `str`, `bytes` and `int`
+    as themselves, `(host, port)` tuples as `"host:port"`. Endpoints whose
+    names collide, other types and more endpoints than *maglev_size* are
+    refused before anything changes.
 
-    Thread-safety: see :class:`Balancer`. Runtime complexity: O(1)
+    Args:
+        endpoints: ids (weight 1) or a mapping id -> positive `int` weight.
+        table: `"ring"` or `"maglev"`.
+        balance_factor: `c` > 1, or `None` (default) for no bound.
+        points_per_server: ring points per endpoint at equal weight.
+        maglev_size: Maglev table size, a prime.
+        clock: see [Balancer][scalekit.balancing.Balancer].
+        rng: see [Balancer][scalekit.balancing.Balancer].
+        health: see [Balancer][scalekit.balancing.Balancer].
+
+    Raises:
+        ConfigurationError: see [Balancer][scalekit.balancing.Balancer]; an
+            unknown *table*, *balance_factor* <= 1, endpoints the table cannot
+            tell apart or hash, more endpoints than *maglev_size*.
+
+    Thread-safety: see [Balancer][scalekit.balancing.Balancer]. Runtime complexity: O(1)
     expected per pick (ring: O(log points)); a membership change rebuilds
     the table on the next pick, O(points log points) for the ring and
     O(M log M) for Maglev.
@@ -60,9 +108,9 @@ class ConsistentHashBalancer(Balancer):
 
     def __init__(
         self,
-        endpoints: Endpoints,
+        endpoints: Endpoints[E],
         *,
-        table: str = "ring",
+        table: Table = "ring",
         balance_factor: float | None = None,
         points_per_server: int = KETAMA_POINTS_PER_SERVER,
         maglev_size: int = DEFAULT_MAGLEV_SIZE,
@@ -91,13 +139,32 @@ class ConsistentHashBalancer(Balancer):
     # -- the table ------------------------------------------------------------
     def _init_state(self) -> None:
         self._lookup: KetamaRing | MaglevTable | None = None
+        # Stable name -> endpoint; the tables hold names, picks return endpoints.
+        self._by_name: dict[bytes, E] = {}
+        self._names: dict[E, str | bytes | int] = {}
+        self._renamed = 0  # endpoints whose name is not the endpoint itself
         # Running totals keep the bounded-load check O(1): the members' weight
         # and their requests in flight (not those of removed, draining ones).
         self._total_weight = 0
         self._live = 0
 
+    def _check_add(self, endpoint: E) -> None:
+        name = endpoint_name(endpoint)
+        other = self._by_name.get(key_bytes(name))
+        if other is not None:
+            raise ConfigurationError(
+                f"endpoint {endpoint!r} has the same name {name!r} as endpoint {other!r} in the "
+                "hash table: give endpoints distinct names"
+            )
+        if self.table == "maglev" and len(self._weights) >= self._maglev_size:
+            raise ConfigurationError(
+                f"a Maglev table of maglev_size {self._maglev_size} holds at most that many "
+                f"endpoints; cannot add {endpoint!r} as endpoint {len(self._weights) + 1}"
+            )
+
     def _build(self) -> KetamaRing | MaglevTable:
-        nodes = list(self._weights.items())
+        names = self._names
+        nodes = [(names[ep], w) for ep, w in self._weights.items()]
         lookup: KetamaRing | MaglevTable
         if self.table == "ring":
             lookup = KetamaRing(nodes, points_per_server=self._points_per_server)
@@ -106,53 +173,88 @@ class ConsistentHashBalancer(Balancer):
         self._lookup = lookup
         return lookup
 
-    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+    def _on_add(self, endpoint: E, weight: int) -> None:
+        name = endpoint_name(endpoint)
+        self._names[endpoint] = name
+        self._by_name[key_bytes(name)] = endpoint
+        self._renamed += name is not endpoint
         self._lookup = None
         self._total_weight += weight
         self._live += self._in_flight[endpoint]
 
-    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+    def _on_remove(self, endpoint: E, weight: int) -> None:
+        name = self._names.pop(endpoint)
+        del self._by_name[key_bytes(name)]
+        self._renamed -= name is not endpoint
         self._lookup = None
         self._total_weight -= weight
         self._live -= self._draining.get(endpoint, 0)
 
-    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+    def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         self._lookup = None
         self._total_weight += new - old
 
-    def _on_release(self, endpoint: Hashable, latency: float | None, ok: bool) -> None:
+    def _on_release(self, endpoint: E, latency: float | None, ok: bool) -> None:
         self._live -= 1
 
     # -- picking ----------------------------------------------------------------
-    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         lookup = self._lookup or self._build()
         if key is None:
             key = self._rng.getrandbits(64)
-        self._live += 1  # the base counts the pick in flight right after this
-        if self.balance_factor is None:
+        # Count the pick in self._live only once the key has been looked up: a
+        # key the table cannot hash raises and must leave nothing behind.
+        # Without renamed endpoints the tables hold the endpoints themselves.
+        if self._renamed:
+            endpoint = self._select_renamed(lookup, excluded, key)
+        elif self.balance_factor is None:
             if not excluded:
-                return lookup.get(key)
-            for endpoint in lookup.successors(key):
-                if endpoint not in excluded:
-                    return endpoint
-            raise AssertionError("_select is never called with every endpoint excluded")
-        return self._bounded(lookup, excluded, key, self.balance_factor)
+                endpoint = lookup.get(key)  # type: ignore[assignment]
+            else:
+                endpoint = next(ep for ep in lookup.successors(key) if ep not in excluded)  # type: ignore[assignment]
+        else:
+            endpoint = self._bounded(lookup.get(key), lookup, key, excluded, None)  # type: ignore[arg-type]
+        self._live += 1
+        return endpoint
+
+    def _select_renamed(
+        self, lookup: KetamaRing | MaglevTable, excluded: frozenset[Hashable], key: Any
+    ) -> E:
+        by_name = self._by_name
+        home = by_name[key_bytes(lookup.get(key))]
+        if self.balance_factor is None:
+            if home not in excluded:
+                return home
+            walk = (by_name[key_bytes(name)] for name in lookup.successors(key))
+            return next(ep for ep in walk if ep not in excluded)
+        return self._bounded(home, lookup, key, excluded, by_name)
 
     def _bounded(
-        self, lookup: KetamaRing | MaglevTable, excluded: frozenset[Hashable], key: Any, c: float
-    ) -> Hashable:
+        self,
+        home: E,
+        lookup: KetamaRing | MaglevTable,
+        key: Any,
+        excluded: frozenset[Hashable],
+        by_name: dict[bytes, E] | None,
+    ) -> E:
+        assert self.balance_factor is not None
         in_flight, weights = self._in_flight, self._weights
         total_weight = self._total_weight
         if excluded:
-            total_weight -= sum(weights.get(ep, 0) for ep in excluded)
-        # self._live already counts this pick: the bound is on the load after it.
-        room = c * self._live / total_weight
+            excluded_weights: dict[Hashable, int] = weights  # type: ignore[assignment]
+            total_weight -= sum(excluded_weights.get(ep, 0) for ep in excluded)
+        # The bound is on the load after this pick, hence the + 1.
+        room = self.balance_factor * (self._live + 1) / total_weight
         # For an integer count n, n < ceil(x) exactly when n < x: no ceil needed.
-        home = lookup.get(key)
         if home not in excluded and in_flight[home] < room * weights[home]:
             return home  # the common case: no walk needed
-        first: Hashable | None = None
-        for endpoint in lookup.successors(key):
+        walk: Iterator[E]
+        if by_name is None:
+            walk = lookup.successors(key)  # type: ignore[assignment]
+        else:
+            walk = (by_name[key_bytes(name)] for name in lookup.successors(key))
+        first: E | None = None
+        for endpoint in walk:
             if endpoint in excluded:
                 continue
             if in_flight[endpoint] < room * weights[endpoint]:
@@ -164,10 +266,11 @@ class ConsistentHashBalancer(Balancer):
         assert first is not None
         return first
 
-    def lookup(self, key: Hashable) -> Hashable:
+    def lookup(self, key: Hashable) -> E:
         """Where *key* goes with no endpoint ejected or full, without picking it.
 
         Runtime complexity: that of the table's lookup.
         """
         with self._lock:
-            return (self._lookup or self._build()).get(key)
+            name = (self._lookup or self._build()).get(key)
+            return self._by_name[key_bytes(name)]

@@ -5,8 +5,10 @@ balancer). The rules are Envoy's (``outlier.rst``, ``health_checking.rst``
 and the load-balancing docs on slow start and the panic threshold):
 
 * **Consecutive failures**: ``consecutive_failures`` failed releases in a
-  row eject the endpoint for ``base_ejection_time`` times the number of
-  times it has been ejected, at most ``max_ejection_time``.
+  row eject the endpoint for ``base_ejection_time`` times its ejection
+  multiplier, at most ``max_ejection_time`` (which may not be below the
+  base). Each ejection raises the multiplier by one while ``multiplier *
+  base < max + base``, as Envoy does.
 * **Success rate**: every ``interval``, among the endpoints with at least
   ``success_rate_request_volume`` requests in that interval (and only if
   there are ``success_rate_minimum_hosts`` of them), those whose success
@@ -20,7 +22,7 @@ and the load-balancing docs on slow start and the panic threshold):
   passes bring it back; one pass un-ejects an outlier.
 * **Slow start**: an endpoint added at run time, or back from failing
   checks, has its weight scaled by ``max(min_weight_percent / 100,
-  (elapsed / window) ** (1 / aggression))`` during ``window`` seconds.
+  (max(elapsed, 1) / window) ** (1 / aggression))`` during ``window`` seconds.
 * **Panic**: when fewer than ``panic_threshold`` percent are available,
   the balancer ignores health and uses every endpoint.
 """
@@ -31,7 +33,7 @@ import math
 import threading
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._validation import non_negative_number, positive_int, positive_number
 from ..exceptions import ConfigurationError, InvalidStateError
@@ -73,6 +75,11 @@ class OutlierDetection:
             positive_int("consecutive_failures", self.consecutive_failures)
         positive_number("base_ejection_time", self.base_ejection_time)
         positive_number("max_ejection_time", self.max_ejection_time)
+        if self.max_ejection_time < self.base_ejection_time:
+            raise ConfigurationError(
+                f"max_ejection_time must be >= base_ejection_time ({self.base_ejection_time!r}), "
+                f"got {self.max_ejection_time!r}"
+            )
         _percent("max_ejection_percent", self.max_ejection_percent)
         positive_number("interval", self.interval)
         if self.success_rate_stdev_factor is not None:
@@ -98,10 +105,15 @@ class SlowStart:
         _percent("min_weight_percent", self.min_weight_percent)
 
     def factor(self, elapsed: float) -> float:
-        """The weight factor *elapsed* seconds into the window, in (0, 1]."""
+        """The weight factor *elapsed* seconds into the window, in (0, 1].
+
+        Envoy's `max(min_weight_percent / 100, time_factor ** (1 / aggression))`
+        with `time_factor = max(elapsed, 1) / window`: the first second counts
+        as one second.
+        """
         if elapsed >= self.window:
             return 1.0
-        fraction = max(elapsed / self.window, 2.220446049250313e-16)
+        fraction = min(max(elapsed, 1.0) / self.window, 1.0)
         if self.aggression != 1.0:
             fraction = fraction ** (1.0 / self.aggression)
         return max(fraction, self.min_weight_percent / 100.0)
@@ -158,7 +170,7 @@ class HealthPolicy:
         self.outlier = outlier
         self.slow_start = slow_start
         self.panic_threshold = _percent("panic_threshold", panic_threshold)
-        self._balancer: Balancer | None = None
+        self._balancer: Balancer[Any] | None = None
         self._lock: threading.Lock | None = None
         self._states: dict[Hashable, _State] = {}
         self._excluded_set: frozenset[Hashable] = frozenset()
@@ -238,7 +250,7 @@ class HealthPolicy:
 
     # ------------------------------------------- hooks the balancer calls (locked)
 
-    def _bind(self, balancer: Balancer, endpoints: list[Hashable], now: float) -> None:
+    def _bind(self, balancer: Balancer[Any], endpoints: list[Hashable], now: float) -> None:
         if self._balancer is not None:
             raise ConfigurationError("health: a HealthPolicy serves one balancer; make another")
         self._balancer = balancer
@@ -344,11 +356,12 @@ class HealthPolicy:
         ejected = sum(1 for s in self._states.values() if s.ejected_until is not None)
         if ejected and 100.0 * (ejected + 1) / len(self._states) > outlier.max_ejection_percent:
             return False
-        state.ejections += 1
-        span = min(
-            outlier.base_ejection_time * state.ejections,
-            max(outlier.max_ejection_time, outlier.base_ejection_time),
-        )
+        base, most = outlier.base_ejection_time, outlier.max_ejection_time
+        # Envoy raises the multiplier only while multiplier * base < max + base,
+        # so after a long run of ejections it falls back to max within a few ticks.
+        if state.ejections * base < most + base:
+            state.ejections += 1
+        span = min(base * state.ejections, most)
         state.ejected_until = now + span
         state.reason = reason
         self._refresh()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from .._validation import non_negative_int, non_negative_number, positive_int
 from ._edf import EdfScheduler
-from .base import Balancer, Endpoints
+from .base import Balancer, E, Endpoints
 
 if TYPE_CHECKING:
     from .health import HealthPolicy
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["LeastRequest"]
 
 
-class LeastRequest(Balancer):
+class LeastRequest(Balancer[E]):
     """Send each request where fewest are in flight, as Envoy's least request does.
 
     With equal weights: draw *choice_count* endpoints at random (with
@@ -44,7 +44,7 @@ class LeastRequest(Balancer):
 
     def __init__(
         self,
-        endpoints: Endpoints,
+        endpoints: Endpoints[E],
         *,
         choice_count: int = 2,
         active_request_bias: float = 1.0,
@@ -59,17 +59,17 @@ class LeastRequest(Balancer):
         super().__init__(endpoints, clock=clock, rng=rng, health=health)
 
     def _init_state(self) -> None:
-        self._ids: list[Hashable] = []
+        self._ids: list[E] = []
         self._weight_counts: Counter[int] = Counter()
-        self._edf: EdfScheduler | None = None
+        self._edf: EdfScheduler[E] | None = None
 
-    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+    def _on_add(self, endpoint: E, weight: int) -> None:
         self._ids.append(endpoint)
         self._weight_counts[weight] += 1
         if self._edf is not None:
             self._edf.add(endpoint, 1.0 / self._dynamic_weight(endpoint))
 
-    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+    def _on_remove(self, endpoint: E, weight: int) -> None:
         self._ids.remove(endpoint)
         self._uncount(weight)
         if self._edf is not None:
@@ -81,11 +81,11 @@ class LeastRequest(Balancer):
         if not self._weight_counts[weight]:
             del self._weight_counts[weight]
 
-    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+    def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         self._uncount(old)
         self._weight_counts[new] += 1
 
-    def _dynamic_weight(self, endpoint: Hashable) -> float:
+    def _dynamic_weight(self, endpoint: E) -> float:
         weight = float(self._weights[endpoint])
         if self._slow_starting():
             weight *= self._factor(endpoint, self._clock())
@@ -96,15 +96,15 @@ class LeastRequest(Balancer):
             return weight
         return float(weight / (active + 1) ** self._bias)
 
-    def _increment(self, endpoint: Hashable) -> float:
+    def _increment(self, endpoint: E) -> float:
         return 1.0 / self._dynamic_weight(endpoint)
 
-    def _build_edf(self) -> EdfScheduler:
+    def _build_edf(self) -> EdfScheduler[E]:
         weights = {ep: self._dynamic_weight(ep) for ep in self._ids}
         offset = self._offset if self._offset is not None else self._rng.getrandbits(32)
         return EdfScheduler.with_picks_float(weights, offset, self._increment)
 
-    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         if len(self._weight_counts) > 1 or self._slow_starting():
             edf = self._edf
             if edf is None:

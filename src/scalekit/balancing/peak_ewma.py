@@ -9,7 +9,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from .._validation import positive_number
-from .base import Balancer, Endpoints
+from .base import Balancer, E, Endpoints
 
 if TYPE_CHECKING:
     from .health import HealthPolicy
@@ -21,7 +21,7 @@ __all__ = ["PeakEWMA"]
 PENALTY = float((2**63 - 1) >> 16) / 1e9
 
 
-class PeakEWMA(Balancer):
+class PeakEWMA(Balancer[E]):
     """Prefer the endpoint with the lowest peak-sensitive latency times load.
 
     Each endpoint keeps ``cost``, a moving average of its latency that
@@ -33,24 +33,38 @@ class PeakEWMA(Balancer):
     distinct endpoints at random and keeps the one with the lower load
     (Finagle ``PeakEwma.scala`` with ``P2C``; Linkerd's "Beyond Round
     Robin"). Reading the load first decays ``cost`` toward 0, as Finagle
-    does. Unequal weights (and slow start) divide the load by
-    ``weight * factor``, a scalekit extension that is Finagle's rule when
-    weights are equal.
+    does. Unequal weights divide the load by the weight, a scalekit
+    extension that is Finagle's rule when weights are equal.
 
-    :param decay: the time constant tau in seconds (Finagle's default 10 s).
-    :raises ConfigurationError: see :class:`Balancer`; *decay* not > 0.
+    Slow start scales the selection probability, not the load: while an
+    endpoint ramps, it gets ``weight * factor / sum(weight * factor)`` of
+    the picks (Envoy's ramp, as weighted random would give it) and the
+    endpoints at full weight share the rest by P2C. Dividing the load by
+    the factor instead would starve it: P2C compares loads, and a load ten
+    times higher loses every comparison until the factor reaches 1.
 
-    A release without ``latency`` lowers the in-flight count but teaches
-    the average nothing; :meth:`request` always measures it.
+    A release without `latency` lowers the in-flight count but teaches
+    the average nothing; `request()` always measures it.
 
-    Thread-safety: see :class:`Balancer`.
+    Args:
+        endpoints: ids (weight 1) or a mapping id -> positive `int` weight.
+        decay: the time constant tau in seconds (Finagle's default 10 s).
+        clock: see [Balancer][scalekit.balancing.Balancer].
+        rng: see [Balancer][scalekit.balancing.Balancer].
+        health: see [Balancer][scalekit.balancing.Balancer].
+
+    Raises:
+        ConfigurationError: see [Balancer][scalekit.balancing.Balancer];
+            *decay* not > 0.
+
+    Thread-safety: see [Balancer][scalekit.balancing.Balancer].
     Runtime complexity: O(1) per pick and release (O(n) while endpoints
     are ejected).
     """
 
     def __init__(
         self,
-        endpoints: Endpoints,
+        endpoints: Endpoints[E],
         *,
         decay: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
@@ -61,22 +75,22 @@ class PeakEWMA(Balancer):
         super().__init__(endpoints, clock=clock, rng=rng, health=health)
 
     def _init_state(self) -> None:
-        self._ids: list[Hashable] = []
-        self._metric: dict[Hashable, list[float]] = {}  # endpoint -> [cost, stamp]
+        self._ids: list[E] = []
+        self._metric: dict[E, list[float]] = {}  # endpoint -> [cost, stamp]
         self._uniform = True
 
-    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+    def _on_add(self, endpoint: E, weight: int) -> None:
         if self._ids and weight != self._weights[self._ids[0]]:
             self._uniform = False
         self._ids.append(endpoint)
         self._metric[endpoint] = [0.0, self._clock()]
 
-    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+    def _on_remove(self, endpoint: E, weight: int) -> None:
         self._ids.remove(endpoint)
         del self._metric[endpoint]
         self._uniform = len(set(self._weights.values())) <= 1
 
-    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+    def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         self._uniform = len(set(self._weights.values())) <= 1
 
     def _observe(self, metric: list[float], rtt: float, now: float) -> None:
@@ -90,34 +104,54 @@ class PeakEWMA(Balancer):
             metric[0] = cost
         metric[1] = now
 
-    def _load(self, endpoint: Hashable, now: float, scaled: bool) -> float:
-        metric = self._metric[endpoint]
-        cost, stamp = metric
-        # Finagle's observe(0.0): decay toward zero for the time since the last look.
-        if cost and now > stamp:
-            cost *= math.exp((stamp - now) / self._tau)
-            metric[0] = cost
-        metric[1] = now
-        pending = self._in_flight[endpoint]
-        # No latency seen yet but requests out: Finagle's penalty, so it is probed once.
-        load = PENALTY + pending if cost == 0.0 and pending != 0 else cost * (pending + 1)
-        if scaled:
-            load /= self._weights[endpoint] * self._factor(endpoint, now)
-        return load
-
-    def cost(self, endpoint: Hashable) -> float:
+    def cost(self, endpoint: E) -> float:
         """The endpoint's current latency estimate in seconds, decayed to now."""
         with self._lock:
             metric = self._metric[endpoint]
             self._observe(metric, 0.0, self._clock())
             return metric[0]
 
-    def _on_release(self, endpoint: Hashable, latency: float | None, ok: bool) -> None:
+    def _on_release(self, endpoint: E, latency: float | None, ok: bool) -> None:
         if latency is not None:
             self._observe(self._metric[endpoint], latency, self._clock())
 
-    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+    def _ramp(self, hosts: list[E], now: float) -> E | list[E]:
+        """During slow start: a ramping endpoint drawn by its share, or the hosts for P2C.
+
+        A ramping endpoint gets ``weight * factor / sum(weight * factor)`` of
+        the picks, as a weighted random choice would give it; the endpoints
+        at full weight share the rest by P2C.
+        """
+        weights = self._weights
+        full: list[E] = []
+        ramping: list[tuple[E, float]] = []
+        total = 0.0
+        for ep in hosts:
+            factor = self._factor(ep, now)
+            share = weights[ep] * factor
+            total += share
+            if factor < 1.0:
+                ramping.append((ep, share))
+            else:
+                full.append(ep)
+        if not ramping:
+            return hosts
+        u = self._rng.random() * total
+        for ep, share in ramping:
+            if u < share or not full:
+                return ep
+            u -= share
+        return full
+
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         hosts = self._ids if not excluded else [ep for ep in self._ids if ep not in excluded]
+        now = self._clock()
+        health = self._health
+        if health is not None and health._any_slow_start():
+            drawn = self._ramp(hosts, now)
+            if not isinstance(drawn, list):
+                return drawn
+            hosts = drawn
         size = len(hosts)
         if size == 1:
             return hosts[0]
@@ -127,13 +161,8 @@ class PeakEWMA(Balancer):
         if b >= a:
             b += 1
         node_a, node_b = hosts[a], hosts[b]
-        now = self._clock()
-        health = self._health
-        if health is not None and health._any_slow_start():
-            if self._load(node_a, now, True) < self._load(node_b, now, True):
-                return node_a
-            return node_b
-        # The same arithmetic as _load, inlined: this is the hot path.
+        # Finagle's observe(0.0) (decay toward zero for the time since the last
+        # look), then the load; inlined for both candidates: this is the hot path.
         metric, in_flight, tau, exp = self._metric, self._in_flight, self._tau, math.exp
         m = metric[node_a]
         cost, stamp = m

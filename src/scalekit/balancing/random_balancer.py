@@ -6,12 +6,12 @@ from bisect import bisect_right
 from collections.abc import Hashable
 from itertools import accumulate
 
-from .base import Balancer
+from .base import Balancer, E
 
 __all__ = ["RandomBalancer"]
 
 
-class RandomBalancer(Balancer):
+class RandomBalancer(Balancer[E]):
     """Pick an endpoint at random, with probability weight / total weight.
 
     Ejected endpoints are left out of the draw; during slow start an
@@ -24,20 +24,20 @@ class RandomBalancer(Balancer):
     """
 
     def _init_state(self) -> None:
-        self._ids: list[Hashable] = []
+        self._ids: list[E] = []
         self._cumulative: list[int] = []
         self._uniform = True
 
-    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+    def _on_add(self, endpoint: E, weight: int) -> None:
         if self._ids and weight != self._weights[self._ids[0]]:
             self._uniform = False
         self._ids.append(endpoint)
         self._cumulative.append((self._cumulative[-1] if self._cumulative else 0) + weight)
 
-    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+    def _on_remove(self, endpoint: E, weight: int) -> None:
         self._rebuild()
 
-    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+    def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -46,7 +46,7 @@ class RandomBalancer(Balancer):
         self._uniform = len(set(weights)) <= 1
         self._cumulative = list(accumulate(weights))
 
-    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         rng = self._rng
         if not excluded and not self._slow_starting():
             if self._uniform:

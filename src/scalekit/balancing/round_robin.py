@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from .base import Balancer
+from .base import Balancer, E
 
 __all__ = ["RoundRobin"]
 
 
-class RoundRobin(Balancer):
+class RoundRobin(Balancer[E]):
     """Hand out the endpoints in turn, in the order they were added.
 
     Weights are accepted but ignored (use :class:`SmoothWeightedRoundRobin`
@@ -26,13 +26,13 @@ class RoundRobin(Balancer):
     """
 
     def _init_state(self) -> None:
-        self._ring: list[Hashable] = []
+        self._ring: list[E] = []
         self._next = 0
 
-    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+    def _on_add(self, endpoint: E, weight: int) -> None:
         self._ring.append(endpoint)
 
-    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+    def _on_remove(self, endpoint: E, weight: int) -> None:
         index = self._ring.index(endpoint)
         del self._ring[index]
         if index < self._next:
@@ -40,7 +40,7 @@ class RoundRobin(Balancer):
         if self._next >= len(self._ring):
             self._next = 0
 
-    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         ring = self._ring
         n = len(ring)
         index = self._next

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Hashable
 from operator import add
 
-from .base import Balancer
+from .base import Balancer, E
 
-__all__ = ["SmoothWeightedRoundRobin"]
+__all__ = ["SLOW_START_SCALE", "SmoothWeightedRoundRobin"]
+
+#: During slow start weights count in thousandths, so a weight-1 endpoint ramps too.
+SLOW_START_SCALE = 1000
 
 
-class SmoothWeightedRoundRobin(Balancer):
+class SmoothWeightedRoundRobin(Balancer[E]):
     """Weighted rotation that spreads each endpoint's turns evenly, as nginx does.
 
     On every pick each eligible endpoint's ``current_weight`` grows by its
@@ -30,7 +32,9 @@ class SmoothWeightedRoundRobin(Balancer):
     is chosen exactly ``weight`` times. Ejected endpoints are skipped, as
     nginx skips peers that are down; an added endpoint starts with
     ``current_weight`` 0 and the others keep theirs. During slow start the
-    effective weight is ``ceil(weight * factor)``.
+    weights are counted in thousandths (`SLOW_START_SCALE`) and a ramping
+    endpoint's effective weight is ``round(1000 * weight * factor)`` (at
+    least 1), so even weight 1 ramps as Envoy's formula says.
 
     Thread-safety: see :class:`Balancer`.
     Runtime complexity: O(k + log n) per pick for k distinct weights (up to
@@ -50,7 +54,7 @@ class SmoothWeightedRoundRobin(Balancer):
 
     def _init_state(self) -> None:
         # Parallel lists in insertion order, so the hot path runs in C (map, max, index).
-        self._ids: list[Hashable] = []
+        self._ids: list[E] = []
         self._w: list[int] = []
         self._cur: list[int] = []
         self._total = 0
@@ -59,6 +63,7 @@ class SmoothWeightedRoundRobin(Balancer):
         self._heaps: list[tuple[int, list[tuple[int, int]]]] | None = None
         self._tick = 0
         self._ungroupable = False  # too many distinct weights: skip trying until a change
+        self._scale = 1  # weights count in units of 1 / _scale (1000 after a slow start)
 
     def _sync(self) -> None:
         """Fold the fast path's state back into ``_cur`` (before any change)."""
@@ -86,34 +91,38 @@ class SmoothWeightedRoundRobin(Balancer):
         self._heaps = list(groups.items())
         return self._heaps
 
-    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+    def _on_add(self, endpoint: E, weight: int) -> None:
         self._sync()
         self._ungroupable = False
+        weight *= self._scale
         self._ids.append(endpoint)
         self._w.append(weight)
         self._cur.append(0)
         self._total += weight
 
-    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+    def _on_remove(self, endpoint: E, weight: int) -> None:
         self._sync()
         self._ungroupable = False
         index = self._ids.index(endpoint)
+        self._total -= self._w[index]
         del self._ids[index], self._w[index], self._cur[index]
-        self._total -= weight
 
-    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+    def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         self._sync()
         self._ungroupable = False
-        self._w[self._ids.index(endpoint)] = new
-        self._total += new - old
+        new *= self._scale
+        index = self._ids.index(endpoint)
+        self._total += new - self._w[index]
+        self._w[index] = new
 
-    def current_weights(self) -> dict[Hashable, int]:
+    def current_weights(self) -> dict[E, int]:
         """A copy of every endpoint's ``current_weight`` (nginx's name)."""
         with self._lock:
             self._sync()
-            return dict(zip(self._ids, self._cur, strict=True))
+            scale = self._scale
+            return {ep: round(c / scale) for ep, c in zip(self._ids, self._cur, strict=True)}
 
-    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         if not excluded and not self._slow_starting():
             heaps = self._heaps
             if (
@@ -133,23 +142,45 @@ class SmoothWeightedRoundRobin(Balancer):
             return self._ids[index]
         self._sync()
         now = self._clock()
+        ids, weights = self._ids, self._w
+        factors = [1.0 if ep in excluded else self._factor(ep, now) for ep in ids]
+        ramping = any(f < 1.0 for f in factors)
+        if ramping and self._scale == 1:
+            self._rescale()
         current = self._cur
         total = 0
         index = -1
         best = 0
-        for i, endpoint in enumerate(self._ids):
+        for i, endpoint in enumerate(ids):
             if endpoint in excluded:
                 continue  # nginx skips peers that are down: no weight added
-            effective = math.ceil(self._w[i] * self._factor(endpoint, now))
+            factor = factors[i]
+            # Fixed point: weight 1 at factor 0.1 is 100 of 1000, not ceil(0.1) = 1.
+            effective = weights[i]
+            if factor < 1.0:
+                effective = max(1, round(effective * factor))
             value = current[i] + effective
             current[i] = value
             total += effective
             if index < 0 or value > best:
                 index, best = i, value
         current[index] = best - total
-        return self._ids[index]
+        return ids[index]
 
-    def _select_grouped(self, heaps: list[tuple[int, list[tuple[int, int]]]]) -> Hashable:
+    def _rescale(self) -> None:
+        """Count weights in thousandths from now on (the first slow start).
+
+        Every ``weight`` and ``current_weight`` is multiplied by the same
+        factor, so the sequence of picks is unchanged; the scale stays, so
+        the hot path never checks for it.
+        """
+        scale = SLOW_START_SCALE
+        self._cur = [c * scale for c in self._cur]
+        self._w = [w * scale for w in self._w]
+        self._total *= scale
+        self._scale = scale
+
+    def _select_grouped(self, heaps: list[tuple[int, list[tuple[int, int]]]]) -> E:
         tick = self._tick = self._tick + 1
         best_heap = heaps[0][1]
         best_value = tick * heaps[0][0] - best_heap[0][0]

@@ -1,4 +1,4 @@
-"""Weighted round robin by Envoy's earliest-deadline-first schedule, exactly."""
+"""Weighted round robin by Envoy's earliest-deadline-first rule, in exact arithmetic."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .._validation import non_negative_int
 from ._edf import EdfScheduler, Number
-from .base import Balancer, Endpoints
+from .base import Balancer, E, Endpoints
 
 if TYPE_CHECKING:
     from .health import HealthPolicy
@@ -19,42 +19,54 @@ if TYPE_CHECKING:
 __all__ = ["WeightedRoundRobin"]
 
 
-class WeightedRoundRobin(Balancer):
-    """Envoy's weighted round robin: earliest deadline first, exact arithmetic.
+class WeightedRoundRobin(Balancer[E]):
+    """Envoy's weighted round robin rule (earliest deadline first) in exact arithmetic.
 
     Each endpoint is due again ``1 / weight`` after its last turn; the
     earliest deadline goes next and equal deadlines go in the order the
-    entries were queued (Envoy ``edf_scheduler.h``). Envoy keeps deadlines
-    in ``double``; here time is counted in units of ``1 / lcm(weights)`` so
-    every deadline is an exact integer (an exact fraction during slow
-    start), and over ``total weight`` picks from the start each endpoint
-    is chosen exactly ``weight`` times.
+    entries were queued (Envoy ``edf_scheduler.h``). What matches Envoy is
+    that rule, its tie-break and ``createWithPicks``' emulation of the
+    offset; the sequence itself does not always: Envoy keeps deadlines in
+    ``double``, and where its sums round (weights 10 and 1: ten steps of
+    0.1 fall short of 1.0) it orders ties differently. Here time is counted
+    in units of ``1 / lcm(weights)``, so every deadline is an exact integer
+    (an exact fraction during slow start), and over ``total weight`` picks
+    from the start each endpoint is chosen exactly ``weight`` times.
 
     >>> lb = WeightedRoundRobin({"a": 5, "b": 1, "c": 1}, offset=0)
     >>> "".join(lb.pick() for _ in range(7))
     'aaaabca'
 
-    :param offset: picks the schedule starts past, as Envoy's
-        ``EdfScheduler::createWithPicks(hosts, weight, seed)`` emulates them
-        so that clients do not start in step (entries tied at the start may
-        come in a different order than after real picks, as in Envoy);
-        ``None`` (the default) draws a 32-bit seed from *rng*, like Envoy.
-    :raises ConfigurationError: see :class:`Balancer`; *offset* not an
-        ``int`` >= 0.
+    A new weight takes effect when the endpoint is next scheduled. Envoy
+    rebuilds the whole schedule when membership changes; scalekit instead
+    keeps every other endpoint's deadline, queues an added endpoint at
+    `now + 1 / weight` and drops a removed one when its entry surfaces,
+    so a change does not reshuffle the rotation. An ejected endpoint keeps
+    taking its turns in the schedule, which passes them on.
 
-    As in Envoy, a new weight takes effect when the endpoint is next
-    scheduled; an added endpoint is queued at ``now + 1 / weight``; a
-    removed one is dropped when its entry surfaces. An ejected endpoint
-    keeps taking its turns in the schedule, which passes them on.
+    Args:
+        endpoints: ids (weight 1) or a mapping id -> positive `int` weight.
+        offset: picks the schedule starts past, as Envoy's
+            `EdfScheduler::createWithPicks(hosts, weight, seed)` emulates them
+            so that clients do not start in step (entries tied at the start may
+            come in a different order than after real picks, as in Envoy);
+            `None` (the default) draws a 32-bit seed from *rng*, like Envoy.
+        clock: see [Balancer][scalekit.balancing.Balancer].
+        rng: see [Balancer][scalekit.balancing.Balancer].
+        health: see [Balancer][scalekit.balancing.Balancer].
 
-    Thread-safety: see :class:`Balancer`.
+    Raises:
+        ConfigurationError: see [Balancer][scalekit.balancing.Balancer];
+            *offset* not an `int` >= 0.
+
+    Thread-safety: see [Balancer][scalekit.balancing.Balancer].
     Runtime complexity: O(log n) per pick; O(log n) per membership change,
     O(n) when a new weight changes the lcm.
     """
 
     def __init__(
         self,
-        endpoints: Endpoints,
+        endpoints: Endpoints[E],
         *,
         offset: int | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -72,7 +84,7 @@ class WeightedRoundRobin(Balancer):
     def _init_state(self) -> None:
         self._edf = EdfScheduler()
         self._unit: int = 1  # time is counted in 1 / _unit; _unit is a multiple of every weight
-        self._step: dict[Hashable, Number] = {}  # _unit // weight: 1 / weight in our unit
+        self._step: dict[E, Number] = {}  # _unit // weight: 1 / weight in our unit
 
     def _grow_unit(self, weight: int) -> None:
         if self._unit % weight:
@@ -81,7 +93,7 @@ class WeightedRoundRobin(Balancer):
             self._unit = new_unit
             self._step = {ep: new_unit // w for ep, w in self._weights.items()}
 
-    def _increment(self, endpoint: Hashable) -> Number:
+    def _increment(self, endpoint: E) -> Number:
         if self._slow_starting():
             factor = self._factor(endpoint, self._clock())
             if factor < 1.0:
@@ -89,26 +101,26 @@ class WeightedRoundRobin(Balancer):
                 return Fraction(self._unit, weight) / Fraction(factor).limit_denominator(10**6)
         return self._step[endpoint]
 
-    def _on_add(self, endpoint: Hashable, weight: int) -> None:
+    def _on_add(self, endpoint: E, weight: int) -> None:
         self._grow_unit(weight)
         self._step[endpoint] = self._unit // weight
         self._edf.add(endpoint, self._step[endpoint])
 
-    def _on_remove(self, endpoint: Hashable, weight: int) -> None:
+    def _on_remove(self, endpoint: E, weight: int) -> None:
         self._edf.discard(endpoint)
         self._edf.compact()
         del self._step[endpoint]
 
-    def _on_reweight(self, endpoint: Hashable, old: int, new: int) -> None:
+    def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         self._grow_unit(new)
         self._step[endpoint] = self._unit // new
 
-    def deadlines(self) -> dict[Hashable, Fraction]:
+    def deadlines(self) -> dict[E, Fraction]:
         """Each endpoint's next deadline in scheduler time (1 = one full cycle)."""
         with self._lock:
             return {ep: Fraction(d) / self._unit for ep, d in self._edf.deadlines().items()}
 
-    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> Hashable:
+    def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         edf = self._edf
         if not excluded and not self._slow_starting():
             return edf.pick_fixed(self._step)

@@ -3,14 +3,17 @@
 * :class:`HashRouter` - jump, rendezvous, ketama, Maglev, Redis Cluster slots, modulo;
 * :class:`RangeRouter` - ordered key ranges with split, merge and load-based split hints;
 * :class:`TimeRouter` - calendar partitions (``orders_2026_11``) with retention;
-* :class:`MigratingRouter` and :meth:`Router.plan_to` - resharding.
+* :class:`MigratingRouter` and :meth:`Router.plan_to` - resharding; live moves
+  between Redis servers with :class:`RedisShardStore` (needs redis-py, imported
+  when first used).
 
 The placement functions in :mod:`scalekit.sharding.placement` are public too.
 """
 
+from typing import Any
+
 from .base import MigrationPlan, Move, Router
 from .hash_router import STRATEGIES, HashRouter
-from .migration import MigratingRouter
 from .placement import (
     DEFAULT_MAGLEV_SIZE,
     SLOT_COUNT,
@@ -22,6 +25,7 @@ from .placement import (
     key_slot,
 )
 from .range_router import RangeRouter
+from .resharding import MigratingRouter, MigrationState, ShardStore
 from .time_router import INTERVALS, Partition, Rollover, TimeRouter
 
 __all__ = [
@@ -34,14 +38,25 @@ __all__ = [
     "MaglevTable",
     "MigratingRouter",
     "MigrationPlan",
+    "MigrationState",
     "Move",
     "Partition",
     "RangeRouter",
+    "RedisShardStore",
     "Rendezvous",
     "Rollover",
     "Router",
+    "ShardStore",
     "TimeRouter",
     "cluster_slot_ranges",
     "jump_hash",
     "key_slot",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisShardStore":
+        from .redis_store import RedisShardStore
+
+        return RedisShardStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,14 +11,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["MigrationPlan", "Move", "Router", "check_shards"]
+__all__ = ["MigrationPlan", "Move", "Router", "S", "check_shards"]
+
+#: The type of a router's shard ids (`HashRouter[str]` routes to `str`).
+S = TypeVar("S", bound=Hashable)
 
 
-def check_shards(name: str, shards: Iterable[Hashable]) -> tuple[Hashable, ...]:
+def check_shards(name: str, shards: Iterable[S]) -> tuple[S, ...]:
     """Return *shards* as a tuple if it is non-empty and has no duplicates.
 
     :raises ConfigurationError: empty, a duplicate, or not a collection.
@@ -50,7 +53,7 @@ def check_shards(name: str, shards: Iterable[Hashable]) -> tuple[Hashable, ...]:
     return result
 
 
-class Router(ABC):
+class Router(ABC, Generic[S]):
     """A deterministic map from keys to shards.
 
     Subclasses implement :meth:`route`; routers over a finite set of shards
@@ -59,20 +62,20 @@ class Router(ABC):
     """
 
     @abstractmethod
-    def route(self, key: Any) -> Hashable:
+    def route(self, key: Any) -> S:
         """Return the shard that owns *key*."""
 
-    def route_many(self, keys: Iterable[Any]) -> dict[Hashable, list[Any]]:
+    def route_many(self, keys: Iterable[Any]) -> dict[S, list[Any]]:
         """Group *keys* by the shard that owns them (for multi-key reads and writes).
 
         Runtime complexity: O(k) routes.
         """
-        groups: dict[Hashable, list[Any]] = {}
+        groups: dict[S, list[Any]] = {}
         for key in keys:
             groups.setdefault(self.route(key), []).append(key)
         return groups
 
-    def plan_to(self, new: Router, *, sample: Iterable[Any] | None = None) -> MigrationPlan:
+    def plan_to(self, new: Router[Any], *, sample: Iterable[Any] | None = None) -> MigrationPlan:
         """Return the moves that take keys from this router's placement to *new*'s.
 
         :param new: the router after the change.
@@ -117,8 +120,8 @@ class MigrationPlan:
     :meth:`moved` answers for a single key whatever the router kind.
     """
 
-    old: Router
-    new: Router
+    old: Router[Any]
+    new: Router[Any]
     moves: tuple[Move, ...]
     fraction: float | None
     exact: bool
@@ -126,15 +129,17 @@ class MigrationPlan:
 
     def moved(self, key: Any) -> bool:
         """True if *key* changes shard. Runtime complexity: two routes."""
-        return self.old.route(key) != self.new.route(key)
+        return bool(self.old.route(key) != self.new.route(key))
 
     def source(self, key: Any) -> Hashable:
         """The shard *key* lives on before the change."""
-        return self.old.route(key)
+        shard: Hashable = self.old.route(key)
+        return shard
 
     def target(self, key: Any) -> Hashable:
         """The shard *key* lives on after the change."""
-        return self.new.route(key)
+        shard: Hashable = self.new.route(key)
+        return shard
 
     def sources(self) -> set[Hashable]:
         """Every shard that gives keys away."""

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, cast
 
 import mmh3
 
 from .._hashing import MASK64, hash64, key_bytes
 from ..exceptions import ConfigurationError
-from .base import Router, check_shards
+from .base import Router, S, check_shards
+from .ketama import KetamaCompat
 from .placement import (
     DEFAULT_MAGLEV_SIZE,
     SLOT_COUNT,
@@ -22,14 +23,16 @@ from .placement import (
     key_slot,
 )
 
-__all__ = ["STRATEGIES", "HashRouter"]
+__all__ = ["STRATEGIES", "HashRouter", "Strategy"]
 
-STRATEGIES = ("jump", "rendezvous", "ketama", "maglev", "slots", "modulo")
+#: A placement strategy's name.
+Strategy = Literal["jump", "rendezvous", "ketama", "maglev", "slots", "modulo"]
+STRATEGIES: tuple[Strategy, ...] = ("jump", "rendezvous", "ketama", "maglev", "slots", "modulo")
 _WEIGHTED = ("rendezvous", "ketama", "maglev", "slots")
 _JUMP_MULTIPLIER = 2862933555777941757
 
 
-class HashRouter(Router):
+class HashRouter(Router[S]):
     """Route keys to shards by a stable hash and a placement strategy.
 
     Keys are str, bytes or int, hashed as documented in :mod:`scalekit._hashing`
@@ -67,14 +70,16 @@ class HashRouter(Router):
     True
     """
 
+    _placement: KetamaRing | MaglevTable | Rendezvous | None
+
     def __init__(
         self,
-        shards: Iterable[Hashable],
+        shards: Iterable[S],
         *,
-        strategy: str = "jump",
-        weights: Mapping[Hashable, float] | None = None,
+        strategy: Strategy = "jump",
+        weights: Mapping[S, float] | None = None,
         maglev_size: int = DEFAULT_MAGLEV_SIZE,
-        ketama_compat: str = "libmemcached",
+        ketama_compat: KetamaCompat = "libmemcached",
     ) -> None:
         if strategy not in STRATEGIES:
             raise ConfigurationError(
@@ -82,7 +87,7 @@ class HashRouter(Router):
             )
         self.strategy = strategy
         self._shards = check_shards("shards", shards)
-        self._weights: dict[Hashable, float] = {}
+        self._weights: dict[S, float] = {}
         self.maglev_size = maglev_size
         self.ketama_compat = ketama_compat
         if weights:
@@ -103,15 +108,15 @@ class HashRouter(Router):
     # -- configuration ---------------------------------------------------------------
 
     @classmethod
-    def from_slot_ranges(cls, ranges: Iterable[tuple[int, int, Hashable]]) -> HashRouter:
+    def from_slot_ranges(cls, ranges: Iterable[tuple[int, int, S]]) -> HashRouter[S]:
         """A ``"slots"`` router from inclusive ``(first, last, shard)`` ranges.
 
         Mirrors a live cluster's ``CLUSTER SLOTS``. Every slot must be covered once.
 
         :raises ConfigurationError: a slot uncovered, covered twice or out of range.
         """
-        owner: list[Hashable | None] = [None] * SLOT_COUNT
-        shards: list[Hashable] = []
+        owner: list[S | None] = [None] * SLOT_COUNT
+        shards: list[S] = []
         for first, last, shard in ranges:
             if not (
                 isinstance(first, int) and isinstance(last, int) and 0 <= first <= last < SLOT_COUNT
@@ -133,11 +138,11 @@ class HashRouter(Router):
             )
         router = cls(shards, strategy="slots")
         index = {shard: i for i, shard in enumerate(shards)}
-        router._slots = [index[shard] for shard in owner]
+        router._slots = [index[shard] for shard in owner if shard is not None]
         router._install(router._build())
         return router
 
-    def copy(self) -> HashRouter:
+    def copy(self) -> HashRouter[S]:
         """Return an independent router with the same placement (plan changes on the copy)."""
         clone = HashRouter.__new__(HashRouter)
         clone.strategy = self.strategy
@@ -150,7 +155,7 @@ class HashRouter(Router):
         return clone
 
     @property
-    def shards(self) -> tuple[Hashable, ...]:
+    def shards(self) -> tuple[S, ...]:
         return self._shards
 
     @property
@@ -159,22 +164,22 @@ class HashRouter(Router):
         return self._placement
 
     @property
-    def slot_owners(self) -> tuple[Hashable, ...]:
+    def slot_owners(self) -> tuple[S, ...]:
         """For strategy ``"slots"``: the owner of each of the 16384 slots."""
         return tuple(self._shards[i] for i in self._slots)
 
     @property
-    def weights(self) -> dict[Hashable, float]:
+    def weights(self) -> dict[S, float]:
         """Each shard's weight (1 unless given)."""
         return {shard: self._weights.get(shard, 1) for shard in self._shards}
 
-    def slot_ranges(self) -> list[tuple[int, int, Hashable]]:
+    def slot_ranges(self) -> list[tuple[int, int, S]]:
         """The ``"slots"`` assignment as inclusive ``(first, last, shard)`` runs."""
         if self.strategy != "slots":
             raise ConfigurationError(f"slot_ranges needs strategy 'slots', not {self.strategy!r}")
         return _runs([self._shards[i] for i in self._slots])
 
-    def add_shard(self, shard: Hashable, weight: float | None = None) -> None:
+    def add_shard(self, shard: S, weight: float | None = None) -> None:
         """Add *shard* (with *weight*, where the strategy supports weights).
 
         Jump appends it as the last bucket; slots hands it its share of slots
@@ -185,14 +190,14 @@ class HashRouter(Router):
         """
         if shard in self._shards:
             raise ConfigurationError(f"shard {shard!r} is already routed to")
+        weights = dict(self._weights)
         if weight is not None:
             if self.strategy not in _WEIGHTED:
                 raise ConfigurationError(f"strategy {self.strategy!r} does not support weights")
-            self._weights[shard] = self._check_weight(shard, weight)
-        new_shards = (*self._shards, shard)
-        self._change(new_shards, self._slots)
+            weights[shard] = self._check_weight(shard, weight)
+        self._change((*self._shards, shard), self._slots, weights)
 
-    def remove_shard(self, shard: Hashable) -> None:
+    def remove_shard(self, shard: S) -> None:
         """Remove *shard*; its keys spread over the others.
 
         With jump, removing the last shard is minimal; removing another puts
@@ -214,12 +219,13 @@ class HashRouter(Router):
             shards.pop(index)
             # Renumber slot owners past the removed index; its slots become unowned (-1).
             slots = [-1 if s == index else s - (s > index) for s in slots]
-        self._weights.pop(shard, None)
-        self._change(tuple(shards), slots)
+        weights = dict(self._weights)
+        weights.pop(shard, None)
+        self._change(tuple(shards), slots, weights)
 
     # -- routing ---------------------------------------------------------------------
 
-    def route(self, key: Any) -> Hashable:
+    def route(self, key: Any) -> S:
         """Return the shard that owns *key*.
 
         :raises TypeError: *key* is not str, bytes or int.
@@ -231,7 +237,7 @@ class HashRouter(Router):
     # -- internals -------------------------------------------------------------------
 
     @staticmethod
-    def _check_weight(shard: Hashable, weight: Any) -> float:
+    def _check_weight(shard: S, weight: Any) -> float:
         if (
             not isinstance(weight, (int, float))
             or isinstance(weight, bool)
@@ -243,22 +249,25 @@ class HashRouter(Router):
             )
         return weight
 
-    def _install(self, route: Callable[[Any], Hashable]) -> None:
+    def _install(self, route: Callable[[Any], S]) -> None:
         self._route = route
         # The placement function itself answers route() calls: one Python call
         # less per lookup, which is most of the cost at this size.
         self.route = route  # type: ignore[method-assign,assignment]
 
-    def _change(self, shards: tuple[Hashable, ...], slots: list[int]) -> None:
-        old = self._shards
-        self._shards = shards
-        if self.strategy == "slots":
-            self._slots = _rebalance(slots, self._slot_targets())
+    def _change(self, shards: tuple[S, ...], slots: list[int], weights: dict[S, float]) -> None:
+        # Build the new placement first and commit it only if that succeeds:
+        # a failed change leaves the router exactly as it was.
+        saved = (self._shards, self._weights, self._slots, self._placement)
+        self._shards, self._weights = shards, weights
         try:
-            self._install(self._build())
+            if self.strategy == "slots":
+                self._slots = _rebalance(slots, self._slot_targets())
+            route = self._build()
         except BaseException:
-            self._shards = old
+            self._shards, self._weights, self._slots, self._placement = saved
             raise
+        self._install(route)
 
     def _slot_targets(self) -> list[int]:
         weights = [self._weights.get(s, 1) for s in self._shards]
@@ -280,17 +289,17 @@ class HashRouter(Router):
             slots.extend([index] * count)
         return slots
 
-    def _build(self) -> Callable[[Any], Hashable]:
+    def _build(self) -> Callable[[Any], S]:
         shards = self._shards
         n = len(shards)
         strategy = self.strategy
-        self._placement: KetamaRing | MaglevTable | Rendezvous | None = None
+        self._placement = None
         weighted = [(s, self._weights.get(s, 1)) for s in shards]
         if strategy == "jump":
             hash128 = mmh3.hash128
             mask, multiplier = MASK64, _JUMP_MULTIPLIER  # closure cells: faster than globals
 
-            def route_jump(key: Any) -> Hashable:
+            def route_jump(key: Any) -> S:
                 # jump_hash() unrolled: the first turn always gives b = 0, and b is
                 # kept as a float, which is exact (b < 2**31) and what C computes.
                 # The low 64 bits of hash128 * multiplier do not depend on the
@@ -315,7 +324,7 @@ class HashRouter(Router):
         if strategy == "slots":
             owners = tuple(shards[i] for i in self._slots)
 
-            def route_slots(key: Any) -> Hashable:
+            def route_slots(key: Any) -> S:
                 if type(key) is not str and type(key) is not bytes:
                     key = key_bytes(key)
                 return owners[key_slot(key)]
@@ -330,19 +339,19 @@ class HashRouter(Router):
             self._placement = KetamaRing(
                 [(s, int(w)) for s, w in weighted], compat=self.ketama_compat
             )
-            return self._placement.get
+            return cast("Callable[[Any], S]", self._placement.get)
         if strategy == "maglev":
             self._placement = MaglevTable(weighted, size=self.maglev_size)
-            return self._placement.get
+            return cast("Callable[[Any], S]", self._placement.get)
         self._placement = Rendezvous(weighted)
-        return self._placement.get
+        return cast("Callable[[Any], S]", self._placement.get)
 
     def __repr__(self) -> str:
         return f"HashRouter({list(self._shards)!r}, strategy={self.strategy!r})"
 
 
-def _runs(owners: Sequence[Hashable]) -> list[tuple[int, int, Hashable]]:
-    runs: list[tuple[int, int, Hashable]] = []
+def _runs(owners: Sequence[S]) -> list[tuple[int, int, S]]:
+    runs: list[tuple[int, int, S]] = []
     start = 0
     for slot in range(1, len(owners) + 1):
         if slot == len(owners) or owners[slot] != owners[start]:

@@ -10,13 +10,16 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterator
 from hashlib import md5
 from struct import Struct
-from typing import Any
+from typing import Any, Literal
 
 from .._hashing import key_bytes
 from ..exceptions import ConfigurationError
 from ._nodes import Nodes, normalize_nodes
 
-__all__ = ["KETAMA_POINTS_PER_SERVER", "KetamaRing", "ketama_hash"]
+__all__ = ["KETAMA_POINTS_PER_SERVER", "KetamaCompat", "KetamaRing", "ketama_hash"]
+
+#: Whose point counts a ring reproduces.
+KetamaCompat = Literal["libmemcached", "uhashring"]
 
 KETAMA_POINTS_PER_SERVER = 160
 # An index into the continuum by the top bits of a hash: 4,096 entries, or about
@@ -88,7 +91,7 @@ class KetamaRing:
         nodes: Nodes,
         *,
         points_per_server: int = KETAMA_POINTS_PER_SERVER,
-        compat: str = "libmemcached",
+        compat: KetamaCompat = "libmemcached",
     ) -> None:
         if type(points_per_server) is not int or points_per_server < 4 or points_per_server % 4:
             raise ConfigurationError(

@@ -1,10 +1,7 @@
-"""Resharding: exact migration plans and a router for the move in flight.
+"""Resharding plans: exactly what moves between two routers.
 
-:func:`plan` (behind :meth:`Router.plan_to`) compares two routers and lists
-what moves. :class:`MigratingRouter` routes while keys are being copied, the
-way Redis Cluster's MIGRATING / IMPORTING slots and ASK redirects do: writes
-go to the new owner, reads try the new owner and fall back to the old one
-until the key's move is marked done.
+`plan` (behind `Router[Any].plan_to`) compares two routers and lists what moves;
+`scalekit.sharding.resharding.MigratingRouter` carries the move out.
 """
 
 from __future__ import annotations
@@ -12,11 +9,10 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import threading
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any, TypeVar
+from typing import Any
 
 from ..exceptions import ConfigurationError
 from .base import MigrationPlan, Move, Router
@@ -24,20 +20,21 @@ from .hash_router import HashRouter
 from .placement import KetamaRing, MaglevTable
 from .range_router import RangeRouter
 
-__all__ = ["MigratingRouter", "plan"]
+__all__ = ["plan"]
 
-V = TypeVar("V")
 _SAMPLE_SIZE = 20000
 _MAX_RESIDUES = 2_000_000
 
 
-def plan(old: Router, new: Router, *, sample: Iterable[Any] | None = None) -> MigrationPlan:
+def plan(
+    old: Router[Any], new: Router[Any], *, sample: Iterable[Any] | None = None
+) -> MigrationPlan:
     """Return the :class:`MigrationPlan` from *old*'s placement to *new*'s.
 
-    Exact for two :class:`HashRouter` of the same strategy (fractions of a
+    Exact for two :class:`HashRouter[Any]` of the same strategy (fractions of a
     uniformly hashed keyspace: slot runs, ketama hash ranges, Maglev
     entries, and for jump, rendezvous and modulo the closed-form
-    probabilities) and for two :class:`RangeRouter` (key ranges; the fraction
+    probabilities) and for two :class:`RangeRouter[Any]` (key ranges; the fraction
     needs a *sample*). Other pairs are estimated from *sample*, or from 20000
     seeded random string keys when both are hash routers.
 
@@ -63,11 +60,11 @@ def plan(old: Router, new: Router, *, sample: Iterable[Any] | None = None) -> Mi
     return _sampled(old, new, keys)
 
 
-def _moved(old: Router, new: Router) -> Callable[[Any], bool]:
+def _moved(old: Router[Any], new: Router[Any]) -> Callable[[Any], bool]:
     return lambda key: old.route(key) != new.route(key)
 
 
-def _sampled(old: Router, new: Router, keys: list[Any]) -> MigrationPlan:
+def _sampled(old: Router[Any], new: Router[Any], keys: list[Any]) -> MigrationPlan:
     if not keys:
         raise ConfigurationError("sample must hold at least one key")
     counts: dict[tuple[Hashable, Hashable], int] = defaultdict(int)
@@ -79,8 +76,8 @@ def _sampled(old: Router, new: Router, keys: list[Any]) -> MigrationPlan:
 
 
 def _from_weights(
-    old: Router,
-    new: Router,
+    old: Router[Any],
+    new: Router[Any],
     shares: dict[tuple[Hashable, Hashable], float],
     *,
     exact: bool,
@@ -93,7 +90,7 @@ def _from_weights(
     return MigrationPlan(old, new, tuple(moves), math.fsum(shares.values()), exact=exact)
 
 
-def _hash_plan(old: HashRouter, new: HashRouter) -> MigrationPlan | None:
+def _hash_plan(old: HashRouter[Any], new: HashRouter[Any]) -> MigrationPlan | None:
     if old.strategy != new.strategy:
         return None
     strategy = old.strategy
@@ -182,7 +179,7 @@ def _rendezvous_shares(
 
 
 def _ketama_plan(
-    old: HashRouter, new: HashRouter, ring_a: KetamaRing, ring_b: KetamaRing
+    old: HashRouter[Any], new: HashRouter[Any], ring_a: KetamaRing, ring_b: KetamaRing
 ) -> MigrationPlan | None:
     if ring_a.compat != ring_b.compat:
         return None
@@ -208,7 +205,7 @@ def _ketama_plan(
     return _from_weights(old, new, shares, exact=True, hash_ranges=arcs)
 
 
-def _range_moves(old: RangeRouter, new: RangeRouter) -> tuple[Move, ...]:
+def _range_moves(old: RangeRouter[Any], new: RangeRouter[Any]) -> tuple[Move, ...]:
     cuts = sorted(set(old.split_points) | set(new.split_points))
     bounds: list[Any] = [None, *cuts, None]
     moves: dict[tuple[Hashable, Hashable], list[tuple[Any, Any]]] = defaultdict(list)
@@ -222,81 +219,3 @@ def _range_moves(old: RangeRouter, new: RangeRouter) -> tuple[Move, ...]:
             else:
                 pieces.append((lo, hi))
     return tuple(Move(a, b, None, ranges=tuple(r)) for (a, b), r in moves.items())
-
-
-class MigratingRouter:
-    """Route during a resharding from *old* to *new* (Redis Cluster's ASK idea).
-
-    Writes go to the new owner. Reads of a key that changes shard try the new
-    owner, then the old one, until :meth:`mark_moved` says the key's copy is
-    done; after that only the new owner is read. The mover copies a key with
-    "set if absent" on the target (so it never overwrites a newer write) and
-    deletes it from the source. :meth:`rollback` gives the reverse migration.
-
-    Deletes during a move must go to both owners (or leave a tombstone), or a
-    read may resurrect the old copy.
-
-    Thread-safety: all methods may be called from any thread.
-
-    :param old: the placement the data is in now.
-    :param new: the placement it is moving to.
-    """
-
-    def __init__(self, old: Router, new: Router) -> None:
-        if not isinstance(old, Router) or not isinstance(new, Router):
-            raise ConfigurationError(
-                f"old and new must be routers, got {type(old).__name__} and {type(new).__name__}"
-            )
-        self.old = old
-        self.new = new
-        self._done: set[Any] = set()
-        self._lock = threading.Lock()
-
-    def moves(self, key: Any) -> bool:
-        """True if *key* changes shard in this migration."""
-        return self.old.route(key) != self.new.route(key)
-
-    def route(self, key: Any) -> Hashable:
-        """The shard to write *key* to: its new owner."""
-        return self.new.route(key)
-
-    write_target = route
-
-    def read_targets(self, key: Any) -> tuple[Hashable, ...]:
-        """The shards to read *key* from, in order: new owner, then old if still moving."""
-        target = self.new.route(key)
-        source = self.old.route(key)
-        if source == target or key in self._done:
-            return (target,)
-        return (target, source)
-
-    def mark_moved(self, key: Any) -> None:
-        """Record that *key*'s copy to its new owner is done (reads stop falling back)."""
-        with self._lock:
-            self._done.add(key)
-
-    def is_moved(self, key: Any) -> bool:
-        """True once *key* no longer needs the fallback (done, or never moving)."""
-        return key in self._done or not self.moves(key)
-
-    def read(self, key: Any, fetch: Callable[[Hashable, Any], V | None]) -> V | None:
-        """Read *key* with ``fetch(shard, key)`` (None meaning absent), falling back.
-
-        If the new owner and then the old one both miss, the key may have
-        been copied and deleted between the two reads, so the new owner is
-        asked once more before the key is reported absent.
-        """
-        targets = self.read_targets(key)
-        for shard in targets:
-            value = fetch(shard, key)
-            if value is not None:
-                return value
-        return fetch(targets[0], key) if len(targets) > 1 else None
-
-    def rollback(self) -> MigratingRouter:
-        """The migration back: writes to the old owners, reads old then new."""
-        return MigratingRouter(self.new, self.old)
-
-    def complete(self) -> Router:
-        """The router to use once every key has moved: *new*."""
-        return self.new

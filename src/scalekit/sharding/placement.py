@@ -26,6 +26,7 @@ through :func:`scalekit._hashing.key_bytes`.
 from __future__ import annotations
 
 import math
+import struct
 from binascii import crc_hqx
 from collections.abc import Hashable
 from typing import Any
@@ -138,14 +139,32 @@ def _slot_bytes(key: Any) -> bytes:
     raise ArgumentTypeError(f"a Redis key must be str or bytes, got {type(key).__name__}: {key!r}")
 
 
+def _f32(value: float) -> float:
+    """*value* rounded to the nearest C ``float`` (IEEE single precision)."""
+    return float(_FLOAT32.unpack(_FLOAT32.pack(value))[0])
+
+
+_FLOAT32 = struct.Struct("f")
+
+
 def cluster_slot_ranges(num_nodes: int) -> list[tuple[int, int]]:
     """Split the 16384 slots into *num_nodes* contiguous inclusive ranges, as redis-cli does.
 
-    ``redis-cli --cluster create`` gives node *j* the slots from the end of
-    node *j-1* up to ``lround(j * 16384 / n + 16384 / n - 1)``; the last node
-    takes the rest.
+    `redis-cli --cluster create` (`clusterManagerCommandCreate`) computes in
+    single precision: `slots_per_node = 16384 / (float) n`, a `float cursor`
+    that grows by `slots_per_node` per node, and node *j*'s last slot
+    `lround(cursor + slots_per_node - 1)`, at least its first slot; the last
+    node takes the rest. Each step here rounds to a `float` as C does, so the
+    ranges equal redis-cli's for every count (the tests compare real plans).
 
-    :raises ConfigurationError: *num_nodes* not in 1..16384.
+    Args:
+        num_nodes: the number of masters, 1..16384.
+
+    Returns:
+        The `(first, last)` slot range of each master, in order.
+
+    Raises:
+        ConfigurationError: *num_nodes* not an int in 1..16384.
 
     Thread-safety: pure function. Runtime complexity: O(num_nodes).
 
@@ -154,18 +173,19 @@ def cluster_slot_ranges(num_nodes: int) -> list[tuple[int, int]]:
     """
     if type(num_nodes) is not int or not 1 <= num_nodes <= SLOT_COUNT:
         raise ConfigurationError(f"num_nodes must be an int in 1..16384, got {num_nodes!r}")
-    per_node = SLOT_COUNT / num_nodes
+    per_node = _f32(SLOT_COUNT / num_nodes)
     ranges = []
     first = 0
     cursor = 0.0
     for j in range(num_nodes):
-        last = math.floor(cursor + per_node - 1 + 0.5)  # C lround() of a positive value
+        # float + float, then - 1 (int converted to float); lround of a positive value.
+        last = math.floor(_f32(_f32(cursor + per_node) - 1.0) + 0.5)
         if last > SLOT_COUNT or j == num_nodes - 1:
             last = SLOT_COUNT - 1
         last = max(last, first)
         ranges.append((first, last))
         first = last + 1
-        cursor += per_node
+        cursor = _f32(cursor + per_node)
     return ranges
 
 

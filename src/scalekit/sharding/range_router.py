@@ -5,19 +5,19 @@ from __future__ import annotations
 import itertools
 import random
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from sortedcontainers import SortedList
 
 from .._validation import positive_int
 from ..exceptions import ArgumentTypeError, ConfigurationError
-from .base import Router, check_shards
+from .base import Router, S, check_shards
 
 __all__ = ["RangeRouter"]
 
 
-class RangeRouter(Router):
+class RangeRouter(Router[S]):
     """Route keys of any totally ordered type to contiguous ranges.
 
     With split points ``p0 < p1 < ... < pk`` shard 0 owns keys below ``p0``,
@@ -46,7 +46,7 @@ class RangeRouter(Router):
     def __init__(
         self,
         split_points: Iterable[Any],
-        shards: Iterable[Hashable],
+        shards: Iterable[S],
         *,
         sample_size: int = 64,
         rng: random.Random | None = None,
@@ -59,14 +59,14 @@ class RangeRouter(Router):
                 f"got {len(shard_tuple)}"
             )
         _check_increasing(points)
-        self._state: tuple[SortedList, tuple[Hashable, ...]] = (SortedList(points), shard_tuple)
+        self._state: tuple[SortedList, tuple[S, ...]] = (SortedList(points), shard_tuple)
         self._sample_size = positive_int("sample_size", sample_size)
         self._rng = rng if rng is not None else random.Random()
         self._lock = threading.Lock()
         self._reset_load()
 
     @classmethod
-    def from_ranges(cls, ranges: Iterable[tuple[Any, Any, Hashable]], **kwargs: Any) -> RangeRouter:
+    def from_ranges(cls, ranges: Iterable[tuple[Any, Any, S]], **kwargs: Any) -> RangeRouter[S]:
         """Build a router from half-open ``(lo, hi, shard)`` ranges; None means unbounded.
 
         The ranges must tile the whole key space: the lowest starts at None,
@@ -104,7 +104,7 @@ class RangeRouter(Router):
     # -- routing ---------------------------------------------------------------------
 
     @property
-    def shards(self) -> tuple[Hashable, ...]:
+    def shards(self) -> tuple[S, ...]:
         return self._state[1]
 
     @property
@@ -112,18 +112,18 @@ class RangeRouter(Router):
         """The boundaries, in increasing order."""
         return list(self._state[0])
 
-    def ranges(self) -> list[tuple[Any, Any, Hashable]]:
+    def ranges(self) -> list[tuple[Any, Any, S]]:
         """Every range as ``(lo, hi, shard)``, half-open, None for unbounded ends."""
         points, shards = self._state
         bounds = [None, *points, None]
         return [(bounds[i], bounds[i + 1], shard) for i, shard in enumerate(shards)]
 
-    def range_of(self, shard: Hashable) -> tuple[Any, Any]:
+    def range_of(self, shard: S) -> tuple[Any, Any]:
         """The ``(lo, hi)`` that *shard* owns. :raises ConfigurationError: unknown shard."""
         lo, hi, _ = self.ranges()[self._index_of(shard)]
         return lo, hi
 
-    def route(self, key: Any) -> Hashable:
+    def route(self, key: Any) -> S:
         """Return the shard whose range contains *key*.
 
         :raises TypeError: *key* cannot be compared with the split points.
@@ -135,7 +135,7 @@ class RangeRouter(Router):
         except TypeError:
             raise _incomparable(key, points) from None
 
-    def route_range(self, lo: Any, hi: Any, *, inclusive: bool = False) -> list[Hashable]:
+    def route_range(self, lo: Any, hi: Any, *, inclusive: bool = False) -> list[S]:
         """Every shard a scan of ``[lo, hi)`` (``[lo, hi]`` if *inclusive*) must visit.
 
         None for *lo* or *hi* means unbounded. Shards come in key order; an
@@ -163,7 +163,7 @@ class RangeRouter(Router):
 
     # -- splitting and merging -------------------------------------------------------
 
-    def split(self, at: Any, new_shard: Hashable) -> None:
+    def split(self, at: Any, new_shard: S) -> None:
         """Split the range containing *at*: keys from *at* up move to *new_shard*.
 
         :raises ConfigurationError: *new_shard* is already routed to, or *at* is
@@ -194,7 +194,7 @@ class RangeRouter(Router):
             self._samples.insert(index, [k for k in samples if _less(k, at)])
             self._samples.insert(index + 1, [k for k in samples if not _less(k, at)])
 
-    def merge(self, left: Hashable, right: Hashable) -> None:
+    def merge(self, left: S, right: S) -> None:
         """Merge *right*'s range into *left*'s, its neighbour below; *right* is dropped.
 
         :raises ConfigurationError: unknown shards, or *right*'s range does not
@@ -218,7 +218,7 @@ class RangeRouter(Router):
 
     # -- load-based splitting --------------------------------------------------------
 
-    def record(self, key: Any) -> Hashable:
+    def record(self, key: Any) -> S:
         """Count one request for *key* and return its shard (sampling the key).
 
         Runtime complexity: O(log n).
@@ -240,7 +240,7 @@ class RangeRouter(Router):
                     sample[slot] = key
             return shards[index]
 
-    def load(self) -> dict[Hashable, int]:
+    def load(self) -> dict[S, int]:
         """Requests recorded per shard since the last :meth:`reset_load`."""
         return dict(zip(self._state[1], self._counts, strict=True))
 
@@ -249,7 +249,7 @@ class RangeRouter(Router):
         with self._lock:
             self._reset_load()
 
-    def suggest_split(self, *, min_requests: int = 1) -> tuple[Hashable, Any] | None:
+    def suggest_split(self, *, min_requests: int = 1) -> tuple[S, Any] | None:
         """Suggest ``(shard, split_key)``: the hottest range, at its sampled median key.
 
         None when no range has *min_requests* requests, or when the median
@@ -280,7 +280,7 @@ class RangeRouter(Router):
         self._seen = [0] * count
         self._samples: list[list[Any]] = [[] for _ in range(count)]
 
-    def _index_of(self, shard: Hashable) -> int:
+    def _index_of(self, shard: S) -> int:
         try:
             return self._state[1].index(shard)
         except ValueError:

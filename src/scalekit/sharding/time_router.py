@@ -10,7 +10,7 @@ index over by age, size or document count as Elasticsearch's ILM does.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
@@ -18,11 +18,15 @@ from typing import Any
 from .._validation import non_empty_str, positive_int
 from ..exceptions import ArgumentTypeError, ConfigurationError
 from .base import Router
+from .rollover import Rollover
 
 __all__ = ["INTERVALS", "Partition", "Rollover", "TimeRouter"]
 
 INTERVALS = ("minute", "hour", "day", "week", "month", "year")
 _FIELD = re.compile(r"\{:([^{}]*)\}")
+_REPEAT = re.compile(r"_[pm]\d{4}$")
+_TICK = timedelta(microseconds=1)
+_LOOKBACK = timedelta(hours=3)  # longer than any clock change (Antarctica/Troll's 2 h)
 
 
 @dataclass(frozen=True, order=True)
@@ -34,7 +38,7 @@ class Partition:
     name: str
 
 
-class TimeRouter(Router):
+class TimeRouter(Router[str]):
     """Route timestamps to calendar partitions named by a template.
 
     :param interval: one of :data:`INTERVALS`.
@@ -76,6 +80,8 @@ class TimeRouter(Router):
         self.allow_naive = allow_naive
         self._prefix, self._suffix = template.split("{", 1)[0], template.rsplit("}", 1)[1]
         self._format = fields[0]
+        self._shows_offset = "%z" in self._format or "%Z" in self._format
+        self._names: dict[tuple[Any, timedelta | None], str] = {}
         probe = self.partition(datetime(2023, 12, 25, 13, 45, tzinfo=tz))
         names = set()
         for _ in range(3 if interval == "year" else 60):  # crosses a month and a year
@@ -92,10 +98,42 @@ class TimeRouter(Router):
     def route(self, key: Any) -> str:
         """Return the name of the partition holding the datetime *key*.
 
-        :raises TypeError: not a datetime. :raises ValueError: naive, unless allowed.
-        Runtime complexity: O(1).
+        Raises:
+            TypeError: not a datetime.
+            ValueError: naive, unless allowed.
+
+        Runtime complexity: O(1); names are cached per wall-clock bucket and
+        UTC offset, which is what tells partitions apart.
         """
-        return self.name(self.floor(key))
+        when = self._aware(key)
+        tz = self.tz
+        # Through UTC when the datetime is in tz already: astimezone() to its
+        # own zone would keep a wall time in a DST gap as it is.
+        local = when.astimezone(timezone.utc if when.tzinfo is tz else tz)
+        if local.tzinfo is not tz:
+            local = local.astimezone(tz)
+        bucket = (self._bucket(local), local.utcoffset())
+        name = self._names.get(bucket)
+        if name is None:
+            name = self.name(self.floor(local))
+            if len(self._names) >= 4096:
+                self._names.clear()
+            self._names[bucket] = name
+        return name
+
+    def _bucket(self, local: datetime) -> Any:
+        interval = self.interval
+        if interval == "hour":
+            return (local.year, local.month, local.day, local.hour)
+        if interval == "minute":
+            return (local.year, local.month, local.day, local.hour, local.minute)
+        if interval == "day":
+            return (local.year, local.month, local.day)
+        if interval == "month":
+            return (local.year, local.month)
+        if interval == "year":
+            return local.year
+        return local.date() - timedelta(days=local.weekday())
 
     def partition(self, when: datetime) -> Partition:
         """The :class:`Partition` holding *when*."""
@@ -126,30 +164,58 @@ class TimeRouter(Router):
     # -- calendar --------------------------------------------------------------------
 
     def floor(self, when: datetime) -> datetime:
-        """The start of the partition holding *when*, as an aware datetime in ``tz``."""
-        local = self._aware(when).astimezone(self.tz)
+        """The start of the partition holding *when*.
+
+        An aware datetime at ``tz``'s UTC offset of that instant (a
+        fixed-offset ``timezone``, so starts compare as instants even in a
+        repeated hour; ``.astimezone(tz)`` gives the zone's own datetime).
+
+        Minute and hour partitions are the spans of one wall-clock minute or
+        hour under one UTC offset: where clocks go back, the repeated hour is
+        a partition of its own, and where they skip half an hour, the hour's
+        partition starts at the transition.
+        """
+        # Through UTC: astimezone() to the datetime's own zone would keep a wall
+        # time that does not exist (in a DST gap) as it is.
+        local = self._aware(when).astimezone(timezone.utc).astimezone(self.tz)
         interval = self.interval
-        if interval == "minute":
-            local = local.replace(second=0, microsecond=0)
-        elif interval == "hour":
-            local = local.replace(minute=0, second=0, microsecond=0)
-        else:
-            day = local.date()
-            if interval == "week":
-                day -= timedelta(days=day.weekday())
-            elif interval == "month":
-                day = day.replace(day=1)
-            elif interval == "year":
-                day = day.replace(month=1, day=1)
-            local = _wall(day.year, day.month, day.day, self.tz)
-        return local
+        if interval == "minute" or interval == "hour":
+            offset = local.utcoffset()
+            assert offset is not None
+            if interval == "minute":
+                wall = local.replace(second=0, microsecond=0, tzinfo=None, fold=0)
+            else:
+                wall = local.replace(minute=0, second=0, microsecond=0, tzinfo=None, fold=0)
+            start = (wall - offset).replace(tzinfo=timezone.utc)
+            if self._offset(start) != offset:
+                # The offset changed inside this wall minute or hour: the span
+                # under *when*'s offset begins at the change.
+                start = self._change_after(start, local.astimezone(timezone.utc))
+            return _fixed(start, self.tz)
+        day = local.date()
+        if interval == "week":
+            day -= timedelta(days=day.weekday())
+        elif interval == "month":
+            day = day.replace(day=1)
+        elif interval == "year":
+            day = day.replace(month=1, day=1)
+        return _fixed(_wall(day.year, day.month, day.day, self.tz), self.tz)
 
     def next_start(self, start: datetime) -> datetime:
         """The start of the partition after the one starting at *start*."""
-        start = start.astimezone(self.tz)
+        start = start.astimezone(timezone.utc).astimezone(self.tz)
         if self.interval in ("minute", "hour"):
+            offset = start.utcoffset()
+            assert offset is not None
             step = timedelta(minutes=1) if self.interval == "minute" else timedelta(hours=1)
-            return (start.astimezone(timezone.utc) + step).astimezone(self.tz)
+            if self.interval == "minute":
+                wall = start.replace(second=0, microsecond=0, tzinfo=None, fold=0)
+            else:
+                wall = start.replace(minute=0, second=0, microsecond=0, tzinfo=None, fold=0)
+            end = (wall + step - offset).replace(tzinfo=timezone.utc)
+            if self._offset(end - _TICK) != offset:
+                end = self._change_after(start.astimezone(timezone.utc), end)
+            return _fixed(end, self.tz)
         day = start.date()
         if self.interval == "day":
             day += timedelta(days=1)
@@ -159,20 +225,66 @@ class TimeRouter(Router):
             day = day.replace(year=day.year + day.month // 12, month=day.month % 12 + 1, day=1)
         else:
             day = day.replace(year=day.year + 1, month=1, day=1)
-        return _wall(day.year, day.month, day.day, self.tz)
+        return _fixed(_wall(day.year, day.month, day.day, self.tz), self.tz)
+
+    def _offset(self, instant: datetime) -> timedelta | None:
+        return instant.astimezone(self.tz).utcoffset()
+
+    def _change_after(self, lo: datetime, hi: datetime) -> datetime:
+        """The first instant in ``(lo, hi]`` whose UTC offset differs from *lo*'s (bisection)."""
+        before = self._offset(lo)
+        while hi - lo > _TICK:
+            mid = lo + (hi - lo) // 2
+            if self._offset(mid) == before:
+                lo = mid
+            else:
+                hi = mid
+        return hi
 
     def name(self, start: datetime) -> str:
-        """The template filled in with *start*."""
-        return self.template.format(start)
+        """The template filled in with *start*, the start of a partition.
+
+        Where clocks go back, a minute or hour partition repeats the wall time
+        of an earlier one; unless the template shows the UTC offset (``%z`` or
+        ``%Z``), the repeat's name gets its offset appended, e.g.
+        ``h_2026_10_25_02`` (CEST) and then ``h_2026_10_25_02_p0100`` (CET).
+        """
+        local = start.astimezone(self.tz)
+        name = self.template.format(local)
+        if self._shows_offset or self.interval not in ("minute", "hour"):
+            return name
+        offset = local.utcoffset()
+        instant = local.astimezone(timezone.utc)
+        # Clocks went back within the last hours if an earlier offset differs.
+        earlier = {self._offset(instant - _TICK), self._offset(instant - _LOOKBACK)}
+        earlier.discard(offset)
+        if not earlier:
+            return name
+        if self.interval == "minute":
+            wall = local.replace(second=0, microsecond=0, tzinfo=None, fold=0)
+        else:
+            wall = local.replace(minute=0, second=0, microsecond=0, tzinfo=None, fold=0)
+        for before in earlier:
+            if before is None:
+                continue
+            seen = (wall - before).replace(tzinfo=timezone.utc)
+            if seen < instant and self._offset(seen) == before:  # this wall time came before
+                return name + _offset_suffix(offset)
+        return name
 
     def parse(self, name: str) -> Partition:
         """The :class:`Partition` a name produced by this router stands for.
 
         :raises ValueError: *name* does not come from this template.
         """
-        if not (name.startswith(self._prefix) and name.endswith(self._suffix)):
+        repeat = _REPEAT.search(name)
+        if repeat is not None and not self._shows_offset and self.interval in ("minute", "hour"):
+            base = name[: repeat.start()]
+        else:
+            base, repeat = name, None
+        if not (base.startswith(self._prefix) and base.endswith(self._suffix)):
             raise ConfigurationError(f"{name!r} does not match template {self.template!r}")
-        middle = name[len(self._prefix) : len(name) - len(self._suffix) or None]
+        middle = base[len(self._prefix) : len(base) - len(self._suffix) or None]
         fmt = self._format
         if ("%V" in fmt or "%U" in fmt or "%W" in fmt) and "%u" not in fmt and "%w" not in fmt:
             middle, fmt = middle + "|1", fmt + "|%u"  # strptime needs a weekday for weeks
@@ -182,7 +294,20 @@ class TimeRouter(Router):
             raise ConfigurationError(
                 f"{name!r} does not match template {self.template!r}"
             ) from None
-        partition = self.partition(parsed.replace(tzinfo=self.tz))
+        if repeat is None:
+            zone: tzinfo = self.tz
+        else:  # a repeated wall time: the suffix says under which offset
+            text = repeat.group()
+            minutes = int(text[2:4]) * 60 + int(text[4:6])
+            zone = timezone(timedelta(minutes=minutes if text[1] == "p" else -minutes))
+        partition = self.partition(parsed.replace(tzinfo=zone))
+        if partition.name != name:
+            # A wall time in a DST gap resolves past the gap, and a repeat may
+            # begin mid-hour: the partition named is then a neighbour.
+            for near in (partition.start - _TICK, partition.end):
+                if self.partition(near).name == name:
+                    partition = self.partition(near)
+                    break
         if partition.name != name:
             raise ConfigurationError(
                 f"{name!r} is not a partition name of template {self.template!r}"
@@ -251,95 +376,29 @@ class TimeRouter(Router):
         return f"TimeRouter({self.interval!r}, {self.template!r}, tz={self.tz!r})"
 
 
+def _fixed(instant: datetime, tz: tzinfo) -> datetime:
+    """*instant* at *tz*'s UTC offset there, as a fixed-offset datetime.
+
+    Two datetimes in one zone compare by wall time, ignoring ``fold``, so the
+    two 02:30 of a repeated hour would compare equal; fixed offsets compare
+    as instants.
+    """
+    local = instant.astimezone(tz)
+    offset = local.utcoffset()
+    assert offset is not None
+    return local.replace(tzinfo=timezone(offset), fold=0)
+
+
+def _offset_suffix(offset: timedelta | None) -> str:
+    """``+01:00`` as ``_p0100``, ``-03:30`` as ``_m0330``: safe in table names."""
+    assert offset is not None
+    minutes = int(offset.total_seconds()) // 60
+    sign = "p" if minutes >= 0 else "m"
+    return f"_{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+
+
 def _wall(year: int, month: int, day: int, tz: tzinfo) -> datetime:
     """Midnight of a calendar day in *tz* (the first instant of the day after a DST gap)."""
     moment = datetime(year, month, day, tzinfo=tz)
     # Round-trip through UTC: a wall time that does not exist (DST gap) moves forward.
     return moment.astimezone(timezone.utc).astimezone(tz)
-
-
-class Rollover:
-    """An Elasticsearch-ILM style write index that rolls over by age, size or documents.
-
-    Writes go to :attr:`write_index` (``"<prefix>-000001"`` and up); when any
-    of the conditions is met, :meth:`maybe_rollover` starts the next
-    generation. Reads cover :meth:`read_indices`; :meth:`expired` lists the
-    generations rolled over longer than ``keep`` ago (ILM's delete phase
-    ``min_age`` counts from rollover).
-
-    :param prefix: the index name before the generation number.
-    :param max_age: roll over once the write index is this old.
-    :param max_size: ... once this many bytes were recorded into it.
-    :param max_docs: ... once this many documents were recorded into it.
-    :param clock: returns the current aware datetime.
-    :raises ConfigurationError: no condition, or a condition that is not positive.
-
-    Thread-safety: not thread-safe; guard with a lock if shared.
-    """
-
-    def __init__(
-        self,
-        prefix: str,
-        *,
-        max_age: timedelta | None = None,
-        max_size: int | None = None,
-        max_docs: int | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-    ) -> None:
-        self.prefix = non_empty_str("prefix", prefix)
-        if max_age is None and max_size is None and max_docs is None:
-            raise ConfigurationError("give at least one of max_age, max_size, max_docs")
-        if max_age is not None and (not isinstance(max_age, timedelta) or max_age <= timedelta(0)):
-            raise ConfigurationError(f"max_age must be a positive timedelta, got {max_age!r}")
-        self.max_age = max_age
-        self.max_size = None if max_size is None else positive_int("max_size", max_size)
-        self.max_docs = None if max_docs is None else positive_int("max_docs", max_docs)
-        self._clock = clock
-        self.generation = 1
-        self._created = [self._clock()]
-        self._rolled: list[datetime] = []
-        self.size = 0
-        self.docs = 0
-
-    @property
-    def write_index(self) -> str:
-        """The index new documents go to."""
-        return self._name(self.generation)
-
-    def read_indices(self) -> list[str]:
-        """Every generation, oldest first: what a search must read."""
-        return [self._name(g) for g in range(1, self.generation + 1)]
-
-    def record(self, *, size: int = 0, docs: int = 1) -> str:
-        """Account one write of *size* bytes and *docs* documents; return the write index."""
-        self.size += size
-        self.docs += docs
-        return self.write_index
-
-    def should_rollover(self) -> bool:
-        """True when the write index meets any rollover condition."""
-        age = self._clock() - self._created[-1]
-        return (
-            (self.max_age is not None and age >= self.max_age)
-            or (self.max_size is not None and self.size >= self.max_size)
-            or (self.max_docs is not None and self.docs >= self.max_docs)
-        )
-
-    def maybe_rollover(self) -> str | None:
-        """Roll over if a condition is met; return the new write index, else None."""
-        if not self.should_rollover():
-            return None
-        now = self._clock()
-        self._rolled.append(now)
-        self._created.append(now)
-        self.generation += 1
-        self.size = self.docs = 0
-        return self.write_index
-
-    def expired(self, keep: timedelta) -> list[str]:
-        """Generations rolled over at least *keep* ago (never the write index)."""
-        now = self._clock()
-        return [self._name(g + 1) for g, at in enumerate(self._rolled) if now - at >= keep]
-
-    def _name(self, generation: int) -> str:
-        return f"{self.prefix}-{generation:06d}"

@@ -1,0 +1,428 @@
+"""Live resharding: per-key ownership hand-off with ASK-style redirects.
+
+The protocol is Redis Cluster's slot migration applied per key (see the
+Redis Cluster specification, "ASK redirection" and `MIGRATE`):
+
+* The **source** of a moving key serves it for as long as it holds it; a
+  command for a key the source does not hold is redirected to the
+  **target**, which serves (and creates) it from then on.
+* The mover hands keys over with the store's own atomic move (`MIGRATE` on
+  Redis): while one key moves, no command on that key runs on either side.
+* Which side is the source is recorded on every store as the migration's
+  *state* (an epoch and a phase). Every command on a moving key carries the
+  state the client believes in and is refused by a store that records
+  another, so a direction change (rollback, resume) never lets two clients
+  create the same key on two stores.
+
+A rollback is the same protocol with source and target swapped; nothing is
+copied "if absent" and nothing is deleted that a client may still be served.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+from ..exceptions import BackendUnavailableError, ConfigurationError, RoutingError
+from .base import Router
+from .shard_store import (
+    PHASES,
+    KeyAbsentError,
+    MigrationState,
+    ShardStore,
+    StaleStateError,
+)
+
+__all__ = [
+    "PHASES",
+    "KeyAbsentError",
+    "MigratingRouter",
+    "MigrationState",
+    "ShardStore",
+    "StaleStateError",
+]
+
+S = TypeVar("S", bound=Hashable)
+_MOVING = ("forward", "reverse")
+
+
+class MigratingRouter(Generic[S]):
+    """Route commands during a resharding from *old* to *new*, losing nothing.
+
+    Keys whose shard does not change go straight to their shard. For a key
+    that moves, a command goes to the current source and runs there if the
+    key is present; otherwise it goes to the current target, which serves
+    it (Redis Cluster's ASK redirect). [move][scalekit.sharding.MigratingRouter.move]
+    hands keys over with the store's atomic move, so every command on a key
+    runs on exactly one store and every acknowledged write survives the
+    move, whatever the command (`SET`, `INCR`, `HSET`, `APPEND`, `DEL`).
+
+    [rollback][scalekit.sharding.MigratingRouter.rollback] swaps source and
+    target for every moving key, [resume][scalekit.sharding.MigratingRouter.resume]
+    swaps them back; both record a new state on every store first, and a
+    store refuses commands sent under another state, so clients in other
+    processes follow (they retry under the newer state until *timeout*).
+
+    Assumptions: one mover at a time per migration name; every client of
+    the moving keys goes through a `MigratingRouter` of the same name;
+    commands touch one key, given as the first argument.
+
+    Args:
+        old: the placement the data is in now.
+        new: the placement it is moving to.
+        stores: each shard's [ShardStore][scalekit.sharding.shard_store.ShardStore].
+        name: the migration's name, recorded on every store.
+        timeout: seconds a command keeps retrying while the stores disagree
+            on the state (during a direction change).
+        clock: monotonic seconds.
+        sleep: how to wait between those retries.
+
+    Raises:
+        ConfigurationError: not routers, a shard without a store, or a bad timeout.
+
+    Thread-safety: every method may be called from any thread; `move`,
+    `rollback`, `resume` and `complete` serialize on one lock.
+
+    Example:
+        ```python
+        stores = {"a": RedisShardStore(client_a), "b": RedisShardStore(client_b)}
+        router = MigratingRouter(HashRouter(["a"]), HashRouter(["a", "b"]), stores)
+        router.start()
+        router.execute("cart:7", "INCR")      # clients, from any thread
+        while router.move(limit=1000):        # the mover
+            pass
+        placement = router.complete()
+        ```
+    """
+
+    def __init__(
+        self,
+        old: Router[S],
+        new: Router[S],
+        stores: Mapping[S, ShardStore],
+        *,
+        name: str = "scalekit",
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not isinstance(old, Router) or not isinstance(new, Router):
+            raise ConfigurationError(
+                f"old and new must be routers, got {type(old).__name__} and {type(new).__name__}"
+            )
+        if not isinstance(stores, Mapping):
+            raise ConfigurationError(
+                f"stores must be a mapping shard -> ShardStore, got {type(stores).__name__}"
+            )
+        for router in (old, new):
+            for shard in getattr(router, "shards", ()):
+                if shard not in stores:
+                    raise ConfigurationError(
+                        f"stores has no store for shard {shard!r}; give one per shard"
+                    )
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"name must be a non-empty str, got {name!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds, got {timeout!r}"
+            )
+        self.old = old
+        self.new = new
+        self.name = name
+        self._stores = dict(stores)
+        self._timeout = float(timeout)
+        self._clock = clock
+        self._sleep = sleep
+        self._state: MigrationState | None = None
+        self._view_lock = threading.Lock()
+        self._mover_lock = threading.Lock()
+        self._cursors: dict[S, int] = {}
+        self._pending: dict[S, list[Any]] = {}  # scanned, still to move
+        self._pass_done = False
+        self._unfinished: list[tuple[S, S, list[Any]]] = []
+
+    # -- state -----------------------------------------------------------------------
+
+    @property
+    def state(self) -> MigrationState | None:
+        """The state this router routes by (None until started or learned)."""
+        return self._state
+
+    @property
+    def phase(self) -> str | None:
+        """The current phase: one of `PHASES`, or None before the migration starts."""
+        state = self._state
+        return None if state is None else state.phase
+
+    def start(self) -> None:
+        """Begin the migration: record `1:forward` on every store.
+
+        A mover that restarts adopts the newest state the stores record
+        for this name and carries on from there.
+
+        Raises:
+            BackendUnavailableError: a store could not be reached.
+            ConfigurationError: the stores record a finished migration of this
+                name; `forget()` it first, or use another name.
+        """
+        with self._mover_lock:
+            recorded = [s for s in (st.read_state(self.name) for st in self._distinct()) if s]
+            state = max(recorded, default=MigrationState(1, "forward"))
+            if state.phase not in _MOVING:
+                raise ConfigurationError(
+                    f"migration {self.name!r} is already {state.phase} on the stores; "
+                    "call forget() first or use another name"
+                )
+            self._record(state)
+
+    def refresh(self) -> MigrationState:
+        """Learn the newest state recorded on the stores (for clients in other processes).
+
+        Raises:
+            RoutingError: no store records this migration.
+        """
+        recorded = [s for s in (st.read_state(self.name) for st in self._distinct()) if s]
+        if not recorded:
+            raise RoutingError(f"no store records migration {self.name!r}; call start() first")
+        self._adopt(max(recorded))
+        assert self._state is not None
+        return self._state
+
+    def moves(self, key: Any) -> bool:
+        """True if *key* changes shard in this migration. Runtime complexity: two routes."""
+        return bool(self.old.route(key) != self.new.route(key))
+
+    def owner(self, key: Any) -> Any:
+        """The shard *key* is created on now: the current target if it moves, else its shard."""
+        state = self._state
+        if state is not None and state.phase in ("reverse", "aborted"):
+            return self.old.route(key)
+        return self.new.route(key)
+
+    # -- commands --------------------------------------------------------------------
+
+    def execute(self, key: Any, *command: Any) -> Any:
+        """Run a one-key command, e.g. `execute("cart:1", "HSET", "sku", 2)`, where *key* lives.
+
+        The command goes to its store as `command[0] key command[1:]`.
+
+        Raises:
+            RoutingError: the stores still disagree on the migration's state
+                after *timeout* seconds, or the migration was never started.
+            BackendUnavailableError: a store could not be reached.
+        """
+        if not command:
+            raise ConfigurationError("execute needs a command, e.g. execute(key, 'GET')")
+        source, target = self.old.route(key), self.new.route(key)
+        if source == target:
+            return self._stores[source].execute(
+                key, command, name=self.name, state=None, source=False
+            )
+        deadline: float | None = None
+        delay = 0.0005
+        while True:
+            state = self._state
+            if state is None:
+                state = self.refresh()
+            if state.phase == "complete":
+                return self._stores[target].execute(
+                    key, command, name=self.name, state=None, source=False
+                )
+            if state.phase == "aborted":
+                return self._stores[source].execute(
+                    key, command, name=self.name, state=None, source=False
+                )
+            first, second = (source, target) if state.phase == "forward" else (target, source)
+            try:
+                try:
+                    return self._stores[first].execute(
+                        key, command, name=self.name, state=state, source=True
+                    )
+                except KeyAbsentError:
+                    pass  # the ASK redirect: the target serves keys its source lacks
+                return self._stores[second].execute(
+                    key, command, name=self.name, state=state, source=False
+                )
+            except StaleStateError as exc:
+                if exc.state is not None and exc.state > state:
+                    self._adopt(exc.state)
+                    continue
+                # The store lags behind a change in progress: wait for it.
+                now = self._clock()
+                if deadline is None:
+                    deadline = now + self._timeout
+                elif now >= deadline:
+                    raise RoutingError(
+                        f"stores of migration {self.name!r} disagree on its state "
+                        f"(this router: {state.encode()}, a store: "
+                        f"{exc.state.encode() if exc.state else None}) for {self._timeout:g} s",
+                        key,
+                    ) from None
+                self._sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    # -- the mover -------------------------------------------------------------------
+
+    def move(self, limit: int = 1000, *, batch: int = 100) -> int:
+        """Move at most *limit* keys in the current direction; return how many moved.
+
+        Returns 0 once a full scan of every source, begun after the last
+        direction change, has been moved: nothing is left to move.
+
+        Raises:
+            ConfigurationError: the migration is not moving (not started, or finished).
+            BackendUnavailableError: a move failed; the keys it held stay
+                served by their source, and the next `move`, `rollback` or
+                `resume` finishes their move first.
+        """
+        if limit < 1 or batch < 1:
+            raise ConfigurationError(f"limit and batch must be positive, got {limit!r}, {batch!r}")
+        with self._mover_lock:
+            state = self._require_moving("move")
+            self._finish_unfinished()
+            if self._pass_done:
+                return 0
+            forward = state.phase == "forward"
+            moved = 0
+            for shard in self._sources(forward):
+                if moved >= limit:
+                    break
+                store = self._stores[shard]
+                pending = self._pending.setdefault(shard, [])
+                cursor = self._cursors.get(shard, 0)  # 0: not begun, -1: scan complete
+                while moved < limit:
+                    if not pending:
+                        if cursor == -1:
+                            break
+                        cursor, keys = store.scan(cursor, batch)
+                        cursor = cursor or -1
+                        self._cursors[shard] = cursor
+                        for key in keys:
+                            a, b = self.old.route(key), self.new.route(key)
+                            if a != b and (a if forward else b) == shard:
+                                pending.append(key)
+                        continue
+                    take = pending[: limit - moved]
+                    del pending[: len(take)]
+                    groups: dict[Any, list[Any]] = {}
+                    for key in take:
+                        groups.setdefault(
+                            self.new.route(key) if forward else self.old.route(key), []
+                        ).append(key)
+                    done: list[Any] = []
+                    try:
+                        for target, group in groups.items():
+                            self._move_group(shard, target, group)
+                            done.append(target)
+                            moved += len(group)
+                    finally:
+                        # Groups a failure kept from moving wait for the next call.
+                        left = [k for t, g in groups.items() if t not in done for k in g]
+                        failed = self._unfinished[-1][2] if self._unfinished else []
+                        pending[:0] = [k for k in left if k not in failed]
+            if all(
+                self._cursors.get(s) == -1 and not self._pending.get(s)
+                for s in self._sources(forward)
+            ):
+                self._pass_done = True
+            return moved
+
+    def rollback(self) -> None:
+        """Reverse the migration: every moving key's target becomes its source.
+
+        Keys already moved are served where they are and moved back by
+        [move][scalekit.sharding.MigratingRouter.move]; new keys go to the
+        old placement. Runtime complexity: one state write per store.
+
+        Raises:
+            ConfigurationError: the migration is not moving forward.
+            BackendUnavailableError: a store is unreachable; the state is
+                then left as it was on the stores that were not updated,
+                and commands wait (up to *timeout*) until a retry succeeds.
+        """
+        self._turn("forward", "reverse")
+
+    def resume(self) -> None:
+        """Move forward again after a [rollback][scalekit.sharding.MigratingRouter.rollback]."""
+        self._turn("reverse", "forward")
+
+    def complete(self) -> Router[S]:
+        """Finish the direction in progress and return the router that now holds every key.
+
+        Forward gives *new* (phase `complete`), reverse gives *old* (phase
+        `aborted`). Moves whatever is left first.
+        """
+        while self.move(10_000):
+            pass
+        with self._mover_lock:
+            state = self._require_moving("complete")
+            final = "complete" if state.phase == "forward" else "aborted"
+            self._record(MigrationState(state.epoch + 1, final))
+            return self.new if final == "complete" else self.old
+
+    def forget(self) -> None:
+        """Remove the recorded state from every store, once no client uses the migration."""
+        with self._mover_lock:
+            for store in self._distinct():
+                store.write_state(self.name, None)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _distinct(self) -> list[ShardStore]:
+        seen: dict[int, ShardStore] = {}
+        for store in self._stores.values():
+            seen.setdefault(id(store), store)
+        return list(seen.values())
+
+    def _sources(self, forward: bool) -> list[S]:
+        router = self.old if forward else self.new
+        shards: Iterable[S] = getattr(router, "shards", None) or self._stores
+        return list(shards)
+
+    def _adopt(self, state: MigrationState) -> None:
+        with self._view_lock:
+            if self._state is None or state > self._state:
+                self._state = state
+
+    def _record(self, state: MigrationState) -> None:
+        for store in self._distinct():
+            store.write_state(self.name, state)
+        with self._view_lock:
+            self._state = state
+        self._cursors.clear()
+        self._pending.clear()
+        self._pass_done = False
+
+    def _require_moving(self, what: str) -> MigrationState:
+        state = self._state
+        if state is None or state.phase not in _MOVING:
+            phase = "not started" if state is None else state.phase
+            raise ConfigurationError(f"cannot {what}: the migration is {phase}")
+        return state
+
+    def _turn(self, expected: str, phase: str) -> None:
+        with self._mover_lock:
+            state = self._require_moving(phase)
+            if state.phase != expected:
+                raise ConfigurationError(
+                    f"cannot turn {phase}: the migration is moving {state.phase} already"
+                )
+            self._finish_unfinished()
+            self._record(MigrationState(state.epoch + 1, phase))
+
+    def _move_group(self, source: S, target: S, keys: list[Any]) -> None:
+        try:
+            self._stores[source].move(keys, self._stores[target])
+        except BackendUnavailableError:
+            self._unfinished.append((source, target, keys))
+            raise
+
+    def _finish_unfinished(self) -> None:
+        # A move that failed may have reached the target; the source copy is
+        # the served one, so finishing the move (replacing) is the safe repair.
+        while self._unfinished:
+            source, target, keys = self._unfinished[0]
+            self._stores[source].move(keys, self._stores[target])
+            self._unfinished.pop(0)

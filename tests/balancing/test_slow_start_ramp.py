@@ -1,0 +1,89 @@
+"""Every strategy with slow start follows Envoy's ramp, window by window, on a fake clock.
+
+Envoy's load balancing docs ("Slow start mode"): an endpoint's weight is
+``weight * max(min_weight_percent, time_factor ** (1 / aggression))`` with
+``time_factor = max(time_since_start, 1) / slow_start_window``. With four
+endpoints of weight w and a fifth that just joined, the new one's share of
+picks at time t is ``w * f(t) / (4 * w + w * f(t))``.
+
+About 2 s for all five strategies (70,000 picks each).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from scalekit.balancing import (
+    Balancer,
+    HealthPolicy,
+    LeastRequest,
+    PeakEWMA,
+    RandomBalancer,
+    SlowStart,
+    SmoothWeightedRoundRobin,
+    WeightedRoundRobin,
+)
+from scalekit.testing import FakeClock
+
+WINDOW = 60.0
+SPAN = 10.0  # seconds per measured window
+PICKS = 10_000  # per measured window
+RANDOMIZED = {RandomBalancer, PeakEWMA}
+
+
+def envoy_factor(elapsed: float, aggression: float, min_percent: float) -> float:
+    if elapsed >= WINDOW:
+        return 1.0
+    time_factor = max(elapsed, 1.0) / WINDOW
+    return max(min_percent / 100.0, time_factor ** (1.0 / aggression))
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [RandomBalancer, SmoothWeightedRoundRobin, WeightedRoundRobin, LeastRequest, PeakEWMA],
+    ids=lambda c: c.__name__,
+)
+@pytest.mark.parametrize(("weight", "aggression", "min_percent"), [(1, 1.0, 10.0), (3, 2.0, 20.0)])
+def test_a_new_endpoint_ramps_as_envoy_defines_it(
+    cls: type[Balancer], weight: int, aggression: float, min_percent: float
+) -> None:
+    clock = FakeClock()
+    policy = HealthPolicy(
+        slow_start=SlowStart(window=WINDOW, aggression=aggression, min_weight_percent=min_percent)
+    )
+    lb = cls({ep: weight for ep in "abcd"}, clock=clock, rng=random.Random(7), health=policy)
+    lb.add("e", weight)
+    step = SPAN / PICKS
+    for window in range(7):
+        new = 0
+        expected = 0.0
+        for i in range(PICKS):
+            clock.set(window * SPAN + i * step)
+            f = envoy_factor(clock(), aggression, min_percent)
+            expected += f / (4 + f)
+            ep = lb.pick()
+            new += ep == "e"
+            lb.release(ep, latency=0.010)
+        expected /= PICKS
+        share = new / PICKS
+        # A few percent of the ramp; randomized strategies also get three
+        # standard deviations of binomial sampling noise.
+        noise = 3 * math.sqrt(expected * (1 - expected) / PICKS) if cls in RANDOMIZED else 0.0
+        assert abs(share - expected) <= 0.04 * expected + noise, (
+            f"window {window}: the new endpoint had {share:.4f} of picks, "
+            f"Envoy's ramp {expected:.4f}"
+        )
+
+
+def test_the_time_factor_counts_at_least_one_second_as_envoy_does() -> None:
+    slow = SlowStart(window=WINDOW, aggression=1.0, min_weight_percent=0.0)
+    assert slow.factor(0.0) == pytest.approx(1 / WINDOW)
+    assert slow.factor(0.5) == pytest.approx(1 / WINDOW)
+    assert slow.factor(30.0) == pytest.approx(0.5)
+    assert SlowStart(window=WINDOW, aggression=2.0, min_weight_percent=0.0).factor(15.0) == (
+        pytest.approx(0.5)
+    )
+    assert slow.factor(WINDOW) == 1.0
