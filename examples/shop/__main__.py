@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from .simulation import Settings, oversold, plot, report, run, temporary_directory
+from scalekit import BackendUnavailableError, ConfigurationError
+
+from .report import exit_status, plot, report
+from .simulation import Settings, run, temporary_directory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         type=int,
         default=Settings.workers,
-        help="processes; more than 1 needs --redis or --zookeeper",
+        help="processes; more than 1 needs --redis, --redis-cluster or --zookeeper",
     )
     parser.add_argument(
         "--shards",
@@ -45,7 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         help="units of each hot SKU (default %(default)s)",
     )
     parser.add_argument(
-        "--redis", metavar="URL", help="share RedisLock locks and a NearCache over this Redis"
+        "--redis",
+        metavar="URL",
+        help="share RedisLock locks and a NearCache over this standalone Redis "
+        "(run it with appendonly yes, or a restart resets the fencing tokens)",
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        metavar="URL",
+        help="the same over a Redis Cluster (the URL of any node)",
     )
     parser.add_argument(
         "--zookeeper",
@@ -57,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         "--data",
         type=Path,
         metavar="DIR",
-        help="keep the SQLite databases in DIR (default: a temporary directory)",
+        help="keep the SQLite databases in DIR (default: a temporary directory); a second "
+        "run on DIR reuses its catalog, stock and orders",
     )
     parser.add_argument(
         "--plot", type=Path, metavar="PNG", help="write checkout latency over time to this PNG"
@@ -68,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.duration <= 0:
         parser.error(f"--duration must be > 0, got {args.duration}")
-    if args.redis and args.zookeeper:
-        parser.error("give --redis or --zookeeper, not both")
-    if args.workers > 1 and not (args.redis or args.zookeeper):
+    if sum(x is not None for x in (args.redis, args.redis_cluster, args.zookeeper)) > 1:
+        parser.error("give one of --redis, --redis-cluster and --zookeeper")
+    if args.workers > 1 and not (args.redis or args.redis_cluster or args.zookeeper):
         parser.error(
-            f"--workers {args.workers} needs --redis or --zookeeper: in-memory locks "
-            "do not cross processes"
+            f"--workers {args.workers} needs --redis, --redis-cluster or --zookeeper: "
+            "in-memory locks do not cross processes"
         )
     if args.workers > args.buyers:
         parser.error(f"--workers ({args.workers}) must not exceed --buyers ({args.buyers})")
@@ -85,17 +98,22 @@ def main(argv: list[str] | None = None) -> int:
         hot_stock=args.hot_stock,
         seed=args.seed,
         redis=args.redis,
+        redis_cluster=args.redis_cluster,
         zookeeper=args.zookeeper,
     )
-    kind = "redis" if args.redis else "zookeeper" if args.zookeeper else "memory"
     with temporary_directory() as tmp:
         directory = args.data if args.data is not None else Path(tmp)
-        storage, summary = run(settings, directory)
-        print(report(storage, summary, settings, kind))
+        try:
+            storage, summary = run(settings, directory)
+        except (BackendUnavailableError, ConfigurationError) as exc:
+            print(f"python -m examples.shop: error: {exc}", file=sys.stderr)
+            return 2
+        text, checked = report(storage, summary, settings)
+        print(text)
         if args.plot is not None:
             plot(summary, args.plot)
             print(f"latency plot: {args.plot}")
-        return 1 if oversold(storage) else 0
+        return exit_status(storage, summary, checked)
 
 
 if __name__ == "__main__":
