@@ -1,13 +1,18 @@
 """The catalog database: products, stock with its fence, reservations and the payment ledger.
 
 Stock moves only under a SKU's scalekit lock, and only through the fence
-on the SKU's ``stock`` row:
+on the SKU's ``stock`` row, kept by scalekit's
+`scalekit.locking.fencing.SQLFencedStore` on that table (columns ``sku``,
+``qty``, ``fence``, ``holder``):
 
-* ``claim`` raises the row's fence to the lease's token if the token is
-  strictly newer than the stored one, and reads stock and price in the same
-  transaction; an equal or older token is refused;
-* the write that follows (take or give back units) applies only while the
-  fence still equals that token, so any newer claim in between voids it.
+* ``claim`` records the lease's token as the row's fence if it is newer
+  than the stored one, and reads stock and price in the same transaction;
+  an older token is refused, and so is an equal one carried by another
+  lease (two holders given one token by a lock server that lost its
+  counter cannot both pass);
+* the write that follows (take or give back units, change the price)
+  applies only while the fence is still that lease's, so any newer claim
+  in between voids it.
 
 Every stock change writes a row of ``reservations`` in the same
 transaction: units ``held`` for an unpaid order, ``sold`` once it is paid,
@@ -22,10 +27,18 @@ transaction: whichever comes first wins, the other is refused.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import uuid
 from dataclasses import dataclass
 
+from scalekit.exceptions import StaleTokenError
+from scalekit.locking import Lease
+from scalekit.locking.fencing import SQLFencedStore
+
 from .db import Database
+
+Token = Lease | int  # what the fenced store accepts: a lease (the shop's case) or a bare token
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,7 +46,8 @@ CREATE TABLE IF NOT EXISTS products (
     sku TEXT PRIMARY KEY, name TEXT NOT NULL, price_cents INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS stock (
     sku TEXT PRIMARY KEY, qty INTEGER NOT NULL CHECK (qty >= 0),
-    fence INTEGER NOT NULL DEFAULT 0, initial INTEGER NOT NULL);
+    fence INTEGER NOT NULL DEFAULT 0, holder TEXT NOT NULL DEFAULT '',
+    initial INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS reservations (
     order_id TEXT NOT NULL, sku TEXT NOT NULL, qty INTEGER NOT NULL CHECK (qty > 0),
     price_cents INTEGER NOT NULL,
@@ -78,6 +92,7 @@ class Catalog:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._local = threading.local()
         db.connection().executescript(_SCHEMA)
         with db.transaction() as conn:
             conn.execute(
@@ -134,25 +149,40 @@ class Catalog:
             conn.execute("UPDATE stock SET fence = 0")
 
     # -- the fence -----------------------------------------------------------
-    def claim(self, sku: str, token: int, order_id: str | None = None) -> StockClaim | None:
+    def _store(self, conn: sqlite3.Connection) -> SQLFencedStore:
+        """This thread's fenced store on the ``stock`` table, inside our own transactions."""
+        store: SQLFencedStore | None = getattr(self._local, "store", None)
+        if store is None or store.connection is not conn:
+            store = SQLFencedStore(
+                conn,
+                dialect="sqlite",
+                table="stock",
+                key_column="sku",
+                value_column="qty",
+                fence_column="fence",
+                holder_column="holder",
+                commit=False,
+            )
+            self._local.store = store
+        return store
+
+    def claim(self, sku: str, token: Token, order_id: str | None = None) -> StockClaim | None:
         """Claim *sku*'s row for *token* and read it; None if the token is not newer.
 
-        Strict: a token equal to the stored fence is refused too, so two
-        holders that were given the same token (a lock server that lost its
-        counter) cannot both pass. Claiming on read, not only on write, is
-        what makes the read-modify-write safe: a holder whose lease ran out
-        cannot write after the next holder has read.
+        Strict: a token equal to the stored fence is refused unless it is
+        the same lease's, so two holders that were given the same token (a
+        lock server that lost its counter) cannot both pass. Claiming on
+        read, not only on write, is what makes the read-modify-write safe:
+        a holder whose lease ran out cannot write after the next holder has
+        read.
         """
         with self.db.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE stock SET fence = ? WHERE sku = ? AND fence < ?", (token, sku, token)
-            )
-            if cur.rowcount != 1:
+            try:
+                left = self._store(conn).read(sku, token)
+            except StaleTokenError:
                 return None
-            left, price = conn.execute(
-                "SELECT s.qty, p.price_cents FROM stock s JOIN products p USING (sku) "
-                "WHERE sku = ?",
-                (sku,),
+            (price,) = conn.execute(
+                "SELECT price_cents FROM products WHERE sku = ?", (sku,)
             ).fetchone()
             row = None
             if order_id is not None:
@@ -163,7 +193,9 @@ class Catalog:
         held = row[0] if row is not None and row[1] == "held" else 0
         return StockClaim(int(left), int(price), held, None if row is None else row[1])
 
-    def take(self, sku: str, token: int, order_id: str, qty: int, new_left: int, price: int) -> str:
+    def take(
+        self, sku: str, token: Token, order_id: str, qty: int, new_left: int, price: int
+    ) -> str:
         """Write *new_left* and hold *qty* for *order_id*, if the fence is still *token*.
 
         Returns ``"taken"``, ``"fenced"`` (a newer claim came first) or
@@ -175,23 +207,21 @@ class Catalog:
                 "SELECT 1 FROM voided WHERE idempotency_key = ?", (payment_key(order_id),)
             ).fetchone():
                 return "voided"
-            cur = conn.execute(
-                "UPDATE stock SET qty = ? WHERE sku = ? AND fence = ?", (new_left, sku, token)
-            )
-            if cur.rowcount != 1:
+            try:
+                self._store(conn).write(sku, new_left, token)
+            except StaleTokenError:
                 return "fenced"
             conn.execute(
                 "INSERT INTO reservations VALUES (?, ?, ?, ?, 'held')", (order_id, sku, qty, price)
             )
             return "taken"
 
-    def give_back(self, sku: str, token: int, order_id: str, new_left: int) -> bool:
-        """Write *new_left* and mark the order's held units returned, if the fence is *token*."""
+    def give_back(self, sku: str, token: Token, order_id: str, new_left: int) -> bool:
+        """Write *new_left* and mark the order's held units returned, if the fence is *token*'s."""
         with self.db.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE stock SET qty = ? WHERE sku = ? AND fence = ?", (new_left, sku, token)
-            )
-            if cur.rowcount != 1:
+            try:
+                self._store(conn).write(sku, new_left, token)
+            except StaleTokenError:
                 return False
             conn.execute(
                 "UPDATE reservations SET state = 'returned' "
@@ -200,12 +230,12 @@ class Catalog:
             )
             return True
 
-    def set_price(self, sku: str, token: int, price_cents: int) -> bool:
-        """Change the price of *sku* if the fence is still *token* (claimed by the caller)."""
+    def set_price(self, sku: str, token: Token, left: int, price_cents: int) -> bool:
+        """Change the price of *sku* if the fence is still *token*'s (claimed with *left* read)."""
         with self.db.transaction() as conn:
-            if not conn.execute(
-                "SELECT 1 FROM stock WHERE sku = ? AND fence = ?", (sku, token)
-            ).fetchone():
+            try:  # the SKU's row is rewritten as read, under the fence
+                self._store(conn).write(sku, left, token)
+            except StaleTokenError:
                 return False
             conn.execute("UPDATE products SET price_cents = ? WHERE sku = ?", (price_cents, sku))
             return True

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from scalekit import BackendUnavailableError, LockError
+from scalekit.locking import Lease
 
 from .catalog import StockClaim, payment_key
 from .gateways import GatewayError, PaymentService
@@ -224,8 +225,8 @@ class Shop:
                 then be served until the cache's ttl; call again to retry).
         """
 
-        def write(claim: StockClaim, token: int) -> bool:
-            if not self.catalog.set_price(sku, token, price_cents):
+        def write(claim: StockClaim, lease: Lease) -> bool:
+            if not self.catalog.set_price(sku, lease, claim.left, price_cents):
                 self._count("fence_rejections")
                 raise CheckoutRejected(f"price write for {sku} fenced off", "fenced off")
             return True
@@ -366,7 +367,7 @@ class Shop:
         self,
         sku: str,
         order_id: str | None,
-        body: Callable[[StockClaim, int], bool],
+        body: Callable[[StockClaim, Lease], bool],
         *,
         strict_invalidate: bool = False,
     ) -> None:
@@ -382,7 +383,7 @@ class Shop:
             raise CheckoutRejected(f"stock of {sku} is busy: {exc}", "lock timeout") from None
         try:
             with self.timings.measure("database"):
-                claim = self.catalog.claim(sku, lease.token, order_id)
+                claim = self.catalog.claim(sku, lease, order_id)
             if claim is None:
                 self._count("fence_rejections")
                 raise CheckoutRejected(
@@ -393,7 +394,7 @@ class Shop:
             if self._hold_hook is not None:
                 self._hold_hook(sku)
             with self.timings.measure("database"):
-                wrote = body(claim, lease.token)
+                wrote = body(claim, lease)
         finally:
             # The fence already decided whether the write counted; a lease lost
             # meanwhile or a backend gone now changes nothing: the lease expires.
@@ -412,7 +413,7 @@ class Shop:
                 self._note(exc, "cache invalidate")
 
     def _take(self, order: Order, sku: str, qty: int) -> None:
-        def take(claim: StockClaim, token: int) -> bool:
+        def take(claim: StockClaim, lease: Lease) -> bool:
             if claim.state == "returned":
                 raise CheckoutRejected(f"order {order.order_id} was released", "released")
             if claim.state is not None:  # held or sold already: this is a retry
@@ -422,7 +423,7 @@ class Shop:
                     f"only {claim.left} of {sku} left, {qty} wanted", "out of stock"
                 )
             outcome = self.catalog.take(
-                sku, token, order.order_id, qty, claim.left - qty, claim.price_cents
+                sku, lease, order.order_id, qty, claim.left - qty, claim.price_cents
             )
             if outcome == "fenced":
                 self._count("fence_rejections")
@@ -436,10 +437,10 @@ class Shop:
         self._under_fence(sku, order.order_id, take)
 
     def _give_back(self, order: Order, sku: str) -> None:
-        def give(claim: StockClaim, token: int) -> bool:
+        def give(claim: StockClaim, lease: Lease) -> bool:
             if not claim.held:
                 return False
-            if not self.catalog.give_back(sku, token, order.order_id, claim.left + claim.held):
+            if not self.catalog.give_back(sku, lease, order.order_id, claim.left + claim.held):
                 self._count("fence_rejections")
                 raise CheckoutRejected(f"stock return for {sku} fenced off", "fenced off")
             return True

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scalekit import BackendError, ConfigurationError
+from scalekit import BackendError, BackendUnavailableError, ConfigurationError
 from scalekit.balancing import HealthPolicy, OutlierDetection, PeakEWMA
 
 from .backends import Backends
@@ -249,12 +249,23 @@ def _shop_once(
 
 
 def work(settings: Settings, directory: Path, worker: int, namespace: str, buyers: int) -> Summary:
-    """One process's share of the load; returns its summary."""
-    backends = settings.backends(namespace, worker)
+    """One process's share of the load; returns its summary.
+
+    A backend that is down when the worker starts is retried until the end
+    of the load (the parent checked it just before); then the error is raised.
+    """
+    deadline = time.monotonic() + settings.duration
+    while True:
+        try:
+            backends = settings.backends(namespace, worker)
+            break
+        except BackendUnavailableError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(_ERROR_BACKOFF * 4)
     try:
         shop = build_shop(directory, settings, backends, worker)
         out, lock = Summary(), threading.Lock()
-        deadline = time.monotonic() + settings.duration
         rng = random.Random(settings.seed * 7919 + worker)
         threads = [
             threading.Thread(
