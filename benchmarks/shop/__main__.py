@@ -6,12 +6,16 @@ worker processes, against real servers started on loopback. Hot SKUs have
 ample stock here, so every checkout does the full flow (lock, fenced stock
 claim and write, order, payment) rather than stopping at "out of stock".
 Prints a table, where buyer time goes in the slowest configuration, and a
-scaling plot.
+scaling plot. Its Redis runs with ``appendonly yes``, as the shop's should.
+
+``python -m benchmarks.shop soak --seconds N`` runs seeded fault schedules
+instead (benchmarks/shop/soak.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +30,11 @@ def _p99(summary: Summary) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        from .soak import main as soak
+
+        return soak(argv[1:])
     parser = base_parser(__doc__ or "")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per configuration")
     parser.add_argument("--buyers", type=int, default=16, help="buyers in total, all configs")
@@ -43,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[list[object]] = []
     results: dict[tuple[str, int], Summary] = {}
     with contextlib.ExitStack() as stack:
-        redis_url = args.redis or stack.enter_context(RedisServer()).url
+        redis_url = args.redis or stack.enter_context(RedisServer(appendonly=True)).url
         zk_hosts = args.zookeeper or stack.enter_context(ZooKeeperServer()).hosts
         configs: list[tuple[str, int, dict[str, str]]] = [("memory", 1, {})]
         for workers in worker_counts:

@@ -82,19 +82,27 @@ def fault_settings(
         lock_ttl=1.0,
         lock_timeout=2.0,
         grace=30.0,
+        hold_seconds=0.01,
         redis=redis_url,
     )
 
 
 def draw(seed: int, settings: Settings) -> list[Fault]:
-    """Each kind of fault once, in a random order at random times, on random workers."""
+    """Each kind of fault once, in a random order at random times, on random workers.
+
+    The killed worker is never the one paused or partitioned (with 2 or more
+    workers), so every fault hits a live process.
+    """
     rng = random.Random(seed)
     span = settings.duration * 0.7
+    workers = list(range(settings.workers))
+    rng.shuffle(workers)
+    victim, others = workers[0], workers[1:] or workers
     faults = [
         Fault(
             at=round(rng.uniform(0.1, 1.0) * span, 2),
             kind=kind,
-            worker=rng.randrange(settings.workers),
+            worker=victim if kind == "kill" else rng.choice(others),
             seconds=round(settings.lock_ttl * rng.uniform(1.3, 2.0), 2),
         )
         for kind in KINDS

@@ -59,6 +59,9 @@ class Settings:
     lock_ttl: float = 5.0
     lock_timeout: float = 5.0
     grace: float = 30.0  # seconds a worker may take past the load before it is killed
+    # Seconds each stock change dawdles while holding the SKU's lock (a slow
+    # warehouse call): fault schedules use it so a SIGSTOP often hits a holder.
+    hold_seconds: float = 0.0
     redis: str | None = None
     redis_cluster: str | None = None
     zookeeper: str | None = None
@@ -103,6 +106,7 @@ class Summary:
     died: list[str] = field(default_factory=list)  # dead workers and buyers, one line each
     catalog: str = "new"
     recovery: list[str] = field(default_factory=list)
+    units_swept: int = 0  # units the recovery sweeps gave back to stock
 
     def add(self, other: Summary) -> None:
         self.placed += other.placed
@@ -264,7 +268,10 @@ def work(settings: Settings, directory: Path, worker: int, namespace: str, buyer
                 raise
             time.sleep(_ERROR_BACKOFF * 4)
     try:
-        shop = build_shop(directory, settings, backends, worker)
+        hold = settings.hold_seconds
+        shop = build_shop(
+            directory, settings, backends, worker, (lambda _: time.sleep(hold)) if hold else None
+        )
         out, lock = Summary(), threading.Lock()
         rng = random.Random(settings.seed * 7919 + worker)
         threads = [
@@ -386,6 +393,7 @@ class ShopRun:
             self.summary.catalog = "reused (stock, fences and orders carried over)"
             swept = self.shop.recover()
             self.summary.recovery.append(f"before the run: {swept}")
+            self.summary.units_swept += swept.units_returned
         share = [
             settings.buyers // settings.workers + (i < settings.buyers % settings.workers)
             for i in range(settings.workers)
@@ -418,6 +426,7 @@ class ShopRun:
                 self._collect()
             swept = self._sweep()
             self.summary.recovery.append(f"after the run: {swept}")
+            self.summary.units_swept += swept.units_returned
         finally:
             self._exit.close()
         for key, n in self.shop.errors.items():
