@@ -131,6 +131,15 @@ class Catalog:
             return None
         return {"sku": row[0], "name": row[1], "price_cents": row[2], "stock": row[3]}
 
+    def product_detail(self, sku: str) -> dict[str, object] | None:
+        """What the product cache holds: sku, name and price (not the stock)."""
+        row = (
+            self.db.connection()
+            .execute("SELECT sku, name, price_cents FROM products WHERE sku = ?", (sku,))
+            .fetchone()
+        )
+        return None if row is None else {"sku": row[0], "name": row[1], "price_cents": row[2]}
+
     def skus(self) -> list[str]:
         rows = self.db.connection().execute("SELECT sku FROM products ORDER BY sku")
         return [r[0] for r in rows]
