@@ -20,7 +20,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks._common import base_parser, format_table, progress, write_result
-from examples.shop.simulation import Settings, Summary, run
+from examples.shop.runner import run
+from examples.shop.simulation import Settings, Summary
 from scalekit.testing import RedisServer, ZooKeeperServer
 
 

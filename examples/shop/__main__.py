@@ -9,7 +9,8 @@ from pathlib import Path
 from scalekit import BackendUnavailableError, ConfigurationError
 
 from .report import exit_status, plot, report
-from .simulation import Settings, run, temporary_directory
+from .runner import run
+from .simulation import Settings, temporary_directory
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from scalekit import BackendUnavailableError, ConfigurationError
 from scalekit.caching import TinyLFUCache
 from scalekit.locking import MemoryLock
 
-from .service import LocalCache, ProductCache
+from .product_cache import LocalCache, ProductCache
 
 # Seconds: every Redis call is bounded by about (retries + 1) * socket timeout.
 REDIS_SOCKET_TIMEOUT = 1.0
@@ -45,28 +45,32 @@ def _redis_client(url: str, cluster: bool) -> Any:
         "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
         "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), REDIS_RETRIES),
     }
+    probe = redis.Redis.from_url(url, **options)
     try:
-        if cluster:
-            return redis.cluster.RedisCluster.from_url(url, **options)
-        client = redis.Redis.from_url(url, **options)
-        enabled = client.info("cluster").get("cluster_enabled")
-    except redis.exceptions.RedisClusterException as exc:
-        raise ConfigurationError(
-            f"--redis-cluster {url}: not a Redis Cluster ({exc}); use --redis for a "
-            "standalone server"
-        ) from exc
+        enabled = bool(probe.info("cluster").get("cluster_enabled"))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise BackendUnavailableError(f"cannot reach Redis at {url}: {exc}") from exc
-    if enabled:
-        client.close()
+    finally:
+        probe.close()
+    if cluster and not enabled:
+        raise ConfigurationError(
+            f"--redis-cluster {url}: not a Redis Cluster node (cluster_enabled:0); "
+            f"use --redis {url}"
+        )
+    if enabled and not cluster:
         raise ConfigurationError(
             f"--redis {url} is a Redis Cluster node (cluster_enabled:1); use --redis-cluster {url}"
         )
-    return client
+    if not cluster:
+        return redis.Redis.from_url(url, **options)
+    try:
+        return redis.cluster.RedisCluster.from_url(url, **options)
+    except redis.exceptions.RedisClusterException as exc:
+        raise BackendUnavailableError(f"cannot use the Redis Cluster at {url}: {exc}") from exc
 
 
 class Backends:
-    """The lock factory and product cache of one shop process; :meth:`close` frees them.
+    """The lock factory and product cache of one shop process; `close()` frees them.
 
     Args:
         namespace: prefix of every lock and cache name (the catalog's ``shop_id``).

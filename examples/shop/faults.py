@@ -30,7 +30,8 @@ from pathlib import Path
 from scalekit.testing import RedisServer, TCPProxy
 
 from .audit import Audit, audit, oversold
-from .simulation import Settings, ShopRun, Summary
+from .runner import ShopRun
+from .simulation import Settings, Summary
 from .storage import ShopStorage
 
 KINDS = ("kill", "restart", "sigstop", "blackhole")

@@ -1,6 +1,6 @@
 """Simulated payment gateways behind a scalekit balancer.
 
-Each :class:`SimulatedGateway` is one instance of a payment provider with
+Each `SimulatedGateway` is one instance of a payment provider with
 its own latency and failure rate. The provider's ledger is shared (the
 ``charges`` table), keyed by an idempotency key, the way real providers
 take an ``Idempotency-Key`` header: a retried charge, on the same or on
@@ -97,7 +97,7 @@ class PaymentService:
     def charge(self, key: str, amount_cents: int) -> str:
         """Charge *amount_cents* under idempotency *key*; return the gateway that answered.
 
-        Raises :class:`GatewayError` when every attempt failed.
+        Raises `GatewayError` when every attempt failed.
         """
         last: Exception | None = None
         for _ in range(self.attempts):

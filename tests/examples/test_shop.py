@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from examples.shop.audit import audit, oversold
+from examples.shop.runner import run
 from examples.shop.service import CheckoutRejected
-from examples.shop.simulation import Settings, build_shop, prepare, run
+from examples.shop.simulation import Settings, build_shop, prepare
 from examples.shop.storage import ShopStorage
 from scalekit import ConfigurationError
 from scalekit.testing import RedisServer, ZooKeeperServer

@@ -21,8 +21,9 @@ import pytest
 from examples.shop.backends import MAX_STALENESS
 from examples.shop.faults import run_schedule
 from examples.shop.report import exit_status, report
+from examples.shop.runner import ShopRun, run
 from examples.shop.service import Shop
-from examples.shop.simulation import Settings, ShopRun, build_shop, prepare, run
+from examples.shop.simulation import Settings, build_shop, prepare
 from scalekit import BackendUnavailableError
 from scalekit.testing import RedisClusterServers, RedisServer, TCPProxy, find_free_port
 
@@ -126,7 +127,9 @@ def test_stock_held_by_a_failed_checkout_is_never_lost_and_recovery_returns_it(
 def test_a_worker_killed_with_sigkill_is_reported_and_the_others_finish(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    settings = Settings(buyers=9, workers=3, duration=4.0, lock_ttl=1.0, redis=redis_server.url)
+    settings = Settings(
+        buyers=9, workers=3, duration=4.0, lock_ttl=1.0, grace=10.0, redis=redis_server.url
+    )
     shop_run = ShopRun(settings, tmp_path)
     shop_run.start()
     _first_order(shop_run)
@@ -134,8 +137,9 @@ def test_a_worker_killed_with_sigkill_is_reported_and_the_others_finish(
     started = time.monotonic()
     os.kill(victim.pid, signal.SIGKILL)
     storage, summary = shop_run.wait()
-    # The others end with the load; nobody waits for the dead worker.
-    assert time.monotonic() - started < settings.duration + 15
+    # Nobody waits for the dead worker, and the others were not cut off by the
+    # grace period: they finished their load and reported.
+    assert time.monotonic() - started < settings.duration + settings.grace
     assert summary.died == [f"worker 1 (pid {victim.pid}) died: killed by SIGKILL"]
     assert summary.placed > 0
     text, checked = report(storage, summary, settings)
@@ -220,6 +224,9 @@ def test_a_dead_redis_url_fails_fast_with_a_clear_message() -> None:
     assert "error: cannot reach Redis at redis://127.0.0.1:" in out.stderr
     assert "Traceback" not in out.stderr
     assert out.stdout == ""
+    out = _shop_cli("--redis-cluster", f"redis://127.0.0.1:{find_free_port()}/0")
+    assert out.returncode == 2
+    assert "error: cannot reach Redis at redis://127.0.0.1:" in out.stderr
 
 
 def test_a_cluster_node_given_as_redis_and_the_reverse_fail_fast(
@@ -232,7 +239,8 @@ def test_a_cluster_node_given_as_redis_and_the_reverse_fail_fast(
     assert f"use --redis-cluster {node.url}" in out.stderr
     out = _shop_cli("--redis-cluster", redis_server.url, "--workers", "2")
     assert out.returncode == 2
-    assert f"--redis-cluster {redis_server.url}: not a Redis Cluster" in out.stderr
+    assert f"--redis-cluster {redis_server.url}: not a Redis Cluster node" in out.stderr
+    assert f"use --redis {redis_server.url}" in out.stderr
 
 
 def test_four_workers_on_a_redis_cluster_never_oversell(
