@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from examples.shop.audit import audit, oversold
+from examples.shop.report import exit_status, report
 from examples.shop.runner import run
 from examples.shop.service import CheckoutRejected
 from examples.shop.simulation import Settings, build_shop, prepare
@@ -323,3 +324,21 @@ def test_the_claim_refuses_equal_and_older_tokens(tmp_path: Path) -> None:
 def test_workers_without_a_shared_backend_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="needs a shared lock backend"):
         run(Settings(workers=2), Path("/nonexistent"))
+
+
+def test_the_audit_fails_and_the_exit_status_says_so_when_a_unit_goes_missing(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(buyers=4, duration=0.5, failing_gateway_rate=0.0)
+    storage, summary = run(settings, tmp_path)
+    text, checked = report(storage, summary, settings)
+    assert checked.exact and exit_status(storage, summary, checked) == 0
+    with storage.catalog.db.transaction() as conn:  # a unit vanishes behind the shop's back
+        conn.execute("UPDATE stock SET qty = qty - 1 WHERE sku = 'sku-003'")
+    text, checked = report(storage, summary, settings)
+    assert checked.problems == [
+        f"sku-003: initial 10000 != left {storage.stock('sku-003')} + held 0 "
+        f"+ sold {storage.sold().get('sku-003', 0)}"
+    ]
+    assert "audit (initial = left + sold + reserved): FAILED (1 problems: sku-003" in text
+    assert exit_status(storage, summary, checked) == 1
