@@ -27,7 +27,10 @@ def _row(outcome: Outcome) -> list[object]:
     summary = outcome.summary
     return [
         outcome.seed,
-        ", ".join(f"{f.kind}@{f.at:.1f}s/w{f.worker}" for f in outcome.faults),
+        ", ".join(
+            f"{f.kind}@{f.at:.1f}s" + ("" if f.kind == "restart" else f"/w{f.worker}")
+            for f in outcome.faults
+        ),
         summary.placed,
         summary.fence_rejections,
         sum(summary.errors.values()),
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     table = format_table(
         [
             "seed",
-            "faults (kind@time/worker)",
+            "faults (kind@time/worker, after the first order)",
             "placed",
             "fenced off",
             "errors",

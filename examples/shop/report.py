@@ -41,7 +41,7 @@ def report(storage: ShopStorage, summary: Summary, settings: Settings) -> tuple[
         f"product cache hit ratio: "
         f"{1 - summary.loads / summary.lookups if summary.lookups else 0:.1%} "
         f"({summary.lookups - summary.loads} hits, {summary.loads} loads from the database)",
-        "orders per shard: "
+        "orders per shard (all statuses): "
         + ", ".join(f"{name} {sum(c.values())}" for name, c in storage.order_counts().items()),
         f"payments charged: {storage.charge_count()}",
     ]
