@@ -246,16 +246,17 @@ def _shop_once(
 def work(settings: Settings, directory: Path, worker: int, namespace: str, buyers: int) -> Summary:
     """One process's share of the load; returns its summary.
 
-    A backend that is down when the worker starts is retried until the end
-    of the load (the parent checked it just before); then the error is raised.
+    A backend that is down when the worker starts is retried for as long
+    as the load would last (the parent checked it just before); then the
+    error is raised. The load's clock starts once the backends are up.
     """
-    deadline = time.monotonic() + settings.duration
+    give_up = time.monotonic() + settings.duration
     while True:
         try:
             backends = settings.backends(namespace, worker)
             break
         except BackendUnavailableError:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= give_up:
                 raise
             time.sleep(_ERROR_BACKOFF * 4)
     try:
@@ -264,6 +265,7 @@ def work(settings: Settings, directory: Path, worker: int, namespace: str, buyer
             directory, settings, backends, worker, (lambda _: time.sleep(hold)) if hold else None
         )
         out, lock = Summary(), threading.Lock()
+        deadline = time.monotonic() + settings.duration
         rng = random.Random(settings.seed * 7919 + worker)
         threads = [
             threading.Thread(
