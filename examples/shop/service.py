@@ -241,6 +241,10 @@ class Shop:
         if order is None:
             with self.timings.measure("database"):
                 items = self.cart(user_id)
+                # A concurrent call with this key may have just moved the cart
+                # into its order (one transaction), so look for it once more.
+                order = None if items else self.storage.find_checkout(user_id, idempotency_key)
+        if order is None:
             if not items:
                 raise CheckoutRejected("the cart is empty", "empty cart")
             order = Order(
