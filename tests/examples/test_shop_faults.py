@@ -55,10 +55,12 @@ def _cut_after_first_take(shop: Shop, proxy: TCPProxy) -> None:
 
 
 def _proxied_shop(tmp_path: Path, redis: RedisServer, proxy: TCPProxy) -> tuple[Shop, Any]:
+    # The lease whose release failed stays until its 1 s ttl runs out; a lock
+    # timeout of 3 s lets the recovery sweep wait it out.
     settings = Settings(
         failing_gateway_rate=0.0,
         lock_ttl=1.0,
-        lock_timeout=1.0,
+        lock_timeout=3.0,
         redis=f"redis://{proxy.host}:{proxy.port}/0",
     )
     storage = prepare(tmp_path, settings)
