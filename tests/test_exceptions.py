@@ -89,6 +89,7 @@ def test_every_raised_scalekit_error_also_subclasses_a_builtin() -> None:
         exceptions.LockError,
         exceptions.LockNotOwnedError,
         exceptions.LockLostError,
+        exceptions.StaleTokenError,
     }
     raised = {cls for _, _, cls, _, _ in _raises() if issubclass(cls, ScaleKitError)}
     classes = raised | {getattr(exceptions, name) for name in exceptions.__all__}

@@ -6,18 +6,23 @@ worker processes, against real servers started on loopback. Hot SKUs have
 ample stock here, so every checkout does the full flow (lock, fenced stock
 claim and write, order, payment) rather than stopping at "out of stock".
 Prints a table, where buyer time goes in the slowest configuration, and a
-scaling plot.
+scaling plot. Its Redis runs with ``appendonly yes``, as the shop's should.
+
+``python -m benchmarks.shop soak --seconds N`` runs seeded fault schedules
+instead (benchmarks/shop/soak.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import tempfile
 from pathlib import Path
 
 from benchmarks._common import base_parser, format_table, progress, write_result
-from examples.shop.simulation import Settings, Summary, run
+from examples.shop.runner import run
+from examples.shop.simulation import Settings, Summary
 from scalekit.testing import RedisServer, ZooKeeperServer
 
 
@@ -27,9 +32,15 @@ def _p99(summary: Summary) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        from .soak import main as soak
+
+        return soak(argv[1:])
     parser = base_parser(
         "Checkouts per second and p99 latency of the example shop by backend (memory, "
-        "RedisLock, ZooKeeperLock) and worker processes, on servers started on loopback.",
+        "RedisLock, ZooKeeperLock) and worker processes, on servers started on loopback. "
+        "'soak --seconds N' runs seeded fault schedules instead.",
     )
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per configuration")
     parser.add_argument("--buyers", type=int, default=16, help="buyers in total, all configs")
@@ -56,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[list[object]] = []
     results: dict[tuple[str, int], Summary] = {}
     with contextlib.ExitStack() as stack:
-        redis_url = args.redis or stack.enter_context(RedisServer()).url
+        redis_url = args.redis or stack.enter_context(RedisServer(appendonly=True)).url
         zk_hosts = args.zookeeper or stack.enter_context(ZooKeeperServer()).hosts
         configs: list[tuple[str, int, dict[str, str]]] = [("memory", 1, {})]
         for workers in worker_counts:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from .simulation import Settings, oversold, plot, report, run, temporary_directory
+from scalekit import BackendUnavailableError, ConfigurationError
+
+from .report import exit_status, plot, report
+from .runner import run
+from .simulation import Settings, temporary_directory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         type=int,
         default=Settings.workers,
-        help="processes; more than 1 needs --redis or --zookeeper",
+        help="processes; more than 1 needs --redis, --redis-cluster or --zookeeper",
     )
     parser.add_argument(
         "--shards",
@@ -45,7 +50,15 @@ def main(argv: list[str] | None = None) -> int:
         help="units of each hot SKU (default %(default)s)",
     )
     parser.add_argument(
-        "--redis", metavar="URL", help="share RedisLock locks and a NearCache over this Redis"
+        "--redis",
+        metavar="URL",
+        help="share RedisLock locks and a NearCache over this standalone Redis "
+        "(run it with appendonly yes, or a restart resets the fencing tokens)",
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        metavar="URL",
+        help="the same over a Redis Cluster (the URL of any node)",
     )
     parser.add_argument(
         "--zookeeper",
@@ -57,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         "--data",
         type=Path,
         metavar="DIR",
-        help="keep the SQLite databases in DIR (default: a temporary directory)",
+        help="keep the SQLite databases in DIR (default: a temporary directory); a second "
+        "run on DIR reuses its catalog, stock and orders",
     )
     parser.add_argument(
         "--plot", type=Path, metavar="PNG", help="write checkout latency over time to this PNG"
@@ -75,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.duration <= 0:
         parser.error(f"--duration must be > 0, got {args.duration}")
-    if args.redis and args.zookeeper:
-        parser.error("give --redis or --zookeeper, not both")
-    if args.workers > 1 and not (args.redis or args.zookeeper):
+    if sum(x is not None for x in (args.redis, args.redis_cluster, args.zookeeper)) > 1:
+        parser.error("give one of --redis, --redis-cluster and --zookeeper")
+    if args.workers > 1 and not (args.redis or args.redis_cluster or args.zookeeper):
         parser.error(
-            f"--workers {args.workers} needs --redis or --zookeeper: in-memory locks "
-            "do not cross processes"
+            f"--workers {args.workers} needs --redis, --redis-cluster or --zookeeper: "
+            "in-memory locks do not cross processes"
         )
     if args.workers > args.buyers:
         parser.error(f"--workers ({args.workers}) must not exceed --buyers ({args.buyers})")
@@ -92,17 +106,22 @@ def main(argv: list[str] | None = None) -> int:
         hot_stock=args.hot_stock,
         seed=args.seed,
         redis=args.redis,
+        redis_cluster=args.redis_cluster,
         zookeeper=args.zookeeper,
     )
-    kind = "redis" if args.redis else "zookeeper" if args.zookeeper else "memory"
     with temporary_directory() as tmp:
         directory = args.data if args.data is not None else Path(tmp)
-        storage, summary = run(settings, directory)
-        print(report(storage, summary, settings, kind))
+        try:
+            storage, summary = run(settings, directory)
+        except (BackendUnavailableError, ConfigurationError) as exc:
+            print(f"python -m examples.shop: error: {exc}", file=sys.stderr)
+            return 2
+        text, checked = report(storage, summary, settings)
+        print(text)
         if args.plot is not None:
             plot(summary, args.plot)
             print(f"latency plot: {args.plot}")
-        return 1 if oversold(storage) else 0
+        return exit_status(storage, summary, checked)
 
 
 if __name__ == "__main__":

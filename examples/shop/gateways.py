@@ -1,6 +1,6 @@
 """Simulated payment gateways behind a scalekit balancer.
 
-Each :class:`SimulatedGateway` is one instance of a payment provider with
+Each `SimulatedGateway` is one instance of a payment provider with
 its own latency and failure rate. The provider's ledger is shared (the
 ``charges`` table), keyed by an idempotency key, the way real providers
 take an ``Idempotency-Key`` header: a retried charge, on the same or on
@@ -49,7 +49,11 @@ class SimulatedGateway:
         amount_cents: int,
         sleep: Callable[[float], None] = time.sleep,
     ) -> bool:
-        """Charge once per *key*; return True if this call made the charge."""
+        """Charge once per *key*; return True if this call made the charge.
+
+        Raises GatewayError for a simulated failure, or if the payment intent
+        *key* was voided (the shop gave the order up).
+        """
         with self._lock:
             self.calls += 1
             roll = self.rng.random()
@@ -58,7 +62,10 @@ class SimulatedGateway:
             with self._lock:
                 self.failures += 1
             raise GatewayError(f"{self.name}: declined by the gateway (simulated failure)")
-        charged = storage.record_charge(key, self.name, amount_cents, time.time())
+        outcome = storage.record_charge(key, self.name, amount_cents, time.time())
+        if outcome == "voided":
+            raise GatewayError(f"{self.name}: payment {key} was voided")
+        charged = outcome == "charged"
         if roll < self.failure_rate + self.lost_reply_rate:
             with self._lock:
                 self.failures += 1
@@ -90,7 +97,7 @@ class PaymentService:
     def charge(self, key: str, amount_cents: int) -> str:
         """Charge *amount_cents* under idempotency *key*; return the gateway that answered.
 
-        Raises :class:`GatewayError` when every attempt failed.
+        Raises `GatewayError` when every attempt failed.
         """
         last: Exception | None = None
         for _ in range(self.attempts):

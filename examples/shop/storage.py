@@ -1,10 +1,16 @@
 """SQLite storage for the shop: user shards, month partitions and the catalog.
 
 Users, carts and orders live in N shard databases chosen by a
-:class:`scalekit.sharding.HashRouter` on the user id; orders are further
-split into one table per month chosen by a :class:`scalekit.sharding.TimeRouter`,
-so an order-history query reads only the months it covers. Products, stock
-and the payment ledger live in a catalog database of their own.
+`scalekit.sharding.HashRouter` on the user id; orders are further split
+into one table per month chosen by a `scalekit.sharding.TimeRouter`, so an
+order-history query reads only the months it covers. Products, stock, its
+reservations and the payment ledger live in the catalog database
+(`catalog.py`).
+
+An order is written first, as ``reserved``, before any stock is taken for
+it; it ends ``paid`` or ``released``. Every status change is a
+compare-and-set from ``reserved``, so two executions of one checkout (a
+retry, the recovery sweep) cannot both decide it.
 """
 
 from __future__ import annotations
@@ -12,8 +18,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,16 +25,8 @@ from typing import Any
 
 from scalekit.sharding import HashRouter, TimeRouter
 
-_CATALOG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS products (
-    sku TEXT PRIMARY KEY, name TEXT NOT NULL, price_cents INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS stock (
-    sku TEXT PRIMARY KEY, qty INTEGER NOT NULL CHECK (qty >= 0),
-    fence INTEGER NOT NULL DEFAULT 0, initial INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS charges (
-    idempotency_key TEXT PRIMARY KEY, gateway TEXT NOT NULL, amount_cents INTEGER NOT NULL,
-    charged_at REAL NOT NULL);
-"""
+from .catalog import Catalog
+from .db import Database
 
 _SHARD_SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -62,48 +58,19 @@ class Order:
     gateway: str | None
 
 
-class Database:
-    """One SQLite file, one connection per thread, WAL mode for concurrent readers."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
-
-    def connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, rolled back on an exception."""
-        conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-
 class ShopStorage:
     """The catalog database and the user shards, in one directory."""
 
     def __init__(self, directory: Path, shards: int = 4) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.catalog = Database(directory / "catalog.sqlite3")
+        self.directory = directory
+        self.catalog = Catalog(Database(directory / "catalog.sqlite3"))
         self.shard_names = [f"shard{i}" for i in range(shards)]
         self.shards = {name: Database(directory / f"{name}.sqlite3") for name in self.shard_names}
         self.router = HashRouter(self.shard_names, strategy="jump")
         self.months = TimeRouter("month", "orders_{:%Y_%m}")
         self._tables: set[tuple[str, str]] = set()
         self._tables_lock = threading.Lock()
-        self.catalog.connection().executescript(_CATALOG_SCHEMA)
         for db in self.shards.values():
             db.connection().executescript(_SHARD_SCHEMA)
 
@@ -119,68 +86,18 @@ class ShopStorage:
                 self._tables.add((shard, table))
         return table
 
-    # -- catalog -------------------------------------------------------------
-    def add_product(self, sku: str, name: str, price_cents: int, qty: int) -> None:
-        with self.catalog.transaction() as conn:
-            conn.execute("INSERT INTO products VALUES (?, ?, ?)", (sku, name, price_cents))
-            conn.execute("INSERT INTO stock (sku, qty, initial) VALUES (?, ?, ?)", (sku, qty, qty))
+    # -- catalog (see catalog.py) ---------------------------------------------
+    def add_product(self, sku: str, name: str, price_cents: int, qty: int) -> bool:
+        return self.catalog.add_product(sku, name, price_cents, qty)
 
     def product(self, sku: str) -> dict[str, Any] | None:
-        row = (
-            self.catalog.connection()
-            .execute(
-                "SELECT p.sku, p.name, p.price_cents, s.qty "
-                "FROM products p JOIN stock s USING (sku) WHERE p.sku = ?",
-                (sku,),
-            )
-            .fetchone()
-        )
-        if row is None:
-            return None
-        return {"sku": row[0], "name": row[1], "price_cents": row[2], "stock": row[3]}
+        return self.catalog.product(sku)
 
     def skus(self) -> list[str]:
-        rows = self.catalog.connection().execute("SELECT sku FROM products ORDER BY sku")
-        return [r[0] for r in rows]
+        return self.catalog.skus()
 
     def stock(self, sku: str) -> int:
-        row = self.catalog.connection().execute("SELECT qty FROM stock WHERE sku = ?", (sku,))
-        return int(row.fetchone()[0])
-
-    def claim_stock(self, sku: str, fence: int) -> int | None:
-        """Record *fence* as the newest token for *sku* and return its stock.
-
-        Returns None if a newer token was seen already. Claiming on read,
-        not only on write, matters: without it, a holder whose lease expired
-        could still write after the next holder read, and that next holder's
-        write would then be based on a stale read.
-        """
-        with self.catalog.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE stock SET fence = ? WHERE sku = ? AND fence <= ?", (fence, sku, fence)
-            )
-            if cur.rowcount != 1:
-                return None
-            return int(conn.execute("SELECT qty FROM stock WHERE sku = ?", (sku,)).fetchone()[0])
-
-    def write_stock(self, sku: str, qty: int, fence: int) -> bool:
-        """Set the stock of *sku* if *fence* is not older than the last accepted one.
-
-        The fence check is part of the UPDATE itself, so a writer whose lock
-        lease was lost (and whose token has since been superseded) cannot
-        write, however late its request arrives.
-        """
-        with self.catalog.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE stock SET qty = ?, fence = ? WHERE sku = ? AND fence <= ?",
-                (qty, fence, sku, fence),
-            )
-            return cur.rowcount == 1
-
-    def stock_report(self) -> dict[str, tuple[int, int]]:
-        """sku -> (initial, left)."""
-        rows = self.catalog.connection().execute("SELECT sku, initial, qty FROM stock")
-        return {r[0]: (r[1], r[2]) for r in rows}
+        return self.catalog.stock(sku)
 
     # -- users, carts ----------------------------------------------------------
     def add_user(self, user_id: str, email: str, now: float) -> None:
@@ -260,14 +177,19 @@ class ShopStorage:
             self.clear_cart(conn, order.user_id)
         return order
 
-    def set_order_status(self, order: Order, status: str, gateway: str | None) -> None:
+    def set_order_status(
+        self, order: Order, status: str, gateway: str | None, total_cents: int | None = None
+    ) -> bool:
+        """Move *order* from ``reserved`` to *status*; False if it had left ``reserved``."""
         shard = self.router.route(order.user_id)
         table = self.orders_table(shard, order.created_at)
         with self.shards[shard].transaction() as conn:
-            conn.execute(
-                f"UPDATE {table} SET status = ?, gateway = ? WHERE order_id = ?",
-                (status, gateway, order.order_id),
+            cur = conn.execute(
+                f"UPDATE {table} SET status = ?, gateway = ?, "
+                "total_cents = COALESCE(?, total_cents) WHERE order_id = ? AND status = 'reserved'",
+                (status, gateway, total_cents, order.order_id),
             )
+            return cur.rowcount == 1
 
     def order(self, user_id: str, order_id: str, table: str) -> Order | None:
         row = (
@@ -304,13 +226,7 @@ class ShopStorage:
         counts: dict[str, dict[str, int]] = {}
         for name, db in self.shards.items():
             per: dict[str, int] = {}
-            tables = [
-                r[0]
-                for r in db.connection().execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders_%'"
-                )
-            ]
-            for table in tables:
+            for table in self._month_tables(db):
                 for status, n in db.connection().execute(
                     f"SELECT status, COUNT(*) FROM {table} GROUP BY status"
                 ):
@@ -318,45 +234,51 @@ class ShopStorage:
             counts[name] = per
         return counts
 
-    def sold(self) -> dict[str, int]:
-        """sku -> units in orders that hold stock (everything but released ones)."""
-        sold: dict[str, int] = {}
+    def _month_tables(self, db: Database) -> list[str]:
+        return [
+            r[0]
+            for r in db.connection().execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders_%'"
+            )
+        ]
+
+    def units(self, status: str) -> dict[str, int]:
+        """sku -> units in orders of *status* (``paid``: sold; ``reserved``: in flight)."""
+        units: dict[str, int] = {}
         for db in self.shards.values():
-            tables = [
-                r[0]
-                for r in db.connection().execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders_%'"
-                )
-            ]
-            for table in tables:
+            for table in self._month_tables(db):
                 for (items,) in db.connection().execute(
-                    f"SELECT items FROM {table} WHERE status != 'released'"
+                    f"SELECT items FROM {table} WHERE status = ?", (status,)
                 ):
                     for sku, qty in json.loads(items).items():
-                        sold[sku] = sold.get(sku, 0) + qty
-        return sold
+                        units[sku] = units.get(sku, 0) + qty
+        return units
 
-    # -- payments ledger ---------------------------------------------------------
-    def record_charge(self, key: str, gateway: str, amount_cents: int, now: float) -> bool:
-        """Record a charge once per idempotency key; False if it was charged already."""
-        with self.catalog.transaction() as conn:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO charges VALUES (?, ?, ?, ?)",
-                (key, gateway, amount_cents, now),
-            )
-            return cur.rowcount == 1
+    def sold(self) -> dict[str, int]:
+        """sku -> units in paid orders."""
+        return self.units("paid")
+
+    def reserved_orders(self, created_before: float) -> list[Order]:
+        """Orders still ``reserved`` that were created before *created_before* (epoch seconds)."""
+        found: list[Order] = []
+        for db in self.shards.values():
+            for table in self._month_tables(db):
+                rows = db.connection().execute(
+                    f"SELECT * FROM {table} WHERE status = 'reserved' AND created_at < ?",
+                    (created_before,),
+                )
+                found.extend(_order(r) for r in rows)
+        return sorted(found, key=lambda o: o.created_at)
+
+    # -- payments ledger (in the catalog) ----------------------------------------
+    def record_charge(self, key: str, gateway: str, amount_cents: int, now: float) -> str:
+        return self.catalog.record_charge(key, gateway, amount_cents, now)
 
     def charged_by(self, key: str) -> str | None:
-        """The gateway that charged under *key*, or None if nothing was charged."""
-        row = (
-            self.catalog.connection()
-            .execute("SELECT gateway FROM charges WHERE idempotency_key = ?", (key,))
-            .fetchone()
-        )
-        return None if row is None else str(row[0])
+        return self.catalog.charged_by(key)
 
     def charge_count(self) -> int:
-        return int(self.catalog.connection().execute("SELECT COUNT(*) FROM charges").fetchone()[0])
+        return self.catalog.charge_count()
 
 
 def _order(row: tuple[Any, ...]) -> Order:

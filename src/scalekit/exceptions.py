@@ -14,7 +14,8 @@ argument and ``except ConnectionError`` around an unreachable backend::
     ├── LockError(ScaleKitError)
     │   ├── LockTimeoutError(LockError, TimeoutError)
     │   ├── LockNotOwnedError(LockError)
-    │   └── LockLostError(LockError)
+    │   ├── LockLostError(LockError)
+    │   └── StaleTokenError(LockError)
     ├── RoutingError(ScaleKitError, LookupError)
     ├── NoAvailableEndpointError(ScaleKitError, LookupError)
     └── MissingDependencyError(ScaleKitError, ModuleNotFoundError)
@@ -42,6 +43,7 @@ __all__ = [
     "NoAvailableEndpointError",
     "RoutingError",
     "ScaleKitError",
+    "StaleTokenError",
 ]
 
 
@@ -103,6 +105,21 @@ class LockNotOwnedError(LockError):
 
 class LockLostError(LockError):
     """The lease was lost (expired, failed renewal, session lost) before release."""
+
+
+class StaleTokenError(LockError):
+    """A fenced store refused a fencing token older than one it had already seen.
+
+    The lease that carried ``token`` was lost: a newer holder has since
+    read or written ``key`` with ``fence`` (the highest token the store has
+    seen for it), so acting on what this holder read would lose an update.
+    """
+
+    def __init__(self, message: str, key: str, token: int, fence: int) -> None:
+        super().__init__(message)
+        self.key = key
+        self.token = token
+        self.fence = fence
 
 
 class RoutingError(ScaleKitError, LookupError):

@@ -1,12 +1,12 @@
 """A buyer process that the test freezes (SIGSTOP) while it holds a SKU's lock.
 
-Usage: python -m tests.examples._paused_buyer DIR REDIS_URL RUN_ID MARKER SHARDS
+Usage: python -m tests.examples._paused_buyer DIR REDIS_URL MARKER SHARDS
 
 It puts one unit of ``hot-0`` in a cart and checks out through a RedisLock
-with a 1 s ttl. Right after reading the stock under the lock it writes
+with a 1 s ttl. Right after claiming the stock row under the lock it writes
 MARKER and dawdles, so the test can SIGSTOP it there, let the lease
 expire, sell the unit elsewhere and SIGCONT it. It prints ``fenced`` if
-its stale stock write was rejected, ``ordered`` if it created an order.
+its stale stock write was rejected, ``ordered`` if it sold the unit.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-from examples.shop.backends import Backends
 from examples.shop.service import CheckoutRejected
 from examples.shop.simulation import Settings, build_shop
+from examples.shop.storage import ShopStorage
 
 
 def main() -> int:
-    directory, redis_url, run_id, marker, shards = sys.argv[1:6]
-    settings = Settings(shards=int(shards), failing_gateway_rate=0.0)
-    backends = Backends(run_id=run_id, redis_url=redis_url, lock_ttl=1.0)
+    directory, redis_url, marker, shards = sys.argv[1:5]
+    settings = Settings(shards=int(shards), failing_gateway_rate=0.0, lock_ttl=1.0, redis=redis_url)
+    namespace = ShopStorage(Path(directory), int(shards)).catalog.shop_id
+    backends = settings.backends(namespace)
 
     def hold(sku: str) -> None:
         Path(marker).write_text(sku)
@@ -33,11 +34,11 @@ def main() -> int:
     user = shop.register("paused@example.com")
     shop.add_to_cart(user, "hot-0", 1)
     try:
-        shop.checkout(user, "paused-checkout")
+        order = shop.checkout(user, "paused-checkout")
     except CheckoutRejected as exc:
         print("fenced" if exc.reason == "fenced off" else f"rejected: {exc}")
     else:
-        print("ordered")
+        print("ordered" if order.status == "paid" else f"order {order.status}")
     backends.close()
     return 0
 

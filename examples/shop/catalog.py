@@ -1,0 +1,323 @@
+"""The catalog database: products, stock with its fence, reservations and the payment ledger.
+
+Stock moves only under a SKU's scalekit lock, and only through the fence
+on the SKU's ``stock`` row, kept by scalekit's
+`scalekit.locking.fencing.SQLFencedStore` on that table (columns ``sku``,
+``qty``, ``fence``, ``holder``):
+
+* ``claim`` records the lease's token as the row's fence if it is newer
+  than the stored one, and reads stock and price in the same transaction;
+  an older token is refused, and so is an equal one carried by another
+  lease (two holders given one token by a lock server that lost its
+  counter cannot both pass);
+* the write that follows (take or give back units, change the price)
+  applies only while the fence is still that lease's, so any newer claim
+  in between voids it.
+
+Every stock change writes a row of ``reservations`` in the same
+transaction: units ``held`` for an unpaid order, ``sold`` once it is paid,
+``returned`` when given back. So for every SKU, at every instant,
+``initial = qty + held + sold``: the conservation audit reads it straight
+from the tables.
+
+The payment ledger (``charges``) and the cancelled payment intents
+(``voided``) live here too, so "charged" and "voided" are decided in one
+transaction: whichever comes first wins, the other is refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass
+
+from scalekit.exceptions import StaleTokenError
+from scalekit.locking import Lease
+from scalekit.locking.fencing import SQLFencedStore
+
+from .db import Database
+
+Token = Lease | int  # what the fenced store accepts: a lease (the shop's case) or a bare token
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS products (
+    sku TEXT PRIMARY KEY, name TEXT NOT NULL, price_cents INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS stock (
+    sku TEXT PRIMARY KEY, qty INTEGER NOT NULL CHECK (qty >= 0),
+    fence INTEGER NOT NULL DEFAULT 0, holder TEXT NOT NULL DEFAULT '',
+    initial INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS reservations (
+    order_id TEXT NOT NULL, sku TEXT NOT NULL, qty INTEGER NOT NULL CHECK (qty > 0),
+    price_cents INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('held', 'sold', 'returned')),
+    PRIMARY KEY (order_id, sku));
+CREATE TABLE IF NOT EXISTS charges (
+    idempotency_key TEXT PRIMARY KEY, gateway TEXT NOT NULL, amount_cents INTEGER NOT NULL,
+    charged_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS voided (idempotency_key TEXT PRIMARY KEY, voided_at REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class StockClaim:
+    """What a fenced claim read: stock left, the DB price and this order's reservation."""
+
+    left: int
+    price_cents: int
+    held: int  # units this order holds of the SKU (0 if none)
+    state: str | None  # this order's reservation state for the SKU, None if none
+
+
+@dataclass(frozen=True)
+class SkuAudit:
+    initial: int
+    left: int
+    held: int
+    sold: int
+
+    @property
+    def exact(self) -> bool:
+        return self.initial == self.left + self.held + self.sold
+
+
+def payment_key(order_id: str) -> str:
+    """The idempotency key an order is charged (or voided) under."""
+    return f"order:{order_id}"
+
+
+class Catalog:
+    """The catalog database (one SQLite file)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._local = threading.local()
+        db.connection().executescript(_SCHEMA)
+        with db.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('shop_id', ?)", (uuid.uuid4().hex[:12],)
+            )
+
+    @property
+    def shop_id(self) -> str:
+        """A random id made when the catalog was created; names the shop's locks and keys."""
+        row = self.db.connection().execute("SELECT value FROM meta WHERE key = 'shop_id'")
+        return str(row.fetchone()[0])
+
+    # -- products ------------------------------------------------------------
+    def add_product(self, sku: str, name: str, price_cents: int, qty: int) -> bool:
+        """Add a product with *qty* units; False (and nothing changed) if *sku* exists."""
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO products VALUES (?, ?, ?)", (sku, name, price_cents)
+            )
+            if cur.rowcount != 1:
+                return False
+            conn.execute("INSERT INTO stock (sku, qty, initial) VALUES (?, ?, ?)", (sku, qty, qty))
+            return True
+
+    def product(self, sku: str) -> dict[str, object] | None:
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT p.sku, p.name, p.price_cents, s.qty "
+                "FROM products p JOIN stock s USING (sku) WHERE p.sku = ?",
+                (sku,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return {"sku": row[0], "name": row[1], "price_cents": row[2], "stock": row[3]}
+
+    def product_detail(self, sku: str) -> dict[str, object] | None:
+        """What the product cache holds: sku, name and price (not the stock)."""
+        row = (
+            self.db.connection()
+            .execute("SELECT sku, name, price_cents FROM products WHERE sku = ?", (sku,))
+            .fetchone()
+        )
+        return None if row is None else {"sku": row[0], "name": row[1], "price_cents": row[2]}
+
+    def skus(self) -> list[str]:
+        rows = self.db.connection().execute("SELECT sku FROM products ORDER BY sku")
+        return [r[0] for r in rows]
+
+    def stock(self, sku: str) -> int:
+        row = self.db.connection().execute("SELECT qty FROM stock WHERE sku = ?", (sku,))
+        return int(row.fetchone()[0])
+
+    def fence(self, sku: str) -> int:
+        row = self.db.connection().execute("SELECT fence FROM stock WHERE sku = ?", (sku,))
+        return int(row.fetchone()[0])
+
+    def reset_fences(self) -> None:
+        """Set every fence back to 0: only when no other process can hold a claim."""
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE stock SET fence = 0")
+
+    # -- the fence -----------------------------------------------------------
+    def _store(self, conn: sqlite3.Connection) -> SQLFencedStore:
+        """This thread's fenced store on the ``stock`` table, inside our own transactions."""
+        store: SQLFencedStore | None = getattr(self._local, "store", None)
+        if store is None or store.connection is not conn:
+            store = SQLFencedStore(
+                conn,
+                dialect="sqlite",
+                table="stock",
+                key_column="sku",
+                value_column="qty",
+                fence_column="fence",
+                holder_column="holder",
+                commit=False,
+            )
+            self._local.store = store
+        return store
+
+    def claim(self, sku: str, token: Token, order_id: str | None = None) -> StockClaim | None:
+        """Claim *sku*'s row for *token* and read it; None if the token is not newer.
+
+        Strict: a token equal to the stored fence is refused unless it is
+        the same lease's, so two holders that were given the same token (a
+        lock server that lost its counter) cannot both pass. Claiming on
+        read, not only on write, is what makes the read-modify-write safe:
+        a holder whose lease ran out cannot write after the next holder has
+        read.
+        """
+        with self.db.transaction() as conn:
+            try:
+                left = self._store(conn).read(sku, token)
+            except StaleTokenError:
+                return None
+            (price,) = conn.execute(
+                "SELECT price_cents FROM products WHERE sku = ?", (sku,)
+            ).fetchone()
+            row = None
+            if order_id is not None:
+                row = conn.execute(
+                    "SELECT qty, state FROM reservations WHERE order_id = ? AND sku = ?",
+                    (order_id, sku),
+                ).fetchone()
+        held = row[0] if row is not None and row[1] == "held" else 0
+        return StockClaim(int(left), int(price), held, None if row is None else row[1])
+
+    def take(
+        self, sku: str, token: Token, order_id: str, qty: int, new_left: int, price: int
+    ) -> str:
+        """Write *new_left* and hold *qty* for *order_id*, if the fence is still *token*.
+
+        Returns ``"taken"``, ``"fenced"`` (a newer claim came first) or
+        ``"voided"`` (the order's payment intent was voided: it is being
+        given up, so it must not hold anything new).
+        """
+        with self.db.transaction() as conn:
+            if conn.execute(
+                "SELECT 1 FROM voided WHERE idempotency_key = ?", (payment_key(order_id),)
+            ).fetchone():
+                return "voided"
+            try:
+                self._store(conn).write(sku, new_left, token)
+            except StaleTokenError:
+                return "fenced"
+            conn.execute(
+                "INSERT INTO reservations VALUES (?, ?, ?, ?, 'held')", (order_id, sku, qty, price)
+            )
+            return "taken"
+
+    def give_back(self, sku: str, token: Token, order_id: str, new_left: int) -> bool:
+        """Write *new_left* and mark the order's held units returned, if the fence is *token*'s."""
+        with self.db.transaction() as conn:
+            try:
+                self._store(conn).write(sku, new_left, token)
+            except StaleTokenError:
+                return False
+            conn.execute(
+                "UPDATE reservations SET state = 'returned' "
+                "WHERE order_id = ? AND sku = ? AND state = 'held'",
+                (order_id, sku),
+            )
+            return True
+
+    def set_price(self, sku: str, token: Token, left: int, price_cents: int) -> bool:
+        """Change the price of *sku* if the fence is still *token*'s (claimed with *left* read)."""
+        with self.db.transaction() as conn:
+            try:  # the SKU's row is rewritten as read, under the fence
+                self._store(conn).write(sku, left, token)
+            except StaleTokenError:
+                return False
+            conn.execute("UPDATE products SET price_cents = ? WHERE sku = ?", (price_cents, sku))
+            return True
+
+    # -- reservations ----------------------------------------------------------
+    def held(self, order_id: str) -> dict[str, tuple[int, int]]:
+        """sku -> (qty, unit price) the order holds."""
+        rows = self.db.connection().execute(
+            "SELECT sku, qty, price_cents FROM reservations WHERE order_id = ? AND state = 'held'",
+            (order_id,),
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def sell(self, order_id: str) -> int:
+        """Turn the order's held units into sold ones; return its total in cents.
+
+        Only called once the order is charged; units charged for are never
+        given back (giving back needs a voided payment intent first).
+        """
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE reservations SET state = 'sold' WHERE order_id = ? AND state = 'held'",
+                (order_id,),
+            )
+            (total,) = conn.execute(
+                "SELECT COALESCE(SUM(qty * price_cents), 0) FROM reservations "
+                "WHERE order_id = ? AND state = 'sold'",
+                (order_id,),
+            ).fetchone()
+            return int(total)
+
+    def audit(self) -> dict[str, SkuAudit]:
+        """sku -> initial, left, held and sold units, read in one transaction."""
+        with self.db.transaction() as conn:
+            stock = conn.execute("SELECT sku, initial, qty FROM stock").fetchall()
+            moved = conn.execute(
+                "SELECT sku, state, SUM(qty) FROM reservations "
+                "WHERE state != 'returned' GROUP BY sku, state"
+            ).fetchall()
+        per: dict[tuple[str, str], int] = {(s, st): int(n) for s, st, n in moved}
+        return {
+            sku: SkuAudit(initial, left, per.get((sku, "held"), 0), per.get((sku, "sold"), 0))
+            for sku, initial, left in stock
+        }
+
+    # -- payments ledger -------------------------------------------------------
+    def record_charge(self, key: str, gateway: str, amount_cents: int, now: float) -> str:
+        """Record a charge once per key: ``"charged"``, ``"duplicate"`` or ``"voided"``."""
+        with self.db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM voided WHERE idempotency_key = ?", (key,)).fetchone():
+                return "voided"
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO charges VALUES (?, ?, ?, ?)",
+                (key, gateway, amount_cents, now),
+            )
+            return "charged" if cur.rowcount == 1 else "duplicate"
+
+    def void_unless_charged(self, key: str, now: float) -> bool:
+        """Cancel the intent *key*: True if voided (no charge can follow), False if charged."""
+        with self.db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM charges WHERE idempotency_key = ?", (key,)).fetchone():
+                return False
+            conn.execute("INSERT OR IGNORE INTO voided VALUES (?, ?)", (key, now))
+            return True
+
+    def charged_by(self, key: str) -> str | None:
+        """The gateway that charged under *key*, or None if nothing was charged."""
+        row = (
+            self.db.connection()
+            .execute("SELECT gateway FROM charges WHERE idempotency_key = ?", (key,))
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def charge_count(self) -> int:
+        return int(self.db.connection().execute("SELECT COUNT(*) FROM charges").fetchone()[0])

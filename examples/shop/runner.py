@@ -1,0 +1,228 @@
+"""Running the simulation: the worker processes, dead-worker detection and the sweeps.
+
+``run()`` prepares the shop, starts one process per worker (or runs the
+buyers in this process for one worker), and collects each worker's summary
+over a pipe of its own. A worker that dies (``kill -9``) closes its pipe
+and is reported at once; the others finish. One that has not finished
+``grace`` seconds after the load is killed and reported. Then a recovery
+sweep settles what is left ``reserved``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import multiprocessing
+import multiprocessing.connection
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scalekit import BackendError, ConfigurationError
+
+from .service import Recovery, Shop
+from .simulation import Settings, Summary, build_shop, prepare, work
+from .storage import ShopStorage
+
+
+def _worker_main(
+    settings: Settings,
+    directory: Path,
+    worker: int,
+    namespace: str,
+    buyers: int,
+    conn: multiprocessing.connection.Connection,
+) -> None:
+    try:
+        conn.send(("ok", work(settings, directory, worker, namespace, buyers)))
+    except (BackendError, ConfigurationError) as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+@dataclass
+class Worker:
+    index: int
+    process: Any  # multiprocessing.process.BaseProcess
+    conn: multiprocessing.connection.Connection
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+
+class ShopRun:
+    """One run of the simulation: prepare, start the workers, wait for them, sweep, audit.
+
+    ``run()`` is ``start()`` then ``wait()``; fault schedules call them
+    apart and reach the worker processes through `workers` meanwhile.
+
+    Raises:
+        BackendUnavailableError: (from `start`) the lock backend does not answer.
+        ConfigurationError: (from `start`) bad settings or a wrong kind of backend.
+    """
+
+    def __init__(self, settings: Settings, directory: Path) -> None:
+        if settings.workers > 1 and settings.backend == "memory":
+            raise ConfigurationError(
+                f"workers={settings.workers} needs a shared lock backend: give --redis, "
+                "--redis-cluster or --zookeeper (memory locks do not cross processes)"
+            )
+        self.settings = settings
+        self.directory = directory
+        self.workers: list[Worker] = []
+        self.summary = Summary()
+        self._exit = contextlib.ExitStack()
+        self.storage: ShopStorage | None = None
+        self.shop: Shop | None = None
+
+    def start(self) -> None:
+        settings = self.settings
+        try:
+            self._start(settings)
+        except BaseException:
+            self._exit.close()
+            raise
+
+    def _start(self, settings: Settings) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fresh = not (self.directory / "catalog.sqlite3").exists()
+        if settings.backend == "memory":
+            # Memory locks start their tokens anew in each process: with this
+            # directory to ourselves no older claim can be alive, so the
+            # stored fences may start anew too.
+            self._exit.enter_context(_exclusive(self.directory))
+        storage = prepare(self.directory, settings)
+        self.storage = storage
+        namespace = storage.catalog.shop_id
+        backends = settings.backends(namespace)  # fails fast on a dead or wrong backend
+        self._exit.callback(backends.close)
+        self.shop = build_shop(self.directory, settings, backends, worker=-1)
+        if not fresh:
+            if settings.backend == "memory":
+                storage.catalog.reset_fences()
+            self.summary.catalog = "reused (stock, fences and orders carried over)"
+            swept = self.shop.recover()
+            self.summary.recovery.append(f"before the run: {swept}")
+            self.summary.units_swept += swept.units_returned
+        share = [
+            settings.buyers // settings.workers + (i < settings.buyers % settings.workers)
+            for i in range(settings.workers)
+        ]
+        self.namespace = namespace
+        if settings.workers == 1:
+            self._share = share
+            return
+        ctx = multiprocessing.get_context("spawn")
+        for i, n in enumerate(share):
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(
+                target=_worker_main,
+                args=(settings, self.directory, i, namespace, n, send),
+                name=f"shop-worker-{i}",
+            )
+            proc.start()
+            send.close()
+            self.workers.append(Worker(i, proc, receive))
+
+    def wait(self) -> tuple[ShopStorage, Summary]:
+        """Wait for the load to end, sweep what is left reserved and return the results."""
+        assert self.storage is not None and self.shop is not None, "start() first"
+        try:
+            if not self.workers:
+                self.summary.add(
+                    work(self.settings, self.directory, 0, self.namespace, self._share[0])
+                )
+            else:
+                self._collect()
+            swept = self._sweep()
+            self.summary.recovery.append(f"after the run: {swept}")
+            self.summary.units_swept += swept.units_returned
+        finally:
+            self._exit.close()
+        for key, n in self.shop.errors.items():
+            self.summary.errors[key] += n
+        return self.storage, self.summary
+
+    def _collect(self) -> None:
+        deadline = time.monotonic() + self.settings.duration + self.settings.grace
+        pending = {w.conn: w for w in self.workers}
+        while pending:
+            ready = multiprocessing.connection.wait(
+                list(pending), timeout=max(0.0, deadline - time.monotonic())
+            )
+            if not ready:
+                for w in pending.values():
+                    w.process.kill()
+                    w.process.join()
+                    self.summary.died.append(
+                        f"worker {w.index} (pid {w.pid}) did not finish within "
+                        f"{self.settings.grace:g}s after the load: killed"
+                    )
+                break
+            for conn in ready:
+                w = pending.pop(conn)  # type: ignore[call-overload]
+                try:
+                    status, payload = w.conn.recv()
+                except EOFError:
+                    w.process.join(10)
+                    self.summary.died.append(
+                        f"worker {w.index} (pid {w.pid}) died: {_exit_reason(w.process.exitcode)}"
+                    )
+                    continue
+                w.process.join(10)
+                if status == "ok":
+                    self.summary.add(payload)
+                else:
+                    self.summary.died.append(f"worker {w.index} could not run: {payload}")
+        for w in self.workers:
+            w.conn.close()
+
+    def _sweep(self) -> Recovery:
+        assert self.shop is not None
+        # Nothing is in flight any more: every order still reserved is stale.
+        # A backend still down leaves some for the next run's sweep.
+        total = Recovery()
+        for attempt in range(3):
+            swept = self.shop.recover()
+            total.completed += swept.completed
+            total.released += swept.released
+            total.units_returned += swept.units_returned
+            total.left_reserved = swept.left_reserved
+            if not swept.left_reserved or attempt == 2:
+                break
+            time.sleep(1.0)
+        return total
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path) -> Iterator[None]:
+    with open(directory / ".memory-run.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigurationError(
+                f"data directory {str(directory)!r} is in use by another memory-lock run; "
+                "memory locks do not cross processes (use --redis or --zookeeper)"
+            ) from None
+        yield
+
+
+def run(settings: Settings, directory: Path) -> tuple[ShopStorage, Summary]:
+    """Prepare the shop in *directory*, run the load, sweep, return the storage and the summary."""
+    shop_run = ShopRun(settings, directory)
+    shop_run.start()
+    return shop_run.wait()

@@ -1,0 +1,482 @@
+"""Fenced stores: storage that refuses a lock holder whose lease was lost.
+
+A lease is a promise that expires, and a holder can be paused past it (a
+GC pause, a `SIGSTOP`, a swapped-out VM) and resume believing it still
+holds the lock. Only the storage can stop it, and only if it checks the
+fencing token on **both** halves of a read-modify-write: a store that
+checks only writes still loses an update when the stale holder writes
+*before* the new holder does (A reads, pauses; B reads; A writes, its
+token is still the newest the store saw; B writes over it).
+
+So every operation here takes the lease (or its token):
+
+* `read(key, lease)` **claims** the token for the key: the store records
+  it as the highest seen and refuses a lower one, so from then on no older
+  holder can write the key;
+* `write(key, value, lease)` and `incr(key, amount, lease)` refuse a token
+  below the highest seen for the key.
+
+A refusal raises [StaleTokenError][scalekit.exceptions.StaleTokenError].
+The rule for equal tokens: a `Lease` carries a random `owner`, which the
+store records with the claim, so the same lease may read and write a key
+any number of times while a *different* holder that somehow got the same
+token (a lock server that lost its counter) is refused. A bare `int` token
+has no owner: a read must then be the first with that token (`fence <
+token`), and a write needs `fence <= token`.
+
+Two implementations: [RedisFencedStore][scalekit.locking.fencing.RedisFencedStore]
+(one Lua script per call; value and fence share a hash tag, so it works on
+a Redis Cluster) and [SQLFencedStore][scalekit.locking.fencing.SQLFencedStore]
+(a fence column in a table, for SQLite and PostgreSQL over any DB-API
+connection).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from .._validation import positive_number
+from ..exceptions import ConfigurationError, StaleTokenError
+from .lease import Lease
+
+if TYPE_CHECKING:
+    from ._redis_calls import RedisCalls, Script
+
+__all__ = ["RedisFencedStore", "SQLFencedStore"]
+
+Token = Lease | int
+"""What the stores accept as proof: a `Lease` (recommended) or its bare `int` token."""
+
+
+def _token(token: Token) -> tuple[int, str]:
+    """The fencing token and the owner recorded with a claim ('' for a bare int)."""
+    if isinstance(token, Lease):
+        return int(token.token), str(token.owner)
+    if isinstance(token, bool) or not isinstance(token, int) or token < 1:
+        raise ConfigurationError(
+            f"token must be a Lease or a positive integer fencing token, got {token!r}"
+        )
+    return int(token), ""
+
+
+def _stale(key: str, token: int, fence: int) -> StaleTokenError:
+    return StaleTokenError(
+        f"fencing token {token} for key {key!r} is stale: the store has seen token {fence}; "
+        "the lease was lost and a newer holder took over",
+        key,
+        token,
+        fence,
+    )
+
+
+def _key(key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise ConfigurationError(f"key must be a non-empty string, got {key!r}")
+    return key
+
+
+# -- Redis ------------------------------------------------------------------------------
+
+# Tokens are compared as decimal strings, exactly, whatever their size (a
+# ZooKeeper czxid or a microsecond clock reading does not fit a Lua double
+# exactly). KEYS[1] value, KEYS[2] fence hash {t = token, h = holder};
+# ARGV[1] token, ARGV[2] holder ('' for a bare token). `admit(strict)` says
+# whether the caller may go on; `strict` is true for a claim by a bare token.
+_LUA_ADMIT = """
+local function lt(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local fence = redis.call('HGET', KEYS[2], 't') or '0'
+local function admit(claim)
+  if lt(ARGV[1], fence) then return false end
+  if ARGV[1] == fence then
+    local holder = redis.call('HGET', KEYS[2], 'h') or ''
+    if holder ~= ARGV[2] then return false end
+    if claim and ARGV[2] == '' then return false end
+  end
+  redis.call('HSET', KEYS[2], 't', ARGV[1], 'h', ARGV[2])
+  return true
+end
+"""
+
+_READ = (
+    _LUA_ADMIT
+    + """
+if not admit(true) then return {0, fence} end
+return {1, redis.call('GET', KEYS[1])}
+"""
+)
+
+# ARGV[3]: the value.
+_WRITE = (
+    _LUA_ADMIT
+    + """
+if not admit(false) then return {0, fence} end
+redis.call('SET', KEYS[1], ARGV[3])
+return {1, false}
+"""
+)
+
+# ARGV[3]: the amount. The type is checked first: Redis does not undo a
+# script's writes when a later command of it fails.
+_INCR = (
+    _LUA_ADMIT
+    + """
+local current = redis.call('GET', KEYS[1])
+if current and not string.match(current, '^%-?%d+$') then
+  return redis.error_reply('ERR value of ' .. KEYS[1] .. ' is not an integer')
+end
+if not admit(false) then return {0, fence} end
+return {1, redis.call('INCRBY', KEYS[1], ARGV[3])}
+"""
+)
+
+
+class RedisFencedStore:
+    """Keys in Redis that only the newest lock holder may read-modify-write.
+
+    Each key is stored as a string value `<namespace>{<key>}` beside a
+    small hash `<namespace>{<key>}:fence` with the highest token seen and
+    the owner of the lease that carried it. Both names share the hash tag
+    `{<key>}`, so on a Redis Cluster they live in one slot and one script
+    checks and writes them atomically. The fence keys never expire: run
+    the server with a `noeviction` or `volatile-*` maxmemory policy and
+    with persistence (AOF), or a restart forgets the fences and a stale
+    holder is accepted again.
+
+    Args:
+        client: a `redis.Redis` or `redis.cluster.RedisCluster` you
+            configured. A `redis.Redis` is used through a private pool
+            with retries off, so every call is bounded by `op_timeout`;
+            a cluster client is bounded by its own timeouts.
+        namespace: the prefix of every key the store writes.
+        op_timeout: the most one call may take before
+            `BackendUnavailableError`.
+
+    Raises:
+        ConfigurationError: an empty `namespace`, or `op_timeout` <= 0.
+
+    Example:
+        >>> store = RedisFencedStore(redis_client)          # doctest: +SKIP
+        >>> with lock.acquire(timeout=5) as lease:          # doctest: +SKIP
+        ...     stock = int(store.read("stock:42", lease) or 0)
+        ...     store.write("stock:42", stock - 1, lease)
+
+    Thread-safe. Cost: one round trip (one short Lua script) per call.
+    """
+
+    def __init__(
+        self, client: Any, *, namespace: str = "scalekit:fenced:", op_timeout: float = 2.0
+    ) -> None:
+        from ._redis_calls import RedisCalls, Script
+
+        if not isinstance(namespace, str) or not namespace:
+            raise ConfigurationError(f"namespace must be a non-empty string, got {namespace!r}")
+        self.namespace = namespace
+        self.op_timeout = positive_number("op_timeout", op_timeout)
+        self._calls: RedisCalls = RedisCalls(client, self.op_timeout)
+        self._read: Script = Script(_READ)
+        self._write: Script = Script(_WRITE)
+        self._incr: Script = Script(_INCR)
+
+    def keys(self, key: str) -> tuple[str, str]:
+        """The Redis keys of *key*: its value and its fence hash (one hash tag)."""
+        base = f"{self.namespace}{{{_key(key)}}}"
+        return base, base + ":fence"
+
+    def _run(self, script: Script, key: str, token: Token, *extra: Any) -> Any:
+        number, owner = _token(token)
+        granted, value = self._calls.script(
+            script, list(self.keys(key)), [str(number), owner, *extra]
+        )
+        if int(granted) != 1:
+            raise _stale(key, number, int(value))
+        return value
+
+    def read(self, key: str, token: Token) -> bytes | None:
+        """Claim *token* for *key* and return the key's value (None if unset).
+
+        Raises:
+            StaleTokenError: a higher token (or the same token from another
+                lease) was seen for *key*; nothing was read.
+            BackendUnavailableError: Redis did not answer within `op_timeout`.
+        """
+        value = self._run(self._read, key, token)
+        return None if value is None else bytes(value)
+
+    def write(self, key: str, value: bytes | str | int | float, token: Token) -> None:
+        """Set *key* to *value* unless a newer token was seen for it.
+
+        Raises:
+            StaleTokenError: a higher token was seen; nothing was written.
+            BackendUnavailableError: Redis did not answer within `op_timeout`;
+                the write may or may not have happened.
+        """
+        self._run(self._write, key, token, value)
+
+    def incr(self, key: str, amount: int, token: Token) -> int:
+        """Add *amount* to the integer at *key* (unset counts as 0); return the new value.
+
+        Raises:
+            StaleTokenError: a higher token was seen; nothing changed.
+            BackendError: the value at *key* is not an integer.
+            BackendUnavailableError: Redis did not answer within `op_timeout`;
+                the increment may or may not have happened.
+        """
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise ConfigurationError(f"amount must be an integer, got {amount!r}")
+        return int(self._run(self._incr, key, token, amount))
+
+    def fence(self, key: str) -> int:
+        """The highest token the store has seen for *key* (0 if none). One round trip."""
+        raw = self._calls.call("HGET", self.keys(key)[1], "t")
+        return 0 if raw is None else int(raw)
+
+    def get(self, key: str) -> bytes | None:
+        """Read *key* without a token, for reports and checks, never for a read-modify-write."""
+        raw = self._calls.call("GET", self.keys(key)[0])
+        return None if raw is None else bytes(raw)
+
+
+# -- SQL --------------------------------------------------------------------------------
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PARAMSTYLE = {"sqlite": "?", "postgresql": "%s"}
+
+
+def _identifier(name: str, value: Any, *, dotted: bool = False) -> str:
+    parts = value.split(".") if isinstance(value, str) and dotted else [value]
+    if not all(isinstance(p, str) and _IDENTIFIER.fullmatch(p) for p in parts) or len(parts) > 2:
+        raise ConfigurationError(
+            f"{name} must be a plain SQL identifier (letters, digits, underscores"
+            f"{'; schema.table allowed' if dotted else ''}), got {value!r}"
+        )
+    return ".".join(f'"{p}"' for p in parts)
+
+
+class SQLFencedStore:
+    """The fenced read-modify-write pattern on a SQL table (SQLite or PostgreSQL).
+
+    A row holds a key, its value, a `fence` column (the highest token seen)
+    and a `holder` column (the owner of the lease that carried it). Every
+    statement checks the fence in its own `WHERE` clause, so the check and
+    the change are one atomic statement:
+
+    * read: `UPDATE t SET fence = :token, holder = :owner WHERE key = :key
+      AND (fence < :token OR (fence = :token AND holder = :owner AND holder
+      <> '')) RETURNING value`: the claim. Strict for a bare token, so two
+      holders with equal tokens cannot both pass;
+    * write / incr: the same condition with `fence = :token AND holder =
+      :owner` (a bare token may thus write after its own claim);
+    * a key without a row is inserted by an `INSERT ... ON CONFLICT (key)
+      DO UPDATE ... WHERE <the same condition>`, so a claim on a missing
+      key fences too.
+
+    `statements` holds the SQL text, to copy into code that cannot use this
+    class. Point it at an existing table with the column arguments (its
+    other columns need defaults for inserts of new keys); with
+    `holder_column=None` the table needs no holder column and every token
+    is treated as bare.
+
+    Args:
+        connection: a DB-API 2 connection (`sqlite3`, `psycopg`, `pg8000`).
+        dialect: `"sqlite"` (qmark parameters) or `"postgresql"` (`%s`).
+        table: the table, optionally `schema.table`.
+        key_column: the column of the key (its primary key or unique).
+        value_column: the column of the value (an integer for `incr`).
+        fence_column: the column of the highest token seen (`BIGINT`,
+            default 0).
+        holder_column: the column of the claiming lease's owner (text,
+            default `''`), or None.
+        commit: commit after each call (and roll back on an error). Pass
+            False to run the calls inside your own transaction.
+
+    Raises:
+        ConfigurationError: an unknown `dialect`, or a table or column name
+            that is not a plain identifier.
+
+    Not thread-safe (a DB-API connection is not): one store per
+    connection. Time bounds are the connection's (set a
+    `statement_timeout` on PostgreSQL, `timeout=` on SQLite). Cost: one
+    statement per call, two for a key that has no row yet.
+    """
+
+    def __init__(
+        self,
+        connection: Any,
+        *,
+        dialect: str = "sqlite",
+        table: str = "scalekit_fenced",
+        key_column: str = "key",
+        value_column: str = "value",
+        fence_column: str = "fence",
+        holder_column: str | None = "holder",
+        commit: bool = True,
+    ) -> None:
+        if dialect not in _PARAMSTYLE:
+            raise ConfigurationError(
+                f"dialect must be one of {sorted(_PARAMSTYLE)}, got {dialect!r}"
+            )
+        self.connection = connection
+        self.dialect = dialect
+        self.commit = bool(commit)
+        self.statements = _statements(
+            dialect,
+            _identifier("table", table, dotted=True),
+            _identifier("key_column", key_column),
+            _identifier("value_column", value_column),
+            _identifier("fence_column", fence_column),
+            None if holder_column is None else _identifier("holder_column", holder_column),
+        )
+        self._holders = holder_column is not None
+
+    def create_table(self) -> None:
+        """Create the table with its four columns if it does not exist."""
+        self._execute("create", ())
+
+    def _params(self, name: str, key: str, number: int, owner: str, value: Any) -> tuple[Any, ...]:
+        """Parameters of statement *name*, in the order its placeholders appear."""
+        if name == "claim":
+            head: tuple[Any, ...] = (number, owner) if self._holders else (number,)
+        else:
+            head = (value, number, owner) if self._holders else (value, number)
+        check = (number, number, owner) if self._holders else (number,)
+        if name.startswith("insert"):
+            row = (key, value, number, owner) if self._holders else (key, value, number)
+            return row
+        return (*head, key, *check)
+
+    def _execute(self, name: str, params: tuple[Any, ...]) -> Any:
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(self.statements[name], params)
+            row = cursor.fetchone() if cursor.description is not None else None
+        finally:
+            cursor.close()
+        return row
+
+    def _fenced(self, op: str, key: str, token: Token, value: Any) -> Any:
+        key = _key(key)
+        number, owner = _token(token)
+        if not self._holders:
+            owner = ""
+        try:
+            row = self._execute(op, self._params(op, key, number, owner, value))
+            if row is None:
+                existing = self._execute("fence", (key,))
+                if existing is None:
+                    insert = "insert_claim" if op == "claim" else f"insert_{op}"
+                    row = self._execute(insert, self._params(insert, key, number, owner, value))
+                if row is None:
+                    current = self._execute("fence", (key,))
+                    raise _stale(key, number, 0 if current is None else int(current[0]))
+        except BaseException:
+            if self.commit:
+                self.connection.rollback()
+            raise
+        if self.commit:
+            self.connection.commit()
+        return row[0]
+
+    def read(self, key: str, token: Token) -> Any:
+        """Claim *token* for *key* and return its value (None for a new key).
+
+        Raises:
+            StaleTokenError: a higher token (or, for a bare token, the same
+                one) was seen for *key*; nothing changed.
+        """
+        return self._fenced("claim", key, token, None)
+
+    def write(self, key: str, value: Any, token: Token) -> None:
+        """Set *key* to *value* unless a newer token was seen for it.
+
+        Raises:
+            StaleTokenError: a higher token was seen; nothing was written.
+        """
+        self._fenced("write", key, token, value)
+
+    def incr(self, key: str, amount: int, token: Token) -> int:
+        """Add *amount* to the integer value of *key* (a missing or NULL value counts as 0).
+
+        Returns:
+            The new value.
+
+        Raises:
+            StaleTokenError: a higher token was seen; nothing changed.
+        """
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise ConfigurationError(f"amount must be an integer, got {amount!r}")
+        return int(self._fenced("incr", key, token, amount))
+
+    def fence(self, key: str) -> int:
+        """The highest token seen for *key* (0 if it has no row)."""
+        row = self._execute("fence", (_key(key),))
+        if self.commit:
+            self.connection.commit()
+        return 0 if row is None else int(row[0])
+
+    def get(self, key: str) -> Any:
+        """Read *key* without a token, for reports and checks, never for a read-modify-write."""
+        row = self._execute("get", (_key(key),))
+        if self.commit:
+            self.connection.commit()
+        return None if row is None else row[0]
+
+
+def _statements(
+    dialect: str, table: str, key: str, value: str, fence: str, holder: str | None
+) -> dict[str, str]:
+    """The SQL text of every statement of an `SQLFencedStore`, by name."""
+    p = _PARAMSTYLE[dialect]
+    text = "TEXT"
+    big = "INTEGER" if dialect == "sqlite" else "BIGINT"
+    if holder is None:
+        claim_ok = f"{fence} < {p}"
+        write_ok = f"{fence} <= {p}"
+        set_claim = f"{fence} = {p}"
+        set_write = f"{value} = {p}, {fence} = {p}"
+        set_incr = f"{value} = COALESCE({value}, 0) + {p}, {fence} = {p}"
+        columns = f"{key}, {value}, {fence}"
+        row = f"{p}, {p}, {p}"
+        up_claim = f"{fence} = excluded.{fence}"
+        up_cond_claim = f"cur.{fence} < excluded.{fence}"
+        up_cond_write = f"cur.{fence} <= excluded.{fence}"
+        holder_ddl = ""
+    else:
+        claim_ok = f"({fence} < {p} OR ({fence} = {p} AND {holder} = {p} AND {holder} <> ''))"
+        write_ok = f"({fence} < {p} OR ({fence} = {p} AND {holder} = {p}))"
+        set_claim = f"{fence} = {p}, {holder} = {p}"
+        set_write = f"{value} = {p}, {fence} = {p}, {holder} = {p}"
+        set_incr = f"{value} = COALESCE({value}, 0) + {p}, {fence} = {p}, {holder} = {p}"
+        columns = f"{key}, {value}, {fence}, {holder}"
+        row = f"{p}, {p}, {p}, {p}"
+        up_claim = f"{fence} = excluded.{fence}, {holder} = excluded.{holder}"
+        up_cond_claim = (
+            f"cur.{fence} < excluded.{fence} OR (cur.{fence} = excluded.{fence}"
+            f" AND cur.{holder} = excluded.{holder} AND cur.{holder} <> '')"
+        )
+        up_cond_write = (
+            f"cur.{fence} < excluded.{fence} OR (cur.{fence} = excluded.{fence}"
+            f" AND cur.{holder} = excluded.{holder})"
+        )
+        holder_ddl = f", {holder} {text} NOT NULL DEFAULT ''"
+    up_write = f"{value} = excluded.{value}, {up_claim}"
+    up_incr = f"{value} = COALESCE(cur.{value}, 0) + excluded.{value}, {up_claim}"
+    insert = f"INSERT INTO {table} AS cur ({columns}) VALUES ({row}) ON CONFLICT ({key}) DO UPDATE"
+    update = f"UPDATE {table} SET"
+    return {
+        "create": (
+            f"CREATE TABLE IF NOT EXISTS {table} ({key} {text} PRIMARY KEY, {value} {big}, "
+            f"{fence} {big} NOT NULL DEFAULT 0{holder_ddl})"
+        ),
+        "claim": f"{update} {set_claim} WHERE {key} = {p} AND {claim_ok} RETURNING {value}",
+        "write": f"{update} {set_write} WHERE {key} = {p} AND {write_ok} RETURNING {fence}",
+        "incr": f"{update} {set_incr} WHERE {key} = {p} AND {write_ok} RETURNING {value}",
+        "insert_claim": f"{insert} SET {up_claim} WHERE {up_cond_claim} RETURNING {value}",
+        "insert_write": f"{insert} SET {up_write} WHERE {up_cond_write} RETURNING {fence}",
+        "insert_incr": f"{insert} SET {up_incr} WHERE {up_cond_write} RETURNING {value}",
+        "fence": f"SELECT {fence} FROM {table} WHERE {key} = {p}",
+        "get": f"SELECT {value} FROM {table} WHERE {key} = {p}",
+    }

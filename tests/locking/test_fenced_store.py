@@ -1,0 +1,395 @@
+"""The fenced stores: claim on read, check on write, on real Redis, Redis Cluster and SQLite.
+
+The lost-update tests reproduce the experiment the stores exist for:
+holders of a RedisLock that pause past their ttl between the read and
+the write of a decrement. With the store no update is lost, with threads
+in one process and with holder processes frozen by SIGSTOP (each test
+takes a few seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scalekit.exceptions import (
+    BackendError,
+    ConfigurationError,
+    LockError,
+    LockLostError,
+    StaleTokenError,
+)
+from scalekit.locking import Lease, MemoryLock
+from scalekit.locking.fencing import RedisFencedStore, SQLFencedStore
+from scalekit.testing import RedisServer
+
+from .conftest import unique
+
+redis = pytest.importorskip("redis")
+from scalekit.locking.redis_lock import RedisLock  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+_LOCK = MemoryLock("fenced-store-tests")
+
+
+def lease(token: int, owner: str = "a") -> Lease:
+    """A lease with a chosen token and owner, as a lock server would hand out."""
+    return Lease(_LOCK, token, owner, None, None)
+
+
+@pytest.fixture(params=["redis", "cluster", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "redis":
+        yield RedisFencedStore(
+            request.getfixturevalue("redis_client"), namespace=unique("ns") + ":"
+        )
+    elif request.param == "cluster":
+        from redis.cluster import RedisCluster
+
+        cluster = request.getfixturevalue("redis_cluster")
+        client = RedisCluster(host=cluster.host, port=cluster.port, socket_timeout=5)
+        yield RedisFencedStore(client, namespace=unique("ns") + ":")
+        client.close()
+    else:
+        connection = sqlite3.connect(tmp_path / "fenced.db")
+        sql = SQLFencedStore(connection)
+        sql.create_table()
+        yield sql
+        connection.close()
+
+
+def as_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def test_read_claims_the_token_so_an_older_holder_cannot_write(store: Any) -> None:
+    store.write("k", 10, lease(3, "old"))
+    assert as_int(store.read("k", lease(3, "old"))) == 10
+    assert as_int(store.read("k", lease(5, "new"))) == 10  # the new holder only read
+    assert store.fence("k") == 5
+    with pytest.raises(StaleTokenError) as info:
+        store.write("k", 11, lease(3, "old"))
+    assert (info.value.key, info.value.token, info.value.fence) == ("k", 3, 5)
+    assert isinstance(info.value, LockError)
+    with pytest.raises(StaleTokenError):
+        store.incr("k", 1, lease(4, "older"))
+    with pytest.raises(StaleTokenError):
+        store.read("k", lease(4, "older"))
+    assert as_int(store.get("k")) == 10
+    store.write("k", 9, lease(5, "new"))
+    assert as_int(store.get("k")) == 9
+
+
+def test_a_lease_may_read_and_write_its_key_again(store: Any) -> None:
+    mine = lease(7, "me")
+    for expected in range(3):
+        assert as_int(store.read("c", mine)) == (None if expected == 0 else expected)
+        assert store.incr("c", 1, mine) == expected + 1
+    assert store.fence("c") == 7
+
+
+def test_an_equal_token_from_another_lease_is_refused(store: Any) -> None:
+    store.read("k", lease(7, "first"))
+    with pytest.raises(StaleTokenError):
+        store.read("k", lease(7, "second"))
+    with pytest.raises(StaleTokenError):
+        store.write("k", 1, lease(7, "second"))
+    with pytest.raises(StaleTokenError):
+        store.incr("k", 1, lease(7, "second"))
+    store.write("k", 1, lease(7, "first"))
+
+
+def test_a_bare_token_claims_strictly_and_writes_after_its_claim(store: Any) -> None:
+    assert store.read("k", 4) is None
+    with pytest.raises(StaleTokenError):
+        store.read("k", 4)  # two holders with token 4 cannot both read
+    store.write("k", 1, 4)
+    assert store.incr("k", 2, 4) == 3
+    with pytest.raises(StaleTokenError):
+        store.write("k", 5, 3)
+    assert store.incr("k", 1, 5) == 4
+
+
+def test_a_claim_on_a_missing_key_fences_too(store: Any) -> None:
+    """A reads the empty key with 5 and pauses; B claims it with 6; A's first write is refused."""
+    assert store.read("fresh", lease(5, "a")) is None
+    assert store.read("fresh", lease(6, "b")) is None
+    with pytest.raises(StaleTokenError):
+        store.write("fresh", 1, lease(5, "a"))
+    with pytest.raises(StaleTokenError):
+        store.incr("fresh", 1, lease(5, "a"))
+    assert store.incr("fresh", 1, lease(6, "b")) == 1
+
+
+def test_keys_are_independent(store: Any) -> None:
+    store.read("x", lease(9, "a"))
+    store.write("y", 1, lease(2, "b"))  # y never saw token 9
+    assert store.fence("x") == 9 and store.fence("y") == 2 and store.fence("z") == 0
+
+
+def test_tokens_past_two_to_the_53_compare_exactly(store: Any) -> None:
+    big = 2**62 + 1
+    store.read("big", lease(big, "a"))
+    with pytest.raises(StaleTokenError):
+        store.write("big", 1, lease(big - 1, "b"))
+    assert store.fence("big") == big
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "3", None])
+def test_a_bad_token_names_the_argument(store: Any, bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="token must be"):
+        store.read("k", bad)
+
+
+def test_bad_keys_and_amounts_name_the_argument(store: Any) -> None:
+    with pytest.raises(ConfigurationError, match="key must be"):
+        store.read("", 1)
+    with pytest.raises(ConfigurationError, match="amount must be an integer"):
+        store.incr("k", 1.5, 1)
+
+
+def test_redis_incr_of_a_non_integer_changes_nothing(redis_client: Any) -> None:
+    store = RedisFencedStore(redis_client, namespace=unique("ns") + ":")
+    store.write("k", "abc", lease(1))
+    with pytest.raises(BackendError, match="not an integer"):
+        store.incr("k", 1, lease(2))
+    assert store.fence("k") == 1
+
+
+def test_redis_value_and_fence_share_one_cluster_slot(redis_client: Any) -> None:
+    from redis.crc import key_slot
+
+    store = RedisFencedStore(redis_client)
+    for key in ["stock:42", "a{b}c", "{x}", "plain"]:
+        value, fence = store.keys(key)
+        assert key_slot(value.encode()) == key_slot(fence.encode()), key
+
+
+def test_redis_store_on_a_blackholed_server_raises_within_op_timeout() -> None:
+    from scalekit.exceptions import BackendUnavailableError
+    from scalekit.testing import TCPProxy
+
+    with RedisServer() as server, TCPProxy(*server.address) as proxy:
+        store = RedisFencedStore(redis.Redis(host=proxy.host, port=proxy.port), op_timeout=0.3)
+        store.write("k", 1, lease(1))
+        proxy.blackhole()
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError):
+            store.read("k", lease(2))
+        assert time.monotonic() - started <= 0.3 + 0.1
+
+
+def test_configuration_errors() -> None:
+    connection = sqlite3.connect(":memory:")
+    with pytest.raises(ConfigurationError, match="dialect must be one of"):
+        SQLFencedStore(connection, dialect="oracle")
+    with pytest.raises(ConfigurationError, match="table must be a plain SQL identifier"):
+        SQLFencedStore(connection, table="t; DROP TABLE x")
+    with pytest.raises(ConfigurationError, match="fence_column must be"):
+        SQLFencedStore(connection, fence_column="a b")
+    with pytest.raises(ConfigurationError, match="namespace must be"):
+        RedisFencedStore(object(), namespace="")
+
+
+def test_sql_store_on_an_existing_table_without_a_holder_column(tmp_path: Path) -> None:
+    """The pattern on a table of the user's own, as a shop's stock table: strict claims."""
+    connection = sqlite3.connect(tmp_path / "shop.db")
+    connection.execute(
+        "CREATE TABLE stock (sku TEXT PRIMARY KEY, qty INTEGER NOT NULL,"
+        " fence INTEGER NOT NULL DEFAULT 0, initial INTEGER NOT NULL)"
+    )
+    connection.execute("INSERT INTO stock VALUES ('sku-1', 5, 0, 5)")
+    connection.commit()
+    store = SQLFencedStore(
+        connection, table="stock", key_column="sku", value_column="qty", holder_column=None
+    )
+    assert store.read("sku-1", lease(3)) == 5
+    assert store.read("sku-1", lease(4)) == 5
+    with pytest.raises(StaleTokenError):
+        store.write("sku-1", 4, lease(3))
+    store.write("sku-1", 4, lease(4))
+    assert store.incr("sku-1", -1, lease(4)) == 3
+    assert connection.execute("SELECT qty, fence, initial FROM stock").fetchall() == [(3, 4, 5)]
+
+
+def test_sql_store_inside_the_callers_transaction(tmp_path: Path) -> None:
+    connection = sqlite3.connect(tmp_path / "tx.db")
+    store = SQLFencedStore(connection, commit=False)
+    store.create_table()
+    store.write("k", 1, lease(1))
+    connection.rollback()
+    assert store.get("k") is None
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_sql_text_places_one_parameter_per_placeholder(dialect: str) -> None:
+    """Every statement's placeholders match the parameters the store passes, in both dialects."""
+    for holders in (True, False):
+        store = SQLFencedStore(
+            None, dialect=dialect, table="app.stock", holder_column="holder" if holders else None
+        )
+        mark = "?" if dialect == "sqlite" else "%s"
+        other = "%s" if dialect == "sqlite" else "?"
+        for name, sql in store.statements.items():
+            assert other not in sql, sql
+            if name in ("create",):
+                continue
+            count = 1 if name in ("fence", "get") else len(store._params(name, "k", 1, "o", 0))
+            assert sql.count(mark) == count, (name, sql)
+        assert store.statements["claim"].startswith('UPDATE "app"."stock" SET "fence" = ')
+        assert 'ON CONFLICT ("key") DO UPDATE' in store.statements["insert_claim"]
+        if not holders:
+            assert '"fence" < ' in store.statements["claim"]
+            assert '"fence" <= ' in store.statements["write"]
+
+
+# -- the lost-update experiment ---------------------------------------------------------
+
+TTL = 0.08
+PAUSE = 1.5 * TTL
+PAUSE_P = 0.03
+
+
+def _decrement(
+    lock: RedisLock, step: Any, rng: random.Random, decrements: int, counts: dict[str, int]
+) -> None:
+    for _ in range(decrements):
+        held = lock.acquire(timeout=30)
+        assert held is not None
+        try:
+            if step(held, rng.random() < PAUSE_P):
+                counts["accepted"] += 1
+            else:
+                counts["refused"] += 1
+        finally:
+            try:
+                held.release()
+            except LockLostError:
+                counts["lost"] += 1
+
+
+def _run_threads(client: Any, step: Any, threads: int = 8, decrements: int = 150) -> dict[str, int]:
+    name = unique("decrements")
+    counts = [{"accepted": 0, "refused": 0, "lost": 0} for _ in range(threads)]
+    workers = [
+        threading.Thread(
+            target=_decrement,
+            args=(RedisLock(client, name, ttl=TTL), step, random.Random(i), decrements, counts[i]),
+        )
+        for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    return {key: sum(c[key] for c in counts) for key in counts[0]}
+
+
+def test_no_update_is_lost_by_paused_holders_with_the_store(redis_client: Any) -> None:
+    """8 threads x 150 decrements under a RedisLock, 3% of holders pause 1.5x the ttl."""
+    store = RedisFencedStore(redis_client, namespace=unique("ns") + ":")
+    store.write("stock", 1200, 1)
+
+    def step(held: Lease, pause: bool) -> bool:
+        try:
+            value = int(store.read("stock", held) or 0)
+            if pause:
+                time.sleep(PAUSE)
+            store.write("stock", value - 1, held)
+            return True
+        except StaleTokenError:
+            return False
+
+    counts = _run_threads(redis_client, step)
+    assert counts["accepted"] + counts["refused"] == 1200
+    assert counts["lost"] > 0, "no holder outlived its lease: the experiment tested nothing"
+    assert int(store.get("stock") or 0) == 1200 - counts["accepted"], counts
+
+
+def test_without_the_store_the_same_pauses_lose_updates(redis_client: Any) -> None:
+    """The control: plain GET and SET under the same lock and pauses lose decrements."""
+    key = unique("unfenced")
+    redis_client.set(key, 1200)
+
+    def step(held: Lease, pause: bool) -> bool:
+        value = int(redis_client.get(key))
+        if pause:
+            time.sleep(PAUSE)
+        redis_client.set(key, value - 1)
+        return True
+
+    counts = _run_threads(redis_client, step)
+    lost = counts["accepted"] - (1200 - int(redis_client.get(key)))
+    assert lost > 0, f"no decrement was lost without fencing ({counts}): the pauses are too mild"
+
+
+def test_no_update_is_lost_by_sigstopped_holder_processes(redis_server: RedisServer) -> None:
+    """4 holder processes; 3% freeze themselves with SIGSTOP between read and write for 1.5 ttl."""
+    client = redis.Redis.from_url(redis_server.url)
+    namespace = unique("ns") + ":"
+    store = RedisFencedStore(client, namespace=namespace)
+    store.write("stock", 400, 1)
+    name = unique("stopped")
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "_fenced_decrementer.py"),
+                redis_server.url,
+                name,
+                namespace,
+                str(TTL),
+                "100",
+                str(seed),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for seed in range(4)
+    ]
+    stopped: dict[int, float] = {}
+    resumed = 0
+    try:
+        while any(child.poll() is None for child in children):
+            now = time.monotonic()
+            for child in children:
+                state = _state(child.pid)
+                if state == "T" and child.pid not in stopped:
+                    stopped[child.pid] = now
+                elif child.pid in stopped and now - stopped[child.pid] >= PAUSE:
+                    os.kill(child.pid, signal.SIGCONT)
+                    del stopped[child.pid]
+                    resumed += 1
+            time.sleep(0.005)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    accepted = refused = 0
+    for child in children:
+        out, _ = child.communicate(timeout=10)
+        got = dict(part.split("=") for part in out.split())
+        accepted += int(got["accepted"])
+        refused += int(got["refused"])
+    assert accepted + refused == 400
+    assert resumed > 0 and refused > 0, "no frozen holder came back after a successor"
+    assert int(store.get("stock") or 0) == 400 - accepted
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "?"
