@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from scalekit import BackendUnavailableError, ConfigurationError
@@ -76,6 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plot", type=Path, metavar="PNG", help="write checkout latency over time to this PNG"
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics while the load runs "
+        "(one worker; needs prometheus_client)",
+    )
+    parser.add_argument(
+        "--metrics-linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep serving /metrics this long after the report, for a last scrape",
+    )
     args = parser.parse_args(argv)
     for name in ("buyers", "workers", "shards", "hot_stock"):
         if getattr(args, name) < 1:
@@ -87,6 +102,20 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(
                 "--plot needs matplotlib, which is not installed: pip install -e '.[bench]'"
             )
+    if args.metrics_port is not None:
+        if not 0 < args.metrics_port < 65536:
+            parser.error(f"--metrics-port must be a port number 1..65535, got {args.metrics_port}")
+        if args.workers > 1:
+            parser.error("--metrics-port serves one process: give --workers 1")
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            parser.error(
+                "--metrics-port needs prometheus_client, which is not installed: "
+                "pip install 'scalekit-primitives[prometheus]'"
+            )
+    if args.metrics_linger < 0 or (args.metrics_linger and args.metrics_port is None):
+        parser.error("--metrics-linger takes seconds >= 0 and goes with --metrics-port")
     if args.duration <= 0:
         parser.error(f"--duration must be > 0, got {args.duration}")
     if sum(x is not None for x in (args.redis, args.redis_cluster, args.zookeeper)) > 1:
@@ -109,19 +138,37 @@ def main(argv: list[str] | None = None) -> int:
         redis_cluster=args.redis_cluster,
         zookeeper=args.zookeeper,
     )
-    with temporary_directory() as tmp:
-        directory = args.data if args.data is not None else Path(tmp)
+    metrics = None
+    if args.metrics_port is not None:
+        from .metrics import ShopMetrics
+
+        metrics = ShopMetrics()
         try:
-            storage, summary = run(settings, directory)
-        except (BackendUnavailableError, ConfigurationError) as exc:
-            print(f"python -m examples.shop: error: {exc}", file=sys.stderr)
+            metrics.serve(args.metrics_port)
+        except OSError as exc:
+            print(f"python -m examples.shop: error: --metrics-port: {exc}", file=sys.stderr)
             return 2
-        text, checked = report(storage, summary, settings)
-        print(text)
-        if args.plot is not None:
-            plot(summary, args.plot)
-            print(f"latency plot: {args.plot}")
-        return exit_status(storage, summary, checked)
+        print(f"metrics: http://127.0.0.1:{args.metrics_port}/metrics", flush=True)
+    try:
+        with temporary_directory() as tmp:
+            directory = args.data if args.data is not None else Path(tmp)
+            try:
+                storage, summary = run(settings, directory, metrics)
+            except (BackendUnavailableError, ConfigurationError) as exc:
+                print(f"python -m examples.shop: error: {exc}", file=sys.stderr)
+                return 2
+            text, checked = report(storage, summary, settings)
+            print(text)
+            if args.plot is not None:
+                plot(summary, args.plot)
+                print(f"latency plot: {args.plot}")
+            if metrics is not None and args.metrics_linger:
+                print(f"serving /metrics for {args.metrics_linger:g} s more", flush=True)
+                time.sleep(args.metrics_linger)
+            return exit_status(storage, summary, checked)
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 if __name__ == "__main__":

@@ -98,7 +98,9 @@ class Backends:
     ) -> None:
         self.kind = "memory"
         self._closers: list[Callable[[], None]] = []
-        self.cache: ProductCache = LocalCache(TinyLFUCache(cache_size))
+        # The process-local layer of the product cache (what /metrics reports).
+        self.local_cache: TinyLFUCache[str, Any] = TinyLFUCache(cache_size)
+        self.cache: ProductCache = LocalCache(self.local_cache)
         self.lock_for: Callable[[str], Any] = lambda name: MemoryLock(
             f"{namespace}:{name}", ttl=lock_ttl
         )
@@ -123,7 +125,8 @@ class Backends:
             lease_ttl=2.0,
             fallback=True,
         )
-        near = NearCache(TinyLFUCache(cache_size), remote, max_staleness=MAX_STALENESS)
+        self.local_cache = TinyLFUCache(cache_size)
+        near = NearCache(self.local_cache, remote, max_staleness=MAX_STALENESS)
         self._closers.insert(0, near.close)
         self.kind = "redis-cluster" if cluster else "redis"
         self.cache = near

@@ -19,13 +19,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scalekit import BackendError, ConfigurationError
 
 from .service import Recovery, Shop
 from .simulation import Settings, Summary, build_shop, prepare, work
 from .storage import ShopStorage
+
+if TYPE_CHECKING:
+    from .metrics import ShopMetrics
 
 
 def _worker_main(
@@ -83,6 +86,7 @@ class ShopRun:
             )
         self.settings = settings
         self.directory = directory
+        self.metrics: ShopMetrics | None = None  # one worker only: it runs in this process
         self.workers: list[Worker] = []
         self.summary = Summary()
         self._exit = contextlib.ExitStack()
@@ -144,7 +148,14 @@ class ShopRun:
         try:
             if not self.workers:
                 self.summary.add(
-                    work(self.settings, self.directory, 0, self.namespace, self._share[0])
+                    work(
+                        self.settings,
+                        self.directory,
+                        0,
+                        self.namespace,
+                        self._share[0],
+                        self.metrics,
+                    )
                 )
             else:
                 self._collect()
@@ -221,8 +232,14 @@ def _exclusive(directory: Path) -> Iterator[None]:
         yield
 
 
-def run(settings: Settings, directory: Path) -> tuple[ShopStorage, Summary]:
-    """Prepare the shop in *directory*, run the load, sweep, return the storage and the summary."""
+def run(
+    settings: Settings, directory: Path, metrics: ShopMetrics | None = None
+) -> tuple[ShopStorage, Summary]:
+    """Prepare the shop in *directory*, run the load, sweep, return the storage and the summary.
+
+    With *metrics* (one worker only), the buyers report to it.
+    """
     shop_run = ShopRun(settings, directory)
+    shop_run.metrics = metrics
     shop_run.start()
     return shop_run.wait()

@@ -31,6 +31,7 @@ from typing import Any
 
 from scalekit import BackendUnavailableError, LockError
 from scalekit.locking import Lease
+from scalekit.observability import Telemetry
 
 from .catalog import StockClaim, payment_key
 from .gateways import GatewayError, PaymentService
@@ -86,6 +87,9 @@ class Recovery:
         )
 
 
+# The lock label of every stock lock's metrics: one series, not one per SKU.
+LOCK_LABEL = "shop:stock"
+
 # Errors a step after the stock write may raise without undoing it: they are
 # counted, and the lease expires by itself.
 _AFTER_WRITE = (LockError, BackendUnavailableError)
@@ -134,6 +138,19 @@ class Shop:
         self.fence_rejections = 0
         self.errors: Counter[str] = Counter()  # "ErrorClass (step)" -> count, for the report
         self.timings = Timings()
+        # Set by examples.shop.metrics.ShopMetrics.watch to report lock waits.
+        self.telemetry: Telemetry | None = None
+
+    def _lock_waited(self, started: float, outcome: str) -> None:
+        telemetry = self.telemetry
+        if telemetry is None or not telemetry.active:
+            return
+        waited = time.monotonic() - started
+        telemetry.observe("scalekit_lock_wait_seconds", waited, lock=LOCK_LABEL, outcome=outcome)
+        if outcome == "acquired":
+            telemetry.add("scalekit_lock_acquisitions", lock=LOCK_LABEL)
+        else:
+            telemetry.add("scalekit_lock_timeouts", lock=LOCK_LABEL)
 
     def _count(self, name: str) -> None:
         with self._counts_lock:
@@ -341,11 +358,14 @@ class Shop:
 
         Returns what *body* returns: whether it wrote.
         """
+        started = time.monotonic()
         try:
             with self.timings.measure("lock"):
                 lease = self._lock(sku).acquire(timeout=self.lock_timeout)
         except LockError as exc:
+            self._lock_waited(started, "timeout")
             raise CheckoutRejected(f"stock of {sku} is busy: {exc}", "lock timeout") from None
+        self._lock_waited(started, "acquired")
         try:
             with self.timings.measure("database"):
                 claim = self.catalog.claim(sku, lease, order_id)

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scalekit import BackendError, BackendUnavailableError
 from scalekit.balancing import HealthPolicy, OutlierDetection, PeakEWMA
@@ -30,6 +31,9 @@ from .backends import Backends
 from .gateways import PaymentService, SimulatedGateway
 from .service import CheckoutRejected, Shop
 from .storage import ShopStorage
+
+if TYPE_CHECKING:
+    from .metrics import ShopMetrics
 
 
 @dataclass
@@ -191,12 +195,13 @@ def _buyer(
     out: Summary,
     lock: threading.Lock,
     rng: random.Random,
+    metrics: ShopMetrics | None = None,
 ) -> None:
     hot = hot_skus(settings)
     skus = shop.storage.skus()
     while time.monotonic() < deadline:
         try:
-            _shop_once(shop, settings, out, lock, rng, hot, skus)
+            _shop_once(shop, settings, out, lock, rng, hot, skus, metrics)
         except BackendError as exc:  # Redis or ZooKeeper down, a cache load timed out
             with lock:
                 out.error(exc, "buyer")
@@ -215,6 +220,7 @@ def _shop_once(
     rng: random.Random,
     hot: list[str],
     skus: list[str],
+    metrics: ShopMetrics | None = None,
 ) -> None:
     user = shop.register(f"{uuid.uuid4().hex}@example.com")
     for sku in rng.sample(skus, 3):
@@ -226,11 +232,18 @@ def _shop_once(
     try:
         order = shop.checkout(user, key)
     except CheckoutRejected as exc:
+        elapsed = time.monotonic() - started
+        if metrics is not None:
+            metrics.checkout.labels(exc.reason).observe(elapsed)
         with lock:
-            out.latencies.append((wall, time.monotonic() - started))
+            out.latencies.append((wall, elapsed))
             out.rejected[exc.reason] += 1
         return
     elapsed = time.monotonic() - started
+    if metrics is not None:
+        metrics.checkout.labels(order.status).observe(elapsed)
+        if order.status == "paid":
+            metrics.orders.labels(shop.storage.router.route(user)).inc()
     if order.status != "paid":  # settled by another execution (e.g. recovery) meanwhile
         with lock:
             out.rejected[order.status] += 1
@@ -243,7 +256,14 @@ def _shop_once(
         out.duplicate_orders += duplicate
 
 
-def work(settings: Settings, directory: Path, worker: int, namespace: str, buyers: int) -> Summary:
+def work(
+    settings: Settings,
+    directory: Path,
+    worker: int,
+    namespace: str,
+    buyers: int,
+    metrics: ShopMetrics | None = None,
+) -> Summary:
     """One process's share of the load; returns its summary.
 
     A backend that is down when the worker starts is retried for as long
@@ -264,13 +284,15 @@ def work(settings: Settings, directory: Path, worker: int, namespace: str, buyer
         shop = build_shop(
             directory, settings, backends, worker, (lambda _: time.sleep(hold)) if hold else None
         )
+        if metrics is not None:
+            metrics.watch(shop, backends.local_cache)
         out, lock = Summary(), threading.Lock()
         deadline = time.monotonic() + settings.duration
         rng = random.Random(settings.seed * 7919 + worker)
         threads = [
             threading.Thread(
                 target=_buyer,
-                args=(shop, settings, deadline, out, lock, random.Random(rng.random())),
+                args=(shop, settings, deadline, out, lock, random.Random(rng.random()), metrics),
             )
             for _ in range(buyers)
         ]

@@ -1,0 +1,77 @@
+"""The shop's `/metrics`: scalekit's own metrics plus the shop's, for Prometheus.
+
+`python -m examples.shop --metrics-port 9100` serves them while the load
+runs (and `--metrics-linger S` seconds after the report). What is there:
+
+* from scalekit, through a `scalekit.observability.Telemetry` hub and its
+  `PrometheusCollector`: the product cache's hits, misses, evictions and
+  size (`cache="products"`, the process-local TinyLFU layer), the payment
+  balancer's in-flight requests and ejections (`balancer="payments"`), and
+  the stock locks' waits, acquisitions and timeouts (`lock="shop:stock"`,
+  timed by the shop around `acquire`);
+* the shop's own: checkout latency by outcome
+  (`shop_checkout_duration_seconds`) and paid orders per user shard
+  (`shop_orders_total{shard=...}`).
+
+`examples/shop/grafana-dashboard.json` draws them.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from scalekit.observability import PrometheusCollector, Telemetry, watch_balancer, watch_cache
+
+__all__ = ["ShopMetrics"]
+
+
+class ShopMetrics:
+    """A registry with scalekit's collector and the shop's metrics, and its HTTP server."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.telemetry = Telemetry()
+        self.collector = PrometheusCollector(self.telemetry).register(self.registry)
+        self.checkout = Histogram(
+            "shop_checkout_duration_seconds",
+            "Checkout latency, by outcome (paid or the rejection reason).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.orders = Counter(
+            "shop_orders",
+            "Paid orders, by the shard that stores them.",
+            ["shard"],
+            registry=self.registry,
+        )
+        self._watched: list[Any] = []
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def watch(self, shop: Any, local_cache: Any) -> None:
+        """Report *shop*'s payment balancer and the product cache's local layer."""
+        watch_balancer(shop.payments.balancer, "payments", telemetry=self.telemetry)
+        watch_cache(local_cache, "products", telemetry=self.telemetry)
+        shop.telemetry = self.telemetry
+        # The hub holds them weakly; keep them so a scrape after the run
+        # (--metrics-linger) still sees their final values.
+        self._watched.extend((shop, local_cache))
+
+    def serve(self, port: int) -> None:
+        """Serve `/metrics` on 127.0.0.1:*port* from a daemon thread."""
+        self._server, self._thread = start_http_server(
+            port, addr="127.0.0.1", registry=self.registry
+        )
+
+    def close(self) -> None:
+        """Stop the server and detach from the hub."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            assert self._thread is not None
+            self._thread.join(5)
+            self._server = None
+        self.collector.close()
