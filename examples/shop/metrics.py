@@ -60,6 +60,12 @@ class ShopMetrics:
         # (--metrics-linger) still sees their final values.
         self._watched.extend((shop, local_cache))
 
+    def record_checkout(self, outcome: str, seconds: float, shard: str | None = None) -> None:
+        """One checkout's latency by outcome; a paid one also counts on its *shard*."""
+        self.checkout.labels(outcome).observe(seconds)
+        if outcome == "paid" and shard is not None:
+            self.orders.labels(shard).inc()
+
     def serve(self, port: int) -> None:
         """Serve `/metrics` on 127.0.0.1:*port* from a daemon thread."""
         self._server, self._thread = start_http_server(

@@ -234,16 +234,14 @@ def _shop_once(
     except CheckoutRejected as exc:
         elapsed = time.monotonic() - started
         if metrics is not None:
-            metrics.checkout.labels(exc.reason).observe(elapsed)
+            metrics.record_checkout(exc.reason, elapsed)
         with lock:
             out.latencies.append((wall, elapsed))
             out.rejected[exc.reason] += 1
         return
     elapsed = time.monotonic() - started
     if metrics is not None:
-        metrics.checkout.labels(order.status).observe(elapsed)
-        if order.status == "paid":
-            metrics.orders.labels(shop.storage.router.route(user)).inc()
+        metrics.record_checkout(order.status, elapsed, shop.storage.router.route(user))
     if order.status != "paid":  # settled by another execution (e.g. recovery) meanwhile
         with lock:
             out.rejected[order.status] += 1
