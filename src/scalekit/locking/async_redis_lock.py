@@ -32,7 +32,7 @@ from ..exceptions import (
     LockTimeoutError,
 )
 from ._redis_calls import Script
-from .lease import _WATCHDOG, Lease, OnLost
+from .lease import _NOTIFIER, _WATCHDOG, Lease, OnLost, _run_on_lost
 from .redis_lock import _ABANDON, _ACQUIRE, _EXTEND, _RELEASE
 
 __all__ = ["AsyncLease", "AsyncRedisLock"]
@@ -236,6 +236,7 @@ class AsyncRedisLock:
             lease._depth -= 1
             return
         lease._released = True
+        _WATCHDOG.discard(lease)
         if self._held.get(lease._holder) is lease:
             del self._held[lease._holder]
         was_lost = lease.lost.is_set()
@@ -274,24 +275,20 @@ class AsyncRedisLock:
         lease._set_deadline(started + new_ttl)
 
     def _mark_lost(self, lease: Lease) -> None:
-        """Set ``lease.lost``; run ``on_lost`` on the lease's event loop (any thread may call)."""
+        """Set ``lease.lost``; run ``on_lost`` on its loop (a notifier thread once it closed)."""
         if not lease.lost._set():
             return
         loop = self._loops.pop(cast(AsyncLease, lease), None)
         if self.on_lost is None:
             return
         callback = self.on_lost
-        if loop is None or loop.is_closed():
-            callback(lease)
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            callback(lease)
-        else:
-            loop.call_soon_threadsafe(callback, lease)
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(_run_on_lost, callback, lease)
+                return
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        _NOTIFIER.submit(callback, lease)
 
     async def _keep(self, lease: AsyncLease) -> None:
         period = self.ttl / 3

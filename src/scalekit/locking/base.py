@@ -26,7 +26,7 @@ from ..exceptions import (
     LockNotOwnedError,
     LockTimeoutError,
 )
-from .lease import _WATCHDOG, Lease, LeaseLostEvent, OnLost
+from .lease import _NOTIFIER, _WATCHDOG, Lease, LeaseLostEvent, OnLost
 
 __all__ = ["BaseLock", "Lease", "LeaseLostEvent", "OnLost"]
 
@@ -220,6 +220,7 @@ class BaseLock(abc.ABC):
             lease._depth -= 1
             return
         lease._released = True
+        _WATCHDOG.discard(lease)
         if lease._done is not None:
             lease._done.set()
         if self._held.get(lease._holder) is lease:
@@ -271,10 +272,8 @@ class BaseLock(abc.ABC):
             if lease._done is not None:
                 lease._done.set()
             if self.on_lost is not None:
-                try:
-                    self.on_lost(lease)
-                except Exception:
-                    _log.exception("on_lost callback of lock %r raised", self.name)
+                # Off the caller's thread: a slow or failing callback delays no other notice.
+                _NOTIFIER.submit(self.on_lost, lease)
 
     def _keep(self, lease: Lease) -> None:
         """Renew at ttl/3 until released or lost (the watchdog announces the loss)."""
