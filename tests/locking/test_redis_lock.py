@@ -16,7 +16,7 @@ from scalekit.exceptions import BackendUnavailableError, ConfigurationError, Loc
 from scalekit.locking import Lease
 from scalekit.testing import RedisServer, TCPProxy
 
-from .conftest import unique
+from .conftest import BOUND_MARGIN, unique
 
 redis = pytest.importorskip("redis")
 from scalekit.locking.redis_lock import RedisLock  # noqa: E402
@@ -120,7 +120,8 @@ def test_expiry_without_release_wakes_the_waiter_within_its_ttl(redis_client: An
     fresh = RedisLock(redis_client, name, ttl=5, waiter_ttl=30).acquire(timeout=5)
     waited = time.monotonic() - started
     assert fresh is not None and fresh.token == stale.token + 1
-    assert waited < 0.4 + 0.3
+    # Its ttl, plus Redis's timer granularity (1/hz) for the BLPOP timeout.
+    assert waited <= 0.4 + 0.1 + BOUND_MARGIN
     fresh.release()
 
 
@@ -166,7 +167,7 @@ def test_stopped_server_is_backend_unavailable_at_once() -> None:
     started = time.monotonic()
     with pytest.raises(BackendUnavailableError) as info:
         lock.acquire(timeout=8)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started <= 0.5 + BOUND_MARGIN
     assert isinstance(info.value, ConnectionError)
 
 
@@ -182,7 +183,7 @@ def test_blackholed_server_is_backend_unavailable_within_op_timeout(
         started = time.monotonic()
         with pytest.raises(BackendUnavailableError):
             lock.acquire(timeout=8)
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started <= 0.5 + BOUND_MARGIN
         proxy.pass_through()
         with lock as lease:
             assert lease.token == first.token + 1
