@@ -40,6 +40,15 @@ CLEANUP_BUDGET = 0.05
 """Seconds a failed acquire spends cleaning up before it raises; the rest runs in the background."""
 
 
+class _ThreadOwner:
+    """Identifies one thread for as long as it lives (and only that thread)."""
+
+    __slots__ = ("__weakref__",)
+
+
+_THREAD_OWNER = threading.local()
+
+
 class BaseLock(abc.ABC):
     """A named mutual-exclusion lock whose leases carry fencing tokens.
 
@@ -137,8 +146,16 @@ class BaseLock(abc.ABC):
         return ttl
 
     def _owner_id(self) -> Any:
-        """Who owns a lease for re-entrancy and ``with lock:``: the current thread."""
-        return threading.get_ident()
+        """Who owns a lease for re-entrancy and ``with lock:``: the current thread.
+
+        A per-thread object rather than the thread's ident, which the OS hands
+        to a new thread once the old one has ended: a lease left by a dead
+        thread is never inherited.
+        """
+        owner = getattr(_THREAD_OWNER, "owner", None)
+        if owner is None:
+            owner = _THREAD_OWNER.owner = _ThreadOwner()
+        return owner
 
     def _new_owner_token(self) -> str:
         return os.urandom(16).hex()
