@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -12,7 +13,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from scalekit.exceptions import BackendUnavailableError, ConfigurationError, LockLostError
+from scalekit.exceptions import (
+    BackendUnavailableError,
+    ConfigurationError,
+    LockLostError,
+    LockTimeoutError,
+)
 from scalekit.locking import Lease
 from scalekit.testing import RedisServer, TCPProxy
 
@@ -334,3 +340,74 @@ def test_an_unreferenced_auto_renewed_lease_ends_at_its_ttl(redis_client: Any) -
     started = time.monotonic()
     _poll(lambda: redis_client.exists(key) == 0, timeout=3)
     assert time.monotonic() - started <= 0.5 + 0.1
+
+
+def test_the_lock_keeps_the_client_pool_size(redis_server: RedisServer) -> None:
+    """120 waiters blocked in BLPOP hold 120 connections; release still gets one."""
+    client = redis.Redis.from_url(redis_server.url, max_connections=1000)
+    name = unique()
+    holder = RedisLock(client, name, ttl=30).acquire()
+    assert holder is not None
+    got: list[int] = []
+    waiters = [
+        threading.Thread(target=lambda: got.append(_acquire_release(client, name)))
+        for _ in range(120)
+    ]
+    for waiter in waiters:
+        waiter.start()
+    _poll(lambda: client.llen(f"scalekit:lock:{{{name}}}:queue") == 120, timeout=20)
+    holder.release()
+    for waiter in waiters:
+        waiter.join(30)
+    assert len(got) == 120
+
+
+def _acquire_release(client: Any, name: str) -> int:
+    with RedisLock(client, name, ttl=30).acquire(timeout=30) as lease:  # type: ignore[union-attr]
+        return lease.token
+
+
+def test_an_exhausted_pool_is_named_as_the_cause(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, max_connections=1)
+    name = unique()
+    holder = RedisLock(redis.Redis.from_url(redis_server.url), name, ttl=30).acquire()
+    assert holder is not None
+    waiter = threading.Thread(target=lambda: _try(RedisLock(client, name, ttl=30)))
+    waiter.start()  # its BLPOP holds the pool's one connection
+    _poll(lambda: redis_client_llen(redis_server, name) == 1)
+    other = RedisLock(client, unique(), ttl=30)
+    with pytest.raises(BackendUnavailableError, match=r"pool is exhausted, all 1 connections"):
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            lease = other.acquire(blocking=False)  # free only between the waiter's calls
+            assert lease is not None
+            lease.release()
+    waiter.join(5)
+    holder.release()
+
+
+def _try(lock: RedisLock) -> None:
+    with contextlib.suppress(LockTimeoutError):
+        lock.acquire(timeout=1.5)
+
+
+def redis_client_llen(server: RedisServer, name: str) -> int:
+    return int(redis.Redis.from_url(server.url).llen(f"scalekit:lock:{{{name}}}:queue"))
+
+
+def test_fence_tokens_never_go_back_when_the_counter_is_evicted(
+    fresh_redis_server: RedisServer,
+) -> None:
+    """Under allkeys-lru the counter may be evicted (or lost in a restart): tokens still grow."""
+    client = redis.Redis.from_url(fresh_redis_server.url)
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    name = unique()
+    lock = RedisLock(client, name, ttl=5)
+    tokens = []
+    for _ in range(3):
+        with lock as lease:
+            tokens.append(lease.token)
+        client.delete(f"scalekit:lock:{{{name}}}:fence")  # what eviction does
+    with lock as lease:
+        tokens.append(lease.token)
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
