@@ -141,6 +141,12 @@ class BaseLock(abc.ABC):
     def locked(self) -> bool:
         """True while the lock is held by someone (for a semaphore: while it is full)."""
 
+    def _granted(self, attempt: Any, lease: Lease) -> None:
+        """Record a new lease (backends that lose every lease at once track them)."""
+        if self._track_live:
+            with self._live_lock:
+                self._live.add(lease)
+
     def _lease_ttl(self, ttl: float | None) -> float | None:
         """How long a lease granted with *ttl* may be trusted locally (Redlock subtracts drift)."""
         return ttl
@@ -223,9 +229,7 @@ class BaseLock(abc.ABC):
         )
         lease._holder = owner_id
         self._held[owner_id] = lease
-        if self._track_live:
-            with self._live_lock:
-                self._live.add(lease)
+        self._granted(attempt, lease)
         if self.ttl is not None and (self.auto_renew or self.on_lost is not None):
             _WATCHDOG.watch(lease)
         if self.ttl is not None and self.auto_renew:
