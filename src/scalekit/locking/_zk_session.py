@@ -62,6 +62,7 @@ class SessionWatch:
         self._negotiated_for: int | None = None
         self.last_heard = time.monotonic()
         self._outstanding = False
+        self._idle = False
         self._thread: threading.Thread | None = None
         self._hook_handshake(client)
         client.add_listener(self._on_state)
@@ -125,6 +126,7 @@ class SessionWatch:
                 self.last_heard = sent_at
 
     def subscribe(self, lock: ZooKeeperLock) -> None:
+        """Watch the session for *lock*'s leases. O(1); wakes the watch only when idle."""
         with self._cond:
             self._locks.add(lock)
             if self._thread is None or not self._thread.is_alive():
@@ -132,7 +134,9 @@ class SessionWatch:
                     target=self._run, daemon=True, name="scalekit-zk-session"
                 )
                 self._thread.start()
-            self._cond.notify_all()
+            elif self._idle:
+                self._idle = False
+                self._cond.notify_all()
 
     def _busy(self) -> list[ZooKeeperLock]:
         return [lock for lock in list(self._locks) if lock._live]
@@ -176,7 +180,9 @@ class SessionWatch:
                 busy = self._busy()
                 if not busy:
                     with self._cond:
+                        self._idle = True
                         self._cond.wait(1.0)
+                        self._idle = False
                     probed = False
                     continue
                 now = time.monotonic()
