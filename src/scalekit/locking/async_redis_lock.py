@@ -78,23 +78,29 @@ class AsyncLease(Lease):
 class AsyncRedisLock:
     """A fair, fenced Redis lock for asyncio code, owned per task.
 
-    :param client: a ``redis.asyncio.Redis`` you configured.
-    :param name: the lock's name (the same keys as :class:`RedisLock`).
-    :param ttl: seconds a lease lasts unless extended or renewed.
-    :param op_timeout: the most any single Redis call may take before
-        :class:`BackendUnavailableError`.
-    :param waiter_ttl: a waiter silent this long is dropped from the queue.
-    :param claim_window: seconds a waiter offered the lock has to claim it.
-    :param reentrant: let the owning task acquire again, counted.
-    :param auto_renew: extend the lease every ``ttl / 3`` in a background task.
-    :param on_lost: called once with a lease when it is found lost, on the
-        event loop that acquired it.
-    :param clock: monotonic seconds.
-    :raises ConfigurationError: empty *name*, non-positive *ttl*,
-        *op_timeout* or *waiter_ttl*.
+    Args:
+        client: a `redis.asyncio.Redis` you configured.
+        name: the lock's name (the same keys as [RedisLock][scalekit.locking.RedisLock]).
+        ttl: seconds a lease lasts unless extended or renewed.
+        op_timeout: the most any single Redis call may take before
+            `BackendUnavailableError`.
+        waiter_ttl: a waiter silent this long is dropped from the queue.
+        claim_window: seconds a waiter offered the lock on release has to
+            claim it (at most `ttl`).
+        reentrant: let the owning task acquire again, counted.
+        auto_renew: extend the lease every `ttl / 3` in a background task,
+            retrying any error but "not the owner" until the deadline.
+        on_lost: called once with a lease when it is found lost, on the event
+            loop that acquired it (on a notifier thread once that loop closed).
+        clock: monotonic seconds.
 
-    Not thread-safe: use one instance per event loop. Cost: one round
-    trip to acquire or release when uncontended.
+    Raises:
+        ConfigurationError: empty `name`, or non-positive `ttl`, `op_timeout`,
+            `waiter_ttl` or `claim_window`.
+
+    Bounds as [RedisLock][scalekit.locking.RedisLock]'s. Not thread-safe: use
+    one instance per event loop. Cost: one round trip to acquire or release
+    when uncontended.
     """
 
     def __init__(
