@@ -412,3 +412,32 @@ def test_fence_tokens_never_go_back_when_the_counter_is_evicted(
     with lock as lease:
         tokens.append(lease.token)
     assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
+
+
+@pytest.mark.parametrize("kind", ["lock", "semaphore"])
+def test_a_fresh_lease_ends_locally_no_later_than_on_the_server(
+    kind: str, redis_client: Any
+) -> None:
+    """deadline = clock before the granting request + the PTTL it reported: never later."""
+    from scalekit.locking import RedisSemaphore
+
+    name = unique(kind)
+    if kind == "lock":
+        lock: Any = RedisLock(redis_client, name, ttl=2.0)
+        key = f"scalekit:lock:{{{name}}}"
+    else:
+        lock = RedisSemaphore(redis_client, name, 1, ttl=2.0)
+        key = f"scalekit:semaphore:{{{name}}}"
+    for _ in range(20):
+        lease = lock.acquire()
+        assert lease is not None
+        if kind == "lock":
+            server_left = redis_client.pttl(key) / 1000
+        else:
+            now_s, now_us = redis_client.time()
+            server_left = redis_client.zscore(key, lease.owner) / 1000 - (now_s + now_us / 1e6)
+        local_left = lease.remaining()
+        assert local_left is not None
+        assert local_left <= server_left + 0.001  # PTTL's millisecond resolution
+        assert local_left > 2.0 - 0.2  # and not needlessly short
+        lease.release()
