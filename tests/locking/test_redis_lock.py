@@ -441,3 +441,22 @@ def test_a_fresh_lease_ends_locally_no_later_than_on_the_server(
         assert local_left <= server_left + 0.001  # PTTL's millisecond resolution
         assert local_left > 2.0 - 0.2  # and not needlessly short
         lease.release()
+
+
+def test_a_blocking_pool_waits_for_a_free_connection_within_the_budget(
+    redis_server: RedisServer,
+) -> None:
+    """The client's BlockingConnectionPool of 1: a second call waits for the first's connection."""
+    pool = redis.BlockingConnectionPool.from_url(redis_server.url, max_connections=1, timeout=5)
+    client = redis.Redis(connection_pool=pool)
+    name = unique()
+    holder = RedisLock(redis.Redis.from_url(redis_server.url), name, ttl=30).acquire()
+    assert holder is not None
+    waiter = threading.Thread(target=lambda: _try(RedisLock(client, name, ttl=30)))
+    waiter.start()  # its BLPOP (up to 1 s) holds the pool's one connection
+    _poll(lambda: redis_client_llen(redis_server, name) == 1)
+    lease = RedisLock(client, unique(), ttl=30, op_timeout=3).acquire(blocking=False)
+    assert lease is not None  # waited for the connection instead of failing at once
+    lease.release()
+    waiter.join(5)
+    holder.release()
