@@ -134,7 +134,7 @@ class _Pool:
                     break
                 left = end - time.monotonic()
                 if left <= 0:
-                    raise _PoolExhausted
+                    raise _PoolExhausted("the lock's connection pool is exhausted")
                 self._cond.wait(left)
         try:
             return self.connection_class(**self.connection_kwargs)
@@ -150,8 +150,8 @@ class _Pool:
             self._cond.notify()
 
 
-class _PoolExhausted(Exception):
-    """Every connection of the lock's pool is in use."""
+class _PoolExhausted(BackendUnavailableError):
+    """Every connection of the lock's pool is in use (caught and named by the caller)."""
 
 
 _POOLS: weakref.WeakKeyDictionary[Any, _Pool] = weakref.WeakKeyDictionary()
