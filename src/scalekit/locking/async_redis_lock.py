@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, cast
@@ -31,13 +32,17 @@ from ..exceptions import (
     LockNotOwnedError,
     LockTimeoutError,
 )
-from ._redis_calls import Script
-from .lease import _WATCHDOG, Lease, OnLost
-from .redis_lock import _ABANDON, _ACQUIRE, _EXTEND, _RELEASE
+from ._redis_calls import Script, is_transient
+from .base import CLEANUP_BUDGET
+from .lease import _NOTIFIER, _WATCHDOG, Lease, OnLost, _run_on_lost
+from .redis_lock import _ABANDON, _ACQUIRE, _EXTEND, _RELEASE, _REPLY_SLACK
 
 __all__ = ["AsyncLease", "AsyncRedisLock"]
 
 _log = logging.getLogger("scalekit.locking")
+
+# Renewal tasks, kept so the loop does not drop them mid-flight.
+_RENEWALS: set[asyncio.Task[None]] = set()
 
 
 class AsyncLease(Lease):
@@ -73,22 +78,29 @@ class AsyncLease(Lease):
 class AsyncRedisLock:
     """A fair, fenced Redis lock for asyncio code, owned per task.
 
-    :param client: a ``redis.asyncio.Redis`` you configured.
-    :param name: the lock's name (the same keys as :class:`RedisLock`).
-    :param ttl: seconds a lease lasts unless extended or renewed.
-    :param op_timeout: the most any single Redis call may take before
-        :class:`BackendUnavailableError`.
-    :param waiter_ttl: a waiter silent this long is dropped from the queue.
-    :param reentrant: let the owning task acquire again, counted.
-    :param auto_renew: extend the lease every ``ttl / 3`` in a background task.
-    :param on_lost: called once with a lease when it is found lost, on the
-        event loop that acquired it.
-    :param clock: monotonic seconds.
-    :raises ConfigurationError: empty *name*, non-positive *ttl*,
-        *op_timeout* or *waiter_ttl*.
+    Args:
+        client: a `redis.asyncio.Redis` you configured.
+        name: the lock's name (the same keys as [RedisLock][scalekit.locking.RedisLock]).
+        ttl: seconds a lease lasts unless extended or renewed.
+        op_timeout: the most any single Redis call may take before
+            `BackendUnavailableError`.
+        waiter_ttl: a waiter silent this long is dropped from the queue.
+        claim_window: seconds a waiter offered the lock on release has to
+            claim it (at most `ttl`).
+        reentrant: let the owning task acquire again, counted.
+        auto_renew: extend the lease every `ttl / 3` in a background task,
+            retrying any error but "not the owner" until the deadline.
+        on_lost: called once with a lease when it is found lost, on the event
+            loop that acquired it (on a notifier thread once that loop closed).
+        clock: monotonic seconds.
 
-    Not thread-safe: use one instance per event loop. Cost: one round
-    trip to acquire or release when uncontended.
+    Raises:
+        ConfigurationError: empty `name`, or non-positive `ttl`, `op_timeout`,
+            `waiter_ttl` or `claim_window`.
+
+    Bounds as [RedisLock][scalekit.locking.RedisLock]'s. Not thread-safe: use
+    one instance per event loop. Cost: one round trip to acquire or release
+    when uncontended.
     """
 
     def __init__(
@@ -99,6 +111,7 @@ class AsyncRedisLock:
         ttl: float = 10.0,
         op_timeout: float = 2.0,
         waiter_ttl: float = 3.0,
+        claim_window: float = 0.5,
         reentrant: bool = False,
         auto_renew: bool = False,
         on_lost: OnLost | None = None,
@@ -117,15 +130,19 @@ class AsyncRedisLock:
         self._keys = [base, base + ":fence", base + ":queue", base + ":waiters", base + ":ttls"]
         self._wake = base + ":wake:"
         self._waiter_ms = max(int(self.waiter_ttl * 1000), 1)
+        self.claim_window = positive_number("claim_window", claim_window)
+        self._claim_ms = max(int(min(self.claim_window, self.ttl) * 1000), 1)
         self._held: dict[Any, AsyncLease] = {}
         self._stacks: dict[Any, list[AsyncLease]] = {}
-        self._loops: dict[AsyncLease, asyncio.AbstractEventLoop] = {}
+        self._loops: weakref.WeakKeyDictionary[AsyncLease, asyncio.AbstractEventLoop] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- bounded calls ------------------------------------------------------
     async def _call(self, *args: Any, timeout: float | None = None) -> Any:
-        wait = self.op_timeout if timeout is None else timeout
+        wait = self.op_timeout if timeout is None else max(timeout, 0.001)
         try:
-            return await asyncio.wait_for(self._client.execute_command(*args), wait)
+            return await _bounded(self._client.execute_command(*args), wait)
         except NoScriptError:
             raise
         except (asyncio.TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -133,13 +150,51 @@ class AsyncRedisLock:
                 f"redis did not answer {args[0]} for lock {self.name!r} within {wait}s: {exc!r}"
             ) from exc
         except RedisError as exc:
+            if is_transient(exc):
+                raise BackendUnavailableError(
+                    f"redis cannot serve {args[0]} for lock {self.name!r} now: {exc}"
+                ) from exc
             raise BackendError(f"redis failed {args[0]} for lock {self.name!r}: {exc}") from exc
 
-    async def _script(self, script: Script, args: list[Any]) -> Any:
+    async def _script(self, script: Script, args: list[Any], timeout: float | None = None) -> Any:
+        keys = self._keys
+        end = None if timeout is None else time.monotonic() + timeout
         try:
-            return await self._call("EVALSHA", script.sha, len(self._keys), *self._keys, *args)
+            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout)
         except NoScriptError:
-            return await self._call("EVAL", script.source, len(self._keys), *self._keys, *args)
+            left = None if end is None else max(end - time.monotonic(), 0.001)
+            return await self._call("EVAL", script.source, len(keys), *keys, *args, timeout=left)
+
+    def _new_owner_token(self) -> str:
+        return os.urandom(16).hex()
+
+    def _budget(self, deadline: float | None) -> float:
+        """The time one request may take: `op_timeout`, or less when *deadline* is nearer."""
+        if deadline is None:
+            return self.op_timeout
+        return max(min(self.op_timeout, deadline - self._clock()), 0.001)
+
+    async def _give_up(self, owner: str, silent: bool) -> None:
+        """Leave the queue within `CLEANUP_BUDGET`; if Redis is slow (*silent*), in a task."""
+        args = [owner, self._wake, self._waiter_ms, self._claim_ms]
+        try:
+            if silent:
+                raise BackendUnavailableError("redis did not answer the attempt")
+            await self._script(_ABANDON, args, timeout=CLEANUP_BUDGET)
+        except (BackendUnavailableError, asyncio.CancelledError):
+            task = asyncio.get_running_loop().create_task(self._abandon_later(args))
+            _RENEWALS.add(task)
+            task.add_done_callback(_RENEWALS.discard)
+
+    async def _abandon_later(self, args: list[Any]) -> None:
+        end = time.monotonic() + max(self.ttl, self.waiter_ttl)
+        while time.monotonic() < end:
+            try:
+                await self._script(_ABANDON, args, timeout=min(1.0, self.op_timeout))
+                return
+            except BackendUnavailableError:
+                await asyncio.sleep(0.1)
+        _log.debug("could not leave the queue of %r", self.name)
 
     # -- the protocol -------------------------------------------------------
     async def acquire(
@@ -164,20 +219,30 @@ class AsyncRedisLock:
                 held._depth += 1
                 return held
         deadline = None if timeout is None else self._clock() + timeout
-        owner = os.urandom(16).hex()
+        owner = self._new_owner_token()
         ttl_ms = max(int(self.ttl * 1000), 1)
-        token: int | None = None
+        grant: tuple[int, float] | None = None
         queued = False
+        silent = False  # Redis just failed to answer: leave the queue in the background
         try:
             while True:
-                started = self._clock()
+                started = self._clock()  # before the request whose reply may be the grant
                 queued = True  # the server may know us until a reply says otherwise
-                granted, value = await self._script(
-                    _ACQUIRE,
-                    [owner, ttl_ms, "1" if blocking else "0", self._waiter_ms, self._wake],
-                )
-                if granted == 1:
-                    token = int(value)
+                args = [owner, ttl_ms, "1" if blocking else "0", self._waiter_ms, self._wake]
+                try:
+                    reply = await self._script(
+                        _ACQUIRE, [*args, self._claim_ms], timeout=self._budget(deadline)
+                    )
+                except BackendUnavailableError as exc:
+                    silent = True
+                    if deadline is None or self._clock() < deadline:
+                        raise
+                    raise LockTimeoutError(
+                        f"lock {self.name!r} was not acquired within {timeout}s: {exc}", self.name
+                    ) from exc
+                if int(reply[0]) == 1:
+                    # Valid for the PTTL the server reported, counted from before the request.
+                    grant = int(reply[1]), int(reply[2]) / 1000
                     break
                 queued = blocking
                 if not blocking:
@@ -188,33 +253,42 @@ class AsyncRedisLock:
                         f"lock {self.name!r} was not acquired within {timeout}s", self.name
                     )
                 wait = self.waiter_ttl / 3
-                if int(value) > 0:
-                    wait = min(wait, int(value) / 1000 + 0.002)
+                if int(reply[1]) > 0:
+                    wait = min(wait, int(reply[1]) / 1000 + 0.002)
+                budget = None
                 if remaining is not None:
                     wait = max(min(wait, remaining), 0.001)
-                started = self._clock()
-                handed = await self._call(
-                    "BLPOP", self._wake + owner, f"{wait:.3f}", timeout=wait + self.op_timeout
-                )
-                if handed is not None:
-                    token = int(handed[1])
-                    break
-        finally:
-            if token is None and queued:
+                    budget = min(wait + self.op_timeout, remaining + _REPLY_SLACK)
                 try:
-                    await self._script(_ABANDON, [owner, self._wake, self._waiter_ms])
-                except (BackendUnavailableError, asyncio.CancelledError):
-                    _log.debug("could not leave the queue of %r", self.name)
-        if token is None:
+                    # A nudge is only a reason to try again: the lock is not ours until claimed.
+                    await self._call(
+                        "BLPOP",
+                        self._wake + owner,
+                        f"{wait:.3f}",
+                        timeout=wait + self.op_timeout if budget is None else budget,
+                    )
+                except BackendUnavailableError:
+                    silent = True
+                    if deadline is None or self._clock() < deadline:
+                        raise
+        finally:
+            if grant is None and queued:
+                await self._give_up(owner, silent)
+        if grant is None:
             return None
-        lease = AsyncLease(cast(Any, self), token, owner, self.ttl, started + self.ttl)
+        token, validity = grant
+        lease = AsyncLease(cast(Any, self), token, owner, self.ttl, started + validity)
         lease._holder = task
         self._held[task] = lease
         if self.auto_renew or self.on_lost is not None:
             self._loops[lease] = asyncio.get_running_loop()
             _WATCHDOG.watch(lease)
         if self.auto_renew:
-            asyncio.get_running_loop().create_task(self._keep(lease))
+            task = asyncio.get_running_loop().create_task(
+                _renew(weakref.ref(lease), self.ttl / 3, self.ttl / 10)
+            )
+            _RENEWALS.add(task)
+            task.add_done_callback(_RENEWALS.discard)
         return lease
 
     async def release(self, lease: AsyncLease | None = None) -> None:
@@ -236,11 +310,13 @@ class AsyncRedisLock:
             lease._depth -= 1
             return
         lease._released = True
+        _WATCHDOG.discard(lease)
         if self._held.get(lease._holder) is lease:
             del self._held[lease._holder]
         was_lost = lease.lost.is_set()
         try:
-            released = int(await self._script(_RELEASE, [lease.owner, self._wake, self._waiter_ms]))
+            args = [lease.owner, self._wake, self._waiter_ms, self._claim_ms]
+            released = int(await self._script(_RELEASE, args))
         except BackendUnavailableError:
             if not was_lost:
                 self._loops.pop(lease, None)
@@ -274,40 +350,20 @@ class AsyncRedisLock:
         lease._set_deadline(started + new_ttl)
 
     def _mark_lost(self, lease: Lease) -> None:
-        """Set ``lease.lost``; run ``on_lost`` on the lease's event loop (any thread may call)."""
+        """Set ``lease.lost``; run ``on_lost`` on its loop (a notifier thread once it closed)."""
         if not lease.lost._set():
             return
         loop = self._loops.pop(cast(AsyncLease, lease), None)
         if self.on_lost is None:
             return
         callback = self.on_lost
-        if loop is None or loop.is_closed():
-            callback(lease)
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            callback(lease)
-        else:
-            loop.call_soon_threadsafe(callback, lease)
-
-    async def _keep(self, lease: AsyncLease) -> None:
-        period = self.ttl / 3
-        wait = period
-        while not lease._released and not lease.lost.is_set():
-            left = lease.remaining() or 0.0
-            await asyncio.sleep(max(min(wait, left), 0.0))
-            if lease._released or lease.lost.is_set():
-                return
+        if loop is not None and not loop.is_closed():
             try:
-                await self.extend(lease)
-                wait = period
-            except (LockLostError, LockNotOwnedError):
+                loop.call_soon_threadsafe(_run_on_lost, callback, lease)
                 return
-            except BackendUnavailableError:
-                wait = max(min(self.ttl / 10, left), 0.01)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        _NOTIFIER.submit(callback, lease)
 
     async def locked(self) -> bool:
         """True while some owner holds the lock. One round trip."""
@@ -336,3 +392,60 @@ class AsyncRedisLock:
 
     def __repr__(self) -> str:
         return f"AsyncRedisLock({self.name!r}, ttl={self.ttl})"
+
+
+async def _renew(ref: weakref.ref[AsyncLease], period: float, retry: float) -> None:
+    """Extend the lease every *period*; retry any error but "not the owner" until its deadline.
+
+    Holds the lease only weakly between renewals, as the threaded renewal does.
+    """
+    wait = period
+    while True:
+        lease = ref()
+        if lease is None or lease._released or lease.lost.is_set():
+            return
+        left = max(lease.remaining() or 0.0, 0.0)
+        del lease
+        await asyncio.sleep(max(min(wait, left), 0.0))
+        lease = ref()
+        if lease is None or lease._released:
+            return
+        lock = cast("AsyncRedisLock", lease._lock)
+        if lease.lost.is_set():
+            lock._mark_lost(lease)
+            return
+        try:
+            await lock.extend(lease)
+            wait = period
+        except (LockLostError, LockNotOwnedError):
+            return
+        except Exception as exc:  # transient until proven otherwise
+            _log.debug("renewal of %r failed, retrying: %r", lock.name, exc)
+            wait = max(min(retry, left), 0.01)
+        del lease, lock
+
+
+async def _bounded(call: Any, seconds: float) -> Any:
+    """Await *call* for at most *seconds*; raise `asyncio.TimeoutError` after that.
+
+    Unlike `asyncio.wait_for`, it does not wait for the cancelled call to
+    clean up (redis.asyncio closing a connection to a silent server can take
+    as long as the network does): the call is cancelled and left to finish.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise asyncio.TimeoutError
+    return task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Consume a cancelled call's outcome so asyncio does not log it as lost."""
+    if not task.cancelled():
+        task.exception()

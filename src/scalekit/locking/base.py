@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -26,11 +27,26 @@ from ..exceptions import (
     LockNotOwnedError,
     LockTimeoutError,
 )
-from .lease import _WATCHDOG, Lease, LeaseLostEvent, OnLost
+from .lease import _NOTIFIER, _WATCHDOG, Lease, LeaseLostEvent, OnLost
 
-__all__ = ["BaseLock", "Lease", "LeaseLostEvent", "OnLost"]
+__all__ = ["CLEANUP_BUDGET", "BaseLock", "Grant", "Lease", "LeaseLostEvent", "OnLost"]
 
 _log = logging.getLogger("scalekit.locking")
+
+Grant = tuple[int, float | None]
+"""What a backend's acquire step returns: the token and the validity the server reported."""
+
+CLEANUP_BUDGET = 0.05
+"""Seconds a failed acquire spends cleaning up before it raises; the rest runs in the background."""
+
+
+class _ThreadOwner:
+    """Identifies one thread for as long as it lives (and only that thread)."""
+
+    __slots__ = ("__weakref__",)
+
+
+_THREAD_OWNER = threading.local()
 
 
 class BaseLock(abc.ABC):
@@ -81,20 +97,37 @@ class BaseLock(abc.ABC):
         """State of one acquire call (a queue ticket, a znode), kept across retries."""
 
     @abc.abstractmethod
-    def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
-        """Try once; return the fencing token on success, else None (and queue if blocking)."""
+    def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
+        """Try once; on success return the grant the server confirmed in this step.
 
-    @abc.abstractmethod
-    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
-        """Block until a retry may succeed (a wake-up) or *timeout* seconds pass.
-
-        A backend that hands the lock over to the next waiter on release
-        returns the fencing token it was handed; otherwise None.
+        A grant is ``(token, validity)``: the fencing token and how many
+        seconds the lease is valid counted from a clock reading taken before
+        this request (the server's reported ttl; None without a ttl). On
+        failure return None (and queue if *blocking*). Every request must
+        return by *deadline* (the lock clock's time; None: ``op_timeout``
+        alone bounds it) or raise `BackendUnavailableError`.
         """
 
     @abc.abstractmethod
-    def _abandon(self, attempt: Any) -> None:
-        """Undo what a failed attempt left behind (leave the queue, delete the znode)."""
+    def _wait(self, attempt: Any, timeout: float | None) -> None:
+        """Block until a retry may succeed (a wake-up) or *timeout* seconds pass.
+
+        A wake-up is only a hint to try again: whatever it carries, the lock
+        is held only once `_do_acquire` returns the server's grant.
+        """
+
+    @abc.abstractmethod
+    def _abandon(self, attempt: Any, budget: float) -> None:
+        """Undo what a failed attempt left behind (leave the queue, delete the znode).
+
+        Bounded by *budget* seconds; raise `BackendUnavailableError` if the
+        backend did not answer in it (the clean-up then goes on in the
+        background, see `_cleanup_window`).
+        """
+
+    def _cleanup_window(self) -> float | None:
+        """How long to keep retrying a failed clean-up in the background (None: do not)."""
+        return None
 
     @abc.abstractmethod
     def _do_release(self, lease: Lease) -> bool:
@@ -108,13 +141,27 @@ class BaseLock(abc.ABC):
     def locked(self) -> bool:
         """True while the lock is held by someone (for a semaphore: while it is full)."""
 
+    def _granted(self, attempt: Any, lease: Lease) -> None:
+        """Record a new lease (backends that lose every lease at once track them)."""
+        if self._track_live:
+            with self._live_lock:
+                self._live.add(lease)
+
     def _lease_ttl(self, ttl: float | None) -> float | None:
         """How long a lease granted with *ttl* may be trusted locally (Redlock subtracts drift)."""
         return ttl
 
     def _owner_id(self) -> Any:
-        """Who owns a lease for re-entrancy and ``with lock:``: the current thread."""
-        return threading.get_ident()
+        """Who owns a lease for re-entrancy and ``with lock:``: the current thread.
+
+        A per-thread object rather than the thread's ident, which the OS hands
+        to a new thread once the old one has ended: a lease left by a dead
+        thread is never inherited.
+        """
+        owner = getattr(_THREAD_OWNER, "owner", None)
+        if owner is None:
+            owner = _THREAD_OWNER.owner = _ThreadOwner()
+        return owner
 
     def _new_owner_token(self) -> str:
         return os.urandom(16).hex()
@@ -150,45 +197,54 @@ class BaseLock(abc.ABC):
         deadline = None if timeout is None else self._clock() + timeout
         owner = self._new_owner_token()
         attempt = self._new_attempt(owner)
-        token: int | None = None
+        grant: Grant | None = None
+        silent = False  # the backend just failed to answer: clean up in the background
         try:
             while True:
-                started = self._clock()
-                token = self._do_acquire(attempt, blocking)
-                if token is not None or not blocking:
+                started = self._clock()  # before the request whose reply may be the grant
+                try:
+                    grant = self._do_acquire(attempt, blocking, deadline)
+                except BackendUnavailableError as exc:
+                    silent = True
+                    if deadline is None or self._clock() < deadline:
+                        raise
+                    # Cut short by the caller's deadline: a timeout, whatever the backend's state.
+                    raise LockTimeoutError(
+                        f"lock {self.name!r} was not acquired within {timeout}s: {exc}", self.name
+                    ) from exc
+                if grant is not None or not blocking:
                     break
                 remaining = None if deadline is None else deadline - self._clock()
                 if remaining is not None and remaining <= 0:
                     raise LockTimeoutError(
                         f"lock {self.name!r} was not acquired within {timeout}s", self.name
                     )
-                started = self._clock()
-                token = self._wait(attempt, remaining)
-                if token is not None:
-                    break
-        finally:
-            if token is None:
                 try:
-                    self._abandon(attempt)
+                    self._wait(attempt, remaining)
                 except BackendUnavailableError:
-                    _log.debug("could not clean up a failed attempt on %r", self.name)
-        if token is None:
+                    silent = True
+                    raise
+        finally:
+            if grant is None:
+                self._give_up(attempt, silent)
+        if grant is None:
             return None
-        lease_ttl = self._lease_ttl(self.ttl)
+        token, validity = grant
         lease = Lease(
-            self, token, owner, self.ttl, None if lease_ttl is None else started + lease_ttl
+            self, token, owner, self.ttl, None if validity is None else started + validity
         )
         lease._holder = owner_id
         self._held[owner_id] = lease
-        if self._track_live:
-            with self._live_lock:
-                self._live.add(lease)
+        self._granted(attempt, lease)
         if self.ttl is not None and (self.auto_renew or self.on_lost is not None):
             _WATCHDOG.watch(lease)
         if self.ttl is not None and self.auto_renew:
             lease._done = threading.Event()
             threading.Thread(
-                target=self._keep, args=(lease,), daemon=True, name=f"scalekit-lease:{self.name}"
+                target=_renew,
+                args=(weakref.ref(lease), lease._done, self.ttl / 3, self.ttl / 10),
+                daemon=True,
+                name=f"scalekit-lease:{self.name}",
             ).start()
         return lease
 
@@ -220,6 +276,7 @@ class BaseLock(abc.ABC):
             lease._depth -= 1
             return
         lease._released = True
+        _WATCHDOG.discard(lease)
         if lease._done is not None:
             lease._done.set()
         if self._held.get(lease._holder) is lease:
@@ -262,6 +319,38 @@ class BaseLock(abc.ABC):
         trusted = self._lease_ttl(new_ttl)
         lease._set_deadline(None if trusted is None else started + trusted)
 
+    def _give_up(self, attempt: Any, silent: bool) -> None:
+        """Clean up a failed attempt within `CLEANUP_BUDGET`; finish in the background.
+
+        After the backend failed to answer (*silent*), straight to the background
+        when the backend has one (`_cleanup_window`).
+        """
+        window = self._cleanup_window()
+        try:
+            if silent and window is not None:
+                raise BackendUnavailableError("the backend did not answer the attempt")
+            self._abandon(attempt, CLEANUP_BUDGET)
+        except BackendUnavailableError:
+            if window is None:
+                _log.debug("could not clean up a failed attempt on %r", self.name)
+                return
+            threading.Thread(
+                target=self._abandon_later,
+                args=(attempt, window),
+                daemon=True,
+                name=f"scalekit-cleanup:{self.name}",
+            ).start()
+
+    def _abandon_later(self, attempt: Any, window: float) -> None:
+        end = time.monotonic() + window
+        while time.monotonic() < end:
+            try:
+                self._abandon(attempt, min(1.0, max(end - time.monotonic(), 0.001)))
+                return
+            except BackendUnavailableError:
+                time.sleep(0.1)
+        _log.debug("gave up cleaning up a failed attempt on %r", self.name)
+
     def _mark_lost(self, lease: Lease) -> None:
         """Set ``lease.lost`` and fire ``on_lost`` once."""
         if lease.lost._set():
@@ -271,36 +360,8 @@ class BaseLock(abc.ABC):
             if lease._done is not None:
                 lease._done.set()
             if self.on_lost is not None:
-                try:
-                    self.on_lost(lease)
-                except Exception:
-                    _log.exception("on_lost callback of lock %r raised", self.name)
-
-    def _keep(self, lease: Lease) -> None:
-        """Renew at ttl/3 until released or lost (the watchdog announces the loss)."""
-        assert self.ttl is not None
-        period = self.ttl / 3
-        wait = period
-        done = lease._done
-        assert done is not None
-        while True:
-            deadline = lease._deadline
-            if deadline is None:
-                return
-            left = max(deadline - self._clock(), 0.0)
-            if done.wait(min(wait, left)):
-                return
-            if lease.lost.is_set():
-                self._mark_lost(lease)
-                return
-            try:
-                self.extend(lease)
-                wait = period
-            except (LockLostError, LockNotOwnedError):
-                return
-            except BackendUnavailableError:
-                # Keep trying until the deadline; the lease is lost once it passes.
-                wait = max(min(self.ttl / 10, left), 0.01)
+                # Off the caller's thread: a slow or failing callback delays no other notice.
+                _NOTIFIER.submit(self.on_lost, lease)
 
     # -- conveniences -----------------------------------------------------------
     def __enter__(self) -> Lease:
@@ -326,3 +387,41 @@ class BaseLock(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, ttl={self.ttl})"
+
+
+def _renew(ref: weakref.ref[Lease], done: threading.Event, period: float, retry: float) -> None:
+    """Extend the lease every *period* until it is released or lost.
+
+    Any error but a definitive "not the owner" (a connection error, a
+    timeout, a ``BUSY`` reply) is retried every *retry* seconds until the
+    lease's deadline; past it the watchdog announces the loss. Only a weak
+    reference is held between renewals: a lease that nobody references any
+    more (neither the caller nor its lock object) is not renewed and ends
+    at its ttl.
+    """
+    wait = period
+    while True:
+        lease = ref()
+        if lease is None or lease._deadline is None:
+            return
+        lock = lease._lock
+        left = max(lease._deadline - lock._clock(), 0.0)
+        del lease, lock
+        if done.wait(min(wait, left)):
+            return
+        lease = ref()
+        if lease is None:
+            return
+        lock = lease._lock
+        if lease.lost.is_set():
+            lock._mark_lost(lease)
+            return
+        try:
+            lock.extend(lease)
+            wait = period
+        except (LockLostError, LockNotOwnedError):
+            return
+        except Exception as exc:  # transient until proven otherwise: retry until the deadline
+            _log.debug("renewal of %r failed, retrying: %r", lock.name, exc)
+            wait = max(min(retry, left), 0.01)
+        del lease, lock

@@ -9,8 +9,12 @@ The fencing token is the node's ``czxid`` (the transaction id that created
 it, from ``create(..., include_data=True)``): it grows with every write to
 the ensemble and, unlike the sequence suffix, never restarts.
 
-A lease ends with the session: ``SUSPENDED`` for longer than ``suspended_grace``
-(a quarter of the session timeout) or ``LOST`` marks every lease of this lock object lost.
+A lease ends with the session. The holder is told before the server can
+expire it, busy or idle: every lease of the client is declared lost at
+``last_heard + 2/3`` of the *negotiated* session timeout, ``last_heard``
+being the send time of the latest request the server answered (see
+`_zk_session`); ``LOST`` from kazoo, or ``SUSPENDED`` for longer than an
+explicit ``suspended_grace``, declares it at once.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from kazoo.protocol.states import KazooState
 
 from .._validation import non_empty_str, positive_number
 from ..exceptions import BackendUnavailableError
-from .base import BaseLock, Lease, OnLost
+from ._zk_session import session_watch
+from .base import BaseLock, Grant, Lease, OnLost
 
 __all__ = ["ZooKeeperLock"]
 
@@ -39,7 +44,7 @@ _PREFIX = "lock-"
 
 
 class _Attempt:
-    __slots__ = ("abandoned", "czxid", "maybe_created", "node", "owner", "wake")
+    __slots__ = ("abandoned", "czxid", "epoch", "maybe_created", "node", "owner", "wake")
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
@@ -47,30 +52,36 @@ class _Attempt:
         self.abandoned = False
         self.node: str | None = None
         self.czxid = 0
+        self.epoch = 0
         self.wake = threading.Event()
 
 
 class ZooKeeperLock(BaseLock):
-    """A distributed lock on a ZooKeeper ensemble, fair and fenced by ``czxid``.
+    """A distributed lock on a ZooKeeper ensemble, fair and fenced by `czxid`.
 
-    :param client: a started ``kazoo.client.KazooClient`` you configured.
-    :param path: the lock's znode, e.g. ``/locks/stock/42``; it is the name.
-    :param op_timeout: the most any single ZooKeeper call may take before
-        :class:`BackendUnavailableError`.
-    :param suspended_grace: seconds the connection may stay ``SUSPENDED``
-        before every lease is declared lost. Kazoo reports SUSPENDED up to
-        2/3 of the session timeout after the last contact with the server,
-        so the default, a quarter of the session timeout, tells the holder
-        before the server can expire its session.
-    :param reentrant: let the owning thread acquire again, counted.
-    :param on_lost: called once with a lease when it is found lost.
-    :param clock: monotonic seconds (inject a FakeClock in tests).
+    Args:
+        client: a started `kazoo.client.KazooClient` you configured.
+        path: the lock's znode, e.g. `/locks/stock/42`; it is the name.
+        op_timeout: the most any single ZooKeeper call may take before
+            `BackendUnavailableError`.
+        suspended_grace: if set, seconds the connection may stay `SUSPENDED`
+            before every lease is declared lost. Not needed for safety: leases
+            are declared lost at the latest 2/3 of the negotiated session
+            timeout after the server last answered, whatever kazoo's state.
+        reentrant: let the owning thread acquire again, counted.
+        on_lost: called once with a lease when it is found lost.
+        clock: monotonic seconds (inject a FakeClock in tests).
 
-    There is no ttl: a lease lasts as long as the client's session.
-    :raises ConfigurationError: empty *path* or *op_timeout* <= 0.
+    Raises:
+        ConfigurationError: empty `path` or `op_timeout` <= 0.
+
+    There is no ttl: a lease lasts as long as the client's session, and the
+    holder is told before the server can expire that session (see
+    docs/locking.md for the clock assumption).
 
     Thread-safe. Cost: acquire is a create and a get_children (plus an
-    exists watch while waiting); release is one delete.
+    exists watch while waiting); release is one delete. One ping per sixth
+    of the session timeout per client while leases are live.
     """
 
     _track_live = True
@@ -103,16 +114,19 @@ class ZooKeeperLock(BaseLock):
         )
         self._suspended_timer: threading.Timer | None = None
         self._nodes: dict[int, str] = {}
-        self._listening = False
+        # Bumped on every loss of all leases: a grant made before it is lost too.
+        self._epoch = 0
+        self._watch = session_watch(client)
         self._orphans: set[str] = set()
         self._reaper: threading.Thread | None = None
 
-    def _call(self, what: str, async_result: Any) -> Any:
+    def _call(self, what: str, async_result: Any, budget: float | None = None) -> Any:
+        wait = self.op_timeout if budget is None else max(min(budget, self.op_timeout), 0.001)
         try:
-            return async_result.get(timeout=self.op_timeout)
+            return async_result.get(timeout=wait)
         except self.client.handler.timeout_exception as exc:
             raise BackendUnavailableError(
-                f"ZooKeeper did not answer {what} on {self.path!r} within {self.op_timeout}s"
+                f"ZooKeeper did not answer {what} on {self.path!r} within {wait:.3g}s"
             ) from exc
         except (ConnectionLoss, SessionExpiredError, OperationTimeoutError) as exc:
             raise BackendUnavailableError(
@@ -128,10 +142,8 @@ class ZooKeeperLock(BaseLock):
                 timer.cancel()
                 self._suspended_timer = None
         elif state == KazooState.SUSPENDED:
-            if timer is None:
-                grace = self.suspended_grace
-                if grace is None:
-                    grace = getattr(self.client, "_session_timeout", 10000) / 1000 / 4
+            grace = self.suspended_grace
+            if timer is None and grace is not None:
                 timer = threading.Timer(grace, self._lose_all)
                 timer.daemon = True
                 self._suspended_timer = timer
@@ -145,6 +157,7 @@ class ZooKeeperLock(BaseLock):
     def _lose_all(self) -> None:
         self._suspended_timer = None
         with self._live_lock:
+            self._epoch += 1
             leases = list(self._live)
         for lease in leases:
             self._mark_lost(lease)
@@ -153,21 +166,26 @@ class ZooKeeperLock(BaseLock):
     def _new_attempt(self, owner: str) -> Any:
         return _Attempt(owner)
 
-    def _find_own(self, attempt: Any) -> None:
+    def _find_own(self, attempt: Any, deadline: float | None) -> None:
         """Adopt our node after a create whose reply was lost (it may exist)."""
         mine = f"{self._node_prefix}{attempt.owner}-"
-        children = self._call("get_children", self.client.get_children_async(self.path))
+        children = self._call(
+            "get_children", self.client.get_children_async(self.path), self._budget(deadline)
+        )
         for child in children:
             if child.startswith(mine):
                 node = f"{self.path}/{child}"
-                stat = self._call("exists", self.client.exists_async(node))
+                stat = self._call("exists", self.client.exists_async(node), self._budget(deadline))
                 if stat is not None:
                     attempt.node, attempt.czxid = node, int(stat.czxid)
         attempt.maybe_created = False
 
-    def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
+    def _budget(self, deadline: float | None) -> float | None:
+        return None if deadline is None else deadline - self._clock()
+
+    def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
         if attempt.node is None and attempt.maybe_created:
-            self._find_own(attempt)
+            self._find_own(attempt, deadline)
         if attempt.node is None:
             # The owner token in the name lets us find the node if the reply is lost.
             attempt.maybe_created = True
@@ -180,9 +198,12 @@ class ZooKeeperLock(BaseLock):
                 include_data=True,
             )
             pending.rawlink(lambda result, a=attempt: self._created_late(a, result))
-            node, stat = self._call("create", pending)
+            node, stat = self._call("create", pending, self._budget(deadline))
             attempt.node, attempt.czxid, attempt.maybe_created = node, int(stat.czxid), False
-        children = self._call("get_children", self.client.get_children_async(self.path))
+        sent_at = time.monotonic()
+        children = self._call(
+            "get_children", self.client.get_children_async(self.path), self._budget(deadline)
+        )
         contenders = sorted(
             (c for c in children if c.startswith(self._family)), key=lambda c: c[-10:]
         )
@@ -193,12 +214,12 @@ class ZooKeeperLock(BaseLock):
             return None
         ahead = self._blocking(contenders[: contenders.index(mine)])
         if len(ahead) < self._limit:
-            if not self._listening:
-                # Watch the session only while leases may be live, so lock objects do not leak.
-                self._listening = True
-                self.client.add_listener(self._on_state)
+            self._watch.heard(sent_at)  # the server answered: the session was alive then
+            with self._live_lock:
+                attempt.epoch = self._epoch
+            self._watch.subscribe(self)
             self._nodes[attempt.czxid] = attempt.node
-            return int(attempt.czxid)
+            return int(attempt.czxid), None
         if not blocking:
             return None
         attempt.wake.clear()
@@ -208,6 +229,7 @@ class ZooKeeperLock(BaseLock):
             stat = self._call(
                 "exists",
                 self.client.exists_async(predecessor, watch=lambda _event: attempt.wake.set()),
+                self._budget(deadline),
             )
             if stat is None:
                 attempt.wake.set()
@@ -216,6 +238,7 @@ class ZooKeeperLock(BaseLock):
             watched = self._call(
                 "get_children",
                 self.client.get_children_async(self.path, watch=lambda _event: attempt.wake.set()),
+                self._budget(deadline),
             )
             before = sorted(
                 (c for c in watched if c.startswith(self._family) and c[-10:] < mine[-10:]),
@@ -225,19 +248,19 @@ class ZooKeeperLock(BaseLock):
                 attempt.wake.set()
         return None
 
-    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
+    def _wait(self, attempt: Any, timeout: float | None) -> None:
         if attempt.node is not None:
             attempt.wake.wait(timeout)
-        return None
 
-    def _abandon(self, attempt: Any) -> None:
+    def _abandon(self, attempt: Any, budget: float) -> None:
         attempt.abandoned = True
+        if attempt.node is None:
+            if attempt.maybe_created:
+                self._orphan(attempt.owner)  # our node may exist: the reaper finds it
+            return
         try:
-            if attempt.node is None and attempt.maybe_created:
-                self._find_own(attempt)
-            if attempt.node is not None:
-                with contextlib.suppress(NoNodeError):
-                    self._call("delete", self.client.delete_async(attempt.node))
+            with contextlib.suppress(NoNodeError):
+                self._call("delete", self.client.delete_async(attempt.node), budget)
         except BackendUnavailableError:
             # A node left behind would block every other client for the whole session.
             self._orphan(attempt.owner)
@@ -277,12 +300,15 @@ class ZooKeeperLock(BaseLock):
             except (BackendUnavailableError, NoNodeError):
                 time.sleep(0.2)
 
-    def _do_release(self, lease: Lease) -> bool:
+    def _granted(self, attempt: Any, lease: Lease) -> None:
         with self._live_lock:
-            idle = not self._live
-        if idle and self._listening:
-            self._listening = False
-            self.client.remove_listener(self._on_state)
+            self._live.add(lease)
+            # Lost between the grant and now (the session, or its deadline): lost too.
+            lost = attempt.epoch != self._epoch
+        if lost or time.monotonic() >= self._watch.lost_at():
+            self._mark_lost(lease)
+
+    def _do_release(self, lease: Lease) -> bool:
         node = self._nodes.pop(lease.token, None)
         if node is None:
             return False
