@@ -35,6 +35,20 @@ if TYPE_CHECKING:
 _LAZY = {"NearCache": ".near_cache", "RedisCache": ".redis_cache"}
 
 
+def _register_with_cachetools() -> None:
+    # cachetools' decorators ask isinstance(cache, cachetools.Cache) before
+    # reporting maxsize and currsize (cached(info=True)); scalekit's caches
+    # have both. Only when cachetools is installed: it is not a dependency.
+    try:
+        import cachetools
+    except ImportError:
+        return
+    cachetools.Cache.register(Cache)  # type: ignore[type-abstract]
+
+
+_register_with_cachetools()
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
