@@ -4,6 +4,7 @@ Examples::
 
     python -m benchmarks.caching replay                       # every trace in ../shared/traces
     python -m benchmarks.caching replay --traces gli,multi1 --capacities 0.01,0.05,0.1
+    python -m benchmarks.caching replay --traces ../shared/traces  # every trace in a folder
     python -m benchmarks.caching replay --traces /data/w.oracleGeneral.bin --format oracleGeneral
     python -m benchmarks.caching speed
     python -m benchmarks.caching --quick                      # seconds; what the tests run
@@ -31,6 +32,9 @@ def _trace_paths(spec: str | None, quick: bool) -> list[Path]:
     paths = []
     for item in spec.split(","):
         candidate = Path(item)
+        if candidate.is_dir():
+            paths.extend(sorted(candidate.glob("*.trace.gz")))
+            continue
         if not candidate.exists():
             matches = sorted(TRACES_DIR.glob(f"*-{item}.trace.gz")) or sorted(
                 TRACES_DIR.glob(f"{item}*")

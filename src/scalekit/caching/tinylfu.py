@@ -169,14 +169,34 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
                 queue = self._probation
                 if key not in queue:
                     self._misses += 1
+                    self._observe(key, False)
                     return default
                 self._hits += 1
+                self._observe(key, True)
                 return self._on_access(key, queue)
         self._hits += 1
+        self._observe(key, True)
         self._sketch.increment(key)
         queue.move_to_end(key)
         self._hits_in_sample += 1
         return value
+
+    def __getitem__(self, key: K) -> V:
+        """Return the value for `key` (recording the access).
+
+        Raises:
+            KeyError: if absent (unless a subclass defines `__missing__`).
+
+        Runtime complexity: O(1).
+        """
+        queue = self._queue(key)
+        if queue is None:
+            self._misses += 1
+            self._observe(key, False)
+            return self.__missing__(key)
+        self._hits += 1
+        self._observe(key, True)
+        return self._on_access(key, queue)  # type: ignore[no-any-return]
 
     def __setitem__(self, key: K, value: V) -> None:
         """Store `value`; the cache may then evict it or another entry (see the class).
