@@ -314,7 +314,15 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         qi = 0
         maximum = self._maxsize
         while self.currsize > maximum:
-            candidate = candidates.pop() if candidates else next(reversed(window), None)
+            candidate = None
+            while candidates:
+                # A candidate may have been evicted as a victim earlier in this loop.
+                candidate = candidates.pop()
+                if candidate in probation:
+                    break
+                candidate = None
+            if candidate is None:
+                candidate = next(reversed(window), None)
             victim = None
             while qi < 3:
                 victim = next(iter(queues[qi]), None)
