@@ -99,10 +99,11 @@ class WindowSizing:
         self._shadow_max = max(1, int(entries) >> k)
 
     def _observe(self, key: Any, hit: bool) -> None:
-        """Replay one lookup of `key` through the shadow LRU, if `key` is sampled."""
-        shift = self._shadow_shift
-        if shift < 64 and (shift < 0 or ((hash(key) * _GOLDEN) & _M64) >> shift):
-            return
+        """Replay one lookup of a sampled `key` through the shadow LRU.
+
+        The caller checks the sample (inlined on the lookup paths):
+        `shift == 64`, or `0 < shift` and `((hash(key) * _GOLDEN) & _M64) >> shift == 0`.
+        """
         self._sampled += 1
         if hit:
             self._sampled_hits += 1

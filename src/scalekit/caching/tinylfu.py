@@ -10,7 +10,7 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 from ._sketch import FrequencySketch
-from ._tinylfu_sizing import WindowSizing
+from ._tinylfu_sizing import _GOLDEN, _M64, WindowSizing
 from .base import MISSING, Cache
 
 __all__ = ["TinyLFUCache"]
@@ -181,13 +181,19 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
                 queue = self._probation
                 if key not in queue:
                     self._misses += 1
-                    self._observe(key, False)
+                    shift = self._shadow_shift
+                    if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+                        self._observe(key, False)
                     return default
                 self._hits += 1
-                self._observe(key, True)
+                shift = self._shadow_shift
+                if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+                    self._observe(key, True)
                 return self._on_access(key, queue)
         self._hits += 1
-        self._observe(key, True)
+        shift = self._shadow_shift
+        if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+            self._observe(key, True)
         self._sketch.increment(key)
         queue.move_to_end(key)
         self._hits_in_sample += 1
@@ -204,10 +210,14 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         queue = self._queue(key)
         if queue is None:
             self._misses += 1
-            self._observe(key, False)
+            shift = self._shadow_shift
+            if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+                self._observe(key, False)
             return self.__missing__(key)
         self._hits += 1
-        self._observe(key, True)
+        shift = self._shadow_shift
+        if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+            self._observe(key, True)
         return self._on_access(key, queue)  # type: ignore[no-any-return]
 
     def __setitem__(self, key: K, value: V) -> None:
