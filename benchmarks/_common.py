@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import statistics
 import sys
 import time
@@ -20,12 +19,30 @@ T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
-TRACES_DIR = Path(os.environ.get("SCALEKIT_TRACES", REPO_ROOT.parent / "shared" / "traces"))
+# The small traces committed with the repository; larger ones come from ``--traces DIR``.
+TRACES_DIR = REPO_ROOT / "data" / "traces"
+# Reference hit ratios: the committed traces' rows, then the rows of the traces
+# a user downloads (orm-busy, the address/w106/request/vaultservice/scan/zigzag set).
+REFERENCE_TABLES = (
+    TRACES_DIR / "README.md",
+    REPO_ROOT / "benchmarks" / "caching" / "reference-hit-ratios.md",
+)
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every benchmark takes."""
-    parser = argparse.ArgumentParser(description=description)
+    """An argument parser with the options every benchmark takes.
+
+    Its `prog` is ``python -m benchmarks.<family>``, the calling module's
+    family, so `--help` shows the command a user types; *description* is
+    printed as plain text.
+    """
+    caller = sys._getframe(1).f_globals
+    spec = caller.get("__spec__")
+    module = spec.name if spec is not None else caller["__name__"]
+    family = ".".join(module.split(".")[:2])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {family}", description=description.replace("``", "")
+    )
     parser.add_argument(
         "--quick", action="store_true", help="a small smoke run (seconds), as the test suite does"
     )
@@ -40,7 +57,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=RESULTS_DIR,
-        help=f"where text results and plots go (default {RESULTS_DIR})",
+        help=f"where text results and plots go (default {display_path(RESULTS_DIR)})",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     return parser

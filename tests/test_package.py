@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tarfile
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,19 @@ def test_version_and_sorted_exports() -> None:
     assert list(scalekit.__all__) == sorted(scalekit.__all__)
     for name in scalekit.__all__:
         assert hasattr(scalekit, name)
+
+
+def test_install_hints_name_the_distribution_not_the_import_package() -> None:
+    # `pip install scalekit` installs Scalekit Inc.'s SDK, not this library.
+    assert 'name = "scalekit-primitives"' in (ROOT / "pyproject.toml").read_text()
+    files = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("src/**/*.py")]
+    # The README's warning about that name is the one mention allowed.
+    hints = re.compile(r"pip install[ '\"]+scalekit(?!-primitives|` installs a different)\b")
+    for path in files:
+        text = path.read_text()
+        assert not hints.search(text), f"{path.relative_to(ROOT)}: {hints.search(text)}"
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install scalekit-primitives" in readme and "scalekit-sdk-python" in readme
 
 
 def test_exception_hierarchy_matches_builtins() -> None:
@@ -60,22 +76,67 @@ def test_python_m_scalekit_prints_version_and_backends() -> None:
 
 
 @pytest.mark.slow
-def test_import_works_in_a_virtualenv_with_core_dependencies_only(tmp_path: Path) -> None:
+@pytest.mark.timeout(600)
+def test_wheel_installs_alone_and_holds_only_the_package(tmp_path: Path) -> None:
+    # Slow (10-60 s; the isolated build fetches hatchling): builds the sdist and, from
+    # it, the wheel, then installs the wheel with its core dependencies only.
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = dist.glob("scalekit_primitives-*.whl")
+    (sdist,) = dist.glob("scalekit_primitives-*.tar.gz")
+
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert tops == {"scalekit", f"scalekit_primitives-{scalekit.__version__}.dist-info"}
+    assert "scalekit/py.typed" in names
+    metadata = zipfile.ZipFile(wheel).read(
+        f"scalekit_primitives-{scalekit.__version__}.dist-info/METADATA"
+    )
+    assert b"\nName: scalekit-primitives\n" in metadata and b"Project-URL" not in metadata
+    with tarfile.open(sdist) as tar:
+        members = {name.split("/", 1)[-1] for name in tar.getnames()}
+    assert {"LICENSE", "data/traces/README.md", "data/traces/cache2k-LICENSE.txt"} <= members
+
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
     subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", str(ROOT)],
+        [str(py), "-m", "pip", "install", "-q", str(wheel)],
         check=True,
         capture_output=True,
         timeout=300,
     )
     code = (
-        "import scalekit, scalekit.testing, importlib.util as u; "
-        "print(scalekit.__version__, u.find_spec('redis') is None, u.find_spec('kazoo') is None)"
+        "import importlib.util as u, scalekit, scalekit.caching, scalekit.balancing, "
+        "scalekit.sharding, scalekit.locking, scalekit.testing\n"
+        "print(scalekit.__version__, u.find_spec('redis') is None, u.find_spec('kazoo') is None)\n"
+        "try:\n"
+        "    from scalekit.locking import RedisLock\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
     )
-    out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == [scalekit.__version__, "True", "True"]
+    out = subprocess.run(
+        [str(py), "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout.splitlines()
+    assert out[0].split() == [scalekit.__version__, "True", "True"]
+    assert out[1] == (
+        "MissingDependencyError scalekit.locking.RedisLock needs redis-py, which is not "
+        "installed; install it with pip install 'scalekit-primitives[redis]'"
+    )
+    for package in ("tests", "benchmarks", "examples"):
+        found = subprocess.run(
+            [str(py), "-c", f"import importlib.util as u; print(u.find_spec({package!r}))"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+        ).stdout.strip()
+        assert found == "None", f"the wheel installed {package}"
 
 
 def test_fake_clock_moves_only_forward() -> None:

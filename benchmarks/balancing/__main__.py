@@ -278,21 +278,31 @@ def run_overhead(args: argparse.Namespace) -> tuple[list[str], bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0] if __doc__ else "balancing")
-    parser.add_argument("--endpoints", type=int, default=11)
+    parser = base_parser(
+        "Every balancer's tail latency in a simulated cluster (healthy, one slow and one "
+        "failing endpoint) and its pick+release overhead.",
+    )
+    parser.add_argument("--endpoints", type=int, default=11, help="endpoints (default 11)")
     parser.add_argument("--workers", type=int, default=8, help="workers per endpoint")
     parser.add_argument("--mean", type=float, default=0.010, help="mean service time, s")
     parser.add_argument(
-        "--dist", default="exponential", choices=["exponential", "lognormal", "constant"]
+        "--dist",
+        default="exponential",
+        choices=["exponential", "lognormal", "constant"],
+        help="service time distribution (default exponential)",
     )
-    parser.add_argument("--utilisation", type=float, default=0.6)
+    parser.add_argument(
+        "--utilisation", type=float, default=0.6, help="offered load per worker (default 0.6)"
+    )
     parser.add_argument(
         "--requests",
         type=int,
         default=None,
         help="requests per run (default 200,000; 5,000 with --quick)",
     )
-    parser.add_argument("--only", choices=["sim", "overhead"], default=None)
+    parser.add_argument(
+        "--only", choices=["sim", "overhead"], default=None, help="run one part (default both)"
+    )
     args = parser.parse_args(argv)
     if args.requests is None:
         args.requests = 5_000 if args.quick else 200_000

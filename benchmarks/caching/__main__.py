@@ -2,10 +2,10 @@
 
 Examples::
 
-    python -m benchmarks.caching replay                       # every trace in ../shared/traces
-    python -m benchmarks.caching replay --traces gli,multi1 --capacities 0.01,0.05,0.1
-    python -m benchmarks.caching replay --traces ../shared/traces  # every trace in a folder
-    python -m benchmarks.caching replay --traces /data/w.oracleGeneral.bin --format oracleGeneral
+    python -m benchmarks.caching replay                       # every trace in data/traces
+    python -m benchmarks.caching replay --only gli,multi1 --capacities 0.01,0.05,0.1
+    python -m benchmarks.caching replay --traces ~/caffeine-traces   # traces you downloaded
+    python -m benchmarks.caching replay --only /data/w.oracleGeneral.bin --format oracleGeneral
     python -m benchmarks.caching speed
     python -m benchmarks.caching --quick                      # seconds; what the tests run
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from benchmarks._common import TRACES_DIR, base_parser, write_result
+from benchmarks._common import TRACES_DIR, base_parser, display_path, write_result
 from benchmarks.caching.replay import POLICIES, parse_capacities, run_replay
 from benchmarks.caching.speed import run_speed
 from benchmarks.caching.traces import FORMATS
@@ -23,33 +23,59 @@ from benchmarks.caching.traces import FORMATS
 QUICK_TRACES = "gli,multi1"
 
 
-def _trace_paths(spec: str | None, quick: bool) -> list[Path]:
+def _trace_paths(dirs: list[Path], spec: str | None, quick: bool) -> list[Path]:
+    for folder in dirs:
+        if not folder.is_dir():
+            raise SystemExit(f"--traces {folder}: not a directory")
     if spec is None:
-        if quick:
-            spec = QUICK_TRACES
-        else:
-            return sorted(TRACES_DIR.glob("*.trace.gz"))
+        if not quick:
+            return sorted(p for folder in dirs for p in folder.glob("*.trace.[gx]z"))
+        spec = QUICK_TRACES
     paths = []
     for item in spec.split(","):
         candidate = Path(item)
-        if candidate.is_dir():
-            paths.extend(sorted(candidate.glob("*.trace.gz")))
-            continue
         if not candidate.exists():
-            matches = sorted(TRACES_DIR.glob(f"*-{item}.trace.gz")) or sorted(
-                TRACES_DIR.glob(f"{item}*")
-            )
+            matches = [
+                p
+                for folder in dirs
+                for p in sorted(folder.glob(f"*-{item}.trace.[gx]z"))
+                + sorted(folder.glob(f"{item}*"))
+            ]
             if not matches:
-                raise SystemExit(f"no trace named {item!r} here or in {TRACES_DIR}")
+                where = ", ".join(display_path(folder) for folder in dirs)
+                raise SystemExit(f"--only: no trace named {item!r} here or in {where}")
             candidate = matches[0]
         paths.append(candidate)
     return paths
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0] if __doc__ else "cache benchmarks")
-    parser.add_argument("suite", nargs="?", choices=["all", "replay", "speed"], default="all")
-    parser.add_argument("--traces", help="comma-separated trace names (gli, web07...) or paths")
+    parser = base_parser(
+        "The caches' hit ratios on real traces, and their speed and memory next to "
+        "cachetools, cachebox, theine and functools.lru_cache.",
+    )
+    parser.add_argument(
+        "suite",
+        nargs="?",
+        choices=["all", "replay", "speed"],
+        default="all",
+        help="replay: hit ratios on traces; speed: throughput and memory; all: both (default)",
+    )
+    parser.add_argument(
+        "--traces",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="a folder of traces to replay; repeat it for several "
+        f"(default: the committed {display_path(TRACES_DIR)}; see docs/caching.md for "
+        "downloading the large ones)",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="comma-separated trace names (gli, web07...) looked up in the --traces "
+        "folders, or file paths (default: every trace there; --quick: gli,multi1)",
+    )
     parser.add_argument("--format", choices=FORMATS, help="trace format (default: from the name)")
     parser.add_argument(
         "--capacities",
@@ -71,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown policies {unknown}; choose from {list(POLICIES)}")
         report = run_replay(
-            _trace_paths(args.traces, args.quick),
+            _trace_paths(args.traces or [TRACES_DIR], args.only, args.quick),
             parse_capacities(caps),
             policies,
             args.out,

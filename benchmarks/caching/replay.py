@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import TRACES_DIR, display_path, format_table, progress
+from benchmarks._common import REFERENCE_TABLES, display_path, format_table, progress
 from benchmarks.caching.traces import read_trace, short_name
 from scalekit.caching import (
     Cache,
@@ -127,7 +127,10 @@ def run_replay(
     plot: bool = True,
 ) -> str:
     """Replay every trace at every capacity through every policy; return the report."""
-    reference = reference_table(TRACES_DIR / "README.md")
+    reference = {
+        row: ref for table in REFERENCE_TABLES for row, ref in reference_table(table).items()
+    }
+    # A folder of traces may carry its own reference table (a README.md beside them).
     for readme in sorted({path.parent / "README.md" for path in traces}):
         reference.update(reference_table(readme))
     sections = []

@@ -1,9 +1,17 @@
-"""Throughput and memory of scalekit's caches against cachetools and functools.lru_cache.
+"""Throughput and memory of scalekit's caches against cachetools, cachebox, theine and lru_cache.
 
-The workload is a Zipf(1.0) stream of keys; each operation is a ``get`` and,
-on a miss, a ``set`` -- the way a read-through cache is used. Every
-contender replays the same stream in the same run; the figure reported is
-the ratio of median times (> 1 means scalekit is faster).
+The workload is a Zipf(1.0) stream of keys; each operation is a `get` and,
+on a miss, a `set`: the way a read-through cache is used. Every contender
+replays the same stream in the same run, timed in turn; the figure reported
+is the ratio of median times, peer time / scalekit time (> 1 means scalekit
+is faster, < 1 that the peer is).
+
+The peers: cachetools (pure Python, the drop-in namesakes), cachebox (Rust;
+its LRUCache, FIFOCache, LFUCache, RRCache and TTLCache against ours) and
+theine (W-TinyLFU with a Rust core, against TinyLFUCache, built with
+`nolock=True` since scalekit's caches take no lock either; cachebox always
+locks internally). Their hit ratios on the same stream are printed beside
+the speed.
 """
 
 from __future__ import annotations
@@ -13,30 +21,45 @@ import gc
 import itertools
 import random
 import statistics
+import sys
+import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
+import cachebox
 import cachetools
+import theine
 
 import scalekit.caching as sk
-from benchmarks._common import format_table, median_time
+from benchmarks._common import format_table, median_time, progress
 
 __all__ = ["bytes_per_entry", "interleaved_medians", "run_speed", "zipf_keys"]
 
 
-def interleaved_medians(fns: list[Callable[[], Any]], repeat: int) -> list[float]:
+def interleaved_medians(
+    fns: list[Callable[[], Any]],
+    repeat: int,
+    *,
+    warmup: bool = True,
+    tick: Callable[[], None] | None = None,
+) -> list[float]:
     """Median seconds of each function, timing them in turn (ABCABC...).
 
     On a shared machine, load comes and goes; interleaving exposes every
-    contender to the same load, so the ratios stay meaningful.
+    contender to the same load, so the ratios stay meaningful. Each runs
+    once untimed first unless *warmup* is false; *tick* is called after
+    every timed run, for a progress bar.
     """
-    for fn in fns:
-        fn()  # warm-up
+    if warmup:
+        for fn in fns:
+            fn()
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
         for i, fn in enumerate(fns):
             samples[i].append(median_time(fn, repeat=1, warmup=0))
+            if tick is not None:
+                tick()
     return [statistics.median(s) for s in samples]
 
 
@@ -58,6 +81,40 @@ def _get_set(factory: Callable[[], Any], keys: list[int]) -> Callable[[], None]:
                 cache[key] = key
 
     return run
+
+
+def _theine(capacity: int) -> theine.Cache:
+    return theine.Cache(capacity, nolock=True)
+
+
+def _get_set_theine(keys: list[int], capacity: int) -> Callable[[], None]:
+    # theine's get returns (value, found) and its writes go through set().
+    def run() -> None:
+        cache = _theine(capacity)
+        get, put = cache.get, cache.set
+        for key in keys:
+            if not get(key)[1]:
+                put(key, key)
+        cache.close()
+
+    return run
+
+
+def _hit_ratio(factory: Callable[[], Any], keys: list[int], *, found_pair: bool = False) -> float:
+    """Percent of *keys* found, replayed once (insert on miss) outside any timing."""
+    cache = factory()
+    hits = 0
+    for key in keys:
+        value = cache.get(key)
+        if value[1] if found_pair else value is not None:
+            hits += 1
+        elif found_pair:
+            cache.set(key, key)
+        else:
+            cache[key] = key
+    if found_pair:
+        cache.close()
+    return 100.0 * hits / len(keys)
 
 
 def _lru_cache(maxsize: int, keys: list[int]) -> Callable[[], None]:
@@ -84,42 +141,112 @@ def bytes_per_entry(factory: Callable[[], Any], n: int) -> float:
     return (after - before) / n
 
 
-PAIRS = [  # (name, scalekit factory, cachetools factory or None)
-    ("LRUCache", sk.LRUCache, cachetools.LRUCache),
-    ("FIFOCache", sk.FIFOCache, cachetools.FIFOCache),
-    ("LFUCache", sk.LFUCache, cachetools.LFUCache),
-    ("RRCache", lambda n: sk.RRCache(n, rng=random.Random(1)), cachetools.RRCache),
-    ("TTLCache", lambda n: sk.TTLCache(n, ttl=3600), lambda n: cachetools.TTLCache(n, ttl=3600)),
-    ("SIEVECache", sk.SIEVECache, None),
-    ("S3FIFOCache", sk.S3FIFOCache, None),
-    ("TinyLFUCache", lambda n: sk.TinyLFUCache(n, rng=random.Random(1)), None),
+PAIRS = [  # (name, scalekit factory, cachetools factory or None, cachebox factory or None)
+    ("LRUCache", sk.LRUCache, cachetools.LRUCache, cachebox.LRUCache),
+    ("FIFOCache", sk.FIFOCache, cachetools.FIFOCache, cachebox.FIFOCache),
+    ("LFUCache", sk.LFUCache, cachetools.LFUCache, cachebox.LFUCache),
+    (
+        "RRCache",
+        lambda n: sk.RRCache(n, rng=random.Random(1)),
+        cachetools.RRCache,
+        cachebox.RRCache,
+    ),
+    (
+        "TTLCache",
+        lambda n: sk.TTLCache(n, ttl=3600),
+        lambda n: cachetools.TTLCache(n, ttl=3600),
+        lambda n: cachebox.TTLCache(n, 3600),
+    ),
+    ("SIEVECache", sk.SIEVECache, None, None),
+    ("S3FIFOCache", sk.S3FIFOCache, None, None),
+    ("TinyLFUCache", lambda n: sk.TinyLFUCache(n, rng=random.Random(1)), None, None),
 ]
+# TinyLFUCache's peer is theine's W-TinyLFU, timed with its own (value, found) API.
+THEINE_PEER = "TinyLFUCache"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _ratio(peer: float, ours: float) -> str:
+    return f"{peer / ours:.2f}x"
 
 
 def run_speed(
     *, n_keys: int, n_ops: int, capacity: int, repeat: int, seed: int, memory_entries: int
 ) -> str:
-    """Measure every pair and return the report text."""
+    """Measure every pair and return the report text.
+
+    A progress bar on stderr counts the timed passes; after the first pair
+    the time left is printed, estimated from the passes so far.
+    """
     keys = zipf_keys(n_keys, n_ops, seed)
-    rows = []
     lru_fn = _lru_cache(capacity, keys)
-    lru_times = []
-    for name, ours, theirs in PAIRS:
+    plans = []
+    for name, ours, theirs, rust in PAIRS:
         fns = [_get_set(lambda f=ours: f(capacity), keys), lru_fn]
         if theirs is not None:
             fns.append(_get_set(lambda f=theirs: f(capacity), keys))
-        times = interleaved_medians(fns, repeat)
+        if rust is not None:
+            fns.append(_get_set(lambda f=rust: f(capacity), keys))
+        elif name == THEINE_PEER:
+            fns.append(_get_set_theine(keys, capacity))
+        plans.append(fns)
+    # One untimed warm-up pass of every contender, which also tells how long the rest takes.
+    started = time.perf_counter()
+    for fns in progress(plans, total=len(plans), desc="speed warm-up"):
+        for fn in fns:
+            fn()
+    warm = time.perf_counter() - started
+    total = sum(len(fns) for fns in plans) * repeat
+    print(
+        f"caching speed: warm-up took {_duration(warm)}; {total} timed passes of "
+        f"{n_ops:,} operations take about {_duration(warm * repeat)} more at that pace "
+        "(longer if the machine gets busier), then memory and the decorator",
+        file=sys.stderr,
+    )
+    bar = iter(progress(range(total), total=total, desc="speed"))
+
+    def tick() -> None:
+        next(bar, None)
+
+    rows = []
+    lru_times = []
+    for (name, ours, theirs, rust), fns in zip(PAIRS, plans, strict=True):
+        times = interleaved_medians(fns, repeat, warmup=False, tick=tick)
         t_ours, t_lru = times[0], times[1]
         lru_times.append(t_lru)
-        hit = ours(capacity)
-        _get_set(lambda h=hit: h, keys)()
-        row: list[Any] = [name, 1e9 * t_ours / n_ops, f"{100 * hit.stats().hit_ratio:.1f}%"]
+        row: list[Any] = [
+            name,
+            1e9 * t_ours / n_ops,
+            f"{_hit_ratio(lambda f=ours: f(capacity), keys):.1f}%",
+        ]
+        column = 2
         if theirs is not None:
-            row += [1e9 * times[2] / n_ops, f"{times[2] / t_ours:.2f}x"]
+            row += [1e9 * times[column] / n_ops, _ratio(times[column], t_ours)]
+            column += 1
         else:
             row += ["-", "-"]
-        row.append(f"{t_lru / t_ours:.2f}x")
+        if rust is not None or name == THEINE_PEER:
+            if rust is not None:
+                label = f"cachebox.{name}"
+                peer_hits = _hit_ratio(lambda f=rust: f(capacity), keys)
+            else:
+                label = "theine.Cache"
+                peer_hits = _hit_ratio(lambda: _theine(capacity), keys, found_pair=True)
+            row += [
+                label,
+                1e9 * times[column] / n_ops,
+                f"{peer_hits:.1f}%",
+                _ratio(times[column], t_ours),
+            ]
+        else:
+            row += ["-", "-", "-", "-"]
+        row.append(_ratio(t_lru, t_ours))
         rows.append(row)
+    for _ in bar:  # close the bar
+        pass
     lru_time = statistics.median(lru_times)
     throughput = format_table(
         [
@@ -128,6 +255,10 @@ def run_speed(
             "hit ratio",
             "cachetools ns/op",
             "speed-up vs cachetools",
+            "Rust peer",
+            "peer ns/op",
+            "peer hit ratio",
+            "speed-up vs peer",
             "vs functools.lru_cache",
         ],
         rows,
@@ -138,7 +269,7 @@ def run_speed(
 
     base = bytes_per_entry(lambda: cachetools.LRUCache(memory_entries), memory_entries)
     mem_rows = []
-    for name, ours, theirs in PAIRS:
+    for name, ours, theirs, _ in PAIRS:
         b_ours = bytes_per_entry(lambda f=ours: f(memory_entries), memory_entries)
         row = [name, b_ours, f"{b_ours / base:.2f}x"]
         if theirs is not None:
@@ -160,8 +291,13 @@ def run_speed(
     decorator = _decorator_hit_path(repeat)
     return (
         f"Throughput: Zipf(1.0), {n_ops:,} get/set-on-miss operations over {n_keys:,} keys, "
-        f"capacity {capacity:,}; median of {repeat}\n{throughput}\n{lru_line}\n\n"
-        f"Memory: tracemalloc bytes per entry at {memory_entries:,} int entries\n{memory}\n\n"
+        f"capacity {capacity:,}; median of {repeat}. speed-up = the peer's time / scalekit's "
+        "(scalekit ops/s over the peer's; > 1: scalekit faster, < 1: the peer faster). "
+        "theine runs with nolock=True; cachebox always locks.\n"
+        f"{throughput}\n{lru_line}\n\n"
+        f"Memory: tracemalloc bytes per entry at {memory_entries:,} int entries "
+        "(cachebox and theine keep entries in Rust memory, which tracemalloc does not see, "
+        f"so they are not listed)\n{memory}\n\n"
         f"{decorator}"
     )
 

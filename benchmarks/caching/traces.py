@@ -1,7 +1,7 @@
-"""Readers for cache traces: the shared LIRS/cache2k files and libCacheSim's formats.
+"""Readers for cache traces: the LIRS and cache2k files and libCacheSim's formats.
 
 Every reader returns the trace as a list of integer keys, read in place
-(gzip-compressed or not); nothing is copied into the repository.
+(gzip- or xz-compressed, or not compressed).
 
 * ``lirs``: text, one integer key per line, ``*`` lines are markers (skipped);
 * ``cache2k``: a binary stream of big-endian signed int32 keys;
@@ -14,6 +14,7 @@ Every reader returns the trace as a list of integer keys, read in place
 from __future__ import annotations
 
 import gzip
+import lzma
 import struct
 from array import array
 from pathlib import Path
@@ -27,15 +28,18 @@ FORMATS = ("lirs", "cache2k", "oracleGeneral", "txt")
 def _open(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")
+    if path.suffix == ".xz":  # as Caffeine's simulator ships the cache2k traces
+        return lzma.open(path, "rb")
     return path.open("rb")
 
 
 def detect_format(path: Path) -> str:
-    """Guess a trace's format from its file name."""
+    """Guess a trace's format from its file name or its folder's."""
     name = path.name
-    if name.startswith("cache2k-"):
+    # "cache2k-web07.trace.gz" here, or "cache2k/web07.trace.xz" in Caffeine's simulator.
+    if name.startswith("cache2k-") or path.parent.name == "cache2k":
         return "cache2k"
-    if name.startswith("lirs-"):
+    if name.startswith("lirs-") or path.parent.name == "lirs":
         return "lirs"
     if "oracleGeneral" in name:
         return "oracleGeneral"

@@ -146,7 +146,9 @@ def _interleaved(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = base_parser(
+        "Locks side by side on the same real servers, in one run, reported as ratios of medians.",
+    )
     args = parser.parse_args(argv)
     import redis
     from kazoo.client import KazooClient

@@ -183,7 +183,10 @@ def plot(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0] if __doc__ else "sharding")
+    parser = base_parser(
+        "Every HashRouter strategy's lookups per second next to uhashring, the balance of "
+        "keys over shards, and the keys moved when a shard is added.",
+    )
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     lookup_keys = random_keys(rng, 20_000 if args.quick else 200_000)

@@ -12,6 +12,7 @@ scaling plot.
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 from pathlib import Path
 
@@ -26,7 +27,10 @@ def _p99(summary: Summary) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__ or "")
+    parser = base_parser(
+        "Checkouts per second and p99 latency of the example shop by backend (memory, "
+        "RedisLock, ZooKeeperLock) and worker processes, on servers started on loopback.",
+    )
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per configuration")
     parser.add_argument("--buyers", type=int, default=16, help="buyers in total, all configs")
     parser.add_argument(
@@ -37,7 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="HOSTS",
         help="use this ZooKeeper instead of starting one on loopback",
     )
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        metavar="RESULTS",
+        help="only redraw the plot from a results table such as benchmarks/results/shop.txt",
+    )
     args = parser.parse_args(argv)
+    if args.replot is not None:
+        _plot(_points_from_table(args.replot.read_text()), args.out / "shop-scaling.png")
+        return 0
     duration = 1.0 if args.quick else args.duration
     worker_counts = [1, 2] if args.quick else [1, 2, 4]
     rows: list[list[object]] = []
@@ -90,14 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     write_result(args.out, "shop" + ("-quick" if args.quick else ""), text)
     if not args.no_plot:
         _plot(
-            results,
+            {key: (len(s.latencies) / duration, _p99(s)) for key, s in results.items()},
             args.out / ("shop-scaling" + ("-quick" if args.quick else "") + ".png"),
-            duration,
         )
     return 0
 
 
-def _plot(results: dict[tuple[str, int], Summary], path: Path, duration: float) -> None:
+def _points_from_table(text: str) -> dict[tuple[str, int], tuple[float, float]]:
+    """{(backend, workers): (checkouts/s, p99 ms)} from the table `main` writes."""
+    row = re.compile(r"^(memory|redis|zookeeper)\s+(\d+)\s+([\d,.]+)\s+([\d,.]+)\s", re.M)
+    return {
+        (m[1], int(m[2])): (float(m[3].replace(",", "")), float(m[4].replace(",", "")))
+        for m in row.finditer(text)
+    }
+
+
+def _plot(points: dict[tuple[str, int], tuple[float, float]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,17 +126,20 @@ def _plot(results: dict[tuple[str, int], Summary], path: Path, duration: float) 
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for kind in ("memory", "redis", "zookeeper"):
-        points = sorted((w, s) for (k, w), s in results.items() if k == kind)
-        if not points:
+        series = sorted((w, v) for (k, w), v in points.items() if k == kind)
+        if not series:
             continue
-        xs = [w for w, _ in points]
-        left.plot(xs, [len(s.latencies) / duration for _, s in points], "o-", label=kind)
-        right.plot(xs, [_p99(s) for _, s in points], "o-", label=kind)
-    left.set_title("checkouts per second")
-    right.set_title("checkout p99 (ms)")
+        xs = [w for w, _ in series]
+        left.plot(xs, [rate for _, (rate, _) in series], "o-", label=kind)
+        right.plot(xs, [p99 for _, (_, p99) in series], "o-", label=kind)
+    left.set_title("throughput (higher is better)")
+    left.set_ylabel("checkouts per second")
+    right.set_title("tail latency (lower is better)")
+    right.set_ylabel("checkout p99 (ms)")
     for ax in (left, right):
         ax.set_xlabel("worker processes")
-        ax.set_xticks(sorted({w for _, w in results}))
+        ax.set_xticks(sorted({w for _, w in points}))
+        ax.set_ylim(bottom=0)  # from zero, so a line's height is proportional to its value
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle("scalekit shop: scaling by lock backend")

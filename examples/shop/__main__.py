@@ -66,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("buyers", "workers", "shards", "hot_stock"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.plot is not None:
+        try:  # before the run, not after it
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error(
+                "--plot needs matplotlib, which is not installed: pip install -e '.[bench]'"
+            )
     if args.duration <= 0:
         parser.error(f"--duration must be > 0, got {args.duration}")
     if args.redis and args.zookeeper:

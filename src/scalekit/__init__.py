@@ -12,14 +12,17 @@ that ``import scalekit`` needs only the core dependencies:
 """
 
 from .exceptions import (
+    ArgumentTypeError,
     BackendError,
     BackendUnavailableError,
     CacheLoadTimeoutError,
     ConfigurationError,
+    InvalidStateError,
     LockError,
     LockLostError,
     LockNotOwnedError,
     LockTimeoutError,
+    MissingDependencyError,
     NoAvailableEndpointError,
     RoutingError,
     ScaleKitError,
@@ -28,14 +31,17 @@ from .exceptions import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentTypeError",
     "BackendError",
     "BackendUnavailableError",
     "CacheLoadTimeoutError",
     "ConfigurationError",
+    "InvalidStateError",
     "LockError",
     "LockLostError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "MissingDependencyError",
     "NoAvailableEndpointError",
     "RoutingError",
     "ScaleKitError",

@@ -8,8 +8,8 @@ import sys
 from . import __version__
 
 _BACKENDS = (
-    ("redis", "redis", "pip install 'scalekit[redis]'"),
-    ("zookeeper", "kazoo", "pip install 'scalekit[zookeeper]'"),
+    ("redis", "redis", "pip install 'scalekit-primitives[redis]'"),
+    ("zookeeper", "kazoo", "pip install 'scalekit-primitives[zookeeper]'"),
 )
 
 

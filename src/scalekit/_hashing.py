@@ -25,6 +25,8 @@ from typing import Any
 
 import mmh3
 
+from .exceptions import ArgumentTypeError
+
 __all__ = ["MASK64", "hash32", "hash64", "key_bytes"]
 
 MASK64 = (1 << 64) - 1
@@ -50,7 +52,7 @@ def key_bytes(key: Any) -> bytes:
         return bytes(key)
     if isinstance(key, int) and not isinstance(key, bool):
         return str(int(key)).encode("ascii")
-    raise TypeError(
+    raise ArgumentTypeError(
         f"key must be str, bytes or int to be hashed stably, got {type(key).__name__}: {key!r}"
     )
 

@@ -6,6 +6,8 @@ argument and ``except ConnectionError`` around an unreachable backend::
 
     ScaleKitError
     ├── ConfigurationError(ScaleKitError, ValueError)
+    ├── ArgumentTypeError(ScaleKitError, TypeError)
+    ├── InvalidStateError(ScaleKitError, RuntimeError)
     ├── BackendError(ScaleKitError)
     │   ├── BackendUnavailableError(BackendError, ConnectionError)
     │   └── CacheLoadTimeoutError(BackendError, TimeoutError)
@@ -14,7 +16,8 @@ argument and ``except ConnectionError`` around an unreachable backend::
     │   ├── LockNotOwnedError(LockError)
     │   └── LockLostError(LockError)
     ├── RoutingError(ScaleKitError, LookupError)
-    └── NoAvailableEndpointError(ScaleKitError, LookupError)
+    ├── NoAvailableEndpointError(ScaleKitError, LookupError)
+    └── MissingDependencyError(ScaleKitError, ModuleNotFoundError)
 
 Backend errors wrap the driver's exception (``raise BackendError(...) from
 exc``), so the original stays reachable as ``__cause__``.
@@ -25,14 +28,17 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 __all__ = [
+    "ArgumentTypeError",
     "BackendError",
     "BackendUnavailableError",
     "CacheLoadTimeoutError",
     "ConfigurationError",
+    "InvalidStateError",
     "LockError",
     "LockLostError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "MissingDependencyError",
     "NoAvailableEndpointError",
     "RoutingError",
     "ScaleKitError",
@@ -48,6 +54,22 @@ class ConfigurationError(ScaleKitError, ValueError):
 
     The message names the argument, the value given and what was expected,
     e.g. ``maxsize must be a positive integer, got 0``.
+    """
+
+
+class ArgumentTypeError(ScaleKitError, TypeError):
+    """An argument has a type scalekit does not accept.
+
+    The message names the argument, the type given and the types expected,
+    e.g. `key must be str, bytes or int to be hashed stably, got float: 1.5`.
+    """
+
+
+class InvalidStateError(ScaleKitError, RuntimeError):
+    """A method was called in a state that does not allow it.
+
+    For example `ActiveHealthChecker.start()` on a checker that is already
+    running.
     """
 
 
@@ -93,3 +115,16 @@ class RoutingError(ScaleKitError, LookupError):
 
 class NoAvailableEndpointError(ScaleKitError, LookupError):
     """A balancer has no endpoint it may pick; the message says why."""
+
+
+class MissingDependencyError(ScaleKitError, ModuleNotFoundError):
+    """A backend's optional driver is not installed; `extra` names the extra that installs it.
+
+    Raised when a lazily exported backend such as `scalekit.locking.RedisLock`
+    is first looked up without its driver; `name` is the missing module, as on
+    `ModuleNotFoundError`, and the message gives the `pip install` command.
+    """
+
+    def __init__(self, message: str, *, name: str | None = None, extra: str | None = None) -> None:
+        super().__init__(message, name=name)
+        self.extra = extra

@@ -1,4 +1,4 @@
-"""Known answers: the exact policies reproduce the reference table of ../shared/traces/README.md.
+"""Known answers: the exact policies reproduce the reference table of data/traces/README.md.
 
 LRU, FIFO, LFU (ties to the least recently used) and SIEVE are exact
 definitions, so replaying a trace must give libCacheSim's hit ratio to the
@@ -51,7 +51,7 @@ def reference_table() -> dict[tuple[str, int], dict[str, float]]:
     return table
 
 
-TABLE = reference_table() if (TRACES_DIR / "README.md").exists() else {}
+TABLE = reference_table()
 ROWS = sorted(row for row in TABLE if row[0] in FILES)
 _traces: dict[str, list[int]] = {}
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING
 
 from .._validation import positive_int, positive_number
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, InvalidStateError
 
 if TYPE_CHECKING:
     from .base import Balancer
@@ -124,7 +124,7 @@ class ActiveHealthChecker:
     def start(self) -> None:
         """Start checking in a daemon thread; :meth:`stop` ends it."""
         if self._thread is not None:
-            raise RuntimeError("the checker is already running")
+            raise InvalidStateError("the checker is already running")
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="scalekit-health", daemon=True)
         self._thread.start()

@@ -201,14 +201,16 @@ class Balancer(ABC):
             if count is None:
                 draining = self._draining.get(endpoint)
                 if draining is None:
-                    raise ValueError(f"cannot release unknown endpoint {endpoint!r}")
+                    raise ConfigurationError(f"cannot release unknown endpoint {endpoint!r}")
                 if draining == 1:
                     del self._draining[endpoint]
                 else:
                     self._draining[endpoint] = draining - 1
                 return
             if count == 0:
-                raise ValueError(f"cannot release endpoint {endpoint!r}: it has nothing in flight")
+                raise ConfigurationError(
+                    f"cannot release endpoint {endpoint!r}: it has nothing in flight"
+                )
             self._in_flight[endpoint] = count - 1
             self._on_release(endpoint, latency, ok)
             if self._health is not None:
@@ -268,7 +270,7 @@ class Balancer(ABC):
         """
         with self._lock:
             if endpoint not in self._weights:
-                raise ValueError(f"cannot remove unknown endpoint {endpoint!r}")
+                raise ConfigurationError(f"cannot remove unknown endpoint {endpoint!r}")
             weight = self._weights.pop(endpoint)
             count = self._in_flight.pop(endpoint)
             if count:
@@ -289,7 +291,7 @@ class Balancer(ABC):
         with self._lock:
             old = self._weights.get(endpoint)
             if old is None:
-                raise ValueError(f"cannot reweight unknown endpoint {endpoint!r}")
+                raise ConfigurationError(f"cannot reweight unknown endpoint {endpoint!r}")
             self._weights[endpoint] = weight
             self._on_reweight(endpoint, old, weight)
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .._validation import non_negative_number, positive_int, positive_number
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, InvalidStateError
 
 if TYPE_CHECKING:
     from .base import Balancer
@@ -218,7 +218,7 @@ class HealthPolicy:
             assert self._balancer is not None
             state = self._states.get(endpoint)
             if state is None:
-                raise ValueError(f"unknown endpoint {endpoint!r}")
+                raise ConfigurationError(f"unknown endpoint {endpoint!r}")
             now = self._balancer.clock()
             if healthy:
                 if state.failing_checks and self.slow_start is not None:
@@ -233,7 +233,7 @@ class HealthPolicy:
 
     def _locked(self) -> threading.Lock:
         if self._lock is None:
-            raise RuntimeError("this HealthPolicy is not attached to a balancer yet")
+            raise InvalidStateError("this HealthPolicy is not attached to a balancer yet")
         return self._lock
 
     # ------------------------------------------- hooks the balancer calls (locked)

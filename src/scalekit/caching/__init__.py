@@ -1,22 +1,28 @@
 """Local caches: drop-in cachetools policies, modern policies and a memoizing decorator.
 
-* :class:`LRUCache`, :class:`FIFOCache`, :class:`LFUCache`, :class:`RRCache`
-  and :class:`TTLCache` are drop-in for the cachetools classes of the same
-  names, faster, with :meth:`~Cache.stats`.
-* :class:`SIEVECache`, :class:`S3FIFOCache` and :class:`TinyLFUCache` are
-  modern policies with the same API and better hit ratios.
+* `LRUCache`, `FIFOCache`, `LFUCache`, `RRCache` and `TTLCache` are drop-in
+  for the cachetools classes of the same names, faster, with `Cache.stats()`.
+* `SIEVECache`, `S3FIFOCache` and `TinyLFUCache` are modern policies with the
+  same API and better hit ratios.
 
-Every cache is a bounded :class:`~collections.abc.MutableMapping`; none is
-thread-safe on its own. :func:`cached` memoizes a function in any of
-them (or in a cachetools cache), with single-flight for threads and asyncio.
+Every cache is a bounded `collections.abc.MutableMapping`; none is
+thread-safe on its own. `cached` memoizes a function in any of them (or in
+a cachetools cache), with single-flight for threads and asyncio.
 
-The Redis tier, :class:`RedisCache` and :class:`NearCache`, needs redis-py
-(``pip install 'scalekit[redis]'``); it is imported only when first used,
-so ``import scalekit.caching`` works with the core dependencies alone.
+The Redis tier, `RedisCache` and `NearCache`, needs redis-py
+(`pip install 'scalekit-primitives[redis]'`); it is imported only when first
+used, so `import scalekit.caching` works with the core dependencies alone.
+Without redis-py, looking either name up raises
+[MissingDependencyError][scalekit.exceptions.MissingDependencyError] (an
+`ImportError`) that names the extra. `__all__` lists the names that need no
+optional driver, so `from scalekit.caching import *` never imports one;
+`dir()` lists the Redis tier too, and `from scalekit.caching import
+RedisCache` imports it.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_exports
 from .base import Cache, CacheStats
 from .decorators import CacheInfo, cached, hashkey
 from .fifo import FIFOCache
@@ -29,9 +35,10 @@ from .tinylfu import TinyLFUCache
 from .ttl import TTLCache
 
 if TYPE_CHECKING:
-    from .near_cache import NearCache
-    from .redis_cache import RedisCache
+    from .near_cache import NearCache as NearCache
+    from .redis_cache import RedisCache as RedisCache
 
+# Backends whose driver is optional: not in __all__, loaded on first lookup.
 _LAZY = {"NearCache": ".near_cache", "RedisCache": ".redis_cache"}
 
 
@@ -49,14 +56,7 @@ def _register_with_cachetools() -> None:
 _register_with_cachetools()
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [
@@ -66,9 +66,7 @@ __all__ = [
     "FIFOCache",
     "LFUCache",
     "LRUCache",
-    "NearCache",
     "RRCache",
-    "RedisCache",
     "S3FIFOCache",
     "SIEVECache",
     "TTLCache",

@@ -26,7 +26,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from .._validation import positive_number
-from ..exceptions import ConfigurationError
+from ..exceptions import BackendUnavailableError, ConfigurationError
 from .redis_cache import RedisCache
 
 __all__ = ["NearCache"]
@@ -269,7 +269,7 @@ class NearCache:
             if trusted != _NEVER and now >= trusted:
                 self._distrust()  # no recent ping answered: invalidations may be missing
             if pending and now - pending[0] > 2 * self.max_staleness:
-                raise ConnectionError("heartbeat unanswered: the subscription looks dead")
+                raise BackendUnavailableError("heartbeat unanswered: the subscription looks dead")
             wake = min(next_ping, trusted) if trusted != _NEVER else next_ping
             message = pubsub.get_message(timeout=max(0.0, min(interval, wake - now)))
             if message is None:

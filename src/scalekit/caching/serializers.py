@@ -75,7 +75,8 @@ class MsgpackSerializer:
         except ImportError as exc:
             raise ConfigurationError(
                 "serializer 'msgpack' needs the msgpack package, which is not installed; "
-                "install it with 'pip install msgpack' or use serializer='json'"
+                "install it with \"pip install 'scalekit-primitives[msgpack]'\" "
+                "or use serializer='json'"
             ) from exc
         self._packb = msgpack.packb
         self._unpackb = msgpack.unpackb

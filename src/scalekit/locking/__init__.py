@@ -1,50 +1,51 @@
 """Distributed locks with fencing tokens and lost-lease notice.
 
-One protocol (:class:`BaseLock`, :class:`Lease`), four backends:
+One protocol (`BaseLock`, `Lease`), four backends:
 
-* :class:`MemoryLock` - in-process, the embedded default and for tests;
-* :class:`RedisLock` - one Redis server, fair, one round trip per acquire;
-* :class:`Redlock` - a quorum of independent Redis servers;
-* :class:`ZooKeeperLock` - ephemeral sequential znodes, token = czxid.
+* `MemoryLock`: in-process, the embedded default and for tests;
+* `RedisLock`: one Redis server, fair, one round trip per acquire;
+* `Redlock`: a quorum of independent Redis servers;
+* `ZooKeeperLock`: ephemeral sequential znodes, token = czxid.
 
-The Redis and ZooKeeper backends import their drivers lazily, so
-``import scalekit.locking`` needs neither redis nor kazoo.
+The Redis and ZooKeeper backends (with `AsyncRedisLock`, the semaphores and
+the read-write locks) import their drivers lazily, so `import
+scalekit.locking` needs neither redis nor kazoo. Without the driver, looking
+a backend up raises
+[MissingDependencyError][scalekit.exceptions.MissingDependencyError] (an
+`ImportError`) that names the extra to install (`redis` or `zookeeper`).
+`__all__` lists the names that need no optional driver, so `from
+scalekit.locking import *` never imports one; `dir()` lists the backends
+too, and `from scalekit.locking import RedisLock` imports it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_exports
 from .base import BaseLock, Lease, LeaseLostEvent, OnLost
 from .memory import MemoryLock
 
 if TYPE_CHECKING:
-    from .async_redis_lock import AsyncLease, AsyncRedisLock
-    from .redis_lock import RedisLock
-    from .redis_rwlock import RedisReadWriteLock
-    from .redis_semaphore import RedisSemaphore
-    from .redlock import Redlock
-    from .zookeeper_lock import ZooKeeperLock
-    from .zookeeper_rwlock import ZooKeeperReadWriteLock
-    from .zookeeper_semaphore import ZooKeeperSemaphore
+    from .async_redis_lock import AsyncLease as AsyncLease
+    from .async_redis_lock import AsyncRedisLock as AsyncRedisLock
+    from .redis_lock import RedisLock as RedisLock
+    from .redis_rwlock import RedisReadWriteLock as RedisReadWriteLock
+    from .redis_semaphore import RedisSemaphore as RedisSemaphore
+    from .redlock import Redlock as Redlock
+    from .zookeeper_lock import ZooKeeperLock as ZooKeeperLock
+    from .zookeeper_rwlock import ZooKeeperReadWriteLock as ZooKeeperReadWriteLock
+    from .zookeeper_semaphore import ZooKeeperSemaphore as ZooKeeperSemaphore
 
 __all__ = [
-    "AsyncLease",
-    "AsyncRedisLock",
     "BaseLock",
     "Lease",
     "LeaseLostEvent",
     "MemoryLock",
     "OnLost",
-    "RedisLock",
-    "RedisReadWriteLock",
-    "RedisSemaphore",
-    "Redlock",
-    "ZooKeeperLock",
-    "ZooKeeperReadWriteLock",
-    "ZooKeeperSemaphore",
 ]
 
+# Backends whose driver is optional: not in __all__, loaded on first lookup.
 _LAZY = {
     "AsyncLease": ".async_redis_lock",
     "AsyncRedisLock": ".async_redis_lock",
@@ -57,11 +58,4 @@ _LAZY = {
     "ZooKeeperSemaphore": ".zookeeper_semaphore",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'scalekit.locking' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

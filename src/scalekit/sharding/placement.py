@@ -31,7 +31,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from .._hashing import MASK64, hash32, hash64, key_bytes
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 from ._nodes import Nodes, normalize_nodes
 from .ketama import KETAMA_POINTS_PER_SERVER, KetamaRing, ketama_hash
 from .maglev import DEFAULT_MAGLEV_SIZE, MaglevTable, maglev_permutation, populate_maglev
@@ -77,9 +77,9 @@ def jump_hash(key: int, num_buckets: int) -> int:
     (43, 361)
     """
     if type(key) is not int and (not isinstance(key, int) or isinstance(key, bool)):
-        raise TypeError(f"key must be an int in 0..2**64-1, got {type(key).__name__}")
+        raise ArgumentTypeError(f"key must be an int in 0..2**64-1, got {type(key).__name__}")
     if key < 0 or key > MASK64:
-        raise ValueError(f"key must be an unsigned 64-bit int in 0..2**64-1, got {key!r}")
+        raise ConfigurationError(f"key must be an unsigned 64-bit int in 0..2**64-1, got {key!r}")
     if type(num_buckets) is not int or not 1 <= num_buckets <= _MAX_BUCKETS:
         raise ConfigurationError(f"num_buckets must be an int in 1..2**31-1, got {num_buckets!r}")
     b = -1
@@ -135,7 +135,7 @@ def _slot_bytes(key: Any) -> bytes:
         return key.encode("utf-8")
     if isinstance(key, (bytes, bytearray, memoryview)):
         return bytes(key)
-    raise TypeError(f"a Redis key must be str or bytes, got {type(key).__name__}: {key!r}")
+    raise ArgumentTypeError(f"a Redis key must be str or bytes, got {type(key).__name__}: {key!r}")
 
 
 def cluster_slot_ranges(num_nodes: int) -> list[tuple[int, int]]:

@@ -11,7 +11,7 @@ from typing import Any
 from sortedcontainers import SortedList
 
 from .._validation import positive_int
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 from .base import Router, check_shards
 
 __all__ = ["RangeRouter"]
@@ -294,7 +294,7 @@ def _less(a: Any, b: Any) -> bool:
     try:
         return bool(a < b)
     except TypeError:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"keys must be of one totally ordered type; cannot compare {a!r} "
             f"({type(a).__name__}) with {b!r} ({type(b).__name__})"
         ) from None
@@ -324,7 +324,7 @@ def _check_increasing(points: list[Any]) -> None:
     if points:
         kinds = {type(p) for p in points}
         if len(kinds) > 1 and not kinds <= {int, float}:
-            raise TypeError(
+            raise ArgumentTypeError(
                 "split_points must be of one totally ordered type, got "
                 + ", ".join(sorted(k.__name__ for k in kinds))
             )

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from .._validation import non_empty_str, positive_int
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 from .base import Router
 
 __all__ = ["INTERVALS", "Partition", "Rollover", "TimeRouter"]
@@ -171,7 +171,7 @@ class TimeRouter(Router):
         :raises ValueError: *name* does not come from this template.
         """
         if not (name.startswith(self._prefix) and name.endswith(self._suffix)):
-            raise ValueError(f"{name!r} does not match template {self.template!r}")
+            raise ConfigurationError(f"{name!r} does not match template {self.template!r}")
         middle = name[len(self._prefix) : len(name) - len(self._suffix) or None]
         fmt = self._format
         if ("%V" in fmt or "%U" in fmt or "%W" in fmt) and "%u" not in fmt and "%w" not in fmt:
@@ -179,10 +179,14 @@ class TimeRouter(Router):
         try:
             parsed = datetime.strptime(middle, fmt)
         except ValueError:
-            raise ValueError(f"{name!r} does not match template {self.template!r}") from None
+            raise ConfigurationError(
+                f"{name!r} does not match template {self.template!r}"
+            ) from None
         partition = self.partition(parsed.replace(tzinfo=self.tz))
         if partition.name != name:
-            raise ValueError(f"{name!r} is not a partition name of template {self.template!r}")
+            raise ConfigurationError(
+                f"{name!r} is not a partition name of template {self.template!r}"
+            )
         return partition
 
     # -- retention -------------------------------------------------------------------
@@ -233,10 +237,10 @@ class TimeRouter(Router):
 
     def _aware(self, when: Any) -> datetime:
         if not isinstance(when, datetime):
-            raise TypeError(f"expected a datetime, got {type(when).__name__}: {when!r}")
+            raise ArgumentTypeError(f"expected a datetime, got {type(when).__name__}: {when!r}")
         if when.tzinfo is None or when.utcoffset() is None:
             if not self.allow_naive:
-                raise ValueError(
+                raise ConfigurationError(
                     f"naive datetime {when!r}: pass an aware one (e.g. datetime.now(timezone.utc))"
                     " or build the router with allow_naive=True to read it in its tz"
                 )

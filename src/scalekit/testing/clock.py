@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from .._validation import non_negative_number
+from ..exceptions import ConfigurationError
 
 __all__ = ["FakeClock"]
 
@@ -51,7 +52,9 @@ class FakeClock:
         """Set the time to *now*, which must not be earlier than the current time."""
         with self._lock:
             if now < self._now:
-                raise ValueError(f"now must not go backwards: {now!r} < current {self._now!r}")
+                raise ConfigurationError(
+                    f"now must not go backwards: {now!r} < current {self._now!r}"
+                )
             self._now = float(now)
 
     def __reduce__(self) -> tuple[type[FakeClock], tuple[float]]:

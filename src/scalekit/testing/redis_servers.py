@@ -8,6 +8,7 @@ import socket
 import subprocess
 from collections.abc import Sequence
 
+from ..exceptions import BackendUnavailableError, ConfigurationError
 from .process import (
     LOOPBACK,
     ServerGroup,
@@ -48,7 +49,7 @@ def _read_reply(stream: socket.SocketIO) -> bytes:
     def one() -> None:
         line = reader.readline()
         if not line.endswith(b"\r\n"):
-            raise ConnectionError("connection closed in the middle of a reply")
+            raise BackendUnavailableError("connection closed in the middle of a reply")
         out.extend(line)
         kind, rest = line[:1], line[1:-2]
         if kind == b"$" and int(rest) >= 0:
@@ -160,7 +161,9 @@ class RedisClusterServers(ServerGroup[RedisServer]):
         startup_timeout: float = 30.0,
     ) -> None:
         if masters < 3:
-            raise ValueError(f"masters must be at least 3 for a Redis Cluster, got {masters!r}")
+            raise ConfigurationError(
+                f"masters must be at least 3 for a Redis Cluster, got {masters!r}"
+            )
         self._cli = _which("redis-cli")
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
         self.nodes = self.members  # the same list, under the name cluster users expect

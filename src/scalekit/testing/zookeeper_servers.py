@@ -6,6 +6,7 @@ import glob
 import os
 import shutil
 
+from ..exceptions import ConfigurationError
 from .process import (
     ServerGroup,
     ServerNotFoundError,
@@ -170,7 +171,7 @@ class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
         startup_timeout: float = 60.0,
     ) -> None:
         if size < 3 or size % 2 == 0:
-            raise ValueError(f"size must be an odd number >= 3, got {size!r}")
+            raise ConfigurationError(f"size must be an odd number >= 3, got {size!r}")
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
         ports = [find_free_port() for _ in range(3 * size)]
         peers = [(i + 1, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]) for i in range(size)]

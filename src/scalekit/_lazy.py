@@ -1,0 +1,66 @@
+"""Lazy exports of backends whose driver is optional (redis-py, kazoo).
+
+A package lists its backend classes in a mapping of name to module; the
+module is imported the first time the name is looked up, so importing the
+package needs only the core dependencies. A missing driver becomes a
+`MissingDependencyError` that names the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .exceptions import MissingDependencyError
+
+__all__ = ["DISTRIBUTION", "EXTRAS", "lazy_exports"]
+
+DISTRIBUTION = "scalekit-primitives"
+# Top-level driver module -> (what it is, the extra that installs it).
+EXTRAS = {
+    "redis": ("redis-py", "redis"),
+    "kazoo": ("kazoo", "zookeeper"),
+    "msgpack": ("msgpack", "msgpack"),
+}
+
+
+def lazy_exports(
+    package: str, names: Mapping[str, str], namespace: dict[str, Any]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """Return a module `__getattr__` and `__dir__` serving *names* lazily.
+
+    Args:
+        package: The importing package's `__name__`.
+        names: Exported name -> the relative module that defines it.
+        namespace: The package's `globals()`; a loaded name is stored there,
+            so later lookups cost nothing.
+
+    Returns:
+        `(__getattr__, __dir__)` for the package to assign at module level.
+    """
+
+    def __getattr__(name: str) -> Any:
+        module = names.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        try:
+            value = getattr(importlib.import_module(module, package), name)
+        except ModuleNotFoundError as exc:
+            driver = (exc.name or "").partition(".")[0]
+            if driver not in EXTRAS:
+                raise
+            what, extra = EXTRAS[driver]
+            raise MissingDependencyError(
+                f"{package}.{name} needs {what}, which is not installed; install it with "
+                f"pip install '{DISTRIBUTION}[{extra}]'",
+                name=driver,
+                extra=extra,
+            ) from exc
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*namespace, *names})
+
+    return __getattr__, __dir__

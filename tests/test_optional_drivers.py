@@ -1,0 +1,133 @@
+"""Optional drivers: a missing one names its extra; `import *` and `dir()` work either way.
+
+The drivers are hidden from a subprocess by a `None` entry in `sys.modules`,
+which makes `import redis` raise `ModuleNotFoundError` as if it were not
+installed. `tests/test_package.py` repeats the check in a virtualenv that
+really has only the wheel and its core dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import scalekit.caching
+import scalekit.locking
+
+ROOT = Path(__file__).resolve().parent.parent
+HIDE = "import sys\nfor _m in {modules!r}:\n    sys.modules[_m] = None\n"
+LAZY = {
+    "scalekit.caching": {"NearCache": "redis", "RedisCache": "redis"},
+    "scalekit.locking": {
+        "AsyncLease": "redis",
+        "AsyncRedisLock": "redis",
+        "RedisLock": "redis",
+        "RedisReadWriteLock": "redis",
+        "RedisSemaphore": "redis",
+        "Redlock": "redis",
+        "ZooKeeperLock": "zookeeper",
+        "ZooKeeperReadWriteLock": "zookeeper",
+        "ZooKeeperSemaphore": "zookeeper",
+    },
+}
+
+
+def run_python(code: str, *, hide: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", HIDE.format(modules=hide) + code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_every_lazy_backend_without_its_driver_names_the_extra() -> None:
+    code = (
+        "import importlib, json\n"
+        "out = {}\n"
+        f"for package, names in {LAZY!r}.items():\n"
+        "    module = importlib.import_module(package)\n"
+        "    for name in names:\n"
+        "        try:\n"
+        "            exec(f'from {package} import {name}')\n"
+        "        except ImportError as exc:\n"
+        "            from scalekit import ScaleKitError\n"
+        "            out[name] = [type(exc).__name__, str(exc), exc.extra, exc.name,\n"
+        "                         isinstance(exc, ModuleNotFoundError),\n"
+        "                         isinstance(exc, ScaleKitError)]\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = run_python(code, hide=("redis", "kazoo"))
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    expected = {name: extra for names in LAZY.values() for name, extra in names.items()}
+    assert sorted(seen) == sorted(expected)
+    for name, (cls, message, extra, module, is_mnf, is_ours) in seen.items():
+        assert cls == "MissingDependencyError" and is_mnf and is_ours
+        assert extra == expected[name]
+        assert module == {"redis": "redis", "zookeeper": "kazoo"}[extra]
+        assert f"pip install 'scalekit-primitives[{extra}]'" in message
+        assert name in message
+
+
+def test_redis_lock_message_reads_as_documented() -> None:
+    proc = run_python("from scalekit.locking import RedisLock", hide=("redis",))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "scalekit.exceptions.MissingDependencyError: scalekit.locking.RedisLock needs "
+        "redis-py, which is not installed; install it with "
+        "pip install 'scalekit-primitives[redis]'"
+    )
+
+
+@pytest.mark.parametrize("hide", [(), ("redis", "kazoo")], ids=["drivers", "no-drivers"])
+def test_star_imports_work_and_load_no_driver(hide: tuple[str, ...]) -> None:
+    code = (
+        "from scalekit.caching import *\n"
+        "from scalekit.locking import *\n"
+        "import sys\n"
+        "print(LRUCache.__name__, MemoryLock.__name__,\n"
+        "      [m for m in ('redis', 'kazoo') if sys.modules.get(m) is not None])\n"
+    )
+    proc = run_python(code, hide=hide)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["LRUCache", "MemoryLock", "[]"]
+
+
+@pytest.mark.parametrize("module", [scalekit.caching, scalekit.locking], ids=lambda m: m.__name__)
+def test_dir_lists_the_lazy_backends_and_all_lists_what_imports_without_drivers(
+    module: object,
+) -> None:
+    lazy = LAZY[module.__name__]  # type: ignore[attr-defined]
+    names = dir(module)
+    assert set(lazy) <= set(names)
+    exported = module.__all__  # type: ignore[attr-defined]
+    assert exported == sorted(exported) and not set(lazy) & set(exported)
+    for name in exported:
+        assert hasattr(module, name)
+    for name in lazy:  # the drivers are installed here: every backend resolves
+        assert getattr(module, name).__name__ == name
+
+
+def test_unknown_name_is_still_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match=r"'scalekit\.locking' has no attribute 'RedisLok'"):
+        scalekit.locking.RedisLok  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_shop_plot_without_matplotlib_fails_before_the_run(tmp_path: Path) -> None:
+    png = tmp_path / "latency.png"
+    code = (
+        "import runpy\n"
+        f"sys.argv = ['examples.shop', '--plot', {str(png)!r}, '--duration', '30']\n"
+        "runpy.run_module('examples.shop', run_name='__main__')\n"
+    )
+    proc = run_python(code, hide=("matplotlib",))
+    assert proc.returncode == 2  # argparse's usage error: nothing ran for 30 s
+    assert proc.stdout == ""
+    assert "--plot needs matplotlib" in proc.stderr and ".[bench]" in proc.stderr
+    assert not png.exists()
