@@ -109,17 +109,16 @@ def _parked_in_flight(threads: list[threading.Thread]) -> int:
     for t in threads:
         frame = frames.get(t.ident or -1)
         while frame is not None:
-            if frame.f_code.co_name == "miss" and "decorators" in frame.f_code.co_filename:
-                parked += frame.f_lineno != frame.f_code.co_firstlineno and _in_wait(frame)
+            if frame.f_code.co_name == "run" and "decorators" in frame.f_code.co_filename:
+                parked += _in_wait(frame)
                 break
             frame = frame.f_back
     return parked
 
 
-def _in_wait(miss_frame: Any) -> bool:
-    return "flight.done.wait" in (
-        linecache.getline(miss_frame.f_code.co_filename, miss_frame.f_lineno)
-    )
+def _in_wait(run_frame: Any) -> bool:
+    line = linecache.getline(run_frame.f_code.co_filename, run_frame.f_lineno)
+    return "flight.done.wait" in line
 
 
 def test_exceptions_are_shared_with_waiters_and_not_cached() -> None:

@@ -18,14 +18,27 @@ so ``import scalekit.caching`` works with the core dependencies alone.
 from typing import TYPE_CHECKING, Any
 
 from .base import Cache, CacheStats
-from .decorators import CacheInfo, cached, hashkey
+from .decorators import CachedFunction, CacheInfo, ReentrantCallError, cached, hashkey
 from .fifo import FIFOCache
+from .func import (
+    fifo_cache,
+    lfu_cache,
+    lru_cache,
+    rr_cache,
+    s3fifo_cache,
+    sieve_cache,
+    tinylfu_cache,
+    ttl_cache,
+)
+from .keys import methodkey, typedkey, typedmethodkey
 from .lfu import LFUCache
 from .lru import LRUCache
+from .methods import cachedmethod
 from .rr import RRCache
 from .s3fifo import S3FIFOCache
 from .sieve import SIEVECache
 from .tinylfu import TinyLFUCache
+from .tlru import TLRUCache
 from .ttl import TTLCache
 
 if TYPE_CHECKING:
@@ -33,20 +46,6 @@ if TYPE_CHECKING:
     from .redis_cache import RedisCache
 
 _LAZY = {"NearCache": ".near_cache", "RedisCache": ".redis_cache"}
-
-
-def _register_with_cachetools() -> None:
-    # cachetools' decorators ask isinstance(cache, cachetools.Cache) before
-    # reporting maxsize and currsize (cached(info=True)); scalekit's caches
-    # have both. Only when cachetools is installed: it is not a dependency.
-    try:
-        import cachetools
-    except ImportError:
-        return
-    cachetools.Cache.register(Cache)  # type: ignore[type-abstract]
-
-
-_register_with_cachetools()
 
 
 def __getattr__(name: str) -> Any:
@@ -63,16 +62,45 @@ __all__ = [
     "Cache",
     "CacheInfo",
     "CacheStats",
+    "CachedFunction",
     "FIFOCache",
     "LFUCache",
     "LRUCache",
     "NearCache",
     "RRCache",
     "RedisCache",
+    "ReentrantCallError",
     "S3FIFOCache",
     "SIEVECache",
+    "TLRUCache",
     "TTLCache",
     "TinyLFUCache",
     "cached",
+    "cachedmethod",
+    "fifo_cache",
     "hashkey",
+    "lfu_cache",
+    "lru_cache",
+    "methodkey",
+    "rr_cache",
+    "s3fifo_cache",
+    "sieve_cache",
+    "tinylfu_cache",
+    "ttl_cache",
+    "typedkey",
+    "typedmethodkey",
 ]
+
+
+def _register_with_cachetools() -> None:
+    # cachetools' decorators ask isinstance(cache, cachetools.Cache) before
+    # reporting maxsize and currsize (cached(info=True)); scalekit's caches
+    # have both. Only when cachetools is installed: it is not a dependency.
+    try:
+        import cachetools
+    except ImportError:
+        return
+    cachetools.Cache.register(Cache)  # type: ignore[type-abstract]
+
+
+_register_with_cachetools()
