@@ -76,7 +76,8 @@ def _wrap(
 
     def decorator(func: Callable[P, R]) -> FuncCachedFunction[P, R]:
         key = typedkey if typed else hashkey
-        wrapper: Any = cached(cache, key=key, lock=threading.Lock(), info=True)(func)
+        # Reentrant, as functools needs: a key whose __eq__ calls the function.
+        wrapper: Any = cached(cache, key=key, lock=threading.RLock(), info=True)(func)
         counted = wrapper.cache_info
         if maxsize is None:  # unbounded: reported as None, as functools does
 
