@@ -28,7 +28,7 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar, overload
 
 from ..exceptions import ConfigurationError
 
@@ -174,6 +174,10 @@ class Cache(MutableMapping[K, V]):
         self._hits += 1
         return value  # type: ignore[no-any-return]
 
+    @overload
+    def get(self, key: K) -> V | None: ...
+    @overload
+    def get(self, key: K, default: V | D) -> V | D: ...
     def get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key*, or *default*; counts a hit or a miss.
 
@@ -334,6 +338,10 @@ class Cache(MutableMapping[K, V]):
         del self[key]
         return key, value
 
+    @overload
+    def pop(self, key: K) -> V: ...
+    @overload
+    def pop(self, key: K, default: V | D) -> V | D: ...
     def pop(self, key: K, default: Any = MISSING) -> Any:
         """Remove *key* and return its value (or *default*); no hit or miss is counted.
 
@@ -347,6 +355,10 @@ class Cache(MutableMapping[K, V]):
             raise KeyError(key)
         return default
 
+    @overload
+    def setdefault(self: Cache[K, D | None], key: K, default: None = None) -> D | None: ...
+    @overload
+    def setdefault(self, key: K, default: V) -> V: ...
     def setdefault(self, key: K, default: Any = None) -> Any:
         """Return the value of *key*, storing *default* first if it is absent."""
         if key in self:
@@ -354,6 +366,10 @@ class Cache(MutableMapping[K, V]):
         self[key] = default
         return default
 
+    @overload
+    def peek(self, key: K) -> V | None: ...
+    @overload
+    def peek(self, key: K, default: V | D) -> V | D: ...
     def peek(self, key: K, default: Any = None) -> Any:
         """Return the value for *key* without touching the policy or the statistics."""
         value = self._peek(key)

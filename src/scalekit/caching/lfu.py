@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .base import MISSING, Cache
 
@@ -120,7 +120,7 @@ class LFUCache(Cache[K, V]):
             nxt.prev = prev
         return value
 
-    def get(self, key: K, default: Any = None) -> Any:
+    def _get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key* (counting a use), or *default*.
 
         Runtime complexity: O(1).
@@ -147,6 +147,9 @@ class LFUCache(Cache[K, V]):
             prev.next = nxt
             nxt.prev = prev
         return value
+
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.get
+        get = _get
 
     def __getitem__(self, key: K) -> V:
         bucket = self._data.get(key)

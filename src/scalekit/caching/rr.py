@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .base import MISSING, Cache
 
@@ -65,7 +65,7 @@ class RRCache(Cache[K, V]):
         self._index: dict[Any, int] = {}
         self._keys: list[Any] = []
 
-    def get(self, key: K, default: Any = None) -> Any:
+    def _get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key*, or *default*. Runtime complexity: O(1)."""
         value = self._data.get(key, MISSING)
         if value is MISSING:
@@ -73,6 +73,9 @@ class RRCache(Cache[K, V]):
             return default
         self._hits += 1
         return value
+
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.get
+        get = _get
 
     def __setitem__(self, key: K, value: V) -> None:
         if self._sizes is not None:

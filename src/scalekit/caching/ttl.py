@@ -203,7 +203,7 @@ class TTLCache(Cache[K, V]):
         finally:
             self._write_ttl = self._ttl
 
-    def get(self, key: K, default: Any = None) -> Any:
+    def _get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key* if it has not expired (making it most recent), or *default*.
 
         Runtime complexity: O(1).
@@ -218,6 +218,9 @@ class TTLCache(Cache[K, V]):
                 return node[0]
         self._misses += 1
         return default
+
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.get
+        get = _get
 
     def __getitem__(self, key: K) -> V:
         data = self._data
@@ -317,15 +320,21 @@ class TTLCache(Cache[K, V]):
             self.expire(now)
             return Cache.__repr__(self)
 
-    def pop(self, key: K, default: Any = MISSING) -> Any:
+    def _pop(self, key: K, default: Any = MISSING) -> Any:
         """Remove *key* and return its value (or *default*), at one frozen time."""
         with self._clock:
             return Cache.pop(self, key, default)
 
-    def setdefault(self, key: K, default: Any = None) -> Any:
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.pop
+        pop = _pop
+
+    def _setdefault(self, key: K, default: Any = None) -> Any:
         """Return the value of *key*, storing *default* first if it is absent (or expired)."""
         with self._clock:
             return Cache.setdefault(self, key, default)
+
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.setdefault
+        setdefault = _setdefault
 
     def _touch(self, key: Any) -> Any:
         data = self._data
