@@ -196,8 +196,11 @@ class Cache(MutableMapping[K, V]):
     def __setitem__(self, key: K, value: V) -> None:
         """Store *value*, evicting the policy's victims until it fits.
 
-        :raises ValueError: ``"value too large"`` if its size exceeds ``maxsize``.
-        :raises ConfigurationError: if ``getsizeof`` returns a negative, NaN or non-number size.
+        Raises:
+            ValueError: `"value too large"` if its size exceeds `maxsize`
+                (every write, when `maxsize` is 0).
+            ConfigurationError: if `getsizeof` returns a negative, NaN or
+                non-number size.
 
         Runtime complexity: O(1) amortized per eviction.
         """
@@ -325,9 +328,10 @@ class Cache(MutableMapping[K, V]):
     # -- cachetools-compatible API -------------------------------------------------
 
     def popitem(self) -> tuple[K, V]:
-        """Remove and return the ``(key, value)`` pair the policy evicts next.
+        """Remove and return the `(key, value)` pair the policy evicts next.
 
-        :raises KeyError: if the cache is empty.
+        Raises:
+            KeyError: if the cache is empty (its context suppressed, as cachetools).
 
         Runtime complexity: O(1) amortized.
         """
@@ -345,7 +349,8 @@ class Cache(MutableMapping[K, V]):
     def pop(self, key: K, default: Any = MISSING) -> Any:
         """Remove *key* and return its value (or *default*); no hit or miss is counted.
 
-        :raises KeyError: if absent and no default is given.
+        Raises:
+            KeyError: if absent and no default is given.
         """
         if key in self:
             value = self._peek(key)

@@ -20,14 +20,17 @@ class RRCache(Cache[K, V]):
     Keys are kept in a list with an index map (swap-remove), so choosing
     and removing a victim is O(1).
 
-    :param maxsize: capacity (entries, or units of ``getsizeof``).
-    :param choice: picks the victim from a sequence of keys, as cachetools'
-        ``choice=`` (default: ``rng.choice``, or `random.choice` without *rng*,
-        as in cachetools: `random.seed()` then makes evictions reproducible).
-    :param getsizeof: optional function giving a value's size.
-    :param rng: the :class:`random.Random` to draw victims from (seed it for
-        reproducible runs); ignored when *choice* is given.
-    :raises ConfigurationError: if ``maxsize`` is not a positive integer.
+    Args:
+        maxsize: capacity (entries, or units of `getsizeof`; `0` or `math.inf` too).
+        choice: picks the victim from a sequence of keys, as cachetools'
+            `choice=` (default: `rng.choice`, or `random.choice` without *rng*,
+            as in cachetools: `random.seed()` then makes evictions reproducible).
+        getsizeof: optional function giving a value's size.
+        rng: the `random.Random` to draw victims from (seed it for
+            reproducible runs); ignored when *choice* is given.
+
+    Raises:
+        ConfigurationError: if `maxsize` is invalid (see `Cache`).
 
     Thread-safety: not thread-safe; guard shared use with a lock.
     Runtime complexity: O(1) per operation.

@@ -96,15 +96,15 @@ class TTLCache(Cache[K, V]):
     """An LRU cache whose entries expire; drop-in for ``cachetools.TTLCache``.
 
     An entry written at time *t* expires at ``t + ttl`` (``ttl`` from the
-    constructor, or per entry with :meth:`set`). As in cachetools, an entry
+    constructor, or per entry with `set()`). As in cachetools, an entry
     is expired when ``timer() >= expires``: it is then invisible (``in``,
     ``[]``, ``get`` and iteration ignore it) although it may still be stored;
-    :meth:`expire` drops the expired entries, and every write, ``len()``,
+    `expire()` drops the expired entries, and every write, ``len()``,
     ``currsize``, ``popitem()`` and ``repr()`` run it first. Within the live
     entries the least recently used is evicted when the cache is full.
 
     The timer may return any ordered time that supports ``+ ttl``: seconds
-    from :func:`time.monotonic` (the default) with a numeric ``ttl``
+    from `time.monotonic` (the default) with a numeric ``ttl``
     (`math.inf`: never expires), or ``datetime.now`` with a ``timedelta``.
     ``cache.timer`` is a [Timer][scalekit.caching.ttl.Timer]:
     ``with cache.timer as now:`` runs several operations at one frozen time.
