@@ -106,7 +106,7 @@ class TTLCache(Cache[K, V]):
     The timer may return any ordered time that supports ``+ ttl``: seconds
     from `time.monotonic` (the default) with a numeric ``ttl``
     (`math.inf`: never expires), or ``datetime.now`` with a ``timedelta``.
-    ``cache.timer`` is a [Timer][scalekit.caching.ttl.Timer]:
+    ``cache.timer`` is a `Timer`:
     ``with cache.timer as now:`` runs several operations at one frozen time.
 
     >>> from scalekit.testing import FakeClock
