@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import heapq
+import itertools
 import math
 import time
 from collections import OrderedDict
@@ -163,12 +164,24 @@ class TTLCache(Cache[K, V]):
         self._timer = timer
         self._clock = Timer(timer)
         # key -> [value, expires], in recency order; the heap holds
-        # (expires, seq, key, node) and is cleaned lazily. seq is a plain int
-        # (an itertools.count could not be pickled or copied from Python 3.14).
+        # (expires, seq, key, node) and is cleaned lazily. seq comes from a
+        # count (its ints are 4 bytes smaller than those of `seq + 1`), which
+        # __getstate__ turns into an int: itertools objects cannot be pickled
+        # or copied from Python 3.14.
         self._data: OrderedDict[Any, list[Any]] = OrderedDict()
         self._heap: list[tuple[Any, int, Any, list[Any]]] = []
-        self._seq = 0
+        self._seq = itertools.count()
         self._write_ttl: Any = self._ttl
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The state to pickle or copy: the sequence counter as an int."""
+        state = self.__dict__.copy()
+        state["_seq"] = next(self._seq)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._seq = itertools.count(state["_seq"])
 
     def _now(self) -> Any:
         now = self._clock._now
@@ -367,10 +380,8 @@ class TTLCache(Cache[K, V]):
 
     def _push(self, key: Any, node: list[Any]) -> None:
         heap = self._heap
-        seq = self._seq
-        self._seq = seq + 1
         if node[1] != math.inf:  # an entry that never expires needs no heap slot
-            heapq.heappush(heap, (node[1], seq, key, node))
+            heapq.heappush(heap, (node[1], next(self._seq), key, node))
         if len(heap) > 2 * len(self._data) + 64:
             data = self._data
             self._heap = [e for e in heap if data.get(e[2]) is e[3]]
