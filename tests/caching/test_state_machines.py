@@ -3,6 +3,7 @@
 Every machine drives the cache through `get`, `[]`, `in`, `peek`, `pop`,
 `setdefault`, `popitem`, `del` and writes, and checks each answer, the
 statistics and the set of keys against the model after every step.
+Bounded by SETTINGS: about 15 s for the eight machines on one core.
 """
 
 from __future__ import annotations
