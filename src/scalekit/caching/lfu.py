@@ -111,8 +111,7 @@ class LFUCache(Cache[K, V]):
                 bucket.count = count  # sole member: renumber the bucket in place
                 return bucket[key]
             nxt = _new_bucket(count, bucket, nxt)
-        nxt[key] = value = bucket[key]
-        del bucket[key]
+        nxt[key] = value = bucket.pop(key)  # one call: faster than [] then del
         self._data[key] = nxt
         if not bucket:
             prev = bucket.prev
@@ -139,8 +138,7 @@ class LFUCache(Cache[K, V]):
                 bucket.count = count
                 return bucket[key]
             nxt = _new_bucket(count, bucket, nxt)
-        nxt[key] = value = bucket[key]
-        del bucket[key]
+        nxt[key] = value = bucket.pop(key)  # one call: faster than [] then del
         data[key] = nxt
         if not bucket:
             prev = bucket.prev
@@ -179,8 +177,7 @@ class LFUCache(Cache[K, V]):
         if len(data) >= self._maxsize:
             if self._inline and data:
                 bucket = root.next
-                victim = next(iter(bucket))
-                del bucket[victim]
+                victim = bucket.popitem(False)[0]  # the oldest of the least used
                 if not bucket:
                     nxt = bucket.next
                     root.next = nxt
