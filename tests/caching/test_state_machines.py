@@ -600,3 +600,24 @@ TestRR = RRMachine.TestCase
 TestS3FIFO = S3FIFOMachine.TestCase
 for _case in (TestLRU, TestFIFO, TestLFU, TestSIEVE, TestTTL, TestRR, TestS3FIFO):
     _case.settings = SETTINGS
+
+
+def test_s3fifo_frequency_caps_at_three() -> None:
+    # maxsize 10: a small queue of 1, so every key enters main (size >= its share).
+    # Key 0, read 10 times (frequency capped at 3), survives three sweeps of
+    # main: 9 evictions each; the 28th new key evicts it.
+    cache: S3FIFOCache[int, int] = S3FIFOCache(10)
+    model = ListS3FIFO(10)
+    for key in range(10):
+        cache[key] = key
+        model.set(key, key)
+    for _ in range(10):
+        assert cache.get(0) == model.get(0) == 0
+    evicted_at = None
+    for i in range(40):
+        cache[100 + i] = i
+        model.set(100 + i, i)
+        assert set(cache) == model.keys()
+        if evicted_at is None and 0 not in cache:
+            evicted_at = i
+    assert evicted_at == 27
