@@ -204,3 +204,12 @@ def test_rr_default_choice_is_random_choice() -> None:
     first = evictions()
     random.seed(42)
     assert evictions() == first
+
+
+def test_a_sized_rewrite_makes_the_key_most_recent() -> None:
+    clock = FakeClock(0.0)
+    cache = TTLCache(6, ttl=60, timer=clock, getsizeof=len)
+    cache["a"], cache["b"] = "xx", "yy"
+    cache["a"] = "zz"  # a write of a present key: "b" is now the least recent
+    cache["c"] = "www"  # 7 units do not fit in 6: "b" is evicted to make room
+    assert [k for k in cache] == ["a", "c"] and cache.currsize == 5
