@@ -369,20 +369,35 @@ def _sync_wrapper(
 
     fast = _fast_lookup(cache) if lock is None and counters is None else None
     if fast is not None and default_key:
-        # The hit path of an LRU/FIFO cache, inlined: no method call per hit.
+        # The hit path of an LRU/FIFO cache, inlined: no method call per hit,
+        # one wrapper per policy so that the hit path tests nothing it need not.
         dget, move = fast
         owner: Any = cache
+        missing = MISSING
+        mark = _MARK
 
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            k: Any = args if not kwargs else args + _MARK + tuple(sorted(kwargs.items()))
-            value = dget(k, MISSING)
-            if value is not MISSING:
-                if move is not None:
+        if move is not None:
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                k: Any = args if not kwargs else args + mark + tuple(sorted(kwargs.items()))
+                value = dget(k, missing)
+                if value is not missing:
                     move(k)
-                owner._hits += 1
-                return value
-            owner._misses += 1
-            return miss(k, args, kwargs)
+                    owner._hits += 1
+                    return value
+                owner._misses += 1
+                return miss(k, args, kwargs)
+
+        else:
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                k: Any = args if not kwargs else args + mark + tuple(sorted(kwargs.items()))
+                value = dget(k, missing)
+                if value is not missing:
+                    owner._hits += 1
+                    return value
+                owner._misses += 1
+                return miss(k, args, kwargs)
 
     elif lock is None and counters is None and lookup is not None:
         get = lookup

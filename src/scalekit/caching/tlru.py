@@ -47,6 +47,8 @@ class TLRUCache(TTLCache[K, V]):
     Runtime complexity: O(1) per read, O(log n) per write (expiry heap).
     """
 
+    _per_item = True
+
     def __init__(
         self,
         maxsize: int,

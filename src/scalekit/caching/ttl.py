@@ -138,6 +138,9 @@ class TTLCache(Cache[K, V]):
 
     _state: ClassVar[tuple[str, ...] | None] = ("_data", "_heap", "_sizes", "_clock")
 
+    #: True when each entry's expiry comes from `_expires` (TLRUCache's ttu).
+    _per_item: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._ttl_inline = (
@@ -252,7 +255,7 @@ class TTLCache(Cache[K, V]):
         frozen = clock._now
         now = self._timer() if frozen is None else frozen
         # Computed first: a time that overflows (datetime.max + ttl) changes nothing.
-        expires = self._expires(key, value, now)
+        expires = self._expires(key, value, now) if self._per_item else now + self._write_ttl
         self.expire(now)
         if self._sizes is None and self._ttl_inline and self._maxsize >= 1:
             # Unit sizes: every entry left is live (expire(now) ran), so this is
