@@ -20,6 +20,8 @@ __all__ = ["TTLCache"]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
+_INF = math.inf
+
 
 def check_ttl(value: Any) -> Any:
     """Return *value* if it is a valid time to live: a number > 0 (`math.inf` too) or a timedelta.
@@ -47,12 +49,21 @@ class Timer:
     same clock.
     """
 
-    __slots__ = ("_depth", "_now", "_timer")
+    __slots__ = ("_depth", "_now", "_owner", "_timer")
 
-    def __init__(self, timer: Callable[[], Any]) -> None:
+    def __init__(self, timer: Callable[[], Any], owner: Any = None) -> None:
         self._timer = timer
         self._now: Any = None  # the frozen time inside a `with` block
         self._depth = 0
+        # The cache reading this timer: it keeps the frozen time in its own
+        # `_frozen` too, one attribute load on its hot paths.
+        self._owner = owner
+
+    def _set(self, now: Any) -> None:
+        self._now = now
+        owner = self._owner
+        if owner is not None:
+            owner._frozen = now
 
     def __call__(self) -> Any:
         now = self._now
@@ -60,20 +71,20 @@ class Timer:
 
     def __enter__(self) -> Any:
         if self._depth == 0:
-            self._now = self._timer()
+            self._set(self._timer())
         self._depth += 1
         return self._now
 
     def _freeze(self, now: Any) -> None:
         """Enter a block at *now*, a time the caller has just read from this clock."""
         if self._depth == 0:
-            self._now = now
+            self._set(now)
         self._depth += 1
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
         if self._depth == 0:
-            self._now = None
+            self._set(None)
 
     def __copy__(self) -> Timer:
         return Timer(self._timer)
@@ -165,7 +176,8 @@ class TTLCache(Cache[K, V]):
         super().__init__(maxsize, getsizeof)
         self._ttl = check_ttl(ttl)
         self._timer = timer
-        self._clock = Timer(timer)
+        self._frozen: Any = None  # the time inside a `with cache.timer` block
+        self._clock = Timer(timer, self)
         # key -> [value, expires], in recency order; the heap holds
         # (expires, seq, key, node) and is cleaned lazily. seq comes from a
         # count (its ints are 4 bytes smaller than those of `seq + 1`), which
@@ -175,6 +187,8 @@ class TTLCache(Cache[K, V]):
         self._heap: list[tuple[Any, int, Any, list[Any]]] = []
         self._seq = itertools.count()
         self._write_ttl: Any = self._ttl
+        # The inline write: unit sizes and room for at least one entry.
+        self._unit_writes = self._sizes is None and self._maxsize >= 1
 
     def __getstate__(self) -> dict[str, Any]:
         """The state to pickle or copy: the sequence counter as an int."""
@@ -185,9 +199,11 @@ class TTLCache(Cache[K, V]):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._seq = itertools.count(state["_seq"])
+        self._frozen = None
+        self._clock._owner = self  # a copied timer is this cache's own
 
     def _now(self) -> Any:
-        now = self._clock._now
+        now = self._frozen
         return self._timer() if now is None else now
 
     def _expires(self, key: Any, value: Any, now: Any) -> Any:
@@ -227,7 +243,7 @@ class TTLCache(Cache[K, V]):
         data = self._data
         node = data.get(key)
         if node is not None:
-            now = self._clock._now
+            now = self._frozen
             if (self._timer() if now is None else now) < node[1]:
                 data.move_to_end(key)
                 self._hits += 1
@@ -242,7 +258,7 @@ class TTLCache(Cache[K, V]):
         data = self._data
         node = data.get(key)
         if node is not None:
-            now = self._clock._now
+            now = self._frozen
             if (self._timer() if now is None else now) < node[1]:
                 data.move_to_end(key)
                 self._hits += 1
@@ -251,13 +267,12 @@ class TTLCache(Cache[K, V]):
         return self.__missing__(key)
 
     def __setitem__(self, key: K, value: V) -> None:
-        clock = self._clock
-        frozen = clock._now
+        frozen = self._frozen
         now = self._timer() if frozen is None else frozen
         # Computed first: a time that overflows (datetime.max + ttl) changes nothing.
         expires = self._expires(key, value, now) if self._per_item else now + self._write_ttl
         self.expire(now)
-        if self._sizes is None and self._ttl_inline and self._maxsize >= 1:
+        if self._unit_writes and self._ttl_inline:
             # Unit sizes: every entry left is live (expire(now) ran), so this is
             # LRU's write -- at most one eviction, the least recent entry.
             data = self._data
@@ -272,6 +287,7 @@ class TTLCache(Cache[K, V]):
                 data[key] = node
             self._push(key, node)
             return
+        clock = self._clock
         clock._freeze(now)
         self._write_expires = expires
         try:
@@ -383,7 +399,7 @@ class TTLCache(Cache[K, V]):
 
     def _push(self, key: Any, node: list[Any]) -> None:
         heap = self._heap
-        if node[1] != math.inf:  # an entry that never expires needs no heap slot
+        if node[1] != _INF:  # an entry that never expires needs no heap slot
             heapq.heappush(heap, (node[1], next(self._seq), key, node))
         if len(heap) > 2 * len(self._data) + 64:
             data = self._data
