@@ -6,12 +6,21 @@ import asyncio
 import linecache
 import sys
 import threading
+import traceback
 from typing import Any
 
 import cachetools
 import pytest
 
-from scalekit.caching import CacheInfo, FIFOCache, LFUCache, LRUCache, cached, hashkey
+from scalekit.caching import (
+    CacheInfo,
+    FIFOCache,
+    LFUCache,
+    LRUCache,
+    ReentrantCallError,
+    cached,
+    hashkey,
+)
 
 
 @pytest.mark.parametrize("cache_class", [LRUCache, FIFOCache, LFUCache, cachetools.LRUCache])
@@ -109,17 +118,16 @@ def _parked_in_flight(threads: list[threading.Thread]) -> int:
     for t in threads:
         frame = frames.get(t.ident or -1)
         while frame is not None:
-            if frame.f_code.co_name == "miss" and "decorators" in frame.f_code.co_filename:
-                parked += frame.f_lineno != frame.f_code.co_firstlineno and _in_wait(frame)
+            if frame.f_code.co_name == "run" and "decorators" in frame.f_code.co_filename:
+                parked += _in_wait(frame)
                 break
             frame = frame.f_back
     return parked
 
 
-def _in_wait(miss_frame: Any) -> bool:
-    return "flight.done.wait" in (
-        linecache.getline(miss_frame.f_code.co_filename, miss_frame.f_lineno)
-    )
+def _in_wait(run_frame: Any) -> bool:
+    line = linecache.getline(run_frame.f_code.co_filename, run_frame.f_lineno)
+    return "flight.done.wait" in line
 
 
 def test_exceptions_are_shared_with_waiters_and_not_cached() -> None:
@@ -223,3 +231,186 @@ def test_async_waiter_cancellation_leaves_the_call_running() -> None:
         assert slow.cache[(4,)] == 40  # type: ignore[attr-defined]
 
     asyncio.run(main())
+
+
+# -- hazards (each was a bug: the test failed before its fix) ------------------------
+
+
+def test_async_error_while_storing_ends_the_flight() -> None:
+    calls: list[int] = []
+
+    @cached(LRUCache(10, getsizeof=len))
+    async def nothing(x: int) -> Any:
+        calls.append(x)
+        return None  # len(None) raises TypeError while storing
+
+    async def main() -> None:
+        for _ in range(2):
+            with pytest.raises(TypeError):
+                await asyncio.wait_for(nothing(1), timeout=5)
+        assert calls == [1, 1]  # the second call ran again instead of waiting forever
+
+    asyncio.run(main())
+
+
+def test_async_cancelling_the_first_caller_spares_the_others() -> None:
+    calls: list[int] = []
+
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        @cached(LRUCache(10))
+        async def slow(x: int) -> int:
+            calls.append(x)
+            await gate.wait()
+            return x * 10
+
+        leader = asyncio.create_task(slow(4))
+        await asyncio.sleep(0)
+        followers = [asyncio.create_task(slow(4)) for _ in range(3)]
+        await asyncio.sleep(0)
+        leader.cancel()
+        await asyncio.sleep(0)
+        gate.set()
+        assert await asyncio.gather(*followers) == [40, 40, 40]
+        assert leader.cancelled() and calls == [4]
+        assert slow.cache[(4,)] == 40
+        assert await slow(4) == 40 and calls == [4]
+
+    asyncio.run(main())
+
+
+def test_async_flights_are_per_event_loop() -> None:
+    gate = threading.Event()
+    calls: list[str] = []
+    results: dict[str, Any] = {}
+
+    @cached(None)  # no caching: each loop's call must run, never wait on another loop
+    async def fetch(key: str) -> str:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            await asyncio.get_running_loop().run_in_executor(None, gate.wait, 10)
+        return key.upper()
+
+    def run(name: str) -> None:
+        try:
+            results[name] = asyncio.run(fetch("k"))
+        except BaseException as exc:
+            results[name] = exc
+
+    first = threading.Thread(target=run, args=("first",), name="first")
+    first.start()
+    for _ in range(5000):
+        if calls:
+            break
+        threading.Event().wait(0.001)
+    second = threading.Thread(target=run, args=("second",), name="second")
+    second.start()
+    second.join(10)
+    gate.set()
+    first.join(10)
+    assert results == {"first": "K", "second": "K"} and sorted(calls) == ["first", "second"]
+
+
+def test_a_call_reentering_itself_with_the_same_key_raises() -> None:
+    @cached(LRUCache(10))
+    def loop(x: int) -> int:
+        return loop(x) if x > 0 else 0
+
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            loop(1)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the re-entrant call deadlocked"
+    assert len(outcome) == 1 and isinstance(outcome[0], ReentrantCallError)
+    assert isinstance(outcome[0], RecursionError) and "(1,)" in str(outcome[0])
+    assert loop(0) == 0 and 1 not in loop.cache
+
+
+def test_an_async_call_reentering_itself_with_the_same_key_raises() -> None:
+    @cached(LRUCache(10))
+    async def loop(x: int) -> int:
+        return await loop(x)
+
+    async def main() -> None:
+        with pytest.raises(ReentrantCallError):
+            await asyncio.wait_for(loop(1), timeout=5)
+
+    asyncio.run(main())
+
+
+def test_cache_clear_resets_the_statistics() -> None:
+    @cached(LRUCache(10))
+    def ident(x: int) -> int:
+        return x
+
+    ident(1), ident(1), ident(2)
+    assert ident.cache_info() == CacheInfo(hits=1, misses=2, maxsize=10, currsize=2)
+    ident.cache_clear()
+    assert ident.cache_info() == CacheInfo(0, 0, 10, 0)
+    assert ident.cache.stats().hits == 0  # type: ignore[union-attr]
+
+
+def test_each_waiting_thread_raises_its_own_exception() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+    calls = []
+
+    class BackendDown(RuntimeError):
+        pass
+
+    @cached(LRUCache(10))
+    def flaky(x: int) -> int:
+        calls.append(x)
+        entered.set()
+        assert release.wait(10)
+        raise BackendDown("backend down")
+
+    errors: list[BaseException] = []
+    threads = [threading.Thread(target=lambda: _catch(flaky, errors)) for _ in range(8)]
+    threads[0].start()
+    assert entered.wait(10)
+    for t in threads[1:]:
+        t.start()
+    for _ in range(5000):
+        if _parked_in_flight(threads) == 7:
+            break
+        threading.Event().wait(0.001)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert len(errors) == 8 and calls == [7]
+    assert len({id(e) for e in errors}) == 8  # no object shared between threads
+    original = [e for e in errors if e.__cause__ is None]
+    assert len(original) == 1
+    for error in errors:
+        assert type(error) is BackendDown and str(error) == "backend down"
+        assert error is original[0] or error.__cause__ is original[0]
+        # A traceback holds its own thread's frames only: one entry frame, not eight.
+        frames = [frame.name for frame in traceback.extract_tb(error.__traceback__)]
+        assert frames.count("_catch") == 1, frames
+
+
+def _catch(func: Any, errors: list[BaseException]) -> None:
+    try:
+        func(7)
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def test_maxsize_zero_just_calls() -> None:
+    calls: list[int] = []
+
+    @cached(LRUCache(0))
+    def ident(x: int) -> int:
+        calls.append(x)
+        return x
+
+    assert ident(1) == 1 and ident(1) == 1 and calls == [1, 1] and len(ident.cache) == 0

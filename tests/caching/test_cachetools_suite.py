@@ -20,12 +20,14 @@ import math
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
 
 import scalekit.caching as sk
+import scalekit.caching.func as sk_func
+import scalekit.caching.keys as sk_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = Path(os.environ.get("SCALEKIT_CACHETOOLS_SUITE", ROOT / ".cache" / "cachetools-8.0.2"))
@@ -56,6 +58,31 @@ def _load(name: str) -> ModuleType:
 
 
 _load("__init__")
+
+
+def _load_over(name: str, **modules: ModuleType) -> ModuleType:
+    """Load a suite module whose `import cachetools.<sub>` must find scalekit's modules.
+
+    Its defaults and class attributes are evaluated while loading, so the
+    submodules are swapped in for that time; its global `cachetools` is then
+    a namespace of scalekit's modules, for the names looked up at call time.
+    """
+    import cachetools
+
+    for sub in modules:
+        importlib.import_module(f"cachetools.{sub}")
+    saved = {sub: getattr(cachetools, sub) for sub in modules}
+    try:
+        for sub, module in modules.items():
+            setattr(cachetools, sub, module)
+        loaded = _load(name)
+    finally:
+        for sub, module in saved.items():
+            setattr(cachetools, sub, module)
+    loaded.cachetools = SimpleNamespace(**modules)
+    return loaded
+
+
 _lru, _lfu, _fifo, _rr, _ttl = (
     _load(n) for n in ("test_lru", "test_lfu", "test_fifo", "test_rr", "test_ttl")
 )
@@ -75,6 +102,21 @@ class _TTLTestCache(sk.TTLCache[Any, Any]):
 
 
 _ttl.TTLTestCache = _TTLTestCache
+
+_tlru = _load("test_tlru")
+_tlru.TLRUCache = sk.TLRUCache
+
+
+class _TLRUTestCache(sk.TLRUCache[Any, Any]):
+    """The suite's ``TLRUTestCache``: its default ttu (never expires) and ``Timer``."""
+
+    def __init__(self, maxsize: Any, ttu: Any = _tlru.default_ttu, **kwargs: Any) -> None:
+        super().__init__(maxsize, ttu, timer=_tlru.Timer(), **kwargs)
+
+
+_tlru.TLRUTestCache = _TLRUTestCache
+_keys = _load_over("test_keys", keys=sk_keys)
+_func = _load_over("test_func", func=sk_func)
 
 
 class LRUCacheTest(_lru.LRUCacheTest):  # type: ignore[misc,name-defined]
@@ -97,6 +139,21 @@ class TTLCacheTest(_ttl.TTLCacheTest):  # type: ignore[misc,name-defined]
     Cache = _TTLTestCache
 
 
+class TLRUCacheTest(_tlru.TLRUCacheTest):  # type: ignore[misc,name-defined]
+    Cache = _TLRUTestCache
+
+
+class CacheKeysTest(_keys.CacheKeysTest):  # type: ignore[misc,name-defined]
+    pass
+
+
+FIFODecoratorTest = _func.FIFODecoratorTest
+LFUDecoratorTest = _func.LFUDecoratorTest
+LRUDecoratorTest = _func.LRUDecoratorTest
+RRDecoratorTest = _func.RRDecoratorTest
+TTLDecoratorTest = _func.TTLDecoratorTest
+
+
 # Deliberate differences: test id -> why (docs/caching.md lists the same).
 DIFFERENCES: dict[str, str] = {
     "TTLCacheTest::test_ttl_copy": (
@@ -107,7 +164,20 @@ DIFFERENCES: dict[str, str] = {
     ),
 }
 
-SUITE_CLASSES = (LRUCacheTest, LFUCacheTest, FIFOCacheTest, RRCacheTest, TTLCacheTest)
+SUITE_CLASSES = (
+    LRUCacheTest,
+    LFUCacheTest,
+    FIFOCacheTest,
+    RRCacheTest,
+    TTLCacheTest,
+    TLRUCacheTest,
+    CacheKeysTest,
+    FIFODecoratorTest,
+    LFUDecoratorTest,
+    LRUDecoratorTest,
+    RRDecoratorTest,
+    TTLDecoratorTest,
+)
 
 
 def _mark_differences() -> None:

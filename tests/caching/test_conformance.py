@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from scalekit.caching import Cache
+from scalekit.caching.base import MISSING
 from scalekit.exceptions import ConfigurationError
 from tests.caching.caching_factories import ADMISSION_POLICIES, FACTORIES, Factory
 
@@ -264,3 +265,51 @@ def test_a_large_cache_copies_and_pickles_without_deep_recursion(
         if found is None:
             cache[key] = clone[key] = key
     assert list(clone) == list(cache)
+
+
+class _DictFIFO(Cache[Any, Any]):
+    """The smallest policy a user can write on the base: a dict, oldest first."""
+
+    def __init__(self, maxsize: Any, getsizeof: Any = None) -> None:
+        super().__init__(maxsize, getsizeof)
+        self._data: dict[Any, Any] = {}
+
+    def _touch(self, key: Any) -> Any:
+        return self._data.get(key, MISSING)
+
+    _peek = _touch
+
+    def _update(self, key: Any, value: Any) -> bool:
+        if key not in self._data:
+            return False
+        self._data[key] = value
+        return True
+
+    def _insert(self, key: Any, value: Any) -> None:
+        self._data[key] = value
+
+    def _remove(self, key: Any) -> Any:
+        return self._data.pop(key)
+
+    def _victim(self) -> Any:
+        return next(iter(self._data))
+
+    def _clear(self) -> None:
+        self._data.clear()
+
+
+@pytest.mark.parametrize("sized", [False, True], ids=["unit", "getsizeof"])
+def test_a_policy_written_on_the_base_gets_the_whole_api(sized: bool) -> None:
+    cache = _DictFIFO(2, getsizeof=(lambda v: 1) if sized else None)
+    cache["a"], cache["b"] = 1, 2
+    assert cache.get("a") == 1 and cache.get("x") is None and cache.get("x", 0) == 0
+    assert cache["b"] == 2 and cache.peek("a") == 1 and "a" in cache
+    with pytest.raises(KeyError):
+        cache["x"]
+    assert cache.stats()[:3] == (2, 3, 0)
+    cache["c"] = 3  # evicts "a", the oldest
+    assert sorted(cache) == ["b", "c"] and cache.stats().evictions == 1
+    assert cache.setdefault("b", 9) == 2 and cache.pop("b") == 2 and cache.pop("b", 0) == 0
+    assert cache.popitem() == ("c", 3) and len(cache) == 0 and cache.currsize == 0
+    with pytest.raises(KeyError):
+        cache.popitem()

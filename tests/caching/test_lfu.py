@@ -53,3 +53,27 @@ def test_a_copy_with_over_a_thousand_frequencies_keeps_the_policy(how: str) -> N
 
 def frequencies_seen(order: list[tuple[int, Any, int]]) -> int:
     return len({frequency for _, _, frequency in order})
+
+
+@pytest.mark.parametrize("sized", [False, True], ids=["unit", "getsizeof"])
+def test_a_read_counts_one_use_for_that_key_only(sized: bool) -> None:
+    # Ties go to the least recently used; a read moves only the key read.
+    cache: LFUCache[str, int] = LFUCache(3, getsizeof=(lambda v: 1) if sized else None)
+    cache["a"], cache["b"], cache["c"] = 1, 2, 3
+    assert cache.get("a") == 1  # the get path
+    assert cache["b"] == 2  # the [] path
+    assert [cache.frequency(k) for k in "abc"] == [2, 2, 1]
+    cache["d"] = 4  # evicts c, the only key used once
+    assert sorted(cache) == ["a", "b", "d"]
+    cache["a"] = 10  # a write of a present key is a use too
+    assert [cache.frequency(k) for k in "abd"] == [3, 2, 1]
+    assert [cache.popitem()[0] for _ in range(3)] == ["d", "b", "a"]
+
+
+@pytest.mark.parametrize("sized", [False, True], ids=["unit", "getsizeof"])
+def test_new_keys_share_one_bucket_and_leave_in_insertion_order(sized: bool) -> None:
+    cache: LFUCache[int, int] = LFUCache(3, getsizeof=(lambda v: 1) if sized else None)
+    for key in range(10):
+        cache[key] = key
+        assert sorted(cache) == list(range(max(0, key - 2), key + 1))
+    assert [cache.popitem()[0] for _ in range(3)] == [7, 8, 9]

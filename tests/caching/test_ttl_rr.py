@@ -7,6 +7,7 @@ import itertools
 import math
 import pickle
 import random
+import warnings
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -174,8 +175,12 @@ def test_copies_and_pickles_hold_no_iterator() -> None:
     cache = TTLCache(10, ttl=5, timer=clock)
     for i in range(5):
         cache[i] = i
-    assert not any(isinstance(v, itertools.count) for v in vars(cache).values())
-    for clone in (copy.copy(cache), copy.deepcopy(cache), pickle.loads(pickle.dumps(cache))):
+    state = cache.__getstate__()
+    assert not any(isinstance(v, itertools.count) for v in state.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pickling an itertools object warns from 3.12
+        clones = [copy.copy(cache), copy.deepcopy(cache), pickle.loads(pickle.dumps(cache))]
+    for clone in clones:
         clone[9] = 9
         assert sorted(clone) == [0, 1, 2, 3, 4, 9] and sorted(cache) == [0, 1, 2, 3, 4]
     clone = copy.copy(cache)
@@ -199,3 +204,12 @@ def test_rr_default_choice_is_random_choice() -> None:
     first = evictions()
     random.seed(42)
     assert evictions() == first
+
+
+def test_a_sized_rewrite_makes_the_key_most_recent() -> None:
+    clock = FakeClock(0.0)
+    cache = TTLCache(6, ttl=60, timer=clock, getsizeof=len)
+    cache["a"], cache["b"] = "xx", "yy"
+    cache["a"] = "zz"  # a write of a present key: "b" is now the least recent
+    cache["c"] = "www"  # 7 units do not fit in 6: "b" is evicted to make room
+    assert [k for k in cache] == ["a", "c"] and cache.currsize == 5

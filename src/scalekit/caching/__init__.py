@@ -24,14 +24,27 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
 from .base import Cache, CacheStats
-from .decorators import CacheInfo, cached, hashkey
+from .decorators import CachedFunction, CacheInfo, ReentrantCallError, cached, hashkey
 from .fifo import FIFOCache
+from .func import (
+    fifo_cache,
+    lfu_cache,
+    lru_cache,
+    rr_cache,
+    s3fifo_cache,
+    sieve_cache,
+    tinylfu_cache,
+    ttl_cache,
+)
+from .keys import methodkey, typedkey, typedmethodkey
 from .lfu import LFUCache
 from .lru import LRUCache
+from .methods import cachedmethod
 from .rr import RRCache
 from .s3fifo import S3FIFOCache
 from .sieve import SIEVECache
 from .tinylfu import TinyLFUCache
+from .tlru import TLRUCache
 from .ttl import TTLCache
 
 if TYPE_CHECKING:
@@ -63,14 +76,29 @@ __all__ = [
     "Cache",
     "CacheInfo",
     "CacheStats",
+    "CachedFunction",
     "FIFOCache",
     "LFUCache",
     "LRUCache",
     "RRCache",
+    "ReentrantCallError",
     "S3FIFOCache",
     "SIEVECache",
+    "TLRUCache",
     "TTLCache",
     "TinyLFUCache",
     "cached",
+    "cachedmethod",
+    "fifo_cache",
     "hashkey",
+    "lfu_cache",
+    "lru_cache",
+    "methodkey",
+    "rr_cache",
+    "s3fifo_cache",
+    "sieve_cache",
+    "tinylfu_cache",
+    "ttl_cache",
+    "typedkey",
+    "typedmethodkey",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .base import MISSING, Cache
 
@@ -40,7 +40,7 @@ class OrderedCache(Cache[K, V]):
             if key in data:
                 yield key
 
-    def get(self, key: K, default: Any = None) -> Any:
+    def _get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key*, or *default*. Runtime complexity: O(1)."""
         value = self._data.get(key, MISSING)
         if value is MISSING:
@@ -48,6 +48,9 @@ class OrderedCache(Cache[K, V]):
             return default
         self._hits += 1
         return value
+
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.get
+        get = _get
 
     def __getitem__(self, key: K) -> V:
         value = self._data.get(key, MISSING)

@@ -28,7 +28,7 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar, overload
 
 from ..exceptions import ConfigurationError
 
@@ -174,6 +174,10 @@ class Cache(MutableMapping[K, V]):
         self._hits += 1
         return value  # type: ignore[no-any-return]
 
+    @overload
+    def get(self, key: K) -> V | None: ...
+    @overload
+    def get(self, key: K, default: V | D) -> V | D: ...
     def get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key*, or *default*; counts a hit or a miss.
 
@@ -192,8 +196,11 @@ class Cache(MutableMapping[K, V]):
     def __setitem__(self, key: K, value: V) -> None:
         """Store *value*, evicting the policy's victims until it fits.
 
-        :raises ValueError: ``"value too large"`` if its size exceeds ``maxsize``.
-        :raises ConfigurationError: if ``getsizeof`` returns a negative, NaN or non-number size.
+        Raises:
+            ValueError: `"value too large"` if its size exceeds `maxsize`
+                (every write, when `maxsize` is 0).
+            ConfigurationError: if `getsizeof` returns a negative, NaN or
+                non-number size.
 
         Runtime complexity: O(1) amortized per eviction.
         """
@@ -321,9 +328,10 @@ class Cache(MutableMapping[K, V]):
     # -- cachetools-compatible API -------------------------------------------------
 
     def popitem(self) -> tuple[K, V]:
-        """Remove and return the ``(key, value)`` pair the policy evicts next.
+        """Remove and return the `(key, value)` pair the policy evicts next.
 
-        :raises KeyError: if the cache is empty.
+        Raises:
+            KeyError: if the cache is empty (its context suppressed, as cachetools).
 
         Runtime complexity: O(1) amortized.
         """
@@ -334,10 +342,15 @@ class Cache(MutableMapping[K, V]):
         del self[key]
         return key, value
 
+    @overload
+    def pop(self, key: K) -> V: ...
+    @overload
+    def pop(self, key: K, default: V | D) -> V | D: ...
     def pop(self, key: K, default: Any = MISSING) -> Any:
         """Remove *key* and return its value (or *default*); no hit or miss is counted.
 
-        :raises KeyError: if absent and no default is given.
+        Raises:
+            KeyError: if absent and no default is given.
         """
         if key in self:
             value = self._peek(key)
@@ -347,6 +360,10 @@ class Cache(MutableMapping[K, V]):
             raise KeyError(key)
         return default
 
+    @overload
+    def setdefault(self: Cache[K, D | None], key: K, default: None = None) -> D | None: ...
+    @overload
+    def setdefault(self, key: K, default: V) -> V: ...
     def setdefault(self, key: K, default: Any = None) -> Any:
         """Return the value of *key*, storing *default* first if it is absent."""
         if key in self:
@@ -354,6 +371,10 @@ class Cache(MutableMapping[K, V]):
         self[key] = default
         return default
 
+    @overload
+    def peek(self, key: K) -> V | None: ...
+    @overload
+    def peek(self, key: K, default: V | D) -> V | D: ...
     def peek(self, key: K, default: Any = None) -> Any:
         """Return the value for *key* without touching the policy or the statistics."""
         value = self._peek(key)

@@ -1,62 +1,199 @@
-"""``cached``: memoize a function in any cache, with single-flight for threads and asyncio."""
+"""`cached`: memoize a function in any cache, with single-flight for threads and asyncio."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import inspect
 import threading
+import weakref
 from collections.abc import Callable, Hashable, MutableMapping
 from contextlib import AbstractContextManager
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
+from ..exceptions import ScaleKitError
 from .base import MISSING, Cache
+from .keys import _MARK, hashkey
 
-__all__ = ["CacheInfo", "cached", "hashkey"]
+__all__ = ["CacheInfo", "CachedFunction", "ReentrantCallError", "cached", "hashkey"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class CacheInfo(NamedTuple):
-    """What ``cache_info()`` returns, as :func:`functools.lru_cache` does."""
+    """What `cache_info()` returns, as `functools.lru_cache` does."""
 
     hits: int
     misses: int
-    maxsize: int | None
-    currsize: int
+    maxsize: Any
+    currsize: Any
 
 
-class _KwMark:
-    """Separates positional from keyword arguments in a key (never equal to an argument)."""
+class ReentrantCallError(ScaleKitError, RecursionError):
+    """A memoized call needs its own result: it called itself with the same key.
 
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<kwargs>"
-
-
-_KWMARK = (_KwMark(),)
-
-
-def hashkey(*args: Hashable, **kwargs: Hashable) -> tuple[Hashable, ...]:
-    """The default key: the positional arguments, then the sorted keyword arguments.
-
-    Equal calls give equal keys, as ``cachetools.keys.hashkey``.
+    Waiting for that result would wait forever (single-flight makes the
+    inner call wait for the outer one), so the inner call raises this at
+    once instead; cachetools raises `RecursionError` in the same case, and
+    this is one.
     """
-    if kwargs:
-        return args + _KWMARK + tuple(sorted(kwargs.items()))
-    return args
+
+
+class CachedFunction(Protocol[P, R]):
+    """The type of a function decorated with [cached][scalekit.caching.cached].
+
+    It is called as the function is and carries the cache's attributes, so
+    `f.cache_info()` and `f.cache_clear()` type-check.
+    """
+
+    cache: MutableMapping[Any, Any] | None
+    cache_key: Callable[..., Hashable]
+    cache_lock: AbstractContextManager[Any] | None
+    __wrapped__: Callable[P, R]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def cache_info(self) -> CacheInfo:
+        """Hits, misses, maxsize and currsize."""
+        ...
+
+    def cache_clear(self) -> None:
+        """Empty the cache and reset the statistics."""
+        ...
+
+
+# -- single-flight -----------------------------------------------------------------
+
+
+def _own_copy(exc: BaseException) -> BaseException:
+    """A copy of *exc* for one more caller, chained to it; *exc* itself if it cannot be copied.
+
+    Raising one exception object in several threads (or tasks) makes its
+    traceback grow with every caller's frames; each waiter raises its own copy.
+    """
+    try:
+        clone = copy.copy(exc)
+    except Exception:
+        return exc
+    if type(clone) is not type(exc) or clone is exc:
+        return exc
+    clone.__cause__ = exc
+    return clone
 
 
 class _Flight:
     """One in-progress call that concurrent callers of the same key wait for."""
 
-    __slots__ = ("done", "error", "value")
+    __slots__ = ("done", "error", "owner", "value")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: int) -> None:
         self.done = threading.Event()
+        self.owner = owner  # the thread computing the value
         self.value: Any = None
         self.error: BaseException | None = None
+
+
+class SyncFlights:
+    """The calls in progress, by key: the first caller computes, the others wait for it."""
+
+    __slots__ = ("_lock", "_table")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._table: dict[Any, _Flight] = {}
+
+    def run(self, k: Any, compute: Callable[[], Any], name: str) -> Any:
+        """Return `compute()`, computed once for all concurrent callers of *k*.
+
+        Raises:
+            ReentrantCallError: if the thread computing *k* asks for *k* again.
+        """
+        me = threading.get_ident()
+        with self._lock:
+            flight = self._table.get(k)
+            leader = flight is None
+            if flight is None:
+                flight = self._table[k] = _Flight(me)
+        if not leader:
+            if flight.owner == me:
+                raise ReentrantCallError(
+                    f"{name} called itself with the same key {k!r} while computing it"
+                )
+            flight.done.wait()
+            error = flight.error
+            if error is not None:
+                raise _own_copy(error)
+            return flight.value
+        try:
+            flight.value = value = compute()
+            return value
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._table[k]
+            flight.done.set()
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # Marks the exception retrieved: a call whose callers were all cancelled
+    # must not log "Task exception was never retrieved".
+    if not task.cancelled():
+        task.exception()
+
+
+class AsyncFlights:
+    """Per event loop, the calls in progress by key, each running in its own task.
+
+    Every caller awaits the task through `asyncio.shield`, so cancelling one
+    caller (the first included) cancels neither the call nor the others.
+    """
+
+    __slots__ = ("_tables",)
+
+    def __init__(self) -> None:
+        self._tables: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[Any, asyncio.Task[Any]]
+        ] = weakref.WeakKeyDictionary()
+
+    async def run(self, k: Any, compute: Callable[[], Any], name: str) -> Any:
+        """Await `compute()` (a coroutine function), run once for all concurrent callers of *k*."""
+        loop = asyncio.get_running_loop()
+        table = self._tables.get(loop)
+        if table is None:
+            table = self._tables[loop] = {}
+        task = table.get(k)
+        leader = task is None
+        if task is None:
+            task = loop.create_task(self._body(table, k, compute))
+            task.add_done_callback(_retrieve)
+            table[k] = task
+        elif task is asyncio.current_task():
+            raise ReentrantCallError(
+                f"{name} called itself with the same key {k!r} while computing it"
+            )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if leader:
+                raise
+            raise _own_copy(exc)  # noqa: B904 (chained to exc as __cause__ by _own_copy)
+
+    @staticmethod
+    async def _body(table: dict[Any, asyncio.Task[Any]], k: Any, compute: Callable[[], Any]) -> Any:
+        try:
+            return await compute()
+        finally:
+            # Whatever happens (the call raising, storing raising), the flight ends.
+            del table[k]
+
+
+# -- the decorator -------------------------------------------------------------------
 
 
 def cached(
@@ -65,26 +202,44 @@ def cached(
     lock: AbstractContextManager[Any] | None = None,
     condition: AbstractContextManager[Any] | None = None,
     info: bool = False,
-) -> Callable[[F], F]:
-    """Memoize a function in *cache*; call-compatible with ``cachetools.cached``.
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+    """Memoize a function in *cache*; call-compatible with `cachetools.cached`.
 
     Concurrent misses on one key call the function once (*single-flight*):
-    the other callers wait and get that result; if it raises, they get the
-    same exception and nothing is cached, so the next call tries again.
-    ``async def`` functions are supported (one in-flight task per key).
-    The wrapper has ``cache``, ``cache_key``, ``cache_lock``,
-    ``cache_info()`` and ``cache_clear()``.
+    the other callers wait and get that result; if it raises, each waiter
+    raises its own copy of the exception (chained to the original as
+    `__cause__`) and nothing is cached, so the next call tries again. A call
+    that re-enters itself with the same key raises
+    [ReentrantCallError][scalekit.caching.ReentrantCallError] (a
+    `RecursionError`) instead of waiting for itself.
 
-    :param cache: any mutable mapping (a scalekit or cachetools cache, a
-        dict); ``None`` disables caching but keeps single-flight.
-    :param key: builds the key from the call's arguments (default :func:`hashkey`).
-    :param lock: a lock guarding *cache* when threads share it (like
-        cachetools); the single-flight bookkeeping has its own lock.
-    :param condition: accepted for cachetools compatibility, where it enables
-        waiting for a pending call; single-flight is built in here, so it
-        only serves as the lock when *lock* is not given.
-    :param info: count hits and misses in the wrapper for ``cache_info()``
-        (without it, ``cache_info()`` reports a scalekit cache's own stats).
+    `async def` functions are supported: per event loop, one task per key
+    runs the call and stores its result; every caller awaits it through
+    `asyncio.shield`, so cancelling a caller (the first one too) cancels
+    neither the call nor the other callers.
+
+    The wrapper has `cache`, `cache_key`, `cache_lock`, `cache_info()` and
+    `cache_clear()` (which also resets the statistics, as `functools` does);
+    see [CachedFunction][scalekit.caching.CachedFunction].
+
+    Decorating a method this way keys on `self` and so keeps every instance
+    alive as long as its entries; use
+    [cachedmethod][scalekit.caching.cachedmethod] for per-instance caches.
+
+    Args:
+        cache: any mutable mapping (a scalekit or cachetools cache, a dict);
+            `None` disables caching but keeps single-flight.
+        key: builds the key from the call's arguments (default `hashkey`).
+        lock: a lock guarding *cache* when threads share it (like cachetools);
+            the single-flight bookkeeping has its own lock.
+        condition: accepted for cachetools compatibility, where it enables
+            waiting for a pending call; single-flight is built in here, so it
+            only serves as the lock when *lock* is not given.
+        info: count hits and misses in the wrapper for `cache_info()`
+            (without it, `cache_info()` reports a scalekit cache's own stats).
+
+    Returns:
+        The decorator.
 
     Thread-safety: safe if *lock* is given or the cache is used by one thread.
     Runtime complexity: one key computation and one cache lookup per hit.
@@ -93,20 +248,49 @@ def cached(
     if lock is None:
         lock = condition
 
-    def decorator(func: F) -> F:
+    def decorator(func: Callable[P, R]) -> CachedFunction[P, R]:
         if inspect.iscoroutinefunction(func):
-            return _async_wrapper(func, cache, key, lock, info)  # type: ignore[return-value]
-        return _sync_wrapper(func, cache, key, lock, info)  # type: ignore[return-value]
+            return cast("CachedFunction[P, R]", _async_wrapper(func, cache, key, lock, info))
+        return cast("CachedFunction[P, R]", _sync_wrapper(func, cache, key, lock, info))
 
     return decorator
 
 
-class _Counters:
+class Counters:
+    """Hits and misses counted by a wrapper (`info=True`)."""
+
     __slots__ = ("hits", "misses")
 
     def __init__(self) -> None:
         self.hits = 0
         self.misses = 0
+
+
+def make_info(cache: Any, counters: Counters | None) -> CacheInfo:
+    """`cache_info()` of *cache*: the wrapper's counters, else a scalekit cache's stats."""
+    hits = misses = 0
+    if counters is not None:
+        hits, misses = counters.hits, counters.misses
+    elif isinstance(cache, Cache):
+        stats = cache.stats()
+        hits, misses = stats.hits, stats.misses
+    maxsize = getattr(cache, "maxsize", None)
+    currsize = getattr(cache, "currsize", len(cache) if cache is not None else 0)
+    return CacheInfo(hits, misses, maxsize, currsize)
+
+
+def clear(cache: Any, lock: Any, counters: Counters | None) -> None:
+    """`cache_clear()`: empty *cache* and reset the statistics, as `functools` does."""
+    if cache is not None:
+        if lock is None:
+            cache.clear()
+        else:
+            with lock:
+                cache.clear()
+        if isinstance(cache, Cache):
+            cache.reset_stats()
+    if counters is not None:
+        counters.hits = counters.misses = 0
 
 
 def _attach(
@@ -115,39 +299,18 @@ def _attach(
     cache: MutableMapping[Any, Any] | None,
     key: Callable[..., Hashable],
     lock: AbstractContextManager[Any] | None,
-    counters: _Counters | None,
+    counters: Counters | None,
 ) -> None:
     functools.update_wrapper(wrapper, func)
-
-    def cache_info() -> CacheInfo:
-        hits = misses = 0
-        if counters is not None:
-            hits, misses = counters.hits, counters.misses
-        elif isinstance(cache, Cache):
-            stats = cache.stats()
-            hits, misses = stats.hits, stats.misses
-        maxsize = getattr(cache, "maxsize", None)
-        currsize = getattr(cache, "currsize", len(cache) if cache is not None else 0)
-        return CacheInfo(hits, misses, maxsize, currsize)
-
-    def cache_clear() -> None:
-        if cache is not None:
-            if lock is None:
-                cache.clear()
-            else:
-                with lock:
-                    cache.clear()
-        if counters is not None:
-            counters.hits = counters.misses = 0
-
     wrapper.cache = cache
     wrapper.cache_key = key
     wrapper.cache_lock = lock
-    wrapper.cache_info = cache_info
-    wrapper.cache_clear = cache_clear
+    wrapper.cache_info = lambda: make_info(cache, counters)
+    wrapper.cache_clear = lambda: clear(cache, lock, counters)
 
 
-def _store(cache: MutableMapping[Any, Any], k: Any, value: Any, lock: Any) -> None:
+def store(cache: MutableMapping[Any, Any], k: Any, value: Any, lock: Any) -> None:
+    """`cache[k] = value` under *lock*; a value too large stays uncached, as in cachetools."""
     try:
         if lock is None:
             cache[k] = value
@@ -155,7 +318,7 @@ def _store(cache: MutableMapping[Any, Any], k: Any, value: Any, lock: Any) -> No
             with lock:
                 cache[k] = value
     except ValueError:
-        pass  # value too large: return it uncached, as cachetools does
+        pass
 
 
 def _fast_lookup(cache: Any) -> tuple[Callable[..., Any], Callable[[Any], None] | None] | None:
@@ -178,26 +341,16 @@ def _sync_wrapper(
     lock: AbstractContextManager[Any] | None,
     info: bool,
 ) -> Callable[..., Any]:
-    flights: dict[Any, _Flight] = {}
-    flights_lock = threading.Lock()
-    counters = _Counters() if info else None
+    flights = SyncFlights()
+    name = getattr(func, "__qualname__", repr(func))
+    counters = Counters() if info else None
     lookup = cache.get if cache is not None else None
     default_key = key is hashkey
     # The leader re-checks the cache without counting a second miss.
     peek = cache.peek if isinstance(cache, Cache) else lookup
 
     def miss(k: Any, args: Any, kwargs: Any) -> Any:
-        with flights_lock:
-            flight = flights.get(k)
-            leader = flight is None
-            if flight is None:
-                flight = flights[k] = _Flight()
-        if not leader:
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            return flight.value
-        try:
+        def compute() -> Any:
             # Another caller may have filled the cache between our miss and the flight.
             value = MISSING
             if peek is not None:
@@ -209,33 +362,42 @@ def _sync_wrapper(
             if value is MISSING:
                 value = func(*args, **kwargs)
                 if cache is not None:
-                    _store(cache, k, value, lock)
-            flight.value = value
+                    store(cache, k, value, lock)
             return value
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            with flights_lock:
-                del flights[k]
-            flight.done.set()
+
+        return flights.run(k, compute, name)
 
     fast = _fast_lookup(cache) if lock is None and counters is None else None
     if fast is not None and default_key:
-        # The hit path of an LRU/FIFO cache, inlined: no method call per hit.
+        # The hit path of an LRU/FIFO cache, inlined: no method call per hit,
+        # one wrapper per policy so that the hit path tests nothing it need not.
         dget, move = fast
         owner: Any = cache
+        missing = MISSING
+        mark = _MARK
 
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            k: Any = args if not kwargs else args + _KWMARK + tuple(sorted(kwargs.items()))
-            value = dget(k, MISSING)
-            if value is not MISSING:
-                if move is not None:
+        if move is not None:
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                k: Any = args if not kwargs else args + mark + tuple(sorted(kwargs.items()))
+                value = dget(k, missing)
+                if value is not missing:
                     move(k)
-                owner._hits += 1
-                return value
-            owner._misses += 1
-            return miss(k, args, kwargs)
+                    owner._hits += 1
+                    return value
+                owner._misses += 1
+                return miss(k, args, kwargs)
+
+        else:
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                k: Any = args if not kwargs else args + mark + tuple(sorted(kwargs.items()))
+                value = dget(k, missing)
+                if value is not missing:
+                    owner._hits += 1
+                    return value
+                owner._misses += 1
+                return miss(k, args, kwargs)
 
     elif lock is None and counters is None and lookup is not None:
         get = lookup
@@ -243,7 +405,7 @@ def _sync_wrapper(
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             k: Any
             if default_key:
-                k = args if not kwargs else args + _KWMARK + tuple(sorted(kwargs.items()))
+                k = args if not kwargs else args + _MARK + tuple(sorted(kwargs.items()))
             else:
                 k = key(*args, **kwargs)
             value = get(k, MISSING)
@@ -281,8 +443,9 @@ def _async_wrapper(
     lock: AbstractContextManager[Any] | None,
     info: bool,
 ) -> Callable[..., Any]:
-    flights: dict[Any, asyncio.Future[Any]] = {}
-    counters = _Counters() if info else None
+    flights = AsyncFlights()
+    name = getattr(func, "__qualname__", repr(func))
+    counters = Counters() if info else None
 
     def lookup(k: Any) -> Any:
         if cache is None:
@@ -301,26 +464,14 @@ def _async_wrapper(
             return value
         if counters is not None:
             counters.misses += 1
-        flight = flights.get(k)
-        if flight is not None:
-            return await asyncio.shield(flight)
-        flight = asyncio.get_running_loop().create_future()
-        flights[k] = flight
-        try:
+
+        async def compute() -> Any:
             value = await func(*args, **kwargs)
-        except BaseException as exc:
-            del flights[k]
-            if isinstance(exc, asyncio.CancelledError):
-                flight.cancel()
-            else:
-                flight.set_exception(exc)
-                flight.exception()  # retrieved: waiters re-raise it, nobody else must
-            raise
-        if cache is not None:
-            _store(cache, k, value, lock)
-        del flights[k]
-        flight.set_result(value)
-        return value
+            if cache is not None:
+                store(cache, k, value, lock)
+            return value
+
+        return await flights.run(k, compute, name)
 
     _attach(wrapper, func, cache, key, lock, counters)
     return wrapper

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .base import MISSING, Cache
 
@@ -111,8 +111,7 @@ class LFUCache(Cache[K, V]):
                 bucket.count = count  # sole member: renumber the bucket in place
                 return bucket[key]
             nxt = _new_bucket(count, bucket, nxt)
-        nxt[key] = value = bucket[key]
-        del bucket[key]
+        nxt[key] = value = bucket.pop(key)  # one call: faster than [] then del
         self._data[key] = nxt
         if not bucket:
             prev = bucket.prev
@@ -120,7 +119,7 @@ class LFUCache(Cache[K, V]):
             nxt.prev = prev
         return value
 
-    def get(self, key: K, default: Any = None) -> Any:
+    def _get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key* (counting a use), or *default*.
 
         Runtime complexity: O(1).
@@ -139,14 +138,16 @@ class LFUCache(Cache[K, V]):
                 bucket.count = count
                 return bucket[key]
             nxt = _new_bucket(count, bucket, nxt)
-        nxt[key] = value = bucket[key]
-        del bucket[key]
+        nxt[key] = value = bucket.pop(key)  # one call: faster than [] then del
         data[key] = nxt
         if not bucket:
             prev = bucket.prev
             prev.next = nxt
             nxt.prev = prev
         return value
+
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.get
+        get = _get
 
     def __getitem__(self, key: K) -> V:
         bucket = self._data.get(key)
@@ -176,8 +177,7 @@ class LFUCache(Cache[K, V]):
         if len(data) >= self._maxsize:
             if self._inline and data:
                 bucket = root.next
-                victim = next(iter(bucket))
-                del bucket[victim]
+                victim = bucket.popitem(False)[0]  # the oldest of the least used
                 if not bucket:
                     nxt = bucket.next
                     root.next = nxt

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._ordered import OrderedCache
 from .base import MISSING
@@ -37,7 +37,7 @@ class LRUCache(OrderedCache[K, V]):
     Runtime complexity: O(1) per operation.
     """
 
-    def get(self, key: K, default: Any = None) -> Any:
+    def _get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key* (making it most recent), or *default*.
 
         Runtime complexity: O(1).
@@ -50,6 +50,9 @@ class LRUCache(OrderedCache[K, V]):
         data.move_to_end(key)
         self._hits += 1
         return value
+
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.get
+        get = _get
 
     def __getitem__(self, key: K) -> V:
         data = self._data

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .base import MISSING, Cache
 
@@ -20,14 +20,17 @@ class RRCache(Cache[K, V]):
     Keys are kept in a list with an index map (swap-remove), so choosing
     and removing a victim is O(1).
 
-    :param maxsize: capacity (entries, or units of ``getsizeof``).
-    :param choice: picks the victim from a sequence of keys, as cachetools'
-        ``choice=`` (default: ``rng.choice``, or `random.choice` without *rng*,
-        as in cachetools: `random.seed()` then makes evictions reproducible).
-    :param getsizeof: optional function giving a value's size.
-    :param rng: the :class:`random.Random` to draw victims from (seed it for
-        reproducible runs); ignored when *choice* is given.
-    :raises ConfigurationError: if ``maxsize`` is not a positive integer.
+    Args:
+        maxsize: capacity (entries, or units of `getsizeof`; `0` or `math.inf` too).
+        choice: picks the victim from a sequence of keys, as cachetools'
+            `choice=` (default: `rng.choice`, or `random.choice` without *rng*,
+            as in cachetools: `random.seed()` then makes evictions reproducible).
+        getsizeof: optional function giving a value's size.
+        rng: the `random.Random` to draw victims from (seed it for
+            reproducible runs); ignored when *choice* is given.
+
+    Raises:
+        ConfigurationError: if `maxsize` is invalid (see `Cache`).
 
     Thread-safety: not thread-safe; guard shared use with a lock.
     Runtime complexity: O(1) per operation.
@@ -65,7 +68,7 @@ class RRCache(Cache[K, V]):
         self._index: dict[Any, int] = {}
         self._keys: list[Any] = []
 
-    def get(self, key: K, default: Any = None) -> Any:
+    def _get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key*, or *default*. Runtime complexity: O(1)."""
         value = self._data.get(key, MISSING)
         if value is MISSING:
@@ -73,6 +76,9 @@ class RRCache(Cache[K, V]):
             return default
         self._hits += 1
         return value
+
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.get
+        get = _get
 
     def __setitem__(self, key: K, value: V) -> None:
         if self._sizes is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._validation import fraction, non_negative_number
 from .base import MISSING, Cache
@@ -74,7 +74,7 @@ class S3FIFOCache(Cache[K, V]):
         self._has_evicted = False
         self._ghost_hit = False
 
-    def get(self, key: K, default: Any = None) -> Any:
+    def _get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key* (counting a hit), or *default*. Runtime: O(1)."""
         node = self._data.get(key)
         if node is None:
@@ -84,6 +84,9 @@ class S3FIFOCache(Cache[K, V]):
             node[1] += 1
         self._hits += 1
         return node[0]
+
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.get
+        get = _get
 
     def __setitem__(self, key: K, value: V) -> None:
         if key not in self._data:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .base import MISSING, Cache
 
@@ -71,7 +71,7 @@ class SIEVECache(Cache[K, V]):
             self._data[key][_VISITED] = visited
         self._hand = None if hand_key is None else self._data[hand_key]
 
-    def get(self, key: K, default: Any = None) -> Any:
+    def _get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key* (marking it visited), or *default*.
 
         Runtime complexity: O(1).
@@ -83,6 +83,9 @@ class SIEVECache(Cache[K, V]):
         node[_VISITED] = True
         self._hits += 1
         return node[_VALUE]
+
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.get
+        get = _get
 
     def _touch(self, key: Any) -> Any:
         node = self._data.get(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import heapq
+import itertools
 import math
 import time
 from collections import OrderedDict
@@ -18,6 +19,8 @@ __all__ = ["TTLCache"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+_INF = math.inf
 
 
 def check_ttl(value: Any) -> Any:
@@ -46,12 +49,21 @@ class Timer:
     same clock.
     """
 
-    __slots__ = ("_depth", "_now", "_timer")
+    __slots__ = ("_depth", "_now", "_owner", "_timer")
 
-    def __init__(self, timer: Callable[[], Any]) -> None:
+    def __init__(self, timer: Callable[[], Any], owner: Any = None) -> None:
         self._timer = timer
         self._now: Any = None  # the frozen time inside a `with` block
         self._depth = 0
+        # The cache reading this timer: it keeps the frozen time in its own
+        # `_frozen` too, one attribute load on its hot paths.
+        self._owner = owner
+
+    def _set(self, now: Any) -> None:
+        self._now = now
+        owner = self._owner
+        if owner is not None:
+            owner._frozen = now
 
     def __call__(self) -> Any:
         now = self._now
@@ -59,20 +71,20 @@ class Timer:
 
     def __enter__(self) -> Any:
         if self._depth == 0:
-            self._now = self._timer()
+            self._set(self._timer())
         self._depth += 1
         return self._now
 
     def _freeze(self, now: Any) -> None:
         """Enter a block at *now*, a time the caller has just read from this clock."""
         if self._depth == 0:
-            self._now = now
+            self._set(now)
         self._depth += 1
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
         if self._depth == 0:
-            self._now = None
+            self._set(None)
 
     def __copy__(self) -> Timer:
         return Timer(self._timer)
@@ -96,17 +108,17 @@ class TTLCache(Cache[K, V]):
     """An LRU cache whose entries expire; drop-in for ``cachetools.TTLCache``.
 
     An entry written at time *t* expires at ``t + ttl`` (``ttl`` from the
-    constructor, or per entry with :meth:`set`). As in cachetools, an entry
+    constructor, or per entry with `set()`). As in cachetools, an entry
     is expired when ``timer() >= expires``: it is then invisible (``in``,
     ``[]``, ``get`` and iteration ignore it) although it may still be stored;
-    :meth:`expire` drops the expired entries, and every write, ``len()``,
+    `expire()` drops the expired entries, and every write, ``len()``,
     ``currsize``, ``popitem()`` and ``repr()`` run it first. Within the live
     entries the least recently used is evicted when the cache is full.
 
     The timer may return any ordered time that supports ``+ ttl``: seconds
-    from :func:`time.monotonic` (the default) with a numeric ``ttl``
+    from `time.monotonic` (the default) with a numeric ``ttl``
     (`math.inf`: never expires), or ``datetime.now`` with a ``timedelta``.
-    ``cache.timer`` is a [Timer][scalekit.caching.ttl.Timer]:
+    ``cache.timer`` is a `Timer`:
     ``with cache.timer as now:`` runs several operations at one frozen time.
 
     >>> from scalekit.testing import FakeClock
@@ -137,6 +149,9 @@ class TTLCache(Cache[K, V]):
 
     _state: ClassVar[tuple[str, ...] | None] = ("_data", "_heap", "_sizes", "_clock")
 
+    #: True when each entry's expiry comes from `_expires` (TLRUCache's ttu).
+    _per_item: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._ttl_inline = (
@@ -161,17 +176,34 @@ class TTLCache(Cache[K, V]):
         super().__init__(maxsize, getsizeof)
         self._ttl = check_ttl(ttl)
         self._timer = timer
-        self._clock = Timer(timer)
+        self._frozen: Any = None  # the time inside a `with cache.timer` block
+        self._clock = Timer(timer, self)
         # key -> [value, expires], in recency order; the heap holds
-        # (expires, seq, key, node) and is cleaned lazily. seq is a plain int
-        # (an itertools.count could not be pickled or copied from Python 3.14).
+        # (expires, seq, key, node) and is cleaned lazily. seq comes from a
+        # count (its ints are 4 bytes smaller than those of `seq + 1`), which
+        # __getstate__ turns into an int: itertools objects cannot be pickled
+        # or copied from Python 3.14.
         self._data: OrderedDict[Any, list[Any]] = OrderedDict()
         self._heap: list[tuple[Any, int, Any, list[Any]]] = []
-        self._seq = 0
+        self._seq = itertools.count()
         self._write_ttl: Any = self._ttl
+        # The inline write: unit sizes and room for at least one entry.
+        self._unit_writes = self._sizes is None and self._maxsize >= 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The state to pickle or copy: the sequence counter as an int."""
+        state = self.__dict__.copy()
+        state["_seq"] = next(self._seq)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._seq = itertools.count(state["_seq"])
+        self._frozen = None
+        self._clock._owner = self  # a copied timer is this cache's own
 
     def _now(self) -> Any:
-        now = self._clock._now
+        now = self._frozen
         return self._timer() if now is None else now
 
     def _expires(self, key: Any, value: Any, now: Any) -> Any:
@@ -203,7 +235,7 @@ class TTLCache(Cache[K, V]):
         finally:
             self._write_ttl = self._ttl
 
-    def get(self, key: K, default: Any = None) -> Any:
+    def _get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key* if it has not expired (making it most recent), or *default*.
 
         Runtime complexity: O(1).
@@ -211,7 +243,7 @@ class TTLCache(Cache[K, V]):
         data = self._data
         node = data.get(key)
         if node is not None:
-            now = self._clock._now
+            now = self._frozen
             if (self._timer() if now is None else now) < node[1]:
                 data.move_to_end(key)
                 self._hits += 1
@@ -219,11 +251,14 @@ class TTLCache(Cache[K, V]):
         self._misses += 1
         return default
 
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.get
+        get = _get
+
     def __getitem__(self, key: K) -> V:
         data = self._data
         node = data.get(key)
         if node is not None:
-            now = self._clock._now
+            now = self._frozen
             if (self._timer() if now is None else now) < node[1]:
                 data.move_to_end(key)
                 self._hits += 1
@@ -232,13 +267,12 @@ class TTLCache(Cache[K, V]):
         return self.__missing__(key)
 
     def __setitem__(self, key: K, value: V) -> None:
-        clock = self._clock
-        frozen = clock._now
+        frozen = self._frozen
         now = self._timer() if frozen is None else frozen
         # Computed first: a time that overflows (datetime.max + ttl) changes nothing.
-        expires = self._expires(key, value, now)
+        expires = self._expires(key, value, now) if self._per_item else now + self._write_ttl
         self.expire(now)
-        if self._sizes is None and self._ttl_inline and self._maxsize >= 1:
+        if self._unit_writes and self._ttl_inline:
             # Unit sizes: every entry left is live (expire(now) ran), so this is
             # LRU's write -- at most one eviction, the least recent entry.
             data = self._data
@@ -253,6 +287,7 @@ class TTLCache(Cache[K, V]):
                 data[key] = node
             self._push(key, node)
             return
+        clock = self._clock
         clock._freeze(now)
         self._write_expires = expires
         try:
@@ -317,15 +352,21 @@ class TTLCache(Cache[K, V]):
             self.expire(now)
             return Cache.__repr__(self)
 
-    def pop(self, key: K, default: Any = MISSING) -> Any:
+    def _pop(self, key: K, default: Any = MISSING) -> Any:
         """Remove *key* and return its value (or *default*), at one frozen time."""
         with self._clock:
             return Cache.pop(self, key, default)
 
-    def setdefault(self, key: K, default: Any = None) -> Any:
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.pop
+        pop = _pop
+
+    def _setdefault(self, key: K, default: Any = None) -> Any:
         """Return the value of *key*, storing *default* first if it is absent (or expired)."""
         with self._clock:
             return Cache.setdefault(self, key, default)
+
+    if not TYPE_CHECKING:  # type checkers see the overloads of Cache.setdefault
+        setdefault = _setdefault
 
     def _touch(self, key: Any) -> Any:
         data = self._data
@@ -358,10 +399,8 @@ class TTLCache(Cache[K, V]):
 
     def _push(self, key: Any, node: list[Any]) -> None:
         heap = self._heap
-        seq = self._seq
-        self._seq = seq + 1
-        if node[1] != math.inf:  # an entry that never expires needs no heap slot
-            heapq.heappush(heap, (node[1], seq, key, node))
+        if node[1] != _INF:  # an entry that never expires needs no heap slot
+            heapq.heappush(heap, (node[1], next(self._seq), key, node))
         if len(heap) > 2 * len(self._data) + 64:
             data = self._data
             self._heap = [e for e in heap if data.get(e[2]) is e[3]]

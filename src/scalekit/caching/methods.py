@@ -1,0 +1,225 @@
+"""`cachedmethod`: memoize a method in a cache that each instance owns."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import weakref
+from collections.abc import Callable, Hashable, MutableMapping
+from contextlib import AbstractContextManager
+from typing import Any, Generic, TypeVar, overload
+
+from ..exceptions import ConfigurationError
+from .base import MISSING, Cache
+from .decorators import AsyncFlights, CacheInfo, Counters, SyncFlights, clear, make_info, store
+from .keys import methodkey
+
+__all__ = ["cachedmethod"]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def cachedmethod(
+    cache: Callable[[Any], MutableMapping[Any, Any] | None],
+    key: Callable[..., Hashable] = methodkey,
+    lock: Callable[[Any], AbstractContextManager[Any] | None] | None = None,
+    condition: Callable[[Any], AbstractContextManager[Any] | None] | None = None,
+    info: bool = False,
+) -> Callable[[F], F]:
+    """Memoize a method in a per-instance cache; call-compatible with `cachetools.cachedmethod`.
+
+    *cache* is a function of the instance returning its cache (for example
+    `lambda self: self._cache`), so each instance has its own entries and
+    the key leaves `self` out (`methodkey`): no instance is kept alive by
+    the decorator, unlike `cached` on a method, which keys on `self`.
+    Single-flight, re-entry detection and asyncio support are those of
+    [cached][scalekit.caching.cached]. `obj.method.cache_info()` and
+    `obj.method.cache_clear()` work on that instance's cache.
+
+    >>> from scalekit.caching import LRUCache
+    >>> class Prices:
+    ...     def __init__(self):
+    ...         self.cache = LRUCache(maxsize=100)
+    ...     @cachedmethod(lambda self: self.cache)
+    ...     def price(self, sku):
+    ...         return len(sku) * 10
+    >>> shop = Prices()
+    >>> shop.price("abc"), shop.price("abc"), shop.price.cache_info().hits
+    (30, 30, 1)
+
+    Args:
+        cache: returns the instance's cache (`None`: no caching, single-flight only).
+        key: builds the key from `self` and the call's arguments (default `methodkey`).
+        lock: returns the lock guarding the instance's cache, if threads share it.
+        condition: as for `cached`: serves as the lock when *lock* is not given.
+        info: count hits and misses per instance for `cache_info()` (without
+            it, `cache_info()` reports a scalekit cache's own stats). The
+            counters are kept in a weak mapping: instances that cannot be
+            weakly referenced are not counted.
+
+    Returns:
+        The decorator.
+
+    Raises:
+        ConfigurationError: if *cache* is not callable.
+    """
+    if not callable(cache):
+        raise ConfigurationError(f"cache must be a function of the instance, got {cache!r}")
+    if lock is None:
+        lock = condition
+
+    def decorator(method: F) -> F:
+        return _CachedMethod(method, cache, key, lock, info)  # type: ignore[return-value]
+
+    return decorator
+
+
+class _CachedMethod(Generic[T]):
+    """The descriptor `cachedmethod` puts in the class; `instance.method` binds it."""
+
+    def __init__(
+        self,
+        method: Callable[..., Any],
+        cache: Callable[[Any], MutableMapping[Any, Any] | None],
+        key: Callable[..., Hashable],
+        lock: Callable[[Any], AbstractContextManager[Any] | None] | None,
+        info: bool,
+    ) -> None:
+        functools.update_wrapper(self, method)  # type: ignore[arg-type]
+        self._method = method
+        self._cache = cache
+        self._key = key
+        self._lock = lock
+        self._info = info
+        self._counters: weakref.WeakKeyDictionary[Any, Counters] = weakref.WeakKeyDictionary()
+        self._name = getattr(method, "__qualname__", repr(method))
+        self._async = inspect.iscoroutinefunction(method)
+        self._flights = AsyncFlights() if self._async else SyncFlights()
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> _CachedMethod[T]: ...
+    @overload
+    def __get__(self, obj: object, objtype: type | None = None) -> _Bound: ...
+    def __get__(self, obj: object | None, objtype: type | None = None) -> Any:
+        return self if obj is None else _Bound(self, obj)
+
+    def counters(self, obj: Any) -> Counters | None:
+        if not self._info:
+            return None
+        try:
+            found = self._counters.get(obj)
+            if found is None:
+                found = self._counters[obj] = Counters()
+        except TypeError:  # not weakly referenceable
+            return None
+        return found
+
+    def lookup(self, obj: Any, args: Any, kwargs: Any) -> tuple[Any, Any, Any, Any]:
+        """The instance's cache, its lock, the key and the cached value (or MISSING)."""
+        cache = self._cache(obj)
+        lock = None if self._lock is None else self._lock(obj)
+        k = self._key(obj, *args, **kwargs)
+        value = MISSING
+        if cache is not None:
+            if lock is None:
+                value = cache.get(k, MISSING)
+            else:
+                with lock:
+                    value = cache.get(k, MISSING)
+        counters = self.counters(obj)
+        if counters is not None:
+            if value is MISSING:
+                counters.misses += 1
+            else:
+                counters.hits += 1
+        return cache, lock, k, value
+
+    def call(self, obj: Any, args: Any, kwargs: Any) -> Any:
+        cache, lock, k, value = self.lookup(obj, args, kwargs)
+        if value is not MISSING:
+            return value
+        peek = cache.peek if isinstance(cache, Cache) else getattr(cache, "get", None)
+
+        def compute() -> Any:
+            found = MISSING
+            if peek is not None:
+                if lock is None:
+                    found = peek(k, MISSING)
+                else:
+                    with lock:
+                        found = peek(k, MISSING)
+            if found is not MISSING:
+                return found
+            result = self._method(obj, *args, **kwargs)
+            if cache is not None:
+                store(cache, k, result, lock)
+            return result
+
+        # Flights are per instance: two instances never wait for each other.
+        flights: SyncFlights = self._flights  # type: ignore[assignment]
+        return flights.run((id(obj), k), compute, self._name)
+
+    async def acall(self, obj: Any, args: Any, kwargs: Any) -> Any:
+        cache, lock, k, value = self.lookup(obj, args, kwargs)
+        if value is not MISSING:
+            return value
+
+        async def compute() -> Any:
+            result = await self._method(obj, *args, **kwargs)
+            if cache is not None:
+                store(cache, k, result, lock)
+            return result
+
+        flights: AsyncFlights = self._flights  # type: ignore[assignment]
+        return await flights.run((id(obj), k), compute, self._name)
+
+
+class _Bound:
+    """A cached method bound to an instance: call it, or ask for its cache's info."""
+
+    __slots__ = ("_descriptor", "_obj")
+
+    def __init__(self, descriptor: _CachedMethod[Any], obj: Any) -> None:
+        self._descriptor = descriptor
+        self._obj = obj
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        d = self._descriptor
+        if d._async:
+            return d.acall(self._obj, args, kwargs)
+        return d.call(self._obj, args, kwargs)
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        return self._descriptor._method
+
+    @property
+    def __name__(self) -> str:
+        return getattr(self._descriptor._method, "__name__", "method")
+
+    @property
+    def cache(self) -> MutableMapping[Any, Any] | None:
+        """The instance's cache."""
+        return self._descriptor._cache(self._obj)
+
+    @property
+    def cache_lock(self) -> AbstractContextManager[Any] | None:
+        """The lock guarding the instance's cache, if any."""
+        lock = self._descriptor._lock
+        return None if lock is None else lock(self._obj)
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> Hashable:
+        """The key a call with these arguments uses."""
+        return self._descriptor._key(self._obj, *args, **kwargs)
+
+    def cache_info(self) -> CacheInfo:
+        """Hits, misses, maxsize and currsize of the instance's cache."""
+        return make_info(self.cache, self._descriptor.counters(self._obj))
+
+    def cache_clear(self) -> None:
+        """Empty the instance's cache and reset its statistics."""
+        clear(self.cache, self.cache_lock, self._descriptor.counters(self._obj))
+
+    def __repr__(self) -> str:
+        return f"<cachedmethod {self._descriptor._name} of {object.__repr__(self._obj)}>"
