@@ -1,0 +1,118 @@
+"""The API reference renders every docstring as written.
+
+Builds the MkDocs site (or reads the one named by ``SCALEKIT_DOCS_SITE``,
+which ``scripts/test`` sets after its strict build) and reads the HTML the
+way a visitor sees it: no raw reST roles or field lists, doctest prompts
+kept inside code blocks, and the prose after a section left outside the
+tables that mkdocstrings draws for parameters and exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RAW_MARKUP = re.compile(
+    r":(class|meth|func|mod|attr|data|exc|obj|param|raises?|returns?|rtype|type):|``"
+)
+
+
+class _Page(HTMLParser):
+    """Splits a page's text into what is in tables, code blocks, quotes and elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.depth = {"table": 0, "pre": 0, "blockquote": 0}
+        self.text: dict[str, list[str]] = {"table": [], "pre": [], "blockquote": [], "prose": []}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.depth:
+            self.depth[tag] += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.depth:
+            self.depth[tag] -= 1
+
+    def handle_data(self, data: str) -> None:
+        for where in ("pre", "table", "blockquote"):
+            if self.depth[where]:
+                self.text[where].append(data)
+                return
+        self.text["prose"].append(data)
+
+    def joined(self, where: str) -> str:
+        return "".join(self.text[where])
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    given = os.environ.get("SCALEKIT_DOCS_SITE")
+    if given:
+        return Path(given)
+    mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or "mkdocs"
+    out = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [mkdocs, "build", "--strict", "--quiet", "-d", str(out)],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    return out
+
+
+def _reference_pages(site: Path) -> list[Path]:
+    pages = sorted((site / "api").glob("*/index.html"))
+    assert len(pages) >= 7, pages
+    return pages
+
+
+def _read(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text())
+    return page
+
+
+def test_no_raw_rest_markup_anywhere(site: Path) -> None:
+    for path in _reference_pages(site):
+        page = _read(path)
+        for where in ("prose", "table"):
+            hits = RAW_MARKUP.findall(page.joined(where))
+            assert not hits, f"{path.parent.name}: raw markup {hits[:5]} in {where}"
+
+
+def test_doctests_render_as_code_with_their_prompts(site: Path) -> None:
+    total = 0
+    for path in _reference_pages(site):
+        page = _read(path)
+        assert ">>>" not in page.joined("prose"), path
+        assert not page.joined("blockquote").strip(), f"{path}: text rendered as a quote"
+        total += page.joined("pre").count(">>> ")
+    assert total >= 40
+    caching = _read(site / "api" / "caching" / "index.html").joined("pre")
+    # LRUCache's example, one statement per line, prompts intact
+    assert '>>> cache = LRUCache(maxsize=2)\n>>> cache["a"], cache["b"] = 1, 2\n' in caching
+
+
+def test_prose_after_a_section_stays_out_of_its_table(site: Path) -> None:
+    locking = _read(site / "api" / "locking" / "index.html")
+    assert "Guarantees: mutual exclusion" in locking.joined("prose")
+    tables = locking.joined("table")
+    assert "Guarantees" not in tables
+    for path in _reference_pages(site):
+        tables = _read(path).joined("table")
+        for later in ("Thread-safe", "Runtime complexity", "Guarantees:"):
+            assert later not in tables, f"{path.parent.name}: {later!r} swallowed into a table"
+
+
+def test_parameters_render_as_tables(site: Path) -> None:
+    locking = _read(site / "api" / "locking" / "index.html").joined("table")
+    for name in ("op_timeout", "waiter_ttl", "ConfigurationError"):
+        assert name in locking
