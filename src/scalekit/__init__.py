@@ -1,14 +1,14 @@
 """scalekit: scalability primitives for Python services.
 
 Four families, each behind a small protocol, each in its own subpackage so
-that ``import scalekit`` needs only the core dependencies:
+that `import scalekit` needs only the core dependencies:
 
-* :mod:`scalekit.caching` - local caches and a Redis tier;
-* :mod:`scalekit.balancing` - client-side load balancers and health;
-* :mod:`scalekit.locking` - locks over memory, Redis, Redlock and ZooKeeper;
-* :mod:`scalekit.sharding` - hash, range and time routers.
+* `scalekit.caching` - local caches and a Redis tier;
+* `scalekit.balancing` - client-side load balancers and health;
+* `scalekit.locking` - locks over memory, Redis, Redlock and ZooKeeper;
+* `scalekit.sharding` - hash, range and time routers.
 
-:mod:`scalekit.testing` starts real Redis and ZooKeeper servers for tests.
+`scalekit.testing` starts real Redis and ZooKeeper servers for tests.
 """
 
 from .exceptions import (

@@ -1,4 +1,4 @@
-"""``python -m scalekit``: print the version and which optional backends import."""
+"""`python -m scalekit`: print the version and which optional backends import."""
 
 from __future__ import annotations
 

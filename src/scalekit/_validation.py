@@ -1,9 +1,9 @@
 """Argument checks shared by every family.
 
-Each check raises :class:`~scalekit.exceptions.ConfigurationError` with a
+Each check raises `ConfigurationError` with a
 message that names the argument, shows the value and says what was
 expected, and returns the value so a constructor can write
-``self._maxsize = positive_int("maxsize", maxsize)``.
+`self._maxsize = positive_int("maxsize", maxsize)`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ def _is_int(value: Any) -> bool:
 
 
 def positive_int(name: str, value: Any) -> int:
-    """Return *value* if it is an ``int`` >= 1, else raise ConfigurationError."""
+    """Return *value* if it is an `int` >= 1, else raise ConfigurationError."""
     if not _is_int(value) or value < 1:
         raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def non_negative_int(name: str, value: Any) -> int:
-    """Return *value* if it is an ``int`` >= 0, else raise ConfigurationError."""
+    """Return *value* if it is an `int` >= 0, else raise ConfigurationError."""
     if not _is_int(value) or value < 0:
         raise ConfigurationError(f"{name} must be a non-negative integer, got {value!r}")
     return int(value)
@@ -68,7 +68,7 @@ def fraction(name: str, value: Any, *, inclusive_low: bool = True) -> float:
 
 
 def non_empty_str(name: str, value: Any) -> str:
-    """Return *value* if it is a non-empty ``str``."""
+    """Return *value* if it is a non-empty `str`."""
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
     return value

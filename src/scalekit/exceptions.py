@@ -1,8 +1,8 @@
 """The one exception hierarchy of scalekit.
 
 Every class also subclasses the builtin exception a caller would naturally
-catch, so ``except ValueError`` keeps working around a bad constructor
-argument and ``except ConnectionError`` around an unreachable backend::
+catch, so `except ValueError` keeps working around a bad constructor
+argument and `except ConnectionError` around an unreachable backend:
 
     ScaleKitError
     ├── ConfigurationError(ScaleKitError, ValueError)
@@ -21,7 +21,7 @@ argument and ``except ConnectionError`` around an unreachable backend::
     └── MissingDependencyError(ScaleKitError, ModuleNotFoundError)
 
 Backend errors wrap the driver's exception (``raise BackendError(...) from
-exc``), so the original stays reachable as ``__cause__``.
+exc`), so the original stays reachable as `__cause__``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class ConfigurationError(ScaleKitError, ValueError):
     """A constructor or method argument is invalid.
 
     The message names the argument, the value given and what was expected,
-    e.g. ``maxsize must be a positive integer, got 0``.
+    e.g. `maxsize must be a positive integer, got 0`.
     """
 
 
@@ -88,7 +88,7 @@ class CacheLoadTimeoutError(BackendError, TimeoutError):
 
 
 class LockError(ScaleKitError):
-    """A lock operation failed; ``name`` is the lock's name."""
+    """A lock operation failed; `name` is the lock's name."""
 
     def __init__(self, message: str, name: str | None = None) -> None:
         super().__init__(message)
@@ -110,8 +110,8 @@ class LockLostError(LockError):
 class StaleTokenError(LockError):
     """A fenced store refused a fencing token older than one it had already seen.
 
-    The lease that carried ``token`` was lost: a newer holder has since
-    read or written ``key`` with ``fence`` (the highest token the store has
+    The lease that carried `token` was lost: a newer holder has since
+    read or written `key` with `fence` (the highest token the store has
     seen for it), so acting on what this holder read would lose an update.
     """
 
@@ -123,7 +123,7 @@ class StaleTokenError(LockError):
 
 
 class RoutingError(ScaleKitError, LookupError):
-    """A key could not be routed to a shard; ``key`` is the key."""
+    """A key could not be routed to a shard; `key` is the key."""
 
     def __init__(self, message: str, key: Hashable | None = None) -> None:
         super().__init__(message)

@@ -1,10 +1,10 @@
 """Client-side load balancing: strategies, health and outlier ejection.
 
-Every strategy implements the protocol of :class:`Balancer`: ``pick()``,
-``release(ep, latency=, ok=)``, ``request()``, and ``add`` / ``remove`` /
-``reweight`` at run time. Pass a :class:`HealthPolicy` as ``health=`` to any
+Every strategy implements the protocol of `Balancer`: `pick()`,
+`release(ep, latency=, ok=)`, `request()`, and `add` / `remove` /
+`reweight` at run time. Pass a `HealthPolicy` as `health=` to any
 of them for outlier ejection, slow start and a panic threshold, and drive
-active checks with :class:`ActiveHealthChecker`.
+active checks with `ActiveHealthChecker`.
 """
 
 from .active_checks import ActiveHealthChecker

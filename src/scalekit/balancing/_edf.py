@@ -1,11 +1,11 @@
 """Envoy's earliest-deadline-first scheduler, shared by two strategies.
 
-Each entry is due at ``current time + 1 / weight`` from when it was last
+Each entry is due at `current time + 1 / weight` from when it was last
 added; a pick takes the earliest deadline, ties going to the entry added
 first, and moves the scheduler's time to that deadline (Envoy
-``source/common/upstream/edf_scheduler.h``). Deadlines are plain numbers:
-:class:`~scalekit.balancing.WeightedRoundRobin` passes exact integers and
-fractions, :class:`~scalekit.balancing.LeastRequest` floats, as Envoy does.
+`source/common/upstream/edf_scheduler.h`). Deadlines are plain numbers:
+`WeightedRoundRobin` passes exact integers and
+fractions, `LeastRequest` floats, as Envoy does.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ Number = int | float | Fraction
 
 
 class EdfScheduler(Generic[E]):
-    """A min-heap of ``(deadline, order, endpoint)`` with lazy removal.
+    """A min-heap of `(deadline, order, endpoint)` with lazy removal.
 
     Not thread-safe on its own: the owning balancer holds its lock.
+
     Runtime complexity: O(log n) per add and pick.
     """
 
@@ -40,12 +41,12 @@ class EdfScheduler(Generic[E]):
 
     @classmethod
     def with_picks(cls, weights: dict[E, int], unit: int, picks: int) -> EdfScheduler[E]:
-        """Envoy's ``createWithPicks`` in exact arithmetic.
+        """Envoy's `createWithPicks` in exact arithmetic.
 
-        A scheduler over *weights* (time in units of ``1 / unit``, *unit* a
+        A scheduler over *weights* (time in units of `1 / unit`, *unit* a
         multiple of every weight) in the state it would reach after *picks*
-        picks: each entry is first given ``floor(picks * w / W)`` emulated
-        picks (one fewer when that lands exactly on ``picks / W``, Envoy's
+        picks: each entry is first given `floor(picks * w / W)` emulated
+        picks (one fewer when that lands exactly on `picks / W`, Envoy's
         guard), time is set to the latest emulated pick, and the few picks
         left over are made one by one. Envoy reduces *picks* modulo
         429496729 first, and so does this.
@@ -84,7 +85,7 @@ class EdfScheduler(Generic[E]):
         picks: int,
         increment: Callable[[E], Number],
     ) -> EdfScheduler[E]:
-        """Envoy's ``createWithPicks`` in doubles, epsilon included, as Envoy runs it.
+        """Envoy's `createWithPicks` in doubles, epsilon included, as Envoy runs it.
 
         *weights* are the initial weights; the leftover picks requeue with
         *increment* (1 / the weight at that moment).
@@ -113,7 +114,7 @@ class EdfScheduler(Generic[E]):
         return scheduler
 
     def add(self, endpoint: E, increment: Number) -> None:
-        """Queue *endpoint* due at ``now + increment`` (``increment`` = 1 / weight)."""
+        """Queue *endpoint* due at `now + increment` (`increment` = 1 / weight)."""
         deadline = self.now + increment
         if isinstance(deadline, Fraction) and deadline.denominator == 1:
             deadline = deadline.numerator
@@ -140,7 +141,7 @@ class EdfScheduler(Generic[E]):
                 return endpoint
 
     def pick_fixed(self, steps: dict[E, Number]) -> E:
-        """Pop the earliest entry and requeue it ``steps[endpoint]`` later, in one sift."""
+        """Pop the earliest entry and requeue it `steps[endpoint]` later, in one sift."""
         heap = self._heap
         live = self._live
         while True:
@@ -155,10 +156,10 @@ class EdfScheduler(Generic[E]):
             heapq.heappop(heap)
 
     def pick_and_add(self, increment: Callable[[E], Number]) -> E:
-        """Pop the earliest entry and requeue it ``increment(endpoint)`` later.
+        """Pop the earliest entry and requeue it `increment(endpoint)` later.
 
-        *increment* is evaluated after the pop, as Envoy's ``pickAndAdd``
-        evaluates ``calculate_weight``.
+        *increment* is evaluated after the pop, as Envoy's `pickAndAdd`
+        evaluates `calculate_weight`.
         """
         heap = self._heap
         live = self._live

@@ -22,20 +22,23 @@ Check = Callable[[Hashable], bool | Awaitable[bool]]
 class ActiveHealthChecker:
     """Run a user-supplied check against every endpoint on an interval.
 
-    ``check(endpoint)`` returns (or, for ``async def``, resolves to) true when
-    healthy; an exception counts as a failure. After ``unhealthy_threshold``
-    failures in a row the endpoint is taken out, after ``healthy_threshold``
+    `check(endpoint)` returns (or, for `async def`, resolves to) true when
+    healthy; an exception counts as a failure. After `unhealthy_threshold`
+    failures in a row the endpoint is taken out, after `healthy_threshold`
     passes in a row it comes back (Envoy's thresholds).
 
-    Run it in a background thread (:meth:`start` / :meth:`stop`), as an
-    asyncio task (``asyncio.create_task(checker.run())``), or one round at a
-    time (:meth:`run_once`, :meth:`run_once_async`), as tests do.
+    Run it in a background thread (`start()` / `stop()`), as an
+    asyncio task (`asyncio.create_task(checker.run())`), or one round at a
+    time (`run_once()`, `run_once_async()`), as tests do.
 
-    :param balancer: a balancer built with ``health=HealthPolicy(...)``.
-    :param interval: seconds between rounds.
-    :param timeout: seconds an ``async`` check may take (a thread cannot
-        cancel a blocking check: make a sync check bound its own time).
-    :raises ConfigurationError: no health policy on *balancer*, bad numbers.
+    Args:
+        balancer: a balancer built with `health=HealthPolicy(...)`.
+        interval: seconds between rounds.
+        timeout: seconds an `async` check may take (a thread cannot
+            cancel a blocking check: make a sync check bound its own time).
+
+    Raises:
+        ConfigurationError: no health policy on *balancer*, bad numbers.
 
     Thread-safety: results go through the balancer's lock.
     """
@@ -122,7 +125,7 @@ class ActiveHealthChecker:
             await asyncio.sleep(self._interval)
 
     def start(self) -> None:
-        """Start checking in a daemon thread; :meth:`stop` ends it."""
+        """Start checking in a daemon thread; `stop()` ends it."""
         if self._thread is not None:
             raise InvalidStateError("the checker is already running")
         self._stop.clear()

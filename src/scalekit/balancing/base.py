@@ -1,16 +1,16 @@
 """The balancer protocol and what every strategy shares.
 
 A balancer is built from endpoints (an iterable of hashable ids, each of
-weight 1, or a mapping of id to a positive ``int`` weight) and hands one of
-them out per request::
+weight 1, or a mapping of id to a positive `int` weight) and hands one of
+them out per request:
 
     ep = lb.pick()                           # one more request in flight on ep
     lb.release(ep, latency=0.012, ok=True)   # that request is over
     with lb.request() as ep: ...             # both, timed by the balancer's clock
 
-:class:`Balancer` owns membership (``add``, ``remove``, ``reweight``), the
+`Balancer` owns membership (`add`, `remove`, `reweight`), the
 in-flight counts, the lock and the health hooks; a strategy subclass only
-says which endpoint comes next (``_select``) and how it keeps its own state
+says which endpoint comes next (`_select`) and how it keeps its own state
 as endpoints come and go.
 """
 
@@ -77,9 +77,10 @@ def _check_hashable(endpoint: Any) -> Hashable:
 def parse_endpoints(endpoints: Endpoints[E]) -> dict[E, int]:
     """Turn an iterable of ids or a mapping id -> weight into an ordered dict.
 
-    :raises ConfigurationError: no endpoints, a duplicate id, an unhashable
-        id, a weight that is not a positive ``int``, or a bare string (which
-        would otherwise be read as one endpoint per character).
+    Raises:
+        ConfigurationError: no endpoints, a duplicate id, an unhashable
+            id, a weight that is not a positive `int`, or a bare string (which
+            would otherwise be read as one endpoint per character).
 
     Runtime complexity: O(n).
     """
@@ -112,15 +113,18 @@ def parse_endpoints(endpoints: Endpoints[E]) -> dict[E, int]:
 class Balancer(ABC, Generic[E]):
     """Base of every load-balancing strategy.
 
-    :param endpoints: hashable ids (weight 1 each) or a mapping id -> weight,
-        weights being positive ``int``.
-    :param clock: seconds, monotonic; times :meth:`request` and drives
-        health, slow start and latency decay.
-    :param rng: the random source of randomised strategies (seed it in tests).
-    :param health: a :class:`~scalekit.balancing.health.HealthPolicy` (outlier
-        ejection, active checks, slow start, panic threshold), or ``None``.
-    :raises ConfigurationError: bad endpoints or weights (see
-        :func:`parse_endpoints`).
+    Args:
+        endpoints: hashable ids (weight 1 each) or a mapping id -> weight,
+            weights being positive `int`.
+        clock: seconds, monotonic; times `request()` and drives
+            health, slow start and latency decay.
+        rng: the random source of randomised strategies (seed it in tests).
+        health: a `HealthPolicy` (outlier
+            ejection, active checks, slow start, panic threshold), or `None`.
+
+    Raises:
+        ConfigurationError: bad endpoints or weights (see
+            `parse_endpoints()`).
 
     Thread-safety: every public method takes one lock, so picks, releases
     and membership changes may come from any number of threads.
@@ -163,13 +167,16 @@ class Balancer(ABC, Generic[E]):
     def pick(self, key: Hashable | None = None) -> E:
         """Choose an endpoint for one request and count it in flight.
 
-        :param key: routing key; only key-based strategies (consistent hashing)
-            use it, the others ignore it.
-        :raises NoAvailableEndpointError: no endpoints, or every endpoint is
-            ejected or failing checks and the panic threshold is disabled.
+        Args:
+            key: routing key; only key-based strategies (consistent hashing)
+                use it, the others ignore it.
+
+        Raises:
+            NoAvailableEndpointError: no endpoints, or every endpoint is
+                ejected or failing checks and the panic threshold is disabled.
 
         Runtime complexity: that of the strategy (O(1) or O(log n), O(n) for
-        :class:`SmoothWeightedRoundRobin`).
+        `SmoothWeightedRoundRobin`).
         """
         with self._lock:
             if not self._weights:
@@ -239,11 +246,12 @@ class Balancer(ABC, Generic[E]):
 
     @contextmanager
     def request(self, key: Hashable | None = None) -> Iterator[E]:
-        """Pick an endpoint for the ``with`` block and release it afterwards.
+        """Pick an endpoint for the `with` block and release it afterwards.
 
         The block is timed with the balancer's clock; an exception escaping
-        the block releases with ``ok=False`` and propagates.
+        the block releases with `ok=False` and propagates.
 
+        ```pycon
         >>> from scalekit.balancing import RoundRobin
         >>> lb = RoundRobin(["a", "b"])
         >>> with lb.request() as ep:
@@ -251,6 +259,8 @@ class Balancer(ABC, Generic[E]):
         'a'
         >>> lb.in_flight("a")
         0
+
+        ```
         """
         endpoint = self.pick(key)
         start = self._clock()
@@ -266,8 +276,9 @@ class Balancer(ABC, Generic[E]):
     def add(self, endpoint: E, weight: int = 1) -> None:
         """Add *endpoint* with *weight*; the others keep their state.
 
-        :raises ConfigurationError: *endpoint* is already present or
-            unhashable, or *weight* is not a positive ``int``.
+        Raises:
+            ConfigurationError: *endpoint* is already present or
+                unhashable, or *weight* is not a positive `int`.
 
         Runtime complexity: O(1) amortised for most strategies.
         """
@@ -286,7 +297,8 @@ class Balancer(ABC, Generic[E]):
     def remove(self, endpoint: E) -> None:
         """Remove *endpoint*; its requests still in flight may be released later.
 
-        :raises ValueError: *endpoint* is not in the balancer.
+        Raises:
+            ValueError: *endpoint* is not in the balancer.
 
         Runtime complexity: O(n) at worst (list removal), O(1) for most strategies.
         """
@@ -304,8 +316,9 @@ class Balancer(ABC, Generic[E]):
     def reweight(self, endpoint: E, weight: int) -> None:
         """Change the weight of *endpoint*, keeping every other piece of state.
 
-        :raises ValueError: *endpoint* is not in the balancer.
-        :raises ConfigurationError: *weight* is not a positive ``int``.
+        Raises:
+            ValueError: *endpoint* is not in the balancer.
+            ConfigurationError: *weight* is not a positive `int`.
 
         Runtime complexity: O(1) for most strategies.
         """
@@ -330,7 +343,7 @@ class Balancer(ABC, Generic[E]):
 
     @property
     def health(self) -> HealthPolicy | None:
-        """The health policy given at construction, or ``None``."""
+        """The health policy given at construction, or `None`."""
         return self._health
 
     @property
@@ -339,7 +352,7 @@ class Balancer(ABC, Generic[E]):
         return self._clock
 
     def in_flight(self, endpoint: E | None = None) -> int:
-        """Requests in flight on *endpoint*, or on all endpoints when ``None``.
+        """Requests in flight on *endpoint*, or on all endpoints when `None`.
 
         Requests on removed endpoints count until they are released.
 

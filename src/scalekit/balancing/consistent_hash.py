@@ -59,9 +59,9 @@ def endpoint_name(endpoint: E) -> str | bytes | int:
 class ConsistentHashBalancer(Balancer[E]):
     """Send every request with the same key to the same endpoint, as far as possible.
 
-    ``pick(key)`` looks the key up in a ketama ring (``table="ring"``,
+    `pick(key)` looks the key up in a ketama ring (`table="ring"`,
     libmemcached's continuum with 160 points per endpoint at equal weight)
-    or a Maglev table (``table="maglev"``, 65537 entries by default), both
+    or a Maglev table (`table="maglev"`, 65537 entries by default), both
     from `scalekit.sharding`. When membership changes, only the keys of
     the endpoints that came or went move. A pick without a key draws a
     random hash, as Envoy's ring hash does when a request has none.
@@ -71,14 +71,14 @@ class ConsistentHashBalancer(Balancer[E]):
     keys, and they come back when it does.
 
     Bounded loads (Mirrokni, Thorup and Zadimoghaddam, "Consistent Hashing
-    with Bounded Loads", 2016; HAProxy's ``hash-balance-factor``): with
-    ``balance_factor=c`` an endpoint of weight ``w`` out of ``W`` takes a
+    with Bounded Loads", 2016; HAProxy's `hash-balance-factor`): with
+    `balance_factor=c` an endpoint of weight `w` out of `W` takes a
     new request only while its requests in flight are below
-    ``ceil(c * (in_flight_total + 1) * w / W)``; otherwise the key moves on
+    `ceil(c * (in_flight_total + 1) * w / W)`; otherwise the key moves on
     to the next endpoint in table order. A hot key then spills over to
     neighbours instead of overloading one endpoint, and no endpoint carries
-    more than about ``c`` times its share. HAProxy's ``hash-balance-factor
-    125`` is ``balance_factor=1.25``.
+    more than about `c` times its share. HAProxy's ``hash-balance-factor
+    125` is `balance_factor=1.25``.
 
     Endpoints are hashed by their `endpoint_name`: `str`, `bytes` and `int`
     as themselves, `(host, port)` tuples as `"host:port"`. Endpoints whose

@@ -1,29 +1,29 @@
 """Health for any balancer: outlier ejection, active checks, slow start, panic.
 
-Pass one :class:`HealthPolicy` as ``health=`` to a balancer (one policy per
-balancer). The rules are Envoy's (``outlier.rst``, ``health_checking.rst``
+Pass one `HealthPolicy` as `health=` to a balancer (one policy per
+balancer). The rules are Envoy's (`outlier.rst`, `health_checking.rst`
 and the load-balancing docs on slow start and the panic threshold):
 
-* **Consecutive failures**: ``consecutive_failures`` failed releases in a
-  row eject the endpoint for ``base_ejection_time`` times its ejection
-  multiplier, at most ``max_ejection_time`` (which may not be below the
+* **Consecutive failures**: `consecutive_failures` failed releases in a
+  row eject the endpoint for `base_ejection_time` times its ejection
+  multiplier, at most `max_ejection_time` (which may not be below the
   base). Each ejection raises the multiplier by one while ``multiplier *
   base < max + base``, as Envoy does.
-* **Success rate**: every ``interval``, among the endpoints with at least
-  ``success_rate_request_volume`` requests in that interval (and only if
-  there are ``success_rate_minimum_hosts`` of them), those whose success
-  rate is below ``mean - success_rate_stdev_factor * stdev`` are ejected.
+* **Success rate**: every `interval`, among the endpoints with at least
+  `success_rate_request_volume` requests in that interval (and only if
+  there are `success_rate_minimum_hosts` of them), those whose success
+  rate is below `mean - success_rate_stdev_factor * stdev` are ejected.
 * An ejection is refused when it would take the ejected share above
-  ``max_ejection_percent`` (one endpoint may always be ejected). Ejected
-  endpoints return at the first ``interval`` tick after their time is up;
+  `max_ejection_percent` (one endpoint may always be ejected). Ejected
+  endpoints return at the first `interval` tick after their time is up;
   at each tick an endpoint not ejected sees its multiplier drop by one.
-* **Active checks** (:class:`~scalekit.balancing.ActiveHealthChecker`): ``unhealthy_threshold``
-  failed checks in a row take an endpoint out, ``healthy_threshold``
+* **Active checks** (`ActiveHealthChecker`): `unhealthy_threshold`
+  failed checks in a row take an endpoint out, `healthy_threshold`
   passes bring it back; one pass un-ejects an outlier.
 * **Slow start**: an endpoint added at run time, or back from failing
   checks, has its weight scaled by ``max(min_weight_percent / 100,
-  (max(elapsed, 1) / window) ** (1 / aggression))`` during ``window`` seconds.
-* **Panic**: when fewer than ``panic_threshold`` percent are available,
+  (max(elapsed, 1) / window) ** (1 / aggression))` during `window`` seconds.
+* **Panic**: when fewer than `panic_threshold` percent are available,
   the balancer ignores health and uses every endpoint.
 """
 
@@ -55,10 +55,11 @@ def _percent(name: str, value: float) -> float:
 class OutlierDetection:
     """Passive outlier detection settings (Envoy's names and defaults).
 
-    ``consecutive_failures=None`` or ``success_rate_stdev_factor=None``
+    `consecutive_failures=None` or `success_rate_stdev_factor=None`
     turns that detector off.
 
-    :raises ConfigurationError: a setting out of range.
+    Raises:
+        ConfigurationError: a setting out of range.
     """
 
     consecutive_failures: int | None = 5
@@ -90,9 +91,10 @@ class OutlierDetection:
 
 @dataclass(frozen=True)
 class SlowStart:
-    """Slow-start settings (Envoy's ``slow_start_config``).
+    """Slow-start settings (Envoy's `slow_start_config`).
 
-    :raises ConfigurationError: a setting out of range.
+    Raises:
+        ConfigurationError: a setting out of range.
     """
 
     window: float
@@ -143,17 +145,21 @@ class _State:
 class HealthPolicy:
     """Which endpoints a balancer may use, and how much, as time goes on.
 
-    :param outlier: passive ejection settings, or ``None`` for none.
-    :param slow_start: slow-start settings, or ``None`` for none.
-    :param panic_threshold: percent (0..100, default 50); below this share of
-        available endpoints the balancer uses all of them. 0 disables panic,
-        so picks fail with :class:`~scalekit.exceptions.NoAvailableEndpointError`
-        when nothing is available.
-    :raises ConfigurationError: a setting out of range.
+    Args:
+        outlier: passive ejection settings, or `None` for none.
+        slow_start: slow-start settings, or `None` for none.
+        panic_threshold: percent (0..100, default 50); below this share of
+            available endpoints the balancer uses all of them. 0 disables panic,
+            so picks fail with `NoAvailableEndpointError`
+            when nothing is available.
+
+    Raises:
+        ConfigurationError: a setting out of range.
 
     Thread-safety: shares the lock of the balancer it is given to.
+
     Runtime complexity: O(1) per pick and release, O(n) per ejection and
-    per ``interval`` tick.
+    per `interval` tick.
     """
 
     def __init__(
@@ -219,10 +225,11 @@ class HealthPolicy:
     def set_check_result(self, endpoint: Hashable, healthy: bool) -> None:
         """Mark *endpoint* passing (True) or failing (False) active health checks.
 
-        :class:`ActiveHealthChecker` calls this once its thresholds are met;
+        `ActiveHealthChecker` calls this once its thresholds are met;
         call it yourself to drive health from elsewhere.
 
-        :raises ValueError: *endpoint* is not in the balancer.
+        Raises:
+            ValueError: *endpoint* is not in the balancer.
 
         Runtime complexity: O(n) (the set of excluded endpoints is rebuilt).
         """

@@ -23,21 +23,25 @@ class LeastRequest(Balancer[E]):
 
     With equal weights: draw *choice_count* endpoints at random (with
     replacement) and keep the one with the fewest requests in flight, the
-    first drawn on a tie (Envoy's ``unweightedHostPick``; Azar et al.'s
+    first drawn on a tie (Envoy's `unweightedHostPick`; Azar et al.'s
     power of d choices). With unequal weights, or while an endpoint is in
     slow start: Envoy's earliest-deadline-first schedule in which each
     endpoint's weight, recomputed whenever it is scheduled, is
-    ``weight * slow_start_factor / (active + 1) ** active_request_bias``.
+    `weight * slow_start_factor / (active + 1) ** active_request_bias`.
 
-    :param choice_count: d, the endpoints drawn per pick (>= 1, default 2).
-    :param active_request_bias: the exponent on ``active + 1`` (>= 0,
-        default 1.0; 0 turns the weighted case into weighted round robin).
-    :param offset: picks the weighted schedule starts past, by Envoy's
-        ``createWithPicks`` in doubles (``None``: a seed drawn from *rng*).
-    :raises ConfigurationError: see :class:`Balancer`; bad *choice_count*
-        or *active_request_bias*.
+    Args:
+        choice_count: d, the endpoints drawn per pick (>= 1, default 2).
+        active_request_bias: the exponent on `active + 1` (>= 0,
+            default 1.0; 0 turns the weighted case into weighted round robin).
+        offset: picks the weighted schedule starts past, by Envoy's
+            `createWithPicks` in doubles (`None`: a seed drawn from *rng*).
 
-    Thread-safety: see :class:`Balancer`.
+    Raises:
+        ConfigurationError: see `Balancer`; bad *choice_count*
+            or *active_request_bias*.
+
+    Thread-safety: see `Balancer`.
+
     Runtime complexity: O(d) per pick with equal weights, O(log n) with
     unequal ones; O(n) when ejections change the candidate set.
     """

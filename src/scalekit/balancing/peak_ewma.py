@@ -24,20 +24,20 @@ PENALTY = float((2**63 - 1) >> 16) / 1e9
 class PeakEWMA(Balancer[E]):
     """Prefer the endpoint with the lowest peak-sensitive latency times load.
 
-    Each endpoint keeps ``cost``, a moving average of its latency that
+    Each endpoint keeps `cost`, a moving average of its latency that
     jumps straight to any higher observation and otherwise decays with
-    time constant *decay* (weight ``exp(-elapsed / decay)``, taking the
+    time constant *decay* (weight `exp(-elapsed / decay)`, taking the
     time between observations into account). Its load is
-    ``cost * (in_flight + 1)``, or a large penalty plus ``in_flight`` while
-    it has requests out and ``cost`` is still 0. Each pick draws two
+    `cost * (in_flight + 1)`, or a large penalty plus `in_flight` while
+    it has requests out and `cost` is still 0. Each pick draws two
     distinct endpoints at random and keeps the one with the lower load
-    (Finagle ``PeakEwma.scala`` with ``P2C``; Linkerd's "Beyond Round
-    Robin"). Reading the load first decays ``cost`` toward 0, as Finagle
+    (Finagle `PeakEwma.scala` with `P2C`; Linkerd's "Beyond Round
+    Robin"). Reading the load first decays `cost` toward 0, as Finagle
     does. Unequal weights divide the load by the weight, a scalekit
     extension that is Finagle's rule when weights are equal.
 
     Slow start scales the selection probability, not the load: while an
-    endpoint ramps, it gets ``weight * factor / sum(weight * factor)`` of
+    endpoint ramps, it gets `weight * factor / sum(weight * factor)` of
     the picks (Envoy's ramp, as weighted random would give it) and the
     endpoints at full weight share the rest by P2C. Dividing the load by
     the factor instead would starve it: P2C compares loads, and a load ten
@@ -58,6 +58,7 @@ class PeakEWMA(Balancer[E]):
             *decay* not > 0.
 
     Thread-safety: see [Balancer][scalekit.balancing.Balancer].
+
     Runtime complexity: O(1) per pick and release (O(n) while endpoints
     are ejected).
     """
@@ -118,7 +119,7 @@ class PeakEWMA(Balancer[E]):
     def _ramp(self, hosts: list[E], now: float) -> E | list[E]:
         """During slow start: a ramping endpoint drawn by its share, or the hosts for P2C.
 
-        A ramping endpoint gets ``weight * factor / sum(weight * factor)`` of
+        A ramping endpoint gets `weight * factor / sum(weight * factor)` of
         the picks, as a weighted random choice would give it; the endpoints
         at full weight share the rest by P2C.
         """

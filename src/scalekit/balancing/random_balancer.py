@@ -17,7 +17,8 @@ class RandomBalancer(Balancer[E]):
     Ejected endpoints are left out of the draw; during slow start an
     endpoint's weight is scaled by its slow-start factor.
 
-    Thread-safety: see :class:`Balancer`.
+    Thread-safety: see `Balancer`.
+
     Runtime complexity: O(1) per pick with equal weights, O(log n) with
     unequal ones (O(n) while endpoints are ejected or slow-starting);
     O(n) per membership change.

@@ -12,15 +12,19 @@ __all__ = ["RoundRobin"]
 class RoundRobin(Balancer[E]):
     """Hand out the endpoints in turn, in the order they were added.
 
-    Weights are accepted but ignored (use :class:`SmoothWeightedRoundRobin`
-    or :class:`WeightedRoundRobin` for weighted rotation), and so is slow
+    Weights are accepted but ignored (use `SmoothWeightedRoundRobin`
+    or `WeightedRoundRobin` for weighted rotation), and so is slow
     start. Ejected endpoints are skipped without losing the rotation.
 
+    ```pycon
     >>> lb = RoundRobin(["a", "b", "c"])
     >>> "".join(lb.pick() for _ in range(4))
     'abca'
 
-    Thread-safety: see :class:`Balancer`.
+    ```
+
+    Thread-safety: see `Balancer`.
+
     Runtime complexity: O(1) per pick (O(k) when the next k are ejected);
     O(n) per removal.
     """

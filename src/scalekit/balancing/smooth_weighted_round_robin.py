@@ -1,4 +1,4 @@
-"""nginx's smooth weighted round robin (``ngx_http_upstream_get_peer``)."""
+"""nginx's smooth weighted round robin (`ngx_http_upstream_get_peer`)."""
 
 from __future__ import annotations
 
@@ -17,35 +17,39 @@ SLOW_START_SCALE = 1000
 class SmoothWeightedRoundRobin(Balancer[E]):
     """Weighted rotation that spreads each endpoint's turns evenly, as nginx does.
 
-    On every pick each eligible endpoint's ``current_weight`` grows by its
-    effective weight, the endpoint with the largest ``current_weight`` wins
+    On every pick each eligible endpoint's `current_weight` grows by its
+    effective weight, the endpoint with the largest `current_weight` wins
     (the first in insertion order on a tie) and loses the total of the
-    effective weights (nginx ``src/http/ngx_http_upstream_round_robin.c``,
-    ``ngx_http_upstream_get_peer``; commit 52327e0627f4). Weights 5, 1, 1
-    give ``a a b a c a a`` rather than ``a a a a a b c``:
+    effective weights (nginx `src/http/ngx_http_upstream_round_robin.c`,
+    `ngx_http_upstream_get_peer`; commit 52327e0627f4). Weights 5, 1, 1
+    give `a a b a c a a` rather than `a a a a a b c`:
 
+    ```pycon
     >>> lb = SmoothWeightedRoundRobin({"a": 5, "b": 1, "c": 1})
     >>> "".join(lb.pick() for _ in range(7))
     'aabacaa'
 
-    Over every run of ``total weight`` picks from the start each endpoint
-    is chosen exactly ``weight`` times. Ejected endpoints are skipped, as
+    ```
+
+    Over every run of `total weight` picks from the start each endpoint
+    is chosen exactly `weight` times. Ejected endpoints are skipped, as
     nginx skips peers that are down; an added endpoint starts with
-    ``current_weight`` 0 and the others keep theirs. During slow start the
+    `current_weight` 0 and the others keep theirs. During slow start the
     weights are counted in thousandths (`SLOW_START_SCALE`) and a ramping
-    endpoint's effective weight is ``round(1000 * weight * factor)`` (at
+    endpoint's effective weight is `round(1000 * weight * factor)` (at
     least 1), so even weight 1 ramps as Envoy's formula says.
 
-    Thread-safety: see :class:`Balancer`.
+    Thread-safety: see `Balancer`.
+
     Runtime complexity: O(k + log n) per pick for k distinct weights (up to
-    :attr:`GROUPED_MAX_WEIGHTS`), else O(n) like nginx (in C loops: map,
+    `GROUPED_MAX_WEIGHTS`), else O(n) like nginx (in C loops: map,
     max, index); O(n) per membership change, ejection or slow-start pick.
 
-    Same picks, fewer steps: between two picks every ``current_weight``
+    Same picks, fewer steps: between two picks every `current_weight`
     grows by its weight, so endpoints of equal weight keep their order and
     only the front of each weight's queue can win. With few distinct
     weights the fast path keeps one heap per weight, ordered by
-    ``current_weight`` and then insertion order, and compares the heads;
+    `current_weight` and then insertion order, and compares the heads;
     the result is the very sequence nginx's loop gives.
     """
 
@@ -66,7 +70,7 @@ class SmoothWeightedRoundRobin(Balancer[E]):
         self._scale = 1  # weights count in units of 1 / _scale (1000 after a slow start)
 
     def _sync(self) -> None:
-        """Fold the fast path's state back into ``_cur`` (before any change)."""
+        """Fold the fast path's state back into `_cur` (before any change)."""
         heaps = self._heaps
         if heaps is None:
             return
@@ -78,7 +82,7 @@ class SmoothWeightedRoundRobin(Balancer[E]):
         self._tick = 0
 
     def _grouped(self) -> list[tuple[int, list[tuple[int, int]]]] | None:
-        """Build the per-weight heaps from ``_cur``, or None if there are too many weights."""
+        """Build the per-weight heaps from `_cur`, or None if there are too many weights."""
         groups: dict[int, list[tuple[int, int]]] = {}
         for index, (current, weight) in enumerate(zip(self._cur, self._w, strict=True)):
             groups.setdefault(weight, []).append((-current, index))
@@ -116,7 +120,7 @@ class SmoothWeightedRoundRobin(Balancer[E]):
         self._w[index] = new
 
     def current_weights(self) -> dict[E, int]:
-        """A copy of every endpoint's ``current_weight`` (nginx's name)."""
+        """A copy of every endpoint's `current_weight` (nginx's name)."""
         with self._lock:
             self._sync()
             scale = self._scale
@@ -170,7 +174,7 @@ class SmoothWeightedRoundRobin(Balancer[E]):
     def _rescale(self) -> None:
         """Count weights in thousandths from now on (the first slow start).
 
-        Every ``weight`` and ``current_weight`` is multiplied by the same
+        Every `weight` and `current_weight` is multiplied by the same
         factor, so the sequence of picks is unchanged; the scale stays, so
         the hot path never checks for it.
         """

@@ -22,20 +22,23 @@ __all__ = ["WeightedRoundRobin"]
 class WeightedRoundRobin(Balancer[E]):
     """Envoy's weighted round robin rule (earliest deadline first) in exact arithmetic.
 
-    Each endpoint is due again ``1 / weight`` after its last turn; the
+    Each endpoint is due again `1 / weight` after its last turn; the
     earliest deadline goes next and equal deadlines go in the order the
-    entries were queued (Envoy ``edf_scheduler.h``). What matches Envoy is
-    that rule, its tie-break and ``createWithPicks``' emulation of the
+    entries were queued (Envoy `edf_scheduler.h`). What matches Envoy is
+    that rule, its tie-break and `createWithPicks`' emulation of the
     offset; the sequence itself does not always: Envoy keeps deadlines in
-    ``double``, and where its sums round (weights 10 and 1: ten steps of
+    `double`, and where its sums round (weights 10 and 1: ten steps of
     0.1 fall short of 1.0) it orders ties differently. Here time is counted
-    in units of ``1 / lcm(weights)``, so every deadline is an exact integer
-    (an exact fraction during slow start), and over ``total weight`` picks
-    from the start each endpoint is chosen exactly ``weight`` times.
+    in units of `1 / lcm(weights)`, so every deadline is an exact integer
+    (an exact fraction during slow start), and over `total weight` picks
+    from the start each endpoint is chosen exactly `weight` times.
 
+    ```pycon
     >>> lb = WeightedRoundRobin({"a": 5, "b": 1, "c": 1}, offset=0)
     >>> "".join(lb.pick() for _ in range(7))
     'aaaabca'
+
+    ```
 
     A new weight takes effect when the endpoint is next scheduled. Envoy
     rebuilds the whole schedule when membership changes; scalekit instead
@@ -60,6 +63,7 @@ class WeightedRoundRobin(Balancer[E]):
             *offset* not an `int` >= 0.
 
     Thread-safety: see [Balancer][scalekit.balancing.Balancer].
+
     Runtime complexity: O(log n) per pick; O(log n) per membership change,
     O(n) when a new weight changes the lcm.
     """

@@ -15,9 +15,9 @@ V = TypeVar("V")
 
 
 class OrderedCache(Cache[K, V]):
-    """Entries in one :class:`collections.OrderedDict`, oldest first; evicts the first.
+    """Entries in one `collections.OrderedDict`, oldest first; evicts the first.
 
-    Reads do not reorder here (FIFO); :class:`~scalekit.caching.LRUCache`
+    Reads do not reorder here (FIFO); `LRUCache`
     overrides the reads to move a hit to the end. Writing a present key
     moves it to the end, as cachetools does for both.
     """

@@ -1,16 +1,16 @@
 """The base every scalekit cache shares: mapping behaviour, sizes and statistics.
 
-A cache is a :class:`collections.abc.MutableMapping` with a bounded
-``maxsize``, drop-in for the cachetools class of the same name: the same
-constructors, ``currsize``, ``getsizeof``, ``popitem()`` removing the
-policy's victim, ``ValueError("value too large")`` for a value that cannot
-fit and ``__missing__`` for subclasses that compute absent values.
+A cache is a `collections.abc.MutableMapping` with a bounded
+`maxsize`, drop-in for the cachetools class of the same name: the same
+constructors, `currsize`, `getsizeof`, `popitem()` removing the
+policy's victim, `ValueError("value too large")` for a value that cannot
+fit and `__missing__` for subclasses that compute absent values.
 
-A policy subclass implements a handful of small hooks (``_touch``,
-``_peek``, ``_update``, ``_insert``, ``_remove``, ``_victim``, ``_clear``
-plus ``__contains__``, ``__iter__`` and ``__len__``); the base owns the
+A policy subclass implements a handful of small hooks (`_touch`,
+`_peek`, `_update`, `_insert`, `_remove`, `_victim`, `_clear`
+plus `__contains__`, `__iter__` and `__len__`); the base owns the
 size accounting, eviction loop and statistics. The hottest policies (LRU,
-FIFO, LFU) also override ``get``, ``__getitem__`` and ``__setitem__`` with
+FIFO, LFU) also override `get`, `__getitem__` and `__setitem__` with
 inlined fast paths for the common case of unit sizes.
 """
 
@@ -43,10 +43,10 @@ MISSING: Any = object()
 
 
 def check_maxsize(value: Any) -> Any:
-    """Return *value* if it is a valid ``maxsize``: an ``int`` >= 0 or ``math.inf``.
+    """Return *value* if it is a valid `maxsize`: an `int` >= 0 or `math.inf`.
 
-    As in cachetools, ``0`` is a cache that stores nothing (every write raises
-    ``ValueError("value too large")``) and ``math.inf`` an unbounded one.
+    As in cachetools, `0` is a cache that stores nothing (every write raises
+    `ValueError("value too large")`) and `math.inf` an unbounded one.
 
     Raises:
         ConfigurationError: for a negative number, NaN, a bool, a finite float
@@ -62,12 +62,12 @@ def check_maxsize(value: Any) -> Any:
 
 
 class CacheStats(NamedTuple):
-    """Counters of a cache since it was created (or since ``reset_stats()``).
+    """Counters of a cache since it was created (or since `reset_stats()`).
 
-    ``hits`` and ``misses`` count lookups through ``get()`` and ``[]``;
-    ``evictions`` counts entries the policy removed to make room (not
-    explicit deletions, ``clear()`` or TTL expiry); ``hit_ratio`` is
-    ``hits / (hits + misses)``, 0.0 before the first lookup.
+    `hits` and `misses` count lookups through `get()` and `[]`;
+    `evictions` counts entries the policy removed to make room (not
+    explicit deletions, `clear()` or TTL expiry); `hit_ratio` is
+    `hits / (hits + misses)`, 0.0 before the first lookup.
     """
 
     hits: int
@@ -89,9 +89,9 @@ class Cache(MutableMapping[K, V]):
         ConfigurationError: if `maxsize` is negative, NaN, a bool, a finite
             float or not a number, or `getsizeof` is not callable.
 
-    Thread-safety: not thread-safe, like cachetools and ``dict`` mutation
+    Thread-safety: not thread-safe, like cachetools and `dict` mutation
     sequences; share a cache between threads behind a lock (for example the
-    ``lock=`` argument of :func:`scalekit.caching.cached`).
+    `lock=` argument of `scalekit.caching.cached()`).
     """
 
     #: True unless a subclass overrides popitem or __delitem__ (cachetools users
@@ -137,13 +137,13 @@ class Cache(MutableMapping[K, V]):
     def _update(self, key: Any, value: Any) -> bool:
         """Replace the value of a present key (a write access); False if absent.
 
-        Called by the base's ``__setitem__`` only: a policy that writes in its
-        own ``__setitem__`` (``TinyLFUCache`` admits by duel) need not define it.
+        Called by the base's `__setitem__` only: a policy that writes in its
+        own `__setitem__` (`TinyLFUCache` admits by duel) need not define it.
         """
         raise NotImplementedError(f"{type(self).__name__} defines neither _update nor __setitem__")
 
     def _insert(self, key: Any, value: Any) -> None:
-        """Add an absent key; the base has already made room (see :meth:`_update`)."""
+        """Add an absent key; the base has already made room (see `_update()`)."""
         raise NotImplementedError(f"{type(self).__name__} defines neither _insert nor __setitem__")
 
     @abstractmethod
@@ -163,7 +163,8 @@ class Cache(MutableMapping[K, V]):
     def __getitem__(self, key: K) -> V:
         """Return the value for *key*, counting a hit or a miss.
 
-        :raises KeyError: if absent (unless a subclass defines ``__missing__``).
+        Raises:
+            KeyError: if absent (unless a subclass defines `__missing__`).
 
         Runtime complexity: O(1) (amortized).
         """
@@ -234,7 +235,7 @@ class Cache(MutableMapping[K, V]):
         self._currsize += diff
 
     def _make_room(self) -> None:
-        """Evict through ``popitem()`` until one more unit-size entry fits (the slow path)."""
+        """Evict through `popitem()` until one more unit-size entry fits (the slow path)."""
         if self._maxsize < 1:
             raise ValueError("value too large")
         while len(self) >= self._maxsize:
@@ -283,7 +284,7 @@ class Cache(MutableMapping[K, V]):
         )
 
     def items(self) -> ItemsView[K, V]:
-        """A view of the ``(key, value)`` pairs; reading it leaves the policy untouched."""
+        """A view of the `(key, value)` pairs; reading it leaves the policy untouched."""
         return _ItemsView(self)
 
     def values(self) -> ValuesView[V]:
@@ -389,7 +390,7 @@ class Cache(MutableMapping[K, V]):
 
     @property
     def maxsize(self) -> Any:
-        """The capacity, in units of ``getsizeof`` (an `int`, or `math.inf`)."""
+        """The capacity, in units of `getsizeof` (an `int`, or `math.inf`)."""
         return self._maxsize
 
     @property
@@ -398,7 +399,7 @@ class Cache(MutableMapping[K, V]):
         return len(self) if self._sizes is None else self._currsize
 
     def getsizeof(self, value: V) -> int:
-        """The size of *value*: 1 unless a ``getsizeof`` function was given."""
+        """The size of *value*: 1 unless a `getsizeof` function was given."""
         return 1 if self._getsizeof is None else self._size_of(value)
 
     def stats(self) -> CacheStats:

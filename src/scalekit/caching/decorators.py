@@ -242,6 +242,7 @@ def cached(
         The decorator.
 
     Thread-safety: safe if *lock* is given or the cache is used by one thread.
+
     Runtime complexity: one key computation and one cache lookup per hit.
     """
 

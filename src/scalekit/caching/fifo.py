@@ -14,12 +14,13 @@ V = TypeVar("V")
 
 
 class FIFOCache(OrderedCache[K, V]):
-    """Evicts the entry inserted first; drop-in for ``cachetools.FIFOCache``.
+    """Evicts the entry inserted first; drop-in for `cachetools.FIFOCache`.
 
     Reads do not reorder. As in cachetools, writing a present key re-inserts
     it (it becomes the newest). Replaying a trace (insert on miss only) this
     is exactly libCacheSim's FIFO.
 
+    ```pycon
     >>> cache = FIFOCache(maxsize=2)
     >>> cache["a"], cache["b"] = 1, 2
     >>> cache["a"]
@@ -28,10 +29,16 @@ class FIFOCache(OrderedCache[K, V]):
     >>> sorted(cache)
     ['b', 'c']
 
-    :param maxsize: capacity (entries, or units of ``getsizeof``).
-    :param getsizeof: optional function giving a value's size.
-    :raises ConfigurationError: if ``maxsize`` is not a positive integer.
+    ```
+
+    Args:
+        maxsize: capacity (entries, or units of `getsizeof`).
+        getsizeof: optional function giving a value's size.
+
+    Raises:
+        ConfigurationError: if `maxsize` is not a positive integer.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
+
     Runtime complexity: O(1) per operation.
     """

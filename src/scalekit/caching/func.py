@@ -6,6 +6,7 @@ Each decorator builds its own cache and is thread-safe, as
 apart, and the wrapper has `cache_info()`, `cache_clear()` and
 `cache_parameters()`.
 
+```pycon
 >>> @lru_cache(maxsize=32)
 ... def square(x):
 ...     return x * x
@@ -13,6 +14,8 @@ apart, and the wrapper has `cache_info()`, `cache_clear()` and
 (9, 9, CacheInfo(hits=1, misses=1, maxsize=32, currsize=1))
 >>> square.cache_parameters()
 {'maxsize': 32, 'typed': False}
+
+```
 """
 
 from __future__ import annotations

@@ -5,10 +5,13 @@ keyword arguments) a marker and the sorted `(name, value)` pairs. The
 marker is a singleton that pickles and copies as itself, so a memo cache
 restored with `pickle` or `copy.deepcopy` still hits on keyword calls.
 
+```pycon
 >>> hashkey(1, 2) == (1, 2)
 True
 >>> hashkey(1, b=2) == hashkey(1, b=2) != hashkey(1, 2)
 True
+
+```
 """
 
 from __future__ import annotations

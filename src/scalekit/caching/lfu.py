@@ -16,11 +16,11 @@ V = TypeVar("V")
 
 
 class _Bucket(OrderedDict[Any, Any]):
-    """The entries used exactly ``count`` times, key -> value, oldest access first.
+    """The entries used exactly `count` times, key -> value, oldest access first.
 
     Buckets form a doubly linked ring ordered by count, through a sentinel of
     count 0. The links are slots of the dictionary itself, so a hit reads one
-    object where a ``[count, keys, prev, next]`` list would read three.
+    object where a `[count, keys, prev, next]` list would read three.
     """
 
     __slots__ = ("count", "next", "prev")
@@ -67,14 +67,15 @@ def _new_bucket(count: int, prev: _Bucket, nxt: _Bucket) -> _Bucket:
 class LFUCache(Cache[K, V]):
     """Evicts the least frequently used entry; ties go to the least recently used.
 
-    Drop-in for ``cachetools.LFUCache``. Every read and every write of a
+    Drop-in for `cachetools.LFUCache`. Every read and every write of a
     present key counts one use; a new entry starts at one. Entries sit in
-    frequency buckets (a linked ring of ``OrderedDict`` buckets ordered by
+    frequency buckets (a linked ring of `OrderedDict` buckets ordered by
     count, each holding its keys and values), so lookup, increment and
     eviction are O(1) -- the scheme of Shah, Mitra and Matani. Counts are
     forgotten on eviction, exactly as libCacheSim's LFU, whose hit ratios
     this class reproduces.
 
+    ```pycon
     >>> cache = LFUCache(maxsize=2)
     >>> cache["a"], cache["b"] = 1, 2
     >>> cache["a"], cache["a"]
@@ -83,11 +84,17 @@ class LFUCache(Cache[K, V]):
     >>> sorted(cache)
     ['a', 'c']
 
-    :param maxsize: capacity (entries, or units of ``getsizeof``).
-    :param getsizeof: optional function giving a value's size.
-    :raises ConfigurationError: if ``maxsize`` is not a positive integer.
+    ```
+
+    Args:
+        maxsize: capacity (entries, or units of `getsizeof`).
+        getsizeof: optional function giving a value's size.
+
+    Raises:
+        ConfigurationError: if `maxsize` is not a positive integer.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
+
     Runtime complexity: O(1) per operation.
     """
 

@@ -15,12 +15,13 @@ V = TypeVar("V")
 
 
 class LRUCache(OrderedCache[K, V]):
-    """Evicts the least recently used entry; drop-in for ``cachetools.LRUCache``.
+    """Evicts the least recently used entry; drop-in for `cachetools.LRUCache`.
 
-    A read (``get``, ``[]``) or a write of a present key makes it the most
-    recently used. Entries live in one :class:`collections.OrderedDict` kept
-    in recency order, so a hit is one lookup plus ``move_to_end`` in C.
+    A read (`get`, `[]`) or a write of a present key makes it the most
+    recently used. Entries live in one `collections.OrderedDict` kept
+    in recency order, so a hit is one lookup plus `move_to_end` in C.
 
+    ```pycon
     >>> cache = LRUCache(maxsize=2)
     >>> cache["a"], cache["b"] = 1, 2
     >>> cache["a"]
@@ -29,11 +30,17 @@ class LRUCache(OrderedCache[K, V]):
     >>> sorted(cache)
     ['a', 'c']
 
-    :param maxsize: capacity (entries, or units of ``getsizeof``).
-    :param getsizeof: optional function giving a value's size.
-    :raises ConfigurationError: if ``maxsize`` is not a positive integer.
+    ```
+
+    Args:
+        maxsize: capacity (entries, or units of `getsizeof`).
+        getsizeof: optional function giving a value's size.
+
+    Raises:
+        ConfigurationError: if `maxsize` is not a positive integer.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
+
     Runtime complexity: O(1) per operation.
     """
 

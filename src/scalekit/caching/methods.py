@@ -37,6 +37,7 @@ def cachedmethod(
     [cached][scalekit.caching.cached]. `obj.method.cache_info()` and
     `obj.method.cache_clear()` work on that instance's cache.
 
+    ```pycon
     >>> from scalekit.caching import LRUCache
     >>> class Prices:
     ...     def __init__(self):
@@ -47,6 +48,8 @@ def cachedmethod(
     >>> shop = Prices()
     >>> shop.price("abc"), shop.price("abc"), shop.price.cache_info().hits
     (30, 30, 1)
+
+    ```
 
     Args:
         cache: returns the instance's cache (`None`: no caching, single-flight only).

@@ -63,8 +63,11 @@ class NearCache:
     """A local cache (any `MutableMapping`) in front of a `RedisCache`.
 
     Example:
-        >>> near = NearCache(LRUCache(10_000), RedisCache(client, namespace="goods"))
-        ... # doctest: +SKIP
+
+        ```python
+        near = NearCache(LRUCache(10_000), RedisCache(client, namespace="goods"))
+
+        ```
 
     Args:
         local: The local layer, e.g. `LRUCache(maxsize)`; NearCache guards it

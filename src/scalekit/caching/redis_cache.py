@@ -51,8 +51,11 @@ class RedisCache:
     """Namespaced cache-aside over a `redis.Redis` or `redis.cluster.RedisCluster`.
 
     Example:
-        >>> cache = RedisCache(redis.Redis(), namespace="goods", ttl=300)   # doctest: +SKIP
-        >>> cache.get_or_load("42", lambda: db.load_goods(42))              # doctest: +SKIP
+
+        ```python
+        cache = RedisCache(redis.Redis(), namespace="goods", ttl=300)
+        cache.get_or_load("42", lambda: db.load_goods(42))
+        ```
 
     Args:
         client: A client the caller configured (TLS, ACL, pool, timeouts, retry

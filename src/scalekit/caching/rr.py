@@ -15,7 +15,7 @@ V = TypeVar("V")
 
 
 class RRCache(Cache[K, V]):
-    """Evicts a random entry; drop-in for ``cachetools.RRCache``.
+    """Evicts a random entry; drop-in for `cachetools.RRCache`.
 
     Keys are kept in a list with an index map (swap-remove), so choosing
     and removing a victim is O(1).
@@ -33,6 +33,7 @@ class RRCache(Cache[K, V]):
         ConfigurationError: if `maxsize` is invalid (see `Cache`).
 
     Thread-safety: not thread-safe; guard shared use with a lock.
+
     Runtime complexity: O(1) per operation.
     """
 

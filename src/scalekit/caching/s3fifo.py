@@ -21,7 +21,7 @@ _SMALL, _MAIN = 0, 1
 class S3FIFOCache(Cache[K, V]):
     """S3-FIFO: a small probationary FIFO, a main FIFO with 2-bit clock, and a ghost FIFO.
 
-    As libCacheSim's ``S3FIFO.c`` defines it (small 10% of the capacity,
+    As libCacheSim's `S3FIFO.c` defines it (small 10% of the capacity,
     ghost 90% of it in keys, move-to-main threshold 2):
 
     * a new key goes to the small queue, or to the main queue if the ghost
@@ -35,16 +35,20 @@ class S3FIFOCache(Cache[K, V]):
       decremented if the counter is positive, else evicted.
 
     One deviation: libCacheSim refuses to cache an entry not smaller than
-    the small queue (so with ``maxsize < 10`` nothing is cached); here such
-    an entry goes straight to the main queue, so every ``[]=`` stores.
+    the small queue (so with `maxsize < 10` nothing is cached); here such
+    an entry goes straight to the main queue, so every `[]=` stores.
 
-    :param maxsize: capacity (entries, or units of ``getsizeof``).
-    :param getsizeof: optional function giving a value's size.
-    :param small_ratio: the small queue's share of ``maxsize`` (default 0.1).
-    :param ghost_ratio: the ghost's length as a share of ``maxsize`` (default 0.9).
-    :raises ConfigurationError: for a bad ``maxsize`` or ratio.
+    Args:
+        maxsize: capacity (entries, or units of `getsizeof`).
+        getsizeof: optional function giving a value's size.
+        small_ratio: the small queue's share of `maxsize` (default 0.1).
+        ghost_ratio: the ghost's length as a share of `maxsize` (default 0.9).
+
+    Raises:
+        ConfigurationError: for a bad `maxsize` or ratio.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
+
     Runtime complexity: O(1) amortized per operation.
     """
 

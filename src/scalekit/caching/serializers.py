@@ -122,6 +122,7 @@ class JSONSerializer:
     with `str` keys, nested. Anything JSON would change on the way back
     (a tuple becoming a list, an `int` key becoming a `str`, `{1: 'a', '1': 'b'}`
     merging, `NaN` or `Infinity`) is refused when written.
+
     Thread-safe (stateless). Runtime complexity: O(size of the value), twice
     (the encoded form is decoded once to check it).
     """
@@ -219,6 +220,7 @@ class PickleSerializer:
 
     Use it only on a Redis that no untrusted party can write to. Never a
     default: it is chosen only by `serializer="pickle"` or an instance.
+
     Thread-safe (stateless). Runtime complexity: O(size of the value).
     """
 

@@ -23,14 +23,18 @@ class SIEVECache(Cache[K, V]):
     the entry's visited bit. To evict, a hand walks from where it stopped
     last (first time: the tail, the oldest entry) toward the head, clearing
     visited bits, and evicts the first entry whose bit is clear; back at the
-    head it wraps to the tail. This is libCacheSim's ``Sieve.c``, and the
+    head it wraps to the tail. This is libCacheSim's `Sieve.c`, and the
     class reproduces its hit ratios exactly.
 
-    :param maxsize: capacity (entries, or units of ``getsizeof``).
-    :param getsizeof: optional function giving a value's size.
-    :raises ConfigurationError: if ``maxsize`` is not a positive integer.
+    Args:
+        maxsize: capacity (entries, or units of `getsizeof`).
+        getsizeof: optional function giving a value's size.
+
+    Raises:
+        ConfigurationError: if `maxsize` is not a positive integer.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
+
     Runtime complexity: O(1) per hit; O(1) amortized per eviction.
     """
 

@@ -104,6 +104,7 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
             [`Cache`][scalekit.caching.Cache]).
 
     Thread-safety: not thread-safe; guard shared use with a lock.
+
     Runtime complexity: O(1) amortized per operation.
     """
 

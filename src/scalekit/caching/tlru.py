@@ -25,6 +25,7 @@ class TLRUCache(TTLCache[K, V]):
     removed. Everything else (expiry at `timer() >= expires`, iteration,
     `expire()`, `with cache.timer`) is [TTLCache][scalekit.caching.TTLCache]'s.
 
+    ```pycon
     >>> from scalekit.testing import FakeClock
     >>> clock = FakeClock()
     >>> ttu = lambda key, value, now: now + (60 if key.startswith("user:") else 5)
@@ -33,6 +34,8 @@ class TLRUCache(TTLCache[K, V]):
     >>> _ = clock.advance(10)
     >>> sorted(cache)
     ['user:1']
+
+    ```
 
     Args:
         maxsize: capacity (entries, or units of `getsizeof`; `0` or `math.inf` too).
@@ -44,6 +47,7 @@ class TLRUCache(TTLCache[K, V]):
         ConfigurationError: if `maxsize` is invalid or `ttu` is not callable.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
+
     Runtime complexity: O(1) per read, O(log n) per write (expiry heap).
     """
 

@@ -105,22 +105,23 @@ class Timer:
 
 
 class TTLCache(Cache[K, V]):
-    """An LRU cache whose entries expire; drop-in for ``cachetools.TTLCache``.
+    """An LRU cache whose entries expire; drop-in for `cachetools.TTLCache`.
 
-    An entry written at time *t* expires at ``t + ttl`` (``ttl`` from the
+    An entry written at time *t* expires at `t + ttl` (`ttl` from the
     constructor, or per entry with `set()`). As in cachetools, an entry
-    is expired when ``timer() >= expires``: it is then invisible (``in``,
-    ``[]``, ``get`` and iteration ignore it) although it may still be stored;
-    `expire()` drops the expired entries, and every write, ``len()``,
-    ``currsize``, ``popitem()`` and ``repr()`` run it first. Within the live
+    is expired when `timer() >= expires`: it is then invisible (`in`,
+    `[]`, `get` and iteration ignore it) although it may still be stored;
+    `expire()` drops the expired entries, and every write, `len()`,
+    `currsize`, `popitem()` and `repr()` run it first. Within the live
     entries the least recently used is evicted when the cache is full.
 
-    The timer may return any ordered time that supports ``+ ttl``: seconds
-    from `time.monotonic` (the default) with a numeric ``ttl``
-    (`math.inf`: never expires), or ``datetime.now`` with a ``timedelta``.
-    ``cache.timer`` is a `Timer`:
-    ``with cache.timer as now:`` runs several operations at one frozen time.
+    The timer may return any ordered time that supports `+ ttl`: seconds
+    from `time.monotonic` (the default) with a numeric `ttl`
+    (`math.inf`: never expires), or `datetime.now` with a `timedelta`.
+    `cache.timer` is a `Timer`:
+    `with cache.timer as now:` runs several operations at one frozen time.
 
+    ```pycon
     >>> from scalekit.testing import FakeClock
     >>> clock = FakeClock()
     >>> cache = TTLCache(maxsize=10, ttl=5, timer=clock)
@@ -129,6 +130,8 @@ class TTLCache(Cache[K, V]):
     >>> _ = clock.advance(10)
     >>> sorted(cache)
     ['b']
+
+    ```
 
     Args:
         maxsize: capacity (entries, or units of `getsizeof`; `0` or `math.inf` too).
@@ -140,6 +143,7 @@ class TTLCache(Cache[K, V]):
         ConfigurationError: if `maxsize` or `ttl` is invalid.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
+
     Runtime complexity: O(1) per read, O(log n) per write (expiry heap).
     """
 
@@ -221,7 +225,7 @@ class TTLCache(Cache[K, V]):
         return self._clock
 
     def set(self, key: K, value: V, ttl: Any = None) -> None:
-        """Store *value* for *ttl* (default: the cache's ``ttl``).
+        """Store *value* for *ttl* (default: the cache's `ttl`).
 
         Raises:
             ConfigurationError: if *ttl* is not a positive number or timedelta.

@@ -4,8 +4,8 @@ redis-py's defaults retry a failed connect three times with exponential
 back-off and read without a timeout, which turns an unreachable server
 into a wait of a minute or forever. The locks therefore run their scripts
 on a private connection pool carrying the client's settings (host, TLS,
-ACL, database, ``max_connections``) with retries off, and every call
-bounded by its own budget: the caller's ``op_timeout``, or less when the
+ACL, database, `max_connections`) with retries off, and every call
+bounded by its own budget: the caller's `op_timeout`, or less when the
 caller's own deadline is nearer.
 """
 
@@ -56,8 +56,8 @@ end"""
 
 
 def lua_purge(leases: int, tokens: int) -> str:
-    """A Lua ``purge(now)`` that drops the leases in ``KEYS[leases]`` (a zset
-    scored by deadline) that ended by *now*, and their ``KEYS[tokens]`` entries."""
+    """A Lua `purge(now)` that drops the leases in `KEYS[leases]` (a zset
+    scored by deadline) that ended by *now*, and their `KEYS[tokens]` entries."""
     return f"""
 local function purge(now)
   local gone = redis.call('ZRANGEBYSCORE', KEYS[{leases}], '-inf', now)
@@ -93,8 +93,8 @@ class _Pool:
 
     Every setting of the client's pool is carried over (host, port, unix
     socket, database, TLS, username/password or credential provider,
-    keep-alive, client name, protocol, and ``max_connections``; with a
-    ``BlockingConnectionPool`` also its wait for a free connection), except
+    keep-alive, client name, protocol, and `max_connections`; with a
+    `BlockingConnectionPool` also its wait for a free connection), except
     the socket timeouts and retries: each call sets its connection's
     timeouts from its own budget and is tried once, so no call outlasts it.
 
@@ -169,9 +169,9 @@ def _private_pool(client: Any) -> _Pool:
 class RedisCalls:
     """Run commands and scripts on one Redis server, each within a bounded time.
 
-    ``client`` is a ``redis.Redis``; its pool's settings are carried over
+    `client` is a `redis.Redis`; its pool's settings are carried over
     to a private pool (see `_Pool`). A client without a connection pool (a
-    ``RedisCluster``) is called through its own ``execute_command``, and its
+    `RedisCluster`) is called through its own `execute_command`, and its
     own timeouts bound the wait.
 
     Thread-safe (the pool is). Cost: one round trip per call.
@@ -190,7 +190,7 @@ class RedisCalls:
         return f"redis {kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}"
 
     def call(self, *args: Any, timeout: float | None = None) -> Any:
-        """Send one command; return its reply within *timeout* (default ``op_timeout``).
+        """Send one command; return its reply within *timeout* (default `op_timeout`).
 
         The budget covers waiting for a pooled connection, connecting and
         the handshake, sending, and the reply.

@@ -1,26 +1,26 @@
 """When a ZooKeeper holder must stop trusting its session, whatever kazoo's state says.
 
-The server expires a session ``timeout`` after the last packet it received
+The server expires a session `timeout` after the last packet it received
 from the client (rounded up to its tick). A reply to a request proves the
 server heard the session no earlier than when that request was *sent*, so
-the holder tracks ``last_heard``: the send time of the latest request that
+the holder tracks `last_heard`: the send time of the latest request that
 was answered. Kazoo cannot tell: it counts requests as pings and reports
-``SUSPENDED`` only when its own read times out, which a client busy
+`SUSPENDED` only when its own read times out, which a client busy
 calling ZooKeeper during a partition pushes to near the session timeout.
 
-One watch per kazoo client pings the server (an ``exists("/")``) every
+One watch per kazoo client pings the server (an `exists("/")`) every
 sixth of the session timeout while some lock on the client has live
 leases, and declares those leases lost at
-``last_heard + LOST_AFTER * timeout``. ``timeout`` is the negotiated one
+`last_heard + LOST_AFTER * timeout`. `timeout` is the negotiated one
 (the server clamps the requested timeout between its
-``minSessionTimeout`` and ``maxSessionTimeout``, 2 and 20 ticks by
+`minSessionTimeout` and `maxSessionTimeout`, 2 and 20 ticks by
 default): read from the handshake of every (re)connect and, for a session
-already open when the watch starts, from the server's ``cons`` command
+already open when the watch starts, from the server's `cons` command
 when it answers it. The lower of it and the requested timeout is used: a
 server that raised the timeout only makes the holder more cautious.
 
 Clock assumption: the client's monotonic clock and the server's clock run
-at rates that differ by less than ``1 - LOST_AFTER`` (a third) over one
+at rates that differ by less than `1 - LOST_AFTER` (a third) over one
 session timeout.
 """
 
@@ -72,7 +72,7 @@ class SessionWatch:
         """Record the negotiated timeout of every later (re)connect.
 
         Kazoo derives its read timeout (2/3 of the negotiated timeout) in
-        its connection's ``_connect`` and keeps it to itself; wrapping that
+        its connection's `_connect` and keeps it to itself; wrapping that
         method on this one connection object is the only way to see it.
         """
         connection = getattr(client, "_connection", None)
@@ -94,7 +94,7 @@ class SessionWatch:
         connection._connect = recording_connect
 
     def _probe_negotiated(self, client: Any) -> None:
-        """For a session opened before the watch: ask the server (``cons``)."""
+        """For a session opened before the watch: ask the server (`cons`)."""
         session = getattr(client, "_session_id", None)
         if session is None or self._negotiated_for == session:
             return

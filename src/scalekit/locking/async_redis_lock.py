@@ -1,11 +1,11 @@
-"""RedisLock for asyncio on ``redis.asyncio``: the owner is the task, not the thread.
+"""RedisLock for asyncio on `redis.asyncio`: the owner is the task, not the thread.
 
-The same keys and Lua scripts as :class:`~scalekit.locking.RedisLock`, so
+The same keys and Lua scripts as `RedisLock`, so
 sync and async clients of one name exclude each other, share the fencing
 counter and wait in one FIFO queue. Every call is bounded by
-``asyncio.wait_for(..., op_timeout)`` (redis.asyncio's own retries would
-otherwise stretch an outage), and re-entrancy and ``async with lock:``
-are counted per :func:`asyncio.current_task`.
+`asyncio.wait_for(..., op_timeout)` (redis.asyncio's own retries would
+otherwise stretch an outage), and re-entrancy and `async with lock:`
+are counted per `asyncio.current_task()`.
 """
 
 from __future__ import annotations
@@ -46,20 +46,20 @@ _RENEWALS: set[asyncio.Task[None]] = set()
 
 
 class AsyncLease(Lease):
-    """A :class:`Lease` whose ``release`` and ``extend`` are coroutines.
+    """A `Lease` whose `release` and `extend` are coroutines.
 
-    ``lost.is_set()`` is safe to call from the event loop; do not call the
-    blocking ``lost.wait()`` there.
+    `lost.is_set()` is safe to call from the event loop; do not call the
+    blocking `lost.wait()` there.
     """
 
     __slots__ = ()
 
     async def release(self) -> None:  # type: ignore[override]
-        """Release this lease; see :meth:`AsyncRedisLock.release`."""
+        """Release this lease; see `AsyncRedisLock.release()`."""
         await cast("AsyncRedisLock", self._lock).release(self)
 
     async def extend(self, ttl: float | None = None) -> None:  # type: ignore[override]
-        """Reset the lease to *ttl* from now; see :meth:`AsyncRedisLock.extend`."""
+        """Reset the lease to *ttl* from now; see `AsyncRedisLock.extend()`."""
         await cast("AsyncRedisLock", self._lock).extend(self, ttl)
 
     async def __aenter__(self) -> AsyncLease:
@@ -200,11 +200,12 @@ class AsyncRedisLock:
     async def acquire(
         self, blocking: bool = True, timeout: float | None = None
     ) -> AsyncLease | None:
-        """Acquire the lock; the semantics of :meth:`BaseLock.acquire`, owned by the task.
+        """Acquire the lock; the semantics of `BaseLock.acquire()`, owned by the task.
 
-        :raises ConfigurationError: *timeout* < 0, or a timeout without blocking.
-        :raises LockTimeoutError: not acquired within *timeout*.
-        :raises BackendUnavailableError: Redis did not answer within ``op_timeout``.
+        Raises:
+            ConfigurationError: *timeout* < 0, or a timeout without blocking.
+            LockTimeoutError: not acquired within *timeout*.
+            BackendUnavailableError: Redis did not answer within `op_timeout`.
         """
         if timeout is not None:
             timeout = non_negative_number("timeout", timeout)
@@ -294,9 +295,10 @@ class AsyncRedisLock:
     async def release(self, lease: AsyncLease | None = None) -> None:
         """Release *lease* (default: the one the current task holds).
 
-        :raises LockNotOwnedError: nothing held by the task, or released already.
-        :raises LockLostError: the lease was lost before this call.
-        :raises BackendUnavailableError: Redis did not answer.
+        Raises:
+            LockNotOwnedError: nothing held by the task, or released already.
+            LockLostError: the lease was lost before this call.
+            BackendUnavailableError: Redis did not answer.
         """
         if lease is None:
             lease = self._held.get(asyncio.current_task())
@@ -333,9 +335,10 @@ class AsyncRedisLock:
     async def extend(self, lease: AsyncLease, ttl: float | None = None) -> None:
         """Reset *lease* to expire *ttl* seconds (default: the lock's ttl) from now.
 
-        :raises LockNotOwnedError: the lease was released.
-        :raises LockLostError: the lease was lost.
-        :raises BackendUnavailableError: Redis did not answer.
+        Raises:
+            LockNotOwnedError: the lease was released.
+            LockLostError: the lease was lost.
+            BackendUnavailableError: Redis did not answer.
         """
         new_ttl = self.ttl if ttl is None else positive_number("ttl", ttl)
         if lease._released:
@@ -350,7 +353,7 @@ class AsyncRedisLock:
         lease._set_deadline(started + new_ttl)
 
     def _mark_lost(self, lease: Lease) -> None:
-        """Set ``lease.lost``; run ``on_lost`` on its loop (a notifier thread once it closed)."""
+        """Set `lease.lost`; run `on_lost` on its loop (a notifier thread once it closed)."""
         if not lease.lost._set():
             return
         loop = self._loops.pop(cast(AsyncLease, lease), None)

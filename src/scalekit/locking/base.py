@@ -1,10 +1,10 @@
 """The lock protocol every backend implements: leases, fencing tokens, lost-lease notice.
 
-Users code against :class:`BaseLock`; a backend subclasses it and provides
-``_new_attempt / _do_acquire / _wait / _abandon / _do_release / _do_extend``.
+Users code against `BaseLock`; a backend subclasses it and provides
+`_new_attempt / _do_acquire / _wait / _abandon / _do_release / _do_extend`.
 The blocking loop with its timeout, re-entrancy, auto-renewal and the
-lost-lease bookkeeping live here, once, as redis-py's ``Lock`` owns its
-``acquire()`` loop and leaves ``do_acquire`` to the storage.
+lost-lease bookkeeping live here, once, as redis-py's `Lock` owns its
+`acquire()` loop and leaves `do_acquire` to the storage.
 """
 
 from __future__ import annotations
@@ -52,18 +52,21 @@ _THREAD_OWNER = threading.local()
 class BaseLock(abc.ABC):
     """A named mutual-exclusion lock whose leases carry fencing tokens.
 
-    :param name: the lock's name, shared by every client that contends for it.
-    :param ttl: seconds a lease lasts unless extended; None for backends whose
-        leases end with a session (ZooKeeper).
-    :param reentrant: let the owner that holds the lock acquire it again,
-        counted; the lease is released when the count drops to zero.
-    :param auto_renew: extend the lease every ``ttl / 3`` while it is held.
-    :param on_lost: called with the lease, once, when it is found lost.
-    :param clock: monotonic seconds; inject a FakeClock in tests.
-    :raises ConfigurationError: empty *name*, *ttl* <= 0.
+    Args:
+        name: the lock's name, shared by every client that contends for it.
+        ttl: seconds a lease lasts unless extended; None for backends whose
+            leases end with a session (ZooKeeper).
+        reentrant: let the owner that holds the lock acquire it again,
+            counted; the lease is released when the count drops to zero.
+        auto_renew: extend the lease every `ttl / 3` while it is held.
+        on_lost: called with the lease, once, when it is found lost.
+        clock: monotonic seconds; inject a FakeClock in tests.
+
+    Raises:
+        ConfigurationError: empty *name*, *ttl* <= 0.
 
     Thread-safe: one lock object may be shared by threads; the owner of a
-    lease is the thread that acquired it (see :meth:`_owner_id`).
+    lease is the thread that acquired it (see `_owner_id()`).
     """
 
     _track_live = False
@@ -100,11 +103,11 @@ class BaseLock(abc.ABC):
     def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
         """Try once; on success return the grant the server confirmed in this step.
 
-        A grant is ``(token, validity)``: the fencing token and how many
+        A grant is `(token, validity)`: the fencing token and how many
         seconds the lease is valid counted from a clock reading taken before
         this request (the server's reported ttl; None without a ttl). On
         failure return None (and queue if *blocking*). Every request must
-        return by *deadline* (the lock clock's time; None: ``op_timeout``
+        return by *deadline* (the lock clock's time; None: `op_timeout`
         alone bounds it) or raise `BackendUnavailableError`.
         """
 
@@ -152,7 +155,7 @@ class BaseLock(abc.ABC):
         return ttl
 
     def _owner_id(self) -> Any:
-        """Who owns a lease for re-entrancy and ``with lock:``: the current thread.
+        """Who owns a lease for re-entrancy and `with lock:`: the current thread.
 
         A per-thread object rather than the thread's ident, which the OS hands
         to a new thread once the old one has ended: a lease left by a dead
@@ -168,16 +171,19 @@ class BaseLock(abc.ABC):
 
     # -- the protocol ---------------------------------------------------------
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> Lease | None:
-        """Acquire the lock and return its :class:`Lease`.
+        """Acquire the lock and return its `Lease`.
 
-        :param blocking: wait for the lock; with False, try once and return
-            None if another owner holds it.
-        :param timeout: with *blocking*, give up after this many seconds
-            (None waits forever) and raise :class:`LockTimeoutError`, so
-            ``with lock.acquire(timeout=2) as lease:`` never runs unlocked.
-        :raises ConfigurationError: *timeout* < 0, or a timeout without blocking.
-        :raises LockTimeoutError: the lock was not acquired within *timeout*.
-        :raises BackendUnavailableError: the backend did not answer in bounded time.
+        Args:
+            blocking: wait for the lock; with False, try once and return
+                None if another owner holds it.
+            timeout: with *blocking*, give up after this many seconds
+                (None waits forever) and raise `LockTimeoutError`, so
+                `with lock.acquire(timeout=2) as lease:` never runs unlocked.
+
+        Raises:
+            ConfigurationError: *timeout* < 0, or a timeout without blocking.
+            LockTimeoutError: the lock was not acquired within *timeout*.
+            BackendUnavailableError: the backend did not answer in bounded time.
 
         Thread-safe. Cost: one backend round trip per try; waiters are woken
         by the backend, they do not poll.
@@ -251,11 +257,12 @@ class BaseLock(abc.ABC):
     def release(self, lease: Lease | None = None) -> None:
         """Release *lease* (default: the one the calling owner holds).
 
-        :raises LockNotOwnedError: the caller holds no lease, or it was released already.
-        :raises LockLostError: the lease was lost before this call; the lock
-            may have been held by someone else meanwhile.
-        :raises BackendUnavailableError: the backend did not answer; the lease
-            then ends at its deadline.
+        Raises:
+            LockNotOwnedError: the caller holds no lease, or it was released already.
+            LockLostError: the lease was lost before this call; the lock
+                may have been held by someone else meanwhile.
+            BackendUnavailableError: the backend did not answer; the lease
+                then ends at its deadline.
 
         Thread-safe. Cost: one backend round trip.
         """
@@ -300,10 +307,11 @@ class BaseLock(abc.ABC):
     def extend(self, lease: Lease, ttl: float | None = None) -> None:
         """Reset *lease* to expire *ttl* seconds (default: the lock's ttl) from now.
 
-        :raises ConfigurationError: *ttl* <= 0.
-        :raises LockNotOwnedError: the lease was released.
-        :raises LockLostError: the lease was lost; it is not revived.
-        :raises BackendUnavailableError: the backend did not answer.
+        Raises:
+            ConfigurationError: *ttl* <= 0.
+            LockNotOwnedError: the lease was released.
+            LockLostError: the lease was lost; it is not revived.
+            BackendUnavailableError: the backend did not answer.
 
         Thread-safe. Cost: one backend round trip.
         """
@@ -352,7 +360,7 @@ class BaseLock(abc.ABC):
         _log.debug("gave up cleaning up a failed attempt on %r", self.name)
 
     def _mark_lost(self, lease: Lease) -> None:
-        """Set ``lease.lost`` and fire ``on_lost`` once."""
+        """Set `lease.lost` and fire `on_lost` once."""
         if lease.lost._set():
             if self._track_live:
                 with self._live_lock:
@@ -393,7 +401,7 @@ def _renew(ref: weakref.ref[Lease], done: threading.Event, period: float, retry:
     """Extend the lease every *period* until it is released or lost.
 
     Any error but a definitive "not the owner" (a connection error, a
-    timeout, a ``BUSY`` reply) is retried every *retry* seconds until the
+    timeout, a `BUSY` reply) is retried every *retry* seconds until the
     lease's deadline; past it the watchdog announces the loss. Only a weak
     reference is held between renewals: a lease that nobody references any
     more (neither the caller nor its lock object) is not renewed and ends

@@ -159,10 +159,13 @@ class RedisFencedStore:
         ConfigurationError: an empty `namespace`, or `op_timeout` <= 0.
 
     Example:
-        >>> store = RedisFencedStore(redis_client)          # doctest: +SKIP
-        >>> with lock.acquire(timeout=5) as lease:          # doctest: +SKIP
-        ...     stock = int(store.read("stock:42", lease) or 0)
-        ...     store.write("stock:42", stock - 1, lease)
+
+        ```python
+        store = RedisFencedStore(redis_client)
+        with lock.acquire(timeout=5) as lease:
+            stock = int(store.read("stock:42", lease) or 0)
+            store.write("stock:42", stock - 1, lease)
+        ```
 
     Thread-safe. Cost: one round trip (one short Lua script) per call.
     """

@@ -23,14 +23,14 @@ OnLost = Callable[["Lease"], None]
 
 
 class LeaseLostEvent:
-    """A ``threading.Event``-like flag that is set once a lease is lost.
+    """A `threading.Event`-like flag that is set once a lease is lost.
 
     It is set explicitly when a backend reports the loss (failed renewal,
     session lost, release found another owner) and is also set implicitly
     once the lease's local deadline passes: past that instant another
     client may hold the lock, so the holder must not act as if it did.
 
-    Thread-safe. ``is_set`` costs O(1); ``wait`` blocks at most *timeout*.
+    Thread-safe. `is_set` costs O(1); `wait` blocks at most *timeout*.
     """
 
     __slots__ = ("_clock", "_deadline", "_event")
@@ -48,7 +48,7 @@ class LeaseLostEvent:
         return deadline is not None and self._clock() >= deadline
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the lease is lost or *timeout* seconds pass; return :meth:`is_set`."""
+        """Block until the lease is lost or *timeout* seconds pass; return `is_set()`."""
         end = None if timeout is None else time.monotonic() + timeout
         while not self.is_set():
             step = None if end is None else end - time.monotonic()
@@ -73,14 +73,14 @@ class LeaseLostEvent:
 
 
 class Lease:
-    """Proof of holding a lock: its fencing ``token`` and its ``lost`` flag.
+    """Proof of holding a lock: its fencing `token` and its `lost` flag.
 
-    ``token`` strictly increases per lock name across all holders and
+    `token` strictly increases per lock name across all holders and
     processes: hand it to storage that rejects a token older than the last
-    one it saw (Kleppmann's fencing). ``lost`` is a :class:`LeaseLostEvent`.
+    one it saw (Kleppmann's fencing). `lost` is a `LeaseLostEvent`.
     Use it as a context manager to release on exit.
 
-    Not meant to be shared between owners; reading ``token`` and ``lost``
+    Not meant to be shared between owners; reading `token` and `lost`
     from any thread is safe.
     """
 
@@ -136,13 +136,13 @@ class Lease:
         self.lost._deadline = deadline
 
     def release(self) -> None:
-        """Release this lease; see :meth:`BaseLock.release`."""
+        """Release this lease; see `BaseLock.release()`."""
         self._lock.release(self)
 
     def extend(self, ttl: float | None = None) -> None:
         """Push the deadline to *ttl* (default: the lock's ttl) from now.
 
-        See :meth:`BaseLock.extend`.
+        See `BaseLock.extend()`.
         """
         self._lock.extend(self, ttl)
 
@@ -167,7 +167,7 @@ _log = logging.getLogger("scalekit.locking")
 
 
 def _run_on_lost(callback: OnLost, lease: Lease) -> None:
-    """Run one ``on_lost`` callback; what it raises is logged with the lock's name."""
+    """Run one `on_lost` callback; what it raises is logged with the lock's name."""
     try:
         callback(lease)
     except Exception:
@@ -175,9 +175,9 @@ def _run_on_lost(callback: OnLost, lease: Lease) -> None:
 
 
 class _Notifier:
-    """Daemon threads that run ``on_lost`` callbacks off the watchdog's timing path.
+    """Daemon threads that run `on_lost` callbacks off the watchdog's timing path.
 
-    A callback that blocks occupies one thread; up to ``limit`` run at once,
+    A callback that blocks occupies one thread; up to `limit` run at once,
     so a slow callback does not delay another lease's notice. Threads are
     started on demand and then wait for more work.
     """
@@ -222,7 +222,7 @@ class _Watchdog:
     references, and released leases are dropped from it (lazily, with a
     compaction once they outnumber the live ones), so its size is bounded
     by the leases still held. A loop that fails logs and goes on; a thread
-    that died anyway is restarted by the next :meth:`watch`. O(log n) per
+    that died anyway is restarted by the next `watch()`. O(log n) per
     scheduled lease.
     """
 

@@ -39,25 +39,31 @@ def _state(name: str) -> _State:
 
 
 class MemoryLock(BaseLock):
-    """A lock shared by every :class:`MemoryLock` of the same name in this process.
+    """A lock shared by every `MemoryLock` of the same name in this process.
 
     The embedded default and the reference the distributed backends are
-    tested against: leases expire after ``ttl`` on the injected ``clock``,
+    tested against: leases expire after `ttl` on the injected `clock`,
     tokens come from a per-name counter that never goes back, and waiters
     are served first come, first served.
 
-    :param name: the lock's name; MemoryLocks with equal names exclude each other.
-    :param ttl: seconds a lease lasts unless extended or renewed.
-    :param reentrant: let the owning thread acquire again, counted.
-    :param auto_renew: extend the lease every ``ttl / 3`` while held.
-    :param on_lost: called once with a lease when it is found lost.
-    :param clock: monotonic seconds (inject a FakeClock in tests).
-    :raises ConfigurationError: empty *name*, *ttl* <= 0.
+    Args:
+        name: the lock's name; MemoryLocks with equal names exclude each other.
+        ttl: seconds a lease lasts unless extended or renewed.
+        reentrant: let the owning thread acquire again, counted.
+        auto_renew: extend the lease every `ttl / 3` while held.
+        on_lost: called once with a lease when it is found lost.
+        clock: monotonic seconds (inject a FakeClock in tests).
 
+    Raises:
+        ConfigurationError: empty *name*, *ttl* <= 0.
+
+    ```pycon
     >>> lock = MemoryLock("doc:memory", ttl=5.0)
     >>> with lock as lease:
     ...     lease.token > 0
     True
+
+    ```
 
     The per-name state (with its token counter) lives as long as the
     process, so tokens never repeat; a process that makes unboundedly many

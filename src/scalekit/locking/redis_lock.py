@@ -1,6 +1,6 @@
 """A fair Redis lock: one Lua round trip acquires and issues the fencing token.
 
-Keys, all under one hash tag so a Redis Cluster keeps them in one slot::
+Keys, all under one hash tag so a Redis Cluster keeps them in one slot:
 
     scalekit:lock:{name}            owner token, PX ttl      (the lock)
     scalekit:lock:{name}:fence      counter, no expiry       (fencing tokens)
@@ -11,7 +11,7 @@ Keys, all under one hash tag so a Redis Cluster keeps them in one slot::
 
 A free lock is taken at once only when nobody waits. Otherwise release
 offers it, in the same script, to the first live waiter: the lock key
-names that waiter for a short claim window only (``claim_window``), and a
+names that waiter for a short claim window only (`claim_window`), and a
 nudge is pushed onto its wake list (a list push cannot be missed the way a
 pub/sub message sent before SUBSCRIBE can). The nudge grants nothing: the
 woken waiter runs the acquire script again, which confirms that the key
@@ -23,10 +23,10 @@ time, then takes its turn. Waiters are thus served in arrival order. A
 lease that expires without release is noticed when the head's BLPOP times
 out at the lock's remaining ttl and its retry offers the lock on. A waiter
 that dies stops its heartbeat and is dropped from the queue after
-``waiter_ttl``.
+`waiter_ttl`.
 
 The fence counter never goes back while the server keeps it; when it is
-missing (first use, evicted under an ``allkeys-*`` policy, or a restart
+missing (first use, evicted under an `allkeys-*` policy, or a restart
 without persistence) it restarts from the server's clock in microseconds,
 above every token issued before, as long as the server's clock did not go
 back by more than the time since those were issued.

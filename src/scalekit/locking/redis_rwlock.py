@@ -1,7 +1,7 @@
 """A fair read-write lock on Redis: many readers or one writer, served in arrival order.
 
-The :class:`~scalekit.locking.RedisLock` design (FIFO queue, hand-over in
-the release script, bounded calls) with two kinds of holder::
+The `RedisLock` design (FIFO queue, hand-over in
+the release script, bounded calls) with two kinds of holder:
 
     scalekit:rwlock:{name}             the writer: owner, PX ttl
     scalekit:rwlock:{name}:readers     zset reader owner -> expiry (ms, server time)
@@ -184,7 +184,7 @@ return 0
 
 
 class _Side(RedisLock):
-    """The read or the write side of a :class:`RedisReadWriteLock`."""
+    """The read or the write side of a `RedisReadWriteLock`."""
 
     _KEY_PREFIX = "scalekit:rwlock:"
     _KEY_SUFFIXES = (
@@ -222,9 +222,12 @@ class RedisReadWriteLock:
             `reentrant`, `auto_renew`, `on_lost`, `clock`).
 
     Example:
-        >>> rw = RedisReadWriteLock(client, "catalog")      # doctest: +SKIP
-        >>> with rw.read as lease: ...                      # many readers at once
-        >>> with rw.write as lease: ...                     # one writer, no readers
+
+        ```python
+        rw = RedisReadWriteLock(client, "catalog")
+        with rw.read as lease: ...                      # many readers at once
+        with rw.write as lease: ...                     # one writer, no readers
+        ```
 
     Both sides are [BaseLock][scalekit.locking.BaseLock] objects with leases,
     fencing tokens (one counter for both) and lost-lease notice. Waiters of

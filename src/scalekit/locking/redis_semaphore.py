@@ -1,15 +1,15 @@
-"""A fair counting semaphore on Redis: up to ``n`` holders, each with a lease and a token.
+"""A fair counting semaphore on Redis: up to `n` holders, each with a lease and a token.
 
-The same design as :class:`~scalekit.locking.RedisLock` (FIFO queue,
+The same design as `RedisLock` (FIFO queue,
 hand-over inside release, bounded calls), with the single owner key
-replaced by a sorted set of holders scored by their expiry::
+replaced by a sorted set of holders scored by their expiry:
 
     scalekit:semaphore:{name}           zset owner -> expiry (ms, server time)
     scalekit:semaphore:{name}:fence     INCR counter: one token per grant
     scalekit:semaphore:{name}:queue / :waiters / :ttls / :wake:<owner>
     scalekit:semaphore:{name}:tokens    hash owner -> its token
 
-Every client of a name must use the same ``n``.
+Every client of a name must use the same `n`.
 """
 
 from __future__ import annotations

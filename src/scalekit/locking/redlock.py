@@ -2,8 +2,8 @@
 
 The algorithm of "Distributed Locks with Redis" (redis.io): try every
 master in turn with a short per-master timeout; the lock is held when a
-majority (``N // 2 + 1``) granted it and the time left,
-``validity = ttl - elapsed - drift``, is positive; otherwise release on
+majority (`N // 2 + 1`) granted it and the time left,
+`validity = ttl - elapsed - drift`, is positive; otherwise release on
 every master and retry after a random delay.
 
 Fencing tokens take a second round: each master that granted the lock
@@ -65,21 +65,24 @@ _CUT_SHORT = object()
 class Redlock(BaseLock):
     """A lock over N independent Redis masters (a majority must agree).
 
-    :param clients: one ``redis.Redis`` per master (N >= 1; use an odd N >= 3).
-    :param name: the lock's name.
-    :param ttl: seconds a lease lasts on each master.
-    :param instance_timeout: the most one master may take per call; keep it
-        small next to *ttl* so a dead master costs little.
-    :param drift_factor: clock drift allowance as a fraction of *ttl*
-        (plus 2 ms), subtracted from the validity time.
-    :param retry_delay: a failed round is retried after a random delay in
-        ``[0, retry_delay]`` seconds, so competing clients desynchronise.
-    :param rng: the random source of that delay.
-    :param reentrant: let the owning thread acquire again, counted.
-    :param auto_renew: extend the lease every ``ttl / 3`` while held.
-    :param on_lost: called once with a lease when it is found lost.
-    :param clock: monotonic seconds (inject a FakeClock in tests).
-    :raises ConfigurationError: no clients, empty *name*, non-positive times.
+    Args:
+        clients: one `redis.Redis` per master (N >= 1; use an odd N >= 3).
+        name: the lock's name.
+        ttl: seconds a lease lasts on each master.
+        instance_timeout: the most one master may take per call; keep it
+            small next to *ttl* so a dead master costs little.
+        drift_factor: clock drift allowance as a fraction of *ttl*
+            (plus 2 ms), subtracted from the validity time.
+        retry_delay: a failed round is retried after a random delay in
+            `[0, retry_delay]` seconds, so competing clients desynchronise.
+        rng: the random source of that delay.
+        reentrant: let the owning thread acquire again, counted.
+        auto_renew: extend the lease every `ttl / 3` while held.
+        on_lost: called once with a lease when it is found lost.
+        clock: monotonic seconds (inject a FakeClock in tests).
+
+    Raises:
+        ConfigurationError: no clients, empty *name*, non-positive times.
 
     Guarantees: safety assumes bounded clock drift between the masters and
     the client and that masters keep their keys (persistence, or a restart
@@ -127,7 +130,7 @@ class Redlock(BaseLock):
     def _each(self, script: Script, args: list[Any], deadline: float | None = None) -> list[Any]:
         """Run *script* on every master in turn; a master that fails yields None.
 
-        Each call takes at most ``instance_timeout``, and none starts or runs
+        Each call takes at most `instance_timeout`, and none starts or runs
         past *deadline* (the lock clock's time).
         """
         results: list[Any] = []

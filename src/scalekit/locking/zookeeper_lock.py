@@ -1,20 +1,20 @@
 """A ZooKeeper lock: ephemeral sequential znodes, each waiter watching its predecessor.
 
-The recipe of ZooKeeper's documentation and kazoo's ``Lock``: a contender
-creates ``<path>/lock-<owner>-<seq>`` (ephemeral, sequential) and holds the lock
+The recipe of ZooKeeper's documentation and kazoo's `Lock`: a contender
+creates `<path>/lock-<owner>-<seq>` (ephemeral, sequential) and holds the lock
 when its node has the lowest sequence number; otherwise it watches only
 the node just before its own, so a release wakes exactly one waiter.
 
-The fencing token is the node's ``czxid`` (the transaction id that created
-it, from ``create(..., include_data=True)``): it grows with every write to
+The fencing token is the node's `czxid` (the transaction id that created
+it, from `create(..., include_data=True)`): it grows with every write to
 the ensemble and, unlike the sequence suffix, never restarts.
 
 A lease ends with the session. The holder is told before the server can
 expire it, busy or idle: every lease of the client is declared lost at
-``last_heard + 2/3`` of the *negotiated* session timeout, ``last_heard``
+`last_heard + 2/3` of the *negotiated* session timeout, `last_heard`
 being the send time of the latest request the server answered (see
-`_zk_session`); ``LOST`` from kazoo, or ``SUSPENDED`` for longer than an
-explicit ``suspended_grace``, declares it at once.
+`_zk_session`); `LOST` from kazoo, or `SUSPENDED` for longer than an
+explicit `suspended_grace`, declares it at once.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ __all__ = ["ZooKeeperReadWriteLock"]
 
 
 class _ZooKeeperSide(ZooKeeperLock):
-    """The read or write side of a :class:`ZooKeeperReadWriteLock`."""
+    """The read or write side of a `ZooKeeperReadWriteLock`."""
 
     _family = ("read-", "write-")
 
@@ -29,20 +29,21 @@ class _ZooKeeperSide(ZooKeeperLock):
 
 
 class ZooKeeperReadWriteLock:
-    """A read-write lock on ZooKeeper: ``rw.read`` and ``rw.write`` are the two locks.
+    """A read-write lock on ZooKeeper: `rw.read` and `rw.write` are the two locks.
 
-    ZooKeeper's shared-lock recipe: readers create ``read-`` nodes and hold
-    the lock when no ``write-`` node precedes theirs (they watch the last
-    such node); writers create ``write-`` nodes and hold it when theirs is
-    first (they watch the node just before). Tokens are ``czxid``, shared.
+    ZooKeeper's shared-lock recipe: readers create `read-` nodes and hold
+    the lock when no `write-` node precedes theirs (they watch the last
+    such node); writers create `write-` nodes and hold it when theirs is
+    first (they watch the node just before). Tokens are `czxid`, shared.
 
-    :param client: a started ``kazoo.client.KazooClient``.
-    :param path: the lock's znode.
+    Args:
+        client: a started `kazoo.client.KazooClient`.
+        path: the lock's znode.
 
-    The other options (``op_timeout``, ``suspended_grace``, ``reentrant``,
-    ``on_lost``, ``clock``) are those of :class:`ZooKeeperLock`, for both sides.
+    The other options (`op_timeout`, `suspended_grace`, `reentrant`,
+    `on_lost`, `clock`) are those of `ZooKeeperLock`, for both sides.
 
-    Thread-safe. Cost: as :class:`ZooKeeperLock`.
+    Thread-safe. Cost: as `ZooKeeperLock`.
     """
 
     def __init__(

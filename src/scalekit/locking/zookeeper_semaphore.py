@@ -19,16 +19,18 @@ class ZooKeeperSemaphore(ZooKeeperLock):
     The lock recipe with room for *n*: a contender holds a place when fewer
     than *n* nodes precede its own. A waiter watches the children of the
     path, since any node ahead of it may leave. Tokens are the nodes'
-    ``czxid``; every client of a path must use the same *n*.
+    `czxid`; every client of a path must use the same *n*.
 
-    :param client: a started ``kazoo.client.KazooClient``.
-    :param path: the semaphore's znode.
-    :param n: how many holders at once.
+    Args:
+        client: a started `kazoo.client.KazooClient`.
+        path: the semaphore's znode.
+        n: how many holders at once.
 
-    The other options (``op_timeout``, ``suspended_grace``, ``reentrant``,
-    ``on_lost``, ``clock``) are those of :class:`ZooKeeperLock`.
+    The other options (`op_timeout`, `suspended_grace`, `reentrant`,
+    `on_lost`, `clock`) are those of `ZooKeeperLock`.
 
-    :raises ConfigurationError: *n* not a positive integer, or as ZooKeeperLock.
+    Raises:
+        ConfigurationError: *n* not a positive integer, or as ZooKeeperLock.
 
     Thread-safe. Cost: a create and a get_children to acquire, one delete
     to release; every release wakes all waiters (herd).

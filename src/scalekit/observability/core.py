@@ -101,6 +101,7 @@ class Telemetry:
     exporters they want to keep apart.
 
     Thread-safety: thread-safe; recorders are called on the emitting thread.
+
     Cost: with no recorder, `active` is false and nothing else runs; with
     recorders, one call per recorder per measurement.
     """

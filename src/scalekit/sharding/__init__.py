@@ -1,13 +1,13 @@
 """Sharding: hash, range and time routers with consistent placement and migration plans.
 
-* :class:`HashRouter` - jump, rendezvous, ketama, Maglev, Redis Cluster slots, modulo;
-* :class:`RangeRouter` - ordered key ranges with split, merge and load-based split hints;
-* :class:`TimeRouter` - calendar partitions (``orders_2026_11``) with retention;
-* :class:`MigratingRouter` and :meth:`Router.plan_to` - resharding; live moves
-  between Redis servers with :class:`RedisShardStore` (needs redis-py, imported
+* `HashRouter` - jump, rendezvous, ketama, Maglev, Redis Cluster slots, modulo;
+* `RangeRouter` - ordered key ranges with split, merge and load-based split hints;
+* `TimeRouter` - calendar partitions (`orders_2026_11`) with retention;
+* `MigratingRouter` and `Router.plan_to()` - resharding; live moves
+  between Redis servers with `RedisShardStore` (needs redis-py, imported
   when first used).
 
-The placement functions in :mod:`scalekit.sharding.placement` are public too.
+The placement functions in `scalekit.sharding.placement` are public too.
 """
 
 from typing import Any

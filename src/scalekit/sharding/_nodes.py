@@ -1,4 +1,4 @@
-"""Node lists for the placement structures: names, ``(name, weight)`` pairs or a mapping."""
+"""Node lists for the placement structures: names, `(name, weight)` pairs or a mapping."""
 
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ Nodes: TypeAlias = Iterable[Hashable] | Iterable[tuple[Hashable, float]] | Mappi
 
 
 def normalize_nodes(nodes: Nodes, *, integer_weights: bool = False) -> list[tuple[Hashable, float]]:
-    """Return *nodes* as a list of ``(name, weight)`` pairs, checked.
+    """Return *nodes* as a list of `(name, weight)` pairs, checked.
 
-    :param nodes: names (weight 1), ``(name, weight)`` pairs, or a mapping.
-    :param integer_weights: require ``int`` weights (ketama's are integers).
-    :raises ConfigurationError: no nodes, a duplicate name or a weight that is
-        not positive. :raises TypeError: a name that cannot be hashed stably.
+    Args:
+        nodes: names (weight 1), `(name, weight)` pairs, or a mapping.
+        integer_weights: require `int` weights (ketama's are integers).
+
+    Raises:
+        ConfigurationError: no nodes, a duplicate name or a weight that is
+            not positive. :raises TypeError: a name that cannot be hashed stably.
 
     Thread-safety: pure function. Runtime complexity: O(n).
     """

@@ -1,8 +1,8 @@
-"""What every router shares: the :class:`Router` protocol and migration plans.
+"""What every router shares: the `Router` protocol and migration plans.
 
 A router maps a key to one shard, as a pure function of the key and the
 router's configuration: the same on every machine and in every process.
-Routers compare with :meth:`Router.plan_to`, which says exactly what moves
+Routers compare with `Router.plan_to()`, which says exactly what moves
 when the configuration changes.
 """
 
@@ -24,7 +24,8 @@ S = TypeVar("S", bound=Hashable)
 def check_shards(name: str, shards: Iterable[S]) -> tuple[S, ...]:
     """Return *shards* as a tuple if it is non-empty and has no duplicates.
 
-    :raises ConfigurationError: empty, a duplicate, or not a collection.
+    Raises:
+        ConfigurationError: empty, a duplicate, or not a collection.
     """
     if isinstance(shards, (str, bytes)):
         raise ConfigurationError(
@@ -56,8 +57,8 @@ def check_shards(name: str, shards: Iterable[S]) -> tuple[S, ...]:
 class Router(ABC, Generic[S]):
     """A deterministic map from keys to shards.
 
-    Subclasses implement :meth:`route`; routers over a finite set of shards
-    also expose them as ``shards``. The family's shared behaviour (grouping
+    Subclasses implement `route()`; routers over a finite set of shards
+    also expose them as `shards`. The family's shared behaviour (grouping
     keys, planning migrations) lives here.
     """
 
@@ -78,12 +79,15 @@ class Router(ABC, Generic[S]):
     def plan_to(self, new: Router[Any], *, sample: Iterable[Any] | None = None) -> MigrationPlan:
         """Return the moves that take keys from this router's placement to *new*'s.
 
-        :param new: the router after the change.
-        :param sample: keys to estimate the moved fraction from, when the two
-            routers cannot be compared exactly (different kinds, or ranges
-            where the fraction depends on the key distribution).
-        :raises ConfigurationError: the routers cannot be compared and no
-            *sample* was given.
+        Args:
+            new: the router after the change.
+            sample: keys to estimate the moved fraction from, when the two
+                routers cannot be compared exactly (different kinds, or ranges
+                where the fraction depends on the key distribution).
+
+        Raises:
+            ConfigurationError: the routers cannot be compared and no
+                *sample* was given.
         """
         from .migration import plan
 
@@ -94,11 +98,11 @@ class Router(ABC, Generic[S]):
 class Move:
     """One movement of part of the keyspace from *source* to *target*.
 
-    ``fraction`` is the share of a uniformly hashed keyspace that moves (or
+    `fraction` is the share of a uniformly hashed keyspace that moves (or
     of the sample, for sampled plans; None for range moves without a
     sample). The detail fields say which part moves, depending on the router:
-    ``slots`` as inclusive Redis slot ranges, ``ranges`` as half-open key
-    ranges ``(lo, hi)`` (None for unbounded), ``hash_ranges`` as inclusive
+    `slots` as inclusive Redis slot ranges, `ranges` as half-open key
+    ranges `(lo, hi)` (None for unbounded), `hash_ranges` as inclusive
     32-bit ketama hash ranges.
     """
 
@@ -114,10 +118,10 @@ class Move:
 class MigrationPlan:
     """The exact difference between two routers' placements.
 
-    ``moves`` lists each (source, target) movement; ``fraction`` is the
+    `moves` lists each (source, target) movement; `fraction` is the
     total share of the keyspace that changes shard (None if unknown);
-    ``exact`` says whether the fractions are computed rather than sampled.
-    :meth:`moved` answers for a single key whatever the router kind.
+    `exact` says whether the fractions are computed rather than sampled.
+    `moved()` answers for a single key whatever the router kind.
     """
 
     old: Router[Any]

@@ -35,39 +35,45 @@ _JUMP_MULTIPLIER = 2862933555777941757
 class HashRouter(Router[S]):
     """Route keys to shards by a stable hash and a placement strategy.
 
-    Keys are str, bytes or int, hashed as documented in :mod:`scalekit._hashing`
-    (never with the builtin ``hash()``), so every process agrees.
+    Keys are str, bytes or int, hashed as documented in `scalekit._hashing`
+    (never with the builtin `hash()`), so every process agrees.
 
     Strategies:
 
-    * ``"jump"`` (default): jump consistent hash of ``hash64(key)``; no
+    * `"jump"` (default): jump consistent hash of `hash64(key)`; no
       weights; adding a shard at the end moves 1/(n+1) of the keys, all onto it.
-    * ``"rendezvous"``: highest random weight; weights; O(n) per lookup.
-    * ``"ketama"``: libmemcached's weighted ketama ring (MD5 of the key); integer weights.
-    * ``"maglev"``: a Maglev table of ``maglev_size`` entries; weights.
-    * ``"slots"``: Redis Cluster's 16384 slots (``key_slot``, hash tags
+    * `"rendezvous"`: highest random weight; weights; O(n) per lookup.
+    * `"ketama"`: libmemcached's weighted ketama ring (MD5 of the key); integer weights.
+    * `"maglev"`: a Maglev table of `maglev_size` entries; weights.
+    * `"slots"`: Redis Cluster's 16384 slots (`key_slot`, hash tags
       honoured), assigned in contiguous ranges as ``redis-cli --cluster
       create`` does, or in proportion to weights.
-    * ``"modulo"``: ``hash64(key) % n``, for comparison only: a change of n
+    * `"modulo"`: `hash64(key) % n`, for comparison only: a change of n
       moves about n/(n+1) of the keys.
 
-    :param shards: distinct shard ids; with strategies that hash shard names
-        (rendezvous, ketama, maglev) they must be str, bytes or int.
-    :param strategy: one of :data:`STRATEGIES`.
-    :param weights: optional mapping shard -> positive weight (strategies
-        rendezvous, ketama, maglev, slots); missing shards weigh 1.
-    :param maglev_size: the Maglev table size, a prime.
-    :param ketama_compat: ``"libmemcached"`` or ``"uhashring"``, see :class:`KetamaRing`.
-    :raises ConfigurationError: empty or duplicate shards, an unknown
-        strategy, weights the strategy cannot honour, bad weights.
+    Args:
+        shards: distinct shard ids; with strategies that hash shard names
+            (rendezvous, ketama, maglev) they must be str, bytes or int.
+        strategy: one of `STRATEGIES`.
+        weights: optional mapping shard -> positive weight (strategies
+            rendezvous, ketama, maglev, slots); missing shards weigh 1.
+        maglev_size: the Maglev table size, a prime.
+        ketama_compat: `"libmemcached"` or `"uhashring"`, see `KetamaRing`.
 
-    Thread-safety: :meth:`route` may run concurrently with itself and with
-    :meth:`add_shard` / :meth:`remove_shard`, which build the new placement
+    Raises:
+        ConfigurationError: empty or duplicate shards, an unknown
+            strategy, weights the strategy cannot honour, bad weights.
+
+    Thread-safety: `route()` may run concurrently with itself and with
+    `add_shard()` / `remove_shard()`, which build the new placement
     aside and swap it in with one assignment; serialize the changes themselves.
 
+    ```pycon
     >>> router = HashRouter(["db0", "db1", "db2"], strategy="jump")
     >>> router.route("user:42") in router.shards
     True
+
+    ```
     """
 
     _placement: KetamaRing | MaglevTable | Rendezvous | None
@@ -109,11 +115,12 @@ class HashRouter(Router[S]):
 
     @classmethod
     def from_slot_ranges(cls, ranges: Iterable[tuple[int, int, S]]) -> HashRouter[S]:
-        """A ``"slots"`` router from inclusive ``(first, last, shard)`` ranges.
+        """A `"slots"` router from inclusive `(first, last, shard)` ranges.
 
-        Mirrors a live cluster's ``CLUSTER SLOTS``. Every slot must be covered once.
+        Mirrors a live cluster's `CLUSTER SLOTS`. Every slot must be covered once.
 
-        :raises ConfigurationError: a slot uncovered, covered twice or out of range.
+        Raises:
+            ConfigurationError: a slot uncovered, covered twice or out of range.
         """
         owner: list[S | None] = [None] * SLOT_COUNT
         shards: list[S] = []
@@ -165,7 +172,7 @@ class HashRouter(Router[S]):
 
     @property
     def slot_owners(self) -> tuple[S, ...]:
-        """For strategy ``"slots"``: the owner of each of the 16384 slots."""
+        """For strategy `"slots"`: the owner of each of the 16384 slots."""
         return tuple(self._shards[i] for i in self._slots)
 
     @property
@@ -174,7 +181,7 @@ class HashRouter(Router[S]):
         return {shard: self._weights.get(shard, 1) for shard in self._shards}
 
     def slot_ranges(self) -> list[tuple[int, int, S]]:
-        """The ``"slots"`` assignment as inclusive ``(first, last, shard)`` runs."""
+        """The `"slots"` assignment as inclusive `(first, last, shard)` runs."""
         if self.strategy != "slots":
             raise ConfigurationError(f"slot_ranges needs strategy 'slots', not {self.strategy!r}")
         return _runs([self._shards[i] for i in self._slots])
@@ -183,9 +190,11 @@ class HashRouter(Router[S]):
         """Add *shard* (with *weight*, where the strategy supports weights).
 
         Jump appends it as the last bucket; slots hands it its share of slots
-        taken from the shards holding most (as ``redis-cli --cluster rebalance``).
+        taken from the shards holding most (as `redis-cli --cluster rebalance`).
 
-        :raises ConfigurationError: *shard* already present; a weight the strategy rejects.
+        Raises:
+            ConfigurationError: *shard* already present; a weight the strategy rejects.
+
         Runtime complexity: a rebuild, O(n) to O(M log M) for Maglev.
         """
         if shard in self._shards:
@@ -204,7 +213,8 @@ class HashRouter(Router[S]):
         the last shard into its bucket, which also moves part of the last
         shard's keys (see the docs).
 
-        :raises ConfigurationError: unknown shard, or it is the only one.
+        Raises:
+            ConfigurationError: unknown shard, or it is the only one.
         """
         if shard not in self._shards:
             raise ConfigurationError(f"shard {shard!r} is not routed to; shards: {self._shards!r}")
@@ -228,7 +238,9 @@ class HashRouter(Router[S]):
     def route(self, key: Any) -> S:
         """Return the shard that owns *key*.
 
-        :raises TypeError: *key* is not str, bytes or int.
+        Raises:
+            TypeError: *key* is not str, bytes or int.
+
         Runtime complexity: O(1) for slots, modulo, maglev; O(log n) jump and
         ketama; O(n) rendezvous (plus hashing the key).
         """

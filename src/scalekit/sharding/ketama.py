@@ -1,6 +1,6 @@
-"""The ketama continuum of libmemcached (and of uhashring's ``ketama`` mode).
+"""The ketama continuum of libmemcached (and of uhashring's `ketama` mode).
 
-Importable on its own; :mod:`scalekit.sharding.placement` re-exports it.
+Importable on its own; `scalekit.sharding.placement` re-exports it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover - builds without the module
 
 
 def _libmemcached_digests(weight: int, total: int, count: int, points_per_server: int) -> int:
-    """libmemcached's ``floor((float)(pct * points / 4 * (float)n + 1e-10))``, in float32."""
+    """libmemcached's `floor((float)(pct * points / 4 * (float)n + 1e-10))`, in float32."""
     pct = _f32(_f32(weight) / _f32(total))
     x = _f32(_f32(_f32(pct * points_per_server) / 4.0) * _f32(count))
     return math.floor(_f32(x + 0.0000000001))
@@ -49,39 +49,42 @@ def _f32(x: float) -> float:
 
 
 def ketama_hash(data: bytes, alignment: int = 0) -> int:
-    """Return ketama's 32-bit hash: bytes ``4a..4a+3`` of MD5(*data*) read little-endian."""
+    """Return ketama's 32-bit hash: bytes `4a..4a+3` of MD5(*data*) read little-endian."""
     digest = md5(data).digest()
     return int.from_bytes(digest[4 * alignment : 4 * alignment + 4], "little")
 
 
 class KetamaRing:
-    """libmemcached's weighted ketama continuum, or uhashring's ``ketama`` mode.
+    """libmemcached's weighted ketama continuum, or uhashring's `ketama` mode.
 
-    Node *i* of *n* with weight ``w_i`` out of ``W`` gets ``d_i`` MD5 digests
-    of ``"<name>-<k>"`` for k = 0 .. d_i - 1; each digest gives four points
+    Node *i* of *n* with weight `w_i` out of `W` gets `d_i` MD5 digests
+    of `"<name>-<k>"` for k = 0 .. d_i - 1; each digest gives four points
     (its four little-endian 32-bit words). A key maps to the owner of the
-    first point >= ``ketama_hash(key)``, wrapping to the first point
+    first point >= `ketama_hash(key)`, wrapping to the first point
     (libmemcached's binary search). If two nodes produce the same point
     (about one ring in 3000 at 10 nodes), the greater encoded name owns it.
 
-    ``d_i`` is ``floor(w_i / W * 160 / 4 * n)``, and the two references round
+    `d_i` is `floor(w_i / W * 160 / 4 * n)`, and the two references round
     it differently:
 
-    * ``compat="libmemcached"`` (default) computes it in single-precision
-      float plus 1e-10, as libmemcached does (``hosts.cc``), so e.g. 25 equal
+    * `compat="libmemcached"` (default) computes it in single-precision
+      float plus 1e-10, as libmemcached does (`hosts.cc`), so e.g. 25 equal
       nodes get 39 digests each, not 40. Checked against libmemcached 1.1.4.
-    * ``compat="uhashring"`` computes it exactly in integers, as uhashring
+    * `compat="uhashring"` computes it exactly in integers, as uhashring
       does; uhashring also takes the first point strictly greater than the
       key's hash, so a key whose hash is a point goes one point further.
 
     The two agree whenever the roundings agree (any equal-weight ring of up
     to 24 nodes, for instance).
 
-    :param nodes: names, ``(name, weight)`` pairs with integer weights, or a mapping.
-    :param points_per_server: points per node at equal weights (160).
-    :param compat: ``"libmemcached"`` or ``"uhashring"``.
-    :raises ConfigurationError: see :func:`normalize_nodes`; *points_per_server*
-        not a positive multiple of 4; an unknown *compat*.
+    Args:
+        nodes: names, `(name, weight)` pairs with integer weights, or a mapping.
+        points_per_server: points per node at equal weights (160).
+        compat: `"libmemcached"` or `"uhashring"`.
+
+    Raises:
+        ConfigurationError: see `normalize_nodes()`; *points_per_server*
+            not a positive multiple of 4; an unknown *compat*.
 
     Thread-safety: immutable after construction. Memory: O(160 n).
     """
@@ -135,7 +138,7 @@ class KetamaRing:
 
     @property
     def points(self) -> list[tuple[int, Hashable]]:
-        """The continuum as sorted ``(point, node)`` pairs."""
+        """The continuum as sorted `(point, node)` pairs."""
         return list(zip(self._points, self._owners, strict=True))
 
     def get_hash(self, h: int) -> Hashable:
@@ -147,9 +150,10 @@ class KetamaRing:
     def successors(self, key: Any) -> Iterator[Hashable]:
         """Yield each node once, in ring order from the one *key* maps to.
 
-        The first is :meth:`get`'s answer; the rest are where the key goes
+        The first is `get()`'s answer; the rest are where the key goes
         when the ones before are skipped (down, ejected, or full under
         bounded loads), so skipping a node moves only that node's keys.
+
         Runtime complexity: O(log points) to start, O(1) expected per node.
         """
         data = key.encode("utf-8") if type(key) is str else key_bytes(key)

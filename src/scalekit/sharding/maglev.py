@@ -1,6 +1,6 @@
 """Maglev lookup tables (Eisenbud et al., NSDI 2016, section 3.4).
 
-Importable on its own; :mod:`scalekit.sharding.placement` re-exports it.
+Importable on its own; `scalekit.sharding.placement` re-exports it.
 """
 
 from __future__ import annotations
@@ -23,20 +23,23 @@ _MAGLEV_SKIP_SEED = 2
 class MaglevTable:
     """A Maglev lookup table (NSDI 2016, section 3.4) over weighted nodes.
 
-    Node *i* has ``offset = hash64(name, 1) mod M`` and
-    ``skip = hash64(name, 2) mod (M - 1) + 1``; its preference list is
-    ``(offset + j * skip) mod M``. Nodes take turns claiming their next
+    Node *i* has `offset = hash64(name, 1) mod M` and
+    `skip = hash64(name, 2) mod (M - 1) + 1`; its preference list is
+    `(offset + j * skip) mod M`. Nodes take turns claiming their next
     unclaimed preferred entry until all M are filled, in the order of their
-    encoded names (:func:`scalekit._hashing.key_bytes`). Weights change how
+    encoded names (`scalekit._hashing.key_bytes()`). Weights change how
     often a node gets a turn: in round r a node of weight w takes a turn
-    while its turns so far times ``max weight`` <= ``r * w``, so equal
+    while its turns so far times `max weight` <= `r * w`, so equal
     weights give the paper's round robin exactly. A key goes to
-    ``table[hash64(key) mod M]``.
+    `table[hash64(key) mod M]`.
 
-    :param nodes: names, ``(name, weight)`` pairs or a mapping.
-    :param size: the table size M, a prime (65537 by default), >= the node count.
-    :raises ConfigurationError: see :func:`normalize_nodes`; *size* not prime
-        or smaller than the number of nodes.
+    Args:
+        nodes: names, `(name, weight)` pairs or a mapping.
+        size: the table size M, a prime (65537 by default), >= the node count.
+
+    Raises:
+        ConfigurationError: see `normalize_nodes()`; *size* not prime
+            or smaller than the number of nodes.
 
     Thread-safety: immutable after construction. Build cost O(M log M),
     memory O(M); lookup O(1).
@@ -71,7 +74,7 @@ class MaglevTable:
     def successors(self, key: Any) -> Iterator[Hashable]:
         """Yield each node once, in table order from the entry *key* maps to.
 
-        The first is :meth:`get`'s answer; the rest are where the key goes
+        The first is `get()`'s answer; the rest are where the key goes
         when the ones before are skipped, so skipping a node moves only that
         node's keys. Runtime complexity: O(1) expected per node while few
         are skipped; O(size) to list every node.
@@ -90,7 +93,7 @@ class MaglevTable:
 
 
 def maglev_permutation(name: Any, size: int) -> tuple[int, int]:
-    """Return the ``(offset, skip)`` that define node *name*'s preference list."""
+    """Return the `(offset, skip)` that define node *name*'s preference list."""
     return hash64(name, _MAGLEV_OFFSET_SEED) % size, hash64(name, _MAGLEV_SKIP_SEED) % (
         size - 1
     ) + 1
@@ -101,8 +104,9 @@ def populate_maglev(
 ) -> list[int]:
     """Fill a table of *size* entries with node indexes (the paper's pseudocode 1).
 
-    :param permutations: ``(offset, skip)`` per node.
-    :param weights: positive weight per node.
+    Args:
+        permutations: `(offset, skip)` per node.
+        weights: positive weight per node.
 
     Runtime complexity: O(M log M) expected for equal weights.
     """

@@ -29,16 +29,17 @@ _MAX_RESIDUES = 2_000_000
 def plan(
     old: Router[Any], new: Router[Any], *, sample: Iterable[Any] | None = None
 ) -> MigrationPlan:
-    """Return the :class:`MigrationPlan` from *old*'s placement to *new*'s.
+    """Return the `MigrationPlan` from *old*'s placement to *new*'s.
 
-    Exact for two :class:`HashRouter[Any]` of the same strategy (fractions of a
+    Exact for two `HashRouter[Any]` of the same strategy (fractions of a
     uniformly hashed keyspace: slot runs, ketama hash ranges, Maglev
     entries, and for jump, rendezvous and modulo the closed-form
-    probabilities) and for two :class:`RangeRouter[Any]` (key ranges; the fraction
+    probabilities) and for two `RangeRouter[Any]` (key ranges; the fraction
     needs a *sample*). Other pairs are estimated from *sample*, or from 20000
     seeded random string keys when both are hash routers.
 
-    :raises ConfigurationError: the pair cannot be compared and no *sample* was given.
+    Raises:
+        ConfigurationError: the pair cannot be compared and no *sample* was given.
     """
     keys = None if sample is None else list(sample)
     if isinstance(old, HashRouter) and isinstance(new, HashRouter):

@@ -1,26 +1,26 @@
 """Placement functions: where a key goes, each bit-exact with its reference.
 
-Needs nothing but :mod:`scalekit._hashing`, so a consistent-hash load
-balancer can reuse :class:`KetamaRing` and :class:`MaglevTable` (defined in
-:mod:`scalekit.sharding.ketama` and :mod:`scalekit.sharding.maglev`, re-exported
+Needs nothing but `scalekit._hashing`, so a consistent-hash load
+balancer can reuse `KetamaRing` and `MaglevTable` (defined in
+`scalekit.sharding.ketama` and `scalekit.sharding.maglev`, re-exported
 here) without the routers.
 
-* :func:`jump_hash` - Lamping & Veach, "A Fast, Minimal Memory, Consistent
+* `jump_hash()` - Lamping & Veach, "A Fast, Minimal Memory, Consistent
   Hash Algorithm" (2014), figure 1.
-* :func:`key_slot` - the Redis Cluster specification, "Keys distribution
+* `key_slot()` - the Redis Cluster specification, "Keys distribution
   model" and "Hash tags": CRC16-XMODEM of the key (or its hash tag) mod 16384.
-* :func:`cluster_slot_ranges` - how ``redis-cli --cluster create`` splits the
+* `cluster_slot_ranges()` - how `redis-cli --cluster create` splits the
   16384 slots among masters.
-* :class:`Rendezvous` - highest random weight (Thaler & Ravishankar, 1998),
-  weighted with the logarithmic method (``-w / ln(u)``).
-* :class:`KetamaRing` - libmemcached's weighted ketama continuum (MD5, 160
-  points per server, four points per digest), or uhashring's ``ketama``
-  mode with ``compat="uhashring"``.
-* :class:`MaglevTable` - Eisenbud et al., "Maglev", NSDI 2016, section 3.4.
+* `Rendezvous` - highest random weight (Thaler & Ravishankar, 1998),
+  weighted with the logarithmic method (`-w / ln(u)`).
+* `KetamaRing` - libmemcached's weighted ketama continuum (MD5, 160
+  points per server, four points per digest), or uhashring's `ketama`
+  mode with `compat="uhashring"`.
+* `MaglevTable` - Eisenbud et al., "Maglev", NSDI 2016, section 3.4.
 
-Nodes are given as names, as ``(name, weight)`` pairs or as a mapping of
-name to weight. A name is a ``str``, ``bytes`` or ``int`` and is hashed
-through :func:`scalekit._hashing.key_bytes`.
+Nodes are given as names, as `(name, weight)` pairs or as a mapping of
+name to weight. A name is a `str`, `bytes` or `int` and is hashed
+through `scalekit._hashing.key_bytes()`.
 """
 
 from __future__ import annotations
@@ -61,21 +61,27 @@ _MAX_BUCKETS = (1 << 31) - 1  # the reference returns an int32_t
 
 
 def jump_hash(key: int, num_buckets: int) -> int:
-    """Return the bucket in ``range(num_buckets)`` of a 64-bit *key* (jump consistent hash).
+    """Return the bucket in `range(num_buckets)` of a 64-bit *key* (jump consistent hash).
 
     The loop of the paper's figure 1, with C's wrapping 64-bit multiply and its
-    ``double`` division, so results equal the reference code's.
+    `double` division, so results equal the reference code's.
 
-    :param key: an ``int`` in 0 .. 2**64 - 1 (hash other keys first, e.g. with
-        :func:`scalekit._hashing.hash64`).
-    :param num_buckets: an ``int`` in 1 .. 2**31 - 1.
-    :raises ConfigurationError: *num_buckets* out of range.
-    :raises ValueError: *key* out of range. :raises TypeError: not an ``int``.
+    Args:
+        key: an `int` in 0 .. 2**64 - 1 (hash other keys first, e.g. with
+            `scalekit._hashing.hash64()`).
+        num_buckets: an `int` in 1 .. 2**31 - 1.
+
+    Raises:
+        ConfigurationError: *num_buckets* out of range.
+        ValueError: *key* out of range. :raises TypeError: not an `int`.
 
     Thread-safety: pure function. Runtime complexity: O(log num_buckets).
 
+    ```pycon
     >>> jump_hash(42, 57), jump_hash(0xDEAD10CC, 666)
     (43, 361)
+
+    ```
     """
     if type(key) is not int and (not isinstance(key, int) or isinstance(key, bool)):
         raise ArgumentTypeError(f"key must be an int in 0..2**64-1, got {type(key).__name__}")
@@ -93,10 +99,10 @@ def jump_hash(key: int, num_buckets: int) -> int:
 
 
 def hash_tag(key: str | bytes) -> bytes:
-    """Return the part of *key* Redis Cluster hashes: the ``{tag}`` if any, else the key.
+    """Return the part of *key* Redis Cluster hashes: the `{tag}` if any, else the key.
 
-    The tag is what lies between the first ``{`` and the first ``}`` after it,
-    if that is not empty; ``str`` keys are UTF-8 encoded first.
+    The tag is what lies between the first `{` and the first `}` after it,
+    if that is not empty; `str` keys are UTF-8 encoded first.
 
     Thread-safety: pure function. Runtime complexity: O(len(key)).
     """
@@ -110,17 +116,21 @@ def hash_tag(key: str | bytes) -> bytes:
 
 
 def key_slot(key: str | bytes) -> int:
-    """Return the Redis Cluster hash slot (0..16383) of *key*, as ``CLUSTER KEYSLOT`` does.
+    """Return the Redis Cluster hash slot (0..16383) of *key*, as `CLUSTER KEYSLOT` does.
 
-    CRC16-XMODEM (polynomial 0x1021, initial value 0) of :func:`hash_tag`
+    CRC16-XMODEM (polynomial 0x1021, initial value 0) of `hash_tag()`
     mod 16384.
 
-    :raises TypeError: *key* is neither ``str`` nor bytes-like.
+    Raises:
+        TypeError: *key* is neither `str` nor bytes-like.
 
     Thread-safety: pure function. Runtime complexity: O(len(key)).
 
+    ```pycon
     >>> key_slot("123456789"), key_slot("{user1000}.following") == key_slot("user1000")
     (12739, True)
+
+    ```
     """
     data = key.encode("utf-8") if type(key) is str else _slot_bytes(key)
     start = data.find(b"{")
@@ -140,7 +150,7 @@ def _slot_bytes(key: Any) -> bytes:
 
 
 def _f32(value: float) -> float:
-    """*value* rounded to the nearest C ``float`` (IEEE single precision)."""
+    """*value* rounded to the nearest C `float` (IEEE single precision)."""
     return float(_FLOAT32.unpack(_FLOAT32.pack(value))[0])
 
 
@@ -168,8 +178,11 @@ def cluster_slot_ranges(num_nodes: int) -> list[tuple[int, int]]:
 
     Thread-safety: pure function. Runtime complexity: O(num_nodes).
 
+    ```pycon
     >>> cluster_slot_ranges(3)
     [(0, 5460), (5461, 10922), (10923, 16383)]
+
+    ```
     """
     if type(num_nodes) is not int or not 1 <= num_nodes <= SLOT_COUNT:
         raise ConfigurationError(f"num_nodes must be an int in 1..16384, got {num_nodes!r}")
@@ -192,14 +205,17 @@ def cluster_slot_ranges(num_nodes: int) -> list[tuple[int, int]]:
 class Rendezvous:
     """Highest random weight (rendezvous) placement over a fixed set of nodes.
 
-    A key goes to the node with the highest score ``w / -ln(u)``, where ``u``
-    in (0, 1) is the top 53 bits of ``hash64(key, seed=hash32(name))``; with
+    A key goes to the node with the highest score `w / -ln(u)`, where `u`
+    in (0, 1) is the top 53 bits of `hash64(key, seed=hash32(name))`; with
     equal weights that is the node with the highest hash, as in Thaler &
     Ravishankar. Ties (which need equal 53-bit prefixes) go to the greater
     encoded name, so the result depends on the set of nodes, not their order.
 
-    :param nodes: names, ``(name, weight)`` pairs or a mapping name -> weight.
-    :raises ConfigurationError: see :func:`normalize_nodes`.
+    Args:
+        nodes: names, `(name, weight)` pairs or a mapping name -> weight.
+
+    Raises:
+        ConfigurationError: see `normalize_nodes()`.
 
     Thread-safety: immutable after construction. Memory: O(n).
     """

@@ -20,27 +20,33 @@ __all__ = ["RangeRouter"]
 class RangeRouter(Router[S]):
     """Route keys of any totally ordered type to contiguous ranges.
 
-    With split points ``p0 < p1 < ... < pk`` shard 0 owns keys below ``p0``,
-    shard i owns ``[p(i-1), p(i))`` and the last shard owns keys from ``pk`` up.
+    With split points `p0 < p1 < ... < pk` shard 0 owns keys below `p0`,
+    shard i owns `[p(i-1), p(i))` and the last shard owns keys from `pk` up.
 
-    Load-based splitting: :meth:`record` counts requests per range and keeps a
-    uniform sample of their keys; :meth:`suggest_split` proposes the sampled
+    Load-based splitting: `record()` counts requests per range and keeps a
+    uniform sample of their keys; `suggest_split()` proposes the sampled
     median of the hottest range as its split key.
 
-    :param split_points: the boundaries, strictly increasing, one type.
-    :param shards: distinct shard ids, ``len(split_points) + 1`` of them.
-    :param sample_size: keys sampled per range for split suggestions.
-    :param rng: the random source of the sampling (seed it in tests).
-    :raises ConfigurationError: wrong count, duplicate shards, boundaries not
-        strictly increasing or None. :raises TypeError: boundaries that cannot
-        be compared with each other.
+    Args:
+        split_points: the boundaries, strictly increasing, one type.
+        shards: distinct shard ids, `len(split_points) + 1` of them.
+        sample_size: keys sampled per range for split suggestions.
+        rng: the random source of the sampling (seed it in tests).
 
-    Thread-safety: every method may be called from any thread; :meth:`route`
-    reads an immutable snapshot that :meth:`split` and :meth:`merge` replace.
+    Raises:
+        ConfigurationError: wrong count, duplicate shards, boundaries not
+            strictly increasing or None. :raises TypeError: boundaries that cannot
+            be compared with each other.
 
+    Thread-safety: every method may be called from any thread; `route()`
+    reads an immutable snapshot that `split()` and `merge()` replace.
+
+    ```pycon
     >>> router = RangeRouter(["g", "p"], ["a-f", "g-o", "p-z"])
     >>> router.route("kiwi"), router.route_range("e", "h")
     ('g-o', ['a-f', 'g-o'])
+
+    ```
     """
 
     def __init__(
@@ -67,13 +73,14 @@ class RangeRouter(Router[S]):
 
     @classmethod
     def from_ranges(cls, ranges: Iterable[tuple[Any, Any, S]], **kwargs: Any) -> RangeRouter[S]:
-        """Build a router from half-open ``(lo, hi, shard)`` ranges; None means unbounded.
+        """Build a router from half-open `(lo, hi, shard)` ranges; None means unbounded.
 
         The ranges must tile the whole key space: the lowest starts at None,
         the highest ends at None, and each ends where the next begins.
 
-        :raises ConfigurationError: overlapping ranges, a gap, an empty range
-            (``lo >= hi``) or no unbounded ends.
+        Raises:
+            ConfigurationError: overlapping ranges, a gap, an empty range
+                (`lo >= hi`) or no unbounded ends.
         """
         items = list(ranges)
         if not items:
@@ -113,20 +120,22 @@ class RangeRouter(Router[S]):
         return list(self._state[0])
 
     def ranges(self) -> list[tuple[Any, Any, S]]:
-        """Every range as ``(lo, hi, shard)``, half-open, None for unbounded ends."""
+        """Every range as `(lo, hi, shard)`, half-open, None for unbounded ends."""
         points, shards = self._state
         bounds = [None, *points, None]
         return [(bounds[i], bounds[i + 1], shard) for i, shard in enumerate(shards)]
 
     def range_of(self, shard: S) -> tuple[Any, Any]:
-        """The ``(lo, hi)`` that *shard* owns. :raises ConfigurationError: unknown shard."""
+        """The `(lo, hi)` that *shard* owns. :raises ConfigurationError: unknown shard."""
         lo, hi, _ = self.ranges()[self._index_of(shard)]
         return lo, hi
 
     def route(self, key: Any) -> S:
         """Return the shard whose range contains *key*.
 
-        :raises TypeError: *key* cannot be compared with the split points.
+        Raises:
+            TypeError: *key* cannot be compared with the split points.
+
         Runtime complexity: O(log n).
         """
         points, shards = self._state
@@ -136,12 +145,14 @@ class RangeRouter(Router[S]):
             raise _incomparable(key, points) from None
 
     def route_range(self, lo: Any, hi: Any, *, inclusive: bool = False) -> list[S]:
-        """Every shard a scan of ``[lo, hi)`` (``[lo, hi]`` if *inclusive*) must visit.
+        """Every shard a scan of `[lo, hi)` (`[lo, hi]` if *inclusive*) must visit.
 
         None for *lo* or *hi* means unbounded. Shards come in key order; an
-        empty interval gives ``[]``.
+        empty interval gives `[]`.
 
-        :raises TypeError: a bound cannot be compared with the split points.
+        Raises:
+            TypeError: a bound cannot be compared with the split points.
+
         Runtime complexity: O(log n + shards returned).
         """
         points, shards = self._state
@@ -166,8 +177,10 @@ class RangeRouter(Router[S]):
     def split(self, at: Any, new_shard: S) -> None:
         """Split the range containing *at*: keys from *at* up move to *new_shard*.
 
-        :raises ConfigurationError: *new_shard* is already routed to, or *at* is
-            already a boundary. :raises TypeError: *at* is not comparable.
+        Raises:
+            ConfigurationError: *new_shard* is already routed to, or *at* is
+                already a boundary. :raises TypeError: *at* is not comparable.
+
         Runtime complexity: O(n) (copy-on-write of the boundaries).
         """
         with self._lock:
@@ -197,8 +210,10 @@ class RangeRouter(Router[S]):
     def merge(self, left: S, right: S) -> None:
         """Merge *right*'s range into *left*'s, its neighbour below; *right* is dropped.
 
-        :raises ConfigurationError: unknown shards, or *right*'s range does not
-            start where *left*'s ends.
+        Raises:
+            ConfigurationError: unknown shards, or *right*'s range does not
+                start where *left*'s ends.
+
         Runtime complexity: O(n).
         """
         with self._lock:
@@ -241,7 +256,7 @@ class RangeRouter(Router[S]):
             return shards[index]
 
     def load(self) -> dict[S, int]:
-        """Requests recorded per shard since the last :meth:`reset_load`."""
+        """Requests recorded per shard since the last `reset_load()`."""
         return dict(zip(self._state[1], self._counts, strict=True))
 
     def reset_load(self) -> None:
@@ -250,7 +265,7 @@ class RangeRouter(Router[S]):
             self._reset_load()
 
     def suggest_split(self, *, min_requests: int = 1) -> tuple[S, Any] | None:
-        """Suggest ``(shard, split_key)``: the hottest range, at its sampled median key.
+        """Suggest `(shard, split_key)`: the hottest range, at its sampled median key.
 
         None when no range has *min_requests* requests, or when the median
         cannot split the hottest range (every sampled key equal to its start:

@@ -14,18 +14,21 @@ __all__ = ["Rollover"]
 class Rollover:
     """An Elasticsearch-ILM style write index that rolls over by age, size or documents.
 
-    Writes go to :attr:`write_index` (``"<prefix>-000001"`` and up); when any
-    of the conditions is met, :meth:`maybe_rollover` starts the next
-    generation. Reads cover :meth:`read_indices`; :meth:`expired` lists the
-    generations rolled over longer than ``keep`` ago (ILM's delete phase
-    ``min_age`` counts from rollover).
+    Writes go to `write_index` (`"<prefix>-000001"` and up); when any
+    of the conditions is met, `maybe_rollover()` starts the next
+    generation. Reads cover `read_indices()`; `expired()` lists the
+    generations rolled over longer than `keep` ago (ILM's delete phase
+    `min_age` counts from rollover).
 
-    :param prefix: the index name before the generation number.
-    :param max_age: roll over once the write index is this old.
-    :param max_size: ... once this many bytes were recorded into it.
-    :param max_docs: ... once this many documents were recorded into it.
-    :param clock: returns the current aware datetime.
-    :raises ConfigurationError: no condition, or a condition that is not positive.
+    Args:
+        prefix: the index name before the generation number.
+        max_age: roll over once the write index is this old.
+        max_size: ... once this many bytes were recorded into it.
+        max_docs: ... once this many documents were recorded into it.
+        clock: returns the current aware datetime.
+
+    Raises:
+        ConfigurationError: no condition, or a condition that is not positive.
 
     Thread-safety: not thread-safe; guard with a lock if shared.
     """

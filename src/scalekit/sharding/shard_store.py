@@ -24,8 +24,8 @@ _MOVING = ("forward", "reverse")
 class MigrationState:
     """What every store records about one migration: an epoch and a phase.
 
-    ``forward`` moves keys from the old placement to the new one,
-    ``reverse`` moves them back (a rollback); ``complete`` and ``aborted``
+    `forward` moves keys from the old placement to the new one,
+    `reverse` moves them back (a rollback); `complete` and `aborted`
     mean every key is on the new (respectively old) placement. The epoch
     grows by one at every change, so a client always knows which of two
     states is newer.

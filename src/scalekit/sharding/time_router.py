@@ -1,9 +1,9 @@
-"""TimeRouter: calendar partitions (``orders_2026_11``), retention and rollover.
+"""TimeRouter: calendar partitions (`orders_2026_11`), retention and rollover.
 
 Partitions follow the calendar of one time zone (UTC by default): a month
 partition runs from the 1st at 00:00 to the next 1st, whatever the month's
 length; weeks are ISO weeks starting on Monday. Retention works like
-TimescaleDB's ``drop_chunks(older_than)``; :class:`Rollover` rolls a write
+TimescaleDB's `drop_chunks(older_than)`; `Rollover` rolls a write
 index over by age, size or document count as Elasticsearch's ILM does.
 """
 
@@ -31,7 +31,7 @@ _LOOKBACK = timedelta(hours=3)  # longer than any clock change (Antarctica/Troll
 
 @dataclass(frozen=True, order=True)
 class Partition:
-    """One time partition: its name and the half-open span ``[start, end)`` it holds."""
+    """One time partition: its name and the half-open span `[start, end)` it holds."""
 
     start: datetime
     end: datetime
@@ -41,21 +41,27 @@ class Partition:
 class TimeRouter(Router[str]):
     """Route timestamps to calendar partitions named by a template.
 
-    :param interval: one of :data:`INTERVALS`.
-    :param template: a ``str.format`` template with exactly one ``{:<strftime>}``
-        field, e.g. ``"orders_{:%Y_%m}"``; it must give each partition its own name.
-    :param tz: the time zone whose calendar partitions follow (UTC by default),
-        e.g. ``zoneinfo.ZoneInfo("Europe/Berlin")``.
-    :param allow_naive: treat naive datetimes as wall time in *tz* instead of
-        rejecting them.
-    :raises ConfigurationError: unknown interval, a template without exactly
-        one field, or one that names two partitions alike.
+    Args:
+        interval: one of `INTERVALS`.
+        template: a `str.format` template with exactly one `{:<strftime>}`
+            field, e.g. `"orders_{:%Y_%m}"`; it must give each partition its own name.
+        tz: the time zone whose calendar partitions follow (UTC by default),
+            e.g. `zoneinfo.ZoneInfo("Europe/Berlin")`.
+        allow_naive: treat naive datetimes as wall time in *tz* instead of
+            rejecting them.
+
+    Raises:
+        ConfigurationError: unknown interval, a template without exactly
+            one field, or one that names two partitions alike.
 
     Thread-safety: immutable; every method may be called from any thread.
 
+    ```pycon
     >>> router = TimeRouter("month", "orders_{:%Y_%m}")
     >>> router.route(datetime(2026, 2, 28, 23, 59, tzinfo=timezone.utc))
     'orders_2026_02'
+
+    ```
     """
 
     def __init__(
@@ -136,12 +142,12 @@ class TimeRouter(Router[str]):
         return local.date() - timedelta(days=local.weekday())
 
     def partition(self, when: datetime) -> Partition:
-        """The :class:`Partition` holding *when*."""
+        """The `Partition` holding *when*."""
         start = self.floor(when)
         return Partition(start, self.next_start(start), self.name(start))
 
     def route_range(self, start: datetime, end: datetime, *, inclusive: bool = False) -> list[str]:
-        """Names of every partition a query over ``[start, end)`` (or ``[start, end]``) reads.
+        """Names of every partition a query over `[start, end)` (or `[start, end]`) reads.
 
         Runtime complexity: O(partitions returned).
         """
@@ -150,7 +156,7 @@ class TimeRouter(Router[str]):
     def partitions(
         self, start: datetime, end: datetime, *, inclusive: bool = False
     ) -> list[Partition]:
-        """Every :class:`Partition` overlapping ``[start, end)`` (``[start, end]`` if inclusive)."""
+        """Every `Partition` overlapping `[start, end)` (`[start, end]` if inclusive)."""
         lo, hi = self._aware(start), self._aware(end)
         if hi < lo or (hi == lo and not inclusive):
             return []
@@ -166,9 +172,9 @@ class TimeRouter(Router[str]):
     def floor(self, when: datetime) -> datetime:
         """The start of the partition holding *when*.
 
-        An aware datetime at ``tz``'s UTC offset of that instant (a
-        fixed-offset ``timezone``, so starts compare as instants even in a
-        repeated hour; ``.astimezone(tz)`` gives the zone's own datetime).
+        An aware datetime at `tz`'s UTC offset of that instant (a
+        fixed-offset `timezone`, so starts compare as instants even in a
+        repeated hour; `.astimezone(tz)` gives the zone's own datetime).
 
         Minute and hour partitions are the spans of one wall-clock minute or
         hour under one UTC offset: where clocks go back, the repeated hour is
@@ -231,7 +237,7 @@ class TimeRouter(Router[str]):
         return instant.astimezone(self.tz).utcoffset()
 
     def _change_after(self, lo: datetime, hi: datetime) -> datetime:
-        """The first instant in ``(lo, hi]`` whose UTC offset differs from *lo*'s (bisection)."""
+        """The first instant in `(lo, hi]` whose UTC offset differs from *lo*'s (bisection)."""
         before = self._offset(lo)
         while hi - lo > _TICK:
             mid = lo + (hi - lo) // 2
@@ -245,9 +251,9 @@ class TimeRouter(Router[str]):
         """The template filled in with *start*, the start of a partition.
 
         Where clocks go back, a minute or hour partition repeats the wall time
-        of an earlier one; unless the template shows the UTC offset (``%z`` or
-        ``%Z``), the repeat's name gets its offset appended, e.g.
-        ``h_2026_10_25_02`` (CEST) and then ``h_2026_10_25_02_p0100`` (CET).
+        of an earlier one; unless the template shows the UTC offset (`%z` or
+        `%Z`), the repeat's name gets its offset appended, e.g.
+        `h_2026_10_25_02` (CEST) and then `h_2026_10_25_02_p0100` (CET).
         """
         local = start.astimezone(self.tz)
         name = self.template.format(local)
@@ -273,9 +279,10 @@ class TimeRouter(Router[str]):
         return name
 
     def parse(self, name: str) -> Partition:
-        """The :class:`Partition` a name produced by this router stands for.
+        """The `Partition` a name produced by this router stands for.
 
-        :raises ValueError: *name* does not come from this template.
+        Raises:
+            ValueError: *name* does not come from this template.
         """
         repeat = _REPEAT.search(name)
         if repeat is not None and not self._shows_offset and self.interval in ("minute", "hour"):
@@ -319,9 +326,10 @@ class TimeRouter(Router[str]):
     def retention_cutoff(self, now: datetime, keep: int | timedelta) -> datetime:
         """Partitions that end at or before this instant are expired.
 
-        :param keep: an ``int`` number of partitions to keep, counting the one
-            holding *now*, or a ``timedelta``: keep partitions holding any data
-            newer than ``now - keep``.
+        Args:
+            keep: an `int` number of partitions to keep, counting the one
+                holding *now*, or a `timedelta`: keep partitions holding any data
+                newer than `now - keep`.
         """
         now = self._aware(now)
         if isinstance(keep, timedelta):
@@ -344,10 +352,11 @@ class TimeRouter(Router[str]):
     ) -> list[str]:
         """Names of the partitions to drop under the retention *keep*.
 
-        Give the partitions that exist (names or :class:`Partition`) or
+        Give the partitions that exist (names or `Partition`) or
         *since*, the oldest instant data may have; the result is in time order.
 
-        :raises ConfigurationError: neither or both of *partitions* and *since*.
+        Raises:
+            ConfigurationError: neither or both of *partitions* and *since*.
         """
         if (partitions is None) == (since is None):
             raise ConfigurationError("expired needs exactly one of partitions= or since=")
@@ -379,7 +388,7 @@ class TimeRouter(Router[str]):
 def _fixed(instant: datetime, tz: tzinfo) -> datetime:
     """*instant* at *tz*'s UTC offset there, as a fixed-offset datetime.
 
-    Two datetimes in one zone compare by wall time, ignoring ``fold``, so the
+    Two datetimes in one zone compare by wall time, ignoring `fold`, so the
     two 02:30 of a repeated hour would compare equal; fixed offsets compare
     as instants.
     """
@@ -390,7 +399,7 @@ def _fixed(instant: datetime, tz: tzinfo) -> datetime:
 
 
 def _offset_suffix(offset: timedelta | None) -> str:
-    """``+01:00`` as ``_p0100``, ``-03:30`` as ``_m0330``: safe in table names."""
+    """`+01:00` as `_p0100`, `-03:30` as `_m0330`: safe in table names."""
     assert offset is not None
     minutes = int(offset.total_seconds()) // 60
     sign = "p" if minutes >= 0 else "m"

@@ -1,13 +1,13 @@
 """Test helpers users may reuse: a fake clock and real servers.
 
-:class:`FakeClock` drives anything that takes ``clock=`` or ``timer=``.
-The server classes start real ``redis-server`` and ZooKeeper processes on
+`FakeClock` drives anything that takes `clock=` or `timer=`.
+The server classes start real `redis-server` and ZooKeeper processes on
 free loopback ports, each in its own temporary directory, and stop them by
-the pid they started; :class:`TCPProxy` sits between a client and a server
+the pid they started; `TCPProxy` sits between a client and a server
 to delay, blackhole or reset the connection for partition tests.
 
 None of this imports a database driver: the servers are probed with raw
-sockets (``PING``, ``ruok``), so the harness works with the core
+sockets (`PING`, `ruok`), so the harness works with the core
 dependencies alone.
 """
 

@@ -13,9 +13,10 @@ __all__ = ["FakeClock"]
 class FakeClock:
     """A clock that moves only when told to.
 
-    Pass it wherever scalekit takes ``clock=`` or ``timer=``: calling it
-    returns the current time in seconds, like :func:`time.monotonic`.
+    Pass it wherever scalekit takes `clock=` or `timer=`: calling it
+    returns the current time in seconds, like `time.monotonic()`.
 
+    ```pycon
     >>> clock = FakeClock(start=100.0)
     >>> clock()
     100.0
@@ -24,7 +25,9 @@ class FakeClock:
     >>> clock()
     102.5
 
-    Thread-safe: ``advance`` and ``set`` take a lock, so readers in other
+    ```
+
+    Thread-safe: `advance` and `set` take a lock, so readers in other
     threads see either the old or the new time, never a torn value.
     """
 

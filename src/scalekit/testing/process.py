@@ -33,9 +33,9 @@ G = TypeVar("G", bound="ServerGroup")  # type: ignore[type-arg]
 
 
 class ServerNotFoundError(ScaleKitError, FileNotFoundError):
-    """The server's program (``redis-server``, ``java`` or ZooKeeper's jars) is missing.
+    """The server's program (`redis-server`, `java` or ZooKeeper's jars) is missing.
 
-    ``install_hint`` says what to install.
+    `install_hint` says what to install.
     """
 
     def __init__(self, message: str, install_hint: str) -> None:
@@ -59,8 +59,8 @@ def _port_is_free(port: int, host: str = LOOPBACK) -> bool:
 def find_free_port(host: str = LOOPBACK, *, also_free: Sequence[int] = ()) -> int:
     """Return a TCP port on *host* that nothing listens on.
 
-    ``also_free`` lists offsets that must be free too: Redis Cluster needs
-    ``port + 10000`` for its bus, so it asks for ``also_free=(10000,)``.
+    `also_free` lists offsets that must be free too: Redis Cluster needs
+    `port + 10000` for its bus, so it asks for `also_free=(10000,)`.
     The port is free when returned; another process could still take it
     before the caller binds, which the server classes handle by retrying.
     """
@@ -77,7 +77,7 @@ def query(host: str, port: int, payload: bytes, *, timeout: float = 1.0) -> byte
     """Send *payload* on a fresh connection and return what the server says.
 
     Reads until the server closes or stops sending for *timeout* seconds.
-    Raises ``OSError`` when nothing listens.
+    Raises `OSError` when nothing listens.
     """
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(payload)
@@ -96,14 +96,14 @@ def query(host: str, port: int, payload: bytes, *, timeout: float = 1.0) -> byte
 class ServerProcess(abc.ABC):
     """One server process that this object started and alone stops.
 
-    Subclasses say how to run the server (:meth:`command`) and how to tell
-    it is ready (:meth:`is_ready`). The process runs in its own session in
-    ``workdir`` with its output in ``workdir/server.log``; every signal goes
+    Subclasses say how to run the server (`command()`) and how to tell
+    it is ready (`is_ready()`). The process runs in its own session in
+    `workdir` with its output in `workdir/server.log`; every signal goes
     to the pid this object started, never to a process found by name.
 
-    Fault helpers: :meth:`stop`, :meth:`start`, :meth:`restart`,
-    :meth:`kill` (SIGKILL, no clean shutdown), :meth:`pause` (SIGSTOP: the
-    port stays open but nothing answers) and :meth:`resume` (SIGCONT).
+    Fault helpers: `stop()`, `start()`, `restart()`,
+    `kill()` (SIGKILL, no clean shutdown), `pause()` (SIGSTOP: the
+    port stays open but nothing answers) and `resume()` (SIGCONT).
     Usable as a context manager that starts and stops the server.
     """
 
@@ -133,7 +133,7 @@ class ServerProcess(abc.ABC):
         """True once the server answers its probe."""
 
     def prepare(self) -> None:  # noqa: B027 - an optional hook, not abstract
-        """Write config files into ``workdir`` before each start."""
+        """Write config files into `workdir` before each start."""
 
     # -- state ---------------------------------------------------------------
     @property
@@ -180,7 +180,7 @@ class ServerProcess(abc.ABC):
         self._paused = False
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until :meth:`is_ready` holds; raise ServerStartError otherwise."""
+        """Block until `is_ready()` holds; raise ServerStartError otherwise."""
         deadline = time.monotonic() + (self.startup_timeout if timeout is None else timeout)
         delay = 0.02
         while True:
@@ -281,10 +281,10 @@ S = TypeVar("S", bound=ServerProcess)
 
 
 class ServerGroup(abc.ABC, Generic[S]):
-    """Several :class:`ServerProcess` members that start and stop together.
+    """Several `ServerProcess` members that start and stop together.
 
-    The base of :class:`~scalekit.testing.RedisClusterServers` and
-    :class:`~scalekit.testing.ZooKeeperEnsemble`: it owns the shared working
+    The base of `RedisClusterServers` and
+    `ZooKeeperEnsemble`: it owns the shared working
     directory, stops every member, and waits for a group-wide condition.
     Each member keeps its own fault helpers.
     """

@@ -26,19 +26,19 @@ def _abort(sock: socket.socket) -> None:
 
 
 class TCPProxy:
-    """Forwards ``127.0.0.1:port`` to ``target`` and misbehaves on request.
+    """Forwards `127.0.0.1:port` to `target` and misbehaves on request.
 
-    Point a client at :attr:`port` instead of the server's, then:
+    Point a client at `port` instead of the server's, then:
 
-    * :meth:`pass_through` forwards bytes both ways (the initial mode);
-    * :meth:`delay` holds every chunk for *seconds* before forwarding it;
-    * :meth:`blackhole` accepts and reads but forwards nothing, as a
+    * `pass_through()` forwards bytes both ways (the initial mode);
+    * `delay()` holds every chunk for *seconds* before forwarding it;
+    * `blackhole()` accepts and reads but forwards nothing, as a
       network partition does: the client waits until its own timeout;
-    * :meth:`reset` closes every open connection with a TCP RST and
+    * `reset()` closes every open connection with a TCP RST and
       resets new ones at once, as a crashed peer or a firewall does.
 
     Modes apply to open connections as well as new ones. Each connection
-    is served by two threads; :meth:`close` stops them all.
+    is served by two threads; `close()` stops them all.
     """
 
     def __init__(
@@ -67,7 +67,7 @@ class TCPProxy:
 
     @property
     def mode(self) -> str:
-        """``pass``, ``delay``, ``blackhole`` or ``reset``."""
+        """`pass`, `delay`, `blackhole` or `reset`."""
         return self._mode
 
     @property

@@ -1,4 +1,4 @@
-"""Real ``redis-server`` processes: standalone and a Redis Cluster."""
+"""Real `redis-server` processes: standalone and a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -63,14 +63,16 @@ def _read_reply(stream: socket.SocketIO) -> bytes:
 
 
 class RedisServer(ServerProcess):
-    """A standalone ``redis-server`` on a free loopback port.
+    """A standalone `redis-server` on a free loopback port.
 
-    >>> with RedisServer() as server:          # doctest: +SKIP
-    ...     client = redis.Redis.from_url(server.url)
+    ```python
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url)
+    ```
 
-    ``appendonly=True`` turns on the append-only file (fsync every write)
-    so data survives :meth:`restart` and :meth:`kill`; without it a
-    restart starts empty. ``extra_args`` are passed to redis-server as is.
+    `appendonly=True` turns on the append-only file (fsync every write)
+    so data survives `restart()` and `kill()`; without it a
+    restart starts empty. `extra_args` are passed to redis-server as is.
     """
 
     def __init__(
@@ -91,7 +93,7 @@ class RedisServer(ServerProcess):
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:PORT/0``, for ``redis.Redis.from_url``."""
+        """`redis://127.0.0.1:PORT/0`, for `redis.Redis.from_url`."""
         return f"redis://{self.host}:{self.port}/0"
 
     @property
@@ -142,13 +144,13 @@ class RedisServer(ServerProcess):
 
 
 class RedisClusterServers(ServerGroup[RedisServer]):
-    """A Redis Cluster of ``masters`` nodes with no replicas, on loopback.
+    """A Redis Cluster of `masters` nodes with no replicas, on loopback.
 
-    Each node is a :class:`RedisServer` started with ``--cluster-enabled
-    yes``; ``redis-cli --cluster create`` assigns the 16384 slots. Use it
-    through ``redis.cluster.RedisCluster(host=..., port=...)`` with one of
-    :attr:`startup_nodes`. The nodes keep their fault helpers: pause,
-    restart or kill ``cluster.nodes[i]``.
+    Each node is a `RedisServer` started with ``--cluster-enabled
+    yes`; `redis-cli --cluster create`` assigns the 16384 slots. Use it
+    through `redis.cluster.RedisCluster(host=..., port=...)` with one of
+    `startup_nodes`. The nodes keep their fault helpers: pause,
+    restart or kill `cluster.nodes[i]`.
     """
 
     def __init__(
@@ -200,7 +202,7 @@ class RedisClusterServers(ServerGroup[RedisServer]):
         return self.nodes[0].port
 
     def start(self) -> None:
-        """Start every node, create the cluster and wait until it reports ``ok``."""
+        """Start every node, create the cluster and wait until it reports `ok`."""
         try:
             for node in self.nodes:
                 node.start()
@@ -230,7 +232,7 @@ class RedisClusterServers(ServerGroup[RedisServer]):
             raise
 
     def is_ok(self) -> bool:
-        """True when every running node says ``cluster_state:ok``."""
+        """True when every running node says `cluster_state:ok`."""
         try:
             return all(
                 b"cluster_state:ok" in node.execute("CLUSTER", "INFO", timeout=0.5)
@@ -241,5 +243,5 @@ class RedisClusterServers(ServerGroup[RedisServer]):
             return False
 
     def wait_ok(self, timeout: float | None = None) -> None:
-        """Block until :meth:`is_ok`; raise ServerStartError after *timeout*."""
+        """Block until `is_ok()`; raise ServerStartError after *timeout*."""
         self.wait_until(self.is_ok, "cluster_state:ok", timeout)

@@ -27,9 +27,9 @@ _MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 def zookeeper_classpath() -> str:
     """The Java class path of an installed ZooKeeper server.
 
-    Looked for, in order: ``$SCALEKIT_ZOOKEEPER_CLASSPATH``; the jars of a
-    release unpacked at ``$ZOOKEEPER_HOME``; Debian's
-    ``/usr/share/java/zookeeper.jar`` (its manifest lists its dependencies).
+    Looked for, in order: `$SCALEKIT_ZOOKEEPER_CLASSPATH`; the jars of a
+    release unpacked at `$ZOOKEEPER_HOME`; Debian's
+    `/usr/share/java/zookeeper.jar` (its manifest lists its dependencies).
     """
     explicit = os.environ.get("SCALEKIT_ZOOKEEPER_CLASSPATH")
     if explicit:
@@ -58,7 +58,7 @@ def _java() -> str:
 class ZooKeeperServer(ServerProcess):
     """One ZooKeeper server process, standalone or a member of an ensemble.
 
-    ``tick_time_ms`` is ZooKeeper's ``tickTime``: sessions may time out
+    `tick_time_ms` is ZooKeeper's `tickTime`: sessions may time out
     between 2 and 120 ticks, so the default 500 ms allows kazoo session
     timeouts from 1 s to 60 s, short enough for expiry tests.
     """
@@ -83,7 +83,7 @@ class ZooKeeperServer(ServerProcess):
 
     @property
     def hosts(self) -> str:
-        """``127.0.0.1:PORT``, for ``KazooClient(hosts=...)``."""
+        """`127.0.0.1:PORT`, for `KazooClient(hosts=...)`."""
         return f"{self.host}:{self.port}"
 
     @property
@@ -130,7 +130,7 @@ class ZooKeeperServer(ServerProcess):
         return query(self.host, self.port, word.encode(), timeout=timeout).decode(errors="replace")
 
     def mode(self) -> str | None:
-        """``standalone``, ``leader`` or ``follower``; None when not serving."""
+        """`standalone`, `leader` or `follower`; None when not serving."""
         try:
             answer = self.four_letter("srvr", timeout=0.5)
         except OSError:
@@ -154,12 +154,12 @@ class ZooKeeperServer(ServerProcess):
 
 
 class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
-    """A ZooKeeper ensemble of ``size`` servers (3 by default) on loopback.
+    """A ZooKeeper ensemble of `size` servers (3 by default) on loopback.
 
-    Every member is a :class:`ZooKeeperServer` with its own ``myid`` and
+    Every member is a `ZooKeeperServer` with its own `myid` and
     data directory, so it can be killed, paused or restarted alone.
-    :meth:`leader` finds the current leader through ``srvr``;
-    :meth:`kill_leader` kills it and waits for the others to elect a new one.
+    `leader()` finds the current leader through `srvr`;
+    `kill_leader()` kills it and waits for the others to elect a new one.
     """
 
     def __init__(
@@ -188,7 +188,7 @@ class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
 
     @property
     def hosts(self) -> str:
-        """Every member's ``host:port``, comma-separated, for ``KazooClient(hosts=...)``."""
+        """Every member's `host:port`, comma-separated, for `KazooClient(hosts=...)`."""
         return ",".join(m.hosts for m in self.members)
 
     def start(self) -> None:
@@ -203,7 +203,7 @@ class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
             raise
 
     def leader(self) -> ZooKeeperServer | None:
-        """The member that says ``Mode: leader``, or None during an election."""
+        """The member that says `Mode: leader`, or None during an election."""
         for member in self.members:
             if member.running and not member.paused and member.mode() == "leader":
                 return member
