@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -11,10 +12,37 @@ from scalekit.exceptions import ConfigurationError
 from tests.caching.caching_factories import ADMISSION_POLICIES, FACTORIES, Factory
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3", None])
-def test_maxsize_must_be_a_positive_int(make: Factory, bad: Any) -> None:
-    with pytest.raises(ConfigurationError, match=r"maxsize must be a positive integer, got"):
+@pytest.mark.parametrize("bad", [-1, -math.inf, math.nan, 1.5, True, False, "3", None])
+def test_maxsize_must_be_a_non_negative_int_or_inf(make: Factory, bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match=r"maxsize must be a non-negative integer or math"):
         make(bad)
+
+
+# TinyLFU sizes its sketch by maxsize, so it needs a positive finite one.
+UNBOUNDED_OK = sorted(set(FACTORIES) - {"TinyLFU"})
+
+
+@pytest.mark.parametrize("policy", UNBOUNDED_OK)
+def test_maxsize_zero_stores_nothing(policy: str) -> None:
+    cache = FACTORIES[policy](0)
+    assert cache.maxsize == 0
+    with pytest.raises(ValueError, match="value too large"):
+        cache["a"] = 1
+    sized = FACTORIES[policy](0, getsizeof=len)
+    with pytest.raises(ValueError, match="value too large"):
+        sized["a"] = "x"
+    assert len(cache) == 0 and cache.currsize == 0 and len(sized) == 0 and sized.currsize == 0
+
+
+@pytest.mark.parametrize("policy", UNBOUNDED_OK)
+def test_maxsize_inf_is_unbounded(policy: str) -> None:
+    cache = FACTORIES[policy](math.inf)
+    cache.update((i, i) for i in range(1000))
+    assert cache.maxsize == math.inf and len(cache) == 1000 and cache.currsize == 1000
+    assert cache.stats().evictions == 0
+    sized = FACTORIES[policy](math.inf, getsizeof=len)
+    sized.update((i, "x" * i) for i in range(100))
+    assert len(sized) == 100 and sized.currsize == sum(range(100))
 
 
 def test_basic_mapping(make: Factory) -> None:
@@ -139,8 +167,28 @@ def test_getsizeof_bounds_the_total_size(make: Factory, policy: str) -> None:
 
 def test_negative_getsizeof_is_a_configuration_error(make: Factory) -> None:
     cache = make(10, getsizeof=lambda value: -1)
-    with pytest.raises(ConfigurationError, match="getsizeof must return a non-negative integer"):
+    with pytest.raises(ConfigurationError, match="getsizeof must return a non-negative number"):
         cache["a"] = 1
+    assert len(cache) == 0 and cache.currsize == 0
+
+
+@pytest.mark.parametrize("bad", [math.nan, True, "1", None])
+def test_getsizeof_must_return_a_number(make: Factory, bad: Any) -> None:
+    cache = make(10, getsizeof=lambda value: bad)
+    with pytest.raises(ConfigurationError, match="getsizeof must return a non-negative number"):
+        cache["a"] = 1
+    assert len(cache) == 0
+
+
+def test_float_sizes_add_up(make: Factory, policy: str) -> None:
+    cache = make(10, getsizeof=lambda value: value / 4)
+    cache["a"], cache["b"] = 10, 20  # 2.5 + 5.0
+    assert cache.currsize == 7.5
+    cache["c"] = 8  # 2.0 more: 9.5 fits
+    if policy not in ADMISSION_POLICIES:
+        assert sorted(cache) == ["a", "b", "c"] and cache.currsize == 9.5
+    del cache["b"]
+    assert cache.currsize == (4.5 if "c" in cache else 2.5)
 
 
 def test_missing_hook_computes_values(make: Factory) -> None:

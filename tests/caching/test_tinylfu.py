@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
-from benchmarks._common import TRACES_DIR
-from benchmarks.caching.replay import POLICIES, reference_table, replay
+from benchmarks.caching.replay import replay
 from benchmarks.caching.traces import read_trace
 from scalekit.caching import LRUCache, S3FIFOCache, TinyLFUCache
 from scalekit.caching._sketch import FrequencySketch
@@ -173,30 +173,42 @@ def test_s3fifo_keeps_one_hit_wonders_out_of_main_and_ghost_hits_go_to_main() ->
 
 # -- the reference table: TinyLFU against Caffeine and the best other policy ------------
 
-_SMALL = {
-    "gli": "lirs-gli.trace.gz",
-    "multi1": "lirs-multi1.trace.gz",
-    "sprite": "lirs-sprite.trace.gz",
-    "loop": "lirs-loop.trace.gz",
-    "web07": "cache2k-web07.trace.gz",
-    "web12": "cache2k-web12.trace.gz",
+_TRACES = Path(__file__).resolve().parents[2] / "data" / "traces"
+# (Caffeine 2.6.2, the best non-Belady column) from the traces' published
+# reference table (docs/caching.md): count-bounded, 1% and 10% of the unique keys.
+_REFERENCE = {
+    ("lirs-gli.trace.gz", 25): (1.01, 1.36),
+    ("lirs-gli.trace.gz", 252): (15.15, 16.16),
+    ("lirs-multi1.trace.gz", 26): (16.53, 16.53),
+    ("lirs-multi1.trace.gz", 260): (48.32, 49.80),
+    ("lirs-sprite.trace.gz", 70): (23.81, 23.81),
+    ("lirs-sprite.trace.gz", 707): (80.64, 86.48),
+    ("lirs-loop.trace.gz", 101): (8.65, 9.87),
+    ("cache2k-web07.trace.gz", 204): (40.62, 43.75),
+    ("cache2k-web07.trace.gz", 2048): (56.43, 58.22),
+    ("cache2k-web12.trace.gz", 137): (36.67, 40.96),
+    ("cache2k-web12.trace.gz", 1375): (70.63, 72.12),
 }
-_TABLE = reference_table(TRACES_DIR / "README.md")
-_ROWS = sorted(row for row in _TABLE if row[0] in _SMALL)
+_SEEDS = range(1, 6)
 
 
-def test_the_reference_table_covers_the_small_traces() -> None:
-    assert len(_ROWS) == 2 * len(_SMALL) - 1  # loop is listed at 1% only
-
-
-@pytest.mark.parametrize("row", _ROWS, ids=[f"{t}@{c}" for t, c in _ROWS])
-def test_tinylfu_matches_caffeine_and_is_within_a_point_of_the_best(row: tuple[str, int]) -> None:
-    # The targets of issue 3, replayed as `python -m benchmarks.caching replay` does
-    # (orm-busy's 5 million requests are left to the benchmark).
+@pytest.mark.parametrize(
+    "row", sorted(_REFERENCE), ids=[f"{t.split('.')[0]}@{c}" for t, c in sorted(_REFERENCE)]
+)
+def test_tinylfu_over_five_seeds_meets_caffeine_and_is_within_a_point_of_the_best(
+    row: tuple[str, int],
+) -> None:
+    # Replayed as `python -m benchmarks.caching replay` does, once per seed of the
+    # admission RNG; the worst seed is held to both targets. The slowest module of
+    # the caching tests: about 1.2 million requests per seed (20-30 s in all).
     trace, capacity = row
-    keys = read_trace(TRACES_DIR / _SMALL[trace])
-    ratio = replay(POLICIES["TinyLFU"](capacity), keys)
-    reference = _TABLE[row]
-    best = max(value for column, value in reference.items() if column != "Belady")
-    assert ratio >= reference["Caffeine"]
-    assert ratio >= best - 1.0
+    keys = read_trace(_TRACES / trace)
+    caffeine, best = _REFERENCE[row]
+    worst = min(replay(TinyLFUCache(capacity, rng=random.Random(seed)), keys) for seed in _SEEDS)
+    assert worst >= caffeine
+    assert worst >= best - 1.0
+
+
+def test_the_default_rng_is_seeded_so_replays_are_reproducible() -> None:
+    keys = read_trace(_TRACES / "lirs-multi1.trace.gz")
+    assert replay(TinyLFUCache(26), keys) == replay(TinyLFUCache(26), keys)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
+import math
+import pickle
 import random
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,13 +17,15 @@ from scalekit.exceptions import ConfigurationError
 from scalekit.testing import FakeClock
 
 
-@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "5", None])
+@pytest.mark.parametrize(
+    "bad", [0, -1, -math.inf, math.nan, True, "5", None, timedelta(0), timedelta(seconds=-1)]
+)
 def test_ttl_must_be_positive(bad: Any) -> None:
-    with pytest.raises(ConfigurationError, match="ttl must be a positive finite number"):
+    with pytest.raises(ConfigurationError, match="ttl must be a positive number"):
         TTLCache(10, ttl=bad)
     cache = TTLCache(10, ttl=1)
     if bad is not None:
-        with pytest.raises(ConfigurationError, match="ttl must be a positive finite number"):
+        with pytest.raises(ConfigurationError, match="ttl must be a positive number"):
             cache.set("k", 1, ttl=bad)
         assert "k" not in cache
 
@@ -29,7 +36,7 @@ def test_entries_expire_at_their_own_deadline() -> None:
     cache["default"] = 1
     cache.set("short", 2, ttl=1)
     cache.set("long", 3, ttl=60)
-    assert cache.ttl == 10 and cache.timer is clock
+    assert cache.ttl == 10 and cache.timer() == clock() and cache.timer.advance == clock.advance
     clock.advance(1)
     assert "short" not in cache and cache.get("short") is None and len(cache) == 2
     clock.advance(9)
@@ -103,3 +110,92 @@ def test_rr_choice_is_called_with_the_keys() -> None:
     for key in range(4):
         cache[key] = key
     assert cache.choice is first and sorted(seen[0]) == [0, 1, 2] and 0 not in cache
+
+
+def test_an_entry_is_not_served_at_exactly_its_deadline() -> None:
+    clock = FakeClock(0.0)
+    cache = TTLCache(10, ttl=5, timer=clock)
+    cache["a"] = 1
+    clock.advance(4.999)
+    assert cache["a"] == 1 and cache.get("a") == 1 and cache.peek("a") == 1 and "a" in cache
+    clock.advance(0.001)  # now == the deadline: expired, as in cachetools
+    assert clock() == 5.0
+    assert "a" not in cache and cache.get("a") is None and cache.peek("a") is None
+    with pytest.raises(KeyError):
+        cache["a"]
+    assert list(cache) == [] and list(cache.items()) == [] and cache.pop("a", "gone") == "gone"
+
+
+def test_ttl_inf_never_expires() -> None:
+    clock = FakeClock(0.0)
+    cache = TTLCache(2, ttl=math.inf, timer=clock)
+    cache["a"], cache["b"] = 1, 2
+    clock.advance(1e300)
+    assert cache["a"] == 1 and sorted(cache) == ["a", "b"] and cache.expire() == []
+    cache["c"] = 3  # still an LRU: "b" is the least recent
+    assert sorted(cache) == ["a", "c"]
+
+
+def test_timedelta_ttl_with_a_datetime_timer() -> None:
+    now = [datetime(2026, 1, 1, 12, 0)]
+    cache = TTLCache(10, ttl=timedelta(minutes=5), timer=lambda: now[0])
+    cache["a"] = 1
+    cache.set("b", 2, ttl=timedelta(hours=1))
+    now[0] += timedelta(minutes=5)
+    assert "a" not in cache and cache["b"] == 2 and len(cache) == 1
+    assert cache.expire(now[0] + timedelta(hours=1)) == [("b", 2)]
+
+
+def test_with_timer_freezes_time_for_a_batch() -> None:
+    clock = FakeClock(0.0)
+    cache = TTLCache(10, ttl=5, timer=clock)
+    cache["a"] = 1
+    with cache.timer as now:
+        assert now == 0.0
+        clock.advance(10)
+        assert cache.timer() == 0.0 and cache["a"] == 1 and "a" in cache
+        with cache.timer as inner:
+            assert inner == 0.0
+        assert cache.timer() == 0.0  # still frozen: the outer block is open
+    assert cache.timer() == 10.0 and "a" not in cache
+
+
+def test_currsize_drops_expired_entries() -> None:
+    clock = FakeClock(0.0)
+    cache = TTLCache(100, ttl=5, timer=clock, getsizeof=len)
+    cache["a"] = "abcd"
+    assert cache.currsize == 4
+    clock.advance(5)
+    assert cache.currsize == 0 and len(cache) == 0
+
+
+def test_copies_and_pickles_hold_no_iterator() -> None:
+    clock = FakeClock(0.0)
+    cache = TTLCache(10, ttl=5, timer=clock)
+    for i in range(5):
+        cache[i] = i
+    assert not any(isinstance(v, itertools.count) for v in vars(cache).values())
+    for clone in (copy.copy(cache), copy.deepcopy(cache), pickle.loads(pickle.dumps(cache))):
+        clone[9] = 9
+        assert sorted(clone) == [0, 1, 2, 3, 4, 9] and sorted(cache) == [0, 1, 2, 3, 4]
+    clone = copy.copy(cache)
+    clock.advance(5)
+    # (a comprehension: list() would call len(), which purges)
+    assert [k for k in clone] == [] and clone.expire() == [(i, i) for i in range(5)]
+    assert len(cache) == 0
+
+
+def test_rr_default_choice_is_random_choice() -> None:
+    def evictions() -> list[int]:
+        cache: RRCache[int, int] = RRCache(4)
+        assert cache.choice is random.choice
+        out = []
+        for i in range(20):
+            cache[i] = i
+            out.append(sorted(cache))
+        return out
+
+    random.seed(42)
+    first = evictions()
+    random.seed(42)
+    assert evictions() == first

@@ -40,6 +40,22 @@ if TYPE_CHECKING:
 
 # Backends whose driver is optional: not in __all__, loaded on first lookup.
 _LAZY = {"NearCache": ".near_cache", "RedisCache": ".redis_cache"}
+
+
+def _register_with_cachetools() -> None:
+    # cachetools' decorators ask isinstance(cache, cachetools.Cache) before
+    # reporting maxsize and currsize (cached(info=True)); scalekit's caches
+    # have both. Only when cachetools is installed: it is not a dependency.
+    try:
+        import cachetools
+    except ImportError:
+        return
+    cachetools.Cache.register(Cache)  # type: ignore[type-abstract]
+
+
+_register_with_cachetools()
+
+
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 

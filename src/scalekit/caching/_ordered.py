@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, ClassVar, TypeVar
 
 from .base import MISSING, Cache
 
@@ -22,9 +22,23 @@ class OrderedCache(Cache[K, V]):
     moves it to the end, as cachetools does for both.
     """
 
+    _state: ClassVar[tuple[str, ...] | None] = ("_data", "_sizes")
+
     def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
         super().__init__(maxsize, getsizeof)
         self._data: OrderedDict[Any, Any] = OrderedDict()
+
+    def __iter__(self) -> Iterator[K]:
+        """The cached keys, oldest (next to evict) first, without touching the policy.
+
+        Iterates over a snapshot: a key written while iterating moves to the
+        end without disturbing the loop (cachetools allows it), a key added is
+        not visited and a key removed is skipped.
+        """
+        data = self._data
+        for key in list(data):
+            if key in data:
+                yield key
 
     def get(self, key: K, default: Any = None) -> Any:
         """Return the value for *key*, or *default*. Runtime complexity: O(1)."""
@@ -53,13 +67,11 @@ class OrderedCache(Cache[K, V]):
             data.move_to_end(key)
             return
         if len(data) >= self._maxsize:
-            if self._inline:
+            if self._inline and data:
                 data.popitem(last=False)
                 self._evictions += 1
             else:
-                while len(data) >= self._maxsize:
-                    self.popitem()
-                    self._evictions += 1
+                self._make_room()
         data[key] = value
 
     def _touch(self, key: Any) -> Any:

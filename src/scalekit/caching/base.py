@@ -17,6 +17,7 @@ inlined fast paths for the common case of unit sizes.
 from __future__ import annotations
 
 import copy
+import math
 from abc import abstractmethod
 from collections.abc import (
     Callable,
@@ -29,7 +30,6 @@ from collections.abc import (
 )
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
-from .._validation import positive_int
 from ..exceptions import ConfigurationError
 
 __all__ = ["Cache", "CacheStats"]
@@ -40,6 +40,25 @@ D = TypeVar("D")
 
 #: Sentinel for "no such key" on the hot paths (``None`` may be a cached value).
 MISSING: Any = object()
+
+
+def check_maxsize(value: Any) -> Any:
+    """Return *value* if it is a valid ``maxsize``: an ``int`` >= 0 or ``math.inf``.
+
+    As in cachetools, ``0`` is a cache that stores nothing (every write raises
+    ``ValueError("value too large")``) and ``math.inf`` an unbounded one.
+
+    Raises:
+        ConfigurationError: for a negative number, NaN, a bool, a finite float
+            or a non-number.
+    """
+    if isinstance(value, bool) or not (
+        (isinstance(value, int) and value >= 0) or (isinstance(value, float) and value == math.inf)
+    ):
+        raise ConfigurationError(
+            f"maxsize must be a non-negative integer or math.inf, got {value!r}"
+        )
+    return value
 
 
 class CacheStats(NamedTuple):
@@ -60,10 +79,15 @@ class CacheStats(NamedTuple):
 class Cache(MutableMapping[K, V]):
     """Base of every bounded scalekit cache; subclass it to add a policy.
 
-    :param maxsize: the capacity, in units of ``getsizeof`` (entries by default).
-    :param getsizeof: a function giving the size of a value; ``None`` counts
-        every entry as 1 (the fast path).
-    :raises ConfigurationError: if ``maxsize`` is not a positive integer.
+    Args:
+        maxsize: the capacity, in units of `getsizeof` (entries by default):
+            an `int` >= 0 (`0` stores nothing) or `math.inf` (unbounded).
+        getsizeof: a function giving the size of a value (a non-negative
+            `int` or `float`); `None` counts every entry as 1 (the fast path).
+
+    Raises:
+        ConfigurationError: if `maxsize` is negative, NaN, a bool, a finite
+            float or not a number, or `getsizeof` is not callable.
 
     Thread-safety: not thread-safe, like cachetools and ``dict`` mutation
     sequences; share a cache between threads behind a lock (for example the
@@ -74,16 +98,25 @@ class Cache(MutableMapping[K, V]):
     #: hook evictions that way): then the fast paths call popitem() to evict.
     _inline: ClassVar[bool] = True
 
+    #: The attributes holding the cache's own entries and policy state, which
+    #: ``copy.copy`` duplicates; every other attribute is shared with the copy,
+    #: as cachetools does. ``None`` (a direct subclass of Cache that does not say):
+    #: every private, non-callable attribute is duplicated.
+    _state: ClassVar[tuple[str, ...] | None] = None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._inline = cls.popitem is Cache.popitem and cls.__delitem__ is Cache.__delitem__
 
     def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
-        self._maxsize = positive_int("maxsize", maxsize)
+        self._maxsize = check_maxsize(maxsize)
         if getsizeof is not None and not callable(getsizeof):
             raise ConfigurationError(f"getsizeof must be callable or None, got {getsizeof!r}")
         if getsizeof is None and type(self).getsizeof is not Cache.getsizeof:
             getsizeof = self.getsizeof  # a subclass overriding getsizeof, as cachetools allows
+        elif getsizeof is not None:
+            # The function itself, as in cachetools (copies share it: `is` holds).
+            self.getsizeof = getsizeof  # type: ignore[method-assign,assignment]
         self._getsizeof = getsizeof
         self._sizes: dict[Any, int] | None = None if getsizeof is None else {}
         self._currsize = 0
@@ -160,7 +193,7 @@ class Cache(MutableMapping[K, V]):
         """Store *value*, evicting the policy's victims until it fits.
 
         :raises ValueError: ``"value too large"`` if its size exceeds ``maxsize``.
-        :raises ConfigurationError: if ``getsizeof`` returns a negative or non-int size.
+        :raises ConfigurationError: if ``getsizeof`` returns a negative, NaN or non-number size.
 
         Runtime complexity: O(1) amortized per eviction.
         """
@@ -168,9 +201,8 @@ class Cache(MutableMapping[K, V]):
         if sizes is None:
             if self._update(key, value):
                 return
-            while len(self) >= self._maxsize:
-                self.popitem()
-                self._evictions += 1
+            if len(self) >= self._maxsize:
+                self._make_room()
             self._insert(key, value)
             return
         size = self._size_of(value)
@@ -194,11 +226,19 @@ class Cache(MutableMapping[K, V]):
         sizes[key] = size
         self._currsize += diff
 
-    def _size_of(self, value: Any) -> int:
+    def _make_room(self) -> None:
+        """Evict through ``popitem()`` until one more unit-size entry fits (the slow path)."""
+        if self._maxsize < 1:
+            raise ValueError("value too large")
+        while len(self) >= self._maxsize:
+            self.popitem()
+            self._evictions += 1
+
+    def _size_of(self, value: Any) -> Any:
         size = self._getsizeof(value)  # type: ignore[misc]
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if isinstance(size, bool) or not isinstance(size, (int, float)) or not size >= 0:
             raise ConfigurationError(
-                f"getsizeof must return a non-negative integer, got {size!r} for {value!r}"
+                f"getsizeof must return a non-negative number, got {size!r} for {value!r}"
             )
         return size
 
@@ -217,7 +257,11 @@ class Cache(MutableMapping[K, V]):
         return key in self._data
 
     def __iter__(self) -> Iterator[K]:
-        """The cached keys, without touching the policy."""
+        """The cached keys, without touching the policy.
+
+        Writing a present key while iterating is allowed (cachetools allows it
+        too); adding or removing keys raises `RuntimeError`, as for a `dict`.
+        """
         return iter(self._data)
 
     def __len__(self) -> int:
@@ -240,26 +284,33 @@ class Cache(MutableMapping[K, V]):
         return _ValuesView(self)
 
     def __copy__(self) -> Cache[K, V]:
-        """An independent cache with the same entries, policy state and statistics.
+        """A cache with its own entries and policy state, sharing everything else.
 
-        Keys, values and callables (``getsizeof``, ``timer``, ``choice``) are
-        shared, not copied, as cachetools' ``copy.copy`` does.
+        As cachetools' `copy.copy`: keys, values, `getsizeof`, `timer`,
+        `choice` and any attribute a subclass adds (a lock, a dict of its own)
+        are shared with the source; the entries, their order or counts and the
+        statistics are the copy's own, so writing to one leaves the other as it was.
 
         Runtime complexity: O(n).
         """
+        cls = type(self)
+        clone = cls.__new__(cls)
+        # A policy whose state is a linked structure flattens it in __getstate__.
+        getstate = getattr(self, "__getstate__", None)  # object has it from Python 3.11
+        state = dict(self.__dict__ if getstate is None else getstate())
+        own = self._state
+        if own is None:
+            own = tuple(k for k, v in state.items() if k.startswith("_") and not callable(v))
         memo: dict[int, Any] = {}
         for key in list(self):
             memo[id(key)] = key
             value = self._peek(key)
             memo[id(value)] = value
-        for attr in self.__dict__.values():
-            if callable(attr):
+        for name, attr in state.items():
+            if name not in own:
                 memo[id(attr)] = attr
-        clone = type(self).__new__(type(self))
-        # A policy whose state is a linked structure flattens it in __getstate__.
-        getstate = getattr(self, "__getstate__", None)
-        state = getstate() if getstate is not None else self.__dict__
-        state = copy.deepcopy(state, memo)
+        mine = copy.deepcopy({name: state[name] for name in own if name in state}, memo)
+        state.update(mine)
         setstate = getattr(clone, "__setstate__", None)
         if setstate is not None:
             setstate(state)
@@ -277,7 +328,7 @@ class Cache(MutableMapping[K, V]):
         Runtime complexity: O(1) amortized.
         """
         if not len(self):
-            raise KeyError(f"{type(self).__name__} is empty")
+            raise KeyError(f"{type(self).__name__} is empty") from None
         key = self._victim()
         value = self._peek(key)
         del self[key]
@@ -316,12 +367,12 @@ class Cache(MutableMapping[K, V]):
         self._currsize = 0
 
     @property
-    def maxsize(self) -> int:
-        """The capacity, in units of ``getsizeof``."""
+    def maxsize(self) -> Any:
+        """The capacity, in units of ``getsizeof`` (an `int`, or `math.inf`)."""
         return self._maxsize
 
     @property
-    def currsize(self) -> int:
+    def currsize(self) -> Any:
         """The current total size (the number of entries with unit sizes)."""
         return len(self) if self._sizes is None else self._currsize
 

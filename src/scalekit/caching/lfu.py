@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from .base import MISSING, Cache
 
@@ -91,6 +91,8 @@ class LFUCache(Cache[K, V]):
     Runtime complexity: O(1) per operation.
     """
 
+    _state: ClassVar[tuple[str, ...] | None] = ("_data", "_root", "_sizes")
+
     def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
         super().__init__(maxsize, getsizeof)
         # key -> the bucket holding it (and its value)
@@ -150,7 +152,13 @@ class LFUCache(Cache[K, V]):
         bucket = self._data.get(key)
         if bucket is None:
             self._misses += 1
-            return self.__missing__(key)
+            value = self.__missing__(key)
+            # A __missing__ that stores the key makes this lookup its first use,
+            # as in cachetools (the default raises KeyError above).
+            bucket = self._data.get(key)
+            if bucket is not None:
+                self._use(key, bucket)
+            return value
         self._hits += 1
         return self._use(key, bucket)  # type: ignore[no-any-return]
 
@@ -166,7 +174,7 @@ class LFUCache(Cache[K, V]):
             return
         root = self._root
         if len(data) >= self._maxsize:
-            if self._inline:
+            if self._inline and data:
                 bucket = root.next
                 victim = next(iter(bucket))
                 del bucket[victim]
@@ -177,9 +185,7 @@ class LFUCache(Cache[K, V]):
                 del data[victim]
                 self._evictions += 1
             else:
-                while len(data) >= self._maxsize:
-                    self.popitem()
-                    self._evictions += 1
+                self._make_room()
         first = root.next
         if first.count != 1:
             first = _new_bucket(1, root, first)

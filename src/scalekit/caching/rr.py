@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from .base import MISSING, Cache
 
@@ -22,7 +22,8 @@ class RRCache(Cache[K, V]):
 
     :param maxsize: capacity (entries, or units of ``getsizeof``).
     :param choice: picks the victim from a sequence of keys, as cachetools'
-        ``choice=`` (default: ``rng.choice``).
+        ``choice=`` (default: ``rng.choice``, or `random.choice` without *rng*,
+        as in cachetools: `random.seed()` then makes evictions reproducible).
     :param getsizeof: optional function giving a value's size.
     :param rng: the :class:`random.Random` to draw victims from (seed it for
         reproducible runs); ignored when *choice* is given.
@@ -31,6 +32,8 @@ class RRCache(Cache[K, V]):
     Thread-safety: not thread-safe; guard shared use with a lock.
     Runtime complexity: O(1) per operation.
     """
+
+    _state: ClassVar[tuple[str, ...] | None] = ("_data", "_index", "_keys", "_sizes")
 
     def __init__(
         self,
@@ -48,10 +51,15 @@ class RRCache(Cache[K, V]):
         self._getrandbits: Callable[[int], int] | None = None
         if choice is None:
             if rng is None:
-                rng = random.Random()
-            choice = rng.choice
-            if type(rng) is random.Random:
-                self._getrandbits = rng.getrandbits
+                # cachetools' default: the random module's shared generator, so
+                # that random.seed() makes evictions reproducible.
+                choice = random.choice
+            else:
+                choice = rng.choice
+                if type(rng) is random.Random:
+                    self._getrandbits = rng.getrandbits
+        if choice is random.choice:
+            self._getrandbits = random.getrandbits
         self._choice = choice
         self._data: dict[Any, Any] = {}
         self._index: dict[Any, int] = {}
@@ -75,7 +83,7 @@ class RRCache(Cache[K, V]):
             data[key] = value
             return
         if len(data) >= self._maxsize:
-            if self._inline:
+            if self._inline and data:
                 keys = self._keys
                 getrandbits = self._getrandbits
                 if getrandbits is None:
@@ -97,9 +105,7 @@ class RRCache(Cache[K, V]):
                     index[last] = i
                 self._evictions += 1
             else:
-                while len(data) >= self._maxsize:
-                    self.popitem()
-                    self._evictions += 1
+                self._make_room()
         index = self._index
         keys = self._keys
         data[key] = value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -58,9 +59,12 @@ class S3FIFOCache(Cache[K, V]):
         super().__init__(maxsize, getsizeof)
         small_ratio = fraction("small_ratio", small_ratio)
         ghost_ratio = non_negative_number("ghost_ratio", ghost_ratio)
-        self._small_cap = int(self._maxsize * small_ratio)
-        self._main_cap = self._maxsize - self._small_cap
-        self._ghost_cap = int(self._maxsize * ghost_ratio)
+        if self._maxsize == math.inf:  # unbounded: nothing is ever evicted
+            self._small_cap = self._main_cap = self._ghost_cap = self._maxsize
+        else:
+            self._small_cap = int(self._maxsize * small_ratio)
+            self._main_cap = self._maxsize - self._small_cap
+            self._ghost_cap = int(self._maxsize * ghost_ratio)
         self._data: dict[Any, list[Any]] = {}  # key -> [value, freq, queue]
         self._small: OrderedDict[Any, None] = OrderedDict()
         self._main: OrderedDict[Any, None] = OrderedDict()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
-from .._validation import positive_int
 from ._sketch import FrequencySketch
+from ._tinylfu_sizing import WindowSizing
 from .base import MISSING, Cache
 
 __all__ = ["TinyLFUCache"]
@@ -16,62 +18,78 @@ __all__ = ["TinyLFUCache"]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-_WINDOW, _PROBATION, _PROTECTED = 0, 1, 2
 _PERCENT_MAIN = 0.99
 _PERCENT_MAIN_PROTECTED = 0.80
-_TRANSFER_LIMIT = 1000
-_RESTART_THRESHOLD = 0.05
-_STEP_PERCENT = 0.0625
-_STEP_DECAY = 0.98
-_MIN_SAMPLE = 10_000
-_GHOST_DIVISOR = 20  # each ghost list remembers maxsize / 20 keys
-_STEP_DIVISOR = 500  # a ghost hit moves the window by maxsize / 500 (at least 1)
+_WARM = 6  # a candidate this frequent may win a lost duel at random (Caffeine's hash-flood guard)
+_DEFAULT_SEED = 0x7F4A7C15
 
 
-class TinyLFUCache(Cache[K, V]):
+class TinyLFUCache(WindowSizing, Cache[K, V]):
     """W-TinyLFU: an LRU admission window, a TinyLFU filter and a segmented-LRU main area.
 
     New entries enter a small LRU *window*. Entries pushed out of the window
     become *candidates* for the main area, a segmented LRU (a *probation*
     segment, and a *protected* segment for entries hit while on probation).
     When the cache is over capacity a candidate duels the probation
-    segment's LRU *victim*: the one a :class:`FrequencySketch` (count-min
-    with conservative update, 4-bit-style counters, halved every
-    ``10 * maxsize`` events, with a doorkeeper) estimates as less frequent
-    is evicted -- ties evict the candidate, and a warm candidate (estimate
-    > 5) wins 1 in 128 ties at random against hash flooding.
+    segment's LRU *victim*: a frequency sketch (count-min with conservative
+    update and 4-bit counters, halved every `10 * entries` events, with a
+    doorkeeper) estimates both, and the candidate is admitted only if its
+    estimate exceeds the victim's by more than the *admission margin*
+    (0 unless loops raise it, see below); otherwise the candidate is
+    evicted. A warm candidate (estimate >= 6) that loses still wins 1 duel
+    in 128 at random, as in Caffeine, so that keys crafted to collide in
+    the sketch cannot lock the main area.
 
     The window starts at 1% of the capacity and protected at 80% of the
-    main area, as in Caffeine, and two mechanisms move it. *Ghost hits*
-    act at once: the cache remembers the keys of the last ``maxsize // 20``
-    candidates the filter rejected and of the last ``maxsize // 20``
-    victims it evicted to admit a candidate; a miss on a remembered
-    rejected key grows the window by ``max(1, maxsize // 500)`` (recency
-    would have kept it), a miss on a remembered victim shrinks it by as
-    much (the main area would have). Caffeine's hill climber
-    (``BoundedLocalCache.climb``/``determineAdjustment``) acts on phase
-    changes the ghosts cannot see: every ``max(10 * maxsize, 10000)``
-    requests, if the hit ratio improved the window keeps moving the same
-    way, otherwise it turns back; steps start at 6.25% of the capacity and
-    decay by 2% per sample unless the hit ratio jumps by 5 points, which
-    restarts them (its first step grows the window, where Caffeine's
-    shrinks a window already at 1%). Unlike Caffeine the window may grow
-    past the protected share, taking the probation segment, up to
-    ``maxsize - 1``: recency-heavy traffic makes the cache nearly an LRU,
-    while loops and scans keep it a filtered LFU. Over the shared traces
-    this meets Caffeine 2.6.2 and comes within a point of the best other
-    policy on every row.
+    main area, as in Caffeine; three adaptive mechanisms then move the
+    balance between recency and frequency:
+
+    * *Ghosts*, as in ARC: the cache remembers the keys of the last
+      `entries // 20` candidates the filter rejected and of the last
+      `entries // 20` victims it evicted to admit a candidate. A miss on a
+      remembered rejected key means recency would have kept it: the window
+      grows by `max(1, maxsize // 500)`. A miss on a remembered victim
+      means the main area would have kept it: the window shrinks as much.
+    * The *admission margin* continues that dial past the smallest window:
+      a victim ghost hit when the window is already at its minimum raises
+      the margin by one (up to 2), and a rejected ghost hit lowers it
+      before the window grows again. It stops the churn of loops and scans
+      larger than the cache, where every sketch reset makes just-seen
+      candidates look one count hotter than the residents they would evict.
+    * Caffeine's *hill climber* (`BoundedLocalCache.climb` and
+      `determineAdjustment`) acts on phase changes the ghosts cannot see:
+      every `max(10 * entries, 10_000)` requests, if the hit ratio improved
+      the window keeps moving the same way, otherwise it turns back; steps
+      start at 6.25% of the capacity and decay by 2% per sample unless the
+      hit ratio jumps by 5 points, which restarts them.
+
+    Unlike Caffeine the window may grow past the protected share, taking
+    the probation segment, up to `maxsize - 1`: recency-heavy traffic
+    makes the cache nearly an LRU, while loops and scans keep it a
+    filtered LFU.
+
+    Every size that follows the traffic (the sketch, its ageing period, the
+    climber's sample and the ghost lists) counts *entries*, not units of
+    `getsizeof`: the sketch starts at 16 entries and doubles as the cache
+    fills, so an empty `TinyLFUCache(10**7)` takes a few kilobytes and a
+    cache of large values still ages, climbs and keeps short ghost lists.
+    The window and segment shares are in units of `getsizeof`.
 
     As an admission policy, it may decline to keep a new entry: after
-    ``cache[k] = v`` the key is in the window unless the window was empty
+    `cache[k] = v` the key is in the window unless the window was empty
     of room and the sketch preferred the main area's victim.
 
-    :param maxsize: capacity (entries, or units of ``getsizeof``).
-    :param getsizeof: optional function giving a value's size.
-    :param rng: source of the 1-in-128 random admission (seed it for
-        reproducible runs).
-    :param doorkeeper: put a Bloom filter in front of the sketch (default True).
-    :raises ConfigurationError: if ``maxsize`` is not a positive integer.
+    Args:
+        maxsize: capacity (entries, or units of `getsizeof`).
+        getsizeof: optional function giving a value's size.
+        rng: source of the 1-in-128 random admission. The default is a
+            `random.Random` with a fixed seed, so that replays are
+            reproducible; pass your own (for example `random.Random()`)
+            to make admission unpredictable to clients that choose keys.
+        doorkeeper: put a Bloom filter in front of the sketch (default True).
+
+    Raises:
+        ConfigurationError: if `maxsize` is not a valid capacity.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
     Runtime complexity: O(1) amortized per operation.
@@ -86,41 +104,31 @@ class TinyLFUCache(Cache[K, V]):
         doorkeeper: bool = True,
     ) -> None:
         super().__init__(maxsize, getsizeof)
-        maximum = positive_int("maxsize", maxsize)
-        self._rng = rng if rng is not None else random.Random()
-        self._sketch = FrequencySketch(maximum, doorkeeper=doorkeeper)
-        self._data: dict[Any, list[Any]] = {}  # key -> [value, region]
-        self._window: OrderedDict[Any, None] = OrderedDict()
-        self._probation: OrderedDict[Any, None] = OrderedDict()
-        self._protected: OrderedDict[Any, None] = OrderedDict()
+        maximum: Any = self._maxsize
+        self._rng = rng if rng is not None else random.Random(_DEFAULT_SEED)
+        # Unit-sized entries cannot outnumber maxsize; sized ones may (size 0).
+        self._entry_bound: Any = maximum if getsizeof is None else math.inf
+        self._sketch = FrequencySketch(int(min(16, self._entry_bound)), doorkeeper=doorkeeper)
+        # Each key is in exactly one queue, with its value: no per-entry index or
+        # node beyond the OrderedDict's own (a lookup tries the queues in turn).
+        self._window: OrderedDict[Any, Any] = OrderedDict()
+        self._probation: OrderedDict[Any, Any] = OrderedDict()
+        self._protected: OrderedDict[Any, Any] = OrderedDict()
         self._window_used = 0
         self._protected_used = 0
-        window = maximum - int(_PERCENT_MAIN * maximum)
+        if math.isinf(maximum):
+            window = protected = maximum  # unbounded: nothing ever leaves the window
+        else:
+            window = maximum - int(_PERCENT_MAIN * maximum)
+            protected = int(_PERCENT_MAIN_PROTECTED * (maximum - window))
         self._window_max = window
-        self._protected_max = int(_PERCENT_MAIN_PROTECTED * (maximum - window))
-        # The window and protected maxima share this span as in Caffeine; past
-        # it the window keeps growing into the probation segment (up to
-        # maxsize - 1), so recency-heavy traffic can make the cache nearly LRU.
-        self._span = window + self._protected_max
-        # Ghosts: the keys of the latest candidates the filter rejected and of
-        # the latest main-area victims it evicted to admit a candidate.
-        self._rejected: OrderedDict[Any, None] = OrderedDict()
-        self._evicted: OrderedDict[Any, None] = OrderedDict()
-        self._ghost_max = max(1, maximum // _GHOST_DIVISOR)
-        self._ghost_step = max(1, maximum // _STEP_DIVISOR)
-        # The climber sees phase changes the ghosts miss (a loop after a
-        # recency phase: its keys return too late to be remembered).
-        self._hits_in_sample = 0
-        self._misses_in_sample = 0
-        self._previous_hit_rate = 0.0
-        self._step = _STEP_PERCENT * maximum  # the first step grows the window
-        # 10 * maxsize requests are too few, for a small cache, to tell noise apart.
-        self._sample_size = max(self._sketch.sample_size, _MIN_SAMPLE)
+        self._protected_max = protected
+        self._init_sizing(maximum, window + protected)
 
     @property
     def window_maxsize(self) -> int:
-        """The admission window's current share of ``maxsize`` (ghosts and climber move it)."""
-        return self._window_max
+        """The admission window's current share of `maxsize` (ghosts and climber move it)."""
+        return self._window_max  # type: ignore[no-any-return]
 
     def _weight(self, key: Any) -> int:
         sizes = self._sizes
@@ -128,112 +136,127 @@ class TinyLFUCache(Cache[K, V]):
 
     # -- mapping -------------------------------------------------------------------
 
+    def _queue(self, key: Any) -> OrderedDict[Any, Any] | None:
+        for queue in (self._protected, self._window, self._probation):
+            if key in queue:
+                return queue
+        return None
+
+    def __contains__(self, key: object) -> bool:
+        """Whether `key` is cached, without counting a hit or touching the policy."""
+        return key in self._protected or key in self._window or key in self._probation
+
+    def __len__(self) -> int:
+        """The number of cached entries."""
+        return len(self._window) + len(self._probation) + len(self._protected)
+
+    def __iter__(self) -> Iterator[K]:
+        """The cached keys (window, probation, then protected), without touching the policy."""
+        return itertools.chain(self._window, self._probation, self._protected)
+
     def get(self, key: K, default: Any = None) -> Any:
-        """Return the value for *key* (recording the access), or *default*.
+        """Return the value for `key` (recording the access), or `default`.
 
         Runtime complexity: O(1).
         """
-        node = self._data.get(key)
-        if node is None:
-            self._misses += 1
-            return default
+        # _on_access, inlined for the common protected and window hits.
+        queue = self._protected
+        value = queue.get(key, MISSING)
+        if value is MISSING:
+            queue = self._window
+            value = queue.get(key, MISSING)
+            if value is MISSING:
+                queue = self._probation
+                if key not in queue:
+                    self._misses += 1
+                    return default
+                self._hits += 1
+                return self._on_access(key, queue)
         self._hits += 1
-        # _on_access, inlined for the common window and protected hits.
-        region = node[1]
-        if region == _PROBATION:
-            self._on_access(key, node)
-            return node[0]
         self._sketch.increment(key)
-        if region == _WINDOW:
-            self._window.move_to_end(key)
-        else:
-            self._protected.move_to_end(key)
+        queue.move_to_end(key)
         self._hits_in_sample += 1
-        return node[0]
+        return value
 
     def __setitem__(self, key: K, value: V) -> None:
+        """Store `value`; the cache may then evict it or another entry (see the class).
+
+        Raises:
+            ValueError: `"value too large"` if its size exceeds `maxsize`.
+
+        Runtime complexity: O(1) amortized.
+        """
         sizes = self._sizes
-        size = 1
-        if sizes is not None:
-            size = self._size_of(value)
-            if size > self._maxsize:
-                raise ValueError("value too large")
-        node = self._data.get(key)
-        if node is not None:
-            node[0] = value
+        size = 1 if sizes is None else self._size_of(value)
+        if size > self._maxsize:
+            raise ValueError("value too large")
+        queue = self._queue(key)
+        if queue is not None:
+            queue[key] = value
             if sizes is not None:
                 diff = size - sizes[key]
                 sizes[key] = size
                 self._currsize += diff
-                if node[1] == _WINDOW:
+                if queue is self._window:
                     self._window_used += diff
-                elif node[1] == _PROTECTED:
+                elif queue is self._protected:
                     self._protected_used += diff
-            self._on_access(key, node)
+            self._on_access(key, queue)
         else:
-            self._data[key] = [value, _WINDOW]
-            self._window[key] = None
+            self._window[key] = value
             self._window_used += size
             if sizes is not None:
                 sizes[key] = size
                 self._currsize += size
+            if self._sketch.entries < self._entry_bound:
+                self._grow_sketch()
             self._sketch.increment(key)
-            self._misses_in_sample += 1
-            if key in self._rejected:
-                # Rejected by the filter, wanted again: a larger window would have kept it.
-                del self._rejected[key]
-                self._increase_window(self._ghost_step)
-            elif key in self._evicted:
-                # Evicted to admit a candidate, wanted again: the main area is too small.
-                del self._evicted[key]
-                self._decrease_window(self._ghost_step)
+            self._on_miss(key)
         # As Caffeine's maintenance: the window overflows into probation on
         # every write, then the main area evicts if the cache is over capacity.
         self._evict_entries()
         self._climb()
 
+    def _grow_sketch(self) -> None:
+        count = len(self)
+        if count > self._sketch.entries:
+            # Sized for twice the entries held, up to the most the cache can hold.
+            self._sketch.ensure_capacity(min(2 * count, self._entry_bound))
+
     # -- policy hooks --------------------------------------------------------------
 
-    def _on_access(self, key: Any, node: list[Any]) -> None:
+    def _on_access(self, key: Any, queue: OrderedDict[Any, Any]) -> Any:
         self._sketch.increment(key)
-        region = node[1]
-        if region == _WINDOW:
-            self._window.move_to_end(key)
-        elif region == _PROBATION:
-            weight = self._weight(key)
-            if weight > self._protected_max:
-                self._probation.move_to_end(key)
-            else:
-                del self._probation[key]
-                self._protected[key] = None
-                self._protected_used += weight
-                node[1] = _PROTECTED
-        else:
-            self._protected.move_to_end(key)
         self._hits_in_sample += 1
+        if queue is self._probation:
+            weight = self._weight(key)
+            if weight <= self._protected_max:
+                value = queue.pop(key)
+                self._protected[key] = value
+                self._protected_used += weight
+                return value
+        queue.move_to_end(key)
+        return queue[key]
 
     def _touch(self, key: Any) -> Any:
-        node = self._data.get(key)
-        if node is None:
+        queue = self._queue(key)
+        if queue is None:
             return MISSING
-        self._on_access(key, node)
-        return node[0]
+        return self._on_access(key, queue)
 
     def _peek(self, key: Any) -> Any:
-        node = self._data.get(key)
-        return MISSING if node is None else node[0]
+        queue = self._queue(key)
+        return MISSING if queue is None else queue[key]
 
     def _remove(self, key: Any) -> Any:
-        value, region = self._data.pop(key)
-        weight = self._weight(key)
-        if region == _WINDOW:
-            del self._window[key]
-            self._window_used -= weight
-        elif region == _PROBATION:
-            del self._probation[key]
-        else:
-            del self._protected[key]
-            self._protected_used -= weight
+        queue = self._queue(key)
+        if queue is None:
+            raise KeyError(key)
+        value = queue.pop(key)
+        if queue is self._window:
+            self._window_used -= self._weight(key)
+        elif queue is self._protected:
+            self._protected_used -= self._weight(key)
         return value
 
     def _victim(self) -> Any:
@@ -243,12 +266,10 @@ class TinyLFUCache(Cache[K, V]):
         raise KeyError(f"{type(self).__name__} is empty")
 
     def _clear(self) -> None:
-        self._data.clear()
         self._window.clear()
         self._probation.clear()
         self._protected.clear()
-        self._rejected.clear()
-        self._evicted.clear()
+        self._clear_ghosts()
         self._window_used = self._protected_used = 0
 
     def _evict(self, key: Any) -> None:
@@ -261,13 +282,11 @@ class TinyLFUCache(Cache[K, V]):
     # -- eviction (Caffeine's evictFromWindow / evictFromMain / admit) ----------------
 
     def _evict_entries(self) -> None:
-        window, probation, data = self._window, self._probation, self._data
+        window, probation = self._window, self._probation
         candidates: list[Any] = []
         while self._window_used > self._window_max and window:
-            key = next(iter(window))
-            del window[key]
-            probation[key] = None
-            data[key][1] = _PROBATION
+            key, value = window.popitem(last=False)
+            probation[key] = value
             self._window_used -= self._weight(key)
             candidates.append(key)
         # Candidates are tried newest first; the victim is the LRU end of the queues.
@@ -278,8 +297,7 @@ class TinyLFUCache(Cache[K, V]):
             candidate = candidates.pop() if candidates else next(reversed(window), None)
             victim = None
             while qi < 3:
-                queue = queues[qi]
-                victim = next(iter(queue), None)
+                victim = next(iter(queues[qi]), None)
                 if victim is not None:
                     break
                 qi += 1
@@ -291,113 +309,17 @@ class TinyLFUCache(Cache[K, V]):
                 self._evict(victim)
             elif self._admit(candidate, victim):
                 self._evict(victim)
-                self._remember(self._evicted, victim)
+                self._remember_evicted(victim)
             else:
                 self._evict(candidate)
-                self._remember(self._rejected, candidate)
-
-    def _remember(self, ghost: OrderedDict[Any, None], key: Any) -> None:
-        ghost[key] = None
-        if len(ghost) > self._ghost_max:
-            ghost.popitem(last=False)
+                self._remember_rejected(candidate)
 
     def _admit(self, candidate: Any, victim: Any) -> bool:
         sketch = self._sketch
         victim_freq = sketch.frequency(victim)
         candidate_freq = sketch.frequency(candidate)
-        if candidate_freq > victim_freq:
+        if candidate_freq > victim_freq + self._margin:
             return True
-        if candidate_freq <= 5:
+        if candidate_freq < _WARM:
             return False
-        return (self._rng.getrandbits(7)) == 0
-
-    # -- window sizing (ghost hits and Caffeine's climb / determineAdjustment) --------
-
-    def _climb(self) -> None:
-        self._demote_from_protected()
-        if self.currsize < self._maxsize >> 1:
-            # Caffeine's sketch is not initialized until the cache is half full.
-            self._previous_hit_rate = 0.0
-            self._hits_in_sample = self._misses_in_sample = 0
-            return
-        requests = self._hits_in_sample + self._misses_in_sample
-        if requests < self._sample_size:
-            return
-        hit_rate = self._hits_in_sample / requests
-        change = hit_rate - self._previous_hit_rate
-        amount = self._step if change >= 0 else -self._step
-        if abs(change) >= _RESTART_THRESHOLD:
-            next_step = _STEP_PERCENT * self._maxsize * (1 if amount >= 0 else -1)
-        else:
-            next_step = _STEP_DECAY * amount
-        self._previous_hit_rate = hit_rate
-        self._step = next_step
-        self._hits_in_sample = self._misses_in_sample = 0
-        if amount > 0:
-            self._increase_window(int(amount))
-        elif amount < 0:
-            self._decrease_window(int(-amount))
-
-    def _set_window(self, window_max: int) -> None:
-        self._window_max = window_max
-        self._protected_max = max(0, self._span - window_max)
-
-    def _increase_window(self, amount: int) -> None:
-        quota = min(amount, self._maxsize - 1 - self._window_max)
-        if quota <= 0:
-            return
-        self._set_window(self._window_max + quota)
-        self._demote_from_protected()
-        probation, protected, window = self._probation, self._protected, self._window
-        for _ in range(_TRANSFER_LIMIT):
-            key = next(iter(probation), None)
-            from_probation = True
-            if key is None or quota < self._weight(key):
-                key = next(iter(protected), None)
-                from_probation = False
-            if key is None:
-                break
-            weight = self._weight(key)
-            if quota < weight:
-                break
-            quota -= weight
-            if from_probation:
-                del probation[key]
-            else:
-                del protected[key]
-                self._protected_used -= weight
-            window[key] = None
-            self._window_used += weight
-            self._data[key][1] = _WINDOW
-        self._set_window(self._window_max - quota)
-
-    def _decrease_window(self, amount: int) -> None:
-        quota = min(amount, self._window_max - 1)
-        if quota <= 0:
-            return
-        self._set_window(self._window_max - quota)
-        window, probation = self._window, self._probation
-        for _ in range(_TRANSFER_LIMIT):
-            key = next(iter(window), None)
-            if key is None:
-                break
-            weight = self._weight(key)
-            if quota < weight:
-                break
-            quota -= weight
-            del window[key]
-            self._window_used -= weight
-            probation[key] = None
-            self._data[key][1] = _PROBATION
-        self._set_window(self._window_max + quota)
-
-    def _demote_from_protected(self) -> None:
-        protected, probation = self._protected, self._probation
-        for _ in range(_TRANSFER_LIMIT):
-            if self._protected_used <= self._protected_max or not protected:
-                break
-            key = next(iter(protected))
-            del protected[key]
-            probation[key] = None
-            self._data[key][1] = _PROBATION
-            self._protected_used -= self._weight(key)
+        return self._rng.getrandbits(7) == 0

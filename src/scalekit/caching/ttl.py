@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import heapq
-import itertools
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any, ClassVar, TypeVar
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._validation import positive_number
+from ..exceptions import ConfigurationError
 from .base import MISSING, Cache
 
 __all__ = ["TTLCache"]
@@ -18,15 +20,94 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+def check_ttl(value: Any) -> Any:
+    """Return *value* if it is a valid time to live: a number > 0 (`math.inf` too) or a timedelta.
+
+    Raises:
+        ConfigurationError: for zero, a negative number, NaN, a bool or a non-number.
+    """
+    if isinstance(value, timedelta):
+        if value > timedelta(0):
+            return value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)  # NaN fails `> 0`
+    raise ConfigurationError(
+        f"ttl must be a positive number (math.inf allowed) or a positive timedelta, got {value!r}"
+    )
+
+
+class Timer:
+    """The clock of a timed cache, as cachetools' `cache.timer` is.
+
+    Calling it reads the clock it wraps; `with cache.timer as now:` freezes
+    the time for a batch of operations (nested blocks share the outer time).
+    Other attributes are those of the wrapped clock (`cache.timer.tick()` on
+    a test clock). A copy of the cache gets a timer of its own around the
+    same clock.
+    """
+
+    __slots__ = ("_depth", "_now", "_timer")
+
+    def __init__(self, timer: Callable[[], Any]) -> None:
+        self._timer = timer
+        self._now: Any = None  # the frozen time inside a `with` block
+        self._depth = 0
+
+    def __call__(self) -> Any:
+        now = self._now
+        return self._timer() if now is None else now
+
+    def __enter__(self) -> Any:
+        if self._depth == 0:
+            self._now = self._timer()
+        self._depth += 1
+        return self._now
+
+    def _freeze(self, now: Any) -> None:
+        """Enter a block at *now*, a time the caller has just read from this clock."""
+        if self._depth == 0:
+            self._now = now
+        self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._now = None
+
+    def __copy__(self) -> Timer:
+        return Timer(self._timer)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Timer:
+        return Timer(copy.deepcopy(self._timer, memo))
+
+    def __reduce__(self) -> Any:
+        return Timer, (self._timer,)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in Timer.__slots__:  # not set yet (while unpickling)
+            raise AttributeError(name)
+        return getattr(self._timer, name)
+
+    def __repr__(self) -> str:
+        return f"Timer({self._timer!r})"
+
+
 class TTLCache(Cache[K, V]):
     """An LRU cache whose entries expire; drop-in for ``cachetools.TTLCache``.
 
     An entry written at time *t* expires at ``t + ttl`` (``ttl`` from the
     constructor, or per entry with :meth:`set`). As in cachetools, an entry
     is expired when ``timer() >= expires``: it is then invisible (``in``,
-    ``[]``, ``get``, iteration and ``len`` ignore it) and is dropped by
-    :meth:`expire`, which every write runs first. Within the live entries
-    the least recently used is evicted when the cache is full.
+    ``[]``, ``get`` and iteration ignore it) although it may still be stored;
+    :meth:`expire` drops the expired entries, and every write, ``len()``,
+    ``currsize``, ``popitem()`` and ``repr()`` run it first. Within the live
+    entries the least recently used is evicted when the cache is full.
+
+    The timer may return any ordered time that supports ``+ ttl``: seconds
+    from :func:`time.monotonic` (the default) with a numeric ``ttl``
+    (`math.inf`: never expires), or ``datetime.now`` with a ``timedelta``.
+    ``cache.timer`` is a [Timer][scalekit.caching.ttl.Timer]:
+    ``with cache.timer as now:`` runs several operations at one frozen time.
 
     >>> from scalekit.testing import FakeClock
     >>> clock = FakeClock()
@@ -37,12 +118,14 @@ class TTLCache(Cache[K, V]):
     >>> sorted(cache)
     ['b']
 
-    :param maxsize: capacity (entries, or units of ``getsizeof``).
-    :param ttl: default time to live, in the timer's units (seconds).
-    :param timer: the clock, :func:`time.monotonic` by default.
-    :param getsizeof: optional function giving a value's size.
-    :raises ConfigurationError: if ``maxsize`` is not a positive integer or
-        ``ttl`` is not a positive finite number.
+    Args:
+        maxsize: capacity (entries, or units of `getsizeof`; `0` or `math.inf` too).
+        ttl: default time to live, in the timer's units (seconds), or a `timedelta`.
+        timer: the clock, `time.monotonic` by default.
+        getsizeof: optional function giving a value's size.
+
+    Raises:
+        ConfigurationError: if `maxsize` or `ttl` is invalid.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
     Runtime complexity: O(1) per read, O(log n) per write (expiry heap).
@@ -52,53 +135,69 @@ class TTLCache(Cache[K, V]):
     #: users hook evictions that way): then __setitem__ evicts through popitem().
     _ttl_inline: ClassVar[bool] = True
 
+    _state: ClassVar[tuple[str, ...] | None] = ("_data", "_heap", "_sizes", "_clock")
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._ttl_inline = (
             cls.popitem is TTLCache.popitem and cls.__delitem__ is TTLCache.__delitem__
         )
 
+    if not TYPE_CHECKING:
+
+        def __class_getitem__(cls, params):
+            # cachetools 8 also parametrizes the time type: TTLCache[K, V, T].
+            if isinstance(params, tuple) and len(params) == 3:
+                params = params[:2]
+            return super().__class_getitem__(params)
+
     def __init__(
         self,
         maxsize: int,
-        ttl: float,
-        timer: Callable[[], float] = time.monotonic,
+        ttl: Any,
+        timer: Callable[[], Any] = time.monotonic,
         getsizeof: Callable[[V], int] | None = None,
     ) -> None:
         super().__init__(maxsize, getsizeof)
-        self._ttl = positive_number("ttl", ttl)
+        self._ttl = check_ttl(ttl)
         self._timer = timer
+        self._clock = Timer(timer)
         # key -> [value, expires], in recency order; the heap holds
-        # (expires, seq, key, node) and is cleaned lazily.
+        # (expires, seq, key, node) and is cleaned lazily. seq is a plain int
+        # (an itertools.count could not be pickled or copied from Python 3.14).
         self._data: OrderedDict[Any, list[Any]] = OrderedDict()
-        self._heap: list[tuple[float, int, Any, list[Any]]] = []
-        self._seq = itertools.count()
-        self._write_ttl = self._ttl
-        self._now: float | None = None  # the time frozen for the duration of a write
+        self._heap: list[tuple[Any, int, Any, list[Any]]] = []
+        self._seq = 0
+        self._write_ttl: Any = self._ttl
 
-    def _clock(self) -> float:
-        now = self._now
+    def _now(self) -> Any:
+        now = self._clock._now
         return self._timer() if now is None else now
 
+    def _expires(self, key: Any, value: Any, now: Any) -> Any:
+        """When an entry written now expires (TLRUCache computes it per item)."""
+        return now + self._write_ttl
+
     @property
-    def ttl(self) -> float:
+    def ttl(self) -> Any:
         """The default time to live."""
         return self._ttl
 
     @property
-    def timer(self) -> Callable[[], float]:
-        """The clock the cache reads."""
-        return self._timer
+    def timer(self) -> Timer:
+        """The cache's clock: call it for the time, `with` it to freeze the time."""
+        return self._clock
 
-    def set(self, key: K, value: V, ttl: float | None = None) -> None:
+    def set(self, key: K, value: V, ttl: Any = None) -> None:
         """Store *value* for *ttl* (default: the cache's ``ttl``).
 
-        :raises ConfigurationError: if *ttl* is not a positive finite number.
-        :raises ValueError: ``"value too large"`` as for ``[]=``.
+        Raises:
+            ConfigurationError: if *ttl* is not a positive number or timedelta.
+            ValueError: `"value too large"` as for `[]=`.
 
         Runtime complexity: O(log n).
         """
-        self._write_ttl = self._ttl if ttl is None else positive_number("ttl", ttl)
+        self._write_ttl = self._ttl if ttl is None else check_ttl(ttl)
         try:
             self[key] = value
         finally:
@@ -112,7 +211,7 @@ class TTLCache(Cache[K, V]):
         data = self._data
         node = data.get(key)
         if node is not None:
-            now = self._now
+            now = self._clock._now
             if (self._timer() if now is None else now) < node[1]:
                 data.move_to_end(key)
                 self._hits += 1
@@ -124,7 +223,7 @@ class TTLCache(Cache[K, V]):
         data = self._data
         node = data.get(key)
         if node is not None:
-            now = self._now
+            now = self._clock._now
             if (self._timer() if now is None else now) < node[1]:
                 data.move_to_end(key)
                 self._hits += 1
@@ -133,13 +232,17 @@ class TTLCache(Cache[K, V]):
         return self.__missing__(key)
 
     def __setitem__(self, key: K, value: V) -> None:
-        now = self._timer()
+        clock = self._clock
+        frozen = clock._now
+        now = self._timer() if frozen is None else frozen
+        # Computed first: a time that overflows (datetime.max + ttl) changes nothing.
+        expires = self._expires(key, value, now)
         self.expire(now)
-        if self._sizes is None and self._ttl_inline:
+        if self._sizes is None and self._ttl_inline and self._maxsize >= 1:
             # Unit sizes: every entry left is live (expire(now) ran), so this is
             # LRU's write -- at most one eviction, the least recent entry.
             data = self._data
-            node = [value, now + self._write_ttl]
+            node = [value, expires]
             if key in data:
                 data[key] = node
                 data.move_to_end(key)
@@ -150,60 +253,91 @@ class TTLCache(Cache[K, V]):
                 data[key] = node
             self._push(key, node)
             return
-        self._now = now
+        clock._freeze(now)
+        self._write_expires = expires
         try:
             Cache.__setitem__(self, key, value)
         finally:
-            self._now = None
+            clock.__exit__()
+            del self._write_expires
 
     def __delitem__(self, key: K) -> None:
         node = self._data.get(key)
         Cache.__delitem__(self, key)
-        if node is not None and self._clock() >= node[1]:
+        if node is not None and not self._now() < node[1]:
             raise KeyError(key)  # it had already expired, as cachetools reports
 
-    def expire(self, time: float | None = None) -> list[tuple[K, V]]:
+    def expire(self, time: Any = None) -> list[tuple[K, V]]:
         """Remove the entries expired at *time* (default: now) and return them.
 
         Runtime complexity: O(k log n) for k expired entries.
         """
         if time is None:
-            time = self._clock()
+            time = self._now()
         heap = self._heap
         expired: list[tuple[K, V]] = []
         data = self._data
-        while heap and heap[0][0] <= time:
+        while heap and not time < heap[0][0]:
             _, _, key, node = heapq.heappop(heap)
-            if data.get(key) is node and node[1] <= time:
+            if data.get(key) is node:
                 expired.append((key, node[0]))
                 Cache.__delitem__(self, key)
         return expired
 
     def __contains__(self, key: object) -> bool:
         node = self._data.get(key)
-        return node is not None and self._clock() < node[1]
+        return node is not None and self._now() < node[1]
 
     def __iter__(self) -> Iterator[K]:
-        now = self._clock()
-        for key, node in list(self._data.items()):
-            if now < node[1]:
+        """The live keys, least recently used first, over a snapshot.
+
+        A key written while iterating is visited once, a key added is not
+        visited, and a key removed or expired meanwhile is skipped (not purged).
+        """
+        data = self._data
+        for key in list(data):
+            node = data.get(key)
+            if node is not None and self._now() < node[1]:
                 yield key
 
     def __len__(self) -> int:
-        self.expire()
-        return len(self._data)
+        with self._clock as now:
+            self.expire(now)
+            return len(self._data)
+
+    @property
+    def currsize(self) -> Any:
+        """The total size of the live entries (expired ones are dropped first)."""
+        with self._clock as now:
+            self.expire(now)
+            return len(self._data) if self._sizes is None else self._currsize
+
+    def __repr__(self) -> str:
+        with self._clock as now:
+            self.expire(now)
+            return Cache.__repr__(self)
+
+    def pop(self, key: K, default: Any = MISSING) -> Any:
+        """Remove *key* and return its value (or *default*), at one frozen time."""
+        with self._clock:
+            return Cache.pop(self, key, default)
+
+    def setdefault(self, key: K, default: Any = None) -> Any:
+        """Return the value of *key*, storing *default* first if it is absent (or expired)."""
+        with self._clock:
+            return Cache.setdefault(self, key, default)
 
     def _touch(self, key: Any) -> Any:
         data = self._data
         node = data.get(key)
-        if node is None or self._clock() >= node[1]:
+        if node is None or not self._now() < node[1]:
             return MISSING
         data.move_to_end(key)
         return node[0]
 
     def _peek(self, key: Any) -> Any:
         node = self._data.get(key)
-        if node is None or self._clock() >= node[1]:
+        if node is None or not self._now() < node[1]:
             return MISSING
         return node[0]
 
@@ -211,20 +345,23 @@ class TTLCache(Cache[K, V]):
         data = self._data
         if key not in data:
             return False
-        node = [value, self._clock() + self._write_ttl]
+        node = [value, self._write_expires]
         data[key] = node
         data.move_to_end(key)
         self._push(key, node)
         return True
 
     def _insert(self, key: Any, value: Any) -> None:
-        node = [value, self._clock() + self._write_ttl]
+        node = [value, self._write_expires]
         self._data[key] = node
         self._push(key, node)
 
     def _push(self, key: Any, node: list[Any]) -> None:
         heap = self._heap
-        heapq.heappush(heap, (node[1], next(self._seq), key, node))
+        seq = self._seq
+        self._seq = seq + 1
+        if node[1] != math.inf:  # an entry that never expires needs no heap slot
+            heapq.heappush(heap, (node[1], seq, key, node))
         if len(heap) > 2 * len(self._data) + 64:
             data = self._data
             self._heap = [e for e in heap if data.get(e[2]) is e[3]]
@@ -240,10 +377,12 @@ class TTLCache(Cache[K, V]):
     def popitem(self) -> tuple[K, V]:
         """Remove and return the least recently used entry that has not expired.
 
-        :raises KeyError: if no live entry is left.
+        Raises:
+            KeyError: if no live entry is left.
         """
-        self.expire()
-        return Cache.popitem(self)
+        with self._clock as now:
+            self.expire(now)
+            return Cache.popitem(self)
 
     def _clear(self) -> None:
         self._data.clear()

@@ -1,0 +1,127 @@
+"""Drop-in compatibility with cachetools, asserted on scalekit's own terms.
+
+tests/caching/test_cachetools_suite.py runs cachetools' own TestCases; this
+module asserts what docs/caching.md says about compatibility, including the
+deliberate differences that suite lists.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+from typing import Any
+
+import cachetools
+import pytest
+
+from scalekit.caching import FIFOCache, LFUCache, LRUCache, RRCache, TTLCache
+from scalekit.testing import FakeClock
+from tests.caching.caching_factories import FACTORIES, Factory
+
+DROP_IN = ["LRU", "LFU", "FIFO", "RR", "TTL"]
+
+
+def test_ttl_copy_is_independent_in_recency_order() -> None:
+    # cachetools' test_ttl_copy, with scalekit's documented iteration order:
+    # least recently used first (cachetools: insertion order).
+    clock = FakeClock(0)
+    source: TTLCache[int, int] = TTLCache(maxsize=3, ttl=2, timer=clock)
+    source[1] = 1
+    source[2] = 2
+    clock.advance(1)
+    source[3] = 3
+    assert source[1] == 1  # the least recently used is now 2
+    clone = copy.copy(source)
+    assert [k for k in clone] == [2, 3, 1] == [k for k in source]
+    clone[4] = 4  # evicts 2 in the copy only
+    assert [k for k in clone] == [3, 1, 4] and [k for k in source] == [2, 3, 1]
+    assert source.timer is not clone.timer
+    with source.timer:
+        clock.advance(1)
+        assert source.timer() == 1 and clone.timer() == 2
+    assert source.timer() == 2
+    assert [k for k in clone] == [3, 4] and [k for k in source] == [3]
+
+
+@pytest.mark.parametrize("policy", sorted(FACTORIES))
+def test_copy_shares_extra_attributes_and_getsizeof(policy: str) -> None:
+    base = type(FACTORIES[policy](1))
+    make: Factory = FACTORIES[policy]
+
+    class Locked(base):  # type: ignore[valid-type,misc]
+        pass
+
+    def getsizeof(value: Any) -> int:
+        return 1
+
+    source = make(4, getsizeof=getsizeof)
+    source.__class__ = Locked
+    source.lock = threading.Lock()  # cannot be pickled or deep-copied
+    source.extra = {"hits": 0}
+    source["a"], source["b"] = [1], [2]
+    clone = copy.copy(source)
+    assert type(clone) is Locked
+    assert clone.lock is source.lock and clone.extra is source.extra
+    assert clone.getsizeof is source.getsizeof is getsizeof
+    assert clone["a"] is source["a"]
+    clone["c"] = [3]
+    del clone["a"]
+    assert sorted(source) == ["a", "b"] and source.currsize == 2
+    assert sorted(clone) == ["b", "c"] and clone.currsize == 2
+
+
+@pytest.mark.parametrize("policy", ["LRU", "FIFO", "LFU", "RR", "TTL", "SIEVE", "S3FIFO"])
+def test_writing_present_keys_while_iterating(policy: str) -> None:
+    cache = FACTORIES[policy](3)
+    cache.update({1: 1, 2: 2, 3: 3})
+    seen = []
+    for key in cache:
+        seen.append(key)
+        cache[key] = key * 10
+    assert sorted(seen) == [1, 2, 3] and sorted(cache.values()) == [10, 20, 30]
+
+
+@pytest.mark.parametrize("policy", sorted(FACTORIES))
+def test_popitem_on_empty_suppresses_the_context(policy: str) -> None:
+    with pytest.raises(KeyError) as info:
+        FACTORIES[policy](2).popitem()
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_lfu_missing_that_stores_counts_the_lookup_as_a_use() -> None:
+    class Default(LFUCache[int, int]):
+        def __missing__(self, key: int) -> int:
+            self[key] = key
+            return key
+
+    cache = Default(2)
+    assert cache[1] == 1  # stored by __missing__, then this lookup counts: 2 uses
+    assert cache.frequency(1) == 2
+    cache[2] = 2
+    cache[3] = 3  # evicts 2 (1 use), not 1 (2 uses)
+    assert sorted(cache) == [1, 3]
+
+
+@pytest.mark.parametrize("cls", [LRUCache, LFUCache, FIFOCache, RRCache])
+def test_cachetools_cached_reports_maxsize_and_currsize(cls: Any) -> None:
+    cache = cls(maxsize=8)
+    assert isinstance(cache, cachetools.Cache)
+
+    @cachetools.cached(cache, info=True)
+    def double(x: int) -> int:
+        return 2 * x
+
+    double(1), double(1), double(2)
+    assert double.cache_info() == (1, 2, 8, 2)
+
+
+def test_ttl_maxsize_inf_with_cachetools_cached() -> None:
+    cache: TTLCache[Any, Any] = TTLCache(maxsize=math.inf, ttl=math.inf)
+
+    @cachetools.cached(cache, info=True)
+    def f(x: int) -> int:
+        return x
+
+    f(1)
+    assert f.cache_info().maxsize == math.inf and f.cache_info().currsize == 1
