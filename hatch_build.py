@@ -93,21 +93,23 @@ class CythonBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 
         work = root / "build" / f"cython-{sys.implementation.cache_tag}"
         extensions = [Extension(module, [str(root / source)]) for module, source in EXTENSIONS]
-        modules = cythonize(
+        modules = cythonize(  # type: ignore[no-untyped-call]
             extensions,
             build_dir=str(work / "c"),
             compiler_directives={"language_level": 3},
             quiet=True,
         )
         dist = Distribution({"ext_modules": modules})
-        command = dist.get_command_obj("build_ext")
-        command.build_lib = str(work / "lib")  # type: ignore[attr-defined]
-        command.build_temp = str(work / "temp")  # type: ignore[attr-defined]
+        command: Any = dist.get_command_obj("build_ext")
+        command.build_lib = str(work / "lib")
+        command.build_temp = str(work / "temp")
+        # Always compile: a module left by an earlier build may be from another compiler.
+        command.force = True
         command.ensure_finalized()
         command.run()
         built = []
         for module, _ in EXTENSIONS:
-            path = work / "lib" / command.get_ext_filename(module)  # type: ignore[attr-defined]
+            path = work / "lib" / command.get_ext_filename(module)
             if not path.exists():
                 raise RuntimeError(f"build_ext did not produce {path}")
             built.append((module, path))
