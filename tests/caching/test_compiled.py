@@ -23,7 +23,7 @@ import pytest
 from benchmarks._common import TRACES_DIR
 from benchmarks.caching.traces import read_trace
 from scalekit import _compiled
-from scalekit.caching import TinyLFUCache, _speedups
+from scalekit.caching import LRUCache, TinyLFUCache, _speedups, hashkey
 from scalekit.caching._sketch import FrequencySketch as PureSketch
 
 REQUIRE_COMPILED = os.environ.get("SCALEKIT_REQUIRE_COMPILED") == "1"
@@ -36,6 +36,13 @@ def _compiled_module() -> ModuleType:
         if REQUIRE_COMPILED:
             pytest.fail(f"SCALEKIT_REQUIRE_COMPILED=1 but {exc}", pytrace=False)
         pytest.skip(f"the compiled extension is not built ({exc})")
+    return module
+
+
+def _prototypes() -> ModuleType:
+    _compiled_module()  # the same extension build: skipped or failed alike
+    import scalekit.caching._prototypes as module
+
     return module
 
 
@@ -217,3 +224,47 @@ def test_python_m_scalekit_names_the_active_implementation(pure: bool) -> None:
         env=env,
     ).stdout.strip()
     assert module == ("scalekit.caching._sketch" if pure else "scalekit.caching._csketch")
+
+
+def test_lru_prototype_evicts_as_lru_cache() -> None:
+    # The measured prototype must be an LRU: the same hits and the same victims as LRUCache.
+    prototypes = _prototypes()
+    rng = random.Random(3)
+    ours, proto = LRUCache(50), prototypes.LRUPrototype(50)
+    for _ in range(20_000):
+        key = rng.randrange(120)
+        roll = rng.random()
+        if roll < 0.7:
+            found = ours.get(key)
+            assert found == proto.get(key)
+            if found is None:
+                ours[key] = proto[key] = -key
+        elif roll < 0.8 and key in ours:
+            del ours[key]
+            del proto[key]
+        else:
+            assert (key in ours) == (key in proto)
+    assert len(ours) == len(proto) == 50
+    assert (ours.stats().hits, ours.stats().misses) == (proto.hits, proto.misses)
+    while ours:
+        assert ours.popitem() == proto.popitem()
+    with pytest.raises(KeyError):
+        proto.popitem()
+    with pytest.raises(TypeError):
+        proto.get([])  # unhashable, as a dict lookup
+
+
+def test_cached_prototype_returns_what_cached_returns() -> None:
+    prototypes = _prototypes()
+    calls: list[tuple[Any, ...]] = []
+
+    def f(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return (args, sorted(kwargs.items()))
+
+    cache: LRUCache[Any, Any] = LRUCache(10)
+    wrapped = prototypes.CachedPrototype(f, cache)
+    assert wrapped(1, 2) == wrapped(1, 2) == ((1, 2), [])
+    assert wrapped(1, b=2) == wrapped(1, b=2) == ((1,), [("b", 2)])
+    assert len(calls) == 2 and (wrapped.hits, wrapped.misses) == (2, 2)
+    assert set(cache) == {(1, 2), hashkey(1, b=2)}  # cached's own keys
