@@ -71,7 +71,11 @@ class CythonBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         for module, path in built:
             relative = module.replace(".", "/") + path.name[path.name.index(".") :]
             if editable:
-                shutil.copy2(path, root / "src" / relative)
+                # Renamed into place: a running process keeps the module it mapped.
+                target = root / "src" / relative
+                staged = target.with_name(target.name + ".new")
+                shutil.copy2(path, staged)
+                os.replace(staged, target)
             else:
                 build_data["force_include"][str(path)] = relative
         build_data["pure_python"] = False

@@ -138,6 +138,32 @@ def test_compiled_sketch_copies_and_pickles_with_its_counters(compiled_sketch: A
             fixed.new_attribute = 1
 
 
+def test_a_cache_pickled_with_the_extension_loads_without_it(compiled_sketch: Any) -> None:
+    cache: TinyLFUCache[Any, Any] = TinyLFUCache(100)
+    cache._sketch = compiled_sketch(16)
+    for i in range(2000):
+        cache[i % 150] = i
+    expected = [cache._sketch.frequency(key) for key in range(150)]
+    code = (
+        "import pickle, sys; cache = pickle.loads(sys.stdin.buffer.read()); "
+        "print(type(cache._sketch).__module__); "
+        "print([cache._sketch.frequency(k) for k in range(150)]); print(sorted(cache))"
+    )
+    env = {**os.environ, "SCALEKIT_PURE_PYTHON": "1"}
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", code],
+            input=pickle.dumps(cache),
+            capture_output=True,
+            check=True,
+            env=env,
+        )
+        .stdout.decode()
+        .splitlines()
+    )
+    assert out == ["scalekit.caching._sketch", str(expected), str(sorted(cache))]
+
+
 def test_compiled_sketch_refuses_rows_resized_from_outside(compiled_sketch: Any) -> None:
     sketch = compiled_sketch(100, doorkeeper=False)
     sketch._rows[2].clear()

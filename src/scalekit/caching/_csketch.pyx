@@ -241,8 +241,12 @@ cdef class FrequencySketch:
         self.size = rest >> 1 if rest > 0 else 0
 
     def __reduce__(self):
+        # Restored as the implementation active where it is loaded, so a
+        # pickle made with the extension loads without it (and the reverse).
+        from scalekit.caching._speedups import _restore_sketch
+
         return (
-            _restore,
+            _restore_sketch,
             (
                 self.entries,
                 self.sample_size,
@@ -252,15 +256,3 @@ cdef class FrequencySketch:
                 self._door_mask,
             ),
         )
-
-
-def _restore(entries, sample_size, size, rows, door, door_mask):
-    """Rebuild a pickled `FrequencySketch` (the state `__reduce__` saved)."""
-    cdef FrequencySketch sketch = FrequencySketch.__new__(FrequencySketch)
-    sketch.entries = entries
-    sketch.sample_size = sample_size
-    sketch.size = size
-    sketch._rows = rows
-    sketch._door_ = door
-    sketch._door_mask = door_mask
-    return sketch
