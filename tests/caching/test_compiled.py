@@ -294,3 +294,9 @@ def test_cached_prototype_returns_what_cached_returns() -> None:
     assert wrapped(1, b=2) == wrapped(1, b=2) == ((1,), [("b", 2)])
     assert len(calls) == 2 and (wrapped.hits, wrapped.misses) == (2, 2)
     assert set(cache) == {(1, 2), hashkey(1, b=2)}  # cached's own keys
+
+    core = prototypes.LRUPrototype(2)
+    over_core = prototypes.CachedPrototype(f, core)
+    assert [over_core(i) for i in (1, 2, 1, 3, 2, 1)] == [((i,), []) for i in (1, 2, 1, 3, 2, 1)]
+    # 1 and 2 miss, 1 hits, 3 evicts 2 (least recent), so 2 misses and evicts 1, which misses.
+    assert (core.hits, core.misses) == (1, 5) and len(calls) == 7

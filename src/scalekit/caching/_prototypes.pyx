@@ -141,13 +141,15 @@ cdef class LRUPrototype:
 cdef class CachedPrototype:
     """The hit path of `cached(LRUCache(...))`, compiled (prototype).
 
-    Wraps `func` over a pure `LRUCache`, with `cached`'s default key (the
-    positional arguments; keyword arguments as `hashkey`). A hit is one
-    dict lookup on the cache's `OrderedDict` (a dict subclass, read
-    through the dict C API), one `move_to_end` and a C counter (`hits`;
-    the cache's own statistics are not updated, which a compiled cache
-    core would do in C too); a miss calls `func` and stores the value,
-    without `cached`'s single-flight.
+    Wraps `func` over a pure `LRUCache` or an `LRUPrototype`, with
+    `cached`'s default key (the positional arguments; keyword arguments as
+    `hashkey`). Over `LRUCache`, a hit is one dict lookup on the cache's
+    `OrderedDict` (a dict subclass, read through the dict C API), one
+    `move_to_end` and a C counter (`hits`; the cache's own statistics are
+    not updated, which a compiled cache core would do in C too). Over
+    `LRUPrototype`, a hit is the prototype's own lookup and relink, in C,
+    counted in the prototype's `hits`. A miss calls `func` and stores the
+    value, without `cached`'s single-flight.
     """
 
     cdef public Py_ssize_t hits
@@ -157,6 +159,7 @@ cdef class CachedPrototype:
     cdef object _cache
     cdef object _data  # an OrderedDict: a dict subclass
     cdef object _move
+    cdef LRUPrototype _core
 
     def __init__(self, func, cache):
         from .decorators import hashkey
@@ -164,14 +167,31 @@ cdef class CachedPrototype:
         _KWMARK = hashkey(k=0)[:1]
         self._func = func
         self._cache = cache
-        self._data = cache._data
-        self._move = cache._data.move_to_end
+        if isinstance(cache, LRUPrototype):
+            self._core = cache
+        else:
+            self._data = cache._data
+            self._move = cache._data.move_to_end
 
     def __call__(self, *args, **kwargs):
         cdef object k = args
         if kwargs:
             k = args + _KWMARK + tuple(sorted(kwargs.items()))
-        cdef PyObject* found = PyDict_GetItemWithError(self._data, k)
+        cdef PyObject* found
+        cdef _Node node
+        cdef LRUPrototype core = self._core
+        if core is not None:
+            found = PyDict_GetItemWithError(core._map, k)
+            if found is not NULL:
+                node = <_Node>found
+                core._move_to_front(node)
+                core.hits += 1
+                return node.value
+            core.misses += 1
+            value = self._func(*args, **kwargs)
+            core[k] = value
+            return value
+        found = PyDict_GetItemWithError(self._data, k)
         if found is not NULL:
             self._move(k)
             self.hits += 1
