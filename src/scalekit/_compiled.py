@@ -17,6 +17,8 @@ import os
 import warnings
 from types import ModuleType
 
+from .exceptions import ConfigurationError
+
 __all__ = ["COMPILED_MODULES", "PURE_PYTHON_ENV", "implementation", "load", "pure_python_requested"]
 
 PURE_PYTHON_ENV = "SCALEKIT_PURE_PYTHON"
@@ -50,10 +52,12 @@ def load(module: str) -> ModuleType | None:
         The imported module, or `None`.
 
     Raises:
-        KeyError: if `module` is not a known compiled twin.
+        ConfigurationError: if `module` is not a key of `COMPILED_MODULES`.
     """
     if module not in COMPILED_MODULES:
-        raise KeyError(f"module must be one of {sorted(COMPILED_MODULES)}, got {module!r}")
+        raise ConfigurationError(
+            f"module must be one of {sorted(COMPILED_MODULES)}, got {module!r}"
+        )
     if module not in _loaded:
         found: ModuleType | None = None
         if not pure_python_requested():

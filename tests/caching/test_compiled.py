@@ -25,6 +25,7 @@ from benchmarks.caching.traces import read_trace
 from scalekit import _compiled
 from scalekit.caching import LRUCache, TinyLFUCache, _speedups, hashkey
 from scalekit.caching._sketch import FrequencySketch as PureSketch
+from scalekit.exceptions import ConfigurationError
 
 REQUIRE_COMPILED = os.environ.get("SCALEKIT_REQUIRE_COMPILED") == "1"
 
@@ -213,6 +214,14 @@ def test_tinylfu_uses_the_implementation_the_environment_selects() -> None:
         module = _compiled_module()
         assert sketch_type is module.FrequencySketch
         assert _compiled.implementation().startswith("compiled extension for TinyLFU's")
+
+
+def test_loading_an_unknown_twin_names_the_known_ones() -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match=r"module must be one of \['scalekit\.caching\._csketch'\], got 'scalekit\.nope'",
+    ):
+        _compiled.load("scalekit.nope")
 
 
 @pytest.mark.parametrize("pure", [True, False])
