@@ -129,7 +129,8 @@ def test_compiled_sketch_copies_and_pickles_with_its_counters(compiled_sketch: A
     for i in range(500):
         sketch.increment(i % 40)
     for clone in (pickle.loads(pickle.dumps(sketch)), copy.deepcopy(sketch)):
-        assert type(clone) is compiled_sketch
+        # Rebuilt as the implementation active here (pure under SCALEKIT_PURE_PYTHON=1).
+        assert type(clone) is _speedups.FrequencySketch
         _same_state(sketch, clone)
         clone.increment(3)
         clone.reset()
