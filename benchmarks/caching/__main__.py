@@ -19,7 +19,6 @@ from benchmarks._common import TRACES_DIR, base_parser, display_path, write_resu
 from benchmarks.caching.replay import POLICIES, parse_capacities, run_replay
 from benchmarks.caching.speed import run_speed
 from benchmarks.caching.traces import FORMATS
-from scalekit._compiled import pure_python_requested
 
 QUICK_TRACES = "gli,multi1"
 
@@ -129,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
                 memory_entries=100_000,
             )
         name = "caching-speed-quick" if args.quick else "caching-speed"
-        if pure_python_requested():
-            name += "-pure"  # the compiled and the pure figures side by side
         write_result(
             args.out, name, f"$ python -m benchmarks.caching {' '.join(sys.argv[1:])}\n\n{report}"
         )
