@@ -1,11 +1,16 @@
-"""The compiled prototypes' speed next to the classes they would speed up, and their peers.
+"""The compiled paths' speed next to the pure code they stand in for, and their peers.
 
-`scalekit.caching._prototypes` holds an LRU over a dict and an intrusive
-linked list and a compiled `cached` hit path; no public class uses them
-yet. This section of `python -m benchmarks.caching speed` measures what
-they reach on the same Zipf stream as the throughput table, timed in turn
-with `LRUCache`, `cachebox.LRUCache` and `functools.lru_cache`; it is left
-out when the extension is not built or `SCALEKIT_PURE_PYTHON` is set.
+Two tables of `python -m benchmarks.caching speed`, on the throughput
+table's Zipf stream, left out when the extension is not built or
+`SCALEKIT_PURE_PYTHON` is set:
+
+* `TinyLFUCache` with the compiled sketch, with the pure one, and theine's
+  W-TinyLFU, timed in turn in one process: the same-run ratio of the one
+  compiled path in use;
+* the prototypes of `scalekit.caching._prototypes` (an LRU over a dict and
+  an intrusive linked list, and a compiled `cached` hit path, used by no
+  public class yet) timed in turn with `LRUCache`, `cached`,
+  `cachebox.LRUCache` and `functools.lru_cache`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ def _load() -> Any:
         return None
 
 
+def _tinylfu_with(sketch_class: Any, capacity: int) -> Callable[[], Any]:
+    def make() -> Any:
+        cache = sk.TinyLFUCache(capacity)
+        cache._sketch = sketch_class(16)  # as TinyLFUCache.__init__ builds it
+        return cache
+
+    return make
+
+
 def prototype_section(
     keys: list[int],
     capacity: int,
@@ -40,11 +54,26 @@ def prototype_section(
     get_set: Callable[[Callable[[], Any], list[int]], Callable[[], None]],
     lru_cache: Callable[[int, list[int]], Callable[[], None]],
     medians: Callable[[list[Callable[[], Any]], int], list[float]],
+    theine_get_set: Callable[[list[int], int], Callable[[], None]],
 ) -> str:
     """The report text, or `""` when the prototypes are not importable."""
     prototypes = _load()
     if prototypes is None:
         return ""
+    from scalekit.caching._csketch import FrequencySketch as CompiledSketch
+    from scalekit.caching._sketch import FrequencySketch as PureSketch
+
+    sketches = {
+        "TinyLFUCache, compiled sketch": get_set(_tinylfu_with(CompiledSketch, capacity), keys),
+        "TinyLFUCache, pure-Python sketch": get_set(_tinylfu_with(PureSketch, capacity), keys),
+        "theine.Cache": theine_get_set(keys, capacity),
+    }
+    sketch_times = dict(zip(sketches, medians(list(sketches.values()), repeat), strict=True))
+    compiled = sketch_times["TinyLFUCache, compiled sketch"]
+    sketch_rows = [
+        [name, 1e9 * t / len(keys), f"{t / compiled:.2f}x"] for name, t in sketch_times.items()
+    ]
+    tinylfu = format_table(["cache", "ns/op", "speed-up of the compiled sketch"], sketch_rows)
     lru = prototypes.LRUPrototype
     contenders = {
         "LRUCache": get_set(lambda: sk.LRUCache(capacity), keys),
@@ -78,6 +107,9 @@ def prototype_section(
     hit_rows = [[name, 1e9 * t / calls, f"{t / proto_hit:.2f}x"] for name, t in hit.items()]
     decorator = format_table(["decorator", "ns/call", "speed-up of the prototype"], hit_rows)
     return (
+        "TinyLFU's sketch, compiled and pure, in one interleaved run (the same stream, "
+        f"median of {repeat}; speed-up = the row's time / the compiled sketch's)\n"
+        f"{tinylfu}\n\n"
         "Compiled prototypes (scalekit.caching._prototypes, used by no public class yet): "
         f"the same stream, median of {repeat}; speed-up = the row's time / the prototype's\n"
         f"{throughput}\n\n"

@@ -292,7 +292,7 @@ def run_speed(
     )
     decorator = _decorator_hit_path(repeat)
     prototypes = prototype_section(
-        keys, capacity, repeat, _get_set, _lru_cache, interleaved_medians
+        keys, capacity, repeat, _get_set, _lru_cache, interleaved_medians, _get_set_theine
     )
     return (
         f"scalekit's hot paths: {implementation()}\n\n"
