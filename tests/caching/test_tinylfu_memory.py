@@ -50,6 +50,8 @@ def test_bytes_per_entry_at_1e5_entries_are_at_most_twice_lru() -> None:
     def fill(cache: Any) -> Any:
         for key in keys:
             cache[key] = key
+        for key in keys[: n // 3]:
+            cache.get(key)  # TinyLFU: promotions, so two segments have grown
         return cache
 
     _, lru = _allocated(lambda: fill(LRUCache(n)))
@@ -105,3 +107,21 @@ def test_a_weighted_cache_ages_climbs_and_keeps_short_ghosts() -> None:
     assert len(cache._rejected) <= entries // 20 and len(cache._evicted) <= entries // 20
     # The climber's sample is max(10 x entries, 10,000) requests: it has moved the window.
     assert cache.window_maxsize != 2**24 - int(0.99 * 2**24)
+
+
+def test_weighted_writes_that_evict_several_entries_keep_the_cache_consistent() -> None:
+    # A large value can push several candidates out of the window at once, and
+    # the duels then evict several entries: a candidate evicted as a victim
+    # earlier in the same write must not be dueled again (it raised KeyError).
+    for seed in range(6):
+        rng = random.Random(seed)
+        cache: TinyLFUCache[int, int] = TinyLFUCache(
+            50, getsizeof=lambda v: v, rng=random.Random(seed)
+        )
+        for _ in range(3000):
+            key = rng.randrange(80)
+            if rng.random() < 0.5:
+                cache.get(key)
+            else:
+                cache[key] = rng.randrange(1, 30)
+            assert cache.currsize == sum(cache.getsizeof(v) for v in cache.values()) <= 50

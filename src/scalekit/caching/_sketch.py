@@ -39,8 +39,7 @@ class FrequencySketch:
     the recency-heavy rows for 16 bytes per entry) and a
     doorkeeper of 8 bits per key of a sample period, where the sample is
     `10 * entries` events. Its tables start at 16 entries and
-    [`ensure_capacity`][scalekit.caching._sketch.FrequencySketch.ensure_capacity]
-    grows it as the cache fills: a table doubles by repeating itself, so
+    `ensure_capacity` grows them as the cache fills: a table doubles by repeating itself, so
     every key keeps its counters (a key's slot in the doubled table holds
     the same count as its slot before) and growing never forgets.
 

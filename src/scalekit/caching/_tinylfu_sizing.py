@@ -1,12 +1,13 @@
-"""How `TinyLFUCache` moves its window: ghosts, the admission margin and the hill climber.
+"""How `TinyLFUCache` moves its window: ghosts, admission margin, shadow LRU, hill climber.
 
 Split from `tinylfu.py`, which holds the queues and the admission duel;
 the class docstring of [`TinyLFUCache`][scalekit.caching.TinyLFUCache]
-describes the three mechanisms.
+describes the four mechanisms.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +19,11 @@ _STEP_PERCENT = 0.0625
 _STEP_DECAY = 0.98
 _MIN_SAMPLE = 10_000
 _GHOST_DIVISOR = 20  # each ghost list remembers entries / 20 keys
-_STEP_DIVISOR = 500  # a ghost hit moves the window by maxsize / 500 (at least 1)
 _MAX_MARGIN = 2  # how much hotter than the victim a candidate must be, at most
+_SHADOW_ENTRIES = 1024  # the sampled LRU simulates at most this many entries
+_Z = 2.0  # the shadow LRU must beat the cache by this many standard errors
+_M64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
 
 
 class WindowSizing:
@@ -55,7 +59,6 @@ class WindowSizing:
         # the latest main-area victims it evicted to admit a candidate.
         self._rejected: OrderedDict[Any, None] = OrderedDict()
         self._evicted: OrderedDict[Any, None] = OrderedDict()
-        self._ghost_step = max(1, maximum // _STEP_DIVISOR)
         self._margin = 0
         # The climber sees phase changes the ghosts miss (a loop after a
         # recency phase: its keys return too late to be remembered).
@@ -63,10 +66,75 @@ class WindowSizing:
         self._misses_in_sample = 0
         self._previous_hit_rate = 0.0
         self._step = _STEP_PERCENT * maximum  # the first step grows the window
+        # A miniature LRU over a hash-sampled subset of the keys (Waldspurger et
+        # al.'s miniature simulation) tells when plain recency beats the cache by
+        # more than the ghosts can make up at one entry per hit.
+        self._shadow: OrderedDict[Any, None] = OrderedDict()
+        self._shadow_max = 1
+        self._shadow_shift = 64  # a key is sampled if the top bits of its hash are 0
+        self._shadow_hits = 0
+        self._sampled_hits = 0
+        self._sampled = 0
+        self._size_shadow()
 
     def _clear_ghosts(self) -> None:
         self._rejected.clear()
         self._evicted.clear()
+        self._shadow.clear()
+        self._shadow_hits = self._sampled_hits = self._sampled = 0
+
+    # -- the shadow LRU ------------------------------------------------------------
+
+    def _size_shadow(self) -> None:
+        # As many entries as the cache holds (all of maxsize with unit sizes),
+        # sampled at 1 in 2**k keys so that the shadow keeps at most 1,024.
+        entries = self._maxsize if self._sizes is None else max(1, len(self))
+        if math.isinf(entries) or entries < 1:
+            self._shadow_shift = -1  # unbounded or empty: nothing to compare with
+            return
+        k = max(0, (int(entries) - 1).bit_length() - _SHADOW_ENTRIES.bit_length() + 1)
+        if 64 - k != self._shadow_shift:
+            self._shadow.clear()
+            self._shadow_shift = 64 - k
+        self._shadow_max = max(1, int(entries) >> k)
+
+    def _observe(self, key: Any, hit: bool) -> None:
+        """Replay one lookup of a sampled `key` through the shadow LRU.
+
+        The caller checks the sample (inlined on the lookup paths):
+        `shift == 64`, or `0 < shift` and `((hash(key) * _GOLDEN) & _M64) >> shift == 0`.
+        """
+        self._sampled += 1
+        if hit:
+            self._sampled_hits += 1
+        shadow = self._shadow
+        if key in shadow:
+            shadow.move_to_end(key)
+            self._shadow_hits += 1
+        else:
+            shadow[key] = None
+            if len(shadow) > self._shadow_max:
+                shadow.popitem(last=False)
+
+    def _recency_wins(self) -> bool:
+        """Whether the shadow LRU beat the cache on the sampled keys, beyond noise."""
+        lru, ours = self._shadow_hits, self._sampled_hits
+        self._shadow_hits = self._sampled_hits = self._sampled = 0
+        # The difference of two hit counts on the same requests: its standard
+        # error is at most the square root of the requests either one hit.
+        return lru - ours > _Z * math.sqrt(lru + ours)
+
+    def _become_lru(self) -> None:
+        """Move the whole main area into the window (oldest first): the cache acts as LRU."""
+        window = self._window
+        for queue in (self._protected, self._probation):
+            for key in reversed(queue):
+                window[key] = queue[key]
+                window.move_to_end(key, last=False)
+                self._window_used += self._weight(key)
+            queue.clear()
+        self._protected_used = 0
+        self._set_window(max(1, self._maxsize - 1))
 
     # -- ghosts and the admission margin -------------------------------------------
 
@@ -80,14 +148,21 @@ class WindowSizing:
             if self._margin > 0:
                 self._margin -= 1
             else:
-                self._increase_window(self._ghost_step)
+                self._increase_window(self._ghost_step())
         elif key in evicted:
             # Evicted to admit a candidate, wanted again: the main area would have.
             del evicted[key]
             if self._window_max > 1:
-                self._decrease_window(self._ghost_step)
+                self._decrease_window(self._ghost_step())
             elif self._margin < _MAX_MARGIN:
                 self._margin += 1
+
+    def _ghost_step(self) -> Any:
+        # One entry per ghost hit, as ARC moves its target by one per ghost hit:
+        # in units of getsizeof, the mean size of the entries held.
+        if self._sizes is None:
+            return 1
+        return max(1, self.currsize // max(1, len(self)))
 
     def _remember_rejected(self, key: Any) -> None:
         self._remember(self._rejected, key)
@@ -115,6 +190,15 @@ class WindowSizing:
         if requests < max(self._sketch.sample_size, _MIN_SAMPLE):
             return
         hit_rate = self._hits_in_sample / requests
+        # The shadow is read on the climber's sample: a jump to LRU is hard to
+        # undo (the climber walks back at 6.25% a sample), so it needs a long look.
+        if self._recency_wins() and self._window_max < self._maxsize - 1:
+            self._become_lru()
+            self._previous_hit_rate = hit_rate
+            self._hits_in_sample = self._misses_in_sample = 0
+            return
+        if self._sizes is not None:
+            self._size_shadow()
         change = hit_rate - self._previous_hit_rate
         amount = self._step if change >= 0 else -self._step
         if abs(change) >= _RESTART_THRESHOLD:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 from ._speedups import FrequencySketch
-from ._tinylfu_sizing import WindowSizing
+from ._tinylfu_sizing import _GOLDEN, _M64, WindowSizing
 from .base import MISSING, Cache
 
 __all__ = ["TinyLFUCache"]
@@ -41,21 +41,29 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
     the sketch cannot lock the main area.
 
     The window starts at 1% of the capacity and protected at 80% of the
-    main area, as in Caffeine; three adaptive mechanisms then move the
+    main area, as in Caffeine; four adaptive mechanisms then move the
     balance between recency and frequency:
 
     * *Ghosts*, as in ARC: the cache remembers the keys of the last
       `entries // 20` candidates the filter rejected and of the last
       `entries // 20` victims it evicted to admit a candidate. A miss on a
       remembered rejected key means recency would have kept it: the window
-      grows by `max(1, maxsize // 500)`. A miss on a remembered victim
-      means the main area would have kept it: the window shrinks as much.
+      grows by one entry (as ARC moves its target by one per ghost hit). A
+      miss on a remembered victim means the main area would have kept it:
+      the window shrinks by one entry.
     * The *admission margin* continues that dial past the smallest window:
       a victim ghost hit when the window is already at its minimum raises
       the margin by one (up to 2), and a rejected ghost hit lowers it
       before the window grows again. It stops the churn of loops and scans
       larger than the cache, where every sketch reset makes just-seen
       candidates look one count hotter than the residents they would evict.
+    * A *shadow LRU* (a miniature simulation): an LRU of the cache's entry
+      count over a hash-sampled subset of the keys (every key up to 1,024
+      entries, 1 in `2**k` above, so it holds at most 1,024 keys). Once per
+      climber sample, if it hit more than the cache on the same sampled
+      lookups by over two standard errors, the main area moves into the
+      window and the cache becomes an LRU (sweeps where recency is optimal
+      from the start, which one-entry ghost steps would reach too late).
     * Caffeine's *hill climber* (`BoundedLocalCache.climb` and
       `determineAdjustment`) acts on phase changes the ghosts cannot see:
       every `max(10 * entries, 10_000)` requests, if the hit ratio improved
@@ -69,11 +77,14 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
     filtered LFU.
 
     Every size that follows the traffic (the sketch, its ageing period, the
-    climber's sample and the ghost lists) counts *entries*, not units of
-    `getsizeof`: the sketch starts at 16 entries and doubles as the cache
-    fills, so an empty `TinyLFUCache(10**7)` takes a few kilobytes and a
-    cache of large values still ages, climbs and keeps short ghost lists.
-    The window and segment shares are in units of `getsizeof`.
+    climber's sample, the ghost lists and the shadow) counts *entries*, not
+    units of `getsizeof`: the sketch starts at 16 entries and doubles as
+    the cache fills (up to `maxsize` entries with unit sizes, twice the
+    entries held with `getsizeof`), so an empty `TinyLFUCache(10**7)` takes
+    a few kilobytes and a cache of large values still ages, climbs and
+    keeps short ghost lists. The window and segment shares are in units of
+    `getsizeof`. `maxsize=0` caches nothing; `maxsize=math.inf` never
+    evicts, so its policy never acts.
 
     As an admission policy, it may decline to keep a new entry: after
     `cache[k] = v` the key is in the window unless the window was empty
@@ -89,7 +100,8 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         doorkeeper: put a Bloom filter in front of the sketch (default True).
 
     Raises:
-        ConfigurationError: if `maxsize` is not a valid capacity.
+        ConfigurationError: if `maxsize` is not a valid capacity (see
+            [`Cache`][scalekit.caching.Cache]).
 
     Thread-safety: not thread-safe; guard shared use with a lock.
     Runtime complexity: O(1) amortized per operation.
@@ -169,14 +181,44 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
                 queue = self._probation
                 if key not in queue:
                     self._misses += 1
+                    shift = self._shadow_shift
+                    if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+                        self._observe(key, False)
                     return default
                 self._hits += 1
+                shift = self._shadow_shift
+                if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+                    self._observe(key, True)
                 return self._on_access(key, queue)
         self._hits += 1
+        shift = self._shadow_shift
+        if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+            self._observe(key, True)
         self._sketch.increment(key)
         queue.move_to_end(key)
         self._hits_in_sample += 1
         return value
+
+    def __getitem__(self, key: K) -> V:
+        """Return the value for `key` (recording the access).
+
+        Raises:
+            KeyError: if absent (unless a subclass defines `__missing__`).
+
+        Runtime complexity: O(1).
+        """
+        queue = self._queue(key)
+        if queue is None:
+            self._misses += 1
+            shift = self._shadow_shift
+            if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+                self._observe(key, False)
+            return self.__missing__(key)
+        self._hits += 1
+        shift = self._shadow_shift
+        if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+            self._observe(key, True)
+        return self._on_access(key, queue)  # type: ignore[no-any-return]
 
     def __setitem__(self, key: K, value: V) -> None:
         """Store `value`; the cache may then evict it or another entry (see the class).
@@ -294,7 +336,15 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         qi = 0
         maximum = self._maxsize
         while self.currsize > maximum:
-            candidate = candidates.pop() if candidates else next(reversed(window), None)
+            candidate = None
+            while candidates:
+                # A candidate may have been evicted as a victim earlier in this loop.
+                candidate = candidates.pop()
+                if candidate in probation:
+                    break
+                candidate = None
+            if candidate is None:
+                candidate = next(reversed(window), None)
             victim = None
             while qi < 3:
                 victim = next(iter(queues[qi]), None)
