@@ -1,4 +1,4 @@
-"""`python -m scalekit`: print the version and which optional backends import."""
+"""`python -m scalekit`: print the version, the active implementation and the backends."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import importlib
 import sys
 
 from . import __version__
+from ._compiled import implementation
 
 _BACKENDS = (
     ("redis", "redis", "pip install 'scalekit-primitives[redis]'"),
@@ -15,6 +16,7 @@ _BACKENDS = (
 
 def main() -> int:
     print(f"scalekit {__version__} (Python {sys.version.split()[0]})")
+    print(f"  {'hot paths':<10} {implementation()}")
     for label, module, hint in _BACKENDS:
         try:
             mod = importlib.import_module(module)

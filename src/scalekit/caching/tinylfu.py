@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
-from ._sketch import FrequencySketch
+from ._speedups import FrequencySketch
 from ._tinylfu_sizing import _GOLDEN, _M64, WindowSizing
 from .base import MISSING, Cache
 

@@ -1,0 +1,312 @@
+"""The compiled twins behave exactly as the pure-Python reference they stand in for.
+
+The compiled extension is optional: without it these tests are skipped,
+unless `SCALEKIT_REQUIRE_COMPILED=1` (set by `./scripts/test`, hence by CI),
+which makes a missing extension an error. `./scripts/test` also runs the
+caching suite a second time with `SCALEKIT_PURE_PYTHON=1`, so every cache
+test passes against both implementations.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import random
+import subprocess
+import sys
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from benchmarks._common import TRACES_DIR
+from benchmarks.caching.traces import read_trace
+from scalekit import _compiled
+from scalekit.caching import LRUCache, TinyLFUCache, _speedups, hashkey
+from scalekit.caching._sketch import FrequencySketch as PureSketch
+from scalekit.exceptions import ConfigurationError
+
+REQUIRE_COMPILED = os.environ.get("SCALEKIT_REQUIRE_COMPILED") == "1"
+
+
+def _compiled_module() -> ModuleType:
+    try:
+        import scalekit.caching._csketch as module
+    except ImportError as exc:
+        if REQUIRE_COMPILED:
+            pytest.fail(f"SCALEKIT_REQUIRE_COMPILED=1 but {exc}", pytrace=False)
+        pytest.skip(f"the compiled extension is not built ({exc})")
+    return module
+
+
+def _prototypes() -> ModuleType:
+    _compiled_module()  # the same extension build: skipped or failed alike
+    import scalekit.caching._prototypes as module
+
+    return module
+
+
+@pytest.fixture
+def compiled_sketch() -> Any:
+    return _compiled_module().FrequencySketch
+
+
+def _keys(rng: random.Random) -> Any:
+    # ints (negative, huge), strings, tuples and floats: every hash() path.
+    return rng.choice(
+        [
+            rng.randrange(3000),
+            str(rng.randrange(500)),
+            (rng.randrange(50), "t"),
+            -1,
+            -2,
+            2**70 + rng.randrange(10),
+            rng.random(),
+        ]
+    )
+
+
+def _same_state(pure: Any, twin: Any) -> None:
+    assert (pure.entries, pure.sample_size, pure.size) == (
+        twin.entries,
+        twin.sample_size,
+        twin.size,
+    )
+    assert (pure._mask, pure._door_mask) == (twin._mask, twin._door_mask)
+    assert pure._rows == twin._rows
+    assert pure._door == twin._door
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_sketch_matches_the_pure_one_call_for_call(
+    compiled_sketch: Any, seed: int
+) -> None:
+    rng = random.Random(seed)
+    doorkeeper = seed % 2 == 0
+    entries = (1, 16, 100, 1000, 5, 300)[seed]
+    pure, twin = (
+        PureSketch(entries, doorkeeper=doorkeeper),
+        compiled_sketch(entries, doorkeeper=doorkeeper),
+    )
+    _same_state(pure, twin)
+    for step in range(20_000):
+        key = _keys(rng)
+        roll = rng.random()
+        if roll < 0.6:
+            assert pure.increment(key) is twin.increment(key) is None
+        elif roll < 0.97:
+            assert pure.frequency(key) == twin.frequency(key)
+        elif roll < 0.999:
+            grow = rng.randrange(1, 4000)
+            pure.ensure_capacity(grow)
+            twin.ensure_capacity(grow)
+        else:
+            pure.reset()
+            twin.reset()
+        if step % 1000 == 0:
+            _same_state(pure, twin)
+    _same_state(pure, twin)
+    assert pure.size > 0  # the sequence reached the counters, not only the doorkeeper
+    for key in (0, -1, "a", (1, 2), 2**64 + 3, 0.5):
+        assert PureSketch._spread(key) == compiled_sketch._spread(key)
+
+
+def test_compiled_sketch_ages_as_the_pure_one(compiled_sketch: Any) -> None:
+    # Through several automatic resets, with saturated and odd counters.
+    pure, twin = PureSketch(10), compiled_sketch(10)
+    keys = [i % 7 for i in range(300)] + list(range(1000))
+    for key in keys:
+        pure.increment(key)
+        twin.increment(key)
+        assert pure.size == twin.size
+    _same_state(pure, twin)
+    assert pure.sample_size == twin.sample_size == 100
+
+
+def test_compiled_sketch_copies_and_pickles_with_its_counters(compiled_sketch: Any) -> None:
+    sketch = compiled_sketch(100)
+    for i in range(500):
+        sketch.increment(i % 40)
+    for clone in (pickle.loads(pickle.dumps(sketch)), copy.deepcopy(sketch)):
+        # Rebuilt as the implementation active here (pure under SCALEKIT_PURE_PYTHON=1).
+        assert type(clone) is _speedups.FrequencySketch
+        _same_state(sketch, clone)
+        clone.increment(3)
+        clone.reset()
+        assert clone._rows != sketch._rows  # its own counters
+    for fixed in (PureSketch(100), compiled_sketch(100)):
+        with pytest.raises(AttributeError):
+            fixed.new_attribute = 1
+
+
+def test_a_cache_pickled_with_the_extension_loads_without_it(compiled_sketch: Any) -> None:
+    cache: TinyLFUCache[Any, Any] = TinyLFUCache(100)
+    cache._sketch = compiled_sketch(16)
+    for i in range(2000):
+        cache[i % 150] = i
+    expected = [cache._sketch.frequency(key) for key in range(150)]
+    code = (
+        "import pickle, sys; cache = pickle.loads(sys.stdin.buffer.read()); "
+        "print(type(cache._sketch).__module__); "
+        "print([cache._sketch.frequency(k) for k in range(150)]); print(sorted(cache))"
+    )
+    env = {**os.environ, "SCALEKIT_PURE_PYTHON": "1"}
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", code],
+            input=pickle.dumps(cache),
+            capture_output=True,
+            check=True,
+            env=env,
+        )
+        .stdout.decode()
+        .splitlines()
+    )
+    assert out == ["scalekit.caching._sketch", str(expected), str(sorted(cache))]
+
+
+def test_compiled_sketch_refuses_rows_resized_from_outside(compiled_sketch: Any) -> None:
+    sketch = compiled_sketch(100, doorkeeper=False)
+    sketch._rows[2].clear()
+    with pytest.raises(IndexError):
+        sketch.increment("a")
+    with pytest.raises(IndexError):
+        sketch.frequency("a")
+    with pytest.raises(ValueError, match="power-of-two"):
+        sketch._rows = [bytearray(3)] * 4
+
+
+def _replay(cache: TinyLFUCache[Any, Any], keys: list[int]) -> int:
+    hits = 0
+    for key in keys:
+        if cache.get(key) is None:
+            cache[key] = key
+        else:
+            hits += 1
+    return hits
+
+
+@pytest.mark.parametrize("trace", ["lirs-gli.trace.gz", "cache2k-web07.trace.gz"])
+def test_tinylfu_hits_the_same_requests_with_either_sketch(
+    compiled_sketch: Any, trace: str
+) -> None:
+    # A committed trace and a Zipf stream: the same hits, to the hit, and the same entries.
+    keys = read_trace(TRACES_DIR / trace)[:40_000]
+    rng = random.Random(7)
+    keys += [int(rng.paretovariate(1.0)) for _ in range(20_000)]
+    results = []
+    for sketch_class in (PureSketch, compiled_sketch):
+        cache: TinyLFUCache[Any, Any] = TinyLFUCache(500)
+        cache._sketch = sketch_class(16)  # as TinyLFUCache.__init__ builds it
+        results.append((_replay(cache, keys), sorted(cache), cache.window_maxsize))
+        assert type(cache._sketch) is sketch_class
+    assert results[0] == results[1]
+    assert 0 < results[0][0] < len(keys)
+
+
+def test_tinylfu_uses_the_implementation_the_environment_selects() -> None:
+    sketch_type = type(TinyLFUCache(100)._sketch)
+    assert sketch_type is _speedups.FrequencySketch
+    if _compiled.pure_python_requested():
+        assert sketch_type is PureSketch
+        assert _compiled.implementation() == "pure Python (SCALEKIT_PURE_PYTHON is set)"
+    else:
+        module = _compiled_module()
+        assert sketch_type is module.FrequencySketch
+        assert _compiled.implementation().startswith("compiled extension for TinyLFU's")
+
+
+def test_loading_an_unknown_twin_names_the_known_ones() -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match=r"module must be one of \['scalekit\.caching\._csketch'\], got 'scalekit\.nope'",
+    ):
+        _compiled.load("scalekit.nope")
+
+
+@pytest.mark.parametrize("pure", [True, False])
+def test_python_m_scalekit_names_the_active_implementation(pure: bool) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SCALEKIT_PURE_PYTHON"}
+    if pure:
+        env["SCALEKIT_PURE_PYTHON"] = "1"
+    else:
+        _compiled_module()
+    out = subprocess.run(
+        [sys.executable, "-m", "scalekit"], capture_output=True, text=True, check=True, env=env
+    )
+    line = out.stdout.splitlines()[1]
+    if pure:
+        assert line.split() == [
+            "hot",
+            "paths",
+            "pure",
+            "Python",
+            "(SCALEKIT_PURE_PYTHON",
+            "is",
+            "set)",
+        ]
+    else:
+        assert "compiled extension for TinyLFU's frequency sketch" in line
+    assert out.stderr == ""  # the fallback is silent
+    code = (
+        "from scalekit.caching import TinyLFUCache; print(type(TinyLFUCache(9)._sketch).__module__)"
+    )
+    module = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.strip()
+    assert module == ("scalekit.caching._sketch" if pure else "scalekit.caching._csketch")
+
+
+def test_lru_prototype_evicts_as_lru_cache() -> None:
+    # The measured prototype must be an LRU: the same hits and the same victims as LRUCache.
+    prototypes = _prototypes()
+    rng = random.Random(3)
+    ours, proto = LRUCache(50), prototypes.LRUPrototype(50)
+    for _ in range(20_000):
+        key = rng.randrange(120)
+        roll = rng.random()
+        if roll < 0.7:
+            found = ours.get(key)
+            assert found == proto.get(key)
+            if found is None:
+                ours[key] = proto[key] = -key
+        elif roll < 0.8 and key in ours:
+            del ours[key]
+            del proto[key]
+        else:
+            assert (key in ours) == (key in proto)
+    assert len(ours) == len(proto) == 50
+    assert (ours.stats().hits, ours.stats().misses) == (proto.hits, proto.misses)
+    while ours:
+        assert ours.popitem() == proto.popitem()
+    with pytest.raises(KeyError):
+        proto.popitem()
+    with pytest.raises(TypeError):
+        proto.get([])  # unhashable, as a dict lookup
+
+
+def test_cached_prototype_returns_what_cached_returns() -> None:
+    prototypes = _prototypes()
+    calls: list[tuple[Any, ...]] = []
+
+    def f(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return (args, sorted(kwargs.items()))
+
+    cache: LRUCache[Any, Any] = LRUCache(10)
+    wrapped = prototypes.CachedPrototype(f, cache)
+    assert wrapped(1, 2) == wrapped(1, 2) == ((1, 2), [])
+    assert wrapped(1, b=2) == wrapped(1, b=2) == ((1,), [("b", 2)])
+    assert len(calls) == 2 and (wrapped.hits, wrapped.misses) == (2, 2)
+    assert set(cache) == {(1, 2), hashkey(1, b=2)}  # cached's own keys
+
+    core = prototypes.LRUPrototype(2)
+    over_core = prototypes.CachedPrototype(f, core)
+    assert [over_core(i) for i in (1, 2, 1, 3, 2, 1)] == [((i,), []) for i in (1, 2, 1, 3, 2, 1)]
+    # 1 and 2 miss, 1 hits, 3 evicts 2 (least recent), so 2 misses and evicts 1, which misses.
+    assert (core.hits, core.misses) == (1, 5) and len(calls) == 7

@@ -1,0 +1,114 @@
+"""Built distributions: the sdist carries the Cython sources, each wheel the implementation it says.
+
+Takes ~20 s (four builds without isolation, one of them compiling the
+extension); bounded by its timeout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import scalekit
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_COMPILED = os.environ.get("SCALEKIT_REQUIRE_COMPILED") == "1"
+# What an unpacked wheel says about itself: where scalekit came from, the sketch class's
+# module and python -m scalekit's implementation line.
+_PROBE = (
+    "import sys; sys.path.insert(0, sys.argv[1]); import scalekit, scalekit.caching as c; "
+    "from scalekit._compiled import implementation; "
+    "print(scalekit.__file__); print(type(c.TinyLFUCache(9)._sketch).__module__); "
+    "print(implementation())"
+)
+
+
+def _build(source: Path, out: Path, *args: str, **env_vars: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCALEKIT_")}
+    env.update(env_vars)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", *args, "--outdir", str(out), str(source)],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def _probe(wheel: Path, into: Path) -> list[str]:
+    zipfile.ZipFile(wheel).extractall(into)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCALEKIT_")}
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-c", _PROBE, str(into)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=into,
+    ).stdout.splitlines()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_sdist_and_wheels_hold_the_implementation_they_were_built_for(tmp_path: Path) -> None:
+    if not REQUIRE_COMPILED:
+        try:
+            importlib.import_module("scalekit.caching._csketch")
+        except ImportError as exc:
+            pytest.skip(f"no compiled extension here, so no compiler assumed ({exc})")
+    version = scalekit.__version__
+    _build(ROOT, tmp_path / "sdist", "--sdist", SCALEKIT_REQUIRE_COMPILED="1")
+    (sdist,) = (tmp_path / "sdist").glob("scalekit_primitives-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        tar.extractall(tmp_path / "src", filter="data")
+        names = {name.split("/", 1)[-1] for name in tar.getnames()}
+    assert {"hatch_build.py", "src/scalekit/caching/_csketch.pyx"} <= names
+    assert not [n for n in names if n.endswith((".c", ".so", ".pyd"))], (
+        "generated files in the sdist"
+    )
+    unpacked = tmp_path / "src" / f"scalekit_primitives-{version}"
+
+    # From the sdist, as pip installs from source: with a compiler, asked for pure
+    # Python, and with no working compiler (setuptools takes CC from the environment).
+    _build(unpacked, tmp_path / "compiled", "--wheel", SCALEKIT_REQUIRE_COMPILED="1")
+    _build(unpacked, tmp_path / "pure", "--wheel", SCALEKIT_PURE_PYTHON="1")
+    _build(unpacked, tmp_path / "no-cc", "--wheel", CC=str(tmp_path / "no-such-cc"))
+    (compiled,) = (tmp_path / "compiled").glob("*.whl")
+    (pure,) = (tmp_path / "pure").glob("*.whl")
+    (no_cc,) = (tmp_path / "no-cc").glob("*.whl")
+
+    assert pure.name == no_cc.name == f"scalekit_primitives-{version}-py3-none-any.whl"
+    assert zipfile.ZipFile(no_cc).namelist() == zipfile.ZipFile(pure).namelist()
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    assert compiled.name.startswith(f"scalekit_primitives-{version}-{tag}-{tag}-")
+    assert not compiled.name.endswith("-any.whl")
+    compiled_names = zipfile.ZipFile(compiled).namelist()
+    pure_names = zipfile.ZipFile(pure).namelist()
+    assert [n for n in compiled_names if n.startswith("scalekit/caching/_csketch.")] == [
+        next(n for n in compiled_names if n.endswith((".so", ".pyd")))
+    ]
+    assert not [n for n in pure_names if n.endswith((".so", ".pyd"))]
+    for names in (compiled_names, pure_names):
+        assert not [n for n in names if n.endswith((".pyx", ".c"))]
+    # The wheels differ only by the extension (and their metadata).
+    assert {n for n in compiled_names if ".dist-info/" not in n} - set(pure_names) == {
+        n for n in compiled_names if n.endswith((".so", ".pyd"))
+    }
+
+    out = _probe(compiled, tmp_path / "compiled-site")
+    assert out[0] == str(tmp_path / "compiled-site" / "scalekit" / "__init__.py")
+    assert out[1] == "scalekit.caching._csketch"
+    assert out[2].startswith("compiled extension for TinyLFU's frequency sketch")
+    out = _probe(pure, tmp_path / "pure-site")
+    assert out[0] == str(tmp_path / "pure-site" / "scalekit" / "__init__.py")
+    assert out[1:] == [
+        "scalekit.caching._sketch",
+        "pure Python (the compiled extension is not built)",
+    ]
