@@ -218,7 +218,10 @@ def test_functools_style_decorators() -> None:
     for decorator in (sieve_cache, s3fifo_cache, tinylfu_cache):
         f = decorator(maxsize=16)(lambda x: -x)
         assert f(3) == -3 and f(3) == -3 and f.cache_info()[:3] == (1, 1, 16)
+    unbounded_tinylfu = tinylfu_cache(maxsize=None)(lambda x: -x)
+    assert [unbounded_tinylfu(i) for i in range(300)] == [-i for i in range(300)]
+    assert unbounded_tinylfu.cache_info() == CacheInfo(0, 300, None, 300)
     with pytest.raises(ConfigurationError):
-        tinylfu_cache(maxsize=None)
+        tinylfu_cache(maxsize=-1)
     with pytest.raises(ConfigurationError, match="typed must be a bool"):
         lru_cache(maxsize=2, typed="yes")  # type: ignore[call-overload]

@@ -162,10 +162,12 @@ def s3fifo_cache(maxsize: Any = 128, typed: bool = False) -> Any:
 def tinylfu_cache(
     maxsize: Any = 128, typed: bool = False, *, rng: random.Random | None = None
 ) -> Any:
-    """Memoize in a [TinyLFUCache][scalekit.caching.TinyLFUCache] of *maxsize* (finite).
+    """Memoize in a [TinyLFUCache][scalekit.caching.TinyLFUCache] of *maxsize* (`None`: unbounded).
+
+    An unbounded TinyLFU never evicts, so its admission filter never runs;
+    its sketch grows with the entries, not with *maxsize*.
 
     Raises:
-        ConfigurationError: if *maxsize* is not a positive integer (`None` too:
-            TinyLFU sizes its frequency sketch by it).
+        ConfigurationError: if *maxsize* is neither `None` nor a valid cache size.
     """
     return _wrap(lambda n: TinyLFUCache(n, rng=rng), maxsize, typed)
