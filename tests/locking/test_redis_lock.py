@@ -279,3 +279,49 @@ def test_a_grant_whose_reply_was_lost_is_given_back(redis_client: Any) -> None:
     lease = RedisLock(redis_client, name).acquire(blocking=False)
     assert lease is not None
     lease.release()
+
+
+_BUSY_SCRIPT = """
+local t0 = redis.call('TIME')
+local start = tonumber(t0[1]) + tonumber(t0[2]) / 1e6
+while true do
+  local t = redis.call('TIME')
+  if tonumber(t[1]) + tonumber(t[2]) / 1e6 - start > tonumber(ARGV[1]) then return 1 end
+end
+"""
+
+
+def _busy_for(server: RedisServer, seconds: float) -> threading.Thread:
+    """Run a script that keeps *server* busy (``-BUSY`` to everyone else) for *seconds*."""
+    client = redis.Redis.from_url(server.url)
+    client.config_set("busy-reply-threshold", 50)
+    thread = threading.Thread(target=lambda: client.eval(_BUSY_SCRIPT, 0, seconds))
+    thread.start()
+    return thread
+
+
+def test_renewal_outlasts_busy_replies(fresh_redis_server: RedisServer) -> None:
+    """A script keeps Redis busy for 0.6 s: renewal retries and the lease is never lost."""
+    client = redis.Redis.from_url(fresh_redis_server.url)
+    seen: list[Lease] = []
+    lock = RedisLock(client, unique(), ttl=1.5, auto_renew=True, on_lost=seen.append)
+    lease = lock.acquire()
+    assert lease is not None
+    busy = _busy_for(fresh_redis_server, 0.6)  # over the renewal due at 0.5 s
+    busy.join(5)
+    time.sleep(2.5 - 0.6)  # past the ttl the failed renewal would have left
+    assert not lease.lost.is_set() and not seen
+    assert client.pttl(f"scalekit:lock:{{{lock.name}}}") > 1000  # renewed on the server
+    lease.release()
+
+
+def test_an_unreferenced_auto_renewed_lease_ends_at_its_ttl(redis_client: Any) -> None:
+    import gc
+
+    name = unique()
+    key = f"scalekit:lock:{{{name}}}"
+    RedisLock(redis_client, name, ttl=0.5, auto_renew=True).acquire()  # lease and lock dropped
+    gc.collect()
+    started = time.monotonic()
+    _poll(lambda: redis_client.exists(key) == 0, timeout=3)
+    assert time.monotonic() - started <= 0.5 + 0.1

@@ -24,7 +24,7 @@ from redis.retry import Retry
 
 from ..exceptions import BackendError, BackendUnavailableError
 
-__all__ = ["LUA_NOW_MS", "RedisCalls", "Script", "lua_purge"]
+__all__ = ["LUA_NOW_MS", "RedisCalls", "Script", "is_transient", "lua_purge"]
 
 
 # Lua pieces the lock scripts share. The server's clock, in milliseconds,
@@ -47,6 +47,16 @@ local function purge(now)
     redis.call('HDEL', KEYS[{tokens}], unpack(gone))
   end
 end"""
+
+
+# Error replies of a server that will serve again soon: a script running past
+# busy-reply-threshold, a replica loading, a cluster slot moving or down.
+_TRANSIENT_REPLIES = ("BUSY", "LOADING", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for an error reply that says "not now" rather than "never"."""
+    return str(exc).startswith(_TRANSIENT_REPLIES)
 
 
 class Script:
@@ -139,6 +149,10 @@ class RedisCalls:
                 f"{self.describe()} did not answer {args[0]!s} within {wait}s: {exc}"
             ) from exc
         except RedisError as exc:
+            if is_transient(exc):
+                raise BackendUnavailableError(
+                    f"{self.describe()} cannot serve {args[0]!s} now: {exc}"
+                ) from exc
             raise BackendError(f"{self.describe()} failed {args[0]!s}: {exc}") from exc
 
     def script(

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, cast
@@ -31,13 +32,16 @@ from ..exceptions import (
     LockNotOwnedError,
     LockTimeoutError,
 )
-from ._redis_calls import Script
-from .lease import _WATCHDOG, Lease, OnLost
+from ._redis_calls import Script, is_transient
+from .lease import _NOTIFIER, _WATCHDOG, Lease, OnLost, _run_on_lost
 from .redis_lock import _ABANDON, _ACQUIRE, _EXTEND, _RELEASE
 
 __all__ = ["AsyncLease", "AsyncRedisLock"]
 
 _log = logging.getLogger("scalekit.locking")
+
+# Renewal tasks, kept so the loop does not drop them mid-flight.
+_RENEWALS: set[asyncio.Task[None]] = set()
 
 
 class AsyncLease(Lease):
@@ -119,7 +123,9 @@ class AsyncRedisLock:
         self._waiter_ms = max(int(self.waiter_ttl * 1000), 1)
         self._held: dict[Any, AsyncLease] = {}
         self._stacks: dict[Any, list[AsyncLease]] = {}
-        self._loops: dict[AsyncLease, asyncio.AbstractEventLoop] = {}
+        self._loops: weakref.WeakKeyDictionary[AsyncLease, asyncio.AbstractEventLoop] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- bounded calls ------------------------------------------------------
     async def _call(self, *args: Any, timeout: float | None = None) -> Any:
@@ -133,6 +139,10 @@ class AsyncRedisLock:
                 f"redis did not answer {args[0]} for lock {self.name!r} within {wait}s: {exc!r}"
             ) from exc
         except RedisError as exc:
+            if is_transient(exc):
+                raise BackendUnavailableError(
+                    f"redis cannot serve {args[0]} for lock {self.name!r} now: {exc}"
+                ) from exc
             raise BackendError(f"redis failed {args[0]} for lock {self.name!r}: {exc}") from exc
 
     async def _script(self, script: Script, args: list[Any]) -> Any:
@@ -214,7 +224,11 @@ class AsyncRedisLock:
             self._loops[lease] = asyncio.get_running_loop()
             _WATCHDOG.watch(lease)
         if self.auto_renew:
-            asyncio.get_running_loop().create_task(self._keep(lease))
+            task = asyncio.get_running_loop().create_task(
+                _renew(weakref.ref(lease), self.ttl / 3, self.ttl / 10)
+            )
+            _RENEWALS.add(task)
+            task.add_done_callback(_RENEWALS.discard)
         return lease
 
     async def release(self, lease: AsyncLease | None = None) -> None:
@@ -236,6 +250,7 @@ class AsyncRedisLock:
             lease._depth -= 1
             return
         lease._released = True
+        _WATCHDOG.discard(lease)
         if self._held.get(lease._holder) is lease:
             del self._held[lease._holder]
         was_lost = lease.lost.is_set()
@@ -274,40 +289,20 @@ class AsyncRedisLock:
         lease._set_deadline(started + new_ttl)
 
     def _mark_lost(self, lease: Lease) -> None:
-        """Set ``lease.lost``; run ``on_lost`` on the lease's event loop (any thread may call)."""
+        """Set ``lease.lost``; run ``on_lost`` on its loop (a notifier thread once it closed)."""
         if not lease.lost._set():
             return
         loop = self._loops.pop(cast(AsyncLease, lease), None)
         if self.on_lost is None:
             return
         callback = self.on_lost
-        if loop is None or loop.is_closed():
-            callback(lease)
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            callback(lease)
-        else:
-            loop.call_soon_threadsafe(callback, lease)
-
-    async def _keep(self, lease: AsyncLease) -> None:
-        period = self.ttl / 3
-        wait = period
-        while not lease._released and not lease.lost.is_set():
-            left = lease.remaining() or 0.0
-            await asyncio.sleep(max(min(wait, left), 0.0))
-            if lease._released or lease.lost.is_set():
-                return
+        if loop is not None and not loop.is_closed():
             try:
-                await self.extend(lease)
-                wait = period
-            except (LockLostError, LockNotOwnedError):
+                loop.call_soon_threadsafe(_run_on_lost, callback, lease)
                 return
-            except BackendUnavailableError:
-                wait = max(min(self.ttl / 10, left), 0.01)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        _NOTIFIER.submit(callback, lease)
 
     async def locked(self) -> bool:
         """True while some owner holds the lock. One round trip."""
@@ -336,3 +331,34 @@ class AsyncRedisLock:
 
     def __repr__(self) -> str:
         return f"AsyncRedisLock({self.name!r}, ttl={self.ttl})"
+
+
+async def _renew(ref: weakref.ref[AsyncLease], period: float, retry: float) -> None:
+    """Extend the lease every *period*; retry any error but "not the owner" until its deadline.
+
+    Holds the lease only weakly between renewals, as the threaded renewal does.
+    """
+    wait = period
+    while True:
+        lease = ref()
+        if lease is None or lease._released or lease.lost.is_set():
+            return
+        left = max(lease.remaining() or 0.0, 0.0)
+        del lease
+        await asyncio.sleep(max(min(wait, left), 0.0))
+        lease = ref()
+        if lease is None or lease._released:
+            return
+        lock = cast("AsyncRedisLock", lease._lock)
+        if lease.lost.is_set():
+            lock._mark_lost(lease)
+            return
+        try:
+            await lock.extend(lease)
+            wait = period
+        except (LockLostError, LockNotOwnedError):
+            return
+        except Exception as exc:  # transient until proven otherwise
+            _log.debug("renewal of %r failed, retrying: %r", lock.name, exc)
+            wait = max(min(retry, left), 0.01)
+        del lease, lock

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -26,7 +27,7 @@ from ..exceptions import (
     LockNotOwnedError,
     LockTimeoutError,
 )
-from .lease import _WATCHDOG, Lease, LeaseLostEvent, OnLost
+from .lease import _NOTIFIER, _WATCHDOG, Lease, LeaseLostEvent, OnLost
 
 __all__ = ["BaseLock", "Lease", "LeaseLostEvent", "OnLost"]
 
@@ -188,7 +189,10 @@ class BaseLock(abc.ABC):
         if self.ttl is not None and self.auto_renew:
             lease._done = threading.Event()
             threading.Thread(
-                target=self._keep, args=(lease,), daemon=True, name=f"scalekit-lease:{self.name}"
+                target=_renew,
+                args=(weakref.ref(lease), lease._done, self.ttl / 3, self.ttl / 10),
+                daemon=True,
+                name=f"scalekit-lease:{self.name}",
             ).start()
         return lease
 
@@ -220,6 +224,7 @@ class BaseLock(abc.ABC):
             lease._depth -= 1
             return
         lease._released = True
+        _WATCHDOG.discard(lease)
         if lease._done is not None:
             lease._done.set()
         if self._held.get(lease._holder) is lease:
@@ -271,36 +276,8 @@ class BaseLock(abc.ABC):
             if lease._done is not None:
                 lease._done.set()
             if self.on_lost is not None:
-                try:
-                    self.on_lost(lease)
-                except Exception:
-                    _log.exception("on_lost callback of lock %r raised", self.name)
-
-    def _keep(self, lease: Lease) -> None:
-        """Renew at ttl/3 until released or lost (the watchdog announces the loss)."""
-        assert self.ttl is not None
-        period = self.ttl / 3
-        wait = period
-        done = lease._done
-        assert done is not None
-        while True:
-            deadline = lease._deadline
-            if deadline is None:
-                return
-            left = max(deadline - self._clock(), 0.0)
-            if done.wait(min(wait, left)):
-                return
-            if lease.lost.is_set():
-                self._mark_lost(lease)
-                return
-            try:
-                self.extend(lease)
-                wait = period
-            except (LockLostError, LockNotOwnedError):
-                return
-            except BackendUnavailableError:
-                # Keep trying until the deadline; the lease is lost once it passes.
-                wait = max(min(self.ttl / 10, left), 0.01)
+                # Off the caller's thread: a slow or failing callback delays no other notice.
+                _NOTIFIER.submit(self.on_lost, lease)
 
     # -- conveniences -----------------------------------------------------------
     def __enter__(self) -> Lease:
@@ -326,3 +303,41 @@ class BaseLock(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, ttl={self.ttl})"
+
+
+def _renew(ref: weakref.ref[Lease], done: threading.Event, period: float, retry: float) -> None:
+    """Extend the lease every *period* until it is released or lost.
+
+    Any error but a definitive "not the owner" (a connection error, a
+    timeout, a ``BUSY`` reply) is retried every *retry* seconds until the
+    lease's deadline; past it the watchdog announces the loss. Only a weak
+    reference is held between renewals: a lease that nobody references any
+    more (neither the caller nor its lock object) is not renewed and ends
+    at its ttl.
+    """
+    wait = period
+    while True:
+        lease = ref()
+        if lease is None or lease._deadline is None:
+            return
+        lock = lease._lock
+        left = max(lease._deadline - lock._clock(), 0.0)
+        del lease, lock
+        if done.wait(min(wait, left)):
+            return
+        lease = ref()
+        if lease is None:
+            return
+        lock = lease._lock
+        if lease.lost.is_set():
+            lock._mark_lost(lease)
+            return
+        try:
+            lock.extend(lease)
+            wait = period
+        except (LockLostError, LockNotOwnedError):
+            return
+        except Exception as exc:  # transient until proven otherwise: retry until the deadline
+            _log.debug("renewal of %r failed, retrying: %r", lock.name, exc)
+            wait = max(min(retry, left), 0.01)
+        del lease, lock

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
+import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -89,6 +92,7 @@ class Lease:
         "_holder",
         "_lock",
         "_released",
+        "_watched",
         "lost",
         "name",
         "owner",
@@ -109,6 +113,7 @@ class Lease:
         self._done: threading.Event | None = None  # set on release; made for auto-renewal
         self._holder: object = None
         self._released = False
+        self._watched = False  # has an entry in the watchdog's heap
         self._depth = 1
 
     @property
@@ -158,19 +163,75 @@ class Lease:
         return f"Lease(name={self.name!r}, token={self.token}, {state})"
 
 
+_log = logging.getLogger("scalekit.locking")
+
+
+def _run_on_lost(callback: OnLost, lease: Lease) -> None:
+    """Run one ``on_lost`` callback; what it raises is logged with the lock's name."""
+    try:
+        callback(lease)
+    except Exception:
+        _log.exception("on_lost callback of lock %r raised", lease.name)
+
+
+class _Notifier:
+    """Daemon threads that run ``on_lost`` callbacks off the watchdog's timing path.
+
+    A callback that blocks occupies one thread; up to ``limit`` run at once,
+    so a slow callback does not delay another lease's notice. Threads are
+    started on demand and then wait for more work.
+    """
+
+    def __init__(self, limit: int = 16) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[OnLost, Lease]] = queue.SimpleQueue()
+        self._idle = 0
+        self._threads = 0
+
+    def submit(self, callback: OnLost, lease: Lease) -> None:
+        with self._lock:
+            self._jobs.put((callback, lease))
+            if self._idle > 0:
+                self._idle -= 1  # that idle thread takes this job
+                return
+            if self._threads >= self._limit:
+                return  # queued until a thread is free
+            self._threads += 1
+        threading.Thread(target=self._work, daemon=True, name="scalekit-on-lost").start()
+
+    def _work(self) -> None:
+        while True:
+            callback, lease = self._jobs.get()
+            _run_on_lost(callback, lease)
+            del callback, lease
+            with self._lock:
+                self._idle += 1
+
+
+_NOTIFIER = _Notifier()
+
+
 class _Watchdog:
-    """One daemon thread that fires ``on_lost`` when a lease's deadline passes.
+    """One daemon thread that marks a lease lost when its deadline passes.
 
     Separate from renewal, so a renewal stuck on an unreachable backend
-    cannot delay the notice. Leases are re-checked at their deadline and
-    re-queued if it moved (extended). O(log n) per scheduled lease.
+    cannot delay the notice; callbacks run on the notifier's threads, so a
+    slow or failing callback cannot either. Leases are re-checked at their
+    deadline and re-queued if it moved (extended). The heap holds weak
+    references, and released leases are dropped from it (lazily, with a
+    compaction once they outnumber the live ones), so its size is bounded
+    by the leases still held. A loop that fails logs and goes on; a thread
+    that died anyway is restarted by the next :meth:`watch`. O(log n) per
+    scheduled lease.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Lease]] = []
+        self._heap: list[tuple[float, int, weakref.ref[Lease]]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._stale = 0
 
     def watch(self, lease: Lease) -> None:
         remaining = lease.remaining()
@@ -178,34 +239,67 @@ class _Watchdog:
             return
         with self._cond:
             when = time.monotonic() + max(remaining, 0.0)
-            heapq.heappush(self._heap, (when, next(self._seq), lease))
-            if self._thread is None:
+            heapq.heappush(self._heap, (when, next(self._seq), weakref.ref(lease)))
+            lease._watched = True
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, daemon=True, name="scalekit-lease-watchdog"
                 )
                 self._thread.start()
             self._cond.notify()
 
+    def discard(self, lease: Lease) -> None:
+        """Forget a released lease: it no longer counts against the heap's size."""
+        with self._cond:
+            if not lease._watched:
+                return
+            lease._watched = False
+            self._stale += 1
+            if self._stale > 1024 and self._stale * 2 > len(self._heap):
+                self._heap = [e for e in self._heap if _wanted(e[2]())]
+                heapq.heapify(self._heap)
+                self._stale = 0
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._heap)
+
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._heap:
-                    self._cond.wait()
-                when, _, lease = self._heap[0]
-                now = time.monotonic()
-                if when > now:
-                    self._cond.wait(when - now)
-                    continue
-                heapq.heappop(self._heap)
-            if lease._released or lease.lost._event.is_set():
-                continue
-            remaining = lease.remaining()
-            if remaining is None:
-                continue
-            if remaining <= 0:
-                lease._lock._mark_lost(lease)
-            else:
-                self.watch(lease)
+            try:
+                self._step()
+            except Exception:  # never let one bad lease silence every other notice
+                _log.exception("lease watchdog failed on one lease; it keeps running")
+
+    def _step(self) -> None:
+        with self._cond:
+            while not self._heap:
+                self._cond.wait()
+            when, _, ref = self._heap[0]
+            now = time.monotonic()
+            if when > now:
+                self._cond.wait(when - now)
+                return
+            heapq.heappop(self._heap)
+            lease = ref()
+            if lease is None or not _wanted(lease):
+                if lease is not None:
+                    if not lease._watched and self._stale > 0:
+                        self._stale -= 1  # discarded on release: counted as stale
+                    lease._watched = False
+                return
+            lease._watched = False
+        remaining = lease.remaining()
+        if remaining is None:
+            return
+        if remaining <= 0:
+            lease._lock._mark_lost(lease)
+        else:
+            self.watch(lease)
+
+
+def _wanted(lease: Lease | None) -> bool:
+    return lease is not None and not lease._released and not lease.lost._event.is_set()
 
 
 _WATCHDOG = _Watchdog()
