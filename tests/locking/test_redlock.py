@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from scalekit.exceptions import BackendUnavailableError, ConfigurationError, LockTimeoutError
+from scalekit.exceptions import BackendUnavailableError, ConfigurationError
 from scalekit.testing import RedisServer
 
 from .conftest import unique
@@ -42,10 +42,10 @@ def _clients(servers: list[RedisServer]) -> list[Any]:
 def test_keys_are_set_on_every_master(redlock_clients: list[Any]) -> None:
     lock = Redlock(redlock_clients, "stock:7", ttl=5)
     lease = lock.acquire()
-    assert lease is not None and lease.token == 1
+    assert lease is not None and lease.token > 1  # a new counter starts from the clock in µs
     for client in redlock_clients:
         assert client.get("scalekit:redlock:{stock:7}") == lease.owner.encode()
-        assert client.get("scalekit:redlock:{stock:7}:fence") == b"1"
+        assert client.get("scalekit:redlock:{stock:7}:fence") == str(lease.token).encode()
     assert lock.quorum == 2
     assert lease.deadline is not None
     lease.release()
@@ -83,12 +83,12 @@ def test_two_masters_down_times_out(masters: list[RedisServer]) -> None:
     masters[0].stop()
     masters[2].stop()
     lock = Redlock(clients, unique(), ttl=5, rng=random.Random(7))
-    started = time.monotonic()
-    with pytest.raises(LockTimeoutError):
-        lock.acquire(timeout=0.5)
-    assert time.monotonic() - started < 1.5
-    with pytest.raises(BackendUnavailableError, match="only 1 of 3 Redis masters answered"):
-        lock.acquire(blocking=False)
+    for blocking, timeout in ((True, 0.5), (True, None), (False, None)):
+        # No retry can reach a quorum: every kind of acquire says so after one round.
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError, match="only 1 of 3 Redis masters answered"):
+            lock.acquire(blocking=blocking, timeout=timeout)
+        assert time.monotonic() - started <= 3 * lock.instance_timeout + 0.1
     assert clients[1].exists(f"scalekit:redlock:{{{lock.name}}}") == 0
 
 
@@ -107,8 +107,10 @@ def test_tokens_grow_when_the_quorum_moves(masters: list[RedisServer]) -> None:
     masters[2].start()  # no persistence: its counter starts again at 0
     masters[0].stop()
     second = Redlock(clients, name).acquire(timeout=2)
-    # Counters were 11 (written back) and 0: max(12, 1). Without the write-back it would be 5.
-    assert second is not None and second.token == 12
+    # The restarted master lost its counter, which restarts from its clock in
+    # microseconds: above the 12 the written-back counter gives. Without the
+    # write-back and the restart rule it would be 5.
+    assert second is not None and second.token > 12
     second.release()
 
 

@@ -121,6 +121,9 @@ def test_expired_redis_semaphore_lease_is_lost(redis_client: Any) -> None:
     assert stale.lost.is_set()
     with pytest.raises(LockLostError):
         stale.release()
+    deadline = time.monotonic() + 3  # on_lost runs on a notifier thread
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert seen == [stale]
     fresh.release()
 

@@ -42,7 +42,9 @@ class SemaphoreMachine(RuleBasedStateMachine):
         if len(self.leases) >= 2:
             assert lease is None
             return
-        assert lease is not None and lease.token == self.last_token + 1
+        assert lease is not None and (
+            lease.token == self.last_token + 1 if self.last_token else lease.token > 0
+        )
         self.last_token = lease.token
         self.leases[i] = lease
 
@@ -84,7 +86,9 @@ class ReadWriteMachine(RuleBasedStateMachine):
         if not allowed:
             assert lease is None
             return
-        assert lease is not None and lease.token == self.last_token + 1
+        assert lease is not None and (
+            lease.token == self.last_token + 1 if self.last_token else lease.token > 0
+        )
         self.last_token = lease.token
         if write:
             self.writer = (i, lease)

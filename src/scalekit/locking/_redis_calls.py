@@ -3,15 +3,17 @@
 redis-py's defaults retry a failed connect three times with exponential
 back-off and read without a timeout, which turns an unreachable server
 into a wait of a minute or forever. The locks therefore run their scripts
-on a private connection pool cloned from the caller's client (same host,
-TLS, ACL, database) with retries off and every read bounded by the
-caller's ``op_timeout``.
+on a private connection pool carrying the client's settings (host, TLS,
+ACL, database, ``max_connections``) with retries off, and every call
+bounded by its own budget: the caller's ``op_timeout``, or less when the
+caller's own deadline is nearer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -24,7 +26,7 @@ from redis.retry import Retry
 
 from ..exceptions import BackendError, BackendUnavailableError
 
-__all__ = ["LUA_NOW_MS", "RedisCalls", "Script", "is_transient", "lua_purge"]
+__all__ = ["LUA_NEXT_TOKEN", "LUA_NOW_MS", "RedisCalls", "Script", "is_transient", "lua_purge"]
 
 
 # Lua pieces the lock scripts share. The server's clock, in milliseconds,
@@ -33,6 +35,23 @@ LUA_NOW_MS = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end"""
+
+
+# The next fencing token from the counter in KEYS[2]. A missing counter
+# (first use, evicted, or lost in a restart without persistence) restarts
+# from the server's clock in microseconds: above every token issued before,
+# unless the clock went back by more than the time since they were issued.
+LUA_NEXT_TOKEN = """
+local function next_token()
+  local token = redis.call('INCR', KEYS[2])
+  if token == 1 then
+    local t = redis.call('TIME')
+    local us = t[1] .. string.format('%06d', tonumber(t[2]))
+    redis.call('SET', KEYS[2], us)
+    return tonumber(us)
+  end
+  return token
 end"""
 
 
@@ -69,38 +88,88 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-_POOLS: weakref.WeakKeyDictionary[Any, tuple[float, redis.ConnectionPool]] = (
-    weakref.WeakKeyDictionary()
-)
-_POOLS_LOCK = threading.Lock()
+class _Pool:
+    """The lock's own connections to one server, built from the client's pool settings.
 
+    Every setting of the client's pool is carried over (host, port, unix
+    socket, database, TLS, username/password or credential provider,
+    keep-alive, client name, protocol, and ``max_connections``; with a
+    ``BlockingConnectionPool`` also its wait for a free connection), except
+    the socket timeouts and retries: each call sets its connection's
+    timeouts from its own budget and is tried once, so no call outlasts it.
 
-def _private_pool(client: Any, op_timeout: float) -> redis.ConnectionPool:
-    with _POOLS_LOCK:
-        cached = _POOLS.get(client)
-        if cached is not None and cached[0] == op_timeout:
-            return cached[1]
-        source = client.connection_pool
+    Thread-safe. Cost: O(1) to take or give back a connection.
+    """
+
+    def __init__(self, source: Any) -> None:
         kwargs = dict(source.connection_kwargs)
         kwargs.update(
-            socket_timeout=op_timeout,
-            socket_connect_timeout=op_timeout,
             retry=Retry(NoBackoff(), 0),
             retry_on_error=[],
             retry_on_timeout=False,
             decode_responses=False,
             health_check_interval=0,
         )
-        pool = redis.ConnectionPool(connection_class=source.connection_class, **kwargs)
-        _POOLS[client] = (op_timeout, pool)
+        self.connection_kwargs = kwargs
+        self.connection_class = source.connection_class
+        self.max_connections = int(getattr(source, "max_connections", 2**31) or 2**31)
+        # A BlockingConnectionPool waits for a free connection; a plain pool does not.
+        self.wait_for_free = (
+            float(source.timeout or 0) if isinstance(source, redis.BlockingConnectionPool) else 0.0
+        )
+        self._cond = threading.Condition()
+        self._free: list[Any] = []
+        self._created = 0
+
+    def take(self, budget: float) -> Any:
+        """A connection, waiting at most *budget* (and the pool's own wait) for one to be free."""
+        end = time.monotonic() + min(budget, self.wait_for_free)
+        with self._cond:
+            while True:
+                if self._free:
+                    return self._free.pop()
+                if self._created < self.max_connections:
+                    self._created += 1
+                    break
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise _PoolExhausted
+                self._cond.wait(left)
+        try:
+            return self.connection_class(**self.connection_kwargs)
+        except BaseException:
+            with self._cond:
+                self._created -= 1
+                self._cond.notify()
+            raise
+
+    def give(self, conn: Any) -> None:
+        with self._cond:
+            self._free.append(conn)
+            self._cond.notify()
+
+
+class _PoolExhausted(Exception):
+    """Every connection of the lock's pool is in use."""
+
+
+_POOLS: weakref.WeakKeyDictionary[Any, _Pool] = weakref.WeakKeyDictionary()
+_POOLS_LOCK = threading.Lock()
+
+
+def _private_pool(client: Any) -> _Pool:
+    with _POOLS_LOCK:
+        pool = _POOLS.get(client)
+        if pool is None:
+            pool = _POOLS[client] = _Pool(client.connection_pool)
         return pool
 
 
 class RedisCalls:
     """Run commands and scripts on one Redis server, each within a bounded time.
 
-    ``client`` is a ``redis.Redis``; its pool's settings are copied into a
-    private pool with retries off. A client without a connection pool (a
+    ``client`` is a ``redis.Redis``; its pool's settings are carried over
+    to a private pool (see `_Pool`). A client without a connection pool (a
     ``RedisCluster``) is called through its own ``execute_command``, and its
     own timeouts bound the wait.
 
@@ -110,9 +179,7 @@ class RedisCalls:
     def __init__(self, client: Any, op_timeout: float) -> None:
         self.client = client
         self.op_timeout = op_timeout
-        self._pool = (
-            _private_pool(client, op_timeout) if hasattr(client, "connection_pool") else None
-        )
+        self._pool = _private_pool(client) if hasattr(client, "connection_pool") else None
 
     def describe(self) -> str:
         pool = self._pool
@@ -122,31 +189,45 @@ class RedisCalls:
         return f"redis {kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}"
 
     def call(self, *args: Any, timeout: float | None = None) -> Any:
-        """Send one command; wait at most *timeout* (default ``op_timeout``) for the reply.
+        """Send one command; return its reply within *timeout* (default ``op_timeout``).
 
-        :raises BackendUnavailableError: no connection or no reply in time.
-        :raises BackendError: Redis answered with an error.
+        The budget covers waiting for a pooled connection, connecting and
+        the handshake, sending, and the reply.
+
+        Raises:
+            BackendUnavailableError: no connection or no reply in time, the
+                lock's connection pool exhausted, or a transient error reply.
+            BackendError: Redis answered with another error.
         """
-        wait = self.op_timeout if timeout is None else timeout
+        wait = self.op_timeout if timeout is None else max(timeout, 0.001)
         try:
             if self._pool is None:
                 return self.client.execute_command(*args)
-            conn = self._pool.get_connection()
+            end = time.monotonic() + wait
+            conn = self._pool.take(wait)
             try:
-                conn.send_command(*args)  # type: ignore[no-untyped-call]
-                if timeout is None:  # the pool's socket timeout is op_timeout already
-                    return conn.read_response()
-                return conn.read_response(timeout=wait)
+                # Bound the connect and handshake of a new connection by the budget too.
+                conn.socket_timeout = wait
+                conn.socket_connect_timeout = wait
+                conn.send_command(*args)
+                return conn.read_response(timeout=max(end - time.monotonic(), 0.001))
             except BaseException:
-                conn.disconnect()  # type: ignore[no-untyped-call]
+                conn.disconnect()
                 raise
             finally:
-                self._pool.release(conn)
+                self._pool.give(conn)
         except NoScriptError:
             raise
+        except _PoolExhausted as exc:
+            assert self._pool is not None
+            raise BackendUnavailableError(
+                f"{self.describe()}: the lock's connection pool is exhausted, all "
+                f"{self._pool.max_connections} connections (max_connections of the client's "
+                f"pool) are in use; {args[0]!s} was not sent"
+            ) from exc
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise BackendUnavailableError(
-                f"{self.describe()} did not answer {args[0]!s} within {wait}s: {exc}"
+                f"{self.describe()} did not answer {args[0]!s} within {wait:.3g}s: {exc}"
             ) from exc
         except RedisError as exc:
             if is_transient(exc):
@@ -158,8 +239,13 @@ class RedisCalls:
     def script(
         self, script: Script, keys: list[str], args: list[Any], timeout: float | None = None
     ) -> Any:
-        """Run *script* with EVALSHA, falling back to EVAL when the server lost it."""
+        """Run *script* with EVALSHA, falling back to EVAL when the server lost it.
+
+        *timeout* bounds both calls together.
+        """
+        end = None if timeout is None else time.monotonic() + timeout
         try:
             return self.call("EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout)
         except NoScriptError:
-            return self.call("EVAL", script.source, len(keys), *keys, *args, timeout=timeout)
+            left = None if end is None else end - time.monotonic()
+            return self.call("EVAL", script.source, len(keys), *keys, *args, timeout=left)

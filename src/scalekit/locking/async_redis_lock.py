@@ -33,8 +33,9 @@ from ..exceptions import (
     LockTimeoutError,
 )
 from ._redis_calls import Script, is_transient
+from .base import CLEANUP_BUDGET
 from .lease import _NOTIFIER, _WATCHDOG, Lease, OnLost, _run_on_lost
-from .redis_lock import _ABANDON, _ACQUIRE, _EXTEND, _RELEASE
+from .redis_lock import _ABANDON, _ACQUIRE, _EXTEND, _RELEASE, _REPLY_SLACK
 
 __all__ = ["AsyncLease", "AsyncRedisLock"]
 
@@ -83,6 +84,7 @@ class AsyncRedisLock:
     :param op_timeout: the most any single Redis call may take before
         :class:`BackendUnavailableError`.
     :param waiter_ttl: a waiter silent this long is dropped from the queue.
+    :param claim_window: seconds a waiter offered the lock has to claim it.
     :param reentrant: let the owning task acquire again, counted.
     :param auto_renew: extend the lease every ``ttl / 3`` in a background task.
     :param on_lost: called once with a lease when it is found lost, on the
@@ -103,6 +105,7 @@ class AsyncRedisLock:
         ttl: float = 10.0,
         op_timeout: float = 2.0,
         waiter_ttl: float = 3.0,
+        claim_window: float = 0.5,
         reentrant: bool = False,
         auto_renew: bool = False,
         on_lost: OnLost | None = None,
@@ -121,6 +124,8 @@ class AsyncRedisLock:
         self._keys = [base, base + ":fence", base + ":queue", base + ":waiters", base + ":ttls"]
         self._wake = base + ":wake:"
         self._waiter_ms = max(int(self.waiter_ttl * 1000), 1)
+        self.claim_window = positive_number("claim_window", claim_window)
+        self._claim_ms = max(int(min(self.claim_window, self.ttl) * 1000), 1)
         self._held: dict[Any, AsyncLease] = {}
         self._stacks: dict[Any, list[AsyncLease]] = {}
         self._loops: weakref.WeakKeyDictionary[AsyncLease, asyncio.AbstractEventLoop] = (
@@ -145,11 +150,43 @@ class AsyncRedisLock:
                 ) from exc
             raise BackendError(f"redis failed {args[0]} for lock {self.name!r}: {exc}") from exc
 
-    async def _script(self, script: Script, args: list[Any]) -> Any:
+    async def _script(self, script: Script, args: list[Any], timeout: float | None = None) -> Any:
+        keys = self._keys
+        end = None if timeout is None else time.monotonic() + timeout
         try:
-            return await self._call("EVALSHA", script.sha, len(self._keys), *self._keys, *args)
+            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout)
         except NoScriptError:
-            return await self._call("EVAL", script.source, len(self._keys), *self._keys, *args)
+            left = None if end is None else max(end - time.monotonic(), 0.001)
+            return await self._call("EVAL", script.source, len(keys), *keys, *args, timeout=left)
+
+    def _new_owner_token(self) -> str:
+        return os.urandom(16).hex()
+
+    def _budget(self, deadline: float | None) -> float:
+        """The time one request may take: `op_timeout`, or less when *deadline* is nearer."""
+        if deadline is None:
+            return self.op_timeout
+        return max(min(self.op_timeout, deadline - self._clock()), 0.001)
+
+    async def _give_up(self, owner: str) -> None:
+        """Leave the queue within `CLEANUP_BUDGET`; if Redis is slow, go on in a task."""
+        args = [owner, self._wake, self._waiter_ms, self._claim_ms]
+        try:
+            await self._script(_ABANDON, args, timeout=CLEANUP_BUDGET)
+        except (BackendUnavailableError, asyncio.CancelledError):
+            task = asyncio.get_running_loop().create_task(self._abandon_later(args))
+            _RENEWALS.add(task)
+            task.add_done_callback(_RENEWALS.discard)
+
+    async def _abandon_later(self, args: list[Any]) -> None:
+        end = time.monotonic() + max(self.ttl, self.waiter_ttl)
+        while time.monotonic() < end:
+            try:
+                await self._script(_ABANDON, args, timeout=min(1.0, self.op_timeout))
+                return
+            except BackendUnavailableError:
+                await asyncio.sleep(0.1)
+        _log.debug("could not leave the queue of %r", self.name)
 
     # -- the protocol -------------------------------------------------------
     async def acquire(
@@ -174,20 +211,28 @@ class AsyncRedisLock:
                 held._depth += 1
                 return held
         deadline = None if timeout is None else self._clock() + timeout
-        owner = os.urandom(16).hex()
+        owner = self._new_owner_token()
         ttl_ms = max(int(self.ttl * 1000), 1)
-        token: int | None = None
+        grant: tuple[int, float] | None = None
         queued = False
         try:
             while True:
-                started = self._clock()
+                started = self._clock()  # before the request whose reply may be the grant
                 queued = True  # the server may know us until a reply says otherwise
-                granted, value = await self._script(
-                    _ACQUIRE,
-                    [owner, ttl_ms, "1" if blocking else "0", self._waiter_ms, self._wake],
-                )
-                if granted == 1:
-                    token = int(value)
+                args = [owner, ttl_ms, "1" if blocking else "0", self._waiter_ms, self._wake]
+                try:
+                    reply = await self._script(
+                        _ACQUIRE, [*args, self._claim_ms], timeout=self._budget(deadline)
+                    )
+                except BackendUnavailableError as exc:
+                    if deadline is None or self._clock() < deadline:
+                        raise
+                    raise LockTimeoutError(
+                        f"lock {self.name!r} was not acquired within {timeout}s: {exc}", self.name
+                    ) from exc
+                if int(reply[0]) == 1:
+                    # Valid for the PTTL the server reported, counted from before the request.
+                    grant = int(reply[1]), int(reply[2]) / 1000
                     break
                 queued = blocking
                 if not blocking:
@@ -198,26 +243,30 @@ class AsyncRedisLock:
                         f"lock {self.name!r} was not acquired within {timeout}s", self.name
                     )
                 wait = self.waiter_ttl / 3
-                if int(value) > 0:
-                    wait = min(wait, int(value) / 1000 + 0.002)
+                if int(reply[1]) > 0:
+                    wait = min(wait, int(reply[1]) / 1000 + 0.002)
+                budget = None
                 if remaining is not None:
                     wait = max(min(wait, remaining), 0.001)
-                started = self._clock()
-                handed = await self._call(
-                    "BLPOP", self._wake + owner, f"{wait:.3f}", timeout=wait + self.op_timeout
-                )
-                if handed is not None:
-                    token = int(handed[1])
-                    break
-        finally:
-            if token is None and queued:
+                    budget = min(wait + self.op_timeout, remaining + _REPLY_SLACK)
                 try:
-                    await self._script(_ABANDON, [owner, self._wake, self._waiter_ms])
-                except (BackendUnavailableError, asyncio.CancelledError):
-                    _log.debug("could not leave the queue of %r", self.name)
-        if token is None:
+                    # A nudge is only a reason to try again: the lock is not ours until claimed.
+                    await self._call(
+                        "BLPOP",
+                        self._wake + owner,
+                        f"{wait:.3f}",
+                        timeout=wait + self.op_timeout if budget is None else budget,
+                    )
+                except BackendUnavailableError:
+                    if deadline is None or self._clock() < deadline:
+                        raise
+        finally:
+            if grant is None and queued:
+                await self._give_up(owner)
+        if grant is None:
             return None
-        lease = AsyncLease(cast(Any, self), token, owner, self.ttl, started + self.ttl)
+        token, validity = grant
+        lease = AsyncLease(cast(Any, self), token, owner, self.ttl, started + validity)
         lease._holder = task
         self._held[task] = lease
         if self.auto_renew or self.on_lost is not None:
@@ -255,7 +304,8 @@ class AsyncRedisLock:
             del self._held[lease._holder]
         was_lost = lease.lost.is_set()
         try:
-            released = int(await self._script(_RELEASE, [lease.owner, self._wake, self._waiter_ms]))
+            args = [lease.owner, self._wake, self._waiter_ms, self._claim_ms]
+            released = int(await self._script(_RELEASE, args))
         except BackendUnavailableError:
             if not was_lost:
                 self._loops.pop(lease, None)

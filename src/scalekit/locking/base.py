@@ -29,9 +29,15 @@ from ..exceptions import (
 )
 from .lease import _NOTIFIER, _WATCHDOG, Lease, LeaseLostEvent, OnLost
 
-__all__ = ["BaseLock", "Lease", "LeaseLostEvent", "OnLost"]
+__all__ = ["CLEANUP_BUDGET", "BaseLock", "Grant", "Lease", "LeaseLostEvent", "OnLost"]
 
 _log = logging.getLogger("scalekit.locking")
+
+Grant = tuple[int, float | None]
+"""What a backend's acquire step returns: the token and the validity the server reported."""
+
+CLEANUP_BUDGET = 0.05
+"""Seconds a failed acquire spends cleaning up before it raises; the rest runs in the background."""
 
 
 class BaseLock(abc.ABC):
@@ -82,20 +88,37 @@ class BaseLock(abc.ABC):
         """State of one acquire call (a queue ticket, a znode), kept across retries."""
 
     @abc.abstractmethod
-    def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
-        """Try once; return the fencing token on success, else None (and queue if blocking)."""
+    def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
+        """Try once; on success return the grant the server confirmed in this step.
 
-    @abc.abstractmethod
-    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
-        """Block until a retry may succeed (a wake-up) or *timeout* seconds pass.
-
-        A backend that hands the lock over to the next waiter on release
-        returns the fencing token it was handed; otherwise None.
+        A grant is ``(token, validity)``: the fencing token and how many
+        seconds the lease is valid counted from a clock reading taken before
+        this request (the server's reported ttl; None without a ttl). On
+        failure return None (and queue if *blocking*). Every request must
+        return by *deadline* (the lock clock's time; None: ``op_timeout``
+        alone bounds it) or raise `BackendUnavailableError`.
         """
 
     @abc.abstractmethod
-    def _abandon(self, attempt: Any) -> None:
-        """Undo what a failed attempt left behind (leave the queue, delete the znode)."""
+    def _wait(self, attempt: Any, timeout: float | None) -> None:
+        """Block until a retry may succeed (a wake-up) or *timeout* seconds pass.
+
+        A wake-up is only a hint to try again: whatever it carries, the lock
+        is held only once `_do_acquire` returns the server's grant.
+        """
+
+    @abc.abstractmethod
+    def _abandon(self, attempt: Any, budget: float) -> None:
+        """Undo what a failed attempt left behind (leave the queue, delete the znode).
+
+        Bounded by *budget* seconds; raise `BackendUnavailableError` if the
+        backend did not answer in it (the clean-up then goes on in the
+        background, see `_cleanup_window`).
+        """
+
+    def _cleanup_window(self) -> float | None:
+        """How long to keep retrying a failed clean-up in the background (None: do not)."""
+        return None
 
     @abc.abstractmethod
     def _do_release(self, lease: Lease) -> bool:
@@ -151,33 +174,35 @@ class BaseLock(abc.ABC):
         deadline = None if timeout is None else self._clock() + timeout
         owner = self._new_owner_token()
         attempt = self._new_attempt(owner)
-        token: int | None = None
+        grant: Grant | None = None
         try:
             while True:
-                started = self._clock()
-                token = self._do_acquire(attempt, blocking)
-                if token is not None or not blocking:
+                started = self._clock()  # before the request whose reply may be the grant
+                try:
+                    grant = self._do_acquire(attempt, blocking, deadline)
+                except BackendUnavailableError as exc:
+                    if deadline is None or self._clock() < deadline:
+                        raise
+                    # Cut short by the caller's deadline: a timeout, whatever the backend's state.
+                    raise LockTimeoutError(
+                        f"lock {self.name!r} was not acquired within {timeout}s: {exc}", self.name
+                    ) from exc
+                if grant is not None or not blocking:
                     break
                 remaining = None if deadline is None else deadline - self._clock()
                 if remaining is not None and remaining <= 0:
                     raise LockTimeoutError(
                         f"lock {self.name!r} was not acquired within {timeout}s", self.name
                     )
-                started = self._clock()
-                token = self._wait(attempt, remaining)
-                if token is not None:
-                    break
+                self._wait(attempt, remaining)
         finally:
-            if token is None:
-                try:
-                    self._abandon(attempt)
-                except BackendUnavailableError:
-                    _log.debug("could not clean up a failed attempt on %r", self.name)
-        if token is None:
+            if grant is None:
+                self._give_up(attempt)
+        if grant is None:
             return None
-        lease_ttl = self._lease_ttl(self.ttl)
+        token, validity = grant
         lease = Lease(
-            self, token, owner, self.ttl, None if lease_ttl is None else started + lease_ttl
+            self, token, owner, self.ttl, None if validity is None else started + validity
         )
         lease._holder = owner_id
         self._held[owner_id] = lease
@@ -266,6 +291,32 @@ class BaseLock(abc.ABC):
             raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
         trusted = self._lease_ttl(new_ttl)
         lease._set_deadline(None if trusted is None else started + trusted)
+
+    def _give_up(self, attempt: Any) -> None:
+        """Clean up a failed attempt within `CLEANUP_BUDGET`; finish in the background."""
+        try:
+            self._abandon(attempt, CLEANUP_BUDGET)
+        except BackendUnavailableError:
+            window = self._cleanup_window()
+            if window is None:
+                _log.debug("could not clean up a failed attempt on %r", self.name)
+                return
+            threading.Thread(
+                target=self._abandon_later,
+                args=(attempt, window),
+                daemon=True,
+                name=f"scalekit-cleanup:{self.name}",
+            ).start()
+
+    def _abandon_later(self, attempt: Any, window: float) -> None:
+        end = time.monotonic() + window
+        while time.monotonic() < end:
+            try:
+                self._abandon(attempt, min(1.0, max(end - time.monotonic(), 0.001)))
+                return
+            except BackendUnavailableError:
+                time.sleep(0.1)
+        _log.debug("gave up cleaning up a failed attempt on %r", self.name)
 
     def _mark_lost(self, lease: Lease) -> None:
         """Set ``lease.lost`` and fire ``on_lost`` once."""

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .base import BaseLock, Lease, OnLost
+from .base import BaseLock, Grant, Lease, OnLost
 
 __all__ = ["MemoryLock"]
 
@@ -89,7 +89,7 @@ class MemoryLock(BaseLock):
     def _new_attempt(self, owner: str) -> Any:
         return owner
 
-    def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
+    def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
         state = self._state
         with state.cond:
             self._expire(state)
@@ -102,12 +102,12 @@ class MemoryLock(BaseLock):
                 state.owner = attempt
                 state.expires = self._clock() + self.ttl
                 state.fence += 1
-                return state.fence
+                return state.fence, self.ttl
             if blocking and attempt not in state.queue:
                 state.queue.append(attempt)
             return None
 
-    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
+    def _wait(self, attempt: Any, timeout: float | None) -> None:
         state = self._state
         with state.cond:
             if state.owner is not None:
@@ -115,9 +115,8 @@ class MemoryLock(BaseLock):
                 timeout = until if timeout is None else min(timeout, until)
             if timeout is None or timeout > 0:
                 state.cond.wait(timeout)
-        return None
 
-    def _abandon(self, attempt: Any) -> None:
+    def _abandon(self, attempt: Any, budget: float) -> None:
         state = self._state
         with state.cond:
             try:

@@ -3,21 +3,33 @@
 Keys, all under one hash tag so a Redis Cluster keeps them in one slot::
 
     scalekit:lock:{name}            owner token, PX ttl      (the lock)
-    scalekit:lock:{name}:fence      INCR counter, no expiry  (fencing tokens)
+    scalekit:lock:{name}:fence      counter, no expiry       (fencing tokens)
     scalekit:lock:{name}:queue      list of waiting owner tokens, FIFO
     scalekit:lock:{name}:waiters    zset owner token -> heartbeat deadline (ms)
     scalekit:lock:{name}:ttls       hash owner token -> the ttl it asked for (ms)
     scalekit:lock:{name}:wake:<owner>   signal list a waiter BLPOPs
 
 A free lock is taken at once only when nobody waits. Otherwise release
-hands it over, in the same script, to the first live waiter: it becomes
-the owner with a new fencing token, pushed onto the waiter's signal list,
-so the waiter's BLPOP returns holding the lock (a list push cannot be
-missed the way a pub/sub message sent before SUBSCRIBE can). Waiters are
-thus served in arrival order. A lease that expires without release is
-noticed when the head's BLPOP times out at the lock's remaining ttl and
-its retry hands the lock over. A waiter that dies stops its heartbeat and
-is dropped from the queue after ``waiter_ttl``.
+offers it, in the same script, to the first live waiter: the lock key
+names that waiter for a short claim window only (``claim_window``), and a
+nudge is pushed onto its wake list (a list push cannot be missed the way a
+pub/sub message sent before SUBSCRIBE can). The nudge grants nothing: the
+woken waiter runs the acquire script again, which confirms that the key
+still names it, sets its ttl, issues the token and reports the PTTL, all
+in one step; the lease's local deadline is the clock reading taken before
+that request plus that PTTL. A waiter that is paused or dead when offered
+the lock lets the claim window lapse; the next waiter, nudged at the same
+time, then takes its turn. Waiters are thus served in arrival order. A
+lease that expires without release is noticed when the head's BLPOP times
+out at the lock's remaining ttl and its retry offers the lock on. A waiter
+that dies stops its heartbeat and is dropped from the queue after
+``waiter_ttl``.
+
+The fence counter never goes back while the server keeps it; when it is
+missing (first use, evicted under an ``allkeys-*`` policy, or a restart
+without persistence) it restarts from the server's clock in microseconds,
+above every token issued before, as long as the server's clock did not go
+back by more than the time since those were issued.
 """
 
 from __future__ import annotations
@@ -27,8 +39,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .._validation import positive_number
-from ._redis_calls import LUA_NOW_MS, RedisCalls, Script
-from .base import BaseLock, Lease, OnLost
+from ..exceptions import BackendUnavailableError
+from ._redis_calls import LUA_NEXT_TOKEN, LUA_NOW_MS, RedisCalls, Script
+from .base import BaseLock, Grant, Lease, OnLost
 
 __all__ = ["RedisLock"]
 
@@ -36,10 +49,17 @@ __all__ = ["RedisLock"]
 # deadline), ttls (hash: the ttl each waiter asked for).
 _PRELUDE = (
     LUA_NOW_MS
+    + LUA_NEXT_TOKEN
     + """
--- Give the free lock to the first live waiter: make it the owner with its
--- ttl, issue its fencing token and push the token onto its wake list.
-local function hand_over(now, wake, waiter_ms)
+local function nudge(wake, who, ms)
+  redis.call('DEL', wake .. who)
+  redis.call('RPUSH', wake .. who, '1')
+  redis.call('PEXPIRE', wake .. who, ms)
+end
+-- Offer the free lock to the first live waiter for claim_ms: it must claim
+-- it (the acquire script) before that, or the offer lapses. The next in
+-- line is nudged too, so that it takes over when the offer lapses.
+local function hand_over(now, wake, waiter_ms, claim_ms)
   while true do
     local head = redis.call('LPOP', KEYS[3])
     if not head then return end
@@ -48,10 +68,10 @@ local function hand_over(now, wake, waiter_ms)
     redis.call('ZREM', KEYS[4], head)
     redis.call('HDEL', KEYS[5], head)
     if hb and ttl and tonumber(hb) >= now then
-      redis.call('SET', KEYS[1], head, 'PX', ttl)
-      local token = redis.call('INCR', KEYS[2])
-      redis.call('LPUSH', wake .. head, token)
-      redis.call('PEXPIRE', wake .. head, waiter_ms)
+      redis.call('SET', KEYS[1], head, 'PX', claim_ms)
+      nudge(wake, head, claim_ms)
+      local second = redis.call('LINDEX', KEYS[3], 0)
+      if second then nudge(wake, second, waiter_ms) end
       return
     end
   end
@@ -59,8 +79,9 @@ end
 """
 )
 
-# ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix.
-# Returns {1, token} when the caller owns the lock, else {0, pttl of the lock}.
+# ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix, claim ms.
+# Returns {1, token, pttl} when the caller owns the lock (claimed in this
+# step), else {0, pttl of the lock}.
 _ACQUIRE = Script(
     _PRELUDE
     + """
@@ -68,17 +89,14 @@ local me = ARGV[1]
 local owner = redis.call('GET', KEYS[1])
 if not owner and redis.call('LLEN', KEYS[3]) > 0 then
   -- Expired without release while others wait: the first of them comes first.
-  hand_over(now_ms(), ARGV[5], ARGV[4])
+  hand_over(now_ms(), ARGV[5], ARGV[4], ARGV[6])
   owner = redis.call('GET', KEYS[1])
 end
-if owner == me then
-  -- Handed over to us (maybe while we were not listening).
-  redis.call('DEL', ARGV[5] .. me)
-  return {1, tonumber(redis.call('GET', KEYS[2]))}
-end
-if not owner then
+if owner == me or not owner then
+  -- Free, or offered to us: the grant is made here, with our ttl, and only here.
   redis.call('SET', KEYS[1], me, 'PX', ARGV[2])
-  return {1, redis.call('INCR', KEYS[2])}
+  redis.call('DEL', ARGV[5] .. me)
+  return {1, next_token(), redis.call('PTTL', KEYS[1])}
 end
 if ARGV[3] == '1' then
   if redis.call('ZADD', KEYS[4], now_ms() + tonumber(ARGV[4]), me) == 1 then
@@ -90,19 +108,19 @@ return {0, redis.call('PTTL', KEYS[1])}
 """
 )
 
-# ARGV: owner, wake prefix, waiter ttl ms.
+# ARGV: owner, wake prefix, waiter ttl ms, claim ms.
 _RELEASE = Script(
     _PRELUDE
     + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-hand_over(now_ms(), ARGV[2], ARGV[3])
+hand_over(now_ms(), ARGV[2], ARGV[3], ARGV[4])
 return 1
 """
 )
 
-# ARGV: owner, wake prefix, waiter ttl ms. Leave the queue; pass on a lock
-# handed over to us as we gave up.
+# ARGV: owner, wake prefix, waiter ttl ms, claim ms. Leave the queue; pass
+# on a lock offered to us (or granted with a lost reply) as we gave up.
 _ABANDON = Script(
     _PRELUDE
     + """
@@ -115,7 +133,7 @@ if owner == ARGV[1] then
   redis.call('DEL', KEYS[1])
   owner = false
 end
-if not owner then hand_over(now_ms(), ARGV[2], ARGV[3]) end
+if not owner then hand_over(now_ms(), ARGV[2], ARGV[3], ARGV[4]) end
 return 1
 """
 )
@@ -125,6 +143,10 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """)
+
+# The most a BLPOP reply may come after the BLPOP's own timeout before a
+# waiter at its deadline stops listening (the round trip of a loaded host).
+_REPLY_SLACK = 0.02
 
 
 class _Attempt:
@@ -140,27 +162,41 @@ class _Attempt:
 class RedisLock(BaseLock):
     """A distributed lock on one Redis server (or a Redis Cluster slot) with fencing.
 
-    :param client: a ``redis.Redis`` you configured (TLS, ACL, database);
-        the lock copies its settings into a private pool with retries off.
-    :param name: the lock's name.
-    :param ttl: seconds a lease lasts unless extended or renewed.
-    :param op_timeout: the most any single Redis call may take before
-        :class:`BackendUnavailableError`.
-    :param waiter_ttl: a waiter that stops refreshing its place for this
-        long is dropped from the queue; it refreshes every ``waiter_ttl / 3``.
-    :param reentrant: let the owning thread acquire again, counted.
-    :param auto_renew: extend the lease every ``ttl / 3`` while held.
-    :param on_lost: called once with a lease when it is found lost.
-    :param clock: monotonic seconds (inject a FakeClock in tests).
-    :raises ConfigurationError: empty *name*, *ttl*, *op_timeout* or
-        *waiter_ttl* <= 0.
+    Args:
+        client: a `redis.Redis` you configured (TLS, ACL, database, pool
+            size); the lock carries its pool settings over to a private pool
+            with retries off and timeouts set per call.
+        name: the lock's name.
+        ttl: seconds a lease lasts unless extended or renewed.
+        op_timeout: the most any single Redis call may take before
+            `BackendUnavailableError`.
+        waiter_ttl: a waiter that stops refreshing its place for this long is
+            dropped from the queue; it refreshes every `waiter_ttl / 3`.
+        claim_window: seconds a waiter offered the lock on release has to
+            claim it (at most `ttl`); a paused or dead waiter holds the lock
+            up no longer than this.
+        reentrant: let the owning thread acquire again, counted.
+        auto_renew: extend the lease every `ttl / 3` while held.
+        on_lost: called once with a lease when it is found lost.
+        clock: monotonic seconds (inject a FakeClock in tests).
 
-    Guarantees: mutual exclusion while the server keeps its data (a
-    restart without persistence forgets the lock *and* the fence counter);
-    tokens strictly increase per name; FIFO service of blocking waiters.
+    Raises:
+        ConfigurationError: empty `name`, or `ttl`, `op_timeout`, `waiter_ttl`
+            or `claim_window` <= 0.
+
+    Guarantees (see docs/locking.md for the assumptions): mutual exclusion
+    while the server keeps the lock key (persistence, `noeviction`); tokens
+    strictly increase per name, also across eviction or loss of the
+    counter; a lease's local deadline is never later than the server's
+    expiry (up to clock drift); FIFO service of blocking waiters.
+
+    Bounds: `acquire(timeout=t)` returns or raises within `t` plus 0.1 s;
+    `acquire(blocking=False)`, `release` and `extend` within `op_timeout`
+    plus 0.1 s.
 
     Thread-safe. Cost: acquire and release are one round trip each when
-    uncontended; a waiter spends one BLPOP per wake-up.
+    uncontended; a waiter spends one BLPOP per wake-up and one round trip
+    to claim the lock.
     """
 
     _KEY_PREFIX = "scalekit:lock:"
@@ -175,6 +211,7 @@ class RedisLock(BaseLock):
         ttl: float = 10.0,
         op_timeout: float = 2.0,
         waiter_ttl: float = 3.0,
+        claim_window: float = 0.5,
         reentrant: bool = False,
         auto_renew: bool = False,
         on_lost: OnLost | None = None,
@@ -185,20 +222,29 @@ class RedisLock(BaseLock):
         )
         self.op_timeout = positive_number("op_timeout", op_timeout)
         self.waiter_ttl = positive_number("waiter_ttl", waiter_ttl)
+        self.claim_window = positive_number("claim_window", claim_window)
         self._calls = RedisCalls(client, self.op_timeout)
         base = f"{self._KEY_PREFIX}{{{self.name}}}"
         self._keys = [base + suffix for suffix in self._KEY_SUFFIXES]
         self._wake_prefix = base + ":wake:"
         self._extra: list[Any] = []
         self._waiter_ms = max(int(self.waiter_ttl * 1000), 1)
+        assert self.ttl is not None
+        self._claim_ms = max(int(min(self.claim_window, self.ttl) * 1000), 1)
+
+    def _budget(self, deadline: float | None) -> float:
+        """The time one request may take: `op_timeout`, or less when *deadline* is nearer."""
+        if deadline is None:
+            return self.op_timeout
+        return max(min(self.op_timeout, deadline - self._clock()), 0.001)
 
     def _new_attempt(self, owner: str) -> Any:
         return _Attempt(owner)
 
-    def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
+    def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
         assert self.ttl is not None
         attempt.queued = True  # until the reply says otherwise
-        granted, value = self._calls.script(
+        reply = self._calls.script(
             self._SCRIPTS["acquire"],
             self._keys,
             [
@@ -207,16 +253,19 @@ class RedisLock(BaseLock):
                 "1" if blocking else "0",
                 self._waiter_ms,
                 self._wake_prefix,
+                self._claim_ms,
                 *self._extra,
             ],
+            timeout=self._budget(deadline),
         )
-        if granted == 1:
-            return int(value)
-        attempt.pttl = int(value)
+        if int(reply[0]) == 1:
+            # Valid for the PTTL the server reported, counted from before the request.
+            return int(reply[1]), int(reply[2]) / 1000
+        attempt.pttl = int(reply[1])
         attempt.queued = blocking
         return None
 
-    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
+    def _wait(self, attempt: Any, timeout: float | None) -> None:
         wait = self.waiter_ttl / 3
         if attempt.pttl > 0:
             # Wake up when the holder's lease would run out, in case it never releases.
@@ -224,25 +273,38 @@ class RedisLock(BaseLock):
         if timeout is not None:
             wait = min(wait, timeout)
         wait = max(wait, 0.001)
-        handed = self._calls.call(
-            "BLPOP",
-            self._wake_prefix + attempt.owner,
-            f"{wait:.3f}",
-            timeout=wait + self.op_timeout,
-        )
-        return None if handed is None else int(handed[1])
+        budget = wait + self.op_timeout
+        end = None
+        if timeout is not None:
+            end = self._clock() + timeout
+            budget = min(budget, timeout + _REPLY_SLACK)
+        try:
+            # A nudge is only a reason to try again: the lock is not ours until claimed.
+            self._calls.call(
+                "BLPOP", self._wake_prefix + attempt.owner, f"{wait:.3f}", timeout=budget
+            )
+        except BackendUnavailableError:
+            if end is None or self._clock() < end:
+                raise
+            # The caller's deadline passed while listening: a timeout, not an outage.
 
-    def _abandon(self, attempt: Any) -> None:
+    def _abandon(self, attempt: Any, budget: float) -> None:
         if not attempt.queued:
             return
         self._calls.script(
             self._SCRIPTS["abandon"],
             self._keys,
-            [attempt.owner, self._wake_prefix, self._waiter_ms, *self._extra],
+            [attempt.owner, self._wake_prefix, self._waiter_ms, self._claim_ms, *self._extra],
+            timeout=budget,
         )
+        attempt.queued = False
+
+    def _cleanup_window(self) -> float | None:
+        assert self.ttl is not None
+        return max(self.ttl, self.waiter_ttl)
 
     def _do_release(self, lease: Lease) -> bool:
-        args = [lease.owner, self._wake_prefix, self._waiter_ms, *self._extra]
+        args = [lease.owner, self._wake_prefix, self._waiter_ms, self._claim_ms, *self._extra]
         return int(self._calls.script(self._SCRIPTS["release"], self._keys, args)) == 1
 
     def _do_extend(self, lease: Lease, ttl: float | None) -> bool:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._redis_calls import LUA_NOW_MS, Script, lua_purge
+from ._redis_calls import LUA_NEXT_TOKEN, LUA_NOW_MS, Script, lua_purge
 from .base import OnLost
 from .redis_lock import RedisLock
 
@@ -28,20 +28,24 @@ __all__ = ["RedisReadWriteLock"]
 # KEYS: writer, fence, queue, waiters, ttls, readers, modes, tokens.
 _PRELUDE = (
     LUA_NOW_MS
+    + LUA_NEXT_TOKEN
     + lua_purge(6, 8)
     + """
 local function can(mode)
   if redis.call('EXISTS', KEYS[1]) == 1 then return false end
   return mode == 'r' or redis.call('ZCARD', KEYS[6]) == 0
 end
-local function grant(now, who, mode, ttl)
-  local token = redis.call('INCR', KEYS[2])
-  redis.call('HSET', KEYS[8], who, token)
+local function hold(now, who, mode, ms)
   if mode == 'w' then
-    redis.call('SET', KEYS[1], who, 'PX', ttl)
+    redis.call('SET', KEYS[1], who, 'PX', ms)
   else
-    redis.call('ZADD', KEYS[6], now + tonumber(ttl), who)
+    redis.call('ZADD', KEYS[6], now + tonumber(ms), who)
   end
+end
+local function grant(now, who, mode, ttl)
+  hold(now, who, mode, ttl)
+  local token = next_token()
+  redis.call('HSET', KEYS[8], who, token)
   return token
 end
 local function forget(who)
@@ -49,8 +53,15 @@ local function forget(who)
   redis.call('HDEL', KEYS[5], who)
   redis.call('HDEL', KEYS[7], who)
 end
--- Grant the head of the queue while it fits: one writer, or a run of readers.
-local function hand_over(now, wake, waiter_ms)
+local function nudge(wake, who, ms)
+  redis.call('DEL', wake .. who)
+  redis.call('RPUSH', wake .. who, '1')
+  redis.call('PEXPIRE', wake .. who, ms)
+end
+-- Offer the lock to the head of the queue while it fits (one writer, or a
+-- run of readers) for claim_ms each; nudge the next in line too.
+local function hand_over(now, wake, waiter_ms, claim_ms)
+  local offered = false
   while true do
     local head = redis.call('LINDEX', KEYS[3], 0)
     if not head then return end
@@ -58,13 +69,21 @@ local function hand_over(now, wake, waiter_ms)
     local ttl = redis.call('HGET', KEYS[5], head)
     local mode = redis.call('HGET', KEYS[7], head)
     if hb and ttl and mode and tonumber(hb) >= now then
-      if not can(mode) then return end
+      if not can(mode) then
+        if offered then nudge(wake, head, waiter_ms) end
+        return
+      end
       redis.call('LPOP', KEYS[3])
       forget(head)
-      local token = grant(now, head, mode, ttl)
-      redis.call('LPUSH', wake .. head, token)
-      redis.call('PEXPIRE', wake .. head, waiter_ms)
-      if mode == 'w' then return end
+      hold(now, head, mode, claim_ms)
+      redis.call('HDEL', KEYS[8], head)
+      nudge(wake, head, claim_ms)
+      offered = true
+      if mode == 'w' then
+        local second = redis.call('LINDEX', KEYS[3], 0)
+        if second then nudge(wake, second, waiter_ms) end
+        return
+      end
     else
       redis.call('LPOP', KEYS[3])
       forget(head)
@@ -87,21 +106,20 @@ end
 """
 )
 
-# ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix, mode ('r' or 'w').
+# ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix, claim ms, mode ('r' or 'w').
+# Returns {1, token, validity ms} when granted in this step, else {0, ms to wait}.
 _ACQUIRE = Script(
     _PRELUDE
     + """
-local me, mode = ARGV[1], ARGV[6]
+local me, mode = ARGV[1], ARGV[7]
 local now = now_ms()
 purge(now)
-hand_over(now, ARGV[5], ARGV[4])
-local mine = redis.call('HGET', KEYS[8], me)
-if mine and holds(me) then
+hand_over(now, ARGV[5], ARGV[4], ARGV[6])
+if holds(me) or (redis.call('LLEN', KEYS[3]) == 0 and can(mode)) then
+  -- Offered to us, or free: the grant is made here, with our ttl.
+  local token = grant(now, me, mode, ARGV[2])
   redis.call('DEL', ARGV[5] .. me)
-  return {1, tonumber(mine)}
-end
-if redis.call('LLEN', KEYS[3]) == 0 and can(mode) then
-  return {1, grant(now, me, mode, ARGV[2])}
+  return {1, token, tonumber(ARGV[2])}
 end
 if ARGV[3] == '1' then
   if redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), me) == 1 then
@@ -120,14 +138,14 @@ return {0, wait}
 """
 )
 
-# ARGV: owner, wake prefix, waiter ttl ms, mode.
+# ARGV: owner, wake prefix, waiter ttl ms, claim ms, mode.
 _RELEASE = Script(
     _PRELUDE
     + """
 local now = now_ms()
 purge(now)
 local held = drop(ARGV[1])
-hand_over(now, ARGV[2], ARGV[3])
+hand_over(now, ARGV[2], ARGV[3], ARGV[4])
 return held
 """
 )
@@ -141,7 +159,7 @@ redis.call('DEL', ARGV[2] .. ARGV[1])
 drop(ARGV[1])
 local now = now_ms()
 purge(now)
-hand_over(now, ARGV[2], ARGV[3])
+hand_over(now, ARGV[2], ARGV[3], ARGV[4])
 return 1
 """
 )
@@ -199,7 +217,7 @@ class RedisReadWriteLock:
     :param client: a ``redis.Redis`` you configured.
     :param name: the lock's name.
 
-    The other options (``ttl``, ``op_timeout``, ``waiter_ttl``, ``reentrant``,
+    The other options (``ttl``, ``op_timeout``, ``waiter_ttl``, ``claim_window``, ``reentrant``,
     ``auto_renew``, ``on_lost``, ``clock``) are those of
     :class:`~scalekit.locking.RedisLock`, for both sides.
 
@@ -222,6 +240,7 @@ class RedisReadWriteLock:
         ttl: float = 10.0,
         op_timeout: float = 2.0,
         waiter_ttl: float = 3.0,
+        claim_window: float = 0.5,
         reentrant: bool = False,
         auto_renew: bool = False,
         on_lost: OnLost | None = None,
@@ -231,6 +250,7 @@ class RedisReadWriteLock:
             ttl=ttl,
             op_timeout=op_timeout,
             waiter_ttl=waiter_ttl,
+            claim_window=claim_window,
             reentrant=reentrant,
             auto_renew=auto_renew,
             on_lost=on_lost,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._validation import positive_int
-from ._redis_calls import LUA_NOW_MS, Script, lua_purge
+from ._redis_calls import LUA_NEXT_TOKEN, LUA_NOW_MS, Script, lua_purge
 from .base import OnLost
 from .redis_lock import RedisLock
 
@@ -28,16 +28,24 @@ __all__ = ["RedisSemaphore"]
 # KEYS: holders, fence, queue, waiters, ttls, tokens.
 _PRELUDE = (
     LUA_NOW_MS
+    + LUA_NEXT_TOKEN
     + lua_purge(1, 6)
     + """
 local function grant(now, who, ttl)
   redis.call('ZADD', KEYS[1], now + tonumber(ttl), who)
-  local token = redis.call('INCR', KEYS[2])
+  local token = next_token()
   redis.call('HSET', KEYS[6], who, token)
   return token
 end
--- Fill free places with live waiters, first come first served.
-local function hand_over(now, wake, waiter_ms, limit)
+local function nudge(wake, who, ms)
+  redis.call('DEL', wake .. who)
+  redis.call('RPUSH', wake .. who, '1')
+  redis.call('PEXPIRE', wake .. who, ms)
+end
+-- Offer free places to live waiters, first come first served, for claim_ms
+-- each; the next in line is nudged too, to take over a lapsed offer.
+local function hand_over(now, wake, waiter_ms, limit, claim_ms)
+  local offered = false
   while redis.call('ZCARD', KEYS[1]) < limit do
     local head = redis.call('LPOP', KEYS[3])
     if not head then return end
@@ -46,30 +54,33 @@ local function hand_over(now, wake, waiter_ms, limit)
     redis.call('ZREM', KEYS[4], head)
     redis.call('HDEL', KEYS[5], head)
     if hb and ttl and tonumber(hb) >= now then
-      local token = grant(now, head, ttl)
-      redis.call('LPUSH', wake .. head, token)
-      redis.call('PEXPIRE', wake .. head, waiter_ms)
+      redis.call('ZADD', KEYS[1], now + tonumber(claim_ms), head)
+      redis.call('HDEL', KEYS[6], head)
+      nudge(wake, head, claim_ms)
+      offered = true
     end
   end
+  local second = redis.call('LINDEX', KEYS[3], 0)
+  if offered and second then nudge(wake, second, waiter_ms) end
 end
 """
 )
 
-# ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix, limit.
+# ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix, claim ms, limit.
+# Returns {1, token, validity ms} when granted in this step, else {0, ms
+# until the first place may free up}.
 _ACQUIRE = Script(
     _PRELUDE
     + """
-local me, limit = ARGV[1], tonumber(ARGV[6])
+local me, limit = ARGV[1], tonumber(ARGV[7])
 local now = now_ms()
 purge(now)
-if redis.call('LLEN', KEYS[3]) > 0 then hand_over(now, ARGV[5], ARGV[4], limit) end
-local mine = redis.call('HGET', KEYS[6], me)
-if mine and redis.call('ZSCORE', KEYS[1], me) then
+if redis.call('LLEN', KEYS[3]) > 0 then hand_over(now, ARGV[5], ARGV[4], limit, ARGV[6]) end
+if redis.call('ZSCORE', KEYS[1], me) or redis.call('ZCARD', KEYS[1]) < limit then
+  -- Offered to us, or a free place: the grant is made here, with our ttl.
+  local token = grant(now, me, ARGV[2])
   redis.call('DEL', ARGV[5] .. me)
-  return {1, tonumber(mine)}
-end
-if redis.call('ZCARD', KEYS[1]) < limit then
-  return {1, grant(now, me, ARGV[2])}
+  return {1, token, tonumber(ARGV[2])}
 end
 if ARGV[3] == '1' then
   if redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), me) == 1 then
@@ -82,7 +93,7 @@ return {0, tonumber(first[2]) - now}
 """
 )
 
-# ARGV: owner, wake prefix, waiter ttl ms, limit.
+# ARGV: owner, wake prefix, waiter ttl ms, claim ms, limit.
 _RELEASE = Script(
     _PRELUDE
     + """
@@ -90,12 +101,12 @@ local now = now_ms()
 purge(now)
 local held = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[1])
-hand_over(now, ARGV[2], ARGV[3], tonumber(ARGV[4]))
+hand_over(now, ARGV[2], ARGV[3], tonumber(ARGV[5]), ARGV[4])
 return held
 """
 )
 
-# ARGV: owner, wake prefix, waiter ttl ms, limit.
+# ARGV: owner, wake prefix, waiter ttl ms, claim ms, limit.
 _ABANDON = Script(
     _PRELUDE
     + """
@@ -107,7 +118,7 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[1])
 local now = now_ms()
 purge(now)
-hand_over(now, ARGV[2], ARGV[3], tonumber(ARGV[4]))
+hand_over(now, ARGV[2], ARGV[3], tonumber(ARGV[5]), ARGV[4])
 return 1
 """
 )
@@ -132,7 +143,7 @@ class RedisSemaphore(RedisLock):
     :param name: the semaphore's name.
     :param n: how many holders may hold it at once; all clients must agree.
 
-    The other options (``ttl``, ``op_timeout``, ``waiter_ttl``, ``reentrant``,
+    The other options (``ttl``, ``op_timeout``, ``waiter_ttl``, ``claim_window``, ``reentrant``,
     ``auto_renew``, ``on_lost``, ``clock``) are those of
     :class:`~scalekit.locking.RedisLock`.
 
@@ -158,6 +169,7 @@ class RedisSemaphore(RedisLock):
         ttl: float = 10.0,
         op_timeout: float = 2.0,
         waiter_ttl: float = 3.0,
+        claim_window: float = 0.5,
         reentrant: bool = False,
         auto_renew: bool = False,
         on_lost: OnLost | None = None,
@@ -170,6 +182,7 @@ class RedisSemaphore(RedisLock):
             ttl=ttl,
             op_timeout=op_timeout,
             waiter_ttl=waiter_ttl,
+            claim_window=claim_window,
             reentrant=reentrant,
             auto_renew=auto_renew,
             on_lost=on_lost,

@@ -18,23 +18,27 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._validation import fraction, positive_number
 from ..exceptions import BackendUnavailableError, ConfigurationError
-from ._redis_calls import RedisCalls, Script
-from .base import BaseLock, Lease, OnLost
+from ._redis_calls import LUA_NEXT_TOKEN, RedisCalls, Script
+from .base import BaseLock, Grant, Lease, OnLost
 
 __all__ = ["Redlock"]
 
-_ACQUIRE = Script("""
+_ACQUIRE = Script(
+    LUA_NEXT_TOKEN
+    + """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('INCR', KEYS[2])}
+  return {1, next_token()}
 end
 return {0, redis.call('PTTL', KEYS[1])}
-""")
+"""
+)
 
 _COMMIT = Script("""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -52,6 +56,10 @@ _EXTEND = Script("""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """)
+
+
+# A master not asked, or cut off, because the caller's deadline came first.
+_CUT_SHORT = object()
 
 
 class Redlock(BaseLock):
@@ -116,66 +124,116 @@ class Redlock(BaseLock):
         assert ttl is not None
         return ttl - self._drift(ttl)
 
-    def _each(self, script: Script, args: list[Any]) -> list[Any]:
-        """Run *script* on every master; a master that fails yields None."""
+    def _each(self, script: Script, args: list[Any], deadline: float | None = None) -> list[Any]:
+        """Run *script* on every master in turn; a master that fails yields None.
+
+        Each call takes at most ``instance_timeout``, and none starts or runs
+        past *deadline* (the lock clock's time).
+        """
         results: list[Any] = []
         for master in self._masters:
+            budget = self.instance_timeout
+            if deadline is not None:
+                budget = min(budget, deadline - self._clock())
+            if budget <= 0:
+                results.append(_CUT_SHORT)
+                continue
             try:
-                results.append(master.script(script, self._keys, args))
+                results.append(master.script(script, self._keys, args, timeout=budget))
             except BackendUnavailableError:
-                results.append(None)
+                # Silent within the caller's deadline rather than its own bound: not a verdict.
+                results.append(_CUT_SHORT if budget < self.instance_timeout else None)
         return results
 
     def _new_attempt(self, owner: str) -> Any:
         return owner
 
-    def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
+    def _release_on(self, owner: str, answers: list[Any]) -> None:
+        """Release on every master that may hold *owner*'s key after a failed round.
+
+        Masters that answered are released now (they answer fast); those that
+        did not (their grant's reply may have been lost) in the background.
+        """
+        silent = [
+            m for m, r in zip(self._masters, answers, strict=True) if r is None or r is _CUT_SHORT
+        ]
+        for master, answer in zip(self._masters, answers, strict=True):
+            if answer is not None and answer is not _CUT_SHORT and int(answer[0]) == 1:
+                with contextlib.suppress(BackendUnavailableError):
+                    master.script(_RELEASE, self._keys, [owner], timeout=self.instance_timeout)
+        if silent:
+            threading.Thread(target=self._release_later, args=(owner, silent), daemon=True).start()
+
+    def _release_later(self, owner: str, masters: list[RedisCalls]) -> None:
+        assert self.ttl is not None
+        end = time.monotonic() + self.ttl
+        while masters and time.monotonic() < end:
+            for master in list(masters):
+                with contextlib.suppress(BackendUnavailableError):
+                    master.script(_RELEASE, self._keys, [owner], timeout=self.instance_timeout)
+                    masters.remove(master)
+            if masters:
+                time.sleep(0.1)
+
+    def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
         assert self.ttl is not None
         started = self._clock()
         ttl_ms = max(int(self.ttl * 1000), 1)
-        answers = self._each(_ACQUIRE, [attempt, ttl_ms])
-        granted = [r for r in answers if r is not None and int(r[0]) == 1]
+        answers = self._each(_ACQUIRE, [attempt, ttl_ms], deadline)
+        granted = [r for r in answers if r is not None and r is not _CUT_SHORT and int(r[0]) == 1]
         if len(granted) >= self.quorum:
             token = max(int(r[1]) for r in granted)
             committed = sum(
-                1 for r in self._each(_COMMIT, [attempt, token]) if r is not None and int(r) == 1
+                1
+                for r in self._each(_COMMIT, [attempt, token], deadline)
+                if r is not None and r is not _CUT_SHORT and int(r) == 1
             )
             validity = self.ttl - (self._clock() - started) - self._drift(self.ttl)
             if committed >= self.quorum and validity > 0:
-                return token
-        self._each(_RELEASE, [attempt])
-        reachable = sum(1 for r in answers if r is not None)
-        if not blocking and reachable < self.quorum:
+                # Every key was set after the caller's clock reading: count from there.
+                return token, self.ttl - self._drift(self.ttl)
+        self._release_on(attempt, answers)
+        reachable = sum(1 for r in answers if r is not None and r is not _CUT_SHORT)
+        if reachable + answers.count(_CUT_SHORT) < self.quorum:
+            # Without a quorum of answers no retry can succeed: say so instead of spinning.
             raise BackendUnavailableError(
                 f"only {reachable} of {len(self._masters)} Redis masters answered for lock "
                 f"{self.name!r}; {self.quorum} are needed"
             )
         return None
 
-    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
+    def _wait(self, attempt: Any, timeout: float | None) -> None:
         delay = self._rng.uniform(0, self.retry_delay)
         time.sleep(delay if timeout is None else min(delay, timeout))
-        return None
 
-    def _abandon(self, attempt: Any) -> None:
+    def _abandon(self, attempt: Any, budget: float) -> None:
         """Nothing to undo: a failed round already released on every master."""
 
-    def _do_release(self, lease: Lease) -> bool:
-        released = sum(
-            1 for r in self._each(_RELEASE, [lease.owner]) if r is not None and int(r) == 1
+    def _decide(self, what: str, answers: list[Any]) -> bool:
+        """True when a quorum confirmed; False when too many masters deny ownership.
+
+        Between the two (masters that did not answer keep the outcome open)
+        the lease is not declared lost: `BackendUnavailableError`.
+        """
+        confirmed = sum(1 for r in answers if r is not None and r is not _CUT_SHORT and int(r) == 1)
+        denied = sum(1 for r in answers if r is not None and r is not _CUT_SHORT and int(r) == 0)
+        if confirmed >= self.quorum:
+            return True
+        if denied > len(self._masters) - self.quorum:
+            return False  # no quorum can hold this owner's key any more
+        raise BackendUnavailableError(
+            f"{what} of lock {self.name!r} confirmed on {confirmed} of {len(self._masters)} "
+            f"Redis masters, {len(answers) - confirmed - denied} did not answer; "
+            f"{self.quorum} are needed"
         )
-        return released >= self.quorum
+
+    def _do_release(self, lease: Lease) -> bool:
+        return self._decide("release", self._each(_RELEASE, [lease.owner]))
 
     def _do_extend(self, lease: Lease, ttl: float | None) -> bool:
         assert ttl is not None
-        started = self._clock()
-        extended = sum(
-            1
-            for r in self._each(_EXTEND, [lease.owner, max(int(ttl * 1000), 1)])
-            if r is not None and int(r) == 1
-        )
-        validity = ttl - (self._clock() - started) - self._drift(ttl)
-        return extended >= self.quorum and validity > 0
+        answers = self._each(_EXTEND, [lease.owner, max(int(ttl * 1000), 1)])
+        return self._decide("extension", answers)
 
     def locked(self) -> bool:
         """True while a majority of the masters hold the lock's key. One call per master."""

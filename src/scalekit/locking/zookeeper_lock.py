@@ -31,7 +31,7 @@ from kazoo.protocol.states import KazooState
 
 from .._validation import non_empty_str, positive_number
 from ..exceptions import BackendUnavailableError
-from .base import BaseLock, Lease, OnLost
+from .base import BaseLock, Grant, Lease, OnLost
 
 __all__ = ["ZooKeeperLock"]
 
@@ -107,12 +107,13 @@ class ZooKeeperLock(BaseLock):
         self._orphans: set[str] = set()
         self._reaper: threading.Thread | None = None
 
-    def _call(self, what: str, async_result: Any) -> Any:
+    def _call(self, what: str, async_result: Any, budget: float | None = None) -> Any:
+        wait = self.op_timeout if budget is None else max(min(budget, self.op_timeout), 0.001)
         try:
-            return async_result.get(timeout=self.op_timeout)
+            return async_result.get(timeout=wait)
         except self.client.handler.timeout_exception as exc:
             raise BackendUnavailableError(
-                f"ZooKeeper did not answer {what} on {self.path!r} within {self.op_timeout}s"
+                f"ZooKeeper did not answer {what} on {self.path!r} within {wait:.3g}s"
             ) from exc
         except (ConnectionLoss, SessionExpiredError, OperationTimeoutError) as exc:
             raise BackendUnavailableError(
@@ -153,21 +154,26 @@ class ZooKeeperLock(BaseLock):
     def _new_attempt(self, owner: str) -> Any:
         return _Attempt(owner)
 
-    def _find_own(self, attempt: Any) -> None:
+    def _find_own(self, attempt: Any, deadline: float | None) -> None:
         """Adopt our node after a create whose reply was lost (it may exist)."""
         mine = f"{self._node_prefix}{attempt.owner}-"
-        children = self._call("get_children", self.client.get_children_async(self.path))
+        children = self._call(
+            "get_children", self.client.get_children_async(self.path), self._budget(deadline)
+        )
         for child in children:
             if child.startswith(mine):
                 node = f"{self.path}/{child}"
-                stat = self._call("exists", self.client.exists_async(node))
+                stat = self._call("exists", self.client.exists_async(node), self._budget(deadline))
                 if stat is not None:
                     attempt.node, attempt.czxid = node, int(stat.czxid)
         attempt.maybe_created = False
 
-    def _do_acquire(self, attempt: Any, blocking: bool) -> int | None:
+    def _budget(self, deadline: float | None) -> float | None:
+        return None if deadline is None else deadline - self._clock()
+
+    def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
         if attempt.node is None and attempt.maybe_created:
-            self._find_own(attempt)
+            self._find_own(attempt, deadline)
         if attempt.node is None:
             # The owner token in the name lets us find the node if the reply is lost.
             attempt.maybe_created = True
@@ -180,9 +186,11 @@ class ZooKeeperLock(BaseLock):
                 include_data=True,
             )
             pending.rawlink(lambda result, a=attempt: self._created_late(a, result))
-            node, stat = self._call("create", pending)
+            node, stat = self._call("create", pending, self._budget(deadline))
             attempt.node, attempt.czxid, attempt.maybe_created = node, int(stat.czxid), False
-        children = self._call("get_children", self.client.get_children_async(self.path))
+        children = self._call(
+            "get_children", self.client.get_children_async(self.path), self._budget(deadline)
+        )
         contenders = sorted(
             (c for c in children if c.startswith(self._family)), key=lambda c: c[-10:]
         )
@@ -198,7 +206,7 @@ class ZooKeeperLock(BaseLock):
                 self._listening = True
                 self.client.add_listener(self._on_state)
             self._nodes[attempt.czxid] = attempt.node
-            return int(attempt.czxid)
+            return int(attempt.czxid), None
         if not blocking:
             return None
         attempt.wake.clear()
@@ -208,6 +216,7 @@ class ZooKeeperLock(BaseLock):
             stat = self._call(
                 "exists",
                 self.client.exists_async(predecessor, watch=lambda _event: attempt.wake.set()),
+                self._budget(deadline),
             )
             if stat is None:
                 attempt.wake.set()
@@ -216,6 +225,7 @@ class ZooKeeperLock(BaseLock):
             watched = self._call(
                 "get_children",
                 self.client.get_children_async(self.path, watch=lambda _event: attempt.wake.set()),
+                self._budget(deadline),
             )
             before = sorted(
                 (c for c in watched if c.startswith(self._family) and c[-10:] < mine[-10:]),
@@ -225,19 +235,19 @@ class ZooKeeperLock(BaseLock):
                 attempt.wake.set()
         return None
 
-    def _wait(self, attempt: Any, timeout: float | None) -> int | None:
+    def _wait(self, attempt: Any, timeout: float | None) -> None:
         if attempt.node is not None:
             attempt.wake.wait(timeout)
-        return None
 
-    def _abandon(self, attempt: Any) -> None:
+    def _abandon(self, attempt: Any, budget: float) -> None:
         attempt.abandoned = True
+        if attempt.node is None:
+            if attempt.maybe_created:
+                self._orphan(attempt.owner)  # our node may exist: the reaper finds it
+            return
         try:
-            if attempt.node is None and attempt.maybe_created:
-                self._find_own(attempt)
-            if attempt.node is not None:
-                with contextlib.suppress(NoNodeError):
-                    self._call("delete", self.client.delete_async(attempt.node))
+            with contextlib.suppress(NoNodeError):
+                self._call("delete", self.client.delete_async(attempt.node), budget)
         except BackendUnavailableError:
             # A node left behind would block every other client for the whole session.
             self._orphan(attempt.owner)
