@@ -80,17 +80,19 @@ class Settings:
         return self.session_timeout if backend == "zookeeper" else self.ttl
 
     def call_bounds(self, backend: str) -> dict[str, float]:
-        """The documented bound of each call a worker makes, in seconds."""
-        if backend == "redlock":
-            masters = 3 * self.instance_timeout
-            return {
-                "acquire": self.acquire_timeout + 3 * masters,
-                "release": masters,
-                "store": self.op_timeout,
-            }
+        """The documented bound of each call a worker makes, in seconds.
+
+        `acquire(timeout=T)` returns or raises within `T` plus the clean-up
+        budget of a failed attempt (`scalekit.locking.base.CLEANUP_BUDGET`);
+        a release takes one round trip (Redlock: one round over its
+        masters); a store call `op_timeout`.
+        """
+        from ..locking.base import CLEANUP_BUDGET
+
+        release = 3 * self.instance_timeout if backend == "redlock" else self.op_timeout
         return {
-            "acquire": self.acquire_timeout + self.op_timeout,
-            "release": self.op_timeout,
+            "acquire": self.acquire_timeout + CLEANUP_BUDGET,
+            "release": release,
             "store": self.op_timeout,
         }
 
