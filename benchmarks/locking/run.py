@@ -7,6 +7,10 @@
    redis-py and kazoo.
 3. Eight threads over 64 locks, empty critical section: aggregate
    acquisitions per second per backend.
+4. Semaphores and read-write locks: uncontended acquire+release against
+   kazoo's ``Semaphore``, ``ReadLock`` and ``WriteLock`` (and, on Redis,
+   against RedisLock, for the price of the richer structure), and eight
+   threads sharing a semaphore of 2 places (fairness, acquisitions/s).
 """
 
 from __future__ import annotations
@@ -48,6 +52,101 @@ def _scalekit_zk(client: Any, prefix: str) -> Callable[[str], Any]:
 
 def _kazoo(client: Any, prefix: str) -> Callable[[str], Any]:
     return lambda name: client.Lock(f"/{prefix}{name}")
+
+
+def _shared_contenders(rclient: Any, zclient: Any) -> dict[str, Callable[[str], Any]]:
+    """Semaphores (4 places) and both sides of the read-write locks, scalekit and kazoo."""
+    from scalekit.locking import (
+        RedisReadWriteLock,
+        RedisSemaphore,
+        ZooKeeperReadWriteLock,
+        ZooKeeperSemaphore,
+    )
+
+    return {
+        "scalekit RedisSemaphore(4)": lambda n: RedisSemaphore(rclient, "sks:" + n, 4, ttl=10),
+        "scalekit RedisRWLock read": lambda n: RedisReadWriteLock(rclient, "skr:" + n).read,
+        "scalekit RedisRWLock write": lambda n: RedisReadWriteLock(rclient, "skw:" + n).write,
+        "scalekit ZooKeeperSemaphore(4)": lambda n: ZooKeeperSemaphore(zclient, "/sks" + n, 4),
+        "kazoo Semaphore(4)": lambda n: zclient.Semaphore("/kzs" + n, max_leases=4),
+        "scalekit ZooKeeperRWLock read": lambda n: ZooKeeperReadWriteLock(zclient, "/skr" + n).read,
+        "kazoo ReadLock": lambda n: zclient.ReadLock("/kzr" + n),
+        "scalekit ZooKeeperRWLock write": lambda n: (
+            ZooKeeperReadWriteLock(zclient, "/skw" + n).write
+        ),
+        "kazoo WriteLock": lambda n: zclient.WriteLock("/kzw" + n),
+    }
+
+
+def shared_locks(
+    rclient: Any,
+    zclient: Any,
+    redis_lock: Callable[[str], Any],
+    *,
+    ops: int,
+    repeat: int,
+    seconds: float,
+    runs: int,
+    seed: int,
+) -> list[str]:
+    """Section 4: semaphores and read-write locks."""
+    shared = _shared_contenders(rclient, zclient)
+    everyone = {**shared, "scalekit RedisLock": redis_lock}
+    pairs = [
+        ("scalekit ZooKeeperSemaphore(4)", "kazoo Semaphore(4)", ops // 3, ">= 1.0x"),
+        ("scalekit ZooKeeperRWLock read", "kazoo ReadLock", ops // 3, ">= 1.0x"),
+        ("scalekit ZooKeeperRWLock write", "kazoo WriteLock", ops // 3, ">= 1.0x"),
+        ("scalekit RedisSemaphore(4)", "scalekit RedisLock", ops, "-"),
+        ("scalekit RedisRWLock read", "scalekit RedisLock", ops, "-"),
+        ("scalekit RedisRWLock write", "scalekit RedisLock", ops, "-"),
+    ]
+    rows = []
+    for mine, peer, n, target in progress(pairs, desc="semaphores, rw locks"):
+        a, b = uncontended_pair(everyone[mine], everyone[peer], n, repeat)
+        rows.append((mine, a, peer, b, f"{a / b:.2f}x", target))
+    report = [
+        "Semaphores and read-write locks, uncontended acquire+release per second (median of "
+        f"{repeat} interleaved runs)\n"
+        + format_table(["scalekit", "ops/s", "peer", "peer ops/s", "ratio", "target"], rows)
+    ]
+    semaphores = {
+        label: (lambda name, label=label: _places(label, rclient, zclient, name))
+        for label in (
+            "scalekit RedisSemaphore(2)",
+            "scalekit ZooKeeperSemaphore(2)",
+            "kazoo Semaphore(2)",
+        )
+    }
+    two = _interleaved(
+        semaphores,
+        runs,
+        "8 workers, semaphore of 2",
+        lambda make, r: contended(
+            make, workers=8, locks=1, seconds=seconds, hold=0.001, seed=seed + r
+        ),
+    )
+    report.append(
+        f"8 workers, one semaphore of 2 places, 1 ms critical section, {seconds}s x {runs} runs "
+        "(medians)\n"
+        + format_table(
+            ["semaphore", "max/min", "p99 wait ms", "acq/s", "per-worker acquisitions"],
+            [
+                (label, r["fairness"], r["p99_ms"], r["per_s"], " ".join(map(str, r["counts"])))
+                for label, r in two.items()
+            ],
+        )
+    )
+    return report
+
+
+def _places(label: str, rclient: Any, zclient: Any, name: str) -> Any:
+    from scalekit.locking import RedisSemaphore, ZooKeeperSemaphore
+
+    if label.startswith("scalekit Redis"):
+        return RedisSemaphore(rclient, "sk2:" + name, 2, ttl=10)
+    if label.startswith("scalekit"):
+        return ZooKeeperSemaphore(zclient, "/sk2" + name, 2)
+    return zclient.Semaphore("/kz2" + name, max_leases=2)
 
 
 # -- 1. uncontended --------------------------------------------------------------
@@ -177,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
             pairs = [
                 ("scalekit RedisLock", "redis-py Lock", ops, ">= 1.0x"),
                 ("scalekit RedisLock", "python-redis-lock", ops, "-"),
-                ("scalekit ZooKeeperLock", "kazoo Lock", ops // 3, ">= 0.9x"),
+                ("scalekit ZooKeeperLock", "kazoo Lock", ops // 3, ">= 1.0x"),
             ]
             rows = []
             for mine, peer, n, target in progress(pairs, desc="uncontended"):
@@ -234,6 +333,20 @@ def main(argv: list[str] | None = None) -> None:
                 + format_table(
                     ["lock", "acquisitions/s", "p99 wait ms"],
                     [(label, r["per_s"], r["p99_ms"]) for label, r in many.items()],
+                )
+            )
+
+            # 4. semaphores and read-write locks
+            report.extend(
+                shared_locks(
+                    rclient,
+                    zclient,
+                    everyone["scalekit RedisLock"],
+                    ops=ops,
+                    repeat=repeat,
+                    seconds=seconds,
+                    runs=runs,
+                    seed=args.seed,
                 )
             )
         finally:

@@ -32,7 +32,13 @@ def test_quick_benchmark_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     text = (tmp_path / "locking_quick.txt").read_text()
-    for heading in ("Uncontended acquire+release", "8 workers, one lock", "8 workers over 64"):
+    for heading in (
+        "Uncontended acquire+release",
+        "8 workers, one lock",
+        "8 workers over 64",
+        "Semaphores and read-write locks",
+        "one semaphore of 2 places",
+    ):
         assert heading in text
     for contender in (
         "scalekit RedisLock",
@@ -40,5 +46,9 @@ def test_quick_benchmark_runs(tmp_path: Path) -> None:
         "python-redis-lock",
         "scalekit ZooKeeperLock",
         "kazoo Lock",
+        "kazoo Semaphore(4)",
+        "kazoo ReadLock",
+        "kazoo WriteLock",
+        "scalekit RedisRWLock write",
     ):
         assert contender in text

@@ -164,3 +164,31 @@ def test_importing_scalekit_locking_needs_no_driver() -> None:
         "assert 'redis' not in sys.modules and 'kazoo' not in sys.modules, sys.modules.keys()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_lease_left_by_a_dead_thread_is_not_inherited_by_a_new_one() -> None:
+    """The OS reuses a dead thread's ident; the reentrant lease must not pass to its heir."""
+    lock = MemoryLock(unique("heir"), ttl=30, reentrant=True)
+    idents: list[int] = []
+
+    def leave_it_held() -> None:
+        idents.append(threading.get_ident())
+        lock.acquire()
+
+    first = threading.Thread(target=leave_it_held)
+    first.start()
+    first.join()
+    results: list[Any] = []
+
+    def try_it() -> None:
+        if threading.get_ident() == idents[0]:
+            results.append(lock.acquire(blocking=False))
+
+    for _ in range(200):  # until a thread gets the dead one's ident (usually the first)
+        heir = threading.Thread(target=try_it)
+        heir.start()
+        heir.join()
+        if results:
+            break
+    assert results, "no new thread reused the ident; cannot check"
+    assert results == [None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -12,11 +13,16 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from scalekit.exceptions import BackendUnavailableError, ConfigurationError, LockLostError
+from scalekit.exceptions import (
+    BackendUnavailableError,
+    ConfigurationError,
+    LockLostError,
+    LockTimeoutError,
+)
 from scalekit.locking import Lease
 from scalekit.testing import RedisServer, TCPProxy
 
-from .conftest import unique
+from .conftest import BOUND_MARGIN, unique
 
 redis = pytest.importorskip("redis")
 from scalekit.locking.redis_lock import RedisLock  # noqa: E402
@@ -120,7 +126,8 @@ def test_expiry_without_release_wakes_the_waiter_within_its_ttl(redis_client: An
     fresh = RedisLock(redis_client, name, ttl=5, waiter_ttl=30).acquire(timeout=5)
     waited = time.monotonic() - started
     assert fresh is not None and fresh.token == stale.token + 1
-    assert waited < 0.4 + 0.3
+    # Its ttl, plus Redis's timer granularity (1/hz) for the BLPOP timeout.
+    assert waited <= 0.4 + 0.1 + BOUND_MARGIN
     fresh.release()
 
 
@@ -166,7 +173,7 @@ def test_stopped_server_is_backend_unavailable_at_once() -> None:
     started = time.monotonic()
     with pytest.raises(BackendUnavailableError) as info:
         lock.acquire(timeout=8)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started <= 0.5 + BOUND_MARGIN
     assert isinstance(info.value, ConnectionError)
 
 
@@ -182,7 +189,7 @@ def test_blackholed_server_is_backend_unavailable_within_op_timeout(
         started = time.monotonic()
         with pytest.raises(BackendUnavailableError):
             lock.acquire(timeout=8)
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started <= 0.5 + BOUND_MARGIN
         proxy.pass_through()
         with lock as lease:
             assert lease.token == first.token + 1
@@ -333,3 +340,74 @@ def test_an_unreferenced_auto_renewed_lease_ends_at_its_ttl(redis_client: Any) -
     started = time.monotonic()
     _poll(lambda: redis_client.exists(key) == 0, timeout=3)
     assert time.monotonic() - started <= 0.5 + 0.1
+
+
+def test_the_lock_keeps_the_client_pool_size(redis_server: RedisServer) -> None:
+    """120 waiters blocked in BLPOP hold 120 connections; release still gets one."""
+    client = redis.Redis.from_url(redis_server.url, max_connections=1000)
+    name = unique()
+    holder = RedisLock(client, name, ttl=30).acquire()
+    assert holder is not None
+    got: list[int] = []
+    waiters = [
+        threading.Thread(target=lambda: got.append(_acquire_release(client, name)))
+        for _ in range(120)
+    ]
+    for waiter in waiters:
+        waiter.start()
+    _poll(lambda: client.llen(f"scalekit:lock:{{{name}}}:queue") == 120, timeout=20)
+    holder.release()
+    for waiter in waiters:
+        waiter.join(30)
+    assert len(got) == 120
+
+
+def _acquire_release(client: Any, name: str) -> int:
+    with RedisLock(client, name, ttl=30).acquire(timeout=30) as lease:  # type: ignore[union-attr]
+        return lease.token
+
+
+def test_an_exhausted_pool_is_named_as_the_cause(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, max_connections=1)
+    name = unique()
+    holder = RedisLock(redis.Redis.from_url(redis_server.url), name, ttl=30).acquire()
+    assert holder is not None
+    waiter = threading.Thread(target=lambda: _try(RedisLock(client, name, ttl=30)))
+    waiter.start()  # its BLPOP holds the pool's one connection
+    _poll(lambda: redis_client_llen(redis_server, name) == 1)
+    other = RedisLock(client, unique(), ttl=30)
+    with pytest.raises(BackendUnavailableError, match=r"pool is exhausted, all 1 connections"):
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            lease = other.acquire(blocking=False)  # free only between the waiter's calls
+            assert lease is not None
+            lease.release()
+    waiter.join(5)
+    holder.release()
+
+
+def _try(lock: RedisLock) -> None:
+    with contextlib.suppress(LockTimeoutError):
+        lock.acquire(timeout=1.5)
+
+
+def redis_client_llen(server: RedisServer, name: str) -> int:
+    return int(redis.Redis.from_url(server.url).llen(f"scalekit:lock:{{{name}}}:queue"))
+
+
+def test_fence_tokens_never_go_back_when_the_counter_is_evicted(
+    fresh_redis_server: RedisServer,
+) -> None:
+    """Under allkeys-lru the counter may be evicted (or lost in a restart): tokens still grow."""
+    client = redis.Redis.from_url(fresh_redis_server.url)
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    name = unique()
+    lock = RedisLock(client, name, ttl=5)
+    tokens = []
+    for _ in range(3):
+        with lock as lease:
+            tokens.append(lease.token)
+        client.delete(f"scalekit:lock:{{{name}}}:fence")  # what eviction does
+    with lock as lease:
+        tokens.append(lease.token)
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)

@@ -121,3 +121,57 @@ def test_bad_options_are_configuration_errors(redlock_clients: list[Any]) -> Non
         Redlock(redlock_clients, "x", drift_factor=2)
     with pytest.raises(ConfigurationError, match="instance_timeout must be a positive"):
         Redlock(redlock_clients, "x", instance_timeout=0)
+
+
+def test_a_minority_outage_is_not_a_lost_lease(masters: list[RedisServer]) -> None:
+    """Held on 2 of 3 masters; one of those is blackholed: extend and release are not a loss."""
+    from scalekit.locking import Lease
+    from scalekit.testing import TCPProxy
+
+    proxies = [TCPProxy(*server.address) for server in masters]
+    try:
+        clients = [redis.Redis(host=p.host, port=p.port) for p in proxies]
+        seen: list[Lease] = []
+        proxies[2].blackhole()  # down while acquiring: held on masters 0 and 1
+        lock = Redlock(clients, unique(), ttl=3, instance_timeout=0.1, on_lost=seen.append)
+        lease = lock.acquire(timeout=2)
+        assert lease is not None
+        proxies[1].blackhole()
+        with pytest.raises(BackendUnavailableError, match="did not answer"):
+            lease.extend()
+        assert not lease.lost.is_set()
+        proxies[1].pass_through()
+        lease.extend()  # the outage is over: renewal goes on
+        assert not lease.lost.is_set()
+        proxies[1].blackhole()
+        with pytest.raises(BackendUnavailableError):
+            lease.release()
+        assert not seen
+    finally:
+        for proxy in proxies:
+            proxy.close()
+
+
+def test_auto_renewal_outlives_a_minority_outage(masters: list[RedisServer]) -> None:
+    from scalekit.locking import Lease
+    from scalekit.testing import TCPProxy
+
+    proxies = [TCPProxy(*server.address) for server in masters]
+    try:
+        clients = [redis.Redis(host=p.host, port=p.port) for p in proxies]
+        seen: list[Lease] = []
+        proxies[2].blackhole()
+        lock = Redlock(
+            clients, unique(), ttl=1.2, instance_timeout=0.1, auto_renew=True, on_lost=seen.append
+        )
+        lease = lock.acquire(timeout=2)
+        assert lease is not None
+        proxies[1].blackhole()
+        time.sleep(0.5)  # a renewal (due at 0.4 s) fails meanwhile
+        proxies[1].pass_through()
+        time.sleep(1.5)  # past the ttl: only renewal keeps it
+        assert not lease.lost.is_set() and not seen
+        lease.release()
+    finally:
+        for proxy in proxies:
+            proxy.close()

@@ -40,6 +40,15 @@ CLEANUP_BUDGET = 0.05
 """Seconds a failed acquire spends cleaning up before it raises; the rest runs in the background."""
 
 
+class _ThreadOwner:
+    """Identifies one thread for as long as it lives (and only that thread)."""
+
+    __slots__ = ("__weakref__",)
+
+
+_THREAD_OWNER = threading.local()
+
+
 class BaseLock(abc.ABC):
     """A named mutual-exclusion lock whose leases carry fencing tokens.
 
@@ -132,13 +141,27 @@ class BaseLock(abc.ABC):
     def locked(self) -> bool:
         """True while the lock is held by someone (for a semaphore: while it is full)."""
 
+    def _granted(self, attempt: Any, lease: Lease) -> None:
+        """Record a new lease (backends that lose every lease at once track them)."""
+        if self._track_live:
+            with self._live_lock:
+                self._live.add(lease)
+
     def _lease_ttl(self, ttl: float | None) -> float | None:
         """How long a lease granted with *ttl* may be trusted locally (Redlock subtracts drift)."""
         return ttl
 
     def _owner_id(self) -> Any:
-        """Who owns a lease for re-entrancy and ``with lock:``: the current thread."""
-        return threading.get_ident()
+        """Who owns a lease for re-entrancy and ``with lock:``: the current thread.
+
+        A per-thread object rather than the thread's ident, which the OS hands
+        to a new thread once the old one has ended: a lease left by a dead
+        thread is never inherited.
+        """
+        owner = getattr(_THREAD_OWNER, "owner", None)
+        if owner is None:
+            owner = _THREAD_OWNER.owner = _ThreadOwner()
+        return owner
 
     def _new_owner_token(self) -> str:
         return os.urandom(16).hex()
@@ -206,9 +229,7 @@ class BaseLock(abc.ABC):
         )
         lease._holder = owner_id
         self._held[owner_id] = lease
-        if self._track_live:
-            with self._live_lock:
-                self._live.add(lease)
+        self._granted(attempt, lease)
         if self.ttl is not None and (self.auto_renew or self.on_lost is not None):
             _WATCHDOG.watch(lease)
         if self.ttl is not None and self.auto_renew:

@@ -9,8 +9,12 @@ The fencing token is the node's ``czxid`` (the transaction id that created
 it, from ``create(..., include_data=True)``): it grows with every write to
 the ensemble and, unlike the sequence suffix, never restarts.
 
-A lease ends with the session: ``SUSPENDED`` for longer than ``suspended_grace``
-(a quarter of the session timeout) or ``LOST`` marks every lease of this lock object lost.
+A lease ends with the session. The holder is told before the server can
+expire it, busy or idle: every lease of the client is declared lost at
+``last_heard + 2/3`` of the *negotiated* session timeout, ``last_heard``
+being the send time of the latest request the server answered (see
+`_zk_session`); ``LOST`` from kazoo, or ``SUSPENDED`` for longer than an
+explicit ``suspended_grace``, declares it at once.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from kazoo.protocol.states import KazooState
 
 from .._validation import non_empty_str, positive_number
 from ..exceptions import BackendUnavailableError
+from ._zk_session import session_watch
 from .base import BaseLock, Grant, Lease, OnLost
 
 __all__ = ["ZooKeeperLock"]
@@ -39,7 +44,7 @@ _PREFIX = "lock-"
 
 
 class _Attempt:
-    __slots__ = ("abandoned", "czxid", "maybe_created", "node", "owner", "wake")
+    __slots__ = ("abandoned", "czxid", "epoch", "maybe_created", "node", "owner", "wake")
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
@@ -47,6 +52,7 @@ class _Attempt:
         self.abandoned = False
         self.node: str | None = None
         self.czxid = 0
+        self.epoch = 0
         self.wake = threading.Event()
 
 
@@ -57,11 +63,11 @@ class ZooKeeperLock(BaseLock):
     :param path: the lock's znode, e.g. ``/locks/stock/42``; it is the name.
     :param op_timeout: the most any single ZooKeeper call may take before
         :class:`BackendUnavailableError`.
-    :param suspended_grace: seconds the connection may stay ``SUSPENDED``
-        before every lease is declared lost. Kazoo reports SUSPENDED up to
-        2/3 of the session timeout after the last contact with the server,
-        so the default, a quarter of the session timeout, tells the holder
-        before the server can expire its session.
+    :param suspended_grace: if set, seconds the connection may stay
+        ``SUSPENDED`` before every lease is declared lost. Not needed for
+        safety: leases are declared lost at the latest 2/3 of the
+        negotiated session timeout after the server last answered,
+        whatever kazoo's state.
     :param reentrant: let the owning thread acquire again, counted.
     :param on_lost: called once with a lease when it is found lost.
     :param clock: monotonic seconds (inject a FakeClock in tests).
@@ -103,7 +109,9 @@ class ZooKeeperLock(BaseLock):
         )
         self._suspended_timer: threading.Timer | None = None
         self._nodes: dict[int, str] = {}
-        self._listening = False
+        # Bumped on every loss of all leases: a grant made before it is lost too.
+        self._epoch = 0
+        self._watch = session_watch(client)
         self._orphans: set[str] = set()
         self._reaper: threading.Thread | None = None
 
@@ -129,10 +137,8 @@ class ZooKeeperLock(BaseLock):
                 timer.cancel()
                 self._suspended_timer = None
         elif state == KazooState.SUSPENDED:
-            if timer is None:
-                grace = self.suspended_grace
-                if grace is None:
-                    grace = getattr(self.client, "_session_timeout", 10000) / 1000 / 4
+            grace = self.suspended_grace
+            if timer is None and grace is not None:
                 timer = threading.Timer(grace, self._lose_all)
                 timer.daemon = True
                 self._suspended_timer = timer
@@ -146,6 +152,7 @@ class ZooKeeperLock(BaseLock):
     def _lose_all(self) -> None:
         self._suspended_timer = None
         with self._live_lock:
+            self._epoch += 1
             leases = list(self._live)
         for lease in leases:
             self._mark_lost(lease)
@@ -188,6 +195,7 @@ class ZooKeeperLock(BaseLock):
             pending.rawlink(lambda result, a=attempt: self._created_late(a, result))
             node, stat = self._call("create", pending, self._budget(deadline))
             attempt.node, attempt.czxid, attempt.maybe_created = node, int(stat.czxid), False
+        sent_at = time.monotonic()
         children = self._call(
             "get_children", self.client.get_children_async(self.path), self._budget(deadline)
         )
@@ -201,10 +209,10 @@ class ZooKeeperLock(BaseLock):
             return None
         ahead = self._blocking(contenders[: contenders.index(mine)])
         if len(ahead) < self._limit:
-            if not self._listening:
-                # Watch the session only while leases may be live, so lock objects do not leak.
-                self._listening = True
-                self.client.add_listener(self._on_state)
+            self._watch.heard(sent_at)  # the server answered: the session was alive then
+            with self._live_lock:
+                attempt.epoch = self._epoch
+            self._watch.subscribe(self)
             self._nodes[attempt.czxid] = attempt.node
             return int(attempt.czxid), None
         if not blocking:
@@ -287,12 +295,15 @@ class ZooKeeperLock(BaseLock):
             except (BackendUnavailableError, NoNodeError):
                 time.sleep(0.2)
 
-    def _do_release(self, lease: Lease) -> bool:
+    def _granted(self, attempt: Any, lease: Lease) -> None:
         with self._live_lock:
-            idle = not self._live
-        if idle and self._listening:
-            self._listening = False
-            self.client.remove_listener(self._on_state)
+            self._live.add(lease)
+            # Lost between the grant and now (the session, or its deadline): lost too.
+            lost = attempt.epoch != self._epoch
+        if lost or time.monotonic() >= self._watch.lost_at():
+            self._mark_lost(lease)
+
+    def _do_release(self, lease: Lease) -> bool:
         node = self._nodes.pop(lease.token, None)
         if node is None:
             return False

@@ -1,0 +1,131 @@
+"""Every call returns within its documented bound or raises, on a blackholed network.
+
+The bounds are those of docs/locking.md: ``acquire(timeout=t)`` within
+``t`` plus ``BOUND_MARGIN``; a non-blocking acquire, release and extend
+within ``op_timeout`` plus ``BOUND_MARGIN``. Real redis-servers behind
+``TCPProxy``; about 6 s in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from scalekit.exceptions import BackendUnavailableError, LockTimeoutError
+from scalekit.testing import RedisServer, TCPProxy
+
+from .conftest import BOUND_MARGIN, unique
+
+redis = pytest.importorskip("redis")
+redis_asyncio = pytest.importorskip("redis.asyncio")
+from scalekit.locking import RedisLock, Redlock  # noqa: E402
+from scalekit.locking.async_redis_lock import AsyncRedisLock  # noqa: E402
+
+pytestmark = pytest.mark.redis
+
+BOUNDED = (BackendUnavailableError, LockTimeoutError)
+
+
+def _timed(call: Any) -> float:
+    started = time.monotonic()
+    with pytest.raises(BOUNDED):
+        call()
+    return time.monotonic() - started
+
+
+def test_acquire_with_a_timeout_returns_within_it_on_a_blackholed_server(
+    redis_server: RedisServer,
+) -> None:
+    with TCPProxy(*redis_server.address) as proxy:
+        proxy.blackhole()  # before the first connection: the handshake hangs too
+        lock = RedisLock(redis.Redis(host=proxy.host, port=proxy.port), unique(), op_timeout=2)
+        assert _timed(lambda: lock.acquire(timeout=0.3)) <= 0.3 + BOUND_MARGIN
+
+
+def test_a_non_blocking_acquire_returns_within_op_timeout(redis_server: RedisServer) -> None:
+    with TCPProxy(*redis_server.address) as proxy:
+        lock = RedisLock(redis.Redis(host=proxy.host, port=proxy.port), unique(), op_timeout=0.5)
+        lock.acquire(blocking=False).release()  # type: ignore[union-attr]
+        proxy.blackhole()
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError):
+            lock.acquire(blocking=False)
+        assert time.monotonic() - started <= 0.5 + BOUND_MARGIN
+
+
+def test_a_waiter_blackholed_in_blpop_returns_within_its_timeout(
+    redis_server: RedisServer, redis_client: Any
+) -> None:
+    name = unique()
+    holder = RedisLock(redis_client, name, ttl=30).acquire()
+    assert holder is not None
+    with TCPProxy(*redis_server.address) as proxy:
+        lock = RedisLock(redis.Redis(host=proxy.host, port=proxy.port), name, op_timeout=2)
+        queue = f"scalekit:lock:{{{name}}}:queue"
+
+        def cut_when_queued() -> None:
+            while redis_client.llen(queue) == 0:
+                time.sleep(0.002)
+            proxy.blackhole()
+
+        import threading
+
+        cutter = threading.Thread(target=cut_when_queued)
+        cutter.start()
+        assert _timed(lambda: lock.acquire(timeout=1.0)) <= 1.0 + BOUND_MARGIN
+        cutter.join(5)
+    holder.release()
+
+
+def test_async_calls_return_within_their_bounds(
+    redis_server: RedisServer, redis_client: Any
+) -> None:
+    name = unique("async")
+    holder = RedisLock(redis_client, name, ttl=30).acquire()
+    assert holder is not None
+
+    async def main() -> tuple[float, float]:
+        with TCPProxy(*redis_server.address) as proxy:
+            client = redis_asyncio.Redis(host=proxy.host, port=proxy.port)
+            lock = AsyncRedisLock(client, name, op_timeout=2)
+            assert await lock.acquire(blocking=False) is None  # connected, not queued
+            started = time.monotonic()
+            waiting = asyncio.ensure_future(lock.acquire(timeout=1.0))
+            while redis_client.llen(f"scalekit:lock:{{{name}}}:queue") == 0:
+                await asyncio.sleep(0.002)
+            proxy.blackhole()
+            with pytest.raises(BOUNDED):
+                await waiting
+            in_blpop = time.monotonic() - started
+            started = time.monotonic()
+            with pytest.raises(BOUNDED):
+                await lock.acquire(timeout=0.3)
+            short = time.monotonic() - started
+            return in_blpop, short
+
+    in_blpop, short = asyncio.run(main())
+    assert in_blpop <= 1.0 + BOUND_MARGIN
+    assert short <= 0.3 + BOUND_MARGIN
+    holder.release()
+
+
+def test_redlock_with_every_master_blackholed_raises_instead_of_spinning(
+    redlock_servers: list[RedisServer],
+) -> None:
+    proxies = [TCPProxy(*server.address) for server in redlock_servers]
+    try:
+        for proxy in proxies:
+            proxy.blackhole()
+        clients = [redis.Redis(host=p.host, port=p.port) for p in proxies]
+        lock = Redlock(clients, unique(), ttl=5, instance_timeout=0.1)
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError, match="only 0 of 3"):
+            lock.acquire()  # blocking, no timeout
+        assert time.monotonic() - started <= 3 * 0.1 + BOUND_MARGIN
+        assert _timed(lambda: lock.acquire(timeout=0.2)) <= 0.2 + BOUND_MARGIN
+    finally:
+        for proxy in proxies:
+            proxy.close()
