@@ -2,12 +2,15 @@
 
 ZooKeeper seed 1 of ``tests/locking/test_fault_schedules.py``: a holder frozen
 by SIGSTOP for longer than its session timeout resumes, checks
-``lease.lost.is_set()`` within a millisecond, reads False although the server
-expired its session and a successor was granted 0.13 s earlier, and writes
-(the fenced store refuses the write). Its ``release()`` then raises
-``BackendUnavailableError`` (kazoo is reconnecting), not ``LockLostError``,
-and ``on_lost`` never fires. A RedisLock holder in the same situation reads
-its lease lost at once (its deadline has passed).
+``lease.lost.is_set()`` within a millisecond and must read True, since the
+server has expired its session and a successor holds the lock. Before leases
+were declared lost at 2/3 of the negotiated session timeout after the server
+last answered, it read False for 0.1 s (108 samples), wrote (the fenced store
+refused it), and its ``release()`` raised ``BackendUnavailableError`` with no
+``on_lost``. With that deadline kept by a watch thread, the first sample after
+resuming can still win the race against the thread (1 sample, within 1 ms of
+the successor's grant, in about half the runs): ``is_set()`` must compare the
+clock with the deadline itself, as a RedisLock lease does (it passes).
 """
 
 from __future__ import annotations
