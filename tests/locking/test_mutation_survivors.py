@@ -70,3 +70,61 @@ def test_a_timed_out_waiter_leaves_the_queue_even_when_its_clean_up_fails(
         _poll(lambda: direct.llen(queue) == 0, 2.5)
     holder.release()
     assert not RedisLock(direct, name, ttl=10).locked()
+
+
+def test_a_memory_waiter_gets_a_lease_that_expires_without_release() -> None:
+    """The waiter wakes at the holder's expiry, not only when someone releases."""
+    from scalekit.locking import MemoryLock
+
+    name = unique("memory-expiry")
+    holder = MemoryLock(name, ttl=0.2).acquire()
+    assert holder is not None
+    started = time.monotonic()
+    lease = MemoryLock(name, ttl=5).acquire(timeout=3)
+    waited = time.monotonic() - started
+    assert lease is not None and lease.token > holder.token
+    assert 0.15 <= waited <= 0.2 + 0.1  # the remaining ttl, plus 0.1 s of scheduling
+    lease.release()
+
+
+def test_a_redis_waiter_keeps_its_place_while_it_waits_longer_than_waiter_ttl(
+    redis_server: RedisServer,
+) -> None:
+    """A waiter refreshes its place every waiter_ttl / 3: release hands the lock to it at once."""
+    name = unique("place")
+    client = redis.Redis.from_url(redis_server.url)
+    holder = RedisLock(client, name, ttl=10).acquire()
+    assert holder is not None
+    got: list[tuple[Any, float]] = []
+    waiter = RedisLock(client, name, ttl=10, waiter_ttl=0.3)
+
+    def wait() -> None:
+        lease = waiter.acquire(timeout=5)
+        got.append((lease, time.monotonic()))  # when acquire returned
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(1.5)  # five waiter_ttl: the place expires unless refreshed
+    released = time.monotonic()
+    holder.release()
+    thread.join(5)
+    assert got and got[0][0] is not None
+    delay = got[0][1] - released
+    assert 0 <= delay <= 0.1, f"handed over after {delay:.3f}s"
+    got[0][0].release()
+
+
+def test_nested_with_on_a_reentrant_lock_releases_at_the_outer_exit() -> None:
+    from scalekit.exceptions import LockNotOwnedError
+    from scalekit.locking import MemoryLock
+
+    lock = MemoryLock(unique("nested"), ttl=5, reentrant=True)
+    with lock as outer:
+        with lock as inner:
+            assert inner is outer
+        assert lock.locked() and not outer.released
+    assert outer.released and not lock.locked()
+    with pytest.raises(LockNotOwnedError) as info:
+        lock.__exit__(None, None, None)
+    assert str(info.value) == f"lock {lock.name!r} is not held by the caller"
+    assert info.value.name == lock.name
