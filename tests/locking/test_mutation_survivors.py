@@ -128,3 +128,43 @@ def test_nested_with_on_a_reentrant_lock_releases_at_the_outer_exit() -> None:
         lock.__exit__(None, None, None)
     assert str(info.value) == f"lock {lock.name!r} is not held by the caller"
     assert info.value.name == lock.name
+
+
+def test_a_lease_used_as_a_context_manager_is_released_on_exit() -> None:
+    from scalekit.locking import MemoryLock
+
+    lock = MemoryLock(unique("exit"), ttl=5)
+    with lock.acquire(timeout=1) as lease:
+        assert lock.locked()
+    assert lease.released and not lock.locked()
+    with lease:  # exiting a released lease again is a no-op
+        pass
+
+
+def test_extend_of_a_lease_whose_key_vanished_marks_it_lost_and_tells(
+    redis_server: RedisServer,
+) -> None:
+    """A key gone before the local deadline (evicted, flushed): extend raises, the holder knows."""
+    from scalekit.exceptions import LockLostError, LockNotOwnedError
+
+    client = redis.Redis.from_url(redis_server.url)
+    told: list[Any] = []
+    lock = RedisLock(client, unique("vanished"), ttl=10, on_lost=told.append)
+    lease = lock.acquire()
+    assert lease is not None
+    client.delete(f"scalekit:lock:{{{lock.name}}}")
+    with pytest.raises(LockLostError) as info:
+        lease.extend()
+    assert str(info.value) == f"lease {lease.token} of {lock.name!r} is lost"
+    assert info.value.name == lock.name
+    assert lease.lost.is_set()
+    _poll(lambda: told == [lease], 2)
+    with pytest.raises(LockLostError) as again:
+        lease.extend()  # refused before any round trip
+    assert again.value.name == lock.name
+    with pytest.raises(LockLostError):
+        lease.release()
+    with pytest.raises(LockNotOwnedError) as released:
+        lease.extend()
+    assert str(released.value) == f"lease {lease.token} of {lock.name!r} was released"
+    assert released.value.name == lock.name
