@@ -209,3 +209,25 @@ def test_a_cancelled_waiter_leaves_the_queue(redis_server: RedisServer) -> None:
         await client.aclose()
 
     run(main())
+
+
+def test_async_renewal_outlasts_busy_replies(fresh_redis_server: RedisServer) -> None:
+    """A script keeps Redis busy for 0.6 s: the renewal task retries; the lease is never lost."""
+    from .test_redis_lock import _busy_for
+
+    async def main() -> None:
+        client = redis_asyncio.Redis.from_url(fresh_redis_server.url)
+        seen: list[Lease] = []
+        lock = AsyncRedisLock(
+            client, unique("async"), ttl=1.5, auto_renew=True, on_lost=seen.append
+        )
+        lease = await lock.acquire()
+        assert lease is not None
+        busy = _busy_for(fresh_redis_server, 0.6)  # over the renewal due at 0.5 s
+        await asyncio.sleep(2.5)  # past the ttl a dead renewal would have left
+        busy.join(5)
+        assert not lease.lost.is_set() and not seen
+        await lease.release()
+        await client.aclose()
+
+    run(main())

@@ -19,7 +19,7 @@ from .conftest import unique
 from .test_zookeeper_lock import expire_session
 
 kazoo_client = pytest.importorskip("kazoo.client")
-from scalekit.locking import ZooKeeperSemaphore  # noqa: E402
+from scalekit.locking import ZooKeeperReadWriteLock, ZooKeeperSemaphore  # noqa: E402
 from scalekit.locking._zk_session import LOST_AFTER  # noqa: E402
 from scalekit.locking.zookeeper_lock import ZooKeeperLock  # noqa: E402
 
@@ -101,15 +101,21 @@ def test_a_busy_holder_is_told_before_its_successor_gets_in(zookeeper_server: An
     assert told_at < got_at
 
 
-def test_a_semaphore_lease_granted_while_another_is_released_learns_of_session_loss(
-    zookeeper_server: Any,
+@pytest.mark.parametrize("kind", ["semaphore", "read side"])
+def test_a_lease_granted_while_another_is_released_learns_of_session_loss(
+    kind: str, zookeeper_server: Any
 ) -> None:
     """A release racing a grant must not leave the granted lease deaf to the session."""
     holder = kazoo_client.KazooClient(hosts=zookeeper_server.hosts, timeout=4)
     holder.start(timeout=15)
     try:
         seen: list[Lease] = []
-        sem = ZooKeeperSemaphore(holder, "/" + unique("race"), 2, on_lost=seen.append)
+        path = "/" + unique("race")
+        sem = (
+            ZooKeeperSemaphore(holder, path, 2, on_lost=seen.append)
+            if kind == "semaphore"
+            else ZooKeeperReadWriteLock(holder, path, on_lost=seen.append).read
+        )
         first = sem.acquire()
         assert first is not None
         real = sem._do_acquire
