@@ -66,6 +66,7 @@ class Settings:
         session_timeout: the ZooKeeper session timeout asked for.
         acquire_timeout: `acquire(timeout=...)` of every worker.
         margin: slack on every bound, for a loaded machine.
+        tick_time: the ZooKeeper ensemble's tick, in seconds.
     """
 
     ttl: float = 1.0
@@ -74,6 +75,7 @@ class Settings:
     session_timeout: float = 2.0
     acquire_timeout: float = 2.0
     margin: float = 0.25
+    tick_time: float = 0.5
 
     def lease_time(self, backend: str) -> float:
         """How long a lease outlives its holder: the ttl, or the session timeout."""
@@ -82,23 +84,32 @@ class Settings:
     def call_bounds(self, backend: str) -> dict[str, float]:
         """The documented bound of each call a worker makes, in seconds.
 
-        `acquire(timeout=T)` returns or raises within `T` plus the clean-up
-        budget of a failed attempt (`scalekit.locking.base.CLEANUP_BUDGET`);
-        a release takes one round trip (Redlock: one round over its
-        masters); a store call `op_timeout`.
+        As docs/locking.md states them: `acquire(timeout=T)` returns or
+        raises within `T + 0.1`; a release within `op_timeout + 0.1`
+        (Redlock: one round over its masters, `N * instance_timeout + 0.1`);
+        a fenced-store call within its `op_timeout`.
         """
-        from ..locking.base import CLEANUP_BUDGET
-
-        release = 3 * self.instance_timeout if backend == "redlock" else self.op_timeout
+        slack = 0.1
+        if backend == "redlock":
+            release = 3 * self.instance_timeout + slack
+        else:
+            release = self.op_timeout + slack
         return {
-            "acquire": self.acquire_timeout + CLEANUP_BUDGET,
+            "acquire": self.acquire_timeout + slack,
             "release": release,
             "store": self.op_timeout,
         }
 
     def check_bounds(self, backend: str) -> CheckBounds:
-        """What the checker holds a run of *backend* to."""
+        """What the checker holds a run of *backend* to.
+
+        A dead holder's lease outlives it by the ttl; a ZooKeeper session by
+        its timeout plus one tick (the server expires sessions in ticks of
+        `tick_time`, 500 ms in `ZooKeeperEnsemble`).
+        """
         lease = self.lease_time(backend)
+        if backend == "zookeeper":
+            lease += self.tick_time
         return CheckBounds(
             notice=0.0,
             recovery=lease + self.margin,
