@@ -168,3 +168,15 @@ def test_extend_of_a_lease_whose_key_vanished_marks_it_lost_and_tells(
         lease.extend()
     assert str(released.value) == f"lease {lease.token} of {lock.name!r} was released"
     assert released.value.name == lock.name
+
+
+def test_extend_with_a_bad_ttl_names_the_argument() -> None:
+    from scalekit.exceptions import ConfigurationError
+    from scalekit.locking import MemoryLock
+
+    lease = MemoryLock(unique("bad-ttl"), ttl=5).acquire()
+    assert lease is not None
+    with pytest.raises(ConfigurationError) as info:
+        lease.extend(0)
+    assert str(info.value) == "ttl must be a positive finite number, got 0"
+    lease.release()
