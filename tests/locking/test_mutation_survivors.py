@@ -161,6 +161,7 @@ def test_extend_of_a_lease_whose_key_vanished_marks_it_lost_and_tells(
     _poll(lambda: told == [lease], 2)
     with pytest.raises(LockLostError) as again:
         lease.extend()  # refused before any round trip
+    assert str(again.value) == f"lease {lease.token} of {lock.name!r} is lost"
     assert again.value.name == lock.name
     with pytest.raises(LockLostError):
         lease.release()
@@ -180,3 +181,9 @@ def test_extend_with_a_bad_ttl_names_the_argument() -> None:
         lease.extend(0)
     assert str(info.value) == "ttl must be a positive finite number, got 0"
     lease.release()
+
+
+def test_a_lock_reprs_with_its_class_name_and_ttl() -> None:
+    from scalekit.locking import MemoryLock
+
+    assert repr(MemoryLock("stock:42", ttl=5)) == "MemoryLock('stock:42', ttl=5.0)"
