@@ -9,6 +9,7 @@ within ``op_timeout`` plus ``BOUND_MARGIN``. Real redis-servers behind
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -66,17 +67,20 @@ def test_a_waiter_blackholed_in_blpop_returns_within_its_timeout(
         lock = RedisLock(redis.Redis(host=proxy.host, port=proxy.port), name, op_timeout=2)
         queue = f"scalekit:lock:{{{name}}}:queue"
 
+        done = threading.Event()
+
         def cut_when_queued() -> None:
-            while redis_client.llen(queue) == 0:
+            while redis_client.llen(queue) == 0 and not done.is_set():
                 time.sleep(0.002)
             proxy.blackhole()
 
-        import threading
-
         cutter = threading.Thread(target=cut_when_queued)
         cutter.start()
-        assert _timed(lambda: lock.acquire(timeout=1.0)) <= 1.0 + BOUND_MARGIN
-        cutter.join(5)
+        try:
+            assert _timed(lambda: lock.acquire(timeout=1.0)) <= 1.0 + BOUND_MARGIN
+        finally:
+            done.set()
+            cutter.join(5)
     holder.release()
 
 
@@ -92,14 +96,19 @@ def test_async_calls_return_within_their_bounds(
             client = redis_asyncio.Redis(host=proxy.host, port=proxy.port)
             lock = AsyncRedisLock(client, name, op_timeout=2)
             assert await lock.acquire(blocking=False) is None  # connected, not queued
-            started = time.monotonic()
-            waiting = asyncio.ensure_future(lock.acquire(timeout=1.0))
-            while redis_client.llen(f"scalekit:lock:{{{name}}}:queue") == 0:
+
+            async def timed_wait() -> float:
+                started = time.monotonic()
+                with pytest.raises(BOUNDED):
+                    await lock.acquire(timeout=1.0)
+                return time.monotonic() - started
+
+            waiting = asyncio.ensure_future(timed_wait())
+            queue = f"scalekit:lock:{{{name}}}:queue"
+            while not waiting.done() and redis_client.llen(queue) == 0:
                 await asyncio.sleep(0.002)
             proxy.blackhole()
-            with pytest.raises(BOUNDED):
-                await waiting
-            in_blpop = time.monotonic() - started
+            in_blpop = await waiting
             started = time.monotonic()
             with pytest.raises(BOUNDED):
                 await lock.acquire(timeout=0.3)

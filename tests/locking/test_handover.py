@@ -21,7 +21,7 @@ import pytest
 from scalekit.locking import BaseLock, Lease
 from scalekit.testing import RedisServer
 
-from .conftest import unique
+from .conftest import LOADED_HOST, unique
 
 redis = pytest.importorskip("redis")
 from scalekit.locking import RedisLock, RedisReadWriteLock, RedisSemaphore  # noqa: E402
@@ -42,7 +42,7 @@ PTTL_RESOLUTION = 0.001
 # Redis fires blocking-command timeouts on its event loop, which an idle
 # server wakes every 1/hz seconds (hz 10 by default).
 REDIS_TICK = 0.1
-SCHEDULING = 0.05
+SCHEDULING = LOADED_HOST
 
 
 def _lock(kind: str, client: Any, name: str, **options: Any) -> BaseLock:

@@ -289,7 +289,8 @@ def test_a_grant_whose_reply_was_lost_is_given_back(redis_client: Any) -> None:
     lock._calls.script = reply_lost_once  # type: ignore[method-assign]
     with pytest.raises(BackendUnavailableError, match="simulated"):
         lock.acquire(blocking=False)
-    assert len(calls) == 2  # the acquire, then the clean-up
+    # The acquire, then the clean-up (in the background: Redis had just failed to answer).
+    _poll(lambda: len(calls) == 2)
     assert redis_client.exists(f"scalekit:lock:{{{name}}}") == 0
     lease = RedisLock(redis_client, name).acquire(blocking=False)
     assert lease is not None
@@ -411,3 +412,51 @@ def test_fence_tokens_never_go_back_when_the_counter_is_evicted(
     with lock as lease:
         tokens.append(lease.token)
     assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
+
+
+@pytest.mark.parametrize("kind", ["lock", "semaphore"])
+def test_a_fresh_lease_ends_locally_no_later_than_on_the_server(
+    kind: str, redis_client: Any
+) -> None:
+    """deadline = clock before the granting request + the PTTL it reported: never later."""
+    from scalekit.locking import RedisSemaphore
+
+    name = unique(kind)
+    if kind == "lock":
+        lock: Any = RedisLock(redis_client, name, ttl=2.0)
+        key = f"scalekit:lock:{{{name}}}"
+    else:
+        lock = RedisSemaphore(redis_client, name, 1, ttl=2.0)
+        key = f"scalekit:semaphore:{{{name}}}"
+    for _ in range(20):
+        lease = lock.acquire()
+        assert lease is not None
+        if kind == "lock":
+            server_left = redis_client.pttl(key) / 1000
+        else:
+            now_s, now_us = redis_client.time()
+            server_left = redis_client.zscore(key, lease.owner) / 1000 - (now_s + now_us / 1e6)
+        local_left = lease.remaining()
+        assert local_left is not None
+        assert local_left <= server_left + 0.001  # PTTL's millisecond resolution
+        assert local_left > 2.0 - 0.2  # and not needlessly short
+        lease.release()
+
+
+def test_a_blocking_pool_waits_for_a_free_connection_within_the_budget(
+    redis_server: RedisServer,
+) -> None:
+    """The client's BlockingConnectionPool of 1: a second call waits for the first's connection."""
+    pool = redis.BlockingConnectionPool.from_url(redis_server.url, max_connections=1, timeout=5)
+    client = redis.Redis(connection_pool=pool)
+    name = unique()
+    holder = RedisLock(redis.Redis.from_url(redis_server.url), name, ttl=30).acquire()
+    assert holder is not None
+    waiter = threading.Thread(target=lambda: _try(RedisLock(client, name, ttl=30)))
+    waiter.start()  # its BLPOP (up to 1 s) holds the pool's one connection
+    _poll(lambda: redis_client_llen(redis_server, name) == 1)
+    lease = RedisLock(client, unique(), ttl=30, op_timeout=3).acquire(blocking=False)
+    assert lease is not None  # waited for the connection instead of failing at once
+    lease.release()
+    waiter.join(5)
+    holder.release()

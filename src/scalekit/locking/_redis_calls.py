@@ -113,10 +113,11 @@ class _Pool:
         self.connection_kwargs = kwargs
         self.connection_class = source.connection_class
         self.max_connections = int(getattr(source, "max_connections", 2**31) or 2**31)
-        # A BlockingConnectionPool waits for a free connection; a plain pool does not.
-        self.wait_for_free = (
-            float(source.timeout or 0) if isinstance(source, redis.BlockingConnectionPool) else 0.0
-        )
+        # A BlockingConnectionPool waits for a free connection (None: as long as it
+        # takes, here capped by the call's budget); a plain pool does not.
+        self.wait_for_free = 0.0
+        if isinstance(source, redis.BlockingConnectionPool):
+            self.wait_for_free = float("inf") if source.timeout is None else float(source.timeout)
         self._cond = threading.Condition()
         self._free: list[Any] = []
         self._created = 0

@@ -78,23 +78,29 @@ class AsyncLease(Lease):
 class AsyncRedisLock:
     """A fair, fenced Redis lock for asyncio code, owned per task.
 
-    :param client: a ``redis.asyncio.Redis`` you configured.
-    :param name: the lock's name (the same keys as :class:`RedisLock`).
-    :param ttl: seconds a lease lasts unless extended or renewed.
-    :param op_timeout: the most any single Redis call may take before
-        :class:`BackendUnavailableError`.
-    :param waiter_ttl: a waiter silent this long is dropped from the queue.
-    :param claim_window: seconds a waiter offered the lock has to claim it.
-    :param reentrant: let the owning task acquire again, counted.
-    :param auto_renew: extend the lease every ``ttl / 3`` in a background task.
-    :param on_lost: called once with a lease when it is found lost, on the
-        event loop that acquired it.
-    :param clock: monotonic seconds.
-    :raises ConfigurationError: empty *name*, non-positive *ttl*,
-        *op_timeout* or *waiter_ttl*.
+    Args:
+        client: a `redis.asyncio.Redis` you configured.
+        name: the lock's name (the same keys as [RedisLock][scalekit.locking.RedisLock]).
+        ttl: seconds a lease lasts unless extended or renewed.
+        op_timeout: the most any single Redis call may take before
+            `BackendUnavailableError`.
+        waiter_ttl: a waiter silent this long is dropped from the queue.
+        claim_window: seconds a waiter offered the lock on release has to
+            claim it (at most `ttl`).
+        reentrant: let the owning task acquire again, counted.
+        auto_renew: extend the lease every `ttl / 3` in a background task,
+            retrying any error but "not the owner" until the deadline.
+        on_lost: called once with a lease when it is found lost, on the event
+            loop that acquired it (on a notifier thread once that loop closed).
+        clock: monotonic seconds.
 
-    Not thread-safe: use one instance per event loop. Cost: one round
-    trip to acquire or release when uncontended.
+    Raises:
+        ConfigurationError: empty `name`, or non-positive `ttl`, `op_timeout`,
+            `waiter_ttl` or `claim_window`.
+
+    Bounds as [RedisLock][scalekit.locking.RedisLock]'s. Not thread-safe: use
+    one instance per event loop. Cost: one round trip to acquire or release
+    when uncontended.
     """
 
     def __init__(
@@ -134,9 +140,9 @@ class AsyncRedisLock:
 
     # -- bounded calls ------------------------------------------------------
     async def _call(self, *args: Any, timeout: float | None = None) -> Any:
-        wait = self.op_timeout if timeout is None else timeout
+        wait = self.op_timeout if timeout is None else max(timeout, 0.001)
         try:
-            return await asyncio.wait_for(self._client.execute_command(*args), wait)
+            return await _bounded(self._client.execute_command(*args), wait)
         except NoScriptError:
             raise
         except (asyncio.TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -168,10 +174,12 @@ class AsyncRedisLock:
             return self.op_timeout
         return max(min(self.op_timeout, deadline - self._clock()), 0.001)
 
-    async def _give_up(self, owner: str) -> None:
-        """Leave the queue within `CLEANUP_BUDGET`; if Redis is slow, go on in a task."""
+    async def _give_up(self, owner: str, silent: bool) -> None:
+        """Leave the queue within `CLEANUP_BUDGET`; if Redis is slow (*silent*), in a task."""
         args = [owner, self._wake, self._waiter_ms, self._claim_ms]
         try:
+            if silent:
+                raise BackendUnavailableError("redis did not answer the attempt")
             await self._script(_ABANDON, args, timeout=CLEANUP_BUDGET)
         except (BackendUnavailableError, asyncio.CancelledError):
             task = asyncio.get_running_loop().create_task(self._abandon_later(args))
@@ -215,6 +223,7 @@ class AsyncRedisLock:
         ttl_ms = max(int(self.ttl * 1000), 1)
         grant: tuple[int, float] | None = None
         queued = False
+        silent = False  # Redis just failed to answer: leave the queue in the background
         try:
             while True:
                 started = self._clock()  # before the request whose reply may be the grant
@@ -225,6 +234,7 @@ class AsyncRedisLock:
                         _ACQUIRE, [*args, self._claim_ms], timeout=self._budget(deadline)
                     )
                 except BackendUnavailableError as exc:
+                    silent = True
                     if deadline is None or self._clock() < deadline:
                         raise
                     raise LockTimeoutError(
@@ -258,11 +268,12 @@ class AsyncRedisLock:
                         timeout=wait + self.op_timeout if budget is None else budget,
                     )
                 except BackendUnavailableError:
+                    silent = True
                     if deadline is None or self._clock() < deadline:
                         raise
         finally:
             if grant is None and queued:
-                await self._give_up(owner)
+                await self._give_up(owner, silent)
         if grant is None:
             return None
         token, validity = grant
@@ -412,3 +423,29 @@ async def _renew(ref: weakref.ref[AsyncLease], period: float, retry: float) -> N
             _log.debug("renewal of %r failed, retrying: %r", lock.name, exc)
             wait = max(min(retry, left), 0.01)
         del lease, lock
+
+
+async def _bounded(call: Any, seconds: float) -> Any:
+    """Await *call* for at most *seconds*; raise `asyncio.TimeoutError` after that.
+
+    Unlike `asyncio.wait_for`, it does not wait for the cancelled call to
+    clean up (redis.asyncio closing a connection to a silent server can take
+    as long as the network does): the call is cancelled and left to finish.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise asyncio.TimeoutError
+    return task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Consume a cancelled call's outcome so asyncio does not log it as lost."""
+    if not task.cancelled():
+        task.exception()

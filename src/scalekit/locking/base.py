@@ -198,12 +198,14 @@ class BaseLock(abc.ABC):
         owner = self._new_owner_token()
         attempt = self._new_attempt(owner)
         grant: Grant | None = None
+        silent = False  # the backend just failed to answer: clean up in the background
         try:
             while True:
                 started = self._clock()  # before the request whose reply may be the grant
                 try:
                     grant = self._do_acquire(attempt, blocking, deadline)
                 except BackendUnavailableError as exc:
+                    silent = True
                     if deadline is None or self._clock() < deadline:
                         raise
                     # Cut short by the caller's deadline: a timeout, whatever the backend's state.
@@ -217,10 +219,14 @@ class BaseLock(abc.ABC):
                     raise LockTimeoutError(
                         f"lock {self.name!r} was not acquired within {timeout}s", self.name
                     )
-                self._wait(attempt, remaining)
+                try:
+                    self._wait(attempt, remaining)
+                except BackendUnavailableError:
+                    silent = True
+                    raise
         finally:
             if grant is None:
-                self._give_up(attempt)
+                self._give_up(attempt, silent)
         if grant is None:
             return None
         token, validity = grant
@@ -313,12 +319,18 @@ class BaseLock(abc.ABC):
         trusted = self._lease_ttl(new_ttl)
         lease._set_deadline(None if trusted is None else started + trusted)
 
-    def _give_up(self, attempt: Any) -> None:
-        """Clean up a failed attempt within `CLEANUP_BUDGET`; finish in the background."""
+    def _give_up(self, attempt: Any, silent: bool) -> None:
+        """Clean up a failed attempt within `CLEANUP_BUDGET`; finish in the background.
+
+        After the backend failed to answer (*silent*), straight to the background
+        when the backend has one (`_cleanup_window`).
+        """
+        window = self._cleanup_window()
         try:
+            if silent and window is not None:
+                raise BackendUnavailableError("the backend did not answer the attempt")
             self._abandon(attempt, CLEANUP_BUDGET)
         except BackendUnavailableError:
-            window = self._cleanup_window()
             if window is None:
                 _log.debug("could not clean up a failed attempt on %r", self.name)
                 return

@@ -212,20 +212,21 @@ class _Side(RedisLock):
 
 
 class RedisReadWriteLock:
-    """A read-write lock on Redis: ``rw.read`` and ``rw.write`` are the two locks.
+    """A read-write lock on Redis: `rw.read` and `rw.write` are the two locks.
 
-    :param client: a ``redis.Redis`` you configured.
-    :param name: the lock's name.
+    Args:
+        client: a `redis.Redis` you configured.
+        name: the lock's name.
+        ttl: as [RedisLock][scalekit.locking.RedisLock], for both sides, like
+            the other options (`op_timeout`, `waiter_ttl`, `claim_window`,
+            `reentrant`, `auto_renew`, `on_lost`, `clock`).
 
-    The other options (``ttl``, ``op_timeout``, ``waiter_ttl``, ``claim_window``, ``reentrant``,
-    ``auto_renew``, ``on_lost``, ``clock``) are those of
-    :class:`~scalekit.locking.RedisLock`, for both sides.
+    Example:
+        >>> rw = RedisReadWriteLock(client, "catalog")      # doctest: +SKIP
+        >>> with rw.read as lease: ...                      # many readers at once
+        >>> with rw.write as lease: ...                     # one writer, no readers
 
-    >>> rw = RedisReadWriteLock(client, "catalog")      # doctest: +SKIP
-    >>> with rw.read as lease: ...                      # many readers at once
-    >>> with rw.write as lease: ...                     # one writer, no readers
-
-    Both sides are :class:`~scalekit.locking.BaseLock` objects with leases,
+    Both sides are [BaseLock][scalekit.locking.BaseLock] objects with leases,
     fencing tokens (one counter for both) and lost-lease notice. Waiters of
     both kinds are served in arrival order.
 

@@ -137,20 +137,22 @@ return 1
 
 
 class RedisSemaphore(RedisLock):
-    """A counting semaphore on Redis: at most *n* leases of one name at a time.
+    """A counting semaphore on Redis: at most `n` leases of one name at a time.
 
-    :param client: a ``redis.Redis`` you configured.
-    :param name: the semaphore's name.
-    :param n: how many holders may hold it at once; all clients must agree.
+    Args:
+        client: a `redis.Redis` you configured.
+        name: the semaphore's name.
+        n: how many holders may hold it at once; all clients must agree.
+        ttl: as [RedisLock][scalekit.locking.RedisLock], like the other
+            options (`op_timeout`, `waiter_ttl`, `claim_window`, `reentrant`,
+            `auto_renew`, `on_lost`, `clock`).
 
-    The other options (``ttl``, ``op_timeout``, ``waiter_ttl``, ``claim_window``, ``reentrant``,
-    ``auto_renew``, ``on_lost``, ``clock``) are those of
-    :class:`~scalekit.locking.RedisLock`.
-
-    :raises ConfigurationError: *n* not a positive integer, or as RedisLock.
+    Raises:
+        ConfigurationError: `n` not a positive integer, or as RedisLock.
 
     Every lease has its own token from the per-name counter, so tokens are
-    unique and grow with each grant. Waiters are served in arrival order.
+    unique and grow with each grant. Waiters are served in arrival order; a
+    free place is offered to the first and claimed as RedisLock's are.
 
     Thread-safe. Cost: one round trip to acquire or release, O(log n) on
     the server.

@@ -57,26 +57,31 @@ class _Attempt:
 
 
 class ZooKeeperLock(BaseLock):
-    """A distributed lock on a ZooKeeper ensemble, fair and fenced by ``czxid``.
+    """A distributed lock on a ZooKeeper ensemble, fair and fenced by `czxid`.
 
-    :param client: a started ``kazoo.client.KazooClient`` you configured.
-    :param path: the lock's znode, e.g. ``/locks/stock/42``; it is the name.
-    :param op_timeout: the most any single ZooKeeper call may take before
-        :class:`BackendUnavailableError`.
-    :param suspended_grace: if set, seconds the connection may stay
-        ``SUSPENDED`` before every lease is declared lost. Not needed for
-        safety: leases are declared lost at the latest 2/3 of the
-        negotiated session timeout after the server last answered,
-        whatever kazoo's state.
-    :param reentrant: let the owning thread acquire again, counted.
-    :param on_lost: called once with a lease when it is found lost.
-    :param clock: monotonic seconds (inject a FakeClock in tests).
+    Args:
+        client: a started `kazoo.client.KazooClient` you configured.
+        path: the lock's znode, e.g. `/locks/stock/42`; it is the name.
+        op_timeout: the most any single ZooKeeper call may take before
+            `BackendUnavailableError`.
+        suspended_grace: if set, seconds the connection may stay `SUSPENDED`
+            before every lease is declared lost. Not needed for safety: leases
+            are declared lost at the latest 2/3 of the negotiated session
+            timeout after the server last answered, whatever kazoo's state.
+        reentrant: let the owning thread acquire again, counted.
+        on_lost: called once with a lease when it is found lost.
+        clock: monotonic seconds (inject a FakeClock in tests).
 
-    There is no ttl: a lease lasts as long as the client's session.
-    :raises ConfigurationError: empty *path* or *op_timeout* <= 0.
+    Raises:
+        ConfigurationError: empty `path` or `op_timeout` <= 0.
+
+    There is no ttl: a lease lasts as long as the client's session, and the
+    holder is told before the server can expire that session (see
+    docs/locking.md for the clock assumption).
 
     Thread-safe. Cost: acquire is a create and a get_children (plus an
-    exists watch while waiting); release is one delete.
+    exists watch while waiting); release is one delete. One ping per sixth
+    of the session timeout per client while leases are live.
     """
 
     _track_live = True
