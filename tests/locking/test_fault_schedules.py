@@ -164,6 +164,21 @@ def test_a_holder_that_reads_its_lease_as_held_after_a_successor_was_granted_fai
     assert check(ok, 2).failed("exclusion") == []
 
 
+def test_a_session_closed_by_force_is_exempt_from_exclusion_for_expiry_notice() -> None:
+    events = section("w0", 1, 0.0, 0, released=False) + section("w1", 2, 0.3, 1)
+    events += [
+        ev("nemesis", "invoke", "expire", 0.2, target="w0"),
+        ev("nemesis", "ok", "expire", 0.25, target="w0"),
+        ev("w0", "invoke", "write", 0.5, 1, 1, checked=0.5, lost=False, bound=0.5),
+        ev("w0", "fail", "write", 0.51, 1, 1, error="StaleTokenError"),
+        ev("w0", "info", "notice", 0.52, 1),
+    ]
+    bounds = CheckBounds(notice=0.0, recovery=1.0, margin=0.1, expiry_notice=1.0)
+    assert check(events, 2, bounds).ok, check(events, 2, bounds).table()
+    strict = CheckBounds(notice=0.0, recovery=1.0, margin=0.1, expiry_notice=0.1)
+    assert check(events, 2, strict).failed("exclusion")
+
+
 def test_a_token_granted_twice_fails_exclusion() -> None:
     events = section("w0", 1, 0.0, 0) + section("w1", 1, 0.2, 1)
     assert "token 1 was granted to w0 and to w1" in check(events, 2).failed("exclusion")[0].message

@@ -23,7 +23,9 @@ fenced store must keep whatever the faults, and reports every violation:
 * `exclusion` — no two leases were held and not lost at once: when a
   client found its lease not lost (the `checked` time of a read or write),
   no lease with a higher token had been granted yet (its `acquire`
-  returned before), and no token was granted twice.
+  returned before), and no token was granted twice. A session that the
+  nemesis closed by force (`expire`) is exempt for `expiry_notice`: no
+  client can know of it sooner.
 * `validity` — a lease's local deadline is no later than the expiry the
   server reported for it (`validity_ms` measured at `validity_at`).
 * `notice` — every lease that outlived its deadline (or, without a ttl,
@@ -213,7 +215,7 @@ def check_lock_history(
     leases = _leases(events)
     _check_fencing(events, report)
     _check_lost_updates(events, final_value, report)
-    _check_exclusion(leases, report)
+    _check_exclusion(leases, faults, bounds, report)
     _check_validity(leases, bounds, report)
     _check_notice(leases, faults, bounds, report)
     _check_call_bounds(events, faults, bounds, report)
@@ -346,7 +348,9 @@ def _check_lost_updates(events: list[Event], final_value: int, report: CheckRepo
         )
 
 
-def _check_exclusion(leases: list[_Lease], report: CheckReport) -> None:
+def _check_exclusion(
+    leases: list[_Lease], faults: _Faults, bounds: CheckBounds, report: CheckReport
+) -> None:
     ordered = sorted(leases, key=lambda lease: lease.token)
     tokens = [lease.token for lease in ordered]
     # suffix[i]: the earliest grant among the leases ordered[i:].
@@ -366,6 +370,8 @@ def _check_exclusion(leases: list[_Lease], report: CheckReport) -> None:
     for lease in ordered:
         higher = bisect.bisect_right(tokens, lease.token)
         for checked in lease.checks:
+            if _expired_by_force(faults, lease, checked, bounds.expiry_notice):
+                continue  # a session closed by the nemesis: told within expiry_notice
             report.checked["exclusion"] += 1
             if suffix[higher] < checked:
                 successor = min(ordered[higher:], key=lambda s: s.granted)
@@ -377,6 +383,14 @@ def _check_exclusion(leases: list[_Lease], report: CheckReport) -> None:
                     f"token {successor.token}",
                 )
                 break
+
+
+def _expired_by_force(faults: _Faults, lease: _Lease, checked: float, grace: float) -> bool:
+    """Whether *checked* falls in a forced session expiry of the lease's process (plus *grace*)."""
+    return any(
+        kind == "expire" and lease.granted <= a <= checked <= b + grace
+        for a, b, kind in faults.windows.get(lease.process, ())
+    )
 
 
 def _check_validity(leases: list[_Lease], bounds: CheckBounds, report: CheckReport) -> None:
