@@ -363,14 +363,12 @@ class SQLFencedStore:
     def _fenced(self, op: str, key: str, token: Token, value: Any) -> Any:
         key = _key(key)
         number, owner = _token(token)
-        if not self._holders:
-            owner = ""
         try:
             row = self._execute(op, self._params(op, key, number, owner, value))
             if row is None:
                 existing = self._execute("fence", (key,))
                 if existing is None:
-                    insert = "insert_claim" if op == "claim" else f"insert_{op}"
+                    insert = f"insert_{op}"
                     row = self._execute(insert, self._params(insert, key, number, owner, value))
                 if row is None:
                     current = self._execute("fence", (key,))

@@ -1,0 +1,697 @@
+"""Randomized fault schedules for the locks: worker processes, a nemesis, a checker.
+
+[run_schedule][scalekit.testing.lock_workload.run_schedule] starts real
+servers, at least four worker processes that contend for one lock and do
+fenced increments through a
+[RedisFencedStore][scalekit.locking.fencing.RedisFencedStore] on a separate
+Redis, and a seeded [Nemesis][scalekit.testing.nemesis.Nemesis] that
+SIGSTOPs and SIGKILLs holders and waiters, crash-restarts AOF-backed Redis
+servers, blackholes, delays and resets the TCP proxies in front of them,
+kills the ZooKeeper leader and expires a holder's session. Every worker
+writes its history (see `scalekit.testing.history`); the parent merges the
+histories and runs
+[check_lock_history][scalekit.testing.lock_checker.check_lock_history].
+
+Backends: `redis` (RedisLock), `async-redis` (AsyncRedisLock), `redlock`
+(Redlock over 3 servers) and `zookeeper` (ZooKeeperLock on a 3-node
+ensemble). A worker is this module run as a script:
+`python -m scalekit.testing.lock_workload '<json config>'`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import ConfigurationError, InvalidStateError
+from .history import Event, HistoryRecorder, read_history
+from .lock_checker import CheckBounds, CheckReport, check_lock_history
+from .nemesis import Fault, Nemesis, make_schedule
+
+__all__ = ["BACKENDS", "Settings", "SoakResult", "run_schedule"]
+
+BACKENDS = ("redis", "async-redis", "redlock", "zookeeper")
+
+_PROCESS_FAULTS = ("pause-holder", "kill-holder", "kill-waiter")
+_REDIS_FAULTS = (*_PROCESS_FAULTS, "restart", "blackhole", "delay", "reset")
+_FAULTS = {
+    "redis": _REDIS_FAULTS,
+    "async-redis": _REDIS_FAULTS,
+    "redlock": _REDIS_FAULTS,
+    "zookeeper": (*_PROCESS_FAULTS, "kill-leader", "expire-session"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The locks' parameters in a run, and the bounds they imply.
+
+    Attributes:
+        ttl: the lease ttl of the Redis locks.
+        op_timeout: RedisLock's and ZooKeeperLock's per-call bound.
+        instance_timeout: Redlock's per-master bound.
+        session_timeout: the ZooKeeper session timeout asked for.
+        acquire_timeout: `acquire(timeout=...)` of every worker.
+        margin: slack on every bound, for a loaded machine.
+        tick_time: the ZooKeeper ensemble's tick, in seconds.
+    """
+
+    ttl: float = 1.0
+    op_timeout: float = 0.5
+    instance_timeout: float = 0.1
+    session_timeout: float = 2.0
+    acquire_timeout: float = 2.0
+    margin: float = 0.25
+    tick_time: float = 0.5
+
+    def lease_time(self, backend: str) -> float:
+        """How long a lease outlives its holder: the ttl, or the session timeout."""
+        return self.session_timeout if backend == "zookeeper" else self.ttl
+
+    def call_bounds(self, backend: str) -> dict[str, float]:
+        """The documented bound of each call a worker makes, in seconds.
+
+        As docs/locking.md states them: `acquire(timeout=T)` returns or
+        raises within `T + 0.1`; a release within `op_timeout + 0.1`
+        (Redlock: one round over its masters, `N * instance_timeout + 0.1`);
+        a fenced-store call within its `op_timeout`.
+        """
+        slack = 0.1
+        if backend == "redlock":
+            release = 3 * self.instance_timeout + slack
+        else:
+            release = self.op_timeout + slack
+        return {
+            "acquire": self.acquire_timeout + slack,
+            "release": release,
+            "store": self.op_timeout,
+        }
+
+    def check_bounds(self, backend: str) -> CheckBounds:
+        """What the checker holds a run of *backend* to.
+
+        A dead holder's lease outlives it by the ttl; a ZooKeeper session by
+        its timeout plus one tick (the server expires sessions in ticks of
+        `tick_time`, 500 ms in `ZooKeeperEnsemble`).
+        """
+        lease = self.lease_time(backend)
+        if backend == "zookeeper":
+            lease += self.tick_time
+        return CheckBounds(
+            notice=0.0,
+            recovery=lease + self.margin,
+            margin=self.margin,
+            expiry_notice=self.session_timeout if backend == "zookeeper" else 0.0,
+        )
+
+
+@dataclass
+class SoakResult:
+    """The outcome of one schedule: its seed, the faults, the history, the checker's report."""
+
+    backend: str
+    seed: int
+    seconds: float
+    schedule: list[Fault]
+    events: list[Event]
+    report: CheckReport
+    took: float
+    nemesis_errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        s = self.report.stats
+        return (
+            f"backend={self.backend} seed={self.seed} faults={len(self.schedule)} "
+            f"leases={int(s.get('leases', 0))} writes={int(s.get('writes_ok', 0))} "
+            f"refused={int(s.get('writes_refused', 0))} final={int(s.get('final_value', 0))} "
+            f"took={self.took:.1f}s {'OK' if self.report.ok else 'VIOLATIONS'}"
+        )
+
+
+# -- the worker ---------------------------------------------------------------------------
+
+
+def _probe_script() -> str:
+    return (
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+        "return redis.call('PTTL', KEYS[1]) else return -3 end"
+    )
+
+
+class _Worker:
+    """One contending client: acquire, fenced read, fenced write, release, in a loop."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        import redis
+
+        from ..locking.fencing import RedisFencedStore
+
+        self.cfg = cfg
+        self.rec = HistoryRecorder(cfg["history"], cfg["process"])
+        self.rng = random.Random(cfg["seed"])
+        self.stop_path = Path(cfg["stop"])
+        self.bounds = cfg["bounds"]
+        self.store_client = redis.Redis.from_url(cfg["store"], socket_timeout=2)
+        self.store = RedisFencedStore(
+            self.store_client, namespace=cfg["namespace"], op_timeout=cfg["op_timeout"]
+        )
+        self.probes = [
+            redis.Redis.from_url(url, socket_timeout=0.3, socket_connect_timeout=0.3)
+            for url in cfg.get("probe", [])
+        ]
+        self.session = ""
+
+    def notice(self, lease: Any) -> None:
+        self.rec.info("notice", token=lease.token)
+
+    def validity(self, lease: Any) -> dict[str, Any]:
+        """The expiry the lock servers report for *lease*, as ms after `validity_at`."""
+        if not self.probes:
+            return {}
+        ends = []
+        for client in self.probes:
+            try:
+                pttl = int(client.eval(_probe_script(), 1, self.cfg["lock_key"], lease.owner))
+            except Exception:
+                continue
+            if pttl >= 0:
+                ends.append(time.monotonic() + pttl / 1000)
+        quorum = len(self.probes) // 2 + 1
+        if len(ends) < quorum:
+            return {}
+        # The lease holds while a majority holds the key: the quorum-th latest expiry.
+        end = sorted(ends, reverse=True)[quorum - 1]
+        at = time.monotonic()
+        return {"validity_ms": (end - at) * 1000 + 1, "validity_at": at}
+
+    def advertise(self, lease: Any) -> None:
+        with contextlib.suppress(Exception):
+            self.store_client.set(
+                self.cfg["namespace"] + "holder",
+                f"{self.cfg['process']} {os.getpid()} {self.session}",
+                px=int(self.cfg["lease_time"] * 3000),
+            )
+
+    def checked(self, lease: Any) -> dict[str, Any]:
+        at = time.monotonic()
+        return {"checked": at, "lost": bool(lease.lost.is_set())}
+
+    def store_step(self, lease: Any, do: Callable[..., Any], *args: Any) -> tuple[str, Any]:
+        from ..exceptions import BackendUnavailableError, StaleTokenError
+
+        try:
+            return "ok", do(*args)
+        except StaleTokenError:
+            return "fail", "StaleTokenError"
+        except BackendUnavailableError as exc:
+            return "info", type(exc).__name__
+
+    def rmw_sync(self, lease: Any) -> None:
+        key, token, bound = "counter", lease.token, self.bounds["store"]
+        self.rec.invoke("read", token=token, bound=bound, **self.checked(lease))
+        outcome, got = self.store_step(lease, self.store.read, key, lease)
+        if outcome != "ok":
+            self.rec.record(outcome, "read", token=token, error=got)
+            return
+        value = int(got or 0)
+        self.rec.ok("read", token=token, value=value)
+        time.sleep(self.rng.uniform(0, 0.02))  # a critical section the nemesis can hit
+        self.rec.invoke("write", token=token, value=value + 1, bound=bound, **self.checked(lease))
+        outcome, got = self.store_step(lease, self.store.write, key, value + 1, lease)
+        if outcome == "ok":
+            self.rec.ok("write", token=token, value=value + 1)
+        else:
+            self.rec.record(outcome, "write", token=token, value=value + 1, error=got)
+
+    def stopping(self) -> bool:
+        return self.stop_path.exists()
+
+
+def _make_sync_lock(cfg: dict[str, Any], worker: _Worker) -> Any:
+    backend = cfg["backend"]
+    if backend == "redis":
+        import redis
+
+        from ..locking.redis_lock import RedisLock
+
+        return RedisLock(
+            redis.Redis.from_url(cfg["lock"][0]),
+            cfg["name"],
+            ttl=cfg["ttl"],
+            op_timeout=cfg["op_timeout"],
+            on_lost=worker.notice,
+        )
+    if backend == "redlock":
+        import redis
+
+        from ..locking.redlock import Redlock
+
+        return Redlock(
+            [redis.Redis.from_url(url) for url in cfg["lock"]],
+            cfg["name"],
+            ttl=cfg["ttl"],
+            instance_timeout=cfg["instance_timeout"],
+            rng=random.Random(cfg["seed"]),
+            on_lost=worker.notice,
+        )
+    from kazoo.client import KazooClient
+
+    from ..locking.zookeeper_lock import ZooKeeperLock
+
+    client = KazooClient(hosts=cfg["lock"][0], timeout=cfg["session_timeout"])
+    client.start(timeout=30)
+
+    def remember_session(_state: Any = None) -> None:
+        with contextlib.suppress(Exception):
+            sid, password = client.client_id
+            worker.session = f"{sid} {password.hex()}"
+
+    remember_session()
+    client.add_listener(remember_session)
+    return ZooKeeperLock(
+        client, "/" + cfg["name"], op_timeout=cfg["op_timeout"], on_lost=worker.notice
+    )
+
+
+def _run_sync(cfg: dict[str, Any]) -> None:
+    from ..exceptions import BackendUnavailableError, LockError, LockLostError, LockTimeoutError
+
+    worker = _Worker(cfg)
+    lock = _make_sync_lock(cfg, worker)
+    rec = worker.rec
+    rec.info("start", pid=os.getpid())
+    while not worker.stopping():
+        if cfg["backend"] == "zookeeper":
+            with contextlib.suppress(Exception):
+                sid, password = lock.client.client_id
+                worker.session = f"{sid} {password.hex()}"
+        rec.invoke("acquire", bound=worker.bounds["acquire"])
+        try:
+            lease = lock.acquire(timeout=cfg["acquire_timeout"])
+        except LockTimeoutError:
+            rec.fail("acquire", error="LockTimeoutError")
+            continue
+        except BackendUnavailableError as exc:
+            rec.fail("acquire", error=type(exc).__name__)
+            time.sleep(0.05)
+            continue
+        assert lease is not None
+        rec.ok("acquire", token=lease.token, deadline=lease.deadline, **worker.validity(lease))
+        worker.advertise(lease)
+        worker.rmw_sync(lease)
+        rec.invoke("release", token=lease.token, bound=worker.bounds["release"])
+        try:
+            lease.release()
+            rec.ok("release", token=lease.token)
+        except LockLostError:
+            rec.fail("release", token=lease.token, error="LockLostError")
+        except BackendUnavailableError as exc:
+            rec.info("release", token=lease.token, error=type(exc).__name__)
+        except LockError as exc:
+            rec.fail("release", token=lease.token, error=type(exc).__name__)
+    rec.info("stop")
+
+
+async def _run_async(cfg: dict[str, Any]) -> None:
+    import redis.asyncio
+
+    from ..exceptions import BackendUnavailableError, LockError, LockLostError, LockTimeoutError
+    from ..locking.async_redis_lock import AsyncRedisLock
+
+    worker = _Worker(cfg)
+    rec = worker.rec
+    lock = AsyncRedisLock(
+        redis.asyncio.Redis.from_url(cfg["lock"][0]),
+        cfg["name"],
+        ttl=cfg["ttl"],
+        op_timeout=cfg["op_timeout"],
+        on_lost=worker.notice,
+    )
+    rec.info("start", pid=os.getpid())
+    while not worker.stopping():
+        rec.invoke("acquire", bound=worker.bounds["acquire"])
+        try:
+            lease = await lock.acquire(timeout=cfg["acquire_timeout"])
+        except LockTimeoutError:
+            rec.fail("acquire", error="LockTimeoutError")
+            continue
+        except BackendUnavailableError as exc:
+            rec.fail("acquire", error=type(exc).__name__)
+            await asyncio.sleep(0.05)
+            continue
+        assert lease is not None
+        validity = await asyncio.to_thread(worker.validity, lease)
+        rec.ok("acquire", token=lease.token, deadline=lease.deadline, **validity)
+        worker.advertise(lease)
+        # The store is synchronous: run it off the loop, so the loop keeps
+        # delivering lost-lease notices on time.
+        await asyncio.to_thread(worker.rmw_sync, lease)
+        rec.invoke("release", token=lease.token, bound=worker.bounds["release"])
+        try:
+            await lease.release()
+            rec.ok("release", token=lease.token)
+        except LockLostError:
+            rec.fail("release", token=lease.token, error="LockLostError")
+        except BackendUnavailableError as exc:
+            rec.info("release", token=lease.token, error=type(exc).__name__)
+        except LockError as exc:
+            rec.fail("release", token=lease.token, error=type(exc).__name__)
+    rec.info("stop")
+
+
+def worker_main(argv: list[str]) -> None:
+    """Entry point of a worker process: `argv[0]` is its JSON configuration."""
+    cfg = json.loads(argv[0])
+    if cfg["backend"] == "async-redis":
+        asyncio.run(_run_async(cfg))
+    else:
+        _run_sync(cfg)
+
+
+# -- the parent ---------------------------------------------------------------------------
+
+
+class _Cluster:
+    """The servers, proxies and worker processes of one run, and the faults on them."""
+
+    def __init__(self, backend: str, settings: Settings, workdir: Path, seed: int) -> None:
+        from .proxy import TCPProxy
+        from .redis_servers import RedisServer
+
+        self.backend = backend
+        self.settings = settings
+        self.workdir = workdir
+        self.seed = seed
+        self.name = f"soak-{backend}-{seed}"
+        self.namespace = f"soak:{backend}:{seed}:"
+        self.stop_path = workdir / "stop"
+        self.servers: list[Any] = []
+        self.proxies: list[Any] = []
+        self.ensemble: Any = None
+        self.store_server = RedisServer(appendonly=True, workdir=workdir / "store")
+        self.store_server.start()
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.next_id = 0
+        if backend == "zookeeper":
+            from .zookeeper_servers import ZooKeeperEnsemble
+
+            self.ensemble = ZooKeeperEnsemble(workdir=workdir / "zk")
+            self.ensemble.start()
+            self.lock_targets = [self.ensemble.hosts]
+            self.probe: list[str] = []
+            self.lock_key = ""
+        else:
+            count = 3 if backend == "redlock" else 1
+            for i in range(count):
+                server = RedisServer(appendonly=True, workdir=workdir / f"lock{i}")
+                server.start()
+                self.servers.append(server)
+                self.proxies.append(TCPProxy(*server.address))
+            self.lock_targets = [f"redis://{p.host}:{p.port}/0" for p in self.proxies]
+            self.probe = [s.url for s in self.servers]
+            prefix = "scalekit:redlock:" if backend == "redlock" else "scalekit:lock:"
+            self.lock_key = f"{prefix}{{{self.name}}}"
+
+    def spawn(self) -> str:
+        process = f"w{self.next_id}"
+        self.next_id += 1
+        s = self.settings
+        cfg = {
+            "backend": self.backend,
+            "process": process,
+            "seed": self.seed * 1000 + self.next_id,
+            "history": str(self.workdir / f"{process}.jsonl"),
+            "stop": str(self.stop_path),
+            "store": self.store_server.url,
+            "namespace": self.namespace,
+            "name": self.name,
+            "lock": self.lock_targets,
+            "probe": self.probe,
+            "lock_key": self.lock_key,
+            "ttl": s.ttl,
+            "op_timeout": s.op_timeout,
+            "instance_timeout": s.instance_timeout,
+            "session_timeout": s.session_timeout,
+            "acquire_timeout": s.acquire_timeout,
+            "lease_time": s.lease_time(self.backend),
+            "bounds": s.call_bounds(self.backend),
+        }
+        log = open(self.workdir / f"{process}.log", "ab")  # noqa: SIM115 - the child owns it
+        self.children[process] = subprocess.Popen(
+            [sys.executable, "-m", "scalekit.testing.lock_workload", json.dumps(cfg)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return process
+
+    def alive(self) -> list[str]:
+        return [p for p, c in self.children.items() if c.poll() is None]
+
+    def started(self, process: str) -> bool:
+        path = self.workdir / f"{process}.jsonl"
+        return path.exists() and path.stat().st_size > 0
+
+    def holder(self) -> tuple[str | None, list[str]]:
+        """The process that last announced it holds the lock, and its session (ZooKeeper)."""
+        raw = self.store_server.execute("GET", self.namespace + "holder").split(b"\r\n")
+        if len(raw) < 2 or not raw[1]:
+            return None, []
+        parts = raw[1].decode().split()
+        process = parts[0]
+        if process not in self.alive():
+            return None, []
+        return process, parts[2:]
+
+    def pick(self, fault: Fault, holder: bool) -> str | None:
+        found, _ = self.holder()
+        alive = self.alive()
+        if holder and found is not None:
+            return found
+        others = [p for p in alive if p != found]
+        if not others:
+            return None
+        return others[int(fault.pick * len(others))]
+
+    # -- the faults ---------------------------------------------------------------------------
+    def pause_holder(self, fault: Fault, rec: HistoryRecorder) -> None:
+        target = self.pick(fault, holder=True)
+        if target is None:
+            return
+        child = self.children[target]
+        rec.invoke("pause", target=target)
+        child.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(fault.duration)
+        finally:
+            child.send_signal(signal.SIGCONT)
+            rec.ok("pause", target=target)
+
+    def kill(self, fault: Fault, rec: HistoryRecorder, holder: bool) -> None:
+        target = self.pick(fault, holder=holder)
+        if target is None:
+            return
+        child = self.children[target]
+        child.kill()
+        rec.info("kill", target=target, holder=holder)
+        child.wait()
+        time.sleep(fault.duration)
+        self.spawn()
+
+    def restart(self, fault: Fault, rec: HistoryRecorder) -> None:
+        server = self.servers[int(fault.pick * len(self.servers))]
+        rec.invoke("restart", target=server.port)
+        server.kill()  # a crash: appendfsync always keeps every acknowledged write
+        time.sleep(fault.duration)
+        server.start()
+        rec.ok("restart", target=server.port)
+
+    def network(self, fault: Fault, rec: HistoryRecorder, how: str) -> None:
+        proxy = self.proxies[int(fault.pick * len(self.proxies))]
+        rec.invoke(how, target=proxy.port)
+        if how == "blackhole":
+            proxy.blackhole()
+        elif how == "delay":
+            proxy.delay(self.settings.op_timeout * 0.4)
+        else:
+            proxy.reset()
+        try:
+            time.sleep(fault.duration)
+        finally:
+            proxy.pass_through()
+            rec.ok(how, target=proxy.port)
+
+    def kill_leader(self, fault: Fault, rec: HistoryRecorder) -> None:
+        rec.invoke("kill-leader")
+        killed = self.ensemble.kill_leader()
+        time.sleep(fault.duration)
+        killed.start()
+        rec.ok("kill-leader", target=killed.port)
+
+    def expire_session(self, fault: Fault, rec: HistoryRecorder) -> None:
+        from kazoo.client import KazooClient
+
+        target, session = self.holder()
+        if target is None or len(session) != 2:
+            return
+        rec.invoke("expire", target=target)
+        try:
+            twin = KazooClient(
+                hosts=self.ensemble.hosts,
+                client_id=(int(session[0]), bytes.fromhex(session[1])),
+                timeout=self.settings.session_timeout,
+            )
+            twin.start(timeout=5)
+            twin.stop()
+            twin.close()
+        finally:
+            rec.ok("expire", target=target)
+
+    def actions(self) -> dict[str, Callable[[Fault, HistoryRecorder], None]]:
+        return {
+            "pause-holder": self.pause_holder,
+            "kill-holder": lambda f, r: self.kill(f, r, holder=True),
+            "kill-waiter": lambda f, r: self.kill(f, r, holder=False),
+            "restart": self.restart,
+            "blackhole": lambda f, r: self.network(f, r, "blackhole"),
+            "delay": lambda f, r: self.network(f, r, "delay"),
+            "reset": lambda f, r: self.network(f, r, "reset"),
+            "kill-leader": self.kill_leader,
+            "expire-session": self.expire_session,
+        }
+
+    def final_value(self) -> int:
+        key = f"{self.namespace}{{counter}}"
+        raw = self.store_server.execute("GET", key).split(b"\r\n")
+        return int(raw[1]) if len(raw) > 1 and raw[1] else 0
+
+    def close(self) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                with contextlib.suppress(OSError):
+                    child.send_signal(signal.SIGCONT)
+                child.kill()
+            child.wait()
+        for proxy in self.proxies:
+            proxy.close()
+        for server in self.servers:
+            server.close()
+        if self.ensemble is not None:
+            self.ensemble.close()
+        self.store_server.close()
+
+
+def run_schedule(
+    backend: str,
+    *,
+    seed: int,
+    seconds: float,
+    workers: int = 4,
+    settings: Settings | None = None,
+    progress: Callable[[float], None] | None = None,
+    keep: str | os.PathLike[str] | None = None,
+) -> SoakResult:
+    """Run one seeded fault schedule against *backend* and check its history.
+
+    Args:
+        backend: one of `BACKENDS`.
+        seed: the nemesis's seed (print it: the same seed replays the schedule).
+        seconds: faults start within this many seconds; the run then goes
+            on quietly for the recovery bound plus one second.
+        workers: contending worker processes (at least 4); killed ones are
+            replaced.
+        settings: the locks' parameters and bounds.
+        progress: called with the fraction of the run done, now and then.
+        keep: a directory to keep the histories and logs in (default: a
+            temporary one, removed afterwards).
+
+    Returns:
+        A [SoakResult][scalekit.testing.lock_workload.SoakResult] with the
+        checker's report.
+
+    Raises:
+        ConfigurationError: an unknown *backend*, or fewer than 4 *workers*.
+    """
+    if backend not in BACKENDS:
+        raise ConfigurationError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if workers < 4:
+        raise ConfigurationError(f"workers must be at least 4, got {workers!r}")
+    s = settings or Settings()
+    bounds = s.check_bounds(backend)
+    kinds = _FAULTS[backend]
+    lease = s.lease_time(backend)
+    durations = {
+        "pause-holder": (1.2 * lease, 1.8 * lease),
+        "kill-holder": (0.1, 0.5),
+        "kill-waiter": (0.1, 0.5),
+        "restart": (0.05, 0.5),
+        "kill-leader": (0.5, 2.0),
+    }
+    schedule = make_schedule(seed, kinds, seconds, durations=durations)
+    workdir = Path(keep) if keep is not None else Path(tempfile.mkdtemp(prefix="scalekit-soak-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    # A kept directory of an earlier run: its histories and server data must go.
+    for old in [workdir / "stop", *workdir.glob("*.jsonl"), *workdir.glob("w*.log")]:
+        old.unlink(missing_ok=True)
+    for data in ["store", "zk", "lock0", "lock1", "lock2"]:
+        shutil.rmtree(workdir / data, ignore_errors=True)
+    began = time.monotonic()
+    cluster = _Cluster(backend, s, workdir, seed)
+    nemesis_log = HistoryRecorder(workdir / "nemesis.jsonl", "nemesis")
+    nemesis = Nemesis(schedule, cluster.actions(), nemesis_log)
+    try:
+        for _ in range(workers):
+            cluster.spawn()
+        deadline = time.monotonic() + 60
+        while not all(cluster.started(p) for p in cluster.children):
+            if time.monotonic() > deadline:
+                raise InvalidStateError(f"workers did not start; see the logs in {workdir}")
+            time.sleep(0.02)
+        nemesis.start()
+        expected = max(f.at + f.duration for f in schedule) if schedule else 0.0
+        started = time.monotonic()
+        while not nemesis.join(0.2):
+            if progress is not None:
+                progress(min(0.95, (time.monotonic() - started) / (expected + bounds.recovery + 1)))
+        time.sleep(bounds.recovery + 1.0)
+        nemesis_log.info("end")
+        cluster.stop_path.touch()
+        grace = time.monotonic() + max(s.call_bounds(backend).values()) * 3 + 5
+        while cluster.alive() and time.monotonic() < grace:
+            time.sleep(0.05)
+        for process in cluster.alive():  # stuck: its pending call never returned
+            nemesis_log.info("stuck", target=process)
+        final = cluster.final_value()
+    finally:
+        nemesis.stop()
+        nemesis.join(30)
+        cluster.close()
+        nemesis_log.close()
+    events = read_history(sorted(workdir.glob("*.jsonl")))
+    report = check_lock_history(events, final_value=final, bounds=bounds)
+    if progress is not None:
+        progress(1.0)
+    result = SoakResult(
+        backend, seed, seconds, schedule, events, report, time.monotonic() - began, nemesis.errors
+    )
+    if keep is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+if __name__ == "__main__":
+    worker_main(sys.argv[1:])
