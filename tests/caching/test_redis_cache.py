@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from scalekit.caching.redis_cache import CacheLoadTimeoutError, RedisCache
-from scalekit.exceptions import BackendUnavailableError, ConfigurationError
+from scalekit.exceptions import BackendError, BackendUnavailableError, ConfigurationError
 from scalekit.sharding import key_slot
 from scalekit.testing import FakeClock
 from tests.caching._redis_helpers import (  # noqa: F401 - fixtures
@@ -626,3 +626,48 @@ def test_serializers_refuse_at_write_time_what_they_cannot_read(client: Any) -> 
     with pytest.raises(ConfigurationError, match="merged"):
         plain.get_or_load("m", lambda: {1: "a", "1": "b"})
     assert client.exists(plain._name("p"), plain._name("m"), plain._name("m") + ":lease") == 0
+
+
+# -- a refused PUBLISH: the write and its report agree ----------------------------
+def test_refused_publish_is_refused_at_construction_and_writes_nothing(
+    fresh_redis_server: Any,
+) -> None:
+    """Redis 7's default `acl-pubsub-default resetchannels` grants a new user no channel."""
+    import redis
+
+    admin = make_client(("standalone", fresh_redis_server.url))
+    namespace = unique_namespace()
+    channel = f"{namespace}:__invalidations__"
+    admin.acl_setuser(
+        "nochan", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all"], channels=[]
+    )
+    user = make_client(("standalone", fresh_redis_server.url), username="nochan", password="pw")
+    with pytest.raises(ConfigurationError, match=f"PUBLISH.*{channel}"):
+        RedisCache(user, namespace=namespace)
+    RedisCache(user, namespace=namespace, notify=False).set("quiet", 1)  # no channel needed
+
+    # Rights revoked after construction: each refused write leaves nothing written.
+    admin.acl_setuser(
+        "nochan",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        commands=["+@all"],
+        channels=[channel],
+    )
+    cache = RedisCache(user, namespace=namespace)
+    admin.acl_setuser("nochan", enabled=True, reset_channels=True)
+    admin.execute_command("CLIENT", "KILL", "USER", "nochan")
+    reader = RedisCache(admin, namespace=namespace)
+    reader.set("d", "before")
+    for write in (
+        lambda: cache.set("a", 1),
+        lambda: cache.set_many({"b": 1, "c": 2}),
+        lambda: cache.get_or_load("e", lambda: "loaded"),
+        lambda: cache.delete("d"),
+    ):
+        with pytest.raises(BackendError, match="nothing was written") as info:
+            write()
+        assert isinstance(info.value.__cause__, redis.ResponseError)
+    assert reader.get_many(list("abcde")) == {"d": "before"}
+    admin.close()

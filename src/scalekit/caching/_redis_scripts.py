@@ -28,27 +28,32 @@ _FRESH = (
 )
 
 # KEYS: value1, ver1, value2, ver2, ... ARGV: channel, lease_ms, then per key
-# (user key, kind, fresh_ms, px, payload, version). The version is set before the value,
-# so a write-back running between the two is already rejected.
+# (user key, kind, fresh_ms, px, payload, version). Every PUBLISH comes before the first
+# write: Lua has no rollback, so a refused PUBLISH (an ACL without the channel) must
+# leave nothing written. A script runs atomically, so no reader sees the order.
+# The version is set before the value, so a write-back running between the two is
+# already rejected.
 SET = """
 local ch, lease = ARGV[1], tonumber(ARGV[2])
+if ch ~= '' then
+  for i = 1, #KEYS, 2 do redis.call('PUBLISH', ch, ARGV[3 + (i - 1) / 2 * 6]) end
+end
 for i = 1, #KEYS, 2 do
   local a = 3 + (i - 1) / 2 * 6
   local px, ver = tonumber(ARGV[a + 3]), ARGV[a + 5]
   redis.call('SET', KEYS[i + 1], ver, 'PX', px + lease)
   redis.call('SET', KEYS[i], ARGV[a + 1] .. ver .. ':' .. ARGV[a + 2] .. ':' .. ARGV[a + 4],
              'PX', px)
-  if ch ~= '' then redis.call('PUBLISH', ch, ARGV[a]) end
 end
 return 1
 """
 
 # KEYS: value, ver. ARGV: channel, lease_ms, user key, version. 1 if a value was removed.
+# PUBLISH first, as in SET.
 INVALIDATE = """
-redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[2])
-local removed = redis.call('DEL', KEYS[1])
 if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[3]) end
-return removed
+redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[2])
+return redis.call('DEL', KEYS[1])
 """
 
 # KEYS: value, ver, lease. ARGV: token, lease_ms, now_ms, version (used if :ver is absent).
@@ -75,15 +80,16 @@ return {3, v}
 
 # KEYS: value, ver, lease. ARGV: token, version read, kind, fresh_ms, px, payload, lease_ms,
 # channel, user key, new version.
-# 1 written | 0 lease lost | -1 version changed (or vanished) since the lease was taken
+# 1 written | 0 lease lost | -1 version changed (or vanished) since the lease was taken.
+# PUBLISH before any write, as in SET.
 WRITE_BACK = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then redis.call('DEL', KEYS[3]) return -1 end
+if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 redis.call('DEL', KEYS[3])
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
 local px, ver = tonumber(ARGV[5]), ARGV[10]
 redis.call('SET', KEYS[2], ver, 'PX', px + tonumber(ARGV[7]))
 redis.call('SET', KEYS[1], ARGV[3] .. ver .. ':' .. ARGV[4] .. ':' .. ARGV[6], 'PX', px)
-if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 return 1
 """
 

@@ -47,6 +47,14 @@ _UNAVAILABLE = (
 )
 
 
+def _refused(exc: redis.ResponseError) -> bool:
+    """True if *exc* is an ACL refusal (as a command's reply or from inside a script)."""
+    text = str(exc)
+    return isinstance(exc, redis.exceptions.NoPermissionError) or (
+        "NOPERM" in text or "can't publish" in text or "no permissions" in text
+    )
+
+
 class RedisCache:
     """Namespaced cache-aside over a `redis.Redis` or `redis.cluster.RedisCluster`.
 
@@ -154,6 +162,27 @@ class RedisCache:
         self._acquire = client.register_script(scripts.ACQUIRE)
         self._write_back = client.register_script(scripts.WRITE_BACK)
         self._release = client.register_script(scripts.RELEASE)
+        if self._channel_arg:
+            self._check_publish()
+
+    def _check_publish(self) -> None:
+        """Refuse a client that may not publish on `channel` (every write publishes on it).
+
+        One `PUBLISH channel ""` (an empty message, ignored by listeners). If Redis
+        is unreachable the check is skipped: a write refused later still leaves
+        nothing written, since the scripts publish before they write.
+        """
+        try:
+            self._client.publish(self.channel, b"")
+        except _UNAVAILABLE:
+            return
+        except redis.ResponseError as exc:
+            raise ConfigurationError(
+                f"the Redis user of cache {self.namespace!r} may not PUBLISH on channel "
+                f"{self.channel!r} ({exc}); every write publishes there with notify=True. "
+                f"Grant the channel (ACL SETUSER <user> &{self.channel}) or pass notify=False "
+                "(then a NearCache needs client tracking)"
+            ) from exc
 
     def _call_timeout(self) -> float:
         """Worst-case seconds of one call with the client's timeouts and retry policy."""
@@ -228,6 +257,13 @@ class RedisCache:
         except _UNAVAILABLE as exc:
             raise BackendUnavailableError(
                 f"Redis unavailable for cache {self.namespace!r}: {exc}"
+            ) from exc
+        except redis.ResponseError as exc:
+            if not _refused(exc):
+                raise BackendError(f"Redis failed for cache {self.namespace!r}: {exc}") from exc
+            raise BackendError(
+                f"Redis refused a command of cache {self.namespace!r} (the call was refused "
+                f"as a whole: nothing was written): {exc}"
             ) from exc
         except redis.RedisError as exc:
             raise BackendError(f"Redis failed for cache {self.namespace!r}: {exc}") from exc
