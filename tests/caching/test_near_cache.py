@@ -464,3 +464,30 @@ def test_cluster_slot_moved_to_a_new_primary_is_listened_to(tmp_path: Any) -> No
             assert wait_until(lambda: near.get("k") == 2, timeout=near.max_staleness + margin)
         finally:
             near.close()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_client_command_disabled_is_refused_at_construction(protocol: int) -> None:
+    """Managed services often run `rename-command CLIENT ""`: no silent switch to a mode
+    that cannot see direct writes, and no cache that stays untrusted forever."""
+    from scalekit.testing import RedisServer
+
+    with RedisServer(extra_args=["--rename-command", "CLIENT", ""]) as server:
+        spec_ = ("standalone", server.url)
+        remote = RedisCache(make_client(spec_, protocol=protocol), namespace=unique_namespace())
+        start = time.monotonic()
+        refused = "CLIENT ID" if protocol == 2 else "CLIENT TRACKING ON"
+        with pytest.raises(ConfigurationError, match=f"{refused}.* was refused"):
+            NearCache(LRUCache(10), remote, max_staleness=0.5, connect_timeout=5)
+        assert time.monotonic() - start < 5  # refused at once, not after connect_timeout
+        # Asked for explicitly, the channel mode works (and says it cannot see direct writes).
+        with NearCache(LRUCache(10), remote, max_staleness=0.5, invalidation="channel") as near:
+            assert near.state == "trusted" and near.tracking is False
+            remote.set("k", 1)
+            assert wait_until(lambda: near.get("k") == 1 and "k" in near._local)
+            remote.set("k", 2)
+            assert wait_until(lambda: near.get("k") == 2, timeout=near.max_staleness)
+        with pytest.raises(ConfigurationError, match="notify=True"):
+            NearCache(
+                {}, RedisCache(remote.client, namespace="q", notify=False), invalidation="channel"
+            )

@@ -17,18 +17,22 @@ if TYPE_CHECKING:
 _log = logging.getLogger("scalekit.caching.near_cache")
 NEVER = float("-inf")
 _TRACKING_CHANNEL = b"__redis__:invalidate"
-_UNSET: Any = object()
 
 
 def permission_message(listener: Listener, channel: str) -> str:
+    if listener.near.invalidation == "channel":
+        needs = f"the commands SUBSCRIBE and PING and the channel {channel!r}"
+        grant = f"+subscribe +ping &{channel}"
+    else:
+        needs = (
+            "the commands CLIENT ID, CLIENT TRACKING, SUBSCRIBE and PING (not renamed or "
+            "disabled on the server) and the channel '__redis__:invalidate'"
+        )
+        grant = "+client|id +client|tracking +subscribe +ping &__redis__:invalidate"
     return (
         f"NearCache cannot listen for invalidations on Redis node {listener.node}: "
-        f"{listener.step} was refused ({listener.denied}). The Redis user needs the "
-        "commands CLIENT ID, CLIENT TRACKING, SUBSCRIBE and PING and the channel "
-        "'__redis__:invalidate' (or, on a server "
-        f"without client tracking, the channel {channel!r}), "
-        f"e.g. ACL SETUSER <user> +client|id +client|tracking +subscribe +ping "
-        f"&__redis__:invalidate &{channel}"
+        f"{listener.step} was refused ({listener.denied}). The Redis user needs {needs}, "
+        f"e.g. ACL SETUSER <user> {grant}"
     )
 
 
@@ -52,12 +56,13 @@ class Listener(threading.Thread):
         backoff = 0.05
         while not (near._stop.is_set() or self.retired):
             conn = None
-            self._handler: Any = _UNSET
             try:
-                conn = self.pool.get_connection()
+                # A connection of its own, outside the user's pool: it is held for as
+                # long as the listener runs, and must not starve a bounded pool.
+                conn = self.pool.connection_class(**self.pool.connection_kwargs)
                 self._session(conn)
                 backoff = 0.05
-            except redis.exceptions.NoPermissionError as exc:
+            except redis.ResponseError as exc:  # refused: an ACL, or a renamed command
                 if self.denied is None:
                     _log.error("%s", permission_message(self._denied(exc), near.remote.channel))
                 near._distrust(self)
@@ -70,11 +75,7 @@ class Listener(threading.Thread):
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):  # best effort on a broken link
-                        # The connection goes back to the user's pool: leave no trace.
-                        if self._handler is not _UNSET:
-                            conn._parser.set_invalidation_push_handler(self._handler)
                         conn.disconnect()
-                        self.pool.release(conn)
         near._distrust(self)
 
     def _denied(self, exc: Exception) -> Listener:
@@ -91,36 +92,29 @@ class Listener(threading.Thread):
         near = self.near
         prefix = f"{near.remote.namespace}:"
         resp3 = str(getattr(conn, "protocol", 2)) == "3"
-        if resp3:
-            # RESP3: the node pushes `invalidate` messages on this very connection.
-            self._handler = getattr(conn._parser, "invalidation_push_handler_func", None)
-            conn._parser.set_invalidation_push_handler(lambda push: [b"invalidate", push[1]])
-            tracking: tuple[Any, ...] = ("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", prefix)
-        else:
-            # RESP2: invalidations are redirected to a pub/sub channel on this connection.
-            client_id = self._command(conn, "CLIENT", "ID")
-            tracking = (
-                "CLIENT",
-                "TRACKING",
-                "ON",
-                "REDIRECT",
-                client_id,
-                "BCAST",
-                "PREFIX",
-                prefix,
-            )
-        try:
-            self._command(conn, *tracking)
-            self.tracking = True
-        except redis.exceptions.NoPermissionError:
-            raise
-        except redis.exceptions.ResponseError:
-            self.tracking = False  # Redis < 6: only writes through scalekit are seen
-        if not self.tracking:
+        self.step = "connect"
+        conn.connect()
+        if near.invalidation == "channel":
+            # Only writes through scalekit publish here: direct writes are not seen.
             self._command(conn, "SUBSCRIBE", near.remote.channel)
-        elif not resp3:
-            self._command(conn, "SUBSCRIBE", _TRACKING_CHANNEL)
+            self.tracking = False
+        else:
+            if resp3:
+                # RESP3: the node pushes `invalidate` messages on this very connection.
+                conn._parser.set_invalidation_push_handler(lambda push: [b"invalidate", push[1]])
+                redirect: tuple[Any, ...] = ()
+            else:
+                # RESP2: invalidations are redirected to a pub/sub channel on this connection.
+                redirect = ("REDIRECT", self._command(conn, "CLIENT", "ID"))
+            # Any refusal (an ACL, a renamed or disabled CLIENT, a server without
+            # tracking) is raised: NearCache never falls back to a mode that cannot
+            # see direct writes unless it was asked to (invalidation="channel").
+            self._command(conn, "CLIENT", "TRACKING", "ON", *redirect, "BCAST", "PREFIX", prefix)
+            if not resp3:
+                self._command(conn, "SUBSCRIBE", _TRACKING_CHANNEL)
+            self.tracking = True
         self.denied = None
+        self.step = "PING"  # the heartbeat: a refusal now names it
         # Messages may have been lost while not subscribed: nothing local can be trusted.
         near.clear_local()
         interval = near.max_staleness / 4

@@ -70,19 +70,27 @@ class NearCache:
         local: The local layer, e.g. `LRUCache(maxsize)`; NearCache guards it
             with its own lock, so it need not be thread-safe. It must not be
             shared with anything else.
-        remote: A `RedisCache`. Without client tracking on the server it must
-            be created with `notify=True` (the default).
+        remote: A `RedisCache`. With `invalidation="channel"` it must be
+            created with `notify=True` (the default).
         max_staleness: Seconds after a write is acknowledged by Redis within
             which this process stops serving the old value (see the module text).
         local_ttl: Seconds a local entry lives at most (default: the remote's ttl).
         connect_timeout: Seconds `__init__` waits for every listener; if one is
             not ready the cache still works, going to Redis until it is.
+        invalidation: `"tracking"` (default): each node reports every change
+            of a key of the namespace (client tracking, Redis >= 6), direct
+            writes and expiries included. `"channel"`: listen only to the
+            cache's channel, on which `RedisCache` publishes its own writes;
+            writes that bypass scalekit are then not seen (for a server
+            without client tracking, or with `CLIENT` disabled).
         clock: Monotonic clock in seconds.
 
     Raises:
-        ConfigurationError: Bad arguments, or the Redis user may not run what
-            the listeners need (`CLIENT ID`, `CLIENT TRACKING`, `SUBSCRIBE` to
-            `__redis__:invalidate` or the cache's channel, `PING`).
+        ConfigurationError: Bad arguments, or a listener's first setup was
+            refused: the Redis user may not run what it needs (`CLIENT ID`,
+            `CLIENT TRACKING`, `SUBSCRIBE` to `__redis__:invalidate` or the
+            cache's channel, `PING`), or the server renamed or disabled it.
+            The message names the refused command.
 
     Thread-safe. A local hit costs O(1) plus the local layer's own cost; a
     miss costs one Redis round trip. Call `close` to stop the listeners.
@@ -96,6 +104,7 @@ class NearCache:
         max_staleness: float = 1.0,
         local_ttl: float | None = None,
         connect_timeout: float = 5.0,
+        invalidation: str = "tracking",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(local, MutableMapping):
@@ -109,6 +118,16 @@ class NearCache:
             remote.ttl if local_ttl is None else positive_number("local_ttl", local_ttl)
         )
         timeout = positive_number("connect_timeout", connect_timeout)
+        if invalidation not in ("tracking", "channel"):
+            raise ConfigurationError(
+                f"invalidation must be 'tracking' or 'channel', got {invalidation!r}"
+            )
+        if invalidation == "channel" and not remote.notifies:
+            raise ConfigurationError(
+                "remote must be created with notify=True for invalidation='channel' "
+                "(its writes publish the invalidations), got notify=False"
+            )
+        self.invalidation = invalidation
         self._clock = clock
         self._lock = threading.Lock()
         self._trusted_until = _NEVER  # local entries usable while clock() < this
@@ -130,12 +149,6 @@ class NearCache:
         if denied:
             self.close()
             raise ConfigurationError(permission_message(denied[0], remote.channel))
-        if not remote.notifies and any(lst.tracking is False for lst in self._listeners):
-            self.close()
-            raise ConfigurationError(
-                "remote must be created with notify=True on a Redis without client tracking "
-                "(Redis < 6), so writes publish invalidations; got notify=False"
-            )
 
     def _check_topology(self) -> None:
         """Listen to primaries that appeared in the client's cluster map; retire gone ones.
