@@ -95,15 +95,15 @@ def test_fill_racing_an_invalidation_is_dropped(pair: tuple[NearCache, NearCache
     a, b = pair
     a.set("k", "old")
     started, release = threading.Event(), threading.Event()
-    real_get = b.remote.get
+    real_get = b.remote._get_with_deadline
 
-    def slow_get(key: str, default: Any = None) -> Any:
+    def slow_get(key: str, default: Any) -> Any:
         value = real_get(key, default)  # reads "old" ...
         started.set()
         assert release.wait(5)  # ... and is delayed past the invalidation
         return value
 
-    b.remote.get = slow_get  # type: ignore[method-assign]
+    b.remote._get_with_deadline = slow_get  # type: ignore[method-assign]
     out: list[Any] = []
     t = threading.Thread(target=lambda: out.append(b.get("k")))
     t.start()
@@ -112,7 +112,7 @@ def test_fill_racing_an_invalidation_is_dropped(pair: tuple[NearCache, NearCache
     assert wait_until(lambda: b._seq > 0 and "k" in b._dirty)
     release.set()
     t.join()
-    b.remote.get = real_get  # type: ignore[method-assign]
+    b.remote._get_with_deadline = real_get  # type: ignore[method-assign]
     assert out == ["old"]
     assert b.get("k") == "new"  # "old" was not put in the local layer
 
@@ -491,3 +491,33 @@ def test_client_command_disabled_is_refused_at_construction(protocol: int) -> No
             NearCache(
                 {}, RedisCache(remote.client, namespace="q", notify=False), invalidation="channel"
             )
+
+
+def test_local_entry_never_outlives_the_remote_freshness(spec: Any) -> None:
+    """With `stale_ttl` Redis keeps a value past its ttl (no expiry, so no invalidation):
+    a local copy filled late must still stop at the value's fresh-until, not at fill +
+    local_ttl. Without `stale_ttl` the key's remaining PTTL bounds it the same way."""
+    wall = FakeClock(start=1_700_000_000.0)
+    remote = RedisCache(
+        make_client(spec), namespace=unique_namespace(), ttl=2, stale_ttl=30, jitter=0, clock=wall
+    )
+    margin = 0.2  # scheduling on a loaded machine
+    with NearCache(LRUCache(10), remote, max_staleness=0.5) as near:
+        remote.set("k", "v1")
+        wall.advance(1.9)  # 0.1 s of freshness left when the local layer is filled
+        assert wait_until(lambda: near.get("k") == "v1" and "k" in near._local)
+        wall.advance(1.6)  # v1 is stale in Redis now
+        assert remote.get("k") is None
+        loads: list[str] = []
+        assert wait_until(
+            lambda: near.get_or_load("k", lambda: loads.append("v2") or "v2") == "v2",
+            timeout=0.1 + margin,
+        )
+        assert loads == ["v2"]
+
+    plain = RedisCache(make_client(spec), namespace=unique_namespace(), ttl=60, jitter=0)
+    with NearCache(LRUCache(10), plain, max_staleness=0.5, local_ttl=60) as near:
+        plain.set("k", "short", ttl=0.3)
+        assert wait_until(lambda: near.get("k") == "short" and "k" in near._local)
+        _, deadline = near._local["k"]
+        assert deadline <= near._clock() + 0.3

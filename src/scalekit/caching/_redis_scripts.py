@@ -57,12 +57,12 @@ return redis.call('DEL', KEYS[1])
 """
 
 # KEYS: value, ver, lease. ARGV: token, lease_ms, now_ms, version (used if :ver is absent).
-# {1, value} fresh hit | {2, version, stale or false} lease taken | {3, stale or false} busy
+# {1, value, pttl} fresh hit | {2, version, stale or false} lease taken | {3, stale or false} busy
 ACQUIRE = (
     _FRESH
     + """
 local v = redis.call('GET', KEYS[1])
-if v and fresh(v, tonumber(ARGV[3])) then return {1, v} end
+if v and fresh(v, tonumber(ARGV[3])) then return {1, v, redis.call('PTTL', KEYS[1])} end
 local lease = tonumber(ARGV[2])
 if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', lease) then
   local ver = redis.call('GET', KEYS[2])
@@ -91,6 +91,14 @@ local px, ver = tonumber(ARGV[5]), ARGV[10]
 redis.call('SET', KEYS[2], ver, 'PX', px + tonumber(ARGV[7]))
 redis.call('SET', KEYS[1], ARGV[3] .. ver .. ':' .. ARGV[4] .. ':' .. ARGV[6], 'PX', px)
 return 1
+"""
+
+# KEYS: value. {record, pttl}, or false if absent: a read that also says how long the
+# value will still be there (a NearCache bounds its local copy by it).
+READ = """
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+return {v, redis.call('PTTL', KEYS[1])}
 """
 
 RELEASE = """

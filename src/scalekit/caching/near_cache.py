@@ -202,11 +202,11 @@ class NearCache:
         if value is not _MISS:
             return value
         seq = self._begin(key)
-        value = _MISS
+        value, until = _MISS, _NEVER
         try:
-            value = self.remote.get(key, _MISS)
+            value, until = self.remote._get_with_deadline(key, _MISS)
         finally:
-            self._end(key, seq, value)
+            self._end(key, seq, value, until)
         return default if value is _MISS else value
 
     def get_or_load(self, key: str, loader: Callable[[], Any], *, ttl: float | None = None) -> Any:
@@ -222,12 +222,13 @@ class NearCache:
             return value
         seq = self._begin(key)
         keep: Any = _MISS
+        until = _NEVER
         try:
-            value, fresh = self.remote._get_or_load(key, loader, ttl)
+            value, fresh, until = self.remote._get_or_load(key, loader, ttl, deadline=True)
             if fresh and value is not None:
                 keep = value
         finally:
-            self._end(key, seq, keep)
+            self._end(key, seq, keep, until)
         return value
 
     def _local_get(self, key: str) -> Any:
@@ -247,8 +248,12 @@ class NearCache:
             self._inflight[key] = self._inflight.get(key, 0) + 1
             return self._seq
 
-    def _end(self, key: str, seq: int, value: Any) -> None:
-        """Fill the local layer unless *key* was invalidated while it was being read."""
+    def _end(self, key: str, seq: int, value: Any, fresh_until: float) -> None:
+        """Fill the local layer unless *key* was invalidated while it was being read.
+
+        The entry lives `local_ttl`, and never past *fresh_until* (a
+        `time.monotonic()` instant: when Redis stops serving the value as fresh).
+        """
         with self._lock:
             left = self._inflight[key] - 1
             stale = self._dirty.get(key, -1) > seq or self._cleared_at > seq
@@ -260,8 +265,12 @@ class NearCache:
             if value is _MISS or stale or self._clock() >= self._trusted_until:
                 return
             # A value too large for the local layer is simply served from Redis.
+            now = self._clock()
+            life = min(self.local_ttl, fresh_until - time.monotonic())
+            if life <= 0:
+                return
             with contextlib.suppress(ValueError):
-                self._local[key] = (value, self._clock() + self.local_ttl)
+                self._local[key] = (value, now + life)
 
     # -- writes ------------------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:

@@ -12,6 +12,7 @@ expired or was evicted meanwhile.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -162,6 +163,7 @@ class RedisCache:
         self._acquire = client.register_script(scripts.ACQUIRE)
         self._write_back = client.register_script(scripts.WRITE_BACK)
         self._release = client.register_script(scripts.RELEASE)
+        self._read = client.register_script(scripts.READ)
         if self._channel_arg:
             self._check_publish()
 
@@ -250,6 +252,27 @@ class RedisCache:
         if data[0] == 0x6E:  # b"n": remembered "not found"
             return default
         return self.serializer.loads(payload)
+
+    def _fresh_deadline(self, data: bytes, pttl: int, sent: float) -> float:
+        """The `time.monotonic()` instant after which *data* (read with *pttl*) is not fresh.
+
+        *sent* is `time.monotonic()` taken before the read was sent, so the
+        result is never later than the true instant: the earlier of the key's
+        expiry and its fresh-until stamp (`stale_ttl`).
+        """
+        remaining = math.inf if pttl < 0 else pttl / 1000
+        fresh_until = int(data.split(b":", 2)[1])
+        if fresh_until:
+            remaining = min(remaining, fresh_until / 1000 - self._clock())
+        return sent + remaining
+
+    def _get_with_deadline(self, key: str, default: Any) -> tuple[Any, float]:
+        """(fresh value or *default*, `time.monotonic()` instant it stops being fresh)."""
+        sent = time.monotonic()
+        reply = self._call(self._read, keys=[self._name(key)])
+        if reply is None:
+            return default, sent
+        return self._decode(reply[0], default), self._fresh_deadline(reply[0], reply[1], sent)
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -414,10 +437,12 @@ class RedisCache:
         return self._get_or_load(key, loader, ttl)[0]
 
     def _get_or_load(
-        self, key: str, loader: Callable[[], Any], ttl: float | None
-    ) -> tuple[Any, bool]:
-        """(value, fresh): *fresh* is False for a stale or uncached (fallback) value."""
-        return _cache_aside.get_or_load(self, key, loader, ttl)
+        self, key: str, loader: Callable[[], Any], ttl: float | None, deadline: bool = False
+    ) -> tuple[Any, bool, float]:
+        """(value, fresh, fresh until): *fresh* is False for a stale or uncached
+        (fallback) value; *fresh until* is a `time.monotonic()` instant, exact
+        (from the key's PTTL) only with *deadline* (one script call instead of GET)."""
+        return _cache_aside.get_or_load(self, key, loader, ttl, deadline)
 
     def __repr__(self) -> str:
         return (
