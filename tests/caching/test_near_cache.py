@@ -521,3 +521,24 @@ def test_local_entry_never_outlives_the_remote_freshness(spec: Any) -> None:
         assert wait_until(lambda: near.get("k") == "short" and "k" in near._local)
         _, deadline = near._local["k"]
         assert deadline <= near._clock() + 0.3
+
+
+def test_listeners_leave_a_bounded_pool_to_the_caller(redis_server: Any) -> None:
+    """A listener holds its connection for as long as it runs: it opens its own, so a
+    one-connection BlockingConnectionPool still serves the caller's reads at once."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    pool = redis.BlockingConnectionPool.from_url(
+        redis_server.url, max_connections=1, timeout=5, socket_timeout=0.5,
+        socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 1),
+    )  # fmt: skip
+    remote = RedisCache(redis.Redis(connection_pool=pool), namespace=unique_namespace())
+    with NearCache(LRUCache(10), remote, max_staleness=0.5) as near:
+        assert near.state == "trusted"
+        start = time.monotonic()
+        near.set("k", 1)
+        assert near.get("k") == 1
+        assert time.monotonic() - start < 1.0  # no wait for the pool's only connection
+    pool.disconnect()

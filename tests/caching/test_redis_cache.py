@@ -671,3 +671,59 @@ def test_refused_publish_is_refused_at_construction_and_writes_nothing(
         assert isinstance(info.value.__cause__, redis.ResponseError)
     assert reader.get_many(list("abcde")) == {"d": "before"}
     admin.close()
+
+
+def test_call_timeout_counts_the_pool_wait_and_refuses_an_unknown_backoff(
+    redis_server: Any,
+) -> None:
+    """Threads queued on a BlockingConnectionPool while Redis is blackholed wait for a
+    connection first: call_timeout counts that wait. A backoff whose longest sleep is
+    unknown cannot be bounded: refused, not sampled once."""
+    import redis
+    from redis.backoff import AbstractBackoff, FullJitterBackoff, NoBackoff
+    from redis.retry import Retry
+
+    from scalekit.testing import TCPProxy
+
+    timeouts = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    with TCPProxy(*redis_server.address) as proxy:
+        pool = redis.BlockingConnectionPool(
+            host=proxy.address[0], port=proxy.address[1], max_connections=2, timeout=1,
+            retry=Retry(NoBackoff(), 1), **timeouts,
+        )  # fmt: skip
+        cache = cache_for(redis.Redis(connection_pool=pool))
+        assert cache.call_timeout == pytest.approx(1 + 2 * (0.5 + 0.5))
+        cache.get("warm")
+        proxy.blackhole()
+        took: list[float] = []
+
+        def timed_get() -> None:
+            start = time.monotonic()
+            with contextlib.suppress(BackendUnavailableError):
+                cache.get("k")
+            took.append(time.monotonic() - start)
+
+        threads = [threading.Thread(target=timed_get) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        proxy.pass_through()
+        margin = 0.5  # thread scheduling on a loaded machine
+        assert len(took) == 8 and max(took) <= cache.call_timeout + margin
+        pool.disconnect()
+
+    class Jitter(AbstractBackoff):
+        def compute(self, failures: int) -> float:
+            return random.uniform(0, 1.0)
+
+    c = make_client(("standalone", redis_server.url), retry=Retry(Jitter(), 4), **timeouts)
+    with pytest.raises(ConfigurationError, match=r"backoff Jitter .* cannot be bounded"):
+        cache_for(c)
+    c = make_client(
+        ("standalone", redis_server.url),
+        retry=Retry(FullJitterBackoff(cap=1.0, base=0.2), 4),
+        **timeouts,
+    )
+    longest = sum(min(1.0, 0.2 * 2**f) for f in range(1, 5))  # 0.4 + 0.8 + 1 + 1
+    assert cache_for(c).call_timeout == pytest.approx(5 * (0.5 + 0.5) + longest)

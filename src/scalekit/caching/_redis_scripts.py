@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..exceptions import ConfigurationError
+
 # A value is fresh if its fresh-until stamp is 0 or in the future.
 _FRESH = (
     "local function fresh(v, now) local f = tonumber(string.match(v, '^.%x+:(%d+):')) "
@@ -108,17 +110,40 @@ return 0
 
 
 def _max_backoff(backoff: Any, failures: int) -> float:
-    """The longest sleep *backoff* may choose after *failures* failures."""
-    cap = getattr(backoff, "_cap", None)
-    base = getattr(backoff, "_base", None)
-    if cap is not None and base is not None and "Decorrelated" not in type(backoff).__name__:
-        return float(min(cap, base * 2**failures))
-    if cap is not None:
-        return float(cap)
-    constant = getattr(backoff, "_backoff", None)
-    if constant is not None:
-        return float(constant)
-    return float(backoff.compute(failures))
+    """The longest sleep *backoff* (one of redis-py's backoff classes) may choose after
+    *failures* failures; ConfigurationError for any other backoff, whose maximum is unknown.
+    """
+    from redis import backoff as b
+
+    kind = type(backoff)
+    if kind in (b.ConstantBackoff, b.NoBackoff):
+        return float(backoff._backoff)
+    if kind in (
+        b.ExponentialBackoff,
+        b.FullJitterBackoff,
+        b.EqualJitterBackoff,
+        b.ExponentialWithJitterBackoff,
+    ):
+        return float(min(backoff._cap, backoff._base * 2**failures))
+    if kind is b.DecorrelatedJitterBackoff:
+        return float(backoff._cap)
+    raise ConfigurationError(
+        f"the client's retry backoff {kind.__name__} is not one of redis-py's backoff "
+        "classes (NoBackoff, ConstantBackoff, ExponentialBackoff, FullJitterBackoff, "
+        "EqualJitterBackoff, ExponentialWithJitterBackoff, DecorrelatedJitterBackoff), so "
+        "the longest sleep it may choose is unknown and call_timeout cannot be bounded; "
+        f"got {backoff!r}"
+    )
+
+
+def pool_wait_bound(pool: Any) -> float:
+    """Seconds a call may wait for a free connection of *pool* (0 unless it blocks)."""
+    import redis
+
+    if not isinstance(pool, redis.BlockingConnectionPool):
+        return 0.0
+    timeout = pool.timeout
+    return math.inf if timeout is None else float(timeout)
 
 
 def retry_bound(retry: Any, attempt: float) -> float:

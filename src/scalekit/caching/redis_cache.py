@@ -65,9 +65,12 @@ class RedisCache:
 
     Args:
         client: A client the caller configured (TLS, ACL, pool, timeouts, retry
-            policy). Must not use `decode_responses`. Every call returns or
-            raises within [call_timeout][scalekit.caching.redis_cache.RedisCache.call_timeout],
-            which counts the client's retries.
+            policy). Must not use `decode_responses`. Against a server that
+            answers nothing every call returns or raises within
+            [call_timeout][scalekit.caching.redis_cache.RedisCache.call_timeout],
+            which counts the pool wait and the client's retries. Its retry
+            backoff must be one of redis-py's backoff classes (their longest
+            sleep is known).
         namespace: Prefix of every key (no `{` or `}`).
         ttl: Seconds a written value lives; each write gets `ttl * (1 ± jitter)`.
         serializer: `"json"` (default), `"msgpack"`, `"pickle"` (by name only:
@@ -94,7 +97,9 @@ class RedisCache:
         rng: Random source for TTL jitter.
 
     Raises:
-        ConfigurationError: On any invalid argument.
+        ConfigurationError: On any invalid argument, a retry backoff whose
+            longest sleep is unknown, or (with `notify=True`) a Redis user that
+            may not publish on the cache's channel.
 
     Every call raises `BackendUnavailableError` if Redis is unreachable
     within `call_timeout`. Thread-safe: share one instance across threads.
@@ -187,24 +192,37 @@ class RedisCache:
             ) from exc
 
     def _call_timeout(self) -> float:
-        """Worst-case seconds of one call with the client's timeouts and retry policy."""
+        """Worst-case seconds of one call with the client's pool, timeouts and retry policy."""
         if not self._cluster:
-            kwargs = self._client.connection_pool.connection_kwargs  # type: ignore[union-attr]
-            return scripts.retry_bound(kwargs.get("retry"), scripts.attempt_bound(kwargs))
+            pool: Any = self._client.connection_pool  # type: ignore[union-attr]
+            kwargs = pool.connection_kwargs
+            attempts = scripts.retry_bound(kwargs.get("retry"), scripts.attempt_bound(kwargs))
+            return scripts.pool_wait_bound(pool) + attempts
         cluster: Any = self._client
         kwargs = cluster.nodes_manager.connection_kwargs
-        node = scripts.retry_bound(kwargs.get("retry"), scripts.attempt_bound(kwargs))
+        wait = max(
+            (
+                scripts.pool_wait_bound(n.redis_connection.connection_pool)
+                for n in cluster.get_nodes()
+            ),
+            default=0.0,
+        )
+        node = wait + scripts.retry_bound(kwargs.get("retry"), scripts.attempt_bound(kwargs))
         return scripts.retry_bound(cluster.retry, node)
 
     @property
     def call_timeout(self) -> float:
-        """Worst-case seconds one Redis call of this cache takes to return or raise.
+        """Worst-case seconds one Redis call of this cache takes to return or raise,
+        against a server that answers nothing (down, frozen, blackholed).
 
-        Computed from the client as configured: each attempt may take
+        Computed from the client as configured: the wait for a free connection
+        (a `BlockingConnectionPool`'s `timeout`), then each attempt may take
         `socket_connect_timeout + socket_timeout`, repeated by the client's
         retry policy with its longest backoff sleeps in between (and on a
         `RedisCluster` by the cluster's retry policy again). `inf` if the
-        client has no socket timeout or retries forever.
+        client has no socket timeout, retries forever or waits forever for a
+        pooled connection. Not covered: a reply that arrives slowly in
+        pieces, since `socket_timeout` bounds each read, not a whole reply.
         """
         return self._call_bound
 
