@@ -542,3 +542,17 @@ def test_listeners_leave_a_bounded_pool_to_the_caller(redis_server: Any) -> None
         assert near.get("k") == 1
         assert time.monotonic() - start < 1.0  # no wait for the pool's only connection
     pool.disconnect()
+
+
+def test_values_are_shared_unless_copy_is_asked_for(redis_server: Any) -> None:
+    remote = RedisCache(make_client(("standalone", redis_server.url)), namespace=unique_namespace())
+    remote.set("k", {"tags": ["a"]})
+    with NearCache(LRUCache(10), remote, max_staleness=0.5, copy=True) as near:
+        assert wait_until(lambda: near.get("k") is not None and "k" in near._local)
+        first = near.get("k")  # a local hit
+        assert first == {"tags": ["a"]}
+        first["tags"].append("mutated by a caller")
+        assert near.get("k") == {"tags": ["a"]}  # a local hit, unchanged
+    with NearCache(LRUCache(10), remote, max_staleness=0.5) as near:
+        assert wait_until(lambda: near.get("k") is not None and "k" in near._local)
+        assert near.get("k") is near.get("k")  # the documented default: one shared object

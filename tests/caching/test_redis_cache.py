@@ -727,3 +727,23 @@ def test_call_timeout_counts_the_pool_wait_and_refuses_an_unknown_backoff(
     )
     longest = sum(min(1.0, 0.2 * 2**f) for f in range(1, 5))  # 0.4 + 0.8 + 1 + 1
     assert cache_for(c).call_timeout == pytest.approx(5 * (0.5 + 0.5) + longest)
+
+
+def test_loader_asking_for_its_own_key_fails_at_once(client: Any) -> None:
+    from scalekit.exceptions import InvalidStateError
+
+    cache = cache_for(client, wait_timeout=5)
+    start = time.monotonic()
+    with pytest.raises(InvalidStateError, match="its own key"):
+        cache.get_or_load("re", lambda: cache.get_or_load("re", lambda: "inner"))
+    assert time.monotonic() - start < 1.0  # not after wait_timeout
+    assert client.exists(cache._name("re") + ":lease") == 0  # the lease was released
+    assert cache.get_or_load("re", lambda: "outer") == "outer"
+
+
+def test_get_many_refuses_a_single_string(client: Any) -> None:
+    cache = cache_for(client)
+    cache.set_many({"a": 1, "b": 2, "ab": 3})
+    with pytest.raises(ConfigurationError, match="not a single str"):
+        cache.get_many("ab")
+    assert cache.get_many(["ab"]) == {"ab": 3}

@@ -27,6 +27,7 @@ a Cluster while a cluster-bus link is down.
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 import time
 from collections.abc import Callable, MutableMapping
@@ -83,6 +84,10 @@ class NearCache:
             cache's channel, on which `RedisCache` publishes its own writes;
             writes that bypass scalekit are then not seen (for a server
             without client tracking, or with `CLIENT` disabled).
+        copy: Return a deep copy of each value (`copy.deepcopy`, at its
+            cost on every read). By default every caller in this process gets
+            the one object held in the local layer: treat it as read-only, since
+            mutating it changes what later reads return.
         clock: Monotonic clock in seconds.
 
     Raises:
@@ -105,6 +110,7 @@ class NearCache:
         local_ttl: float | None = None,
         connect_timeout: float = 5.0,
         invalidation: str = "tracking",
+        copy: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(local, MutableMapping):
@@ -128,6 +134,7 @@ class NearCache:
                 "(its writes publish the invalidations), got notify=False"
             )
         self.invalidation = invalidation
+        self._copy = bool(copy)
         self._clock = clock
         self._lock = threading.Lock()
         self._trusted_until = _NEVER  # local entries usable while clock() < this
@@ -207,7 +214,9 @@ class NearCache:
             value, until = self.remote._get_with_deadline(key, _MISS)
         finally:
             self._end(key, seq, value, until)
-        return default if value is _MISS else value
+        if value is _MISS:
+            return default
+        return copy.deepcopy(value) if self._copy else value
 
     def get_or_load(self, key: str, loader: Callable[[], Any], *, ttl: float | None = None) -> Any:
         """Like `RedisCache.get_or_load`, with the local layer in front.
@@ -229,7 +238,7 @@ class NearCache:
                 keep = value
         finally:
             self._end(key, seq, keep, until)
-        return value
+        return copy.deepcopy(value) if self._copy else value
 
     def _local_get(self, key: str) -> Any:
         now = self._clock()
@@ -240,7 +249,7 @@ class NearCache:
             if entry is _MISS or entry[1] <= now:
                 return _MISS
             self._local_hits += 1
-        return entry[0]
+        return copy.deepcopy(entry[0]) if self._copy else entry[0]
 
     def _begin(self, key: str) -> int:
         with self._lock:

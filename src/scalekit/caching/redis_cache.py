@@ -347,7 +347,14 @@ class RedisCache:
 
         Raises:
             BackendUnavailableError: Redis is unreachable.
+            ConfigurationError: *keys* is a single `str` or `bytes` (not a
+                collection of keys), or holds an invalid key.
         """
+        if isinstance(keys, (str, bytes)):
+            raise ConfigurationError(
+                f"keys must be an iterable of str keys, not a single {type(keys).__name__}, "
+                f"got {keys!r}; pass [{keys!r}] for one key"
+            )
         groups = self._groups(keys)
         names = [[self._name(k) for k in group] for group in groups]
         if len(names) == 1:
@@ -449,6 +456,8 @@ class RedisCache:
         Raises:
             CacheLoadTimeoutError: No value within `wait_timeout`.
             BackendUnavailableError: Redis unavailable and `fallback` is False.
+            InvalidStateError: *loader* called `get_or_load` on its own key
+                (it would wait for itself); raised at once.
 
         Runtime complexity: one round trip on a hit; 2-3 plus the load on a miss.
         """
