@@ -747,3 +747,17 @@ def test_get_many_refuses_a_single_string(client: Any) -> None:
     with pytest.raises(ConfigurationError, match="not a single str"):
         cache.get_many("ab")
     assert cache.get_many(["ab"]) == {"ab": 3}
+
+
+def test_cluster_client_reading_from_replicas_is_refused(redis_cluster: Any) -> None:
+    """A lagging replica would serve a value after its invalidation was acknowledged."""
+    from redis.cluster import LoadBalancingStrategy
+
+    for option in (
+        {"read_from_replicas": True},
+        {"load_balancing_strategy": LoadBalancingStrategy.ROUND_ROBIN},
+    ):
+        c = make_client(("cluster", redis_cluster.host, redis_cluster.port), **option)
+        with pytest.raises(ConfigurationError, match="primaries only"):
+            cache_for(c)
+        c.close()

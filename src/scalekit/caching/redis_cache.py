@@ -97,9 +97,11 @@ class RedisCache:
         rng: Random source for TTL jitter.
 
     Raises:
-        ConfigurationError: On any invalid argument, a retry backoff whose
-            longest sleep is unknown, or (with `notify=True`) a Redis user that
-            may not publish on the cache's channel.
+        ConfigurationError: On any invalid argument, a `RedisCluster` that
+            reads from replicas (`read_from_replicas`,
+            `load_balancing_strategy`), a retry backoff whose longest sleep is
+            unknown, or (with `notify=True`) a Redis user that may not publish
+            on the cache's channel.
 
     Every call raises `BackendUnavailableError` if Redis is unreachable
     within `call_timeout`. Thread-safe: share one instance across threads.
@@ -131,6 +133,15 @@ class RedisCache:
         if client.get_encoder().decode_responses:
             raise ConfigurationError(
                 "client must be created with decode_responses=False, got decode_responses=True"
+            )
+        if getattr(client, "read_from_replicas", False) or getattr(
+            client, "load_balancing_strategy", None
+        ):
+            raise ConfigurationError(
+                "client must read from primaries only, got a RedisCluster with "
+                "read_from_replicas/load_balancing_strategy set: a replica lags its primary, "
+                "so a read after an acknowledged write or invalidation could return the old "
+                "value, and a NearCache could keep it (use a separate client for replica reads)"
             )
         non_empty_str("namespace", namespace)
         if "{" in namespace or "}" in namespace:
