@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import random
 import statistics
@@ -556,3 +557,58 @@ def test_values_are_shared_unless_copy_is_asked_for(redis_server: Any) -> None:
     with NearCache(LRUCache(10), remote, max_staleness=0.5) as near:
         assert wait_until(lambda: near.get("k") is not None and "k" in near._local)
         assert near.get("k") is near.get("k")  # the documented default: one shared object
+
+
+def test_cluster_graceful_failover_moves_the_listener_to_the_new_primary(tmp_path: Any) -> None:
+    """`CLUSTER FAILOVER`: the demoted primary keeps answering pings but no longer takes
+    writes. The listener asks ROLE with every ping, so it moves to the new primary and a
+    write there reaches the local layer within max_staleness even while the demoted node
+    stalls (CLIENT PAUSE WRITE holds its replication). Takes about 10 s (a cluster of four)."""
+    from scalekit.testing import RedisClusterServers, RedisServer
+    from scalekit.testing.process import find_free_port
+
+    cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    port = find_free_port(also_free=(10000,))  # the cluster bus port must be free too
+    with (
+        RedisClusterServers(workdir=tmp_path / "c") as cluster,
+        RedisServer(port, extra_args=cluster_args, workdir=tmp_path / "r") as replica,
+    ):
+        spec_ = ("cluster", cluster.host, cluster.port)
+        namespace = unique_namespace()
+        writer = RedisCache(make_client(spec_), namespace=namespace)
+        name = writer._name("k")
+        owner = next(
+            n for n in cluster.nodes if n.port == writer.client.get_node_from_key(name).port
+        )
+        owner_id = owner.execute("CLUSTER", "MYID").split(b"\r\n")[1]
+        replica.execute("CLUSTER", "MEET", cluster.host, cluster.port)
+        assert wait_until(lambda: b"cluster_state:ok" in replica.execute("CLUSTER", "INFO"))
+        assert wait_until(
+            lambda: b"+OK" in replica.execute("CLUSTER", "REPLICATE", owner_id), timeout=10
+        )
+        assert wait_until(
+            lambda: b"master_link_status:up" in replica.execute("INFO", "replication"),
+            timeout=10,
+        )
+        near = NearCache(
+            LRUCache(10), RedisCache(make_client(spec_), namespace=namespace), max_staleness=0.5
+        )
+        try:
+            writer.set("k", "old")
+            assert wait_until(lambda: near.get("k") == "old" and "k" in near._local)
+            replica.execute("CLUSTER", "FAILOVER")
+            assert wait_until(
+                lambda: b"role:master" in replica.execute("INFO", "replication"), timeout=10
+            )
+            assert wait_until(lambda: b"role:slave" in owner.execute("INFO", "replication"))
+            owner.execute("CLIENT", "PAUSE", "3000", "WRITE")  # its replication stalls
+            promoted = RedisCache(
+                make_client(("cluster", cluster.host, replica.port)), namespace=namespace
+            )
+            promoted.set("k", "new")
+            margin = 0.2  # scheduling on a loaded machine
+            assert wait_until(lambda: near.get("k") == "new", timeout=near.max_staleness + margin)
+        finally:
+            near.close()
+            with contextlib.suppress(Exception):
+                owner.execute("CLIENT", "UNPAUSE")

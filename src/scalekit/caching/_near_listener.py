@@ -8,6 +8,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import redis
+import redis.cluster
 
 from ..exceptions import BackendUnavailableError
 
@@ -29,6 +30,9 @@ def permission_message(listener: Listener, channel: str) -> str:
             "disabled on the server) and the channel '__redis__:invalidate'"
         )
         grant = "+client|id +client|tracking +subscribe +ping &__redis__:invalidate"
+    if isinstance(listener.near.remote.client, redis.cluster.RedisCluster):
+        needs += ", and on a Cluster ROLE"
+        grant += " +role"
     return (
         f"NearCache cannot listen for invalidations on Redis node {listener.node}: "
         f"{listener.step} was refused ({listener.denied}). The Redis user needs {needs}, "
@@ -56,6 +60,7 @@ class Listener(threading.Thread):
         backoff = 0.05
         while not (near._stop.is_set() or self.retired):
             conn = None
+            self._role: Any = None
             try:
                 # A connection of its own, outside the user's pool: it is held for as
                 # long as the listener runs, and must not starve a bounded pool.
@@ -73,10 +78,21 @@ class Listener(threading.Thread):
                 near._stop.wait(backoff)
                 backoff = min(backoff * 2, near.max_staleness)
             finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):  # best effort on a broken link
-                        conn.disconnect()
+                for used in (conn, self._role):
+                    if used is not None:
+                        with contextlib.suppress(Exception):  # best effort on a broken link
+                            used.disconnect()
         near._distrust(self)
+
+    def _check_role(self, role: Any) -> None:
+        """Leave the session if the node is no longer a primary; look for the new one."""
+        if isinstance(role, list) and role and role[0] in (b"master", "master"):
+            return
+        client: Any = self.near.remote.client
+        with contextlib.suppress(Exception):  # the map is refreshed again at the next MOVED
+            client.nodes_manager.initialize()
+        self.near._check_topology()
+        raise BackendUnavailableError(f"node {self.node} is no longer a primary: {role!r}")
 
     def _denied(self, exc: Exception) -> Listener:
         self.denied = exc
@@ -113,6 +129,12 @@ class Listener(threading.Thread):
             if not resp3:
                 self._command(conn, "SUBSCRIBE", _TRACKING_CHANNEL)
             self.tracking = True
+        if isinstance(near.remote.client, redis.cluster.RedisCluster):
+            # A second connection asks the node its ROLE with every ping: a primary
+            # demoted by a failover keeps answering pings but no longer sees the writes.
+            self._role = self.pool.connection_class(**self.pool.connection_kwargs)
+            self._role.connect()
+            self._check_role(self._command(self._role, "ROLE"))
         self.denied = None
         self.step = "PING"  # the heartbeat: a refusal now names it
         # Messages may have been lost while not subscribed: nothing local can be trusted.
@@ -130,6 +152,8 @@ class Listener(threading.Thread):
                 near._check_topology()
                 sent += 1
                 pending.append((b"%d" % sent, now))
+                if self._role is not None:  # asked before the ping: see the pong below
+                    self._role.send_command("ROLE", check_health=False)
                 conn.send_command("PING", pending[-1][0], check_health=False)
                 next_ping = now + interval
             trusted = self.trusted_until
@@ -151,6 +175,10 @@ class Listener(threading.Thread):
                     raise BackendUnavailableError(
                         f"heartbeat answers out of order: got {payload!r}"
                     )
+                if self._role is not None:
+                    # The node was a primary when it answered this ROLE, sent before the
+                    # ping: every write acknowledged before then was made on this node.
+                    self._check_role(self._role.read_response())
                 self.trusted_until = pending.pop(0)[1] + near.max_staleness
                 near._refresh_trust()
                 self.ready.set()

@@ -21,7 +21,9 @@ is re-established, the local layer is cleared and bypassed until that
 listener has answered a ping again. A write acknowledged at time *t* is
 therefore never served by another process's local layer after
 `t + max_staleness`. Because each node reports its own keys, this holds on
-a Cluster while a cluster-bus link is down.
+a Cluster while a cluster-bus link is down. On a Cluster each listener
+also asks its node `ROLE` just before every ping, so a primary demoted by
+a failover (which keeps answering pings) is left for the new primary.
 """
 
 from __future__ import annotations
