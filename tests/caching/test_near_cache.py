@@ -612,3 +612,16 @@ def test_cluster_graceful_failover_moves_the_listener_to_the_new_primary(tmp_pat
             near.close()
             with contextlib.suppress(Exception):
                 owner.execute("CLIENT", "UNPAUSE")
+
+
+def test_refused_heartbeat_is_named_ping(fresh_redis_server: Any) -> None:
+    admin = make_client(("standalone", fresh_redis_server.url))
+    namespace = unique_namespace()
+    admin.acl_setuser(
+        "noping", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-ping"],
+        channels=["__redis__:invalidate", f"{namespace}:__invalidations__"],
+    )  # fmt: skip
+    user = make_client(("standalone", fresh_redis_server.url), username="noping", password="pw")
+    with pytest.raises(ConfigurationError, match="PING was refused"):
+        NearCache(LRUCache(10), RedisCache(user, namespace=namespace), max_staleness=0.5)
+    admin.close()
