@@ -625,3 +625,37 @@ def test_refused_heartbeat_is_named_ping(fresh_redis_server: Any) -> None:
     with pytest.raises(ConfigurationError, match="PING was refused"):
         NearCache(LRUCache(10), RedisCache(user, namespace=namespace), max_staleness=0.5)
     admin.close()
+
+
+def _forked_child(near: NearCache, writer: RedisCache, results: Any) -> None:
+    trusted = near.sync(timeout=10)  # a heartbeat answered in the child itself
+    filled = wait_until(lambda: near.get("k") == 1 and near._local["k"][0] == 1)
+    hits = near.stats().local_hits
+    served_locally = near.get("k") == 1 and near.stats().local_hits == hits + 1
+    writer.set("k", 2)  # a write from the child's side reaches its own local layer
+    seen = wait_until(lambda: near.get("k") == 2 and near._local["k"][0] == 2, timeout=5)
+    results.put((trusted, filled, served_locally, seen))
+    near.close()
+
+
+def test_near_cache_created_before_fork_works_in_the_child(redis_server: Any) -> None:
+    """gunicorn --preload, multiprocessing 'fork': the child gets listeners of its own."""
+    spec_ = ("standalone", redis_server.url)
+    namespace = unique_namespace()
+    near = NearCache(
+        LRUCache(10), RedisCache(make_client(spec_), namespace=namespace), max_staleness=0.5
+    )
+    writer = RedisCache(make_client(spec_), namespace=namespace)
+    try:
+        writer.set("k", 1)
+        assert wait_until(lambda: near.get("k") == 1 and "k" in near._local)
+        ctx = multiprocessing.get_context("fork")
+        results = ctx.Queue()
+        child = ctx.Process(target=_forked_child, args=(near, writer, results))
+        child.start()
+        assert results.get(timeout=30) == (True, True, True, True)
+        child.join(10)
+        assert child.exitcode == 0
+        assert wait_until(lambda: near.get("k") == 2, timeout=near.max_staleness + 0.2)
+    finally:
+        near.close()

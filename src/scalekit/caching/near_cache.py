@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, MutableMapping
 from typing import Any, NamedTuple
 
@@ -46,6 +48,16 @@ from .redis_cache import RedisCache
 __all__ = ["NearCache", "NearCacheStats"]
 
 _MISS: Any = object()
+_LIVE: weakref.WeakSet[NearCache] = weakref.WeakSet()  # restarted in a forked child
+
+
+def _restart_in_child() -> None:
+    for near in list(_LIVE):
+        near._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restart_in_child)
 
 
 class NearCacheStats(NamedTuple):
@@ -151,6 +163,7 @@ class NearCache:
         self._listeners = [Listener(self, pool, name) for pool, name in self._nodes()]
         for listener in self._listeners:
             listener.start()
+        _LIVE.add(self)
         deadline = time.monotonic() + timeout
         for listener in self._listeners:
             listener.ready.wait(max(0.0, deadline - time.monotonic()))
@@ -158,6 +171,28 @@ class NearCache:
         if denied:
             self.close()
             raise ConfigurationError(permission_message(denied[0], remote.channel))
+
+    def _after_fork(self) -> None:
+        """In a child process: new locks, an empty local layer and listeners of its own.
+
+        The child inherits neither the parent's threads nor a safe copy of its
+        locks (another thread may have held one at the fork).
+        """
+        self._lock = threading.Lock()
+        self._topology = threading.Lock()
+        self._synced = threading.Condition()
+        closed = self._stop.is_set()
+        self._stop = threading.Event()
+        self._trusted_until = _NEVER
+        self._inflight.clear()
+        self._dirty.clear()
+        self._local.clear()
+        if closed:
+            self._stop.set()
+            return
+        self._listeners = [Listener(self, pool, name) for pool, name in self._nodes()]
+        for listener in self._listeners:
+            listener.start()
 
     def _check_topology(self) -> None:
         """Listen to primaries that appeared in the client's cluster map; retire gone ones.
@@ -398,6 +433,7 @@ class NearCache:
 
     def close(self) -> None:
         """Stop the listener threads and empty the local layer."""
+        _LIVE.discard(self)
         self._stop.set()
         with self._topology:
             listeners = list(self._listeners)
