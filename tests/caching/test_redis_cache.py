@@ -761,3 +761,31 @@ def test_cluster_client_reading_from_replicas_is_refused(redis_cluster: Any) -> 
         with pytest.raises(ConfigurationError, match="primaries only"):
             cache_for(c)
         c.close()
+
+
+def test_fallback_covers_a_redis_that_refuses_writes(fresh_redis_server: Any) -> None:
+    """Out of memory under `noeviction`: Redis answers, but every write is refused."""
+    import redis
+
+    admin = make_client(("standalone", fresh_redis_server.url))
+    lenient = cache_for(make_client(("standalone", fresh_redis_server.url)), fallback=True)
+    strict = cache_for(admin, namespace=lenient.namespace)
+    calls: list[int] = []
+
+    def loader() -> int:
+        calls.append(1)
+        return 7
+
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)
+    try:
+        assert lenient.get_or_load("k", loader) == 7 and calls == [1]
+        assert lenient.stats().fallbacks == 1
+        with pytest.raises(BackendError) as info:
+            strict.get_or_load("k", loader)
+        assert isinstance(info.value.__cause__, redis.exceptions.OutOfMemoryError)
+        assert calls == [1]  # without fallback the loader is not called
+    finally:
+        admin.config_set("maxmemory", 0)
+    assert lenient.get_or_load("k", loader) == 7 and calls == [1, 1]
+    assert strict.get("k") == 7  # cached once writes are accepted again

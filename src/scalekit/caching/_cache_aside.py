@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import redis
+
 from ..exceptions import BackendError, BackendUnavailableError, CacheLoadTimeoutError
 
 if TYPE_CHECKING:
@@ -125,6 +127,14 @@ def _timeout_error(cache: RedisCache, name: str) -> Callable[[], Exception]:
     )
 
 
+def _falls_back(exc: BackendError) -> bool:
+    """True if `fallback` covers *exc*: Redis unreachable, or answering but refusing
+    every write (out of memory under `noeviction`, or a read-only replica)."""
+    return isinstance(exc, BackendUnavailableError) or isinstance(
+        exc.__cause__, (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+    )
+
+
 def _miss(cache: RedisCache, name: str, loader: Callable[[], Any], ttl: float | None) -> _Result:
     ran: list[bool] = []
 
@@ -134,8 +144,8 @@ def _miss(cache: RedisCache, name: str, loader: Callable[[], Any], ttl: float | 
 
     try:
         return _load(cache, name, tracked, ttl)
-    except BackendUnavailableError:
-        if not cache.fallback or ran:  # never run the loader twice
+    except BackendError as exc:
+        if not (cache.fallback and _falls_back(exc)) or ran:  # never run the loader twice
             raise
         cache._counters.add("fallbacks")
         return loader(), False, _NEVER_FRESH
@@ -224,8 +234,8 @@ def _run_loader(
                 _version(),
             ],
         )
-    except BackendUnavailableError:
-        if cache.fallback:
+    except BackendError as exc:
+        if cache.fallback and _falls_back(exc):
             return value, False, _NEVER_FRESH  # loaded once already: return it uncached
         raise
     cache._counters.add("writebacks" if written == 1 else "writebacks_rejected")

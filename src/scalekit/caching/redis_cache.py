@@ -89,10 +89,12 @@ class RedisCache:
             (stale-while-revalidate). 0 disables.
         negative_ttl: If set, a loader returning `None` is remembered as "not
             found" for this many seconds; otherwise `None` is not cached.
-        fallback: If Redis is unavailable, `get_or_load` calls the loader
+        fallback: If Redis is unavailable, or answers but refuses writes
+            (`OOM` under `noeviction`, `READONLY`), `get_or_load` calls the loader
             directly instead of raising (once per key at a time in this process).
         notify: Publish each write and invalidation on `channel` (read by a
-            `NearCache` on a server without client tracking).
+            `NearCache` with `invalidation="channel"`); the Redis user must
+            be allowed to `PUBLISH` there (checked at construction).
         clock: Wall clock in seconds, shared by all processes (fresh-until stamps).
         rng: Random source for TTL jitter.
 
