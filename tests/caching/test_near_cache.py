@@ -421,11 +421,13 @@ def test_cluster_slot_moved_to_a_new_primary_is_listened_to(tmp_path: Any) -> No
     to it, so a write there still reaches the local layer within max_staleness."""
     from scalekit.sharding import key_slot
     from scalekit.testing import RedisClusterServers, RedisServer
+    from scalekit.testing.process import find_free_port
 
     cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    port = find_free_port(also_free=(10000,))  # the cluster bus port must be free too
     with (
         RedisClusterServers(workdir=tmp_path / "c") as cluster,
-        RedisServer(extra_args=cluster_args, workdir=tmp_path / "n") as extra,
+        RedisServer(port, extra_args=cluster_args, workdir=tmp_path / "n") as extra,
     ):
         spec_ = ("cluster", cluster.host, cluster.port)
         namespace = unique_namespace()
