@@ -1,13 +1,15 @@
 """A local cache in front of a RedisCache, kept coherent by invalidations from every node.
 
 NearCache opens one listener connection per Redis node (per primary on a
-Cluster). On a server with client tracking (Redis >= 6) each listener runs
-`CLIENT TRACKING ON REDIRECT <own id> BCAST PREFIX <namespace>:` and
-subscribes to `__redis__:invalidate`, so the node itself reports every
-change to a key of the namespace: writes through scalekit, and also a
-direct `SET` or `DEL`, an expiry, an eviction or a `FLUSHDB`. Without
-tracking a listener subscribes to the cache's channel, on which the scripts
-of [RedisCache][scalekit.caching.redis_cache.RedisCache] publish each write
+Cluster), of its own, outside the client's pool. By default each listener
+runs `CLIENT TRACKING ON REDIRECT <own id> BCAST PREFIX <namespace>:` and
+subscribes to `__redis__:invalidate` (Redis >= 6), so the node itself
+reports every change to a key of the namespace: writes through scalekit,
+and also a direct `SET` or `DEL`, an expiry, an eviction or a `FLUSHDB`;
+if that setup is refused the constructor raises `ConfigurationError`.
+With `invalidation="channel"` a listener subscribes to the cache's channel
+instead, on which the scripts of
+[RedisCache][scalekit.caching.redis_cache.RedisCache] publish each write
 (writes that bypass scalekit are then not seen).
 
 The staleness bound comes from heartbeats on the same connections: every
