@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import random
 import statistics
@@ -95,15 +96,15 @@ def test_fill_racing_an_invalidation_is_dropped(pair: tuple[NearCache, NearCache
     a, b = pair
     a.set("k", "old")
     started, release = threading.Event(), threading.Event()
-    real_get = b.remote.get
+    real_get = b.remote._get_with_deadline
 
-    def slow_get(key: str, default: Any = None) -> Any:
+    def slow_get(key: str, default: Any) -> Any:
         value = real_get(key, default)  # reads "old" ...
         started.set()
         assert release.wait(5)  # ... and is delayed past the invalidation
         return value
 
-    b.remote.get = slow_get  # type: ignore[method-assign]
+    b.remote._get_with_deadline = slow_get  # type: ignore[method-assign]
     out: list[Any] = []
     t = threading.Thread(target=lambda: out.append(b.get("k")))
     t.start()
@@ -112,7 +113,7 @@ def test_fill_racing_an_invalidation_is_dropped(pair: tuple[NearCache, NearCache
     assert wait_until(lambda: b._seq > 0 and "k" in b._dirty)
     release.set()
     t.join()
-    b.remote.get = real_get  # type: ignore[method-assign]
+    b.remote._get_with_deadline = real_get  # type: ignore[method-assign]
     assert out == ["old"]
     assert b.get("k") == "new"  # "old" was not put in the local layer
 
@@ -420,11 +421,13 @@ def test_cluster_slot_moved_to_a_new_primary_is_listened_to(tmp_path: Any) -> No
     to it, so a write there still reaches the local layer within max_staleness."""
     from scalekit.sharding import key_slot
     from scalekit.testing import RedisClusterServers, RedisServer
+    from scalekit.testing.process import find_free_port
 
     cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    port = find_free_port(also_free=(10000,))  # the cluster bus port must be free too
     with (
         RedisClusterServers(workdir=tmp_path / "c") as cluster,
-        RedisServer(extra_args=cluster_args, workdir=tmp_path / "n") as extra,
+        RedisServer(port, extra_args=cluster_args, workdir=tmp_path / "n") as extra,
     ):
         spec_ = ("cluster", cluster.host, cluster.port)
         namespace = unique_namespace()
@@ -464,3 +467,197 @@ def test_cluster_slot_moved_to_a_new_primary_is_listened_to(tmp_path: Any) -> No
             assert wait_until(lambda: near.get("k") == 2, timeout=near.max_staleness + margin)
         finally:
             near.close()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_client_command_disabled_is_refused_at_construction(protocol: int) -> None:
+    """Managed services often run `rename-command CLIENT ""`: no silent switch to a mode
+    that cannot see direct writes, and no cache that stays untrusted forever."""
+    from scalekit.testing import RedisServer
+
+    with RedisServer(extra_args=["--rename-command", "CLIENT", ""]) as server:
+        spec_ = ("standalone", server.url)
+        remote = RedisCache(make_client(spec_, protocol=protocol), namespace=unique_namespace())
+        start = time.monotonic()
+        refused = "CLIENT ID" if protocol == 2 else "CLIENT TRACKING ON"
+        with pytest.raises(ConfigurationError, match=f"{refused}.* was refused"):
+            NearCache(LRUCache(10), remote, max_staleness=0.5, connect_timeout=5)
+        assert time.monotonic() - start < 5  # refused at once, not after connect_timeout
+        # Asked for explicitly, the channel mode works (and says it cannot see direct writes).
+        with NearCache(LRUCache(10), remote, max_staleness=0.5, invalidation="channel") as near:
+            assert near.state == "trusted" and near.tracking is False
+            remote.set("k", 1)
+            assert wait_until(lambda: near.get("k") == 1 and "k" in near._local)
+            remote.set("k", 2)
+            assert wait_until(lambda: near.get("k") == 2, timeout=near.max_staleness)
+        with pytest.raises(ConfigurationError, match="notify=True"):
+            NearCache(
+                {}, RedisCache(remote.client, namespace="q", notify=False), invalidation="channel"
+            )
+
+
+def test_local_entry_never_outlives_the_remote_freshness(spec: Any) -> None:
+    """With `stale_ttl` Redis keeps a value past its ttl (no expiry, so no invalidation):
+    a local copy filled late must still stop at the value's fresh-until, not at fill +
+    local_ttl. Without `stale_ttl` the key's remaining PTTL bounds it the same way."""
+    wall = FakeClock(start=1_700_000_000.0)
+    remote = RedisCache(
+        make_client(spec), namespace=unique_namespace(), ttl=2, stale_ttl=30, jitter=0, clock=wall
+    )
+    margin = 0.2  # scheduling on a loaded machine
+    with NearCache(LRUCache(10), remote, max_staleness=0.5) as near:
+        remote.set("k", "v1")
+        wall.advance(1.9)  # 0.1 s of freshness left when the local layer is filled
+        assert wait_until(lambda: near.get("k") == "v1" and "k" in near._local)
+        wall.advance(1.6)  # v1 is stale in Redis now
+        assert remote.get("k") is None
+        loads: list[str] = []
+        assert wait_until(
+            lambda: near.get_or_load("k", lambda: loads.append("v2") or "v2") == "v2",
+            timeout=0.1 + margin,
+        )
+        assert loads == ["v2"]
+
+    plain = RedisCache(make_client(spec), namespace=unique_namespace(), ttl=60, jitter=0)
+    with NearCache(LRUCache(10), plain, max_staleness=0.5, local_ttl=60) as near:
+        plain.set("k", "short", ttl=0.3)
+        assert wait_until(lambda: near.get("k") == "short" and "k" in near._local)
+        _, deadline = near._local["k"]
+        assert deadline <= near._clock() + 0.3
+
+
+def test_listeners_leave_a_bounded_pool_to_the_caller(redis_server: Any) -> None:
+    """A listener holds its connection for as long as it runs: it opens its own, so a
+    one-connection BlockingConnectionPool still serves the caller's reads at once."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    pool = redis.BlockingConnectionPool.from_url(
+        redis_server.url, max_connections=1, timeout=5, socket_timeout=0.5,
+        socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 1),
+    )  # fmt: skip
+    remote = RedisCache(redis.Redis(connection_pool=pool), namespace=unique_namespace())
+    with NearCache(LRUCache(10), remote, max_staleness=0.5) as near:
+        assert near.state == "trusted"
+        start = time.monotonic()
+        near.set("k", 1)
+        assert near.get("k") == 1
+        assert time.monotonic() - start < 1.0  # no wait for the pool's only connection
+    pool.disconnect()
+
+
+def test_values_are_shared_unless_copy_is_asked_for(redis_server: Any) -> None:
+    remote = RedisCache(make_client(("standalone", redis_server.url)), namespace=unique_namespace())
+    remote.set("k", {"tags": ["a"]})
+    with NearCache(LRUCache(10), remote, max_staleness=0.5, copy=True) as near:
+        assert wait_until(lambda: near.get("k") is not None and "k" in near._local)
+        first = near.get("k")  # a local hit
+        assert first == {"tags": ["a"]}
+        first["tags"].append("mutated by a caller")
+        assert near.get("k") == {"tags": ["a"]}  # a local hit, unchanged
+    with NearCache(LRUCache(10), remote, max_staleness=0.5) as near:
+        assert wait_until(lambda: near.get("k") is not None and "k" in near._local)
+        assert near.get("k") is near.get("k")  # the documented default: one shared object
+
+
+def test_cluster_graceful_failover_moves_the_listener_to_the_new_primary(tmp_path: Any) -> None:
+    """`CLUSTER FAILOVER`: the demoted primary keeps answering pings but no longer takes
+    writes. The listener asks ROLE with every ping, so it moves to the new primary and a
+    write there reaches the local layer within max_staleness even while the demoted node
+    stalls (CLIENT PAUSE WRITE holds its replication). Takes about 10 s (a cluster of four)."""
+    from scalekit.testing import RedisClusterServers, RedisServer
+    from scalekit.testing.process import find_free_port
+
+    cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    port = find_free_port(also_free=(10000,))  # the cluster bus port must be free too
+    with (
+        RedisClusterServers(workdir=tmp_path / "c") as cluster,
+        RedisServer(port, extra_args=cluster_args, workdir=tmp_path / "r") as replica,
+    ):
+        spec_ = ("cluster", cluster.host, cluster.port)
+        namespace = unique_namespace()
+        writer = RedisCache(make_client(spec_), namespace=namespace)
+        name = writer._name("k")
+        owner = next(
+            n for n in cluster.nodes if n.port == writer.client.get_node_from_key(name).port
+        )
+        owner_id = owner.execute("CLUSTER", "MYID").split(b"\r\n")[1]
+        replica.execute("CLUSTER", "MEET", cluster.host, cluster.port)
+        assert wait_until(lambda: b"cluster_state:ok" in replica.execute("CLUSTER", "INFO"))
+        assert wait_until(
+            lambda: b"+OK" in replica.execute("CLUSTER", "REPLICATE", owner_id), timeout=10
+        )
+        assert wait_until(
+            lambda: b"master_link_status:up" in replica.execute("INFO", "replication"),
+            timeout=10,
+        )
+        near = NearCache(
+            LRUCache(10), RedisCache(make_client(spec_), namespace=namespace), max_staleness=0.5
+        )
+        try:
+            writer.set("k", "old")
+            assert wait_until(lambda: near.get("k") == "old" and "k" in near._local)
+            replica.execute("CLUSTER", "FAILOVER")
+            assert wait_until(
+                lambda: b"role:master" in replica.execute("INFO", "replication"), timeout=10
+            )
+            assert wait_until(lambda: b"role:slave" in owner.execute("INFO", "replication"))
+            owner.execute("CLIENT", "PAUSE", "3000", "WRITE")  # its replication stalls
+            promoted = RedisCache(
+                make_client(("cluster", cluster.host, replica.port)), namespace=namespace
+            )
+            promoted.set("k", "new")
+            margin = 0.2  # scheduling on a loaded machine
+            assert wait_until(lambda: near.get("k") == "new", timeout=near.max_staleness + margin)
+        finally:
+            near.close()
+            with contextlib.suppress(Exception):
+                owner.execute("CLIENT", "UNPAUSE")
+
+
+def test_refused_heartbeat_is_named_ping(fresh_redis_server: Any) -> None:
+    admin = make_client(("standalone", fresh_redis_server.url))
+    namespace = unique_namespace()
+    admin.acl_setuser(
+        "noping", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-ping"],
+        channels=["__redis__:invalidate", f"{namespace}:__invalidations__"],
+    )  # fmt: skip
+    user = make_client(("standalone", fresh_redis_server.url), username="noping", password="pw")
+    with pytest.raises(ConfigurationError, match="PING was refused"):
+        NearCache(LRUCache(10), RedisCache(user, namespace=namespace), max_staleness=0.5)
+    admin.close()
+
+
+def _forked_child(near: NearCache, writer: RedisCache, results: Any) -> None:
+    trusted = near.sync(timeout=10)  # a heartbeat answered in the child itself
+    filled = wait_until(lambda: near.get("k") == 1 and near._local["k"][0] == 1)
+    hits = near.stats().local_hits
+    served_locally = near.get("k") == 1 and near.stats().local_hits == hits + 1
+    writer.set("k", 2)  # a write from the child's side reaches its own local layer
+    seen = wait_until(lambda: near.get("k") == 2 and near._local["k"][0] == 2, timeout=5)
+    results.put((trusted, filled, served_locally, seen))
+    near.close()
+
+
+def test_near_cache_created_before_fork_works_in_the_child(redis_server: Any) -> None:
+    """gunicorn --preload, multiprocessing 'fork': the child gets listeners of its own."""
+    spec_ = ("standalone", redis_server.url)
+    namespace = unique_namespace()
+    near = NearCache(
+        LRUCache(10), RedisCache(make_client(spec_), namespace=namespace), max_staleness=0.5
+    )
+    writer = RedisCache(make_client(spec_), namespace=namespace)
+    try:
+        writer.set("k", 1)
+        assert wait_until(lambda: near.get("k") == 1 and "k" in near._local)
+        ctx = multiprocessing.get_context("fork")
+        results = ctx.Queue()
+        child = ctx.Process(target=_forked_child, args=(near, writer, results))
+        child.start()
+        assert results.get(timeout=30) == (True, True, True, True)
+        child.join(10)
+        assert child.exitcode == 0
+        assert wait_until(lambda: near.get("k") == 2, timeout=near.max_staleness + 0.2)
+    finally:
+        near.close()

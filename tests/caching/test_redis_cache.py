@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from scalekit.caching.redis_cache import CacheLoadTimeoutError, RedisCache
-from scalekit.exceptions import BackendUnavailableError, ConfigurationError
+from scalekit.exceptions import BackendError, BackendUnavailableError, ConfigurationError
 from scalekit.sharding import key_slot
 from scalekit.testing import FakeClock
 from tests.caching._redis_helpers import (  # noqa: F401 - fixtures
@@ -384,7 +384,7 @@ def _answers(cache: RedisCache, key: str) -> bool:
 
 def test_unserializable_value_raises_and_frees_the_lease(client: Any) -> None:
     cache = cache_for(client, wait_timeout=0)
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigurationError, match=r"value is of type set"):
         cache.get_or_load("k", lambda: {1, 2})  # a set is not JSON
     assert client.exists(cache._name("k") + ":lease") == 0
     assert cache.get("k") is None
@@ -626,3 +626,166 @@ def test_serializers_refuse_at_write_time_what_they_cannot_read(client: Any) -> 
     with pytest.raises(ConfigurationError, match="merged"):
         plain.get_or_load("m", lambda: {1: "a", "1": "b"})
     assert client.exists(plain._name("p"), plain._name("m"), plain._name("m") + ":lease") == 0
+
+
+# -- a refused PUBLISH: the write and its report agree ----------------------------
+def test_refused_publish_is_refused_at_construction_and_writes_nothing(
+    fresh_redis_server: Any,
+) -> None:
+    """Redis 7's default `acl-pubsub-default resetchannels` grants a new user no channel."""
+    import redis
+
+    admin = make_client(("standalone", fresh_redis_server.url))
+    namespace = unique_namespace()
+    channel = f"{namespace}:__invalidations__"
+    admin.acl_setuser(
+        "nochan", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all"], channels=[]
+    )
+    user = make_client(("standalone", fresh_redis_server.url), username="nochan", password="pw")
+    with pytest.raises(ConfigurationError, match=f"PUBLISH.*{channel}"):
+        RedisCache(user, namespace=namespace)
+    RedisCache(user, namespace=namespace, notify=False).set("quiet", 1)  # no channel needed
+
+    # Rights revoked after construction: each refused write leaves nothing written.
+    admin.acl_setuser(
+        "nochan",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        commands=["+@all"],
+        channels=[channel],
+    )
+    cache = RedisCache(user, namespace=namespace)
+    admin.acl_setuser("nochan", enabled=True, reset_channels=True)
+    admin.execute_command("CLIENT", "KILL", "USER", "nochan")
+    reader = RedisCache(admin, namespace=namespace)
+    reader.set("d", "before")
+    for write in (
+        lambda: cache.set("a", 1),
+        lambda: cache.set_many({"b": 1, "c": 2}),
+        lambda: cache.get_or_load("e", lambda: "loaded"),
+        lambda: cache.delete("d"),
+    ):
+        with pytest.raises(BackendError, match="nothing was written") as info:
+            write()
+        assert isinstance(info.value.__cause__, redis.ResponseError)
+    assert reader.get_many(list("abcde")) == {"d": "before"}
+    admin.close()
+
+
+def test_call_timeout_counts_the_pool_wait_and_refuses_an_unknown_backoff(
+    redis_server: Any,
+) -> None:
+    """Threads queued on a BlockingConnectionPool while Redis is blackholed wait for a
+    connection first: call_timeout counts that wait. A backoff whose longest sleep is
+    unknown cannot be bounded: refused, not sampled once."""
+    import redis
+    from redis.backoff import AbstractBackoff, FullJitterBackoff, NoBackoff
+    from redis.retry import Retry
+
+    from scalekit.testing import TCPProxy
+
+    timeouts = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    with TCPProxy(*redis_server.address) as proxy:
+        pool = redis.BlockingConnectionPool(
+            host=proxy.address[0], port=proxy.address[1], max_connections=2, timeout=1,
+            retry=Retry(NoBackoff(), 1), **timeouts,
+        )  # fmt: skip
+        cache = cache_for(redis.Redis(connection_pool=pool))
+        assert cache.call_timeout == pytest.approx(1 + 2 * (0.5 + 0.5))
+        cache.get("warm")
+        proxy.blackhole()
+        took: list[float] = []
+
+        def timed_get() -> None:
+            start = time.monotonic()
+            with contextlib.suppress(BackendUnavailableError):
+                cache.get("k")
+            took.append(time.monotonic() - start)
+
+        threads = [threading.Thread(target=timed_get) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        proxy.pass_through()
+        margin = 0.5  # thread scheduling on a loaded machine
+        assert len(took) == 8 and max(took) <= cache.call_timeout + margin
+        pool.disconnect()
+
+    class Jitter(AbstractBackoff):
+        def compute(self, failures: int) -> float:
+            return random.uniform(0, 1.0)
+
+    c = make_client(("standalone", redis_server.url), retry=Retry(Jitter(), 4), **timeouts)
+    with pytest.raises(ConfigurationError, match=r"backoff Jitter .* cannot be bounded"):
+        cache_for(c)
+    c = make_client(
+        ("standalone", redis_server.url),
+        retry=Retry(FullJitterBackoff(cap=1.0, base=0.2), 4),
+        **timeouts,
+    )
+    longest = sum(min(1.0, 0.2 * 2**f) for f in range(1, 5))  # 0.4 + 0.8 + 1 + 1
+    assert cache_for(c).call_timeout == pytest.approx(5 * (0.5 + 0.5) + longest)
+
+
+def test_loader_asking_for_its_own_key_fails_at_once(client: Any) -> None:
+    from scalekit.exceptions import InvalidStateError
+
+    cache = cache_for(client, wait_timeout=5)
+    start = time.monotonic()
+    with pytest.raises(InvalidStateError, match="its own key"):
+        cache.get_or_load("re", lambda: cache.get_or_load("re", lambda: "inner"))
+    assert time.monotonic() - start < 1.0  # not after wait_timeout
+    assert client.exists(cache._name("re") + ":lease") == 0  # the lease was released
+    assert cache.get_or_load("re", lambda: "outer") == "outer"
+
+
+def test_get_many_refuses_a_single_string(client: Any) -> None:
+    cache = cache_for(client)
+    cache.set_many({"a": 1, "b": 2, "ab": 3})
+    with pytest.raises(ConfigurationError, match="not a single str"):
+        cache.get_many("ab")
+    assert cache.get_many(["ab"]) == {"ab": 3}
+
+
+def test_cluster_client_reading_from_replicas_is_refused(redis_cluster: Any) -> None:
+    """A lagging replica would serve a value after its invalidation was acknowledged."""
+    from redis.cluster import LoadBalancingStrategy
+
+    for option in (
+        {"read_from_replicas": True},
+        {"load_balancing_strategy": LoadBalancingStrategy.ROUND_ROBIN},
+    ):
+        c = make_client(("cluster", redis_cluster.host, redis_cluster.port), **option)
+        with pytest.raises(ConfigurationError, match="primaries only"):
+            cache_for(c)
+        c.close()
+
+
+def test_fallback_covers_a_redis_that_refuses_writes(fresh_redis_server: Any) -> None:
+    """Out of memory under `noeviction`: Redis answers, but every write is refused."""
+    import redis
+
+    admin = make_client(("standalone", fresh_redis_server.url))
+    lenient = cache_for(make_client(("standalone", fresh_redis_server.url)), fallback=True)
+    strict = cache_for(admin, namespace=lenient.namespace)
+    calls: list[int] = []
+
+    def loader() -> int:
+        calls.append(1)
+        return 7
+
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)
+    try:
+        assert lenient.get_or_load("k", loader) == 7 and calls == [1]
+        assert lenient.stats().fallbacks == 1
+        with pytest.raises(BackendError) as info:
+            strict.get_or_load("k", loader)
+        assert isinstance(info.value.__cause__, redis.exceptions.OutOfMemoryError)
+        assert calls == [1]  # without fallback the loader is not called
+    finally:
+        admin.config_set("maxmemory", 0)
+    assert lenient.get_or_load("k", loader) == 7 and calls == [1, 1]
+    assert strict.get("k") == 7  # cached once writes are accepted again

@@ -112,7 +112,7 @@ def test_every_value_round_trips_exactly_or_is_refused_at_write_time(value: Any)
     for serializer in (JSONSerializer(), MsgpackSerializer()):
         try:
             data = serializer.dumps(value)
-        except (ConfigurationError, TypeError):
+        except ConfigurationError:
             continue  # refused at write time: nothing unreadable reaches Redis
         assert same(serializer.loads(data), value), (serializer.name, value)
 
@@ -142,3 +142,34 @@ def test_json_refuses_merged_keys_and_non_finite_floats() -> None:
         s.dumps([float("inf")])
     with pytest.raises(ConfigurationError, match="tuple"):
         s.dumps((1, 2))
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("make", [JSONSerializer, MsgpackSerializer])
+def test_every_refusal_is_a_configuration_error_naming_the_part(make: Any) -> None:
+    """A set, bytes in JSON, a lone surrogate, a key that cannot round-trip and nesting past
+    the documented depth are all refused with a ConfigurationError (a ValueError)."""
+    serializer = make()
+    cases: list[tuple[Any, str]] = [
+        ({"tags": {1, 2}}, r"value\['tags'\].*set"),
+        ({"name": "\ud800"}, r"value\['name'\].*surrogate"),
+        ({"\udc80": 1}, r"key.*surrogate"),
+        ({"a": [1, object()]}, r"value\['a'\]\[1\].*object"),
+        (_nested(100_000), "nested deeper than 100 levels"),
+        (_nested(101), "nested deeper than 100 levels"),
+    ]
+    if serializer.name == "json":
+        cases.append(({"blob": b"x"}, r"value\['blob'\].*bytes"))
+    else:
+        cases.append(({float("nan"): 1}, "NaN map key"))
+    for value, message in cases:
+        with pytest.raises(ConfigurationError, match=message):
+            serializer.dumps(value)
+    deepest = _nested(100)  # the documented depth is accepted
+    assert serializer.loads(serializer.dumps(deepest)) == deepest

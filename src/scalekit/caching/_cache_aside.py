@@ -7,11 +7,14 @@ in their own module for size; `RedisCache.get_or_load` is the entry point.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+import redis
 
 from ..exceptions import BackendError, BackendUnavailableError, CacheLoadTimeoutError
 
@@ -66,15 +69,30 @@ class _Counters:
             return RedisCacheStats(**self._counts)
 
 
+_Result = tuple[Any, bool, float]  # (value, fresh, time.monotonic() instant fresh until)
+_NEVER_FRESH = float("-inf")
+
+
 def get_or_load(
-    cache: RedisCache, key: str, loader: Callable[[], Any], ttl: float | None
-) -> tuple[Any, bool]:
-    """(value, fresh): *fresh* is False for a stale or uncached (fallback) value."""
+    cache: RedisCache, key: str, loader: Callable[[], Any], ttl: float | None, deadline: bool
+) -> _Result:
+    """(value, fresh, fresh until): *fresh* is False for a stale or uncached (fallback) value.
+
+    *fresh until* never lies after the instant Redis stops serving the value as
+    fresh; on a hit it is exact only with *deadline* (a GET + PTTL script), else `inf`.
+    """
     name = cache._name(key)
     data = None
     down = False
+    until = math.inf
     try:
-        data = cache._call(cache._client.get, name)
+        if deadline:
+            sent = time.monotonic()
+            reply = cache._call(cache._read, keys=[name])
+            if reply is not None:
+                data, until = reply[0], cache._fresh_deadline(reply[0], reply[1], sent)
+        else:
+            data = cache._call(cache._client.get, name)
     except BackendUnavailableError:
         if not cache.fallback:
             raise
@@ -82,23 +100,21 @@ def get_or_load(
     value = cache._decode(data, _MISS)
     if value is not _MISS:
         cache._counters.add("hits")
-        return value, True
+        return value, True, until
     if cache.stale_ttl and data is not None and data[0] == 0x76:
         # A stale value is kept: whoever finds the lease taken gets it at once,
         # so callers in this process need not queue behind one another.
         return _miss(cache, name, loader, ttl)
     leader: list[bool] = []
 
-    def lead() -> tuple[Any, bool]:
+    def lead() -> _Result:
         leader.append(True)
         if down:
             cache._counters.add("fallbacks")
-            return loader(), False
+            return loader(), False, _NEVER_FRESH
         return _miss(cache, name, loader, ttl)
 
-    result: tuple[Any, bool] = cache._flight.run(
-        name, lead, cache.wait_timeout, _timeout_error(cache, name)
-    )
+    result: _Result = cache._flight.run(name, lead, cache.wait_timeout, _timeout_error(cache, name))
     if not leader:
         cache._counters.add("shared")
     return result
@@ -111,9 +127,15 @@ def _timeout_error(cache: RedisCache, name: str) -> Callable[[], Exception]:
     )
 
 
-def _miss(
-    cache: RedisCache, name: str, loader: Callable[[], Any], ttl: float | None
-) -> tuple[Any, bool]:
+def _falls_back(exc: BackendError) -> bool:
+    """True if `fallback` covers *exc*: Redis unreachable, or answering but refusing
+    every write (out of memory under `noeviction`, or a read-only replica)."""
+    return isinstance(exc, BackendUnavailableError) or isinstance(
+        exc.__cause__, (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+    )
+
+
+def _miss(cache: RedisCache, name: str, loader: Callable[[], Any], ttl: float | None) -> _Result:
     ran: list[bool] = []
 
     def tracked() -> Any:
@@ -122,16 +144,14 @@ def _miss(
 
     try:
         return _load(cache, name, tracked, ttl)
-    except BackendUnavailableError:
-        if not cache.fallback or ran:  # never run the loader twice
+    except BackendError as exc:
+        if not (cache.fallback and _falls_back(exc)) or ran:  # never run the loader twice
             raise
         cache._counters.add("fallbacks")
-        return loader(), False
+        return loader(), False, _NEVER_FRESH
 
 
-def _load(
-    cache: RedisCache, name: str, loader: Callable[[], Any], ttl: float | None
-) -> tuple[Any, bool]:
+def _load(cache: RedisCache, name: str, loader: Callable[[], Any], ttl: float | None) -> _Result:
     cache._counters.add("misses")
     keys = [name, name + ":ver", name + ":lease"]
     token = os.urandom(8).hex()
@@ -139,19 +159,21 @@ def _load(
     delay = 0.002
     waited = False
     while True:
+        sent = time.monotonic()
         reply = cache._call(
             cache._acquire,
             keys=keys,
             args=[token, cache._lease_ms, round(cache._clock() * 1000), _version()],
         )
         if reply[0] == 1:
-            return _hit_after_wait(cache, reply[1], waited), True
+            until = cache._fresh_deadline(reply[1], reply[2], sent)
+            return _hit_after_wait(cache, reply[1], waited), True, until
         stale = reply[-1]
         if reply[0] == 2:
             return _run_loader(cache, keys, token, reply[1], loader, ttl)
         if cache.stale_ttl and stale is not None and stale[0] == 0x76:  # b"v": kept stale
             cache._counters.add("stale_served")
-            return cache.serializer.loads(stale.split(b":", 2)[2]), False
+            return cache.serializer.loads(stale.split(b":", 2)[2]), False, _NEVER_FRESH
         if not waited:
             waited = True
             cache._counters.add("waits")
@@ -175,7 +197,7 @@ def _run_loader(
     version: bytes,
     loader: Callable[[], Any],
     ttl: float | None,
-) -> tuple[Any, bool]:
+) -> _Result:
     cache._counters.add("loads")
     try:
         value = loader()
@@ -189,10 +211,13 @@ def _run_loader(
     try:
         if value is None and cache.negative_ttl is None:
             cache._call(cache._release, keys=[keys[2]], args=[token])
-            return None, False
+            return None, False, _NEVER_FRESH
         kind = "v" if value is not None else "n"
         fresh_until, px = cache._expiry(ttl if value is not None else cache.negative_ttl)
         user_key = keys[0][len(cache.namespace) + 2 : -1]
+        sent = time.monotonic()
+        # Fresh for px ms from now, or until the fresh-until stamp with stale_ttl.
+        until = sent + (fresh_until / 1000 - cache._clock() if fresh_until else px / 1000)
         written = cache._call(
             cache._write_back,
             keys=keys,
@@ -209,9 +234,9 @@ def _run_loader(
                 _version(),
             ],
         )
-    except BackendUnavailableError:
-        if cache.fallback:
-            return value, False  # loaded once already: return it uncached
+    except BackendError as exc:
+        if cache.fallback and _falls_back(exc):
+            return value, False, _NEVER_FRESH  # loaded once already: return it uncached
         raise
     cache._counters.add("writebacks" if written == 1 else "writebacks_rejected")
-    return value, written == 1
+    return value, written == 1, until

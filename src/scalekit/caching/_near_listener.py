@@ -8,6 +8,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import redis
+import redis.cluster
 
 from ..exceptions import BackendUnavailableError
 
@@ -17,18 +18,25 @@ if TYPE_CHECKING:
 _log = logging.getLogger("scalekit.caching.near_cache")
 NEVER = float("-inf")
 _TRACKING_CHANNEL = b"__redis__:invalidate"
-_UNSET: Any = object()
 
 
 def permission_message(listener: Listener, channel: str) -> str:
+    if listener.near.invalidation == "channel":
+        needs = f"the commands SUBSCRIBE and PING and the channel {channel!r}"
+        grant = f"+subscribe +ping &{channel}"
+    else:
+        needs = (
+            "the commands CLIENT ID, CLIENT TRACKING, SUBSCRIBE and PING (not renamed or "
+            "disabled on the server) and the channel '__redis__:invalidate'"
+        )
+        grant = "+client|id +client|tracking +subscribe +ping &__redis__:invalidate"
+    if isinstance(listener.near.remote.client, redis.cluster.RedisCluster):
+        needs += ", and on a Cluster ROLE"
+        grant += " +role"
     return (
         f"NearCache cannot listen for invalidations on Redis node {listener.node}: "
-        f"{listener.step} was refused ({listener.denied}). The Redis user needs the "
-        "commands CLIENT ID, CLIENT TRACKING, SUBSCRIBE and PING and the channel "
-        "'__redis__:invalidate' (or, on a server "
-        f"without client tracking, the channel {channel!r}), "
-        f"e.g. ACL SETUSER <user> +client|id +client|tracking +subscribe +ping "
-        f"&__redis__:invalidate &{channel}"
+        f"{listener.step} was refused ({listener.denied}). The Redis user needs {needs}, "
+        f"e.g. ACL SETUSER <user> {grant}"
     )
 
 
@@ -52,12 +60,14 @@ class Listener(threading.Thread):
         backoff = 0.05
         while not (near._stop.is_set() or self.retired):
             conn = None
-            self._handler: Any = _UNSET
+            self._role: Any = None
             try:
-                conn = self.pool.get_connection()
+                # A connection of its own, outside the user's pool: it is held for as
+                # long as the listener runs, and must not starve a bounded pool.
+                conn = self.pool.connection_class(**self.pool.connection_kwargs)
                 self._session(conn)
                 backoff = 0.05
-            except redis.exceptions.NoPermissionError as exc:
+            except redis.ResponseError as exc:  # refused: an ACL, or a renamed command
                 if self.denied is None:
                     _log.error("%s", permission_message(self._denied(exc), near.remote.channel))
                 near._distrust(self)
@@ -68,14 +78,21 @@ class Listener(threading.Thread):
                 near._stop.wait(backoff)
                 backoff = min(backoff * 2, near.max_staleness)
             finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):  # best effort on a broken link
-                        # The connection goes back to the user's pool: leave no trace.
-                        if self._handler is not _UNSET:
-                            conn._parser.set_invalidation_push_handler(self._handler)
-                        conn.disconnect()
-                        self.pool.release(conn)
+                for used in (conn, self._role):
+                    if used is not None:
+                        with contextlib.suppress(Exception):  # best effort on a broken link
+                            used.disconnect()
         near._distrust(self)
+
+    def _check_role(self, role: Any) -> None:
+        """Leave the session if the node is no longer a primary; look for the new one."""
+        if isinstance(role, list) and role and role[0] in (b"master", "master"):
+            return
+        client: Any = self.near.remote.client
+        with contextlib.suppress(Exception):  # the map is refreshed again at the next MOVED
+            client.nodes_manager.initialize()
+        self.near._check_topology()
+        raise BackendUnavailableError(f"node {self.node} is no longer a primary: {role!r}")
 
     def _denied(self, exc: Exception) -> Listener:
         self.denied = exc
@@ -91,36 +108,35 @@ class Listener(threading.Thread):
         near = self.near
         prefix = f"{near.remote.namespace}:"
         resp3 = str(getattr(conn, "protocol", 2)) == "3"
-        if resp3:
-            # RESP3: the node pushes `invalidate` messages on this very connection.
-            self._handler = getattr(conn._parser, "invalidation_push_handler_func", None)
-            conn._parser.set_invalidation_push_handler(lambda push: [b"invalidate", push[1]])
-            tracking: tuple[Any, ...] = ("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", prefix)
-        else:
-            # RESP2: invalidations are redirected to a pub/sub channel on this connection.
-            client_id = self._command(conn, "CLIENT", "ID")
-            tracking = (
-                "CLIENT",
-                "TRACKING",
-                "ON",
-                "REDIRECT",
-                client_id,
-                "BCAST",
-                "PREFIX",
-                prefix,
-            )
-        try:
-            self._command(conn, *tracking)
-            self.tracking = True
-        except redis.exceptions.NoPermissionError:
-            raise
-        except redis.exceptions.ResponseError:
-            self.tracking = False  # Redis < 6: only writes through scalekit are seen
-        if not self.tracking:
+        self.step = "connect"
+        conn.connect()
+        if near.invalidation == "channel":
+            # Only writes through scalekit publish here: direct writes are not seen.
             self._command(conn, "SUBSCRIBE", near.remote.channel)
-        elif not resp3:
-            self._command(conn, "SUBSCRIBE", _TRACKING_CHANNEL)
+            self.tracking = False
+        else:
+            if resp3:
+                # RESP3: the node pushes `invalidate` messages on this very connection.
+                conn._parser.set_invalidation_push_handler(lambda push: [b"invalidate", push[1]])
+                redirect: tuple[Any, ...] = ()
+            else:
+                # RESP2: invalidations are redirected to a pub/sub channel on this connection.
+                redirect = ("REDIRECT", self._command(conn, "CLIENT", "ID"))
+            # Any refusal (an ACL, a renamed or disabled CLIENT, a server without
+            # tracking) is raised: NearCache never falls back to a mode that cannot
+            # see direct writes unless it was asked to (invalidation="channel").
+            self._command(conn, "CLIENT", "TRACKING", "ON", *redirect, "BCAST", "PREFIX", prefix)
+            if not resp3:
+                self._command(conn, "SUBSCRIBE", _TRACKING_CHANNEL)
+            self.tracking = True
+        if isinstance(near.remote.client, redis.cluster.RedisCluster):
+            # A second connection asks the node its ROLE with every ping: a primary
+            # demoted by a failover keeps answering pings but no longer sees the writes.
+            self._role = self.pool.connection_class(**self.pool.connection_kwargs)
+            self._role.connect()
+            self._check_role(self._command(self._role, "ROLE"))
         self.denied = None
+        self.step = "PING"  # the heartbeat: a refusal now names it
         # Messages may have been lost while not subscribed: nothing local can be trusted.
         near.clear_local()
         interval = near.max_staleness / 4
@@ -136,6 +152,8 @@ class Listener(threading.Thread):
                 near._check_topology()
                 sent += 1
                 pending.append((b"%d" % sent, now))
+                if self._role is not None:  # asked before the ping: see the pong below
+                    self._role.send_command("ROLE", check_health=False)
                 conn.send_command("PING", pending[-1][0], check_health=False)
                 next_ping = now + interval
             trusted = self.trusted_until
@@ -157,6 +175,10 @@ class Listener(threading.Thread):
                     raise BackendUnavailableError(
                         f"heartbeat answers out of order: got {payload!r}"
                     )
+                if self._role is not None:
+                    # The node was a primary when it answered this ROLE, sent before the
+                    # ping: every write acknowledged before then was made on this node.
+                    self._check_role(self._role.read_response())
                 self.trusted_until = pending.pop(0)[1] + near.max_staleness
                 near._refresh_trust()
                 self.ready.set()

@@ -6,11 +6,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..exceptions import InvalidStateError
+
 
 class _Flight:
-    __slots__ = ("done", "error", "result")
+    __slots__ = ("done", "error", "owner", "result")
 
     def __init__(self) -> None:
+        self.owner = threading.get_ident()
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
@@ -33,6 +36,10 @@ class SingleFlight:
 
         A follower waits at most *timeout* seconds (`inf` for no limit),
         then raises `on_timeout()`.
+
+        Raises:
+            InvalidStateError: *fn* itself asked for *key* again in the same
+                thread (it would wait for itself).
         """
         with self._lock:
             flight = self._flights.get(key)
@@ -40,6 +47,11 @@ class SingleFlight:
             if flight is None:
                 flight = self._flights[key] = _Flight()
         if not leader:
+            if flight.owner == threading.get_ident():
+                raise InvalidStateError(
+                    f"the load of {key!r} asked for {key!r} again from its own thread "
+                    "(a loader calling get_or_load on its own key would wait for itself)"
+                )
             if not flight.done.wait(None if timeout == float("inf") else timeout):
                 raise on_timeout()
             if flight.error is not None:

@@ -1,13 +1,15 @@
 """A local cache in front of a RedisCache, kept coherent by invalidations from every node.
 
 NearCache opens one listener connection per Redis node (per primary on a
-Cluster). On a server with client tracking (Redis >= 6) each listener runs
-`CLIENT TRACKING ON REDIRECT <own id> BCAST PREFIX <namespace>:` and
-subscribes to `__redis__:invalidate`, so the node itself reports every
-change to a key of the namespace: writes through scalekit, and also a
-direct `SET` or `DEL`, an expiry, an eviction or a `FLUSHDB`. Without
-tracking a listener subscribes to the cache's channel, on which the scripts
-of [RedisCache][scalekit.caching.redis_cache.RedisCache] publish each write
+Cluster), of its own, outside the client's pool. By default each listener
+runs `CLIENT TRACKING ON REDIRECT <own id> BCAST PREFIX <namespace>:` and
+subscribes to `__redis__:invalidate` (Redis >= 6), so the node itself
+reports every change to a key of the namespace: writes through scalekit,
+and also a direct `SET` or `DEL`, an expiry, an eviction or a `FLUSHDB`;
+if that setup is refused the constructor raises `ConfigurationError`.
+With `invalidation="channel"` a listener subscribes to the cache's channel
+instead, on which the scripts of
+[RedisCache][scalekit.caching.redis_cache.RedisCache] publish each write
 (writes that bypass scalekit are then not seen).
 
 The staleness bound comes from heartbeats on the same connections: every
@@ -21,14 +23,19 @@ is re-established, the local layer is cleared and bypassed until that
 listener has answered a ping again. A write acknowledged at time *t* is
 therefore never served by another process's local layer after
 `t + max_staleness`. Because each node reports its own keys, this holds on
-a Cluster while a cluster-bus link is down.
+a Cluster while a cluster-bus link is down. On a Cluster each listener
+also asks its node `ROLE` just before every ping, so a primary demoted by
+a failover (which keeps answering pings) is left for the new primary.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, MutableMapping
 from typing import Any, NamedTuple
 
@@ -43,6 +50,16 @@ from .redis_cache import RedisCache
 __all__ = ["NearCache", "NearCacheStats"]
 
 _MISS: Any = object()
+_LIVE: weakref.WeakSet[NearCache] = weakref.WeakSet()  # restarted in a forked child
+
+
+def _restart_in_child() -> None:
+    for near in list(_LIVE):
+        near._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restart_in_child)
 
 
 class NearCacheStats(NamedTuple):
@@ -73,19 +90,31 @@ class NearCache:
         local: The local layer, e.g. `LRUCache(maxsize)`; NearCache guards it
             with its own lock, so it need not be thread-safe. It must not be
             shared with anything else.
-        remote: A `RedisCache`. Without client tracking on the server it must
-            be created with `notify=True` (the default).
+        remote: A `RedisCache`. With `invalidation="channel"` it must be
+            created with `notify=True` (the default).
         max_staleness: Seconds after a write is acknowledged by Redis within
             which this process stops serving the old value (see the module text).
         local_ttl: Seconds a local entry lives at most (default: the remote's ttl).
         connect_timeout: Seconds `__init__` waits for every listener; if one is
             not ready the cache still works, going to Redis until it is.
+        invalidation: `"tracking"` (default): each node reports every change
+            of a key of the namespace (client tracking, Redis >= 6), direct
+            writes and expiries included. `"channel"`: listen only to the
+            cache's channel, on which `RedisCache` publishes its own writes;
+            writes that bypass scalekit are then not seen (for a server
+            without client tracking, or with `CLIENT` disabled).
+        copy: Return a deep copy of each value (`copy.deepcopy`, at its
+            cost on every read). By default every caller in this process gets
+            the one object held in the local layer: treat it as read-only, since
+            mutating it changes what later reads return.
         clock: Monotonic clock in seconds.
 
     Raises:
-        ConfigurationError: Bad arguments, or the Redis user may not run what
-            the listeners need (`CLIENT ID`, `CLIENT TRACKING`, `SUBSCRIBE` to
-            `__redis__:invalidate` or the cache's channel, `PING`).
+        ConfigurationError: Bad arguments, or a listener's first setup was
+            refused: the Redis user may not run what it needs (`CLIENT ID`,
+            `CLIENT TRACKING`, `SUBSCRIBE` to `__redis__:invalidate` or the
+            cache's channel, `PING`), or the server renamed or disabled it.
+            The message names the refused command.
 
     Thread-safe. A local hit costs O(1) plus the local layer's own cost; a
     miss costs one Redis round trip. Call `close` to stop the listeners.
@@ -99,6 +128,8 @@ class NearCache:
         max_staleness: float = 1.0,
         local_ttl: float | None = None,
         connect_timeout: float = 5.0,
+        invalidation: str = "tracking",
+        copy: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(local, MutableMapping):
@@ -112,6 +143,17 @@ class NearCache:
             remote.ttl if local_ttl is None else positive_number("local_ttl", local_ttl)
         )
         timeout = positive_number("connect_timeout", connect_timeout)
+        if invalidation not in ("tracking", "channel"):
+            raise ConfigurationError(
+                f"invalidation must be 'tracking' or 'channel', got {invalidation!r}"
+            )
+        if invalidation == "channel" and not remote.notifies:
+            raise ConfigurationError(
+                "remote must be created with notify=True for invalidation='channel' "
+                "(its writes publish the invalidations), got notify=False"
+            )
+        self.invalidation = invalidation
+        self._copy = bool(copy)
         self._clock = clock
         self._lock = threading.Lock()
         self._trusted_until = _NEVER  # local entries usable while clock() < this
@@ -126,6 +168,7 @@ class NearCache:
         self._listeners = [Listener(self, pool, name) for pool, name in self._nodes()]
         for listener in self._listeners:
             listener.start()
+        _LIVE.add(self)
         deadline = time.monotonic() + timeout
         for listener in self._listeners:
             listener.ready.wait(max(0.0, deadline - time.monotonic()))
@@ -133,12 +176,28 @@ class NearCache:
         if denied:
             self.close()
             raise ConfigurationError(permission_message(denied[0], remote.channel))
-        if not remote.notifies and any(lst.tracking is False for lst in self._listeners):
-            self.close()
-            raise ConfigurationError(
-                "remote must be created with notify=True on a Redis without client tracking "
-                "(Redis < 6), so writes publish invalidations; got notify=False"
-            )
+
+    def _after_fork(self) -> None:
+        """In a child process: new locks, an empty local layer and listeners of its own.
+
+        The child inherits neither the parent's threads nor a safe copy of its
+        locks (another thread may have held one at the fork).
+        """
+        self._lock = threading.Lock()
+        self._topology = threading.Lock()
+        self._synced = threading.Condition()
+        closed = self._stop.is_set()
+        self._stop = threading.Event()
+        self._trusted_until = _NEVER
+        self._inflight.clear()
+        self._dirty.clear()
+        self._local.clear()
+        if closed:
+            self._stop.set()
+            return
+        self._listeners = [Listener(self, pool, name) for pool, name in self._nodes()]
+        for listener in self._listeners:
+            listener.start()
 
     def _check_topology(self) -> None:
         """Listen to primaries that appeared in the client's cluster map; retire gone ones.
@@ -192,12 +251,14 @@ class NearCache:
         if value is not _MISS:
             return value
         seq = self._begin(key)
-        value = _MISS
+        value, until = _MISS, _NEVER
         try:
-            value = self.remote.get(key, _MISS)
+            value, until = self.remote._get_with_deadline(key, _MISS)
         finally:
-            self._end(key, seq, value)
-        return default if value is _MISS else value
+            self._end(key, seq, value, until)
+        if value is _MISS:
+            return default
+        return copy.deepcopy(value) if self._copy else value
 
     def get_or_load(self, key: str, loader: Callable[[], Any], *, ttl: float | None = None) -> Any:
         """Like `RedisCache.get_or_load`, with the local layer in front.
@@ -212,13 +273,14 @@ class NearCache:
             return value
         seq = self._begin(key)
         keep: Any = _MISS
+        until = _NEVER
         try:
-            value, fresh = self.remote._get_or_load(key, loader, ttl)
+            value, fresh, until = self.remote._get_or_load(key, loader, ttl, deadline=True)
             if fresh and value is not None:
                 keep = value
         finally:
-            self._end(key, seq, keep)
-        return value
+            self._end(key, seq, keep, until)
+        return copy.deepcopy(value) if self._copy else value
 
     def _local_get(self, key: str) -> Any:
         now = self._clock()
@@ -229,7 +291,7 @@ class NearCache:
             if entry is _MISS or entry[1] <= now:
                 return _MISS
             self._local_hits += 1
-        return entry[0]
+        return copy.deepcopy(entry[0]) if self._copy else entry[0]
 
     def _begin(self, key: str) -> int:
         with self._lock:
@@ -237,8 +299,12 @@ class NearCache:
             self._inflight[key] = self._inflight.get(key, 0) + 1
             return self._seq
 
-    def _end(self, key: str, seq: int, value: Any) -> None:
-        """Fill the local layer unless *key* was invalidated while it was being read."""
+    def _end(self, key: str, seq: int, value: Any, fresh_until: float) -> None:
+        """Fill the local layer unless *key* was invalidated while it was being read.
+
+        The entry lives `local_ttl`, and never past *fresh_until* (a
+        `time.monotonic()` instant: when Redis stops serving the value as fresh).
+        """
         with self._lock:
             left = self._inflight[key] - 1
             stale = self._dirty.get(key, -1) > seq or self._cleared_at > seq
@@ -250,8 +316,12 @@ class NearCache:
             if value is _MISS or stale or self._clock() >= self._trusted_until:
                 return
             # A value too large for the local layer is simply served from Redis.
+            now = self._clock()
+            life = min(self.local_ttl, fresh_until - time.monotonic())
+            if life <= 0:
+                return
             with contextlib.suppress(ValueError):
-                self._local[key] = (value, self._clock() + self.local_ttl)
+                self._local[key] = (value, now + life)
 
     # -- writes ------------------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
@@ -368,6 +438,7 @@ class NearCache:
 
     def close(self) -> None:
         """Stop the listener threads and empty the local layer."""
+        _LIVE.discard(self)
         self._stop.set()
         with self._topology:
             listeners = list(self._listeners)

@@ -12,6 +12,7 @@ expired or was evicted meanwhile.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -47,6 +48,14 @@ _UNAVAILABLE = (
 )
 
 
+def _refused(exc: redis.ResponseError) -> bool:
+    """True if *exc* is an ACL refusal (as a command's reply or from inside a script)."""
+    text = str(exc)
+    return isinstance(exc, redis.exceptions.NoPermissionError) or (
+        "NOPERM" in text or "can't publish" in text or "no permissions" in text
+    )
+
+
 class RedisCache:
     """Namespaced cache-aside over a `redis.Redis` or `redis.cluster.RedisCluster`.
 
@@ -59,9 +68,12 @@ class RedisCache:
 
     Args:
         client: A client the caller configured (TLS, ACL, pool, timeouts, retry
-            policy). Must not use `decode_responses`. Every call returns or
-            raises within [call_timeout][scalekit.caching.redis_cache.RedisCache.call_timeout],
-            which counts the client's retries.
+            policy). Must not use `decode_responses`. Against a server that
+            answers nothing every call returns or raises within
+            [call_timeout][scalekit.caching.redis_cache.RedisCache.call_timeout],
+            which counts the pool wait and the client's retries. Its retry
+            backoff must be one of redis-py's backoff classes (their longest
+            sleep is known).
         namespace: Prefix of every key (no `{` or `}`).
         ttl: Seconds a written value lives; each write gets `ttl * (1 ± jitter)`.
         serializer: `"json"` (default), `"msgpack"`, `"pickle"` (by name only:
@@ -80,15 +92,21 @@ class RedisCache:
             (stale-while-revalidate). 0 disables.
         negative_ttl: If set, a loader returning `None` is remembered as "not
             found" for this many seconds; otherwise `None` is not cached.
-        fallback: If Redis is unavailable, `get_or_load` calls the loader
+        fallback: If Redis is unavailable, or answers but refuses writes
+            (`OOM` under `noeviction`, `READONLY`), `get_or_load` calls the loader
             directly instead of raising (once per key at a time in this process).
         notify: Publish each write and invalidation on `channel` (read by a
-            `NearCache` on a server without client tracking).
+            `NearCache` with `invalidation="channel"`); the Redis user must
+            be allowed to `PUBLISH` there (checked at construction).
         clock: Wall clock in seconds, shared by all processes (fresh-until stamps).
         rng: Random source for TTL jitter.
 
     Raises:
-        ConfigurationError: On any invalid argument.
+        ConfigurationError: On any invalid argument, a `RedisCluster` that
+            reads from replicas (`read_from_replicas`,
+            `load_balancing_strategy`), a retry backoff whose longest sleep is
+            unknown, or (with `notify=True`) a Redis user that may not publish
+            on the cache's channel.
 
     Every call raises `BackendUnavailableError` if Redis is unreachable
     within `call_timeout`. Thread-safe: share one instance across threads.
@@ -120,6 +138,15 @@ class RedisCache:
         if client.get_encoder().decode_responses:
             raise ConfigurationError(
                 "client must be created with decode_responses=False, got decode_responses=True"
+            )
+        if getattr(client, "read_from_replicas", False) or getattr(
+            client, "load_balancing_strategy", None
+        ):
+            raise ConfigurationError(
+                "client must read from primaries only, got a RedisCluster with "
+                "read_from_replicas/load_balancing_strategy set: a replica lags its primary, "
+                "so a read after an acknowledged write or invalidation could return the old "
+                "value, and a NearCache could keep it (use a separate client for replica reads)"
             )
         non_empty_str("namespace", namespace)
         if "{" in namespace or "}" in namespace:
@@ -157,26 +184,61 @@ class RedisCache:
         self._acquire = client.register_script(scripts.ACQUIRE)
         self._write_back = client.register_script(scripts.WRITE_BACK)
         self._release = client.register_script(scripts.RELEASE)
+        self._read = client.register_script(scripts.READ)
+        if self._channel_arg:
+            self._check_publish()
+
+    def _check_publish(self) -> None:
+        """Refuse a client that may not publish on `channel` (every write publishes on it).
+
+        One `PUBLISH channel ""` (an empty message, ignored by listeners). If Redis
+        is unreachable the check is skipped: a write refused later still leaves
+        nothing written, since the scripts publish before they write.
+        """
+        try:
+            self._client.publish(self.channel, b"")
+        except _UNAVAILABLE:
+            return
+        except redis.ResponseError as exc:
+            raise ConfigurationError(
+                f"the Redis user of cache {self.namespace!r} may not PUBLISH on channel "
+                f"{self.channel!r} ({exc}); every write publishes there with notify=True. "
+                f"Grant the channel (ACL SETUSER <user> &{self.channel}) or pass notify=False "
+                "(then a NearCache needs client tracking)"
+            ) from exc
 
     def _call_timeout(self) -> float:
-        """Worst-case seconds of one call with the client's timeouts and retry policy."""
+        """Worst-case seconds of one call with the client's pool, timeouts and retry policy."""
         if not self._cluster:
-            kwargs = self._client.connection_pool.connection_kwargs  # type: ignore[union-attr]
-            return scripts.retry_bound(kwargs.get("retry"), scripts.attempt_bound(kwargs))
+            pool: Any = self._client.connection_pool  # type: ignore[union-attr]
+            kwargs = pool.connection_kwargs
+            attempts = scripts.retry_bound(kwargs.get("retry"), scripts.attempt_bound(kwargs))
+            return scripts.pool_wait_bound(pool) + attempts
         cluster: Any = self._client
         kwargs = cluster.nodes_manager.connection_kwargs
-        node = scripts.retry_bound(kwargs.get("retry"), scripts.attempt_bound(kwargs))
+        wait = max(
+            (
+                scripts.pool_wait_bound(n.redis_connection.connection_pool)
+                for n in cluster.get_nodes()
+            ),
+            default=0.0,
+        )
+        node = wait + scripts.retry_bound(kwargs.get("retry"), scripts.attempt_bound(kwargs))
         return scripts.retry_bound(cluster.retry, node)
 
     @property
     def call_timeout(self) -> float:
-        """Worst-case seconds one Redis call of this cache takes to return or raise.
+        """Worst-case seconds one Redis call of this cache takes to return or raise,
+        against a server that answers nothing (down, frozen, blackholed).
 
-        Computed from the client as configured: each attempt may take
+        Computed from the client as configured: the wait for a free connection
+        (a `BlockingConnectionPool`'s `timeout`), then each attempt may take
         `socket_connect_timeout + socket_timeout`, repeated by the client's
         retry policy with its longest backoff sleeps in between (and on a
         `RedisCluster` by the cluster's retry policy again). `inf` if the
-        client has no socket timeout or retries forever.
+        client has no socket timeout, retries forever or waits forever for a
+        pooled connection. Not covered: a reply that arrives slowly in
+        pieces, since `socket_timeout` bounds each read, not a whole reply.
         """
         return self._call_bound
 
@@ -225,12 +287,40 @@ class RedisCache:
             return default
         return self.serializer.loads(payload)
 
+    def _fresh_deadline(self, data: bytes, pttl: int, sent: float) -> float:
+        """The `time.monotonic()` instant after which *data* (read with *pttl*) is not fresh.
+
+        *sent* is `time.monotonic()` taken before the read was sent, so the
+        result is never later than the true instant: the earlier of the key's
+        expiry and its fresh-until stamp (`stale_ttl`).
+        """
+        remaining = math.inf if pttl < 0 else pttl / 1000
+        fresh_until = int(data.split(b":", 2)[1])
+        if fresh_until:
+            remaining = min(remaining, fresh_until / 1000 - self._clock())
+        return sent + remaining
+
+    def _get_with_deadline(self, key: str, default: Any) -> tuple[Any, float]:
+        """(fresh value or *default*, `time.monotonic()` instant it stops being fresh)."""
+        sent = time.monotonic()
+        reply = self._call(self._read, keys=[self._name(key)])
+        if reply is None:
+            return default, sent
+        return self._decode(reply[0], default), self._fresh_deadline(reply[0], reply[1], sent)
+
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             return fn(*args, **kwargs)
         except _UNAVAILABLE as exc:
             raise BackendUnavailableError(
                 f"Redis unavailable for cache {self.namespace!r}: {exc}"
+            ) from exc
+        except redis.ResponseError as exc:
+            if not _refused(exc):
+                raise BackendError(f"Redis failed for cache {self.namespace!r}: {exc}") from exc
+            raise BackendError(
+                f"Redis refused a command of cache {self.namespace!r} (the call was refused "
+                f"as a whole: nothing was written): {exc}"
             ) from exc
         except redis.RedisError as exc:
             raise BackendError(f"Redis failed for cache {self.namespace!r}: {exc}") from exc
@@ -273,7 +363,14 @@ class RedisCache:
 
         Raises:
             BackendUnavailableError: Redis is unreachable.
+            ConfigurationError: *keys* is a single `str` or `bytes` (not a
+                collection of keys), or holds an invalid key.
         """
+        if isinstance(keys, (str, bytes)):
+            raise ConfigurationError(
+                f"keys must be an iterable of str keys, not a single {type(keys).__name__}, "
+                f"got {keys!r}; pass [{keys!r}] for one key"
+            )
         groups = self._groups(keys)
         names = [[self._name(k) for k in group] for group in groups]
         if len(names) == 1:
@@ -375,16 +472,20 @@ class RedisCache:
         Raises:
             CacheLoadTimeoutError: No value within `wait_timeout`.
             BackendUnavailableError: Redis unavailable and `fallback` is False.
+            InvalidStateError: *loader* called `get_or_load` on its own key
+                (it would wait for itself); raised at once.
 
         Runtime complexity: one round trip on a hit; 2-3 plus the load on a miss.
         """
         return self._get_or_load(key, loader, ttl)[0]
 
     def _get_or_load(
-        self, key: str, loader: Callable[[], Any], ttl: float | None
-    ) -> tuple[Any, bool]:
-        """(value, fresh): *fresh* is False for a stale or uncached (fallback) value."""
-        return _cache_aside.get_or_load(self, key, loader, ttl)
+        self, key: str, loader: Callable[[], Any], ttl: float | None, deadline: bool = False
+    ) -> tuple[Any, bool, float]:
+        """(value, fresh, fresh until): *fresh* is False for a stale or uncached
+        (fallback) value; *fresh until* is a `time.monotonic()` instant, exact
+        (from the key's PTTL) only with *deadline* (one script call instead of GET)."""
+        return _cache_aside.get_or_load(self, key, loader, ttl, deadline)
 
     def __repr__(self) -> str:
         return (

@@ -44,12 +44,63 @@ class Serializer(Protocol):
         ...
 
 
+MAX_DEPTH = 100
+"""Containers nested deeper than this are refused by the JSON and msgpack serializers."""
+
+_SCALARS = (type(None), bool, int, float, str)
+
+
 def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    return f"{value!r:.80} ({type(value).__name__})"
 
 
-def _difference(before: Any, after: Any, path: str) -> str | None:
+def _short(path: str) -> str:
+    return path if len(path) <= 80 else path[:77] + "..."
+
+
+def _surrogate(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _explain(
+    value: Any, name: str, plain: tuple[type, ...], path: str = "value", depth: int = 0
+) -> str:
+    """Why serializer *name* cannot store *value* (types *plain* allowed), naming the part."""
+    if isinstance(value, (dict, list, tuple)):
+        if depth >= MAX_DEPTH:
+            return f"it is nested deeper than {MAX_DEPTH} levels (at {_short(path)})"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(value, dict):
+                if not isinstance(key, plain):
+                    return f"the key {_describe(key)} at {_short(path)} has no {name} form"
+                if isinstance(key, str) and _surrogate(key):
+                    return f"the key {key!r} at {_short(path)} holds a lone surrogate"
+            found = _explain(item, name, plain, f"{path}[{key!r}]", depth + 1)
+            if found:
+                return found
+        return ""
+    if isinstance(value, str) and _surrogate(value):
+        return f"{_short(path)} holds a lone surrogate (not encodable as UTF-8): {value!r:.80}"
+    if not isinstance(value, plain):
+        return f"{_short(path)} is of type {type(value).__name__}, which has no {name} form"
+    return ""
+
+
+def _refusal(
+    serializer: str, value: Any, plain: tuple[type, ...], exc: BaseException
+) -> ConfigurationError:
+    why = _explain(value, serializer, plain) or str(exc)
+    return ConfigurationError(
+        f"serializer {serializer!r} cannot store this value: {why}; "
+        "convert it to plain data first or use serializer='pickle'"
+    )
+
+
+def _difference(before: Any, after: Any, path: str, depth: int = 0) -> str | None:
     """Where *after* (a decoded copy) differs from *before*, in words; None if nowhere."""
+    if depth >= MAX_DEPTH and isinstance(before, (dict, list, tuple)):
+        return f"it is nested deeper than {MAX_DEPTH} levels (at {_short(path)})"
     if type(before) is not type(after):
         return f"at {path}: {_describe(before)} would come back as {_describe(after)}"
     if isinstance(before, dict):
@@ -59,9 +110,14 @@ def _difference(before: Any, after: Any, path: str) -> str | None:
                 "(distinct keys merged)"
             )
         for (k1, v1), (k2, v2) in zip(before.items(), after.items(), strict=True):
+            if isinstance(k1, float) and math.isnan(k1):
+                return (
+                    f"at {_short(path)}: a NaN map key is refused "
+                    "(NaN != NaN, so the key could never be looked up)"
+                )
             if type(k1) is not type(k2) or k1 != k2:
                 return f"at {path}: key {_describe(k1)} would come back as {_describe(k2)}"
-            found = _difference(v1, v2, f"{path}[{k1!r}]")
+            found = _difference(v1, v2, f"{path}[{k1!r}]", depth + 1)
             if found:
                 return found
         return None
@@ -69,7 +125,7 @@ def _difference(before: Any, after: Any, path: str) -> str | None:
         if len(before) != len(after):
             return f"at {path}: {len(before)} items would come back as {len(after)}"
         for i, (x, y) in enumerate(zip(before, after, strict=True)):
-            found = _difference(x, y, f"{path}[{i}]")
+            found = _difference(x, y, f"{path}[{i}]", depth + 1)
             if found:
                 return found
         return None
@@ -115,13 +171,19 @@ def _verified(serializer: Serializer, value: Any, data: bytes) -> bytes:
     return data
 
 
+_JSON_PLAIN = (*_SCALARS, list, tuple, dict)
+_MSGPACK_PLAIN = (*_SCALARS, bytes, list, tuple, dict)
+
+
 class JSONSerializer:
     """Compact UTF-8 JSON (the default): plain data only, safe to decode.
 
     Stores `None`, `bool`, `int`, finite `float`, `str`, `list` and `dict`
-    with `str` keys, nested. Anything JSON would change on the way back
-    (a tuple becoming a list, an `int` key becoming a `str`, `{1: 'a', '1': 'b'}`
-    merging, `NaN` or `Infinity`) is refused when written.
+    with `str` keys, nested at most `MAX_DEPTH` (100) levels. Anything JSON
+    would change on the way back (a tuple becoming a list, an `int` key
+    becoming a `str`, `{1: 'a', '1': 'b'}` merging, `NaN` or `Infinity`), a
+    `set`, `bytes` or any other type, and a lone surrogate are refused when
+    written, with a `ConfigurationError` naming the part.
 
     Thread-safe (stateless). Runtime complexity: O(size of the value), twice
     (the encoded form is decoded once to check it).
@@ -133,22 +195,24 @@ class JSONSerializer:
         """Encode *value* as compact JSON.
 
         Raises:
-            TypeError: A part of *value* has no JSON form (e.g. a `set`).
-            ConfigurationError: *value* would not come back exactly; the message
+            ConfigurationError: *value* would not come back exactly, has a part
+                with no JSON form (a `set`, `bytes`, an object), a lone surrogate,
+                or containers nested deeper than `MAX_DEPTH` (100); the message
                 names the part.
         """
         try:
             text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except ValueError as exc:
+            data = text.encode()
+        except ValueError as exc:  # UnicodeEncodeError included
             where = _find(value, lambda v: isinstance(v, float) and not math.isfinite(v))
             if where is None:
-                raise ConfigurationError(
-                    f"serializer 'json' cannot store this value: {exc}"
-                ) from exc
+                raise _refusal("json", value, _JSON_PLAIN, exc) from exc
             raise ConfigurationError(
                 f"serializer 'json' cannot store nan or inf (JSON has neither), found at {where}"
             ) from exc
-        return _verified(self, value, text.encode())
+        except (TypeError, RecursionError) as exc:
+            raise _refusal("json", value, _JSON_PLAIN, exc) from exc
+        return _verified(self, value, data)
 
     def loads(self, data: bytes) -> Any:
         """Decode JSON bytes."""
@@ -160,8 +224,9 @@ class MsgpackSerializer:
 
     Stores what JSON does plus `bytes`, non-finite floats and `int`, `float`,
     `bool` or `None` map keys; integers must fit in 64 bits
-    (`-2**63` to `2**64 - 1`). Anything else that would not come back exactly
-    (a tuple becoming a list) is refused when written.
+    (`-2**63` to `2**64 - 1`), nested at most `MAX_DEPTH` (100) levels.
+    Anything else that would not come back exactly (a tuple becoming a list)
+    is refused when written.
 
     Raises:
         ConfigurationError: If `msgpack` is not installed.
@@ -188,12 +253,15 @@ class MsgpackSerializer:
         """Encode *value* as MessagePack.
 
         Raises:
-            TypeError: A part of *value* has no MessagePack form (e.g. a `set`).
-            ConfigurationError: *value* would not come back exactly, or holds an
-                integer outside 64 bits; the message names the part.
+            ConfigurationError: *value* would not come back exactly, has a part
+                with no MessagePack form (a `set`, an object), a lone surrogate,
+                a NaN map key, an integer outside 64 bits, or containers nested
+                deeper than `MAX_DEPTH` (100); the message names the part.
         """
         try:
             data: bytes = self._packb(value, use_bin_type=True)
+        except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError included
+            raise _refusal("msgpack", value, _MSGPACK_PLAIN, exc) from exc
         except OverflowError as exc:
             found: list[int] = []
 
