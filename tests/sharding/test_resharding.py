@@ -62,7 +62,7 @@ def test_rollback_serves_the_newest_write_and_moves_it_back(clients: dict[str, A
     for key in (moved, unmoved):
         clients["A"].set(key, "v1")
     router.start()
-    stores["A"].move([moved], stores["B"])  # the mover has reached only `moved`
+    stores["A"].move([moved], stores["B"], name=router.name)  # the mover has reached only `moved`
     for key in (moved, unmoved):
         assert router.execute(key, "SET", "v2") is not None
         assert router.execute(key, "GET") == "v2"
@@ -86,7 +86,7 @@ def test_read_modify_write_commands_during_a_move_keep_every_update(
     clients["A"].set(log, "a")
     router.start()
     assert router.execute(counter, "INCR") == 11  # before its move: served by the source
-    stores["A"].move([counter, cart], stores["B"])
+    stores["A"].move([counter, cart], stores["B"], name=router.name)
     assert router.execute(counter, "INCR") == 12  # after: by the target, from 11
     assert router.execute(cart, "HSET", "pear", 2) == 1
     assert router.execute(log, "APPEND", "b") == 2
@@ -94,7 +94,7 @@ def test_read_modify_write_commands_during_a_move_keep_every_update(
     with pytest.raises(ConfigurationError, match="already complete"):
         make_router(clients, stores).start()  # the name is taken until forgotten
     router.forget()
-    assert clients["A"].get("scalekit:reshard:scalekit") is None
+    assert clients["A"].get("scalekit:reshard:state:scalekit") is None
     assert clients["B"].get(counter) == "12"
     assert clients["B"].hgetall(cart) == {"apple": "1", "pear": "2"}
     assert clients["B"].get(log) == "ab"
