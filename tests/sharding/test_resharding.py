@@ -1,6 +1,7 @@
 """Live resharding between two real Redis servers: nothing acknowledged is lost.
 
-The randomized history test runs 3 seeds of about 3 s each.
+The randomized history test runs 5 seeds of about 3 s each; two of them freeze
+the target of some moves so that `MIGRATE` times out.
 """
 
 from __future__ import annotations
@@ -183,16 +184,34 @@ class History:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.counters: dict[str, int] = {}
-        self.strings: dict[str, int] = {}
+        self.strings: dict[str, int] = {}  # the last version SET, or DELeted at
+        self.deleted: dict[str, bool] = {}
         self.hashes: dict[str, dict[str, int]] = {}
         self.appends: dict[str, str] = {}
         self.errors: list[str] = []
         self.ops = 0
+        self.timeouts = 0
 
 
-def run_history(clients: dict[str, Any], seed: int) -> tuple[History, MigratingRouter[str]]:
+def run_history(
+    clients: dict[str, Any],
+    seed: int,
+    servers: tuple[RedisServer, RedisServer] | None = None,
+) -> tuple[History, MigratingRouter[str]]:
+    """Writers and a mover; with *servers*, some moves meet a frozen target.
+
+    A frozen target (SIGSTOP for 0.3 s) makes `MIGRATE` time out at the
+    source (after 100 ms) while the target restores the keys once it wakes:
+    every such move has an unknown outcome that the writers' commands settle.
+    """
     rng = random.Random(seed)
-    router = make_router(clients)
+    stores = None
+    if servers is not None:
+        stores = {
+            name: RedisShardStore(client, migrate_timeout_ms=100)
+            for name, client in clients.items()
+        }
+    router = make_router(clients, stores)
     history = History()
     counters = [f"c:{seed}:{i}" for i in range(PER_TYPE)]
     strings = [f"s:{seed}:{i}" for i in range(PER_TYPE)]
@@ -206,6 +225,7 @@ def run_history(clients: dict[str, Any], seed: int) -> tuple[History, MigratingR
             clients["A"].set(appends[i], "^")
         history.counters[counters[i]] = 10 if i % 2 == 0 else 0
         history.strings[strings[i]] = 0 if i % 2 == 0 else -1
+        history.deleted[strings[i]] = i % 2 == 1
         history.hashes[hashes[i]] = {"w0": 0} if i % 2 == 0 else {}
         history.appends[appends[i]] = "^" if i % 2 == 0 else ""
     router.start()
@@ -227,9 +247,15 @@ def run_history(clients: dict[str, Any], seed: int) -> tuple[History, MigratingR
                         history.errors.append(f"INCR {key} answered {value}")
             elif kind == 1:
                 key = strings[local.choice(mine)]
-                router.execute(key, "SET", version)
+                gone = local.random() < 0.25
+                router.execute(key, *(("DEL",) if gone else ("SET", version)))
                 with history.lock:
                     history.strings[key] = version
+                    history.deleted[key] = gone
+                value = router.execute(key, "GET")  # only this writer writes the key
+                if value != (None if gone else str(version)):
+                    with history.lock:
+                        history.errors.append(f"{key} read {value} after its own write {version}")
             elif kind == 2:
                 key = local.choice(hashes)
                 router.execute(key, "HSET", f"w{w + 1}", version)
@@ -256,9 +282,13 @@ def run_history(clients: dict[str, Any], seed: int) -> tuple[History, MigratingR
                 history.errors.append(f"{key} read {value}, {floor} acknowledged")
         elif kind == 1:
             key = local.choice(strings)
-            floor = history.strings[key]
+            floor, gone = history.strings[key], history.deleted[key]
             value = router.execute(key, "GET")
-            if floor >= 0 and (value is None or int(value) < floor):
+            if gone and value is not None and int(value) <= floor:  # resurrected
+                history.errors.append(f"{key} read {value}, deleted at {floor}")
+            if not gone and value is None and history.strings[key] != floor:
+                return  # the key's writer deleted it since (with a later version)
+            if not gone and (value is None or int(value) < floor):
                 history.errors.append(f"{key} read {value}, {floor} acknowledged")
         elif kind == 2:
             key = local.choice(hashes)
@@ -281,19 +311,40 @@ def run_history(clients: dict[str, Any], seed: int) -> tuple[History, MigratingR
         while history.ops < target and time.monotonic() < deadline and not stop.is_set():
             time.sleep(0.001)  # polls the writers' progress, bounded
 
+    calls = [0]
+
+    def move() -> int:
+        limit = rng.randint(3, 12)
+        calls[0] += 1
+        if servers is None or calls[0] % 2 == 0:  # every other move meets a frozen target
+            return router.move(limit=limit, batch=5)
+        frozen = servers[1] if router.phase == "forward" else servers[0]  # the target
+        frozen.pause()
+        thaw = threading.Timer(0.3, frozen.resume)
+        thaw.start()
+        try:
+            router.move(limit=12, batch=12)
+        except BackendUnavailableError:
+            with history.lock:
+                history.timeouts += 1
+        finally:
+            thaw.join()
+        wait_for_ops(300)  # writers meet whatever the timed-out MIGRATE left behind
+        return 1
+
     def mover() -> None:
         try:
             forward_steps = rng.randint(1, 4)
             for _ in range(forward_steps):
-                router.move(limit=rng.randint(3, 12), batch=5)
+                move()
                 wait_for_ops(rng.randint(5, 40))
             wait_for_ops(100)  # paused: writers alone
             router.rollback()
             for _ in range(rng.randint(0, 3)):
-                router.move(limit=rng.randint(3, 12), batch=5)
+                move()
                 wait_for_ops(rng.randint(5, 40))
             router.resume()
-            while router.move(limit=rng.randint(3, 12), batch=5):
+            while move():
                 wait_for_ops(rng.randint(5, 40))
             router.complete()
             wait_for_ops(200)  # writers after the switch
@@ -312,12 +363,15 @@ def run_history(clients: dict[str, Any], seed: int) -> tuple[History, MigratingR
     return history, router
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("seed", "faults"), [(1, False), (2, False), (3, False), (4, True), (5, True)]
+)
 def test_random_writers_lose_nothing_through_forward_pause_rollback_and_resume(
-    clients: dict[str, Any], seed: int
+    redis_pair: tuple[RedisServer, RedisServer], clients: dict[str, Any], seed: int, faults: bool
 ) -> None:
-    history, router = run_history(clients, seed)
+    history, router = run_history(clients, seed, redis_pair if faults else None)
     assert history.errors == []
+    assert (history.timeouts > 0) == faults  # every frozen target timed a MIGRATE out
     assert router.phase == "complete"
     assert history.ops > 300
     new = router.new
@@ -325,7 +379,9 @@ def test_random_writers_lose_nothing_through_forward_pause_rollback_and_resume(
         assert where(clients, key) == [new.route(key)]
         assert int(clients[new.route(key)].get(key)) == count, key
     for key, version in history.strings.items():
-        if version >= 0:
+        if history.deleted[key]:
+            assert where(clients, key) == [], key
+        else:
             assert where(clients, key) == [new.route(key)]
             assert int(clients[new.route(key)].get(key)) == version, key
     for key, fields in history.hashes.items():
