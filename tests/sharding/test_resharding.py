@@ -417,3 +417,22 @@ def test_a_move_to_a_paused_target_fails_in_bounded_time_and_is_finished_later(
     assert router.complete() is router.new
     for i, key in enumerate(keys):
         assert where(clients, key) == ["B"] and clients["B"].get(key) == str(i + 1)
+
+
+def test_keys_under_the_reserved_prefix_are_refused_with_a_clear_error(
+    clients: dict[str, Any],
+) -> None:
+    router = make_router(clients, name="users")
+    clients["A"].hset("scalekit:reshard:state:users", "a", "user data")  # collides with a record
+    with pytest.raises(ConfigurationError, match="keys under 'scalekit:reshard:' are reserved"):
+        router.start()
+    clients["A"].delete("scalekit:reshard:state:users")
+    router.start()
+    for key in ("scalekit:reshard:cfg", b"scalekit:reshard:x"):
+        with pytest.raises(ConfigurationError, match="prefix reserved for the migration records"):
+            router.execute(key, "SET", "user data")
+    assert clients["A"].keys("scalekit:reshard:cfg") == []
+    other = RedisShardStore(clients["B"], state_prefix="app:migrations:")
+    assert other.reserved("app:migrations:x") and not other.reserved("scalekit:reshard:cfg")
+    with pytest.raises(ConfigurationError, match="state_prefix must be a non-empty str"):
+        RedisShardStore(clients["B"], state_prefix="")
