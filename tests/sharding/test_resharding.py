@@ -294,7 +294,7 @@ def run_history(
             key = local.choice(hashes)
             floors = dict(history.hashes[key])
             got = router.execute(key, "HGETALL")
-            fields = dict(zip(got[::2], got[1::2], strict=True))
+            fields = got  # a dict, as execute_command("HGETALL", key) gives
             for field, floor in floors.items():
                 if int(fields.get(field, -1)) < floor:
                     history.errors.append(f"{key}.{field} read {fields.get(field)}, {floor} acked")
@@ -436,3 +436,52 @@ def test_keys_under_the_reserved_prefix_are_refused_with_a_clear_error(
     assert other.reserved("app:migrations:x") and not other.reserved("scalekit:reshard:cfg")
     with pytest.raises(ConfigurationError, match="state_prefix must be a non-empty str"):
         RedisShardStore(clients["B"], state_prefix="")
+
+
+def test_replies_have_the_shape_of_execute_command_and_other_commands_are_refused(
+    clients: dict[str, Any],
+) -> None:
+    router = make_router(clients)
+    moving = moving_keys(router, "r", 1)[0]
+    still = next(f"q{i}" for i in range(1000) if not router.moves(f"q{i}"))
+    direct = clients["A"]
+    router.start()
+    script = [
+        ("SET", "v"),
+        ("GET",),
+        ("DEL",),
+        ("HSET", "f", "1"),
+        ("HGETALL",),
+        ("HINCRBYFLOAT", "f", "0.5"),
+        ("EXPIRE", 100),
+        ("TTL",),
+        ("TYPE",),
+        ("DEL",),
+        ("ZADD", 1.5, "m"),
+        ("ZSCORE", "m"),
+        ("ZRANGE", 0, -1, "WITHSCORES"),
+        ("DEL",),
+        ("RPUSH", "a", "b"),
+        ("LPOP",),
+        ("LRANGE", 0, -1),
+        ("EXISTS",),
+    ]
+    for name, *args in script:
+        expected = direct.execute_command(name, "mirror", *args)
+        for key in (moving, still):
+            assert router.execute(key, name, *args) == expected, (name, key)
+    refused = [
+        (("BLPOP", 1), "blocks"),
+        (("BZPOPMIN", 0), "blocks"),
+        (("XREAD", "STREAMS", "s", 0), "blocks"),
+        (("MSET", "v", "k2", "v2"), "touches keys besides"),
+        (("DEL", "k2"), "touches keys besides"),
+        (("RENAME", "k2"), "touches keys besides"),
+        (("SORT", "STORE", "k2"), "touches keys besides"),
+        (("EVAL", "return 1", 0), "touches keys besides"),
+    ]
+    for command, message in refused:
+        for key in (moving, still):
+            with pytest.raises(ConfigurationError, match=message):
+                router.execute(key, *command)
+    assert clients["A"].exists("k2") == clients["B"].exists("k2") == 0

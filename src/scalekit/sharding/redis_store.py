@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+import redis.utils
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -30,7 +31,8 @@ __all__ = ["RedisShardStore"]
 
 # KEYS[1] state, KEYS[2] doubt, KEYS[3] the data key. ARGV[1] mode: 0 no checks,
 # 1 source (serve only if present), 2 target; ARGV[2] the state the client routes
-# by; ARGV[3] the command, ARGV[4..] its arguments after the key.
+# by; ARGV[3] the client's protocol (2 or 3: the reply keeps its RESP3 type);
+# ARGV[4] the command, ARGV[5..] its arguments after the key.
 _EXECUTE = """
 if ARGV[1] ~= '0' then
   local state = redis.call('GET', KEYS[1])
@@ -44,7 +46,8 @@ if ARGV[1] ~= '0' then
     return redis.error_reply('SCALEKIT_ABSENT')
   end
 end
-return redis.call(ARGV[3], KEYS[3], unpack(ARGV, 4))
+if ARGV[3] == '3' then redis.setresp(3) end
+return redis.call(ARGV[4], KEYS[3], unpack(ARGV, 5))
 """
 
 # On the source, before MIGRATE: KEYS[1] doubt, KEYS[2..] keys; ARGV[1] the stage
@@ -130,6 +133,119 @@ return 0
 """
 
 
+# Commands that block (inside a script they would not, and a blocked server
+# serves nobody), or that touch keys besides the first one (which may live on
+# another store, or be moving): refused, whatever key they name.
+_BLOCKING = frozenset(
+    [
+        "BLPOP",
+        "BRPOP",
+        "BRPOPLPUSH",
+        "BLMOVE",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "XREAD",
+        "XREADGROUP",
+        "WAIT",
+        "WAITAOF",
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "SSUBSCRIBE",
+        "MONITOR",
+    ]
+)
+_MULTI_KEY = frozenset(
+    [
+        "MSET",
+        "MSETNX",
+        "RENAME",
+        "RENAMENX",
+        "COPY",
+        "SMOVE",
+        "LMOVE",
+        "RPOPLPUSH",
+        "SDIFFSTORE",
+        "SINTERSTORE",
+        "SUNIONSTORE",
+        "ZUNIONSTORE",
+        "ZINTERSTORE",
+        "ZDIFFSTORE",
+        "ZRANGESTORE",
+        "PFMERGE",
+        "BITOP",
+        "GEOSEARCHSTORE",
+        "ZUNION",
+        "ZINTER",
+        "ZDIFF",
+        "SINTERCARD",
+        "LMPOP",
+        "ZMPOP",
+        "EVAL",
+        "EVALSHA",
+        "EVAL_RO",
+        "EVALSHA_RO",
+        "FCALL",
+        "FCALL_RO",
+        "MULTI",
+        "EXEC",
+        "DISCARD",
+        "WATCH",
+        "KEYS",
+        "SCAN",
+        "FLUSHALL",
+        "FLUSHDB",
+        "SWAPDB",
+        "SELECT",
+        "MIGRATE",
+        "MOVE",
+    ]
+)
+# Multi-key only when given more than one key (their other arguments are keys).
+_KEY_LISTS = frozenset(
+    ["DEL", "UNLINK", "EXISTS", "TOUCH", "MGET", "PFCOUNT", "SINTER", "SUNION", "SDIFF"]
+)
+# Multi-key with one of these options (it names a key to store into or read from).
+_KEY_OPTIONS = {
+    "SORT": frozenset({"STORE", "BY", "GET"}),
+    "SORT_RO": frozenset({"BY", "GET"}),
+    "GEORADIUS": frozenset({"STORE", "STOREDIST"}),
+    "GEORADIUSBYMEMBER": frozenset({"STORE", "STOREDIST"}),
+}
+
+
+def _word(arg: Any) -> str:
+    if isinstance(arg, (bytes, bytearray)):
+        return bytes(arg).decode("latin-1").upper()
+    return str(arg).upper()
+
+
+def check_one_key_command(command: Sequence[Any]) -> None:
+    """Refuse a command a shard store cannot run on one key alone.
+
+    Raises:
+        ConfigurationError: *command* blocks, or touches keys besides the one
+            it is routed by (see the lists in docs/sharding.md).
+    """
+    name = _word(command[0])
+    if name in _BLOCKING:
+        raise ConfigurationError(
+            f"command {name} blocks; a resharding store runs one-key commands atomically "
+            "and cannot block (use its non-blocking form, e.g. LPOP for BLPOP)"
+        )
+    options = _KEY_OPTIONS.get(name, frozenset())
+    if (
+        name in _MULTI_KEY
+        or (name in _KEY_LISTS and len(command) > 1)
+        or any(_word(arg) in options for arg in command[1:])
+    ):
+        raise ConfigurationError(
+            f"command {name} with arguments {list(command[1:])!r} touches keys besides the "
+            "routed one, which may live on another store; send one command per key"
+        )
+
+
 class RedisShardStore(ShardStore):
     """One standalone Redis server as a [ShardStore][scalekit.sharding.shard_store.ShardStore].
 
@@ -208,6 +324,9 @@ class RedisShardStore(ShardStore):
         self._prefix = state_prefix
         self._bprefix = state_prefix.encode()
         self._encoder = client.connection_pool.get_encoder()
+        protocol = getattr(client.connection_pool, "get_protocol", lambda: None)()
+        default = getattr(redis.utils, "DEFAULT_RESP_VERSION", 2)  # redis-py 8 speaks RESP3
+        self._resp = "3" if str(protocol or kwargs.get("protocol") or default) == "3" else "2"
         self._script = client.register_script(_EXECUTE)
         self._settle = client.register_script(_SETTLE)
         self._promote = client.register_script(_PROMOTE)
@@ -246,6 +365,7 @@ class RedisShardStore(ShardStore):
         state: MigrationState | None,
         source: bool,
     ) -> Any:
+        check_one_key_command(command)
         if self.reserved(key):
             raise ConfigurationError(
                 f"key {key!r} starts with {self._prefix!r}, the prefix reserved for the "
@@ -255,7 +375,7 @@ class RedisShardStore(ShardStore):
         expected = "" if state is None else state.encode()
         keys = [self._record_key("state", name), self._record_key("doubt", name), key]
         try:
-            return self._script(keys=keys, args=[mode, expected, *command])
+            reply = self._script(keys=keys, args=[mode, expected, self._resp, *command])
         except ResponseError as exc:
             message = str(exc)
             if message.startswith("SCALEKIT_ABSENT"):
@@ -268,6 +388,10 @@ class RedisShardStore(ShardStore):
             raise
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
+        # The script hands back the raw reply; give it the shape redis-py's
+        # execute_command(name, key, *args) gives the same command.
+        callback = self.client.response_callbacks.get(_word(command[0]))  # type: ignore[no-untyped-call]
+        return reply if callback is None else callback(reply)
 
     # -- records ---------------------------------------------------------------------
 
