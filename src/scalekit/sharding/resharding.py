@@ -6,8 +6,10 @@ Redis Cluster specification, "ASK redirection" and `MIGRATE`):
 * The **source** of a moving key serves it for as long as it holds it; a
   command for a key the source does not hold is redirected to the
   **target**, which serves (and creates) it from then on.
-* The mover hands keys over with the store's own atomic move (`MIGRATE` on
-  Redis): while one key moves, no command on that key runs on either side.
+* The mover hands keys over with the store's own atomic steps (on Redis, a
+  staged `MIGRATE`): while a key moves, or while the outcome of its move is
+  unknown (a timed-out `MIGRATE`), the source records it *in doubt*, and no
+  command runs on it until someone settles the doubt from that record.
 * Which side is the source is recorded on every store as the migration's
   *state* (an epoch and a phase). Every command on a moving key carries the
   state the client believes in and is refused by a store that records
@@ -282,9 +284,10 @@ class MigratingRouter(Generic[S]):
 
         Raises:
             ConfigurationError: the migration is not moving (not started, or finished).
-            BackendUnavailableError: a move failed; the keys it held stay
-                served by their source, and the next `move`, `rollback` or
-                `resume` finishes their move first.
+            BackendUnavailableError: a move failed; its keys stay in doubt
+                on their source, and the next command on one of them, or the
+                next `move`, `rollback`, `resume` or `complete` (of this or
+                any other mover process), settles them from the source's record.
         """
         if limit < 1 or batch < 1:
             raise ConfigurationError(f"limit and batch must be positive, got {limit!r}, {batch!r}")
