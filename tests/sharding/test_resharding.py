@@ -166,6 +166,9 @@ def test_bad_arguments_are_configuration_errors(clients: dict[str, Any]) -> None
     with pytest.raises(ConfigurationError, match="not started"):
         router.move()
     router.start()
+    for bad in ({"limit": 2.5}, {"limit": True}, {"batch": 0}, {"limit": -1}):
+        with pytest.raises(ConfigurationError, match="must be a positive int"):
+            router.move(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="moving forward already"):
         router.resume()
     with pytest.raises(ConfigurationError, match=r"must be a redis\.Redis"):

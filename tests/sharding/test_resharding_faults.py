@@ -175,3 +175,16 @@ def test_a_restarted_mover_finishes_a_move_whose_migrate_succeeded(
     assert second.complete() is second.new
     assert raw_b.get("k") == "v1+" and raw_a.get("k") is None
     assert raw_a.keys("scalekit:reshard:stage:*") == raw_b.keys("scalekit:reshard:stage:*") == []
+
+
+def test_a_key_given_twice_to_one_move_moves_once(
+    redis_pair: tuple[RedisServer, RedisServer],
+) -> None:
+    raw_a, raw_b = raw(redis_pair)
+    raw_a.set("k", "v1")
+    stores = stores_via(redis_pair)
+    router = router_of(stores, "twice")
+    router.start()
+    assert stores["A"].move(["k", "k"], stores["B"], name="twice") == 1
+    assert raw_a.get("k") is None and raw_b.get("k") == "v1"
+    assert stores["A"].in_doubt("twice") == []

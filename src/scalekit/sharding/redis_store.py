@@ -431,6 +431,7 @@ class RedisShardStore(ShardStore):
     # -- moving ----------------------------------------------------------------------
 
     def move(self, keys: Sequence[Any], target: ShardStore, *, name: str) -> int:
+        keys = list(dict.fromkeys(keys))  # SCAN may return a key twice; MIGRATE it once
         if not keys:
             return 0
         if not isinstance(target, RedisShardStore):

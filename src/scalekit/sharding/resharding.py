@@ -289,8 +289,9 @@ class MigratingRouter(Generic[S]):
                 next `move`, `rollback`, `resume` or `complete` (of this or
                 any other mover process), settles them from the source's record.
         """
-        if limit < 1 or batch < 1:
-            raise ConfigurationError(f"limit and batch must be positive, got {limit!r}, {batch!r}")
+        for arg, value in (("limit", limit), ("batch", batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{arg} must be a positive int, got {value!r}")
         with self._mover_lock:
             state = self._require_moving("move")
             forward = state.phase == "forward"
