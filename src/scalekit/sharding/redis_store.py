@@ -95,7 +95,7 @@ for i = 2, #KEYS do
       redis.call('RENAME', stage, k)
       redis.call('HDEL', KEYS[1], k)
       out[#out + 1] = 'c'
-    elseif tonumber(at) > 0 and now >= tonumber(at) then
+    elseif tonumber(at) > 0 and now + 2 >= tonumber(at) then  -- ms rounding of the deadline
       redis.call('HDEL', KEYS[1], k)
       out[#out + 1] = 'x'
     else
