@@ -1,6 +1,7 @@
 """Live resharding between two real Redis servers: nothing acknowledged is lost.
 
-The randomized history test runs 3 seeds of about 3 s each.
+The randomized history test runs 5 seeds of about 3 s each; two of them freeze
+the target of some moves so that `MIGRATE` times out.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def test_rollback_serves_the_newest_write_and_moves_it_back(clients: dict[str, A
     for key in (moved, unmoved):
         clients["A"].set(key, "v1")
     router.start()
-    stores["A"].move([moved], stores["B"])  # the mover has reached only `moved`
+    stores["A"].move([moved], stores["B"], name=router.name)  # the mover has reached only `moved`
     for key in (moved, unmoved):
         assert router.execute(key, "SET", "v2") is not None
         assert router.execute(key, "GET") == "v2"
@@ -86,7 +87,7 @@ def test_read_modify_write_commands_during_a_move_keep_every_update(
     clients["A"].set(log, "a")
     router.start()
     assert router.execute(counter, "INCR") == 11  # before its move: served by the source
-    stores["A"].move([counter, cart], stores["B"])
+    stores["A"].move([counter, cart], stores["B"], name=router.name)
     assert router.execute(counter, "INCR") == 12  # after: by the target, from 11
     assert router.execute(cart, "HSET", "pear", 2) == 1
     assert router.execute(log, "APPEND", "b") == 2
@@ -94,7 +95,7 @@ def test_read_modify_write_commands_during_a_move_keep_every_update(
     with pytest.raises(ConfigurationError, match="already complete"):
         make_router(clients, stores).start()  # the name is taken until forgotten
     router.forget()
-    assert clients["A"].get("scalekit:reshard:scalekit") is None
+    assert clients["A"].get("scalekit:reshard:state:scalekit") is None
     assert clients["B"].get(counter) == "12"
     assert clients["B"].hgetall(cart) == {"apple": "1", "pear": "2"}
     assert clients["B"].get(log) == "ab"
@@ -165,6 +166,9 @@ def test_bad_arguments_are_configuration_errors(clients: dict[str, Any]) -> None
     with pytest.raises(ConfigurationError, match="not started"):
         router.move()
     router.start()
+    for bad in ({"limit": 2.5}, {"limit": True}, {"batch": 0}, {"limit": -1}):
+        with pytest.raises(ConfigurationError, match="must be a positive int"):
+            router.move(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="moving forward already"):
         router.resume()
     with pytest.raises(ConfigurationError, match=r"must be a redis\.Redis"):
@@ -183,16 +187,34 @@ class History:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.counters: dict[str, int] = {}
-        self.strings: dict[str, int] = {}
+        self.strings: dict[str, int] = {}  # the last version SET, or DELeted at
+        self.deleted: dict[str, bool] = {}
         self.hashes: dict[str, dict[str, int]] = {}
         self.appends: dict[str, str] = {}
         self.errors: list[str] = []
         self.ops = 0
+        self.timeouts = 0
 
 
-def run_history(clients: dict[str, Any], seed: int) -> tuple[History, MigratingRouter[str]]:
+def run_history(
+    clients: dict[str, Any],
+    seed: int,
+    servers: tuple[RedisServer, RedisServer] | None = None,
+) -> tuple[History, MigratingRouter[str]]:
+    """Writers and a mover; with *servers*, some moves meet a frozen target.
+
+    A frozen target (SIGSTOP for 0.3 s) makes `MIGRATE` time out at the
+    source (after 100 ms) while the target restores the keys once it wakes:
+    every such move has an unknown outcome that the writers' commands settle.
+    """
     rng = random.Random(seed)
-    router = make_router(clients)
+    stores = None
+    if servers is not None:
+        stores = {
+            name: RedisShardStore(client, migrate_timeout_ms=100)
+            for name, client in clients.items()
+        }
+    router = make_router(clients, stores)
     history = History()
     counters = [f"c:{seed}:{i}" for i in range(PER_TYPE)]
     strings = [f"s:{seed}:{i}" for i in range(PER_TYPE)]
@@ -206,6 +228,7 @@ def run_history(clients: dict[str, Any], seed: int) -> tuple[History, MigratingR
             clients["A"].set(appends[i], "^")
         history.counters[counters[i]] = 10 if i % 2 == 0 else 0
         history.strings[strings[i]] = 0 if i % 2 == 0 else -1
+        history.deleted[strings[i]] = i % 2 == 1
         history.hashes[hashes[i]] = {"w0": 0} if i % 2 == 0 else {}
         history.appends[appends[i]] = "^" if i % 2 == 0 else ""
     router.start()
@@ -227,9 +250,15 @@ def run_history(clients: dict[str, Any], seed: int) -> tuple[History, MigratingR
                         history.errors.append(f"INCR {key} answered {value}")
             elif kind == 1:
                 key = strings[local.choice(mine)]
-                router.execute(key, "SET", version)
+                gone = local.random() < 0.25
+                router.execute(key, *(("DEL",) if gone else ("SET", version)))
                 with history.lock:
                     history.strings[key] = version
+                    history.deleted[key] = gone
+                value = router.execute(key, "GET")  # only this writer writes the key
+                if value != (None if gone else str(version)):
+                    with history.lock:
+                        history.errors.append(f"{key} read {value} after its own write {version}")
             elif kind == 2:
                 key = local.choice(hashes)
                 router.execute(key, "HSET", f"w{w + 1}", version)
@@ -256,15 +285,19 @@ def run_history(clients: dict[str, Any], seed: int) -> tuple[History, MigratingR
                 history.errors.append(f"{key} read {value}, {floor} acknowledged")
         elif kind == 1:
             key = local.choice(strings)
-            floor = history.strings[key]
+            floor, gone = history.strings[key], history.deleted[key]
             value = router.execute(key, "GET")
-            if floor >= 0 and (value is None or int(value) < floor):
+            if gone and value is not None and int(value) <= floor:  # resurrected
+                history.errors.append(f"{key} read {value}, deleted at {floor}")
+            if not gone and value is None and history.strings[key] != floor:
+                return  # the key's writer deleted it since (with a later version)
+            if not gone and (value is None or int(value) < floor):
                 history.errors.append(f"{key} read {value}, {floor} acknowledged")
         elif kind == 2:
             key = local.choice(hashes)
             floors = dict(history.hashes[key])
             got = router.execute(key, "HGETALL")
-            fields = dict(zip(got[::2], got[1::2], strict=True))
+            fields = got  # a dict, as execute_command("HGETALL", key) gives
             for field, floor in floors.items():
                 if int(fields.get(field, -1)) < floor:
                     history.errors.append(f"{key}.{field} read {fields.get(field)}, {floor} acked")
@@ -281,19 +314,40 @@ def run_history(clients: dict[str, Any], seed: int) -> tuple[History, MigratingR
         while history.ops < target and time.monotonic() < deadline and not stop.is_set():
             time.sleep(0.001)  # polls the writers' progress, bounded
 
+    calls = [0]
+
+    def move() -> int:
+        limit = rng.randint(3, 12)
+        calls[0] += 1
+        if servers is None or calls[0] % 2 == 0:  # every other move meets a frozen target
+            return router.move(limit=limit, batch=5)
+        frozen = servers[1] if router.phase == "forward" else servers[0]  # the target
+        frozen.pause()
+        thaw = threading.Timer(0.3, frozen.resume)
+        thaw.start()
+        try:
+            router.move(limit=12, batch=12)
+        except BackendUnavailableError:
+            with history.lock:
+                history.timeouts += 1
+        finally:
+            thaw.join()
+        wait_for_ops(300)  # writers meet whatever the timed-out MIGRATE left behind
+        return 1
+
     def mover() -> None:
         try:
             forward_steps = rng.randint(1, 4)
             for _ in range(forward_steps):
-                router.move(limit=rng.randint(3, 12), batch=5)
+                move()
                 wait_for_ops(rng.randint(5, 40))
             wait_for_ops(100)  # paused: writers alone
             router.rollback()
             for _ in range(rng.randint(0, 3)):
-                router.move(limit=rng.randint(3, 12), batch=5)
+                move()
                 wait_for_ops(rng.randint(5, 40))
             router.resume()
-            while router.move(limit=rng.randint(3, 12), batch=5):
+            while move():
                 wait_for_ops(rng.randint(5, 40))
             router.complete()
             wait_for_ops(200)  # writers after the switch
@@ -312,12 +366,15 @@ def run_history(clients: dict[str, Any], seed: int) -> tuple[History, MigratingR
     return history, router
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("seed", "faults"), [(1, False), (2, False), (3, False), (4, True), (5, True)]
+)
 def test_random_writers_lose_nothing_through_forward_pause_rollback_and_resume(
-    clients: dict[str, Any], seed: int
+    redis_pair: tuple[RedisServer, RedisServer], clients: dict[str, Any], seed: int, faults: bool
 ) -> None:
-    history, router = run_history(clients, seed)
+    history, router = run_history(clients, seed, redis_pair if faults else None)
     assert history.errors == []
+    assert (history.timeouts > 0) == faults  # every frozen target timed a MIGRATE out
     assert router.phase == "complete"
     assert history.ops > 300
     new = router.new
@@ -325,7 +382,9 @@ def test_random_writers_lose_nothing_through_forward_pause_rollback_and_resume(
         assert where(clients, key) == [new.route(key)]
         assert int(clients[new.route(key)].get(key)) == count, key
     for key, version in history.strings.items():
-        if version >= 0:
+        if history.deleted[key]:
+            assert where(clients, key) == [], key
+        else:
             assert where(clients, key) == [new.route(key)]
             assert int(clients[new.route(key)].get(key)) == version, key
     for key, fields in history.hashes.items():
@@ -361,3 +420,71 @@ def test_a_move_to_a_paused_target_fails_in_bounded_time_and_is_finished_later(
     assert router.complete() is router.new
     for i, key in enumerate(keys):
         assert where(clients, key) == ["B"] and clients["B"].get(key) == str(i + 1)
+
+
+def test_keys_under_the_reserved_prefix_are_refused_with_a_clear_error(
+    clients: dict[str, Any],
+) -> None:
+    router = make_router(clients, name="users")
+    clients["A"].hset("scalekit:reshard:state:users", "a", "user data")  # collides with a record
+    with pytest.raises(ConfigurationError, match="keys under 'scalekit:reshard:' are reserved"):
+        router.start()
+    clients["A"].delete("scalekit:reshard:state:users")
+    router.start()
+    for key in ("scalekit:reshard:cfg", b"scalekit:reshard:x"):
+        with pytest.raises(ConfigurationError, match="prefix reserved for the migration records"):
+            router.execute(key, "SET", "user data")
+    assert clients["A"].keys("scalekit:reshard:cfg") == []
+    other = RedisShardStore(clients["B"], state_prefix="app:migrations:")
+    assert other.reserved("app:migrations:x") and not other.reserved("scalekit:reshard:cfg")
+    with pytest.raises(ConfigurationError, match="state_prefix must be a non-empty str"):
+        RedisShardStore(clients["B"], state_prefix="")
+
+
+def test_replies_have_the_shape_of_execute_command_and_other_commands_are_refused(
+    clients: dict[str, Any],
+) -> None:
+    router = make_router(clients)
+    moving = moving_keys(router, "r", 1)[0]
+    still = next(f"q{i}" for i in range(1000) if not router.moves(f"q{i}"))
+    direct = clients["A"]
+    router.start()
+    script = [
+        ("SET", "v"),
+        ("GET",),
+        ("DEL",),
+        ("HSET", "f", "1"),
+        ("HGETALL",),
+        ("HINCRBYFLOAT", "f", "0.5"),
+        ("EXPIRE", 100),
+        ("TTL",),
+        ("TYPE",),
+        ("DEL",),
+        ("ZADD", 1.5, "m"),
+        ("ZSCORE", "m"),
+        ("ZRANGE", 0, -1, "WITHSCORES"),
+        ("DEL",),
+        ("RPUSH", "a", "b"),
+        ("LPOP",),
+        ("LRANGE", 0, -1),
+        ("EXISTS",),
+    ]
+    for name, *args in script:
+        expected = direct.execute_command(name, "mirror", *args)
+        for key in (moving, still):
+            assert router.execute(key, name, *args) == expected, (name, key)
+    refused = [
+        (("BLPOP", 1), "blocks"),
+        (("BZPOPMIN", 0), "blocks"),
+        (("XREAD", "STREAMS", "s", 0), "blocks"),
+        (("MSET", "v", "k2", "v2"), "touches keys besides"),
+        (("DEL", "k2"), "touches keys besides"),
+        (("RENAME", "k2"), "touches keys besides"),
+        (("SORT", "STORE", "k2"), "touches keys besides"),
+        (("EVAL", "return 1", 0), "touches keys besides"),
+    ]
+    for command, message in refused:
+        for key in (moving, still):
+            with pytest.raises(ConfigurationError, match=message):
+                router.execute(key, *command)
+    assert clients["A"].exists("k2") == clients["B"].exists("k2") == 0

@@ -25,7 +25,20 @@ from scalekit.sharding.shard_store import KeyAbsentError, ShardStore, StaleState
 KEYS = [f"{c}{i}" for c in "bdhlpsvy" for i in range(3)]
 
 
-class MemoryStore(ShardStore):
+class AtomicMoves:
+    """Moves that commit on both sides in one step never leave a key in doubt."""
+
+    def resolve(self, name: str, keys: Sequence[Any], target: ShardStore) -> list[str]:
+        return ["n"] * len(keys)
+
+    def in_doubt(self, name: str) -> list[Any]:
+        return []
+
+    def sweep(self, name: str) -> int:
+        return 0
+
+
+class MemoryStore(AtomicMoves, ShardStore):
     """One shard in memory; each method is one atomic step, as on a real store."""
 
     def __init__(self) -> None:
@@ -77,14 +90,15 @@ class MemoryStore(ShardStore):
         following = cursor + count
         return (following if following < len(KEYS) else 0), chunk
 
-    def move(self, keys: Sequence[Any], target: ShardStore) -> None:
+    def move(self, keys: Sequence[Any], target: ShardStore, *, name: str) -> int:
         assert isinstance(target, MemoryStore)
-        for key in keys:
-            if key in self.data:
-                target.data[key] = self.data.pop(key)
+        present = [key for key in keys if key in self.data]
+        for key in present:
+            target.data[key] = self.data.pop(key)
+        return len(present)
 
 
-class SQLiteStore(ShardStore):
+class SQLiteStore(AtomicMoves, ShardStore):
     """One shard as a SQL database: each step is one transaction, as the protocol says.
 
     ``execute`` reads the state row and the key's row and runs the command in
@@ -164,8 +178,9 @@ class SQLiteStore(ShardStore):
         following = cursor + count
         return (following if following < len(KEYS) else 0), chunk
 
-    def move(self, keys: Sequence[Any], target: ShardStore) -> None:
+    def move(self, keys: Sequence[Any], target: ShardStore, *, name: str) -> int:
         assert isinstance(target, SQLiteStore)
+        moved = 0
         for key in keys:
             self.db.execute("BEGIN IMMEDIATE")  # writers of this store wait
             try:
@@ -173,10 +188,12 @@ class SQLiteStore(ShardStore):
                 if row is not None:
                     target.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, row[0]))
                     self.db.execute("DELETE FROM kv WHERE k = ?", (key,))
+                    moved += 1
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+        return moved
 
 
 class Resharding(RuleBasedStateMachine):

@@ -189,3 +189,79 @@ def test_rollover_by_age_size_and_docs() -> None:
         Rollover("logs")
     with pytest.raises(ConfigurationError, match="max_docs must be a positive integer, got 0"):
         Rollover("logs", max_docs=0)
+
+
+@pytest.mark.parametrize(
+    ("interval", "template"),
+    [
+        ("day", "d_{:%j}"),
+        ("day", "d_{:%m_%d}"),
+        ("hour", "h_{:%j_%H}"),
+        ("month", "m_{:%y_%m}"),
+        ("week", "w_{:%V}"),
+    ],
+)
+def test_templates_without_the_full_year_are_refused(interval: str, template: str) -> None:
+    with pytest.raises(ConfigurationError, match="must show the full year"):
+        TimeRouter(interval, template)
+
+
+def test_a_day_of_year_template_with_the_year_names_every_day_apart() -> None:
+    router = TimeRouter("day", "d_{:%Y_%j}")
+    first = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert router.route(first) == "d_2026_001"
+    assert router.route(first.replace(year=2027)) == "d_2027_001"
+    assert router.parse("d_2027_001").start == first.replace(year=2027)
+
+
+@pytest.mark.parametrize(
+    ("zone", "when", "message"),
+    [
+        ("America/Sitka", datetime(1867, 10, 19, 0, 45), "whole-minute offsets"),  # 24 h back
+        ("Africa/Monrovia", datetime(1972, 1, 7, 0, 44, 10), "whole-minute offsets"),
+        ("Europe/Amsterdam", datetime(1937, 6, 30, 22, 0), "whole-minute offsets"),
+        ("Pacific/Kwajalein", datetime(1969, 10, 1, 12, 0), "set clocks back by 23:00:00"),
+        ("Antarctica/Vostok", datetime(1994, 2, 1, 12, 0), "set clocks back by 7:00:00"),
+    ],
+)
+def test_instants_under_unsupported_offset_changes_are_refused(
+    zone: str, when: datetime, message: str
+) -> None:
+    for interval, template in (("hour", "h_{:%Y_%m_%d_%H}"), ("day", "d_{:%Y_%m_%d}")):
+        router = TimeRouter(interval, template, tz=ZoneInfo(zone))
+        instant = when.replace(tzinfo=timezone.utc)
+        with pytest.raises(ConfigurationError, match=message):
+            router.partition(instant)
+        with pytest.raises(ConfigurationError, match=message):
+            router.route(instant)
+
+
+@pytest.mark.parametrize(
+    ("zone", "when"),
+    [
+        ("Africa/Monrovia", datetime(1972, 1, 7, 1, 0)),  # just after its last LMT-like offset
+        ("Antarctica/Vostok", datetime(1994, 2, 3, 12, 0)),  # 26 h after its 7 h change
+        ("Pacific/Kwajalein", datetime(1993, 8, 20, 11, 0)),  # skips a day forward
+        ("Pacific/Apia", datetime(2011, 12, 29, 10, 0)),  # skips a day forward
+    ],
+)
+def test_partitions_around_supported_historical_changes_contain_what_they_route(
+    zone: str, when: datetime
+) -> None:
+    tz = ZoneInfo(zone)
+    for interval, template in (
+        ("minute", "m_{:%Y_%m_%d_%H_%M}"),
+        ("hour", "h_{:%Y_%m_%d_%H}"),
+        ("day", "d_{:%Y_%m_%d}"),
+    ):
+        router = TimeRouter(interval, template, tz=tz)
+        start = when.replace(tzinfo=timezone.utc)
+        seen: dict[str, tuple[datetime, datetime]] = {}
+        step = timedelta(seconds=20) if interval == "minute" else timedelta(minutes=10)
+        for i in range(0, 200):
+            instant = start + i * step
+            part = router.partition(instant)
+            assert part.start <= instant < part.end, (interval, instant)
+            assert seen.setdefault(part.name, (part.start, part.end)) == (part.start, part.end)
+            parsed = router.parse(part.name)
+            assert (parsed.start, parsed.end) == (part.start, part.end)

@@ -44,16 +44,19 @@ _INF = math.inf
 
 
 def _check_latency(latency: Any) -> float:
-    if (
-        isinstance(latency, bool)
-        or not isinstance(latency, (int, float))
-        or not math.isfinite(latency)
-        or latency < 0
-    ):
+    value = math.nan
+    if not isinstance(latency, bool) and isinstance(latency, (int, float)):
+        try:
+            value = float(latency)  # an int too large for a float overflows here
+        except OverflowError:
+            value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        huge = isinstance(latency, int) and latency.bit_length() > 64  # repr may refuse it
+        shown = f"an int of {latency.bit_length()} bits" if huge else repr(latency)
         raise ConfigurationError(
-            f"latency must be a non-negative finite number of seconds or None, got {latency!r}"
+            f"latency must be a non-negative finite number of seconds or None, got {shown}"
         )
-    return float(latency)
+    return value
 
 
 def _check_weight(endpoint: E, weight: Any) -> int:

@@ -2,60 +2,291 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import redis
+import redis.utils
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import BackendUnavailableError, ConfigurationError
-from .shard_store import KeyAbsentError, MigrationState, ShardStore, StaleStateError
+from .shard_store import (
+    KeyAbsentError,
+    KeyInDoubtError,
+    MigrationState,
+    ShardStore,
+    StaleStateError,
+)
 
 __all__ = ["RedisShardStore"]
 
-# KEYS[1] the migration's state key, KEYS[2] the data key. ARGV[1] mode: 0 no
-# checks, 1 source (serve only if present), 2 target; ARGV[2] the state the
-# client routes by; ARGV[3] the command, ARGV[4..] its arguments after the key.
-# One script, so the checks and the command are one atomic step on the server.
+# Every script below is one atomic step on its server. Records live under the
+# store's reserved prefix P: P"state:"name (the state), P"doubt:"name (a hash:
+# key -> "<token> <deadline ms or 0>", the keys whose move is in doubt) and
+# P"stage:"name":"token":"key (a key's copy while it moves).
+
+# KEYS[1] state, KEYS[2] doubt, KEYS[3] the data key. ARGV[1] mode: 0 no checks,
+# 1 source (serve only if present), 2 target; ARGV[2] the state the client routes
+# by; ARGV[3] the client's protocol (2 or 3: the reply keeps its RESP3 type);
+# ARGV[4] the command, ARGV[5..] its arguments after the key.
 _EXECUTE = """
 if ARGV[1] ~= '0' then
   local state = redis.call('GET', KEYS[1])
   if state ~= ARGV[2] then
     return redis.error_reply('SCALEKIT_STALE ' .. (state or ''))
   end
-  if ARGV[1] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
+  if redis.call('HEXISTS', KEYS[2], KEYS[3]) == 1 then
+    return redis.error_reply('SCALEKIT_DOUBT')
+  end
+  if ARGV[1] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then
     return redis.error_reply('SCALEKIT_ABSENT')
   end
 end
-return redis.call(ARGV[3], KEYS[2], unpack(ARGV, 4))
+if ARGV[3] == '3' then redis.setresp(3) end
+return redis.call(ARGV[4], KEYS[3], unpack(ARGV, 5))
 """
+
+# On the source, before MIGRATE: KEYS[1] doubt, KEYS[2..] keys; ARGV[1] the stage
+# prefix of this move (P"stage:"name":"token":"), ARGV[2] the token. Each present
+# key not already in doubt is renamed to its stage name and recorded in doubt
+# with its absolute deadline (so a copy restored late cannot outlive it).
+_BEGIN = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = 0
+for i = 2, #KEYS do
+  local k = KEYS[i]
+  if redis.call('HEXISTS', KEYS[1], k) == 0 and redis.call('EXISTS', k) == 1 then
+    local ttl = redis.call('PTTL', k)
+    local at = 0
+    if ttl > 0 then at = now + ttl end
+    redis.call('RENAME', k, ARGV[1] .. k)
+    redis.call('HSET', KEYS[1], k, ARGV[2] .. ' ' .. at)
+    n = n + 1
+  end
+end
+return n
+"""
+
+# On the source, settling keys in doubt: KEYS[1] doubt, KEYS[2..] keys; ARGV[1]
+# P"stage:"name":". Per key: "n" (not in doubt), "c" (the source still held its
+# copy: the move is cancelled, the key is back under its name), "x" (its copy
+# expired on the source) or "m <token> <deadline>" (MIGRATE took it: the target
+# must promote its copy; the record stays until then).
+_SETTLE = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 2, #KEYS do
+  local k = KEYS[i]
+  local rec = redis.call('HGET', KEYS[1], k)
+  if not rec then
+    out[#out + 1] = 'n'
+  else
+    local token, at = string.match(rec, '^(%S+) (%d+)$')
+    local stage = ARGV[1] .. token .. ':' .. k
+    if redis.call('EXISTS', stage) == 1 then
+      redis.call('RENAME', stage, k)
+      redis.call('HDEL', KEYS[1], k)
+      out[#out + 1] = 'c'
+    elseif tonumber(at) > 0 and now + 2 >= tonumber(at) then  -- ms rounding of the deadline
+      redis.call('HDEL', KEYS[1], k)
+      out[#out + 1] = 'x'
+    else
+      out[#out + 1] = 'm ' .. rec
+    end
+  end
+end
+return out
+"""
+
+# On the target: KEYS[1..] keys; ARGV[1] P"stage:"name":", ARGV[1 + i] the
+# record of KEYS[i]. A staged copy becomes the key, with the recorded deadline.
+_PROMOTE = """
+for i = 1, #KEYS do
+  local k = KEYS[i]
+  local token, at = string.match(ARGV[i + 1], '^(%S+) (%d+)$')
+  local stage = ARGV[1] .. token .. ':' .. k
+  if redis.call('EXISTS', stage) == 1 then
+    redis.call('RENAME', stage, k)
+    if tonumber(at) > 0 then redis.call('PEXPIREAT', k, at) end
+  end
+end
+return #KEYS
+"""
+
+# On the source, once promoted: KEYS[1] doubt, KEYS[2..] keys, ARGV[i - 1] the
+# record KEYS[i] had; a record that changed since is left alone.
+_CLEAR = """
+for i = 2, #KEYS do
+  if redis.call('HGET', KEYS[1], KEYS[i]) == ARGV[i - 1] then
+    redis.call('HDEL', KEYS[1], KEYS[i])
+  end
+end
+return 0
+"""
+
+
+# Commands that block (inside a script they would not, and a blocked server
+# serves nobody), or that touch keys besides the first one (which may live on
+# another store, or be moving): refused, whatever key they name.
+_BLOCKING = frozenset(
+    [
+        "BLPOP",
+        "BRPOP",
+        "BRPOPLPUSH",
+        "BLMOVE",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "XREAD",
+        "XREADGROUP",
+        "WAIT",
+        "WAITAOF",
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "SSUBSCRIBE",
+        "MONITOR",
+    ]
+)
+_MULTI_KEY = frozenset(
+    [
+        "MSET",
+        "MSETNX",
+        "RENAME",
+        "RENAMENX",
+        "COPY",
+        "SMOVE",
+        "LMOVE",
+        "RPOPLPUSH",
+        "SDIFFSTORE",
+        "SINTERSTORE",
+        "SUNIONSTORE",
+        "ZUNIONSTORE",
+        "ZINTERSTORE",
+        "ZDIFFSTORE",
+        "ZRANGESTORE",
+        "PFMERGE",
+        "BITOP",
+        "GEOSEARCHSTORE",
+        "ZUNION",
+        "ZINTER",
+        "ZDIFF",
+        "SINTERCARD",
+        "LMPOP",
+        "ZMPOP",
+        "EVAL",
+        "EVALSHA",
+        "EVAL_RO",
+        "EVALSHA_RO",
+        "FCALL",
+        "FCALL_RO",
+        "MULTI",
+        "EXEC",
+        "DISCARD",
+        "WATCH",
+        "KEYS",
+        "SCAN",
+        "FLUSHALL",
+        "FLUSHDB",
+        "SWAPDB",
+        "SELECT",
+        "MIGRATE",
+        "MOVE",
+    ]
+)
+# Multi-key only when given more than one key (their other arguments are keys).
+_KEY_LISTS = frozenset(
+    ["DEL", "UNLINK", "EXISTS", "TOUCH", "MGET", "PFCOUNT", "SINTER", "SUNION", "SDIFF"]
+)
+# Multi-key with one of these options (it names a key to store into or read from).
+_KEY_OPTIONS = {
+    "SORT": frozenset({"STORE", "BY", "GET"}),
+    "SORT_RO": frozenset({"BY", "GET"}),
+    "GEORADIUS": frozenset({"STORE", "STOREDIST"}),
+    "GEORADIUSBYMEMBER": frozenset({"STORE", "STOREDIST"}),
+}
+
+
+def _word(arg: Any) -> str:
+    if isinstance(arg, (bytes, bytearray)):
+        return bytes(arg).decode("latin-1").upper()
+    return str(arg).upper()
+
+
+def check_one_key_command(command: Sequence[Any]) -> None:
+    """Refuse a command a shard store cannot run on one key alone.
+
+    Raises:
+        ConfigurationError: *command* blocks, or touches keys besides the one
+            it is routed by (see the lists in docs/sharding.md).
+    """
+    name = _word(command[0])
+    if name in _BLOCKING:
+        raise ConfigurationError(
+            f"command {name} blocks; a resharding store runs one-key commands atomically "
+            "and cannot block (use its non-blocking form, e.g. LPOP for BLPOP)"
+        )
+    options = _KEY_OPTIONS.get(name, frozenset())
+    if (
+        name in _MULTI_KEY
+        or (name in _KEY_LISTS and len(command) > 1)
+        or any(_word(arg) in options for arg in command[1:])
+    ):
+        raise ConfigurationError(
+            f"command {name} with arguments {list(command[1:])!r} touches keys besides the "
+            "routed one, which may live on another store; send one command per key"
+        )
 
 
 class RedisShardStore(ShardStore):
     """One standalone Redis server as a [ShardStore][scalekit.sharding.shard_store.ShardStore].
 
     Commands on moving keys run inside one Lua script that checks the
-    migration's state (and, on a source, the key's presence) before running
-    the command, atomically. Keys move with `MIGRATE host port "" db timeout
-    REPLACE KEYS ...`: the source blocks while it restores the keys on the
-    target and deletes them only once the target acknowledged, so no
-    command runs on a key between its two copies. Not `COPY`: the source
-    must stop holding the key in the same step. `REPLACE`: a target never
-    serves a key its source holds, so a copy already on the target is a
-    leftover of a `MIGRATE` that timed out after the restore, and must give
-    way to the served copy.
+    migration's state, whether the key's move is in doubt and (on a source)
+    whether the key is present before running the command, atomically.
+
+    A key moves in three steps, each atomic on one server:
+
+    1. On the source, in one `MULTI`: a script renames the key to a *stage*
+       name unique to this move (under the reserved prefix) and records the
+       key as *in doubt*, then `MIGRATE ... KEYS <stage names>` hands the
+       staged copies over. The source deletes a copy only once the target
+       acknowledged it, so after a timeout the source still holds it.
+    2. On the target, the staged copy is renamed to the key.
+    3. On the source, the doubt record is cleared.
+
+    Any command on a key in doubt first *settles* it on the source: if the
+    source still holds the staged copy, the move is cancelled (the copy gets
+    its name back there); otherwise `MIGRATE` took it and the target's staged
+    copy is promoted. A copy that a timed-out `MIGRATE` leaves on the target
+    keeps its stage name, which nothing ever serves or promotes once the move
+    is cancelled, so it cannot come back as the key (a later `DEL`, `SET`,
+    `APPEND` or `INCR` sees exactly the acknowledged state). Such leftovers
+    are deleted by `complete()` and `forget()`.
+
+    Keys starting with *state_prefix* are reserved for these records: a
+    command on one is a `ConfigurationError`, and the mover never moves them.
+    A key's time to live is recorded as an absolute deadline (the source's
+    clock) and set on the promoted copy.
 
     Args:
-        client: a `redis.Redis` for this server (its own TLS, ACL and pool settings).
+        client: a `redis.Redis` for this server (its own TLS, ACL and pool settings);
+            its `socket_timeout` must exceed *migrate_timeout_ms*.
         address: `(host, port)` by which the *other* servers reach this one
             for `MIGRATE`; defaults to the client's own host and port.
         migrate_timeout_ms: `MIGRATE`'s timeout in milliseconds.
-        state_prefix: the prefix of the key that records a migration's state.
+        state_prefix: the reserved prefix of the migration's records.
 
     Raises:
-        ConfigurationError: not a redis client, or a bad timeout.
+        ConfigurationError: not a redis client, a bad timeout or an empty prefix.
 
     Thread-safety: as safe as the client (redis-py clients are).
     """
@@ -70,14 +301,16 @@ class RedisShardStore(ShardStore):
     ) -> None:
         if not isinstance(client, redis.Redis):
             raise ConfigurationError(f"client must be a redis.Redis, got {type(client).__name__}")
-        if isinstance(migrate_timeout_ms, bool) or not isinstance(migrate_timeout_ms, int):
+        if (
+            isinstance(migrate_timeout_ms, bool)
+            or not isinstance(migrate_timeout_ms, int)
+            or migrate_timeout_ms < 1
+        ):
             raise ConfigurationError(
                 f"migrate_timeout_ms must be a positive int, got {migrate_timeout_ms!r}"
             )
-        if migrate_timeout_ms < 1:
-            raise ConfigurationError(
-                f"migrate_timeout_ms must be a positive int, got {migrate_timeout_ms!r}"
-            )
+        if not isinstance(state_prefix, str) or not state_prefix:
+            raise ConfigurationError(f"state_prefix must be a non-empty str, got {state_prefix!r}")
         kwargs = client.connection_pool.connection_kwargs
         self.client = client
         self.address = address or (
@@ -89,10 +322,39 @@ class RedisShardStore(ShardStore):
         self._password = kwargs.get("password")
         self._timeout_ms = migrate_timeout_ms
         self._prefix = state_prefix
+        self._bprefix = state_prefix.encode()
+        self._encoder = client.connection_pool.get_encoder()
+        protocol = getattr(client.connection_pool, "get_protocol", lambda: None)()
+        default = getattr(redis.utils, "DEFAULT_RESP_VERSION", 2)  # redis-py 8 speaks RESP3
+        self._resp = "3" if str(protocol or kwargs.get("protocol") or default) == "3" else "2"
         self._script = client.register_script(_EXECUTE)
+        self._settle = client.register_script(_SETTLE)
+        self._promote = client.register_script(_PROMOTE)
+        self._clear = client.register_script(_CLEAR)
 
-    def _state_key(self, name: str) -> str:
-        return self._prefix + name
+    # -- names -----------------------------------------------------------------------
+
+    def _record_key(self, kind: str, name: str) -> str:
+        return f"{self._prefix}{kind}:{name}"
+
+    def _stage_prefix(self, name: str, token: str = "") -> bytes:
+        head = self._record_key("stage", name).encode() + b":"
+        return head + token.encode() + b":" if token else head
+
+    def _staged(self, name: str, token: str, keys: Sequence[Any]) -> list[bytes]:
+        head = self._stage_prefix(name, token)
+        return [head + self._encoder.encode(k) for k in keys]  # type: ignore[no-untyped-call]
+
+    def reserved(self, key: Any) -> bool:
+        """True if *key* starts with the reserved prefix of the migration records."""
+        if isinstance(key, (bytes, bytearray, memoryview)):
+            return bytes(key).startswith(self._bprefix)
+        return isinstance(key, str) and key.startswith(self._prefix)
+
+    def _unavailable(self, exc: Exception) -> BackendUnavailableError:
+        return BackendUnavailableError(f"redis {self.address} unreachable: {exc}")
+
+    # -- commands --------------------------------------------------------------------
 
     def execute(
         self,
@@ -103,76 +365,148 @@ class RedisShardStore(ShardStore):
         state: MigrationState | None,
         source: bool,
     ) -> Any:
+        check_one_key_command(command)
+        if self.reserved(key):
+            raise ConfigurationError(
+                f"key {key!r} starts with {self._prefix!r}, the prefix reserved for the "
+                "migration records; rename the key or give the stores another state_prefix"
+            )
         mode = "0" if state is None else ("1" if source else "2")
         expected = "" if state is None else state.encode()
+        keys = [self._record_key("state", name), self._record_key("doubt", name), key]
         try:
-            return self._script(keys=[self._state_key(name), key], args=[mode, expected, *command])
+            reply = self._script(keys=keys, args=[mode, expected, self._resp, *command])
         except ResponseError as exc:
             message = str(exc)
             if message.startswith("SCALEKIT_ABSENT"):
                 raise KeyAbsentError(key) from None
+            if message.startswith("SCALEKIT_DOUBT"):
+                raise KeyInDoubtError(key) from None
             if message.startswith("SCALEKIT_STALE"):
                 recorded = message[len("SCALEKIT_STALE") :].strip()
                 raise StaleStateError(MigrationState.decode(recorded or None)) from None
             raise
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise BackendUnavailableError(f"redis {self.address} unreachable: {exc}") from exc
+            raise self._unavailable(exc) from exc
+        # The script hands back the raw reply; give it the shape redis-py's
+        # execute_command(name, key, *args) gives the same command.
+        callback = self.client.response_callbacks.get(_word(command[0]))  # type: ignore[no-untyped-call]
+        return reply if callback is None else callback(reply)
+
+    # -- records ---------------------------------------------------------------------
 
     def read_state(self, name: str) -> MigrationState | None:
         try:
-            return MigrationState.decode(self.client.get(self._state_key(name)))
+            return MigrationState.decode(self.client.get(self._record_key("state", name)))
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise BackendUnavailableError(f"redis {self.address} unreachable: {exc}") from exc
+            raise self._unavailable(exc) from exc
+        except ResponseError as exc:
+            raise ConfigurationError(
+                f"{self._record_key('state', name)!r} on {self.address} is not a migration "
+                f"record ({exc}); keys under {self._prefix!r} are reserved"
+            ) from None
 
     def write_state(self, name: str, state: MigrationState | None) -> None:
         try:
             if state is None:
-                self.client.delete(self._state_key(name))
+                self.client.delete(self._record_key("state", name))
             else:
-                self.client.set(self._state_key(name), state.encode())
+                self.client.set(self._record_key("state", name), state.encode())
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise BackendUnavailableError(f"redis {self.address} unreachable: {exc}") from exc
+            raise self._unavailable(exc) from exc
 
     def scan(self, cursor: int, count: int) -> tuple[int, list[Any]]:
         try:
             cursor, keys = self.client.scan(cursor=cursor, count=count)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise BackendUnavailableError(f"redis {self.address} unreachable: {exc}") from exc
-        prefix = self._prefix
-        bprefix = prefix.encode()
-        kept = [
-            k
-            for k in keys
-            if not (k.startswith(bprefix) if isinstance(k, bytes) else k.startswith(prefix))
-        ]
-        return int(cursor), kept
+            raise self._unavailable(exc) from exc
+        return int(cursor), [k for k in keys if not self.reserved(k)]
 
-    def move(self, keys: Sequence[Any], target: ShardStore) -> None:
+    def in_doubt(self, name: str) -> list[Any]:
+        try:
+            return list(self.client.hkeys(self._record_key("doubt", name)))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    # -- moving ----------------------------------------------------------------------
+
+    def move(self, keys: Sequence[Any], target: ShardStore, *, name: str) -> int:
+        keys = list(dict.fromkeys(keys))  # SCAN may return a key twice; MIGRATE it once
         if not keys:
-            return
+            return 0
         if not isinstance(target, RedisShardStore):
             raise ConfigurationError(
                 "a RedisShardStore moves keys to another RedisShardStore, "
                 f"got {type(target).__name__}"
             )
+        token = uuid.uuid4().hex
         host, port = target.address
-        args: list[Any] = ["MIGRATE", host, port, "", target.db, self._timeout_ms, "REPLACE"]
+        migrate: list[Any] = ["MIGRATE", host, port, "", target.db, self._timeout_ms]
         if target._password is not None:
             if target._username is not None:
-                args += ["AUTH2", target._username, target._password]
+                migrate += ["AUTH2", target._username, target._password]
             else:
-                args += ["AUTH", target._password]
-        args += ["KEYS", *keys]
+                migrate += ["AUTH", target._password]
+        migrate += ["KEYS", *self._staged(name, token, keys)]
+        doubt = self._record_key("doubt", name)
         try:
-            self.client.execute_command(*args)  # type: ignore[no-untyped-call]
+            with self.client.pipeline(transaction=True) as pipe:
+                head = self._stage_prefix(name, token)
+                pipe.eval(_BEGIN, 1 + len(keys), doubt, *keys, head, token)
+                pipe.execute_command(*migrate)  # type: ignore[no-untyped-call]
+                begun, migrated = pipe.execute(raise_on_error=False)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise BackendUnavailableError(f"redis {self.address} unreachable: {exc}") from exc
-        except ResponseError as exc:
-            if "IOERR" in str(exc) or "timeout" in str(exc).lower():
-                raise BackendUnavailableError(
-                    f"MIGRATE from {self.address} to {target.address} failed: {exc}"
-                ) from exc
-            raise
+            raise self._unavailable(exc) from exc
+        if isinstance(begun, Exception):
+            raise begun
+        if isinstance(migrated, Exception):
+            # The outcome is unknown to us; the keys stay in doubt on this store
+            # and whoever touches one next settles it.
+            raise BackendUnavailableError(
+                f"MIGRATE from {self.address} to {target.address} failed: {migrated}"
+            )
+        return self.resolve(name, keys, target).count("m")
+
+    def resolve(self, name: str, keys: Sequence[Any], target: ShardStore) -> list[str]:
+        if not keys:
+            return []
+        if not isinstance(target, RedisShardStore):
+            raise ConfigurationError(
+                f"a RedisShardStore settles moves to a RedisShardStore, got {type(target).__name__}"
+            )
+        doubt = self._record_key("doubt", name)
+        head = self._stage_prefix(name)
+        try:
+            replies = self._settle(keys=[doubt, *keys], args=[head])
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        outcome: list[str] = []
+        moved: list[Any] = []
+        records: list[Any] = []
+        for key, reply in zip(keys, replies, strict=True):
+            text = reply.decode() if isinstance(reply, bytes) else str(reply)
+            outcome.append(text[0])
+            if text[0] == "m":
+                moved.append(key)
+                records.append(text[2:])
+        if moved:
+            try:
+                target._promote(keys=moved, args=[head, *records])
+                self._clear(keys=[doubt, *moved], args=records)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                raise self._unavailable(exc) from exc
+        return outcome
+
+    def sweep(self, name: str) -> int:
+        head = self._stage_prefix(name)
+        pattern = re.sub(rb"([*?\\[\]\\])", rb"\\\1", head) + b"*"
+        removed = 0
+        try:
+            for stale in self.client.scan_iter(match=pattern, count=500):
+                removed += int(self.client.delete(stale))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        return removed
 
     def __repr__(self) -> str:
         return f"RedisShardStore({self.address[0]}:{self.address[1]}/{self.db})"

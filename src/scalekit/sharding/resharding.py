@@ -6,8 +6,10 @@ Redis Cluster specification, "ASK redirection" and `MIGRATE`):
 * The **source** of a moving key serves it for as long as it holds it; a
   command for a key the source does not hold is redirected to the
   **target**, which serves (and creates) it from then on.
-* The mover hands keys over with the store's own atomic move (`MIGRATE` on
-  Redis): while one key moves, no command on that key runs on either side.
+* The mover hands keys over with the store's own atomic steps (on Redis, a
+  staged `MIGRATE`): while a key moves, or while the outcome of its move is
+  unknown (a timed-out `MIGRATE`), the source records it *in doubt*, and no
+  command runs on it until someone settles the doubt from that record.
 * Which side is the source is recorded on every store as the migration's
   *state* (an epoch and a phase). Every command on a moving key carries the
   state the client believes in and is refused by a store that records
@@ -25,11 +27,12 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from ..exceptions import BackendUnavailableError, ConfigurationError, RoutingError
+from ..exceptions import ConfigurationError, RoutingError
 from .base import Router
 from .shard_store import (
     PHASES,
     KeyAbsentError,
+    KeyInDoubtError,
     MigrationState,
     ShardStore,
     StaleStateError,
@@ -38,6 +41,7 @@ from .shard_store import (
 __all__ = [
     "PHASES",
     "KeyAbsentError",
+    "KeyInDoubtError",
     "MigratingRouter",
     "MigrationState",
     "ShardStore",
@@ -141,7 +145,6 @@ class MigratingRouter(Generic[S]):
         self._cursors: dict[S, int] = {}
         self._pending: dict[S, list[Any]] = {}  # scanned, still to move
         self._pass_done = False
-        self._unfinished: list[tuple[S, S, list[Any]]] = []
 
     # -- state -----------------------------------------------------------------------
 
@@ -235,6 +238,7 @@ class MigratingRouter(Generic[S]):
                     key, command, name=self.name, state=None, source=False
                 )
             first, second = (source, target) if state.phase == "forward" else (target, source)
+            asked = first
             try:
                 try:
                     return self._stores[first].execute(
@@ -242,9 +246,16 @@ class MigratingRouter(Generic[S]):
                     )
                 except KeyAbsentError:
                     pass  # the ASK redirect: the target serves keys its source lacks
+                asked = second
                 return self._stores[second].execute(
                     key, command, name=self.name, state=state, source=False
                 )
+            except KeyInDoubtError:
+                # A move of this key from `asked` has an unknown outcome: settle
+                # it from that store's own record, then retry.
+                other = second if asked == first else first
+                self._stores[asked].resolve(self.name, [key], self._stores[other])
+                continue
             except StaleStateError as exc:
                 if exc.state is not None and exc.state > state:
                     self._adopt(exc.state)
@@ -273,18 +284,26 @@ class MigratingRouter(Generic[S]):
 
         Raises:
             ConfigurationError: the migration is not moving (not started, or finished).
-            BackendUnavailableError: a move failed; the keys it held stay
-                served by their source, and the next `move`, `rollback` or
-                `resume` finishes their move first.
+            BackendUnavailableError: a move failed; its keys stay in doubt
+                on their source, and the next command on one of them, or the
+                next `move`, `rollback`, `resume` or `complete` (of this or
+                any other mover process), settles them from the source's record.
         """
-        if limit < 1 or batch < 1:
-            raise ConfigurationError(f"limit and batch must be positive, got {limit!r}, {batch!r}")
+        for arg, value in (("limit", limit), ("batch", batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{arg} must be a positive int, got {value!r}")
         with self._mover_lock:
             state = self._require_moving("move")
-            self._finish_unfinished()
+            forward = state.phase == "forward"
+            sources = {id(self._stores[s]): self._stores[s] for s in self._sources(forward)}
+            for shard, key in self._settle_all(list(sources.values())):
+                queue = self._pending.setdefault(shard, [])
+                if (self.old.route(key) if forward else self.new.route(key)) == shard:
+                    if key not in queue:
+                        queue.append(key)
+                    self._pass_done = False
             if self._pass_done:
                 return 0
-            forward = state.phase == "forward"
             moved = 0
             for shard in self._sources(forward):
                 if moved >= limit:
@@ -314,14 +333,19 @@ class MigratingRouter(Generic[S]):
                     done: list[Any] = []
                     try:
                         for target, group in groups.items():
-                            self._move_group(shard, target, group)
+                            store.move(group, self._stores[target], name=self.name)
                             done.append(target)
                             moved += len(group)
                     finally:
-                        # Groups a failure kept from moving wait for the next call.
-                        left = [k for t, g in groups.items() if t not in done for k in g]
-                        failed = self._unfinished[-1][2] if self._unfinished else []
-                        pending[:0] = [k for k in left if k not in failed]
+                        # Groups a failure kept from moving wait for the next call;
+                        # the failed group is in doubt on the stores, and the next
+                        # call (or any command on one of its keys) settles it.
+                        # Its keys are queued again: a client may cancel their move
+                        # (giving them back to the source) before this mover retries.
+                        failed = len(done)
+                        pending[:0] = [
+                            k for i, (t, g) in enumerate(groups.items()) if i >= failed for k in g
+                        ]
             if all(
                 self._cursors.get(s) == -1 and not self._pending.get(s)
                 for s in self._sources(forward)
@@ -359,7 +383,11 @@ class MigratingRouter(Generic[S]):
         with self._mover_lock:
             state = self._require_moving("complete")
             final = "complete" if state.phase == "forward" else "aborted"
+            if self._settle_all():  # pragma: no cover - move() just settled every doubt
+                raise RoutingError(f"migration {self.name!r} still had keys in doubt")
             self._record(MigrationState(state.epoch + 1, final))
+            for store in self._distinct():
+                store.sweep(self.name)
             return self.new if final == "complete" else self.old
 
     def forget(self) -> None:
@@ -367,6 +395,7 @@ class MigratingRouter(Generic[S]):
         with self._mover_lock:
             for store in self._distinct():
                 store.write_state(self.name, None)
+                store.sweep(self.name)
 
     # -- internals -------------------------------------------------------------------
 
@@ -409,20 +438,32 @@ class MigratingRouter(Generic[S]):
                 raise ConfigurationError(
                     f"cannot turn {phase}: the migration is moving {state.phase} already"
                 )
-            self._finish_unfinished()
+            self._settle_all()
             self._record(MigrationState(state.epoch + 1, phase))
 
-    def _move_group(self, source: S, target: S, keys: list[Any]) -> None:
-        try:
-            self._stores[source].move(keys, self._stores[target])
-        except BackendUnavailableError:
-            self._unfinished.append((source, target, keys))
-            raise
+    def _ends(self, key: Any, holder: ShardStore) -> tuple[S, S] | None:
+        """(source, target) of the move of *key* whose doubt *holder* records."""
+        a, b = self.old.route(key), self.new.route(key)
+        if self._stores[a] is holder:
+            return a, b
+        if self._stores[b] is holder:
+            return b, a
+        return None
 
-    def _finish_unfinished(self) -> None:
-        # A move that failed may have reached the target; the source copy is
-        # the served one, so finishing the move (replacing) is the safe repair.
-        while self._unfinished:
-            source, target, keys = self._unfinished[0]
-            self._stores[source].move(keys, self._stores[target])
-            self._unfinished.pop(0)
+    def _settle_all(self, holders: list[ShardStore] | None = None) -> list[tuple[S, Any]]:
+        """Settle every key in doubt on *holders* (every store); return the cancelled ones.
+
+        The outcome of an interrupted move is decided from the stores' records,
+        so a mover that restarts (or any client) repairs what another one left.
+        """
+        cancelled: list[tuple[S, Any]] = []
+        for holder in self._distinct() if holders is None else holders:
+            groups: dict[tuple[S, S], list[Any]] = {}
+            for key in holder.in_doubt(self.name):
+                ends = self._ends(key, holder)
+                if ends is not None:
+                    groups.setdefault(ends, []).append(key)
+            for (source, target), keys in groups.items():
+                outcome = holder.resolve(self.name, keys, self._stores[target])
+                cancelled += [(source, k) for k, o in zip(keys, outcome, strict=True) if o == "c"]
+        return cancelled

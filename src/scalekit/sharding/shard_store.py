@@ -13,7 +13,14 @@ from typing import Any, Protocol
 
 from ..exceptions import RoutingError, ScaleKitError
 
-__all__ = ["PHASES", "KeyAbsentError", "MigrationState", "ShardStore", "StaleStateError"]
+__all__ = [
+    "PHASES",
+    "KeyAbsentError",
+    "KeyInDoubtError",
+    "MigrationState",
+    "ShardStore",
+    "StaleStateError",
+]
 
 #: The phases of a migration, in the order they may come.
 PHASES = ("forward", "reverse", "complete", "aborted")
@@ -63,17 +70,30 @@ class KeyAbsentError(ScaleKitError, LookupError):
     """Raised by a source store asked to serve a key it does not hold."""
 
 
+class KeyInDoubtError(ScaleKitError, LookupError):
+    """Raised by a store that began moving a key and does not know yet whether it moved.
+
+    The caller settles the key with `ShardStore.resolve` and retries.
+    """
+
+
 class ShardStore(Protocol):
     """What the resharding protocol needs from one shard's storage.
 
-    Redis implements it with one Lua script and `MIGRATE`
+    Redis implements it with Lua scripts and `MIGRATE`
     ([RedisShardStore][scalekit.sharding.redis_store.RedisShardStore]). A
     SQL database implements it with transactions: `execute` reads the state
     row and locks the key's row (`SELECT ... FOR UPDATE`) in the
-    transaction that runs the command, and `move` locks the source row,
-    upserts it on the target, then deletes it and commits (a crash in
-    between leaves the source copy served and the target copy overwritten
-    by the next attempt, the same rule as an interrupted `MIGRATE`).
+    transaction that runs the command; `move` marks the rows in doubt and
+    copies them to the target under a staging name, and `resolve` either
+    promotes the staged rows on the target and deletes the source's rows
+    (the copy committed) or discards the staging (it did not).
+
+    The contract every store keeps, whatever fails and whoever crashes:
+    a key is served under its name by at most one store at a time, and a
+    copy whose transfer has an unknown outcome is never served until a
+    `resolve` decided, from the source's own atomic state, which copy is
+    the key. The decision lives in the stores, so any process can take it.
     """
 
     def execute(
@@ -89,9 +109,9 @@ class ShardStore(Protocol):
 
         With a *state*, first check the store records exactly that state for
         migration *name* (else raise `StaleStateError` carrying the recorded
-        one) and, if *source*, that the key is present (else raise
-        `KeyAbsentError`).
-        Without a state, run the command unconditionally.
+        one), that the key's move is not in doubt here (else raise
+        `KeyInDoubtError`) and, if *source*, that the key is present (else
+        raise `KeyAbsentError`). Without a state, run the command unconditionally.
         """
 
     def read_state(self, name: str) -> MigrationState | None:
@@ -103,14 +123,32 @@ class ShardStore(Protocol):
     def scan(self, cursor: int, count: int) -> tuple[int, list[Any]]:
         """One step of a full scan of the store's keys: (next cursor, keys); cursor 0 ends it.
 
-        A full scan must return every key present from its start to its end.
+        A full scan must return every key present from its start to its end,
+        and never a record of the protocol itself.
         """
 
-    def move(self, keys: Sequence[Any], target: ShardStore) -> None:
-        """Move *keys* (those still present) to *target*, each atomically.
+    def move(self, keys: Sequence[Any], target: ShardStore, *, name: str) -> int:
+        """Move *keys* (those still present) to *target*; return how many moved.
 
-        While a key moves, `execute` on that key waits on both stores;
-        after it, the key is on *target* only. A present copy on *target*
-        is replaced (it can only be a leftover of an interrupted move,
-        since a target is never served a key its source holds).
+        While a key moves, commands on it are refused with `KeyInDoubtError`
+        (or wait); after a successful call, the key is on *target* only. If
+        the transfer fails, raise `BackendUnavailableError` and leave the
+        keys in doubt on this store for `resolve`.
+        """
+
+    def resolve(self, name: str, keys: Sequence[Any], target: ShardStore) -> list[str]:
+        """Settle *keys* in doubt on this store (the source of their move to *target*).
+
+        Returns one letter per key: `"n"` not in doubt, `"c"` cancelled (the
+        key is served here again), `"m"` moved (served by *target* now),
+        `"x"` expired on the source meanwhile (gone).
+        """
+
+    def in_doubt(self, name: str) -> list[Any]:
+        """The keys of migration *name* whose move from this store is in doubt."""
+
+    def sweep(self, name: str) -> int:
+        """Delete leftover staged copies of migration *name*; return how many.
+
+        Only call it once no store has a key of the migration in doubt.
         """

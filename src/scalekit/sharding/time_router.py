@@ -27,6 +27,8 @@ _FIELD = re.compile(r"\{:([^{}]*)\}")
 _REPEAT = re.compile(r"_[pm]\d{4}$")
 _TICK = timedelta(microseconds=1)
 _LOOKBACK = timedelta(hours=3)  # longer than any clock change (Antarctica/Troll's 2 h)
+_WINDOW = timedelta(hours=26)  # longer than any change that set clocks back (Alaska 1867: 24 h)
+_YEAR = re.compile(r"%[YGs]")
 
 
 @dataclass(frozen=True, order=True)
@@ -86,6 +88,12 @@ class TimeRouter(Router[str]):
         self.allow_naive = allow_naive
         self._prefix, self._suffix = template.split("{", 1)[0], template.rsplit("}", 1)[1]
         self._format = fields[0]
+        if not _YEAR.search(self._format.replace("%%", "")):
+            raise ConfigurationError(
+                f"template {template!r} must show the full year (%Y, or %G with %V for ISO "
+                "weeks): without it, partitions a year (or, with %y, a century) apart share "
+                "a name"
+            )
         self._shows_offset = "%z" in self._format or "%Z" in self._format
         self._names: dict[tuple[Any, timedelta | None], str] = {}
         probe = self.partition(datetime(2023, 12, 25, 13, 45, tzinfo=tz))
@@ -184,6 +192,7 @@ class TimeRouter(Router[str]):
         # Through UTC: astimezone() to the datetime's own zone would keep a wall
         # time that does not exist (in a DST gap) as it is.
         local = self._aware(when).astimezone(timezone.utc).astimezone(self.tz)
+        self._check_supported(local)
         interval = self.interval
         if interval == "minute" or interval == "hour":
             offset = local.utcoffset()
@@ -236,6 +245,27 @@ class TimeRouter(Router[str]):
     def _offset(self, instant: datetime) -> timedelta | None:
         return instant.astimezone(self.tz).utcoffset()
 
+    def _check_supported(self, local: datetime) -> None:
+        """Refuse an instant under an offset change the calendar arithmetic does not cover.
+
+        Supported: UTC offsets of whole minutes, and changes that set the wall
+        clock back by at most 3 hours (checked over the 26 hours before).
+        """
+        offset = local.utcoffset()
+        if offset is None:
+            return
+        if offset.seconds % 60 or offset.microseconds:
+            raise ConfigurationError(
+                f"when {local.isoformat()} is at UTC offset {offset} in {self.tz}: TimeRouter "
+                "supports whole-minute offsets only (local mean times before ~1972 are not)"
+            )
+        earlier = self._offset(local.astimezone(timezone.utc) - _WINDOW)
+        if earlier is not None and earlier - offset > _LOOKBACK:
+            raise ConfigurationError(
+                f"when {local.isoformat()} follows a change in {self.tz} that set clocks back "
+                f"by {earlier - offset}: TimeRouter supports changes of at most 3 hours"
+            )
+
     def _change_after(self, lo: datetime, hi: datetime) -> datetime:
         """The first instant in `(lo, hi]` whose UTC offset differs from *lo*'s (bisection)."""
         before = self._offset(lo)
@@ -256,6 +286,7 @@ class TimeRouter(Router[str]):
         `h_2026_10_25_02` (CEST) and then `h_2026_10_25_02_p0100` (CET).
         """
         local = start.astimezone(self.tz)
+        self._check_supported(local)
         name = self.template.format(local)
         if self._shows_offset or self.interval not in ("minute", "hour"):
             return name
