@@ -1,7 +1,7 @@
 """A blocking acquire rides out a backend outage until its deadline; calls survive a restart.
 
 Real redis-servers, frozen (SIGSTOP), killed (SIGKILL) and restarted on the
-same port, or blackholed behind `TCPProxy`. About 8 s in all.
+same port, or blackholed behind `TCPProxy`, or slowed by it. About 12 s in all.
 """
 
 from __future__ import annotations
