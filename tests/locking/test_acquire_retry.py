@@ -174,3 +174,31 @@ def test_a_first_acquire_over_a_slow_link_returns_a_live_lease(redis_server: Red
         assert left <= server_left + 0.01
         lease.release()
         slow.close()
+
+
+def test_an_async_acquire_after_a_script_flush_counts_from_the_eval(
+    redis_server: RedisServer,
+) -> None:
+    """The NOSCRIPT round before the EVAL that got the grant is not charged to the lease."""
+    direct = redis.Redis.from_url(redis_server.url)
+    name = unique("async")
+
+    async def main() -> tuple[float, float]:
+        with TCPProxy(*redis_server.address) as proxy:
+            slow = redis_asyncio.Redis(host=proxy.host, port=proxy.port)
+            await slow.ping()  # connected: what is measured is the script's rounds
+            direct.script_flush()
+            proxy.delay(0.15)
+            lease = await AsyncRedisLock(slow, name, ttl=1.2, op_timeout=5).acquire(timeout=10)
+            proxy.pass_through()
+            assert lease is not None and not lease.lost.is_set()
+            left = lease.remaining()
+            assert left is not None
+            server_left = direct.pttl(f"scalekit:lock:{{{name}}}") / 1000
+            await lease.release()
+            await slow.aclose()
+            return left, server_left
+
+    left, server_left = asyncio.run(main())
+    assert left >= 1.2 - 2 * 0.15 - BOUND_MARGIN  # not also the failed EVALSHA's round trip
+    assert left <= server_left + 0.01

@@ -11,6 +11,7 @@ are counted per `asyncio.current_task()`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -156,13 +157,28 @@ class AsyncRedisLock:
                 ) from exc
             raise BackendError(f"redis failed {args[0]} for lock {self.name!r}: {exc}") from exc
 
-    async def _script(self, script: Script, args: list[Any], timeout: float | None = None) -> Any:
+    async def _script(
+        self,
+        script: Script,
+        args: list[Any],
+        timeout: float | None = None,
+        on_send: Callable[[], None] | None = None,
+    ) -> Any:
+        """Run *script* (EVALSHA, then EVAL on NOSCRIPT) within *timeout* in all.
+
+        *on_send* is called before each of the two requests, so its last call
+        precedes the request whose reply is returned.
+        """
         keys = self._keys
         end = None if timeout is None else time.monotonic() + timeout
         try:
+            if on_send is not None:
+                on_send()
             return await self._call("EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout)
         except NoScriptError:
             left = None if end is None else max(end - time.monotonic(), 0.001)
+            if on_send is not None:
+                on_send()
             return await self._call("EVAL", script.source, len(keys), *keys, *args, timeout=left)
 
     def _new_owner_token(self) -> str:
@@ -229,11 +245,15 @@ class AsyncRedisLock:
         try:
             while True:
                 started = self._clock()  # before the request whose reply may be the grant
+                sent = [started]
                 queued = True  # the server may know us until a reply says otherwise
                 args = [owner, ttl_ms, "1" if blocking else "0", self._waiter_ms, self._wake]
                 try:
                     reply = await self._script(
-                        _ACQUIRE, [*args, self._claim_ms], timeout=self._budget(deadline)
+                        _ACQUIRE,
+                        [*args, self._claim_ms],
+                        timeout=self._budget(deadline),
+                        on_send=functools.partial(_note_time, sent, self._clock),
                     )
                 except BackendUnavailableError as exc:
                     silent = True
@@ -250,7 +270,9 @@ class AsyncRedisLock:
                 retry.answered()
                 silent = False
                 if int(reply[0]) == 1:
-                    # Valid for the PTTL the server reported, counted from before the request.
+                    # Valid for the PTTL the server reported, counted from before the request
+                    # that got it (after a NOSCRIPT round).
+                    started = sent[-1]
                     grant = int(reply[1]), int(reply[2]) / 1000
                     break
                 queued = blocking
@@ -405,6 +427,10 @@ class AsyncRedisLock:
 
     def __repr__(self) -> str:
         return f"AsyncRedisLock({self.name!r}, ttl={self.ttl})"
+
+
+def _note_time(times: list[float], clock: Callable[[], float]) -> None:
+    times.append(clock())
 
 
 class _AsyncOutage:
