@@ -79,6 +79,26 @@ def test_a_slow_callback_does_not_delay_another_lease_notice() -> None:
         release.set()
 
 
+def test_more_blocked_callbacks_than_pooled_threads_delay_no_other_notice() -> None:
+    """A notice never waits for a free thread behind callbacks that block."""
+    release = threading.Event()
+    blocked = threading.Semaphore(0)
+    count = 20  # more than the threads the notifier keeps
+
+    def stuck(_lease: Lease) -> None:
+        blocked.release()
+        release.wait(10)
+
+    leases = [MemoryLock(unique("stuck"), ttl=0.1, on_lost=stuck).acquire() for _ in range(count)]
+    try:
+        for _ in range(count):
+            assert blocked.acquire(timeout=5), "a blocking callback never started"
+        assert _notice_after(0.2) <= 0.2 + NOTICE_MARGIN
+    finally:
+        release.set()
+    assert all(lease is not None and lease.lost.is_set() for lease in leases)
+
+
 def test_a_callback_that_raises_is_logged_with_the_lock_name(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -47,6 +47,26 @@ def test_blackhole_makes_a_call_fail_within_its_timeout(proxy: TCPProxy) -> None
     client.close()
 
 
+def test_blackhole_holds_bytes_and_delivers_them_in_order_when_it_heals(
+    proxy: TCPProxy, redis_server: RedisServer
+) -> None:
+    """A partition loses no bytes (TCP retransmits): requests and replies arrive late, in order."""
+    direct = redis.Redis.from_url(redis_server.url)
+    direct.delete("proxy:held")
+    conn = redis.Connection(host=proxy.host, port=proxy.port, socket_timeout=2)
+    conn.connect()
+    proxy.blackhole()
+    conn.send_command("INCR", "proxy:held")
+    conn.send_command("INCR", "proxy:held")
+    assert not conn.can_read(timeout=0.3)  # nothing comes back while partitioned
+    assert direct.get("proxy:held") is None  # and nothing reached the server
+    proxy.pass_through()
+    assert conn.read_response() == 1
+    assert conn.read_response() == 2
+    conn.disconnect()
+    direct.close()
+
+
 def test_delay_holds_every_reply(proxy: TCPProxy) -> None:
     client = redis.Redis(host=proxy.host, port=proxy.port, socket_timeout=5)
     client.ping()

@@ -15,6 +15,7 @@ import hashlib
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -150,6 +151,24 @@ class _Pool:
             self._cond.notify()
 
 
+def _fresh(conn: Any) -> None:
+    """Connect *conn*, replacing a pooled socket the server closed (or left data on).
+
+    A server killed and restarted on the same port leaves every pooled
+    connection at end-of-file; reading that before sending costs no round
+    trip, and a new connection is opened instead, so nothing is sent twice.
+    """
+    if conn._sock is not None:
+        try:
+            stale = conn.can_read(timeout=0)
+        except (RedisConnectionError, OSError):
+            stale = True
+        if not stale:
+            return
+        conn.disconnect()
+    conn.connect()
+
+
 class _PoolExhausted(BackendUnavailableError):
     """Every connection of the lock's pool is in use (caught and named by the caller)."""
 
@@ -189,11 +208,17 @@ class RedisCalls:
         kw = pool.connection_kwargs
         return f"redis {kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}"
 
-    def call(self, *args: Any, timeout: float | None = None) -> Any:
+    def call(
+        self, *args: Any, timeout: float | None = None, on_send: Callable[[], None] | None = None
+    ) -> Any:
         """Send one command; return its reply within *timeout* (default `op_timeout`).
 
         The budget covers waiting for a pooled connection, connecting and
-        the handshake, sending, and the reply.
+        the handshake, sending, and the reply. A pooled connection the
+        server has closed (it restarted) is replaced by a fresh one before
+        the command is sent, within the same budget. *on_send* is called
+        right before the command goes out, after any connect: a clock
+        reading there is no later than the server's execution.
 
         Raises:
             BackendUnavailableError: no connection or no reply in time, the
@@ -203,6 +228,8 @@ class RedisCalls:
         wait = self.op_timeout if timeout is None else max(timeout, 0.001)
         try:
             if self._pool is None:
+                if on_send is not None:
+                    on_send()
                 return self.client.execute_command(*args)
             end = time.monotonic() + wait
             conn = self._pool.take(wait)
@@ -210,6 +237,9 @@ class RedisCalls:
                 # Bound the connect and handshake of a new connection by the budget too.
                 conn.socket_timeout = wait
                 conn.socket_connect_timeout = wait
+                _fresh(conn)
+                if on_send is not None:
+                    on_send()
                 conn.send_command(*args)
                 return conn.read_response(timeout=max(end - time.monotonic(), 0.001))
             except BaseException:
@@ -226,9 +256,13 @@ class RedisCalls:
                 f"{self._pool.max_connections} connections (max_connections of the client's "
                 f"pool) are in use; {args[0]!s} was not sent"
             ) from exc
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except (RedisTimeoutError, TimeoutError) as exc:
             raise BackendUnavailableError(
                 f"{self.describe()} did not answer {args[0]!s} within {wait:.3g}s: {exc}"
+            ) from exc
+        except (RedisConnectionError, OSError) as exc:
+            raise BackendUnavailableError(
+                f"{self.describe()}: {args[0]!s} failed on the connection: {exc}"
             ) from exc
         except RedisError as exc:
             if is_transient(exc):
@@ -238,15 +272,25 @@ class RedisCalls:
             raise BackendError(f"{self.describe()} failed {args[0]!s}: {exc}") from exc
 
     def script(
-        self, script: Script, keys: list[str], args: list[Any], timeout: float | None = None
+        self,
+        script: Script,
+        keys: list[str],
+        args: list[Any],
+        timeout: float | None = None,
+        on_send: Callable[[], None] | None = None,
     ) -> Any:
         """Run *script* with EVALSHA, falling back to EVAL when the server lost it.
 
-        *timeout* bounds both calls together.
+        *timeout* bounds both calls together; *on_send* is called before each
+        of them goes out (see `call`), so its last call precedes the reply.
         """
         end = None if timeout is None else time.monotonic() + timeout
         try:
-            return self.call("EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout)
+            return self.call(
+                "EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout, on_send=on_send
+            )
         except NoScriptError:
             left = None if end is None else end - time.monotonic()
-            return self.call("EVAL", script.source, len(keys), *keys, *args, timeout=left)
+            return self.call(
+                "EVAL", script.source, len(keys), *keys, *args, timeout=left, on_send=on_send
+            )

@@ -11,6 +11,7 @@ are counted per `asyncio.current_task()`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -33,7 +34,7 @@ from ..exceptions import (
     LockTimeoutError,
 )
 from ._redis_calls import Script, is_transient
-from .base import CLEANUP_BUDGET
+from .base import CLEANUP_BUDGET, RETRY_BACKOFF
 from .lease import _NOTIFIER, _WATCHDOG, Lease, OnLost, _run_on_lost
 from .redis_lock import _ABANDON, _ACQUIRE, _EXTEND, _RELEASE, _REPLY_SLACK
 
@@ -156,13 +157,28 @@ class AsyncRedisLock:
                 ) from exc
             raise BackendError(f"redis failed {args[0]} for lock {self.name!r}: {exc}") from exc
 
-    async def _script(self, script: Script, args: list[Any], timeout: float | None = None) -> Any:
+    async def _script(
+        self,
+        script: Script,
+        args: list[Any],
+        timeout: float | None = None,
+        on_send: Callable[[], None] | None = None,
+    ) -> Any:
+        """Run *script* (EVALSHA, then EVAL on NOSCRIPT) within *timeout* in all.
+
+        *on_send* is called before each of the two requests, so its last call
+        precedes the request whose reply is returned.
+        """
         keys = self._keys
         end = None if timeout is None else time.monotonic() + timeout
         try:
+            if on_send is not None:
+                on_send()
             return await self._call("EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout)
         except NoScriptError:
             left = None if end is None else max(end - time.monotonic(), 0.001)
+            if on_send is not None:
+                on_send()
             return await self._call("EVAL", script.source, len(keys), *keys, *args, timeout=left)
 
     def _new_owner_token(self) -> str:
@@ -225,24 +241,38 @@ class AsyncRedisLock:
         grant: tuple[int, float] | None = None
         queued = False
         silent = False  # Redis just failed to answer: leave the queue in the background
+        retry = _AsyncOutage(self._clock, deadline, self.op_timeout)
         try:
             while True:
                 started = self._clock()  # before the request whose reply may be the grant
+                sent = [started]
                 queued = True  # the server may know us until a reply says otherwise
                 args = [owner, ttl_ms, "1" if blocking else "0", self._waiter_ms, self._wake]
                 try:
                     reply = await self._script(
-                        _ACQUIRE, [*args, self._claim_ms], timeout=self._budget(deadline)
+                        _ACQUIRE,
+                        [*args, self._claim_ms],
+                        timeout=self._budget(deadline),
+                        on_send=functools.partial(_note_time, sent, self._clock),
                     )
                 except BackendUnavailableError as exc:
                     silent = True
-                    if deadline is None or self._clock() < deadline:
+                    if not blocking:
                         raise
-                    raise LockTimeoutError(
-                        f"lock {self.name!r} was not acquired within {timeout}s: {exc}", self.name
-                    ) from exc
+                    if await retry.again(exc):
+                        continue  # same owner token: a grant whose reply was lost is ours
+                    if retry.cut_short(started):
+                        raise LockTimeoutError(
+                            f"lock {self.name!r} was not acquired within {timeout}s: {exc}",
+                            self.name,
+                        ) from exc
+                    raise
+                retry.answered()
+                silent = False
                 if int(reply[0]) == 1:
-                    # Valid for the PTTL the server reported, counted from before the request.
+                    # Valid for the PTTL the server reported, counted from before the request
+                    # that got it (after a NOSCRIPT round).
+                    started = sent[-1]
                     grant = int(reply[1]), int(reply[2]) / 1000
                     break
                 queued = blocking
@@ -268,9 +298,11 @@ class AsyncRedisLock:
                         f"{wait:.3f}",
                         timeout=wait + self.op_timeout if budget is None else budget,
                     )
-                except BackendUnavailableError:
+                except BackendUnavailableError as exc:
                     silent = True
-                    if deadline is None or self._clock() < deadline:
+                    if deadline is not None and self._clock() >= deadline:
+                        continue  # the deadline passed while listening: a timeout
+                    if not await retry.again(exc):
                         raise
         finally:
             if grant is None and queued:
@@ -395,6 +427,53 @@ class AsyncRedisLock:
 
     def __repr__(self) -> str:
         return f"AsyncRedisLock({self.name!r}, ttl={self.ttl})"
+
+
+def _note_time(times: list[float], clock: Callable[[], float]) -> None:
+    times.append(clock())
+
+
+class _AsyncOutage:
+    """`BaseLock`'s retry rule for a blocking acquire, pausing with `asyncio.sleep`."""
+
+    __slots__ = ("_bound", "_clock", "_deadline", "_failures", "_pause", "_until")
+
+    def __init__(self, clock: Callable[[], float], deadline: float | None, bound: float) -> None:
+        self._clock = clock
+        self._deadline = deadline
+        self._bound = bound
+        self._until: float | None = None
+        self._pause = RETRY_BACKOFF[0]
+        self._failures = 0
+
+    def answered(self) -> None:
+        self._until = None
+        self._pause = RETRY_BACKOFF[0]
+        self._failures = 0
+
+    def cut_short(self, started: float) -> bool:
+        end = self._deadline
+        return (
+            end is not None
+            and self._failures == 1
+            and end - started < self._bound
+            and self._clock() >= end - 0.001
+        )
+
+    async def again(self, exc: BackendUnavailableError) -> bool:
+        self._failures += 1
+        now = self._clock()
+        end = self._deadline
+        if end is None:
+            if self._until is None:
+                self._until = now + self._bound
+            end = self._until
+        left = end - now
+        if left <= 0.001:
+            return False
+        await asyncio.sleep(min(self._pause, left))
+        self._pause = min(self._pause * 2, RETRY_BACKOFF[1])
+        return self._clock() < end
 
 
 async def _renew(ref: weakref.ref[AsyncLease], period: float, retry: float) -> None:

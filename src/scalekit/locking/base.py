@@ -154,6 +154,19 @@ class BaseLock(abc.ABC):
         """How long a lease granted with *ttl* may be trusted locally (Redlock subtracts drift)."""
         return ttl
 
+    def _sent_at(self, attempt: Any) -> float | None:
+        """The lock clock's reading right before the request that got the grant went out.
+
+        Backends that know it (after connecting, after a script reload)
+        return it; None counts the validity from before `_do_acquire`.
+        """
+        return None
+
+    def _call_bound(self) -> float:
+        """The most one backend request may take (`op_timeout`); how long `acquire()`
+        without a timeout keeps retrying a run of backend failures."""
+        return float(getattr(self, "op_timeout", 1.0))
+
     def _owner_id(self) -> Any:
         """Who owns a lease for re-entrancy and `with lock:`: the current thread.
 
@@ -205,6 +218,7 @@ class BaseLock(abc.ABC):
         attempt = self._new_attempt(owner)
         grant: Grant | None = None
         silent = False  # the backend just failed to answer: clean up in the background
+        retry = _Outage(self, deadline)
         try:
             while True:
                 started = self._clock()  # before the request whose reply may be the grant
@@ -212,12 +226,20 @@ class BaseLock(abc.ABC):
                     grant = self._do_acquire(attempt, blocking, deadline)
                 except BackendUnavailableError as exc:
                     silent = True
-                    if deadline is None or self._clock() < deadline:
+                    if not blocking:
                         raise
-                    # Cut short by the caller's deadline: a timeout, whatever the backend's state.
-                    raise LockTimeoutError(
-                        f"lock {self.name!r} was not acquired within {timeout}s: {exc}", self.name
-                    ) from exc
+                    if retry.again(exc):
+                        # Same attempt, same owner token: a grant whose reply was lost is
+                        # recognised as ours by the next try (or given back by the clean-up).
+                        continue
+                    if retry.cut_short(started):
+                        raise LockTimeoutError(
+                            f"lock {self.name!r} was not acquired within {timeout}s: {exc}",
+                            self.name,
+                        ) from exc
+                    raise
+                retry.answered()
+                silent = False
                 if grant is not None or not blocking:
                     break
                 remaining = None if deadline is None else deadline - self._clock()
@@ -227,15 +249,19 @@ class BaseLock(abc.ABC):
                     )
                 try:
                     self._wait(attempt, remaining)
-                except BackendUnavailableError:
+                except BackendUnavailableError as exc:
                     silent = True
-                    raise
+                    if not retry.again(exc) and not retry.cut_short(started):
+                        raise
         finally:
             if grant is None:
                 self._give_up(attempt, silent)
         if grant is None:
             return None
         token, validity = grant
+        sent_at = self._sent_at(attempt)
+        if sent_at is not None:
+            started = sent_at  # later than the loop's reading, still before the grant
         lease = Lease(
             self, token, owner, self.ttl, None if validity is None else started + validity
         )
@@ -307,14 +333,22 @@ class BaseLock(abc.ABC):
     def extend(self, lease: Lease, ttl: float | None = None) -> None:
         """Reset *lease* to expire *ttl* seconds (default: the lock's ttl) from now.
 
+        Without a ttl (ZooKeeper: the session bounds the lease) this only
+        checks that the lease is still held.
+
         Raises:
-            ConfigurationError: *ttl* <= 0.
+            ConfigurationError: *ttl* <= 0, or a *ttl* for a lock without one.
             LockNotOwnedError: the lease was released.
             LockLostError: the lease was lost; it is not revived.
             BackendUnavailableError: the backend did not answer.
 
         Thread-safe. Cost: one backend round trip.
         """
+        if ttl is not None and self.ttl is None:
+            raise ConfigurationError(
+                f"ttl must be None for {type(self).__name__} {self.name!r}, got {ttl!r}: its "
+                "leases have no ttl, they last as long as the client's session"
+            )
         new_ttl = self.ttl if ttl is None else positive_number("ttl", ttl)
         if lease._released:
             raise LockNotOwnedError(f"lease {lease.token} of {self.name!r} was released", self.name)
@@ -395,6 +429,68 @@ class BaseLock(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, ttl={self.ttl})"
+
+
+RETRY_BACKOFF = (0.02, 0.25)
+"""First and longest pause, in seconds, between the retries of a blocking acquire."""
+
+
+class _Outage:
+    """When a blocking acquire retries a backend failure, and when it stops.
+
+    With a deadline, every `BackendUnavailableError` is retried after a short
+    exponential back-off until the deadline; past it, the last failure is
+    raised. Without a deadline, a run of failures is retried for one call
+    bound (`_call_bound`) from its first failure, so a backend that stays
+    down is reported rather than waited for without end.
+    """
+
+    __slots__ = ("_clock", "_deadline", "_failures", "_lock", "_pause", "_until")
+
+    def __init__(self, lock: BaseLock, deadline: float | None) -> None:
+        self._lock = lock
+        self._clock = lock._clock
+        self._deadline = deadline
+        self._until: float | None = None
+        self._pause = RETRY_BACKOFF[0]
+        self._failures = 0
+
+    def answered(self) -> None:
+        """The backend answered: a later failure starts a new run."""
+        self._until = None
+        self._pause = RETRY_BACKOFF[0]
+        self._failures = 0
+
+    def cut_short(self, started: float) -> bool:
+        """Whether the one failure since the backend last answered was the caller's deadline.
+
+        A try begun with less than one call bound left, that failed as the
+        deadline passed, says nothing about the backend: the acquire timed out.
+        """
+        end = self._deadline
+        return (
+            end is not None
+            and self._failures == 1
+            and end - started < self._lock._call_bound()
+            and self._clock() >= end - 0.001
+        )
+
+    def again(self, exc: BackendUnavailableError) -> bool:
+        """Pause and return True if the failed call should be tried again, else False."""
+        self._failures += 1
+        now = self._clock()
+        end = self._deadline
+        if end is None:
+            if self._until is None:
+                self._until = now + self._lock._call_bound()
+            end = self._until
+        left = end - now
+        if left <= 0.001:
+            return False
+        _log.debug("acquire of %r failed, retrying: %s", self._lock.name, exc)
+        time.sleep(min(self._pause, left))
+        self._pause = min(self._pause * 2, RETRY_BACKOFF[1])
+        return self._clock() < end
 
 
 def _renew(ref: weakref.ref[Lease], done: threading.Event, period: float, retry: float) -> None:

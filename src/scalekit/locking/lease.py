@@ -177,13 +177,15 @@ def _run_on_lost(callback: OnLost, lease: Lease) -> None:
 class _Notifier:
     """Daemon threads that run `on_lost` callbacks off the watchdog's timing path.
 
-    A callback that blocks occupies one thread; up to `limit` run at once,
-    so a slow callback does not delay another lease's notice. Threads are
-    started on demand and then wait for more work.
+    A notice goes to an idle thread or, when every thread is busy, to a new
+    one: it never waits behind callbacks that block (each blocked callback
+    holds one thread for as long as it blocks). Up to `keep` threads stay
+    for later notices; the others end after `linger` idle seconds.
     """
 
-    def __init__(self, limit: int = 16) -> None:
-        self._limit = limit
+    def __init__(self, keep: int = 16, linger: float = 10.0) -> None:
+        self._keep = keep
+        self._linger = linger
         self._lock = threading.Lock()
         self._jobs: queue.SimpleQueue[tuple[OnLost, Lease]] = queue.SimpleQueue()
         self._idle = 0
@@ -191,22 +193,41 @@ class _Notifier:
 
     def submit(self, callback: OnLost, lease: Lease) -> None:
         with self._lock:
-            self._jobs.put((callback, lease))
             if self._idle > 0:
-                self._idle -= 1  # that idle thread takes this job
+                self._idle -= 1  # an idle thread takes this job
+                self._jobs.put((callback, lease))
                 return
-            if self._threads >= self._limit:
-                return  # queued until a thread is free
             self._threads += 1
-        threading.Thread(target=self._work, daemon=True, name="scalekit-on-lost").start()
+        threading.Thread(
+            target=self._work, args=(callback, lease), daemon=True, name="scalekit-on-lost"
+        ).start()
 
-    def _work(self) -> None:
+    def _work(self, callback: OnLost, lease: Lease) -> None:
         while True:
-            callback, lease = self._jobs.get()
             _run_on_lost(callback, lease)
             del callback, lease
             with self._lock:
                 self._idle += 1
+            job = self._next()
+            if job is None:
+                return
+            callback, lease = job
+
+    def _next(self) -> tuple[OnLost, Lease] | None:
+        """The next job for an idle thread, or None when the thread should end."""
+        while True:
+            try:
+                return self._jobs.get(timeout=self._linger)
+            except queue.Empty:
+                with self._lock:
+                    try:
+                        return self._jobs.get_nowait()  # handed to us as we timed out
+                    except queue.Empty:
+                        pass
+                    if self._threads > self._keep:
+                        self._idle -= 1
+                        self._threads -= 1
+                        return None
 
 
 _NOTIFIER = _Notifier()

@@ -150,10 +150,13 @@ _REPLY_SLACK = 0.02
 
 
 class _Attempt:
-    __slots__ = ("owner", "pttl", "queued")
+    __slots__ = ("owner", "pttl", "queued", "sent_at")
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
+        # The lock clock's reading right before the request that got the last reply
+        # went out (after connecting, and after a NOSCRIPT round).
+        self.sent_at: float | None = None
         self.pttl = -2
         # Whether the server may know this owner (queued, or a reply was lost).
         self.queued = False
@@ -244,6 +247,11 @@ class RedisLock(BaseLock):
     def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
         assert self.ttl is not None
         attempt.queued = True  # until the reply says otherwise
+
+        def sent() -> None:
+            attempt.sent_at = self._clock()
+
+        attempt.sent_at = None
         reply = self._calls.script(
             self._SCRIPTS["acquire"],
             self._keys,
@@ -257,6 +265,7 @@ class RedisLock(BaseLock):
                 *self._extra,
             ],
             timeout=self._budget(deadline),
+            on_send=sent,
         )
         if int(reply[0]) == 1:
             # Valid for the PTTL the server reported, counted from before the request.
@@ -264,6 +273,9 @@ class RedisLock(BaseLock):
         attempt.pttl = int(reply[1])
         attempt.queued = blocking
         return None
+
+    def _sent_at(self, attempt: Any) -> float | None:
+        return attempt.sent_at  # type: ignore[no-any-return]
 
     def _wait(self, attempt: Any, timeout: float | None) -> None:
         wait = self.waiter_ttl / 3

@@ -123,6 +123,9 @@ class Redlock(BaseLock):
     def _drift(self, ttl: float) -> float:
         return ttl * self.drift_factor + 0.002
 
+    def _call_bound(self) -> float:
+        return self.instance_timeout * len(self._masters)
+
     def _lease_ttl(self, ttl: float | None) -> float | None:
         assert ttl is not None
         return ttl - self._drift(ttl)

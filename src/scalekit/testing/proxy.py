@@ -86,7 +86,14 @@ class TCPProxy:
         self._mode = _DELAY
 
     def blackhole(self) -> None:
-        """Swallow everything in both directions; connections stay open."""
+        """Stop forwarding in both directions, as a network partition does.
+
+        Connections stay open and nothing is discarded: bytes sent meanwhile
+        wait (in the proxy and the kernel's socket buffers, which a sender
+        may fill) and are delivered in order after `pass_through()` or
+        `delay()`, as TCP retransmits across a healed partition. New
+        connections are accepted, but their handshakes hang likewise.
+        """
         self._mode = _BLACKHOLE
 
     def reset(self) -> None:
@@ -139,16 +146,21 @@ class TCPProxy:
     ) -> None:
         try:
             while not self._closed.is_set():
+                if self._mode == _BLACKHOLE:
+                    # Read nothing: the bytes wait in the kernel's buffers, and are
+                    # delivered in order once the partition heals, as TCP's
+                    # retransmissions would deliver them.
+                    self._closed.wait(0.01)
+                    continue
                 readable, _, _ = select.select([src], [], [], 0.1)
                 if not readable:
                     continue
                 data = src.recv(65536)
                 if not data:
                     break
-                mode = self._mode
-                if mode == _BLACKHOLE:
-                    continue
-                if mode == _DELAY:
+                while self._mode == _BLACKHOLE and not self._closed.is_set():
+                    self._closed.wait(0.01)  # read just as the partition began: hold it
+                if self._mode == _DELAY:
                     time.sleep(self._delay)
                 dst.sendall(data)
         except (OSError, ValueError):
