@@ -18,6 +18,7 @@ import pytest
 import scalekit.caching
 import scalekit.locking
 import scalekit.observability
+import scalekit.sharding
 
 ROOT = Path(__file__).resolve().parent.parent
 HIDE = "import sys\nfor _m in {modules!r}:\n    sys.modules[_m] = None\n"
@@ -34,6 +35,7 @@ LAZY = {
         "ZooKeeperReadWriteLock": "zookeeper",
         "ZooKeeperSemaphore": "zookeeper",
     },
+    "scalekit.sharding": {"RedisShardStore": "redis"},
     "scalekit.observability": {
         "OpenTelemetryExporter": "opentelemetry",
         "PrometheusCollector": "prometheus",
@@ -102,6 +104,7 @@ def test_star_imports_work_and_load_no_driver(hide: tuple[str, ...]) -> None:
         "from scalekit.caching import *\n"
         "from scalekit.locking import *\n"
         "from scalekit.observability import *\n"
+        "from scalekit.sharding import *\n"
         "import sys\n"
         "print(LRUCache.__name__, MemoryLock.__name__, Telemetry.__name__,\n"
         f"      [m for m in {tuple(DRIVER.values())!r} if sys.modules.get(m) is not None])\n"
@@ -113,7 +116,7 @@ def test_star_imports_work_and_load_no_driver(hide: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize(
     "module",
-    [scalekit.caching, scalekit.locking, scalekit.observability],
+    [scalekit.caching, scalekit.locking, scalekit.observability, scalekit.sharding],
     ids=lambda m: m.__name__,
 )
 def test_dir_lists_the_lazy_backends_and_all_lists_what_imports_without_drivers(

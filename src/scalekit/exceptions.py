@@ -1,8 +1,10 @@
 """The one exception hierarchy of scalekit.
 
-Every class also subclasses the builtin exception a caller would naturally
-catch, so `except ValueError` keeps working around a bad constructor
-argument and `except ConnectionError` around an unreachable backend:
+Every class that a builtin describes also subclasses the builtin a caller
+would naturally catch, so `except ValueError` keeps working around a bad
+constructor argument and `except ConnectionError` around an unreachable
+backend; the family bases and the lock errors no builtin describes derive
+from `ScaleKitError` alone:
 
     ScaleKitError
     ├── ConfigurationError(ScaleKitError, ValueError)
@@ -20,8 +22,8 @@ argument and `except ConnectionError` around an unreachable backend:
     ├── NoAvailableEndpointError(ScaleKitError, LookupError)
     └── MissingDependencyError(ScaleKitError, ModuleNotFoundError)
 
-Backend errors wrap the driver's exception (``raise BackendError(...) from
-exc`), so the original stays reachable as `__cause__``.
+Backend errors wrap the driver's exception (`raise BackendError(...) from
+exc`), so the original stays reachable as `__cause__`.
 """
 
 from __future__ import annotations

@@ -84,8 +84,12 @@ def test_no_raw_rest_markup_anywhere(site: Path) -> None:
     for path in _reference_pages(site):
         page = _read(path)
         for where in ("prose", "table"):
-            hits = RAW_MARKUP.findall(page.joined(where))
+            text = page.joined(where)
+            hits = RAW_MARKUP.findall(text)
             assert not hits, f"{path.parent.name}: raw markup {hits[:5]} in {where}"
+            # a backtick left in rendered text is a code span that did not close
+            stray = [text[max(0, i - 30) : i + 30] for i, c in enumerate(text) if c == "`"]
+            assert not stray, f"{path.parent.name}: stray backticks in {where}: {stray[:3]}"
 
 
 def test_doctests_render_as_code_with_their_prompts(site: Path) -> None:

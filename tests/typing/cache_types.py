@@ -14,6 +14,7 @@ from scalekit.caching import (
     CacheInfo,
     LFUCache,
     LRUCache,
+    TinyLFUCache,
     TTLCache,
     cached,
     cachedmethod,
@@ -36,6 +37,10 @@ def cache_values() -> None:
     assert_type(c.peek("a"), int | None)
     assert_type(c.peek("a", 0), int)
     assert_type(c.popitem(), tuple[str, int])
+    w: TinyLFUCache[str, bytes] = TinyLFUCache(maxsize=10)
+    assert_type(w.get("k"), bytes | None)
+    assert_type(w.get("k", b""), bytes)
+    assert_type(w["k"], bytes)
     t: TTLCache[str, bytes] = TTLCache(maxsize=10, ttl=60)
     assert_type(t.get("k", b""), bytes)
     assert_type(t.pop("k", None), bytes | None)

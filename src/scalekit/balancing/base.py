@@ -209,7 +209,7 @@ class Balancer(ABC, Generic[E]):
             ok: whether the request succeeded; feeds outlier detection.
 
         Raises:
-            ValueError: *endpoint* is unknown or has nothing in flight.
+            ConfigurationError: *endpoint* is unknown or has nothing in flight.
             ConfigurationError: *latency* is not a finite number >= 0; the
                 request is released all the same, as if no latency was given.
 
@@ -301,7 +301,7 @@ class Balancer(ABC, Generic[E]):
         """Remove *endpoint*; its requests still in flight may be released later.
 
         Raises:
-            ValueError: *endpoint* is not in the balancer.
+            ConfigurationError: *endpoint* is not in the balancer.
 
         Runtime complexity: O(n) at worst (list removal), O(1) for most strategies.
         """
@@ -320,7 +320,7 @@ class Balancer(ABC, Generic[E]):
         """Change the weight of *endpoint*, keeping every other piece of state.
 
         Raises:
-            ValueError: *endpoint* is not in the balancer.
+            ConfigurationError: *endpoint* is not in the balancer.
             ConfigurationError: *weight* is not a positive `int`.
 
         Runtime complexity: O(1) for most strategies.

@@ -77,8 +77,8 @@ class ConsistentHashBalancer(Balancer[E]):
     `ceil(c * (in_flight_total + 1) * w / W)`; otherwise the key moves on
     to the next endpoint in table order. A hot key then spills over to
     neighbours instead of overloading one endpoint, and no endpoint carries
-    more than about `c` times its share. HAProxy's ``hash-balance-factor
-    125` is `balance_factor=1.25``.
+    more than about `c` times its share. HAProxy's `hash-balance-factor
+    125` is `balance_factor=1.25`.
 
     Endpoints are hashed by their `endpoint_name`: `str`, `bytes` and `int`
     as themselves, `(host, port)` tuples as `"host:port"`. Endpoints whose

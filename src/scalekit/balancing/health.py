@@ -7,8 +7,8 @@ and the load-balancing docs on slow start and the panic threshold):
 * **Consecutive failures**: `consecutive_failures` failed releases in a
   row eject the endpoint for `base_ejection_time` times its ejection
   multiplier, at most `max_ejection_time` (which may not be below the
-  base). Each ejection raises the multiplier by one while ``multiplier *
-  base < max + base``, as Envoy does.
+  base). Each ejection raises the multiplier by one while `multiplier *
+  base < max + base`, as Envoy does.
 * **Success rate**: every `interval`, among the endpoints with at least
   `success_rate_request_volume` requests in that interval (and only if
   there are `success_rate_minimum_hosts` of them), those whose success
@@ -21,8 +21,8 @@ and the load-balancing docs on slow start and the panic threshold):
   failed checks in a row take an endpoint out, `healthy_threshold`
   passes bring it back; one pass un-ejects an outlier.
 * **Slow start**: an endpoint added at run time, or back from failing
-  checks, has its weight scaled by ``max(min_weight_percent / 100,
-  (max(elapsed, 1) / window) ** (1 / aggression))` during `window`` seconds.
+  checks, has its weight scaled by `max(min_weight_percent / 100,
+  (max(elapsed, 1) / window) ** (1 / aggression))` during `window` seconds.
 * **Panic**: when fewer than `panic_threshold` percent are available,
   the balancer ignores health and uses every endpoint.
 """

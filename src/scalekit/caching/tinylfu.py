@@ -7,7 +7,7 @@ import math
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from ._speedups import FrequencySketch
 from ._tinylfu_sizing import _GOLDEN, _M64, WindowSizing
@@ -17,6 +17,7 @@ __all__ = ["TinyLFUCache"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+D = TypeVar("D")
 
 _PERCENT_MAIN = 0.99
 _PERCENT_MAIN_PROTECTED = 0.80
@@ -167,6 +168,10 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         """The cached keys (window, probation, then protected), without touching the policy."""
         return itertools.chain(self._window, self._probation, self._protected)
 
+    @overload
+    def get(self, key: K) -> V | None: ...
+    @overload
+    def get(self, key: K, default: V | D) -> V | D: ...
     def get(self, key: K, default: Any = None) -> Any:
         """Return the value for `key` (recording the access), or `default`.
 

@@ -10,8 +10,7 @@
 The placement functions in `scalekit.sharding.placement` are public too.
 """
 
-from typing import Any
-
+from .._lazy import lazy_exports
 from .base import MigrationPlan, Move, Router
 from .hash_router import STRATEGIES, HashRouter
 from .placement import (
@@ -28,12 +27,10 @@ from .range_router import RangeRouter
 from .resharding import MigratingRouter, MigrationState, ShardStore
 from .time_router import INTERVALS, Partition, Rollover, TimeRouter
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plain sorted(), as every scalekit __all__
     "DEFAULT_MAGLEV_SIZE",
-    "INTERVALS",
-    "SLOT_COUNT",
-    "STRATEGIES",
     "HashRouter",
+    "INTERVALS",
     "KetamaRing",
     "MaglevTable",
     "MigratingRouter",
@@ -42,10 +39,11 @@ __all__ = [
     "Move",
     "Partition",
     "RangeRouter",
-    "RedisShardStore",
     "Rendezvous",
     "Rollover",
     "Router",
+    "SLOT_COUNT",
+    "STRATEGIES",
     "ShardStore",
     "TimeRouter",
     "cluster_slot_ranges",
@@ -54,9 +52,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "RedisShardStore":
-        from .redis_store import RedisShardStore
-
-        return RedisShardStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Backends whose driver is optional: imported on first use, named in dir().
+__getattr__, __dir__ = lazy_exports(__name__, {"RedisShardStore": ".redis_store"}, globals())

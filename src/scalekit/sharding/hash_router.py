@@ -46,8 +46,8 @@ class HashRouter(Router[S]):
     * `"ketama"`: libmemcached's weighted ketama ring (MD5 of the key); integer weights.
     * `"maglev"`: a Maglev table of `maglev_size` entries; weights.
     * `"slots"`: Redis Cluster's 16384 slots (`key_slot`, hash tags
-      honoured), assigned in contiguous ranges as ``redis-cli --cluster
-      create`` does, or in proportion to weights.
+      honoured), assigned in contiguous ranges as `redis-cli --cluster
+      create` does, or in proportion to weights.
     * `"modulo"`: `hash64(key) % n`, for comparison only: a change of n
       moves about n/(n+1) of the keys.
 
@@ -239,7 +239,7 @@ class HashRouter(Router[S]):
         """Return the shard that owns *key*.
 
         Raises:
-            TypeError: *key* is not str, bytes or int.
+            ArgumentTypeError: *key* is not str, bytes or int (a `TypeError`).
 
         Runtime complexity: O(1) for slots, modulo, maglev; O(log n) jump and
         ketama; O(n) rendezvous (plus hashing the key).

@@ -146,8 +146,8 @@ class RedisServer(ServerProcess):
 class RedisClusterServers(ServerGroup[RedisServer]):
     """A Redis Cluster of `masters` nodes with no replicas, on loopback.
 
-    Each node is a `RedisServer` started with ``--cluster-enabled
-    yes`; `redis-cli --cluster create`` assigns the 16384 slots. Use it
+    Each node is a `RedisServer` started with `--cluster-enabled
+    yes`; `redis-cli --cluster create` assigns the 16384 slots. Use it
     through `redis.cluster.RedisCluster(host=..., port=...)` with one of
     `startup_nodes`. The nodes keep their fault helpers: pause,
     restart or kill `cluster.nodes[i]`.

@@ -126,7 +126,7 @@ class ZooKeeperServer(ServerProcess):
         ]
 
     def four_letter(self, word: str, timeout: float = 1.0) -> str:
-        """Send a four-letter command (``ruok``, ``srvr``, ``mntr``…) and return the answer."""
+        """Send a four-letter command (`ruok`, `srvr`, `mntr`…) and return the answer."""
         return query(self.host, self.port, word.encode(), timeout=timeout).decode(errors="replace")
 
     def mode(self) -> str | None:
