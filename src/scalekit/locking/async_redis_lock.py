@@ -34,7 +34,7 @@ from ..exceptions import (
     LockTimeoutError,
 )
 from ._redis_calls import Script, is_transient
-from .base import CLEANUP_BUDGET, RETRY_BACKOFF
+from .base import CLEANUP_BUDGET, _Outage
 from .lease import _NOTIFIER, _WATCHDOG, Lease, OnLost, _run_on_lost
 from .redis_lock import _ABANDON, _ACQUIRE, _EXTEND, _RELEASE, _REPLY_SLACK
 
@@ -241,7 +241,7 @@ class AsyncRedisLock:
         grant: tuple[int, float] | None = None
         queued = False
         silent = False  # Redis just failed to answer: leave the queue in the background
-        retry = _AsyncOutage(self._clock, deadline, self.op_timeout)
+        retry = _Outage(self._clock, deadline, self.op_timeout, self.name)
         try:
             while True:
                 started = self._clock()  # before the request whose reply may be the grant
@@ -259,8 +259,11 @@ class AsyncRedisLock:
                     silent = True
                     if not blocking:
                         raise
-                    if await retry.again(exc):
-                        continue  # same owner token: a grant whose reply was lost is ours
+                    pause = retry.next_pause(exc)
+                    if pause is not None:
+                        await asyncio.sleep(pause)
+                        if retry.in_time():
+                            continue  # same owner token: a grant whose reply was lost is ours
                     if retry.cut_short(started):
                         raise LockTimeoutError(
                             f"lock {self.name!r} was not acquired within {timeout}s: {exc}",
@@ -302,7 +305,11 @@ class AsyncRedisLock:
                     silent = True
                     if deadline is not None and self._clock() >= deadline:
                         continue  # the deadline passed while listening: a timeout
-                    if not await retry.again(exc):
+                    pause = retry.next_pause(exc)
+                    if pause is None:
+                        raise
+                    await asyncio.sleep(pause)
+                    if not retry.in_time():
                         raise
         finally:
             if grant is None and queued:
@@ -431,49 +438,6 @@ class AsyncRedisLock:
 
 def _note_time(times: list[float], clock: Callable[[], float]) -> None:
     times.append(clock())
-
-
-class _AsyncOutage:
-    """`BaseLock`'s retry rule for a blocking acquire, pausing with `asyncio.sleep`."""
-
-    __slots__ = ("_bound", "_clock", "_deadline", "_failures", "_pause", "_until")
-
-    def __init__(self, clock: Callable[[], float], deadline: float | None, bound: float) -> None:
-        self._clock = clock
-        self._deadline = deadline
-        self._bound = bound
-        self._until: float | None = None
-        self._pause = RETRY_BACKOFF[0]
-        self._failures = 0
-
-    def answered(self) -> None:
-        self._until = None
-        self._pause = RETRY_BACKOFF[0]
-        self._failures = 0
-
-    def cut_short(self, started: float) -> bool:
-        end = self._deadline
-        return (
-            end is not None
-            and self._failures == 1
-            and end - started < self._bound
-            and self._clock() >= end - 0.001
-        )
-
-    async def again(self, exc: BackendUnavailableError) -> bool:
-        self._failures += 1
-        now = self._clock()
-        end = self._deadline
-        if end is None:
-            if self._until is None:
-                self._until = now + self._bound
-            end = self._until
-        left = end - now
-        if left <= 0.001:
-            return False
-        await asyncio.sleep(min(self._pause, left))
-        self._pause = min(self._pause * 2, RETRY_BACKOFF[1])
-        return self._clock() < end
 
 
 async def _renew(ref: weakref.ref[AsyncLease], period: float, retry: float) -> None:

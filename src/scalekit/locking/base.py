@@ -218,7 +218,7 @@ class BaseLock(abc.ABC):
         attempt = self._new_attempt(owner)
         grant: Grant | None = None
         silent = False  # the backend just failed to answer: clean up in the background
-        retry = _Outage(self, deadline)
+        retry = _Outage(self._clock, deadline, self._call_bound(), self.name)
         try:
             while True:
                 started = self._clock()  # before the request whose reply may be the grant
@@ -442,16 +442,22 @@ class _Outage:
     exponential back-off until the deadline; past it, the last failure is
     raised. Without a deadline, a run of failures is retried for one call
     bound (`_call_bound`) from its first failure, so a backend that stays
-    down is reported rather than waited for without end.
+    down is reported rather than waited for without end. It never sleeps
+    itself (`next_pause` says how long), so the threaded and the asyncio
+    acquire loops share it.
     """
 
-    __slots__ = ("_clock", "_deadline", "_failures", "_lock", "_pause", "_until")
+    __slots__ = ("_bound", "_clock", "_deadline", "_end", "_failures", "_name", "_pause", "_until")
 
-    def __init__(self, lock: BaseLock, deadline: float | None) -> None:
-        self._lock = lock
-        self._clock = lock._clock
+    def __init__(
+        self, clock: Callable[[], float], deadline: float | None, bound: float, name: str
+    ) -> None:
+        self._clock = clock
         self._deadline = deadline
+        self._bound = bound
+        self._name = name
         self._until: float | None = None
+        self._end = 0.0
         self._pause = RETRY_BACKOFF[0]
         self._failures = 0
 
@@ -471,26 +477,39 @@ class _Outage:
         return (
             end is not None
             and self._failures == 1
-            and end - started < self._lock._call_bound()
+            and end - started < self._bound
             and self._clock() >= end - 0.001
         )
 
-    def again(self, exc: BackendUnavailableError) -> bool:
-        """Pause and return True if the failed call should be tried again, else False."""
+    def next_pause(self, exc: BackendUnavailableError) -> float | None:
+        """Seconds to pause before trying the failed call again, or None to give up."""
         self._failures += 1
         now = self._clock()
         end = self._deadline
         if end is None:
             if self._until is None:
-                self._until = now + self._lock._call_bound()
+                self._until = now + self._bound
             end = self._until
+        self._end = end
         left = end - now
         if left <= 0.001:
-            return False
-        _log.debug("acquire of %r failed, retrying: %s", self._lock.name, exc)
-        time.sleep(min(self._pause, left))
+            return None
+        _log.debug("acquire of %r failed, retrying: %s", self._name, exc)
+        pause = min(self._pause, left)
         self._pause = min(self._pause * 2, RETRY_BACKOFF[1])
-        return self._clock() < end
+        return pause
+
+    def in_time(self) -> bool:
+        """After the pause: whether there is time left for the next try."""
+        return self._clock() < self._end
+
+    def again(self, exc: BackendUnavailableError) -> bool:
+        """Pause and return True if the failed call should be tried again, else False."""
+        pause = self.next_pause(exc)
+        if pause is None:
+            return False
+        time.sleep(pause)
+        return self.in_time()
 
 
 def _renew(ref: weakref.ref[Lease], done: threading.Event, period: float, retry: float) -> None:
