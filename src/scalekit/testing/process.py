@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import abc
+import atexit
+import concurrent.futures
+import ctypes
+import ctypes.util
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..exceptions import ScaleKitError
 
@@ -93,6 +101,92 @@ def query(host: str, port: int, payload: bytes, *, timeout: float = 1.0) -> byte
     return b"".join(chunks)
 
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's `prctl`, looked up once before any fork; None off Linux or without libc."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_prctl = _load_prctl()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A `preexec_fn` that has the kernel SIGKILL the child when *parent* dies.
+
+    SIGKILL because it also ends a server frozen with SIGSTOP, which would
+    leave a SIGTERM pending. The check after `prctl` closes the race where
+    the parent died between the fork and the call.
+    """
+    prctl = _prctl
+    if prctl is None:
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+class _Spawner:
+    """One daemon thread that forks every server, living as long as the process.
+
+    Linux sends the parent-death signal when the *thread* that forked the
+    child exits, not the process: a server started from a short-lived thread
+    (a fault schedule's, a fixture's executor) would die with that thread.
+    Forking from this thread ties each server to the process instead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]]
+        self._pid = -1  # the process the thread runs in; a fork needs a thread of its own
+
+    def _run(self) -> None:
+        while True:
+            job, future = self._jobs.get()
+            try:
+                future.set_result(job())
+            except BaseException as exc:  # handed to the caller, who re-raises it
+                future.set_exception(exc)
+
+    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        parent = os.getpid()
+        with self._lock:
+            if self._pid != parent:
+                self._jobs = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._run, name="scalekit-server-spawner", daemon=True
+                ).start()
+                self._pid = parent
+            jobs = self._jobs
+        future: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
+        jobs.put(
+            (lambda: subprocess.Popen(argv, preexec_fn=_die_with_parent(parent), **kwargs), future)
+        )
+        return future.result()
+
+
+_spawner = _Spawner()
+# Every server still running, stopped at interpreter exit even if never closed.
+_live: weakref.WeakSet[ServerProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_live_servers() -> None:
+    for server in list(_live):
+        server.kill()
+
+
 class ServerProcess(abc.ABC):
     """One server process that this object started and alone stops.
 
@@ -169,7 +263,7 @@ class ServerProcess(abc.ABC):
         self.prepare()
         argv = self.command()
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
+            self._proc = _spawner.popen(
                 argv,
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
@@ -177,6 +271,7 @@ class ServerProcess(abc.ABC):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        _live.add(self)
         self._paused = False
 
     def wait_ready(self, timeout: float | None = None) -> None:
