@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import re
 import statistics
 import sys
 import time
@@ -29,19 +30,37 @@ REFERENCE_TABLES = (
 )
 
 
+_ROLE = re.compile(r":[a-z]+:`([^`]*)`")
+_CODE = re.compile(r"``([^`]*)``|(?<![\w'])`([^`\s][^`]*)`")
+
+
+def plain_text(text: str) -> str:
+    """*text* without reST roles, double-backtick literals or Markdown code spans.
+
+    `--help` prints a description as is, so markup copied from a module
+    docstring would show raw in a terminal.
+
+    >>> plain_text("``python -m x`` runs :class:`Cache` (see `soak`)")
+    'python -m x runs Cache (see soak)'
+    """
+    text = _ROLE.sub(r"\1", text)
+    return _CODE.sub(lambda m: m.group(1) if m.group(1) is not None else m.group(2), text)
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every benchmark takes.
 
-    Its `prog` is ``python -m benchmarks.<family>``, the calling module's
+    Its `prog` is `python -m benchmarks.<family>`, the calling module's
     family, so `--help` shows the command a user types; *description* is
-    printed as plain text.
+    printed as plain text (see `plain_text`). Every option's help says its
+    default; `tests/benchmarks/test_cli.py` checks each command's.
     """
     caller = sys._getframe(1).f_globals
     spec = caller.get("__spec__")
     module = spec.name if spec is not None else caller["__name__"]
     family = ".".join(module.split(".")[:2])
     parser = argparse.ArgumentParser(
-        prog=f"python -m {family}", description=description.replace("``", "")
+        prog=f"python -m {family}", description=plain_text(description)
     )
     parser.add_argument(
         "--quick", action="store_true", help="a small smoke run (seconds), as the test suite does"
@@ -50,9 +69,11 @@ def base_parser(description: str) -> argparse.ArgumentParser:
         "--repeat",
         type=int,
         default=7,
-        help="timed runs per measurement; the median is reported (default 7)",
+        help="timed runs per measurement; the median is reported (default %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=20261125, help="random seed")
+    parser.add_argument(
+        "--seed", type=int, default=20261125, help="random seed (default %(default)s)"
+    )
     parser.add_argument(
         "--out",
         type=Path,

@@ -282,17 +282,27 @@ def main(argv: list[str] | None = None) -> int:
         "Every balancer's tail latency in a simulated cluster (healthy, one slow and one "
         "failing endpoint) and its pick+release overhead.",
     )
-    parser.add_argument("--endpoints", type=int, default=11, help="endpoints (default 11)")
-    parser.add_argument("--workers", type=int, default=8, help="workers per endpoint")
-    parser.add_argument("--mean", type=float, default=0.010, help="mean service time, s")
+    parser.add_argument("--endpoints", type=int, default=11, help="endpoints (default %(default)s)")
+    parser.add_argument(
+        "--workers", type=int, default=8, help="workers per endpoint (default %(default)s)"
+    )
+    parser.add_argument(
+        "--mean",
+        type=float,
+        default=0.010,
+        help="mean service time in seconds (default %(default)s)",
+    )
     parser.add_argument(
         "--dist",
         default="exponential",
         choices=["exponential", "lognormal", "constant"],
-        help="service time distribution (default exponential)",
+        help="service time distribution (default %(default)s)",
     )
     parser.add_argument(
-        "--utilisation", type=float, default=0.6, help="offered load per worker (default 0.6)"
+        "--utilisation",
+        type=float,
+        default=0.6,
+        help="offered load per worker, 0..1 (default %(default)s)",
     )
     parser.add_argument(
         "--requests",

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--policies",
         default=",".join(POLICIES),
-        help=f"comma-separated subset of {','.join(POLICIES)}",
+        help="comma-separated subset of the policies (default: all of %(default)s)",
     )
     args = parser.parse_args(argv)
 

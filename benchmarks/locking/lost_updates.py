@@ -98,11 +98,27 @@ def _run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.locking lost-updates")
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--decrements", type=int, default=150)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=1)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.locking lost-updates",
+        description="Lost updates under paused RedisLock holders: an unfenced counter, a "
+        "token checked on the write only, and RedisFencedStore, under the same seeded "
+        "pauses, on a redis-server started on loopback.",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=8, help="threads decrementing (default %(default)s)"
+    )
+    parser.add_argument(
+        "--decrements",
+        type=int,
+        default=150,
+        help="decrements per run, each under the lock (default %(default)s)",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs per way of storing (default %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seed of the pauses (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     import redis
 

@@ -246,7 +246,9 @@ def _interleaved(
 
 def main(argv: list[str] | None = None) -> None:
     parser = base_parser(
-        "Locks side by side on the same real servers, in one run, reported as ratios of medians.",
+        "Locks side by side on the same real servers, in one run, reported as ratios of "
+        "medians. 'soak' runs randomized fault schedules instead and 'lost-updates' the "
+        "fencing experiment (each has its own --help).",
     )
     args = parser.parse_args(argv)
     import redis

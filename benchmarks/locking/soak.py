@@ -25,12 +25,21 @@ from .._common import format_table
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.locking soak", description=__doc__.splitlines()[0]
+        prog="python -m benchmarks.locking soak",
+        description=__doc__.splitlines()[0].replace("``", ""),
     )
     parser.add_argument(
-        "--seconds", type=float, default=120.0, help="total time to soak for (default 120)"
+        "--seconds",
+        type=float,
+        default=120.0,
+        help="total time to soak for, in seconds (default %(default)g)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="replay this seed once per backend")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="replay this seed once per backend (default: fresh random seeds)",
+    )
     parser.add_argument(
         "--backend",
         action="append",
@@ -38,9 +47,16 @@ def _parser() -> argparse.ArgumentParser:
         help="a backend to soak (repeatable; default: all)",
     )
     parser.add_argument(
-        "--chunk", type=float, default=20.0, help="seconds of faults per schedule (default 20)"
+        "--chunk",
+        type=float,
+        default=20.0,
+        help="seconds of faults per schedule (default %(default)g)",
     )
-    parser.add_argument("--keep", default=None, help="keep histories and logs under this directory")
+    parser.add_argument(
+        "--keep",
+        default=None,
+        help="keep histories and logs under this directory (default: kept only for a failure)",
+    )
     return parser
 
 

@@ -219,15 +219,32 @@ def soak_main(argv: list[str]) -> int:
         "kills while writers, slow loaders and readers run; then check that no read was "
         "staler than its layer allows (Redis: 0 s, NearCache: --max-staleness).",
     )
-    parser.add_argument("--seconds", type=float, default=60.0, help="length of each run")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the first run")
-    parser.add_argument("--runs", type=int, default=2, help="runs, with seeds seed, seed+1, ...")
-    parser.add_argument("--max-staleness", type=float, default=0.5, help="NearCache bound")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        help="length of each run in seconds (default %(default)g)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seed of the first run (default %(default)s)"
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=2,
+        help="runs, with seeds seed, seed+1, ... (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-staleness",
+        type=float,
+        default=0.5,
+        help="the staleness NearCache reads may show, in seconds (default %(default)g)",
+    )
     parser.add_argument(
         "--backend",
         choices=["standalone", "cluster", "both"],
         default="both",
-        help="one server, a 3-master cluster, or alternate (default)",
+        help="one server, a 3-master cluster, or alternate between them (default %(default)s)",
     )
     args = parser.parse_args(argv)
     failed = 0
@@ -258,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = base_parser(
         "The Redis cache tier: RedisCache.get against redis-py GET + json.loads, NearCache "
         "local hits, database calls per burst of concurrent misses, and cluster batches "
-        "(or `soak` for seeded fault schedules).",
+        "('soak' runs seeded fault schedules instead).",
     )
     parser.add_argument("--url", help="an existing Redis (default: start one on loopback)")
     args = parser.parse_args(argv)

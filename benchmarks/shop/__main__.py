@@ -42,8 +42,18 @@ def main(argv: list[str] | None = None) -> int:
         "RedisLock, ZooKeeperLock) and worker processes, on servers started on loopback. "
         "'soak --seconds N' runs seeded fault schedules instead.",
     )
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds per configuration")
-    parser.add_argument("--buyers", type=int, default=16, help="buyers in total, all configs")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=4.0,
+        help="seconds per configuration (default %(default)g)",
+    )
+    parser.add_argument(
+        "--buyers",
+        type=int,
+        default=16,
+        help="buyers in total, in every configuration (default %(default)s)",
+    )
     parser.add_argument(
         "--redis", metavar="URL", help="use this Redis instead of starting one on loopback"
     )

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import RESULTS_DIR, format_table, write_result
+from benchmarks._common import RESULTS_DIR, display_path, format_table, plain_text, write_result
 from examples.shop.faults import Outcome, run_schedule
 from scalekit.testing import RedisServer
 
@@ -43,12 +43,38 @@ def _row(outcome: Outcome) -> list[object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.shop soak", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=120.0, help="how long to keep going")
-    parser.add_argument("--seed", type=int, default=1, help="the first seed (then +1 each)")
-    parser.add_argument("--workers", type=int, default=3, help="worker processes per schedule")
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds of load per schedule")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where shop-soak.txt goes")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.shop soak",
+        description="The shop under seeded fault schedules, for a while. "
+        + plain_text(__doc__.partition("\n\n")[2]),
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=120.0,
+        help="keep starting schedules until this many seconds have passed (default %(default)g)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="the first seed, then +1 each (default %(default)s)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=3,
+        help="worker processes per schedule, at least 2 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=6.0,
+        help="seconds of load per schedule (default %(default)g)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS_DIR,
+        help=f"where shop-soak.txt goes (default {display_path(RESULTS_DIR)})",
+    )
     args = parser.parse_args(argv)
     if args.seconds <= 0:
         parser.error(f"--seconds must be > 0, got {args.seconds}")

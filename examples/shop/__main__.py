@@ -36,13 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         type=int,
         default=Settings.workers,
-        help="processes; more than 1 needs --redis, --redis-cluster or --zookeeper",
+        help="processes (default %(default)s); more than 1 needs --redis, --redis-cluster "
+        "or --zookeeper",
     )
     parser.add_argument(
         "--shards",
         type=int,
         default=Settings.shards,
-        help="SQLite databases users and orders are sharded over",
+        help="SQLite databases users and orders are sharded over (default %(default)s)",
     )
     parser.add_argument(
         "--hot-stock",
@@ -66,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="HOSTS",
         help="share ZooKeeperLock locks over this ZooKeeper (host:port,...)",
     )
-    parser.add_argument("--seed", type=int, default=Settings.seed)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=Settings.seed,
+        help="seed of the buyers' choices and the gateways' failures (default %(default)s)",
+    )
     parser.add_argument(
         "--data",
         type=Path,
@@ -89,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="keep serving /metrics this long after the report, for a last scrape",
+        help="keep serving /metrics this long after the report, for a last scrape "
+        "(default %(default)g)",
     )
     args = parser.parse_args(argv)
     for name in ("buyers", "workers", "shards", "hot_stock"):

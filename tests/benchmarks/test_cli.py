@@ -1,31 +1,124 @@
-"""Every benchmark's --help: the command users type, plain-text help, no bare positionals."""
+"""Every command's --help: the command users type, plain text, defaults said, positionals explained.
+
+The commands are every benchmark (`python -m benchmarks.<family>` and its
+subcommands) and the example shop. `test_every_option_says_its_default`
+walks each command's real parser, option by option.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import importlib
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = ["balancing", "caching", "locking", "rediscache", "sharding", "shop"]
+NAMES = ["balancing", "caching", "locking", "observability", "rediscache", "sharding", "shop"]
+# (command as typed, module and function that build and parse its arguments, argv)
+COMMANDS: list[tuple[str, str, list[str]]] = [
+    ("benchmarks.balancing", "benchmarks.balancing.__main__:main", []),
+    ("benchmarks.caching", "benchmarks.caching.__main__:main", []),
+    ("benchmarks.locking", "benchmarks.locking.run:main", []),
+    ("benchmarks.locking soak", "benchmarks.locking.soak:main", []),
+    ("benchmarks.locking lost-updates", "benchmarks.locking.lost_updates:main", []),
+    ("benchmarks.observability", "benchmarks.observability.__main__:main", []),
+    ("benchmarks.rediscache", "benchmarks.rediscache.__main__:main", []),
+    ("benchmarks.rediscache soak", "benchmarks.rediscache.__main__:main", ["soak"]),
+    ("benchmarks.sharding", "benchmarks.sharding.__main__:main", []),
+    ("benchmarks.shop", "benchmarks.shop.__main__:main", []),
+    ("benchmarks.shop soak", "benchmarks.shop.__main__:main", ["soak"]),
+    ("examples.shop", "examples.shop.__main__:main", []),
+]
+# reST a terminal shows raw: double backticks, roles, and a bare `code` span.
+MARKUP = re.compile(r"``|:[a-z]+:`|(?<![\w'])`[^`\s][^`]*`")
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_help_names_the_command_and_has_no_markup(name: str) -> None:
+def _help(command: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{name}", "--help"],
+        [sys.executable, "-m", *command.split(), "--help"],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=60,
         check=True,
     )
-    text = proc.stdout
-    assert text.startswith(f"usage: python -m benchmarks.{name} ")
-    assert "``" not in text and not re.search(r":(class|func|meth|mod):", text)
+    return proc.stdout
+
+
+class _Captured(Exception):
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+
+
+def _parser(
+    target: str, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> argparse.ArgumentParser:
+    """The parser *target* builds, caught when it parses (so nothing runs)."""
+
+    def capture(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        raise _Captured(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", capture)
+    monkeypatch.setattr(sys, "argv", ["prog", *argv])
+    module, _, name = target.partition(":")
+    main: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    with pytest.raises(_Captured) as caught:
+        main(argv) if argv or "observability" not in module else main()
+    return caught.value.parser
+
+
+def _mentions(help_text: str, default: Any) -> bool:
+    if isinstance(default, Path):
+        spellings = {str(default)}
+        with contextlib.suppress(ValueError):
+            spellings.add(str(default.resolve().relative_to(ROOT)))
+    elif isinstance(default, bool):
+        return True  # a flag: its default is its absence
+    elif isinstance(default, int | float):
+        spellings = {str(default), f"{default:g}", f"{default:,}", f"{default:,g}"}
+    elif isinstance(default, list | tuple):
+        spellings = {",".join(map(str, default)), ", ".join(map(str, default))}
+    else:
+        spellings = {str(default)}
+    return any(s in help_text for s in spellings)
+
+
+@pytest.mark.parametrize("command,target,argv", COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_every_option_says_its_default(
+    command: str, target: str, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parser = _parser(target, argv, monkeypatch)
+    assert parser.prog == f"python -m {command}"
+    formatter = parser._get_formatter()
+    assert not MARKUP.search(parser.description or ""), parser.description
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        name = "/".join(action.option_strings) or action.dest
+        assert action.help, f"{command} {name} has no help"
+        text = formatter._expand_help(action)
+        assert not MARKUP.search(text), f"{command} {name}: markup in {text!r}"
+        default = action.default
+        if default is None or default is argparse.SUPPRESS or default is False:
+            continue
+        assert "default" in text and _mentions(text, default), (
+            f"{command} {name}: help {text!r} does not say its default {default!r}"
+        )
+
+
+@pytest.mark.parametrize("command", [c[0] for c in COMMANDS])
+def test_help_names_the_command_and_has_no_markup(command: str) -> None:
+    text = _help(command)
+    assert text.startswith(f"usage: python -m {command} ")
+    assert not MARKUP.search(text), MARKUP.search(text)
     description = text.split("\n\n")[1]
     assert description.rstrip().endswith("."), description  # a whole sentence
     positionals = text.partition("positional arguments:\n")[2].partition("\n\n")[0]
