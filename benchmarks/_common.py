@@ -7,11 +7,15 @@ the ratio of their medians, because the machines are shared and noisy.
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import re
+import secrets
 import statistics
+import struct
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +49,30 @@ def plain_text(text: str) -> str:
     """
     text = _ROLE.sub(r"\1", text)
     return _CODE.sub(lambda m: m.group(1) if m.group(1) is not None else m.group(2), text)
+
+
+# One id per benchmark process, written into every results file and plot it makes,
+# so a plot and the text it illustrates can be told to come from the same run.
+RUN_ID = (
+    datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    + "-"
+    + secrets.token_hex(3)
+)
+_RUN_LINE = re.compile(r"^run: (\S+)$", re.MULTILINE)
+_PNG_RUN_KEY = "scalekit-run"
+# The plots that illustrate each results file: `write_result` warns when one of
+# them in the same folder comes from another run.
+PLOTS = {
+    "balancing_simulation": ("balancing_latency_cdf.png",),
+    "caching-replay": ("caching-hit-ratio-*.png",),
+    "locking": ("locking_fairness.png",),
+    "rediscache": ("rediscache.png",),
+    "sharding": ("sharding.png",),
+    "shop": ("shop-scaling.png",),
+}
+# An absolute or parent-relative path: a results file must not record the
+# machine it ran on (`display_path` and `command_line` keep them out).
+MACHINE_PATH = re.compile(r"(?:^|[\s=,'\"(])(?:/(?:[\w.-]+/)+[\w.-]*|\.\./[\w./-]*|~/[\w./-]*)")
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -155,17 +183,108 @@ def _numeric(text: str) -> bool:
 
 
 def display_path(path: Path) -> str:
-    """*path* relative to the repository when inside it, for results files that get committed."""
+    """*path* as a results file that gets committed records it.
+
+    Relative to the repository when inside it; otherwise only its name
+    (a trace's file name, a folder's name), never where it sat on the machine
+    that ran the benchmark.
+    """
     try:
         return str(path.resolve().relative_to(REPO_ROOT))
     except ValueError:
-        return str(path)
+        return path.name or str(path)
+
+
+def command_line(family: str, argv: Sequence[str] | None = None) -> str:
+    """The command that ran, for a results header, with every path as `display_path` gives it.
+
+    *argv* defaults to `sys.argv[1:]`; each argument (or comma-separated
+    item) that names a file or folder, or looks like an absolute path, is
+    shortened, so `--traces /data/caffeine/traces` is recorded as
+    `--traces traces`.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+
+    def shorten(item: str) -> str:
+        looks_like_path = item.startswith(("/", "../", "~")) or (
+            "/" in item and Path(item).exists()
+        )
+        return display_path(Path(item).expanduser()) if looks_like_path else item
+
+    args = [",".join(shorten(item) for item in arg.split(",")) for arg in argv]
+    return " ".join(["$ python -m", f"benchmarks.{family}", *args])
+
+
+def run_id_of(path: Path) -> str | None:
+    """The `RUN_ID` a results file or plot was written with, or None if it has none."""
+    if path.suffix == ".png":
+        return _png_text(path).get(_PNG_RUN_KEY)
+    found = _RUN_LINE.findall(path.read_text())
+    return found[-1] if found else None
+
+
+def _png_text(path: Path) -> dict[str, str]:
+    """A PNG's tEXt and zTXt chunks, read without an imaging library."""
+    data = path.read_bytes()
+    chunks: dict[str, str] = {}
+    pos = 8  # past the signature
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"tEXt":
+            key, _, value = body.partition(b"\0")
+            chunks[key.decode("latin-1")] = value.decode("latin-1")
+        elif kind == b"zTXt":
+            key, _, rest = body.partition(b"\0")
+            chunks[key.decode("latin-1")] = zlib.decompress(rest[1:]).decode("latin-1")
+        pos += 12 + length
+    return chunks
+
+
+def save_figure(fig: Any, path: Path, **kwargs: Any) -> Path:
+    """Save a matplotlib figure as a PNG carrying this run's `RUN_ID`; return the path."""
+    fig.savefig(path, metadata={_PNG_RUN_KEY: RUN_ID}, **kwargs)
+    return path
+
+
+def plots_from_other_runs(text_path: Path) -> list[Path]:
+    """The plots beside *text_path* (see `PLOTS`) whose run is not the text's."""
+    run = run_id_of(text_path)
+    name = text_path.stem.removesuffix("-quick").removesuffix("_quick")
+    if text_path.stem != name:
+        return []  # a quick run's plots are not kept apart from the full run's
+    return [
+        png
+        for pattern in PLOTS.get(name, ())
+        for png in sorted(text_path.parent.glob(pattern))
+        if run_id_of(png) != run
+    ]
 
 
 def write_result(out: Path, name: str, text: str) -> Path:
-    """Print *text* and save it as ``out/name.txt``; return the path."""
+    """Print *text* and save it as `out/name.txt` with this run's `RUN_ID`; return the path.
+
+    Raises `ValueError` if *text* records a machine path (an absolute path
+    or one into a parent folder; see `display_path`, `command_line`). Warns
+    on stderr when a plot of this result in *out* comes from another run
+    (made with `--no-plot`, or a plot left from an earlier run).
+    """
+    found = MACHINE_PATH.search(text)
+    if found:
+        raise ValueError(
+            f"{name}.txt would record the machine path {found.group().strip()!r}; "
+            "write paths with display_path() or command_line()"
+        )
+    text = f"{text}\n\nrun: {RUN_ID}"
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.txt"
     path.write_text(text + "\n")
+    for png in plots_from_other_runs(path):
+        print(
+            f"warning: {display_path(png)} is from another run than {display_path(path)} "
+            f"({run_id_of(png) or 'no run id'}, not {RUN_ID}); run again without --no-plot",
+            file=sys.stderr,
+        )
     return path

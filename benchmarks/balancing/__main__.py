@@ -22,7 +22,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks._common import base_parser, display_path, format_table, progress, write_result
+from benchmarks._common import (
+    base_parser,
+    display_path,
+    format_table,
+    progress,
+    save_figure,
+    write_result,
+)
 from scalekit.balancing import (
     Balancer,
     HealthPolicy,
@@ -243,7 +250,7 @@ def plot(results: dict[tuple[str, str], Result], out: Path) -> Path:
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "balancing_latency_cdf.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -12,10 +12,9 @@ Examples::
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from benchmarks._common import TRACES_DIR, base_parser, display_path, write_result
+from benchmarks._common import TRACES_DIR, base_parser, command_line, display_path, write_result
 from benchmarks.caching.replay import POLICIES, parse_capacities, run_replay
 from benchmarks.caching.speed import run_speed
 from benchmarks.caching.traces import FORMATS
@@ -105,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             plot=not args.no_plot,
         )
         name = "caching-replay-quick" if args.quick else "caching-replay"
-        write_result(
-            args.out, name, f"$ python -m benchmarks.caching {' '.join(sys.argv[1:])}\n\n{report}"
-        )
+        write_result(args.out, name, f"{command_line('caching')}\n\n{report}")
     if args.suite in ("all", "speed"):
         if args.quick:
             report = run_speed(
@@ -128,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 memory_entries=100_000,
             )
         name = "caching-speed-quick" if args.quick else "caching-speed"
-        write_result(
-            args.out, name, f"$ python -m benchmarks.caching {' '.join(sys.argv[1:])}\n\n{report}"
-        )
+        write_result(args.out, name, f"{command_line('caching')}\n\n{report}")
     return 0
 
 

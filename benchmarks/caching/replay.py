@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import REFERENCE_TABLES, display_path, format_table, progress
+from benchmarks._common import REFERENCE_TABLES, display_path, format_table, progress, save_figure
 from benchmarks.caching.traces import read_trace, short_name
 from scalekit.caching import (
     Cache,
@@ -112,7 +112,7 @@ def _plot(out: Path, name: str, caps: list[int], results: dict[str, list[float]]
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"caching-hit-ratio-{name}.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

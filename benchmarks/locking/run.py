@@ -23,7 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import base_parser, format_table, median_time, progress, write_result
+from benchmarks._common import (
+    base_parser,
+    format_table,
+    median_time,
+    progress,
+    save_figure,
+    write_result,
+)
 from scalekit.testing import RedisServer, ZooKeeperServer
 
 
@@ -380,5 +387,5 @@ def _plot(out: Path, name: str, one: dict[str, dict[str, Any]]) -> None:
     ax.set_title("8 workers, one lock, 1 ms critical section: who gets the lock")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / f"{name}_fairness.png", dpi=100)
+    save_figure(fig, out / f"{name}_fairness.png", dpi=100)
     plt.close(fig)

@@ -23,7 +23,14 @@ from typing import Any
 import redis
 import redis.cluster
 
-from benchmarks._common import base_parser, format_table, median_time, progress, write_result
+from benchmarks._common import (
+    base_parser,
+    format_table,
+    median_time,
+    progress,
+    save_figure,
+    write_result,
+)
 from scalekit.caching.near_cache import NearCache
 from scalekit.caching.redis_cache import RedisCache
 from scalekit.testing import RedisServer
@@ -200,7 +207,7 @@ def plot(reads: dict[str, float], stampede: dict[str, int], misses: int, out: Pa
         right.text(i, v, str(v), ha="center", va="bottom")
     fig.tight_layout()
     path = out / "rediscache.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -26,7 +26,14 @@ import time
 from collections import Counter
 from typing import Any
 
-from benchmarks._common import base_parser, format_table, median_time, progress, write_result
+from benchmarks._common import (
+    base_parser,
+    format_table,
+    median_time,
+    progress,
+    save_figure,
+    write_result,
+)
 from scalekit.sharding import STRATEGIES, HashRouter
 
 SHARDS = 10
@@ -182,7 +189,7 @@ def plot(
         ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "sharding.png", dpi=110)
+    save_figure(fig, out / "sharding.png", dpi=110)
     plt.close(fig)
 
 

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import base_parser, format_table, progress, write_result
+from benchmarks._common import base_parser, format_table, progress, save_figure, write_result
 from examples.shop.runner import run
 from examples.shop.simulation import Settings, Summary
 from scalekit.testing import RedisServer, ZooKeeperServer
@@ -166,7 +166,7 @@ def _plot(points: dict[tuple[str, int], tuple[float, float]], path: Path) -> Non
     fig.suptitle("scalekit shop: scaling by lock backend")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     print(f"plot: {path}")
 

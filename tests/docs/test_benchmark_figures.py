@@ -1,0 +1,219 @@
+"""The docs' benchmark figures are the committed results files' figures.
+
+docs/caching.md says its speed table comes from
+`benchmarks/results/caching-speed.txt` and its hit-ratio table from the
+replay (`benchmarks/results/caching-replay.txt`); every figure in those
+tables must be in (or be computed from) that file, to its printed precision.
+The results files record no machine path, and a plot carries the run id of
+the text it illustrates.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks import _common
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+CACHING = (ROOT / "docs" / "caching.md").read_text()
+
+
+def _section(text: str, heading: str) -> str:
+    return text.partition(heading)[2].partition("\n## ")[0]
+
+
+def _doc_table(text: str, first_header: str) -> list[list[str]]:
+    """The Markdown table whose first header cell is *first_header*, as rows of cells."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip().strip("`") for cell in line.strip("|").split("|")])
+    return rows
+
+
+def _text_table(text: str, header_start: str) -> dict[str, list[str]]:
+    """A plain-text results table (columns 2+ spaces apart), keyed by its first column."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = {}
+    for line in lines[start + 2 :]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) < 3:
+            break
+        rows[cells[0]] = cells
+    return rows
+
+
+def _num(text: str) -> float:
+    return float(text.replace(",", "").rstrip("x%*\\"))
+
+
+def _agrees(doc: str, value: float) -> bool:
+    """True when *doc* is *value* rounded to *doc*'s printed decimals."""
+    figure = re.search(r"-?[\d,]+(?:\.(\d+))?", doc)
+    assert figure, doc
+    decimals = len(figure.group(1) or "")
+    return abs(_num(figure.group()) - value) <= 0.5 * 10**-decimals + 1e-9
+
+
+def _first_figure(cell: str) -> str:
+    found = re.search(r"[\d,.]+[x%]", cell)
+    assert found, cell
+    return found.group()
+
+
+SPEED = (RESULTS / "caching-speed.txt").read_text()
+THROUGHPUT = _text_table(SPEED, "cache         scalekit ns/op")
+MEMORY = _text_table(SPEED, "cache         scalekit B/entry")
+SPEED_DOC = _section(CACHING, "## Speed and memory")
+
+
+def test_the_speed_section_cites_the_file_it_is_checked_against() -> None:
+    assert "`benchmarks/results/caching-speed.txt`" in SPEED_DOC
+
+
+@pytest.mark.parametrize("row", _doc_table(SPEED_DOC, "cache"), ids=lambda r: r[0])
+def test_speed_table_rows_are_the_results_file(row: list[str]) -> None:
+    cache, hit, namesake, rust, memory = row
+    run, mem = THROUGHPUT[cache], MEMORY[cache]
+    assert _agrees(hit, _num(run[2])), (cache, hit, run[2])
+    if not namesake.startswith("(no namesake"):
+        assert _agrees(namesake, _num(run[4])), (cache, namesake, run[4])
+    elif "cachetools' `LRUCache`" in namesake or "cachetools' LRUCache" in namesake:
+        # a policy without a namesake, against cachetools' LRUCache: that row's ns over this one's
+        versus = _num(THROUGHPUT["LRUCache"][3]) / _num(run[1])
+        assert _agrees(_first_figure(namesake), versus), (cache, namesake, versus)
+    if rust != "(none)":
+        assert run[5] in rust and _agrees(rust, _num(run[8])), (cache, rust, run[5], run[8])
+    assert _agrees(_first_figure(memory), _num(mem[2])), (cache, memory, mem[2])
+    namesake_memory = re.search(r"\(([\d.]+x) its namesake\)", memory)
+    if namesake_memory:
+        assert _agrees(namesake_memory.group(1), _num(mem[4])), (cache, memory, mem[4])
+    of_lru = re.search(r"\(([\d.]+x) `?LRUCache`?'s", memory)
+    if of_lru:
+        ratio = _num(mem[1]) / _num(MEMORY["LRUCache"][1])
+        assert _agrees(of_lru.group(1), ratio), (cache, memory, ratio)
+
+
+@pytest.mark.parametrize("row", _doc_table(SPEED_DOC, "peer"), ids=lambda r: r[0])
+def test_rust_peer_rows_are_the_results_file(row: list[str]) -> None:
+    peer, ns, hit, speed_up, faster_by = row
+    peer = peer.split("`")[0].strip()
+    run = next(r for r in THROUGHPUT.values() if r[5] == peer)
+    assert _agrees(ns, _num(run[6])), (peer, ns, run[6])
+    assert _agrees(hit, _num(run[7])), (peer, hit, run[7])
+    assert _agrees(speed_up, _num(run[8])), (peer, speed_up, run[8])
+    assert _agrees(faster_by, _num(run[1]) / _num(run[6])), (peer, faster_by)
+
+
+REPLAY = (RESULTS / "caching-replay.txt").read_text()
+HIT_DOC = _section(CACHING, "## Hit ratios on real traces")
+# The docs' column names for the replay summary's.
+HIT_COLUMNS = {
+    "TinyLFU worst of 5": "TinyLFU min",
+    "best of 5": "TinyLFU max",
+    ">= Caffeine": ">=Caffeine",
+    ">= best - 1": "best-1",
+}
+VERDICTS = {"yes": "ok", "**no**": {"BELOW", "SHORT"}}
+
+
+def _replay_summary() -> dict[str, dict[str, str]]:
+    rows: dict[str, dict[str, str]] = {}
+    for block in REPLAY.split("TinyLFU vs the README's reference columns")[1:]:
+        lines = block.splitlines()[1:]
+        header = re.split(r"\s{2,}", lines[0].strip())
+        for line in lines[2:]:
+            cells = re.split(r"\s{2,}", line.strip())
+            if len(cells) != len(header):
+                break
+            rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def test_the_hit_ratio_table_is_every_row_of_the_replay_summary() -> None:
+    summary = _replay_summary()
+    doc_rows = [row[0] for row in _doc_table(HIT_DOC, "trace @ capacity")]
+    assert sorted(doc_rows) == sorted(summary)
+    assert "python -m benchmarks.caching replay" in HIT_DOC
+
+
+@pytest.mark.parametrize(
+    "row", _doc_table(HIT_DOC, "trace @ capacity"), ids=lambda r: r[0].replace(" ", "")
+)
+def test_hit_ratio_rows_are_the_replay_summary(row: list[str]) -> None:
+    lines = HIT_DOC.splitlines()
+    header = next(line for line in lines if line.startswith("| trace @ capacity |"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    result = _replay_summary()[row[0]]
+    for column, cell in zip(columns[1:], row[1:], strict=True):
+        name = HIT_COLUMNS.get(column, column)
+        if name in (">=Caffeine", "best-1"):
+            expected = VERDICTS[cell]
+            assert result[name] in (expected if isinstance(expected, set) else {expected})
+        else:
+            assert _agrees(cell.strip("*"), float(result[name])), (row[0], column, cell)
+
+
+def test_committed_results_record_no_machine_path() -> None:
+    for path in sorted(RESULTS.glob("*.txt")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            found = _common.MACHINE_PATH.search(line)
+            assert not found, f"{path.name}:{number} records {found.group().strip()!r}"
+
+
+def test_paths_in_results_are_repository_relative_or_a_name() -> None:
+    assert _common.display_path(RESULTS / "x.txt") == "benchmarks/results/x.txt"
+    assert _common.display_path(Path("/srv/traces/cache2k/orm-busy.trace.xz")) == (
+        "orm-busy.trace.xz"
+    )
+    line = _common.command_line(
+        "caching", ["replay", "--traces", "/srv/traces", "--only", "gli,/srv/t/w106.trace.gz"]
+    )
+    assert line == "$ python -m benchmarks.caching replay --traces traces --only gli,w106.trace.gz"
+    with pytest.raises(ValueError, match="machine path '/srv/traces/gli'"):
+        _common.write_result(Path("/nonexistent"), "x", "replayed /srv/traces/gli")
+
+
+def _plot(path: Path) -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1])
+    _common.save_figure(fig, path)
+    plt.close(fig)
+
+
+def test_a_plot_and_its_text_carry_the_same_run_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _plot(tmp_path / "sharding.png")
+    text = _common.write_result(tmp_path, "sharding", "table")
+    assert _common.run_id_of(text) == _common.run_id_of(tmp_path / "sharding.png")
+    assert _common.run_id_of(text) == _common.RUN_ID
+    assert _common.plots_from_other_runs(text) == []
+    assert "warning" not in capsys.readouterr().err
+
+    # A later run that writes the text but not the plot (--no-plot, or a crash
+    # after the table): the old plot is reported.
+    monkeypatch.setattr(_common, "RUN_ID", "2026-12-01T12:00:00Z-later")
+    _common.write_result(tmp_path, "sharding", "table")
+    assert _common.plots_from_other_runs(text) == [tmp_path / "sharding.png"]
+    assert "sharding.png is from another run" in capsys.readouterr().err
+
+
+def test_committed_plots_come_from_the_run_of_their_text() -> None:
+    """Where a committed results file carries a run id, its plots carry the same one."""
+    for stem in _common.PLOTS:
+        text = RESULTS / f"{stem}.txt"
+        if _common.run_id_of(text) is not None:
+            assert _common.plots_from_other_runs(text) == [], stem
