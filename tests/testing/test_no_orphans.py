@@ -152,3 +152,15 @@ def test_a_server_that_fails_to_start_leaves_no_process(tmp_path: Path) -> None:
         server.start()
     assert len(spawned) == 1 and server.pid is None
     assert _gone_within(spawned[0], BOUND)
+
+
+def test_a_failed_start_in_a_with_block_removes_the_working_directory() -> None:
+    class NeverReady(RedisServer):
+        def is_ready(self) -> bool:
+            return False
+
+    server = NeverReady(startup_timeout=0.3)
+    assert server.workdir.is_dir()
+    with pytest.raises(ServerStartError), server:
+        pass
+    assert not server.running and not server.workdir.exists()

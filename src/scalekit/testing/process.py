@@ -354,7 +354,11 @@ class ServerProcess(abc.ABC):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self: P) -> P:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # the process is already killed; remove the directory too
+            raise
         return self
 
     def __exit__(
@@ -420,7 +424,11 @@ class ServerGroup(abc.ABC, Generic[S]):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self: G) -> G:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # the members are already stopped; remove the directory too
+            raise
         return self
 
     def __exit__(
