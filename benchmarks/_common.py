@@ -72,7 +72,7 @@ PLOTS = {
 }
 # An absolute or parent-relative path: a results file must not record the
 # machine it ran on (`display_path` and `command_line` keep them out).
-MACHINE_PATH = re.compile(r"(?:^|[\s=,'\"(])(?:/(?:[\w.-]+/)+[\w.-]*|\.\./[\w./-]*|~/[\w./-]*)")
+MACHINE_PATH = re.compile(r"(?<![^\s=,'\"(])(?:/(?:[\w.-]+/)+[\w.-]*|\.\./[\w./-]*|~/[\w./-]*)")
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -265,17 +265,14 @@ def plots_from_other_runs(text_path: Path) -> list[Path]:
 def write_result(out: Path, name: str, text: str) -> Path:
     """Print *text* and save it as `out/name.txt` with this run's `RUN_ID`; return the path.
 
-    Raises `ValueError` if *text* records a machine path (an absolute path
-    or one into a parent folder; see `display_path`, `command_line`). Warns
-    on stderr when a plot of this result in *out* comes from another run
-    (made with `--no-plot`, or a plot left from an earlier run).
+    A machine path in *text* (an absolute path or one into a parent folder)
+    is written as `display_path` gives it, so a long run is never lost to a
+    stray path, and the results committed name no machine. Warns on stderr
+    when a plot of this result in *out* comes from another run (made with
+    `--no-plot`, or a plot left from an earlier run).
     """
-    found = MACHINE_PATH.search(text)
-    if found:
-        raise ValueError(
-            f"{name}.txt would record the machine path {found.group().strip()!r}; "
-            "write paths with display_path() or command_line()"
-        )
+
+    text = MACHINE_PATH.sub(lambda found: display_path(Path(found.group()).expanduser()), text)
     text = f"{text}\n\nrun: {RUN_ID}"
     print(text)
     out.mkdir(parents=True, exist_ok=True)
