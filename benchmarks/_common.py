@@ -271,7 +271,6 @@ def write_result(out: Path, name: str, text: str) -> Path:
     when a plot of this result in *out* comes from another run (made with
     `--no-plot`, or a plot left from an earlier run).
     """
-
     text = MACHINE_PATH.sub(lambda found: display_path(Path(found.group()).expanduser()), text)
     text = f"{text}\n\nrun: {RUN_ID}"
     print(text)
