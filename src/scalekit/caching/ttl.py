@@ -286,7 +286,7 @@ class TTLCache(Cache[K, V]):
                 data.move_to_end(key)
             else:
                 if len(data) >= self._maxsize:
-                    data.popitem(last=False)
+                    data.popitem(False)
                     self._evictions += 1
                 data[key] = node
             self._push(key, node)
