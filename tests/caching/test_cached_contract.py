@@ -214,6 +214,14 @@ class NewNeedsArgs(Exception):
         self.code = code
 
 
+class Formats(Exception):
+    """Rebuilt from `.args` it formats them again: `Formats("code 503")` says "code code 503"."""
+
+    def __init__(self, code: Any) -> None:
+        super().__init__(f"code {code}")
+        self.code = code
+
+
 class RefusesCopy(Exception):
     def __copy__(self) -> RefusesCopy:
         raise TypeError("no copies")
@@ -224,7 +232,12 @@ class RefusesCopy(Exception):
 
 @pytest.mark.parametrize(
     "make_error",
-    [lambda: TwoArgs(503, "down"), lambda: NewNeedsArgs(503, "down"), lambda: RefusesCopy("down")],
+    [
+        lambda: TwoArgs(503, "down"),
+        lambda: NewNeedsArgs(503, "down"),
+        lambda: Formats(503),
+        lambda: RefusesCopy("down"),
+    ],
 )
 def test_each_waiter_gets_its_own_copy_of_an_exception_that_args_cannot_rebuild(
     make_error: Any,
@@ -512,3 +525,59 @@ def test_reentrant_call_error_is_one_class_under_both_paths() -> None:
     assert sk.ReentrantCallError is exceptions.ReentrantCallError
     assert "ReentrantCallError" in exceptions.__all__
     assert issubclass(exceptions.ReentrantCallError, (exceptions.ScaleKitError, RecursionError))
+
+
+def test_the_redis_tier_single_flight_gives_each_follower_its_own_exception() -> None:
+    from scalekit.caching._single_flight import SingleFlight
+
+    flight = SingleFlight()
+    release = threading.Event()
+    entered = threading.Event()
+
+    def load() -> Any:
+        entered.set()
+        assert release.wait(10)
+        raise TwoArgs(503, "down")
+
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            flight.run("k", load, float("inf"), lambda: TimeoutError("waited"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    threads[0].start()
+    assert entered.wait(10)
+    for t in threads[1:]:
+        t.start()
+    for _ in range(5000):
+        if _parked_in_single_flight(threads) == 3:
+            break
+        threading.Event().wait(0.001)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert len({id(e) for e in errors}) == 4
+    (original,) = [e for e in errors if e.__cause__ is None]
+    assert all(type(e) is TwoArgs and e.args == original.args for e in errors)
+    assert all(e is original or e.__cause__ is original for e in errors)
+
+
+def _parked_in_single_flight(threads: list[threading.Thread]) -> int:
+    import sys
+
+    """How many of *threads* wait in `SingleFlight.run` for a leader (not leading it)."""
+    frames = sys._current_frames()
+    parked = 0
+    for t in threads:
+        frame = frames.get(t.ident or -1)
+        names = []
+        while frame is not None:
+            names.append((frame.f_code.co_name, frame.f_code.co_filename))
+            frame = frame.f_back
+        leading = any(name == "load" for name, _ in names)
+        in_run = any(n == "run" and f.endswith("_single_flight.py") for n, f in names)
+        parked += in_run and not leading
+    return parked
