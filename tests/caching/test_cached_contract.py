@@ -581,3 +581,18 @@ def _parked_in_single_flight(threads: list[threading.Thread]) -> int:
         in_run = any(n == "run" and f.endswith("_single_flight.py") for n, f in names)
         parked += in_run and not leading
     return parked
+
+
+def test_cache_info_by_default_reports_the_cache_own_statistics() -> None:
+    # Without info=True the wrapper counts nothing itself: lookups made
+    # directly on the cache show in cache_info() too.
+    cache: sk.LRUCache[Any, int] = sk.LRUCache(4)
+
+    @sk.cached(cache)
+    def ident(x: int) -> int:
+        return x
+
+    ident(1), ident(1)
+    cache.get("absent"), cache.get(sk.hashkey(1))
+    info = ident.cache_info()
+    assert (info.hits, info.misses) == (2, 2)

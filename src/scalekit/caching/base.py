@@ -446,11 +446,12 @@ class Cache(MutableMapping[K, V]):
 
 
 def _defined_outside(cls: type, name: str) -> bool:
-    """Whether the class that gives *cls* its attribute *name* is not one of scalekit's."""
-    for klass in cls.__mro__:
-        if name in klass.__dict__:
-            return not klass.__module__.startswith("scalekit.")
-    return False
+    """Whether the class that gives *cls* its attribute *name* is not one of scalekit's.
+
+    *name* is one that `Cache` defines, so some class in the MRO has it.
+    """
+    owner = next(klass for klass in cls.__mro__ if name in klass.__dict__)
+    return not owner.__module__.startswith("scalekit.")
 
 
 class _ItemsView(ItemsView[K, V]):
