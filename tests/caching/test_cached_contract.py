@@ -596,3 +596,18 @@ def test_cache_info_by_default_reports_the_cache_own_statistics() -> None:
     cache.get("absent"), cache.get(sk.hashkey(1))
     info = ident.cache_info()
     assert (info.hits, info.misses) == (2, 2)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_an_absent_key_through_get_is_a_miss_the_policy_sees(policy: Any) -> None:
+    # A subclass overriding __getitem__ changes how present keys read, not
+    # what a miss does: the same miss count and, for TinyLFU, the same
+    # lookups replayed through its shadow LRU (a small cache samples every key).
+    plain, counting = _make(policy, 4), _make(_counting(policy), 4)
+    for cache in (plain, counting):
+        cache["a"] = 1
+        for _ in range(3):
+            cache.get("b")
+    assert counting.stats().misses == plain.stats().misses == 3
+    if isinstance(plain, sk.TinyLFUCache):
+        assert counting._sampled == plain._sampled == 3
