@@ -611,3 +611,23 @@ def test_an_absent_key_through_get_is_a_miss_the_policy_sees(policy: Any) -> Non
     assert counting.stats().misses == plain.stats().misses == 3
     if isinstance(plain, sk.TinyLFUCache):
         assert counting._sampled == plain._sampled == 3
+
+
+@pytest.mark.parametrize(
+    "policy", [p for p in POLICIES if p is not sk.TinyLFUCache], ids=lambda p: p.__name__
+)
+def test_eviction_goes_through_an_overridden_delitem(policy: Any) -> None:
+    # cachetools evicts with popitem(), which deletes through `del self[key]`:
+    # a subclass hooking __delitem__ sees every eviction.
+    deleted: list[Any] = []
+
+    class Observed(policy):  # type: ignore[misc,valid-type]
+        def __delitem__(self, key: Any) -> None:
+            deleted.append(key)
+            super().__delitem__(key)
+
+    cache = _make(Observed, 3)
+    for i in range(10):
+        cache[i] = i
+    assert len(deleted) == 7 and len(cache) == 3
+    assert set(deleted).isdisjoint(set(cache))
