@@ -534,10 +534,12 @@ def test_the_redis_tier_single_flight_gives_each_follower_its_own_exception() ->
     release = threading.Event()
     entered = threading.Event()
 
+    driver = ConnectionError("connection refused")
+
     def load() -> Any:
         entered.set()
         assert release.wait(10)
-        raise TwoArgs(503, "down")
+        raise TwoArgs(503, "down") from driver
 
     errors: list[BaseException] = []
 
@@ -560,9 +562,11 @@ def test_the_redis_tier_single_flight_gives_each_follower_its_own_exception() ->
     for t in threads:
         t.join(10)
     assert len({id(e) for e in errors}) == 4
-    (original,) = [e for e in errors if e.__cause__ is None]
+    (original,) = [e for e in errors if e.__context__ is None]
     assert all(type(e) is TwoArgs and e.args == original.args for e in errors)
-    assert all(e is original or e.__cause__ is original for e in errors)
+    # The driver's exception stays each one's cause, the leader's is the context.
+    assert all(e.__cause__ is driver for e in errors)
+    assert all(e is original or e.__context__ is original for e in errors)
 
 
 def _parked_in_single_flight(threads: list[threading.Thread]) -> int:

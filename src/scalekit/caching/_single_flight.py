@@ -72,7 +72,9 @@ class SingleFlight:
     """Runs at most one call per key at a time in this process; the others wait for it.
 
     Thread-safe. Followers receive the leader's result, or each their own copy
-    of its exception (`own_copy`), chained to it as `__cause__`.
+    of its exception (`own_copy`): its `__cause__` is the leader's cause (the
+    driver's exception a `BackendError` wraps) when it has one, with the
+    leader's exception as `__context__`; otherwise the leader's exception.
     """
 
     def __init__(self) -> None:
@@ -104,8 +106,15 @@ class SingleFlight:
                 )
             if not flight.done.wait(None if timeout == float("inf") else timeout):
                 raise on_timeout()
-            if flight.error is not None:
-                raise own_copy(flight.error)
+            error = flight.error
+            if error is not None:
+                clone = own_copy(error)
+                if clone is not error and error.__cause__ is not None:
+                    # A BackendError keeps the driver's exception as its cause;
+                    # the leader's exception is then the copy's context.
+                    clone.__cause__ = error.__cause__
+                    clone.__context__ = error
+                raise clone
             return flight.result
         try:
             flight.result = fn()
