@@ -33,6 +33,7 @@ from ..exceptions import (
     LockNotOwnedError,
     LockTimeoutError,
 )
+from ._clients import check_async_redis
 from ._redis_calls import Script, is_transient
 from .base import CLEANUP_BUDGET, _Outage
 from .lease import _NOTIFIER, _WATCHDOG, Lease, OnLost, _run_on_lost
@@ -98,6 +99,7 @@ class AsyncRedisLock:
     Raises:
         ConfigurationError: empty `name`, or non-positive `ttl`, `op_timeout`,
             `waiter_ttl` or `claim_window`.
+        ArgumentTypeError: `client` is not a `redis.asyncio` client.
 
     Bounds as [RedisLock][scalekit.locking.RedisLock]'s. Not thread-safe: use
     one instance per event loop. Cost: one round trip to acquire or release
@@ -126,7 +128,7 @@ class AsyncRedisLock:
         self.auto_renew = bool(auto_renew)
         self.on_lost = on_lost
         self._clock = clock
-        self._client = client
+        self._client = check_async_redis("client", client)
         base = f"scalekit:lock:{{{self.name}}}"
         self._keys = [base, base + ":fence", base + ":queue", base + ":waiters", base + ":ttls"]
         self._wake = base + ":wake:"

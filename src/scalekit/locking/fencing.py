@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._validation import positive_number
 from ..exceptions import ConfigurationError, StaleTokenError
+from ._clients import check_dbapi, check_redis
 from .lease import Lease
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ class RedisFencedStore:
 
     Raises:
         ConfigurationError: an empty `namespace`, or `op_timeout` <= 0.
+        ArgumentTypeError: `client` is not a synchronous redis-py client.
 
     Example:
 
@@ -179,7 +181,7 @@ class RedisFencedStore:
             raise ConfigurationError(f"namespace must be a non-empty string, got {namespace!r}")
         self.namespace = namespace
         self.op_timeout = positive_number("op_timeout", op_timeout)
-        self._calls: RedisCalls = RedisCalls(client, self.op_timeout)
+        self._calls: RedisCalls = RedisCalls(check_redis("client", client), self.op_timeout)
         self._read: Script = Script(_READ)
         self._write: Script = Script(_WRITE)
         self._incr: Script = Script(_INCR)
@@ -299,6 +301,7 @@ class SQLFencedStore:
     Raises:
         ConfigurationError: an unknown `dialect`, or a table or column name
             that is not a plain identifier.
+        ArgumentTypeError: `connection` is not a DB-API 2 connection.
 
     Not thread-safe (a DB-API connection is not): one store per
     connection. Time bounds are the connection's (set a
@@ -322,7 +325,7 @@ class SQLFencedStore:
             raise ConfigurationError(
                 f"dialect must be one of {sorted(_PARAMSTYLE)}, got {dialect!r}"
             )
-        self.connection = connection
+        self.connection = check_dbapi("connection", connection)
         self.dialect = dialect
         self.commit = bool(commit)
         self.statements = _statements(

@@ -40,6 +40,7 @@ from typing import Any
 
 from .._validation import positive_number
 from ..exceptions import BackendUnavailableError
+from ._clients import check_redis
 from ._redis_calls import LUA_NEXT_TOKEN, LUA_NOW_MS, RedisCalls, Script
 from .base import BaseLock, Grant, Lease, OnLost
 
@@ -186,6 +187,7 @@ class RedisLock(BaseLock):
     Raises:
         ConfigurationError: empty `name`, or `ttl`, `op_timeout`, `waiter_ttl`
             or `claim_window` <= 0.
+        ArgumentTypeError: `client` is not a synchronous redis-py client.
 
     Guarantees (see docs/locking.md for the assumptions): mutual exclusion
     while the server keeps the lock key (persistence, `noeviction`); tokens
@@ -226,7 +228,7 @@ class RedisLock(BaseLock):
         self.op_timeout = positive_number("op_timeout", op_timeout)
         self.waiter_ttl = positive_number("waiter_ttl", waiter_ttl)
         self.claim_window = positive_number("claim_window", claim_window)
-        self._calls = RedisCalls(client, self.op_timeout)
+        self._calls = RedisCalls(check_redis("client", client), self.op_timeout)
         base = f"{self._KEY_PREFIX}{{{self.name}}}"
         self._keys = [base + suffix for suffix in self._KEY_SUFFIXES]
         self._wake_prefix = base + ":wake:"

@@ -35,6 +35,7 @@ from kazoo.protocol.states import KazooState
 
 from .._validation import non_empty_str, positive_number
 from ..exceptions import BackendUnavailableError
+from ._clients import check_kazoo
 from ._zk_session import session_watch
 from .base import BaseLock, Grant, Lease, OnLost
 
@@ -74,6 +75,7 @@ class ZooKeeperLock(BaseLock):
 
     Raises:
         ConfigurationError: empty `path` or `op_timeout` <= 0.
+        ArgumentTypeError: `client` is not a `KazooClient`.
 
     There is no ttl: a lease lasts as long as the client's session, and the
     holder is told before the server can expire that session (see
@@ -104,6 +106,7 @@ class ZooKeeperLock(BaseLock):
         on_lost: OnLost | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        check_kazoo("client", client)
         non_empty_str("path", path)
         super().__init__(path, ttl=None, reentrant=reentrant, on_lost=on_lost, clock=clock)
         self.client = client
