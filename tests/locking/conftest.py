@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from scalekit.locking import BaseLock, MemoryLock
-from scalekit.testing import RedisServer
+from scalekit.testing import PostgresServer, RedisServer
+
+from ..conftest import _serve
 
 _names = itertools.count()
 
@@ -39,6 +41,12 @@ def redlock_servers() -> Iterator[list[RedisServer]]:
     finally:
         for server in servers:
             server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster shared by the session (initdb takes a few seconds)."""
+    yield from _serve(PostgresServer)
 
 
 @pytest.fixture

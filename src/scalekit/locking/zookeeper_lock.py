@@ -304,6 +304,7 @@ class ZooKeeperLock(BaseLock):
                 time.sleep(0.2)
 
     def _granted(self, attempt: Any, lease: Lease) -> None:
+        lease.lost._due = self._watch.past_due  # read on every is_set(): see LeaseLostEvent
         with self._live_lock:
             self._live.add(lease)
             # Lost between the grant and now (the session, or its deadline): lost too.
