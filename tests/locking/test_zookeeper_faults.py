@@ -1,19 +1,18 @@
-"""A known failure, kept out of CI's collection (the name does not match ``test_*.py``).
+"""ZooKeeperLock under faults: a frozen holder, and the seeded schedules CI runs.
 
-A ZooKeeperLock holder frozen by SIGSTOP past its session reads its lease as
-not lost in the first sample after SIGCONT (within 1 ms, in about half the
-runs): the session deadline (2/3 of the negotiated timeout after the server
-last answered) is enforced by a watch thread, and ``lease.lost.is_set()``
-does not compare the clock with it, so the holder's first read can run
-before the thread does. See ``test_checker_findings.py`` for the history.
-Run it explicitly::
+A ZooKeeperLock holder frozen by SIGSTOP past its session must read its
+lease as lost from its first look after SIGCONT. It used not to, in about
+half the runs: the session deadline (2/3 of the negotiated timeout after
+the server last answered) was enforced by a watch thread only, and
+`lease.lost.is_set()` did not compare the clock with it, so the holder's
+first read could run before the thread did.
 
-    python -m pytest tests/locking/known_failure_frozen_zookeeper_holder.py
-
-Move it back into ``test_checker_findings.py`` once it passes. The seeded
-ZooKeeper schedule (seed 3, forced session expiries) is kept here too: about
-one run in three it reports a lease never told of its loss or an acquire
-that never returned, not yet reduced to a deterministic test.
+The seeded schedules (slow: about 12 s each, four of them, so about 50 s)
+run four worker processes on the 3-node ensemble (leader kill, SIGSTOP of
+the holder, kill -9 of holder and waiter, forced session expiry) and on a
+standalone server (the same without leader kill), and assert every
+invariant of the checker from the merged history. Seed 3 of the ensemble
+is the one with three forced session expiries.
 """
 
 from __future__ import annotations
@@ -27,6 +26,13 @@ from scalekit.testing import RedisServer
 from .test_checker_findings import check_frozen_holder
 from .test_fault_schedules import run_and_check
 
+ZOOKEEPER_SEEDS = [
+    ("zookeeper", 1),
+    ("zookeeper", 3),
+    ("zookeeper-standalone", 2),
+    ("zookeeper-standalone", 3),
+]
+
 
 def test_a_zookeeper_holder_frozen_past_its_session_reads_it_lost_as_soon_as_it_runs(
     redis_server: RedisServer, tmp_path: Path, request: pytest.FixtureRequest
@@ -34,7 +40,7 @@ def test_a_zookeeper_holder_frozen_past_its_session_reads_it_lost_as_soon_as_it_
     check_frozen_holder("zookeeper", redis_server, tmp_path, request)
 
 
-def test_zookeeper_seed_3_keeps_every_invariant() -> None:
-    """Forced session expiries: about one run in three shows a lease never told of its loss
-    (notice) or an acquire that never returned (call-bounds)."""
-    run_and_check("zookeeper", 3)
+@pytest.mark.slow
+@pytest.mark.parametrize(("backend", "seed"), ZOOKEEPER_SEEDS)
+def test_seeded_zookeeper_schedule_keeps_every_invariant(backend: str, seed: int) -> None:
+    run_and_check(backend, seed)
