@@ -17,11 +17,9 @@ _names = itertools.count()
 
 # The slack docs/locking.md allows on every time bound: the clean-up of a
 # failed attempt (at most 0.05 s), the last reply's round trip, scheduling.
+# Tests hold calls to the documented bound plus exactly this, nothing more.
 DOCUMENTED_SLACK = 0.1
-# Plus this, stated, for a CI host whose cores are shared with other work
-# (load averages of 4 per core are common there).
-LOADED_HOST = 0.1
-BOUND_MARGIN = DOCUMENTED_SLACK + LOADED_HOST
+BOUND_MARGIN = DOCUMENTED_SLACK
 
 
 def unique(prefix: str = "lock") -> str:

@@ -300,6 +300,8 @@ class ZooKeeperLock(BaseLock):
                             self._call("delete", self.client.delete_async(node))
                 with self._live_lock:
                     self._orphans -= owners
+                    # Released leases whose release failed: their nodes are gone now.
+                    self._live -= {lease for lease in self._live if lease.owner in owners}
             except (BackendUnavailableError, NoNodeError):
                 time.sleep(0.2)
 
@@ -320,7 +322,14 @@ class ZooKeeperLock(BaseLock):
             self._call("delete", self.client.delete_async(node))
         except NoNodeError:
             return False
-        except BackendUnavailableError:
+        except BackendUnavailableError as exc:
+            if isinstance(exc.__cause__, SessionExpiredError):
+                return False  # the session, and the node with it, is gone: lost
+            # Whether the node is still there is known only once the session is: keep
+            # the lease watched, so a session found lost tells it, until the reaper
+            # deletes the node.
+            with self._live_lock:
+                self._live.add(lease)
             self._orphan(lease.owner)
             raise
         return True

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import json
 import os
 import random
@@ -376,6 +377,8 @@ async def _run_async(cfg: dict[str, Any]) -> None:
 def worker_main(argv: list[str]) -> None:
     """Entry point of a worker process: `argv[0]` is its JSON configuration."""
     cfg = json.loads(argv[0])
+    # A worker that hangs prints every thread's stack to its log on SIGUSR1.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if cfg["backend"] == "async-redis":
         asyncio.run(_run_async(cfg))
     else:
@@ -680,6 +683,10 @@ def run_schedule(
             time.sleep(0.05)
         for process in cluster.alive():  # stuck: its pending call never returned
             nemesis_log.info("stuck", target=process)
+            with contextlib.suppress(OSError):  # its stacks, into wN.log
+                cluster.children[process].send_signal(signal.SIGUSR1)
+        if cluster.alive():
+            time.sleep(0.5)
         final = cluster.final_value()
     finally:
         nemesis.stop()
