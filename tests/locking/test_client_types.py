@@ -66,10 +66,25 @@ def test_redlock_names_the_bad_entry_and_refuses_a_string_for_the_list() -> None
 
 
 def test_a_sync_lock_refuses_an_asyncio_client_and_the_async_lock_a_sync_one() -> None:
-    with pytest.raises(ArgumentTypeError, match="use AsyncRedisLock"):
-        RedisLock(redis_asyncio.Redis(port=1), "x")
-    with pytest.raises(ArgumentTypeError, match="use RedisLock"):
-        AsyncRedisLock(redis.Redis(port=1), "x")
+    async_client = redis_asyncio.Redis(port=1)
+    with pytest.raises(ArgumentTypeError) as info:
+        RedisLock(async_client, "x")
+    assert str(info.value) == (
+        "client must be a redis.Redis or redis.cluster.RedisCluster, "
+        f"got Redis: {async_client!r}; an asyncio client: use AsyncRedisLock"
+    )
+    sync_client = redis.Redis(port=1)
+    with pytest.raises(ArgumentTypeError) as info:
+        AsyncRedisLock(sync_client, "x")
+    assert str(info.value) == (
+        "client must be a redis.asyncio.Redis or redis.asyncio.RedisCluster, "
+        f"got Redis: {sync_client!r}; a synchronous client: use RedisLock"
+    )
+    with pytest.raises(ArgumentTypeError) as info:
+        AsyncRedisLock("notaclient", "x")
+    assert str(info.value) == (
+        "client must be a redis.asyncio.Redis or redis.asyncio.RedisCluster, got str: 'notaclient'"
+    )
 
 
 def test_real_clients_are_still_accepted_without_a_server() -> None:

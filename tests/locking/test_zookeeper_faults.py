@@ -18,19 +18,22 @@ is the one with three forced session expiries.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scalekit.exceptions import BackendUnavailableError, LockLostError
-from scalekit.testing import RedisServer
+from scalekit.locking import Lease
+from scalekit.testing import RedisServer, TCPProxy
 
 from .conftest import unique
 from .test_checker_findings import check_frozen_holder
 from .test_fault_schedules import run_and_check
 
 kazoo_client = pytest.importorskip("kazoo.client")
+from scalekit.locking._zk_session import LOST_AFTER  # noqa: E402
 from scalekit.locking.zookeeper_lock import ZooKeeperLock  # noqa: E402
 
 ZOOKEEPER_SEEDS = [
@@ -86,3 +89,79 @@ def test_a_holder_whose_session_is_closed_under_its_release_is_told(
         client.stop()
         client.close()
     assert "released" not in outcomes, outcomes
+
+
+def test_a_lease_compares_the_clock_with_the_session_deadline_on_every_read(
+    kazoo_client: Any,
+) -> None:
+    """Deterministic twin of the frozen holder: the deadline passed, no thread has run yet.
+
+    Moving `last_heard` a minute back is what a SIGSTOP of that length does
+    to the holder's view. The first read says lost, the notice comes once,
+    and news that arrives afterwards (an answer to a later request) neither
+    revives the lease nor hides a deadline that passed before it came.
+    """
+    told: list[Lease] = []
+    lock = ZooKeeperLock(kazoo_client, "/" + unique("due"), on_lost=told.append)
+    lease = lock.acquire(timeout=5)
+    assert lease is not None and not lease.lost.is_set()
+    watch = lock._watch
+    with watch._cond:
+        watch.last_heard -= 60
+    assert lease.lost.is_set()  # on this read, not when the watch thread wakes
+    watch.heard(time.monotonic())
+    assert lease.lost.is_set()
+    _poll(lambda: told == [lease])
+    with pytest.raises(LockLostError):
+        lease.release()  # deletes its node all the same: the session is alive
+
+    second = lock.acquire(timeout=5)
+    assert second is not None and not second.lost.is_set()
+    with watch._cond:
+        watch.last_heard -= 60
+    watch.heard(time.monotonic())  # the news comes first: the deadline had passed all the same
+    assert second.lost._event.is_set()
+    _poll(lambda: told == [lease, second])
+    with pytest.raises(LockLostError):
+        second.release()
+    assert told == [lease, second]  # one notice per lease
+
+
+def _poll(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+def test_a_release_that_got_no_answer_leaves_the_lease_watched(zookeeper_server: Any) -> None:
+    """Partitioned under its release: `BackendUnavailableError`, then `on_lost` in time.
+
+    The node may still exist (the delete never arrived), so the lease stays
+    under the session watch and is declared lost at the usual session
+    deadline (2/3 of the timeout after the server last answered), before
+    the server can expire the session and let a successor in.
+    """
+    told: list[float] = []
+    with TCPProxy(*zookeeper_server.address) as proxy:
+        client = kazoo_client.KazooClient(hosts=f"{proxy.host}:{proxy.port}", timeout=4)
+        client.start(timeout=15)
+        try:
+            lock = ZooKeeperLock(
+                client,
+                "/" + unique("unanswered"),
+                op_timeout=0.5,
+                on_lost=lambda _l: told.append(time.monotonic()),
+            )
+            lease = lock.acquire(timeout=5)
+            assert lease is not None
+            proxy.blackhole()
+            cut_at = time.monotonic()
+            with pytest.raises(BackendUnavailableError):
+                lease.release()
+            _poll(lambda: bool(told), 10)
+            assert told[0] - cut_at <= LOST_AFTER * lock._watch.timeout() + 0.2
+        finally:
+            proxy.reset()
+            client.stop()
+            client.close()
