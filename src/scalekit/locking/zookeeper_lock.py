@@ -117,6 +117,7 @@ class ZooKeeperLock(BaseLock):
         )
         self._suspended_timer: threading.Timer | None = None
         self._nodes: dict[int, str] = {}
+        self._node_epochs: dict[int, int] = {}  # the loss epoch each node was granted in
         # Bumped on every loss of all leases: a grant made before it is lost too.
         self._epoch = 0
         self._watch = session_watch(client)
@@ -222,6 +223,7 @@ class ZooKeeperLock(BaseLock):
                 attempt.epoch = self._epoch
             self._watch.subscribe(self)
             self._nodes[attempt.czxid] = attempt.node
+            self._node_epochs[attempt.czxid] = attempt.epoch
             return int(attempt.czxid), None
         if not blocking:
             return None
@@ -316,6 +318,7 @@ class ZooKeeperLock(BaseLock):
 
     def _do_release(self, lease: Lease) -> bool:
         node = self._nodes.pop(lease.token, None)
+        epoch = self._node_epochs.pop(lease.token, None)
         if node is None:
             return False
         try:
@@ -327,10 +330,15 @@ class ZooKeeperLock(BaseLock):
                 return False  # the session, and the node with it, is gone: lost
             # Whether the node is still there is known only once the session is: keep
             # the lease watched, so a session found lost tells it, until the reaper
-            # deletes the node.
+            # deletes the node. A loss of every lease since the grant (LOST while this
+            # call ran, the lease already out of the watch) means it is gone.
             with self._live_lock:
-                self._live.add(lease)
-            self._orphan(lease.owner)
+                lost = epoch != self._epoch
+                if not lost:
+                    self._live.add(lease)
+            self._orphan(lease.owner)  # the reaper deletes the node if it is still there
+            if lost:
+                return False
             raise
         return True
 
