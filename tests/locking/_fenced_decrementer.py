@@ -3,6 +3,8 @@
 Decrements the fenced key ``stock`` *n* times under a RedisLock; with
 probability 3% it freezes itself with SIGSTOP between the read and the
 write (the parent resumes it after 1.5 ttl). Prints ``accepted=N refused=M``.
+With a PostgreSQL DSN as the seventh argument the key lives in an
+``SQLFencedStore`` table named *namespace* on that server instead of Redis.
 """
 
 from __future__ import annotations
@@ -16,15 +18,22 @@ import sys
 
 def main() -> None:
     url, name, namespace, ttl, count, seed = sys.argv[1:7]
+    dsn = sys.argv[7] if len(sys.argv) > 7 else None
     import redis
 
     from scalekit.exceptions import LockLostError, StaleTokenError
-    from scalekit.locking.fencing import RedisFencedStore
+    from scalekit.locking.fencing import RedisFencedStore, SQLFencedStore
     from scalekit.locking.redis_lock import RedisLock
 
     client = redis.Redis.from_url(url)
     lock = RedisLock(client, name, ttl=float(ttl))
-    store = RedisFencedStore(client, namespace=namespace)
+    store: RedisFencedStore | SQLFencedStore
+    if dsn is None:
+        store = RedisFencedStore(client, namespace=namespace)
+    else:
+        import psycopg
+
+        store = SQLFencedStore(psycopg.connect(dsn), dialect="postgresql", table=namespace)
     rng = random.Random(int(seed))
     accepted = refused = 0
     for _ in range(int(count)):

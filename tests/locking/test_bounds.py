@@ -138,3 +138,71 @@ def test_redlock_with_every_master_blackholed_raises_instead_of_spinning(
     finally:
         for proxy in proxies:
             proxy.close()
+
+
+def _connections_received(server: RedisServer) -> int:
+    info = server.execute("INFO", "stats").decode()
+    return int(info.split("total_connections_received:")[1].split()[0])
+
+
+@pytest.fixture
+def own_redis() -> Any:
+    """A server of this test's own: no other test's connections in its counters."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.mark.parametrize("timeout", [0.25, 0.33, 0.05])
+def test_a_timed_out_acquire_ends_on_time_without_dropping_its_connection(
+    own_redis: RedisServer, timeout: float
+) -> None:
+    """Redis fires a BLPOP's timeout on its timer tick, up to 0.1 s late (hz 10).
+
+    The waiter used to listen for its whole remaining time, cut the late
+    reply at its deadline and drop the connection, then reconnect for a last
+    try and the clean-up: past the bound on a loaded host. It now listens one
+    tick less and waits out the rest itself, so its connection stays pooled.
+    """
+    client = redis.Redis.from_url(own_redis.url)
+    name = unique()
+    holder = RedisLock(client, name, ttl=30).acquire()
+    assert holder is not None
+    lock = RedisLock(client, name, ttl=30)
+    with pytest.raises(LockTimeoutError):
+        lock.acquire(timeout=timeout)  # warms the lock's pool
+    before = _connections_received(own_redis) + 1  # +1: the probe's own connection
+    took = []
+    for _ in range(3):
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError):
+            lock.acquire(timeout=timeout)
+        took.append(time.monotonic() - started)
+    assert _connections_received(own_redis) == before
+    assert all(timeout <= t <= timeout + BOUND_MARGIN for t in took), took
+    holder.release()
+
+
+def test_the_async_lock_ends_a_timed_out_acquire_without_dropping_its_connection(
+    own_redis: RedisServer,
+) -> None:
+    async def scenario() -> list[float]:
+        client = redis_asyncio.Redis.from_url(own_redis.url)
+        name = unique()
+        holder = await AsyncRedisLock(client, name, ttl=30).acquire()
+        lock = AsyncRedisLock(client, name, ttl=30)
+        with pytest.raises(LockTimeoutError):
+            await lock.acquire(timeout=0.25)
+        took = []
+        before = _connections_received(own_redis) + 1
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(LockTimeoutError):
+                await lock.acquire(timeout=0.25)
+            took.append(time.monotonic() - started)
+        assert _connections_received(own_redis) == before
+        await holder.release()
+        await client.aclose()
+        return took
+
+    took = asyncio.run(scenario())
+    assert all(0.25 <= t <= 0.25 + BOUND_MARGIN for t in took), took

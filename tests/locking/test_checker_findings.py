@@ -3,16 +3,11 @@
 A holder frozen by SIGSTOP for longer than its lease resumes, samples
 ``lease.lost.is_set()`` every millisecond, and must read True from its first
 sample on, since a successor already holds the lock. RedisLock keeps it (its
-deadline has passed). ZooKeeperLock does not yet: found by the checker
-(zookeeper seed 1 of ``test_fault_schedules.py``, and seed 485885 of a
-300 s soak), first as 108 samples over 0.1 s reading False, a refused write
-and a release that raised ``BackendUnavailableError`` with no ``on_lost``;
-since leases are declared lost at 2/3 of the negotiated session timeout
-after the server last answered, as one sample within 1 ms of SIGCONT in
-about half the runs, because a watch thread enforces that deadline and
-``is_set()`` does not compare the clock with it. That case is kept in
-``known_failure_frozen_zookeeper_holder.py``, outside CI's collection,
-until the ZooKeeper lease's deadline is checked on read.
+deadline has passed). ZooKeeperLock's case is in
+``test_zookeeper_faults.py`` (found by the checker as zookeeper seed 1 of the
+fault schedules and seed 485885 of a 300 s soak: a frozen holder reading
+its lease held for 0.1 s after SIGCONT, then within 1 ms; fixed by checking
+the session deadline on every read).
 """
 
 from __future__ import annotations

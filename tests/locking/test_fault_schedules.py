@@ -350,17 +350,15 @@ def test_the_nemesis_records_each_fault_and_the_quiet_instant(tmp_path: Path) ->
 
 # -- seeded schedules on real servers (slow: about 10-15 s each) -------------------------
 
-# One fixed seed per backend keeps CI at about a minute; `python -m
-# benchmarks.locking soak` runs longer schedules with random seeds.
-# ZooKeeperLock's seed 3 (forced session expiries) fails about one run in
-# three - a lease told never of its loss, an acquire that never returned -
-# so it runs from known_failure_frozen_zookeeper_holder.py until fixed.
+# One fixed seed per Redis backend keeps CI at about a minute; `python -m
+# benchmarks.locking soak` runs longer schedules with random seeds. The
+# ZooKeeper schedules (ensemble and standalone) are in test_zookeeper_faults.py.
 CI_SEEDS = [("redis", 1), ("async-redis", 1), ("redlock", 1)]
 
 
 def run_and_check(backend: str, seed: int, seconds: float = 5.0) -> None:
     pytest.importorskip("redis")
-    if backend == "zookeeper":
+    if backend.startswith("zookeeper"):
         pytest.importorskip("kazoo")
     from scalekit.testing.lock_workload import run_schedule
 

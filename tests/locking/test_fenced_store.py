@@ -26,6 +26,7 @@ import pytest
 
 from scalekit.exceptions import (
     BackendError,
+    BackendUnavailableError,
     ConfigurationError,
     LockError,
     LockLostError,
@@ -42,6 +43,7 @@ from scalekit.locking.redis_lock import RedisLock  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 _LOCK = MemoryLock("fenced-store-tests")
+_NO_DB = sqlite3.connect(":memory:")  # for the tests of the SQL text alone
 
 
 def lease(token: int, owner: str = "a") -> Lease:
@@ -49,7 +51,7 @@ def lease(token: int, owner: str = "a") -> Lease:
     return Lease(_LOCK, token, owner, None, None)
 
 
-@pytest.fixture(params=["redis", "cluster", "sqlite"])
+@pytest.fixture(params=["redis", "cluster", "sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     if request.param == "redis":
         yield RedisFencedStore(
@@ -62,12 +64,26 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         client = RedisCluster(host=cluster.host, port=cluster.port, socket_timeout=5)
         yield RedisFencedStore(client, namespace=unique("ns") + ":")
         client.close()
+    elif request.param == "postgresql":
+        connection = pg_connect(request.getfixturevalue("postgres_server"))
+        sql = SQLFencedStore(
+            connection, dialect="postgresql", table=unique("fenced_t").replace("-", "_")
+        )
+        sql.create_table()
+        yield sql
+        connection.close()
     else:
         connection = sqlite3.connect(tmp_path / "fenced.db")
         sql = SQLFencedStore(connection)
         sql.create_table()
         yield sql
         connection.close()
+
+
+def pg_connect(server: Any) -> Any:
+    """A psycopg connection to *server* whose statements give up after 2 s."""
+    psycopg = pytest.importorskip("psycopg")
+    return psycopg.connect(server.dsn, connect_timeout=5, options="-c statement_timeout=2000")
 
 
 def as_int(value: Any) -> int | None:
@@ -238,7 +254,7 @@ def test_sql_text_places_one_parameter_per_placeholder(dialect: str) -> None:
     """Every statement's placeholders match the parameters the store passes, in both dialects."""
     for holders in (True, False):
         store = SQLFencedStore(
-            None, dialect=dialect, table="app.stock", holder_column="holder" if holders else None
+            _NO_DB, dialect=dialect, table="app.stock", holder_column="holder" if holders else None
         )
         mark = "?" if dialect == "sqlite" else "%s"
         other = "%s" if dialect == "sqlite" else "?"
@@ -335,11 +351,27 @@ def test_without_the_store_the_same_pauses_lose_updates(redis_client: Any) -> No
     assert lost > 0, f"no decrement was lost without fencing ({counts}): the pauses are too mild"
 
 
-def test_no_update_is_lost_by_sigstopped_holder_processes(redis_server: RedisServer) -> None:
-    """4 holder processes; 3% freeze themselves with SIGSTOP between read and write for 1.5 ttl."""
+@pytest.mark.parametrize("kind", ["redis", "postgresql"])
+def test_no_update_is_lost_by_sigstopped_holder_processes(
+    redis_server: RedisServer, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """4 holder processes; 3% freeze themselves with SIGSTOP between read and write for 1.5 ttl.
+
+    A frozen holder resumes past its lease while a newer token has written:
+    the store (Redis, or a PostgreSQL table) refuses its stale write.
+    """
     client = redis.Redis.from_url(redis_server.url)
-    namespace = unique("ns") + ":"
-    store = RedisFencedStore(client, namespace=namespace)
+    extra: list[str] = []
+    store: Any
+    if kind == "redis":
+        namespace = unique("ns") + ":"
+        store = RedisFencedStore(client, namespace=namespace)
+    else:
+        server = request.getfixturevalue("postgres_server")
+        namespace = unique("stopped_t").replace("-", "_")
+        store = SQLFencedStore(pg_connect(server), dialect="postgresql", table=namespace)
+        store.create_table()
+        extra = [server.dsn]
     store.write("stock", 400, 1)
     name = unique("stopped")
     children = [
@@ -353,6 +385,7 @@ def test_no_update_is_lost_by_sigstopped_holder_processes(redis_server: RedisSer
                 str(TTL),
                 "100",
                 str(seed),
+                *extra,
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -430,19 +463,19 @@ def test_redis_store_defaults_and_key_names(redis_client: Any) -> None:
 
 def test_sql_names_are_checked_one_by_one() -> None:
     with pytest.raises(ConfigurationError) as info:
-        SQLFencedStore(None, key_column="a.b")
+        SQLFencedStore(_NO_DB, key_column="a.b")
     assert str(info.value) == (
         "key_column must be a plain SQL identifier (letters, digits, underscores), got 'a.b'"
     )
     with pytest.raises(ConfigurationError) as info:
-        SQLFencedStore(None, table="a.b.c")
+        SQLFencedStore(_NO_DB, table="a.b.c")
     assert str(info.value) == (
         "table must be a plain SQL identifier (letters, digits, underscores; schema.table "
         "allowed), got 'a.b.c'"
     )
     for column in ("value_column", "holder_column"):
         with pytest.raises(ConfigurationError, match=f"^{column} must be a plain SQL identifier"):
-            SQLFencedStore(None, **{column: "x y"})
+            SQLFencedStore(_NO_DB, **{column: "x y"})
 
 
 def test_sql_defaults_commit_and_create_the_documented_table(tmp_path: Path) -> None:
@@ -453,7 +486,7 @@ def test_sql_defaults_commit_and_create_the_documented_table(tmp_path: Path) -> 
         'CREATE TABLE IF NOT EXISTS "scalekit_fenced" ("key" TEXT PRIMARY KEY, "value" INTEGER, '
         '"fence" INTEGER NOT NULL DEFAULT 0, "holder" TEXT NOT NULL DEFAULT \'\')'
     )
-    assert SQLFencedStore(None, dialect="postgresql").statements["create"] == (
+    assert SQLFencedStore(_NO_DB, dialect="postgresql").statements["create"] == (
         'CREATE TABLE IF NOT EXISTS "scalekit_fenced" ("key" TEXT PRIMARY KEY, "value" BIGINT, '
         '"fence" BIGINT NOT NULL DEFAULT 0, "holder" TEXT NOT NULL DEFAULT \'\')'
     )
@@ -485,3 +518,52 @@ def test_sql_store_without_holder_column_fences_missing_keys(tmp_path: Path) -> 
         ("b", 10, 3),
         ("c", 2, 3),
     ]
+
+
+# -- PostgreSQL under faults ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["restart", "kill"])
+def test_postgresql_keeps_the_fence_across_a_server_restart(postgres_server: Any, how: str) -> None:
+    """A claim made before a restart (clean, or kill -9 and crash recovery) still fences after it.
+
+    The call that meets the restart raises `BackendUnavailableError` (not the
+    driver's error); on a new connection the older token is still refused
+    and the claiming lease goes on.
+    """
+    table = unique("restart_t").replace("-", "_")
+    connection = pg_connect(postgres_server)
+    store = SQLFencedStore(connection, dialect="postgresql", table=table)
+    store.create_table()
+    store.write("stock", 10, lease(4, "old"))
+    assert store.read("stock", lease(5, "new")) == 10
+    if how == "restart":
+        postgres_server.restart()
+    else:
+        postgres_server.kill()
+        postgres_server.start()
+    with pytest.raises(BackendUnavailableError, match="PostgreSQL"):
+        store.write("stock", 9, lease(5, "new"))
+    connection.close()
+    store = SQLFencedStore(pg_connect(postgres_server), dialect="postgresql", table=table)
+    with pytest.raises(StaleTokenError):
+        store.write("stock", 9, lease(4, "old"))
+    store.write("stock", 9, lease(5, "new"))
+    assert store.get("stock") == 9 and store.fence("stock") == 5
+    store.connection.close()
+
+
+def test_postgresql_claims_serialise_across_connections(postgres_server: Any) -> None:
+    """Two connections: the newer token's claim wins whatever order the writes come in."""
+    table = unique("two_t").replace("-", "_")
+    a = SQLFencedStore(pg_connect(postgres_server), dialect="postgresql", table=table)
+    a.create_table()
+    b = SQLFencedStore(pg_connect(postgres_server), dialect="postgresql", table=table)
+    assert a.read("k", lease(1, "a")) is None
+    assert b.read("k", lease(2, "b")) is None
+    with pytest.raises(StaleTokenError, match="2"):
+        a.write("k", 1, lease(1, "a"))
+    b.write("k", 2, lease(2, "b"))
+    assert a.get("k") == 2
+    a.connection.close()
+    b.connection.close()

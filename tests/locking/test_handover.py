@@ -21,7 +21,7 @@ import pytest
 from scalekit.locking import BaseLock, Lease
 from scalekit.testing import RedisServer
 
-from .conftest import LOADED_HOST, unique
+from .conftest import unique
 
 redis = pytest.importorskip("redis")
 from scalekit.locking import RedisLock, RedisReadWriteLock, RedisSemaphore  # noqa: E402
@@ -42,7 +42,6 @@ PTTL_RESOLUTION = 0.001
 # Redis fires blocking-command timeouts on its event loop, which an idle
 # server wakes every 1/hz seconds (hz 10 by default).
 REDIS_TICK = 0.1
-SCHEDULING = LOADED_HOST
 
 
 def _lock(kind: str, client: Any, name: str, **options: Any) -> BaseLock:
@@ -103,7 +102,8 @@ def test_a_paused_waiter_never_gets_a_lock_another_client_holds(
     client = redis.Redis.from_url(redis_server.url)
     name = unique(kind)
     queue = f"{PREFIX[kind]}{{{name}}}:queue"
-    holder = _lock(kind, client, name, ttl=1.0).acquire()
+    # The holder's ttl outlasts the waiter's start-up on a loaded host: it must queue.
+    holder = _lock(kind, client, name, ttl=10.0).acquire()
     assert holder is not None
     waiter = _spawn(kind, redis_server.url, name, ttl=1.0, waiter_ttl=3.0, claim=0.3)
     try:
@@ -206,7 +206,7 @@ def test_a_dead_waiter_holds_the_lock_up_for_the_claim_window_only(
     second.join(10)
     waited = time.monotonic() - released_at
     assert got and got[0][1] is not None and got[0][1].token > holder.token
-    # The claim window, plus Redis's timer granularity (1/hz: 0.1 s) for the
-    # next waiter's BLPOP timeout, plus scheduling.
-    assert waited <= claim + REDIS_TICK + SCHEDULING
+    # The documented bound: the claim window, plus Redis's timer granularity
+    # (1/hz: 0.1 s) for the next waiter's BLPOP timeout.
+    assert waited <= claim + REDIS_TICK
     got[0][1].release()

@@ -118,9 +118,32 @@ class SessionWatch:
         """The monotonic time after which the server may have expired the session."""
         return self.last_heard + LOST_AFTER * self.timeout()
 
+    def past_due(self) -> bool:
+        """Whether `lost_at()` has passed; if so, declare every lease of the client lost.
+
+        Called by `lease.lost.is_set()`, so a holder resuming from a pause
+        reads its lease lost on its first look, whether or not the watch
+        thread has run yet.
+        """
+        if time.monotonic() < self.lost_at():
+            return False
+        self._expire()
+        return True
+
+    def _expire(self) -> None:
+        for lock in self._busy():  # a grant under way checks the deadline itself
+            lock._lose_all()
+
     # -- subscriptions ----------------------------------------------------------------
     def heard(self, sent_at: float) -> None:
-        """A request sent at *sent_at* was answered: the session was alive then."""
+        """A request sent at *sent_at* was answered: the session was alive then.
+
+        A deadline that passed before this news arrived still counts: the
+        leases are declared lost first, so `lost_at()` never moves past an
+        instant at which a reader could already have been told "lost".
+        """
+        if time.monotonic() >= self.lost_at():
+            self._expire()
         with self._cond:
             if sent_at > self.last_heard:
                 self.last_heard = sent_at
@@ -185,10 +208,7 @@ class SessionWatch:
                         self._idle = False
                     probed = False
                     continue
-                now = time.monotonic()
-                if now >= self.lost_at():
-                    for lock in busy:
-                        lock._lose_all()
+                if self.past_due():
                     continue
                 if not self._outstanding:
                     self._ping(client)

@@ -33,10 +33,19 @@ from ..exceptions import (
     LockNotOwnedError,
     LockTimeoutError,
 )
+from ._clients import check_async_redis
 from ._redis_calls import Script, is_transient
 from .base import CLEANUP_BUDGET, _Outage
 from .lease import _NOTIFIER, _WATCHDOG, Lease, OnLost, _run_on_lost
-from .redis_lock import _ABANDON, _ACQUIRE, _EXTEND, _RELEASE, _REPLY_SLACK
+from .redis_lock import (
+    _ABANDON,
+    _ACQUIRE,
+    _EXTEND,
+    _RELEASE,
+    _REPLY_SLACK,
+    REDIS_TICK,
+    listen_time,
+)
 
 __all__ = ["AsyncLease", "AsyncRedisLock"]
 
@@ -98,6 +107,7 @@ class AsyncRedisLock:
     Raises:
         ConfigurationError: empty `name`, or non-positive `ttl`, `op_timeout`,
             `waiter_ttl` or `claim_window`.
+        ArgumentTypeError: `client` is not a `redis.asyncio` client.
 
     Bounds as [RedisLock][scalekit.locking.RedisLock]'s. Not thread-safe: use
     one instance per event loop. Cost: one round trip to acquire or release
@@ -126,7 +136,7 @@ class AsyncRedisLock:
         self.auto_renew = bool(auto_renew)
         self.on_lost = on_lost
         self._clock = clock
-        self._client = client
+        self._client = check_async_redis("client", client)
         base = f"scalekit:lock:{{{self.name}}}"
         self._keys = [base, base + ":fence", base + ":queue", base + ":waiters", base + ":ttls"]
         self._wake = base + ":wake:"
@@ -188,7 +198,9 @@ class AsyncRedisLock:
         """The time one request may take: `op_timeout`, or less when *deadline* is nearer."""
         if deadline is None:
             return self.op_timeout
-        return max(min(self.op_timeout, deadline - self._clock()), 0.001)
+        # A try at the deadline still gets one reply's time: with 1 ms it would fail on
+        # any loaded host and drop its connection, and the clean-up would have to reconnect.
+        return max(min(self.op_timeout, deadline - self._clock()), _REPLY_SLACK)
 
     async def _give_up(self, owner: str, silent: bool) -> None:
         """Leave the queue within `CLEANUP_BUDGET`; if Redis is slow (*silent*), in a task."""
@@ -286,12 +298,15 @@ class AsyncRedisLock:
                     raise LockTimeoutError(
                         f"lock {self.name!r} was not acquired within {timeout}s", self.name
                     )
-                wait = self.waiter_ttl / 3
-                if int(reply[1]) > 0:
-                    wait = min(wait, int(reply[1]) / 1000 + 0.002)
+                wait, exact = listen_time(self.waiter_ttl / 3, int(reply[1]), remaining)
+                if exact:
+                    # As RedisLock._wait: Redis fires BLPOP timeouts up to a tick late.
+                    if wait - REDIS_TICK - _REPLY_SLACK < 0.01:
+                        await asyncio.sleep(wait)
+                        continue
+                    wait -= REDIS_TICK + _REPLY_SLACK
                 budget = None
                 if remaining is not None:
-                    wait = max(min(wait, remaining), 0.001)
                     budget = min(wait + self.op_timeout, remaining + _REPLY_SLACK)
                 try:
                     # A nudge is only a reason to try again: the lock is not ours until claimed.

@@ -33,11 +33,14 @@ connection).
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 from typing import TYPE_CHECKING, Any
 
 from .._validation import positive_number
-from ..exceptions import ConfigurationError, StaleTokenError
+from ..exceptions import BackendUnavailableError, ConfigurationError, StaleTokenError
+from ._clients import check_dbapi, check_redis
 from .lease import Lease
 
 if TYPE_CHECKING:
@@ -157,6 +160,7 @@ class RedisFencedStore:
 
     Raises:
         ConfigurationError: an empty `namespace`, or `op_timeout` <= 0.
+        ArgumentTypeError: `client` is not a synchronous redis-py client.
 
     Example:
 
@@ -179,7 +183,7 @@ class RedisFencedStore:
             raise ConfigurationError(f"namespace must be a non-empty string, got {namespace!r}")
         self.namespace = namespace
         self.op_timeout = positive_number("op_timeout", op_timeout)
-        self._calls: RedisCalls = RedisCalls(client, self.op_timeout)
+        self._calls: RedisCalls = RedisCalls(check_redis("client", client), self.op_timeout)
         self._read: Script = Script(_READ)
         self._write: Script = Script(_WRITE)
         self._incr: Script = Script(_INCR)
@@ -299,6 +303,7 @@ class SQLFencedStore:
     Raises:
         ConfigurationError: an unknown `dialect`, or a table or column name
             that is not a plain identifier.
+        ArgumentTypeError: `connection` is not a DB-API 2 connection.
 
     Not thread-safe (a DB-API connection is not): one store per
     connection. Time bounds are the connection's (set a
@@ -322,7 +327,7 @@ class SQLFencedStore:
             raise ConfigurationError(
                 f"dialect must be one of {sorted(_PARAMSTYLE)}, got {dialect!r}"
             )
-        self.connection = connection
+        self.connection = check_dbapi("connection", connection)
         self.dialect = dialect
         self.commit = bool(commit)
         self.statements = _statements(
@@ -334,10 +339,13 @@ class SQLFencedStore:
             None if holder_column is None else _identifier("holder_column", holder_column),
         )
         self._holders = holder_column is not None
+        self._unavailable = _unavailable_errors(connection)
+        self._table = table
 
     def create_table(self) -> None:
         """Create the table with its four columns if it does not exist."""
         self._execute("create", ())
+        self._commit("create")
 
     def _params(self, name: str, key: str, number: int, owner: str, value: Any) -> tuple[Any, ...]:
         """Parameters of statement *name*, in the order its placeholders appear."""
@@ -352,12 +360,18 @@ class SQLFencedStore:
         return (*head, key, *check)
 
     def _execute(self, name: str, params: tuple[Any, ...]) -> Any:
-        cursor = self.connection.cursor()
         try:
-            cursor.execute(self.statements[name], params)
-            row = cursor.fetchone() if cursor.description is not None else None
-        finally:
-            cursor.close()
+            cursor = self.connection.cursor()
+            try:
+                cursor.execute(self.statements[name], params)
+                row = cursor.fetchone() if cursor.description is not None else None
+            finally:
+                cursor.close()
+        except self._unavailable as exc:
+            raise BackendUnavailableError(
+                f"{_DIALECT_NAMES[self.dialect]} did not run the fenced {name} on "
+                f"table {self._table}: {exc}"
+            ) from exc
         return row
 
     def _fenced(self, op: str, key: str, token: Token, value: Any) -> Any:
@@ -375,11 +389,24 @@ class SQLFencedStore:
                     raise _stale(key, number, 0 if current is None else int(current[0]))
         except BaseException:
             if self.commit:
-                self.connection.rollback()
+                # A lost connection took the transaction with it.
+                with contextlib.suppress(*self._unavailable):
+                    self.connection.rollback()
             raise
-        if self.commit:
-            self.connection.commit()
+        self._commit("commit")
         return row[0]
+
+    def _commit(self, what: str) -> None:
+        """Commit (when the store commits); a lost connection: the change may or may not stand."""
+        if not self.commit:
+            return
+        try:
+            self.connection.commit()
+        except self._unavailable as exc:
+            raise BackendUnavailableError(
+                f"{_DIALECT_NAMES[self.dialect]} did not confirm the {what} on table "
+                f"{self._table}; it may or may not have happened: {exc}"
+            ) from exc
 
     def read(self, key: str, token: Token) -> Any:
         """Claim *token* for *key* and return its value (None for a new key).
@@ -387,6 +414,9 @@ class SQLFencedStore:
         Raises:
             StaleTokenError: a higher token (or, for a bare token, the same
                 one) was seen for *key*; nothing changed.
+            BackendUnavailableError: the connection failed or a statement
+                timed out (the driver's `OperationalError` or
+                `InterfaceError`, kept as `__cause__`); open a new connection.
         """
         return self._fenced("claim", key, token, None)
 
@@ -414,16 +444,32 @@ class SQLFencedStore:
     def fence(self, key: str) -> int:
         """The highest token seen for *key* (0 if it has no row)."""
         row = self._execute("fence", (_key(key),))
-        if self.commit:
-            self.connection.commit()
+        self._commit("read")
         return 0 if row is None else int(row[0])
 
     def get(self, key: str) -> Any:
         """Read *key* without a token, for reports and checks, never for a read-modify-write."""
         row = self._execute("get", (_key(key),))
-        if self.commit:
-            self.connection.commit()
+        self._commit("read")
         return None if row is None else row[0]
+
+
+_DIALECT_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+def _unavailable_errors(connection: Any) -> tuple[type[BaseException], ...]:
+    """The driver's errors that mean "the database is not there", not "the SQL is wrong".
+
+    A DB-API 2 module's `OperationalError` (connection lost, server shut
+    down, statement timeout) and `InterfaceError` (connection closed).
+    None for `sqlite3`: a local file has no connection to lose, and its
+    `OperationalError` also means a missing table or bad SQL.
+    """
+    module = sys.modules.get(type(connection).__module__.split(".")[0])
+    if module is None or module.__name__ == "sqlite3":
+        return ()
+    found = [getattr(module, n, None) for n in ("OperationalError", "InterfaceError")]
+    return tuple(e for e in found if isinstance(e, type) and issubclass(e, BaseException))
 
 
 def _statements(

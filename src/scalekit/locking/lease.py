@@ -22,6 +22,9 @@ OnLost = Callable[["Lease"], None]
 """Signature of an ``on_lost`` callback: it receives the lease that was lost."""
 
 
+_SET_LOCK = threading.Lock()  # makes "set first" exact: one notice per lease
+
+
 class LeaseLostEvent:
     """A `threading.Event`-like flag that is set once a lease is lost.
 
@@ -30,22 +33,32 @@ class LeaseLostEvent:
     once the lease's local deadline passes: past that instant another
     client may hold the lock, so the holder must not act as if it did.
 
+    A lease without a ttl (ZooKeeper) has a session deadline instead: `is_set`
+    asks the backend whether it has passed, so the first read after a pause
+    (SIGSTOP, a long GC) already says lost, before any thread of the
+    backend has run.
+
     Thread-safe. `is_set` costs O(1); `wait` blocks at most *timeout*.
     """
 
-    __slots__ = ("_clock", "_deadline", "_event")
+    __slots__ = ("_clock", "_deadline", "_due", "_event")
 
     def __init__(self, clock: Callable[[], float], deadline: float | None) -> None:
         self._clock = clock
         self._deadline = deadline
         self._event = threading.Event()
+        # The backend's own deadline check (a ZooKeeper session's); it declares the loss.
+        self._due: Callable[[], bool] | None = None
 
     def is_set(self) -> bool:
         """True once the lease is lost, or its deadline has passed."""
         if self._event.is_set():
             return True
         deadline = self._deadline
-        return deadline is not None and self._clock() >= deadline
+        if deadline is not None and self._clock() >= deadline:
+            return True
+        due = self._due
+        return due is not None and due()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the lease is lost or *timeout* seconds pass; return `is_set()`."""
@@ -62,11 +75,12 @@ class LeaseLostEvent:
         return self.is_set()
 
     def _set(self) -> bool:
-        """Set the flag; return True if this call set it first."""
-        if self._event.is_set():
-            return False
-        self._event.set()
-        return True
+        """Set the flag; return True if this call set it first (exactly one caller does)."""
+        with _SET_LOCK:
+            if self._event.is_set():
+                return False
+            self._event.set()
+            return True
 
     def __repr__(self) -> str:
         return f"LeaseLostEvent(set={self.is_set()})"

@@ -40,6 +40,7 @@ from typing import Any
 
 from .._validation import positive_number
 from ..exceptions import BackendUnavailableError
+from ._clients import check_redis
 from ._redis_calls import LUA_NEXT_TOKEN, LUA_NOW_MS, RedisCalls, Script
 from .base import BaseLock, Grant, Lease, OnLost
 
@@ -147,6 +148,24 @@ return 1
 # The most a BLPOP reply may come after the BLPOP's own timeout before a
 # waiter at its deadline stops listening (the round trip of a loaded host).
 _REPLY_SLACK = 0.02
+# How late an idle Redis may fire a BLPOP's timeout: its timer tick, 1/hz
+# with the default hz of 10.
+REDIS_TICK = 0.1
+
+
+def listen_time(heartbeat: float, pttl_ms: int, timeout: float | None) -> tuple[float, bool]:
+    """How long a waiter listens on its wake list, and whether it must end on time.
+
+    It wakes up for its heartbeat, when the holder's lease would run out
+    (in case it never releases) and at the caller's deadline; the last two
+    are instants the lock promises to act at (`exact`).
+    """
+    wait, exact = heartbeat, False
+    if pttl_ms > 0 and pttl_ms / 1000 + 0.002 < wait:
+        wait, exact = pttl_ms / 1000 + 0.002, True
+    if timeout is not None and timeout <= wait:
+        wait, exact = timeout, True
+    return max(wait, 0.001), exact
 
 
 class _Attempt:
@@ -186,6 +205,7 @@ class RedisLock(BaseLock):
     Raises:
         ConfigurationError: empty `name`, or `ttl`, `op_timeout`, `waiter_ttl`
             or `claim_window` <= 0.
+        ArgumentTypeError: `client` is not a synchronous redis-py client.
 
     Guarantees (see docs/locking.md for the assumptions): mutual exclusion
     while the server keeps the lock key (persistence, `noeviction`); tokens
@@ -226,7 +246,7 @@ class RedisLock(BaseLock):
         self.op_timeout = positive_number("op_timeout", op_timeout)
         self.waiter_ttl = positive_number("waiter_ttl", waiter_ttl)
         self.claim_window = positive_number("claim_window", claim_window)
-        self._calls = RedisCalls(client, self.op_timeout)
+        self._calls = RedisCalls(check_redis("client", client), self.op_timeout)
         base = f"{self._KEY_PREFIX}{{{self.name}}}"
         self._keys = [base + suffix for suffix in self._KEY_SUFFIXES]
         self._wake_prefix = base + ":wake:"
@@ -239,7 +259,9 @@ class RedisLock(BaseLock):
         """The time one request may take: `op_timeout`, or less when *deadline* is nearer."""
         if deadline is None:
             return self.op_timeout
-        return max(min(self.op_timeout, deadline - self._clock()), 0.001)
+        # A try at the deadline still gets one reply's time: with 1 ms it would fail on
+        # any loaded host and drop its connection, and the clean-up would have to reconnect.
+        return max(min(self.op_timeout, deadline - self._clock()), _REPLY_SLACK)
 
     def _new_attempt(self, owner: str) -> Any:
         return _Attempt(owner)
@@ -278,13 +300,17 @@ class RedisLock(BaseLock):
         return attempt.sent_at  # type: ignore[no-any-return]
 
     def _wait(self, attempt: Any, timeout: float | None) -> None:
-        wait = self.waiter_ttl / 3
-        if attempt.pttl > 0:
-            # Wake up when the holder's lease would run out, in case it never releases.
-            wait = min(wait, attempt.pttl / 1000 + 0.002)
-        if timeout is not None:
-            wait = min(wait, timeout)
-        wait = max(wait, 0.001)
+        wait, exact = listen_time(self.waiter_ttl / 3, attempt.pttl, timeout)
+        if exact:
+            # The listen must end on time (the caller's deadline, the lease's end), but
+            # Redis fires BLPOP timeouts on its timer tick, up to REDIS_TICK late: ask
+            # for one tick less and wait out the rest here. A nudge sent meanwhile is
+            # not lost: the retry that follows claims the offer.
+            listen = wait - REDIS_TICK - _REPLY_SLACK
+            if listen < 0.01:
+                time.sleep(wait)
+                return
+            wait = listen
         budget = wait + self.op_timeout
         end = None
         if timeout is not None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from .._validation import fraction, positive_number
 from ..exceptions import BackendUnavailableError, ConfigurationError
+from ._clients import check_redis_list
 from ._redis_calls import LUA_NEXT_TOKEN, RedisCalls, Script
 from .base import BaseLock, Grant, Lease, OnLost
 
@@ -83,6 +84,8 @@ class Redlock(BaseLock):
 
     Raises:
         ConfigurationError: no clients, empty *name*, non-positive times.
+        ArgumentTypeError: `clients` is not a list of synchronous redis-py
+            clients (the message names the first bad entry).
 
     Guarantees: safety assumes bounded clock drift between the masters and
     the client and that masters keep their keys (persistence, or a restart
@@ -109,6 +112,7 @@ class Redlock(BaseLock):
         super().__init__(
             name, ttl=ttl, reentrant=reentrant, auto_renew=auto_renew, on_lost=on_lost, clock=clock
         )
+        check_redis_list("clients", clients)
         if len(clients) == 0:
             raise ConfigurationError(f"clients must list at least one Redis, got {clients!r}")
         self.instance_timeout = positive_number("instance_timeout", instance_timeout)

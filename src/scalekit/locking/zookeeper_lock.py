@@ -35,6 +35,7 @@ from kazoo.protocol.states import KazooState
 
 from .._validation import non_empty_str, positive_number
 from ..exceptions import BackendUnavailableError
+from ._clients import check_kazoo
 from ._zk_session import session_watch
 from .base import BaseLock, Grant, Lease, OnLost
 
@@ -74,6 +75,7 @@ class ZooKeeperLock(BaseLock):
 
     Raises:
         ConfigurationError: empty `path` or `op_timeout` <= 0.
+        ArgumentTypeError: `client` is not a `KazooClient`.
 
     There is no ttl: a lease lasts as long as the client's session, and the
     holder is told before the server can expire that session (see
@@ -104,6 +106,7 @@ class ZooKeeperLock(BaseLock):
         on_lost: OnLost | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        check_kazoo("client", client)
         non_empty_str("path", path)
         super().__init__(path, ttl=None, reentrant=reentrant, on_lost=on_lost, clock=clock)
         self.client = client
@@ -114,6 +117,7 @@ class ZooKeeperLock(BaseLock):
         )
         self._suspended_timer: threading.Timer | None = None
         self._nodes: dict[int, str] = {}
+        self._node_epochs: dict[int, int] = {}  # the loss epoch each node was granted in
         # Bumped on every loss of all leases: a grant made before it is lost too.
         self._epoch = 0
         self._watch = session_watch(client)
@@ -219,6 +223,7 @@ class ZooKeeperLock(BaseLock):
                 attempt.epoch = self._epoch
             self._watch.subscribe(self)
             self._nodes[attempt.czxid] = attempt.node
+            self._node_epochs[attempt.czxid] = attempt.epoch
             return int(attempt.czxid), None
         if not blocking:
             return None
@@ -297,10 +302,13 @@ class ZooKeeperLock(BaseLock):
                             self._call("delete", self.client.delete_async(node))
                 with self._live_lock:
                     self._orphans -= owners
+                    # Released leases whose release failed: their nodes are gone now.
+                    self._live -= {lease for lease in self._live if lease.owner in owners}
             except (BackendUnavailableError, NoNodeError):
                 time.sleep(0.2)
 
     def _granted(self, attempt: Any, lease: Lease) -> None:
+        lease.lost._due = self._watch.past_due  # read on every is_set(): see LeaseLostEvent
         with self._live_lock:
             self._live.add(lease)
             # Lost between the grant and now (the session, or its deadline): lost too.
@@ -310,14 +318,27 @@ class ZooKeeperLock(BaseLock):
 
     def _do_release(self, lease: Lease) -> bool:
         node = self._nodes.pop(lease.token, None)
+        epoch = self._node_epochs.pop(lease.token, None)
         if node is None:
             return False
         try:
             self._call("delete", self.client.delete_async(node))
         except NoNodeError:
             return False
-        except BackendUnavailableError:
-            self._orphan(lease.owner)
+        except BackendUnavailableError as exc:
+            if isinstance(exc.__cause__, SessionExpiredError):
+                return False  # the session, and the node with it, is gone: lost
+            # Whether the node is still there is known only once the session is: keep
+            # the lease watched, so a session found lost tells it, until the reaper
+            # deletes the node. A loss of every lease since the grant (LOST while this
+            # call ran, the lease already out of the watch) means it is gone.
+            with self._live_lock:
+                lost = epoch != self._epoch
+                if not lost:
+                    self._live.add(lease)
+            self._orphan(lease.owner)  # the reaper deletes the node if it is still there
+            if lost:
+                return False
             raise
         return True
 

@@ -1,7 +1,7 @@
 """Test helpers users may reuse: a fake clock and real servers.
 
 `FakeClock` drives anything that takes `clock=` or `timer=`.
-The server classes start real `redis-server` and ZooKeeper processes on
+The server classes start real `redis-server`, ZooKeeper and PostgreSQL processes on
 free loopback ports, each in its own temporary directory, and stop them by
 the pid they started; `TCPProxy` sits between a client and a server
 to delay, blackhole or reset the connection for partition tests.
@@ -12,6 +12,7 @@ dependencies alone.
 """
 
 from .clock import FakeClock
+from .postgres_servers import PostgresServer
 from .process import (
     ServerGroup,
     ServerNotFoundError,
@@ -25,6 +26,7 @@ from .zookeeper_servers import ZooKeeperEnsemble, ZooKeeperServer
 
 __all__ = [
     "FakeClock",
+    "PostgresServer",
     "RedisClusterServers",
     "RedisServer",
     "ServerGroup",

@@ -13,15 +13,16 @@ histories and runs
 [check_lock_history][scalekit.testing.lock_checker.check_lock_history].
 
 Backends: `redis` (RedisLock), `async-redis` (AsyncRedisLock), `redlock`
-(Redlock over 3 servers) and `zookeeper` (ZooKeeperLock on a 3-node
-ensemble). A worker is this module run as a script:
-`python -m scalekit.testing.lock_workload '<json config>'`.
+(Redlock over 3 servers), `zookeeper` (ZooKeeperLock on a 3-node
+ensemble) and `zookeeper-standalone` (on one ZooKeeper server). A worker
+is this module run as a script: `python -m scalekit.testing.lock_workload '<json config>'`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import json
 import os
 import random
@@ -43,7 +44,7 @@ from .nemesis import Fault, Nemesis, make_schedule
 
 __all__ = ["BACKENDS", "Settings", "SoakResult", "run_schedule"]
 
-BACKENDS = ("redis", "async-redis", "redlock", "zookeeper")
+BACKENDS = ("redis", "async-redis", "redlock", "zookeeper", "zookeeper-standalone")
 
 _PROCESS_FAULTS = ("pause-holder", "kill-holder", "kill-waiter")
 _REDIS_FAULTS = (*_PROCESS_FAULTS, "restart", "blackhole", "delay", "reset")
@@ -52,6 +53,7 @@ _FAULTS = {
     "async-redis": _REDIS_FAULTS,
     "redlock": _REDIS_FAULTS,
     "zookeeper": (*_PROCESS_FAULTS, "kill-leader", "expire-session"),
+    "zookeeper-standalone": (*_PROCESS_FAULTS, "expire-session"),
 }
 
 
@@ -79,7 +81,7 @@ class Settings:
 
     def lease_time(self, backend: str) -> float:
         """How long a lease outlives its holder: the ttl, or the session timeout."""
-        return self.session_timeout if backend == "zookeeper" else self.ttl
+        return self.session_timeout if backend.startswith("zookeeper") else self.ttl
 
     def call_bounds(self, backend: str) -> dict[str, float]:
         """The documented bound of each call a worker makes, in seconds.
@@ -108,13 +110,13 @@ class Settings:
         `tick_time`, 500 ms in `ZooKeeperEnsemble`).
         """
         lease = self.lease_time(backend)
-        if backend == "zookeeper":
+        if backend.startswith("zookeeper"):
             lease += self.tick_time
         return CheckBounds(
             notice=0.0,
             recovery=lease + self.margin,
             margin=self.margin,
-            expiry_notice=self.session_timeout if backend == "zookeeper" else 0.0,
+            expiry_notice=self.session_timeout if backend.startswith("zookeeper") else 0.0,
         )
 
 
@@ -294,7 +296,7 @@ def _run_sync(cfg: dict[str, Any]) -> None:
     rec = worker.rec
     rec.info("start", pid=os.getpid())
     while not worker.stopping():
-        if cfg["backend"] == "zookeeper":
+        if cfg["backend"].startswith("zookeeper"):
             with contextlib.suppress(Exception):
                 sid, password = lock.client.client_id
                 worker.session = f"{sid} {password.hex()}"
@@ -375,6 +377,8 @@ async def _run_async(cfg: dict[str, Any]) -> None:
 def worker_main(argv: list[str]) -> None:
     """Entry point of a worker process: `argv[0]` is its JSON configuration."""
     cfg = json.loads(argv[0])
+    # A worker that hangs prints every thread's stack to its log on SIGUSR1.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if cfg["backend"] == "async-redis":
         asyncio.run(_run_async(cfg))
     else:
@@ -405,10 +409,14 @@ class _Cluster:
         self.store_server.start()
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.next_id = 0
-        if backend == "zookeeper":
-            from .zookeeper_servers import ZooKeeperEnsemble
+        if backend.startswith("zookeeper"):
+            from .zookeeper_servers import ZooKeeperEnsemble, ZooKeeperServer
 
-            self.ensemble = ZooKeeperEnsemble(workdir=workdir / "zk")
+            self.ensemble = (
+                ZooKeeperServer(workdir=workdir / "zk")
+                if backend == "zookeeper-standalone"
+                else ZooKeeperEnsemble(workdir=workdir / "zk")
+            )
             self.ensemble.start()
             self.lock_targets = [self.ensemble.hosts]
             self.probe: list[str] = []
@@ -675,6 +683,10 @@ def run_schedule(
             time.sleep(0.05)
         for process in cluster.alive():  # stuck: its pending call never returned
             nemesis_log.info("stuck", target=process)
+            with contextlib.suppress(OSError):  # its stacks, into wN.log
+                cluster.children[process].send_signal(signal.SIGUSR1)
+        if cluster.alive():
+            time.sleep(0.5)
         final = cluster.final_value()
     finally:
         nemesis.stop()
