@@ -78,9 +78,10 @@ class RedisCache:
     Args:
         client: A client the caller configured (TLS, ACL, pool, timeouts, retry
             policy). Must not use `decode_responses`. Against a server that
-            answers nothing every call returns or raises within
-            [call_timeout][scalekit.caching.redis_cache.RedisCache.call_timeout],
-            which counts the pool wait and the client's retries. Its retry
+            answers nothing, slowly or not at all, every call returns or raises
+            within [call_timeout][scalekit.caching.redis_cache.RedisCache.call_timeout],
+            which counts the pool wait and the client's retries and is
+            enforced as a deadline. Its retry
             backoff must be one of redis-py's backoff classes (their longest
             sleep is known).
         namespace: Prefix of every key (no `{` or `}`).
@@ -271,8 +272,13 @@ class RedisCache:
         retry policy with its longest backoff sleeps in between (and on a
         `RedisCluster` by the cluster's retry policy again). `inf` if the
         client has no socket timeout, retries forever or waits forever for a
-        pooled connection. Not covered: a reply that arrives slowly in
-        pieces, since `socket_timeout` bounds each read, not a whole reply.
+        pooled connection.
+
+        It is enforced as a deadline: a call still running just before it
+        (a reply arriving slowly in pieces, a server that keeps a retry
+        policy busy) has its sockets shut down and raises
+        `BackendUnavailableError`; see "When Redis fails" in the Redis
+        cache docs.
         """
         return self._call_bound
 
