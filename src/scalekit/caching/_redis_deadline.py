@@ -25,6 +25,7 @@ listener) the watched pools and wrapped retries behave as before.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -45,12 +46,13 @@ class DeadlineExceeded(redis.exceptions.RedisError):
 
 
 class _Call:
-    __slots__ = ("connect", "conns", "cut", "deadline")
+    __slots__ = ("connect", "conns", "cut", "deadline", "taken")
 
     def __init__(self, deadline: float, connect: float) -> None:
         self.deadline = deadline
         self.connect = connect  # longest time a connect may take (it cannot be cut)
-        self.conns: list[Any] = []
+        self.conns: list[Any] = []  # taken from a pool and not yet released
+        self.taken = 0
         self.cut = False
 
     def fits(self, pause: float) -> bool:
@@ -63,15 +65,30 @@ class _Call:
 _inflight: dict[int, _Call] = {}
 _watchdog_lock = threading.Lock()
 _watchdog: threading.Thread | None = None
+# Held while a call's sockets are cut and while a connection leaves a call (released to
+# its pool), so a connection another thread took from the pool meanwhile is never cut.
+_cut_lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    global _watchdog, _watchdog_lock, _cut_lock
+    _watchdog = None  # threads do not survive a fork: the child starts its own
+    _watchdog_lock = threading.Lock()
+    _cut_lock = threading.Lock()
+    _inflight.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _cut(call: _Call) -> None:
-    call.cut = True
-    for conn in list(call.conns):
-        sock = getattr(conn, "_sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    with _cut_lock:
+        call.cut = True
+        for conn in call.conns:
+            sock = getattr(conn, "_sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def _watch() -> None:
@@ -140,7 +157,7 @@ class _DeadlineRetry(Retry):
 
 def _noted(pool: Any, real: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     call = _inflight.get(threading.get_ident())
-    if call is not None and (call.cut or (call.conns and not call.fits(0.0))):
+    if call is not None and (call.cut or (call.taken and not call.fits(0.0))):
         # The first connection of a call is always taken: call_timeout counts its attempt.
         raise DeadlineExceeded("call_timeout reached before another attempt could start")
     conn = real(*args, **kwargs)
@@ -148,21 +165,37 @@ def _noted(pool: Any, real: Callable[..., Any], *args: Any, **kwargs: Any) -> An
     if isinstance(retry, Retry) and not isinstance(retry, _DeadlineRetry):
         conn.retry = _DeadlineRetry(retry)
     if call is not None:
+        call.taken += 1
         call.conns.append(conn)
     return conn
 
 
+def _released(real: Callable[..., Any], conn: Any, *args: Any, **kwargs: Any) -> Any:
+    call = _inflight.get(threading.get_ident())
+    if call is not None and call.conns:
+        with _cut_lock, contextlib.suppress(ValueError):
+            call.conns.remove(conn)
+    return real(conn, *args, **kwargs)
+
+
 def watch_pool(pool: Any) -> None:
-    """Note the connections a cache call takes from *pool* (idempotent, cheap)."""
+    """Note the connections a cache call takes from and returns to *pool* (idempotent)."""
     current = pool.__dict__.get("get_connection")
     if getattr(current, "_scalekit_watch", False):
         return
-    real = current if current is not None else pool.get_connection
+    take = current if current is not None else pool.get_connection
+    give = pool.__dict__.get("release", pool.release)
+    give = getattr(give, "_scalekit_real", give)  # watched before: wrap the original once
 
     def get_connection(*args: Any, **kwargs: Any) -> Any:
-        return _noted(pool, real, *args, **kwargs)
+        return _noted(pool, take, *args, **kwargs)
+
+    def release(conn: Any, *args: Any, **kwargs: Any) -> Any:
+        return _released(give, conn, *args, **kwargs)
 
     get_connection._scalekit_watch = True  # type: ignore[attr-defined]
+    release._scalekit_real = give  # type: ignore[attr-defined]
+    pool.release = release
     pool.get_connection = get_connection
 
 
