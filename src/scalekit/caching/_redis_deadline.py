@@ -173,8 +173,12 @@ def _noted(pool: Any, real: Callable[..., Any], *args: Any, **kwargs: Any) -> An
 def _released(real: Callable[..., Any], conn: Any, *args: Any, **kwargs: Any) -> Any:
     call = _inflight.get(threading.get_ident())
     if call is not None and call.conns:
-        with _cut_lock, contextlib.suppress(ValueError):
-            call.conns.remove(conn)
+        with _cut_lock:
+            if conn in call.conns:
+                call.conns.remove(conn)
+                if call.cut:  # its socket may be shut down: never pool it half-closed
+                    with contextlib.suppress(Exception):
+                        conn.disconnect()
     return real(conn, *args, **kwargs)
 
 
