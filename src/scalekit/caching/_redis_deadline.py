@@ -35,14 +35,20 @@ from typing import Any
 import redis
 from redis.retry import Retry
 
+from ..exceptions import BackendUnavailableError
+
 __all__ = ["DeadlineExceeded", "call_with_deadline", "watch_pool"]
 
 _TICK = 0.02  # seconds between the watchdog's checks
 _CUT_AHEAD = 2 * _TICK  # sockets are cut this long before the deadline
 
 
-class DeadlineExceeded(redis.exceptions.RedisError):
-    """A cache call ran out of its `call_timeout` (raised inside redis-py, never retried)."""
+class DeadlineExceeded(BackendUnavailableError, redis.exceptions.RedisError):
+    """A cache call ran out of its `call_timeout`.
+
+    Raised inside redis-py (from a watched pool), where no retry policy
+    catches it (it is no redis-py `ConnectionError` or `TimeoutError`).
+    """
 
 
 class _Call:
