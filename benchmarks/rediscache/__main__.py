@@ -271,7 +271,9 @@ def soak_main(argv: list[str]) -> int:
         print(result.summary())
         for violation in result.violations[:20]:
             print(f"  VIOLATION {violation}")
-        failed += bool(result.violations)
+        for hang in result.hangs[:20]:
+            print(f"  HANG {hang}")
+        failed += bool(result.violations or result.hangs)
     return 1 if failed else 0
 
 

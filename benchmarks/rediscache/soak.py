@@ -6,10 +6,15 @@ before writing back; readers read through RedisCache (`get`,
 `get_or_load`) and through a NearCache. Meanwhile a seeded schedule kills
 Redis with SIGKILL and restarts it from its append-only file (fsync
 always), freezes it with SIGSTOP, blackholes the network (a TCP proxy) and,
-on a Cluster, kills cluster-bus links. Every acknowledged write and every
-successful read is recorded, and `history.check` asserts that no read
-returned a version older than the newest write acknowledged more than the
-layer's bound earlier (Redis: 0 s, the near layer: `max_staleness`).
+on a Cluster, kills cluster-bus links; it also slows the link (a proxy
+delaying every chunk) or, on a Cluster, freezes a node's event loop
+(`DEBUG SLEEP`). Every acknowledged write and every successful read is
+recorded, and `history.check` asserts that no read returned a version
+older than the newest write acknowledged more than the layer's bound
+earlier (Redis: 0 s, the near layer: `max_staleness`). Each single-call
+operation (`get`, `set`, `invalidate`, a NearCache `get`) is also timed,
+failed or not: one that took longer than `call_timeout` plus
+`HANG_MARGIN` is reported as a hang.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from .history import Read, Violation, Write, check
 __all__ = ["SoakResult", "run"]
 
 TIMEOUTS: dict[str, Any] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+HANG_MARGIN = 0.5  # seconds of thread scheduling on a loaded machine
 
 
 @dataclass
@@ -53,6 +59,7 @@ class SoakResult:
     reads: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     violations: list[Violation] = field(default_factory=list)
+    hangs: list[str] = field(default_factory=list)
     history: tuple[list[Write], list[Read]] = field(default=([], []), repr=False)
 
     def summary(self) -> str:
@@ -66,7 +73,7 @@ class SoakResult:
         return (
             f"seed {self.seed} {self.backend}: {self.seconds:.0f} s, faults: {faults}; "
             f"{self.writes} acknowledged writes, reads: {reads}, {self.errors} failed calls; "
-            f"violations: {len(self.violations)}"
+            f"violations: {len(self.violations)}, hangs: {len(self.hangs)}"
         )
 
 
@@ -105,7 +112,7 @@ class _Backend:
         hold = rng.uniform(0.1, 0.8)
         if self.cluster:
             node = rng.choice(self.servers.nodes)
-            kind = rng.choice(["kill", "sigstop", "link-kill", "link-kill"])
+            kind = rng.choice(["kill", "sigstop", "link-kill", "link-kill", "debug-sleep"])
             if kind == "kill":
                 node.kill()
                 node.start()
@@ -116,6 +123,9 @@ class _Backend:
                 stop.wait(min(hold, 1.0))  # under the 2 s node timeout: no failover
                 node.resume()
                 return f"sigstop node :{node.port} for {hold:.2f} s"
+            if kind == "debug-sleep":
+                node.execute("DEBUG", "SLEEP", f"{hold:.2f}", timeout=hold + 2)
+                return f"debug-sleep node :{node.port} for {hold:.2f} s"
             others = [n for n in self.servers.nodes if n is not node]
             ids = [n.execute("CLUSTER", "MYID").split(b"\r\n")[1] for n in others]
             # Redis 7.0 crashes killing a link that is still reconnecting.
@@ -126,7 +136,7 @@ class _Backend:
             for node_id in ids:
                 node.execute("DEBUG", "CLUSTERLINK", "KILL", "ALL", node_id)
             return f"link-kill all links of node :{node.port}"
-        kind = rng.choice(["kill", "sigstop", "blackhole"])
+        kind = rng.choice(["kill", "sigstop", "blackhole", "slow-link"])
         if kind == "kill":
             self.servers.kill()
             self.servers.start()
@@ -137,6 +147,12 @@ class _Backend:
             self.servers.resume()
             return f"sigstop for {hold:.2f} s"
         assert self.proxy is not None
+        if kind == "slow-link":
+            per_chunk = rng.uniform(0.05, 0.3)
+            self.proxy.delay(per_chunk)
+            stop.wait(hold)
+            self.proxy.pass_through()
+            return f"slow-link {per_chunk:.2f} s per chunk for {hold:.2f} s"
         self.proxy.blackhole()
         stop.wait(hold)
         self.proxy.pass_through()
@@ -196,6 +212,7 @@ def _workload(
     writes: list[Write] = []
     reads: list[Read] = []
     errors = [0]
+    hangs: list[str] = []
     record = threading.Lock()
     stop = threading.Event()
     clients: list[Any] = []
@@ -211,6 +228,12 @@ def _workload(
         with record:
             errors[0] += 1
 
+    def timed(what: str, bound: float, start: float) -> None:
+        took = time.monotonic() - start
+        if took > bound + HANG_MARGIN:
+            with record:
+                hangs.append(f"{what} took {took:.2f} s, call_timeout {bound:.2f} s")
+
     def writer(own: list[str], wrng: random.Random) -> None:
         c = cache()
         while not stop.is_set():
@@ -220,12 +243,15 @@ def _workload(
                 version = db[key]
             overwrite = wrng.random() < 0.5
             while not stop.is_set():  # until the cache has heard of the new version
+                start = time.monotonic()
                 try:
                     c.set(key, version) if overwrite else c.invalidate(key)
                 except BackendError:
+                    timed("set" if overwrite else "invalidate", c.call_timeout, start)
                     failed()
                     stop.wait(0.02)
                     continue
+                timed("set" if overwrite else "invalidate", c.call_timeout, start)
                 with record:
                     writes.append(Write(key, version, time.monotonic()))
                 break
@@ -240,35 +266,45 @@ def _workload(
 
         return load
 
-    def reader(layer: str, call: Callable[[str, random.Random], Any], rrng: random.Random) -> None:
+    def reader(
+        layer: str,
+        call: Callable[[str, random.Random], Any],
+        rrng: random.Random,
+        single: str = "",
+    ) -> None:
+        bound = plain.call_timeout
         while not stop.is_set():
             key = rrng.choice(names)
             start = time.monotonic()
             try:
                 value = call(key, rrng)
             except (BackendError, ConfigurationError):
+                if single:
+                    timed(single, bound, start)
                 failed()
                 stop.wait(0.01)
                 continue
             end = time.monotonic()
+            if single:
+                timed(single, bound, start)
             with record:
                 reads.append(Read(key, layer, value, start, end))
 
     plain, loading, lenient = cache(), cache(stale_ttl=1.0), cache(fallback=True)
-    calls: list[tuple[str, Callable[[str, random.Random], Any]]] = [
-        ("redis", lambda k, r: plain.get(k)),
-        ("redis", lambda k, r: loading.get_or_load(k, loader_for(k, r))),
-        ("redis", lambda k, r: lenient.get_or_load(k, loader_for(k, r))),
-        ("near", lambda k, r: near.get(k)),
-        ("near", lambda k, r: near.get_or_load(k, loader_for(k, r))),
+    calls: list[tuple[str, Callable[[str, random.Random], Any], str]] = [
+        ("redis", lambda k, r: plain.get(k), "get"),
+        ("redis", lambda k, r: loading.get_or_load(k, loader_for(k, r)), ""),
+        ("redis", lambda k, r: lenient.get_or_load(k, loader_for(k, r)), ""),
+        ("near", lambda k, r: near.get(k), "near.get"),
+        ("near", lambda k, r: near.get_or_load(k, loader_for(k, r)), ""),
     ]
     half = n_keys // 2
     threads = [
         threading.Thread(target=writer, args=(names[:half], random.Random(rng.random()))),
         threading.Thread(target=writer, args=(names[half:], random.Random(rng.random()))),
     ] + [
-        threading.Thread(target=reader, args=(layer, call, random.Random(rng.random())))
-        for layer, call in calls
+        threading.Thread(target=reader, args=(layer, call, random.Random(rng.random()), single))
+        for layer, call, single in calls
     ]
     for t in threads:
         t.daemon = True
@@ -296,4 +332,5 @@ def _workload(
         result.reads[r.layer] = result.reads.get(r.layer, 0) + 1
     result.errors = errors[0]
     result.violations = check(writes, reads, {"redis": 0.0, "near": max_staleness})
+    result.hangs = hangs
     result.history = (writes, reads)

@@ -23,3 +23,4 @@ def test_no_read_is_staler_than_its_layer_allows(seed: int, seconds: float, clus
     assert len(result.faults) >= 3, result.faults  # the schedule really ran
     assert result.writes >= 50 and min(result.reads.values()) >= 100, result.summary()
     assert result.violations == [], "\n".join(map(str, result.violations[:10]))
+    assert result.hangs == [], "\n".join(result.hangs[:10])  # every call within call_timeout

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +34,7 @@ from ..sharding.placement import key_slot
 from . import _cache_aside
 from . import _redis_scripts as scripts
 from ._cache_aside import RedisCacheStats, _Counters, _version
+from ._redis_deadline import DeadlineExceeded, call_with_deadline, watch_pool
 from ._single_flight import SingleFlight
 from .serializers import Serializer, resolve_serializer
 
@@ -45,7 +47,14 @@ _UNAVAILABLE = (
     redis.TimeoutError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.RedisClusterException,
+    DeadlineExceeded,
 )
+
+
+def _busy(exc: redis.ResponseError) -> bool:
+    """True if Redis answered that it cannot serve commands now (a script or module
+    command running past `busy-reply-threshold`): unavailable, like a frozen server."""
+    return re.search(r"(^|error: )(BUSY|MASTERDOWN|TRYAGAIN) ", str(exc)) is not None
 
 
 def _refused(exc: redis.ResponseError) -> bool:
@@ -69,9 +78,10 @@ class RedisCache:
     Args:
         client: A client the caller configured (TLS, ACL, pool, timeouts, retry
             policy). Must not use `decode_responses`. Against a server that
-            answers nothing every call returns or raises within
-            [call_timeout][scalekit.caching.redis_cache.RedisCache.call_timeout],
-            which counts the pool wait and the client's retries. Its retry
+            answers nothing, slowly or not at all, every call returns or raises
+            within [call_timeout][scalekit.caching.redis_cache.RedisCache.call_timeout],
+            which counts the pool wait and the client's retries and is
+            enforced as a deadline. Its retry
             backoff must be one of redis-py's backoff classes (their longest
             sleep is known).
         namespace: Prefix of every key (no `{` or `}`).
@@ -179,6 +189,7 @@ class RedisCache:
         self._counters = _Counters()
         self._flight = SingleFlight()
         self._call_bound = self._call_timeout()
+        self._connect = self._connect_timeout()
         self._set = client.register_script(scripts.SET)
         self._invalidate = client.register_script(scripts.INVALIDATE)
         self._acquire = client.register_script(scripts.ACQUIRE)
@@ -195,8 +206,11 @@ class RedisCache:
         is unreachable the check is skipped: a write refused later still leaves
         nothing written, since the scripts publish before they write.
         """
+        self._watch_pools()
         try:
-            self._client.publish(self.channel, b"")
+            call_with_deadline(
+                self._call_bound, self._connect, self._client.publish, self.channel, b""
+            )
         except _UNAVAILABLE:
             return
         except redis.ResponseError as exc:
@@ -226,6 +240,27 @@ class RedisCache:
         node = wait + scripts.retry_bound(kwargs.get("retry"), scripts.attempt_bound(kwargs))
         return scripts.retry_bound(cluster.retry, node)
 
+    def _connect_timeout(self) -> float:
+        """Longest time one connect takes (`socket_connect_timeout`, else `socket_timeout`)."""
+        if not self._cluster:
+            pool: Any = self._client.connection_pool  # type: ignore[union-attr]
+            kwargs = pool.connection_kwargs
+        else:
+            kwargs = self._client.nodes_manager.connection_kwargs  # type: ignore[union-attr]
+        connect = kwargs.get("socket_connect_timeout", kwargs.get("socket_timeout"))
+        return math.inf if connect is None else float(connect)
+
+    def _watch_pools(self) -> None:
+        """Watch every pool a call may take a connection from (see `_redis_deadline`)."""
+        if not self._cluster:
+            watch_pool(self._client.connection_pool)  # type: ignore[union-attr]
+            return
+        manager: Any = self._client.nodes_manager  # type: ignore[union-attr]
+        for nodes in (manager.nodes_cache, manager.startup_nodes):
+            for node in list(nodes.values()):
+                if node.redis_connection is not None:
+                    watch_pool(node.redis_connection.connection_pool)
+
     @property
     def call_timeout(self) -> float:
         """Worst-case seconds one Redis call of this cache takes to return or raise,
@@ -237,8 +272,13 @@ class RedisCache:
         retry policy with its longest backoff sleeps in between (and on a
         `RedisCluster` by the cluster's retry policy again). `inf` if the
         client has no socket timeout, retries forever or waits forever for a
-        pooled connection. Not covered: a reply that arrives slowly in
-        pieces, since `socket_timeout` bounds each read, not a whole reply.
+        pooled connection.
+
+        It is enforced as a deadline: a call still running just before it
+        (a reply arriving slowly in pieces, a server that keeps a retry
+        policy busy) has its sockets shut down and raises
+        `BackendUnavailableError`; see "When Redis fails" in the Redis
+        cache docs.
         """
         return self._call_bound
 
@@ -309,13 +349,19 @@ class RedisCache:
         return self._decode(reply[0], default), self._fresh_deadline(reply[0], reply[1], sent)
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        self._watch_pools()
         try:
-            return fn(*args, **kwargs)
+            result: T = call_with_deadline(self._call_bound, self._connect, fn, *args, **kwargs)
+            return result
         except _UNAVAILABLE as exc:
             raise BackendUnavailableError(
                 f"Redis unavailable for cache {self.namespace!r}: {exc}"
             ) from exc
         except redis.ResponseError as exc:
+            if _busy(exc):
+                raise BackendUnavailableError(
+                    f"Redis busy for cache {self.namespace!r}: {exc}"
+                ) from exc
             if not _refused(exc):
                 raise BackendError(f"Redis failed for cache {self.namespace!r}: {exc}") from exc
             raise BackendError(
