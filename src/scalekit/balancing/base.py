@@ -29,6 +29,7 @@ from .._validation import _is_int
 from ..exceptions import ConfigurationError, NoAvailableEndpointError
 
 if TYPE_CHECKING:
+    from ..observability._emit import BalancerProbe
     from .health import HealthPolicy
 
 __all__ = ["Balancer", "E", "Endpoint", "Endpoints", "parse_endpoints"]
@@ -133,6 +134,9 @@ class Balancer(ABC, Generic[E]):
     and membership changes may come from any number of threads.
     """
 
+    # Set on the instance only while `watch_balancer`'s hub has a recorder.
+    _probe: BalancerProbe | None = None
+
     def __init__(
         self,
         endpoints: Endpoints[E],
@@ -191,12 +195,19 @@ class Balancer(ABC, Generic[E]):
                 now = self._clock()
                 excluded = health._excluded(now)
                 if excluded and not health._panicking(len(self._weights), len(excluded)):
+                    if health._in_panic:
+                        health._panic_changed(False)
                     if len(excluded) >= len(self._weights):
                         raise NoAvailableEndpointError(health._why_none(now))
                 else:
+                    if health._in_panic is not bool(excluded):
+                        health._panic_changed(bool(excluded))
                     excluded = _NOTHING
                 endpoint = self._select(excluded, key)
             self._in_flight[endpoint] += 1
+            probe = self._probe
+            if probe is not None:
+                probe.picked(endpoint)
             return endpoint
 
     def release(self, endpoint: E, *, latency: float | None = None, ok: bool = True) -> None:
@@ -235,6 +246,9 @@ class Balancer(ABC, Generic[E]):
                 )
             self._in_flight[endpoint] = count - 1
             self._on_release(endpoint, latency, ok)
+            probe = self._probe
+            if probe is not None:
+                probe.released(endpoint, latency, ok)
             if self._health is not None:
                 self._health._record(endpoint, ok, self._clock())
 
