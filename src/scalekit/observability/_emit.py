@@ -36,8 +36,8 @@ _state_lock = threading.Lock()
 
 # id(obj) -> (hub, label value) for objects named by watch_cache & co.
 _names: dict[int, tuple[Telemetry, str]] = {}
-# Lock families: (name prefix, hub, label value), longest prefix first.
-_lock_families: list[tuple[str, Telemetry, str]] = []
+# Lock families: (key, does a lock name belong, hub, label value), newest first.
+_lock_families: list[tuple[object, Callable[[str], bool], Telemetry, str]] = []
 
 
 def _subscribed(delta: int) -> None:
@@ -54,11 +54,11 @@ def name(obj: Any, hub: Telemetry, label: str) -> None:
     weakref.finalize(obj, _names.pop, key, None)
 
 
-def name_locks(prefix: str, hub: Telemetry, label: str) -> None:
-    """Every lock whose name starts with *prefix* reports to *hub* as `lock=label`."""
+def name_locks(key: object, belongs: Callable[[str], bool], hub: Telemetry, label: str) -> None:
+    """Every lock whose name *belongs* reports to *hub* as `lock=label`; *key* replaces."""
     with _state_lock:
-        rest = [f for f in _lock_families if f[0] != prefix]
-        _lock_families[:] = sorted([*rest, (prefix, hub, label)], key=lambda f: -len(f[0]))
+        rest = [f for f in _lock_families if f[0] != key]
+        _lock_families[:] = [(key, belongs, hub, label), *rest]
 
 
 def _named(obj: Any) -> tuple[Telemetry, str] | None:
@@ -70,8 +70,8 @@ def _named(obj: Any) -> tuple[Telemetry, str] | None:
 
 def _lock_named(lock: Any) -> tuple[Telemetry, str] | None:
     lock_name = getattr(lock, "name", "")
-    for prefix, hub, label in _lock_families:
-        if lock_name.startswith(prefix) or lock_name == label:
+    for _, belongs, hub, label in _lock_families:
+        if belongs(lock_name):
             return (hub, label) if hub.active else None
     return None
 

@@ -14,7 +14,7 @@ Two things follow from watching:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..exceptions import ConfigurationError
@@ -165,9 +165,17 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
 
 
 def watch_locks(
-    name: str, *, prefix: str | None = None, telemetry: Telemetry | None = None
+    name: str,
+    *,
+    prefix: str | None = None,
+    match: Callable[[str], bool] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> None:
-    """Report every lock named *name* or starting with *prefix* as `lock=name`.
+    """Report every lock of a family as `lock=name`.
+
+    A lock belongs to the family when its name is *name* or starts with
+    *prefix* (default `name + ":"`), or, given *match*, when
+    `match(lock.name)` is true.
 
     Locks are usually one object per resource (`shop:stock:sku-1`,
     `shop:stock:sku-2`, ...); naming the family keeps one series for all of
@@ -175,21 +183,33 @@ def watch_locks(
     waited (by outcome: `acquired`, `timeout`, `busy` for a non-blocking try
     that found the lock held, `error`), acquisitions, timeouts, hand-overs
     (acquisitions granted after waiting for a holder), renewals by result
-    and leases lost by cause. A later call with the same *prefix* replaces
-    the earlier one; the longest matching prefix wins.
+    and leases lost by cause. The family watched last is tried first; a
+    later call with the same *name* and *prefix* (or *match*) replaces an
+    earlier one. Leases lost are also logged (`scalekit.lock.lease_lost`)
+    whether watched or not.
 
     Args:
         name: the `lock` label, e.g. `"shop:stock"`.
         prefix: lock names that belong to the family (default: `name + ":"`).
+        match: instead of *prefix*, a test of a lock's name.
         telemetry: the hub (default: `default_telemetry()`).
 
     Raises:
-        ConfigurationError: *name* or *prefix* is empty.
+        ConfigurationError: *name* or *prefix* is empty, *match* is not
+            callable, or both *prefix* and *match* are given.
     """
     label = _name("lock", name)
-    family = label + ":" if prefix is None else _name("prefix", prefix)
     hub = telemetry or default_telemetry()
-    _emit.name_locks(family, hub, label)
+    if match is not None:
+        if prefix is not None or not callable(match):
+            raise ConfigurationError(
+                f"match must be a callable and replaces prefix, got match={match!r} "
+                f"and prefix={prefix!r}"
+            )
+        _emit.name_locks((label, match), match, hub, label)
+        return
+    family = label + ":" if prefix is None else _name("prefix", prefix)
+    _emit.name_locks((label, family), lambda n: n == label or n.startswith(family), hub, label)
 
 
 def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) -> None:
