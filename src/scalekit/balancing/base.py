@@ -134,9 +134,6 @@ class Balancer(ABC, Generic[E]):
     and membership changes may come from any number of threads.
     """
 
-    # Set on the instance only while `watch_balancer`'s hub has a recorder.
-    _probe: BalancerProbe | None = None
-
     def __init__(
         self,
         endpoints: Endpoints[E],
@@ -158,6 +155,8 @@ class Balancer(ABC, Generic[E]):
         # Removed endpoints whose requests are still out: their release must work.
         self._draining: dict[E, int] = {}
         self._health: HealthPolicy | None = None
+        # Set only while `watch_balancer`'s hub has a recorder.
+        self._probe: BalancerProbe | None = None
         now = clock()
         self._init_state()
         for endpoint, weight in parsed.items():
@@ -205,9 +204,6 @@ class Balancer(ABC, Generic[E]):
                     excluded = _NOTHING
                 endpoint = self._select(excluded, key)
             self._in_flight[endpoint] += 1
-            probe = self._probe
-            if probe is not None:
-                probe.picked(endpoint)
             return endpoint
 
     def release(self, endpoint: E, *, latency: float | None = None, ok: bool = True) -> None:
@@ -248,7 +244,13 @@ class Balancer(ABC, Generic[E]):
             self._on_release(endpoint, latency, ok)
             probe = self._probe
             if probe is not None:
-                probe.released(endpoint, latency, ok)
+                if latency is None:
+                    probe.untimed[endpoint] += 1
+                else:
+                    batch = (probe.ok if ok else probe.errors)[endpoint]
+                    batch.append(latency)
+                    if len(batch) >= probe.BATCH:
+                        probe.flush()
             if self._health is not None:
                 self._health._record(endpoint, ok, self._clock())
 

@@ -15,11 +15,12 @@ lives here so that the families carry one-line insertions.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import threading
 import time
 import weakref
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -188,53 +189,53 @@ def near_trust(near: Any) -> None:
 
 
 class BalancerProbe:
-    """Counts one watched balancer's picks and buffers its latencies, under its lock.
+    """One watched balancer's released requests: latencies buffered, counts kept.
 
-    Set as the balancer's `_probe` only while its hub has a recorder; the
-    balancer calls `picked` and `released` with its lock held, so the plain
-    dict and list updates here need no lock of their own. Latencies are
-    handed to the hub in batches (at every collection, and every
-    `BATCH` releases), grouped by endpoint and outcome.
+    Set as the balancer's `_probe` only while its hub has a recorder. The
+    balancer updates it inline in `release`, with its own lock held (a
+    latency appended to `ok[endpoint]` or `errors[endpoint]`, or
+    `untimed[endpoint] += 1` for a release without one), so nothing here
+    needs a lock of its own and no call is made per request; `pick` is not
+    touched at all. Picks are counted as the releases seen plus the requests
+    in flight now (both exact, so the total only grows). Latencies reach
+    the hub in batches: at every collection, and whenever one endpoint's
+    buffer holds `BATCH` values.
     """
 
     BATCH = 4096
 
-    __slots__ = ("_pending", "_size", "hub", "label", "picks")
+    __slots__ = ("errors", "hub", "label", "ok", "released", "untimed")
 
     def __init__(self, hub: Telemetry, label: str) -> None:
         self.hub = hub
         self.label = label
-        self.picks: dict[Hashable, int] = {}
-        self._pending: dict[tuple[Hashable, bool], list[float]] = {}
-        self._size = 0
-
-    def picked(self, endpoint: Hashable) -> None:
-        picks = self.picks
-        picks[endpoint] = picks.get(endpoint, 0) + 1
-
-    def released(self, endpoint: Hashable, latency: float | None, ok: bool) -> None:
-        if latency is None:
-            return
-        key = (endpoint, ok)
-        batch = self._pending.get(key)
-        if batch is None:
-            batch = self._pending[key] = []
-        batch.append(latency)
-        self._size += 1
-        if self._size >= self.BATCH:
-            self.flush()
+        self.ok: defaultdict[Hashable, list[float]] = defaultdict(list)
+        self.errors: defaultdict[Hashable, list[float]] = defaultdict(list)
+        self.untimed: defaultdict[Hashable, int] = defaultdict(int)
+        self.released: defaultdict[Hashable, int] = defaultdict(int)  # timed, flushed
 
     def flush(self) -> None:
         """Hand the buffered latencies to the hub (caller holds the balancer's lock)."""
-        pending, self._pending, self._size = self._pending, {}, 0
-        for (endpoint, ok), values in pending.items():
-            self.hub._observe_many(
-                "scalekit_balancer_request_duration_seconds",
-                values,
-                balancer=self.label,
-                endpoint=str(endpoint),
-                outcome="ok" if ok else "error",
-            )
+        ok, errors = self.ok, self.errors
+        self.ok, self.errors = defaultdict(list), defaultdict(list)
+        for outcome, batches in (("ok", ok), ("error", errors)):
+            for endpoint, values in batches.items():
+                self.released[endpoint] += len(values)
+                self.hub._observe_many(
+                    "scalekit_balancer_request_duration_seconds",
+                    values,
+                    balancer=self.label,
+                    endpoint=str(endpoint),
+                    outcome=outcome,
+                )
+
+    def picks(self, in_flight: dict[Hashable, int]) -> dict[Hashable, int]:
+        """Picks per endpoint since the probe was set (after a `flush()`; locked)."""
+        out: dict[Hashable, int] = {}
+        for endpoint in {*self.released, *self.untimed, *in_flight}:
+            n = self.released.get(endpoint, 0) + self.untimed.get(endpoint, 0)
+            out[endpoint] = n + in_flight.get(endpoint, 0)
+        return out
 
 
 def _balancer_label(lb: Any) -> str:
@@ -339,6 +340,13 @@ def lease_lost(lock: Any, lease: Any, cause: str) -> None:
     log_event("scalekit.lock.lease_lost", lock=lock.name, cause=cause, token=lease.token)
 
 
+def callback_failed(lease: Any, exc: BaseException) -> None:
+    """An `on_lost` callback raised (its traceback is logged by the lock module)."""
+    from .core import log_event
+
+    log_event("scalekit.lock.callback_failed", lock=lease.name, error=repr(exc))
+
+
 # -- pushed histograms in batches ----------------------------------------------------
 
 
@@ -354,4 +362,4 @@ def observe_many(recorder: Any, spec: Any, values: list[float], labels: Any) -> 
 
 def bucket_counts(buckets: tuple[float, ...], values: list[float]) -> Counter[int]:
     """How many of *values* fall in each bucket index (the last index is +Inf)."""
-    return Counter(map(bisect.bisect_left, [buckets] * len(values), values))
+    return Counter(map(bisect.bisect_left, itertools.repeat(buckets), values))

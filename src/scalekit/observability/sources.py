@@ -116,7 +116,7 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
 
     Cost: with a recorder subscribed, a pick counts into a dict and a
     release appends its latency to a buffer, both under the balancer's own
-    lock; buffers reach the hub at each collection or every 4096 releases.
+    lock; buffers reach the hub at each collection, or once an endpoint has 4096.
 
     Raises:
         ConfigurationError: *name* is empty.
@@ -128,7 +128,8 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
     def collect(lb: Any) -> Iterator[Sample]:
         with lb._lock:
             probe.flush()
-            picks = dict(probe.picks)
+            in_flight = {**lb._draining, **lb._in_flight}
+            picks = probe.picks(in_flight) if lb._probe is probe else {}
         endpoints = list(lb.endpoints)
         for ep, count in picks.items():
             yield Sample(
@@ -154,10 +155,8 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
             yield Sample("scalekit_balancer_panic", float(panicking), {"balancer": label})
 
     def switch(lb: Any, active: bool) -> None:
-        if active:
-            lb._probe = probe
-        else:
-            lb.__dict__.pop("_probe", None)
+        # Always an assignment: deleting an instance attribute would slow every other.
+        lb._probe = probe if active else None
 
     _emit.name(balancer, hub, label)
     hub.watch(balancer, collect)
@@ -237,7 +236,8 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
 
     def switch(r: Any, active: bool) -> None:
         if not active:
-            r.__dict__.pop("route", None)
+            if "route" in r.__dict__:
+                del r.route
             return
         original = type(r).route.__get__(r)
 
