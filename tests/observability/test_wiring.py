@@ -300,17 +300,29 @@ def test_nobody_listening_leaves_the_hot_paths_untouched() -> None:
     hub = Telemetry()
     lb = RoundRobin(["a", "b"])
     router = HashRouter(["s1", "s2"])
+    fast = router.route  # a HashRouter's own fast path, an instance attribute
     watch_balancer(lb, "idle", telemetry=hub)
     watch_router(router, "idle", telemetry=hub)
-    assert lb._probe is None and "route" not in vars(router)
+    assert lb._probe is None and router.route is fast
     assert "_probe" in vars(lb)  # set at construction: the instance keeps its compact dict
     from scalekit.observability import MemoryRecorder
 
     recorder = MemoryRecorder()
     hub.subscribe(recorder)
-    assert lb._probe is not None and "route" in vars(router)
+    assert lb._probe is not None and router.route is not fast
+    router.route("k1")
+    router.add_shard("s3")  # installs a new fast path: counting resumes at the next collection
+    after = router.route
+
+    def routed() -> float:
+        return sum(s.value for s in hub.collect() if s.metric == "scalekit_router_routes")
+
+    assert routed() == 1.0
+    assert router.route is not after
+    router.route("k2")
+    assert routed() == 2.0
     hub.unsubscribe(recorder)
-    assert lb._probe is None and "route" not in vars(router)
+    assert lb._probe is None and router.route is after
 
 
 def test_panic_and_lease_events_are_logged(caplog: pytest.LogCaptureFixture) -> None:

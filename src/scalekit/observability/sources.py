@@ -112,7 +112,8 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
     balancer is in panic mode. Pushed by the balancer while the hub has a
     recorder: picks per endpoint, released requests' latencies (by outcome),
     ejections by reason and active health-check results. Endpoint labels are
-    `str(endpoint)`. The balancer is held weakly.
+    `str(endpoint)`. The balancer is held weakly. A balancer pushes to one
+    hub: the last that watched it and has a recorder.
 
     Cost: with a recorder subscribed, a pick counts into a dict and a
     release appends its latency to a buffer, both under the balancer's own
@@ -156,7 +157,10 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
 
     def switch(lb: Any, active: bool) -> None:
         # Always an assignment: deleting an instance attribute would slow every other.
-        lb._probe = probe if active else None
+        if active:
+            lb._probe = probe
+        elif lb._probe is probe:
+            lb._probe = None
 
     _emit.name(balancer, hub, label)
     hub.watch(balancer, collect)
@@ -216,7 +220,9 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
 
     While the hub has a recorder, the router's `route` (and so
     `route_many`) counts each shard it returns; with no recorder the router
-    is untouched. The router is held weakly.
+    is left as it was (a `HashRouter` keeps its fast `route`). A
+    `HashRouter` that adds or removes a shard installs a new `route`;
+    counting resumes at the next collection. The router is held weakly.
 
     Raises:
         ConfigurationError: *name* is empty or *router* has no `route()`.
@@ -227,18 +233,30 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
     hub = telemetry or default_telemetry()
     counts: dict[Any, int] = {}
     lock = threading.Lock()
+    # The counting `route` set on the router, and the instance attribute it hid.
+    installed: list[Any] = [None, None]
 
-    def collect(_: Any) -> Iterator[Sample]:
+    def collect(r: Any) -> Iterator[Sample]:
+        if installed[0] is not None and r.__dict__.get("route") is not installed[0]:
+            switch(r, True)  # the router replaced its `route` (a HashRouter's add/remove)
         with lock:
             snapshot = dict(counts)
         for shard, n in snapshot.items():
             yield Sample("scalekit_router_routes", float(n), {"router": label, "shard": str(shard)})
 
     def switch(r: Any, active: bool) -> None:
+        mine = installed[0]
         if not active:
-            if "route" in r.__dict__:
-                del r.route
+            if mine is not None and r.__dict__.get("route") is mine:
+                if installed[1] is None:
+                    del r.route
+                else:
+                    r.route = installed[1]
+            installed[0] = installed[1] = None
             return
+        if mine is not None and r.__dict__.get("route") is mine:
+            return
+        # The class's route, never the instance's: that one may be replaced later.
         original = type(r).route.__get__(r)
 
         def route(key: Any) -> Any:
@@ -247,7 +265,8 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
                 counts[shard] = counts.get(shard, 0) + 1
             return shard
 
-        r.route = route
+        installed[1] = r.__dict__.get("route")
+        r.route = installed[0] = route
 
     hub.watch(router, collect)
     hub.on_switch(router, switch)
