@@ -153,6 +153,7 @@ def test_the_dashboard_asks_only_for_metrics_the_shop_serves(tmp_path: Path) -> 
         "scalekit_lock_timeouts_total",
         "scalekit_balancer_ejected",
         "scalekit_balancer_in_flight",
+        "scalekit_balancer_ejections_total",
         "shop_checkout_duration_seconds_bucket",
         "shop_orders_total",
     }

@@ -351,6 +351,12 @@ def test_panic_and_lease_events_are_logged(caplog: pytest.LogCaptureFixture) -> 
     assert lease is not None
     plain.extend(lease)
     plain.release(lease)
+    held = plain.acquire()
+    try:
+        raise KeyError("handled by the caller")
+    except KeyError:  # an exception being handled is not the acquire's outcome
+        assert MemoryLock("jobs:1", ttl=1, clock=clock).acquire(blocking=False) is None
+    plain.release(held)
     watched = MemoryLock("jobs:2", ttl=1, clock=clock, on_lost=lambda _lease: 1 / 0)
     other = watched.acquire()
     assert other is not None
@@ -373,6 +379,9 @@ def test_panic_and_lease_events_are_logged(caplog: pytest.LogCaptureFixture) -> 
     ]  # fmt: skip
     counters, _, _ = recorder.snapshot()
     assert counters[("scalekit_lock_renewals", (("lock", "jobs"), ("result", "ok")))] == 1
+    _, _, waits = recorder.snapshot()
+    assert waits[("scalekit_lock_wait_seconds", (("lock", "jobs"), ("outcome", "busy")))].count == 1
+    assert ("scalekit_lock_wait_seconds", (("lock", "jobs"), ("outcome", "error"))) not in waits
     lost = (("lock", "jobs"), ("cause", "expired"))
     assert counters[("scalekit_lock_leases_lost", lost)] == 1
     ejection = (("balancer", "pay"), ("endpoint", "a"), ("reason", "consecutive_failures"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import logging
 import os
-import sys
 import threading
 import time
 import weakref
@@ -216,7 +215,7 @@ class BaseLock(abc.ABC):
                 held._depth += 1
                 return held
         deadline = None if timeout is None else self._clock() + timeout
-        begun, waited = self._clock(), False
+        begun, waited, failed = self._clock(), False, None
         owner = self._new_owner_token()
         attempt = self._new_attempt(owner)
         grant: Grant | None = None
@@ -257,11 +256,14 @@ class BaseLock(abc.ABC):
                     silent = True
                     if not retry.again(exc) and not retry.cut_short(started):
                         raise
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
             if grant is None:
                 self._give_up(attempt, silent)
                 if _emit.on:
-                    _emit.acquired(self, begun, _emit.acquire_outcome(sys.exc_info()[1]), waited)
+                    _emit.acquired(self, begun, _emit.acquire_outcome(failed), waited)
         if grant is None:
             return None
         token, validity = grant
