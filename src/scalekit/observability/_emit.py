@@ -364,8 +364,8 @@ def observe_many(recorder: Any, spec: Any, values: list[float], labels: Any) -> 
 _numpy: Any = None  # numpy, once looked for; False when it is not installed
 
 
-def bucket_counts(buckets: tuple[float, ...], values: list[float]) -> dict[int, int]:
-    """How many of *values* fall in each bucket index (the last index is +Inf).
+def bucket_counts(buckets: tuple[float, ...], values: list[float]) -> tuple[dict[int, int], float]:
+    """How many of *values* fall in each bucket index (the last index is +Inf), and their sum.
 
     A value equal to a bound counts in that bound's bucket (`le`), as
     `bisect_left` places it. With numpy installed, a large batch is counted
@@ -381,11 +381,10 @@ def bucket_counts(buckets: tuple[float, ...], values: list[float]) -> dict[int, 
                 _numpy = False
         if _numpy is not False:
             np = _numpy
-            found = np.searchsorted(
-                np.asarray(buckets, dtype=float),
-                np.fromiter(values, dtype=float, count=len(values)),
-                side="left",
-            )
+            array = np.fromiter(values, dtype=float, count=len(values))
+            found = np.searchsorted(np.asarray(buckets, dtype=float), array, side="left")
             counts = np.bincount(found, minlength=len(buckets) + 1)
-            return {i: int(n) for i, n in enumerate(counts.tolist()) if n}
-    return dict(Counter(map(bisect.bisect_left, itertools.repeat(buckets), values)))
+            total = float(array.sum())
+            return {i: int(n) for i, n in enumerate(counts.tolist()) if n}, total
+    counted = Counter(map(bisect.bisect_left, itertools.repeat(buckets), values))
+    return dict(counted), sum(values)

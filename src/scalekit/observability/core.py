@@ -267,9 +267,10 @@ class HistogramState:
         self.count += 1
 
     def record_many(self, values: list[float]) -> None:
-        for index, n in _emit.bucket_counts(self.buckets, values).items():
+        counts, total = _emit.bucket_counts(self.buckets, values)
+        for index, n in counts.items():
             self.counts[index] += n
-        self.total += math.fsum(values)
+        self.total += total
         self.count += len(values)
 
     def cumulative(self) -> list[tuple[float, int]]:
