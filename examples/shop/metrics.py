@@ -6,9 +6,11 @@ runs (and `--metrics-linger S` seconds after the report). What is there:
 * from scalekit, through a `scalekit.observability.Telemetry` hub and its
   `PrometheusCollector`: the product cache's hits, misses, evictions and
   size (`cache="products"`, the process-local TinyLFU layer), the payment
-  balancer's in-flight requests and ejections (`balancer="payments"`), and
-  the stock locks' waits, acquisitions and timeouts (`lock="shop:stock"`,
-  timed by the shop around `acquire`);
+  balancer's picks, latencies, in-flight requests and ejections
+  (`balancer="payments"`), the stock locks' waits, acquisitions, timeouts,
+  hand-overs and lost leases (`lock="shop:stock"`: every SKU's lock in one
+  series) and the user router's routes per shard (`router="users"`), all
+  reported by the primitives themselves;
 * the shop's own: checkout latency by outcome
   (`shop_checkout_duration_seconds`) and paid orders per user shard
   (`shop_orders_total{shard=...}`).
@@ -23,7 +25,16 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from scalekit.observability import PrometheusCollector, Telemetry, watch_balancer, watch_cache
+from scalekit.observability import (
+    PrometheusCollector,
+    Telemetry,
+    watch_balancer,
+    watch_cache,
+    watch_locks,
+    watch_router,
+)
+
+from .service import LOCK_LABEL
 
 __all__ = ["ShopMetrics"]
 
@@ -52,10 +63,13 @@ class ShopMetrics:
         self._thread: threading.Thread | None = None
 
     def watch(self, shop: Any, local_cache: Any) -> None:
-        """Report *shop*'s payment balancer and the product cache's local layer."""
-        watch_balancer(shop.payments.balancer, "payments", telemetry=self.telemetry)
-        watch_cache(local_cache, "products", telemetry=self.telemetry)
-        shop.telemetry = self.telemetry
+        """Report *shop*'s payment balancer, stock locks, user router and product cache."""
+        hub = self.telemetry
+        watch_balancer(shop.payments.balancer, "payments", telemetry=hub)
+        watch_cache(local_cache, "products", telemetry=hub)
+        # One series for every SKU's lock, whatever namespace the backend adds.
+        watch_locks(LOCK_LABEL, match=lambda name: LOCK_LABEL + ":" in name, telemetry=hub)
+        watch_router(shop.storage.router, "users", telemetry=hub)
         # The hub holds them weakly; keep them so a scrape after the run
         # (--metrics-linger) still sees their final values.
         self._watched.extend((shop, local_cache))

@@ -80,6 +80,17 @@ def test_a_known_sequence_shows_in_the_scrape(tmp_path: Path) -> None:
         key = (("balancer", "payments"), ("endpoint", gw))
         assert got[("scalekit_balancer_in_flight", key)] == 0
         assert got[("scalekit_balancer_ejected", key)] == 0
+    # ... and reported its pick and its latency itself
+    picks = [v for (name, _), v in got.items() if name == "scalekit_balancer_picks_total"]
+    assert sum(picks) == 1
+    timed = [
+        v
+        for (name, labels), v in got.items()
+        if name == "scalekit_balancer_request_duration_seconds_count"
+        and dict(labels)["outcome"] == "ok"
+    ]
+    assert sum(timed) == 1
+    assert ("scalekit_lock_handovers_total", stock) not in got  # nobody waited
     assert got[("shop_checkout_duration_seconds_count", (("outcome", "paid"),))] == 1
     shard = storage.router.route(user)
     assert got[("shop_orders_total", (("shard", shard),))] == 1
@@ -142,6 +153,7 @@ def test_the_dashboard_asks_only_for_metrics_the_shop_serves(tmp_path: Path) -> 
         "scalekit_lock_timeouts_total",
         "scalekit_balancer_ejected",
         "scalekit_balancer_in_flight",
+        "scalekit_balancer_ejections_total",
         "shop_checkout_duration_seconds_bucket",
         "shop_orders_total",
     }

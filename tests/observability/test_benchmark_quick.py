@@ -18,5 +18,6 @@ def test_quick_run_prints_every_workload() -> None:
         check=True,
         timeout=120,
     ).stdout
-    for row in ("LRUCache get/set", "TinyLFUCache get/set", "RoundRobin", "PeakEWMA", "scrape"):
+    rows = ("LRUCache get/set", "TinyLFUCache get/set", "cached hit path", "RoundRobin", "PeakEWMA")
+    for row in (*rows, "MemoryLock acquire+release", "fastest rounds", "scrape"):
         assert row in out

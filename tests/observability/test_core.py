@@ -153,3 +153,20 @@ def test_the_docs_page_lists_every_metric_and_event() -> None:
         assert f"`{shown}`" in page, shown
     for event in EVENTS:
         assert f"`{event}`" in page, event
+
+
+@pytest.mark.parametrize("n", [5, 500])  # below and above the batch size numpy takes
+def test_a_batch_of_observations_counts_as_one_by_one(n: int) -> None:
+    import random
+
+    from scalekit.observability import HistogramState
+
+    rng = random.Random(n)
+    bounds = (0.005, 0.01, 0.1, 1.0)
+    values = [rng.choice([0.005, 0.01, 1.0, 2.0]) if i % 3 else rng.random() for i in range(n)]
+    one, many = HistogramState(bounds), HistogramState(bounds)
+    for value in values:
+        one.record(value)
+    many.record_many(values)
+    assert many.counts == one.counts and many.count == one.count == n
+    assert many.total == pytest.approx(one.total)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._validation import positive_int, positive_number
 from ..exceptions import ConfigurationError, InvalidStateError
+from ..observability import _emit
 
 if TYPE_CHECKING:
     from .base import Balancer
@@ -76,6 +77,8 @@ class ActiveHealthChecker:
         if status is None:
             return
         failing_checks, ejected = status
+        if _emit.on:
+            _emit.checked(self._balancer, endpoint, healthy)
         if healthy:
             self._fail_streak[endpoint] = 0
             passes = self._pass_streak.get(endpoint, 0) + 1

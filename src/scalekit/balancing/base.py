@@ -29,6 +29,7 @@ from .._validation import _is_int
 from ..exceptions import ConfigurationError, NoAvailableEndpointError
 
 if TYPE_CHECKING:
+    from ..observability._emit import BalancerProbe
     from .health import HealthPolicy
 
 __all__ = ["Balancer", "E", "Endpoint", "Endpoints", "parse_endpoints"]
@@ -154,6 +155,8 @@ class Balancer(ABC, Generic[E]):
         # Removed endpoints whose requests are still out: their release must work.
         self._draining: dict[E, int] = {}
         self._health: HealthPolicy | None = None
+        # Set only while `watch_balancer`'s hub has a recorder.
+        self._probe: BalancerProbe | None = None
         now = clock()
         self._init_state()
         for endpoint, weight in parsed.items():
@@ -191,9 +194,13 @@ class Balancer(ABC, Generic[E]):
                 now = self._clock()
                 excluded = health._excluded(now)
                 if excluded and not health._panicking(len(self._weights), len(excluded)):
+                    if health._in_panic:
+                        health._panic_changed(False)
                     if len(excluded) >= len(self._weights):
                         raise NoAvailableEndpointError(health._why_none(now))
                 else:
+                    if health._in_panic is not bool(excluded):
+                        health._panic_changed(bool(excluded))
                     excluded = _NOTHING
                 endpoint = self._select(excluded, key)
             self._in_flight[endpoint] += 1
@@ -235,6 +242,15 @@ class Balancer(ABC, Generic[E]):
                 )
             self._in_flight[endpoint] = count - 1
             self._on_release(endpoint, latency, ok)
+            probe = self._probe
+            if probe is not None:
+                if latency is None:
+                    probe.untimed[endpoint] += 1
+                else:
+                    batch = (probe.ok if ok else probe.errors)[endpoint]
+                    batch.append(latency)
+                    if len(batch) >= probe.BATCH:
+                        probe.flush()
             if self._health is not None:
                 self._health._record(endpoint, ok, self._clock())
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._validation import non_negative_number, positive_int, positive_number
 from ..exceptions import ConfigurationError, InvalidStateError
+from ..observability import _emit
 
 if TYPE_CHECKING:
     from .base import Balancer
@@ -306,6 +307,12 @@ class HealthPolicy:
     def _panicking(self, total: int, excluded: int) -> bool:
         return (total - excluded) * 100.0 < self.panic_threshold * total
 
+    _in_panic = False  # as last logged
+
+    def _panic_changed(self, active: bool) -> None:
+        self._in_panic = active
+        _emit.panic(self._balancer, active)
+
     def _record(self, endpoint: Hashable, ok: bool, now: float) -> None:
         outlier = self.outlier
         if outlier is None:
@@ -372,9 +379,11 @@ class HealthPolicy:
         state.ejected_until = now + span
         state.reason = reason
         self._refresh()
+        _emit.ejected(self._balancer, endpoint, reason, state.ejected_until)
         return True
 
     def _uneject(self, endpoint: Hashable, state: _State) -> None:
+        _emit.unejected(self._balancer, endpoint)
         state.ejected_until = None
         state.reason = ""
         state.failures = 0

@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 from ..exceptions import ArgumentTypeError, ReentrantCallError
+from ..observability import _emit
 from ._single_flight import own_copy as _own_copy
 from .base import MISSING, Cache
 from .keys import _MARK, hashkey
@@ -449,11 +450,14 @@ def _sync_wrapper(
                     with lock:
                         value = peek(k, MISSING)
             if value is MISSING:
-                value = func(*args, **kwargs)
+                on = _emit.on
+                value = _emit.load(cache, func, args, kwargs) if on else func(*args, **kwargs)
                 if cache is not None:
                     store(cache, k, value, lock)
             return value
 
+        if _emit.on:
+            return _emit.flight(cache, lambda lead: flights.run(k, lead, name), compute)
         return flights.run(k, compute, name)
 
     fast = _fast_lookup(cache) if lock is None and counters is None else None
@@ -557,11 +561,16 @@ def _async_wrapper(
             counters.misses += 1
 
         async def compute() -> Any:
-            value = await func(*args, **kwargs)
+            if _emit.on:
+                value = await _emit.load_async(cache, func, args, kwargs)
+            else:
+                value = await func(*args, **kwargs)
             if cache is not None:
                 store(cache, k, value, lock)
             return value
 
+        if _emit.on:
+            return await _emit.flight_async(cache, lambda lead: flights.run(k, lead, name), compute)
         return await flights.run(k, compute, name)
 
     _attach(wrapper, func, cache, key, lock, counters)

@@ -43,6 +43,7 @@ import redis.cluster
 
 from .._validation import positive_number
 from ..exceptions import ConfigurationError
+from ..observability import _emit
 from ._near_listener import NEVER as _NEVER
 from ._near_listener import Listener, permission_message
 from .redis_cache import RedisCache
@@ -413,6 +414,7 @@ class NearCache:
     def _refresh_trust(self) -> None:
         with self._lock:
             self._trusted_until = min(lst.trusted_until for lst in self._listeners)
+        _emit.near_trust(self)
         with self._synced:
             self._synced.notify_all()
 

@@ -33,6 +33,7 @@ from ..exceptions import (
     LockNotOwnedError,
     LockTimeoutError,
 )
+from ..observability import _emit
 from ._clients import check_async_redis
 from ._redis_calls import Script, is_transient
 from .base import CLEANUP_BUDGET, _Outage
@@ -381,7 +382,7 @@ class AsyncRedisLock:
         if not was_lost and released == 1:
             self._loops.pop(lease, None)
             return
-        self._mark_lost(lease)
+        self._mark_lost(lease, "release_refused")
         raise LockLostError(
             f"lease {lease.token} of {self.name!r} was lost before release", self.name
         )
@@ -402,14 +403,15 @@ class AsyncRedisLock:
         started = self._clock()
         ok = await self._script(_EXTEND, [lease.owner, max(int(new_ttl * 1000), 1)])
         if int(ok) != 1:
-            self._mark_lost(lease)
+            self._mark_lost(lease, "extend_refused")
             raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
         lease._set_deadline(started + new_ttl)
 
-    def _mark_lost(self, lease: Lease) -> None:
+    def _mark_lost(self, lease: Lease, cause: str = "expired") -> None:
         """Set `lease.lost`; run `on_lost` on its loop (a notifier thread once it closed)."""
         if not lease.lost._set():
             return
+        _emit.lease_lost(self, lease, cause)
         loop = self._loops.pop(cast(AsyncLease, lease), None)
         if self.on_lost is None:
             return

@@ -27,6 +27,7 @@ from ..exceptions import (
     LockNotOwnedError,
     LockTimeoutError,
 )
+from ..observability import _emit
 from .lease import _NOTIFIER, _WATCHDOG, Lease, LeaseLostEvent, OnLost
 
 __all__ = ["CLEANUP_BUDGET", "BaseLock", "Grant", "Lease", "LeaseLostEvent", "OnLost"]
@@ -214,6 +215,7 @@ class BaseLock(abc.ABC):
                 held._depth += 1
                 return held
         deadline = None if timeout is None else self._clock() + timeout
+        begun, waited, failed = self._clock(), False, None
         owner = self._new_owner_token()
         attempt = self._new_attempt(owner)
         grant: Grant | None = None
@@ -247,15 +249,21 @@ class BaseLock(abc.ABC):
                     raise LockTimeoutError(
                         f"lock {self.name!r} was not acquired within {timeout}s", self.name
                     )
+                waited = True
                 try:
                     self._wait(attempt, remaining)
                 except BackendUnavailableError as exc:
                     silent = True
                     if not retry.again(exc) and not retry.cut_short(started):
                         raise
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
             if grant is None:
                 self._give_up(attempt, silent)
+                if _emit.on:
+                    _emit.acquired(self, begun, _emit.acquire_outcome(failed), waited)
         if grant is None:
             return None
         token, validity = grant
@@ -278,6 +286,8 @@ class BaseLock(abc.ABC):
                 daemon=True,
                 name=f"scalekit-lease:{self.name}",
             ).start()
+        if _emit.on:
+            _emit.acquired(self, begun, "acquired", waited)
         return lease
 
     def release(self, lease: Lease | None = None) -> None:
@@ -325,7 +335,7 @@ class BaseLock(abc.ABC):
                 raise
             released = False
         if was_lost or not released:
-            self._mark_lost(lease)
+            self._mark_lost(lease, "release_refused")
             raise LockLostError(
                 f"lease {lease.token} of {self.name!r} was lost before release", self.name
             )
@@ -356,8 +366,12 @@ class BaseLock(abc.ABC):
             raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
         started = self._clock()
         if not self._do_extend(lease, new_ttl):
-            self._mark_lost(lease)
+            if _emit.on:
+                _emit.renewed(self, False)
+            self._mark_lost(lease, "extend_refused")
             raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
+        if _emit.on:
+            _emit.renewed(self, True)
         trusted = self._lease_ttl(new_ttl)
         lease._set_deadline(None if trusted is None else started + trusted)
 
@@ -393,9 +407,10 @@ class BaseLock(abc.ABC):
                 time.sleep(0.1)
         _log.debug("gave up cleaning up a failed attempt on %r", self.name)
 
-    def _mark_lost(self, lease: Lease) -> None:
-        """Set `lease.lost` and fire `on_lost` once."""
+    def _mark_lost(self, lease: Lease, cause: str = "expired") -> None:
+        """Set `lease.lost` and fire `on_lost` once; *cause* names why, for metrics and logs."""
         if lease.lost._set():
+            _emit.lease_lost(self, lease, cause)
             if self._track_live:
                 with self._live_lock:
                     self._live.discard(lease)
@@ -546,5 +561,7 @@ def _renew(ref: weakref.ref[Lease], done: threading.Event, period: float, retry:
             return
         except Exception as exc:  # transient until proven otherwise: retry until the deadline
             _log.debug("renewal of %r failed, retrying: %r", lock.name, exc)
+            if _emit.on:
+                _emit.renewed(lock, False)
             wait = max(min(retry, left), 0.01)
         del lease, lock

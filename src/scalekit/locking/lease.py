@@ -13,6 +13,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from ..observability import _emit
+
 if TYPE_CHECKING:
     from .base import BaseLock
 
@@ -184,8 +186,9 @@ def _run_on_lost(callback: OnLost, lease: Lease) -> None:
     """Run one `on_lost` callback; what it raises is logged with the lock's name."""
     try:
         callback(lease)
-    except Exception:
+    except Exception as exc:
         _log.exception("on_lost callback of lock %r raised", lease.name)
+        _emit.callback_failed(lease, exc)
 
 
 class _Notifier:

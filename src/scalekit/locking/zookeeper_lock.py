@@ -164,7 +164,7 @@ class ZooKeeperLock(BaseLock):
             self._epoch += 1
             leases = list(self._live)
         for lease in leases:
-            self._mark_lost(lease)
+            self._mark_lost(lease, "session_lost")
 
     # -- the backend --------------------------------------------------------
     def _new_attempt(self, owner: str) -> Any:
@@ -314,7 +314,7 @@ class ZooKeeperLock(BaseLock):
             # Lost between the grant and now (the session, or its deadline): lost too.
             lost = attempt.epoch != self._epoch
         if lost or time.monotonic() >= self._watch.lost_at():
-            self._mark_lost(lease)
+            self._mark_lost(lease, "session_lost")
 
     def _do_release(self, lease: Lease) -> bool:
         node = self._nodes.pop(lease.token, None)

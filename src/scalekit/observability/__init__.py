@@ -28,7 +28,7 @@ from .core import (
     default_telemetry,
     log_event,
 )
-from .sources import watch_balancer, watch_cache
+from .sources import watch_balancer, watch_cache, watch_locks, watch_migration, watch_router
 
 __all__ = [  # noqa: RUF022 - plain sorted(), as every scalekit __all__
     "DEFAULT_BUCKETS",
@@ -45,6 +45,9 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as every scalekit __all__
     "log_event",
     "watch_balancer",
     "watch_cache",
+    "watch_locks",
+    "watch_migration",
+    "watch_router",
 ]
 
 

@@ -76,21 +76,21 @@ METRICS: dict[str, MetricSpec] = _specs(
         "histogram",
         "seconds",
         ("cache", "outcome"),
-        "Time a cached function's loader took, by outcome (ok or error).",
+        "Time a `cached` function's call on a miss took, by outcome (ok or error).",
     ),
     MetricSpec(
         "scalekit_cache_load_errors",
         "counter",
         "",
         ("cache",),
-        "Loader calls that raised.",
+        "Loader calls that raised (a `cached` function's, or a RedisCache loader's).",
     ),
     MetricSpec(
         "scalekit_cache_singleflight_waits",
         "counter",
         "",
         ("cache",),
-        "Callers that waited for another caller's load of the same key.",
+        "Callers that took another caller's load of the same key instead of loading.",
     ),
     # Redis tier
     MetricSpec(
@@ -99,6 +99,13 @@ METRICS: dict[str, MetricSpec] = _specs(
         "",
         ("cache", "result"),
         "Reads that went to Redis, by result (hit or miss).",
+    ),
+    MetricSpec(
+        "scalekit_rediscache_loads",
+        "counter",
+        "",
+        ("cache",),
+        "Loader calls made while holding the key's load lease.",
     ),
     MetricSpec(
         "scalekit_rediscache_writebacks_rejected",
@@ -120,6 +127,13 @@ METRICS: dict[str, MetricSpec] = _specs(
         "",
         ("cache",),
         "Reads served by the near cache's local layer.",
+    ),
+    MetricSpec(
+        "scalekit_nearcache_remote_reads",
+        "counter",
+        "",
+        ("cache",),
+        "Reads the near cache sent on to its RedisCache.",
     ),
     MetricSpec(
         "scalekit_nearcache_invalidations",
@@ -169,7 +183,7 @@ METRICS: dict[str, MetricSpec] = _specs(
         "counter",
         "",
         ("balancer", "endpoint", "reason"),
-        "Outlier ejections, by reason.",
+        "Outlier ejections, by reason (consecutive_failures or success_rate).",
     ),
     MetricSpec(
         "scalekit_balancer_ejected",
@@ -198,7 +212,7 @@ METRICS: dict[str, MetricSpec] = _specs(
         "histogram",
         "seconds",
         ("lock", "outcome"),
-        "Time callers waited in acquire, by outcome (acquired, timeout or error).",
+        "Time callers spent in acquire, by outcome (acquired, timeout, busy or error).",
     ),
     MetricSpec("scalekit_lock_acquisitions", "counter", "", ("lock",), "Leases granted."),
     MetricSpec("scalekit_lock_timeouts", "counter", "", ("lock",), "Acquires that timed out."),
@@ -207,7 +221,8 @@ METRICS: dict[str, MetricSpec] = _specs(
         "counter",
         "",
         ("lock", "cause"),
-        "Leases found lost before release, by cause.",
+        "Leases found lost before release, by cause (expired, extend_refused, "
+        "release_refused or session_lost).",
     ),
     MetricSpec(
         "scalekit_lock_renewals",
@@ -221,7 +236,7 @@ METRICS: dict[str, MetricSpec] = _specs(
         "counter",
         "",
         ("lock",),
-        "Releases that handed the lock straight to a waiter.",
+        "Acquisitions granted to a caller that waited for the previous holder's release.",
     ),
     # routers
     MetricSpec(
@@ -243,7 +258,7 @@ METRICS: dict[str, MetricSpec] = _specs(
         "gauge",
         "ratio",
         ("migration",),
-        "Share of the planned keys moved, 0 to 1.",
+        "Share of the source shards fully scanned and moved in the current direction, 0 to 1.",
     ),
 )
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ..exceptions import ConfigurationError
+from . import _emit
 from .catalog import EVENTS, METRICS, MetricSpec
 
 __all__ = [
@@ -110,6 +111,7 @@ class Telemetry:
         self._lock = threading.Lock()
         self._recorders: tuple[Recorder, ...] = ()
         self._sources: list[tuple[weakref.ref[Any], Callable[[Any], Iterable[Sample]]]] = []
+        self._switches: list[tuple[weakref.ref[Any], Callable[[Any, bool], None]]] = []
         self.active = False
 
     # -- recorders ----------------------------------------------------------
@@ -118,13 +120,40 @@ class Telemetry:
         """Send every pushed measurement to *recorder* from now on."""
         with self._lock:
             self._recorders = (*self._recorders, recorder)
-            self.active = True
+            _emit._subscribed(1)
+            was, self.active = self.active, True
+        if not was:
+            self._switch(True)
 
     def unsubscribe(self, recorder: Recorder) -> None:
         """Stop sending to *recorder* (no error if it was not subscribed)."""
         with self._lock:
-            self._recorders = tuple(r for r in self._recorders if r is not recorder)
-            self.active = bool(self._recorders)
+            kept = tuple(r for r in self._recorders if r is not recorder)
+            _emit._subscribed(len(kept) - len(self._recorders))
+            self._recorders = kept
+            was, self.active = self.active, bool(kept)
+        if was and not self.active:
+            self._switch(False)
+
+    def on_switch(self, obj: T, switch: Callable[[T, bool], None]) -> None:
+        """Call `switch(obj, active)` now and whenever the hub turns on or off.
+
+        This is how a watched primitive gets its hot-path probe only while
+        somebody listens. *obj* is held weakly.
+        """
+        with self._lock:
+            self._switches.append((weakref.ref(obj), switch))
+            active = self.active
+        switch(obj, active)
+
+    def _switch(self, active: bool) -> None:
+        with self._lock:
+            self._switches = [(ref, fn) for ref, fn in self._switches if ref() is not None]
+            switches = list(self._switches)
+        for ref, fn in switches:
+            obj = ref()
+            if obj is not None:
+                fn(obj, active)
 
     # -- pushing --------------------------------------------------------------
 
@@ -163,6 +192,13 @@ class Telemetry:
         key = _labels(spec, labels)
         for recorder in self._recorders:
             recorder.observe(spec, float(value), key)
+
+    def _observe_many(self, metric: str, values: list[float], **labels: Any) -> None:
+        """`observe()` for a batch of values a probe already checked (finite, >= 0)."""
+        spec = _spec(metric, "histogram")
+        key = _labels(spec, labels)
+        for recorder in self._recorders:
+            _emit.observe_many(recorder, spec, values, key)
 
     # -- pulling --------------------------------------------------------------
 
@@ -230,6 +266,13 @@ class HistogramState:
         self.total += value
         self.count += 1
 
+    def record_many(self, values: list[float]) -> None:
+        counts, total = _emit.bucket_counts(self.buckets, values)
+        for index, n in counts.items():
+            self.counts[index] += n
+        self.total += total
+        self.count += len(values)
+
     def cumulative(self) -> list[tuple[float, int]]:
         """`(upper bound, observations <= bound)` pairs, ending with +Inf."""
         out: list[tuple[float, int]] = []
@@ -277,6 +320,15 @@ class MemoryRecorder:
             if state is None:
                 state = self.histograms[key] = HistogramState(self.buckets)
             state.record(value)
+
+    def observe_many(self, spec: MetricSpec, values: list[float], labels: Labels) -> None:
+        """Record a batch of observations of one series under one lock."""
+        key = (spec.name, labels)
+        with self._lock:
+            state = self.histograms.get(key)
+            if state is None:
+                state = self.histograms[key] = HistogramState(self.buckets)
+            state.record_many(values)
 
     def snapshot(
         self,

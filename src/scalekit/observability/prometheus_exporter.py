@@ -83,12 +83,14 @@ class PrometheusCollector:
         return []
 
     def collect(self) -> Iterator[Metric]:
+        # Pulled first: reading a watched balancer hands its buffered latencies to the hub.
+        pulled = list(self._telemetry.collect())
         counters, gauges, histograms = self._recorder.snapshot()
         values: dict[str, dict[tuple[str, ...], float]] = defaultdict(dict)
         for (name, labels), value in (*counters.items(), *gauges.items()):
             key = tuple(v for _, v in labels)
             values[name][key] = values[name].get(key, 0.0) + value
-        for sample in self._telemetry.collect():
+        for sample in pulled:
             spec = METRICS[sample.metric]
             key = tuple(sample.labels[n] for n in spec.labels)
             values[sample.metric][key] = values[sample.metric].get(key, 0.0) + sample.value

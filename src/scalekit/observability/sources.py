@@ -1,19 +1,27 @@
-"""Pull sources: report the state a primitive already keeps, read at collection time.
+"""Naming what reports: each `watch_*` names a primitive for one hub.
 
-Nothing here touches a hot path: the counters are the ones the primitive
-keeps for itself (`Cache.stats()`, a balancer's in-flight counts, its
-health policy's ejections), read only when an exporter collects.
+Two things follow from watching:
+
+* **pulled** state the primitive keeps for itself (`Cache.stats()`, a
+  balancer's in-flight counts, its health policy's ejections) is read when
+  an exporter collects, never on a hot path;
+* **pushed** measurements the primitive emits itself (a `cached` load's
+  time, a lock's wait, an ejection) carry the name given here and go to
+  this hub. A primitive nobody watched pushes nothing; one whose hub has no
+  recorder pays one attribute read per instrumented call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..exceptions import ConfigurationError
+from . import _emit
 from .core import Sample, Telemetry, default_telemetry
 
-__all__ = ["watch_balancer", "watch_cache"]
+__all__ = ["watch_balancer", "watch_cache", "watch_locks", "watch_migration", "watch_router"]
 
 
 def _name(kind: str, name: Any) -> str:
@@ -23,11 +31,21 @@ def _name(kind: str, name: Any) -> str:
 
 
 def watch_cache(cache: Any, name: str, *, telemetry: Telemetry | None = None) -> None:
-    """Report *cache*'s hits, misses, evictions, size and capacity as `cache=name`.
+    """Report *cache* as `cache=name`: its counters pulled, its loads pushed.
 
-    Works for every scalekit cache (anything with `stats()`, `currsize` and
-    `maxsize`); a TinyLFU cache also reports its window size. The cache is
-    held weakly.
+    What is reported depends on the cache:
+
+    * every in-process scalekit cache (anything with `stats()`, `currsize`
+      and `maxsize`): hits, misses, evictions, size and capacity, plus the
+      window size of a TinyLFU cache; a `cached` function over it pushes its
+      load times, load errors and single-flight waits;
+    * a `RedisCache`: remote reads by result, loads and load errors,
+      write-backs rejected, fallback calls and cross-process waits;
+    * a `NearCache`: local hits, remote reads, invalidations received, the
+      age of the last answered heartbeat and whether the local layer is
+      bypassed (watch its local layer as well for that layer's own counters).
+
+    The cache is held weakly.
 
     Args:
         cache: the cache to report.
@@ -40,8 +58,10 @@ def watch_cache(cache: Any, name: str, *, telemetry: Telemetry | None = None) ->
     label = {"cache": _name("cache", name)}
     if not callable(getattr(cache, "stats", None)):
         raise ConfigurationError(f"cache must have a stats() method, got {type(cache).__name__}")
+    hub = telemetry or default_telemetry()
+    fields = getattr(type(cache.stats()), "_fields", ())
 
-    def collect(c: Any) -> Iterator[Sample]:
+    def collect_local(c: Any) -> Iterator[Sample]:
         stats = c.stats()
         yield Sample("scalekit_cache_hits", stats.hits, label)
         yield Sample("scalekit_cache_misses", stats.misses, label)
@@ -52,22 +72,70 @@ def watch_cache(cache: Any, name: str, *, telemetry: Telemetry | None = None) ->
         if window is not None:
             yield Sample("scalekit_cache_window_size", float(window), label)
 
-    (telemetry or default_telemetry()).watch(cache, collect)
+    def collect_redis(c: Any) -> Iterator[Sample]:
+        stats = c.stats()
+        for result, value in (("hit", stats.hits), ("miss", stats.misses)):
+            yield Sample("scalekit_rediscache_remote_reads", value, {**label, "result": result})
+        yield Sample("scalekit_rediscache_loads", stats.loads, label)
+        yield Sample("scalekit_cache_load_errors", stats.load_errors, label)
+        yield Sample("scalekit_rediscache_writebacks_rejected", stats.writebacks_rejected, label)
+        yield Sample("scalekit_rediscache_fallback_calls", stats.fallbacks, label)
+        yield Sample("scalekit_cache_singleflight_waits", stats.waits + stats.shared, label)
+
+    def collect_near(c: Any) -> Iterator[Sample]:
+        stats = c.stats()
+        yield Sample("scalekit_nearcache_local_hits", stats.local_hits, label)
+        yield Sample("scalekit_nearcache_remote_reads", stats.remote_reads, label)
+        yield Sample("scalekit_nearcache_invalidations", stats.invalidations, label)
+        yield Sample("scalekit_nearcache_degraded", 0.0 if c.connected else 1.0, label)
+        # trusted_until = last answered heartbeat's send time + max_staleness
+        heard = c._trusted_until - c.max_staleness
+        age = c._clock() - heard
+        if age == age and age != float("inf"):  # never answered: no value to show
+            yield Sample("scalekit_nearcache_staleness_seconds", max(age, 0.0), label)
+
+    if "local_hits" in fields:
+        collect = collect_near
+    elif "writebacks_rejected" in fields:
+        collect = collect_redis
+    else:
+        collect = collect_local
+    _emit.name(cache, hub, label["cache"])
+    hub.watch(cache, collect)
 
 
 def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = None) -> None:
-    """Report *balancer*'s in-flight counts and ejections as `balancer=name`.
+    """Report *balancer* as `balancer=name`: picks, in-flight, latency, health.
 
-    Endpoint labels are `str(endpoint)`. With a health policy, every endpoint
-    reports `scalekit_balancer_ejected` (1 or 0). The balancer is held weakly.
+    Pulled at collection: in-flight requests per endpoint and, with a
+    health policy, whether each endpoint is ejected and whether the
+    balancer is in panic mode. Pushed by the balancer while the hub has a
+    recorder: picks per endpoint, released requests' latencies (by outcome),
+    ejections by reason and active health-check results. Endpoint labels are
+    `str(endpoint)`. The balancer is held weakly. A balancer pushes to one
+    hub: the last that watched it and has a recorder.
+
+    Cost: with a recorder subscribed, a pick counts into a dict and a
+    release appends its latency to a buffer, both under the balancer's own
+    lock; buffers reach the hub at each collection, or once an endpoint has 4096.
 
     Raises:
         ConfigurationError: *name* is empty.
     """
     label = _name("balancer", name)
+    hub = telemetry or default_telemetry()
+    probe = _emit.BalancerProbe(hub, label)
 
     def collect(lb: Any) -> Iterator[Sample]:
+        with lb._lock:
+            probe.flush()
+            in_flight = {**lb._draining, **lb._in_flight}
+            picks = probe.picks(in_flight) if lb._probe is probe else {}
         endpoints = list(lb.endpoints)
+        for ep, count in picks.items():
+            yield Sample(
+                "scalekit_balancer_picks", float(count), {"balancer": label, "endpoint": str(ep)}
+            )
         for ep in endpoints:
             yield Sample(
                 "scalekit_balancer_in_flight",
@@ -83,5 +151,164 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
                     1.0 if ep in ejected else 0.0,
                     {"balancer": label, "endpoint": str(ep)},
                 )
+            out = len(endpoints) - len(health.available())
+            panicking = bool(out) and health._panicking(len(endpoints), out)
+            yield Sample("scalekit_balancer_panic", float(panicking), {"balancer": label})
 
-    (telemetry or default_telemetry()).watch(balancer, collect)
+    def switch(lb: Any, active: bool) -> None:
+        # Always an assignment: deleting an instance attribute would slow every other.
+        if active:
+            lb._probe = probe
+        elif lb._probe is probe:
+            lb._probe = None
+
+    _emit.name(balancer, hub, label)
+    hub.watch(balancer, collect)
+    hub.on_switch(balancer, switch)
+
+
+def watch_locks(
+    name: str,
+    *,
+    prefix: str | None = None,
+    match: Callable[[str], bool] | None = None,
+    telemetry: Telemetry | None = None,
+) -> None:
+    """Report every lock of a family as `lock=name`.
+
+    A lock belongs to the family when its name is *name* or starts with
+    *prefix* (default `name + ":"`), or, given *match*, when
+    `match(lock.name)` is true.
+
+    Locks are usually one object per resource (`shop:stock:sku-1`,
+    `shop:stock:sku-2`, ...); naming the family keeps one series for all of
+    them. Locks push, while the hub has a recorder: the time each acquire
+    waited (by outcome: `acquired`, `timeout`, `busy` for a non-blocking try
+    that found the lock held, `error`), acquisitions, timeouts, hand-overs
+    (acquisitions granted after waiting for a holder), renewals by result
+    and leases lost by cause. The family watched last is tried first; a
+    later call with the same *name* and *prefix* (or *match*) replaces an
+    earlier one. Leases lost are also logged (`scalekit.lock.lease_lost`)
+    whether watched or not.
+
+    Args:
+        name: the `lock` label, e.g. `"shop:stock"`.
+        prefix: lock names that belong to the family (default: `name + ":"`).
+        match: instead of *prefix*, a test of a lock's name.
+        telemetry: the hub (default: `default_telemetry()`).
+
+    Raises:
+        ConfigurationError: *name* or *prefix* is empty, *match* is not
+            callable, or both *prefix* and *match* are given.
+    """
+    label = _name("lock", name)
+    hub = telemetry or default_telemetry()
+    if match is not None:
+        if prefix is not None or not callable(match):
+            raise ConfigurationError(
+                f"match must be a callable and replaces prefix, got match={match!r} "
+                f"and prefix={prefix!r}"
+            )
+        _emit.name_locks((label, match), match, hub, label)
+        return
+    family = label + ":" if prefix is None else _name("prefix", prefix)
+    _emit.name_locks((label, family), lambda n: n == label or n.startswith(family), hub, label)
+
+
+def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) -> None:
+    """Count the keys *router* routes to each shard as `router=name`.
+
+    While the hub has a recorder, the router's `route` (and so
+    `route_many`) counts each shard it returns; with no recorder the router
+    is left as it was (a `HashRouter` keeps its fast `route`). A
+    `HashRouter` that adds or removes a shard installs a new `route`;
+    counting resumes at the next collection. The router is held weakly.
+
+    Raises:
+        ConfigurationError: *name* is empty or *router* has no `route()`.
+    """
+    label = _name("router", name)
+    if not callable(getattr(router, "route", None)):
+        raise ConfigurationError(f"router must have a route() method, got {type(router).__name__}")
+    hub = telemetry or default_telemetry()
+    counts: dict[Any, int] = {}
+    lock = threading.Lock()
+    # The counting `route` set on the router, and the instance attribute it hid.
+    installed: list[Any] = [None, None]
+
+    def collect(r: Any) -> Iterator[Sample]:
+        if installed[0] is not None and r.__dict__.get("route") is not installed[0]:
+            switch(r, True)  # the router replaced its `route` (a HashRouter's add/remove)
+        with lock:
+            snapshot = dict(counts)
+        for shard, n in snapshot.items():
+            yield Sample("scalekit_router_routes", float(n), {"router": label, "shard": str(shard)})
+
+    def switch(r: Any, active: bool) -> None:
+        mine = installed[0]
+        if not active:
+            if mine is not None and r.__dict__.get("route") is mine:
+                if installed[1] is None:
+                    del r.route
+                else:
+                    r.route = installed[1]
+            installed[0] = installed[1] = None
+            return
+        if mine is not None and r.__dict__.get("route") is mine:
+            return
+        # The class's route, never the instance's: that one may be replaced later.
+        original = type(r).route.__get__(r)
+
+        def route(key: Any) -> Any:
+            shard = original(key)
+            with lock:
+                counts[shard] = counts.get(shard, 0) + 1
+            return shard
+
+        installed[1] = r.__dict__.get("route")
+        r.route = installed[0] = route
+
+    hub.watch(router, collect)
+    hub.on_switch(router, switch)
+
+
+def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = None) -> None:
+    """Report a `MigratingRouter`'s progress as `migration=name`.
+
+    Pushed: the keys each `move()` moved. Pulled: the share of the current
+    direction's source shards whose scan is complete with nothing left to
+    move (0 before `start()`, 1 once complete or aborted). The migration is
+    held weakly.
+
+    Raises:
+        ConfigurationError: *name* is empty or *migration* has no `move()`.
+    """
+    label = {"migration": _name("migration", name)}
+    if not callable(getattr(migration, "move", None)):
+        raise ConfigurationError(
+            f"migration must have a move() method, got {type(migration).__name__}"
+        )
+    hub = telemetry or default_telemetry()
+    original = type(migration).move.__get__(migration)
+
+    def move(limit: int = 1000, *, batch: int = 100) -> int:
+        moved = original(limit, batch=batch)
+        if moved and hub.active:
+            hub.add("scalekit_migration_keys_moved", moved, **label)
+        return int(moved)
+
+    def collect(m: Any) -> Iterator[Sample]:
+        state = m.state
+        if state is None:
+            ratio = 0.0
+        elif state.phase not in ("forward", "reverse"):
+            ratio = 1.0
+        else:
+            with m._mover_lock:
+                sources = m._sources(state.phase == "forward")
+                done = sum(1 for s in sources if m._cursors.get(s) == -1 and not m._pending.get(s))
+            ratio = done / len(sources) if sources else 1.0
+        yield Sample("scalekit_migration_progress_ratio", ratio, label)
+
+    migration.move = move
+    hub.watch(migration, collect)

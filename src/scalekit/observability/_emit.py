@@ -1,0 +1,390 @@
+"""What the primitives call to push their measurements: small, cheap, and silent when idle.
+
+Instrumented code in the families tests one of two things before doing any
+work, so that nobody listening costs one attribute read:
+
+* `on`, true while any `Telemetry` hub in the process has a recorder
+  (caches' loads, locks' acquires: paths that are not per-hit);
+* a per-object `_probe` attribute (balancers' picks and releases), set
+  only while the object is watched by a hub that has a recorder.
+
+Everything else (finding the object's name and hub, timing, batching)
+lives here so that the families carry one-line insertions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib
+import itertools
+import logging
+import threading
+import time
+import weakref
+from collections import Counter, defaultdict
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .core import Telemetry
+
+__all__ = ["on"]
+
+#: True while any hub in the process has a subscribed recorder.
+on = False
+
+_subscribers = 0
+_state_lock = threading.Lock()
+
+# id(obj) -> (hub, label value) for objects named by watch_cache & co.
+_names: dict[int, tuple[Telemetry, str]] = {}
+# Lock families: (key, does a lock name belong, hub, label value), newest first.
+_lock_families: list[tuple[object, Callable[[str], bool], Telemetry, str]] = []
+
+
+def _subscribed(delta: int) -> None:
+    global on, _subscribers
+    with _state_lock:
+        _subscribers += delta
+        on = _subscribers > 0
+
+
+def name(obj: Any, hub: Telemetry, label: str) -> None:
+    """Remember that *obj* reports to *hub* as *label* (forgotten when *obj* dies)."""
+    key = id(obj)
+    _names[key] = (hub, label)
+    weakref.finalize(obj, _names.pop, key, None)
+
+
+def name_locks(key: object, belongs: Callable[[str], bool], hub: Telemetry, label: str) -> None:
+    """Every lock whose name *belongs* reports to *hub* as `lock=label`; *key* replaces."""
+    with _state_lock:
+        rest = [f for f in _lock_families if f[0] != key]
+        _lock_families[:] = [(key, belongs, hub, label), *rest]
+
+
+def _named(obj: Any) -> tuple[Telemetry, str] | None:
+    found = _names.get(id(obj))
+    if found is None or not found[0].active:
+        return None
+    return found
+
+
+def _lock_named(lock: Any) -> tuple[Telemetry, str] | None:
+    lock_name = getattr(lock, "name", "")
+    for _, belongs, hub, label in _lock_families:
+        if belongs(lock_name):
+            return (hub, label) if hub.active else None
+    return None
+
+
+# -- caches and `cached` -----------------------------------------------------------
+
+
+def load(cache: Any, func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """Call a loader for *cache*, timing it; its result or exception passes through."""
+    named = _named(cache)
+    if named is None:
+        return func(*args, **kwargs)
+    hub, label = named
+    started = time.perf_counter()
+    try:
+        value = func(*args, **kwargs)
+    except BaseException:
+        _loaded(hub, label, time.perf_counter() - started, ok=False)
+        raise
+    _loaded(hub, label, time.perf_counter() - started, ok=True)
+    return value
+
+
+async def load_async(cache: Any, func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """`load()` for a coroutine function."""
+    named = _named(cache)
+    if named is None:
+        return await func(*args, **kwargs)
+    hub, label = named
+    started = time.perf_counter()
+    try:
+        value = await func(*args, **kwargs)
+    except BaseException:
+        _loaded(hub, label, time.perf_counter() - started, ok=False)
+        raise
+    _loaded(hub, label, time.perf_counter() - started, ok=True)
+    return value
+
+
+def _loaded(hub: Telemetry, label: str, seconds: float, *, ok: bool) -> None:
+    outcome = "ok" if ok else "error"
+    hub.observe("scalekit_cache_load_duration_seconds", seconds, cache=label, outcome=outcome)
+    if not ok:
+        hub.add("scalekit_cache_load_errors", cache=label)
+
+
+def flight(cache: Any, run: Callable[[Callable[[], Any]], Any], compute: Callable[[], Any]) -> Any:
+    """`run(compute)` through a single-flight table, counting a wait if another caller led."""
+    led = False
+
+    def lead() -> Any:
+        nonlocal led
+        led = True
+        return compute()
+
+    try:
+        return run(lead)
+    finally:
+        if not led:
+            named = _named(cache)
+            if named is not None:
+                named[0].add("scalekit_cache_singleflight_waits", cache=named[1])
+
+
+async def flight_async(cache: Any, run: Callable[[Callable[[], Any]], Any], compute: Any) -> Any:
+    """`flight()` for an asyncio single-flight table (*compute* is a coroutine function)."""
+    led = False
+
+    async def lead() -> Any:
+        nonlocal led
+        led = True
+        return await compute()
+
+    try:
+        return await run(lead)
+    finally:
+        if not led:
+            named = _named(cache)
+            if named is not None:
+                named[0].add("scalekit_cache_singleflight_waits", cache=named[1])
+
+
+# -- NearCache -------------------------------------------------------------------------
+
+_degraded: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def near_trust(near: Any) -> None:
+    """Log `scalekit.nearcache.degraded` / `recovered` when *near*'s trust changes.
+
+    Called at every heartbeat and every listener failure; logs only the
+    changes after the first time every node answered (connecting is not a
+    degradation; a node that refuses the listener's commands is logged by
+    the near cache itself).
+    """
+    from .core import log_event
+
+    degraded = not near.connected
+    before = _degraded.get(near)
+    if before is None and degraded:
+        return
+    _degraded[near] = degraded
+    if before is None or before == degraded:
+        return
+    found = _names.get(id(near))
+    label = found[1] if found is not None else near.remote.namespace
+    if degraded:
+        log_event("scalekit.nearcache.degraded", cache=label, reason=near.state)
+    else:
+        log_event("scalekit.nearcache.recovered", logging.INFO, cache=label)
+
+
+# -- balancers -------------------------------------------------------------------------
+
+
+class BalancerProbe:
+    """One watched balancer's released requests: latencies buffered, counts kept.
+
+    Set as the balancer's `_probe` only while its hub has a recorder. The
+    balancer updates it inline in `release`, with its own lock held (a
+    latency appended to `ok[endpoint]` or `errors[endpoint]`, or
+    `untimed[endpoint] += 1` for a release without one), so nothing here
+    needs a lock of its own and no call is made per request; `pick` is not
+    touched at all. Picks are counted as the releases seen plus the requests
+    in flight now (both exact, so the total only grows). Latencies reach
+    the hub in batches: at every collection, and whenever one endpoint's
+    buffer holds `BATCH` values.
+    """
+
+    BATCH = 4096
+
+    __slots__ = ("errors", "hub", "label", "ok", "released", "untimed")
+
+    def __init__(self, hub: Telemetry, label: str) -> None:
+        self.hub = hub
+        self.label = label
+        self.ok: defaultdict[Hashable, list[float]] = defaultdict(list)
+        self.errors: defaultdict[Hashable, list[float]] = defaultdict(list)
+        self.untimed: defaultdict[Hashable, int] = defaultdict(int)
+        self.released: defaultdict[Hashable, int] = defaultdict(int)  # timed, flushed
+
+    def flush(self) -> None:
+        """Hand the buffered latencies to the hub (caller holds the balancer's lock)."""
+        ok, errors = self.ok, self.errors
+        self.ok, self.errors = defaultdict(list), defaultdict(list)
+        for outcome, batches in (("ok", ok), ("error", errors)):
+            for endpoint, values in batches.items():
+                self.released[endpoint] += len(values)
+                self.hub._observe_many(
+                    "scalekit_balancer_request_duration_seconds",
+                    values,
+                    balancer=self.label,
+                    endpoint=str(endpoint),
+                    outcome=outcome,
+                )
+
+    def picks(self, in_flight: dict[Hashable, int]) -> dict[Hashable, int]:
+        """Picks per endpoint since the probe was set (after a `flush()`; locked)."""
+        out: dict[Hashable, int] = {}
+        for endpoint in {*self.released, *self.untimed, *in_flight}:
+            n = self.released.get(endpoint, 0) + self.untimed.get(endpoint, 0)
+            out[endpoint] = n + in_flight.get(endpoint, 0)
+        return out
+
+
+def _balancer_label(lb: Any) -> str:
+    found = _names.get(id(lb))
+    return found[1] if found is not None else type(lb).__name__
+
+
+def ejected(lb: Any, endpoint: Hashable, reason: str, until: float) -> None:
+    """An endpoint was ejected: count it by kind of reason and log the event."""
+    from .core import log_event
+
+    label = _balancer_label(lb)
+    kind = "success_rate" if reason.startswith("success rate") else "consecutive_failures"
+    named = _named(lb)
+    if named is not None:
+        named[0].add(
+            "scalekit_balancer_ejections", balancer=label, endpoint=str(endpoint), reason=kind
+        )
+    log_event(
+        "scalekit.balancer.ejected",
+        balancer=label,
+        endpoint=str(endpoint),
+        reason=reason,
+        until=until,
+    )
+
+
+def unejected(lb: Any, endpoint: Hashable) -> None:
+    """An ejected endpoint came back."""
+    from .core import log_event
+
+    log_event(
+        "scalekit.balancer.uneject",
+        logging.INFO,
+        balancer=_balancer_label(lb),
+        endpoint=str(endpoint),
+    )
+
+
+def panic(lb: Any, active: bool) -> None:
+    """The balancer entered (*active*) or left panic mode."""
+    from .core import log_event
+
+    log_event("scalekit.balancer.panic", balancer=_balancer_label(lb), active=active)
+
+
+def checked(lb: Any, endpoint: Hashable, healthy: bool) -> None:
+    """One active health-check result."""
+    named = _named(lb)
+    if named is not None:
+        named[0].add(
+            "scalekit_balancer_health_checks",
+            balancer=named[1],
+            endpoint=str(endpoint),
+            result="pass" if healthy else "fail",
+        )
+
+
+# -- locks -----------------------------------------------------------------------------
+
+
+def acquired(lock: Any, begun: float, outcome: str, waited: bool) -> None:
+    """An acquire ended with *outcome* (`acquired`, `timeout`, `busy` or `error`)."""
+    named = _lock_named(lock)
+    if named is None:
+        return
+    hub, label = named
+    hub.observe(
+        "scalekit_lock_wait_seconds", max(lock._clock() - begun, 0.0), lock=label, outcome=outcome
+    )
+    if outcome == "acquired":
+        hub.add("scalekit_lock_acquisitions", lock=label)
+        if waited:
+            hub.add("scalekit_lock_handovers", lock=label)
+    elif outcome == "timeout":
+        hub.add("scalekit_lock_timeouts", lock=label)
+
+
+def acquire_outcome(exc: BaseException | None) -> str:
+    """The outcome label of an acquire that got no lease, from what it raised."""
+    from ..exceptions import LockTimeoutError
+
+    if exc is None:
+        return "busy"
+    return "timeout" if isinstance(exc, LockTimeoutError) else "error"
+
+
+def renewed(lock: Any, ok: bool) -> None:
+    """One extend of a lease (by hand or by auto-renewal), succeeded or failed."""
+    named = _lock_named(lock)
+    if named is not None:
+        named[0].add("scalekit_lock_renewals", lock=named[1], result="ok" if ok else "failed")
+
+
+def lease_lost(lock: Any, lease: Any, cause: str) -> None:
+    """A lease was found lost: count it by cause and log the event."""
+    from .core import log_event
+
+    named = _lock_named(lock)
+    if named is not None:
+        named[0].add("scalekit_lock_leases_lost", lock=named[1], cause=cause)
+    log_event("scalekit.lock.lease_lost", lock=lock.name, cause=cause, token=lease.token)
+
+
+def callback_failed(lease: Any, exc: BaseException) -> None:
+    """An `on_lost` callback raised (its traceback is logged by the lock module)."""
+    from .core import log_event
+
+    log_event("scalekit.lock.callback_failed", lock=lease.name, error=repr(exc))
+
+
+# -- pushed histograms in batches ----------------------------------------------------
+
+
+def observe_many(recorder: Any, spec: Any, values: list[float], labels: Any) -> None:
+    """Hand *values* to *recorder* at once when it can take a batch, else one by one."""
+    many = getattr(recorder, "observe_many", None)
+    if many is not None:
+        many(spec, values, labels)
+        return
+    for value in values:
+        recorder.observe(spec, value, labels)
+
+
+_numpy: Any = None  # numpy, once looked for; False when it is not installed
+
+
+def bucket_counts(buckets: tuple[float, ...], values: list[float]) -> tuple[dict[int, int], float]:
+    """How many of *values* fall in each bucket index (the last index is +Inf), and their sum.
+
+    A value equal to a bound counts in that bound's bucket (`le`), as
+    `bisect_left` places it. With numpy installed, a large batch is counted
+    by `searchsorted` (the same rule) about five times faster; numpy is
+    never required.
+    """
+    global _numpy
+    if len(values) >= 64:
+        if _numpy is None:
+            try:
+                _numpy = importlib.import_module("numpy")
+            except ImportError:
+                _numpy = False
+        if _numpy is not False:
+            np = _numpy
+            array = np.fromiter(values, dtype=float, count=len(values))
+            found = np.searchsorted(np.asarray(buckets, dtype=float), array, side="left")
+            counts = np.bincount(found, minlength=len(buckets) + 1)
+            total = float(array.sum())
+            return {i: int(n) for i, n in enumerate(counts.tolist()) if n}, total
+    counted = Counter(map(bisect.bisect_left, itertools.repeat(buckets), values))
+    return dict(counted), sum(values)
