@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from scalekit import BackendUnavailableError, ConfigurationError, RoutingError
+from scalekit import ArgumentTypeError, BackendUnavailableError, ConfigurationError, RoutingError
 from scalekit.sharding import HashRouter, MigratingRouter, MigrationState
 from scalekit.testing import RedisServer
 
@@ -488,3 +488,32 @@ def test_replies_have_the_shape_of_execute_command_and_other_commands_are_refuse
             with pytest.raises(ConfigurationError, match=message):
                 router.execute(key, *command)
     assert clients["A"].exists("k2") == clients["B"].exists("k2") == 0
+
+
+def test_an_unknown_or_malformed_command_is_a_clear_error_naming_it(
+    clients: dict[str, Any],
+) -> None:
+    router = make_router(clients)
+    moving = moving_keys(router, "u", 1)[0]
+    still = next(f"q{i}" for i in range(1000) if not router.moves(f"q{i}"))
+    router.start()
+    for key in (moving, still):
+        with pytest.raises(ConfigurationError, match="unknown Redis command 'NOSUCH'") as info:
+            router.execute(key, "nosuch", "x")
+        assert info.value.__cause__ is None or not isinstance(info.value, redis.ResponseError)
+        with pytest.raises(ConfigurationError, match=r"command HINCRBY with arguments \['f'\]"):
+            router.execute(key, "HINCRBY", "f")
+        with pytest.raises(ArgumentTypeError, match="command name must be a str or bytes"):
+            router.execute(key, 42)
+    assert where(clients, moving) == where(clients, still) == []
+
+
+def test_the_protocol_errors_live_in_scalekit_exceptions_and_keep_their_old_paths() -> None:
+    from scalekit import exceptions
+    from scalekit.sharding import resharding, shard_store
+
+    for name in ("StaleStateError", "KeyAbsentError", "KeyInDoubtError"):
+        cls = getattr(exceptions, name)
+        assert cls.__module__ == "scalekit.exceptions" and name in exceptions.__all__
+        assert getattr(shard_store, name) is cls and getattr(resharding, name) is cls
+        assert issubclass(cls, exceptions.ScaleKitError)

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..exceptions import RoutingError, ScaleKitError
+# The protocol's errors live in scalekit.exceptions; importing them from here
+# keeps working.
+from ..exceptions import KeyAbsentError, KeyInDoubtError, RoutingError, StaleStateError
 
 __all__ = [
     "PHASES",
@@ -56,25 +58,6 @@ class MigrationState:
         if not epoch.isdigit() or phase not in PHASES:
             raise RoutingError(f"a store records an unreadable migration state {text!r}")
         return cls(int(epoch), phase)
-
-
-class StaleStateError(ScaleKitError, RuntimeError):
-    """Raised by a store whose recorded state differs from the caller's."""
-
-    def __init__(self, state: MigrationState | None) -> None:
-        super().__init__(f"the store records state {state!r}")
-        self.state = state
-
-
-class KeyAbsentError(ScaleKitError, LookupError):
-    """Raised by a source store asked to serve a key it does not hold."""
-
-
-class KeyInDoubtError(ScaleKitError, LookupError):
-    """Raised by a store that began moving a key and does not know yet whether it moved.
-
-    The caller settles the key with `ShardStore.resolve` and retries.
-    """
 
 
 class ShardStore(Protocol):
