@@ -95,7 +95,7 @@ def test_read_modify_write_commands_during_a_move_keep_every_update(
     with pytest.raises(ConfigurationError, match="already complete"):
         make_router(clients, stores).start()  # the name is taken until forgotten
     router.forget()
-    assert clients["A"].get("scalekit:reshard:state:scalekit") is None
+    assert clients["A"].get("scalekit:reshard:state:scalekit") == "3:forgotten"  # the tombstone
     assert clients["B"].get(counter) == "12"
     assert clients["B"].hgetall(cart) == {"apple": "1", "pear": "2"}
     assert clients["B"].get(log) == "ab"
@@ -517,3 +517,33 @@ def test_the_protocol_errors_live_in_scalekit_exceptions_and_keep_their_old_path
         assert cls.__module__ == "scalekit.exceptions" and name in exceptions.__all__
         assert getattr(shard_store, name) is cls and getattr(resharding, name) is cls
         assert issubclass(cls, exceptions.ScaleKitError)
+
+
+def test_a_router_of_a_forgotten_migration_cannot_write(clients: dict[str, Any]) -> None:
+    stores = make_stores(clients)
+    mover = make_router(clients, stores, name="users")
+    early = make_router(clients, stores, name="users")  # learns 1:forward, then sleeps
+    late = make_router(clients, stores, name="users")  # learns 2:complete, then sleeps
+    moved = moving_keys(mover, "f", 1)[0]
+    still = next(f"q{i}" for i in range(1000) if not mover.moves(f"q{i}"))
+    mover.start()
+    assert early.execute(moved, "SET", "1") is not None
+    mover.complete()
+    assert late.execute(moved, "INCR") == 2
+    mover.forget()
+    for stale in (early, late):
+        for key in (moved, still):
+            with pytest.raises(RoutingError, match="migration 'users' was forgotten"):
+                stale.execute(key, "SET", "lost")
+    # The name is free again: a new migration of it (here back to one shard) starts
+    # after the forgotten one, and no router of the old one writes under it.
+    back = MigratingRouter(HashRouter(["A", "B"]), HashRouter(["A"]), stores, name="users")
+    back.start()
+    assert back.state is not None and back.state.epoch > 3
+    for stale in (early, late):
+        for key in (moved, still):
+            with pytest.raises(RoutingError, match="migration 'users' was forgotten"):
+                stale.execute(key, "SET", "lost")
+    assert back.complete() is back.new
+    assert where(clients, moved) == ["A"] and clients["A"].get(moved) == "2"
+    assert where(clients, still) == []

@@ -163,7 +163,9 @@ class MigratingRouter(Generic[S]):
         """Begin the migration: record `1:forward` on every store.
 
         A mover that restarts adopts the newest state the stores record
-        for this name and carries on from there.
+        for this name and carries on from there. After a `forget()`, the
+        new migration begins at the epoch after the forgotten one's, so
+        no router of that one writes under the new one.
 
         Raises:
             BackendUnavailableError: a store could not be reached.
@@ -172,10 +174,16 @@ class MigratingRouter(Generic[S]):
         """
         with self._mover_lock:
             recorded = [s for s in (st.read_state(self.name) for st in self._distinct()) if s]
-            state = max(recorded, default=MigrationState(1, "forward"))
-            if state.phase not in _MOVING:
+            newest = max(recorded, default=None)
+            if newest is None:
+                state = MigrationState(1, "forward")
+            elif newest.phase == "forgotten":  # the name is free; begin after its tombstone
+                state = MigrationState(newest.epoch + 1, "forward", newest.epoch + 1)
+            elif newest.phase in _MOVING:
+                state = newest
+            else:
                 raise ConfigurationError(
-                    f"migration {self.name!r} is already {state.phase} on the stores; "
+                    f"migration {self.name!r} is already {newest.phase} on the stores; "
                     "call forget() first or use another name"
                 )
             self._record(state)
@@ -184,7 +192,8 @@ class MigratingRouter(Generic[S]):
         """Learn the newest state recorded on the stores (for clients in other processes).
 
         Raises:
-            RoutingError: no store records this migration.
+            RoutingError: no store records this migration, or it was forgotten
+                (or replaced by a later migration of the same name).
         """
         recorded = [s for s in (st.read_state(self.name) for st in self._distinct()) if s]
         if not recorded:
@@ -213,39 +222,38 @@ class MigratingRouter(Generic[S]):
 
         Raises:
             RoutingError: the stores still disagree on the migration's state
-                after *timeout* seconds, or the migration was never started.
+                after *timeout* seconds, the migration was never started, or
+                it was forgotten (this router's placements are no longer in
+                force: build a router for the placement returned by `complete()`).
             BackendUnavailableError: a store could not be reached.
         """
         if not command:
             raise ConfigurationError("execute needs a command, e.g. execute(key, 'GET')")
         source, target = self.old.route(key), self.new.route(key)
-        if source == target:
-            return self._stores[source].execute(
-                key, command, name=self.name, state=None, source=False
-            )
         deadline: float | None = None
         delay = 0.0005
         while True:
             state = self._state
             if state is None:
                 state = self.refresh()
-            if state.phase == "complete":
-                return self._stores[target].execute(
-                    key, command, name=self.name, state=None, source=False
-                )
-            if state.phase == "aborted":
-                return self._stores[source].execute(
-                    key, command, name=self.name, state=None, source=False
-                )
-            first, second = (source, target) if state.phase == "forward" else (target, source)
+            if state.phase == "forgotten":
+                raise self._forgotten(state, key)
+            if source == target or state.phase in ("complete", "aborted"):
+                # One owner; the state still goes along, so that a router of a
+                # forgotten migration is refused rather than served.
+                owner = source if state.phase == "aborted" else target
+                first = second = owner
+            else:
+                first, second = (source, target) if state.phase == "forward" else (target, source)
             asked = first
             try:
-                try:
-                    return self._stores[first].execute(
-                        key, command, name=self.name, state=state, source=True
-                    )
-                except KeyAbsentError:
-                    pass  # the ASK redirect: the target serves keys its source lacks
+                if first != second:
+                    try:
+                        return self._stores[first].execute(
+                            key, command, name=self.name, state=state, source=True
+                        )
+                    except KeyAbsentError:
+                        pass  # the ASK redirect: the target serves keys its source lacks
                 asked = second
                 return self._stores[second].execute(
                     key, command, name=self.name, state=state, source=False
@@ -391,11 +399,36 @@ class MigratingRouter(Generic[S]):
             return self.new if final == "complete" else self.old
 
     def forget(self) -> None:
-        """Remove the recorded state from every store, once no client uses the migration."""
+        """End the finished migration: every store records a `forgotten` tombstone.
+
+        Call it once the clients route by the placement `complete()`
+        returned. A router of this migration (in any process) that still
+        sends a command is refused with `RoutingError` from then on, because
+        every command carries the state it routes by and the stores check
+        it; the name is free for a new migration. Runtime complexity: one
+        state write and one sweep of staged copies per store.
+
+        Raises:
+            ConfigurationError: the migration is still moving (or not started).
+            BackendUnavailableError: a store could not be reached; call it again.
+        """
         with self._mover_lock:
+            state = self._state
+            if state is None or state.phase in _MOVING:
+                phase = "not started" if state is None else state.phase
+                raise ConfigurationError(
+                    f"cannot forget migration {self.name!r}: it is {phase}; complete() it first"
+                )
+            tombstone = (
+                state
+                if state.phase == "forgotten"
+                else MigrationState(state.epoch + 1, "forgotten", state.since)
+            )
             for store in self._distinct():
-                store.write_state(self.name, None)
+                store.write_state(self.name, tombstone)
                 store.sweep(self.name)
+            with self._view_lock:
+                self._state = tombstone
 
     # -- internals -------------------------------------------------------------------
 
@@ -412,8 +445,19 @@ class MigratingRouter(Generic[S]):
 
     def _adopt(self, state: MigrationState) -> None:
         with self._view_lock:
-            if self._state is None or state > self._state:
+            current = self._state
+            if state.phase == "forgotten" or (current is not None and state.since != current.since):
+                raise self._forgotten(state)
+            if current is None or state > current:
                 self._state = state
+
+    def _forgotten(self, state: MigrationState, key: Any = None) -> RoutingError:
+        return RoutingError(
+            f"migration {self.name!r} was forgotten (the stores record {state.encode()}); "
+            "this router's placements are no longer in force: route by the placement "
+            "complete() returned, or build a MigratingRouter for a new migration",
+            key,
+        )
 
     def _record(self, state: MigrationState) -> None:
         for store in self._distinct():

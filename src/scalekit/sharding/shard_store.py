@@ -24,28 +24,35 @@ __all__ = [
     "StaleStateError",
 ]
 
-#: The phases of a migration, in the order they may come.
-PHASES = ("forward", "reverse", "complete", "aborted")
+#: The phases of a migration, in the order they may come; `forgotten` is the
+#: tombstone `MigratingRouter.forget()` leaves, so that no router of the
+#: finished migration writes again.
+PHASES = ("forward", "reverse", "complete", "aborted", "forgotten")
 _MOVING = ("forward", "reverse")
 
 
 @dataclass(frozen=True, order=True)
 class MigrationState:
-    """What every store records about one migration: an epoch and a phase.
+    """What every store records about one migration: an epoch, a phase and where it began.
 
     `forward` moves keys from the old placement to the new one,
     `reverse` moves them back (a rollback); `complete` and `aborted`
-    mean every key is on the new (respectively old) placement. The epoch
-    grows by one at every change, so a client always knows which of two
-    states is newer.
+    mean every key is on the new (respectively old) placement, and
+    `forgotten` that the migration is over and no router of it may write.
+    The epoch grows by one at every change, so a client always knows which
+    of two states is newer; *since* is the epoch at which the migration
+    began, so that a router never adopts the state of a later migration of
+    the same name.
     """
 
     epoch: int
     phase: str
+    since: int = 1
 
     def encode(self) -> str:
-        """The state as stored: `"<epoch>:<phase>"`."""
-        return f"{self.epoch}:{self.phase}"
+        """The state as stored: `"<epoch>:<phase>"`, then `":<since>"` unless it is 1."""
+        text = f"{self.epoch}:{self.phase}"
+        return text if self.since == 1 else f"{text}:{self.since}"
 
     @classmethod
     def decode(cls, text: str | bytes | None) -> MigrationState | None:
@@ -54,10 +61,15 @@ class MigrationState:
             return None
         if isinstance(text, bytes):
             text = text.decode("ascii")
-        epoch, _, phase = text.partition(":")
-        if not epoch.isdigit() or phase not in PHASES:
+        epoch, _, rest = text.partition(":")
+        phase, _, since = rest.partition(":")
+        if (
+            not epoch.isdigit()
+            or phase not in PHASES
+            or not (since == "" or (since.isdigit() and int(since) <= int(epoch)))
+        ):
             raise RoutingError(f"a store records an unreadable migration state {text!r}")
-        return cls(int(epoch), phase)
+        return cls(int(epoch), phase, int(since or 1))
 
 
 class ShardStore(Protocol):
