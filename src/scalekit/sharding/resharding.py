@@ -179,7 +179,39 @@ class MigratingRouter(Generic[S]):
                 state = MigrationState(1, "forward")
             elif newest.phase == "forgotten":  # the name is free; begin after its tombstone
                 state = MigrationState(newest.epoch + 1, "forward", newest.epoch + 1)
+            elif newest.phase == "planned":
+                state = MigrationState(newest.epoch + 1, "forward", newest.since)
             elif newest.phase in _MOVING:
+                state = newest
+            else:
+                raise ConfigurationError(
+                    f"migration {self.name!r} is already {newest.phase} on the stores; "
+                    "call forget() first or use another name"
+                )
+            self._record(state)
+
+    def plan(self) -> None:
+        """Record the migration as `planned`: every key stays on *old* until `start()`.
+
+        Clients in other processes that route through a `MigratingRouter` of
+        this name serve every key from its old shard, with the state checked
+        by the stores, so the `start()` that follows switches all of them at
+        once (each learns `forward` from the first store that refuses its
+        `planned`). Deploy the clients after `plan()` and before `start()`.
+
+        Raises:
+            BackendUnavailableError: a store could not be reached.
+            ConfigurationError: the stores record this migration past planning;
+                `forget()` it first, or use another name.
+        """
+        with self._mover_lock:
+            recorded = [s for s in (st.read_state(self.name) for st in self._distinct()) if s]
+            newest = max(recorded, default=None)
+            if newest is None:
+                state = MigrationState(1, "planned")
+            elif newest.phase == "forgotten":
+                state = MigrationState(newest.epoch + 1, "planned", newest.epoch + 1)
+            elif newest.phase == "planned":
                 state = newest
             else:
                 raise ConfigurationError(
@@ -209,7 +241,7 @@ class MigratingRouter(Generic[S]):
     def owner(self, key: Any) -> Any:
         """The shard *key* is created on now: the current target if it moves, else its shard."""
         state = self._state
-        if state is not None and state.phase in ("reverse", "aborted"):
+        if state is None or state.phase in ("planned", "reverse", "aborted"):
             return self.old.route(key)
         return self.new.route(key)
 
@@ -238,10 +270,10 @@ class MigratingRouter(Generic[S]):
                 state = self.refresh()
             if state.phase == "forgotten":
                 raise self._forgotten(state, key)
-            if source == target or state.phase in ("complete", "aborted"):
+            if source == target or state.phase not in _MOVING:
                 # One owner; the state still goes along, so that a router of a
                 # forgotten migration is refused rather than served.
-                owner = source if state.phase == "aborted" else target
+                owner = target if state.phase == "complete" else source
                 first = second = owner
             else:
                 first, second = (source, target) if state.phase == "forward" else (target, source)

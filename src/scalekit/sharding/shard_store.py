@@ -24,10 +24,11 @@ __all__ = [
     "StaleStateError",
 ]
 
-#: The phases of a migration, in the order they may come; `forgotten` is the
+#: The phases of a migration, in the order they may come: `planned` routes
+#: every key by the old placement until the moves begin; `forgotten` is the
 #: tombstone `MigratingRouter.forget()` leaves, so that no router of the
 #: finished migration writes again.
-PHASES = ("forward", "reverse", "complete", "aborted", "forgotten")
+PHASES = ("planned", "forward", "reverse", "complete", "aborted", "forgotten")
 _MOVING = ("forward", "reverse")
 
 
@@ -35,7 +36,8 @@ _MOVING = ("forward", "reverse")
 class MigrationState:
     """What every store records about one migration: an epoch, a phase and where it began.
 
-    `forward` moves keys from the old placement to the new one,
+    `planned` keeps every key on the old placement while clients learn of
+    the migration, `forward` moves keys from the old placement to the new one,
     `reverse` moves them back (a rollback); `complete` and `aborted`
     mean every key is on the new (respectively old) placement, and
     `forgotten` that the migration is over and no router of it may write.
