@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,7 @@ import pytest
 from hypothesis import settings
 
 from scalekit import ArgumentTypeError, ConfigurationError, RoutingError
-from scalekit.sharding import HashRouter, MigratingRouter, MigrationState, RangeRouter
-from scalekit.sharding.shard_store import ShardStore
+from scalekit.sharding import HashRouter, MigratingRouter, MigrationState
 from scalekit.sharding.sqlite_store import SQLiteShardStore
 
 from . import _sqlite_kv as kv
@@ -180,9 +178,9 @@ def test_bad_arguments_and_commands_are_clear_errors(tmp_path: Path) -> None:
     stores = stores_at(tmp_path)
     router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
     router.start()
-    with pytest.raises(ArgumentTypeError, match="command is a callable .* got str: 'GET'"):
+    with pytest.raises(ArgumentTypeError, match=r"command is a callable .* got str: 'GET'"):
         router.execute("k", "GET")
-    with pytest.raises(ArgumentTypeError, match="key must be a str or int .* got bytes"):
+    with pytest.raises(ArgumentTypeError, match=r"key must be a str or int .* got bytes"):
         router.execute(b"k", kv.get)
     for bad, message in [
         ({}, "tables must be a non-empty mapping"),
@@ -369,25 +367,7 @@ def test_writers_lose_nothing_while_movers_are_killed_stopped_and_restarted(
     for key, got in fields.items():
         assert final.execute(key, kv.hgetall) == got, key
     for key, text in texts.items():
-        dump = []
-        for name in "AB":
-            with sqlite3.connect(tmp_path / f"{name}.sqlite3") as conn:
-                dump.append(
-                    (
-                        name,
-                        conn.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchall(),
-                        conn.execute(
-                            "SELECT * FROM scalekit_reshard_stage WHERE key = ?", ('"' + key + '"',)
-                        ).fetchall(),
-                        conn.execute("SELECT * FROM scalekit_reshard_doubt").fetchall(),
-                    )
-                )
-        assert (final.execute(key, kv.get) or "") == text, (
-            key,
-            router.old.route(key),
-            router.new.route(key),
-            dump,
-        )
+        assert (final.execute(key, kv.get) or "") == text, key
     assert any(router.moves(k) and holders(tmp_path, k) == ["B"] for k in counters)
     for name in "AB":
         with sqlite3.connect(tmp_path / f"{name}.sqlite3") as conn:

@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 import redis.utils
+from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import ArgumentTypeError, BackendUnavailableError, ConfigurationError
@@ -264,6 +264,19 @@ _REFUSALS = (
 )
 
 
+def _cluster_node(exc: ResponseError, address: tuple[str, int]) -> ConfigurationError | None:
+    """A `MOVED`, `ASK`, `CROSSSLOT` or `CLUSTERDOWN` reply: the server is a cluster node."""
+    if isinstance(exc, (AskError, ClusterCrossSlotError, ClusterDownError)) or str(exc).startswith(
+        ("MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN")
+    ):
+        return ConfigurationError(
+            f"redis {address} is a Redis Cluster node ({type(exc).__name__}: {exc}); a "
+            "Redis Cluster moves its slots itself (redis-cli --cluster reshard), and "
+            "RedisShardStore moves keys between standalone servers"
+        )
+    return None
+
+
 def _refusal(message: str, command: Sequence[Any]) -> ConfigurationError | None:
     for marker, text in _REFUSALS:
         if marker in message:
@@ -325,6 +338,12 @@ class RedisShardStore(ShardStore):
         migrate_timeout_ms: int = 5000,
         state_prefix: str = "scalekit:reshard:",
     ) -> None:
+        if type(client).__name__ == "RedisCluster":
+            raise ConfigurationError(
+                "client is a RedisCluster: a Redis Cluster moves its slots itself "
+                "(redis-cli --cluster reshard, or CLUSTER SETSLOT and MIGRATE); "
+                "RedisShardStore moves keys between standalone servers"
+            )
         if not isinstance(client, redis.Redis):
             raise ConfigurationError(f"client must be a redis.Redis, got {type(client).__name__}")
         if (
@@ -411,7 +430,7 @@ class RedisShardStore(ShardStore):
             if message.startswith("SCALEKIT_STALE"):
                 recorded = message[len("SCALEKIT_STALE") :].strip()
                 raise StaleStateError(MigrationState.decode(recorded or None)) from None
-            refused = _refusal(message, command)
+            refused = _refusal(message, command) or _cluster_node(exc, self.address)
             if refused is not None:
                 raise refused from None
             raise
@@ -430,6 +449,9 @@ class RedisShardStore(ShardStore):
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
         except ResponseError as exc:
+            refused = _cluster_node(exc, self.address)
+            if refused is not None:
+                raise refused from None
             raise ConfigurationError(
                 f"{self._record_key('state', name)!r} on {self.address} is not a migration "
                 f"record ({exc}); keys under {self._prefix!r} are reserved"
@@ -443,6 +465,11 @@ class RedisShardStore(ShardStore):
                 self.client.set(self._record_key("state", name), state.encode())
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
+        except ResponseError as exc:
+            refused = _cluster_node(exc, self.address)
+            if refused is not None:
+                raise refused from None
+            raise
 
     def scan(self, cursor: int, count: int) -> tuple[int, list[Any]]:
         try:
