@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from scalekit import ArgumentTypeError, ConfigurationError, RoutingError
+from scalekit import ArgumentTypeError, BackendUnavailableError, ConfigurationError, RoutingError
 from scalekit.sharding import HashRouter, MigratingRouter, MigrationState
 from scalekit.sharding.sqlite_store import SQLiteShardStore
 
@@ -373,3 +373,41 @@ def test_writers_lose_nothing_while_movers_are_killed_stopped_and_restarted(
         with sqlite3.connect(tmp_path / f"{name}.sqlite3") as conn:
             assert conn.execute("SELECT COUNT(*) FROM scalekit_reshard_doubt").fetchone() == (0,)
             assert conn.execute("SELECT COUNT(*) FROM scalekit_reshard_stage").fetchone() == (0,)
+
+
+def test_a_stopped_process_holding_the_write_lock_fails_calls_in_bounded_time(
+    tmp_path: Path,
+) -> None:
+    stores = stores_at(tmp_path, busy_timeout=0.5)
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    key = moving(router, "b", 1)[0]
+    router.plan()
+    assert router.execute(key, kv.set_, "1") is True
+    router.start()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+            "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.read()",
+            str(tmp_path / "B.sqlite3"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        holder.send_signal(signal.SIGSTOP)  # a writer of the target, stopped mid-transaction
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError, match="database is locked"):
+            router.move(limit=10)
+        assert time.monotonic() - started <= 0.5 + 0.5  # the busy timeout, and a margin
+        assert stores["A"].in_doubt(router.name) == []  # given back at once, not at a timeout
+        assert router.execute(key, kv.incr) == 2  # the source serves it meanwhile
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.kill()
+        holder.wait(10)
+    assert router.complete() is router.new
+    assert holders(tmp_path, key) == ["B"] and router.execute(key, kv.get) == "2"

@@ -91,6 +91,9 @@ class SQLiteShardStore(ShardStore):
             with that prefix (`{"orders_*": "user_id"}`).
         move_timeout: seconds a command waits for a mover's step 3 before
             cancelling its move.
+        busy_timeout: seconds a transaction waits for another one's write
+            lock (a path's own connections; a callable sets its own), after
+            which the call fails with `BackendUnavailableError`.
         prefix: the reserved prefix of the record tables.
         clock: wall-clock seconds (records are shared between processes).
         sleep: how to wait while a move is in flight.
@@ -108,6 +111,7 @@ class SQLiteShardStore(ShardStore):
         tables: Mapping[str, str],
         *,
         move_timeout: float = 2.0,
+        busy_timeout: float = 5.0,
         prefix: str = "scalekit_reshard_",
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -138,6 +142,14 @@ class SQLiteShardStore(ShardStore):
             raise ConfigurationError(
                 f"move_timeout must be a positive number of seconds, got {move_timeout!r}"
             )
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, (int, float))
+            or not busy_timeout > 0
+        ):
+            raise ConfigurationError(
+                f"busy_timeout must be a positive number of seconds, got {busy_timeout!r}"
+            )
         if isinstance(database, (str, Path)):
             path = Path(database)
             self._local = threading.local()
@@ -145,7 +157,7 @@ class SQLiteShardStore(ShardStore):
             def connect() -> sqlite3.Connection:
                 conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
                 if conn is None:
-                    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+                    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
                     conn.execute("PRAGMA journal_mode=WAL")
                     self._local.conn = conn
                 return conn
