@@ -64,7 +64,7 @@ def test_buyers_keep_checking_out_while_a_shard_is_added_and_nothing_is_lost(
     moved = [u for u, where in users.items() if where == ["shard3"]]
     old = HashRouter([f"shard{i}" for i in range(3)], strategy="jump")
     assert any(old.route(u) != "shard3" for u in moved)  # users really moved to the new shard
-    assert len(summary.acknowledged) == summary.placed > 100
+    assert len(summary.acknowledged) == summary.placed > 20
     lost = [ack for ack in summary.acknowledged if paid.get(ack) != 1]
     assert lost == []  # every acknowledged order is there, paid, exactly once
     assert in_window > 0, summary.resharding  # some were placed while users moved
