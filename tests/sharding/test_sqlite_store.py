@@ -1,8 +1,8 @@
 """Live resharding between two SQLite databases: the same protocol, transactions for moves.
 
 The Hypothesis model drives the real store through forward moves,
-rollbacks, resumes and completion (about 4 s). The randomized history runs
-3 seeds of about 4 s each: writers in threads doing SET, INCR, HSET (rows of
+rollbacks, resumes and completion (about 5 s). The randomized history runs
+3 seeds of about 7 s each (twice that on a loaded machine): writers in threads doing SET, INCR, HSET (rows of
 a second table) and APPEND, while mover processes are killed with SIGKILL,
 stopped with SIGSTOP past the move timeout and restarted.
 """
