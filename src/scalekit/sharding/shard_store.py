@@ -78,13 +78,15 @@ class ShardStore(Protocol):
     """What the resharding protocol needs from one shard's storage.
 
     Redis implements it with Lua scripts and `MIGRATE`
-    ([RedisShardStore][scalekit.sharding.redis_store.RedisShardStore]). A
-    SQL database implements it with transactions: `execute` reads the state
-    row and locks the key's row (`SELECT ... FOR UPDATE`) in the
-    transaction that runs the command; `move` marks the rows in doubt and
-    copies them to the target under a staging name, and `resolve` either
-    promotes the staged rows on the target and deletes the source's rows
-    (the copy committed) or discards the staging (it did not).
+    ([RedisShardStore][scalekit.sharding.redis_store.RedisShardStore]),
+    SQLite with transactions
+    ([SQLiteShardStore][scalekit.sharding.SQLiteShardStore]): `execute`
+    checks the state row, the key's doubt record and its rows in the
+    transaction that runs the command; `move` records the keys in doubt,
+    stages their rows on the target, and deletes them at the source in
+    the transaction that marks them moved, and `resolve` promotes the
+    staged rows of moved keys, or cancels a move that never reached that
+    point.
 
     The contract every store keeps, whatever fails and whoever crashes:
     a key is served under its name by at most one store at a time, and a
