@@ -69,6 +69,10 @@ class MigratingRouter(Generic[S]):
     store refuses commands sent under another state, so clients in other
     processes follow (they retry under the newer state until *timeout*).
 
+    [plan][scalekit.sharding.MigratingRouter.plan] lets clients be deployed
+    before the moves begin; [forget][scalekit.sharding.MigratingRouter.forget]
+    ends a finished migration so that none of its routers writes again.
+
     Assumptions: one mover at a time per migration name; every client of
     the moving keys goes through a `MigratingRouter` of the same name;
     commands touch one key, given as the first argument.
@@ -160,7 +164,7 @@ class MigratingRouter(Generic[S]):
         return None if state is None else state.phase
 
     def start(self) -> None:
-        """Begin the migration: record `1:forward` on every store.
+        """Begin the migration: record `forward` on every store (`1:forward` on fresh stores).
 
         A mover that restarts adopts the newest state the stores record
         for this name and carries on from there. After a `forget()`, the
