@@ -154,9 +154,10 @@ def test_a_command_cancels_the_move_of_a_stopped_mover_after_the_timeout(tmp_pat
     stores = {"A": stopping, "B": SQLiteShardStore(tmp_path / "B.sqlite3", kv.TABLES)}
     router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
     client = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
-    key = moving(router, "c", 1)[0]
+    key, gone = moving(router, "c", 2)
     router.plan()
     assert client.execute(key, kv.set_, "10") is True  # planned: on the old placement
+    assert client.execute(gone, kv.set_, "x") is True
     router.start()
     moved: list[int] = []
     mover = threading.Thread(
@@ -167,13 +168,16 @@ def test_a_command_cancels_the_move_of_a_stopped_mover_after_the_timeout(tmp_pat
     assert client.execute(key, kv.incr) == 11  # waited for the mover, then cancelled its move
     assert 0.5 <= sum(waits) <= 0.5 + 0.05
     assert stores["A"].resolve(router.name, [key], stores["B"]) == ["c"]  # cancelled, kept
+    assert client.execute(gone, kv.delete) == 1  # cancelled too, then deleted
     stopping.go.set()
     mover.join(10)
     assert not mover.is_alive()
     assert holders(tmp_path, key) == ["A"] and client.execute(key, kv.get) == "11"
-    assert stores["A"].in_doubt(router.name) == [key]  # the mover hears of the cancellation
-    assert router.move(limit=10) == 1  # and moves the key again
+    # The mover hears of the cancellations, moves the key again and forgets the deleted one.
+    assert sorted(stores["A"].in_doubt(router.name)) == sorted([key, gone])
+    assert router.move(limit=10) == 2
     assert stores["A"].in_doubt(router.name) == []
+    assert holders(tmp_path, gone) == []
     assert stores["A"].resolve(router.name, [key], stores["B"]) == ["n"]
     assert router.complete() is router.new
     assert holders(tmp_path, key) == ["B"] and client.execute(key, kv.get) == "11"
