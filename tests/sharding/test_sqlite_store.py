@@ -496,6 +496,13 @@ def test_routers_of_a_forgotten_migration_are_refused_on_sqlite(tmp_path: Path) 
             stale.execute(key, kv.set_, "lost")
     fresh = make()
     assert fresh.execute(key, kv.get) == "2" and fresh.state == MigrationState(6, "forward", 5)
+    again.rollback()  # every later state of this migration records where it began
+    assert fresh.execute(key, kv.incr) == 3 and fresh.state == MigrationState(7, "reverse", 5)
+    again.resume()
+    again.complete()
+    assert fresh.execute(key, kv.get) == "3" and fresh.state == MigrationState(9, "complete", 5)
+    again.forget()  # the tombstone keeps where the forgotten migration began
+    assert stores["A"].read_state("users") == MigrationState(10, "forgotten", 5)
     assert MigrationState.decode("6:forward:5") == MigrationState(6, "forward", 5)
     assert MigrationState(6, "forward", 5).encode() == "6:forward:5"
     assert MigrationState(2, "forward").encode() == "2:forward"
