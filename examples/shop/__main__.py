@@ -46,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         help="SQLite databases users and orders are sharded over (default %(default)s)",
     )
     parser.add_argument(
+        "--add-shard-at",
+        type=float,
+        metavar="SECONDS",
+        help="add one more SQLite shard this many seconds into the load and move its users "
+        "to it while buyers run (scalekit.sharding.MigratingRouter)",
+    )
+    parser.add_argument(
         "--hot-stock",
         type=int,
         default=Settings.hot_stock,
@@ -125,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--metrics-linger takes seconds >= 0 and goes with --metrics-port")
     if args.duration <= 0:
         parser.error(f"--duration must be > 0, got {args.duration}")
+    if args.add_shard_at is not None and not 0 <= args.add_shard_at < args.duration:
+        parser.error(
+            f"--add-shard-at must be within the load, 0 <= SECONDS < --duration "
+            f"({args.duration:g}), got {args.add_shard_at:g}"
+        )
     if sum(x is not None for x in (args.redis, args.redis_cluster, args.zookeeper)) > 1:
         parser.error("give one of --redis, --redis-cluster and --zookeeper")
     if args.workers > 1 and not (args.redis or args.redis_cluster or args.zookeeper):
@@ -144,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         redis=args.redis,
         redis_cluster=args.redis_cluster,
         zookeeper=args.zookeeper,
+        add_shard_at=args.add_shard_at,
     )
     metrics = None
     if args.metrics_port is not None:

@@ -21,7 +21,9 @@ def report(storage: ShopStorage, summary: Summary, settings: Settings) -> tuple[
     stock = checked.skus
     lines = [
         f"scalekit shop: {settings.buyers} buyers in {settings.workers} process(es) for "
-        f"{settings.duration:g}s, {settings.shards} SQLite shards, {settings.backend} locks",
+        f"{settings.duration:g}s, {settings.shards} SQLite shards"
+        f"{' (+1 added during the load)' if settings.add_shard_at is not None else ''}, "
+        f"{settings.backend} locks",
         f"catalog: {summary.catalog}",
         f"orders placed: {summary.placed}",
         "orders rejected: "
@@ -46,6 +48,8 @@ def report(storage: ShopStorage, summary: Summary, settings: Settings) -> tuple[
         f"payments charged: {storage.charge_count()}",
     ]
     lines += [f"recovery {line}" for line in summary.recovery]
+    if summary.resharding:
+        lines.append(f"resharding: {summary.resharding}")
     if summary.errors:
         lines.append(f"errors: {sum(summary.errors.values())}, by class and step:")
         for key, n in sorted(summary.errors.items(), key=lambda kv: -kv[1]):

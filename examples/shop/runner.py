@@ -15,6 +15,7 @@ import fcntl
 import multiprocessing
 import multiprocessing.connection
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from scalekit import BackendError, ConfigurationError
 
+from .resharding import ShardAdder
 from .service import Recovery, Shop
 from .simulation import Settings, Summary, build_shop, prepare, work
 from .storage import ShopStorage
@@ -38,9 +40,11 @@ def _worker_main(
     namespace: str,
     buyers: int,
     conn: multiprocessing.connection.Connection,
+    load_started: Any = None,
 ) -> None:
     try:
-        conn.send(("ok", work(settings, directory, worker, namespace, buyers)))
+        summary = work(settings, directory, worker, namespace, buyers, None, load_started)
+        conn.send(("ok", summary))
     except (BackendError, ConfigurationError) as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
@@ -92,6 +96,7 @@ class ShopRun:
         self._exit = contextlib.ExitStack()
         self.storage: ShopStorage | None = None
         self.shop: Shop | None = None
+        self._load_started: Any = threading.Event()  # set by the first worker whose load begins
 
     def start(self) -> None:
         settings = self.settings
@@ -131,11 +136,12 @@ class ShopRun:
             self._share = share
             return
         ctx = multiprocessing.get_context("spawn")
+        self._load_started = ctx.Event()
         for i, n in enumerate(share):
             receive, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=_worker_main,
-                args=(settings, self.directory, i, namespace, n, send),
+                args=(settings, self.directory, i, namespace, n, send, self._load_started),
                 name=f"shop-worker-{i}",
             )
             proc.start()
@@ -145,6 +151,13 @@ class ShopRun:
     def wait(self) -> tuple[ShopStorage, Summary]:
         """Wait for the load to end, sweep what is left reserved and return the results."""
         assert self.storage is not None and self.shop is not None, "start() first"
+        adder = None
+        if self.settings.add_shard_at is not None:
+            assert self.shop.storage.migration is not None
+            adder = ShardAdder(
+                self.shop.storage.migration, self.settings.add_shard_at, self._load_started
+            )
+            adder.start()
         try:
             if not self.workers:
                 self.summary.add(
@@ -155,10 +168,17 @@ class ShopRun:
                         self.namespace,
                         self._share[0],
                         self.metrics,
+                        self._load_started,
                     )
                 )
             else:
                 self._collect()
+            if adder is not None:
+                adder.join(self.settings.grace)
+                self.summary.resharding = adder.describe()
+                self.summary.resharding_window = adder.window
+                if adder.error is not None or adder.is_alive():
+                    self.summary.died.append(self.summary.resharding)
             swept = self._sweep()
             self.summary.recovery.append(f"after the run: {swept}")
             self.summary.units_swept += swept.units_returned

@@ -22,11 +22,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scalekit import BackendError, BackendUnavailableError
 from scalekit.balancing import HealthPolicy, OutlierDetection, PeakEWMA
 
+from . import resharding
 from .backends import Backends
 from .gateways import PaymentService, SimulatedGateway
 from .service import CheckoutRejected, Shop
@@ -62,6 +63,8 @@ class Settings:
     zookeeper: str | None = None
     # Per-worker Redis URL overrides (a proxy in front of the shared Redis, for faults).
     worker_redis: dict[int, str] = field(default_factory=dict)
+    # Seconds into the load at which one more user shard is added (resharding.py).
+    add_shard_at: float | None = None
 
     @property
     def backend(self) -> str:
@@ -102,6 +105,9 @@ class Summary:
     catalog: str = "new"
     recovery: list[str] = field(default_factory=list)
     units_swept: int = 0  # units the recovery sweeps gave back to stock
+    resharding: str = ""  # what adding a shard did (--add-shard-at)
+    resharding_window: tuple[float, float] | None = None  # wall clock, while keys moved
+    acknowledged: list[tuple[str, str]] = field(default_factory=list)  # (user, order) paid
 
     def add(self, other: Summary) -> None:
         self.placed += other.placed
@@ -117,6 +123,7 @@ class Summary:
         for key, text in other.examples.items():
             self.examples.setdefault(key, text)
         self.died.extend(other.died)
+        self.acknowledged.extend(other.acknowledged)
         for name, counts in other.gateways.items():
             mine = self.gateways.setdefault(name, [0, 0, 0])
             for i, n in enumerate(counts):
@@ -139,6 +146,8 @@ def prepare(directory: Path, settings: Settings) -> ShopStorage:
     second run carries on where the first stopped.
     """
     storage = ShopStorage(directory, shards=settings.shards)
+    if settings.add_shard_at is not None:
+        resharding.plan(resharding.attach(storage, settings.shards))
     for i, sku in enumerate(hot_skus(settings)):
         storage.add_product(sku, f"Hot item {i}", 1999 + i, settings.hot_stock)
     for i in range(settings.cold_skus):
@@ -155,6 +164,8 @@ def build_shop(
 ) -> Shop:
     """A shop process's view: the shared databases, its backends and its gateways."""
     storage = ShopStorage(directory, shards=settings.shards)
+    if settings.add_shard_at is not None:
+        resharding.attach(storage, settings.shards)
     rng = random.Random(settings.seed * 1000 + worker)
     gateways = [
         SimulatedGateway(f"gw-{i + 1}", latency=0.001 + 0.001 * i, rng=random.Random(rng.random()))
@@ -251,6 +262,7 @@ def _shop_once(
     with lock:
         out.latencies.append((wall, elapsed))
         out.placed += 1
+        out.acknowledged.append((user, order.order_id))
         out.duplicate_orders += duplicate
 
 
@@ -261,12 +273,14 @@ def work(
     namespace: str,
     buyers: int,
     metrics: ShopMetrics | None = None,
+    load_started: Any = None,
 ) -> Summary:
     """One process's share of the load; returns its summary.
 
     A backend that is down when the worker starts is retried for as long
     as the load would last (the parent checked it just before); then the
-    error is raised. The load's clock starts once the backends are up.
+    error is raised. The load's clock starts once the backends are up; then
+    *load_started* (an event, if given) is set.
     """
     give_up = time.monotonic() + settings.duration
     while True:
@@ -295,6 +309,8 @@ def work(
             for _ in range(buyers)
         ]
         started = time.monotonic()
+        if load_started is not None:
+            load_started.set()
         for t in threads:
             t.start()
         for t in threads:

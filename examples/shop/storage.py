@@ -17,16 +17,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from scalekit.sharding import HashRouter, TimeRouter
 
 from .catalog import Catalog
 from .db import Database
+
+if TYPE_CHECKING:
+    from scalekit.sharding import MigratingRouter
+
+T = TypeVar("T")
 
 _SHARD_SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -69,21 +74,31 @@ class ShopStorage:
         self.shards = {name: Database(directory / f"{name}.sqlite3") for name in self.shard_names}
         self.router = HashRouter(self.shard_names, strategy="jump")
         self.months = TimeRouter("month", "orders_{:%Y_%m}")
-        self._tables: set[tuple[str, str]] = set()
-        self._tables_lock = threading.Lock()
+        # Set while a shard is being added (see resharding.py).
+        self.migration: MigratingRouter[str] | None = None
         for db in self.shards.values():
             db.connection().executescript(_SHARD_SCHEMA)
 
     def shard_for(self, user_id: str) -> Database:
         return self.shards[self.router.route(user_id)]
 
-    def orders_table(self, shard: str, when: datetime) -> str:
-        """The month table for *when* in *shard*, created on first use."""
+    def on_user(self, user_id: str, work: Callable[..., T], *args: Any, write: bool = True) -> T:
+        """Run ``work(conn, user_id, *args)`` on the user's shard, in one transaction if *write*.
+
+        While a shard is being added (``resharding.py``), the migration's
+        router runs it, in the transaction that checks the user is served there.
+        """
+        if self.migration is not None:
+            return self.migration.execute(user_id, work, *args)  # type: ignore[no-any-return]
+        db = self.shard_for(user_id)
+        if not write:
+            return work(db.connection(), user_id, *args)
+        with db.transaction() as conn:
+            return work(conn, user_id, *args)
+
+    def _orders_table(self, conn: sqlite3.Connection, when: datetime) -> str:
         table: str = self.months.route(when)
-        with self._tables_lock:
-            if (shard, table) not in self._tables:
-                self.shards[shard].connection().execute(_ORDERS_SCHEMA.format(table=table))
-                self._tables.add((shard, table))
+        conn.execute(_ORDERS_SCHEMA.format(table=table))
         return table
 
     # -- catalog (see catalog.py) ---------------------------------------------
@@ -101,20 +116,20 @@ class ShopStorage:
 
     # -- users, carts ----------------------------------------------------------
     def add_user(self, user_id: str, email: str, now: float) -> None:
-        with self.shard_for(user_id).transaction() as conn:
+        def insert(conn: sqlite3.Connection, user_id: str) -> None:
             conn.execute("INSERT INTO users VALUES (?, ?, ?)", (user_id, email, now))
 
+        self.on_user(user_id, insert)
+
     def user_exists(self, user_id: str) -> bool:
-        row = (
-            self.shard_for(user_id)
-            .connection()
-            .execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,))
-            .fetchone()
-        )
-        return row is not None
+        def exists(conn: sqlite3.Connection, user_id: str) -> bool:
+            sql = "SELECT 1 FROM users WHERE user_id = ?"
+            return conn.execute(sql, (user_id,)).fetchone() is not None
+
+        return self.on_user(user_id, exists, write=False)
 
     def set_cart_item(self, user_id: str, sku: str, qty: int) -> None:
-        with self.shard_for(user_id).transaction() as conn:
+        def put(conn: sqlite3.Connection, user_id: str) -> None:
             if qty == 0:
                 conn.execute("DELETE FROM carts WHERE user_id = ? AND sku = ?", (user_id, sku))
             else:
@@ -124,40 +139,36 @@ class ShopStorage:
                     (user_id, sku, qty),
                 )
 
+        self.on_user(user_id, put)
+
     def cart(self, user_id: str) -> dict[str, int]:
-        rows = (
-            self.shard_for(user_id)
-            .connection()
-            .execute("SELECT sku, qty FROM carts WHERE user_id = ? ORDER BY sku", (user_id,))
-        )
-        return {r[0]: r[1] for r in rows}
+        def read(conn: sqlite3.Connection, user_id: str) -> dict[str, int]:
+            sql = "SELECT sku, qty FROM carts WHERE user_id = ? ORDER BY sku"
+            return {r[0]: r[1] for r in conn.execute(sql, (user_id,))}
+
+        return self.on_user(user_id, read, write=False)
 
     def clear_cart(self, conn: sqlite3.Connection, user_id: str) -> None:
         conn.execute("DELETE FROM carts WHERE user_id = ?", (user_id,))
 
     # -- orders ----------------------------------------------------------------
     def find_checkout(self, user_id: str, key: str) -> Order | None:
-        db = self.shard_for(user_id)
-        row = (
-            db.connection()
-            .execute("SELECT order_id, partition FROM checkouts WHERE idempotency_key = ?", (key,))
-            .fetchone()
-        )
-        return None if row is None else self.order(user_id, row[0], row[1])
+        return self.on_user(user_id, self._find_checkout, key, write=False)
+
+    def _find_checkout(self, conn: sqlite3.Connection, user_id: str, key: str) -> Order | None:
+        row = conn.execute(
+            "SELECT order_id, partition FROM checkouts WHERE idempotency_key = ?", (key,)
+        ).fetchone()
+        return None if row is None else _read_order(conn, row[0], row[1])
 
     def create_order(self, order: Order, checkout_key: str) -> Order:
         """Insert *order* and its checkout key; return the existing order if the key is known."""
-        shard = self.router.route(order.user_id)
-        table = self.orders_table(shard, order.created_at)
-        with self.shards[shard].transaction() as conn:
-            row = conn.execute(
-                "SELECT order_id, partition FROM checkouts WHERE idempotency_key = ?",
-                (checkout_key,),
-            ).fetchone()
-            if row is not None:
-                existing = self.order(order.user_id, row[0], row[1])
-                assert existing is not None
+
+        def insert(conn: sqlite3.Connection, user_id: str) -> Order:
+            existing = self._find_checkout(conn, user_id, checkout_key)
+            if existing is not None:
                 return existing
+            table = self._orders_table(conn, order.created_at)
             conn.execute(
                 f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -175,15 +186,17 @@ class ShopStorage:
                 (checkout_key, order.user_id, order.order_id, table),
             )
             self.clear_cart(conn, order.user_id)
-        return order
+            return order
+
+        return self.on_user(order.user_id, insert)
 
     def set_order_status(
         self, order: Order, status: str, gateway: str | None, total_cents: int | None = None
     ) -> bool:
         """Move *order* from ``reserved`` to *status*; False if it had left ``reserved``."""
-        shard = self.router.route(order.user_id)
-        table = self.orders_table(shard, order.created_at)
-        with self.shards[shard].transaction() as conn:
+
+        def update(conn: sqlite3.Connection, user_id: str) -> bool:
+            table = self._orders_table(conn, order.created_at)
             cur = conn.execute(
                 f"UPDATE {table} SET status = ?, gateway = ?, "
                 "total_cents = COALESCE(?, total_cents) WHERE order_id = ? AND status = 'reserved'",
@@ -191,35 +204,37 @@ class ShopStorage:
             )
             return cur.rowcount == 1
 
+        return self.on_user(order.user_id, update)
+
     def order(self, user_id: str, order_id: str, table: str) -> Order | None:
-        row = (
-            self.shard_for(user_id)
-            .connection()
-            .execute(f"SELECT * FROM {table} WHERE order_id = ?", (order_id,))
-            .fetchone()
-        )
-        return None if row is None else _order(row)
+        def read(conn: sqlite3.Connection, user_id: str) -> Order | None:
+            return _read_order(conn, order_id, table)
+
+        return self.on_user(user_id, read, write=False)
 
     def orders(self, user_id: str, start: datetime, end: datetime) -> list[Order]:
         """The user's orders created in [start, end), reading only those months' tables."""
-        shard = self.router.route(user_id)
-        db = self.shards[shard]
-        existing = {
-            r[0]
-            for r in db.connection().execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders_%'"
-            )
-        }
-        found: list[Order] = []
-        for table in self.months.route_range(start, end):
-            if table not in existing:
-                continue
-            rows = db.connection().execute(
-                f"SELECT * FROM {table} WHERE user_id = ? AND created_at >= ? AND created_at < ?",
-                (user_id, start.timestamp(), end.timestamp()),
-            )
-            found.extend(_order(r) for r in rows)
-        return sorted(found, key=lambda o: o.created_at)
+
+        def read(conn: sqlite3.Connection, user_id: str) -> list[Order]:
+            existing = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders_%'"
+                )
+            }
+            found: list[Order] = []
+            for table in self.months.route_range(start, end):
+                if table not in existing:
+                    continue
+                rows = conn.execute(
+                    f"SELECT * FROM {table} WHERE user_id = ? AND created_at >= ? "
+                    "AND created_at < ?",
+                    (user_id, start.timestamp(), end.timestamp()),
+                )
+                found.extend(_order(r) for r in rows)
+            return sorted(found, key=lambda o: o.created_at)
+
+        return self.on_user(user_id, read, write=False)
 
     def order_counts(self) -> dict[str, dict[str, int]]:
         """shard -> status -> count, over every month table."""
@@ -279,6 +294,11 @@ class ShopStorage:
 
     def charge_count(self) -> int:
         return self.catalog.charge_count()
+
+
+def _read_order(conn: sqlite3.Connection, order_id: str, table: str) -> Order | None:
+    row = conn.execute(f"SELECT * FROM {table} WHERE order_id = ?", (order_id,)).fetchone()
+    return None if row is None else _order(row)
 
 
 def _order(row: tuple[Any, ...]) -> Order:

@@ -20,6 +20,9 @@ from `ScaleKitError` alone:
     │   ├── LockLostError(LockError)
     │   └── StaleTokenError(LockError)
     ├── RoutingError(ScaleKitError, LookupError)
+    ├── KeyAbsentError(ScaleKitError, LookupError)
+    ├── KeyInDoubtError(ScaleKitError, LookupError)
+    ├── StaleStateError(ScaleKitError, RuntimeError)
     ├── NoAvailableEndpointError(ScaleKitError, LookupError)
     └── MissingDependencyError(ScaleKitError, ModuleNotFoundError)
 
@@ -30,6 +33,7 @@ exc`), so the original stays reachable as `__cause__`.
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import Any
 
 __all__ = [
     "ArgumentTypeError",
@@ -38,6 +42,8 @@ __all__ = [
     "CacheLoadTimeoutError",
     "ConfigurationError",
     "InvalidStateError",
+    "KeyAbsentError",
+    "KeyInDoubtError",
     "LockError",
     "LockLostError",
     "LockNotOwnedError",
@@ -47,6 +53,7 @@ __all__ = [
     "ReentrantCallError",
     "RoutingError",
     "ScaleKitError",
+    "StaleStateError",
     "StaleTokenError",
 ]
 
@@ -144,6 +151,36 @@ class RoutingError(ScaleKitError, LookupError):
     def __init__(self, message: str, key: Hashable | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+class KeyAbsentError(ScaleKitError, LookupError):
+    """A resharding source was asked to serve a key it does not hold.
+
+    [MigratingRouter][scalekit.sharding.MigratingRouter] answers it by
+    sending the command to the key's target (Redis Cluster's ASK redirect);
+    a store's `execute` raises it.
+    """
+
+
+class KeyInDoubtError(ScaleKitError, LookupError):
+    """A store began moving a key and does not know yet whether it moved.
+
+    The caller settles the key with `ShardStore.resolve` and retries;
+    [MigratingRouter][scalekit.sharding.MigratingRouter] does so itself.
+    """
+
+
+class StaleStateError(ScaleKitError, RuntimeError):
+    """A shard store records another migration state than the caller routes by.
+
+    `state` is the recorded [MigrationState][scalekit.sharding.MigrationState]
+    (None when the store records none); a caller whose state is older adopts
+    it and retries.
+    """
+
+    def __init__(self, state: Any) -> None:
+        super().__init__(f"the store records state {state!r}")
+        self.state = state
 
 
 class NoAvailableEndpointError(ScaleKitError, LookupError):

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from scalekit import BackendUnavailableError, ConfigurationError, RoutingError
+from scalekit import ArgumentTypeError, BackendUnavailableError, ConfigurationError, RoutingError
 from scalekit.sharding import HashRouter, MigratingRouter, MigrationState
 from scalekit.testing import RedisServer
 
@@ -95,7 +95,7 @@ def test_read_modify_write_commands_during_a_move_keep_every_update(
     with pytest.raises(ConfigurationError, match="already complete"):
         make_router(clients, stores).start()  # the name is taken until forgotten
     router.forget()
-    assert clients["A"].get("scalekit:reshard:state:scalekit") is None
+    assert clients["A"].get("scalekit:reshard:state:scalekit") == "3:forgotten"  # the tombstone
     assert clients["B"].get(counter) == "12"
     assert clients["B"].hgetall(cart) == {"apple": "1", "pear": "2"}
     assert clients["B"].get(log) == "ab"
@@ -189,6 +189,7 @@ class History:
         self.counters: dict[str, int] = {}
         self.strings: dict[str, int] = {}  # the last version SET, or DELeted at
         self.deleted: dict[str, bool] = {}
+        self.deleting: set[str] = set()  # a DEL sent, not yet acknowledged
         self.hashes: dict[str, dict[str, int]] = {}
         self.appends: dict[str, str] = {}
         self.errors: list[str] = []
@@ -251,10 +252,14 @@ def run_history(
             elif kind == 1:
                 key = strings[local.choice(mine)]
                 gone = local.random() < 0.25
+                if gone:
+                    with history.lock:
+                        history.deleting.add(key)  # from now on a read may see it gone
                 router.execute(key, *(("DEL",) if gone else ("SET", version)))
                 with history.lock:
                     history.strings[key] = version
                     history.deleted[key] = gone
+                    history.deleting.discard(key)
                 value = router.execute(key, "GET")  # only this writer writes the key
                 if value != (None if gone else str(version)):
                     with history.lock:
@@ -287,10 +292,11 @@ def run_history(
             key = local.choice(strings)
             floor, gone = history.strings[key], history.deleted[key]
             value = router.execute(key, "GET")
+            deleting = key in history.deleting  # a DEL sent before the reply
             if gone and value is not None and int(value) <= floor:  # resurrected
                 history.errors.append(f"{key} read {value}, deleted at {floor}")
-            if not gone and value is None and history.strings[key] != floor:
-                return  # the key's writer deleted it since (with a later version)
+            if not gone and value is None and (history.strings[key] != floor or deleting):
+                return  # the key's writer deleted it since, or is deleting it
             if not gone and (value is None or int(value) < floor):
                 history.errors.append(f"{key} read {value}, {floor} acknowledged")
         elif kind == 2:
@@ -488,3 +494,62 @@ def test_replies_have_the_shape_of_execute_command_and_other_commands_are_refuse
             with pytest.raises(ConfigurationError, match=message):
                 router.execute(key, *command)
     assert clients["A"].exists("k2") == clients["B"].exists("k2") == 0
+
+
+def test_an_unknown_or_malformed_command_is_a_clear_error_naming_it(
+    clients: dict[str, Any],
+) -> None:
+    router = make_router(clients)
+    moving = moving_keys(router, "u", 1)[0]
+    still = next(f"q{i}" for i in range(1000) if not router.moves(f"q{i}"))
+    router.start()
+    for key in (moving, still):
+        with pytest.raises(ConfigurationError, match="unknown Redis command 'NOSUCH'") as info:
+            router.execute(key, "nosuch", "x")
+        assert info.value.__cause__ is None or not isinstance(info.value, redis.ResponseError)
+        with pytest.raises(ConfigurationError, match=r"command HINCRBY with arguments \['f'\]"):
+            router.execute(key, "HINCRBY", "f")
+        with pytest.raises(ArgumentTypeError, match="command name must be a str or bytes"):
+            router.execute(key, 42)
+    assert where(clients, moving) == where(clients, still) == []
+
+
+def test_the_protocol_errors_live_in_scalekit_exceptions_and_keep_their_old_paths() -> None:
+    from scalekit import exceptions
+    from scalekit.sharding import resharding, shard_store
+
+    for name in ("StaleStateError", "KeyAbsentError", "KeyInDoubtError"):
+        cls = getattr(exceptions, name)
+        assert cls.__module__ == "scalekit.exceptions" and name in exceptions.__all__
+        assert getattr(shard_store, name) is cls and getattr(resharding, name) is cls
+        assert issubclass(cls, exceptions.ScaleKitError)
+
+
+def test_a_router_of_a_forgotten_migration_cannot_write(clients: dict[str, Any]) -> None:
+    stores = make_stores(clients)
+    mover = make_router(clients, stores, name="users")
+    early = make_router(clients, stores, name="users")  # learns 1:forward, then sleeps
+    late = make_router(clients, stores, name="users")  # learns 2:complete, then sleeps
+    moved = moving_keys(mover, "f", 1)[0]
+    still = next(f"q{i}" for i in range(1000) if not mover.moves(f"q{i}"))
+    mover.start()
+    assert early.execute(moved, "SET", "1") is not None
+    mover.complete()
+    assert late.execute(moved, "INCR") == 2
+    mover.forget()
+    for stale in (early, late):
+        for key in (moved, still):
+            with pytest.raises(RoutingError, match="migration 'users' was forgotten"):
+                stale.execute(key, "SET", "lost")
+    # The name is free again: a new migration of it (here back to one shard) starts
+    # after the forgotten one, and no router of the old one writes under it.
+    back = MigratingRouter(HashRouter(["A", "B"]), HashRouter(["A"]), stores, name="users")
+    back.start()
+    assert back.state is not None and back.state.epoch > 3
+    for stale in (early, late):
+        for key in (moved, still):
+            with pytest.raises(RoutingError, match="migration 'users' was forgotten"):
+                stale.execute(key, "SET", "lost")
+    assert back.complete() is back.new
+    assert where(clients, moved) == ["A"] and clients["A"].get(moved) == "2"
+    assert where(clients, still) == []

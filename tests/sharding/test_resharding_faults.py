@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from scalekit import BackendUnavailableError
+from scalekit import BackendUnavailableError, ConfigurationError
 from scalekit.sharding import HashRouter, MigratingRouter
 from scalekit.testing import RedisServer, TCPProxy
 
@@ -188,3 +188,26 @@ def test_a_key_given_twice_to_one_move_moves_once(
     assert stores["A"].move(["k", "k"], stores["B"], name="twice") == 1
     assert raw_a.get("k") is None and raw_b.get("k") == "v1"
     assert stores["A"].in_doubt("twice") == []
+
+
+def test_a_redis_cluster_is_refused_with_a_clear_error(redis_cluster: Any) -> None:
+    from redis.cluster import RedisCluster
+
+    cluster = RedisCluster(host=redis_cluster.host, port=redis_cluster.port, socket_timeout=5)
+    try:
+        with pytest.raises(ConfigurationError, match="Redis Cluster moves its slots itself"):
+            RedisShardStore(cluster)  # type: ignore[arg-type]
+    finally:
+        cluster.close()
+    # A plain client of one cluster node, as a hostile user would try it.
+    nodes = [redis.Redis(host=h, port=p, socket_timeout=5) for h, p in redis_cluster.startup_nodes]
+    try:
+        stores = {name: RedisShardStore(c) for name, c in zip("AB", nodes, strict=False)}
+        router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+        with pytest.raises(ConfigurationError, match="is a Redis Cluster node"):
+            router.start()
+            for i in range(50):  # keys of slots on every node
+                router.execute(f"k{i}", "SET", "v")
+    finally:
+        for c in nodes:
+            c.close()

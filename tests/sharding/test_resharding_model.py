@@ -109,7 +109,7 @@ class SQLiteStore(AtomicMoves, ShardStore):
     def __init__(self) -> None:
         self.db = sqlite3.connect(":memory:", isolation_level=None)
         self.db.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
-        self.db.execute("CREATE TABLE state (name TEXT PRIMARY KEY, epoch INT, phase TEXT)")
+        self.db.execute("CREATE TABLE state (name TEXT PRIMARY KEY, state TEXT NOT NULL)")
 
     @property
     def data(self) -> dict[str, Any]:
@@ -161,8 +161,8 @@ class SQLiteStore(AtomicMoves, ShardStore):
             raise
 
     def _state(self, name: str) -> MigrationState | None:
-        row = self.db.execute("SELECT epoch, phase FROM state WHERE name = ?", (name,)).fetchone()
-        return None if row is None else MigrationState(row[0], row[1])
+        row = self.db.execute("SELECT state FROM state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else MigrationState.decode(row[0])
 
     def read_state(self, name: str) -> MigrationState | None:
         return self._state(name)
@@ -170,7 +170,7 @@ class SQLiteStore(AtomicMoves, ShardStore):
     def write_state(self, name: str, state: MigrationState | None) -> None:
         self.db.execute("DELETE FROM state WHERE name = ?", (name,))
         if state is not None:
-            self.db.execute("INSERT INTO state VALUES (?, ?, ?)", (name, state.epoch, state.phase))
+            self.db.execute("INSERT INTO state VALUES (?, ?)", (name, state.encode()))
 
     def scan(self, cursor: int, count: int) -> tuple[int, list[Any]]:
         present = self.data

@@ -5,7 +5,7 @@
 * `TimeRouter` - calendar partitions (`orders_2026_11`) with retention;
 * `MigratingRouter` and `Router.plan_to()` - resharding; live moves
   between Redis servers with `RedisShardStore` (needs redis-py, imported
-  when first used).
+  when first used) and between SQLite databases with `SQLiteShardStore`.
 
 The placement functions in `scalekit.sharding.placement` are public too.
 """
@@ -25,6 +25,7 @@ from .placement import (
 )
 from .range_router import RangeRouter
 from .resharding import MigratingRouter, MigrationState, ShardStore
+from .sqlite_store import SQLiteShardStore
 from .time_router import INTERVALS, Partition, Rollover, TimeRouter
 
 __all__ = [  # noqa: RUF022 - plain sorted(), as every scalekit __all__
@@ -43,6 +44,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as every scalekit __all__
     "Rollover",
     "Router",
     "SLOT_COUNT",
+    "SQLiteShardStore",
     "STRATEGIES",
     "ShardStore",
     "TimeRouter",

@@ -9,11 +9,11 @@ from typing import Any
 
 import redis
 import redis.utils
+from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..exceptions import BackendUnavailableError, ConfigurationError
+from ..exceptions import ArgumentTypeError, BackendUnavailableError, ConfigurationError
 from .shard_store import (
     KeyAbsentError,
     KeyInDoubtError,
@@ -225,9 +225,15 @@ def check_one_key_command(command: Sequence[Any]) -> None:
     """Refuse a command a shard store cannot run on one key alone.
 
     Raises:
+        ArgumentTypeError: the command's name is not a str or bytes.
         ConfigurationError: *command* blocks, or touches keys besides the one
             it is routed by (see the lists in docs/sharding.md).
     """
+    if not isinstance(command[0], (str, bytes, bytearray)):
+        raise ArgumentTypeError(
+            f"command name must be a str or bytes such as 'GET', got "
+            f"{type(command[0]).__name__}: {command[0]!r}"
+        )
     name = _word(command[0])
     if name in _BLOCKING:
         raise ConfigurationError(
@@ -244,6 +250,39 @@ def check_one_key_command(command: Sequence[Any]) -> None:
             f"command {name} with arguments {list(command[1:])!r} touches keys besides the "
             "routed one, which may live on another store; send one command per key"
         )
+
+
+# What a server says, from inside the script, about a command it will not run
+# at all (as opposed to an error of the data, such as WRONGTYPE).
+_REFUSALS = (
+    ("Unknown Redis command", "unknown Redis command {name!r}; check its spelling"),
+    (
+        "Wrong number of args",
+        "command {name} with arguments {args!r} has the wrong number of arguments",
+    ),
+    ("not allowed from script", "command {name} cannot run inside a script"),
+)
+
+
+def _cluster_node(exc: ResponseError, address: tuple[str, int]) -> ConfigurationError | None:
+    """A `MOVED`, `ASK`, `CROSSSLOT` or `CLUSTERDOWN` reply: the server is a cluster node."""
+    if isinstance(exc, (AskError, ClusterCrossSlotError, ClusterDownError)) or str(exc).startswith(
+        ("MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN")
+    ):
+        return ConfigurationError(
+            f"redis {address} is a Redis Cluster node ({type(exc).__name__}: {exc}); a "
+            "Redis Cluster moves its slots itself (redis-cli --cluster reshard), and "
+            "RedisShardStore moves keys between standalone servers"
+        )
+    return None
+
+
+def _refusal(message: str, command: Sequence[Any]) -> ConfigurationError | None:
+    for marker, text in _REFUSALS:
+        if marker in message:
+            name = _word(command[0])
+            return ConfigurationError(text.format(name=name, args=list(command[1:])))
+    return None
 
 
 class RedisShardStore(ShardStore):
@@ -299,6 +338,12 @@ class RedisShardStore(ShardStore):
         migrate_timeout_ms: int = 5000,
         state_prefix: str = "scalekit:reshard:",
     ) -> None:
+        if type(client).__name__ == "RedisCluster":
+            raise ConfigurationError(
+                "client is a RedisCluster: a Redis Cluster moves its slots itself "
+                "(redis-cli --cluster reshard, or CLUSTER SETSLOT and MIGRATE); "
+                "RedisShardStore moves keys between standalone servers"
+            )
         if not isinstance(client, redis.Redis):
             raise ConfigurationError(f"client must be a redis.Redis, got {type(client).__name__}")
         if (
@@ -385,6 +430,9 @@ class RedisShardStore(ShardStore):
             if message.startswith("SCALEKIT_STALE"):
                 recorded = message[len("SCALEKIT_STALE") :].strip()
                 raise StaleStateError(MigrationState.decode(recorded or None)) from None
+            refused = _refusal(message, command) or _cluster_node(exc, self.address)
+            if refused is not None:
+                raise refused from None
             raise
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
@@ -401,6 +449,9 @@ class RedisShardStore(ShardStore):
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
         except ResponseError as exc:
+            refused = _cluster_node(exc, self.address)
+            if refused is not None:
+                raise refused from None
             raise ConfigurationError(
                 f"{self._record_key('state', name)!r} on {self.address} is not a migration "
                 f"record ({exc}); keys under {self._prefix!r} are reserved"
@@ -414,6 +465,11 @@ class RedisShardStore(ShardStore):
                 self.client.set(self._record_key("state", name), state.encode())
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
+        except ResponseError as exc:
+            refused = _cluster_node(exc, self.address)
+            if refused is not None:
+                raise refused from None
+            raise
 
     def scan(self, cursor: int, count: int) -> tuple[int, list[Any]]:
         try:

@@ -69,6 +69,10 @@ class MigratingRouter(Generic[S]):
     store refuses commands sent under another state, so clients in other
     processes follow (they retry under the newer state until *timeout*).
 
+    [plan][scalekit.sharding.MigratingRouter.plan] lets clients be deployed
+    before the moves begin; [forget][scalekit.sharding.MigratingRouter.forget]
+    ends a finished migration so that none of its routers writes again.
+
     Assumptions: one mover at a time per migration name; every client of
     the moving keys goes through a `MigratingRouter` of the same name;
     commands touch one key, given as the first argument.
@@ -160,10 +164,12 @@ class MigratingRouter(Generic[S]):
         return None if state is None else state.phase
 
     def start(self) -> None:
-        """Begin the migration: record `1:forward` on every store.
+        """Begin the migration: record `forward` on every store (`1:forward` on fresh stores).
 
         A mover that restarts adopts the newest state the stores record
-        for this name and carries on from there.
+        for this name and carries on from there. After a `forget()`, the
+        new migration begins at the epoch after the forgotten one's, so
+        no router of that one writes under the new one.
 
         Raises:
             BackendUnavailableError: a store could not be reached.
@@ -172,10 +178,48 @@ class MigratingRouter(Generic[S]):
         """
         with self._mover_lock:
             recorded = [s for s in (st.read_state(self.name) for st in self._distinct()) if s]
-            state = max(recorded, default=MigrationState(1, "forward"))
-            if state.phase not in _MOVING:
+            newest = max(recorded, default=None)
+            if newest is None:
+                state = MigrationState(1, "forward")
+            elif newest.phase == "forgotten":  # the name is free; begin after its tombstone
+                state = MigrationState(newest.epoch + 1, "forward", newest.epoch + 1)
+            elif newest.phase == "planned":
+                state = MigrationState(newest.epoch + 1, "forward", newest.since)
+            elif newest.phase in _MOVING:
+                state = newest
+            else:
                 raise ConfigurationError(
-                    f"migration {self.name!r} is already {state.phase} on the stores; "
+                    f"migration {self.name!r} is already {newest.phase} on the stores; "
+                    "call forget() first or use another name"
+                )
+            self._record(state)
+
+    def plan(self) -> None:
+        """Record the migration as `planned`: every key stays on *old* until `start()`.
+
+        Clients in other processes that route through a `MigratingRouter` of
+        this name serve every key from its old shard, with the state checked
+        by the stores, so the `start()` that follows switches all of them at
+        once (each learns `forward` from the first store that refuses its
+        `planned`). Deploy the clients after `plan()` and before `start()`.
+
+        Raises:
+            BackendUnavailableError: a store could not be reached.
+            ConfigurationError: the stores record this migration past planning;
+                `forget()` it first, or use another name.
+        """
+        with self._mover_lock:
+            recorded = [s for s in (st.read_state(self.name) for st in self._distinct()) if s]
+            newest = max(recorded, default=None)
+            if newest is None:
+                state = MigrationState(1, "planned")
+            elif newest.phase == "forgotten":
+                state = MigrationState(newest.epoch + 1, "planned", newest.epoch + 1)
+            elif newest.phase == "planned":
+                state = newest
+            else:
+                raise ConfigurationError(
+                    f"migration {self.name!r} is already {newest.phase} on the stores; "
                     "call forget() first or use another name"
                 )
             self._record(state)
@@ -184,7 +228,8 @@ class MigratingRouter(Generic[S]):
         """Learn the newest state recorded on the stores (for clients in other processes).
 
         Raises:
-            RoutingError: no store records this migration.
+            RoutingError: no store records this migration, or it was forgotten
+                (or replaced by a later migration of the same name).
         """
         recorded = [s for s in (st.read_state(self.name) for st in self._distinct()) if s]
         if not recorded:
@@ -200,7 +245,7 @@ class MigratingRouter(Generic[S]):
     def owner(self, key: Any) -> Any:
         """The shard *key* is created on now: the current target if it moves, else its shard."""
         state = self._state
-        if state is not None and state.phase in ("reverse", "aborted"):
+        if state is None or state.phase in ("planned", "reverse", "aborted"):
             return self.old.route(key)
         return self.new.route(key)
 
@@ -213,39 +258,38 @@ class MigratingRouter(Generic[S]):
 
         Raises:
             RoutingError: the stores still disagree on the migration's state
-                after *timeout* seconds, or the migration was never started.
+                after *timeout* seconds, the migration was never started, or
+                it was forgotten (this router's placements are no longer in
+                force: build a router for the placement returned by `complete()`).
             BackendUnavailableError: a store could not be reached.
         """
         if not command:
             raise ConfigurationError("execute needs a command, e.g. execute(key, 'GET')")
         source, target = self.old.route(key), self.new.route(key)
-        if source == target:
-            return self._stores[source].execute(
-                key, command, name=self.name, state=None, source=False
-            )
         deadline: float | None = None
         delay = 0.0005
         while True:
             state = self._state
             if state is None:
                 state = self.refresh()
-            if state.phase == "complete":
-                return self._stores[target].execute(
-                    key, command, name=self.name, state=None, source=False
-                )
-            if state.phase == "aborted":
-                return self._stores[source].execute(
-                    key, command, name=self.name, state=None, source=False
-                )
-            first, second = (source, target) if state.phase == "forward" else (target, source)
+            if state.phase == "forgotten":
+                raise self._forgotten(state, key)
+            if source == target or state.phase not in _MOVING:
+                # One owner; the state still goes along, so that a router of a
+                # forgotten migration is refused rather than served.
+                owner = target if state.phase == "complete" else source
+                first = second = owner
+            else:
+                first, second = (source, target) if state.phase == "forward" else (target, source)
             asked = first
             try:
-                try:
-                    return self._stores[first].execute(
-                        key, command, name=self.name, state=state, source=True
-                    )
-                except KeyAbsentError:
-                    pass  # the ASK redirect: the target serves keys its source lacks
+                if first != second:
+                    try:
+                        return self._stores[first].execute(
+                            key, command, name=self.name, state=state, source=True
+                        )
+                    except KeyAbsentError:
+                        pass  # the ASK redirect: the target serves keys its source lacks
                 asked = second
                 return self._stores[second].execute(
                     key, command, name=self.name, state=state, source=False
@@ -385,17 +429,42 @@ class MigratingRouter(Generic[S]):
             final = "complete" if state.phase == "forward" else "aborted"
             if self._settle_all():  # pragma: no cover - move() just settled every doubt
                 raise RoutingError(f"migration {self.name!r} still had keys in doubt")
-            self._record(MigrationState(state.epoch + 1, final))
+            self._record(MigrationState(state.epoch + 1, final, state.since))
             for store in self._distinct():
                 store.sweep(self.name)
             return self.new if final == "complete" else self.old
 
     def forget(self) -> None:
-        """Remove the recorded state from every store, once no client uses the migration."""
+        """End the finished migration: every store records a `forgotten` tombstone.
+
+        Call it once the clients route by the placement `complete()`
+        returned. A router of this migration (in any process) that still
+        sends a command is refused with `RoutingError` from then on, because
+        every command carries the state it routes by and the stores check
+        it; the name is free for a new migration. Runtime complexity: one
+        state write and one sweep of staged copies per store.
+
+        Raises:
+            ConfigurationError: the migration is still moving (or not started).
+            BackendUnavailableError: a store could not be reached; call it again.
+        """
         with self._mover_lock:
+            state = self._state
+            if state is None or state.phase in _MOVING:
+                phase = "not started" if state is None else state.phase
+                raise ConfigurationError(
+                    f"cannot forget migration {self.name!r}: it is {phase}; complete() it first"
+                )
+            tombstone = (
+                state
+                if state.phase == "forgotten"
+                else MigrationState(state.epoch + 1, "forgotten", state.since)
+            )
             for store in self._distinct():
-                store.write_state(self.name, None)
+                store.write_state(self.name, tombstone)
                 store.sweep(self.name)
+            with self._view_lock:
+                self._state = tombstone
 
     # -- internals -------------------------------------------------------------------
 
@@ -412,8 +481,19 @@ class MigratingRouter(Generic[S]):
 
     def _adopt(self, state: MigrationState) -> None:
         with self._view_lock:
-            if self._state is None or state > self._state:
+            current = self._state
+            if state.phase == "forgotten" or (current is not None and state.since != current.since):
+                raise self._forgotten(state)
+            if current is None or state > current:
                 self._state = state
+
+    def _forgotten(self, state: MigrationState, key: Any = None) -> RoutingError:
+        return RoutingError(
+            f"migration {self.name!r} was forgotten (the stores record {state.encode()}); "
+            "this router's placements are no longer in force: route by the placement "
+            "complete() returned, or build a MigratingRouter for a new migration",
+            key,
+        )
 
     def _record(self, state: MigrationState) -> None:
         for store in self._distinct():
@@ -439,7 +519,7 @@ class MigratingRouter(Generic[S]):
                     f"cannot turn {phase}: the migration is moving {state.phase} already"
                 )
             self._settle_all()
-            self._record(MigrationState(state.epoch + 1, phase))
+            self._record(MigrationState(state.epoch + 1, phase, state.since))
 
     def _ends(self, key: Any, holder: ShardStore) -> tuple[S, S] | None:
         """(source, target) of the move of *key* whose doubt *holder* records."""

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..exceptions import RoutingError, ScaleKitError
+# The protocol's errors live in scalekit.exceptions; importing them from here
+# keeps working.
+from ..exceptions import KeyAbsentError, KeyInDoubtError, RoutingError, StaleStateError
 
 __all__ = [
     "PHASES",
@@ -22,28 +24,37 @@ __all__ = [
     "StaleStateError",
 ]
 
-#: The phases of a migration, in the order they may come.
-PHASES = ("forward", "reverse", "complete", "aborted")
+#: The phases of a migration, in the order they may come: `planned` routes
+#: every key by the old placement until the moves begin; `forgotten` is the
+#: tombstone `MigratingRouter.forget()` leaves, so that no router of the
+#: finished migration writes again.
+PHASES = ("planned", "forward", "reverse", "complete", "aborted", "forgotten")
 _MOVING = ("forward", "reverse")
 
 
 @dataclass(frozen=True, order=True)
 class MigrationState:
-    """What every store records about one migration: an epoch and a phase.
+    """What every store records about one migration: an epoch, a phase and where it began.
 
-    `forward` moves keys from the old placement to the new one,
+    `planned` keeps every key on the old placement while clients learn of
+    the migration, `forward` moves keys from the old placement to the new one,
     `reverse` moves them back (a rollback); `complete` and `aborted`
-    mean every key is on the new (respectively old) placement. The epoch
-    grows by one at every change, so a client always knows which of two
-    states is newer.
+    mean every key is on the new (respectively old) placement, and
+    `forgotten` that the migration is over and no router of it may write.
+    The epoch grows by one at every change, so a client always knows which
+    of two states is newer; *since* is the epoch at which the migration
+    began, so that a router never adopts the state of a later migration of
+    the same name.
     """
 
     epoch: int
     phase: str
+    since: int = 1
 
     def encode(self) -> str:
-        """The state as stored: `"<epoch>:<phase>"`."""
-        return f"{self.epoch}:{self.phase}"
+        """The state as stored: `"<epoch>:<phase>"`, then `":<since>"` unless it is 1."""
+        text = f"{self.epoch}:{self.phase}"
+        return text if self.since == 1 else f"{text}:{self.since}"
 
     @classmethod
     def decode(cls, text: str | bytes | None) -> MigrationState | None:
@@ -52,42 +63,30 @@ class MigrationState:
             return None
         if isinstance(text, bytes):
             text = text.decode("ascii")
-        epoch, _, phase = text.partition(":")
-        if not epoch.isdigit() or phase not in PHASES:
+        epoch, _, rest = text.partition(":")
+        phase, _, since = rest.partition(":")
+        if (
+            not epoch.isdigit()
+            or phase not in PHASES
+            or not (since == "" or (since.isdigit() and int(since) <= int(epoch)))
+        ):
             raise RoutingError(f"a store records an unreadable migration state {text!r}")
-        return cls(int(epoch), phase)
-
-
-class StaleStateError(ScaleKitError, RuntimeError):
-    """Raised by a store whose recorded state differs from the caller's."""
-
-    def __init__(self, state: MigrationState | None) -> None:
-        super().__init__(f"the store records state {state!r}")
-        self.state = state
-
-
-class KeyAbsentError(ScaleKitError, LookupError):
-    """Raised by a source store asked to serve a key it does not hold."""
-
-
-class KeyInDoubtError(ScaleKitError, LookupError):
-    """Raised by a store that began moving a key and does not know yet whether it moved.
-
-    The caller settles the key with `ShardStore.resolve` and retries.
-    """
+        return cls(int(epoch), phase, int(since or 1))
 
 
 class ShardStore(Protocol):
     """What the resharding protocol needs from one shard's storage.
 
     Redis implements it with Lua scripts and `MIGRATE`
-    ([RedisShardStore][scalekit.sharding.redis_store.RedisShardStore]). A
-    SQL database implements it with transactions: `execute` reads the state
-    row and locks the key's row (`SELECT ... FOR UPDATE`) in the
-    transaction that runs the command; `move` marks the rows in doubt and
-    copies them to the target under a staging name, and `resolve` either
-    promotes the staged rows on the target and deletes the source's rows
-    (the copy committed) or discards the staging (it did not).
+    ([RedisShardStore][scalekit.sharding.redis_store.RedisShardStore]),
+    SQLite with transactions
+    ([SQLiteShardStore][scalekit.sharding.SQLiteShardStore]): `execute`
+    checks the state row, the key's doubt record and its rows in the
+    transaction that runs the command; `move` records the keys in doubt,
+    stages their rows on the target, and deletes them at the source in
+    the transaction that marks them moved, and `resolve` promotes the
+    staged rows of moved keys, or cancels a move that never reached that
+    point.
 
     The contract every store keeps, whatever fails and whoever crashes:
     a key is served under its name by at most one store at a time, and a

@@ -1,0 +1,537 @@
+"""A SQLite database as one shard of a live resharding (the standard library's `sqlite3`).
+
+The key of a move is a value of a *key column*: every row of the configured
+tables whose key column holds it moves with it (a user and their cart,
+orders and checkouts, say), and every command runs in one transaction on
+the store that serves the key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import (
+    ArgumentTypeError,
+    BackendUnavailableError,
+    ConfigurationError,
+    KeyAbsentError,
+    KeyInDoubtError,
+    StaleStateError,
+)
+from .shard_store import MigrationState, ShardStore
+
+__all__ = ["SQLiteShardStore"]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"blob": value.hex()}
+    return value
+
+
+def _decode_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return bytes.fromhex(value["blob"])
+    return value
+
+
+class SQLiteShardStore(ShardStore):
+    """One SQLite database as a [ShardStore][scalekit.sharding.shard_store.ShardStore].
+
+    A command is a callable, run as `command(connection, key, *args)`
+    inside one `BEGIN IMMEDIATE` transaction that first checks the
+    migration's state, that the key's move is not in doubt and (on a
+    source) that the key has a row in one of the tables; its return value
+    is the reply. It must touch only the rows of its key.
+
+    A batch of keys moves in five transactions, each atomic on one database,
+    with the same records as [RedisShardStore][scalekit.sharding.redis_store.RedisShardStore]:
+
+    1. source: record the keys *in doubt* under a fresh token and read their rows;
+    2. target: write the rows to a staging table (never served);
+    3. source: for each key still recorded under that token, delete its
+       rows and mark the record *moved*: this is the commit point;
+    4. target: the staged rows of moved keys become the key's rows;
+    5. source: the records are cleared.
+
+    A command that meets a key in doubt settles it: a moved key's staged
+    rows are promoted (steps 4 and 5, which are idempotent); a key whose
+    move has not reached step 3 waits up to *move_timeout* for the mover
+    and then cancels the move (the record goes, the rows never left the
+    source), after which step 3 of that mover finds no record and moves
+    nothing. The timeout decides only how long a client waits for a mover
+    that died or stopped; safety never depends on it, nor on clocks.
+
+    Keys are `str` or `int` values of the key columns; rows hold SQLite's
+    own types. A table missing on the target is created from the source's
+    `CREATE TABLE` statement (indexes are not copied). Tables whose name
+    starts with *prefix* hold the records and are reserved.
+
+    Args:
+        database: a path to the database file, or a callable returning this
+            thread's `sqlite3.Connection` in autocommit mode
+            (`isolation_level=None`).
+        tables: table name -> key column, for every table whose rows move
+            with their key; a name ending in `*` stands for every table
+            with that prefix (`{"orders_*": "user_id"}`).
+        move_timeout: seconds a command waits for a mover's step 3 before
+            cancelling its move.
+        busy_timeout: seconds a transaction waits for another one's write
+            lock (a path's own connections; a callable sets its own), after
+            which the call fails with `BackendUnavailableError`.
+        prefix: the reserved prefix of the record tables.
+        clock: wall-clock seconds (records are shared between processes).
+        sleep: how to wait while a move is in flight.
+
+    Raises:
+        ConfigurationError: an empty *tables*, a bad name, timeout or prefix.
+
+    Thread-safety: one connection per thread (the callable's, or the
+    store's own for a path); processes share the file as SQLite allows.
+    """
+
+    def __init__(
+        self,
+        database: str | Path | Callable[[], sqlite3.Connection],
+        tables: Mapping[str, str],
+        *,
+        move_timeout: float = 2.0,
+        busy_timeout: float = 5.0,
+        prefix: str = "scalekit_reshard_",
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not isinstance(tables, Mapping) or not tables:
+            raise ConfigurationError(
+                f"tables must be a non-empty mapping table -> key column, got {tables!r}"
+            )
+        for table, column in tables.items():
+            if not isinstance(table, str) or not _NAME.match(table.removesuffix("*")):
+                raise ConfigurationError(
+                    f"tables: {table!r} is not a table name (letters, digits and _, "
+                    "optionally ending in *)"
+                )
+            if not isinstance(column, str) or not _NAME.match(column):
+                raise ConfigurationError(f"tables: {column!r} is not a column name for {table!r}")
+        if not isinstance(prefix, str) or not _NAME.match(prefix):
+            raise ConfigurationError(
+                f"prefix must be a table-name prefix (letters, digits and _), got {prefix!r}"
+            )
+        if any(t.startswith(prefix) for t in tables):
+            raise ConfigurationError(f"tables must not start with the reserved prefix {prefix!r}")
+        if (
+            isinstance(move_timeout, bool)
+            or not isinstance(move_timeout, (int, float))
+            or not move_timeout > 0
+        ):
+            raise ConfigurationError(
+                f"move_timeout must be a positive number of seconds, got {move_timeout!r}"
+            )
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, (int, float))
+            or not busy_timeout > 0
+        ):
+            raise ConfigurationError(
+                f"busy_timeout must be a positive number of seconds, got {busy_timeout!r}"
+            )
+        if isinstance(database, (str, Path)):
+            path = Path(database)
+            self._local = threading.local()
+
+            def connect() -> sqlite3.Connection:
+                conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+                if conn is None:
+                    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    self._local.conn = conn
+                return conn
+
+            self._connect = connect
+            self.name = str(path)
+        elif callable(database):
+            self._connect = database
+            self.name = getattr(database, "__qualname__", repr(database))
+        else:
+            raise ConfigurationError(
+                "database must be a path or a callable returning a sqlite3.Connection, "
+                f"got {type(database).__name__}"
+            )
+        self._tables = dict(tables)
+        self._prefix = prefix
+        self._timeout = float(move_timeout)
+        self._clock = clock
+        self._sleep = sleep
+        self._state_t = _quote(prefix + "state")
+        self._doubt_t = _quote(prefix + "doubt")
+        self._stage_t = _quote(prefix + "stage")
+        self._ready: set[int] = set()
+        self._marks: dict[int, Any] = {}  # scan cursor -> the last key it returned
+        self._marks_lock = threading.Lock()
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = self._connect()
+        if not isinstance(conn, sqlite3.Connection):
+            raise ConfigurationError(
+                f"database() must return a sqlite3.Connection, got {type(conn).__name__}"
+            )
+        if conn.isolation_level is not None:
+            raise ConfigurationError(
+                "the connection must be in autocommit mode (isolation_level=None): "
+                "the store opens its own transactions"
+            )
+        if id(conn) not in self._ready:
+            conn.executescript(
+                f"CREATE TABLE IF NOT EXISTS {self._state_t} ("
+                " name TEXT PRIMARY KEY, state TEXT NOT NULL);"
+                f"CREATE TABLE IF NOT EXISTS {self._doubt_t} ("
+                " name TEXT NOT NULL, key TEXT NOT NULL, token TEXT NOT NULL,"
+                " moved INTEGER NOT NULL, deadline REAL NOT NULL, PRIMARY KEY (name, key));"
+                f"CREATE TABLE IF NOT EXISTS {self._stage_t} ("
+                " name TEXT NOT NULL, token TEXT NOT NULL, key TEXT NOT NULL,"
+                " tbl TEXT NOT NULL, ddl TEXT NOT NULL, cols TEXT NOT NULL, row TEXT NOT NULL);"
+            )
+            self._ready.add(id(conn))
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise BackendUnavailableError(f"sqlite {self.name}: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            conn.execute("ROLLBACK")
+            raise BackendUnavailableError(f"sqlite {self.name}: {exc}") from exc
+
+    @staticmethod
+    def _key_text(key: Any) -> str:
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise ArgumentTypeError(
+                f"key must be a str or int value of the key columns, got {type(key).__name__}: "
+                f"{key!r}"
+            )
+        return json.dumps(key)
+
+    def _data_tables(self, conn: sqlite3.Connection) -> list[tuple[str, str]]:
+        """(table, key column) of every existing table whose rows move with their key."""
+        names = [
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not r[0].startswith(self._prefix)
+        ]
+        found = []
+        for name in names:
+            for table, column in self._tables.items():
+                if name == table or (table.endswith("*") and name.startswith(table[:-1])):
+                    found.append((name, column))
+                    break
+        return sorted(found)
+
+    def _present(self, conn: sqlite3.Connection, key: Any) -> bool:
+        for table, column in self._data_tables(conn):
+            sql = f"SELECT 1 FROM {_quote(table)} WHERE {_quote(column)} = ? LIMIT 1"
+            if conn.execute(sql, (key,)).fetchone() is not None:
+                return True
+        return False
+
+    def _recorded(self, conn: sqlite3.Connection, name: str) -> MigrationState | None:
+        row = conn.execute(f"SELECT state FROM {self._state_t} WHERE name = ?", (name,)).fetchone()
+        return None if row is None else MigrationState.decode(row[0])
+
+    # -- commands --------------------------------------------------------------------
+
+    def execute(
+        self,
+        key: Any,
+        command: Sequence[Any],
+        *,
+        name: str,
+        state: MigrationState | None,
+        source: bool,
+    ) -> Any:
+        if not command or not callable(command[0]):
+            first = command[0] if command else None
+            raise ArgumentTypeError(
+                "a SQLiteShardStore command is a callable run as command(connection, key, "
+                f"*args), got {type(first).__name__}: {first!r}"
+            )
+        text = self._key_text(key)
+        with self._transaction() as conn:
+            if state is not None:
+                recorded = self._recorded(conn, name)
+                if recorded != state:
+                    raise StaleStateError(recorded)
+                doubt = f"SELECT 1 FROM {self._doubt_t} WHERE name = ? AND key = ? AND moved >= 0"
+                if conn.execute(doubt, (name, text)).fetchone() is not None:
+                    raise KeyInDoubtError(key)
+                if source and not self._present(conn, key):
+                    raise KeyAbsentError(key)
+            return command[0](conn, key, *command[1:])
+
+    # -- records ---------------------------------------------------------------------
+
+    def read_state(self, name: str) -> MigrationState | None:
+        try:
+            return self._recorded(self._conn(), name)
+        except sqlite3.OperationalError as exc:
+            raise BackendUnavailableError(f"sqlite {self.name}: {exc}") from exc
+
+    def write_state(self, name: str, state: MigrationState | None) -> None:
+        with self._transaction() as conn:
+            conn.execute(f"DELETE FROM {self._state_t} WHERE name = ?", (name,))
+            if state is not None:
+                conn.execute(f"INSERT INTO {self._state_t} VALUES (?, ?)", (name, state.encode()))
+
+    def scan(self, cursor: int, count: int) -> tuple[int, list[Any]]:
+        """Keys in key order after the last one *cursor* returned (0: from the start).
+
+        A cursor is this store object's own: a mover that restarts scans
+        from 0 again. Keys deleted meanwhile shift nothing (the next step
+        starts after a key value, not at an offset).
+        """
+        with self._marks_lock:
+            after = self._marks.pop(cursor, None) if cursor else None
+        try:
+            conn = self._conn()
+            tables = self._data_tables(conn)
+            if not tables:
+                return 0, []
+            union = " UNION ".join(
+                f"SELECT {_quote(c)} AS k FROM {_quote(t)} WHERE {_quote(c)} IS NOT NULL"
+                for t, c in tables
+            )
+            where = "" if after is None else "WHERE k > ?"
+            sql = f"SELECT k FROM ({union}) {where} ORDER BY k LIMIT ?"
+            params: tuple[Any, ...] = (count,) if after is None else (after, count)
+            keys = [r[0] for r in conn.execute(sql, params)]
+        except sqlite3.OperationalError as exc:
+            raise BackendUnavailableError(f"sqlite {self.name}: {exc}") from exc
+        if len(keys) < count:
+            return 0, keys
+        with self._marks_lock:
+            following = max(self._marks, default=0) + 1
+            self._marks[following] = keys[-1]
+        return following, keys
+
+    def in_doubt(self, name: str) -> list[Any]:
+        try:
+            rows = self._conn().execute(f"SELECT key FROM {self._doubt_t} WHERE name = ?", (name,))
+            return [json.loads(r[0]) for r in rows]
+        except sqlite3.OperationalError as exc:
+            raise BackendUnavailableError(f"sqlite {self.name}: {exc}") from exc
+
+    # -- moving ----------------------------------------------------------------------
+
+    def _target(self, target: ShardStore) -> SQLiteShardStore:
+        if not isinstance(target, SQLiteShardStore):
+            raise ConfigurationError(
+                "a SQLiteShardStore moves keys to another SQLiteShardStore, "
+                f"got {type(target).__name__}"
+            )
+        return target
+
+    def move(self, keys: Sequence[Any], target: ShardStore, *, name: str) -> int:
+        other = self._target(target)
+        texts = list(dict.fromkeys(self._key_text(k) for k in keys))
+        if not texts:
+            return 0
+        token = uuid.uuid4().hex
+        begun, staged = self._begin(name, token, texts)
+        if not begun:
+            return 0
+        try:
+            with other._transaction() as conn:  # 2: staged on the target
+                conn.executemany(
+                    f"INSERT INTO {other._stage_t} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(name, token, *row) for row in staged],
+                )
+        except BaseException:
+            # Nothing left this store: give the keys back at once rather than
+            # at the timeout (if this fails too, the timeout does it).
+            try:
+                with self._transaction() as conn:
+                    conn.executemany(
+                        f"DELETE FROM {self._doubt_t} "
+                        "WHERE name = ? AND key = ? AND token = ? AND moved = 0",
+                        [(name, text, token) for text in begun],
+                    )
+            except BackendUnavailableError:
+                pass
+            raise
+        moved = self._commit(name, token, begun)
+        self._finish(name, [(t, token) for t in moved], other)  # 4 and 5
+        return len(moved)
+
+    def _begin(
+        self, name: str, token: str, texts: list[str]
+    ) -> tuple[list[str], list[tuple[str, str, str, str, str]]]:
+        """Step 1: record the keys present and not in doubt, and read their rows."""
+        deadline = self._clock() + self._timeout
+        staged: list[tuple[str, str, str, str, str]] = []
+        begun: list[str] = []
+        with self._transaction() as conn:
+            tables = self._data_tables(conn)
+            for text in texts:
+                key = json.loads(text)
+                doubt = f"SELECT 1 FROM {self._doubt_t} WHERE name = ? AND key = ? AND moved >= 0"
+                if conn.execute(doubt, (name, text)).fetchone() is not None:
+                    continue
+                rows = []
+                for table, column in tables:
+                    cur = conn.execute(
+                        f"SELECT * FROM {_quote(table)} WHERE {_quote(column)} = ?", (key,)
+                    )
+                    cols = json.dumps([d[0] for d in cur.description])
+                    ddl = conn.execute(
+                        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (table,),
+                    ).fetchone()[0]
+                    for row in cur.fetchall():
+                        encoded = json.dumps([_encode_value(v) for v in row])
+                        rows.append((text, table, ddl, cols, encoded))
+                if not rows:  # gone meanwhile: a cancelled move has nothing left to do
+                    conn.execute(
+                        f"DELETE FROM {self._doubt_t} WHERE name = ? AND key = ? AND moved = -1",
+                        (name, text),
+                    )
+                    continue
+                conn.execute(
+                    f"INSERT OR REPLACE INTO {self._doubt_t} VALUES (?, ?, ?, 0, ?)",
+                    (name, text, token, deadline),
+                )
+                begun.append(text)
+                staged += rows
+        return begun, staged
+
+    def _commit(self, name: str, token: str, begun: list[str]) -> list[str]:
+        """Step 3, the commit point: delete the rows of every key still recorded under *token*."""
+        moved: list[str] = []
+        with self._transaction() as conn:
+            tables = self._data_tables(conn)
+            for text in begun:
+                cur = conn.execute(
+                    f"UPDATE {self._doubt_t} SET moved = 1 "
+                    "WHERE name = ? AND key = ? AND token = ? AND moved = 0",
+                    (name, text, token),
+                )
+                if cur.rowcount != 1:
+                    continue  # a client cancelled it meanwhile: its rows stay here
+                key = json.loads(text)
+                for table, column in tables:
+                    conn.execute(f"DELETE FROM {_quote(table)} WHERE {_quote(column)} = ?", (key,))
+                moved.append(text)
+        return moved
+
+    def _finish(self, name: str, records: list[tuple[str, str]], target: SQLiteShardStore) -> None:
+        """Promote the staged rows of moved keys on *target*, then clear their records here."""
+        if not records:
+            return
+        with target._transaction() as conn:
+            for text, token in records:
+                rows = conn.execute(
+                    f"SELECT tbl, ddl, cols, row FROM {target._stage_t} "
+                    "WHERE name = ? AND token = ? AND key = ?",
+                    (name, token, text),
+                ).fetchall()
+                for table, ddl, cols, row in rows:
+                    conn.execute(
+                        re.sub(
+                            r"^\s*CREATE\s+TABLE\s+(?!IF\s+NOT\s+EXISTS)",
+                            "CREATE TABLE IF NOT EXISTS ",
+                            ddl,
+                            flags=re.IGNORECASE,
+                        )
+                    )
+                    names = json.loads(cols)
+                    values = [_decode_value(v) for v in json.loads(row)]
+                    conn.execute(
+                        f"INSERT INTO {_quote(table)} ({', '.join(_quote(c) for c in names)}) "
+                        f"VALUES ({', '.join('?' * len(names))})",
+                        values,
+                    )
+                conn.execute(
+                    f"DELETE FROM {target._stage_t} WHERE name = ? AND token = ? AND key = ?",
+                    (name, token, text),
+                )
+        with self._transaction() as conn:
+            conn.executemany(
+                f"DELETE FROM {self._doubt_t} WHERE name = ? AND key = ? AND token = ? "
+                "AND moved = 1",
+                [(name, text, token) for text, token in records],
+            )
+
+    def resolve(self, name: str, keys: Sequence[Any], target: ShardStore) -> list[str]:
+        other = self._target(target)
+        texts = [self._key_text(k) for k in keys]
+        outcome: dict[str, str] = {}
+        delay = 0.001
+        while True:
+            moved: list[tuple[str, str]] = []
+            waiting = False
+            now = self._clock()
+            with self._transaction() as conn:
+                for text in texts:
+                    if text in outcome:
+                        continue
+                    row = conn.execute(
+                        f"SELECT token, moved, deadline FROM {self._doubt_t} "
+                        "WHERE name = ? AND key = ?",
+                        (name, text),
+                    ).fetchone()
+                    if row is None:
+                        outcome[text] = "n"
+                    elif row[1] == 1:
+                        moved.append((text, row[0]))
+                        outcome[text] = "m"
+                    elif row[1] == -1:  # cancelled: served here, to be moved again
+                        outcome[text] = "c"
+                    elif now >= row[2]:  # its mover is gone or stopped: cancel the move
+                        # The record stays, marked, so that every mover hears of
+                        # it (from in_doubt) and queues the key again; commands
+                        # serve the key meanwhile. The key's next move replaces it.
+                        conn.execute(
+                            f"UPDATE {self._doubt_t} SET moved = -1 WHERE name = ? AND key = ?",
+                            (name, text),
+                        )
+                        outcome[text] = "c"
+                    else:
+                        waiting = True
+            self._finish(name, moved, other)
+            if not waiting:
+                return [outcome[t] for t in texts]
+            self._sleep(delay)  # a mover is between steps 1 and 3: let it finish
+            delay = min(delay * 2, 0.05)
+
+    def sweep(self, name: str) -> int:
+        with self._transaction() as conn:
+            cur = conn.execute(f"DELETE FROM {self._stage_t} WHERE name = ?", (name,))
+            return int(cur.rowcount)
+
+    def __repr__(self) -> str:
+        return f"SQLiteShardStore({self.name!r})"

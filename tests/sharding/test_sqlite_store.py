@@ -1,0 +1,511 @@
+"""Live resharding between two SQLite databases: the same protocol, transactions for moves.
+
+The Hypothesis model drives the real store through forward moves,
+rollbacks, resumes and completion (about 5 s). The randomized history runs
+3 seeds of about 7 s each (twice that on a loaded machine): writers in
+threads doing SET, INCR, HSET (rows of a second table) and APPEND, while
+mover processes are killed with SIGKILL, stopped with SIGSTOP past the move
+timeout and restarted.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import settings
+
+from scalekit import ArgumentTypeError, BackendUnavailableError, ConfigurationError, RoutingError
+from scalekit.sharding import HashRouter, MigratingRouter, MigrationState
+from scalekit.sharding.sqlite_store import SQLiteShardStore
+
+from . import _sqlite_kv as kv
+from .test_resharding_model import KEYS, Resharding
+
+MOVER = Path(kv.__file__)
+
+
+class KVRouter(MigratingRouter[str]):
+    """Takes the model's command names and runs the matching SQL command."""
+
+    def execute(self, key: Any, *command: Any) -> Any:
+        return super().execute(key, kv.COMMANDS[command[0]], *command[1:])
+
+
+class ModelStore(SQLiteShardStore):
+    def __init__(self) -> None:
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn.executescript(kv.SCHEMA)
+        self.conn = conn
+        super().__init__(lambda: conn, kv.TABLES)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return dict(self.conn.execute("SELECT k, v FROM kv"))
+
+    def put(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO kv VALUES (?, ?)", (key, value))
+
+
+class ReshardingSQLite(Resharding):
+    make_store = ModelStore
+
+    def __init__(self) -> None:
+        super().__init__()
+        old, new = self.router.old, self.router.new
+        for key in KEYS[::2]:  # the base puts them in a copy of `data`
+            store = self.stores[old.route(key)]
+            assert isinstance(store, ModelStore)
+            store.put(key, "0")
+        self.router = KVRouter(old, new, self.stores)
+        self.router.start()
+
+
+TestReshardingSQLite = ReshardingSQLite.TestCase
+TestReshardingSQLite.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+def stores_at(tmp_path: Path, **kwargs: Any) -> dict[str, SQLiteShardStore]:
+    for name in "AB":
+        kv.connect(tmp_path / f"{name}.sqlite3").close()
+    return {
+        name: SQLiteShardStore(tmp_path / f"{name}.sqlite3", kv.TABLES, **kwargs) for name in "AB"
+    }
+
+
+def moving(router: MigratingRouter[str], prefix: str, count: int) -> list[str]:
+    keys = (f"{prefix}{i}" for i in range(10_000))
+    return [k for k, _ in zip((k for k in keys if router.moves(k)), range(count), strict=False)]
+
+
+def holders(tmp_path: Path, key: str) -> list[str]:
+    found = []
+    for name in "AB":
+        with sqlite3.connect(tmp_path / f"{name}.sqlite3") as conn:
+            if conn.execute(
+                "SELECT 1 FROM kv WHERE k = ? UNION SELECT 1 FROM fields WHERE k = ?", (key, key)
+            ).fetchone():
+                found.append(name)
+    return found
+
+
+def test_rows_of_every_table_move_with_their_key_and_tables_are_created(tmp_path: Path) -> None:
+    stores = stores_at(tmp_path)
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    key, other = moving(router, "u", 2)
+    with sqlite3.connect(tmp_path / "A.sqlite3", isolation_level=None) as conn:
+        conn.execute("CREATE TABLE notes_2026 (k TEXT, body BLOB, n REAL)")
+        conn.execute("INSERT INTO notes_2026 VALUES (?, ?, ?)", (key, b"\x00\xff", 0.1))
+    tables = {**kv.TABLES, "notes_*": "k"}
+    stores = {n: SQLiteShardStore(tmp_path / f"{n}.sqlite3", tables) for n in "AB"}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    router.plan()
+    assert router.execute(key, kv.set_, "10") is True
+    assert router.execute(key, kv.hset, "f", 1) == 1
+    assert holders(tmp_path, key) == ["A"]  # planned: the old placement serves, even new keys
+    router.start()
+    assert router.execute(other, kv.incr) == 1  # new in the move: the target creates it
+    assert router.complete() is router.new
+    assert holders(tmp_path, key) == holders(tmp_path, other) == ["B"]
+    assert router.execute(key, kv.incr) == 11
+    assert router.execute(key, kv.hgetall) == {"f": 1}
+    with sqlite3.connect(tmp_path / "B.sqlite3") as conn:
+        assert conn.execute("SELECT body, n FROM notes_2026").fetchall() == [(b"\x00\xff", 0.1)]
+    router.forget()
+    with pytest.raises(RoutingError, match="was forgotten"):
+        router.execute(key, kv.get)
+
+
+class StopsBeforeCommit(SQLiteShardStore):
+    """A mover that stops (as under SIGSTOP) after staging, before the commit point."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stopped = threading.Event()
+        self.go = threading.Event()
+
+    def _commit(self, name: str, token: str, begun: list[str]) -> list[str]:
+        self.stopped.set()
+        assert self.go.wait(10)
+        return super()._commit(name, token, begun)
+
+
+def test_a_command_cancels_the_move_of_a_stopped_mover_after_the_timeout(tmp_path: Path) -> None:
+    now = [100.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    stores_at(tmp_path)
+    stopping = StopsBeforeCommit(
+        tmp_path / "A.sqlite3", kv.TABLES, move_timeout=0.5, clock=lambda: now[0], sleep=sleep
+    )
+    stores = {"A": stopping, "B": SQLiteShardStore(tmp_path / "B.sqlite3", kv.TABLES)}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    client = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    key, gone = moving(router, "c", 2)
+    router.plan()
+    assert client.execute(key, kv.set_, "10") is True  # planned: on the old placement
+    assert client.execute(gone, kv.set_, "x") is True
+    router.start()
+    moved: list[int] = []
+    mover = threading.Thread(
+        target=lambda: moved.append(router.move(limit=10)), daemon=True
+    )  # the mover's scan passes the key here: only the cancellation record brings it back
+    mover.start()
+    assert stopping.stopped.wait(10)
+    assert client.execute(key, kv.incr) == 11  # waited for the mover, then cancelled its move
+    assert 0.5 <= sum(waits) <= 0.5 + 0.05
+    assert stores["A"].resolve(router.name, [key], stores["B"]) == ["c"]  # cancelled, kept
+    assert client.execute(gone, kv.delete) == 1  # cancelled too, then deleted
+    stopping.go.set()
+    mover.join(10)
+    assert not mover.is_alive()
+    assert holders(tmp_path, key) == ["A"] and client.execute(key, kv.get) == "11"
+    # The mover hears of the cancellations, moves the key again and forgets the deleted one.
+    assert sorted(stores["A"].in_doubt(router.name)) == sorted([key, gone])
+    assert router.move(limit=10) == 2
+    assert stores["A"].in_doubt(router.name) == []
+    assert holders(tmp_path, gone) == []
+    assert stores["A"].resolve(router.name, [key], stores["B"]) == ["n"]
+    assert router.complete() is router.new
+    assert holders(tmp_path, key) == ["B"] and client.execute(key, kv.get) == "11"
+
+
+def test_bad_arguments_and_commands_are_clear_errors(tmp_path: Path) -> None:
+    stores = stores_at(tmp_path)
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    router.start()
+    with pytest.raises(ArgumentTypeError, match=r"command is a callable .* got str: 'GET'"):
+        router.execute("k", "GET")
+    with pytest.raises(ArgumentTypeError, match=r"key must be a str or int .* got bytes"):
+        router.execute(b"k", kv.get)
+    for bad, message in [
+        ({}, "tables must be a non-empty mapping"),
+        ({"kv; drop": "k"}, "is not a table name"),
+        ({"kv": "k k"}, "is not a column name"),
+        ({"scalekit_reshard_x": "k"}, "reserved prefix"),
+    ]:
+        with pytest.raises(ConfigurationError, match=message):
+            SQLiteShardStore(tmp_path / "A.sqlite3", bad)
+    with pytest.raises(ConfigurationError, match="move_timeout must be a positive number"):
+        SQLiteShardStore(tmp_path / "A.sqlite3", kv.TABLES, move_timeout=0)
+    with pytest.raises(ConfigurationError, match="database must be a path or a callable"):
+        SQLiteShardStore(3, kv.TABLES)  # type: ignore[arg-type]
+    legacy = SQLiteShardStore(lambda: sqlite3.connect(":memory:"), kv.TABLES)
+    with pytest.raises(ConfigurationError, match="autocommit mode"):
+        legacy.read_state("x")
+    with pytest.raises(ConfigurationError, match="moves keys to another SQLiteShardStore"):
+        stores["A"].move(["k"], object(), name="x")  # type: ignore[arg-type]
+
+
+def test_a_planned_migration_switches_every_client_at_start(tmp_path: Path) -> None:
+    stores = stores_at(tmp_path)
+    mover = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores, name="grow")
+    mover.plan()
+    client = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores, name="grow")
+    key = moving(mover, "p", 1)[0]
+    assert client.execute(key, kv.incr) == 1 and client.phase == "planned"
+    mover.start()
+    assert mover.state == MigrationState(2, "forward")
+    assert client.execute(key, kv.incr) == 2 and client.phase == "forward"
+    with pytest.raises(ConfigurationError, match="already forward"):
+        mover.plan()
+    mover.complete()
+    assert holders(tmp_path, key) == ["B"]
+
+
+# -- the randomized history with mover processes killed and stopped ------------------
+
+PER_TYPE = 12
+WRITERS = 3
+
+
+def spawn(tmp_path: Path, steps: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(MOVER),
+            str(tmp_path / "A.sqlite3"),
+            str(tmp_path / "B.sqlite3"),
+            steps,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")},
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_writers_lose_nothing_while_movers_are_killed_stopped_and_restarted(
+    tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    stores = stores_at(tmp_path, move_timeout=0.2, busy_timeout=30)  # writers starve SQLite locks
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores, timeout=10)
+    counters = [f"c:{i}" for i in range(PER_TYPE)]
+    strings = [f"s:{i}" for i in range(PER_TYPE)]
+    hashes = [f"h:{i}" for i in range(PER_TYPE)]
+    appends = [f"a:{i}" for i in range(PER_TYPE)]
+    count = {k: 0 for k in counters}
+    version = {k: 0 for k in strings}
+    fields: dict[str, dict[str, int]] = {k: {} for k in hashes}
+    texts = {k: "" for k in appends}
+    errors: list[str] = []
+    ops = [0]
+    lock = threading.Lock()
+    router.plan()
+    for i in range(0, PER_TYPE, 2):  # half exist before the migration
+        for key, cmd, args in [
+            (counters[i], kv.set_, (5,)),
+            (strings[i], kv.set_, (0,)),
+            (hashes[i], kv.hset, ("w", 0)),
+            (appends[i], kv.set_, ("^",)),
+        ]:
+            router.execute(key, cmd, *args)
+        count[counters[i]], fields[hashes[i]]["w"], texts[appends[i]] = 5, 0, "^"
+    stop = threading.Event()
+
+    def writer(w: int) -> None:
+        local = random.Random(seed * 10 + w)
+        me = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores, timeout=10)
+        mine = [i for i in range(PER_TYPE) if i % WRITERS == w]
+        n = 0
+        try:
+            while not stop.is_set():
+                n += 1
+                kind = local.randrange(5)
+                if kind == 0:
+                    key = local.choice(counters)
+                    floor = count[key]
+                    got = me.execute(key, kv.incr)
+                    with lock:
+                        count[key] += 1
+                        if got <= floor:
+                            errors.append(f"INCR {key} answered {got} after {floor} acked")
+                elif kind == 1:
+                    key = strings[local.choice(mine)]
+                    me.execute(key, kv.set_, n)
+                    version[key] = n
+                    if me.execute(key, kv.get) != str(n):
+                        errors.append(f"{key} lost its own write {n}")
+                elif kind == 2:
+                    key = local.choice(hashes)
+                    me.execute(key, kv.hset, f"w{w}", n)
+                    with lock:
+                        fields[key][f"w{w}"] = n
+                elif kind == 3:
+                    key = appends[local.choice(mine)]
+                    me.execute(key, kv.append, f"{n};")
+                    texts[key] += f"{n};"
+                else:
+                    key = local.choice(counters)
+                    floor = count[key]
+                    if int(me.execute(key, kv.get) or 0) < floor:
+                        errors.append(f"{key} read below {floor} acknowledged")
+                with lock:
+                    ops[0] += 1
+        except BaseException as exc:  # pragma: no cover - reported by the assertion below
+            errors.append(f"writer {w} failed: {exc!r}")
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+
+    def after_ops(more: int) -> None:
+        target = ops[0] + more
+        deadline = time.monotonic() + 10
+        while ops[0] < target and time.monotonic() < deadline and not errors:
+            time.sleep(0.001)  # polls the writers' progress, bounded
+
+    def after_moves(mover: subprocess.Popen[str], count: int) -> None:
+        assert mover.stdout is not None
+        for _ in range(count):
+            assert mover.stdout.readline() in ("start\n", "rollback\n", "moved\n")
+
+    kills = stops = 0
+    try:
+        after_ops(50)
+        first = spawn(tmp_path, "start,drain,complete")
+        after_moves(first, rng.randint(2, 6))  # some keys moved, one maybe mid-move
+        first.kill()
+        first.wait(10)
+        kills += 1
+        after_ops(50)
+        second = spawn(tmp_path, "start,rollback,drain")
+        after_moves(second, rng.randint(3, 6))
+        second.send_signal(signal.SIGSTOP)
+        stops += 1
+        time.sleep(0.3)  # the fault lasts past the move timeout: clients cancel its moves
+        second.send_signal(signal.SIGCONT)
+        assert second.stdout is not None
+        second.stdout.read()
+        assert second.wait(30) == 0
+        after_ops(50)
+        third = spawn(tmp_path, "start,resume,drain,complete")
+        assert third.stdout is not None
+        third.stdout.read()
+        assert third.wait(30) == 0
+        after_ops(100)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert errors == []
+    assert kills == stops == 1 and ops[0] > 400
+    final = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    assert final.refresh().phase == "complete"
+    new = final.new
+    for key, n in count.items():
+        assert holders(tmp_path, key) == [new.route(key)]
+        assert final.execute(key, kv.get) == str(n), key
+    for key, n in version.items():
+        assert final.execute(key, kv.get) == (str(n) if n or key in strings[::2] else None), key
+    for key, got in fields.items():
+        assert final.execute(key, kv.hgetall) == got, key
+    for key, text in texts.items():
+        assert (final.execute(key, kv.get) or "") == text, key
+    assert any(router.moves(k) and holders(tmp_path, k) == ["B"] for k in counters)
+    for name in "AB":
+        with sqlite3.connect(tmp_path / f"{name}.sqlite3") as conn:
+            assert conn.execute("SELECT COUNT(*) FROM scalekit_reshard_doubt").fetchone() == (0,)
+            assert conn.execute("SELECT COUNT(*) FROM scalekit_reshard_stage").fetchone() == (0,)
+
+
+def test_a_stopped_process_holding_the_write_lock_fails_calls_in_bounded_time(
+    tmp_path: Path,
+) -> None:
+    stores = stores_at(tmp_path, busy_timeout=0.5)
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    key = moving(router, "b", 1)[0]
+    router.plan()
+    assert router.execute(key, kv.set_, "1") is True
+    router.start()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+            "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.read()",
+            str(tmp_path / "B.sqlite3"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        holder.send_signal(signal.SIGSTOP)  # a writer of the target, stopped mid-transaction
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError, match="database is locked"):
+            router.move(limit=10)
+        assert time.monotonic() - started <= 0.5 + 0.5  # the busy timeout, and a margin
+        assert stores["A"].in_doubt(router.name) == []  # given back at once, not at a timeout
+        assert router.execute(key, kv.incr) == 2  # the source serves it meanwhile
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.kill()
+        holder.wait(10)
+    assert router.complete() is router.new
+    assert holders(tmp_path, key) == ["B"] and router.execute(key, kv.get) == "2"
+
+
+class DiesAfterCommit(SQLiteShardStore):
+    """A mover killed after the commit point, before the target promoted the rows."""
+
+    def _finish(self, name: str, records: Any, target: SQLiteShardStore) -> None:
+        if records and not getattr(self, "died", False):
+            self.died = True
+            raise BackendUnavailableError("killed")
+        super()._finish(name, records, target)
+
+
+def test_a_client_promotes_the_rows_a_killed_mover_committed(tmp_path: Path) -> None:
+    stores_at(tmp_path)
+    dying = DiesAfterCommit(tmp_path / "A.sqlite3", kv.TABLES)
+    stores = {"A": dying, "B": SQLiteShardStore(tmp_path / "B.sqlite3", kv.TABLES)}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    key, other = moving(router, "m", 2)
+    router.plan()
+    for k in (key, other):
+        router.execute(k, kv.set_, "5")
+        router.execute(k, kv.hset, "f", 1)
+    router.start()
+    with pytest.raises(BackendUnavailableError):
+        dying.move([key, other], stores["B"], name=router.name)
+    assert holders(tmp_path, key) == holders(tmp_path, other) == []  # staged on B only
+    assert sorted(dying.in_doubt(router.name)) == sorted([key, other])
+    client = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    assert client.execute(key, kv.incr) == 6  # settled: the staged rows promoted first
+    assert client.execute(key, kv.hgetall) == {"f": 1}
+    assert holders(tmp_path, key) == ["B"] and dying.in_doubt(router.name) == [other]
+    assert dying.resolve(router.name, [other, key], stores["B"]) == ["m", "n"]
+    assert holders(tmp_path, other) == ["B"] and client.execute(other, kv.get) == "5"
+    assert router.complete() is router.new
+    with sqlite3.connect(tmp_path / "B.sqlite3") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM scalekit_reshard_stage").fetchone() == (0,)
+
+
+def test_routers_of_a_forgotten_migration_are_refused_on_sqlite(tmp_path: Path) -> None:
+    stores = stores_at(tmp_path)
+
+    def make() -> MigratingRouter[str]:
+        return MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores, name="users")
+
+    mover, early, late = make(), make(), make()
+    key = moving(mover, "f", 1)[0]
+    still = next(f"q{i}" for i in range(1000) if not mover.moves(f"q{i}"))
+    with pytest.raises(ConfigurationError, match="cannot forget migration 'users': it is not"):
+        mover.forget()
+    mover.plan()
+    assert mover.state == MigrationState(1, "planned")
+    assert early.execute(key, kv.set_, "1") is True
+    mover.start()
+    with pytest.raises(ConfigurationError, match="it is forward; complete"):
+        mover.forget()
+    mover.complete()
+    assert late.execute(key, kv.incr) == 2 and late.phase == "complete"
+    mover.forget()
+    assert mover.state == MigrationState(4, "forgotten")
+    assert stores["A"].read_state("users") == MigrationState(4, "forgotten")
+    mover.forget()  # again: nothing changes
+    assert stores["B"].read_state("users") == MigrationState(4, "forgotten")
+    for stale in (early, late, make()):
+        for k in (key, still):
+            with pytest.raises(RoutingError, match="migration 'users' was forgotten"):
+                stale.execute(k, kv.set_, "lost")
+    again = make()
+    again.plan()
+    assert again.state == MigrationState(5, "planned", 5)
+    again.start()
+    assert again.state == MigrationState(6, "forward", 5)
+    for stale in (early, late):
+        with pytest.raises(RoutingError, match="was forgotten"):
+            stale.execute(key, kv.set_, "lost")
+    fresh = make()
+    assert fresh.execute(key, kv.get) == "2" and fresh.state == MigrationState(6, "forward", 5)
+    again.rollback()  # every later state of this migration records where it began
+    assert fresh.execute(key, kv.incr) == 3 and fresh.state == MigrationState(7, "reverse", 5)
+    again.resume()
+    again.complete()
+    assert fresh.execute(key, kv.get) == "3" and fresh.state == MigrationState(9, "complete", 5)
+    again.forget()  # the tombstone keeps where the forgotten migration began
+    assert stores["A"].read_state("users") == MigrationState(10, "forgotten", 5)
+    assert MigrationState.decode("6:forward:5") == MigrationState(6, "forward", 5)
+    assert MigrationState(6, "forward", 5).encode() == "6:forward:5"
+    assert MigrationState(2, "forward").encode() == "2:forward"
+    for bad in ("6:forward:7", "6:forward:x", "6:sideways"):
+        with pytest.raises(RoutingError, match="unreadable migration state"):
+            MigrationState.decode(bad)
