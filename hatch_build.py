@@ -30,8 +30,7 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 # (module, source) of every compiled twin; each source sits next to its pure module.
 EXTENSIONS = (
     ("scalekit.caching._csketch", "src/scalekit/caching/_csketch.pyx"),
-    # Measured by the speed benchmark, used by no public class yet.
-    ("scalekit.caching._prototypes", "src/scalekit/caching/_prototypes.pyx"),
+    ("scalekit.caching._clinked", "src/scalekit/caching/_clinked.pyx"),
 )
 
 _TRUE = ("1", "true", "yes", "on")

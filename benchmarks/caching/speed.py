@@ -33,7 +33,6 @@ import theine
 
 import scalekit.caching as sk
 from benchmarks._common import format_table, median_time, progress
-from benchmarks.caching.prototypes import prototype_section
 from scalekit._compiled import implementation
 
 __all__ = ["bytes_per_entry", "interleaved_medians", "run_speed", "zipf_keys"]
@@ -291,9 +290,6 @@ def run_speed(
         mem_rows,
     )
     decorator = _decorator_hit_path(repeat)
-    prototypes = prototype_section(
-        keys, capacity, repeat, _get_set, _lru_cache, interleaved_medians, _get_set_theine
-    )
     return (
         f"scalekit's hot paths: {implementation()}\n\n"
         f"Throughput: Zipf(1.0), {n_ops:,} get/set-on-miss operations over {n_keys:,} keys, "
@@ -304,7 +300,7 @@ def run_speed(
         f"Memory: tracemalloc bytes per entry at {memory_entries:,} int entries "
         "(cachebox and theine keep entries in Rust memory, which tracemalloc does not see, "
         f"so they are not listed)\n{memory}\n\n"
-        f"{decorator}" + (f"\n\n{prototypes}" if prototypes else "")
+        f"{decorator}"
     )
 
 

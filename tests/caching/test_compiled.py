@@ -23,7 +23,7 @@ import pytest
 from benchmarks._common import TRACES_DIR
 from benchmarks.caching.traces import read_trace
 from scalekit import _compiled
-from scalekit.caching import LRUCache, TinyLFUCache, _speedups, hashkey
+from scalekit.caching import FIFOCache, LRUCache, TinyLFUCache, _speedups, cached, hashkey
 from scalekit.caching._sketch import FrequencySketch as PureSketch
 from scalekit.exceptions import ConfigurationError
 
@@ -37,13 +37,6 @@ def _compiled_module() -> ModuleType:
         if REQUIRE_COMPILED:
             pytest.fail(f"SCALEKIT_REQUIRE_COMPILED=1 but {exc}", pytrace=False)
         pytest.skip(f"the compiled extension is not built ({exc})")
-    return module
-
-
-def _prototypes() -> ModuleType:
-    _compiled_module()  # the same extension build: skipped or failed alike
-    import scalekit.caching._prototypes as module
-
     return module
 
 
@@ -220,7 +213,8 @@ def test_tinylfu_uses_the_implementation_the_environment_selects() -> None:
 def test_loading_an_unknown_twin_names_the_known_ones() -> None:
     with pytest.raises(
         ConfigurationError,
-        match=r"module must be one of \['scalekit\.caching\._csketch'\], got 'scalekit\.nope'",
+        match=r"module must be one of \['scalekit\.caching\._clinked', "
+        r"'scalekit\.caching\._csketch'\], got 'scalekit\.nope'",
     ):
         _compiled.load("scalekit.nope")
 
@@ -262,51 +256,138 @@ def test_python_m_scalekit_names_the_active_implementation(pure: bool) -> None:
     assert module == ("scalekit.caching._sketch" if pure else "scalekit.caching._csketch")
 
 
-def test_lru_prototype_evicts_as_lru_cache() -> None:
-    # The measured prototype must be an LRU: the same hits and the same victims as LRUCache.
-    prototypes = _prototypes()
-    rng = random.Random(3)
-    ours, proto = LRUCache(50), prototypes.LRUPrototype(50)
-    for _ in range(20_000):
-        key = rng.randrange(120)
+# -- the compiled LRUCache and FIFOCache --------------------------------------------
+
+
+def _linked_pair(public: type) -> tuple[type, type]:
+    """(the pure reference class, the compiled public class) of `public`."""
+    module = _compiled_module()  # skipped or failed alike when not built
+    del module
+    import scalekit.caching._clinked as linked
+
+    if not issubclass(public, linked.LinkedCore):
+        # SCALEKIT_PURE_PYTHON=1: the public class is the pure one; build the twin here.
+        return public, type(public)(
+            public.__name__, (linked.LinkedCore, public), {"_reorder": public is LRUCache}
+        )
+    return public.__mro__[2], public
+
+
+def _drive(rng: random.Random, cache: Any, log: list[Any], steps: int) -> None:
+    for _ in range(steps):
+        key = rng.randrange(40)
         roll = rng.random()
-        if roll < 0.7:
-            found = ours.get(key)
-            assert found == proto.get(key)
-            if found is None:
-                ours[key] = proto[key] = -key
-        elif roll < 0.8 and key in ours:
-            del ours[key]
-            del proto[key]
+        if roll < 0.35:
+            log.append(("get", cache.get(key)))
+        elif roll < 0.45:
+            try:
+                log.append(("[]", cache[key]))
+            except KeyError:
+                log.append(("[]", KeyError))
+        elif roll < 0.75:
+            cache[key] = rng.randrange(1000)
+        elif roll < 0.8:
+            log.append(("pop", cache.pop(key, None)))
+        elif roll < 0.83 and len(cache):
+            log.append(("popitem", cache.popitem()))
+        elif roll < 0.86:
+            log.append(("setdefault", cache.setdefault(key, -key)))
+        elif roll < 0.88 and key in cache:
+            del cache[key]
+        elif roll < 0.9:
+            log.append(("peek", cache.peek(key)))
         else:
-            assert (key in ours) == (key in proto)
-    assert len(ours) == len(proto) == 50
-    assert (ours.stats().hits, ours.stats().misses) == (proto.hits, proto.misses)
-    while ours:
-        assert ours.popitem() == proto.popitem()
-    with pytest.raises(KeyError):
-        proto.popitem()
-    with pytest.raises(TypeError):
-        proto.get([])  # unhashable, as a dict lookup
+            log.append(("in", key in cache))
+        log.append((list(cache), len(cache), cache.currsize, cache.stats()))
 
 
-def test_cached_prototype_returns_what_cached_returns() -> None:
-    prototypes = _prototypes()
-    calls: list[tuple[Any, ...]] = []
+@pytest.mark.parametrize("public", [LRUCache, FIFOCache])
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_linked_cache_matches_the_pure_one_call_for_call(public: type, seed: int) -> None:
+    pure_class, twin_class = _linked_pair(public)
+    sized = seed % 2 == 1  # weighted entries take the pure Cache code over the core's hooks
+    kwargs: dict[str, Any] = {"getsizeof": lambda v: 1 + v % 3} if sized else {}
+    logs = []
+    for cls in (pure_class, twin_class):
+        cache = cls(12, **kwargs)
+        log: list[Any] = []
+        _drive(random.Random(seed), cache, log, 3000)
+        clone = copy.copy(cache)
+        _drive(random.Random(seed + 10), clone, log, 300)
+        log.append((list(cache), cache.stats()))  # the copy left the source alone
+        logs.append(log)
+    assert logs[0] == logs[1]
+
+
+@pytest.mark.parametrize("public", [LRUCache, FIFOCache])
+def test_compiled_linked_cache_pickles_to_the_pure_state(public: type) -> None:
+    pure_class, twin_class = _linked_pair(public)
+    twin = twin_class(5)
+    for i in range(9):
+        twin[i] = str(i)
+    twin.get(5)
+    if twin_class is public:  # pickled by name: only the published class can be found
+        restored = pickle.loads(pickle.dumps(twin))
+        assert type(restored) is public
+        assert list(restored) == list(twin) and restored.stats() == twin.stats()
+    # The pickled state is the pure class's __dict__: loaded into the pure class, it works.
+    pure = pure_class.__new__(pure_class)
+    pure.__dict__.update(twin.__getstate__())
+    assert list(pure.items()) == list(twin.items())
+    pure[100] = "x"
+    assert len(pure) == 5 and 100 in pure
+    # And a pure cache's state loads into the twin.
+    back = twin_class.__new__(twin_class)
+    back.__setstate__(pure.__dict__)
+    assert list(back.items()) == list(pure.items()) and back.maxsize == 5
+
+
+@pytest.mark.parametrize("public", [LRUCache, FIFOCache])
+def test_compiled_linked_cache_frees_a_value_that_refers_to_it(public: type) -> None:
+    # The nodes are not GC-tracked; the cache's traversal must still see the cycle.
+    import gc
+    import weakref
+
+    _, twin_class = _linked_pair(public)
+
+    class Holder:
+        cache: Any = None
+
+    cache = twin_class(4)
+    holder = Holder()
+    holder.cache = cache
+    cache["h"] = holder
+    ref = weakref.ref(cache)
+    del cache, holder
+    gc.collect()
+    assert ref() is None
+
+
+def test_cached_over_compiled_lru_counts_in_the_cache_and_binds_as_a_method() -> None:
+    _, twin_class = _linked_pair(LRUCache)
+    calls: list[Any] = []
 
     def f(*args: Any, **kwargs: Any) -> Any:
         calls.append((args, kwargs))
         return (args, sorted(kwargs.items()))
 
-    cache: LRUCache[Any, Any] = LRUCache(10)
-    wrapped = prototypes.CachedPrototype(f, cache)
+    cache = twin_class(2)
+    wrapped = cached(cache)(f)
+    if twin_class is LRUCache:  # the public class is the compiled one: the compiled wrapper
+        assert type(wrapped).__name__ == "CachedHit"
     assert wrapped(1, 2) == wrapped(1, 2) == ((1, 2), [])
     assert wrapped(1, b=2) == wrapped(1, b=2) == ((1,), [("b", 2)])
-    assert len(calls) == 2 and (wrapped.hits, wrapped.misses) == (2, 2)
-    assert set(cache) == {(1, 2), hashkey(1, b=2)}  # cached's own keys
+    assert set(cache) == {(1, 2), hashkey(1, b=2)}
+    assert wrapped.cache_info().hits == 2 and wrapped.cache_info().misses == 2
+    wrapped(3)  # evicts (1, 2), the least recent
+    assert (1, 2) not in cache and len(calls) == 3
+    assert wrapped.__wrapped__ is f and wrapped.__name__ == "f"
 
-    core = prototypes.LRUPrototype(2)
-    over_core = prototypes.CachedPrototype(f, core)
-    assert [over_core(i) for i in (1, 2, 1, 3, 2, 1)] == [((i,), []) for i in (1, 2, 1, 3, 2, 1)]
-    # 1 and 2 miss, 1 hits, 3 evicts 2 (least recent), so 2 misses and evicts 1, which misses.
-    assert (core.hits, core.misses) == (1, 5) and len(calls) == 7
+    class Shop:
+        @cached(twin_class(10))
+        def price(self, item: str) -> str:
+            return f"{item}!"
+
+    shop = Shop()
+    assert shop.price("tea") == shop.price("tea") == "tea!"
+    assert Shop.price.cache_info().hits == 1

@@ -8,11 +8,14 @@ class: the twin has the same constructor, attributes and methods.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._compiled import load
 
-__all__ = ["FrequencySketch"]
+__all__ = ["FrequencySketch", "linked"]
+
+C = TypeVar("C", bound=type)
 
 if TYPE_CHECKING:
     from ._sketch import FrequencySketch
@@ -54,3 +57,55 @@ def _restore_sketch(
     sketch._door = door
     sketch._door_mask = door_mask
     return sketch
+
+
+def linked(cls: C, *, reorder: bool) -> C:
+    """The public class for the pure `cls` (`LRUCache` or `FIFOCache`): compiled if built.
+
+    The compiled class is `cls` with the compiled core first in its bases,
+    so the core's hot paths and hooks replace the pure ones and every other
+    method is the pure class's. Without the extension (or with
+    `SCALEKIT_PURE_PYTHON=1`) it is `cls` itself.
+
+    Args:
+        cls: the pure-Python class.
+        reorder: whether a read moves the key to the newest end (LRU).
+
+    Returns:
+        The class to publish under `cls`'s name.
+    """
+    core = load("scalekit.caching._clinked")
+    if core is None:
+        return cls
+    namespace = {
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+        "_reorder": reorder,
+    }
+    return type(cls)(cls.__name__, (core.LinkedCore, cls), namespace)
+
+
+def compiled_hit(
+    cache: object, miss: Callable[[Any, Any, Any], Any]
+) -> Callable[..., Any] | None:
+    """The compiled hit path of `cached` over `cache`, or `None` to keep the pure wrapper.
+
+    Only for a compiled `LRUCache` or `FIFOCache` whose class keeps the
+    core's `get` (a subclass overriding it gets the pure wrapper, which
+    calls its `get`), with `cached`'s default key, no lock and no
+    `info=True` counters.
+
+    Args:
+        cache: the decorator's cache.
+        miss: called as `miss(key, args, kwargs)` on a miss.
+
+    Returns:
+        The wrapper, or `None`.
+    """
+    core = load("scalekit.caching._clinked")
+    if core is None or not isinstance(cache, core.LinkedCore):
+        return None
+    if type(cache).get is not core.LinkedCore.get:
+        return None
+    return core.CachedHit(cache, miss)  # type: ignore[no-any-return]
