@@ -18,10 +18,12 @@ The sdist always carries the `.pyx` sources and this hook, never generated C.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 EXTENSIONS = (
     ("scalekit.caching._csketch", "src/scalekit/caching/_csketch.pyx"),
     ("scalekit.caching._clinked", "src/scalekit/caching/_clinked.pyx"),
+    ("scalekit.caching._ctinylfu", "src/scalekit/caching/_ctinylfu.pyx"),
 )
 
 _TRUE = ("1", "true", "yes", "on")
@@ -98,7 +101,12 @@ class CythonBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         from Cython.Build import cythonize
         from setuptools import Distribution, Extension
 
-        work = root / "build" / f"cython-{sys.implementation.cache_tag}"
+        # A directory of its own per build: two builds at once (an editable
+        # install next to a wheel build) must not write the same files.
+        parent = root / "build"
+        parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f"cython-{sys.implementation.cache_tag}-", dir=parent))
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
         extensions = [Extension(module, [str(root / source)]) for module, source in EXTENSIONS]
         modules = cythonize(  # type: ignore[no-untyped-call]
             extensions,

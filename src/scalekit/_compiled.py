@@ -27,6 +27,7 @@ PURE_PYTHON_ENV = "SCALEKIT_PURE_PYTHON"
 COMPILED_MODULES = {
     "scalekit.caching._csketch": "TinyLFU's frequency sketch",
     "scalekit.caching._clinked": "LRUCache, FIFOCache and cached's hit path over them",
+    "scalekit.caching._ctinylfu": "TinyLFUCache's lookups, writes and admission",
 }
 
 _loaded: dict[str, ModuleType | None] = {}

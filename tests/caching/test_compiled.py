@@ -214,7 +214,7 @@ def test_loading_an_unknown_twin_names_the_known_ones() -> None:
     with pytest.raises(
         ConfigurationError,
         match=r"module must be one of \['scalekit\.caching\._clinked', "
-        r"'scalekit\.caching\._csketch'\], got 'scalekit\.nope'",
+        r"'scalekit\.caching\._csketch', 'scalekit\.caching\._ctinylfu'\], got 'scalekit\.nope'",
     ):
         _compiled.load("scalekit.nope")
 
@@ -391,3 +391,81 @@ def test_cached_over_compiled_lru_counts_in_the_cache_and_binds_as_a_method() ->
     shop = Shop()
     assert shop.price("tea") == shop.price("tea") == "tea!"
     assert Shop.price.cache_info().hits == 1
+
+
+# -- the compiled TinyLFUCache ----------------------------------------------------------
+
+
+def _tinylfu_pair() -> tuple[type, type]:
+    """(the pure reference TinyLFUCache, the compiled one)."""
+    _compiled_module()
+    import scalekit.caching._ctinylfu as core
+
+    if not issubclass(TinyLFUCache, core.TinyLFUCore):
+        core.bind(TinyLFUCache)
+        return TinyLFUCache, type(TinyLFUCache)(
+            "TinyLFUCache", (core.TinyLFUCore, TinyLFUCache), {}
+        )
+    return TinyLFUCache.__mro__[2], TinyLFUCache
+
+
+def _tinylfu_state(cache: Any) -> Any:
+    return (
+        list(cache._window.items()),
+        list(cache._probation.items()),
+        list(cache._protected.items()),
+        cache.window_maxsize,
+        cache._margin,
+        cache.stats(),
+        cache.currsize,
+    )
+
+
+@pytest.mark.parametrize("trace", ["lirs-gli.trace.gz", "cache2k-web07.trace.gz"])
+@pytest.mark.parametrize("sized", [False, True])
+def test_compiled_tinylfu_admits_as_the_pure_one(trace: str, sized: bool) -> None:
+    # The same hits to the hit and the same queues, on a trace and a Zipf stream,
+    # with unit sizes (the compiled writes) and with weights (the pure writes, compiled reads).
+    pure_class, twin_class = _tinylfu_pair()
+    keys = read_trace(TRACES_DIR / trace)[:30_000]
+    rng = random.Random(5)
+    keys += [int(rng.paretovariate(1.0)) for _ in range(15_000)]
+    kwargs: dict[str, Any] = {"getsizeof": lambda v: 1 + v % 4} if sized else {}
+    results = []
+    for cls in (pure_class, twin_class):
+        cache = cls(400, rng=random.Random(3), **kwargs)
+        hits, states = 0, []
+        for step, key in enumerate(keys):
+            if cache.get(key) is None:
+                cache[key] = key
+            else:
+                hits += 1
+            if step % 7 == 0 and key in cache:
+                del cache[key]
+            if step % 2000 == 0:
+                states.append(_tinylfu_state(cache))
+        results.append((hits, states, _tinylfu_state(cache)))
+    assert results[0] == results[1]
+    assert results[0][0] > 1000  # the stream reached the main area, not only the window
+
+
+def test_compiled_tinylfu_copies_and_pickles_to_the_pure_state() -> None:
+    pure_class, twin_class = _tinylfu_pair()
+    twin = twin_class(50, rng=random.Random(1))
+    for i in range(400):
+        if twin.get(i % 70) is None:
+            twin[i % 70] = i
+    clone = copy.copy(twin)
+    clone[1000] = 1
+    assert 1000 not in twin and _tinylfu_state(clone) != _tinylfu_state(twin)
+    pure = pure_class.__new__(pure_class)
+    pure.__dict__.update(copy.deepcopy(twin.__getstate__()))  # its own queues, sketch and rng
+    assert _tinylfu_state(pure) == _tinylfu_state(twin)
+    for i in range(300):  # the pure class carries on from the compiled one's state
+        pure.get(i % 90) or pure.__setitem__(i % 90, i)
+        twin.get(i % 90) or twin.__setitem__(i % 90, i)
+    assert _tinylfu_state(pure) == _tinylfu_state(twin)
+    if twin_class is TinyLFUCache:
+        restored = pickle.loads(pickle.dumps(twin))
+        assert type(restored) is TinyLFUCache
+        assert _tinylfu_state(restored) == _tinylfu_state(twin)

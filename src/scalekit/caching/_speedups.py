@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._compiled import load
 
-__all__ = ["FrequencySketch", "linked"]
+__all__ = ["FrequencySketch", "compiled_hit", "linked", "tinylfu"]
 
 C = TypeVar("C", bound=type)
 
@@ -109,3 +109,24 @@ def compiled_hit(
     if type(cache).get is not core.LinkedCore.get:
         return None
     return core.CachedHit(cache, miss)  # type: ignore[no-any-return]
+
+
+def tinylfu(cls: C) -> C:
+    """The public `TinyLFUCache` for the pure `cls`: compiled if built (as `linked`).
+
+    Args:
+        cls: the pure-Python class.
+
+    Returns:
+        The class to publish under `cls`'s name.
+    """
+    core = load("scalekit.caching._ctinylfu")
+    if core is None:
+        return cls
+    core.bind(cls)
+    namespace = {
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+    }
+    return type(cls)(cls.__name__, (core.TinyLFUCore, cls), namespace)
