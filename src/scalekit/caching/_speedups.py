@@ -86,9 +86,7 @@ def linked(cls: C, *, reorder: bool) -> C:
     return type(cls)(cls.__name__, (core.LinkedCore, cls), namespace)
 
 
-def compiled_hit(
-    cache: object, miss: Callable[[Any, Any, Any], Any]
-) -> Callable[..., Any] | None:
+def compiled_hit(cache: object, miss: Callable[[Any, Any, Any], Any]) -> Callable[..., Any] | None:
     """The compiled hit path of `cached` over `cache`, or `None` to keep the pure wrapper.
 
     Only for a compiled `LRUCache` or `FIFOCache` whose class keeps the
