@@ -10,6 +10,7 @@ from `ScaleKitError` alone:
     ├── ConfigurationError(ScaleKitError, ValueError)
     ├── ArgumentTypeError(ScaleKitError, TypeError)
     ├── InvalidStateError(ScaleKitError, RuntimeError)
+    ├── ReentrantCallError(ScaleKitError, RecursionError)
     ├── BackendError(ScaleKitError)
     │   ├── BackendUnavailableError(BackendError, ConnectionError)
     │   └── CacheLoadTimeoutError(BackendError, TimeoutError)
@@ -43,6 +44,7 @@ __all__ = [
     "LockTimeoutError",
     "MissingDependencyError",
     "NoAvailableEndpointError",
+    "ReentrantCallError",
     "RoutingError",
     "ScaleKitError",
     "StaleTokenError",
@@ -74,6 +76,18 @@ class InvalidStateError(ScaleKitError, RuntimeError):
 
     For example `ActiveHealthChecker.start()` on a checker that is already
     running.
+    """
+
+
+class ReentrantCallError(ScaleKitError, RecursionError):
+    """A memoized call needs its own result: it asked for its own key while computing it.
+
+    Raised by `scalekit.caching.cached` and `cachedmethod` when the call
+    computing a key asks for that key again, directly or through a task it
+    started: waiting for that result would wait forever (single-flight makes
+    the inner call wait for the outer one), so the inner call raises this at
+    once instead. cachetools raises `RecursionError` in the same case, and
+    this is one.
     """
 
 

@@ -28,7 +28,7 @@ from scalekit.caching import (
     ttl_cache,
     typedkey,
 )
-from scalekit.exceptions import ConfigurationError
+from scalekit.exceptions import ArgumentTypeError, ConfigurationError
 from scalekit.testing import FakeClock
 
 
@@ -165,7 +165,7 @@ def test_cachedmethod_async() -> None:
 
 
 def test_cachedmethod_needs_a_callable() -> None:
-    with pytest.raises(ConfigurationError, match="cache must be a function of the instance"):
+    with pytest.raises(ArgumentTypeError, match="cache must be a function of the instance"):
         cachedmethod(LRUCache(2))  # type: ignore[arg-type]
 
 

@@ -5,7 +5,7 @@ Nothing here runs as a test; every `assert_type` is a claim mypy verifies.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Hashable
 from typing import Any
 
 from typing_extensions import assert_type
@@ -92,3 +92,25 @@ class Prices:
 
 def methods() -> None:
     assert_type(Prices().price("abc"), int)
+    shop = Prices()
+    assert_type(shop.price.cache_info(), CacheInfo)
+    assert_type(shop.price.cache_info().hits, int)
+    assert_type(Prices.price(shop, "abc"), int)
+    assert_type(shop.price.cache_key("abc"), Hashable)
+    shop.price.cache_clear()
+
+
+class AsyncPrices:
+    def __init__(self) -> None:
+        self.cache: LRUCache[str, int] = LRUCache(10)
+
+    @cachedmethod(lambda self: self.cache)
+    async def price(self, sku: str) -> int:
+        return len(sku)
+
+
+async def async_methods() -> None:
+    shop = AsyncPrices()
+    assert_type(await shop.price("abc"), int)
+    assert_type(await AsyncPrices.price(shop, "abc"), int)
+    assert_type(shop.price.cache_info(), CacheInfo)

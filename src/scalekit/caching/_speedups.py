@@ -90,9 +90,9 @@ def compiled_hit(cache: object, miss: Callable[[Any, Any, Any], Any]) -> Callabl
     """The compiled hit path of `cached` over `cache`, or `None` to keep the pure wrapper.
 
     Only for a compiled `LRUCache` or `FIFOCache` whose class keeps the
-    core's `get` (a subclass overriding it gets the pure wrapper, which
-    calls its `get`), with `cached`'s default key, no lock and no
-    `info=True` counters.
+    core's `get` and reads (a subclass overriding `get`, `__getitem__` or
+    `__missing__` gets the pure wrapper, which calls them), with `cached`'s
+    default key, no lock and no `info=True` counters.
 
     Args:
         cache: the decorator's cache.
@@ -104,8 +104,8 @@ def compiled_hit(cache: object, miss: Callable[[Any, Any, Any], Any]) -> Callabl
     core = load("scalekit.caching._clinked")
     if core is None or not isinstance(cache, core.LinkedCore):
         return None
-    if type(cache).get is not core.LinkedCore.get:
-        return None
+    if type(cache).get is not core.LinkedCore.get or not getattr(cache, "_plain_reads", False):
+        return None  # read through the class's own get, __getitem__ or __missing__
     return core.CachedHit(cache, miss)  # type: ignore[no-any-return]
 
 

@@ -114,7 +114,7 @@ class WindowSizing:
         else:
             shadow[key] = None
             if len(shadow) > self._shadow_max:
-                shadow.popitem(last=False)
+                shadow.popitem(False)
 
     def _recency_wins(self) -> bool:
         """Whether the shadow LRU beat the cache on the sampled keys, beyond noise."""
@@ -174,7 +174,7 @@ class WindowSizing:
         ghost[key] = None
         # Bounded by the number of entries (not weight units) the cache holds.
         if len(ghost) > max(1, len(self) // _GHOST_DIVISOR):
-            ghost.popitem(last=False)
+            ghost.popitem(False)
 
     # -- Caffeine's climb / determineAdjustment ---------------------------------------
 
@@ -267,6 +267,6 @@ class WindowSizing:
         for _ in range(_TRANSFER_LIMIT):
             if self._protected_used <= self._protected_max or not protected:
                 break
-            key, value = protected.popitem(last=False)
+            key, value = protected.popitem(False)
             probation[key] = value
             self._protected_used -= self._weight(key)

@@ -104,9 +104,22 @@ class Cache(MutableMapping[K, V]):
     #: every private, non-callable attribute is duplicated.
     _state: ClassVar[tuple[str, ...] | None] = None
 
+    #: True unless a class outside scalekit overrides __getitem__ or __missing__:
+    #: then ``cached`` reads the cache through ``cache[key]``, as cachetools does.
+    _plain_reads: ClassVar[bool] = True
+
+    #: True when a class outside scalekit overrides __getitem__: then `get()`,
+    #: `pop()` and `setdefault()` read a present key through it, as cachetools does.
+    _custom_getitem: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._inline = cls.popitem is Cache.popitem and cls.__delitem__ is Cache.__delitem__
+        # Decided once per class, so that the library's own reads stay inlined.
+        cls._custom_getitem = _defined_outside(cls, "__getitem__")
+        cls._plain_reads = not (cls._custom_getitem or _defined_outside(cls, "__missing__"))
+        if cls._custom_getitem and not _defined_outside(cls, "get"):
+            cls.get = cls._get_through_getitem  # type: ignore[method-assign]
 
     def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
         self._maxsize = check_maxsize(maxsize)
@@ -190,6 +203,17 @@ class Cache(MutableMapping[K, V]):
             return default
         self._hits += 1
         return value
+
+    def _get_through_getitem(self, key: K, default: Any = None) -> Any:
+        """`get()` of a subclass overriding `__getitem__`: a present key is read through it.
+
+        As in cachetools, an absent key returns *default* without calling
+        `__getitem__` (nor `__missing__`); it counts a miss.
+        """
+        if key in self:
+            return self[key]
+        self._misses += 1
+        return default
 
     def __missing__(self, key: K) -> V:
         raise KeyError(key)
@@ -350,11 +374,19 @@ class Cache(MutableMapping[K, V]):
     def pop(self, key: K, default: Any = MISSING) -> Any:
         """Remove *key* and return its value (or *default*); no hit or miss is counted.
 
+        A subclass overriding `__getitem__` has the value read through it, as
+        in cachetools (still counting no hit).
+
         Raises:
             KeyError: if absent and no default is given.
         """
         if key in self:
-            value = self._peek(key)
+            if self._custom_getitem:
+                hits, misses = self._hits, self._misses
+                value = self[key]
+                self._hits, self._misses = hits, misses
+            else:
+                value = self._peek(key)
             del self[key]
             return value
         if default is MISSING:
@@ -411,6 +443,14 @@ class Cache(MutableMapping[K, V]):
     def reset_stats(self) -> None:
         """Set the hit, miss and eviction counters back to zero."""
         self._hits = self._misses = self._evictions = 0
+
+
+def _defined_outside(cls: type, name: str) -> bool:
+    """Whether the class that gives *cls* its attribute *name* is not one of scalekit's."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return not klass.__module__.startswith("scalekit.")
+    return False
 
 
 class _ItemsView(ItemsView[K, V]):

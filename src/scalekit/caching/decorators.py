@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import functools
 import inspect
@@ -13,7 +14,7 @@ from collections.abc import Callable, Hashable, MutableMapping
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
-from ..exceptions import ScaleKitError
+from ..exceptions import ArgumentTypeError, ReentrantCallError
 from ._speedups import compiled_hit
 from .base import MISSING, Cache
 from .keys import _MARK, hashkey
@@ -33,16 +34,6 @@ class CacheInfo(NamedTuple):
     currsize: Any
 
 
-class ReentrantCallError(ScaleKitError, RecursionError):
-    """A memoized call needs its own result: it called itself with the same key.
-
-    Waiting for that result would wait forever (single-flight makes the
-    inner call wait for the outer one), so the inner call raises this at
-    once instead; cachetools raises `RecursionError` in the same case, and
-    this is one.
-    """
-
-
 class CachedFunction(Protocol[P, R]):
     """The type of a function decorated with [cached][scalekit.caching.cached].
 
@@ -53,6 +44,7 @@ class CachedFunction(Protocol[P, R]):
     cache: MutableMapping[Any, Any] | None
     cache_key: Callable[..., Hashable]
     cache_lock: AbstractContextManager[Any] | None
+    cache_condition: AbstractContextManager[Any] | None
     __wrapped__: Callable[P, R]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
@@ -70,18 +62,48 @@ class CachedFunction(Protocol[P, R]):
 
 
 def _own_copy(exc: BaseException) -> BaseException:
-    """A copy of *exc* for one more caller, chained to it; *exc* itself if it cannot be copied.
+    """A copy of *exc* for one more caller, chained to it as `__cause__`.
 
     Raising one exception object in several threads (or tasks) makes its
-    traceback grow with every caller's frames; each waiter raises its own copy.
+    traceback grow with every caller's frames; each waiter raises its own
+    copy. `copy.copy` makes it when it can; for a class that cannot be rebuilt
+    from its `args` (an `__init__` or `__new__` taking other arguments, a
+    `__reduce__` that refuses) the copy is made without calling the class's
+    constructor: the same class, `args` and attributes. *exc* itself is
+    returned only if neither works (a class whose builtin base refuses to be
+    instantiated that way), which no pure-Python exception class does.
     """
-    try:
-        clone = copy.copy(exc)
-    except Exception:
-        return exc
-    if type(clone) is not type(exc) or clone is exc:
+    clone = _copy_of(exc)
+    if clone is None:
         return exc
     clone.__cause__ = exc
+    clone.__traceback__ = None
+    return clone
+
+
+def _copy_of(exc: BaseException) -> BaseException | None:
+    cls = type(exc)
+    try:
+        clone = copy.copy(exc)
+        if type(clone) is cls and clone is not exc:
+            return clone
+    except Exception:  # any failure: build it without the constructor
+        pass
+    # The nearest builtin exception class allocates the object (its layout),
+    # skipping every __new__ and __init__ the class defines in Python.
+    base = next(k for k in cls.__mro__ if k.__module__ == "builtins")
+    try:
+        clone = base.__new__(cls, *exc.args)
+    except Exception:
+        try:
+            clone = base.__new__(cls)  # type: ignore[call-overload]
+        except Exception:
+            return None
+    clone.args = exc.args
+    if hasattr(exc, "__dict__"):
+        clone.__dict__.update(exc.__dict__)
+    clone.__context__ = exc.__context__
+    clone.__suppress_context__ = exc.__suppress_context__
     return clone
 
 
@@ -147,11 +169,22 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
+#: The (flights, key) pairs whose computation the current task runs or descends
+#: from: a task inherits its creator's context, so a child task started by a
+#: call's loader sees that call's key here.
+_COMPUTING: contextvars.ContextVar[frozenset[tuple[int, Any]]] = contextvars.ContextVar(
+    "scalekit_caching_computing", default=frozenset()
+)
+
+
 class AsyncFlights:
     """Per event loop, the calls in progress by key, each running in its own task.
 
     Every caller awaits the task through `asyncio.shield`, so cancelling one
-    caller (the first included) cancels neither the call nor the others.
+    caller (the first included) cancels neither the call nor the others. A
+    call for a key whose computation the calling task runs or descends from
+    (a task started, with its context, by that computation) raises
+    `ReentrantCallError`: the computation may be waiting for it.
     """
 
     __slots__ = ("_tables",)
@@ -170,12 +203,13 @@ class AsyncFlights:
         task = table.get(k)
         leader = task is None
         if task is None:
-            task = loop.create_task(self._body(table, k, compute))
+            task = loop.create_task(self._body(table, (id(self), k), k, compute))
             task.add_done_callback(_retrieve)
             table[k] = task
-        elif task is asyncio.current_task():
+        elif task is asyncio.current_task() or (id(self), k) in _COMPUTING.get():
             raise ReentrantCallError(
                 f"{name} called itself with the same key {k!r} while computing it"
+                " (directly or from a task that computation started)"
             )
         try:
             return await asyncio.shield(task)
@@ -187,7 +221,14 @@ class AsyncFlights:
             raise _own_copy(exc)  # noqa: B904 (chained to exc as __cause__ by _own_copy)
 
     @staticmethod
-    async def _body(table: dict[Any, asyncio.Task[Any]], k: Any, compute: Callable[[], Any]) -> Any:
+    async def _body(
+        table: dict[Any, asyncio.Task[Any]],
+        mark: tuple[int, Any],
+        k: Any,
+        compute: Callable[[], Any],
+    ) -> Any:
+        # The task runs in its own copy of the context: this marks it and its children only.
+        _COMPUTING.set(_COMPUTING.get() | {mark})
         try:
             return await compute()
         finally:
@@ -220,43 +261,126 @@ def cached(
     `asyncio.shield`, so cancelling a caller (the first one too) cancels
     neither the call nor the other callers.
 
-    The wrapper has `cache`, `cache_key`, `cache_lock`, `cache_info()` and
-    `cache_clear()` (which also resets the statistics, as `functools` does);
-    see [CachedFunction][scalekit.caching.CachedFunction].
+    The cache is read as cachetools' `cached` reads it: with `get` for a
+    dict or a scalekit cache whose reads are its own, and with `cache[key]`
+    (`KeyError` meaning absent) for anything else, so a subclass's own
+    `__getitem__` or `__missing__` runs on every lookup and a mapping needs
+    only `[]` and `[]=`.
+
+    The wrapper has `cache`, `cache_key`, `cache_lock`, `cache_condition`,
+    `cache_info()` and `cache_clear()` (which also resets the statistics, as
+    `functools` does); see [CachedFunction][scalekit.caching.CachedFunction].
 
     Decorating a method this way keys on `self` and so keeps every instance
     alive as long as its entries; use
     [cachedmethod][scalekit.caching.cachedmethod] for per-instance caches.
 
     Args:
-        cache: any mutable mapping (a scalekit or cachetools cache, a dict);
-            `None` disables caching but keeps single-flight.
+        cache: any mutable mapping (a scalekit or cachetools cache, a dict,
+            any object with `[]` and `[]=`); `None` disables caching but
+            keeps single-flight.
         key: builds the key from the call's arguments (default `hashkey`).
         lock: a lock guarding *cache* when threads share it (like cachetools);
             the single-flight bookkeeping has its own lock.
         condition: accepted for cachetools compatibility, where it enables
             waiting for a pending call; single-flight is built in here, so it
-            only serves as the lock when *lock* is not given.
+            only serves as the lock when *lock* is not given. It is the
+            wrapper's `cache_condition`, as in cachetools.
         info: count hits and misses in the wrapper for `cache_info()`
             (without it, `cache_info()` reports a scalekit cache's own stats).
 
     Returns:
         The decorator.
 
+    Raises:
+        ArgumentTypeError: when decorating, if *cache* is neither `None` nor
+            a mapping with `[]` and `[]=`, *key* is not callable, or *lock*
+            or *condition* is neither `None` nor a context manager.
+
     Thread-safety: safe if *lock* is given or the cache is used by one thread.
 
     Runtime complexity: one key computation and one cache lookup per hit.
     """
 
+    if cache is not None and not is_mapping(cache):
+        raise ArgumentTypeError(
+            "cache must be a mutable mapping (a cache or a dict, with [] and []=) or None, "
+            f"got {type(cache).__name__}: {cache!r}; expected for example LRUCache(maxsize=128)"
+        )
+    check_callable("key", key, "a function of the call's arguments, such as hashkey")
+    check_lock("lock", lock)
+    check_lock("condition", condition)
     if lock is None:
         lock = condition
 
     def decorator(func: Callable[P, R]) -> CachedFunction[P, R]:
         if inspect.iscoroutinefunction(func):
-            return cast("CachedFunction[P, R]", _async_wrapper(func, cache, key, lock, info))
-        return cast("CachedFunction[P, R]", _sync_wrapper(func, cache, key, lock, info))
+            wrapper = _async_wrapper(func, cache, key, lock, info)
+        else:
+            wrapper = _sync_wrapper(func, cache, key, lock, info)
+        wrapper.cache_condition = condition  # type: ignore[attr-defined]
+        return cast("CachedFunction[P, R]", wrapper)
 
     return decorator
+
+
+def is_mapping(cache: Any) -> bool:
+    """Whether *cache* can be read and written as cachetools' `cached` does (`[]`, `[]=`)."""
+    cls = type(cache)
+    return callable(getattr(cls, "__getitem__", None)) and callable(
+        getattr(cls, "__setitem__", None)
+    )
+
+
+def check_callable(name: str, value: Any, expected: str) -> None:
+    """Refuse a non-callable decorator argument *name*.
+
+    Raises:
+        ArgumentTypeError: naming *name*, the value and what was *expected*.
+    """
+    if not callable(value):
+        raise ArgumentTypeError(
+            f"{name} must be callable, got {type(value).__name__}: {value!r}; expected {expected}"
+        )
+
+
+def check_lock(name: str, value: Any) -> None:
+    """Refuse a *name* (`lock` or `condition`) that is neither `None` nor a context manager.
+
+    Raises:
+        ArgumentTypeError: naming *name*, the value and what was expected.
+    """
+    if value is not None and not (
+        callable(getattr(type(value), "__enter__", None))
+        and callable(getattr(type(value), "__exit__", None))
+    ):
+        raise ArgumentTypeError(
+            f"{name} must be None or a context manager, got {type(value).__name__}: {value!r}; "
+            "expected for example threading.Lock()"
+            + (" or threading.Condition()" if name == "condition" else "")
+        )
+
+
+def reader(cache: Any) -> Callable[[Any, Any], Any] | None:
+    """*cache*'s lookup as `read(key, default)`.
+
+    `get` for a dict and for a scalekit cache whose reads are its own; for
+    anything else (a subclass overriding `__getitem__` or `__missing__`, a
+    cachetools cache, a mapping without `get`) `cache[key]` with `KeyError`
+    meaning absent, exactly as cachetools' `cached` reads.
+    """
+    if cache is None:
+        return None
+    if type(cache) is dict or (isinstance(cache, Cache) and cache._plain_reads):
+        return cache.get
+
+    def read(k: Any, default: Any) -> Any:
+        try:
+            return cache[k]
+        except KeyError:
+            return default
+
+    return read
 
 
 class Counters:
@@ -324,12 +448,21 @@ def store(cache: MutableMapping[Any, Any], k: Any, value: Any, lock: Any) -> Non
         pass
 
 
+def recheck(cache: Any, lookup: Any) -> Any:
+    """How the leader of a flight looks for a value stored since its miss (or `None`)."""
+    if isinstance(cache, Cache):
+        return cache.peek if cache._plain_reads else None
+    return lookup
+
+
 def _fast_lookup(cache: Any) -> tuple[Callable[..., Any], Callable[[Any], None] | None] | None:
     """The raw lookup (and recency update) of an LRU or FIFO cache, if it is one unmodified."""
     from .fifo import FIFOCache
     from .lru import LRUCache
 
     cls = type(cache)
+    if not isinstance(cache, Cache) or not cache._plain_reads:
+        return None
     if not isinstance(getattr(cache, "_data", None), OrderedDict):
         return None  # a compiled twin: see _speedups.compiled_hit
     if isinstance(cache, LRUCache) and cls.get is LRUCache.get:
@@ -349,10 +482,11 @@ def _sync_wrapper(
     flights = SyncFlights()
     name = getattr(func, "__qualname__", repr(func))
     counters = Counters() if info else None
-    lookup = cache.get if cache is not None else None
+    lookup = reader(cache)
     default_key = key is hashkey
-    # The leader re-checks the cache without counting a second miss.
-    peek = cache.peek if isinstance(cache, Cache) else lookup
+    # The leader re-checks the cache without counting a second miss; a cache
+    # read through its own __getitem__ is read once per call, as cachetools does.
+    peek = recheck(cache, lookup)
 
     def miss(k: Any, args: Any, kwargs: Any) -> Any:
         def compute() -> Any:
@@ -457,13 +591,15 @@ def _async_wrapper(
     name = getattr(func, "__qualname__", repr(func))
     counters = Counters() if info else None
 
+    read = reader(cache)
+
     def lookup(k: Any) -> Any:
-        if cache is None:
+        if read is None:
             return MISSING
         if lock is None:
-            return cache.get(k, MISSING)
+            return read(k, MISSING)
         with lock:
-            return cache.get(k, MISSING)
+            return read(k, MISSING)
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         k = key(*args, **kwargs)

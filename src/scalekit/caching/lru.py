@@ -49,27 +49,24 @@ class LRUCache(OrderedCache[K, V]):
 
         Runtime complexity: O(1).
         """
-        data = self._data
-        value = data.get(key, MISSING)
-        if value is MISSING:
-            self._misses += 1
-            return default
-        data.move_to_end(key)
-        self._hits += 1
-        return value
+        # `in` then `[]`: specialised opcodes, faster than a call of `dict.get`.
+        if key in self._data:
+            self._data.move_to_end(key)
+            self._hits += 1
+            return self._data[key]
+        self._misses += 1
+        return default
 
     if not TYPE_CHECKING:  # type checkers see the overloads of Cache.get
         get = _get
 
     def __getitem__(self, key: K) -> V:
-        data = self._data
-        value = data.get(key, MISSING)
-        if value is MISSING:
-            self._misses += 1
-            return self.__missing__(key)
-        data.move_to_end(key)
-        self._hits += 1
-        return value  # type: ignore[no-any-return]
+        if key in self._data:
+            self._data.move_to_end(key)
+            self._hits += 1
+            return self._data[key]  # type: ignore[no-any-return]
+        self._misses += 1
+        return self.__missing__(key)
 
     def _touch(self, key: Any) -> Any:
         data = self._data

@@ -7,17 +7,67 @@ import inspect
 import weakref
 from collections.abc import Callable, Hashable, MutableMapping
 from contextlib import AbstractContextManager
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from ..exceptions import ConfigurationError
-from .base import MISSING, Cache
-from .decorators import AsyncFlights, CacheInfo, Counters, SyncFlights, clear, make_info, store
+from ..exceptions import ArgumentTypeError
+from .base import MISSING
+from .decorators import (
+    AsyncFlights,
+    CacheInfo,
+    Counters,
+    SyncFlights,
+    check_callable,
+    clear,
+    make_info,
+    reader,
+    recheck,
+    store,
+)
 from .keys import methodkey
 
-__all__ = ["cachedmethod"]
+__all__ = ["BoundCachedMethod", "CachedMethod", "cachedmethod"]
 
-T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S")
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class BoundCachedMethod(Protocol[P, R_co]):
+    """A method decorated with [cachedmethod][scalekit.caching.cachedmethod], bound to an instance.
+
+    Called as the method is; its cache attributes are the instance's, so
+    `obj.method.cache_info()` and `obj.method.cache_clear()` type-check.
+    """
+
+    @property
+    def cache(self) -> MutableMapping[Any, Any] | None:
+        """The instance's cache."""
+        ...
+
+    @property
+    def cache_lock(self) -> AbstractContextManager[Any] | None:
+        """The lock guarding the instance's cache, if any."""
+        ...
+
+    @property
+    def cache_condition(self) -> AbstractContextManager[Any] | None:
+        """The instance's condition, if one was given."""
+        ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> Hashable:
+        """The key a call with these arguments uses."""
+        ...
+
+    def cache_info(self) -> CacheInfo:
+        """Hits, misses, maxsize and currsize of the instance's cache."""
+        ...
+
+    def cache_clear(self) -> None:
+        """Empty the instance's cache and reset its statistics."""
+        ...
 
 
 def cachedmethod(
@@ -26,7 +76,7 @@ def cachedmethod(
     lock: Callable[[Any], AbstractContextManager[Any] | None] | None = None,
     condition: Callable[[Any], AbstractContextManager[Any] | None] | None = None,
     info: bool = False,
-) -> Callable[[F], F]:
+) -> Callable[[Callable[Concatenate[S, P], R]], CachedMethod[S, P, R]]:
     """Memoize a method in a per-instance cache; call-compatible with `cachetools.cachedmethod`.
 
     *cache* is a function of the instance returning its cache (for example
@@ -65,35 +115,53 @@ def cachedmethod(
         The decorator.
 
     Raises:
-        ConfigurationError: if *cache* is not callable.
+        ArgumentTypeError: when decorating, if *cache* or *key* is not
+            callable, or *lock* or *condition* is neither `None` nor a
+            function of the instance.
     """
     if not callable(cache):
-        raise ConfigurationError(f"cache must be a function of the instance, got {cache!r}")
+        raise ArgumentTypeError(
+            f"cache must be a function of the instance, got {type(cache).__name__}: {cache!r}; "
+            "expected for example lambda self: self.cache"
+        )
+    check_callable("key", key, "a function of the instance and the call's arguments")
+    for name, value in (("lock", lock), ("condition", condition)):
+        if value is not None:
+            check_callable(
+                name, value, f"None or a function of the instance (lambda self: self.{name})"
+            )
     if lock is None:
         lock = condition
 
-    def decorator(method: F) -> F:
-        return _CachedMethod(method, cache, key, lock, info)  # type: ignore[return-value]
+    def decorator(method: Callable[Concatenate[S, P], R]) -> CachedMethod[S, P, R]:
+        return CachedMethod(method, cache, key, lock, condition, info)
 
     return decorator
 
 
-class _CachedMethod(Generic[T]):
-    """The descriptor `cachedmethod` puts in the class; `instance.method` binds it."""
+class CachedMethod(Generic[S, P, R]):
+    """The descriptor `cachedmethod` puts in the class.
+
+    `instance.method` binds it to the instance (a `BoundCachedMethod`);
+    `Class.method(instance, ...)` calls it for that instance, as a plain
+    method can be called through its class.
+    """
 
     def __init__(
         self,
-        method: Callable[..., Any],
+        method: Callable[Concatenate[S, P], R],
         cache: Callable[[Any], MutableMapping[Any, Any] | None],
         key: Callable[..., Hashable],
         lock: Callable[[Any], AbstractContextManager[Any] | None] | None,
+        condition: Callable[[Any], AbstractContextManager[Any] | None] | None,
         info: bool,
     ) -> None:
-        functools.update_wrapper(self, method)  # type: ignore[arg-type]
-        self._method = method
+        functools.update_wrapper(self, method)
+        self._method: Callable[..., Any] = method
         self._cache = cache
         self._key = key
         self._lock = lock
+        self._condition = condition
         self._info = info
         self._counters: weakref.WeakKeyDictionary[Any, Counters] = weakref.WeakKeyDictionary()
         self._name = getattr(method, "__qualname__", repr(method))
@@ -101,11 +169,17 @@ class _CachedMethod(Generic[T]):
         self._flights = AsyncFlights() if self._async else SyncFlights()
 
     @overload
-    def __get__(self, obj: None, objtype: type | None = None) -> _CachedMethod[T]: ...
+    def __get__(self, obj: None, objtype: type | None = None) -> CachedMethod[S, P, R]: ...
     @overload
-    def __get__(self, obj: object, objtype: type | None = None) -> _Bound: ...
-    def __get__(self, obj: object | None, objtype: type | None = None) -> Any:
+    def __get__(self, obj: S, objtype: type | None = None) -> BoundCachedMethod[P, R]: ...
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
         return self if obj is None else _Bound(self, obj)
+
+    def __call__(self, obj: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the method for *obj*, through the class: `Class.method(obj, ...)`."""
+        if self._async:
+            return self.acall(obj, args, kwargs)  # type: ignore[return-value]
+        return self.call(obj, args, kwargs)  # type: ignore[no-any-return]
 
     def counters(self, obj: Any) -> Counters | None:
         if not self._info:
@@ -124,12 +198,13 @@ class _CachedMethod(Generic[T]):
         lock = None if self._lock is None else self._lock(obj)
         k = self._key(obj, *args, **kwargs)
         value = MISSING
-        if cache is not None:
+        read = reader(cache)
+        if read is not None:
             if lock is None:
-                value = cache.get(k, MISSING)
+                value = read(k, MISSING)
             else:
                 with lock:
-                    value = cache.get(k, MISSING)
+                    value = read(k, MISSING)
         counters = self.counters(obj)
         if counters is not None:
             if value is MISSING:
@@ -142,7 +217,7 @@ class _CachedMethod(Generic[T]):
         cache, lock, k, value = self.lookup(obj, args, kwargs)
         if value is not MISSING:
             return value
-        peek = cache.peek if isinstance(cache, Cache) else getattr(cache, "get", None)
+        peek = recheck(cache, reader(cache))
 
         def compute() -> Any:
             found = MISSING
@@ -183,7 +258,7 @@ class _Bound:
 
     __slots__ = ("_descriptor", "_obj")
 
-    def __init__(self, descriptor: _CachedMethod[Any], obj: Any) -> None:
+    def __init__(self, descriptor: CachedMethod[Any, ..., Any], obj: Any) -> None:
         self._descriptor = descriptor
         self._obj = obj
 
@@ -211,6 +286,12 @@ class _Bound:
         """The lock guarding the instance's cache, if any."""
         lock = self._descriptor._lock
         return None if lock is None else lock(self._obj)
+
+    @property
+    def cache_condition(self) -> AbstractContextManager[Any] | None:
+        """The instance's condition, if one was given."""
+        condition = self._descriptor._condition
+        return None if condition is None else condition(self._obj)
 
     def cache_key(self, *args: Any, **kwargs: Any) -> Hashable:
         """The key a call with these arguments uses."""

@@ -194,7 +194,7 @@ class S3FIFOCache(Cache[K, V]):
         if key in ghost:
             return
         while len(ghost) >= cap:
-            ghost.popitem(last=False)
+            ghost.popitem(False)
         ghost[key] = None
 
     def _clear(self) -> None:

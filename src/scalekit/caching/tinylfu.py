@@ -333,7 +333,7 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         window, probation = self._window, self._probation
         candidates: list[Any] = []
         while self._window_used > self._window_max and window:
-            key, value = window.popitem(last=False)
+            key, value = window.popitem(False)
             probation[key] = value
             self._window_used -= self._weight(key)
             candidates.append(key)

@@ -286,7 +286,7 @@ class TTLCache(Cache[K, V]):
                 data.move_to_end(key)
             else:
                 if len(data) >= self._maxsize:
-                    data.popitem(last=False)
+                    data.popitem(False)
                     self._evictions += 1
                 data[key] = node
             self._push(key, node)
@@ -363,6 +363,11 @@ class TTLCache(Cache[K, V]):
 
     if not TYPE_CHECKING:  # type checkers see the overloads of Cache.pop
         pop = _pop
+
+    def _get_through_getitem(self, key: K, default: Any = None) -> Any:
+        """`get()` of a subclass overriding `__getitem__`, at one frozen time."""
+        with self._clock:
+            return Cache._get_through_getitem(self, key, default)
 
     def _setdefault(self, key: K, default: Any = None) -> Any:
         """Return the value of *key*, storing *default* first if it is absent (or expired)."""
