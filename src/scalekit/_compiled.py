@@ -26,7 +26,7 @@ PURE_PYTHON_ENV = "SCALEKIT_PURE_PYTHON"
 # Every compiled twin and the pure code it stands in for.
 COMPILED_MODULES = {
     "scalekit.caching._csketch": "TinyLFU's frequency sketch",
-    "scalekit.caching._clinked": "LRUCache, FIFOCache and cached's hit path over them",
+    "scalekit.caching._clinked": "the LRU, FIFO and SIEVE caches and cached's hit path",
     "scalekit.caching._ctinylfu": "TinyLFUCache's lookups, writes and admission",
 }
 

@@ -23,7 +23,15 @@ import pytest
 from benchmarks._common import TRACES_DIR
 from benchmarks.caching.traces import read_trace
 from scalekit import _compiled
-from scalekit.caching import FIFOCache, LRUCache, TinyLFUCache, _speedups, cached, hashkey
+from scalekit.caching import (
+    FIFOCache,
+    LRUCache,
+    SIEVECache,
+    TinyLFUCache,
+    _speedups,
+    cached,
+    hashkey,
+)
 from scalekit.caching._sketch import FrequencySketch as PureSketch
 from scalekit.exceptions import ConfigurationError
 
@@ -261,15 +269,14 @@ def test_python_m_scalekit_names_the_active_implementation(pure: bool) -> None:
 
 def _linked_pair(public: type) -> tuple[type, type]:
     """(the pure reference class, the compiled public class) of `public`."""
-    module = _compiled_module()  # skipped or failed alike when not built
-    del module
+    _compiled_module()  # skipped or failed alike when not built
     import scalekit.caching._clinked as linked
 
-    if not issubclass(public, linked.LinkedCore):
+    core = linked.SieveCore if public.__name__ == "SIEVECache" else linked.LinkedCore
+    if not issubclass(public, core):
         # SCALEKIT_PURE_PYTHON=1: the public class is the pure one; build the twin here.
-        return public, type(public)(
-            public.__name__, (linked.LinkedCore, public), {"_reorder": public is LRUCache}
-        )
+        namespace = {"_reorder": public is LRUCache}
+        return public, type(public)(public.__name__, (core, public), namespace)
     return public.__mro__[2], public
 
 
@@ -301,7 +308,7 @@ def _drive(rng: random.Random, cache: Any, log: list[Any], steps: int) -> None:
         log.append((list(cache), len(cache), cache.currsize, cache.stats()))
 
 
-@pytest.mark.parametrize("public", [LRUCache, FIFOCache])
+@pytest.mark.parametrize("public", [LRUCache, FIFOCache, SIEVECache])
 @pytest.mark.parametrize("seed", range(4))
 def test_compiled_linked_cache_matches_the_pure_one_call_for_call(public: type, seed: int) -> None:
     pure_class, twin_class = _linked_pair(public)
@@ -319,7 +326,7 @@ def test_compiled_linked_cache_matches_the_pure_one_call_for_call(public: type, 
     assert logs[0] == logs[1]
 
 
-@pytest.mark.parametrize("public", [LRUCache, FIFOCache])
+@pytest.mark.parametrize("public", [LRUCache, FIFOCache, SIEVECache])
 def test_compiled_linked_cache_pickles_to_the_pure_state(public: type) -> None:
     pure_class, twin_class = _linked_pair(public)
     twin = twin_class(5)
@@ -330,19 +337,31 @@ def test_compiled_linked_cache_pickles_to_the_pure_state(public: type) -> None:
         restored = pickle.loads(pickle.dumps(twin))
         assert type(restored) is public
         assert list(restored) == list(twin) and restored.stats() == twin.stats()
-    # The pickled state is the pure class's __dict__: loaded into the pure class, it works.
-    pure = pure_class.__new__(pure_class)
-    pure.__dict__.update(twin.__getstate__())
+    # The pickled state is the pure class's: loaded into the pure class, it works.
+    pure = _load_state(pure_class, twin.__getstate__())
     assert list(pure.items()) == list(twin.items())
     pure[100] = "x"
-    assert len(pure) == 5 and 100 in pure
+    twin[100] = "x"
+    assert len(pure) == 5 and 100 in pure and list(pure.items()) == list(twin.items())
     # And a pure cache's state loads into the twin.
-    back = twin_class.__new__(twin_class)
-    back.__setstate__(pure.__dict__)
+    back = _load_state(twin_class, pure.__getstate__())
     assert list(back.items()) == list(pure.items()) and back.maxsize == 5
+    back[200] = pure[200] = "y"
+    assert list(back.items()) == list(pure.items())
 
 
-@pytest.mark.parametrize("public", [LRUCache, FIFOCache])
+def _load_state(cls: type, state: Any) -> Any:
+    # What unpickling does with a state: __setstate__ if the class has one, else __dict__.
+    obj = cls.__new__(cls)
+    setstate = getattr(obj, "__setstate__", None)
+    if setstate is not None:
+        setstate(state)
+    else:
+        obj.__dict__.update(state)
+    return obj
+
+
+@pytest.mark.parametrize("public", [LRUCache, FIFOCache, SIEVECache])
 def test_compiled_linked_cache_frees_a_value_that_refers_to_it(public: type) -> None:
     # The nodes are not GC-tracked; the cache's traversal must still see the cycle.
     import gc

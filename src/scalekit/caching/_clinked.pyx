@@ -30,7 +30,7 @@ from collections import OrderedDict
 from .base import MISSING, Cache
 from .keys import _MARK
 
-__all__ = ["CachedHit", "LinkedCore"]
+__all__ = ["CachedHit", "LinkedCore", "SieveCore"]
 
 cdef object _MISSING = MISSING
 cdef tuple _KWMARK = _MARK
@@ -407,3 +407,273 @@ cdef class CachedHit:
     def __reduce__(self):
         # Pickled by reference, as the function it wraps would be.
         return self.__qualname__
+
+
+# -- SIEVE ------------------------------------------------------------------------------
+
+
+@cython.final
+@cython.no_gc
+@cython.auto_pickle(False)
+cdef class _Mark:
+    # A SIEVE node: as _Node, with the visited bit. Borrowed links, as there.
+    cdef PyObject* prev
+    cdef PyObject* next
+    cdef object key
+    cdef object value
+    cdef bint visited
+
+
+@cython.auto_pickle(False)
+cdef class SieveCore:
+    """The hot paths of `SIEVECache`: a dict of linked nodes, oldest first, and the hand.
+
+    New entries go to the newest end and never move; a hit sets the visited
+    bit; eviction sweeps the hand from where it stopped toward the newest
+    end, clearing bits, and evicts the first clear entry (the pure
+    `SIEVECache._victim`, transcribed).
+    """
+
+    cdef dict _map
+    cdef _Mark _root
+    cdef _Mark _hand_node  # None: the hand starts at the oldest entry
+    cdef object _max
+    cdef Py_ssize_t _cap
+    cdef void* _flags_type
+    cdef bint _inline_evict
+    cdef bint _plain_missing
+    cdef public object _sizes
+    cdef public Py_ssize_t _hits
+    cdef public Py_ssize_t _misses
+    cdef public Py_ssize_t _evictions
+
+    def __cinit__(self, *args, **kwargs):
+        self._map = {}
+        cdef _Mark root = _Mark.__new__(_Mark)
+        root.prev = <PyObject*>root
+        root.next = <PyObject*>root
+        root.key = _MISSING
+        root.value = _MISSING
+        self._root = root
+        self._hand_node = None
+        self._max = 0
+        self._cap = 0
+        self._refresh()
+
+    cdef int _refresh(self) except -1:
+        cls = type(self)
+        self._flags_type = _type_of(self)
+        self._inline_evict = (
+            cls.popitem is _cache_popitem and cls.__delitem__ is SieveCore.__delitem__
+        )
+        self._plain_missing = cls.__missing__ is _cache_missing
+        return 0
+
+    def __init__(self, maxsize, getsizeof=None):
+        _cache_init(self, maxsize, getsizeof)
+
+    @property
+    def _maxsize(self):
+        return self._max
+
+    @_maxsize.setter
+    def _maxsize(self, value):
+        self._cap = _capacity(value)
+        self._max = value
+
+    def get(self, key, default=None):
+        """Return the value for `key` (marking it visited), or `default`.
+
+        Runtime complexity: O(1).
+        """
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is NULL:
+            self._misses += 1
+            return default
+        (<_Mark>found).visited = True
+        self._hits += 1
+        return (<_Mark>found).value
+
+    def __getitem__(self, key):
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if _type_of(self) != self._flags_type:
+            self._refresh()
+        if found is NULL:
+            self._misses += 1
+            if self._plain_missing:
+                raise KeyError(key)
+            return self.__missing__(key)
+        (<_Mark>found).visited = True
+        self._hits += 1
+        return (<_Mark>found).value
+
+    def __setitem__(self, key, value):
+        if self._sizes is not None:
+            _cache_setitem(self, key, value)
+            return
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is not NULL:
+            (<_Mark>found).value = value
+            (<_Mark>found).visited = True
+            return
+        if _type_of(self) != self._flags_type:
+            self._refresh()
+        if PyDict_Size(self._map) >= self._cap:
+            if self._inline_evict and PyDict_Size(self._map):
+                self._take(self._sweep())
+                self._evictions += 1
+            else:
+                self._make_room()
+        self._insert(key, value)
+
+    def __delitem__(self, key):
+        if self._sizes is not None:
+            _cache_delitem(self, key)
+            return
+        self._take(key)
+
+    def __contains__(self, key):
+        return PyDict_Contains(self._map, key) == 1
+
+    def __len__(self):
+        return PyDict_Size(self._map)
+
+    def __iter__(self):
+        # The dict's own order is the queue's (nodes never move), as the pure class iterates.
+        return iter(self._map)
+
+    cdef object _sweep(self):
+        cdef _Mark root = self._root
+        cdef _Mark node = self._hand_node
+        if node is None:
+            node = <_Mark>root.next
+        while node.visited:
+            node.visited = False
+            node = <_Mark>node.next
+            if node is root:
+                node = <_Mark>root.next
+        # _take moves the hand one step toward the newest end, as Sieve_evict does.
+        self._hand_node = node
+        return node.key
+
+    cdef object _take(self, object key):
+        cdef _Mark node = self._map.pop(key)
+        if node is self._hand_node:
+            self._hand_node = None if node.next == <PyObject*>self._root else <_Mark>node.next
+        (<_Mark>node.prev).next = node.next
+        (<_Mark>node.next).prev = node.prev
+        return node.value
+
+    # -- the hooks the pure Cache methods call --------------------------------------
+
+    def _touch(self, key):
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is NULL:
+            return _MISSING
+        (<_Mark>found).visited = True
+        return (<_Mark>found).value
+
+    def _peek(self, key):
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is NULL:
+            return _MISSING
+        return (<_Mark>found).value
+
+    def _update(self, key, value):
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is NULL:
+            return False
+        (<_Mark>found).value = value
+        (<_Mark>found).visited = True
+        return True
+
+    def _insert(self, key, value):
+        cdef _Mark root = self._root
+        cdef _Mark node = _Mark.__new__(_Mark)
+        node.key = key
+        node.value = value
+        node.visited = False
+        self._map[key] = node
+        node.prev = root.prev
+        node.next = <PyObject*>root
+        (<_Mark>root.prev).next = <PyObject*>node
+        root.prev = <PyObject*>node
+
+    def _remove(self, key):
+        return self._take(key)
+
+    def _victim(self):
+        return self._sweep()
+
+    def _clear(self):
+        cdef _Mark root = self._root
+        root.prev = <PyObject*>root
+        root.next = <PyObject*>root
+        self._hand_node = None
+        self._map.clear()
+
+    # -- state: the pure SIEVECache's __getstate__ shape ------------------------------
+
+    def __getstate__(self):
+        """The pure class's state: entries oldest first with their bits, and the hand's key."""
+        state = dict(self.__dict__)
+        entries = []
+        cdef _Mark root = self._root
+        cdef PyObject* p = root.next
+        while p != <PyObject*>root:
+            entries.append(((<_Mark>p).key, (<_Mark>p).value, (<_Mark>p).visited))
+            p = (<_Mark>p).next
+        state["_entries"] = entries
+        state["_hand_key"] = None if self._hand_node is None else self._hand_node.key
+        for name in _FIELDS:
+            state[name] = getattr(self, name)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        entries = state.pop("_entries")
+        hand_key = state.pop("_hand_key")
+        for name in _FIELDS:
+            if name in state:
+                setattr(self, name, state.pop(name))
+        self.__dict__.update(state)
+        self._clear()
+        cdef PyObject* found
+        for key, value, visited in entries:
+            self._insert(key, value)
+            (<_Mark>PyDict_GetItemWithError(self._map, key)).visited = visited
+        if hand_key is not None:
+            found = PyDict_GetItemWithError(self._map, hand_key)
+            self._hand_node = <_Mark>found
+
+    def __reduce_ex__(self, protocol):
+        import copyreg
+
+        return copyreg.__newobj__, (type(self),), self.__getstate__()
+
+
+cdef _traverseproc _sieve_traverse = NULL
+
+
+cdef int _traverse_sieve(PyObject* o, _visitproc visit, void* arg) noexcept:
+    cdef int r = _sieve_traverse(o, visit, arg)
+    if r:
+        return r
+    cdef SieveCore core = <SieveCore>o
+    cdef _Mark root = core._root
+    if root is None:
+        return 0
+    cdef PyObject* p = root.next
+    while p != <PyObject*>root:
+        r = visit(<PyObject*>(<_Mark>p).key, arg)
+        if r:
+            return r
+        r = visit(<PyObject*>(<_Mark>p).value, arg)
+        if r:
+            return r
+        p = (<_Mark>p).next
+    return 0
+
+
+_sieve_traverse = (<_TypeObject*>SieveCore).tp_traverse
+(<_TypeObject*>SieveCore).tp_traverse = _traverse_sieve

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._compiled import load
 
-__all__ = ["FrequencySketch", "compiled_hit", "linked", "tinylfu"]
+__all__ = ["FrequencySketch", "compiled_hit", "linked", "sieve", "tinylfu"]
 
 C = TypeVar("C", bound=type)
 
@@ -77,13 +77,7 @@ def linked(cls: C, *, reorder: bool) -> C:
     core = load("scalekit.caching._clinked")
     if core is None:
         return cls
-    namespace = {
-        "__module__": cls.__module__,
-        "__qualname__": cls.__qualname__,
-        "__doc__": cls.__doc__,
-        "_reorder": reorder,
-    }
-    return type(cls)(cls.__name__, (core.LinkedCore, cls), namespace)
+    return _twin(core.LinkedCore, cls, {"_reorder": reorder})
 
 
 def compiled_hit(cache: object, miss: Callable[[Any, Any, Any], Any]) -> Callable[..., Any] | None:
@@ -109,6 +103,31 @@ def compiled_hit(cache: object, miss: Callable[[Any, Any, Any], Any]) -> Callabl
     return core.CachedHit(cache, miss)  # type: ignore[no-any-return]
 
 
+def sieve(cls: C) -> C:
+    """The public `SIEVECache` for the pure `cls`: compiled if built (as `linked`).
+
+    Args:
+        cls: the pure-Python class.
+
+    Returns:
+        The class to publish under `cls`'s name.
+    """
+    core = load("scalekit.caching._clinked")
+    if core is None:
+        return cls
+    return _twin(core.SieveCore, cls, {})
+
+
+def _twin(core: type, cls: C, extra: dict[str, Any]) -> C:
+    namespace = {
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+        **extra,
+    }
+    return type(cls)(cls.__name__, (core, cls), namespace)
+
+
 def tinylfu(cls: C) -> C:
     """The public `TinyLFUCache` for the pure `cls`: compiled if built (as `linked`).
 
@@ -122,9 +141,4 @@ def tinylfu(cls: C) -> C:
     if core is None:
         return cls
     core.bind(cls)
-    namespace = {
-        "__module__": cls.__module__,
-        "__qualname__": cls.__qualname__,
-        "__doc__": cls.__doc__,
-    }
-    return type(cls)(cls.__name__, (core.TinyLFUCore, cls), namespace)
+    return _twin(core.TinyLFUCore, cls, {})
