@@ -7,8 +7,8 @@ Examples::
     python -m benchmarks.caching replay --traces ~/caffeine-traces   # traces you downloaded
     python -m benchmarks.caching replay --only /data/w.oracleGeneral.bin --format oracleGeneral
     python -m benchmarks.caching speed
-    SCALEKIT_PURE_PYTHON=1 python -m benchmarks.caching speed --out /tmp/pure   # without the extension
-    python -m benchmarks.caching speed --ops 300000 --repeat 3               # a busy machine
+    SCALEKIT_PURE_PYTHON=1 python -m benchmarks.caching speed --out /tmp/pure  # pure Python
+    python -m benchmarks.caching speed --ops 300000 --repeat 3              # a busy machine
     python -m benchmarks.caching --quick                      # seconds; what the tests run
 """
 
