@@ -214,6 +214,14 @@ class NewNeedsArgs(Exception):
         self.code = code
 
 
+class Formats(Exception):
+    """Rebuilt from `.args` it formats them again: `Formats("code 503")` says "code code 503"."""
+
+    def __init__(self, code: Any) -> None:
+        super().__init__(f"code {code}")
+        self.code = code
+
+
 class RefusesCopy(Exception):
     def __copy__(self) -> RefusesCopy:
         raise TypeError("no copies")
@@ -224,7 +232,12 @@ class RefusesCopy(Exception):
 
 @pytest.mark.parametrize(
     "make_error",
-    [lambda: TwoArgs(503, "down"), lambda: NewNeedsArgs(503, "down"), lambda: RefusesCopy("down")],
+    [
+        lambda: TwoArgs(503, "down"),
+        lambda: NewNeedsArgs(503, "down"),
+        lambda: Formats(503),
+        lambda: RefusesCopy("down"),
+    ],
 )
 def test_each_waiter_gets_its_own_copy_of_an_exception_that_args_cannot_rebuild(
     make_error: Any,
@@ -512,3 +525,113 @@ def test_reentrant_call_error_is_one_class_under_both_paths() -> None:
     assert sk.ReentrantCallError is exceptions.ReentrantCallError
     assert "ReentrantCallError" in exceptions.__all__
     assert issubclass(exceptions.ReentrantCallError, (exceptions.ScaleKitError, RecursionError))
+
+
+def test_the_redis_tier_single_flight_gives_each_follower_its_own_exception() -> None:
+    from scalekit.caching._single_flight import SingleFlight
+
+    flight = SingleFlight()
+    release = threading.Event()
+    entered = threading.Event()
+
+    driver = ConnectionError("connection refused")
+
+    def load() -> Any:
+        entered.set()
+        assert release.wait(10)
+        raise TwoArgs(503, "down") from driver
+
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            flight.run("k", load, float("inf"), lambda: TimeoutError("waited"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    threads[0].start()
+    assert entered.wait(10)
+    for t in threads[1:]:
+        t.start()
+    for _ in range(5000):
+        if _parked_in_single_flight(threads) == 3:
+            break
+        threading.Event().wait(0.001)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert len({id(e) for e in errors}) == 4
+    (original,) = [e for e in errors if e.__context__ is None]
+    assert all(type(e) is TwoArgs and e.args == original.args for e in errors)
+    # The driver's exception stays each one's cause, the leader's is the context.
+    assert all(e.__cause__ is driver for e in errors)
+    assert all(e is original or e.__context__ is original for e in errors)
+
+
+def _parked_in_single_flight(threads: list[threading.Thread]) -> int:
+    import sys
+
+    """How many of *threads* wait in `SingleFlight.run` for a leader (not leading it)."""
+    frames = sys._current_frames()
+    parked = 0
+    for t in threads:
+        frame = frames.get(t.ident or -1)
+        names = []
+        while frame is not None:
+            names.append((frame.f_code.co_name, frame.f_code.co_filename))
+            frame = frame.f_back
+        leading = any(name == "load" for name, _ in names)
+        in_run = any(n == "run" and f.endswith("_single_flight.py") for n, f in names)
+        parked += in_run and not leading
+    return parked
+
+
+def test_cache_info_by_default_reports_the_cache_own_statistics() -> None:
+    # Without info=True the wrapper counts nothing itself: lookups made
+    # directly on the cache show in cache_info() too.
+    cache: sk.LRUCache[Any, int] = sk.LRUCache(4)
+
+    @sk.cached(cache)
+    def ident(x: int) -> int:
+        return x
+
+    ident(1), ident(1)
+    cache.get("absent"), cache.get(sk.hashkey(1))
+    info = ident.cache_info()
+    assert (info.hits, info.misses) == (2, 2)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_an_absent_key_through_get_is_a_miss_the_policy_sees(policy: Any) -> None:
+    # A subclass overriding __getitem__ changes how present keys read, not
+    # what a miss does: the same miss count and, for TinyLFU, the same
+    # lookups replayed through its shadow LRU (a small cache samples every key).
+    plain, counting = _make(policy, 4), _make(_counting(policy), 4)
+    for cache in (plain, counting):
+        cache["a"] = 1
+        for _ in range(3):
+            cache.get("b")
+    assert counting.stats().misses == plain.stats().misses == 3
+    if isinstance(plain, sk.TinyLFUCache):
+        assert counting._sampled == plain._sampled == 3
+
+
+@pytest.mark.parametrize(
+    "policy", [p for p in POLICIES if p is not sk.TinyLFUCache], ids=lambda p: p.__name__
+)
+def test_eviction_goes_through_an_overridden_delitem(policy: Any) -> None:
+    # cachetools evicts with popitem(), which deletes through `del self[key]`:
+    # a subclass hooking __delitem__ sees every eviction.
+    deleted: list[Any] = []
+
+    class Observed(policy):  # type: ignore[misc,valid-type]
+        def __delitem__(self, key: Any) -> None:
+            deleted.append(key)
+            super().__delitem__(key)
+
+    cache = _make(Observed, 3)
+    for i in range(10):
+        cache[i] = i
+    assert len(deleted) == 7 and len(cache) == 3
+    assert set(deleted).isdisjoint(set(cache))

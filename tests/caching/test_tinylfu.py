@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.caching.replay import replay
 from benchmarks.caching.traces import read_trace
-from scalekit.caching import LRUCache, S3FIFOCache, TinyLFUCache
+from scalekit.caching import LRUCache, S3FIFOCache, SIEVECache, TinyLFUCache
 from scalekit.caching._sketch import FrequencySketch
 
 
@@ -287,3 +287,40 @@ def test_tinylfu_over_five_seeds_meets_caffeine_and_is_within_a_point_of_the_bes
 def test_the_default_rng_is_seeded_so_replays_are_reproducible() -> None:
     keys = read_trace(_TRACES / "lirs-multi1.trace.gz")
     assert replay(TinyLFUCache(26), keys) == replay(TinyLFUCache(26), keys)
+
+
+# The committed LIRS traces without a reference row, at 1% and 10% of their
+# unique keys, against the policies scalekit has (docs/caching.md, "Hit ratios
+# on real traces"): the worst of the 5 seeds is within a point of the best of
+# LRU, SIEVE and S3-FIFO, except on the two rows pinned to their figures.
+_OFF_TABLE = [
+    ("multi2", 57),
+    ("multi2", 568),
+    ("multi3", 75),
+    ("multi3", 745),
+    ("2_pools", 99),
+    ("2_pools", 994),
+    ("cpp", 12),
+    ("cpp", 122),
+    ("cs", 14),
+    ("cs", 141),
+    ("ps", 31),
+    ("ps", 308),
+]
+# Worst seed, best other policy (S3-FIFO on both), as the docs give them.
+_OFF_TABLE_MISSES = {("multi2", 568): (49.85, 50.96), ("cpp", 122): (78.61, 80.36)}
+
+
+@pytest.mark.parametrize("row", _OFF_TABLE, ids=[f"{t}@{c}" for t, c in _OFF_TABLE])
+def test_tinylfu_on_the_traces_without_a_reference_row(row: tuple[str, int]) -> None:
+    # About 0.5 s per row: these traces hold 7,000-100,000 requests.
+    name, capacity = row
+    keys = read_trace(_TRACES / f"lirs-{name}.trace.gz")
+    worst = min(replay(TinyLFUCache(capacity, rng=random.Random(seed)), keys) for seed in _SEEDS)
+    best = max(replay(cls(capacity), keys) for cls in (LRUCache, SIEVECache, S3FIFOCache))
+    if row in _OFF_TABLE_MISSES:
+        assert (round(worst, 2), round(best, 2)) == _OFF_TABLE_MISSES[row]
+    else:
+        assert worst >= best - 1.0
+    if row in _OFF_TABLE[0::2] and name != "cs":  # the 1% rows: the best of them all
+        assert worst >= best

@@ -2,11 +2,60 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from ..exceptions import InvalidStateError
+
+
+def own_copy(exc: BaseException) -> BaseException:
+    """A copy of *exc* for one more caller, chained to it as `__cause__`.
+
+    Raising one exception object in several threads (or tasks) makes its
+    traceback grow with every caller's frames; each waiter raises its own
+    copy. `copy.copy` makes it when it can; for a class that cannot be rebuilt
+    from its `args` (an `__init__` or `__new__` taking other arguments, a
+    `__reduce__` that refuses) the copy is made without calling the class's
+    constructor: the same class, `args` and attributes. *exc* itself is
+    returned only if neither works (a class whose builtin base refuses to be
+    instantiated that way), which no pure-Python exception class does.
+    """
+    clone = _copy_of(exc)
+    if clone is None:
+        return exc
+    clone.__cause__ = exc
+    clone.__traceback__ = None
+    return clone
+
+
+def _copy_of(exc: BaseException) -> BaseException | None:
+    cls = type(exc)
+    try:
+        clone = copy.copy(exc)
+        if type(clone) is cls and clone is not exc:
+            # A constructor that formats its arguments rebuilds other args.
+            clone.args = exc.args
+            return clone
+    except Exception:  # any failure: build it without the constructor
+        pass
+    # The nearest builtin exception class allocates the object (its layout),
+    # skipping every __new__ and __init__ the class defines in Python.
+    base = next(k for k in cls.__mro__ if k.__module__ == "builtins")
+    try:
+        clone = base.__new__(cls, *exc.args)
+    except Exception:
+        try:
+            clone = base.__new__(cls)  # type: ignore[call-overload]
+        except Exception:
+            return None
+    clone.args = exc.args
+    if hasattr(exc, "__dict__"):
+        clone.__dict__.update(exc.__dict__)
+    clone.__context__ = exc.__context__
+    clone.__suppress_context__ = exc.__suppress_context__
+    return clone
 
 
 class _Flight:
@@ -22,7 +71,10 @@ class _Flight:
 class SingleFlight:
     """Runs at most one call per key at a time in this process; the others wait for it.
 
-    Thread-safe. Followers receive the leader's result, or its exception.
+    Thread-safe. Followers receive the leader's result, or each their own copy
+    of its exception (`own_copy`): its `__cause__` is the leader's cause (the
+    driver's exception a `BackendError` wraps) when it has one, with the
+    leader's exception as `__context__`; otherwise the leader's exception.
     """
 
     def __init__(self) -> None:
@@ -54,8 +106,15 @@ class SingleFlight:
                 )
             if not flight.done.wait(None if timeout == float("inf") else timeout):
                 raise on_timeout()
-            if flight.error is not None:
-                raise flight.error
+            error = flight.error
+            if error is not None:
+                clone = own_copy(error)
+                if clone is not error and error.__cause__ is not None:
+                    # A BackendError keeps the driver's exception as its cause;
+                    # the leader's exception is then the copy's context.
+                    clone.__cause__ = error.__cause__
+                    clone.__context__ = error
+                raise clone
             return flight.result
         try:
             flight.result = fn()

@@ -119,6 +119,7 @@ class Cache(MutableMapping[K, V]):
         cls._custom_getitem = _defined_outside(cls, "__getitem__")
         cls._plain_reads = not (cls._custom_getitem or _defined_outside(cls, "__missing__"))
         if cls._custom_getitem and not _defined_outside(cls, "get"):
+            cls._native_get = cls.get  # type: ignore[assignment,method-assign]
             cls.get = cls._get_through_getitem  # type: ignore[method-assign]
 
     def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
@@ -208,12 +209,17 @@ class Cache(MutableMapping[K, V]):
         """`get()` of a subclass overriding `__getitem__`: a present key is read through it.
 
         As in cachetools, an absent key returns *default* without calling
-        `__getitem__` (nor `__missing__`); it counts a miss.
+        `__getitem__` (nor `__missing__`); the policy's own `get` handles it,
+        so it counts a miss and the policy learns of it as it would otherwise
+        (TinyLFU's sketch counts the request).
         """
         if key in self:
             return self[key]
-        self._misses += 1
-        return default
+        return self._native_get(key, default)
+
+    def _native_get(self, key: K, default: Any = None) -> Any:
+        # Replaced, per class, by the policy's own get (see __init_subclass__).
+        return Cache.get(self, key, default)
 
     def __missing__(self, key: K) -> V:
         raise KeyError(key)
@@ -446,11 +452,12 @@ class Cache(MutableMapping[K, V]):
 
 
 def _defined_outside(cls: type, name: str) -> bool:
-    """Whether the class that gives *cls* its attribute *name* is not one of scalekit's."""
-    for klass in cls.__mro__:
-        if name in klass.__dict__:
-            return not klass.__module__.startswith("scalekit.")
-    return False
+    """Whether the class that gives *cls* its attribute *name* is not one of scalekit's.
+
+    *name* is one that `Cache` defines, so some class in the MRO has it.
+    """
+    owner = next(klass for klass in cls.__mro__ if name in klass.__dict__)
+    return not owner.__module__.startswith("scalekit.")
 
 
 class _ItemsView(ItemsView[K, V]):

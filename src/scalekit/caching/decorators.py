@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import copy
 import functools
 import inspect
 import threading
@@ -15,6 +14,7 @@ from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 from ..exceptions import ArgumentTypeError, ReentrantCallError
+from ._single_flight import own_copy as _own_copy
 from ._speedups import compiled_hit
 from .base import MISSING, Cache
 from .keys import _MARK, hashkey
@@ -59,52 +59,6 @@ class CachedFunction(Protocol[P, R]):
 
 
 # -- single-flight -----------------------------------------------------------------
-
-
-def _own_copy(exc: BaseException) -> BaseException:
-    """A copy of *exc* for one more caller, chained to it as `__cause__`.
-
-    Raising one exception object in several threads (or tasks) makes its
-    traceback grow with every caller's frames; each waiter raises its own
-    copy. `copy.copy` makes it when it can; for a class that cannot be rebuilt
-    from its `args` (an `__init__` or `__new__` taking other arguments, a
-    `__reduce__` that refuses) the copy is made without calling the class's
-    constructor: the same class, `args` and attributes. *exc* itself is
-    returned only if neither works (a class whose builtin base refuses to be
-    instantiated that way), which no pure-Python exception class does.
-    """
-    clone = _copy_of(exc)
-    if clone is None:
-        return exc
-    clone.__cause__ = exc
-    clone.__traceback__ = None
-    return clone
-
-
-def _copy_of(exc: BaseException) -> BaseException | None:
-    cls = type(exc)
-    try:
-        clone = copy.copy(exc)
-        if type(clone) is cls and clone is not exc:
-            return clone
-    except Exception:  # any failure: build it without the constructor
-        pass
-    # The nearest builtin exception class allocates the object (its layout),
-    # skipping every __new__ and __init__ the class defines in Python.
-    base = next(k for k in cls.__mro__ if k.__module__ == "builtins")
-    try:
-        clone = base.__new__(cls, *exc.args)
-    except Exception:
-        try:
-            clone = base.__new__(cls)  # type: ignore[call-overload]
-        except Exception:
-            return None
-    clone.args = exc.args
-    if hasattr(exc, "__dict__"):
-        clone.__dict__.update(exc.__dict__)
-    clone.__context__ = exc.__context__
-    clone.__suppress_context__ = exc.__suppress_context__
-    return clone
 
 
 class _Flight:
