@@ -474,13 +474,22 @@ def test_async_cachedmethod_reentry_through_a_child_task_raises() -> None:
 # -- 7. bad arguments are refused when decorating -------------------------------------
 
 
+class EnterOnly:
+    """Half a context manager: `__enter__` without `__exit__`."""
+
+    def __enter__(self) -> None:
+        return None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "names"),
     [
         ({"cache": 42}, ("cache", "42")),
         ({"cache": sk.LRUCache(2), "key": 5}, ("key", "5")),
         ({"cache": sk.LRUCache(2), "lock": 5}, ("lock", "5")),
-        ({"cache": sk.LRUCache(2), "condition": "c"}, ("condition", "'c'")),
+        ({"cache": sk.LRUCache(2), "condition": "c"}, ("condition", "'c'", "Condition()")),
+        ({"cache": "abc"}, ("cache", "str", "[]=")),  # reads, cannot be written
+        ({"cache": None, "lock": EnterOnly()}, ("lock", "EnterOnly", "context manager")),
     ],
 )
 def test_cached_refuses_bad_arguments_when_decorating(kwargs: Any, names: Any) -> None:
@@ -635,3 +644,56 @@ def test_eviction_goes_through_an_overridden_delitem(policy: Any) -> None:
         cache[i] = i
     assert len(deleted) == 7 and len(cache) == 3
     assert set(deleted).isdisjoint(set(cache))
+
+
+def test_an_lru_subclass_with_its_own_get_still_refreshes_recency_under_cached() -> None:
+    # cachetools' `cached` reads with `[]`, never `get`: a subclass's own get
+    # changes nothing, and a hit still makes the entry the most recent.
+    class Logged(sk.LRUCache[Any, Any]):
+        def get(self, key: Any, default: Any = None) -> Any:
+            return super().get(key, default)
+
+    @sk.cached(Logged(2))
+    def ident(x: int) -> int:
+        return x
+
+    ident(1), ident(2), ident(1), ident(3)  # the hit on 1 makes 2 the victim
+    assert sk.hashkey(1) in ident.cache and sk.hashkey(2) not in ident.cache
+
+
+def test_a_waiter_copy_keeps_the_context_the_original_was_raised_in() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    @sk.cached(sk.LRUCache(10))
+    def flaky(x: int) -> int:
+        entered.set()
+        assert release.wait(10)
+        try:
+            raise KeyError("while loading")
+        except KeyError:
+            raise TwoArgs(503, "down")  # noqa: B904 (the implicit context is the point)
+
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            flaky(1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    threads[0].start()
+    assert entered.wait(10)
+    for t in threads[1:]:
+        t.start()
+    for _ in range(5000):
+        if _parked_in_flight(threads) == 2:
+            break
+        threading.Event().wait(0.001)
+    release.set()
+    for t in threads:
+        t.join(10)
+    (original,) = [e for e in errors if e.__cause__ is None]
+    assert isinstance(original.__context__, KeyError)
+    assert all(e.__context__ is original.__context__ for e in errors)
