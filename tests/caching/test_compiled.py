@@ -4,7 +4,9 @@ The compiled extension is optional: without it these tests are skipped,
 unless `SCALEKIT_REQUIRE_COMPILED=1` (set by `./scripts/test`, hence by CI),
 which makes a missing extension an error. `./scripts/test` also runs the
 caching suite a second time with `SCALEKIT_PURE_PYTHON=1`, so every cache
-test passes against both implementations.
+test passes against both implementations; in that pass the public classes
+are the pure ones, and the tests here build each compiled twin from its
+pure class to compare the two side by side.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """The caching classes that have a compiled twin, resolved once at import.
 
-Each name here is the compiled class when the extension is built and
-`SCALEKIT_PURE_PYTHON` is not set (see `scalekit._compiled`), else the
-pure-Python reference class of the same name. Type checkers see the pure
-class: the twin has the same constructor, attributes and methods.
+`FrequencySketch` here is the compiled class when the extension is built
+and `SCALEKIT_PURE_PYTHON` is not set (see `scalekit._compiled`), else the
+pure-Python reference class of the same name. `linked`, `sieve` and
+`tinylfu` turn a pure cache class into the class its module publishes:
+the pure class with the compiled core first among its bases, or the pure
+class itself without the extension; `compiled_hit` gives `cached` its
+compiled hit path. Type checkers see the pure classes: a twin has the same
+constructor, attributes and methods.
 """
 
 from __future__ import annotations
