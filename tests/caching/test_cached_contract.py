@@ -697,3 +697,31 @@ def test_a_waiter_copy_keeps_the_context_the_original_was_raised_in() -> None:
     (original,) = [e for e in errors if e.__cause__ is None]
     assert isinstance(original.__context__, KeyError)
     assert all(e.__context__ is original.__context__ for e in errors)
+
+
+def test_cachedmethod_defaults_condition_as_lock_info_off_and_none_cache() -> None:
+    class Holder:
+        cond = threading.Condition()
+
+        def __init__(self) -> None:
+            self.cache: sk.LRUCache[Any, int] = sk.LRUCache(4)
+            self.calls = 0
+
+        @sk.cachedmethod(lambda self: self.cache, condition=lambda self: self.cond)
+        def m(self, x: int) -> int:
+            return x
+
+        @sk.cachedmethod(lambda self: None)
+        def uncached(self, x: int) -> int:
+            self.calls += 1
+            return x
+
+    h = Holder()
+    # As cachetools: without a lock, the condition is the lock.
+    assert h.m.cache_lock is Holder.cond
+    # Without info=True, cache_info() reports the instance cache's own statistics.
+    h.m(1), h.m(1)
+    h.cache.get("absent")
+    assert (h.m.cache_info().hits, h.m.cache_info().misses) == (1, 2)
+    # A cache function returning None: nothing is cached, every call runs.
+    assert h.uncached(3) == 3 and h.uncached(3) == 3 and h.calls == 2
