@@ -18,10 +18,12 @@ The sdist always carries the `.pyx` sources and this hook, never generated C.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,8 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 # (module, source) of every compiled twin; each source sits next to its pure module.
 EXTENSIONS = (
     ("scalekit.caching._csketch", "src/scalekit/caching/_csketch.pyx"),
-    # Measured by the speed benchmark, used by no public class yet.
-    ("scalekit.caching._prototypes", "src/scalekit/caching/_prototypes.pyx"),
+    ("scalekit.caching._clinked", "src/scalekit/caching/_clinked.pyx"),
+    ("scalekit.caching._ctinylfu", "src/scalekit/caching/_ctinylfu.pyx"),
 )
 
 _TRUE = ("1", "true", "yes", "on")
@@ -99,7 +101,12 @@ class CythonBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         from Cython.Build import cythonize
         from setuptools import Distribution, Extension
 
-        work = root / "build" / f"cython-{sys.implementation.cache_tag}"
+        # A directory of its own per build: two builds at once (an editable
+        # install next to a wheel build) must not write the same files.
+        parent = root / "build"
+        parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f"cython-{sys.implementation.cache_tag}-", dir=parent))
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
         extensions = [Extension(module, [str(root / source)]) for module, source in EXTENSIONS]
         modules = cythonize(  # type: ignore[no-untyped-call]
             extensions,

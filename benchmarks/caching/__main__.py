@@ -7,6 +7,8 @@ Examples::
     python -m benchmarks.caching replay --traces ~/caffeine-traces   # traces you downloaded
     python -m benchmarks.caching replay --only /data/w.oracleGeneral.bin --format oracleGeneral
     python -m benchmarks.caching speed
+    SCALEKIT_PURE_PYTHON=1 python -m benchmarks.caching speed --out /tmp/pure  # pure Python
+    python -m benchmarks.caching speed --ops 300000 --repeat 3              # a busy machine
     python -m benchmarks.caching --quick                      # seconds; what the tests run
 """
 
@@ -87,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(POLICIES),
         help="comma-separated subset of the policies (default: all of %(default)s)",
     )
+    parser.add_argument(
+        "--ops",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="speed: operations in the Zipf stream (default 1,000,000; fewer on a busy machine)",
+    )
     args = parser.parse_args(argv)
 
     if args.suite in ("all", "replay"):
@@ -118,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             report = run_speed(
                 n_keys=100_000,
-                n_ops=1_000_000,
+                n_ops=args.ops,
                 capacity=10_000,
                 repeat=args.repeat,
                 seed=args.seed,

@@ -32,11 +32,29 @@ import cachetools
 import theine
 
 import scalekit.caching as sk
-from benchmarks._common import format_table, median_time, progress
-from benchmarks.caching.prototypes import prototype_section
+from benchmarks._common import format_table, progress
 from scalekit._compiled import implementation
 
-__all__ = ["bytes_per_entry", "interleaved_medians", "run_speed", "zipf_keys"]
+__all__ = ["bytes_per_entry", "cpu_time", "interleaved_medians", "run_speed", "zipf_keys"]
+
+
+def cpu_time(fn: Callable[[], Any]) -> float:
+    """CPU seconds this process spends in one call of *fn*, collected first, then GC paused.
+
+    CPU time (`time.process_time`, every thread of the process) rather
+    than wall time: on a shared machine, the time the process waits for a
+    core is not the cache's, and it varies from one pass to the next.
+    """
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.process_time()
+        fn()
+        return time.process_time() - start
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 def interleaved_medians(
@@ -59,7 +77,7 @@ def interleaved_medians(
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
         for i, fn in enumerate(fns):
-            samples[i].append(median_time(fn, repeat=1, warmup=0))
+            samples[i].append(cpu_time(fn))
             if tick is not None:
                 tick()
     return [statistics.median(s) for s in samples]
@@ -291,20 +309,18 @@ def run_speed(
         mem_rows,
     )
     decorator = _decorator_hit_path(repeat)
-    prototypes = prototype_section(
-        keys, capacity, repeat, _get_set, _lru_cache, interleaved_medians, _get_set_theine
-    )
     return (
         f"scalekit's hot paths: {implementation()}\n\n"
         f"Throughput: Zipf(1.0), {n_ops:,} get/set-on-miss operations over {n_keys:,} keys, "
         f"capacity {capacity:,}; median of {repeat}. speed-up = the peer's time / scalekit's "
         "(scalekit ops/s over the peer's; > 1: scalekit faster, < 1: the peer faster). "
-        "theine runs with nolock=True; cachebox always locks.\n"
+        "theine runs with nolock=True; cachebox always locks. Times are the process's CPU time "
+        "(time.process_time), so waiting for a core on a busy machine is not counted.\n"
         f"{throughput}\n{lru_line}\n\n"
         f"Memory: tracemalloc bytes per entry at {memory_entries:,} int entries "
         "(cachebox and theine keep entries in Rust memory, which tracemalloc does not see, "
         f"so they are not listed)\n{memory}\n\n"
-        f"{decorator}" + (f"\n\n{prototypes}" if prototypes else "")
+        f"{decorator}"
     )
 
 

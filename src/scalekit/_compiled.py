@@ -26,6 +26,8 @@ PURE_PYTHON_ENV = "SCALEKIT_PURE_PYTHON"
 # Every compiled twin and the pure code it stands in for.
 COMPILED_MODULES = {
     "scalekit.caching._csketch": "TinyLFU's frequency sketch",
+    "scalekit.caching._clinked": "the LRU, FIFO and SIEVE caches and cached's hit path",
+    "scalekit.caching._ctinylfu": "TinyLFUCache's lookups, writes and admission",
 }
 
 _loaded: dict[str, ModuleType | None] = {}

@@ -4,7 +4,9 @@ The compiled extension is optional: without it these tests are skipped,
 unless `SCALEKIT_REQUIRE_COMPILED=1` (set by `./scripts/test`, hence by CI),
 which makes a missing extension an error. `./scripts/test` also runs the
 caching suite a second time with `SCALEKIT_PURE_PYTHON=1`, so every cache
-test passes against both implementations.
+test passes against both implementations; in that pass the public classes
+are the pure ones, and the tests here build each compiled twin from its
+pure class to compare the two side by side.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ import pytest
 from benchmarks._common import TRACES_DIR
 from benchmarks.caching.traces import read_trace
 from scalekit import _compiled
-from scalekit.caching import LRUCache, TinyLFUCache, _speedups, hashkey
+from scalekit.caching import (
+    FIFOCache,
+    LRUCache,
+    SIEVECache,
+    TinyLFUCache,
+    _speedups,
+    cached,
+    hashkey,
+)
 from scalekit.caching._sketch import FrequencySketch as PureSketch
 from scalekit.exceptions import ConfigurationError
 
@@ -37,13 +47,6 @@ def _compiled_module() -> ModuleType:
         if REQUIRE_COMPILED:
             pytest.fail(f"SCALEKIT_REQUIRE_COMPILED=1 but {exc}", pytrace=False)
         pytest.skip(f"the compiled extension is not built ({exc})")
-    return module
-
-
-def _prototypes() -> ModuleType:
-    _compiled_module()  # the same extension build: skipped or failed alike
-    import scalekit.caching._prototypes as module
-
     return module
 
 
@@ -220,7 +223,8 @@ def test_tinylfu_uses_the_implementation_the_environment_selects() -> None:
 def test_loading_an_unknown_twin_names_the_known_ones() -> None:
     with pytest.raises(
         ConfigurationError,
-        match=r"module must be one of \['scalekit\.caching\._csketch'\], got 'scalekit\.nope'",
+        match=r"module must be one of \['scalekit\.caching\._clinked', "
+        r"'scalekit\.caching\._csketch', 'scalekit\.caching\._ctinylfu'\], got 'scalekit\.nope'",
     ):
         _compiled.load("scalekit.nope")
 
@@ -262,51 +266,227 @@ def test_python_m_scalekit_names_the_active_implementation(pure: bool) -> None:
     assert module == ("scalekit.caching._sketch" if pure else "scalekit.caching._csketch")
 
 
-def test_lru_prototype_evicts_as_lru_cache() -> None:
-    # The measured prototype must be an LRU: the same hits and the same victims as LRUCache.
-    prototypes = _prototypes()
-    rng = random.Random(3)
-    ours, proto = LRUCache(50), prototypes.LRUPrototype(50)
-    for _ in range(20_000):
-        key = rng.randrange(120)
+# -- the compiled LRUCache and FIFOCache --------------------------------------------
+
+
+def _linked_pair(public: type) -> tuple[type, type]:
+    """(the pure reference class, the compiled public class) of `public`."""
+    _compiled_module()  # skipped or failed alike when not built
+    import scalekit.caching._clinked as linked
+
+    core = linked.SieveCore if public.__name__ == "SIEVECache" else linked.LinkedCore
+    if not issubclass(public, core):
+        # SCALEKIT_PURE_PYTHON=1: the public class is the pure one; build the twin here.
+        namespace = {"_reorder": public is LRUCache}
+        return public, type(public)(public.__name__, (core, public), namespace)
+    return public.__mro__[2], public
+
+
+def _drive(rng: random.Random, cache: Any, log: list[Any], steps: int) -> None:
+    for _ in range(steps):
+        key = rng.randrange(40)
         roll = rng.random()
-        if roll < 0.7:
-            found = ours.get(key)
-            assert found == proto.get(key)
-            if found is None:
-                ours[key] = proto[key] = -key
-        elif roll < 0.8 and key in ours:
-            del ours[key]
-            del proto[key]
+        if roll < 0.35:
+            log.append(("get", cache.get(key)))
+        elif roll < 0.45:
+            try:
+                log.append(("[]", cache[key]))
+            except KeyError:
+                log.append(("[]", KeyError))
+        elif roll < 0.75:
+            cache[key] = rng.randrange(1000)
+        elif roll < 0.8:
+            log.append(("pop", cache.pop(key, None)))
+        elif roll < 0.83 and len(cache):
+            log.append(("popitem", cache.popitem()))
+        elif roll < 0.86:
+            log.append(("setdefault", cache.setdefault(key, -key)))
+        elif roll < 0.88 and key in cache:
+            del cache[key]
+        elif roll < 0.9:
+            log.append(("peek", cache.peek(key)))
         else:
-            assert (key in ours) == (key in proto)
-    assert len(ours) == len(proto) == 50
-    assert (ours.stats().hits, ours.stats().misses) == (proto.hits, proto.misses)
-    while ours:
-        assert ours.popitem() == proto.popitem()
-    with pytest.raises(KeyError):
-        proto.popitem()
-    with pytest.raises(TypeError):
-        proto.get([])  # unhashable, as a dict lookup
+            log.append(("in", key in cache))
+        log.append((list(cache), len(cache), cache.currsize, cache.stats()))
 
 
-def test_cached_prototype_returns_what_cached_returns() -> None:
-    prototypes = _prototypes()
-    calls: list[tuple[Any, ...]] = []
+@pytest.mark.parametrize("public", [LRUCache, FIFOCache, SIEVECache])
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_linked_cache_matches_the_pure_one_call_for_call(public: type, seed: int) -> None:
+    pure_class, twin_class = _linked_pair(public)
+    sized = seed % 2 == 1  # weighted entries take the pure Cache code over the core's hooks
+    kwargs: dict[str, Any] = {"getsizeof": lambda v: 1 + v % 3} if sized else {}
+    logs = []
+    for cls in (pure_class, twin_class):
+        cache = cls(12, **kwargs)
+        log: list[Any] = []
+        _drive(random.Random(seed), cache, log, 3000)
+        clone = copy.copy(cache)
+        _drive(random.Random(seed + 10), clone, log, 300)
+        log.append((list(cache), cache.stats()))  # the copy left the source alone
+        logs.append(log)
+    assert logs[0] == logs[1]
+
+
+@pytest.mark.parametrize("public", [LRUCache, FIFOCache, SIEVECache])
+def test_compiled_linked_cache_pickles_to_the_pure_state(public: type) -> None:
+    pure_class, twin_class = _linked_pair(public)
+    twin = twin_class(5)
+    for i in range(9):
+        twin[i] = str(i)
+    twin.get(5)
+    if twin_class is public:  # pickled by name: only the published class can be found
+        restored = pickle.loads(pickle.dumps(twin))
+        assert type(restored) is public
+        assert list(restored) == list(twin) and restored.stats() == twin.stats()
+    # The pickled state is the pure class's: loaded into the pure class, it works.
+    pure = _load_state(pure_class, twin.__getstate__())
+    assert list(pure.items()) == list(twin.items())
+    pure[100] = "x"
+    twin[100] = "x"
+    assert len(pure) == 5 and 100 in pure and list(pure.items()) == list(twin.items())
+    # And a pure cache's state loads into the twin.
+    back = _load_state(twin_class, pure.__getstate__())
+    assert list(back.items()) == list(pure.items()) and back.maxsize == 5
+    back[200] = pure[200] = "y"
+    assert list(back.items()) == list(pure.items())
+
+
+def _load_state(cls: type, state: Any) -> Any:
+    # What unpickling does with a state: __setstate__ if the class has one, else __dict__.
+    obj = cls.__new__(cls)
+    setstate = getattr(obj, "__setstate__", None)
+    if setstate is not None:
+        setstate(state)
+    else:
+        obj.__dict__.update(state)
+    return obj
+
+
+@pytest.mark.parametrize("public", [LRUCache, FIFOCache, SIEVECache])
+def test_compiled_linked_cache_frees_a_value_that_refers_to_it(public: type) -> None:
+    # The nodes are not GC-tracked; the cache's traversal must still see the cycle.
+    import gc
+    import weakref
+
+    _, twin_class = _linked_pair(public)
+
+    class Holder:
+        cache: Any = None
+
+    cache = twin_class(4)
+    holder = Holder()
+    holder.cache = cache
+    cache["h"] = holder
+    ref = weakref.ref(cache)
+    del cache, holder
+    gc.collect()
+    assert ref() is None
+
+
+def test_cached_over_compiled_lru_counts_in_the_cache_and_binds_as_a_method() -> None:
+    _, twin_class = _linked_pair(LRUCache)
+    calls: list[Any] = []
 
     def f(*args: Any, **kwargs: Any) -> Any:
         calls.append((args, kwargs))
         return (args, sorted(kwargs.items()))
 
-    cache: LRUCache[Any, Any] = LRUCache(10)
-    wrapped = prototypes.CachedPrototype(f, cache)
+    cache = twin_class(2)
+    wrapped = cached(cache)(f)
+    if twin_class is LRUCache:  # the public class is the compiled one: the compiled wrapper
+        assert type(wrapped).__name__ == "CachedHit"
     assert wrapped(1, 2) == wrapped(1, 2) == ((1, 2), [])
     assert wrapped(1, b=2) == wrapped(1, b=2) == ((1,), [("b", 2)])
-    assert len(calls) == 2 and (wrapped.hits, wrapped.misses) == (2, 2)
-    assert set(cache) == {(1, 2), hashkey(1, b=2)}  # cached's own keys
+    assert set(cache) == {(1, 2), hashkey(1, b=2)}
+    assert wrapped.cache_info().hits == 2 and wrapped.cache_info().misses == 2
+    wrapped(3)  # evicts (1, 2), the least recent
+    assert (1, 2) not in cache and len(calls) == 3
+    assert wrapped.__wrapped__ is f and wrapped.__name__ == "f"
 
-    core = prototypes.LRUPrototype(2)
-    over_core = prototypes.CachedPrototype(f, core)
-    assert [over_core(i) for i in (1, 2, 1, 3, 2, 1)] == [((i,), []) for i in (1, 2, 1, 3, 2, 1)]
-    # 1 and 2 miss, 1 hits, 3 evicts 2 (least recent), so 2 misses and evicts 1, which misses.
-    assert (core.hits, core.misses) == (1, 5) and len(calls) == 7
+    class Shop:
+        @cached(twin_class(10))
+        def price(self, item: str) -> str:
+            return f"{item}!"
+
+    shop = Shop()
+    assert shop.price("tea") == shop.price("tea") == "tea!"
+    assert Shop.price.cache_info().hits == 1
+
+
+# -- the compiled TinyLFUCache ----------------------------------------------------------
+
+
+def _tinylfu_pair() -> tuple[type, type]:
+    """(the pure reference TinyLFUCache, the compiled one)."""
+    _compiled_module()
+    import scalekit.caching._ctinylfu as core
+
+    if not issubclass(TinyLFUCache, core.TinyLFUCore):
+        core.bind(TinyLFUCache)
+        return TinyLFUCache, type(TinyLFUCache)(
+            "TinyLFUCache", (core.TinyLFUCore, TinyLFUCache), {}
+        )
+    return TinyLFUCache.__mro__[2], TinyLFUCache
+
+
+def _tinylfu_state(cache: Any) -> Any:
+    return (
+        list(cache._window.items()),
+        list(cache._probation.items()),
+        list(cache._protected.items()),
+        cache.window_maxsize,
+        cache._margin,
+        cache.stats(),
+        cache.currsize,
+    )
+
+
+@pytest.mark.parametrize("trace", ["lirs-gli.trace.gz", "cache2k-web07.trace.gz"])
+@pytest.mark.parametrize("sized", [False, True])
+def test_compiled_tinylfu_admits_as_the_pure_one(trace: str, sized: bool) -> None:
+    # The same hits to the hit and the same queues, on a trace and a Zipf stream,
+    # with unit sizes (the compiled writes) and with weights (the pure writes, compiled reads).
+    pure_class, twin_class = _tinylfu_pair()
+    keys = read_trace(TRACES_DIR / trace)[:30_000]
+    rng = random.Random(5)
+    keys += [int(rng.paretovariate(1.0)) for _ in range(15_000)]
+    kwargs: dict[str, Any] = {"getsizeof": lambda v: 1 + v % 4} if sized else {}
+    results = []
+    for cls in (pure_class, twin_class):
+        cache = cls(400, rng=random.Random(3), **kwargs)
+        hits, states = 0, []
+        for step, key in enumerate(keys):
+            if cache.get(key) is None:
+                cache[key] = key
+            else:
+                hits += 1
+            if step % 7 == 0 and key in cache:
+                del cache[key]
+            if step % 2000 == 0:
+                states.append(_tinylfu_state(cache))
+        results.append((hits, states, _tinylfu_state(cache)))
+    assert results[0] == results[1]
+    assert results[0][0] > 1000  # the stream reached the main area, not only the window
+
+
+def test_compiled_tinylfu_copies_and_pickles_to_the_pure_state() -> None:
+    pure_class, twin_class = _tinylfu_pair()
+    twin = twin_class(50, rng=random.Random(1))
+    for i in range(400):
+        if twin.get(i % 70) is None:
+            twin[i % 70] = i
+    clone = copy.copy(twin)
+    clone[1000] = 1
+    assert 1000 not in twin and _tinylfu_state(clone) != _tinylfu_state(twin)
+    pure = pure_class.__new__(pure_class)
+    pure.__dict__.update(copy.deepcopy(twin.__getstate__()))  # its own queues, sketch and rng
+    assert _tinylfu_state(pure) == _tinylfu_state(twin)
+    for i in range(300):  # the pure class carries on from the compiled one's state
+        pure.get(i % 90) or pure.__setitem__(i % 90, i)
+        twin.get(i % 90) or twin.__setitem__(i % 90, i)
+    assert _tinylfu_state(pure) == _tinylfu_state(twin)
+    if twin_class is TinyLFUCache:
+        restored = pickle.loads(pickle.dumps(twin))
+        assert type(restored) is TinyLFUCache
+        assert _tinylfu_state(restored) == _tinylfu_state(twin)

@@ -8,6 +8,7 @@ import functools
 import inspect
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, MutableMapping
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
@@ -15,6 +16,7 @@ from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 from ..exceptions import ArgumentTypeError, ReentrantCallError
 from ..observability import _emit
 from ._single_flight import own_copy as _own_copy
+from ._speedups import compiled_hit
 from .base import MISSING, Cache
 from .keys import _MARK, hashkey
 
@@ -416,6 +418,8 @@ def _fast_lookup(cache: Any) -> tuple[Callable[..., Any], Callable[[Any], None] 
     cls = type(cache)
     if not isinstance(cache, Cache) or not cache._plain_reads:
         return None
+    if not isinstance(getattr(cache, "_data", None), OrderedDict):
+        return None  # a compiled twin: see _speedups.compiled_hit
     if isinstance(cache, LRUCache) and cls.get is LRUCache.get:
         return cache._data.get, cache._data.move_to_end
     if isinstance(cache, FIFOCache) and cls.get is FIFOCache.get:
@@ -460,8 +464,13 @@ def _sync_wrapper(
             return _emit.flight(cache, lambda lead: flights.run(k, lead, name), compute)
         return flights.run(k, compute, name)
 
+    compiled = None
+    if lock is None and counters is None and default_key:
+        compiled = compiled_hit(cache, miss)
     fast = _fast_lookup(cache) if lock is None and counters is None else None
-    if fast is not None and default_key:
+    if compiled is not None:
+        wrapper = compiled
+    elif fast is not None and default_key:
         # The hit path of an LRU/FIFO cache, inlined: no method call per hit,
         # one wrapper per policy so that the hit path tests nothing it need not.
         dget, move = fast

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ._ordered import OrderedCache
 
@@ -42,3 +42,9 @@ class FIFOCache(OrderedCache[K, V]):
 
     Runtime complexity: O(1) per operation.
     """
+
+
+if not TYPE_CHECKING:  # the compiled twin when the extension is built (see _speedups)
+    from ._speedups import linked
+
+    FIFOCache = linked(FIFOCache, reorder=False)

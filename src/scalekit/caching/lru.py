@@ -74,3 +74,9 @@ class LRUCache(OrderedCache[K, V]):
         if value is not MISSING:
             data.move_to_end(key)
         return value
+
+
+if not TYPE_CHECKING:  # the compiled twin when the extension is built (see _speedups)
+    from ._speedups import linked
+
+    LRUCache = linked(LRUCache, reorder=True)

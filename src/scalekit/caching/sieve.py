@@ -143,3 +143,9 @@ class SIEVECache(Cache[K, V]):
         root = self._root
         root[_OLDER] = root[_NEWER] = root
         self._hand = None
+
+
+if not TYPE_CHECKING:  # the compiled twin when the extension is built (see _speedups)
+    from ._speedups import sieve
+
+    SIEVECache = sieve(SIEVECache)

@@ -7,7 +7,7 @@ import math
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._speedups import FrequencySketch
 from ._tinylfu_sizing import _GOLDEN, _M64, WindowSizing
@@ -379,3 +379,9 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         if candidate_freq < _WARM:
             return False
         return self._rng.getrandbits(7) == 0
+
+
+if not TYPE_CHECKING:  # the compiled twin when the extension is built (see _speedups)
+    from ._speedups import tinylfu
+
+    TinyLFUCache = tinylfu(TinyLFUCache)

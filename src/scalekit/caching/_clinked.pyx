@@ -1,0 +1,679 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""The compiled core of `LRUCache` and `FIFOCache`, and of `cached`'s hit path over them.
+
+`LinkedCore` is not used alone: `scalekit.caching._speedups.linked` makes
+the public class `LRUCache(LinkedCore, pure LRUCache)` (and the same for
+FIFO), so the core's methods come first and everything it does not define
+(`pop`, `setdefault`, `peek`, `popitem`, `stats`, `__repr__`, the views,
+`copy.copy`, weighted writes) is the pure `Cache` code, calling the
+core's hooks. The pure classes stay the reference: same iteration order,
+same statistics, same pickled state (a cache pickled with the extension
+loads without it, and the other way round).
+
+Storage: a dict maps each key to a node of a doubly linked list, oldest
+first (a sentinel node closes the ring); a hit is one dict lookup and, for
+LRU, four pointer moves. The node owns its key and value; its links are
+borrowed pointers (the dict owns the nodes), so nodes form no reference
+cycle among themselves and need no GC header: 48 bytes a node, less than
+`OrderedDict`'s node plus its index array. The core's own GC traversal
+visits every node's key and value instead, so a value that refers back to
+its cache is still collected.
+"""
+
+cimport cython
+from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError, PyDict_Size
+from cpython.ref cimport PyObject
+
+from collections import OrderedDict
+
+from .base import MISSING, Cache
+from .keys import _MARK
+
+__all__ = ["CachedHit", "LinkedCore", "SieveCore"]
+
+cdef object _MISSING = MISSING
+cdef tuple _KWMARK = _MARK
+cdef object _cache_init = Cache.__init__
+cdef object _cache_setitem = Cache.__setitem__
+cdef object _cache_delitem = Cache.__delitem__
+cdef object _cache_missing = Cache.__missing__
+cdef object _cache_popitem = Cache.popitem
+cdef Py_ssize_t _UNBOUNDED = <Py_ssize_t>(<size_t>-1 >> 1)
+
+# The fields of the core that the pure classes keep in their __dict__.
+cdef tuple _FIELDS = ("_maxsize", "_sizes", "_hits", "_misses", "_evictions")
+
+
+cdef extern from "Python.h":
+    ctypedef int (*_visitproc "visitproc")(PyObject*, void*) noexcept
+    ctypedef int (*_traverseproc "traverseproc")(PyObject*, _visitproc, void*) noexcept
+    ctypedef struct _TypeObject "PyTypeObject":
+        _traverseproc tp_traverse
+    void* _type_of "Py_TYPE"(object)
+
+
+@cython.final
+@cython.no_gc
+@cython.auto_pickle(False)
+cdef class _Node:
+    # Borrowed: the core's dict owns every node; prev and next never outlive it.
+    cdef PyObject* prev
+    cdef PyObject* next
+    cdef object key
+    cdef object value
+
+
+cdef inline void _unlink(_Node node) noexcept:
+    (<_Node>node.prev).next = node.next
+    (<_Node>node.next).prev = node.prev
+
+
+cdef inline void _append(_Node root, _Node node) noexcept:
+    # At the newest end, just before the sentinel.
+    node.prev = root.prev
+    node.next = <PyObject*>root
+    (<_Node>root.prev).next = <PyObject*>node
+    root.prev = <PyObject*>node
+
+
+cdef inline void _move_to_end(_Node root, _Node node) noexcept:
+    if root.prev == <PyObject*>node:
+        return
+    _unlink(node)
+    _append(root, node)
+
+
+cdef Py_ssize_t _capacity(object maxsize) except? -1:
+    if maxsize > _UNBOUNDED:  # math.inf, or more entries than memory holds
+        return _UNBOUNDED
+    return maxsize
+
+
+@cython.auto_pickle(False)
+cdef class LinkedCore:
+    """Entries in a dict of linked nodes, oldest first; evicts the oldest.
+
+    A class using it sets `_reorder`: true for LRU (a read moves the key to
+    the newest end), false for FIFO. Writing a present key moves it to the
+    newest end in both, as the pure `OrderedCache` does.
+    """
+
+    cdef dict _map
+    cdef _Node _root
+    cdef object _max
+    cdef Py_ssize_t _cap
+    cdef void* _flags_type  # the class the next three flags were read from
+    cdef bint _reorder
+    cdef bint _inline_evict
+    cdef bint _plain_missing
+    cdef public object _sizes
+    cdef public Py_ssize_t _hits
+    cdef public Py_ssize_t _misses
+    cdef public Py_ssize_t _evictions
+
+    def __cinit__(self, *args, **kwargs):
+        self._map = {}
+        cdef _Node root = _Node.__new__(_Node)
+        root.prev = <PyObject*>root
+        root.next = <PyObject*>root
+        root.key = _MISSING
+        root.value = _MISSING
+        self._root = root
+        self._max = 0
+        self._cap = 0
+        self._refresh()
+
+    cdef int _refresh(self) except -1:
+        # Per class, and read again when `__class__` is assigned (as the pure
+        # classes read these on each call).
+        cls = type(self)
+        self._flags_type = _type_of(self)
+        self._reorder = bool(getattr(cls, "_reorder", False))
+        # A subclass overriding popitem or __delitem__ hooks evictions (as with
+        # cachetools): then writes evict through popitem(), as the pure classes do.
+        self._inline_evict = (
+            cls.popitem is _cache_popitem and cls.__delitem__ is LinkedCore.__delitem__
+        )
+        self._plain_missing = cls.__missing__ is _cache_missing
+        return 0
+
+    def __init__(self, maxsize, getsizeof=None):
+        _cache_init(self, maxsize, getsizeof)
+
+    @property
+    def _maxsize(self):
+        return self._max
+
+    @_maxsize.setter
+    def _maxsize(self, value):
+        self._cap = _capacity(value)
+        self._max = value
+
+    # -- the hot paths -------------------------------------------------------------
+
+    def get(self, key, default=None):
+        """Return the value for `key`, or `default`; counts a hit or a miss.
+
+        Runtime complexity: O(1).
+        """
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is NULL:
+            self._misses += 1
+            return default
+        if _type_of(self) != self._flags_type:
+            self._refresh()
+        cdef _Node node = <_Node>found
+        if self._reorder:
+            _move_to_end(self._root, node)
+        self._hits += 1
+        return node.value
+
+    def __getitem__(self, key):
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if _type_of(self) != self._flags_type:
+            self._refresh()
+        if found is NULL:
+            self._misses += 1
+            if self._plain_missing:
+                raise KeyError(key)
+            return self.__missing__(key)
+        if _type_of(self) != self._flags_type:
+            self._refresh()
+        cdef _Node node = <_Node>found
+        if self._reorder:
+            _move_to_end(self._root, node)
+        self._hits += 1
+        return node.value
+
+    def __setitem__(self, key, value):
+        if self._sizes is not None:
+            _cache_setitem(self, key, value)
+            return
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef _Node node
+        cdef _Node root = self._root
+        if found is not NULL:
+            node = <_Node>found
+            node.value = value
+            _move_to_end(root, node)
+            return
+        node = None
+        if _type_of(self) != self._flags_type:
+            self._refresh()
+        if PyDict_Size(self._map) >= self._cap:
+            if self._inline_evict and root.next != <PyObject*>root:
+                node = <_Node>root.next
+                _unlink(node)
+                del self._map[node.key]  # the dict drops its reference; ours keeps the node
+                self._evictions += 1
+            else:
+                self._make_room()
+        if node is None:
+            node = _Node.__new__(_Node)
+        node.key = key
+        node.value = value
+        self._map[key] = node
+        _append(root, node)
+
+    def __delitem__(self, key):
+        if self._sizes is not None:
+            _cache_delitem(self, key)
+            return
+        self._remove(key)
+
+    def __contains__(self, key):
+        return PyDict_Contains(self._map, key) == 1
+
+    def __len__(self):
+        return PyDict_Size(self._map)
+
+    def __iter__(self):
+        """The cached keys, oldest (next to evict) first, without touching the policy.
+
+        Iterates over a snapshot, as the pure class does: a key written while
+        iterating moves to the end without disturbing the loop, a key added is
+        not visited and a key removed is skipped.
+        """
+        keys = self._keys()
+        for key in keys:
+            if key in self._map:
+                yield key
+
+    cdef list _keys(self):
+        cdef list keys = []
+        cdef _Node root = self._root
+        cdef PyObject* p = root.next
+        while p != <PyObject*>root:
+            keys.append((<_Node>p).key)
+            p = (<_Node>p).next
+        return keys
+
+    # -- the hooks the pure Cache methods call --------------------------------------
+
+    def _touch(self, key):
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is NULL:
+            return _MISSING
+        if _type_of(self) != self._flags_type:
+            self._refresh()
+        if self._reorder:
+            _move_to_end(self._root, <_Node>found)
+        return (<_Node>found).value
+
+    def _peek(self, key):
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is NULL:
+            return _MISSING
+        return (<_Node>found).value
+
+    def _update(self, key, value):
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is NULL:
+            return False
+        (<_Node>found).value = value
+        _move_to_end(self._root, <_Node>found)
+        return True
+
+    def _insert(self, key, value):
+        cdef _Node node = _Node.__new__(_Node)
+        node.key = key
+        node.value = value
+        self._map[key] = node
+        _append(self._root, node)
+
+    def _remove(self, key):
+        cdef _Node node = self._map.pop(key)
+        _unlink(node)
+        return node.value
+
+    def _victim(self):
+        cdef _Node root = self._root
+        if root.next == <PyObject*>root:
+            raise KeyError(f"{type(self).__name__} is empty")
+        return (<_Node>root.next).key
+
+    def _clear(self):
+        cdef _Node root = self._root
+        root.prev = <PyObject*>root
+        root.next = <PyObject*>root
+        self._map.clear()
+
+    # -- state: the same as the pure OrderedCache's __dict__ ------------------------
+
+    def __getstate__(self):
+        """The pure class's state: its `__dict__`, with `_data` an `OrderedDict`, oldest first."""
+        state = dict(self.__dict__)
+        data = OrderedDict()
+        cdef _Node root = self._root
+        cdef PyObject* p = root.next
+        while p != <PyObject*>root:
+            data[(<_Node>p).key] = (<_Node>p).value
+            p = (<_Node>p).next
+        state["_data"] = data
+        for name in _FIELDS:
+            state[name] = getattr(self, name)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        data = state.pop("_data")
+        for name in _FIELDS:
+            if name in state:
+                setattr(self, name, state.pop(name))
+        self.__dict__.update(state)
+        self._clear()
+        for key, value in data.items():
+            self._insert(key, value)
+
+    def __reduce_ex__(self, protocol):
+        import copyreg
+
+        return copyreg.__newobj__, (type(self),), self.__getstate__()
+
+
+cdef _traverseproc _core_traverse = NULL
+
+
+cdef int _traverse(PyObject* o, _visitproc visit, void* arg) noexcept:
+    # The generated traversal (the dict, the sizes), then what the untracked
+    # nodes hold: their references are the cache's, as far as the GC goes.
+    cdef int r = _core_traverse(o, visit, arg)
+    if r:
+        return r
+    cdef LinkedCore core = <LinkedCore>o
+    cdef _Node root = core._root
+    if root is None:
+        return 0
+    cdef PyObject* p = root.next
+    while p != <PyObject*>root:
+        r = visit(<PyObject*>(<_Node>p).key, arg)
+        if r:
+            return r
+        r = visit(<PyObject*>(<_Node>p).value, arg)
+        if r:
+            return r
+        p = (<_Node>p).next
+    return 0
+
+
+_core_traverse = (<_TypeObject*>LinkedCore).tp_traverse
+(<_TypeObject*>LinkedCore).tp_traverse = _traverse
+
+
+@cython.auto_pickle(False)
+cdef class CachedHit:
+    """The hit path of `cached(LRUCache(...))` or `cached(FIFOCache(...))`, compiled.
+
+    With `cached`'s default key (the positional arguments; keyword
+    arguments as `hashkey` adds them), a hit is the key's dict lookup in the
+    cache's core, the recency move and the cache's hit counter, all in C. A
+    miss counts one in the cache and calls `miss(key, args, kwargs)`: the
+    pure wrapper's single-flight call and store.
+    """
+
+    cdef LinkedCore _core
+    cdef object _miss
+    cdef dict __dict__
+
+    def __init__(self, LinkedCore cache, miss):
+        self._core = cache
+        self._miss = miss
+
+    def __call__(self, *args, **kwargs):
+        cdef object k = args
+        if kwargs:
+            k = args + _KWMARK + tuple(sorted(kwargs.items()))
+        cdef LinkedCore core = self._core
+        cdef PyObject* found = PyDict_GetItemWithError(core._map, k)
+        if found is not NULL:
+            if _type_of(core) != core._flags_type:
+                core._refresh()
+            if core._reorder:
+                _move_to_end(core._root, <_Node>found)
+            core._hits += 1
+            return (<_Node>found).value
+        core._misses += 1
+        return self._miss(k, args, kwargs)
+
+    def __get__(self, obj, objtype):
+        # A plain function binds to the instance it is read from; so does this.
+        if obj is None:
+            return self
+        from types import MethodType
+
+        return MethodType(self, obj)
+
+    def __reduce__(self):
+        # Pickled by reference, as the function it wraps would be.
+        return self.__qualname__
+
+
+# -- SIEVE ------------------------------------------------------------------------------
+
+
+@cython.final
+@cython.no_gc
+@cython.auto_pickle(False)
+cdef class _Mark:
+    # A SIEVE node: as _Node, with the visited bit. Borrowed links, as there.
+    cdef PyObject* prev
+    cdef PyObject* next
+    cdef object key
+    cdef object value
+    cdef bint visited
+
+
+@cython.auto_pickle(False)
+cdef class SieveCore:
+    """The hot paths of `SIEVECache`: a dict of linked nodes, oldest first, and the hand.
+
+    New entries go to the newest end and never move; a hit sets the visited
+    bit; eviction sweeps the hand from where it stopped toward the newest
+    end, clearing bits, and evicts the first clear entry (the pure
+    `SIEVECache._victim`, transcribed).
+    """
+
+    cdef dict _map
+    cdef _Mark _root
+    cdef _Mark _hand_node  # None: the hand starts at the oldest entry
+    cdef object _max
+    cdef Py_ssize_t _cap
+    cdef void* _flags_type
+    cdef bint _inline_evict
+    cdef bint _plain_missing
+    cdef public object _sizes
+    cdef public Py_ssize_t _hits
+    cdef public Py_ssize_t _misses
+    cdef public Py_ssize_t _evictions
+
+    def __cinit__(self, *args, **kwargs):
+        self._map = {}
+        cdef _Mark root = _Mark.__new__(_Mark)
+        root.prev = <PyObject*>root
+        root.next = <PyObject*>root
+        root.key = _MISSING
+        root.value = _MISSING
+        self._root = root
+        self._hand_node = None
+        self._max = 0
+        self._cap = 0
+        self._refresh()
+
+    cdef int _refresh(self) except -1:
+        cls = type(self)
+        self._flags_type = _type_of(self)
+        self._inline_evict = (
+            cls.popitem is _cache_popitem and cls.__delitem__ is SieveCore.__delitem__
+        )
+        self._plain_missing = cls.__missing__ is _cache_missing
+        return 0
+
+    def __init__(self, maxsize, getsizeof=None):
+        _cache_init(self, maxsize, getsizeof)
+
+    @property
+    def _maxsize(self):
+        return self._max
+
+    @_maxsize.setter
+    def _maxsize(self, value):
+        self._cap = _capacity(value)
+        self._max = value
+
+    def get(self, key, default=None):
+        """Return the value for `key` (marking it visited), or `default`.
+
+        Runtime complexity: O(1).
+        """
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is NULL:
+            self._misses += 1
+            return default
+        (<_Mark>found).visited = True
+        self._hits += 1
+        return (<_Mark>found).value
+
+    def __getitem__(self, key):
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if _type_of(self) != self._flags_type:
+            self._refresh()
+        if found is NULL:
+            self._misses += 1
+            if self._plain_missing:
+                raise KeyError(key)
+            return self.__missing__(key)
+        (<_Mark>found).visited = True
+        self._hits += 1
+        return (<_Mark>found).value
+
+    def __setitem__(self, key, value):
+        if self._sizes is not None:
+            _cache_setitem(self, key, value)
+            return
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is not NULL:
+            (<_Mark>found).value = value
+            (<_Mark>found).visited = True
+            return
+        if _type_of(self) != self._flags_type:
+            self._refresh()
+        if PyDict_Size(self._map) >= self._cap:
+            if self._inline_evict and PyDict_Size(self._map):
+                self._take(self._sweep())
+                self._evictions += 1
+            else:
+                self._make_room()
+        self._insert(key, value)
+
+    def __delitem__(self, key):
+        if self._sizes is not None:
+            _cache_delitem(self, key)
+            return
+        self._take(key)
+
+    def __contains__(self, key):
+        return PyDict_Contains(self._map, key) == 1
+
+    def __len__(self):
+        return PyDict_Size(self._map)
+
+    def __iter__(self):
+        # The dict's own order is the queue's (nodes never move), as the pure class iterates.
+        return iter(self._map)
+
+    cdef object _sweep(self):
+        cdef _Mark root = self._root
+        cdef _Mark node = self._hand_node
+        if node is None:
+            node = <_Mark>root.next
+        while node.visited:
+            node.visited = False
+            node = <_Mark>node.next
+            if node is root:
+                node = <_Mark>root.next
+        # _take moves the hand one step toward the newest end, as Sieve_evict does.
+        self._hand_node = node
+        return node.key
+
+    cdef object _take(self, object key):
+        cdef _Mark node = self._map.pop(key)
+        if node is self._hand_node:
+            self._hand_node = None if node.next == <PyObject*>self._root else <_Mark>node.next
+        (<_Mark>node.prev).next = node.next
+        (<_Mark>node.next).prev = node.prev
+        return node.value
+
+    # -- the hooks the pure Cache methods call --------------------------------------
+
+    def _touch(self, key):
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is NULL:
+            return _MISSING
+        (<_Mark>found).visited = True
+        return (<_Mark>found).value
+
+    def _peek(self, key):
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is NULL:
+            return _MISSING
+        return (<_Mark>found).value
+
+    def _update(self, key, value):
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        if found is NULL:
+            return False
+        (<_Mark>found).value = value
+        (<_Mark>found).visited = True
+        return True
+
+    def _insert(self, key, value):
+        cdef _Mark root = self._root
+        cdef _Mark node = _Mark.__new__(_Mark)
+        node.key = key
+        node.value = value
+        node.visited = False
+        self._map[key] = node
+        node.prev = root.prev
+        node.next = <PyObject*>root
+        (<_Mark>root.prev).next = <PyObject*>node
+        root.prev = <PyObject*>node
+
+    def _remove(self, key):
+        return self._take(key)
+
+    def _victim(self):
+        return self._sweep()
+
+    def _clear(self):
+        cdef _Mark root = self._root
+        root.prev = <PyObject*>root
+        root.next = <PyObject*>root
+        self._hand_node = None
+        self._map.clear()
+
+    # -- state: the pure SIEVECache's __getstate__ shape ------------------------------
+
+    def __getstate__(self):
+        """The pure class's state: entries oldest first with their bits, and the hand's key."""
+        state = dict(self.__dict__)
+        entries = []
+        cdef _Mark root = self._root
+        cdef PyObject* p = root.next
+        while p != <PyObject*>root:
+            entries.append(((<_Mark>p).key, (<_Mark>p).value, (<_Mark>p).visited))
+            p = (<_Mark>p).next
+        state["_entries"] = entries
+        state["_hand_key"] = None if self._hand_node is None else self._hand_node.key
+        for name in _FIELDS:
+            state[name] = getattr(self, name)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        entries = state.pop("_entries")
+        hand_key = state.pop("_hand_key")
+        for name in _FIELDS:
+            if name in state:
+                setattr(self, name, state.pop(name))
+        self.__dict__.update(state)
+        self._clear()
+        cdef PyObject* found
+        for key, value, visited in entries:
+            self._insert(key, value)
+            (<_Mark>PyDict_GetItemWithError(self._map, key)).visited = visited
+        if hand_key is not None:
+            found = PyDict_GetItemWithError(self._map, hand_key)
+            self._hand_node = <_Mark>found
+
+    def __reduce_ex__(self, protocol):
+        import copyreg
+
+        return copyreg.__newobj__, (type(self),), self.__getstate__()
+
+
+cdef _traverseproc _sieve_traverse = NULL
+
+
+cdef int _traverse_sieve(PyObject* o, _visitproc visit, void* arg) noexcept:
+    cdef int r = _sieve_traverse(o, visit, arg)
+    if r:
+        return r
+    cdef SieveCore core = <SieveCore>o
+    cdef _Mark root = core._root
+    if root is None:
+        return 0
+    cdef PyObject* p = root.next
+    while p != <PyObject*>root:
+        r = visit(<PyObject*>(<_Mark>p).key, arg)
+        if r:
+            return r
+        r = visit(<PyObject*>(<_Mark>p).value, arg)
+        if r:
+            return r
+        p = (<_Mark>p).next
+    return 0
+
+
+_sieve_traverse = (<_TypeObject*>SieveCore).tp_traverse
+(<_TypeObject*>SieveCore).tp_traverse = _traverse_sieve
