@@ -9,7 +9,13 @@ that `import scalekit` needs only the core dependencies:
 * `scalekit.sharding` - hash, range and time routers.
 
 `scalekit.testing` starts real Redis and ZooKeeper servers for tests.
+
+Like every library, scalekit's `scalekit` logger has a `logging.NullHandler`:
+its events (an ejection, a lost lease, a degraded near cache) are printed only
+where the application configures logging.
 """
+
+import logging as _logging
 
 from .exceptions import (
     ArgumentTypeError,
@@ -27,6 +33,8 @@ from .exceptions import (
     RoutingError,
     ScaleKitError,
 )
+
+_logging.getLogger("scalekit").addHandler(_logging.NullHandler())
 
 __version__ = "0.1.0"
 
