@@ -11,19 +11,19 @@ sweep settles what is left ``reserved``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import multiprocessing
 import multiprocessing.connection
 import signal
 import threading
 import time
-from collections.abc import Iterator
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalekit import BackendError, ConfigurationError
 
+from . import datadir
 from .resharding import ShardAdder
 from .service import Recovery, Shop
 from .simulation import Settings, Summary, build_shop, prepare, work
@@ -110,20 +110,28 @@ class ShopRun:
         self.directory.mkdir(parents=True, exist_ok=True)
         fresh = not (self.directory / "catalog.sqlite3").exists()
         if settings.backend == "memory":
-            # Memory locks start their tokens anew in each process: with this
-            # directory to ourselves no older claim can be alive, so the
-            # stored fences may start anew too.
-            self._exit.enter_context(_exclusive(self.directory))
+            # Memory locks do not cross processes: this run needs the
+            # directory to itself, for its whole length (datadir.py).
+            self._exit.enter_context(datadir.alone(self.directory, "a memory-lock run"))
+        _check_shards(self.directory, settings)
         storage = prepare(self.directory, settings)
         self.storage = storage
         namespace = storage.catalog.shop_id
         backends = settings.backends(namespace)  # fails fast on a dead or wrong backend
         self._exit.callback(backends.close)
+        # Memory tokens start at 1 in each run; another backend's are not comparable.
+        source = settings.fence_source()
+        if settings.backend == "memory":
+            source = f"memory:{uuid.uuid4().hex}"
+        reset = storage.catalog.adopt_fences(source)
         self.shop = build_shop(self.directory, settings, backends, worker=-1)
         if not fresh:
-            if settings.backend == "memory":
-                storage.catalog.reset_fences()
             self.summary.catalog = "reused (stock, fences and orders carried over)"
+            if reset and settings.backend != "memory":
+                self.summary.catalog = (
+                    f"reused (stock and orders carried over; fences reset for {settings.backend} "
+                    "tokens)"
+                )
             swept = self.shop.recover()
             self.summary.recovery.append(f"before the run: {swept}")
             self.summary.units_swept += swept.units_returned
@@ -239,17 +247,23 @@ class ShopRun:
         return total
 
 
-@contextlib.contextmanager
-def _exclusive(directory: Path) -> Iterator[None]:
-    with open(directory / ".memory-run.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigurationError(
-                f"data directory {str(directory)!r} is in use by another memory-lock run; "
-                "memory locks do not cross processes (use --redis or --zookeeper)"
-            ) from None
-        yield
+def _check_shards(directory: Path, settings: Settings) -> None:
+    """Refuse a --shards that differs from the shards the directory already has.
+
+    Users are placed by jump hash over the shard count: another count would
+    route existing users to shards that do not hold their orders.
+    """
+    found = 0
+    while (directory / f"shard{found}.sqlite3").exists():
+        found += 1
+    if not found or found == settings.shards:
+        return
+    if settings.add_shard_at is not None and found == settings.shards + 1:
+        return  # a shard being added (or added already: resharding.plan says which)
+    raise ConfigurationError(
+        f"--shards {settings.shards}: data directory {str(directory)!r} has {found} shards "
+        f"(shard0..shard{found - 1}); give --shards {found}"
+    )
 
 
 def run(

@@ -205,7 +205,7 @@ class Shop:
         """
 
         def write(claim: StockClaim, lease: Lease) -> bool:
-            if not self.catalog.set_price(sku, lease, claim.left, price_cents):
+            if not self.catalog.set_price(sku, lease, price_cents):
                 self._count("fence_rejections")
                 raise CheckoutRejected(f"price write for {sku} fenced off", "fenced off")
             return True
@@ -418,9 +418,15 @@ class Shop:
         def give(claim: StockClaim, lease: Lease) -> bool:
             if not claim.held:
                 return False
-            if not self.catalog.give_back(sku, lease, order.order_id, claim.left + claim.held):
+            outcome = self.catalog.give_back(sku, lease, order.order_id, claim.left + claim.held)
+            if outcome == "fenced":
                 self._count("fence_rejections")
                 raise CheckoutRejected(f"stock return for {sku} fenced off", "fenced off")
+            if outcome == "not voided":
+                raise CheckoutRejected(
+                    f"order {order.order_id}'s payment was not voided: its stock stays held",
+                    "not voided",
+                )
             return True
 
         self._under_fence(sku, order.order_id, give)

@@ -72,6 +72,10 @@ class Settings:
             return "redis-cluster"
         return "redis" if self.redis else "zookeeper" if self.zookeeper else "memory"
 
+    def fence_source(self) -> str:
+        """The lock backend whose tokens this run's fences hold (``catalog.adopt_fences``)."""
+        return f"{self.backend}:{self.redis or self.redis_cluster or self.zookeeper or ''}"
+
     def backends(self, namespace: str, worker: int | None = None) -> Backends:
         redis_url = self.redis
         if worker is not None and self.redis is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from scalekit.sharding import HashRouter, TimeRouter
 
+from . import datadir
 from .catalog import Catalog
 from .db import Database
 
@@ -69,6 +71,9 @@ class ShopStorage:
     def __init__(self, directory: Path, shards: int = 4) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
+        # This process uses the directory while this object lives (datadir.py).
+        datadir.share(directory)
+        weakref.finalize(self, datadir.leave, directory)
         self.catalog = Catalog(Database(directory / "catalog.sqlite3"))
         self.shard_names = [f"shard{i}" for i in range(shards)]
         self.shards = {name: Database(directory / f"{name}.sqlite3") for name in self.shard_names}
