@@ -12,6 +12,7 @@ import gc
 import threading
 from pathlib import Path
 
+from examples.shop.service import Shop
 from examples.shop.simulation import Settings, build_shop, prepare
 from examples.shop.storage import ShopStorage
 from scalekit.testing import RedisServer, ZooKeeperServer
@@ -34,7 +35,7 @@ def test_a_memory_run_is_refused_while_a_redis_user_holds_a_claim_on_the_directo
     admin = build_shop(tmp_path, settings, backends, hold_hook=hold)
     errors: list[BaseException] = []
 
-    def change() -> None:
+    def change(admin: Shop = admin) -> None:
         try:
             admin.set_price("hot-0", 2500)
         except BaseException as exc:  # reported below
