@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
+import sqlite3
 import threading
 import time
 import uuid
@@ -26,7 +28,7 @@ from scalekit import BackendError, ConfigurationError
 from . import datadir
 from .resharding import ShardAdder
 from .service import Recovery, Shop
-from .simulation import Settings, Summary, build_shop, prepare, work
+from .simulation import STOP, Settings, Summary, build_shop, prepare, work
 from .storage import ShopStorage
 
 if TYPE_CHECKING:
@@ -42,6 +44,9 @@ def _worker_main(
     conn: multiprocessing.connection.Connection,
     load_started: Any = None,
 ) -> None:
+    # Ctrl-C (to the process group, or forwarded by the parent) stops this
+    # worker's buyers; its summary still goes back.
+    signal.signal(signal.SIGINT, lambda *_: STOP.set())
     try:
         summary = work(settings, directory, worker, namespace, buyers, None, load_started)
         conn.send(("ok", summary))
@@ -157,8 +162,32 @@ class ShopRun:
             self.workers.append(Worker(i, proc, receive))
 
     def wait(self) -> tuple[ShopStorage, Summary]:
-        """Wait for the load to end, sweep what is left reserved and return the results."""
+        """Wait for the load to end, sweep what is left reserved and return the results.
+
+        Ctrl-C (SIGINT) during the load stops it: every buyer ends after its
+        current step, the workers report, the sweep runs, and
+        ``summary.interrupted`` says so.
+        """
         assert self.storage is not None and self.shop is not None, "start() first"
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, self._interrupt)
+        try:
+            return self._wait()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            STOP.clear()
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        self.summary.interrupted = True
+        STOP.set()
+        for w in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGINT)
+
+    def _wait(self) -> tuple[ShopStorage, Summary]:
+        assert self.storage is not None and self.shop is not None
         adder = None
         if self.settings.add_shard_at is not None:
             assert self.shop.storage.migration is not None
@@ -190,6 +219,7 @@ class ShopRun:
             swept = self._sweep()
             self.summary.recovery.append(f"after the run: {swept}")
             self.summary.units_swept += swept.units_returned
+            self.summary.left_reserved = swept.left_reserved
         finally:
             self._exit.close()
         for key, n in self.shop.errors.items():
@@ -200,9 +230,13 @@ class ShopRun:
         deadline = time.monotonic() + self.settings.duration + self.settings.grace
         pending = {w.conn: w for w in self.workers}
         while pending:
+            if STOP.is_set():  # interrupted: the buyers end their step, then report
+                deadline = min(deadline, time.monotonic() + self.settings.grace)
             ready = multiprocessing.connection.wait(
-                list(pending), timeout=max(0.0, deadline - time.monotonic())
+                list(pending), timeout=min(0.2, max(0.0, deadline - time.monotonic()))
             )
+            if not ready and time.monotonic() < deadline:
+                continue
             if not ready:
                 for w in pending.values():
                     w.process.kill()
@@ -230,13 +264,24 @@ class ShopRun:
         for w in self.workers:
             w.conn.close()
 
+    def _still_reserved(self) -> int:
+        assert self.storage is not None
+        try:
+            return len(self.storage.reserved_orders(float("inf")))
+        except sqlite3.OperationalError:
+            return 1  # unknown, but not none
+
     def _sweep(self) -> Recovery:
         assert self.shop is not None
         # Nothing is in flight any more: every order still reserved is stale.
         # A backend still down leaves some for the next run's sweep.
         total = Recovery()
         for attempt in range(3):
-            swept = self.shop.recover()
+            try:
+                swept = self.shop.recover()
+            except sqlite3.OperationalError as exc:  # a database locked or a disk full
+                self.shop.note(exc, "recovery")
+                swept = Recovery(left_reserved=self._still_reserved())
             total.completed += swept.completed
             total.released += swept.released
             total.units_returned += swept.units_returned

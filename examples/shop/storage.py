@@ -68,15 +68,18 @@ class Order:
 class ShopStorage:
     """The catalog database and the user shards, in one directory."""
 
-    def __init__(self, directory: Path, shards: int = 4) -> None:
+    def __init__(self, directory: Path, shards: int = 4, busy_timeout: float = 30.0) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         # This process uses the directory while this object lives (datadir.py).
         datadir.share(directory)
         weakref.finalize(self, datadir.leave, directory)
-        self.catalog = Catalog(Database(directory / "catalog.sqlite3"))
+        self.busy_timeout = busy_timeout
+        self.catalog = Catalog(Database(directory / "catalog.sqlite3", busy_timeout))
         self.shard_names = [f"shard{i}" for i in range(shards)]
-        self.shards = {name: Database(directory / f"{name}.sqlite3") for name in self.shard_names}
+        self.shards = {
+            name: Database(directory / f"{name}.sqlite3", busy_timeout) for name in self.shard_names
+        }
         self.router = HashRouter(self.shard_names, strategy="jump")
         self.months = TimeRouter("month", "orders_{:%Y_%m}")
         # Set while a shard is being added (see resharding.py).

@@ -61,7 +61,7 @@ def test_a_memory_run_is_refused_while_a_redis_user_holds_a_claim_on_the_directo
     }
     assert_conserved(storage)
     backends.close()
-    del admin, storage
+    del admin, storage, change, thread
     gc.collect()  # this process no longer uses the directory
     later = _shop_cli("--duration", "1", "--data", str(tmp_path))
     assert later.returncode == 0, later.stdout + later.stderr

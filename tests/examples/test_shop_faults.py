@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
+from examples.shop.audit import audit
 from examples.shop.backends import MAX_STALENESS
-from examples.shop.faults import run_schedule
+from examples.shop.faults import Fault, Outcome, run_schedule
 from examples.shop.report import exit_status, report
 from examples.shop.runner import ShopRun, run
 from examples.shop.service import Shop
-from examples.shop.simulation import Settings, build_shop, prepare
+from examples.shop.simulation import Settings, Summary, build_shop, prepare
 from scalekit import BackendUnavailableError
 from scalekit.testing import RedisClusterServers, RedisServer, TCPProxy, find_free_port
 
@@ -392,4 +393,33 @@ def test_a_seeded_fault_schedule_keeps_the_audit_exact(
     assert outcome.oversold == 0, faults
     assert outcome.audit.exact, (faults, outcome.audit.problems)
     assert any("killed by SIGKILL" in line for line in outcome.summary.died), outcome.summary.died
+    assert outcome.ok, (faults, outcome.problems)
     assert_conserved(outcome.storage)
+
+
+def test_the_soak_fails_when_nothing_ran_or_a_worker_died_unplanned(tmp_path: Path) -> None:
+    """A soak that ran nothing, or whose workers died beyond the planned kill, is not a pass."""
+    refused = subprocess.run(
+        [sys.executable, "-m", "benchmarks.shop", "soak", "--seconds", "1", "--duration", "-1"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "--duration must be seconds in (0, 600), got -1" in refused.stderr
+    settings = Settings(duration=1.0)
+    storage = prepare(tmp_path, settings)
+    faults = [Fault(at=0.5, kind="kill", worker=1, seconds=1.0)]
+    summary = Summary(placed=10, died=["worker 1 (pid 7) died: killed by SIGKILL"])
+    outcome = Outcome(1, faults, storage, summary, audit(storage), 0, 1.0)
+    assert outcome.ok, outcome.problems  # the planned kill only
+    summary.died.append("worker 0: buyer died: NoNodeError: ")
+    summary.died.append("worker 2 (pid 9) died: exit code 1")
+    assert outcome.problems == [
+        "unplanned death: worker 0: buyer died: NoNodeError: ",
+        "unplanned death: worker 2 (pid 9) died: exit code 1",
+    ]
+    idle = Outcome(2, faults, storage, Summary(), audit(storage), 0, 1.0, ["no order within 60s"])
+    assert idle.problems == ["no order was placed", "no order within 60s"]
