@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import datadir
 from .storage import ShopStorage
 
 
@@ -38,6 +39,7 @@ class Audit:
     problems: list[str] = field(default_factory=list)
     charges: int = 0
     paid_orders: int = 0
+    concurrent: bool = False  # another process used the data directory meanwhile
 
     @property
     def exact(self) -> bool:
@@ -57,11 +59,27 @@ class Audit:
         return (
             f"audit (initial = left + sold + reserved): {verdict}; all {len(self.skus)} SKUs "
             f"{total}; {shown}; {self.charges} charges for {self.paid_orders} paid orders"
+            + (
+                "; another process was using the data directory: orders in flight checked "
+                "between their states before and after"
+                if self.concurrent
+                else ""
+            )
         )
 
 
 def audit(storage: ShopStorage) -> Audit:
-    """Check conservation of stock and agreement of stock, orders and charges."""
+    """Check conservation of stock and agreement of stock, orders and charges.
+
+    Alone on the data directory, every check is exact. While another
+    process uses it (`datadir.others_present`: a second run, an admin
+    tool), its orders may move between the catalog's read and the shards':
+    orders are then read before and after the catalog, and the catalog's
+    sold units and charges must lie between the two (`Audit.concurrent`).
+    The conservation identity is exact either way (one catalog transaction).
+    """
+    if datadir.others_present(storage.directory):
+        return _concurrent_audit(storage)
     ledger = storage.catalog.audit()
     paid = storage.units("paid")
     in_flight = storage.units("reserved")
@@ -102,3 +120,42 @@ def oversold(storage: ShopStorage) -> int:
     for sku, row in storage.catalog.audit().items():
         over += max(0, sold.get(sku, 0) - row.initial) + max(0, -row.left)
     return over
+
+
+def _concurrent_audit(storage: ShopStorage) -> Audit:
+    """The audit while other processes' orders move (see `audit`).
+
+    Orders only leave ``reserved`` (for ``paid`` after the catalog sold
+    their units and recorded the charge, or ``released`` after their units
+    went back), so with *before* read first and *after* last: paid units
+    before <= sold <= paid + reserved units after, and likewise for charges.
+    """
+    result = Audit(concurrent=True)
+    paid_before = storage.units("paid")
+    counts_before = storage.order_counts()
+    ledger = storage.catalog.audit()
+    result.charges = storage.charge_count()
+    paid_after, reserved_after = storage.units("paid"), storage.units("reserved")
+    counts_after = storage.order_counts()
+    for sku, row in sorted(ledger.items()):
+        result.skus[sku] = SkuLine(row.initial, row.left, row.sold, row.held)
+        if not row.exact:
+            result.problems.append(
+                f"{sku}: initial {row.initial} != left {row.left} + held {row.held} "
+                f"+ sold {row.sold}"
+            )
+        low, high = paid_before.get(sku, 0), paid_after.get(sku, 0) + reserved_after.get(sku, 0)
+        if not low <= row.sold <= high:
+            result.problems.append(
+                f"{sku}: {row.sold} units sold in the stock ledger, outside the {low}..{high} "
+                "in paid orders (then paid or reserved) around it"
+            )
+    paid_low = sum(c.get("paid", 0) for c in counts_before.values())
+    result.paid_orders = sum(c.get("paid", 0) for c in counts_after.values())
+    high = result.paid_orders + sum(c.get("reserved", 0) for c in counts_after.values())
+    if not paid_low <= result.charges <= high:
+        result.problems.append(
+            f"{result.charges} charges in the ledger, outside the {paid_low}..{high} paid "
+            "(then paid or reserved) orders around it"
+        )
+    return result

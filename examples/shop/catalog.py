@@ -174,17 +174,26 @@ class Catalog:
         """
         if self.fence_source() == source:
             return False
+        with self.db.transaction() as conn:
+            (highest,) = conn.execute("SELECT COALESCE(MAX(fence), 0) FROM stock").fetchone()
+            if not highest:  # nothing to lower: recording the source is safe at any time
+                self._set_fence_source(conn, source)
+                return False
         with (
             datadir.alone(self.db.path.parent, "a run on another lock backend"),
             self.db.transaction() as conn,
         ):
             conn.execute("UPDATE stock SET fence = 0, holder = ''")
-            conn.execute(
-                "INSERT INTO meta VALUES ('fence_source', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (source,),
-            )
+            self._set_fence_source(conn, source)
         return True
+
+    @staticmethod
+    def _set_fence_source(conn: sqlite3.Connection, source: str) -> None:
+        conn.execute(
+            "INSERT INTO meta VALUES ('fence_source', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (source,),
+        )
 
     # -- the fence -----------------------------------------------------------
     def _store(self, conn: sqlite3.Connection) -> SQLFencedStore:

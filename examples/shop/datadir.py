@@ -22,12 +22,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 from scalekit import ConfigurationError
 
+# Seconds a process waits for a directory another one holds exclusively.
+_WAIT = 2.0
 _mutex = threading.Lock()
 # resolved directory -> [handle, users in this process, held exclusively]
 _held: dict[Path, list[object]] = {}
@@ -50,9 +53,17 @@ def share(directory: Path) -> None:
             entry[1] = int(entry[1]) + 1  # type: ignore[call-overload]
             return
         handle = open(key / ".users.lock", "a+")  # noqa: SIM115 - held until the last user leaves
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+        # Another process may hold it exclusively for a moment (`others_present`);
+        # a memory run holds it for its whole length.
+        end = time.monotonic() + _WAIT
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < end:
+                    time.sleep(0.01)
+                    continue
             handle.close()
             raise ConfigurationError(
                 f"data directory {str(directory)!r} is in use by a memory-lock run, which "

@@ -121,3 +121,40 @@ def test_a_different_shard_count_on_a_used_directory_is_refused_naming_the_count
     assert "give --shards 4" in fewer.stderr
     assert fewer.stdout == ""
     assert_conserved(ShopStorage(tmp_path, 4))
+
+
+def test_two_runs_at_once_on_one_directory_both_report_an_exact_audit(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The run that ends first audits while the other still sells (about 6 s)."""
+    import subprocess
+    import sys
+    import time
+
+    from .test_shop import ROOT, _env
+
+    def start(duration: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [
+                *(sys.executable, "-m", "examples.shop", "--redis", redis_server.url),
+                *("--buyers", "8", "--duration", duration, "--data", str(tmp_path)),
+            ],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    longer = start("5")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "catalog.sqlite3").exists():
+        assert time.monotonic() < deadline and longer.poll() is None
+        time.sleep(0.05)
+    shorter = start("1.5")
+    outs = [shorter.communicate(timeout=120), longer.communicate(timeout=120)]
+    for child, (stdout, stderr) in zip((shorter, longer), outs, strict=True):
+        assert child.returncode == 0, stdout + stderr
+        assert "audit (initial = left + sold + reserved): exact;" in stdout, stdout
+    assert "another process was using the data directory" in outs[0][0], outs[0][0]
+    assert_conserved(ShopStorage(tmp_path, 4))
