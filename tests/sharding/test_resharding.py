@@ -189,6 +189,7 @@ class History:
         self.counters: dict[str, int] = {}
         self.strings: dict[str, int] = {}  # the last version SET, or DELeted at
         self.deleted: dict[str, bool] = {}
+        self.deleting: set[str] = set()  # a DEL sent, not yet acknowledged
         self.hashes: dict[str, dict[str, int]] = {}
         self.appends: dict[str, str] = {}
         self.errors: list[str] = []
@@ -251,10 +252,14 @@ def run_history(
             elif kind == 1:
                 key = strings[local.choice(mine)]
                 gone = local.random() < 0.25
+                if gone:
+                    with history.lock:
+                        history.deleting.add(key)  # from now on a read may see it gone
                 router.execute(key, *(("DEL",) if gone else ("SET", version)))
                 with history.lock:
                     history.strings[key] = version
                     history.deleted[key] = gone
+                    history.deleting.discard(key)
                 value = router.execute(key, "GET")  # only this writer writes the key
                 if value != (None if gone else str(version)):
                     with history.lock:
@@ -287,10 +292,11 @@ def run_history(
             key = local.choice(strings)
             floor, gone = history.strings[key], history.deleted[key]
             value = router.execute(key, "GET")
+            deleting = key in history.deleting  # a DEL sent before the reply
             if gone and value is not None and int(value) <= floor:  # resurrected
                 history.errors.append(f"{key} read {value}, deleted at {floor}")
-            if not gone and value is None and history.strings[key] != floor:
-                return  # the key's writer deleted it since (with a later version)
+            if not gone and value is None and (history.strings[key] != floor or deleting):
+                return  # the key's writer deleted it since, or is deleting it
             if not gone and (value is None or int(value) < floor):
                 history.errors.append(f"{key} read {value}, {floor} acknowledged")
         elif kind == 2:

@@ -2,9 +2,10 @@
 
 The Hypothesis model drives the real store through forward moves,
 rollbacks, resumes and completion (about 5 s). The randomized history runs
-3 seeds of about 7 s each (twice that on a loaded machine): writers in threads doing SET, INCR, HSET (rows of
-a second table) and APPEND, while mover processes are killed with SIGKILL,
-stopped with SIGSTOP past the move timeout and restarted.
+3 seeds of about 7 s each (twice that on a loaded machine): writers in
+threads doing SET, INCR, HSET (rows of a second table) and APPEND, while
+mover processes are killed with SIGKILL, stopped with SIGSTOP past the move
+timeout and restarted.
 """
 
 from __future__ import annotations
@@ -153,23 +154,31 @@ def test_a_command_cancels_the_move_of_a_stopped_mover_after_the_timeout(tmp_pat
     stores = {"A": stopping, "B": SQLiteShardStore(tmp_path / "B.sqlite3", kv.TABLES)}
     router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
     client = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
-    key = moving(router, "c", 1)[0]
+    key, gone = moving(router, "c", 2)
     router.plan()
     assert client.execute(key, kv.set_, "10") is True  # planned: on the old placement
+    assert client.execute(gone, kv.set_, "x") is True
     router.start()
     moved: list[int] = []
     mover = threading.Thread(
-        target=lambda: moved.append(stopping.move([key], stores["B"], name=router.name)),
-        daemon=True,
-    )
+        target=lambda: moved.append(router.move(limit=10)), daemon=True
+    )  # the mover's scan passes the key here: only the cancellation record brings it back
     mover.start()
     assert stopping.stopped.wait(10)
     assert client.execute(key, kv.incr) == 11  # waited for the mover, then cancelled its move
     assert 0.5 <= sum(waits) <= 0.5 + 0.05
+    assert stores["A"].resolve(router.name, [key], stores["B"]) == ["c"]  # cancelled, kept
+    assert client.execute(gone, kv.delete) == 1  # cancelled too, then deleted
     stopping.go.set()
     mover.join(10)
-    assert moved == [0]  # the commit point found its record gone: nothing moved
+    assert not mover.is_alive()
     assert holders(tmp_path, key) == ["A"] and client.execute(key, kv.get) == "11"
+    # The mover hears of the cancellations, moves the key again and forgets the deleted one.
+    assert sorted(stores["A"].in_doubt(router.name)) == sorted([key, gone])
+    assert router.move(limit=10) == 2
+    assert stores["A"].in_doubt(router.name) == []
+    assert holders(tmp_path, gone) == []
+    assert stores["A"].resolve(router.name, [key], stores["B"]) == ["n"]
     assert router.complete() is router.new
     assert holders(tmp_path, key) == ["B"] and client.execute(key, kv.get) == "11"
 
@@ -411,3 +420,92 @@ def test_a_stopped_process_holding_the_write_lock_fails_calls_in_bounded_time(
         holder.wait(10)
     assert router.complete() is router.new
     assert holders(tmp_path, key) == ["B"] and router.execute(key, kv.get) == "2"
+
+
+class DiesAfterCommit(SQLiteShardStore):
+    """A mover killed after the commit point, before the target promoted the rows."""
+
+    def _finish(self, name: str, records: Any, target: SQLiteShardStore) -> None:
+        if records and not getattr(self, "died", False):
+            self.died = True
+            raise BackendUnavailableError("killed")
+        super()._finish(name, records, target)
+
+
+def test_a_client_promotes_the_rows_a_killed_mover_committed(tmp_path: Path) -> None:
+    stores_at(tmp_path)
+    dying = DiesAfterCommit(tmp_path / "A.sqlite3", kv.TABLES)
+    stores = {"A": dying, "B": SQLiteShardStore(tmp_path / "B.sqlite3", kv.TABLES)}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    key, other = moving(router, "m", 2)
+    router.plan()
+    for k in (key, other):
+        router.execute(k, kv.set_, "5")
+        router.execute(k, kv.hset, "f", 1)
+    router.start()
+    with pytest.raises(BackendUnavailableError):
+        dying.move([key, other], stores["B"], name=router.name)
+    assert holders(tmp_path, key) == holders(tmp_path, other) == []  # staged on B only
+    assert sorted(dying.in_doubt(router.name)) == sorted([key, other])
+    client = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    assert client.execute(key, kv.incr) == 6  # settled: the staged rows promoted first
+    assert client.execute(key, kv.hgetall) == {"f": 1}
+    assert holders(tmp_path, key) == ["B"] and dying.in_doubt(router.name) == [other]
+    assert dying.resolve(router.name, [other, key], stores["B"]) == ["m", "n"]
+    assert holders(tmp_path, other) == ["B"] and client.execute(other, kv.get) == "5"
+    assert router.complete() is router.new
+    with sqlite3.connect(tmp_path / "B.sqlite3") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM scalekit_reshard_stage").fetchone() == (0,)
+
+
+def test_routers_of_a_forgotten_migration_are_refused_on_sqlite(tmp_path: Path) -> None:
+    stores = stores_at(tmp_path)
+
+    def make() -> MigratingRouter[str]:
+        return MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores, name="users")
+
+    mover, early, late = make(), make(), make()
+    key = moving(mover, "f", 1)[0]
+    still = next(f"q{i}" for i in range(1000) if not mover.moves(f"q{i}"))
+    with pytest.raises(ConfigurationError, match="cannot forget migration 'users': it is not"):
+        mover.forget()
+    mover.plan()
+    assert mover.state == MigrationState(1, "planned")
+    assert early.execute(key, kv.set_, "1") is True
+    mover.start()
+    with pytest.raises(ConfigurationError, match="it is forward; complete"):
+        mover.forget()
+    mover.complete()
+    assert late.execute(key, kv.incr) == 2 and late.phase == "complete"
+    mover.forget()
+    assert mover.state == MigrationState(4, "forgotten")
+    assert stores["A"].read_state("users") == MigrationState(4, "forgotten")
+    mover.forget()  # again: nothing changes
+    assert stores["B"].read_state("users") == MigrationState(4, "forgotten")
+    for stale in (early, late, make()):
+        for k in (key, still):
+            with pytest.raises(RoutingError, match="migration 'users' was forgotten"):
+                stale.execute(k, kv.set_, "lost")
+    again = make()
+    again.plan()
+    assert again.state == MigrationState(5, "planned", 5)
+    again.start()
+    assert again.state == MigrationState(6, "forward", 5)
+    for stale in (early, late):
+        with pytest.raises(RoutingError, match="was forgotten"):
+            stale.execute(key, kv.set_, "lost")
+    fresh = make()
+    assert fresh.execute(key, kv.get) == "2" and fresh.state == MigrationState(6, "forward", 5)
+    again.rollback()  # every later state of this migration records where it began
+    assert fresh.execute(key, kv.incr) == 3 and fresh.state == MigrationState(7, "reverse", 5)
+    again.resume()
+    again.complete()
+    assert fresh.execute(key, kv.get) == "3" and fresh.state == MigrationState(9, "complete", 5)
+    again.forget()  # the tombstone keeps where the forgotten migration began
+    assert stores["A"].read_state("users") == MigrationState(10, "forgotten", 5)
+    assert MigrationState.decode("6:forward:5") == MigrationState(6, "forward", 5)
+    assert MigrationState(6, "forward", 5).encode() == "6:forward:5"
+    assert MigrationState(2, "forward").encode() == "2:forward"
+    for bad in ("6:forward:7", "6:forward:x", "6:sideways"):
+        with pytest.raises(RoutingError, match="unreadable migration state"):
+            MigrationState.decode(bad)

@@ -429,7 +429,7 @@ class MigratingRouter(Generic[S]):
             final = "complete" if state.phase == "forward" else "aborted"
             if self._settle_all():  # pragma: no cover - move() just settled every doubt
                 raise RoutingError(f"migration {self.name!r} still had keys in doubt")
-            self._record(MigrationState(state.epoch + 1, final))
+            self._record(MigrationState(state.epoch + 1, final, state.since))
             for store in self._distinct():
                 store.sweep(self.name)
             return self.new if final == "complete" else self.old
@@ -519,7 +519,7 @@ class MigratingRouter(Generic[S]):
                     f"cannot turn {phase}: the migration is moving {state.phase} already"
                 )
             self._settle_all()
-            self._record(MigrationState(state.epoch + 1, phase))
+            self._record(MigrationState(state.epoch + 1, phase, state.since))
 
     def _ends(self, key: Any, holder: ShardStore) -> tuple[S, S] | None:
         """(source, target) of the move of *key* whose doubt *holder* records."""
