@@ -153,3 +153,41 @@ def test_a_worker_frozen_inside_a_catalog_transaction_kills_no_other_buyer(
     assert summary.errors["OperationalError (buyer)"] > 0, summary.errors
     assert summary.placed > 0
     assert_conserved(storage)
+
+
+def test_a_cluster_master_killed_and_left_down_gives_a_report_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    """4 workers on a 3-master Cluster; one master is killed 1 s in and stays down (~20 s).
+
+    The other masters answer CLUSTERDOWN ("The cluster is down"): an outage
+    buyers count, and the sweep leaves what it cannot settle for the next run.
+    """
+    from scalekit.testing import RedisClusterServers
+
+    with RedisClusterServers(appendonly=True) as cluster:
+        child = _cli(
+            *("--redis-cluster", cluster.nodes[0].url, "--workers", "4", "--buyers", "8"),
+            *("--duration", "5", "--hot-stock", "100000", "--data", str(tmp_path)),
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not _has_orders(tmp_path / "catalog.sqlite3"):
+                assert child.poll() is None, child.communicate()
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(1.0)  # a second of load, then the fault
+            cluster.nodes[1].kill()
+            stdout, stderr = child.communicate(timeout=120)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    report = _report(stdout)
+    assert "Traceback" not in stderr, stderr[:3000]
+    assert report["audit (initial = left + sold + reserved)"].split(";")[0].endswith("exact")
+    assert report["oversold"] == "oversold: 0"
+    assert "DIED" not in report, stdout
+    assert any(k.startswith("  BackendUnavailableError (") for k in report), stdout
+    assert child.returncode == (1 if "NOT SETTLED" in report else 0), stdout
+    assert_conserved(ShopStorage(tmp_path, 4), settled="NOT SETTLED" not in report)
