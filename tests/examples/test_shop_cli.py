@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from scalekit.testing import RedisServer
+
 from .test_shop import _shop_cli
 
 
@@ -47,3 +49,12 @@ def test_odd_input_exits_2_naming_the_option_the_value_and_what_was_expected(
     assert message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     assert out.stdout == ""
+
+
+def test_a_database_number_redis_refuses_exits_2_naming_the_url(redis_server: RedisServer) -> None:
+    url = f"redis://{redis_server.host}:{redis_server.port}/99"
+    out = _shop_cli("--redis", url, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"--redis {url}: Redis refused it:" in out.stderr, out.stderr
+    assert "DB index is out of range" in out.stderr
+    assert "Traceback" not in out.stderr
