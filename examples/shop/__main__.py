@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
             except (BackendUnavailableError, ConfigurationError) as exc:
                 print(f"python -m examples.shop: error: {exc}", file=sys.stderr)
                 return 2
+            except KeyboardInterrupt:  # Ctrl-C before the load started: nothing ran
+                print("python -m examples.shop: interrupted before the load", file=sys.stderr)
+                return 130
             except (sqlite3.OperationalError, OSError) as exc:  # before the load started
                 print(
                     f"python -m examples.shop: error: the data directory {str(directory)!r} "
