@@ -11,8 +11,11 @@ on the SKU's ``stock`` row, kept by scalekit's
   lease (two holders given one token by a lock server that lost its
   counter cannot both pass);
 * the write that follows (take or give back units, change the price)
-  applies only while the fence is still that lease's, so any newer claim
-  in between voids it.
+  applies only while the fence is still exactly that lease's claim, so any
+  newer claim in between voids it, and so do fences lowered since
+  (`adopt_fences`, which lowers them only while no other process uses the
+  data directory). A price change writes only the price; giving units back
+  also needs the order's payment intent voided first.
 
 Every stock change writes a row of ``reservations`` in the same
 transaction: units ``held`` for an unpaid order, ``sold`` once it is paid,

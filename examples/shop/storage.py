@@ -66,7 +66,14 @@ class Order:
 
 
 class ShopStorage:
-    """The catalog database and the user shards, in one directory."""
+    """The catalog database and the user shards, in one directory.
+
+    While it lives, this process counts as a user of the directory
+    (`datadir.share`): a memory-lock run elsewhere is refused meanwhile.
+
+    Raises:
+        ConfigurationError: a memory-lock run has the directory to itself.
+    """
 
     def __init__(self, directory: Path, shards: int = 4, busy_timeout: float = 30.0) -> None:
         directory.mkdir(parents=True, exist_ok=True)
