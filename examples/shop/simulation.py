@@ -359,7 +359,7 @@ def work(
         if fallbacks:
             out.error(
                 BackendUnavailableError(
-                    f"{fallbacks} product loads served from the database while Redis was down"
+                    "product loads served from the database while Redis was unavailable"
                 ),
                 "product cache fallback",
             )
