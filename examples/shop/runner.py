@@ -132,7 +132,7 @@ class ShopRun:
         self.shop = build_shop(self.directory, settings, backends, worker=-1)
         if not fresh:
             self.summary.catalog = "reused (stock, fences and orders carried over)"
-            if reset and settings.backend != "memory":
+            if reset:
                 self.summary.catalog = (
                     f"reused (stock and orders carried over; fences reset for {settings.backend} "
                     "tokens)"
