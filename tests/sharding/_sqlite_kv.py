@@ -83,7 +83,7 @@ def mover_main(a: str, b: str, steps: str) -> None:
     from scalekit.sharding.sqlite_store import SQLiteShardStore
 
     stores = {
-        name: SQLiteShardStore(path, TABLES, move_timeout=0.2)
+        name: SQLiteShardStore(path, TABLES, move_timeout=0.2, busy_timeout=30)
         for name, path in (("A", a), ("B", b))
     }
     router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores, timeout=10)

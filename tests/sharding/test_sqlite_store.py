@@ -253,7 +253,7 @@ def test_writers_lose_nothing_while_movers_are_killed_stopped_and_restarted(
     tmp_path: Path, seed: int
 ) -> None:
     rng = random.Random(seed)
-    stores = stores_at(tmp_path, move_timeout=0.2)
+    stores = stores_at(tmp_path, move_timeout=0.2, busy_timeout=30)  # writers starve SQLite locks
     router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores, timeout=10)
     counters = [f"c:{i}" for i in range(PER_TYPE)]
     strings = [f"s:{i}" for i in range(PER_TYPE)]
