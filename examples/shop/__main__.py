@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import sqlite3
 import sys
 import time
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 from scalekit import BackendUnavailableError, ConfigurationError
@@ -12,6 +17,67 @@ from scalekit import BackendUnavailableError, ConfigurationError
 from .report import exit_status, plot, report
 from .runner import run
 from .simulation import Settings, temporary_directory
+
+# SQLite integers are 64-bit: counts above this could not be stored.
+_MAX_COUNT = 2**62
+
+
+def _count(text: str) -> int:
+    """An argparse type: a whole number 1 .. 2**62."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if not 1 <= value <= _MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a whole number 1..2**62, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text!r}")
+    return value
+
+
+def _redis_url(cluster: bool) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        parts = urllib.parse.urlsplit(text)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise argparse.ArgumentTypeError(
+                f"expected a URL redis://HOST:PORT/DB (or rediss://), got {text!r}"
+            )
+        try:
+            port = parts.port
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a port 1..65535 in {text!r}") from None
+        path = parts.path.strip("/")
+        if path and not path.isdigit():
+            raise argparse.ArgumentTypeError(
+                f"expected a database number after the port, got {text!r}"
+            )
+        if cluster and path not in ("", "0"):
+            raise argparse.ArgumentTypeError(f"a Redis Cluster has only database 0, got {text!r}")
+        del port
+        return text
+
+    return check
+
+
+def _zookeeper_hosts(text: str) -> str:
+    hosts, _, chroot = text.partition("/")
+    for host in hosts.split(","):
+        name, sep, port = host.rpartition(":")
+        if not (name and sep and port.isdigit() and 0 < int(port) < 65536) or "," in name:
+            raise argparse.ArgumentTypeError(
+                f"expected HOST:PORT[,HOST:PORT...][/chroot], got {text!r}"
+            )
+    del chroot
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,55 +88,58 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--buyers",
-        type=int,
+        type=_count,
         default=Settings.buyers,
         help="concurrent buyers, spread over the workers (default %(default)s)",
     )
     parser.add_argument(
         "--duration",
-        type=float,
+        type=_seconds,
         default=Settings.duration,
         help="seconds of load (default %(default)s)",
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=_count,
         default=Settings.workers,
         help="processes (default %(default)s); more than 1 needs --redis, --redis-cluster "
         "or --zookeeper",
     )
     parser.add_argument(
         "--shards",
-        type=int,
+        type=_count,
         default=Settings.shards,
         help="SQLite databases users and orders are sharded over (default %(default)s)",
     )
     parser.add_argument(
         "--add-shard-at",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="add one more SQLite shard this many seconds into the load and move its users "
         "to it while buyers run (scalekit.sharding.MigratingRouter)",
     )
     parser.add_argument(
         "--hot-stock",
-        type=int,
+        type=_count,
         default=Settings.hot_stock,
         help="units of each hot SKU (default %(default)s)",
     )
     parser.add_argument(
         "--redis",
+        type=_redis_url(cluster=False),
         metavar="URL",
         help="share RedisLock locks and a NearCache over this standalone Redis "
         "(run it with appendonly yes, or a restart resets the fencing tokens)",
     )
     parser.add_argument(
         "--redis-cluster",
+        type=_redis_url(cluster=True),
         metavar="URL",
         help="the same over a Redis Cluster (the URL of any node)",
     )
     parser.add_argument(
         "--zookeeper",
+        type=_zookeeper_hosts,
         metavar="HOSTS",
         help="share ZooKeeperLock locks over this ZooKeeper (host:port,...)",
     )
@@ -106,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         "(default %(default)g)",
     )
     args = parser.parse_args(argv)
-    for name in ("buyers", "workers", "shards", "hot_stock"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.data is not None:
+        problem = _unusable(args.data)
+        if problem:
+            parser.error(f"--data {str(args.data)!r}: {problem}")
     if args.plot is not None:
         try:  # before the run, not after it
             import matplotlib  # noqa: F401
@@ -177,6 +247,16 @@ def main(argv: list[str] | None = None) -> int:
             except (BackendUnavailableError, ConfigurationError) as exc:
                 print(f"python -m examples.shop: error: {exc}", file=sys.stderr)
                 return 2
+            except KeyboardInterrupt:  # Ctrl-C before the load started: nothing ran
+                print("python -m examples.shop: interrupted before the load", file=sys.stderr)
+                return 130
+            except (sqlite3.OperationalError, OSError) as exc:  # before the load started
+                print(
+                    f"python -m examples.shop: error: the data directory {str(directory)!r} "
+                    f"cannot be used: {exc}",
+                    file=sys.stderr,
+                )
+                return 2
             text, checked = report(storage, summary, settings)
             print(text)
             if args.plot is not None:
@@ -189,6 +269,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if metrics is not None:
             metrics.close()
+
+
+def _unusable(directory: Path) -> str:
+    """Why *directory* cannot hold the databases ('' if it can)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return "expected a directory, and it is a file"
+    except OSError as exc:
+        return f"cannot create it: {exc.strerror}"
+    if not directory.is_dir():
+        return "expected a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return "expected a writable directory (it is read-only)"
+    return ""
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import datadir
+from .catalog import payment_key
 from .storage import ShopStorage
 
 
@@ -38,6 +40,8 @@ class Audit:
     problems: list[str] = field(default_factory=list)
     charges: int = 0
     paid_orders: int = 0
+    concurrent: bool = False  # another process used the data directory meanwhile
+    charged_reserved: int = 0  # charged orders still reserved (the next sweep completes them)
 
     @property
     def exact(self) -> bool:
@@ -57,26 +61,56 @@ class Audit:
         return (
             f"audit (initial = left + sold + reserved): {verdict}; all {len(self.skus)} SKUs "
             f"{total}; {shown}; {self.charges} charges for {self.paid_orders} paid orders"
+            + (
+                f"; {self.charged_reserved} charged orders not yet marked paid (the next "
+                "sweep completes them)"
+                if self.charged_reserved
+                else ""
+            )
+            + (
+                "; another process was using the data directory: orders in flight checked "
+                "between their states before and after"
+                if self.concurrent
+                else ""
+            )
         )
 
 
 def audit(storage: ShopStorage) -> Audit:
-    """Check conservation of stock and agreement of stock, orders and charges."""
+    """Check conservation of stock and agreement of stock, orders and charges.
+
+    Alone on the data directory, every check is exact. While another
+    process uses it (`datadir.others_present`: a second run, an admin
+    tool), its orders may move between the catalog's read and the shards':
+    orders are then read before and after the catalog, and the catalog's
+    sold units and charges must lie between the two (`Audit.concurrent`).
+    The conservation identity is exact either way (one catalog transaction).
+    """
+    if datadir.others_present(storage.directory):
+        return _concurrent_audit(storage)
     ledger = storage.catalog.audit()
     paid = storage.units("paid")
     in_flight = storage.units("reserved")
     result = Audit()
+    # Orders charged but still reserved (their sale or status could not be
+    # written: a disk full, a backend down at the sweep): the next sweep
+    # completes them; until then they count as charged, not paid.
+    charged = _charged_but_reserved(storage)
+    result.charged_reserved = len(charged)
+    pending = _sold_units(storage, charged)
     for sku, row in sorted(ledger.items()):
         result.skus[sku] = SkuLine(row.initial, row.left, paid.get(sku, 0), row.held)
+        expected = paid.get(sku, 0) + pending.get(sku, 0)
+        if row.sold != expected:
+            result.problems.append(
+                f"{sku}: {row.sold} units sold in the stock ledger, "
+                f"{paid.get(sku, 0)} in paid orders"
+                + (f" and {pending.get(sku, 0)} in charged unsettled ones" if charged else "")
+            )
         if not row.exact:
             result.problems.append(
                 f"{sku}: initial {row.initial} != left {row.left} + held {row.held} "
                 f"+ sold {row.sold}"
-            )
-        if row.sold != paid.get(sku, 0):
-            result.problems.append(
-                f"{sku}: {row.sold} units sold in the stock ledger, "
-                f"{paid.get(sku, 0)} in paid orders"
             )
         if row.held > in_flight.get(sku, 0):
             result.problems.append(
@@ -88,11 +122,33 @@ def audit(storage: ShopStorage) -> Audit:
     counts = storage.order_counts()
     result.paid_orders = sum(c.get("paid", 0) for c in counts.values())
     result.charges = storage.charge_count()
-    if result.charges != result.paid_orders:
+    if result.charges != result.paid_orders + len(charged):
         result.problems.append(
             f"{result.charges} charges in the ledger but {result.paid_orders} paid orders"
+            + (f" and {len(charged)} charged unsettled ones" if charged else "")
         )
     return result
+
+
+def _charged_but_reserved(storage: ShopStorage) -> list[str]:
+    """Ids of orders still ``reserved`` whose payment is in the ledger."""
+    return [
+        order.order_id
+        for order in storage.reserved_orders(float("inf"))
+        if storage.catalog.charged_by(payment_key(order.order_id)) is not None
+    ]
+
+
+def _sold_units(storage: ShopStorage, order_ids: list[str]) -> dict[str, int]:
+    """sku -> units the catalog has sold for *order_ids*."""
+    units: dict[str, int] = {}
+    conn = storage.catalog.db.connection()
+    for order_id in order_ids:
+        for sku, qty in conn.execute(
+            "SELECT sku, qty FROM reservations WHERE order_id = ? AND state = 'sold'", (order_id,)
+        ):
+            units[sku] = units.get(sku, 0) + int(qty)
+    return units
 
 
 def oversold(storage: ShopStorage) -> int:
@@ -102,3 +158,42 @@ def oversold(storage: ShopStorage) -> int:
     for sku, row in storage.catalog.audit().items():
         over += max(0, sold.get(sku, 0) - row.initial) + max(0, -row.left)
     return over
+
+
+def _concurrent_audit(storage: ShopStorage) -> Audit:
+    """The audit while other processes' orders move (see `audit`).
+
+    Orders only leave ``reserved`` (for ``paid`` after the catalog sold
+    their units and recorded the charge, or ``released`` after their units
+    went back), so with *before* read first and *after* last: paid units
+    before <= sold <= paid + reserved units after, and likewise for charges.
+    """
+    result = Audit(concurrent=True)
+    paid_before = storage.units("paid")
+    counts_before = storage.order_counts()
+    ledger = storage.catalog.audit()
+    result.charges = storage.charge_count()
+    paid_after, reserved_after = storage.units("paid"), storage.units("reserved")
+    counts_after = storage.order_counts()
+    for sku, row in sorted(ledger.items()):
+        result.skus[sku] = SkuLine(row.initial, row.left, row.sold, row.held)
+        if not row.exact:
+            result.problems.append(
+                f"{sku}: initial {row.initial} != left {row.left} + held {row.held} "
+                f"+ sold {row.sold}"
+            )
+        low, high = paid_before.get(sku, 0), paid_after.get(sku, 0) + reserved_after.get(sku, 0)
+        if not low <= row.sold <= high:
+            result.problems.append(
+                f"{sku}: {row.sold} units sold in the stock ledger, outside the {low}..{high} "
+                "in paid orders (then paid or reserved) around it"
+            )
+    paid_low = sum(c.get("paid", 0) for c in counts_before.values())
+    result.paid_orders = sum(c.get("paid", 0) for c in counts_after.values())
+    high = result.paid_orders + sum(c.get("reserved", 0) for c in counts_after.values())
+    if not paid_low <= result.charges <= high:
+        result.problems.append(
+            f"{result.charges} charges in the ledger, outside the {paid_low}..{high} paid "
+            "(then paid or reserved) orders around it"
+        )
+    return result

@@ -50,6 +50,9 @@ def _redis_client(url: str, cluster: bool) -> Any:
         enabled = bool(probe.info("cluster").get("cluster_enabled"))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise BackendUnavailableError(f"cannot reach Redis at {url}: {exc}") from exc
+    except redis.ResponseError as exc:  # a database number out of range, an ACL refusal
+        option = "--redis-cluster" if cluster else "--redis"
+        raise ConfigurationError(f"{option} {url}: Redis refused it: {exc}") from exc
     finally:
         probe.close()
     if cluster and not enabled:
@@ -97,6 +100,7 @@ class Backends:
         cache_size: int = 64,
     ) -> None:
         self.kind = "memory"
+        self.remote_cache: Any = None  # the RedisCache under the near cache, with Redis
         self._closers: list[Callable[[], None]] = []
         # The process-local layer of the product cache (what /metrics reports).
         self.local_cache: TinyLFUCache[str, Any] = TinyLFUCache(cache_size)
@@ -125,6 +129,7 @@ class Backends:
             lease_ttl=2.0,
             fallback=True,
         )
+        self.remote_cache = remote
         self.local_cache = TinyLFUCache(cache_size)
         near = NearCache(self.local_cache, remote, max_staleness=MAX_STALENESS)
         self._closers.insert(0, near.close)
@@ -149,6 +154,10 @@ class Backends:
             client, f"/scalekit-shop/{namespace}/{name.replace(':', '/')}"
         )
         self._closers += [client.stop, client.close]
+
+    def cache_fallbacks(self) -> int:
+        """Product loads served from the database because Redis was unavailable."""
+        return 0 if self.remote_cache is None else int(self.remote_cache.stats().fallbacks)
 
     def close(self) -> None:
         for close in self._closers:

@@ -11,8 +11,11 @@ on the SKU's ``stock`` row, kept by scalekit's
   lease (two holders given one token by a lock server that lost its
   counter cannot both pass);
 * the write that follows (take or give back units, change the price)
-  applies only while the fence is still that lease's, so any newer claim
-  in between voids it.
+  applies only while the fence is still exactly that lease's claim, so any
+  newer claim in between voids it, and so do fences lowered since
+  (`adopt_fences`, which lowers them only while no other process uses the
+  data directory). A price change writes only the price; giving units back
+  also needs the order's payment intent voided first.
 
 Every stock change writes a row of ``reservations`` in the same
 transaction: units ``held`` for an unpaid order, ``sold`` once it is paid,
@@ -36,6 +39,7 @@ from scalekit.exceptions import StaleTokenError
 from scalekit.locking import Lease
 from scalekit.locking.fencing import SQLFencedStore
 
+from . import datadir
 from .db import Database
 
 Token = Lease | int  # what the fenced store accepts: a lease (the shop's case) or a bare token
@@ -152,10 +156,47 @@ class Catalog:
         row = self.db.connection().execute("SELECT fence FROM stock WHERE sku = ?", (sku,))
         return int(row.fetchone()[0])
 
-    def reset_fences(self) -> None:
-        """Set every fence back to 0: only when no other process can hold a claim."""
+    def fence_source(self) -> str | None:
+        """The lock backend whose tokens the stored fences are (None before the first run)."""
+        row = self.db.connection().execute("SELECT value FROM meta WHERE key = 'fence_source'")
+        found = row.fetchone()
+        return None if found is None else str(found[0])
+
+    def adopt_fences(self, source: str) -> bool:
+        """Make the stored fences *source*'s: lowered to 0 if they were another backend's.
+
+        Tokens of two backends are not comparable (Redis issues server
+        microseconds, ZooKeeper a zxid, memory locks count from 1 in each
+        process), so a run on another backend than the last one starts the
+        fences anew. Lowering a fence would let an older lease of the old
+        backend write, so it is done only while no other process uses the
+        data directory (`datadir.alone`). Returns whether the fences were reset.
+
+        Raises:
+            ConfigurationError: another process uses the directory.
+        """
+        if self.fence_source() == source:
+            return False
         with self.db.transaction() as conn:
-            conn.execute("UPDATE stock SET fence = 0")
+            (highest,) = conn.execute("SELECT COALESCE(MAX(fence), 0) FROM stock").fetchone()
+            if not highest:  # nothing to lower: recording the source is safe at any time
+                self._set_fence_source(conn, source)
+                return False
+        with (
+            datadir.alone(self.db.path.parent, "a run on another lock backend"),
+            self.db.transaction() as conn,
+        ):
+            conn.execute("UPDATE stock SET fence = 0, holder = ''")
+            self._set_fence_source(conn, source)
+        return True
+
+    @staticmethod
+    def _set_fence_source(conn: sqlite3.Connection, source: str) -> None:
+        conn.execute(
+            "INSERT INTO meta VALUES ('fence_source', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (source,),
+        )
 
     # -- the fence -----------------------------------------------------------
     def _store(self, conn: sqlite3.Connection) -> SQLFencedStore:
@@ -202,6 +243,21 @@ class Catalog:
         held = row[0] if row is not None and row[1] == "held" else 0
         return StockClaim(int(left), int(price), held, None if row is None else row[1])
 
+    @staticmethod
+    def _still_claimed(conn: sqlite3.Connection, sku: str, token: Token) -> bool:
+        """Whether *sku*'s fence is exactly *token*'s claim (checked in the write's transaction).
+
+        Stricter than the fenced store's write, which also passes a token
+        newer than the fence: a write always follows its own claim, so a
+        fence that is not that claim (a newer holder, or fences lowered
+        since) voids it.
+        """
+        number, owner = (
+            (int(token.token), str(token.owner)) if isinstance(token, Lease) else (int(token), "")
+        )
+        row = conn.execute("SELECT fence, holder FROM stock WHERE sku = ?", (sku,)).fetchone()
+        return row is not None and int(row[0]) == number and str(row[1]) == owner
+
     def take(
         self, sku: str, token: Token, order_id: str, qty: int, new_left: int, price: int
     ) -> str:
@@ -216,6 +272,8 @@ class Catalog:
                 "SELECT 1 FROM voided WHERE idempotency_key = ?", (payment_key(order_id),)
             ).fetchone():
                 return "voided"
+            if not self._still_claimed(conn, sku, token):
+                return "fenced"
             try:
                 self._store(conn).write(sku, new_left, token)
             except StaleTokenError:
@@ -225,26 +283,35 @@ class Catalog:
             )
             return "taken"
 
-    def give_back(self, sku: str, token: Token, order_id: str, new_left: int) -> bool:
-        """Write *new_left* and mark the order's held units returned, if the fence is *token*'s."""
+    def give_back(self, sku: str, token: Token, order_id: str, new_left: int) -> str:
+        """Write *new_left* and mark the order's held units returned.
+
+        Returns ``"returned"``, ``"fenced"`` (the fence is no longer
+        *token*'s claim) or ``"not voided"`` (the order's payment intent was
+        not voided first, so a charge could still follow: nothing changed).
+        """
         with self.db.transaction() as conn:
+            if not conn.execute(
+                "SELECT 1 FROM voided WHERE idempotency_key = ?", (payment_key(order_id),)
+            ).fetchone():
+                return "not voided"
+            if not self._still_claimed(conn, sku, token):
+                return "fenced"
             try:
                 self._store(conn).write(sku, new_left, token)
             except StaleTokenError:
-                return False
+                return "fenced"
             conn.execute(
                 "UPDATE reservations SET state = 'returned' "
                 "WHERE order_id = ? AND sku = ? AND state = 'held'",
                 (order_id, sku),
             )
-            return True
+            return "returned"
 
-    def set_price(self, sku: str, token: Token, left: int, price_cents: int) -> bool:
-        """Change the price of *sku* if the fence is still *token*'s (claimed with *left* read)."""
+    def set_price(self, sku: str, token: Token, price_cents: int) -> bool:
+        """Change the price of *sku* if the fence is still *token*'s claim (stock untouched)."""
         with self.db.transaction() as conn:
-            try:  # the SKU's row is rewritten as read, under the fence
-                self._store(conn).write(sku, left, token)
-            except StaleTokenError:
+            if not self._still_claimed(conn, sku, token):
                 return False
             conn.execute("UPDATE products SET price_cents = ? WHERE sku = ?", (price_cents, sku))
             return True

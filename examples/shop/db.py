@@ -12,14 +12,17 @@ from pathlib import Path
 class Database:
     """One SQLite file shared by threads and processes; a connection per thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         self.path = path
+        # Seconds a statement waits for another connection's write lock
+        # before it raises "database is locked" (callers retry later).
+        self.busy_timeout = busy_timeout
         self._local = threading.local()
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn

@@ -58,6 +58,15 @@ def report(storage: ShopStorage, summary: Summary, settings: Settings) -> tuple[
     else:
         lines.append("errors: 0")
     lines += [f"DIED: {line}" for line in summary.died]
+    if not summary.placed:
+        lines.append("NOTHING SOLD: no order was placed (see the errors and rejections above)")
+    if summary.left_reserved:
+        lines.append(
+            f"NOT SETTLED: {summary.left_reserved} orders left reserved (their stock held); "
+            "the next run's sweep settles them"
+        )
+    if summary.interrupted:
+        lines.append("INTERRUPTED: the load was stopped early (Ctrl-C); swept and audited")
     if summary.busy_seconds:
         shares = {k: v / summary.busy_seconds for k, v in summary.phase_seconds.items()}
         shares["other (Python, thread switches)"] = max(0.0, 1 - sum(shares.values()))
@@ -71,8 +80,16 @@ def report(storage: ShopStorage, summary: Summary, settings: Settings) -> tuple[
 
 
 def exit_status(storage: ShopStorage, summary: Summary, checked: Audit) -> int:
-    """0 if the audit is exact, nothing was oversold and no worker or buyer died; else 1."""
-    return 0 if checked.exact and not oversold(storage) and not summary.died else 1
+    """The run's exit status.
+
+    130 if it was interrupted (Ctrl-C); else 0 if the audit is exact,
+    nothing was oversold, no worker or buyer died, at least one order was
+    placed and the final sweep settled every order; else 1.
+    """
+    if summary.interrupted:
+        return 130
+    healthy = not summary.died and summary.placed > 0 and not summary.left_reserved
+    return 0 if checked.exact and not oversold(storage) and healthy else 1
 
 
 def plot(summary: Summary, path: Path) -> None:

@@ -45,7 +45,7 @@ def attach(storage: ShopStorage, shards: int) -> MigratingRouter[str]:
     """Give *storage* one shard more than *shards* and route its users through the migration."""
     name = f"shard{shards}"
     if name not in storage.shards:
-        db = Database(storage.directory / f"{name}.sqlite3")
+        db = Database(storage.directory / f"{name}.sqlite3", storage.busy_timeout)
         storage.shards[name] = db
         storage.shard_names.append(name)
         db.connection().executescript(_SHARD_SCHEMA)

@@ -11,22 +11,24 @@ sweep settles what is left ``reserved``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalekit import BackendError, ConfigurationError
 
+from . import datadir
 from .resharding import ShardAdder
 from .service import Recovery, Shop
-from .simulation import Settings, Summary, build_shop, prepare, work
+from .simulation import STOP, Settings, Summary, build_shop, prepare, work
 from .storage import ShopStorage
 
 if TYPE_CHECKING:
@@ -42,6 +44,9 @@ def _worker_main(
     conn: multiprocessing.connection.Connection,
     load_started: Any = None,
 ) -> None:
+    # Ctrl-C (to the process group, or forwarded by the parent) stops this
+    # worker's buyers; its summary still goes back.
+    signal.signal(signal.SIGINT, lambda *_: STOP.set())
     try:
         summary = work(settings, directory, worker, namespace, buyers, None, load_started)
         conn.send(("ok", summary))
@@ -110,20 +115,28 @@ class ShopRun:
         self.directory.mkdir(parents=True, exist_ok=True)
         fresh = not (self.directory / "catalog.sqlite3").exists()
         if settings.backend == "memory":
-            # Memory locks start their tokens anew in each process: with this
-            # directory to ourselves no older claim can be alive, so the
-            # stored fences may start anew too.
-            self._exit.enter_context(_exclusive(self.directory))
+            # Memory locks do not cross processes: this run needs the
+            # directory to itself, for its whole length (datadir.py).
+            self._exit.enter_context(datadir.alone(self.directory, "a memory-lock run"))
+        _check_shards(self.directory, settings)
         storage = prepare(self.directory, settings)
         self.storage = storage
         namespace = storage.catalog.shop_id
         backends = settings.backends(namespace)  # fails fast on a dead or wrong backend
         self._exit.callback(backends.close)
+        # Memory tokens start at 1 in each run; another backend's are not comparable.
+        source = settings.fence_source()
+        if settings.backend == "memory":
+            source = f"memory:{uuid.uuid4().hex}"
+        reset = storage.catalog.adopt_fences(source)
         self.shop = build_shop(self.directory, settings, backends, worker=-1)
         if not fresh:
-            if settings.backend == "memory":
-                storage.catalog.reset_fences()
             self.summary.catalog = "reused (stock, fences and orders carried over)"
+            if reset:
+                self.summary.catalog = (
+                    f"reused (stock and orders carried over; fences reset for {settings.backend} "
+                    "tokens)"
+                )
             swept = self.shop.recover()
             self.summary.recovery.append(f"before the run: {swept}")
             self.summary.units_swept += swept.units_returned
@@ -149,8 +162,32 @@ class ShopRun:
             self.workers.append(Worker(i, proc, receive))
 
     def wait(self) -> tuple[ShopStorage, Summary]:
-        """Wait for the load to end, sweep what is left reserved and return the results."""
+        """Wait for the load to end, sweep what is left reserved and return the results.
+
+        Ctrl-C (SIGINT) during the load stops it: every buyer ends after its
+        current step, the workers report, the sweep runs, and
+        ``summary.interrupted`` says so.
+        """
         assert self.storage is not None and self.shop is not None, "start() first"
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, self._interrupt)
+        try:
+            return self._wait()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            STOP.clear()
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        self.summary.interrupted = True
+        STOP.set()
+        for w in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGINT)
+
+    def _wait(self) -> tuple[ShopStorage, Summary]:
+        assert self.storage is not None and self.shop is not None
         adder = None
         if self.settings.add_shard_at is not None:
             assert self.shop.storage.migration is not None
@@ -182,6 +219,7 @@ class ShopRun:
             swept = self._sweep()
             self.summary.recovery.append(f"after the run: {swept}")
             self.summary.units_swept += swept.units_returned
+            self.summary.left_reserved = swept.left_reserved
         finally:
             self._exit.close()
         for key, n in self.shop.errors.items():
@@ -192,9 +230,13 @@ class ShopRun:
         deadline = time.monotonic() + self.settings.duration + self.settings.grace
         pending = {w.conn: w for w in self.workers}
         while pending:
+            if STOP.is_set():  # interrupted: the buyers end their step, then report
+                deadline = min(deadline, time.monotonic() + self.settings.grace)
             ready = multiprocessing.connection.wait(
-                list(pending), timeout=max(0.0, deadline - time.monotonic())
+                list(pending), timeout=min(0.2, max(0.0, deadline - time.monotonic()))
             )
+            if not ready and time.monotonic() < deadline:
+                continue
             if not ready:
                 for w in pending.values():
                     w.process.kill()
@@ -222,13 +264,24 @@ class ShopRun:
         for w in self.workers:
             w.conn.close()
 
+    def _still_reserved(self) -> int:
+        assert self.storage is not None
+        try:
+            return len(self.storage.reserved_orders(float("inf")))
+        except sqlite3.OperationalError:
+            return 1  # unknown, but not none
+
     def _sweep(self) -> Recovery:
         assert self.shop is not None
         # Nothing is in flight any more: every order still reserved is stale.
         # A backend still down leaves some for the next run's sweep.
         total = Recovery()
         for attempt in range(3):
-            swept = self.shop.recover()
+            try:
+                swept = self.shop.recover()
+            except sqlite3.OperationalError as exc:  # a database locked or a disk full
+                self.shop.note(exc, "recovery")
+                swept = Recovery(left_reserved=self._still_reserved())
             total.completed += swept.completed
             total.released += swept.released
             total.units_returned += swept.units_returned
@@ -239,17 +292,23 @@ class ShopRun:
         return total
 
 
-@contextlib.contextmanager
-def _exclusive(directory: Path) -> Iterator[None]:
-    with open(directory / ".memory-run.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigurationError(
-                f"data directory {str(directory)!r} is in use by another memory-lock run; "
-                "memory locks do not cross processes (use --redis or --zookeeper)"
-            ) from None
-        yield
+def _check_shards(directory: Path, settings: Settings) -> None:
+    """Refuse a --shards that differs from the shards the directory already has.
+
+    Users are placed by jump hash over the shard count: another count would
+    route existing users to shards that do not hold their orders.
+    """
+    found = 0
+    while (directory / f"shard{found}.sqlite3").exists():
+        found += 1
+    if not found or found == settings.shards:
+        return
+    if settings.add_shard_at is not None and found == settings.shards + 1:
+        return  # a shard being added (or added already: resharding.plan says which)
+    raise ConfigurationError(
+        f"--shards {settings.shards}: data directory {str(directory)!r} has {found} shards "
+        f"(shard0..shard{found - 1}); give --shards {found}"
+    )
 
 
 def run(

@@ -19,6 +19,7 @@ primitive:
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from scalekit import BackendUnavailableError, LockError
+from scalekit import BackendError, LockError
 from scalekit.locking import Lease
 from scalekit.observability import Telemetry
 
@@ -91,8 +92,13 @@ class Recovery:
 LOCK_LABEL = "shop:stock"
 
 # Errors a step after the stock write may raise without undoing it: they are
-# counted, and the lease expires by itself.
-_AFTER_WRITE = (LockError, BackendUnavailableError)
+# counted, and the lease expires by itself. Any backend error, not only an
+# outage: a Redis Cluster that lost a master answers "The cluster is down".
+_AFTER_WRITE = (LockError, BackendError)
+# Errors that leave an order reserved for the next sweep rather than end one:
+# a lock backend down or failing, a database locked past its busy timeout,
+# a disk full.
+_RETRY_LATER = (BackendError, sqlite3.OperationalError)
 
 
 class Shop:
@@ -156,7 +162,8 @@ class Shop:
         with self._counts_lock:
             setattr(self, name, getattr(self, name) + 1)
 
-    def _note(self, exc: BaseException, step: str) -> None:
+    def note(self, exc: BaseException, step: str) -> None:
+        """Count *exc* for the report, by class and *step*."""
         with self._counts_lock:
             self.errors[f"{type(exc).__name__} ({step})"] += 1
 
@@ -205,7 +212,7 @@ class Shop:
         """
 
         def write(claim: StockClaim, lease: Lease) -> bool:
-            if not self.catalog.set_price(sku, lease, claim.left, price_cents):
+            if not self.catalog.set_price(sku, lease, price_cents):
                 self._count("fence_rejections")
                 raise CheckoutRejected(f"price write for {sku} fenced off", "fenced off")
             return True
@@ -332,8 +339,8 @@ class Shop:
         for sku in sorted(self.catalog.held(order.order_id)):
             try:
                 self._give_back(order, sku)
-            except (CheckoutRejected, BackendUnavailableError) as exc:
-                self._note(exc, "give back")
+            except (CheckoutRejected, *_RETRY_LATER) as exc:
+                self.note(exc, "give back")
                 return None
         self.storage.set_order_status(order, "released", None)
         return None
@@ -387,7 +394,7 @@ class Shop:
                 with self.timings.measure("lock"):
                     lease.release()
             except _AFTER_WRITE as exc:
-                self._note(exc, "lease release")
+                self.note(exc, "lease release")
         return wrote
 
     def _take(self, order: Order, sku: str, qty: int) -> None:
@@ -418,9 +425,15 @@ class Shop:
         def give(claim: StockClaim, lease: Lease) -> bool:
             if not claim.held:
                 return False
-            if not self.catalog.give_back(sku, lease, order.order_id, claim.left + claim.held):
+            outcome = self.catalog.give_back(sku, lease, order.order_id, claim.left + claim.held)
+            if outcome == "fenced":
                 self._count("fence_rejections")
                 raise CheckoutRejected(f"stock return for {sku} fenced off", "fenced off")
+            if outcome == "not voided":
+                raise CheckoutRejected(
+                    f"order {order.order_id}'s payment was not voided: its stock stays held",
+                    "not voided",
+                )
             return True
 
         self._under_fence(sku, order.order_id, give)
@@ -438,16 +451,17 @@ class Shop:
         """
         done = Recovery()
         for order in self.storage.reserved_orders(self.clock() - older_than):
-            held = self.catalog.held(order.order_id)
             try:
+                held = self.catalog.held(order.order_id)
                 settled = self._give_up(order)
-            except BackendUnavailableError as exc:  # a shard or the catalog itself
-                self._note(exc, "recovery")
+                still = self.catalog.held(order.order_id)
+            except _RETRY_LATER as exc:  # a lock backend, a shard or the catalog itself
+                self.note(exc, "recovery")
                 done.left_reserved += 1
                 continue
             if settled is not None:
                 done.completed += 1
-            elif self.catalog.held(order.order_id):
+            elif still:
                 done.left_reserved += 1
             else:
                 done.released += 1

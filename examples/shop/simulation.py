@@ -6,14 +6,19 @@ misbehaves. Buyers are threads; with ``workers > 1`` they are spread over
 that many processes sharing the SQLite files and the Redis (or Redis
 Cluster, or ZooKeeper) lock backend (``runner.py`` starts them).
 
-A buyer that meets a backend error counts it, by class and step, and goes
-on after a short pause; any other exception ends that buyer and is
-reported as a death. Nothing is printed from here: the report says it all.
+A buyer that meets a backend error, or a database locked past SQLite's
+busy timeout (another process frozen inside a write transaction) or
+failing to write (a full disk), counts it, by class and step, and goes on
+after a pause that doubles with each error in a row, up to
+`MAX_BACKOFF` seconds; any other exception ends that buyer and is reported
+as a death, naming its worker. `STOP` (set on Ctrl-C) ends every buyer
+after its current step. Nothing is printed from here: the report says it all.
 """
 
 from __future__ import annotations
 
 import random
+import sqlite3
 import tempfile
 import threading
 import time
@@ -58,6 +63,11 @@ class Settings:
     # Seconds each stock change dawdles while holding the SKU's lock (a slow
     # warehouse call): fault schedules use it so a SIGSTOP often hits a holder.
     hold_seconds: float = 0.0
+    # Seconds the fastest payment gateway takes (the others take 2x, 3x ...):
+    # while a payment runs its order holds stock, where fault schedules hit.
+    gateway_latency: float = 0.001
+    # Seconds an SQLite statement waits for another process's write lock.
+    busy_timeout: float = 30.0
     redis: str | None = None
     redis_cluster: str | None = None
     zookeeper: str | None = None
@@ -71,6 +81,10 @@ class Settings:
         if self.redis_cluster:
             return "redis-cluster"
         return "redis" if self.redis else "zookeeper" if self.zookeeper else "memory"
+
+    def fence_source(self) -> str:
+        """The lock backend whose tokens this run's fences hold (``catalog.adopt_fences``)."""
+        return f"{self.backend}:{self.redis or self.redis_cluster or self.zookeeper or ''}"
 
     def backends(self, namespace: str, worker: int | None = None) -> Backends:
         redis_url = self.redis
@@ -102,6 +116,8 @@ class Summary:
     errors: Counter[str] = field(default_factory=Counter)  # "Class (step)" -> count
     examples: dict[str, str] = field(default_factory=dict)  # "Class (step)" -> first message
     died: list[str] = field(default_factory=list)  # dead workers and buyers, one line each
+    interrupted: bool = False  # the load was stopped early (Ctrl-C)
+    left_reserved: int = 0  # orders the final sweep could not settle (a backend still down)
     catalog: str = "new"
     recovery: list[str] = field(default_factory=list)
     units_swept: int = 0  # units the recovery sweeps gave back to stock
@@ -145,7 +161,7 @@ def prepare(directory: Path, settings: Settings) -> ShopStorage:
     Products already in the catalog keep their stock, fences and orders: a
     second run carries on where the first stopped.
     """
-    storage = ShopStorage(directory, shards=settings.shards)
+    storage = ShopStorage(directory, settings.shards, settings.busy_timeout)
     if settings.add_shard_at is not None:
         resharding.plan(resharding.attach(storage, settings.shards))
     for i, sku in enumerate(hot_skus(settings)):
@@ -163,12 +179,16 @@ def build_shop(
     hold_hook: Callable[[str], None] | None = None,
 ) -> Shop:
     """A shop process's view: the shared databases, its backends and its gateways."""
-    storage = ShopStorage(directory, shards=settings.shards)
+    storage = ShopStorage(directory, settings.shards, settings.busy_timeout)
     if settings.add_shard_at is not None:
         resharding.attach(storage, settings.shards)
     rng = random.Random(settings.seed * 1000 + worker)
     gateways = [
-        SimulatedGateway(f"gw-{i + 1}", latency=0.001 + 0.001 * i, rng=random.Random(rng.random()))
+        SimulatedGateway(
+            f"gw-{i + 1}",
+            latency=settings.gateway_latency * (1 + i),
+            rng=random.Random(rng.random()),
+        )
         for i in range(settings.gateways)
     ]
     gateways[-1].failure_rate = settings.failing_gateway_rate
@@ -195,8 +215,12 @@ def build_shop(
     )
 
 
-# Seconds a buyer waits after a backend error before it tries again.
+# Seconds a buyer waits after a backend error before it tries again, doubled
+# with each error in a row up to MAX_BACKOFF.
 _ERROR_BACKOFF = 0.05
+MAX_BACKOFF = 1.0
+# Set to stop the load early (Ctrl-C): buyers finish their current step.
+STOP = threading.Event()
 
 
 def _buyer(
@@ -209,14 +233,20 @@ def _buyer(
     metrics: ShopMetrics | None = None,
 ) -> None:
     hot = hot_skus(settings)
-    skus = shop.storage.skus()
-    while time.monotonic() < deadline:
+    in_a_row = 0
+    skus: list[str] = []
+    while time.monotonic() < deadline and not STOP.is_set():
         try:
+            skus = skus or shop.storage.skus()
             _shop_once(shop, settings, out, lock, rng, hot, skus, metrics)
-        except BackendError as exc:  # Redis or ZooKeeper down, a cache load timed out
+            in_a_row = 0
+        except (BackendError, sqlite3.OperationalError) as exc:
+            # A backend down, a cache load timed out, a database locked by a
+            # frozen process or a disk full: counted, then tried again later.
             with lock:
                 out.error(exc, "buyer")
-            time.sleep(_ERROR_BACKOFF)
+            STOP.wait(min(MAX_BACKOFF, _ERROR_BACKOFF * 2**in_a_row))
+            in_a_row = min(in_a_row + 1, 10)
         except Exception as exc:  # a bug: reported, and this buyer stops
             with lock:
                 out.died.append(f"buyer died: {type(exc).__name__}: {exc}")
@@ -290,7 +320,8 @@ def work(
         except BackendUnavailableError:
             if time.monotonic() >= give_up:
                 raise
-            time.sleep(_ERROR_BACKOFF * 4)
+            if STOP.wait(_ERROR_BACKOFF * 4):
+                raise
     try:
         hold = settings.hold_seconds
         shop = build_shop(
@@ -315,12 +346,24 @@ def work(
             t.start()
         for t in threads:
             t.join()
+        out.died = [f"worker {worker}: {line}" for line in out.died]
         out.busy_seconds = (time.monotonic() - started) * buyers
         out.phase_seconds.update(shop.timings.seconds)
         out.fence_rejections = shop.fence_rejections
         out.lookups, out.loads = shop.lookups, shop.loads
         for key, n in shop.errors.items():
             out.errors[key] += n
+        # Redis outages the product cache rode out by reading the database
+        # (fallback=True): no buyer saw an error, but the report counts them.
+        fallbacks = backends.cache_fallbacks()
+        if fallbacks:
+            out.error(
+                BackendUnavailableError(
+                    "product loads served from the database while Redis was unavailable"
+                ),
+                "product cache fallback",
+            )
+            out.errors["BackendUnavailableError (product cache fallback)"] += fallbacks - 1
         health = shop.payments.balancer.health  # type: ignore[attr-defined]
         for name, gw in shop.payments.gateways.items():
             out.gateways[name] = [

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from scalekit.sharding import HashRouter, TimeRouter
 
+from . import datadir
 from .catalog import Catalog
 from .db import Database
 
@@ -64,14 +66,27 @@ class Order:
 
 
 class ShopStorage:
-    """The catalog database and the user shards, in one directory."""
+    """The catalog database and the user shards, in one directory.
 
-    def __init__(self, directory: Path, shards: int = 4) -> None:
+    While it lives, this process counts as a user of the directory
+    (`datadir.share`): a memory-lock run elsewhere is refused meanwhile.
+
+    Raises:
+        ConfigurationError: a memory-lock run has the directory to itself.
+    """
+
+    def __init__(self, directory: Path, shards: int = 4, busy_timeout: float = 30.0) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self.catalog = Catalog(Database(directory / "catalog.sqlite3"))
+        # This process uses the directory while this object lives (datadir.py).
+        datadir.share(directory)
+        weakref.finalize(self, datadir.leave, directory)
+        self.busy_timeout = busy_timeout
+        self.catalog = Catalog(Database(directory / "catalog.sqlite3", busy_timeout))
         self.shard_names = [f"shard{i}" for i in range(shards)]
-        self.shards = {name: Database(directory / f"{name}.sqlite3") for name in self.shard_names}
+        self.shards = {
+            name: Database(directory / f"{name}.sqlite3", busy_timeout) for name in self.shard_names
+        }
         self.router = HashRouter(self.shard_names, strategy="jump")
         self.months = TimeRouter("month", "orders_{:%Y_%m}")
         # Set while a shard is being added (see resharding.py).

@@ -20,8 +20,8 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, NoScriptError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -75,8 +75,12 @@ _TRANSIENT_REPLIES = ("BUSY", "LOADING", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for an error reply that says "not now" rather than "never"."""
-    return str(exc).startswith(_TRANSIENT_REPLIES)
+    """True for an error reply that says "not now" rather than "never".
+
+    redis-py's cluster client raises `ClusterDownError` with its own text
+    ("The cluster is down"), without the server's ``CLUSTERDOWN`` prefix.
+    """
+    return isinstance(exc, ClusterDownError) or str(exc).startswith(_TRANSIENT_REPLIES)
 
 
 class Script:

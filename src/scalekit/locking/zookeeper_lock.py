@@ -173,9 +173,12 @@ class ZooKeeperLock(BaseLock):
     def _find_own(self, attempt: Any, deadline: float | None) -> None:
         """Adopt our node after a create whose reply was lost (it may exist)."""
         mine = f"{self._node_prefix}{attempt.owner}-"
-        children = self._call(
-            "get_children", self.client.get_children_async(self.path), self._budget(deadline)
-        )
+        try:
+            children = self._call(
+                "get_children", self.client.get_children_async(self.path), self._budget(deadline)
+            )
+        except NoNodeError:  # the lost create never made the lock's path: nothing to adopt
+            children = []
         for child in children:
             if child.startswith(mine):
                 node = f"{self.path}/{child}"

@@ -1,0 +1,160 @@
+"""One data directory, many users: memory runs, other backends, other shard counts.
+
+A memory-lock run needs the directory to itself; stored fences are lowered
+only while no other process uses the directory; every write checks that the
+fence is still its own claim. Each test ends with the conservation audit.
+About 20 s in all (a few short runs and CLI calls).
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from pathlib import Path
+
+from examples.shop.service import Shop
+from examples.shop.simulation import Settings, build_shop, prepare
+from examples.shop.storage import ShopStorage
+from scalekit.testing import RedisServer, ZooKeeperServer
+
+from .test_shop import _shop_cli, assert_conserved
+
+
+def test_a_memory_run_is_refused_while_a_redis_user_holds_a_claim_on_the_directory(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    settings = Settings(redis=redis_server.url)
+    storage = prepare(tmp_path, settings)
+    backends = settings.backends(storage.catalog.shop_id)
+    claimed, go_on = threading.Event(), threading.Event()
+
+    def hold(sku: str) -> None:  # a slow admin: between its claim and its write
+        claimed.set()
+        assert go_on.wait(60)
+
+    admin = build_shop(tmp_path, settings, backends, hold_hook=hold)
+    errors: list[BaseException] = []
+
+    def change(admin: Shop = admin) -> None:
+        try:
+            admin.set_price("hot-0", 2500)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=change)
+    thread.start()
+    try:
+        assert claimed.wait(30)
+        memory = _shop_cli("--duration", "1", "--data", str(tmp_path))
+    finally:
+        go_on.set()
+        thread.join(30)
+    assert memory.returncode == 2, memory.stdout + memory.stderr
+    assert "is in use by another process" in memory.stderr
+    assert "Traceback" not in memory.stderr
+    assert errors == []
+    assert storage.product("hot-0") == {
+        "sku": "hot-0",
+        "name": "Hot item 0",
+        "price_cents": 2500,
+        "stock": 60,
+    }
+    assert_conserved(storage)
+    backends.close()
+    del admin, storage, change, thread
+    gc.collect()  # this process no longer uses the directory
+    later = _shop_cli("--duration", "1", "--data", str(tmp_path))
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert_conserved(ShopStorage(tmp_path, 4))
+
+
+def test_a_write_is_refused_once_its_claim_is_not_the_fence_even_after_fences_were_lowered(
+    tmp_path: Path,
+) -> None:
+    storage = prepare(tmp_path, Settings(hot_skus=1, hot_stock=5, cold_skus=0))
+    catalog = storage.catalog
+    assert catalog.claim("hot-0", 900, "o1") is not None
+    assert catalog.adopt_fences("another backend")  # alone here: the fences go to 0
+    assert catalog.claim("hot-0", 1, "o2") is not None  # the new backend's first token
+    # The old claim's writes are void on every path: take, give back, price.
+    assert catalog.take("hot-0", 900, "o1", 1, 4, 1999) == "fenced"
+    catalog.void_unless_charged("order:o1", 0.0)
+    assert catalog.give_back("hot-0", 900, "o1", 6) == "fenced"
+    assert not catalog.set_price("hot-0", 900, 1)
+    assert catalog.take("hot-0", 1, "o2", 1, 4, 1999) == "taken"
+    # Giving back needs the payment intent voided first (a charge could still follow).
+    assert catalog.claim("hot-0", 2, "o2") is not None
+    assert catalog.give_back("hot-0", 2, "o2", 5) == "not voided"
+    assert catalog.stock("hot-0") == 4
+    assert catalog.product("hot-0") == {
+        "sku": "hot-0",
+        "name": "Hot item 0",
+        "price_cents": 1999,
+        "stock": 4,
+    }
+
+
+def test_a_redis_run_then_a_zookeeper_run_on_one_directory_both_sell(
+    tmp_path: Path, redis_server: RedisServer, zookeeper_server: ZooKeeperServer
+) -> None:
+    """Redis tokens (server microseconds) are far above ZooKeeper's (zxids): fences restart."""
+    common = ["--duration", "1.5", "--buyers", "8", "--data", str(tmp_path)]
+    first = _shop_cli("--redis", redis_server.url, *common)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = _shop_cli("--zookeeper", zookeeper_server.hosts, *common)
+    assert second.returncode == 0, second.stdout + second.stderr
+    lines = second.stdout.splitlines()
+    assert "stale stock writes fenced off: 0" in lines, second.stdout
+    assert int(next(x for x in lines if x.startswith("orders placed:")).split(":")[1]) > 0
+    assert any("fences reset for zookeeper tokens" in x for x in lines), second.stdout
+    assert_conserved(ShopStorage(tmp_path, 4))
+
+
+def test_a_different_shard_count_on_a_used_directory_is_refused_naming_the_count(
+    tmp_path: Path,
+) -> None:
+    first = _shop_cli("--duration", "1", "--buyers", "4", "--shards", "4", "--data", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    fewer = _shop_cli("--duration", "1", "--buyers", "4", "--shards", "2", "--data", str(tmp_path))
+    assert fewer.returncode == 2, fewer.stdout + fewer.stderr
+    assert "--shards 2:" in fewer.stderr and "has 4 shards" in fewer.stderr
+    assert "give --shards 4" in fewer.stderr
+    assert fewer.stdout == ""
+    assert_conserved(ShopStorage(tmp_path, 4))
+
+
+def test_two_runs_at_once_on_one_directory_both_report_an_exact_audit(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The run that ends first audits while the other still sells (about 6 s)."""
+    import subprocess
+    import sys
+    import time
+
+    from .test_shop import ROOT, _env
+
+    def start(duration: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [
+                *(sys.executable, "-m", "examples.shop", "--redis", redis_server.url),
+                *("--buyers", "8", "--duration", duration, "--data", str(tmp_path)),
+            ],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    longer = start("5")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "catalog.sqlite3").exists():
+        assert time.monotonic() < deadline and longer.poll() is None
+        time.sleep(0.05)
+    shorter = start("1.5")
+    outs = [shorter.communicate(timeout=120), longer.communicate(timeout=120)]
+    for child, (stdout, stderr) in zip((shorter, longer), outs, strict=True):
+        assert child.returncode == 0, stdout + stderr
+        assert "audit (initial = left + sold + reserved): exact;" in stdout, stdout
+    assert "another process was using the data directory" in outs[0][0], outs[0][0]
+    assert_conserved(ShopStorage(tmp_path, 4))

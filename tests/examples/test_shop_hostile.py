@@ -1,0 +1,193 @@
+"""The shop against a hostile operator: a full disk, Ctrl-C, a worker frozen in a transaction.
+
+Each test runs the real CLI or real worker processes and ends with the
+conservation audit. About 30 s in all: each run is a few seconds of load.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from examples.shop.runner import ShopRun
+from examples.shop.simulation import Settings
+from examples.shop.storage import ShopStorage
+from scalekit.testing import RedisServer
+
+from .test_shop import ROOT, _env, assert_conserved
+from .test_shop_faults import _first_order, _has_orders
+
+
+def _cli(*args: str, **kw: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "examples.shop", *args],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def _report(stdout: str) -> dict[str, str]:
+    """The report's lines by their first word(s) up to the colon."""
+    return {line.split(":", 1)[0]: line for line in stdout.splitlines() if ":" in line}
+
+
+def test_a_full_disk_mid_run_gives_a_report_an_exact_audit_and_exit_1(tmp_path: Path) -> None:
+    """Files may not grow past 1.5 MB (RLIMIT_FSIZE), so SQLite's writes fail mid-run."""
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_500_000, 1_500_000))
+
+    child = _cli("--duration", "3", "--data", str(tmp_path), preexec_fn=small_disk)
+    stdout, stderr = child.communicate(timeout=120)
+    report = _report(stdout)
+    assert child.returncode == 1, stdout + stderr
+    assert "Traceback" not in stderr, stderr[:2000]
+    assert report["oversold"] == "oversold: 0"
+    assert report["audit (initial = left + sold + reserved)"].split(";")[0].endswith("exact")
+    assert "  OperationalError (buyer)" in report, stdout
+    assert report.get("NOT SETTLED", "").startswith("NOT SETTLED: "), stdout
+    # The data stays consistent; with room again the next run's sweep settles it.
+    assert_conserved(ShopStorage(tmp_path, 4), settled=False)
+    again = _cli("--duration", "1", "--data", str(tmp_path))
+    stdout, stderr = again.communicate(timeout=120)
+    assert again.returncode == 0, stdout + stderr
+    assert_conserved(ShopStorage(tmp_path, 4))
+
+
+def test_ctrl_c_stops_the_run_promptly_with_a_sweep_a_report_and_exit_130(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    child = _cli(
+        "--redis",
+        redis_server.url,
+        "--workers",
+        "2",
+        "--buyers",
+        "8",
+        "--duration",
+        "40",
+        "--data",
+        str(tmp_path),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _has_orders(tmp_path / "catalog.sqlite3"):
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(child.pid, signal.SIGINT)  # Ctrl-C at a terminal: the whole group
+        interrupted = time.monotonic()
+        stdout, stderr = child.communicate(timeout=60)
+        took = time.monotonic() - interrupted
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    assert child.returncode == 130, stdout + stderr
+    # Buyers end their current step (a lock wait is at most lock_timeout, 5 s), then the sweep.
+    assert took < 5.0 + 5.0, took
+    assert "Traceback" not in stderr, stderr[:2000]
+    report = _report(stdout)
+    assert report["INTERRUPTED"].startswith("INTERRUPTED: the load was stopped early")
+    assert report["audit (initial = left + sold + reserved)"].split(";")[0].endswith("exact")
+    assert "DIED" not in report, stdout
+    assert_conserved(ShopStorage(tmp_path, 4))
+
+
+def test_a_worker_frozen_inside_a_catalog_transaction_kills_no_other_buyer(
+    tmp_path: Path, fresh_redis_server_aof: RedisServer
+) -> None:
+    """SIGSTOP a worker while it holds the catalog's write lock, past the busy timeout (1 s here).
+
+    The other workers' statements fail with "database is locked"; their
+    buyers count it and retry with a bounded back-off, and none dies.
+    """
+    settings = Settings(
+        buyers=9,
+        workers=3,
+        duration=6.0,
+        hot_stock=100_000,
+        busy_timeout=1.0,
+        redis=fresh_redis_server_aof.url,
+    )
+    shop_run = ShopRun(settings, tmp_path)
+    shop_run.start()
+    try:
+        _first_order(shop_run)
+        probe = sqlite3.connect(tmp_path / "catalog.sqlite3", timeout=0.2, isolation_level=None)
+        victim = shop_run.workers[0]
+        frozen = False
+        rng = random.Random(5)
+        for _ in range(400):  # until the SIGSTOP lands inside a write transaction
+            os.kill(victim.pid, signal.SIGSTOP)
+            time.sleep(0.02)  # let the signal land
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                frozen = True
+                break
+            os.kill(victim.pid, signal.SIGCONT)
+            time.sleep(rng.uniform(0.005, 0.05))  # a random moment of its work
+        probe.close()
+        assert frozen, "never caught the worker inside a write transaction"
+        time.sleep(2.5)  # the freeze itself: past the others' 1 s busy timeout
+    finally:
+        for w in shop_run.workers:
+            os.kill(w.pid, signal.SIGCONT)
+    storage, summary = shop_run.wait()
+    assert summary.died == []
+    assert summary.errors["OperationalError (buyer)"] > 0, summary.errors
+    assert summary.placed > 0
+    assert_conserved(storage)
+
+
+def test_a_cluster_master_killed_and_left_down_gives_a_report_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    """4 workers on a 3-master Cluster; one master is killed 1 s in and stays down (~20 s).
+
+    The other masters answer CLUSTERDOWN ("The cluster is down"): an outage
+    buyers count, and the sweep leaves what it cannot settle for the next run.
+    """
+    from scalekit.testing import RedisClusterServers
+
+    with RedisClusterServers(appendonly=True) as cluster:
+        child = _cli(
+            *("--redis-cluster", cluster.nodes[0].url, "--workers", "4", "--buyers", "8"),
+            *("--duration", "5", "--hot-stock", "100000", "--data", str(tmp_path)),
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not _has_orders(tmp_path / "catalog.sqlite3"):
+                assert child.poll() is None, child.communicate()
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(1.0)  # a second of load, then the fault
+            cluster.nodes[1].kill()
+            stdout, stderr = child.communicate(timeout=120)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    report = _report(stdout)
+    assert "Traceback" not in stderr, stderr[:3000]
+    assert report["audit (initial = left + sold + reserved)"].split(";")[0].endswith("exact")
+    assert report["oversold"] == "oversold: 0"
+    assert "DIED" not in report, stdout
+    assert any(k.startswith("  BackendUnavailableError (") for k in report), stdout
+    assert child.returncode == (1 if "NOT SETTLED" in report else 0), stdout
+    assert_conserved(ShopStorage(tmp_path, 4), settled="NOT SETTLED" not in report)
