@@ -333,7 +333,10 @@ def test_writers_lose_nothing_while_movers_are_killed_stopped_and_restarted(
     def after_moves(mover: subprocess.Popen[str], count: int) -> None:
         assert mover.stdout is not None
         for _ in range(count):
-            assert mover.stdout.readline() in ("start\n", "rollback\n", "moved\n")
+            line = mover.stdout.readline()
+            assert line in ("start\n", "rollback\n", "moved\n", "drain\n"), line
+            if line == "drain\n":  # fewer keys to move than asked: the fault lands after the drain
+                return
 
     kills = stops = 0
     try:
