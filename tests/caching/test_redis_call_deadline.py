@@ -269,3 +269,54 @@ def test_near_cache_treats_busy_during_listener_setup_as_unavailable(
         assert not [r for r in caplog.records if r.levelname == "ERROR"]
     finally:
         near.close()
+
+
+@pytest.mark.parametrize("health_check_interval", [0, 1])
+def test_a_call_that_must_reconnect_over_a_slow_link_is_bounded(
+    redis_server: Any, health_check_interval: int
+) -> None:
+    """The connection handshake (AUTH, CLIENT SETNAME, CLIENT SETINFO, SELECT) counts too.
+
+    Each piece is held 0.22 s (below socket_timeout), so a handshake of five
+    round trips lasts ~2.2 s: the call is cut at call_timeout all the same.
+    """
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from scalekit.testing import TCPProxy
+
+    user = unique_namespace()
+    admin = make_client(("standalone", redis_server.url))
+    admin.acl_setuser(
+        user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all"]
+    )
+    try:
+        with TCPProxy(*redis_server.address) as proxy:
+            client = redis.Redis(
+                *proxy.address,
+                db=1,
+                username=user,
+                password="pw",
+                client_name="shop-web",
+                socket_timeout=0.5,
+                socket_connect_timeout=0.5,
+                retry=Retry(NoBackoff(), 1),
+                health_check_interval=health_check_interval,
+            )
+            cache = RedisCache(client, namespace=unique_namespace())
+            cache.set("k", "v")
+            proxy.delay(0.22)
+            for _ in range(3):
+                client.connection_pool.disconnect()  # a fresh connection, as after any cut
+                start = time.monotonic()
+                with contextlib.suppress(BackendUnavailableError):
+                    cache.get("k")
+                took = time.monotonic() - start
+                assert took <= cache.call_timeout + MARGIN, (took, cache.call_timeout)
+            proxy.pass_through()
+            assert cache.get("k") == "v"
+            client.close()
+    finally:
+        admin.acl_deluser(user)
+        admin.close()
