@@ -57,6 +57,13 @@ def test_bad_arguments_raise_configuration_error(redis_server: Any) -> None:
     for bad in ("", "}x", 42):
         with pytest.raises(ConfigurationError, match="key must be"):
             cache.get(bad)  # type: ignore[arg-type]
+    # a lone surrogate cannot be sent to Redis: refused before any call, naming the key
+    for op in (lambda: cache.get("\ud800"), lambda: cache.set("\ud800", 1)):
+        with pytest.raises(ConfigurationError, match=r"key must be encodable as UTF-8.*ud800"):
+            op()
+    for op in (lambda: cache.get_many(["a", "\ud800"]), lambda: cache.set_many({"\ud800": 1})):
+        with pytest.raises(ConfigurationError, match=r"key must be encodable as UTF-8.*ud800"):
+            op()
 
 
 # -- plain operations on both backends ----------------------------------------

@@ -301,6 +301,13 @@ class RedisCache:
             raise ConfigurationError(
                 f"key must be a non-empty str not starting with '}}', got {key!r}"
             )
+        if not key.isascii():
+            try:
+                key.encode()
+            except UnicodeEncodeError:
+                raise ConfigurationError(
+                    f"key must be encodable as UTF-8 (no lone surrogates), got {key!r}"
+                ) from None
         return f"{self.namespace}:{{{key}}}"
 
     def _px(self, ttl: float) -> int:
