@@ -43,8 +43,8 @@ class RedisCacheStats(NamedTuple):
     lease), `load_errors`, `writebacks`, `writebacks_rejected` (a newer write
     or a lost lease won), `waits` (calls that waited for another process's
     load), `shared` (calls that took the result of a load already running in
-    this process, read after the call began), `stale_served` and `fallbacks` (loader called with Redis
-    unavailable).
+    this process, read after the call began), `stale_served` and
+    `fallbacks` (loader called with Redis unavailable).
     """
 
     hits: int
