@@ -174,23 +174,23 @@ def _watch_connection(conn: Any) -> Any:
     retry = getattr(conn, "retry", None)
     if isinstance(retry, Retry) and not isinstance(retry, _DeadlineRetry):
         conn.retry = _DeadlineRetry(retry)
-    real = conn.__dict__.get("connect")
-    if getattr(real, "_scalekit_watch", False):
+    attrs = getattr(conn, "__dict__", None)
+    if attrs is None or "_scalekit_connect" in attrs:  # __slots__: noted when handed out
         return conn
     real = getattr(conn, "connect", None)
     if real is None:
         return conn
 
     def connect(*args: Any, **kwargs: Any) -> Any:
-        call = _inflight.get(threading.get_ident())
-        if call is not None and conn not in call.conns:
-            with _cut_lock:
-                call.conns.append(conn)
+        if getattr(conn, "_sock", None) is None:  # about to connect: the handshake follows
+            call = _inflight.get(threading.get_ident())
+            if call is not None and conn not in call.conns:
+                with _cut_lock:
+                    call.conns.append(conn)
         return real(*args, **kwargs)
 
-    connect._scalekit_watch = True  # type: ignore[attr-defined]
-    with contextlib.suppress(AttributeError):  # a class with __slots__: noted when handed out
-        conn.connect = connect
+    attrs["_scalekit_connect"] = True
+    conn.connect = connect
     return conn
 
 
