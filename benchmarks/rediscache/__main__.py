@@ -248,6 +248,12 @@ def soak_main(argv: list[str]) -> int:
         help="the staleness NearCache reads may show, in seconds (default %(default)g)",
     )
     parser.add_argument(
+        "--sharing",
+        type=int,
+        default=3,
+        help="reader threads sharing each reading cache instance (default %(default)d)",
+    )
+    parser.add_argument(
         "--backend",
         choices=["standalone", "cluster", "both"],
         default="both",
@@ -266,7 +272,12 @@ def soak_main(argv: list[str]) -> int:
                 done[0] += 1
 
         result = run(
-            seed, args.seconds, cluster=cluster, max_staleness=args.max_staleness, tick=tick
+            seed,
+            args.seconds,
+            cluster=cluster,
+            max_staleness=args.max_staleness,
+            sharing=args.sharing,
+            tick=tick,
         )
         print(result.summary())
         for violation in result.violations[:20]:

@@ -3,7 +3,9 @@
 Writers bump a per-key version in an in-memory "database" and then
 invalidate or overwrite the cache; slow loaders read the database and sleep
 before writing back; readers read through RedisCache (`get`,
-`get_or_load`) and through a NearCache. Meanwhile a seeded schedule kills
+`get_or_load`) and through a NearCache, several reader threads sharing
+each instance (as the threads of one server share one cache), so calls
+join loads already running in their process. Meanwhile a seeded schedule kills
 Redis with SIGKILL and restarts it from its append-only file (fsync
 always), freezes it with SIGSTOP, blackholes the network (a TCP proxy) and,
 on a Cluster, kills cluster-bus links; it also slows the link (a proxy
@@ -171,6 +173,8 @@ def run(
     cluster: bool = False,
     keys: int = 6,
     max_staleness: float = 0.5,
+    sharing: int = 3,
+    faults: bool = True,
     tick: Callable[[float], None] | None = None,
 ) -> SoakResult:
     """Run the workload under a fault schedule drawn from *seed* for *seconds*.
@@ -181,6 +185,11 @@ def run(
         cluster: Run on a 3-master Redis Cluster instead of one server.
         keys: Distinct keys the workload touches.
         max_staleness: The NearCache bound checked for the near layer.
+        sharing: Reader threads that share each reading instance (as the
+            threads of one web server share one cache): a load running in
+            the process is then joined by callers that began during it.
+        faults: Inject the fault schedule (False: the same workload on a
+            healthy server).
         tick: Called about every 0.1 s with the elapsed seconds (progress bars).
 
     Returns:
@@ -191,7 +200,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="scalekit-soak-") as tmp:
         backend = _Backend(cluster, Path(tmp))
         try:
-            _workload(backend, rng, result, keys, max_staleness, tick)
+            _workload(backend, rng, result, keys, max_staleness, sharing, faults, tick)
         finally:
             backend.close()
     return result
@@ -203,6 +212,8 @@ def _workload(
     result: SoakResult,
     n_keys: int,
     max_staleness: float,
+    sharing: int,
+    faults: bool,
     tick: Callable[[float], None] | None,
 ) -> None:
     namespace = f"soak{rng.randrange(16**8):08x}"
@@ -305,6 +316,7 @@ def _workload(
     ] + [
         threading.Thread(target=reader, args=(layer, call, random.Random(rng.random()), single))
         for layer, call, single in calls
+        for _ in range(sharing)
     ]
     for t in threads:
         t.daemon = True
@@ -315,7 +327,7 @@ def _workload(
         while (elapsed := time.monotonic() - began) < result.seconds:
             if tick is not None:
                 tick(elapsed)
-            if time.monotonic() >= next_fault:
+            if faults and time.monotonic() >= next_fault:
                 what = backend.inject(rng, stop)
                 result.faults.append(f"{time.monotonic() - began:6.2f} {what}")
                 next_fault = time.monotonic() + rng.uniform(0.3, 1.0)

@@ -661,3 +661,33 @@ def test_near_cache_created_before_fork_works_in_the_child(redis_server: Any) ->
         assert wait_until(lambda: near.get("k") == 2, timeout=near.max_staleness + 0.2)
     finally:
         near.close()
+
+
+def test_swapdb_is_not_reported_and_clear_local_recovers(fresh_redis_server: Any) -> None:
+    """SWAPDB changes no key name, so client tracking reports nothing (documented).
+
+    The local copy keeps the swapped-out value (until `local_ttl` or the key's
+    remote freshness); `clear_local()` in each process after a SWAPDB is the remedy.
+    """
+    namespace = unique_namespace()
+    url = fresh_redis_server.url
+    other_db = RedisCache(
+        make_client(("standalone", url.rsplit("/", 1)[0] + "/1")), namespace=namespace, notify=False
+    )
+    other_db.set("k", "new-in-db1")
+    cache = RedisCache(make_client(("standalone", url)), namespace=namespace)
+    # a wide bound, so a late heartbeat on a loaded machine does not clear the local layer
+    with NearCache(LRUCache(10), cache, max_staleness=5.0) as near:
+        assert near.tracking
+        cache.set("k", "old")
+        assert near.get("k") == "old"
+        assert near.sync(5)
+        heard, clears = near.stats().invalidations, near.stats().clears
+        make_client(("standalone", url)).swapdb(0, 1)
+        assert cache.get("k") == "new-in-db1"
+        assert near.sync(5)  # every message the node sent before now is in
+        assert near.stats().invalidations == heard
+        assert near.stats().clears == clears
+        assert near.get("k") == "old"  # not seen: the documented limit
+        near.clear_local()
+        assert near.get("k") == "new-in-db1"

@@ -57,6 +57,13 @@ def test_bad_arguments_raise_configuration_error(redis_server: Any) -> None:
     for bad in ("", "}x", 42):
         with pytest.raises(ConfigurationError, match="key must be"):
             cache.get(bad)  # type: ignore[arg-type]
+    # a lone surrogate cannot be sent to Redis: refused before any call, naming the key
+    for op in (lambda: cache.get("\ud800"), lambda: cache.set("\ud800", 1)):
+        with pytest.raises(ConfigurationError, match=r"key must be encodable as UTF-8.*ud800"):
+            op()
+    for op in (lambda: cache.get_many(["a", "\ud800"]), lambda: cache.set_many({"\ud800": 1})):
+        with pytest.raises(ConfigurationError, match=r"key must be encodable as UTF-8.*ud800"):
+            op()
 
 
 # -- plain operations on both backends ----------------------------------------
@@ -521,7 +528,9 @@ def test_none_result_is_single_flight_in_process(client: Any) -> None:
     for th in threads:
         th.join(30)
     assert out == [None] * 16
-    assert len(calls) == 1
+    # Callers that began before the loader was called share its call; one that
+    # began after it takes the next load (a write may have come in between).
+    assert 1 <= len(calls) <= 2
 
 
 def test_redis_down_fallback_is_single_flight(fresh_redis_server: Any) -> None:
@@ -549,7 +558,7 @@ def test_redis_down_fallback_is_single_flight(fresh_redis_server: Any) -> None:
         th.join(60)
     fresh_redis_server.start()
     assert out == ["db"] * 32
-    assert len(calls) == 1
+    assert 1 <= len(calls) <= 2  # at most one more load, for callers begun after the first
 
 
 # -- every call is bounded, retries included ------------------------------------

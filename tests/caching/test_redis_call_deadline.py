@@ -21,7 +21,7 @@ from scalekit.caching import LRUCache
 from scalekit.caching.near_cache import NearCache
 from scalekit.caching.redis_cache import RedisCache
 from scalekit.exceptions import BackendUnavailableError
-from tests.caching._redis_helpers import make_client, unique_namespace
+from tests.caching._redis_helpers import make_client, unique_namespace, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -213,3 +213,110 @@ def test_cluster_master_stopped_or_busy_is_bounded_and_recovers(redis_cluster: A
             admin.close()
         assert cache.get("k") == "v"
     client.close()
+
+
+def test_near_cache_treats_busy_during_listener_setup_as_unavailable(
+    fresh_redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """BUSY while a listener sets up is a server that cannot answer, not an ACL refusal."""
+    import redis
+
+    caplog.set_level("DEBUG", logger="scalekit.caching.near_cache")
+    admin = make_client(("standalone", fresh_redis_server.url), socket_timeout=30)
+    admin.config_set("busy-reply-threshold", 100)
+    cache = RedisCache(
+        make_client(("standalone", fresh_redis_server.url)), namespace=unique_namespace()
+    )
+    cache.set("k", "v")
+
+    def spin() -> None:
+        with contextlib.suppress(redis.ResponseError):  # ended by SCRIPT KILL
+            admin.eval(SPIN, 0, 20)
+
+    def busy() -> threading.Thread:
+        spinner = threading.Thread(target=spin)
+        spinner.start()
+        _wait_busy(*fresh_redis_server.address)
+        return spinner
+
+    def kill(spinner: threading.Thread) -> None:
+        make_client(("standalone", fresh_redis_server.url)).script_kill()
+        spinner.join(10)
+
+    def busy_logged() -> bool:
+        return any("BUSY" in r.getMessage() for r in caplog.records)
+
+    spinner = busy()
+    try:
+        # constructed while the server is busy: no ConfigurationError, just untrusted
+        near = NearCache(LRUCache(10), cache, max_staleness=0.5, connect_timeout=0.5)
+        assert near.state == "untrusted"
+        assert wait_until(busy_logged)
+    finally:
+        kill(spinner)
+    try:
+        assert wait_until(lambda: near.state == "trusted")
+        assert near.get("k") == "v"
+        caplog.clear()
+        spinner = busy()
+        try:
+            # the heartbeat goes unanswered: the listener reconnects into BUSY replies
+            assert wait_until(busy_logged)
+            assert near.state == "untrusted"
+        finally:
+            kill(spinner)
+        assert wait_until(lambda: near.state == "trusted")
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    finally:
+        near.close()
+
+
+@pytest.mark.parametrize("health_check_interval", [0, 1])
+def test_a_call_that_must_reconnect_over_a_slow_link_is_bounded(
+    redis_server: Any, health_check_interval: int
+) -> None:
+    """The connection handshake (AUTH, CLIENT SETNAME, CLIENT SETINFO, SELECT) counts too.
+
+    Each piece is held 0.22 s (below socket_timeout), so a handshake of five
+    round trips lasts ~2.2 s: the call is cut at call_timeout all the same.
+    """
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from scalekit.testing import TCPProxy
+
+    user = unique_namespace()
+    admin = make_client(("standalone", redis_server.url))
+    admin.acl_setuser(
+        user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all"]
+    )
+    try:
+        with TCPProxy(*redis_server.address) as proxy:
+            client = redis.Redis(
+                *proxy.address,
+                db=1,
+                username=user,
+                password="pw",
+                client_name="shop-web",
+                socket_timeout=0.5,
+                socket_connect_timeout=0.5,
+                retry=Retry(NoBackoff(), 1),
+                health_check_interval=health_check_interval,
+            )
+            cache = RedisCache(client, namespace=unique_namespace())
+            cache.set("k", "v")
+            proxy.delay(0.22)
+            for _ in range(3):
+                client.connection_pool.disconnect()  # a fresh connection, as after any cut
+                start = time.monotonic()
+                with contextlib.suppress(BackendUnavailableError):
+                    cache.get("k")
+                took = time.monotonic() - start
+                assert took <= cache.call_timeout + MARGIN, (took, cache.call_timeout)
+            proxy.pass_through()
+            assert cache.get("k") == "v"
+            client.close()
+    finally:
+        admin.acl_deluser(user)
+        admin.close()

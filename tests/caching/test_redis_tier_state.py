@@ -156,7 +156,7 @@ def test_near_caches_match_a_dict(spec: Any) -> None:
         def local_layers_hold_only_current_values(self) -> None:
             for n in self.near:
                 with n._lock:
-                    local = {k: v for k, (v, _) in n._local._data.items()}
+                    local = {k: v for k, (v, _) in list(n._local.items())}
                 for k, v in local.items():
                     assert k in self.model and self.model[k] == v
 

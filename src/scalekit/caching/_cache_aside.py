@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
 
-from ..exceptions import BackendError, BackendUnavailableError, CacheLoadTimeoutError
+from ..exceptions import (
+    BackendError,
+    BackendUnavailableError,
+    CacheLoadTimeoutError,
+    InvalidStateError,
+)
+from ._single_flight import own_copy
 
 if TYPE_CHECKING:
     from .redis_cache import RedisCache
@@ -37,8 +43,8 @@ class RedisCacheStats(NamedTuple):
     lease), `load_errors`, `writebacks`, `writebacks_rejected` (a newer write
     or a lost lease won), `waits` (calls that waited for another process's
     load), `shared` (calls that took the result of a load already running in
-    this process), `stale_served` and `fallbacks` (loader called with Redis
-    unavailable).
+    this process, read after the call began), `stale_served` and
+    `fallbacks` (loader called with Redis unavailable).
     """
 
     hits: int
@@ -73,6 +79,95 @@ _Result = tuple[Any, bool, float]  # (value, fresh, time.monotonic() instant fre
 _NEVER_FRESH = float("-inf")
 
 
+class _Flight:
+    __slots__ = ("done", "error", "owner", "read_at", "result")
+
+    def __init__(self) -> None:
+        self.owner = threading.get_ident()
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        # `time.monotonic()` instants at which the reads behind the result began, in
+        # order (a Redis request sent, a loader called); the last one produced it.
+        self.read_at: list[float] = []
+
+
+class FreshFlights:
+    """In-process single-flight that never hands a caller a result read before it began.
+
+    Concurrent callers for one key share one load, but a caller takes the
+    result of a load already running only if the read that produced it (the
+    Redis request that returned it, or the loader call) began after the
+    caller did. Otherwise the result may predate a write acknowledged before
+    the caller started, and the caller goes again: it leads a new load, or
+    joins one begun after it started (whose reads all follow its start). So
+    no caller waits for more than two loads.
+
+    Thread-safe. A follower gets its own copy of the leader's exception
+    (`own_copy`), with the driver's exception as its cause where the
+    leader's had one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[str, _Flight] = {}
+
+    def run(
+        self,
+        key: str,
+        since: float,
+        fn: Callable[[list[float]], Any],
+        timeout: float,
+        on_timeout: Callable[[], Exception],
+    ) -> tuple[Any, bool]:
+        """(result, led): `fn(read_at)`, or the result of a load read after *since*.
+
+        *since* is the `time.monotonic()` instant the caller began; *fn*
+        appends to *read_at* the instant each read it makes begins. A follower
+        waits at most *timeout* seconds in all (`inf`: no limit), then raises
+        `on_timeout()`.
+
+        Raises:
+            InvalidStateError: *fn* itself asked for *key* again in the same
+                thread (it would wait for itself).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                flight = self._flights.get(key)
+                leader = flight is None
+                if flight is None:
+                    flight = self._flights[key] = _Flight()
+            if leader:
+                try:
+                    flight.result = fn(flight.read_at)
+                except BaseException as exc:
+                    flight.error = exc
+                    raise
+                finally:
+                    with self._lock:
+                        del self._flights[key]
+                    flight.done.set()
+                return flight.result, True
+            if flight.owner == threading.get_ident():
+                raise InvalidStateError(
+                    f"the load of {key!r} asked for {key!r} again from its own thread "
+                    "(a loader calling get_or_load on its own key would wait for itself)"
+                )
+            remaining = deadline - time.monotonic()
+            if not flight.done.wait(None if timeout == math.inf else max(0.0, remaining)):
+                raise on_timeout()
+            error = flight.error
+            if error is not None:
+                clone = own_copy(error)
+                if clone is not error and error.__cause__ is not None:
+                    clone.__cause__ = error.__cause__
+                    clone.__context__ = error
+                raise clone
+            if flight.read_at and flight.read_at[-1] >= since:
+                return flight.result, False
+
+
 def get_or_load(
     cache: RedisCache, key: str, loader: Callable[[], Any], ttl: float | None, deadline: bool
 ) -> _Result:
@@ -81,6 +176,7 @@ def get_or_load(
     *fresh until* never lies after the instant Redis stops serving the value as
     fresh; on a hit it is exact only with *deadline* (a GET + PTTL script), else `inf`.
     """
+    since = time.monotonic()  # a result read before this is never shared with this call
     name = cache._name(key)
     data = None
     down = False
@@ -104,18 +200,20 @@ def get_or_load(
     if cache.stale_ttl and data is not None and data[0] == 0x76:
         # A stale value is kept: whoever finds the lease taken gets it at once,
         # so callers in this process need not queue behind one another.
-        return _miss(cache, name, loader, ttl)
-    leader: list[bool] = []
+        return _miss(cache, name, loader, ttl, [])
 
-    def lead() -> _Result:
-        leader.append(True)
+    def lead(read_at: list[float]) -> _Result:
         if down:
             cache._counters.add("fallbacks")
+            read_at.append(time.monotonic())
             return loader(), False, _NEVER_FRESH
-        return _miss(cache, name, loader, ttl)
+        return _miss(cache, name, loader, ttl, read_at)
 
-    result: _Result = cache._flight.run(name, lead, cache.wait_timeout, _timeout_error(cache, name))
-    if not leader:
+    result: _Result
+    result, led = cache._flight.run(
+        name, since, lead, cache.wait_timeout, _timeout_error(cache, name)
+    )
+    if not led:
         cache._counters.add("shared")
     return result
 
@@ -135,7 +233,14 @@ def _falls_back(exc: BackendError) -> bool:
     )
 
 
-def _miss(cache: RedisCache, name: str, loader: Callable[[], Any], ttl: float | None) -> _Result:
+def _miss(
+    cache: RedisCache,
+    name: str,
+    loader: Callable[[], Any],
+    ttl: float | None,
+    read_at: list[float],
+) -> _Result:
+    """The load under the lease; appends to *read_at* when each read behind it begins."""
     ran: list[bool] = []
 
     def tracked() -> Any:
@@ -143,15 +248,22 @@ def _miss(cache: RedisCache, name: str, loader: Callable[[], Any], ttl: float | 
         return loader()
 
     try:
-        return _load(cache, name, tracked, ttl)
+        return _load(cache, name, tracked, ttl, read_at)
     except BackendError as exc:
         if not (cache.fallback and _falls_back(exc)) or ran:  # never run the loader twice
             raise
         cache._counters.add("fallbacks")
+        read_at.append(time.monotonic())
         return loader(), False, _NEVER_FRESH
 
 
-def _load(cache: RedisCache, name: str, loader: Callable[[], Any], ttl: float | None) -> _Result:
+def _load(
+    cache: RedisCache,
+    name: str,
+    loader: Callable[[], Any],
+    ttl: float | None,
+    read_at: list[float],
+) -> _Result:
     cache._counters.add("misses")
     keys = [name, name + ":ver", name + ":lease"]
     token = os.urandom(8).hex()
@@ -165,12 +277,13 @@ def _load(cache: RedisCache, name: str, loader: Callable[[], Any], ttl: float | 
             keys=keys,
             args=[token, cache._lease_ms, round(cache._clock() * 1000), _version()],
         )
+        read_at.append(sent)
         if reply[0] == 1:
             until = cache._fresh_deadline(reply[1], reply[2], sent)
             return _hit_after_wait(cache, reply[1], waited), True, until
         stale = reply[-1]
         if reply[0] == 2:
-            return _run_loader(cache, keys, token, reply[1], loader, ttl)
+            return _run_loader(cache, keys, token, reply[1], loader, ttl, read_at)
         if cache.stale_ttl and stale is not None and stale[0] == 0x76:  # b"v": kept stale
             cache._counters.add("stale_served")
             return cache.serializer.loads(stale.split(b":", 2)[2]), False, _NEVER_FRESH
@@ -197,8 +310,10 @@ def _run_loader(
     version: bytes,
     loader: Callable[[], Any],
     ttl: float | None,
+    read_at: list[float],
 ) -> _Result:
     cache._counters.add("loads")
+    read_at.append(time.monotonic())
     try:
         value = loader()
         payload = b"" if value is None else cache.serializer.dumps(value)
@@ -239,4 +354,8 @@ def _run_loader(
             return value, False, _NEVER_FRESH  # loaded once already: return it uncached
         raise
     cache._counters.add("writebacks" if written == 1 else "writebacks_rejected")
+    if written == 1:
+        # Accepted: no write was acknowledged between the lease and now, so the
+        # value is current for every caller that began before this request.
+        read_at.append(sent)
     return value, written == 1, until

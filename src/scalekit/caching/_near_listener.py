@@ -11,6 +11,7 @@ import redis
 import redis.cluster
 
 from ..exceptions import BackendUnavailableError
+from .redis_cache import _busy
 
 if TYPE_CHECKING:
     from .near_cache import NearCache
@@ -67,22 +68,31 @@ class Listener(threading.Thread):
                 conn = self.pool.connection_class(**self.pool.connection_kwargs)
                 self._session(conn)
                 backoff = 0.05
-            except redis.ResponseError as exc:  # refused: an ACL, or a renamed command
+            except redis.ResponseError as exc:
+                if _busy(exc):  # a script past busy-reply-threshold: unavailable, not refused
+                    _log.debug("NearCache listener on %s: %s (retrying)", self.node, exc)
+                    backoff = self._unavailable(backoff)
+                    continue
+                # refused: an ACL, or a renamed command
                 if self.denied is None:
                     _log.error("%s", permission_message(self._denied(exc), near.remote.channel))
                 near._distrust(self)
                 self.ready.set()
                 near._stop.wait(max(backoff, 1.0))
             except Exception:  # any failure: distrust the local layer and reconnect
-                near._distrust(self)
-                near._stop.wait(backoff)
-                backoff = min(backoff * 2, near.max_staleness)
+                backoff = self._unavailable(backoff)
             finally:
                 for used in (conn, self._role):
                     if used is not None:
                         with contextlib.suppress(Exception):  # best effort on a broken link
                             used.disconnect()
         near._distrust(self)
+
+    def _unavailable(self, backoff: float) -> float:
+        """Distrust the local layer, wait *backoff* seconds; the next backoff."""
+        self.near._distrust(self)
+        self.near._stop.wait(backoff)
+        return min(backoff * 2, self.near.max_staleness)
 
     def _check_role(self, role: Any) -> None:
         """Leave the session if the node is no longer a primary; look for the new one."""

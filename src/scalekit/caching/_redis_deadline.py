@@ -8,7 +8,10 @@ runs each call under a deadline, in three parts:
 
 * every connection its call takes from a pool is noted (the pools of the
   client are watched: their `get_connection` notes the connection for the
-  calling thread, and refuses another once the deadline is near);
+  calling thread, and refuses another once the deadline is near). A
+  connection that must (re)connect is noted as its connect begins, so the
+  handshake redis-py runs inside `get_connection` (AUTH, CLIENT SETNAME,
+  CLIENT SETINFO, SELECT, a health-check PING) is cut like any read;
 * each such connection's retry policy is wrapped: under a deadline it
   starts another attempt only if the backoff sleep before it and a
   connect (which cannot be interrupted) fit in the time left, and
@@ -161,18 +164,46 @@ class _DeadlineRetry(Retry):
                     time.sleep(backoff)
 
 
+def _watch_connection(conn: Any) -> Any:
+    """Wrap *conn*'s retry policy, and note it in the calling cache call when it connects.
+
+    redis-py connects (and runs the handshake) inside `get_connection`, before
+    the pool hands the connection out: noted only then, its handshake could
+    not be cut.
+    """
+    retry = getattr(conn, "retry", None)
+    if isinstance(retry, Retry) and not isinstance(retry, _DeadlineRetry):
+        conn.retry = _DeadlineRetry(retry)
+    attrs = getattr(conn, "__dict__", None)
+    if attrs is None or "_scalekit_connect" in attrs:  # __slots__: noted when handed out
+        return conn
+    real = getattr(conn, "connect", None)
+    if real is None:
+        return conn
+
+    def connect(*args: Any, **kwargs: Any) -> Any:
+        if getattr(conn, "_sock", None) is None:  # about to connect: the handshake follows
+            call = _inflight.get(threading.get_ident())
+            if call is not None and conn not in call.conns:
+                with _cut_lock:
+                    call.conns.append(conn)
+        return real(*args, **kwargs)
+
+    attrs["_scalekit_connect"] = True
+    conn.connect = connect
+    return conn
+
+
 def _noted(pool: Any, real: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     call = _inflight.get(threading.get_ident())
     if call is not None and (call.cut or (call.taken and not call.fits(0.0))):
         # The first connection of a call is always taken: call_timeout counts its attempt.
         raise DeadlineExceeded("call_timeout reached before another attempt could start")
-    conn = real(*args, **kwargs)
-    retry = getattr(conn, "retry", None)
-    if isinstance(retry, Retry) and not isinstance(retry, _DeadlineRetry):
-        conn.retry = _DeadlineRetry(retry)
+    conn = _watch_connection(real(*args, **kwargs))
     if call is not None:
         call.taken += 1
-        call.conns.append(conn)
+        if conn not in call.conns:
+            call.conns.append(conn)
     return conn
 
 
@@ -205,6 +236,17 @@ def watch_pool(pool: Any) -> None:
 
     get_connection._scalekit_watch = True  # type: ignore[attr-defined]
     release._scalekit_real = give  # type: ignore[attr-defined]
+    make = getattr(pool, "make_connection", None)
+    if make is not None:
+
+        def make_connection(*args: Any, **kwargs: Any) -> Any:
+            return _watch_connection(make(*args, **kwargs))
+
+        pool.make_connection = make_connection
+    # Connections the pool made before it was watched.
+    for conn in list(getattr(pool, "_available_connections", ())):
+        if conn is not None:  # a BlockingConnectionPool's queue holds None placeholders
+            _watch_connection(conn)
     pool.release = release
     pool.get_connection = get_connection
 

@@ -5,8 +5,11 @@ Cluster), of its own, outside the client's pool. By default each listener
 runs `CLIENT TRACKING ON REDIRECT <own id> BCAST PREFIX <namespace>:` and
 subscribes to `__redis__:invalidate` (Redis >= 6), so the node itself
 reports every change to a key of the namespace: writes through scalekit,
-and also a direct `SET` or `DEL`, an expiry, an eviction or a `FLUSHDB`;
-if that setup is refused the constructor raises `ConfigurationError`.
+and also a direct `SET` or `DEL`, an expiry, an eviction or a `FLUSHDB`
+(not a `SWAPDB`: tracking follows key names, which a swap leaves as they
+were; call `clear_local` after one); if that setup is refused (a `BUSY`
+reply is no refusal: it is retried) the constructor raises
+`ConfigurationError`.
 With `invalidation="channel"` a listener subscribes to the cache's channel
 instead, on which the scripts of
 [RedisCache][scalekit.caching.redis_cache.RedisCache] publish each write

@@ -35,7 +35,6 @@ from . import _cache_aside
 from . import _redis_scripts as scripts
 from ._cache_aside import RedisCacheStats, _Counters, _version
 from ._redis_deadline import DeadlineExceeded, call_with_deadline, watch_pool
-from ._single_flight import SingleFlight
 from .serializers import Serializer, resolve_serializer
 
 __all__ = ["CacheLoadTimeoutError", "RedisCache", "RedisCacheStats"]
@@ -187,7 +186,7 @@ class RedisCache:
         self._rng_lock = threading.Lock()
         self._lease_ms = max(1, round(self.lease_ttl * 1000))
         self._counters = _Counters()
-        self._flight = SingleFlight()
+        self._flight = _cache_aside.FreshFlights()
         self._call_bound = self._call_timeout()
         self._connect = self._connect_timeout()
         self._set = client.register_script(scripts.SET)
@@ -302,6 +301,13 @@ class RedisCache:
             raise ConfigurationError(
                 f"key must be a non-empty str not starting with '}}', got {key!r}"
             )
+        if not key.isascii():
+            try:
+                key.encode()
+            except UnicodeEncodeError:
+                raise ConfigurationError(
+                    f"key must be encodable as UTF-8 (no lone surrogates), got {key!r}"
+                ) from None
         return f"{self.namespace}:{{{key}}}"
 
     def _px(self, ttl: float) -> int:
