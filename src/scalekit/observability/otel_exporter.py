@@ -25,7 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from .. import __version__
 from .catalog import METRICS, MetricSpec
-from .core import Labels, MemoryRecorder, Telemetry, default_telemetry
+from .core import DEFAULT_BUCKETS, Labels, MemoryRecorder, Telemetry, default_telemetry
 
 __all__ = ["OpenTelemetryExporter"]
 
@@ -48,6 +48,19 @@ class _Forward:
         self._histograms[spec.name].record(value, attributes=dict(labels))
 
 
+def _histogram(meter: Any, spec: MetricSpec, unit: str) -> Any:
+    """A histogram whose advised buckets are the Prometheus exporter's, in seconds."""
+    try:
+        return meter.create_histogram(
+            spec.otel_name,
+            unit=unit,
+            description=spec.help,
+            explicit_bucket_boundaries_advisory=list(DEFAULT_BUCKETS),
+        )
+    except TypeError:  # an API older than 1.23 takes no advisory
+        return meter.create_histogram(spec.otel_name, unit=unit, description=spec.help)
+
+
 class OpenTelemetryExporter:
     """Creates one OpenTelemetry instrument per catalog metric for a hub.
 
@@ -67,9 +80,7 @@ class OpenTelemetryExporter:
         for spec in METRICS.values():
             unit = _UNITS.get(spec.unit, spec.unit)
             if spec.kind == "histogram":
-                histograms[spec.name] = meter.create_histogram(
-                    spec.otel_name, unit=unit, description=spec.help
-                )
+                histograms[spec.name] = _histogram(meter, spec, unit)
             elif spec.kind == "counter":
                 meter.create_observable_counter(
                     spec.otel_name, callbacks=[self._callback(spec)], unit=unit,
