@@ -362,3 +362,69 @@ def test_otel_histograms_use_the_prometheus_buckets() -> None:
     ]
     assert tuple(points[0].explicit_bounds) == DEFAULT_BUCKETS
     exporter.close()
+
+
+def test_a_second_prometheus_collector_on_one_registry_is_refused() -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry, Counter
+
+    from scalekit.observability import PrometheusCollector
+
+    registry = CollectorRegistry()
+    first = PrometheusCollector(Telemetry()).register(registry)
+    second = PrometheusCollector(Telemetry())
+    with pytest.raises(ValueError, match="Duplicated"):
+        second.register(registry)
+    with pytest.raises(ValueError, match="Duplicated"):
+        Counter("scalekit_cache_hits", "clash", ["cache"], registry=registry)
+    second.close()
+    first.close()
+
+
+def test_otel_exporter_close_reports_nothing_and_one_provider_takes_one() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from scalekit.observability import OpenTelemetryExporter
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    hub = Telemetry()
+    exporter = OpenTelemetryExporter(hub, meter_provider=provider)
+    with pytest.raises(ConfigurationError, match="meter_provider already has"):
+        OpenTelemetryExporter(hub, meter_provider=provider)
+    cache: LRUCache[str, int] = LRUCache(5)
+    watch_cache(cache, "products", telemetry=hub)
+    cache.get("x")
+    exporter.close()
+    for _ in range(5):
+        cache.get("x")
+
+    def misses() -> list[float]:
+        data = reader.get_metrics_data()
+        return [
+            p.value
+            for rm in (data.resource_metrics if data else [])
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == "scalekit.cache.misses"
+            for p in m.data.data_points
+        ]
+
+    assert all(v <= 1 for v in misses())
+    OpenTelemetryExporter(hub, meter_provider=MeterProvider()).close()  # a new provider is fine
+
+
+def test_a_storm_of_one_event_is_rate_limited_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from scalekit.observability import log_event
+    from scalekit.observability.core import LOG_EVENTS_PER_SECOND
+
+    with caplog.at_level(logging.WARNING, logger="scalekit"):
+        for i in range(2000):
+            log_event("scalekit.lock.callback_failed", lock=f"l{i}", error="x")
+    records = [r for r in caplog.records if r.event == "scalekit.lock.callback_failed"]
+    # One window, or two if the loop straddled a second.
+    assert LOG_EVENTS_PER_SECOND <= len(records) <= 2 * LOG_EVENTS_PER_SECOND

@@ -305,7 +305,17 @@ def ejected(lb: Any, endpoint: Hashable, reason: str, until: float) -> None:
         endpoint=str(endpoint),
         reason=reason,
         until=until,
+        until_utc=_wall(lb, until),
     )
+
+
+def _wall(lb: Any, until: float) -> str:
+    """The balancer's clock reading *until* as an ISO 8601 UTC time (`time.time()` based)."""
+    try:
+        at = time.time() + (until - lb._clock())
+    except Exception:
+        return repr(until)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
 
 
 def unejected(lb: Any, endpoint: Hashable) -> None:

@@ -264,7 +264,8 @@ METRICS: dict[str, MetricSpec] = _specs(
 
 EVENTS: dict[str, str] = {
     "scalekit.balancer.ejected": (
-        "an endpoint was ejected (fields: balancer, endpoint, reason, until)"
+        "an endpoint was ejected (fields: balancer, endpoint, reason, until on the "
+        "balancer's clock, until_utc as ISO 8601 UTC)"
     ),
     "scalekit.balancer.uneject": "an ejected endpoint returned (fields: balancer, endpoint)",
     "scalekit.balancer.panic": "the balancer entered or left panic mode (fields: balancer, active)",

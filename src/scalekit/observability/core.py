@@ -581,6 +581,12 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+#: At most this many records of one event are logged per second; the rest are
+#: counted and the next record logged carries `suppressed=<count>`.
+LOG_EVENTS_PER_SECOND = 10
+_storms: dict[str, tuple[float, int, int]] = {}
+_storm_lock = threading.Lock()
+
 _LEVELS = frozenset({logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL})
 
 
@@ -589,6 +595,9 @@ def log_event(event: str, level: int = logging.WARNING, **fields: Any) -> None:
 
     The record's message is `event key=value ...` (fields sorted), and the
     record carries `event` and `fields` attributes for structured handlers.
+    A storm is rate-limited: at most `LOG_EVENTS_PER_SECOND` records of one
+    event per second; the records dropped are counted and the next record
+    of that event carries `suppressed=<count>` (the metrics count every one).
 
     Raises:
         ConfigurationError: *event* is not in `EVENTS` or *level* is not a
@@ -604,5 +613,16 @@ def log_event(event: str, level: int = logging.WARNING, **fields: Any) -> None:
         )
     if not _logger.isEnabledFor(level):
         return
+    now = time.monotonic()
+    with _storm_lock:
+        started, logged, suppressed = _storms.get(event, (now, 0, 0))
+        if now - started >= 1.0:
+            started, logged = now, 0
+        if logged >= LOG_EVENTS_PER_SECOND:
+            _storms[event] = (started, logged, suppressed + 1)
+            return
+        _storms[event] = (started, logged + 1, 0)
+    if suppressed:
+        fields = {**fields, "suppressed": suppressed}
     text = " ".join(f"{k}={fields[k]!r}" for k in sorted(fields))
     _logger.log(level, "%s %s", event, text, extra={"event": event, "fields": dict(fields)})

@@ -24,10 +24,14 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from .. import __version__
+from ..exceptions import ConfigurationError
 from .catalog import METRICS, MetricSpec
 from .core import DEFAULT_BUCKETS, Labels, MemoryRecorder, Telemetry, default_telemetry
 
 __all__ = ["OpenTelemetryExporter"]
+
+# Meter providers with a live exporter (compared by identity).
+_providers: list[Any] = []
 
 _UNITS = {"seconds": "s", "ratio": "1", "": "1"}
 
@@ -67,6 +71,10 @@ class OpenTelemetryExporter:
     Args:
         telemetry: the hub (default: `default_telemetry()`).
         meter_provider: where meters come from (default: the global one).
+
+    Raises:
+        ConfigurationError: *meter_provider* already has an exporter that
+            was not closed (its instruments would count everything twice).
     """
 
     def __init__(
@@ -74,6 +82,13 @@ class OpenTelemetryExporter:
     ) -> None:
         self._telemetry = telemetry or default_telemetry()
         provider = meter_provider or otel_metrics.get_meter_provider()
+        if any(p is provider for p in _providers):
+            raise ConfigurationError(
+                "meter_provider already has an OpenTelemetryExporter; its instruments would "
+                "count every measurement twice (close() the first one, or use one exporter)"
+            )
+        self._closed = False
+        self._provider = provider
         meter = provider.get_meter("scalekit", __version__)
         self._recorder = MemoryRecorder()
         histograms: dict[str, Any] = {}
@@ -94,14 +109,19 @@ class OpenTelemetryExporter:
         self._forward = _Forward(histograms)
         self._telemetry.subscribe(self._recorder)
         self._telemetry.subscribe(self._forward)
+        _providers.append(provider)
 
     def close(self) -> None:
-        """Stop receiving from the hub (the instruments then report nothing new)."""
+        """Stop receiving from the hub; the instruments then report nothing at all."""
+        self._closed = True
         self._telemetry.unsubscribe(self._recorder)
         self._telemetry.unsubscribe(self._forward)
+        _providers[:] = [p for p in _providers if p is not self._provider]
 
     def _callback(self, spec: MetricSpec) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
+            if self._closed:
+                return []
             counters, gauges, _ = self._recorder.snapshot()
             pushed = counters if spec.kind == "counter" else gauges
             totals: dict[Labels, float] = {}
