@@ -123,6 +123,16 @@ def _failed(event: str, what: object, exc: BaseException, **fields: Any) -> None
     log_event(event, logging.ERROR, error=repr(exc), **fields)
 
 
+def _recorder_failed(recorder: object, spec: MetricSpec, exc: BaseException) -> None:
+    _failed(
+        "scalekit.observability.recorder_failed",
+        recorder,
+        exc,
+        recorder=type(recorder).__name__,
+        metric=spec.name,
+    )
+
+
 class Telemetry:
     """The hub every instrumented primitive reports to.
 
@@ -237,13 +247,7 @@ class Telemetry:
         try:
             getattr(recorder, method)(spec, value, key)
         except Exception as exc:  # a recorder's failure must never reach the primitive
-            _failed(
-                "scalekit.observability.recorder_failed",
-                recorder,
-                exc,
-                recorder=type(recorder).__name__,
-                metric=spec.name,
-            )
+            _recorder_failed(recorder, spec, exc)
 
     # -- pushing --------------------------------------------------------------
 
@@ -261,7 +265,10 @@ class Telemetry:
             )
         key = _labels(spec, labels)
         for recorder in self._recorders:
-            self._call(recorder, "add", spec, float(amount), key)
+            try:
+                recorder.add(spec, float(amount), key)
+            except Exception as exc:  # a recorder's failure must never reach the primitive
+                _recorder_failed(recorder, spec, exc)
 
     def set(self, metric: str, value: float, **labels: Any) -> None:
         """Set gauge *metric* to *value*.
@@ -275,7 +282,10 @@ class Telemetry:
             raise ConfigurationError(f"value must be a finite number, got {value!r} for {metric}")
         key = _labels(spec, labels)
         for recorder in self._recorders:
-            self._call(recorder, "set", spec, float(value), key)
+            try:
+                recorder.set(spec, float(value), key)
+            except Exception as exc:  # a recorder's failure must never reach the primitive
+                _recorder_failed(recorder, spec, exc)
 
     def observe(self, metric: str, value: float, **labels: Any) -> None:
         """Record one observation of histogram *metric*.
@@ -291,7 +301,10 @@ class Telemetry:
             )
         key = _labels(spec, labels)
         for recorder in self._recorders:
-            self._call(recorder, "observe", spec, float(value), key)
+            try:
+                recorder.observe(spec, float(value), key)
+            except Exception as exc:  # a recorder's failure must never reach the primitive
+                _recorder_failed(recorder, spec, exc)
 
     def _observe_many(self, metric: str, values: list[float], **labels: Any) -> None:
         """`observe()` for a batch of values a probe already checked (finite, >= 0)."""
