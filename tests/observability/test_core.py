@@ -10,7 +10,7 @@ import re
 import pytest
 
 from scalekit.caching import LRUCache
-from scalekit.exceptions import ConfigurationError
+from scalekit.exceptions import ArgumentTypeError, ConfigurationError
 from scalekit.observability import (
     EVENTS,
     METRICS,
@@ -71,7 +71,7 @@ def test_an_idle_hub_is_inactive_and_a_subscribed_one_fans_out() -> None:
         (lambda h: h.add("scalekit_lock_acquisitions", math.inf, lock="x"), "finite"),
         (
             lambda h: h.observe("scalekit_lock_wait_seconds", math.nan, lock="x", outcome="ok"),
-            "must be a number",
+            "must be a finite number >= 0",
         ),
     ],
 )
@@ -109,17 +109,24 @@ def test_watching_a_cache_reports_its_counters_and_never_keeps_it_alive() -> Non
     }
     del cache
     gc.collect()
-    assert list(hub.collect()) == []
+    # Its gauges go; its counters keep their last totals, so that no total ever decreases.
+    assert {s.metric: s.value for s in hub.collect()} == {
+        "scalekit_cache_hits": 1,
+        "scalekit_cache_misses": 1,
+        "scalekit_cache_evictions": 1,
+    }
 
 
 def test_watch_cache_checks_its_arguments() -> None:
     with pytest.raises(ConfigurationError, match="non-empty string"):
         watch_cache(LRUCache(maxsize=2), "", telemetry=Telemetry())
-    with pytest.raises(ConfigurationError, match="stats"):
+    with pytest.raises(ArgumentTypeError, match="stats"):
         watch_cache({}, "plain-dict", telemetry=Telemetry())
 
 
-def test_a_source_outside_the_catalog_is_reported_at_collection() -> None:
+def test_a_source_outside_the_catalog_is_skipped_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from scalekit.observability import Sample
 
     class Thing:
@@ -127,9 +134,19 @@ def test_a_source_outside_the_catalog_is_reported_at_collection() -> None:
 
     hub = Telemetry()
     thing = Thing()
+    good = LRUCache(maxsize=2)
+    watch_cache(good, "products", telemetry=hub)
     hub.watch(thing, lambda _: [Sample("scalekit_cache_hits", 1, {"wrong": "x"})])
-    with pytest.raises(ConfigurationError, match="catalog does not define"):
-        list(hub.collect())
+    with caplog.at_level(logging.ERROR, logger="scalekit"):
+        samples = list(hub.collect())
+    assert {s.labels["cache"] for s in samples if s.metric == "scalekit_cache_hits"} == {"products"}
+    events = [
+        r
+        for r in caplog.records
+        if getattr(r, "event", "") == "scalekit.observability.source_failed"
+    ]
+    assert len(events) == 1
+    assert "catalog does not define" in events[0].fields["error"]
 
 
 def test_events_are_logged_with_a_stable_name_and_fields(caplog: pytest.LogCaptureFixture) -> None:

@@ -235,6 +235,8 @@ class Balancer(ABC, Generic[E]):
                     del self._draining[endpoint]
                 else:
                     self._draining[endpoint] = draining - 1
+                if self._probe is not None:  # a removed endpoint's request still counts
+                    self._probe.released_one(endpoint, latency, ok)
                 return
             if count == 0:
                 raise ConfigurationError(

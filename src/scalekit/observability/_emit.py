@@ -30,6 +30,15 @@ if TYPE_CHECKING:
 
 __all__ = ["on"]
 
+
+class _Nobody:
+    """The hub of an unwatched object: never active."""
+
+    active = False
+
+
+_NOBODY: Any = _Nobody()
+
 #: True while any hub in the process has a subscribed recorder.
 on = False
 
@@ -38,8 +47,8 @@ _state_lock = threading.Lock()
 
 # id(obj) -> (hub, label value) for objects named by watch_cache & co.
 _names: dict[int, tuple[Telemetry, str]] = {}
-# Lock families: (key, does a lock name belong, hub, label value), newest first.
-_lock_families: list[tuple[object, Callable[[str], bool], Telemetry, str]] = []
+# Lock families: (key, does a lock name belong, hub held weakly, label value), newest first.
+_lock_families: list[tuple[object, Callable[[str], bool], weakref.ref[Telemetry], str]] = []
 
 
 def _subscribed(delta: int) -> None:
@@ -52,15 +61,28 @@ def _subscribed(delta: int) -> None:
 def name(obj: Any, hub: Telemetry, label: str) -> None:
     """Remember that *obj* reports to *hub* as *label* (forgotten when *obj* dies)."""
     key = id(obj)
+    known = key in _names
     _names[key] = (hub, label)
-    weakref.finalize(obj, _names.pop, key, None)
+    if not known:
+        weakref.finalize(obj, _names.pop, key, None)
+
+
+def forget(obj: Any, hub: Telemetry) -> None:
+    """*obj* no longer pushes to *hub* (`Telemetry.unwatch`)."""
+    found = _names.get(id(obj))
+    if found is not None and found[0] is hub:
+        _names[id(obj)] = (_NOBODY, "")
 
 
 def name_locks(key: object, belongs: Callable[[str], bool], hub: Telemetry, label: str) -> None:
-    """Every lock whose name *belongs* reports to *hub* as `lock=label`; *key* replaces."""
+    """Every lock whose name *belongs* reports to *hub* as `lock=label`.
+
+    *key* is `(id(hub), label)`: watching the same family name on the same
+    hub again replaces the earlier entry; families of collected hubs go.
+    """
     with _state_lock:
-        rest = [f for f in _lock_families if f[0] != key]
-        _lock_families[:] = [(key, belongs, hub, label), *rest]
+        rest = [f for f in _lock_families if f[0] != key and f[2]() is not None]
+        _lock_families[:] = [(key, belongs, weakref.ref(hub), label), *rest]
 
 
 def _named(obj: Any) -> tuple[Telemetry, str] | None:
@@ -71,11 +93,23 @@ def _named(obj: Any) -> tuple[Telemetry, str] | None:
 
 
 def _lock_named(lock: Any) -> tuple[Telemetry, str] | None:
+    """The first family, newest first, of an active hub that *lock* belongs to."""
     lock_name = getattr(lock, "name", "")
-    for _, belongs, hub, label in _lock_families:
-        if belongs(lock_name):
-            return (hub, label) if hub.active else None
+    for _, belongs, ref, label in _lock_families:
+        hub = ref()
+        if hub is None or not hub.active:
+            continue
+        try:
+            if belongs(lock_name):
+                return hub, label
+        except Exception:  # a family's own test failing never reaches the lock
+            continue
     return None
+
+
+def _after_fork_in_child() -> None:
+    global _state_lock
+    _state_lock = threading.Lock()
 
 
 # -- caches and `cached` -----------------------------------------------------------
@@ -230,6 +264,16 @@ class BalancerProbe:
                     outcome=outcome,
                 )
 
+    def released_one(self, endpoint: Hashable, latency: float | None, ok: bool) -> None:
+        """Count one released request (the release path of a draining endpoint; locked)."""
+        if latency is None:
+            self.untimed[endpoint] += 1
+            return
+        batch = (self.ok if ok else self.errors)[endpoint]
+        batch.append(latency)
+        if len(batch) >= self.BATCH:
+            self.flush()
+
     def picks(self, in_flight: dict[Hashable, int]) -> dict[Hashable, int]:
         """Picks per endpoint since the probe was set (after a `flush()`; locked)."""
         out: dict[Hashable, int] = {}
@@ -261,7 +305,17 @@ def ejected(lb: Any, endpoint: Hashable, reason: str, until: float) -> None:
         endpoint=str(endpoint),
         reason=reason,
         until=until,
+        until_utc=_wall(lb, until),
     )
+
+
+def _wall(lb: Any, until: float) -> str:
+    """The balancer's clock reading *until* as an ISO 8601 UTC time (`time.time()` based)."""
+    try:
+        at = time.time() + (until - lb._clock())
+    except Exception:
+        return repr(until)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
 
 
 def unejected(lb: Any, endpoint: Hashable) -> None:

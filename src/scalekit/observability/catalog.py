@@ -264,7 +264,8 @@ METRICS: dict[str, MetricSpec] = _specs(
 
 EVENTS: dict[str, str] = {
     "scalekit.balancer.ejected": (
-        "an endpoint was ejected (fields: balancer, endpoint, reason, until)"
+        "an endpoint was ejected (fields: balancer, endpoint, reason, until on the "
+        "balancer's clock, until_utc as ISO 8601 UTC)"
     ),
     "scalekit.balancer.uneject": "an ejected endpoint returned (fields: balancer, endpoint)",
     "scalekit.balancer.panic": "the balancer entered or left panic mode (fields: balancer, active)",
@@ -272,4 +273,12 @@ EVENTS: dict[str, str] = {
     "scalekit.lock.callback_failed": "an on_lost callback raised (fields: lock, error)",
     "scalekit.nearcache.degraded": "the near layer is bypassed (fields: cache, reason)",
     "scalekit.nearcache.recovered": "the near layer serves again (fields: cache)",
+    "scalekit.observability.recorder_failed": (
+        "a subscribed recorder raised; the primitive went on unaffected "
+        "(fields: recorder, metric, error; at most once a minute per recorder)"
+    ),
+    "scalekit.observability.source_failed": (
+        "a watched object's collection raised or reported outside the catalog; it was "
+        "skipped for that collection (fields: source, error; at most once a minute per source)"
+    ),
 }

@@ -21,13 +21,15 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 from . import _emit
 from .catalog import EVENTS, METRICS, MetricSpec
 
@@ -94,6 +96,43 @@ def _labels(spec: MetricSpec, labels: Mapping[str, Any]) -> Labels:
     return tuple((name, str(labels[name])) for name in spec.labels)
 
 
+# Gauges that are states (0/1, an age, a ratio): same-name objects report the largest.
+_MAX_GAUGES = frozenset(
+    {
+        "scalekit_nearcache_degraded",
+        "scalekit_nearcache_staleness_seconds",
+        "scalekit_balancer_ejected",
+        "scalekit_balancer_panic",
+        "scalekit_migration_progress_ratio",
+    }
+)
+
+# Failures of recorders and sources are logged at most once per this many seconds each.
+_FAILURE_LOG_INTERVAL = 60.0
+_failure_logged: dict[tuple[str, int], float] = {}
+
+
+def _failed(event: str, what: object, exc: BaseException, **fields: Any) -> None:
+    """Log a recorder's or source's failure, at most once a minute per object."""
+    key = (event, id(what))
+    now = time.monotonic()
+    last = _failure_logged.get(key)
+    if last is not None and now - last < _FAILURE_LOG_INTERVAL:
+        return
+    _failure_logged[key] = now
+    log_event(event, logging.ERROR, error=repr(exc), **fields)
+
+
+def _recorder_failed(recorder: object, spec: MetricSpec, exc: BaseException) -> None:
+    _failed(
+        "scalekit.observability.recorder_failed",
+        recorder,
+        exc,
+        recorder=type(recorder).__name__,
+        metric=spec.name,
+    )
+
+
 class Telemetry:
     """The hub every instrumented primitive reports to.
 
@@ -102,28 +141,56 @@ class Telemetry:
     exporters they want to keep apart.
 
     Thread-safety: thread-safe; recorders are called on the emitting thread.
+    A recorder that raises never reaches the primitive: the error is logged
+    as `scalekit.observability.recorder_failed` (at most once a minute per
+    recorder) and the measurement is lost for that recorder only.
 
     Cost: with no recorder, `active` is false and nothing else runs; with
     recorders, one call per recorder per measurement.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._recorders: tuple[Recorder, ...] = ()
-        self._sources: list[tuple[weakref.ref[Any], Callable[[Any], Iterable[Sample]]]] = []
+        # id(obj) -> (weak reference, collect); one source per object.
+        self._sources: dict[int, tuple[weakref.ref[Any], Callable[[Any], Iterable[Sample]]]] = {}
         self._switches: list[tuple[weakref.ref[Any], Callable[[Any, bool], None]]] = []
+        # The last counter values of each live source, and the totals of departed ones.
+        self._last: dict[int, dict[tuple[str, tuple[str, ...]], float]] = {}
+        self._retired: dict[tuple[str, tuple[str, ...]], float] = {}
+        # Counter series that exist at 0 from the moment their object is watched.
+        self._zeros: dict[tuple[str, Labels], MetricSpec] = {}
         self.active = False
+        _hubs.add(self)
 
     # -- recorders ----------------------------------------------------------
 
     def subscribe(self, recorder: Recorder) -> None:
-        """Send every pushed measurement to *recorder* from now on."""
+        """Send every pushed measurement to *recorder* from now on.
+
+        The recorder first receives `add(spec, 0.0, labels)` for every
+        counter series the watched objects declared, so that those series
+        exist at 0 before their first event.
+
+        Raises:
+            ArgumentTypeError: *recorder* lacks `add`, `set` or `observe`.
+        """
+        missing = [m for m in ("add", "set", "observe") if not callable(getattr(recorder, m, None))]
+        if missing:
+            raise ArgumentTypeError(
+                f"recorder must have add(), set() and observe() methods, got "
+                f"{type(recorder).__name__} without {', '.join(missing)}"
+            )
         with self._lock:
+            if any(r is recorder for r in self._recorders):
+                return
             self._recorders = (*self._recorders, recorder)
             _emit._subscribed(1)
             was, self.active = self.active, True
-        if not was:
-            self._switch(True)
+            for (_, key), spec in self._zeros.items():
+                self._call(recorder, "add", spec, 0.0, key)
+            if not was:
+                self._switch(True)
 
     def unsubscribe(self, recorder: Recorder) -> None:
         """Stop sending to *recorder* (no error if it was not subscribed)."""
@@ -132,28 +199,55 @@ class Telemetry:
             _emit._subscribed(len(kept) - len(self._recorders))
             self._recorders = kept
             was, self.active = self.active, bool(kept)
-        if was and not self.active:
-            self._switch(False)
+            if was and not self.active:
+                self._switch(False)
 
     def on_switch(self, obj: T, switch: Callable[[T, bool], None]) -> None:
         """Call `switch(obj, active)` now and whenever the hub turns on or off.
 
         This is how a watched primitive gets its hot-path probe only while
-        somebody listens. *obj* is held weakly.
+        somebody listens. *obj* is held weakly. Switches run under the hub's
+        lock, so a concurrent `subscribe()` or `unsubscribe()` never leaves
+        an object switched against the hub's state.
         """
         with self._lock:
             self._switches.append((weakref.ref(obj), switch))
-            active = self.active
-        switch(obj, active)
+            switch(obj, self.active)
+
+    def _forget_switches(self, obj: object) -> None:
+        with self._lock:
+            for ref, fn in self._switches:
+                if ref() is obj:
+                    fn(obj, False)
+            self._switches = [(r, f) for r, f in self._switches if r() not in (None, obj)]
 
     def _switch(self, active: bool) -> None:
-        with self._lock:
-            self._switches = [(ref, fn) for ref, fn in self._switches if ref() is not None]
-            switches = list(self._switches)
-        for ref, fn in switches:
+        # Called with self._lock held.
+        self._switches = [(ref, fn) for ref, fn in self._switches if ref() is not None]
+        for ref, fn in list(self._switches):
             obj = ref()
             if obj is not None:
                 fn(obj, active)
+
+    def _declare(self, metric: str, **labels: Any) -> None:
+        """Make counter series *metric* with *labels* exist at 0 from now on."""
+        spec = _spec(metric, "counter")
+        key = _labels(spec, labels)
+        with self._lock:
+            if (metric, key) in self._zeros:
+                return
+            self._zeros[(metric, key)] = spec
+            recorders = self._recorders
+        for recorder in recorders:
+            self._call(recorder, "add", spec, 0.0, key)
+
+    def _call(
+        self, recorder: Recorder, method: str, spec: MetricSpec, value: Any, key: Labels
+    ) -> None:
+        try:
+            getattr(recorder, method)(spec, value, key)
+        except Exception as exc:  # a recorder's failure must never reach the primitive
+            _recorder_failed(recorder, spec, exc)
 
     # -- pushing --------------------------------------------------------------
 
@@ -165,40 +259,68 @@ class Telemetry:
                 negative or non-finite amount.
         """
         spec = _spec(metric, "counter")
-        if not (isinstance(amount, (int, float)) and math.isfinite(amount) and amount >= 0):
+        if not (_is_number(amount) and math.isfinite(amount) and amount >= 0):
             raise ConfigurationError(
                 f"amount must be a finite number >= 0, got {amount!r} for {metric}"
             )
         key = _labels(spec, labels)
         for recorder in self._recorders:
-            recorder.add(spec, float(amount), key)
+            try:
+                recorder.add(spec, float(amount), key)
+            except Exception as exc:  # a recorder's failure must never reach the primitive
+                _recorder_failed(recorder, spec, exc)
 
     def set(self, metric: str, value: float, **labels: Any) -> None:
-        """Set gauge *metric* to *value*."""
+        """Set gauge *metric* to *value*.
+
+        Raises:
+            ConfigurationError: unknown metric, wrong kind, wrong labels, or a
+                value that is not a finite number.
+        """
         spec = _spec(metric, "gauge")
+        if not (_is_number(value) and math.isfinite(value)):
+            raise ConfigurationError(f"value must be a finite number, got {value!r} for {metric}")
         key = _labels(spec, labels)
         for recorder in self._recorders:
-            recorder.set(spec, float(value), key)
+            try:
+                recorder.set(spec, float(value), key)
+            except Exception as exc:  # a recorder's failure must never reach the primitive
+                _recorder_failed(recorder, spec, exc)
 
     def observe(self, metric: str, value: float, **labels: Any) -> None:
         """Record one observation of histogram *metric*.
 
         Raises:
-            ConfigurationError: as `add()`; NaN is refused, never recorded.
+            ConfigurationError: as `add()`: NaN, infinities and negative values
+                are refused, never recorded.
         """
         spec = _spec(metric, "histogram")
-        if not (isinstance(value, (int, float)) and not math.isnan(value)):
-            raise ConfigurationError(f"value must be a number, got {value!r} for {metric}")
+        if not (_is_number(value) and math.isfinite(value) and value >= 0):
+            raise ConfigurationError(
+                f"value must be a finite number >= 0, got {value!r} for {metric}"
+            )
         key = _labels(spec, labels)
         for recorder in self._recorders:
-            recorder.observe(spec, float(value), key)
+            try:
+                recorder.observe(spec, float(value), key)
+            except Exception as exc:  # a recorder's failure must never reach the primitive
+                _recorder_failed(recorder, spec, exc)
 
     def _observe_many(self, metric: str, values: list[float], **labels: Any) -> None:
         """`observe()` for a batch of values a probe already checked (finite, >= 0)."""
         spec = _spec(metric, "histogram")
         key = _labels(spec, labels)
         for recorder in self._recorders:
-            _emit.observe_many(recorder, spec, values, key)
+            try:
+                _emit.observe_many(recorder, spec, values, key)
+            except Exception as exc:  # as in _call()
+                _failed(
+                    "scalekit.observability.recorder_failed",
+                    recorder,
+                    exc,
+                    recorder=type(recorder).__name__,
+                    metric=spec.name,
+                )
 
     # -- pulling --------------------------------------------------------------
 
@@ -206,38 +328,124 @@ class Telemetry:
         """Report `collect(obj)` at every collection while *obj* is alive.
 
         *obj* is held by a weak reference: watching it never keeps it alive,
-        and its samples disappear once it is garbage.
-        """
-        with self._lock:
-            self._sources.append((weakref.ref(obj), collect))
-
-    def unwatch(self, obj: object) -> None:
-        """Stop reporting *obj*."""
-        with self._lock:
-            self._sources = [(ref, fn) for ref, fn in self._sources if ref() is not obj]
-
-    def collect(self) -> Iterator[Sample]:
-        """Every pulled sample now, checked against the catalog.
+        and its samples disappear once it is garbage (its counters' last
+        collected totals stay, so that a total over objects of the same name
+        never decreases). Watching an object again replaces its source: it
+        is never counted twice.
 
         Raises:
-            ConfigurationError: a source reported a metric or labels outside
-                the catalog.
+            ArgumentTypeError: *collect* is not callable or *obj* cannot be
+                weakly referenced.
+        """
+        if not callable(collect):
+            raise ArgumentTypeError(f"collect must be callable, got {type(collect).__name__}")
+        try:
+            ref = weakref.ref(obj)
+        except TypeError:
+            raise ArgumentTypeError(
+                f"obj must be an object that can be weakly referenced, got "
+                f"{type(obj).__name__}: {obj!r}"
+            ) from None
+        with self._lock:
+            found = self._sources.get(id(obj))
+            if found is not None and found[0]() is not obj:
+                self._retire(id(obj))  # an earlier object that had the same id is gone
+            self._sources[id(obj)] = (ref, collect)
+
+    def unwatch(self, obj: object) -> None:
+        """Stop reporting *obj* and stop its pushes to this hub.
+
+        Its counters' last collected totals stay in the same-name totals.
         """
         with self._lock:
-            self._sources = [(ref, fn) for ref, fn in self._sources if ref() is not None]
-            sources = list(self._sources)
-        for ref, fn in sources:
+            found = self._sources.get(id(obj))
+            if found is not None and found[0]() is obj:
+                del self._sources[id(obj)]
+                self._retire(id(obj))
+        self._forget_switches(obj)
+        _emit.forget(obj, self)
+
+    def _retire(self, key: int) -> None:
+        # Called with self._lock held.
+        for series, value in self._last.pop(key, {}).items():
+            self._retired[series] = self._retired.get(series, 0.0) + value
+
+    def collect(self) -> Iterator[Sample]:
+        """Every pulled sample now, one per metric and label set.
+
+        Objects watched under the same name are combined: counters and
+        amounts (sizes, in-flight) add up, states (0/1 gauges, ages, ratios)
+        report the largest. A source that raises or reports a metric or
+        labels outside the catalog is skipped for this collection and
+        logged as `scalekit.observability.source_failed` (at most once a
+        minute per source); the other sources are reported.
+        """
+        with self._lock:
+            for key, (ref, _) in list(self._sources.items()):
+                if ref() is None:
+                    del self._sources[key]
+                    self._retire(key)
+            sources = list(self._sources.items())
+        totals: dict[tuple[str, tuple[str, ...]], float] = {}
+        labels_of: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
+        for key, (ref, fn) in sources:
             obj = ref()
             if obj is None:
                 continue
-            for sample in fn(obj):
-                spec = METRICS.get(sample.metric)
-                if spec is None or set(sample.labels) != set(spec.labels):
-                    raise ConfigurationError(
-                        f"a watched source reported {sample.metric!r} with labels "
-                        f"{sorted(sample.labels)}, which the catalog does not define"
-                    )
-                yield sample
+            try:
+                samples = list(fn(obj))
+                for sample in samples:
+                    spec = METRICS.get(sample.metric)
+                    if spec is None or set(sample.labels) != set(spec.labels):
+                        raise ConfigurationError(
+                            f"a watched source reported {sample.metric!r} with labels "
+                            f"{sorted(sample.labels)}, which the catalog does not define"
+                        )
+                    if not (_is_number(sample.value) and math.isfinite(sample.value)):
+                        raise ConfigurationError(
+                            f"a watched source reported {sample.metric}={sample.value!r}, "
+                            "not a finite number"
+                        )
+            except Exception as exc:  # one failing source never breaks a scrape
+                _failed(
+                    "scalekit.observability.source_failed",
+                    fn,
+                    exc,
+                    source=type(obj).__name__,
+                )
+                continue
+            last: dict[tuple[str, tuple[str, ...]], float] = {}
+            for sample in samples:
+                spec = METRICS[sample.metric]
+                series = (sample.metric, tuple(str(sample.labels[n]) for n in spec.labels))
+                value = float(sample.value)
+                if spec.kind == "counter":
+                    last[series] = last.get(series, 0.0) + value
+                labels_of.setdefault(series, sample.labels)
+                if series in totals and sample.metric in _MAX_GAUGES:
+                    totals[series] = max(totals[series], value)
+                else:
+                    totals[series] = totals.get(series, 0.0) + value
+            with self._lock:
+                if key in self._sources:
+                    self._last[key] = last
+        with self._lock:
+            retired = dict(self._retired)
+        for series, value in retired.items():
+            if series not in labels_of:
+                spec = METRICS[series[0]]
+                labels_of[series] = dict(zip(spec.labels, series[1], strict=True))
+            totals[series] = totals.get(series, 0.0) + value
+        for series, value in totals.items():
+            yield Sample(series[0], value, labels_of[series])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_hubs: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+_recorders: weakref.WeakSet[MemoryRecorder] = weakref.WeakSet()
 
 
 _default = Telemetry()
@@ -293,13 +501,30 @@ class MemoryRecorder:
     """
 
     def __init__(self, buckets: Iterable[float] = DEFAULT_BUCKETS) -> None:
-        bounds = tuple(float(b) for b in buckets)
-        if not bounds or list(bounds) != sorted(set(bounds)) or not all(map(math.isfinite, bounds)):
+        try:
+            given = list(buckets)
+        except TypeError:
+            raise ArgumentTypeError(
+                f"buckets must be an iterable of numbers, got {type(buckets).__name__}: {buckets!r}"
+            ) from None
+        bad = [b for b in given if not _is_number(b)]
+        if bad:
+            raise ArgumentTypeError(
+                f"buckets must be numbers (seconds), got {type(bad[0]).__name__}: {bad[0]!r}"
+            )
+        bounds = tuple(float(b) for b in given)
+        if (
+            not bounds
+            or list(bounds) != sorted(set(bounds))
+            or not all(map(math.isfinite, bounds))
+            or bounds[0] < 0
+        ):
             raise ConfigurationError(
-                f"buckets must be finite, strictly increasing and not empty, got {bounds!r}"
+                f"buckets must be finite, >= 0, strictly increasing and not empty, got {bounds!r}"
             )
         self.buckets = bounds
         self._lock = threading.Lock()
+        _recorders.add(self)
         self.counters: dict[tuple[str, Labels], float] = {}
         self.gauges: dict[tuple[str, Labels], float] = {}
         self.histograms: dict[tuple[str, Labels], HistogramState] = {}
@@ -349,20 +574,68 @@ class MemoryRecorder:
             )
 
 
+def _after_fork_in_child() -> None:
+    """A forked child starts with working locks and no pushed state of its parent."""
+    for hub in list(_hubs):
+        hub._lock = threading.RLock()
+    for memory in list(_recorders):
+        memory._lock = threading.Lock()
+        memory.counters.clear()
+        memory.gauges.clear()
+        memory.histograms.clear()
+    for hub in list(_hubs):
+        for (_, key), spec in hub._zeros.items():
+            for recorder in hub._recorders:
+                hub._call(recorder, "add", spec, 0.0, key)
+    _emit._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+#: At most this many records of one event are logged per second; the rest are
+#: counted and the next record logged carries `suppressed=<count>`.
+LOG_EVENTS_PER_SECOND = 10
+_storms: dict[str, tuple[float, int, int]] = {}
+_storm_lock = threading.Lock()
+
+_LEVELS = frozenset({logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL})
+
+
 def log_event(event: str, level: int = logging.WARNING, **fields: Any) -> None:
     """Log one of the rare events in `EVENTS` on the `scalekit` logger.
 
     The record's message is `event key=value ...` (fields sorted), and the
     record carries `event` and `fields` attributes for structured handlers.
+    A storm is rate-limited: at most `LOG_EVENTS_PER_SECOND` records of one
+    event per second; the records dropped are counted and the next record
+    of that event carries `suppressed=<count>` (the metrics count every one).
 
     Raises:
-        ConfigurationError: *event* is not in `EVENTS`.
+        ConfigurationError: *event* is not in `EVENTS` or *level* is not a
+            `logging` level.
     """
     if event not in EVENTS:
         raise ConfigurationError(
             f"event must be one of scalekit.observability.EVENTS, got {event!r}"
         )
+    if level not in _LEVELS:
+        raise ConfigurationError(
+            f"level must be one of logging.DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}"
+        )
     if not _logger.isEnabledFor(level):
         return
+    now = time.monotonic()
+    with _storm_lock:
+        started, logged, suppressed = _storms.get(event, (now, 0, 0))
+        if now - started >= 1.0:
+            started, logged = now, 0
+        if logged >= LOG_EVENTS_PER_SECOND:
+            _storms[event] = (started, logged, suppressed + 1)
+            return
+        _storms[event] = (started, logged + 1, 0)
+    if suppressed:
+        fields = {**fields, "suppressed": suppressed}
     text = " ".join(f"{k}={fields[k]!r}" for k in sorted(fields))
     _logger.log(level, "%s %s", event, text, extra={"event": event, "fields": dict(fields)})

@@ -24,10 +24,14 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from .. import __version__
+from ..exceptions import ConfigurationError
 from .catalog import METRICS, MetricSpec
-from .core import Labels, MemoryRecorder, Telemetry, default_telemetry
+from .core import DEFAULT_BUCKETS, Labels, MemoryRecorder, Telemetry, default_telemetry
 
 __all__ = ["OpenTelemetryExporter"]
+
+# Meter providers with a live exporter (compared by identity).
+_providers: list[Any] = []
 
 _UNITS = {"seconds": "s", "ratio": "1", "": "1"}
 
@@ -48,12 +52,29 @@ class _Forward:
         self._histograms[spec.name].record(value, attributes=dict(labels))
 
 
+def _histogram(meter: Any, spec: MetricSpec, unit: str) -> Any:
+    """A histogram whose advised buckets are the Prometheus exporter's, in seconds."""
+    try:
+        return meter.create_histogram(
+            spec.otel_name,
+            unit=unit,
+            description=spec.help,
+            explicit_bucket_boundaries_advisory=list(DEFAULT_BUCKETS),
+        )
+    except TypeError:  # an API older than 1.23 takes no advisory
+        return meter.create_histogram(spec.otel_name, unit=unit, description=spec.help)
+
+
 class OpenTelemetryExporter:
     """Creates one OpenTelemetry instrument per catalog metric for a hub.
 
     Args:
         telemetry: the hub (default: `default_telemetry()`).
         meter_provider: where meters come from (default: the global one).
+
+    Raises:
+        ConfigurationError: *meter_provider* already has an exporter that
+            was not closed (its instruments would count everything twice).
     """
 
     def __init__(
@@ -61,15 +82,20 @@ class OpenTelemetryExporter:
     ) -> None:
         self._telemetry = telemetry or default_telemetry()
         provider = meter_provider or otel_metrics.get_meter_provider()
+        if any(p is provider for p in _providers):
+            raise ConfigurationError(
+                "meter_provider already has an OpenTelemetryExporter; its instruments would "
+                "count every measurement twice (close() the first one, or use one exporter)"
+            )
+        self._closed = False
+        self._provider = provider
         meter = provider.get_meter("scalekit", __version__)
         self._recorder = MemoryRecorder()
         histograms: dict[str, Any] = {}
         for spec in METRICS.values():
             unit = _UNITS.get(spec.unit, spec.unit)
             if spec.kind == "histogram":
-                histograms[spec.name] = meter.create_histogram(
-                    spec.otel_name, unit=unit, description=spec.help
-                )
+                histograms[spec.name] = _histogram(meter, spec, unit)
             elif spec.kind == "counter":
                 meter.create_observable_counter(
                     spec.otel_name, callbacks=[self._callback(spec)], unit=unit,
@@ -83,14 +109,19 @@ class OpenTelemetryExporter:
         self._forward = _Forward(histograms)
         self._telemetry.subscribe(self._recorder)
         self._telemetry.subscribe(self._forward)
+        _providers.append(provider)
 
     def close(self) -> None:
-        """Stop receiving from the hub (the instruments then report nothing new)."""
+        """Stop receiving from the hub; the instruments then report nothing at all."""
+        self._closed = True
         self._telemetry.unsubscribe(self._recorder)
         self._telemetry.unsubscribe(self._forward)
+        _providers[:] = [p for p in _providers if p is not self._provider]
 
     def _callback(self, spec: MetricSpec) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
+            if self._closed:
+                return []
             counters, gauges, _ = self._recorder.snapshot()
             pushed = counters if spec.kind == "counter" else gauges
             totals: dict[Labels, float] = {}

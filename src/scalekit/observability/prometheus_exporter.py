@@ -65,7 +65,13 @@ class PrometheusCollector:
         self._registries: list[CollectorRegistry] = []
 
     def register(self, registry: CollectorRegistry | None = None) -> PrometheusCollector:
-        """Register with *registry* (default: prometheus_client's `REGISTRY`)."""
+        """Register with *registry* (default: prometheus_client's `REGISTRY`).
+
+        Raises:
+            ValueError: from `prometheus_client`, when the registry already
+                has a collector for one of the catalog's names (a second
+                `PrometheusCollector`, or a metric of the same name).
+        """
         target = REGISTRY if registry is None else registry
         target.register(self)
         self._registries.append(target)
@@ -79,8 +85,16 @@ class PrometheusCollector:
         self._registries.clear()
 
     def describe(self) -> list[Metric]:
-        # Nothing to pre-declare: families appear once they have samples.
-        return []
+        """Every catalog family, empty: lets a registry refuse a second collector or a clash."""
+        out: list[Metric] = []
+        for name, spec in METRICS.items():
+            if spec.kind == "histogram":
+                out.append(HistogramMetricFamily(name, spec.help, labels=list(spec.labels)))
+            elif spec.kind == "counter":
+                out.append(CounterMetricFamily(name, spec.help, labels=list(spec.labels)))
+            else:
+                out.append(GaugeMetricFamily(name, spec.help, labels=list(spec.labels)))
+        return out
 
     def collect(self) -> Iterator[Metric]:
         # Pulled first: reading a watched balancer hands its buffered latencies to the hub.

@@ -14,14 +14,35 @@ Two things follow from watching:
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 from . import _emit
 from .core import Sample, Telemetry, default_telemetry
 
 __all__ = ["watch_balancer", "watch_cache", "watch_locks", "watch_migration", "watch_router"]
+
+
+def _hub(telemetry: Any) -> Telemetry:
+    if telemetry is None:
+        return default_telemetry()
+    if not isinstance(telemetry, Telemetry):
+        raise ArgumentTypeError(
+            f"telemetry must be a scalekit.observability.Telemetry or None, got "
+            f"{type(telemetry).__name__}: {telemetry!r}"
+        )
+    return telemetry
+
+
+def _needs(arg: str, obj: Any, expected: str, *attrs: str) -> None:
+    missing = [a for a in attrs if not hasattr(obj, a)]
+    if obj is None or missing:
+        raise ArgumentTypeError(
+            f"{arg} must be {expected}, got {type(obj).__name__}"
+            + (f" without {', '.join(missing)}" if missing and obj is not None else "")
+        )
 
 
 def _name(kind: str, name: Any) -> str:
@@ -53,12 +74,16 @@ def watch_cache(cache: Any, name: str, *, telemetry: Telemetry | None = None) ->
         telemetry: the hub (default: `default_telemetry()`).
 
     Raises:
-        ConfigurationError: *name* is empty or *cache* has no `stats()`.
+        ConfigurationError: *name* is empty.
+        ArgumentTypeError: *cache* is not one of the caches above (checked
+            now, so that a mistake never fails a scrape later), or
+            *telemetry* is not a `Telemetry`.
     """
     label = {"cache": _name("cache", name)}
-    if not callable(getattr(cache, "stats", None)):
-        raise ConfigurationError(f"cache must have a stats() method, got {type(cache).__name__}")
-    hub = telemetry or default_telemetry()
+    hub = _hub(telemetry)
+    _needs("cache", cache, "a cache with a stats() method", "stats")
+    if not callable(cache.stats):
+        raise ArgumentTypeError(f"cache must have a stats() method, got {type(cache).__name__}")
     fields = getattr(type(cache.stats()), "_fields", ())
 
     def collect_local(c: Any) -> Iterator[Sample]:
@@ -96,12 +121,21 @@ def watch_cache(cache: Any, name: str, *, telemetry: Telemetry | None = None) ->
 
     if "local_hits" in fields:
         collect = collect_near
+        _needs("cache", cache, "a NearCache", "connected", "max_staleness", "_clock")
     elif "writebacks_rejected" in fields:
         collect = collect_redis
     else:
         collect = collect_local
+        _needs("cache", cache, "a cache with stats(), currsize and maxsize", "currsize", "maxsize")
+        if not {"hits", "misses", "evictions"} <= set(fields):
+            raise ArgumentTypeError(
+                f"cache must have stats() with hits, misses and evictions, got "
+                f"{type(cache).__name__} whose stats() has {list(fields)}"
+            )
     _emit.name(cache, hub, label["cache"])
     hub.watch(cache, collect)
+    for metric in ("scalekit_cache_load_errors", "scalekit_cache_singleflight_waits"):
+        hub._declare(metric, **label)
 
 
 def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = None) -> None:
@@ -121,9 +155,17 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
 
     Raises:
         ConfigurationError: *name* is empty.
+        ArgumentTypeError: *balancer* is not a scalekit balancer, or
+            *telemetry* is not a `Telemetry`.
     """
     label = _name("balancer", name)
-    hub = telemetry or default_telemetry()
+    hub = _hub(telemetry)
+    from ..balancing.base import Balancer
+
+    if not isinstance(balancer, Balancer):
+        raise ArgumentTypeError(
+            f"balancer must be a scalekit.balancing load balancer, got {type(balancer).__name__}"
+        )
     probe = _emit.BalancerProbe(hub, label)
 
     def collect(lb: Any) -> Iterator[Sample]:
@@ -165,6 +207,11 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
     _emit.name(balancer, hub, label)
     hub.watch(balancer, collect)
     hub.on_switch(balancer, switch)
+    for ep in list(balancer.endpoints):
+        for reason in ("consecutive_failures", "success_rate"):
+            hub._declare(
+                "scalekit_balancer_ejections", balancer=label, endpoint=str(ep), reason=reason
+            )
 
 
 def watch_locks(
@@ -202,17 +249,27 @@ def watch_locks(
             callable, or both *prefix* and *match* are given.
     """
     label = _name("lock", name)
-    hub = telemetry or default_telemetry()
+    hub = _hub(telemetry)
+    for metric in (
+        "scalekit_lock_acquisitions",
+        "scalekit_lock_timeouts",
+        "scalekit_lock_handovers",
+    ):
+        hub._declare(metric, lock=label)
+    for result in ("ok", "failed"):
+        hub._declare("scalekit_lock_renewals", lock=label, result=result)
+    for cause in ("expired", "extend_refused", "release_refused", "session_lost"):
+        hub._declare("scalekit_lock_leases_lost", lock=label, cause=cause)
     if match is not None:
         if prefix is not None or not callable(match):
             raise ConfigurationError(
                 f"match must be a callable and replaces prefix, got match={match!r} "
                 f"and prefix={prefix!r}"
             )
-        _emit.name_locks((label, match), match, hub, label)
+        _emit.name_locks((id(hub), label), match, hub, label)
         return
     family = label + ":" if prefix is None else _name("prefix", prefix)
-    _emit.name_locks((label, family), lambda n: n == label or n.startswith(family), hub, label)
+    _emit.name_locks((id(hub), label), lambda n: n == label or n.startswith(family), hub, label)
 
 
 def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) -> None:
@@ -225,12 +282,14 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
     counting resumes at the next collection. The router is held weakly.
 
     Raises:
-        ConfigurationError: *name* is empty or *router* has no `route()`.
+        ConfigurationError: *name* is empty.
+        ArgumentTypeError: *router* has no `route()`, or *telemetry* is not
+            a `Telemetry`.
     """
     label = _name("router", name)
     if not callable(getattr(router, "route", None)):
-        raise ConfigurationError(f"router must have a route() method, got {type(router).__name__}")
-    hub = telemetry or default_telemetry()
+        raise ArgumentTypeError(f"router must have a route() method, got {type(router).__name__}")
+    hub = _hub(telemetry)
     counts: dict[Any, int] = {}
     lock = threading.Lock()
     # The counting `route` set on the router, and the instance attribute it hid.
@@ -257,10 +316,11 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
         if mine is not None and r.__dict__.get("route") is mine:
             return
         # The class's route, never the instance's: that one may be replaced later.
-        original = type(r).route.__get__(r)
+        # The router is held weakly here too: the hub must never keep it alive.
+        original, ref = type(r).route, weakref.ref(r)
 
         def route(key: Any) -> Any:
-            shard = original(key)
+            shard = original(ref(), key)
             with lock:
                 counts[shard] = counts.get(shard, 0) + 1
             return shard
@@ -281,14 +341,16 @@ def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = 
     held weakly.
 
     Raises:
-        ConfigurationError: *name* is empty or *migration* has no `move()`.
+        ConfigurationError: *name* is empty.
+        ArgumentTypeError: *migration* has no `move()`, or *telemetry* is
+            not a `Telemetry`.
     """
     label = {"migration": _name("migration", name)}
     if not callable(getattr(migration, "move", None)):
-        raise ConfigurationError(
+        raise ArgumentTypeError(
             f"migration must have a move() method, got {type(migration).__name__}"
         )
-    hub = telemetry or default_telemetry()
+    hub = _hub(telemetry)
     original = type(migration).move.__get__(migration)
 
     def move(limit: int = 1000, *, batch: int = 100) -> int:

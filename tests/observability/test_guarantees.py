@@ -1,0 +1,430 @@
+"""What the hub guarantees a primitive and a scrape: isolation, monotonic counters, zeros."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import weakref
+from typing import Any
+
+import pytest
+
+from scalekit.balancing import RoundRobin
+from scalekit.caching import LRUCache
+from scalekit.exceptions import ArgumentTypeError, ConfigurationError, LockTimeoutError
+from scalekit.locking import MemoryLock
+from scalekit.observability import (
+    MemoryRecorder,
+    Telemetry,
+    watch_balancer,
+    watch_cache,
+    watch_locks,
+    watch_router,
+)
+from scalekit.sharding import HashRouter
+
+
+class Failing:
+    """A recorder whose backend is gone: every call raises."""
+
+    def add(self, spec: Any, amount: float, labels: Any) -> None:
+        raise RuntimeError("exporter queue full")
+
+    def set(self, spec: Any, value: float, labels: Any) -> None:
+        raise RuntimeError("exporter queue full")
+
+    def observe(self, spec: Any, value: float, labels: Any) -> None:
+        raise RuntimeError("exporter queue full")
+
+
+def _values(hub: Telemetry, metric: str) -> dict[tuple[str, ...], float]:
+    return {tuple(s.labels.values()): s.value for s in hub.collect() if s.metric == metric}
+
+
+def test_a_failing_recorder_never_changes_a_lock(caplog: pytest.LogCaptureFixture) -> None:
+    hub = Telemetry()
+    good = MemoryRecorder()
+    hub.subscribe(Failing())
+    hub.subscribe(good)
+    watch_locks("stock", telemetry=hub)
+    lock = MemoryLock("stock:1", ttl=30)
+    with caplog.at_level(logging.ERROR, logger="scalekit"):
+        lease = lock.acquire()
+        lease.release()
+        again = lock.acquire(timeout=0.5)  # free: the first lease was released
+        again.release()
+    failures = [
+        r
+        for r in caplog.records
+        if getattr(r, "event", "") == "scalekit.observability.recorder_failed"
+    ]
+    assert len(failures) == 1  # logged once, not once per measurement
+    acquisitions = (("lock", "stock"),)
+    assert good.counters[("scalekit_lock_acquisitions", acquisitions)] == 2
+
+
+def test_a_failing_recorder_never_reaches_a_balancers_release() -> None:
+    hub = Telemetry()
+    hub.subscribe(Failing())
+    lb = RoundRobin(["a"])
+    watch_balancer(lb, "pay", telemetry=hub)
+    for _ in range(5000):  # more than one batch of latencies
+        lb.release(lb.pick(), latency=0.001)
+    assert lb.in_flight("a") == 0
+
+
+def test_a_failing_acquire_raises_its_own_error_with_a_failing_recorder() -> None:
+    hub = Telemetry()
+    hub.subscribe(Failing())
+    watch_locks("stock", telemetry=hub)
+    lock = MemoryLock("stock:1", ttl=30)
+    held = lock.acquire()
+    with pytest.raises(LockTimeoutError):
+        lock.acquire(timeout=0.05)
+    held.release()
+
+
+def test_watch_refuses_objects_it_could_not_read() -> None:
+    hub = Telemetry()
+    with pytest.raises(ArgumentTypeError, match="balancer must be a scalekit"):
+        watch_balancer(LRUCache(5), "oops", telemetry=hub)
+    with pytest.raises(ArgumentTypeError, match="balancer must be a scalekit"):
+        watch_balancer(None, "oops", telemetry=hub)
+
+    class StatsOnly:
+        def stats(self) -> Any:
+            return LRUCache(1).stats()
+
+    with pytest.raises(ArgumentTypeError, match="currsize"):
+        watch_cache(StatsOnly(), "mine", telemetry=hub)
+    with pytest.raises(ArgumentTypeError, match="telemetry must be"):
+        watch_cache(LRUCache(1), "x", telemetry="hub")  # type: ignore[arg-type]
+    with pytest.raises(ArgumentTypeError, match="telemetry must be"):
+        watch_locks("x", telemetry=42)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentTypeError, match="recorder must have"):
+        hub.subscribe(None)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentTypeError, match="collect must be callable"):
+        hub.watch(LRUCache(1), None)  # type: ignore[arg-type]
+    assert list(hub.collect()) == []
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda h: h.set("scalekit_cache_size", float("nan"), cache="x"),
+        lambda h: h.set("scalekit_cache_size", "big", cache="x"),
+        lambda h: h.observe("scalekit_lock_wait_seconds", -5, lock="x", outcome="acquired"),
+        lambda h: h.observe(
+            "scalekit_lock_wait_seconds", float("inf"), lock="x", outcome="acquired"
+        ),
+        lambda h: h.add("scalekit_cache_hits", True, cache="x"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_value(call: Any) -> None:
+    hub = Telemetry()
+    rec = MemoryRecorder()
+    hub.subscribe(rec)
+    with pytest.raises(ConfigurationError, match="got"):
+        call(hub)
+    assert rec.snapshot() == ({}, {}, {})
+
+
+def test_memory_recorder_buckets_are_checked() -> None:
+    with pytest.raises(ArgumentTypeError, match="buckets must be an iterable"):
+        MemoryRecorder(buckets=5)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentTypeError, match="buckets must be numbers"):
+        MemoryRecorder(buckets=["a"])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match=">= 0"):
+        MemoryRecorder(buckets=[-1.0, 1.0])
+
+
+def test_a_failing_source_is_skipped_and_the_rest_reported() -> None:
+    hub = Telemetry()
+    good: LRUCache[str, int] = LRUCache(5)
+    watch_cache(good, "products", telemetry=hub)
+    good.get("x")
+
+    class Broken:
+        pass
+
+    broken = Broken()
+    hub.watch(broken, lambda _: 1 / 0)  # type: ignore[arg-type, return-value]
+    assert _values(hub, "scalekit_cache_misses") == {("products",): 1}
+
+
+def test_watching_the_same_object_twice_counts_once() -> None:
+    hub = Telemetry()
+    cache: LRUCache[str, int] = LRUCache(5)
+    watch_cache(cache, "products", telemetry=hub)
+    watch_cache(cache, "products", telemetry=hub)
+    cache.get("x")
+    assert _values(hub, "scalekit_cache_misses") == {("products",): 1}
+    lb = RoundRobin(["a"])
+    watch_balancer(lb, "pay", telemetry=hub)
+    watch_balancer(lb, "pay", telemetry=hub)
+    lb.pick()
+    assert _values(hub, "scalekit_balancer_in_flight") == {("pay", "a"): 1}
+
+
+def test_same_name_objects_never_make_a_counter_decrease() -> None:
+    hub = Telemetry()
+    old: LRUCache[str, int] = LRUCache(5)
+    new: LRUCache[str, int] = LRUCache(5)
+    watch_cache(old, "products", telemetry=hub)
+    watch_cache(new, "products", telemetry=hub)
+    for _ in range(10):
+        old.get("x")
+    for _ in range(5):
+        new.get("x")
+    assert _values(hub, "scalekit_cache_misses") == {("products",): 15}
+    del old
+    gc.collect()
+    assert _values(hub, "scalekit_cache_misses") == {("products",): 15}
+    new.get("x")
+    assert _values(hub, "scalekit_cache_misses") == {("products",): 16}
+    hub.unwatch(new)
+    assert _values(hub, "scalekit_cache_misses") == {("products",): 16}
+
+
+def test_same_name_state_gauges_stay_zero_or_one() -> None:
+    from scalekit.balancing import HealthPolicy, OutlierDetection
+
+    hub = Telemetry()
+    kept = []
+    for _ in range(3):
+        policy = HealthPolicy(outlier=OutlierDetection(consecutive_failures=1), panic_threshold=0)
+        lb = RoundRobin(["a", "b"], health=policy)
+        watch_balancer(lb, "payments", telemetry=hub)
+        lb.release(lb.pick(), latency=0.1, ok=False)  # ejects a
+        kept.append(lb)
+    ejected = _values(hub, "scalekit_balancer_ejected")
+    assert ejected[("payments", "a")] == 1
+    assert _values(hub, "scalekit_balancer_in_flight")[("payments", "a")] == 0
+
+
+def test_a_request_released_after_its_endpoint_left_still_counts() -> None:
+    hub = Telemetry()
+    hub.subscribe(MemoryRecorder())
+    lb = RoundRobin(["a", "b"])
+    watch_balancer(lb, "pay", telemetry=hub)
+    picked = [lb.pick() for _ in range(4)]
+    assert _values(hub, "scalekit_balancer_picks")[("pay", "b")] == 2
+    lb.remove("b")
+    for ep in picked:
+        lb.release(ep, latency=0.5, ok=False)
+    assert _values(hub, "scalekit_balancer_picks")[("pay", "b")] == 2
+
+
+def test_counter_series_exist_at_zero_from_watch_time() -> None:
+    hub = Telemetry()
+    rec = MemoryRecorder()
+    hub.subscribe(rec)
+    watch_locks("stock", telemetry=hub)
+    lb = RoundRobin(["a"])
+    watch_balancer(lb, "pay", telemetry=hub)
+    later = MemoryRecorder()
+    hub.subscribe(later)  # a recorder subscribed later sees the same zeros
+    for r in (rec, later):
+        assert r.counters[("scalekit_lock_timeouts", (("lock", "stock"),))] == 0
+        assert (
+            r.counters[("scalekit_lock_leases_lost", (("lock", "stock"), ("cause", "expired")))]
+            == 0
+        )
+        labels = (("balancer", "pay"), ("endpoint", "a"), ("reason", "consecutive_failures"))
+        assert r.counters[("scalekit_balancer_ejections", labels)] == 0
+
+
+def test_unwatch_stops_the_pushes() -> None:
+    hub = Telemetry()
+    rec = MemoryRecorder()
+    hub.subscribe(rec)
+    lb = RoundRobin(["a"])
+    watch_balancer(lb, "pay", telemetry=hub)
+    hub.unwatch(lb)
+    assert lb._probe is None
+    lb.release(lb.pick(), latency=0.1)
+    assert not any(name.startswith("scalekit_balancer") for name, _ in rec.histograms)
+
+
+def test_a_router_watched_is_not_kept_alive() -> None:
+    hub = Telemetry()
+    hub.subscribe(MemoryRecorder())
+    router = HashRouter(["s1", "s2"])
+    watch_router(router, "users", telemetry=hub)
+    router.route("k")
+    ref = weakref.ref(router)
+    del router
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_lock_family_of_an_idle_hub_never_hides_an_active_one() -> None:
+    live = Telemetry()
+    rec = MemoryRecorder()
+    live.subscribe(rec)
+    watch_locks("shop", telemetry=live)
+    idle = Telemetry()
+    watch_locks("shop", prefix="shop:", telemetry=idle)
+    MemoryLock("shop:1", ttl=30).acquire().release()
+    assert rec.counters[("scalekit_lock_acquisitions", (("lock", "shop"),))] == 1
+
+
+def test_lock_families_of_one_hub_and_name_replace_each_other() -> None:
+    from scalekit.observability import _emit
+
+    hub = Telemetry()
+    for _ in range(50):
+        watch_locks("churn", match=lambda n: n.startswith("churn"), telemetry=hub)
+    assert sum(1 for f in _emit._lock_families if f[3] == "churn") == 1
+    ref = weakref.ref(hub)
+    del hub
+    gc.collect()
+    assert ref() is None
+    watch_locks("other", telemetry=Telemetry())
+    assert all(f[3] != "churn" for f in _emit._lock_families)
+
+
+def test_subscribe_and_unsubscribe_race_leaves_the_probe_consistent() -> None:
+    for _ in range(100):
+        hub = Telemetry()
+        lb = RoundRobin(["a"])
+        watch_balancer(lb, "pay", telemetry=hub)
+        first, second = MemoryRecorder(), MemoryRecorder()
+        hub.subscribe(first)
+        barrier = threading.Barrier(2)
+
+        def flip_on(
+            rec: MemoryRecorder = second, b: threading.Barrier = barrier, h: Telemetry = hub
+        ) -> None:
+            b.wait()
+            h.subscribe(rec)
+
+        def flip_off(
+            rec: MemoryRecorder = first, b: threading.Barrier = barrier, h: Telemetry = hub
+        ) -> None:
+            b.wait()
+            h.unsubscribe(rec)
+
+        threads = [threading.Thread(target=flip_on), threading.Thread(target=flip_off)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert hub.active
+        assert lb._probe is not None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
+def test_a_forked_child_starts_with_fresh_pushed_state() -> None:
+    hub = Telemetry()
+    rec = MemoryRecorder()
+    hub.subscribe(rec)
+    watch_locks("stock", telemetry=hub)
+    MemoryLock("stock:1", ttl=30).acquire().release()
+    rec._lock.acquire()  # as if another thread were pushing at fork time
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child
+            ok = False
+            try:
+                counters, _, _ = rec.snapshot()
+                ok = counters[("scalekit_lock_acquisitions", (("lock", "stock"),))] == 0
+            finally:
+                os._exit(0 if ok else 1)
+    finally:
+        rec._lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_otel_histograms_use_the_prometheus_buckets() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from scalekit.observability import DEFAULT_BUCKETS, OpenTelemetryExporter
+
+    reader = InMemoryMetricReader()
+    hub = Telemetry()
+    exporter = OpenTelemetryExporter(hub, meter_provider=MeterProvider(metric_readers=[reader]))
+    watch_locks("stock", telemetry=hub)
+    hub.observe("scalekit_lock_wait_seconds", 0.2, lock="stock", outcome="acquired")
+    data = reader.get_metrics_data()
+    points = [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "scalekit.lock.wait_seconds"
+        for p in m.data.data_points
+    ]
+    assert tuple(points[0].explicit_bounds) == DEFAULT_BUCKETS
+    exporter.close()
+
+
+def test_a_second_prometheus_collector_on_one_registry_is_refused() -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry, Counter
+
+    from scalekit.observability import PrometheusCollector
+
+    registry = CollectorRegistry()
+    first = PrometheusCollector(Telemetry()).register(registry)
+    second = PrometheusCollector(Telemetry())
+    with pytest.raises(ValueError, match="Duplicated"):
+        second.register(registry)
+    with pytest.raises(ValueError, match="Duplicated"):
+        Counter("scalekit_cache_hits", "clash", ["cache"], registry=registry)
+    second.close()
+    first.close()
+
+
+def test_otel_exporter_close_reports_nothing_and_one_provider_takes_one() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from scalekit.observability import OpenTelemetryExporter
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    hub = Telemetry()
+    exporter = OpenTelemetryExporter(hub, meter_provider=provider)
+    with pytest.raises(ConfigurationError, match="meter_provider already has"):
+        OpenTelemetryExporter(hub, meter_provider=provider)
+    cache: LRUCache[str, int] = LRUCache(5)
+    watch_cache(cache, "products", telemetry=hub)
+    cache.get("x")
+    exporter.close()
+    for _ in range(5):
+        cache.get("x")
+
+    def misses() -> list[float]:
+        data = reader.get_metrics_data()
+        return [
+            p.value
+            for rm in (data.resource_metrics if data else [])
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == "scalekit.cache.misses"
+            for p in m.data.data_points
+        ]
+
+    assert all(v <= 1 for v in misses())
+    OpenTelemetryExporter(hub, meter_provider=MeterProvider()).close()  # a new provider is fine
+
+
+def test_a_storm_of_one_event_is_rate_limited_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from scalekit.observability import log_event
+    from scalekit.observability.core import LOG_EVENTS_PER_SECOND
+
+    with caplog.at_level(logging.WARNING, logger="scalekit"):
+        for i in range(2000):
+            log_event("scalekit.lock.callback_failed", lock=f"l{i}", error="x")
+    records = [r for r in caplog.records if r.event == "scalekit.lock.callback_failed"]
+    # One window, or two if the loop straddled a second.
+    assert LOG_EVENTS_PER_SECOND <= len(records) <= 2 * LOG_EVENTS_PER_SECOND
