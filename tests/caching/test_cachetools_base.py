@@ -1,0 +1,82 @@
+"""The cachetools-named surface that is not a policy: the base `Cache` and the import.
+
+`scalekit.caching.Cache` is concrete, as `cachetools.Cache` is: it stores
+entries in insertion order and evicts the first one, and a subclass that only
+adds `__missing__` works. Importing `scalekit.caching` never fails because of
+whatever module is importable as `cachetools`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import scalekit.caching as sk
+
+SRC = str(Path(sk.__file__).resolve().parents[2])
+
+
+def test_base_cache_is_instantiable_and_evicts_in_insertion_order() -> None:
+    cache: sk.Cache[int, int] = sk.Cache(maxsize=2)
+    cache[1] = 1
+    cache[2] = 2
+    cache[1] = 10  # an update keeps the key's place, as in a dict
+    cache[3] = 3
+    assert dict(cache) == {2: 2, 3: 3}
+    assert cache.popitem() == (2, 2)
+    assert cache.currsize == 1 and cache.maxsize == 2
+    with pytest.raises(KeyError):
+        sk.Cache(maxsize=1).popitem()
+
+
+def test_base_cache_with_getsizeof_evicts_until_the_value_fits() -> None:
+    cache: sk.Cache[str, str] = sk.Cache(maxsize=3, getsizeof=len)
+    cache["a"] = "x"
+    cache["b"] = "yy"
+    cache["c"] = "zz"
+    assert dict(cache) == {"c": "zz"} and cache.currsize == 2
+    with pytest.raises(ValueError, match="value too large"):
+        cache["d"] = "long"
+
+
+def test_subclass_overriding_only_missing_works() -> None:
+    class DefaultCache(sk.Cache[Any, Any]):
+        def __missing__(self, key: Any) -> Any:
+            self[key] = key
+            return key
+
+    cache = DefaultCache(maxsize=2)
+    assert cache[1] == 1 and cache[2] == 2 and cache[3] == 3
+    assert list(cache) == [2, 3]
+    assert cache.get(4) is None and 4 not in cache
+
+
+def _import_with(
+    tmp_path: Path, cachetools_source: str, code: str
+) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "cachetools.py").write_text(cachetools_source)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), SRC])}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_import_survives_a_cachetools_stand_in_that_reexports_scalekit(tmp_path: Path) -> None:
+    run = _import_with(
+        tmp_path,
+        "from scalekit.caching import *\n",
+        "import cachetools; print(cachetools.LRUCache.__module__)",
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().startswith("scalekit.caching")
+
+
+def test_import_survives_a_cachetools_module_without_cache(tmp_path: Path) -> None:
+    run = _import_with(tmp_path, "# a stub\n", "import scalekit.caching; print('ok')")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"
