@@ -80,3 +80,14 @@ def test_import_survives_a_cachetools_module_without_cache(tmp_path: Path) -> No
     run = _import_with(tmp_path, "# a stub\n", "import scalekit.caching; print('ok')")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "ok"
+
+
+def test_cached_over_a_partial_is_copied_by_reference() -> None:
+    import copy
+    import functools
+
+    func = sk.cached(sk.LRUCache(maxsize=2))(functools.partial(int, base=2))
+    assert copy.copy(func) is func
+    assert copy.deepcopy(func) is func
+    assert func("101") == 5 and func("101") == 5
+    assert func.cache.stats().hits == 1
