@@ -91,3 +91,43 @@ def test_cached_over_a_partial_is_copied_by_reference() -> None:
     assert copy.deepcopy(func) is func
     assert func("101") == 5 and func("101") == 5
     assert func.cache.stats().hits == 1
+
+
+class Doubler:
+    """A class with a cached method, at module level so that pickle finds it."""
+
+    def __init__(self) -> None:
+        self.cache: dict[Any, Any] = {}
+
+    @sk.cachedmethod(lambda self: self.cache)
+    def get(self, value: int) -> int:
+        return value * 2
+
+
+def test_cachedmethod_through_its_class_pickles_and_copies_to_itself() -> None:
+    import copy
+    import pickle
+
+    assert pickle.loads(pickle.dumps(Doubler.get)) is Doubler.get
+    assert copy.copy(Doubler.get) is Doubler.get
+    assert copy.deepcopy(Doubler.get) is Doubler.get
+
+
+def test_cachedmethod_through_its_class_takes_the_instance_by_keyword_too() -> None:
+    doubler = Doubler()
+    assert Doubler.get(doubler, 2) == 4
+    assert Doubler.get(self=doubler, value=3) == 6
+    assert doubler.cache == {sk.methodkey(doubler, 2): 4, sk.methodkey(doubler, value=3): 6}
+    with pytest.raises(TypeError, match="without an instance"):
+        Doubler.get(value=3)
+
+
+def test_cachedmethod_autospec_accepts_positional_and_keyword_calls() -> None:
+    from unittest import mock
+
+    spec = mock.create_autospec(Doubler, instance=True)
+    spec.get.return_value = 42
+    assert spec.get(1) == 42
+    spec.get.assert_called_with(1)
+    assert spec.get(value=1) == 42
+    spec.get.assert_called_with(value=1)

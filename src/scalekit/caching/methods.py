@@ -7,7 +7,7 @@ import inspect
 import weakref
 from collections.abc import Callable, Hashable, MutableMapping
 from contextlib import AbstractContextManager
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from ..exceptions import ArgumentTypeError
 from .base import MISSING
@@ -175,11 +175,48 @@ class CachedMethod(Generic[S, P, R]):
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
         return self if obj is None else _Bound(self, obj)
 
-    def __call__(self, obj: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Call the method for *obj*, through the class: `Class.method(obj, ...)`."""
-        if self._async:
-            return self.acall(obj, args, kwargs)  # type: ignore[return-value]
-        return self.call(obj, args, kwargs)  # type: ignore[no-any-return]
+    if TYPE_CHECKING:
+
+        def __call__(self, obj: S, /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    else:
+
+        def __call__(self, /, *args, **kwargs):
+            """Call the method for an instance, through the class: `Class.method(obj, ...)`.
+
+            The instance is the first argument, or the keyword named as the
+            method's first parameter (`Class.method(self=obj)`), as for a plain
+            function. The signature is left open on purpose:
+            `unittest.mock.create_autospec(Class, instance=True)` reads it for
+            the instance's attribute, where the instance is already bound.
+
+            Raises:
+                TypeError: if no instance is given.
+            """
+            if args:
+                obj, args = args[0], args[1:]
+            else:
+                obj = self._pop_receiver(kwargs)
+            if self._async:
+                return self.acall(obj, args, kwargs)
+            return self.call(obj, args, kwargs)
+
+    def _pop_receiver(self, kwargs: dict[str, Any]) -> Any:
+        """The instance passed by keyword to a call through the class."""
+        try:
+            first = next(iter(inspect.signature(self._method).parameters.values()))
+        except (ValueError, TypeError, StopIteration):
+            first = None
+        if first is not None and first.kind is first.POSITIONAL_OR_KEYWORD and first.name in kwargs:
+            return kwargs.pop(first.name)
+        raise TypeError(
+            f"cannot call cachedmethod {self._name} through the class without an instance"
+        )
+
+    def __reduce__(self) -> str:
+        # Pickled and copied by reference, as the function it wraps would be:
+        # `Class.method` is looked up again and gives this very descriptor.
+        return getattr(self, "__qualname__", self._name)
 
     def counters(self, obj: Any) -> Counters | None:
         if not self._info:
