@@ -5,7 +5,10 @@ downloads into ``.cache/cachetools-8.0.2`` (or set
 ``SCALEKIT_CACHETOOLS_SUITE`` to an unpacked sdist). Its ``tests/`` package
 is loaded under a private name, each TestCase's ``Cache`` and the
 module-level class names are pointed at scalekit's classes, and the
-TestCases are collected here as they are.
+TestCases are collected here as they are. ``test_cache.py`` and the
+pickle, weak-reference and class-access TestCases of ``test_cached.py`` and
+``test_cachedmethod.py`` are loaded with ``import cachetools`` resolving to
+a stand-in of scalekit's names. The whole module runs in about a second.
 
 The tests listed in ``DIFFERENCES`` are deliberate differences, documented
 in docs/caching.md ("Compatibility with cachetools") and asserted by
@@ -147,6 +150,40 @@ class CacheKeysTest(_keys.CacheKeysTest):  # type: ignore[misc,name-defined]
     pass
 
 
+def _load_as_cachetools(name: str) -> ModuleType:
+    """Load a suite module whose `import cachetools` must be scalekit.caching.
+
+    While it loads, `cachetools` (and `cachetools.keys`) resolve to a
+    stand-in holding scalekit's names; the real cachetools is put back after.
+    """
+    standin = ModuleType("cachetools")
+    standin.__dict__.update({n: getattr(sk, n) for n in sk.__all__})
+    standin.keys = sk_keys  # type: ignore[attr-defined]
+    standin.func = sk_func  # type: ignore[attr-defined]
+    names = ("cachetools", "cachetools.keys", "cachetools.func")
+    saved = {n: sys.modules.get(n) for n in names}
+    sys.modules.update(
+        {"cachetools": standin, "cachetools.keys": sk_keys, "cachetools.func": sk_func}
+    )
+    try:
+        return _load(name)
+    finally:
+        for n, module in saved.items():
+            if module is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = module
+
+
+_cache, _cached, _cachedmethod = (
+    _load_as_cachetools(n) for n in ("test_cache", "test_cached", "test_cachedmethod")
+)
+
+CacheTest = _cache.CacheTest
+PickleTest = _cached.PickleTest
+WeakRefMethodTest = _cachedmethod.WeakRefMethodTest
+UnboundMethodTest = _cachedmethod.UnboundMethodTest
+
 FIFODecoratorTest = _func.FIFODecoratorTest
 LFUDecoratorTest = _func.LFUDecoratorTest
 LRUDecoratorTest = _func.LRUDecoratorTest
@@ -161,6 +198,17 @@ DIFFERENCES: dict[str, str] = {
         "victim first), as LRUCache does; cachetools iterates a TTLCache in insertion "
         "order, which would need a second ordered map per entry. The rest of the test "
         "is asserted by test_compat.py::test_ttl_copy_is_independent_in_recency_order."
+    ),
+    "PickleTest::test_copy_partial": (
+        "The wrapper of a callable without __qualname__ (a functools.partial) has one "
+        "(its type's): the pure wrapper is a function, which always has one. The rest "
+        "of the test (copy and deepcopy give the wrapper itself, the call works) is "
+        "asserted by test_cachetools_base.py::test_cached_over_a_partial_is_copied_by_reference."
+    ),
+    "UnboundMethodTest::test_class_access_alias": (
+        "obj.method gives a new bound object on each access, as a plain method does; "
+        "cachetools stores the bound wrapper in the instance's __dict__ on first access. "
+        "Calls through the alias share the instance's cache either way."
     ),
 }
 
@@ -177,6 +225,10 @@ SUITE_CLASSES = (
     LRUDecoratorTest,
     RRDecoratorTest,
     TTLDecoratorTest,
+    CacheTest,
+    PickleTest,
+    WeakRefMethodTest,
+    UnboundMethodTest,
 )
 
 
