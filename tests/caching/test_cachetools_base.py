@@ -131,3 +131,27 @@ def test_cachedmethod_autospec_accepts_positional_and_keyword_calls() -> None:
     spec.get.assert_called_with(1)
     assert spec.get(value=1) == 42
     spec.get.assert_called_with(value=1)
+
+
+def test_bound_cachedmethod_names_and_repr_are_the_methods() -> None:
+    doubler = Doubler()
+    method = Doubler.get.__wrapped__
+    assert doubler.get.__name__ == "get" and doubler.get.__qualname__ == "Doubler.get"
+    assert doubler.get.__doc__ == method.__doc__
+    assert repr(doubler.get) == f"<cachedmethod {method!r} of {object.__repr__(doubler)}>"
+    assert repr(Doubler.get) == f"<cachedmethod {method!r}>"
+
+
+def test_bound_cachedmethod_passes_a_keyword_named_self() -> None:
+    class Keyword:
+        def __init__(self) -> None:
+            self.cache: dict[Any, Any] = {}
+
+        @sk.cachedmethod(lambda obj: obj.cache)
+        def get_self(this, *, self: int) -> int:
+            return self
+
+    obj = Keyword()
+    assert obj.get_self(self=1) == 1 and obj.get_self(self=1) == 1
+    assert Keyword.get_self(obj, self=2) == 2
+    assert len(obj.cache) == 2

@@ -213,6 +213,9 @@ class CachedMethod(Generic[S, P, R]):
             f"cannot call cachedmethod {self._name} through the class without an instance"
         )
 
+    def __repr__(self) -> str:
+        return f"<cachedmethod {self._method!r}>"
+
     def __reduce__(self) -> str:
         # Pickled and copied by reference, as the function it wraps would be:
         # `Class.method` is looked up again and gives this very descriptor.
@@ -299,7 +302,7 @@ class _Bound:
         self._descriptor = descriptor
         self._obj = obj
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         d = self._descriptor
         if d._async:
             return d.acall(self._obj, args, kwargs)
@@ -312,6 +315,17 @@ class _Bound:
     @property
     def __name__(self) -> str:
         return getattr(self._descriptor._method, "__name__", "method")
+
+    def __getattr__(self, name: str) -> Any:
+        # An instance has no __qualname__ of its own (a class body cannot
+        # define it as a property): the method's, as a bound method gives.
+        if name == "__qualname__":
+            return getattr(self._descriptor._method, "__qualname__", self.__name__)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return getattr(self._descriptor._method, "__doc__", None)
 
     @property
     def cache(self) -> MutableMapping[Any, Any] | None:
@@ -343,4 +357,4 @@ class _Bound:
         clear(self.cache, self.cache_lock, self._descriptor.counters(self._obj))
 
     def __repr__(self) -> str:
-        return f"<cachedmethod {self._descriptor._name} of {object.__repr__(self._obj)}>"
+        return f"<cachedmethod {self._descriptor._method!r} of {object.__repr__(self._obj)}>"
