@@ -155,3 +155,9 @@ def test_bound_cachedmethod_passes_a_keyword_named_self() -> None:
     assert obj.get_self(self=1) == 1 and obj.get_self(self=1) == 1
     assert Keyword.get_self(obj, self=2) == 2
     assert len(obj.cache) == 2
+
+
+@pytest.mark.parametrize("cache", [None, sk.Cache(2)], ids=["None", "Cache"])
+def test_cachedmethod_refuses_a_cache_that_is_not_callable(cache: Any) -> None:
+    with pytest.raises(TypeError, match=r"cache must be callable \(a function of the instance\)"):
+        sk.cachedmethod(cache)

@@ -181,6 +181,8 @@ _cache, _cached, _cachedmethod = (
 
 CacheTest = _cache.CacheTest
 PickleTest = _cached.PickleTest
+InvalidCacheTest = _cached.InvalidCacheTest
+NoneMethodTest = _cachedmethod.NoneMethodTest
 WeakRefMethodTest = _cachedmethod.WeakRefMethodTest
 UnboundMethodTest = _cachedmethod.UnboundMethodTest
 
@@ -190,6 +192,12 @@ LRUDecoratorTest = _func.LRUDecoratorTest
 RRDecoratorTest = _func.RRDecoratorTest
 TTLDecoratorTest = _func.TTLDecoratorTest
 
+
+_NONE_CACHE = (
+    "cached(None), and a cachedmethod whose cache function returns None, are accepted: "
+    "no caching, single-flight only; cachetools 8 refuses cached(None) and has "
+    "cache_info() of a None cache raise TypeError."
+)
 
 # Deliberate differences: test id -> why (docs/caching.md lists the same).
 DIFFERENCES: dict[str, str] = {
@@ -205,6 +213,9 @@ DIFFERENCES: dict[str, str] = {
         "of the test (copy and deepcopy give the wrapper itself, the call works) is "
         "asserted by test_cachetools_base.py::test_cached_over_a_partial_is_copied_by_reference."
     ),
+    "InvalidCacheTest::test_decorator": _NONE_CACHE,
+    "InvalidCacheTest::test_decorator_info": _NONE_CACHE,
+    "NoneMethodTest::test_none_info": _NONE_CACHE,
     "UnboundMethodTest::test_class_access_alias": (
         "obj.method gives a new bound object on each access, as a plain method does; "
         "cachetools stores the bound wrapper in the instance's __dict__ on first access. "
@@ -227,6 +238,8 @@ SUITE_CLASSES = (
     TTLDecoratorTest,
     CacheTest,
     PickleTest,
+    InvalidCacheTest,
+    NoneMethodTest,
     WeakRefMethodTest,
     UnboundMethodTest,
 )

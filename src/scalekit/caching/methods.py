@@ -121,7 +121,8 @@ def cachedmethod(
     """
     if not callable(cache):
         raise ArgumentTypeError(
-            f"cache must be a function of the instance, got {type(cache).__name__}: {cache!r}; "
+            f"cache must be callable (a function of the instance), got {type(cache).__name__}: "
+            f"{cache!r}; "
             "expected for example lambda self: self.cache"
         )
     check_callable("key", key, "a function of the instance and the call's arguments")
