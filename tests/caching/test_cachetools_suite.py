@@ -5,9 +5,9 @@ downloads into ``.cache/cachetools-8.0.2`` (or set
 ``SCALEKIT_CACHETOOLS_SUITE`` to an unpacked sdist). Its ``tests/`` package
 is loaded under a private name, each TestCase's ``Cache`` and the
 module-level class names are pointed at scalekit's classes, and the
-TestCases are collected here as they are. ``test_cache.py`` and the
-pickle, weak-reference and class-access TestCases of ``test_cached.py`` and
-``test_cachedmethod.py`` are loaded with ``import cachetools`` resolving to
+TestCases are collected here as they are. ``test_cache.py``,
+``test_cached.py`` and the weak-reference, ``None``-cache and class-access
+TestCases of ``test_cachedmethod.py`` are loaded with ``import cachetools`` resolving to
 a stand-in of scalekit's names. The whole module runs in about a second.
 
 The tests listed in ``DIFFERENCES`` are deliberate differences, documented
@@ -182,6 +182,9 @@ _cache, _cached, _cachedmethod = (
 CacheTest = _cache.CacheTest
 PickleTest = _cached.PickleTest
 InvalidCacheTest = _cached.InvalidCacheTest
+CacheWrapperTest = _cached.CacheWrapperTest
+DictTest = _cached.DictTest
+CustomCacheTest = _cached.CustomCacheTest
 NoneMethodTest = _cachedmethod.NoneMethodTest
 WeakRefMethodTest = _cachedmethod.WeakRefMethodTest
 UnboundMethodTest = _cachedmethod.UnboundMethodTest
@@ -199,6 +202,23 @@ _NONE_CACHE = (
     "cache_info() of a None cache raise TypeError."
 )
 
+_COUNTS = (
+    "cached takes the lock (or condition) as single-flight needs: a different number "
+    "of acquisitions, waits and notifies than cachetools' CountedLock/CountedCondition "
+    "counts; what a user relies on (one call per key, errors not cached) is asserted "
+    "by test_cached_contract.py."
+)
+_CACHE_INFO = (
+    "cached's wrapper always has cache_info() and cache_clear() (without info=True "
+    "cache_info() reports a scalekit cache's own stats); cachetools adds cache_info only "
+    "with info=True. The other attributes (cache, cache_key, cache_lock, "
+    "cache_condition) are cachetools'."
+)
+_REPR = (
+    "cached's wrapper is a function (compiled: a callable object) with the wrapped "
+    "function's repr; cachetools' wrapper reprs as <cached <function ...>>."
+)
+
 # Deliberate differences: test id -> why (docs/caching.md lists the same).
 DIFFERENCES: dict[str, str] = {
     "TTLCacheTest::test_ttl_copy": (
@@ -213,6 +233,42 @@ DIFFERENCES: dict[str, str] = {
         "of the test (copy and deepcopy give the wrapper itself, the call works) is "
         "asserted by test_cachetools_base.py::test_cached_over_a_partial_is_copied_by_reference."
     ),
+    "CacheWrapperTest::test_decorator_attributes": _CACHE_INFO,
+    "CacheWrapperTest::test_decorator_attributes_cond": _CACHE_INFO,
+    "CacheWrapperTest::test_decorator_attributes_lock": _CACHE_INFO,
+    "CacheWrapperTest::test_decorator_clear_lock": _COUNTS,
+    "CacheWrapperTest::test_decorator_cond": _COUNTS,
+    "CacheWrapperTest::test_decorator_cond_error": _COUNTS,
+    "CacheWrapperTest::test_decorator_cond_error_info": _COUNTS,
+    "CacheWrapperTest::test_decorator_cond_info": _COUNTS,
+    "CacheWrapperTest::test_decorator_lock": _COUNTS,
+    "CacheWrapperTest::test_decorator_lock_cond": _COUNTS,
+    "CacheWrapperTest::test_decorator_lock_cond_info": _COUNTS,
+    "CacheWrapperTest::test_decorator_lock_info": _COUNTS,
+    "CacheWrapperTest::test_decorator_repr": _REPR,
+    "CacheWrapperTest::test_zero_size_cache_decorator_cond_info": _COUNTS,
+    "CacheWrapperTest::test_zero_size_cache_decorator_lock": _COUNTS,
+    "CacheWrapperTest::test_zero_size_cache_decorator_lock_info": _COUNTS,
+    "DictTest::test_decorator_attributes": _CACHE_INFO,
+    "DictTest::test_decorator_attributes_cond": _CACHE_INFO,
+    "DictTest::test_decorator_attributes_lock": _CACHE_INFO,
+    "DictTest::test_decorator_clear_lock": _COUNTS,
+    "DictTest::test_decorator_cond": _COUNTS,
+    "DictTest::test_decorator_cond_error": _COUNTS,
+    "DictTest::test_decorator_cond_error_info": _COUNTS,
+    "DictTest::test_decorator_lock": _COUNTS,
+    "DictTest::test_decorator_lock_cond": _COUNTS,
+    "DictTest::test_decorator_repr": _REPR,
+    "CustomCacheTest::test_decorator_attributes": _CACHE_INFO,
+    "CustomCacheTest::test_decorator_attributes_cond": _CACHE_INFO,
+    "CustomCacheTest::test_decorator_attributes_lock": _CACHE_INFO,
+    "CustomCacheTest::test_decorator_clear_lock": _COUNTS,
+    "CustomCacheTest::test_decorator_cond": _COUNTS,
+    "CustomCacheTest::test_decorator_cond_error": _COUNTS,
+    "CustomCacheTest::test_decorator_cond_error_info": _COUNTS,
+    "CustomCacheTest::test_decorator_lock": _COUNTS,
+    "CustomCacheTest::test_decorator_lock_cond": _COUNTS,
+    "CustomCacheTest::test_decorator_repr": _REPR,
     "InvalidCacheTest::test_decorator": _NONE_CACHE,
     "InvalidCacheTest::test_decorator_info": _NONE_CACHE,
     "NoneMethodTest::test_none_info": _NONE_CACHE,
@@ -239,6 +295,9 @@ SUITE_CLASSES = (
     CacheTest,
     PickleTest,
     InvalidCacheTest,
+    CacheWrapperTest,
+    DictTest,
+    CustomCacheTest,
     NoneMethodTest,
     WeakRefMethodTest,
     UnboundMethodTest,
