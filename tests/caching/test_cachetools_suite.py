@@ -5,7 +5,10 @@ downloads into ``.cache/cachetools-8.0.2`` (or set
 ``SCALEKIT_CACHETOOLS_SUITE`` to an unpacked sdist). Its ``tests/`` package
 is loaded under a private name, each TestCase's ``Cache`` and the
 module-level class names are pointed at scalekit's classes, and the
-TestCases are collected here as they are.
+TestCases are collected here as they are. ``test_cache.py``,
+``test_cached.py`` and the weak-reference, ``None``-cache and class-access
+TestCases of ``test_cachedmethod.py`` are loaded with ``import cachetools`` resolving to
+a stand-in of scalekit's names. The whole module runs in about a second.
 
 The tests listed in ``DIFFERENCES`` are deliberate differences, documented
 in docs/caching.md ("Compatibility with cachetools") and asserted by
@@ -147,12 +150,74 @@ class CacheKeysTest(_keys.CacheKeysTest):  # type: ignore[misc,name-defined]
     pass
 
 
+def _load_as_cachetools(name: str) -> ModuleType:
+    """Load a suite module whose `import cachetools` must be scalekit.caching.
+
+    While it loads, `cachetools` (and `cachetools.keys`) resolve to a
+    stand-in holding scalekit's names; the real cachetools is put back after.
+    """
+    standin = ModuleType("cachetools")
+    standin.__dict__.update({n: getattr(sk, n) for n in sk.__all__})
+    standin.keys = sk_keys  # type: ignore[attr-defined]
+    standin.func = sk_func  # type: ignore[attr-defined]
+    names = ("cachetools", "cachetools.keys", "cachetools.func")
+    saved = {n: sys.modules.get(n) for n in names}
+    sys.modules.update(
+        {"cachetools": standin, "cachetools.keys": sk_keys, "cachetools.func": sk_func}
+    )
+    try:
+        return _load(name)
+    finally:
+        for n, module in saved.items():
+            if module is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = module
+
+
+_cache, _cached, _cachedmethod = (
+    _load_as_cachetools(n) for n in ("test_cache", "test_cached", "test_cachedmethod")
+)
+
+CacheTest = _cache.CacheTest
+PickleTest = _cached.PickleTest
+InvalidCacheTest = _cached.InvalidCacheTest
+CacheWrapperTest = _cached.CacheWrapperTest
+DictTest = _cached.DictTest
+CustomCacheTest = _cached.CustomCacheTest
+NoneMethodTest = _cachedmethod.NoneMethodTest
+WeakRefMethodTest = _cachedmethod.WeakRefMethodTest
+UnboundMethodTest = _cachedmethod.UnboundMethodTest
+
 FIFODecoratorTest = _func.FIFODecoratorTest
 LFUDecoratorTest = _func.LFUDecoratorTest
 LRUDecoratorTest = _func.LRUDecoratorTest
 RRDecoratorTest = _func.RRDecoratorTest
 TTLDecoratorTest = _func.TTLDecoratorTest
 
+
+_NONE_CACHE = (
+    "cached(None), and a cachedmethod whose cache function returns None, are accepted: "
+    "no caching, single-flight only; cachetools 8 refuses cached(None) and has "
+    "cache_info() of a None cache raise TypeError."
+)
+
+_COUNTS = (
+    "cached takes the lock (or condition) as single-flight needs: a different number "
+    "of acquisitions, waits and notifies than cachetools' CountedLock/CountedCondition "
+    "counts; what a user relies on (one call per key, errors not cached) is asserted "
+    "by test_cached_contract.py."
+)
+_CACHE_INFO = (
+    "cached's wrapper always has cache_info() and cache_clear() (without info=True "
+    "cache_info() reports a scalekit cache's own stats); cachetools adds cache_info only "
+    "with info=True. The other attributes (cache, cache_key, cache_lock, "
+    "cache_condition) are cachetools'."
+)
+_REPR = (
+    "cached's wrapper is a function (compiled: a callable object) with the wrapped "
+    "function's repr; cachetools' wrapper reprs as <cached <function ...>>."
+)
 
 # Deliberate differences: test id -> why (docs/caching.md lists the same).
 DIFFERENCES: dict[str, str] = {
@@ -161,6 +226,56 @@ DIFFERENCES: dict[str, str] = {
         "victim first), as LRUCache does; cachetools iterates a TTLCache in insertion "
         "order, which would need a second ordered map per entry. The rest of the test "
         "is asserted by test_compat.py::test_ttl_copy_is_independent_in_recency_order."
+    ),
+    "PickleTest::test_copy_partial": (
+        "The wrapper of a callable without __qualname__ (a functools.partial) has one "
+        "(its type's): the pure wrapper is a function, which always has one. The rest "
+        "of the test (copy and deepcopy give the wrapper itself, the call works) is "
+        "asserted by test_cachetools_base.py::test_cached_over_a_partial_is_copied_by_reference."
+    ),
+    "CacheWrapperTest::test_decorator_attributes": _CACHE_INFO,
+    "CacheWrapperTest::test_decorator_attributes_cond": _CACHE_INFO,
+    "CacheWrapperTest::test_decorator_attributes_lock": _CACHE_INFO,
+    "CacheWrapperTest::test_decorator_clear_lock": _COUNTS,
+    "CacheWrapperTest::test_decorator_cond": _COUNTS,
+    "CacheWrapperTest::test_decorator_cond_error": _COUNTS,
+    "CacheWrapperTest::test_decorator_cond_error_info": _COUNTS,
+    "CacheWrapperTest::test_decorator_cond_info": _COUNTS,
+    "CacheWrapperTest::test_decorator_lock": _COUNTS,
+    "CacheWrapperTest::test_decorator_lock_cond": _COUNTS,
+    "CacheWrapperTest::test_decorator_lock_cond_info": _COUNTS,
+    "CacheWrapperTest::test_decorator_lock_info": _COUNTS,
+    "CacheWrapperTest::test_decorator_repr": _REPR,
+    "CacheWrapperTest::test_zero_size_cache_decorator_cond_info": _COUNTS,
+    "CacheWrapperTest::test_zero_size_cache_decorator_lock": _COUNTS,
+    "CacheWrapperTest::test_zero_size_cache_decorator_lock_info": _COUNTS,
+    "DictTest::test_decorator_attributes": _CACHE_INFO,
+    "DictTest::test_decorator_attributes_cond": _CACHE_INFO,
+    "DictTest::test_decorator_attributes_lock": _CACHE_INFO,
+    "DictTest::test_decorator_clear_lock": _COUNTS,
+    "DictTest::test_decorator_cond": _COUNTS,
+    "DictTest::test_decorator_cond_error": _COUNTS,
+    "DictTest::test_decorator_cond_error_info": _COUNTS,
+    "DictTest::test_decorator_lock": _COUNTS,
+    "DictTest::test_decorator_lock_cond": _COUNTS,
+    "DictTest::test_decorator_repr": _REPR,
+    "CustomCacheTest::test_decorator_attributes": _CACHE_INFO,
+    "CustomCacheTest::test_decorator_attributes_cond": _CACHE_INFO,
+    "CustomCacheTest::test_decorator_attributes_lock": _CACHE_INFO,
+    "CustomCacheTest::test_decorator_clear_lock": _COUNTS,
+    "CustomCacheTest::test_decorator_cond": _COUNTS,
+    "CustomCacheTest::test_decorator_cond_error": _COUNTS,
+    "CustomCacheTest::test_decorator_cond_error_info": _COUNTS,
+    "CustomCacheTest::test_decorator_lock": _COUNTS,
+    "CustomCacheTest::test_decorator_lock_cond": _COUNTS,
+    "CustomCacheTest::test_decorator_repr": _REPR,
+    "InvalidCacheTest::test_decorator": _NONE_CACHE,
+    "InvalidCacheTest::test_decorator_info": _NONE_CACHE,
+    "NoneMethodTest::test_none_info": _NONE_CACHE,
+    "UnboundMethodTest::test_class_access_alias": (
+        "obj.method gives a new bound object on each access, as a plain method does; "
+        "cachetools stores the bound wrapper in the instance's __dict__ on first access. "
+        "Calls through the alias share the instance's cache either way."
     ),
 }
 
@@ -177,6 +292,15 @@ SUITE_CLASSES = (
     LRUDecoratorTest,
     RRDecoratorTest,
     TTLDecoratorTest,
+    CacheTest,
+    PickleTest,
+    InvalidCacheTest,
+    CacheWrapperTest,
+    DictTest,
+    CustomCacheTest,
+    NoneMethodTest,
+    WeakRefMethodTest,
+    UnboundMethodTest,
 )
 
 

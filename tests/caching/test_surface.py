@@ -165,7 +165,9 @@ def test_cachedmethod_async() -> None:
 
 
 def test_cachedmethod_needs_a_callable() -> None:
-    with pytest.raises(ArgumentTypeError, match="cache must be a function of the instance"):
+    with pytest.raises(
+        ArgumentTypeError, match=r"cache must be callable \(a function of the instance\)"
+    ):
         cachedmethod(LRUCache(2))  # type: ignore[arg-type]
 
 

@@ -58,12 +58,25 @@ _LAZY = {"NearCache": ".near_cache", "RedisCache": ".redis_cache"}
 def _register_with_cachetools() -> None:
     # cachetools' decorators ask isinstance(cache, cachetools.Cache) before
     # reporting maxsize and currsize (cached(info=True)); scalekit's caches
-    # have both. Only when cachetools is installed: it is not a dependency.
+    # have both, so they are registered as virtual subclasses of it. This only
+    # adds scalekit's classes to that ABC's registry (no method of cachetools
+    # changes, nothing is inherited). It happens only when a real cachetools is
+    # importable: it is not a dependency, and a module named `cachetools` that
+    # is a stand-in (one re-exporting scalekit.caching, still being imported
+    # when this runs), a stub without `Cache`, or one whose `Cache` is no ABC
+    # is left alone instead of breaking this import.
     try:
         import cachetools
     except ImportError:
         return
-    cachetools.Cache.register(Cache)  # type: ignore[type-abstract]
+    base = getattr(cachetools, "Cache", None)
+    register = getattr(base, "register", None)
+    if base is None or base is Cache or not isinstance(base, type) or not callable(register):
+        return
+    try:
+        register(Cache)
+    except Exception:  # a foreign class's register must not break this import
+        return
 
 
 _register_with_cachetools()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import math
-from abc import abstractmethod
 from collections.abc import (
     Callable,
     Hashable,
@@ -79,6 +78,10 @@ class CacheStats(NamedTuple):
 class Cache(MutableMapping[K, V]):
     """Base of every bounded scalekit cache; subclass it to add a policy.
 
+    Concrete, as `cachetools.Cache` is: used as it is, it keeps the entries in
+    insertion order and evicts the first inserted (updating a key keeps its
+    place), and a subclass that only adds `__missing__` works.
+
     Args:
         maxsize: the capacity, in units of `getsizeof` (entries by default):
             an `int` >= 0 (`0` stores nothing) or `math.inf` (unbounded).
@@ -137,16 +140,23 @@ class Cache(MutableMapping[K, V]):
         self._hits = 0
         self._misses = 0
         self._evictions = 0
+        if type(self)._touch is Cache._touch:
+            self._data = {}
 
     # -- hooks a policy implements -------------------------------------------------
 
-    @abstractmethod
+    # The defaults below keep the entries in one insertion-ordered `dict` and
+    # evict the first, as cachetools' base `Cache` evicts through
+    # `MutableMapping.popitem` (updating a key keeps its place). A policy
+    # overrides them all; the base creates `_data` only when it keeps them.
+
     def _touch(self, key: Any) -> Any:
         """Return the value for *key* recording a hit in the policy, or MISSING."""
+        return self._data.get(key, MISSING)
 
-    @abstractmethod
     def _peek(self, key: Any) -> Any:
         """Return the value for *key* without touching the policy, or MISSING."""
+        return self._data.get(key, MISSING)
 
     def _update(self, key: Any, value: Any) -> bool:
         """Replace the value of a present key (a write access); False if absent.
@@ -154,23 +164,27 @@ class Cache(MutableMapping[K, V]):
         Called by the base's `__setitem__` only: a policy that writes in its
         own `__setitem__` (`TinyLFUCache` admits by duel) need not define it.
         """
-        raise NotImplementedError(f"{type(self).__name__} defines neither _update nor __setitem__")
+        data = self._data
+        if key not in data:
+            return False
+        data[key] = value  # type: ignore[index]
+        return True
 
     def _insert(self, key: Any, value: Any) -> None:
         """Add an absent key; the base has already made room (see `_update()`)."""
-        raise NotImplementedError(f"{type(self).__name__} defines neither _insert nor __setitem__")
+        self._data[key] = value  # type: ignore[index]
 
-    @abstractmethod
     def _remove(self, key: Any) -> Any:
         """Remove *key* from the policy and return its value; KeyError if absent."""
+        return self._data.pop(key)  # type: ignore[attr-defined]
 
-    @abstractmethod
     def _victim(self) -> Any:
         """The key the policy would evict next (the cache is not empty)."""
+        return next(iter(self._data))
 
-    @abstractmethod
     def _clear(self) -> None:
         """Forget every entry."""
+        self._data.clear()  # type: ignore[attr-defined]
 
     # -- mapping -------------------------------------------------------------------
 

@@ -384,6 +384,11 @@ def _attach(
     counters: Counters | None,
 ) -> None:
     functools.update_wrapper(wrapper, func)
+    if not hasattr(func, "__qualname__"):
+        # A callable without one (a functools.partial): the wrapper gets its
+        # type's, so that the compiled wrapper copies by reference as a
+        # function does (its __reduce__ names it by __qualname__).
+        wrapper.__qualname__ = type(func).__qualname__
     wrapper.cache = cache
     wrapper.cache_key = key
     wrapper.cache_lock = lock

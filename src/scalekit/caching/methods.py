@@ -7,7 +7,7 @@ import inspect
 import weakref
 from collections.abc import Callable, Hashable, MutableMapping
 from contextlib import AbstractContextManager
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from ..exceptions import ArgumentTypeError
 from .base import MISSING
@@ -121,7 +121,8 @@ def cachedmethod(
     """
     if not callable(cache):
         raise ArgumentTypeError(
-            f"cache must be a function of the instance, got {type(cache).__name__}: {cache!r}; "
+            f"cache must be callable (a function of the instance), got {type(cache).__name__}: "
+            f"{cache!r}; "
             "expected for example lambda self: self.cache"
         )
     check_callable("key", key, "a function of the instance and the call's arguments")
@@ -175,11 +176,51 @@ class CachedMethod(Generic[S, P, R]):
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
         return self if obj is None else _Bound(self, obj)
 
-    def __call__(self, obj: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Call the method for *obj*, through the class: `Class.method(obj, ...)`."""
-        if self._async:
-            return self.acall(obj, args, kwargs)  # type: ignore[return-value]
-        return self.call(obj, args, kwargs)  # type: ignore[no-any-return]
+    if TYPE_CHECKING:
+
+        def __call__(self, obj: S, /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    else:
+
+        def __call__(self, /, *args, **kwargs):
+            """Call the method for an instance, through the class: `Class.method(obj, ...)`.
+
+            The instance is the first argument, or the keyword named as the
+            method's first parameter (`Class.method(self=obj)`), as for a plain
+            function. The signature is left open on purpose:
+            `unittest.mock.create_autospec(Class, instance=True)` reads it for
+            the instance's attribute, where the instance is already bound.
+
+            Raises:
+                TypeError: if no instance is given.
+            """
+            if args:
+                obj, args = args[0], args[1:]
+            else:
+                obj = self._pop_receiver(kwargs)
+            if self._async:
+                return self.acall(obj, args, kwargs)
+            return self.call(obj, args, kwargs)
+
+    def _pop_receiver(self, kwargs: dict[str, Any]) -> Any:
+        """The instance passed by keyword to a call through the class."""
+        try:
+            first = next(iter(inspect.signature(self._method).parameters.values()))
+        except (ValueError, TypeError, StopIteration):
+            first = None
+        if first is not None and first.kind is first.POSITIONAL_OR_KEYWORD and first.name in kwargs:
+            return kwargs.pop(first.name)
+        raise TypeError(
+            f"cannot call cachedmethod {self._name} through the class without an instance"
+        )
+
+    def __repr__(self) -> str:
+        return f"<cachedmethod {self._method!r}>"
+
+    def __reduce__(self) -> str:
+        # Pickled and copied by reference, as the function it wraps would be:
+        # `Class.method` is looked up again and gives this very descriptor.
+        return getattr(self, "__qualname__", self._name)
 
     def counters(self, obj: Any) -> Counters | None:
         if not self._info:
@@ -262,7 +303,7 @@ class _Bound:
         self._descriptor = descriptor
         self._obj = obj
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         d = self._descriptor
         if d._async:
             return d.acall(self._obj, args, kwargs)
@@ -275,6 +316,17 @@ class _Bound:
     @property
     def __name__(self) -> str:
         return getattr(self._descriptor._method, "__name__", "method")
+
+    def __getattr__(self, name: str) -> Any:
+        # An instance has no __qualname__ of its own (a class body cannot
+        # define it as a property): the method's, as a bound method gives.
+        if name == "__qualname__":
+            return getattr(self._descriptor._method, "__qualname__", self.__name__)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return getattr(self._descriptor._method, "__doc__", None)
 
     @property
     def cache(self) -> MutableMapping[Any, Any] | None:
@@ -306,4 +358,4 @@ class _Bound:
         clear(self.cache, self.cache_lock, self._descriptor.counters(self._obj))
 
     def __repr__(self) -> str:
-        return f"<cachedmethod {self._descriptor._name} of {object.__repr__(self._obj)}>"
+        return f"<cachedmethod {self._descriptor._method!r} of {object.__repr__(self._obj)}>"
