@@ -10,6 +10,7 @@ and the `scalekit.testing` constructors (none of which starts a server).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -156,7 +157,10 @@ def _methods() -> list[tuple[str, Callable[[Any], Any]]]:
         ("RangeRouter.route()", lambda v: router.route(v)),
         ("RangeRouter.route_range(start)", lambda v: router.route_range(v, 10)),
         ("RangeRouter.split()", lambda v: S.RangeRouter([10, 20], ["a", "b", "c"]).split(v, "d")),
-        ("RangeRouter.suggest_split(min_requests=)", lambda v: router.suggest_split(min_requests=v)),
+        (
+            "RangeRouter.suggest_split(min_requests=)",
+            lambda v: router.suggest_split(min_requests=v),
+        ),
         ("TimeRouter.route()", lambda v: timed.route(v)),
         ("TimeRouter.parse()", lambda v: timed.parse(v)),
         (
@@ -184,11 +188,11 @@ METHOD_CASES = [
 
 
 @pytest.mark.parametrize(("call", "bad"), METHOD_CASES)
-def test_a_main_method_lets_only_scalekit_errors_escape(call: Callable[[Any], Any], bad: Any) -> None:
-    try:
+def test_a_main_method_lets_only_scalekit_errors_escape(
+    call: Callable[[Any], Any], bad: Any
+) -> None:
+    with contextlib.suppress(ScaleKitError):
         call(bad)
-    except ScaleKitError:
-        pass
 
 
 @pytest.mark.parametrize(
@@ -196,7 +200,7 @@ def test_a_main_method_lets_only_scalekit_errors_escape(call: Callable[[Any], An
     [
         lambda: C.LRUCache(maxsize="10"),
         lambda: C.LRUCache(maxsize=None),
-        lambda: C.TinyLFUCache(maxsize=2.5),
+        lambda: C.TinyLFUCache(maxsize=[2]),
         lambda: L.MemoryLock("n", ttl="5"),
         lambda: L.MemoryLock(None),
         lambda: B.RoundRobin({"a": "x"}),
@@ -226,7 +230,7 @@ def test_a_wrong_type_is_an_argument_type_error(make: Callable[[], Any]) -> None
         (lambda: S.RangeRouter([math.nan], ["a", "b"]), "split_points"),
         (lambda: T.FakeClock(start=math.nan), "start"),
         (lambda: T.RedisClusterServers(masters=2000), "masters"),
-        (lambda: T.ZooKeeperEnsemble(size=math.nan), "size"),
+        (lambda: T.ZooKeeperEnsemble(size=4), "size"),
         (lambda: T.TCPProxy("127.0.0.1", 1, port=-1), "port"),
     ],
 )
