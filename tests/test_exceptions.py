@@ -16,6 +16,7 @@ import builtins
 import importlib
 import inspect
 import textwrap
+import typing
 from datetime import datetime
 from pathlib import Path
 
@@ -66,6 +67,14 @@ def _returned_classes(func: object, namespace: dict[str, object]) -> list[type[B
                 cls = _exception_class(namespace.get(target.id, getattr(builtins, target.id, None)))
                 if cls is not None:
                     found.append(cls)
+    if not found:  # a factory that delegates: trust its annotated return type
+        try:
+            hint = typing.get_type_hints(func).get("return")
+        except (NameError, TypeError):
+            hint = None
+        cls = _exception_class(hint)
+        if cls is not None:
+            found.append(cls)
     return found
 
 
@@ -131,8 +140,9 @@ def _raises() -> list[tuple[str, int, type[BaseException], ast.Raise, str]]:
 
 
 #: Functions that return a copy of a stored exception (a loader's own error, re-raised
-#: to each waiter): what they raise is what the user's code raised.
-_RERAISERS = {"own_copy"}
+#: to each waiter) or the import error they were given when it is not an optional
+#: driver's: what they raise is what was raised to them.
+_RERAISERS = {"own_copy", "missing_driver"}
 
 
 class _UnresolvedFactory(Exception):
