@@ -14,6 +14,9 @@ from __future__ import annotations
 import ast
 import builtins
 import importlib
+import inspect
+import textwrap
+import typing
 from datetime import datetime
 from pathlib import Path
 
@@ -44,29 +47,106 @@ def _allowed(cls: type[BaseException], node: ast.Raise, module: str, function: s
     return cls in (NotImplementedError, AssertionError)
 
 
+def _exception_class(value: object) -> type[BaseException] | None:
+    if isinstance(value, type) and issubclass(value, BaseException):
+        return value
+    return None
+
+
+def _returned_classes(func: object, namespace: dict[str, object]) -> list[type[BaseException]]:
+    """The exception classes a factory function builds: `return Cls(...)` in its body."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Return) and isinstance(node.value, ast.Call):
+            target = node.value.func
+            if isinstance(target, ast.Name):
+                cls = _exception_class(namespace.get(target.id, getattr(builtins, target.id, None)))
+                if cls is not None:
+                    found.append(cls)
+    if not found:  # a factory that delegates: trust its annotated return type
+        try:
+            hint = typing.get_type_hints(func).get("return")
+        except (NameError, TypeError):
+            hint = None
+        cls = _exception_class(hint)
+        if cls is not None:
+            found.append(cls)
+    return found
+
+
+def _bound_names(func: ast.AST) -> dict[str, str]:
+    """`name = Cls(...)` assignments in *func*, so `raise name` resolves to `Cls`."""
+    bound: dict[str, str] = {}
+    for node in ast.walk(func):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name)
+        ):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    bound[target.id] = node.value.func.id
+    return bound
+
+
 def _raises() -> list[tuple[str, int, type[BaseException], ast.Raise, str]]:
+    """Every `raise` in src/ whose class is known: direct, through a factory or a local name.
+
+    `raise Cls(...)` and `raise Cls` name the class; `raise make_error(...)`
+    calls a factory, resolved to the classes its `return Cls(...)` builds;
+    `raise exc` after `exc = Cls(...)` in the same function resolves to
+    `Cls`. A factory that builds no class the walk can name is reported, so
+    a new indirect raise cannot slip past.
+    """
     found = []
     for path in sorted(SRC.rglob("*.py")):
         parts = path.relative_to(SRC.parent).with_suffix("").parts
         module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         namespace = vars(importlib.import_module(module))
         tree = ast.parse(path.read_text())
-        functions = {
-            id(inner): func.name
-            for func in ast.walk(tree)
-            if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef))
-            for inner in ast.walk(func)
-        }
+        functions: dict[int, ast.AST] = {}
+        for func in ast.walk(tree):
+            if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(func):
+                    functions[id(inner)] = func
         for node in ast.walk(tree):
             if not isinstance(node, ast.Raise) or node.exc is None:
                 continue
+            func = functions.get(id(node))
+            name = getattr(func, "name", "")
             target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
             if not isinstance(target, ast.Name):
                 continue  # re-raising a stored exception object (flight.error, exc)
-            cls = namespace.get(target.id, getattr(builtins, target.id, None))
-            if isinstance(cls, type) and issubclass(cls, BaseException):
-                found.append((module, node.lineno, cls, node, functions.get(id(node), "")))
+            ident = target.id
+            if not isinstance(node.exc, ast.Call) and func is not None:
+                ident = _bound_names(func).get(ident, ident)
+            value = namespace.get(ident, getattr(builtins, ident, None))
+            cls = _exception_class(value)
+            if cls is not None:
+                found.append((module, node.lineno, cls, node, name))
+            elif isinstance(node.exc, ast.Call) and callable(value):
+                if getattr(value, "__name__", "") in _RERAISERS:
+                    continue  # a copy of an exception the user's own code raised
+                built = _returned_classes(value, vars(inspect.getmodule(value) or builtins))
+                if not built:
+                    found.append((module, node.lineno, _UnresolvedFactory, node, name))
+                for cls in built:
+                    found.append((module, node.lineno, cls, node, name))
     return found
+
+
+#: Functions that return a copy of a stored exception (a loader's own error, re-raised
+#: to each waiter) or the import error they were given when it is not an optional
+#: driver's: what they raise is what was raised to them.
+_RERAISERS = {"own_copy", "missing_driver"}
+
+
+class _UnresolvedFactory(Exception):
+    """Stands for a `raise factory(...)` whose built class the walk cannot name."""
 
 
 def test_every_deliberate_raise_is_a_scalekit_error_or_a_documented_builtin() -> None:
@@ -92,6 +172,7 @@ def test_every_raised_scalekit_error_also_subclasses_a_builtin() -> None:
         exceptions.StaleTokenError,
     }
     raised = {cls for _, _, cls, _, _ in _raises() if issubclass(cls, ScaleKitError)}
+    assert exceptions.ArgumentTypeError in raised
     classes = raised | {getattr(exceptions, name) for name in exceptions.__all__}
     for cls in classes - plain - {ScaleKitError}:
         generic = (Exception, BaseException, object)
@@ -122,3 +203,23 @@ def test_time_router_naive_datetime_wrong_type_and_bogus_name() -> None:
     with pytest.raises(ConfigurationError, match="'bogus' does not match template") as bogus:
         router.parse("bogus")
     assert isinstance(bogus.value, ValueError)
+
+
+def test_the_walk_sees_raises_through_factories() -> None:
+    factory = [
+        (module, cls)
+        for module, _, cls, node, _ in _raises()
+        if isinstance(node.exc, ast.Call)
+        and isinstance(node.exc.func, ast.Name)
+        and node.exc.func.id == "_incomparable"
+    ]
+    assert factory and all(cls is ArgumentTypeError for _, cls in factory)
+
+
+def test_routing_an_incomparable_key_is_an_argument_type_error() -> None:
+    from scalekit.sharding import RangeRouter
+
+    router = RangeRouter([10, 20], ["a", "b", "c"])
+    with pytest.raises(ArgumentTypeError, match=r"key 'x' \(str\) cannot be compared") as info:
+        router.route("x")
+    assert isinstance(info.value, TypeError)

@@ -150,3 +150,56 @@ def test_shop_plot_without_matplotlib_fails_before_the_run(tmp_path: Path) -> No
     assert proc.stdout == ""
     assert "--plot needs matplotlib" in proc.stderr and ".[bench]" in proc.stderr
     assert not png.exists()
+
+
+#: Backend modules a user may import directly (the API reference names them).
+BACKEND_MODULES = {
+    "scalekit.caching.redis_cache": "redis",
+    "scalekit.caching.near_cache": "redis",
+    "scalekit.locking.redis_lock": "redis",
+    "scalekit.locking.async_redis_lock": "redis",
+    "scalekit.locking.redlock": "redis",
+    "scalekit.locking.redis_semaphore": "redis",
+    "scalekit.locking.zookeeper_lock": "zookeeper",
+    "scalekit.sharding.redis_store": "redis",
+    "scalekit.observability.prometheus_exporter": "prometheus",
+    "scalekit.observability.otel_exporter": "opentelemetry",
+}
+
+
+@pytest.mark.parametrize(("module", "extra"), sorted(BACKEND_MODULES.items()))
+def test_importing_a_backend_module_without_its_driver_names_the_extra(
+    module: str, extra: str
+) -> None:
+    code = (
+        "import importlib, json\n"
+        "from scalekit.exceptions import MissingDependencyError\n"
+        "try:\n"
+        f"    importlib.import_module({module!r})\n"
+        "except MissingDependencyError as exc:\n"
+        "    print(json.dumps([exc.extra, str(exc)]))\n"
+    )
+    result = run_python(code, hide=(DRIVER[extra],))
+    assert result.returncode == 0, result.stderr
+    got_extra, message = json.loads(result.stdout)
+    assert got_extra == extra
+    assert f"pip install 'scalekit-primitives[{extra}]'" in message
+
+
+def test_a_fenced_store_and_the_msgpack_serializer_name_their_extra() -> None:
+    code = (
+        "import json\n"
+        "from scalekit.exceptions import MissingDependencyError\n"
+        "from scalekit.locking.fencing import RedisFencedStore\n"
+        "from scalekit.caching.serializers import MsgpackSerializer\n"
+        "out = []\n"
+        "for make in (lambda: RedisFencedStore(object()), MsgpackSerializer):\n"
+        "    try:\n"
+        "        make()\n"
+        "    except MissingDependencyError as exc:\n"
+        "        out.append(exc.extra)\n"
+        "print(json.dumps(out))\n"
+    )
+    result = run_python(code, hide=("redis", "msgpack"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == ["redis", "msgpack"]

@@ -72,7 +72,15 @@ def test_python_m_scalekit_prints_version_and_backends() -> None:
         [sys.executable, "-m", "scalekit"], capture_output=True, text=True, check=True
     ).stdout
     assert out.startswith(f"scalekit {scalekit.__version__}")
-    assert "redis" in out and "zookeeper" in out
+    labels = [line.split()[0] for line in out.splitlines()[1:]]
+    for backend in ("redis", "zookeeper", "msgpack", "prometheus", "opentelemetry", "psycopg"):
+        assert backend in labels, out
+
+
+def test_every_exception_is_importable_from_scalekit() -> None:
+    for name in exceptions.__all__:
+        assert getattr(scalekit, name) is getattr(exceptions, name)
+        assert name in scalekit.__all__
 
 
 @pytest.mark.slow

@@ -8,23 +8,38 @@ import sys
 from . import __version__
 from ._compiled import implementation
 
+#: (label, driver module, install hint) of every optional backend scalekit can use.
 _BACKENDS = (
     ("redis", "redis", "pip install 'scalekit-primitives[redis]'"),
     ("zookeeper", "kazoo", "pip install 'scalekit-primitives[zookeeper]'"),
+    ("msgpack", "msgpack", "pip install 'scalekit-primitives[msgpack]'"),
+    ("prometheus", "prometheus_client", "pip install 'scalekit-primitives[prometheus]'"),
+    ("opentelemetry", "opentelemetry.metrics", "pip install 'scalekit-primitives[opentelemetry]'"),
+    ("psycopg", "psycopg", "pip install 'psycopg[binary]' for SQLFencedStore on PostgreSQL"),
 )
+
+
+def _distribution_version(module: str) -> str:
+    from importlib import metadata
+
+    name = {"opentelemetry.metrics": "opentelemetry-api"}.get(module, module)
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown version"
 
 
 def main() -> int:
     print(f"scalekit {__version__} (Python {sys.version.split()[0]})")
-    print(f"  {'hot paths':<10} {implementation()}")
+    print(f"  {'hot paths':<14} {implementation()}")
     for label, module, hint in _BACKENDS:
         try:
             mod = importlib.import_module(module)
         except ImportError:
-            print(f"  {label:<10} not importable ({module} missing: {hint})")
+            print(f"  {label:<14} not importable ({module} missing: {hint})")
         else:
-            version = getattr(mod, "__version__", "unknown version")
-            print(f"  {label:<10} available ({module} {version})")
+            version = getattr(mod, "__version__", None) or _distribution_version(module)
+            print(f"  {label:<14} available ({module} {version})")
     return 0
 
 

@@ -9,12 +9,13 @@ package needs only the core dependencies. A missing driver becomes a
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .exceptions import MissingDependencyError
 
-__all__ = ["DISTRIBUTION", "EXTRAS", "lazy_exports"]
+__all__ = ["DISTRIBUTION", "EXTRAS", "lazy_exports", "missing", "missing_driver", "require"]
 
 DISTRIBUTION = "scalekit-primitives"
 # Top-level driver module -> (what it is, the extra that installs it).
@@ -25,6 +26,48 @@ EXTRAS = {
     "prometheus_client": ("prometheus_client", "prometheus"),
     "opentelemetry": ("the OpenTelemetry API", "opentelemetry"),
 }
+
+
+def missing(what: str, driver: str, cause: BaseException | None = None) -> MissingDependencyError:
+    """The `MissingDependencyError` for *what* (a module or class) lacking *driver*."""
+    kind, extra = EXTRAS[driver]
+    error = MissingDependencyError(
+        f"{what} needs {kind}, which is not installed; install it with "
+        f"pip install '{DISTRIBUTION}[{extra}]'",
+        name=driver,
+        extra=extra,
+    )
+    error.__cause__ = cause
+    return error
+
+
+def missing_driver(what: str, exc: ModuleNotFoundError) -> ModuleNotFoundError:
+    """Turn a backend module's failed driver import into the error that names the extra.
+
+    A backend module wraps its driver imports in `try:` and raises
+    `missing_driver(__name__, exc) from exc`; a module that is not an
+    optional driver comes back unchanged.
+    """
+    driver = (exc.name or "").partition(".")[0]
+    if driver not in EXTRAS:
+        return exc
+    return missing(what, driver, exc)
+
+
+def require(what: str, *drivers: str) -> None:
+    """Raise `MissingDependencyError` for *what* unless every one of *drivers* is importable.
+
+    A backend module calls it before importing its driver, so `import
+    scalekit.locking.redis_lock` without redis-py names the extra instead of
+    failing with a bare `ModuleNotFoundError`.
+    """
+    for driver in drivers:
+        try:
+            found = importlib.util.find_spec(driver) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise missing(what, driver)
 
 
 def lazy_exports(
@@ -52,13 +95,7 @@ def lazy_exports(
             driver = (exc.name or "").partition(".")[0]
             if driver not in EXTRAS:
                 raise
-            what, extra = EXTRAS[driver]
-            raise MissingDependencyError(
-                f"{package}.{name} needs {what}, which is not installed; install it with "
-                f"pip install '{DISTRIBUTION}[{extra}]'",
-                name=driver,
-                extra=extra,
-            ) from exc
+            raise missing(f"{package}.{name}", driver, exc) from exc
         namespace[name] = value
         return value
 

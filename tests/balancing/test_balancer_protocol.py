@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from scalekit.balancing import Balancer, parse_endpoints
-from scalekit.exceptions import ConfigurationError, NoAvailableEndpointError
+from scalekit.exceptions import ArgumentTypeError, ConfigurationError, NoAvailableEndpointError
 from scalekit.testing import FakeClock
 
 Factory = Callable[..., Balancer]
@@ -30,9 +30,13 @@ Factory = Callable[..., Balancer]
     ],
 )
 def test_bad_endpoints_are_rejected(make: Factory, endpoints: object, message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(")) as info:
+    wrong_type = isinstance(endpoints, dict) and any(
+        not isinstance(w, int) or isinstance(w, bool) for w in endpoints.values()
+    )
+    error = ArgumentTypeError if wrong_type else ConfigurationError
+    with pytest.raises(error, match=message.replace("(", r"\(")) as info:
         make(endpoints)
-    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, TypeError if wrong_type else ValueError)
 
 
 def test_parse_endpoints_keeps_order_and_weights() -> None:
@@ -111,7 +115,7 @@ def test_add_remove_reweight(make: Factory) -> None:
         lb.add("a")
     with pytest.raises(ConfigurationError, match="weight must be a positive integer, got 0"):
         lb.add("d", 0)
-    with pytest.raises(ConfigurationError, match=r"got 2\.0 for endpoint 'a'"):
+    with pytest.raises(ArgumentTypeError, match=r"got 2\.0 for endpoint 'a'"):
         lb.reweight("a", 2.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cannot remove unknown endpoint 'b'"):
         lb.remove("b")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scalekit import ConfigurationError
+from scalekit import ArgumentTypeError, ConfigurationError
 from scalekit.balancing import ConsistentHashBalancer, HealthPolicy, OutlierDetection
 from scalekit.sharding import KetamaRing, MaglevTable
 from scalekit.testing import FakeClock
@@ -162,5 +162,7 @@ def test_a_pick_without_a_key_spreads_by_weight() -> None:
     ],
 )
 def test_bad_settings_are_refused_with_the_value(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(")):
+    wrong_type = kwargs.get("balance_factor") is True
+    error = ArgumentTypeError if wrong_type else ConfigurationError
+    with pytest.raises(error, match=message.replace("(", r"\(")):
         ConsistentHashBalancer(["a", "b"], **kwargs)  # type: ignore[arg-type]

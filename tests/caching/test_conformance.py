@@ -9,13 +9,15 @@ import pytest
 
 from scalekit.caching import Cache
 from scalekit.caching.base import MISSING
-from scalekit.exceptions import ConfigurationError
+from scalekit.exceptions import ArgumentTypeError, ConfigurationError
 from tests.caching.caching_factories import ADMISSION_POLICIES, FACTORIES, Factory
 
 
 @pytest.mark.parametrize("bad", [-1, -math.inf, math.nan, 1.5, True, False, "3", None])
 def test_maxsize_must_be_a_non_negative_int_or_inf(make: Factory, bad: Any) -> None:
-    with pytest.raises(ConfigurationError, match=r"maxsize must be a non-negative integer or math"):
+    wrong_type = isinstance(bad, (bool, str)) or bad is None
+    error = ArgumentTypeError if wrong_type else ConfigurationError
+    with pytest.raises(error, match=r"maxsize must be a non-negative integer or math"):
         make(bad)
 
 

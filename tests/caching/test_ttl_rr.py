@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from scalekit.caching import RRCache, TTLCache
-from scalekit.exceptions import ConfigurationError
+from scalekit.exceptions import ArgumentTypeError, ConfigurationError
 from scalekit.testing import FakeClock
 
 
@@ -22,11 +22,13 @@ from scalekit.testing import FakeClock
     "bad", [0, -1, -math.inf, math.nan, True, "5", None, timedelta(0), timedelta(seconds=-1)]
 )
 def test_ttl_must_be_positive(bad: Any) -> None:
-    with pytest.raises(ConfigurationError, match="ttl must be a positive number"):
+    wrong_type = isinstance(bad, (bool, str)) or bad is None
+    error = ArgumentTypeError if wrong_type else ConfigurationError
+    with pytest.raises(error, match="ttl must be a positive number"):
         TTLCache(10, ttl=bad)
     cache = TTLCache(10, ttl=1)
     if bad is not None:
-        with pytest.raises(ConfigurationError, match="ttl must be a positive number"):
+        with pytest.raises(error, match="ttl must be a positive number"):
             cache.set("k", 1, ttl=bad)
         assert "k" not in cache
 

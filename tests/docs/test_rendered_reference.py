@@ -20,9 +20,32 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: A Sphinx role or field list: `:class:`, `:raises:`, and the forms that name
+#: something before the closing colon (`:raises KeyError:`, `:param key:`,
+#: `:type key: str`), plus reST's double-backtick literals.
 RAW_MARKUP = re.compile(
-    r":(class|meth|func|mod|attr|data|exc|obj|param|raises?|returns?|rtype|type):|``"
+    r":(class|meth|func|mod|attr|data|exc|obj|param|raises?|returns?|rtype|type|var|ivar|cvar)"
+    r"(\s+[\w.\[\], |*]+)?:|``"
 )
+
+
+def test_the_raw_markup_check_sees_fields_that_name_their_subject() -> None:
+    for raw in (":raises KeyError: if absent", ":param key: the key", ":class:`Cache`", "``x``"):
+        assert RAW_MARKUP.search(raw), raw
+    for clean in ("Raises:", "Args:", "key: the key", '`{"a": 1}`'):
+        assert not RAW_MARKUP.search(clean), clean
+
+
+def test_no_docstring_in_the_source_carries_sphinx_fields() -> None:
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "src" / "scalekit").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = (ast.get_docstring(node, clean=False) or "").replace("```", "")  # fences
+                found += [f"{path.name}: {m.group(0)}" for m in RAW_MARKUP.finditer(doc)]
+    assert found == []
 
 
 class _Page(HTMLParser):

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
-from .._validation import positive_int, positive_number
+from .._validation import positive_int, positive_number, wrong_type
 from ..exceptions import ConfigurationError, InvalidStateError
 from ..observability import _emit
 
@@ -54,6 +54,10 @@ class ActiveHealthChecker:
         unhealthy_threshold: int = 3,
         healthy_threshold: int = 2,
     ) -> None:
+        from .base import Balancer
+
+        if not isinstance(balancer, Balancer):
+            raise wrong_type("balancer", balancer, "a scalekit.balancing Balancer")
         if balancer.health is None:
             raise ConfigurationError(
                 "balancer must be built with health=HealthPolicy(...) for active checks"

@@ -25,8 +25,8 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
-from .._validation import _is_int
-from ..exceptions import ConfigurationError, NoAvailableEndpointError
+from .._validation import _is_int, wrong_type
+from ..exceptions import ArgumentTypeError, ConfigurationError, NoAvailableEndpointError
 
 if TYPE_CHECKING:
     from ..observability._emit import BalancerProbe
@@ -61,7 +61,12 @@ def _check_latency(latency: Any) -> float:
 
 
 def _check_weight(endpoint: E, weight: Any) -> int:
-    if not _is_int(weight) or weight < 1:
+    if not _is_int(weight):
+        raise ArgumentTypeError(
+            f"weight must be a positive integer, got {weight!r} for endpoint {endpoint!r} "
+            f"({type(weight).__name__})"
+        )
+    if weight < 1:
         raise ConfigurationError(
             f"weight must be a positive integer, got {weight!r} for endpoint {endpoint!r}"
         )
@@ -165,6 +170,10 @@ class Balancer(ABC, Generic[E]):
             self._in_flight[endpoint] = 0
             self._on_add(endpoint, weight)
         if health is not None:
+            from .health import HealthPolicy
+
+            if not isinstance(health, HealthPolicy):
+                raise wrong_type("health", health, "a HealthPolicy or None")
             health._bind(self, list(parsed), now)
             self._health = health
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._hashing import key_bytes
+from .._validation import wrong_type
 from ..exceptions import ConfigurationError
 from ..sharding.ketama import KETAMA_POINTS_PER_SERVER, KetamaRing
 from ..sharding.maglev import DEFAULT_MAGLEV_SIZE, MaglevTable
@@ -121,8 +123,11 @@ class ConsistentHashBalancer(Balancer[E]):
         if table not in _TABLES:
             raise ConfigurationError(f"table must be 'ring' or 'maglev', got {table!r}")
         if balance_factor is not None and (
-            not isinstance(balance_factor, (int, float))
-            or isinstance(balance_factor, bool)
+            isinstance(balance_factor, bool) or not isinstance(balance_factor, (int, float))
+        ):
+            raise wrong_type("balance_factor", balance_factor, "a number > 1 or None")
+        if balance_factor is not None and (
+            (isinstance(balance_factor, int) and balance_factor > sys.float_info.max)
             or not math.isfinite(balance_factor)
             or balance_factor <= 1
         ):

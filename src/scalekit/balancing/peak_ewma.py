@@ -9,6 +9,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from .._validation import positive_number
+from ..exceptions import ConfigurationError
 from .base import Balancer, E, Endpoints
 
 if TYPE_CHECKING:
@@ -106,9 +107,15 @@ class PeakEWMA(Balancer[E]):
         metric[1] = now
 
     def cost(self, endpoint: E) -> float:
-        """The endpoint's current latency estimate in seconds, decayed to now."""
+        """The endpoint's current latency estimate in seconds, decayed to now.
+
+        Raises:
+            ConfigurationError: *endpoint* is not in the pool.
+        """
         with self._lock:
-            metric = self._metric[endpoint]
+            metric = self._metric.get(endpoint)
+            if metric is None:
+                raise ConfigurationError(f"cannot cost unknown endpoint {endpoint!r}")
             self._observe(metric, 0.0, self._clock())
             return metric[0]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from collections.abc import (
     Callable,
     Hashable,
@@ -29,7 +30,7 @@ from collections.abc import (
 )
 from typing import Any, ClassVar, NamedTuple, TypeVar, overload
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 
 __all__ = ["Cache", "CacheStats"]
 
@@ -48,15 +49,20 @@ def check_maxsize(value: Any) -> Any:
     `ValueError("value too large")`) and `math.inf` an unbounded one.
 
     Raises:
-        ConfigurationError: for a negative number, NaN, a bool, a finite float
-            or a non-number.
+        ArgumentTypeError: for a bool or a non-number.
+        ConfigurationError: for a negative number, NaN, a finite float or an
+            int above `sys.float_info.max` (a size the policies' arithmetic cannot hold).
     """
-    if isinstance(value, bool) or not (
-        (isinstance(value, int) and value >= 0) or (isinstance(value, float) and value == math.inf)
-    ):
-        raise ConfigurationError(
-            f"maxsize must be a non-negative integer or math.inf, got {value!r}"
+    expected = "a non-negative integer or math.inf (at most sys.float_info.max)"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(
+            f"maxsize must be {expected}, got {value!r} ({type(value).__name__})"
         )
+    if not (
+        (isinstance(value, int) and 0 <= value <= sys.float_info.max)
+        or (isinstance(value, float) and value == math.inf)
+    ):
+        raise ConfigurationError(f"maxsize must be {expected}, got {value!r}")
     return value
 
 
@@ -295,7 +301,13 @@ class Cache(MutableMapping[K, V]):
         return size
 
     def __delitem__(self, key: K) -> None:
-        """Remove *key*. :raises KeyError: if absent. Runtime complexity: O(1)."""
+        """Remove *key*.
+
+        Raises:
+            KeyError: *key* is absent.
+
+        Runtime complexity: O(1).
+        """
         self._remove(key)
         sizes = self._sizes
         if sizes is not None:

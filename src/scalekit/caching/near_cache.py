@@ -42,7 +42,12 @@ import weakref
 from collections.abc import Callable, MutableMapping
 from typing import Any, NamedTuple
 
-import redis.cluster
+try:
+    import redis.cluster
+except ModuleNotFoundError as _exc:
+    from .._lazy import missing_driver
+
+    raise missing_driver(__name__, _exc) from _exc
 
 from .._validation import positive_number
 from ..exceptions import ConfigurationError

@@ -20,8 +20,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-import redis
-import redis.cluster
+try:
+    import redis
+    import redis.cluster
+except ModuleNotFoundError as _exc:
+    from .._lazy import missing_driver
+
+    raise missing_driver(__name__, _exc) from _exc
 
 from .._validation import fraction, non_empty_str, non_negative_number, positive_number
 from ..exceptions import (

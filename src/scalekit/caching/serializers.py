@@ -18,7 +18,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, MissingDependencyError
 
 __all__ = [
     "JSONSerializer",
@@ -229,7 +229,8 @@ class MsgpackSerializer:
     is refused when written.
 
     Raises:
-        ConfigurationError: If `msgpack` is not installed.
+        MissingDependencyError: If `msgpack` is not installed (`extra` is
+            `"msgpack"`).
 
     Thread-safe (stateless). Runtime complexity: O(size of the value), twice
     (the encoded form is decoded once to check it).
@@ -241,10 +242,12 @@ class MsgpackSerializer:
         try:
             import msgpack  # type: ignore[import-untyped, unused-ignore]
         except ImportError as exc:
-            raise ConfigurationError(
+            raise MissingDependencyError(
                 "serializer 'msgpack' needs the msgpack package, which is not installed; "
                 "install it with \"pip install 'scalekit-primitives[msgpack]'\" "
-                "or use serializer='json'"
+                "or use serializer='json'",
+                name="msgpack",
+                extra="msgpack",
             ) from exc
         self._packb = msgpack.packb
         self._unpackb = msgpack.unpackb

@@ -6,13 +6,14 @@ import copy
 import heapq
 import itertools
 import math
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 from .base import MISSING, Cache
 
 __all__ = ["TTLCache"]
@@ -27,16 +28,24 @@ def check_ttl(value: Any) -> Any:
     """Return *value* if it is a valid time to live: a number > 0 (`math.inf` too) or a timedelta.
 
     Raises:
-        ConfigurationError: for zero, a negative number, NaN, a bool or a non-number.
+        ArgumentTypeError: for a bool or a non-number.
+        ConfigurationError: for zero, a negative number, NaN or an int too
+            large for a float.
     """
-    if isinstance(value, timedelta):
-        if value > timedelta(0):
-            return value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)  # NaN fails `> 0`
-    raise ConfigurationError(
-        f"ttl must be a positive number (math.inf allowed) or a positive timedelta, got {value!r}"
-    )
+    if isinstance(value, timedelta) and value > timedelta(0):
+        return value
+    expected = "a positive number (math.inf allowed) or a positive timedelta"
+    if not isinstance(value, timedelta) and (
+        isinstance(value, bool) or not isinstance(value, (int, float))
+    ):
+        raise ArgumentTypeError(f"ttl must be {expected}, got {value!r} ({type(value).__name__})")
+    if (
+        isinstance(value, (int, float))
+        and value > 0  # NaN fails `> 0`
+        and (isinstance(value, float) or value <= sys.float_info.max)
+    ):
+        return float(value)
+    raise ConfigurationError(f"ttl must be {expected}, got {value!r}")
 
 
 class Timer:
@@ -313,6 +322,12 @@ class TTLCache(Cache[K, V]):
         """
         if time is None:
             time = self._now()
+        elif isinstance(time, (bool, str, bytes)):
+            raise ArgumentTypeError(
+                f"time must be a number on the cache's timer, got {time!r} ({type(time).__name__})"
+            )
+        elif isinstance(time, float) and math.isnan(time):
+            raise ConfigurationError(f"time must be a number on the cache's timer, got {time!r}")
         heap = self._heap
         expired: list[tuple[K, V]] = []
         data = self._data

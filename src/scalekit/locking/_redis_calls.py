@@ -18,12 +18,17 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import ClusterDownError, NoScriptError, RedisError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ClusterDownError, NoScriptError, RedisError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from redis.retry import Retry
+except ModuleNotFoundError as _exc:
+    from .._lazy import missing_driver
+
+    raise missing_driver(__name__, _exc) from _exc
 
 from ..exceptions import BackendError, BackendUnavailableError
 

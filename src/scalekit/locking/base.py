@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from .._validation import non_empty_str, non_negative_number, positive_number
+from .._validation import non_empty_str, non_negative_number, positive_number, wrong_type
 from ..exceptions import (
     BackendUnavailableError,
     ConfigurationError,
@@ -307,6 +307,8 @@ class BaseLock(abc.ABC):
             lease = self._held.get(owner_id)
             if lease is None or lease._released:
                 raise LockNotOwnedError(f"lock {self.name!r} is not held by the caller", self.name)
+        if not isinstance(lease, Lease):
+            raise wrong_type("lease", lease, "a Lease from this lock's acquire() or None")
         if lease._lock is not self:
             raise LockNotOwnedError(
                 f"lease of {lease.name!r} does not belong to this lock object", self.name
@@ -359,6 +361,8 @@ class BaseLock(abc.ABC):
                 f"ttl must be None for {type(self).__name__} {self.name!r}, got {ttl!r}: its "
                 "leases have no ttl, they last as long as the client's session"
             )
+        if not isinstance(lease, Lease):
+            raise wrong_type("lease", lease, "a Lease from this lock's acquire()")
         new_ttl = self.ttl if ttl is None else positive_number("ttl", ttl)
         if lease._released:
             raise LockNotOwnedError(f"lease {lease.token} of {self.name!r} was released", self.name)

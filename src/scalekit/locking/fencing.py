@@ -177,7 +177,12 @@ class RedisFencedStore:
     def __init__(
         self, client: Any, *, namespace: str = "scalekit:fenced:", op_timeout: float = 2.0
     ) -> None:
-        from ._redis_calls import RedisCalls, Script
+        try:
+            from ._redis_calls import RedisCalls, Script
+        except ModuleNotFoundError as exc:
+            from .._lazy import missing_driver
+
+            raise missing_driver("scalekit.locking.RedisFencedStore", exc) from exc
 
         if not isinstance(namespace, str) or not namespace:
             raise ConfigurationError(f"namespace must be a non-empty string, got {namespace!r}")

@@ -41,7 +41,13 @@ from typing import Any
 from .._validation import positive_number
 from ..exceptions import BackendUnavailableError
 from ._clients import check_redis
-from ._redis_calls import LUA_NEXT_TOKEN, LUA_NOW_MS, RedisCalls, Script
+
+try:
+    from ._redis_calls import LUA_NEXT_TOKEN, LUA_NOW_MS, RedisCalls, Script
+except ModuleNotFoundError as _exc:
+    from .._lazy import missing_driver
+
+    raise missing_driver(__name__, _exc) from _exc
 from .base import BaseLock, Grant, Lease, OnLost
 
 __all__ = ["RedisLock"]

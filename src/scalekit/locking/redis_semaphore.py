@@ -19,7 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .._validation import positive_int
-from ._redis_calls import LUA_NEXT_TOKEN, LUA_NOW_MS, Script, lua_purge
+
+try:
+    from ._redis_calls import LUA_NEXT_TOKEN, LUA_NOW_MS, Script, lua_purge
+except ModuleNotFoundError as _exc:
+    from .._lazy import missing_driver
+
+    raise missing_driver(__name__, _exc) from _exc
 from .base import OnLost
 from .redis_lock import RedisLock
 

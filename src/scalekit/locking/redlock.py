@@ -26,7 +26,13 @@ from typing import Any
 from .._validation import fraction, positive_number
 from ..exceptions import BackendUnavailableError, ConfigurationError
 from ._clients import check_redis_list
-from ._redis_calls import LUA_NEXT_TOKEN, RedisCalls, Script
+
+try:
+    from ._redis_calls import LUA_NEXT_TOKEN, RedisCalls, Script
+except ModuleNotFoundError as _exc:
+    from .._lazy import missing_driver
+
+    raise missing_driver(__name__, _exc) from _exc
 from .base import BaseLock, Grant, Lease, OnLost
 
 __all__ = ["Redlock"]

@@ -25,13 +25,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kazoo.exceptions import (
-    ConnectionLoss,
-    NoNodeError,
-    OperationTimeoutError,
-    SessionExpiredError,
-)
-from kazoo.protocol.states import KazooState
+try:
+    from kazoo.exceptions import (
+        ConnectionLoss,
+        NoNodeError,
+        OperationTimeoutError,
+        SessionExpiredError,
+    )
+    from kazoo.protocol.states import KazooState
+except ModuleNotFoundError as _exc:
+    from .._lazy import missing_driver
+
+    raise missing_driver(__name__, _exc) from _exc
 
 from .._validation import non_empty_str, positive_number
 from ..exceptions import BackendUnavailableError

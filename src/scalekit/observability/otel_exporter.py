@@ -20,8 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from opentelemetry import metrics as otel_metrics
-from opentelemetry.metrics import CallbackOptions, Observation
+try:
+    from opentelemetry import metrics as otel_metrics
+    from opentelemetry.metrics import CallbackOptions, Observation
+except ModuleNotFoundError as _exc:
+    from .._lazy import missing_driver
+
+    raise missing_driver(__name__, _exc) from _exc
 
 from .. import __version__
 from ..exceptions import ConfigurationError

@@ -7,6 +7,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, TypeAlias
 
 from .._hashing import key_bytes
+from .._validation import iterable
 from ..exceptions import ConfigurationError
 
 __all__ = ["Nodes", "normalize_nodes"]
@@ -23,13 +24,19 @@ def normalize_nodes(nodes: Nodes, *, integer_weights: bool = False) -> list[tupl
 
     Raises:
         ConfigurationError: no nodes, a duplicate name or a weight that is
-            not positive. :raises TypeError: a name that cannot be hashed stably.
+            not positive.
+        ArgumentTypeError: *nodes* is not a collection, or a name cannot be
+            hashed stably.
 
     Thread-safety: pure function. Runtime complexity: O(n).
     """
-    items: Iterable[Any] = nodes.items() if isinstance(nodes, Mapping) else nodes
     if isinstance(nodes, (str, bytes)):
         raise ConfigurationError(f"nodes must be a collection of names, got the string {nodes!r}")
+    items: Iterable[Any] = (
+        nodes.items()
+        if isinstance(nodes, Mapping)
+        else iterable("nodes", nodes, "a collection of names, (name, weight) pairs or a mapping")
+    )
     pairs: list[tuple[Hashable, float]] = []
     seen: set[bytes] = set()
     for item in items:

@@ -13,6 +13,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from .._validation import iterable
 from ..exceptions import ConfigurationError
 
 __all__ = ["MigrationPlan", "Move", "Router", "S", "check_shards"]
@@ -72,7 +73,7 @@ class Router(ABC, Generic[S]):
         Runtime complexity: O(k) routes.
         """
         groups: dict[S, list[Any]] = {}
-        for key in keys:
+        for key in iterable("keys", keys, "a collection of keys"):
             groups.setdefault(self.route(key), []).append(key)
         return groups
 

@@ -10,9 +10,11 @@ from typing import Any, Literal, cast
 import mmh3
 
 from .._hashing import MASK64, hash64, key_bytes
+from .._validation import iterable, wrong_type
 from ..exceptions import ConfigurationError
 from .base import Router, S, check_shards
 from .ketama import KetamaCompat
+from .maglev import check_maglev_size
 from .placement import (
     DEFAULT_MAGLEV_SIZE,
     SLOT_COUNT,
@@ -94,8 +96,10 @@ class HashRouter(Router[S]):
         self.strategy = strategy
         self._shards = check_shards("shards", shards)
         self._weights: dict[S, float] = {}
-        self.maglev_size = maglev_size
+        self.maglev_size = check_maglev_size("maglev_size", maglev_size)
         self.ketama_compat = ketama_compat
+        if weights is not None and not isinstance(weights, Mapping):
+            raise wrong_type("weights", weights, "a mapping of shard to weight, or None")
         if weights:
             if strategy not in _WEIGHTED:
                 raise ConfigurationError(
@@ -124,7 +128,11 @@ class HashRouter(Router[S]):
         """
         owner: list[S | None] = [None] * SLOT_COUNT
         shards: list[S] = []
-        for first, last, shard in ranges:
+        items = iterable("ranges", ranges, "a collection of (first, last, shard) tuples")
+        for item in items:
+            if not isinstance(item, tuple) or len(item) != 3:
+                raise wrong_type("ranges item", item, "a (first, last, shard) tuple")
+        for first, last, shard in items:
             if not (
                 isinstance(first, int) and isinstance(last, int) and 0 <= first <= last < SLOT_COUNT
             ):

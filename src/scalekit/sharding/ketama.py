@@ -13,6 +13,7 @@ from struct import Struct
 from typing import Any, Literal
 
 from .._hashing import key_bytes
+from .._validation import bad_value, wrong_type
 from ..exceptions import ConfigurationError
 from ._nodes import Nodes, normalize_nodes
 
@@ -33,6 +34,10 @@ try:  # CPython's built-in MD5 is about twice as fast as OpenSSL's on short keys
     from _md5 import md5 as _fast_md5  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # pragma: no cover - builds without the module
     _fast_md5 = md5
+
+
+#: The most ring points one node may own (each point is a ring entry in memory).
+_MAX_POINTS_PER_SERVER = 1 << 16
 
 
 def _libmemcached_digests(weight: int, total: int, count: int, points_per_server: int) -> int:
@@ -96,10 +101,11 @@ class KetamaRing:
         points_per_server: int = KETAMA_POINTS_PER_SERVER,
         compat: KetamaCompat = "libmemcached",
     ) -> None:
-        if type(points_per_server) is not int or points_per_server < 4 or points_per_server % 4:
-            raise ConfigurationError(
-                f"points_per_server must be a positive multiple of 4, got {points_per_server!r}"
-            )
+        expected = f"a positive multiple of 4 up to {_MAX_POINTS_PER_SERVER}"
+        if type(points_per_server) is not int:
+            raise wrong_type("points_per_server", points_per_server, expected)
+        if not 4 <= points_per_server <= _MAX_POINTS_PER_SERVER or points_per_server % 4:
+            raise bad_value("points_per_server", points_per_server, expected)
         if compat not in ("libmemcached", "uhashring"):
             raise ConfigurationError(
                 f"compat must be 'libmemcached' or 'uhashring', got {compat!r}"

@@ -10,6 +10,7 @@ from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 from .._hashing import hash64, key_bytes
+from .._validation import bad_value, wrong_type
 from ..exceptions import ConfigurationError
 from ._nodes import Nodes, normalize_nodes
 
@@ -47,8 +48,7 @@ class MaglevTable:
 
     def __init__(self, nodes: Nodes, *, size: int = DEFAULT_MAGLEV_SIZE) -> None:
         self.nodes = normalize_nodes(nodes)
-        if type(size) is not int or size < 2 or not _is_prime(size):
-            raise ConfigurationError(f"size must be a prime number, got {size!r}")
+        check_maglev_size("size", size)
         if size < len(self.nodes):
             raise ConfigurationError(
                 f"size must be at least the number of nodes ({len(self.nodes)}), got {size}"
@@ -131,6 +131,26 @@ def populate_maglev(
             filled += 1
             if filled == size:
                 return entry
+
+
+#: The largest table accepted: the table is held in memory, one entry per slot.
+MAX_MAGLEV_SIZE = 1 << 26
+
+
+def check_maglev_size(name: str, size: Any) -> int:
+    """Return *size* if it is a prime in 2 .. `MAX_MAGLEV_SIZE`.
+
+    Raises:
+        ArgumentTypeError: *size* is not an `int`.
+        ConfigurationError: *size* is not a prime in that range.
+    """
+    if type(size) is not int:
+        raise wrong_type(name, size, "a prime number")
+    if size > MAX_MAGLEV_SIZE:
+        raise bad_value(name, size, f"a prime number up to {MAX_MAGLEV_SIZE}")
+    if size < 2 or not _is_prime(size):
+        raise bad_value(name, size, "a prime number")
+    return size
 
 
 def _is_prime(n: int) -> bool:

@@ -72,8 +72,8 @@ def jump_hash(key: int, num_buckets: int) -> int:
         num_buckets: an `int` in 1 .. 2**31 - 1.
 
     Raises:
-        ConfigurationError: *num_buckets* out of range.
-        ValueError: *key* out of range. :raises TypeError: not an `int`.
+        ConfigurationError: *key* or *num_buckets* out of range.
+        ArgumentTypeError: *key* or *num_buckets* is not an `int`.
 
     Thread-safety: pure function. Runtime complexity: O(log num_buckets).
 
@@ -87,7 +87,12 @@ def jump_hash(key: int, num_buckets: int) -> int:
         raise ArgumentTypeError(f"key must be an int in 0..2**64-1, got {type(key).__name__}")
     if key < 0 or key > MASK64:
         raise ConfigurationError(f"key must be an unsigned 64-bit int in 0..2**64-1, got {key!r}")
-    if type(num_buckets) is not int or not 1 <= num_buckets <= _MAX_BUCKETS:
+    if type(num_buckets) is not int:
+        raise ArgumentTypeError(
+            f"num_buckets must be an int in 1..2**31-1, got {num_buckets!r} "
+            f"({type(num_buckets).__name__})"
+        )
+    if not 1 <= num_buckets <= _MAX_BUCKETS:
         raise ConfigurationError(f"num_buckets must be an int in 1..2**31-1, got {num_buckets!r}")
     b = -1
     j = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import threading
 from collections.abc import Iterable
@@ -10,7 +11,7 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
-from .._validation import positive_int
+from .._validation import iterable, non_negative_int, positive_int, wrong_type
 from ..exceptions import ArgumentTypeError, ConfigurationError
 from .base import Router, S, check_shards
 
@@ -35,8 +36,9 @@ class RangeRouter(Router[S]):
 
     Raises:
         ConfigurationError: wrong count, duplicate shards, boundaries not
-            strictly increasing or None. :raises TypeError: boundaries that cannot
-            be compared with each other.
+            strictly increasing, None or NaN.
+        ArgumentTypeError: *split_points* is not a collection, or boundaries
+            cannot be compared with each other.
 
     Thread-safety: every method may be called from any thread; `route()`
     reads an immutable snapshot that `split()` and `merge()` replace.
@@ -57,7 +59,7 @@ class RangeRouter(Router[S]):
         sample_size: int = 64,
         rng: random.Random | None = None,
     ) -> None:
-        points = list(split_points)
+        points = iterable("split_points", split_points, "a collection of boundary keys")
         shard_tuple = check_shards("shards", shards)
         if len(shard_tuple) != len(points) + 1:
             raise ConfigurationError(
@@ -82,7 +84,10 @@ class RangeRouter(Router[S]):
             ConfigurationError: overlapping ranges, a gap, an empty range
                 (`lo >= hi`) or no unbounded ends.
         """
-        items = list(ranges)
+        items = iterable("ranges", ranges, "a collection of (lo, hi, shard) tuples")
+        for item in items:
+            if not isinstance(item, tuple) or len(item) != 3:
+                raise wrong_type("ranges item", item, "a (lo, hi, shard) tuple")
         if not items:
             raise ConfigurationError("ranges must not be empty: give at least one (lo, hi, shard)")
         for lo, hi, _ in items:
@@ -126,7 +131,11 @@ class RangeRouter(Router[S]):
         return [(bounds[i], bounds[i + 1], shard) for i, shard in enumerate(shards)]
 
     def range_of(self, shard: S) -> tuple[Any, Any]:
-        """The `(lo, hi)` that *shard* owns. :raises ConfigurationError: unknown shard."""
+        """The `(lo, hi)` that *shard* owns.
+
+        Raises:
+            ConfigurationError: *shard* is not routed to.
+        """
         lo, hi, _ = self.ranges()[self._index_of(shard)]
         return lo, hi
 
@@ -134,15 +143,18 @@ class RangeRouter(Router[S]):
         """Return the shard whose range contains *key*.
 
         Raises:
-            TypeError: *key* cannot be compared with the split points.
+            ArgumentTypeError: *key* cannot be compared with the split points.
 
         Runtime complexity: O(log n).
         """
         points, shards = self._state
         try:
-            return shards[int(points.bisect_right(key))]
+            index = int(points.bisect_right(key))
         except TypeError:
             raise _incomparable(key, points) from None
+        if key != key:  # NaN: it compares false with every split point
+            raise ConfigurationError(f"key must be a totally ordered value, got {key!r}")
+        return shards[index]
 
     def route_range(self, lo: Any, hi: Any, *, inclusive: bool = False) -> list[S]:
         """Every shard a scan of `[lo, hi)` (`[lo, hi]` if *inclusive*) must visit.
@@ -151,7 +163,7 @@ class RangeRouter(Router[S]):
         empty interval gives `[]`.
 
         Raises:
-            TypeError: a bound cannot be compared with the split points.
+            ArgumentTypeError: a bound cannot be compared with the split points.
 
         Runtime complexity: O(log n + shards returned).
         """
@@ -179,7 +191,8 @@ class RangeRouter(Router[S]):
 
         Raises:
             ConfigurationError: *new_shard* is already routed to, or *at* is
-                already a boundary. :raises TypeError: *at* is not comparable.
+                already a boundary.
+            ArgumentTypeError: *at* is not comparable with the split points.
 
         Runtime complexity: O(n) (copy-on-write of the boundaries).
         """
@@ -271,6 +284,7 @@ class RangeRouter(Router[S]):
         cannot split the hottest range (every sampled key equal to its start:
         one hot key cannot be split).
         """
+        non_negative_int("min_requests", min_requests)
         with self._lock:
             points, shards = self._state
             if not self._counts:
@@ -331,6 +345,10 @@ def _check_increasing(points: list[Any]) -> None:
     for point in points:
         if point is None:
             raise ConfigurationError("split_points must be keys; None is not a boundary")
+        if isinstance(point, float) and math.isnan(point):
+            raise ConfigurationError(
+                "split_points must be totally ordered keys; NaN compares false with every key"
+            )
     for a, b in itertools.pairwise(points):
         if not _less(a, b):
             raise ConfigurationError(
@@ -345,8 +363,8 @@ def _check_increasing(points: list[Any]) -> None:
             )
 
 
-def _incomparable(key: Any, points: SortedList) -> TypeError:
+def _incomparable(key: Any, points: SortedList) -> ArgumentTypeError:
     kind = type(points[0]).__name__ if points else "?"
-    return TypeError(
+    return ArgumentTypeError(
         f"key {key!r} ({type(key).__name__}) cannot be compared with split points of type {kind}"
     )

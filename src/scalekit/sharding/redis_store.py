@@ -7,11 +7,16 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import redis
-import redis.utils
-from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+try:
+    import redis
+    import redis.utils
+    from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, ResponseError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ModuleNotFoundError as _exc:
+    from .._lazy import missing_driver
+
+    raise missing_driver(__name__, _exc) from _exc
 
 from ..exceptions import ArgumentTypeError, BackendUnavailableError, ConfigurationError
 from .shard_store import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from .._validation import non_empty_str, positive_int
+from .._validation import non_empty_str, non_negative_int, positive_int
 from ..exceptions import ConfigurationError
 
 __all__ = ["Rollover"]
@@ -67,7 +67,14 @@ class Rollover:
         return [self._name(g) for g in range(1, self.generation + 1)]
 
     def record(self, *, size: int = 0, docs: int = 1) -> str:
-        """Account one write of *size* bytes and *docs* documents; return the write index."""
+        """Account one write of *size* bytes and *docs* documents; return the write index.
+
+        Raises:
+            ArgumentTypeError: *size* or *docs* is not an `int`.
+            ConfigurationError: *size* or *docs* is negative.
+        """
+        size = non_negative_int("size", size)
+        docs = non_negative_int("docs", docs)
         self.size += size
         self.docs += docs
         return self.write_index

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-from .._validation import non_empty_str, positive_int
+from .._validation import non_empty_str, positive_int, wrong_type
 from ..exceptions import ArgumentTypeError, ConfigurationError
 from .base import Router
 from .rollover import Rollover
@@ -69,6 +69,8 @@ class TimeRouter(Router[str]):
     def __init__(
         self, interval: str, template: str, *, tz: tzinfo = timezone.utc, allow_naive: bool = False
     ) -> None:
+        if not isinstance(interval, str):
+            raise wrong_type("interval", interval, f"one of {', '.join(map(repr, INTERVALS))}")
         if interval not in INTERVALS:
             raise ConfigurationError(
                 f"interval must be one of {', '.join(map(repr, INTERVALS))}, got {interval!r}"
@@ -313,8 +315,11 @@ class TimeRouter(Router[str]):
         """The `Partition` a name produced by this router stands for.
 
         Raises:
-            ValueError: *name* does not come from this template.
+            ConfigurationError: *name* does not come from this template.
+            ArgumentTypeError: *name* is not a `str`.
         """
+        if not isinstance(name, str):
+            raise wrong_type("name", name, "a partition name (str)")
         repeat = _REPEAT.search(name)
         if repeat is not None and not self._shows_offset and self.interval in ("minute", "hour"):
             base = name[: repeat.start()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from .._validation import non_negative_number
+from .._validation import finite_number, non_negative_number
 from ..exceptions import ConfigurationError
 
 __all__ = ["FakeClock"]
@@ -34,7 +34,7 @@ class FakeClock:
     __slots__ = ("_lock", "_now")
 
     def __init__(self, start: float = 0.0) -> None:
-        self._now = float(start)
+        self._now = finite_number("start", start)
         self._lock = threading.Lock()
 
     def __call__(self) -> float:
@@ -53,6 +53,7 @@ class FakeClock:
 
     def set(self, now: float) -> None:
         """Set the time to *now*, which must not be earlier than the current time."""
+        now = finite_number("now", now)
         with self._lock:
             if now < self._now:
                 raise ConfigurationError(

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from .._validation import bad_value, non_empty_str, positive_number
 from ..exceptions import ScaleKitError
 
 __all__ = [
@@ -64,6 +65,10 @@ def _port_is_free(port: int, host: str = LOOPBACK) -> bool:
     return True
 
 
+#: The most servers one group starts (each is a real process with its own ports).
+MAX_NODES = 99
+
+
 def find_free_port(host: str = LOOPBACK, *, also_free: Sequence[int] = ()) -> int:
     """Return a TCP port on *host* that nothing listens on.
 
@@ -71,10 +76,18 @@ def find_free_port(host: str = LOOPBACK, *, also_free: Sequence[int] = ()) -> in
     `port + 10000` for its bus, so it asks for `also_free=(10000,)`.
     The port is free when returned; another process could still take it
     before the caller binds, which the server classes handle by retrying.
+
+    Raises:
+        ArgumentTypeError: *host* is not a `str`.
+        ConfigurationError: *host* is not an address of this machine.
     """
+    non_empty_str("host", host)
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
+            try:
+                sock.bind((host, 0))
+            except OSError as exc:
+                raise bad_value("host", host, f"an address of this machine ({exc})") from None
             port = int(sock.getsockname()[1])
         if all(port + off < 65536 and _port_is_free(port + off, host) for off in also_free):
             return port
@@ -206,6 +219,7 @@ class ServerProcess(abc.ABC):
     def __init__(
         self, *, workdir: str | os.PathLike[str] | None = None, startup_timeout: float = 30.0
     ) -> None:
+        positive_number("startup_timeout", startup_timeout)
         self._owns_workdir = workdir is None
         self.workdir = (
             Path(workdir)
@@ -389,6 +403,7 @@ class ServerGroup(abc.ABC, Generic[S]):
     """
 
     def __init__(self, *, workdir: str | os.PathLike[str] | None, startup_timeout: float) -> None:
+        positive_number("startup_timeout", startup_timeout)
         self._owns_workdir = workdir is None
         self.workdir = (
             Path(workdir)

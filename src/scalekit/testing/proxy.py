@@ -10,7 +10,7 @@ import threading
 import time
 from types import TracebackType
 
-from .._validation import non_negative_number
+from .._validation import non_empty_str, non_negative_number, tcp_port
 from .process import LOOPBACK
 
 __all__ = ["TCPProxy"]
@@ -44,7 +44,12 @@ class TCPProxy:
     def __init__(
         self, target_host: str, target_port: int, *, port: int = 0, host: str = LOOPBACK
     ) -> None:
-        self.target = (target_host, target_port)
+        self.target = (
+            non_empty_str("target_host", target_host),
+            tcp_port("target_port", target_port),
+        )
+        tcp_port("port", port, allow_zero=True)
+        non_empty_str("host", host)
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind((host, port))

@@ -8,9 +8,11 @@ import socket
 import subprocess
 from collections.abc import Sequence
 
+from .._validation import _is_int, positive_int, tcp_port, wrong_type
 from ..exceptions import BackendUnavailableError, ConfigurationError
 from .process import (
     LOOPBACK,
+    MAX_NODES,
     ServerGroup,
     ServerNotFoundError,
     ServerProcess,
@@ -85,6 +87,8 @@ class RedisServer(ServerProcess):
         workdir: str | os.PathLike[str] | None = None,
         startup_timeout: float = 20.0,
     ) -> None:
+        if port is not None:
+            tcp_port("port", port)
         self._binary = _which(binary)
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
         self.port = port if port is not None else find_free_port()
@@ -162,10 +166,12 @@ class RedisClusterServers(ServerGroup[RedisServer]):
         workdir: str | os.PathLike[str] | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
-        if masters < 3:
-            raise ConfigurationError(
-                f"masters must be at least 3 for a Redis Cluster, got {masters!r}"
-            )
+        expected = f"an integer in [3, {MAX_NODES}] for a Redis Cluster"
+        if not _is_int(masters):
+            raise wrong_type("masters", masters, expected)
+        if not 3 <= masters <= MAX_NODES:
+            raise ConfigurationError(f"masters must be {expected}, got {masters!r}")
+        positive_int("node_timeout_ms", node_timeout_ms)
         self._cli = _which("redis-cli")
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
         self.nodes = self.members  # the same list, under the name cluster users expect

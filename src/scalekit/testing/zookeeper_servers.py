@@ -6,8 +6,10 @@ import glob
 import os
 import shutil
 
+from .._validation import _is_int, positive_int, tcp_port, wrong_type
 from ..exceptions import ConfigurationError
 from .process import (
+    MAX_NODES,
     ServerGroup,
     ServerNotFoundError,
     ServerProcess,
@@ -72,6 +74,10 @@ class ZooKeeperServer(ServerProcess):
         startup_timeout: float = 60.0,
         heap_mb: int = 256,
     ) -> None:
+        if port is not None:
+            tcp_port("port", port)
+        positive_int("tick_time_ms", tick_time_ms)
+        positive_int("heap_mb", heap_mb)
         self._java = _java()
         self._classpath = zookeeper_classpath()
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
@@ -170,8 +176,11 @@ class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
         workdir: str | os.PathLike[str] | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
-        if size < 3 or size % 2 == 0:
-            raise ConfigurationError(f"size must be an odd number >= 3, got {size!r}")
+        expected = f"an odd integer in [3, {MAX_NODES}]"
+        if not _is_int(size):
+            raise wrong_type("size", size, expected)
+        if not 3 <= size <= MAX_NODES or size % 2 == 0:
+            raise ConfigurationError(f"size must be {expected}, got {size!r}")
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
         ports = [find_free_port() for _ in range(3 * size)]
         peers = [(i + 1, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]) for i in range(size)]

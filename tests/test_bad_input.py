@@ -1,0 +1,242 @@
+"""Every public constructor and main method, fed the usual bad values.
+
+A user who passes `None`, a string, NaN, an infinity, `-1` or an int too
+large for a float gets a `ScaleKitError` (an `ArgumentTypeError` for a wrong
+type, a `ConfigurationError` for a bad value) or the value is accepted: never
+a raw `TypeError`, `OverflowError` or `AttributeError` from deep inside.
+The table covers the local caches, balancing, sharding, the in-memory lock
+and the `scalekit.testing` constructors (none of which starts a server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from scalekit import ScaleKitError
+from scalekit import balancing as B
+from scalekit import caching as C
+from scalekit import locking as L
+from scalekit import sharding as S
+from scalekit import testing as T
+from scalekit.exceptions import ArgumentTypeError, ConfigurationError
+
+BAD: dict[str, Any] = {
+    "None": None,
+    "str": "x",
+    "nan": math.nan,
+    "inf": math.inf,
+    "-1": -1,
+    "10**400": 10**400,
+}
+
+#: (callable, keyword arguments that work); each keyword is replaced by each BAD value in turn.
+CONSTRUCTORS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
+    (C.LRUCache, {"maxsize": 10}),
+    (C.FIFOCache, {"maxsize": 10}),
+    (C.LFUCache, {"maxsize": 10}),
+    (C.RRCache, {"maxsize": 10}),
+    (C.SIEVECache, {"maxsize": 10}),
+    (C.S3FIFOCache, {"maxsize": 10, "small_ratio": 0.1, "ghost_ratio": 0.9}),
+    (C.TinyLFUCache, {"maxsize": 10}),
+    (C.TTLCache, {"maxsize": 10, "ttl": 5}),
+    (C.TLRUCache, {"maxsize": 10, "ttu": lambda key, value, now: now + 1}),
+    (C.lru_cache, {"maxsize": 10}),
+    (C.fifo_cache, {"maxsize": 10}),
+    (C.tinylfu_cache, {"maxsize": 10}),
+    (C.ttl_cache, {"maxsize": 10, "ttl": 5}),
+    (C.cached, {"cache": C.LRUCache(maxsize=2)}),
+    (B.RoundRobin, {"endpoints": ["a", "b"], "health": None}),
+    (B.RandomBalancer, {"endpoints": ["a", "b"]}),
+    (B.WeightedRoundRobin, {"endpoints": {"a": 1, "b": 2}}),
+    (B.SmoothWeightedRoundRobin, {"endpoints": {"a": 1, "b": 2}}),
+    (B.LeastRequest, {"endpoints": ["a", "b"], "choice_count": 2, "active_request_bias": 1.0}),
+    (B.PeakEWMA, {"endpoints": ["a", "b"], "decay": 10.0}),
+    (
+        B.ConsistentHashBalancer,
+        {"endpoints": ["a", "b"], "balance_factor": 1.25, "points_per_server": 160},
+    ),
+    (B.HealthPolicy, {"panic_threshold": 50.0}),
+    (
+        B.OutlierDetection,
+        {
+            "consecutive_failures": 5,
+            "base_ejection_time": 30.0,
+            "max_ejection_time": 300.0,
+            "max_ejection_percent": 10.0,
+            "interval": 10.0,
+        },
+    ),
+    (B.SlowStart, {"window": 10.0, "aggression": 1.0, "min_weight_percent": 10.0}),
+    (
+        B.ActiveHealthChecker,
+        {
+            "balancer": B.RoundRobin(["a"], health=B.HealthPolicy()),
+            "check": lambda endpoint: True,
+            "interval": 1.0,
+            "timeout": 1.0,
+        },
+    ),
+    (S.HashRouter, {"shards": ["a", "b"], "strategy": "maglev", "maglev_size": 65537}),
+    (S.HashRouter, {"shards": ["a", "b"], "strategy": "rendezvous", "weights": {"a": 1}}),
+    (S.KetamaRing, {"nodes": ["a", "b"], "points_per_server": 160}),
+    (S.MaglevTable, {"nodes": ["a", "b"], "size": 65537}),
+    (S.Rendezvous, {"nodes": ["a", "b"]}),
+    (S.RangeRouter, {"split_points": [10], "shards": ["a", "b"], "sample_size": 64}),
+    (S.RangeRouter.from_ranges, {"ranges": [(None, 10, "a"), (10, None, "b")]}),
+    (S.HashRouter.from_slot_ranges, {"ranges": [(0, 16383, "a")]}),
+    (S.TimeRouter, {"interval": "month", "template": "t_{:%Y_%m}"}),
+    (S.Rollover, {"prefix": "logs", "max_docs": 10}),
+    (L.MemoryLock, {"name": "n", "ttl": 10.0, "on_lost": None}),
+    (T.FakeClock, {"start": 0.0}),
+    (T.TCPProxy, {"target_host": "127.0.0.1", "target_port": 1, "port": 0}),
+    (T.RedisServer, {"port": None, "startup_timeout": 20.0}),
+    (T.ZooKeeperServer, {"port": None, "tick_time_ms": 500, "heap_mb": 256}),
+    (T.ZooKeeperEnsemble, {"size": 3, "tick_time_ms": 500}),
+    (T.RedisClusterServers, {"masters": 3, "node_timeout_ms": 2000}),
+    (T.find_free_port, {"host": "127.0.0.1"}),
+]
+
+
+def _label(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", repr(func))
+
+
+CASES = [
+    pytest.param(func, kwargs, name, bad, id=f"{_label(func)}({name}={label})")
+    for func, kwargs in CONSTRUCTORS
+    for name in kwargs
+    for label, bad in BAD.items()
+]
+
+
+def _close(made: Any) -> None:
+    close = getattr(made, "close", None)
+    if callable(close):
+        close()
+
+
+@pytest.mark.parametrize(("func", "kwargs", "name", "bad"), CASES)
+def test_a_constructor_lets_only_scalekit_errors_escape(
+    func: Callable[..., Any], kwargs: dict[str, Any], name: str, bad: Any
+) -> None:
+    try:
+        made = func(**{**kwargs, name: bad})
+    except ScaleKitError as exc:
+        assert name in str(exc) or repr(bad) in str(exc), str(exc)
+    else:
+        _close(made)
+
+
+def _methods() -> list[tuple[str, Callable[[Any], Any]]]:
+    ttl = C.TTLCache(maxsize=4, ttl=10)
+    router = S.RangeRouter([10, 20], ["a", "b", "c"])
+    hashed = S.HashRouter(["a", "b"])
+    timed = S.TimeRouter("month", "orders_{:%Y_%m}")
+    utc = timezone.utc
+    lock = L.MemoryLock("n", ttl=10)
+    peak = B.PeakEWMA(["a", "b"])
+    rr = B.RoundRobin(["a", "b"])
+    roll = S.Rollover("logs", max_docs=10)
+    clock = T.FakeClock()
+    return [
+        ("TTLCache.set(ttl=)", lambda v: ttl.set("k", 1, ttl=v)),
+        ("TTLCache.expire(time=)", lambda v: ttl.expire(v)),
+        ("RoundRobin.add(weight=)", lambda v: rr.add(f"n{id(v)}", weight=v)),
+        ("RoundRobin.reweight()", lambda v: rr.reweight("a", v)),
+        ("RoundRobin.release()", lambda v: rr.release(v)),
+        ("PeakEWMA.release(latency=)", lambda v: peak.release(peak.pick(), latency=v)),
+        ("PeakEWMA.cost()", lambda v: peak.cost(v)),
+        ("HashRouter.route()", lambda v: hashed.route(v)),
+        ("HashRouter.route_many()", lambda v: hashed.route_many(v)),
+        ("RangeRouter.route()", lambda v: router.route(v)),
+        ("RangeRouter.route_range(start)", lambda v: router.route_range(v, 10)),
+        ("RangeRouter.split()", lambda v: S.RangeRouter([10, 20], ["a", "b", "c"]).split(v, "d")),
+        (
+            "RangeRouter.suggest_split(min_requests=)",
+            lambda v: router.suggest_split(min_requests=v),
+        ),
+        ("TimeRouter.route()", lambda v: timed.route(v)),
+        ("TimeRouter.parse()", lambda v: timed.parse(v)),
+        (
+            "TimeRouter.partitions(end=)",
+            lambda v: timed.partitions(datetime(2026, 1, 1, tzinfo=utc), v),
+        ),
+        ("Rollover.record(docs=)", lambda v: roll.record(docs=v)),
+        ("Rollover.record(size=)", lambda v: roll.record(size=v)),
+        ("MemoryLock.acquire(timeout=)", lambda v: lock.acquire(timeout=v)),
+        ("MemoryLock.release()", lambda v: lock.release(v)),
+        ("MemoryLock.extend()", lambda v: lock.extend(v)),
+        ("FakeClock.advance()", lambda v: clock.advance(v)),
+        ("jump_hash(buckets)", lambda v: S.jump_hash(5, v)),
+        ("jump_hash(key)", lambda v: S.jump_hash(v, 3)),
+        ("cluster_slot_ranges()", lambda v: S.cluster_slot_ranges(v)),
+        ("key_slot()", lambda v: S.key_slot(v)),
+    ]
+
+
+METHOD_CASES = [
+    pytest.param(call, bad, id=f"{label}{name}")
+    for label, call in _methods()
+    for name, bad in BAD.items()
+]
+
+
+@pytest.mark.parametrize(("call", "bad"), METHOD_CASES)
+def test_a_main_method_lets_only_scalekit_errors_escape(
+    call: Callable[[Any], Any], bad: Any
+) -> None:
+    with contextlib.suppress(ScaleKitError):
+        call(bad)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: C.LRUCache(maxsize="10"),
+        lambda: C.LRUCache(maxsize=None),
+        lambda: C.TinyLFUCache(maxsize=[2]),
+        lambda: L.MemoryLock("n", ttl="5"),
+        lambda: L.MemoryLock(None),
+        lambda: B.RoundRobin({"a": "x"}),
+        lambda: B.PeakEWMA(["a"], decay="fast"),
+        lambda: S.TimeRouter(None, "x_{:%Y}"),
+        lambda: S.RangeRouter([10, 20], ["a", "b", "c"]).route(None),
+        lambda: S.RangeRouter([10, 20], ["a", "b", "c"]).route("x"),
+        lambda: S.RangeRouter(None, ["a"]),
+        lambda: S.KetamaRing(None),
+        lambda: T.FakeClock(start=None),
+        lambda: T.RedisClusterServers(masters="3"),
+    ],
+)
+def test_a_wrong_type_is_an_argument_type_error(make: Callable[[], Any]) -> None:
+    with pytest.raises(ArgumentTypeError) as info:
+        make()
+    assert isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: C.TTLCache(maxsize=4, ttl=10**400), "ttl"),
+        (lambda: L.MemoryLock("n", ttl=10**400), "ttl"),
+        (lambda: B.PeakEWMA(["a"], decay=math.inf), "decay"),
+        (lambda: S.HashRouter(["a"], strategy="maglev", maglev_size=10), "maglev_size"),
+        (lambda: S.RangeRouter([math.nan], ["a", "b"]), "split_points"),
+        (lambda: T.FakeClock(start=math.nan), "start"),
+        (lambda: T.RedisClusterServers(masters=2000), "masters"),
+        (lambda: T.ZooKeeperEnsemble(size=4), "size"),
+        (lambda: T.TCPProxy("127.0.0.1", 1, port=-1), "port"),
+    ],
+)
+def test_a_bad_value_is_a_configuration_error_naming_the_argument(
+    make: Callable[[], Any], name: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=rf"\b{name}\b") as info:
+        make()
+    assert isinstance(info.value, ValueError)
