@@ -192,7 +192,8 @@ class CachedMethod(Generic[S, P, R]):
             the instance's attribute, where the instance is already bound.
 
             Raises:
-                TypeError: if no instance is given.
+                ArgumentTypeError: if no instance is given (a `TypeError`, as
+                    Python's own missing-argument error is).
             """
             if args:
                 obj, args = args[0], args[1:]
@@ -210,8 +211,9 @@ class CachedMethod(Generic[S, P, R]):
             first = None
         if first is not None and first.kind is first.POSITIONAL_OR_KEYWORD and first.name in kwargs:
             return kwargs.pop(first.name)
-        raise TypeError(
-            f"cannot call cachedmethod {self._name} through the class without an instance"
+        raise ArgumentTypeError(
+            f"cachedmethod {self._name} called through its class without an instance: it needs"
+            " the instance as its first argument, positionally or by the first parameter's name"
         )
 
     def __repr__(self) -> str:

@@ -83,7 +83,7 @@ def is_transient(exc: BaseException) -> bool:
     """True for an error reply that says "not now" rather than "never".
 
     redis-py's cluster client raises `ClusterDownError` with its own text
-    ("The cluster is down"), without the server's ``CLUSTERDOWN`` prefix.
+    ("The cluster is down"), without the server's `CLUSTERDOWN` prefix.
     """
     return isinstance(exc, ClusterDownError) or str(exc).startswith(_TRANSIENT_REPLIES)
 
