@@ -180,6 +180,10 @@ class BaseLock(abc.ABC):
             owner = _THREAD_OWNER.owner = _ThreadOwner()
         return owner
 
+    def _lease_owner(self, attempt: Any, owner: str) -> str:
+        """The owner value the granted lease carries (Redlock: the granted round's)."""
+        return owner
+
     def _new_owner_token(self) -> str:
         return os.urandom(16).hex()
 
@@ -271,7 +275,11 @@ class BaseLock(abc.ABC):
         if sent_at is not None:
             started = sent_at  # later than the loop's reading, still before the grant
         lease = Lease(
-            self, token, owner, self.ttl, None if validity is None else started + validity
+            self,
+            token,
+            self._lease_owner(attempt, owner),
+            self.ttl,
+            None if validity is None else started + validity,
         )
         lease._holder = owner_id
         self._held[owner_id] = lease
