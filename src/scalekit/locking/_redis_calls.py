@@ -12,6 +12,7 @@ caller's own deadline is nearer.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 import weakref
@@ -89,6 +90,9 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
+_ALL_POOLS: weakref.WeakSet[_Pool] = weakref.WeakSet()
+
+
 class _Pool:
     """The lock's own connections to one server, built from the client's pool settings.
 
@@ -121,6 +125,13 @@ class _Pool:
             self.wait_for_free = float("inf") if source.timeout is None else float(source.timeout)
         self._cond = threading.Condition()
         self._free: list[Any] = []
+        self._created = 0
+        _ALL_POOLS.add(self)
+
+    def _forget(self) -> None:
+        """After a fork: the sockets are the parent's; the child opens its own."""
+        self._cond = threading.Condition()
+        self._free = []
         self._created = 0
 
     def take(self, budget: float) -> Any:
@@ -175,6 +186,16 @@ class _PoolExhausted(BackendUnavailableError):
 
 _POOLS: weakref.WeakKeyDictionary[Any, _Pool] = weakref.WeakKeyDictionary()
 _POOLS_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _POOLS_LOCK
+    _POOLS_LOCK = threading.Lock()
+    for pool in list(_ALL_POOLS):
+        pool._forget()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _private_pool(client: Any) -> _Pool:
