@@ -102,20 +102,22 @@ def test_tokens_grow_when_the_quorum_moves(masters: list[RedisServer]) -> None:
     clients = _clients(masters)
     name = unique()
     fence = f"scalekit:redlock:{{{name}}}:fence"
-    for client, start in zip(clients, (10, 3, 0), strict=True):
+    # Counters ahead of every clock (below it, a counter jumps to the clock).
+    big = 4 * 10**15  # (exact in Lua's doubles)
+    for client, start in zip(clients, (big + 10, big + 3, 0), strict=True):
         client.set(fence, start)
     masters[2].stop()
     first = Redlock(clients, name).acquire(timeout=2)
-    assert first is not None and first.token == 11  # max(11, 4)
-    assert clients[1].get(fence) == b"11"  # written back to every granting master
+    assert first is not None and first.token == big + 11  # max(big + 11, big + 4)
+    assert clients[1].get(fence) == str(big + 11).encode()  # written back to every granter
     first.release()
     masters[2].start()  # no persistence: its counter starts again at 0
     masters[0].stop()
     second = Redlock(clients, name).acquire(timeout=2)
     # The restarted master lost its counter, which restarts from its clock in
-    # microseconds: above the 12 the written-back counter gives. Without the
-    # write-back and the restart rule it would be 5.
-    assert second is not None and second.token > 12
+    # microseconds; the written-back counter of master 1 gives big + 12, above it.
+    # Without the write-back it would be big + 5.
+    assert second is not None and second.token == big + 12
     second.release()
 
 

@@ -40,18 +40,21 @@ local function now_ms()
 end"""
 
 
-# The next fencing token from the counter in KEYS[2]. A missing counter
-# (first use, evicted, or lost in a restart without persistence) restarts
-# from the server's clock in microseconds: above every token issued before,
-# unless the clock went back by more than the time since they were issued.
+# The next fencing token from the counter in KEYS[2]: the larger of the
+# counter + 1 and the server's clock in microseconds. A counter that is
+# missing (first use, evicted, a restart without persistence) or stale (a
+# crash-restart that loaded an older RDB snapshot or AOF) thus resumes above
+# every token issued before, as long as the server's clock did not go back:
+# one server cannot issue more than one token per microsecond, so no token
+# ever gets ahead of the clock reading of the grant that issued it.
 LUA_NEXT_TOKEN = """
 local function next_token()
   local token = redis.call('INCR', KEYS[2])
-  if token == 1 then
-    local t = redis.call('TIME')
-    local us = t[1] .. string.format('%06d', tonumber(t[2]))
-    redis.call('SET', KEYS[2], us)
-    return tonumber(us)
+  local t = redis.call('TIME')
+  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if token < us then
+    redis.call('SET', KEYS[2], string.format('%d', us))
+    return us
   end
   return token
 end"""
