@@ -15,6 +15,7 @@ import argparse
 import random
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from scalekit.testing.lock_checker import INVARIANTS
@@ -103,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 print(f"soak: backend={backend} seed={seed} faults for {chunk:g}s", flush=True)
                 base = time.monotonic() - began
-                keep = None if args.keep is None else f"{args.keep}/{backend}-{seed}"
+                keep = (
+                    None
+                    if args.keep is None
+                    else str(Path(args.keep).resolve() / f"{backend}-{seed}")
+                )
                 result = run_schedule(
                     backend,
                     seed=seed,

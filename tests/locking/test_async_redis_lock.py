@@ -58,7 +58,7 @@ def test_acquire_release_and_tokens_shared_with_the_sync_lock(
         return tokens
 
     first, second, third = run(main())
-    assert (second, third) == (first + 1, first + 2)
+    assert first < second < third
 
 
 def test_owner_is_the_task(redis_server: RedisServer) -> None:

@@ -43,7 +43,7 @@ class SemaphoreMachine(RuleBasedStateMachine):
             assert lease is None
             return
         assert lease is not None and (
-            lease.token == self.last_token + 1 if self.last_token else lease.token > 0
+            lease.token > self.last_token if self.last_token else lease.token > 0
         )
         self.last_token = lease.token
         self.leases[i] = lease
@@ -87,7 +87,7 @@ class ReadWriteMachine(RuleBasedStateMachine):
             assert lease is None
             return
         assert lease is not None and (
-            lease.token == self.last_token + 1 if self.last_token else lease.token > 0
+            lease.token > self.last_token if self.last_token else lease.token > 0
         )
         self.last_token = lease.token
         if write:

@@ -12,6 +12,7 @@ caller's own deadline is nearer.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 import weakref
@@ -44,18 +45,21 @@ local function now_ms()
 end"""
 
 
-# The next fencing token from the counter in KEYS[2]. A missing counter
-# (first use, evicted, or lost in a restart without persistence) restarts
-# from the server's clock in microseconds: above every token issued before,
-# unless the clock went back by more than the time since they were issued.
+# The next fencing token from the counter in KEYS[2]: the larger of the
+# counter + 1 and the server's clock in microseconds. A counter that is
+# missing (first use, evicted, a restart without persistence) or stale (a
+# crash-restart that loaded an older RDB snapshot or AOF) thus resumes above
+# every token issued before, as long as the server's clock did not go back:
+# one server cannot issue more than one token per microsecond, so no token
+# ever gets ahead of the clock reading of the grant that issued it.
 LUA_NEXT_TOKEN = """
 local function next_token()
   local token = redis.call('INCR', KEYS[2])
-  if token == 1 then
-    local t = redis.call('TIME')
-    local us = t[1] .. string.format('%06d', tonumber(t[2]))
-    redis.call('SET', KEYS[2], us)
-    return tonumber(us)
+  local t = redis.call('TIME')
+  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if token < us then
+    redis.call('SET', KEYS[2], string.format('%d', us))
+    return us
   end
   return token
 end"""
@@ -98,6 +102,9 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
+_ALL_POOLS: weakref.WeakSet[_Pool] = weakref.WeakSet()
+
+
 class _Pool:
     """The lock's own connections to one server, built from the client's pool settings.
 
@@ -130,6 +137,13 @@ class _Pool:
             self.wait_for_free = float("inf") if source.timeout is None else float(source.timeout)
         self._cond = threading.Condition()
         self._free: list[Any] = []
+        self._created = 0
+        _ALL_POOLS.add(self)
+
+    def _forget(self) -> None:
+        """After a fork: the sockets are the parent's; the child opens its own."""
+        self._cond = threading.Condition()
+        self._free = []
         self._created = 0
 
     def take(self, budget: float) -> Any:
@@ -184,6 +198,16 @@ class _PoolExhausted(BackendUnavailableError):
 
 _POOLS: weakref.WeakKeyDictionary[Any, _Pool] = weakref.WeakKeyDictionary()
 _POOLS_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _POOLS_LOCK
+    _POOLS_LOCK = threading.Lock()
+    for pool in list(_ALL_POOLS):
+        pool._forget()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _private_pool(client: Any) -> _Pool:

@@ -28,6 +28,7 @@ from ..exceptions import (
     LockTimeoutError,
 )
 from ..observability import _emit
+from . import lease as _lease_mod
 from .lease import _NOTIFIER, _WATCHDOG, Lease, LeaseLostEvent, OnLost
 
 __all__ = ["CLEANUP_BUDGET", "BaseLock", "Grant", "Lease", "LeaseLostEvent", "OnLost"]
@@ -48,6 +49,20 @@ class _ThreadOwner:
 
 
 _THREAD_OWNER = threading.local()
+
+
+def _new_thread_owners() -> None:
+    """In a forked child, every thread (its main one too) is a new owner."""
+    global _THREAD_OWNER
+    _THREAD_OWNER = threading.local()
+
+
+os.register_at_fork(after_in_child=_new_thread_owners)
+
+
+def _foreign(lease: Lease) -> bool:
+    """True for a lease made before this process was forked (the parent's)."""
+    return lease.lost._generation != _lease_mod._GENERATION[0]
 
 
 class BaseLock(abc.ABC):
@@ -180,6 +195,10 @@ class BaseLock(abc.ABC):
             owner = _THREAD_OWNER.owner = _ThreadOwner()
         return owner
 
+    def _lease_owner(self, attempt: Any, owner: str) -> str:
+        """The owner value the granted lease carries (Redlock: the granted round's)."""
+        return owner
+
     def _new_owner_token(self) -> str:
         return os.urandom(16).hex()
 
@@ -212,6 +231,7 @@ class BaseLock(abc.ABC):
         if self.reentrant:
             held = self._held.get(owner_id)
             if held is not None and not held._released and not held.lost.is_set():
+                # (a lease of the parent process reads as lost in a forked child)
                 held._depth += 1
                 return held
         deadline = None if timeout is None else self._clock() + timeout
@@ -271,7 +291,11 @@ class BaseLock(abc.ABC):
         if sent_at is not None:
             started = sent_at  # later than the loop's reading, still before the grant
         lease = Lease(
-            self, token, owner, self.ttl, None if validity is None else started + validity
+            self,
+            token,
+            self._lease_owner(attempt, owner),
+            self.ttl,
+            None if validity is None else started + validity,
         )
         lease._holder = owner_id
         self._held[owner_id] = lease
@@ -316,6 +340,12 @@ class BaseLock(abc.ABC):
         if lease._released:
             raise LockNotOwnedError(
                 f"lease {lease.token} of {self.name!r} was already released", self.name
+            )
+        if _foreign(lease):
+            raise LockNotOwnedError(
+                f"lease {lease.token} of {self.name!r} was acquired by the parent of this "
+                "forked process; only the parent may release it",
+                self.name,
             )
         if lease._depth > 1:
             lease._depth -= 1
@@ -366,6 +396,12 @@ class BaseLock(abc.ABC):
         new_ttl = self.ttl if ttl is None else positive_number("ttl", ttl)
         if lease._released:
             raise LockNotOwnedError(f"lease {lease.token} of {self.name!r} was released", self.name)
+        if _foreign(lease):
+            raise LockNotOwnedError(
+                f"lease {lease.token} of {self.name!r} was acquired by the parent of this "
+                "forked process; only the parent may extend it",
+                self.name,
+            )
         if lease.lost.is_set():
             raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
         started = self._clock()

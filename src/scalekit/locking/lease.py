@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -26,6 +27,10 @@ OnLost = Callable[["Lease"], None]
 
 _SET_LOCK = threading.Lock()  # makes "set first" exact: one notice per lease
 
+# How many forks this process is from the one that imported this module. A lease
+# made in another generation belongs to the parent process: never to this one.
+_GENERATION = [0]
+
 
 class LeaseLostEvent:
     """A `threading.Event`-like flag that is set once a lease is lost.
@@ -43,9 +48,10 @@ class LeaseLostEvent:
     Thread-safe. `is_set` costs O(1); `wait` blocks at most *timeout*.
     """
 
-    __slots__ = ("_clock", "_deadline", "_due", "_event")
+    __slots__ = ("_clock", "_deadline", "_due", "_event", "_generation")
 
     def __init__(self, clock: Callable[[], float], deadline: float | None) -> None:
+        self._generation = _GENERATION[0]
         self._clock = clock
         self._deadline = deadline
         self._event = threading.Event()
@@ -53,8 +59,12 @@ class LeaseLostEvent:
         self._due: Callable[[], bool] | None = None
 
     def is_set(self) -> bool:
-        """True once the lease is lost, or its deadline has passed."""
-        if self._event.is_set():
+        """True once the lease is lost, or its deadline has passed.
+
+        In a process forked while the lease was held it is always True: the
+        lease belongs to the parent, and the child must not act as its holder.
+        """
+        if self._event.is_set() or self._generation != _GENERATION[0]:
             return True
         deadline = self._deadline
         if deadline is not None and self._clock() >= deadline:
@@ -208,6 +218,13 @@ class _Notifier:
         self._idle = 0
         self._threads = 0
 
+    def _reset(self) -> None:
+        """After a fork: the parent's threads do not exist in the child."""
+        self._lock = threading.Lock()
+        self._jobs = queue.SimpleQueue()
+        self._idle = 0
+        self._threads = 0
+
     def submit(self, callback: OnLost, lease: Lease) -> None:
         with self._lock:
             if self._idle > 0:
@@ -269,6 +286,13 @@ class _Watchdog:
         self._heap: list[tuple[float, int, weakref.ref[Lease]]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._stale = 0
+
+    def _reset(self) -> None:
+        """After a fork: no thread, and none of the parent's leases to watch."""
+        self._cond = threading.Condition()
+        self._heap = []
+        self._thread = None
         self._stale = 0
 
     def watch(self, lease: Lease) -> None:
@@ -341,3 +365,21 @@ def _wanted(lease: Lease | None) -> bool:
 
 
 _WATCHDOG = _Watchdog()
+
+
+def _after_fork_in_child() -> None:
+    """Reset the process-wide lease state in a forked child.
+
+    Threads do not survive `fork()`: the watchdog and notifier start afresh
+    (their counts of idle threads and their heap were the parent's), and
+    every lease made before the fork becomes the parent's alone (see
+    `LeaseLostEvent.is_set`).
+    """
+    global _SET_LOCK
+    _SET_LOCK = threading.Lock()
+    _GENERATION[0] += 1
+    _NOTIFIER._reset()
+    _WATCHDOG._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

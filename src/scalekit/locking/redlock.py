@@ -40,10 +40,19 @@ __all__ = ["Redlock"]
 _ACQUIRE = Script(
     LUA_NEXT_TOKEN
     + """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, next_token()}
+-- ARGV: this round's value, ttl ms, the attempt's prefix, this round's number.
+-- A key left by an earlier round of the same attempt (its reply lost) is taken
+-- over; a key of a later round (this request arrived late) is not.
+local current = redis.call('GET', KEYS[1])
+if current then
+  local prefix = ARGV[3]
+  if string.sub(current, 1, #prefix) ~= prefix
+      or (tonumber(string.sub(current, #prefix + 1)) or math.huge) >= tonumber(ARGV[4]) then
+    return {0, redis.call('PTTL', KEYS[1])}
+  end
 end
-return {0, redis.call('PTTL', KEYS[1])}
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, next_token()}
 """
 )
 
@@ -67,6 +76,23 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 
 # A master not asked, or cut off, because the caller's deadline came first.
 _CUT_SHORT = object()
+
+
+class _Attempt:
+    """One acquire call: its owner token, and the value of its current round."""
+
+    __slots__ = ("owner", "rounds", "value")
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.rounds = 0
+        self.value = owner
+
+    def next_round(self) -> str:
+        """The key value of the next round: the owner token and the round's number."""
+        self.rounds += 1
+        self.value = f"{self.owner}:{self.rounds}"
+        return self.value
 
 
 class Redlock(BaseLock):
@@ -162,13 +188,17 @@ class Redlock(BaseLock):
         return results
 
     def _new_attempt(self, owner: str) -> Any:
-        return owner
+        return _Attempt(owner)
+
+    def _lease_owner(self, attempt: Any, owner: str) -> str:
+        return attempt.value  # type: ignore[no-any-return]
 
     def _release_on(self, owner: str, answers: list[Any]) -> None:
         """Release on every master that may hold *owner*'s key after a failed round.
 
         Masters that answered are released now (they answer fast); those that
         did not (their grant's reply may have been lost) in the background.
+        *owner* is the round's own value: a later round's grant never matches it.
         """
         silent = [
             m for m, r in zip(self._masters, answers, strict=True) if r is None or r is _CUT_SHORT
@@ -195,20 +225,26 @@ class Redlock(BaseLock):
         assert self.ttl is not None
         started = self._clock()
         ttl_ms = max(int(self.ttl * 1000), 1)
-        answers = self._each(_ACQUIRE, [attempt, ttl_ms], deadline)
+        # A value of its own per round: the clean-up of an earlier round (which may run
+        # in the background) compares against that round's value, so it can never
+        # delete a key a later round of the same acquire was granted.
+        owner = attempt.next_round()
+        answers = self._each(
+            _ACQUIRE, [owner, ttl_ms, attempt.owner + ":", attempt.rounds], deadline
+        )
         granted = [r for r in answers if r is not None and r is not _CUT_SHORT and int(r[0]) == 1]
         if len(granted) >= self.quorum:
             token = max(int(r[1]) for r in granted)
             committed = sum(
                 1
-                for r in self._each(_COMMIT, [attempt, token], deadline)
+                for r in self._each(_COMMIT, [owner, token], deadline)
                 if r is not None and r is not _CUT_SHORT and int(r) == 1
             )
             validity = self.ttl - (self._clock() - started) - self._drift(self.ttl)
             if committed >= self.quorum and validity > 0:
                 # Every key was set after the caller's clock reading: count from there.
                 return token, self.ttl - self._drift(self.ttl)
-        self._release_on(attempt, answers)
+        self._release_on(owner, answers)
         reachable = sum(1 for r in answers if r is not None and r is not _CUT_SHORT)
         if reachable + answers.count(_CUT_SHORT) < self.quorum:
             # Without a quorum of answers no retry can succeed: say so instead of spinning.
