@@ -8,6 +8,7 @@ import time
 import pytest
 
 from scalekit.exceptions import (
+    ArgumentTypeError,
     ConfigurationError,
     LockError,
     LockLostError,
@@ -154,9 +155,12 @@ def test_non_reentrant_lock_does_not_grant_itself_twice(make_lock: LockFactory) 
     lease.release()
 
 
-@pytest.mark.parametrize("bad", ["", None])
-def test_empty_name_is_a_configuration_error(make_lock: LockFactory, bad: object) -> None:
-    with pytest.raises(ConfigurationError, match="must be a non-empty string"):
+@pytest.mark.parametrize(("bad", "error"), [("", ConfigurationError), (None, ArgumentTypeError)])
+def test_an_empty_or_missing_name_is_refused(
+    make_lock: LockFactory, bad: object, error: type[Exception]
+) -> None:
+    """An empty name is a bad value; None is a wrong type (scalekit.exceptions' rule)."""
+    with pytest.raises(error, match="must be a non-empty string"):
         make_lock(bad)
 
 
