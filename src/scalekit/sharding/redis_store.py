@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -376,6 +377,8 @@ class RedisShardStore(ShardStore):
         self._settle = client.register_script(_SETTLE)
         self._promote = client.register_script(_PROMOTE)
         self._clear = client.register_script(_CLEAR)
+        self._scan_lock = threading.Lock()
+        self._scan_runs: dict[int, str] = {}  # cursor returned -> run_id of its server
 
     # -- names -----------------------------------------------------------------------
 
@@ -472,11 +475,35 @@ class RedisShardStore(ShardStore):
             raise
 
     def scan(self, cursor: int, count: int) -> tuple[int, list[Any]]:
+        """One `SCAN` step; a cursor of an earlier server incarnation restarts the scan.
+
+        A restarted server has a new hash table, so a cursor it returned
+        before the restart would skip keys. Each step reads the server's
+        `run_id` on the same connection as its `SCAN` (a restart drops the
+        connection, so both replies come from one incarnation); a step whose
+        cursor was returned by another incarnation scans again from 0 and
+        returns that first step instead.
+        """
+        with self._scan_lock:
+            began = self._scan_runs.pop(cursor, None) if cursor else None
         try:
-            cursor, keys = self.client.scan(cursor=cursor, count=count)
+            while True:
+                with self.client.pipeline(transaction=False) as pipe:
+                    pipe.execute_command("INFO", "server")  # type: ignore[no-untyped-call]
+                    pipe.scan(cursor=cursor, count=count)
+                    info, (next_cursor, keys) = pipe.execute()
+                run_id = str(info.get("run_id", ""))
+                if cursor and began != run_id:
+                    cursor = 0  # the cursor belongs to another incarnation (or is unknown)
+                    continue
+                break
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
-        return int(cursor), [k for k in keys if not self.reserved(k)]
+        next_cursor = int(next_cursor)
+        if next_cursor:
+            with self._scan_lock:
+                self._scan_runs[next_cursor] = run_id
+        return next_cursor, [k for k in keys if not self.reserved(k)]
 
     def in_doubt(self, name: str) -> list[Any]:
         try:
