@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from scalekit import BackendUnavailableError, ConfigurationError
+from scalekit.exceptions import KeyAbsentError, RoutingError
 from scalekit.sharding import HashRouter, MigratingRouter
 from scalekit.testing import RedisServer, TCPProxy
 
@@ -239,3 +240,45 @@ def test_a_source_restarted_mid_scan_leaves_no_key_behind_at_complete() -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_stale_mover_after_another_process_rolled_back_is_refused_and_moves_nothing(
+    redis_pair: tuple[RedisServer, RedisServer],
+) -> None:
+    ca, cb = raw(redis_pair)
+    sa, sb = RedisShardStore(ca), RedisShardStore(cb)
+    old, new = HashRouter(["a"]), HashRouter(["a", "b"])
+    key = next(f"c{i}" for i in range(1000) if old.route(f"c{i}") != new.route(f"c{i}"))
+    ca.set(key, 10)
+    woken: list[Any] = []
+
+    class WakesTheMover(RedisShardStore):
+        """The stale mover wakes up between the client's ABSENT on B and its step on A."""
+
+        def execute(self, k: Any, command: Any, **kw: Any) -> Any:
+            try:
+                return super().execute(k, command, **kw)
+            except KeyAbsentError:
+                while woken:
+                    woken.pop()()
+                raise
+
+    mover = MigratingRouter(old, new, {"a": sa, "b": sb}, name="m")
+    mover.start()  # forward; then it stalls
+    operator = MigratingRouter(old, new, {"a": sa, "b": sb}, name="m")
+    operator.start()
+    operator.rollback()
+    refused: list[Exception] = []
+
+    def stale_move() -> None:
+        with pytest.raises(RoutingError, match="acted on state") as info:
+            mover.move(limit=10)
+        refused.append(info.value)
+
+    woken.append(stale_move)
+    client = MigratingRouter(old, new, {"a": sa, "b": WakesTheMover(cb)}, name="m")
+    assert client.execute(key, "INCR") == 11
+    assert refused and not woken
+    assert (ca.get(key), cb.get(key)) == ("11", None)
+    assert operator.complete() is old
+    assert (ca.get(key), cb.get(key)) == ("11", None)

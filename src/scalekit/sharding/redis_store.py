@@ -52,11 +52,19 @@ return redis.call(ARGV[4], KEYS[3], unpack(ARGV, 5))
 """
 
 # On the source, before MIGRATE: KEYS[1] doubt, KEYS[2..] keys; ARGV[1] the stage
-# prefix of this move (P"stage:"name":"token":"), ARGV[2] the token. Each present
+# prefix of this move (P"stage:"name":"token":"), ARGV[2] the token, ARGV[3] the
+# state key and ARGV[4] the state the mover acted on ('' for no check: a move
+# under another recorded state is refused, whole, before anything). Each present
 # key not already in doubt is renamed to its stage name and recorded in doubt
 # with its absolute deadline (so a copy restored late cannot outlive it).
 _BEGIN = """
 if redis.replicate_commands then redis.replicate_commands() end
+if ARGV[4] ~= '' then
+  local state = redis.call('GET', ARGV[3])
+  if state ~= ARGV[4] then
+    return redis.error_reply('SCALEKIT_STALE ' .. (state or ''))
+  end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = 0
@@ -513,7 +521,14 @@ class RedisShardStore(ShardStore):
 
     # -- moving ----------------------------------------------------------------------
 
-    def move(self, keys: Sequence[Any], target: ShardStore, *, name: str) -> int:
+    def move(
+        self,
+        keys: Sequence[Any],
+        target: ShardStore,
+        *,
+        name: str,
+        state: MigrationState | None = None,
+    ) -> int:
         keys = list(dict.fromkeys(keys))  # SCAN may return a key twice; MIGRATE it once
         if not keys:
             return 0
@@ -535,12 +550,18 @@ class RedisShardStore(ShardStore):
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 head = self._stage_prefix(name, token)
-                pipe.eval(_BEGIN, 1 + len(keys), doubt, *keys, head, token)
+                expected = "" if state is None else state.encode()
+                state_key = self._record_key("state", name)
+                pipe.eval(_BEGIN, 1 + len(keys), doubt, *keys, head, token, state_key, expected)
                 pipe.execute_command(*migrate)  # type: ignore[no-untyped-call]
                 begun, migrated = pipe.execute(raise_on_error=False)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
         if isinstance(begun, Exception):
+            if str(begun).startswith("SCALEKIT_STALE"):
+                # Refused before anything was staged: the MIGRATE found no key.
+                recorded = str(begun)[len("SCALEKIT_STALE") :].strip()
+                raise StaleStateError(MigrationState.decode(recorded or None)) from None
             raise begun
         if isinstance(migrated, Exception):
             # The outcome is unknown to us; the keys stay in doubt on this store

@@ -22,6 +22,7 @@ copied "if absent" and nothing is deleted that a client may still be served.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -147,6 +148,7 @@ class MigratingRouter(Generic[S]):
         self._view_lock = threading.Lock()
         self._mover_lock = threading.Lock()
         self._cursors: dict[S, int] = {}
+        self._scan_state: MigrationState | None = None  # the state the cursors belong to
         self._pending: dict[S, list[Any]] = {}  # scanned, still to move
         self._pass_done = False
 
@@ -338,6 +340,14 @@ class MigratingRouter(Generic[S]):
                 raise ConfigurationError(f"{arg} must be a positive int, got {value!r}")
         with self._mover_lock:
             state = self._require_moving("move")
+            if state != self._scan_state:
+                # The state changed (here or, adopted from a store, in another
+                # process) since the scan began: its cursors and queues belong
+                # to another direction.
+                self._cursors.clear()
+                self._pending.clear()
+                self._pass_done = False
+                self._scan_state = state
             forward = state.phase == "forward"
             sources = {id(self._stores[s]): self._stores[s] for s in self._sources(forward)}
             for shard, key in self._settle_all(list(sources.values())):
@@ -375,11 +385,14 @@ class MigratingRouter(Generic[S]):
                             self.new.route(key) if forward else self.old.route(key), []
                         ).append(key)
                     done: list[Any] = []
+                    stale: StaleStateError | None = None
                     try:
                         for target, group in groups.items():
-                            store.move(group, self._stores[target], name=self.name)
+                            store.move(group, self._stores[target], name=self.name, state=state)
                             done.append(target)
                             moved += len(group)
+                    except StaleStateError as exc:
+                        stale = exc
                     finally:
                         # Groups a failure kept from moving wait for the next call;
                         # the failed group is in doubt on the stores, and the next
@@ -390,6 +403,8 @@ class MigratingRouter(Generic[S]):
                         pending[:0] = [
                             k for i, (t, g) in enumerate(groups.items()) if i >= failed for k in g
                         ]
+                    if stale is not None:
+                        self._refuse_stale(state, stale.state)
             if all(
                 self._cursors.get(s) == -1 and not self._pending.get(s)
                 for s in self._sources(forward)
@@ -486,6 +501,22 @@ class MigratingRouter(Generic[S]):
                 raise self._forgotten(state)
             if current is None or state > current:
                 self._state = state
+
+    def _refuse_stale(self, acted_on: MigrationState, recorded: MigrationState | None) -> None:
+        """A store refused a move step: the state this mover acted on is no longer recorded."""
+        self._cursors.clear()
+        self._pending.clear()
+        self._pass_done = False
+        if recorded is not None and recorded > acted_on:
+            # Forgotten or another migration: the error below says what was refused.
+            with contextlib.suppress(RoutingError):
+                self._adopt(recorded)
+        raise RoutingError(
+            f"migration {self.name!r}: this mover acted on state {acted_on.encode()} but a "
+            f"store records {recorded.encode() if recorded else None} (changed by another "
+            "process: a rollback, resume or completion); nothing was moved under the stale "
+            "state; call refresh() and move() again to move in the recorded direction"
+        )
 
     def _forgotten(self, state: MigrationState, key: Any = None) -> RoutingError:
         return RoutingError(
