@@ -90,6 +90,10 @@ class MigratingRouter(Generic[S]):
 
     Raises:
         ConfigurationError: not routers, a shard without a store, or a bad timeout.
+        BackendUnavailableError: a store could not be reached: a router reads
+            the recorded state once when built, so that it belongs to the
+            migration of *name* the stores record then (or, if none or a
+            forgotten one, to the next one begun) and never adopts a later one.
 
     Thread-safety: every method may be called from any thread; `move`,
     `rollback`, `resume` and `complete` serialize on one lock.
@@ -151,6 +155,17 @@ class MigratingRouter(Generic[S]):
         self._scan_state: MigrationState | None = None  # the state the cursors belong to
         self._pending: dict[S, list[Any]] = {}  # scanned, still to move
         self._pass_done = False
+        # The migration this router was built for: the one the stores record
+        # now, or (if none, or the last was forgotten) the next one to begin.
+        # Its first adopted state must belong to it (one read per store).
+        recorded = [s for s in (st.read_state(name) for st in self._distinct()) if s]
+        newest = max(recorded, default=None)
+        if newest is None:
+            self._born_since = 1
+        elif newest.phase == "forgotten":
+            self._born_since = newest.epoch + 1
+        else:
+            self._born_since = newest.since
 
     # -- state -----------------------------------------------------------------------
 
@@ -497,7 +512,8 @@ class MigratingRouter(Generic[S]):
     def _adopt(self, state: MigrationState) -> None:
         with self._view_lock:
             current = self._state
-            if state.phase == "forgotten" or (current is not None and state.since != current.since):
+            since = self._born_since if current is None else current.since
+            if state.phase == "forgotten" or state.since != since:
                 raise self._forgotten(state)
             if current is None or state > current:
                 self._state = state
