@@ -259,7 +259,7 @@ class MigratingRouter(Generic[S]):
         """True if *key* changes shard in this migration. Runtime complexity: two routes."""
         return bool(self.old.route(key) != self.new.route(key))
 
-    def owner(self, key: Any) -> Any:
+    def owner(self, key: Any) -> S:
         """The shard *key* is created on now: the current target if it moves, else its shard."""
         state = self._state
         if state is None or state.phase in ("planned", "reverse", "aborted"):
