@@ -553,3 +553,26 @@ def test_a_router_of_a_forgotten_migration_cannot_write(clients: dict[str, Any])
     assert back.complete() is back.new
     assert where(clients, moved) == ["A"] and clients["A"].get(moved) == "2"
     assert where(clients, still) == []
+
+
+def test_a_router_built_for_a_migration_never_adopts_the_next_one_of_its_name(
+    clients: dict[str, Any],
+) -> None:
+    stores = make_stores(clients)
+    idle = make_router(clients, stores, name="users")  # built for migration 1, never used
+    first = make_router(clients, stores, name="users")
+    first.start()
+    placement = first.complete()
+    first.forget()
+    second = MigratingRouter(placement, HashRouter(["A"]), stores, name="users")
+    second.start()
+    key = next(f"u{i}" for i in range(1000) if placement.route(f"u{i}") == "B")
+    assert second.execute(key, "SET", "right") is True
+    with pytest.raises(RoutingError, match="migration 'users' was forgotten"):
+        idle.execute(key, "SET", "stale")
+    assert idle.state is None
+    # A router built once the first one was forgotten belongs to the second one.
+    joined = MigratingRouter(placement, HashRouter(["A"]), stores, name="users")
+    assert joined.execute(key, "GET") == "right"
+    assert second.complete() is second.new
+    assert where(clients, key) == ["A"] and clients["A"].get(key) == "right"

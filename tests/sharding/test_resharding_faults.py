@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from scalekit import BackendUnavailableError, ConfigurationError
+from scalekit.exceptions import KeyAbsentError, RoutingError
 from scalekit.sharding import HashRouter, MigratingRouter
 from scalekit.testing import RedisServer, TCPProxy
 
@@ -203,11 +204,82 @@ def test_a_redis_cluster_is_refused_with_a_clear_error(redis_cluster: Any) -> No
     nodes = [redis.Redis(host=h, port=p, socket_timeout=5) for h, p in redis_cluster.startup_nodes]
     try:
         stores = {name: RedisShardStore(c) for name, c in zip("AB", nodes, strict=False)}
-        router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
         with pytest.raises(ConfigurationError, match="is a Redis Cluster node"):
+            # The router reads the recorded state when it is built.
+            router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
             router.start()
             for i in range(50):  # keys of slots on every node
                 router.execute(f"k{i}", "SET", "v")
     finally:
         for c in nodes:
             c.close()
+
+
+def test_a_source_restarted_mid_scan_leaves_no_key_behind_at_complete() -> None:
+    # A restarted Redis has a new hash table: a SCAN cursor of the old
+    # incarnation skips keys in the new one. 20,000 keys (about 2 s).
+    n = 20_000
+    a, b = RedisServer(appendonly=True), RedisServer(appendonly=True)
+    a.start()
+    b.start()
+    try:
+        ca, cb = client(a), client(b)
+        with ca.pipeline(transaction=False) as pipe:
+            for i in range(n):
+                pipe.set(f"u{i}", i)
+            pipe.execute()
+        old, new = HashRouter(["a"]), HashRouter(["a", "b"])
+        stores = {"a": RedisShardStore(ca), "b": RedisShardStore(cb)}
+        router = MigratingRouter(old, new, stores, name="scan-restart", timeout=3)
+        router.start()
+        assert router.move(limit=n // 10, batch=200) == n // 10
+        a.restart()  # AOF reloaded: every key is back, in a new table
+        assert router.complete() is new
+        left = [f"u{i}" for i in range(n) if new.route(f"u{i}") == "b" and ca.exists(f"u{i}")]
+        assert left == []
+        assert all(router.execute(f"u{i}", "GET") == str(i) for i in range(0, n, 97))
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_stale_mover_after_another_process_rolled_back_is_refused_and_moves_nothing(
+    redis_pair: tuple[RedisServer, RedisServer],
+) -> None:
+    ca, cb = raw(redis_pair)
+    sa, sb = RedisShardStore(ca), RedisShardStore(cb)
+    old, new = HashRouter(["a"]), HashRouter(["a", "b"])
+    key = next(f"c{i}" for i in range(1000) if old.route(f"c{i}") != new.route(f"c{i}"))
+    ca.set(key, 10)
+    woken: list[Any] = []
+
+    class WakesTheMover(RedisShardStore):
+        """The stale mover wakes up between the client's ABSENT on B and its step on A."""
+
+        def execute(self, k: Any, command: Any, **kw: Any) -> Any:
+            try:
+                return super().execute(k, command, **kw)
+            except KeyAbsentError:
+                while woken:
+                    woken.pop()()
+                raise
+
+    mover = MigratingRouter(old, new, {"a": sa, "b": sb}, name="m")
+    mover.start()  # forward; then it stalls
+    operator = MigratingRouter(old, new, {"a": sa, "b": sb}, name="m")
+    operator.start()
+    operator.rollback()
+    refused: list[Exception] = []
+
+    def stale_move() -> None:
+        with pytest.raises(RoutingError, match="acted on state") as info:
+            mover.move(limit=10)
+        refused.append(info.value)
+
+    woken.append(stale_move)
+    client = MigratingRouter(old, new, {"a": sa, "b": WakesTheMover(cb)}, name="m")
+    assert client.execute(key, "INCR") == 11
+    assert refused and not woken
+    assert (ca.get(key), cb.get(key)) == ("11", None)
+    assert operator.complete() is old
+    assert (ca.get(key), cb.get(key)) == ("11", None)

@@ -90,8 +90,17 @@ class MemoryStore(AtomicMoves, ShardStore):
         following = cursor + count
         return (following if following < len(KEYS) else 0), chunk
 
-    def move(self, keys: Sequence[Any], target: ShardStore, *, name: str) -> int:
+    def move(
+        self,
+        keys: Sequence[Any],
+        target: ShardStore,
+        *,
+        name: str,
+        state: MigrationState | None = None,
+    ) -> int:
         assert isinstance(target, MemoryStore)
+        if state is not None and self.states.get(name) != state:
+            raise StaleStateError(self.states.get(name))
         present = [key for key in keys if key in self.data]
         for key in present:
             target.data[key] = self.data.pop(key)
@@ -178,12 +187,21 @@ class SQLiteStore(AtomicMoves, ShardStore):
         following = cursor + count
         return (following if following < len(KEYS) else 0), chunk
 
-    def move(self, keys: Sequence[Any], target: ShardStore, *, name: str) -> int:
+    def move(
+        self,
+        keys: Sequence[Any],
+        target: ShardStore,
+        *,
+        name: str,
+        state: MigrationState | None = None,
+    ) -> int:
         assert isinstance(target, SQLiteStore)
         moved = 0
         for key in keys:
             self.db.execute("BEGIN IMMEDIATE")  # writers of this store wait
             try:
+                if state is not None and self._state(name) != state:
+                    raise StaleStateError(self._state(name))
                 row = self.db.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
                 if row is not None:
                     target.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, row[0]))

@@ -133,10 +133,12 @@ class StopsBeforeCommit(SQLiteShardStore):
         self.stopped = threading.Event()
         self.go = threading.Event()
 
-    def _commit(self, name: str, token: str, begun: list[str]) -> list[str]:
+    def _commit(
+        self, name: str, token: str, begun: list[str], state: MigrationState | None = None
+    ) -> list[str]:
         self.stopped.set()
         assert self.go.wait(10)
-        return super()._commit(name, token, begun)
+        return super()._commit(name, token, begun, state)
 
 
 def test_a_command_cancels_the_move_of_a_stopped_mover_after_the_timeout(tmp_path: Path) -> None:
@@ -512,3 +514,56 @@ def test_routers_of_a_forgotten_migration_are_refused_on_sqlite(tmp_path: Path) 
     for bad in ("6:forward:7", "6:forward:x", "6:sideways"):
         with pytest.raises(RoutingError, match="unreadable migration state"):
             MigrationState.decode(bad)
+
+
+def test_a_stale_mover_after_another_process_rolled_back_is_refused_and_moves_nothing(
+    tmp_path: Path,
+) -> None:
+    from scalekit.exceptions import KeyAbsentError
+
+    for n in "AB":
+        kv.connect(tmp_path / f"{n}.sqlite3").close()
+    sa, sb = (SQLiteShardStore(tmp_path / f"{n}.sqlite3", kv.TABLES) for n in "AB")
+    old, new = HashRouter(["A"]), HashRouter(["A", "B"])
+    woken: list[Any] = []
+
+    class WakesTheMover(SQLiteShardStore):
+        """The stale mover wakes up between the client's ABSENT on B and its step on A."""
+
+        def execute(self, k: Any, command: Any, **kw: Any) -> Any:
+            try:
+                return super().execute(k, command, **kw)
+            except KeyAbsentError:
+                while woken:
+                    woken.pop()()
+                raise
+
+    mover = MigratingRouter(old, new, {"A": sa, "B": sb}, name="m")
+    mover.plan()
+    key = next(f"c{i}" for i in range(1000) if mover.moves(f"c{i}"))
+    mover.execute(key, kv.set_, "10")
+    mover.start()
+    operator = MigratingRouter(old, new, {"A": sa, "B": sb}, name="m")
+    operator.start()
+    operator.rollback()
+    refused: list[Exception] = []
+
+    def stale_move() -> None:
+        with pytest.raises(RoutingError, match="acted on state") as info:
+            mover.move(limit=10)
+        refused.append(info.value)
+
+    woken.append(stale_move)
+    client = MigratingRouter(
+        old, new, {"A": sa, "B": WakesTheMover(tmp_path / "B.sqlite3", kv.TABLES)}, name="m"
+    )
+    assert client.execute(key, kv.incr) == 11
+    assert refused and not woken
+    assert operator.complete() is old
+    rows = {
+        n: sqlite3.connect(tmp_path / f"{n}.sqlite3")
+        .execute("SELECT v FROM kv WHERE k = ?", (key,))
+        .fetchall()
+        for n in "AB"
+    }
+    assert rows == {"A": [("11",)], "B": []}

@@ -68,6 +68,7 @@ def check_routers(stores: dict[str, ShardStore]) -> None:
     moving = MigratingRouter(users, HashRouter(["db0", "db1", "db2"]), stores)
     assert_type(moving, MigratingRouter[str])
     assert_type(moving.complete(), Router[str])
+    assert_type(moving.owner("user:42"), str)
     HashRouter(["a"], strategy="jmp")  # type: ignore[arg-type]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -56,11 +57,19 @@ return redis.call(ARGV[4], KEYS[3], unpack(ARGV, 5))
 """
 
 # On the source, before MIGRATE: KEYS[1] doubt, KEYS[2..] keys; ARGV[1] the stage
-# prefix of this move (P"stage:"name":"token":"), ARGV[2] the token. Each present
+# prefix of this move (P"stage:"name":"token":"), ARGV[2] the token, ARGV[3] the
+# state key and ARGV[4] the state the mover acted on ('' for no check: a move
+# under another recorded state is refused, whole, before anything). Each present
 # key not already in doubt is renamed to its stage name and recorded in doubt
 # with its absolute deadline (so a copy restored late cannot outlive it).
 _BEGIN = """
 if redis.replicate_commands then redis.replicate_commands() end
+if ARGV[4] ~= '' then
+  local state = redis.call('GET', ARGV[3])
+  if state ~= ARGV[4] then
+    return redis.error_reply('SCALEKIT_STALE ' .. (state or ''))
+  end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = 0
@@ -381,6 +390,8 @@ class RedisShardStore(ShardStore):
         self._settle = client.register_script(_SETTLE)
         self._promote = client.register_script(_PROMOTE)
         self._clear = client.register_script(_CLEAR)
+        self._scan_lock = threading.Lock()
+        self._scan_runs: dict[int, str] = {}  # cursor returned -> run_id of its server
 
     # -- names -----------------------------------------------------------------------
 
@@ -477,11 +488,35 @@ class RedisShardStore(ShardStore):
             raise
 
     def scan(self, cursor: int, count: int) -> tuple[int, list[Any]]:
+        """One `SCAN` step; a cursor of an earlier server incarnation restarts the scan.
+
+        A restarted server has a new hash table, so a cursor it returned
+        before the restart would skip keys. Each step reads the server's
+        `run_id` on the same connection as its `SCAN` (a restart drops the
+        connection, so both replies come from one incarnation); a step whose
+        cursor was returned by another incarnation scans again from 0 and
+        returns that first step instead.
+        """
+        with self._scan_lock:
+            began = self._scan_runs.pop(cursor, None) if cursor else None
         try:
-            cursor, keys = self.client.scan(cursor=cursor, count=count)
+            while True:
+                with self.client.pipeline(transaction=False) as pipe:
+                    pipe.execute_command("INFO", "server")  # type: ignore[no-untyped-call]
+                    pipe.scan(cursor=cursor, count=count)
+                    info, (next_cursor, keys) = pipe.execute()
+                run_id = str(info.get("run_id", ""))
+                if cursor and began != run_id:
+                    cursor = 0  # the cursor belongs to another incarnation (or is unknown)
+                    continue
+                break
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
-        return int(cursor), [k for k in keys if not self.reserved(k)]
+        next_cursor = int(next_cursor)
+        if next_cursor:
+            with self._scan_lock:
+                self._scan_runs[next_cursor] = run_id
+        return next_cursor, [k for k in keys if not self.reserved(k)]
 
     def in_doubt(self, name: str) -> list[Any]:
         try:
@@ -491,7 +526,14 @@ class RedisShardStore(ShardStore):
 
     # -- moving ----------------------------------------------------------------------
 
-    def move(self, keys: Sequence[Any], target: ShardStore, *, name: str) -> int:
+    def move(
+        self,
+        keys: Sequence[Any],
+        target: ShardStore,
+        *,
+        name: str,
+        state: MigrationState | None = None,
+    ) -> int:
         keys = list(dict.fromkeys(keys))  # SCAN may return a key twice; MIGRATE it once
         if not keys:
             return 0
@@ -513,12 +555,18 @@ class RedisShardStore(ShardStore):
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 head = self._stage_prefix(name, token)
-                pipe.eval(_BEGIN, 1 + len(keys), doubt, *keys, head, token)
+                expected = "" if state is None else state.encode()
+                state_key = self._record_key("state", name)
+                pipe.eval(_BEGIN, 1 + len(keys), doubt, *keys, head, token, state_key, expected)
                 pipe.execute_command(*migrate)  # type: ignore[no-untyped-call]
                 begun, migrated = pipe.execute(raise_on_error=False)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unavailable(exc) from exc
         if isinstance(begun, Exception):
+            if str(begun).startswith("SCALEKIT_STALE"):
+                # Refused before anything was staged: the MIGRATE found no key.
+                recorded = str(begun)[len("SCALEKIT_STALE") :].strip()
+                raise StaleStateError(MigrationState.decode(recorded or None)) from None
             raise begun
         if isinstance(migrated, Exception):
             # The outcome is unknown to us; the keys stay in doubt on this store

@@ -22,6 +22,7 @@ copied "if absent" and nothing is deleted that a client may still be served.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -89,6 +90,10 @@ class MigratingRouter(Generic[S]):
 
     Raises:
         ConfigurationError: not routers, a shard without a store, or a bad timeout.
+        BackendUnavailableError: a store could not be reached: a router reads
+            the recorded state once when built, so that it belongs to the
+            migration of *name* the stores record then (or, if none or a
+            forgotten one, to the next one begun) and never adopts a later one.
 
     Thread-safety: every method may be called from any thread; `move`,
     `rollback`, `resume` and `complete` serialize on one lock.
@@ -147,8 +152,20 @@ class MigratingRouter(Generic[S]):
         self._view_lock = threading.Lock()
         self._mover_lock = threading.Lock()
         self._cursors: dict[S, int] = {}
+        self._scan_state: MigrationState | None = None  # the state the cursors belong to
         self._pending: dict[S, list[Any]] = {}  # scanned, still to move
         self._pass_done = False
+        # The migration this router was built for: the one the stores record
+        # now, or (if none, or the last was forgotten) the next one to begin.
+        # Its first adopted state must belong to it (one read per store).
+        recorded = [s for s in (st.read_state(name) for st in self._distinct()) if s]
+        newest = max(recorded, default=None)
+        if newest is None:
+            self._born_since = 1
+        elif newest.phase == "forgotten":
+            self._born_since = newest.epoch + 1
+        else:
+            self._born_since = newest.since
 
     # -- state -----------------------------------------------------------------------
 
@@ -242,7 +259,7 @@ class MigratingRouter(Generic[S]):
         """True if *key* changes shard in this migration. Runtime complexity: two routes."""
         return bool(self.old.route(key) != self.new.route(key))
 
-    def owner(self, key: Any) -> Any:
+    def owner(self, key: Any) -> S:
         """The shard *key* is created on now: the current target if it moves, else its shard."""
         state = self._state
         if state is None or state.phase in ("planned", "reverse", "aborted"):
@@ -338,6 +355,14 @@ class MigratingRouter(Generic[S]):
                 raise ConfigurationError(f"{arg} must be a positive int, got {value!r}")
         with self._mover_lock:
             state = self._require_moving("move")
+            if state != self._scan_state:
+                # The state changed (here or, adopted from a store, in another
+                # process) since the scan began: its cursors and queues belong
+                # to another direction.
+                self._cursors.clear()
+                self._pending.clear()
+                self._pass_done = False
+                self._scan_state = state
             forward = state.phase == "forward"
             sources = {id(self._stores[s]): self._stores[s] for s in self._sources(forward)}
             for shard, key in self._settle_all(list(sources.values())):
@@ -375,11 +400,14 @@ class MigratingRouter(Generic[S]):
                             self.new.route(key) if forward else self.old.route(key), []
                         ).append(key)
                     done: list[Any] = []
+                    stale: StaleStateError | None = None
                     try:
                         for target, group in groups.items():
-                            store.move(group, self._stores[target], name=self.name)
+                            store.move(group, self._stores[target], name=self.name, state=state)
                             done.append(target)
                             moved += len(group)
+                    except StaleStateError as exc:
+                        stale = exc
                     finally:
                         # Groups a failure kept from moving wait for the next call;
                         # the failed group is in doubt on the stores, and the next
@@ -390,6 +418,8 @@ class MigratingRouter(Generic[S]):
                         pending[:0] = [
                             k for i, (t, g) in enumerate(groups.items()) if i >= failed for k in g
                         ]
+                    if stale is not None:
+                        self._refuse_stale(state, stale.state)
             if all(
                 self._cursors.get(s) == -1 and not self._pending.get(s)
                 for s in self._sources(forward)
@@ -482,10 +512,27 @@ class MigratingRouter(Generic[S]):
     def _adopt(self, state: MigrationState) -> None:
         with self._view_lock:
             current = self._state
-            if state.phase == "forgotten" or (current is not None and state.since != current.since):
+            since = self._born_since if current is None else current.since
+            if state.phase == "forgotten" or state.since != since:
                 raise self._forgotten(state)
             if current is None or state > current:
                 self._state = state
+
+    def _refuse_stale(self, acted_on: MigrationState, recorded: MigrationState | None) -> None:
+        """A store refused a move step: the state this mover acted on is no longer recorded."""
+        self._cursors.clear()
+        self._pending.clear()
+        self._pass_done = False
+        if recorded is not None and recorded > acted_on:
+            # Forgotten or another migration: the error below says what was refused.
+            with contextlib.suppress(RoutingError):
+                self._adopt(recorded)
+        raise RoutingError(
+            f"migration {self.name!r}: this mover acted on state {acted_on.encode()} but a "
+            f"store records {recorded.encode() if recorded else None} (changed by another "
+            "process: a rollback, resume or completion); nothing was moved under the stale "
+            "state; call refresh() and move() again to move in the recorded direction"
+        )
 
     def _forgotten(self, state: MigrationState, key: Any = None) -> RoutingError:
         return RoutingError(

@@ -126,8 +126,21 @@ class ShardStore(Protocol):
         and never a record of the protocol itself.
         """
 
-    def move(self, keys: Sequence[Any], target: ShardStore, *, name: str) -> int:
+    def move(
+        self,
+        keys: Sequence[Any],
+        target: ShardStore,
+        *,
+        name: str,
+        state: MigrationState | None = None,
+    ) -> int:
         """Move *keys* (those still present) to *target*; return how many moved.
+
+        Given a *state*, every step that takes a key from this store checks,
+        atomically with the step, that this store still records *state* for
+        migration *name*, and raises `StaleStateError` (with the recorded
+        state) otherwise: a mover that acted on a state since changed (a
+        rollback, resume or completion by another process) moves nothing.
 
         While a key moves, commands on it are refused with `KeyInDoubtError`
         (or wait); after a successful call, the key is on *target* only. If

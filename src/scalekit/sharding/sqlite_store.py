@@ -356,13 +356,20 @@ class SQLiteShardStore(ShardStore):
             )
         return target
 
-    def move(self, keys: Sequence[Any], target: ShardStore, *, name: str) -> int:
+    def move(
+        self,
+        keys: Sequence[Any],
+        target: ShardStore,
+        *,
+        name: str,
+        state: MigrationState | None = None,
+    ) -> int:
         other = self._target(target)
         texts = list(dict.fromkeys(self._key_text(k) for k in keys))
         if not texts:
             return 0
         token = uuid.uuid4().hex
-        begun, staged = self._begin(name, token, texts)
+        begun, staged = self._begin(name, token, texts, state)
         if not begun:
             return 0
         try:
@@ -384,18 +391,28 @@ class SQLiteShardStore(ShardStore):
             except BackendUnavailableError:
                 pass
             raise
-        moved = self._commit(name, token, begun)
+        moved = self._commit(name, token, begun, state)
         self._finish(name, [(t, token) for t in moved], other)  # 4 and 5
         return len(moved)
 
+    def _check_state(
+        self, conn: sqlite3.Connection, name: str, state: MigrationState | None
+    ) -> None:
+        """Refuse a mover's step unless the store records the state the mover acted on."""
+        if state is not None:
+            recorded = self._recorded(conn, name)
+            if recorded != state:
+                raise StaleStateError(recorded)
+
     def _begin(
-        self, name: str, token: str, texts: list[str]
+        self, name: str, token: str, texts: list[str], state: MigrationState | None = None
     ) -> tuple[list[str], list[tuple[str, str, str, str, str]]]:
         """Step 1: record the keys present and not in doubt, and read their rows."""
         deadline = self._clock() + self._timeout
         staged: list[tuple[str, str, str, str, str]] = []
         begun: list[str] = []
         with self._transaction() as conn:
+            self._check_state(conn, name, state)
             tables = self._data_tables(conn)
             for text in texts:
                 key = json.loads(text)
@@ -429,10 +446,13 @@ class SQLiteShardStore(ShardStore):
                 staged += rows
         return begun, staged
 
-    def _commit(self, name: str, token: str, begun: list[str]) -> list[str]:
+    def _commit(
+        self, name: str, token: str, begun: list[str], state: MigrationState | None = None
+    ) -> list[str]:
         """Step 3, the commit point: delete the rows of every key still recorded under *token*."""
         moved: list[str] = []
         with self._transaction() as conn:
+            self._check_state(conn, name, state)
             tables = self._data_tables(conn)
             for text in begun:
                 cur = conn.execute(
