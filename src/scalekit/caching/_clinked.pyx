@@ -231,8 +231,8 @@ cdef class LinkedCore:
                     # Consistent again: the victim's __del__ may run now, before
                     # the insert (as the pure class releases it).
                     victim = None
-            if not self._inline_evict:
-                self._make_room()
+            if not self._inline_evict or PyDict_Size(self._map) >= self._cap:
+                self._make_room()  # hooked evictions, or nothing left to evict (maxsize 0)
         node = _Node.__new__(_Node)
         node.key = key
         node.value = value
@@ -572,8 +572,8 @@ cdef class SieveCore:
                 if victim is not None:
                     self._evictions += 1
                     victim = None  # consistent again: its __del__ may run before the insert
-            if not self._inline_evict:
-                self._make_room()
+            if not self._inline_evict or PyDict_Size(self._map) >= self._cap:
+                self._make_room()  # hooked evictions, or nothing left to evict (maxsize 0)
         self._insert(key, value)
 
     def __delitem__(self, key):
