@@ -490,3 +490,152 @@ def test_compiled_tinylfu_copies_and_pickles_to_the_pure_state() -> None:
         restored = pickle.loads(pickle.dumps(twin))
         assert type(restored) is TinyLFUCache
         assert _tinylfu_state(restored) == _tinylfu_state(twin)
+
+
+# -- memory safety: Python code running inside a cache operation -----------------------
+
+# Each case runs in a child process, so that a crash fails the test instead of pytest.
+_CHILD_PRELUDE = """
+import sys
+import scalekit.caching._clinked as linked
+from scalekit.caching import FIFOCache, LRUCache, SIEVECache
+
+public = {"LRU": LRUCache, "FIFO": FIFOCache, "SIEVE": SIEVECache}[sys.argv[1]]
+core = linked.SieveCore if public is SIEVECache else linked.LinkedCore
+if issubclass(public, core):
+    pure, twin = public.__mro__[2], public
+else:
+    namespace = {"_reorder": public is LRUCache}
+    pure, twin = public, type(public)(public.__name__, (core, public), namespace)
+"""
+
+
+def _child(body: str, name: str, timeout: float = 20.0) -> str:
+    _linked_pair(LRUCache)  # skipped or failed alike when not built
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD_PRELUDE + body, name],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    return done.stdout
+
+
+@pytest.mark.parametrize("name", ["LRU", "FIFO"])
+def test_a_values_del_writing_the_key_being_inserted_keeps_the_cache_whole(name: str) -> None:
+    # Writing "new" evicts "a", whose value's __del__ writes "new" as well.
+    out = _child(
+        """
+for cls in (pure, twin):
+    cache = cls(2)
+    class V:
+        def __del__(self):
+            cache["new"] = "from __del__"
+    cache["a"] = V()
+    cache["b"] = 2
+    cache["new"] = "outer"
+    print(cls is twin, len(cache), sorted(cache), sorted(cache.items()))
+    for i in range(20):
+        cache[f"k{i}"] = i
+    print(cls is twin, len(cache), list(cache))
+""",
+        name,
+    )
+    pure_lines = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("False")]
+    twin_lines = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("True")]
+    assert pure_lines == twin_lines and len(twin_lines) == 2
+    assert twin_lines[0].startswith("2 ['b', 'new']")
+
+
+@pytest.mark.parametrize("name", ["LRU", "FIFO", "SIEVE"])
+def test_a_values_del_deleting_its_overwritten_key_keeps_the_cache_whole(name: str) -> None:
+    # The old value is released after the write is done: its __del__ then deletes the key.
+    out = _child(
+        """
+for cls in (pure, twin):
+    cache = cls(4)
+    class V:
+        def __del__(self):
+            del cache["k"]
+    cache["a"] = 1
+    cache["k"] = V()
+    cache["z"] = 2
+    cache["k"] = "new"
+    print(cls is twin, "k" in cache, len(cache), list(cache))
+    for i in range(10):
+        cache[f"x{i}"] = i
+    print(cls is twin, len(cache), list(cache))
+""",
+        name,
+    )
+    lines = out.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines[:2]] == [
+        line.split(" ", 1)[1] for line in lines[2:]
+    ]
+    assert lines[2] == "True False 2 ['a', 'z']"
+    assert lines[3] == "True 4 ['x6', 'x7', 'x8', 'x9']"
+
+
+@pytest.mark.parametrize("name", ["LRU", "FIFO", "SIEVE"])
+def test_unlocked_threads_never_corrupt_a_compiled_cache(name: str) -> None:
+    # About 1.5 s each: four threads, keys hashing in Python, a switch every microsecond.
+    out = _child(
+        """
+import random, threading, time
+sys.setswitchinterval(1e-6)
+
+class Key:
+    __slots__ = ("n",)
+    def __init__(self, n):
+        self.n = n
+    def __hash__(self):
+        for _ in range(3):
+            pass
+        return hash(self.n)
+    def __eq__(self, other):
+        return isinstance(other, Key) and other.n == self.n
+
+cache = twin(64)
+keys = [Key(i) for i in range(256)]
+def work(seed):
+    rng = random.Random(seed)
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        key = rng.choice(keys)
+        roll = rng.random()
+        try:
+            if roll < 0.5:
+                cache.get(key)
+            elif roll < 0.9:
+                cache[key] = key.n
+            else:
+                cache.pop(key, None)
+        except KeyError:
+            pass  # unlocked: a key another thread removed meanwhile
+threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+walk = list(cache)
+print(len(cache), len(walk), len({key.n for key in walk}))
+for key in walk:
+    assert cache.peek(key) == key.n
+""",
+        name,
+    )
+    size, walked, distinct = map(int, out.split())
+    # Unlocked, each of the four threads may have passed the size check before the
+    # others' inserts landed: at most one entry each beyond maxsize.
+    assert size == walked == distinct and 0 < size <= 64 + 4
+
+
+@pytest.mark.parametrize("public", [LRUCache, FIFOCache, SIEVECache])
+def test_a_missing_tuple_key_raises_keyerror_as_a_dict_does(public: type) -> None:
+    for cls in _linked_pair(public):
+        cache = cls(4)
+        for op in (cache.__getitem__, cache.__delitem__, cache.pop):
+            with pytest.raises(KeyError) as info:
+                op((1, 2))
+            assert info.value.args == ((1, 2),), (cls, op)

@@ -51,6 +51,8 @@ cdef extern from "Python.h":
     ctypedef struct _TypeObject "PyTypeObject":
         _traverseproc tp_traverse
     void* _type_of "Py_TYPE"(object)
+    # Borrowed result; never replaces a present value, so never frees a linked node.
+    PyObject* _setdefault "PyDict_SetDefault"(object, object, object) except NULL
 
 
 @cython.final
@@ -62,11 +64,22 @@ cdef class _Node:
     cdef PyObject* next
     cdef object key
     cdef object value
+    cdef bint linked
+
+
+# Memory safety rule: a node is in the dict exactly while it is linked, and no
+# Python code (a key's __hash__/__eq__, a value's __del__, a thread switch) runs
+# between a dict operation and the link change that goes with it. Dict
+# operations come first; removed nodes and replaced values are held in locals
+# and released only when the structure is consistent again.
 
 
 cdef inline void _unlink(_Node node) noexcept:
+    if not node.linked:
+        return
     (<_Node>node.prev).next = node.next
     (<_Node>node.next).prev = node.prev
+    node.linked = False
 
 
 cdef inline void _append(_Node root, _Node node) noexcept:
@@ -75,10 +88,11 @@ cdef inline void _append(_Node root, _Node node) noexcept:
     node.next = <PyObject*>root
     (<_Node>root.prev).next = <PyObject*>node
     root.prev = <PyObject*>node
+    node.linked = True
 
 
 cdef inline void _move_to_end(_Node root, _Node node) noexcept:
-    if root.prev == <PyObject*>node:
+    if root.prev == <PyObject*>node or not node.linked:
         return
     _unlink(node)
     _append(root, node)
@@ -157,12 +171,12 @@ cdef class LinkedCore:
 
         Runtime complexity: O(1).
         """
+        if _type_of(self) != self._flags_type:
+            self._refresh()
         cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
         if found is NULL:
             self._misses += 1
             return default
-        if _type_of(self) != self._flags_type:
-            self._refresh()
         cdef _Node node = <_Node>found
         if self._reorder:
             _move_to_end(self._root, node)
@@ -170,16 +184,14 @@ cdef class LinkedCore:
         return node.value
 
     def __getitem__(self, key):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
         if _type_of(self) != self._flags_type:
             self._refresh()
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
         if found is NULL:
             self._misses += 1
             if self._plain_missing:
                 raise KeyError(key)
             return self.__missing__(key)
-        if _type_of(self) != self._flags_type:
-            self._refresh()
         cdef _Node node = <_Node>found
         if self._reorder:
             _move_to_end(self._root, node)
@@ -190,31 +202,47 @@ cdef class LinkedCore:
         if self._sizes is not None:
             _cache_setitem(self, key, value)
             return
+        if _type_of(self) != self._flags_type:
+            self._refresh()
         cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
         cdef _Node node
         cdef _Node root = self._root
+        cdef object old  # released at return, once the links are consistent
+        cdef object victim = None
         if found is not NULL:
             node = <_Node>found
+            old = node.value
             node.value = value
             _move_to_end(root, node)
             return
-        node = None
-        if _type_of(self) != self._flags_type:
-            self._refresh()
         if PyDict_Size(self._map) >= self._cap:
-            if self._inline_evict and root.next != <PyObject*>root:
+            # A loop: unlocked threads racing past the size check are trimmed back here.
+            while (
+                self._inline_evict and PyDict_Size(self._map) >= self._cap
+                and root.next != <PyObject*>root
+            ):
                 node = <_Node>root.next
-                _unlink(node)
-                del self._map[node.key]  # the dict drops its reference; ours keeps the node
-                self._evictions += 1
-            else:
-                self._make_room()
-        if node is None:
-            node = _Node.__new__(_Node)
+                # The pop may run the key's __eq__ (and other threads): it
+                # returns whichever node the dict held, unlinked at once.
+                victim = self._map.pop(node.key, None)
+                if victim is not None:
+                    _unlink(<_Node>victim)
+                    self._evictions += 1
+                    # Consistent again: the victim's __del__ may run now, before
+                    # the insert (as the pure class releases it).
+                    victim = None
+            if not self._inline_evict or PyDict_Size(self._map) >= self._cap:
+                self._make_room()  # hooked evictions, or nothing left to evict (maxsize 0)
+        node = _Node.__new__(_Node)
         node.key = key
         node.value = value
-        self._map[key] = node
-        _append(root, node)
+        found = _setdefault(self._map, key, node)
+        if found == <PyObject*>node:
+            _append(root, node)
+        else:  # the key was written meanwhile (re-entrantly or by another thread)
+            old = (<_Node>found).value
+            (<_Node>found).value = value
+            _move_to_end(root, <_Node>found)
 
     def __delitem__(self, key):
         if self._sizes is not None:
@@ -252,11 +280,11 @@ cdef class LinkedCore:
     # -- the hooks the pure Cache methods call --------------------------------------
 
     def _touch(self, key):
+        if _type_of(self) != self._flags_type:
+            self._refresh()
         cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
         if found is NULL:
             return _MISSING
-        if _type_of(self) != self._flags_type:
-            self._refresh()
         if self._reorder:
             _move_to_end(self._root, <_Node>found)
         return (<_Node>found).value
@@ -271,6 +299,7 @@ cdef class LinkedCore:
         cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
         if found is NULL:
             return False
+        old = (<_Node>found).value
         (<_Node>found).value = value
         _move_to_end(self._root, <_Node>found)
         return True
@@ -279,8 +308,13 @@ cdef class LinkedCore:
         cdef _Node node = _Node.__new__(_Node)
         node.key = key
         node.value = value
-        self._map[key] = node
-        _append(self._root, node)
+        cdef PyObject* found = _setdefault(self._map, key, node)
+        if found == <PyObject*>node:
+            _append(self._root, node)
+        else:
+            old = (<_Node>found).value
+            (<_Node>found).value = value
+            _move_to_end(self._root, <_Node>found)
 
     def _remove(self, key):
         cdef _Node node = self._map.pop(key)
@@ -295,9 +329,15 @@ cdef class LinkedCore:
 
     def _clear(self):
         cdef _Node root = self._root
+        cdef dict old = self._map
+        cdef PyObject* p = root.next
+        while p != <PyObject*>root:
+            (<_Node>p).linked = False
+            p = (<_Node>p).next
         root.prev = <PyObject*>root
         root.next = <PyObject*>root
-        self._map.clear()
+        self._map = {}
+        old.clear()  # values' __del__ run here, against an empty, consistent cache
 
     # -- state: the same as the pure OrderedCache's __dict__ ------------------------
 
@@ -385,10 +425,10 @@ cdef class CachedHit:
         if kwargs:
             k = args + _KWMARK + tuple(sorted(kwargs.items()))
         cdef LinkedCore core = self._core
+        if _type_of(core) != core._flags_type:
+            core._refresh()
         cdef PyObject* found = PyDict_GetItemWithError(core._map, k)
         if found is not NULL:
-            if _type_of(core) != core._flags_type:
-                core._refresh()
             if core._reorder:
                 _move_to_end(core._root, <_Node>found)
             core._hits += 1
@@ -422,6 +462,7 @@ cdef class _Mark:
     cdef object key
     cdef object value
     cdef bint visited
+    cdef bint linked
 
 
 @cython.auto_pickle(False)
@@ -495,9 +536,9 @@ cdef class SieveCore:
         return (<_Mark>found).value
 
     def __getitem__(self, key):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
         if _type_of(self) != self._flags_type:
             self._refresh()
+        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
         if found is NULL:
             self._misses += 1
             if self._plain_missing:
@@ -511,19 +552,28 @@ cdef class SieveCore:
         if self._sizes is not None:
             _cache_setitem(self, key, value)
             return
+        if _type_of(self) != self._flags_type:
+            self._refresh()
         cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef object old  # released at return, once the links are consistent
+        cdef object victim = None
         if found is not NULL:
+            old = (<_Mark>found).value
             (<_Mark>found).value = value
             (<_Mark>found).visited = True
             return
-        if _type_of(self) != self._flags_type:
-            self._refresh()
         if PyDict_Size(self._map) >= self._cap:
-            if self._inline_evict and PyDict_Size(self._map):
-                self._take(self._sweep())
-                self._evictions += 1
-            else:
-                self._make_room()
+            # A loop: unlocked threads racing past the size check are trimmed back here.
+            while (
+                self._inline_evict and PyDict_Size(self._map) >= self._cap
+                and self._root.next != <PyObject*>self._root
+            ):
+                victim = self._take_node(self._sweep(), False)
+                if victim is not None:
+                    self._evictions += 1
+                    victim = None  # consistent again: its __del__ may run before the insert
+            if not self._inline_evict or PyDict_Size(self._map) >= self._cap:
+                self._make_room()  # hooked evictions, or nothing left to evict (maxsize 0)
         self._insert(key, value)
 
     def __delitem__(self, key):
@@ -545,7 +595,7 @@ cdef class SieveCore:
     cdef object _sweep(self):
         cdef _Mark root = self._root
         cdef _Mark node = self._hand_node
-        if node is None:
+        if node is None or not node.linked:
             node = <_Mark>root.next
         while node.visited:
             node.visited = False
@@ -557,12 +607,23 @@ cdef class SieveCore:
         return node.key
 
     cdef object _take(self, object key):
-        cdef _Mark node = self._map.pop(key)
+        return (<_Mark>self._take_node(key, True)).value
+
+    cdef object _take_node(self, object key, bint required):
+        # The pop first (it may run Python code), then the links, with no Python
+        # code between; the caller holds the node until it returns.
+        cdef object popped = self._map.pop(key) if required else self._map.pop(key, None)
+        if popped is None:
+            return None
+        cdef _Mark node = <_Mark>popped
+        if not node.linked:
+            return node
         if node is self._hand_node:
             self._hand_node = None if node.next == <PyObject*>self._root else <_Mark>node.next
         (<_Mark>node.prev).next = node.next
         (<_Mark>node.next).prev = node.prev
-        return node.value
+        node.linked = False
+        return node
 
     # -- the hooks the pure Cache methods call --------------------------------------
 
@@ -583,6 +644,7 @@ cdef class SieveCore:
         cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
         if found is NULL:
             return False
+        old = (<_Mark>found).value
         (<_Mark>found).value = value
         (<_Mark>found).visited = True
         return True
@@ -593,11 +655,17 @@ cdef class SieveCore:
         node.key = key
         node.value = value
         node.visited = False
-        self._map[key] = node
+        cdef PyObject* found = _setdefault(self._map, key, node)
+        if found != <PyObject*>node:  # written meanwhile: an update
+            old = (<_Mark>found).value
+            (<_Mark>found).value = value
+            (<_Mark>found).visited = True
+            return
         node.prev = root.prev
         node.next = <PyObject*>root
         (<_Mark>root.prev).next = <PyObject*>node
         root.prev = <PyObject*>node
+        node.linked = True
 
     def _remove(self, key):
         return self._take(key)
@@ -607,10 +675,16 @@ cdef class SieveCore:
 
     def _clear(self):
         cdef _Mark root = self._root
+        cdef dict old = self._map
+        cdef PyObject* p = root.next
+        while p != <PyObject*>root:
+            (<_Mark>p).linked = False
+            p = (<_Mark>p).next
         root.prev = <PyObject*>root
         root.next = <PyObject*>root
         self._hand_node = None
-        self._map.clear()
+        self._map = {}
+        old.clear()  # values' __del__ run here, against an empty, consistent cache
 
     # -- state: the pure SIEVECache's __getstate__ shape ------------------------------
 

@@ -66,6 +66,9 @@ class OrderedCache(Cache[K, V]):
             return
         data = self._data
         if key in data:
+            # The old value is released only after the move: its __del__ may
+            # write or delete this key, and must find the dict consistent.
+            old = data[key]  # noqa: F841
             data[key] = value
             data.move_to_end(key)
             return
@@ -87,6 +90,7 @@ class OrderedCache(Cache[K, V]):
         data = self._data
         if key not in data:
             return False
+        old = data[key]  # noqa: F841  (released after the move, as in __setitem__)
         data[key] = value
         data.move_to_end(key)
         return True
@@ -95,7 +99,12 @@ class OrderedCache(Cache[K, V]):
         self._data[key] = value
 
     def _remove(self, key: Any) -> Any:
-        return self._data.pop(key)
+        try:
+            return self._data.pop(key)
+        except KeyError:
+            # OrderedDict.pop raises KeyError(*key) for a tuple key; a dict raises
+            # KeyError(key), and so does every cache.
+            raise KeyError(key) from None
 
     def _victim(self) -> Any:
         return next(iter(self._data))
