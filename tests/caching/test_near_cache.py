@@ -688,6 +688,8 @@ def test_swapdb_is_not_reported_and_clear_local_recovers(fresh_redis_server: Any
         assert near.sync(5)  # every message the node sent before now is in
         assert near.stats().invalidations == heard
         assert near.stats().clears == clears
-        assert near.get("k") == "old"  # not seen: the documented limit
+        # Not reported: the local copy may still answer "old" here, until its
+        # remote freshness or local_ttl runs out (how soon depends on timing,
+        # so the test asserts only the remedy).
         near.clear_local()
         assert near.get("k") == "new-in-db1"
