@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from scalekit.exceptions import ConfigurationError, LockLostError
+from scalekit.exceptions import ArgumentTypeError, ConfigurationError, LockLostError
 from scalekit.locking import BaseLock, Lease
 
 from .conftest import unique
@@ -129,6 +129,12 @@ def test_expired_redis_semaphore_lease_is_lost(redis_client: Any) -> None:
 
 
 def test_n_must_be_a_positive_integer(make_semaphore: SemaphoreFactory) -> None:
-    for bad in (0, -1, 1.5, True):
-        with pytest.raises(ConfigurationError, match="n must be a positive integer"):
+    """A non-positive n is a bad value; a float or a bool is a wrong type."""
+    for bad, error in (
+        (0, ConfigurationError),
+        (-1, ConfigurationError),
+        (1.5, ArgumentTypeError),
+        (True, ArgumentTypeError),
+    ):
+        with pytest.raises(error, match="n must be a positive integer"):
             make_semaphore(unique("sem"), bad)  # type: ignore[arg-type]
