@@ -310,12 +310,12 @@ def test_tokens_of_a_second_run_never_pass_below_the_stored_fences(
     assert summary.placed > 0
     assert summary.fence_rejections == 0
     assert_conserved(storage)
-    # A counter that went back (a restart from an older snapshot) issues tokens below
-    # the stored fences: every claim with one is refused, so no fenced SKU's stock moves.
+    # A counter that went back (a restart from an older snapshot) still issues
+    # tokens above every stored fence: each grant is at least the server's clock
+    # in microseconds, so selling carries on and every fence only grows.
     import redis
 
     fences = {sku: storage.catalog.fence(sku) for sku in storage.skus()}
-    stock = {sku: storage.stock(sku) for sku in storage.skus()}
     client = redis.Redis.from_url(fresh_redis_server.url)
     try:
         for key in client.scan_iter(match="scalekit:lock:*:fence"):
@@ -323,11 +323,10 @@ def test_tokens_of_a_second_run_never_pass_below_the_stored_fences(
     finally:
         client.close()
     storage, summary = run(settings, tmp_path)
-    assert summary.fence_rejections > 0
+    assert summary.placed > 0
+    assert summary.fence_rejections == 0
     for sku, fence in fences.items():
-        if fence > 1_000:  # claimed with a clock-based token before
-            assert storage.catalog.fence(sku) == fence, sku
-            assert storage.stock(sku) == stock[sku], sku
+        assert storage.catalog.fence(sku) >= fence, sku
     assert_conserved(storage)
 
 
