@@ -263,12 +263,7 @@ class Telemetry:
             raise ConfigurationError(
                 f"amount must be a finite number >= 0, got {amount!r} for {metric}"
             )
-        key = _labels(spec, labels)
-        for recorder in self._recorders:
-            try:
-                recorder.add(spec, float(amount), key)
-            except Exception as exc:  # a recorder's failure must never reach the primitive
-                _recorder_failed(recorder, spec, exc)
+        self._send("add", spec, float(amount), _labels(spec, labels))
 
     def set(self, metric: str, value: float, **labels: Any) -> None:
         """Set gauge *metric* to *value*.
@@ -280,12 +275,7 @@ class Telemetry:
         spec = _spec(metric, "gauge")
         if not (_is_number(value) and math.isfinite(value)):
             raise ConfigurationError(f"value must be a finite number, got {value!r} for {metric}")
-        key = _labels(spec, labels)
-        for recorder in self._recorders:
-            try:
-                recorder.set(spec, float(value), key)
-            except Exception as exc:  # a recorder's failure must never reach the primitive
-                _recorder_failed(recorder, spec, exc)
+        self._send("set", spec, float(value), _labels(spec, labels))
 
     def observe(self, metric: str, value: float, **labels: Any) -> None:
         """Record one observation of histogram *metric*.
@@ -299,10 +289,13 @@ class Telemetry:
             raise ConfigurationError(
                 f"value must be a finite number >= 0, got {value!r} for {metric}"
             )
-        key = _labels(spec, labels)
+        self._send("observe", spec, float(value), _labels(spec, labels))
+
+    def _send(self, op: str, spec: Any, value: float, key: Any) -> None:
+        """Hand one checked measurement to every recorder; a recorder's failure never escapes."""
         for recorder in self._recorders:
             try:
-                recorder.observe(spec, float(value), key)
+                getattr(recorder, op)(spec, value, key)
             except Exception as exc:  # a recorder's failure must never reach the primitive
                 _recorder_failed(recorder, spec, exc)
 
