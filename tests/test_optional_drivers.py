@@ -8,6 +8,7 @@ really has only the wheel and its core dependencies.
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -203,3 +204,27 @@ def test_a_fenced_store_and_the_msgpack_serializer_name_their_extra() -> None:
     result = run_python(code, hide=("redis", "msgpack"))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == ["redis", "msgpack"]
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        "scalekit.balancing",
+        "scalekit.caching",
+        "scalekit.locking",
+        "scalekit.observability",
+        "scalekit.sharding",
+        "scalekit.testing",
+    ],
+)
+def test_dir_lists_public_names_only(package: str) -> None:
+    module = importlib.import_module(package)
+    names = dir(module)
+    assert names == sorted(names)
+    private = [n for n in names if n.startswith("_")]
+    assert private == []
+    helpers = {"lazy_exports", "TYPE_CHECKING", "annotations"} & set(names)
+    assert helpers == set()
+    assert set(module.__all__) | set(LAZY.get(package, {})) <= set(names)
+    for name in names:  # everything dir() offers resolves
+        getattr(module, name)

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .exceptions import MissingDependencyError
 
-__all__ = ["DISTRIBUTION", "EXTRAS", "lazy_exports", "missing", "missing_driver", "require"]
+__all__ = [
+    "DISTRIBUTION",
+    "EXTRAS",
+    "lazy_exports",
+    "missing",
+    "missing_driver",
+    "public_dir",
+    "require",
+]
 
 DISTRIBUTION = "scalekit-primitives"
 # Top-level driver module -> (what it is, the extra that installs it).
@@ -99,7 +108,36 @@ def lazy_exports(
         namespace[name] = value
         return value
 
-    def __dir__() -> list[str]:
-        return sorted({*namespace, *names})
+    return __getattr__, public_dir(package, namespace, names)
 
-    return __getattr__, __dir__
+
+def public_dir(
+    package: str, namespace: dict[str, Any], lazy: Mapping[str, str] | None = None
+) -> Callable[[], list[str]]:
+    """Return a module `__dir__` listing the package's public names only.
+
+    Those are `__all__`, the *lazy* names and the package's public
+    submodules; private helpers, imported utilities and dunders stay out, so
+    tab completion offers what a user may rely on.
+
+    Args:
+        package: The package's `__name__`.
+        namespace: The package's `globals()`, read each time `dir()` is called.
+        lazy: Names served by the package's lazy `__getattr__`.
+
+    Returns:
+        The `__dir__` for the package to assign at module level.
+    """
+    extra = tuple(lazy or ())
+
+    def __dir__() -> list[str]:
+        submodules = {
+            name
+            for name, value in namespace.items()
+            if isinstance(value, types.ModuleType)
+            and not name.startswith("_")
+            and value.__name__ == f"{package}.{name}"
+        }
+        return sorted({*namespace.get("__all__", ()), *extra, *submodules})
+
+    return __dir__

@@ -7,6 +7,7 @@ of them for outlier ejection, slow start and a panic threshold, and drive
 active checks with `ActiveHealthChecker`.
 """
 
+from .._lazy import public_dir
 from .active_checks import ActiveHealthChecker
 from .base import Balancer, parse_endpoints
 from .consistent_hash import ConsistentHashBalancer, endpoint_name
@@ -34,3 +35,5 @@ __all__ = [
     "endpoint_name",
     "parse_endpoints",
 ]
+
+__dir__ = public_dir(__name__, globals())

@@ -11,6 +11,7 @@ sockets (`PING`, `ruok`), so the harness works with the core
 dependencies alone.
 """
 
+from .._lazy import public_dir
 from .clock import FakeClock
 from .postgres_servers import PostgresServer
 from .process import (
@@ -38,3 +39,5 @@ __all__ = [
     "ZooKeeperServer",
     "find_free_port",
 ]
+
+__dir__ = public_dir(__name__, globals())
