@@ -24,7 +24,12 @@ import scalekit.sharding
 ROOT = Path(__file__).resolve().parent.parent
 HIDE = "import sys\nfor _m in {modules!r}:\n    sys.modules[_m] = None\n"
 LAZY = {
-    "scalekit.caching": {"NearCache": "redis", "RedisCache": "redis"},
+    "scalekit.caching": {
+        "NearCache": "redis",
+        "NearCacheStats": "redis",
+        "RedisCache": "redis",
+        "RedisCacheStats": "redis",
+    },
     "scalekit.locking": {
         "AsyncLease": "redis",
         "AsyncRedisLock": "redis",

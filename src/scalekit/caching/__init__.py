@@ -9,10 +9,11 @@ Every cache is a bounded `collections.abc.MutableMapping`; none is
 thread-safe on its own. `cached` memoizes a function in any of them (or in
 a cachetools cache), with single-flight for threads and asyncio.
 
-The Redis tier, `RedisCache` and `NearCache`, needs redis-py
+The Redis tier, `RedisCache` and `NearCache` (and their `stats()` snapshots
+`RedisCacheStats` and `NearCacheStats`), needs redis-py
 (`pip install 'scalekit-primitives[redis]'`); it is imported only when first
 used, so `import scalekit.caching` works with the core dependencies alone.
-Without redis-py, looking either name up raises
+Without redis-py, looking any of these names up raises
 [MissingDependencyError][scalekit.exceptions.MissingDependencyError] (an
 `ImportError`) that names the extra. `__all__` lists the names that need no
 optional driver, so `from scalekit.caching import *` never imports one;
@@ -49,10 +50,17 @@ from .ttl import TTLCache
 
 if TYPE_CHECKING:
     from .near_cache import NearCache as NearCache
+    from .near_cache import NearCacheStats as NearCacheStats
     from .redis_cache import RedisCache as RedisCache
+    from .redis_cache import RedisCacheStats as RedisCacheStats
 
 # Backends whose driver is optional: not in __all__, loaded on first lookup.
-_LAZY = {"NearCache": ".near_cache", "RedisCache": ".redis_cache"}
+_LAZY = {
+    "NearCache": ".near_cache",
+    "NearCacheStats": ".near_cache",
+    "RedisCache": ".redis_cache",
+    "RedisCacheStats": ".redis_cache",
+}
 
 
 def _register_with_cachetools() -> None:

@@ -44,7 +44,9 @@ class RedisCacheStats(NamedTuple):
     or a lost lease won), `waits` (calls that waited for another process's
     load), `shared` (calls that took the result of a load already running in
     this process, read after the call began), `stale_served` and
-    `fallbacks` (loader called with Redis unavailable).
+    `fallbacks` (loader called with Redis unavailable). `hit_ratio` is
+    `hits / (hits + misses)`, 0.0 before the first lookup, as in
+    [CacheStats][scalekit.caching.CacheStats].
     """
 
     hits: int
@@ -57,6 +59,12 @@ class RedisCacheStats(NamedTuple):
     shared: int
     stale_served: int
     fallbacks: int
+
+    @property
+    def hit_ratio(self) -> float:
+        """The share of `get_or_load` lookups that found a fresh value."""
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
 
 
 class _Counters:

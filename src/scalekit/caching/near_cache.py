@@ -76,13 +76,21 @@ class NearCacheStats(NamedTuple):
 
     `local_hits` and `remote_reads` count reads; `clears` counts times the
     local layer was emptied (a listener lost or regained its node);
-    `invalidations` counts invalidation messages received.
+    `invalidations` counts invalidation messages received. `hit_ratio` is
+    `local_hits / (local_hits + remote_reads)`, the share of reads the local
+    layer answered, 0.0 before the first read.
     """
 
     local_hits: int
     remote_reads: int
     clears: int
     invalidations: int
+
+    @property
+    def hit_ratio(self) -> float:
+        """The share of reads answered by the local layer, without going to Redis."""
+        total = self.local_hits + self.remote_reads
+        return self.local_hits / total if total else 0.0
 
 
 class NearCache:
