@@ -233,3 +233,28 @@ def test_dir_lists_public_names_only(package: str) -> None:
     assert set(module.__all__) | set(LAZY.get(package, {})) <= set(names)
     for name in names:  # everything dir() offers resolves
         getattr(module, name)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "driver", "extra"),
+    [
+        ("--redis", "redis://127.0.0.1:1/0", "redis", "redis"),
+        ("--redis-cluster", "redis://127.0.0.1:1", "redis", "redis"),
+        ("--zookeeper", "127.0.0.1:1", "kazoo", "zookeeper"),
+    ],
+)
+def test_shop_backend_without_its_driver_names_the_extra(
+    flag: str, value: str, driver: str, extra: str
+) -> None:
+    code = (
+        "import runpy\n"
+        f"sys.argv = ['examples.shop', {flag!r}, {value!r}, '--duration', '30']\n"
+        "runpy.run_module('examples.shop', run_name='__main__')\n"
+    )
+    proc = run_python(code, hide=(driver,))
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"python -m examples.shop: error: {flag} needs {driver}, which is not installed; "
+        f"install it with pip install 'scalekit-primitives[{extra}]'"
+    ]

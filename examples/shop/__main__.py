@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import sqlite3
@@ -66,6 +67,15 @@ def _redis_url(cluster: bool) -> Callable[[str], str]:
         return text
 
     return check
+
+
+def _importable(module: str) -> bool:
+    """Whether *module* (an optional driver) can be imported, checked before the run."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def _zookeeper_hosts(text: str) -> str:
@@ -216,6 +226,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.workers > args.buyers:
         parser.error(f"--workers ({args.workers}) must not exceed --buyers ({args.buyers})")
+    for flag, given, driver, extra in (
+        ("--redis", args.redis, "redis", "redis"),
+        ("--redis-cluster", args.redis_cluster, "redis", "redis"),
+        ("--zookeeper", args.zookeeper, "kazoo", "zookeeper"),
+    ):
+        if given is not None and not _importable(driver):
+            print(
+                f"python -m examples.shop: error: {flag} needs {driver}, which is not installed; "
+                f"install it with pip install 'scalekit-primitives[{extra}]'",
+                file=sys.stderr,
+            )
+            return 2
     settings = Settings(
         buyers=args.buyers,
         duration=args.duration,
