@@ -240,3 +240,46 @@ def test_a_bad_value_is_a_configuration_error_naming_the_argument(
     with pytest.raises(ConfigurationError, match=rf"\b{name}\b") as info:
         make()
     assert isinstance(info.value, ValueError)
+
+
+def _prometheus() -> Any:
+    from scalekit.observability import PrometheusCollector, Telemetry
+
+    return PrometheusCollector(Telemetry())
+
+
+def _register(registry: Any) -> Any:
+    collector = _prometheus()
+    try:
+        return collector.register(registry)
+    finally:
+        collector.close()
+
+
+def _otel(**kwargs: Any) -> Any:
+    from scalekit.observability import OpenTelemetryExporter, Telemetry
+
+    exporter = OpenTelemetryExporter(**{"telemetry": Telemetry(), **kwargs})
+    exporter.close()
+    return exporter
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: __import__("scalekit.observability").observability.PrometheusCollector("x"),
+         "telemetry"),
+        (lambda: _register("reg"), "registry"),
+        (lambda: _register(42), "registry"),
+        (lambda: _otel(telemetry="x"), "telemetry"),
+        (lambda: _otel(meter_provider="x"), "meter_provider"),
+        (lambda: _otel(meter_provider=object()), "meter_provider"),
+    ],
+)  # fmt: skip
+def test_an_observability_constructor_refuses_a_wrong_type_naming_it(
+    make: Callable[[], Any], name: str
+) -> None:
+    with pytest.raises(ArgumentTypeError, match=rf"^{name} must be") as info:
+        make()
+    assert isinstance(info.value, TypeError)
+    assert " got " in str(info.value)

@@ -29,7 +29,7 @@ except ModuleNotFoundError as _exc:
     raise missing_driver(__name__, _exc) from _exc
 
 from .. import __version__
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 from .catalog import METRICS, MetricSpec
 from .core import DEFAULT_BUCKETS, Labels, MemoryRecorder, Telemetry, default_telemetry
 
@@ -78,6 +78,8 @@ class OpenTelemetryExporter:
         meter_provider: where meters come from (default: the global one).
 
     Raises:
+        ArgumentTypeError: *telemetry* is neither `None` nor a `Telemetry`, or
+            *meter_provider* is neither `None` nor a meter provider.
         ConfigurationError: *meter_provider* already has an exporter that
             was not closed (its instruments would count everything twice).
     """
@@ -85,6 +87,16 @@ class OpenTelemetryExporter:
     def __init__(
         self, telemetry: Telemetry | None = None, *, meter_provider: Any | None = None
     ) -> None:
+        if telemetry is not None and not isinstance(telemetry, Telemetry):
+            raise ArgumentTypeError(
+                "telemetry must be a scalekit.observability.Telemetry or None, got "
+                f"{type(telemetry).__name__}: {telemetry!r}"
+            )
+        if meter_provider is not None and not callable(getattr(meter_provider, "get_meter", None)):
+            raise ArgumentTypeError(
+                "meter_provider must be an OpenTelemetry MeterProvider (with get_meter()) or "
+                f"None, got {type(meter_provider).__name__}: {meter_provider!r}"
+            )
         self._telemetry = telemetry or default_telemetry()
         provider = meter_provider or otel_metrics.get_meter_provider()
         if any(p is provider for p in _providers):

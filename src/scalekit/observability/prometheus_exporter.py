@@ -36,6 +36,7 @@ except ModuleNotFoundError as _exc:
 
     raise missing_driver(__name__, _exc) from _exc
 
+from ..exceptions import ArgumentTypeError
 from .catalog import METRICS
 from .core import DEFAULT_BUCKETS, MemoryRecorder, Telemetry, default_telemetry
 
@@ -58,12 +59,21 @@ class PrometheusCollector:
         telemetry: the hub (default: `default_telemetry()`).
         buckets: histogram bucket bounds, in seconds.
 
+    Raises:
+        ArgumentTypeError: if *telemetry* is neither `None` nor a `Telemetry`,
+            or *buckets* is not an iterable of numbers.
+
     Thread-safety: thread-safe; a scrape copies the aggregates under a lock.
     """
 
     def __init__(
         self, telemetry: Telemetry | None = None, *, buckets: Iterable[float] = DEFAULT_BUCKETS
     ) -> None:
+        if telemetry is not None and not isinstance(telemetry, Telemetry):
+            raise ArgumentTypeError(
+                "telemetry must be a scalekit.observability.Telemetry or None, got "
+                f"{type(telemetry).__name__}: {telemetry!r}"
+            )
         self._telemetry = telemetry or default_telemetry()
         self._recorder = MemoryRecorder(buckets)
         self._telemetry.subscribe(self._recorder)
@@ -73,10 +83,20 @@ class PrometheusCollector:
         """Register with *registry* (default: prometheus_client's `REGISTRY`).
 
         Raises:
+            ArgumentTypeError: if *registry* is neither `None` nor a registry
+                (an object with `register()` and `unregister()`, such as a
+                `prometheus_client.CollectorRegistry`).
             ValueError: from `prometheus_client`, when the registry already
                 has a collector for one of the catalog's names (a second
                 `PrometheusCollector`, or a metric of the same name).
         """
+        if registry is not None and not all(
+            callable(getattr(registry, method, None)) for method in ("register", "unregister")
+        ):
+            raise ArgumentTypeError(
+                "registry must be a prometheus_client.CollectorRegistry or None, got "
+                f"{type(registry).__name__}: {registry!r}"
+            )
         target = REGISTRY if registry is None else registry
         target.register(self)
         self._registries.append(target)
