@@ -41,6 +41,7 @@ from .ttl import TTLCache
 
 __all__ = [
     "FuncCachedFunction",
+    "FuncDecorator",
     "fifo_cache",
     "lfu_cache",
     "lru_cache",
@@ -63,12 +64,18 @@ class FuncCachedFunction(CachedFunction[P, R], Protocol):
         ...
 
 
-_Decorator = Callable[[Callable[P, R]], FuncCachedFunction[P, R]]
+class FuncDecorator(Protocol):
+    """What `lru_cache(maxsize=...)` and its siblings return: it keeps the function's types.
+
+    Generic per call, so one decorator object applied to `f(x: int) -> str`
+    gives a [FuncCachedFunction][scalekit.caching.func.FuncCachedFunction]
+    called with an `int` that returns a `str`.
+    """
+
+    def __call__(self, func: Callable[P, R], /) -> FuncCachedFunction[P, R]: ...
 
 
-def _wrap(
-    make: Callable[[Any], Cache[Any, Any]], maxsize: Any, typed: bool
-) -> Callable[[Callable[P, R]], FuncCachedFunction[P, R]]:
+def _wrap(make: Callable[[Any], Cache[Any, Any]], maxsize: Any, typed: bool) -> Any:
     if callable(maxsize):  # @lru_cache without parentheses
         return _wrap(make, 128, typed)(maxsize)
     if not isinstance(typed, bool):
@@ -98,7 +105,7 @@ def _wrap(
 @overload
 def lru_cache(maxsize: Callable[P, R], typed: bool = False) -> FuncCachedFunction[P, R]: ...
 @overload
-def lru_cache(maxsize: int | None = 128, typed: bool = False) -> _Decorator[..., Any]: ...
+def lru_cache(maxsize: int | None = 128, typed: bool = False) -> FuncDecorator: ...
 def lru_cache(maxsize: Any = 128, typed: bool = False) -> Any:
     """Memoize in an [LRUCache][scalekit.caching.LRUCache] of *maxsize* (`None`: unbounded)."""
     return _wrap(LRUCache, maxsize, typed)
@@ -107,7 +114,7 @@ def lru_cache(maxsize: Any = 128, typed: bool = False) -> Any:
 @overload
 def fifo_cache(maxsize: Callable[P, R], typed: bool = False) -> FuncCachedFunction[P, R]: ...
 @overload
-def fifo_cache(maxsize: int | None = 128, typed: bool = False) -> _Decorator[..., Any]: ...
+def fifo_cache(maxsize: int | None = 128, typed: bool = False) -> FuncDecorator: ...
 def fifo_cache(maxsize: Any = 128, typed: bool = False) -> Any:
     """Memoize in a [FIFOCache][scalekit.caching.FIFOCache] of *maxsize* (`None`: unbounded)."""
     return _wrap(FIFOCache, maxsize, typed)
@@ -116,12 +123,24 @@ def fifo_cache(maxsize: Any = 128, typed: bool = False) -> Any:
 @overload
 def lfu_cache(maxsize: Callable[P, R], typed: bool = False) -> FuncCachedFunction[P, R]: ...
 @overload
-def lfu_cache(maxsize: int | None = 128, typed: bool = False) -> _Decorator[..., Any]: ...
+def lfu_cache(maxsize: int | None = 128, typed: bool = False) -> FuncDecorator: ...
 def lfu_cache(maxsize: Any = 128, typed: bool = False) -> Any:
     """Memoize in an [LFUCache][scalekit.caching.LFUCache] of *maxsize* (`None`: unbounded)."""
     return _wrap(LFUCache, maxsize, typed)
 
 
+@overload
+def rr_cache(
+    maxsize: Callable[P, R],
+    choice: Callable[[Sequence[Any]], Any] = random.choice,
+    typed: bool = False,
+) -> FuncCachedFunction[P, R]: ...
+@overload
+def rr_cache(
+    maxsize: int | None = 128,
+    choice: Callable[[Sequence[Any]], Any] = random.choice,
+    typed: bool = False,
+) -> FuncDecorator: ...
 def rr_cache(
     maxsize: Any = 128,
     choice: Callable[[Sequence[Any]], Any] = random.choice,
@@ -131,6 +150,20 @@ def rr_cache(
     return _wrap(lambda n: RRCache(n, choice=choice), maxsize, typed)
 
 
+@overload
+def ttl_cache(
+    maxsize: Callable[P, R],
+    ttl: float = 600,
+    timer: Callable[[], float] = time.monotonic,
+    typed: bool = False,
+) -> FuncCachedFunction[P, R]: ...
+@overload
+def ttl_cache(
+    maxsize: int | None = 128,
+    ttl: float = 600,
+    timer: Callable[[], float] = time.monotonic,
+    typed: bool = False,
+) -> FuncDecorator: ...
 def ttl_cache(
     maxsize: Any = 128,
     ttl: Any = 600,
@@ -144,7 +177,7 @@ def ttl_cache(
 @overload
 def sieve_cache(maxsize: Callable[P, R], typed: bool = False) -> FuncCachedFunction[P, R]: ...
 @overload
-def sieve_cache(maxsize: int | None = 128, typed: bool = False) -> _Decorator[..., Any]: ...
+def sieve_cache(maxsize: int | None = 128, typed: bool = False) -> FuncDecorator: ...
 def sieve_cache(maxsize: Any = 128, typed: bool = False) -> Any:
     """Memoize in a [SIEVECache][scalekit.caching.SIEVECache] of *maxsize*."""
     return _wrap(SIEVECache, maxsize, typed)
@@ -153,12 +186,20 @@ def sieve_cache(maxsize: Any = 128, typed: bool = False) -> Any:
 @overload
 def s3fifo_cache(maxsize: Callable[P, R], typed: bool = False) -> FuncCachedFunction[P, R]: ...
 @overload
-def s3fifo_cache(maxsize: int | None = 128, typed: bool = False) -> _Decorator[..., Any]: ...
+def s3fifo_cache(maxsize: int | None = 128, typed: bool = False) -> FuncDecorator: ...
 def s3fifo_cache(maxsize: Any = 128, typed: bool = False) -> Any:
     """Memoize in an [S3FIFOCache][scalekit.caching.S3FIFOCache] of *maxsize*."""
     return _wrap(S3FIFOCache, maxsize, typed)
 
 
+@overload
+def tinylfu_cache(
+    maxsize: Callable[P, R], typed: bool = False, *, rng: random.Random | None = None
+) -> FuncCachedFunction[P, R]: ...
+@overload
+def tinylfu_cache(
+    maxsize: int | None = 128, typed: bool = False, *, rng: random.Random | None = None
+) -> FuncDecorator: ...
 def tinylfu_cache(
     maxsize: Any = 128, typed: bool = False, *, rng: random.Random | None = None
 ) -> Any:

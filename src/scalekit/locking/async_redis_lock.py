@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 try:
     from redis.exceptions import ConnectionError as RedisConnectionError
@@ -52,6 +52,10 @@ from .redis_lock import (
     REDIS_TICK,
     listen_time,
 )
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis as AsyncRedis
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 __all__ = ["AsyncLease", "AsyncRedisLock"]
 
@@ -122,7 +126,7 @@ class AsyncRedisLock:
 
     def __init__(
         self,
-        client: Any,
+        client: AsyncRedis | AsyncRedisCluster,
         name: str,
         *,
         ttl: float = 10.0,

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._validation import positive_number
 from ..exceptions import BackendUnavailableError
@@ -49,6 +49,10 @@ except ModuleNotFoundError as _exc:
 
     raise missing_driver(__name__, _exc) from _exc
 from .base import BaseLock, Grant, Lease, OnLost
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.cluster import RedisCluster
 
 __all__ = ["RedisLock"]
 
@@ -234,7 +238,7 @@ class RedisLock(BaseLock):
 
     def __init__(
         self,
-        client: Any,
+        client: Redis | RedisCluster,
         name: str,
         *,
         ttl: float = 10.0,

@@ -12,7 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["EVENTS", "METRICS", "MetricKind", "MetricSpec"]
+__all__ = [
+    "EVENTS",
+    "METRICS",
+    "CounterName",
+    "GaugeName",
+    "HistogramName",
+    "MetricKind",
+    "MetricSpec",
+]
 
 MetricKind = Literal["counter", "gauge", "histogram"]
 
@@ -282,3 +290,48 @@ EVENTS: dict[str, str] = {
         "skipped for that collection (fields: source, error; at most once a minute per source)"
     ),
 }
+
+
+#: The counters of `METRICS`: what `Telemetry.add()` accepts.
+CounterName = Literal[
+    "scalekit_cache_hits",
+    "scalekit_cache_misses",
+    "scalekit_cache_evictions",
+    "scalekit_cache_load_errors",
+    "scalekit_cache_singleflight_waits",
+    "scalekit_rediscache_remote_reads",
+    "scalekit_rediscache_loads",
+    "scalekit_rediscache_writebacks_rejected",
+    "scalekit_rediscache_fallback_calls",
+    "scalekit_nearcache_local_hits",
+    "scalekit_nearcache_remote_reads",
+    "scalekit_nearcache_invalidations",
+    "scalekit_balancer_picks",
+    "scalekit_balancer_ejections",
+    "scalekit_balancer_health_checks",
+    "scalekit_lock_acquisitions",
+    "scalekit_lock_timeouts",
+    "scalekit_lock_leases_lost",
+    "scalekit_lock_renewals",
+    "scalekit_lock_handovers",
+    "scalekit_router_routes",
+    "scalekit_migration_keys_moved",
+]
+#: The gauges of `METRICS`: what `Telemetry.set()` accepts.
+GaugeName = Literal[
+    "scalekit_cache_size",
+    "scalekit_cache_capacity",
+    "scalekit_cache_window_size",
+    "scalekit_nearcache_staleness_seconds",
+    "scalekit_nearcache_degraded",
+    "scalekit_balancer_in_flight",
+    "scalekit_balancer_ejected",
+    "scalekit_balancer_panic",
+    "scalekit_migration_progress_ratio",
+]
+#: The histograms of `METRICS`: what `Telemetry.observe()` accepts.
+HistogramName = Literal[
+    "scalekit_cache_load_duration_seconds",
+    "scalekit_balancer_request_duration_seconds",
+    "scalekit_lock_wait_seconds",
+]

@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..exceptions import ArgumentTypeError, ConfigurationError
 from . import _emit
-from .catalog import EVENTS, METRICS, MetricSpec
+from .catalog import EVENTS, METRICS, CounterName, GaugeName, HistogramName, MetricSpec
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -251,7 +251,7 @@ class Telemetry:
 
     # -- pushing --------------------------------------------------------------
 
-    def add(self, metric: str, amount: float = 1.0, **labels: Any) -> None:
+    def add(self, metric: CounterName, amount: float = 1.0, **labels: Any) -> None:
         """Add *amount* to counter *metric*.
 
         Raises:
@@ -265,7 +265,7 @@ class Telemetry:
             )
         self._send("add", spec, float(amount), _labels(spec, labels))
 
-    def set(self, metric: str, value: float, **labels: Any) -> None:
+    def set(self, metric: GaugeName, value: float, **labels: Any) -> None:
         """Set gauge *metric* to *value*.
 
         Raises:
@@ -277,7 +277,7 @@ class Telemetry:
             raise ConfigurationError(f"value must be a finite number, got {value!r} for {metric}")
         self._send("set", spec, float(value), _labels(spec, labels))
 
-    def observe(self, metric: str, value: float, **labels: Any) -> None:
+    def observe(self, metric: HistogramName, value: float, **labels: Any) -> None:
         """Record one observation of histogram *metric*.
 
         Raises:

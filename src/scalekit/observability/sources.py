@@ -16,13 +16,20 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from ..exceptions import ArgumentTypeError, ConfigurationError
 from . import _emit
 from .core import Sample, Telemetry, default_telemetry
 
-__all__ = ["watch_balancer", "watch_cache", "watch_locks", "watch_migration", "watch_router"]
+__all__ = [
+    "WatchableCache",
+    "watch_balancer",
+    "watch_cache",
+    "watch_locks",
+    "watch_migration",
+    "watch_router",
+]
 
 
 def _hub(telemetry: Any) -> Telemetry:
@@ -51,7 +58,18 @@ def _name(kind: str, name: Any) -> str:
     return name
 
 
-def watch_cache(cache: Any, name: str, *, telemetry: Telemetry | None = None) -> None:
+class WatchableCache(Protocol):
+    """What `watch_cache` takes: a cache whose `stats()` returns a snapshot of its counters.
+
+    Every scalekit cache (`Cache` and its policies, `RedisCache`, `NearCache`) is one.
+    """
+
+    def stats(self) -> tuple[Any, ...]:
+        """A named tuple of the cache's counters."""
+        ...
+
+
+def watch_cache(cache: WatchableCache, name: str, *, telemetry: Telemetry | None = None) -> None:
     """Report *cache* as `cache=name`: its counters pulled, its loads pushed.
 
     What is reported depends on the cache:

@@ -25,7 +25,11 @@ from .placement import (
     key_slot,
 )
 
-__all__ = ["STRATEGIES", "HashRouter", "Strategy"]
+__all__ = ["STRATEGIES", "HashKey", "HashRouter", "Strategy"]
+
+#: What `HashRouter.route` accepts: the types `key_bytes` hashes stably
+#: (`bool` is an `int` to a type checker but is refused at run time).
+HashKey = str | bytes | bytearray | memoryview | int
 
 #: A placement strategy's name.
 Strategy = Literal["jump", "rendezvous", "ketama", "maglev", "slots", "modulo"]
@@ -243,7 +247,7 @@ class HashRouter(Router[S]):
 
     # -- routing ---------------------------------------------------------------------
 
-    def route(self, key: Any) -> S:
+    def route(self, key: HashKey) -> S:
         """Return the shard that owns *key*.
 
         Raises:

@@ -13,16 +13,18 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any
+from typing import Any, Literal
 
 from .._validation import non_empty_str, positive_int, wrong_type
 from ..exceptions import ArgumentTypeError, ConfigurationError
 from .base import Router
 from .rollover import Rollover
 
-__all__ = ["INTERVALS", "Partition", "Rollover", "TimeRouter"]
+__all__ = ["INTERVALS", "Interval", "Partition", "Rollover", "TimeRouter"]
 
-INTERVALS = ("minute", "hour", "day", "week", "month", "year")
+#: The partition lengths a `TimeRouter` accepts.
+Interval = Literal["minute", "hour", "day", "week", "month", "year"]
+INTERVALS: tuple[Interval, ...] = ("minute", "hour", "day", "week", "month", "year")
 _FIELD = re.compile(r"\{:([^{}]*)\}")
 _REPEAT = re.compile(r"_[pm]\d{4}$")
 _TICK = timedelta(microseconds=1)
@@ -67,7 +69,12 @@ class TimeRouter(Router[str]):
     """
 
     def __init__(
-        self, interval: str, template: str, *, tz: tzinfo = timezone.utc, allow_naive: bool = False
+        self,
+        interval: Interval,
+        template: str,
+        *,
+        tz: tzinfo = timezone.utc,
+        allow_naive: bool = False,
     ) -> None:
         if not isinstance(interval, str):
             raise wrong_type("interval", interval, f"one of {', '.join(map(repr, INTERVALS))}")
@@ -111,7 +118,7 @@ class TimeRouter(Router[str]):
 
     # -- routing ---------------------------------------------------------------------
 
-    def route(self, key: Any) -> str:
+    def route(self, key: datetime) -> str:
         """Return the name of the partition holding the datetime *key*.
 
         Raises:
