@@ -24,6 +24,9 @@ T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+# Where a --quick run writes when --out is not given: never over the committed
+# results (the folder is ignored by git).
+QUICK_DIR = RESULTS_DIR / "tmp"
 # The small traces committed with the repository; larger ones come from ``--traces DIR``.
 TRACES_DIR = REPO_ROOT / "data" / "traces"
 # Reference hit ratios: the committed traces' rows, then the rows of the traces
@@ -87,9 +90,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     spec = caller.get("__spec__")
     module = spec.name if spec is not None else caller["__name__"]
     family = ".".join(module.split(".")[:2])
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {family}", description=plain_text(description)
-    )
+    parser = _BenchmarkParser(prog=f"python -m {family}", description=plain_text(description))
     parser.add_argument(
         "--quick", action="store_true", help="a small smoke run (seconds), as the test suite does"
     )
@@ -106,10 +107,31 @@ def base_parser(description: str) -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=RESULTS_DIR,
-        help=f"where text results and plots go (default {display_path(RESULTS_DIR)})",
+        help=f"where text results and plots go (default {display_path(RESULTS_DIR)}; "
+        f"with --quick {display_path(QUICK_DIR)}, so a smoke run never overwrites "
+        "the committed results)",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     return parser
+
+
+class _BenchmarkParser(argparse.ArgumentParser):
+    """Parses as argparse does, then sends a `--quick` run's output to `QUICK_DIR`.
+
+    A smoke run writes text and plots under the same names as a full run;
+    aimed at the committed results folder (the default `--out`, or that
+    folder given explicitly) it goes to the scratch folder instead.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        out = getattr(parsed, "out", None)
+        quick = getattr(parsed, "quick", False)
+        if quick and isinstance(out, Path) and out.resolve() == RESULTS_DIR.resolve():
+            parsed.out = QUICK_DIR
+        return parsed, rest
 
 
 def median_time(fn: Callable[[], Any], *, repeat: int = 7, warmup: int = 1) -> float:

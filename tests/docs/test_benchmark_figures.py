@@ -10,8 +10,12 @@ the text it illustrates.
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import re
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -219,3 +223,52 @@ def test_committed_plots_come_from_the_run_of_their_text() -> None:
         text = RESULTS / f"{stem}.txt"
         if _common.run_id_of(text) is not None:
             assert _common.plots_from_other_runs(text) == [], stem
+
+
+#: Every benchmark command that writes results: (module:function, argv before --quick).
+BENCHMARK_MAINS = [
+    ("benchmarks.balancing.__main__:main", []),
+    ("benchmarks.caching.__main__:main", []),
+    ("benchmarks.locking.run:main", []),
+    ("benchmarks.observability.__main__:main", []),
+    ("benchmarks.rediscache.__main__:main", []),
+    ("benchmarks.sharding.__main__:main", []),
+    ("benchmarks.shop.__main__:main", []),
+]
+
+
+class _Parsed(Exception):
+    def __init__(self, namespace: argparse.Namespace) -> None:
+        self.namespace = namespace
+
+
+def _parsed(target: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> argparse.Namespace:
+    """The arguments *target* would run with (it is stopped right after parsing)."""
+    parse = _common._BenchmarkParser.parse_known_args
+
+    def stop(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise _Parsed(parse(self, *args, **kwargs)[0])
+
+    monkeypatch.setattr(_common._BenchmarkParser, "parse_known_args", stop)
+    monkeypatch.setattr(sys, "argv", ["prog", *argv])
+    module, _, name = target.partition(":")
+    main = getattr(importlib.import_module(module), name)
+    with pytest.raises(_Parsed) as caught:
+        main(argv) if "observability" not in module else main()
+    return caught.value.namespace
+
+
+@pytest.mark.parametrize(("target", "argv"), BENCHMARK_MAINS, ids=lambda t: str(t).split(":")[0])
+def test_a_quick_run_writes_nothing_over_the_committed_results(
+    target: str, argv: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    quick = _parsed(target, [*argv, "--quick"], monkeypatch)
+    assert quick.quick and quick.out == _common.QUICK_DIR
+    assert _common.QUICK_DIR.relative_to(RESULTS) == Path("tmp")
+    assert "benchmarks/results/tmp/" in (ROOT / ".gitignore").read_text().splitlines()
+    aimed = _parsed(target, [*argv, "--quick", "--out", str(RESULTS)], monkeypatch)
+    assert aimed.out == _common.QUICK_DIR
+    elsewhere = _parsed(target, [*argv, "--quick", "--out", str(tmp_path)], monkeypatch)
+    assert elsewhere.out == tmp_path
+    full = _parsed(target, argv, monkeypatch)
+    assert not full.quick and full.out == RESULTS
