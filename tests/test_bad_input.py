@@ -25,6 +25,7 @@ from scalekit import locking as L
 from scalekit import sharding as S
 from scalekit import testing as T
 from scalekit.exceptions import ArgumentTypeError, ConfigurationError
+from scalekit.testing.process import MAX_NODES
 
 BAD: dict[str, Any] = {
     "None": None,
@@ -99,6 +100,15 @@ CONSTRUCTORS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (T.ZooKeeperServer, {"port": None, "tick_time_ms": 500, "heap_mb": 256}),
     (T.ZooKeeperEnsemble, {"size": 3, "tick_time_ms": 500}),
     (T.RedisClusterServers, {"masters": 3, "node_timeout_ms": 2000}),
+    (T.RedisServer, {"appendonly": False, "extra_args": ["--maxclients", "100"]}),
+    (T.RedisServer, {"workdir": None, "binary": "redis-server"}),
+    (T.RedisClusterServers, {"appendonly": False, "startup_timeout": 20.0}),
+    (T.ZooKeeperServer, {"workdir": None, "startup_timeout": 20.0}),
+    (T.ZooKeeperEnsemble, {"workdir": None, "startup_timeout": 20.0}),
+    (T.PostgresServer, {"port": None, "startup_timeout": 20.0}),
+    (T.PostgresServer, {"extra_args": ["-c", "max_connections=50"], "workdir": None}),
+    (T.PostgresServer, {"run_as": "postgres"}),
+    (T.TCPProxy, {"target_host": "127.0.0.1", "target_port": 1, "host": "127.0.0.1"}),
     (T.find_free_port, {"host": "127.0.0.1"}),
 ]
 
@@ -212,6 +222,19 @@ def test_a_main_method_lets_only_scalekit_errors_escape(
         lambda: S.KetamaRing(None),
         lambda: T.FakeClock(start=None),
         lambda: T.RedisClusterServers(masters="3"),
+        lambda: T.RedisServer(port="6379"),
+        lambda: T.RedisServer(appendonly="yes"),
+        lambda: T.RedisServer(extra_args="--maxclients 100"),
+        lambda: T.RedisServer(workdir=5),
+        lambda: T.ZooKeeperServer(port=2181.0),
+        lambda: T.ZooKeeperServer(heap_mb="256"),
+        lambda: T.ZooKeeperEnsemble(tick_time_ms=None),
+        lambda: T.RedisClusterServers(appendonly=1),
+        lambda: T.PostgresServer(port="5432"),
+        lambda: T.PostgresServer(extra_args=[1, 2]),
+        lambda: T.PostgresServer(workdir=[]),
+        lambda: T.TCPProxy(None, 1),
+        lambda: T.TCPProxy("127.0.0.1", "1"),
     ],
 )
 def test_a_wrong_type_is_an_argument_type_error(make: Callable[[], Any]) -> None:
@@ -232,6 +255,16 @@ def test_a_wrong_type_is_an_argument_type_error(make: Callable[[], Any]) -> None
         (lambda: T.RedisClusterServers(masters=2000), "masters"),
         (lambda: T.ZooKeeperEnsemble(size=4), "size"),
         (lambda: T.TCPProxy("127.0.0.1", 1, port=-1), "port"),
+        (lambda: T.TCPProxy("127.0.0.1", 70000), "target_port"),
+        (lambda: T.TCPProxy("", 1), "target_host"),
+        (lambda: T.RedisServer(port=0), "port"),
+        (lambda: T.RedisServer(startup_timeout=0), "startup_timeout"),
+        (lambda: T.ZooKeeperServer(tick_time_ms=0), "tick_time_ms"),
+        (lambda: T.ZooKeeperServer(heap_mb=-1), "heap_mb"),
+        (lambda: T.ZooKeeperEnsemble(size=2001), "size"),
+        (lambda: T.PostgresServer(port=70000), "port"),
+        (lambda: T.PostgresServer(startup_timeout=math.nan), "startup_timeout"),
+        (lambda: T.PostgresServer(run_as=""), "run_as"),
     ],
 )
 def test_a_bad_value_is_a_configuration_error_naming_the_argument(
@@ -283,3 +316,38 @@ def test_an_observability_constructor_refuses_a_wrong_type_naming_it(
         make()
     assert isinstance(info.value, TypeError)
     assert " got " in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        T.RedisServer,
+        T.ZooKeeperServer,
+        T.RedisClusterServers,
+        T.ZooKeeperEnsemble,
+        T.PostgresServer,
+        lambda: T.RedisClusterServers(masters=MAX_NODES),
+    ],
+    ids=["redis", "zookeeper", "cluster", "ensemble", "postgres", "cluster-max"],
+)
+def test_constructing_a_server_makes_no_directory_and_picks_no_port(
+    make: Callable[[], Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    picked: list[int] = []
+
+    def counting(*args: Any, **kwargs: Any) -> int:
+        picked.append(1)
+        return 1
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    for module in ("process", "redis_servers", "zookeeper_servers", "postgres_servers"):
+        target = getattr(__import__(f"scalekit.testing.{module}").testing, module)
+        if hasattr(target, "find_free_port"):
+            monkeypatch.setattr(target, "find_free_port", counting)
+    made = make()
+    assert list(tmp_path.iterdir()) == []  # nothing left behind by a server never started
+    assert picked == []  # ports are picked by start(), so they are free when it runs
+    made.close()
+    assert list(tmp_path.iterdir()) == []

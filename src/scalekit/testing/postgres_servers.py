@@ -26,7 +26,13 @@ import struct
 import subprocess
 from collections.abc import Sequence
 
-from .process import ServerNotFoundError, ServerProcess, ServerStartError, find_free_port
+from .._validation import non_empty_str, tcp_port
+from .process import (
+    ServerNotFoundError,
+    ServerProcess,
+    ServerStartError,
+    check_args,
+)
 
 __all__ = ["PostgresServer"]
 
@@ -81,11 +87,15 @@ class PostgresServer(ServerProcess):
         startup_timeout: float = 60.0,
         run_as: str = "postgres",
     ) -> None:
+        if port is not None:
+            tcp_port("port", port)
+        args = check_args("extra_args", extra_args)
+        non_empty_str("run_as", run_as)
         self._initdb = _find("initdb")
         self._postgres = _find("postgres")
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
-        self.port = port if port is not None else find_free_port()
-        self.extra_args = list(extra_args)
+        self._set_port(port)
+        self.extra_args = args
         self._prefix: list[str] = []
         if os.geteuid() == 0:
             try:

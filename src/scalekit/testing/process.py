@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from .._validation import bad_value, non_empty_str, positive_number
+from .._validation import bad_value, non_empty_str, positive_number, tcp_port, wrong_type
 from ..exceptions import ScaleKitError
 
 __all__ = [
@@ -92,6 +92,50 @@ def find_free_port(host: str = LOOPBACK, *, also_free: Sequence[int] = ()) -> in
         if all(port + off < 65536 and _port_is_free(port + off, host) for off in also_free):
             return port
     raise ServerStartError(f"found no free port on {host} with offsets {list(also_free)} free")
+
+
+def check_workdir(workdir: Any) -> Path | None:
+    """Return *workdir* as a `Path` (`None` stays `None`: a temporary one is made on start).
+
+    Raises:
+        ArgumentTypeError: *workdir* is neither `None`, a `str` nor an `os.PathLike`.
+        ConfigurationError: *workdir* is an empty string.
+    """
+    if workdir is None:
+        return None
+    if not isinstance(workdir, (str, os.PathLike)):
+        raise wrong_type("workdir", workdir, "a directory path (str or os.PathLike) or None")
+    path = Path(workdir)
+    if str(workdir) == "":
+        raise bad_value("workdir", workdir, "a directory path, not an empty string")
+    return path
+
+
+def check_args(name: str, values: Any) -> list[str]:
+    """Return *values* (extra command-line arguments) as a list of `str`.
+
+    Raises:
+        ArgumentTypeError: *values* is a string (one argument per item is
+            expected) or not a sequence of strings.
+    """
+    expected = 'a sequence of str, one argument per item (e.g. ["--maxclients", "100"])'
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise wrong_type(name, values, expected)
+    for item in values:
+        if not isinstance(item, str):
+            raise wrong_type(name, values, expected)
+    return list(values)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """Return *value* if it is a `bool`.
+
+    Raises:
+        ArgumentTypeError: for anything else (`1`, `"yes"`).
+    """
+    if not isinstance(value, bool):
+        raise wrong_type(name, value, "True or False")
+    return value
 
 
 def query(host: str, port: int, payload: bytes, *, timeout: float = 1.0) -> bytes:
@@ -220,16 +264,45 @@ class ServerProcess(abc.ABC):
         self, *, workdir: str | os.PathLike[str] | None = None, startup_timeout: float = 30.0
     ) -> None:
         positive_number("startup_timeout", startup_timeout)
-        self._owns_workdir = workdir is None
-        self.workdir = (
-            Path(workdir)
-            if workdir is not None
-            else Path(tempfile.mkdtemp(prefix=f"scalekit-{type(self).__name__.lower()}-"))
+        given = check_workdir(workdir)
+        self._owns_workdir = given is None
+        # The directory and the port are made when first needed (by start()),
+        # so a server that is constructed and never started leaves nothing.
+        self._workdir_source: Callable[[], Path] = (
+            (lambda: given)
+            if given is not None
+            else lambda: Path(tempfile.mkdtemp(prefix=f"scalekit-{type(self).__name__.lower()}-"))
         )
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._workdir: Path | None = None
+        self._port: int | None = None
+        self._port_offsets: tuple[int, ...] = ()
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._paused = False
+
+    @property
+    def workdir(self) -> Path:
+        """The working directory, made on first use (`start()`), not by the constructor."""
+        if self._workdir is None:
+            path = self._workdir_source()
+            path.mkdir(parents=True, exist_ok=True)
+            self._workdir = path
+        return self._workdir
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on: the one given, else a free one picked on first use."""
+        if self._port is None:
+            self._port = find_free_port(also_free=self._port_offsets)
+        return self._port
+
+    @port.setter
+    def port(self, port: int) -> None:
+        self._port = port
+
+    def _set_port(self, port: Any) -> None:
+        """Validate and keep the constructor's *port* (`None`: pick one when first needed)."""
+        self._port = None if port is None else tcp_port("port", port)
 
     # -- what subclasses provide -------------------------------------------
     @abc.abstractmethod
@@ -263,6 +336,8 @@ class ServerProcess(abc.ABC):
 
     def log_tail(self, lines: int = 30) -> str:
         """The last *lines* of the server's output, for error messages."""
+        if self._workdir is None:
+            return ""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
@@ -364,8 +439,8 @@ class ServerProcess(abc.ABC):
     def close(self) -> None:
         """Stop the process and remove the working directory if this object made it."""
         self.stop()
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._owns_workdir and self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self: P) -> P:
         try:
@@ -404,14 +479,30 @@ class ServerGroup(abc.ABC, Generic[S]):
 
     def __init__(self, *, workdir: str | os.PathLike[str] | None, startup_timeout: float) -> None:
         positive_number("startup_timeout", startup_timeout)
-        self._owns_workdir = workdir is None
-        self.workdir = (
-            Path(workdir)
-            if workdir is not None
-            else Path(tempfile.mkdtemp(prefix=f"scalekit-{type(self).__name__.lower()}-"))
-        )
+        self._given_workdir = check_workdir(workdir)
+        self._owns_workdir = self._given_workdir is None
+        self._workdir: Path | None = None
         self.startup_timeout = startup_timeout
         self.members: list[S] = []
+
+    @property
+    def workdir(self) -> Path:
+        """The group's directory (one folder per member), made on first use, by `start()`."""
+        if self._workdir is None:
+            if self._given_workdir is not None:
+                self._given_workdir.mkdir(parents=True, exist_ok=True)
+                self._workdir = self._given_workdir
+            else:
+                prefix = f"scalekit-{type(self).__name__.lower()}-"
+                self._workdir = Path(tempfile.mkdtemp(prefix=prefix))
+        return self._workdir
+
+    def _adopt(self, member: S, folder: str) -> S:
+        """Make *member* work in `workdir/folder`, made when the member first needs it."""
+        member._workdir_source = lambda: self.workdir / folder
+        member._owns_workdir = False
+        self.members.append(member)
+        return member
 
     @abc.abstractmethod
     def start(self) -> None:
@@ -435,8 +526,8 @@ class ServerGroup(abc.ABC, Generic[S]):
     def close(self) -> None:
         """Stop every member and remove the working directory if this object made it."""
         self.stop()
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._owns_workdir and self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self: G) -> G:
         try:

@@ -10,7 +10,7 @@ import threading
 import time
 from types import TracebackType
 
-from .._validation import non_empty_str, non_negative_number, tcp_port
+from .._validation import bad_value, non_empty_str, non_negative_number, tcp_port
 from .process import LOOPBACK
 
 __all__ = ["TCPProxy"]
@@ -52,7 +52,11 @@ class TCPProxy:
         non_empty_str("host", host)
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((host, port))
+        try:
+            self._listener.bind((host, port))
+        except socket.gaierror as exc:
+            self._listener.close()
+            raise bad_value("host", host, f"an address of this machine ({exc})") from None
         self._listener.listen(128)
         self.host = host
         self.port = int(self._listener.getsockname()[1])

@@ -8,7 +8,7 @@ import socket
 import subprocess
 from collections.abc import Sequence
 
-from .._validation import _is_int, positive_int, tcp_port, wrong_type
+from .._validation import _is_int, non_empty_str, positive_int, tcp_port, wrong_type
 from ..exceptions import BackendUnavailableError, ConfigurationError
 from .process import (
     LOOPBACK,
@@ -17,7 +17,8 @@ from .process import (
     ServerNotFoundError,
     ServerProcess,
     ServerStartError,
-    find_free_port,
+    check_args,
+    check_flag,
 )
 
 __all__ = ["RedisClusterServers", "RedisServer"]
@@ -89,11 +90,14 @@ class RedisServer(ServerProcess):
     ) -> None:
         if port is not None:
             tcp_port("port", port)
+        check_flag("appendonly", appendonly)
+        args = check_args("extra_args", extra_args)
+        non_empty_str("binary", binary)
         self._binary = _which(binary)
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
-        self.port = port if port is not None else find_free_port()
+        self._set_port(port)
         self.appendonly = appendonly
-        self.extra_args = list(extra_args)
+        self.extra_args = args
 
     @property
     def url(self) -> str:
@@ -172,27 +176,25 @@ class RedisClusterServers(ServerGroup[RedisServer]):
         if not 3 <= masters <= MAX_NODES:
             raise ConfigurationError(f"masters must be {expected}, got {masters!r}")
         positive_int("node_timeout_ms", node_timeout_ms)
+        check_flag("appendonly", appendonly)
         self._cli = _which("redis-cli")
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
         self.nodes = self.members  # the same list, under the name cluster users expect
         for i in range(masters):
-            port = find_free_port(also_free=(10000,))
-            self.nodes.append(
-                RedisServer(
-                    port,
-                    appendonly=appendonly,
-                    workdir=self.workdir / f"node{i}",
-                    startup_timeout=startup_timeout,
-                    extra_args=[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        str(node_timeout_ms),
-                    ],
-                )
+            node = RedisServer(
+                appendonly=appendonly,
+                startup_timeout=startup_timeout,
+                extra_args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    str(node_timeout_ms),
+                ],
             )
+            node._port_offsets = (10000,)  # the cluster bus listens on port + 10000
+            self._adopt(node, f"node{i}")
 
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:

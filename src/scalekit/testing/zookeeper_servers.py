@@ -81,7 +81,7 @@ class ZooKeeperServer(ServerProcess):
         self._java = _java()
         self._classpath = zookeeper_classpath()
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
-        self.port = port if port is not None else find_free_port()
+        self._set_port(port)
         self.tick_time_ms = tick_time_ms
         self.heap_mb = heap_mb
         self.myid: int | None = None
@@ -181,19 +181,23 @@ class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
             raise wrong_type("size", size, expected)
         if not 3 <= size <= MAX_NODES or size % 2 == 0:
             raise ConfigurationError(f"size must be {expected}, got {size!r}")
+        positive_int("tick_time_ms", tick_time_ms)
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
-        ports = [find_free_port() for _ in range(3 * size)]
-        peers = [(i + 1, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]) for i in range(size)]
-        for myid, client, _peer, _election in peers:
-            member = ZooKeeperServer(
-                client,
-                tick_time_ms=tick_time_ms,
-                workdir=self.workdir / f"zk{myid}",
-                startup_timeout=startup_timeout,
-            )
+        for myid in range(1, size + 1):
+            member = ZooKeeperServer(tick_time_ms=tick_time_ms, startup_timeout=startup_timeout)
             member.myid = myid
+            self._adopt(member, f"zk{myid}")
+
+    def _pick_peer_ports(self) -> None:
+        """Give every member its quorum and election ports, once, before the first start."""
+        if self.members[0].peers:
+            return
+        peers = [
+            (member.myid or 0, member.port, find_free_port(), find_free_port())
+            for member in self.members
+        ]
+        for member in self.members:
             member.peers = peers
-            self.members.append(member)
 
     @property
     def hosts(self) -> str:
@@ -202,6 +206,7 @@ class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
 
     def start(self) -> None:
         """Start every member, then wait until each one serves in a quorum."""
+        self._pick_peer_ports()
         try:
             for member in self.members:
                 member.spawn()
