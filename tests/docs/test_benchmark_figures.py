@@ -217,12 +217,39 @@ def test_a_plot_and_its_text_carry_the_same_run_id(
     assert "sharding.png is from another run" in capsys.readouterr().err
 
 
-def test_committed_plots_come_from_the_run_of_their_text() -> None:
-    """Where a committed results file carries a run id, its plots carry the same one."""
-    for stem in _common.PLOTS:
-        text = RESULTS / f"{stem}.txt"
-        if _common.run_id_of(text) is not None:
-            assert _common.plots_from_other_runs(text) == [], stem
+#: Committed results whose plots predate run ids, kept because a run to
+#: regenerate them is too expensive here; each says why. A file regenerated
+#: since (its text has a run id) must leave this list.
+NOT_REGENERATED = {
+    "caching-replay": (
+        "replays 20 traces at 4 capacities (hours), and 9 of the traces are"
+        " downloads that are not committed (see docs/caching.md)"
+    ),
+    "locking": (
+        "starts Redis and ZooKeeper and runs every lock and its peers under 8"
+        " contending workers, 3 s x 3 runs per contender: more than 6 minutes"
+        " on the 2-core machine the results come from"
+    ),
+    "shop": (
+        "a full run starts Redis and ZooKeeper and measures 7 configurations under"
+        " load; its figures are quoted in docs/shop.md, whose plot is redrawn"
+        " from the text (`--replot`)"
+    ),
+}
+
+
+@pytest.mark.parametrize("stem", sorted(_common.PLOTS))
+def test_committed_plots_come_from_the_run_of_their_text(stem: str) -> None:
+    """Every committed plot carries the run id of the committed text it illustrates."""
+    text = RESULTS / f"{stem}.txt"
+    plots = [png for pattern in _common.PLOTS[stem] for png in RESULTS.glob(pattern)]
+    assert plots, f"{stem} has no committed plot"
+    run = _common.run_id_of(text)
+    if stem in NOT_REGENERATED:
+        assert run is None, f"{stem}.txt has a run id now: take it off NOT_REGENERATED"
+        return
+    assert run is not None, f"{stem}.txt has no run id: regenerate it with its plots"
+    assert _common.plots_from_other_runs(text) == [], stem
 
 
 #: Every benchmark command that writes results: (module:function, argv before --quick).
