@@ -45,15 +45,18 @@ _INF = math.inf
 
 
 def _check_latency(latency: Any) -> float:
-    value = math.nan
-    if not isinstance(latency, bool) and isinstance(latency, (int, float)):
-        try:
-            value = float(latency)  # an int too large for a float overflows here
-        except OverflowError:
-            value = math.nan
+    if isinstance(latency, bool) or not isinstance(latency, (int, float)):
+        raise ArgumentTypeError(
+            "latency must be a non-negative finite number of seconds or None, got "
+            f"{type(latency).__name__}: {latency!r}"
+        )
+    try:
+        value = float(latency)  # an int too large for a float overflows here
+    except OverflowError:
+        value = math.nan
     if not (math.isfinite(value) and value >= 0):
-        huge = isinstance(latency, int) and latency.bit_length() > 64  # repr may refuse it
-        shown = f"an int of {latency.bit_length()} bits" if huge else repr(latency)
+        bits = latency.bit_length() if isinstance(latency, int) else 0
+        shown = f"an int of {bits} bits" if bits > 64 else repr(latency)  # repr may refuse it
         raise ConfigurationError(
             f"latency must be a non-negative finite number of seconds or None, got {shown}"
         )
@@ -225,15 +228,20 @@ class Balancer(ABC, Generic[E]):
             ok: whether the request succeeded; feeds outlier detection.
 
         Raises:
-            ConfigurationError: *endpoint* is unknown or has nothing in flight.
-            ConfigurationError: *latency* is not a finite number >= 0; the
-                request is released all the same, as if no latency was given.
+            ConfigurationError: *endpoint* is unknown or has nothing in flight,
+                or *latency* is not a finite number >= 0.
+            ArgumentTypeError: *latency* is not a number (nor None), or *ok*
+                is not a bool.
+
+            On any of these errors nothing changes: the request is still
+            counted in flight, and a `release` with valid arguments ends it.
 
         Runtime complexity: O(1).
         """
-        if latency is not None and not (latency.__class__ is float and 0.0 <= latency < _INF):
-            self._release_checked(endpoint, latency, ok)
-            return
+        if (latency is not None and not (latency.__class__ is float and 0.0 <= latency < _INF)) or (
+            ok is not True and ok is not False
+        ):
+            latency = self._check_release(latency, ok)
         with self._lock:
             count = self._in_flight.get(endpoint)
             if count is None:
@@ -265,14 +273,12 @@ class Balancer(ABC, Generic[E]):
             if self._health is not None:
                 self._health._record(endpoint, ok, self._clock())
 
-    def _release_checked(self, endpoint: E, latency: Any, ok: bool) -> None:
-        try:
-            latency = _check_latency(latency)
-        except ConfigurationError:
-            # The request is over all the same: end it, learn nothing, then say so.
-            self.release(endpoint, latency=None, ok=ok)
-            raise
-        self.release(endpoint, latency=latency, ok=ok)
+    @staticmethod
+    def _check_release(latency: Any, ok: Any) -> float | None:
+        """Validate a release's arguments before anything is counted."""
+        if ok is not True and ok is not False:
+            raise ArgumentTypeError(f"ok must be a bool, got {type(ok).__name__}: {ok!r}")
+        return None if latency is None else _check_latency(latency)
 
     @contextmanager
     def request(self, key: Hashable | None = None) -> Iterator[E]:
