@@ -25,18 +25,31 @@ Factory = Callable[..., Balancer]
         ({"a": 1.5}, "weight must be a positive integer, got 1.5 for endpoint 'a'"),
         ({"a": True}, "weight must be a positive integer, got True for endpoint 'a'"),
         ("abc", "got the string 'abc'"),
-        ([["x"]], "endpoint must be hashable"),
+        ([["x"]], "endpoint must be a hashable id other than None"),
+        ([None], "endpoint must be a hashable id other than None"),
+        ({None: 2}, "endpoint must be a hashable id other than None"),
         (5, "endpoints must be an iterable"),
     ],
 )
 def test_bad_endpoints_are_rejected(make: Factory, endpoints: object, message: str) -> None:
-    wrong_type = isinstance(endpoints, dict) and any(
-        not isinstance(w, int) or isinstance(w, bool) for w in endpoints.values()
-    )
+    wrong_type = (
+        isinstance(endpoints, dict)
+        and any(not isinstance(w, int) or isinstance(w, bool) for w in endpoints.values())
+    ) or "hashable id" in message
     error = ArgumentTypeError if wrong_type else ConfigurationError
     with pytest.raises(error, match=message.replace("(", r"\(")) as info:
         make(endpoints)
     assert isinstance(info.value, TypeError if wrong_type else ValueError)
+
+
+def test_adding_an_endpoint_of_a_wrong_type_changes_nothing(make: Factory) -> None:
+    """`pick()` never returns None: None is no endpoint id, nor is an unhashable value."""
+    lb = make(["a", "b"])
+    for bad in (None, ["x"], {"h": 1}):
+        with pytest.raises(ArgumentTypeError, match="endpoint must be a hashable id"):
+            lb.add(bad)
+        assert lb.endpoints == {"a": 1, "b": 1}
+    assert lb.pick("k") in ("a", "b")
 
 
 def test_parse_endpoints_keeps_order_and_weights() -> None:

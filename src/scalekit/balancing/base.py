@@ -77,12 +77,17 @@ def _check_weight(endpoint: E, weight: Any) -> int:
 
 
 def _check_hashable(endpoint: Any) -> Hashable:
+    # None is refused too: a pick() that returns None reads as "no endpoint".
     try:
         hash(endpoint)
+        ok = endpoint is not None
     except TypeError:
-        raise ConfigurationError(
-            f"endpoint must be hashable, got {endpoint!r} of type {type(endpoint).__name__}"
-        ) from None
+        ok = False
+    if not ok:
+        raise ArgumentTypeError(
+            "endpoint must be a hashable id other than None, got "
+            f"{type(endpoint).__name__}: {endpoint!r}"
+        )
     return endpoint  # type: ignore[no-any-return]
 
 
@@ -90,9 +95,11 @@ def parse_endpoints(endpoints: Endpoints[E]) -> dict[E, int]:
     """Turn an iterable of ids or a mapping id -> weight into an ordered dict.
 
     Raises:
-        ConfigurationError: no endpoints, a duplicate id, an unhashable
-            id, a weight that is not a positive `int`, or a bare string (which
-            would otherwise be read as one endpoint per character).
+        ConfigurationError: no endpoints, a duplicate id, a weight below 1,
+            or a bare string (which would otherwise be read as one endpoint
+            per character).
+        ArgumentTypeError: an id that is None or unhashable, or a weight
+            that is not an `int`.
 
     Runtime complexity: O(n).
     """
@@ -313,8 +320,10 @@ class Balancer(ABC, Generic[E]):
         """Add *endpoint* with *weight*; the others keep their state.
 
         Raises:
-            ConfigurationError: *endpoint* is already present or
-                unhashable, or *weight* is not a positive `int`.
+            ConfigurationError: *endpoint* is already present, or *weight*
+                is below 1.
+            ArgumentTypeError: *endpoint* is None or unhashable, or *weight*
+                is not an `int`.
 
         Runtime complexity: O(1) amortised for most strategies.
         """
