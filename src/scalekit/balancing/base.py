@@ -23,7 +23,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 
 from .._validation import _is_int, wrong_type
 from ..exceptions import ArgumentTypeError, ConfigurationError, NoAvailableEndpointError
@@ -143,11 +143,15 @@ class Balancer(ABC, Generic[E]):
 
     Raises:
         ConfigurationError: bad endpoints or weights (see
-            `parse_endpoints()`).
+            `parse_endpoints()`), or a *health* with a slow start given to a
+            strategy that cannot ramp (`RoundRobin`, `ConsistentHashBalancer`).
 
     Thread-safety: every public method takes one lock, so picks, releases
     and membership changes may come from any number of threads.
     """
+
+    #: Whether slow start can scale this strategy's picks (see `SlowStart`).
+    _ramps: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -184,6 +188,13 @@ class Balancer(ABC, Generic[E]):
 
             if not isinstance(health, HealthPolicy):
                 raise wrong_type("health", health, "a HealthPolicy or None")
+            if health.slow_start is not None and not self._ramps:
+                raise ConfigurationError(
+                    f"health has a slow_start, but {type(self).__name__} cannot ramp an "
+                    "endpoint (it has no weights to scale, or routes by key); use "
+                    "WeightedRoundRobin, SmoothWeightedRoundRobin, RandomBalancer, "
+                    "LeastRequest or PeakEWMA, or a HealthPolicy without slow_start"
+                )
             health._bind(self, list(parsed), now)
             self._health = health
 

@@ -110,6 +110,8 @@ class ConsistentHashBalancer(Balancer[E]):
     O(M log M) for Maglev.
     """
 
+    _ramps = False  # it routes by key: a slow start has no weight to scale
+
     def __init__(
         self,
         endpoints: Endpoints[E],
