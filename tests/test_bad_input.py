@@ -143,6 +143,33 @@ def test_a_constructor_lets_only_scalekit_errors_escape(
         _close(made)
 
 
+def _adding_weight(strategy: Any) -> Callable[[Any], Any]:
+    def call(weight: Any) -> None:
+        router = S.HashRouter(["a", "b"], strategy=strategy)
+        try:
+            router.add_shard("c", weight)  # None: the default weight
+        except ScaleKitError as exc:  # the same rule for every strategy
+            assert weight is not None and "weight" in str(exc), str(exc)
+            assert router.shards == ("a", "b")  # a refused shard leaves nothing behind
+            raise
+
+    return call
+
+
+def _adding_shard(strategy: Any) -> Callable[[Any], Any]:
+    def call(shard: Any) -> None:
+        router = S.HashRouter(["a", "b"], strategy=strategy)
+        try:
+            router.add_shard(shard)
+        except ScaleKitError as exc:
+            # None, a float: not a shard id of any strategy; -1 and 10**400 are ints (accepted).
+            assert isinstance(exc, ArgumentTypeError) and "shard" in str(exc), str(exc)
+            raise
+        assert isinstance(shard, (str, int)), f"{strategy} accepted the shard {shard!r}"
+
+    return call
+
+
 def _methods() -> list[tuple[str, Callable[[Any], Any]]]:
     ttl = C.TTLCache(maxsize=4, ttl=10)
     router = S.RangeRouter([10, 20], ["a", "b", "c"])
@@ -163,6 +190,14 @@ def _methods() -> list[tuple[str, Callable[[Any], Any]]]:
         ("PeakEWMA.release(latency=)", lambda v: peak.release(peak.pick(), latency=v)),
         ("PeakEWMA.cost()", lambda v: peak.cost(v)),
         ("HashRouter.route()", lambda v: hashed.route(v)),
+        *(
+            (f"HashRouter({strategy!r}).add_shard(weight=)", _adding_weight(strategy))
+            for strategy in S.STRATEGIES
+        ),
+        *(
+            (f"HashRouter({strategy!r}).add_shard(shard)", _adding_shard(strategy))
+            for strategy in S.STRATEGIES
+        ),
         ("HashRouter.route_many()", lambda v: hashed.route_many(v)),
         ("RangeRouter.route()", lambda v: router.route(v)),
         ("RangeRouter.route_range(start)", lambda v: router.route_range(v, 10)),

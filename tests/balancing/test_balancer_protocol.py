@@ -25,18 +25,31 @@ Factory = Callable[..., Balancer]
         ({"a": 1.5}, "weight must be a positive integer, got 1.5 for endpoint 'a'"),
         ({"a": True}, "weight must be a positive integer, got True for endpoint 'a'"),
         ("abc", "got the string 'abc'"),
-        ([["x"]], "endpoint must be hashable"),
+        ([["x"]], "endpoint must be a hashable id other than None"),
+        ([None], "endpoint must be a hashable id other than None"),
+        ({None: 2}, "endpoint must be a hashable id other than None"),
         (5, "endpoints must be an iterable"),
     ],
 )
 def test_bad_endpoints_are_rejected(make: Factory, endpoints: object, message: str) -> None:
-    wrong_type = isinstance(endpoints, dict) and any(
-        not isinstance(w, int) or isinstance(w, bool) for w in endpoints.values()
-    )
+    wrong_type = (
+        isinstance(endpoints, dict)
+        and any(not isinstance(w, int) or isinstance(w, bool) for w in endpoints.values())
+    ) or "hashable id" in message
     error = ArgumentTypeError if wrong_type else ConfigurationError
     with pytest.raises(error, match=message.replace("(", r"\(")) as info:
         make(endpoints)
     assert isinstance(info.value, TypeError if wrong_type else ValueError)
+
+
+def test_adding_an_endpoint_of_a_wrong_type_changes_nothing(make: Factory) -> None:
+    """`pick()` never returns None: None is no endpoint id, nor is an unhashable value."""
+    lb = make(["a", "b"])
+    for bad in (None, ["x"], {"h": 1}):
+        with pytest.raises(ArgumentTypeError, match="endpoint must be a hashable id"):
+            lb.add(bad)
+        assert lb.endpoints == {"a": 1, "b": 1}
+    assert lb.pick("k") in ("a", "b")
 
 
 def test_parse_endpoints_keeps_order_and_weights() -> None:
@@ -68,16 +81,30 @@ def test_release_without_anything_in_flight_is_an_error(make: Factory) -> None:
         lb.release(ep)
 
 
-def test_release_rejects_a_negative_latency(make: Factory) -> None:
+def test_a_release_with_a_bad_latency_or_ok_changes_nothing(make: Factory) -> None:
+    """Bad input on release is refused before anything is counted: the request stays held."""
     lb = make(["a"])
-    for bad in (-1.0, float("nan"), float("inf"), "0.1", True):
-        lb.pick()
-        with pytest.raises(ConfigurationError, match="latency must be a non-negative finite"):
-            lb.release("a", latency=bad)  # type: ignore[arg-type]
-        assert lb.in_flight("a") == 0  # the request ended all the same
     lb.pick()
-    lb.release("a", latency=0)  # an int is fine
+    bad_values: list[tuple[object, type[Exception], str]] = [
+        (-1.0, ConfigurationError, "latency must be a non-negative finite"),
+        (float("nan"), ConfigurationError, "latency must be a non-negative finite"),
+        (float("inf"), ConfigurationError, "latency must be a non-negative finite"),
+        (10**400, ConfigurationError, "latency must be a non-negative finite"),
+        ("0.1", ArgumentTypeError, "latency must be"),
+        (True, ArgumentTypeError, "latency must be"),
+    ]
+    for bad, error, message in bad_values:
+        with pytest.raises(error, match=message):
+            lb.release("a", latency=bad)  # type: ignore[arg-type]
+        assert lb.in_flight("a") == 1  # nothing was released
+    for bad_ok in (None, "no", 0):
+        with pytest.raises(ArgumentTypeError, match="ok must be"):
+            lb.release("a", latency=0.01, ok=bad_ok)  # type: ignore[arg-type]
+        assert lb.in_flight("a") == 1
+    lb.release("a", latency=0)  # an int is fine, and the held request ends once
     assert lb.in_flight("a") == 0
+    with pytest.raises(ConfigurationError, match="nothing in flight"):
+        lb.release("a")
 
 
 def test_request_is_timed_with_the_balancer_clock(make: Factory) -> None:

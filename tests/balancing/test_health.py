@@ -14,6 +14,7 @@ import pytest
 from scalekit.balancing import (
     ActiveHealthChecker,
     Balancer,
+    ConsistentHashBalancer,
     HealthPolicy,
     LeastRequest,
     OutlierDetection,
@@ -225,7 +226,7 @@ def test_eight_threads_with_health(cls: type[Balancer]) -> None:
 def test_slow_start_factor_follows_envoys_formula() -> None:
     clock = FakeClock(0.0)
     policy = HealthPolicy(slow_start=SlowStart(window=10.0, aggression=2.0, min_weight_percent=40))
-    lb = RoundRobin(["a"], clock=clock, health=policy)
+    lb = WeightedRoundRobin(["a"], clock=clock, health=policy)
     lb.add("b")
     assert policy.slow_start_factor("a") == 1.0
     assert policy.slow_start_factor("b") == pytest.approx(0.4)  # the floor over (1/10) ** (1/2)
@@ -264,7 +265,7 @@ def test_slow_start_holds_a_new_endpoint_back(cls: type[Balancer]) -> None:
 def test_active_checks_take_out_and_bring_back_with_thresholds() -> None:
     clock = FakeClock(0.0)
     policy = HealthPolicy(slow_start=SlowStart(window=10.0), panic_threshold=0)
-    lb = RoundRobin(["a", "b", "c"], clock=clock, health=policy)
+    lb = WeightedRoundRobin(["a", "b", "c"], clock=clock, health=policy)
     healthy = {"a": True, "b": True, "c": True}
     checker = ActiveHealthChecker(
         lb, lambda ep: healthy[ep], unhealthy_threshold=2, healthy_threshold=2
@@ -362,6 +363,16 @@ def test_bad_health_settings() -> None:
     RoundRobin(["a"], health=policy)
     with pytest.raises(ConfigurationError, match="serves one balancer"):
         RoundRobin(["b"], health=policy)
+
+
+@pytest.mark.parametrize("cls", [RoundRobin, ConsistentHashBalancer])
+def test_slow_start_on_a_strategy_that_cannot_ramp_is_refused(cls: type[Balancer]) -> None:
+    """A slow start that would silently do nothing is a configuration error."""
+    policy = HealthPolicy(slow_start=SlowStart(window=10.0))
+    with pytest.raises(ConfigurationError, match=f"{cls.__name__} cannot ramp"):
+        cls(["a", "b"], health=policy)
+    lb = cls(["a", "b"], health=HealthPolicy())  # the rest of health is fine
+    assert lb.pick("k") in ("a", "b")
 
 
 def test_least_request_returns_to_two_choices_when_slow_start_ends() -> None:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from scalekit import ConfigurationError
+from scalekit import ArgumentTypeError, ConfigurationError
 from scalekit._hashing import hash64
 from scalekit.sharding import HashRouter, cluster_slot_ranges, jump_hash, key_slot
 from scalekit.sharding.hash_router import STRATEGIES
@@ -185,11 +185,11 @@ def test_bad_configuration_is_rejected_with_clear_messages() -> None:
         HashRouter(["a"], strategy="crc")
     with pytest.raises(ConfigurationError, match="strategy 'jump' does not support weights"):
         HashRouter(["a", "b"], weights={"a": 2})
-    with pytest.raises(ConfigurationError, match="weight must be a positive finite number"):
+    with pytest.raises(ConfigurationError, match="weight must be a positive whole number"):
         HashRouter(["a", "b"], strategy="maglev", weights={"a": -3})
     with pytest.raises(ConfigurationError, match="weights name an unknown shard 'z'"):
         HashRouter(["a", "b"], strategy="maglev", weights={"z": 1})
-    with pytest.raises(ConfigurationError, match="ketama weights must be integers"):
+    with pytest.raises(ConfigurationError, match="weight must be a positive whole number"):
         HashRouter(["a", "b"], strategy="ketama", weights={"a": 1.5})
     router = HashRouter(["a"])
     with pytest.raises(ConfigurationError, match="already routed to"):
@@ -341,7 +341,7 @@ TestHashRouterMachine = HashRouterMachine.TestCase
 def test_a_failed_add_shard_leaves_nothing_behind() -> None:
     router = HashRouter(["a", "b"], strategy="ketama")
     before = (router.shards, router.weights, [router.route(f"k{i}") for i in range(200)])
-    with pytest.raises(ConfigurationError, match="ketama weights must be integers"):
+    with pytest.raises(ConfigurationError, match="weight must be a positive whole number"):
         router.add_shard("c", 1.5)
     assert (router.shards, router.weights, [router.route(f"k{i}") for i in range(200)]) == before
     router.add_shard("c")  # the same shard, valid this time
@@ -351,3 +351,44 @@ def test_a_failed_add_shard_leaves_nothing_behind() -> None:
     with pytest.raises(ConfigurationError):
         slots.add_shard("c", float("nan"))
     assert slots.slot_owners == owners and slots.weights == {"a": 1, "b": 1}
+
+
+WEIGHTED = ("rendezvous", "ketama", "maglev", "slots")
+BAD_SHARDS: list[object] = [None, 1.5, ("db", 1), True, frozenset()]
+BAD_WEIGHT_TYPES: list[object] = ["2", [2], True, b"2"]
+BAD_WEIGHT_VALUES: list[object] = [0, -1, 1.5, float("nan"), float("inf"), 10**400, 2**32]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_add_shard_and_the_constructor_apply_one_rule_to_every_strategy(strategy: str) -> None:
+    """Shard ids are str, bytes or int and weights whole numbers, whatever the strategy."""
+    router = HashRouter(["a", "b"], strategy=strategy)  # type: ignore[arg-type]
+    keys = [f"k{i}" for i in range(200)]
+    before = (router.shards, router.weights, [router.route(k) for k in keys])
+    for shard in BAD_SHARDS:
+        with pytest.raises(ArgumentTypeError, match=r"shard must be a str, bytes or int"):
+            router.add_shard(shard)  # type: ignore[arg-type]
+        with pytest.raises(ArgumentTypeError, match=r"shard must be a str, bytes or int"):
+            HashRouter(["a", shard], strategy=strategy)  # type: ignore[arg-type, list-item]
+    for weight in BAD_WEIGHT_TYPES:
+        with pytest.raises(ArgumentTypeError, match=r"weight must be a positive whole number"):
+            router.add_shard("c", weight)  # type: ignore[arg-type]
+    for weight in BAD_WEIGHT_VALUES:
+        with pytest.raises(ConfigurationError, match=r"weight must be a positive whole number"):
+            router.add_shard("c", weight)  # type: ignore[arg-type]
+        if strategy in WEIGHTED:
+            with pytest.raises(ConfigurationError, match=r"weight must be a positive whole number"):
+                HashRouter(["a", "b"], strategy=strategy, weights={"a": weight})  # type: ignore[arg-type, dict-item]
+    assert (router.shards, router.weights, [router.route(k) for k in keys]) == before
+    if strategy in WEIGHTED:
+        router.add_shard("c", 2)
+        router.add_shard(7, 3.0)  # a whole float is a whole number
+        assert router.weights == {"a": 1, "b": 1, "c": 2, 7: 3}
+    else:
+        with pytest.raises(ConfigurationError, match=f"strategy {strategy!r} does not support"):
+            router.add_shard("c", 2)
+        assert (router.shards, router.weights) == before[:2]
+        router.add_shard("c")
+        router.add_shard(7)
+        assert router.shards == ("a", "b", "c", 7)
+    assert {router.route(k) for k in keys} <= set(router.shards)

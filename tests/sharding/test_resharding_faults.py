@@ -283,3 +283,62 @@ def test_a_stale_mover_after_another_process_rolled_back_is_refused_and_moves_no
     assert (ca.get(key), cb.get(key)) == ("11", None)
     assert operator.complete() is old
     assert (ca.get(key), cb.get(key)) == ("11", None)
+
+
+@pytest.mark.parametrize("restart", [True, False], ids=["source restarted", "link reset"])
+def test_an_incr_whose_reply_was_lost_runs_once_with_the_default_retries(restart: bool) -> None:
+    # The command reaches the source, runs, and its reply is lost on the way
+    # back (held by a delaying proxy that is then reset, while the source
+    # restarts or not). redis-py's default client retries such a command; a
+    # shard store must not, or INCR runs twice. About a second each.
+    a, b = RedisServer(appendonly=True), RedisServer()
+    a.start()
+    b.start()
+    try:
+        with TCPProxy(a.host, a.address[1]) as link:
+            via_link = redis.Redis(
+                host=link.host, port=link.port, socket_timeout=5, decode_responses=True
+            )
+            assert via_link.get_retry()._retries > 0  # redis-py's default: it retries
+            raw_a = client(a)
+            raw_a.set("c", 10)
+            stores = {
+                "A": RedisShardStore(via_link, address=a.address),
+                "B": RedisShardStore(client(b)),
+            }
+            router = router_of(stores, "lost-reply")
+            router.start()
+            assert router.execute("c", "GET") == "10"  # served by A (and its script loaded)
+            link.delay(0.25)
+            outcome: list[object] = []
+
+            def incr() -> None:
+                try:
+                    outcome.append(router.execute("c", "INCR"))
+                except Exception as exc:  # the outcome is what is checked
+                    outcome.append(exc)
+
+            writer = threading.Thread(target=incr)
+            writer.start()
+            for _ in range(2000):  # bounded poll: the source has run the INCR
+                if raw_a.get("c") == "11":
+                    break
+                threading.Event().wait(0.002)
+            else:
+                raise AssertionError("the INCR never reached the source")
+            link.reset()  # the reply, still in the proxy, is lost
+            if restart:
+                a.restart()  # AOF reloaded: the INCR is durable
+            link.pass_through()
+            writer.join(timeout=60)
+            assert not writer.is_alive()
+            assert client(a).get("c") == "11", "the INCR ran twice"
+            [error] = outcome
+            assert isinstance(error, BackendUnavailableError), error
+            assert "may or may not have run" in str(error)
+            # The store serves again (after a restart, with its script cache empty).
+            assert router.execute("c", "INCR") == 12
+            assert router.execute("c", "GET") == "12"
+    finally:
+        a.stop()
+        b.stop()

@@ -23,7 +23,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 
 from .._validation import _is_int, wrong_type
 from ..exceptions import ArgumentTypeError, ConfigurationError, NoAvailableEndpointError
@@ -45,15 +45,18 @@ _INF = math.inf
 
 
 def _check_latency(latency: Any) -> float:
-    value = math.nan
-    if not isinstance(latency, bool) and isinstance(latency, (int, float)):
-        try:
-            value = float(latency)  # an int too large for a float overflows here
-        except OverflowError:
-            value = math.nan
+    if isinstance(latency, bool) or not isinstance(latency, (int, float)):
+        raise ArgumentTypeError(
+            "latency must be a non-negative finite number of seconds or None, got "
+            f"{type(latency).__name__}: {latency!r}"
+        )
+    try:
+        value = float(latency)  # an int too large for a float overflows here
+    except OverflowError:
+        value = math.nan
     if not (math.isfinite(value) and value >= 0):
-        huge = isinstance(latency, int) and latency.bit_length() > 64  # repr may refuse it
-        shown = f"an int of {latency.bit_length()} bits" if huge else repr(latency)
+        bits = latency.bit_length() if isinstance(latency, int) else 0
+        shown = f"an int of {bits} bits" if bits > 64 else repr(latency)  # repr may refuse it
         raise ConfigurationError(
             f"latency must be a non-negative finite number of seconds or None, got {shown}"
         )
@@ -74,12 +77,17 @@ def _check_weight(endpoint: E, weight: Any) -> int:
 
 
 def _check_hashable(endpoint: Any) -> Hashable:
+    # None is refused too: a pick() that returns None reads as "no endpoint".
     try:
         hash(endpoint)
+        ok = endpoint is not None
     except TypeError:
-        raise ConfigurationError(
-            f"endpoint must be hashable, got {endpoint!r} of type {type(endpoint).__name__}"
-        ) from None
+        ok = False
+    if not ok:
+        raise ArgumentTypeError(
+            "endpoint must be a hashable id other than None, got "
+            f"{type(endpoint).__name__}: {endpoint!r}"
+        )
     return endpoint  # type: ignore[no-any-return]
 
 
@@ -87,9 +95,11 @@ def parse_endpoints(endpoints: Endpoints[E]) -> dict[E, int]:
     """Turn an iterable of ids or a mapping id -> weight into an ordered dict.
 
     Raises:
-        ConfigurationError: no endpoints, a duplicate id, an unhashable
-            id, a weight that is not a positive `int`, or a bare string (which
-            would otherwise be read as one endpoint per character).
+        ConfigurationError: no endpoints, a duplicate id, a weight below 1,
+            or a bare string (which would otherwise be read as one endpoint
+            per character).
+        ArgumentTypeError: an id that is None or unhashable, or a weight
+            that is not an `int`.
 
     Runtime complexity: O(n).
     """
@@ -133,11 +143,15 @@ class Balancer(ABC, Generic[E]):
 
     Raises:
         ConfigurationError: bad endpoints or weights (see
-            `parse_endpoints()`).
+            `parse_endpoints()`), or a *health* with a slow start given to a
+            strategy that cannot ramp (`RoundRobin`, `ConsistentHashBalancer`).
 
     Thread-safety: every public method takes one lock, so picks, releases
     and membership changes may come from any number of threads.
     """
+
+    #: Whether slow start can scale this strategy's picks (see `SlowStart`).
+    _ramps: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -174,6 +188,13 @@ class Balancer(ABC, Generic[E]):
 
             if not isinstance(health, HealthPolicy):
                 raise wrong_type("health", health, "a HealthPolicy or None")
+            if health.slow_start is not None and not self._ramps:
+                raise ConfigurationError(
+                    f"health has a slow_start, but {type(self).__name__} cannot ramp an "
+                    "endpoint (it has no weights to scale, or routes by key); use "
+                    "WeightedRoundRobin, SmoothWeightedRoundRobin, RandomBalancer, "
+                    "LeastRequest or PeakEWMA, or a HealthPolicy without slow_start"
+                )
             health._bind(self, list(parsed), now)
             self._health = health
 
@@ -225,15 +246,20 @@ class Balancer(ABC, Generic[E]):
             ok: whether the request succeeded; feeds outlier detection.
 
         Raises:
-            ConfigurationError: *endpoint* is unknown or has nothing in flight.
-            ConfigurationError: *latency* is not a finite number >= 0; the
-                request is released all the same, as if no latency was given.
+            ConfigurationError: *endpoint* is unknown or has nothing in flight,
+                or *latency* is not a finite number >= 0.
+            ArgumentTypeError: *latency* is not a number (nor None), or *ok*
+                is not a bool.
+
+            On any of these errors nothing changes: the request is still
+            counted in flight, and a `release` with valid arguments ends it.
 
         Runtime complexity: O(1).
         """
-        if latency is not None and not (latency.__class__ is float and 0.0 <= latency < _INF):
-            self._release_checked(endpoint, latency, ok)
-            return
+        if (latency is not None and not (latency.__class__ is float and 0.0 <= latency < _INF)) or (
+            ok is not True and ok is not False
+        ):
+            latency = self._check_release(latency, ok)
         with self._lock:
             count = self._in_flight.get(endpoint)
             if count is None:
@@ -265,14 +291,12 @@ class Balancer(ABC, Generic[E]):
             if self._health is not None:
                 self._health._record(endpoint, ok, self._clock())
 
-    def _release_checked(self, endpoint: E, latency: Any, ok: bool) -> None:
-        try:
-            latency = _check_latency(latency)
-        except ConfigurationError:
-            # The request is over all the same: end it, learn nothing, then say so.
-            self.release(endpoint, latency=None, ok=ok)
-            raise
-        self.release(endpoint, latency=latency, ok=ok)
+    @staticmethod
+    def _check_release(latency: Any, ok: Any) -> float | None:
+        """Validate a release's arguments before anything is counted."""
+        if ok is not True and ok is not False:
+            raise ArgumentTypeError(f"ok must be a bool, got {type(ok).__name__}: {ok!r}")
+        return None if latency is None else _check_latency(latency)
 
     @contextmanager
     def request(self, key: Hashable | None = None) -> Iterator[E]:
@@ -307,8 +331,10 @@ class Balancer(ABC, Generic[E]):
         """Add *endpoint* with *weight*; the others keep their state.
 
         Raises:
-            ConfigurationError: *endpoint* is already present or
-                unhashable, or *weight* is not a positive `int`.
+            ConfigurationError: *endpoint* is already present, or *weight*
+                is below 1.
+            ArgumentTypeError: *endpoint* is None or unhashable, or *weight*
+                is not an `int`.
 
         Runtime complexity: O(1) amortised for most strategies.
         """

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._hashing import key_bytes
 from .._validation import wrong_type
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 from ..sharding.ketama import KETAMA_POINTS_PER_SERVER, KetamaRing
 from ..sharding.maglev import DEFAULT_MAGLEV_SIZE, MaglevTable
 from .base import Balancer, E, Endpoints
@@ -36,7 +36,7 @@ def endpoint_name(endpoint: E) -> str | bytes | int:
     endpoint `"10.0.0.1:8080"` would.
 
     Raises:
-        ConfigurationError: any other endpoint: no encoding every process
+        ArgumentTypeError: any other endpoint: no encoding every process
             agrees on (the builtin `hash()` is salted per process).
     """
     if isinstance(endpoint, (str, bytes)) or (
@@ -52,7 +52,7 @@ def endpoint_name(endpoint: E) -> str | bytes | int:
         )
     ):
         return ":".join(map(str, endpoint))
-    raise ConfigurationError(
+    raise ArgumentTypeError(
         f"endpoint {endpoint!r} of type {type(endpoint).__name__} cannot be hashed stably; "
         "use str, bytes, int or a (host, port) tuple"
     )
@@ -100,13 +100,17 @@ class ConsistentHashBalancer(Balancer[E]):
     Raises:
         ConfigurationError: see [Balancer][scalekit.balancing.Balancer]; an
             unknown *table*, *balance_factor* <= 1, endpoints the table cannot
-            tell apart or hash, more endpoints than *maglev_size*.
+            tell apart, more endpoints than *maglev_size*.
+        ArgumentTypeError: an endpoint the table cannot hash stably (see
+            [endpoint_name][scalekit.balancing.consistent_hash.endpoint_name]).
 
     Thread-safety: see [Balancer][scalekit.balancing.Balancer]. Runtime complexity: O(1)
     expected per pick (ring: O(log points)); a membership change rebuilds
     the table on the next pick, O(points log points) for the ring and
     O(M log M) for Maglev.
     """
+
+    _ramps = False  # it routes by key: a slow start has no weight to scale
 
     def __init__(
         self,

@@ -13,8 +13,9 @@ class RoundRobin(Balancer[E]):
     """Hand out the endpoints in turn, in the order they were added.
 
     Weights are accepted but ignored (use `SmoothWeightedRoundRobin`
-    or `WeightedRoundRobin` for weighted rotation), and so is slow
-    start. Ejected endpoints are skipped without losing the rotation.
+    or `WeightedRoundRobin` for weighted rotation); a `HealthPolicy` with a
+    slow start is refused, as there is no weight to ramp. Ejected endpoints
+    are skipped without losing the rotation.
 
     ```pycon
     >>> lb = RoundRobin(["a", "b", "c"])
@@ -28,6 +29,8 @@ class RoundRobin(Balancer[E]):
     Runtime complexity: O(1) per pick (O(k) when the next k are ejected);
     O(n) per removal.
     """
+
+    _ramps = False
 
     def _init_state(self) -> None:
         self._ring: list[E] = []

@@ -11,7 +11,7 @@ import mmh3
 
 from .._hashing import MASK64, hash64, key_bytes
 from .._validation import iterable, wrong_type
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 from .base import Router, S, check_shards
 from .ketama import KetamaCompat
 from .maglev import check_maglev_size
@@ -36,6 +36,9 @@ Strategy = Literal["jump", "rendezvous", "ketama", "maglev", "slots", "modulo"]
 STRATEGIES: tuple[Strategy, ...] = ("jump", "rendezvous", "ketama", "maglev", "slots", "modulo")
 _WEIGHTED = ("rendezvous", "ketama", "maglev", "slots")
 _JUMP_MULTIPLIER = 2862933555777941757
+# libmemcached keeps a weight in a uint32; one rule for every strategy.
+_MAX_WEIGHT = 2**32 - 1
+_WEIGHT_RULE = f"a positive whole number up to {_MAX_WEIGHT}"
 
 
 class HashRouter(Router[S]):
@@ -58,15 +61,19 @@ class HashRouter(Router[S]):
       moves about n/(n+1) of the keys.
 
     Args:
-        shards: distinct shard ids; with strategies that hash shard names
-            (rendezvous, ketama, maglev) they must be str, bytes or int.
+        shards: distinct shard ids, each a str, bytes or int (for every
+            strategy, so that a router can change strategy and every
+            strategy hashes the same ids).
         strategy: one of `STRATEGIES`.
-        weights: optional mapping shard -> positive weight (strategies
-            rendezvous, ketama, maglev, slots); missing shards weigh 1.
+        weights: optional mapping shard -> weight, a positive whole number
+            up to 2**32 - 1 (an int, or a float with no fraction) for
+            strategies rendezvous, ketama, maglev and slots; missing shards
+            weigh 1.
         maglev_size: the Maglev table size, a prime.
         ketama_compat: `"libmemcached"` or `"uhashring"`, see `KetamaRing`.
 
     Raises:
+        ArgumentTypeError: a shard id or a weight of the wrong type.
         ConfigurationError: empty or duplicate shards, an unknown
             strategy, weights the strategy cannot honour, bad weights.
 
@@ -99,6 +106,8 @@ class HashRouter(Router[S]):
             )
         self.strategy = strategy
         self._shards = check_shards("shards", shards)
+        for shard in self._shards:
+            _check_shard_id(shard)
         self._weights: dict[S, float] = {}
         self.maglev_size = check_maglev_size("maglev_size", maglev_size)
         self.ketama_compat = ketama_compat
@@ -204,18 +213,32 @@ class HashRouter(Router[S]):
         Jump appends it as the last bucket; slots hands it its share of slots
         taken from the shards holding most (as `redis-cli --cluster rebalance`).
 
+        The same rule holds for every strategy (and for the constructor):
+        *shard* is a str, bytes or int, *weight* None (weight 1) or a
+        positive whole number up to 2**32 - 1, and strategies jump and
+        modulo take no weight. A refused shard leaves the router as it was.
+
         Raises:
-            ConfigurationError: *shard* already present; a weight the strategy rejects.
+            ArgumentTypeError: *shard* is not a str, bytes or int, or *weight*
+                is not a number.
+            ConfigurationError: *shard* already present; *weight* not a
+                positive whole number up to 2**32 - 1, or given to a strategy
+                without weights.
 
         Runtime complexity: a rebuild, O(n) to O(M log M) for Maglev.
         """
+        _check_shard_id(shard)
         if shard in self._shards:
             raise ConfigurationError(f"shard {shard!r} is already routed to")
         weights = dict(self._weights)
         if weight is not None:
+            checked = self._check_weight(shard, weight)
             if self.strategy not in _WEIGHTED:
-                raise ConfigurationError(f"strategy {self.strategy!r} does not support weights")
-            weights[shard] = self._check_weight(shard, weight)
+                raise ConfigurationError(
+                    f"strategy {self.strategy!r} does not support weights, got weight "
+                    f"{weight!r} for shard {shard!r}; use one of {', '.join(map(repr, _WEIGHTED))}"
+                )
+            weights[shard] = checked
         self._change((*self._shards, shard), self._slots, weights)
 
     def remove_shard(self, shard: S) -> None:
@@ -262,16 +285,19 @@ class HashRouter(Router[S]):
 
     @staticmethod
     def _check_weight(shard: S, weight: Any) -> float:
-        if (
-            not isinstance(weight, (int, float))
-            or isinstance(weight, bool)
-            or not math.isfinite(weight)
-            or weight <= 0
-        ):
-            raise ConfigurationError(
-                f"weight must be a positive finite number, got {weight!r} for shard {shard!r}"
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ArgumentTypeError(
+                f"weight must be {_WEIGHT_RULE} for shard {shard!r}, got "
+                f"{type(weight).__name__}: {weight!r}"
             )
-        return weight
+        whole = not isinstance(weight, float) or (math.isfinite(weight) and weight.is_integer())
+        if not (whole and 1 <= weight <= _MAX_WEIGHT):
+            bits = weight.bit_length() if isinstance(weight, int) else 0
+            shown = f"an int of {bits} bits" if bits > 64 else repr(weight)  # repr may refuse it
+            raise ConfigurationError(
+                f"weight must be {_WEIGHT_RULE} for shard {shard!r}, got {shown}"
+            )
+        return int(weight)
 
     def _install(self, route: Callable[[Any], S]) -> None:
         self._route = route
@@ -355,11 +381,6 @@ class HashRouter(Router[S]):
 
             return route_slots
         if strategy == "ketama":
-            for shard, weight in weighted:
-                if weight != int(weight):
-                    raise ConfigurationError(
-                        f"ketama weights must be integers, got {weight!r} for shard {shard!r}"
-                    )
             self._placement = KetamaRing(
                 [(s, int(w)) for s, w in weighted], compat=self.ketama_compat
             )
@@ -372,6 +393,11 @@ class HashRouter(Router[S]):
 
     def __repr__(self) -> str:
         return f"HashRouter({list(self._shards)!r}, strategy={self.strategy!r})"
+
+
+def _check_shard_id(shard: Any) -> None:
+    if isinstance(shard, bool) or not isinstance(shard, (str, bytes, int)):
+        raise wrong_type("shard", shard, "a str, bytes or int")
 
 
 def _runs(owners: Sequence[S]) -> list[tuple[int, int, S]]:

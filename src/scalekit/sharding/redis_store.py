@@ -11,7 +11,13 @@ from typing import Any
 try:
     import redis
     import redis.utils
-    from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, ResponseError
+    from redis.exceptions import (
+        AskError,
+        ClusterCrossSlotError,
+        ClusterDownError,
+        NoScriptError,
+        ResponseError,
+    )
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ModuleNotFoundError as _exc:
@@ -332,7 +338,10 @@ class RedisShardStore(ShardStore):
 
     Args:
         client: a `redis.Redis` for this server (its own TLS, ACL and pool settings);
-            its `socket_timeout` must exceed *migrate_timeout_ms*.
+            its `socket_timeout` must exceed *migrate_timeout_ms*. Its `retry=`
+            setting applies to the migration's records, never to routed
+            commands: each is sent once, and a lost reply is a
+            `BackendUnavailableError` saying that it may or may not have run.
         address: `(host, port)` by which the *other* servers reach this one
             for `MIGRATE`; defaults to the client's own host and port.
         migrate_timeout_ms: `MIGRATE`'s timeout in milliseconds.
@@ -436,7 +445,7 @@ class RedisShardStore(ShardStore):
         expected = "" if state is None else state.encode()
         keys = [self._record_key("state", name), self._record_key("doubt", name), key]
         try:
-            reply = self._script(keys=keys, args=[mode, expected, self._resp, *command])
+            reply = self._run_once(key, command, keys, [mode, expected, self._resp, *command])
         except ResponseError as exc:
             message = str(exc)
             if message.startswith("SCALEKIT_ABSENT"):
@@ -450,12 +459,55 @@ class RedisShardStore(ShardStore):
             if refused is not None:
                 raise refused from None
             raise
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise self._unavailable(exc) from exc
         # The script hands back the raw reply; give it the shape redis-py's
         # execute_command(name, key, *args) gives the same command.
         callback = self.client.response_callbacks.get(_word(command[0]))  # type: ignore[no-untyped-call]
         return reply if callback is None else callback(reply)
+
+    def _run_once(self, key: Any, command: Sequence[Any], keys: list[Any], args: list[Any]) -> Any:
+        """Run the command script on one pooled connection, sending it at most once.
+
+        The client's retry policy is bypassed on purpose: redis-py sends a
+        command again when its reply is lost (a restart, a dropped
+        connection, a socket timeout), which runs `INCR` or `APPEND` twice.
+        A command is sent again only after a `NOSCRIPT` reply, which says
+        it did not run.
+        """
+        pool = self.client.connection_pool
+        try:
+            conn = pool.get_connection()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            for attempt in range(2):
+                try:
+                    conn.send_command(  # type: ignore[no-untyped-call]
+                        "EVALSHA", self._script.sha, len(keys), *keys, *args
+                    )
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    conn.disconnect()  # type: ignore[no-untyped-call]
+                    raise self._unavailable(exc) from exc  # the command did not leave
+                try:
+                    return conn.read_response()
+                except NoScriptError:
+                    if attempt:
+                        raise
+                    # A restarted server has an empty script cache; nothing ran.
+                    try:
+                        self._script.sha = self.client.script_load(_EXECUTE)
+                    except (RedisConnectionError, RedisTimeoutError) as exc:
+                        raise self._unavailable(exc) from exc
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    conn.disconnect()  # type: ignore[no-untyped-call]
+                    raise BackendUnavailableError(
+                        f"redis {self.address}: the reply to {_word(command[0])} on key "
+                        f"{key!r} was lost ({exc}); the command may or may not have run, "
+                        "and is not sent again (a second INCR or APPEND would be applied "
+                        "twice): read the key to learn its state"
+                    ) from exc
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            pool.release(conn)
 
     # -- records ---------------------------------------------------------------------
 
