@@ -263,11 +263,6 @@ _KEY_CHECKED_EARLY = (
     "TypeError), so the class body fails; cachetools raises TypeError at the first call "
     "(test_compat.py::test_cachedmethod_refuses_a_bad_key_when_decorating)."
 )
-_DESCRIPTOR_MISUSE = (
-    "A cachedmethod under @classmethod, or wrapped by another function decorator, is not "
-    "refused: the receiver (the class, or the instance the outer wrapper passes on) is "
-    "used as the instance; cachetools raises TypeError on the call."
-)
 _ONE_COMPUTATION = (
     "Single-flight: concurrent misses on one key run the function once, so the suite's "
     "barrier, which needs every thread inside the function at once, breaks; cachetools "
@@ -364,8 +359,6 @@ DIFFERENCES: dict[str, str] = {
     "CacheMethodTest::test_cond_nospace": _COUNTS,
     "CacheMethodTest::test_lock_nospace": _COUNTS,
     "CacheMethodTest::test_decorated_override": _BOUND_IN_DICT,
-    "ClassMethodTest::test_classmethod": _DESCRIPTOR_MISUSE,
-    "ClassMethodTest::test_outer_decorator": _DESCRIPTOR_MISUSE,
     "ThreadingTest::test_cached_lock": _ONE_COMPUTATION,
     "ThreadingTest::test_cachedmethod_lock": _ONE_COMPUTATION,
     "ThreadingTest::test_cached_cond": _FLIGHT_NOT_CONDITION,
