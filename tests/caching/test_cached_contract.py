@@ -725,3 +725,36 @@ def test_cachedmethod_defaults_condition_as_lock_info_off_and_none_cache() -> No
     assert (h.m.cache_info().hits, h.m.cache_info().misses) == (1, 2)
     # A cache function returning None: nothing is cached, every call runs.
     assert h.uncached(3) == 3 and h.uncached(3) == 3 and h.calls == 2
+
+
+def test_cachedmethod_that_is_not_the_outermost_decorator_is_refused_on_the_call() -> None:
+    def passthrough(method: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return method(*args, **kwargs)
+
+        return wrapper
+
+    class Meta(type):
+        @sk.cachedmethod(lambda cls: cls.registry)
+        def lookup(cls, name: str) -> str:
+            return name.upper()
+
+    class Priced(metaclass=Meta):
+        registry: dict[Any, Any] = {}
+
+        @classmethod
+        @sk.cachedmethod(lambda cls: {})
+        def for_class(cls, x: int) -> int:
+            return x
+
+        @passthrough
+        @sk.cachedmethod(lambda self: {})
+        def inner(self, x: int) -> int:
+            return x
+
+    calls = (lambda: Priced.for_class(1), lambda: Priced().for_class(1), lambda: Priced().inner(1))
+    for call in calls:
+        with pytest.raises(ArgumentTypeError, match=r"outermost decorator.*class method"):
+            call()
+    # A metaclass's cachedmethod read on a class binds to the class, as a method does.
+    assert (Priced.lookup("a"), Priced.lookup("a"), Priced.registry) == ("A", "A", {("a",): "A"})

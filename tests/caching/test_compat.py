@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import threading
 from typing import Any
 
 import cachetools
 import pytest
 
-from scalekit.caching import FIFOCache, LFUCache, LRUCache, RRCache, TTLCache
+from scalekit.caching import FIFOCache, LFUCache, LRUCache, RRCache, TTLCache, cachedmethod
+from scalekit.exceptions import ArgumentTypeError
 from scalekit.testing import FakeClock
 from tests.caching.caching_factories import FACTORIES, Factory
 
@@ -125,3 +127,102 @@ def test_ttl_maxsize_inf_with_cachetools_cached() -> None:
 
     f(1)
     assert f.cache_info().maxsize == math.inf and f.cache_info().currsize == 1
+
+
+class _Prices:
+    def __init__(self) -> None:
+        self.cache: LRUCache[Any, Any] = LRUCache(8)
+        self.calls = 0
+
+    @cachedmethod(lambda self: self.cache)
+    def price(self, sku: str) -> int:
+        self.calls += 1
+        return len(sku)
+
+
+class _Discounted(_Prices):
+    def __init__(self) -> None:
+        super().__init__()
+        self.own: LRUCache[Any, Any] = LRUCache(8)
+
+    @cachedmethod(lambda self: self.own)
+    def price(self, sku: str) -> int:
+        return super().price(sku) - 1
+
+
+def test_cachedmethod_binds_like_a_method_and_shares_the_cache() -> None:
+    # cachetools keeps each bound wrapper in the instance's __dict__; scalekit stores nothing there.
+    shop = _Discounted()
+    assert shop.price is not shop.price and "price" not in vars(shop)
+    assert (shop.price("abc"), shop.price("abc"), shop.price("ab")) == (2, 2, 1)
+    assert shop.calls == 2 and dict(shop.own) == {("abc",): 2, ("ab",): 1}
+    assert dict(shop.cache) == {("abc",): 3, ("ab",): 2}  # the parent's cache, via super()
+    for restored in (copy.deepcopy(shop), pickle.loads(pickle.dumps(shop))):
+        assert restored.price("abc") == 2 and restored.calls == 2  # hits in the copied caches
+
+
+def test_cachedmethod_works_without_an_instance_dict() -> None:
+    # cachetools raises TypeError for __slots__ instances and read-only instance dicts.
+    class Slots:
+        __slots__ = ("cache", "calls")
+
+        def __init__(self) -> None:
+            self.cache: LRUCache[Any, Any] = LRUCache(2)
+            self.calls = 0
+
+        @cachedmethod(lambda self: self.cache, info=True)
+        def get(self, value: int) -> int:
+            self.calls += 1
+            return value * 2
+
+    class ReadOnlyDict(dict[str, Any]):
+        def __setitem__(self, key: str, value: Any) -> None:
+            raise TypeError("read-only")
+
+    class ReadOnly:
+        def __init__(self) -> None:
+            self.cache: LRUCache[Any, Any] = LRUCache(2)
+            self.__dict__ = ReadOnlyDict(self.__dict__)
+
+        @cachedmethod(lambda self: self.cache)
+        def get(self, value: int) -> int:
+            return value * 3
+
+    slots = Slots()
+    assert (slots.get(1), slots.get(1), slots.calls) == (2, 2, 1)
+    # Not weakly referenceable, so not counted per instance: its cache's own stats.
+    assert slots.get.cache_info()[:2] == (1, 1)
+    frozen = ReadOnly()
+    assert (frozen.get(1), frozen.get(1), dict(frozen.cache)) == (3, 3, {(1,): 3})
+
+
+def test_cachedmethod_needs_no_attribute_name() -> None:
+    # cachetools refuses one descriptor under two names, and one set after the class body.
+    class Twice:
+        def __init__(self) -> None:
+            self.cache: LRUCache[Any, Any] = LRUCache(4)
+
+        @cachedmethod(lambda self: self.cache)
+        def foo(self, x: int) -> int:
+            return x + 1
+
+        bar = foo
+
+    class Late:
+        def __init__(self) -> None:
+            self.cache: LRUCache[Any, Any] = LRUCache(4)
+
+        def plain(self, x: int) -> int:
+            return x + 2
+
+    Late.cached = cachedmethod(lambda self: self.cache)(Late.plain)  # type: ignore[attr-defined]
+    twice, late = Twice(), Late()
+    assert (twice.foo(1), twice.bar(1), dict(twice.cache)) == (2, 2, {(1,): 2})
+    assert (late.cached(1), dict(late.cache)) == (3, {(1,): 3})  # type: ignore[attr-defined]
+
+
+def test_cachedmethod_refuses_a_bad_key_when_decorating() -> None:
+    # cachetools accepts key=None and raises at the first call.
+    with pytest.raises(ArgumentTypeError, match=r"key must be callable, got NoneType") as err:
+        cachedmethod(lambda self: self.cache, key=None)  # type: ignore[arg-type]
+    assert isinstance(err.value, TypeError)

@@ -548,6 +548,38 @@ for cls in (pure, twin):
     assert twin_lines[0].startswith("2 ['b', 'new']")
 
 
+def test_a_values_del_writing_the_key_being_inserted_keeps_a_sieve_cache_whole() -> None:
+    # Writing "new" evicts "a", whose value's __del__ writes "new": the eviction
+    # loop then finds the cache full again and evicts "b", and the outer write
+    # updates the entry the __del__ made. Both implementations, the same state.
+    out = _child(
+        """
+for cls in (pure, twin):
+    cache = cls(2)
+    class V:
+        def __del__(self):
+            cache["new"] = "from __del__"
+    cache["a"] = V()
+    cache["b"] = 2
+    cache["new"] = "outer"
+    print(cls is twin, len(cache), list(cache), list(cache.items()), cache.currsize)
+    for i in range(20):
+        cache[f"k{i}"] = i
+        assert len(cache) == len(list(cache)) <= 2, (i, len(cache), list(cache))
+    del cache["k19"]
+    cache.popitem()
+    print(cls is twin, len(cache), list(cache), cache.stats())
+""",
+        "SIEVE",
+    )
+    lines = out.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines[:2]] == [
+        line.split(" ", 1)[1] for line in lines[2:]
+    ]
+    assert lines[2] == "True 1 ['new'] [('new', 'outer')] 1"
+    assert lines[3].startswith("True 0 [] ")
+
+
 @pytest.mark.parametrize("name", ["LRU", "FIFO", "SIEVE"])
 def test_a_values_del_deleting_its_overwritten_key_keeps_the_cache_whole(name: str) -> None:
     # The old value is released after the write is done: its __del__ then deletes the key.

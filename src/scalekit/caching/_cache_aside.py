@@ -22,7 +22,7 @@ from ..exceptions import (
     CacheLoadTimeoutError,
     InvalidStateError,
 )
-from ._single_flight import own_copy
+from ._single_flight import own_copy, reset_in_forked_child
 
 if TYPE_CHECKING:
     from .redis_cache import RedisCache
@@ -119,6 +119,14 @@ class FreshFlights:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}
+        reset_in_forked_child(self)
+
+    def after_fork(self) -> None:
+        """Forget the loads in progress (called in a forked child: their threads are gone)."""
+        for flight in self._flights.values():
+            flight.done = threading.Event()
+        self._lock = threading.Lock()
+        self._flights = {}
 
     def run(
         self,
@@ -154,7 +162,8 @@ class FreshFlights:
                     raise
                 finally:
                     with self._lock:
-                        del self._flights[key]
+                        if self._flights.get(key) is flight:  # gone in a child forked meanwhile
+                            del self._flights[key]
                     flight.done.set()
                 return flight.result, True
             if flight.owner == threading.get_ident():

@@ -3,11 +3,36 @@
 from __future__ import annotations
 
 import copy
+import os
 import threading
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..exceptions import InvalidStateError
+
+
+class _ForkAware(Protocol):
+    def after_fork(self) -> None: ...
+
+
+# Single-flight tables to empty in a forked child: the threads whose calls
+# they record (and which may hold their locks) exist only in the parent.
+_TABLES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def reset_in_forked_child(table: _ForkAware) -> None:
+    """Have `table.after_fork()` called in every child this process forks from now on."""
+    _TABLES.add(table)
+
+
+def _after_fork_in_child() -> None:
+    for table in list(_TABLES):
+        table.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def own_copy(exc: BaseException) -> BaseException:
@@ -80,6 +105,14 @@ class SingleFlight:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}
+        reset_in_forked_child(self)
+
+    def after_fork(self) -> None:
+        """Forget the loads in progress (called in a forked child: their threads are gone)."""
+        for flight in self._flights.values():
+            flight.done = threading.Event()
+        self._lock = threading.Lock()
+        self._flights = {}
 
     def run(
         self, key: str, fn: Callable[[], Any], timeout: float, on_timeout: Callable[[], Exception]
@@ -123,6 +156,7 @@ class SingleFlight:
             raise
         finally:
             with self._lock:
-                del self._flights[key]
+                if self._flights.get(key) is flight:  # gone in a child forked meanwhile
+                    del self._flights[key]
             flight.done.set()
         return flight.result

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 from ..exceptions import ArgumentTypeError, ReentrantCallError
 from ..observability import _emit
 from ._single_flight import own_copy as _own_copy
+from ._single_flight import reset_in_forked_child
 from ._speedups import compiled_hit
 from .base import MISSING, Cache
 from .keys import _MARK, hashkey
@@ -75,13 +76,26 @@ class _Flight:
 
 
 class SyncFlights:
-    """The calls in progress, by key: the first caller computes, the others wait for it."""
+    """The calls in progress, by key: the first caller computes, the others wait for it.
 
-    __slots__ = ("_lock", "_table")
+    A child forked while other threads are inside `run` starts with no call
+    in progress and a fresh lock: those threads do not exist in the child.
+    """
+
+    __slots__ = ("__weakref__", "_lock", "_table")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._table: dict[Any, _Flight] = {}
+        reset_in_forked_child(self)
+
+    def after_fork(self) -> None:
+        """Forget the calls in progress (called in a forked child)."""
+        for flight in self._table.values():
+            # The forking thread may be a leader: it sets this event, nobody waits on it.
+            flight.done = threading.Event()
+        self._lock = threading.Lock()
+        self._table = {}
 
     def run(self, k: Any, compute: Callable[[], Any], name: str) -> Any:
         """Return `compute()`, computed once for all concurrent callers of *k*.
@@ -113,7 +127,9 @@ class SyncFlights:
             raise
         finally:
             with self._lock:
-                del self._table[k]
+                # Absent in a child forked during the call (after_fork emptied the table).
+                if self._table.get(k) is flight:
+                    del self._table[k]
             flight.done.set()
 
 

@@ -145,7 +145,10 @@ class CachedMethod(Generic[S, P, R]):
 
     `instance.method` binds it to the instance (a `BoundCachedMethod`);
     `Class.method(instance, ...)` calls it for that instance, as a plain
-    method can be called through its class.
+    method can be called through its class. `cachedmethod` must be the
+    outermost decorator: a call that reaches the descriptor itself (from a
+    decorator wrapping it, or `@classmethod` over it) raises `TypeError`, as
+    in cachetools.
     """
 
     def __init__(
@@ -168,13 +171,45 @@ class CachedMethod(Generic[S, P, R]):
         self._name = getattr(method, "__qualname__", repr(method))
         self._async = inspect.iscoroutinefunction(method)
         self._flights = AsyncFlights() if self._async else SyncFlights()
+        self._attr: str | None = None
+        self._unbound: _Unbound | None = None
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if self._attr is None:
+            self._attr = name
 
     @overload
     def __get__(self, obj: None, objtype: type | None = None) -> CachedMethod[S, P, R]: ...
     @overload
     def __get__(self, obj: S, objtype: type | None = None) -> BoundCachedMethod[P, R]: ...
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
-        return self if obj is None else _Bound(self, obj)
+        if obj is None:
+            unbound = self._unbound
+            if unbound is None:
+                unbound = self._unbound = _Unbound(self)
+            return unbound
+        if isinstance(obj, type) and not self._found_in(type(obj)):
+            # Before Python 3.13 `@classmethod` binds what it wraps to the class;
+            # a metaclass's cachedmethod read on a class is found in the metaclass.
+            self._misused()
+        return _Bound(self, obj)
+
+    def _found_in(self, cls: type) -> bool:
+        for klass in cls.__mro__:
+            names = vars(klass)
+            if self._attr is not None:
+                if names.get(self._attr) is self:
+                    return True
+            elif any(value is self for value in names.values()):
+                return True
+        return False
+
+    def _misused(self) -> Any:
+        raise ArgumentTypeError(
+            f"cachedmethod {self._name} was called directly, not through an instance or its "
+            "class: it must be the outermost decorator, and it cannot decorate a class "
+            "method, a static method or a property"
+        )
 
     if TYPE_CHECKING:
 
@@ -183,25 +218,26 @@ class CachedMethod(Generic[S, P, R]):
     else:
 
         def __call__(self, /, *args, **kwargs):
-            """Call the method for an instance, through the class: `Class.method(obj, ...)`.
+            """Refuse a call that reaches the descriptor itself.
 
-            The instance is the first argument, or the keyword named as the
-            method's first parameter (`Class.method(self=obj)`), as for a plain
-            function. The signature is left open on purpose:
-            `unittest.mock.create_autospec(Class, instance=True)` reads it for
-            the instance's attribute, where the instance is already bound.
+            `Class.method(obj, ...)` is served by the object `Class.method`
+            gives; a call here comes from a decorator wrapping the
+            descriptor or from `@classmethod` over it (Python 3.13+).
 
             Raises:
-                ArgumentTypeError: if no instance is given (a `TypeError`, as
-                    Python's own missing-argument error is).
+                ArgumentTypeError: always (a `TypeError`, as in cachetools).
             """
-            if args:
-                obj, args = args[0], args[1:]
-            else:
-                obj = self._pop_receiver(kwargs)
-            if self._async:
-                return self.acall(obj, args, kwargs)
-            return self.call(obj, args, kwargs)
+            return self._misused()
+
+    def call_through_class(self, args: Any, kwargs: Any) -> Any:
+        """`Class.method(obj, ...)`: the instance first, or by the first parameter's name."""
+        if args:
+            obj, args = args[0], args[1:]
+        else:
+            obj = self._pop_receiver(kwargs)
+        if self._async:
+            return self.acall(obj, args, kwargs)
+        return self.call(obj, args, kwargs)
 
     def _pop_receiver(self, kwargs: dict[str, Any]) -> Any:
         """The instance passed by keyword to a call through the class."""
@@ -294,6 +330,41 @@ class CachedMethod(Generic[S, P, R]):
 
         flights: AsyncFlights = self._flights  # type: ignore[assignment]
         return await flights.run((id(obj), k), compute, self._name)
+
+
+class _Unbound:
+    """What `Class.method` gives: called with the instance first, as a plain function is.
+
+    One per descriptor, so `Class.method is Class.method`; it pickles and
+    copies by reference, and is not a function, so that
+    `unittest.mock.create_autospec(Class, instance=True)` leaves the instance
+    out of the attribute's signature.
+    """
+
+    def __init__(self, descriptor: CachedMethod[Any, ..., Any]) -> None:
+        functools.update_wrapper(self, descriptor._method)
+        self._descriptor = descriptor
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        """Call the method for the instance given first, or by the first parameter's name.
+
+        Raises:
+            ArgumentTypeError: if no instance is given (a `TypeError`, as
+                Python's own missing-argument error is).
+        """
+        return self._descriptor.call_through_class(args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # The descriptor's other attributes (set by `update_wrapper` on it, for one).
+        if name == "_descriptor":  # not set yet: no recursion while half-built
+            raise AttributeError(name)
+        return getattr(self._descriptor, name)
+
+    def __repr__(self) -> str:
+        return repr(self._descriptor)
+
+    def __reduce__(self) -> str:
+        return self._descriptor.__reduce__()
 
 
 class _Bound:

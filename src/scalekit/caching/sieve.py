@@ -114,8 +114,15 @@ class SIEVECache(Cache[K, V]):
         root = self._root
         head = root[_OLDER]
         node = [head, root, key, value, False]
+        found = self._data.setdefault(key, node)
+        if found is not node:
+            # Written meanwhile (by the __del__ of a value the eviction released):
+            # an update of that entry, whose old value is released at return.
+            old = found[_VALUE]  # noqa: F841
+            found[_VALUE] = value
+            found[_VISITED] = True
+            return
         head[_NEWER] = root[_OLDER] = node
-        self._data[key] = node
 
     def _remove(self, key: Any) -> Any:
         node = self._data.pop(key)
