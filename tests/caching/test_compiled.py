@@ -701,6 +701,52 @@ for key in walk:
     assert size == walked == distinct and 0 < size <= 64 + 4
 
 
+@pytest.mark.parametrize("name", ["LFU", "S3FIFO"])
+def test_values_running_cache_code_while_the_gc_frees_their_cycle_never_crash(name: str) -> None:
+    # The GC clears the cache while its values' __del__ still read and write it.
+    out = _child(
+        """
+import gc
+for round in range(3):
+    cache = twin(8)
+    class V:
+        def __init__(self, n):
+            self.cache, self.n = cache, n
+        def __del__(self):
+            c = self.cache
+            c.get(self.n)
+            c[self.n + 100] = self.n
+            c.pop(self.n + 1, None)
+            list(c)
+            len(c)
+    for i in range(8):
+        cache[i] = V(i)
+    cache.get(3), cache.get(3), cache.get(5)
+    del cache, V
+    print(gc.collect() > 0)
+""",
+        name,
+    )
+    assert out.split() == ["True"] * 3
+
+
+def test_a_corrupt_lfu_state_is_refused_and_leaves_the_cache_usable() -> None:
+    pure_class, twin_class = _linked_pair(LFUCache)
+    cache = pure_class(4)
+    for key in "abc":
+        cache[key] = key
+    cache.get("a")
+    state = cache.__getstate__()
+    bad = dict(state, _data={**state["_data"], "zz": state["_data"]["a"]})  # a key in no bucket
+    twin = twin_class(4)
+    with pytest.raises(ValueError, match="_data"):
+        twin.__setstate__(bad)
+    twin["x"] = 1
+    assert list(twin) == ["x"] and twin.frequency("x") == 1
+    twin.__setstate__(state)
+    assert sorted(twin) == ["a", "b", "c"] and twin.frequency("a") == 2
+
+
 @pytest.mark.parametrize("public", LINKED)
 def test_a_missing_tuple_key_raises_keyerror_as_a_dict_does(public: type) -> None:
     for cls in _linked_pair(public):

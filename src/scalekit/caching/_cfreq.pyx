@@ -529,7 +529,12 @@ cdef class LFUCore:
                     node.value = value
                     _attach(f, node)
                     nodes[key] = node
-            mapping = {key: nodes[key] for key in data}
+            mapping = {}
+            for key in data:
+                found_node = nodes.get(key)
+                if found_node is None:
+                    raise ValueError(f"LFUCache state: _data key {key!r} is in no bucket")
+                mapping[key] = found_node
             if len(mapping) != len(nodes):
                 raise ValueError("LFUCache state: the buckets hold keys that _data does not")
         except BaseException:
