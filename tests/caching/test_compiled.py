@@ -701,7 +701,7 @@ for key in walk:
     assert size == walked == distinct and 0 < size <= 64 + 4
 
 
-@pytest.mark.parametrize("name", ["LFU", "S3FIFO"])
+@pytest.mark.parametrize("name", ["LRU", "FIFO", "SIEVE", "LFU", "S3FIFO"])
 def test_values_running_cache_code_while_the_gc_frees_their_cycle_never_crash(name: str) -> None:
     # The GC clears the cache while its values' __del__ still read and write it.
     out = _child(
