@@ -1067,11 +1067,12 @@ cdef class S3FIFOCore:
     def _clear(self):
         cdef dict old = self._map
         self._reset_rings()
-        self._ghost_map.clear()
+        self._map = {}
         self._small_w = self._main_w = 0
         self._has_evicted = False
-        self._map = {}
-        old.clear()  # values' __del__ run here, against an empty, consistent cache
+        # Consistent and empty: keys' and values' __del__ may run from here on.
+        self._ghost_map.clear()
+        old.clear()
 
     cdef void _reset_rings(self) noexcept:
         if self._small_root is not None:
