@@ -60,11 +60,11 @@ cdef extern from "Python.h":
 @cython.auto_pickle(False)
 cdef class _Node:
     # Borrowed: the core's dict owns every node; prev and next never outlive it.
+    # `prev` is NULL while the node is not linked (no flag: a node stays 48 bytes).
     cdef PyObject* prev
     cdef PyObject* next
     cdef object key
     cdef object value
-    cdef bint linked
 
 
 # Memory safety rule: a node is in the dict exactly while it is linked, and no
@@ -75,11 +75,12 @@ cdef class _Node:
 
 
 cdef inline void _unlink(_Node node) noexcept:
-    if not node.linked:
+    if node.prev is NULL:
         return
     (<_Node>node.prev).next = node.next
     (<_Node>node.next).prev = node.prev
-    node.linked = False
+    node.prev = NULL
+    node.next = NULL
 
 
 cdef inline void _append(_Node root, _Node node) noexcept:
@@ -88,11 +89,10 @@ cdef inline void _append(_Node root, _Node node) noexcept:
     node.next = <PyObject*>root
     (<_Node>root.prev).next = <PyObject*>node
     root.prev = <PyObject*>node
-    node.linked = True
 
 
 cdef inline void _move_to_end(_Node root, _Node node) noexcept:
-    if root.prev == <PyObject*>node or not node.linked:
+    if root.prev == <PyObject*>node or node.prev is NULL:
         return
     _unlink(node)
     _append(root, node)
@@ -331,9 +331,12 @@ cdef class LinkedCore:
         cdef _Node root = self._root
         cdef dict old = self._map
         cdef PyObject* p = root.next
+        cdef PyObject* q
         while p != <PyObject*>root:
-            (<_Node>p).linked = False
-            p = (<_Node>p).next
+            q = (<_Node>p).next
+            (<_Node>p).prev = NULL
+            (<_Node>p).next = NULL
+            p = q
         root.prev = <PyObject*>root
         root.next = <PyObject*>root
         self._map = {}
