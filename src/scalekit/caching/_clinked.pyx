@@ -48,8 +48,14 @@ cdef tuple _FIELDS = ("_maxsize", "_sizes", "_hits", "_misses", "_evictions")
 cdef extern from "Python.h":
     ctypedef int (*_visitproc "visitproc")(PyObject*, void*) noexcept
     ctypedef int (*_traverseproc "traverseproc")(PyObject*, _visitproc, void*) noexcept
+    ctypedef PyObject* (*_ternaryfunc "ternaryfunc")(PyObject*, PyObject*, PyObject*) noexcept
     ctypedef struct _TypeObject "PyTypeObject":
         _traverseproc tp_traverse
+        _ternaryfunc tp_call
+    PyObject* _lookup "PyDict_GetItemWithError"(PyObject*, PyObject*) noexcept
+    PyObject* _error "PyErr_Occurred"() noexcept
+    void _incref "Py_INCREF"(PyObject*) noexcept
+    Py_ssize_t _dict_len "PyDict_GET_SIZE"(PyObject*) noexcept
     void* _type_of "Py_TYPE"(object)
     # Borrowed result; never replaces a present value, so never frees a linked node.
     PyObject* _setdefault "PyDict_SetDefault"(object, object, object) except NULL
@@ -450,6 +456,35 @@ cdef class CachedHit:
     def __reduce__(self):
         # Pickled by reference, as the function it wraps would be.
         return self.__qualname__
+
+
+cdef _ternaryfunc _cached_hit_call = NULL
+
+
+cdef PyObject* _cached_hit_fast(PyObject* o, PyObject* args, PyObject* kwds) noexcept:
+    # The hit without keyword arguments, in C from the call slot: the generated
+    # wrapper would build a kwargs dict on every call. Everything else (keywords,
+    # a miss, a class changed since the flags were read) goes to __call__.
+    if kwds is not NULL and _dict_len(kwds) != 0:
+        return _cached_hit_call(o, args, kwds)
+    cdef LinkedCore core = (<CachedHit>o)._core
+    if _type_of(core) != core._flags_type:
+        return _cached_hit_call(o, args, kwds)
+    cdef PyObject* found = _lookup(<PyObject*>core._map, args)
+    if found is NULL:
+        if _error() is not NULL:
+            return NULL
+        return _cached_hit_call(o, args, kwds)
+    if core._reorder:
+        _move_to_end(core._root, <_Node>found)
+    core._hits += 1
+    cdef PyObject* value = <PyObject*>(<_Node>found).value
+    _incref(value)
+    return value
+
+
+_cached_hit_call = (<_TypeObject*>CachedHit).tp_call
+(<_TypeObject*>CachedHit).tp_call = _cached_hit_fast
 
 
 # -- SIEVE ------------------------------------------------------------------------------
