@@ -389,7 +389,7 @@ def _median_table(
             ],
             rows,
         )
-        + "\n"
+        + "\n\n"
         + format_table(
             ["decorator", "scalekit ns/call", "vs functools.lru_cache", "per run"],
             [
