@@ -34,6 +34,7 @@ EXTENSIONS = (
     ("scalekit.caching._csketch", "src/scalekit/caching/_csketch.pyx"),
     ("scalekit.caching._clinked", "src/scalekit/caching/_clinked.pyx"),
     ("scalekit.caching._ctinylfu", "src/scalekit/caching/_ctinylfu.pyx"),
+    ("scalekit.caching._cfreq", "src/scalekit/caching/_cfreq.pyx"),
 )
 
 _TRUE = ("1", "true", "yes", "on")

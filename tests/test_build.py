@@ -22,18 +22,19 @@ import scalekit
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_COMPILED = os.environ.get("SCALEKIT_REQUIRE_COMPILED") == "1"
 # What an unpacked wheel says about itself: where scalekit came from, the sketch class's
-# module, the modules of LRUCache's, SIEVECache's and TinyLFUCache's methods and
-# python -m scalekit's implementation line.
+# module, the modules of LRUCache's, SIEVECache's, TinyLFUCache's, LFUCache's and
+# S3FIFOCache's methods and python -m scalekit's implementation line.
 _PROBE = (
     "import sys; sys.path.insert(0, sys.argv[1]); import scalekit, scalekit.caching as c; "
     "from scalekit._compiled import implementation; "
     "print(scalekit.__file__); print(type(c.TinyLFUCache(9)._sketch).__module__); "
     "print(c.LRUCache.__mro__[1].__module__, c.SIEVECache.__mro__[1].__module__, "
-    "c.TinyLFUCache.__mro__[1].__module__); "
+    "c.TinyLFUCache.__mro__[1].__module__, c.LFUCache.__mro__[1].__module__, "
+    "c.S3FIFOCache.__mro__[1].__module__); "
     "print(implementation())"
 )
 # The compiled modules, as hatch_build.EXTENSIONS lists them.
-_MODULES = ("_clinked", "_csketch", "_ctinylfu")
+_MODULES = ("_cfreq", "_clinked", "_csketch", "_ctinylfu")
 
 
 def _build(source: Path, out: Path, *args: str, **env_vars: str) -> None:
@@ -110,16 +111,21 @@ def test_sdist_and_wheels_hold_the_implementation_they_were_built_for(tmp_path: 
     out = _probe(compiled, tmp_path / "compiled-site")
     assert out[0] == str(tmp_path / "compiled-site" / "scalekit" / "__init__.py")
     assert out[1] == "scalekit.caching._csketch"
-    assert (
-        out[2] == "scalekit.caching._clinked scalekit.caching._clinked scalekit.caching._ctinylfu"
-    )
+    assert out[2].split() == [
+        "scalekit.caching._clinked",
+        "scalekit.caching._clinked",
+        "scalekit.caching._ctinylfu",
+        "scalekit.caching._cfreq",
+        "scalekit.caching._cfreq",
+    ]
     assert out[3].startswith("compiled extension for TinyLFU's frequency sketch")
     assert "not built" not in out[3]
     out = _probe(pure, tmp_path / "pure-site")
     assert out[0] == str(tmp_path / "pure-site" / "scalekit" / "__init__.py")
     assert out[1:] == [
         "scalekit.caching._sketch",
-        "scalekit.caching._ordered scalekit.caching.base scalekit.caching._tinylfu_sizing",
+        "scalekit.caching._ordered scalekit.caching.base scalekit.caching._tinylfu_sizing "
+        "scalekit.caching.base scalekit.caching.base",
         "pure Python (the compiled extension is not built)",
     ]
 

@@ -6,9 +6,10 @@ Examples::
     python -m benchmarks.caching replay --only gli,multi1 --capacities 0.01,0.05,0.1
     python -m benchmarks.caching replay --traces ~/caffeine-traces   # traces you downloaded
     python -m benchmarks.caching replay --only /data/w.oracleGeneral.bin --format oracleGeneral
-    python -m benchmarks.caching speed
-    SCALEKIT_PURE_PYTHON=1 python -m benchmarks.caching speed --out /tmp/pure  # pure Python
-    python -m benchmarks.caching speed --ops 300000 --repeat 3              # a busy machine
+    python -m benchmarks.caching speed                        # writes caching-speed-compiled.txt
+    SCALEKIT_PURE_PYTHON=1 python -m benchmarks.caching speed # ... or caching-speed-pure.txt
+    python -m benchmarks.caching speed --ops 300000 --repeat 3   # a busy machine: *-quick.txt
+    python -m benchmarks.caching speed --ops 300000 --repeat 5 --runs 3 --record  # committed
     python -m benchmarks.caching --quick                      # seconds; what the tests run
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from benchmarks._common import TRACES_DIR, base_parser, command_line, display_path, write_result
 from benchmarks.caching.replay import POLICIES, parse_capacities, run_replay
-from benchmarks.caching.speed import run_speed
+from benchmarks.caching.speed import results_name, run_speed
 from benchmarks.caching.traces import FORMATS
 
 QUICK_TRACES = "gli,multi1"
@@ -96,7 +97,26 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="speed: operations in the Zipf stream (default 1,000,000; fewer on a busy machine)",
     )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="speed: measure every pair N times and add the median of each ratio (default 1)",
+    )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="speed: write the committed caching-speed-compiled/-pure.txt even with a "
+        "non-default --ops or --repeat (default: only the default full run does; other "
+        "runs write *-quick.txt)",
+    )
     args = parser.parse_args(argv)
+    if args.ops < 1 or args.repeat < 1 or args.runs < 1:
+        parser.error(
+            f"--ops, --repeat and --runs must be positive, got {args.ops}, "
+            f"{args.repeat} and {args.runs}"
+        )
 
     if args.suite in ("all", "replay"):
         caps = args.capacities or ("0.01,0.1" if args.quick else "0.01,0.02,0.05,0.1")
@@ -123,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 repeat=min(args.repeat, 3),
                 seed=args.seed,
                 memory_entries=10_000,
+                runs=args.runs,
             )
         else:
             report = run_speed(
@@ -132,8 +153,14 @@ def main(argv: list[str] | None = None) -> int:
                 repeat=args.repeat,
                 seed=args.seed,
                 memory_entries=100_000,
+                runs=args.runs,
             )
-        name = "caching-speed-quick" if args.quick else "caching-speed"
+        full = (args.ops, args.repeat, args.seed) == (
+            parser.get_default("ops"),
+            parser.get_default("repeat"),
+            parser.get_default("seed"),
+        )
+        name = results_name(quick=args.quick, record=args.record or full)
         write_result(args.out, name, f"{command_line('caching')}\n\n{report}")
     return 0
 

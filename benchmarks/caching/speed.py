@@ -35,7 +35,14 @@ import scalekit.caching as sk
 from benchmarks._common import format_table, progress
 from scalekit._compiled import implementation
 
-__all__ = ["bytes_per_entry", "cpu_time", "interleaved_medians", "run_speed", "zipf_keys"]
+__all__ = [
+    "bytes_per_entry",
+    "cpu_time",
+    "interleaved_medians",
+    "results_name",
+    "run_speed",
+    "zipf_keys",
+]
 
 
 def cpu_time(fn: Callable[[], Any]) -> float:
@@ -193,13 +200,40 @@ def _ratio(peer: float, ours: float) -> str:
     return f"{peer / ours:.2f}x"
 
 
-def run_speed(
-    *, n_keys: int, n_ops: int, capacity: int, repeat: int, seed: int, memory_entries: int
-) -> str:
-    """Measure every pair and return the report text.
+def _implementation_tag() -> str:
+    """`compiled` or `pure`: which implementation of scalekit's hot paths this process runs."""
+    return "pure" if implementation().startswith("pure Python") else "compiled"
 
-    A progress bar on stderr counts the timed passes; after the first pair
-    the time left is printed, estimated from the passes so far.
+
+def results_name(*, quick: bool, record: bool) -> str:
+    """The results file a speed run writes (without `.txt`), named after the implementation.
+
+    Only a full run (the default stream, or any run given `--record`) writes
+    the committed `caching-speed-compiled` / `caching-speed-pure`; a
+    `--quick` run, or one with a shorter stream or fewer repeats and no
+    `--record`, writes the same name with `-quick`, never over them.
+    """
+    name = f"caching-speed-{_implementation_tag()}"
+    return name if record and not quick else f"{name}-quick"
+
+
+def run_speed(
+    *,
+    n_keys: int,
+    n_ops: int,
+    capacity: int,
+    repeat: int,
+    seed: int,
+    memory_entries: int,
+    runs: int = 1,
+) -> str:
+    """Measure every pair *runs* times and return the report text.
+
+    Each run times scalekit and its peers in turn on the same stream and
+    gives its own ratios; with several runs, a last table gives the median
+    of each ratio over the runs (each ratio still from one run). A progress
+    bar on stderr counts the timed passes; after the warm-up the time left
+    is printed, estimated from it.
     """
     keys = zipf_keys(n_keys, n_ops, seed)
     lru_fn = _lru_cache(capacity, keys)
@@ -219,10 +253,10 @@ def run_speed(
         for fn in fns:
             fn()
     warm = time.perf_counter() - started
-    total = sum(len(fns) for fns in plans) * repeat
+    total = sum(len(fns) for fns in plans) * repeat * runs
     print(
         f"caching speed: warm-up took {_duration(warm)}; {total} timed passes of "
-        f"{n_ops:,} operations take about {_duration(warm * repeat)} more at that pace "
+        f"{n_ops:,} operations take about {_duration(warm * repeat * runs)} more at that pace "
         "(longer if the machine gets busier), then memory and the decorator",
         file=sys.stderr,
     )
@@ -231,62 +265,146 @@ def run_speed(
     def tick() -> None:
         next(bar, None)
 
+    # Hit ratios do not depend on timing: replayed once, outside the timed passes.
+    hits = {name: _hit_ratio(lambda f=ours: f(capacity), keys) for name, ours, _, _ in PAIRS}
+    peer_hits = {
+        name: (
+            _hit_ratio(lambda f=rust: f(capacity), keys)
+            if rust is not None
+            else _hit_ratio(lambda: _theine(capacity), keys, found_pair=True)
+        )
+        for name, _, _, rust in PAIRS
+        if rust is not None or name == THEINE_PEER
+    }
+    blocks = []
+    all_rows = []
+    decorators = []
+    for run in range(runs):
+        rows = _throughput_rows(plans, repeat, n_ops, hits, peer_hits, tick)
+        decorator = _decorator_hit_path(repeat)
+        all_rows.append(rows)
+        decorators.append(decorator)
+        title = f"Run {run + 1} of {runs}: " if runs > 1 else ""
+        blocks.append(
+            f"{title}Throughput: Zipf(1.0), {n_ops:,} get/set-on-miss operations over "
+            f"{n_keys:,} keys, capacity {capacity:,}; median of {repeat}. speed-up = the peer's "
+            "time / scalekit's (scalekit ops/s over the peer's; > 1: scalekit faster, < 1: the "
+            "peer faster). theine runs with nolock=True; cachebox always locks. Times are the "
+            "process's CPU time (time.process_time), so waiting for a core on a busy machine is "
+            f"not counted.\n{format_table(THROUGHPUT_HEADERS, rows)}\n\n"
+            f"{_decorator_table(decorator)}"
+        )
+    for _ in bar:  # close the bar
+        pass
+    memory = _memory_table(memory_entries)
+    summary = ""
+    if runs > 1:
+        summary = f"\n\n{_median_table(all_rows, decorators, runs)}"
+    return (
+        f"scalekit's hot paths: {implementation()}\n\n"
+        + "\n\n".join(blocks)
+        + summary
+        + f"\n\nMemory: tracemalloc bytes per entry at {memory_entries:,} int entries "
+        "(cachebox and theine keep entries in Rust memory, which tracemalloc does not see, "
+        f"so they are not listed)\n{memory}"
+    )
+
+
+THROUGHPUT_HEADERS = [
+    "cache",
+    "scalekit ns/op",
+    "hit ratio",
+    "cachetools ns/op",
+    "speed-up vs cachetools",
+    "Rust peer",
+    "peer ns/op",
+    "peer hit ratio",
+    "speed-up vs peer",
+    "vs functools.lru_cache",
+]
+
+
+def _throughput_rows(
+    plans: list[list[Callable[[], None]]],
+    repeat: int,
+    n_ops: int,
+    hits: dict[str, float],
+    peer_hits: dict[str, float],
+    tick: Callable[[], None],
+) -> list[list[Any]]:
     rows = []
-    lru_times = []
-    for (name, ours, theirs, rust), fns in zip(PAIRS, plans, strict=True):
+    for (name, _, theirs, rust), fns in zip(PAIRS, plans, strict=True):
         times = interleaved_medians(fns, repeat, warmup=False, tick=tick)
         t_ours, t_lru = times[0], times[1]
-        lru_times.append(t_lru)
-        row: list[Any] = [
-            name,
-            1e9 * t_ours / n_ops,
-            f"{_hit_ratio(lambda f=ours: f(capacity), keys):.1f}%",
-        ]
+        row: list[Any] = [name, 1e9 * t_ours / n_ops, f"{hits[name]:.1f}%"]
         column = 2
         if theirs is not None:
             row += [1e9 * times[column] / n_ops, _ratio(times[column], t_ours)]
             column += 1
         else:
             row += ["-", "-"]
-        if rust is not None or name == THEINE_PEER:
-            if rust is not None:
-                label = f"cachebox.{name}"
-                peer_hits = _hit_ratio(lambda f=rust: f(capacity), keys)
-            else:
-                label = "theine.Cache"
-                peer_hits = _hit_ratio(lambda: _theine(capacity), keys, found_pair=True)
+        if name in peer_hits:
+            label = f"cachebox.{name}" if rust is not None else "theine.Cache"
             row += [
                 label,
                 1e9 * times[column] / n_ops,
-                f"{peer_hits:.1f}%",
+                f"{peer_hits[name]:.1f}%",
                 _ratio(times[column], t_ours),
             ]
         else:
             row += ["-", "-", "-", "-"]
         row.append(_ratio(t_lru, t_ours))
         rows.append(row)
-    for _ in bar:  # close the bar
-        pass
-    lru_time = statistics.median(lru_times)
-    throughput = format_table(
-        [
-            "cache",
-            "scalekit ns/op",
-            "hit ratio",
-            "cachetools ns/op",
-            "speed-up vs cachetools",
-            "Rust peer",
-            "peer ns/op",
-            "peer hit ratio",
-            "speed-up vs peer",
-            "vs functools.lru_cache",
-        ],
-        rows,
-    )
-    lru_line = (
-        f"functools.lru_cache (calls of a memoized function): {1e9 * lru_time / n_ops:.0f} ns/op"
+    return rows
+
+
+def _median_table(
+    all_rows: list[list[list[Any]]], decorators: list[dict[str, float]], runs: int
+) -> str:
+    def med(values: list[str]) -> str:
+        return _ratio(statistics.median(float(v.rstrip("x")) for v in values), 1.0)
+
+    rows = []
+    for i, first in enumerate(all_rows[0]):
+        per_run = [r[i] for r in all_rows]
+        row = [first[0], statistics.median(r[1] for r in per_run), first[2]]
+        row.append("-" if first[4] == "-" else med([r[4] for r in per_run]))
+        row += [first[5], "-" if first[8] == "-" else med([r[8] for r in per_run])]
+        row.append(med([r[9] for r in per_run]))
+        rows.append(row)
+    ours = [d["scalekit cached(LRUCache)"] for d in decorators]
+    lru = [d["functools.lru_cache"] for d in decorators]
+    ratios = [f"{b / a:.2f}x" for a, b in zip(ours, lru, strict=True)]
+    return (
+        f"Median over the {runs} runs (each ratio from one run)\n"
+        + format_table(
+            [
+                "cache",
+                "scalekit ns/op",
+                "hit ratio",
+                "speed-up vs cachetools",
+                "Rust peer",
+                "speed-up vs peer",
+                "vs functools.lru_cache",
+            ],
+            rows,
+        )
+        + "\n\n"
+        + format_table(
+            ["decorator", "scalekit ns/call", "vs functools.lru_cache", "per run"],
+            [
+                [
+                    "scalekit cached(LRUCache) hit",
+                    1e9 * statistics.median(ours) / DECORATOR_CALLS,
+                    med(ratios),
+                    " ".join(ratios),
+                ]
+            ],
+        )
     )
 
+
+def _memory_table(memory_entries: int) -> str:
     base = bytes_per_entry(lambda: cachetools.LRUCache(memory_entries), memory_entries)
     mem_rows = []
     for name, ours, theirs, _ in PAIRS:
@@ -298,7 +416,7 @@ def run_speed(
         else:
             row += ["-", "-"]
         mem_rows.append(row)
-    memory = format_table(
+    return format_table(
         [
             "cache",
             "scalekit B/entry",
@@ -308,28 +426,25 @@ def run_speed(
         ],
         mem_rows,
     )
-    decorator = _decorator_hit_path(repeat)
-    return (
-        f"scalekit's hot paths: {implementation()}\n\n"
-        f"Throughput: Zipf(1.0), {n_ops:,} get/set-on-miss operations over {n_keys:,} keys, "
-        f"capacity {capacity:,}; median of {repeat}. speed-up = the peer's time / scalekit's "
-        "(scalekit ops/s over the peer's; > 1: scalekit faster, < 1: the peer faster). "
-        "theine runs with nolock=True; cachebox always locks. Times are the process's CPU time "
-        "(time.process_time), so waiting for a core on a busy machine is not counted.\n"
-        f"{throughput}\n{lru_line}\n\n"
-        f"Memory: tracemalloc bytes per entry at {memory_entries:,} int entries "
-        "(cachebox and theine keep entries in Rust memory, which tracemalloc does not see, "
-        f"so they are not listed)\n{memory}\n\n"
-        f"{decorator}"
+
+
+DECORATOR_CALLS = 200_000
+
+
+def _decorator_table(times: dict[str, float]) -> str:
+    ours = times["scalekit cached(LRUCache)"]
+    rows = [[name, 1e9 * t / DECORATOR_CALLS, f"{t / ours:.2f}x"] for name, t in times.items()]
+    return f"Decorator hit path (the same argument, {DECORATOR_CALLS:,} calls)\n" + format_table(
+        ["decorator", "ns/call", "time vs scalekit"], rows
     )
 
 
-def _decorator_hit_path(repeat: int) -> str:
-    calls = 200_000
+def _decorator_hit_path(repeat: int) -> dict[str, float]:
+    """Median seconds of `DECORATOR_CALLS` hits of each memoizer, timed in turn."""
 
     def loop(f: Callable[[int], int]) -> Callable[[], None]:
         def run() -> None:
-            for _ in range(calls):
+            for _ in range(DECORATOR_CALLS):
                 f(1)
 
         return run
@@ -340,9 +455,4 @@ def _decorator_hit_path(repeat: int) -> str:
         "functools.lru_cache": functools.lru_cache(maxsize=1000)(int),
     }
     medians = interleaved_medians([loop(f) for f in contenders.values()], max(repeat, 5))
-    times = dict(zip(contenders, medians, strict=True))
-    ours = times["scalekit cached(LRUCache)"]
-    rows = [[name, 1e9 * t / calls, f"{t / ours:.2f}x"] for name, t in times.items()]
-    return "Decorator hit path (the same argument, 200,000 calls)\n" + format_table(
-        ["decorator", "ns/call", "time vs scalekit"], rows
-    )
+    return dict(zip(contenders, medians, strict=True))

@@ -28,6 +28,7 @@ COMPILED_MODULES = {
     "scalekit.caching._csketch": "TinyLFU's frequency sketch",
     "scalekit.caching._clinked": "the LRU, FIFO and SIEVE caches and cached's hit path",
     "scalekit.caching._ctinylfu": "TinyLFUCache's lookups, writes and admission",
+    "scalekit.caching._cfreq": "the LFU and S3-FIFO caches",
 }
 
 _loaded: dict[str, ModuleType | None] = {}

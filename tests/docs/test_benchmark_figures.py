@@ -1,9 +1,11 @@
 """The docs' benchmark figures are the committed results files' figures.
 
-docs/caching.md says its speed table comes from
-`benchmarks/results/caching-speed.txt` and its hit-ratio table from the
-replay (`benchmarks/results/caching-replay.txt`); every figure in those
-tables must be in (or be computed from) that file, to its printed precision.
+docs/caching.md says its speed tables come from
+`benchmarks/results/caching-speed-compiled.txt` and
+`benchmarks/results/caching-speed-pure.txt` (the median ratios of several
+runs of each implementation) and its hit-ratio table from the replay
+(`benchmarks/results/caching-replay.txt`); every figure in those tables
+must be in that file, to its printed precision.
 The results files record no machine path, and a plot carries the run id of
 the text it illustrates.
 """
@@ -73,48 +75,86 @@ def _first_figure(cell: str) -> str:
     return found.group()
 
 
-SPEED = (RESULTS / "caching-speed.txt").read_text()
-THROUGHPUT = _text_table(SPEED, "cache         scalekit ns/op")
-MEMORY = _text_table(SPEED, "cache         scalekit B/entry")
+# The speed runs of both implementations, each with the median of its runs' ratios.
+SPEED_FILES = {
+    "compiled": RESULTS / "caching-speed-compiled.txt",
+    "pure": RESULTS / "caching-speed-pure.txt",
+}
+SPEED = {impl: path.read_text() for impl, path in SPEED_FILES.items()}
 SPEED_DOC = _section(CACHING, "## Speed and memory")
 
 
-def test_the_speed_section_cites_the_file_it_is_checked_against() -> None:
-    assert "`benchmarks/results/caching-speed.txt`" in SPEED_DOC
+def _table_after(text: str, marker: str) -> dict[str, list[str]]:
+    """The plain-text table on the lines after the line holding *marker*, by first column."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if marker in line) + 1
+    rows = {}
+    for line in lines[start + 2 :]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) < 3:
+            break
+        rows[cells[0]] = cells
+    return rows
+
+
+MEDIANS = {impl: _table_after(text, "Median over the") for impl, text in SPEED.items()}
+DECORATOR = {
+    impl: next(
+        re.split(r"\s{2,}", line.strip())
+        for line in text.partition("Median over the")[2].splitlines()
+        if line.startswith("scalekit cached(LRUCache) hit")
+    )
+    for impl, text in SPEED.items()
+}
+MEMORY = {impl: _text_table(text, "cache         scalekit B/entry") for impl, text in SPEED.items()}
+
+
+def _pair(cell: str) -> tuple[str, str]:
+    """The compiled and the pure figure of a `compiled / pure` cell."""
+    compiled, _, pure = cell.partition(" / ")
+    return compiled, pure.split(" (")[0]
+
+
+def test_the_speed_section_cites_the_files_command_and_runs_it_is_checked_against() -> None:
+    for impl, path in SPEED_FILES.items():
+        assert f"`benchmarks/results/{path.name}`" in SPEED_DOC
+        assert "Median over the" in SPEED[impl]
+        run = _common.run_id_of(path)
+        assert run is not None and f"`{run}`" in SPEED_DOC, (impl, run)
+        command = SPEED[impl].splitlines()[0].removeprefix("$ ")
+        assert f"`{command}`" in SPEED_DOC, command
+    assert SPEED["compiled"].splitlines()[2].startswith("scalekit's hot paths: compiled")
+    assert SPEED["pure"].splitlines()[2].startswith("scalekit's hot paths: pure Python")
 
 
 @pytest.mark.parametrize("row", _doc_table(SPEED_DOC, "cache"), ids=lambda r: r[0])
-def test_speed_table_rows_are_the_results_file(row: list[str]) -> None:
-    cache, hit, namesake, rust, memory = row
-    run, mem = THROUGHPUT[cache], MEMORY[cache]
-    assert _agrees(hit, _num(run[2])), (cache, hit, run[2])
-    if not namesake.startswith("(no namesake"):
-        assert _agrees(namesake, _num(run[4])), (cache, namesake, run[4])
-    elif "cachetools' `LRUCache`" in namesake or "cachetools' LRUCache" in namesake:
-        # a policy without a namesake, against cachetools' LRUCache: that row's ns over this one's
-        versus = _num(THROUGHPUT["LRUCache"][3]) / _num(run[1])
-        assert _agrees(_first_figure(namesake), versus), (cache, namesake, versus)
+def test_speed_table_rows_are_the_results_files(row: list[str]) -> None:
+    cache, hit, lru, rust, namesake, memory = row
+    compiled, pure = MEDIANS["compiled"][cache], MEDIANS["pure"][cache]
+    assert compiled[2] == pure[2] and _agrees(hit, _num(compiled[2])), (cache, hit)
+    for cell, column in ((lru, 6), (rust, 5), (namesake, 3)):
+        if cell == "(none)":
+            assert compiled[column] == "-", (cache, cell)
+            continue
+        ours, theirs = _pair(cell)
+        assert _agrees(ours, _num(compiled[column])), (cache, cell, compiled[column])
+        assert _agrees(theirs, _num(pure[column])), (cache, cell, pure[column])
     if rust != "(none)":
-        assert run[5] in rust and _agrees(rust, _num(run[8])), (cache, rust, run[5], run[8])
-    assert _agrees(_first_figure(memory), _num(mem[2])), (cache, memory, mem[2])
-    namesake_memory = re.search(r"\(([\d.]+x) its namesake\)", memory)
-    if namesake_memory:
-        assert _agrees(namesake_memory.group(1), _num(mem[4])), (cache, memory, mem[4])
-    of_lru = re.search(r"\(([\d.]+x) `?LRUCache`?'s", memory)
-    if of_lru:
-        ratio = _num(mem[1]) / _num(MEMORY["LRUCache"][1])
-        assert _agrees(of_lru.group(1), ratio), (cache, memory, ratio)
+        assert f"`{compiled[4]}`" in rust and compiled[4] == pure[4], (cache, rust)
+    mem_compiled, mem_pure = _pair(memory)
+    assert _agrees(mem_compiled, _num(MEMORY["compiled"][cache][1])), (cache, memory)
+    assert _agrees(mem_pure, _num(MEMORY["pure"][cache][1])), (cache, memory)
 
 
-@pytest.mark.parametrize("row", _doc_table(SPEED_DOC, "peer"), ids=lambda r: r[0])
-def test_rust_peer_rows_are_the_results_file(row: list[str]) -> None:
-    peer, ns, hit, speed_up, faster_by = row
-    peer = peer.split("`")[0].strip()
-    run = next(r for r in THROUGHPUT.values() if r[5] == peer)
-    assert _agrees(ns, _num(run[6])), (peer, ns, run[6])
-    assert _agrees(hit, _num(run[7])), (peer, hit, run[7])
-    assert _agrees(speed_up, _num(run[8])), (peer, speed_up, run[8])
-    assert _agrees(faster_by, _num(run[1]) / _num(run[6])), (peer, faster_by)
+@pytest.mark.parametrize("row", _doc_table(SPEED_DOC, "decorator"), ids=lambda r: r[0])
+def test_decorator_rows_are_the_results_files(row: list[str]) -> None:
+    name, lru, ns = row
+    assert name.replace("`", "") == "cached(LRUCache) hit"
+    compiled, pure = DECORATOR["compiled"], DECORATOR["pure"]
+    for cell, column in ((lru, 2), (ns, 1)):
+        ours, theirs = _pair(cell)
+        assert _agrees(ours, _num(compiled[column])), (cell, compiled[column])
+        assert _agrees(theirs, _num(pure[column])), (cell, pure[column])
 
 
 REPLAY = (RESULTS / "caching-replay.txt").read_text()

@@ -48,8 +48,14 @@ cdef tuple _FIELDS = ("_maxsize", "_sizes", "_hits", "_misses", "_evictions")
 cdef extern from "Python.h":
     ctypedef int (*_visitproc "visitproc")(PyObject*, void*) noexcept
     ctypedef int (*_traverseproc "traverseproc")(PyObject*, _visitproc, void*) noexcept
+    ctypedef PyObject* (*_ternaryfunc "ternaryfunc")(PyObject*, PyObject*, PyObject*) noexcept
     ctypedef struct _TypeObject "PyTypeObject":
         _traverseproc tp_traverse
+        _ternaryfunc tp_call
+    PyObject* _lookup "PyDict_GetItemWithError"(PyObject*, PyObject*) noexcept
+    PyObject* _error "PyErr_Occurred"() noexcept
+    void _incref "Py_INCREF"(PyObject*) noexcept
+    Py_ssize_t _dict_len "PyDict_GET_SIZE"(PyObject*) noexcept
     void* _type_of "Py_TYPE"(object)
     # Borrowed result; never replaces a present value, so never frees a linked node.
     PyObject* _setdefault "PyDict_SetDefault"(object, object, object) except NULL
@@ -60,11 +66,11 @@ cdef extern from "Python.h":
 @cython.auto_pickle(False)
 cdef class _Node:
     # Borrowed: the core's dict owns every node; prev and next never outlive it.
+    # `prev` is NULL while the node is not linked (no flag: a node stays 48 bytes).
     cdef PyObject* prev
     cdef PyObject* next
     cdef object key
     cdef object value
-    cdef bint linked
 
 
 # Memory safety rule: a node is in the dict exactly while it is linked, and no
@@ -75,11 +81,12 @@ cdef class _Node:
 
 
 cdef inline void _unlink(_Node node) noexcept:
-    if not node.linked:
+    if node.prev is NULL:
         return
     (<_Node>node.prev).next = node.next
     (<_Node>node.next).prev = node.prev
-    node.linked = False
+    node.prev = NULL
+    node.next = NULL
 
 
 cdef inline void _append(_Node root, _Node node) noexcept:
@@ -88,11 +95,10 @@ cdef inline void _append(_Node root, _Node node) noexcept:
     node.next = <PyObject*>root
     (<_Node>root.prev).next = <PyObject*>node
     root.prev = <PyObject*>node
-    node.linked = True
 
 
 cdef inline void _move_to_end(_Node root, _Node node) noexcept:
-    if root.prev == <PyObject*>node or not node.linked:
+    if root.prev == <PyObject*>node or node.prev is NULL:
         return
     _unlink(node)
     _append(root, node)
@@ -331,9 +337,12 @@ cdef class LinkedCore:
         cdef _Node root = self._root
         cdef dict old = self._map
         cdef PyObject* p = root.next
+        cdef PyObject* q
         while p != <PyObject*>root:
-            (<_Node>p).linked = False
-            p = (<_Node>p).next
+            q = (<_Node>p).next
+            (<_Node>p).prev = NULL
+            (<_Node>p).next = NULL
+            p = q
         root.prev = <PyObject*>root
         root.next = <PyObject*>root
         self._map = {}
@@ -447,6 +456,35 @@ cdef class CachedHit:
     def __reduce__(self):
         # Pickled by reference, as the function it wraps would be.
         return self.__qualname__
+
+
+cdef _ternaryfunc _cached_hit_call = NULL
+
+
+cdef PyObject* _cached_hit_fast(PyObject* o, PyObject* args, PyObject* kwds) noexcept:
+    # The hit without keyword arguments, in C from the call slot: the generated
+    # wrapper would build a kwargs dict on every call. Everything else (keywords,
+    # a miss, a class changed since the flags were read) goes to __call__.
+    if kwds is not NULL and _dict_len(kwds) != 0:
+        return _cached_hit_call(o, args, kwds)
+    cdef LinkedCore core = (<CachedHit>o)._core
+    if _type_of(core) != core._flags_type:
+        return _cached_hit_call(o, args, kwds)
+    cdef PyObject* found = _lookup(<PyObject*>core._map, args)
+    if found is NULL:
+        if _error() is not NULL:
+            return NULL
+        return _cached_hit_call(o, args, kwds)
+    if core._reorder:
+        _move_to_end(core._root, <_Node>found)
+    core._hits += 1
+    cdef PyObject* value = <PyObject*>(<_Node>found).value
+    _incref(value)
+    return value
+
+
+_cached_hit_call = (<_TypeObject*>CachedHit).tp_call
+(<_TypeObject*>CachedHit).tp_call = _cached_hit_fast
 
 
 # -- SIEVE ------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 `FrequencySketch` here is the compiled class when the extension is built
 and `SCALEKIT_PURE_PYTHON` is not set (see `scalekit._compiled`), else the
-pure-Python reference class of the same name. `linked`, `sieve` and
-`tinylfu` turn a pure cache class into the class its module publishes:
+pure-Python reference class of the same name. `linked`, `sieve`, `lfu`,
+`s3fifo` and `tinylfu` turn a pure cache class into the class its module publishes:
 the pure class with the compiled core first among its bases, or the pure
 class itself without the extension; `compiled_hit` gives `cached` its
 compiled hit path. Type checkers see the pure classes: a twin has the same
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._compiled import load
 
-__all__ = ["FrequencySketch", "compiled_hit", "linked", "sieve", "tinylfu"]
+__all__ = ["FrequencySketch", "compiled_hit", "lfu", "linked", "s3fifo", "sieve", "tinylfu"]
 
 C = TypeVar("C", bound=type)
 
@@ -120,6 +120,36 @@ def sieve(cls: C) -> C:
     if core is None:
         return cls
     return _twin(core.SieveCore, cls, {})
+
+
+def lfu(cls: C) -> C:
+    """The public `LFUCache` for the pure `cls`: compiled if built (as `linked`).
+
+    Args:
+        cls: the pure-Python class.
+
+    Returns:
+        The class to publish under `cls`'s name.
+    """
+    core = load("scalekit.caching._cfreq")
+    if core is None:
+        return cls
+    return _twin(core.LFUCore, cls, {})
+
+
+def s3fifo(cls: C) -> C:
+    """The public `S3FIFOCache` for the pure `cls`: compiled if built (as `linked`).
+
+    Args:
+        cls: the pure-Python class.
+
+    Returns:
+        The class to publish under `cls`'s name.
+    """
+    core = load("scalekit.caching._cfreq")
+    if core is None:
+        return cls
+    return _twin(core.S3FIFOCore, cls, {})
 
 
 def _twin(core: type, cls: C, extra: dict[str, Any]) -> C:

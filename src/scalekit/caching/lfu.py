@@ -177,20 +177,28 @@ class LFUCache(Cache[K, V]):
         data = self._data
         if key in data:
             bucket = data[key]
+            old = bucket[key]  # released after the use: its __del__ may write to the cache
             bucket[key] = value
             self._use(key, bucket)
+            del old
             return
         root = self._root
         if len(data) >= self._maxsize:
             if self._inline and data:
                 bucket = root.next
-                victim = bucket.popitem(False)[0]  # the oldest of the least used
+                victim, evicted = bucket.popitem(False)  # the oldest of the least used
                 if not bucket:
                     nxt = bucket.next
                     root.next = nxt
                     nxt.prev = root
                 del data[victim]
                 self._evictions += 1
+                del evicted  # released once consistent: its __del__ may write to the cache
+                if key in data:  # ... and wrote this key: the write is an update
+                    bucket = data[key]
+                    bucket[key] = value
+                    self._use(key, bucket)
+                    return
             else:
                 self._make_room()
         first = root.next
@@ -231,8 +239,10 @@ class LFUCache(Cache[K, V]):
         bucket = self._data.get(key)
         if bucket is None:
             return False
+        old = bucket[key]  # released after the use, as in __setitem__
         bucket[key] = value
         self._use(key, bucket)
+        del old
         return True
 
     def _insert(self, key: Any, value: Any) -> None:
@@ -259,3 +269,9 @@ class LFUCache(Cache[K, V]):
         self._data.clear()
         root = self._root
         root.prev = root.next = root
+
+
+if not TYPE_CHECKING:  # the compiled twin when the extension is built (see _speedups)
+    from ._speedups import lfu
+
+    LFUCache = lfu(LFUCache)

@@ -204,3 +204,9 @@ class S3FIFOCache(Cache[K, V]):
         self._ghost.clear()
         self._small_used = self._main_used = 0
         self._has_evicted = False
+
+
+if not TYPE_CHECKING:  # the compiled twin when the extension is built (see _speedups)
+    from ._speedups import s3fifo
+
+    S3FIFOCache = s3fifo(S3FIFOCache)
