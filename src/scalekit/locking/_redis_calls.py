@@ -6,7 +6,10 @@ into a wait of a minute or forever. The locks therefore run their scripts
 on a private connection pool carrying the client's settings (host, TLS,
 ACL, database, `max_connections`) with retries off, and every call
 bounded by its own budget: the caller's `op_timeout`, or less when the
-caller's own deadline is nearer.
+caller's own deadline is nearer. A `RedisCluster` client is called through
+its own `execute_command` under the same budget, enforced as a deadline
+(`scalekit._redis_deadline`): its retries and slot-map re-reads that
+cannot fit are not started, and sockets still busy at the deadline are cut.
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ from typing import Any
 try:
     import redis
     from redis.backoff import NoBackoff
-    from redis.exceptions import ClusterDownError, NoScriptError, RedisError
+    from redis.exceptions import (
+        ClusterDownError,
+        NoScriptError,
+        RedisClusterException,
+        RedisError,
+    )
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from redis.retry import Retry
@@ -31,6 +39,7 @@ except ModuleNotFoundError as _exc:
 
     raise missing_driver(__name__, _exc) from _exc
 
+from .._redis_deadline import DeadlineExceeded, call_with_deadline, watch_cluster
 from ..exceptions import BackendError, BackendUnavailableError
 
 __all__ = ["LUA_NEXT_TOKEN", "LUA_NOW_MS", "RedisCalls", "Script", "is_transient", "lua_purge"]
@@ -223,8 +232,8 @@ class RedisCalls:
 
     `client` is a `redis.Redis`; its pool's settings are carried over
     to a private pool (see `_Pool`). A client without a connection pool (a
-    `RedisCluster`) is called through its own `execute_command`, and its
-    own timeouts bound the wait.
+    `RedisCluster`) is called through its own `execute_command` under a
+    deadline of the call's budget (`scalekit._redis_deadline`).
 
     Thread-safe (the pool is). Cost: one round trip per call.
     """
@@ -233,6 +242,12 @@ class RedisCalls:
         self.client = client
         self.op_timeout = op_timeout
         self._pool = _private_pool(client) if hasattr(client, "connection_pool") else None
+        self._connect = float("inf")  # a cluster's longest connect (it cannot be cut)
+        if self._pool is None:
+            kw = getattr(getattr(client, "nodes_manager", None), "connection_kwargs", {})
+            connect = kw.get("socket_connect_timeout", kw.get("socket_timeout"))
+            if connect is not None:
+                self._connect = float(connect)
 
     def describe(self) -> str:
         pool = self._pool
@@ -261,9 +276,10 @@ class RedisCalls:
         wait = self.op_timeout if timeout is None else max(timeout, 0.001)
         try:
             if self._pool is None:
+                watch_cluster(self.client)
                 if on_send is not None:
                     on_send()
-                return self.client.execute_command(*args)
+                return call_with_deadline(wait, self._connect, self.client.execute_command, *args)
             end = time.monotonic() + wait
             conn = self._pool.take(wait)
             try:
@@ -282,6 +298,11 @@ class RedisCalls:
                 self._pool.give(conn)
         except NoScriptError:
             raise
+        except DeadlineExceeded as exc:
+            raise BackendUnavailableError(
+                f"{self.describe()} did not answer {args[0]!s} within {wait:.3g}s "
+                f"(no time left for another attempt): {exc}"
+            ) from exc
         except _PoolExhausted as exc:
             assert self._pool is not None
             raise BackendUnavailableError(
@@ -296,6 +317,10 @@ class RedisCalls:
         except (RedisConnectionError, OSError) as exc:
             raise BackendUnavailableError(
                 f"{self.describe()}: {args[0]!s} failed on the connection: {exc}"
+            ) from exc
+        except RedisClusterException as exc:  # no node could give the slot map in time
+            raise BackendUnavailableError(
+                f"{self.describe()} could not serve {args[0]!s}: {exc}"
             ) from exc
         except RedisError as exc:
             if is_transient(exc):
