@@ -120,9 +120,16 @@ class _Pool:
     Every setting of the client's pool is carried over (host, port, unix
     socket, database, TLS, username/password or credential provider,
     keep-alive, client name, protocol, and `max_connections`; with a
-    `BlockingConnectionPool` also its wait for a free connection), except
-    the socket timeouts and retries: each call sets its connection's
-    timeouts from its own budget and is tried once, so no call outlasts it.
+    `BlockingConnectionPool` also its cap on the wait for a free
+    connection), except the socket timeouts and retries: each call sets its
+    connection's timeouts from its own budget and is tried once, so no call
+    outlasts it. A call waits for a free connection within its budget.
+
+    Waiters listening on their wake lists (`listening=True`) hold a
+    connection as long as they listen, so they may hold at most
+    `max_connections - 1`: one connection is always left to the short
+    calls (a holder's release or extend), which hold theirs for one round
+    trip.
 
     Thread-safe. Cost: O(1) to take or give back a connection.
     """
@@ -141,12 +148,13 @@ class _Pool:
         self.max_connections = int(getattr(source, "max_connections", 2**31) or 2**31)
         # A BlockingConnectionPool waits for a free connection (None: as long as it
         # takes, here capped by the call's budget); a plain pool does not.
-        self.wait_for_free = 0.0
-        if isinstance(source, redis.BlockingConnectionPool):
-            self.wait_for_free = float("inf") if source.timeout is None else float(source.timeout)
+        self.wait_for_free = float("inf")
+        if isinstance(source, redis.BlockingConnectionPool) and source.timeout is not None:
+            self.wait_for_free = float(source.timeout)
         self._cond = threading.Condition()
         self._free: list[Any] = []
         self._created = 0
+        self._listening = 0
         _ALL_POOLS.add(self)
 
     def _forget(self) -> None:
@@ -154,17 +162,24 @@ class _Pool:
         self._cond = threading.Condition()
         self._free = []
         self._created = 0
+        self._listening = 0
 
-    def take(self, budget: float) -> Any:
-        """A connection, waiting at most *budget* (and the pool's own wait) for one to be free."""
+    def take(self, budget: float, listening: bool = False) -> Any:
+        """A connection, waiting at most *budget* (and the pool's own cap) for one to be free.
+
+        With *listening*, only while fewer than `max_connections - 1` listen.
+        """
         end = time.monotonic() + min(budget, self.wait_for_free)
         with self._cond:
             while True:
-                if self._free:
-                    return self._free.pop()
-                if self._created < self.max_connections:
-                    self._created += 1
-                    break
+                if not listening or self._listening < self.max_connections - 1:
+                    if self._free:
+                        self._listening += listening
+                        return self._free.pop()
+                    if self._created < self.max_connections:
+                        self._created += 1
+                        self._listening += listening
+                        break
                 left = end - time.monotonic()
                 if left <= 0:
                     raise _PoolExhausted("the lock's connection pool is exhausted")
@@ -174,13 +189,16 @@ class _Pool:
         except BaseException:
             with self._cond:
                 self._created -= 1
-                self._cond.notify()
+                self._listening -= listening
+                self._cond.notify_all()
             raise
 
-    def give(self, conn: Any) -> None:
+    def give(self, conn: Any, listening: bool = False) -> None:
         with self._cond:
             self._free.append(conn)
-            self._cond.notify()
+            self._listening -= listening
+            # Every waiter: a listener may not take what a short call can.
+            self._cond.notify_all()
 
 
 def _fresh(conn: Any) -> None:
@@ -274,6 +292,42 @@ class RedisCalls:
             BackendError: Redis answered with another error.
         """
         wait = self.op_timeout if timeout is None else max(timeout, 0.001)
+        return self._call(args, wait, on_send)
+
+    def listen(self, key: str, wait: float, timeout: float, share_wait: float) -> Any:
+        """BLPOP *key* for *wait* seconds; the reply within *timeout* (as `call`).
+
+        A listener holds its connection as long as it listens, so listeners
+        may hold all but one of the pool's connections (see `_Pool`). When
+        none is free for a listener within *share_wait* (at most *wait*),
+        return None without sending, as if the BLPOP timed out: the caller
+        polls instead of listening. The time spent waiting for the
+        connection is taken off the BLPOP.
+        """
+        if self._pool is None:
+            return self.call("BLPOP", key, f"{wait:.3f}", timeout=timeout)
+        end = time.monotonic() + timeout
+        started = time.monotonic()
+        try:
+            conn = self._pool.take(min(share_wait, wait), listening=True)
+        except _PoolExhausted:
+            return None
+        waited = time.monotonic() - started
+        if wait - waited < 0.01:
+            self._pool.give(conn, listening=True)
+            return None
+        args = ("BLPOP", key, f"{wait - waited:.3f}")
+        return self._call(args, max(end - time.monotonic(), 0.001), None, conn)
+
+    def _call(
+        self,
+        args: tuple[Any, ...],
+        wait: float,
+        on_send: Callable[[], None] | None,
+        taken: Any = None,
+    ) -> Any:
+        """`call` on *taken* (a listener's connection) or on one taken from the pool."""
+        listening = taken is not None
         try:
             if self._pool is None:
                 watch_cluster(self.client)
@@ -281,7 +335,7 @@ class RedisCalls:
                     on_send()
                 return call_with_deadline(wait, self._connect, self.client.execute_command, *args)
             end = time.monotonic() + wait
-            conn = self._pool.take(wait)
+            conn = self._pool.take(wait) if taken is None else taken
             try:
                 # Bound the connect and handshake of a new connection by the budget too.
                 conn.socket_timeout = wait
@@ -295,7 +349,7 @@ class RedisCalls:
                 conn.disconnect()
                 raise
             finally:
-                self._pool.give(conn)
+                self._pool.give(conn, listening)
         except NoScriptError:
             raise
         except DeadlineExceeded as exc:

@@ -324,8 +324,10 @@ class RedisLock(BaseLock):
             budget = min(budget, timeout + _REPLY_SLACK)
         try:
             # A nudge is only a reason to try again: the lock is not ours until claimed.
-            self._calls.call(
-                "BLPOP", self._wake_prefix + attempt.owner, f"{wait:.3f}", timeout=budget
+            # Without a connection to listen on (waiters hold all but one), poll
+            # within the claim window so an offer made meanwhile is still claimed.
+            self._calls.listen(
+                self._wake_prefix + attempt.owner, wait, budget, self.claim_window / 2
             )
         except BackendUnavailableError:
             if end is None or self._clock() < end:
