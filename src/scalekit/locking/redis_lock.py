@@ -204,7 +204,8 @@ class RedisLock(BaseLock):
             claim it (at most `ttl`); a paused or dead waiter holds the lock
             up no longer than this.
         reentrant: let the owning thread acquire again, counted.
-        auto_renew: extend the lease every `ttl / 3` while held.
+        auto_renew: extend the lease every `ttl / 3` while held and the
+            thread that acquired it lives.
         on_lost: called once with a lease when it is found lost.
         clock: monotonic seconds (inject a FakeClock in tests).
 
