@@ -43,7 +43,7 @@ from redis.retry import Retry
 
 from .exceptions import BackendUnavailableError
 
-__all__ = ["DeadlineExceeded", "call_with_deadline", "watch_cluster", "watch_pool"]
+__all__ = ["DeadlineExceeded", "call_with_deadline", "note", "watch_cluster", "watch_pool"]
 
 _TICK = 0.02  # seconds between the watchdog's checks
 _CUT_AHEAD = 2 * _TICK  # sockets are cut this long before the deadline
@@ -252,6 +252,15 @@ def watch_pool(pool: Any) -> None:
             _watch_connection(conn)
     pool.release = release
     pool.get_connection = get_connection
+
+
+def note(conn: Any) -> None:
+    """Note *conn* in the calling thread's deadline call, so its socket is cut at the
+    deadline (for a connection that comes from no watched pool)."""
+    call = _inflight.get(threading.get_ident())
+    if call is not None and conn not in call.conns:
+        with _cut_lock:
+            call.conns.append(conn)
 
 
 def watch_cluster(cluster: Any) -> None:

@@ -39,7 +39,7 @@ except ModuleNotFoundError as _exc:
 
     raise missing_driver(__name__, _exc) from _exc
 
-from .._redis_deadline import DeadlineExceeded, call_with_deadline, watch_cluster
+from .._redis_deadline import DeadlineExceeded, call_with_deadline, note, watch_cluster
 from ..exceptions import BackendError, BackendUnavailableError
 
 __all__ = ["LUA_NEXT_TOKEN", "LUA_NOW_MS", "RedisCalls", "Script", "is_transient", "lua_purge"]
@@ -201,12 +201,16 @@ class _Pool:
             self._cond.notify_all()
 
 
-def _fresh(conn: Any) -> None:
-    """Connect *conn*, replacing a pooled socket the server closed (or left data on).
+def _fresh(conn: Any, budget: float) -> None:
+    """Connect *conn* within *budget*, replacing a pooled socket the server closed.
 
     A server killed and restarted on the same port leaves every pooled
     connection at end-of-file; reading that before sending costs no round
     trip, and a new connection is opened instead, so nothing is sent twice.
+    The connect and redis-py's handshake after it (AUTH, CLIENT SETNAME,
+    CLIENT SETINFO, SELECT: a round trip each, each read with the whole
+    socket timeout) run under a deadline of *budget*: a socket still
+    busy at it is cut (`scalekit._redis_deadline`).
     """
     if conn._sock is not None:
         try:
@@ -216,7 +220,12 @@ def _fresh(conn: Any) -> None:
         if not stale:
             return
         conn.disconnect()
-    conn.connect()
+
+    def connect() -> None:
+        note(conn)
+        conn.connect()
+
+    call_with_deadline(budget, budget, connect)
 
 
 class _PoolExhausted(BackendUnavailableError):
@@ -340,7 +349,7 @@ class RedisCalls:
                 # Bound the connect and handshake of a new connection by the budget too.
                 conn.socket_timeout = wait
                 conn.socket_connect_timeout = wait
-                _fresh(conn)
+                _fresh(conn, max(end - time.monotonic(), 0.001))
                 if on_send is not None:
                     on_send()
                 conn.send_command(*args)
