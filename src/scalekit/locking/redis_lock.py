@@ -296,12 +296,16 @@ class RedisLock(BaseLock):
             timeout=self._budget(deadline),
             on_send=sent,
         )
+        self._refuse(reply)
         if int(reply[0]) == 1:
             # Valid for the PTTL the server reported, counted from before the request.
             return int(reply[1]), int(reply[2]) / 1000
         attempt.pttl = int(reply[1])
         attempt.queued = blocking
         return None
+
+    def _refuse(self, reply: Any) -> None:
+        """Raise if the acquire script refused this client's configuration (a semaphore's n)."""
 
     def _sent_at(self, attempt: Any) -> float | None:
         return attempt.sent_at  # type: ignore[no-any-return]
