@@ -201,7 +201,7 @@ def _noted(pool: Any, real: Callable[..., Any], *args: Any, **kwargs: Any) -> An
     call = _inflight.get(threading.get_ident())
     if call is not None and (call.cut or (call.taken and not call.fits(0.0))):
         # The first connection of a call is always taken: call_timeout counts its attempt.
-        raise DeadlineExceeded("call_timeout reached before another attempt could start")
+        raise DeadlineExceeded("the call's deadline was reached before another attempt could start")
     conn = _watch_connection(real(*args, **kwargs))
     if call is not None:
         call.taken += 1

@@ -228,6 +228,15 @@ def _fresh(conn: Any, budget: float) -> None:
     call_with_deadline(budget, budget, connect)
 
 
+def _first_failure(exc: BaseException) -> str:
+    """The failure that started *exc*'s chain (a cluster's CLUSTERDOWN before its slot-map
+    re-read ran out of time), to name in the message; '' if *exc* is the first."""
+    first = exc
+    while first.__context__ is not None and first.__context__ is not first:
+        first = first.__context__
+    return "" if first is exc else f" (after: {first})"
+
+
 class _PoolExhausted(BackendUnavailableError):
     """Every connection of the lock's pool is in use (caught and named by the caller)."""
 
@@ -383,7 +392,7 @@ class RedisCalls:
             ) from exc
         except RedisClusterException as exc:  # no node could give the slot map in time
             raise BackendUnavailableError(
-                f"{self.describe()} could not serve {args[0]!s}: {exc}"
+                f"{self.describe()} could not serve {args[0]!s}: {exc}{_first_failure(exc)}"
             ) from exc
         except RedisError as exc:
             if is_transient(exc):
