@@ -228,6 +228,20 @@ def _fresh(conn: Any, budget: float) -> None:
     call_with_deadline(budget, budget, connect)
 
 
+# redis-py's RedisCluster sleeps this long after a CLUSTERDOWN reply (not configurable).
+_CLUSTER_DOWN_PAUSE = 0.25
+
+
+def _chain_has(exc: BaseException, kind: type[BaseException]) -> bool:
+    """True if *exc* or an exception in its context chain is a *kind*."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__context__
+    return False
+
+
 def _first_failure(exc: BaseException) -> str:
     """The failure that started *exc*'s chain (a cluster's CLUSTERDOWN before its slot-map
     re-read ran out of time), to name in the message; '' if *exc* is the first."""
@@ -279,6 +293,7 @@ class RedisCalls:
         self.op_timeout = op_timeout
         self._pool = _private_pool(client) if hasattr(client, "connection_pool") else None
         self._connect = float("inf")  # a cluster's longest connect (it cannot be cut)
+        self._cluster_down: float | None = None  # when a cluster call last saw CLUSTERDOWN
         if self._pool is None:
             kw = getattr(getattr(client, "nodes_manager", None), "connection_kwargs", {})
             connect = kw.get("socket_connect_timeout", kw.get("socket_timeout"))
@@ -348,10 +363,7 @@ class RedisCalls:
         listening = taken is not None
         try:
             if self._pool is None:
-                watch_cluster(self.client)
-                if on_send is not None:
-                    on_send()
-                return call_with_deadline(wait, self._connect, self.client.execute_command, *args)
+                return self._cluster_call(args, wait, on_send)
             end = time.monotonic() + wait
             conn = self._pool.take(wait) if taken is None else taken
             try:
@@ -400,6 +412,34 @@ class RedisCalls:
                     f"{self.describe()} cannot serve {args[0]!s} now: {exc}"
                 ) from exc
             raise BackendError(f"{self.describe()} failed {args[0]!s}: {exc}") from exc
+
+    def _cluster_call(
+        self, args: tuple[Any, ...], wait: float, on_send: Callable[[], None] | None
+    ) -> Any:
+        """`call` through a `RedisCluster` client, under a deadline of *wait*.
+
+        redis-py sleeps `_CLUSTER_DOWN_PAUSE` after a CLUSTERDOWN reply,
+        which no deadline can cut: while the cluster was down a moment ago,
+        a call with less time left than that pause is not started.
+        """
+        down = self._cluster_down
+        if down is not None and time.monotonic() - down < 1.0 and wait < _CLUSTER_DOWN_PAUSE:
+            raise ClusterDownError(
+                f"The cluster is down (seen {time.monotonic() - down:.2f}s ago); not tried "
+                f"with {wait:.3g}s left, less than the client's {_CLUSTER_DOWN_PAUSE}s pause "
+                "after a CLUSTERDOWN reply"
+            )
+        watch_cluster(self.client)
+        if on_send is not None:
+            on_send()
+        try:
+            result = call_with_deadline(wait, self._connect, self.client.execute_command, *args)
+        except Exception as exc:
+            if _chain_has(exc, ClusterDownError):
+                self._cluster_down = time.monotonic()
+            raise
+        self._cluster_down = None
+        return result
 
     def script(
         self,
