@@ -262,9 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     from kazoo.client import KazooClient
 
     quick = args.quick
-    ops = 300 if quick else 3000
-    repeat = 2 if quick else args.repeat
-    seconds = 0.5 if quick else 3.0
+    ops = 100 if quick else 3000
+    repeat = 1 if quick else args.repeat
+    seconds = 0.2 if quick else 3.0
     runs = 1 if quick else 3
     report: list[str] = []
     with RedisServer() as rserver, ZooKeeperServer() as zserver:

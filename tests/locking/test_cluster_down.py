@@ -3,7 +3,7 @@
 redis-py turns the server's ``CLUSTERDOWN`` reply into `ClusterDownError`
 with the text "The cluster is down", without the prefix; a lock must treat
 it as the transient outage it is (`BackendUnavailableError`): a blocking
-acquire retries it until its deadline.
+acquire retries it until its deadline, within the acquire's bound.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import pytest
 from scalekit import BackendUnavailableError, LockTimeoutError
 from scalekit.locking import RedisLock
 from scalekit.testing import RedisClusterServers
+
+from .conftest import BOUND_MARGIN
 
 pytest.importorskip("redis")
 
@@ -40,11 +42,14 @@ def test_a_lock_on_a_cluster_that_is_down_is_unavailable_not_broken() -> None:
             while b"cluster_state:fail" not in survivor.execute("CLUSTER", "INFO"):
                 assert time.monotonic() < deadline, "the cluster never noticed the dead master"
                 time.sleep(0.1)
-            # Retried as an outage until the deadline, not raised at once as a broken server.
+            # Retried as an outage until the deadline, not raised at once as a broken server:
+            # the outage outlasted the acquire, which says so (a timeout if its one try
+            # was cut short by the deadline).
             started = time.monotonic()
-            with pytest.raises(LockTimeoutError, match="cluster is down") as caught:
+            with pytest.raises(
+                (BackendUnavailableError, LockTimeoutError), match="cluster is down"
+            ):
                 lock.acquire(timeout=1.0)
-            assert time.monotonic() - started >= 1.0
-            assert isinstance(caught.value.__cause__, BackendUnavailableError)
+            assert 1.0 <= time.monotonic() - started <= 1.0 + BOUND_MARGIN
         finally:
             client.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import Counter
@@ -17,7 +16,6 @@ from scalekit.exceptions import (
     BackendUnavailableError,
     ConfigurationError,
     LockLostError,
-    LockTimeoutError,
 )
 from scalekit.locking import Lease
 from scalekit.testing import RedisServer, TCPProxy
@@ -376,34 +374,6 @@ def _acquire_release(client: Any, name: str) -> int:
         return lease.token
 
 
-def test_an_exhausted_pool_is_named_as_the_cause(redis_server: RedisServer) -> None:
-    client = redis.Redis.from_url(redis_server.url, max_connections=1)
-    name = unique()
-    holder = RedisLock(redis.Redis.from_url(redis_server.url), name, ttl=30).acquire()
-    assert holder is not None
-    waiter = threading.Thread(target=lambda: _try(RedisLock(client, name, ttl=30)))
-    waiter.start()  # its BLPOP holds the pool's one connection
-    _poll(lambda: redis_client_llen(redis_server, name) == 1)
-    other = RedisLock(client, unique(), ttl=30)
-    with pytest.raises(BackendUnavailableError, match=r"pool is exhausted, all 1 connections"):
-        end = time.monotonic() + 2
-        while time.monotonic() < end:
-            lease = other.acquire(blocking=False)  # free only between the waiter's calls
-            assert lease is not None
-            lease.release()
-    waiter.join(5)
-    holder.release()
-
-
-def _try(lock: RedisLock) -> None:
-    with contextlib.suppress(LockTimeoutError):
-        lock.acquire(timeout=1.5)
-
-
-def redis_client_llen(server: RedisServer, name: str) -> int:
-    return int(redis.Redis.from_url(server.url).llen(f"scalekit:lock:{{{name}}}:queue"))
-
-
 def test_fence_tokens_never_go_back_when_the_counter_is_evicted(
     fresh_redis_server: RedisServer,
 ) -> None:
@@ -449,25 +419,6 @@ def test_a_fresh_lease_ends_locally_no_later_than_on_the_server(
         assert local_left <= server_left + 0.001  # PTTL's millisecond resolution
         assert local_left > 2.0 - 0.2  # and not needlessly short
         lease.release()
-
-
-def test_a_blocking_pool_waits_for_a_free_connection_within_the_budget(
-    redis_server: RedisServer,
-) -> None:
-    """The client's BlockingConnectionPool of 1: a second call waits for the first's connection."""
-    pool = redis.BlockingConnectionPool.from_url(redis_server.url, max_connections=1, timeout=5)
-    client = redis.Redis(connection_pool=pool)
-    name = unique()
-    holder = RedisLock(redis.Redis.from_url(redis_server.url), name, ttl=30).acquire()
-    assert holder is not None
-    waiter = threading.Thread(target=lambda: _try(RedisLock(client, name, ttl=30)))
-    waiter.start()  # its BLPOP (up to 1 s) holds the pool's one connection
-    _poll(lambda: redis_client_llen(redis_server, name) == 1)
-    lease = RedisLock(client, unique(), ttl=30, op_timeout=3).acquire(blocking=False)
-    assert lease is not None  # waited for the connection instead of failing at once
-    lease.release()
-    waiter.join(5)
-    holder.release()
 
 
 def test_tokens_never_go_back_across_a_restart_from_an_rdb_snapshot() -> None:

@@ -28,7 +28,7 @@ BOUND = 5.0
 HOLDER = textwrap.dedent(
     """
     import sys, threading, time
-    from scalekit.testing import RedisServer
+    from scalekit.testing import PostgresServer, RedisServer
 
     mode = sys.argv[1]
     servers = []
@@ -39,6 +39,9 @@ HOLDER = textwrap.dedent(
         t.start()
         t.join()
         server = servers[0]
+    elif mode == "postgres":
+        server = PostgresServer()  # as root: run as the postgres user
+        server.start()
     else:
         server = RedisServer()
         server.start()
@@ -164,3 +167,19 @@ def test_a_failed_start_in_a_with_block_removes_the_working_directory() -> None:
     with pytest.raises(ServerStartError), server:
         pass
     assert not server.running and not server.workdir.exists()
+
+
+def test_a_postgres_server_dies_with_the_process_that_started_it() -> None:
+    """Run as root, the postmaster runs as another user: a credential change clears the
+    parent-death signal, so it must be set after the change (about 5 s: initdb)."""
+    child, server_pid = _holder("postgres")
+    try:
+        assert _alive(server_pid)
+        child.kill()
+        child.wait(timeout=BOUND)
+        assert _gone_within(server_pid, BOUND), f"postgres {server_pid} outlived its parent"
+    finally:
+        child.kill()
+        child.wait()
+        if _alive(server_pid):
+            os.kill(server_pid, signal.SIGKILL)

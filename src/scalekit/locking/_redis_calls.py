@@ -6,7 +6,10 @@ into a wait of a minute or forever. The locks therefore run their scripts
 on a private connection pool carrying the client's settings (host, TLS,
 ACL, database, `max_connections`) with retries off, and every call
 bounded by its own budget: the caller's `op_timeout`, or less when the
-caller's own deadline is nearer.
+caller's own deadline is nearer. A `RedisCluster` client is called through
+its own `execute_command` under the same budget, enforced as a deadline
+(`scalekit._redis_deadline`): its retries and slot-map re-reads that
+cannot fit are not started, and sockets still busy at the deadline are cut.
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ from typing import Any
 try:
     import redis
     from redis.backoff import NoBackoff
-    from redis.exceptions import ClusterDownError, NoScriptError, RedisError
+    from redis.exceptions import (
+        ClusterDownError,
+        NoScriptError,
+        RedisClusterException,
+        RedisError,
+    )
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from redis.retry import Retry
@@ -31,6 +39,7 @@ except ModuleNotFoundError as _exc:
 
     raise missing_driver(__name__, _exc) from _exc
 
+from .._redis_deadline import DeadlineExceeded, call_with_deadline, note, watch_cluster
 from ..exceptions import BackendError, BackendUnavailableError
 
 __all__ = ["LUA_NEXT_TOKEN", "LUA_NOW_MS", "RedisCalls", "Script", "is_transient", "lua_purge"]
@@ -111,9 +120,16 @@ class _Pool:
     Every setting of the client's pool is carried over (host, port, unix
     socket, database, TLS, username/password or credential provider,
     keep-alive, client name, protocol, and `max_connections`; with a
-    `BlockingConnectionPool` also its wait for a free connection), except
-    the socket timeouts and retries: each call sets its connection's
-    timeouts from its own budget and is tried once, so no call outlasts it.
+    `BlockingConnectionPool` also its cap on the wait for a free
+    connection), except the socket timeouts and retries: each call sets its
+    connection's timeouts from its own budget and is tried once, so no call
+    outlasts it. A call waits for a free connection within its budget.
+
+    Waiters listening on their wake lists (`listening=True`) hold a
+    connection as long as they listen, so they may hold at most
+    `max_connections - 1`: one connection is always left to the short
+    calls (a holder's release or extend), which hold theirs for one round
+    trip.
 
     Thread-safe. Cost: O(1) to take or give back a connection.
     """
@@ -132,12 +148,13 @@ class _Pool:
         self.max_connections = int(getattr(source, "max_connections", 2**31) or 2**31)
         # A BlockingConnectionPool waits for a free connection (None: as long as it
         # takes, here capped by the call's budget); a plain pool does not.
-        self.wait_for_free = 0.0
-        if isinstance(source, redis.BlockingConnectionPool):
-            self.wait_for_free = float("inf") if source.timeout is None else float(source.timeout)
+        self.wait_for_free = float("inf")
+        if isinstance(source, redis.BlockingConnectionPool) and source.timeout is not None:
+            self.wait_for_free = float(source.timeout)
         self._cond = threading.Condition()
         self._free: list[Any] = []
         self._created = 0
+        self._listening = 0
         _ALL_POOLS.add(self)
 
     def _forget(self) -> None:
@@ -145,17 +162,24 @@ class _Pool:
         self._cond = threading.Condition()
         self._free = []
         self._created = 0
+        self._listening = 0
 
-    def take(self, budget: float) -> Any:
-        """A connection, waiting at most *budget* (and the pool's own wait) for one to be free."""
+    def take(self, budget: float, listening: bool = False) -> Any:
+        """A connection, waiting at most *budget* (and the pool's own cap) for one to be free.
+
+        With *listening*, only while fewer than `max_connections - 1` listen.
+        """
         end = time.monotonic() + min(budget, self.wait_for_free)
         with self._cond:
             while True:
-                if self._free:
-                    return self._free.pop()
-                if self._created < self.max_connections:
-                    self._created += 1
-                    break
+                if not listening or self._listening < self.max_connections - 1:
+                    if self._free:
+                        self._listening += listening
+                        return self._free.pop()
+                    if self._created < self.max_connections:
+                        self._created += 1
+                        self._listening += listening
+                        break
                 left = end - time.monotonic()
                 if left <= 0:
                     raise _PoolExhausted("the lock's connection pool is exhausted")
@@ -165,21 +189,28 @@ class _Pool:
         except BaseException:
             with self._cond:
                 self._created -= 1
-                self._cond.notify()
+                self._listening -= listening
+                self._cond.notify_all()
             raise
 
-    def give(self, conn: Any) -> None:
+    def give(self, conn: Any, listening: bool = False) -> None:
         with self._cond:
             self._free.append(conn)
-            self._cond.notify()
+            self._listening -= listening
+            # Every waiter: a listener may not take what a short call can.
+            self._cond.notify_all()
 
 
-def _fresh(conn: Any) -> None:
-    """Connect *conn*, replacing a pooled socket the server closed (or left data on).
+def _fresh(conn: Any, budget: float) -> None:
+    """Connect *conn* within *budget*, replacing a pooled socket the server closed.
 
     A server killed and restarted on the same port leaves every pooled
     connection at end-of-file; reading that before sending costs no round
     trip, and a new connection is opened instead, so nothing is sent twice.
+    The connect and redis-py's handshake after it (AUTH, CLIENT SETNAME,
+    CLIENT SETINFO, SELECT: a round trip each, each read with the whole
+    socket timeout) run under a deadline of *budget*: a socket still
+    busy at it is cut (`scalekit._redis_deadline`).
     """
     if conn._sock is not None:
         try:
@@ -189,7 +220,35 @@ def _fresh(conn: Any) -> None:
         if not stale:
             return
         conn.disconnect()
-    conn.connect()
+
+    def connect() -> None:
+        note(conn)
+        conn.connect()
+
+    call_with_deadline(budget, budget, connect)
+
+
+# redis-py's RedisCluster sleeps this long after a CLUSTERDOWN reply (not configurable).
+_CLUSTER_DOWN_PAUSE = 0.25
+
+
+def _chain_has(exc: BaseException, kind: type[BaseException]) -> bool:
+    """True if *exc* or an exception in its context chain is a *kind*."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__context__
+    return False
+
+
+def _first_failure(exc: BaseException) -> str:
+    """The failure that started *exc*'s chain (a cluster's CLUSTERDOWN before its slot-map
+    re-read ran out of time), to name in the message; '' if *exc* is the first."""
+    first = exc
+    while first.__context__ is not None and first.__context__ is not first:
+        first = first.__context__
+    return "" if first is exc else f" (after: {first})"
 
 
 class _PoolExhausted(BackendUnavailableError):
@@ -223,8 +282,8 @@ class RedisCalls:
 
     `client` is a `redis.Redis`; its pool's settings are carried over
     to a private pool (see `_Pool`). A client without a connection pool (a
-    `RedisCluster`) is called through its own `execute_command`, and its
-    own timeouts bound the wait.
+    `RedisCluster`) is called through its own `execute_command` under a
+    deadline of the call's budget (`scalekit._redis_deadline`).
 
     Thread-safe (the pool is). Cost: one round trip per call.
     """
@@ -233,6 +292,13 @@ class RedisCalls:
         self.client = client
         self.op_timeout = op_timeout
         self._pool = _private_pool(client) if hasattr(client, "connection_pool") else None
+        self._connect = float("inf")  # a cluster's longest connect (it cannot be cut)
+        self._cluster_down: float | None = None  # when a cluster call last saw CLUSTERDOWN
+        if self._pool is None:
+            kw = getattr(getattr(client, "nodes_manager", None), "connection_kwargs", {})
+            connect = kw.get("socket_connect_timeout", kw.get("socket_timeout"))
+            if connect is not None:
+                self._connect = float(connect)
 
     def describe(self) -> str:
         pool = self._pool
@@ -259,18 +325,52 @@ class RedisCalls:
             BackendError: Redis answered with another error.
         """
         wait = self.op_timeout if timeout is None else max(timeout, 0.001)
+        return self._call(args, wait, on_send)
+
+    def listen(self, key: str, wait: float, timeout: float, share_wait: float) -> Any:
+        """BLPOP *key* for *wait* seconds; the reply within *timeout* (as `call`).
+
+        A listener holds its connection as long as it listens, so listeners
+        may hold all but one of the pool's connections (see `_Pool`). When
+        none is free for a listener within *share_wait* (at most *wait*),
+        return None without sending, as if the BLPOP timed out: the caller
+        polls instead of listening. The time spent waiting for the
+        connection is taken off the BLPOP.
+        """
+        if self._pool is None:
+            return self.call("BLPOP", key, f"{wait:.3f}", timeout=timeout)
+        end = time.monotonic() + timeout
+        started = time.monotonic()
+        try:
+            conn = self._pool.take(min(share_wait, wait), listening=True)
+        except _PoolExhausted:
+            return None
+        waited = time.monotonic() - started
+        if wait - waited < 0.01:
+            self._pool.give(conn, listening=True)
+            return None
+        args = ("BLPOP", key, f"{wait - waited:.3f}")
+        return self._call(args, max(end - time.monotonic(), 0.001), None, conn)
+
+    def _call(
+        self,
+        args: tuple[Any, ...],
+        wait: float,
+        on_send: Callable[[], None] | None,
+        taken: Any = None,
+    ) -> Any:
+        """`call` on *taken* (a listener's connection) or on one taken from the pool."""
+        listening = taken is not None
         try:
             if self._pool is None:
-                if on_send is not None:
-                    on_send()
-                return self.client.execute_command(*args)
+                return self._cluster_call(args, wait, on_send)
             end = time.monotonic() + wait
-            conn = self._pool.take(wait)
+            conn = self._pool.take(wait) if taken is None else taken
             try:
                 # Bound the connect and handshake of a new connection by the budget too.
                 conn.socket_timeout = wait
                 conn.socket_connect_timeout = wait
-                _fresh(conn)
+                _fresh(conn, max(end - time.monotonic(), 0.001))
                 if on_send is not None:
                     on_send()
                 conn.send_command(*args)
@@ -279,9 +379,14 @@ class RedisCalls:
                 conn.disconnect()
                 raise
             finally:
-                self._pool.give(conn)
+                self._pool.give(conn, listening)
         except NoScriptError:
             raise
+        except DeadlineExceeded as exc:
+            raise BackendUnavailableError(
+                f"{self.describe()} did not answer {args[0]!s} within {wait:.3g}s "
+                f"(no time left for another attempt): {exc}"
+            ) from exc
         except _PoolExhausted as exc:
             assert self._pool is not None
             raise BackendUnavailableError(
@@ -297,12 +402,44 @@ class RedisCalls:
             raise BackendUnavailableError(
                 f"{self.describe()}: {args[0]!s} failed on the connection: {exc}"
             ) from exc
+        except RedisClusterException as exc:  # no node could give the slot map in time
+            raise BackendUnavailableError(
+                f"{self.describe()} could not serve {args[0]!s}: {exc}{_first_failure(exc)}"
+            ) from exc
         except RedisError as exc:
             if is_transient(exc):
                 raise BackendUnavailableError(
                     f"{self.describe()} cannot serve {args[0]!s} now: {exc}"
                 ) from exc
             raise BackendError(f"{self.describe()} failed {args[0]!s}: {exc}") from exc
+
+    def _cluster_call(
+        self, args: tuple[Any, ...], wait: float, on_send: Callable[[], None] | None
+    ) -> Any:
+        """`call` through a `RedisCluster` client, under a deadline of *wait*.
+
+        redis-py sleeps `_CLUSTER_DOWN_PAUSE` after a CLUSTERDOWN reply,
+        which no deadline can cut: while the cluster was down a moment ago,
+        a call with less time left than that pause is not started.
+        """
+        down = self._cluster_down
+        if down is not None and time.monotonic() - down < 1.0 and wait < _CLUSTER_DOWN_PAUSE:
+            raise ClusterDownError(
+                f"The cluster is down (seen {time.monotonic() - down:.2f}s ago); not tried "
+                f"with {wait:.3g}s left, less than the client's {_CLUSTER_DOWN_PAUSE}s pause "
+                "after a CLUSTERDOWN reply"
+            )
+        watch_cluster(self.client)
+        if on_send is not None:
+            on_send()
+        try:
+            result = call_with_deadline(wait, self._connect, self.client.execute_command, *args)
+        except Exception as exc:
+            if _chain_has(exc, ClusterDownError):
+                self._cluster_down = time.monotonic()
+            raise
+        self._cluster_down = None
+        return result
 
     def script(
         self,

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -42,7 +43,7 @@ from ..observability import _emit
 from ._clients import check_async_redis
 from ._redis_calls import Script, is_transient
 from .base import CLEANUP_BUDGET, _Outage
-from .lease import _NOTIFIER, _WATCHDOG, Lease, OnLost, _run_on_lost
+from .lease import _NOTIFIER, _WATCHDOG, Lease
 from .redis_lock import (
     _ABANDON,
     _ACQUIRE,
@@ -58,6 +59,9 @@ if TYPE_CHECKING:
     from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 __all__ = ["AsyncLease", "AsyncRedisLock"]
+
+# An `on_lost` callback of AsyncRedisLock: a function, or an `async def` one (awaited).
+AsyncOnLost = Callable[[Lease], "Awaitable[None] | None"]
 
 _log = logging.getLogger("scalekit.locking")
 
@@ -112,6 +116,9 @@ class AsyncRedisLock:
             retrying any error but "not the owner" until the deadline.
         on_lost: called once with a lease when it is found lost, on the event
             loop that acquired it (on a notifier thread once that loop closed).
+            An `async def` callback is awaited: as a task on that loop, or
+            (the loop closed) to completion in a loop of its own on the
+            notifier thread. What it raises is logged.
         clock: monotonic seconds.
 
     Raises:
@@ -135,7 +142,7 @@ class AsyncRedisLock:
         claim_window: float = 0.5,
         reentrant: bool = False,
         auto_renew: bool = False,
-        on_lost: OnLost | None = None,
+        on_lost: AsyncOnLost | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = non_empty_str("name", name)
@@ -427,11 +434,11 @@ class AsyncRedisLock:
         callback = self.on_lost
         if loop is not None and not loop.is_closed():
             try:
-                loop.call_soon_threadsafe(_run_on_lost, callback, lease)
+                loop.call_soon_threadsafe(_run_on_lost_in_loop, callback, lease)
                 return
             except RuntimeError:  # the loop closed meanwhile
                 pass
-        _NOTIFIER.submit(callback, lease)
+        _NOTIFIER.submit(functools.partial(_run_to_completion, callback), lease)
 
     async def locked(self) -> bool:
         """True while some owner holds the lock. One round trip."""
@@ -495,6 +502,46 @@ async def _renew(ref: weakref.ref[AsyncLease], period: float, retry: float) -> N
             _log.debug("renewal of %r failed, retrying: %r", lock.name, exc)
             wait = max(min(retry, left), 0.01)
         del lease, lock
+
+
+# Tasks of coroutine callbacks still running (the loop holds tasks only weakly).
+_CALLBACK_TASKS: set[asyncio.Future[Any]] = set()
+
+
+def _run_on_lost_in_loop(callback: AsyncOnLost, lease: Lease) -> None:
+    """On the lease's loop: run *callback*; a coroutine it returns runs as a task."""
+    try:
+        result = callback(lease)
+    except Exception as exc:
+        _log.exception("on_lost callback of lock %r raised", lease.name)
+        _emit.callback_failed(lease, exc)
+        return
+    if inspect.isawaitable(result):
+        task = asyncio.ensure_future(result)
+        _CALLBACK_TASKS.add(task)
+        task.add_done_callback(functools.partial(_callback_done, lease))
+
+
+def _callback_done(lease: Lease, task: asyncio.Future[Any]) -> None:
+    _CALLBACK_TASKS.discard(task)
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if isinstance(exc, Exception):
+        _log.error("on_lost callback of lock %r raised", lease.name, exc_info=exc)
+        _emit.callback_failed(lease, exc)
+
+
+def _run_to_completion(callback: AsyncOnLost, lease: Lease) -> None:
+    """On a notifier thread (the lease's loop closed): run *callback*, and a coroutine
+    it returns in an event loop of its own."""
+    result = callback(lease)
+    if inspect.isawaitable(result):
+        asyncio.run(_awaited(result))
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 async def _bounded(call: Any, seconds: float) -> Any:

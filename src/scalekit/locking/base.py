@@ -74,7 +74,8 @@ class BaseLock(abc.ABC):
             leases end with a session (ZooKeeper).
         reentrant: let the owner that holds the lock acquire it again,
             counted; the lease is released when the count drops to zero.
-        auto_renew: extend the lease every `ttl / 3` while it is held.
+        auto_renew: extend the lease every `ttl / 3` while it is held and the
+            thread that acquired it lives.
         on_lost: called with the lease, once, when it is found lost.
         clock: monotonic seconds; inject a FakeClock in tests.
 
@@ -306,7 +307,13 @@ class BaseLock(abc.ABC):
             lease._done = threading.Event()
             threading.Thread(
                 target=_renew,
-                args=(weakref.ref(lease), lease._done, self.ttl / 3, self.ttl / 10),
+                args=(
+                    weakref.ref(lease),
+                    weakref.ref(threading.current_thread()),
+                    lease._done,
+                    self.ttl / 3,
+                    self.ttl / 10,
+                ),
                 daemon=True,
                 name=f"scalekit-lease:{self.name}",
             ).start()
@@ -567,15 +574,24 @@ class _Outage:
         return self.in_time()
 
 
-def _renew(ref: weakref.ref[Lease], done: threading.Event, period: float, retry: float) -> None:
-    """Extend the lease every *period* until it is released or lost.
+def _renew(
+    ref: weakref.ref[Lease],
+    thread: weakref.ref[threading.Thread],
+    done: threading.Event,
+    period: float,
+    retry: float,
+) -> None:
+    """Extend the lease every *period* until it is released or lost, while *thread*
+    (the one that acquired it) lives.
 
     Any error but a definitive "not the owner" (a connection error, a
     timeout, a `BUSY` reply) is retried every *retry* seconds until the
     lease's deadline; past it the watchdog announces the loss. Only a weak
     reference is held between renewals: a lease that nobody references any
     more (neither the caller nor its lock object) is not renewed and ends
-    at its ttl.
+    at its ttl. Nor is a lease whose thread ended without releasing it (an
+    exception it did not handle): it ends at its ttl, and the watchdog
+    announces the loss.
     """
     wait = period
     while True:
@@ -594,6 +610,15 @@ def _renew(ref: weakref.ref[Lease], done: threading.Event, period: float, retry:
         if lease.lost.is_set():
             lock._mark_lost(lease)
             return
+        owner = thread()
+        if owner is None or not owner.is_alive():
+            _log.warning(
+                "lock %r: the thread that acquired its lease ended without releasing it; "
+                "the lease is no longer renewed and ends at its ttl",
+                lock.name,
+            )
+            return
+        del owner
         try:
             lock.extend(lease)
             wait = period

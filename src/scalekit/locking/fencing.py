@@ -52,15 +52,37 @@ Token = Lease | int
 """What the stores accept as proof: a `Lease` (recommended) or its bare `int` token."""
 
 
+# Every store keeps tokens and values as signed 64-bit integers (a SQL BIGINT, Redis's
+# INCRBY range), so all of them accept exactly the same ones.
+_INT64_MIN, _INT64_LIMIT = -(2**63), 2**63
+
+
 def _token(token: Token) -> tuple[int, str]:
     """The fencing token and the owner recorded with a claim ('' for a bare int)."""
     if isinstance(token, Lease):
-        return int(token.token), str(token.owner)
-    if isinstance(token, bool) or not isinstance(token, int) or token < 1:
+        number, owner = token.token, str(token.owner)
+    else:
+        number, owner = token, ""
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number < _INT64_LIMIT:
         raise ConfigurationError(
-            f"token must be a Lease or a positive integer fencing token, got {token!r}"
+            "token must be a Lease or a positive integer fencing token below 2**63 (what "
+            f"every fenced store keeps exactly), got {number!r}"
         )
-    return int(token), ""
+    return int(number), owner
+
+
+def _int64(name: str, value: Any) -> int:
+    """*value*, if it is an integer every fenced store keeps exactly."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (_INT64_MIN <= value < _INT64_LIMIT)
+    ):
+        raise ConfigurationError(
+            f"{name} must be an integer from -2**63 to 2**63 - 1 (what every fenced store "
+            f"keeps exactly), got {value!r}"
+        )
+    return value
 
 
 def _stale(key: str, token: int, fence: int) -> StaleTokenError:
@@ -218,15 +240,18 @@ class RedisFencedStore:
         value = self._run(self._read, key, token)
         return None if value is None else bytes(value)
 
-    def write(self, key: str, value: bytes | str | int | float, token: Token) -> None:
+    def write(self, key: str, value: int, token: Token) -> None:
         """Set *key* to *value* unless a newer token was seen for it.
 
         Raises:
+            ConfigurationError: *value* is not an integer of the signed
+                64-bit range, or *token* is not a token below 2**63; nothing
+                was sent.
             StaleTokenError: a higher token was seen; nothing was written.
             BackendUnavailableError: Redis did not answer within `op_timeout`;
                 the write may or may not have happened.
         """
-        self._run(self._write, key, token, value)
+        self._run(self._write, key, token, _int64("value", value))
 
     def incr(self, key: str, amount: int, token: Token) -> int:
         """Add *amount* to the integer at *key* (unset counts as 0); return the new value.
@@ -237,9 +262,7 @@ class RedisFencedStore:
             BackendUnavailableError: Redis did not answer within `op_timeout`;
                 the increment may or may not have happened.
         """
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise ConfigurationError(f"amount must be an integer, got {amount!r}")
-        return int(self._run(self._incr, key, token, amount))
+        return int(self._run(self._incr, key, token, _int64("amount", amount)))
 
     def fence(self, key: str) -> int:
         """The highest token the store has seen for *key* (0 if none). One round trip."""
@@ -425,13 +448,16 @@ class SQLFencedStore:
         """
         return self._fenced("claim", key, token, None)
 
-    def write(self, key: str, value: Any, token: Token) -> None:
+    def write(self, key: str, value: int, token: Token) -> None:
         """Set *key* to *value* unless a newer token was seen for it.
 
         Raises:
+            ConfigurationError: *value* is not an integer of the signed
+                64-bit range, or *token* is not a token below 2**63; nothing
+                was written.
             StaleTokenError: a higher token was seen; nothing was written.
         """
-        self._fenced("write", key, token, value)
+        self._fenced("write", key, token, _int64("value", value))
 
     def incr(self, key: str, amount: int, token: Token) -> int:
         """Add *amount* to the integer value of *key* (a missing or NULL value counts as 0).
@@ -442,9 +468,7 @@ class SQLFencedStore:
         Raises:
             StaleTokenError: a higher token was seen; nothing changed.
         """
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise ConfigurationError(f"amount must be an integer, got {amount!r}")
-        return int(self._fenced("incr", key, token, amount))
+        return int(self._fenced("incr", key, token, _int64("amount", amount)))
 
     def fence(self, key: str) -> int:
         """The highest token seen for *key* (0 if it has no row)."""

@@ -50,7 +50,8 @@ class MemoryLock(BaseLock):
         name: the lock's name; MemoryLocks with equal names exclude each other.
         ttl: seconds a lease lasts unless extended or renewed.
         reentrant: let the owning thread acquire again, counted.
-        auto_renew: extend the lease every `ttl / 3` while held.
+        auto_renew: extend the lease every `ttl / 3` while held and the
+            thread that acquired it lives.
         on_lost: called once with a lease when it is found lost.
         clock: monotonic seconds (inject a FakeClock in tests).
 

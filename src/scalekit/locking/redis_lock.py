@@ -208,7 +208,8 @@ class RedisLock(BaseLock):
             claim it (at most `ttl`); a paused or dead waiter holds the lock
             up no longer than this.
         reentrant: let the owning thread acquire again, counted.
-        auto_renew: extend the lease every `ttl / 3` while held.
+        auto_renew: extend the lease every `ttl / 3` while held and the
+            thread that acquired it lives.
         on_lost: called once with a lease when it is found lost.
         clock: monotonic seconds (inject a FakeClock in tests).
 
@@ -299,12 +300,16 @@ class RedisLock(BaseLock):
             timeout=self._budget(deadline),
             on_send=sent,
         )
+        self._refuse(reply)
         if int(reply[0]) == 1:
             # Valid for the PTTL the server reported, counted from before the request.
             return int(reply[1]), int(reply[2]) / 1000
         attempt.pttl = int(reply[1])
         attempt.queued = blocking
         return None
+
+    def _refuse(self, reply: Any) -> None:
+        """Raise if the acquire script refused this client's configuration (a semaphore's n)."""
 
     def _sent_at(self, attempt: Any) -> float | None:
         return attempt.sent_at  # type: ignore[no-any-return]
@@ -328,8 +333,10 @@ class RedisLock(BaseLock):
             budget = min(budget, timeout + _REPLY_SLACK)
         try:
             # A nudge is only a reason to try again: the lock is not ours until claimed.
-            self._calls.call(
-                "BLPOP", self._wake_prefix + attempt.owner, f"{wait:.3f}", timeout=budget
+            # Without a connection to listen on (waiters hold all but one), poll
+            # within the claim window so an offer made meanwhile is still claimed.
+            self._calls.listen(
+                self._wake_prefix + attempt.owner, wait, budget, self.claim_window / 2
             )
         except BackendUnavailableError:
             if end is None or self._clock() < end:

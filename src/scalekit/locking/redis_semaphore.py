@@ -8,8 +8,11 @@ replaced by a sorted set of holders scored by their expiry:
     scalekit:semaphore:{name}:fence     INCR counter: one token per grant
     scalekit:semaphore:{name}:queue / :waiters / :ttls / :wake:<owner>
     scalekit:semaphore:{name}:tokens    hash owner -> its token
+    scalekit:semaphore:{name}:n         the n the semaphore is in use with
 
-Every client of a name must use the same `n`.
+Every client of a name must use the same `n`: an acquire with another `n`
+while the semaphore has a holder or a live waiter is refused; an idle
+semaphore takes the `n` of its next acquire.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._validation import positive_int
+from ..exceptions import ConfigurationError
 
 try:
     from ._redis_calls import LUA_NEXT_TOKEN, LUA_NOW_MS, Script, lua_purge
@@ -31,7 +35,7 @@ from .redis_lock import RedisLock
 
 __all__ = ["RedisSemaphore"]
 
-# KEYS: holders, fence, queue, waiters, ttls, tokens.
+# KEYS: holders, fence, queue, waiters, ttls, tokens, n.
 _PRELUDE = (
     LUA_NOW_MS
     + LUA_NEXT_TOKEN
@@ -73,14 +77,22 @@ end
 )
 
 # ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix, claim ms, limit.
-# Returns {1, token, validity ms} when granted in this step, else {0, ms
-# until the first place may free up}.
+# Returns {1, token, validity ms} when granted in this step, {-1, n} when
+# the semaphore is in use with another n, else {0, ms until the first place
+# may free up}.
 _ACQUIRE = Script(
     _PRELUDE
     + """
 local me, limit = ARGV[1], tonumber(ARGV[7])
 local now = now_ms()
 purge(now)
+local stored = tonumber(redis.call('GET', KEYS[7]) or limit)
+if stored ~= limit then
+  if redis.call('ZCARD', KEYS[1]) > 0 or redis.call('ZCOUNT', KEYS[4], now, '+inf') > 0 then
+    return {-1, stored}
+  end
+end
+redis.call('SET', KEYS[7], limit)
 if redis.call('LLEN', KEYS[3]) > 0 then hand_over(now, ARGV[5], ARGV[4], limit, ARGV[6]) end
 if redis.call('ZSCORE', KEYS[1], me) or redis.call('ZCARD', KEYS[1]) < limit then
   -- Offered to us, or a free place: the grant is made here, with our ttl.
@@ -148,13 +160,16 @@ class RedisSemaphore(RedisLock):
     Args:
         client: a `redis.Redis` you configured.
         name: the semaphore's name.
-        n: how many holders may hold it at once; all clients must agree.
+        n: how many holders may hold it at once; all clients must agree
+            (an acquire with another `n` while the semaphore is in use
+            raises `ConfigurationError`).
         ttl: as [RedisLock][scalekit.locking.RedisLock], like the other
             options (`op_timeout`, `waiter_ttl`, `claim_window`, `reentrant`,
             `auto_renew`, `on_lost`, `clock`).
 
     Raises:
-        ConfigurationError: `n` not a positive integer, or as RedisLock.
+        ConfigurationError: `n` not a positive integer, or as RedisLock;
+            from `acquire()`, the semaphore is in use with another `n`.
 
     Every lease has its own token from the per-name counter, so tokens are
     unique and grow with each grant. Waiters are served in arrival order; a
@@ -165,7 +180,7 @@ class RedisSemaphore(RedisLock):
     """
 
     _KEY_PREFIX = "scalekit:semaphore:"
-    _KEY_SUFFIXES = ("", ":fence", ":queue", ":waiters", ":ttls", ":tokens")
+    _KEY_SUFFIXES = ("", ":fence", ":queue", ":waiters", ":ttls", ":tokens", ":n")
     _SCRIPTS = {"acquire": _ACQUIRE, "release": _RELEASE, "abandon": _ABANDON, "extend": _EXTEND}
 
     def __init__(
@@ -197,6 +212,14 @@ class RedisSemaphore(RedisLock):
             clock=clock,
         )
         self._extra = [self.n]
+
+    def _refuse(self, reply: Any) -> None:
+        if int(reply[0]) == -1:
+            raise ConfigurationError(
+                f"semaphore {self.name!r}: this client has n={self.n}, but the semaphore is "
+                f"in use with n={int(reply[1])}; every client of a semaphore must use the "
+                "same n (a new n takes over once it has no holder and no waiter)"
+            )
 
     def holders(self) -> int:
         """How many unexpired leases are held now. One round trip."""

@@ -110,7 +110,8 @@ class Redlock(BaseLock):
             `[0, retry_delay]` seconds, so competing clients desynchronise.
         rng: the random source of that delay.
         reentrant: let the owning thread acquire again, counted.
-        auto_renew: extend the lease every `ttl / 3` while held.
+        auto_renew: extend the lease every `ttl / 3` while held and the
+            thread that acquired it lives.
         on_lost: called once with a lease when it is found lost.
         clock: monotonic seconds (inject a FakeClock in tests).
 

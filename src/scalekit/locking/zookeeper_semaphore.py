@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .._validation import positive_int
+from ..exceptions import ConfigurationError
+from .base import Grant
 from .lease import OnLost
 from .zookeeper_lock import ZooKeeperLock
 
@@ -19,7 +21,11 @@ class ZooKeeperSemaphore(ZooKeeperLock):
     The lock recipe with room for *n*: a contender holds a place when fewer
     than *n* nodes precede its own. A waiter watches the children of the
     path, since any node ahead of it may leave. Tokens are the nodes'
-    `czxid`; every client of a path must use the same *n*.
+    `czxid`; every client of a path must use the same *n*. The path's data
+    holds the *n* it is in use with: an acquire with another *n* while a
+    contender is queued or holds it raises `ConfigurationError` (as kazoo's
+    `Semaphore` refuses "Inconsistent max leases"); an idle path takes the
+    *n* of its next acquire.
 
     Args:
         client: a started `kazoo.client.KazooClient`.
@@ -30,7 +36,8 @@ class ZooKeeperSemaphore(ZooKeeperLock):
     `on_lost`, `clock`) are those of `ZooKeeperLock`.
 
     Raises:
-        ConfigurationError: *n* not a positive integer, or as ZooKeeperLock.
+        ConfigurationError: *n* not a positive integer, or as ZooKeeperLock;
+            from `acquire()`, the path is in use with another *n*.
 
     Thread-safe. Cost: a create and a get_children to acquire, one delete
     to release; every release wakes all waiters (herd).
@@ -59,3 +66,47 @@ class ZooKeeperSemaphore(ZooKeeperLock):
             on_lost=on_lost,
             clock=clock,
         )
+
+    def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
+        if attempt.node is None:
+            self._check_n(deadline)
+        return super()._do_acquire(attempt, blocking, deadline)
+
+    def _check_n(self, deadline: float | None) -> None:
+        """Store *n* in the path's data, or refuse if the path is in use with another."""
+        from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+
+        mine = str(self._limit).encode()
+        while True:
+            try:
+                data, stat = self._call(
+                    "get", self.client.get_async(self.path), self._budget(deadline)
+                )
+            except NoNodeError:
+                try:
+                    pending = self.client.create_async(self.path, mine, makepath=True)
+                    self._call("create", pending, self._budget(deadline))
+                    return
+                except NodeExistsError:
+                    continue
+            if data == mine:
+                return
+            if data:
+                children = self._call(
+                    "get_children",
+                    self.client.get_children_async(self.path),
+                    self._budget(deadline),
+                )
+                if any(c.startswith(self._family) for c in children):
+                    raise ConfigurationError(
+                        f"semaphore {self.path!r}: this client has n={self._limit}, but the "
+                        f"semaphore is in use with n={data.decode(errors='replace')}; every "
+                        "client of a semaphore must use the same n (a new n takes over once "
+                        "it has no holder and no waiter)"
+                    )
+            try:
+                pending = self.client.set_async(self.path, mine, version=stat.version)
+                self._call("set", pending, self._budget(deadline))
+                return
+            except BadVersionError:
+                continue

@@ -7,7 +7,9 @@ superuser `scalekit`, so the pid this object started is the postmaster
 and every signal goes to it (`pg_ctl start` would daemonise and leave the
 pid to a file). PostgreSQL refuses to run as root: as root, both programs
 run as the `postgres` system user (made by Debian's `postgresql`
-package) through `setpriv`, and the directory is handed to that user.
+package), the server started through the same parent-death spawner as
+the other servers (so it never outlives a killed test run), and the
+directory is handed to that user.
 
 The server is probed with the protocol's startup message over a raw
 socket, so no driver is needed to start it.
@@ -25,6 +27,7 @@ import socket
 import struct
 import subprocess
 from collections.abc import Sequence
+from typing import Any
 
 from .._validation import non_empty_str, tcp_port
 from .process import (
@@ -96,7 +99,6 @@ class PostgresServer(ServerProcess):
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
         self._set_port(port)
         self.extra_args = args
-        self._prefix: list[str] = []
         if os.geteuid() == 0:
             try:
                 user = pwd.getpwnam(run_as)
@@ -105,17 +107,10 @@ class PostgresServer(ServerProcess):
                     f"PostgreSQL refuses to run as root and there is no {run_as!r} user",
                     _INSTALL_HINT,
                 ) from exc
-            setpriv = shutil.which("setpriv")
-            if setpriv is None:
-                raise ServerNotFoundError("'setpriv' was not found on PATH", "install util-linux")
-            # setpriv execs the server in place: the pid stays the postmaster's.
-            self._prefix = [
-                setpriv,
-                f"--reuid={user.pw_uid}",
-                f"--regid={user.pw_gid}",
-                "--clear-groups",
-                "--",
-            ]
+            # The child takes the user's ids before its exec (Popen's user= and group=),
+            # and only then the spawner's parent-death signal: the kernel clears that
+            # signal when a process changes its user, so a server started through
+            # setpriv (which changes it after) outlived a test run that was killed.
             self._owner: tuple[int, int] | None = (user.pw_uid, user.pw_gid)
         else:
             self._owner = None
@@ -140,7 +135,6 @@ class PostgresServer(ServerProcess):
         if os.path.exists(os.path.join(self.data_dir, "PG_VERSION")):
             return
         argv = [
-            *self._prefix,
             self._initdb,
             "-D",
             self.data_dir,
@@ -158,6 +152,7 @@ class PostgresServer(ServerProcess):
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=self.startup_timeout,
+            **self._spawn_options(),
         )
         if done.returncode != 0:
             raise ServerStartError(
@@ -165,9 +160,14 @@ class PostgresServer(ServerProcess):
                 f"{done.stderr.decode(errors='replace')[-2000:]}"
             )
 
+    def _spawn_options(self) -> dict[str, Any]:
+        if self._owner is None:
+            return {}
+        uid, gid = self._owner
+        return {"user": uid, "group": gid, "extra_groups": []}
+
     def command(self) -> list[str]:
         return [
-            *self._prefix,
             self._postgres,
             "-D",
             self.data_dir,

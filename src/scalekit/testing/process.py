@@ -359,9 +359,14 @@ class ServerProcess(abc.ABC):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                **self._spawn_options(),
             )
         _live.add(self)
         self._paused = False
+
+    def _spawn_options(self) -> dict[str, Any]:
+        """More `subprocess.Popen` arguments for `spawn()` (a server's user and group)."""
+        return {}
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until `is_ready()` holds; raise ServerStartError otherwise."""

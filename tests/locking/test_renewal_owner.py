@@ -1,0 +1,67 @@
+"""Auto-renewal ends with the thread that acquired the lease (about 2 s).
+
+A thread that acquires on a shared lock object with `auto_renew=True` and
+dies without releasing (an exception it did not handle) leaves a lease no
+one can release. It is no longer renewed: it expires on the server within
+its ttl, another client gets the lock, and `on_lost` says it was lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from scalekit.locking import Lease
+
+from .conftest import BOUND_MARGIN, unique
+
+redis = pytest.importorskip("redis")
+from scalekit.locking.redis_lock import RedisLock  # noqa: E402
+
+pytestmark = pytest.mark.redis
+
+TTL = 1.0
+
+
+def test_a_dead_threads_auto_renewed_lease_expires_at_its_ttl(redis_client: Any) -> None:
+    name = unique()
+    lost = threading.Event()
+    lock = RedisLock(
+        redis_client, name, ttl=TTL, auto_renew=True, on_lost=lambda _lease: lost.set()
+    )
+    leases: list[Lease] = []
+
+    def crash_while_holding() -> None:
+        leases.append(lock.acquire(timeout=1))  # type: ignore[arg-type]
+        raise RuntimeError("the worker fails before it releases")
+
+    worker = threading.Thread(target=crash_while_holding)
+    excepthook, threading.excepthook = threading.excepthook, lambda _args: None
+    try:
+        worker.start()
+        worker.join(5)
+    finally:
+        threading.excepthook = excepthook
+    ended = time.monotonic()
+    assert leases and not worker.is_alive()
+
+    other = RedisLock(redis_client, name, ttl=TTL)
+    lease = other.acquire(timeout=TTL + BOUND_MARGIN)  # raises LockTimeoutError if renewed
+    assert time.monotonic() - ended <= TTL + BOUND_MARGIN
+    assert lost.wait(BOUND_MARGIN)  # the dead thread's lease said it was lost
+    assert leases[0].lost.is_set()
+    lease.release()
+
+
+def test_a_living_threads_auto_renewed_lease_keeps_being_renewed(redis_client: Any) -> None:
+    name = unique()
+    lock = RedisLock(redis_client, name, ttl=0.5, auto_renew=True)
+    with lock as lease:
+        deadline = time.monotonic() + 1.5  # three ttls
+        while time.monotonic() < deadline:
+            assert not lease.lost.is_set()
+            time.sleep(0.05)
+        assert redis_client.pttl(f"scalekit:lock:{{{name}}}") > 0
