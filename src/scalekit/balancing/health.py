@@ -243,11 +243,15 @@ class HealthPolicy:
             if healthy:
                 if state.failing_checks and self.slow_start is not None:
                     self._begin_slow_start(endpoint, now)
+                if state.failing_checks and state.ejected_until is None:
+                    _emit.unejected(self._balancer, endpoint)
                 state.failing_checks = False
                 if state.ejected_until is not None:  # a passing check un-ejects
                     self._uneject(endpoint, state)
                 state.failures = 0
             else:
+                if not state.failing_checks:
+                    _emit.ejected(self._balancer, endpoint, "active_check", None)
                 state.failing_checks = True
             self._refresh()
 

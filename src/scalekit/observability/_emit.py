@@ -239,7 +239,7 @@ class BalancerProbe:
 
     BATCH = 4096
 
-    __slots__ = ("errors", "hub", "label", "ok", "released", "untimed")
+    __slots__ = ("doomed", "errors", "hub", "label", "ok", "released", "untimed")
 
     def __init__(self, hub: Telemetry, label: str) -> None:
         self.hub = hub
@@ -248,6 +248,19 @@ class BalancerProbe:
         self.errors: defaultdict[Hashable, list[float]] = defaultdict(list)
         self.untimed: defaultdict[Hashable, int] = defaultdict(int)
         self.released: defaultdict[Hashable, int] = defaultdict(int)  # timed, flushed
+        self.doomed: set[Hashable] = set()  # departed endpoints reported once, dropped next
+
+    def expire(self, live: set[Hashable]) -> None:
+        """Drop the counts of endpoints gone since the last collection but one (locked).
+
+        An endpoint that left (and has nothing in flight) is reported once
+        more with its final counts, then forgotten at the next collection.
+        """
+        gone = {ep for ep in (*self.released, *self.untimed) if ep not in live}
+        for endpoint in gone & self.doomed:
+            self.released.pop(endpoint, None)
+            self.untimed.pop(endpoint, None)
+        self.doomed = gone - self.doomed
 
     def flush(self) -> None:
         """Hand the buffered latencies to the hub (caller holds the balancer's lock)."""
@@ -288,17 +301,28 @@ def _balancer_label(lb: Any) -> str:
     return found[1] if found is not None else type(lb).__name__
 
 
-def ejected(lb: Any, endpoint: Hashable, reason: str, until: float) -> None:
-    """An endpoint was ejected: count it by kind of reason and log the event."""
+def ejected(lb: Any, endpoint: Hashable, reason: str, until: float | None) -> None:
+    """An endpoint was taken out: count it by kind of reason and log the event.
+
+    *reason* is an outlier ejection's description, or `"active_check"` for an
+    endpoint that failed its active health checks (*until* is then `None`:
+    it is out until its checks pass).
+    """
     from .core import log_event
 
     label = _balancer_label(lb)
-    kind = "success_rate" if reason.startswith("success rate") else "consecutive_failures"
+    if reason == "active_check":
+        kind = reason
+    else:
+        kind = "success_rate" if reason.startswith("success rate") else "consecutive_failures"
     named = _named(lb)
     if named is not None:
         named[0].add(
             "scalekit_balancer_ejections", balancer=label, endpoint=str(endpoint), reason=kind
         )
+    if until is None:
+        log_event("scalekit.balancer.ejected", balancer=label, endpoint=str(endpoint), reason=kind)
+        return
     log_event(
         "scalekit.balancer.ejected",
         balancer=label,

@@ -172,8 +172,11 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
         with lb._lock:
             probe.flush()
             in_flight = {**lb._draining, **lb._in_flight}
+            probe.expire(set(in_flight))
             picks = probe.picks(in_flight) if lb._probe is probe else {}
         endpoints = list(lb.endpoints)
+        # Departed endpoints' pushed series go one collection after they left.
+        hub._expire("balancer", label, "endpoint", frozenset(str(ep) for ep in in_flight))
         for ep, count in picks.items():
             yield Sample(
                 "scalekit_balancer_picks", float(count), {"balancer": label, "endpoint": str(ep)}
@@ -186,14 +189,14 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
             )
         health = lb.health
         if health is not None:
-            ejected = health.ejected()
+            available = set(health.available())
             for ep in endpoints:
                 yield Sample(
                     "scalekit_balancer_ejected",
-                    1.0 if ep in ejected else 0.0,
+                    0.0 if ep in available else 1.0,
                     {"balancer": label, "endpoint": str(ep)},
                 )
-            out = len(endpoints) - len(health.available())
+            out = len(endpoints) - len(available)
             panicking = bool(out) and health._panicking(len(endpoints), out)
             yield Sample("scalekit_balancer_panic", float(panicking), {"balancer": label})
 
@@ -208,7 +211,7 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
     hub.watch(balancer, collect)
     hub.on_switch(balancer, switch)
     for ep in list(balancer.endpoints):
-        for reason in ("consecutive_failures", "success_rate"):
+        for reason in ("consecutive_failures", "success_rate", "active_check"):
             hub._declare(
                 "scalekit_balancer_ejections", balancer=label, endpoint=str(ep), reason=reason
             )
