@@ -405,7 +405,13 @@ class BaseLock(abc.ABC):
         if lease.lost.is_set():
             raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
         started = self._clock()
-        if not self._do_extend(lease, new_ttl):
+        try:
+            extended = self._do_extend(lease, new_ttl)
+        except Exception:
+            if _emit.on:  # the backend did not answer: a failed renewal all the same
+                _emit.renewed(self, False)
+            raise
+        if not extended:
             if _emit.on:
                 _emit.renewed(self, False)
             self._mark_lost(lease, "extend_refused")
@@ -601,7 +607,5 @@ def _renew(ref: weakref.ref[Lease], done: threading.Event, period: float, retry:
             return
         except Exception as exc:  # transient until proven otherwise: retry until the deadline
             _log.debug("renewal of %r failed, retrying: %r", lock.name, exc)
-            if _emit.on:
-                _emit.renewed(lock, False)
             wait = max(min(retry, left), 0.01)
         del lease, lock

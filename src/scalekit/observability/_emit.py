@@ -193,6 +193,23 @@ async def flight_async(cache: Any, run: Callable[[Callable[[], Any]], Any], comp
 # -- NearCache -------------------------------------------------------------------------
 
 _degraded: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+# The send time (on the near cache's clock) of the last heartbeat every node answered.
+_heard: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+def last_heard(near: Any) -> float | None:
+    """When *near*'s last confirmed heartbeat was sent, or None if none ever was.
+
+    Kept across a distrust (Redis frozen, down or unreachable), so the age
+    since then keeps growing while the local layer is bypassed.
+    """
+    heard = near._trusted_until - near.max_staleness
+    if heard == heard and heard != float("inf") and heard != float("-inf"):
+        before = _heard.get(near)
+        if before is None or heard > before:
+            _heard[near] = heard
+            return float(heard)
+    return _heard.get(near)
 
 
 def near_trust(near: Any) -> None:
@@ -205,6 +222,7 @@ def near_trust(near: Any) -> None:
     """
     from .core import log_event
 
+    last_heard(near)
     degraded = not near.connected
     before = _degraded.get(near)
     if before is None and degraded:

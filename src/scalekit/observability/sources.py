@@ -113,11 +113,13 @@ def watch_cache(cache: Any, name: str, *, telemetry: Telemetry | None = None) ->
         yield Sample("scalekit_nearcache_remote_reads", stats.remote_reads, label)
         yield Sample("scalekit_nearcache_invalidations", stats.invalidations, label)
         yield Sample("scalekit_nearcache_degraded", 0.0 if c.connected else 1.0, label)
-        # trusted_until = last answered heartbeat's send time + max_staleness
-        heard = c._trusted_until - c.max_staleness
-        age = c._clock() - heard
-        if age == age and age != float("inf"):  # never answered: no value to show
-            yield Sample("scalekit_nearcache_staleness_seconds", max(age, 0.0), label)
+        # The age of the last heartbeat every node answered; it keeps growing while
+        # Redis is frozen or down (the local layer is bypassed then).
+        heard = _emit.last_heard(c)
+        if heard is not None:  # never answered: no value to show
+            yield Sample(
+                "scalekit_nearcache_staleness_seconds", max(c._clock() - heard, 0.0), label
+            )
 
     if "local_hits" in fields:
         collect = collect_near

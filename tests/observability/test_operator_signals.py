@@ -1,0 +1,242 @@
+"""What an operator must see when things go wrong: checks, outages, lost renewals, churn.
+
+The Redis tests freeze a server of their own (SIGSTOP) or cut a proxy to
+it; each is bounded by the lock's `op_timeout` or the near cache's
+`max_staleness` (well under 2 seconds each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from scalekit.balancing import ActiveHealthChecker, HealthPolicy, RoundRobin
+from scalekit.caching import NearCache, RedisCache, TinyLFUCache
+from scalekit.exceptions import BackendUnavailableError, LockTimeoutError
+from scalekit.locking import RedisLock
+from scalekit.observability import (
+    MemoryRecorder,
+    Telemetry,
+    watch_balancer,
+    watch_cache,
+    watch_locks,
+)
+from scalekit.testing import FakeClock, TCPProxy
+
+redis = pytest.importorskip("redis")
+
+
+def _pulled(hub: Telemetry, metric: str) -> dict[tuple[str, ...], float]:
+    return {tuple(s.labels.values()): s.value for s in hub.collect() if s.metric == metric}
+
+
+def _poll(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+# -- balancers: active checks and churn ----------------------------------------------------
+
+
+def test_an_endpoint_out_on_active_checks_is_reported_ejected_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = Telemetry()
+    memory = MemoryRecorder()
+    hub.subscribe(memory)
+    lb = RoundRobin(["a", "b", "c", "d"], clock=FakeClock(), health=HealthPolicy())
+    watch_balancer(lb, "pay", telemetry=hub)
+    up = {"a", "c", "d"}
+    checker = ActiveHealthChecker(lb, lambda ep: ep in up, unhealthy_threshold=2)
+    with caplog.at_level(logging.INFO, logger="scalekit"):
+        checker.run_once()
+        checker.run_once()  # b fails twice: out
+        picks = [lb.pick() for _ in range(30)]
+        for ep in picks:
+            lb.release(ep)
+    assert "b" not in picks
+    ejected = _pulled(hub, "scalekit_balancer_ejected")
+    assert ejected == {("pay", "a"): 0.0, ("pay", "b"): 1.0, ("pay", "c"): 0.0, ("pay", "d"): 0.0}
+    key = (("balancer", "pay"), ("endpoint", "b"), ("reason", "active_check"))
+    assert memory.counters[("scalekit_balancer_ejections", key)] == 1.0
+    events = [(r.event, r.fields) for r in caplog.records if hasattr(r, "event")]  # type: ignore[attr-defined]
+    assert (
+        "scalekit.balancer.ejected",
+        {"balancer": "pay", "endpoint": "b", "reason": "active_check"},
+    ) in [(e, {k: f[k] for k in ("balancer", "endpoint", "reason") if k in f}) for e, f in events]
+    caplog.clear()
+    up.add("b")
+    with caplog.at_level(logging.INFO, logger="scalekit"):
+        checker.run_once()
+        checker.run_once()  # healthy_threshold (2) passes: back
+    assert _pulled(hub, "scalekit_balancer_ejected")[("pay", "b")] == 0.0
+    back = [r for r in caplog.records if getattr(r, "event", "") == "scalekit.balancer.uneject"]
+    assert [r.fields for r in back] == [{"balancer": "pay", "endpoint": "b"}]  # type: ignore[attr-defined]
+
+
+def test_panic_from_active_checks_shows_which_endpoints_are_out() -> None:
+    hub = Telemetry()
+    hub.subscribe(MemoryRecorder())
+    lb = RoundRobin(["a", "b", "c", "d"], clock=FakeClock(), health=HealthPolicy())
+    watch_balancer(lb, "pay", telemetry=hub)
+    checker = ActiveHealthChecker(lb, lambda ep: ep == "a", unhealthy_threshold=1)
+    checker.run_once()  # 3 of 4 out: below the 50% panic threshold
+    lb.release(lb.pick())
+    assert _pulled(hub, "scalekit_balancer_panic") == {("pay",): 1.0}
+    ejected = _pulled(hub, "scalekit_balancer_ejected")
+    assert sum(ejected.values()) == 3.0 and ejected[("pay", "a")] == 0.0
+
+
+def test_a_removed_endpoints_series_are_dropped_after_one_scrape() -> None:
+    hub = Telemetry()
+    memory = MemoryRecorder()
+    hub.subscribe(memory)
+    lb = RoundRobin([f"e{i}" for i in range(5)], health=HealthPolicy())
+    watch_balancer(lb, "pay", telemetry=hub)
+    checker = ActiveHealthChecker(lb, lambda ep: True)
+
+    def endpoints_in_series() -> set[str]:
+        pulled = {s.labels.get("endpoint") for s in hub.collect()}
+        pushed = {
+            dict(labels).get("endpoint")
+            for store in (memory.counters, memory.histograms)
+            for _, labels in store
+        }
+        return {ep for ep in pulled | pushed if ep is not None}
+
+    serial = 5
+    for _ in range(400):  # replace one endpoint at a time, with traffic and checks
+        for _ in range(10):
+            lb.release(lb.pick(), latency=0.001)
+        checker.run_once()
+        old = next(iter(lb.endpoints))
+        lb.remove(old)
+        lb.add(f"e{serial}")
+        serial += 1
+        # The scrape right after the removal still shows the departed endpoint's final counts.
+        picks = _pulled(hub, "scalekit_balancer_picks")
+        assert picks[("pay", old)] >= 1
+        assert endpoints_in_series() <= {*map(str, lb.endpoints), old}
+    endpoints_in_series()
+    assert endpoints_in_series() == set(map(str, lb.endpoints))
+    assert len(memory.counters) + len(memory.histograms) < 5 * 10  # not thousands
+
+
+# -- locks -------------------------------------------------------------------------
+
+
+def test_a_manual_extend_that_redis_does_not_answer_counts_a_failed_renewal(
+    redis_server: Any,
+) -> None:
+    hub = Telemetry()
+    memory = MemoryRecorder()
+    hub.subscribe(memory)
+    watch_locks("orders", telemetry=hub)
+    with TCPProxy(*redis_server.address) as proxy:
+        client = redis.Redis(host=proxy.host, port=proxy.port, socket_timeout=5)
+        try:
+            lock = RedisLock(client, "orders:1", ttl=5, op_timeout=0.3)
+            lease = lock.acquire()
+            assert lease is not None
+            proxy.blackhole()
+            with pytest.raises(BackendUnavailableError):
+                lease.extend()
+        finally:
+            proxy.pass_through()
+            client.close()
+    failed = (("lock", "orders"), ("result", "failed"))
+    assert memory.counters[("scalekit_lock_renewals", failed)] == 1.0
+
+
+def test_async_redis_lock_reports_waits_acquisitions_timeouts_and_renewals(
+    redis_server: Any,
+) -> None:
+    import redis.asyncio as aioredis
+
+    from scalekit.locking import AsyncRedisLock
+
+    hub = Telemetry()
+    memory = MemoryRecorder()
+    hub.subscribe(memory)
+    watch_locks("jobs", telemetry=hub)
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_server.url, socket_timeout=5)
+        try:
+            lock = AsyncRedisLock(client, "jobs:1", ttl=5)
+            await client.delete(*lock._keys)
+            lease = await lock.acquire()
+            assert lease is not None
+            await lock.extend(lease)
+            with pytest.raises(LockTimeoutError):
+                await AsyncRedisLock(client, "jobs:1", ttl=5).acquire(timeout=0.2)
+            assert await AsyncRedisLock(client, "jobs:1", ttl=5).acquire(blocking=False) is None
+            await lock.release(lease)
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+    job = (("lock", "jobs"),)
+    assert memory.counters[("scalekit_lock_acquisitions", job)] == 1.0
+    assert memory.counters[("scalekit_lock_timeouts", job)] == 1.0
+    assert memory.counters[("scalekit_lock_renewals", (*job, ("result", "ok")))] == 1.0
+    waits = {
+        dict(labels)["outcome"]: state.count
+        for (name, labels), state in memory.histograms.items()
+        if name == "scalekit_lock_wait_seconds"
+    }
+    assert waits == {"acquired": 1, "timeout": 1, "busy": 1}
+    (timeout,) = [
+        s
+        for (n, labels), s in memory.histograms.items()
+        if n == "scalekit_lock_wait_seconds" and dict(labels)["outcome"] == "timeout"
+    ]
+    assert 0.2 <= timeout.total < 0.2 + 0.5  # the timeout plus one round trip's margin
+
+
+# -- NearCache ---------------------------------------------------------------------------
+
+
+def test_nearcache_staleness_keeps_growing_while_redis_is_frozen(
+    fresh_redis_server: Any,
+) -> None:
+    hub = Telemetry()
+    hub.subscribe(MemoryRecorder())
+    client = redis.Redis.from_url(fresh_redis_server.url, socket_timeout=0.5)
+    remote = RedisCache(client, namespace="stale", notify=True, fallback=True)
+    near = NearCache(TinyLFUCache(16), remote, max_staleness=0.4)
+    watch_cache(near, "products", telemetry=hub)
+
+    def staleness() -> float | None:
+        return _pulled(hub, "scalekit_nearcache_staleness_seconds").get(("products",))
+
+    try:
+        _poll(lambda: near.connected)
+        fresh_redis_server.pause()
+        try:
+            _poll(lambda: not near.connected)
+            readings = []
+            for wait in (0.6, 1.2):
+                _poll(lambda w=wait: (staleness() or 0.0) >= w, timeout=5)  # type: ignore[misc]
+                readings.append(staleness())
+            assert all(r is not None for r in readings)
+            assert _pulled(hub, "scalekit_nearcache_degraded") == {("products",): 1.0}
+        finally:
+            fresh_redis_server.resume()
+        _poll(lambda: near.connected)
+        assert (staleness() or 9.0) < 0.4 + 0.2  # max_staleness, plus a heartbeat's margin
+        fresh_redis_server.stop()  # down, not frozen: the same
+        _poll(lambda: not near.connected)
+        _poll(lambda: (staleness() or 0.0) >= 0.8, timeout=5)
+    finally:
+        near.close()
+        client.close()
