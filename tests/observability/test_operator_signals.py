@@ -240,3 +240,68 @@ def test_nearcache_staleness_keeps_growing_while_redis_is_frozen(
     finally:
         near.close()
         client.close()
+
+
+# -- routers and migrations ----------------------------------------------------------
+
+
+def _routes(hub: Telemetry) -> float:
+    return sum(_pulled(hub, "scalekit_router_routes").values())
+
+
+def test_routes_count_callers_keys_not_the_movers_scan_and_progress_moves_by_keys(
+    redis_server: Any, fresh_redis_server: Any
+) -> None:
+    from scalekit.observability import watch_migration, watch_router
+    from scalekit.sharding import HashRouter, MigratingRouter, RedisShardStore
+
+    clients = {
+        name: redis.Redis.from_url(server.url, socket_timeout=5, decode_responses=True)
+        for name, server in (("A", redis_server), ("B", fresh_redis_server))
+    }
+    try:
+        clients["A"].flushall()
+        for start in range(0, 1000, 250):
+            clients["A"].mset({f"k{i}": "v" for i in range(start, start + 250)})
+        stores = {name: RedisShardStore(c) for name, c in clients.items()}
+        old, new = HashRouter(["A"]), HashRouter(["A", "B"])
+        migration = MigratingRouter(old, new, stores, name="grow")
+        hub = Telemetry()
+        hub.subscribe(MemoryRecorder())
+        watch_router(old, "old", telemetry=hub)
+        watch_router(new, "new", telemetry=hub)
+        watch_migration(migration, "grow", telemetry=hub)
+        migration.start()
+        moving = sum(1 for i in range(1000) if migration.moves(f"k{i}"))
+        assert _routes(hub) == 2 * 1000  # moves() routes each key once on each router
+        assert migration.move(limit=moving // 4) == moving // 4
+        assert _routes(hub) == 2 * 1000  # the mover's scan routes nobody's key
+        (ratio,) = _pulled(hub, "scalekit_migration_progress_ratio").values()
+        # A quarter of the moving keys are moved, so the scan is about a quarter through;
+        # margin: one scan batch (100 of the 1,000 keys) and the buckets' unevenness.
+        assert abs(ratio - 0.25) <= 0.15, ratio
+        while migration.move(limit=1000):
+            pass
+        assert _pulled(hub, "scalekit_migration_progress_ratio") == {("grow",): 1.0}
+    finally:
+        for c in clients.values():
+            c.close()
+
+
+def test_routes_between_an_add_shard_and_the_next_scrape_are_counted() -> None:
+    from scalekit.observability import watch_router
+    from scalekit.sharding import HashRouter
+
+    hub = Telemetry()
+    hub.subscribe(MemoryRecorder())
+    router = HashRouter(["a", "b"])
+    watch_router(router, "users", telemetry=hub)
+    for i in range(50):
+        router.route(f"u{i}")
+    router.add_shard("c")
+    for i in range(100):
+        router.route(f"u{i}")
+    router.remove_shard("a")
+    for i in range(10):
+        router.route(f"u{i}")
+    assert _routes(hub) == 160

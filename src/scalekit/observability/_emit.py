@@ -112,6 +112,27 @@ def _after_fork_in_child() -> None:
     _state_lock = threading.Lock()
 
 
+# -- routers ---------------------------------------------------------------------------
+
+# Set while a migration's mover routes keys for itself: those are nobody's requests.
+_uncounted = threading.local()
+
+
+class uncounted:  # a context manager, named like contextlib's
+    """Within this block, on this thread, watched routers count no routes."""
+
+    def __enter__(self) -> None:
+        _uncounted.depth = getattr(_uncounted, "depth", 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        _uncounted.depth -= 1
+
+
+def counting() -> bool:
+    """False inside `uncounted()` on this thread."""
+    return not getattr(_uncounted, "depth", 0)
+
+
 # -- caches and `cached` -----------------------------------------------------------
 
 

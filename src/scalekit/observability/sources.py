@@ -13,6 +13,7 @@ Two things follow from watching:
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -278,13 +279,14 @@ def watch_locks(
 
 
 def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) -> None:
-    """Count the keys *router* routes to each shard as `router=name`.
+    """Count the keys *router* routes for callers to each shard as `router=name`.
 
     While the hub has a recorder, the router's `route` (and so
     `route_many`) counts each shard it returns; with no recorder the router
     is left as it was (a `HashRouter` keeps its fast `route`). A
-    `HashRouter` that adds or removes a shard installs a new `route`;
-    counting resumes at the next collection. The router is held weakly.
+    `HashRouter` that adds or removes a shard keeps counting without a gap.
+    The keys a `MigratingRouter`'s `move()` routes while scanning are not
+    callers' keys and are not counted. The router is held weakly.
 
     Raises:
         ConfigurationError: *name* is empty.
@@ -302,7 +304,7 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
 
     def collect(r: Any) -> Iterator[Sample]:
         if installed[0] is not None and r.__dict__.get("route") is not installed[0]:
-            switch(r, True)  # the router replaced its `route` (a HashRouter's add/remove)
+            switch(r, True)  # the router replaced its `route` some way we did not see
         with lock:
             snapshot = dict(counts)
         for shard, n in snapshot.items():
@@ -323,16 +325,32 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
         # The class's route, never the instance's: that one may be replaced later.
         # The router is held weakly here too: the hub must never keep it alive.
         original, ref = type(r).route, weakref.ref(r)
+        counting = _emit.counting
 
         def route(key: Any) -> Any:
             shard = original(ref(), key)
-            with lock:
-                counts[shard] = counts.get(shard, 0) + 1
+            if counting():
+                with lock:
+                    counts[shard] = counts.get(shard, 0) + 1
             return shard
 
         installed[1] = r.__dict__.get("route")
         r.route = installed[0] = route
 
+    install = getattr(type(router), "_install", None)
+    if callable(install):
+        # A HashRouter installs a new `route` on every add_shard / remove_shard:
+        # count on through it at once, not from the next collection.
+        ref = weakref.ref(router)
+
+        def reinstall(route: Any) -> None:
+            r = ref()
+            install(r, route)
+            if r is not None and installed[0] is not None:
+                installed[0] = None
+                switch(r, True)
+
+        router._install = reinstall
     hub.watch(router, collect)
     hub.on_switch(router, switch)
 
@@ -372,10 +390,36 @@ def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = 
             ratio = 1.0
         else:
             with m._mover_lock:
-                sources = m._sources(state.phase == "forward")
-                done = sum(1 for s in sources if m._cursors.get(s) == -1 and not m._pending.get(s))
-            ratio = done / len(sources) if sources else 1.0
+                shares = [
+                    _scanned(m._stores[s], m._cursors.get(s, 0), bool(m._pending.get(s)))
+                    for s in m._sources(state.phase == "forward")
+                ]
+            ratio = sum(shares) / len(shares) if shares else 1.0
         yield Sample("scalekit_migration_progress_ratio", ratio, label)
 
     migration.move = move
     hub.watch(migration, collect)
+
+
+# Below 1 while a fully scanned source still has keys to move.
+_ALMOST = 0.999
+
+
+def _scanned(store: Any, cursor: int, pending: bool) -> float:
+    """The share of one source's scan done in the current direction, 0 to 1.
+
+    A Redis `SCAN` cursor walks the hash table's buckets in reverse binary
+    order, so its bits read backwards, as a fraction of 2**64, are the share
+    of the buckets visited: keys spread evenly over buckets make that the
+    share of the keys scanned. Other stores' cursors tell nothing of the
+    kind: their source counts 0 until its scan is complete.
+    """
+    if cursor == -1:
+        return _ALMOST if pending else 1.0
+    if cursor <= 0:
+        return 0.0
+    redis_store = sys.modules.get("scalekit.sharding.redis_store")
+    if redis_store is None or not isinstance(store, redis_store.RedisShardStore):
+        return 0.0
+    share = int(f"{cursor & (2**64 - 1):064b}"[::-1], 2) / 2**64
+    return min(share, _ALMOST)
