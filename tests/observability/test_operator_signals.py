@@ -134,7 +134,7 @@ def test_a_removed_endpoints_series_are_dropped_after_one_scrape() -> None:
 # -- locks -------------------------------------------------------------------------
 
 
-def test_a_manual_extend_that_redis_does_not_answer_counts_a_failed_renewal(
+def test_an_extend_and_a_release_redis_does_not_answer_are_counted(
     redis_server: Any,
 ) -> None:
     hub = Telemetry()
@@ -150,11 +150,14 @@ def test_a_manual_extend_that_redis_does_not_answer_counts_a_failed_renewal(
             proxy.blackhole()
             with pytest.raises(BackendUnavailableError):
                 lease.extend()
+            with pytest.raises(BackendUnavailableError):
+                lease.release()
         finally:
             proxy.pass_through()
             client.close()
     failed = (("lock", "orders"), ("result", "failed"))
     assert memory.counters[("scalekit_lock_renewals", failed)] == 1.0
+    assert memory.counters[("scalekit_lock_release_errors", (("lock", "orders"),))] == 1.0
 
 
 def test_async_redis_lock_reports_waits_acquisitions_timeouts_and_renewals(
@@ -305,3 +308,74 @@ def test_routes_between_an_add_shard_and_the_next_scrape_are_counted() -> None:
     for i in range(10):
         router.route(f"u{i}")
     assert _routes(hub) == 160
+
+
+# -- the shop in Redis mode, Redis frozen -------------------------------------------------
+
+
+def test_the_running_shop_shows_a_redis_outage_on_metrics(
+    tmp_path: Any, fresh_redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """About 5 s: a 3.5 s run on Redis, frozen from 0.5 s to 2.9 s, scraped while frozen."""
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from examples.shop.metrics import ShopMetrics
+    from examples.shop.runner import run
+    from examples.shop.simulation import Settings
+
+    # lock_timeout 1 s: an acquire begun in the freeze gives up once the lock's first
+    # call to Redis times out (RedisLock's op_timeout, 2 s), before the scrape at 2.4 s.
+    settings = Settings(
+        redis=fresh_redis_server.url, duration=3.5, failing_gateway_rate=0.0, lock_timeout=1.0
+    )
+    metrics = ShopMetrics()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    metrics.serve(port)
+    scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def scrape() -> None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                scraped[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+
+    def freeze() -> None:
+        time.sleep(0.5)
+        fresh_redis_server.pause()
+        try:
+            time.sleep(2.4)
+            scrape()  # while Redis is frozen
+        finally:
+            fresh_redis_server.resume()
+
+    freezer = threading.Thread(target=freeze)
+    try:
+        with caplog.at_level(logging.WARNING, logger="scalekit"):
+            freezer.start()
+            run(settings, tmp_path, metrics)
+            freezer.join()
+    finally:
+        fresh_redis_server.resume()
+        metrics.close()
+    products = (("cache", "products"),)
+    stock = (("lock", "shop:stock"),)
+    assert scraped[("scalekit_nearcache_degraded", products)] == 1.0
+    assert scraped[("scalekit_nearcache_staleness_seconds", products)] >= 2.0
+    assert scraped[("scalekit_nearcache_local_hits_total", products)] > 0
+    failed_waits = sum(
+        scraped.get(("scalekit_lock_wait_seconds_count", (*stock, ("outcome", outcome))), 0.0)
+        for outcome in ("timeout", "error")
+    )
+    assert failed_waits >= 1
+    degraded = [
+        r for r in caplog.records if getattr(r, "event", "") == "scalekit.nearcache.degraded"
+    ]
+    assert degraded and {r.fields["cache"] for r in degraded} == {"products"}  # type: ignore[attr-defined]

@@ -393,6 +393,8 @@ class AsyncRedisLock:
         except BackendUnavailableError:
             if not was_lost:
                 self._loops.pop(lease, None)
+                if _emit.on:
+                    _emit.release_failed(self)
                 raise
             released = 0
         if not was_lost and released == 1:

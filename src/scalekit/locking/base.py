@@ -364,6 +364,8 @@ class BaseLock(abc.ABC):
             released = self._do_release(lease)
         except BackendUnavailableError:
             if not was_lost:
+                if _emit.on:
+                    _emit.release_failed(self)
                 raise
             released = False
         if was_lost or not released:

@@ -448,6 +448,13 @@ def renewed(lock: Any, ok: bool) -> None:
         named[0].add("scalekit_lock_renewals", lock=named[1], result="ok" if ok else "failed")
 
 
+def release_failed(lock: Any) -> None:
+    """A release the backend did not answer: the lease ends at its deadline instead."""
+    named = _lock_named(lock)
+    if named is not None:
+        named[0].add("scalekit_lock_release_errors", lock=named[1])
+
+
 def lease_lost(lock: Any, lease: Any, cause: str) -> None:
     """A lease was found lost: count it by cause and log the event."""
     from .core import log_event

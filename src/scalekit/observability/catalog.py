@@ -235,6 +235,13 @@ METRICS: dict[str, MetricSpec] = _specs(
         "Lease renewals, by result (ok or failed).",
     ),
     MetricSpec(
+        "scalekit_lock_release_errors",
+        "counter",
+        "",
+        ("lock",),
+        "Releases the backend did not answer (the lease then ends at its deadline).",
+    ),
+    MetricSpec(
         "scalekit_lock_handovers",
         "counter",
         "",

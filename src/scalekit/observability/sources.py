@@ -238,11 +238,11 @@ def watch_locks(
     them. Locks push, while the hub has a recorder: the time each acquire
     waited (by outcome: `acquired`, `timeout`, `busy` for a non-blocking try
     that found the lock held, `error`), acquisitions, timeouts, hand-overs
-    (acquisitions granted after waiting for a holder), renewals by result
-    and leases lost by cause. The family watched last is tried first; a
-    later call with the same *name* and *prefix* (or *match*) replaces an
-    earlier one. Leases lost are also logged (`scalekit.lock.lease_lost`)
-    whether watched or not.
+    (acquisitions granted after waiting for a holder), renewals by result,
+    releases the backend did not answer and leases lost by cause. The
+    family watched last is tried first; a later call with the same *name*
+    and *prefix* (or *match*) replaces an earlier one. Leases lost are
+    also logged (`scalekit.lock.lease_lost`) whether watched or not.
 
     Args:
         name: the `lock` label, e.g. `"shop:stock"`.
@@ -260,6 +260,7 @@ def watch_locks(
         "scalekit_lock_acquisitions",
         "scalekit_lock_timeouts",
         "scalekit_lock_handovers",
+        "scalekit_lock_release_errors",
     ):
         hub._declare(metric, lock=label)
     for result in ("ok", "failed"):
