@@ -83,13 +83,19 @@ def test_an_endpoint_out_on_active_checks_is_reported_ejected_and_logged(
     assert [r.fields for r in back] == [{"balancer": "pay", "endpoint": "b"}]  # type: ignore[attr-defined]
 
 
-def test_panic_from_active_checks_shows_which_endpoints_are_out() -> None:
+def test_panic_from_active_checks_shows_which_endpoints_are_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     hub = Telemetry()
     hub.subscribe(MemoryRecorder())
     lb = RoundRobin(["a", "b", "c", "d"], clock=FakeClock(), health=HealthPolicy())
     watch_balancer(lb, "pay", telemetry=hub)
     checker = ActiveHealthChecker(lb, lambda ep: ep == "a", unhealthy_threshold=1)
-    checker.run_once()  # 3 of 4 out: below the 50% panic threshold
+    with caplog.at_level(logging.WARNING, logger="scalekit"):
+        checker.run_once()  # 3 of 4 out: below the 50% panic threshold
+    # Logged when it happens, not at the next pick.
+    panics = [r for r in caplog.records if getattr(r, "event", "") == "scalekit.balancer.panic"]
+    assert [r.fields for r in panics] == [{"balancer": "pay", "active": True}]  # type: ignore[attr-defined]
     lb.release(lb.pick())
     assert _pulled(hub, "scalekit_balancer_panic") == {("pay",): 1.0}
     ejected = _pulled(hub, "scalekit_balancer_ejected")

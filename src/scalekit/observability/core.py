@@ -248,9 +248,12 @@ class Telemetry:
         `expire()` method drop theirs one call after first seeing them gone.
         """
         with self._lock:
+            scoped = (label, value)
             for metric, key in list(self._zeros):
-                fields = dict(key)
-                if fields.get(label) == value and fields.get(keep_label) not in (None, *keep):
+                if scoped not in key:
+                    continue
+                kept = dict(key).get(keep_label)
+                if kept is not None and kept not in keep:
                     del self._zeros[(metric, key)]
             recorders = self._recorders
         for recorder in recorders:
@@ -588,10 +591,13 @@ class MemoryRecorder:
         with self._lock:
             doomed = self._doomed.pop(scope, set())
             marked: set[tuple[str, Labels]] = set()
+            scoped = (label, value)
             for store in (self.counters, self.gauges, self.histograms):
                 for key in list(store):
+                    if scoped not in key[1]:
+                        continue
                     fields = dict(key[1])
-                    if fields.get(label) != value or keep_label not in fields:
+                    if keep_label not in fields:
                         continue
                     if fields[keep_label] in keep:
                         continue

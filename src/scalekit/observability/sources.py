@@ -170,6 +170,8 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
             f"balancer must be a scalekit.balancing load balancer, got {type(balancer).__name__}"
         )
     probe = _emit.BalancerProbe(hub, label)
+    # The live endpoints at the last collection, and whether the one before differed.
+    seen: list[Any] = [frozenset(), False]
 
     def collect(lb: Any) -> Iterator[Sample]:
         with lb._lock:
@@ -178,8 +180,13 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
             probe.expire(set(in_flight))
             picks = probe.picks(in_flight) if lb._probe is probe else {}
         endpoints = list(lb.endpoints)
-        # Departed endpoints' pushed series go one collection after they left.
-        hub._expire("balancer", label, "endpoint", frozenset(str(ep) for ep in in_flight))
+        # Departed endpoints' pushed series go one collection after they left: looked
+        # for only at the collection after a change and the next one.
+        live = frozenset(str(ep) for ep in in_flight)
+        if live != seen[0] or seen[1]:
+            seen[1] = live != seen[0]
+            seen[0] = live
+            hub._expire("balancer", label, "endpoint", live)
         for ep, count in picks.items():
             yield Sample(
                 "scalekit_balancer_picks", float(count), {"balancer": label, "endpoint": str(ep)}
