@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from benchmarks._common import base_parser
 from benchmarks.caching.speed import zipf_keys
 from benchmarks.observability._baseline import bare_balancer, bare_lock
-from scalekit.balancing import PeakEWMA, RoundRobin
+from scalekit.balancing import HealthPolicy, PeakEWMA, RoundRobin
 from scalekit.caching import LRUCache, TinyLFUCache, cached
 from scalekit.locking import MemoryLock
 from scalekit.observability import (
@@ -170,6 +170,13 @@ def _balancer_run(
     return run
 
 
+class _WithHealth(RoundRobin[str]):
+    """A RoundRobin with a default HealthPolicy (panic threshold, no outlier detection)."""
+
+    def __init__(self, endpoints: list[str]) -> None:
+        super().__init__(endpoints, health=HealthPolicy())
+
+
 def _lock_run(n_ops: int, mode: str) -> Callable[[], None]:
     factory = bare_lock(MemoryLock) if mode == "today" else _subclass(MemoryLock)
 
@@ -191,7 +198,9 @@ def _lock_run(n_ops: int, mode: str) -> Callable[[], None]:
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
-    n_ops = 50_000 if args.quick else 300_000
+    # --quick is a smoke run (the test suite's): enough to print every row, not to measure.
+    n_ops = 20_000 if args.quick else 300_000
+    scrapes = 3 if args.quick else 20
     rounds = 3 if args.quick else 2 * args.repeat
     keys = zipf_keys(100_000, n_ops, args.seed)
     hits = [k % 1000 for k in keys]  # a warm `cached`: 1,000 misses, the rest hits
@@ -204,6 +213,10 @@ def main() -> None:
         ),
         ("cached hit path", lambda m: _cached_run(hits, m)),
         ("RoundRobin pick+release", lambda m: _balancer_run(RoundRobin, endpoints, n_ops, m)),
+        (
+            "RoundRobin+HealthPolicy",
+            lambda m: _balancer_run(_WithHealth, endpoints, n_ops // 2, m),
+        ),
         (
             "PeakEWMA pick+release",
             lambda m: _balancer_run(PeakEWMA, endpoints, n_ops // 2, m),
@@ -236,9 +249,9 @@ def main() -> None:
         for _ in endpoints:
             lb.release(lb.pick(), latency=0.001)
     t0 = time.perf_counter()
-    for _ in range(20):
+    for _ in range(scrapes):
         generate_latest(registry)
-    per_scrape = (time.perf_counter() - t0) / 20
+    per_scrape = (time.perf_counter() - t0) / scrapes
     print(
         f"one scrape of 100 caches + 100 balancers (10 endpoints each): {per_scrape * 1e3:.2f} ms"
     )

@@ -5,12 +5,15 @@ runs (and `--metrics-linger S` seconds after the report). What is there:
 
 * from scalekit, through a `scalekit.observability.Telemetry` hub and its
   `PrometheusCollector`: the product cache's hits, misses, evictions and
-  size (`cache="products"`, the process-local TinyLFU layer), the payment
-  balancer's picks, latencies, in-flight requests and ejections
-  (`balancer="payments"`), the stock locks' waits, acquisitions, timeouts,
-  hand-overs and lost leases (`lock="shop:stock"`: every SKU's lock in one
-  series) and the user router's routes per shard (`router="users"`), all
-  reported by the primitives themselves;
+  size (`cache="products"`, the process-local TinyLFU layer; with
+  `--redis`, also its NearCache's local hits, remote reads, staleness and
+  degraded state and its RedisCache's remote reads and fallback calls,
+  under the same name), the payment balancer's picks, latencies,
+  in-flight requests and ejections (`balancer="payments"`), the stock
+  locks' waits, acquisitions, timeouts, hand-overs, release errors and
+  lost leases (`lock="shop:stock"`: every SKU's lock in one series) and
+  the user router's routes per shard (`router="users"`), all reported by
+  the primitives themselves;
 * the shop's own: checkout latency by outcome
   (`shop_checkout_duration_seconds`) and paid orders per user shard
   (`shop_orders_total{shard=...}`).
@@ -62,17 +65,40 @@ class ShopMetrics:
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
-    def watch(self, shop: Any, local_cache: Any) -> None:
-        """Report *shop*'s payment balancer, stock locks, user router and product cache."""
+    def watch(self, shop: Any, local_cache: Any, backends: Any = None) -> None:
+        """Report *shop*'s payment balancer, stock locks, user router and product cache.
+
+        With Redis *backends*, the product cache is the near cache over a
+        `RedisCache`: both report as `cache="products"` too (local hits,
+        remote reads, staleness, degraded state, fallback calls), so that
+        a Redis outage shows on the same dashboard as the local layer.
+        """
         hub = self.telemetry
         watch_balancer(shop.payments.balancer, "payments", telemetry=hub)
         watch_cache(local_cache, "products", telemetry=hub)
+        if backends is not None:
+            self.watch_caches(backends)
         # One series for every SKU's lock, whatever namespace the backend adds.
         watch_locks(LOCK_LABEL, match=lambda name: LOCK_LABEL + ":" in name, telemetry=hub)
         watch_router(shop.storage.router, "users", telemetry=hub)
         # The hub holds them weakly; keep them so a scrape after the run
         # (--metrics-linger) still sees their final values.
         self._watched.extend((shop, local_cache))
+
+    def watch_caches(self, backends: Any) -> None:
+        """Report the Redis tier of *backends*' product cache as `cache="products"`.
+
+        Every process-wide copy (the run's own and each worker's) reports
+        under the one name: counters add up, the degraded state and the
+        staleness are the worst of them. Nothing for in-memory backends.
+        """
+        remote = getattr(backends, "remote_cache", None)
+        if remote is None:
+            return
+        watch_cache(remote, "products", telemetry=self.telemetry)
+        if backends.cache is not remote:  # the NearCache over it
+            watch_cache(backends.cache, "products", telemetry=self.telemetry)
+        self._watched.append(backends)
 
     def record_checkout(self, outcome: str, seconds: float, shard: str | None = None) -> None:
         """One checkout's latency by outcome; a paid one also counts on its *shard*."""

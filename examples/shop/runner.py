@@ -124,6 +124,8 @@ class ShopRun:
         namespace = storage.catalog.shop_id
         backends = settings.backends(namespace)  # fails fast on a dead or wrong backend
         self._exit.callback(backends.close)
+        if self.metrics is not None:
+            self.metrics.watch_caches(backends)
         # Memory tokens start at 1 in each run; another backend's are not comparable.
         source = settings.fence_source()
         if settings.backend == "memory":

@@ -328,7 +328,7 @@ def work(
             directory, settings, backends, worker, (lambda _: time.sleep(hold)) if hold else None
         )
         if metrics is not None:
-            metrics.watch(shop, backends.local_cache)
+            metrics.watch(shop, backends.local_cache, backends)
         out, lock = Summary(), threading.Lock()
         deadline = time.monotonic() + settings.duration
         rng = random.Random(settings.seed * 7919 + worker)

@@ -19,5 +19,6 @@ def test_quick_run_prints_every_workload() -> None:
         timeout=120,
     ).stdout
     rows = ("LRUCache get/set", "TinyLFUCache get/set", "cached hit path", "RoundRobin", "PeakEWMA")
+    rows = (*rows, "RoundRobin+HealthPolicy")
     for row in (*rows, "MemoryLock acquire+release", "fastest rounds", "scrape"):
         assert row in out

@@ -224,13 +224,9 @@ class Balancer(ABC, Generic[E]):
                 now = self._clock()
                 excluded = health._excluded(now)
                 if excluded and not health._panicking(len(self._weights), len(excluded)):
-                    if health._in_panic:
-                        health._panic_changed(False)
                     if len(excluded) >= len(self._weights):
                         raise NoAvailableEndpointError(health._why_none(now))
                 else:
-                    if health._in_panic is not bool(excluded):
-                        health._panic_changed(bool(excluded))
                     excluded = _NOTHING
                 endpoint = self._select(excluded, key)
             self._in_flight[endpoint] += 1
@@ -281,13 +277,13 @@ class Balancer(ABC, Generic[E]):
             self._on_release(endpoint, latency, ok)
             probe = self._probe
             if probe is not None:
-                if latency is None:
-                    probe.untimed[endpoint] += 1
-                else:
-                    batch = (probe.ok if ok else probe.errors)[endpoint]
+                if ok and latency is not None:
+                    batch = probe.ok[endpoint]
                     batch.append(latency)
-                    if len(batch) >= probe.BATCH:
+                    if len(batch) > 4095:  # BalancerProbe.BATCH - 1
                         probe.flush()
+                else:
+                    probe.released_one(endpoint, latency, ok)
             if self._health is not None:
                 self._health._record(endpoint, ok, self._clock())
 

@@ -243,11 +243,15 @@ class HealthPolicy:
             if healthy:
                 if state.failing_checks and self.slow_start is not None:
                     self._begin_slow_start(endpoint, now)
+                if state.failing_checks and state.ejected_until is None:
+                    _emit.unejected(self._balancer, endpoint)
                 state.failing_checks = False
                 if state.ejected_until is not None:  # a passing check un-ejects
                     self._uneject(endpoint, state)
                 state.failures = 0
             else:
+                if not state.failing_checks:
+                    _emit.ejected(self._balancer, endpoint, "active_check", None)
                 state.failing_checks = True
             self._refresh()
 
@@ -271,6 +275,7 @@ class HealthPolicy:
         self._states[endpoint] = _State()
         if self.slow_start is not None:
             self._begin_slow_start(endpoint, now)
+        self._panic_check()
 
     def _begin_slow_start(self, endpoint: Hashable, now: float) -> None:
         assert self.slow_start is not None
@@ -290,6 +295,7 @@ class HealthPolicy:
         self._slow.pop(endpoint, None)
         if endpoint in self._excluded_set:
             self._refresh()
+        self._panic_check()
 
     def _excluded(self, now: float) -> frozenset[Hashable]:
         if now >= self._next_tick:
@@ -309,9 +315,14 @@ class HealthPolicy:
 
     _in_panic = False  # as last logged
 
-    def _panic_changed(self, active: bool) -> None:
-        self._in_panic = active
-        _emit.panic(self._balancer, active)
+    def _panic_check(self) -> None:
+        # Panic depends only on how many endpoints there are and how many are out,
+        # so it is followed where those change, never on the pick path.
+        out = len(self._excluded_set)
+        active = bool(out) and self._panicking(len(self._states), out)
+        if active is not self._in_panic:
+            self._in_panic = active
+            _emit.panic(self._balancer, active)
 
     def _record(self, endpoint: Hashable, ok: bool, now: float) -> None:
         outlier = self.outlier
@@ -363,6 +374,7 @@ class HealthPolicy:
         self._excluded_set = frozenset(
             ep for ep, s in self._states.items() if s.ejected_until is not None or s.failing_checks
         )
+        self._panic_check()
 
     def _eject(self, endpoint: Hashable, state: _State, now: float, reason: str) -> bool:
         outlier = self.outlier
@@ -378,8 +390,8 @@ class HealthPolicy:
         span = min(base * state.ejections, most)
         state.ejected_until = now + span
         state.reason = reason
-        self._refresh()
         _emit.ejected(self._balancer, endpoint, reason, state.ejected_until)
+        self._refresh()
         return True
 
     def _uneject(self, endpoint: Hashable, state: _State) -> None:

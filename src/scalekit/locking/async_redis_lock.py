@@ -264,6 +264,9 @@ class AsyncRedisLock:
             if held is not None and not held._released and not held.lost.is_set():
                 held._depth += 1
                 return held
+        begun = self._clock()
+        waited = False  # for the metrics: a grant after listening for a release is a hand-over
+        failed: BaseException | None = None
         deadline = None if timeout is None else self._clock() + timeout
         owner = self._new_owner_token()
         ttl_ms = max(int(self.ttl * 1000), 1)
@@ -325,6 +328,7 @@ class AsyncRedisLock:
                 budget = None
                 if remaining is not None:
                     budget = min(wait + self.op_timeout, remaining + _REPLY_SLACK)
+                waited = True
                 try:
                     # A nudge is only a reason to try again: the lock is not ours until claimed.
                     await self._call(
@@ -343,9 +347,14 @@ class AsyncRedisLock:
                     await asyncio.sleep(pause)
                     if not retry.in_time():
                         raise
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
             if grant is None and queued:
                 await self._give_up(owner, silent)
+            if grant is None and _emit.on:
+                _emit.acquired(self, begun, _emit.acquire_outcome(failed), waited)
         if grant is None:
             return None
         token, validity = grant
@@ -361,6 +370,8 @@ class AsyncRedisLock:
             )
             _RENEWALS.add(task)
             task.add_done_callback(_RENEWALS.discard)
+        if _emit.on:
+            _emit.acquired(self, begun, "acquired", waited)
         return lease
 
     async def release(self, lease: AsyncLease | None = None) -> None:
@@ -393,6 +404,8 @@ class AsyncRedisLock:
         except BackendUnavailableError:
             if not was_lost:
                 self._loops.pop(lease, None)
+                if _emit.on:
+                    _emit.release_failed(self)
                 raise
             released = 0
         if not was_lost and released == 1:
@@ -417,7 +430,14 @@ class AsyncRedisLock:
         if lease.lost.is_set():
             raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
         started = self._clock()
-        ok = await self._script(_EXTEND, [lease.owner, max(int(new_ttl * 1000), 1)])
+        try:
+            ok = await self._script(_EXTEND, [lease.owner, max(int(new_ttl * 1000), 1)])
+        except Exception:
+            if _emit.on:  # Redis did not answer: a failed renewal all the same
+                _emit.renewed(self, False)
+            raise
+        if _emit.on:
+            _emit.renewed(self, int(ok) == 1)
         if int(ok) != 1:
             self._mark_lost(lease, "extend_refused")
             raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)

@@ -371,6 +371,8 @@ class BaseLock(abc.ABC):
             released = self._do_release(lease)
         except BackendUnavailableError:
             if not was_lost:
+                if _emit.on:
+                    _emit.release_failed(self)
                 raise
             released = False
         if was_lost or not released:
@@ -412,7 +414,13 @@ class BaseLock(abc.ABC):
         if lease.lost.is_set():
             raise LockLostError(f"lease {lease.token} of {self.name!r} is lost", self.name)
         started = self._clock()
-        if not self._do_extend(lease, new_ttl):
+        try:
+            extended = self._do_extend(lease, new_ttl)
+        except Exception:
+            if _emit.on:  # the backend did not answer: a failed renewal all the same
+                _emit.renewed(self, False)
+            raise
+        if not extended:
             if _emit.on:
                 _emit.renewed(self, False)
             self._mark_lost(lease, "extend_refused")
@@ -626,7 +634,5 @@ def _renew(
             return
         except Exception as exc:  # transient until proven otherwise: retry until the deadline
             _log.debug("renewal of %r failed, retrying: %r", lock.name, exc)
-            if _emit.on:
-                _emit.renewed(lock, False)
             wait = max(min(retry, left), 0.01)
         del lease, lock

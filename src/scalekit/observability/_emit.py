@@ -112,6 +112,27 @@ def _after_fork_in_child() -> None:
     _state_lock = threading.Lock()
 
 
+# -- routers ---------------------------------------------------------------------------
+
+# Set while a migration's mover routes keys for itself: those are nobody's requests.
+_uncounted = threading.local()
+
+
+class uncounted:  # a context manager, named like contextlib's
+    """Within this block, on this thread, watched routers count no routes."""
+
+    def __enter__(self) -> None:
+        _uncounted.depth = getattr(_uncounted, "depth", 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        _uncounted.depth -= 1
+
+
+def counting() -> bool:
+    """False inside `uncounted()` on this thread."""
+    return not getattr(_uncounted, "depth", 0)
+
+
 # -- caches and `cached` -----------------------------------------------------------
 
 
@@ -193,6 +214,23 @@ async def flight_async(cache: Any, run: Callable[[Callable[[], Any]], Any], comp
 # -- NearCache -------------------------------------------------------------------------
 
 _degraded: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+# The send time (on the near cache's clock) of the last heartbeat every node answered.
+_heard: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+def last_heard(near: Any) -> float | None:
+    """When *near*'s last confirmed heartbeat was sent, or None if none ever was.
+
+    Kept across a distrust (Redis frozen, down or unreachable), so the age
+    since then keeps growing while the local layer is bypassed.
+    """
+    heard = near._trusted_until - near.max_staleness
+    if heard == heard and heard != float("inf") and heard != float("-inf"):
+        before = _heard.get(near)
+        if before is None or heard > before:
+            _heard[near] = heard
+            return float(heard)
+    return _heard.get(near)
 
 
 def near_trust(near: Any) -> None:
@@ -205,6 +243,7 @@ def near_trust(near: Any) -> None:
     """
     from .core import log_event
 
+    last_heard(near)
     degraded = not near.connected
     before = _degraded.get(near)
     if before is None and degraded:
@@ -239,7 +278,7 @@ class BalancerProbe:
 
     BATCH = 4096
 
-    __slots__ = ("errors", "hub", "label", "ok", "released", "untimed")
+    __slots__ = ("doomed", "errors", "hub", "label", "ok", "released", "untimed")
 
     def __init__(self, hub: Telemetry, label: str) -> None:
         self.hub = hub
@@ -248,6 +287,19 @@ class BalancerProbe:
         self.errors: defaultdict[Hashable, list[float]] = defaultdict(list)
         self.untimed: defaultdict[Hashable, int] = defaultdict(int)
         self.released: defaultdict[Hashable, int] = defaultdict(int)  # timed, flushed
+        self.doomed: set[Hashable] = set()  # departed endpoints reported once, dropped next
+
+    def expire(self, live: set[Hashable]) -> None:
+        """Drop the counts of endpoints gone since the last collection but one (locked).
+
+        An endpoint that left (and has nothing in flight) is reported once
+        more with its final counts, then forgotten at the next collection.
+        """
+        gone = {ep for ep in (*self.released, *self.untimed) if ep not in live}
+        for endpoint in gone & self.doomed:
+            self.released.pop(endpoint, None)
+            self.untimed.pop(endpoint, None)
+        self.doomed = gone - self.doomed
 
     def flush(self) -> None:
         """Hand the buffered latencies to the hub (caller holds the balancer's lock)."""
@@ -288,17 +340,28 @@ def _balancer_label(lb: Any) -> str:
     return found[1] if found is not None else type(lb).__name__
 
 
-def ejected(lb: Any, endpoint: Hashable, reason: str, until: float) -> None:
-    """An endpoint was ejected: count it by kind of reason and log the event."""
+def ejected(lb: Any, endpoint: Hashable, reason: str, until: float | None) -> None:
+    """An endpoint was taken out: count it by kind of reason and log the event.
+
+    *reason* is an outlier ejection's description, or `"active_check"` for an
+    endpoint that failed its active health checks (*until* is then `None`:
+    it is out until its checks pass).
+    """
     from .core import log_event
 
     label = _balancer_label(lb)
-    kind = "success_rate" if reason.startswith("success rate") else "consecutive_failures"
+    if reason == "active_check":
+        kind = reason
+    else:
+        kind = "success_rate" if reason.startswith("success rate") else "consecutive_failures"
     named = _named(lb)
     if named is not None:
         named[0].add(
             "scalekit_balancer_ejections", balancer=label, endpoint=str(endpoint), reason=kind
         )
+    if until is None:
+        log_event("scalekit.balancer.ejected", balancer=label, endpoint=str(endpoint), reason=kind)
+        return
     log_event(
         "scalekit.balancer.ejected",
         balancer=label,
@@ -383,6 +446,13 @@ def renewed(lock: Any, ok: bool) -> None:
     named = _lock_named(lock)
     if named is not None:
         named[0].add("scalekit_lock_renewals", lock=named[1], result="ok" if ok else "failed")
+
+
+def release_failed(lock: Any) -> None:
+    """A release the backend did not answer: the lease ends at its deadline instead."""
+    named = _lock_named(lock)
+    if named is not None:
+        named[0].add("scalekit_lock_release_errors", lock=named[1])
 
 
 def lease_lost(lock: Any, lease: Any, cause: str) -> None:

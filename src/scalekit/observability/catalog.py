@@ -191,14 +191,17 @@ METRICS: dict[str, MetricSpec] = _specs(
         "counter",
         "",
         ("balancer", "endpoint", "reason"),
-        "Outlier ejections, by reason (consecutive_failures or success_rate).",
+        (
+            "Endpoints taken out, by reason (consecutive_failures or success_rate: "
+            "outlier ejections; active_check: failed active health checks)."
+        ),
     ),
     MetricSpec(
         "scalekit_balancer_ejected",
         "gauge",
         "",
         ("balancer", "endpoint"),
-        "1 while the endpoint is ejected, else 0.",
+        "1 while the endpoint is out (ejected as an outlier or failing active checks), else 0.",
     ),
     MetricSpec(
         "scalekit_balancer_panic",
@@ -240,6 +243,13 @@ METRICS: dict[str, MetricSpec] = _specs(
         "Lease renewals, by result (ok or failed).",
     ),
     MetricSpec(
+        "scalekit_lock_release_errors",
+        "counter",
+        "",
+        ("lock",),
+        "Releases the backend did not answer (the lease then ends at its deadline).",
+    ),
+    MetricSpec(
         "scalekit_lock_handovers",
         "counter",
         "",
@@ -272,10 +282,13 @@ METRICS: dict[str, MetricSpec] = _specs(
 
 EVENTS: dict[str, str] = {
     "scalekit.balancer.ejected": (
-        "an endpoint was ejected (fields: balancer, endpoint, reason, until on the "
-        "balancer's clock, until_utc as ISO 8601 UTC)"
+        "an endpoint was taken out (fields: balancer, endpoint, reason; for an outlier "
+        "ejection also until on the balancer's clock and until_utc as ISO 8601 UTC; "
+        "reason is active_check, without until, for failed active health checks)"
     ),
-    "scalekit.balancer.uneject": "an ejected endpoint returned (fields: balancer, endpoint)",
+    "scalekit.balancer.uneject": (
+        "an ejected endpoint, or one failing active checks, returned (fields: balancer, endpoint)"
+    ),
     "scalekit.balancer.panic": "the balancer entered or left panic mode (fields: balancer, active)",
     "scalekit.lock.lease_lost": "a lease was found lost (fields: lock, cause, token)",
     "scalekit.lock.callback_failed": "an on_lost callback raised (fields: lock, error)",

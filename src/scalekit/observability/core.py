@@ -241,6 +241,35 @@ class Telemetry:
         for recorder in recorders:
             self._call(recorder, "add", spec, 0.0, key)
 
+    def _expire(self, label: str, value: str, keep_label: str, keep: frozenset[str]) -> None:
+        """Forget pushed series of departed objects (see `MemoryRecorder.expire()`).
+
+        Zero declarations of such series go at once; recorders that have an
+        `expire()` method drop theirs one call after first seeing them gone.
+        """
+        with self._lock:
+            scoped = (label, value)
+            for metric, key in list(self._zeros):
+                if scoped not in key:
+                    continue
+                kept = dict(key).get(keep_label)
+                if kept is not None and kept not in keep:
+                    del self._zeros[(metric, key)]
+            recorders = self._recorders
+        for recorder in recorders:
+            expire = getattr(recorder, "expire", None)
+            if expire is not None:
+                try:
+                    expire(label, value, keep_label, keep)
+                except Exception as exc:  # as in _call()
+                    _failed(
+                        "scalekit.observability.recorder_failed",
+                        recorder,
+                        exc,
+                        recorder=type(recorder).__name__,
+                        metric="(expire)",
+                    )
+
     def _call(
         self, recorder: Recorder, method: str, spec: MetricSpec, value: Any, key: Labels
     ) -> None:
@@ -521,6 +550,8 @@ class MemoryRecorder:
         self.counters: dict[tuple[str, Labels], float] = {}
         self.gauges: dict[tuple[str, Labels], float] = {}
         self.histograms: dict[tuple[str, Labels], HistogramState] = {}
+        # Series of departed objects, marked by expire() and dropped at its next call.
+        self._doomed: dict[tuple[str, str], set[tuple[str, Labels]]] = {}
 
     def add(self, spec: MetricSpec, amount: float, labels: Labels) -> None:
         key = (spec.name, labels)
@@ -547,6 +578,35 @@ class MemoryRecorder:
             if state is None:
                 state = self.histograms[key] = HistogramState(self.buckets)
             state.record_many(values)
+
+    def expire(self, label: str, value: str, keep_label: str, keep: frozenset[str]) -> None:
+        """Drop the series of departed objects, one `expire()` after they were first seen gone.
+
+        A series whose *label* is *value* and whose *keep_label* is not in
+        *keep* is marked at the first call that finds it so (it is still
+        exported then, with its last values) and dropped at the next call
+        if it is still not kept.
+        """
+        scope = (label, value)
+        with self._lock:
+            doomed = self._doomed.pop(scope, set())
+            marked: set[tuple[str, Labels]] = set()
+            scoped = (label, value)
+            for store in (self.counters, self.gauges, self.histograms):
+                for key in list(store):
+                    if scoped not in key[1]:
+                        continue
+                    fields = dict(key[1])
+                    if keep_label not in fields:
+                        continue
+                    if fields[keep_label] in keep:
+                        continue
+                    if key in doomed:
+                        del store[key]
+                    else:
+                        marked.add(key)
+            if marked:
+                self._doomed[scope] = marked
 
     def snapshot(
         self,
@@ -576,6 +636,7 @@ def _after_fork_in_child() -> None:
         memory.counters.clear()
         memory.gauges.clear()
         memory.histograms.clear()
+        memory._doomed.clear()
     for hub in list(_hubs):
         for (_, key), spec in hub._zeros.items():
             for recorder in hub._recorders:

@@ -109,6 +109,10 @@ class OpenTelemetryExporter:
         meter = provider.get_meter("scalekit", __version__)
         self._recorder = MemoryRecorder()
         histograms: dict[str, Any] = {}
+        # One reading of the hub per collection cycle, made by the first callback
+        # the SDK runs (instruments are collected in the order they were created).
+        self._first = next(s.name for s in METRICS.values() if s.kind != "histogram")
+        self._reading: dict[str, dict[Labels, float]] = {}
         for spec in METRICS.values():
             unit = _UNITS.get(spec.unit, spec.unit)
             if spec.kind == "histogram":
@@ -135,20 +139,27 @@ class OpenTelemetryExporter:
         self._telemetry.unsubscribe(self._forward)
         _providers[:] = [p for p in _providers if p is not self._provider]
 
+    def _read(self) -> dict[str, dict[Labels, float]]:
+        """Every counter and gauge now: pushed aggregates plus the watched objects."""
+        counters, gauges, _ = self._recorder.snapshot()
+        totals: dict[str, dict[Labels, float]] = {}
+        for (name, labels), value in (*counters.items(), *gauges.items()):
+            series = totals.setdefault(name, {})
+            series[labels] = series.get(labels, 0.0) + value
+        for sample in self._telemetry.collect():
+            spec = METRICS[sample.metric]
+            key = tuple((n, sample.labels[n]) for n in spec.labels)
+            series = totals.setdefault(sample.metric, {})
+            series[key] = series.get(key, 0.0) + sample.value
+        return totals
+
     def _callback(self, spec: MetricSpec) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             if self._closed:
                 return []
-            counters, gauges, _ = self._recorder.snapshot()
-            pushed = counters if spec.kind == "counter" else gauges
-            totals: dict[Labels, float] = {}
-            for (name, labels), value in pushed.items():
-                if name == spec.name:
-                    totals[labels] = totals.get(labels, 0.0) + value
-            for sample in self._telemetry.collect():
-                if sample.metric == spec.name:
-                    key = tuple((n, sample.labels[n]) for n in spec.labels)
-                    totals[key] = totals.get(key, 0.0) + sample.value
+            if spec.name == self._first or not self._reading:
+                self._reading = self._read()
+            totals = self._reading.get(spec.name, {})
             return [Observation(v, attributes=dict(k)) for k, v in totals.items()]
 
         return observe

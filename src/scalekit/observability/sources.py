@@ -13,6 +13,7 @@ Two things follow from watching:
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -131,11 +132,13 @@ def watch_cache(cache: WatchableCache, name: str, *, telemetry: Telemetry | None
         yield Sample("scalekit_nearcache_remote_reads", stats.remote_reads, label)
         yield Sample("scalekit_nearcache_invalidations", stats.invalidations, label)
         yield Sample("scalekit_nearcache_degraded", 0.0 if c.connected else 1.0, label)
-        # trusted_until = last answered heartbeat's send time + max_staleness
-        heard = c._trusted_until - c.max_staleness
-        age = c._clock() - heard
-        if age == age and age != float("inf"):  # never answered: no value to show
-            yield Sample("scalekit_nearcache_staleness_seconds", max(age, 0.0), label)
+        # The age of the last heartbeat every node answered; it keeps growing while
+        # Redis is frozen or down (the local layer is bypassed then).
+        heard = _emit.last_heard(c)
+        if heard is not None:  # never answered: no value to show
+            yield Sample(
+                "scalekit_nearcache_staleness_seconds", max(c._clock() - heard, 0.0), label
+            )
 
     if "local_hits" in fields:
         collect = collect_near
@@ -185,13 +188,23 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
             f"balancer must be a scalekit.balancing load balancer, got {type(balancer).__name__}"
         )
     probe = _emit.BalancerProbe(hub, label)
+    # The live endpoints at the last collection, and whether the one before differed.
+    seen: list[Any] = [frozenset(), False]
 
     def collect(lb: Any) -> Iterator[Sample]:
         with lb._lock:
             probe.flush()
             in_flight = {**lb._draining, **lb._in_flight}
+            probe.expire(set(in_flight))
             picks = probe.picks(in_flight) if lb._probe is probe else {}
         endpoints = list(lb.endpoints)
+        # Departed endpoints' pushed series go one collection after they left: looked
+        # for only at the collection after a change and the next one.
+        live = frozenset(str(ep) for ep in in_flight)
+        if live != seen[0] or seen[1]:
+            seen[1] = live != seen[0]
+            seen[0] = live
+            hub._expire("balancer", label, "endpoint", live)
         for ep, count in picks.items():
             yield Sample(
                 "scalekit_balancer_picks", float(count), {"balancer": label, "endpoint": str(ep)}
@@ -204,14 +217,14 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
             )
         health = lb.health
         if health is not None:
-            ejected = health.ejected()
+            available = set(health.available())
             for ep in endpoints:
                 yield Sample(
                     "scalekit_balancer_ejected",
-                    1.0 if ep in ejected else 0.0,
+                    0.0 if ep in available else 1.0,
                     {"balancer": label, "endpoint": str(ep)},
                 )
-            out = len(endpoints) - len(health.available())
+            out = len(endpoints) - len(available)
             panicking = bool(out) and health._panicking(len(endpoints), out)
             yield Sample("scalekit_balancer_panic", float(panicking), {"balancer": label})
 
@@ -226,7 +239,7 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
     hub.watch(balancer, collect)
     hub.on_switch(balancer, switch)
     for ep in list(balancer.endpoints):
-        for reason in ("consecutive_failures", "success_rate"):
+        for reason in ("consecutive_failures", "success_rate", "active_check"):
             hub._declare(
                 "scalekit_balancer_ejections", balancer=label, endpoint=str(ep), reason=reason
             )
@@ -250,11 +263,11 @@ def watch_locks(
     them. Locks push, while the hub has a recorder: the time each acquire
     waited (by outcome: `acquired`, `timeout`, `busy` for a non-blocking try
     that found the lock held, `error`), acquisitions, timeouts, hand-overs
-    (acquisitions granted after waiting for a holder), renewals by result
-    and leases lost by cause. The family watched last is tried first; a
-    later call with the same *name* and *prefix* (or *match*) replaces an
-    earlier one. Leases lost are also logged (`scalekit.lock.lease_lost`)
-    whether watched or not.
+    (acquisitions granted after waiting for a holder), renewals by result,
+    releases the backend did not answer and leases lost by cause. The
+    family watched last is tried first; a later call with the same *name*
+    and *prefix* (or *match*) replaces an earlier one. Leases lost are
+    also logged (`scalekit.lock.lease_lost`) whether watched or not.
 
     Args:
         name: the `lock` label, e.g. `"shop:stock"`.
@@ -272,6 +285,7 @@ def watch_locks(
         "scalekit_lock_acquisitions",
         "scalekit_lock_timeouts",
         "scalekit_lock_handovers",
+        "scalekit_lock_release_errors",
     ):
         hub._declare(metric, lock=label)
     for result in ("ok", "failed"):
@@ -291,13 +305,14 @@ def watch_locks(
 
 
 def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) -> None:
-    """Count the keys *router* routes to each shard as `router=name`.
+    """Count the keys *router* routes for callers to each shard as `router=name`.
 
     While the hub has a recorder, the router's `route` (and so
     `route_many`) counts each shard it returns; with no recorder the router
     is left as it was (a `HashRouter` keeps its fast `route`). A
-    `HashRouter` that adds or removes a shard installs a new `route`;
-    counting resumes at the next collection. The router is held weakly.
+    `HashRouter` that adds or removes a shard keeps counting without a gap.
+    The keys a `MigratingRouter`'s `move()` routes while scanning are not
+    callers' keys and are not counted. The router is held weakly.
 
     Raises:
         ConfigurationError: *name* is empty.
@@ -315,7 +330,7 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
 
     def collect(r: Any) -> Iterator[Sample]:
         if installed[0] is not None and r.__dict__.get("route") is not installed[0]:
-            switch(r, True)  # the router replaced its `route` (a HashRouter's add/remove)
+            switch(r, True)  # the router replaced its `route` some way we did not see
         with lock:
             snapshot = dict(counts)
         for shard, n in snapshot.items():
@@ -336,16 +351,32 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
         # The class's route, never the instance's: that one may be replaced later.
         # The router is held weakly here too: the hub must never keep it alive.
         original, ref = type(r).route, weakref.ref(r)
+        counting = _emit.counting
 
         def route(key: Any) -> Any:
             shard = original(ref(), key)
-            with lock:
-                counts[shard] = counts.get(shard, 0) + 1
+            if counting():
+                with lock:
+                    counts[shard] = counts.get(shard, 0) + 1
             return shard
 
         installed[1] = r.__dict__.get("route")
         r.route = installed[0] = route
 
+    install = getattr(type(router), "_install", None)
+    if callable(install):
+        # A HashRouter installs a new `route` on every add_shard / remove_shard:
+        # count on through it at once, not from the next collection.
+        ref = weakref.ref(router)
+
+        def reinstall(route: Any) -> None:
+            r = ref()
+            install(r, route)
+            if r is not None and installed[0] is not None:
+                installed[0] = None
+                switch(r, True)
+
+        router._install = reinstall
     hub.watch(router, collect)
     hub.on_switch(router, switch)
 
@@ -385,10 +416,36 @@ def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = 
             ratio = 1.0
         else:
             with m._mover_lock:
-                sources = m._sources(state.phase == "forward")
-                done = sum(1 for s in sources if m._cursors.get(s) == -1 and not m._pending.get(s))
-            ratio = done / len(sources) if sources else 1.0
+                shares = [
+                    _scanned(m._stores[s], m._cursors.get(s, 0), bool(m._pending.get(s)))
+                    for s in m._sources(state.phase == "forward")
+                ]
+            ratio = sum(shares) / len(shares) if shares else 1.0
         yield Sample("scalekit_migration_progress_ratio", ratio, label)
 
     migration.move = move
     hub.watch(migration, collect)
+
+
+# Below 1 while a fully scanned source still has keys to move.
+_ALMOST = 0.999
+
+
+def _scanned(store: Any, cursor: int, pending: bool) -> float:
+    """The share of one source's scan done in the current direction, 0 to 1.
+
+    A Redis `SCAN` cursor walks the hash table's buckets in reverse binary
+    order, so its bits read backwards, as a fraction of 2**64, are the share
+    of the buckets visited: keys spread evenly over buckets make that the
+    share of the keys scanned. Other stores' cursors tell nothing of the
+    kind: their source counts 0 until its scan is complete.
+    """
+    if cursor == -1:
+        return _ALMOST if pending else 1.0
+    if cursor <= 0:
+        return 0.0
+    redis_store = sys.modules.get("scalekit.sharding.redis_store")
+    if redis_store is None or not isinstance(store, redis_store.RedisShardStore):
+        return 0.0
+    share = int(f"{cursor & (2**64 - 1):064b}"[::-1], 2) / 2**64
+    return min(share, _ALMOST)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from ..exceptions import ConfigurationError, RoutingError
+from ..observability import _emit
 from .base import Router
 from .shard_store import (
     PHASES,
@@ -353,7 +354,7 @@ class MigratingRouter(Generic[S]):
         for arg, value in (("limit", limit), ("batch", batch)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{arg} must be a positive int, got {value!r}")
-        with self._mover_lock:
+        with self._mover_lock, _emit.uncounted():  # the scan's routing is not callers' traffic
             state = self._require_moving("move")
             if state != self._scan_state:
                 # The state changed (here or, adopted from a store, in another
