@@ -326,8 +326,8 @@ CounterName = Literal[
     "scalekit_lock_timeouts",
     "scalekit_lock_leases_lost",
     "scalekit_lock_renewals",
-    "scalekit_lock_handovers",
     "scalekit_lock_release_errors",
+    "scalekit_lock_handovers",
     "scalekit_router_routes",
     "scalekit_migration_keys_moved",
 ]
