@@ -13,6 +13,7 @@ expired or was evicted meanwhile.
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 import threading
@@ -53,6 +54,25 @@ _UNAVAILABLE = (
     redis.exceptions.RedisClusterException,
     DeadlineExceeded,
 )
+
+
+_REDIS_PACKAGE = os.path.dirname(os.path.abspath(redis.__file__)) + os.sep
+
+
+def _driver_fault(exc: BaseException) -> bool:
+    """True if *exc* (not a `RedisError`) was raised inside redis-py's own code.
+
+    redis-py 8 follows a Cluster `ASK` redirect to a node missing from its
+    map (a slot migrating to a master that joined after the client started)
+    and fails with `AttributeError` there; a caller of the cache gets no
+    answer from Redis either way.
+    """
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_REDIS_PACKAGE)
 
 
 def _busy(exc: redis.ResponseError) -> bool:
@@ -381,6 +401,15 @@ class RedisCache:
             ) from exc
         except redis.RedisError as exc:
             raise BackendError(f"Redis failed for cache {self.namespace!r}: {exc}") from exc
+        except (AttributeError, KeyError, TypeError, IndexError) as exc:
+            if not (self._cluster and _driver_fault(exc)):
+                raise
+            raise BackendUnavailableError(
+                f"Redis Cluster unavailable for cache {self.namespace!r}: redis-py failed "
+                "following a redirect to a node the client does not know (a slot migrating "
+                f"to a master that joined after the client started?): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def _groups(self, keys: Iterable[str]) -> list[list[str]]:
         """Keys grouped so each group can go in one multi-key command (one per hash slot)."""
