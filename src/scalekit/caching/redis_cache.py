@@ -226,14 +226,21 @@ class RedisCache:
     def _check_publish(self) -> None:
         """Refuse a client that may not publish on `channel` (every write publishes on it).
 
-        One `PUBLISH channel ""` (an empty message, ignored by listeners). If Redis
-        is unreachable the check is skipped: a write refused later still leaves
-        nothing written, since the scripts publish before they write.
+        One `PUBLISH channel ""` (an empty message, ignored by listeners), under a
+        deadline of one attempt (the pool wait, then `socket_connect_timeout +
+        socket_timeout`) rather than `call_timeout`, so a constructor never waits
+        through the retry policy. If Redis is unreachable (or slower than that)
+        the check is skipped: a write refused later still leaves nothing
+        written, since the scripts publish before they write.
         """
         self._watch_pools()
         try:
             call_with_deadline(
-                self._call_bound, self._connect, self._client.publish, self.channel, b""
+                min(self._call_bound, self._one_attempt()),
+                self._connect,
+                self._client.publish,
+                self.channel,
+                b"",
             )
         except _UNAVAILABLE:
             return
@@ -263,6 +270,21 @@ class RedisCache:
         )
         node = wait + scripts.retry_bound(kwargs.get("retry"), scripts.attempt_bound(kwargs))
         return scripts.retry_bound(cluster.retry, node)
+
+    def _one_attempt(self) -> float:
+        """Worst-case seconds of one attempt: the pool wait, then a connect and a read."""
+        if not self._cluster:
+            pool: Any = self._client.connection_pool  # type: ignore[union-attr]
+            return scripts.pool_wait_bound(pool) + scripts.attempt_bound(pool.connection_kwargs)
+        cluster: Any = self._client
+        wait = max(
+            (
+                scripts.pool_wait_bound(n.redis_connection.connection_pool)
+                for n in cluster.get_nodes()
+            ),
+            default=0.0,
+        )
+        return wait + scripts.attempt_bound(cluster.nodes_manager.connection_kwargs)
 
     def _connect_timeout(self) -> float:
         """Longest time one connect takes (`socket_connect_timeout`, else `socket_timeout`)."""
