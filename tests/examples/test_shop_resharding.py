@@ -138,7 +138,7 @@ def test_a_run_killed_while_adding_a_shard_is_resumed_not_stranded(
         assert refused.returncode == 2, refused.stdout
         assert "is not finished" in refused.stderr
         assert "give --shards 2 --add-shard-at 0" in refused.stderr, refused.stderr
-    at = ["--redis", redis_server.url, "--data", data, "--duration", "1"]
+    at = ["--redis", redis_server.url, "--data", data, "--duration", "0.5"]
     resumed = _shop_cli(*at, "--shards", "2", "--add-shard-at", "0")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     grown = _shop_cli(*at, "--shards", "3")
