@@ -423,7 +423,7 @@ class RedisCache:
             ) from exc
         except redis.RedisError as exc:
             raise BackendError(f"Redis failed for cache {self.namespace!r}: {exc}") from exc
-        except (AttributeError, KeyError, TypeError, IndexError) as exc:
+        except (AttributeError, KeyError) as exc:
             if not (self._cluster and _driver_fault(exc)):
                 raise
             raise BackendUnavailableError(
