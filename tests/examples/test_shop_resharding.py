@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from examples.shop.audit import audit
 from examples.shop.resharding import MIGRATION
 from examples.shop.runner import run
 from examples.shop.simulation import Settings, build_shop, prepare
@@ -179,7 +180,12 @@ def test_the_sweep_does_not_count_an_order_released_when_its_row_is_not_where_it
     with sqlite3.connect(tmp_path / f"{other}.sqlite3") as conn:
         conn.execute(schema[0].replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
         conn.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+        conn.execute("INSERT INTO users VALUES (?, ?, 0)", (user, "stranded@example.com"))
     first = shop.recover()
     assert (first.released, first.left_reserved) == (0, 1), str(first)
     again = shop.recover()
     assert (again.released, again.left_reserved) == (0, 1), str(again)
+    checked = audit(storage)
+    assert f"1 users on a shard their placement does not route them to (e.g. {user}" in " ".join(
+        checked.problems
+    ), checked.problems
