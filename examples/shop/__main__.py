@@ -21,6 +21,9 @@ from .simulation import Settings, temporary_directory
 
 # SQLite integers are 64-bit: counts above this could not be stored.
 _MAX_COUNT = 2**62
+# Each process keeps one SQLite connection per thread per shard: more shards
+# than this would spend the start-up creating files and the run on descriptors.
+MAX_SHARDS = 64
 
 
 def _count(text: str) -> int:
@@ -32,6 +35,21 @@ def _count(text: str) -> int:
     if not 1 <= value <= _MAX_COUNT:
         raise argparse.ArgumentTypeError(f"expected a whole number 1..2**62, got {text}")
     return value
+
+
+def _shards(text: str) -> int:
+    """An argparse type: a whole number of shards 1 .. `MAX_SHARDS`."""
+    value = _count(text)
+    if value > MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"expected a whole number 1..{MAX_SHARDS}, got {text}")
+    return value
+
+
+def _directory(text: str) -> Path:
+    """An argparse type: a non-empty path (an empty one would mean the current directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a directory path, got ''")
+    return Path(text)
 
 
 def _seconds(text: str) -> float:
@@ -64,6 +82,11 @@ def _redis_url(cluster: bool) -> Callable[[str], str]:
         if cluster and path not in ("", "0"):
             raise argparse.ArgumentTypeError(f"a Redis Cluster has only database 0, got {text!r}")
         del port
+        problem = _redis_options(text)
+        if problem:
+            raise argparse.ArgumentTypeError(
+                f"expected a URL redis-py accepts, got {text!r}: {problem}"
+            )
         return text
 
     return check
@@ -76,6 +99,22 @@ def _importable(module: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def _redis_options(url: str) -> str:
+    """Why redis-py refuses *url*'s query options ('' if it takes them, or is not installed).
+
+    Builds a client without connecting: redis-py checks the values then.
+    """
+    try:
+        import redis
+    except ImportError:  # the backend reports it when the run starts
+        return ""
+    try:
+        redis.Redis.from_url(url).close()
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return ""
 
 
 def _zookeeper_hosts(text: str) -> str:
@@ -117,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--shards",
-        type=_count,
+        type=_shards,
         default=Settings.shards,
-        help="SQLite databases users and orders are sharded over (default %(default)s)",
+        help=f"SQLite databases users and orders are sharded over, 1..{MAX_SHARDS} "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--add-shard-at",
@@ -161,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--data",
-        type=Path,
+        type=_directory,
         metavar="DIR",
         help="keep the SQLite databases in DIR (default: a temporary directory); a second "
         "run on DIR reuses its catalog, stock and orders",
@@ -196,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(
                 "--plot needs matplotlib, which is not installed: pip install -e '.[bench]'"
             )
+        problem = _unwritable(args.plot)
+        if problem:
+            parser.error(f"--plot {str(args.plot)!r}: {problem}")
     if args.metrics_port is not None:
         if not 0 < args.metrics_port < 65536:
             parser.error(f"--metrics-port must be a port number 1..65535, got {args.metrics_port}")
@@ -291,6 +334,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if metrics is not None:
             metrics.close()
+
+
+def _unwritable(path: Path) -> str:
+    """Why the file *path* cannot be written ('' if it can), checked before the run."""
+    if path.is_dir():
+        return "expected a PNG file path, and it is a directory"
+    parent = path.parent
+    if not parent.exists():
+        return f"expected a PNG path in an existing directory, and {str(parent)!r} does not exist"
+    if not parent.is_dir():
+        return (
+            f"expected a PNG path in an existing directory, and {str(parent)!r} is not a directory"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        return "expected a writable file (it is read-only)"
+    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        return f"expected a PNG path in a writable directory, and {str(parent)!r} is read-only"
+    return ""
 
 
 def _unusable(directory: Path) -> str:

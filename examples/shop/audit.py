@@ -5,7 +5,9 @@ stock row, *sold* the units of paid orders (the user shards) and
 *reserved* the units held for orders not yet paid (the catalog's
 reservations). The audit also checks that the catalog's sold units are
 exactly the paid orders' items, that held units belong to orders still
-``reserved``, and that every charge in the ledger is a paid order.
+``reserved``, that every charge in the ledger is a paid order, and (alone
+on the data directory) that every user lives on the shard its placement
+routes it to.
 
 The identity holds at every instant in the catalog, because each stock
 change and its reservation row commit together. The cross-checks with the
@@ -119,6 +121,12 @@ def audit(storage: ShopStorage) -> Audit:
             )
     for sku in sorted(set(paid) - set(ledger)):
         result.problems.append(f"{sku}: paid orders for an unknown SKU")
+    misplaced = _misplaced(storage)
+    if misplaced:
+        result.problems.append(
+            f"{len(misplaced)} users on a shard their placement does not route them to "
+            f"(e.g. {misplaced[0]}): their cart, orders and history are out of the shop's reach"
+        )
     counts = storage.order_counts()
     result.paid_orders = sum(c.get("paid", 0) for c in counts.values())
     result.charges = storage.charge_count()
@@ -128,6 +136,30 @@ def audit(storage: ShopStorage) -> Audit:
             + (f" and {len(charged)} charged unsettled ones" if charged else "")
         )
     return result
+
+
+def _misplaced(storage: ShopStorage) -> list[str]:
+    """Users whose row is on a shard the placement (or a move under way) does not give them.
+
+    While a shard is being added (`resharding.py`) a user may be on its old
+    or its new shard; otherwise only on the one the placement routes it to.
+    """
+    migration = storage.migration
+    phase = None if migration is None else migration.refresh().phase
+    found: list[str] = []
+    for name, db in storage.shards.items():
+        for (user,) in db.connection().execute("SELECT user_id FROM users"):
+            if migration is None:
+                allowed = {storage.router.route(user)}
+            elif phase == "complete":
+                allowed = {migration.new.route(user)}
+            elif phase in ("forward", "reverse"):
+                allowed = {migration.old.route(user), migration.new.route(user)}
+            else:
+                allowed = {migration.old.route(user)}
+            if name not in allowed:
+                found.append(str(user))
+    return found
 
 
 def _charged_but_reserved(storage: ShopStorage) -> list[str]:

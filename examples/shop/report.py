@@ -62,8 +62,8 @@ def report(storage: ShopStorage, summary: Summary, settings: Settings) -> tuple[
         lines.append("NOTHING SOLD: no order was placed (see the errors and rejections above)")
     if summary.left_reserved:
         lines.append(
-            f"NOT SETTLED: {summary.left_reserved} orders left reserved (their stock held); "
-            "the next run's sweep settles them"
+            f"NOT SETTLED: {summary.left_reserved} orders left reserved (their stock held, or "
+            "their row not on the shard their user is routed to); the next run's sweep retries"
         )
     if summary.interrupted:
         lines.append("INTERRUPTED: the load was stopped early (Ctrl-C); swept and audited")

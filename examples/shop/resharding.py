@@ -16,17 +16,24 @@ checkouts and orders move together, in the store's transactions.
   user at that instant.
 
 A data directory that has grown once keeps its recorded migration: run it
-again with ``--shards`` one higher and without ``--add-shard-at``.
+again with ``--shards`` one higher and without ``--add-shard-at``. A run
+stopped in the middle of the move (``kill -9``, a crash) leaves it
+*forward*: some users on the new shard, some not yet. No placement serves
+them all but the migration's own, so the shop refuses every run of that
+directory except the one that carries the move on, and names it
+(`recorded_phase`, ``runner._check_shards``).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalekit import ConfigurationError
-from scalekit.sharding import HashRouter, MigratingRouter
+from scalekit.sharding import HashRouter, MigratingRouter, MigrationState
 from scalekit.sharding.sqlite_store import SQLiteShardStore
 
 from .db import Database
@@ -39,6 +46,33 @@ if TYPE_CHECKING:
 MIGRATION = "shop-add-shard"
 #: Every table whose rows belong to one user, by the column naming the user.
 TABLES = {"users": "user_id", "carts": "user_id", "checkouts": "user_id", "orders_*": "user_id"}
+
+
+def recorded_phase(directory: Path, shards: int) -> str | None:
+    """The phase of the migration recorded in the first *shards* shards of *directory*.
+
+    The newest record wins (a killed run may have recorded a change on some
+    shards only); None when no shard records one.
+    """
+    newest: MigrationState | None = None
+    for i in range(shards):
+        uri = f"{(directory / f'shard{i}.sqlite3').resolve().as_uri()}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+        except sqlite3.OperationalError:
+            continue
+        try:
+            row = conn.execute(
+                "SELECT state FROM scalekit_reshard_state WHERE name = ?", (MIGRATION,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # no record table: never part of a migration
+            row = None
+        finally:
+            conn.close()
+        state = MigrationState.decode(None if row is None else row[0])
+        if state is not None and (newest is None or state.epoch > newest.epoch):
+            newest = state
+    return None if newest is None else newest.phase
 
 
 def attach(storage: ShopStorage, shards: int) -> MigratingRouter[str]:

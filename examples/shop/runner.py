@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from scalekit import BackendError, ConfigurationError
 
-from . import datadir
+from . import datadir, resharding
 from .resharding import ShardAdder
 from .service import Recovery, Shop
 from .simulation import STOP, Settings, Summary, build_shop, prepare, work
@@ -295,18 +295,41 @@ class ShopRun:
 
 
 def _check_shards(directory: Path, settings: Settings) -> None:
-    """Refuse a --shards that differs from the shards the directory already has.
+    """Refuse a --shards (and --add-shard-at) that would route users away from their rows.
 
     Users are placed by jump hash over the shard count: another count would
-    route existing users to shards that do not hold their orders.
+    route existing users to shards that do not hold their orders. A shard
+    being added that a stopped run did not finish (its migration recorded
+    ``planned`` or ``forward``) is served only by the migration's router:
+    only ``--shards N-1 --add-shard-at`` carries it on.
     """
     found = 0
     while (directory / f"shard{found}.sqlite3").exists():
         found += 1
-    if not found or found == settings.shards:
+    if not found:
         return
-    if settings.add_shard_at is not None and found == settings.shards + 1:
-        return  # a shard being added (or added already: resharding.plan says which)
+    phase = resharding.recorded_phase(directory, found)
+    adding = settings.add_shard_at is not None
+    if phase in ("planned", "forward"):
+        if adding and found == settings.shards + 1:
+            return  # resharding.plan carries the move on
+        given = f"--shards {settings.shards}" + (" --add-shard-at" if adding else "")
+        raise ConfigurationError(
+            f"{given}: data directory {str(directory)!r} has a shard being added that a "
+            f"stopped run left {phase} (migration {resharding.MIGRATION!r} is not finished: "
+            f"some users are on shard{found - 1}, some not yet); give --shards {found - 1} "
+            f"--add-shard-at 0 to finish the move, then --shards {found}"
+        )
+    if phase is not None and adding and found == settings.shards:
+        raise ConfigurationError(
+            f"--add-shard-at: data directory {str(directory)!r} has grown to {found} shards "
+            f"already (migration {resharding.MIGRATION!r} is {phase}), and the shop adds "
+            f"one shard to a data directory once: give --shards {found} without --add-shard-at"
+        )
+    if found == settings.shards:
+        return
+    if adding and found == settings.shards + 1:
+        return  # a shard added already: resharding.plan says so
     raise ConfigurationError(
         f"--shards {settings.shards}: data directory {str(directory)!r} has {found} shards "
         f"(shard0..shard{found - 1}); give --shards {found}"

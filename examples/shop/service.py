@@ -345,6 +345,14 @@ class Shop:
         self.storage.set_order_status(order, "released", None)
         return None
 
+    def _status(self, order: Order) -> str | None:
+        """*order*'s status on its user's shard; None if no row is there."""
+        with self.timings.measure("database"):
+            found = self.storage.order(
+                order.user_id, order.order_id, self.storage.months.route(order.created_at)
+            )
+        return None if found is None else found.status
+
     def history(self, user_id: str, start: datetime, end: datetime) -> list[Order]:
         return self.storage.orders(user_id, start, end)
 
@@ -444,8 +452,10 @@ class Shop:
 
         A charged order is completed (marked paid); any other has its payment
         intent voided and its held stock given back under the SKU locks, then
-        is released. Idempotent, and safe while checkouts run: a checkout
-        still working on a swept order finds its payment voided and gives up.
+        is released. An order counts as released only when its row, on the
+        shard its user is routed to, says so; any other is counted in
+        `Recovery.left_reserved`. Idempotent, and safe while checkouts run:
+        a checkout still working on a swept order finds its payment voided and gives up.
         With *older_than* = 0 run it only when no checkout is in flight, or
         it gives up live checkouts.
         """
@@ -455,13 +465,16 @@ class Shop:
                 held = self.catalog.held(order.order_id)
                 settled = self._give_up(order)
                 still = self.catalog.held(order.order_id)
+                status = None if settled is not None else self._status(order)
             except _RETRY_LATER as exc:  # a lock backend, a shard or the catalog itself
                 self.note(exc, "recovery")
                 done.left_reserved += 1
                 continue
             if settled is not None:
                 done.completed += 1
-            elif still:
+            elif still or status != "released":
+                # Stock still held, or no row was released where the user is
+                # routed (the row lies elsewhere: a shard move left half done).
                 done.left_reserved += 1
             else:
                 done.released += 1

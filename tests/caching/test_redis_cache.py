@@ -648,6 +648,19 @@ def test_serializers_refuse_at_write_time_what_they_cannot_read(client: Any) -> 
     assert client.exists(plain._name("p"), plain._name("m"), plain._name("m") + ":lease") == 0
 
 
+def test_pickle_refuses_at_write_time_a_value_it_cannot_pickle(client: Any) -> None:
+    trusting = cache_for(client, serializer="pickle", wait_timeout=0)
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ConfigurationError, match="'pickle' cannot store this value: it is nested"):
+        trusting.set("deep", deep)
+    with pytest.raises(ConfigurationError, match="'pickle' cannot store this value"):
+        trusting.get_or_load("fn", lambda: threading.Lock())
+    assert client.exists(trusting._name("deep"), trusting._name("fn") + ":lease") == 0
+    assert trusting.get_or_load("fn", lambda: (1, {2})) == (1, {2})
+
+
 # -- a refused PUBLISH: the write and its report agree ----------------------------
 def test_refused_publish_is_refused_at_construction_and_writes_nothing(
     fresh_redis_server: Any,

@@ -320,3 +320,46 @@ def test_a_call_that_must_reconnect_over_a_slow_link_is_bounded(
     finally:
         admin.acl_deluser(user)
         admin.close()
+
+
+def test_construction_and_close_against_a_blackholed_redis_are_bounded(redis_server: Any) -> None:
+    """redis-py's default retry (10 retries) would make each take 5-10 s (about 4 s in all).
+
+    Bounds: `RedisCache()` one attempt (`socket_connect_timeout + socket_timeout`),
+    `NearCache()` its `connect_timeout`, `close()` `CLOSE_TIMEOUT`; 0.3 s of scheduling
+    margin each.
+    """
+    from scalekit.caching.near_cache import CLOSE_TIMEOUT
+    from scalekit.testing import TCPProxy
+
+    with TCPProxy(*redis_server.address) as proxy:
+        import redis
+
+        host, port = proxy.address
+        client = redis.Redis(host=host, port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        cache = RedisCache(client, namespace=unique_namespace())
+        assert cache.call_timeout > 10  # the default retry policy
+        near = NearCache(LRUCache(10), cache, max_staleness=0.5)
+        near.set("k", 1)
+        assert near.get("k") == 1
+        proxy.blackhole()
+
+        def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+            started = time.monotonic()
+            result = fn()
+            return result, time.monotonic() - started
+
+        _, built = timed(lambda: RedisCache(client, namespace=unique_namespace()))
+        assert built <= 0.5 + 0.5 + 0.3
+        late, waited = timed(
+            lambda: NearCache(LRUCache(10), cache, max_staleness=0.5, connect_timeout=1)
+        )
+        assert waited <= 1 + 0.3
+        assert late.state == "untrusted"
+        _, closed = timed(late.close)
+        assert closed <= CLOSE_TIMEOUT + 0.3
+        _, closed = timed(near.close)
+        assert closed <= CLOSE_TIMEOUT + 0.3
+        assert len(near._local) == 0  # closed: nothing served locally
+        proxy.pass_through()
+        client.close()

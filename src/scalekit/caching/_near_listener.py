@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -55,17 +56,27 @@ class Listener(threading.Thread):
         self.step = ""  # the command being set up, named if it is refused
         self.retired = False  # its node is no longer a primary: stop
         self.ready = threading.Event()  # first heartbeat answered, or permission denied
+        self._conn: Any = None
+        self._role: Any = None
+
+    def abort(self) -> None:
+        """Shut down this listener's sockets (from another thread): a blocked read ends now."""
+        for conn in (self._conn, self._role):
+            sock = getattr(conn, "_sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def run(self) -> None:
         near = self.near
         backoff = 0.05
         while not (near._stop.is_set() or self.retired):
             conn = None
-            self._role: Any = None
+            self._role = None
             try:
                 # A connection of its own, outside the user's pool: it is held for as
                 # long as the listener runs, and must not starve a bounded pool.
-                conn = self.pool.connection_class(**self.pool.connection_kwargs)
+                conn = self._conn = self.pool.connection_class(**self.pool.connection_kwargs)
                 self._session(conn)
                 backoff = 0.05
             except redis.ResponseError as exc:

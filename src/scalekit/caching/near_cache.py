@@ -59,6 +59,8 @@ from .redis_cache import RedisCache
 __all__ = ["NearCache", "NearCacheStats"]
 
 _MISS: Any = object()
+#: Seconds `NearCache.close` takes at most, whatever the servers do.
+CLOSE_TIMEOUT = 1.0
 _LIVE: weakref.WeakSet[NearCache] = weakref.WeakSet()  # restarted in a forked child
 
 
@@ -455,14 +457,24 @@ class NearCache:
                 self._drop(name[len(prefix) : -1].decode(errors="replace"))
 
     def close(self) -> None:
-        """Stop the listener threads and empty the local layer."""
+        """Stop the listener threads and empty the local layer, within `CLOSE_TIMEOUT` seconds.
+
+        Each listener's connections are shut down, which ends a read it is
+        blocked in at once. A listener still connecting to an unreachable node
+        when the time is up is left to end by itself (within the client's
+        connect timeouts and retries); it serves and changes nothing meanwhile,
+        since the local layer is already out of use.
+        """
         _LIVE.discard(self)
         self._stop.set()
+        self._trusted_until = _NEVER
         with self._topology:
             listeners = list(self._listeners)
+        deadline = time.monotonic() + CLOSE_TIMEOUT
         for listener in listeners:
-            listener.join(self.max_staleness + 5)
-        self._trusted_until = _NEVER
+            listener.abort()
+        for listener in listeners:
+            listener.join(max(0.0, deadline - time.monotonic()))
         self.clear_local()
 
     def __enter__(self) -> NearCache:

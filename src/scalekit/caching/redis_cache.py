@@ -13,6 +13,7 @@ expired or was evicted meanwhile.
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 import threading
@@ -53,6 +54,25 @@ _UNAVAILABLE = (
     redis.exceptions.RedisClusterException,
     DeadlineExceeded,
 )
+
+
+_REDIS_PACKAGE = os.path.dirname(os.path.abspath(redis.__file__)) + os.sep
+
+
+def _driver_fault(exc: BaseException) -> bool:
+    """True if *exc* (not a `RedisError`) was raised inside redis-py's own code.
+
+    redis-py 8 follows a Cluster `ASK` redirect to a node missing from its
+    map (a slot migrating to a master that joined after the client started)
+    and fails with `AttributeError` there; a caller of the cache gets no
+    answer from Redis either way.
+    """
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_REDIS_PACKAGE)
 
 
 def _busy(exc: redis.ResponseError) -> bool:
@@ -206,14 +226,21 @@ class RedisCache:
     def _check_publish(self) -> None:
         """Refuse a client that may not publish on `channel` (every write publishes on it).
 
-        One `PUBLISH channel ""` (an empty message, ignored by listeners). If Redis
-        is unreachable the check is skipped: a write refused later still leaves
-        nothing written, since the scripts publish before they write.
+        One `PUBLISH channel ""` (an empty message, ignored by listeners), under a
+        deadline of one attempt (the pool wait, then `socket_connect_timeout +
+        socket_timeout`) rather than `call_timeout`, so a constructor never waits
+        through the retry policy. If Redis is unreachable (or slower than that)
+        the check is skipped: a write refused later still leaves nothing
+        written, since the scripts publish before they write.
         """
         self._watch_pools()
         try:
             call_with_deadline(
-                self._call_bound, self._connect, self._client.publish, self.channel, b""
+                min(self._call_bound, self._one_attempt()),
+                self._connect,
+                self._client.publish,
+                self.channel,
+                b"",
             )
         except _UNAVAILABLE:
             return
@@ -243,6 +270,21 @@ class RedisCache:
         )
         node = wait + scripts.retry_bound(kwargs.get("retry"), scripts.attempt_bound(kwargs))
         return scripts.retry_bound(cluster.retry, node)
+
+    def _one_attempt(self) -> float:
+        """Worst-case seconds of one attempt: the pool wait, then a connect and a read."""
+        if not self._cluster:
+            pool: Any = self._client.connection_pool  # type: ignore[union-attr]
+            return scripts.pool_wait_bound(pool) + scripts.attempt_bound(pool.connection_kwargs)
+        cluster: Any = self._client
+        wait = max(
+            (
+                scripts.pool_wait_bound(n.redis_connection.connection_pool)
+                for n in cluster.get_nodes()
+            ),
+            default=0.0,
+        )
+        return wait + scripts.attempt_bound(cluster.nodes_manager.connection_kwargs)
 
     def _connect_timeout(self) -> float:
         """Longest time one connect takes (`socket_connect_timeout`, else `socket_timeout`)."""
@@ -381,6 +423,15 @@ class RedisCache:
             ) from exc
         except redis.RedisError as exc:
             raise BackendError(f"Redis failed for cache {self.namespace!r}: {exc}") from exc
+        except (AttributeError, KeyError) as exc:
+            if not (self._cluster and _driver_fault(exc)):
+                raise
+            raise BackendUnavailableError(
+                f"Redis Cluster unavailable for cache {self.namespace!r}: redis-py failed "
+                "following a redirect to a node the client does not know (a slot migrating "
+                f"to a master that joined after the client started?): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def _groups(self, keys: Iterable[str]) -> list[list[str]]:
         """Keys grouped so each group can go in one multi-key command (one per hash slot)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import sys
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -301,8 +302,26 @@ class PickleSerializer:
         self._protocol = protocol
 
     def dumps(self, value: Any) -> bytes:
-        """Pickle *value*."""
-        return pickle.dumps(value, protocol=self._protocol)
+        """Pickle *value*.
+
+        Raises:
+            ConfigurationError: *value* cannot be pickled: nested deeper than
+                pickle's recursion allows (about `sys.getrecursionlimit()`
+                levels), or a part pickle refuses (a lambda, a lock, a local
+                class); the message says which.
+        """
+        try:
+            return pickle.dumps(value, protocol=self._protocol)
+        except RecursionError as exc:
+            raise ConfigurationError(
+                "serializer 'pickle' cannot store this value: it is nested deeper than "
+                f"pickle can recurse (Python's recursion limit is {sys.getrecursionlimit()}); "
+                "flatten it first"
+            ) from exc
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise ConfigurationError(
+                f"serializer 'pickle' cannot store this value: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def loads(self, data: bytes) -> Any:
         """Unpickle *data* (runs code the writer chose: trusted Redis only)."""
