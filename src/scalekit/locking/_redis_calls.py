@@ -424,8 +424,9 @@ class RedisCalls:
         """
         down = self._cluster_down
         if down is not None and time.monotonic() - down < 1.0 and wait < _CLUSTER_DOWN_PAUSE:
-            raise ClusterDownError(
-                f"The cluster is down (seen {time.monotonic() - down:.2f}s ago); not tried "
+            raise BackendUnavailableError(
+                f"{self.describe()} cannot serve {args[0]!s} now: the cluster is down "
+                f"(seen {time.monotonic() - down:.2f}s ago); not tried "
                 f"with {wait:.3g}s left, less than the client's {_CLUSTER_DOWN_PAUSE}s pause "
                 "after a CLUSTERDOWN reply"
             )
