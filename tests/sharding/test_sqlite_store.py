@@ -567,3 +567,101 @@ def test_a_stale_mover_after_another_process_rolled_back_is_refused_and_moves_no
         for n in "AB"
     }
     assert rows == {"A": [("11",)], "B": []}
+
+
+def two_files(tmp_path: Path, schema: str) -> dict[str, Path]:
+    paths = {name: tmp_path / f"{name}.sqlite3" for name in "AB"}
+    for path in paths.values():
+        with sqlite3.connect(path) as conn:
+            conn.executescript(schema)
+    return paths
+
+
+class HookedTarget(SQLiteShardStore):
+    """A target that runs *hook* once, when the mover opens its staging transaction."""
+
+    hook: Any = None
+
+    def _transaction(self) -> Any:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        return super()._transaction()
+
+
+def bal_incr(conn: sqlite3.Connection, key: Any) -> int:
+    conn.execute("UPDATE acct SET bal = bal + 1 WHERE user_id = ?", (key,))
+    return int(conn.execute("SELECT bal FROM acct WHERE user_id = ?", (key,)).fetchone()[0])
+
+
+def bal_get(conn: sqlite3.Connection, key: Any) -> int | None:
+    row = conn.execute("SELECT bal FROM acct WHERE user_id = ?", (key,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+@pytest.mark.parametrize(("declared", "stored", "other"), [("INTEGER", 7, "7"), ("TEXT", "7", 7)])
+def test_a_key_spelled_as_another_type_mid_move_is_refused_and_no_write_is_lost(
+    tmp_path: Path, declared: str, stored: Any, other: Any
+) -> None:
+    paths = two_files(tmp_path, f"CREATE TABLE acct (user_id {declared} PRIMARY KEY, bal INT);")
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO acct VALUES (?, 10)", (stored,))
+    source = SQLiteShardStore(paths["A"], {"acct": "user_id"})
+    target = HookedTarget(paths["B"], {"acct": "user_id"})
+    stores: dict[str, SQLiteShardStore] = {"A": source, "B": target}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    router.start()
+    outcome: list[Any] = []
+
+    def client() -> None:  # SQLite reads `other` as the same row; the doubt record must too
+        try:
+            outcome.append(router.execute(other, bal_incr))
+        except ArgumentTypeError as exc:
+            outcome.append(exc)
+
+    target.hook = lambda: threading.Thread(target=client).run()  # between steps 1 and 2
+    assert source.move([stored], target, name=router.name, state=router.state) == 1
+    assert len(outcome) == 1 and isinstance(outcome[0], ArgumentTypeError), outcome
+    assert f"acct.user_id, got {type(other).__name__}: {other!r}" in str(outcome[0])
+    assert router.execute(stored, bal_get) == 10  # nothing was acknowledged, nothing changed
+    assert router.execute(stored, bal_incr) == 11
+    assert router.complete() is router.new
+    assert router.execute(stored, bal_get) == 11
+
+
+def test_the_key_type_check_agrees_with_sqlite_affinity() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE n (k INTEGER)")
+    texts = [
+        "7",
+        " 7 ",
+        "+7",
+        "-7",
+        "07",
+        "7.0",
+        "7.",
+        ".5",
+        "1e3",
+        "1E+3",
+        "0x10",
+        "7a",
+        "",
+        " ",
+        "abc",
+        "1_000",
+        "\u0667",
+        "9" * 30,
+        "- 7",
+        "1e",
+        "7\n",
+    ]
+    for text in texts:
+        conn.execute("DELETE FROM n")
+        conn.execute("INSERT INTO n VALUES (?)", (text,))
+        numeric = conn.execute("SELECT typeof(k) FROM n").fetchone()[0] != "text"
+        store = SQLiteShardStore(lambda: conn, {"n": "k"})
+        if numeric:
+            with pytest.raises(ArgumentTypeError, match="key must be an int"):
+                store.execute(text, [kv.get], name="m", state=None, source=False)
+        else:
+            store._check_key(conn, text)

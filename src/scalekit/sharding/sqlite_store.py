@@ -32,6 +32,25 @@ from .shard_store import MigrationState, ShardStore
 __all__ = ["SQLiteShardStore"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Text SQLite turns into a number when a column of numeric affinity compares
+# or stores it (a well-formed integer or real literal, spaces around allowed).
+_NUMERIC_TEXT = re.compile(
+    r"^[ \t\n\f\r]*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[ \t\n\f\r]*$", re.ASCII
+)
+
+
+def _affinity(declared: str) -> str:
+    """The affinity SQLite gives a column of *declared* type (its documented five rules)."""
+    upper = declared.upper()
+    if "INT" in upper:
+        return "INTEGER"
+    if "CHAR" in upper or "CLOB" in upper or "TEXT" in upper:
+        return "TEXT"
+    if not upper or "BLOB" in upper:
+        return "BLOB"
+    if "REAL" in upper or "FLOA" in upper or "DOUB" in upper:
+        return "REAL"
+    return "NUMERIC"
 
 
 def _quote(name: str) -> str:
@@ -181,6 +200,7 @@ class SQLiteShardStore(ShardStore):
         self._doubt_t = _quote(prefix + "doubt")
         self._stage_t = _quote(prefix + "stage")
         self._ready: set[int] = set()
+        self._affinities: dict[tuple[str, str], str] = {}  # (table, key column) -> affinity
         self._marks: dict[int, Any] = {}  # scan cursor -> the last key it returned
         self._marks_lock = threading.Lock()
 
@@ -260,6 +280,37 @@ class SQLiteShardStore(ShardStore):
                 return True
         return False
 
+    def _check_key(self, conn: sqlite3.Connection, key: Any) -> None:
+        """Refuse a key of another type than its key columns' (7 where they hold `'7'`).
+
+        SQLite compares a key column's values after converting the key to the
+        column's affinity, so `7` and `"7"` name the same rows of a `TEXT`
+        column (and of an `INTEGER` one), while the doubt record, like every
+        Python caller, tells them apart: one spelling per key keeps both in step.
+        """
+        for table, column in self._data_tables(conn):
+            declared = self._affinities.get((table, column))
+            if declared is None:
+                declared = ""
+                for row in conn.execute(f"PRAGMA table_info({_quote(table)})"):
+                    if row[1] == column:
+                        declared = _affinity(row[2] or "")
+                self._affinities[table, column] = declared
+            if declared == "TEXT" and isinstance(key, int):
+                raise ArgumentTypeError(
+                    f"key must be a str for the TEXT key column {table}.{column}, got int: "
+                    f"{key!r} (SQLite reads it as {str(key)!r}; give it as {str(key)!r})"
+                )
+            if (
+                declared in ("INTEGER", "REAL", "NUMERIC")
+                and isinstance(key, str)
+                and _NUMERIC_TEXT.match(key)
+            ):
+                raise ArgumentTypeError(
+                    f"key must be an int for the {declared} key column {table}.{column}, got "
+                    f"str: {key!r} (SQLite reads it as a number; give it as a number)"
+                )
+
     def _recorded(self, conn: sqlite3.Connection, name: str) -> MigrationState | None:
         row = conn.execute(f"SELECT state FROM {self._state_t} WHERE name = ?", (name,)).fetchone()
         return None if row is None else MigrationState.decode(row[0])
@@ -283,6 +334,7 @@ class SQLiteShardStore(ShardStore):
             )
         text = self._key_text(key)
         with self._transaction() as conn:
+            self._check_key(conn, key)
             if state is not None:
                 recorded = self._recorded(conn, name)
                 if recorded != state:
@@ -416,6 +468,7 @@ class SQLiteShardStore(ShardStore):
             tables = self._data_tables(conn)
             for text in texts:
                 key = json.loads(text)
+                self._check_key(conn, key)
                 doubt = f"SELECT 1 FROM {self._doubt_t} WHERE name = ? AND key = ? AND moved >= 0"
                 if conn.execute(doubt, (name, text)).fetchone() is not None:
                     continue
