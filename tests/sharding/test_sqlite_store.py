@@ -24,7 +24,13 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from scalekit import ArgumentTypeError, BackendUnavailableError, ConfigurationError, RoutingError
+from scalekit import (
+    ArgumentTypeError,
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    RoutingError,
+)
 from scalekit.sharding import HashRouter, MigratingRouter, MigrationState
 from scalekit.sharding.sqlite_store import SQLiteShardStore
 
@@ -430,11 +436,11 @@ def test_a_stopped_process_holding_the_write_lock_fails_calls_in_bounded_time(
 class DiesAfterCommit(SQLiteShardStore):
     """A mover killed after the commit point, before the target promoted the rows."""
 
-    def _finish(self, name: str, records: Any, target: SQLiteShardStore) -> None:
+    def _finish(self, name: str, records: Any, target: SQLiteShardStore) -> dict[str, str]:
         if records and not getattr(self, "died", False):
             self.died = True
             raise BackendUnavailableError("killed")
-        super()._finish(name, records, target)
+        return super()._finish(name, records, target)
 
 
 def test_a_client_promotes_the_rows_a_killed_mover_committed(tmp_path: Path) -> None:
@@ -665,3 +671,88 @@ def test_the_key_type_check_agrees_with_sqlite_affinity() -> None:
                 store.execute(text, [kv.get], name="m", state=None, source=False)
         else:
             store._check_key(conn, text)
+
+
+ORDERS = "CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, total INT);"
+
+
+def order(conn: sqlite3.Connection, key: str, total: int) -> int:
+    return int(
+        conn.execute("INSERT INTO orders (user_id, total) VALUES (?, ?)", (key, total)).lastrowid
+        or 0
+    )
+
+
+def orders_of(conn: sqlite3.Connection, key: str) -> list[tuple[int, int]]:
+    sql = "SELECT id, total FROM orders WHERE user_id = ? ORDER BY id"
+    return [(int(i), int(t)) for i, t in conn.execute(sql, (key,))]
+
+
+def table_rows(path: Path, sql: str) -> list[Any]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_a_per_database_unique_id_conflict_keeps_its_key_on_the_source_and_says_which(
+    tmp_path: Path,
+) -> None:
+    paths = two_files(tmp_path, ORDERS)
+    stores = {n: SQLiteShardStore(p, {"orders": "user_id"}) for n, p in paths.items()}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    first, second, third, newcomer = moving(router, "u", 4)
+    for key in (first, second, third):  # ids 1, 2, 3 on A
+        stores["A"].execute(key, [order, 5], name=router.name, state=None, source=True)
+    router.start()
+    assert router.execute(newcomer, order, 7) == 1  # created on its target B, with id 1 too
+    with pytest.raises(BackendError, match=rf"key {first!r}: UNIQUE constraint failed: orders\.id"):
+        router.complete()
+    assert table_rows(paths["A"], "SELECT id, user_id FROM orders") == [(1, first)]
+    assert router.execute(first, orders_of) == [(1, 5)]  # still served, by its source
+    assert router.execute(second, orders_of) == [(2, 5)] and router.execute(third, orders_of)
+    for path in paths.values():  # nothing stranded: no record, no staged row
+        assert table_rows(path, "SELECT * FROM scalekit_reshard_doubt") == []
+        assert table_rows(path, "SELECT * FROM scalekit_reshard_stage") == []
+    with pytest.raises(BackendError, match="must be unique across all shards"):
+        router.complete()  # the same conflict, every time, until the rows are fixed
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("UPDATE orders SET id = 100 WHERE id = 1")
+    assert router.complete() is router.new
+    assert router.execute(first, orders_of) == [(100, 5)]
+    assert table_rows(paths["A"], "SELECT * FROM orders") == []
+
+
+class ConflictBeforeCommit(SQLiteShardStore):
+    """A source whose mover, between steps 2 and 3, lets *conflict* write on the target."""
+
+    conflict: Any = None
+
+    def _commit(
+        self, name: str, token: str, begun: list[str], state: MigrationState | None = None
+    ) -> list[str]:
+        conflict, self.conflict = self.conflict, None
+        if conflict is not None:
+            conflict()
+        return super()._commit(name, token, begun, state)
+
+
+def test_a_conflicting_row_written_after_staging_gives_the_key_back_to_its_source(
+    tmp_path: Path,
+) -> None:
+    paths = two_files(tmp_path, ORDERS)
+    source = ConflictBeforeCommit(paths["A"], {"orders": "user_id"})
+    stores = {"A": source, "B": SQLiteShardStore(paths["B"], {"orders": "user_id"})}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    key, newcomer = moving(router, "u", 2)
+    source.execute(key, [order, 5], name=router.name, state=None, source=True)
+    router.start()
+    source.conflict = lambda: router.execute(newcomer, order, 7)  # takes id 1 on B
+    with pytest.raises(BackendError, match=rf"key {key!r}: UNIQUE constraint failed: orders\.id"):
+        router.move()
+    assert table_rows(paths["A"], "SELECT id, user_id, total FROM orders") == [(1, key, 5)]
+    assert router.execute(key, order, 6) == 2  # served by its source, which holds it again
+    assert router.execute(newcomer, orders_of) == [(1, 7)]
+    assert table_rows(paths["B"], "SELECT * FROM scalekit_reshard_stage") == []
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("UPDATE orders SET id = id + 100")
+    assert router.complete() is router.new
+    assert router.execute(key, orders_of) == [(101, 5), (102, 6)]

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..exceptions import (
     ArgumentTypeError,
+    BackendError,
     BackendUnavailableError,
     ConfigurationError,
     KeyAbsentError,
@@ -424,28 +425,96 @@ class SQLiteShardStore(ShardStore):
         begun, staged = self._begin(name, token, texts, state)
         if not begun:
             return 0
+        conflicts: dict[str, str] = {}
         try:
             with other._transaction() as conn:  # 2: staged on the target
-                conn.executemany(
-                    f"INSERT INTO {other._stage_t} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(name, token, *row) for row in staged],
-                )
+                for text in begun:
+                    rows = [row for row in staged if row[0] == text]
+                    # Try the rows in (and take them out again) before the commit
+                    # point: a row the target refuses (a value of a UNIQUE column
+                    # another key holds there) keeps its key on this store.
+                    error = other._try_insert(conn, [row[1:] for row in rows])
+                    if error is not None:
+                        conflicts[text] = error
+                        continue
+                    conn.executemany(
+                        f"INSERT INTO {other._stage_t} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [(name, token, *row) for row in rows],
+                    )
         except BaseException:
             # Nothing left this store: give the keys back at once rather than
             # at the timeout (if this fails too, the timeout does it).
-            try:
-                with self._transaction() as conn:
-                    conn.executemany(
-                        f"DELETE FROM {self._doubt_t} "
-                        "WHERE name = ? AND key = ? AND token = ? AND moved = 0",
-                        [(name, text, token) for text in begun],
-                    )
-            except BackendUnavailableError:
-                pass
+            self._release(name, token, begun)
             raise
-        moved = self._commit(name, token, begun, state)
-        self._finish(name, [(t, token) for t in moved], other)  # 4 and 5
+        if conflicts:
+            self._release(name, token, list(conflicts))
+        moved = self._commit(name, token, [t for t in begun if t not in conflicts], state)
+        conflicts.update(self._finish(name, [(t, token) for t in moved], other))  # 4 and 5
+        if conflicts:
+            raise self._conflict(other, conflicts)
         return len(moved)
+
+    def _release(self, name: str, token: str, texts: list[str]) -> None:
+        """Drop the records of keys whose move stopped before the commit point (best effort)."""
+        try:
+            with self._transaction() as conn:
+                conn.executemany(
+                    f"DELETE FROM {self._doubt_t} "
+                    "WHERE name = ? AND key = ? AND token = ? AND moved = 0",
+                    [(name, text, token) for text in texts],
+                )
+        except BackendUnavailableError:
+            pass
+
+    def _conflict(self, target: SQLiteShardStore, conflicts: Mapping[str, str]) -> BackendError:
+        listed = "; ".join(f"key {json.loads(t)!r}: {e}" for t, e in sorted(conflicts.items()))
+        return BackendError(
+            f"sqlite {target.name} refused the rows of {len(conflicts)} moving key(s), which "
+            f"stay on {self.name} and are served there: {listed}. A UNIQUE (or primary key) "
+            "value must be unique across all shards (not a per-database AUTOINCREMENT id); "
+            "fix the rows, then move again"
+        )
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """Insert staged rows `(table, ddl, cols, row)`, creating a missing table first."""
+        for table, ddl, cols, row in rows:
+            conn.execute(
+                re.sub(
+                    r"^\s*CREATE\s+TABLE\s+(?!IF\s+NOT\s+EXISTS)",
+                    "CREATE TABLE IF NOT EXISTS ",
+                    ddl,
+                    flags=re.IGNORECASE,
+                )
+            )
+            names = json.loads(cols)
+            values = [_decode_value(v) for v in json.loads(row)]
+            conn.execute(
+                f"INSERT INTO {_quote(table)} ({', '.join(_quote(c) for c in names)}) "
+                f"VALUES ({', '.join('?' * len(names))})",
+                values,
+            )
+
+    def _try_insert(
+        self,
+        conn: sqlite3.Connection,
+        rows: Sequence[tuple[str, str, str, str]],
+        *,
+        keep: bool = False,
+    ) -> str | None:
+        """Insert *rows* in a savepoint (kept if *keep*); the constraint refused, or None."""
+        conn.execute("SAVEPOINT scalekit_rows")
+        try:
+            self._insert(conn, rows)
+        except sqlite3.IntegrityError as exc:
+            conn.execute("ROLLBACK TO scalekit_rows")
+            conn.execute("RELEASE scalekit_rows")
+            table = rows[0][0] if rows else "?"
+            return f"{exc} (moving into table {table})" if table not in str(exc) else str(exc)
+        if not keep:
+            conn.execute("ROLLBACK TO scalekit_rows")
+        conn.execute("RELEASE scalekit_rows")
+        return None
 
     def _check_state(
         self, conn: sqlite3.Connection, name: str, state: MigrationState | None
@@ -521,10 +590,19 @@ class SQLiteShardStore(ShardStore):
                 moved.append(text)
         return moved
 
-    def _finish(self, name: str, records: list[tuple[str, str]], target: SQLiteShardStore) -> None:
-        """Promote the staged rows of moved keys on *target*, then clear their records here."""
+    def _finish(
+        self, name: str, records: list[tuple[str, str]], target: SQLiteShardStore
+    ) -> dict[str, str]:
+        """Promote the staged rows of moved keys on *target*, then clear their records here.
+
+        A key whose rows *target* refuses now (a conflicting row written there
+        after step 2) gets its rows back here and its move cancelled: nobody
+        served it meanwhile (its record here fenced every command). Returns
+        those keys, with the constraint that refused them.
+        """
         if not records:
-            return
+            return {}
+        refused: dict[str, tuple[str, str, list[tuple[str, str, str, str]]]] = {}
         with target._transaction() as conn:
             for text, token in records:
                 rows = conn.execute(
@@ -532,22 +610,10 @@ class SQLiteShardStore(ShardStore):
                     "WHERE name = ? AND token = ? AND key = ?",
                     (name, token, text),
                 ).fetchall()
-                for table, ddl, cols, row in rows:
-                    conn.execute(
-                        re.sub(
-                            r"^\s*CREATE\s+TABLE\s+(?!IF\s+NOT\s+EXISTS)",
-                            "CREATE TABLE IF NOT EXISTS ",
-                            ddl,
-                            flags=re.IGNORECASE,
-                        )
-                    )
-                    names = json.loads(cols)
-                    values = [_decode_value(v) for v in json.loads(row)]
-                    conn.execute(
-                        f"INSERT INTO {_quote(table)} ({', '.join(_quote(c) for c in names)}) "
-                        f"VALUES ({', '.join('?' * len(names))})",
-                        values,
-                    )
+                error = target._try_insert(conn, rows, keep=True)
+                if error is not None:
+                    refused[text] = (token, error, rows)
+                    continue
                 conn.execute(
                     f"DELETE FROM {target._stage_t} WHERE name = ? AND token = ? AND key = ?",
                     (name, token, text),
@@ -556,8 +622,32 @@ class SQLiteShardStore(ShardStore):
             conn.executemany(
                 f"DELETE FROM {self._doubt_t} WHERE name = ? AND key = ? AND token = ? "
                 "AND moved = 1",
-                [(name, text, token) for text, token in records],
+                [(name, text, token) for text, token in records if text not in refused],
             )
+            recorded = self._recorded(conn, name)
+            for text, (token, error, rows) in refused.items():
+                cur = conn.execute(
+                    f"UPDATE {self._doubt_t} SET moved = -1, token = ? "
+                    "WHERE name = ? AND key = ? AND token = ? AND moved = 1",
+                    ("" if recorded is None else recorded.encode(), name, text, token),
+                )
+                if cur.rowcount == 1:  # not given back by another process already
+                    try:
+                        self._insert(conn, rows)
+                    except sqlite3.IntegrityError as exc:
+                        raise BackendError(
+                            f"sqlite {self.name} refused the rows of moving key "
+                            f"{json.loads(text)!r} back ({exc}) after {target.name} refused "
+                            f"them ({error}); they are kept, staged on {target.name}, and the "
+                            "key stays in doubt: fix the conflicting rows"
+                        ) from exc
+        if refused:
+            with target._transaction() as conn:
+                conn.executemany(
+                    f"DELETE FROM {target._stage_t} WHERE name = ? AND token = ? AND key = ?",
+                    [(name, token, text) for text, (token, _, _) in refused.items()],
+                )
+        return {text: error for text, (_, error, _) in refused.items()}
 
     def resolve(self, name: str, keys: Sequence[Any], target: ShardStore) -> list[str]:
         other = self._target(target)
@@ -569,6 +659,8 @@ class SQLiteShardStore(ShardStore):
             waiting = False
             now = self._clock()
             with self._transaction() as conn:
+                recorded = self._recorded(conn, name)
+                current = "" if recorded is None else recorded.encode()
                 for text in texts:
                     if text in outcome:
                         continue
@@ -582,20 +674,32 @@ class SQLiteShardStore(ShardStore):
                     elif row[1] == 1:
                         moved.append((text, row[0]))
                         outcome[text] = "m"
+                    elif row[1] == -1 and row[0] != current:
+                        # Cancelled under an earlier state: every scan since that
+                        # change began afresh, so no mover needs to hear of it.
+                        conn.execute(
+                            f"DELETE FROM {self._doubt_t} "
+                            "WHERE name = ? AND key = ? AND moved = -1",
+                            (name, text),
+                        )
+                        outcome[text] = "n"
                     elif row[1] == -1:  # cancelled: served here, to be moved again
                         outcome[text] = "c"
                     elif now >= row[2]:  # its mover is gone or stopped: cancel the move
-                        # The record stays, marked, so that every mover hears of
-                        # it (from in_doubt) and queues the key again; commands
-                        # serve the key meanwhile. The key's next move replaces it.
+                        # The record stays, marked with the state it was cancelled
+                        # under, so that every mover of that state hears of it (from
+                        # in_doubt) and queues the key again; commands serve the key
+                        # meanwhile. The key's next move replaces it.
                         conn.execute(
-                            f"UPDATE {self._doubt_t} SET moved = -1 WHERE name = ? AND key = ?",
-                            (name, text),
+                            f"UPDATE {self._doubt_t} SET moved = -1, token = ? "
+                            "WHERE name = ? AND key = ?",
+                            (current, name, text),
                         )
                         outcome[text] = "c"
                     else:
                         waiting = True
-            self._finish(name, moved, other)
+            for text in self._finish(name, moved, other):
+                outcome[text] = "c"  # its rows were refused there and are back here
             if not waiting:
                 return [outcome[t] for t in texts]
             self._sleep(delay)  # a mover is between steps 1 and 3: let it finish
@@ -603,6 +707,9 @@ class SQLiteShardStore(ShardStore):
 
     def sweep(self, name: str) -> int:
         with self._transaction() as conn:
+            # Cancelled records of the finished migration: their keys are served
+            # where they are.
+            conn.execute(f"DELETE FROM {self._doubt_t} WHERE name = ? AND moved = -1", (name,))
             cur = conn.execute(f"DELETE FROM {self._stage_t} WHERE name = ?", (name,))
             return int(cur.rowcount)
 
