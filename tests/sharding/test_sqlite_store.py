@@ -756,3 +756,158 @@ def test_a_conflicting_row_written_after_staging_gives_the_key_back_to_its_sourc
         conn.execute("UPDATE orders SET id = id + 100")
     assert router.complete() is router.new
     assert router.execute(key, orders_of) == [(101, 5), (102, 6)]
+
+
+@pytest.mark.parametrize("cancelled", ["forward", "reverse"])
+def test_a_move_a_client_cancelled_lets_the_migration_finish_in_either_direction(
+    tmp_path: Path, cancelled: str
+) -> None:
+    now = [100.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    paths = two_files(tmp_path, "CREATE TABLE acct (user_id TEXT PRIMARY KEY, bal INT);")
+    stores = {
+        n: HookedTarget(p, {"acct": "user_id"}, move_timeout=0.2, clock=lambda: now[0], sleep=sleep)
+        for n, p in paths.items()
+    }
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    client = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    (key,) = moving(router, "u", 1)
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO acct VALUES (?, 10)", (key,))
+    router.start()
+    source, target = ("A", "B") if cancelled == "forward" else ("B", "A")
+    if cancelled == "reverse":
+        assert router.move() == 1
+        router.rollback()
+    replies: list[int] = []
+    # The mover stops between steps 1 and 2 past move_timeout; a client cancels its move.
+    stores[target].hook = lambda: replies.append(client.execute(key, bal_incr))
+    assert stores[source].move([key], stores[target], name=router.name, state=router.state) == 0
+    assert replies == [11] and stores[source].in_doubt(router.name) == [key]
+    # Turn the other way and finish there: the cancelled record must not block it.
+    if cancelled == "forward":
+        router.rollback()
+        assert router.complete() is router.old and router.phase == "aborted"
+        assert table_rows(paths["A"], "SELECT * FROM acct") == [(key, 11)]
+    else:
+        router.resume()
+        assert router.complete() is router.new and router.phase == "complete"
+        assert table_rows(paths["B"], "SELECT * FROM acct") == [(key, 11)]
+    for path in paths.values():
+        assert table_rows(path, "SELECT * FROM scalekit_reshard_doubt") == []
+    assert client.execute(key, bal_incr) == 12
+
+
+def test_complete_refuses_to_finish_while_a_cancelled_key_is_still_on_its_source(
+    tmp_path: Path,
+) -> None:
+    now = [100.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    paths = two_files(tmp_path, "CREATE TABLE acct (user_id TEXT PRIMARY KEY, bal INT);")
+    stores = {n: SQLiteShardStore(p, {"acct": "user_id"}) for n, p in paths.items()}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    early, late = moving(router, "u", 2)
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO acct VALUES (?, 10)", (early,))
+    router.start()
+    # A second mover (another process's stores) and a client of its stores.
+    others = {
+        n: HookedTarget(p, {"acct": "user_id"}, move_timeout=0.2, clock=lambda: now[0], sleep=sleep)
+        for n, p in paths.items()
+    }
+    second = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), others)
+    second.refresh()
+    replies: list[int] = []
+
+    def race() -> None:
+        # After this mover's last pass, a row of a moving key reaches the source
+        # (written past the routers), and the second mover's move of it is
+        # cancelled by a client of the second mover's stores.
+        with sqlite3.connect(paths["A"]) as conn:
+            conn.execute("INSERT INTO acct VALUES (?, 20)", (late,))
+        others["B"].hook = lambda: replies.append(second.execute(late, bal_incr))
+        assert others["A"].move([late], others["B"], name=second.name, state=second.state) == 0
+
+    real_move = router.move
+    raced: list[bool] = []
+
+    def move_then_race(limit: int = 1000, *, batch: int = 100) -> int:
+        moved = real_move(limit, batch=batch)
+        if moved == 0 and not raced:
+            raced.append(True)
+            race()
+        return moved
+
+    router.move = move_then_race  # type: ignore[method-assign]
+    with pytest.raises(RoutingError, match=rf"still on their source .*{late!r}") as caught:
+        router.complete()
+    assert caught.value.key == late and replies == [21] and router.phase == "forward"
+    assert router.complete() is router.new  # the second call moves it
+    assert table_rows(paths["B"], "SELECT * FROM acct ORDER BY user_id") == sorted(
+        [(early, 10), (late, 21)]
+    )
+    assert table_rows(paths["A"], "SELECT * FROM scalekit_reshard_doubt") == []
+
+
+class Watched(HookedTarget):
+    """A store that notes, at each transaction it opens, the other stores' open ones."""
+
+    peers: list[SQLiteShardStore]
+    held: list[str]
+    opened = 0
+
+    def _transaction(self) -> Any:
+        self.opened += 1
+        self.held += [
+            f"{p.name} open at {self.name}" for p in self.peers if p._conn().in_transaction
+        ]
+        return super()._transaction()
+
+
+def test_no_transaction_is_held_across_a_wait_or_a_step_on_the_other_database(
+    tmp_path: Path,
+) -> None:
+    now = [100.0]
+    held: list[str] = []
+    waits: list[float] = []
+    stores: dict[str, Watched] = {}
+
+    def sleep(seconds: float) -> None:
+        held.extend(f"{s.name} open in a wait" for s in stores.values() if s._conn().in_transaction)
+        waits.append(seconds)
+        now[0] += seconds
+
+    stores_at(tmp_path)
+    for n in "AB":
+        stores[n] = Watched(
+            tmp_path / f"{n}.sqlite3",
+            kv.TABLES,
+            move_timeout=0.2,
+            clock=lambda: now[0],
+            sleep=sleep,
+        )
+    for store in stores.values():
+        store.peers, store.held = list(stores.values()), held
+    router = KVRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    keys = moving(router, "w", 20)
+    router.plan()
+    for key in keys:
+        router.execute(key, "SET", "1")
+    router.start()
+    replies: list[int] = []
+    # While the mover is between its steps, a client waits for it and cancels its move.
+    stores["B"].hook = lambda: replies.append(
+        router.execute(stores["A"].in_doubt(router.name)[0], "INCR")
+    )
+    router.move(limit=5)
+    router.rollback()
+    router.resume()
+    assert router.complete() is router.new
+    assert replies == [2] and sum(waits) >= 0.2
+    assert held == [] and stores["A"].opened >= 10 and stores["B"].opened >= 10
