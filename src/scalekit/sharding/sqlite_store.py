@@ -97,8 +97,19 @@ class SQLiteShardStore(ShardStore):
     nothing. The timeout decides only how long a client waits for a mover
     that died or stopped; safety never depends on it, nor on clocks.
 
-    Keys are `str` or `int` values of the key columns; rows hold SQLite's
-    own types. A table missing on the target is created from the source's
+    A key's rows are tried on the target before step 3; a key whose rows
+    the target refuses (a `UNIQUE` value another key holds there, such as
+    a per-database `AUTOINCREMENT` id: unique values must be unique across
+    all shards) stays on the source, served there, and `move` raises
+    `BackendError` naming it and the constraint after moving the rest. A
+    conflict that appears after that check gives the key its rows back
+    here at step 4.
+
+    Keys are `str` or `int` values of the key columns, of the column's
+    type: an `int` for a `TEXT` key column, or a number spelled as `str`
+    for a numeric one, is refused with `ArgumentTypeError` (SQLite would
+    read both spellings as the same rows, the doubt record would not).
+    Rows hold SQLite's own types. A table missing on the target is created from the source's
     `CREATE TABLE` statement (indexes are not copied). Tables whose name
     starts with *prefix* hold the records and are reserved.
 
