@@ -437,10 +437,13 @@ class SQLiteShardStore(ShardStore):
         if not begun:
             return 0
         conflicts: dict[str, str] = {}
+        by_key: dict[str, list[tuple[str, str, str, str, str]]] = {}
+        for row in staged:
+            by_key.setdefault(row[0], []).append(row)
         try:
             with other._transaction() as conn:  # 2: staged on the target
                 for text in begun:
-                    rows = [row for row in staged if row[0] == text]
+                    rows = by_key.get(text, [])
                     # Try the rows in (and take them out again) before the commit
                     # point: a row the target refuses (a value of a UNIQUE column
                     # another key holds there) keeps its key on this store.
@@ -515,13 +518,13 @@ class SQLiteShardStore(ShardStore):
     ) -> str | None:
         """Insert *rows* in a savepoint (kept if *keep*); the constraint refused, or None."""
         conn.execute("SAVEPOINT scalekit_rows")
-        try:
-            self._insert(conn, rows)
-        except sqlite3.IntegrityError as exc:
-            conn.execute("ROLLBACK TO scalekit_rows")
-            conn.execute("RELEASE scalekit_rows")
-            table = rows[0][0] if rows else "?"
-            return f"{exc} (moving into table {table})" if table not in str(exc) else str(exc)
+        for row in rows:
+            try:
+                self._insert(conn, [row])
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK TO scalekit_rows")
+                conn.execute("RELEASE scalekit_rows")
+                return str(exc) if f"{row[0]}." in str(exc) else f"{exc} (table {row[0]})"
         if not keep:
             conn.execute("ROLLBACK TO scalekit_rows")
         conn.execute("RELEASE scalekit_rows")
