@@ -24,7 +24,13 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from scalekit import ArgumentTypeError, BackendUnavailableError, ConfigurationError, RoutingError
+from scalekit import (
+    ArgumentTypeError,
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    RoutingError,
+)
 from scalekit.sharding import HashRouter, MigratingRouter, MigrationState
 from scalekit.sharding.sqlite_store import SQLiteShardStore
 
@@ -430,11 +436,11 @@ def test_a_stopped_process_holding_the_write_lock_fails_calls_in_bounded_time(
 class DiesAfterCommit(SQLiteShardStore):
     """A mover killed after the commit point, before the target promoted the rows."""
 
-    def _finish(self, name: str, records: Any, target: SQLiteShardStore) -> None:
+    def _finish(self, name: str, records: Any, target: SQLiteShardStore) -> dict[str, str]:
         if records and not getattr(self, "died", False):
             self.died = True
             raise BackendUnavailableError("killed")
-        super()._finish(name, records, target)
+        return super()._finish(name, records, target)
 
 
 def test_a_client_promotes_the_rows_a_killed_mover_committed(tmp_path: Path) -> None:
@@ -567,3 +573,341 @@ def test_a_stale_mover_after_another_process_rolled_back_is_refused_and_moves_no
         for n in "AB"
     }
     assert rows == {"A": [("11",)], "B": []}
+
+
+def two_files(tmp_path: Path, schema: str) -> dict[str, Path]:
+    paths = {name: tmp_path / f"{name}.sqlite3" for name in "AB"}
+    for path in paths.values():
+        with sqlite3.connect(path) as conn:
+            conn.executescript(schema)
+    return paths
+
+
+class HookedTarget(SQLiteShardStore):
+    """A target that runs *hook* once, when the mover opens its staging transaction."""
+
+    hook: Any = None
+
+    def _transaction(self) -> Any:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        return super()._transaction()
+
+
+def bal_incr(conn: sqlite3.Connection, key: Any) -> int:
+    conn.execute("UPDATE acct SET bal = bal + 1 WHERE user_id = ?", (key,))
+    return int(conn.execute("SELECT bal FROM acct WHERE user_id = ?", (key,)).fetchone()[0])
+
+
+def bal_get(conn: sqlite3.Connection, key: Any) -> int | None:
+    row = conn.execute("SELECT bal FROM acct WHERE user_id = ?", (key,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+@pytest.mark.parametrize(("declared", "stored", "other"), [("INTEGER", 7, "7"), ("TEXT", "7", 7)])
+def test_a_key_spelled_as_another_type_mid_move_is_refused_and_no_write_is_lost(
+    tmp_path: Path, declared: str, stored: Any, other: Any
+) -> None:
+    paths = two_files(tmp_path, f"CREATE TABLE acct (user_id {declared} PRIMARY KEY, bal INT);")
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO acct VALUES (?, 10)", (stored,))
+    source = SQLiteShardStore(paths["A"], {"acct": "user_id"})
+    target = HookedTarget(paths["B"], {"acct": "user_id"})
+    stores: dict[str, SQLiteShardStore] = {"A": source, "B": target}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    router.start()
+    outcome: list[Any] = []
+
+    def client() -> None:  # SQLite reads `other` as the same row; the doubt record must too
+        try:
+            outcome.append(router.execute(other, bal_incr))
+        except ArgumentTypeError as exc:
+            outcome.append(exc)
+
+    target.hook = lambda: threading.Thread(target=client).run()  # between steps 1 and 2
+    assert source.move([stored], target, name=router.name, state=router.state) == 1
+    assert len(outcome) == 1 and isinstance(outcome[0], ArgumentTypeError), outcome
+    assert f"acct.user_id, got {type(other).__name__}: {other!r}" in str(outcome[0])
+    assert router.execute(stored, bal_get) == 10  # nothing was acknowledged, nothing changed
+    assert router.execute(stored, bal_incr) == 11
+    assert router.complete() is router.new
+    assert router.execute(stored, bal_get) == 11
+
+
+def test_the_key_type_check_agrees_with_sqlite_affinity() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE n (k INTEGER)")
+    texts = [
+        "7",
+        " 7 ",
+        "+7",
+        "-7",
+        "07",
+        "7.0",
+        "7.",
+        ".5",
+        "1e3",
+        "1E+3",
+        "0x10",
+        "7a",
+        "",
+        " ",
+        "abc",
+        "1_000",
+        "\u0667",
+        "9" * 30,
+        "- 7",
+        "1e",
+        "7\n",
+    ]
+    for text in texts:
+        conn.execute("DELETE FROM n")
+        conn.execute("INSERT INTO n VALUES (?)", (text,))
+        numeric = conn.execute("SELECT typeof(k) FROM n").fetchone()[0] != "text"
+        store = SQLiteShardStore(lambda: conn, {"n": "k"})
+        if numeric:
+            with pytest.raises(ArgumentTypeError, match="key must be an int"):
+                store.execute(text, [kv.get], name="m", state=None, source=False)
+        else:
+            store._check_key(conn, text)
+
+
+ORDERS = "CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, total INT);"
+
+
+def order(conn: sqlite3.Connection, key: str, total: int) -> int:
+    return int(
+        conn.execute("INSERT INTO orders (user_id, total) VALUES (?, ?)", (key, total)).lastrowid
+        or 0
+    )
+
+
+def orders_of(conn: sqlite3.Connection, key: str) -> list[tuple[int, int]]:
+    sql = "SELECT id, total FROM orders WHERE user_id = ? ORDER BY id"
+    return [(int(i), int(t)) for i, t in conn.execute(sql, (key,))]
+
+
+def table_rows(path: Path, sql: str) -> list[Any]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_a_per_database_unique_id_conflict_keeps_its_key_on_the_source_and_says_which(
+    tmp_path: Path,
+) -> None:
+    paths = two_files(tmp_path, ORDERS)
+    stores = {n: SQLiteShardStore(p, {"orders": "user_id"}) for n, p in paths.items()}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    first, second, third, newcomer = moving(router, "u", 4)
+    for key in (first, second, third):  # ids 1, 2, 3 on A
+        stores["A"].execute(key, [order, 5], name=router.name, state=None, source=True)
+    router.start()
+    assert router.execute(newcomer, order, 7) == 1  # created on its target B, with id 1 too
+    with pytest.raises(BackendError, match=rf"key {first!r}: UNIQUE constraint failed: orders\.id"):
+        router.complete()
+    assert table_rows(paths["A"], "SELECT id, user_id FROM orders") == [(1, first)]
+    assert router.execute(first, orders_of) == [(1, 5)]  # still served, by its source
+    assert router.execute(second, orders_of) == [(2, 5)] and router.execute(third, orders_of)
+    for path in paths.values():  # nothing stranded: no record, no staged row
+        assert table_rows(path, "SELECT * FROM scalekit_reshard_doubt") == []
+        assert table_rows(path, "SELECT * FROM scalekit_reshard_stage") == []
+    with pytest.raises(BackendError, match="must be unique across all shards"):
+        router.complete()  # the same conflict, every time, until the rows are fixed
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("UPDATE orders SET id = 100 WHERE id = 1")
+    assert router.complete() is router.new
+    assert router.execute(first, orders_of) == [(100, 5)]
+    assert table_rows(paths["A"], "SELECT * FROM orders") == []
+
+
+class ConflictBeforeCommit(SQLiteShardStore):
+    """A source whose mover, between steps 2 and 3, lets *conflict* write on the target."""
+
+    conflict: Any = None
+
+    def _commit(
+        self, name: str, token: str, begun: list[str], state: MigrationState | None = None
+    ) -> list[str]:
+        conflict, self.conflict = self.conflict, None
+        if conflict is not None:
+            conflict()
+        return super()._commit(name, token, begun, state)
+
+
+def test_a_conflicting_row_written_after_staging_gives_the_key_back_to_its_source(
+    tmp_path: Path,
+) -> None:
+    paths = two_files(tmp_path, ORDERS)
+    source = ConflictBeforeCommit(paths["A"], {"orders": "user_id"})
+    stores = {"A": source, "B": SQLiteShardStore(paths["B"], {"orders": "user_id"})}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    key, newcomer = moving(router, "u", 2)
+    source.execute(key, [order, 5], name=router.name, state=None, source=True)
+    router.start()
+    source.conflict = lambda: router.execute(newcomer, order, 7)  # takes id 1 on B
+    with pytest.raises(BackendError, match=rf"key {key!r}: UNIQUE constraint failed: orders\.id"):
+        router.move()
+    assert table_rows(paths["A"], "SELECT id, user_id, total FROM orders") == [(1, key, 5)]
+    assert router.execute(key, order, 6) == 2  # served by its source, which holds it again
+    assert router.execute(newcomer, orders_of) == [(1, 7)]
+    assert table_rows(paths["B"], "SELECT * FROM scalekit_reshard_stage") == []
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("UPDATE orders SET id = id + 100")
+    assert router.complete() is router.new
+    assert router.execute(key, orders_of) == [(101, 5), (102, 6)]
+
+
+@pytest.mark.parametrize("cancelled", ["forward", "reverse"])
+def test_a_move_a_client_cancelled_lets_the_migration_finish_in_either_direction(
+    tmp_path: Path, cancelled: str
+) -> None:
+    now = [100.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    paths = two_files(tmp_path, "CREATE TABLE acct (user_id TEXT PRIMARY KEY, bal INT);")
+    stores = {
+        n: HookedTarget(p, {"acct": "user_id"}, move_timeout=0.2, clock=lambda: now[0], sleep=sleep)
+        for n, p in paths.items()
+    }
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    client = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    (key,) = moving(router, "u", 1)
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO acct VALUES (?, 10)", (key,))
+    router.start()
+    source, target = ("A", "B") if cancelled == "forward" else ("B", "A")
+    if cancelled == "reverse":
+        assert router.move() == 1
+        router.rollback()
+    replies: list[int] = []
+    # The mover stops between steps 1 and 2 past move_timeout; a client cancels its move.
+    stores[target].hook = lambda: replies.append(client.execute(key, bal_incr))
+    assert stores[source].move([key], stores[target], name=router.name, state=router.state) == 0
+    assert replies == [11] and stores[source].in_doubt(router.name) == [key]
+    # Turn the other way and finish there: the cancelled record must not block it.
+    if cancelled == "forward":
+        router.rollback()
+        assert router.complete() is router.old and router.phase == "aborted"
+        assert table_rows(paths["A"], "SELECT * FROM acct") == [(key, 11)]
+    else:
+        router.resume()
+        assert router.complete() is router.new and router.phase == "complete"
+        assert table_rows(paths["B"], "SELECT * FROM acct") == [(key, 11)]
+    for path in paths.values():
+        assert table_rows(path, "SELECT * FROM scalekit_reshard_doubt") == []
+    assert client.execute(key, bal_incr) == 12
+
+
+def test_complete_refuses_to_finish_while_a_cancelled_key_is_still_on_its_source(
+    tmp_path: Path,
+) -> None:
+    now = [100.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    paths = two_files(tmp_path, "CREATE TABLE acct (user_id TEXT PRIMARY KEY, bal INT);")
+    stores = {n: SQLiteShardStore(p, {"acct": "user_id"}) for n, p in paths.items()}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    early, late = moving(router, "u", 2)
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO acct VALUES (?, 10)", (early,))
+    router.start()
+    # A second mover (another process's stores) and a client of its stores.
+    others = {
+        n: HookedTarget(p, {"acct": "user_id"}, move_timeout=0.2, clock=lambda: now[0], sleep=sleep)
+        for n, p in paths.items()
+    }
+    second = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), others)
+    second.refresh()
+    replies: list[int] = []
+
+    def race() -> None:
+        # After this mover's last pass, a row of a moving key reaches the source
+        # (written past the routers), and the second mover's move of it is
+        # cancelled by a client of the second mover's stores.
+        with sqlite3.connect(paths["A"]) as conn:
+            conn.execute("INSERT INTO acct VALUES (?, 20)", (late,))
+        others["B"].hook = lambda: replies.append(second.execute(late, bal_incr))
+        assert others["A"].move([late], others["B"], name=second.name, state=second.state) == 0
+
+    real_move = router.move
+    raced: list[bool] = []
+
+    def move_then_race(limit: int = 1000, *, batch: int = 100) -> int:
+        moved = real_move(limit, batch=batch)
+        if moved == 0 and not raced:
+            raced.append(True)
+            race()
+        return moved
+
+    router.move = move_then_race  # type: ignore[method-assign]
+    with pytest.raises(RoutingError, match=rf"still on their source .*{late!r}") as caught:
+        router.complete()
+    assert caught.value.key == late and replies == [21] and router.phase == "forward"
+    assert router.complete() is router.new  # the second call moves it
+    assert table_rows(paths["B"], "SELECT * FROM acct ORDER BY user_id") == sorted(
+        [(early, 10), (late, 21)]
+    )
+    assert table_rows(paths["A"], "SELECT * FROM scalekit_reshard_doubt") == []
+
+
+class Watched(HookedTarget):
+    """A store that notes, at each transaction it opens, the other stores' open ones."""
+
+    peers: list[SQLiteShardStore]
+    held: list[str]
+    opened = 0
+
+    def _transaction(self) -> Any:
+        self.opened += 1
+        self.held += [
+            f"{p.name} open at {self.name}" for p in self.peers if p._conn().in_transaction
+        ]
+        return super()._transaction()
+
+
+def test_no_transaction_is_held_across_a_wait_or_a_step_on_the_other_database(
+    tmp_path: Path,
+) -> None:
+    now = [100.0]
+    held: list[str] = []
+    waits: list[float] = []
+    stores: dict[str, Watched] = {}
+
+    def sleep(seconds: float) -> None:
+        held.extend(f"{s.name} open in a wait" for s in stores.values() if s._conn().in_transaction)
+        waits.append(seconds)
+        now[0] += seconds
+
+    stores_at(tmp_path)
+    for n in "AB":
+        stores[n] = Watched(
+            tmp_path / f"{n}.sqlite3",
+            kv.TABLES,
+            move_timeout=0.2,
+            clock=lambda: now[0],
+            sleep=sleep,
+        )
+    for store in stores.values():
+        store.peers, store.held = list(stores.values()), held
+    router = KVRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    keys = moving(router, "w", 20)
+    router.plan()
+    for key in keys:
+        router.execute(key, "SET", "1")
+    router.start()
+    replies: list[int] = []
+    # While the mover is between its steps, a client waits for it and cancels its move.
+    stores["B"].hook = lambda: replies.append(
+        router.execute(stores["A"].in_doubt(router.name)[0], "INCR")
+    )
+    router.move(limit=5)
+    router.rollback()
+    router.resume()
+    assert router.complete() is router.new
+    assert replies == [2] and sum(waits) >= 0.2
+    assert held == [] and stores["A"].opened >= 10 and stores["B"].opened >= 10

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..exceptions import (
     ArgumentTypeError,
+    BackendError,
     BackendUnavailableError,
     ConfigurationError,
     KeyAbsentError,
@@ -32,6 +33,25 @@ from .shard_store import MigrationState, ShardStore
 __all__ = ["SQLiteShardStore"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Text SQLite turns into a number when a column of numeric affinity compares
+# or stores it (a well-formed integer or real literal, spaces around allowed).
+_NUMERIC_TEXT = re.compile(
+    r"^[ \t\n\f\r]*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[ \t\n\f\r]*$", re.ASCII
+)
+
+
+def _affinity(declared: str) -> str:
+    """The affinity SQLite gives a column of *declared* type (its documented five rules)."""
+    upper = declared.upper()
+    if "INT" in upper:
+        return "INTEGER"
+    if "CHAR" in upper or "CLOB" in upper or "TEXT" in upper:
+        return "TEXT"
+    if not upper or "BLOB" in upper:
+        return "BLOB"
+    if "REAL" in upper or "FLOA" in upper or "DOUB" in upper:
+        return "REAL"
+    return "NUMERIC"
 
 
 def _quote(name: str) -> str:
@@ -77,8 +97,19 @@ class SQLiteShardStore(ShardStore):
     nothing. The timeout decides only how long a client waits for a mover
     that died or stopped; safety never depends on it, nor on clocks.
 
-    Keys are `str` or `int` values of the key columns; rows hold SQLite's
-    own types. A table missing on the target is created from the source's
+    A key's rows are tried on the target before step 3; a key whose rows
+    the target refuses (a `UNIQUE` value another key holds there, such as
+    a per-database `AUTOINCREMENT` id: unique values must be unique across
+    all shards) stays on the source, served there, and `move` raises
+    `BackendError` naming it and the constraint after moving the rest. A
+    conflict that appears after that check gives the key its rows back
+    here at step 4.
+
+    Keys are `str` or `int` values of the key columns, of the column's
+    type: an `int` for a `TEXT` key column, or a number spelled as `str`
+    for a numeric one, is refused with `ArgumentTypeError` (SQLite would
+    read both spellings as the same rows, the doubt record would not).
+    Rows hold SQLite's own types. A table missing on the target is created from the source's
     `CREATE TABLE` statement (indexes are not copied). Tables whose name
     starts with *prefix* hold the records and are reserved.
 
@@ -181,6 +212,7 @@ class SQLiteShardStore(ShardStore):
         self._doubt_t = _quote(prefix + "doubt")
         self._stage_t = _quote(prefix + "stage")
         self._ready: set[int] = set()
+        self._affinities: dict[tuple[str, str], str] = {}  # (table, key column) -> affinity
         self._marks: dict[int, Any] = {}  # scan cursor -> the last key it returned
         self._marks_lock = threading.Lock()
 
@@ -260,6 +292,37 @@ class SQLiteShardStore(ShardStore):
                 return True
         return False
 
+    def _check_key(self, conn: sqlite3.Connection, key: Any) -> None:
+        """Refuse a key of another type than its key columns' (7 where they hold `'7'`).
+
+        SQLite compares a key column's values after converting the key to the
+        column's affinity, so `7` and `"7"` name the same rows of a `TEXT`
+        column (and of an `INTEGER` one), while the doubt record, like every
+        Python caller, tells them apart: one spelling per key keeps both in step.
+        """
+        for table, column in self._data_tables(conn):
+            declared = self._affinities.get((table, column))
+            if declared is None:
+                declared = ""
+                for row in conn.execute(f"PRAGMA table_info({_quote(table)})"):
+                    if row[1] == column:
+                        declared = _affinity(row[2] or "")
+                self._affinities[table, column] = declared
+            if declared == "TEXT" and isinstance(key, int):
+                raise ArgumentTypeError(
+                    f"key must be a str for the TEXT key column {table}.{column}, got int: "
+                    f"{key!r} (SQLite reads it as {str(key)!r}; give it as {str(key)!r})"
+                )
+            if (
+                declared in ("INTEGER", "REAL", "NUMERIC")
+                and isinstance(key, str)
+                and _NUMERIC_TEXT.match(key)
+            ):
+                raise ArgumentTypeError(
+                    f"key must be an int for the {declared} key column {table}.{column}, got "
+                    f"str: {key!r} (SQLite reads it as a number; give it as a number)"
+                )
+
     def _recorded(self, conn: sqlite3.Connection, name: str) -> MigrationState | None:
         row = conn.execute(f"SELECT state FROM {self._state_t} WHERE name = ?", (name,)).fetchone()
         return None if row is None else MigrationState.decode(row[0])
@@ -283,6 +346,7 @@ class SQLiteShardStore(ShardStore):
             )
         text = self._key_text(key)
         with self._transaction() as conn:
+            self._check_key(conn, key)
             if state is not None:
                 recorded = self._recorded(conn, name)
                 if recorded != state:
@@ -372,28 +436,99 @@ class SQLiteShardStore(ShardStore):
         begun, staged = self._begin(name, token, texts, state)
         if not begun:
             return 0
+        conflicts: dict[str, str] = {}
+        by_key: dict[str, list[tuple[str, str, str, str, str]]] = {}
+        for row in staged:
+            by_key.setdefault(row[0], []).append(row)
         try:
             with other._transaction() as conn:  # 2: staged on the target
-                conn.executemany(
-                    f"INSERT INTO {other._stage_t} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(name, token, *row) for row in staged],
-                )
+                for text in begun:
+                    rows = by_key.get(text, [])
+                    # Try the rows in (and take them out again) before the commit
+                    # point: a row the target refuses (a value of a UNIQUE column
+                    # another key holds there) keeps its key on this store.
+                    error = other._try_insert(conn, [row[1:] for row in rows])
+                    if error is not None:
+                        conflicts[text] = error
+                        continue
+                    conn.executemany(
+                        f"INSERT INTO {other._stage_t} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [(name, token, *row) for row in rows],
+                    )
         except BaseException:
             # Nothing left this store: give the keys back at once rather than
             # at the timeout (if this fails too, the timeout does it).
-            try:
-                with self._transaction() as conn:
-                    conn.executemany(
-                        f"DELETE FROM {self._doubt_t} "
-                        "WHERE name = ? AND key = ? AND token = ? AND moved = 0",
-                        [(name, text, token) for text in begun],
-                    )
-            except BackendUnavailableError:
-                pass
+            self._release(name, token, begun)
             raise
-        moved = self._commit(name, token, begun, state)
-        self._finish(name, [(t, token) for t in moved], other)  # 4 and 5
+        if conflicts:
+            self._release(name, token, list(conflicts))
+        moved = self._commit(name, token, [t for t in begun if t not in conflicts], state)
+        conflicts.update(self._finish(name, [(t, token) for t in moved], other))  # 4 and 5
+        if conflicts:
+            raise self._conflict(other, conflicts)
         return len(moved)
+
+    def _release(self, name: str, token: str, texts: list[str]) -> None:
+        """Drop the records of keys whose move stopped before the commit point (best effort)."""
+        try:
+            with self._transaction() as conn:
+                conn.executemany(
+                    f"DELETE FROM {self._doubt_t} "
+                    "WHERE name = ? AND key = ? AND token = ? AND moved = 0",
+                    [(name, text, token) for text in texts],
+                )
+        except BackendUnavailableError:
+            pass
+
+    def _conflict(self, target: SQLiteShardStore, conflicts: Mapping[str, str]) -> BackendError:
+        listed = "; ".join(f"key {json.loads(t)!r}: {e}" for t, e in sorted(conflicts.items()))
+        return BackendError(
+            f"sqlite {target.name} refused the rows of {len(conflicts)} moving key(s), which "
+            f"stay on {self.name} and are served there: {listed}. A UNIQUE (or primary key) "
+            "value must be unique across all shards (not a per-database AUTOINCREMENT id); "
+            "fix the rows, then move again"
+        )
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """Insert staged rows `(table, ddl, cols, row)`, creating a missing table first."""
+        for table, ddl, cols, row in rows:
+            conn.execute(
+                re.sub(
+                    r"^\s*CREATE\s+TABLE\s+(?!IF\s+NOT\s+EXISTS)",
+                    "CREATE TABLE IF NOT EXISTS ",
+                    ddl,
+                    flags=re.IGNORECASE,
+                )
+            )
+            names = json.loads(cols)
+            values = [_decode_value(v) for v in json.loads(row)]
+            conn.execute(
+                f"INSERT INTO {_quote(table)} ({', '.join(_quote(c) for c in names)}) "
+                f"VALUES ({', '.join('?' * len(names))})",
+                values,
+            )
+
+    def _try_insert(
+        self,
+        conn: sqlite3.Connection,
+        rows: Sequence[tuple[str, str, str, str]],
+        *,
+        keep: bool = False,
+    ) -> str | None:
+        """Insert *rows* in a savepoint (kept if *keep*); the constraint refused, or None."""
+        conn.execute("SAVEPOINT scalekit_rows")
+        for row in rows:
+            try:
+                self._insert(conn, [row])
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK TO scalekit_rows")
+                conn.execute("RELEASE scalekit_rows")
+                return str(exc) if f"{row[0]}." in str(exc) else f"{exc} (table {row[0]})"
+        if not keep:
+            conn.execute("ROLLBACK TO scalekit_rows")
+        conn.execute("RELEASE scalekit_rows")
+        return None
 
     def _check_state(
         self, conn: sqlite3.Connection, name: str, state: MigrationState | None
@@ -416,6 +551,7 @@ class SQLiteShardStore(ShardStore):
             tables = self._data_tables(conn)
             for text in texts:
                 key = json.loads(text)
+                self._check_key(conn, key)
                 doubt = f"SELECT 1 FROM {self._doubt_t} WHERE name = ? AND key = ? AND moved >= 0"
                 if conn.execute(doubt, (name, text)).fetchone() is not None:
                     continue
@@ -468,10 +604,19 @@ class SQLiteShardStore(ShardStore):
                 moved.append(text)
         return moved
 
-    def _finish(self, name: str, records: list[tuple[str, str]], target: SQLiteShardStore) -> None:
-        """Promote the staged rows of moved keys on *target*, then clear their records here."""
+    def _finish(
+        self, name: str, records: list[tuple[str, str]], target: SQLiteShardStore
+    ) -> dict[str, str]:
+        """Promote the staged rows of moved keys on *target*, then clear their records here.
+
+        A key whose rows *target* refuses now (a conflicting row written there
+        after step 2) gets its rows back here and its move cancelled: nobody
+        served it meanwhile (its record here fenced every command). Returns
+        those keys, with the constraint that refused them.
+        """
         if not records:
-            return
+            return {}
+        refused: dict[str, tuple[str, str, list[tuple[str, str, str, str]]]] = {}
         with target._transaction() as conn:
             for text, token in records:
                 rows = conn.execute(
@@ -479,22 +624,10 @@ class SQLiteShardStore(ShardStore):
                     "WHERE name = ? AND token = ? AND key = ?",
                     (name, token, text),
                 ).fetchall()
-                for table, ddl, cols, row in rows:
-                    conn.execute(
-                        re.sub(
-                            r"^\s*CREATE\s+TABLE\s+(?!IF\s+NOT\s+EXISTS)",
-                            "CREATE TABLE IF NOT EXISTS ",
-                            ddl,
-                            flags=re.IGNORECASE,
-                        )
-                    )
-                    names = json.loads(cols)
-                    values = [_decode_value(v) for v in json.loads(row)]
-                    conn.execute(
-                        f"INSERT INTO {_quote(table)} ({', '.join(_quote(c) for c in names)}) "
-                        f"VALUES ({', '.join('?' * len(names))})",
-                        values,
-                    )
+                error = target._try_insert(conn, rows, keep=True)
+                if error is not None:
+                    refused[text] = (token, error, rows)
+                    continue
                 conn.execute(
                     f"DELETE FROM {target._stage_t} WHERE name = ? AND token = ? AND key = ?",
                     (name, token, text),
@@ -503,8 +636,32 @@ class SQLiteShardStore(ShardStore):
             conn.executemany(
                 f"DELETE FROM {self._doubt_t} WHERE name = ? AND key = ? AND token = ? "
                 "AND moved = 1",
-                [(name, text, token) for text, token in records],
+                [(name, text, token) for text, token in records if text not in refused],
             )
+            recorded = self._recorded(conn, name)
+            for text, (token, error, rows) in refused.items():
+                cur = conn.execute(
+                    f"UPDATE {self._doubt_t} SET moved = -1, token = ? "
+                    "WHERE name = ? AND key = ? AND token = ? AND moved = 1",
+                    ("" if recorded is None else recorded.encode(), name, text, token),
+                )
+                if cur.rowcount == 1:  # not given back by another process already
+                    try:
+                        self._insert(conn, rows)
+                    except sqlite3.IntegrityError as exc:
+                        raise BackendError(
+                            f"sqlite {self.name} refused the rows of moving key "
+                            f"{json.loads(text)!r} back ({exc}) after {target.name} refused "
+                            f"them ({error}); they are kept, staged on {target.name}, and the "
+                            "key stays in doubt: fix the conflicting rows"
+                        ) from exc
+        if refused:
+            with target._transaction() as conn:
+                conn.executemany(
+                    f"DELETE FROM {target._stage_t} WHERE name = ? AND token = ? AND key = ?",
+                    [(name, token, text) for text, (token, _, _) in refused.items()],
+                )
+        return {text: error for text, (_, error, _) in refused.items()}
 
     def resolve(self, name: str, keys: Sequence[Any], target: ShardStore) -> list[str]:
         other = self._target(target)
@@ -516,6 +673,8 @@ class SQLiteShardStore(ShardStore):
             waiting = False
             now = self._clock()
             with self._transaction() as conn:
+                recorded = self._recorded(conn, name)
+                current = "" if recorded is None else recorded.encode()
                 for text in texts:
                     if text in outcome:
                         continue
@@ -529,20 +688,32 @@ class SQLiteShardStore(ShardStore):
                     elif row[1] == 1:
                         moved.append((text, row[0]))
                         outcome[text] = "m"
+                    elif row[1] == -1 and row[0] != current:
+                        # Cancelled under an earlier state: every scan since that
+                        # change began afresh, so no mover needs to hear of it.
+                        conn.execute(
+                            f"DELETE FROM {self._doubt_t} "
+                            "WHERE name = ? AND key = ? AND moved = -1",
+                            (name, text),
+                        )
+                        outcome[text] = "n"
                     elif row[1] == -1:  # cancelled: served here, to be moved again
                         outcome[text] = "c"
                     elif now >= row[2]:  # its mover is gone or stopped: cancel the move
-                        # The record stays, marked, so that every mover hears of
-                        # it (from in_doubt) and queues the key again; commands
-                        # serve the key meanwhile. The key's next move replaces it.
+                        # The record stays, marked with the state it was cancelled
+                        # under, so that every mover of that state hears of it (from
+                        # in_doubt) and queues the key again; commands serve the key
+                        # meanwhile. The key's next move replaces it.
                         conn.execute(
-                            f"UPDATE {self._doubt_t} SET moved = -1 WHERE name = ? AND key = ?",
-                            (name, text),
+                            f"UPDATE {self._doubt_t} SET moved = -1, token = ? "
+                            "WHERE name = ? AND key = ?",
+                            (current, name, text),
                         )
                         outcome[text] = "c"
                     else:
                         waiting = True
-            self._finish(name, moved, other)
+            for text in self._finish(name, moved, other):
+                outcome[text] = "c"  # its rows were refused there and are back here
             if not waiting:
                 return [outcome[t] for t in texts]
             self._sleep(delay)  # a mover is between steps 1 and 3: let it finish
@@ -550,6 +721,9 @@ class SQLiteShardStore(ShardStore):
 
     def sweep(self, name: str) -> int:
         with self._transaction() as conn:
+            # Cancelled records of the finished migration: their keys are served
+            # where they are.
+            conn.execute(f"DELETE FROM {self._doubt_t} WHERE name = ? AND moved = -1", (name,))
             cur = conn.execute(f"DELETE FROM {self._stage_t} WHERE name = ?", (name,))
             return int(cur.rowcount)
 
