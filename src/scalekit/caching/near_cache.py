@@ -97,10 +97,9 @@ class NearCache:
     """A local cache (any `MutableMapping`) in front of a `RedisCache`.
 
     Example:
-
         ```python
         near = NearCache(LRUCache(10_000), RedisCache(client, namespace="goods"))
-
+        near.get_or_load("42", lambda: db.load_goods(42))
         ```
 
     Args:

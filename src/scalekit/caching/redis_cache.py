@@ -73,7 +73,6 @@ class RedisCache:
     """Namespaced cache-aside over a `redis.Redis` or `redis.cluster.RedisCluster`.
 
     Example:
-
         ```python
         cache = RedisCache(redis.Redis(), namespace="goods", ttl=300)
         cache.get_or_load("42", lambda: db.load_goods(42))
