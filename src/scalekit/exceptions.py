@@ -24,7 +24,8 @@ from `ScaleKitError` alone:
     ├── KeyInDoubtError(ScaleKitError, LookupError)
     ├── StaleStateError(ScaleKitError, RuntimeError)
     ├── NoAvailableEndpointError(ScaleKitError, LookupError)
-    └── MissingDependencyError(ScaleKitError, ModuleNotFoundError)
+    ├── MissingDependencyError(ScaleKitError, ModuleNotFoundError)
+    └── MissingBackendError(ScaleKitError, AttributeError)
 
 Backend errors wrap the driver's exception (`raise BackendError(...) from
 exc`), so the original stays reachable as `__cause__`.
@@ -48,6 +49,7 @@ __all__ = [
     "LockLostError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "MissingBackendError",
     "MissingDependencyError",
     "NoAvailableEndpointError",
     "ReentrantCallError",
@@ -190,11 +192,39 @@ class NoAvailableEndpointError(ScaleKitError, LookupError):
 class MissingDependencyError(ScaleKitError, ModuleNotFoundError):
     """A backend's optional driver is not installed; `extra` names the extra that installs it.
 
-    Raised when a lazily exported backend such as `scalekit.locking.RedisLock`
-    is first looked up without its driver; `name` is the missing module, as on
+    Raised by `from scalekit.locking import RedisLock` (and the other lazily
+    exported backends), by importing a backend module such as
+    `scalekit.locking.redis_lock`, and by a backend that loads its driver when
+    constructed, all without the driver; `name` is the missing module, as on
     `ModuleNotFoundError`, and the message gives the `pip install` command.
+    Looking the backend up as an attribute raises
+    [MissingBackendError][scalekit.exceptions.MissingBackendError] instead.
     """
 
     def __init__(self, message: str, *, name: str | None = None, extra: str | None = None) -> None:
         super().__init__(message, name=name)
+        self.extra = extra
+
+
+class MissingBackendError(ScaleKitError, AttributeError):
+    """A lazily exported backend was looked up as an attribute without its driver.
+
+    `scalekit.locking.RedisLock`, `getattr(scalekit.locking, "RedisLock")`
+    and `hasattr(...)` without redis-py raise this rather than
+    [MissingDependencyError][scalekit.exceptions.MissingDependencyError]
+    (`from scalekit.locking import RedisLock` still raises that one): being an
+    `AttributeError`, it lets `hasattr`, `getattr(module, name, default)`,
+    `inspect.getmembers` and `help()` pass over a backend `dir()` lists but
+    this environment cannot load. The message is the same `pip install`
+    line; `name` is the backend's name and `obj` its package, as on
+    `AttributeError`, `driver` the missing module and `extra` the extra that
+    installs it. (No class can be both a `ModuleNotFoundError` and an
+    `AttributeError`: their builtin layouts conflict.)
+    """
+
+    def __init__(
+        self, message: str, *, name: str, obj: object, driver: str, extra: str | None
+    ) -> None:
+        super().__init__(message, name=name, obj=obj)
+        self.driver = driver
         self.extra = extra
