@@ -1,22 +1,33 @@
 """Every public constructor and main method, fed the usual bad values.
 
 A user who passes `None`, a string, NaN, an infinity, `-1` or an int too
-large for a float gets a `ScaleKitError` (an `ArgumentTypeError` for a wrong
-type, a `ConfigurationError` for a bad value) or the value is accepted: never
-a raw `TypeError`, `OverflowError` or `AttributeError` from deep inside.
-The table covers the local caches, balancing, sharding, the in-memory lock
-and the `scalekit.testing` constructors (none of which starts a server).
+large for a float gets a `ScaleKitError` naming the argument, or the value is
+accepted: never a raw `TypeError`, `OverflowError`, `AssertionError` or
+`AttributeError` from deep inside. Which error is judged by the value the
+table gives as working (see `_expected`): a value of another type is an
+`ArgumentTypeError`, one of the right type out of range a
+`ConfigurationError`. The table covers the local caches, balancing,
+sharding, the locks (Redis and ZooKeeper ones too: their clients never
+connect while they are constructed), the Redis cache tier and the
+`scalekit.testing` constructors (none of which starts a server).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import re
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+import redis
+import redis.asyncio
+from kazoo.client import KazooClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from scalekit import ScaleKitError
 from scalekit import balancing as B
@@ -36,7 +47,20 @@ BAD: dict[str, Any] = {
     "10**400": 10**400,
 }
 
+#: Clients that are never connected: constructing a lock or a cache sends nothing.
+#: No retries: a call that does go out (a RedisCache checks PUBLISH) fails at once.
+REDIS = redis.Redis(port=1, retry=Retry(NoBackoff(), 0))
+ASYNC_REDIS = redis.asyncio.Redis(port=1)
+KAZOO = KazooClient(hosts="127.0.0.1:1")
+
+
+def _remote() -> Any:
+    return C.RedisCache(REDIS, namespace="n", notify=False)
+
+
 #: (callable, keyword arguments that work); each keyword is replaced by each BAD value in turn.
+#: The working value's type says what the parameter takes: `10` an int, `10.0`
+#: a float, `"n"` a string, anything else an object (a flag, a callable, a list).
 CONSTRUCTORS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (C.LRUCache, {"maxsize": 10}),
     (C.FIFOCache, {"maxsize": 10}),
@@ -45,12 +69,12 @@ CONSTRUCTORS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (C.SIEVECache, {"maxsize": 10}),
     (C.S3FIFOCache, {"maxsize": 10, "small_ratio": 0.1, "ghost_ratio": 0.9}),
     (C.TinyLFUCache, {"maxsize": 10}),
-    (C.TTLCache, {"maxsize": 10, "ttl": 5}),
+    (C.TTLCache, {"maxsize": 10, "ttl": 5.0}),
     (C.TLRUCache, {"maxsize": 10, "ttu": lambda key, value, now: now + 1}),
     (C.lru_cache, {"maxsize": 10}),
     (C.fifo_cache, {"maxsize": 10}),
     (C.tinylfu_cache, {"maxsize": 10}),
-    (C.ttl_cache, {"maxsize": 10, "ttl": 5}),
+    (C.ttl_cache, {"maxsize": 10, "ttl": 5.0}),
     (C.cached, {"cache": C.LRUCache(maxsize=2)}),
     (B.RoundRobin, {"endpoints": ["a", "b"], "health": None}),
     (B.RandomBalancer, {"endpoints": ["a", "b"]}),
@@ -92,24 +116,93 @@ CONSTRUCTORS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (S.RangeRouter.from_ranges, {"ranges": [(None, 10, "a"), (10, None, "b")]}),
     (S.HashRouter.from_slot_ranges, {"ranges": [(0, 16383, "a")]}),
     (S.TimeRouter, {"interval": "month", "template": "t_{:%Y_%m}"}),
-    (S.Rollover, {"prefix": "logs", "max_docs": 10}),
+    (S.Rollover, {"prefix": "logs", "max_docs": 10, "max_size": 100}),
     (L.MemoryLock, {"name": "n", "ttl": 10.0, "on_lost": None}),
     (T.FakeClock, {"start": 0.0}),
     (T.TCPProxy, {"target_host": "127.0.0.1", "target_port": 1, "port": 0}),
-    (T.RedisServer, {"port": None, "startup_timeout": 20.0}),
-    (T.ZooKeeperServer, {"port": None, "tick_time_ms": 500, "heap_mb": 256}),
+    (T.RedisServer, {"port": 6390, "startup_timeout": 20.0}),
+    (T.ZooKeeperServer, {"port": 2190, "tick_time_ms": 500, "heap_mb": 256}),
     (T.ZooKeeperEnsemble, {"size": 3, "tick_time_ms": 500}),
     (T.RedisClusterServers, {"masters": 3, "node_timeout_ms": 2000}),
     (T.RedisServer, {"appendonly": False, "extra_args": ["--maxclients", "100"]}),
-    (T.RedisServer, {"workdir": None, "binary": "redis-server"}),
+    (T.RedisServer, {"workdir": "/nonexistent/w", "binary": "redis-server"}),
     (T.RedisClusterServers, {"appendonly": False, "startup_timeout": 20.0}),
-    (T.ZooKeeperServer, {"workdir": None, "startup_timeout": 20.0}),
-    (T.ZooKeeperEnsemble, {"workdir": None, "startup_timeout": 20.0}),
-    (T.PostgresServer, {"port": None, "startup_timeout": 20.0}),
-    (T.PostgresServer, {"extra_args": ["-c", "max_connections=50"], "workdir": None}),
+    (T.ZooKeeperServer, {"workdir": "/nonexistent/w", "startup_timeout": 20.0}),
+    (T.ZooKeeperEnsemble, {"workdir": "/nonexistent/w", "startup_timeout": 20.0}),
+    (T.PostgresServer, {"port": 5440, "startup_timeout": 20.0}),
+    (T.PostgresServer, {"extra_args": ["-c", "max_connections=50"], "workdir": "/nonexistent/w"}),
     (T.PostgresServer, {"run_as": "postgres"}),
     (T.TCPProxy, {"target_host": "127.0.0.1", "target_port": 1, "host": "127.0.0.1"}),
     (T.find_free_port, {"host": "127.0.0.1"}),
+    (
+        L.RedisLock,
+        {
+            "client": REDIS,
+            "name": "n",
+            "ttl": 10.0,
+            "op_timeout": 2.0,
+            "waiter_ttl": 3.0,
+            "claim_window": 0.5,
+        },
+    ),
+    (
+        L.RedisLock,
+        {
+            "reentrant": False,
+            "auto_renew": False,
+            "on_lost": print,
+            "clock": time.monotonic,
+            "client": REDIS,
+            "name": "n",
+        },
+    ),
+    (L.RedisReadWriteLock, {"client": REDIS, "name": "n", "ttl": 10.0, "op_timeout": 2.0}),
+    (L.RedisSemaphore, {"client": REDIS, "name": "n", "n": 2, "ttl": 10.0}),
+    (L.AsyncRedisLock, {"client": ASYNC_REDIS, "name": "n", "ttl": 10.0, "op_timeout": 2.0}),
+    (
+        L.AsyncRedisLock,
+        {"client": ASYNC_REDIS, "name": "n", "waiter_ttl": 3.0, "claim_window": 0.5},
+    ),
+    (
+        L.Redlock,
+        {
+            "clients": [REDIS, REDIS, REDIS],
+            "name": "n",
+            "ttl": 10.0,
+            "instance_timeout": 0.1,
+            "drift_factor": 0.01,
+            "retry_delay": 0.05,
+        },
+    ),
+    (L.ZooKeeperLock, {"client": KAZOO, "path": "/n", "op_timeout": 5.0, "suspended_grace": 1.0}),
+    (L.ZooKeeperSemaphore, {"client": KAZOO, "path": "/n", "n": 2, "op_timeout": 5.0}),
+    (L.ZooKeeperReadWriteLock, {"client": KAZOO, "path": "/n", "op_timeout": 5.0}),
+    (
+        C.RedisCache,
+        {
+            "client": REDIS,
+            "namespace": "n",
+            "ttl": 300.0,
+            "serializer": "json",
+            "jitter": 0.1,
+            "lease_ttl": 10.0,
+            "wait_timeout": 1.0,
+            "stale_ttl": 1.0,
+            "negative_ttl": 1.0,
+        },
+    ),
+    (C.RedisCache, {"client": REDIS, "namespace": "n", "fallback": False, "notify": False}),
+    (
+        C.NearCache,
+        {
+            "local": C.LRUCache(maxsize=10),
+            "remote": _remote(),
+            "max_staleness": 1.0,
+            "local_ttl": 1.0,
+            "connect_timeout": 0.01,
+            "invalidation": "tracking",
+        },
+    ),
 ]
 
 
@@ -131,14 +224,51 @@ def _close(made: Any) -> None:
         close()
 
 
+#: int parameters that take a float too: a cache's maxsize may be math.inf (unbounded).
+TAKES_FLOAT = {"maxsize"}
+#: A program or user the host lacks is `ServerNotFoundError` (a `FileNotFoundError`),
+#: which names it and says how to install it.
+ENVIRONMENT = {(T.RedisServer, "binary"), (T.PostgresServer, "run_as")}
+
+
+def _expected(good: Any, bad: Any, name: str = "") -> type[ScaleKitError]:
+    """The error a refused *bad* value must be, for a parameter *name* that takes *good*."""
+    if name in TAKES_FLOAT:
+        good = float(good)
+    if isinstance(good, bool) or not isinstance(good, (int, float, str)):
+        return ArgumentTypeError  # an object, a flag, a callable: no BAD value is one
+    if isinstance(good, str):
+        return ConfigurationError if isinstance(bad, str) else ArgumentTypeError
+    if bad is None or isinstance(bad, str):
+        return ArgumentTypeError
+    if isinstance(good, int) and isinstance(bad, float):
+        return ArgumentTypeError  # NaN or an infinity where an int belongs, as range(1.5)
+    return ConfigurationError  # -1, NaN, inf, 10**400: a number out of range
+
+
+def test_expected_sorts_wrong_types_from_bad_values() -> None:
+    assert (
+        _expected(5.0, None) is _expected(5.0, "x") is _expected(5, math.nan) is ArgumentTypeError
+    )
+    assert (
+        _expected(5.0, math.nan) is _expected(5, -1) is _expected(5, 10**400) is ConfigurationError
+    )
+    assert _expected("n", "x") is ConfigurationError and _expected("n", -1) is ArgumentTypeError
+    assert _expected(False, -1) is _expected([1], "x") is _expected(None, "x") is ArgumentTypeError
+
+
 @pytest.mark.parametrize(("func", "kwargs", "name", "bad"), CASES)
-def test_a_constructor_lets_only_scalekit_errors_escape(
+def test_a_constructor_refuses_with_the_error_the_rule_names(
     func: Callable[..., Any], kwargs: dict[str, Any], name: str, bad: Any
 ) -> None:
     try:
         made = func(**{**kwargs, name: bad})
     except ScaleKitError as exc:
-        assert name in str(exc) or repr(bad) in str(exc), str(exc)
+        missing = (func, name) in ENVIRONMENT and isinstance(bad, str)
+        expected = T.ServerNotFoundError if missing else _expected(kwargs[name], bad, name)
+        assert isinstance(exc, expected), f"{type(exc).__name__}, not {expected.__name__}: {exc}"
+        named = re.search(rf"\b{name}\b", str(exc)) or (missing and repr(bad) in str(exc))
+        assert named, f"the message does not name {name}: {exc}"
     else:
         _close(made)
 
@@ -276,6 +406,24 @@ def test_a_wrong_type_is_an_argument_type_error(make: Callable[[], Any]) -> None
     with pytest.raises(ArgumentTypeError) as info:
         make()
     assert isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: L.RedisLock(REDIS, "n", ttl=None),
+        lambda: L.RedisReadWriteLock(REDIS, "n", ttl=None),
+        lambda: L.RedisSemaphore(REDIS, "n", 2, ttl=None),
+        lambda: L.Redlock([REDIS, REDIS, REDIS], "n", ttl=None),
+        lambda: L.AsyncRedisLock(ASYNC_REDIS, "n", ttl=None),
+    ],
+    ids=["RedisLock", "RedisReadWriteLock", "RedisSemaphore", "Redlock", "AsyncRedisLock"],
+)
+def test_a_redis_lock_needs_a_ttl(make: Callable[[], Any]) -> None:
+    # A Redis lease without a ttl would outlive a crashed holder: refused when
+    # the lock is made, not by an assertion at the first acquire.
+    with pytest.raises(ArgumentTypeError, match=r"^ttl must be a positive finite number"):
+        make()
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,12 @@ from typing import Any
 import pytest
 
 from scalekit.caching.redis_cache import CacheLoadTimeoutError, RedisCache
-from scalekit.exceptions import BackendError, BackendUnavailableError, ConfigurationError
+from scalekit.exceptions import (
+    ArgumentTypeError,
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+)
 from scalekit.sharding import key_slot
 from scalekit.testing import FakeClock
 from tests.caching._redis_helpers import (  # noqa: F401 - fixtures
@@ -47,7 +52,7 @@ def test_bad_arguments_raise_configuration_error(redis_server: Any) -> None:
         RedisCache(c, namespace="n", jitter=2)
     with pytest.raises(ConfigurationError, match="serializer must be one of"):
         RedisCache(c, namespace="n", serializer="yaml")
-    with pytest.raises(ConfigurationError, match="client must be"):
+    with pytest.raises(ArgumentTypeError, match="client must be"):
         RedisCache(object(), namespace="n")  # type: ignore[arg-type]
     import redis
 

@@ -104,7 +104,7 @@ def parse_endpoints(endpoints: Endpoints[E]) -> dict[E, int]:
     Runtime complexity: O(n).
     """
     if isinstance(endpoints, (str, bytes)):
-        raise ConfigurationError(
+        raise ArgumentTypeError(
             f"endpoints must be an iterable of ids or a mapping id -> weight, got the "
             f"string {endpoints!r}; wrap a single endpoint in a list"
         )
@@ -117,7 +117,7 @@ def parse_endpoints(endpoints: Endpoints[E]) -> dict[E, int]:
         try:
             items = list(endpoints)
         except TypeError:
-            raise ConfigurationError(
+            raise ArgumentTypeError(
                 f"endpoints must be an iterable of ids or a mapping id -> weight, got {endpoints!r}"
             ) from None
         for endpoint in items:
@@ -162,9 +162,9 @@ class Balancer(ABC, Generic[E]):
         health: HealthPolicy | None = None,
     ) -> None:
         if not callable(clock):
-            raise ConfigurationError(f"clock must be callable, got {clock!r}")
+            raise ArgumentTypeError(f"clock must be callable, got {clock!r}")
         if rng is not None and not isinstance(rng, random.Random):
-            raise ConfigurationError(f"rng must be a random.Random or None, got {rng!r}")
+            raise ArgumentTypeError(f"rng must be a random.Random or None, got {rng!r}")
         parsed = parse_endpoints(endpoints)
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()

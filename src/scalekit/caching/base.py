@@ -134,7 +134,7 @@ class Cache(MutableMapping[K, V]):
     def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
         self._maxsize = check_maxsize(maxsize)
         if getsizeof is not None and not callable(getsizeof):
-            raise ConfigurationError(f"getsizeof must be callable or None, got {getsizeof!r}")
+            raise ArgumentTypeError(f"getsizeof must be callable or None, got {getsizeof!r}")
         if getsizeof is None and type(self).getsizeof is not Cache.getsizeof:
             getsizeof = self.getsizeof  # a subclass overriding getsizeof, as cachetools allows
         elif getsizeof is not None:
@@ -294,7 +294,12 @@ class Cache(MutableMapping[K, V]):
 
     def _size_of(self, value: Any) -> Any:
         size = self._getsizeof(value)  # type: ignore[misc]
-        if isinstance(size, bool) or not isinstance(size, (int, float)) or not size >= 0:
+        if isinstance(size, bool) or not isinstance(size, (int, float)):
+            raise ArgumentTypeError(
+                f"getsizeof must return a non-negative number, got {size!r} "
+                f"({type(size).__name__}) for {value!r}"
+            )
+        if not size >= 0:
             raise ConfigurationError(
                 f"getsizeof must return a non-negative number, got {size!r} for {value!r}"
             )

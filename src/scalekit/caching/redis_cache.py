@@ -30,6 +30,7 @@ except ModuleNotFoundError as _exc:
 
 from .._validation import fraction, non_empty_str, non_negative_number, positive_number
 from ..exceptions import (
+    ArgumentTypeError,
     BackendError,
     BackendUnavailableError,
     CacheLoadTimeoutError,
@@ -145,7 +146,7 @@ class RedisCache:
         rng: random.Random | None = None,
     ) -> None:
         if not isinstance(client, (redis.Redis, redis.cluster.RedisCluster)):
-            raise ConfigurationError(
+            raise ArgumentTypeError(
                 f"client must be a redis.Redis or redis.cluster.RedisCluster, got {client!r}"
             )
         if client.get_encoder().decode_responses:

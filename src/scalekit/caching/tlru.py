@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError
 from .base import Cache
 from .ttl import TTLCache
 
@@ -61,7 +61,7 @@ class TLRUCache(TTLCache[K, V]):
         getsizeof: Callable[[V], int] | None = None,
     ) -> None:
         if not callable(ttu):
-            raise ConfigurationError(f"ttu must be callable, got {ttu!r}")
+            raise ArgumentTypeError(f"ttu must be callable, got {ttu!r}")
         super().__init__(maxsize, ttl=1, timer=timer, getsizeof=getsizeof)
         self._ttu = ttu
         self._computed: Any = None  # the expiry ttu gave for the write in progress
