@@ -14,7 +14,6 @@ connect while they are constructed), the Redis cache tier and the
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import time
@@ -35,7 +34,12 @@ from scalekit import caching as C
 from scalekit import locking as L
 from scalekit import sharding as S
 from scalekit import testing as T
-from scalekit.exceptions import ArgumentTypeError, ConfigurationError
+from scalekit.exceptions import (
+    ArgumentTypeError,
+    BackendUnavailableError,
+    ConfigurationError,
+    LockNotOwnedError,
+)
 from scalekit.testing.process import MAX_NODES
 
 BAD: dict[str, Any] = {
@@ -300,7 +304,30 @@ def _adding_shard(strategy: Any) -> Callable[[Any], Any]:
     return call
 
 
-def _methods() -> list[tuple[str, Callable[[Any], Any]]]:
+#: A method argument that is an endpoint or shard id: any hashable but None,
+#: so an unknown one is a bad value.
+ID = object()
+#: A call that checks what it refuses itself.
+CHECKED = object()
+
+
+def _filled_ttl() -> Any:
+    cache = C.TTLCache(maxsize=4, ttl=10.0)
+    cache["a"] = 1
+    return cache
+
+
+def _releasing(lease: Any) -> None:
+    try:
+        L.MemoryLock(f"r{id(lease)}").release(lease)
+    except ScaleKitError as exc:  # None: the caller's lease, which it does not hold
+        expected = LockNotOwnedError if lease is None else ArgumentTypeError
+        assert isinstance(exc, expected) and (lease is None or "lease" in str(exc)), str(exc)
+        raise
+
+
+def _methods() -> list[tuple[str, Callable[[Any], Any], Any, str]]:
+    """(label, call with the value, a value of the type it takes, the argument's name)."""
     ttl = C.TTLCache(maxsize=4, ttl=10)
     router = S.RangeRouter([10, 20], ["a", "b", "c"])
     hashed = S.HashRouter(["a", "b"])
@@ -311,63 +338,105 @@ def _methods() -> list[tuple[str, Callable[[Any], Any]]]:
     rr = B.RoundRobin(["a", "b"])
     roll = S.Rollover("logs", max_docs=10)
     clock = T.FakeClock()
+    remote = C.RedisCache(REDIS, namespace="n", notify=False)
+    now = datetime(2026, 1, 1, tzinfo=utc)
     return [
-        ("TTLCache.set(ttl=)", lambda v: ttl.set("k", 1, ttl=v)),
-        ("TTLCache.expire(time=)", lambda v: ttl.expire(v)),
-        ("RoundRobin.add(weight=)", lambda v: rr.add(f"n{id(v)}", weight=v)),
-        ("RoundRobin.reweight()", lambda v: rr.reweight("a", v)),
-        ("RoundRobin.release()", lambda v: rr.release(v)),
-        ("PeakEWMA.release(latency=)", lambda v: peak.release(peak.pick(), latency=v)),
-        ("PeakEWMA.cost()", lambda v: peak.cost(v)),
-        ("HashRouter.route()", lambda v: hashed.route(v)),
+        ("TTLCache.set(ttl=)", lambda v: ttl.set("k", 1, ttl=v), 1.0, "ttl"),
+        ("TTLCache.expire(time=)", lambda v: _filled_ttl().expire(v), 1.0, "time"),
+        ("RoundRobin.add(weight=)", lambda v: rr.add(f"n{id(v)}", weight=v), 1, "weight"),
+        ("RoundRobin.add(endpoint)", lambda v: B.RoundRobin(["a"]).add(v), ID, "endpoint"),
+        ("RoundRobin.reweight()", lambda v: rr.reweight("a", v), 1, "weight"),
+        ("RoundRobin.release()", lambda v: rr.release(v), ID, "endpoint"),
+        (
+            "PeakEWMA.release(latency=)",
+            lambda v: peak.release(peak.pick(), latency=v),
+            0.1,
+            "latency",
+        ),
+        ("PeakEWMA.cost()", lambda v: peak.cost(v), ID, "endpoint"),
+        ("HashRouter.route()", lambda v: hashed.route(v), "k", "key"),
+        ("HashRouter(shards)", lambda v: S.HashRouter(["a", v]), "c", "shard"),
         *(
-            (f"HashRouter({strategy!r}).add_shard(weight=)", _adding_weight(strategy))
+            (f"HashRouter({strategy!r}).add_shard(weight=)", _adding_weight(strategy), CHECKED, "")
             for strategy in S.STRATEGIES
         ),
         *(
-            (f"HashRouter({strategy!r}).add_shard(shard)", _adding_shard(strategy))
+            (f"HashRouter({strategy!r}).add_shard(shard)", _adding_shard(strategy), CHECKED, "")
             for strategy in S.STRATEGIES
         ),
-        ("HashRouter.route_many()", lambda v: hashed.route_many(v)),
-        ("RangeRouter.route()", lambda v: router.route(v)),
-        ("RangeRouter.route_range(start)", lambda v: router.route_range(v, 10)),
-        ("RangeRouter.split()", lambda v: S.RangeRouter([10, 20], ["a", "b", "c"]).split(v, "d")),
+        ("HashRouter.route_many()", lambda v: hashed.route_many(v), ["k"], "keys"),
+        ("RangeRouter.route()", lambda v: router.route(v), 5.0, "key"),
+        ("RangeRouter.route_range(lo)", lambda v: router.route_range(v, 10), 5.0, "lo"),
+        ("RangeRouter.route_range(hi)", lambda v: router.route_range(None, v), 5.0, "hi"),
+        (
+            "RangeRouter.split()",
+            lambda v: S.RangeRouter([10, 20], ["a", "b", "c"]).split(v, "d"),
+            15.0,
+            "at",
+        ),
         (
             "RangeRouter.suggest_split(min_requests=)",
             lambda v: router.suggest_split(min_requests=v),
+            1,
+            "min_requests",
         ),
-        ("TimeRouter.route()", lambda v: timed.route(v)),
-        ("TimeRouter.parse()", lambda v: timed.parse(v)),
+        ("TimeRouter.route()", lambda v: timed.route(v), now, "key"),
+        ("TimeRouter.parse()", lambda v: timed.parse(v), "orders_2026_01", "name"),
+        ("TimeRouter.partitions(start)", lambda v: timed.partitions(v, now), now, "start"),
+        ("TimeRouter.partitions(end=)", lambda v: timed.partitions(now, v), now, "end"),
+        ("Rollover.record(docs=)", lambda v: roll.record(docs=v), 1, "docs"),
+        ("Rollover.record(size=)", lambda v: roll.record(size=v), 1, "size"),
+        ("MemoryLock.acquire(timeout=)", lambda v: lock.acquire(timeout=v), 1.0, "timeout"),
         (
-            "TimeRouter.partitions(end=)",
-            lambda v: timed.partitions(datetime(2026, 1, 1, tzinfo=utc), v),
+            "MemoryLock.acquire(blocking=)",
+            lambda v: L.MemoryLock(f"b{id(v)}", ttl=10).acquire(blocking=v),
+            True,
+            "blocking",
         ),
-        ("Rollover.record(docs=)", lambda v: roll.record(docs=v)),
-        ("Rollover.record(size=)", lambda v: roll.record(size=v)),
-        ("MemoryLock.acquire(timeout=)", lambda v: lock.acquire(timeout=v)),
-        ("MemoryLock.release()", lambda v: lock.release(v)),
-        ("MemoryLock.extend()", lambda v: lock.extend(v)),
-        ("FakeClock.advance()", lambda v: clock.advance(v)),
-        ("jump_hash(buckets)", lambda v: S.jump_hash(5, v)),
-        ("jump_hash(key)", lambda v: S.jump_hash(v, 3)),
-        ("cluster_slot_ranges()", lambda v: S.cluster_slot_ranges(v)),
-        ("key_slot()", lambda v: S.key_slot(v)),
+        (
+            "RedisLock.acquire(blocking=)",
+            lambda v: L.RedisLock(REDIS, "n", op_timeout=0.2).acquire(v),
+            True,
+            "blocking",
+        ),
+        ("MemoryLock.release()", _releasing, CHECKED, "lease"),
+        ("MemoryLock.extend()", lambda v: L.MemoryLock("e").extend(v), lock, "lease"),
+        ("FakeClock.advance()", lambda v: clock.advance(v), 1.0, "seconds"),
+        ("jump_hash(num_buckets)", lambda v: S.jump_hash(5, v), 3, "num_buckets"),
+        ("jump_hash(key)", lambda v: S.jump_hash(v, 3), 5, "key"),
+        ("cluster_slot_ranges()", lambda v: S.cluster_slot_ranges(v), 3, "num_nodes"),
+        ("key_slot()", lambda v: S.key_slot(v), "k", "key"),
+        ("RedisCache.get()", lambda v: remote.get(v), "k", "key"),
+        ("cached(info=)", lambda v: C.cached(C.LRUCache(maxsize=2), info=v), False, "info"),
     ]
 
 
 METHOD_CASES = [
-    pytest.param(call, bad, id=f"{label}{name}")
-    for label, call in _methods()
+    pytest.param(call, good, argument, bad, id=f"{label}{name}")
+    for label, call, good, argument in _methods()
     for name, bad in BAD.items()
 ]
 
 
-@pytest.mark.parametrize(("call", "bad"), METHOD_CASES)
-def test_a_main_method_lets_only_scalekit_errors_escape(
-    call: Callable[[Any], Any], bad: Any
+@pytest.mark.parametrize(("call", "good", "argument", "bad"), METHOD_CASES)
+def test_a_main_method_refuses_with_the_error_the_rule_names(
+    call: Callable[[Any], Any], good: Any, argument: str, bad: Any
 ) -> None:
-    with contextlib.suppress(ScaleKitError):
+    try:
         call(bad)
+    except BackendUnavailableError:
+        pass  # the value passed the checks and the call went out (to a port nobody serves)
+    except ScaleKitError as exc:
+        if good is CHECKED:
+            return
+        if good is ID:  # any hashable but None is an id: an unknown one is a bad value
+            expected: type[ScaleKitError] = ArgumentTypeError if bad is None else ConfigurationError
+        else:
+            expected = _expected(good, bad)
+        assert isinstance(exc, expected), f"{type(exc).__name__}, not {expected.__name__}: {exc}"
+        assert re.search(rf"\b{argument}\b", str(exc)), (
+            f"the message does not name {argument}: {exc}"
+        )
 
 
 @pytest.mark.parametrize(
@@ -534,3 +603,33 @@ def test_constructing_a_server_makes_no_directory_and_picks_no_port(
     assert picked == []  # ports are picked by start(), so they are free when it runs
     made.close()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "name"),
+    [
+        (lambda: C.TTLCache(maxsize=4, ttl=10.0).expire([1]), ArgumentTypeError, "time"),
+        (lambda: _filled_ttl().expire([1]), ArgumentTypeError, "time"),
+        (lambda: L.MemoryLock("no", ttl=10).acquire(blocking="no"), ArgumentTypeError, "blocking"),
+        (lambda: C.cached(C.LRUCache(maxsize=2), info=[1]), ArgumentTypeError, "info"),
+        (lambda: B.RoundRobin(["a"]).add(None), ArgumentTypeError, "endpoint"),
+        (lambda: B.RoundRobin(["a"]).add(math.nan), ConfigurationError, "endpoint"),
+        (lambda: B.RoundRobin(["a", math.nan]), ConfigurationError, "endpoint"),
+        (lambda: S.HashRouter(["a", None]), ArgumentTypeError, "shard"),
+    ],
+    ids=[
+        "expire-empty",
+        "expire-filled",
+        "blocking-no",
+        "info-list",
+        "add-None",
+        "add-nan",
+        "endpoints-nan",
+        "shard-None",
+    ],
+)
+def test_nonsense_is_refused_not_taken_for_something(
+    make: Callable[[], Any], error: type[Exception], name: str
+) -> None:
+    with pytest.raises(error, match=rf"^{name} must be"):
+        make()

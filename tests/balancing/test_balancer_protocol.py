@@ -33,9 +33,13 @@ Factory = Callable[..., Balancer]
 )
 def test_bad_endpoints_are_rejected(make: Factory, endpoints: object, message: str) -> None:
     wrong_type = (
-        isinstance(endpoints, dict)
-        and any(not isinstance(w, int) or isinstance(w, bool) for w in endpoints.values())
-    ) or "hashable id" in message or not isinstance(endpoints, (list, dict))
+        (
+            isinstance(endpoints, dict)
+            and any(not isinstance(w, int) or isinstance(w, bool) for w in endpoints.values())
+        )
+        or "hashable id" in message
+        or not isinstance(endpoints, (list, dict))
+    )
     error = ArgumentTypeError if wrong_type else ConfigurationError
     with pytest.raises(error, match=message.replace("(", r"\(")) as info:
         make(endpoints)

@@ -26,7 +26,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 
 from .._validation import _is_int, wrong_type
-from ..exceptions import ArgumentTypeError, ConfigurationError, NoAvailableEndpointError
+from ..exceptions import (
+    ArgumentTypeError,
+    ConfigurationError,
+    NoAvailableEndpointError,
+    ScaleKitError,
+)
 
 if TYPE_CHECKING:
     from ..observability._emit import BalancerProbe
@@ -88,7 +93,19 @@ def _check_hashable(endpoint: Any) -> Hashable:
             "endpoint must be a hashable id other than None, got "
             f"{type(endpoint).__name__}: {endpoint!r}"
         )
+    if isinstance(endpoint, float) and endpoint != endpoint:
+        # NaN is not equal to itself: once added it could never be found again
+        raise ConfigurationError(f"endpoint must be an id equal to itself, got {endpoint!r}")
     return endpoint  # type: ignore[no-any-return]
+
+
+def unknown_endpoint(action: str, endpoint: Any) -> ScaleKitError:
+    """The error for *endpoint* not in the balancer: a wrong type, else `ConfigurationError`."""
+    try:
+        _check_hashable(endpoint)
+    except ScaleKitError as exc:
+        return exc
+    return ConfigurationError(f"cannot {action} unknown endpoint {endpoint!r}")
 
 
 def parse_endpoints(endpoints: Endpoints[E]) -> dict[E, int]:
@@ -265,7 +282,7 @@ class Balancer(ABC, Generic[E]):
             if count is None:
                 draining = self._draining.get(endpoint)
                 if draining is None:
-                    raise ConfigurationError(f"cannot release unknown endpoint {endpoint!r}")
+                    raise unknown_endpoint("release", endpoint)
                 if draining == 1:
                     del self._draining[endpoint]
                 else:
@@ -360,7 +377,7 @@ class Balancer(ABC, Generic[E]):
         """
         with self._lock:
             if endpoint not in self._weights:
-                raise ConfigurationError(f"cannot remove unknown endpoint {endpoint!r}")
+                raise unknown_endpoint("remove", endpoint)
             weight = self._weights.pop(endpoint)
             count = self._in_flight.pop(endpoint)
             if count:
@@ -382,7 +399,7 @@ class Balancer(ABC, Generic[E]):
         with self._lock:
             old = self._weights.get(endpoint)
             if old is None:
-                raise ConfigurationError(f"cannot reweight unknown endpoint {endpoint!r}")
+                raise unknown_endpoint("reweight", endpoint)
             self._weights[endpoint] = weight
             self._on_reweight(endpoint, old, weight)
 

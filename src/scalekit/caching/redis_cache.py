@@ -302,7 +302,12 @@ class RedisCache:
 
     # -- keys and encoding -------------------------------------------------
     def _name(self, key: str) -> str:
-        if not isinstance(key, str) or not key or key[0] == "}":
+        if not isinstance(key, str):
+            raise ArgumentTypeError(
+                f"key must be a non-empty str not starting with '}}', got {key!r} "
+                f"({type(key).__name__})"
+            )
+        if not key or key[0] == "}":
             raise ConfigurationError(
                 f"key must be a non-empty str not starting with '}}', got {key!r}"
             )
