@@ -273,6 +273,7 @@ def test_a_constructor_refuses_with_the_error_the_rule_names(
         assert isinstance(exc, expected), f"{type(exc).__name__}, not {expected.__name__}: {exc}"
         named = re.search(rf"\b{name}\b", str(exc)) or (missing and repr(bad) in str(exc))
         assert named, f"the message does not name {name}: {exc}"
+        assert "0" * 100 not in str(exc), f"the message prints 10**400 digit by digit: {exc}"
     else:
         _close(made)
 
@@ -437,6 +438,7 @@ def test_a_main_method_refuses_with_the_error_the_rule_names(
         assert re.search(rf"\b{argument}\b", str(exc)), (
             f"the message does not name {argument}: {exc}"
         )
+        assert "0" * 100 not in str(exc), f"the message prints 10**400 digit by digit: {exc}"
 
 
 @pytest.mark.parametrize(
@@ -633,3 +635,47 @@ def test_nonsense_is_refused_not_taken_for_something(
 ) -> None:
     with pytest.raises(error, match=rf"^{name} must be"):
         make()
+
+
+CACHES = [
+    C.LRUCache,
+    C.FIFOCache,
+    C.LFUCache,
+    C.RRCache,
+    C.SIEVECache,
+    C.S3FIFOCache,
+    C.TinyLFUCache,
+    lambda maxsize: C.TTLCache(maxsize, ttl=60.0),
+    lambda maxsize: C.TLRUCache(maxsize, ttu=lambda key, value, now: now + 60),
+]
+CACHE_CLASSES = [
+    C.LRUCache,
+    C.FIFOCache,
+    C.LFUCache,
+    C.RRCache,
+    C.SIEVECache,
+    C.S3FIFOCache,
+    C.TinyLFUCache,
+    C.TTLCache,
+    C.TLRUCache,
+]
+
+
+@pytest.mark.parametrize("make", CACHES, ids=[cls.__name__ for cls in CACHE_CLASSES])
+def test_a_cache_does_what_its_docstring_says_of_maxsize(make: Callable[[Any], Any]) -> None:
+    cls = CACHE_CLASSES[CACHES.index(make)]
+    doc = " ".join((cls.__doc__ or "").split())
+    assert "where `0` caches nothing" in doc and "`math.inf` for no bound" in doc, doc
+    assert "ArgumentTypeError: `maxsize`" in doc and "positive integer" not in doc
+    empty = make(0)
+    with pytest.raises(ValueError, match=r"^value too large$"):
+        empty["a"] = 1
+    assert len(empty) == 0
+    unbounded = make(math.inf)
+    for key in range(300):
+        unbounded[key] = key
+    assert len(unbounded) == 300
+    with pytest.raises(ArgumentTypeError, match=r"^maxsize must be"):
+        make(None)
+    with pytest.raises(ConfigurationError, match=r"got 100\.\.\.000 \(an int of 401 digits\)$"):
+        make(10**400)

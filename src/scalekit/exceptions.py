@@ -33,6 +33,7 @@ exc`), so the original stays reachable as `__cause__`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable
 from typing import Any
 
@@ -60,8 +61,27 @@ __all__ = [
 ]
 
 
+#: A run of digits too long to read: an int such as `10**400` in a message.
+_LONG_INT = re.compile(r"\d{50,}")
+
+
+def _abbreviated(match: re.Match[str]) -> str:
+    digits = match.group(0)
+    return f"{digits[:3]}...{digits[-3:]} (an int of {len(digits)} digits)"
+
+
 class ScaleKitError(Exception):
-    """Base class of every exception scalekit raises on purpose."""
+    """Base class of every exception scalekit raises on purpose.
+
+    Its message shows an integer of 50 digits or more abbreviated
+    (`100...000 (an int of 401 digits)` for `10**400`), so a huge value
+    passed as an argument does not fill the screen; `args` keeps the text
+    as it was built.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return _LONG_INT.sub(_abbreviated, text) if len(text) >= 50 else text
 
 
 class ConfigurationError(ScaleKitError, ValueError):

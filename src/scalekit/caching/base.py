@@ -90,13 +90,16 @@ class Cache(MutableMapping[K, V]):
 
     Args:
         maxsize: the capacity, in units of `getsizeof` (entries by default):
-            an `int` >= 0 (`0` stores nothing) or `math.inf` (unbounded).
+            an `int` >= 0, where `0` caches nothing (every write raises
+            `ValueError("value too large")`), or `math.inf` for no bound.
         getsizeof: a function giving the size of a value (a non-negative
             `int` or `float`); `None` counts every entry as 1 (the fast path).
 
     Raises:
-        ConfigurationError: if `maxsize` is negative, NaN, a bool, a finite
-            float or not a number, or `getsizeof` is not callable.
+        ArgumentTypeError: `maxsize` is neither an `int` nor `math.inf` (a bool,
+            `None`, a string), or `getsizeof` is not callable.
+        ConfigurationError: `maxsize` is negative, NaN, a finite float or above
+            `sys.float_info.max`.
 
     Thread-safety: not thread-safe, like cachetools and `dict` mutation
     sequences; share a cache between threads behind a lock (for example the

@@ -38,13 +38,18 @@ class TLRUCache(TTLCache[K, V]):
     ```
 
     Args:
-        maxsize: capacity (entries, or units of `getsizeof`; `0` or `math.inf` too).
+        maxsize: capacity (entries, or units of `getsizeof`): an `int` >= 0, where `0`
+            caches nothing (every write raises `ValueError("value too large")`),
+            or `math.inf` for no bound.
         ttu: `ttu(key, value, now)` returns when the entry expires.
         timer: the clock, `time.monotonic` by default.
         getsizeof: optional function giving a value's size.
 
     Raises:
-        ConfigurationError: if `maxsize` is invalid or `ttu` is not callable.
+        ArgumentTypeError: `maxsize` is neither an `int` nor `math.inf` (a bool,
+            `None`, a string), or `ttu` is not callable.
+        ConfigurationError: `maxsize` is negative, NaN, a finite float or above
+            `sys.float_info.max`.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
 

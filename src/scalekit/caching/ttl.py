@@ -143,13 +143,18 @@ class TTLCache(Cache[K, V]):
     ```
 
     Args:
-        maxsize: capacity (entries, or units of `getsizeof`; `0` or `math.inf` too).
+        maxsize: capacity (entries, or units of `getsizeof`): an `int` >= 0, where `0`
+            caches nothing (every write raises `ValueError("value too large")`),
+            or `math.inf` for no bound.
         ttl: default time to live, in the timer's units (seconds), or a `timedelta`.
         timer: the clock, `time.monotonic` by default.
         getsizeof: optional function giving a value's size.
 
     Raises:
-        ConfigurationError: if `maxsize` or `ttl` is invalid.
+        ArgumentTypeError: `maxsize` or `ttl` is neither an `int` nor `math.inf`, or `ttl` neither
+            a number nor a `timedelta`.
+        ConfigurationError: `maxsize` is negative, NaN, a finite float or above
+            `sys.float_info.max`, or `ttl` is not positive.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
 
