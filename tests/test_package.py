@@ -77,6 +77,19 @@ def test_python_m_scalekit_prints_version_and_backends() -> None:
         assert backend in labels, out
 
 
+def test_python_m_scalekit_has_help_and_refuses_unknown_arguments() -> None:
+    helped = subprocess.run(
+        [sys.executable, "-m", "scalekit", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: python -m scalekit")
+    assert "scalekit 0" not in helped.stdout  # the help, not the report
+    bogus = subprocess.run(
+        [sys.executable, "-m", "scalekit", "--bogus"], capture_output=True, text=True, timeout=60
+    )
+    assert bogus.returncode == 2 and bogus.stdout == ""
+    assert "unrecognized arguments: --bogus" in bogus.stderr
+
+
 def test_every_exception_is_importable_from_scalekit() -> None:
     for name in exceptions.__all__:
         assert getattr(scalekit, name) is getattr(exceptions, name)
