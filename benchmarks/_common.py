@@ -96,10 +96,13 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--repeat",
-        type=int,
+        type=_positive_int,
         default=7,
-        help="timed runs per measurement; the median is reported (default %(default)s)",
+        action=_Given,
+        help="timed runs per measurement; the median is reported (default %(default)s; "
+        "a --quick run uses fewer unless --repeat is given)",
     )
+    parser.set_defaults(repeat_given=False)
     parser.add_argument(
         "--seed", type=int, default=20261125, help="random seed (default %(default)s)"
     )
@@ -113,6 +116,37 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+class _Given(argparse.Action):
+    """Stores the value and records that the option was given (`repeat_given`)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
+def repeat_for(args: argparse.Namespace, quick: int) -> int:
+    """The timed runs per measurement: `--repeat` when given, else *quick* in a `--quick` run."""
+    if args.quick and not args.repeat_given:
+        return quick
+    return int(args.repeat)
 
 
 class _BenchmarkParser(argparse.ArgumentParser):
@@ -131,6 +165,8 @@ class _BenchmarkParser(argparse.ArgumentParser):
         quick = getattr(parsed, "quick", False)
         if quick and isinstance(out, Path) and out.resolve() == RESULTS_DIR.resolve():
             parsed.out = QUICK_DIR
+        if isinstance(out, Path) and out.exists() and not out.is_dir():
+            self.error(f"--out must be a folder (results go in it), got the file {out}")
         return parsed, rest
 
 

@@ -197,7 +197,7 @@ def test_time_router_naive_datetime_wrong_type_and_bogus_name() -> None:
     with pytest.raises(ConfigurationError, match="naive datetime") as naive:
         router.route(datetime(2026, 1, 1))
     assert isinstance(naive.value, ValueError)
-    with pytest.raises(ArgumentTypeError, match="expected a datetime, got str") as wrong_type:
+    with pytest.raises(ArgumentTypeError, match="key must be a datetime, got str") as wrong_type:
         router.route("2026-01-01")  # type: ignore[arg-type]
     assert isinstance(wrong_type.value, TypeError)
     with pytest.raises(ConfigurationError, match="'bogus' does not match template") as bogus:

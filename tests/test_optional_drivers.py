@@ -258,3 +258,41 @@ def test_shop_backend_without_its_driver_names_the_extra(
         f"python -m examples.shop: error: {flag} needs {driver}, which is not installed; "
         f"install it with pip install 'scalekit-primitives[{extra}]'"
     ]
+
+
+def test_introspection_passes_over_a_backend_whose_driver_is_missing() -> None:
+    # dir() lists the backends; hasattr, getattr's default, inspect and help()
+    # tolerate only AttributeError, which the attribute lookup raises.
+    code = (
+        "import inspect, json, pydoc\n"
+        "import scalekit.caching as C, scalekit.locking as L\n"
+        "from scalekit import MissingBackendError, ScaleKitError\n"
+        "out = [hasattr(L, 'RedisLock'), getattr(L, 'RedisLock', None),\n"
+        "       'RedisLock' in dir(L), [n for n, _ in inspect.getmembers(L)] == sorted(\n"
+        "       n for n in dir(L) if hasattr(L, n)), len(inspect.getmembers(C)) > 0,\n"
+        "       'MemoryLock' in pydoc.render_doc(L)]\n"
+        "try:\n"
+        "    L.RedisLock\n"
+        "except AttributeError as exc:\n"
+        "    out += [type(exc).__name__, isinstance(exc, ScaleKitError), exc.name, exc.extra,\n"
+        "            exc.driver, exc.obj is L, str(exc)]\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = run_python(code, hide=tuple(DRIVER.values()))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [
+        False,
+        None,
+        True,
+        True,
+        True,
+        True,
+        "MissingBackendError",
+        True,
+        "RedisLock",
+        "redis",
+        "redis",
+        True,
+        "scalekit.locking.RedisLock needs redis-py, which is not installed; "
+        "install it with pip install 'scalekit-primitives[redis]'",
+    ]

@@ -77,6 +77,19 @@ def test_python_m_scalekit_prints_version_and_backends() -> None:
         assert backend in labels, out
 
 
+def test_python_m_scalekit_has_help_and_refuses_unknown_arguments() -> None:
+    helped = subprocess.run(
+        [sys.executable, "-m", "scalekit", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: python -m scalekit")
+    assert "scalekit 0" not in helped.stdout  # the help, not the report
+    bogus = subprocess.run(
+        [sys.executable, "-m", "scalekit", "--bogus"], capture_output=True, text=True, timeout=60
+    )
+    assert bogus.returncode == 2 and bogus.stdout == ""
+    assert "unrecognized arguments: --bogus" in bogus.stderr
+
+
 def test_every_exception_is_importable_from_scalekit() -> None:
     for name in exceptions.__all__:
         assert getattr(scalekit, name) is getattr(exceptions, name)
@@ -168,3 +181,41 @@ def test_fake_clock_copies_and_pickles_with_its_time() -> None:
         assert clone() == 3.5
         clone.advance(1)
         assert clone() == 4.5 and clock() == 3.5
+
+
+#: The sdist's top level: pyproject.toml's only-include, plus what hatchling adds.
+SDIST_TOP = {
+    "src", "tests", "benchmarks", "examples", "docs", "data", "scripts", "hatch_build.py",
+    "mkdocs.yml", "README.md", "LICENSE", "CHANGELOG.md", "pyproject.toml", "PKG-INFO",
+    ".gitignore",
+}  # fmt: skip
+
+
+def test_the_sdist_ships_the_project_files_not_whatever_lies_in_the_tree(tmp_path: Path) -> None:
+    # Builds in-process with hatchling from a copy of the tracked files plus
+    # strays (about 2 s): an untracked folder at the top and the CI runner's
+    # folder stay out; everything else shipped is a tracked file.
+    builders = pytest.importorskip("hatchling.builders.sdist")
+    import shutil
+
+    tracked = (
+        subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=60
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    tree = tmp_path / "tree"
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tree / name)
+    (tree / "repro").mkdir()
+    (tree / "repro" / "notes.py").write_text("print('a reviewer's scratch file')\n")
+    (tree / "stray.txt").write_text("left behind\n")
+    (sdist,) = builders.SdistBuilder(str(tree)).build(directory=str(tmp_path / "dist"))
+    with tarfile.open(sdist) as tar:
+        members = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    assert {name.split("/")[0] for name in members} == SDIST_TOP
+    assert members - {"PKG-INFO"} <= set(tracked)
+    assert {"src/scalekit/__init__.py", "data/traces/README.md", "LICENSE"} <= members

@@ -27,6 +27,7 @@ from benchmarks._common import (
     display_path,
     format_table,
     progress,
+    repeat_for,
     save_figure,
     write_result,
 )
@@ -258,7 +259,7 @@ def plot(results: dict[tuple[str, str], Result], out: Path) -> Path:
 def run_overhead(args: argparse.Namespace) -> tuple[list[str], bool]:
     quick: bool = args.quick
     ops = 2_000 if quick else 20_000
-    repeat = 3 if quick else args.repeat
+    repeat = repeat_for(args, 3)
     rows = measure((10, 1000), ops, repeat, args.seed)
     table = format_table(
         ["balancer", "endpoints", "weights", "us per pick+release", "x floor"],

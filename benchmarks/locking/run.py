@@ -28,6 +28,7 @@ from benchmarks._common import (
     format_table,
     median_time,
     progress,
+    repeat_for,
     save_figure,
     write_result,
 )
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
 
     quick = args.quick
     ops = 100 if quick else 3000
-    repeat = 1 if quick else args.repeat
+    repeat = repeat_for(args, 1)
     seconds = 0.2 if quick else 3.0
     runs = 1 if quick else 3
     report: list[str] = []

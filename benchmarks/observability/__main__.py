@@ -201,7 +201,7 @@ def main() -> None:
     # --quick is a smoke run (the test suite's): enough to print every row, not to measure.
     n_ops = 20_000 if args.quick else 300_000
     scrapes = 3 if args.quick else 20
-    rounds = 3 if args.quick else 2 * args.repeat
+    rounds = 3 if args.quick and not args.repeat_given else 2 * args.repeat
     keys = zipf_keys(100_000, n_ops, args.seed)
     hits = [k % 1000 for k in keys]  # a warm `cached`: 1,000 misses, the rest hits
     endpoints = [f"10.0.0.{i}" for i in range(10)]

@@ -28,6 +28,7 @@ from benchmarks._common import (
     format_table,
     median_time,
     progress,
+    repeat_for,
     save_figure,
     write_result,
 )
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="an existing Redis (default: start one on loopback)")
     args = parser.parse_args(argv)
     ops = 300 if args.quick else 5000
-    repeat = 3 if args.quick else args.repeat
+    repeat = repeat_for(args, 3)
     processes, threads = (1, 100) if args.quick else (4, 250)
     server = None
     url = args.url

@@ -31,6 +31,7 @@ from benchmarks._common import (
     format_table,
     median_time,
     progress,
+    repeat_for,
     save_figure,
     write_result,
 )
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     lookup_keys = random_keys(rng, 20_000 if args.quick else 200_000)
     balance_keys = random_keys(rng, 100_000 if args.quick else 1_000_000)
-    repeat = 5 if args.quick else args.repeat
+    repeat = repeat_for(args, 5)
     started = time.perf_counter()
     lookups = bench_lookups(lookup_keys, repeat)
     balance = bench_balance(balance_keys)

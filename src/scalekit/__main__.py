@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 
 from . import __version__
 from ._compiled import implementation
@@ -29,7 +31,14 @@ def _distribution_version(module: str) -> str:
         return "unknown version"
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the report; `--help` explains it, any other argument is a usage error (exit 2)."""
+    argparse.ArgumentParser(
+        prog="python -m scalekit",
+        description="Print scalekit's version, whether the compiled hot paths are active, "
+        "and which optional backends (drivers) this environment can import, with the "
+        "install command of each missing one.",
+    ).parse_args(argv)
     print(f"scalekit {__version__} (Python {sys.version.split()[0]})")
     print(f"  {'hot paths':<14} {implementation()}")
     for label, module, hint in _BACKENDS:

@@ -84,7 +84,6 @@ def implementation() -> str:
     """One line saying which implementation is active, for `python -m scalekit`.
 
     Example:
-
         ```pycon
         >>> implementation().startswith(("compiled", "pure Python"))
         True

@@ -3,18 +3,23 @@
 A package lists its backend classes in a mapping of name to module; the
 module is imported the first time the name is looked up, so importing the
 package needs only the core dependencies. A missing driver becomes a
-`MissingDependencyError` that names the extra to install.
+`MissingDependencyError` that names the extra to install, or, when the
+name is looked up as an attribute rather than by `from package import name`,
+a `MissingBackendError` (an `AttributeError`, so `hasattr`, `inspect` and
+`help()` skip the name) with the same message.
 """
 
 from __future__ import annotations
 
+import dis
 import importlib
 import importlib.util
+import sys
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .exceptions import MissingDependencyError
+from .exceptions import MissingBackendError, MissingDependencyError
 
 __all__ = [
     "DISTRIBUTION",
@@ -79,6 +84,22 @@ def require(what: str, *drivers: str) -> None:
             raise missing(what, driver)
 
 
+_IMPORT_FROM = dis.opmap["IMPORT_FROM"]
+
+
+def _importing_from(frame: types.FrameType | None) -> bool:
+    """Whether *frame* is executing `from package import name` (the `IMPORT_FROM` opcode).
+
+    That statement turns an `AttributeError` from the package's `__getattr__`
+    into a bare "cannot import name" `ImportError`, losing the message, so
+    it gets the `ModuleNotFoundError` instead.
+    """
+    if frame is None:
+        return True
+    code, at = frame.f_code.co_code, frame.f_lasti
+    return not 0 <= at < len(code) or code[at] == _IMPORT_FROM
+
+
 def lazy_exports(
     package: str, names: Mapping[str, str], namespace: dict[str, Any]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
@@ -104,7 +125,16 @@ def lazy_exports(
             driver = (exc.name or "").partition(".")[0]
             if driver not in EXTRAS:
                 raise
-            raise missing(f"{package}.{name}", driver, exc) from exc
+            error = missing(f"{package}.{name}", driver, exc)
+            if _importing_from(sys._getframe(1)):
+                raise error from exc
+            raise MissingBackendError(
+                str(error),
+                name=name,
+                obj=sys.modules.get(package),
+                driver=driver,
+                extra=error.extra,
+            ) from exc
         namespace[name] = value
         return value
 

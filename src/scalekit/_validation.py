@@ -166,6 +166,20 @@ def non_empty_str(name: str, value: Any) -> str:
     return value
 
 
+def flag(name: str, value: Any) -> bool:
+    """Return *value* if it is a `bool`.
+
+    A flag takes True or False only: `blocking="no"` is truthy, and taking it
+    as True would do the opposite of what it says.
+
+    Raises:
+        ArgumentTypeError: for anything but a bool.
+    """
+    if not isinstance(value, bool):
+        raise wrong_type(name, value, "True or False")
+    return value
+
+
 def one_of(name: str, value: Any, choices: Iterable[Any]) -> Any:
     """Return *value* if it is one of *choices*, else raise `ConfigurationError`."""
     options = tuple(choices)

@@ -24,7 +24,8 @@ from `ScaleKitError` alone:
     ├── KeyInDoubtError(ScaleKitError, LookupError)
     ├── StaleStateError(ScaleKitError, RuntimeError)
     ├── NoAvailableEndpointError(ScaleKitError, LookupError)
-    └── MissingDependencyError(ScaleKitError, ModuleNotFoundError)
+    ├── MissingDependencyError(ScaleKitError, ModuleNotFoundError)
+    └── MissingBackendError(ScaleKitError, AttributeError)
 
 Backend errors wrap the driver's exception (`raise BackendError(...) from
 exc`), so the original stays reachable as `__cause__`.
@@ -32,6 +33,7 @@ exc`), so the original stays reachable as `__cause__`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable
 from typing import Any
 
@@ -48,6 +50,7 @@ __all__ = [
     "LockLostError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "MissingBackendError",
     "MissingDependencyError",
     "NoAvailableEndpointError",
     "ReentrantCallError",
@@ -58,8 +61,27 @@ __all__ = [
 ]
 
 
+#: A run of digits too long to read: an int such as `10**400` in a message.
+_LONG_INT = re.compile(r"\d{50,}")
+
+
+def _abbreviated(match: re.Match[str]) -> str:
+    digits = match.group(0)
+    return f"{digits[:3]}...{digits[-3:]} (an int of {len(digits)} digits)"
+
+
 class ScaleKitError(Exception):
-    """Base class of every exception scalekit raises on purpose."""
+    """Base class of every exception scalekit raises on purpose.
+
+    Its message shows an integer of 50 digits or more abbreviated
+    (`100...000 (an int of 401 digits)` for `10**400`), so a huge value
+    passed as an argument does not fill the screen; `args` keeps the text
+    as it was built.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return _LONG_INT.sub(_abbreviated, text) if len(text) >= 50 else text
 
 
 class ConfigurationError(ScaleKitError, ValueError):
@@ -190,11 +212,39 @@ class NoAvailableEndpointError(ScaleKitError, LookupError):
 class MissingDependencyError(ScaleKitError, ModuleNotFoundError):
     """A backend's optional driver is not installed; `extra` names the extra that installs it.
 
-    Raised when a lazily exported backend such as `scalekit.locking.RedisLock`
-    is first looked up without its driver; `name` is the missing module, as on
+    Raised by `from scalekit.locking import RedisLock` (and the other lazily
+    exported backends), by importing a backend module such as
+    `scalekit.locking.redis_lock`, and by a backend that loads its driver when
+    constructed, all without the driver; `name` is the missing module, as on
     `ModuleNotFoundError`, and the message gives the `pip install` command.
+    Looking the backend up as an attribute raises
+    [MissingBackendError][scalekit.exceptions.MissingBackendError] instead.
     """
 
     def __init__(self, message: str, *, name: str | None = None, extra: str | None = None) -> None:
         super().__init__(message, name=name)
+        self.extra = extra
+
+
+class MissingBackendError(ScaleKitError, AttributeError):
+    """A lazily exported backend was looked up as an attribute without its driver.
+
+    `scalekit.locking.RedisLock`, `getattr(scalekit.locking, "RedisLock")`
+    and `hasattr(...)` without redis-py raise this rather than
+    [MissingDependencyError][scalekit.exceptions.MissingDependencyError]
+    (`from scalekit.locking import RedisLock` still raises that one): being an
+    `AttributeError`, it lets `hasattr`, `getattr(module, name, default)`,
+    `inspect.getmembers` and `help()` pass over a backend `dir()` lists but
+    this environment cannot load. The message is the same `pip install`
+    line; `name` is the backend's name and `obj` its package, as on
+    `AttributeError`, `driver` the missing module and `extra` the extra that
+    installs it. (No class can be both a `ModuleNotFoundError` and an
+    `AttributeError`: their builtin layouts conflict.)
+    """
+
+    def __init__(
+        self, message: str, *, name: str, obj: object, driver: str, extra: str | None
+    ) -> None:
+        super().__init__(message, name=name, obj=obj)
+        self.driver = driver
         self.extra = extra

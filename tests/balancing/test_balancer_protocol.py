@@ -33,9 +33,13 @@ Factory = Callable[..., Balancer]
 )
 def test_bad_endpoints_are_rejected(make: Factory, endpoints: object, message: str) -> None:
     wrong_type = (
-        isinstance(endpoints, dict)
-        and any(not isinstance(w, int) or isinstance(w, bool) for w in endpoints.values())
-    ) or "hashable id" in message
+        (
+            isinstance(endpoints, dict)
+            and any(not isinstance(w, int) or isinstance(w, bool) for w in endpoints.values())
+        )
+        or "hashable id" in message
+        or not isinstance(endpoints, (list, dict))
+    )
     error = ArgumentTypeError if wrong_type else ConfigurationError
     with pytest.raises(error, match=message.replace("(", r"\(")) as info:
         make(endpoints)
@@ -228,7 +232,7 @@ def test_balancer_is_abstract() -> None:
 
 
 def test_bad_clock_and_rng(make: Factory) -> None:
-    with pytest.raises(ConfigurationError, match="clock must be callable"):
+    with pytest.raises(ArgumentTypeError, match="clock must be callable"):
         make(["a"], clock=3)
-    with pytest.raises(ConfigurationError, match=r"rng must be a random\.Random"):
+    with pytest.raises(ArgumentTypeError, match=r"rng must be a random\.Random"):
         make(["a"], rng=42)

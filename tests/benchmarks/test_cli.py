@@ -135,3 +135,49 @@ def test_shop_plot_is_redrawn_from_the_committed_results(tmp_path: Path) -> None
     assert len(points) == 7 and all(rate > 0 and p99 > 0 for rate, p99 in points.values())
     assert main(["--replot", str(results), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "shop-scaling.png").stat().st_size > 10_000
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    from benchmarks._common import base_parser
+
+    return base_parser("A benchmark.").parse_args(argv)
+
+
+@pytest.mark.parametrize(("repeat", "shown"), [("0", "0"), ("-1", "-1"), ("x", "'x'")])
+def test_repeat_must_be_a_positive_integer(
+    repeat: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        _parse(["--repeat", repeat])
+    assert info.value.code == 2
+    assert f"argument --repeat: must be a positive integer, got {shown}" in capsys.readouterr().err
+
+
+def test_a_quick_run_takes_an_explicit_repeat() -> None:
+    from benchmarks._common import repeat_for
+
+    assert repeat_for(_parse(["--quick"]), 3) == 3
+    assert repeat_for(_parse(["--quick", "--repeat", "2"]), 3) == 2
+    assert repeat_for(_parse([]), 3) == 7 and repeat_for(_parse(["--repeat", "9"]), 3) == 9
+
+
+def test_out_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    existing = tmp_path / "sharding.txt"
+    existing.write_text("a result\n")
+    with pytest.raises(SystemExit) as info:
+        _parse(["--out", str(existing)])
+    assert info.value.code == 2
+    assert "--out must be a folder (results go in it), got the file" in capsys.readouterr().err
+    assert existing.read_text() == "a result\n"
+
+
+def test_a_benchmark_refuses_repeat_zero_before_running() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sharding", "--repeat", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "argument --repeat: must be a positive integer, got 0" in proc.stderr

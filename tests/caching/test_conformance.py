@@ -175,10 +175,14 @@ def test_negative_getsizeof_is_a_configuration_error(make: Factory) -> None:
     assert len(cache) == 0 and cache.currsize == 0
 
 
-@pytest.mark.parametrize("bad", [math.nan, True, "1", None])
-def test_getsizeof_must_return_a_number(make: Factory, bad: Any) -> None:
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [(math.nan, ConfigurationError), (True, ArgumentTypeError), ("1", ArgumentTypeError),
+     (None, ArgumentTypeError)],
+)  # fmt: skip
+def test_getsizeof_must_return_a_number(make: Factory, bad: Any, error: type[Exception]) -> None:
     cache = make(10, getsizeof=lambda value: bad)
-    with pytest.raises(ConfigurationError, match="getsizeof must return a non-negative number"):
+    with pytest.raises(error, match="getsizeof must return a non-negative number"):
         cache["a"] = 1
     assert len(cache) == 0
 

@@ -19,7 +19,7 @@ import pytest
 from scalekit.caching import LRUCache, TinyLFUCache
 from scalekit.caching.near_cache import NearCache
 from scalekit.caching.redis_cache import RedisCache
-from scalekit.exceptions import BackendUnavailableError, ConfigurationError
+from scalekit.exceptions import ArgumentTypeError, BackendUnavailableError, ConfigurationError
 from scalekit.testing import FakeClock
 from tests.caching._redis_helpers import (  # noqa: F401 - fixtures
     client,
@@ -51,7 +51,7 @@ def pair(spec: Any) -> Iterator[tuple[NearCache, NearCache]]:
 
 def test_bad_arguments(redis_server: Any) -> None:
     remote = RedisCache(make_client(("standalone", redis_server.url)), namespace="n")
-    with pytest.raises(ConfigurationError, match="local must be a MutableMapping"):
+    with pytest.raises(ArgumentTypeError, match="local must be a MutableMapping"):
         NearCache([], remote)  # type: ignore[arg-type]
     # with client tracking (Redis >= 6) the server reports writes: publishing is optional
     with NearCache({}, RedisCache(remote.client, namespace="n", notify=False)) as quiet:

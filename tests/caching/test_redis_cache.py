@@ -15,7 +15,12 @@ from typing import Any
 import pytest
 
 from scalekit.caching.redis_cache import CacheLoadTimeoutError, RedisCache
-from scalekit.exceptions import BackendError, BackendUnavailableError, ConfigurationError
+from scalekit.exceptions import (
+    ArgumentTypeError,
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+)
 from scalekit.sharding import key_slot
 from scalekit.testing import FakeClock
 from tests.caching._redis_helpers import (  # noqa: F401 - fixtures
@@ -47,16 +52,18 @@ def test_bad_arguments_raise_configuration_error(redis_server: Any) -> None:
         RedisCache(c, namespace="n", jitter=2)
     with pytest.raises(ConfigurationError, match="serializer must be one of"):
         RedisCache(c, namespace="n", serializer="yaml")
-    with pytest.raises(ConfigurationError, match="client must be"):
+    with pytest.raises(ArgumentTypeError, match="client must be"):
         RedisCache(object(), namespace="n")  # type: ignore[arg-type]
     import redis
 
     with pytest.raises(ConfigurationError, match="decode_responses"):
         RedisCache(redis.Redis.from_url(redis_server.url, decode_responses=True), namespace="n")
     cache = RedisCache(c, namespace="n")
-    for bad in ("", "}x", 42):
+    for bad in ("", "}x"):
         with pytest.raises(ConfigurationError, match="key must be"):
-            cache.get(bad)  # type: ignore[arg-type]
+            cache.get(bad)
+    with pytest.raises(ArgumentTypeError, match="key must be"):
+        cache.get(42)  # type: ignore[arg-type]
     # a lone surrogate cannot be sent to Redis: refused before any call, naming the key
     for op in (lambda: cache.get("\ud800"), lambda: cache.set("\ud800", 1)):
         with pytest.raises(ConfigurationError, match=r"key must be encodable as UTF-8.*ud800"):

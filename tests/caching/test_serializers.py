@@ -15,7 +15,7 @@ from scalekit.caching.serializers import (
     PickleSerializer,
     resolve_serializer,
 )
-from scalekit.exceptions import ConfigurationError
+from scalekit.exceptions import ArgumentTypeError, ConfigurationError
 
 json_values = st.recursive(
     st.none()
@@ -60,7 +60,7 @@ def test_resolve_by_name_and_default_is_not_pickle() -> None:
 def test_bad_serializer_raises_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match=r"serializer must be one of .* got 'Pickle'"):
         resolve_serializer("Pickle")
-    with pytest.raises(ConfigurationError, match="got 3"):
+    with pytest.raises(ArgumentTypeError, match="got 3"):  # neither a name nor a Serializer
         resolve_serializer(3)  # type: ignore[arg-type]
 
 

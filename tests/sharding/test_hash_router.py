@@ -179,7 +179,7 @@ def test_bad_configuration_is_rejected_with_clear_messages() -> None:
         HashRouter([])
     with pytest.raises(ConfigurationError, match="shards must be distinct, got 'a' twice"):
         HashRouter(["a", "b", "a"])
-    with pytest.raises(ConfigurationError, match="got the string 'abc'"):
+    with pytest.raises(ArgumentTypeError, match="got the string 'abc'"):
         HashRouter("abc")
     with pytest.raises(ConfigurationError, match=r"strategy must be one of .* got 'crc'"):
         HashRouter(["a"], strategy="crc")

@@ -182,7 +182,7 @@ def test_key_slot_known_answers() -> None:
     assert key_slot("foo{{bar}}zap") == key_slot("{bar")
     assert key_slot("foo{bar}{zap}") == key_slot("bar")
     assert hash_tag("{a}b") == b"a" and hash_tag("a{}b") == b"a{}b"
-    with pytest.raises(TypeError, match="a Redis key must be str or bytes"):
+    with pytest.raises(TypeError, match="key must be a Redis key, str or bytes"):
         key_slot(12)  # type: ignore[arg-type]
 
 

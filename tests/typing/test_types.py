@@ -27,7 +27,7 @@ def test_the_typed_api_passes_mypy_strict() -> None:
 
 
 WRONG = """
-from scalekit.caching import LRUCache, cached
+from scalekit.caching import LRUCache, TTLCache, cached
 
 c: LRUCache[str, int] = LRUCache(10)
 s: str = c.get("a", 0)
@@ -42,6 +42,7 @@ def f(x: int) -> int:
 w: str = f(1)
 f.cache_info().nope
 f("not an int")
+x = TTLCache(maxsize=1, ttl="5")
 """
 
 
@@ -53,7 +54,7 @@ def test_mypy_reports_wrong_types(tmp_path: Path) -> None:
     lines = {int(line.split(":")[1]) for line in out.splitlines() if ": error:" in line}
     code = WRONG.splitlines()
     flagged = {code[n - 1].split(" ")[0] for n in lines}
-    assert flagged == {"s:", "t:", "u:", "v:", "w:", "f.cache_info().nope", 'f("not'}, out
+    assert flagged == {"s:", "t:", "u:", "v:", "w:", "f.cache_info().nope", 'f("not', "x"}, out
     assert (
         'Incompatible types in assignment (expression has type "int", variable has type "str")'
         in out

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from .._validation import positive_int, positive_number, wrong_type
-from ..exceptions import ConfigurationError, InvalidStateError
+from ..exceptions import ArgumentTypeError, ConfigurationError, InvalidStateError
 from ..observability import _emit
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class ActiveHealthChecker:
                 "balancer must be built with health=HealthPolicy(...) for active checks"
             )
         if not callable(check):
-            raise ConfigurationError(f"check must be callable, got {check!r}")
+            raise ArgumentTypeError(f"check must be callable, got {check!r}")
         self._balancer = balancer
         self._policy = balancer.health
         self._check = check

@@ -26,7 +26,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 
 from .._validation import _is_int, wrong_type
-from ..exceptions import ArgumentTypeError, ConfigurationError, NoAvailableEndpointError
+from ..exceptions import (
+    ArgumentTypeError,
+    ConfigurationError,
+    NoAvailableEndpointError,
+    ScaleKitError,
+)
 
 if TYPE_CHECKING:
     from ..observability._emit import BalancerProbe
@@ -88,7 +93,19 @@ def _check_hashable(endpoint: Any) -> Hashable:
             "endpoint must be a hashable id other than None, got "
             f"{type(endpoint).__name__}: {endpoint!r}"
         )
+    if isinstance(endpoint, float) and endpoint != endpoint:
+        # NaN is not equal to itself: once added it could never be found again
+        raise ConfigurationError(f"endpoint must be an id equal to itself, got {endpoint!r}")
     return endpoint  # type: ignore[no-any-return]
+
+
+def unknown_endpoint(action: str, endpoint: Any) -> ScaleKitError:
+    """The error for *endpoint* not in the balancer: a wrong type, else `ConfigurationError`."""
+    try:
+        _check_hashable(endpoint)
+    except ScaleKitError as exc:
+        return exc
+    return ConfigurationError(f"cannot {action} unknown endpoint {endpoint!r}")
 
 
 def parse_endpoints(endpoints: Endpoints[E]) -> dict[E, int]:
@@ -104,7 +121,7 @@ def parse_endpoints(endpoints: Endpoints[E]) -> dict[E, int]:
     Runtime complexity: O(n).
     """
     if isinstance(endpoints, (str, bytes)):
-        raise ConfigurationError(
+        raise ArgumentTypeError(
             f"endpoints must be an iterable of ids or a mapping id -> weight, got the "
             f"string {endpoints!r}; wrap a single endpoint in a list"
         )
@@ -117,7 +134,7 @@ def parse_endpoints(endpoints: Endpoints[E]) -> dict[E, int]:
         try:
             items = list(endpoints)
         except TypeError:
-            raise ConfigurationError(
+            raise ArgumentTypeError(
                 f"endpoints must be an iterable of ids or a mapping id -> weight, got {endpoints!r}"
             ) from None
         for endpoint in items:
@@ -162,9 +179,9 @@ class Balancer(ABC, Generic[E]):
         health: HealthPolicy | None = None,
     ) -> None:
         if not callable(clock):
-            raise ConfigurationError(f"clock must be callable, got {clock!r}")
+            raise ArgumentTypeError(f"clock must be callable, got {clock!r}")
         if rng is not None and not isinstance(rng, random.Random):
-            raise ConfigurationError(f"rng must be a random.Random or None, got {rng!r}")
+            raise ArgumentTypeError(f"rng must be a random.Random or None, got {rng!r}")
         parsed = parse_endpoints(endpoints)
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
@@ -261,7 +278,7 @@ class Balancer(ABC, Generic[E]):
             if count is None:
                 draining = self._draining.get(endpoint)
                 if draining is None:
-                    raise ConfigurationError(f"cannot release unknown endpoint {endpoint!r}")
+                    raise unknown_endpoint("release", endpoint)
                 if draining == 1:
                     del self._draining[endpoint]
                 else:
@@ -356,7 +373,7 @@ class Balancer(ABC, Generic[E]):
         """
         with self._lock:
             if endpoint not in self._weights:
-                raise ConfigurationError(f"cannot remove unknown endpoint {endpoint!r}")
+                raise unknown_endpoint("remove", endpoint)
             weight = self._weights.pop(endpoint)
             count = self._in_flight.pop(endpoint)
             if count:
@@ -378,7 +395,7 @@ class Balancer(ABC, Generic[E]):
         with self._lock:
             old = self._weights.get(endpoint)
             if old is None:
-                raise ConfigurationError(f"cannot reweight unknown endpoint {endpoint!r}")
+                raise unknown_endpoint("reweight", endpoint)
             self._weights[endpoint] = weight
             self._on_reweight(endpoint, old, weight)
 

@@ -9,8 +9,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from .._validation import positive_number
-from ..exceptions import ConfigurationError
-from .base import Balancer, E, Endpoints
+from .base import Balancer, E, Endpoints, unknown_endpoint
 
 if TYPE_CHECKING:
     from .health import HealthPolicy
@@ -115,7 +114,7 @@ class PeakEWMA(Balancer[E]):
         with self._lock:
             metric = self._metric.get(endpoint)
             if metric is None:
-                raise ConfigurationError(f"cannot cost unknown endpoint {endpoint!r}")
+                raise unknown_endpoint("cost", endpoint)
             self._observe(metric, 0.0, self._clock())
             return metric[0]
 

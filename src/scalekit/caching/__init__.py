@@ -13,9 +13,13 @@ The Redis tier, `RedisCache` and `NearCache` (and their `stats()` snapshots
 `RedisCacheStats` and `NearCacheStats`), needs redis-py
 (`pip install 'scalekit-primitives[redis]'`); it is imported only when first
 used, so `import scalekit.caching` works with the core dependencies alone.
-Without redis-py, looking any of these names up raises
+Without redis-py, `from scalekit.caching import RedisCache` raises
 [MissingDependencyError][scalekit.exceptions.MissingDependencyError] (an
-`ImportError`) that names the extra. `__all__` lists the names that need no
+`ImportError`) that names the extra, and an attribute lookup such as
+`scalekit.caching.RedisCache` raises
+[MissingBackendError][scalekit.exceptions.MissingBackendError] (an
+`AttributeError`, so `hasattr` and `help()` pass over it) with the same
+message. `__all__` lists the names that need no
 optional driver, so `from scalekit.caching import *` never imports one;
 `dir()` lists the Redis tier too, and `from scalekit.caching import
 RedisCache` imports it.

@@ -90,13 +90,16 @@ class Cache(MutableMapping[K, V]):
 
     Args:
         maxsize: the capacity, in units of `getsizeof` (entries by default):
-            an `int` >= 0 (`0` stores nothing) or `math.inf` (unbounded).
+            an `int` >= 0, where `0` caches nothing (every write raises
+            `ValueError("value too large")`), or `math.inf` for no bound.
         getsizeof: a function giving the size of a value (a non-negative
             `int` or `float`); `None` counts every entry as 1 (the fast path).
 
     Raises:
-        ConfigurationError: if `maxsize` is negative, NaN, a bool, a finite
-            float or not a number, or `getsizeof` is not callable.
+        ArgumentTypeError: `maxsize` is neither an `int` nor `math.inf` (a bool,
+            `None`, a string), or `getsizeof` is not callable.
+        ConfigurationError: `maxsize` is negative, NaN, a finite float or above
+            `sys.float_info.max`.
 
     Thread-safety: not thread-safe, like cachetools and `dict` mutation
     sequences; share a cache between threads behind a lock (for example the
@@ -134,7 +137,7 @@ class Cache(MutableMapping[K, V]):
     def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
         self._maxsize = check_maxsize(maxsize)
         if getsizeof is not None and not callable(getsizeof):
-            raise ConfigurationError(f"getsizeof must be callable or None, got {getsizeof!r}")
+            raise ArgumentTypeError(f"getsizeof must be callable or None, got {getsizeof!r}")
         if getsizeof is None and type(self).getsizeof is not Cache.getsizeof:
             getsizeof = self.getsizeof  # a subclass overriding getsizeof, as cachetools allows
         elif getsizeof is not None:
@@ -294,7 +297,12 @@ class Cache(MutableMapping[K, V]):
 
     def _size_of(self, value: Any) -> Any:
         size = self._getsizeof(value)  # type: ignore[misc]
-        if isinstance(size, bool) or not isinstance(size, (int, float)) or not size >= 0:
+        if isinstance(size, bool) or not isinstance(size, (int, float)):
+            raise ArgumentTypeError(
+                f"getsizeof must return a non-negative number, got {size!r} "
+                f"({type(size).__name__}) for {value!r}"
+            )
+        if not size >= 0:
             raise ConfigurationError(
                 f"getsizeof must return a non-negative number, got {size!r} for {value!r}"
             )

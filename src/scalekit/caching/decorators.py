@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable, MutableMapping
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
+from .._validation import flag
 from ..exceptions import ArgumentTypeError, ReentrantCallError
 from ..observability import _emit
 from ._single_flight import own_copy as _own_copy
@@ -265,8 +266,9 @@ def cached(
 
     Raises:
         ArgumentTypeError: when decorating, if *cache* is neither `None` nor
-            a mapping with `[]` and `[]=`, *key* is not callable, or *lock*
-            or *condition* is neither `None` nor a context manager.
+            a mapping with `[]` and `[]=`, *key* is not callable, *lock*
+            or *condition* is neither `None` nor a context manager, or *info*
+            is not a bool.
 
     Thread-safety: safe if *lock* is given or the cache is used by one thread.
 
@@ -281,6 +283,7 @@ def cached(
     check_callable("key", key, "a function of the call's arguments, such as hashkey")
     check_lock("lock", lock)
     check_lock("condition", condition)
+    info = flag("info", info)
     if lock is None:
         lock = condition
 

@@ -32,11 +32,16 @@ class FIFOCache(OrderedCache[K, V]):
     ```
 
     Args:
-        maxsize: capacity (entries, or units of `getsizeof`).
+        maxsize: capacity (entries, or units of `getsizeof`): an `int` >= 0, where `0`
+            caches nothing (every write raises `ValueError("value too large")`),
+            or `math.inf` for no bound.
         getsizeof: optional function giving a value's size.
 
     Raises:
-        ConfigurationError: if `maxsize` is not a positive integer.
+        ArgumentTypeError: `maxsize` is neither an `int` nor `math.inf` (a bool,
+            `None`, a string).
+        ConfigurationError: `maxsize` is negative, NaN, a finite float or above
+            `sys.float_info.max`.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
 

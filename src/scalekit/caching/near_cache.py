@@ -50,7 +50,7 @@ except ModuleNotFoundError as _exc:
     raise missing_driver(__name__, _exc) from _exc
 
 from .._validation import positive_number
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 from ..observability import _emit
 from ._near_listener import NEVER as _NEVER
 from ._near_listener import Listener, permission_message
@@ -99,10 +99,9 @@ class NearCache:
     """A local cache (any `MutableMapping`) in front of a `RedisCache`.
 
     Example:
-
         ```python
         near = NearCache(LRUCache(10_000), RedisCache(client, namespace="goods"))
-
+        near.get_or_load("42", lambda: db.load_goods(42))
         ```
 
     Args:
@@ -152,9 +151,9 @@ class NearCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(local, MutableMapping):
-            raise ConfigurationError(f"local must be a MutableMapping, got {local!r}")
+            raise ArgumentTypeError(f"local must be a MutableMapping, got {local!r}")
         if not isinstance(remote, RedisCache):
-            raise ConfigurationError(f"remote must be a RedisCache, got {remote!r}")
+            raise ArgumentTypeError(f"remote must be a RedisCache, got {remote!r}")
         self._local = local
         self.remote = remote
         self.max_staleness = positive_number("max_staleness", max_staleness)
@@ -163,7 +162,7 @@ class NearCache:
         )
         timeout = positive_number("connect_timeout", connect_timeout)
         if invalidation not in ("tracking", "channel"):
-            raise ConfigurationError(
+            raise (ConfigurationError if isinstance(invalidation, str) else ArgumentTypeError)(
                 f"invalidation must be 'tracking' or 'channel', got {invalidation!r}"
             )
         if invalidation == "channel" and not remote.notifies:

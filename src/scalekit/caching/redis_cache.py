@@ -31,6 +31,7 @@ except ModuleNotFoundError as _exc:
 
 from .._validation import fraction, non_empty_str, non_negative_number, positive_number
 from ..exceptions import (
+    ArgumentTypeError,
     BackendError,
     BackendUnavailableError,
     CacheLoadTimeoutError,
@@ -93,7 +94,6 @@ class RedisCache:
     """Namespaced cache-aside over a `redis.Redis` or `redis.cluster.RedisCluster`.
 
     Example:
-
         ```python
         cache = RedisCache(redis.Redis(), namespace="goods", ttl=300)
         cache.get_or_load("42", lambda: db.load_goods(42))
@@ -166,7 +166,7 @@ class RedisCache:
         rng: random.Random | None = None,
     ) -> None:
         if not isinstance(client, (redis.Redis, redis.cluster.RedisCluster)):
-            raise ConfigurationError(
+            raise ArgumentTypeError(
                 f"client must be a redis.Redis or redis.cluster.RedisCluster, got {client!r}"
             )
         if client.get_encoder().decode_responses:
@@ -344,7 +344,12 @@ class RedisCache:
 
     # -- keys and encoding -------------------------------------------------
     def _name(self, key: str) -> str:
-        if not isinstance(key, str) or not key or key[0] == "}":
+        if not isinstance(key, str):
+            raise ArgumentTypeError(
+                f"key must be a non-empty str not starting with '}}', got {key!r} "
+                f"({type(key).__name__})"
+            )
+        if not key or key[0] == "}":
             raise ConfigurationError(
                 f"key must be a non-empty str not starting with '}}', got {key!r}"
             )

@@ -21,7 +21,9 @@ class RRCache(Cache[K, V]):
     and removing a victim is O(1).
 
     Args:
-        maxsize: capacity (entries, or units of `getsizeof`; `0` or `math.inf` too).
+        maxsize: capacity (entries, or units of `getsizeof`): an `int` >= 0, where `0`
+            caches nothing (every write raises `ValueError("value too large")`),
+            or `math.inf` for no bound.
         choice: picks the victim from a sequence of keys, as cachetools'
             `choice=` (default: `rng.choice`, or `random.choice` without *rng*,
             as in cachetools: `random.seed()` then makes evictions reproducible).
@@ -30,7 +32,10 @@ class RRCache(Cache[K, V]):
             reproducible runs); ignored when *choice* is given.
 
     Raises:
-        ConfigurationError: if `maxsize` is invalid (see `Cache`).
+        ArgumentTypeError: `maxsize` is neither an `int` nor `math.inf` (a bool,
+            `None`, a string).
+        ConfigurationError: `maxsize` is negative, NaN, a finite float or above
+            `sys.float_info.max`.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
 

@@ -39,13 +39,18 @@ class S3FIFOCache(Cache[K, V]):
     an entry goes straight to the main queue, so every `[]=` stores.
 
     Args:
-        maxsize: capacity (entries, or units of `getsizeof`).
+        maxsize: capacity (entries, or units of `getsizeof`): an `int` >= 0, where `0`
+            caches nothing (every write raises `ValueError("value too large")`),
+            or `math.inf` for no bound.
         getsizeof: optional function giving a value's size.
         small_ratio: the small queue's share of `maxsize` (default 0.1).
         ghost_ratio: the ghost's length as a share of `maxsize` (default 0.9).
 
     Raises:
-        ConfigurationError: for a bad `maxsize` or ratio.
+        ArgumentTypeError: `maxsize` is neither an `int` nor `math.inf` (a bool,
+            `None`, a string), or a ratio is not a number.
+        ConfigurationError: `maxsize` is negative, NaN, a finite float or above
+            `sys.float_info.max`, or a ratio is outside its range.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
 

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from ..exceptions import ConfigurationError, MissingDependencyError
+from ..exceptions import ArgumentTypeError, ConfigurationError, MissingDependencyError
 
 __all__ = [
     "JSONSerializer",
@@ -353,7 +353,7 @@ def resolve_serializer(serializer: str | Serializer) -> Serializer:
         return made
     if isinstance(serializer, Serializer):
         return serializer
-    raise ConfigurationError(
+    raise ArgumentTypeError(
         "serializer must be a name ('json', 'msgpack', 'pickle') or an object with "
         f"name, dumps() and loads(), got {serializer!r}"
     )

@@ -92,7 +92,9 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
     of room and the sketch preferred the main area's victim.
 
     Args:
-        maxsize: capacity (entries, or units of `getsizeof`).
+        maxsize: capacity (entries, or units of `getsizeof`): an `int` >= 0, where `0`
+            caches nothing (every write raises `ValueError("value too large")`),
+            or `math.inf` for no bound.
         getsizeof: optional function giving a value's size.
         rng: source of the 1-in-128 random admission. The default is a
             `random.Random` with a fixed seed, so that replays are
@@ -101,8 +103,10 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         doorkeeper: put a Bloom filter in front of the sketch (default True).
 
     Raises:
-        ConfigurationError: if `maxsize` is not a valid capacity (see
-            [`Cache`][scalekit.caching.Cache]).
+        ArgumentTypeError: `maxsize` is neither an `int` nor `math.inf` (a bool,
+            `None`, a string).
+        ConfigurationError: `maxsize` is negative, NaN, a finite float or above
+            `sys.float_info.max`.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError
 from .base import Cache
 from .ttl import TTLCache
 
@@ -38,13 +38,18 @@ class TLRUCache(TTLCache[K, V]):
     ```
 
     Args:
-        maxsize: capacity (entries, or units of `getsizeof`; `0` or `math.inf` too).
+        maxsize: capacity (entries, or units of `getsizeof`): an `int` >= 0, where `0`
+            caches nothing (every write raises `ValueError("value too large")`),
+            or `math.inf` for no bound.
         ttu: `ttu(key, value, now)` returns when the entry expires.
         timer: the clock, `time.monotonic` by default.
         getsizeof: optional function giving a value's size.
 
     Raises:
-        ConfigurationError: if `maxsize` is invalid or `ttu` is not callable.
+        ArgumentTypeError: `maxsize` is neither an `int` nor `math.inf` (a bool,
+            `None`, a string), or `ttu` is not callable.
+        ConfigurationError: `maxsize` is negative, NaN, a finite float or above
+            `sys.float_info.max`.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
 
@@ -61,7 +66,7 @@ class TLRUCache(TTLCache[K, V]):
         getsizeof: Callable[[V], int] | None = None,
     ) -> None:
         if not callable(ttu):
-            raise ConfigurationError(f"ttu must be callable, got {ttu!r}")
+            raise ArgumentTypeError(f"ttu must be callable, got {ttu!r}")
         super().__init__(maxsize, ttl=1, timer=timer, getsizeof=getsizeof)
         self._ttu = ttu
         self._computed: Any = None  # the expiry ttu gave for the write in progress

@@ -143,13 +143,18 @@ class TTLCache(Cache[K, V]):
     ```
 
     Args:
-        maxsize: capacity (entries, or units of `getsizeof`; `0` or `math.inf` too).
+        maxsize: capacity (entries, or units of `getsizeof`): an `int` >= 0, where `0`
+            caches nothing (every write raises `ValueError("value too large")`),
+            or `math.inf` for no bound.
         ttl: default time to live, in the timer's units (seconds), or a `timedelta`.
         timer: the clock, `time.monotonic` by default.
         getsizeof: optional function giving a value's size.
 
     Raises:
-        ConfigurationError: if `maxsize` or `ttl` is invalid.
+        ArgumentTypeError: `maxsize` or `ttl` is neither an `int` nor `math.inf`, or `ttl` neither
+            a number nor a `timedelta`.
+        ConfigurationError: `maxsize` is negative, NaN, a finite float or above
+            `sys.float_info.max`, or `ttl` is not positive.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
 
@@ -182,7 +187,7 @@ class TTLCache(Cache[K, V]):
     def __init__(
         self,
         maxsize: int,
-        ttl: Any,
+        ttl: float | timedelta,
         timer: Callable[[], Any] = time.monotonic,
         getsizeof: Callable[[V], int] | None = None,
     ) -> None:
@@ -233,7 +238,7 @@ class TTLCache(Cache[K, V]):
         """The cache's clock: call it for the time, `with` it to freeze the time."""
         return self._clock
 
-    def set(self, key: K, value: V, ttl: Any = None) -> None:
+    def set(self, key: K, value: V, ttl: float | timedelta | None = None) -> None:
         """Store *value* for *ttl* (default: the cache's `ttl`).
 
         Raises:
@@ -328,6 +333,14 @@ class TTLCache(Cache[K, V]):
             )
         elif isinstance(time, float) and math.isnan(time):
             raise ConfigurationError(f"time must be a number on the cache's timer, got {time!r}")
+        elif not isinstance(time, (int, float)):  # a custom timer's type: it must compare
+            try:
+                time < self._now()  # noqa: B015
+            except TypeError:
+                raise ArgumentTypeError(
+                    f"time must be a value of the cache's timer, got {time!r} "
+                    f"({type(time).__name__}), which does not compare with {self._now()!r}"
+                ) from None
         heap = self._heap
         expired: list[tuple[K, V]] = []
         data = self._data

@@ -9,10 +9,14 @@ One protocol (`BaseLock`, `Lease`), four backends:
 
 The Redis and ZooKeeper backends (with `AsyncRedisLock`, the semaphores and
 the read-write locks) import their drivers lazily, so `import
-scalekit.locking` needs neither redis nor kazoo. Without the driver, looking
-a backend up raises
+scalekit.locking` needs neither redis nor kazoo. Without the driver,
+`from scalekit.locking import RedisLock` raises
 [MissingDependencyError][scalekit.exceptions.MissingDependencyError] (an
-`ImportError`) that names the extra to install (`redis` or `zookeeper`).
+`ImportError`) that names the extra to install (`redis` or `zookeeper`),
+and an attribute lookup (`scalekit.locking.RedisLock`, `getattr`) raises
+[MissingBackendError][scalekit.exceptions.MissingBackendError] (an
+`AttributeError`, so `hasattr` and `help()` pass over it) with the same
+message.
 `__all__` lists the names that need no optional driver, so `from
 scalekit.locking import *` never imports one; `dir()` lists the backends
 too, and `from scalekit.locking import RedisLock` imports it.

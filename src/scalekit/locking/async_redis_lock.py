@@ -30,7 +30,7 @@ except ModuleNotFoundError as _exc:
 
     raise missing_driver(__name__, _exc) from _exc
 
-from .._validation import non_empty_str, non_negative_number, positive_number
+from .._validation import flag, non_empty_str, non_negative_number, positive_number
 from ..exceptions import (
     BackendError,
     BackendUnavailableError,
@@ -248,10 +248,12 @@ class AsyncRedisLock:
         """Acquire the lock; the semantics of `BaseLock.acquire()`, owned by the task.
 
         Raises:
+            ArgumentTypeError: *blocking* is not a bool, or *timeout* not a number.
             ConfigurationError: *timeout* < 0, or a timeout without blocking.
             LockTimeoutError: not acquired within *timeout*.
             BackendUnavailableError: Redis did not answer within `op_timeout`.
         """
+        blocking = flag("blocking", blocking)
         if timeout is not None:
             timeout = non_negative_number("timeout", timeout)
             if not blocking:

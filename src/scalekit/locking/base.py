@@ -19,7 +19,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from .._validation import non_empty_str, non_negative_number, positive_number, wrong_type
+from .._validation import (
+    flag,
+    non_empty_str,
+    non_negative_number,
+    positive_number,
+    wrong_type,
+)
 from ..exceptions import (
     BackendUnavailableError,
     ConfigurationError,
@@ -215,6 +221,7 @@ class BaseLock(abc.ABC):
                 `with lock.acquire(timeout=2) as lease:` never runs unlocked.
 
         Raises:
+            ArgumentTypeError: *blocking* is not a bool, or *timeout* not a number.
             ConfigurationError: *timeout* < 0, or a timeout without blocking.
             LockTimeoutError: the lock was not acquired within *timeout*.
             BackendUnavailableError: the backend did not answer in bounded time.
@@ -222,6 +229,7 @@ class BaseLock(abc.ABC):
         Thread-safe. Cost: one backend round trip per try; waiters are woken
         by the backend, they do not poll.
         """
+        blocking = flag("blocking", blocking)
         if timeout is not None:
             timeout = non_negative_number("timeout", timeout)
             if not blocking:

@@ -185,7 +185,6 @@ class RedisFencedStore:
         ArgumentTypeError: `client` is not a synchronous redis-py client.
 
     Example:
-
         ```python
         store = RedisFencedStore(redis_client)
         with lock.acquire(timeout=5) as lease:

@@ -252,7 +252,12 @@ class RedisLock(BaseLock):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
-            name, ttl=ttl, reentrant=reentrant, auto_renew=auto_renew, on_lost=on_lost, clock=clock
+            name,
+            ttl=positive_number("ttl", ttl),  # a lease without a ttl would never end here
+            reentrant=reentrant,
+            auto_renew=auto_renew,
+            on_lost=on_lost,
+            clock=clock,
         )
         self.op_timeout = positive_number("op_timeout", op_timeout)
         self.waiter_ttl = positive_number("waiter_ttl", waiter_ttl)

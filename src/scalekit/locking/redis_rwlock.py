@@ -222,7 +222,6 @@ class RedisReadWriteLock:
             `reentrant`, `auto_renew`, `on_lost`, `clock`).
 
     Example:
-
         ```python
         rw = RedisReadWriteLock(client, "catalog")
         with rw.read as lease: ...                      # many readers at once

@@ -143,7 +143,12 @@ class Redlock(BaseLock):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
-            name, ttl=ttl, reentrant=reentrant, auto_renew=auto_renew, on_lost=on_lost, clock=clock
+            name,
+            ttl=positive_number("ttl", ttl),  # a lease without a ttl would never end here
+            reentrant=reentrant,
+            auto_renew=auto_renew,
+            on_lost=on_lost,
+            clock=clock,
         )
         check_redis_list("clients", clients)
         if len(clients) == 0:

@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 
 from .._hashing import key_bytes
 from .._validation import iterable
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 
 __all__ = ["Nodes", "normalize_nodes"]
 
@@ -31,7 +31,7 @@ def normalize_nodes(nodes: Nodes, *, integer_weights: bool = False) -> list[tupl
     Thread-safety: pure function. Runtime complexity: O(n).
     """
     if isinstance(nodes, (str, bytes)):
-        raise ConfigurationError(f"nodes must be a collection of names, got the string {nodes!r}")
+        raise ArgumentTypeError(f"nodes must be a collection of names, got the string {nodes!r}")
     items: Iterable[Any] = (
         nodes.items()
         if isinstance(nodes, Mapping)

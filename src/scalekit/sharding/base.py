@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .._validation import iterable
-from ..exceptions import ConfigurationError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 
 __all__ = ["MigrationPlan", "Move", "Router", "S", "check_shards"]
 
@@ -26,18 +26,19 @@ def check_shards(name: str, shards: Iterable[S]) -> tuple[S, ...]:
     """Return *shards* as a tuple if it is non-empty and has no duplicates.
 
     Raises:
-        ConfigurationError: empty, a duplicate, or not a collection.
+        ArgumentTypeError: not a collection (a string is not one).
+        ConfigurationError: empty, or a duplicate.
     """
     if isinstance(shards, (str, bytes)):
-        raise ConfigurationError(
+        raise ArgumentTypeError(
             f"{name} must be a sequence of shards, got the string {shards!r}; "
             f"wrap it in a list: [{shards!r}]"
         )
     try:
         result = tuple(shards)
     except TypeError:
-        raise ConfigurationError(
-            f"{name} must be a sequence of shards, got {type(shards).__name__}"
+        raise ArgumentTypeError(
+            f"{name} must be a sequence of shards, got {shards!r} ({type(shards).__name__})"
         ) from None
     if not result:
         raise ConfigurationError(f"{name} must not be empty: give at least one shard")

@@ -101,7 +101,8 @@ class HashRouter(Router[S]):
         ketama_compat: KetamaCompat = "libmemcached",
     ) -> None:
         if strategy not in STRATEGIES:
-            raise ConfigurationError(
+            error = ArgumentTypeError if not isinstance(strategy, str) else ConfigurationError
+            raise error(
                 f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}"
             )
         self.strategy = strategy

@@ -151,7 +151,9 @@ def _slot_bytes(key: Any) -> bytes:
         return key.encode("utf-8")
     if isinstance(key, (bytes, bytearray, memoryview)):
         return bytes(key)
-    raise ArgumentTypeError(f"a Redis key must be str or bytes, got {type(key).__name__}: {key!r}")
+    raise ArgumentTypeError(
+        f"key must be a Redis key, str or bytes, got {type(key).__name__}: {key!r}"
+    )
 
 
 def _f32(value: float) -> float:
@@ -189,7 +191,11 @@ def cluster_slot_ranges(num_nodes: int) -> list[tuple[int, int]]:
 
     ```
     """
-    if type(num_nodes) is not int or not 1 <= num_nodes <= SLOT_COUNT:
+    if type(num_nodes) is not int:
+        raise ArgumentTypeError(
+            f"num_nodes must be an int in 1..16384, got {num_nodes!r} ({type(num_nodes).__name__})"
+        )
+    if not 1 <= num_nodes <= SLOT_COUNT:
         raise ConfigurationError(f"num_nodes must be an int in 1..16384, got {num_nodes!r}")
     per_node = _f32(SLOT_COUNT / num_nodes)
     ranges = []

@@ -181,7 +181,7 @@ class RangeRouter(Router[S]):
             else:
                 last = points.bisect_right(hi) if inclusive else points.bisect_left(hi)
         except TypeError:
-            raise _incomparable(hi if lo is None else lo, points) from None
+            raise _incomparable_bound(lo, hi, points) from None
         return list(shards[first : last + 1])
 
     # -- splitting and merging -------------------------------------------------------
@@ -201,11 +201,11 @@ class RangeRouter(Router[S]):
             if new_shard in shards:
                 raise ConfigurationError(f"new_shard {new_shard!r} is already routed to")
             if at is None:
-                raise ConfigurationError("at must be a key, not None")
+                raise ArgumentTypeError("at must be a key, not None")
             try:
                 index = points.bisect_right(at)
             except TypeError:
-                raise _incomparable(at, points) from None
+                raise _incomparable(at, points, "at") from None
             if index > 0 and points[index - 1] == at:
                 raise ConfigurationError(f"at {at!r} is already a split point")
             new_points = SortedList(points)
@@ -363,8 +363,20 @@ def _check_increasing(points: list[Any]) -> None:
             )
 
 
-def _incomparable(key: Any, points: SortedList) -> ArgumentTypeError:
+def _incomparable(key: Any, points: SortedList, name: str = "key") -> ArgumentTypeError:
     kind = type(points[0]).__name__ if points else "?"
     return ArgumentTypeError(
-        f"key {key!r} ({type(key).__name__}) cannot be compared with split points of type {kind}"
+        f"{name} {key!r} ({type(key).__name__}) cannot be compared with split points of type {kind}"
     )
+
+
+def _incomparable_bound(lo: Any, hi: Any, points: SortedList) -> ArgumentTypeError:
+    """The error for `route_range(lo, hi)`, naming the bound that does not compare."""
+    for name, bound in (("lo", lo), ("hi", hi)):
+        if bound is None:
+            continue
+        try:
+            points.bisect_right(bound)
+        except TypeError:
+            return _incomparable(bound, points, name)
+    return ArgumentTypeError(f"lo {lo!r} and hi {hi!r} cannot be compared with each other")

@@ -128,7 +128,7 @@ class TimeRouter(Router[str]):
         Runtime complexity: O(1); names are cached per wall-clock bucket and
         UTC offset, which is what tells partitions apart.
         """
-        when = self._aware(key)
+        when = self._aware(key, "key")
         tz = self.tz
         # Through UTC when the datetime is in tz already: astimezone() to its
         # own zone would keep a wall time in a DST gap as it is.
@@ -174,7 +174,7 @@ class TimeRouter(Router[str]):
         self, start: datetime, end: datetime, *, inclusive: bool = False
     ) -> list[Partition]:
         """Every `Partition` overlapping `[start, end)` (`[start, end]` if inclusive)."""
-        lo, hi = self._aware(start), self._aware(end)
+        lo, hi = self._aware(start, "start"), self._aware(end, "end")
         if hi < lo or (hi == lo and not inclusive):
             return []
         result = []
@@ -200,7 +200,7 @@ class TimeRouter(Router[str]):
         """
         # Through UTC: astimezone() to the datetime's own zone would keep a wall
         # time that does not exist (in a DST gap) as it is.
-        local = self._aware(when).astimezone(timezone.utc).astimezone(self.tz)
+        local = self._aware(when, "when").astimezone(timezone.utc).astimezone(self.tz)
         self._check_supported(local)
         interval = self.interval
         if interval == "minute" or interval == "hour":
@@ -333,7 +333,7 @@ class TimeRouter(Router[str]):
         else:
             base, repeat = name, None
         if not (base.startswith(self._prefix) and base.endswith(self._suffix)):
-            raise ConfigurationError(f"{name!r} does not match template {self.template!r}")
+            raise ConfigurationError(f"name {name!r} does not match template {self.template!r}")
         middle = base[len(self._prefix) : len(base) - len(self._suffix) or None]
         fmt = self._format
         if ("%V" in fmt or "%U" in fmt or "%W" in fmt) and "%u" not in fmt and "%w" not in fmt:
@@ -342,7 +342,7 @@ class TimeRouter(Router[str]):
             parsed = datetime.strptime(middle, fmt)
         except ValueError:
             raise ConfigurationError(
-                f"{name!r} does not match template {self.template!r}"
+                f"name {name!r} does not match template {self.template!r}"
             ) from None
         if repeat is None:
             zone: tzinfo = self.tz
@@ -374,7 +374,7 @@ class TimeRouter(Router[str]):
                 holding *now*, or a `timedelta`: keep partitions holding any data
                 newer than `now - keep`.
         """
-        now = self._aware(now)
+        now = self._aware(now, "now")
         if isinstance(keep, timedelta):
             if keep < timedelta(0):
                 raise ConfigurationError(f"keep must not be negative, got {keep!r}")
@@ -412,14 +412,18 @@ class TimeRouter(Router[str]):
 
     # -- internals -------------------------------------------------------------------
 
-    def _aware(self, when: Any) -> datetime:
+    def _aware(self, when: Any, name: str) -> datetime:
+        """*when* as an aware datetime; *name* is the argument it was passed as."""
         if not isinstance(when, datetime):
-            raise ArgumentTypeError(f"expected a datetime, got {type(when).__name__}: {when!r}")
+            raise ArgumentTypeError(
+                f"{name} must be a datetime, got {type(when).__name__}: {when!r}"
+            )
         if when.tzinfo is None or when.utcoffset() is None:
             if not self.allow_naive:
                 raise ConfigurationError(
-                    f"naive datetime {when!r}: pass an aware one (e.g. datetime.now(timezone.utc))"
-                    " or build the router with allow_naive=True to read it in its tz"
+                    f"{name} must be an aware datetime, got the naive {when!r}: pass an aware "
+                    "one (e.g. datetime.now(timezone.utc)) or build the router with "
+                    "allow_naive=True to read it in its tz"
                 )
             return when.replace(tzinfo=self.tz)
         return when
