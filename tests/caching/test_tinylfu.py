@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 
@@ -163,11 +164,13 @@ def test_a_loop_keeps_the_window_small() -> None:
 def test_a_loop_larger_than_the_cache_raises_the_admission_margin() -> None:
     # Each sketch reset makes just-seen candidates look a count hotter than the
     # residents: victims evicted for them come straight back, with the window at
-    # its minimum, so the margin rises and the main area stops churning.
+    # its minimum, so the margin rises and the main area stops churning. The
+    # climber keeps probing: the window ends within one of its steps (6.25% of
+    # the capacity) of its minimum.
     keys = list(range(600)) * 40
     cache: TinyLFUCache[int, bool] = TinyLFUCache(100, rng=random.Random(1))
     _replay(cache, keys)
-    assert cache.window_maxsize == 1 and cache._margin == 2
+    assert cache._margin == 2 and cache.window_maxsize <= 1 + 0.0625 * 100
     loop_hits = cache.stats().hit_ratio
     no_margin: TinyLFUCache[int, bool] = TinyLFUCache(100, rng=random.Random(1))
     no_margin._on_miss = lambda key: None  # type: ignore[method-assign]  # no ghost learning
@@ -185,6 +188,31 @@ def test_a_rejected_ghost_hit_lowers_the_margin_before_the_window_grows() -> Non
     cache._evicted[8] = None
     cache[8] = 8  # the window is at its minimum: a victim ghost hit raises the margin
     assert cache._margin == 2 and cache.window_maxsize == 1
+
+
+def test_the_climbers_sample_is_long_enough_to_tell_two_hit_ratios_apart() -> None:
+    # Caffeine samples 10 * entries requests: for 100 entries, 1,000, whose hit
+    # ratio is noise of several points. The sample also takes the requests that
+    # bring the standard error of two samples' difference to 0.75 point:
+    # 2 * p * (1 - p) / 0.0075**2 at the last sample's hit ratio p (1/2 at first).
+    # The climber acts on the first write after that, a few requests later.
+    rng = random.Random(7)
+    cache: TinyLFUCache[int, bool] = TinyLFUCache(100, rng=random.Random(1))
+    samples: list[tuple[int, float]] = []
+    record = cache._set_previous_hit_rate
+
+    def spy(hit_rate: float) -> None:
+        samples.append((cache._hits_in_sample + cache._misses_in_sample, hit_rate))
+        record(hit_rate)
+
+    cache._set_previous_hit_rate = spy  # type: ignore[method-assign]
+    _replay(cache, [rng.randrange(400) for _ in range(60_000)])
+    assert len(samples) >= 3
+    assert 8888 <= samples[0][0] <= 8888 + 5  # the first sample: p = 1/2
+    for (_, p), (requests, _) in itertools.pairwise(samples):
+        floor = int(2 * p * (1 - p) / 0.0075**2)
+        assert floor <= requests <= floor + 5
+        assert requests > 10 * 100
 
 
 def _zigzag(n: int, sweeps: int) -> list[int]:
@@ -257,11 +285,6 @@ _REFERENCE = {
     ("cache2k-web12.trace.gz", 1375): (70.63, 72.12),
 }
 _SEEDS = range(1, 6)
-# The one committed row whose worst seed misses a target, pinned to its exact
-# figure (docs/caching.md): sprite @70's seed 3 gives 23.79, under Caffeine's
-# single run of 23.81 (its reruns gave 23.74-24.20); seeds 1, 2, 4, 5 give
-# 23.82-24.47.
-_PINNED = {("lirs-sprite.trace.gz", 70): 23.79}
 
 
 @pytest.mark.parametrize(
@@ -277,10 +300,7 @@ def test_tinylfu_over_five_seeds_meets_caffeine_and_is_within_a_point_of_the_bes
     keys = read_trace(_TRACES / trace)
     caffeine, best = _REFERENCE[row]
     worst = min(replay(TinyLFUCache(capacity, rng=random.Random(seed)), keys) for seed in _SEEDS)
-    if row in _PINNED:
-        assert round(worst, 2) == _PINNED[row]
-    else:
-        assert worst >= caffeine
+    assert worst >= caffeine
     assert worst >= best - 1.0
 
 
@@ -292,7 +312,7 @@ def test_the_default_rng_is_seeded_so_replays_are_reproducible() -> None:
 # The committed LIRS traces without a reference row, at 1% and 10% of their
 # unique keys, against the policies scalekit has (docs/caching.md, "Hit ratios
 # on real traces"): the worst of the 5 seeds is within a point of the best of
-# LRU, SIEVE and S3-FIFO, except on the two rows pinned to their figures.
+# LRU, SIEVE and S3-FIFO, except on the one row pinned to its figures.
 _OFF_TABLE = [
     ("multi2", 57),
     ("multi2", 568),
@@ -307,8 +327,8 @@ _OFF_TABLE = [
     ("ps", 31),
     ("ps", 308),
 ]
-# Worst seed, best other policy (S3-FIFO on both), as the docs give them.
-_OFF_TABLE_MISSES = {("multi2", 568): (49.85, 50.96), ("cpp", 122): (78.61, 80.36)}
+# Worst seed, best other policy (S3-FIFO), as the docs give them.
+_OFF_TABLE_MISSES = {("cpp", 122): (78.61, 80.36)}
 
 
 @pytest.mark.parametrize("row", _OFF_TABLE, ids=[f"{t}@{c}" for t, c in _OFF_TABLE])

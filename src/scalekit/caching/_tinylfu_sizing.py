@@ -17,13 +17,30 @@ _TRANSFER_LIMIT = 1000
 _RESTART_THRESHOLD = 0.05
 _STEP_PERCENT = 0.0625
 _STEP_DECAY = 0.98
-_MIN_SAMPLE = 10_000
+# The climber's sample is long enough that the difference between two
+# samples' hit ratios has this standard error at most (0.75 point).
+_SAMPLE_ERROR = 0.0075
 _GHOST_DIVISOR = 20  # each ghost list remembers entries / 20 keys
 _MAX_MARGIN = 2  # how much hotter than the victim a candidate must be, at most
 _SHADOW_ENTRIES = 1024  # the sampled LRU simulates at most this many entries
 _Z = 2.0  # the shadow LRU must beat the cache by this many standard errors
 _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _sample_floor(hit_rate: float) -> int:
+    """The fewest requests a climber sample takes after one at `hit_rate`.
+
+    Two samples of `n` requests at hit ratio `p` differ by noise of standard
+    error `sqrt(2 * p * (1 - p) / n)`; `n` brings it down to `_SAMPLE_ERROR`.
+    Before the first sample, or after one without a hit, `p` is 1/2 (the
+    most noise).
+    """
+    p = hit_rate or 0.5
+    return int(2 * p * (1 - p) / _SAMPLE_ERROR**2)
+
+
+_FIRST_SAMPLE = _sample_floor(0.0)
 
 
 class WindowSizing:
@@ -65,6 +82,7 @@ class WindowSizing:
         self._hits_in_sample = 0
         self._misses_in_sample = 0
         self._previous_hit_rate = 0.0
+        self._sample_min = _FIRST_SAMPLE
         self._step = _STEP_PERCENT * maximum  # the first step grows the window
         # A miniature LRU over a hash-sampled subset of the keys (Waldspurger et
         # al.'s miniature simulation) tells when plain recency beats the cache by
@@ -184,34 +202,44 @@ class WindowSizing:
         if 2 * self.currsize < maximum:
             # Caffeine's sketch is not initialized until the cache is half full.
             self._previous_hit_rate = 0.0
+            self._sample_min = _FIRST_SAMPLE
             self._hits_in_sample = self._misses_in_sample = 0
             return
         requests = self._hits_in_sample + self._misses_in_sample
-        if requests < max(self._sketch.sample_size, _MIN_SAMPLE):
+        if requests < max(self._sketch.sample_size, self._sample_min):
             return
         hit_rate = self._hits_in_sample / requests
         # The shadow is read on the climber's sample: a jump to LRU is hard to
         # undo (the climber walks back at 6.25% a sample), so it needs a long look.
         if self._recency_wins() and self._window_max < self._maxsize - 1:
             self._become_lru()
-            self._previous_hit_rate = hit_rate
+            self._set_previous_hit_rate(hit_rate)
             self._hits_in_sample = self._misses_in_sample = 0
             return
         if self._sizes is not None:
             self._size_shadow()
         change = hit_rate - self._previous_hit_rate
+        if abs(change) < _SAMPLE_ERROR:
+            # Within one standard error of the last sample: noise, not a
+            # response to the last step. Hold the window (Caffeine moves anyway).
+            self._hits_in_sample = self._misses_in_sample = 0
+            return
         amount = self._step if change >= 0 else -self._step
         if abs(change) >= _RESTART_THRESHOLD:
             next_step = _STEP_PERCENT * maximum * (1 if amount >= 0 else -1)
         else:
             next_step = _STEP_DECAY * amount
-        self._previous_hit_rate = hit_rate
+        self._set_previous_hit_rate(hit_rate)
         self._step = next_step
         self._hits_in_sample = self._misses_in_sample = 0
         if amount > 0:
             self._increase_window(int(amount))
         elif amount < 0:
             self._decrease_window(int(-amount))
+
+    def _set_previous_hit_rate(self, hit_rate: float) -> None:
+        self._previous_hit_rate = hit_rate
+        self._sample_min = _sample_floor(hit_rate)
 
     # -- moving entries between the window and the main area -------------------------
 

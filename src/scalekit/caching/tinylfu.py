@@ -66,11 +66,16 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
       window and the cache becomes an LRU (sweeps where recency is optimal
       from the start, which one-entry ghost steps would reach too late).
     * Caffeine's *hill climber* (`BoundedLocalCache.climb` and
-      `determineAdjustment`) acts on phase changes the ghosts cannot see:
-      every `max(10 * entries, 10_000)` requests, if the hit ratio improved
-      the window keeps moving the same way, otherwise it turns back; steps
-      start at 6.25% of the capacity and decay by 2% per sample unless the
-      hit ratio jumps by 5 points, which restarts them.
+      `determineAdjustment`) acts on phase changes the ghosts cannot see.
+      Its sample is `10 * entries` requests, as in Caffeine, or more when
+      that is too few to measure a hit ratio: at least
+      `2 * p * (1 - p) / 0.0075**2` requests at the previous sample's hit
+      ratio `p` (8,888 at first), so that two samples' hit ratios differ by
+      noise of 0.75 point (one standard error). A change within that noise
+      holds the window; otherwise, if the hit ratio improved the window
+      keeps moving the same way, else it turns back; steps start at 6.25%
+      of the capacity and decay by 2% per move unless the hit ratio jumps
+      by 5 points, which restarts them.
 
     Unlike Caffeine the window may grow past the protected share, taking
     the probation segment, up to `maxsize - 1`: recency-heavy traffic
