@@ -13,9 +13,16 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from ..exceptions import ArgumentTypeError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 
-__all__ = ["check_async_redis", "check_dbapi", "check_kazoo", "check_redis", "check_redis_list"]
+__all__ = [
+    "check_async_redis",
+    "check_dbapi",
+    "check_hash_tag",
+    "check_kazoo",
+    "check_redis",
+    "check_redis_list",
+]
 
 _KAZOO_METHODS = (
     "create_async",
@@ -88,3 +95,26 @@ def check_dbapi(name: str, connection: Any) -> Any:
             f"{name} must be a DB-API 2 connection (sqlite3, psycopg), {_got(connection)}"
         )
     return connection
+
+
+def check_hash_tag(name: str, value: str, *, brace: bool = False) -> str:
+    """*value*, if it can sit inside the `{...}` hash tag of Redis keys.
+
+    A `}` would end the tag early (`"}x"` leaves it empty, so each key
+    hashes whole and a Redis Cluster puts a lock's keys in different slots;
+    a standalone Redis does not care, so the mistake would show only in
+    production). With *brace*, a `{` is refused too (for a prefix written
+    before the tag, where it would open a tag of its own).
+
+    Raises:
+        ConfigurationError: *value* contains `}` (or `{` with *brace*).
+    """
+    bad = "{}" if brace else "}"
+    if any(c in value for c in bad):
+        shown = " or ".join(repr(c) for c in bad)
+        raise ConfigurationError(
+            f"{name} must not contain {shown}, got {value!r}: the Redis keys carry it in a "
+            "hash tag {...}, which must hold it whole for a Redis Cluster to keep them in "
+            "one slot"
+        )
+    return value

@@ -40,7 +40,7 @@ from ..exceptions import (
     LockTimeoutError,
 )
 from ..observability import _emit
-from ._clients import check_async_redis
+from ._clients import check_async_redis, check_hash_tag
 from ._redis_calls import Script, is_transient
 from .base import CLEANUP_BUDGET, _Outage
 from .lease import _NOTIFIER, _WATCHDOG, Lease
@@ -145,7 +145,7 @@ class AsyncRedisLock:
         on_lost: AsyncOnLost | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.name = non_empty_str("name", name)
+        self.name = check_hash_tag("name", non_empty_str("name", name))
         self.ttl = positive_number("ttl", ttl)
         self.op_timeout = positive_number("op_timeout", op_timeout)
         self.waiter_ttl = positive_number("waiter_ttl", waiter_ttl)
@@ -232,10 +232,13 @@ class AsyncRedisLock:
             task.add_done_callback(_RENEWALS.discard)
 
     async def _abandon_later(self, args: list[Any]) -> None:
+        # As `BaseLock._abandon_later`: each try may take all the time left, so a slow
+        # link's handshake (several round trips) does not fail every try.
         end = time.monotonic() + max(self.ttl, self.waiter_ttl)
         while time.monotonic() < end:
             try:
-                await self._script(_ABANDON, args, timeout=min(1.0, self.op_timeout))
+                left = max(end - time.monotonic(), 0.001)
+                await self._script(_ABANDON, args, timeout=left)
                 return
             except BackendUnavailableError:
                 await asyncio.sleep(0.1)

@@ -453,10 +453,18 @@ class BaseLock(abc.ABC):
             ).start()
 
     def _abandon_later(self, attempt: Any, window: float) -> None:
+        """Retry the clean-up until it succeeds or *window* ends.
+
+        Each try may take all the time left: over a slow link a new
+        connection's handshake alone is several round trips, and a try cut
+        at a short budget would fail every time and leave its lock held for
+        a full ttl. Nobody waits for it; a try that fails fast (a reset
+        connection) is retried.
+        """
         end = time.monotonic() + window
         while time.monotonic() < end:
             try:
-                self._abandon(attempt, min(1.0, max(end - time.monotonic(), 0.001)))
+                self._abandon(attempt, max(end - time.monotonic(), 0.001))
                 return
             except BackendUnavailableError:
                 time.sleep(0.1)
@@ -517,7 +525,17 @@ class _Outage:
     acquire loops share it.
     """
 
-    __slots__ = ("_bound", "_clock", "_deadline", "_end", "_failures", "_name", "_pause", "_until")
+    __slots__ = (
+        "_bound",
+        "_clock",
+        "_deadline",
+        "_end",
+        "_ever_answered",
+        "_failures",
+        "_name",
+        "_pause",
+        "_until",
+    )
 
     def __init__(
         self, clock: Callable[[], float], deadline: float | None, bound: float, name: str
@@ -530,9 +548,11 @@ class _Outage:
         self._end = 0.0
         self._pause = RETRY_BACKOFF[0]
         self._failures = 0
+        self._ever_answered = False
 
     def answered(self) -> None:
         """The backend answered: a later failure starts a new run."""
+        self._ever_answered = True
         self._until = None
         self._pause = RETRY_BACKOFF[0]
         self._failures = 0
@@ -541,11 +561,15 @@ class _Outage:
         """Whether the one failure since the backend last answered was the caller's deadline.
 
         A try begun with less than one call bound left, that failed as the
-        deadline passed, says nothing about the backend: the acquire timed out.
+        deadline passed, after the backend had answered (that the lock is
+        held) earlier in this acquire, says nothing about the backend: the
+        acquire timed out. A backend that never answered in this acquire is
+        reported as unavailable, whatever cut its last try short.
         """
         end = self._deadline
         return (
             end is not None
+            and self._ever_answered
             and self._failures == 1
             and end - started < self._bound
             and self._clock() >= end - 0.001

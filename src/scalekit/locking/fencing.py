@@ -39,8 +39,14 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .._validation import positive_number
-from ..exceptions import BackendUnavailableError, ConfigurationError, StaleTokenError
-from ._clients import check_dbapi, check_redis
+from ..exceptions import (
+    BackendUnavailableError,
+    ConfigurationError,
+    LockNotOwnedError,
+    StaleTokenError,
+)
+from ._clients import check_dbapi, check_hash_tag, check_redis
+from .base import _foreign
 from .lease import Lease
 
 if TYPE_CHECKING:
@@ -58,8 +64,19 @@ _INT64_MIN, _INT64_LIMIT = -(2**63), 2**63
 
 
 def _token(token: Token) -> tuple[int, str]:
-    """The fencing token and the owner recorded with a claim ('' for a bare int)."""
+    """The fencing token and the owner recorded with a claim ('' for a bare int).
+
+    A lease acquired before this process was forked is refused: the parent
+    still holds it, and two writers with one token and one owner are one
+    holder to the store.
+    """
     if isinstance(token, Lease):
+        if _foreign(token):
+            raise LockNotOwnedError(
+                f"lease {token.token} of {token.name!r} was acquired by the parent of this "
+                "forked process; a fenced store accepts it only from the parent",
+                token.name,
+            )
         number, owner = token.token, str(token.owner)
     else:
         number, owner = token, ""
@@ -208,7 +225,7 @@ class RedisFencedStore:
 
         if not isinstance(namespace, str) or not namespace:
             raise ConfigurationError(f"namespace must be a non-empty string, got {namespace!r}")
-        self.namespace = namespace
+        self.namespace = check_hash_tag("namespace", namespace, brace=True)
         self.op_timeout = positive_number("op_timeout", op_timeout)
         self._calls: RedisCalls = RedisCalls(check_redis("client", client), self.op_timeout)
         self._read: Script = Script(_READ)
@@ -217,7 +234,7 @@ class RedisFencedStore:
 
     def keys(self, key: str) -> tuple[str, str]:
         """The Redis keys of *key*: its value and its fence hash (one hash tag)."""
-        base = f"{self.namespace}{{{_key(key)}}}"
+        base = f"{self.namespace}{{{check_hash_tag('key', _key(key))}}}"
         return base, base + ":fence"
 
     def _run(self, script: Script, key: str, token: Token, *extra: Any) -> Any:
