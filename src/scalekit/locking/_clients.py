@@ -97,24 +97,27 @@ def check_dbapi(name: str, connection: Any) -> Any:
     return connection
 
 
-def check_hash_tag(name: str, value: str, *, brace: bool = False) -> str:
-    """*value*, if it can sit inside the `{...}` hash tag of Redis keys.
+def check_hash_tag(name: str, value: str, key: str) -> str:
+    """*value* (argument *name*), if the Redis key *key* built from it has a non-empty hash tag.
 
-    A `}` would end the tag early (`"}x"` leaves it empty, so each key
-    hashes whole and a Redis Cluster puts a lock's keys in different slots;
-    a standalone Redis does not care, so the mistake would show only in
-    production). With *brace*, a `{` is refused too (for a prefix written
-    before the tag, where it would open a tag of its own).
+    Redis Cluster hashes only the part between the first `{` of a key and
+    the first `}` after it, when that part is not empty. A lock's keys (and
+    a fenced key's value and fence) are one base key plus suffixes, so they
+    share that tag and one slot, unless the tag is empty: then each key
+    hashes whole and lands in a slot of its own. A standalone Redis does
+    not care, so the mistake would show only on a cluster, as a failure of
+    every script; it is refused here instead. It happens when the name
+    begins with `}` (or a prefix ends with `{` and the name begins with `}`,
+    or a prefix holds `{}`).
 
     Raises:
-        ConfigurationError: *value* contains `}` (or `{` with *brace*).
+        ConfigurationError: *key*'s hash tag is empty.
     """
-    bad = "{}" if brace else "}"
-    if any(c in value for c in bad):
-        shown = " or ".join(repr(c) for c in bad)
+    start = key.find("{")
+    if start >= 0 and key.startswith("}", start + 1):
         raise ConfigurationError(
-            f"{name} must not contain {shown}, got {value!r}: the Redis keys carry it in a "
-            "hash tag {...}, which must hold it whole for a Redis Cluster to keep them in "
-            "one slot"
+            f"{name} {value!r} gives its Redis keys an empty hash tag ({key!r}: the first "
+            "'{' is followed at once by '}'), so a Redis Cluster would put them in different "
+            "slots; a name must not begin with '}'"
         )
     return value

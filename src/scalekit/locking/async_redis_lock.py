@@ -145,7 +145,7 @@ class AsyncRedisLock:
         on_lost: AsyncOnLost | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.name = check_hash_tag("name", non_empty_str("name", name))
+        self.name = non_empty_str("name", name)
         self.ttl = positive_number("ttl", ttl)
         self.op_timeout = positive_number("op_timeout", op_timeout)
         self.waiter_ttl = positive_number("waiter_ttl", waiter_ttl)
@@ -155,6 +155,7 @@ class AsyncRedisLock:
         self._clock = clock
         self._client = check_async_redis("client", client)
         base = f"scalekit:lock:{{{self.name}}}"
+        check_hash_tag("name", self.name, base)
         self._keys = [base, base + ":fence", base + ":queue", base + ":waiters", base + ":ttls"]
         self._wake = base + ":wake:"
         self._waiter_ms = max(int(self.waiter_ttl * 1000), 1)
@@ -343,7 +344,12 @@ class AsyncRedisLock:
                 except BackendUnavailableError as exc:
                     silent = True
                     if deadline is not None and self._clock() >= deadline:
-                        continue  # the deadline passed while listening: a timeout
+                        # Redis answered that the lock is held, then fell silent as the
+                        # deadline passed: a timeout, without a last try past the deadline.
+                        raise LockTimeoutError(
+                            f"lock {self.name!r} was not acquired within {timeout}s: {exc}",
+                            self.name,
+                        ) from exc
                     pause = retry.next_pause(exc)
                     if pause is None:
                         raise
@@ -499,16 +505,18 @@ def _note_time(times: list[float], clock: Callable[[], float]) -> None:
 async def _renew(ref: weakref.ref[AsyncLease], period: float, retry: float) -> None:
     """Extend the lease every *period*; retry any error but "not the owner" until its deadline.
 
-    Holds the lease only weakly between renewals, as the threaded renewal does.
+    Holds the lease only weakly between renewals, and schedules them one
+    *period* after the lease's validity began, as the threaded renewal does.
     """
-    wait = period
+    wait: float | None = None  # None: the next renewal is due on schedule
     while True:
         lease = ref()
         if lease is None or lease._released or lease.lost.is_set():
             return
         left = max(lease.remaining() or 0.0, 0.0)
+        pause = left - ((lease.ttl or 3 * period) - period) if wait is None else wait
         del lease
-        await asyncio.sleep(max(min(wait, left), 0.0))
+        await asyncio.sleep(max(min(pause, left), 0.0))
         lease = ref()
         if lease is None or lease._released:
             return
@@ -518,7 +526,7 @@ async def _renew(ref: weakref.ref[AsyncLease], period: float, retry: float) -> N
             return
         try:
             await lock.extend(lease)
-            wait = period
+            wait = None
         except (LockLostError, LockNotOwnedError):
             return
         except Exception as exc:  # transient until proven otherwise

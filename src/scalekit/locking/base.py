@@ -275,6 +275,14 @@ class BaseLock(abc.ABC):
                     self._wait(attempt, remaining)
                 except BackendUnavailableError as exc:
                     silent = True
+                    if deadline is not None and self._clock() >= deadline:
+                        # The backend answered that the lock is held, then fell silent as the
+                        # caller's deadline passed: a timeout. No last try after the deadline
+                        # (a silent backend would not answer it; it only overran the bound).
+                        raise LockTimeoutError(
+                            f"lock {self.name!r} was not acquired within {timeout}s: {exc}",
+                            self.name,
+                        ) from exc
                     if not retry.again(exc) and not retry.cut_short(started):
                         raise
         except BaseException as exc:
@@ -624,16 +632,28 @@ def _renew(
     at its ttl. Nor is a lease whose thread ended without releasing it (an
     exception it did not handle): it ends at its ttl, and the watchdog
     announces the loss.
+
+    A renewal is due one *period* after the lease's validity began (its
+    deadline less the validity a grant or extension gives), not one period
+    after this thread last woke: an acquire that spent part of the validity
+    on its rounds (Redlock waiting out a dead master), or a thread started
+    late on a loaded host, would otherwise renew late, and a failed
+    renewal would have too little time left for its retries.
     """
-    wait = period
+    wait: float | None = None  # None: the next renewal is due on schedule
     while True:
         lease = ref()
         if lease is None or lease._deadline is None:
             return
         lock = lease._lock
         left = max(lease._deadline - lock._clock(), 0.0)
+        if wait is None:
+            trusted = lock._lease_ttl(lock.ttl)
+            pause = left - (trusted - period) if trusted is not None else period
+        else:
+            pause = wait
         del lease, lock
-        if done.wait(min(wait, left)):
+        if done.wait(max(min(pause, left), 0.0)):
             return
         lease = ref()
         if lease is None:
@@ -653,7 +673,7 @@ def _renew(
         del owner
         try:
             lock.extend(lease)
-            wait = period
+            wait = None
         except (LockLostError, LockNotOwnedError):
             return
         except Exception as exc:  # transient until proven otherwise: retry until the deadline

@@ -225,7 +225,8 @@ class RedisFencedStore:
 
         if not isinstance(namespace, str) or not namespace:
             raise ConfigurationError(f"namespace must be a non-empty string, got {namespace!r}")
-        self.namespace = check_hash_tag("namespace", namespace, brace=True)
+        check_hash_tag("namespace", namespace, namespace + "{key}")
+        self.namespace = namespace
         self.op_timeout = positive_number("op_timeout", op_timeout)
         self._calls: RedisCalls = RedisCalls(check_redis("client", client), self.op_timeout)
         self._read: Script = Script(_READ)
@@ -234,7 +235,8 @@ class RedisFencedStore:
 
     def keys(self, key: str) -> tuple[str, str]:
         """The Redis keys of *key*: its value and its fence hash (one hash tag)."""
-        base = f"{self.namespace}{{{check_hash_tag('key', _key(key))}}}"
+        base = f"{self.namespace}{{{_key(key)}}}"
+        check_hash_tag("key", key, base)
         return base, base + ":fence"
 
     def _run(self, script: Script, key: str, token: Token, *extra: Any) -> Any:
@@ -353,7 +355,9 @@ class SQLFencedStore:
     Not thread-safe (a DB-API connection is not): one store per
     connection. Time bounds are the connection's (set a
     `statement_timeout` on PostgreSQL, `timeout=` on SQLite). Cost: one
-    statement per call, two for a key that has no row yet.
+    statement per call; three for a key that has no row yet or a refused
+    token (a read of the fence, then the insert or the conditional
+    statement again), and one more to read the fence for the error.
     """
 
     def __init__(
@@ -429,6 +433,12 @@ class SQLFencedStore:
                 if existing is None:
                     insert = f"insert_{op}"
                     row = self._execute(insert, self._params(insert, key, number, owner, value))
+                else:
+                    # Under READ COMMITTED the UPDATE may have run before another client's
+                    # insert of the row committed, which this read now sees: decide again
+                    # on that row (a row once committed stays), so the newest token is
+                    # never refused.
+                    row = self._execute(op, self._params(op, key, number, owner, value))
                 if row is None:
                     current = self._execute("fence", (key,))
                     raise _stale(key, number, 0 if current is None else int(current[0]))

@@ -40,7 +40,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._validation import positive_number
-from ..exceptions import BackendUnavailableError
 from ._clients import check_hash_tag, check_redis
 
 try:
@@ -265,9 +264,9 @@ class RedisLock(BaseLock):
         self.op_timeout = positive_number("op_timeout", op_timeout)
         self.waiter_ttl = positive_number("waiter_ttl", waiter_ttl)
         self.claim_window = positive_number("claim_window", claim_window)
-        check_hash_tag("name", self.name)
         self._calls = RedisCalls(check_redis("client", client), self.op_timeout)
         base = f"{self._KEY_PREFIX}{{{self.name}}}"
+        check_hash_tag("name", self.name, base)
         self._keys = [base + suffix for suffix in self._KEY_SUFFIXES]
         self._wake_prefix = base + ":wake:"
         self._extra: list[Any] = []
@@ -336,21 +335,14 @@ class RedisLock(BaseLock):
                 return
             wait = listen
         budget = wait + self.op_timeout
-        end = None
         if timeout is not None:
-            end = self._clock() + timeout
             budget = min(budget, timeout + _REPLY_SLACK)
-        try:
-            # A nudge is only a reason to try again: the lock is not ours until claimed.
-            # Without a connection to listen on (waiters hold all but one), poll
-            # within the claim window so an offer made meanwhile is still claimed.
-            self._calls.listen(
-                self._wake_prefix + attempt.owner, wait, budget, self.claim_window / 2
-            )
-        except BackendUnavailableError:
-            if end is None or self._clock() < end:
-                raise
-            # The caller's deadline passed while listening: a timeout, not an outage.
+        # A nudge is only a reason to try again: the lock is not ours until claimed.
+        # Without a connection to listen on (waiters hold all but one), poll
+        # within the claim window so an offer made meanwhile is still claimed. A
+        # listen that fails as the caller's deadline passes is a timeout (the acquire
+        # loop tells it from an outage).
+        self._calls.listen(self._wake_prefix + attempt.owner, wait, budget, self.claim_window / 2)
 
     def _abandon(self, attempt: Any, budget: float) -> None:
         if not attempt.queued:

@@ -166,7 +166,6 @@ class Redlock(BaseLock):
         super().__init__(
             name, ttl=ttl, reentrant=reentrant, auto_renew=auto_renew, on_lost=on_lost, clock=clock
         )
-        check_hash_tag("name", self.name)
         check_redis_list("clients", clients)
         if len(clients) == 0:
             raise ConfigurationError(f"clients must list at least one Redis, got {clients!r}")
@@ -177,6 +176,7 @@ class Redlock(BaseLock):
         self._masters = [RedisCalls(c, self.instance_timeout) for c in clients]
         self.quorum = len(self._masters) // 2 + 1
         base = f"scalekit:redlock:{{{self.name}}}"
+        check_hash_tag("name", self.name, base)
         self._keys = [base, base + ":fence"]
 
     def _drift(self, ttl: float) -> float:
