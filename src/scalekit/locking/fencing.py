@@ -252,6 +252,8 @@ class RedisFencedStore:
         """Claim *token* for *key* and return the key's value (None if unset).
 
         Raises:
+            LockNotOwnedError: *token* is a lease acquired before this
+                process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token (or the same token from another
                 lease) was seen for *key*; nothing was read.
             BackendUnavailableError: Redis did not answer within `op_timeout`.
@@ -266,6 +268,8 @@ class RedisFencedStore:
             ConfigurationError: *value* is not an integer of the signed
                 64-bit range, or *token* is not a token below 2**63; nothing
                 was sent.
+            LockNotOwnedError: *token* is a lease acquired before this
+                process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing was written.
             BackendUnavailableError: Redis did not answer within `op_timeout`;
                 the write may or may not have happened.
@@ -276,6 +280,8 @@ class RedisFencedStore:
         """Add *amount* to the integer at *key* (unset counts as 0); return the new value.
 
         Raises:
+            LockNotOwnedError: *token* is a lease acquired before this
+                process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing changed.
             BackendError: the value at *key* is not an integer.
             BackendUnavailableError: Redis did not answer within `op_timeout`;
@@ -467,6 +473,8 @@ class SQLFencedStore:
         """Claim *token* for *key* and return its value (None for a new key).
 
         Raises:
+            LockNotOwnedError: *token* is a lease acquired before this
+                process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token (or, for a bare token, the same
                 one) was seen for *key*; nothing changed.
             BackendUnavailableError: the connection failed or a statement
@@ -482,6 +490,8 @@ class SQLFencedStore:
             ConfigurationError: *value* is not an integer of the signed
                 64-bit range, or *token* is not a token below 2**63; nothing
                 was written.
+            LockNotOwnedError: *token* is a lease acquired before this
+                process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing was written.
         """
         self._fenced("write", key, token, _int64("value", value))
@@ -493,6 +503,8 @@ class SQLFencedStore:
             The new value.
 
         Raises:
+            LockNotOwnedError: *token* is a lease acquired before this
+                process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing changed.
         """
         return int(self._fenced("incr", key, token, _int64("amount", amount)))
