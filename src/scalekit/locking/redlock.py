@@ -178,6 +178,11 @@ class Redlock(BaseLock):
         base = f"scalekit:redlock:{{{self.name}}}"
         check_hash_tag("name", self.name, base)
         self._keys = [base, base + ":fence"]
+        # Failed rounds' values still to release, per master that did not answer,
+        # with the time after which their keys have expired anyway.
+        self._pending: dict[RedisCalls, dict[str, float]] = {}
+        self._pending_lock = threading.Lock()
+        self._cleaner: threading.Thread | None = None
 
     def _drift(self, ttl: float) -> float:
         return ttl * self.drift_factor + 0.002
@@ -232,23 +237,51 @@ class Redlock(BaseLock):
                 with contextlib.suppress(BackendUnavailableError):
                     master.script(_ABANDON, self._keys, [owner], timeout=self.instance_timeout)
         if silent:
-            threading.Thread(
-                target=self._release_later,
-                args=(owner, silent),
-                daemon=True,
-                name=f"scalekit-cleanup:{self.name}",
-            ).start()
+            assert self.ttl is not None
+            until = time.monotonic() + self.ttl
+            with self._pending_lock:
+                for master in silent:
+                    self._pending.setdefault(master, {})[owner] = until
+                if self._cleaner is None or not self._cleaner.is_alive():
+                    self._cleaner = threading.Thread(
+                        target=self._release_later,
+                        daemon=True,
+                        name=f"scalekit-cleanup:{self.name}",
+                    )
+                    self._cleaner.start()
 
-    def _release_later(self, owner: str, masters: list[RedisCalls]) -> None:
-        assert self.ttl is not None
-        end = time.monotonic() + self.ttl
-        while masters and time.monotonic() < end:
-            for master in list(masters):
-                with contextlib.suppress(BackendUnavailableError):
-                    master.script(_ABANDON, self._keys, [owner], timeout=self.instance_timeout)
-                    masters.remove(master)
-            if masters:
-                time.sleep(0.1)
+    def _release_later(self) -> None:
+        """Release the failed rounds' values on the masters that did not answer.
+
+        One thread per lock serves every failed round (a thread per round
+        used to pile up while the masters were down, each retrying for a
+        ttl, and their calls competed with the caller's acquire for the
+        interpreter and overran its deadline). A value is dropped once
+        released or after the ttl it was granted with; a master still
+        silent is tried again on the next pass, every 0.1 s.
+        """
+        while True:
+            with self._pending_lock:
+                now = time.monotonic()
+                for master in list(self._pending):
+                    values = {v: end for v, end in self._pending[master].items() if end > now}
+                    if values:
+                        self._pending[master] = values
+                    else:
+                        del self._pending[master]
+                if not self._pending:
+                    self._cleaner = None
+                    return
+                work = [(master, list(pending)) for master, pending in self._pending.items()]
+            for master, todo in work:
+                for value in todo:
+                    try:
+                        master.script(_ABANDON, self._keys, [value], timeout=self.instance_timeout)
+                    except BackendUnavailableError:
+                        break  # still silent: the next pass tries it again
+                    with self._pending_lock:
+                        self._pending.get(master, {}).pop(value, None)
+            time.sleep(0.1)
 
     def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
         assert self.ttl is not None
