@@ -568,3 +568,54 @@ def test_postgresql_claims_serialise_across_connections(postgres_server: Any) ->
     assert a.get("k") == 2
     a.connection.close()
     b.connection.close()
+
+
+def test_postgresql_racing_first_claims_never_refuse_the_newest_token(
+    postgres_server: Any,
+) -> None:
+    """8 connections claim then write a key that has no row yet, at once.
+
+    Under READ COMMITTED the claim's UPDATE found no row (another insert
+    was not committed), the store then saw the committed row and refused
+    the token as stale without trying the conditional statement again:
+    the newest holder was told it had lost its lease. Ten keys, about 1 s.
+    """
+    table = unique("race_t").replace("-", "_")
+    stores = [
+        SQLFencedStore(pg_connect(postgres_server), dialect="postgresql", table=table)
+        for _ in range(8)
+    ]
+    stores[0].create_table()
+    wrong: list[str] = []
+    for round_ in range(10):
+        key = f"k{round_}"
+        barrier = threading.Barrier(len(stores))
+        refused: dict[int, int] = {}
+
+        def claim_and_write(
+            store: SQLFencedStore,
+            token: int,
+            key: str = key,
+            barrier: threading.Barrier = barrier,
+            refused: dict[int, int] = refused,
+        ) -> None:
+            barrier.wait()
+            try:
+                store.read(key, token)
+                store.write(key, token, token)
+            except StaleTokenError as exc:
+                refused[token] = exc.fence
+
+        threads = [
+            threading.Thread(target=claim_and_write, args=(store, 10 + i))
+            for i, store in enumerate(stores)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        if 17 in refused or stores[0].fence(key) != 17:
+            wrong.append(f"{key}: refused {refused}, fence {stores[0].fence(key)}")
+    assert not wrong, wrong
+    for store in stores:
+        store.connection.close()

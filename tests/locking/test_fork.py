@@ -107,3 +107,46 @@ def test_a_forked_child_gets_its_lost_lease_notices() -> None:
     seen = _in_child(child)
     # The documented notice bound: the ttl, plus the documented slack.
     assert seen["notice_after"] is not None and seen["notice_after"] <= 0.2 + 0.1, seen
+
+
+@pytest.mark.redis
+def test_a_forked_child_cannot_write_to_a_fenced_store_with_its_parents_lease(
+    redis_server: RedisServer, tmp_path: Any
+) -> None:
+    """Two writers with one token would be indistinguishable to the store."""
+    redis = pytest.importorskip("redis")
+    import sqlite3
+
+    from scalekit.locking import RedisLock
+    from scalekit.locking.fencing import RedisFencedStore, SQLFencedStore
+
+    client = redis.Redis.from_url(redis_server.url)
+    store = RedisFencedStore(client, namespace=unique("ns") + ":")
+    lock = RedisLock(client, unique("fork"), ttl=30)
+    lease = lock.acquire()
+    assert lease is not None
+    path = tmp_path / "fenced.db"
+    SQLFencedStore(sqlite3.connect(path), dialect="sqlite").create_table()
+
+    def child() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        sql = SQLFencedStore(sqlite3.connect(path), dialect="sqlite")
+        for kind, target in (("redis", store), ("sql", sql)):
+            for op, call in (
+                ("read", lambda t=target: t.read("k", lease)),
+                ("write", lambda t=target: t.write("k", 1, lease)),
+                ("incr", lambda t=target: t.incr("k", 1, lease)),
+            ):
+                try:
+                    call()
+                    out[f"{kind} {op}"] = "accepted"
+                except LockNotOwnedError:
+                    out[f"{kind} {op}"] = "refused"
+        return out
+
+    seen = _in_child(child)
+    assert set(seen.values()) == {"refused"}, seen
+    assert store.get("k") is None
+    store.write("k", 7, lease)  # the parent's own writes go on
+    assert store.get("k") == b"7"
+    lease.release()

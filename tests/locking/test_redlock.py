@@ -184,6 +184,39 @@ def test_auto_renewal_outlives_a_minority_outage(masters: list[RedisServer]) -> 
             proxy.close()
 
 
+def test_renewal_is_due_one_period_after_the_validity_began(masters: list[RedisServer]) -> None:
+    """An acquire that spends half its validity on a dead master still keeps its lease.
+
+    With one master blackholed, each of the acquire's two rounds waits out
+    `instance_timeout` (0.3 s), so the lease is returned 0.6 s into its
+    1.2 s validity. Renewals used to be due one period (0.4 s) after the
+    renewal thread started: the first ran at 1.0 s and, waiting out the
+    dead master again, ended after the lease had expired (the loss a late
+    thread start on a loaded host caused in the test above). About 2 s.
+    """
+    from scalekit.locking import Lease
+    from scalekit.testing import TCPProxy
+
+    proxies = [TCPProxy(*server.address) for server in masters]
+    try:
+        clients = [redis.Redis(host=p.host, port=p.port) for p in proxies]
+        seen: list[Lease] = []
+        proxies[2].blackhole()
+        lock = Redlock(
+            clients, unique(), ttl=1.2, instance_timeout=0.3, auto_renew=True, on_lost=seen.append
+        )
+        lease = lock.acquire(timeout=2)
+        assert lease is not None
+        end = time.monotonic() + 1.5  # past the ttl: only renewal keeps it
+        while time.monotonic() < end and not lease.lost.is_set():
+            time.sleep(0.05)
+        assert not lease.lost.is_set() and not seen
+        lease.release()
+    finally:
+        for proxy in proxies:
+            proxy.close()
+
+
 REDLOCK_SEEDS = (3, 9)
 
 

@@ -13,9 +13,16 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from ..exceptions import ArgumentTypeError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 
-__all__ = ["check_async_redis", "check_dbapi", "check_kazoo", "check_redis", "check_redis_list"]
+__all__ = [
+    "check_async_redis",
+    "check_dbapi",
+    "check_hash_tag",
+    "check_kazoo",
+    "check_redis",
+    "check_redis_list",
+]
 
 _KAZOO_METHODS = (
     "create_async",
@@ -88,3 +95,29 @@ def check_dbapi(name: str, connection: Any) -> Any:
             f"{name} must be a DB-API 2 connection (sqlite3, psycopg), {_got(connection)}"
         )
     return connection
+
+
+def check_hash_tag(name: str, value: str, key: str) -> str:
+    """*value* (argument *name*), if the Redis key *key* built from it has a non-empty hash tag.
+
+    Redis Cluster hashes only the part between the first `{` of a key and
+    the first `}` after it, when that part is not empty. A lock's keys (and
+    a fenced key's value and fence) are one base key plus suffixes, so they
+    share that tag and one slot, unless the tag is empty: then each key
+    hashes whole and lands in a slot of its own. A standalone Redis does
+    not care, so the mistake would show only on a cluster, as a failure of
+    every script; it is refused here instead. It happens when the name
+    begins with `}` (or a prefix ends with `{` and the name begins with `}`,
+    or a prefix holds `{}`).
+
+    Raises:
+        ConfigurationError: *key*'s hash tag is empty.
+    """
+    start = key.find("{")
+    if start >= 0 and key.startswith("}", start + 1):
+        raise ConfigurationError(
+            f"{name} {value!r} gives its Redis keys an empty hash tag ({key!r}: the first "
+            "'{' is followed at once by '}'), so a Redis Cluster would put them in different "
+            "slots; a name must not begin with '}'"
+        )
+    return value

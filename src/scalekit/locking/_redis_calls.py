@@ -42,7 +42,16 @@ except ModuleNotFoundError as _exc:
 from .._redis_deadline import DeadlineExceeded, call_with_deadline, note, watch_cluster
 from ..exceptions import BackendError, BackendUnavailableError
 
-__all__ = ["LUA_NEXT_TOKEN", "LUA_NOW_MS", "RedisCalls", "Script", "is_transient", "lua_purge"]
+__all__ = [
+    "GONE_SECONDS",
+    "LUA_GONE",
+    "LUA_NEXT_TOKEN",
+    "LUA_NOW_MS",
+    "RedisCalls",
+    "Script",
+    "is_transient",
+    "lua_purge",
+]
 
 
 # Lua pieces the lock scripts share. The server's clock, in milliseconds,
@@ -72,6 +81,24 @@ local function next_token()
   end
   return token
 end"""
+
+
+GONE_SECONDS = 60.0
+"""How long the server remembers an attempt that gave up (see `LUA_GONE`)."""
+
+# An attempt that gave up leaves a marker under its owner token
+# (`KEYS[1]:gone:<owner>`, in the lock's hash-tag slot) when its clean-up
+# runs; the acquire script refuses an owner so marked. A request of that
+# attempt held up by the network (TCP delivers it once a partition heals,
+# in either order with the clean-up, which runs on another connection) thus
+# takes nothing if it arrives within GONE_SECONDS of the clean-up. Owner
+# tokens are random per attempt, so no live attempt is ever marked.
+LUA_GONE = f"""
+local function gone_key(who) return KEYS[1] .. ':gone:' .. who end
+local function mark_gone(who)
+  redis.call('SET', gone_key(who), '1', 'PX', {int(GONE_SECONDS * 1000)})
+end
+local function is_gone(who) return redis.call('EXISTS', gone_key(who)) == 1 end"""
 
 
 def lua_purge(leases: int, tokens: int) -> str:

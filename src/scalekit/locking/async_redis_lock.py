@@ -40,7 +40,7 @@ from ..exceptions import (
     LockTimeoutError,
 )
 from ..observability import _emit
-from ._clients import check_async_redis
+from ._clients import check_async_redis, check_hash_tag
 from ._redis_calls import Script, is_transient
 from .base import CLEANUP_BUDGET, _Outage
 from .lease import _NOTIFIER, _WATCHDOG, Lease
@@ -155,6 +155,7 @@ class AsyncRedisLock:
         self._clock = clock
         self._client = check_async_redis("client", client)
         base = f"scalekit:lock:{{{self.name}}}"
+        check_hash_tag("name", self.name, base)
         self._keys = [base, base + ":fence", base + ":queue", base + ":waiters", base + ":ttls"]
         self._wake = base + ":wake:"
         self._waiter_ms = max(int(self.waiter_ttl * 1000), 1)
@@ -232,10 +233,13 @@ class AsyncRedisLock:
             task.add_done_callback(_RENEWALS.discard)
 
     async def _abandon_later(self, args: list[Any]) -> None:
+        # As `BaseLock._abandon_later`: each try may take all the time left, so a slow
+        # link's handshake (several round trips) does not fail every try.
         end = time.monotonic() + max(self.ttl, self.waiter_ttl)
         while time.monotonic() < end:
             try:
-                await self._script(_ABANDON, args, timeout=min(1.0, self.op_timeout))
+                left = max(end - time.monotonic(), 0.001)
+                await self._script(_ABANDON, args, timeout=left)
                 return
             except BackendUnavailableError:
                 await asyncio.sleep(0.1)
@@ -342,7 +346,12 @@ class AsyncRedisLock:
                 except BackendUnavailableError as exc:
                     silent = True
                     if deadline is not None and self._clock() >= deadline:
-                        continue  # the deadline passed while listening: a timeout
+                        # Redis answered that the lock is held, then fell silent as the
+                        # deadline passed: a timeout, without a last try past the deadline.
+                        raise LockTimeoutError(
+                            f"lock {self.name!r} was not acquired within {timeout}s: {exc}",
+                            self.name,
+                        ) from exc
                     pause = retry.next_pause(exc)
                     if pause is None:
                         raise
@@ -498,16 +507,18 @@ def _note_time(times: list[float], clock: Callable[[], float]) -> None:
 async def _renew(ref: weakref.ref[AsyncLease], period: float, retry: float) -> None:
     """Extend the lease every *period*; retry any error but "not the owner" until its deadline.
 
-    Holds the lease only weakly between renewals, as the threaded renewal does.
+    Holds the lease only weakly between renewals, and schedules them one
+    *period* after the lease's validity began, as the threaded renewal does.
     """
-    wait = period
+    wait: float | None = None  # None: the next renewal is due on schedule
     while True:
         lease = ref()
         if lease is None or lease._released or lease.lost.is_set():
             return
         left = max(lease.remaining() or 0.0, 0.0)
+        pause = left - ((lease.ttl or 3 * period) - period) if wait is None else wait
         del lease
-        await asyncio.sleep(max(min(wait, left), 0.0))
+        await asyncio.sleep(max(min(pause, left), 0.0))
         lease = ref()
         if lease is None or lease._released:
             return
@@ -517,7 +528,7 @@ async def _renew(ref: weakref.ref[AsyncLease], period: float, retry: float) -> N
             return
         try:
             await lock.extend(lease)
-            wait = period
+            wait = None
         except (LockLostError, LockNotOwnedError):
             return
         except Exception as exc:  # transient until proven otherwise

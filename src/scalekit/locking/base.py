@@ -283,6 +283,14 @@ class BaseLock(abc.ABC):
                     self._wait(attempt, remaining)
                 except BackendUnavailableError as exc:
                     silent = True
+                    if deadline is not None and self._clock() >= deadline:
+                        # The backend answered that the lock is held, then fell silent as the
+                        # caller's deadline passed: a timeout. No last try after the deadline
+                        # (a silent backend would not answer it; it only overran the bound).
+                        raise LockTimeoutError(
+                            f"lock {self.name!r} was not acquired within {timeout}s: {exc}",
+                            self.name,
+                        ) from exc
                     if not retry.again(exc) and not retry.cut_short(started):
                         raise
         except BaseException as exc:
@@ -461,10 +469,18 @@ class BaseLock(abc.ABC):
             ).start()
 
     def _abandon_later(self, attempt: Any, window: float) -> None:
+        """Retry the clean-up until it succeeds or *window* ends.
+
+        Each try may take all the time left: over a slow link a new
+        connection's handshake alone is several round trips, and a try cut
+        at a short budget would fail every time and leave its lock held for
+        a full ttl. Nobody waits for it; a try that fails fast (a reset
+        connection) is retried.
+        """
         end = time.monotonic() + window
         while time.monotonic() < end:
             try:
-                self._abandon(attempt, min(1.0, max(end - time.monotonic(), 0.001)))
+                self._abandon(attempt, max(end - time.monotonic(), 0.001))
                 return
             except BackendUnavailableError:
                 time.sleep(0.1)
@@ -525,7 +541,17 @@ class _Outage:
     acquire loops share it.
     """
 
-    __slots__ = ("_bound", "_clock", "_deadline", "_end", "_failures", "_name", "_pause", "_until")
+    __slots__ = (
+        "_bound",
+        "_clock",
+        "_deadline",
+        "_end",
+        "_ever_answered",
+        "_failures",
+        "_name",
+        "_pause",
+        "_until",
+    )
 
     def __init__(
         self, clock: Callable[[], float], deadline: float | None, bound: float, name: str
@@ -538,9 +564,11 @@ class _Outage:
         self._end = 0.0
         self._pause = RETRY_BACKOFF[0]
         self._failures = 0
+        self._ever_answered = False
 
     def answered(self) -> None:
         """The backend answered: a later failure starts a new run."""
+        self._ever_answered = True
         self._until = None
         self._pause = RETRY_BACKOFF[0]
         self._failures = 0
@@ -549,11 +577,15 @@ class _Outage:
         """Whether the one failure since the backend last answered was the caller's deadline.
 
         A try begun with less than one call bound left, that failed as the
-        deadline passed, says nothing about the backend: the acquire timed out.
+        deadline passed, after the backend had answered (that the lock is
+        held) earlier in this acquire, says nothing about the backend: the
+        acquire timed out. A backend that never answered in this acquire is
+        reported as unavailable, whatever cut its last try short.
         """
         end = self._deadline
         return (
             end is not None
+            and self._ever_answered
             and self._failures == 1
             and end - started < self._bound
             and self._clock() >= end - 0.001
@@ -608,16 +640,28 @@ def _renew(
     at its ttl. Nor is a lease whose thread ended without releasing it (an
     exception it did not handle): it ends at its ttl, and the watchdog
     announces the loss.
+
+    A renewal is due one *period* after the lease's validity began (its
+    deadline less the validity a grant or extension gives), not one period
+    after this thread last woke: an acquire that spent part of the validity
+    on its rounds (Redlock waiting out a dead master), or a thread started
+    late on a loaded host, would otherwise renew late, and a failed
+    renewal would have too little time left for its retries.
     """
-    wait = period
+    wait: float | None = None  # None: the next renewal is due on schedule
     while True:
         lease = ref()
         if lease is None or lease._deadline is None:
             return
         lock = lease._lock
         left = max(lease._deadline - lock._clock(), 0.0)
+        if wait is None:
+            trusted = lock._lease_ttl(lock.ttl)
+            pause = left - (trusted - period) if trusted is not None else period
+        else:
+            pause = wait
         del lease, lock
-        if done.wait(min(wait, left)):
+        if done.wait(max(min(pause, left), 0.0)):
             return
         lease = ref()
         if lease is None:
@@ -637,7 +681,7 @@ def _renew(
         del owner
         try:
             lock.extend(lease)
-            wait = period
+            wait = None
         except (LockLostError, LockNotOwnedError):
             return
         except Exception as exc:  # transient until proven otherwise: retry until the deadline

@@ -39,8 +39,14 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .._validation import positive_number
-from ..exceptions import BackendUnavailableError, ConfigurationError, StaleTokenError
-from ._clients import check_dbapi, check_redis
+from ..exceptions import (
+    BackendUnavailableError,
+    ConfigurationError,
+    LockNotOwnedError,
+    StaleTokenError,
+)
+from ._clients import check_dbapi, check_hash_tag, check_redis
+from .base import _foreign
 from .lease import Lease
 
 if TYPE_CHECKING:
@@ -58,8 +64,19 @@ _INT64_MIN, _INT64_LIMIT = -(2**63), 2**63
 
 
 def _token(token: Token) -> tuple[int, str]:
-    """The fencing token and the owner recorded with a claim ('' for a bare int)."""
+    """The fencing token and the owner recorded with a claim ('' for a bare int).
+
+    A lease acquired before this process was forked is refused: the parent
+    still holds it, and two writers with one token and one owner are one
+    holder to the store.
+    """
     if isinstance(token, Lease):
+        if _foreign(token):
+            raise LockNotOwnedError(
+                f"lease {token.token} of {token.name!r} was acquired by the parent of this "
+                "forked process; a fenced store accepts it only from the parent",
+                token.name,
+            )
         number, owner = token.token, str(token.owner)
     else:
         number, owner = token, ""
@@ -207,6 +224,7 @@ class RedisFencedStore:
 
         if not isinstance(namespace, str) or not namespace:
             raise ConfigurationError(f"namespace must be a non-empty string, got {namespace!r}")
+        check_hash_tag("namespace", namespace, namespace + "{key}")
         self.namespace = namespace
         self.op_timeout = positive_number("op_timeout", op_timeout)
         self._calls: RedisCalls = RedisCalls(check_redis("client", client), self.op_timeout)
@@ -217,6 +235,7 @@ class RedisFencedStore:
     def keys(self, key: str) -> tuple[str, str]:
         """The Redis keys of *key*: its value and its fence hash (one hash tag)."""
         base = f"{self.namespace}{{{_key(key)}}}"
+        check_hash_tag("key", key, base)
         return base, base + ":fence"
 
     def _run(self, script: Script, key: str, token: Token, *extra: Any) -> Any:
@@ -232,6 +251,8 @@ class RedisFencedStore:
         """Claim *token* for *key* and return the key's value (None if unset).
 
         Raises:
+            LockNotOwnedError: *token* is a lease acquired before this
+                process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token (or the same token from another
                 lease) was seen for *key*; nothing was read.
             BackendUnavailableError: Redis did not answer within `op_timeout`.
@@ -246,6 +267,8 @@ class RedisFencedStore:
             ConfigurationError: *value* is not an integer of the signed
                 64-bit range, or *token* is not a token below 2**63; nothing
                 was sent.
+            LockNotOwnedError: *token* is a lease acquired before this
+                process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing was written.
             BackendUnavailableError: Redis did not answer within `op_timeout`;
                 the write may or may not have happened.
@@ -256,6 +279,8 @@ class RedisFencedStore:
         """Add *amount* to the integer at *key* (unset counts as 0); return the new value.
 
         Raises:
+            LockNotOwnedError: *token* is a lease acquired before this
+                process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing changed.
             BackendError: the value at *key* is not an integer.
             BackendUnavailableError: Redis did not answer within `op_timeout`;
@@ -335,7 +360,9 @@ class SQLFencedStore:
     Not thread-safe (a DB-API connection is not): one store per
     connection. Time bounds are the connection's (set a
     `statement_timeout` on PostgreSQL, `timeout=` on SQLite). Cost: one
-    statement per call, two for a key that has no row yet.
+    statement per call; three for a key that has no row yet or a refused
+    token (a read of the fence, then the insert or the conditional
+    statement again), and one more to read the fence for the error.
     """
 
     def __init__(
@@ -411,6 +438,12 @@ class SQLFencedStore:
                 if existing is None:
                     insert = f"insert_{op}"
                     row = self._execute(insert, self._params(insert, key, number, owner, value))
+                else:
+                    # Under READ COMMITTED the UPDATE may have run before another client's
+                    # insert of the row committed, which this read now sees: decide again
+                    # on that row (a row once committed stays), so the newest token is
+                    # never refused.
+                    row = self._execute(op, self._params(op, key, number, owner, value))
                 if row is None:
                     current = self._execute("fence", (key,))
                     raise _stale(key, number, 0 if current is None else int(current[0]))
@@ -439,6 +472,8 @@ class SQLFencedStore:
         """Claim *token* for *key* and return its value (None for a new key).
 
         Raises:
+            LockNotOwnedError: *token* is a lease acquired before this
+                process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token (or, for a bare token, the same
                 one) was seen for *key*; nothing changed.
             BackendUnavailableError: the connection failed or a statement
@@ -454,6 +489,8 @@ class SQLFencedStore:
             ConfigurationError: *value* is not an integer of the signed
                 64-bit range, or *token* is not a token below 2**63; nothing
                 was written.
+            LockNotOwnedError: *token* is a lease acquired before this
+                process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing was written.
         """
         self._fenced("write", key, token, _int64("value", value))
@@ -465,6 +502,8 @@ class SQLFencedStore:
             The new value.
 
         Raises:
+            LockNotOwnedError: *token* is a lease acquired before this
+                process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing changed.
         """
         return int(self._fenced("incr", key, token, _int64("amount", amount)))

@@ -206,8 +206,12 @@ class _Notifier:
 
     A notice goes to an idle thread or, when every thread is busy, to a new
     one: it never waits behind callbacks that block (each blocked callback
-    holds one thread for as long as it blocks). Up to `keep` threads stay
-    for later notices; the others end after `linger` idle seconds.
+    holds one thread for as long as it blocks). When a notice takes the
+    last idle thread, a spare one is started for the next: creating a
+    thread on a loaded host can take longer than the notice's margin, so it
+    is kept off the path of a notice whenever one thread's start has passed
+    since the last notice. Up to `keep` threads stay for later notices; the
+    others end after `linger` idle seconds.
     """
 
     def __init__(self, keep: int = 16, linger: float = 10.0) -> None:
@@ -228,24 +232,35 @@ class _Notifier:
     def submit(self, callback: OnLost, lease: Lease) -> None:
         with self._lock:
             if self._idle > 0:
-                self._idle -= 1  # an idle thread takes this job
+                self._idle -= 1  # an idle thread (or a spare still starting) takes this job
                 self._jobs.put((callback, lease))
-                return
-            self._threads += 1
-        threading.Thread(
-            target=self._work, args=(callback, lease), daemon=True, name="scalekit-on-lost"
-        ).start()
+                job: tuple[OnLost, Lease] | None = None
+            else:
+                self._threads += 1
+                job = (callback, lease)
+            spare = self._idle == 0
+            if spare:
+                self._threads += 1
+                self._idle += 1  # counted idle at once: jobs wait in the queue for it
+        if job is not None:
+            threading.Thread(
+                target=self._work, args=(job,), daemon=True, name="scalekit-on-lost"
+            ).start()
+        if spare:
+            threading.Thread(
+                target=self._work, args=(None,), daemon=True, name="scalekit-on-lost"
+            ).start()
 
-    def _work(self, callback: OnLost, lease: Lease) -> None:
+    def _work(self, job: tuple[OnLost, Lease] | None) -> None:
         while True:
-            _run_on_lost(callback, lease)
-            del callback, lease
-            with self._lock:
-                self._idle += 1
+            if job is not None:
+                _run_on_lost(*job)
+                job = None
+                with self._lock:
+                    self._idle += 1
             job = self._next()
             if job is None:
                 return
-            callback, lease = job
 
     def _next(self) -> tuple[OnLost, Lease] | None:
         """The next job for an idle thread, or None when the thread should end."""

@@ -8,6 +8,7 @@ Keys, all under one hash tag so a Redis Cluster keeps them in one slot:
     scalekit:lock:{name}:waiters    zset owner token -> heartbeat deadline (ms)
     scalekit:lock:{name}:ttls       hash owner token -> the ttl it asked for (ms)
     scalekit:lock:{name}:wake:<owner>   signal list a waiter BLPOPs
+    scalekit:lock:{name}:gone:<owner>   an attempt that gave up, PX 60 s
 
 A free lock is taken at once only when nobody waits. Otherwise release
 offers it, in the same script, to the first live waiter: the lock key
@@ -39,11 +40,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._validation import positive_number
-from ..exceptions import BackendUnavailableError
-from ._clients import check_redis
+from ._clients import check_hash_tag, check_redis
 
 try:
-    from ._redis_calls import LUA_NEXT_TOKEN, LUA_NOW_MS, RedisCalls, Script
+    from ._redis_calls import LUA_GONE, LUA_NEXT_TOKEN, LUA_NOW_MS, RedisCalls, Script
 except ModuleNotFoundError as _exc:
     from .._lazy import missing_driver
 
@@ -61,6 +61,7 @@ __all__ = ["RedisLock"]
 _PRELUDE = (
     LUA_NOW_MS
     + LUA_NEXT_TOKEN
+    + LUA_GONE
     + """
 local function nudge(wake, who, ms)
   redis.call('DEL', wake .. who)
@@ -97,6 +98,10 @@ _ACQUIRE = Script(
     _PRELUDE
     + """
 local me = ARGV[1]
+if is_gone(me) then
+  -- A request of an attempt that gave up, arriving after its clean-up: take nothing.
+  return {0, redis.call('PTTL', KEYS[1])}
+end
 local owner = redis.call('GET', KEYS[1])
 if not owner and redis.call('LLEN', KEYS[3]) > 0 then
   -- Expired without release while others wait: the first of them comes first.
@@ -131,10 +136,12 @@ return 1
 )
 
 # ARGV: owner, wake prefix, waiter ttl ms, claim ms. Leave the queue; pass
-# on a lock offered to us (or granted with a lost reply) as we gave up.
+# on a lock offered to us (or granted with a lost reply) as we gave up; mark
+# the owner gone, so that a request of ours still on the way takes nothing.
 _ABANDON = Script(
     _PRELUDE
     + """
+mark_gone(ARGV[1])
 redis.call('LREM', KEYS[3], 0, ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
@@ -264,6 +271,7 @@ class RedisLock(BaseLock):
         self.claim_window = positive_number("claim_window", claim_window)
         self._calls = RedisCalls(check_redis("client", client), self.op_timeout)
         base = f"{self._KEY_PREFIX}{{{self.name}}}"
+        check_hash_tag("name", self.name, base)
         self._keys = [base + suffix for suffix in self._KEY_SUFFIXES]
         self._wake_prefix = base + ":wake:"
         self._extra: list[Any] = []
@@ -332,21 +340,14 @@ class RedisLock(BaseLock):
                 return
             wait = listen
         budget = wait + self.op_timeout
-        end = None
         if timeout is not None:
-            end = self._clock() + timeout
             budget = min(budget, timeout + _REPLY_SLACK)
-        try:
-            # A nudge is only a reason to try again: the lock is not ours until claimed.
-            # Without a connection to listen on (waiters hold all but one), poll
-            # within the claim window so an offer made meanwhile is still claimed.
-            self._calls.listen(
-                self._wake_prefix + attempt.owner, wait, budget, self.claim_window / 2
-            )
-        except BackendUnavailableError:
-            if end is None or self._clock() < end:
-                raise
-            # The caller's deadline passed while listening: a timeout, not an outage.
+        # A nudge is only a reason to try again: the lock is not ours until claimed.
+        # Without a connection to listen on (waiters hold all but one), poll
+        # within the claim window so an offer made meanwhile is still claimed. A
+        # listen that fails as the caller's deadline passes is a timeout (the acquire
+        # loop tells it from an outage).
+        self._calls.listen(self._wake_prefix + attempt.owner, wait, budget, self.claim_window / 2)
 
     def _abandon(self, attempt: Any, budget: float) -> None:
         if not attempt.queued:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._redis_calls import LUA_NEXT_TOKEN, LUA_NOW_MS, Script, lua_purge
+from ._redis_calls import LUA_GONE, LUA_NEXT_TOKEN, LUA_NOW_MS, Script, lua_purge
 from .base import OnLost
 from .redis_lock import RedisLock
 
@@ -29,6 +29,7 @@ __all__ = ["RedisReadWriteLock"]
 _PRELUDE = (
     LUA_NOW_MS
     + LUA_NEXT_TOKEN
+    + LUA_GONE
     + lua_purge(6, 8)
     + """
 local function can(mode)
@@ -112,6 +113,7 @@ _ACQUIRE = Script(
     _PRELUDE
     + """
 local me, mode = ARGV[1], ARGV[7]
+if is_gone(me) then return {0, 0} end  -- a request of an attempt that gave up
 local now = now_ms()
 purge(now)
 hand_over(now, ARGV[5], ARGV[4], ARGV[6])
@@ -153,6 +155,7 @@ return held
 _ABANDON = Script(
     _PRELUDE
     + """
+mark_gone(ARGV[1])
 redis.call('LREM', KEYS[3], 0, ARGV[1])
 forget(ARGV[1])
 redis.call('DEL', ARGV[2] .. ARGV[1])

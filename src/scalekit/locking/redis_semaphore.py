@@ -25,7 +25,7 @@ from .._validation import positive_int
 from ..exceptions import ConfigurationError
 
 try:
-    from ._redis_calls import LUA_NEXT_TOKEN, LUA_NOW_MS, Script, lua_purge
+    from ._redis_calls import LUA_GONE, LUA_NEXT_TOKEN, LUA_NOW_MS, Script, lua_purge
 except ModuleNotFoundError as _exc:
     from .._lazy import missing_driver
 
@@ -39,6 +39,7 @@ __all__ = ["RedisSemaphore"]
 _PRELUDE = (
     LUA_NOW_MS
     + LUA_NEXT_TOKEN
+    + LUA_GONE
     + lua_purge(1, 6)
     + """
 local function grant(now, who, ttl)
@@ -84,6 +85,7 @@ _ACQUIRE = Script(
     _PRELUDE
     + """
 local me, limit = ARGV[1], tonumber(ARGV[7])
+if is_gone(me) then return {0, 0} end  -- a request of an attempt that gave up
 local now = now_ms()
 purge(now)
 local stored = tonumber(redis.call('GET', KEYS[7]) or limit)
@@ -128,6 +130,7 @@ return held
 _ABANDON = Script(
     _PRELUDE
     + """
+mark_gone(ARGV[1])
 redis.call('LREM', KEYS[3], 0, ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])

@@ -25,10 +25,10 @@ from typing import Any
 
 from .._validation import fraction, positive_number
 from ..exceptions import BackendUnavailableError, ConfigurationError
-from ._clients import check_redis_list
+from ._clients import check_hash_tag, check_redis_list
 
 try:
-    from ._redis_calls import LUA_NEXT_TOKEN, RedisCalls, Script
+    from ._redis_calls import LUA_GONE, LUA_NEXT_TOKEN, RedisCalls, Script
 except ModuleNotFoundError as _exc:
     from .._lazy import missing_driver
 
@@ -39,8 +39,11 @@ __all__ = ["Redlock"]
 
 _ACQUIRE = Script(
     LUA_NEXT_TOKEN
+    + LUA_GONE
     + """
 -- ARGV: this round's value, ttl ms, the attempt's prefix, this round's number.
+-- A round that failed and was released takes nothing when its request arrives late.
+if is_gone(ARGV[1]) then return {0, redis.call('PTTL', KEYS[1])} end
 -- A key left by an earlier round of the same attempt (its reply lost) is taken
 -- over; a key of a later round (this request arrived late) is not.
 local current = redis.call('GET', KEYS[1])
@@ -68,6 +71,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """)
 
+# The clean-up of a failed round: release it, and mark it gone (see `LUA_GONE`).
+_ABANDON = Script(
+    LUA_GONE
+    + """
+mark_gone(ARGV[1])
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+)
+
 _EXTEND = Script("""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -77,16 +90,24 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 # A master not asked, or cut off, because the caller's deadline came first.
 _CUT_SHORT = object()
 
+# The least time left to the caller's deadline for which a master is still
+# asked: a call with less cannot get a reply on a loaded host, and a round
+# at the deadline would otherwise start N such calls (each taking a pooled
+# connection, or connecting) and overrun the deadline by their sum.
+_MIN_CALL = 0.01
+
 
 class _Attempt:
     """One acquire call: its owner token, and the value of its current round."""
 
-    __slots__ = ("owner", "rounds", "value")
+    __slots__ = ("outage", "owner", "rounds", "value")
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self.rounds = 0
         self.value = owner
+        # What the last round that asked a master found, when too few answered.
+        self.outage = ""
 
     def next_round(self) -> str:
         """The key value of the next round: the owner token and the round's number."""
@@ -160,7 +181,13 @@ class Redlock(BaseLock):
         self._masters = [RedisCalls(c, self.instance_timeout) for c in clients]
         self.quorum = len(self._masters) // 2 + 1
         base = f"scalekit:redlock:{{{self.name}}}"
+        check_hash_tag("name", self.name, base)
         self._keys = [base, base + ":fence"]
+        # Failed rounds' values still to release, per master that did not answer,
+        # with the time after which their keys have expired anyway.
+        self._pending: dict[RedisCalls, dict[str, float]] = {}
+        self._pending_lock = threading.Lock()
+        self._cleaner: threading.Thread | None = None
 
     def _drift(self, ttl: float) -> float:
         return ttl * self.drift_factor + 0.002
@@ -176,14 +203,15 @@ class Redlock(BaseLock):
         """Run *script* on every master in turn; a master that fails yields None.
 
         Each call takes at most `instance_timeout`, and none starts or runs
-        past *deadline* (the lock clock's time).
+        past *deadline* (the lock clock's time), nor starts with less than
+        `_MIN_CALL` left to it.
         """
         results: list[Any] = []
         for master in self._masters:
             budget = self.instance_timeout
             if deadline is not None:
                 budget = min(budget, deadline - self._clock())
-            if budget <= 0:
+            if budget < min(_MIN_CALL, self.instance_timeout):
                 results.append(_CUT_SHORT)
                 continue
             try:
@@ -212,20 +240,53 @@ class Redlock(BaseLock):
         for master, answer in zip(self._masters, answers, strict=True):
             if answer is not None and answer is not _CUT_SHORT and int(answer[0]) == 1:
                 with contextlib.suppress(BackendUnavailableError):
-                    master.script(_RELEASE, self._keys, [owner], timeout=self.instance_timeout)
+                    master.script(_ABANDON, self._keys, [owner], timeout=self.instance_timeout)
         if silent:
-            threading.Thread(target=self._release_later, args=(owner, silent), daemon=True).start()
+            assert self.ttl is not None
+            until = time.monotonic() + self.ttl
+            with self._pending_lock:
+                for master in silent:
+                    self._pending.setdefault(master, {})[owner] = until
+                if self._cleaner is None or not self._cleaner.is_alive():
+                    self._cleaner = threading.Thread(
+                        target=self._release_later,
+                        daemon=True,
+                        name=f"scalekit-cleanup:{self.name}",
+                    )
+                    self._cleaner.start()
 
-    def _release_later(self, owner: str, masters: list[RedisCalls]) -> None:
-        assert self.ttl is not None
-        end = time.monotonic() + self.ttl
-        while masters and time.monotonic() < end:
-            for master in list(masters):
-                with contextlib.suppress(BackendUnavailableError):
-                    master.script(_RELEASE, self._keys, [owner], timeout=self.instance_timeout)
-                    masters.remove(master)
-            if masters:
-                time.sleep(0.1)
+    def _release_later(self) -> None:
+        """Release the failed rounds' values on the masters that did not answer.
+
+        One thread per lock serves every failed round (a thread per round
+        used to pile up while the masters were down, each retrying for a
+        ttl, and their calls competed with the caller's acquire for the
+        interpreter and overran its deadline). A value is dropped once
+        released or after the ttl it was granted with; a master still
+        silent is tried again on the next pass, every 0.1 s.
+        """
+        while True:
+            with self._pending_lock:
+                now = time.monotonic()
+                for master in list(self._pending):
+                    values = {v: end for v, end in self._pending[master].items() if end > now}
+                    if values:
+                        self._pending[master] = values
+                    else:
+                        del self._pending[master]
+                if not self._pending:
+                    self._cleaner = None
+                    return
+                work = [(master, list(pending)) for master, pending in self._pending.items()]
+            for master, todo in work:
+                for value in todo:
+                    try:
+                        master.script(_ABANDON, self._keys, [value], timeout=self.instance_timeout)
+                    except BackendUnavailableError:
+                        break  # still silent: the next pass tries it again
+                    with self._pending_lock:
+                        self._pending.get(master, {}).pop(value, None)
+            time.sleep(0.1)
 
     def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
         assert self.ttl is not None
@@ -252,12 +313,22 @@ class Redlock(BaseLock):
                 return token, self.ttl - self._drift(self.ttl)
         self._release_on(owner, answers)
         reachable = sum(1 for r in answers if r is not None and r is not _CUT_SHORT)
-        if reachable + answers.count(_CUT_SHORT) < self.quorum:
-            # Without a quorum of answers no retry can succeed: say so instead of spinning.
-            raise BackendUnavailableError(
+        if reachable < self.quorum:
+            # Without a quorum of answers this round says nothing about the lock: an
+            # outage (or the caller's deadline, which the acquire loop tells apart by
+            # whether the masters answered earlier), not "held".
+            cut = answers.count(_CUT_SHORT)
+            if cut and attempt.outage:
+                # The deadline cut this round short: report what the last whole round found.
+                raise BackendUnavailableError(
+                    f"{attempt.outage} (no time was left for another round)"
+                )
+            attempt.outage = (
                 f"only {reachable} of {len(self._masters)} Redis masters answered for lock "
                 f"{self.name!r}; {self.quorum} are needed"
+                + (f" ({cut} not asked or cut short at the caller's deadline)" if cut else "")
             )
+            raise BackendUnavailableError(attempt.outage)
         return None
 
     def _wait(self, attempt: Any, timeout: float | None) -> None:
