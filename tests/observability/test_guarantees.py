@@ -428,3 +428,25 @@ def test_a_storm_of_one_event_is_rate_limited_and_counted(
     records = [r for r in caplog.records if r.event == "scalekit.lock.callback_failed"]
     # One window, or two if the loop straddled a second.
     assert LOG_EVENTS_PER_SECOND <= len(records) <= 2 * LOG_EVENTS_PER_SECOND
+
+
+def test_a_router_watched_on_two_hubs_counts_each_route_once_on_both() -> None:
+    first, second = Telemetry(), Telemetry()
+    first.subscribe(MemoryRecorder())
+    second.subscribe(MemoryRecorder())
+    router = HashRouter(["s0", "s1", "s2"])
+    watch_router(router, "users", telemetry=first)
+    watch_router(router, "members", telemetry=second)
+    for round_ in range(1, 4):
+        for i in range(100):
+            router.route(f"user-{round_}-{i}")
+        assert sum(_values(first, "scalekit_router_routes").values()) == 100 * round_
+        assert sum(_values(second, "scalekit_router_routes").values()) == 100 * round_
+    second.unwatch(router)
+    router.route("one-more")  # the first hub still listens
+    assert sum(_values(first, "scalekit_router_routes").values()) == 301
+    first.unwatch(router)
+    from scalekit.observability import _emit
+
+    assert _emit.route_counts(router).installed is None  # nobody listens: no counting route
+    assert router.route("k") == HashRouter(["s0", "s1", "s2"]).route("k")

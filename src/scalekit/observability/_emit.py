@@ -107,9 +107,20 @@ def _lock_named(lock: Any) -> tuple[Telemetry, str] | None:
     return None
 
 
+# Objects of this module with a `_lock` of their own (a watched router's counts).
+_lock_holders: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _fork_locks() -> list[Any]:
+    """Every lock of a live object of this module (what a forked child re-creates)."""
+    return [holder._lock for holder in list(_lock_holders)]
+
+
 def _after_fork_in_child() -> None:
     global _state_lock
     _state_lock = threading.Lock()
+    for holder in list(_lock_holders):
+        holder._lock = threading.Lock()
 
 
 # -- routers ---------------------------------------------------------------------------
@@ -131,6 +142,76 @@ class uncounted:  # a context manager, named like contextlib's
 def counting() -> bool:
     """False inside `uncounted()` on this thread."""
     return not getattr(_uncounted, "depth", 0)
+
+
+class RouteCounts:
+    """One router's routes per shard, shared by every hub that watches it.
+
+    The counting `route` is set on the router while at least one of those
+    hubs has a recorder, and removed when none has; every hub reports the
+    same counts (under the name it gave), so watching one router on two
+    hubs counts each route once and shows it on both.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        _lock_holders.add(self)
+        self.counts: dict[Any, int] = {}
+        self.active: set[int] = set()  # id() of the watching hubs that have a recorder
+        self.installed: Any = None  # the counting `route` set on the router
+        self.hidden: Any = None  # the instance attribute it hid, if any
+        self.hooked = False  # a HashRouter's `_install` reinstalls through us
+
+    def snapshot(self) -> dict[Any, int]:
+        with self._lock:
+            return dict(self.counts)
+
+    def switch(self, router: Any, hub: Telemetry, active: bool) -> None:
+        """*hub* turned on or off (or stopped watching) for *router*."""
+        if active:
+            self.active.add(id(hub))
+        else:
+            self.active.discard(id(hub))
+        self.install(router)
+
+    def install(self, router: Any) -> None:
+        """Set the counting `route` on *router* if a hub listens, else restore its own."""
+        mine = self.installed
+        if not self.active:
+            if mine is not None and router.__dict__.get("route") is mine:
+                if self.hidden is None:
+                    del router.route
+                else:
+                    router.route = self.hidden
+            self.installed = self.hidden = None
+            return
+        if mine is not None and router.__dict__.get("route") is mine:
+            return
+        # The class's route, never the instance's: that one may be replaced later.
+        # The router is held weakly here too: a hub must never keep it alive.
+        original, ref, counts, state = type(router).route, weakref.ref(router), self.counts, self
+
+        def route(key: Any) -> Any:
+            shard = original(ref(), key)
+            if counting():
+                with state._lock:
+                    counts[shard] = counts.get(shard, 0) + 1
+            return shard
+
+        self.hidden = router.__dict__.get("route")
+        router.route = self.installed = route
+
+
+_routes: dict[int, RouteCounts] = {}
+
+
+def route_counts(router: Any) -> RouteCounts:
+    """The shared `RouteCounts` of *router* (forgotten when *router* dies)."""
+    found = _routes.get(id(router))
+    if found is None:
+        found = _routes[id(router)] = RouteCounts()
+        weakref.finalize(router, _routes.pop, id(router), None)
+    return found
 
 
 # -- caches and `cached` -----------------------------------------------------------

@@ -628,7 +628,15 @@ class MemoryRecorder:
 
 
 def _after_fork_in_child() -> None:
-    """A forked child starts with working locks and no pushed state of its parent."""
+    """A forked child starts with working locks and no pushed state of its parent.
+
+    Every lock of this package is re-created here: the hubs', the memory
+    recorders', the event rate limiter's and `_emit`'s (its module lock and
+    each watched router's counts), since a thread of the parent may have
+    held any of them at fork time.
+    """
+    global _storm_lock
+    _storm_lock = threading.Lock()
     for hub in list(_hubs):
         hub._lock = threading.RLock()
     for memory in list(_recorders):

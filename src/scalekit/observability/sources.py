@@ -14,7 +14,6 @@ Two things follow from watching:
 from __future__ import annotations
 
 import sys
-import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -323,48 +322,19 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
     if not callable(getattr(router, "route", None)):
         raise ArgumentTypeError(f"router must have a route() method, got {type(router).__name__}")
     hub = _hub(telemetry)
-    counts: dict[Any, int] = {}
-    lock = threading.Lock()
-    # The counting `route` set on the router, and the instance attribute it hid.
-    installed: list[Any] = [None, None]
+    state = _emit.route_counts(router)
 
     def collect(r: Any) -> Iterator[Sample]:
-        if installed[0] is not None and r.__dict__.get("route") is not installed[0]:
-            switch(r, True)  # the router replaced its `route` some way we did not see
-        with lock:
-            snapshot = dict(counts)
-        for shard, n in snapshot.items():
+        if state.installed is not None and r.__dict__.get("route") is not state.installed:
+            state.install(r)  # the router replaced its `route` some way we did not see
+        for shard, n in state.snapshot().items():
             yield Sample("scalekit_router_routes", float(n), {"router": label, "shard": str(shard)})
 
     def switch(r: Any, active: bool) -> None:
-        mine = installed[0]
-        if not active:
-            if mine is not None and r.__dict__.get("route") is mine:
-                if installed[1] is None:
-                    del r.route
-                else:
-                    r.route = installed[1]
-            installed[0] = installed[1] = None
-            return
-        if mine is not None and r.__dict__.get("route") is mine:
-            return
-        # The class's route, never the instance's: that one may be replaced later.
-        # The router is held weakly here too: the hub must never keep it alive.
-        original, ref = type(r).route, weakref.ref(r)
-        counting = _emit.counting
-
-        def route(key: Any) -> Any:
-            shard = original(ref(), key)
-            if counting():
-                with lock:
-                    counts[shard] = counts.get(shard, 0) + 1
-            return shard
-
-        installed[1] = r.__dict__.get("route")
-        r.route = installed[0] = route
+        state.switch(r, hub, active)
 
     install = getattr(type(router), "_install", None)
-    if callable(install):
+    if callable(install) and not state.hooked:
         # A HashRouter installs a new `route` on every add_shard / remove_shard:
         # count on through it at once, not from the next collection.
         ref = weakref.ref(router)
@@ -372,11 +342,12 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
         def reinstall(route: Any) -> None:
             r = ref()
             install(r, route)
-            if r is not None and installed[0] is not None:
-                installed[0] = None
-                switch(r, True)
+            if r is not None and state.installed is not None:
+                state.installed = None
+                state.install(r)
 
         router._install = reinstall
+        state.hooked = True
     hub.watch(router, collect)
     hub.on_switch(router, switch)
 
