@@ -297,6 +297,51 @@ def test_routes_count_callers_keys_not_the_movers_scan_and_progress_moves_by_key
             c.close()
 
 
+def test_unwatching_a_migration_stops_its_pushes_and_holds_it_no_more(
+    redis_server: Any, fresh_redis_server: Any
+) -> None:
+    import gc
+    import weakref
+
+    from scalekit.observability import watch_migration
+    from scalekit.sharding import HashRouter, MigratingRouter, RedisShardStore
+
+    clients = {
+        name: redis.Redis.from_url(server.url, socket_timeout=5, decode_responses=True)
+        for name, server in (("A", redis_server), ("B", fresh_redis_server))
+    }
+    try:
+        clients["A"].flushall()
+        clients["B"].flushall()
+        clients["A"].mset({f"k{i}": "v" for i in range(300)})
+        stores = {name: RedisShardStore(c) for name, c in clients.items()}
+        migration = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores, name="g2")
+        hub = Telemetry()
+        recorder = MemoryRecorder()
+        hub.subscribe(recorder)
+        watch_migration(migration, "grow", telemetry=hub)
+        key = ("scalekit_migration_keys_moved", (("migration", "grow"),))
+        assert recorder.counters[key] == 0  # at 0 from watch time
+        migration.start()
+        assert migration.move(limit=5, batch=5) == 5
+        assert recorder.counters[key] == 5
+        hub.unwatch(migration)
+        assert migration.move(limit=5, batch=5) == 5
+        assert migration.move(limit=5, batch=5) == 5
+        assert recorder.counters[key] == 5
+        watch_migration(migration, "grow", telemetry=hub)
+        ref = weakref.ref(migration)
+        gc.disable()  # freed by reference counting alone, not by the cycle collector
+        try:
+            del migration
+            assert ref() is None
+        finally:
+            gc.enable()
+    finally:
+        for c in clients.values():
+            c.close()
+
+
 def test_routes_between_an_add_shard_and_the_next_scrape_are_counted() -> None:
     from scalekit.observability import watch_router
     from scalekit.sharding import HashRouter

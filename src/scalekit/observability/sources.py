@@ -355,10 +355,13 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
 def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = None) -> None:
     """Report a `MigratingRouter`'s progress as `migration=name`.
 
-    Pushed: the keys each `move()` moved. Pulled: the share of the current
-    direction's source shards whose scan is complete with nothing left to
-    move (0 before `start()`, 1 once complete or aborted). The migration is
-    held weakly.
+    Pushed: the keys each `move()` moved (at 0 from watch time). Pulled:
+    the share of the current direction's source shards whose scan is
+    complete with nothing left to move (0 before `start()`, 1 once complete
+    or aborted). While the hub has a recorder, `move` is wrapped on the
+    instance to count; with none, and after `unwatch()`, the class's own
+    `move` runs. The migration is held weakly (the wrapper too holds it
+    only by a weak reference).
 
     Raises:
         ConfigurationError: *name* is empty.
@@ -371,13 +374,23 @@ def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = 
             f"migration must have a move() method, got {type(migration).__name__}"
         )
     hub = _hub(telemetry)
-    original = type(migration).move.__get__(migration)
 
-    def move(limit: int = 1000, *, batch: int = 100) -> int:
-        moved = original(limit, batch=batch)
-        if moved and hub.active:
-            hub.add("scalekit_migration_keys_moved", moved, **label)
-        return int(moved)
+    def switch(m: Any, active: bool) -> None:
+        # The class's move, and the migration held weakly: the hub never keeps it alive.
+        if not active:
+            if "move" in m.__dict__ and getattr(m.__dict__["move"], "_scalekit_hub", None) is hub:
+                del m.move
+            return
+        original, ref = type(m).move, weakref.ref(m)
+
+        def move(limit: int = 1000, *, batch: int = 100) -> int:
+            moved = original(ref(), limit, batch=batch)
+            if moved and hub.active:
+                hub.add("scalekit_migration_keys_moved", moved, **label)
+            return int(moved)
+
+        move._scalekit_hub = hub  # type: ignore[attr-defined]
+        m.move = move
 
     def collect(m: Any) -> Iterator[Sample]:
         state = m.state
@@ -394,8 +407,9 @@ def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = 
             ratio = sum(shares) / len(shares) if shares else 1.0
         yield Sample("scalekit_migration_progress_ratio", ratio, label)
 
-    migration.move = move
     hub.watch(migration, collect)
+    hub.on_switch(migration, switch)
+    hub._declare("scalekit_migration_keys_moved", **label)
 
 
 # Below 1 while a fully scanned source still has keys to move.
