@@ -292,6 +292,14 @@ async def flight_async(cache: Any, run: Callable[[Callable[[], Any]], Any], comp
                 named[0].add("scalekit_cache_singleflight_waits", cache=named[1])
 
 
+def stats_reset(cache: Any) -> None:
+    """*cache* is about to set its own counters back to 0: fold them into every hub first."""
+    from .core import _hubs
+
+    for hub in list(_hubs):
+        hub._fold(cache)
+
+
 # -- NearCache -------------------------------------------------------------------------
 
 _degraded: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
@@ -353,8 +361,9 @@ class BalancerProbe:
     needs a lock of its own and no call is made per request; `pick` is not
     touched at all. Picks are counted as the releases seen plus the requests
     in flight now (both exact, so the total only grows). Latencies reach
-    the hub in batches: at every collection, and whenever one endpoint's
-    buffer holds `BATCH` values.
+    the hub in batches: at every collection (the buffers are swapped out
+    under the balancer's lock and bucketed after it is released), and
+    whenever one endpoint's buffer holds `BATCH` values.
     """
 
     BATCH = 4096
@@ -382,13 +391,23 @@ class BalancerProbe:
             self.untimed.pop(endpoint, None)
         self.doomed = gone - self.doomed
 
-    def flush(self) -> None:
-        """Hand the buffered latencies to the hub (caller holds the balancer's lock)."""
+    def take(self) -> tuple[dict[Hashable, list[float]], dict[Hashable, list[float]]]:
+        """Swap the latency buffers out and count them as released (caller holds the lock).
+
+        O(endpoints): the buffers are handed over whole, for `send()` to
+        bucket after the balancer's lock is released.
+        """
         ok, errors = self.ok, self.errors
         self.ok, self.errors = defaultdict(list), defaultdict(list)
-        for outcome, batches in (("ok", ok), ("error", errors)):
+        for batches in (ok, errors):
             for endpoint, values in batches.items():
                 self.released[endpoint] += len(values)
+        return ok, errors
+
+    def send(self, ok: dict[Hashable, list[float]], errors: dict[Hashable, list[float]]) -> None:
+        """Hand latencies from `take()` to the hub (no balancer lock needed)."""
+        for outcome, batches in (("ok", ok), ("error", errors)):
+            for endpoint, values in batches.items():
                 self.hub._observe_many(
                     "scalekit_balancer_request_duration_seconds",
                     values,
@@ -396,6 +415,10 @@ class BalancerProbe:
                     endpoint=str(endpoint),
                     outcome=outcome,
                 )
+
+    def flush(self) -> None:
+        """Hand the buffered latencies to the hub now (one endpoint's buffer is full; locked)."""
+        self.send(*self.take())
 
     def released_one(self, endpoint: Hashable, latency: float | None, ok: bool) -> None:
         """Count one released request (the release path of a draining endpoint; locked)."""

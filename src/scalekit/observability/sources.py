@@ -187,15 +187,20 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
             f"balancer must be a scalekit.balancing load balancer, got {type(balancer).__name__}"
         )
     probe = _emit.BalancerProbe(hub, label)
+    found = hub._sources.get(id(balancer))
+    before = getattr(found[1], "probe", None) if found and found[0]() is balancer else None
+    if before is not None and before.label == label:
+        probe = before  # watched again: its counts carry on
     # The live endpoints at the last collection, and whether the one before differed.
     seen: list[Any] = [frozenset(), False]
 
     def collect(lb: Any) -> Iterator[Sample]:
         with lb._lock:
-            probe.flush()
+            ok, errors = probe.take()
             in_flight = {**lb._draining, **lb._in_flight}
             probe.expire(set(in_flight))
             picks = probe.picks(in_flight) if lb._probe is probe else {}
+        probe.send(ok, errors)  # bucketing is O(requests): never under the balancer's lock
         endpoints = list(lb.endpoints)
         # Departed endpoints' pushed series go one collection after they left: looked
         # for only at the collection after a change and the next one.
@@ -203,7 +208,7 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
         if live != seen[0] or seen[1]:
             seen[1] = live != seen[0]
             seen[0] = live
-            hub._expire("balancer", label, "endpoint", live)
+            hub._expire("balancer", label, "endpoint", live, owner=lb)
         for ep, count in picks.items():
             yield Sample(
                 "scalekit_balancer_picks", float(count), {"balancer": label, "endpoint": str(ep)}
@@ -234,6 +239,7 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
         elif lb._probe is probe:
             lb._probe = None
 
+    collect.probe = probe  # type: ignore[attr-defined]
     _emit.name(balancer, hub, label)
     hub.watch(balancer, collect)
     hub.on_switch(balancer, switch)
