@@ -82,7 +82,9 @@ def watch_cache(cache: WatchableCache, name: str, *, telemetry: Telemetry | None
       write-backs rejected, fallback calls and cross-process waits;
     * a `NearCache`: local hits, remote reads, invalidations received, the
       age of the last answered heartbeat and whether the local layer is
-      bypassed (watch its local layer as well for that layer's own counters).
+      bypassed (watch its local layer as well for that layer's own counters);
+      once the near cache is closed, only its counters are reported (a
+      closed near cache is not degraded: it no longer serves).
 
     The cache is held weakly.
 
@@ -130,6 +132,8 @@ def watch_cache(cache: WatchableCache, name: str, *, telemetry: Telemetry | None
         yield Sample("scalekit_nearcache_local_hits", stats.local_hits, label)
         yield Sample("scalekit_nearcache_remote_reads", stats.remote_reads, label)
         yield Sample("scalekit_nearcache_invalidations", stats.invalidations, label)
+        if c._stop.is_set():  # closed on purpose: no longer serving, so not degraded
+            return
         yield Sample("scalekit_nearcache_degraded", 0.0 if c.connected else 1.0, label)
         # The age of the last heartbeat every node answered; it keeps growing while
         # Redis is frozen or down (the local layer is bypassed then).
@@ -141,7 +145,7 @@ def watch_cache(cache: WatchableCache, name: str, *, telemetry: Telemetry | None
 
     if "local_hits" in fields:
         collect = collect_near
-        _needs("cache", cache, "a NearCache", "connected", "max_staleness", "_clock")
+        _needs("cache", cache, "a NearCache", "connected", "max_staleness", "_clock", "_stop")
     elif "writebacks_rejected" in fields:
         collect = collect_redis
     else:
