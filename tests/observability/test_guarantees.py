@@ -357,7 +357,7 @@ def test_otel_histograms_use_the_prometheus_buckets() -> None:
         for rm in data.resource_metrics
         for sm in rm.scope_metrics
         for m in sm.metrics
-        if m.name == "scalekit.lock.wait_seconds"
+        if m.name == "scalekit.lock.wait_duration"
         for p in m.data.data_points
     ]
     assert tuple(points[0].explicit_bounds) == DEFAULT_BUCKETS

@@ -390,7 +390,7 @@ def test_routes_between_an_add_shard_and_the_next_scrape_are_counted() -> None:
 def test_the_running_shop_shows_a_redis_outage_on_metrics(
     tmp_path: Any, fresh_redis_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """About 5 s: a 3.5 s run on Redis, frozen for 2.4 s from its first local hit, scraped then."""
+    """About 5 s: a 3.5 s run on Redis, frozen for 2.4 s once it serves, scraped then."""
     import socket
     import threading
     import time
@@ -422,14 +422,15 @@ def test_the_running_shop_shows_a_redis_outage_on_metrics(
                 scraped[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
 
     def freeze() -> None:
-        # Freeze once the load runs and the near cache has served locally (a loaded
-        # machine may take longer than the whole run used to allow to get there).
+        # Freeze once the load runs, the near cache has served locally and checkouts
+        # take stock locks (a loaded machine may take a while to get there).
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
                 scrape()
-            if scraped.get(("scalekit_nearcache_local_hits_total", products), 0.0) > 0:
-                break
+            acquired = scraped.get(("scalekit_lock_acquisitions_total", stock), 0.0)
+            if scraped.get(("scalekit_nearcache_local_hits_total", products), 0.0) and acquired:
+                break  # buyers check out: some acquire begins early in the freeze
             time.sleep(0.02)  # polling the shop over HTTP: there is nothing to wait on
         fresh_redis_server.pause()
         try:
@@ -439,6 +440,7 @@ def test_the_running_shop_shows_a_redis_outage_on_metrics(
             fresh_redis_server.resume()
 
     products = (("cache", "products"),)
+    stock = (("lock", "shop:stock"),)
     freezer = threading.Thread(target=freeze)
     try:
         with caplog.at_level(logging.WARNING, logger="scalekit"):
@@ -448,7 +450,6 @@ def test_the_running_shop_shows_a_redis_outage_on_metrics(
     finally:
         fresh_redis_server.resume()
         metrics.close()
-    stock = (("lock", "shop:stock"),)
     assert scraped[("scalekit_nearcache_degraded", products)] == 1.0
     assert scraped[("scalekit_nearcache_staleness_seconds", products)] >= 2.0
     assert scraped[("scalekit_nearcache_local_hits_total", products)] > 0
