@@ -103,3 +103,38 @@ def test_children_forked_while_a_thread_logs_and_routes_never_hang() -> None:
         logger.setLevel(level)
         logger.propagate = propagate
     assert codes == [0] * 30
+
+
+def test_a_child_scrapes_a_registry_whose_lock_a_parents_scrape_held_at_fork() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from scalekit.observability import PrometheusCollector
+
+    hub, _router = _setup()
+    registry = CollectorRegistry()
+    collector = PrometheusCollector(hub).register(registry)
+    registry._lock.acquire()  # as if a scrape thread were inside registry.collect()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 4
+            try:
+                text = generate_latest(registry).decode()
+                code = 0 if 'scalekit_lock_acquisitions_total{lock="f"}' in text else 3
+            finally:
+                os._exit(code)
+    finally:
+        registry._lock.release()
+    deadline = time.monotonic() + CHILD_BOUND
+    code = -1
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            break
+        time.sleep(0.005)  # polling a child process: there is no event to wait on
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    collector.close()
+    assert code == 0
