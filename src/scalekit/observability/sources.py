@@ -175,7 +175,8 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
 
     Cost: with a recorder subscribed, a pick counts into a dict and a
     release appends its latency to a buffer, both under the balancer's own
-    lock; buffers reach the hub at each collection, or once an endpoint has 4096.
+    lock; buffers reach the hub at each collection (swapped out under the
+    balancer's lock, bucketed after it is released), or once an endpoint has 4096.
 
     Raises:
         ConfigurationError: *name* is empty.
