@@ -12,11 +12,15 @@ runs (and `--metrics-linger S` seconds after the report). What is there:
   in-flight requests and ejections (`balancer="payments"`), the stock
   locks' waits, acquisitions, timeouts, hand-overs, release errors and
   lost leases (`lock="shop:stock"`: every SKU's lock in one series) and
-  the user router's routes per shard (`router="users"`), all reported by
-  the primitives themselves;
+  the user router's routes per shard (`router="users"`; while a shard is
+  added, the placement the migration moves users to) and, with
+  `--add-shard-at`, the migration's keys moved and progress
+  (`migration="users"`), all reported by the primitives themselves;
 * the shop's own: checkout latency by outcome
   (`shop_checkout_duration_seconds`) and paid orders per user shard
-  (`shop_orders_total{shard=...}`).
+  (`shop_orders_total{shard=...}`: the shard that stores the user when the
+  order is paid; a user moved later takes earlier orders along, which
+  the counter does not re-label).
 
 `examples/shop/grafana-dashboard.json` draws them.
 """
@@ -34,6 +38,7 @@ from scalekit.observability import (
     watch_balancer,
     watch_cache,
     watch_locks,
+    watch_migration,
     watch_router,
 )
 
@@ -81,6 +86,11 @@ class ShopMetrics:
         # One series for every SKU's lock, whatever namespace the backend adds.
         watch_locks(LOCK_LABEL, match=lambda name: LOCK_LABEL + ":" in name, telemetry=hub)
         watch_router(shop.storage.router, "users", telemetry=hub)
+        migration = getattr(shop.storage, "migration", None)
+        if migration is not None:
+            # While a shard is added, every command is routed by the migration: count
+            # the placement it moves users to, where their data (and orders) end up.
+            watch_router(migration.new, "users", telemetry=hub)
         # The hub holds them weakly; keep them so a scrape after the run
         # (--metrics-linger) still sees their final values.
         self._watched.extend((shop, local_cache))
@@ -99,6 +109,26 @@ class ShopMetrics:
         if backends.cache is not remote:  # the NearCache over it
             watch_cache(backends.cache, "products", telemetry=self.telemetry)
         self._watched.append(backends)
+
+    def watch_migration(self, migration: Any) -> None:
+        """Report the migration that adds a shard as `migration="users"` (keys moved, progress).
+
+        Watch the mover's own migration: that is the one whose `move()` runs.
+        """
+        watch_migration(migration, "users", telemetry=self.telemetry)
+        self._watched.append(migration)
+
+    @staticmethod
+    def shard_of(storage: Any, user: str) -> str:
+        """The shard that stores *user*'s orders now, for `shop_orders_total{shard=...}`.
+
+        While a shard is being added, that is the placement the migration
+        creates and moves the user's data on, not the old router's.
+        """
+        migration = getattr(storage, "migration", None)
+        if migration is not None:
+            return str(migration.owner(user))
+        return str(storage.router.route(user))
 
     def record_checkout(self, outcome: str, seconds: float, shard: str | None = None) -> None:
         """One checkout's latency by outcome; a paid one also counts on its *shard*."""

@@ -196,6 +196,8 @@ class ShopRun:
             adder = ShardAdder(
                 self.shop.storage.migration, self.settings.add_shard_at, self._load_started
             )
+            if self.metrics is not None:
+                self.metrics.watch_migration(self.shop.storage.migration)
             adder.start()
         try:
             if not self.workers:

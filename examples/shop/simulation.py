@@ -282,7 +282,7 @@ def _shop_once(
         return
     elapsed = time.monotonic() - started
     if metrics is not None:
-        metrics.record_checkout(order.status, elapsed, shop.storage.router.route(user))
+        metrics.record_checkout(order.status, elapsed, metrics.shard_of(shop.storage, user))
     if order.status != "paid":  # settled by another execution (e.g. recovery) meanwhile
         with lock:
             out.rejected[order.status] += 1

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -182,3 +183,75 @@ def test_metrics_flags_are_checked_before_the_run(args: list[str], message: str)
     )
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+def _paid_orders_stored(storage: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for shard, db in storage.shards.items():
+        conn = db.connection()
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders_%'"
+            )
+        ]
+        n = sum(
+            conn.execute(f"SELECT count(*) FROM {t} WHERE status = 'paid'").fetchone()[0]
+            for t in tables
+        )
+        if n:
+            out[shard] = n
+    return out
+
+
+def test_while_a_shard_is_added_orders_and_routes_count_where_users_are_stored(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(failing_gateway_rate=0.0, shards=2, add_shard_at=0.0)
+    storage = prepare(tmp_path, settings)  # the mover's view, migration planned
+    backends = settings.backends("metrics-reshard")
+    shop = build_shop(tmp_path, settings, backends)  # a buyer's view
+    metrics = ShopMetrics()
+    metrics.watch(shop, backends.local_cache)
+    assert storage.migration is not None
+    metrics.watch_migration(storage.migration)
+    port = _free_port()
+    metrics.serve(port)
+    try:
+        users = [shop.register(f"user{i}@example.com") for i in range(12)]
+        storage.migration.start()
+        moved = 0
+        while n := storage.migration.move(limit=100, batch=100):
+            moved += n
+        got = _scrape(port)
+        assert got[("scalekit_migration_keys_moved_total", (("migration", "users"),))] == moved
+        assert got[("scalekit_migration_progress_ratio", (("migration", "users"),))] == 1.0
+        routes_before = {
+            dict(labels)["shard"]: v
+            for (name, labels), v in got.items()
+            if name == "scalekit_router_routes_total"
+        }
+        for user in users:
+            shop.add_to_cart(user, "sku-001", 1)
+            started = time.monotonic()
+            order = shop.checkout(user, f"key-{user}")
+            metrics.record_checkout(
+                order.status, time.monotonic() - started, metrics.shard_of(shop.storage, user)
+            )
+        got = _scrape(port)
+    finally:
+        metrics.close()
+        backends.close()
+    stored = _paid_orders_stored(storage)
+    assert "shard2" in stored  # the new shard holds some of them
+    served = {
+        dict(labels)["shard"]: v for (name, labels), v in got.items() if name == "shop_orders_total"
+    }
+    assert served == stored
+    routed = {
+        dict(labels)["shard"]: v - routes_before.get(dict(labels)["shard"], 0)
+        for (name, labels), v in got.items()
+        if name == "scalekit_router_routes_total"
+    }
+    assert routed.get("shard2", 0) > 0
+    assert set(k for k, v in routed.items() if v) <= set(storage.shards)

@@ -357,7 +357,7 @@ def test_otel_histograms_use_the_prometheus_buckets() -> None:
         for rm in data.resource_metrics
         for sm in rm.scope_metrics
         for m in sm.metrics
-        if m.name == "scalekit.lock.wait_seconds"
+        if m.name == "scalekit.lock.wait_duration"
         for p in m.data.data_points
     ]
     assert tuple(points[0].explicit_bounds) == DEFAULT_BUCKETS
@@ -428,3 +428,134 @@ def test_a_storm_of_one_event_is_rate_limited_and_counted(
     records = [r for r in caplog.records if r.event == "scalekit.lock.callback_failed"]
     # One window, or two if the loop straddled a second.
     assert LOG_EVENTS_PER_SECOND <= len(records) <= 2 * LOG_EVENTS_PER_SECOND
+
+
+def test_a_router_watched_on_two_hubs_counts_each_route_once_on_both() -> None:
+    first, second = Telemetry(), Telemetry()
+    first.subscribe(MemoryRecorder())
+    second.subscribe(MemoryRecorder())
+    router = HashRouter(["s0", "s1", "s2"])
+    watch_router(router, "users", telemetry=first)
+    watch_router(router, "members", telemetry=second)
+    for round_ in range(1, 4):
+        for i in range(100):
+            router.route(f"user-{round_}-{i}")
+        assert sum(_values(first, "scalekit_router_routes").values()) == 100 * round_
+        assert sum(_values(second, "scalekit_router_routes").values()) == 100 * round_
+    second.unwatch(router)
+    router.route("one-more")  # the first hub still listens
+    assert sum(_values(first, "scalekit_router_routes").values()) == 301
+    first.unwatch(router)
+    from scalekit.observability import _emit
+
+    assert _emit.route_counts(router).installed is None  # nobody listens: no counting route
+    assert router.route("k") == HashRouter(["s0", "s1", "s2"]).route("k")
+
+
+# -- exported counters never decrease, and count each event once ---------------------
+
+
+def _picks(hub: Telemetry) -> float:
+    return sum(_values(hub, "scalekit_balancer_picks").values())
+
+
+def _release(lb: RoundRobin[str], n: int) -> None:
+    for _ in range(n):
+        lb.release(lb.pick(), ok=True, latency=0.01)
+
+
+def test_watching_a_balancer_again_keeps_its_picks() -> None:
+    hub = Telemetry()
+    hub.subscribe(MemoryRecorder())
+    lb = RoundRobin(["a", "b"])
+    watch_balancer(lb, "p", telemetry=hub)
+    _release(lb, 100)
+    assert _picks(hub) == 100
+    watch_balancer(lb, "p", telemetry=hub)
+    _release(lb, 10)
+    assert _picks(hub) == 110
+
+
+def test_two_balancers_under_one_name_never_wipe_each_others_series() -> None:
+    hub = Telemetry()
+    recorder = MemoryRecorder()
+    hub.subscribe(recorder)
+    first, second = RoundRobin(["a1"]), RoundRobin(["b1"])
+    watch_balancer(first, "pay", telemetry=hub)
+    watch_balancer(second, "pay", telemetry=hub)
+    key = (
+        "scalekit_balancer_request_duration_seconds",
+        (("balancer", "pay"), ("endpoint", "b1"), ("outcome", "ok")),
+    )
+    counts = []
+    for step in range(6):
+        if step == 2:
+            first.add("a2")
+        _release(second, 10)
+        list(hub.collect())
+        counts.append(recorder.snapshot()[2][key].count)
+    assert counts == [10, 20, 30, 40, 50, 60]
+    assert _values(hub, "scalekit_balancer_picks")[("pay", "b1")] == 60
+
+
+def test_cache_clear_and_reset_stats_never_lower_the_exported_counters() -> None:
+    from scalekit.caching import cached
+
+    hub = Telemetry()
+    cache: LRUCache[str, str] = LRUCache(10)
+    watch_cache(cache, "p", telemetry=hub)
+
+    @cached(cache, lock=threading.Lock())
+    def load(key: str) -> str:
+        return key
+
+    for key in ("a", "a", "b", "c", "d", "e", "f", "g"):
+        load(key)
+    assert _values(hub, "scalekit_cache_hits")[("p",)] == 1
+    assert _values(hub, "scalekit_cache_misses")[("p",)] == 7
+    load.cache_clear()
+    load("a")
+    assert _values(hub, "scalekit_cache_hits")[("p",)] == 1
+    assert _values(hub, "scalekit_cache_misses")[("p",)] == 8
+    for _ in range(8):  # more after the reset than before it: still counted exactly
+        load("a")
+    cache.reset_stats()
+    load("z")
+    assert _values(hub, "scalekit_cache_hits")[("p",)] == 9
+    assert _values(hub, "scalekit_cache_misses")[("p",)] == 9
+
+
+def test_unwatching_and_watching_a_cache_again_counts_each_miss_once() -> None:
+    hub = Telemetry()
+    cache: LRUCache[str, int] = LRUCache(10)
+    watch_cache(cache, "p", telemetry=hub)
+    for i in range(10):
+        cache.get(f"k{i}")
+    assert _values(hub, "scalekit_cache_misses")[("p",)] == 10
+    hub.unwatch(cache)
+    for i in range(10):
+        cache.get(f"m{i}")
+    assert _values(hub, "scalekit_cache_misses")[("p",)] == 10
+    watch_cache(cache, "p", telemetry=hub)
+    assert _values(hub, "scalekit_cache_misses")[("p",)] == 20
+
+
+def test_a_scrape_buckets_latencies_outside_the_balancers_lock() -> None:
+    hub = Telemetry()
+    recorder = MemoryRecorder()
+    hub.subscribe(recorder)
+    lb = RoundRobin(["a"])
+    watch_balancer(lb, "p", telemetry=hub)
+    _release(lb, 50)
+    held = []
+    observe_many = recorder.observe_many
+
+    def observing(*args: Any) -> None:
+        held.append(lb._lock.acquire(blocking=False))  # free while the batch is bucketed
+        if held[-1]:
+            lb._lock.release()
+        observe_many(*args)
+
+    recorder.observe_many = observing  # type: ignore[method-assign]
+    list(hub.collect())
+    assert held == [True]

@@ -8,6 +8,7 @@ it; each is bounded by the lock's `op_timeout` or the near cache's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -251,6 +252,28 @@ def test_nearcache_staleness_keeps_growing_while_redis_is_frozen(
         client.close()
 
 
+def test_a_closed_nearcache_is_not_reported_degraded(fresh_redis_server: Any) -> None:
+    hub = Telemetry()
+    hub.subscribe(MemoryRecorder())
+    client = redis.Redis.from_url(fresh_redis_server.url, socket_timeout=0.5)
+    remote = RedisCache(client, namespace="closing", notify=True)
+    near = NearCache(TinyLFUCache(16), remote, max_staleness=0.4)
+    watch_cache(near, "products", telemetry=hub)
+    try:
+        _poll(lambda: near.connected)
+        near.set("k", "v")
+        _poll(lambda: near.get("k") == "v" and near.stats().local_hits > 0)
+        assert _pulled(hub, "scalekit_nearcache_degraded") == {("products",): 0.0}
+        hits = near.stats().local_hits
+    finally:
+        near.close()
+        client.close()
+    # Closed on purpose, with Redis healthy: not an outage. Its counters stay.
+    assert _pulled(hub, "scalekit_nearcache_degraded") == {}
+    assert _pulled(hub, "scalekit_nearcache_staleness_seconds") == {}
+    assert _pulled(hub, "scalekit_nearcache_local_hits") == {("products",): hits}
+
+
 # -- routers and migrations ----------------------------------------------------------
 
 
@@ -297,6 +320,51 @@ def test_routes_count_callers_keys_not_the_movers_scan_and_progress_moves_by_key
             c.close()
 
 
+def test_unwatching_a_migration_stops_its_pushes_and_holds_it_no_more(
+    redis_server: Any, fresh_redis_server: Any
+) -> None:
+    import gc
+    import weakref
+
+    from scalekit.observability import watch_migration
+    from scalekit.sharding import HashRouter, MigratingRouter, RedisShardStore
+
+    clients = {
+        name: redis.Redis.from_url(server.url, socket_timeout=5, decode_responses=True)
+        for name, server in (("A", redis_server), ("B", fresh_redis_server))
+    }
+    try:
+        clients["A"].flushall()
+        clients["B"].flushall()
+        clients["A"].mset({f"k{i}": "v" for i in range(300)})
+        stores = {name: RedisShardStore(c) for name, c in clients.items()}
+        migration = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores, name="g2")
+        hub = Telemetry()
+        recorder = MemoryRecorder()
+        hub.subscribe(recorder)
+        watch_migration(migration, "grow", telemetry=hub)
+        key = ("scalekit_migration_keys_moved", (("migration", "grow"),))
+        assert recorder.counters[key] == 0  # at 0 from watch time
+        migration.start()
+        assert migration.move(limit=5, batch=5) == 5
+        assert recorder.counters[key] == 5
+        hub.unwatch(migration)
+        assert migration.move(limit=5, batch=5) == 5
+        assert migration.move(limit=5, batch=5) == 5
+        assert recorder.counters[key] == 5
+        watch_migration(migration, "grow", telemetry=hub)
+        ref = weakref.ref(migration)
+        gc.disable()  # freed by reference counting alone, not by the cycle collector
+        try:
+            del migration
+            assert ref() is None
+        finally:
+            gc.enable()
+    finally:
+        for c in clients.values():
+            c.close()
+
+
 def test_routes_between_an_add_shard_and_the_next_scrape_are_counted() -> None:
     from scalekit.observability import watch_router
     from scalekit.sharding import HashRouter
@@ -322,7 +390,7 @@ def test_routes_between_an_add_shard_and_the_next_scrape_are_counted() -> None:
 def test_the_running_shop_shows_a_redis_outage_on_metrics(
     tmp_path: Any, fresh_redis_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """About 5 s: a 3.5 s run on Redis, frozen from 0.5 s to 2.9 s, scraped while frozen."""
+    """About 5 s: a 3.5 s run on Redis, frozen for 2.4 s once it serves, scraped then."""
     import socket
     import threading
     import time
@@ -354,7 +422,16 @@ def test_the_running_shop_shows_a_redis_outage_on_metrics(
                 scraped[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
 
     def freeze() -> None:
-        time.sleep(0.5)
+        # Freeze once the load runs, the near cache has served locally and checkouts
+        # take stock locks (a loaded machine may take a while to get there).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                scrape()
+            acquired = scraped.get(("scalekit_lock_acquisitions_total", stock), 0.0)
+            if scraped.get(("scalekit_nearcache_local_hits_total", products), 0.0) and acquired:
+                break  # buyers check out: some acquire begins early in the freeze
+            time.sleep(0.02)  # polling the shop over HTTP: there is nothing to wait on
         fresh_redis_server.pause()
         try:
             time.sleep(2.4)
@@ -362,6 +439,8 @@ def test_the_running_shop_shows_a_redis_outage_on_metrics(
         finally:
             fresh_redis_server.resume()
 
+    products = (("cache", "products"),)
+    stock = (("lock", "shop:stock"),)
     freezer = threading.Thread(target=freeze)
     try:
         with caplog.at_level(logging.WARNING, logger="scalekit"):
@@ -371,8 +450,6 @@ def test_the_running_shop_shows_a_redis_outage_on_metrics(
     finally:
         fresh_redis_server.resume()
         metrics.close()
-    products = (("cache", "products"),)
-    stock = (("lock", "shop:stock"),)
     assert scraped[("scalekit_nearcache_degraded", products)] == 1.0
     assert scraped[("scalekit_nearcache_staleness_seconds", products)] >= 2.0
     assert scraped[("scalekit_nearcache_local_hits_total", products)] > 0

@@ -44,8 +44,37 @@ def test_pulled_and_pushed_metrics_reach_an_otel_reader() -> None:
     assert size.value == 1
     (timeouts,) = points["scalekit.lock.timeouts"]
     assert timeouts.value == 1 and dict(timeouts.attributes) == {"lock": "stock"}
-    (wait,) = points["scalekit.lock.wait_seconds"]
+    (wait,) = points["scalekit.lock.wait_duration"]
     assert wait.count == 1 and wait.sum == 0.25
     assert dict(wait.attributes) == {"lock": "stock", "outcome": "timeout"}
     exporter.close()
     provider.shutdown()
+
+
+def test_instrument_names_carry_no_unit_and_the_unit_field_does() -> None:
+    hub = Telemetry()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    exporter = OpenTelemetryExporter(hub, meter_provider=provider)
+    hub.observe("scalekit_lock_wait_seconds", 0.1, lock="stock", outcome="acquired")
+    hub.observe("scalekit_cache_load_duration_seconds", 0.1, cache="p", outcome="ok")
+    hub.observe(
+        "scalekit_balancer_request_duration_seconds", 0.1, balancer="b", endpoint="e", outcome="ok"
+    )
+    units = {
+        m.name: m.unit
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    exporter.close()
+    provider.shutdown()
+    assert units["scalekit.lock.wait_duration"] == "s"
+    assert units["scalekit.cache.load_duration"] == "s"
+    assert units["scalekit.balancer.request_duration"] == "s"
+    from scalekit.observability import METRICS
+
+    names = {spec.otel_name for spec in METRICS.values()}
+    assert not [n for n in names if n.endswith(("_seconds", "_ratio", "_total"))]
+    assert "scalekit.nearcache.staleness" in names
+    assert "scalekit.migration.progress" in names

@@ -64,15 +64,15 @@ def test_pushed_measurements_reach_an_otel_reader(redis_client: Any) -> None:
     finally:
         exporter.close()
         provider.shutdown()
-    loads = points["scalekit.cache.load_duration_seconds"]
+    loads = points["scalekit.cache.load_duration"]
     (ok,) = loads.values()
     assert ok.count == 2 and dict(ok.attributes) == {"cache": "prices", "outcome": "ok"}
     picks = points["scalekit.balancer.picks"]
     assert {dict(k)["endpoint"]: p.value for k, p in picks.items()} == {"a": 2, "b": 1}
-    latency = points["scalekit.balancer.request_duration_seconds"]
+    latency = points["scalekit.balancer.request_duration"]
     a = latency[(("balancer", "payments"), ("endpoint", "a"), ("outcome", "ok"))]
     assert a.count == 2 and a.sum == pytest.approx(0.41)
-    waits = points["scalekit.lock.wait_seconds"]
+    waits = points["scalekit.lock.wait_duration"]
     timeout = waits[(("lock", "stock"), ("outcome", "timeout"))]
     assert timeout.count == 1 and 0.1 <= timeout.sum < 5
     assert waits[(("lock", "stock"), ("outcome", "acquired"))].count == 1

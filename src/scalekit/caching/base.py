@@ -31,6 +31,7 @@ from collections.abc import (
 from typing import Any, ClassVar, NamedTuple, TypeVar, overload
 
 from ..exceptions import ArgumentTypeError, ConfigurationError
+from ..observability import _emit
 
 __all__ = ["Cache", "CacheStats"]
 
@@ -482,6 +483,7 @@ class Cache(MutableMapping[K, V]):
 
     def reset_stats(self) -> None:
         """Set the hit, miss and eviction counters back to zero."""
+        _emit.stats_reset(self)  # exported counters keep what was counted so far
         self._hits = self._misses = self._evictions = 0
 
 

@@ -107,9 +107,20 @@ def _lock_named(lock: Any) -> tuple[Telemetry, str] | None:
     return None
 
 
+# Objects of this module with a `_lock` of their own (a watched router's counts).
+_lock_holders: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _fork_locks() -> list[Any]:
+    """Every lock of a live object of this module (what a forked child re-creates)."""
+    return [holder._lock for holder in list(_lock_holders)]
+
+
 def _after_fork_in_child() -> None:
     global _state_lock
     _state_lock = threading.Lock()
+    for holder in list(_lock_holders):
+        holder._lock = threading.Lock()
 
 
 # -- routers ---------------------------------------------------------------------------
@@ -131,6 +142,76 @@ class uncounted:  # a context manager, named like contextlib's
 def counting() -> bool:
     """False inside `uncounted()` on this thread."""
     return not getattr(_uncounted, "depth", 0)
+
+
+class RouteCounts:
+    """One router's routes per shard, shared by every hub that watches it.
+
+    The counting `route` is set on the router while at least one of those
+    hubs has a recorder, and removed when none has; every hub reports the
+    same counts (under the name it gave), so watching one router on two
+    hubs counts each route once and shows it on both.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        _lock_holders.add(self)
+        self.counts: dict[Any, int] = {}
+        self.active: set[int] = set()  # id() of the watching hubs that have a recorder
+        self.installed: Any = None  # the counting `route` set on the router
+        self.hidden: Any = None  # the instance attribute it hid, if any
+        self.hooked = False  # a HashRouter's `_install` reinstalls through us
+
+    def snapshot(self) -> dict[Any, int]:
+        with self._lock:
+            return dict(self.counts)
+
+    def switch(self, router: Any, hub: Telemetry, active: bool) -> None:
+        """*hub* turned on or off (or stopped watching) for *router*."""
+        if active:
+            self.active.add(id(hub))
+        else:
+            self.active.discard(id(hub))
+        self.install(router)
+
+    def install(self, router: Any) -> None:
+        """Set the counting `route` on *router* if a hub listens, else restore its own."""
+        mine = self.installed
+        if not self.active:
+            if mine is not None and router.__dict__.get("route") is mine:
+                if self.hidden is None:
+                    del router.route
+                else:
+                    router.route = self.hidden
+            self.installed = self.hidden = None
+            return
+        if mine is not None and router.__dict__.get("route") is mine:
+            return
+        # The class's route, never the instance's: that one may be replaced later.
+        # The router is held weakly here too: a hub must never keep it alive.
+        original, ref, counts, state = type(router).route, weakref.ref(router), self.counts, self
+
+        def route(key: Any) -> Any:
+            shard = original(ref(), key)
+            if counting():
+                with state._lock:
+                    counts[shard] = counts.get(shard, 0) + 1
+            return shard
+
+        self.hidden = router.__dict__.get("route")
+        router.route = self.installed = route
+
+
+_routes: dict[int, RouteCounts] = {}
+
+
+def route_counts(router: Any) -> RouteCounts:
+    """The shared `RouteCounts` of *router* (forgotten when *router* dies)."""
+    found = _routes.get(id(router))
+    if found is None:
+        found = _routes[id(router)] = RouteCounts()
+        weakref.finalize(router, _routes.pop, id(router), None)
+    return found
 
 
 # -- caches and `cached` -----------------------------------------------------------
@@ -211,6 +292,14 @@ async def flight_async(cache: Any, run: Callable[[Callable[[], Any]], Any], comp
                 named[0].add("scalekit_cache_singleflight_waits", cache=named[1])
 
 
+def stats_reset(cache: Any) -> None:
+    """*cache* is about to set its own counters back to 0: fold them into every hub first."""
+    from .core import _hubs
+
+    for hub in list(_hubs):
+        hub._fold(cache)
+
+
 # -- NearCache -------------------------------------------------------------------------
 
 _degraded: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
@@ -272,8 +361,9 @@ class BalancerProbe:
     needs a lock of its own and no call is made per request; `pick` is not
     touched at all. Picks are counted as the releases seen plus the requests
     in flight now (both exact, so the total only grows). Latencies reach
-    the hub in batches: at every collection, and whenever one endpoint's
-    buffer holds `BATCH` values.
+    the hub in batches: at every collection (the buffers are swapped out
+    under the balancer's lock and bucketed after it is released), and
+    whenever one endpoint's buffer holds `BATCH` values.
     """
 
     BATCH = 4096
@@ -301,13 +391,23 @@ class BalancerProbe:
             self.untimed.pop(endpoint, None)
         self.doomed = gone - self.doomed
 
-    def flush(self) -> None:
-        """Hand the buffered latencies to the hub (caller holds the balancer's lock)."""
+    def take(self) -> tuple[dict[Hashable, list[float]], dict[Hashable, list[float]]]:
+        """Swap the latency buffers out and count them as released (caller holds the lock).
+
+        O(endpoints): the buffers are handed over whole, for `send()` to
+        bucket after the balancer's lock is released.
+        """
         ok, errors = self.ok, self.errors
         self.ok, self.errors = defaultdict(list), defaultdict(list)
-        for outcome, batches in (("ok", ok), ("error", errors)):
+        for batches in (ok, errors):
             for endpoint, values in batches.items():
                 self.released[endpoint] += len(values)
+        return ok, errors
+
+    def send(self, ok: dict[Hashable, list[float]], errors: dict[Hashable, list[float]]) -> None:
+        """Hand latencies from `take()` to the hub (no balancer lock needed)."""
+        for outcome, batches in (("ok", ok), ("error", errors)):
+            for endpoint, values in batches.items():
                 self.hub._observe_many(
                     "scalekit_balancer_request_duration_seconds",
                     values,
@@ -315,6 +415,10 @@ class BalancerProbe:
                     endpoint=str(endpoint),
                     outcome=outcome,
                 )
+
+    def flush(self) -> None:
+        """Hand the buffered latencies to the hub now (one endpoint's buffer is full; locked)."""
+        self.send(*self.take())
 
     def released_one(self, endpoint: Hashable, latency: float | None, ok: bool) -> None:
         """Count one released request (the release path of a draining endpoint; locked)."""

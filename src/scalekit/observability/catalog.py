@@ -4,7 +4,8 @@ The catalog is the single source of truth: the exporters name their
 families from it, the docs page lists it, and a test checks that nothing
 outside it is ever emitted. Names follow Prometheus conventions (base unit
 in the name, `_total` added to counters by the exporter); the OpenTelemetry
-exporter uses the dotted `otel_name`.
+exporter uses the dotted `otel_name`, which carries no unit (the unit is in
+the instrument's `unit` field).
 """
 
 from __future__ import annotations
@@ -46,9 +47,29 @@ class MetricSpec:
 
     @property
     def otel_name(self) -> str:
-        """The OpenTelemetry instrument name: `scalekit.cache.hits` for `scalekit_cache_hits`."""
-        family, _, rest = self.name.removeprefix("scalekit_").partition("_")
+        """The OpenTelemetry instrument name, e.g. `scalekit.cache.hits` for `scalekit_cache_hits`.
+
+        The family becomes a dotted namespace and, as the OpenTelemetry
+        naming guidance asks, the unit goes in the instrument's `unit`
+        (`s`, `1`), not in its name: `scalekit_cache_load_duration_seconds`
+        is `scalekit.cache.load_duration` with unit `s`, and
+        `scalekit_lock_wait_seconds` is `scalekit.lock.wait_duration`.
+        """
+        renamed = _OTEL_NAMES.get(self.name)
+        if renamed is not None:
+            return renamed
+        base = self.name.removeprefix("scalekit_")
+        suffix = _UNIT_SUFFIXES.get(self.unit)
+        if suffix is not None:
+            base = base.removesuffix(suffix)
+        family, _, rest = base.partition("_")
         return f"scalekit.{family}.{rest}"
+
+
+# The Prometheus name's unit suffix, dropped from the OpenTelemetry name.
+_UNIT_SUFFIXES = {"seconds": "_seconds", "ratio": "_ratio"}
+# Names that read better otherwise once the unit is dropped.
+_OTEL_NAMES = {"scalekit_lock_wait_seconds": "scalekit.lock.wait_duration"}
 
 
 def _specs(*specs: MetricSpec) -> dict[str, MetricSpec]:

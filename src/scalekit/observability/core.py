@@ -50,6 +50,7 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 Labels = tuple[tuple[str, str], ...]
+Series = tuple[str, tuple[str, ...]]  # a metric and its label values, in catalog order
 T = TypeVar("T")
 
 _logger = logging.getLogger("scalekit")
@@ -155,9 +156,22 @@ class Telemetry:
         # id(obj) -> (weak reference, collect); one source per object.
         self._sources: dict[int, tuple[weakref.ref[Any], Callable[[Any], Iterable[Sample]]]] = {}
         self._switches: list[tuple[weakref.ref[Any], Callable[[Any, bool], None]]] = []
-        # The last counter values of each live source, and the totals of departed ones.
-        self._last: dict[int, dict[tuple[str, tuple[str, ...]], float]] = {}
-        self._retired: dict[tuple[str, tuple[str, ...]], float] = {}
+        # Collections (and folds before a reset) run one at a time, so that each
+        # source's counter readings are applied in the order they were taken.
+        self._collect_lock = threading.Lock()
+        # The last counter readings of each watched object (id -> series -> value),
+        # and those of unwatched ones, kept in case they are watched again.
+        self._base: dict[int, dict[Series, float]] = {}
+        self._parked: dict[int, tuple[weakref.ref[Any], dict[Series, float]]] = {}
+        # The exported total of every pulled counter series: the sum of every
+        # increase its sources were seen to make; it never decreases.
+        self._totals: dict[Series, float] = {}
+        self._labels_of: dict[Series, Mapping[str, str]] = {}
+        # Departed-object expiry: the live values each owner reported per scope,
+        # the scopes to expire at the end of this collection, and series marked.
+        self._keeps: dict[tuple[str, str], dict[int, tuple[str, frozenset[str]]]] = {}
+        self._pending: set[tuple[str, str]] = set()
+        self._doomed: dict[tuple[str, str], set[Series]] = {}
         # Counter series that exist at 0 from the moment their object is watched.
         self._zeros: dict[tuple[str, Labels], MetricSpec] = {}
         self.active = False
@@ -241,24 +255,53 @@ class Telemetry:
         for recorder in recorders:
             self._call(recorder, "add", spec, 0.0, key)
 
-    def _expire(self, label: str, value: str, keep_label: str, keep: frozenset[str]) -> None:
-        """Forget pushed series of departed objects (see `MemoryRecorder.expire()`).
+    def _expire(
+        self,
+        label: str,
+        value: str,
+        keep_label: str,
+        keep: frozenset[str],
+        owner: object | None = None,
+    ) -> None:
+        """Forget series of departed objects (see `MemoryRecorder.expire()`).
 
-        Zero declarations of such series go at once; recorders that have an
-        `expire()` method drop theirs one call after first seeing them gone.
+        *owner* is the watched object reporting *keep* (its live values of
+        *keep_label*): objects watched under the same name keep each other's
+        series, since a series goes only once no owner of the scope keeps it.
+        Called during a collection, the expiry runs once at its end; called
+        outside one, at once. Zero declarations of such series go at once;
+        pulled counters and recorders that have an `expire()` method drop
+        theirs one expiry after first seeing them gone.
         """
+        scope = (label, value)
         with self._lock:
-            scoped = (label, value)
-            for metric, key in list(self._zeros):
-                if scoped not in key:
+            self._keeps.setdefault(scope, {})[id(owner)] = (keep_label, keep)
+            self._pending.add(scope)
+        if not self._collect_lock.locked():
+            with self._collect_lock:
+                self._run_expiries()
+
+    def _run_expiries(self) -> None:
+        # Called with self._collect_lock held.
+        with self._lock:
+            pending, self._pending = self._pending, set()
+            work: list[tuple[str, str, str, frozenset[str]]] = []
+            for label, value in pending:
+                owners = self._keeps.get((label, value), {})
+                for gone in [o for o in owners if o != id(None) and o not in self._sources]:
+                    del owners[gone]
+                if not owners:
                     continue
-                kept = dict(key).get(keep_label)
-                if kept is not None and kept not in keep:
-                    del self._zeros[(metric, key)]
+                keep_label = next(iter(owners.values()))[0]
+                keep = frozenset().union(*(k for _, k in owners.values()))
+                work.append((label, value, keep_label, keep))
+                self._expire_here(label, value, keep_label, keep)
             recorders = self._recorders
-        for recorder in recorders:
-            expire = getattr(recorder, "expire", None)
-            if expire is not None:
+        for label, value, keep_label, keep in work:
+            for recorder in recorders:
+                expire = getattr(recorder, "expire", None)
+                if expire is None:
+                    continue
                 try:
                     expire(label, value, keep_label, keep)
                 except Exception as exc:  # as in _call()
@@ -269,6 +312,34 @@ class Telemetry:
                         recorder=type(recorder).__name__,
                         metric="(expire)",
                     )
+
+    def _expire_here(self, label: str, value: str, keep_label: str, keep: frozenset[str]) -> None:
+        # Called with self._lock held: the zeros at once, pulled counters one expiry later.
+        scoped = (label, value)
+        for metric, key in list(self._zeros):
+            if scoped not in key:
+                continue
+            kept = dict(key).get(keep_label)
+            if kept is not None and kept not in keep:
+                del self._zeros[(metric, key)]
+        doomed = self._doomed.pop(scoped, set())
+        marked: set[Series] = set()
+        for series in list(self._totals):
+            spec = METRICS[series[0]]
+            fields = dict(zip(spec.labels, series[1], strict=True))
+            if fields.get(label) != value or keep_label not in fields:
+                continue
+            if fields[keep_label] in keep:
+                continue
+            if series in doomed:
+                del self._totals[series]
+                self._labels_of.pop(series, None)
+                for base in self._base.values():
+                    base.pop(series, None)
+            else:
+                marked.add(series)
+        if marked:
+            self._doomed[scoped] = marked
 
     def _call(
         self, recorder: Recorder, method: str, spec: MetricSpec, value: Any, key: Labels
@@ -371,94 +442,150 @@ class Telemetry:
         with self._lock:
             found = self._sources.get(id(obj))
             if found is not None and found[0]() is not obj:
-                self._retire(id(obj))  # an earlier object that had the same id is gone
+                self._base.pop(id(obj), None)  # an earlier object that had the same id is gone
+            parked = self._parked.pop(id(obj), None)
+            if parked is not None and parked[0]() is obj:
+                self._base[id(obj)] = parked[1]  # watched again: carry on from its readings
             self._sources[id(obj)] = (ref, collect)
 
     def unwatch(self, obj: object) -> None:
         """Stop reporting *obj* and stop its pushes to this hub.
 
-        Its counters' last collected totals stay in the same-name totals.
+        Its counters' totals stay in the same-name totals; watching it again
+        later adds only what it counted since its last collection.
         """
         with self._lock:
             found = self._sources.get(id(obj))
             if found is not None and found[0]() is obj:
                 del self._sources[id(obj)]
-                self._retire(id(obj))
+                self._parked[id(obj)] = (found[0], self._base.pop(id(obj), {}))
         self._forget_switches(obj)
         _emit.forget(obj, self)
 
-    def _retire(self, key: int) -> None:
-        # Called with self._lock held.
-        for series, value in self._last.pop(key, {}).items():
-            self._retired[series] = self._retired.get(series, 0.0) + value
+    def _fold(self, obj: object) -> None:
+        """Take *obj*'s counters into the totals now: it is about to reset them to 0."""
+        with self._collect_lock:
+            with self._lock:
+                found = self._sources.get(id(obj))
+                parked = self._parked.get(id(obj))
+            if found is not None and found[0]() is obj:
+                samples = self._read(obj, found[1])
+                if samples is not None:
+                    self._apply(id(obj), found[0], samples)
+                with self._lock:
+                    base = self._base.get(id(obj), {})
+                    for series in base:
+                        base[series] = 0.0
+            elif parked is not None and parked[0]() is obj:
+                with self._lock:
+                    for series in parked[1]:
+                        parked[1][series] = 0.0
+
+    def _read(self, obj: Any, fn: Callable[[Any], Iterable[Sample]]) -> list[Sample] | None:
+        """*fn*(*obj*)'s samples, checked against the catalog; None (logged) if it failed."""
+        try:
+            samples = list(fn(obj))
+            for sample in samples:
+                spec = METRICS.get(sample.metric)
+                if spec is None or set(sample.labels) != set(spec.labels):
+                    raise ConfigurationError(
+                        f"a watched source reported {sample.metric!r} with labels "
+                        f"{sorted(sample.labels)}, which the catalog does not define"
+                    )
+                if not (_is_number(sample.value) and math.isfinite(sample.value)):
+                    raise ConfigurationError(
+                        f"a watched source reported {sample.metric}={sample.value!r}, "
+                        "not a finite number"
+                    )
+        except Exception as exc:  # one failing source never breaks a scrape
+            _failed(
+                "scalekit.observability.source_failed",
+                fn,
+                exc,
+                source=type(obj).__name__,
+            )
+            return None
+        return samples
+
+    def _apply(self, key: int, ref: weakref.ref[Any], samples: list[Sample]) -> None:
+        """Add the increases *samples*' counters show since the source's last readings.
+
+        A reading below the last one is a reset the hub was not told of: the
+        source counted from 0 again, so all of the reading is new.
+        """
+        readings: dict[Series, float] = {}
+        labels: dict[Series, Mapping[str, str]] = {}
+        for sample in samples:
+            spec = METRICS[sample.metric]
+            if spec.kind != "counter":
+                continue
+            series = (sample.metric, tuple(str(sample.labels[n]) for n in spec.labels))
+            readings[series] = readings.get(series, 0.0) + float(sample.value)
+            labels.setdefault(series, sample.labels)
+        with self._lock:
+            found = self._sources.get(key)
+            if found is None or found[0] is not ref:
+                return  # unwatched meanwhile
+            base = self._base.setdefault(key, {})
+            for series, value in readings.items():
+                last = base.get(series, 0.0)
+                increase = value - last if value >= last else value
+                self._totals[series] = self._totals.get(series, 0.0) + increase
+                self._labels_of.setdefault(series, labels[series])
+                base[series] = value
 
     def collect(self) -> Iterator[Sample]:
         """Every pulled sample now, one per metric and label set.
 
         Objects watched under the same name are combined: counters and
         amounts (sizes, in-flight) add up, states (0/1 gauges, ages, ratios)
-        report the largest. A source that raises or reports a metric or
-        labels outside the catalog is skipped for this collection and
-        logged as `scalekit.observability.source_failed` (at most once a
-        minute per source); the other sources are reported.
+        report the largest. A counter reports the sum of every increase its
+        objects were seen to make, so it never decreases: not when an object
+        is unwatched or collected, watched again, or resets its own counts
+        (`cache_clear()`, `reset_stats()`). A source that raises or reports
+        a metric or labels outside the catalog is skipped for this
+        collection and logged as `scalekit.observability.source_failed` (at
+        most once a minute per source); the other sources are reported.
         """
-        with self._lock:
-            for key, (ref, _) in list(self._sources.items()):
-                if ref() is None:
-                    del self._sources[key]
-                    self._retire(key)
-            sources = list(self._sources.items())
-        totals: dict[tuple[str, tuple[str, ...]], float] = {}
-        labels_of: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
-        for key, (ref, fn) in sources:
-            obj = ref()
-            if obj is None:
-                continue
-            try:
-                samples = list(fn(obj))
-                for sample in samples:
-                    spec = METRICS.get(sample.metric)
-                    if spec is None or set(sample.labels) != set(spec.labels):
-                        raise ConfigurationError(
-                            f"a watched source reported {sample.metric!r} with labels "
-                            f"{sorted(sample.labels)}, which the catalog does not define"
-                        )
-                    if not (_is_number(sample.value) and math.isfinite(sample.value)):
-                        raise ConfigurationError(
-                            f"a watched source reported {sample.metric}={sample.value!r}, "
-                            "not a finite number"
-                        )
-            except Exception as exc:  # one failing source never breaks a scrape
-                _failed(
-                    "scalekit.observability.source_failed",
-                    fn,
-                    exc,
-                    source=type(obj).__name__,
-                )
-                continue
-            last: dict[tuple[str, tuple[str, ...]], float] = {}
-            for sample in samples:
-                spec = METRICS[sample.metric]
-                series = (sample.metric, tuple(str(sample.labels[n]) for n in spec.labels))
-                value = float(sample.value)
-                if spec.kind == "counter":
-                    last[series] = last.get(series, 0.0) + value
-                labels_of.setdefault(series, sample.labels)
-                if series in totals and sample.metric in _MAX_GAUGES:
-                    totals[series] = max(totals[series], value)
-                else:
-                    totals[series] = totals.get(series, 0.0) + value
+        with self._collect_lock:
             with self._lock:
-                if key in self._sources:
-                    self._last[key] = last
-        with self._lock:
-            retired = dict(self._retired)
-        for series, value in retired.items():
-            if series not in labels_of:
-                spec = METRICS[series[0]]
-                labels_of[series] = dict(zip(spec.labels, series[1], strict=True))
-            totals[series] = totals.get(series, 0.0) + value
+                for key, (ref, _) in list(self._sources.items()):
+                    if ref() is None:
+                        del self._sources[key]
+                        self._base.pop(key, None)
+                for key, (ref, _) in list(self._parked.items()):
+                    if ref() is None:
+                        del self._parked[key]
+                sources = list(self._sources.items())
+            gauges: dict[Series, float] = {}
+            labels_of: dict[Series, Mapping[str, str]] = {}
+            for key, (ref, fn) in sources:
+                obj = ref()
+                if obj is None:
+                    continue
+                samples = self._read(obj, fn)
+                if samples is None:
+                    continue
+                self._apply(key, ref, samples)
+                for sample in samples:
+                    spec = METRICS[sample.metric]
+                    if spec.kind == "counter":
+                        continue
+                    series = (sample.metric, tuple(str(sample.labels[n]) for n in spec.labels))
+                    value = float(sample.value)
+                    labels_of.setdefault(series, sample.labels)
+                    if series in gauges and sample.metric in _MAX_GAUGES:
+                        gauges[series] = max(gauges[series], value)
+                    else:
+                        gauges[series] = gauges.get(series, 0.0) + value
+                del obj
+            self._run_expiries()
+            with self._lock:
+                totals = dict(self._totals)
+                counter_labels = dict(self._labels_of)
         for series, value in totals.items():
+            yield Sample(series[0], value, counter_labels[series])
+        for series, value in gauges.items():
             yield Sample(series[0], value, labels_of[series])
 
 
@@ -628,9 +755,18 @@ class MemoryRecorder:
 
 
 def _after_fork_in_child() -> None:
-    """A forked child starts with working locks and no pushed state of its parent."""
+    """A forked child starts with working locks and no pushed state of its parent.
+
+    Every lock of this package is re-created here: the hubs', the memory
+    recorders', the event rate limiter's and `_emit`'s (its module lock and
+    each watched router's counts), since a thread of the parent may have
+    held any of them at fork time.
+    """
+    global _storm_lock
+    _storm_lock = threading.Lock()
     for hub in list(_hubs):
         hub._lock = threading.RLock()
+        hub._collect_lock = threading.Lock()
     for memory in list(_recorders):
         memory._lock = threading.Lock()
         memory.counters.clear()

@@ -12,7 +12,10 @@ OpenTelemetryExporter()      # meters from the global MeterProvider
 Counters and gauges are observable instruments read at each collection
 (cumulative totals); histograms are synchronous and recorded as they
 happen. Instrument names are the catalog's `otel_name`
-(`scalekit.cache.hits`), units `s` for seconds and `1` for ratios.
+(`scalekit.cache.hits`), without a unit suffix, as OpenTelemetry's naming
+guidance asks: the unit is the instrument's `unit`, `s` for seconds and
+`1` for ratios and counts (`scalekit_lock_wait_seconds` is
+`scalekit.lock.wait_duration` in `s`).
 """
 
 from __future__ import annotations

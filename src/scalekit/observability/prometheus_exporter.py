@@ -18,7 +18,11 @@ catalog name (counters with `_total`), e.g.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -41,6 +45,20 @@ from .catalog import METRICS
 from .core import DEFAULT_BUCKETS, MemoryRecorder, Telemetry, default_telemetry
 
 __all__ = ["PrometheusCollector"]
+
+# Registries a collector was registered with: a forked child re-creates their lock.
+_registries: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A scrape thread of the parent may have held a registry's lock at fork time."""
+    for registry in list(_registries):
+        if isinstance(getattr(registry, "_lock", None), type(threading.Lock())):
+            registry._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _bound(value: float) -> str:
@@ -100,6 +118,9 @@ class PrometheusCollector:
         target = REGISTRY if registry is None else registry
         target.register(self)
         self._registries.append(target)
+        # A registry that cannot be weakly referenced keeps its lock in a forked child.
+        with contextlib.suppress(TypeError):
+            _registries.add(target)
         return self
 
     def close(self) -> None:

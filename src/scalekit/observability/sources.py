@@ -14,7 +14,6 @@ Two things follow from watching:
 from __future__ import annotations
 
 import sys
-import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -83,7 +82,9 @@ def watch_cache(cache: WatchableCache, name: str, *, telemetry: Telemetry | None
       write-backs rejected, fallback calls and cross-process waits;
     * a `NearCache`: local hits, remote reads, invalidations received, the
       age of the last answered heartbeat and whether the local layer is
-      bypassed (watch its local layer as well for that layer's own counters).
+      bypassed (watch its local layer as well for that layer's own counters);
+      once the near cache is closed, only its counters are reported (a
+      closed near cache is not degraded: it no longer serves).
 
     The cache is held weakly.
 
@@ -131,6 +132,8 @@ def watch_cache(cache: WatchableCache, name: str, *, telemetry: Telemetry | None
         yield Sample("scalekit_nearcache_local_hits", stats.local_hits, label)
         yield Sample("scalekit_nearcache_remote_reads", stats.remote_reads, label)
         yield Sample("scalekit_nearcache_invalidations", stats.invalidations, label)
+        if c._stop.is_set():  # closed on purpose: no longer serving, so not degraded
+            return
         yield Sample("scalekit_nearcache_degraded", 0.0 if c.connected else 1.0, label)
         # The age of the last heartbeat every node answered; it keeps growing while
         # Redis is frozen or down (the local layer is bypassed then).
@@ -142,7 +145,7 @@ def watch_cache(cache: WatchableCache, name: str, *, telemetry: Telemetry | None
 
     if "local_hits" in fields:
         collect = collect_near
-        _needs("cache", cache, "a NearCache", "connected", "max_staleness", "_clock")
+        _needs("cache", cache, "a NearCache", "connected", "max_staleness", "_clock", "_stop")
     elif "writebacks_rejected" in fields:
         collect = collect_redis
     else:
@@ -172,7 +175,8 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
 
     Cost: with a recorder subscribed, a pick counts into a dict and a
     release appends its latency to a buffer, both under the balancer's own
-    lock; buffers reach the hub at each collection, or once an endpoint has 4096.
+    lock; buffers reach the hub at each collection (swapped out under the
+    balancer's lock, bucketed after it is released), or once an endpoint has 4096.
 
     Raises:
         ConfigurationError: *name* is empty.
@@ -188,15 +192,20 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
             f"balancer must be a scalekit.balancing load balancer, got {type(balancer).__name__}"
         )
     probe = _emit.BalancerProbe(hub, label)
+    found = hub._sources.get(id(balancer))
+    before = getattr(found[1], "probe", None) if found and found[0]() is balancer else None
+    if before is not None and before.label == label:
+        probe = before  # watched again: its counts carry on
     # The live endpoints at the last collection, and whether the one before differed.
     seen: list[Any] = [frozenset(), False]
 
     def collect(lb: Any) -> Iterator[Sample]:
         with lb._lock:
-            probe.flush()
+            ok, errors = probe.take()
             in_flight = {**lb._draining, **lb._in_flight}
             probe.expire(set(in_flight))
             picks = probe.picks(in_flight) if lb._probe is probe else {}
+        probe.send(ok, errors)  # bucketing is O(requests): never under the balancer's lock
         endpoints = list(lb.endpoints)
         # Departed endpoints' pushed series go one collection after they left: looked
         # for only at the collection after a change and the next one.
@@ -204,7 +213,7 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
         if live != seen[0] or seen[1]:
             seen[1] = live != seen[0]
             seen[0] = live
-            hub._expire("balancer", label, "endpoint", live)
+            hub._expire("balancer", label, "endpoint", live, owner=lb)
         for ep, count in picks.items():
             yield Sample(
                 "scalekit_balancer_picks", float(count), {"balancer": label, "endpoint": str(ep)}
@@ -235,6 +244,7 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
         elif lb._probe is probe:
             lb._probe = None
 
+    collect.probe = probe  # type: ignore[attr-defined]
     _emit.name(balancer, hub, label)
     hub.watch(balancer, collect)
     hub.on_switch(balancer, switch)
@@ -323,48 +333,19 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
     if not callable(getattr(router, "route", None)):
         raise ArgumentTypeError(f"router must have a route() method, got {type(router).__name__}")
     hub = _hub(telemetry)
-    counts: dict[Any, int] = {}
-    lock = threading.Lock()
-    # The counting `route` set on the router, and the instance attribute it hid.
-    installed: list[Any] = [None, None]
+    state = _emit.route_counts(router)
 
     def collect(r: Any) -> Iterator[Sample]:
-        if installed[0] is not None and r.__dict__.get("route") is not installed[0]:
-            switch(r, True)  # the router replaced its `route` some way we did not see
-        with lock:
-            snapshot = dict(counts)
-        for shard, n in snapshot.items():
+        if state.installed is not None and r.__dict__.get("route") is not state.installed:
+            state.install(r)  # the router replaced its `route` some way we did not see
+        for shard, n in state.snapshot().items():
             yield Sample("scalekit_router_routes", float(n), {"router": label, "shard": str(shard)})
 
     def switch(r: Any, active: bool) -> None:
-        mine = installed[0]
-        if not active:
-            if mine is not None and r.__dict__.get("route") is mine:
-                if installed[1] is None:
-                    del r.route
-                else:
-                    r.route = installed[1]
-            installed[0] = installed[1] = None
-            return
-        if mine is not None and r.__dict__.get("route") is mine:
-            return
-        # The class's route, never the instance's: that one may be replaced later.
-        # The router is held weakly here too: the hub must never keep it alive.
-        original, ref = type(r).route, weakref.ref(r)
-        counting = _emit.counting
-
-        def route(key: Any) -> Any:
-            shard = original(ref(), key)
-            if counting():
-                with lock:
-                    counts[shard] = counts.get(shard, 0) + 1
-            return shard
-
-        installed[1] = r.__dict__.get("route")
-        r.route = installed[0] = route
+        state.switch(r, hub, active)
 
     install = getattr(type(router), "_install", None)
-    if callable(install):
+    if callable(install) and not state.hooked:
         # A HashRouter installs a new `route` on every add_shard / remove_shard:
         # count on through it at once, not from the next collection.
         ref = weakref.ref(router)
@@ -372,11 +353,12 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
         def reinstall(route: Any) -> None:
             r = ref()
             install(r, route)
-            if r is not None and installed[0] is not None:
-                installed[0] = None
-                switch(r, True)
+            if r is not None and state.installed is not None:
+                state.installed = None
+                state.install(r)
 
         router._install = reinstall
+        state.hooked = True
     hub.watch(router, collect)
     hub.on_switch(router, switch)
 
@@ -384,10 +366,13 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
 def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = None) -> None:
     """Report a `MigratingRouter`'s progress as `migration=name`.
 
-    Pushed: the keys each `move()` moved. Pulled: the share of the current
-    direction's source shards whose scan is complete with nothing left to
-    move (0 before `start()`, 1 once complete or aborted). The migration is
-    held weakly.
+    Pushed: the keys each `move()` moved (at 0 from watch time). Pulled:
+    the share of the current direction's source shards whose scan is
+    complete with nothing left to move (0 before `start()`, 1 once complete
+    or aborted). While the hub has a recorder, `move` is wrapped on the
+    instance to count; with none, and after `unwatch()`, the class's own
+    `move` runs. The migration is held weakly (the wrapper too holds it
+    only by a weak reference).
 
     Raises:
         ConfigurationError: *name* is empty.
@@ -400,13 +385,23 @@ def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = 
             f"migration must have a move() method, got {type(migration).__name__}"
         )
     hub = _hub(telemetry)
-    original = type(migration).move.__get__(migration)
 
-    def move(limit: int = 1000, *, batch: int = 100) -> int:
-        moved = original(limit, batch=batch)
-        if moved and hub.active:
-            hub.add("scalekit_migration_keys_moved", moved, **label)
-        return int(moved)
+    def switch(m: Any, active: bool) -> None:
+        # The class's move, and the migration held weakly: the hub never keeps it alive.
+        if not active:
+            if "move" in m.__dict__ and getattr(m.__dict__["move"], "_scalekit_hub", None) is hub:
+                del m.move
+            return
+        original, ref = type(m).move, weakref.ref(m)
+
+        def move(limit: int = 1000, *, batch: int = 100) -> int:
+            moved = original(ref(), limit, batch=batch)
+            if moved and hub.active:
+                hub.add("scalekit_migration_keys_moved", moved, **label)
+            return int(moved)
+
+        move._scalekit_hub = hub  # type: ignore[attr-defined]
+        m.move = move
 
     def collect(m: Any) -> Iterator[Sample]:
         state = m.state
@@ -423,8 +418,9 @@ def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = 
             ratio = sum(shares) / len(shares) if shares else 1.0
         yield Sample("scalekit_migration_progress_ratio", ratio, label)
 
-    migration.move = move
     hub.watch(migration, collect)
+    hub.on_switch(migration, switch)
+    hub._declare("scalekit_migration_keys_moved", **label)
 
 
 # Below 1 while a fully scanned source still has keys to move.
