@@ -81,15 +81,16 @@ def check_maxsize(value: Any) -> Any:
         )
     if isinstance(value, int) and 0 <= value <= sys.float_info.max:
         return value
+    number: Any = value  # a Real or a Decimal: ordered, and int() truncates it
     try:
-        if value == math.inf:
+        if number == math.inf:
             return math.inf
-        whole = int(value) if value >= 0 else -1  # NaN: int() raises ValueError
+        whole = int(number) if number >= 0 else -1  # NaN: int() raises ValueError
     except (ArithmeticError, ValueError):  # NaN (a Decimal NaN refuses even to compare)
         whole = -1
     if whole < 0 or whole > sys.float_info.max:
         raise ConfigurationError(f"maxsize must be {_EXPECTED_MAXSIZE}, got {value!r}")
-    if whole != value:
+    if whole != number:
         raise ConfigurationError(
             f"maxsize must be {_EXPECTED_MAXSIZE}, got {value!r}, which has a fractional part "
             "(capacities are counted in whole units)"

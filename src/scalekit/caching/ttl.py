@@ -40,9 +40,10 @@ def check_ttl(value: Any) -> Any:
     expected = "a number (zero or less expires at once, math.inf never) or a timedelta"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ArgumentTypeError(f"ttl must be {expected}, got {value!r} ({type(value).__name__})")
+    number: Any = value  # a Real: ordered
     try:
-        if (isinstance(value, float) and not math.isnan(value)) or (
-            not isinstance(value, float) and -sys.float_info.max <= value <= sys.float_info.max
+        if (isinstance(number, float) and not math.isnan(number)) or (
+            not isinstance(number, float) and -sys.float_info.max <= number <= sys.float_info.max
         ):
             return float(value)
     except ArithmeticError:  # a Decimal NaN refuses to compare
