@@ -155,8 +155,9 @@ class SIEVECache(Cache[K, V]):
                 raise KeyError(f"{type(self).__name__} is empty")
             return keys[0]
         # _remove moves the hand one step toward the head, as Sieve_evict does.
+        key = node[_KEY]
         self._hand = node
-        return node[_KEY]
+        return key
 
     def _clear(self) -> None:
         self._data.clear()
