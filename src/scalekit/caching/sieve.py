@@ -135,11 +135,12 @@ class SIEVECache(Cache[K, V]):
 
     def _victim(self) -> Any:
         root, data = self._root, self._data
-        node: Any = self._hand
-        if node is None or data.get(node[_KEY]) is not node:
-            # No hand, or (threads sharing the cache unlocked) one left on a node
-            # another thread unlinked, or on the root: start from the tail.
-            node = root[_NEWER]
+        hand = self._hand
+        # No hand, or (threads sharing the cache unlocked) one left on a node
+        # another thread unlinked, or on the root: start from the tail.
+        node: list[Any] = root[_NEWER]
+        if hand is not None and data.get(hand[_KEY]) is hand:
+            node = hand
         while node[_VISITED]:
             node[_VISITED] = False
             node = node[_NEWER]
@@ -155,9 +156,8 @@ class SIEVECache(Cache[K, V]):
                 raise KeyError(f"{type(self).__name__} is empty")
             return keys[0]
         # _remove moves the hand one step toward the head, as Sieve_evict does.
-        key = node[_KEY]
         self._hand = node
-        return key
+        return node[_KEY]
 
     def _clear(self) -> None:
         self._data.clear()
