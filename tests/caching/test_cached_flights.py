@@ -289,3 +289,58 @@ def test_cache_clear_forgets_a_thread_call_in_progress() -> None:
     release.set()
     hung.join(5)
     assert out == ["old"]
+
+
+def test_the_redis_tier_single_flight_keeps_a_leader_interrupt_in_its_thread() -> None:
+    from scalekit.caching._single_flight import SingleFlight
+
+    flights = SingleFlight()
+    inside = threading.Event()
+    release = threading.Event()
+
+    def interrupted() -> Any:
+        inside.set()
+        release.wait(5)
+        raise KeyboardInterrupt
+
+    out: list[Any] = []
+
+    def leader() -> None:
+        try:
+            flights.run("k", interrupted, 5.0, lambda: TimeoutError("waited"))
+        except BaseException as exc:
+            out.append(("leader", type(exc)))
+
+    def follower() -> None:
+        try:
+            out.append(flights.run("k", lambda: "loaded", 5.0, lambda: TimeoutError("waited")))
+        except BaseException as exc:
+            out.append(type(exc))
+
+    lead = threading.Thread(target=leader, daemon=True)
+    lead.start()
+    assert inside.wait(5)
+    followers = [threading.Thread(target=follower, daemon=True) for _ in range(2)]
+    for t in followers:
+        t.start()
+    for _ in range(500):  # until both wait for the leader's flight
+        if sum(_waits_in_single_flight(t) for t in followers) == 2:
+            break
+        threading.Event().wait(0.01)
+    release.set()
+    for t in [lead, *followers]:
+        t.join(5)
+    assert sorted(map(str, out)) == sorted(
+        map(str, [("leader", KeyboardInterrupt), "loaded", "loaded"])
+    )
+
+
+def _waits_in_single_flight(thread: threading.Thread) -> bool:
+    import sys
+
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "run" and frame.f_code.co_filename.endswith("_single_flight.py"):
+            return True
+        frame = frame.f_back
+    return False
