@@ -18,19 +18,38 @@ from scalekit.exceptions import ArgumentTypeError, ConfigurationError
 from scalekit.testing import FakeClock
 
 
-@pytest.mark.parametrize(
-    "bad", [0, -1, -math.inf, math.nan, True, "5", None, timedelta(0), timedelta(seconds=-1)]
-)
-def test_ttl_must_be_positive(bad: Any) -> None:
+@pytest.mark.parametrize("bad", [math.nan, True, "5", None])
+def test_ttl_must_be_a_number_or_a_timedelta(bad: Any) -> None:
     wrong_type = isinstance(bad, (bool, str)) or bad is None
     error = ArgumentTypeError if wrong_type else ConfigurationError
-    with pytest.raises(error, match="ttl must be a positive number"):
+    with pytest.raises(error, match="ttl must be a number"):
         TTLCache(10, ttl=bad)
     cache = TTLCache(10, ttl=1)
     if bad is not None:
-        with pytest.raises(error, match="ttl must be a positive number"):
+        with pytest.raises(error, match="ttl must be a number"):
             cache.set("k", 1, ttl=bad)
         assert "k" not in cache
+
+
+@pytest.mark.parametrize("ttl", [0, 0.0, -1, -math.inf])
+def test_a_ttl_of_zero_or_less_expires_every_entry_at_once(ttl: Any) -> None:
+    # As in cachetools (a common "disable caching" setting): an entry's deadline
+    # is its write time or earlier, and an entry is never served at its deadline.
+    clock = FakeClock(100.0)
+    cache = TTLCache(10, ttl=ttl, timer=clock)
+    cache["a"] = 1
+    assert "a" not in cache and cache.get("a") is None and len(cache) == 0
+    live = TTLCache(10, ttl=60, timer=clock)
+    live.set("b", 2, ttl=ttl)
+    assert "b" not in live and len(live) == 0
+
+
+def test_a_timedelta_ttl_of_zero_or_less_expires_at_once() -> None:
+    now = [datetime(2026, 1, 1)]
+    for ttl in (timedelta(0), timedelta(seconds=-1)):
+        cache = TTLCache(10, ttl=ttl, timer=lambda: now[0])
+        cache["a"] = 1
+        assert "a" not in cache and len(cache) == 0
 
 
 def test_entries_expire_at_their_own_deadline() -> None:

@@ -84,13 +84,16 @@ def _copy_of(exc: BaseException) -> BaseException | None:
 
 
 class _Flight:
-    __slots__ = ("done", "error", "owner", "result")
+    __slots__ = ("abandoned", "done", "error", "owner", "result")
 
     def __init__(self) -> None:
         self.owner = threading.get_ident()
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        # The leader left with a BaseException that is no Exception (KeyboardInterrupt,
+        # SystemExit): it is the leader's own, and the followers start over.
+        self.abandoned = False
 
 
 class SingleFlight:
@@ -100,6 +103,9 @@ class SingleFlight:
     of its exception (`own_copy`): its `__cause__` is the leader's cause (the
     driver's exception a `BackendError` wraps) when it has one, with the
     leader's exception as `__context__`; otherwise the leader's exception.
+    Only an `Exception` is passed on: a leader interrupted by another
+    `BaseException` (`KeyboardInterrupt`, `SystemExit`) re-raises it in its
+    own thread, and the followers start over, one of them leading.
     """
 
     def __init__(self) -> None:
@@ -126,12 +132,12 @@ class SingleFlight:
             InvalidStateError: *fn* itself asked for *key* again in the same
                 thread (it would wait for itself).
         """
-        with self._lock:
-            flight = self._flights.get(key)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[key] = _Flight()
-        if not leader:
+        while True:
+            with self._lock:
+                flight = self._flights.get(key)
+                if flight is None:
+                    flight = self._flights[key] = _Flight()
+                    break
             if flight.owner == threading.get_ident():
                 raise InvalidStateError(
                     f"the load of {key!r} asked for {key!r} again from its own thread "
@@ -139,6 +145,8 @@ class SingleFlight:
                 )
             if not flight.done.wait(None if timeout == float("inf") else timeout):
                 raise on_timeout()
+            if flight.abandoned:
+                continue  # one of the followers leads a new call
             error = flight.error
             if error is not None:
                 clone = own_copy(error)
@@ -151,8 +159,11 @@ class SingleFlight:
             return flight.result
         try:
             flight.result = fn()
-        except BaseException as exc:
+        except Exception as exc:
             flight.error = exc
+            raise
+        except BaseException:
+            flight.abandoned = True
             raise
         finally:
             with self._lock:

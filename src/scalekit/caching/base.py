@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import sys
 from collections.abc import (
     Callable,
@@ -28,6 +29,7 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
+from decimal import Decimal
 from typing import Any, ClassVar, NamedTuple, TypeVar, overload
 
 from ..exceptions import ArgumentTypeError, ConfigurationError
@@ -43,28 +45,58 @@ D = TypeVar("D")
 MISSING: Any = object()
 
 
+class MaxsizeTypeError(ConfigurationError, ArgumentTypeError):
+    """A `maxsize` (or `getsizeof` result) that is a bool or not a number.
+
+    Both a `ConfigurationError` (a `ValueError`), which cachetools users
+    migrating catch around a bad size, and an `ArgumentTypeError` (a
+    `TypeError`), as every other argument of the wrong type in scalekit is:
+    either `except` clause catches it.
+    """
+
+
+_EXPECTED_MAXSIZE = (
+    "a non-negative whole number (an int, or a float, Decimal or Fraction with no "
+    "fractional part, at most sys.float_info.max) or math.inf"
+)
+
+
 def check_maxsize(value: Any) -> Any:
-    """Return *value* if it is a valid `maxsize`: an `int` >= 0 or `math.inf`.
+    """Return *value* as a valid `maxsize`: an `int` >= 0 or `math.inf`.
 
     As in cachetools, `0` is a cache that stores nothing (every write raises
-    `ValueError("value too large")`) and `math.inf` an unbounded one.
+    `ValueError("value too large")`) and `math.inf` an unbounded one. Any
+    real number with no fractional part is taken, as cachetools takes it
+    (`1e6`, `10.0`, `Decimal(3)`, `Fraction(6, 2)`), and returned as an `int`.
 
     Raises:
-        ArgumentTypeError: for a bool or a non-number.
-        ConfigurationError: for a negative number, NaN, a finite float or an
-            int above `sys.float_info.max` (a size the policies' arithmetic cannot hold).
+        MaxsizeTypeError: for a bool or a non-number (a `ConfigurationError`
+            that is also an `ArgumentTypeError`).
+        ConfigurationError: for a negative number, NaN, a number with a
+            fractional part (capacities are whole units here) or one above
+            `sys.float_info.max` (a size the policies' arithmetic cannot hold).
     """
-    expected = "a non-negative integer or math.inf (at most sys.float_info.max)"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ArgumentTypeError(
-            f"maxsize must be {expected}, got {value!r} ({type(value).__name__})"
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, Decimal)):
+        raise MaxsizeTypeError(
+            f"maxsize must be {_EXPECTED_MAXSIZE}, got {value!r} ({type(value).__name__})"
         )
-    if not (
-        (isinstance(value, int) and 0 <= value <= sys.float_info.max)
-        or (isinstance(value, float) and value == math.inf)
-    ):
-        raise ConfigurationError(f"maxsize must be {expected}, got {value!r}")
-    return value
+    if isinstance(value, int) and 0 <= value <= sys.float_info.max:
+        return value
+    number: Any = value  # a Real or a Decimal: ordered, and int() truncates it
+    try:
+        if number == math.inf:
+            return math.inf
+        whole = int(number) if number >= 0 else -1  # NaN: int() raises ValueError
+    except (ArithmeticError, ValueError):  # NaN (a Decimal NaN refuses even to compare)
+        whole = -1
+    if whole < 0 or whole > sys.float_info.max:
+        raise ConfigurationError(f"maxsize must be {_EXPECTED_MAXSIZE}, got {value!r}")
+    if whole != number:
+        raise ConfigurationError(
+            f"maxsize must be {_EXPECTED_MAXSIZE}, got {value!r}, which has a fractional part "
+            "(capacities are counted in whole units)"
+        )
+    return whole
 
 
 class CacheStats(NamedTuple):
@@ -91,16 +123,16 @@ class Cache(MutableMapping[K, V]):
 
     Args:
         maxsize: the capacity, in units of `getsizeof` (entries by default):
-            an `int` >= 0, where `0` caches nothing (every write raises
-            `ValueError("value too large")`), or `math.inf` for no bound.
+            a whole number >= 0 (`0` stores nothing; `1e6` or `Decimal(3)`
+            is taken as the `int` it equals) or `math.inf` (unbounded).
         getsizeof: a function giving the size of a value (a non-negative
             `int` or `float`); `None` counts every entry as 1 (the fast path).
 
     Raises:
-        ArgumentTypeError: `maxsize` is neither an `int` nor `math.inf` (a bool,
-            `None`, a string), or `getsizeof` is not callable.
-        ConfigurationError: `maxsize` is negative, NaN, a finite float or above
-            `sys.float_info.max`.
+        ConfigurationError: if `maxsize` is negative, NaN, a bool, not a
+            number or a number with a fractional part, or `getsizeof` is
+            not callable. For a bool or a non-number it is a
+            `MaxsizeTypeError`, also an `ArgumentTypeError` (a `TypeError`).
 
     Thread-safety: not thread-safe, like cachetools and `dict` mutation
     sequences; share a cache between threads behind a lock (for example the
@@ -299,13 +331,14 @@ class Cache(MutableMapping[K, V]):
     def _size_of(self, value: Any) -> Any:
         size = self._getsizeof(value)  # type: ignore[misc]
         if isinstance(size, bool) or not isinstance(size, (int, float)):
-            raise ArgumentTypeError(
+            raise MaxsizeTypeError(
                 f"getsizeof must return a non-negative number, got {size!r} "
                 f"({type(size).__name__}) for {value!r}"
             )
         if not size >= 0:
             raise ConfigurationError(
-                f"getsizeof must return a non-negative number, got {size!r} for {value!r}"
+                f"getsizeof must return a non-negative number, got {size!r} "
+                f"({type(size).__name__}) for {value!r}"
             )
         return size
 

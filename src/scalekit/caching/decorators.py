@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -67,17 +68,68 @@ class CachedFunction(Protocol[P, R]):
 class _Flight:
     """One in-progress call that concurrent callers of the same key wait for."""
 
-    __slots__ = ("done", "error", "owner", "value")
+    __slots__ = ("abandoned", "done", "error", "owner", "value")
 
     def __init__(self, owner: int) -> None:
         self.done = threading.Event()
         self.owner = owner  # the thread computing the value
         self.value: Any = None
         self.error: BaseException | None = None
+        # The leader left with a BaseException that is no Exception (KeyboardInterrupt,
+        # SystemExit): the waiters start over, one of them leading a new call.
+        self.abandoned = False
+
+
+#: The waits-for graph of every `cached` function's threads: the flight each
+#: thread is blocked on. A follower about to wait walks leader -> the flight
+#: that leader waits for -> its leader ...; reaching itself means the wait
+#: would never end. Read and written under _WAITS_LOCK only.
+_WAITS_LOCK = threading.Lock()
+_WAITING: dict[int, _Flight] = {}
+
+
+def _reset_waits_in_child() -> None:
+    global _WAITS_LOCK
+    _WAITS_LOCK = threading.Lock()
+    _WAITING.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_waits_in_child)
+
+
+def _waits_for(flight: _Flight | None, me: int) -> bool:
+    """Whether *flight*'s leader is *me* or (transitively) waits for a flight *me* leads."""
+    seen: set[int] = set()
+    while flight is not None and not flight.done.is_set() and id(flight) not in seen:
+        if flight.owner == me:
+            return True
+        seen.add(id(flight))
+        flight = _WAITING.get(flight.owner)
+    return False
+
+
+def _cycle_error(name: str, k: Any, direct: bool) -> ReentrantCallError:
+    if direct:
+        return ReentrantCallError(
+            f"{name} called itself with the same key {k!r} while computing it"
+        )
+    return ReentrantCallError(
+        f"{name} asked for key {k!r}, whose call in progress waits (through other cached "
+        "calls in progress) for the call this caller is computing: waiting would never end"
+    )
 
 
 class SyncFlights:
     """The calls in progress, by key: the first caller computes, the others wait for it.
+
+    A follower that would wait for its own call, directly or through a chain
+    of calls in progress in other threads (thread 1 computes `f("a")` and
+    waits for `f("b")`, which thread 2 computes and which asks for
+    `f("a")`), raises `ReentrantCallError` instead. A leader that raises an
+    `Exception` gives each follower its own copy; a leader interrupted by any
+    other `BaseException` (`KeyboardInterrupt`, `SystemExit`) re-raises it in
+    its own thread only, and one of the followers computes the value instead.
 
     A child forked while other threads are inside `run` starts with no call
     in progress and a fresh lock: those threads do not exist in the child.
@@ -98,24 +150,40 @@ class SyncFlights:
         self._lock = threading.Lock()
         self._table = {}
 
+    def forget(self) -> None:
+        """Let the next caller of every key start a new call (`cache_clear()`).
+
+        The calls in progress go on, and their current followers keep waiting for them.
+        """
+        with self._lock:
+            self._table = {}
+
     def run(self, k: Any, compute: Callable[[], Any], name: str) -> Any:
         """Return `compute()`, computed once for all concurrent callers of *k*.
 
         Raises:
-            ReentrantCallError: if the thread computing *k* asks for *k* again.
+            ReentrantCallError: if waiting for the call of *k* in progress
+                would wait for this thread's own call.
         """
         me = threading.get_ident()
-        with self._lock:
-            flight = self._table.get(k)
-            leader = flight is None
-            if flight is None:
-                flight = self._table[k] = _Flight(me)
-        if not leader:
-            if flight.owner == me:
-                raise ReentrantCallError(
-                    f"{name} called itself with the same key {k!r} while computing it"
-                )
-            flight.done.wait()
+        while True:
+            with self._lock:
+                table = self._table
+                flight = table.get(k)
+                if flight is None:
+                    flight = table[k] = _Flight(me)
+                    break
+            with _WAITS_LOCK:
+                if _waits_for(flight, me):
+                    raise _cycle_error(name, k, flight.owner == me)
+                _WAITING[me] = flight
+            try:
+                flight.done.wait()
+            finally:
+                with _WAITS_LOCK:
+                    _WAITING.pop(me, None)
+            if flight.abandoned:
+                continue
             error = flight.error
             if error is not None:
                 raise _own_copy(error)
@@ -123,14 +191,17 @@ class SyncFlights:
         try:
             flight.value = value = compute()
             return value
-        except BaseException as exc:
+        except Exception as exc:
             flight.error = exc
+            raise
+        except BaseException:
+            flight.abandoned = True
             raise
         finally:
             with self._lock:
-                # Absent in a child forked during the call (after_fork emptied the table).
-                if self._table.get(k) is flight:
-                    del self._table[k]
+                # Absent after cache_clear(), or in a child forked during the call.
+                if table.get(k) is flight:
+                    del table[k]
             flight.done.set()
 
 
@@ -141,71 +212,136 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-#: The (flights, key) pairs whose computation the current task runs or descends
-#: from: a task inherits its creator's context, so a child task started by a
-#: call's loader sees that call's key here.
-_COMPUTING: contextvars.ContextVar[frozenset[tuple[int, Any]]] = contextvars.ContextVar(
+#: The flight tasks the current task runs or descends from: a task inherits its
+#: creator's context, so a child task started by a call's loader sees that call here.
+_COMPUTING: contextvars.ContextVar[frozenset[asyncio.Task[Any]]] = contextvars.ContextVar(
     "scalekit_caching_computing", default=frozenset()
 )
+
+#: The waits-for graph of the tasks: the flight task each task awaits. Every
+#: change and walk happens between two awaits, so one walk sees a consistent graph.
+_AWAITING: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}
+
+
+class _AsyncFlight:
+    """One call in progress in its own task, and how many callers await it."""
+
+    __slots__ = ("task", "waiters")
+
+    task: asyncio.Task[Any]  # set right after the flight is made: the task needs the flight
+
+    def __init__(self) -> None:
+        self.waiters = 0
 
 
 class AsyncFlights:
     """Per event loop, the calls in progress by key, each running in its own task.
 
     Every caller awaits the task through `asyncio.shield`, so cancelling one
-    caller (the first included) cancels neither the call nor the others. A
-    call for a key whose computation the calling task runs or descends from
-    (a task started, with its context, by that computation) raises
-    `ReentrantCallError`: the computation may be waiting for it.
+    caller (the first included) cancels neither the call nor the others; when
+    the last caller leaves (cancelled, or timed out by `asyncio.wait_for`)
+    the call is cancelled. A caller raises `ReentrantCallError` instead of
+    waiting when the call it would wait for is its own, directly, through a
+    task that call started (with its context), or through a chain of calls in
+    progress each awaiting the next (task 1 computes `f("a")` and awaits
+    `f("b")`, whose task asks for `f("a")`).
     """
 
     __slots__ = ("_tables",)
 
     def __init__(self) -> None:
         self._tables: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[Any, asyncio.Task[Any]]
+            asyncio.AbstractEventLoop, dict[Any, _AsyncFlight]
         ] = weakref.WeakKeyDictionary()
+
+    def forget(self) -> None:
+        """Let the next caller of every key start a new call (`cache_clear()`).
+
+        The calls in progress go on, and their current callers keep awaiting them.
+        """
+        for table in list(self._tables.values()):
+            table.clear()
 
     async def run(self, k: Any, compute: Callable[[], Any], name: str) -> Any:
         """Await `compute()` (a coroutine function), run once for all concurrent callers of *k*."""
         loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
         table = self._tables.get(loop)
         if table is None:
             table = self._tables[loop] = {}
-        task = table.get(k)
-        leader = task is None
-        if task is None:
-            task = loop.create_task(self._body(table, (id(self), k), k, compute))
-            task.add_done_callback(_retrieve)
-            table[k] = task
-        elif task is asyncio.current_task() or (id(self), k) in _COMPUTING.get():
-            raise ReentrantCallError(
-                f"{name} called itself with the same key {k!r} while computing it"
-                " (directly or from a task that computation started)"
-            )
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            if leader:
-                raise
-            raise _own_copy(exc)  # noqa: B904 (chained to exc as __cause__ by _own_copy)
+        while True:
+            flight = table.get(k)
+            leader = flight is None
+            if flight is None:
+                flight = table[k] = _AsyncFlight()
+                task = flight.task = loop.create_task(self._body(table, k, flight, compute))
+                task.add_done_callback(_retrieve)
+            else:
+                task = flight.task
+                if _awaits(task, me, _COMPUTING.get()):
+                    raise _cycle_error(name, k, task is me) from None
+            flight.waiters += 1
+            if me is not None:
+                _AWAITING[me] = task
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled() or (me is not None and _cancelling(me)):
+                    raise
+                # The call was cancelled, not this caller: start over.
+            except BaseException as exc:
+                if leader:
+                    raise
+                if isinstance(exc, Exception):
+                    raise _own_copy(exc)  # noqa: B904 (chained to exc as __cause__)
+                # KeyboardInterrupt or SystemExit in the call: it is the leader's.
+            finally:
+                if me is not None and _AWAITING.get(me) is task:
+                    del _AWAITING[me]
+                flight.waiters -= 1
+                if not flight.waiters and not task.done():
+                    # Nobody awaits the call any more: do not let it hold the key.
+                    task.cancel()
+                    if table.get(k) is flight:
+                        del table[k]
 
     @staticmethod
     async def _body(
-        table: dict[Any, asyncio.Task[Any]],
-        mark: tuple[int, Any],
+        table: dict[Any, _AsyncFlight],
         k: Any,
+        flight: _AsyncFlight,
         compute: Callable[[], Any],
     ) -> Any:
         # The task runs in its own copy of the context: this marks it and its children only.
-        _COMPUTING.set(_COMPUTING.get() | {mark})
+        _COMPUTING.set(_COMPUTING.get() | {flight.task})
         try:
             return await compute()
         finally:
-            # Whatever happens (the call raising, storing raising), the flight ends.
-            del table[k]
+            # Whatever happens (the call raising, storing raising), the flight ends,
+            # unless cache_clear() or its callers leaving ended it already.
+            if table.get(k) is flight:
+                del table[k]
+
+
+def _cancelling(task: asyncio.Task[Any]) -> bool:
+    """Whether *task* itself was asked to stop (always assumed before Python 3.11)."""
+    cancelling = getattr(task, "cancelling", None)
+    return True if cancelling is None else bool(cancelling())
+
+
+def _awaits(
+    task: asyncio.Task[Any] | None,
+    me: asyncio.Task[Any] | None,
+    mine: frozenset[asyncio.Task[Any]],
+) -> bool:
+    """Whether awaiting flight *task* would await *me* or a running flight *me* descends from."""
+    seen: set[int] = set()
+    while task is not None and not task.done() and id(task) not in seen:
+        if task is me or task in mine:
+            return True
+        seen.add(id(task))
+        task = _AWAITING.get(task)
+    return False
 
 
 # -- the decorator -------------------------------------------------------------------
@@ -380,8 +516,15 @@ def make_info(cache: Any, counters: Counters | None) -> CacheInfo:
     return CacheInfo(hits, misses, maxsize, currsize)
 
 
-def clear(cache: Any, lock: Any, counters: Counters | None) -> None:
-    """`cache_clear()`: empty *cache* and reset the statistics, as `functools` does."""
+def clear(cache: Any, lock: Any, counters: Counters | None, flights: Any = None) -> None:
+    """`cache_clear()`: empty *cache*, reset the statistics, as `functools` does.
+
+    With *flights* (a `SyncFlights` or `AsyncFlights`), the calls in progress
+    are forgotten too: the next caller of a key starts a new call instead of
+    waiting for one that may hang.
+    """
+    if flights is not None:
+        flights.forget()
     if cache is not None:
         if lock is None:
             cache.clear()
@@ -401,6 +544,7 @@ def _attach(
     key: Callable[..., Hashable],
     lock: AbstractContextManager[Any] | None,
     counters: Counters | None,
+    flights: Any = None,
 ) -> None:
     functools.update_wrapper(wrapper, func)
     if not hasattr(func, "__qualname__"):
@@ -412,7 +556,7 @@ def _attach(
     wrapper.cache_key = key
     wrapper.cache_lock = lock
     wrapper.cache_info = lambda: make_info(cache, counters)
-    wrapper.cache_clear = lambda: clear(cache, lock, counters)
+    wrapper.cache_clear = lambda: clear(cache, lock, counters, flights)
 
 
 def store(cache: MutableMapping[Any, Any], k: Any, value: Any, lock: Any) -> None:
@@ -558,7 +702,7 @@ def _sync_wrapper(
                 counters.misses += 1
             return miss(k, args, kwargs)
 
-    _attach(wrapper, func, cache, key, lock, counters)
+    _attach(wrapper, func, cache, key, lock, counters, flights)
     return wrapper
 
 
@@ -606,5 +750,5 @@ def _async_wrapper(
             return await _emit.flight_async(cache, lambda lead: flights.run(k, lead, name), compute)
         return await flights.run(k, compute, name)
 
-    _attach(wrapper, func, cache, key, lock, counters)
+    _attach(wrapper, func, cache, key, lock, counters, flights)
     return wrapper

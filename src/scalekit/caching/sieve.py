@@ -139,13 +139,27 @@ class SIEVECache(Cache[K, V]):
         return node[_VALUE]
 
     def _victim(self) -> Any:
-        root = self._root
-        node = self._hand if self._hand is not None else root[_NEWER]
+        root, data = self._root, self._data
+        hand = self._hand
+        # No hand, or (threads sharing the cache unlocked) one left on a node
+        # another thread unlinked, or on the root: start from the tail.
+        node: list[Any] = root[_NEWER]
+        if hand is not None and data.get(hand[_KEY]) is hand:
+            node = hand
         while node[_VISITED]:
             node[_VISITED] = False
             node = node[_NEWER]
             if node is root:
                 node = root[_NEWER]
+        if data.get(node[_KEY]) is not node:
+            # Unlocked threads raced on the links: any present entry keeps the cache
+            # bounded (the oldest inserted), and the next eviction starts afresh.
+            # list() copies the keys in one step, where iterating may see a resize.
+            self._hand = None
+            keys = list(data)
+            if not keys:
+                raise KeyError(f"{type(self).__name__} is empty")
+            return keys[0]
         # _remove moves the hand one step toward the head, as Sieve_evict does.
         self._hand = node
         return node[_KEY]

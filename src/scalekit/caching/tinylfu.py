@@ -25,6 +25,35 @@ _WARM = 6  # a candidate this frequent may win a lost duel at random (Caffeine's
 _DEFAULT_SEED = 0x7F4A7C15
 
 
+class _Segment(OrderedDict[Any, Any]):
+    """The probation queue: an `OrderedDict` that gives back its table once most entries left.
+
+    A dict never shrinks its table as keys leave, and the probation queue is
+    the one that empties in bulk: it holds nearly every entry while the cache
+    fills, then each hit promotes its entry to the protected queue. Without
+    this, a cache whose every entry was hit once keeps two full-size tables.
+    `pop` (which promotion and removal use) remembers the largest size seen;
+    when fewer than a quarter of that remain, the queue is rebuilt in place
+    (same object, same order) with a table sized by what it holds. The
+    rebuild copies at most a third as many entries as left since the last
+    one, so it costs O(1) amortized per pop.
+    """
+
+    _peak = 0
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        n = len(self)
+        value = super().pop(key, *default)
+        if n > self._peak:
+            self._peak = n
+        elif n < self._peak >> 2 and self._peak >= 64:
+            items = list(self.items())
+            self.clear()  # frees the table
+            self.update(items)
+            self._peak = len(items)
+        return value
+
+
 class TinyLFUCache(WindowSizing, Cache[K, V]):
     """W-TinyLFU: an LRU admission window, a TinyLFU filter and a segmented-LRU main area.
 
@@ -135,7 +164,7 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         # Each key is in exactly one queue, with its value: no per-entry index or
         # node beyond the OrderedDict's own (a lookup tries the queues in turn).
         self._window: OrderedDict[Any, Any] = OrderedDict()
-        self._probation: OrderedDict[Any, Any] = OrderedDict()
+        self._probation: OrderedDict[Any, Any] = _Segment()
         self._protected: OrderedDict[Any, Any] = OrderedDict()
         self._window_used = 0
         self._protected_used = 0

@@ -6,6 +6,7 @@ import copy
 import heapq
 import itertools
 import math
+import numbers
 import sys
 import time
 from collections import OrderedDict
@@ -25,26 +26,28 @@ _INF = math.inf
 
 
 def check_ttl(value: Any) -> Any:
-    """Return *value* if it is a valid time to live: a number > 0 (`math.inf` too) or a timedelta.
+    """Return *value* if it is a valid time to live: a number (`math.inf` too) or a timedelta.
+
+    As in cachetools, a ttl of zero or less is valid: every entry written
+    with it expires at once (an entry is never served at its deadline).
 
     Raises:
         ArgumentTypeError: for a bool or a non-number.
-        ConfigurationError: for zero, a negative number, NaN or an int too
-            large for a float.
+        ConfigurationError: for NaN or an int too large for a float.
     """
-    if isinstance(value, timedelta) and value > timedelta(0):
+    if isinstance(value, timedelta):
         return value
-    expected = "a positive number (math.inf allowed) or a positive timedelta"
-    if not isinstance(value, timedelta) and (
-        isinstance(value, bool) or not isinstance(value, (int, float))
-    ):
+    expected = "a number (zero or less expires at once, math.inf never) or a timedelta"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ArgumentTypeError(f"ttl must be {expected}, got {value!r} ({type(value).__name__})")
-    if (
-        isinstance(value, (int, float))
-        and value > 0  # NaN fails `> 0`
-        and (isinstance(value, float) or value <= sys.float_info.max)
-    ):
-        return float(value)
+    number: Any = value  # a Real: ordered
+    try:
+        if (isinstance(number, float) and not math.isnan(number)) or (
+            not isinstance(number, float) and -sys.float_info.max <= number <= sys.float_info.max
+        ):
+            return float(value)
+    except ArithmeticError:  # a Decimal NaN refuses to compare
+        pass
     raise ConfigurationError(f"ttl must be {expected}, got {value!r}")
 
 
@@ -242,7 +245,8 @@ class TTLCache(Cache[K, V]):
         """Store *value* for *ttl* (default: the cache's `ttl`).
 
         Raises:
-            ConfigurationError: if *ttl* is not a positive number or timedelta.
+            ConfigurationError: if *ttl* is NaN (`ArgumentTypeError` if it is
+                neither a number nor a timedelta).
             ValueError: `"value too large"` as for `[]=`.
 
         Runtime complexity: O(log n).
