@@ -128,6 +128,8 @@ class ShopRun:
             self.metrics.watch_caches(backends)
         # Memory tokens start at 1 in each run; another backend's are not comparable.
         source = settings.fence_source()
+        if backends.backend_id:  # a wiped ZooKeeper at the same address is another backend
+            source = f"{source}:{backends.backend_id}"
         if settings.backend == "memory":
             source = f"memory:{uuid.uuid4().hex}"
         reset = storage.catalog.adopt_fences(source)

@@ -110,6 +110,26 @@ def test_a_redis_run_then_a_zookeeper_run_on_one_directory_both_sell(
     assert_conserved(ShopStorage(tmp_path, 4))
 
 
+def test_a_fresh_zookeeper_at_the_same_address_resets_the_fences(tmp_path: Path) -> None:
+    """A wiped ZooKeeper at the old address issues low zxids again: the run must see a
+    new backend (its id node is gone) and reset the fences, not refuse every claim.
+    About 15 s (two ZooKeeper starts, two short runs)."""
+    common = ["--duration", "1.5", "--buyers", "8", "--data", str(tmp_path)]
+    with ZooKeeperServer() as old:
+        port = old.port
+        first = _shop_cli("--zookeeper", old.hosts, *common)
+    assert first.returncode == 0, first.stdout + first.stderr
+    with ZooKeeperServer(port=port) as fresh:  # a new data directory, the same address
+        second = _shop_cli("--zookeeper", fresh.hosts, *common)
+    assert second.returncode == 0, second.stdout + second.stderr
+    lines = second.stdout.splitlines()
+    assert any("fences reset for zookeeper tokens" in x for x in lines), second.stdout
+    rejected = next(x for x in lines if x.startswith("orders rejected:"))
+    assert "fenced off" not in rejected, second.stdout
+    assert int(next(x for x in lines if x.startswith("orders placed:")).split(":")[1]) > 0
+    assert_conserved(ShopStorage(tmp_path, 4))
+
+
 def test_a_different_shard_count_on_a_used_directory_is_refused_naming_the_count(
     tmp_path: Path,
 ) -> None:
