@@ -81,16 +81,15 @@ def _zookeeper_id(client: Any, path: str) -> str:
     Raises:
         BackendUnavailableError: ZooKeeper did not answer.
     """
+    import contextlib
     import uuid
 
     from kazoo.exceptions import KazooException, NodeExistsError
     from kazoo.handlers.threading import KazooTimeoutError
 
     try:
-        try:
+        with contextlib.suppress(NodeExistsError):
             client.create(path, uuid.uuid4().hex.encode(), makepath=True)
-        except NodeExistsError:
-            pass
         data, _ = client.get(path)
     except (KazooException, KazooTimeoutError) as exc:
         client.stop()
