@@ -12,6 +12,7 @@ import gc
 import threading
 from pathlib import Path
 
+from examples.shop.audit import audit
 from examples.shop.service import Shop
 from examples.shop.simulation import Settings, build_shop, prepare
 from examples.shop.storage import ShopStorage
@@ -178,3 +179,46 @@ def test_two_runs_at_once_on_one_directory_both_report_an_exact_audit(
         assert "audit (initial = left + sold + reserved): exact;" in stdout, stdout
     assert "another process was using the data directory" in outs[0][0], outs[0][0]
     assert_conserved(ShopStorage(tmp_path, 4))
+
+
+def test_the_audit_is_not_blinded_by_another_process_on_the_directory(tmp_path: Path) -> None:
+    """With another process holding the directory (a second run, an admin shell), a
+    user stranded on a shard its placement does not give it, and units held for an
+    order that is not in flight, still fail the audit. About 2 s."""
+    import subprocess
+    import sys
+
+    storage = prepare(tmp_path, Settings(shards=2, hot_skus=1, hot_stock=5, cold_skus=0))
+    user = next(f"u{i}" for i in range(100) if storage.router.route(f"u{i}") == "shard0")
+    storage.shards["shard1"].connection().execute(
+        "INSERT INTO users VALUES (?, ?, ?)", (user, f"{user}@example.com", 0.0)
+    )
+    catalog = storage.catalog
+    assert catalog.claim("hot-0", 1, "ghost") is not None
+    assert catalog.take("hot-0", 1, "ghost", 1, 4, 1999) == "taken"  # no such order
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from examples.shop.storage import "
+            f"ShopStorage; s = ShopStorage(Path({str(tmp_path)!r}), 2); print('open', "
+            "flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        checked = audit(storage)
+    finally:
+        holder.communicate("", timeout=30)
+    assert checked.concurrent
+    assert any(
+        "1 users on a shard their placement does not route them to" in p for p in checked.problems
+    ), checked.problems
+    assert any("held for order ghost, which no shard holds" in p for p in checked.problems), (
+        checked.problems
+    )
+    alone = audit(storage)  # the same two problems, alone on the directory
+    assert not alone.concurrent and len(alone.problems) == 2, alone.problems
