@@ -222,3 +222,19 @@ def test_the_audit_is_not_blinded_by_another_process_on_the_directory(tmp_path: 
     )
     alone = audit(storage)  # the same two problems, alone on the directory
     assert not alone.concurrent and len(alone.problems) == 2, alone.problems
+
+
+def test_a_setup_killed_between_shards_goes_on_to_the_count_asked_for(tmp_path: Path) -> None:
+    """A kill -9 while the first run created its shards leaves fewer, all empty: a rerun
+    with the count asked for creates the rest (no user can be routed away from its rows).
+    Shards that hold a user keep their count. About 3 s."""
+    ShopStorage(tmp_path, 2)  # what ShopStorage(dir, 4) had made when it was killed
+    gc.collect()
+    rerun = _shop_cli(
+        "--duration", "0.5", "--buyers", "4", "--shards", "4", "--data", str(tmp_path)
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert all((tmp_path / f"shard{i}.sqlite3").exists() for i in range(4))
+    assert_conserved(ShopStorage(tmp_path, 4))
+    more = _shop_cli("--duration", "0.5", "--buyers", "4", "--shards", "6", "--data", str(tmp_path))
+    assert more.returncode == 2 and "has 4 shards" in more.stderr, more.stdout + more.stderr
