@@ -238,3 +238,23 @@ def test_a_setup_killed_between_shards_goes_on_to_the_count_asked_for(tmp_path: 
     assert_conserved(ShopStorage(tmp_path, 4))
     more = _shop_cli("--duration", "0.5", "--buyers", "4", "--shards", "6", "--data", str(tmp_path))
     assert more.returncode == 2 and "has 4 shards" in more.stderr, more.stdout + more.stderr
+
+
+def test_tokens_that_went_back_are_reported_and_fail_the_run(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Stored fences above every token the backend issues (its data replaced by an old
+    copy, under the same identity) refuse nearly every claim before reading: the run
+    says so and exits 1, and nothing is sold twice. About 4 s."""
+    common = ["--redis", redis_server.url, "--duration", "1", "--buyers", "4"]
+    first = _shop_cli(*common, "--data", str(tmp_path))
+    assert first.returncode == 0, first.stdout + first.stderr
+    storage = ShopStorage(tmp_path, 4)
+    with storage.catalog.db.transaction() as conn:
+        conn.execute("UPDATE stock SET fence = ?", (2**62,))  # tokens far above Redis's
+    del storage
+    gc.collect()
+    second = _shop_cli(*common, "--data", str(tmp_path))
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "TOKENS WENT BACK: " in second.stdout, second.stdout
+    assert_conserved(ShopStorage(tmp_path, 4))
