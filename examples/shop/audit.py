@@ -5,9 +5,9 @@ stock row, *sold* the units of paid orders (the user shards) and
 *reserved* the units held for orders not yet paid (the catalog's
 reservations). The audit also checks that the catalog's sold units are
 exactly the paid orders' items, that held units belong to orders still
-``reserved``, that every charge in the ledger is a paid order, and (alone
-on the data directory) that every user lives on the shard its placement
-routes it to.
+``reserved``, that every charge in the ledger is a paid order, and that
+every user lives on the shard its placement routes it to (while another
+process uses the data directory: whenever no shard is being added).
 
 The identity holds at every instant in the catalog, because each stock
 change and its reservation row commit together. The cross-checks with the
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import datadir
+from . import datadir, resharding
 from .catalog import payment_key
 from .storage import ShopStorage
 
@@ -84,9 +84,13 @@ def audit(storage: ShopStorage) -> Audit:
     Alone on the data directory, every check is exact. While another
     process uses it (`datadir.others_present`: a second run, an admin
     tool), its orders may move between the catalog's read and the shards':
-    orders are then read before and after the catalog, and the catalog's
-    sold units and charges must lie between the two (`Audit.concurrent`).
-    The conservation identity is exact either way (one catalog transaction).
+    orders are then read before and after the catalog, the catalog's sold
+    units and charges must lie between the two, and every held unit must
+    belong to an order that exists after, was not paid before and has that
+    many units of the SKU (`Audit.concurrent`). The placement check runs too unless a
+    shard is being added (a recorded migration not complete, before or
+    after the scan). The conservation identity is exact either way (one
+    catalog transaction).
     """
     if datadir.others_present(storage.directory):
         return _concurrent_audit(storage)
@@ -121,12 +125,7 @@ def audit(storage: ShopStorage) -> Audit:
             )
     for sku in sorted(set(paid) - set(ledger)):
         result.problems.append(f"{sku}: paid orders for an unknown SKU")
-    misplaced = _misplaced(storage)
-    if misplaced:
-        result.problems.append(
-            f"{len(misplaced)} users on a shard their placement does not route them to "
-            f"(e.g. {misplaced[0]}): their cart, orders and history are out of the shop's reach"
-        )
+    _report_misplaced(result, _misplaced(storage))
     counts = storage.order_counts()
     result.paid_orders = sum(c.get("paid", 0) for c in counts.values())
     result.charges = storage.charge_count()
@@ -136,6 +135,14 @@ def audit(storage: ShopStorage) -> Audit:
             + (f" and {len(charged)} charged unsettled ones" if charged else "")
         )
     return result
+
+
+def _report_misplaced(result: Audit, misplaced: list[str]) -> None:
+    if misplaced:
+        result.problems.append(
+            f"{len(misplaced)} users on a shard their placement does not route them to "
+            f"(e.g. {misplaced[0]}): their cart, orders and history are out of the shop's reach"
+        )
 
 
 def _misplaced(storage: ShopStorage) -> list[str]:
@@ -201,12 +208,40 @@ def _concurrent_audit(storage: ShopStorage) -> Audit:
     before <= sold <= paid + reserved units after, and likewise for charges.
     """
     result = Audit(concurrent=True)
+    phase = resharding.recorded_phase(storage.directory, len(storage.shard_names))
+    # Users (and their orders) move only while a recorded migration runs.
+    misplaced = _misplaced(storage) if phase in (None, "complete") else []
     paid_before = storage.units("paid")
     counts_before = storage.order_counts()
+    states_before = storage.order_states()
     ledger = storage.catalog.audit()
+    holds = storage.catalog.holds()
     result.charges = storage.charge_count()
     paid_after, reserved_after = storage.units("paid"), storage.units("reserved")
     counts_after = storage.order_counts()
+    states_after = storage.order_states()
+    settled = phase in (None, "complete") and phase == resharding.recorded_phase(
+        storage.directory, len(storage.shard_names)
+    )
+    if settled:  # no user moved during the scans: placement is as exact as alone
+        _report_misplaced(result, misplaced)
+    # A hold is written after its order (``reserved``) and becomes sold units
+    # before the order is ``paid``, once every item is held (so no new hold can
+    # follow): the order exists after, was not paid before, and holds no more
+    # than its items. (A hold for an order released meanwhile is legitimate
+    # for a moment: its checkout, still taking, gives it back.)
+    for order_id, per_sku in sorted(holds.items()):
+        before, after = states_before.get(order_id), states_after.get(order_id)
+        for sku, qty in sorted(per_sku.items()):
+            if after is None and settled:
+                why = "which no shard holds"
+            elif before is not None and before[0] == "paid":
+                why = "which was already paid"
+            elif after is not None and qty > after[1].get(sku, 0):
+                why = f"which has only {after[1].get(sku, 0)}"
+            else:
+                continue
+            result.problems.append(f"{sku}: {qty} units held for order {order_id}, {why}")
     for sku, row in sorted(ledger.items()):
         result.skus[sku] = SkuLine(row.initial, row.left, row.sold, row.held)
         if not row.exact:

@@ -8,7 +8,10 @@ shares a hash tag, so it lives in one slot; the shop needs no key of two
 SKUs in one slot); with ZooKeeper hosts, ``ZooKeeperLock`` locks and a
 local cache. Fencing tokens come from the lock backend, so they only grow
 across every process that shares it, as long as the backend keeps its
-counters: run Redis with ``appendonly yes``.
+counters: run Redis with ``appendonly yes``. A ZooKeeper's zxids restart
+when its data is wiped, at the same address too, so the shop keeps an id
+node there (``backend_id``): a new id means a new backend, whose tokens
+are not comparable with the stored fences (``catalog.adopt_fences``).
 
 Lock and cache names carry the catalog's ``shop_id``, so a second run on
 the same data directory uses the same locks (and their token counters).
@@ -72,6 +75,29 @@ def _redis_client(url: str, cluster: bool) -> Any:
         raise BackendUnavailableError(f"cannot use the Redis Cluster at {url}: {exc}") from exc
 
 
+def _zookeeper_id(client: Any, path: str) -> str:
+    """The random id stored at *path*, created by the first process that asks.
+
+    Raises:
+        BackendUnavailableError: ZooKeeper did not answer.
+    """
+    import contextlib
+    import uuid
+
+    from kazoo.exceptions import KazooException, NodeExistsError
+    from kazoo.handlers.threading import KazooTimeoutError
+
+    try:
+        with contextlib.suppress(NodeExistsError):
+            client.create(path, uuid.uuid4().hex.encode(), makepath=True)
+        data, _ = client.get(path)
+    except (KazooException, KazooTimeoutError) as exc:
+        client.stop()
+        client.close()
+        raise BackendUnavailableError(f"cannot read the shop's id node {path}: {exc}") from exc
+    return str(data.decode())
+
+
 class Backends:
     """The lock factory and product cache of one shop process; `close()` frees them.
 
@@ -100,6 +126,9 @@ class Backends:
         cache_size: int = 64,
     ) -> None:
         self.kind = "memory"
+        # Changes when the backend's data does (ZooKeeper only: a Redis that lost its
+        # counters issues tokens from its clock, still above the stored fences).
+        self.backend_id = ""
         self.remote_cache: Any = None  # the RedisCache under the near cache, with Redis
         self._closers: list[Callable[[], None]] = []
         # The process-local layer of the product cache (what /metrics reports).
@@ -150,6 +179,7 @@ class Backends:
             client.close()
             raise BackendUnavailableError(f"cannot reach ZooKeeper at {hosts}: {exc}") from exc
         self.kind = "zookeeper"
+        self.backend_id = _zookeeper_id(client, f"/scalekit-shop/{namespace}-id")
         self.lock_for = lambda name: ZooKeeperLock(
             client, f"/scalekit-shop/{namespace}/{name.replace(':', '/')}"
         )

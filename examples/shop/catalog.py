@@ -343,6 +343,15 @@ class Catalog:
             ).fetchone()
             return int(total)
 
+    def holds(self) -> dict[str, dict[str, int]]:
+        """order id -> sku -> units held for it (read in one transaction)."""
+        found: dict[str, dict[str, int]] = {}
+        for order_id, sku, qty in self.db.connection().execute(
+            "SELECT order_id, sku, qty FROM reservations WHERE state = 'held'"
+        ):
+            found.setdefault(str(order_id), {})[str(sku)] = int(qty)
+        return found
+
     def audit(self) -> dict[str, SkuAudit]:
         """sku -> initial, left, held and sold units, read in one transaction."""
         with self.db.transaction() as conn:

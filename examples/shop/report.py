@@ -60,6 +60,15 @@ def report(storage: ShopStorage, summary: Summary, settings: Settings) -> tuple[
     lines += [f"DIED: {line}" for line in summary.died]
     if not summary.placed:
         lines.append("NOTHING SOLD: no order was placed (see the errors and rejections above)")
+    if tokens_went_back(summary):
+        lines.append(
+            f"TOKENS WENT BACK: {summary.stale_tokens} stock claims refused before reading "
+            f"(the lock's token not above the stored fence) for {summary.placed} orders "
+            "placed: the lock backend issues tokens below the ones it issued before (its data "
+            "wiped or restored from an old copy). No unit was sold twice; to sell again, stop "
+            "every process on the data directory and run on a new backend, or remove "
+            "'fence_source' from the catalog's meta table (the next run resets the fences)"
+        )
     if summary.left_reserved:
         lines.append(
             f"NOT SETTLED: {summary.left_reserved} orders left reserved (their stock held, or "
@@ -79,16 +88,29 @@ def report(storage: ShopStorage, summary: Summary, settings: Settings) -> tuple[
     return "\n".join(lines), checked
 
 
+def tokens_went_back(summary: Summary) -> bool:
+    """True if more stock claims were refused before reading than orders placed (10 at
+    least): a lock's fresh token is above every stored fence unless the backend's
+    tokens went back."""
+    return summary.stale_tokens >= 10 and summary.stale_tokens > summary.placed
+
+
 def exit_status(storage: ShopStorage, summary: Summary, checked: Audit) -> int:
     """The run's exit status.
 
     130 if it was interrupted (Ctrl-C); else 0 if the audit is exact,
     nothing was oversold, no worker or buyer died, at least one order was
-    placed and the final sweep settled every order; else 1.
+    placed, the lock's tokens did not go back (`tokens_went_back`) and the
+    final sweep settled every order; else 1.
     """
     if summary.interrupted:
         return 130
-    healthy = not summary.died and summary.placed > 0 and not summary.left_reserved
+    healthy = (
+        not summary.died
+        and summary.placed > 0
+        and not summary.left_reserved
+        and not tokens_went_back(summary)
+    )
     return 0 if checked.exact and not oversold(storage) and healthy else 1
 
 

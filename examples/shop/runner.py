@@ -128,6 +128,8 @@ class ShopRun:
             self.metrics.watch_caches(backends)
         # Memory tokens start at 1 in each run; another backend's are not comparable.
         source = settings.fence_source()
+        if backends.backend_id:  # a wiped ZooKeeper at the same address is another backend
+            source = f"{source}:{backends.backend_id}"
         if settings.backend == "memory":
             source = f"memory:{uuid.uuid4().hex}"
         reset = storage.catalog.adopt_fences(source)
@@ -300,8 +302,9 @@ def _check_shards(directory: Path, settings: Settings) -> None:
     """Refuse a --shards (and --add-shard-at) that would route users away from their rows.
 
     Users are placed by jump hash over the shard count: another count would
-    route existing users to shards that do not hold their orders. A shard
-    being added that a stopped run did not finish (its migration recorded
+    route existing users to shards that do not hold their orders (fewer
+    shards than asked, all empty, are a first setup stopped midway: the
+    rest are made). A shard being added that a stopped run did not finish (its migration recorded
     ``planned`` or ``forward``) is served only by the migration's router:
     only ``--shards N-1 --add-shard-at`` carries it on.
     """
@@ -332,10 +335,30 @@ def _check_shards(directory: Path, settings: Settings) -> None:
         return
     if adding and found == settings.shards + 1:
         return  # a shard added already: resharding.plan says so
+    if (
+        phase is None
+        and found < settings.shards
+        and not any(_holds_rows(directory / f"shard{i}.sqlite3") for i in range(found))
+    ):
+        return  # a first setup stopped between shards: no user to route away, make the rest
     raise ConfigurationError(
         f"--shards {settings.shards}: data directory {str(directory)!r} has {found} shards "
         f"(shard0..shard{found - 1}); give --shards {found}"
     )
+
+
+def _holds_rows(path: Path) -> bool:
+    """True if the shard at *path* holds a user, a cart, a checkout or an order."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    try:
+        tables = [
+            name
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if name in ("users", "carts", "checkouts") or name.startswith("orders_")
+        ]
+        return any(conn.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in tables)
+    finally:
+        conn.close()
 
 
 def run(

@@ -142,6 +142,9 @@ class Shop:
         self.lookups = 0
         self.loads = 0
         self.fence_rejections = 0
+        # Claims refused before reading: the lock's token not above the stored
+        # fence. Nearly all of them means the backend's tokens went back.
+        self.stale_tokens = 0
         self.errors: Counter[str] = Counter()  # "ErrorClass (step)" -> count, for the report
         self.timings = Timings()
         # Set by examples.shop.metrics.ShopMetrics.watch to report lock waits.
@@ -386,6 +389,7 @@ class Shop:
                 claim = self.catalog.claim(sku, lease, order_id)
             if claim is None:
                 self._count("fence_rejections")
+                self._count("stale_tokens")
                 raise CheckoutRejected(
                     f"stock of {sku} fenced off before reading (token {lease.token} is not "
                     "newer than the stored fence)",

@@ -108,6 +108,7 @@ class Summary:
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (wall time, seconds)
     duplicate_orders: int = 0
     fence_rejections: int = 0
+    stale_tokens: int = 0  # stock claims refused before reading (Shop.stale_tokens)
     lookups: int = 0
     loads: int = 0
     gateways: dict[str, list[int]] = field(default_factory=dict)  # calls, failures, ejections
@@ -131,6 +132,7 @@ class Summary:
         self.latencies.extend(other.latencies)
         self.duplicate_orders += other.duplicate_orders
         self.fence_rejections += other.fence_rejections
+        self.stale_tokens += other.stale_tokens
         self.lookups += other.lookups
         self.loads += other.loads
         self.phase_seconds.update(other.phase_seconds)
@@ -350,6 +352,7 @@ def work(
         out.busy_seconds = (time.monotonic() - started) * buyers
         out.phase_seconds.update(shop.timings.seconds)
         out.fence_rejections = shop.fence_rejections
+        out.stale_tokens = shop.stale_tokens
         out.lookups, out.loads = shop.lookups, shop.loads
         for key, n in shop.errors.items():
             out.errors[key] += n

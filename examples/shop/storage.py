@@ -284,6 +284,17 @@ class ShopStorage:
                         units[sku] = units.get(sku, 0) + qty
         return units
 
+    def order_states(self) -> dict[str, tuple[str, dict[str, int]]]:
+        """order id -> (status, items), over every shard and month table."""
+        states: dict[str, tuple[str, dict[str, int]]] = {}
+        for db in self.shards.values():
+            for table in self._month_tables(db):
+                for order_id, status, items in db.connection().execute(
+                    f"SELECT order_id, status, items FROM {table}"
+                ):
+                    states[str(order_id)] = (str(status), json.loads(items))
+        return states
+
     def sold(self) -> dict[str, int]:
         """sku -> units in paid orders."""
         return self.units("paid")

@@ -131,8 +131,8 @@ def test_json_default_never_unpickles(client: Any, tmp_path: Any) -> None:
 
     cache = cache_for(client)
     client.set(cache._name("k"), b"v1:0:" + pickle.dumps(Exploit()))
-    with pytest.raises(ValueError):
-        cache.get("k")
+    assert cache.get("k", "absent") == "absent"  # not JSON: a counted miss
+    assert cache.stats().undecodable == 1
     assert not marker.exists()
     trusting = cache_for(client, namespace=cache.namespace, serializer="pickle")
     trusting.set("obj", {1, 2, 3})
@@ -666,6 +666,64 @@ def test_pickle_refuses_at_write_time_a_value_it_cannot_pickle(client: Any) -> N
         trusting.get_or_load("fn", lambda: threading.Lock())
     assert client.exists(trusting._name("deep"), trusting._name("fn") + ":lease") == 0
     assert trusting.get_or_load("fn", lambda: (1, {2})) == (1, {2})
+
+
+class _TwoArgError(Exception):
+    """Pickles, but unpickling calls `__init__` with one argument and fails."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{code}: {text}")
+
+
+def test_pickle_refuses_at_write_time_a_value_it_cannot_unpickle(client: Any) -> None:
+    trusting = cache_for(client, serializer="pickle", wait_timeout=0)
+    with pytest.raises(ConfigurationError, match="'pickle' cannot read back this value"):
+        trusting.set("err", _TwoArgError(1, "x"))
+    with pytest.raises(ConfigurationError, match="'pickle' cannot read back this value"):
+        trusting.get_or_load("err2", lambda: _TwoArgError(2, "y"))
+    assert client.exists(trusting._name("err"), trusting._name("err2") + ":lease") == 0
+    # such a pickle written by an older version is a miss: loaded and written back
+    poisoned = b"v" + b"0" * 32 + b":0:" + pickle.dumps(_TwoArgError(1, "x"))
+    client.set(trusting._name("old"), poisoned, px=30_000)
+    assert trusting.get("old", "absent") == "absent"
+    assert trusting.get_or_load("old", lambda: (1, "loaded")) == (1, "loaded")
+    assert trusting.get("old") == (1, "loaded") and trusting.stats().undecodable == 2
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_undecodable_entry_is_a_miss_loaded_and_written_back(client: Any, fallback: bool) -> None:
+    """Bytes the cache cannot read (another tool's, another serializer's, a pickle that
+    does not come back) are a counted miss: `get` gives the default, `get_or_load`
+    loads once and writes back, and the key serves the loaded value afterwards."""
+    cache = cache_for(client, ttl=30, fallback=fallback, serializer="json")
+    other = RedisCache(client, namespace=cache.namespace, serializer="msgpack")
+    header = b"v" + b"0" * 32 + b":0:"
+    foreign = [
+        b"hello",
+        b"",
+        b"v0123:notanumber:{}",
+        header + b"{bad json",
+        b"xABC:0:{}",
+    ]
+    for n, raw in enumerate(foreign):
+        key = f"k{n}"
+        client.set(cache._name(key), raw, px=30_000)
+        assert cache.get(key, "absent") == "absent", raw
+        assert cache.get_many([key]) == {}
+        calls: list[int] = []
+        assert cache.get_or_load(key, lambda c=calls: c.append(1) or "fresh") == "fresh", raw
+        assert calls == [1]
+        assert cache.get(key) == "fresh"
+        assert cache.get_or_load(key, lambda c=calls: c.append(1) or "again") == "fresh"
+        assert calls == [1]
+    # two serializers on one namespace (a rolling deploy): each reads the other's
+    # value as a miss, loads and writes back its own
+    other.set("mixed", {"id": 1})
+    assert cache.get_or_load("mixed", lambda: {"id": 2}) == {"id": 2}
+    assert other.get_or_load("mixed", lambda: {"id": 3}) == {"id": 3}
+    stats = cache.stats()
+    assert stats.undecodable == 3 * len(foreign) + 1  # get, get_many, then get_or_load
+    assert stats.loads == len(foreign) + 1 and stats.writebacks == len(foreign) + 1
 
 
 # -- a refused PUBLISH: the write and its report agree ----------------------------

@@ -173,3 +173,14 @@ def test_every_refusal_is_a_configuration_error_naming_the_part(make: Any) -> No
             serializer.dumps(value)
     deepest = _nested(100)  # the documented depth is accepted
     assert serializer.loads(serializer.dumps(deepest)) == deepest
+
+
+@pytest.mark.parametrize("make", [JSONSerializer, MsgpackSerializer])
+def test_a_value_that_contains_itself_is_refused_naming_the_depth(make: Any) -> None:
+    cyclic_list: list[Any] = []
+    cyclic_list.append(cyclic_list)
+    cyclic_dict: dict[str, Any] = {"price": 1.0}
+    cyclic_dict["self"] = cyclic_dict
+    for value in (cyclic_list, cyclic_dict, [1.5, {"a": cyclic_list}]):
+        with pytest.raises(ConfigurationError, match="nested deeper than 100 levels"):
+            make().dumps(value)

@@ -12,6 +12,7 @@ import gc
 import threading
 from pathlib import Path
 
+from examples.shop.audit import audit
 from examples.shop.service import Shop
 from examples.shop.simulation import Settings, build_shop, prepare
 from examples.shop.storage import ShopStorage
@@ -110,6 +111,26 @@ def test_a_redis_run_then_a_zookeeper_run_on_one_directory_both_sell(
     assert_conserved(ShopStorage(tmp_path, 4))
 
 
+def test_a_fresh_zookeeper_at_the_same_address_resets_the_fences(tmp_path: Path) -> None:
+    """A wiped ZooKeeper at the old address issues low zxids again: the run must see a
+    new backend (its id node is gone) and reset the fences, not refuse every claim.
+    About 15 s (two ZooKeeper starts, two short runs)."""
+    common = ["--duration", "1.5", "--buyers", "8", "--data", str(tmp_path)]
+    with ZooKeeperServer() as old:
+        port = old.port
+        first = _shop_cli("--zookeeper", old.hosts, *common)
+    assert first.returncode == 0, first.stdout + first.stderr
+    with ZooKeeperServer(port=port) as fresh:  # a new data directory, the same address
+        second = _shop_cli("--zookeeper", fresh.hosts, *common)
+    assert second.returncode == 0, second.stdout + second.stderr
+    lines = second.stdout.splitlines()
+    assert any("fences reset for zookeeper tokens" in x for x in lines), second.stdout
+    rejected = next(x for x in lines if x.startswith("orders rejected:"))
+    assert "fenced off" not in rejected, second.stdout
+    assert int(next(x for x in lines if x.startswith("orders placed:")).split(":")[1]) > 0
+    assert_conserved(ShopStorage(tmp_path, 4))
+
+
 def test_a_different_shard_count_on_a_used_directory_is_refused_naming_the_count(
     tmp_path: Path,
 ) -> None:
@@ -157,4 +178,83 @@ def test_two_runs_at_once_on_one_directory_both_report_an_exact_audit(
         assert child.returncode == 0, stdout + stderr
         assert "audit (initial = left + sold + reserved): exact;" in stdout, stdout
     assert "another process was using the data directory" in outs[0][0], outs[0][0]
+    assert_conserved(ShopStorage(tmp_path, 4))
+
+
+def test_the_audit_is_not_blinded_by_another_process_on_the_directory(tmp_path: Path) -> None:
+    """With another process holding the directory (a second run, an admin shell), a
+    user stranded on a shard its placement does not give it, and units held for an
+    order that is not in flight, still fail the audit. About 2 s."""
+    import subprocess
+    import sys
+
+    storage = prepare(tmp_path, Settings(shards=2, hot_skus=1, hot_stock=5, cold_skus=0))
+    user = next(f"u{i}" for i in range(100) if storage.router.route(f"u{i}") == "shard0")
+    storage.shards["shard1"].connection().execute(
+        "INSERT INTO users VALUES (?, ?, ?)", (user, f"{user}@example.com", 0.0)
+    )
+    catalog = storage.catalog
+    assert catalog.claim("hot-0", 1, "ghost") is not None
+    assert catalog.take("hot-0", 1, "ghost", 1, 4, 1999) == "taken"  # no such order
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from examples.shop.storage import "
+            f"ShopStorage; s = ShopStorage(Path({str(tmp_path)!r}), 2); print('open', "
+            "flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        checked = audit(storage)
+    finally:
+        holder.communicate("", timeout=30)
+    assert checked.concurrent
+    assert any(
+        "1 users on a shard their placement does not route them to" in p for p in checked.problems
+    ), checked.problems
+    assert any("held for order ghost, which no shard holds" in p for p in checked.problems), (
+        checked.problems
+    )
+    alone = audit(storage)  # the same two problems, alone on the directory
+    assert not alone.concurrent and len(alone.problems) == 2, alone.problems
+
+
+def test_a_setup_killed_between_shards_goes_on_to_the_count_asked_for(tmp_path: Path) -> None:
+    """A kill -9 while the first run created its shards leaves fewer, all empty: a rerun
+    with the count asked for creates the rest (no user can be routed away from its rows).
+    Shards that hold a user keep their count. About 3 s."""
+    ShopStorage(tmp_path, 2)  # what ShopStorage(dir, 4) had made when it was killed
+    gc.collect()
+    rerun = _shop_cli(
+        "--duration", "0.5", "--buyers", "4", "--shards", "4", "--data", str(tmp_path)
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert all((tmp_path / f"shard{i}.sqlite3").exists() for i in range(4))
+    assert_conserved(ShopStorage(tmp_path, 4))
+    more = _shop_cli("--duration", "0.5", "--buyers", "4", "--shards", "6", "--data", str(tmp_path))
+    assert more.returncode == 2 and "has 4 shards" in more.stderr, more.stdout + more.stderr
+
+
+def test_tokens_that_went_back_are_reported_and_fail_the_run(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Stored fences above every token the backend issues (its data replaced by an old
+    copy, under the same identity) refuse nearly every claim before reading: the run
+    says so and exits 1, and nothing is sold twice. About 4 s."""
+    common = ["--redis", redis_server.url, "--duration", "1", "--buyers", "4"]
+    first = _shop_cli(*common, "--data", str(tmp_path))
+    assert first.returncode == 0, first.stdout + first.stderr
+    storage = ShopStorage(tmp_path, 4)
+    with storage.catalog.db.transaction() as conn:
+        conn.execute("UPDATE stock SET fence = ?", (2**62,))  # tokens far above Redis's
+    del storage
+    gc.collect()
+    second = _shop_cli(*common, "--data", str(tmp_path))
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "TOKENS WENT BACK: " in second.stdout, second.stdout
     assert_conserved(ShopStorage(tmp_path, 4))

@@ -191,3 +191,26 @@ def test_a_cluster_master_killed_and_left_down_gives_a_report_and_no_traceback(
     assert any(k.startswith("  BackendUnavailableError (") for k in report), stdout
     assert child.returncode == (1 if "NOT SETTLED" in report else 0), stdout
     assert_conserved(ShopStorage(tmp_path, 4), settled="NOT SETTLED" not in report)
+
+
+def test_a_product_key_the_cache_cannot_decode_does_not_kill_the_buyers(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Foreign bytes under a hot product's cache key (another tool, another serializer)
+    are a miss the cache replaces: every buyer lives and the run exits 0. About 4 s."""
+    import redis
+
+    from .test_shop import _shop_cli
+
+    common = ["--redis", redis_server.url, "--duration", "1", "--buyers", "4"]
+    first = _shop_cli(*common, "--data", str(tmp_path))
+    assert first.returncode == 0, first.stdout + first.stderr
+    shop_id = ShopStorage(tmp_path, 4).catalog.shop_id
+    client = redis.Redis.from_url(redis_server.url)
+    for n, raw in enumerate((b"hello", b"v0123:notanumber:{}", b"v" + b"0" * 32 + b":0:{bad")):
+        client.set(f"shop:{shop_id}:product:{{hot-{n}}}", raw, px=60_000)
+    second = _shop_cli(*common, "--data", str(tmp_path))
+    client.close()
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "DIED" not in second.stdout and "errors: 0" in second.stdout.splitlines()
+    assert_conserved(ShopStorage(tmp_path, 4))

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .redis_cache import RedisCache
 
 _MISS: Any = object()
+_UNDECODABLE: Any = object()
 
 
 def _version() -> str:
@@ -44,7 +45,10 @@ class RedisCacheStats(NamedTuple):
     or a lost lease won), `waits` (calls that waited for another process's
     load), `shared` (calls that took the result of a load already running in
     this process, read after the call began), `stale_served` and
-    `fallbacks` (loader called with Redis unavailable). `hit_ratio` is
+    `fallbacks` (loader called with Redis unavailable), and `undecodable`
+    (records this cache could not read, each treated as a miss: bytes written
+    by another tool, or by a cache with another serializer on the namespace).
+    `hit_ratio` is
     `hits / (hits + misses)`, 0.0 before the first lookup, as in
     [CacheStats][scalekit.caching.CacheStats].
     """
@@ -59,6 +63,7 @@ class RedisCacheStats(NamedTuple):
     shared: int
     stale_served: int
     fallbacks: int
+    undecodable: int = 0
 
     @property
     def hit_ratio(self) -> float:
@@ -210,7 +215,14 @@ def get_or_load(
         if not cache.fallback:
             raise
         down = True  # go straight to the loader: one call_timeout is spent already
-    value = cache._decode(data, _MISS)
+    value = cache._decode(data, _MISS, _UNDECODABLE)
+    if value is _UNDECODABLE and data is not None:
+        # Unreadable (another tool's bytes, another serializer): a miss. Removed
+        # under a new version if still there, so the load below writes back.
+        with contextlib.suppress(BackendUnavailableError):
+            cache._drop_undecodable(name, data)
+        value = _MISS
+        data = None
     if value is not _MISS:
         cache._counters.add("hits")
         return value, True, until
@@ -296,14 +308,18 @@ def _load(
         )
         read_at.append(sent)
         if reply[0] == 1:
-            until = cache._fresh_deadline(reply[1], reply[2], sent)
-            return _hit_after_wait(cache, reply[1], waited), True, until
-        stale = reply[-1]
+            value = _hit_after_wait(cache, reply[1], waited)
+            if value is not _UNDECODABLE:
+                return value, True, cache._fresh_deadline(reply[1], reply[2], sent)
+            cache._drop_undecodable(name, reply[1])  # written again meanwhile: a miss
+        stale = None if reply[0] == 1 else reply[-1]
         if reply[0] == 2:
             return _run_loader(cache, keys, token, reply[1], loader, ttl, read_at)
         if cache.stale_ttl and stale is not None and stale[0] == 0x76:  # b"v": kept stale
-            cache._counters.add("stale_served")
-            return cache.serializer.loads(stale.split(b":", 2)[2]), False, _NEVER_FRESH
+            value = _loads(cache, stale)
+            if value is not _UNDECODABLE:
+                cache._counters.add("stale_served")
+                return value, False, _NEVER_FRESH
         if not waited:
             waited = True
             cache._counters.add("waits")
@@ -314,10 +330,22 @@ def _load(
         delay = min(delay * 2, 0.05)
 
 
+def _loads(cache: RedisCache, data: bytes) -> Any:
+    """The value in record *data* (`None` for "not found"), or `_UNDECODABLE` (counted)."""
+    if data[0] == 0x6E:
+        return None
+    try:
+        return cache.serializer.loads(data.split(b":", 2)[2])
+    except Exception:  # any decoder's error: a miss, never a poisoned key
+        cache._counters.add("undecodable")
+        return _UNDECODABLE
+
+
 def _hit_after_wait(cache: RedisCache, data: bytes, waited: bool) -> Any:
-    if not waited:
+    value = _loads(cache, data)
+    if not waited and value is not _UNDECODABLE:
         cache._counters.add("hits")
-    return None if data[0] == 0x6E else cache.serializer.loads(data.split(b":", 2)[2])
+    return value
 
 
 def _run_loader(

@@ -57,6 +57,16 @@ _UNAVAILABLE = (
 )
 
 
+# KEYS: value, ver. ARGV: record read, new version, lease_ms, channel, user key.
+# Deletes the value under a new version (as INVALIDATE) only if it still holds the
+# undecodable record read; 1 if it did.
+_DROP_UNDECODABLE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return redis.call('DEL', KEYS[1])
+"""
+
 _REDIS_PACKAGE = os.path.dirname(os.path.abspath(redis.__file__)) + os.sep
 
 
@@ -112,7 +122,10 @@ class RedisCache:
         ttl: Seconds a written value lives; each write gets `ttl * (1 ± jitter)`.
         serializer: `"json"` (default), `"msgpack"`, `"pickle"` (by name only:
             decoding pickle runs code) or a `Serializer`. A value the serializer
-            cannot read back exactly is refused at write time.
+            cannot read back exactly is refused at write time (pickle: one
+            that fails to unpickle). A stored record the serializer cannot
+            read (another tool's bytes, another serializer's value) is a
+            counted miss (`stats().undecodable`); `get_or_load` replaces it.
         jitter: Spread of TTLs in [0, 1], 0.1 = ±10%, so keys written together
             do not expire together.
         lease_ttl: Seconds a loader holds the lease; a loader slower than this
@@ -220,6 +233,7 @@ class RedisCache:
         self._write_back = client.register_script(scripts.WRITE_BACK)
         self._release = client.register_script(scripts.RELEASE)
         self._read = client.register_script(scripts.READ)
+        self._drop = client.register_script(_DROP_UNDECODABLE)
         if self._channel_arg:
             self._check_publish()
 
@@ -374,26 +388,52 @@ class RedisCache:
             return 0, px
         return round(self._clock() * 1000) + px, px + round(self.stale_ttl * 1000)
 
-    def _decode(self, data: Any, default: Any) -> Any:
-        """The value in a stored record, or *default* if missing, negative or stale."""
+    def _decode(self, data: Any, default: Any, undecodable: Any = _MISS) -> Any:
+        """The value in a stored record, or *default* if missing, negative or stale.
+
+        A record this cache cannot read (bytes written by another tool, or by a
+        cache with another serializer on the namespace) is counted and is a miss:
+        *undecodable* is returned (*default* unless given).
+        """
         if data is None:
             return default
-        _, fresh_until, payload = data.split(b":", 2)
-        if fresh_until != b"0" and int(fresh_until) <= self._clock() * 1000:
-            return default
-        if data[0] == 0x6E:  # b"n": remembered "not found"
-            return default
-        return self.serializer.loads(payload)
+        try:
+            _, fresh_until, payload = data.split(b":", 2)
+            if fresh_until != b"0" and int(fresh_until) <= self._clock() * 1000:
+                return default
+            if data[0] == 0x6E:  # b"n": remembered "not found"
+                return default
+            if data[0] != 0x76:  # b"v": a value
+                raise ValueError(f"unknown record kind {data[:1]!r}")
+            return self.serializer.loads(payload)
+        except Exception:  # any decoder's error: a miss, never a poisoned key
+            self._counters.add("undecodable")
+            return default if undecodable is _MISS else undecodable
+
+    def _drop_undecodable(self, name: str, data: bytes) -> None:
+        """Remove the undecodable record *data* of *name* (if still there) under a new
+        version, as `invalidate` does, so the next read is a miss that loads and writes
+        back; a record written meanwhile is kept."""
+        key = name[len(self.namespace) + 2 : -1]
+        self._call(
+            self._drop,
+            keys=[name, name + ":ver"],
+            args=[data, _version(), self._lease_ms, self._channel_arg, key],
+        )
 
     def _fresh_deadline(self, data: bytes, pttl: int, sent: float) -> float:
         """The `time.monotonic()` instant after which *data* (read with *pttl*) is not fresh.
 
         *sent* is `time.monotonic()` taken before the read was sent, so the
         result is never later than the true instant: the earlier of the key's
-        expiry and its fresh-until stamp (`stale_ttl`).
+        expiry and its fresh-until stamp (`stale_ttl`). An undecodable record
+        is never fresh.
         """
         remaining = math.inf if pttl < 0 else pttl / 1000
-        fresh_until = int(data.split(b":", 2)[1])
+        try:
+            fresh_until = int(data.split(b":", 2)[1])
+        except (ValueError, IndexError):
+            return sent
         if fresh_until:
             remaining = min(remaining, fresh_until / 1000 - self._clock())
         return sent + remaining

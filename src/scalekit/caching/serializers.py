@@ -137,8 +137,11 @@ def _difference(before: Any, after: Any, path: str, depth: int = 0) -> str | Non
     return None
 
 
-def _find(value: Any, bad: Callable[[Any], bool], path: str = "value") -> str | None:
-    """The path of the first part of *value* for which *bad* is true."""
+def _find(
+    value: Any, bad: Callable[[Any], bool], path: str = "value", depth: int = 0
+) -> str | None:
+    """The path of the first part of *value* for which *bad* is true, looking at most
+    `MAX_DEPTH` levels deep (a value that contains itself has no end)."""
     if bad(value):
         return path
     if isinstance(value, dict):
@@ -147,8 +150,10 @@ def _find(value: Any, bad: Callable[[Any], bool], path: str = "value") -> str | 
         items = enumerate(value)
     else:
         return None
+    if depth >= MAX_DEPTH:
+        return None
     for key, item in items:
-        found = _find(item, bad, f"{path}[{key!r}]")
+        found = _find(item, bad, f"{path}[{key!r}]", depth + 1)
         if found:
             return found
     return None
@@ -183,8 +188,9 @@ class JSONSerializer:
     with `str` keys, nested at most `MAX_DEPTH` (100) levels. Anything JSON
     would change on the way back (a tuple becoming a list, an `int` key
     becoming a `str`, `{1: 'a', '1': 'b'}` merging, `NaN` or `Infinity`), a
-    `set`, `bytes` or any other type, and a lone surrogate are refused when
-    written, with a `ConfigurationError` naming the part.
+    `set`, `bytes` or any other type, a lone surrogate and a value that
+    contains itself are refused when written, with a `ConfigurationError`
+    naming the part.
 
     Thread-safe (stateless). Runtime complexity: O(size of the value), twice
     (the encoded form is decoded once to check it).
@@ -292,8 +298,12 @@ class PickleSerializer:
 
     Use it only on a Redis that no untrusted party can write to. Never a
     default: it is chosen only by `serializer="pickle"` or an instance.
+    Each value is unpickled once when written, so one that pickles but
+    cannot be unpickled (an exception class whose `__init__` takes other
+    arguments than `args`) is refused then; equality is not checked (an
+    arbitrary object may not define it).
 
-    Thread-safe (stateless). Runtime complexity: O(size of the value).
+    Thread-safe (stateless). Runtime complexity: O(size of the value), twice.
     """
 
     name = "pickle"
@@ -307,11 +317,12 @@ class PickleSerializer:
         Raises:
             ConfigurationError: *value* cannot be pickled: nested deeper than
                 pickle's recursion allows (about `sys.getrecursionlimit()`
-                levels), or a part pickle refuses (a lambda, a lock, a local
-                class); the message says which.
+                levels), a part pickle refuses (a lambda, a lock, a local
+                class), or a value whose pickle fails to unpickle; the message
+                says which.
         """
         try:
-            return pickle.dumps(value, protocol=self._protocol)
+            data = pickle.dumps(value, protocol=self._protocol)
         except RecursionError as exc:
             raise ConfigurationError(
                 "serializer 'pickle' cannot store this value: it is nested deeper than "
@@ -322,6 +333,14 @@ class PickleSerializer:
             raise ConfigurationError(
                 f"serializer 'pickle' cannot store this value: {type(exc).__name__}: {exc}"
             ) from exc
+        try:
+            pickle.loads(data)
+        except Exception as exc:  # pickled but unreadable (an `__init__` taking other args)
+            raise ConfigurationError(
+                f"serializer 'pickle' cannot read back this value "
+                f"({type(exc).__name__}: {exc}); got {value!r:.200}"
+            ) from exc
+        return data
 
     def loads(self, data: bytes) -> Any:
         """Unpickle *data* (runs code the writer chose: trusted Redis only)."""
