@@ -147,7 +147,7 @@ def test_a_different_shard_count_on_a_used_directory_is_refused_naming_the_count
 def test_two_runs_at_once_on_one_directory_both_report_an_exact_audit(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    """The run that ends first audits while the other still sells (about 6 s)."""
+    """The run that ends first audits while the other still sells (about 10 s)."""
     import subprocess
     import sys
     import time
@@ -167,13 +167,15 @@ def test_two_runs_at_once_on_one_directory_both_report_an_exact_audit(
             text=True,
         )
 
-    longer = start("5")
+    longer = start("10")  # long enough to outlast the other's start-up on a loaded machine
     deadline = time.monotonic() + 60
     while not (tmp_path / "catalog.sqlite3").exists():
         assert time.monotonic() < deadline and longer.poll() is None
         time.sleep(0.05)
     shorter = start("1.5")
-    outs = [shorter.communicate(timeout=120), longer.communicate(timeout=120)]
+    first = shorter.communicate(timeout=120)
+    assert longer.poll() is None, "the longer run ended first: the runs did not overlap"
+    outs = [first, longer.communicate(timeout=120)]
     for child, (stdout, stderr) in zip((shorter, longer), outs, strict=True):
         assert child.returncode == 0, stdout + stderr
         assert "audit (initial = left + sold + reserved): exact;" in stdout, stdout
