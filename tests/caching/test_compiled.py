@@ -787,3 +787,99 @@ def test_a_missing_tuple_key_raises_keyerror_as_a_dict_does(public: type) -> Non
             with pytest.raises(KeyError) as info:
                 op((1, 2))
             assert info.value.args == ((1, 2),), (cls, op)
+
+
+_COLLIDING_KEY = """
+class K:
+    # A constant hash: every lookup of a K compares it with the cached K keys.
+    armed = []
+    def __init__(self, n):
+        self.n = n
+    def __hash__(self):
+        return 7
+    def __eq__(self, other):
+        if K.armed:
+            K.armed.pop()()
+        return self.n == getattr(other, "n", None)
+"""
+
+
+@pytest.mark.parametrize("name", ["LRU", "FIFO"])
+def test_cached_hit_path_survives_an_argument_eq_that_clears_the_cache(name: str) -> None:
+    # The lookup of f(K(2)) compares K(2) with the cached K(1): that __eq__ clears
+    # the cache and allocates dicts, which must not reuse the dict being searched.
+    out = _child(
+        _COLLIDING_KEY
+        + """
+from scalekit.caching import cached
+for cls in (pure, twin):
+    cache = cls(16)
+    keep = []
+    @cached(cache)
+    def f(x):
+        return ("computed", x.n)
+    f(K(1))
+    probe = (K(2),)
+    K.armed.append(lambda: (cache.clear(), keep.append({probe: b"A" * 64})))
+    print(cls is twin, f(*probe), len(cache), cache.stats().hits)
+""",
+        name,
+    )
+    pure_line, twin_line = out.splitlines()
+    assert pure_line.split(" ", 1)[1] == twin_line.split(" ", 1)[1]
+    assert twin_line == "True ('computed', 2) 1 0"
+
+
+_HASH_CLEARS = """
+class K:
+    calls = 0
+    clear_on = None
+    def __init__(self, n):
+        self.n = n
+    def __hash__(self):
+        K.calls += 1
+        if K.calls == K.clear_on:
+            cache.clear()
+        return hash(self.n)
+    def __eq__(self, other):
+        return isinstance(other, K) and other.n == self.n
+"""
+
+
+@pytest.mark.parametrize("name", ["LRU", "FIFO", "SIEVE", "LFU", "S3FIFO"])
+@pytest.mark.parametrize("via", ["setitem", "setdefault"])
+def test_a_key_whose_hash_clears_the_cache_during_a_write_leaves_it_whole(
+    name: str, via: str
+) -> None:
+    # The clear comes at the first, second or third hash of the key during one write
+    # (the lookup, the insert, a second insert): the write lands in the cleared
+    # cache, which stays whole through further writes and its own clear.
+    out = _child(
+        _HASH_CLEARS
+        + f"""
+import gc
+cache = twin(8)
+for nth in (1, 2, 3):
+    for i in range(4):
+        cache[i] = [i]
+    K.calls, K.clear_on = 0, nth
+    key = K(100 + nth)
+    {"cache[key] = 'v'" if via == "setitem" else "cache.setdefault(key, 'v')"}
+    cleared, K.clear_on = K.calls >= nth, None  # the reads below hash the key too
+    print(cleared, len(cache), len(list(cache)), cache.get(key))
+    del key
+    gc.collect()
+    junk = [[j] * 8 for j in range(10000)]  # reuses freed nodes' memory
+    for j in range(20):
+        cache[1000 + j] = j
+    assert len(cache) == len(list(cache)) == 8, (len(cache), list(cache))
+    cache.clear()
+print("whole")
+""",
+        name,
+    )
+    *lines, last = out.splitlines()
+    assert last == "whole"
+    # The first and second hash are in every write; a third only in some.
+    assert lines[:2] == ["True 1 1 v"] * 2
+    assert lines[2] in ("True 1 1 v", "False 5 5 v")
