@@ -707,14 +707,20 @@ def work(seed):
         key = rng.choice(keys)
         roll = rng.random()
         try:
-            if roll < 0.5:
+            if roll < 0.45:
                 cache.get(key)
-            elif roll < 0.9:
+            elif roll < 0.85:
                 cache[key] = key.n
-            else:
+            elif roll < 0.93:
                 cache.pop(key, None)
-        except KeyError:
-            pass  # unlocked: a key another thread removed meanwhile
+            elif roll < 0.96:
+                cache.popitem()
+            elif roll < 0.98:
+                cache.clear()  # swaps the dict under the other threads' operations
+            else:
+                list(cache.items())
+        except (KeyError, RuntimeError):
+            pass  # unlocked: a key removed meanwhile, a dict changed while iterated
 threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
 for thread in threads:
     thread.start()
@@ -724,13 +730,19 @@ walk = list(cache)
 print(len(cache), len(walk), len({key.n for key in walk}))
 for key in walk:
     assert cache.peek(key) == key.n
+for n in range(1000, 1100):
+    cache[Key(n)] = n
+print(len(cache), len(list(cache)), Key(1099) in cache)
 """,
         name,
     )
-    size, walked, distinct = map(int, out.split())
+    first, then = out.splitlines()
+    size, walked, distinct = map(int, first.split())
     # Unlocked, each of the four threads may have passed the size check before the
     # others' inserts landed: at most one entry each beyond maxsize.
-    assert size == walked == distinct and 0 < size <= 64 + 4
+    assert size == walked == distinct and size <= 64 + 4
+    # One thread again: the next writes trim it back to maxsize, the newest kept.
+    assert then.split() == ["64", "64", "True"]
 
 
 @pytest.mark.parametrize("name", ["LRU", "FIFO", "SIEVE", "LFU", "S3FIFO"])
