@@ -895,3 +895,44 @@ print("whole")
     # The first and second hash are in every write; a third only in some.
     assert lines[:2] == ["True 1 1 v"] * 2
     assert lines[2] in ("True 1 1 v", "False 5 5 v")
+
+
+class _Releases:
+    """A value whose `__del__` calls `action`: it runs when the cache lets go of it."""
+
+    def __init__(self, action: Any) -> None:
+        self.action = action
+
+    def __del__(self) -> None:
+        self.action()
+
+
+@pytest.mark.parametrize("public", [*LINKED, TinyLFUCache])
+def test_a_values_del_writing_during_clear_finds_the_cache_empty_and_whole(public: type) -> None:
+    # clear() lets go of the values only once the cache is empty: a __del__ writing
+    # then makes the only entry, in either implementation.
+    pair = _tinylfu_pair() if public is TinyLFUCache else _linked_pair(public)
+    for cls in pair:
+        cache = cls(4)
+        cache["a"] = _Releases(lambda c=cache: c.__setitem__("b", 1))
+        cache["z"] = 0
+        cache.clear()
+        assert (len(cache), list(cache), cache.get("b")) == (1, ["b"], 1), cls
+        assert cache.popitem() == ("b", 1)
+        assert (len(cache), list(cache)) == (0, [])
+
+
+def test_an_uninitialised_cached_hit_refuses_to_be_called() -> None:
+    out = _child(
+        """
+from scalekit.caching import cached
+f = cached(twin(4))(lambda x: x)
+hit = type(f)
+try:
+    hit.__new__(hit)(1)
+except TypeError as exc:
+    print(hit.__name__, exc)
+""",
+        "LRU",
+    )
+    assert out == "CachedHit CachedHit is not initialised: cached() builds it\n"

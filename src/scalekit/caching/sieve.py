@@ -146,10 +146,17 @@ class SIEVECache(Cache[K, V]):
         return node[_KEY]
 
     def _clear(self) -> None:
+        # The nodes are held until the cache is empty and whole: a key's or value's
+        # __del__ may write to it. Their links are cut, so they go at once, not
+        # when the GC finds their cycle (as the compiled twin releases them).
+        held = list(self._data.values())
         self._data.clear()
         root = self._root
         root[_OLDER] = root[_NEWER] = root
         self._hand = None
+        for node in held:
+            node[_OLDER] = node[_NEWER] = None
+        del held
 
 
 if not TYPE_CHECKING:  # the compiled twin when the extension is built (see _speedups)
