@@ -246,6 +246,7 @@ cdef class LinkedCore:
                     victim = None
             if not self._inline_evict or PyDict_Size(self._map) >= self._cap:
                 self._make_room()  # hooked evictions, or nothing left to evict (maxsize 0)
+            node = None  # the last victim's __del__ may run now, before the insert
         self._store(key, value)
 
     def __delitem__(self, key):
