@@ -12,6 +12,7 @@ pure class to compare the two side by side.
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import pickle
 import random
@@ -920,6 +921,18 @@ def test_a_values_del_writing_during_clear_finds_the_cache_empty_and_whole(publi
         assert (len(cache), list(cache), cache.get("b")) == (1, ["b"], 1), cls
         assert cache.popitem() == ("b", 1)
         assert (len(cache), list(cache)) == (0, [])
+
+
+def test_the_compiled_cached_wrapper_reads_as_the_pure_one_where_it_can() -> None:
+    pure_class, twin_class = _linked_pair(LRUCache)
+
+    def double(x: int) -> int:
+        return 2 * x
+
+    for cls in (pure_class, twin_class):
+        f = cached(cls(4))(double)
+        assert repr(f) == f"<function {double.__qualname__} at {id(f):#x}>", cls
+        assert inspect.unwrap(f) is double and f.__name__ == "double" and f(2) == 4
 
 
 def test_an_uninitialised_cached_hit_refuses_to_be_called() -> None:

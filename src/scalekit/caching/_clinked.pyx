@@ -477,6 +477,10 @@ cdef class CachedHit:
 
         return MethodType(self, obj)
 
+    def __repr__(self):
+        # As the pure wrapper, a function with the wrapped function's qualified name, reads.
+        return f"<function {getattr(self, '__qualname__', '?')} at {id(self):#x}>"
+
     def __reduce__(self):
         # Pickled by reference, as the function it wraps would be.
         return self.__qualname__
