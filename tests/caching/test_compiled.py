@@ -866,13 +866,17 @@ def test_a_key_whose_hash_clears_the_cache_during_a_write_leaves_it_whole(
 ) -> None:
     # The clear comes at the first, second or third hash of the key during one write
     # (the lookup, the insert, a second insert): the write lands in the cleared
-    # cache, which stays whole through further writes and its own clear.
+    # cache, which stays whole through further writes and its own clear. The pure
+    # classes built on OrderedDict are left out: CPython's OrderedDict itself loses
+    # track of its order when a key's hash clears it during a write.
     out = _child(
         _HASH_CLEARS
         + f"""
 import gc
-cache = twin(8)
+reference = twin if "{name}" in ("LRU", "FIFO") else pure
 for nth in (1, 2, 3):
+  for cls in (reference, twin):
+    cache = cls(8)
     for i in range(4):
         cache[i] = [i]
     K.calls, K.clear_on = 0, nth
@@ -893,9 +897,10 @@ print("whole")
     )
     *lines, last = out.splitlines()
     assert last == "whole"
-    # The first and second hash are in every write; a third only in some.
-    assert lines[:2] == ["True 1 1 v"] * 2
-    assert lines[2] in ("True 1 1 v", "False 5 5 v")
+    # Two lines a step (the reference, then the twin). The first and second hash are
+    # in every write, and both agree; a third only in some writes of either.
+    assert len(lines) == 6 and lines[:4] == ["True 1 1 v"] * 4
+    assert {lines[4], lines[5]} <= {"True 1 1 v", "False 5 5 v"}
 
 
 class _Releases:

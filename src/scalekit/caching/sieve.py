@@ -112,8 +112,7 @@ class SIEVECache(Cache[K, V]):
 
     def _insert(self, key: Any, value: Any) -> None:
         root = self._root
-        head = root[_OLDER]
-        node = [head, root, key, value, False]
+        node = [None, root, key, value, False]
         found = self._data.setdefault(key, node)
         if found is not node:
             # Written meanwhile (by the __del__ of a value the eviction released):
@@ -122,6 +121,10 @@ class SIEVECache(Cache[K, V]):
             found[_VALUE] = value
             found[_VISITED] = True
             return
+        # The newest end read after the insert: the key's __hash__/__eq__ may have
+        # cleared the cache or written other keys meanwhile.
+        head = root[_OLDER]
+        node[_OLDER] = head
         head[_NEWER] = root[_OLDER] = node
 
     def _remove(self, key: Any) -> Any:
