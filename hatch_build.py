@@ -108,7 +108,13 @@ class CythonBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"cython-{sys.implementation.cache_tag}-", dir=parent))
         atexit.register(shutil.rmtree, work, ignore_errors=True)
-        extensions = [Extension(module, [str(root / source)]) for module, source in EXTENSIONS]
+        # No debug information: it would make the modules several times larger
+        # (Python's own CFLAGS carry -g); MSVC keeps it apart, in .pdb files.
+        flags = [] if sys.platform == "win32" else ["-g0"]
+        extensions = [
+            Extension(module, [str(root / source)], extra_compile_args=flags)
+            for module, source in EXTENSIONS
+        ]
         modules = cythonize(  # type: ignore[no-untyped-call]
             extensions,
             build_dir=str(work / "c"),

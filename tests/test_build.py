@@ -100,6 +100,12 @@ def test_sdist_and_wheels_hold_the_implementation_they_were_built_for(tmp_path: 
     pure_names = zipfile.ZipFile(pure).namelist()
     binaries = sorted(n for n in compiled_names if n.endswith((".so", ".pyd")))
     assert [n.split(".")[0] for n in binaries] == [f"scalekit/caching/{m}" for m in _MODULES]
+    # Built without debug information (-g0): no DWARF sections, and a fraction of
+    # the size (the four modules were 4.2 MB with it, about 0.7 MB without).
+    with zipfile.ZipFile(compiled) as wheel:
+        for name in binaries:
+            assert b".debug_info" not in wheel.read(name), name
+        assert sum(wheel.getinfo(name).file_size for name in binaries) < 1_000_000
     assert not [n for n in pure_names if n.endswith((".so", ".pyd"))]
     for names in (compiled_names, pure_names):
         assert not [n for n in names if n.endswith((".pyx", ".c"))]

@@ -336,10 +336,11 @@ def _throughput_rows(
     for (name, _, theirs, rust), fns in zip(PAIRS, plans, strict=True):
         times = interleaved_medians(fns, repeat, warmup=False, tick=tick)
         t_ours, t_lru = times[0], times[1]
-        row: list[Any] = [name, 1e9 * t_ours / n_ops, f"{hits[name]:.1f}%"]
+        # Whole nanoseconds: run to run, a figure moves by more than one.
+        row: list[Any] = [name, round(1e9 * t_ours / n_ops), f"{hits[name]:.1f}%"]
         column = 2
         if theirs is not None:
-            row += [1e9 * times[column] / n_ops, _ratio(times[column], t_ours)]
+            row += [round(1e9 * times[column] / n_ops), _ratio(times[column], t_ours)]
             column += 1
         else:
             row += ["-", "-"]
@@ -347,7 +348,7 @@ def _throughput_rows(
             label = f"cachebox.{name}" if rust is not None else "theine.Cache"
             row += [
                 label,
-                1e9 * times[column] / n_ops,
+                round(1e9 * times[column] / n_ops),
                 f"{peer_hits[name]:.1f}%",
                 _ratio(times[column], t_ours),
             ]
@@ -364,13 +365,20 @@ def _median_table(
     def med(values: list[str]) -> str:
         return _ratio(statistics.median(float(v.rstrip("x")) for v in values), 1.0)
 
+    def spread(values: list[str]) -> str:
+        # The lowest and highest of the runs: how far one run's ratio can be trusted.
+        figures = sorted(float(v.rstrip("x")) for v in values)
+        return f"{figures[0]:.2f}-{figures[-1]:.2f}x"
+
     rows = []
     for i, first in enumerate(all_rows[0]):
         per_run = [r[i] for r in all_rows]
-        row = [first[0], statistics.median(r[1] for r in per_run), first[2]]
+        row = [first[0], round(statistics.median(r[1] for r in per_run)), first[2]]
         row.append("-" if first[4] == "-" else med([r[4] for r in per_run]))
         row += [first[5], "-" if first[8] == "-" else med([r[8] for r in per_run])]
         row.append(med([r[9] for r in per_run]))
+        row.append("-" if first[8] == "-" else spread([r[8] for r in per_run]))
+        row.append(spread([r[9] for r in per_run]))
         rows.append(row)
     ours = [d["scalekit cached(LRUCache)"] for d in decorators]
     lru = [d["functools.lru_cache"] for d in decorators]
@@ -386,6 +394,8 @@ def _median_table(
                 "Rust peer",
                 "speed-up vs peer",
                 "vs functools.lru_cache",
+                "peer, runs' range",
+                "lru_cache, runs' range",
             ],
             rows,
         )
@@ -395,7 +405,7 @@ def _median_table(
             [
                 [
                     "scalekit cached(LRUCache) hit",
-                    1e9 * statistics.median(ours) / DECORATOR_CALLS,
+                    round(1e9 * statistics.median(ours) / DECORATOR_CALLS),
                     med(ratios),
                     " ".join(ratios),
                 ]
@@ -433,7 +443,9 @@ DECORATOR_CALLS = 200_000
 
 def _decorator_table(times: dict[str, float]) -> str:
     ours = times["scalekit cached(LRUCache)"]
-    rows = [[name, 1e9 * t / DECORATOR_CALLS, f"{t / ours:.2f}x"] for name, t in times.items()]
+    rows = [
+        [name, round(1e9 * t / DECORATOR_CALLS), f"{t / ours:.2f}x"] for name, t in times.items()
+    ]
     return f"Decorator hit path (the same argument, {DECORATOR_CALLS:,} calls)\n" + format_table(
         ["decorator", "ns/call", "time vs scalekit"], rows
     )

@@ -20,13 +20,16 @@ buckets ordered by count (Shah, Mitra and Matani's O(1) LFU).
 `S3FIFOCache` links its entries in two rings (small and main); the ghost
 stays an `OrderedDict` of keys.
 
-Memory safety, for both: a node is in the dict exactly while it is
-linked, and no Python code (a key's `__hash__`/`__eq__`, a value's
-`__del__`, another thread) runs between a dict operation and the link
-change that goes with it. Dict operations come first; whatever a link
-change needs that could fail (a new bucket) is taken before the dict
-operation; removed nodes and replaced values are released once the
-structure is consistent again.
+Memory safety, for both: a node is in the current dict exactly while it
+is linked. A dict operation may run Python code (a key's
+`__hash__`/`__eq__`, and with it other threads), so each works on a dict
+held in a local (a clear meanwhile swaps `_map`) and its result is
+checked afterwards, with no Python code between the check and the link
+change: an insert into a dict that a clear discarded meanwhile is made
+again in the new one (or dropped), a removed node is unlinked only if
+still linked. Whatever a link change needs that could fail (a new
+bucket) is taken before the dict operation; removed nodes and replaced
+values are released once the structure is consistent again.
 """
 
 cimport cython
@@ -269,15 +272,27 @@ cdef class LFUCore:
         self._drop_if_empty(f)
 
     cdef int _insert_node(self, object key, object value) except -1:
-        cdef _Use node = _Use.__new__(_Use)
-        node.key = key
-        node.value = value
+        cdef _Use node
         # The bucket a new count-1 entry may need, taken before the dict operation:
         # nothing that can fail comes between the insert and the link.
         cdef _Freq* fresh = self._take_spare()
         cdef PyObject* found
+        cdef dict d
+        cdef int attempt
         try:
-            found = _setdefault(self._map, key, node)
+            # Made again if the key's __hash__/__eq__ cleared the cache meanwhile (the
+            # node then went into the discarded dict, unlinked); dropped if twice.
+            for attempt in range(2):
+                node = _Use.__new__(_Use)
+                node.key = key
+                node.value = value
+                d = self._map
+                found = _setdefault(d, key, node)
+                if d is self._map:
+                    break
+            else:
+                self._keep(fresh)
+                return 0
         except BaseException:
             self._keep(fresh)
             raise
@@ -346,6 +361,7 @@ cdef class LFUCore:
         cdef _Use node
         cdef object old  # released at return, once the links are consistent
         cdef object victim = None
+        cdef dict d
         if found is not NULL:
             node = <_Use>found
             old = node.value
@@ -361,7 +377,8 @@ cdef class LFUCore:
                 node = <_Use>self._root.next.head  # the oldest of the least used
                 # The pop may run the key's __eq__ (and other threads): it returns
                 # whichever node the dict held, unlinked at once.
-                victim = self._map.pop(node.key, None)
+                d = self._map
+                victim = d.pop(node.key, None)
                 if victim is not None:
                     self._unlink(<_Use>victim)
                     self._evictions += 1
@@ -431,7 +448,8 @@ cdef class LFUCore:
         self._insert_node(key, value)
 
     def _remove(self, key):
-        cdef _Use node = self._map.pop(key)
+        cdef dict d = self._map
+        cdef _Use node = d.pop(key)
         self._unlink(node)
         return node.value
 
@@ -886,12 +904,25 @@ cdef class S3FIFOCore:
                 or size >= self._small_cap_o
                 or (not self._has_evicted and self._small_w >= self._small_cap_o)
             )
-        cdef _Entry node = _Entry.__new__(_Entry)
-        node.key = key
-        node.value = value
-        node.freq = 0
-        node.queue = _UNLINKED
-        cdef PyObject* found = _setdefault(self._map, key, node)
+        cdef _Entry node
+        cdef PyObject* found
+        cdef dict d
+        cdef int attempt
+        # Made again if the key's __hash__/__eq__ cleared the cache meanwhile (the
+        # node then went into the discarded dict, unlinked); dropped if twice.
+        for attempt in range(2):
+            node = _Entry.__new__(_Entry)
+            node.key = key
+            node.value = value
+            node.freq = 0
+            node.queue = _UNLINKED
+            d = self._map
+            found = _setdefault(d, key, node)
+            if d is self._map:
+                break
+        else:
+            self._ghost_hit = False
+            return 0
         cdef object old
         if found != <PyObject*>node:  # the key was written meanwhile: an update
             self._ghost_hit = False
@@ -960,6 +991,7 @@ cdef class S3FIFOCore:
         cdef object old  # released at return, once the links are consistent
         cdef _Entry node
         cdef object victim = None
+        cdef dict d
         if found is not NULL:
             old = (<_Entry>found).value
             (<_Entry>found).value = value
@@ -982,7 +1014,8 @@ cdef class S3FIFOCore:
                 node = self._pick()
                 if node.queue == _SMALL:
                     self._remember(node.key)  # Python code: the cache is consistent
-                victim = self._map.pop(node.key, None)
+                d = self._map
+                victim = d.pop(node.key, None)
                 if victim is not None:
                     self._unlink(<_Entry>victim, None)
                     self._evictions += 1
@@ -1054,7 +1087,8 @@ cdef class S3FIFOCore:
 
     def _remove(self, key):
         size = None if self._sizes is None else self._sizes.get(key, 0)
-        cdef _Entry node = self._map.pop(key)
+        cdef dict d = self._map
+        cdef _Entry node = d.pop(key)
         self._unlink(node, size)
         return node.value
 

@@ -73,11 +73,16 @@ cdef class _Node:
     cdef object value
 
 
-# Memory safety rule: a node is in the dict exactly while it is linked, and no
-# Python code (a key's __hash__/__eq__, a value's __del__, a thread switch) runs
-# between a dict operation and the link change that goes with it. Dict
-# operations come first; removed nodes and replaced values are held in locals
-# and released only when the structure is consistent again.
+# Memory safety rule: a node is in the current dict exactly while it is linked.
+# A dict operation may run Python code (a key's __hash__/__eq__, which may also
+# let another thread in), so every one works on a dict held in a local (a clear
+# meanwhile swaps `_map`, and would otherwise free the dict under the operation),
+# and what it returns is checked afterwards, with no Python code between the
+# check and the link change: an insert into a dict that is no longer `_map` (the
+# cache was cleared meanwhile) is made again, or dropped; a removed node is
+# unlinked only if still linked. Removed nodes and replaced values are held in
+# locals and released only when the structure is consistent again. A node left
+# in a discarded dict is never linked, and every link change tolerates one.
 
 
 cdef inline void _unlink(_Node node) noexcept:
@@ -215,6 +220,7 @@ cdef class LinkedCore:
         cdef _Node root = self._root
         cdef object old  # released at return, once the links are consistent
         cdef object victim = None
+        cdef dict d
         if found is not NULL:
             node = <_Node>found
             old = node.value
@@ -230,7 +236,8 @@ cdef class LinkedCore:
                 node = <_Node>root.next
                 # The pop may run the key's __eq__ (and other threads): it
                 # returns whichever node the dict held, unlinked at once.
-                victim = self._map.pop(node.key, None)
+                d = self._map
+                victim = d.pop(node.key, None)
                 if victim is not None:
                     _unlink(<_Node>victim)
                     self._evictions += 1
@@ -239,16 +246,8 @@ cdef class LinkedCore:
                     victim = None
             if not self._inline_evict or PyDict_Size(self._map) >= self._cap:
                 self._make_room()  # hooked evictions, or nothing left to evict (maxsize 0)
-        node = _Node.__new__(_Node)
-        node.key = key
-        node.value = value
-        found = _setdefault(self._map, key, node)
-        if found == <PyObject*>node:
-            _append(root, node)
-        else:  # the key was written meanwhile (re-entrantly or by another thread)
-            old = (<_Node>found).value
-            (<_Node>found).value = value
-            _move_to_end(root, <_Node>found)
+            node = None  # the last victim's __del__ may run now, before the insert
+        self._store(key, value)
 
     def __delitem__(self, key):
         if self._sizes is not None:
@@ -311,19 +310,39 @@ cdef class LinkedCore:
         return True
 
     def _insert(self, key, value):
-        cdef _Node node = _Node.__new__(_Node)
-        node.key = key
-        node.value = value
-        cdef PyObject* found = _setdefault(self._map, key, node)
+        self._store(key, value)
+
+    cdef int _store(self, object key, object value) except -1:
+        # An insert (or, if the key was written meanwhile, an update). The key's
+        # __hash__/__eq__ may clear the cache during setdefault: the node then went
+        # into the discarded dict, unlinked, so the write is made again in the new
+        # one (once: a key clearing the cache at every hash loses its write).
+        cdef _Node node
+        cdef dict d
+        cdef PyObject* found
+        cdef object old  # released at return, once the links are consistent
+        cdef int attempt
+        for attempt in range(2):
+            node = _Node.__new__(_Node)
+            node.key = key
+            node.value = value
+            d = self._map
+            found = _setdefault(d, key, node)
+            if d is self._map:
+                break
+        else:
+            return 0
         if found == <PyObject*>node:
             _append(self._root, node)
-        else:
+        else:  # the key was written meanwhile (re-entrantly or by another thread)
             old = (<_Node>found).value
             (<_Node>found).value = value
             _move_to_end(self._root, <_Node>found)
+        return 0
 
     def _remove(self, key):
-        cdef _Node node = self._map.pop(key)
+        cdef dict d = self._map
+        cdef _Node node = d.pop(key)
         _unlink(node)
         return node.value
 
@@ -430,18 +449,23 @@ cdef class CachedHit:
         self._miss = miss
 
     def __call__(self, *args, **kwargs):
+        cdef LinkedCore core = self._core
+        if core is None:
+            raise TypeError("CachedHit is not initialised: cached() builds it")
         cdef object k = args
         if kwargs:
             k = args + _KWMARK + tuple(sorted(kwargs.items()))
-        cdef LinkedCore core = self._core
         if _type_of(core) != core._flags_type:
             core._refresh()
-        cdef PyObject* found = PyDict_GetItemWithError(core._map, k)
+        cdef dict d = core._map  # held: the key's __eq__ may clear the cache
+        cdef PyObject* found = PyDict_GetItemWithError(d, k)
+        cdef _Node node
         if found is not NULL:
+            node = <_Node>found
             if core._reorder:
-                _move_to_end(core._root, <_Node>found)
+                _move_to_end(core._root, node)
             core._hits += 1
-            return (<_Node>found).value
+            return node.value
         core._misses += 1
         return self._miss(k, args, kwargs)
 
@@ -452,6 +476,10 @@ cdef class CachedHit:
         from types import MethodType
 
         return MethodType(self, obj)
+
+    def __repr__(self):
+        # As the pure wrapper, a function with the wrapped function's qualified name, reads.
+        return f"<function {getattr(self, '__qualname__', '?')} at {id(self):#x}>"
 
     def __reduce__(self):
         # Pickled by reference, as the function it wraps would be.
@@ -468,17 +496,21 @@ cdef PyObject* _cached_hit_fast(PyObject* o, PyObject* args, PyObject* kwds) noe
     if kwds is not NULL and _dict_len(kwds) != 0:
         return _cached_hit_call(o, args, kwds)
     cdef LinkedCore core = (<CachedHit>o)._core
-    if _type_of(core) != core._flags_type:
+    if core is None or _type_of(core) != core._flags_type:
         return _cached_hit_call(o, args, kwds)
-    cdef PyObject* found = _lookup(<PyObject*>core._map, args)
+    # The dict and the node are held while used: the key's __eq__ runs inside the
+    # lookup and may clear the cache, dropping the dict's last other reference.
+    cdef dict d = core._map
+    cdef PyObject* found = _lookup(<PyObject*>d, args)
     if found is NULL:
         if _error() is not NULL:
             return NULL
         return _cached_hit_call(o, args, kwds)
+    cdef _Node node = <_Node>found
     if core._reorder:
-        _move_to_end(core._root, <_Node>found)
+        _move_to_end(core._root, node)
     core._hits += 1
-    cdef PyObject* value = <PyObject*>(<_Node>found).value
+    cdef PyObject* value = <PyObject*>node.value
     _incref(value)
     return value
 
@@ -650,7 +682,8 @@ cdef class SieveCore:
     cdef object _take_node(self, object key, bint required):
         # The pop first (it may run Python code), then the links, with no Python
         # code between; the caller holds the node until it returns.
-        cdef object popped = self._map.pop(key) if required else self._map.pop(key, None)
+        cdef dict d = self._map  # held: the pop may run Python code that clears the cache
+        cdef object popped = d.pop(key) if required else d.pop(key, None)
         if popped is None:
             return None
         cdef _Mark node = <_Mark>popped
@@ -688,12 +721,23 @@ cdef class SieveCore:
         return True
 
     def _insert(self, key, value):
+        # As LinkedCore._store: made again if a clear swapped the dict meanwhile.
         cdef _Mark root = self._root
-        cdef _Mark node = _Mark.__new__(_Mark)
-        node.key = key
-        node.value = value
-        node.visited = False
-        cdef PyObject* found = _setdefault(self._map, key, node)
+        cdef _Mark node
+        cdef dict d
+        cdef PyObject* found
+        cdef int attempt
+        for attempt in range(2):
+            node = _Mark.__new__(_Mark)
+            node.key = key
+            node.value = value
+            node.visited = False
+            d = self._map
+            found = _setdefault(d, key, node)
+            if d is self._map:
+                break
+        else:
+            return
         if found != <PyObject*>node:  # written meanwhile: an update
             old = (<_Mark>found).value
             (<_Mark>found).value = value
@@ -753,10 +797,13 @@ cdef class SieveCore:
         cdef PyObject* found
         for key, value, visited in entries:
             self._insert(key, value)
-            (<_Mark>PyDict_GetItemWithError(self._map, key)).visited = visited
+            found = PyDict_GetItemWithError(self._map, key)
+            if found is not NULL:
+                (<_Mark>found).visited = visited
         if hand_key is not None:
             found = PyDict_GetItemWithError(self._map, hand_key)
-            self._hand_node = <_Mark>found
+            if found is not NULL and (<_Mark>found).linked:
+                self._hand_node = <_Mark>found
 
     def __reduce_ex__(self, protocol):
         import copyreg

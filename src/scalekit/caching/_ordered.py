@@ -110,4 +110,8 @@ class OrderedCache(Cache[K, V]):
         return next(iter(self._data))
 
     def _clear(self) -> None:
+        # The entries are held until the cache is empty: a key's or value's
+        # __del__ may write to it, and then finds it whole (as the compiled twin).
+        held = list(self._data.items())
         self._data.clear()
+        del held

@@ -271,9 +271,20 @@ class LFUCache(Cache[K, V]):
         return next(iter(self._root.next))
 
     def _clear(self) -> None:
-        self._data.clear()
+        # The buckets are held until the cache is empty and whole: a key's or
+        # value's __del__ may write to it. Their links are cut, so they go at once,
+        # not when the GC finds their cycle (as the compiled twin releases them).
         root = self._root
+        held = []
+        bucket = root.next
+        while bucket is not root:
+            held.append(bucket)
+            bucket = bucket.next
+        self._data.clear()
         root.prev = root.next = root
+        for bucket in held:
+            bucket.prev = bucket.next = root  # root no longer links back: no cycle
+        del held
 
 
 if not TYPE_CHECKING:  # the compiled twin when the extension is built (see _speedups)

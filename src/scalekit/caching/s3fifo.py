@@ -203,12 +203,16 @@ class S3FIFOCache(Cache[K, V]):
         ghost[key] = None
 
     def _clear(self) -> None:
+        # The entries (and the ghost's keys) are held until the cache is empty and
+        # whole: a key's or value's __del__ may write to it (as in the compiled twin).
+        held = (list(self._data.items()), list(self._ghost))
         self._data.clear()
         self._small.clear()
         self._main.clear()
         self._ghost.clear()
         self._small_used = self._main_used = 0
         self._has_evicted = False
+        del held
 
 
 if not TYPE_CHECKING:  # the compiled twin when the extension is built (see _speedups)

@@ -117,8 +117,7 @@ class SIEVECache(Cache[K, V]):
 
     def _insert(self, key: Any, value: Any) -> None:
         root = self._root
-        head = root[_OLDER]
-        node = [head, root, key, value, False]
+        node = [None, root, key, value, False]
         found = self._data.setdefault(key, node)
         if found is not node:
             # Written meanwhile (by the __del__ of a value the eviction released):
@@ -127,6 +126,10 @@ class SIEVECache(Cache[K, V]):
             found[_VALUE] = value
             found[_VISITED] = True
             return
+        # The newest end read after the insert: the key's __hash__/__eq__ may have
+        # cleared the cache or written other keys meanwhile.
+        head = root[_OLDER]
+        node[_OLDER] = head
         head[_NEWER] = root[_OLDER] = node
 
     def _remove(self, key: Any) -> Any:
@@ -165,10 +168,17 @@ class SIEVECache(Cache[K, V]):
         return node[_KEY]
 
     def _clear(self) -> None:
+        # The nodes are held until the cache is empty and whole: a key's or value's
+        # __del__ may write to it. Their links are cut, so they go at once, not
+        # when the GC finds their cycle (as the compiled twin releases them).
+        held = list(self._data.values())
         self._data.clear()
         root = self._root
         root[_OLDER] = root[_NEWER] = root
         self._hand = None
+        for node in held:
+            node[_OLDER] = node[_NEWER] = None
+        del held
 
 
 if not TYPE_CHECKING:  # the compiled twin when the extension is built (see _speedups)

@@ -352,11 +352,15 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         raise KeyError(f"{type(self).__name__} is empty")
 
     def _clear(self) -> None:
+        # The entries are held until the cache is empty and whole: a key's or
+        # value's __del__ may write to it.
+        held = [list(queue.items()) for queue in (self._window, self._probation, self._protected)]
         self._window.clear()
         self._probation.clear()
         self._protected.clear()
         self._clear_ghosts()
         self._window_used = self._protected_used = 0
+        del held
 
     def _evict(self, key: Any) -> None:
         self._remove(key)
