@@ -911,3 +911,110 @@ def test_no_transaction_is_held_across_a_wait_or_a_step_on_the_other_database(
     assert router.complete() is router.new
     assert replies == [2] and sum(waits) >= 0.2
     assert held == [] and stores["A"].opened >= 10 and stores["B"].opened >= 10
+
+
+def fk_stores(paths: dict[str, Path], tables: dict[str, str]) -> dict[str, SQLiteShardStore]:
+    """Stores whose connections enforce foreign keys (`PRAGMA foreign_keys=ON`)."""
+
+    def opener(path: Path) -> Any:
+        local = threading.local()
+
+        def connect() -> sqlite3.Connection:
+            conn: sqlite3.Connection | None = getattr(local, "conn", None)
+            if conn is None:
+                conn = sqlite3.connect(path, isolation_level=None)
+                conn.execute("PRAGMA foreign_keys=ON")
+                local.conn = conn
+            return conn
+
+        return connect
+
+    return {n: SQLiteShardStore(opener(p), tables) for n, p in paths.items()}
+
+
+@pytest.mark.parametrize(
+    ("parent", "child"),
+    [("users", "orders"), ("accounts", "txns")],
+    ids=["child-sorts-first", "parent-sorts-first"],
+)
+def test_tables_linked_by_enforced_foreign_keys_move_parents_first_and_delete_children_first(
+    tmp_path: Path, parent: str, child: str
+) -> None:
+    schema = (
+        f"CREATE TABLE {parent} (uid TEXT PRIMARY KEY, n INTEGER);"
+        f"CREATE TABLE {child} (id TEXT PRIMARY KEY,"
+        f" uid TEXT REFERENCES {parent}(uid) ON DELETE CASCADE, amount INTEGER);"
+    )
+    paths = two_files(tmp_path, schema)
+    stores = fk_stores(paths, {parent: "uid", child: "uid"})
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    keys = moving(router, "u", 3)
+    with sqlite3.connect(paths["A"]) as conn:
+        for key in keys:
+            conn.execute(f"INSERT INTO {parent} VALUES (?, 1)", (key,))
+            conn.execute(f"INSERT INTO {child} VALUES (?, ?, 5)", ("o" + key, key))
+    router.start()
+    assert router.complete() is router.new
+    assert (
+        table_rows(paths["A"], f"SELECT uid FROM {parent} UNION ALL SELECT uid FROM {child}") == []
+    )
+    assert sorted(table_rows(paths["B"], f"SELECT uid, amount FROM {child}")) == [
+        (key, 5) for key in sorted(keys)
+    ]
+    assert sorted(r[0] for r in table_rows(paths["B"], f"SELECT uid FROM {parent}")) == sorted(keys)
+    for path in paths.values():
+        assert table_rows(path, "SELECT * FROM scalekit_reshard_doubt") == []
+        assert table_rows(path, "SELECT * FROM scalekit_reshard_stage") == []
+
+
+def test_a_row_whose_foreign_key_the_target_lacks_stays_on_its_source_and_says_which(
+    tmp_path: Path,
+) -> None:
+    # The parent row belongs to another key (one that does not move): the
+    # child cannot move without it, so its key stays, served, on the source.
+    schema = (
+        "CREATE TABLE users (uid TEXT PRIMARY KEY);"
+        "CREATE TABLE orders (id TEXT PRIMARY KEY, uid TEXT, payer TEXT REFERENCES users(uid));"
+    )
+    paths = two_files(tmp_path, schema)
+    stores = fk_stores(paths, {"users": "uid", "orders": "uid"})
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    (key,) = moving(router, "u", 1)
+    payer = next(f"p{i}" for i in range(1000) if not router.moves(f"p{i}"))
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO users VALUES (?)", (payer,))
+        conn.execute("INSERT INTO orders VALUES ('o1', ?, ?)", (key, payer))
+    router.start()
+    with pytest.raises(BackendError, match=rf"key {key!r}: FOREIGN KEY constraint failed.*orders"):
+        router.complete()
+    assert table_rows(paths["A"], "SELECT uid FROM orders") == [(key,)]
+    for path in paths.values():
+        assert table_rows(path, "SELECT * FROM scalekit_reshard_doubt") == []
+    with pytest.raises(BackendError, match="a row it references must move with it") as caught:
+        router.complete()
+    assert "must be unique across all shards" not in str(caught.value)
+
+
+def test_a_moving_row_another_key_references_is_a_clear_error_and_nothing_waits(
+    tmp_path: Path,
+) -> None:
+    schema = (
+        "CREATE TABLE users (uid TEXT PRIMARY KEY);"
+        "CREATE TABLE orders (id TEXT PRIMARY KEY, uid TEXT, payer TEXT REFERENCES users(uid));"
+    )
+    paths = two_files(tmp_path, schema)
+    stores = fk_stores(paths, {"users": "uid", "orders": "uid"})
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    (key,) = moving(router, "u", 1)
+    buyer = next(f"p{i}" for i in range(1000) if not router.moves(f"p{i}"))
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO users VALUES (?)", (key,))
+        conn.execute("INSERT INTO orders VALUES ('o1', ?, ?)", (buyer, key))
+    router.start()
+    with pytest.raises(BackendError, match=rf"moving key {key!r} from table users \(FOREIGN KEY"):
+        router.complete()
+    assert table_rows(paths["A"], "SELECT uid FROM users") == [(key,)]
+    assert table_rows(paths["A"], "SELECT * FROM scalekit_reshard_doubt") == []  # no writer waits
+    assert router.execute(
+        key, lambda c, k: c.execute("SELECT 1 FROM users WHERE uid = ?", (k,)).fetchone()
+    ) == (1,)

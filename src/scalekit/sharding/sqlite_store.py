@@ -283,7 +283,38 @@ class SQLiteShardStore(ShardStore):
                 if name == table or (table.endswith("*") and name.startswith(table[:-1])):
                     found.append((name, column))
                     break
-        return sorted(found)
+        return self._parents_first(conn, sorted(found))
+
+    @staticmethod
+    def _parents_first(
+        conn: sqlite3.Connection, tables: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """*tables* with every table after the tables its foreign keys reference.
+
+        Rows are inserted in this order and deleted in the reverse one, so
+        that a key whose tables reference each other moves under
+        `PRAGMA foreign_keys=ON` (and an `ON DELETE CASCADE` finds its
+        children gone already). Tables in a cycle keep their name order.
+        """
+        names = {t for t, _ in tables}
+        parents = {
+            t: {
+                r[2]
+                for r in conn.execute(f"PRAGMA foreign_key_list({_quote(t)})")
+                if r[2] in names and r[2] != t
+            }
+            for t in names
+        }
+        ordered: list[tuple[str, str]] = []
+        placed: set[str] = set()
+        pending = list(tables)
+        while pending:
+            ready = [tc for tc in pending if parents[tc[0]] <= placed] or pending[:1]
+            for tc in ready:
+                ordered.append(tc)
+                placed.add(tc[0])
+                pending.remove(tc)
+        return ordered
 
     def _present(self, conn: sqlite3.Connection, key: Any) -> bool:
         for table, column in self._data_tables(conn):
@@ -482,10 +513,20 @@ class SQLiteShardStore(ShardStore):
 
     def _conflict(self, target: SQLiteShardStore, conflicts: Mapping[str, str]) -> BackendError:
         listed = "; ".join(f"key {json.loads(t)!r}: {e}" for t, e in sorted(conflicts.items()))
+        advice = []
+        if any("FOREIGN KEY" not in e for e in conflicts.values()):
+            advice.append(
+                "A UNIQUE (or primary key) value must be unique across all shards (not a "
+                "per-database AUTOINCREMENT id)"
+            )
+        if any("FOREIGN KEY" in e for e in conflicts.values()):
+            advice.append(
+                "A row with a foreign key moves only where the row it references is: a row "
+                "it references must move with it (belong to the same key)"
+            )
         return BackendError(
             f"sqlite {target.name} refused the rows of {len(conflicts)} moving key(s), which "
-            f"stay on {self.name} and are served there: {listed}. A UNIQUE (or primary key) "
-            "value must be unique across all shards (not a per-database AUTOINCREMENT id); "
+            f"stay on {self.name} and are served there: {listed}. {'; '.join(advice)}; "
             "fix the rows, then move again"
         )
 
@@ -587,21 +628,39 @@ class SQLiteShardStore(ShardStore):
     ) -> list[str]:
         """Step 3, the commit point: delete the rows of every key still recorded under *token*."""
         moved: list[str] = []
-        with self._transaction() as conn:
-            self._check_state(conn, name, state)
-            tables = self._data_tables(conn)
-            for text in begun:
-                cur = conn.execute(
-                    f"UPDATE {self._doubt_t} SET moved = 1 "
-                    "WHERE name = ? AND key = ? AND token = ? AND moved = 0",
-                    (name, text, token),
-                )
-                if cur.rowcount != 1:
-                    continue  # a client cancelled it meanwhile: its rows stay here
-                key = json.loads(text)
-                for table, column in tables:
-                    conn.execute(f"DELETE FROM {_quote(table)} WHERE {_quote(column)} = ?", (key,))
-                moved.append(text)
+        try:
+            with self._transaction() as conn:
+                self._check_state(conn, name, state)
+                tables = self._data_tables(conn)
+                for text in begun:
+                    cur = conn.execute(
+                        f"UPDATE {self._doubt_t} SET moved = 1 "
+                        "WHERE name = ? AND key = ? AND token = ? AND moved = 0",
+                        (name, text, token),
+                    )
+                    if cur.rowcount != 1:
+                        continue  # a client cancelled it meanwhile: its rows stay here
+                    key = json.loads(text)
+                    for table, column in reversed(tables):  # children before their parents
+                        try:
+                            conn.execute(
+                                f"DELETE FROM {_quote(table)} WHERE {_quote(column)} = ?", (key,)
+                            )
+                        except sqlite3.IntegrityError as exc:
+                            raise BackendError(
+                                f"sqlite {self.name} refused to delete the rows of moving key "
+                                f"{key!r} from table {table} ({exc}): a row of another key "
+                                "references them. Rows linked by a foreign key must belong to "
+                                "the same key; nothing of this batch moved and its keys are "
+                                "served here"
+                            ) from exc
+                    moved.append(text)
+        except BackendError as exc:
+            if isinstance(exc, BackendUnavailableError):
+                raise
+            # The transaction rolled back: give every key back now, not at the timeout.
+            self._release(name, token, begun)
+            raise
         return moved
 
     def _finish(
@@ -621,7 +680,7 @@ class SQLiteShardStore(ShardStore):
             for text, token in records:
                 rows = conn.execute(
                     f"SELECT tbl, ddl, cols, row FROM {target._stage_t} "
-                    "WHERE name = ? AND token = ? AND key = ?",
+                    "WHERE name = ? AND token = ? AND key = ? ORDER BY rowid",
                     (name, token, text),
                 ).fetchall()
                 error = target._try_insert(conn, rows, keep=True)
