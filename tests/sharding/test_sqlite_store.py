@@ -1018,3 +1018,23 @@ def test_a_moving_row_another_key_references_is_a_clear_error_and_nothing_waits(
     assert router.execute(
         key, lambda c, k: c.execute("SELECT 1 FROM users WHERE uid = ?", (k,)).fetchone()
     ) == (1,)
+
+
+def test_generated_columns_are_computed_again_on_the_target_not_copied(tmp_path: Path) -> None:
+    schema = (
+        "CREATE TABLE items (k TEXT, price INTEGER, qty INTEGER,"
+        " total INTEGER GENERATED ALWAYS AS (price * qty) STORED,"
+        " half REAL GENERATED ALWAYS AS (price / 2.0) VIRTUAL)"
+    )
+    paths = two_files(tmp_path, schema)
+    stores = {n: SQLiteShardStore(p, {"items": "k"}) for n, p in paths.items()}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    (key,) = moving(router, "k", 1)
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO items (k, price, qty) VALUES (?, 3, 4)", (key,))
+    router.start()
+    assert router.complete() is router.new
+    assert table_rows(paths["B"], "SELECT k, price, qty, total, half FROM items") == [
+        (key, 3, 4, 12, 1.5)
+    ]
+    assert table_rows(paths["A"], "SELECT * FROM items") == []

@@ -590,6 +590,16 @@ class SQLiteShardStore(ShardStore):
         with self._transaction() as conn:
             self._check_state(conn, name, state)
             tables = self._data_tables(conn)
+            # Generated columns (hidden 2: VIRTUAL, 3: STORED) are computed
+            # again by the target; SQLite refuses to insert them.
+            copied = {
+                table: [
+                    r[1]
+                    for r in conn.execute(f"PRAGMA table_xinfo({_quote(table)})")
+                    if r[6] not in (2, 3)
+                ]
+                for table, _ in tables
+            }
             for text in texts:
                 key = json.loads(text)
                 self._check_key(conn, key)
@@ -598,10 +608,13 @@ class SQLiteShardStore(ShardStore):
                     continue
                 rows = []
                 for table, column in tables:
+                    stored = copied[table]
                     cur = conn.execute(
-                        f"SELECT * FROM {_quote(table)} WHERE {_quote(column)} = ?", (key,)
+                        f"SELECT {', '.join(_quote(c) for c in stored)} FROM {_quote(table)} "
+                        f"WHERE {_quote(column)} = ?",
+                        (key,),
                     )
-                    cols = json.dumps([d[0] for d in cur.description])
+                    cols = json.dumps(stored)
                     ddl = conn.execute(
                         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
                         (table,),
