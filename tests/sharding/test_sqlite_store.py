@@ -1038,3 +1038,34 @@ def test_generated_columns_are_computed_again_on_the_target_not_copied(tmp_path:
         (key, 3, 4, 12, 1.5)
     ]
     assert table_rows(paths["A"], "SELECT * FROM items") == []
+
+
+def test_int_keys_of_a_real_key_column_scan_as_int_and_move(tmp_path: Path) -> None:
+    # SQLite stores 7 in a REAL column as 7.0; the scan gives the key back as 7.
+    paths = two_files(tmp_path, "CREATE TABLE m (k REAL, v INTEGER)")
+    stores = {n: SQLiteShardStore(p, {"m": "k"}) for n, p in paths.items()}
+    router: MigratingRouter[str] = MigratingRouter(
+        HashRouter(["A"]), HashRouter(["A", "B"]), stores
+    )
+    keys = [k for k in range(50) if router.moves(k)][:3]
+    for key in keys:
+        stores["A"].execute(
+            key,
+            [lambda c, k: c.execute("INSERT INTO m VALUES (?, 1)", (k,))],
+            name=router.name,
+            state=None,
+            source=True,
+        )
+    assert stores["A"].scan(0, 10) == (0, keys)
+    router.start()
+    assert router.complete() is router.new
+    assert table_rows(paths["B"], "SELECT k FROM m ORDER BY k") == [(float(k),) for k in keys]
+
+
+def test_a_fractional_key_in_a_key_column_is_a_clear_error(tmp_path: Path) -> None:
+    paths = two_files(tmp_path, "CREATE TABLE m (k REAL, v INTEGER)")
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO m VALUES (2.5, 1)")
+    store = SQLiteShardStore(paths["A"], {"m": "k"})
+    with pytest.raises(ArgumentTypeError, match=r"m\.k holds 2\.5.*str or int"):
+        store.scan(0, 10)

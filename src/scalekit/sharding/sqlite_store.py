@@ -425,6 +425,15 @@ class SQLiteShardStore(ShardStore):
             sql = f"SELECT k FROM ({union}) {where} ORDER BY k LIMIT ?"
             params: tuple[Any, ...] = (count,) if after is None else (after, count)
             keys = [r[0] for r in conn.execute(sql, params)]
+            for i, key in enumerate(keys):
+                if isinstance(key, float):
+                    # A REAL (or NUMERIC, or untyped) key column stores an int
+                    # key 7 as 7.0: the key is 7 again.
+                    if not key.is_integer():
+                        raise self._bad_stored_key(conn, tables, key)
+                    keys[i] = int(key)
+                elif not isinstance(key, (str, int)):
+                    raise self._bad_stored_key(conn, tables, key)
         except sqlite3.OperationalError as exc:
             raise BackendUnavailableError(f"sqlite {self.name}: {exc}") from exc
         if len(keys) < count:
@@ -433,6 +442,23 @@ class SQLiteShardStore(ShardStore):
             following = max(self._marks, default=0) + 1
             self._marks[following] = keys[-1]
         return following, keys
+
+    def _bad_stored_key(
+        self, conn: sqlite3.Connection, tables: list[tuple[str, str]], key: Any
+    ) -> ArgumentTypeError:
+        """The error for a key column value that is no `str` or `int` key."""
+        where = [
+            f"{t}.{c}"
+            for t, c in tables
+            if conn.execute(
+                f"SELECT 1 FROM {_quote(t)} WHERE {_quote(c)} = ? LIMIT 1", (key,)
+            ).fetchone()
+        ]
+        return ArgumentTypeError(
+            f"sqlite {self.name}: key column {', '.join(where) or '?'} holds {key!r} "
+            f"({type(key).__name__}); keys must be str or int values (a whole number in a "
+            "REAL column counts as an int), so it cannot be routed or moved: fix the row"
+        )
 
     def in_doubt(self, name: str) -> list[Any]:
         try:
