@@ -1069,3 +1069,41 @@ def test_a_fractional_key_in_a_key_column_is_a_clear_error(tmp_path: Path) -> No
     store = SQLiteShardStore(paths["A"], {"m": "k"})
     with pytest.raises(ArgumentTypeError, match=r"m\.k holds 2\.5.*str or int"):
         store.scan(0, 10)
+
+
+def test_key_columns_of_text_and_numeric_type_for_one_key_are_refused_naming_both(
+    tmp_path: Path,
+) -> None:
+    # No key could be spelled for both: 7 is refused by carts, "7" by users.
+    paths = two_files(
+        tmp_path,
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);"
+        "CREATE TABLE carts (user_id TEXT, sku TEXT);",
+    )
+    tables = {"users": "id", "carts": "user_id"}
+    with pytest.raises(ConfigurationError, match=r"carts\.user_id \(TEXT\).*users\.id \(INTEGER\)"):
+        SQLiteShardStore(paths["A"], tables)
+    # A table created later is checked when the store first sees it.
+    with sqlite3.connect(paths["B"]) as conn:
+        conn.execute("DROP TABLE carts")
+    store = SQLiteShardStore(paths["B"], tables)
+    with sqlite3.connect(paths["B"]) as conn:
+        conn.execute("CREATE TABLE carts (user_id TEXT, sku TEXT)")
+    with pytest.raises(ConfigurationError, match=r"carts\.user_id \(TEXT\).*users\.id"):
+        store.scan(0, 10)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        "CREATE TABLE kv (k TEXT COLLATE NOCASE PRIMARY KEY, v INTEGER)",
+        "CREATE TABLE kv (k TEXT COLLATE RTRIM, v INTEGER)",
+        'CREATE TABLE kv (v INTEGER, "k" VARCHAR(20) NOT NULL COLLATE nocase)',
+    ],
+    ids=["column-nocase", "column-rtrim", "quoted-column-nocase"],
+)
+def test_a_key_column_with_a_non_binary_collation_is_refused(tmp_path: Path, schema: str) -> None:
+    # SQLite would take 'user6' and 'USER6' as one row, routed as two keys.
+    paths = two_files(tmp_path, schema)
+    with pytest.raises(ConfigurationError, match=r"(?i)kv\.k .*COLLATE (NOCASE|RTRIM).*BINARY"):
+        SQLiteShardStore(paths["A"], {"kv": "k"})

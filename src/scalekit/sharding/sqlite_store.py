@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,13 @@ class SQLiteShardStore(ShardStore):
         self._affinities: dict[tuple[str, str], str] = {}  # (table, key column) -> affinity
         self._marks: dict[int, Any] = {}  # scan cursor -> the last key it returned
         self._marks_lock = threading.Lock()
+        self._schemas: set[tuple[tuple[str, str], ...]] = set()  # table sets checked
+        if isinstance(database, (str, Path)) and Path(database).exists():
+            try:
+                with closing(sqlite3.connect(database, timeout=busy_timeout)) as conn:
+                    self._data_tables(conn)  # refuse a schema no key can use, now
+            except sqlite3.Error:
+                pass  # checked again at first use, when the database answers
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -283,7 +290,69 @@ class SQLiteShardStore(ShardStore):
                 if name == table or (table.endswith("*") and name.startswith(table[:-1])):
                     found.append((name, column))
                     break
-        return self._parents_first(conn, sorted(found))
+        ordered = self._parents_first(conn, sorted(found))
+        checked = tuple(ordered)
+        if checked not in self._schemas:
+            self._check_schema(conn, ordered)
+            self._schemas.add(checked)
+        return ordered
+
+    def _check_schema(self, conn: sqlite3.Connection, tables: list[tuple[str, str]]) -> None:
+        """Refuse key columns that would let SQLite and the doubt records disagree on a key.
+
+        Raises:
+            ConfigurationError: a key column with a collation other than
+                `BINARY` (`'a'` and `'A'` one row to SQLite, two keys to
+                the routers), or `TEXT` key columns beside numeric ones (no
+                key could be spelled for both).
+        """
+        kinds: dict[str, list[str]] = {}
+        for table, column in tables:
+            declared = ""
+            for row in conn.execute(f"PRAGMA table_info({_quote(table)})"):
+                if row[1] == column:
+                    declared = row[2] or ""
+            affinity = _affinity(declared)
+            self._affinities[table, column] = affinity
+            if affinity in ("TEXT", "INTEGER", "REAL", "NUMERIC"):
+                kind = "TEXT" if affinity == "TEXT" else "numeric"
+                kinds.setdefault(kind, []).append(f"{table}.{column} ({affinity})")
+            collation = self._collation(conn, table, column)
+            if collation != "BINARY":
+                raise ConfigurationError(
+                    f"tables: key column {table}.{column} has COLLATE {collation}: SQLite "
+                    "would read keys the routers tell apart (such as 'a' and 'A') as one "
+                    "row, stored on two shards; a key column must compare with BINARY, the "
+                    "default collation"
+                )
+        if len(kinds) == 2:
+            raise ConfigurationError(
+                f"tables: the key columns {', '.join(kinds['TEXT'])} and "
+                f"{', '.join(kinds['numeric'])} hold one key with TEXT and numeric types; "
+                "no key is the same value of both (7 is refused by the TEXT column, '7' by "
+                "the numeric one): declare them with the same type"
+            )
+
+    @staticmethod
+    def _collation(conn: sqlite3.Connection, table: str, column: str) -> str:
+        """The collation *column* of *table* compares with, from its definition."""
+        for index in conn.execute(f"PRAGMA index_list({_quote(table)})"):
+            if index[3] == "c":  # a CREATE INDEX may choose its own collation
+                continue
+            for row in conn.execute(f"PRAGMA index_xinfo({_quote(index[1])})"):
+                if row[2] == column and row[5]:
+                    return str(row[4]).upper()
+        ddl = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        name = re.escape(column)
+        found = re.search(
+            rf"""[(,]\s*(?:"{name}"|`{name}`|\[{name}\]|{name})\s[^,()]*"""
+            r"""(?:\([^()]*\)[^,()]*)*\bCOLLATE\s+"?(\w+)""",
+            ddl[0] if ddl and ddl[0] else "",
+            re.IGNORECASE,
+        )
+        return found.group(1).upper() if found else "BINARY"
 
     @staticmethod
     def _parents_first(
