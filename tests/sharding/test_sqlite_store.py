@@ -911,3 +911,199 @@ def test_no_transaction_is_held_across_a_wait_or_a_step_on_the_other_database(
     assert router.complete() is router.new
     assert replies == [2] and sum(waits) >= 0.2
     assert held == [] and stores["A"].opened >= 10 and stores["B"].opened >= 10
+
+
+def fk_stores(paths: dict[str, Path], tables: dict[str, str]) -> dict[str, SQLiteShardStore]:
+    """Stores whose connections enforce foreign keys (`PRAGMA foreign_keys=ON`)."""
+
+    def opener(path: Path) -> Any:
+        local = threading.local()
+
+        def connect() -> sqlite3.Connection:
+            conn: sqlite3.Connection | None = getattr(local, "conn", None)
+            if conn is None:
+                conn = sqlite3.connect(path, isolation_level=None)
+                conn.execute("PRAGMA foreign_keys=ON")
+                local.conn = conn
+            return conn
+
+        return connect
+
+    return {n: SQLiteShardStore(opener(p), tables) for n, p in paths.items()}
+
+
+@pytest.mark.parametrize(
+    ("parent", "child"),
+    [("users", "orders"), ("accounts", "txns")],
+    ids=["child-sorts-first", "parent-sorts-first"],
+)
+def test_tables_linked_by_enforced_foreign_keys_move_parents_first_and_delete_children_first(
+    tmp_path: Path, parent: str, child: str
+) -> None:
+    schema = (
+        f"CREATE TABLE {parent} (uid TEXT PRIMARY KEY, n INTEGER);"
+        f"CREATE TABLE {child} (id TEXT PRIMARY KEY,"
+        f" uid TEXT REFERENCES {parent}(uid) ON DELETE CASCADE, amount INTEGER);"
+    )
+    paths = two_files(tmp_path, schema)
+    stores = fk_stores(paths, {parent: "uid", child: "uid"})
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    keys = moving(router, "u", 3)
+    with sqlite3.connect(paths["A"]) as conn:
+        for key in keys:
+            conn.execute(f"INSERT INTO {parent} VALUES (?, 1)", (key,))
+            conn.execute(f"INSERT INTO {child} VALUES (?, ?, 5)", ("o" + key, key))
+    router.start()
+    assert router.complete() is router.new
+    assert (
+        table_rows(paths["A"], f"SELECT uid FROM {parent} UNION ALL SELECT uid FROM {child}") == []
+    )
+    assert sorted(table_rows(paths["B"], f"SELECT uid, amount FROM {child}")) == [
+        (key, 5) for key in sorted(keys)
+    ]
+    assert sorted(r[0] for r in table_rows(paths["B"], f"SELECT uid FROM {parent}")) == sorted(keys)
+    for path in paths.values():
+        assert table_rows(path, "SELECT * FROM scalekit_reshard_doubt") == []
+        assert table_rows(path, "SELECT * FROM scalekit_reshard_stage") == []
+
+
+def test_a_row_whose_foreign_key_the_target_lacks_stays_on_its_source_and_says_which(
+    tmp_path: Path,
+) -> None:
+    # The parent row belongs to another key (one that does not move): the
+    # child cannot move without it, so its key stays, served, on the source.
+    schema = (
+        "CREATE TABLE users (uid TEXT PRIMARY KEY);"
+        "CREATE TABLE orders (id TEXT PRIMARY KEY, uid TEXT, payer TEXT REFERENCES users(uid));"
+    )
+    paths = two_files(tmp_path, schema)
+    stores = fk_stores(paths, {"users": "uid", "orders": "uid"})
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    (key,) = moving(router, "u", 1)
+    payer = next(f"p{i}" for i in range(1000) if not router.moves(f"p{i}"))
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO users VALUES (?)", (payer,))
+        conn.execute("INSERT INTO orders VALUES ('o1', ?, ?)", (key, payer))
+    router.start()
+    with pytest.raises(BackendError, match=rf"key {key!r}: FOREIGN KEY constraint failed.*orders"):
+        router.complete()
+    assert table_rows(paths["A"], "SELECT uid FROM orders") == [(key,)]
+    for path in paths.values():
+        assert table_rows(path, "SELECT * FROM scalekit_reshard_doubt") == []
+    with pytest.raises(BackendError, match="a row it references must move with it") as caught:
+        router.complete()
+    assert "must be unique across all shards" not in str(caught.value)
+
+
+def test_a_moving_row_another_key_references_is_a_clear_error_and_nothing_waits(
+    tmp_path: Path,
+) -> None:
+    schema = (
+        "CREATE TABLE users (uid TEXT PRIMARY KEY);"
+        "CREATE TABLE orders (id TEXT PRIMARY KEY, uid TEXT, payer TEXT REFERENCES users(uid));"
+    )
+    paths = two_files(tmp_path, schema)
+    stores = fk_stores(paths, {"users": "uid", "orders": "uid"})
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    (key,) = moving(router, "u", 1)
+    buyer = next(f"p{i}" for i in range(1000) if not router.moves(f"p{i}"))
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO users VALUES (?)", (key,))
+        conn.execute("INSERT INTO orders VALUES ('o1', ?, ?)", (buyer, key))
+    router.start()
+    with pytest.raises(BackendError, match=rf"moving key {key!r} from table users \(FOREIGN KEY"):
+        router.complete()
+    assert table_rows(paths["A"], "SELECT uid FROM users") == [(key,)]
+    assert table_rows(paths["A"], "SELECT * FROM scalekit_reshard_doubt") == []  # no writer waits
+    assert router.execute(
+        key, lambda c, k: c.execute("SELECT 1 FROM users WHERE uid = ?", (k,)).fetchone()
+    ) == (1,)
+
+
+def test_generated_columns_are_computed_again_on_the_target_not_copied(tmp_path: Path) -> None:
+    schema = (
+        "CREATE TABLE items (k TEXT, price INTEGER, qty INTEGER,"
+        " total INTEGER GENERATED ALWAYS AS (price * qty) STORED,"
+        " half REAL GENERATED ALWAYS AS (price / 2.0) VIRTUAL)"
+    )
+    paths = two_files(tmp_path, schema)
+    stores = {n: SQLiteShardStore(p, {"items": "k"}) for n, p in paths.items()}
+    router = MigratingRouter(HashRouter(["A"]), HashRouter(["A", "B"]), stores)
+    (key,) = moving(router, "k", 1)
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO items (k, price, qty) VALUES (?, 3, 4)", (key,))
+    router.start()
+    assert router.complete() is router.new
+    assert table_rows(paths["B"], "SELECT k, price, qty, total, half FROM items") == [
+        (key, 3, 4, 12, 1.5)
+    ]
+    assert table_rows(paths["A"], "SELECT * FROM items") == []
+
+
+def test_int_keys_of_a_real_key_column_scan_as_int_and_move(tmp_path: Path) -> None:
+    # SQLite stores 7 in a REAL column as 7.0; the scan gives the key back as 7.
+    paths = two_files(tmp_path, "CREATE TABLE m (k REAL, v INTEGER)")
+    stores = {n: SQLiteShardStore(p, {"m": "k"}) for n, p in paths.items()}
+    router: MigratingRouter[str] = MigratingRouter(
+        HashRouter(["A"]), HashRouter(["A", "B"]), stores
+    )
+    keys = [k for k in range(50) if router.moves(k)][:3]
+    for key in keys:
+        stores["A"].execute(
+            key,
+            [lambda c, k: c.execute("INSERT INTO m VALUES (?, 1)", (k,))],
+            name=router.name,
+            state=None,
+            source=True,
+        )
+    assert stores["A"].scan(0, 10) == (0, keys)
+    router.start()
+    assert router.complete() is router.new
+    assert table_rows(paths["B"], "SELECT k FROM m ORDER BY k") == [(float(k),) for k in keys]
+
+
+def test_a_fractional_key_in_a_key_column_is_a_clear_error(tmp_path: Path) -> None:
+    paths = two_files(tmp_path, "CREATE TABLE m (k REAL, v INTEGER)")
+    with sqlite3.connect(paths["A"]) as conn:
+        conn.execute("INSERT INTO m VALUES (2.5, 1)")
+    store = SQLiteShardStore(paths["A"], {"m": "k"})
+    with pytest.raises(ArgumentTypeError, match=r"m\.k holds 2\.5.*str or int"):
+        store.scan(0, 10)
+
+
+def test_key_columns_of_text_and_numeric_type_for_one_key_are_refused_naming_both(
+    tmp_path: Path,
+) -> None:
+    # No key could be spelled for both: 7 is refused by carts, "7" by users.
+    paths = two_files(
+        tmp_path,
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);"
+        "CREATE TABLE carts (user_id TEXT, sku TEXT);",
+    )
+    tables = {"users": "id", "carts": "user_id"}
+    with pytest.raises(ConfigurationError, match=r"carts\.user_id \(TEXT\).*users\.id \(INTEGER\)"):
+        SQLiteShardStore(paths["A"], tables)
+    # A table created later is checked when the store first sees it.
+    with sqlite3.connect(paths["B"]) as conn:
+        conn.execute("DROP TABLE carts")
+    store = SQLiteShardStore(paths["B"], tables)
+    with sqlite3.connect(paths["B"]) as conn:
+        conn.execute("CREATE TABLE carts (user_id TEXT, sku TEXT)")
+    with pytest.raises(ConfigurationError, match=r"carts\.user_id \(TEXT\).*users\.id"):
+        store.scan(0, 10)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        "CREATE TABLE kv (k TEXT COLLATE NOCASE PRIMARY KEY, v INTEGER)",
+        "CREATE TABLE kv (k TEXT COLLATE RTRIM, v INTEGER)",
+        'CREATE TABLE kv (v INTEGER, "k" VARCHAR(20) NOT NULL COLLATE nocase)',
+    ],
+    ids=["column-nocase", "column-rtrim", "quoted-column-nocase"],
+)
+def test_a_key_column_with_a_non_binary_collation_is_refused(tmp_path: Path, schema: str) -> None:
+    # SQLite would take 'user6' and 'USER6' as one row, routed as two keys.
+    paths = two_files(tmp_path, schema)
+    with pytest.raises(ConfigurationError, match=r"(?i)kv\.k .*COLLATE (NOCASE|RTRIM).*BINARY"):
+        SQLiteShardStore(paths["A"], {"kv": "k"})

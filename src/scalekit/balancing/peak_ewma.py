@@ -36,12 +36,23 @@ class PeakEWMA(Balancer[E]):
     does. Unequal weights divide the load by the weight, a scalekit
     extension that is Finagle's rule when weights are equal.
 
-    Slow start scales the selection probability, not the load: while an
-    endpoint ramps, it gets `weight * factor / sum(weight * factor)` of
-    the picks (Envoy's ramp, as weighted random would give it) and the
-    endpoints at full weight share the rest by P2C. Dividing the load by
-    the factor instead would starve it: P2C compares loads, and a load ten
-    times higher loses every comparison until the factor reaches 1.
+    Slow start scales the selection probability and stays load-aware:
+    while an endpoint ramps, it is drawn as a candidate with probability
+    `weight * factor / sum(weight * factor)` (Envoy's ramp, as weighted
+    random would give it), and that candidate is then compared, by
+    `load / weight` as in P2C, with an endpoint at full weight drawn at
+    random; the ramping one is kept with probability
+    `min(1, peer_load / its_load)`, else the peer is picked (an endpoint
+    that has neither latency nor requests out has load 0 and is kept). The
+    endpoints at full weight share the rest by P2C. So a ramping endpoint
+    with the latency and in-flight count of its peers gets its ramp share,
+    and one whose `load / weight` is r times a peer's keeps at most 1/r of
+    it: a new endpoint 200 times slower than its peers gets well under 1%
+    of the picks while it ramps (Envoy's least request likewise divides a
+    ramping host's weight by its in-flight count). Dividing
+    the load by the factor instead would starve it: P2C compares loads, and
+    a load ten times higher loses every comparison until the factor
+    reaches 1.
 
     A release without `latency` lowers the in-flight count but teaches
     the average nothing; `request()` always measures it.
@@ -125,9 +136,12 @@ class PeakEWMA(Balancer[E]):
     def _ramp(self, hosts: list[E], now: float) -> E | list[E]:
         """During slow start: a ramping endpoint drawn by its share, or the hosts for P2C.
 
-        A ramping endpoint gets `weight * factor / sum(weight * factor)` of
-        the picks, as a weighted random choice would give it; the endpoints
-        at full weight share the rest by P2C.
+        A ramping endpoint is the candidate for `weight * factor /
+        sum(weight * factor)` of the picks, as a weighted random choice
+        would give it, and keeps each with probability `min(1, peer_load /
+        its_load)` against a peer at full weight drawn at random (loads
+        per unit weight); the endpoints at full weight share the rest by
+        P2C.
         """
         weights = self._weights
         full: list[E] = []
@@ -146,9 +160,28 @@ class PeakEWMA(Balancer[E]):
         u = self._rng.random() * total
         for ep, share in ramping:
             if u < share or not full:
-                return ep
+                if not full:
+                    return ep
+                # Load-aware: the ramping candidate against a peer at full weight.
+                peer = full[int(self._rng.random() * len(full))]
+                mine, theirs = self._load(ep, now), self._load(peer, now)
+                if mine <= theirs or self._rng.random() * mine < theirs:
+                    return ep
+                return peer
             u -= share
         return full
+
+    def _load(self, endpoint: E, now: float) -> float:
+        """`load / weight` of *endpoint* at *now*, decaying its cost as a pick does."""
+        m = self._metric[endpoint]
+        cost, stamp = m
+        if cost and now > stamp:
+            cost *= math.exp((stamp - now) / self._tau)
+            m[0] = cost
+        m[1] = now
+        pending = self._in_flight[endpoint]
+        load = PENALTY + pending if cost == 0.0 and pending != 0 else cost * (pending + 1)
+        return load / self._weights[endpoint]
 
     def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         hosts = self._ids if not excluded else [ep for ep in self._ids if ep not in excluded]

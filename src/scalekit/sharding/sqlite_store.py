@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,13 @@ class SQLiteShardStore(ShardStore):
         self._affinities: dict[tuple[str, str], str] = {}  # (table, key column) -> affinity
         self._marks: dict[int, Any] = {}  # scan cursor -> the last key it returned
         self._marks_lock = threading.Lock()
+        self._schemas: set[tuple[tuple[str, str], ...]] = set()  # table sets checked
+        if isinstance(database, (str, Path)) and Path(database).exists():
+            try:
+                with closing(sqlite3.connect(database, timeout=busy_timeout)) as conn:
+                    self._data_tables(conn)  # refuse a schema no key can use, now
+            except sqlite3.Error:
+                pass  # checked again at first use, when the database answers
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -283,7 +290,100 @@ class SQLiteShardStore(ShardStore):
                 if name == table or (table.endswith("*") and name.startswith(table[:-1])):
                     found.append((name, column))
                     break
-        return sorted(found)
+        ordered = self._parents_first(conn, sorted(found))
+        checked = tuple(ordered)
+        if checked not in self._schemas:
+            self._check_schema(conn, ordered)
+            self._schemas.add(checked)
+        return ordered
+
+    def _check_schema(self, conn: sqlite3.Connection, tables: list[tuple[str, str]]) -> None:
+        """Refuse key columns that would let SQLite and the doubt records disagree on a key.
+
+        Raises:
+            ConfigurationError: a key column with a collation other than
+                `BINARY` (`'a'` and `'A'` one row to SQLite, two keys to
+                the routers), or `TEXT` key columns beside numeric ones (no
+                key could be spelled for both).
+        """
+        kinds: dict[str, list[str]] = {}
+        for table, column in tables:
+            declared = ""
+            for row in conn.execute(f"PRAGMA table_info({_quote(table)})"):
+                if row[1] == column:
+                    declared = row[2] or ""
+            affinity = _affinity(declared)
+            self._affinities[table, column] = affinity
+            if affinity in ("TEXT", "INTEGER", "REAL", "NUMERIC"):
+                kind = "TEXT" if affinity == "TEXT" else "numeric"
+                kinds.setdefault(kind, []).append(f"{table}.{column} ({affinity})")
+            collation = self._collation(conn, table, column)
+            if collation != "BINARY":
+                raise ConfigurationError(
+                    f"tables: key column {table}.{column} has COLLATE {collation}: SQLite "
+                    "would read keys the routers tell apart (such as 'a' and 'A') as one "
+                    "row, stored on two shards; a key column must compare with BINARY, the "
+                    "default collation"
+                )
+        if len(kinds) == 2:
+            raise ConfigurationError(
+                f"tables: the key columns {', '.join(kinds['TEXT'])} and "
+                f"{', '.join(kinds['numeric'])} hold one key with TEXT and numeric types; "
+                "no key is the same value of both (7 is refused by the TEXT column, '7' by "
+                "the numeric one): declare them with the same type"
+            )
+
+    @staticmethod
+    def _collation(conn: sqlite3.Connection, table: str, column: str) -> str:
+        """The collation *column* of *table* compares with, from its definition."""
+        for index in conn.execute(f"PRAGMA index_list({_quote(table)})"):
+            if index[3] == "c":  # a CREATE INDEX may choose its own collation
+                continue
+            for row in conn.execute(f"PRAGMA index_xinfo({_quote(index[1])})"):
+                if row[2] == column and row[5]:
+                    return str(row[4]).upper()
+        ddl = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        name = re.escape(column)
+        found = re.search(
+            rf"""[(,]\s*(?:"{name}"|`{name}`|\[{name}\]|{name})\s[^,()]*"""
+            r"""(?:\([^()]*\)[^,()]*)*\bCOLLATE\s+"?(\w+)""",
+            ddl[0] if ddl and ddl[0] else "",
+            re.IGNORECASE,
+        )
+        return found.group(1).upper() if found else "BINARY"
+
+    @staticmethod
+    def _parents_first(
+        conn: sqlite3.Connection, tables: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """*tables* with every table after the tables its foreign keys reference.
+
+        Rows are inserted in this order and deleted in the reverse one, so
+        that a key whose tables reference each other moves under
+        `PRAGMA foreign_keys=ON` (and an `ON DELETE CASCADE` finds its
+        children gone already). Tables in a cycle keep their name order.
+        """
+        names = {t for t, _ in tables}
+        parents = {
+            t: {
+                r[2]
+                for r in conn.execute(f"PRAGMA foreign_key_list({_quote(t)})")
+                if r[2] in names and r[2] != t
+            }
+            for t in names
+        }
+        ordered: list[tuple[str, str]] = []
+        placed: set[str] = set()
+        pending = list(tables)
+        while pending:
+            ready = [tc for tc in pending if parents[tc[0]] <= placed] or pending[:1]
+            for tc in ready:
+                ordered.append(tc)
+                placed.add(tc[0])
+                pending.remove(tc)
+        return ordered
 
     def _present(self, conn: sqlite3.Connection, key: Any) -> bool:
         for table, column in self._data_tables(conn):
@@ -394,6 +494,15 @@ class SQLiteShardStore(ShardStore):
             sql = f"SELECT k FROM ({union}) {where} ORDER BY k LIMIT ?"
             params: tuple[Any, ...] = (count,) if after is None else (after, count)
             keys = [r[0] for r in conn.execute(sql, params)]
+            for i, key in enumerate(keys):
+                if isinstance(key, float):
+                    # A REAL (or NUMERIC, or untyped) key column stores an int
+                    # key 7 as 7.0: the key is 7 again.
+                    if not key.is_integer():
+                        raise self._bad_stored_key(conn, tables, key)
+                    keys[i] = int(key)
+                elif not isinstance(key, (str, int)):
+                    raise self._bad_stored_key(conn, tables, key)
         except sqlite3.OperationalError as exc:
             raise BackendUnavailableError(f"sqlite {self.name}: {exc}") from exc
         if len(keys) < count:
@@ -402,6 +511,23 @@ class SQLiteShardStore(ShardStore):
             following = max(self._marks, default=0) + 1
             self._marks[following] = keys[-1]
         return following, keys
+
+    def _bad_stored_key(
+        self, conn: sqlite3.Connection, tables: list[tuple[str, str]], key: Any
+    ) -> ArgumentTypeError:
+        """The error for a key column value that is no `str` or `int` key."""
+        where = [
+            f"{t}.{c}"
+            for t, c in tables
+            if conn.execute(
+                f"SELECT 1 FROM {_quote(t)} WHERE {_quote(c)} = ? LIMIT 1", (key,)
+            ).fetchone()
+        ]
+        return ArgumentTypeError(
+            f"sqlite {self.name}: key column {', '.join(where) or '?'} holds {key!r} "
+            f"({type(key).__name__}); keys must be str or int values (a whole number in a "
+            "REAL column counts as an int), so it cannot be routed or moved: fix the row"
+        )
 
     def in_doubt(self, name: str) -> list[Any]:
         try:
@@ -482,10 +608,20 @@ class SQLiteShardStore(ShardStore):
 
     def _conflict(self, target: SQLiteShardStore, conflicts: Mapping[str, str]) -> BackendError:
         listed = "; ".join(f"key {json.loads(t)!r}: {e}" for t, e in sorted(conflicts.items()))
+        advice = []
+        if any("FOREIGN KEY" not in e for e in conflicts.values()):
+            advice.append(
+                "A UNIQUE (or primary key) value must be unique across all shards (not a "
+                "per-database AUTOINCREMENT id)"
+            )
+        if any("FOREIGN KEY" in e for e in conflicts.values()):
+            advice.append(
+                "A row with a foreign key moves only where the row it references is: a row "
+                "it references must move with it (belong to the same key)"
+            )
         return BackendError(
             f"sqlite {target.name} refused the rows of {len(conflicts)} moving key(s), which "
-            f"stay on {self.name} and are served there: {listed}. A UNIQUE (or primary key) "
-            "value must be unique across all shards (not a per-database AUTOINCREMENT id); "
+            f"stay on {self.name} and are served there: {listed}. {'; '.join(advice)}; "
             "fix the rows, then move again"
         )
 
@@ -549,6 +685,16 @@ class SQLiteShardStore(ShardStore):
         with self._transaction() as conn:
             self._check_state(conn, name, state)
             tables = self._data_tables(conn)
+            # Generated columns (hidden 2: VIRTUAL, 3: STORED) are computed
+            # again by the target; SQLite refuses to insert them.
+            copied = {
+                table: [
+                    r[1]
+                    for r in conn.execute(f"PRAGMA table_xinfo({_quote(table)})")
+                    if r[6] not in (2, 3)
+                ]
+                for table, _ in tables
+            }
             for text in texts:
                 key = json.loads(text)
                 self._check_key(conn, key)
@@ -557,10 +703,13 @@ class SQLiteShardStore(ShardStore):
                     continue
                 rows = []
                 for table, column in tables:
+                    stored = copied[table]
                     cur = conn.execute(
-                        f"SELECT * FROM {_quote(table)} WHERE {_quote(column)} = ?", (key,)
+                        f"SELECT {', '.join(_quote(c) for c in stored)} FROM {_quote(table)} "
+                        f"WHERE {_quote(column)} = ?",
+                        (key,),
                     )
-                    cols = json.dumps([d[0] for d in cur.description])
+                    cols = json.dumps(stored)
                     ddl = conn.execute(
                         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
                         (table,),
@@ -587,21 +736,39 @@ class SQLiteShardStore(ShardStore):
     ) -> list[str]:
         """Step 3, the commit point: delete the rows of every key still recorded under *token*."""
         moved: list[str] = []
-        with self._transaction() as conn:
-            self._check_state(conn, name, state)
-            tables = self._data_tables(conn)
-            for text in begun:
-                cur = conn.execute(
-                    f"UPDATE {self._doubt_t} SET moved = 1 "
-                    "WHERE name = ? AND key = ? AND token = ? AND moved = 0",
-                    (name, text, token),
-                )
-                if cur.rowcount != 1:
-                    continue  # a client cancelled it meanwhile: its rows stay here
-                key = json.loads(text)
-                for table, column in tables:
-                    conn.execute(f"DELETE FROM {_quote(table)} WHERE {_quote(column)} = ?", (key,))
-                moved.append(text)
+        try:
+            with self._transaction() as conn:
+                self._check_state(conn, name, state)
+                tables = self._data_tables(conn)
+                for text in begun:
+                    cur = conn.execute(
+                        f"UPDATE {self._doubt_t} SET moved = 1 "
+                        "WHERE name = ? AND key = ? AND token = ? AND moved = 0",
+                        (name, text, token),
+                    )
+                    if cur.rowcount != 1:
+                        continue  # a client cancelled it meanwhile: its rows stay here
+                    key = json.loads(text)
+                    for table, column in reversed(tables):  # children before their parents
+                        try:
+                            conn.execute(
+                                f"DELETE FROM {_quote(table)} WHERE {_quote(column)} = ?", (key,)
+                            )
+                        except sqlite3.IntegrityError as exc:
+                            raise BackendError(
+                                f"sqlite {self.name} refused to delete the rows of moving key "
+                                f"{key!r} from table {table} ({exc}): a row of another key "
+                                "references them. Rows linked by a foreign key must belong to "
+                                "the same key; nothing of this batch moved and its keys are "
+                                "served here"
+                            ) from exc
+                    moved.append(text)
+        except BackendError as exc:
+            if isinstance(exc, BackendUnavailableError):
+                raise
+            # The transaction rolled back: give every key back now, not at the timeout.
+            self._release(name, token, begun)
+            raise
         return moved
 
     def _finish(
@@ -621,7 +788,7 @@ class SQLiteShardStore(ShardStore):
             for text, token in records:
                 rows = conn.execute(
                     f"SELECT tbl, ddl, cols, row FROM {target._stage_t} "
-                    "WHERE name = ? AND token = ? AND key = ?",
+                    "WHERE name = ? AND token = ? AND key = ? ORDER BY rowid",
                     (name, token, text),
                 ).fetchall()
                 error = target._try_insert(conn, rows, keep=True)
