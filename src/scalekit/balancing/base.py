@@ -264,8 +264,8 @@ class Balancer(ABC, Generic[E]):
             ArgumentTypeError: *latency* is not a number (nor None), or *ok*
                 is not a bool.
 
-            On any of these errors nothing changes: the request is still
-            counted in flight, and a `release` with valid arguments ends it.
+        On any of these errors nothing changes: the request is still counted
+        in flight, and a `release` with valid arguments ends it.
 
         Runtime complexity: O(1).
         """

@@ -102,7 +102,7 @@ class ConsistentHashBalancer(Balancer[E]):
             unknown *table*, *balance_factor* <= 1, endpoints the table cannot
             tell apart, more endpoints than *maglev_size*.
         ArgumentTypeError: an endpoint the table cannot hash stably (see
-            [endpoint_name][scalekit.balancing.consistent_hash.endpoint_name]).
+            [endpoint_name][scalekit.balancing.endpoint_name]).
 
     Thread-safety: see [Balancer][scalekit.balancing.Balancer]. Runtime complexity: O(1)
     expected per pick (ring: O(log points)); a membership change rebuilds
