@@ -327,6 +327,10 @@ def _releasing(lease: Any) -> None:
         raise
 
 
+def _weighted(cls: Any) -> Callable[[Any], Any]:
+    return lambda weight: cls({"a": weight, "b": 1}).pick()
+
+
 def _methods() -> list[tuple[str, Callable[[Any], Any], Any, str]]:
     """(label, call with the value, a value of the type it takes, the argument's name)."""
     ttl = C.TTLCache(maxsize=4, ttl=10)
@@ -347,6 +351,10 @@ def _methods() -> list[tuple[str, Callable[[Any], Any], Any, str]]:
         ("RoundRobin.add(weight=)", lambda v: rr.add(f"n{id(v)}", weight=v), 1, "weight"),
         ("RoundRobin.add(endpoint)", lambda v: B.RoundRobin(["a"]).add(v), ID, "endpoint"),
         ("RoundRobin.reweight()", lambda v: rr.reweight("a", v), 1, "weight"),
+        *(
+            (f"{cls.__name__}({{endpoint: weight}})", _weighted(cls), 1, "weight")
+            for cls in (B.RoundRobin, B.RandomBalancer, B.LeastRequest, B.PeakEWMA)
+        ),
         ("RoundRobin.release()", lambda v: rr.release(v), ID, "endpoint"),
         (
             "PeakEWMA.release(latency=)",
