@@ -687,3 +687,49 @@ def test_a_cache_does_what_its_docstring_says_of_maxsize(make: Callable[[Any], A
         make(None)
     with pytest.raises(ConfigurationError, match=r"got 100\.\.\.000 \(an int of 401 digits\)$"):
         make(10**400)
+
+
+_EDGES = {
+    "min": datetime.min.replace(tzinfo=timezone.utc),
+    "max": datetime.max.replace(tzinfo=timezone.utc),
+}
+_TEMPLATES = {
+    "minute": "t_{:%Y_%m_%d_%H_%M}",
+    "hour": "t_{:%Y_%m_%d_%H}",
+    "day": "t_{:%Y_%m_%d}",
+    "week": "t_{:%G_%V}",
+    "month": "t_{:%Y_%m}",
+    "year": "t_{:%Y}",
+}
+_TIME_METHODS = {"route": "key", "floor": "when", "next_start": "start", "partition": "when"}
+
+
+@pytest.mark.parametrize("edge", sorted(_EDGES))
+@pytest.mark.parametrize("method", sorted(_TIME_METHODS))
+@pytest.mark.parametrize("interval", sorted(_TEMPLATES))
+@pytest.mark.parametrize("hours", [0, 5, -5])
+def test_time_router_at_the_ends_of_datetime(
+    edge: str, method: str, interval: str, hours: int
+) -> None:
+    # datetime.max is a common "forever"; its partition may end past year 9999
+    from datetime import timedelta
+
+    router = S.TimeRouter(interval, _TEMPLATES[interval], tz=timezone(timedelta(hours=hours)))
+    try:
+        result = getattr(router, method)(_EDGES[edge])
+    except ConfigurationError as exc:
+        assert re.search(rf"\b{_TIME_METHODS[method]}\b", str(exc)), str(exc)
+        assert "range" in str(exc), str(exc)
+        return
+    if method == "route":  # a name the router gives, it reads back
+        assert router.parse(result).name == result
+
+
+@pytest.mark.parametrize("name", ["t_9999_12", "t_0001_01", "t_9999", "t_9999_12_31_23"])
+def test_time_router_parse_at_the_ends_of_datetime(name: str) -> None:
+    interval = {1: "year", 2: "month", 4: "hour"}[name.count("_")]
+    router = S.TimeRouter(interval, _TEMPLATES[interval], tz=timezone.utc)
+    try:
+        router.parse(name)
+    except ConfigurationError as exc:
+        assert re.search(r"\bname\b", str(exc)), str(exc)
