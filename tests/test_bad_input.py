@@ -112,6 +112,12 @@ CONSTRUCTORS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
         },
     ),
     (S.HashRouter, {"shards": ["a", "b"], "strategy": "maglev", "maglev_size": 65537}),
+    (S.HashRouter, {"shards": ["a", "b"], "maglev_size": 65537, "ketama_compat": "uhashring"}),
+    (
+        B.ConsistentHashBalancer,
+        {"endpoints": ["a"], "table": "maglev", "maglev_size": 65537, "points_per_server": 160},
+    ),
+    (B.ConsistentHashBalancer, {"endpoints": ["a"], "maglev_size": 65537}),
     (S.HashRouter, {"shards": ["a", "b"], "strategy": "rendezvous", "weights": {"a": 1}}),
     (S.KetamaRing, {"nodes": ["a", "b"], "points_per_server": 160}),
     (S.MaglevTable, {"nodes": ["a", "b"], "size": 65537}),
@@ -733,3 +739,13 @@ def test_time_router_parse_at_the_ends_of_datetime(name: str) -> None:
         router.parse(name)
     except ConfigurationError as exc:
         assert re.search(r"\bname\b", str(exc)), str(exc)
+
+
+@pytest.mark.parametrize("size", [None, "x", 1.5, 0, 4, 65536])
+@pytest.mark.parametrize("table", ["maglev", "ring"])  # checked whether the table is used or not
+def test_a_bad_maglev_size_names_it_and_asks_for_a_prime(size: Any, table: str) -> None:
+    with pytest.raises(ScaleKitError) as info:
+        B.ConsistentHashBalancer(["a"], table=table, maglev_size=size)
+    expected = ConfigurationError if isinstance(size, int) else ArgumentTypeError
+    assert isinstance(info.value, expected), repr(info.value)
+    assert re.search(r"\bmaglev_size\b", str(info.value)) and "prime" in str(info.value)
