@@ -15,6 +15,7 @@ connect while they are constructed), the Redis cache tier and the
 from __future__ import annotations
 
 import math
+import random as random_module
 import re
 import time
 from collections.abc import Callable
@@ -749,3 +750,32 @@ def test_a_bad_maglev_size_names_it_and_asks_for_a_prime(size: Any, table: str) 
     expected = ConfigurationError if isinstance(size, int) else ArgumentTypeError
     assert isinstance(info.value, expected), repr(info.value)
     assert re.search(r"\bmaglev_size\b", str(info.value)) and "prime" in str(info.value)
+
+
+#: (callable, working keyword arguments, the parameter, values it must refuse when
+#: constructed): a callable, a flag or an rng checked at construction, not on first use.
+REFUSED_AT_CONSTRUCTION: list[tuple[Callable[..., Any], dict[str, Any], str, list[Any]]] = [
+    (S.Rollover, {"prefix": "p", "max_docs": 10}, "clock", [None, "x", 5]),
+    (C.TTLCache, {"maxsize": 4, "ttl": 1.0}, "timer", [None, "x", 5]),
+    (C.TLRUCache, {"maxsize": 4, "ttu": lambda k, v, now: now + 1}, "timer", [None, "x"]),
+    (L.MemoryLock, {"name": "n"}, "clock", [None, "x", 5]),
+    (L.MemoryLock, {"name": "n"}, "on_lost", ["x", 5]),
+    (L.MemoryLock, {"name": "n"}, "reentrant", ["no", 1, None]),
+    (L.MemoryLock, {"name": "n"}, "auto_renew", ["no", 0, None]),
+    (L.RedisLock, {"client": REDIS, "name": "n"}, "clock", ["x"]),
+    (L.RedisLock, {"client": REDIS, "name": "n"}, "on_lost", [5]),
+    (S.RangeRouter, {"split_points": [10], "shards": ["a", "b"]}, "rng", ["x", 5, random_module]),
+]
+REFUSED_CASES = [
+    pytest.param(func, kwargs, name, bad, id=f"{_label(func)}({name}={bad!r})")
+    for func, kwargs, name, values in REFUSED_AT_CONSTRUCTION
+    for bad in values
+]
+
+
+@pytest.mark.parametrize(("func", "kwargs", "name", "bad"), REFUSED_CASES)
+def test_a_callable_or_flag_is_checked_at_construction(
+    func: Callable[..., Any], kwargs: dict[str, Any], name: str, bad: Any
+) -> None:
+    with pytest.raises(ArgumentTypeError, match=rf"\b{name}\b"):
+        _close(func(**kwargs, **{name: bad}))
