@@ -779,3 +779,26 @@ def test_a_callable_or_flag_is_checked_at_construction(
 ) -> None:
     with pytest.raises(ArgumentTypeError, match=rf"\b{name}\b"):
         _close(func(**kwargs, **{name: bad}))
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["replay", "--quick", "--capacities", "nan"], "--capacities"),
+        (["replay", "--quick", "--capacities", "-1"], "--capacities"),
+        (["replay", "--quick", "--capacities", "x"], "--capacities"),
+        (["speed", "--quick", "--capacities", "inf"], "--capacities"),
+        (["speed", "--quick", "--policies", "NOPE"], "NOPE"),
+        (["speed", "--quick", "--ops", "0"], "got 0, 3 and 1"),  # --quick repeats 3 times
+    ],
+)
+def test_a_bad_benchmark_option_is_an_argparse_error(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.caching.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2  # argparse's usage error, before any run
+    err = capsys.readouterr().err
+    assert "error:" in err and says in err and "Traceback" not in err, err
