@@ -15,6 +15,7 @@ connect while they are constructed), the Redis cache tier and the
 from __future__ import annotations
 
 import math
+import random as random_module
 import re
 import time
 from collections.abc import Callable
@@ -112,6 +113,12 @@ CONSTRUCTORS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
         },
     ),
     (S.HashRouter, {"shards": ["a", "b"], "strategy": "maglev", "maglev_size": 65537}),
+    (S.HashRouter, {"shards": ["a", "b"], "maglev_size": 65537, "ketama_compat": "uhashring"}),
+    (
+        B.ConsistentHashBalancer,
+        {"endpoints": ["a"], "table": "maglev", "maglev_size": 65537, "points_per_server": 160},
+    ),
+    (B.ConsistentHashBalancer, {"endpoints": ["a"], "maglev_size": 65537}),
     (S.HashRouter, {"shards": ["a", "b"], "strategy": "rendezvous", "weights": {"a": 1}}),
     (S.KetamaRing, {"nodes": ["a", "b"], "points_per_server": 160}),
     (S.MaglevTable, {"nodes": ["a", "b"], "size": 65537}),
@@ -327,6 +334,10 @@ def _releasing(lease: Any) -> None:
         raise
 
 
+def _weighted(cls: Any) -> Callable[[Any], Any]:
+    return lambda weight: cls({"a": weight, "b": 1}).pick()
+
+
 def _methods() -> list[tuple[str, Callable[[Any], Any], Any, str]]:
     """(label, call with the value, a value of the type it takes, the argument's name)."""
     ttl = C.TTLCache(maxsize=4, ttl=10)
@@ -347,6 +358,10 @@ def _methods() -> list[tuple[str, Callable[[Any], Any], Any, str]]:
         ("RoundRobin.add(weight=)", lambda v: rr.add(f"n{id(v)}", weight=v), 1, "weight"),
         ("RoundRobin.add(endpoint)", lambda v: B.RoundRobin(["a"]).add(v), ID, "endpoint"),
         ("RoundRobin.reweight()", lambda v: rr.reweight("a", v), 1, "weight"),
+        *(
+            (f"{cls.__name__}({{endpoint: weight}})", _weighted(cls), 1, "weight")
+            for cls in (B.RoundRobin, B.RandomBalancer, B.LeastRequest, B.PeakEWMA)
+        ),
         ("RoundRobin.release()", lambda v: rr.release(v), ID, "endpoint"),
         (
             "PeakEWMA.release(latency=)",
@@ -679,3 +694,111 @@ def test_a_cache_does_what_its_docstring_says_of_maxsize(make: Callable[[Any], A
         make(None)
     with pytest.raises(ConfigurationError, match=r"got 100\.\.\.000 \(an int of 401 digits\)$"):
         make(10**400)
+
+
+_EDGES = {
+    "min": datetime.min.replace(tzinfo=timezone.utc),
+    "max": datetime.max.replace(tzinfo=timezone.utc),
+}
+_TEMPLATES = {
+    "minute": "t_{:%Y_%m_%d_%H_%M}",
+    "hour": "t_{:%Y_%m_%d_%H}",
+    "day": "t_{:%Y_%m_%d}",
+    "week": "t_{:%G_%V}",
+    "month": "t_{:%Y_%m}",
+    "year": "t_{:%Y}",
+}
+_TIME_METHODS = {"route": "key", "floor": "when", "next_start": "start", "partition": "when"}
+
+
+@pytest.mark.parametrize("edge", sorted(_EDGES))
+@pytest.mark.parametrize("method", sorted(_TIME_METHODS))
+@pytest.mark.parametrize("interval", sorted(_TEMPLATES))
+@pytest.mark.parametrize("hours", [0, 5, -5])
+def test_time_router_at_the_ends_of_datetime(
+    edge: str, method: str, interval: str, hours: int
+) -> None:
+    # datetime.max is a common "forever"; its partition may end past year 9999
+    from datetime import timedelta
+
+    router = S.TimeRouter(interval, _TEMPLATES[interval], tz=timezone(timedelta(hours=hours)))
+    try:
+        result = getattr(router, method)(_EDGES[edge])
+    except ConfigurationError as exc:
+        assert re.search(rf"\b{_TIME_METHODS[method]}\b", str(exc)), str(exc)
+        assert "range" in str(exc), str(exc)
+        return
+    if method == "route":  # a name the router gives, it reads back
+        assert router.parse(result).name == result
+
+
+@pytest.mark.parametrize("name", ["t_9999_12", "t_0001_01", "t_9999", "t_9999_12_31_23"])
+def test_time_router_parse_at_the_ends_of_datetime(name: str) -> None:
+    interval = {1: "year", 2: "month", 4: "hour"}[name.count("_")]
+    router = S.TimeRouter(interval, _TEMPLATES[interval], tz=timezone.utc)
+    try:
+        router.parse(name)
+    except ConfigurationError as exc:
+        assert re.search(r"\bname\b", str(exc)), str(exc)
+
+
+@pytest.mark.parametrize("size", [None, "x", 1.5, 0, 4, 65536])
+@pytest.mark.parametrize("table", ["maglev", "ring"])  # checked whether the table is used or not
+def test_a_bad_maglev_size_names_it_and_asks_for_a_prime(size: Any, table: str) -> None:
+    with pytest.raises(ScaleKitError) as info:
+        B.ConsistentHashBalancer(["a"], table=table, maglev_size=size)
+    expected = ConfigurationError if isinstance(size, int) else ArgumentTypeError
+    assert isinstance(info.value, expected), repr(info.value)
+    assert re.search(r"\bmaglev_size\b", str(info.value)) and "prime" in str(info.value)
+
+
+#: (callable, working keyword arguments, the parameter, values it must refuse when
+#: constructed): a callable, a flag or an rng checked at construction, not on first use.
+REFUSED_AT_CONSTRUCTION: list[tuple[Callable[..., Any], dict[str, Any], str, list[Any]]] = [
+    (S.Rollover, {"prefix": "p", "max_docs": 10}, "clock", [None, "x", 5]),
+    (C.TTLCache, {"maxsize": 4, "ttl": 1.0}, "timer", [None, "x", 5]),
+    (C.TLRUCache, {"maxsize": 4, "ttu": lambda k, v, now: now + 1}, "timer", [None, "x"]),
+    (L.MemoryLock, {"name": "n"}, "clock", [None, "x", 5]),
+    (L.MemoryLock, {"name": "n"}, "on_lost", ["x", 5]),
+    (L.MemoryLock, {"name": "n"}, "reentrant", ["no", 1, None]),
+    (L.MemoryLock, {"name": "n"}, "auto_renew", ["no", 0, None]),
+    (L.RedisLock, {"client": REDIS, "name": "n"}, "clock", ["x"]),
+    (L.RedisLock, {"client": REDIS, "name": "n"}, "on_lost", [5]),
+    (S.RangeRouter, {"split_points": [10], "shards": ["a", "b"]}, "rng", ["x", 5, random_module]),
+]
+REFUSED_CASES = [
+    pytest.param(func, kwargs, name, bad, id=f"{_label(func)}({name}={bad!r})")
+    for func, kwargs, name, values in REFUSED_AT_CONSTRUCTION
+    for bad in values
+]
+
+
+@pytest.mark.parametrize(("func", "kwargs", "name", "bad"), REFUSED_CASES)
+def test_a_callable_or_flag_is_checked_at_construction(
+    func: Callable[..., Any], kwargs: dict[str, Any], name: str, bad: Any
+) -> None:
+    with pytest.raises(ArgumentTypeError, match=rf"\b{name}\b"):
+        _close(func(**kwargs, **{name: bad}))
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["replay", "--quick", "--capacities", "nan"], "--capacities"),
+        (["replay", "--quick", "--capacities", "-1"], "--capacities"),
+        (["replay", "--quick", "--capacities", "x"], "--capacities"),
+        (["speed", "--quick", "--capacities", "inf"], "--capacities"),
+        (["speed", "--quick", "--policies", "NOPE"], "NOPE"),
+        (["speed", "--quick", "--ops", "0"], "got 0, 3 and 1"),  # --quick repeats 3 times
+    ],
+)
+def test_a_bad_benchmark_option_is_an_argparse_error(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.caching.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2  # argparse's usage error, before any run
+    err = capsys.readouterr().err
+    assert "error:" in err and says in err and "Traceback" not in err, err

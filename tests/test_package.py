@@ -219,3 +219,20 @@ def test_the_sdist_ships_the_project_files_not_whatever_lies_in_the_tree(tmp_pat
     assert {name.split("/")[0] for name in members} == SDIST_TOP
     assert members - {"PKG-INFO"} <= set(tracked)
     assert {"src/scalekit/__init__.py", "data/traces/README.md", "LICENSE"} <= members
+
+
+def test_the_cli_stops_quietly_when_its_reader_goes_away() -> None:
+    # `python -m scalekit | head -1`: the pipe closes after one line
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "scalekit"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # nothing reads: every print meets a closed pipe
+    err = child.stderr.read().decode()
+    child.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -112,21 +112,26 @@ def main(argv: list[str] | None = None) -> int:
         "runs write *-quick.txt)",
     )
     args = parser.parse_args(argv)
+    repeat = min(args.repeat, 3) if args.quick else args.repeat  # what the run uses
     if args.ops < 1 or args.repeat < 1 or args.runs < 1:
         parser.error(
-            f"--ops, --repeat and --runs must be positive, got {args.ops}, "
-            f"{args.repeat} and {args.runs}"
+            f"--ops, --repeat and --runs must be positive, got {args.ops}, {repeat} and {args.runs}"
         )
+    # checked whichever suite runs: a typo is an error, not ignored
+    caps = args.capacities or ("0.01,0.1" if args.quick else "0.01,0.02,0.05,0.1")
+    try:
+        capacities = parse_capacities(caps)
+    except ValueError as exc:
+        parser.error(f"--capacities: {exc}")
+    policies = [p for p in args.policies.split(",") if p]
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown or not policies:
+        parser.error(f"unknown policies {unknown}; choose from {list(POLICIES)}")
 
     if args.suite in ("all", "replay"):
-        caps = args.capacities or ("0.01,0.1" if args.quick else "0.01,0.02,0.05,0.1")
-        policies = [p for p in args.policies.split(",") if p]
-        unknown = [p for p in policies if p not in POLICIES]
-        if unknown:
-            parser.error(f"unknown policies {unknown}; choose from {list(POLICIES)}")
         report = run_replay(
             _trace_paths(args.traces or [TRACES_DIR], args.only, args.quick),
-            parse_capacities(caps),
+            capacities,
             policies,
             args.out,
             fmt=args.format,

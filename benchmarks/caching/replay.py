@@ -11,6 +11,7 @@ least the Caffeine column, and within a point of the best non-Belady column.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -46,9 +47,12 @@ _MISSING = object()
 
 def parse_capacities(text: str) -> list[float]:
     """``"0.01,0.1,500"`` -> fractions (< 1) and counts (>= 1)."""
-    values = [float(part) for part in text.split(",") if part.strip()]
-    if not values or any(v <= 0 for v in values):
-        raise ValueError(f"capacities must be positive numbers, got {text!r}")
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v < math.inf for v in values):
+        raise ValueError(f"capacities must be positive finite numbers, got {text!r}")
     return values
 
 

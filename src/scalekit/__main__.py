@@ -52,5 +52,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _run() -> int:
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`python -m scalekit | head -1`): stop quietly,
+        # with stdout pointed at devnull so the interpreter's own flush at exit
+        # does not fail a second time.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a piped tool cut short
+    return code
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_run())

@@ -80,20 +80,74 @@ class _Page(HTMLParser):
         return "".join(self.text[where])
 
 
+def _build(project: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """Run the strict build `scripts/test` runs; never `--quiet`, which hides
+    the warnings that `--strict` counts."""
+    mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or "mkdocs"
+    return subprocess.run(
+        [mkdocs, "build", "--strict", "-d", str(out)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     given = os.environ.get("SCALEKIT_DOCS_SITE")
     if given:
         return Path(given)
-    mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or "mkdocs"
     out = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [mkdocs, "build", "--strict", "--quiet", "-d", str(out)],
-        cwd=ROOT,
-        check=True,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-    )
+    built = _build(ROOT, out)
+    warnings = [line for line in built.stderr.splitlines() if "WARNING" in line]
+    assert built.returncode == 0 and not warnings, built.stderr[-3000:]
     return out
+
+
+def test_the_strict_build_runs_without_quiet() -> None:
+    # `--quiet` drops the warnings before `--strict` can count them
+    lines = (ROOT / "scripts" / "test").read_text().splitlines()
+    build = next(line for line in lines if '/mkdocs" build' in line)
+    assert "--strict" in build and "--quiet" not in build and "-q" not in build.split()
+
+
+_BAD_DOCSTRINGS = {
+    "a broken Raises pair": '''
+def f() -> None:
+    """Do nothing.
+
+    Raises:
+        ValueError: never.
+
+        Afterwards nothing changes: a paragraph at the items' indent
+        whose second line is no exception and its description.
+    """
+''',
+    "a missing cross-reference": '''
+def f() -> None:
+    """Do nothing, unlike [g][badmod.g]."""
+''',
+}
+
+
+@pytest.mark.parametrize("fault", sorted(_BAD_DOCSTRINGS))
+def test_a_bad_docstring_fails_the_strict_build(fault: str, tmp_path: Path) -> None:
+    # a small project with the reference's own mkdocs configuration
+    import yaml
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    config["nav"] = [{"Home": "index.md"}]
+    handler = config["plugins"][1]["mkdocstrings"]["handlers"]["python"]
+    handler["paths"] = ["src"]
+    (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "badmod.py").write_text(_BAD_DOCSTRINGS[fault])
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.md").write_text("# bad\n\n::: badmod.f\n")
+    built = _build(tmp_path, tmp_path / "site")
+    assert built.returncode != 0, built.stderr[-2000:]
+    assert "WARNING" in built.stderr
 
 
 def _reference_pages(site: Path) -> list[Path]:
@@ -143,6 +197,88 @@ def test_prose_after_a_section_stays_out_of_its_table(site: Path) -> None:
         tables = _read(path).joined("table")
         for later in ("Thread-safe", "Runtime complexity", "Guarantees:"):
             assert later not in tables, f"{path.parent.name}: {later!r} swallowed into a table"
+
+
+class _RaisesTables(HTMLParser):
+    """Collects the rows of every Raises table: each cell's text and paragraph count."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.rows: list[list[tuple[str, int]]] = []
+        self.title = ""  # text of the latest section title
+        self.in_title = self.in_raises = False
+        self.cell: list[str] | None = None
+        self.paragraphs = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "span" and ("class", "doc-section-title") in attrs:
+            self.in_title, self.title = True, ""
+        elif tag == "table":
+            self.in_raises = self.title.strip() == "Raises:"
+            self.title = ""
+        elif self.in_raises and tag == "tr":
+            self.rows.append([])
+        elif self.in_raises and tag == "td":
+            self.cell, self.paragraphs = [], 0
+        elif self.cell is not None and tag == "p":
+            self.paragraphs += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "span":
+            self.in_title = False
+        elif tag == "table":
+            self.in_raises = False
+        elif tag == "td" and self.cell is not None:
+            self.rows[-1].append((" ".join("".join(self.cell).split()), self.paragraphs))
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.in_title:
+            self.title += data
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+#: A Raises row's first cell: one exception class, maybe dotted.
+EXCEPTION_NAME = re.compile(r"[A-Za-z_][\w.]*")
+
+
+def _swallowed(html: str) -> list[str]:
+    """Rows of Raises tables that hold anything but one exception and its one paragraph."""
+    tables = _RaisesTables()
+    tables.feed(html)
+    bad = []
+    for row in tables.rows:
+        if row and (len(row) != 2 or not EXCEPTION_NAME.fullmatch(row[0][0]) or row[1][1] > 1):
+            bad.append(" | ".join(text for text, _ in row)[:120])
+    return bad
+
+
+def test_the_raises_check_sees_a_swallowed_paragraph() -> None:
+    def table(*rows: str) -> str:
+        return (
+            '<p><span class="doc-section-title">Raises:</span></p><table><tbody>'
+            + "".join(rows)
+            + "</tbody></table>"
+        )
+
+    good = "<tr><td><code>KeyError</code></td><td><div><p>absent.</p></div></td></tr>"
+    assert _swallowed(table(good)) == []
+    # a paragraph after the section, parsed as one more `exception: description` pair
+    pair = "<tr><td><code>On any of these errors nothing changes</code></td><td><p>x</p></td></tr>"
+    assert _swallowed(table(good, pair))
+    # or appended to the last exception's description
+    appended = "<tr><td><code>KeyError</code></td><td><p>absent.</p><p>Later text.</p></td></tr>"
+    assert _swallowed(table(appended))
+
+
+def test_no_paragraph_sits_inside_a_raises_table(site: Path) -> None:
+    found = {}
+    for path in _reference_pages(site):
+        rows = _swallowed(path.read_text())
+        if rows:
+            found[path.parent.name] = rows[:5]
+    assert found == {}
 
 
 def test_no_code_block_shows_a_markdown_fence(site: Path) -> None:

@@ -68,15 +68,23 @@ def _check_latency(latency: Any) -> float:
     return value
 
 
+#: The largest endpoint weight: every integer up to it is exact as a float,
+#: which the weighted strategies compute with.
+MAX_WEIGHT = 2**53
+
+
 def _check_weight(endpoint: E, weight: Any) -> int:
     if not _is_int(weight):
         raise ArgumentTypeError(
             f"weight must be a positive integer, got {weight!r} for endpoint {endpoint!r} "
             f"({type(weight).__name__})"
         )
-    if weight < 1:
+    if not 1 <= weight <= MAX_WEIGHT:
+        bits = int(weight).bit_length()
+        shown = f"an int of {bits} bits" if bits > 64 else repr(weight)  # repr may refuse it
         raise ConfigurationError(
-            f"weight must be a positive integer, got {weight!r} for endpoint {endpoint!r}"
+            f"weight must be a positive integer, got {shown} for endpoint {endpoint!r} "
+            "(weights go up to 2**53)"
         )
     return int(weight)
 
@@ -264,8 +272,8 @@ class Balancer(ABC, Generic[E]):
             ArgumentTypeError: *latency* is not a number (nor None), or *ok*
                 is not a bool.
 
-            On any of these errors nothing changes: the request is still
-            counted in flight, and a `release` with valid arguments ends it.
+        On any of these errors nothing changes: the request is still counted
+        in flight, and a `release` with valid arguments ends it.
 
         Runtime complexity: O(1).
         """

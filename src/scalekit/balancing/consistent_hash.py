@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._hashing import key_bytes
 from .._validation import wrong_type
 from ..exceptions import ArgumentTypeError, ConfigurationError
-from ..sharding.ketama import KETAMA_POINTS_PER_SERVER, KetamaRing
-from ..sharding.maglev import DEFAULT_MAGLEV_SIZE, MaglevTable
+from ..sharding.ketama import KETAMA_POINTS_PER_SERVER, KetamaRing, check_points_per_server
+from ..sharding.maglev import DEFAULT_MAGLEV_SIZE, MaglevTable, check_maglev_size
 from .base import Balancer, E, Endpoints
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class ConsistentHashBalancer(Balancer[E]):
             unknown *table*, *balance_factor* <= 1, endpoints the table cannot
             tell apart, more endpoints than *maglev_size*.
         ArgumentTypeError: an endpoint the table cannot hash stably (see
-            [endpoint_name][scalekit.balancing.consistent_hash.endpoint_name]).
+            [endpoint_name][scalekit.balancing.endpoint_name]).
 
     Thread-safety: see [Balancer][scalekit.balancing.Balancer]. Runtime complexity: O(1)
     expected per pick (ring: O(log points)); a membership change rebuilds
@@ -124,8 +124,13 @@ class ConsistentHashBalancer(Balancer[E]):
         rng: random.Random | None = None,
         health: HealthPolicy | None = None,
     ) -> None:
+        if not isinstance(table, str):
+            raise wrong_type("table", table, "'ring' or 'maglev'")
         if table not in _TABLES:
             raise ConfigurationError(f"table must be 'ring' or 'maglev', got {table!r}")
+        # both tables' settings are checked whichever is used: a typo shows now
+        check_points_per_server("points_per_server", points_per_server)
+        check_maglev_size("maglev_size", maglev_size)
         if balance_factor is not None and (
             isinstance(balance_factor, bool) or not isinstance(balance_factor, (int, float))
         ):

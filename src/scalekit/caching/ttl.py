@@ -196,6 +196,8 @@ class TTLCache(Cache[K, V]):
     ) -> None:
         super().__init__(maxsize, getsizeof)
         self._ttl = check_ttl(ttl)
+        if not callable(timer):
+            raise ArgumentTypeError(f"timer must be callable, got {timer!r}")
         self._timer = timer
         self._frozen: Any = None  # the time inside a `with cache.timer` block
         self._clock = Timer(timer, self)

@@ -106,9 +106,13 @@ class BaseLock(abc.ABC):
     ) -> None:
         self.name = non_empty_str("name", name)
         self.ttl = None if ttl is None else positive_number("ttl", ttl)
-        self.reentrant = bool(reentrant)
-        self.auto_renew = bool(auto_renew)
+        self.reentrant = flag("reentrant", reentrant)
+        self.auto_renew = flag("auto_renew", auto_renew)
+        if on_lost is not None and not callable(on_lost):
+            raise wrong_type("on_lost", on_lost, "a callable taking the lost lease, or None")
         self.on_lost = on_lost
+        if not callable(clock):
+            raise wrong_type("clock", clock, "a callable returning monotonic seconds")
         self._clock = clock
         self._held: dict[Any, Lease] = {}
         self._stacks: dict[Any, list[Lease]] = {}

@@ -13,7 +13,7 @@ from .._hashing import MASK64, hash64, key_bytes
 from .._validation import iterable, wrong_type
 from ..exceptions import ArgumentTypeError, ConfigurationError
 from .base import Router, S, check_shards
-from .ketama import KetamaCompat
+from .ketama import KetamaCompat, check_compat
 from .maglev import check_maglev_size
 from .placement import (
     DEFAULT_MAGLEV_SIZE,
@@ -111,7 +111,7 @@ class HashRouter(Router[S]):
             _check_shard_id(shard)
         self._weights: dict[S, float] = {}
         self.maglev_size = check_maglev_size("maglev_size", maglev_size)
-        self.ketama_compat = ketama_compat
+        self.ketama_compat = check_compat("ketama_compat", ketama_compat)
         if weights is not None and not isinstance(weights, Mapping):
             raise wrong_type("weights", weights, "a mapping of shard to weight, or None")
         if weights:

@@ -10,7 +10,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterator
 from hashlib import md5
 from struct import Struct
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .._hashing import key_bytes
 from .._validation import bad_value, wrong_type
@@ -59,6 +59,35 @@ def ketama_hash(data: bytes, alignment: int = 0) -> int:
     return int.from_bytes(digest[4 * alignment : 4 * alignment + 4], "little")
 
 
+def check_points_per_server(name: str, value: Any) -> int:
+    """Return *value* if it is a positive multiple of 4 up to the ring's limit.
+
+    Raises:
+        ArgumentTypeError: *value* is not an `int`.
+        ConfigurationError: it is out of that range or not a multiple of 4.
+    """
+    expected = f"a positive multiple of 4 up to {_MAX_POINTS_PER_SERVER}"
+    if type(value) is not int:
+        raise wrong_type(name, value, expected)
+    if not 4 <= value <= _MAX_POINTS_PER_SERVER or value % 4:
+        raise bad_value(name, value, expected)
+    return value
+
+
+def check_compat(name: str, value: Any) -> KetamaCompat:
+    """Return *value* if it is `"libmemcached"` or `"uhashring"`.
+
+    Raises:
+        ArgumentTypeError: *value* is not a `str`.
+        ConfigurationError: it is another string.
+    """
+    if not isinstance(value, str):
+        raise wrong_type(name, value, "'libmemcached' or 'uhashring'")
+    if value in ("libmemcached", "uhashring"):
+        return cast(KetamaCompat, value)
+    raise ConfigurationError(f"{name} must be 'libmemcached' or 'uhashring', got {value!r}")
+
+
 class KetamaRing:
     """libmemcached's weighted ketama continuum, or uhashring's `ketama` mode.
 
@@ -101,16 +130,8 @@ class KetamaRing:
         points_per_server: int = KETAMA_POINTS_PER_SERVER,
         compat: KetamaCompat = "libmemcached",
     ) -> None:
-        expected = f"a positive multiple of 4 up to {_MAX_POINTS_PER_SERVER}"
-        if type(points_per_server) is not int:
-            raise wrong_type("points_per_server", points_per_server, expected)
-        if not 4 <= points_per_server <= _MAX_POINTS_PER_SERVER or points_per_server % 4:
-            raise bad_value("points_per_server", points_per_server, expected)
-        if compat not in ("libmemcached", "uhashring"):
-            raise ConfigurationError(
-                f"compat must be 'libmemcached' or 'uhashring', got {compat!r}"
-            )
-        self.compat = compat
+        check_points_per_server("points_per_server", points_per_server)
+        self.compat = check_compat("compat", compat)
         self.nodes = normalize_nodes(nodes, integer_weights=True)
         total = sum(int(w) for _, w in self.nodes)
         count = len(self.nodes)

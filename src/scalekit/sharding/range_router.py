@@ -69,6 +69,8 @@ class RangeRouter(Router[S]):
         _check_increasing(points)
         self._state: tuple[SortedList, tuple[S, ...]] = (SortedList(points), shard_tuple)
         self._sample_size = positive_int("sample_size", sample_size)
+        if rng is not None and not isinstance(rng, random.Random):
+            raise wrong_type("rng", rng, "a random.Random or None")
         self._rng = rng if rng is not None else random.Random()
         self._lock = threading.Lock()
         self._reset_load()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from .._validation import non_empty_str, non_negative_int, positive_int
+from .._validation import a_callable, non_empty_str, non_negative_int, positive_int
 from ..exceptions import ConfigurationError
 
 __all__ = ["Rollover"]
@@ -50,7 +50,7 @@ class Rollover:
         self.max_age = max_age
         self.max_size = None if max_size is None else positive_int("max_size", max_size)
         self.max_docs = None if max_docs is None else positive_int("max_docs", max_docs)
-        self._clock = clock
+        self._clock = a_callable("clock", clock)
         self.generation = 1
         self._created = [self._clock()]
         self._rolled: list[datetime] = []

@@ -10,7 +10,8 @@ index over by age, size or document count as Elasticsearch's ILM does.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Literal
@@ -132,13 +133,19 @@ class TimeRouter(Router[str]):
         tz = self.tz
         # Through UTC when the datetime is in tz already: astimezone() to its
         # own zone would keep a wall time in a DST gap as it is.
-        local = when.astimezone(timezone.utc if when.tzinfo is tz else tz)
-        if local.tzinfo is not tz:
-            local = local.astimezone(tz)
+        try:
+            local = when.astimezone(timezone.utc if when.tzinfo is tz else tz)
+            if local.tzinfo is not tz:
+                local = local.astimezone(tz)
+        except (OverflowError, ValueError) as exc:
+            raise self._out_of_range("key", key, exc) from None
         bucket = (self._bucket(local), local.utcoffset())
         name = self._names.get(bucket)
         if name is None:
-            name = self.name(self.floor(local))
+            with self._in_range("key", key):
+                start = self._floor(local)
+                self._next_start(start)  # a name parse() can read back: its partition ends
+                name = self._name(start)
             if len(self._names) >= 4096:
                 self._names.clear()
             self._names[bucket] = name
@@ -160,8 +167,12 @@ class TimeRouter(Router[str]):
 
     def partition(self, when: datetime) -> Partition:
         """The `Partition` holding *when*."""
-        start = self.floor(when)
-        return Partition(start, self.next_start(start), self.name(start))
+        return self._partition(self._aware(when, "when"), "when", when)
+
+    def _partition(self, when: datetime, argument: str, value: Any) -> Partition:
+        with self._in_range(argument, value):
+            start = self._floor(when)
+            return Partition(start, self._next_start(start), self._name(start))
 
     def route_range(self, start: datetime, end: datetime, *, inclusive: bool = False) -> list[str]:
         """Names of every partition a query over `[start, end)` (or `[start, end]`) reads.
@@ -178,10 +189,10 @@ class TimeRouter(Router[str]):
         if hi < lo or (hi == lo and not inclusive):
             return []
         result = []
-        current = self.partition(lo)
+        current = self._partition(lo, "start", start)
         while current.start < hi or (inclusive and current.start == hi):
             result.append(current)
-            current = Partition(current.end, self.next_start(current.end), self.name(current.end))
+            current = self._partition(current.end, "end", end)
         return result
 
     # -- calendar --------------------------------------------------------------------
@@ -198,9 +209,14 @@ class TimeRouter(Router[str]):
         a partition of its own, and where they skip half an hour, the hour's
         partition starts at the transition.
         """
+        aware = self._aware(when, "when")
+        with self._in_range("when", when):
+            return self._floor(aware)
+
+    def _floor(self, when: datetime) -> datetime:
         # Through UTC: astimezone() to the datetime's own zone would keep a wall
         # time that does not exist (in a DST gap) as it is.
-        local = self._aware(when, "when").astimezone(timezone.utc).astimezone(self.tz)
+        local = when.astimezone(timezone.utc).astimezone(self.tz)
         self._check_supported(local)
         interval = self.interval
         if interval == "minute" or interval == "hour":
@@ -227,6 +243,11 @@ class TimeRouter(Router[str]):
 
     def next_start(self, start: datetime) -> datetime:
         """The start of the partition after the one starting at *start*."""
+        aware = self._aware(start, "start")
+        with self._in_range("start", start):
+            return self._next_start(aware)
+
+    def _next_start(self, start: datetime) -> datetime:
         start = start.astimezone(timezone.utc).astimezone(self.tz)
         if self.interval in ("minute", "hour"):
             offset = start.utcoffset()
@@ -294,6 +315,11 @@ class TimeRouter(Router[str]):
         `%Z`), the repeat's name gets its offset appended, e.g.
         `h_2026_10_25_02` (CEST) and then `h_2026_10_25_02_p0100` (CET).
         """
+        aware = self._aware(start, "start")
+        with self._in_range("start", start):
+            return self._name(aware)
+
+    def _name(self, start: datetime) -> str:
         local = start.astimezone(self.tz)
         self._check_supported(local)
         name = self.template.format(local)
@@ -350,14 +376,15 @@ class TimeRouter(Router[str]):
             text = repeat.group()
             minutes = int(text[2:4]) * 60 + int(text[4:6])
             zone = timezone(timedelta(minutes=minutes if text[1] == "p" else -minutes))
-        partition = self.partition(parsed.replace(tzinfo=zone))
+        partition = self._partition(parsed.replace(tzinfo=zone), "name", name)
         if partition.name != name:
             # A wall time in a DST gap resolves past the gap, and a repeat may
             # begin mid-hour: the partition named is then a neighbour.
-            for near in (partition.start - _TICK, partition.end):
-                if self.partition(near).name == name:
-                    partition = self.partition(near)
-                    break
+            with self._in_range("name", name):
+                for near in (partition.start - _TICK, partition.end):
+                    if self._partition(near, "name", name).name == name:
+                        partition = self._partition(near, "name", name)
+                        break
         if partition.name != name:
             raise ConfigurationError(
                 f"{name!r} is not a partition name of template {self.template!r}"
@@ -411,6 +438,28 @@ class TimeRouter(Router[str]):
         return [p.name for p in sorted(parsed) if p.end <= cutoff]
 
     # -- internals -------------------------------------------------------------------
+
+    @contextmanager
+    def _in_range(self, argument: str, value: Any) -> Iterator[None]:
+        """Turn datetime's own range errors into a `ConfigurationError` naming *argument*.
+
+        A partition, and the instants the calendar arithmetic looks at around
+        it, must lie within `datetime.min` and `datetime.max`.
+        """
+        try:
+            yield
+        except ConfigurationError:
+            raise
+        except (OverflowError, ValueError) as exc:
+            raise self._out_of_range(argument, value, exc) from None
+
+    def _out_of_range(self, argument: str, value: Any, exc: Exception) -> ConfigurationError:
+        shown = value.isoformat() if isinstance(value, datetime) else repr(value)
+        return ConfigurationError(
+            f"{argument} {shown} is too near the ends of datetime's range (years "
+            f"{datetime.min.year} to {datetime.max.year}) for {self.interval} partitions: "
+            f"its partition must start and end within it ({exc})"
+        )
 
     def _aware(self, when: Any, name: str) -> datetime:
         """*when* as an aware datetime; *name* is the argument it was passed as."""
