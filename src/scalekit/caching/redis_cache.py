@@ -403,12 +403,13 @@ class RedisCache:
                 return default
             if data[0] == 0x6E:  # b"n": remembered "not found"
                 return default
-            if data[0] != 0x76:  # b"v": a value
-                raise ValueError(f"unknown record kind {data[:1]!r}")
-            return self.serializer.loads(payload)
+            if data[0] == 0x76:  # b"v": a value
+                return self.serializer.loads(payload)
         except Exception:  # any decoder's error: a miss, never a poisoned key
-            self._counters.add("undecodable")
-            return default if undecodable is _MISS else undecodable
+            pass
+        # An unknown record kind, or one its parts or the serializer cannot read.
+        self._counters.add("undecodable")
+        return default if undecodable is _MISS else undecodable
 
     def _drop_undecodable(self, name: str, data: bytes) -> None:
         """Remove the undecodable record *data* of *name* (if still there) under a new
