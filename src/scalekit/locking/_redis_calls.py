@@ -28,6 +28,8 @@ try:
     from redis.exceptions import (
         ClusterDownError,
         NoScriptError,
+        OutOfMemoryError,
+        ReadOnlyError,
         RedisClusterException,
         RedisError,
     )
@@ -115,17 +117,33 @@ end"""
 
 
 # Error replies of a server that will serve again soon: a script running past
-# busy-reply-threshold, a replica loading, a cluster slot moving or down.
-_TRANSIENT_REPLIES = ("BUSY", "LOADING", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
+# busy-reply-threshold, a replica loading, a cluster slot moving or down; and
+# of one that refuses writes until an operator acts: memory full under
+# noeviction (OOM), a master demoted to a replica (READONLY), a failed
+# background save with stop-writes-on-bgsave-error (MISCONF).
+_TRANSIENT_REPLIES = (
+    "BUSY",
+    "LOADING",
+    "TRYAGAIN",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "OOM",
+    "READONLY",
+    "MISCONF",
+)
 
 
 def is_transient(exc: BaseException) -> bool:
     """True for an error reply that says "not now" rather than "never".
 
     redis-py's cluster client raises `ClusterDownError` with its own text
-    ("The cluster is down"), without the server's `CLUSTERDOWN` prefix.
+    ("The cluster is down"), without the server's `CLUSTERDOWN` prefix, and
+    redis-py drops the `OOM` and `READONLY` prefixes from its own classes'
+    messages.
     """
-    return isinstance(exc, ClusterDownError) or str(exc).startswith(_TRANSIENT_REPLIES)
+    if isinstance(exc, ClusterDownError | OutOfMemoryError | ReadOnlyError):
+        return True
+    return str(exc).startswith(_TRANSIENT_REPLIES)
 
 
 class Script:

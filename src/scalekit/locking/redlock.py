@@ -17,6 +17,7 @@ masters keep their data.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import threading
 import time
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._validation import fraction, positive_number
-from ..exceptions import BackendUnavailableError, ConfigurationError
+from ..exceptions import BackendError, BackendUnavailableError, ConfigurationError
 from ._clients import check_hash_tag, check_redis_list
 
 try:
@@ -36,6 +37,8 @@ except ModuleNotFoundError as _exc:
 from .base import BaseLock, Grant, Lease, OnLost
 
 __all__ = ["Redlock"]
+
+_log = logging.getLogger(__name__)
 
 _ACQUIRE = Script(
     LUA_NEXT_TOKEN
@@ -199,14 +202,24 @@ class Redlock(BaseLock):
         assert ttl is not None
         return ttl - self._drift(ttl)
 
-    def _each(self, script: Script, args: list[Any], deadline: float | None = None) -> list[Any]:
+    def _each(
+        self,
+        script: Script,
+        args: list[Any],
+        deadline: float | None = None,
+        results: list[Any] | None = None,
+    ) -> list[Any]:
         """Run *script* on every master in turn; a master that fails yields None.
 
         Each call takes at most `instance_timeout`, and none starts or runs
         past *deadline* (the lock clock's time), nor starts with less than
-        `_MIN_CALL` left to it.
+        `_MIN_CALL` left to it. A master's error reply is logged and counts
+        as no answer from that master: one faulty master never decides for
+        the others. The answers are appended to *results* as they come, so
+        a caller sees those given before an unexpected exception.
         """
-        results: list[Any] = []
+        if results is None:
+            results = []
         for master in self._masters:
             budget = self.instance_timeout
             if deadline is not None:
@@ -219,6 +232,9 @@ class Redlock(BaseLock):
             except BackendUnavailableError:
                 # Silent within the caller's deadline rather than its own bound: not a verdict.
                 results.append(_CUT_SHORT if budget < self.instance_timeout else None)
+            except BackendError as exc:
+                _log.warning("Redis master of lock %r answered an error: %s", self.name, exc)
+                results.append(None)
         return results
 
     def _new_attempt(self, owner: str) -> Any:
@@ -239,7 +255,7 @@ class Redlock(BaseLock):
         ]
         for master, answer in zip(self._masters, answers, strict=True):
             if answer is not None and answer is not _CUT_SHORT and int(answer[0]) == 1:
-                with contextlib.suppress(BackendUnavailableError):
+                with contextlib.suppress(BackendError):
                     master.script(_ABANDON, self._keys, [owner], timeout=self.instance_timeout)
         if silent:
             assert self.ttl is not None
@@ -282,8 +298,10 @@ class Redlock(BaseLock):
                 for value in todo:
                     try:
                         master.script(_ABANDON, self._keys, [value], timeout=self.instance_timeout)
-                    except BackendUnavailableError:
-                        break  # still silent: the next pass tries it again
+                    except BackendError as exc:
+                        # Still silent, or an error reply: the next pass tries it again.
+                        _log.debug("clean-up of lock %r not done yet: %s", self.name, exc)
+                        break
                     with self._pending_lock:
                         self._pending.get(master, {}).pop(value, None)
             time.sleep(0.1)
@@ -296,9 +314,27 @@ class Redlock(BaseLock):
         # in the background) compares against that round's value, so it can never
         # delete a key a later round of the same acquire was granted.
         owner = attempt.next_round()
-        answers = self._each(
-            _ACQUIRE, [owner, ttl_ms, attempt.owner + ":", attempt.rounds], deadline
-        )
+        answers: list[Any] = []
+        won = False
+        try:
+            self._each(
+                _ACQUIRE, [owner, ttl_ms, attempt.owner + ":", attempt.rounds], deadline, answers
+            )
+            grant = self._settle(attempt, owner, answers, started, deadline)
+            won = grant is not None
+            return grant
+        finally:
+            if not won:
+                # Whatever ended the round, its grants are released: a master not
+                # reached yet counts as silent (the background tries it).
+                answers.extend([None] * (len(self._masters) - len(answers)))
+                self._release_on(owner, answers)
+
+    def _settle(
+        self, attempt: Any, owner: str, answers: list[Any], started: float, deadline: float | None
+    ) -> Grant | None:
+        """The grant of a round whose *answers* are in, or None; raises on an outage."""
+        assert self.ttl is not None
         granted = [r for r in answers if r is not None and r is not _CUT_SHORT and int(r[0]) == 1]
         if len(granted) >= self.quorum:
             token = max(int(r[1]) for r in granted)
@@ -311,7 +347,6 @@ class Redlock(BaseLock):
             if committed >= self.quorum and validity > 0:
                 # Every key was set after the caller's clock reading: count from there.
                 return token, self.ttl - self._drift(self.ttl)
-        self._release_on(owner, answers)
         reachable = sum(1 for r in answers if r is not None and r is not _CUT_SHORT)
         if reachable < self.quorum:
             # Without a quorum of answers this round says nothing about the lock: an
