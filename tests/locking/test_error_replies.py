@@ -146,3 +146,76 @@ def test_async_redis_lock_oom_is_unavailable(masters: list[Any]) -> None:
             await client.aclose()
 
     asyncio.run(main())
+
+
+def test_oom_in_the_clean_up_keeps_the_timeout(
+    masters: list[Any], thread_errors: list[BaseException]
+) -> None:
+    """A waiter whose clean-up meets OOM gets its own outcome, never the clean-up's error.
+
+    The waiter re-asks while it waits, so its outcome is the timeout or the
+    outage its own request met (`BackendUnavailableError`), and no thread dies.
+    """
+    holder = RedisLock(masters[0], unique("oomwait"), ttl=5, op_timeout=0.5)
+    lease = holder.acquire()
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            RedisLock(masters[0], holder.name, ttl=5, op_timeout=0.5).acquire(timeout=0.8)
+        except BaseException as exc:  # the test inspects it
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    queue = holder._keys[2]
+    end = time.monotonic() + 0.5
+    while masters[0].llen(queue) == 0 and time.monotonic() < end:
+        time.sleep(0.005)
+    assert masters[0].llen(queue) == 1
+    _refuse_writes(masters[0])
+    waiter.join(2)
+    assert len(outcome) == 1
+    assert type(outcome[0]) in (LockTimeoutError, BackendUnavailableError)
+    masters[0].config_set("maxmemory", "0")
+    # The clean-up goes on in the background and leaves the queue once Redis takes writes.
+    end = time.monotonic() + 1
+    while masters[0].llen(queue) and time.monotonic() < end:
+        time.sleep(0.01)
+    assert masters[0].llen(queue) == 0
+    holder.release(lease)
+    assert thread_errors == []
+
+
+def test_async_oom_in_the_clean_up_keeps_the_outcome(masters: list[Any]) -> None:
+    """As the sync test, on the asyncio lock: the clean-up's error never escapes."""
+    aioredis = pytest.importorskip("redis.asyncio")
+    port = masters[0].connection_pool.connection_kwargs["port"]
+    name = unique("aoomwait")
+
+    async def main() -> None:
+        client = aioredis.Redis(host="127.0.0.1", port=port)
+        try:
+            holder = AsyncRedisLock(client, name, ttl=5, op_timeout=0.5)
+            lease = await holder.acquire()
+            waiter = AsyncRedisLock(client, name, ttl=5, op_timeout=0.5)
+            task = asyncio.create_task(waiter.acquire(timeout=0.8))
+            queue = holder._keys[2]
+            end = time.monotonic() + 0.5
+            while masters[0].llen(queue) == 0 and time.monotonic() < end:
+                await asyncio.sleep(0.005)
+            assert masters[0].llen(queue) == 1
+            _refuse_writes(masters[0])
+            with pytest.raises((LockTimeoutError, BackendUnavailableError)) as info:
+                await task
+            assert type(info.value) in (LockTimeoutError, BackendUnavailableError)
+            masters[0].config_set("maxmemory", "0")
+            end = time.monotonic() + 1
+            while masters[0].llen(queue) and time.monotonic() < end:
+                await asyncio.sleep(0.01)
+            assert masters[0].llen(queue) == 0
+            await holder.release(lease)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())

@@ -227,7 +227,10 @@ class AsyncRedisLock:
             if silent:
                 raise BackendUnavailableError("redis did not answer the attempt")
             await self._script(_ABANDON, args, timeout=CLEANUP_BUDGET)
-        except (BackendUnavailableError, asyncio.CancelledError):
+        except (BackendError, asyncio.CancelledError) as exc:
+            # Any backend error, not only silence: the caller gets its own outcome and
+            # the clean-up goes on in a task.
+            _log.debug("clean-up of %r goes on in the background: %r", self.name, exc)
             task = asyncio.get_running_loop().create_task(self._abandon_later(args))
             _RENEWALS.add(task)
             task.add_done_callback(_RENEWALS.discard)
@@ -241,7 +244,7 @@ class AsyncRedisLock:
                 left = max(end - time.monotonic(), 0.001)
                 await self._script(_ABANDON, args, timeout=left)
                 return
-            except BackendUnavailableError:
+            except BackendError:  # silent, or an error reply (OOM): try again
                 await asyncio.sleep(0.1)
         _log.debug("could not leave the queue of %r", self.name)
 

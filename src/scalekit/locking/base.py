@@ -27,6 +27,7 @@ from .._validation import (
     wrong_type,
 )
 from ..exceptions import (
+    BackendError,
     BackendUnavailableError,
     ConfigurationError,
     LockLostError,
@@ -461,9 +462,11 @@ class BaseLock(abc.ABC):
             if silent and window is not None:
                 raise BackendUnavailableError("the backend did not answer the attempt")
             self._abandon(attempt, CLEANUP_BUDGET)
-        except BackendUnavailableError:
+        except BackendError as exc:
+            # Any backend error, not only silence (an OOM reply too): it never
+            # replaces the caller's outcome, and the clean-up goes on in the background.
             if window is None:
-                _log.debug("could not clean up a failed attempt on %r", self.name)
+                _log.debug("could not clean up a failed attempt on %r: %r", self.name, exc)
                 return
             threading.Thread(
                 target=self._abandon_later,
@@ -486,7 +489,7 @@ class BaseLock(abc.ABC):
             try:
                 self._abandon(attempt, max(end - time.monotonic(), 0.001))
                 return
-            except BackendUnavailableError:
+            except BackendError:  # silent, or an error reply: try again
                 time.sleep(0.1)
         _log.debug("gave up cleaning up a failed attempt on %r", self.name)
 
