@@ -201,17 +201,8 @@ class ZooKeeperLock(BaseLock):
         if attempt.node is None:
             # The owner token in the name lets us find the node if the reply is lost.
             attempt.maybe_created = True
-            pending = self.client.create_async(
-                f"{self.path}/{self._node_prefix}{attempt.owner}-",
-                b"",
-                ephemeral=True,
-                sequence=True,
-                makepath=True,
-                include_data=True,
-            )
-            pending.rawlink(lambda result, a=attempt: self._created_late(a, result))
-            node, stat = self._call("create", pending, self._budget(deadline))
-            attempt.node, attempt.czxid, attempt.maybe_created = node, int(stat.czxid), False
+            node, czxid = self._create(attempt, deadline)
+            attempt.node, attempt.czxid, attempt.maybe_created = node, czxid, False
         sent_at = time.monotonic()
         children = self._call(
             "get_children", self.client.get_children_async(self.path), self._budget(deadline)
@@ -260,6 +251,20 @@ class ZooKeeperLock(BaseLock):
             if len(self._blocking(before)) < self._limit:
                 attempt.wake.set()
         return None
+
+    def _create(self, attempt: Any, deadline: float | None) -> tuple[str, int]:
+        """Create the attempt's sequential node; its path and `czxid`."""
+        pending = self.client.create_async(
+            f"{self.path}/{self._node_prefix}{attempt.owner}-",
+            b"",
+            ephemeral=True,
+            sequence=True,
+            makepath=True,
+            include_data=True,
+        )
+        pending.rawlink(lambda result, a=attempt: self._created_late(a, result))
+        node, stat = self._call("create", pending, self._budget(deadline))
+        return node, int(stat.czxid)
 
     def _wait(self, attempt: Any, timeout: float | None) -> None:
         if attempt.node is not None:

@@ -8,7 +8,6 @@ from typing import Any
 
 from .._validation import positive_int
 from ..exceptions import ConfigurationError
-from .base import Grant
 from .lease import OnLost
 from .zookeeper_lock import ZooKeeperLock
 
@@ -39,7 +38,8 @@ class ZooKeeperSemaphore(ZooKeeperLock):
         ConfigurationError: *n* not a positive integer, or as ZooKeeperLock;
             from `acquire()`, the path is in use with another *n*.
 
-    Thread-safe. Cost: a create and a get_children to acquire, one delete
+    Thread-safe. Cost: a get of the path, a transaction (check of *n*,
+    create) and an exists, then a get_children to acquire; one delete
     to release; every release wakes all waiters (herd).
     """
 
@@ -67,13 +67,41 @@ class ZooKeeperSemaphore(ZooKeeperLock):
             clock=clock,
         )
 
-    def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
-        if attempt.node is None:
-            self._check_n(deadline)
-        return super()._do_acquire(attempt, blocking, deadline)
+    def _create(self, attempt: Any, deadline: float | None) -> tuple[str, int]:
+        """Create the node in one transaction with a check of the *n* just read.
 
-    def _check_n(self, deadline: float | None) -> None:
-        """Store *n* in the path's data, or refuse if the path is in use with another."""
+        A change of the path's *n* between the check and the create (another
+        *n* took an idle path over) fails the transaction, and the check runs
+        again: it then sees the other *n* in use and refuses.
+        """
+        while True:
+            version = self._check_n(deadline)
+            transaction = self.client.transaction()
+            transaction.check(self.path, version)
+            transaction.create(
+                f"{self.path}/{self._node_prefix}{attempt.owner}-",
+                b"",
+                ephemeral=True,
+                sequence=True,
+            )
+            pending = transaction.commit_async()
+            pending.rawlink(lambda result, a=attempt: self._created_late(a, result))
+            checked, created = self._call("create", pending, self._budget(deadline))
+            if isinstance(checked, Exception):
+                continue  # the path's n or version changed since the check
+            if isinstance(created, Exception):
+                raise created
+            stat = self._call("exists", self.client.exists_async(created), self._budget(deadline))
+            # A node gone already (its session expired) is not among the children: the
+            # caller starts over, and never uses this czxid.
+            return created, 0 if stat is None else int(stat.czxid)
+
+    def _check_n(self, deadline: float | None) -> int:
+        """Store *n* in the path's data, or refuse if the path is in use with another.
+
+        Returns:
+            The version of the path's data that holds this client's *n*.
+        """
         from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
         mine = str(self._limit).encode()
@@ -86,11 +114,11 @@ class ZooKeeperSemaphore(ZooKeeperLock):
                 try:
                     pending = self.client.create_async(self.path, mine, makepath=True)
                     self._call("create", pending, self._budget(deadline))
-                    return
+                    return 0
                 except NodeExistsError:
                     continue
             if data == mine:
-                return
+                return int(stat.version)
             if data:
                 children = self._call(
                     "get_children",
@@ -106,7 +134,6 @@ class ZooKeeperSemaphore(ZooKeeperLock):
                     )
             try:
                 pending = self.client.set_async(self.path, mine, version=stat.version)
-                self._call("set", pending, self._budget(deadline))
-                return
+                return int(self._call("set", pending, self._budget(deadline)).version)
             except BadVersionError:
                 continue
