@@ -12,7 +12,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scalekit.balancing import RoundRobin
 from scalekit.caching import LRUCache
-from scalekit.observability import PrometheusCollector, Telemetry, watch_balancer, watch_cache
+from scalekit.locking import MemoryLock
+from scalekit.observability import (
+    PrometheusCollector,
+    Telemetry,
+    watch_balancer,
+    watch_cache,
+    watch_locks,
+)
 
 
 def _free_port() -> int:
@@ -96,3 +103,44 @@ def test_pushed_counters_and_histograms(scrape) -> None:  # type: ignore[no-unty
     collector.close()
     hub.add("scalekit_lock_leases_lost", lock="stock", cause="expired")
     assert hub.active is False
+
+
+def test_a_new_collector_starts_from_the_hubs_pushed_totals() -> None:
+    # Replacing the exporter (a reload, a new registry) must not reset pushed
+    # counters: the hub keeps their totals, as it does for pulled ones.
+    hub = Telemetry()
+    first_registry = CollectorRegistry()
+    first = PrometheusCollector(hub).register(first_registry)
+    watch_locks("jobs", telemetry=hub)
+    lock = MemoryLock("jobs:1", ttl=10)
+    for _ in range(5):
+        lease = lock.acquire()
+        assert lease is not None
+        lock.release(lease)
+    lb = RoundRobin(["a", "b"])
+    watch_balancer(lb, "pay", telemetry=hub)
+    for _ in range(10):
+        lb.release(lb.pick(), latency=0.001)
+    jobs = {"lock": "jobs"}
+    assert first_registry.get_sample_value("scalekit_lock_acquisitions_total", jobs) == 5
+    first.close()
+
+    registry = CollectorRegistry()
+    second = PrometheusCollector(hub).register(registry)
+    try:
+        assert registry.get_sample_value("scalekit_lock_acquisitions_total", jobs) == 5
+        assert registry.get_sample_value("scalekit_lock_timeouts_total", jobs) == 0
+        picks = sum(
+            registry.get_sample_value(
+                "scalekit_balancer_picks_total", {"balancer": "pay", "endpoint": ep}
+            )
+            or 0
+            for ep in "ab"
+        )
+        assert picks == 10
+        lease = lock.acquire()
+        assert lease is not None
+        lock.release(lease)
+        assert registry.get_sample_value("scalekit_lock_acquisitions_total", jobs) == 6
+    finally:
+        second.close()

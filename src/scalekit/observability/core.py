@@ -174,6 +174,12 @@ class Telemetry:
         self._doomed: dict[tuple[str, str], set[Series]] = {}
         # Counter series that exist at 0 from the moment their object is watched.
         self._zeros: dict[tuple[str, Labels], MetricSpec] = {}
+        # The total of every pushed counter series, kept by the hub so that a
+        # recorder subscribed later (a new exporter) starts from it, not at 0.
+        # `_push_lock` makes each increment land either in the totals a new
+        # recorder starts from or in that recorder, never in both.
+        self._push_lock = threading.Lock()
+        self._pushed: dict[tuple[str, Labels], float] = {}
         self.active = False
         _hubs.add(self)
 
@@ -198,11 +204,15 @@ class Telemetry:
         with self._lock:
             if any(r is recorder for r in self._recorders):
                 return
-            self._recorders = (*self._recorders, recorder)
+            with self._push_lock:
+                self._recorders = (*self._recorders, recorder)
+                pushed = dict(self._pushed)
             _emit._subscribed(1)
             was, self.active = self.active, True
-            for (_, key), spec in self._zeros.items():
-                self._call(recorder, "add", spec, 0.0, key)
+            for series, spec in self._zeros.items():
+                self._call(recorder, "add", spec, pushed.pop(series, 0.0), series[1])
+            for (metric, key), total in pushed.items():
+                self._call(recorder, "add", METRICS[metric], total, key)
             if not was:
                 self._switch(True)
 
@@ -322,6 +332,11 @@ class Telemetry:
             kept = dict(key).get(keep_label)
             if kept is not None and kept not in keep:
                 del self._zeros[(metric, key)]
+        with self._push_lock:
+            for metric, key in list(self._pushed):
+                kept = dict(key).get(keep_label) if scoped in key else None
+                if kept is not None and kept not in keep:
+                    del self._pushed[(metric, key)]
         doomed = self._doomed.pop(scoped, set())
         marked: set[Series] = set()
         for series in list(self._totals):
@@ -363,7 +378,16 @@ class Telemetry:
             raise ConfigurationError(
                 f"amount must be a finite number >= 0, got {amount!r} for {metric}"
             )
-        self._send("add", spec, float(amount), _labels(spec, labels))
+        key = _labels(spec, labels)
+        series = (spec.name, key)
+        with self._push_lock:
+            self._pushed[series] = self._pushed.get(series, 0.0) + float(amount)
+            recorders = self._recorders
+        for recorder in recorders:
+            try:
+                recorder.add(spec, float(amount), key)
+            except Exception as exc:  # a recorder's failure must never reach the primitive
+                _recorder_failed(recorder, spec, exc)
 
     def set(self, metric: GaugeName, value: float, **labels: Any) -> None:
         """Set gauge *metric* to *value*.
@@ -767,6 +791,8 @@ def _after_fork_in_child() -> None:
     for hub in list(_hubs):
         hub._lock = threading.RLock()
         hub._collect_lock = threading.Lock()
+        hub._push_lock = threading.Lock()
+        hub._pushed.clear()
     for memory in list(_recorders):
         memory._lock = threading.Lock()
         memory.counters.clear()
