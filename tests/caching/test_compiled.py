@@ -958,3 +958,65 @@ except TypeError as exc:
         "LRU",
     )
     assert out == "CachedHit CachedHit is not initialised: cached() builds it\n"
+
+
+_REENTRANT_STATE_CHILD = """
+import copy, pickle, sys
+from scalekit.caching import FIFOCache, LRUCache, SIEVECache
+
+cls = {"LRUCache": LRUCache, "FIFOCache": FIFOCache, "SIEVECache": SIEVECache}[sys.argv[1]]
+mode, how = sys.argv[2], sys.argv[3]
+c = cls(maxsize=10)
+arm = [False]
+
+
+class K:
+    def __init__(self, n):
+        self.n = n
+
+    def __hash__(self):
+        if arm[0]:
+            arm[0] = False
+            c.clear() if mode == "clear" else c.pop(self)
+        return self.n
+
+    def __eq__(self, other):
+        return isinstance(other, K) and other.n == self.n
+
+    def __reduce__(self):
+        return (K, (self.n,))
+
+
+for i in range(5):
+    c[K(i)] = [i]
+arm[0] = True
+other = copy.copy(c) if how == "copy" else pickle.loads(pickle.dumps(c))
+assert not arm[0], "the state was taken without hashing a key"
+assert len(list(c)) == len(c), (list(c), len(c))
+assert len(list(other)) == len(other), (list(other), len(other))
+assert all(other[k] == [k.n] for k in other)
+print(len(c), sorted(k.n for k in other))
+"""
+
+
+@pytest.mark.parametrize("how", ["copy", "pickle"])
+@pytest.mark.parametrize("mode", ["clear", "pop"])
+@pytest.mark.parametrize("public", [LRUCache, FIFOCache, SIEVECache])
+def test_state_of_a_compiled_cache_survives_a_key_hash_that_changes_it(
+    public: type, mode: str, how: str
+) -> None:
+    # copy.copy and pickle take the state through __getstate__; the first key
+    # hashed while the state is built clears the cache or pops itself. The state
+    # is the cache as it was before that hash: all five entries.
+    _compiled_module()
+    env = {k: v for k, v in os.environ.items() if k != "SCALEKIT_PURE_PYTHON"}
+    out = subprocess.run(
+        [sys.executable, "-c", _REENTRANT_STATE_CHILD, public.__name__, mode, how],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, (out.returncode, out.stderr)
+    left = 0 if mode == "clear" else 4
+    assert out.stdout.split("\n")[0] == f"{left} [0, 1, 2, 3, 4]"

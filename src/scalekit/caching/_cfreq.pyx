@@ -479,6 +479,7 @@ cdef class LFUCore:
         cdef _Freq* f = self._root.next
         cdef PyObject* p
         cdef Py_ssize_t n
+        cdef list order
         while f != &self._root:
             n = 0
             p = f.head
@@ -490,6 +491,8 @@ cdef class LFUCore:
             counts.append(f.count)
             lengths.append(n)
             f = f.next
+        # The map's order from the same snapshot, before any Python code runs.
+        order = list(self._map)
         root = _Bucket()
         root.count = 0
         prev = root
@@ -506,7 +509,7 @@ cdef class LFUCore:
             start += length
         prev.next = root
         root.prev = prev
-        state["_data"] = {key: owner[key] for key in list(self._map)}
+        state["_data"] = {key: owner[key] for key in order}
         state["_root"] = root
         for name in _FIELDS:
             state[name] = getattr(self, name)
@@ -1117,14 +1120,18 @@ cdef class S3FIFOCore:
 
     # -- state: the pure S3FIFOCache's __dict__ ------------------------------------------
 
-    cdef object _queue(self, _Entry root):
-        # Read in C first (appends run no Python code), then build the OrderedDict.
+    cdef list _queue_keys(self, _Entry root):
+        # Read in C (appends run no Python code).
         cdef list keys = []
         cdef PyObject* p = root.next
         while p != <PyObject*>root:
             keys.append((<_Entry>p).key)
             p = (<_Entry>p).next
-        return OrderedDict.fromkeys(keys)
+        return keys
+
+    cdef object _queue(self, _Entry root):
+        # Read in C first, then build the OrderedDict.
+        return OrderedDict.fromkeys(self._queue_keys(root))
 
     @property
     def _small(self):
@@ -1139,16 +1146,22 @@ cdef class S3FIFOCore:
     def __getstate__(self):
         """The pure class's state: `_data` of `[value, freq, queue]`, the queues as `OrderedDict`s."""
         state = dict(self.__dict__)
-        small = self._queue(self._small_root)
-        main = self._queue(self._main_root)
+        # One snapshot in C (the queues, the entries and their fields; list
+        # appends and the dict's item list run no Python code), then the
+        # OrderedDicts and the dict, whose hashing may run any code.
+        cdef list small_keys = self._queue_keys(self._small_root)
+        cdef list main_keys = self._queue_keys(self._main_root)
+        cdef list items = list(self._map.items())
+        cdef list keys = []
+        cdef list rows = []
         cdef _Entry node
-        data = {}
-        for key, entry in list(self._map.items()):
+        for key, entry in items:
             node = <_Entry>entry
-            data[key] = [node.value, node.freq, node.queue]
-        state["_data"] = data
-        state["_small"] = small
-        state["_main"] = main
+            keys.append(key)
+            rows.append([node.value, node.freq, node.queue])
+        state["_data"] = dict(zip(keys, rows))
+        state["_small"] = OrderedDict.fromkeys(small_keys)
+        state["_main"] = OrderedDict.fromkeys(main_keys)
         state["_small_used"] = self._small_used
         state["_main_used"] = self._main_used
         for name in _S3_FIELDS:

@@ -23,7 +23,8 @@ its cache is still collected.
 
 cimport cython
 from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError, PyDict_Size
-from cpython.ref cimport PyObject
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport PyObject, Py_INCREF
 
 from collections import OrderedDict
 
@@ -372,13 +373,37 @@ cdef class LinkedCore:
     def __getstate__(self):
         """The pure class's state: its `__dict__`, with `_data` an `OrderedDict`, oldest first."""
         state = dict(self.__dict__)
-        data = OrderedDict()
         cdef _Node root = self._root
-        cdef PyObject* p = root.next
-        while p != <PyObject*>root:
-            data[(<_Node>p).key] = (<_Node>p).value
-            p = (<_Node>p).next
-        state["_data"] = data
+        cdef PyObject* p
+        cdef Py_ssize_t n, i
+        cdef object item
+        while True:
+            # The walk runs no Python code: it counts, then fills lists made
+            # beforehand (whose allocation may run a collection, and so any
+            # code; a walk that finds another length is made again). A key's
+            # __hash__/__eq__ runs only on the copies, below.
+            n = 0
+            p = root.next
+            while p != <PyObject*>root:
+                n += 1
+                p = (<_Node>p).next
+            keys = PyList_New(n)
+            values = PyList_New(n)
+            i = 0
+            p = root.next
+            while p != <PyObject*>root and i < n:
+                item = (<_Node>p).key
+                Py_INCREF(item)
+                PyList_SET_ITEM(keys, i, item)
+                item = (<_Node>p).value
+                Py_INCREF(item)
+                PyList_SET_ITEM(values, i, item)
+                i += 1
+                p = (<_Node>p).next
+            if i == n and p == <PyObject*>root:
+                break
+        item = None
+        state["_data"] = OrderedDict(zip(keys, values))
         for name in _FIELDS:
             state[name] = getattr(self, name)
         return state
@@ -773,13 +798,39 @@ cdef class SieveCore:
     def __getstate__(self):
         """The pure class's state: entries oldest first with their bits, and the hand's key."""
         state = dict(self.__dict__)
-        entries = []
         cdef _Mark root = self._root
-        cdef PyObject* p = root.next
-        while p != <PyObject*>root:
-            entries.append(((<_Mark>p).key, (<_Mark>p).value, (<_Mark>p).visited))
-            p = (<_Mark>p).next
-        state["_entries"] = entries
+        cdef PyObject* p
+        cdef Py_ssize_t n, i
+        cdef object item
+        while True:
+            # As LinkedCore.__getstate__: a walk that runs no Python code, into
+            # lists made beforehand, made again if the length changed meanwhile.
+            n = 0
+            p = root.next
+            while p != <PyObject*>root:
+                n += 1
+                p = (<_Mark>p).next
+            keys = PyList_New(n)
+            values = PyList_New(n)
+            bits = PyList_New(n)
+            i = 0
+            p = root.next
+            while p != <PyObject*>root and i < n:
+                item = (<_Mark>p).key
+                Py_INCREF(item)
+                PyList_SET_ITEM(keys, i, item)
+                item = (<_Mark>p).value
+                Py_INCREF(item)
+                PyList_SET_ITEM(values, i, item)
+                item = True if (<_Mark>p).visited else False
+                Py_INCREF(item)
+                PyList_SET_ITEM(bits, i, item)
+                i += 1
+                p = (<_Mark>p).next
+            if i == n and p == <PyObject*>root:
+                break
+        item = None
+        state["_entries"] = list(zip(keys, values, bits))
         state["_hand_key"] = None if self._hand_node is None else self._hand_node.key
         for name in _FIELDS:
             state[name] = getattr(self, name)
