@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 from .._validation import flag
-from ..exceptions import ArgumentTypeError, ReentrantCallError
+from ..exceptions import ArgumentTypeError, ConfigurationError, ReentrantCallError
 from ..observability import _emit
 from ._single_flight import own_copy as _own_copy
 from ._single_flight import reset_in_forked_child
@@ -580,6 +580,12 @@ def store(
     With *flights*, a call that started under an older *generation* (a
     `cache_clear()` ran since) stores nothing: its value may predate the
     clear, and a call started after it may have stored a fresher one.
+
+    Raises:
+        ConfigurationError: the cache refused the value for a reason other
+            than its size (a `getsizeof` result that is negative, NaN, a bool
+            or not a number): it is raised, not taken for "value too large",
+            which would silently turn the cache off.
     """
     try:
         if lock is None:
@@ -589,6 +595,8 @@ def store(
             with lock:
                 if flights is None or flights.generation == generation:
                     cache[k] = value
+    except ConfigurationError:
+        raise
     except ValueError:
         pass
 
