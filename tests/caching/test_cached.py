@@ -7,6 +7,8 @@ import linecache
 import sys
 import threading
 import traceback
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import cachetools
@@ -414,3 +416,21 @@ def test_maxsize_zero_just_calls() -> None:
         return x
 
     assert ident(1) == 1 and ident(1) == 1 and calls == [1, 1] and len(ident.cache) == 0
+
+
+@pytest.mark.parametrize(
+    "size", [True, -1, Decimal(1), Fraction(1, 2)], ids=["bool", "negative", "decimal", "fraction"]
+)
+def test_a_bad_getsizeof_result_raises_through_cached_instead_of_disabling_it(size: Any) -> None:
+    # Only the genuine "value too large" stays uncached silently, as in cachetools.
+    from scalekit.caching.base import ConfigurationError
+
+    calls: list[int] = []
+
+    @cached(LRUCache(10, getsizeof=lambda v: size))
+    def f(x: int) -> int:
+        calls.append(x)
+        return x
+
+    with pytest.raises(ConfigurationError, match="getsizeof must return"):
+        f(1)

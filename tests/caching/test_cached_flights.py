@@ -264,11 +264,39 @@ def test_async_cache_clear_forgets_a_call_in_progress() -> None:
     asyncio.run(main())
 
 
-def test_cache_clear_forgets_a_thread_call_in_progress() -> None:
+def test_async_a_call_started_before_cache_clear_does_not_store_its_stale_value() -> None:
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+    calls: list[str] = []
+
+    @cached(LRUCache(10))
+    async def load(k: int) -> str:
+        calls.append("call")
+        if len(calls) == 1:
+            entered.set()
+            await gate.wait()
+            return "old"
+        return "new"
+
+    async def main() -> None:
+        first = asyncio.create_task(load(1))
+        await asyncio.wait_for(entered.wait(), 5)
+        load.cache_clear()
+        assert await asyncio.wait_for(load(1), 5) == "new"
+        gate.set()
+        assert await asyncio.wait_for(first, 5) == "old"  # its own caller gets its value
+        assert await load(1) == "new"  # but the cache keeps the fresh one
+        assert calls == ["call", "call"]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("lock", [None, threading.Lock()], ids=["unlocked", "locked"])
+def test_cache_clear_forgets_a_thread_call_in_progress(lock: Any) -> None:
     inside = threading.Event()
     release = threading.Event()
 
-    @cached(LRUCache(10))
+    @cached(LRUCache(10), lock=lock)
     def load(k: int) -> str:
         if threading.current_thread().name == "hung":
             inside.set()
@@ -289,6 +317,9 @@ def test_cache_clear_forgets_a_thread_call_in_progress() -> None:
     release.set()
     hung.join(5)
     assert out == ["old"]
+    # The call started before the clear does not store its stale value over the fresh one.
+    assert load(1) == "new"
+    assert load.cache[(1,)] == "new"
 
 
 def test_the_redis_tier_single_flight_keeps_a_leader_interrupt_in_its_thread() -> None:

@@ -363,3 +363,18 @@ def test_a_policy_written_on_the_base_gets_the_whole_api(sized: bool) -> None:
     assert cache.popitem() == ("c", 3) and len(cache) == 0 and cache.currsize == 0
     with pytest.raises(KeyError):
         cache.popitem()
+
+
+def test_the_lru_touch_hook_records_recency_for_the_base_read_paths() -> None:
+    # `LRUCache` inlines its own reads; `_touch` is the policy hook the base
+    # `Cache.get` and `Cache.__getitem__` use (a subclass reading through them).
+    from scalekit.caching import LRUCache
+    from scalekit.caching.base import Cache
+
+    for read in (lambda c, k: Cache.get(c, k), lambda c, k: Cache.__getitem__(c, k)):
+        cache = LRUCache(2)
+        cache[1] = "a"
+        cache[2] = "b"
+        assert read(cache, 1) == "a"
+        cache[3] = "c"
+        assert sorted(cache) == [1, 3]  # 2, not the key just read, was evicted

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 from .._validation import flag
-from ..exceptions import ArgumentTypeError, ReentrantCallError
+from ..exceptions import ArgumentTypeError, ConfigurationError, ReentrantCallError
 from ..observability import _emit
 from ._single_flight import own_copy as _own_copy
 from ._single_flight import reset_in_forked_child
@@ -135,11 +135,13 @@ class SyncFlights:
     in progress and a fresh lock: those threads do not exist in the child.
     """
 
-    __slots__ = ("__weakref__", "_lock", "_table")
+    __slots__ = ("__weakref__", "_lock", "_table", "generation")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._table: dict[Any, _Flight] = {}
+        #: How many times `forget()` ran: a call started under an older one does not store.
+        self.generation = 0
         reset_in_forked_child(self)
 
     def after_fork(self) -> None:
@@ -153,10 +155,12 @@ class SyncFlights:
     def forget(self) -> None:
         """Let the next caller of every key start a new call (`cache_clear()`).
 
-        The calls in progress go on, and their current followers keep waiting for them.
+        The calls in progress go on, and their current followers keep waiting for
+        them, but they no longer store their results (see `generation`).
         """
         with self._lock:
             self._table = {}
+            self.generation += 1
 
     def run(self, k: Any, compute: Callable[[], Any], name: str) -> Any:
         """Return `compute()`, computed once for all concurrent callers of *k*.
@@ -247,18 +251,22 @@ class AsyncFlights:
     `f("b")`, whose task asks for `f("a")`).
     """
 
-    __slots__ = ("_tables",)
+    __slots__ = ("_tables", "generation")
 
     def __init__(self) -> None:
         self._tables: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[Any, _AsyncFlight]
         ] = weakref.WeakKeyDictionary()
+        #: How many times `forget()` ran: a call started under an older one does not store.
+        self.generation = 0
 
     def forget(self) -> None:
         """Let the next caller of every key start a new call (`cache_clear()`).
 
-        The calls in progress go on, and their current callers keep awaiting them.
+        The calls in progress go on, and their current callers keep awaiting
+        them, but they no longer store their results (see `generation`).
         """
+        self.generation += 1
         for table in list(self._tables.values()):
             table.clear()
 
@@ -559,14 +567,36 @@ def _attach(
     wrapper.cache_clear = lambda: clear(cache, lock, counters, flights)
 
 
-def store(cache: MutableMapping[Any, Any], k: Any, value: Any, lock: Any) -> None:
-    """`cache[k] = value` under *lock*; a value too large stays uncached, as in cachetools."""
+def store(
+    cache: MutableMapping[Any, Any],
+    k: Any,
+    value: Any,
+    lock: Any,
+    flights: Any = None,
+    generation: int = 0,
+) -> None:
+    """`cache[k] = value` under *lock*; a value too large stays uncached, as in cachetools.
+
+    With *flights*, a call that started under an older *generation* (a
+    `cache_clear()` ran since) stores nothing: its value may predate the
+    clear, and a call started after it may have stored a fresher one.
+
+    Raises:
+        ConfigurationError: the cache refused the value for a reason other
+            than its size (a `getsizeof` result that is negative, NaN, a bool
+            or not a number): it is raised, not taken for "value too large",
+            which would silently turn the cache off.
+    """
     try:
         if lock is None:
-            cache[k] = value
+            if flights is None or flights.generation == generation:
+                cache[k] = value
         else:
             with lock:
-                cache[k] = value
+                if flights is None or flights.generation == generation:
+                    cache[k] = value
+    except ConfigurationError:
+        raise
     except ValueError:
         pass
 
@@ -613,6 +643,7 @@ def _sync_wrapper(
 
     def miss(k: Any, args: Any, kwargs: Any) -> Any:
         def compute() -> Any:
+            generation = flights.generation
             # Another caller may have filled the cache between our miss and the flight.
             value = MISSING
             if peek is not None:
@@ -625,7 +656,7 @@ def _sync_wrapper(
                 on = _emit.on
                 value = _emit.load(cache, func, args, kwargs) if on else func(*args, **kwargs)
                 if cache is not None:
-                    store(cache, k, value, lock)
+                    store(cache, k, value, lock, flights, generation)
             return value
 
         if _emit.on:
@@ -737,13 +768,15 @@ def _async_wrapper(
         if counters is not None:
             counters.misses += 1
 
+        generation = flights.generation  # before the call's task starts
+
         async def compute() -> Any:
             if _emit.on:
                 value = await _emit.load_async(cache, func, args, kwargs)
             else:
                 value = await func(*args, **kwargs)
             if cache is not None:
-                store(cache, k, value, lock)
+                store(cache, k, value, lock, flights, generation)
             return value
 
         if _emit.on:
