@@ -108,48 +108,35 @@ def compiled_hit(cache: object, miss: Callable[[Any, Any, Any], Any]) -> Callabl
 
 
 def sieve(cls: C) -> C:
-    """The public `SIEVECache` for the pure `cls`: compiled if built (as `linked`).
-
-    Args:
-        cls: the pure-Python class.
-
-    Returns:
-        The class to publish under `cls`'s name.
-    """
-    core = load("scalekit.caching._clinked")
-    if core is None:
-        return cls
-    return _twin(core.SieveCore, cls, {})
+    """The public `SIEVECache` for the pure `cls`: compiled if built (as `linked`)."""
+    return _core_twin("scalekit.caching._clinked", "SieveCore", cls)
 
 
 def lfu(cls: C) -> C:
-    """The public `LFUCache` for the pure `cls`: compiled if built (as `linked`).
-
-    Args:
-        cls: the pure-Python class.
-
-    Returns:
-        The class to publish under `cls`'s name.
-    """
-    core = load("scalekit.caching._cfreq")
-    if core is None:
-        return cls
-    return _twin(core.LFUCore, cls, {})
+    """The public `LFUCache` for the pure `cls`: compiled if built (as `linked`)."""
+    return _core_twin("scalekit.caching._cfreq", "LFUCore", cls)
 
 
 def s3fifo(cls: C) -> C:
-    """The public `S3FIFOCache` for the pure `cls`: compiled if built (as `linked`).
+    """The public `S3FIFOCache` for the pure `cls`: compiled if built (as `linked`)."""
+    return _core_twin("scalekit.caching._cfreq", "S3FIFOCore", cls)
+
+
+def _core_twin(module: str, core: str, cls: C) -> C:
+    """`cls` with the compiled *core* of *module* first among its bases, or `cls` itself.
 
     Args:
+        module: the extension module holding the core.
+        core: the core class's name in it.
         cls: the pure-Python class.
 
     Returns:
         The class to publish under `cls`'s name.
     """
-    core = load("scalekit.caching._cfreq")
-    if core is None:
+    loaded = load(module)
+    if loaded is None:
         return cls
-    return _twin(core.S3FIFOCore, cls, {})
+    return _twin(getattr(loaded, core), cls, {})
 
 
 def _twin(core: type, cls: C, extra: dict[str, Any]) -> C:
