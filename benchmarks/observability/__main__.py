@@ -197,6 +197,9 @@ def _lock_run(n_ops: int, mode: str) -> Callable[[], None]:
 
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", default="", help="run only the workloads whose name contains this text"
+    )
     args = parser.parse_args()
     # --quick is a smoke run (the test suite's): enough to print every row, not to measure.
     n_ops = 20_000 if args.quick else 300_000
@@ -227,6 +230,8 @@ def main() -> None:
     best_rows = []
     print(header + "   (time ratios of medians)")
     for name, make in workloads:
+        if args.only not in name:
+            continue
         medians, best = shuffled_times([make(m) for m in MODES], rounds, args.seed)
         today, idle, hub, prom = medians
         print(f"{name:<28} {idle / today:>11.3f} {hub / today:>10.3f} {prom / today:>11.3f}")

@@ -173,10 +173,12 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
     `str(endpoint)`. The balancer is held weakly. A balancer pushes to one
     hub: the last that watched it and has a recorder.
 
-    Cost: with a recorder subscribed, a pick counts into a dict and a
-    release appends its latency to a buffer, both under the balancer's own
-    lock; buffers reach the hub at each collection (swapped out under the
-    balancer's lock, bucketed after it is released), or once an endpoint has 4096.
+    Cost: with a recorder subscribed, `pick` is unchanged and a release
+    appends its latency to a buffer (one dict read and one append) under
+    the balancer's own lock; buffers reach the hub at each collection
+    (swapped out under the balancer's lock, bucketed after it is released),
+    and a daemon thread hands over every buffer of 4096 values or more
+    each 50 ms, so that memory stays bounded between collections.
 
     Raises:
         ConfigurationError: *name* is empty.
@@ -204,7 +206,10 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
             ok, errors = probe.take()
             in_flight = {**lb._draining, **lb._in_flight}
             probe.expire(set(in_flight))
-            picks = probe.picks(in_flight) if lb._probe is probe else {}
+            on = lb._probe is probe
+            picks = probe.picks(in_flight) if on else {}
+        if on:
+            _emit.drain(lb, probe)  # running again after a fork
         probe.send(ok, errors)  # bucketing is O(requests): never under the balancer's lock
         endpoints = list(lb.endpoints)
         # Departed endpoints' pushed series go one collection after they left: looked
@@ -239,10 +244,16 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
 
     def switch(lb: Any, active: bool) -> None:
         # Always an assignment: deleting an instance attribute would slow every other.
+        # Under the balancer's lock: a release reads both.
+        with lb._lock:
+            if active:
+                lb._probe, lb._latencies = probe, probe.ok
+            elif lb._probe is probe:
+                lb._probe = lb._latencies = None
         if active:
-            lb._probe = probe
-        elif lb._probe is probe:
-            lb._probe = None
+            _emit.drain(lb, probe)
+        elif lb._probe is None:
+            _emit.drain(lb, None)
 
     collect.probe = probe  # type: ignore[attr-defined]
     _emit.name(balancer, hub, label)
