@@ -26,6 +26,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
+from .catalog import METRICS
+
 if TYPE_CHECKING:
     from .core import Telemetry
 
@@ -84,6 +86,7 @@ def name_locks(key: object, belongs: Callable[[str], bool], hub: Telemetry, labe
     with _state_lock:
         rest = [f for f in _lock_families if f[0] != key and f[2]() is not None]
         _lock_families[:] = [(key, belongs, weakref.ref(hub), label), *rest]
+        _family_of.clear()
 
 
 def _named(obj: Any) -> tuple[Telemetry, str] | None:
@@ -93,18 +96,36 @@ def _named(obj: Any) -> tuple[Telemetry, str] | None:
     return found
 
 
-def _lock_named(lock: Any) -> tuple[Telemetry, str] | None:
-    """The first family, newest first, of an active hub that *lock* belongs to."""
-    lock_name = getattr(lock, "name", "")
-    for _, belongs, ref, label in _lock_families:
-        hub = ref()
-        if hub is None or not hub.active:
-            continue
+# Lock name -> the families it belongs to, newest first (hub held weakly, label): the
+# families' own tests run once per name, not per acquire. Cleared when a family is
+# watched, and once it holds _FAMILY_CACHE names (lock names may be per resource).
+_family_of: dict[str, tuple[tuple[weakref.ref[Telemetry], str], ...]] = {}
+_FAMILY_CACHE = 4096
+
+
+def _families(lock_name: str) -> tuple[tuple[weakref.ref[Telemetry], str], ...]:
+    found = _family_of.get(lock_name)
+    if found is not None:
+        return found
+    out = []
+    for _, belongs, ref, label in list(_lock_families):
         try:
             if belongs(lock_name):
-                return hub, label
+                out.append((ref, label))
         except Exception:  # a family's own test failing never reaches the lock
             continue
+    if len(_family_of) >= _FAMILY_CACHE:
+        _family_of.clear()
+    found = _family_of[lock_name] = tuple(out)
+    return found
+
+
+def _lock_named(lock: Any) -> tuple[Telemetry, str] | None:
+    """The first family, newest first, of an active hub that *lock* belongs to."""
+    for ref, label in _families(getattr(lock, "name", "")):
+        hub = ref()
+        if hub is not None and hub.active:
+            return hub, label
     return None
 
 
@@ -252,11 +273,18 @@ async def load_async(cache: Any, func: Callable[..., Any], args: Any, kwargs: An
     return value
 
 
+_LOAD = METRICS["scalekit_cache_load_duration_seconds"]
+_LOAD_ERRORS = METRICS["scalekit_cache_load_errors"]
+_WAITS = METRICS["scalekit_cache_singleflight_waits"]
+
+
 def _loaded(hub: Telemetry, label: str, seconds: float, *, ok: bool) -> None:
-    outcome = "ok" if ok else "error"
-    hub.observe("scalekit_cache_load_duration_seconds", seconds, cache=label, outcome=outcome)
-    if not ok:
-        hub.add("scalekit_cache_load_errors", cache=label)
+    # Label tuples in catalog order, built here: the hub's checked add()/observe() cost more.
+    if ok:
+        hub._observe_key(_LOAD, (("cache", label), ("outcome", "ok")), max(seconds, 0.0))
+        return
+    hub._observe_key(_LOAD, (("cache", label), ("outcome", "error")), max(seconds, 0.0))
+    hub._add_key(_LOAD_ERRORS, (("cache", label),))
 
 
 def flight(cache: Any, run: Callable[[Callable[[], Any]], Any], compute: Callable[[], Any]) -> Any:
@@ -274,7 +302,7 @@ def flight(cache: Any, run: Callable[[Callable[[], Any]], Any], compute: Callabl
         if not led:
             named = _named(cache)
             if named is not None:
-                named[0].add("scalekit_cache_singleflight_waits", cache=named[1])
+                named[0]._add_key(_WAITS, (("cache", named[1]),))
 
 
 async def flight_async(cache: Any, run: Callable[[Callable[[], Any]], Any], compute: Any) -> Any:
@@ -292,7 +320,7 @@ async def flight_async(cache: Any, run: Callable[[Callable[[], Any]], Any], comp
         if not led:
             named = _named(cache)
             if named is not None:
-                named[0].add("scalekit_cache_singleflight_waits", cache=named[1])
+                named[0]._add_key(_WAITS, (("cache", named[1]),))
 
 
 def stats_reset(cache: Any) -> None:
@@ -607,15 +635,23 @@ def acquired(lock: Any, begun: float, outcome: str, waited: bool) -> None:
     if named is None:
         return
     hub, label = named
-    hub.observe(
-        "scalekit_lock_wait_seconds", max(lock._clock() - begun, 0.0), lock=label, outcome=outcome
-    )
+    waited_for = lock._clock() - begun
+    if not waited_for > 0.0:  # a clock that went back, or NaN from a bad clock
+        waited_for = 0.0
+    key = (("lock", label),)
+    hub._observe_key(_LOCK_WAIT, (*key, ("outcome", outcome)), waited_for)
     if outcome == "acquired":
-        hub.add("scalekit_lock_acquisitions", lock=label)
+        hub._add_key(_LOCK_ACQUIRED, key)
         if waited:
-            hub.add("scalekit_lock_handovers", lock=label)
+            hub._add_key(_LOCK_HANDOVERS, key)
     elif outcome == "timeout":
-        hub.add("scalekit_lock_timeouts", lock=label)
+        hub._add_key(_LOCK_TIMEOUTS, key)
+
+
+_LOCK_WAIT = METRICS["scalekit_lock_wait_seconds"]
+_LOCK_ACQUIRED = METRICS["scalekit_lock_acquisitions"]
+_LOCK_HANDOVERS = METRICS["scalekit_lock_handovers"]
+_LOCK_TIMEOUTS = METRICS["scalekit_lock_timeouts"]
 
 
 def acquire_outcome(exc: BaseException | None) -> str:

@@ -378,14 +378,21 @@ class Telemetry:
             raise ConfigurationError(
                 f"amount must be a finite number >= 0, got {amount!r} for {metric}"
             )
-        key = _labels(spec, labels)
+        self._add_key(spec, _labels(spec, labels), float(amount))
+
+    def _add_key(self, spec: MetricSpec, key: Labels, amount: float = 1.0) -> None:
+        """`add()` of a catalog counter with its label tuple, as instrumented code builds them.
+
+        Unchecked: the primitives' own calls (`_emit`) pass specs from the
+        catalog and labels in catalog order, and skip the argument checks.
+        """
         series = (spec.name, key)
         with self._push_lock:
-            self._pushed[series] = self._pushed.get(series, 0.0) + float(amount)
+            self._pushed[series] = self._pushed.get(series, 0.0) + amount
             recorders = self._recorders
         for recorder in recorders:
             try:
-                recorder.add(spec, float(amount), key)
+                recorder.add(spec, amount, key)
             except Exception as exc:  # a recorder's failure must never reach the primitive
                 _recorder_failed(recorder, spec, exc)
 
@@ -413,7 +420,15 @@ class Telemetry:
             raise ConfigurationError(
                 f"value must be a finite number >= 0, got {value!r} for {metric}"
             )
-        self._send("observe", spec, float(value), _labels(spec, labels))
+        self._observe_key(spec, _labels(spec, labels), float(value))
+
+    def _observe_key(self, spec: MetricSpec, key: Labels, value: float) -> None:
+        """`observe()` of a catalog histogram, unchecked (see `_add_key`)."""
+        for recorder in self._recorders:
+            try:
+                recorder.observe(spec, value, key)
+            except Exception as exc:  # a recorder's failure must never reach the primitive
+                _recorder_failed(recorder, spec, exc)
 
     def _send(self, op: str, spec: Any, value: float, key: Any) -> None:
         """Hand one checked measurement to every recorder; a recorder's failure never escapes."""
