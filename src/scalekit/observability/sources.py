@@ -380,10 +380,14 @@ def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = 
     Pushed: the keys each `move()` moved (at 0 from watch time). Pulled:
     the share of the current direction's source shards whose scan is
     complete with nothing left to move (0 before `start()`, 1 once complete
-    or aborted). While the hub has a recorder, `move` is wrapped on the
-    instance to count; with none, and after `unwatch()`, the class's own
-    `move` runs. The migration is held weakly (the wrapper too holds it
-    only by a weak reference).
+    or aborted). It never decreases while the migration stays in one state
+    (epoch and direction): a `rollback()` or `resume()` starts the new
+    direction's ratio from 0. A Redis source counts the share of its scan
+    done; other stores (SQLite) count 0 until their scan is complete, so
+    with two SQLite sources the ratio steps 0, 0.5, 1. While the hub has a
+    recorder, `move` is wrapped on the instance to count; with none, and
+    after `unwatch()`, the class's own `move` runs. The migration is held
+    weakly (the wrapper too holds it only by a weak reference).
 
     Raises:
         ConfigurationError: *name* is empty.
@@ -414,19 +418,29 @@ def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = 
         move._scalekit_hub = hub  # type: ignore[attr-defined]
         m.move = move
 
+    last: list[Any] = [None, 0.0]  # the state and ratio reported last
+
     def collect(m: Any) -> Iterator[Sample]:
-        state = m.state
-        if state is None:
-            ratio = 0.0
-        elif state.phase not in ("forward", "reverse"):
-            ratio = 1.0
-        else:
-            with m._mover_lock:
+        # The phase and the cursors are read together, under the mover's lock: a
+        # phase read before complete() recorded the end, with the cursors it then
+        # cleared, read as a scan not begun (the ratio fell from 1 to 0).
+        with m._mover_lock:
+            state = m.state
+            if state is None:
+                ratio = 0.0
+            elif state.phase not in ("forward", "reverse"):
+                ratio = 1.0
+            else:
                 shares = [
                     _scanned(m._stores[s], m._cursors.get(s, 0), bool(m._pending.get(s)))
                     for s in m._sources(state.phase == "forward")
                 ]
-            ratio = sum(shares) / len(shares) if shares else 1.0
+                ratio = sum(shares) / len(shares) if shares else 1.0
+                # Within one state (epoch and direction) the ratio only grows: a
+                # scan begun again (after a refused step) has less left to move.
+                if last[0] == state:
+                    ratio = max(ratio, last[1])
+            last[:] = [state, ratio]
         yield Sample("scalekit_migration_progress_ratio", ratio, label)
 
     hub.watch(migration, collect)
