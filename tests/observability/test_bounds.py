@@ -49,3 +49,96 @@ def test_latency_buffers_stay_bounded_without_a_scrape() -> None:
     picks = {s.labels["endpoint"]: s.value for s in hub.collect() if s.metric.endswith("picks")}
     assert picks == {"a": n}
     hub.unsubscribe(memory)
+
+
+def _lines(registry: Any, prefix: str) -> list[str]:
+    from prometheus_client import generate_latest
+
+    text = generate_latest(registry).decode()
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_series_of_removed_shards_go_after_one_last_scrape() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from scalekit.observability import PrometheusCollector, watch_router
+    from scalekit.sharding import HashRouter
+
+    hub = Telemetry()
+    registry = CollectorRegistry()
+    collector = PrometheusCollector(hub).register(registry)
+    router = HashRouter(["s0", "s1"])
+    watch_router(router, "users", telemetry=hub)
+    try:
+        for generation in range(2, 60):
+            router.add_shard(f"s{generation}")
+            router.remove_shard(f"s{generation - 2}")
+            for i in range(20):
+                router.route(f"k{generation}:{i}")
+            lines = _lines(registry, "scalekit_router_routes_total")
+            # The 2 live shards, the one removed now (its last count), none older.
+            assert len(lines) <= 3, lines
+        live = {f's{g}"' for g in (58, 59)}
+        shards = {line.split('shard="')[1].split()[0].rstrip("}") for line in lines}
+        assert {s for s in shards if s in live} == live
+        # Counts of a live shard never went backwards across the churn.
+        lines = _lines(registry, "scalekit_router_routes_total")
+        assert len(lines) == 2
+    finally:
+        collector.close()
+
+
+def test_series_of_collected_objects_go_once_no_object_of_the_name_is_left() -> None:
+    import gc
+    import weakref
+
+    from prometheus_client import CollectorRegistry
+
+    from scalekit.caching import LRUCache
+    from scalekit.observability import PrometheusCollector, watch_cache
+
+    hub = Telemetry()
+    registry = CollectorRegistry()
+    collector = PrometheusCollector(hub).register(registry)
+    balancer_refs = []
+    try:
+        for generation in range(40):
+            cache: LRUCache[int, int] = LRUCache(maxsize=4)
+            watch_cache(cache, f"c{generation}", telemetry=hub)
+            cache[1] = 1
+            cache.get(1)
+            lb = RoundRobin(["a", "b"])
+            watch_balancer(lb, f"b{generation}", telemetry=hub)
+            lb.release(lb.pick(), latency=0.001)
+            balancer_refs.append(weakref.ref(lb))
+            assert _lines(registry, f'scalekit_cache_hits_total{{cache="c{generation}"}}') == [
+                f'scalekit_cache_hits_total{{cache="c{generation}"}} 1.0'
+            ]
+            del cache, lb
+            gc.collect()
+        assert all(ref() is None for ref in balancer_refs)
+        _lines(registry, "scalekit_")  # the last generation's final values, once more
+        left = [line for line in _lines(registry, "scalekit_") if 'cache="c' in line]
+        left += [line for line in _lines(registry, "scalekit_") if 'balancer="b' in line]
+        assert left == []
+
+        # A name with a live object keeps its total when another object of it goes.
+        keep: LRUCache[int, int] = LRUCache(maxsize=4)
+        gone: LRUCache[int, int] = LRUCache(maxsize=4)
+        for each in (keep, gone):
+            watch_cache(each, "products", telemetry=hub)
+            each[1] = 1
+            each.get(1)
+        del each
+        hits = 'scalekit_cache_hits_total{cache="products"}'
+        assert _lines(registry, hits) == [f"{hits} 2.0"]
+        del gone
+        gc.collect()
+        for _ in range(3):
+            assert _lines(registry, hits) == [f"{hits} 2.0"]
+        del keep
+        gc.collect()
+        assert _lines(registry, hits) == [f"{hits} 2.0"]  # reported once more
+        assert _lines(registry, hits) == []
+    finally:
+        collector.close()

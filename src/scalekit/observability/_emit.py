@@ -185,10 +185,19 @@ class RouteCounts:
         self.installed: Any = None  # the counting `route` set on the router
         self.hidden: Any = None  # the instance attribute it hid, if any
         self.hooked = False  # a HashRouter's `_install` reinstalls through us
+        self.doomed: set[Any] = set()  # removed shards reported once, dropped next
 
     def snapshot(self) -> dict[Any, int]:
         with self._lock:
             return dict(self.counts)
+
+    def expire(self, live: set[Any]) -> None:
+        """Forget the counts of shards gone since the last collection but one."""
+        with self._lock:
+            gone = {shard for shard in self.counts if shard not in live}
+            for shard in gone & self.doomed:
+                del self.counts[shard]
+            self.doomed = gone - self.doomed
 
     def switch(self, router: Any, hub: Telemetry, active: bool) -> None:
         """*hub* turned on or off (or stopped watching) for *router*."""

@@ -174,6 +174,10 @@ class Telemetry:
         self._doomed: dict[tuple[str, str], set[Series]] = {}
         # Counter series that exist at 0 from the moment their object is watched.
         self._zeros: dict[tuple[str, Labels], MetricSpec] = {}
+        # The name (label, value) each watched or parked object reports under, and
+        # the names whose last object is gone: expiries left before their series go.
+        self._scopes: dict[int, tuple[str, str]] = {}
+        self._orphans: dict[tuple[str, str], int] = {}
         # The total of every pushed counter series, kept by the hub so that a
         # recorder subscribed later (a new exporter) starts from it, not at 0.
         # `_push_lock` makes each increment land either in the totals a new
@@ -323,6 +327,42 @@ class Telemetry:
                         metric="(expire)",
                     )
 
+    def _orphan(self, dead: set[tuple[str, str]]) -> None:
+        # Called with self._lock held: names whose last object just went.
+        live = {self._scopes[k] for k in (*self._sources, *self._parked) if k in self._scopes}
+        for scope in dead - live:
+            self._orphans[scope] = 2  # marked at this collection, dropped at the next
+
+    def _expire_orphans(self) -> None:
+        """Forget the series of names no live object reports (see `watch()`'s *scope*)."""
+        # Called with self._collect_lock held.
+        with self._lock:
+            work = list(self._orphans)
+            for scope in work:
+                label, value = scope
+                self._expire_here(label, value, label, frozenset())
+                self._orphans[scope] -= 1
+                if not self._orphans[scope]:
+                    del self._orphans[scope]
+                    self._doomed.pop(scope, None)
+                    self._keeps.pop(scope, None)
+            recorders = self._recorders
+        for label, value in work:
+            for recorder in recorders:
+                expire = getattr(recorder, "expire", None)
+                if expire is None:
+                    continue
+                try:
+                    expire(label, value, label, frozenset())
+                except Exception as exc:  # as in _call()
+                    _failed(
+                        "scalekit.observability.recorder_failed",
+                        recorder,
+                        exc,
+                        recorder=type(recorder).__name__,
+                        metric="(expire)",
+                    )
+
     def _expire_here(self, label: str, value: str, keep_label: str, keep: frozenset[str]) -> None:
         # Called with self._lock held: the zeros at once, pulled counters one expiry later.
         scoped = (label, value)
@@ -456,14 +496,31 @@ class Telemetry:
 
     # -- pulling --------------------------------------------------------------
 
-    def watch(self, obj: T, collect: Callable[[T], Iterable[Sample]]) -> None:
+    def watch(
+        self,
+        obj: T,
+        collect: Callable[[T], Iterable[Sample]],
+        *,
+        scope: tuple[str, str] | None = None,
+    ) -> None:
         """Report `collect(obj)` at every collection while *obj* is alive.
 
         *obj* is held by a weak reference: watching it never keeps it alive,
         and its samples disappear once it is garbage (its counters' last
-        collected totals stay, so that a total over objects of the same name
-        never decreases). Watching an object again replaces its source: it
-        is never counted twice.
+        collected totals stay while another object reports under the same
+        name, so that a total over objects of the same name never
+        decreases). Watching an object again replaces its source: it is
+        never counted twice.
+
+        *scope* is the `(label, value)` the object reports under, e.g.
+        `("cache", "products")`. Once no live object (watched, or unwatched
+        and not yet collected) has that scope, every series carrying it
+        (pulled totals, pushed counters, gauges and histograms, in this hub
+        and its recorders) is exported once more with its final values and
+        dropped at the next collection: a program that makes and drops
+        named objects keeps a bounded set of series. A later object of the
+        same name starts again from 0 (Prometheus' `rate()` reads that as a
+        counter reset).
 
         Raises:
             ArgumentTypeError: *collect* is not callable or *obj* cannot be
@@ -480,12 +537,23 @@ class Telemetry:
             ) from None
         with self._lock:
             found = self._sources.get(id(obj))
-            if found is not None and found[0]() is not obj:
-                self._base.pop(id(obj), None)  # an earlier object that had the same id is gone
             parked = self._parked.pop(id(obj), None)
+            dead: set[tuple[str, str]] = set()
+            if (found is not None and found[0]() is not obj) or (
+                parked is not None and parked[0]() is not obj
+            ):
+                # An earlier object that had the same id is gone.
+                self._base.pop(id(obj), None)
+                if id(obj) in self._scopes:
+                    dead.add(self._scopes.pop(id(obj)))
             if parked is not None and parked[0]() is obj:
                 self._base[id(obj)] = parked[1]  # watched again: carry on from its readings
             self._sources[id(obj)] = (ref, collect)
+            if scope is not None:
+                self._scopes[id(obj)] = scope
+                if self._orphans.pop(scope, None) is not None:
+                    self._doomed.pop(scope, None)  # its series are kept: someone reports them
+            self._orphan(dead)
 
     def unwatch(self, obj: object) -> None:
         """Stop reporting *obj* and stop its pushes to this hub.
@@ -588,13 +656,19 @@ class Telemetry:
         """
         with self._collect_lock:
             with self._lock:
+                dead: set[tuple[str, str]] = set()
                 for key, (ref, _) in list(self._sources.items()):
                     if ref() is None:
                         del self._sources[key]
                         self._base.pop(key, None)
+                        if key not in self._parked and key in self._scopes:
+                            dead.add(self._scopes.pop(key))
                 for key, (ref, _) in list(self._parked.items()):
                     if ref() is None:
                         del self._parked[key]
+                        if key not in self._sources and key in self._scopes:
+                            dead.add(self._scopes.pop(key))
+                self._orphan(dead)
                 sources = list(self._sources.items())
             gauges: dict[Series, float] = {}
             labels_of: dict[Series, Mapping[str, str]] = {}
@@ -619,6 +693,7 @@ class Telemetry:
                         gauges[series] = gauges.get(series, 0.0) + value
                 del obj
             self._run_expiries()
+            self._expire_orphans()
             with self._lock:
                 totals = dict(self._totals)
                 counter_labels = dict(self._labels_of)

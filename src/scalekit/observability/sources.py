@@ -157,7 +157,7 @@ def watch_cache(cache: WatchableCache, name: str, *, telemetry: Telemetry | None
                 f"{type(cache).__name__} whose stats() has {list(fields)}"
             )
     _emit.name(cache, hub, label["cache"])
-    hub.watch(cache, collect)
+    hub.watch(cache, collect, scope=("cache", label["cache"]))
     for metric in ("scalekit_cache_load_errors", "scalekit_cache_singleflight_waits"):
         hub._declare(metric, **label)
 
@@ -257,7 +257,7 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
 
     collect.probe = probe  # type: ignore[attr-defined]
     _emit.name(balancer, hub, label)
-    hub.watch(balancer, collect)
+    hub.watch(balancer, collect, scope=("balancer", label))
     hub.on_switch(balancer, switch)
     for ep in list(balancer.endpoints):
         for reason in ("consecutive_failures", "success_rate", "active_check"):
@@ -331,7 +331,9 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
     While the hub has a recorder, the router's `route` (and so
     `route_many`) counts each shard it returns; with no recorder the router
     is left as it was (a `HashRouter` keeps its fast `route`). A
-    `HashRouter` that adds or removes a shard keeps counting without a gap.
+    `HashRouter` that adds or removes a shard keeps counting without a gap;
+    a removed shard's series is reported once more with its final count and
+    dropped at the next collection (re-added, it starts again from 0).
     The keys a `MigratingRouter`'s `move()` routes while scanning are not
     callers' keys and are not counted. The router is held weakly.
 
@@ -346,10 +348,24 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
     hub = _hub(telemetry)
     state = _emit.route_counts(router)
 
+    # The live shards at the last collection, and whether the one before differed.
+    seen: list[Any] = [None, False]
+
     def collect(r: Any) -> Iterator[Sample]:
         if state.installed is not None and r.__dict__.get("route") is not state.installed:
             state.install(r)  # the router replaced its `route` some way we did not see
-        for shard, n in state.snapshot().items():
+        shards = getattr(r, "shards", None)
+        counts = state.snapshot()
+        if shards is not None:
+            # A removed shard's series is reported once more, then goes: looked for
+            # only at the collection after a change of shards and the next one.
+            state.expire(set(shards))
+            live = frozenset(str(shard) for shard in shards)
+            if live != seen[0] or seen[1]:
+                seen[1] = live != seen[0]
+                seen[0] = live
+                hub._expire("router", label, "shard", live, owner=r)
+        for shard, n in counts.items():
             yield Sample("scalekit_router_routes", float(n), {"router": label, "shard": str(shard)})
 
     def switch(r: Any, active: bool) -> None:
@@ -370,7 +386,7 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
 
         router._install = reinstall
         state.hooked = True
-    hub.watch(router, collect)
+    hub.watch(router, collect, scope=("router", label))
     hub.on_switch(router, switch)
 
 
@@ -443,7 +459,7 @@ def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = 
             last[:] = [state, ratio]
         yield Sample("scalekit_migration_progress_ratio", ratio, label)
 
-    hub.watch(migration, collect)
+    hub.watch(migration, collect, scope=("migration", label["migration"]))
     hub.on_switch(migration, switch)
     hub._declare("scalekit_migration_keys_moved", **label)
 
