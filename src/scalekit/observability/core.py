@@ -184,6 +184,9 @@ class Telemetry:
         # recorder starts from or in that recorder, never in both.
         self._push_lock = threading.Lock()
         self._pushed: dict[tuple[str, Labels], float] = {}
+        # Pushed histograms, per bucket layout: taken from a `MemoryRecorder` when it
+        # unsubscribes, given to one that subscribes (an exporter replaced: a reload).
+        self._pushed_hists: dict[tuple[float, ...], dict[tuple[str, Labels], HistogramState]] = {}
         self.active = False
         _hubs.add(self)
 
@@ -208,6 +211,8 @@ class Telemetry:
         with self._lock:
             if any(r is recorder for r in self._recorders):
                 return
+            if isinstance(recorder, MemoryRecorder):
+                self._seed_histograms(recorder)
             with self._push_lock:
                 self._recorders = (*self._recorders, recorder)
                 pushed = dict(self._pushed)
@@ -220,9 +225,39 @@ class Telemetry:
             if not was:
                 self._switch(True)
 
+    def _seed_histograms(self, recorder: MemoryRecorder) -> None:
+        """Give a new memory recorder the pushed histograms so far (called with `_lock` held).
+
+        From the states kept from closed recorders and those of subscribed
+        ones with the same buckets, the fullest of each series: an exporter
+        that replaces another, before or after the other is closed, goes on
+        from its counts. An observation made while the recorder subscribes
+        may be missing from it (never counted twice).
+        """
+        seed = dict(self._pushed_hists.get(recorder.buckets, {}))
+        for other in self._recorders:
+            if isinstance(other, MemoryRecorder) and other.buckets == recorder.buckets:
+                for series, state in other.snapshot()[2].items():
+                    if series not in seed or seed[series].count < state.count:
+                        seed[series] = state
+        with recorder._lock:
+            for series, state in seed.items():
+                mine = recorder.histograms.get(series)
+                if mine is None or mine.count < state.count:
+                    recorder.histograms[series] = state.copy()
+
     def unsubscribe(self, recorder: Recorder) -> None:
-        """Stop sending to *recorder* (no error if it was not subscribed)."""
+        """Stop sending to *recorder* (no error if it was not subscribed).
+
+        A `MemoryRecorder`'s histograms are kept by the hub, for the next
+        one subscribed with the same buckets to go on from.
+        """
         with self._lock:
+            if isinstance(recorder, MemoryRecorder) and any(r is recorder for r in self._recorders):
+                hists = self._pushed_hists.setdefault(recorder.buckets, {})
+                for series, state in recorder.snapshot()[2].items():
+                    if series not in hists or hists[series].count <= state.count:
+                        hists[series] = state
             kept = tuple(r for r in self._recorders if r is not recorder)
             _emit._subscribed(len(kept) - len(self._recorders))
             self._recorders = kept
@@ -373,10 +408,15 @@ class Telemetry:
             if kept is not None and kept not in keep:
                 del self._zeros[(metric, key)]
         with self._push_lock:
-            for metric, key in list(self._pushed):
-                kept = dict(key).get(keep_label) if scoped in key else None
-                if kept is not None and kept not in keep:
-                    del self._pushed[(metric, key)]
+            stores: list[dict[tuple[str, Labels], Any]] = [
+                self._pushed,
+                *self._pushed_hists.values(),
+            ]
+            for store in stores:
+                for metric, key in list(store):
+                    kept = dict(key).get(keep_label) if scoped in key else None
+                    if kept is not None and kept not in keep:
+                        del store[(metric, key)]
         doomed = self._doomed.pop(scoped, set())
         marked: set[Series] = set()
         for series in list(self._totals):
@@ -732,6 +772,10 @@ class HistogramState:
         if not self.counts:
             self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
 
+    def copy(self) -> HistogramState:
+        """An independent copy."""
+        return HistogramState(self.buckets, list(self.counts), self.total, self.count)
+
     def record(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.total += value
@@ -861,10 +905,7 @@ class MemoryRecorder:
             return (
                 dict(self.counters),
                 dict(self.gauges),
-                {
-                    k: HistogramState(v.buckets, list(v.counts), v.total, v.count)
-                    for k, v in self.histograms.items()
-                },
+                {k: v.copy() for k, v in self.histograms.items()},
             )
 
 
@@ -883,6 +924,7 @@ def _after_fork_in_child() -> None:
         hub._collect_lock = threading.Lock()
         hub._push_lock = threading.Lock()
         hub._pushed.clear()
+        hub._pushed_hists.clear()
     for memory in list(_recorders):
         memory._lock = threading.Lock()
         memory.counters.clear()
