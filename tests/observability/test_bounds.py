@@ -142,3 +142,30 @@ def test_series_of_collected_objects_go_once_no_object_of_the_name_is_left() -> 
         assert _lines(registry, hits) == []
     finally:
         collector.close()
+
+
+def test_a_renamed_object_starts_its_new_name_at_zero_and_the_old_name_goes() -> None:
+    from scalekit.caching import LRUCache
+    from scalekit.observability import watch_cache
+
+    hub = Telemetry()
+    hub.subscribe(MemoryRecorder())
+    cache: LRUCache[int, int] = LRUCache(maxsize=4)
+    watch_cache(cache, "x", telemetry=hub)
+    cache[1] = 1
+
+    def hits() -> dict[str, float]:
+        return {
+            s.labels["cache"]: s.value for s in hub.collect() if s.metric == "scalekit_cache_hits"
+        }
+
+    for _ in range(4):
+        cache.get(1)
+    assert hits() == {"x": 4}
+    cache.get(1)  # counted after the last collection: still the old name's
+    watch_cache(cache, "y", telemetry=hub)
+    cache.get(1)
+    assert hits() == {"x": 5, "y": 1}  # x's final value, reported once more
+    assert hits() == {"y": 1}
+    cache.get(1)
+    assert hits() == {"y": 2}

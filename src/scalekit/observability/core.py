@@ -576,6 +576,17 @@ class Telemetry:
                 f"{type(obj).__name__}: {obj!r}"
             ) from None
         with self._lock:
+            before = self._sources.get(id(obj))
+            old_scope = self._scopes.get(id(obj))
+            known = (before, self._parked.get(id(obj)))
+            renamed = (
+                scope is not None
+                and self._scopes.get(id(obj), scope) != scope
+                and any(f is not None and f[0]() is obj for f in known)
+            )
+        if renamed and before is not None and before[0]() is obj:
+            self._fold_readings(obj, before)  # the old name keeps what it counted so far
+        with self._lock:
             found = self._sources.get(id(obj))
             parked = self._parked.pop(id(obj), None)
             dead: set[tuple[str, str]] = set()
@@ -593,7 +604,23 @@ class Telemetry:
                 self._scopes[id(obj)] = scope
                 if self._orphans.pop(scope, None) is not None:
                     self._doomed.pop(scope, None)  # its series are kept: someone reports them
+            if renamed and old_scope is not None:
+                dead.add(old_scope)  # goes once no other object reports under it
             self._orphan(dead)
+        if renamed:
+            # The new name starts at 0: what the object counted before is the old name's.
+            with self._collect_lock:
+                samples = self._read(obj, collect)
+                with self._lock:
+                    if samples is not None and self._sources.get(id(obj), (None,))[0] is ref:
+                        self._base[id(obj)] = self._counter_readings(samples)[0]
+
+    def _fold_readings(self, obj: object, source: tuple[weakref.ref[Any], Any]) -> None:
+        """Apply *obj*'s counter readings through its current *source* now."""
+        with self._collect_lock:
+            samples = self._read(obj, source[1])
+            if samples is not None:
+                self._apply(id(obj), source[0], samples)
 
     def unwatch(self, obj: object) -> None:
         """Stop reporting *obj* and stop its pushes to this hub.
@@ -660,15 +687,7 @@ class Telemetry:
         A reading below the last one is a reset the hub was not told of: the
         source counted from 0 again, so all of the reading is new.
         """
-        readings: dict[Series, float] = {}
-        labels: dict[Series, Mapping[str, str]] = {}
-        for sample in samples:
-            spec = METRICS[sample.metric]
-            if spec.kind != "counter":
-                continue
-            series = (sample.metric, tuple(str(sample.labels[n]) for n in spec.labels))
-            readings[series] = readings.get(series, 0.0) + float(sample.value)
-            labels.setdefault(series, sample.labels)
+        readings, labels = self._counter_readings(samples)
         with self._lock:
             found = self._sources.get(key)
             if found is None or found[0] is not ref:
@@ -680,6 +699,22 @@ class Telemetry:
                 self._totals[series] = self._totals.get(series, 0.0) + increase
                 self._labels_of.setdefault(series, labels[series])
                 base[series] = value
+
+    @staticmethod
+    def _counter_readings(
+        samples: list[Sample],
+    ) -> tuple[dict[Series, float], dict[Series, Mapping[str, str]]]:
+        """The counter samples summed per series, and each series' labels."""
+        readings: dict[Series, float] = {}
+        labels: dict[Series, Mapping[str, str]] = {}
+        for sample in samples:
+            spec = METRICS[sample.metric]
+            if spec.kind != "counter":
+                continue
+            series = (sample.metric, tuple(str(sample.labels[n]) for n in spec.labels))
+            readings[series] = readings.get(series, 0.0) + float(sample.value)
+            labels.setdefault(series, sample.labels)
+        return readings, labels
 
     def collect(self) -> Iterator[Sample]:
         """Every pulled sample now, one per metric and label set.
