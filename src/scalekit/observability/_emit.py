@@ -582,14 +582,22 @@ def ejected(lb: Any, endpoint: Hashable, reason: str, until: float | None) -> No
         named[0].add(
             "scalekit_balancer_ejections", balancer=label, endpoint=str(endpoint), reason=kind
         )
+    # `kind` is the metric's `reason` label, `reason` the full description.
     if until is None:
-        log_event("scalekit.balancer.ejected", balancer=label, endpoint=str(endpoint), reason=kind)
+        log_event(
+            "scalekit.balancer.ejected",
+            balancer=label,
+            endpoint=str(endpoint),
+            reason=kind,
+            kind=kind,
+        )
         return
     log_event(
         "scalekit.balancer.ejected",
         balancer=label,
         endpoint=str(endpoint),
         reason=reason,
+        kind=kind,
         until=until,
         until_utc=_wall(lb, until),
     )
