@@ -224,7 +224,9 @@ def _lock_run(n_ops: int, mode: str) -> Callable[[], None]:
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", default="", help="run only the workloads whose name contains this text"
+        "--only",
+        default="",
+        help="run only the workloads whose name contains this text (default: every workload)",
     )
     args = parser.parse_args()
     # --quick is a smoke run (the test suite's): enough to print every row, not to measure.

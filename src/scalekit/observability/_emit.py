@@ -544,18 +544,25 @@ def _drain() -> None:
                 return
             probes = list(_drained.items())
         for key, (ref, probe) in probes:
-            if probe.buffered() < probe.BATCH:
-                continue
-            lb = ref()
-            if lb is None:
-                with _drain_lock:
-                    _drained.pop(key, None)
-                continue
-            with lb._lock:
-                taken = probe.take(probe.BATCH) if lb._probe is probe else ({}, {})
-            del lb  # never keep a balancer alive across the sleep
-            probe.send(*taken)  # recorders' failures are caught and logged by the hub
+            _drain_one(key, ref, probe)
+        del probes, key, ref, probe  # nothing of a balancer is held across the sleep
         time.sleep(DRAIN_INTERVAL)
+
+
+def _drain_one(key: int, ref: weakref.ref[Any], probe: BalancerProbe) -> None:
+    """Hand *probe*'s full buffers to its hub (its balancer held only in this call)."""
+    lb = ref()
+    if lb is None:  # collected: its probe (and hub) are not kept alive here
+        with _drain_lock:
+            if _drained.get(key, (None,))[0] is ref:
+                del _drained[key]
+        return
+    if probe.buffered() < probe.BATCH:
+        return
+    with lb._lock:
+        taken = probe.take(probe.BATCH) if lb._probe is probe else ({}, {})
+    del lb
+    probe.send(*taken)  # recorders' failures are caught and logged by the hub
 
 
 def _balancer_label(lb: Any) -> str:
