@@ -87,6 +87,7 @@ def name_locks(key: object, belongs: Callable[[str], bool], hub: Telemetry, labe
         rest = [f for f in _lock_families if f[0] != key and f[2]() is not None]
         _lock_families[:] = [(key, belongs, weakref.ref(hub), label), *rest]
         _family_of.clear()
+        _family_version[0] += 1
 
 
 def _named(obj: Any) -> tuple[Telemetry, str] | None:
@@ -101,12 +102,15 @@ def _named(obj: Any) -> tuple[Telemetry, str] | None:
 # watched, and once it holds _FAMILY_CACHE names (lock names may be per resource).
 _family_of: dict[str, tuple[tuple[weakref.ref[Telemetry], str], ...]] = {}
 _FAMILY_CACHE = 4096
+# Bumped by every name_locks(): an answer worked out against older families is not kept.
+_family_version = [0]
 
 
 def _families(lock_name: str) -> tuple[tuple[weakref.ref[Telemetry], str], ...]:
     found = _family_of.get(lock_name)
     if found is not None:
         return found
+    version = _family_version[0]
     out = []
     for _, belongs, ref, label in list(_lock_families):
         try:
@@ -114,9 +118,12 @@ def _families(lock_name: str) -> tuple[tuple[weakref.ref[Telemetry], str], ...]:
                 out.append((ref, label))
         except Exception:  # a family's own test failing never reaches the lock
             continue
-    if len(_family_of) >= _FAMILY_CACHE:
-        _family_of.clear()
-    found = _family_of[lock_name] = tuple(out)
+    found = tuple(out)
+    with _state_lock:
+        if version == _family_version[0]:
+            if len(_family_of) >= _FAMILY_CACHE:
+                _family_of.clear()
+            _family_of[lock_name] = found
     return found
 
 
