@@ -317,7 +317,7 @@ class Balancer(ABC, Generic[E]):
                 self._health._record(endpoint, ok, self._clock())
 
     def _latency_other(self, endpoint: E, latency: float | None, ok: bool) -> None:
-        """Count a failed or untimed release while watched (lock held)."""
+        """Count a release the fast append does not take: failed, untimed, new endpoint."""
         probe = self._probe
         if probe is not None:
             probe.released_one(endpoint, latency, ok)
