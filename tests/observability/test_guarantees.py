@@ -559,3 +559,29 @@ def test_a_scrape_buckets_latencies_outside_the_balancers_lock() -> None:
     recorder.observe_many = observing  # type: ignore[method-assign]
     list(hub.collect())
     assert held == [True]
+
+
+def test_a_family_watched_while_a_lock_name_is_resolved_is_not_missed() -> None:
+    # A lock's families are resolved once per name and remembered; an answer
+    # worked out while another family was being watched must not be remembered.
+    hub = Telemetry()
+    recorder = MemoryRecorder()
+    hub.subscribe(recorder)
+    asked: list[str] = []
+
+    def match(name: str) -> bool:
+        if not asked:
+            asked.append(name)
+            watch_locks("late", prefix="jobs:", telemetry=hub)  # meanwhile, elsewhere
+        return False
+
+    watch_locks("first", match=match, telemetry=hub)
+    lock = MemoryLock("jobs:1", ttl=10)
+    for _ in range(2):
+        lease = lock.acquire()
+        assert lease is not None
+        lock.release(lease)
+    late = ("scalekit_lock_acquisitions", (("lock", "late"),))
+    assert recorder.counters[late] == 1  # the second acquire found the late family
+    hub.unsubscribe(recorder)
+    watch_locks("first", match=lambda name: False, telemetry=hub)  # drops `match`'s hold on hub

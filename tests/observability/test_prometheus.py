@@ -144,3 +144,61 @@ def test_a_new_collector_starts_from_the_hubs_pushed_totals() -> None:
         assert registry.get_sample_value("scalekit_lock_acquisitions_total", jobs) == 6
     finally:
         second.close()
+
+
+def _wait_count(registry: CollectorRegistry, outcome: str) -> float | None:
+    return registry.get_sample_value(
+        "scalekit_lock_wait_seconds_count", {"lock": "jobs", "outcome": outcome}
+    )
+
+
+def _latency_count(registry: CollectorRegistry) -> float:
+    return sum(
+        registry.get_sample_value(
+            "scalekit_balancer_request_duration_seconds_count",
+            {"balancer": "pay", "endpoint": ep, "outcome": "ok"},
+        )
+        or 0
+        for ep in "ab"
+    )
+
+
+@pytest.mark.parametrize("order", ["close, then attach", "attach, then close"])
+def test_a_replacing_collector_goes_on_from_the_pushed_histograms(order: str) -> None:
+    # Counters and histograms alike: a reload never sets an exported count back,
+    # whether the new collector is attached before or after the old one is closed.
+    hub = Telemetry()
+    first_registry = CollectorRegistry()
+    first = PrometheusCollector(hub).register(first_registry)
+    watch_locks("jobs", telemetry=hub)
+    lock = MemoryLock("jobs:1", ttl=10)
+    lb = RoundRobin(["a", "b"])
+    watch_balancer(lb, "pay", telemetry=hub)
+    for _ in range(5):
+        lease = lock.acquire()
+        assert lease is not None
+        lock.release(lease)
+    for _ in range(10):
+        lb.release(lb.pick(), latency=0.001)
+    assert _wait_count(first_registry, "acquired") == 5
+    assert _latency_count(first_registry) == 10  # scraped: the latencies are in the first
+
+    registry = CollectorRegistry()
+    if order == "close, then attach":
+        first.close()
+        second = PrometheusCollector(hub).register(registry)
+    else:
+        second = PrometheusCollector(hub).register(registry)
+        first.close()
+    try:
+        assert _wait_count(registry, "acquired") == 5
+        assert registry.get_sample_value("scalekit_lock_acquisitions_total", {"lock": "jobs"}) == 5
+        assert _latency_count(registry) == 10
+        lease = lock.acquire()
+        assert lease is not None
+        lock.release(lease)
+        lb.release(lb.pick(), latency=0.001)
+        assert _wait_count(registry, "acquired") == 6
+        assert _latency_count(registry) == 11
+    finally:
+        second.close()

@@ -289,7 +289,7 @@ def test_every_family_reports_through_the_shops_metrics_endpoint(
     assert (
         "scalekit.balancer.ejected",
         {"balancer": "payments", "endpoint": "b", "reason": "2 consecutive failures",
-         "until": 30.0},
+         "kind": "consecutive_failures", "until": 30.0},
     ) in events  # fmt: skip
     lost_events = [f for e, f in events if e == "scalekit.lock.lease_lost"]
     assert lost_events == [
@@ -371,7 +371,8 @@ def test_panic_and_lease_events_are_logged(caplog: pytest.LogCaptureFixture) -> 
     events = [(r.event, _stable(r.fields)) for r in caplog.records if hasattr(r, "event")]  # type: ignore[attr-defined]
     assert events == [
         ("scalekit.balancer.ejected",
-         {"balancer": "pay", "endpoint": "a", "reason": "1 consecutive failures", "until": 10.0}),
+         {"balancer": "pay", "endpoint": "a", "reason": "1 consecutive failures",
+          "kind": "consecutive_failures", "until": 10.0}),
         ("scalekit.balancer.panic", {"balancer": "pay", "active": True}),
         ("scalekit.balancer.uneject", {"balancer": "pay", "endpoint": "a"}),
         ("scalekit.balancer.panic", {"balancer": "pay", "active": False}),

@@ -199,8 +199,10 @@ class Balancer(ABC, Generic[E]):
         # Removed endpoints whose requests are still out: their release must work.
         self._draining: dict[E, int] = {}
         self._health: HealthPolicy | None = None
-        # Set only while `watch_balancer`'s hub has a recorder.
+        # Set only while `watch_balancer`'s hub has a recorder (under `_lock`):
+        # the probe, and its buffers of timed successful releases per endpoint.
         self._probe: BalancerProbe | None = None
+        self._latencies: dict[E, Callable[[float], None]] | None = None
         now = clock()
         self._init_state()
         for endpoint, weight in parsed.items():
@@ -300,17 +302,25 @@ class Balancer(ABC, Generic[E]):
                 )
             self._in_flight[endpoint] = count - 1
             self._on_release(endpoint, latency, ok)
-            probe = self._probe
-            if probe is not None:
+            latencies = self._latencies
+            if latencies is not None:
                 if ok and latency is not None:
-                    batch = probe.ok[endpoint]
-                    batch.append(latency)
-                    if len(batch) > 4095:  # BalancerProbe.BATCH - 1
-                        probe.flush()
+                    # One dict read and one bound append per request; bucketed at
+                    # collection, the buffers kept short by `_emit`'s drain.
+                    try:
+                        latencies[endpoint](latency)
+                    except KeyError:  # an endpoint added since the probe was set
+                        self._latency_other(endpoint, latency, ok)
                 else:
-                    probe.released_one(endpoint, latency, ok)
+                    self._latency_other(endpoint, latency, ok)
             if self._health is not None:
                 self._health._record(endpoint, ok, self._clock())
+
+    def _latency_other(self, endpoint: E, latency: float | None, ok: bool) -> None:
+        """Count a release the fast append does not take: failed, untimed, new endpoint."""
+        probe = self._probe
+        if probe is not None:
+            probe.released_one(endpoint, latency, ok)
 
     @staticmethod
     def _check_release(latency: Any, ok: Any) -> float | None:

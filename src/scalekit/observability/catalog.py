@@ -303,9 +303,10 @@ METRICS: dict[str, MetricSpec] = _specs(
 
 EVENTS: dict[str, str] = {
     "scalekit.balancer.ejected": (
-        "an endpoint was taken out (fields: balancer, endpoint, reason; for an outlier "
-        "ejection also until on the balancer's clock and until_utc as ISO 8601 UTC; "
-        "reason is active_check, without until, for failed active health checks)"
+        "an endpoint was taken out (fields: balancer, endpoint, reason, and kind, the "
+        "reason label of scalekit_balancer_ejections; for an outlier ejection also until "
+        "on the balancer's clock and until_utc as ISO 8601 UTC; reason is active_check, "
+        "without until, for failed active health checks)"
     ),
     "scalekit.balancer.uneject": (
         "an ejected endpoint, or one failing active checks, returned (fields: balancer, endpoint)"

@@ -174,12 +174,19 @@ class Telemetry:
         self._doomed: dict[tuple[str, str], set[Series]] = {}
         # Counter series that exist at 0 from the moment their object is watched.
         self._zeros: dict[tuple[str, Labels], MetricSpec] = {}
+        # The name (label, value) each watched or parked object reports under, and
+        # the names whose last object is gone: expiries left before their series go.
+        self._scopes: dict[int, tuple[str, str]] = {}
+        self._orphans: dict[tuple[str, str], int] = {}
         # The total of every pushed counter series, kept by the hub so that a
         # recorder subscribed later (a new exporter) starts from it, not at 0.
         # `_push_lock` makes each increment land either in the totals a new
         # recorder starts from or in that recorder, never in both.
         self._push_lock = threading.Lock()
         self._pushed: dict[tuple[str, Labels], float] = {}
+        # Pushed histograms, per bucket layout: taken from a `MemoryRecorder` when it
+        # unsubscribes, given to one that subscribes (an exporter replaced: a reload).
+        self._pushed_hists: dict[tuple[float, ...], dict[tuple[str, Labels], HistogramState]] = {}
         self.active = False
         _hubs.add(self)
 
@@ -204,6 +211,8 @@ class Telemetry:
         with self._lock:
             if any(r is recorder for r in self._recorders):
                 return
+            if isinstance(recorder, MemoryRecorder):
+                self._seed_histograms(recorder)
             with self._push_lock:
                 self._recorders = (*self._recorders, recorder)
                 pushed = dict(self._pushed)
@@ -216,9 +225,39 @@ class Telemetry:
             if not was:
                 self._switch(True)
 
+    def _seed_histograms(self, recorder: MemoryRecorder) -> None:
+        """Give a new memory recorder the pushed histograms so far (called with `_lock` held).
+
+        From the states kept from closed recorders and those of subscribed
+        ones with the same buckets, the fullest of each series: an exporter
+        that replaces another, before or after the other is closed, goes on
+        from its counts. An observation made while the recorder subscribes
+        may be missing from it (never counted twice).
+        """
+        seed = dict(self._pushed_hists.get(recorder.buckets, {}))
+        for other in self._recorders:
+            if isinstance(other, MemoryRecorder) and other.buckets == recorder.buckets:
+                for series, state in other.snapshot()[2].items():
+                    if series not in seed or seed[series].count < state.count:
+                        seed[series] = state
+        with recorder._lock:
+            for series, state in seed.items():
+                mine = recorder.histograms.get(series)
+                if mine is None or mine.count < state.count:
+                    recorder.histograms[series] = state.copy()
+
     def unsubscribe(self, recorder: Recorder) -> None:
-        """Stop sending to *recorder* (no error if it was not subscribed)."""
+        """Stop sending to *recorder* (no error if it was not subscribed).
+
+        A `MemoryRecorder`'s histograms are kept by the hub, for the next
+        one subscribed with the same buckets to go on from.
+        """
         with self._lock:
+            if isinstance(recorder, MemoryRecorder) and any(r is recorder for r in self._recorders):
+                hists = self._pushed_hists.setdefault(recorder.buckets, {})
+                for series, state in recorder.snapshot()[2].items():
+                    if series not in hists or hists[series].count <= state.count:
+                        hists[series] = state
             kept = tuple(r for r in self._recorders if r is not recorder)
             _emit._subscribed(len(kept) - len(self._recorders))
             self._recorders = kept
@@ -323,6 +362,42 @@ class Telemetry:
                         metric="(expire)",
                     )
 
+    def _orphan(self, dead: set[tuple[str, str]]) -> None:
+        # Called with self._lock held: names whose last object just went.
+        live = {self._scopes[k] for k in (*self._sources, *self._parked) if k in self._scopes}
+        for scope in dead - live:
+            self._orphans[scope] = 2  # marked at this collection, dropped at the next
+
+    def _expire_orphans(self) -> None:
+        """Forget the series of names no live object reports (see `watch()`'s *scope*)."""
+        # Called with self._collect_lock held.
+        with self._lock:
+            work = list(self._orphans)
+            for scope in work:
+                label, value = scope
+                self._expire_here(label, value, label, frozenset())
+                self._orphans[scope] -= 1
+                if not self._orphans[scope]:
+                    del self._orphans[scope]
+                    self._doomed.pop(scope, None)
+                    self._keeps.pop(scope, None)
+            recorders = self._recorders
+        for label, value in work:
+            for recorder in recorders:
+                expire = getattr(recorder, "expire", None)
+                if expire is None:
+                    continue
+                try:
+                    expire(label, value, label, frozenset())
+                except Exception as exc:  # as in _call()
+                    _failed(
+                        "scalekit.observability.recorder_failed",
+                        recorder,
+                        exc,
+                        recorder=type(recorder).__name__,
+                        metric="(expire)",
+                    )
+
     def _expire_here(self, label: str, value: str, keep_label: str, keep: frozenset[str]) -> None:
         # Called with self._lock held: the zeros at once, pulled counters one expiry later.
         scoped = (label, value)
@@ -333,10 +408,15 @@ class Telemetry:
             if kept is not None and kept not in keep:
                 del self._zeros[(metric, key)]
         with self._push_lock:
-            for metric, key in list(self._pushed):
-                kept = dict(key).get(keep_label) if scoped in key else None
-                if kept is not None and kept not in keep:
-                    del self._pushed[(metric, key)]
+            stores: list[dict[tuple[str, Labels], Any]] = [
+                self._pushed,
+                *self._pushed_hists.values(),
+            ]
+            for store in stores:
+                for metric, key in list(store):
+                    kept = dict(key).get(keep_label) if scoped in key else None
+                    if kept is not None and kept not in keep:
+                        del store[(metric, key)]
         doomed = self._doomed.pop(scoped, set())
         marked: set[Series] = set()
         for series in list(self._totals):
@@ -378,14 +458,21 @@ class Telemetry:
             raise ConfigurationError(
                 f"amount must be a finite number >= 0, got {amount!r} for {metric}"
             )
-        key = _labels(spec, labels)
+        self._add_key(spec, _labels(spec, labels), float(amount))
+
+    def _add_key(self, spec: MetricSpec, key: Labels, amount: float = 1.0) -> None:
+        """`add()` of a catalog counter with its label tuple, as instrumented code builds them.
+
+        Unchecked: the primitives' own calls (`_emit`) pass specs from the
+        catalog and labels in catalog order, and skip the argument checks.
+        """
         series = (spec.name, key)
         with self._push_lock:
-            self._pushed[series] = self._pushed.get(series, 0.0) + float(amount)
+            self._pushed[series] = self._pushed.get(series, 0.0) + amount
             recorders = self._recorders
         for recorder in recorders:
             try:
-                recorder.add(spec, float(amount), key)
+                recorder.add(spec, amount, key)
             except Exception as exc:  # a recorder's failure must never reach the primitive
                 _recorder_failed(recorder, spec, exc)
 
@@ -413,7 +500,15 @@ class Telemetry:
             raise ConfigurationError(
                 f"value must be a finite number >= 0, got {value!r} for {metric}"
             )
-        self._send("observe", spec, float(value), _labels(spec, labels))
+        self._observe_key(spec, _labels(spec, labels), float(value))
+
+    def _observe_key(self, spec: MetricSpec, key: Labels, value: float) -> None:
+        """`observe()` of a catalog histogram, unchecked (see `_add_key`)."""
+        for recorder in self._recorders:
+            try:
+                recorder.observe(spec, value, key)
+            except Exception as exc:  # a recorder's failure must never reach the primitive
+                _recorder_failed(recorder, spec, exc)
 
     def _send(self, op: str, spec: Any, value: float, key: Any) -> None:
         """Hand one checked measurement to every recorder; a recorder's failure never escapes."""
@@ -441,14 +536,31 @@ class Telemetry:
 
     # -- pulling --------------------------------------------------------------
 
-    def watch(self, obj: T, collect: Callable[[T], Iterable[Sample]]) -> None:
+    def watch(
+        self,
+        obj: T,
+        collect: Callable[[T], Iterable[Sample]],
+        *,
+        scope: tuple[str, str] | None = None,
+    ) -> None:
         """Report `collect(obj)` at every collection while *obj* is alive.
 
         *obj* is held by a weak reference: watching it never keeps it alive,
         and its samples disappear once it is garbage (its counters' last
-        collected totals stay, so that a total over objects of the same name
-        never decreases). Watching an object again replaces its source: it
-        is never counted twice.
+        collected totals stay while another object reports under the same
+        name, so that a total over objects of the same name never
+        decreases). Watching an object again replaces its source: it is
+        never counted twice.
+
+        *scope* is the `(label, value)` the object reports under, e.g.
+        `("cache", "products")`. Once no live object (watched, or unwatched
+        and not yet collected) has that scope, every series carrying it
+        (pulled totals, pushed counters, gauges and histograms, in this hub
+        and its recorders) is exported once more with its final values and
+        dropped at the next collection: a program that makes and drops
+        named objects keeps a bounded set of series. A later object of the
+        same name starts again from 0 (Prometheus' `rate()` reads that as a
+        counter reset).
 
         Raises:
             ArgumentTypeError: *collect* is not callable or *obj* cannot be
@@ -464,13 +576,51 @@ class Telemetry:
                 f"{type(obj).__name__}: {obj!r}"
             ) from None
         with self._lock:
+            before = self._sources.get(id(obj))
+            old_scope = self._scopes.get(id(obj))
+            known = (before, self._parked.get(id(obj)))
+            renamed = (
+                scope is not None
+                and self._scopes.get(id(obj), scope) != scope
+                and any(f is not None and f[0]() is obj for f in known)
+            )
+        if renamed and before is not None and before[0]() is obj:
+            self._fold_readings(obj, before)  # the old name keeps what it counted so far
+        with self._lock:
             found = self._sources.get(id(obj))
-            if found is not None and found[0]() is not obj:
-                self._base.pop(id(obj), None)  # an earlier object that had the same id is gone
             parked = self._parked.pop(id(obj), None)
+            dead: set[tuple[str, str]] = set()
+            if (found is not None and found[0]() is not obj) or (
+                parked is not None and parked[0]() is not obj
+            ):
+                # An earlier object that had the same id is gone.
+                self._base.pop(id(obj), None)
+                if id(obj) in self._scopes:
+                    dead.add(self._scopes.pop(id(obj)))
             if parked is not None and parked[0]() is obj:
                 self._base[id(obj)] = parked[1]  # watched again: carry on from its readings
             self._sources[id(obj)] = (ref, collect)
+            if scope is not None:
+                self._scopes[id(obj)] = scope
+                if self._orphans.pop(scope, None) is not None:
+                    self._doomed.pop(scope, None)  # its series are kept: someone reports them
+            if renamed and old_scope is not None:
+                dead.add(old_scope)  # goes once no other object reports under it
+            self._orphan(dead)
+        if renamed:
+            # The new name starts at 0: what the object counted before is the old name's.
+            with self._collect_lock:
+                samples = self._read(obj, collect)
+                with self._lock:
+                    if samples is not None and self._sources.get(id(obj), (None,))[0] is ref:
+                        self._base[id(obj)] = self._counter_readings(samples)[0]
+
+    def _fold_readings(self, obj: object, source: tuple[weakref.ref[Any], Any]) -> None:
+        """Apply *obj*'s counter readings through its current *source* now."""
+        with self._collect_lock:
+            samples = self._read(obj, source[1])
+            if samples is not None:
+                self._apply(id(obj), source[0], samples)
 
     def unwatch(self, obj: object) -> None:
         """Stop reporting *obj* and stop its pushes to this hub.
@@ -537,15 +687,7 @@ class Telemetry:
         A reading below the last one is a reset the hub was not told of: the
         source counted from 0 again, so all of the reading is new.
         """
-        readings: dict[Series, float] = {}
-        labels: dict[Series, Mapping[str, str]] = {}
-        for sample in samples:
-            spec = METRICS[sample.metric]
-            if spec.kind != "counter":
-                continue
-            series = (sample.metric, tuple(str(sample.labels[n]) for n in spec.labels))
-            readings[series] = readings.get(series, 0.0) + float(sample.value)
-            labels.setdefault(series, sample.labels)
+        readings, labels = self._counter_readings(samples)
         with self._lock:
             found = self._sources.get(key)
             if found is None or found[0] is not ref:
@@ -557,6 +699,22 @@ class Telemetry:
                 self._totals[series] = self._totals.get(series, 0.0) + increase
                 self._labels_of.setdefault(series, labels[series])
                 base[series] = value
+
+    @staticmethod
+    def _counter_readings(
+        samples: list[Sample],
+    ) -> tuple[dict[Series, float], dict[Series, Mapping[str, str]]]:
+        """The counter samples summed per series, and each series' labels."""
+        readings: dict[Series, float] = {}
+        labels: dict[Series, Mapping[str, str]] = {}
+        for sample in samples:
+            spec = METRICS[sample.metric]
+            if spec.kind != "counter":
+                continue
+            series = (sample.metric, tuple(str(sample.labels[n]) for n in spec.labels))
+            readings[series] = readings.get(series, 0.0) + float(sample.value)
+            labels.setdefault(series, sample.labels)
+        return readings, labels
 
     def collect(self) -> Iterator[Sample]:
         """Every pulled sample now, one per metric and label set.
@@ -573,13 +731,19 @@ class Telemetry:
         """
         with self._collect_lock:
             with self._lock:
+                dead: set[tuple[str, str]] = set()
                 for key, (ref, _) in list(self._sources.items()):
                     if ref() is None:
                         del self._sources[key]
                         self._base.pop(key, None)
+                        if key not in self._parked and key in self._scopes:
+                            dead.add(self._scopes.pop(key))
                 for key, (ref, _) in list(self._parked.items()):
                     if ref() is None:
                         del self._parked[key]
+                        if key not in self._sources and key in self._scopes:
+                            dead.add(self._scopes.pop(key))
+                self._orphan(dead)
                 sources = list(self._sources.items())
             gauges: dict[Series, float] = {}
             labels_of: dict[Series, Mapping[str, str]] = {}
@@ -604,6 +768,7 @@ class Telemetry:
                         gauges[series] = gauges.get(series, 0.0) + value
                 del obj
             self._run_expiries()
+            self._expire_orphans()
             with self._lock:
                 totals = dict(self._totals)
                 counter_labels = dict(self._labels_of)
@@ -641,6 +806,10 @@ class HistogramState:
     def __post_init__(self) -> None:
         if not self.counts:
             self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
+
+    def copy(self) -> HistogramState:
+        """An independent copy."""
+        return HistogramState(self.buckets, list(self.counts), self.total, self.count)
 
     def record(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
@@ -771,10 +940,7 @@ class MemoryRecorder:
             return (
                 dict(self.counters),
                 dict(self.gauges),
-                {
-                    k: HistogramState(v.buckets, list(v.counts), v.total, v.count)
-                    for k, v in self.histograms.items()
-                },
+                {k: v.copy() for k, v in self.histograms.items()},
             )
 
 
@@ -793,6 +959,7 @@ def _after_fork_in_child() -> None:
         hub._collect_lock = threading.Lock()
         hub._push_lock = threading.Lock()
         hub._pushed.clear()
+        hub._pushed_hists.clear()
     for memory in list(_recorders):
         memory._lock = threading.Lock()
         memory.counters.clear()

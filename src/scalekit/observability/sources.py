@@ -157,7 +157,7 @@ def watch_cache(cache: WatchableCache, name: str, *, telemetry: Telemetry | None
                 f"{type(cache).__name__} whose stats() has {list(fields)}"
             )
     _emit.name(cache, hub, label["cache"])
-    hub.watch(cache, collect)
+    hub.watch(cache, collect, scope=("cache", label["cache"]))
     for metric in ("scalekit_cache_load_errors", "scalekit_cache_singleflight_waits"):
         hub._declare(metric, **label)
 
@@ -173,10 +173,12 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
     `str(endpoint)`. The balancer is held weakly. A balancer pushes to one
     hub: the last that watched it and has a recorder.
 
-    Cost: with a recorder subscribed, a pick counts into a dict and a
-    release appends its latency to a buffer, both under the balancer's own
-    lock; buffers reach the hub at each collection (swapped out under the
-    balancer's lock, bucketed after it is released), or once an endpoint has 4096.
+    Cost: with a recorder subscribed, `pick` is unchanged and a release
+    appends its latency to a buffer (one dict read and one append) under
+    the balancer's own lock; buffers reach the hub at each collection
+    (swapped out under the balancer's lock, bucketed after it is released),
+    and a daemon thread hands over every buffer of 4096 values or more
+    each 50 ms, so that memory stays bounded between collections.
 
     Raises:
         ConfigurationError: *name* is empty.
@@ -204,7 +206,10 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
             ok, errors = probe.take()
             in_flight = {**lb._draining, **lb._in_flight}
             probe.expire(set(in_flight))
-            picks = probe.picks(in_flight) if lb._probe is probe else {}
+            on = lb._probe is probe
+            picks = probe.picks(in_flight) if on else {}
+        if on:
+            _emit.drain(lb, probe)  # running again after a fork
         probe.send(ok, errors)  # bucketing is O(requests): never under the balancer's lock
         endpoints = list(lb.endpoints)
         # Departed endpoints' pushed series go one collection after they left: looked
@@ -239,14 +244,20 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
 
     def switch(lb: Any, active: bool) -> None:
         # Always an assignment: deleting an instance attribute would slow every other.
+        # Under the balancer's lock: a release reads both.
+        with lb._lock:
+            if active:
+                lb._probe, lb._latencies = probe, probe.ok
+            elif lb._probe is probe:
+                lb._probe = lb._latencies = None
         if active:
-            lb._probe = probe
-        elif lb._probe is probe:
-            lb._probe = None
+            _emit.drain(lb, probe)
+        elif lb._probe is None:
+            _emit.drain(lb, None)
 
     collect.probe = probe  # type: ignore[attr-defined]
     _emit.name(balancer, hub, label)
-    hub.watch(balancer, collect)
+    hub.watch(balancer, collect, scope=("balancer", label))
     hub.on_switch(balancer, switch)
     for ep in list(balancer.endpoints):
         for reason in ("consecutive_failures", "success_rate", "active_check"):
@@ -320,7 +331,9 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
     While the hub has a recorder, the router's `route` (and so
     `route_many`) counts each shard it returns; with no recorder the router
     is left as it was (a `HashRouter` keeps its fast `route`). A
-    `HashRouter` that adds or removes a shard keeps counting without a gap.
+    `HashRouter` that adds or removes a shard keeps counting without a gap;
+    a removed shard's series is reported once more with its final count and
+    dropped at the next collection (re-added, it starts again from 0).
     The keys a `MigratingRouter`'s `move()` routes while scanning are not
     callers' keys and are not counted. The router is held weakly.
 
@@ -335,10 +348,24 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
     hub = _hub(telemetry)
     state = _emit.route_counts(router)
 
+    # The live shards at the last collection, and whether the one before differed.
+    seen: list[Any] = [None, False]
+
     def collect(r: Any) -> Iterator[Sample]:
         if state.installed is not None and r.__dict__.get("route") is not state.installed:
             state.install(r)  # the router replaced its `route` some way we did not see
-        for shard, n in state.snapshot().items():
+        shards = getattr(r, "shards", None)
+        counts = state.snapshot()
+        if shards is not None:
+            # A removed shard's series is reported once more, then goes: looked for
+            # only at the collection after a change of shards and the next one.
+            state.expire(set(shards))
+            live = frozenset(str(shard) for shard in shards)
+            if live != seen[0] or seen[1]:
+                seen[1] = live != seen[0]
+                seen[0] = live
+                hub._expire("router", label, "shard", live, owner=r)
+        for shard, n in counts.items():
             yield Sample("scalekit_router_routes", float(n), {"router": label, "shard": str(shard)})
 
     def switch(r: Any, active: bool) -> None:
@@ -359,7 +386,7 @@ def watch_router(router: Any, name: str, *, telemetry: Telemetry | None = None) 
 
         router._install = reinstall
         state.hooked = True
-    hub.watch(router, collect)
+    hub.watch(router, collect, scope=("router", label))
     hub.on_switch(router, switch)
 
 
@@ -369,10 +396,14 @@ def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = 
     Pushed: the keys each `move()` moved (at 0 from watch time). Pulled:
     the share of the current direction's source shards whose scan is
     complete with nothing left to move (0 before `start()`, 1 once complete
-    or aborted). While the hub has a recorder, `move` is wrapped on the
-    instance to count; with none, and after `unwatch()`, the class's own
-    `move` runs. The migration is held weakly (the wrapper too holds it
-    only by a weak reference).
+    or aborted). It never decreases while the migration stays in one state
+    (epoch and direction): a `rollback()` or `resume()` starts the new
+    direction's ratio from 0. A Redis source counts the share of its scan
+    done; other stores (SQLite) count 0 until their scan is complete, so
+    with two SQLite sources the ratio steps 0, 0.5, 1. While the hub has a
+    recorder, `move` is wrapped on the instance to count; with none, and
+    after `unwatch()`, the class's own `move` runs. The migration is held
+    weakly (the wrapper too holds it only by a weak reference).
 
     Raises:
         ConfigurationError: *name* is empty.
@@ -403,22 +434,32 @@ def watch_migration(migration: Any, name: str, *, telemetry: Telemetry | None = 
         move._scalekit_hub = hub  # type: ignore[attr-defined]
         m.move = move
 
+    last: list[Any] = [None, 0.0]  # the state and ratio reported last
+
     def collect(m: Any) -> Iterator[Sample]:
-        state = m.state
-        if state is None:
-            ratio = 0.0
-        elif state.phase not in ("forward", "reverse"):
-            ratio = 1.0
-        else:
-            with m._mover_lock:
+        # The phase and the cursors are read together, under the mover's lock: a
+        # phase read before complete() recorded the end, with the cursors it then
+        # cleared, read as a scan not begun (the ratio fell from 1 to 0).
+        with m._mover_lock:
+            state = m.state
+            if state is None:
+                ratio = 0.0
+            elif state.phase not in ("forward", "reverse"):
+                ratio = 1.0
+            else:
                 shares = [
                     _scanned(m._stores[s], m._cursors.get(s, 0), bool(m._pending.get(s)))
                     for s in m._sources(state.phase == "forward")
                 ]
-            ratio = sum(shares) / len(shares) if shares else 1.0
+                ratio = sum(shares) / len(shares) if shares else 1.0
+                # Within one state (epoch and direction) the ratio only grows: a
+                # scan begun again (after a refused step) has less left to move.
+                if last[0] == state:
+                    ratio = max(ratio, last[1])
+            last[:] = [state, ratio]
         yield Sample("scalekit_migration_progress_ratio", ratio, label)
 
-    hub.watch(migration, collect)
+    hub.watch(migration, collect, scope=("migration", label["migration"]))
     hub.on_switch(migration, switch)
     hub._declare("scalekit_migration_keys_moved", **label)
 
