@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -72,12 +73,21 @@ def _bulk(reply: bytes) -> str:
     return reply.split(b"\r\n", 2)[1].decode()
 
 
-def _replica_count(nodes: bytes) -> int:
-    """How many nodes a `CLUSTER NODES` reply lists as replicas (flags `slave`)."""
-    lines = nodes.split(b"\r\n", 1)[-1].splitlines()
-    return sum(
-        b"slave" in line.split(b" ")[2].split(b",") for line in lines if line.count(b" ") > 2
-    )
+def _knows(node: RedisServer, node_id: str) -> bool:
+    """Whether *node*'s `CLUSTER NODES` lists the node *node_id*."""
+    return node_id.encode() in node.execute("CLUSTER", "NODES")
+
+
+def _synced(replica: RedisServer) -> bool:
+    """Whether *replica*'s link to its master is up (its first sync is done)."""
+    return b"master_link_status:up" in replica.execute("INFO", "replication")
+
+
+def _sees_replicas(node: RedisServer, count: int) -> bool:
+    """Whether *node*'s `CLUSTER NODES` lists *count* nodes as replicas (flag `slave`)."""
+    lines = node.execute("CLUSTER", "NODES").split(b"\r\n", 1)[-1].splitlines()
+    flagged = sum(b"slave" in ln.split(b" ")[2].split(b",") for ln in lines if ln.count(b" ") > 2)
+    return flagged == count
 
 
 class RedisServer(ServerProcess):
@@ -328,7 +338,7 @@ class RedisClusterServers(ServerGroup[RedisServer]):
         for replica in self.replicas:
             master_id = ids[self.master_of(replica).port]
             self.wait_until(
-                lambda r=replica, m=master_id: m.encode() in r.execute("CLUSTER", "NODES"),
+                functools.partial(_knows, replica, master_id),
                 f"{replica!r} learning its master's id",
             )
             reply = replica.execute("CLUSTER", "REPLICATE", master_id)
@@ -338,13 +348,13 @@ class RedisClusterServers(ServerGroup[RedisServer]):
                 )
         for replica in self.replicas:
             self.wait_until(
-                lambda r=replica: b"master_link_status:up" in r.execute("INFO", "replication"),
+                functools.partial(_synced, replica),
                 f"{replica!r} synchronising with {self.master_of(replica)!r}",
             )
         want = len(self.replicas)
         for node in self.members:  # every node must know every replica for a failover vote
             self.wait_until(
-                lambda n=node: _replica_count(n.execute("CLUSTER", "NODES")) == want,
+                functools.partial(_sees_replicas, node, want),
                 f"{node!r} seeing all {want} replicas",
             )
 
