@@ -588,11 +588,11 @@ class HookedTarget(SQLiteShardStore):
 
     hook: Any = None
 
-    def _transaction(self) -> Any:
+    def _transaction(self, operation: str) -> Any:
         hook, self.hook = self.hook, None
         if hook is not None:
             hook()
-        return super()._transaction()
+        return super()._transaction(operation)
 
 
 def bal_incr(conn: sqlite3.Connection, key: Any) -> int:
@@ -862,12 +862,12 @@ class Watched(HookedTarget):
     held: list[str]
     opened = 0
 
-    def _transaction(self) -> Any:
+    def _transaction(self, operation: str) -> Any:
         self.opened += 1
         self.held += [
             f"{p.name} open at {self.name}" for p in self.peers if p._conn().in_transaction
         ]
-        return super()._transaction()
+        return super()._transaction(operation)
 
 
 def test_no_transaction_is_held_across_a_wait_or_a_step_on_the_other_database(
