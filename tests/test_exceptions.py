@@ -1,4 +1,4 @@
-"""The error rule of docs/index.md, enforced on every `raise` in src/.
+"""The error rule of docs/index.md, enforced on every `raise` in src/, `.pyx` sources included.
 
 Every exception scalekit raises on purpose is a `ScaleKitError` subclass
 that also subclasses the builtin a caller would catch. The exceptions the
@@ -6,7 +6,9 @@ docs list are the only builtins raised directly: the caches' `KeyError` and
 `ValueError("value too large")` (drop-in for cachetools), `NotImplementedError`
 for a subclass hook left out, `AttributeError` from a module `__getattr__`,
 `AssertionError` for an internal invariant and `SystemExit` from a
-`__main__` module.
+`__main__` module; the compiled twins also raise, as Python itself would in
+their pure twins, `MemoryError` when an allocation fails and the
+`IndexError` of indexing past a `bytearray`'s end.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ast
 import builtins
 import importlib
 import inspect
+import re
 import textwrap
 import typing
 from datetime import datetime
@@ -44,6 +47,21 @@ def _allowed(cls: type[BaseException], node: ast.Raise, module: str, function: s
         return function == "__getattr__"
     if cls is SystemExit:
         return module.endswith(".__main__")
+    return cls in (NotImplementedError, AssertionError)
+
+
+def _allowed_in_twin(cls: type[BaseException], args: str, module: str, function: str) -> bool:
+    """`_allowed` for a raise in a compiled twin's `.pyx` source (*args*: the call's text)."""
+    if cls is MemoryError:
+        return args == ""  # PyMem_Malloc returned NULL: what Python raises for it
+    if cls is IndexError:
+        return args == '"bytearray index out of range"'  # the pure twin's own indexing error
+    if cls is ValueError:
+        return module.startswith("scalekit.caching.") and args == '"value too large"'
+    if cls is KeyError:
+        return module.startswith("scalekit.caching.")
+    if cls is AttributeError:
+        return function == "__getattr__"
     return cls in (NotImplementedError, AssertionError)
 
 
@@ -147,6 +165,81 @@ _RERAISERS = {"own_copy", "missing_driver"}
 
 class _UnresolvedFactory(Exception):
     """Stands for a `raise factory(...)` whose built class the walk cannot name."""
+
+
+_PYX_IMPORT = re.compile(r"^from (\.+[\w.]*) import \(?([\w, ]+)\)?\s*$", re.MULTILINE)
+_PYX_RAISE = re.compile(r"^(?P<indent> *)raise (?P<name>\w+)(?P<call>\((?P<args>.*)\))?\s*$")
+_PYX_DEF = re.compile(r"^(?P<indent> *)(?:async def|cpdef|cdef|def) .*?(?P<name>\w+)\s*\(")
+
+
+def _twin_raises() -> list[tuple[str, int, type[BaseException], str, str]]:
+    """Every `raise Name` or `raise Name(...)` in the Cython sources: (module, line, class,
+    the call's argument text, enclosing function).
+
+    Cython is no Python `ast` can read, so the walk is by line: every `raise`
+    in a `.pyx` file is one line, and a `raise` the pattern cannot read is
+    reported. A name resolves through the file's relative imports, else to a
+    builtin; one that resolves to no exception class is reported too.
+    """
+    found = []
+    for path in sorted(SRC.rglob("*.pyx")):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        module = ".".join(parts)
+        package = ".".join(parts[:-1])
+        text = path.read_text()
+        imported: dict[str, object] = {}
+        for source, names in _PYX_IMPORT.findall(text):
+            target = importlib.import_module(source, package)
+            for name in (n.strip() for n in names.split(",")):
+                if name:
+                    imported[name] = getattr(target, name)
+        defs: list[tuple[int, str]] = []  # (indent, name) of the enclosing definitions
+        for number, line in enumerate(text.splitlines(), start=1):
+            code = line.split("#", 1)[0].rstrip()
+            if not code.strip():
+                continue
+            indent = len(code) - len(code.lstrip())
+            while defs and defs[-1][0] >= indent:
+                defs.pop()
+            head = _PYX_DEF.match(code)
+            if head is not None and code.endswith(":"):
+                defs.append((indent, head["name"]))
+                continue
+            if not re.match(r"\s*raise\b", code) or code.strip() == "raise":
+                continue
+            match = _PYX_RAISE.match(code)
+            if match is None:
+                found.append((module, number, _UnresolvedFactory, code.strip(), ""))
+                continue
+            name = match["name"]
+            cls = _exception_class(imported.get(name, getattr(builtins, name, None)))
+            function = defs[-1][1] if defs else ""
+            found.append((module, number, cls or _UnresolvedFactory, match["args"] or "", function))
+    return found
+
+
+def test_every_raise_in_the_compiled_twins_is_a_scalekit_error_or_a_documented_builtin() -> None:
+    found = _twin_raises()
+    modules = {module for module, *_ in found}
+    # The walk sees every compiled twin, not an empty directory.
+    assert modules == {
+        f"scalekit.caching.{m}" for m in ("_cfreq", "_clinked", "_csketch", "_ctinylfu")
+    }
+    assert len(found) > 20
+    wrong = [
+        f"{module}:{line}: raise {cls.__name__}({args})"
+        for module, line, cls, args, function in found
+        if not issubclass(cls, ScaleKitError) and not _allowed_in_twin(cls, args, module, function)
+    ]
+    assert wrong == []
+
+
+def test_the_twin_walk_reads_the_raises_it_must() -> None:
+    by_line = {(module, args): cls for module, _, cls, args, _ in _twin_raises()}
+    assert by_line[("scalekit.caching._ctinylfu", '"value too large"')] is ValueError
+    assert by_line[("scalekit.caching._clinked", "key")] is KeyError
+    assert _allowed_in_twin(TypeError, '"x"', "scalekit.caching._clinked", "f") is False
+    assert _allowed_in_twin(ValueError, '"rows"', "scalekit.caching._csketch", "f") is False
 
 
 def test_every_deliberate_raise_is_a_scalekit_error_or_a_documented_builtin() -> None:

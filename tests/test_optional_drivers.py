@@ -296,3 +296,46 @@ def test_introspection_passes_over_a_backend_whose_driver_is_missing() -> None:
         "scalekit.locking.RedisLock needs redis-py, which is not installed; "
         "install it with pip install 'scalekit-primitives[redis]'",
     ]
+
+
+def test_every_module_imports_or_names_its_extra_and_pydoc_renders_it() -> None:
+    # Every module of the package, private ones included (an API reference or
+    # `python -m pydoc` may import any), without any optional driver: it imports
+    # and pydoc renders it, or it raises the MissingDependencyError that names
+    # the extra, which `python -m pydoc` prints as its one line.
+    code = (
+        "import contextlib, importlib, io, json, pkgutil, pydoc, sys\n"
+        "import scalekit\n"
+        "from scalekit.exceptions import MissingDependencyError\n"
+        "out = {}\n"
+        "for info in pkgutil.walk_packages(scalekit.__path__, 'scalekit.'):\n"
+        "    try:\n"
+        "        module = importlib.import_module(info.name)\n"
+        "    except MissingDependencyError as exc:\n"
+        "        shown = io.StringIO()\n"
+        "        sys.argv = ['pydoc', info.name]\n"
+        "        with contextlib.redirect_stdout(shown), contextlib.suppress(SystemExit):\n"
+        "            pydoc.cli()  # python -m pydoc NAME: prints the problem, exits 1\n"
+        "        out[info.name] = [exc.extra, str(exc), shown.getvalue()]\n"
+        "    except Exception as exc:\n"
+        "        out[info.name] = ['raw', f'{type(exc).__name__}: {exc}', '']\n"
+        "    else:\n"
+        "        out[info.name] = [None, pydoc.render_doc(module, renderer=pydoc.plaintext), '']\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = run_python(code, hide=(*DRIVER.values(), "msgpack"))
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert {"scalekit.caching._cache_aside", "scalekit.caching._cfreq"} <= set(seen)
+    raw = {name: message for name, (extra, message, _) in seen.items() if extra == "raw"}
+    assert raw == {}
+    for name, (extra, message, shown) in seen.items():
+        if extra is None:
+            assert name in message  # the rendered page
+            continue
+        hint = f"pip install 'scalekit-primitives[{extra}]'"
+        assert hint in message, name
+        assert shown.strip() == f"problem in {name} - MissingDependencyError: {message}"
+    needs = {name: extra for name, (extra, _, _) in seen.items() if extra is not None}
+    for module, extra in BACKEND_MODULES.items():
+        assert needs[module] == extra

@@ -196,6 +196,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+def _ns(seconds: float, operations: int) -> str:
+    """Whole nanoseconds per operation, grouped by thousands: every time this benchmark prints.
+
+    Whole nanoseconds because, run to run, a figure moves by more than one.
+    """
+    return f"{round(1e9 * seconds / operations):,}"
+
+
+def _count(cell: str) -> int:
+    """The number a `_ns` cell shows."""
+    return int(cell.replace(",", ""))
+
+
 def _ratio(peer: float, ours: float) -> str:
     return f"{peer / ours:.2f}x"
 
@@ -336,11 +349,10 @@ def _throughput_rows(
     for (name, _, theirs, rust), fns in zip(PAIRS, plans, strict=True):
         times = interleaved_medians(fns, repeat, warmup=False, tick=tick)
         t_ours, t_lru = times[0], times[1]
-        # Whole nanoseconds: run to run, a figure moves by more than one.
-        row: list[Any] = [name, round(1e9 * t_ours / n_ops), f"{hits[name]:.1f}%"]
+        row: list[Any] = [name, _ns(t_ours, n_ops), f"{hits[name]:.1f}%"]
         column = 2
         if theirs is not None:
-            row += [round(1e9 * times[column] / n_ops), _ratio(times[column], t_ours)]
+            row += [_ns(times[column], n_ops), _ratio(times[column], t_ours)]
             column += 1
         else:
             row += ["-", "-"]
@@ -348,7 +360,7 @@ def _throughput_rows(
             label = f"cachebox.{name}" if rust is not None else "theine.Cache"
             row += [
                 label,
-                round(1e9 * times[column] / n_ops),
+                _ns(times[column], n_ops),
                 f"{peer_hits[name]:.1f}%",
                 _ratio(times[column], t_ours),
             ]
@@ -373,7 +385,7 @@ def _median_table(
     rows = []
     for i, first in enumerate(all_rows[0]):
         per_run = [r[i] for r in all_rows]
-        row = [first[0], round(statistics.median(r[1] for r in per_run)), first[2]]
+        row = [first[0], f"{round(statistics.median(_count(r[1]) for r in per_run)):,}", first[2]]
         row.append("-" if first[4] == "-" else med([r[4] for r in per_run]))
         row += [first[5], "-" if first[8] == "-" else med([r[8] for r in per_run])]
         row.append(med([r[9] for r in per_run]))
@@ -405,7 +417,7 @@ def _median_table(
             [
                 [
                     "scalekit cached(LRUCache) hit",
-                    round(1e9 * statistics.median(ours) / DECORATOR_CALLS),
+                    _ns(statistics.median(ours), DECORATOR_CALLS),
                     med(ratios),
                     " ".join(ratios),
                 ]
@@ -443,9 +455,7 @@ DECORATOR_CALLS = 200_000
 
 def _decorator_table(times: dict[str, float]) -> str:
     ours = times["scalekit cached(LRUCache)"]
-    rows = [
-        [name, round(1e9 * t / DECORATOR_CALLS), f"{t / ours:.2f}x"] for name, t in times.items()
-    ]
+    rows = [[name, _ns(t, DECORATOR_CALLS), f"{t / ours:.2f}x"] for name, t in times.items()]
     return f"Decorator hit path (the same argument, {DECORATOR_CALLS:,} calls)\n" + format_table(
         ["decorator", "ns/call", "time vs scalekit"], rows
     )

@@ -13,7 +13,7 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from scalekit import BackendUnavailableError, ConfigurationError
+from scalekit import BackendError, BackendUnavailableError, ConfigurationError
 
 from .report import exit_status, plot, report
 from .runner import run
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             except KeyboardInterrupt:  # Ctrl-C before the load started: nothing ran
                 print("python -m examples.shop: interrupted before the load", file=sys.stderr)
                 return 130
-            except (sqlite3.OperationalError, OSError) as exc:  # before the load started
+            except (BackendError, sqlite3.OperationalError, OSError) as exc:  # before the load
                 print(
                     f"python -m examples.shop: error: the data directory {str(directory)!r} "
                     f"cannot be used: {exc}",

@@ -98,7 +98,7 @@ class Catalog:
         self.db = db
         self._local = threading.local()
         db.connection().executescript(_SCHEMA)
-        with db.transaction() as conn:
+        with db.transaction("Catalog()") as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('shop_id', ?)", (uuid.uuid4().hex[:12],)
             )
@@ -112,7 +112,7 @@ class Catalog:
     # -- products ------------------------------------------------------------
     def add_product(self, sku: str, name: str, price_cents: int, qty: int) -> bool:
         """Add a product with *qty* units; False (and nothing changed) if *sku* exists."""
-        with self.db.transaction() as conn:
+        with self.db.transaction("Catalog.add_product") as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO products VALUES (?, ?, ?)", (sku, name, price_cents)
             )
@@ -177,14 +177,14 @@ class Catalog:
         """
         if self.fence_source() == source:
             return False
-        with self.db.transaction() as conn:
+        with self.db.transaction("Catalog.adopt_fences") as conn:
             (highest,) = conn.execute("SELECT COALESCE(MAX(fence), 0) FROM stock").fetchone()
             if not highest:  # nothing to lower: recording the source is safe at any time
                 self._set_fence_source(conn, source)
                 return False
         with (
             datadir.alone(self.db.path.parent, "a run on another lock backend"),
-            self.db.transaction() as conn,
+            self.db.transaction("Catalog.adopt_fences") as conn,
         ):
             conn.execute("UPDATE stock SET fence = 0, holder = ''")
             self._set_fence_source(conn, source)
@@ -226,7 +226,7 @@ class Catalog:
         a holder whose lease ran out cannot write after the next holder has
         read.
         """
-        with self.db.transaction() as conn:
+        with self.db.transaction("Catalog.claim") as conn:
             try:
                 left = self._store(conn).read(sku, token)
             except StaleTokenError:
@@ -267,7 +267,7 @@ class Catalog:
         ``"voided"`` (the order's payment intent was voided: it is being
         given up, so it must not hold anything new).
         """
-        with self.db.transaction() as conn:
+        with self.db.transaction("Catalog.take") as conn:
             if conn.execute(
                 "SELECT 1 FROM voided WHERE idempotency_key = ?", (payment_key(order_id),)
             ).fetchone():
@@ -290,7 +290,7 @@ class Catalog:
         *token*'s claim) or ``"not voided"`` (the order's payment intent was
         not voided first, so a charge could still follow: nothing changed).
         """
-        with self.db.transaction() as conn:
+        with self.db.transaction("Catalog.give_back") as conn:
             if not conn.execute(
                 "SELECT 1 FROM voided WHERE idempotency_key = ?", (payment_key(order_id),)
             ).fetchone():
@@ -310,7 +310,7 @@ class Catalog:
 
     def set_price(self, sku: str, token: Token, price_cents: int) -> bool:
         """Change the price of *sku* if the fence is still *token*'s claim (stock untouched)."""
-        with self.db.transaction() as conn:
+        with self.db.transaction("Catalog.set_price") as conn:
             if not self._still_claimed(conn, sku, token):
                 return False
             conn.execute("UPDATE products SET price_cents = ? WHERE sku = ?", (price_cents, sku))
@@ -331,7 +331,7 @@ class Catalog:
         Only called once the order is charged; units charged for are never
         given back (giving back needs a voided payment intent first).
         """
-        with self.db.transaction() as conn:
+        with self.db.transaction("Catalog.sell") as conn:
             conn.execute(
                 "UPDATE reservations SET state = 'sold' WHERE order_id = ? AND state = 'held'",
                 (order_id,),
@@ -354,7 +354,7 @@ class Catalog:
 
     def audit(self) -> dict[str, SkuAudit]:
         """sku -> initial, left, held and sold units, read in one transaction."""
-        with self.db.transaction() as conn:
+        with self.db.transaction("Catalog.audit") as conn:
             stock = conn.execute("SELECT sku, initial, qty FROM stock").fetchall()
             moved = conn.execute(
                 "SELECT sku, state, SUM(qty) FROM reservations "
@@ -369,7 +369,7 @@ class Catalog:
     # -- payments ledger -------------------------------------------------------
     def record_charge(self, key: str, gateway: str, amount_cents: int, now: float) -> str:
         """Record a charge once per key: ``"charged"``, ``"duplicate"`` or ``"voided"``."""
-        with self.db.transaction() as conn:
+        with self.db.transaction("Catalog.record_charge") as conn:
             if conn.execute("SELECT 1 FROM voided WHERE idempotency_key = ?", (key,)).fetchone():
                 return "voided"
             cur = conn.execute(
@@ -380,7 +380,7 @@ class Catalog:
 
     def void_unless_charged(self, key: str, now: float) -> bool:
         """Cancel the intent *key*: True if voided (no charge can follow), False if charged."""
-        with self.db.transaction() as conn:
+        with self.db.transaction("Catalog.void_unless_charged") as conn:
             if conn.execute("SELECT 1 FROM charges WHERE idempotency_key = ?", (key,)).fetchone():
                 return False
             conn.execute("INSERT OR IGNORE INTO voided VALUES (?, ?)", (key, now))

@@ -5,8 +5,30 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from scalekit import BackendError, BackendUnavailableError
+
+#: SQLite's result codes for a database that cannot be used now but may be again.
+_UNAVAILABLE_CODES = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+_UNAVAILABLE_TEXT = ("is locked", "disk I/O error", "unable to open database file")
+#: Errors that are the shop code's own to handle (a UNIQUE key taken, a bug).
+_OWN = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+
+
+def database_error(path: Path, operation: str, exc: sqlite3.Error) -> BackendError:
+    """`BackendUnavailableError` for a lock held too long, an I/O error or a file that
+    cannot be opened (a retry may succeed), else `BackendError` (a full disk, a
+    read-only or corrupt file): the message names the file and the operation."""
+    code = getattr(exc, "sqlite_errorname", None)
+    text = str(exc)
+    if code is not None:
+        transient = code.startswith(_UNAVAILABLE_CODES)
+    else:
+        transient = any(part in text for part in _UNAVAILABLE_TEXT)
+    cls = BackendUnavailableError if transient else BackendError
+    return cls(f"sqlite {path.name}: {operation} failed: {text}" + (f" ({code})" if code else ""))
 
 
 class Database:
@@ -29,13 +51,28 @@ class Database:
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, rolled back on an exception."""
-        conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
+    def transaction(self, operation: str = "a transaction") -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT, rolled back on an exception.
+
+        SQLite's errors (but `IntegrityError` and `ProgrammingError`, the
+        shop code's own) become `database_error`s naming *operation*; a
+        statement SQLite already rolled back for (a full disk) raises that
+        error, not the `ROLLBACK`'s "no transaction is active".
+        """
+        try:
+            conn = self.connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, _OWN):
+                raise
+            raise database_error(self.path, operation, exc) from exc
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):  # the error below says what went wrong
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, _OWN):
+                raise database_error(self.path, operation, exc) from exc
             raise
-        conn.execute("COMMIT")

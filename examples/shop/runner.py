@@ -285,7 +285,7 @@ class ShopRun:
         for attempt in range(3):
             try:
                 swept = self.shop.recover()
-            except sqlite3.OperationalError as exc:  # a database locked or a disk full
+            except (BackendError, sqlite3.OperationalError) as exc:  # a lock held, a disk full
                 self.shop.note(exc, "recovery")
                 swept = Recovery(left_reserved=self._still_reserved())
             total.completed += swept.completed

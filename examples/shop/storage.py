@@ -108,7 +108,7 @@ class ShopStorage:
         db = self.shard_for(user_id)
         if not write:
             return work(db.connection(), user_id, *args)
-        with db.transaction() as conn:
+        with db.transaction("ShopStorage.on_user") as conn:
             return work(conn, user_id, *args)
 
     def _orders_table(self, conn: sqlite3.Connection, when: datetime) -> str:

@@ -38,8 +38,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
-from redis.retry import Retry
+try:
+    import redis
+    from redis.retry import Retry
+except ModuleNotFoundError as _exc:
+    from ._lazy import missing_driver
+
+    raise missing_driver(__name__, _exc) from _exc
 
 from .exceptions import BackendUnavailableError
 

@@ -133,3 +133,46 @@ def test_peak_ewma_keeps_a_ramping_endpoint_load_aware() -> None:
             f"window {window}: the slow new endpoint had {ramped:.4f} of picks with slow "
             f"start, {plain:.4f} without"
         )
+
+
+def _peak_ewma_shares(
+    weights: dict[str, int], new_weight: int, spans: list[tuple[float, float]], picks: int
+) -> list[float]:
+    """The new endpoint's share of picks in each (start, end) span of a fake clock."""
+    clock = FakeClock()
+    policy = HealthPolicy(slow_start=SlowStart(window=WINDOW))
+    lb = PeakEWMA(weights, clock=clock, rng=random.Random(5), health=policy)
+    lb.add("e", new_weight)
+    shares = []
+    for start, end in spans:
+        new = 0
+        for i in range(picks):
+            clock.set(start + (end - start) * i / picks)
+            ep = lb.pick()
+            new += ep == "e"
+            lb.release(ep, latency=0.010)
+        shares.append(new / picks)
+    return shares
+
+
+@pytest.mark.parametrize(
+    ("weights", "new_weight"),
+    [({"a": 5, "b": 1, "c": 1, "d": 1}, 2), ({"a": 1, "b": 1, "c": 1, "d": 1}, 3)],
+    ids=["5-1-1-1+2", "1-1-1-1+3"],
+)
+def test_peak_ewma_share_does_not_step_when_the_ramp_ends(
+    weights: dict[str, int], new_weight: int
+) -> None:
+    # Envoy's factor is continuous at the end of the window (it reaches 1 there),
+    # so the share must be too: the last 2 s of the ramp and the first 2 s after
+    # it differ by what the factor changes in between (58/60 to 1, under 4%
+    # relative) plus three standard deviations of sampling noise.
+    picks = 20_000
+    before, after = _peak_ewma_shares(
+        weights, new_weight, [(WINDOW - 2.0, WINDOW - 0.001), (WINDOW, WINDOW + 2.0)], picks
+    )
+    noise = 3 * math.sqrt(2 * after * (1 - after) / picks)
+    assert abs(after - before) <= 0.04 * after + noise, (
+        f"the new endpoint had {before:.4f} of picks just before the ramp ended, "
+        f"{after:.4f} just after"
+    )

@@ -231,14 +231,55 @@ def test_random_shares_follow_weights() -> None:
     assert counts["c"] == pytest.approx(10_000, rel=0.05)
 
 
-def test_peak_ewma_divides_load_by_weight() -> None:
-    lb = PeakEWMA({"a": 2, "b": 1}, clock=FakeClock(0.0), rng=random.Random(0))
+class _Scripted(random.Random):
+    """A random source that returns the given values from `random()`, in order."""
+
+    def __init__(self, values: list[float]) -> None:
+        super().__init__(0)
+        self._values = list(values)
+
+    def random(self) -> float:
+        return self._values.pop(0)
+
+
+def test_peak_ewma_with_unequal_weights_draws_by_weight_and_compares_load_per_unit() -> None:
+    # Weights 2 and 1: the running sums are [2, 3]. A draw u picks the first
+    # endpoint whose sum exceeds u * 3; the second is drawn among the others; the
+    # first is kept if cost * (in_flight / weight + 1) is not higher than the
+    # second's, else with probability theirs / its.
+    rng = _Scripted([0.5, 0.0, 0.5, 0.9, 0.1, 0.1, 0.0, 0.85])
+    lb = PeakEWMA({"a": 2, "b": 1}, clock=FakeClock(0.0), rng=rng)
     for ep, latency in (("a", 0.1), ("b", 0.06)):
         lb._in_flight[ep] += 1
         lb.release(ep, latency=latency)
-    assert lb.pick() == "a"  # 0.1 / 2 < 0.06 / 1
-    assert lb.pick() == "b"  # 0.1 * 2 / 2 = 0.1 > 0.06
-    assert lb.pick() == "a"  # 0.1 < 0.06 * 2 = 0.12
+    # 1.5 -> a, then b; a's 0.1 > b's 0.06: kept since 0.5 * 0.1 < 0.06.
+    assert lb.pick() == "a"
+    # 2.7 -> b, then a; b's 0.06 <= a's 0.1 * (1/2 + 1) = 0.15: kept outright.
+    assert lb.pick() == "b"
+    # 0.3 -> a, then b; a's 0.15 > b's 0.06 * 2 = 0.12, and 0.85 * 0.15 >= 0.12: b.
+    assert lb.pick() == "b"
+    assert rng._values == []
+
+
+@pytest.mark.parametrize("in_flight", [0, 1, 8])
+def test_peak_ewma_shares_follow_unequal_weights_when_latencies_match(in_flight: int) -> None:
+    # docs/balancing.md: one request at a time the shares are the weights'
+    # (sampling noise aside, plus 2%); with requests in flight, within 15% of them.
+    lb = PeakEWMA({"a": 3, "b": 1, "c": 1}, clock=FakeClock(0.0), rng=random.Random(4))
+    counts = dict.fromkeys("abc", 0)
+    out: list[str] = []
+    picks = 50_000
+    for _ in range(picks):
+        ep = lb.pick()
+        counts[ep] += 1
+        out.append(ep)
+        if len(out) > in_flight:
+            lb.release(out.pop(0), latency=0.010)
+    bound = 0.02 if in_flight == 0 else 0.15
+    for ep, weight in (("a", 3), ("b", 1), ("c", 1)):
+        share = weight / 5
+        noise = 3 * (share * (1 - share) / picks) ** 0.5
+        assert abs(counts[ep] / picks - share) <= bound * share + noise, counts
 
 
 def _nginx_reference(weights: dict[str, int], events: list[tuple[str, str, int]]) -> list[str]:

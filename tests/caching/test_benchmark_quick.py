@@ -42,3 +42,22 @@ def test_only_a_full_or_recorded_speed_run_writes_the_committed_results(
         out = tmp_path / "-".join(args or ["default"])
         assert cli.main(["speed", *args, "--out", str(out)]) == 0
         assert [p.stem for p in out.glob("*.txt")] == [name], args
+
+
+def test_every_time_is_whole_nanoseconds_with_thousands_separators() -> None:
+    # One format for every time the speed benchmark prints: ns/op or ns/call,
+    # whole nanoseconds, grouped by thousands as its other counts are.
+    from benchmarks.caching import speed
+
+    calls = speed.DECORATOR_CALLS
+    decorator = {"scalekit cached(LRUCache)": 2.5e-6 * calls, "functools.lru_cache": 3.5e-8 * calls}
+    table = speed._decorator_table(decorator)
+    assert "ns/call" in table.splitlines()[1]
+    assert " 2,500 " in table and " 35 " in table
+    row = ["TinyLFUCache", "1,234", "76.2%", "-", "-", "theine.Cache", "1,160", "1.0%", "0.94x"]
+    median = speed._median_table(
+        [[[*row, "0.50x"]], [[*row[:1], "12,345", *row[2:], "0.70x"]]], [decorator] * 2, 2
+    )
+    assert " 6,790 " in median  # the median of 1,234 and 12,345 ns/op
+    assert " 2,500 " in median
+    assert speed._ns(0.001, 1) == "1,000,000" and speed._ns(7e-8, 1) == "70"

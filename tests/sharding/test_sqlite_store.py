@@ -588,11 +588,11 @@ class HookedTarget(SQLiteShardStore):
 
     hook: Any = None
 
-    def _transaction(self) -> Any:
+    def _transaction(self, operation: str) -> Any:
         hook, self.hook = self.hook, None
         if hook is not None:
             hook()
-        return super()._transaction()
+        return super()._transaction(operation)
 
 
 def bal_incr(conn: sqlite3.Connection, key: Any) -> int:
@@ -862,12 +862,12 @@ class Watched(HookedTarget):
     held: list[str]
     opened = 0
 
-    def _transaction(self) -> Any:
+    def _transaction(self, operation: str) -> Any:
         self.opened += 1
         self.held += [
             f"{p.name} open at {self.name}" for p in self.peers if p._conn().in_transaction
         ]
-        return super()._transaction()
+        return super()._transaction(operation)
 
 
 def test_no_transaction_is_held_across_a_wait_or_a_step_on_the_other_database(
@@ -1107,3 +1107,75 @@ def test_a_key_column_with_a_non_binary_collation_is_refused(tmp_path: Path, sch
     paths = two_files(tmp_path, schema)
     with pytest.raises(ConfigurationError, match=r"(?i)kv\.k .*COLLATE (NOCASE|RTRIM).*BINARY"):
         SQLiteShardStore(paths["A"], {"kv": "k"})
+
+
+def _big(conn: sqlite3.Connection, key: str, size: int) -> bool:
+    conn.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, "x" * size))
+    return True
+
+
+def test_a_full_database_is_a_backend_error_naming_the_operation(tmp_path: Path) -> None:
+    # SQLite's own limit on the file's pages, a real SQLITE_FULL: a write that
+    # needs more pages fails the way a full disk fails it.
+    path = tmp_path / "A.sqlite3"
+    kv.connect(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    store = SQLiteShardStore(lambda: conn, kv.TABLES)
+    assert store.execute("a", [kv.set_, "1"], name="m", state=None, source=False) is True
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+    with pytest.raises(BackendError, match=r"execute failed: database or disk is full") as info:
+        store.execute("b", [_big, 1_000_000], name="m", state=None, source=False)
+    assert not isinstance(info.value, BackendUnavailableError)  # retrying will not help
+    assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+    assert not conn.in_transaction  # rolled back, and the store goes on working
+    assert store.execute("b", [kv.get], name="m", state=None, source=False) is None
+    assert store.execute("c", [kv.set_, "3"], name="m", state=None, source=False) is True
+    with pytest.raises(BackendError, match=r"write_state failed: database or disk is full"):
+        store.write_state("m" * 1_000_000, MigrationState(1, "planned"))  # a name too large
+    assert store.read_state("m" * 1_000_000) is None
+
+
+def test_a_locked_database_is_unavailable_naming_the_operation(tmp_path: Path) -> None:
+    # Another connection holds the rollback journal's exclusive lock: every
+    # read and write waits the busy timeout, then fails naming what it did.
+    path = tmp_path / "A.sqlite3"
+    kv.connect(path).close()
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.execute("PRAGMA journal_mode=DELETE")
+    setup.close()
+    conn = sqlite3.connect(path, isolation_level=None, timeout=0.2)
+    store = SQLiteShardStore(lambda: conn, kv.TABLES)
+    assert store.execute("a", [kv.set_, "1"], name="m", state=None, source=False) is True
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        for operation, call in [
+            ("execute", lambda: store.execute("a", [kv.get], name="m", state=None, source=False)),
+            ("read_state", lambda: store.read_state("m")),
+            ("in_doubt", lambda: store.in_doubt("m")),
+            ("scan", lambda: store.scan(0, 10)),
+            ("write_state", lambda: store.write_state("m", None)),
+        ]:
+            started = time.monotonic()
+            with pytest.raises(
+                BackendUnavailableError, match=rf"sqlite .*: {operation} failed: database is locked"
+            ):
+                call()
+            assert time.monotonic() - started <= 0.2 + 0.5  # the busy timeout and a margin
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert store.execute("a", [kv.get], name="m", state=None, source=False) == "1"
+
+
+def test_a_read_only_database_refuses_writes_with_a_backend_error(tmp_path: Path) -> None:
+    path = tmp_path / "A.sqlite3"
+    kv.connect(path).close()
+    SQLiteShardStore(path, kv.TABLES).read_state("m")  # its record tables exist
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+    store = SQLiteShardStore(lambda: conn, kv.TABLES)
+    assert store.read_state("m") is None  # reads work
+    with pytest.raises(BackendError, match=r"write_state failed: attempt to write a readonly") as e:
+        store.write_state("m", None)
+    assert not isinstance(e.value, BackendUnavailableError)

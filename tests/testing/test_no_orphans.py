@@ -183,3 +183,44 @@ def test_a_postgres_server_dies_with_the_process_that_started_it() -> None:
         child.wait()
         if _alive(server_pid):
             os.kill(server_pid, signal.SIGKILL)
+
+
+CLUSTER_HOLDER = textwrap.dedent(
+    """
+    import time
+    from scalekit.testing import RedisClusterServers
+
+    cluster = RedisClusterServers(3, replicas=1)
+    cluster.start()
+    print(" ".join(str(m.pid) for m in cluster.members), flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_cluster_with_replicas_dies_with_the_process_that_started_it() -> None:
+    """About 3 s: six redis-servers start, then their starter is killed."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLUSTER_HOLDER],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert child.stdout is not None
+    pids = [int(p) for p in child.stdout.readline().split()]
+    try:
+        assert len(pids) == 6 and all(_alive(pid) for pid in pids)
+        child.kill()
+        child.wait(timeout=BOUND)
+        deadline = time.monotonic() + BOUND
+        for pid in pids:
+            assert _gone_within(pid, max(0.0, deadline - time.monotonic())), (
+                f"redis-server {pid} outlived its parent"
+            )
+    finally:
+        child.kill()
+        child.wait()
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -116,3 +117,58 @@ def test_cluster_masters_own_all_slots(redis_cluster: RedisClusterServers) -> No
 def test_constructor_rejects_a_two_node_cluster() -> None:
     with pytest.raises(ValueError, match=r"masters must be an integer in \[3, 99\].*got 2"):
         RedisClusterServers(2)
+
+
+def test_constructor_checks_replicas() -> None:
+    with pytest.raises(ValueError, match=r"replicas must be an integer in \[0, 32\].*got -1"):
+        RedisClusterServers(3, replicas=-1)
+    with pytest.raises(ValueError, match=r"replicas must be an integer in \[0, 32\].*got 33"):
+        RedisClusterServers(3, replicas=33)
+    with pytest.raises(TypeError, match="replicas must be an integer"):
+        RedisClusterServers(3, replicas=1.0)  # type: ignore[arg-type]
+
+
+def _offset(node: RedisServer, field: bytes) -> int:
+    info = node.execute("INFO", "replication")
+    return int(info.split(field + b":", 1)[1].split(b"\r\n", 1)[0])
+
+
+def _wait_replicated(master: RedisServer, replica: RedisServer, timeout: float = 2.0) -> None:
+    """Poll until *replica* has applied everything *master* had written when called."""
+    written = _offset(master, b"master_repl_offset")
+    deadline = time.monotonic() + timeout
+    while _offset(replica, b"slave_repl_offset") < written:
+        assert time.monotonic() < deadline, "the replica did not catch up in time"
+        time.sleep(0.01)
+
+
+def test_a_replica_takes_over_from_a_killed_master() -> None:
+    """About 4 s: a 6-node cluster starts (2 s), then one automatic failover."""
+    with RedisClusterServers(3, replicas=1, node_timeout_ms=500) as cluster:
+        assert len(cluster.members) == 6 and len({m.pid for m in cluster.members}) == 6
+        assert cluster.primaries() == cluster.nodes
+        client = RedisCluster(host=cluster.host, port=cluster.port, socket_timeout=2)
+        try:
+            for replica in cluster.replicas:
+                role = replica.execute("ROLE")
+                assert role.startswith(b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n")
+                assert f":{cluster.master_of(replica).port}\r\n".encode() in role
+            client.set("{harness}:k", "v1")
+            master = next(
+                n for n in cluster.nodes if n.port == client.get_node_from_key("{harness}:k").port
+            )
+            replica = cluster.replicas[cluster.nodes.index(master)]
+            _wait_replicated(master, replica)
+            master.kill()
+            # Redis flags the master failed after node_timeout, then its replica
+            # waits 500 ms plus up to 500 ms and wins the vote: about 2 s here.
+            assert cluster.wait_failover(master, timeout=10) is replica
+            assert replica in cluster.primaries() and master not in cluster.primaries()
+            assert client.get("{harness}:k") == b"v1"  # the client follows the new master
+        finally:
+            client.close()
+        pids = [m.pid for m in cluster.members if m.running]
+    assert len(pids) == 5
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # stopped (and reaped) by its pid

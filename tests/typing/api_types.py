@@ -144,3 +144,32 @@ def redis_tier_stats(redis_stats: RedisCacheStats, near_stats: NearCacheStats) -
     assert_type(redis_stats.hit_ratio, float)
     assert_type(near_stats.hit_ratio, float)
     assert_type(LRUCache[str, int](4).stats().hit_ratio, float)
+
+
+class Product:
+    price = 0
+
+
+def redis_tier_values_are_typed(client: redis.Redis) -> None:
+    from scalekit.caching import NearCache, RedisCache
+
+    products = RedisCache[Product](client, namespace="products")
+    assert_type(products.get("42"), Product | None)
+    assert_type(products.get("42", 0), Product | int)
+    assert_type(products.get_or_load("42", Product), Product)
+    assert_type(products.get_many(["42"]), dict[str, Product])
+    products.set("42", Product())
+    annotated: RedisCache[Product] = RedisCache(client, namespace="products")
+    assert_type(annotated.get_or_load("42", Product).price, int)
+    near = NearCache(LRUCache[str, Any](100), products)
+    assert_type(near, NearCache[Product])
+    assert_type(near.get("42"), Product | None)
+    assert_type(near.get_or_load("42", Product), Product)
+    untyped = RedisCache(client, namespace="any")  # no annotation needed: RedisCache[Any]
+    assert_type(untyped, RedisCache[Any])
+    price: int = products.get("42")  # type: ignore[assignment]  # may be None
+    label: str = products.get_or_load("42", Product)  # type: ignore[assignment]
+    products.set("42", "not a product")  # type: ignore[arg-type]
+    products.get_or_load("42", lambda: "not a product")  # type: ignore[arg-type, return-value]
+    near.set("42", 7)  # type: ignore[arg-type]
+    del price, label

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
 import time
@@ -33,11 +35,26 @@ class PeakEWMA(Balancer[E]):
     distinct endpoints at random and keeps the one with the lower load
     (Finagle `PeakEwma.scala` with `P2C`; Linkerd's "Beyond Round
     Robin"). Reading the load first decays `cost` toward 0, as Finagle
-    does. Unequal weights divide the load by the weight, a scalekit
-    extension that is Finagle's rule when weights are equal.
+    does.
 
-    Slow start scales the selection probability and stays load-aware:
-    while an endpoint ramps, it is drawn as a candidate with probability
+    Unequal weights (with equal weights the rule above is Finagle's,
+    exactly): both endpoints are drawn with probability proportional to
+    their weight (the second among the others), as Finagle's weighted P2C
+    draws them. Finagle then keeps the lower `load / weight`; scalekit
+    compares the load of one unit of each weight, `cost * (in_flight /
+    weight + 1)` (an endpoint of weight w counts as w endpoints sharing its
+    requests), so that one request at a time the heavier endpoint does not
+    win every comparison. The first is kept if its
+    unit load is not higher, else with probability `theirs / its`, else the
+    second is picked. Endpoints whose latencies match get shares equal to
+    their weights' one request at a time, and within 15% of them with
+    requests in flight; a slower or busier one gets less. A ramping
+    endpoint (slow start) is drawn with `weight * factor` instead, which
+    reaches its weight exactly when its ramp ends: its share does not step
+    there.
+
+    Slow start with equal weights scales the selection probability and
+    stays load-aware: while an endpoint ramps, it is drawn as a candidate with probability
     `weight * factor / sum(weight * factor)` (Envoy's ramp, as weighted
     random would give it), and that candidate is then compared, by
     `load / weight` as in P2C, with an endpoint at full weight drawn at
@@ -70,8 +87,8 @@ class PeakEWMA(Balancer[E]):
 
     Thread-safety: see [Balancer][scalekit.balancing.Balancer].
 
-    Runtime complexity: O(1) per pick and release (O(n) while endpoints
-    are ejected).
+    Runtime complexity: O(1) per pick and release with equal weights,
+    O(log n) with unequal ones; O(n) while endpoints are ejected or ramp.
     """
 
     def __init__(
@@ -90,20 +107,24 @@ class PeakEWMA(Balancer[E]):
         self._ids: list[E] = []
         self._metric: dict[E, list[float]] = {}  # endpoint -> [cost, stamp]
         self._uniform = True
+        self._cumulative: list[float] | None = None  # running sums of the weights of _ids
 
     def _on_add(self, endpoint: E, weight: int) -> None:
         if self._ids and weight != self._weights[self._ids[0]]:
             self._uniform = False
         self._ids.append(endpoint)
         self._metric[endpoint] = [0.0, self._clock()]
+        self._cumulative = None
 
     def _on_remove(self, endpoint: E, weight: int) -> None:
         self._ids.remove(endpoint)
         del self._metric[endpoint]
         self._uniform = len(set(self._weights.values())) <= 1
+        self._cumulative = None
 
     def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         self._uniform = len(set(self._weights.values())) <= 1
+        self._cumulative = None
 
     def _observe(self, metric: list[float], rtt: float, now: float) -> None:
         cost, stamp = metric
@@ -183,10 +204,92 @@ class PeakEWMA(Balancer[E]):
         load = PENALTY + pending if cost == 0.0 and pending != 0 else cost * (pending + 1)
         return load / self._weights[endpoint]
 
+    def _weighted(self, hosts: list[E], now: float, ramping: bool) -> E:
+        """Unequal weights: a candidate drawn by weight, kept against a second by load.
+
+        Both are drawn with probability proportional to `weight * factor`
+        (the factor of a ramping endpoint, else 1), the second among the
+        others; the first is kept if its load per unit of weight
+        (`_unit_load`) is not higher, else with probability `theirs / its`.
+        So endpoints whose latency and in-flight count per unit of weight
+        are alike get shares proportional to their weights, and a ramping
+        endpoint's draw probability reaches its full weight's exactly when
+        its ramp ends.
+        """
+        size = len(hosts)
+        if size == 1:
+            return hosts[0]
+        weights = self._weights
+        cumulative = self._cumulative
+        if ramping or hosts is not self._ids or cumulative is None:
+            shares = (
+                [weights[ep] * self._factor(ep, now) for ep in hosts]
+                if ramping
+                else [float(weights[ep]) for ep in hosts]
+            )
+            cumulative = list(itertools.accumulate(shares))
+            if not ramping and hosts is self._ids:
+                self._cumulative = cumulative
+        total = cumulative[-1]
+        random_ = self._rng.random
+        bisect_right = bisect.bisect_right
+        a = bisect_right(cumulative, random_() * total)
+        if a >= size:
+            a = size - 1
+        start = cumulative[a - 1] if a else 0.0
+        share = cumulative[a] - start
+        u = random_() * (total - share)
+        if u >= start:
+            u += share  # skip the first candidate's interval
+        b = bisect_right(cumulative, u)
+        if b >= size:
+            b = size - 1
+        if b == a:  # rounding at an interval's edge
+            b = a + 1 if a + 1 < size else a - 1
+        first, second = hosts[a], hosts[b]
+        # _unit_load of both, inlined: this is the hot path of unequal weights.
+        metric, in_flight, tau, exp = self._metric, self._in_flight, self._tau, math.exp
+        m = metric[first]
+        cost, stamp = m
+        if cost and now > stamp:
+            cost *= exp((stamp - now) / tau)
+            m[0] = cost
+        m[1] = now
+        pending = in_flight[first] / weights[first]
+        mine = PENALTY + pending if cost == 0.0 and pending != 0 else cost * (pending + 1)
+        m = metric[second]
+        cost, stamp = m
+        if cost and now > stamp:
+            cost *= exp((stamp - now) / tau)
+            m[0] = cost
+        m[1] = now
+        pending = in_flight[second] / weights[second]
+        theirs = PENALTY + pending if cost == 0.0 and pending != 0 else cost * (pending + 1)
+        if mine <= theirs or random_() * mine < theirs:
+            return first
+        return second
+
+    def _unit_load(self, endpoint: E, now: float) -> float:
+        """The load of one unit of *endpoint*'s weight: `cost * (in_flight / weight + 1)`.
+
+        An endpoint of weight w counts as w endpoints of weight 1 sharing its
+        requests, each with Finagle's load; it decays the cost as a pick does.
+        """
+        m = self._metric[endpoint]
+        cost, stamp = m
+        if cost and now > stamp:
+            cost *= math.exp((stamp - now) / self._tau)
+            m[0] = cost
+        m[1] = now
+        pending = self._in_flight[endpoint] / self._weights[endpoint]
+        return PENALTY + pending if cost == 0.0 and pending != 0 else cost * (pending + 1)
+
     def _select(self, excluded: frozenset[Hashable], key: Hashable | None) -> E:
         hosts = self._ids if not excluded else [ep for ep in self._ids if ep not in excluded]
         now = self._clock()
         health = self._health
+        if not self._uniform:
+            return self._weighted(hosts, now, health is not None and health._any_slow_start())
         if health is not None and health._any_slow_start():
             drawn = self._ramp(hosts, now)
             if not isinstance(drawn, list):
@@ -220,8 +323,4 @@ class PeakEWMA(Balancer[E]):
         m[1] = now
         pending = in_flight[node_b]
         load_b = PENALTY + pending if cost == 0.0 and pending != 0 else cost * (pending + 1)
-        if not self._uniform:
-            weights = self._weights
-            load_a /= weights[node_a]
-            load_b /= weights[node_b]
         return node_a if load_a < load_b else node_b

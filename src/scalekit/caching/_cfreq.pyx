@@ -41,6 +41,7 @@ import math
 from collections import OrderedDict
 
 from .._validation import fraction, non_negative_number
+from ..exceptions import ArgumentTypeError, ConfigurationError
 from .base import MISSING, Cache
 
 __all__ = ["LFUCore", "S3FIFOCore"]
@@ -544,7 +545,7 @@ cdef class LFUCore:
                 _link_after(head.prev, f, bucket.count)
                 for key, value in bucket.items():
                     if key in nodes:
-                        raise ValueError(f"LFUCache state: key {key!r} is in two buckets")
+                        raise ConfigurationError(f"LFUCache state: key {key!r} is in two buckets")
                     node = _Use.__new__(_Use)
                     node.key = key
                     node.value = value
@@ -554,10 +555,10 @@ cdef class LFUCore:
             for key in data:
                 found_node = nodes.get(key)
                 if found_node is None:
-                    raise ValueError(f"LFUCache state: _data key {key!r} is in no bucket")
+                    raise ConfigurationError(f"LFUCache state: _data key {key!r} is in no bucket")
                 mapping[key] = found_node
             if len(mapping) != len(nodes):
-                raise ValueError("LFUCache state: the buckets hold keys that _data does not")
+                raise ConfigurationError("LFUCache state: the buckets hold keys that _data does not")
         except BaseException:
             f = head.next
             while f != &head:
@@ -799,7 +800,7 @@ cdef class S3FIFOCore:
     @_ghost.setter
     def _ghost(self, value):
         if not isinstance(value, OrderedDict):
-            raise TypeError(f"_ghost must be an OrderedDict, got {type(value).__name__}")
+            raise ArgumentTypeError(f"_ghost must be an OrderedDict, got {type(value).__name__}")
         self._ghost_pop = value.pop
         self._ghost_popitem = value.popitem
         self._ghost_map = value
@@ -1193,7 +1194,7 @@ cdef class S3FIFOCore:
             mapping[key] = node
         order = [mapping[key] for key in small] + [mapping[key] for key in main]
         if len(order) != len(mapping) or len({id(n) for n in order}) != len(mapping):
-            raise ValueError("S3FIFOCache state: _small and _main do not hold every key once")
+            raise ConfigurationError("S3FIFOCache state: _small and _main do not hold every key once")
         cdef Py_ssize_t n_small = len(small)
         cdef Py_ssize_t i = 0
         self._reset_rings()  # anything linked meanwhile (re-entrantly) goes with the old dict

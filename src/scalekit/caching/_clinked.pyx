@@ -28,6 +28,7 @@ from cpython.ref cimport PyObject, Py_INCREF
 
 from collections import OrderedDict
 
+from ..exceptions import InvalidStateError
 from .base import MISSING, Cache
 from .keys import _MARK
 
@@ -476,7 +477,7 @@ cdef class CachedHit:
     def __call__(self, *args, **kwargs):
         cdef LinkedCore core = self._core
         if core is None:
-            raise TypeError("CachedHit is not initialised: cached() builds it")
+            raise InvalidStateError("CachedHit is not initialised: cached() builds it")
         cdef object k = args
         if kwargs:
             k = args + _KWMARK + tuple(sorted(kwargs.items()))

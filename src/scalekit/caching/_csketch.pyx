@@ -20,6 +20,8 @@ from cpython.object cimport PyObject_Hash
 from libc.stdint cimport uint64_t
 from libc.string cimport memset
 
+from ..exceptions import ConfigurationError
+
 cdef extern from *:
     """
     #define SK_MIX1 0xBF58476D1CE4E5B9ULL
@@ -102,7 +104,7 @@ cdef class FrequencySketch:
         r0, r1, r2, r3 = rows
         width = len(r0)
         if width & (width - 1) or any(len(r) != width for r in (r1, r2, r3)):
-            raise ValueError(f"rows must be four bytearrays of one power-of-two length")
+            raise ConfigurationError(f"rows must be four bytearrays of one power-of-two length")
         self._r0, self._r1, self._r2, self._r3 = r0, r1, r2, r3
         self._mask = width - 1
 
@@ -115,7 +117,7 @@ cdef class FrequencySketch:
         if door is not None:
             bits = len(door) * 8
             if bits & (bits - 1):
-                raise ValueError("the doorkeeper must be a bytearray of a power-of-two length")
+                raise ConfigurationError("the doorkeeper must be a bytearray of a power-of-two length")
             self._door_mask = bits - 1
         self._door_ = door
 

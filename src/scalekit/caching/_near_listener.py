@@ -8,8 +8,13 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
-import redis
-import redis.cluster
+try:
+    import redis
+    import redis.cluster
+except ModuleNotFoundError as _exc:
+    from .._lazy import missing_driver
+
+    raise missing_driver(__name__, _exc) from _exc
 
 from ..exceptions import BackendUnavailableError
 from .redis_cache import _busy

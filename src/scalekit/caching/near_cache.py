@@ -40,7 +40,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, MutableMapping
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, cast, overload
 
 try:
     import redis.cluster
@@ -54,7 +54,7 @@ from ..exceptions import ArgumentTypeError, ConfigurationError
 from ..observability import _emit
 from ._near_listener import NEVER as _NEVER
 from ._near_listener import Listener, permission_message
-from .redis_cache import RedisCache
+from .redis_cache import D, RedisCache, V
 
 __all__ = ["NearCache", "NearCacheStats"]
 
@@ -95,8 +95,11 @@ class NearCacheStats(NamedTuple):
         return self.local_hits / total if total else 0.0
 
 
-class NearCache:
+class NearCache(Generic[V]):
     """A local cache (any `MutableMapping`) in front of a `RedisCache`.
+
+    Generic over the value type of its remote: in front of a
+    `RedisCache[Product]` it is a `NearCache[Product]`.
 
     Example:
         ```python
@@ -141,7 +144,7 @@ class NearCache:
     def __init__(
         self,
         local: MutableMapping[str, Any],
-        remote: RedisCache,
+        remote: RedisCache[V],
         *,
         max_staleness: float = 1.0,
         local_ttl: float | None = None,
@@ -257,7 +260,13 @@ class NearCache:
         return [(client.connection_pool, f"{kwargs.get('host')}:{kwargs.get('port')}")]
 
     # -- reads -------------------------------------------------------------
-    def get(self, key: str, default: Any = None) -> Any:
+    @overload
+    def get(self, key: str) -> V | None: ...
+
+    @overload
+    def get(self, key: str, default: D) -> V | D: ...
+
+    def get(self, key: str, default: object = None) -> object:
         """The value of *key* from the local layer, else from Redis, else *default*.
 
         Runtime complexity: O(1) on a local hit; one Redis round trip otherwise.
@@ -278,7 +287,7 @@ class NearCache:
             return default
         return copy.deepcopy(value) if self._copy else value
 
-    def get_or_load(self, key: str, loader: Callable[[], Any], *, ttl: float | None = None) -> Any:
+    def get_or_load(self, key: str, loader: Callable[[], V], *, ttl: float | None = None) -> V:
         """Like `RedisCache.get_or_load`, with the local layer in front.
 
         A value served stale (`stale_ttl`) or loaded while Redis was down is
@@ -288,7 +297,7 @@ class NearCache:
         """
         value = self._local_get(key)
         if value is not _MISS:
-            return value
+            return cast("V", value)
         seq = self._begin(key)
         keep: Any = _MISS
         until = _NEVER
@@ -298,7 +307,7 @@ class NearCache:
                 keep = value
         finally:
             self._end(key, seq, keep, until)
-        return copy.deepcopy(value) if self._copy else value
+        return cast("V", copy.deepcopy(value) if self._copy else value)
 
     def _local_get(self, key: str) -> Any:
         now = self._clock()
@@ -342,7 +351,7 @@ class NearCache:
                 self._local[key] = (value, now + life)
 
     # -- writes ------------------------------------------------------------
-    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+    def set(self, key: str, value: V, ttl: float | None = None) -> None:
         """Write through to Redis; every process's local copy is invalidated.
 
         Runtime complexity: O(1), one script call.

@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 try:
     import redis
@@ -47,6 +47,14 @@ from .serializers import Serializer, resolve_serializer
 __all__ = ["CacheLoadTimeoutError", "RedisCache", "RedisCacheStats"]
 
 T = TypeVar("T")
+if TYPE_CHECKING:  # a PEP 696 default, which type checkers read from typing_extensions
+    from typing_extensions import TypeVar as _TypeVar
+
+    #: The type of the values a cache holds; `RedisCache(...)` alone is `RedisCache[Any]`.
+    V = _TypeVar("V", default=Any)
+else:  # typing.TypeVar takes a default from Python 3.13 on
+    V = TypeVar("V")
+D = TypeVar("D")
 _MISS: Any = object()
 _UNAVAILABLE = (
     redis.ConnectionError,
@@ -100,8 +108,15 @@ def _refused(exc: redis.ResponseError) -> bool:
     )
 
 
-class RedisCache:
+class RedisCache(Generic[V]):
     """Namespaced cache-aside over a `redis.Redis` or `redis.cluster.RedisCluster`.
+
+    Generic over the type of its values: `RedisCache[Product](client, ...)`
+    (or an annotation, `cache: RedisCache[Product] = RedisCache(...)`) makes
+    `get` return `Product | None`, `get_or_load` `Product`, and `set` accept
+    only a `Product`; a cache created without one is `RedisCache[Any]`. The
+    type is a promise to the type checker: the serializer decodes what was
+    stored, and does not check it at run time.
 
     Example:
         ```python
@@ -505,11 +520,23 @@ class RedisCache:
         return self._call(pipe.execute)
 
     # -- plain operations --------------------------------------------------
-    def get(self, key: str, default: Any = None) -> Any:
-        """The fresh value of *key*, or *default*. Runtime complexity: O(1), one round trip."""
+    @overload
+    def get(self, key: str) -> V | None: ...
+
+    @overload
+    def get(self, key: str, default: D) -> V | D: ...
+
+    def get(self, key: str, default: object = None) -> object:
+        """The fresh value of *key*, or *default* (`None` unless given).
+
+        Runtime complexity: O(1), one round trip.
+
+        Raises:
+            BackendUnavailableError: Redis is unreachable.
+        """
         return self._decode(self._call(self._client.get, self._name(key)), default)
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+    def get_many(self, keys: Iterable[str]) -> dict[str, V]:
         """A dict of the keys that hold a fresh value.
 
         Runtime complexity: O(n): one MGET, or on a cluster one MGET per hash
@@ -531,7 +558,7 @@ class RedisCache:
             replies = [self._call(self._client.mget, names[0])]
         else:
             replies = self._pipelined([(("MGET", *n), key_slot(n[0].encode())) for n in names])
-        found: dict[str, Any] = {}
+        found: dict[str, V] = {}
         for group, reply in zip(groups, replies, strict=True):
             for key, data in zip(group, reply, strict=True):
                 value = self._decode(data, _MISS)
@@ -539,7 +566,7 @@ class RedisCache:
                     found[key] = value
         return found
 
-    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+    def set(self, key: str, value: V, ttl: float | None = None) -> None:
         """Write *value* under a new version and publish an invalidation.
 
         Runtime complexity: O(1), one script call.
@@ -550,7 +577,7 @@ class RedisCache:
         """
         self.set_many({key: value}, ttl)
 
-    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+    def set_many(self, mapping: Mapping[str, V], ttl: float | None = None) -> None:
         """Write every item, each with its own jittered TTL and a new version.
 
         Runtime complexity: O(n): one script call, or on a cluster one per hash
@@ -613,7 +640,7 @@ class RedisCache:
         self.delete(key)
 
     # -- cache-aside -------------------------------------------------------
-    def get_or_load(self, key: str, loader: Callable[[], Any], *, ttl: float | None = None) -> Any:
+    def get_or_load(self, key: str, loader: Callable[[], V], *, ttl: float | None = None) -> V:
         """The cached value of *key*, or *loader*'s result with one loader across all processes.
 
         On a miss one caller takes the lease and runs *loader*; callers in
@@ -631,7 +658,7 @@ class RedisCache:
 
         Runtime complexity: one round trip on a hit; 2-3 plus the load on a miss.
         """
-        return self._get_or_load(key, loader, ttl)[0]
+        return cast("V", self._get_or_load(key, loader, ttl)[0])
 
     def _get_or_load(
         self, key: str, loader: Callable[[], Any], ttl: float | None, deadline: bool = False

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,39 @@ def _affinity(declared: str) -> str:
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+#: SQLite's result codes for a database that cannot be used now but may be
+#: again (another connection's lock, an I/O error, a file it cannot open):
+#: `BackendUnavailableError`. Any other error of the database (full, read-only,
+#: corrupt, an SQL error) is a `BackendError`.
+_UNAVAILABLE_CODES = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+_UNAVAILABLE_TEXT = (
+    "database is locked",
+    "database table is locked",
+    "disk I/O error",
+    "unable to open database file",
+)
+#: The driver's errors that are the caller's to handle, passed through as they are.
+_OWN = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+
+
+def backend_error(store: str, operation: str, exc: sqlite3.Error) -> BackendError:
+    """The scalekit error for SQLite's *exc* during *operation* on the database *store*.
+
+    `BackendUnavailableError` for a lock held too long (`SQLITE_BUSY`,
+    `SQLITE_LOCKED`), an I/O error or a file SQLite cannot open, else
+    `BackendError`; the message names the database, the operation, SQLite's
+    message and its result code (Python >= 3.11).
+    """
+    code = getattr(exc, "sqlite_errorname", None)
+    text = str(exc)
+    if code is not None:
+        transient = code.startswith(_UNAVAILABLE_CODES)
+    else:
+        transient = any(part in text for part in _UNAVAILABLE_TEXT)
+    cls = BackendUnavailableError if transient else BackendError
+    return cls(f"sqlite {store}: {operation} failed: {text}" + (f" ({code})" if code else ""))
 
 
 def _encode_value(value: Any) -> Any:
@@ -131,6 +164,13 @@ class SQLiteShardStore(ShardStore):
 
     Raises:
         ConfigurationError: an empty *tables*, a bad name, timeout or prefix.
+
+    Every method turns SQLite's errors into `BackendUnavailableError` (a lock
+    held past *busy_timeout*, an I/O error, a file it cannot open: a retry
+    may succeed) or `BackendError` (a full disk, a read-only or corrupt
+    database, an SQL error: it will not), naming the database, the
+    operation and SQLite's result code; a command's own `IntegrityError`
+    and `ProgrammingError` pass through.
 
     Thread-safety: one connection per thread (the callable's, or the
     store's own for a path); processes share the file as SQLite allows.
@@ -250,23 +290,36 @@ class SQLiteShardStore(ShardStore):
             self._ready.add(id(conn))
         return conn
 
+    def _error(self, operation: str, exc: sqlite3.Error) -> BackendError:
+        return backend_error(self.name, operation, exc)
+
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, operation: str) -> Iterator[sqlite3.Connection]:
+        """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any exception.
+
+        SQLite's errors (`sqlite3.DatabaseError` but the caller's own
+        `IntegrityError` and `ProgrammingError`) become `backend_error`s
+        naming *operation*. A statement SQLite has already rolled back the
+        transaction for (a full disk, an I/O error) raises that error, not
+        the `ROLLBACK`'s "no transaction is active".
+        """
         try:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise BackendUnavailableError(f"sqlite {self.name}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, _OWN):
+                raise
+            raise self._error(operation, exc) from exc
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        try:
             conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            conn.execute("ROLLBACK")
-            raise BackendUnavailableError(f"sqlite {self.name}: {exc}") from exc
+        except BaseException as exc:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):  # the error below says what went wrong
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, _OWN):
+                raise self._error(operation, exc) from exc
+            raise
 
     @staticmethod
     def _key_text(key: Any) -> str:
@@ -445,7 +498,7 @@ class SQLiteShardStore(ShardStore):
                 f"*args), got {type(first).__name__}: {first!r}"
             )
         text = self._key_text(key)
-        with self._transaction() as conn:
+        with self._transaction("execute") as conn:
             self._check_key(conn, key)
             if state is not None:
                 recorded = self._recorded(conn, name)
@@ -463,11 +516,13 @@ class SQLiteShardStore(ShardStore):
     def read_state(self, name: str) -> MigrationState | None:
         try:
             return self._recorded(self._conn(), name)
-        except sqlite3.OperationalError as exc:
-            raise BackendUnavailableError(f"sqlite {self.name}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, _OWN):
+                raise
+            raise self._error("read_state", exc) from exc
 
     def write_state(self, name: str, state: MigrationState | None) -> None:
-        with self._transaction() as conn:
+        with self._transaction("write_state") as conn:
             conn.execute(f"DELETE FROM {self._state_t} WHERE name = ?", (name,))
             if state is not None:
                 conn.execute(f"INSERT INTO {self._state_t} VALUES (?, ?)", (name, state.encode()))
@@ -503,8 +558,10 @@ class SQLiteShardStore(ShardStore):
                     keys[i] = int(key)
                 elif not isinstance(key, (str, int)):
                     raise self._bad_stored_key(conn, tables, key)
-        except sqlite3.OperationalError as exc:
-            raise BackendUnavailableError(f"sqlite {self.name}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, _OWN):
+                raise
+            raise self._error("scan", exc) from exc
         if len(keys) < count:
             return 0, keys
         with self._marks_lock:
@@ -533,8 +590,10 @@ class SQLiteShardStore(ShardStore):
         try:
             rows = self._conn().execute(f"SELECT key FROM {self._doubt_t} WHERE name = ?", (name,))
             return [json.loads(r[0]) for r in rows]
-        except sqlite3.OperationalError as exc:
-            raise BackendUnavailableError(f"sqlite {self.name}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, _OWN):
+                raise
+            raise self._error("in_doubt", exc) from exc
 
     # -- moving ----------------------------------------------------------------------
 
@@ -567,7 +626,7 @@ class SQLiteShardStore(ShardStore):
         for row in staged:
             by_key.setdefault(row[0], []).append(row)
         try:
-            with other._transaction() as conn:  # 2: staged on the target
+            with other._transaction("move (staging the rows)") as conn:  # 2: on the target
                 for text in begun:
                     rows = by_key.get(text, [])
                     # Try the rows in (and take them out again) before the commit
@@ -597,7 +656,7 @@ class SQLiteShardStore(ShardStore):
     def _release(self, name: str, token: str, texts: list[str]) -> None:
         """Drop the records of keys whose move stopped before the commit point (best effort)."""
         try:
-            with self._transaction() as conn:
+            with self._transaction("move (giving keys back)") as conn:
                 conn.executemany(
                     f"DELETE FROM {self._doubt_t} "
                     "WHERE name = ? AND key = ? AND token = ? AND moved = 0",
@@ -682,7 +741,7 @@ class SQLiteShardStore(ShardStore):
         deadline = self._clock() + self._timeout
         staged: list[tuple[str, str, str, str, str]] = []
         begun: list[str] = []
-        with self._transaction() as conn:
+        with self._transaction("move (recording the keys)") as conn:
             self._check_state(conn, name, state)
             tables = self._data_tables(conn)
             # Generated columns (hidden 2: VIRTUAL, 3: STORED) are computed
@@ -737,7 +796,7 @@ class SQLiteShardStore(ShardStore):
         """Step 3, the commit point: delete the rows of every key still recorded under *token*."""
         moved: list[str] = []
         try:
-            with self._transaction() as conn:
+            with self._transaction("move (deleting the moved rows)") as conn:
                 self._check_state(conn, name, state)
                 tables = self._data_tables(conn)
                 for text in begun:
@@ -784,7 +843,7 @@ class SQLiteShardStore(ShardStore):
         if not records:
             return {}
         refused: dict[str, tuple[str, str, list[tuple[str, str, str, str]]]] = {}
-        with target._transaction() as conn:
+        with target._transaction("move (promoting the staged rows)") as conn:
             for text, token in records:
                 rows = conn.execute(
                     f"SELECT tbl, ddl, cols, row FROM {target._stage_t} "
@@ -799,7 +858,7 @@ class SQLiteShardStore(ShardStore):
                     f"DELETE FROM {target._stage_t} WHERE name = ? AND token = ? AND key = ?",
                     (name, token, text),
                 )
-        with self._transaction() as conn:
+        with self._transaction("move (clearing the records)") as conn:
             conn.executemany(
                 f"DELETE FROM {self._doubt_t} WHERE name = ? AND key = ? AND token = ? "
                 "AND moved = 1",
@@ -823,7 +882,7 @@ class SQLiteShardStore(ShardStore):
                             "key stays in doubt: fix the conflicting rows"
                         ) from exc
         if refused:
-            with target._transaction() as conn:
+            with target._transaction("move (dropping refused rows)") as conn:
                 conn.executemany(
                     f"DELETE FROM {target._stage_t} WHERE name = ? AND token = ? AND key = ?",
                     [(name, token, text) for text, (token, _, _) in refused.items()],
@@ -839,7 +898,7 @@ class SQLiteShardStore(ShardStore):
             moved: list[tuple[str, str]] = []
             waiting = False
             now = self._clock()
-            with self._transaction() as conn:
+            with self._transaction("resolve") as conn:
                 recorded = self._recorded(conn, name)
                 current = "" if recorded is None else recorded.encode()
                 for text in texts:
@@ -887,7 +946,7 @@ class SQLiteShardStore(ShardStore):
             delay = min(delay * 2, 0.05)
 
     def sweep(self, name: str) -> int:
-        with self._transaction() as conn:
+        with self._transaction("sweep") as conn:
             # Cancelled records of the finished migration: their keys are served
             # where they are.
             conn.execute(f"DELETE FROM {self._doubt_t} WHERE name = ? AND moved = -1", (name,))
