@@ -40,6 +40,22 @@ from cpython.ref cimport PyObject
 import math
 from collections import OrderedDict
 
+from ._ccore cimport (
+    ATTEMPTS as _ATTEMPTS,
+    TypeObject as _TypeObject,
+    capacity as _capacity,
+    changed as _changed,
+    check_layout,
+    dict_next as _dict_next,
+    dict_setdefault as _setdefault,
+    ring_clear,
+    ring_cut,
+    ring_init,
+    ring_push,
+    traverseproc as _traverseproc,
+    type_of as _type_of,
+    visitproc as _visitproc,
+)
 from .._validation import fraction, non_negative_number
 from .base import MISSING, Cache
 
@@ -51,7 +67,6 @@ cdef object _cache_setitem = Cache.__setitem__
 cdef object _cache_delitem = Cache.__delitem__
 cdef object _cache_missing = Cache.__missing__
 cdef object _cache_popitem = Cache.popitem
-cdef Py_ssize_t _UNBOUNDED = <Py_ssize_t>(<size_t>-1 >> 1)
 
 # The fields of the cores that the pure classes keep in their __dict__.
 cdef tuple _FIELDS = ("_maxsize", "_sizes", "_hits", "_misses", "_evictions")
@@ -60,25 +75,6 @@ cdef tuple _S3_FIELDS = _FIELDS + (
 )
 
 
-cdef extern from "Python.h":
-    ctypedef int (*_visitproc "visitproc")(PyObject*, void*) noexcept
-    ctypedef int (*_traverseproc "traverseproc")(PyObject*, _visitproc, void*) noexcept
-    ctypedef int (*_inquiry "inquiry")(PyObject*) noexcept
-    ctypedef struct _TypeObject "PyTypeObject":
-        _traverseproc tp_traverse
-        _inquiry tp_clear
-    void* _type_of "Py_TYPE"(object)
-    # Borrowed result; never replaces a present value, so never frees a linked node.
-    PyObject* _setdefault "PyDict_SetDefault"(object, object, object) except NULL
-    int _dict_next "PyDict_Next"(PyObject*, Py_ssize_t*, PyObject**, PyObject**) noexcept
-
-
-cdef Py_ssize_t _capacity(object maxsize) except? -1:
-    if maxsize > _UNBOUNDED:  # math.inf, or more entries than memory holds
-        return _UNBOUNDED
-    if maxsize < 0:
-        return 0
-    return <Py_ssize_t>maxsize
 
 
 # -- LFU ------------------------------------------------------------------------------
@@ -202,6 +198,43 @@ cdef class LFUCore:
         self._root.prev = &self._root
         self._root.next = &self._root
 
+    # -- lookups: revalidated after the key's Python code ---------------------------
+
+    @cython.final
+    cdef inline PyObject* _find(self, object key) except? NULL:
+        # The node for `key` in the current dict (borrowed), or NULL. The lookup
+        # runs the key's __hash__/__eq__ (Python code, and with it other threads);
+        # if that cleared the cache, the result came from the discarded dict (held
+        # here, so it is still alive) and is looked up again in the current one.
+        # The caller runs no Python code before it is done with the node.
+        cdef dict d = self._map
+        cdef PyObject* found = PyDict_GetItemWithError(d, key)
+        if d is self._map:
+            return found
+        return self._find_again(key)
+
+    cdef PyObject* _find_again(self, object key) except? NULL:
+        cdef dict d
+        cdef PyObject* found
+        cdef int attempt
+        for attempt in range(_ATTEMPTS):
+            d = self._map
+            found = PyDict_GetItemWithError(d, key)
+            if d is self._map:
+                return found
+        raise RuntimeError(_changed(self, "a lookup"))
+
+    cdef bint _has(self, object key) except -1:
+        cdef dict d
+        cdef int attempt
+        cdef int r
+        for attempt in range(_ATTEMPTS):
+            d = self._map
+            r = PyDict_Contains(d, key)
+            if d is self._map:
+                return r
+        raise RuntimeError(_changed(self, "a lookup"))
+
     cdef int _refresh(self) except -1:
         cls = type(self)
         self._flags_type = _type_of(self)
@@ -290,6 +323,9 @@ cdef class LFUCore:
                 found = _setdefault(d, key, node)
                 if d is self._map:
                     break
+                # Cleared meanwhile: the node went into the discarded dict. Emptied here,
+                # where no node is held, so that releasing it later runs no Python code.
+                PyDict_Clear(d)
             else:
                 self._keep(fresh)
                 return 0
@@ -322,7 +358,7 @@ cdef class LFUCore:
 
         Runtime complexity: O(1).
         """
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             self._misses += 1
             return default
@@ -334,7 +370,7 @@ cdef class LFUCore:
     def __getitem__(self, key):
         if _type_of(self) != self._flags_type:
             self._refresh()
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         cdef _Use node
         if found is NULL:
             self._misses += 1
@@ -342,7 +378,7 @@ cdef class LFUCore:
                 raise KeyError(key)
             value = self.__missing__(key)
             # A __missing__ that stores the key makes this lookup its first use.
-            found = PyDict_GetItemWithError(self._map, key)
+            found = self._find(key)
             if found is not NULL:
                 self._use(<_Use>found)
             return value
@@ -357,7 +393,7 @@ cdef class LFUCore:
             return
         if _type_of(self) != self._flags_type:
             self._refresh()
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         cdef _Use node
         cdef object old  # released at return, once the links are consistent
         cdef object victim = None
@@ -384,7 +420,7 @@ cdef class LFUCore:
                     self._evictions += 1
                     victim = None  # consistent again: its __del__ may run now
             node = None  # the last victim's __del__ may run now, before the insert
-            found = PyDict_GetItemWithError(self._map, key)
+            found = self._find(key)
             if found is not NULL:  # ... and wrote this key: the write is an update
                 node = <_Use>found
                 old = node.value
@@ -402,7 +438,7 @@ cdef class LFUCore:
         self._remove(key)
 
     def __contains__(self, key):
-        return PyDict_Contains(self._map, key) == 1
+        return self._has(key) == 1
 
     def __len__(self):
         return PyDict_Size(self._map)
@@ -413,7 +449,7 @@ cdef class LFUCore:
 
     def frequency(self, key):
         """How many uses `key` has in the cache (0 if absent). Runtime complexity: O(1)."""
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL or (<_Use>found).freq is NULL:
             return 0
         return (<_Use>found).freq.count
@@ -421,7 +457,7 @@ cdef class LFUCore:
     # -- the hooks the pure Cache methods call --------------------------------------
 
     def _touch(self, key):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return _MISSING
         cdef _Use node = <_Use>found
@@ -429,13 +465,13 @@ cdef class LFUCore:
         return node.value
 
     def _peek(self, key):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return _MISSING
         return (<_Use>found).value
 
     def _update(self, key, value):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return False
         cdef _Use node = <_Use>found
@@ -641,37 +677,22 @@ cdef class _Entry:
     cdef int queue
 
 
-cdef inline void _ring_init(_Entry root) noexcept:
-    root.prev = <PyObject*>root
-    root.next = <PyObject*>root
-
-
 cdef inline void _push(_Entry root, _Entry node, int queue) noexcept:
-    node.prev = root.prev
-    node.next = <PyObject*>root
-    (<_Entry>root.prev).next = <PyObject*>node
-    root.prev = <PyObject*>node
+    ring_push(<PyObject*>root, <PyObject*>node)
     node.queue = queue
 
 
 cdef inline void _cut(_Entry node) noexcept:
-    (<_Entry>node.prev).next = node.next
-    (<_Entry>node.next).prev = node.prev
-    node.prev = NULL
-    node.next = NULL
+    ring_cut(<PyObject*>node)
     node.queue = _UNLINKED
 
 
 cdef void _empty_ring(_Entry root) noexcept:
     cdef PyObject* p = root.next
-    cdef PyObject* q
     while p != <PyObject*>root:
-        q = (<_Entry>p).next
-        (<_Entry>p).prev = NULL
-        (<_Entry>p).next = NULL
         (<_Entry>p).queue = _UNLINKED
-        p = q
-    _ring_init(root)
+        p = (<_Entry>p).next
+    ring_clear(<PyObject*>root)
 
 
 cdef _Entry _sentinel():
@@ -679,7 +700,7 @@ cdef _Entry _sentinel():
     root.key = _MISSING
     root.value = _MISSING
     root.queue = _UNLINKED
-    _ring_init(root)
+    ring_init(<PyObject*>root)
     return root
 
 
@@ -730,6 +751,43 @@ cdef class S3FIFOCore:
         self._small_w = self._main_w = 0
         self._ghost = OrderedDict()
         self._refresh()
+
+    # -- lookups: revalidated after the key's Python code ---------------------------
+
+    @cython.final
+    cdef inline PyObject* _find(self, object key) except? NULL:
+        # The node for `key` in the current dict (borrowed), or NULL. The lookup
+        # runs the key's __hash__/__eq__ (Python code, and with it other threads);
+        # if that cleared the cache, the result came from the discarded dict (held
+        # here, so it is still alive) and is looked up again in the current one.
+        # The caller runs no Python code before it is done with the node.
+        cdef dict d = self._map
+        cdef PyObject* found = PyDict_GetItemWithError(d, key)
+        if d is self._map:
+            return found
+        return self._find_again(key)
+
+    cdef PyObject* _find_again(self, object key) except? NULL:
+        cdef dict d
+        cdef PyObject* found
+        cdef int attempt
+        for attempt in range(_ATTEMPTS):
+            d = self._map
+            found = PyDict_GetItemWithError(d, key)
+            if d is self._map:
+                return found
+        raise RuntimeError(_changed(self, "a lookup"))
+
+    cdef bint _has(self, object key) except -1:
+        cdef dict d
+        cdef int attempt
+        cdef int r
+        for attempt in range(_ATTEMPTS):
+            d = self._map
+            r = PyDict_Contains(d, key)
+            if d is self._map:
+                return r
+        raise RuntimeError(_changed(self, "a lookup"))
 
     cdef int _refresh(self) except -1:
         cls = type(self)
@@ -923,6 +981,9 @@ cdef class S3FIFOCore:
             found = _setdefault(d, key, node)
             if d is self._map:
                 break
+            # Cleared meanwhile: the node went into the discarded dict. Emptied here,
+            # where no node is held, so that releasing it later runs no Python code.
+            PyDict_Clear(d)
         else:
             self._ghost_hit = False
             return 0
@@ -957,7 +1018,7 @@ cdef class S3FIFOCore:
 
     def get(self, key, default=None):
         """Return the value for `key` (counting a hit), or `default`. Runtime: O(1)."""
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             self._misses += 1
             return default
@@ -969,7 +1030,7 @@ cdef class S3FIFOCore:
     def __getitem__(self, key):
         if _type_of(self) != self._flags_type:
             self._refresh()
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             self._misses += 1
             if self._plain_missing:
@@ -983,14 +1044,14 @@ cdef class S3FIFOCore:
     def __setitem__(self, key, value):
         cdef PyObject* found
         if self._sizes is not None:
-            if PyDict_Contains(self._map, key) != 1:
+            if self._has(key) != 1:
                 # libCacheSim consults the ghost on the lookup, before it evicts.
                 self._ghost_hit = self._ghost_pop(key, _MISSING) is not _MISSING
             _cache_setitem(self, key, value)
             return
         if _type_of(self) != self._flags_type:
             self._refresh()
-        found = PyDict_GetItemWithError(self._map, key)
+        found = self._find(key)
         cdef object old  # released at return, once the links are consistent
         cdef _Entry node
         cdef object victim = None
@@ -1002,8 +1063,9 @@ cdef class S3FIFOCore:
                 (<_Entry>found).freq += 1
             return
         # The ghost's dict part says whether the key is there (no method call for a miss).
+        ghost = self._ghost_map  # held: the key's __eq__ runs in the lookup
         self._ghost_hit = (
-            PyDict_Contains(self._ghost_map, key) == 1
+            PyDict_Contains(ghost, key) == 1
             and self._ghost_pop(key, _MISSING) is not _MISSING
         )
         if PyDict_Size(self._map) >= self._cap:
@@ -1024,7 +1086,7 @@ cdef class S3FIFOCore:
                     self._evictions += 1
                     victim = None  # consistent again: its __del__ may run now
             node = None  # the last victim's __del__ may run now, before the insert
-            found = PyDict_GetItemWithError(self._map, key)
+            found = self._find(key)
             if found is not NULL:  # ... and wrote this key: the write is an update
                 old = (<_Entry>found).value
                 (<_Entry>found).value = value
@@ -1042,7 +1104,7 @@ cdef class S3FIFOCore:
         self._remove(key)
 
     def __contains__(self, key):
-        return PyDict_Contains(self._map, key) == 1
+        return self._has(key) == 1
 
     def __len__(self):
         return PyDict_Size(self._map)
@@ -1054,7 +1116,7 @@ cdef class S3FIFOCore:
     # -- the hooks the pure Cache methods call --------------------------------------
 
     def _touch(self, key):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return _MISSING
         if (<_Entry>found).freq < 3:
@@ -1062,13 +1124,13 @@ cdef class S3FIFOCore:
         return (<_Entry>found).value
 
     def _peek(self, key):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return _MISSING
         return (<_Entry>found).value
 
     def _update(self, key, value):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return False
         cdef _Entry node = <_Entry>found
@@ -1251,3 +1313,13 @@ cdef int _clear_s3(PyObject* o) noexcept:
 _s3_traverse = (<_TypeObject*>S3FIFOCore).tp_traverse
 (<_TypeObject*>S3FIFOCore).tp_traverse = _traverse_s3
 (<_TypeObject*>S3FIFOCore).tp_clear = _clear_s3
+
+
+cdef int _check_layouts() except -1:
+    # The ring helpers of _ccore read every S3-FIFO entry through its two leading fields.
+    cdef _Entry entry = _Entry.__new__(_Entry)
+    check_layout(entry, &entry.prev, &entry.next)
+    return 0
+
+
+_check_layouts()
