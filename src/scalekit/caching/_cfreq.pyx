@@ -33,7 +33,14 @@ values are released once the structure is consistent again.
 """
 
 cimport cython
-from cpython.dict cimport PyDict_Clear, PyDict_Contains, PyDict_GetItemWithError, PyDict_Size
+from cpython.dict cimport (
+    PyDict_Clear,
+    PyDict_Contains,
+    PyDict_DelItem,
+    PyDict_GetItemWithError,
+    PyDict_SetItem,
+    PyDict_Size,
+)
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
 
@@ -75,6 +82,16 @@ cdef tuple _S3_FIELDS = _FIELDS + (
 )
 
 
+
+
+cdef extern from "Python.h":
+    ctypedef struct _DictObject "PyDictObject":
+        void* ma_keys
+
+
+cdef inline void* _dict_table(dict d) noexcept:
+    # The dict's key table: replaced when an insert resizes it (or a clear empties it).
+    return (<_DictObject*>d).ma_keys
 
 
 # -- LFU ------------------------------------------------------------------------------
@@ -503,53 +520,93 @@ cdef class LFUCore:
     # -- state: the pure LFUCache's __dict__ ------------------------------------------
 
     def __getstate__(self):
-        """The pure class's state: `_data` maps each key to its `_Bucket`, linked from `_root`."""
+        """The pure class's state: `_data` maps each key to its `_Bucket`, linked from `_root`.
+
+        One consistent snapshot: the dict's items and the buckets' nodes are
+        read with no Python code between their reads that could change them
+        (a collection, another thread); a snapshot whose two reads disagree
+        is taken again, and a key the dict holds twice (see `_entries`) is
+        kept once, so the state always loads.
+        """
         from .lfu import _Bucket
 
+        cdef int attempt
+        cdef list items, nodes, counts
+        for attempt in range(_ATTEMPTS):
+            items, nodes, counts = self._snapshot()
+            if {id(node) for _, node in items} == {id(node) for node in nodes}:
+                break
+        else:
+            raise RuntimeError(_changed(self, "__getstate__"))
         state = dict(self.__dict__)
-        # Read in C first (appends run no Python code), then build the buckets.
-        cdef list counts = []
-        cdef list lengths = []
-        cdef list keys = []
-        cdef list values = []
-        cdef _Freq* f = self._root.next
-        cdef PyObject* p
-        cdef Py_ssize_t n
-        cdef list order
-        while f != &self._root:
-            n = 0
-            p = f.head
-            while p is not NULL:
-                keys.append((<_Use>p).key)
-                values.append((<_Use>p).value)
-                n += 1
-                p = (<_Use>p).next
-            counts.append(f.count)
-            lengths.append(n)
-            f = f.next
-        # The map's order from the same snapshot, before any Python code runs.
-        order = list(self._map)
+        # From here on only the snapshot is read: keys' __hash__/__eq__ may run.
+        kept = {}
+        for key, node in items:
+            kept.setdefault(key, node)
         root = _Bucket()
         root.count = 0
         prev = root
         owner = {}
-        start = 0
-        for count, length in zip(counts, lengths):
-            bucket = _Bucket(zip(keys[start : start + length], values[start : start + length]))
-            bucket.count = count
-            bucket.prev = prev
-            prev.next = bucket
-            prev = bucket
-            for key in keys[start : start + length]:
-                owner[key] = bucket
-            start += length
+        cdef _Use entry
+        cdef Py_ssize_t i
+        bucket = None
+        last = -1
+        for i in range(len(nodes)):
+            entry = <_Use>nodes[i]
+            if kept.get(entry.key) is not entry:
+                continue  # the other entry of a key held twice
+            if counts[i] != last:
+                bucket = _Bucket()
+                bucket.count = last = counts[i]
+                bucket.prev = prev
+                prev.next = bucket
+                prev = bucket
+            bucket[entry.key] = entry.value
+            owner[entry.key] = bucket
         prev.next = root
         root.prev = prev
-        state["_data"] = {key: owner[key] for key in order}
+        state["_data"] = {key: owner[key] for key in kept}
         state["_root"] = root
         for name in _FIELDS:
             state[name] = getattr(self, name)
         return state
+
+    cdef tuple _snapshot(self):
+        # The dict's items (the dict copies them consistently), then every node in
+        # bucket order with its count, into lists made beforehand (making them may
+        # run a collection, and so any code: a walk that finds another length is
+        # made again). The walk itself runs no Python code.
+        cdef dict d = self._map
+        cdef list items = list(d.items())
+        cdef _Freq* f
+        cdef PyObject* p
+        cdef Py_ssize_t n, i
+        cdef list nodes, counts
+        while True:
+            n = 0
+            f = self._root.next
+            while f != &self._root:
+                p = f.head
+                while p is not NULL:
+                    n += 1
+                    p = (<_Use>p).next
+                f = f.next
+            nodes = [None] * n
+            counts = [0] * n
+            i = 0
+            f = self._root.next
+            while f != &self._root:
+                p = f.head
+                while p is not NULL and i < n:
+                    nodes[i] = <object>p
+                    counts[i] = f.count  # a small int object: allocating one runs no collection
+                    i += 1
+                    p = (<_Use>p).next
+                if p is not NULL:
+                    break
+                f = f.next
+            if i == n and f == &self._root:
+                return items, nodes, counts
 
     def __setstate__(self, state):
         state = dict(state)
@@ -720,9 +777,13 @@ cdef class S3FIFOCore:
     cdef void* _flags_type
     cdef bint _inline_evict
     cdef bint _plain_missing
-    cdef object _ghost_map  # an OrderedDict: read through the dict C API, written by its methods
-    cdef object _ghost_pop
-    cdef object _ghost_popitem
+    # The ghost: a plain dict of keys, oldest first (the dict's own order), read
+    # from `_ghost_pos`, the index of its oldest entry as far as known (every
+    # entry before it is deleted), valid while the dict keeps its key table
+    # `_ghost_table` (an insert that resizes it compacts the entries: back to 0).
+    cdef dict _ghost_d
+    cdef Py_ssize_t _ghost_pos
+    cdef void* _ghost_table
     cdef object _small_cap_o
     cdef object _main_cap_o
     cdef object _ghost_cap_o
@@ -749,7 +810,9 @@ cdef class S3FIFOCore:
         self._cap = 0
         self._small_cap_o = self._main_cap_o = self._ghost_cap_o = 0
         self._small_w = self._main_w = 0
-        self._ghost = OrderedDict()
+        self._ghost_d = {}
+        self._ghost_pos = 0
+        self._ghost_table = NULL
         self._refresh()
 
     # -- lookups: revalidated after the key's Python code ---------------------------
@@ -852,15 +915,19 @@ cdef class S3FIFOCore:
 
     @property
     def _ghost(self):
-        return self._ghost_map
+        """The ghost's keys, oldest first: a snapshot, as the pure `OrderedDict` reads."""
+        return OrderedDict.fromkeys(list(self._ghost_d))
 
     @_ghost.setter
     def _ghost(self, value):
         if not isinstance(value, OrderedDict):
             raise TypeError(f"_ghost must be an OrderedDict, got {type(value).__name__}")
-        self._ghost_pop = value.pop
-        self._ghost_popitem = value.popitem
-        self._ghost_map = value
+        ghost = dict.fromkeys(list(value))
+        old = self._ghost_d
+        self._ghost_d = ghost
+        self._ghost_pos = 0
+        self._ghost_table = NULL
+        old = None  # released with the ghost consistent
 
     @property
     def _small_used(self):
@@ -930,13 +997,35 @@ cdef class S3FIFOCore:
     cdef int _remember(self, object key) except -1:
         if self._ghost_c <= 0:
             return 0
-        ghost = self._ghost_map
+        cdef dict ghost = self._ghost_d  # held: the key's __hash__/__eq__ runs in each call
         if PyDict_Contains(ghost, key) == 1:
             return 0
-        while PyDict_Size(ghost) >= self._ghost_c:
-            self._ghost_popitem(False)
-        ghost[key] = None
+        while PyDict_Size(self._ghost_d) >= self._ghost_c:
+            if not self._forget_oldest():
+                break
+        PyDict_SetItem(ghost, key, None)
+        if ghost is self._ghost_d and _dict_table(ghost) != self._ghost_table:
+            # Resized by this insert (compacted, order kept): read from the start.
+            self._ghost_table = _dict_table(ghost)
+            self._ghost_pos = 0
         return 0
+
+    cdef bint _forget_oldest(self) except -1:
+        # The ghost's oldest key out (OrderedDict.popitem(last=False)); false if empty.
+        cdef dict ghost = self._ghost_d
+        cdef Py_ssize_t pos = self._ghost_pos
+        cdef PyObject* k
+        cdef PyObject* v
+        if _dict_table(ghost) != self._ghost_table:
+            pos = 0
+            self._ghost_table = _dict_table(ghost)
+        if not _dict_next(<PyObject*>ghost, &pos, &k, &v):
+            self._ghost_pos = 0
+            return False
+        self._ghost_pos = pos - 1  # its index: deleted below, skipped from then on
+        key = <object>k
+        PyDict_DelItem(ghost, key)  # may run the key's __eq__: the ghost is consistent
+        return True
 
     cdef int _unlink(self, _Entry node, object size) except -1:
         # Out of its queue (if still linked); `size` is its weight with getsizeof.
@@ -1043,10 +1132,12 @@ cdef class S3FIFOCore:
 
     def __setitem__(self, key, value):
         cdef PyObject* found
+        cdef dict ghost
         if self._sizes is not None:
             if self._has(key) != 1:
                 # libCacheSim consults the ghost on the lookup, before it evicts.
-                self._ghost_hit = self._ghost_pop(key, _MISSING) is not _MISSING
+                ghost = self._ghost_d
+                self._ghost_hit = ghost.pop(key, _MISSING) is not _MISSING
             _cache_setitem(self, key, value)
             return
         if _type_of(self) != self._flags_type:
@@ -1063,10 +1154,10 @@ cdef class S3FIFOCore:
                 (<_Entry>found).freq += 1
             return
         # The ghost's dict part says whether the key is there (no method call for a miss).
-        ghost = self._ghost_map  # held: the key's __eq__ runs in the lookup
+        ghost = self._ghost_d  # held: the key's __eq__ runs in the lookup
         self._ghost_hit = (
             PyDict_Contains(ghost, key) == 1
-            and self._ghost_pop(key, _MISSING) is not _MISSING
+            and ghost.pop(key, _MISSING) is not _MISSING
         )
         if PyDict_Size(self._map) >= self._cap:
             while (
@@ -1169,8 +1260,12 @@ cdef class S3FIFOCore:
         self._map = {}
         self._small_w = self._main_w = 0
         self._has_evicted = False
+        cdef dict ghost = self._ghost_d
+        self._ghost_d = {}
+        self._ghost_pos = 0
+        self._ghost_table = NULL
         # Consistent and empty: keys' and values' __del__ may run from here on.
-        self._ghost_map.clear()
+        ghost.clear()
         old.clear()
 
     cdef void _reset_rings(self) noexcept:
@@ -1182,18 +1277,9 @@ cdef class S3FIFOCore:
 
     # -- state: the pure S3FIFOCache's __dict__ ------------------------------------------
 
-    cdef list _queue_keys(self, _Entry root):
-        # Read in C (appends run no Python code).
-        cdef list keys = []
-        cdef PyObject* p = root.next
-        while p != <PyObject*>root:
-            keys.append((<_Entry>p).key)
-            p = (<_Entry>p).next
-        return keys
-
     cdef object _queue(self, _Entry root):
         # Read in C first, then build the OrderedDict.
-        return OrderedDict.fromkeys(self._queue_keys(root))
+        return OrderedDict.fromkeys([(<_Entry>node).key for node in self._queue_nodes(root)])
 
     @property
     def _small(self):
@@ -1206,29 +1292,73 @@ cdef class S3FIFOCore:
         return self._queue(self._main_root)
 
     def __getstate__(self):
-        """The pure class's state: `_data` of `[value, freq, queue]`, the queues as `OrderedDict`s."""
+        """The pure class's state: `_data` of `[value, freq, queue]`, the queues as `OrderedDict`s.
+
+        One consistent snapshot, as `LFUCache`'s: the dict's items and the
+        two queues' nodes, taken again if they disagree; a key the dict
+        holds twice is kept once, so the state always loads.
+        """
+        cdef int attempt
+        cdef list items, small_nodes, main_nodes
+        for attempt in range(_ATTEMPTS):
+            items = list((<dict>self._map).items())
+            small_nodes = self._queue_nodes(self._small_root)
+            main_nodes = self._queue_nodes(self._main_root)
+            if {id(node) for _, node in items} == {id(node) for node in small_nodes + main_nodes}:
+                break
+        else:
+            raise RuntimeError(_changed(self, "__getstate__"))
         state = dict(self.__dict__)
-        # One snapshot in C (the queues, the entries and their fields; list
-        # appends and the dict's item list run no Python code), then the
-        # OrderedDicts and the dict, whose hashing may run any code.
-        cdef list small_keys = self._queue_keys(self._small_root)
-        cdef list main_keys = self._queue_keys(self._main_root)
-        cdef list items = list(self._map.items())
-        cdef list keys = []
-        cdef list rows = []
-        cdef _Entry node
+        # From here on only the snapshot is read: keys' __hash__/__eq__ may run.
+        kept = {}
         for key, entry in items:
+            kept.setdefault(key, entry)
+        cdef _Entry node
+        data = {}
+        for key, entry in kept.items():
             node = <_Entry>entry
-            keys.append(key)
-            rows.append([node.value, node.freq, node.queue])
-        state["_data"] = dict(zip(keys, rows))
-        state["_small"] = OrderedDict.fromkeys(small_keys)
-        state["_main"] = OrderedDict.fromkeys(main_keys)
-        state["_small_used"] = self._small_used
-        state["_main_used"] = self._main_used
+            data[key] = [node.value, node.freq, node.queue]
+        small = OrderedDict()
+        for entry in small_nodes:
+            if kept.get((<_Entry>entry).key) is entry:
+                small[(<_Entry>entry).key] = None
+        main = OrderedDict()
+        for entry in main_nodes:
+            if kept.get((<_Entry>entry).key) is entry:
+                main[(<_Entry>entry).key] = None
+        state["_data"] = data
+        state["_small"] = small
+        state["_main"] = main
+        if self._sizes is None:
+            state["_small_used"] = len(small)
+            state["_main_used"] = len(main)
+        else:
+            state["_small_used"] = self._small_used
+            state["_main_used"] = self._main_used
         for name in _S3_FIELDS:
             state[name] = getattr(self, name)
         return state
+
+    cdef list _queue_nodes(self, _Entry root):
+        # Into a list made beforehand (see LFUCore._snapshot); the walk runs no Python code.
+        cdef PyObject* p
+        cdef Py_ssize_t n, i
+        cdef list nodes
+        while True:
+            n = 0
+            p = root.next
+            while p != <PyObject*>root:
+                n += 1
+                p = (<_Entry>p).next
+            nodes = [None] * n
+            i = 0
+            p = root.next
+            while p != <PyObject*>root and i < n:
+                nodes[i] = <object>p
+                i += 1
+                p = (<_Entry>p).next
+            if i == n and p == <PyObject*>root:
+                return nodes
 
     def __setstate__(self, state):
         state = dict(state)
