@@ -728,11 +728,14 @@ def work(seed):
                 copy.copy(cache)
         except (KeyError, RuntimeError):
             pass  # unlocked: a key removed meanwhile, a dict changed while iterated
+errors = []
+threading.excepthook = lambda args: errors.append(repr(args.exc_value))
 threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
 for thread in threads:
     thread.start()
 for thread in threads:
     thread.join()
+assert not errors, errors  # anything but KeyError or RuntimeError, a state that did not load
 walk = list(cache)
 print(len(cache), len(walk), len({key.n for key in walk}))
 for key in walk:
