@@ -38,7 +38,6 @@ from cpython.dict cimport (
     PyDict_Contains,
     PyDict_DelItem,
     PyDict_GetItemWithError,
-    PyDict_SetItem,
     PyDict_Size,
 )
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -784,6 +783,7 @@ cdef class S3FIFOCore:
     cdef dict _ghost_d
     cdef Py_ssize_t _ghost_pos
     cdef void* _ghost_table
+    cdef size_t _inserted  # nodes inserted so far: did a write's eviction insert any?
     cdef object _small_cap_o
     cdef object _main_cap_o
     cdef object _ghost_cap_o
@@ -997,17 +997,20 @@ cdef class S3FIFOCore:
     cdef int _remember(self, object key) except -1:
         if self._ghost_c <= 0:
             return 0
-        cdef dict ghost = self._ghost_d  # held: the key's __hash__/__eq__ runs in each call
-        if PyDict_Contains(ghost, key) == 1:
-            return 0
-        while PyDict_Size(self._ghost_d) >= self._ghost_c:
-            if not self._forget_oldest():
-                break
-        PyDict_SetItem(ghost, key, None)
-        if ghost is self._ghost_d and _dict_table(ghost) != self._ghost_table:
+        # One lookup: a key already there stays where it is (the pure class returns
+        # early); a new one goes in at the newest end, then the oldest go while the
+        # ghost is over its size (never the new key: it is the newest of two or more).
+        cdef dict ghost = self._ghost_d  # held: the key's __hash__/__eq__ runs in the call
+        _setdefault(ghost, key, None)
+        if ghost is not self._ghost_d:
+            return 0  # cleared meanwhile: the key went with the old ghost
+        if _dict_table(ghost) != self._ghost_table:
             # Resized by this insert (compacted, order kept): read from the start.
             self._ghost_table = _dict_table(ghost)
             self._ghost_pos = 0
+        while PyDict_Size(self._ghost_d) > self._ghost_c:
+            if not self._forget_oldest():
+                break
         return 0
 
     cdef bint _forget_oldest(self) except -1:
@@ -1084,6 +1087,7 @@ cdef class S3FIFOCore:
             if (<_Entry>found).freq < 3:
                 (<_Entry>found).freq += 1
             return 0
+        self._inserted += 1
         if not sized:
             to_main = (
                 self._ghost_hit
@@ -1153,7 +1157,8 @@ cdef class S3FIFOCore:
             if (<_Entry>found).freq < 3:
                 (<_Entry>found).freq += 1
             return
-        # The ghost's dict part says whether the key is there (no method call for a miss).
+        cdef size_t inserted = self._inserted
+        # Whether the key is in the ghost (one lookup for a miss).
         ghost = self._ghost_d  # held: the key's __eq__ runs in the lookup
         self._ghost_hit = (
             PyDict_Contains(ghost, key) == 1
@@ -1177,8 +1182,11 @@ cdef class S3FIFOCore:
                     self._evictions += 1
                     victim = None  # consistent again: its __del__ may run now
             node = None  # the last victim's __del__ may run now, before the insert
-            found = self._find(key)
-            if found is not NULL:  # ... and wrote this key: the write is an update
+            # Python code that ran meanwhile (a key's __eq__, a victim's __del__) may
+            # have written this key: the write is then an update. Nothing inserted
+            # since the lookup above, nothing to look up again.
+            found = self._find(key) if self._inserted != inserted else NULL
+            if found is not NULL:
                 old = (<_Entry>found).value
                 (<_Entry>found).value = value
                 if (<_Entry>found).freq < 3:
@@ -1401,6 +1409,7 @@ cdef class S3FIFOCore:
         self._small_w = small_used
         self._main_w = main_used
         self._map = mapping
+        self._inserted += 1
 
     def __reduce_ex__(self, protocol):
         import copyreg
