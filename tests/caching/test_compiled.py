@@ -680,6 +680,47 @@ for cls in (pure, twin):
     assert lines[3] == "True 4 ['x6', 'x7', 'x8', 'x9']"
 
 
+@pytest.mark.parametrize("mode", ["clear", "pop"])
+@pytest.mark.parametrize("name", ["LRU", "FIFO", "SIEVE", "LFU", "S3FIFO"])
+def test_a_key_changing_the_cache_while_it_is_copied_or_pickled_never_crashes_it(
+    name: str, mode: str
+) -> None:
+    # The first key hashed while the state is built clears the cache or removes itself:
+    # the copy and the pickle are of the cache before that, and the cache stays whole.
+    out = _child(
+        f"""
+import copy, pickle
+class Key:
+    armed = False
+    def __init__(self, n):
+        self.n = n
+    def __hash__(self):
+        if Key.armed:
+            Key.armed = False
+            cache.clear() if {mode!r} == "clear" else cache.pop(self, None)
+        return hash(self.n)
+    def __eq__(self, other):
+        return isinstance(other, Key) and other.n == self.n
+    def __reduce__(self):
+        return (int, (self.n,))
+if getattr(sys.modules.get(twin.__module__), twin.__qualname__, None) is not twin:
+    twin.__module__, twin.__qualname__ = "__main__", "Twin"
+    Twin = twin
+for how in ("copy", "pickle"):
+    cache = twin(8)
+    for n in range(5):
+        cache[Key(n)] = n
+    Key.armed = True
+    clone = copy.copy(cache) if how == "copy" else pickle.loads(pickle.dumps(cache))
+    kept = sorted(k if isinstance(k, int) else k.n for k in clone)
+    print(how, kept, len(cache) == len(list(cache)))
+""",
+        name,
+    )
+    for line, how in zip(out.splitlines(), ("copy", "pickle"), strict=True):
+        assert line == f"{how} [0, 1, 2, 3, 4] True"
+
+
 @pytest.mark.parametrize("name", ["LRU", "FIFO", "SIEVE", "LFU", "S3FIFO"])
 def test_unlocked_threads_never_corrupt_a_compiled_cache(name: str) -> None:
     # About 1 s each: four threads, keys hashing in Python, a switch every microsecond
