@@ -11,6 +11,7 @@ pointers (the cache's dict owns the nodes), and a sentinel node closes
 each ring (empty: it points at itself).
 """
 
+from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError
 from cpython.ref cimport PyObject
 
 
@@ -49,6 +50,39 @@ cdef inline str changed(object cache, str during):
         f"{type(cache).__name__} changed during {during}: it was cleared each time "
         f"the key's __hash__/__eq__ ran (re-entrant key, or unlocked threads)"
     )
+
+
+# Reads a core's current dict (each core's `_map`).
+ctypedef dict (*MapOf)(object)
+
+
+cdef inline PyObject* find_again(object core, MapOf map_of, object key) except? NULL:
+    # The slow path of a core's lookup whose dict a clear discarded meanwhile (the
+    # key's __hash__/__eq__ ran Python code, or let another thread in): made again
+    # in the current dict; the node found is borrowed from it, valid until Python
+    # code runs.
+    cdef dict d
+    cdef PyObject* found
+    cdef int attempt
+    for attempt in range(ATTEMPTS):
+        d = map_of(core)
+        found = PyDict_GetItemWithError(d, key)
+        if d is map_of(core):
+            return found
+    raise RuntimeError(changed(core, "a lookup"))
+
+
+cdef inline bint has_key(object core, MapOf map_of, object key) except -1:
+    # `key in` the core's current dict, held while the key is compared.
+    cdef dict d
+    cdef int attempt
+    cdef int r
+    for attempt in range(ATTEMPTS):
+        d = map_of(core)
+        r = PyDict_Contains(d, key)
+        if d is map_of(core):
+            return r
+    raise RuntimeError(changed(core, "a lookup"))
 
 
 cdef inline Py_ssize_t capacity(object maxsize) except? -1:

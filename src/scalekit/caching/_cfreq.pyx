@@ -52,6 +52,8 @@ from ._ccore cimport (
     capacity as _capacity,
     changed as _changed,
     check_layout,
+    find_again,
+    has_key,
     dict_next as _dict_next,
     dict_setdefault as _setdefault,
     ring_clear,
@@ -230,26 +232,10 @@ cdef class LFUCore:
         return self._find_again(key)
 
     cdef PyObject* _find_again(self, object key) except? NULL:
-        cdef dict d
-        cdef PyObject* found
-        cdef int attempt
-        for attempt in range(_ATTEMPTS):
-            d = self._map
-            found = PyDict_GetItemWithError(d, key)
-            if d is self._map:
-                return found
-        raise RuntimeError(_changed(self, "a lookup"))
+        return find_again(self, _lfu_map, key)
 
     cdef bint _has(self, object key) except -1:
-        cdef dict d
-        cdef int attempt
-        cdef int r
-        for attempt in range(_ATTEMPTS):
-            d = self._map
-            r = PyDict_Contains(d, key)
-            if d is self._map:
-                return r
-        raise RuntimeError(_changed(self, "a lookup"))
+        return has_key(self, _lfu_map, key)
 
     cdef int _refresh(self) except -1:
         cls = type(self)
@@ -831,26 +817,10 @@ cdef class S3FIFOCore:
         return self._find_again(key)
 
     cdef PyObject* _find_again(self, object key) except? NULL:
-        cdef dict d
-        cdef PyObject* found
-        cdef int attempt
-        for attempt in range(_ATTEMPTS):
-            d = self._map
-            found = PyDict_GetItemWithError(d, key)
-            if d is self._map:
-                return found
-        raise RuntimeError(_changed(self, "a lookup"))
+        return find_again(self, _s3fifo_map, key)
 
     cdef bint _has(self, object key) except -1:
-        cdef dict d
-        cdef int attempt
-        cdef int r
-        for attempt in range(_ATTEMPTS):
-            d = self._map
-            r = PyDict_Contains(d, key)
-            if d is self._map:
-                return r
-        raise RuntimeError(_changed(self, "a lookup"))
+        return has_key(self, _s3fifo_map, key)
 
     cdef int _refresh(self) except -1:
         cls = type(self)
@@ -1462,3 +1432,12 @@ cdef int _check_layouts() except -1:
 
 
 _check_layouts()
+
+
+# Each core's current dict, for the shared slow paths of _ccore.
+cdef dict _lfu_map(object core):
+    return (<LFUCore>core)._map
+
+
+cdef dict _s3fifo_map(object core):
+    return (<S3FIFOCore>core)._map

@@ -22,18 +22,18 @@ its cache is still collected.
 """
 
 cimport cython
-from cpython.dict cimport PyDict_Clear, PyDict_Contains, PyDict_GetItemWithError, PyDict_Size
+from cpython.dict cimport PyDict_Clear, PyDict_GetItemWithError, PyDict_Size
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport PyObject, Py_INCREF
 
 from collections import OrderedDict
 
 from ._ccore cimport (
-    ATTEMPTS as _ATTEMPTS,
     TypeObject as _TypeObject,
     capacity as _capacity,
-    changed as _changed,
     check_layout,
+    find_again,
+    has_key,
     dict_setdefault as _setdefault,
     ring_clear,
     ring_cut,
@@ -154,26 +154,10 @@ cdef class LinkedCore:
         return self._find_again(key)
 
     cdef PyObject* _find_again(self, object key) except? NULL:
-        cdef dict d
-        cdef PyObject* found
-        cdef int attempt
-        for attempt in range(_ATTEMPTS):
-            d = self._map
-            found = PyDict_GetItemWithError(d, key)
-            if d is self._map:
-                return found
-        raise RuntimeError(_changed(self, "a lookup"))
+        return find_again(self, _linked_map, key)
 
     cdef bint _has(self, object key) except -1:
-        cdef dict d
-        cdef int attempt
-        cdef int r
-        for attempt in range(_ATTEMPTS):
-            d = self._map
-            r = PyDict_Contains(d, key)
-            if d is self._map:
-                return r
-        raise RuntimeError(_changed(self, "a lookup"))
+        return has_key(self, _linked_map, key)
 
     cdef int _refresh(self) except -1:
         # Per class, and read again when `__class__` is assigned (as the pure
@@ -630,26 +614,10 @@ cdef class SieveCore:
         return self._find_again(key)
 
     cdef PyObject* _find_again(self, object key) except? NULL:
-        cdef dict d
-        cdef PyObject* found
-        cdef int attempt
-        for attempt in range(_ATTEMPTS):
-            d = self._map
-            found = PyDict_GetItemWithError(d, key)
-            if d is self._map:
-                return found
-        raise RuntimeError(_changed(self, "a lookup"))
+        return find_again(self, _sieve_map, key)
 
     cdef bint _has(self, object key) except -1:
-        cdef dict d
-        cdef int attempt
-        cdef int r
-        for attempt in range(_ATTEMPTS):
-            d = self._map
-            r = PyDict_Contains(d, key)
-            if d is self._map:
-                return r
-        raise RuntimeError(_changed(self, "a lookup"))
+        return has_key(self, _sieve_map, key)
 
     cdef int _refresh(self) except -1:
         cls = type(self)
@@ -946,3 +914,12 @@ cdef int _check_layouts() except -1:
 
 
 _check_layouts()
+
+
+# Each core's current dict, for the shared slow paths of _ccore.
+cdef dict _linked_map(object core):
+    return (<LinkedCore>core)._map
+
+
+cdef dict _sieve_map(object core):
+    return (<SieveCore>core)._map
