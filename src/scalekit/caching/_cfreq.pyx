@@ -33,13 +33,37 @@ values are released once the structure is consistent again.
 """
 
 cimport cython
-from cpython.dict cimport PyDict_Clear, PyDict_Contains, PyDict_GetItemWithError, PyDict_Size
+from cpython.dict cimport (
+    PyDict_Clear,
+    PyDict_Contains,
+    PyDict_DelItem,
+    PyDict_GetItemWithError,
+    PyDict_Size,
+)
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
 
 import math
 from collections import OrderedDict
 
+from ._ccore cimport (
+    ATTEMPTS as _ATTEMPTS,
+    TypeObject as _TypeObject,
+    capacity as _capacity,
+    changed as _changed,
+    check_layout,
+    find_again,
+    has_key,
+    dict_next as _dict_next,
+    dict_setdefault as _setdefault,
+    ring_clear,
+    ring_cut,
+    ring_init,
+    ring_push,
+    traverseproc as _traverseproc,
+    type_of as _type_of,
+    visitproc as _visitproc,
+)
 from .._validation import fraction, non_negative_number
 from ..exceptions import ArgumentTypeError, ConfigurationError
 from .base import MISSING, Cache
@@ -52,7 +76,6 @@ cdef object _cache_setitem = Cache.__setitem__
 cdef object _cache_delitem = Cache.__delitem__
 cdef object _cache_missing = Cache.__missing__
 cdef object _cache_popitem = Cache.popitem
-cdef Py_ssize_t _UNBOUNDED = <Py_ssize_t>(<size_t>-1 >> 1)
 
 # The fields of the cores that the pure classes keep in their __dict__.
 cdef tuple _FIELDS = ("_maxsize", "_sizes", "_hits", "_misses", "_evictions")
@@ -61,25 +84,16 @@ cdef tuple _S3_FIELDS = _FIELDS + (
 )
 
 
+
+
 cdef extern from "Python.h":
-    ctypedef int (*_visitproc "visitproc")(PyObject*, void*) noexcept
-    ctypedef int (*_traverseproc "traverseproc")(PyObject*, _visitproc, void*) noexcept
-    ctypedef int (*_inquiry "inquiry")(PyObject*) noexcept
-    ctypedef struct _TypeObject "PyTypeObject":
-        _traverseproc tp_traverse
-        _inquiry tp_clear
-    void* _type_of "Py_TYPE"(object)
-    # Borrowed result; never replaces a present value, so never frees a linked node.
-    PyObject* _setdefault "PyDict_SetDefault"(object, object, object) except NULL
-    int _dict_next "PyDict_Next"(PyObject*, Py_ssize_t*, PyObject**, PyObject**) noexcept
+    ctypedef struct _DictObject "PyDictObject":
+        void* ma_keys
 
 
-cdef Py_ssize_t _capacity(object maxsize) except? -1:
-    if maxsize > _UNBOUNDED:  # math.inf, or more entries than memory holds
-        return _UNBOUNDED
-    if maxsize < 0:
-        return 0
-    return <Py_ssize_t>maxsize
+cdef inline void* _dict_table(dict d) noexcept:
+    # The dict's key table: replaced when an insert resizes it (or a clear empties it).
+    return (<_DictObject*>d).ma_keys
 
 
 # -- LFU ------------------------------------------------------------------------------
@@ -203,6 +217,27 @@ cdef class LFUCore:
         self._root.prev = &self._root
         self._root.next = &self._root
 
+    # -- lookups: revalidated after the key's Python code ---------------------------
+
+    @cython.final
+    cdef inline PyObject* _find(self, object key) except? NULL:
+        # The node for `key` in the current dict (borrowed), or NULL. The lookup
+        # runs the key's __hash__/__eq__ (Python code, and with it other threads);
+        # if that cleared the cache, the result came from the discarded dict (held
+        # here, so it is still alive) and is looked up again in the current one.
+        # The caller runs no Python code before it is done with the node.
+        cdef dict d = self._map
+        cdef PyObject* found = PyDict_GetItemWithError(d, key)
+        if d is self._map:
+            return found
+        return self._find_again(key)
+
+    cdef PyObject* _find_again(self, object key) except? NULL:
+        return find_again(self, _lfu_map, key)
+
+    cdef bint _has(self, object key) except -1:
+        return has_key(self, _lfu_map, key)
+
     cdef int _refresh(self) except -1:
         cls = type(self)
         self._flags_type = _type_of(self)
@@ -291,6 +326,9 @@ cdef class LFUCore:
                 found = _setdefault(d, key, node)
                 if d is self._map:
                     break
+                # Cleared meanwhile: the node went into the discarded dict. Emptied here,
+                # where no node is held, so that releasing it later runs no Python code.
+                PyDict_Clear(d)
             else:
                 self._keep(fresh)
                 return 0
@@ -323,7 +361,7 @@ cdef class LFUCore:
 
         Runtime complexity: O(1).
         """
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             self._misses += 1
             return default
@@ -335,7 +373,7 @@ cdef class LFUCore:
     def __getitem__(self, key):
         if _type_of(self) != self._flags_type:
             self._refresh()
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         cdef _Use node
         if found is NULL:
             self._misses += 1
@@ -343,7 +381,7 @@ cdef class LFUCore:
                 raise KeyError(key)
             value = self.__missing__(key)
             # A __missing__ that stores the key makes this lookup its first use.
-            found = PyDict_GetItemWithError(self._map, key)
+            found = self._find(key)
             if found is not NULL:
                 self._use(<_Use>found)
             return value
@@ -358,7 +396,7 @@ cdef class LFUCore:
             return
         if _type_of(self) != self._flags_type:
             self._refresh()
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         cdef _Use node
         cdef object old  # released at return, once the links are consistent
         cdef object victim = None
@@ -385,7 +423,7 @@ cdef class LFUCore:
                     self._evictions += 1
                     victim = None  # consistent again: its __del__ may run now
             node = None  # the last victim's __del__ may run now, before the insert
-            found = PyDict_GetItemWithError(self._map, key)
+            found = self._find(key)
             if found is not NULL:  # ... and wrote this key: the write is an update
                 node = <_Use>found
                 old = node.value
@@ -403,7 +441,7 @@ cdef class LFUCore:
         self._remove(key)
 
     def __contains__(self, key):
-        return PyDict_Contains(self._map, key) == 1
+        return self._has(key) == 1
 
     def __len__(self):
         return PyDict_Size(self._map)
@@ -414,7 +452,7 @@ cdef class LFUCore:
 
     def frequency(self, key):
         """How many uses `key` has in the cache (0 if absent). Runtime complexity: O(1)."""
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL or (<_Use>found).freq is NULL:
             return 0
         return (<_Use>found).freq.count
@@ -422,7 +460,7 @@ cdef class LFUCore:
     # -- the hooks the pure Cache methods call --------------------------------------
 
     def _touch(self, key):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return _MISSING
         cdef _Use node = <_Use>found
@@ -430,13 +468,13 @@ cdef class LFUCore:
         return node.value
 
     def _peek(self, key):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return _MISSING
         return (<_Use>found).value
 
     def _update(self, key, value):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return False
         cdef _Use node = <_Use>found
@@ -468,53 +506,93 @@ cdef class LFUCore:
     # -- state: the pure LFUCache's __dict__ ------------------------------------------
 
     def __getstate__(self):
-        """The pure class's state: `_data` maps each key to its `_Bucket`, linked from `_root`."""
+        """The pure class's state: `_data` maps each key to its `_Bucket`, linked from `_root`.
+
+        One consistent snapshot: the dict's items and the buckets' nodes are
+        read with no Python code between their reads that could change them
+        (a collection, another thread); a snapshot whose two reads disagree
+        is taken again, and a key the dict holds twice (see `_entries`) is
+        kept once, so the state always loads.
+        """
         from .lfu import _Bucket
 
+        cdef int attempt
+        cdef list items, nodes, counts
+        for attempt in range(_ATTEMPTS):
+            items, nodes, counts = self._snapshot()
+            if {id(node) for _, node in items} == {id(node) for node in nodes}:
+                break
+        else:
+            raise RuntimeError(_changed(self, "__getstate__"))
         state = dict(self.__dict__)
-        # Read in C first (appends run no Python code), then build the buckets.
-        cdef list counts = []
-        cdef list lengths = []
-        cdef list keys = []
-        cdef list values = []
-        cdef _Freq* f = self._root.next
-        cdef PyObject* p
-        cdef Py_ssize_t n
-        cdef list order
-        while f != &self._root:
-            n = 0
-            p = f.head
-            while p is not NULL:
-                keys.append((<_Use>p).key)
-                values.append((<_Use>p).value)
-                n += 1
-                p = (<_Use>p).next
-            counts.append(f.count)
-            lengths.append(n)
-            f = f.next
-        # The map's order from the same snapshot, before any Python code runs.
-        order = list(self._map)
+        # From here on only the snapshot is read: keys' __hash__/__eq__ may run.
+        kept = {}
+        for key, node in items:
+            kept.setdefault(key, node)
         root = _Bucket()
         root.count = 0
         prev = root
         owner = {}
-        start = 0
-        for count, length in zip(counts, lengths):
-            bucket = _Bucket(zip(keys[start : start + length], values[start : start + length]))
-            bucket.count = count
-            bucket.prev = prev
-            prev.next = bucket
-            prev = bucket
-            for key in keys[start : start + length]:
-                owner[key] = bucket
-            start += length
+        cdef _Use entry
+        cdef Py_ssize_t i
+        bucket = None
+        last = -1
+        for i in range(len(nodes)):
+            entry = <_Use>nodes[i]
+            if kept.get(entry.key) is not entry:
+                continue  # the other entry of a key held twice
+            if counts[i] != last:
+                bucket = _Bucket()
+                bucket.count = last = counts[i]
+                bucket.prev = prev
+                prev.next = bucket
+                prev = bucket
+            bucket[entry.key] = entry.value
+            owner[entry.key] = bucket
         prev.next = root
         root.prev = prev
-        state["_data"] = {key: owner[key] for key in order}
+        state["_data"] = {key: owner[key] for key in kept}
         state["_root"] = root
         for name in _FIELDS:
             state[name] = getattr(self, name)
         return state
+
+    cdef tuple _snapshot(self):
+        # The dict's items (the dict copies them consistently), then every node in
+        # bucket order with its count, into lists made beforehand (making them may
+        # run a collection, and so any code: a walk that finds another length is
+        # made again). The walk itself runs no Python code.
+        cdef dict d = self._map
+        cdef list items = list(d.items())
+        cdef _Freq* f
+        cdef PyObject* p
+        cdef Py_ssize_t n, i
+        cdef list nodes, counts
+        while True:
+            n = 0
+            f = self._root.next
+            while f != &self._root:
+                p = f.head
+                while p is not NULL:
+                    n += 1
+                    p = (<_Use>p).next
+                f = f.next
+            nodes = [None] * n
+            counts = [0] * n
+            i = 0
+            f = self._root.next
+            while f != &self._root:
+                p = f.head
+                while p is not NULL and i < n:
+                    nodes[i] = <object>p
+                    counts[i] = f.count  # a small int object: allocating one runs no collection
+                    i += 1
+                    p = (<_Use>p).next
+                if p is not NULL:
+                    break
+                f = f.next
+            if i == n and f == &self._root:
+                return items, nodes, counts
 
     def __setstate__(self, state):
         state = dict(state)
@@ -642,37 +720,22 @@ cdef class _Entry:
     cdef int queue
 
 
-cdef inline void _ring_init(_Entry root) noexcept:
-    root.prev = <PyObject*>root
-    root.next = <PyObject*>root
-
-
 cdef inline void _push(_Entry root, _Entry node, int queue) noexcept:
-    node.prev = root.prev
-    node.next = <PyObject*>root
-    (<_Entry>root.prev).next = <PyObject*>node
-    root.prev = <PyObject*>node
+    ring_push(<PyObject*>root, <PyObject*>node)
     node.queue = queue
 
 
 cdef inline void _cut(_Entry node) noexcept:
-    (<_Entry>node.prev).next = node.next
-    (<_Entry>node.next).prev = node.prev
-    node.prev = NULL
-    node.next = NULL
+    ring_cut(<PyObject*>node)
     node.queue = _UNLINKED
 
 
 cdef void _empty_ring(_Entry root) noexcept:
     cdef PyObject* p = root.next
-    cdef PyObject* q
     while p != <PyObject*>root:
-        q = (<_Entry>p).next
-        (<_Entry>p).prev = NULL
-        (<_Entry>p).next = NULL
         (<_Entry>p).queue = _UNLINKED
-        p = q
-    _ring_init(root)
+        p = (<_Entry>p).next
+    ring_clear(<PyObject*>root)
 
 
 cdef _Entry _sentinel():
@@ -680,7 +743,7 @@ cdef _Entry _sentinel():
     root.key = _MISSING
     root.value = _MISSING
     root.queue = _UNLINKED
-    _ring_init(root)
+    ring_init(<PyObject*>root)
     return root
 
 
@@ -700,9 +763,14 @@ cdef class S3FIFOCore:
     cdef void* _flags_type
     cdef bint _inline_evict
     cdef bint _plain_missing
-    cdef object _ghost_map  # an OrderedDict: read through the dict C API, written by its methods
-    cdef object _ghost_pop
-    cdef object _ghost_popitem
+    # The ghost: a plain dict of keys, oldest first (the dict's own order), read
+    # from `_ghost_pos`, the index of its oldest entry as far as known (every
+    # entry before it is deleted), valid while the dict keeps its key table
+    # `_ghost_table` (an insert that resizes it compacts the entries: back to 0).
+    cdef dict _ghost_d
+    cdef Py_ssize_t _ghost_pos
+    cdef void* _ghost_table
+    cdef size_t _inserted  # nodes inserted so far: did a write's eviction insert any?
     cdef object _small_cap_o
     cdef object _main_cap_o
     cdef object _ghost_cap_o
@@ -729,8 +797,31 @@ cdef class S3FIFOCore:
         self._cap = 0
         self._small_cap_o = self._main_cap_o = self._ghost_cap_o = 0
         self._small_w = self._main_w = 0
-        self._ghost = OrderedDict()
+        self._ghost_d = {}
+        self._ghost_pos = 0
+        self._ghost_table = NULL
         self._refresh()
+
+    # -- lookups: revalidated after the key's Python code ---------------------------
+
+    @cython.final
+    cdef inline PyObject* _find(self, object key) except? NULL:
+        # The node for `key` in the current dict (borrowed), or NULL. The lookup
+        # runs the key's __hash__/__eq__ (Python code, and with it other threads);
+        # if that cleared the cache, the result came from the discarded dict (held
+        # here, so it is still alive) and is looked up again in the current one.
+        # The caller runs no Python code before it is done with the node.
+        cdef dict d = self._map
+        cdef PyObject* found = PyDict_GetItemWithError(d, key)
+        if d is self._map:
+            return found
+        return self._find_again(key)
+
+    cdef PyObject* _find_again(self, object key) except? NULL:
+        return find_again(self, _s3fifo_map, key)
+
+    cdef bint _has(self, object key) except -1:
+        return has_key(self, _s3fifo_map, key)
 
     cdef int _refresh(self) except -1:
         cls = type(self)
@@ -795,15 +886,19 @@ cdef class S3FIFOCore:
 
     @property
     def _ghost(self):
-        return self._ghost_map
+        """The ghost's keys, oldest first: a snapshot, as the pure `OrderedDict` reads."""
+        return OrderedDict.fromkeys(list(self._ghost_d))
 
     @_ghost.setter
     def _ghost(self, value):
         if not isinstance(value, OrderedDict):
             raise ArgumentTypeError(f"_ghost must be an OrderedDict, got {type(value).__name__}")
-        self._ghost_pop = value.pop
-        self._ghost_popitem = value.popitem
-        self._ghost_map = value
+        ghost = dict.fromkeys(list(value))
+        old = self._ghost_d
+        self._ghost_d = ghost
+        self._ghost_pos = 0
+        self._ghost_table = NULL
+        old = None  # released with the ghost consistent
 
     @property
     def _small_used(self):
@@ -873,13 +968,38 @@ cdef class S3FIFOCore:
     cdef int _remember(self, object key) except -1:
         if self._ghost_c <= 0:
             return 0
-        ghost = self._ghost_map
-        if PyDict_Contains(ghost, key) == 1:
-            return 0
-        while PyDict_Size(ghost) >= self._ghost_c:
-            self._ghost_popitem(False)
-        ghost[key] = None
+        # One lookup: a key already there stays where it is (the pure class returns
+        # early); a new one goes in at the newest end, then the oldest go while the
+        # ghost is over its size (never the new key: it is the newest of two or more).
+        cdef dict ghost = self._ghost_d  # held: the key's __hash__/__eq__ runs in the call
+        _setdefault(ghost, key, None)
+        if ghost is not self._ghost_d:
+            return 0  # cleared meanwhile: the key went with the old ghost
+        if _dict_table(ghost) != self._ghost_table:
+            # Resized by this insert (compacted, order kept): read from the start.
+            self._ghost_table = _dict_table(ghost)
+            self._ghost_pos = 0
+        while PyDict_Size(self._ghost_d) > self._ghost_c:
+            if not self._forget_oldest():
+                break
         return 0
+
+    cdef bint _forget_oldest(self) except -1:
+        # The ghost's oldest key out (OrderedDict.popitem(last=False)); false if empty.
+        cdef dict ghost = self._ghost_d
+        cdef Py_ssize_t pos = self._ghost_pos
+        cdef PyObject* k
+        cdef PyObject* v
+        if _dict_table(ghost) != self._ghost_table:
+            pos = 0
+            self._ghost_table = _dict_table(ghost)
+        if not _dict_next(<PyObject*>ghost, &pos, &k, &v):
+            self._ghost_pos = 0
+            return False
+        self._ghost_pos = pos - 1  # its index: deleted below, skipped from then on
+        key = <object>k
+        PyDict_DelItem(ghost, key)  # may run the key's __eq__: the ghost is consistent
+        return True
 
     cdef int _unlink(self, _Entry node, object size) except -1:
         # Out of its queue (if still linked); `size` is its weight with getsizeof.
@@ -924,6 +1044,9 @@ cdef class S3FIFOCore:
             found = _setdefault(d, key, node)
             if d is self._map:
                 break
+            # Cleared meanwhile: the node went into the discarded dict. Emptied here,
+            # where no node is held, so that releasing it later runs no Python code.
+            PyDict_Clear(d)
         else:
             self._ghost_hit = False
             return 0
@@ -935,6 +1058,7 @@ cdef class S3FIFOCore:
             if (<_Entry>found).freq < 3:
                 (<_Entry>found).freq += 1
             return 0
+        self._inserted += 1
         if not sized:
             to_main = (
                 self._ghost_hit
@@ -958,7 +1082,7 @@ cdef class S3FIFOCore:
 
     def get(self, key, default=None):
         """Return the value for `key` (counting a hit), or `default`. Runtime: O(1)."""
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             self._misses += 1
             return default
@@ -970,7 +1094,7 @@ cdef class S3FIFOCore:
     def __getitem__(self, key):
         if _type_of(self) != self._flags_type:
             self._refresh()
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             self._misses += 1
             if self._plain_missing:
@@ -983,15 +1107,17 @@ cdef class S3FIFOCore:
 
     def __setitem__(self, key, value):
         cdef PyObject* found
+        cdef dict ghost
         if self._sizes is not None:
-            if PyDict_Contains(self._map, key) != 1:
+            if self._has(key) != 1:
                 # libCacheSim consults the ghost on the lookup, before it evicts.
-                self._ghost_hit = self._ghost_pop(key, _MISSING) is not _MISSING
+                ghost = self._ghost_d
+                self._ghost_hit = ghost.pop(key, _MISSING) is not _MISSING
             _cache_setitem(self, key, value)
             return
         if _type_of(self) != self._flags_type:
             self._refresh()
-        found = PyDict_GetItemWithError(self._map, key)
+        found = self._find(key)
         cdef object old  # released at return, once the links are consistent
         cdef _Entry node
         cdef object victim = None
@@ -1002,10 +1128,12 @@ cdef class S3FIFOCore:
             if (<_Entry>found).freq < 3:
                 (<_Entry>found).freq += 1
             return
-        # The ghost's dict part says whether the key is there (no method call for a miss).
+        cdef size_t inserted = self._inserted
+        # Whether the key is in the ghost (one lookup for a miss).
+        ghost = self._ghost_d  # held: the key's __eq__ runs in the lookup
         self._ghost_hit = (
-            PyDict_Contains(self._ghost_map, key) == 1
-            and self._ghost_pop(key, _MISSING) is not _MISSING
+            PyDict_Contains(ghost, key) == 1
+            and ghost.pop(key, _MISSING) is not _MISSING
         )
         if PyDict_Size(self._map) >= self._cap:
             while (
@@ -1025,8 +1153,11 @@ cdef class S3FIFOCore:
                     self._evictions += 1
                     victim = None  # consistent again: its __del__ may run now
             node = None  # the last victim's __del__ may run now, before the insert
-            found = PyDict_GetItemWithError(self._map, key)
-            if found is not NULL:  # ... and wrote this key: the write is an update
+            # Python code that ran meanwhile (a key's __eq__, a victim's __del__) may
+            # have written this key: the write is then an update. Nothing inserted
+            # since the lookup above, nothing to look up again.
+            found = self._find(key) if self._inserted != inserted else NULL
+            if found is not NULL:
                 old = (<_Entry>found).value
                 (<_Entry>found).value = value
                 if (<_Entry>found).freq < 3:
@@ -1043,7 +1174,7 @@ cdef class S3FIFOCore:
         self._remove(key)
 
     def __contains__(self, key):
-        return PyDict_Contains(self._map, key) == 1
+        return self._has(key) == 1
 
     def __len__(self):
         return PyDict_Size(self._map)
@@ -1055,7 +1186,7 @@ cdef class S3FIFOCore:
     # -- the hooks the pure Cache methods call --------------------------------------
 
     def _touch(self, key):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return _MISSING
         if (<_Entry>found).freq < 3:
@@ -1063,13 +1194,13 @@ cdef class S3FIFOCore:
         return (<_Entry>found).value
 
     def _peek(self, key):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return _MISSING
         return (<_Entry>found).value
 
     def _update(self, key, value):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return False
         cdef _Entry node = <_Entry>found
@@ -1108,8 +1239,12 @@ cdef class S3FIFOCore:
         self._map = {}
         self._small_w = self._main_w = 0
         self._has_evicted = False
+        cdef dict ghost = self._ghost_d
+        self._ghost_d = {}
+        self._ghost_pos = 0
+        self._ghost_table = NULL
         # Consistent and empty: keys' and values' __del__ may run from here on.
-        self._ghost_map.clear()
+        ghost.clear()
         old.clear()
 
     cdef void _reset_rings(self) noexcept:
@@ -1121,18 +1256,9 @@ cdef class S3FIFOCore:
 
     # -- state: the pure S3FIFOCache's __dict__ ------------------------------------------
 
-    cdef list _queue_keys(self, _Entry root):
-        # Read in C (appends run no Python code).
-        cdef list keys = []
-        cdef PyObject* p = root.next
-        while p != <PyObject*>root:
-            keys.append((<_Entry>p).key)
-            p = (<_Entry>p).next
-        return keys
-
     cdef object _queue(self, _Entry root):
         # Read in C first, then build the OrderedDict.
-        return OrderedDict.fromkeys(self._queue_keys(root))
+        return OrderedDict.fromkeys([(<_Entry>node).key for node in self._queue_nodes(root)])
 
     @property
     def _small(self):
@@ -1145,29 +1271,73 @@ cdef class S3FIFOCore:
         return self._queue(self._main_root)
 
     def __getstate__(self):
-        """The pure class's state: `_data` of `[value, freq, queue]`, the queues as `OrderedDict`s."""
+        """The pure class's state: `_data` of `[value, freq, queue]`, the queues as `OrderedDict`s.
+
+        One consistent snapshot, as `LFUCache`'s: the dict's items and the
+        two queues' nodes, taken again if they disagree; a key the dict
+        holds twice is kept once, so the state always loads.
+        """
+        cdef int attempt
+        cdef list items, small_nodes, main_nodes
+        for attempt in range(_ATTEMPTS):
+            items = list((<dict>self._map).items())
+            small_nodes = self._queue_nodes(self._small_root)
+            main_nodes = self._queue_nodes(self._main_root)
+            if {id(node) for _, node in items} == {id(node) for node in small_nodes + main_nodes}:
+                break
+        else:
+            raise RuntimeError(_changed(self, "__getstate__"))
         state = dict(self.__dict__)
-        # One snapshot in C (the queues, the entries and their fields; list
-        # appends and the dict's item list run no Python code), then the
-        # OrderedDicts and the dict, whose hashing may run any code.
-        cdef list small_keys = self._queue_keys(self._small_root)
-        cdef list main_keys = self._queue_keys(self._main_root)
-        cdef list items = list(self._map.items())
-        cdef list keys = []
-        cdef list rows = []
-        cdef _Entry node
+        # From here on only the snapshot is read: keys' __hash__/__eq__ may run.
+        kept = {}
         for key, entry in items:
+            kept.setdefault(key, entry)
+        cdef _Entry node
+        data = {}
+        for key, entry in kept.items():
             node = <_Entry>entry
-            keys.append(key)
-            rows.append([node.value, node.freq, node.queue])
-        state["_data"] = dict(zip(keys, rows))
-        state["_small"] = OrderedDict.fromkeys(small_keys)
-        state["_main"] = OrderedDict.fromkeys(main_keys)
-        state["_small_used"] = self._small_used
-        state["_main_used"] = self._main_used
+            data[key] = [node.value, node.freq, node.queue]
+        small = OrderedDict()
+        for entry in small_nodes:
+            if kept.get((<_Entry>entry).key) is entry:
+                small[(<_Entry>entry).key] = None
+        main = OrderedDict()
+        for entry in main_nodes:
+            if kept.get((<_Entry>entry).key) is entry:
+                main[(<_Entry>entry).key] = None
+        state["_data"] = data
+        state["_small"] = small
+        state["_main"] = main
+        if self._sizes is None:
+            state["_small_used"] = len(small)
+            state["_main_used"] = len(main)
+        else:
+            state["_small_used"] = self._small_used
+            state["_main_used"] = self._main_used
         for name in _S3_FIELDS:
             state[name] = getattr(self, name)
         return state
+
+    cdef list _queue_nodes(self, _Entry root):
+        # Into a list made beforehand (see LFUCore._snapshot); the walk runs no Python code.
+        cdef PyObject* p
+        cdef Py_ssize_t n, i
+        cdef list nodes
+        while True:
+            n = 0
+            p = root.next
+            while p != <PyObject*>root:
+                n += 1
+                p = (<_Entry>p).next
+            nodes = [None] * n
+            i = 0
+            p = root.next
+            while p != <PyObject*>root and i < n:
+                nodes[i] = <object>p
+                i += 1
+                p = (<_Entry>p).next
+            if i == n and p == <PyObject*>root:
+                return nodes
 
     def __setstate__(self, state):
         state = dict(state)
@@ -1210,6 +1380,7 @@ cdef class S3FIFOCore:
         self._small_w = small_used
         self._main_w = main_used
         self._map = mapping
+        self._inserted += 1
 
     def __reduce_ex__(self, protocol):
         import copyreg
@@ -1252,3 +1423,22 @@ cdef int _clear_s3(PyObject* o) noexcept:
 _s3_traverse = (<_TypeObject*>S3FIFOCore).tp_traverse
 (<_TypeObject*>S3FIFOCore).tp_traverse = _traverse_s3
 (<_TypeObject*>S3FIFOCore).tp_clear = _clear_s3
+
+
+cdef int _check_layouts() except -1:
+    # The ring helpers of _ccore read every S3-FIFO entry through its two leading fields.
+    cdef _Entry entry = _Entry.__new__(_Entry)
+    check_layout(entry, &entry.prev, &entry.next)
+    return 0
+
+
+_check_layouts()
+
+
+# Each core's current dict, for the shared slow paths of _ccore.
+cdef dict _lfu_map(object core):
+    return (<LFUCore>core)._map
+
+
+cdef dict _s3fifo_map(object core):
+    return (<S3FIFOCore>core)._map

@@ -22,12 +22,29 @@ its cache is still collected.
 """
 
 cimport cython
-from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError, PyDict_Size
+from cpython.dict cimport PyDict_Clear, PyDict_GetItemWithError, PyDict_Size
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport PyObject, Py_INCREF
 
 from collections import OrderedDict
 
+from ._ccore cimport (
+    TypeObject as _TypeObject,
+    capacity as _capacity,
+    check_layout,
+    find_again,
+    has_key,
+    dict_setdefault as _setdefault,
+    ring_clear,
+    ring_cut,
+    ring_init,
+    ring_push,
+    ring_to_end,
+    traverseproc as _traverseproc,
+    ternaryfunc as _ternaryfunc,
+    type_of as _type_of,
+    visitproc as _visitproc,
+)
 from ..exceptions import InvalidStateError
 from .base import MISSING, Cache
 from .keys import _MARK
@@ -41,26 +58,16 @@ cdef object _cache_setitem = Cache.__setitem__
 cdef object _cache_delitem = Cache.__delitem__
 cdef object _cache_missing = Cache.__missing__
 cdef object _cache_popitem = Cache.popitem
-cdef Py_ssize_t _UNBOUNDED = <Py_ssize_t>(<size_t>-1 >> 1)
 
 # The fields of the core that the pure classes keep in their __dict__.
 cdef tuple _FIELDS = ("_maxsize", "_sizes", "_hits", "_misses", "_evictions")
 
 
 cdef extern from "Python.h":
-    ctypedef int (*_visitproc "visitproc")(PyObject*, void*) noexcept
-    ctypedef int (*_traverseproc "traverseproc")(PyObject*, _visitproc, void*) noexcept
-    ctypedef PyObject* (*_ternaryfunc "ternaryfunc")(PyObject*, PyObject*, PyObject*) noexcept
-    ctypedef struct _TypeObject "PyTypeObject":
-        _traverseproc tp_traverse
-        _ternaryfunc tp_call
     PyObject* _lookup "PyDict_GetItemWithError"(PyObject*, PyObject*) noexcept
     PyObject* _error "PyErr_Occurred"() noexcept
     void _incref "Py_INCREF"(PyObject*) noexcept
     Py_ssize_t _dict_len "PyDict_GET_SIZE"(PyObject*) noexcept
-    void* _type_of "Py_TYPE"(object)
-    # Borrowed result; never replaces a present value, so never frees a linked node.
-    PyObject* _setdefault "PyDict_SetDefault"(object, object, object) except NULL
 
 
 @cython.final
@@ -88,33 +95,15 @@ cdef class _Node:
 
 
 cdef inline void _unlink(_Node node) noexcept:
-    if node.prev is NULL:
-        return
-    (<_Node>node.prev).next = node.next
-    (<_Node>node.next).prev = node.prev
-    node.prev = NULL
-    node.next = NULL
+    ring_cut(<PyObject*>node)
 
 
 cdef inline void _append(_Node root, _Node node) noexcept:
-    # At the newest end, just before the sentinel.
-    node.prev = root.prev
-    node.next = <PyObject*>root
-    (<_Node>root.prev).next = <PyObject*>node
-    root.prev = <PyObject*>node
+    ring_push(<PyObject*>root, <PyObject*>node)
 
 
 cdef inline void _move_to_end(_Node root, _Node node) noexcept:
-    if root.prev == <PyObject*>node or node.prev is NULL:
-        return
-    _unlink(node)
-    _append(root, node)
-
-
-cdef Py_ssize_t _capacity(object maxsize) except? -1:
-    if maxsize > _UNBOUNDED:  # math.inf, or more entries than memory holds
-        return _UNBOUNDED
-    return maxsize
+    ring_to_end(<PyObject*>root, <PyObject*>node)
 
 
 @cython.auto_pickle(False)
@@ -142,14 +131,34 @@ cdef class LinkedCore:
     def __cinit__(self, *args, **kwargs):
         self._map = {}
         cdef _Node root = _Node.__new__(_Node)
-        root.prev = <PyObject*>root
-        root.next = <PyObject*>root
+        ring_init(<PyObject*>root)
         root.key = _MISSING
         root.value = _MISSING
         self._root = root
         self._max = 0
         self._cap = 0
         self._refresh()
+
+    # -- lookups: revalidated after the key's Python code ---------------------------
+
+    @cython.final
+    cdef inline PyObject* _find(self, object key) except? NULL:
+        # The node for `key` in the current dict (borrowed), or NULL. The lookup
+        # runs the key's __hash__/__eq__ (Python code, and with it other threads);
+        # if that cleared the cache, the result came from the discarded dict (held
+        # here, so it is still alive) and is looked up again in the current one.
+        # The caller runs no Python code before it is done with the node.
+        cdef dict d = self._map
+        cdef PyObject* found = PyDict_GetItemWithError(d, key)
+        if d is self._map:
+            return found
+        return self._find_again(key)
+
+    cdef PyObject* _find_again(self, object key) except? NULL:
+        return find_again(self, _linked_map, key)
+
+    cdef bint _has(self, object key) except -1:
+        return has_key(self, _linked_map, key)
 
     cdef int _refresh(self) except -1:
         # Per class, and read again when `__class__` is assigned (as the pure
@@ -186,7 +195,7 @@ cdef class LinkedCore:
         """
         if _type_of(self) != self._flags_type:
             self._refresh()
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             self._misses += 1
             return default
@@ -199,7 +208,7 @@ cdef class LinkedCore:
     def __getitem__(self, key):
         if _type_of(self) != self._flags_type:
             self._refresh()
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             self._misses += 1
             if self._plain_missing:
@@ -217,7 +226,7 @@ cdef class LinkedCore:
             return
         if _type_of(self) != self._flags_type:
             self._refresh()
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         cdef _Node node
         cdef _Node root = self._root
         cdef object old  # released at return, once the links are consistent
@@ -258,7 +267,7 @@ cdef class LinkedCore:
         self._remove(key)
 
     def __contains__(self, key):
-        return PyDict_Contains(self._map, key) == 1
+        return self._has(key) == 1
 
     def __len__(self):
         return PyDict_Size(self._map)
@@ -272,7 +281,7 @@ cdef class LinkedCore:
         """
         keys = self._keys()
         for key in keys:
-            if key in self._map:
+            if self._has(key):  # runs the key's __eq__: the dict is held meanwhile
                 yield key
 
     cdef list _keys(self):
@@ -289,7 +298,7 @@ cdef class LinkedCore:
     def _touch(self, key):
         if _type_of(self) != self._flags_type:
             self._refresh()
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return _MISSING
         if self._reorder:
@@ -297,13 +306,13 @@ cdef class LinkedCore:
         return (<_Node>found).value
 
     def _peek(self, key):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return _MISSING
         return (<_Node>found).value
 
     def _update(self, key, value):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return False
         old = (<_Node>found).value
@@ -332,6 +341,9 @@ cdef class LinkedCore:
             found = _setdefault(d, key, node)
             if d is self._map:
                 break
+            # Cleared meanwhile: the node went into the discarded dict. Emptied here,
+            # where no node is held, so that releasing it later runs no Python code.
+            PyDict_Clear(d)
         else:
             return 0
         if found == <PyObject*>node:
@@ -355,17 +367,8 @@ cdef class LinkedCore:
         return (<_Node>root.next).key
 
     def _clear(self):
-        cdef _Node root = self._root
         cdef dict old = self._map
-        cdef PyObject* p = root.next
-        cdef PyObject* q
-        while p != <PyObject*>root:
-            q = (<_Node>p).next
-            (<_Node>p).prev = NULL
-            (<_Node>p).next = NULL
-            p = q
-        root.prev = <PyObject*>root
-        root.next = <PyObject*>root
+        ring_clear(<PyObject*>self._root)
         self._map = {}
         old.clear()  # values' __del__ run here, against an empty, consistent cache
 
@@ -483,8 +486,7 @@ cdef class CachedHit:
             k = args + _KWMARK + tuple(sorted(kwargs.items()))
         if _type_of(core) != core._flags_type:
             core._refresh()
-        cdef dict d = core._map  # held: the key's __eq__ may clear the cache
-        cdef PyObject* found = PyDict_GetItemWithError(d, k)
+        cdef PyObject* found = core._find(k)  # the key's __eq__ may clear the cache
         cdef _Node node
         if found is not NULL:
             node = <_Node>found
@@ -532,6 +534,8 @@ cdef PyObject* _cached_hit_fast(PyObject* o, PyObject* args, PyObject* kwds) noe
         if _error() is not NULL:
             return NULL
         return _cached_hit_call(o, args, kwds)
+    if d is not core._map:  # cleared meanwhile: the node is from the discarded dict
+        return _cached_hit_call(o, args, kwds)
     cdef _Node node = <_Node>found
     if core._reorder:
         _move_to_end(core._root, node)
@@ -558,7 +562,6 @@ cdef class _Mark:
     cdef object key
     cdef object value
     cdef bint visited
-    cdef bint linked
 
 
 @cython.auto_pickle(False)
@@ -587,8 +590,7 @@ cdef class SieveCore:
     def __cinit__(self, *args, **kwargs):
         self._map = {}
         cdef _Mark root = _Mark.__new__(_Mark)
-        root.prev = <PyObject*>root
-        root.next = <PyObject*>root
+        ring_init(<PyObject*>root)
         root.key = _MISSING
         root.value = _MISSING
         self._root = root
@@ -596,6 +598,27 @@ cdef class SieveCore:
         self._max = 0
         self._cap = 0
         self._refresh()
+
+    # -- lookups: revalidated after the key's Python code ---------------------------
+
+    @cython.final
+    cdef inline PyObject* _find(self, object key) except? NULL:
+        # The node for `key` in the current dict (borrowed), or NULL. The lookup
+        # runs the key's __hash__/__eq__ (Python code, and with it other threads);
+        # if that cleared the cache, the result came from the discarded dict (held
+        # here, so it is still alive) and is looked up again in the current one.
+        # The caller runs no Python code before it is done with the node.
+        cdef dict d = self._map
+        cdef PyObject* found = PyDict_GetItemWithError(d, key)
+        if d is self._map:
+            return found
+        return self._find_again(key)
+
+    cdef PyObject* _find_again(self, object key) except? NULL:
+        return find_again(self, _sieve_map, key)
+
+    cdef bint _has(self, object key) except -1:
+        return has_key(self, _sieve_map, key)
 
     cdef int _refresh(self) except -1:
         cls = type(self)
@@ -623,7 +646,7 @@ cdef class SieveCore:
 
         Runtime complexity: O(1).
         """
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             self._misses += 1
             return default
@@ -634,7 +657,7 @@ cdef class SieveCore:
     def __getitem__(self, key):
         if _type_of(self) != self._flags_type:
             self._refresh()
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             self._misses += 1
             if self._plain_missing:
@@ -650,7 +673,7 @@ cdef class SieveCore:
             return
         if _type_of(self) != self._flags_type:
             self._refresh()
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         cdef object old  # released at return, once the links are consistent
         cdef object victim = None
         if found is not NULL:
@@ -679,7 +702,7 @@ cdef class SieveCore:
         self._take(key)
 
     def __contains__(self, key):
-        return PyDict_Contains(self._map, key) == 1
+        return self._has(key) == 1
 
     def __len__(self):
         return PyDict_Size(self._map)
@@ -691,7 +714,7 @@ cdef class SieveCore:
     cdef object _sweep(self):
         cdef _Mark root = self._root
         cdef _Mark node = self._hand_node
-        if node is None or not node.linked:
+        if node is None or node.prev is NULL:
             node = <_Mark>root.next
         while node.visited:
             node.visited = False
@@ -713,32 +736,30 @@ cdef class SieveCore:
         if popped is None:
             return None
         cdef _Mark node = <_Mark>popped
-        if not node.linked:
+        if node.prev is NULL:
             return node
         if node is self._hand_node:
             self._hand_node = None if node.next == <PyObject*>self._root else <_Mark>node.next
-        (<_Mark>node.prev).next = node.next
-        (<_Mark>node.next).prev = node.prev
-        node.linked = False
+        ring_cut(<PyObject*>node)
         return node
 
     # -- the hooks the pure Cache methods call --------------------------------------
 
     def _touch(self, key):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return _MISSING
         (<_Mark>found).visited = True
         return (<_Mark>found).value
 
     def _peek(self, key):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return _MISSING
         return (<_Mark>found).value
 
     def _update(self, key, value):
-        cdef PyObject* found = PyDict_GetItemWithError(self._map, key)
+        cdef PyObject* found = self._find(key)
         if found is NULL:
             return False
         old = (<_Mark>found).value
@@ -762,6 +783,9 @@ cdef class SieveCore:
             found = _setdefault(d, key, node)
             if d is self._map:
                 break
+            # Cleared meanwhile: the node went into the discarded dict. Emptied here,
+            # where no node is held, so that releasing it later runs no Python code.
+            PyDict_Clear(d)
         else:
             return
         if found != <PyObject*>node:  # written meanwhile: an update
@@ -769,11 +793,7 @@ cdef class SieveCore:
             (<_Mark>found).value = value
             (<_Mark>found).visited = True
             return
-        node.prev = root.prev
-        node.next = <PyObject*>root
-        (<_Mark>root.prev).next = <PyObject*>node
-        root.prev = <PyObject*>node
-        node.linked = True
+        ring_push(<PyObject*>root, <PyObject*>node)
 
     def _remove(self, key):
         return self._take(key)
@@ -782,14 +802,8 @@ cdef class SieveCore:
         return self._sweep()
 
     def _clear(self):
-        cdef _Mark root = self._root
         cdef dict old = self._map
-        cdef PyObject* p = root.next
-        while p != <PyObject*>root:
-            (<_Mark>p).linked = False
-            p = (<_Mark>p).next
-        root.prev = <PyObject*>root
-        root.next = <PyObject*>root
+        ring_clear(<PyObject*>self._root)
         self._hand_node = None
         self._map = {}
         old.clear()  # values' __del__ run here, against an empty, consistent cache
@@ -849,12 +863,12 @@ cdef class SieveCore:
         cdef PyObject* found
         for key, value, visited in entries:
             self._insert(key, value)
-            found = PyDict_GetItemWithError(self._map, key)
+            found = self._find(key)
             if found is not NULL:
                 (<_Mark>found).visited = visited
         if hand_key is not None:
-            found = PyDict_GetItemWithError(self._map, hand_key)
-            if found is not NULL and (<_Mark>found).linked:
+            found = self._find(hand_key)
+            if found is not NULL and (<_Mark>found).prev is not NULL:
                 self._hand_node = <_Mark>found
 
     def __reduce_ex__(self, protocol):
@@ -888,3 +902,25 @@ cdef int _traverse_sieve(PyObject* o, _visitproc visit, void* arg) noexcept:
 
 _sieve_traverse = (<_TypeObject*>SieveCore).tp_traverse
 (<_TypeObject*>SieveCore).tp_traverse = _traverse_sieve
+
+
+
+cdef int _check_layouts() except -1:
+    # The ring helpers of _ccore read every node through the same two leading fields.
+    cdef _Node node = _Node.__new__(_Node)
+    check_layout(node, &node.prev, &node.next)
+    cdef _Mark mark = _Mark.__new__(_Mark)
+    check_layout(mark, &mark.prev, &mark.next)
+    return 0
+
+
+_check_layouts()
+
+
+# Each core's current dict, for the shared slow paths of _ccore.
+cdef dict _linked_map(object core):
+    return (<LinkedCore>core)._map
+
+
+cdef dict _sieve_map(object core):
+    return (<SieveCore>core)._map
