@@ -1,0 +1,96 @@
+"""A ZooKeeper holder whose follower is cut from the leader is told before its successor gets in.
+
+A follower answers its clients' reads and pings by itself, so a client on a
+follower partitioned from the leader keeps hearing answers while the leader,
+which no longer receives the follower's session touches, expires the
+client's session after its timeout and lets a waiter on the other side take
+the lock. The holder used never to be told (its lease read not lost after
+the successor was granted, 1/1): its session watch pinged with `exists`,
+which the cut-off follower answered. The watch now pings with `sync`,
+which only the leader can answer.
+
+The ensemble is a `ZooKeeperEnsemble(partitionable=True)` of this module's
+own (one TCPProxy per link between members), with a 1 s session timeout
+(the least its 500 ms tick allows), so each case lasts about 2 s; the
+module takes about 10 s with the ensemble's start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from scalekit.testing import ZooKeeperEnsemble
+
+from .conftest import DOCUMENTED_SLACK, unique
+
+kazoo_client = pytest.importorskip("kazoo.client")
+from scalekit.locking._zk_session import LOST_AFTER  # noqa: E402
+from scalekit.locking.zookeeper_lock import ZooKeeperLock  # noqa: E402
+
+SESSION = 1.0
+
+
+@pytest.fixture(scope="module")
+def ensemble() -> Iterator[ZooKeeperEnsemble]:
+    with ZooKeeperEnsemble(partitionable=True) as zk:
+        yield zk
+
+
+def _client(hosts: str) -> Any:
+    client = kazoo_client.KazooClient(hosts=hosts, timeout=SESSION)
+    client.start(timeout=15)
+    return client
+
+
+@pytest.mark.parametrize("holder_busy", [False, True], ids=["idle", "busy"])
+def test_a_holder_on_a_follower_cut_from_the_leader_is_told_before_its_successor_is_in(
+    ensemble: ZooKeeperEnsemble, holder_busy: bool
+) -> None:
+    leader = ensemble.wait_for_leader()
+    follower = next(m for m in ensemble.members if m is not leader)
+    holder_client = _client(follower.hosts)
+    waiter_client = _client(leader.hosts)
+    path = "/" + unique("follower-cut")
+    told: list[float] = []
+    stop = threading.Event()
+    try:
+        holder_lock = ZooKeeperLock(
+            holder_client, path, op_timeout=0.5, on_lost=lambda _l: told.append(time.monotonic())
+        )
+        lease = holder_lock.acquire(timeout=5)
+        assert lease is not None
+        assert holder_lock._watch.timeout() == SESSION
+
+        def keep_reading() -> None:  # the follower answers these by itself
+            while not stop.wait(0.1):
+                with contextlib.suppress(Exception):
+                    holder_client.exists(path)
+
+        if holder_busy:
+            threading.Thread(target=keep_reading, daemon=True).start()
+        cut = time.monotonic()
+        ensemble.partition(follower, leader)
+        successor = ZooKeeperLock(waiter_client, path, op_timeout=0.5).acquire(timeout=10)
+        granted = time.monotonic()
+        assert successor is not None, "the leader did not expire the cut-off holder's session"
+        lost_seen = lease.lost.is_set()
+        assert told, f"no on_lost notice; the successor got in {granted - cut:.2f}s after the cut"
+        assert told[0] < granted, (
+            f"told {told[0] - cut:.2f}s after the cut, the successor in at {granted - cut:.2f}s"
+        )
+        assert lost_seen
+        # The documented deadline: 2/3 of the session timeout after the last answer.
+        assert told[0] - cut <= LOST_AFTER * SESSION + DOCUMENTED_SLACK
+        successor.release()
+    finally:
+        stop.set()
+        ensemble.heal()
+        for client in (holder_client, waiter_client):
+            client.stop()
+            client.close()
