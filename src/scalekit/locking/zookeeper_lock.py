@@ -198,12 +198,18 @@ class ZooKeeperLock(BaseLock):
     def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
         if attempt.node is None and attempt.maybe_created:
             self._find_own(attempt, deadline)
+        synced = None
         if attempt.node is None:
             # The owner token in the name lets us find the node if the reply is lost.
             attempt.maybe_created = True
+            sent_at = time.monotonic()  # a create goes through the leader: it proves the session
             node, czxid = self._create(attempt, deadline)
             attempt.node, attempt.czxid, attempt.maybe_created = node, czxid, False
-        sent_at = time.monotonic()
+        else:
+            # A follower answers get_children by itself, even cut from its leader: a sync
+            # (answered first, requests being answered in order) proves the session.
+            sent_at = time.monotonic()
+            synced = self.client.sync_async("/")
         children = self._call(
             "get_children", self.client.get_children_async(self.path), self._budget(deadline)
         )
@@ -217,7 +223,9 @@ class ZooKeeperLock(BaseLock):
             return None
         ahead = self._blocking(contenders[: contenders.index(mine)])
         if len(ahead) < self._limit:
-            self._watch.heard(sent_at)  # the server answered: the session was alive then
+            if synced is not None:
+                self._call("sync", synced, self._budget(deadline))
+            self._watch.heard(sent_at)  # the leader answered: the session was alive then
             with self._live_lock:
                 attempt.epoch = self._epoch
             self._watch.subscribe(self)
@@ -328,6 +336,8 @@ class ZooKeeperLock(BaseLock):
             lost = attempt.epoch != self._epoch
         if lost or time.monotonic() >= self._watch.lost_at():
             self._mark_lost(lease, "session_lost")
+        else:
+            self._watch.subscribe(self)  # the watch must not sleep on a live lease
 
     def _do_release(self, lease: Lease) -> bool:
         node = self._nodes.pop(lease.token, None)
