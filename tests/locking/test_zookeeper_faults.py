@@ -7,12 +7,17 @@ the server last answered) was enforced by a watch thread only, and
 `lease.lost.is_set()` did not compare the clock with it, so the holder's
 first read could run before the thread did.
 
-The seeded schedules (slow: about 12 s each, four of them, so about 50 s)
-run four worker processes on the 3-node ensemble (leader kill, SIGSTOP of
-the holder, kill -9 of holder and waiter, forced session expiry) and on a
-standalone server (the same without leader kill), and assert every
-invariant of the checker from the merged history. Seed 3 of the ensemble
-is the one with three forced session expiries.
+The seeded schedules (slow: three of them, about 50 s in all) run four
+worker processes on the 3-node ensemble (leader kill, a follower cut from
+its leader, a blackholed or delayed proxy between the clients and a
+member, SIGSTOP of the holder, kill -9 of holder and waiter, forced
+session expiry, some of them overlapping) and on a standalone server (the
+same without the ensemble's faults), and assert every invariant of the
+checker from the merged history. Ensemble seed 4 cuts a follower for 3.3 s
+while a SIGSTOP of the holder starts, after a kill -9 overlapping a forced
+expiry (about 19 s); seed 5 cuts one for 4.9 s alone, so the
+availability check judges it (about 18 s); standalone seed 3 has four
+blackholes, two delays and a forced expiry (about 12 s).
 """
 
 from __future__ import annotations
@@ -37,9 +42,8 @@ from scalekit.locking._zk_session import LOST_AFTER  # noqa: E402
 from scalekit.locking.zookeeper_lock import ZooKeeperLock  # noqa: E402
 
 ZOOKEEPER_SEEDS = [
-    ("zookeeper", 1),
-    ("zookeeper", 3),
-    ("zookeeper-standalone", 2),
+    ("zookeeper", 4),
+    ("zookeeper", 5),
     ("zookeeper-standalone", 3),
 ]
 
