@@ -68,7 +68,7 @@ _REDIS_FAULTS = (
 _FAULTS = {
     "redis": _REDIS_FAULTS,
     "async-redis": _REDIS_FAULTS,
-    "redlock": _REDIS_FAULTS,
+    "redlock": (*_REDIS_FAULTS, "clock-slow"),
     "zookeeper": (
         *_PROCESS_FAULTS,
         "kill-leader",
@@ -178,6 +178,37 @@ class SoakResult:
 # -- the worker ---------------------------------------------------------------------------
 
 
+class _Clock:
+    """The worker's lock clock: `time.monotonic()` at a rate the nemesis may change.
+
+    The nemesis writes the rate to the worker's clock file and sends
+    SIGUSR2 (`clock-slow`); the clock goes on from where it was, so it
+    never goes back.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.rate = 1.0
+        self._true = time.monotonic()
+        self._read = self._true
+
+    def __call__(self) -> float:
+        return self._read + (time.monotonic() - self._true) * self.rate
+
+    def reload(self, *_args: Any) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            rate = float(self.path.read_text())
+            now = time.monotonic()
+            self._read, self._true = self._read + (now - self._true) * self.rate, now
+            self.rate = rate
+
+    def true_time(self, reading: float | None) -> float | None:
+        """The monotonic time at which this clock will read *reading*, at its current rate."""
+        if reading is None:
+            return None
+        return time.monotonic() + (reading - self()) / self.rate
+
+
 def _probe_script() -> str:
     return (
         "if redis.call('GET', KEYS[1]) == ARGV[1] then "
@@ -208,6 +239,8 @@ class _Worker:
         ]
         self.session = ""
         self.zk_client: Any = None
+        self.clock = _Clock(cfg["clock"])
+        signal.signal(signal.SIGUSR2, self.clock.reload)
 
     def notice(self, lease: Any) -> None:
         self.rec.info("notice", token=lease.token)
@@ -308,6 +341,7 @@ def _make_sync_lock(cfg: dict[str, Any], worker: _Worker) -> Any:
             instance_timeout=cfg["instance_timeout"],
             rng=random.Random(cfg["seed"]),
             on_lost=worker.notice,
+            clock=worker.clock,
         )
     from kazoo.client import KazooClient
 
@@ -364,7 +398,8 @@ def _run_sync(cfg: dict[str, Any]) -> None:
             time.sleep(0.05)
             continue
         assert lease is not None
-        rec.ok("acquire", token=lease.token, deadline=lease.deadline, **worker.validity(lease))
+        deadline = worker.clock.true_time(lease.deadline)  # as time.monotonic() reads it
+        rec.ok("acquire", token=lease.token, deadline=deadline, **worker.validity(lease))
         worker.advertise(lease)
         worker.rmw_sync(lease)
         rec.invoke("release", token=lease.token, bound=worker.bounds["release"])
@@ -532,6 +567,7 @@ class _Cluster:
             "probe": self.probe,
             "lock_key": self.lock_key,
             "lock_ports": [p.port for p in self.proxies],
+            "clock": str(self.workdir / f"clock-{process}"),
             "ttl": s.ttl,
             "op_timeout": s.op_timeout,
             "instance_timeout": s.instance_timeout,
@@ -684,6 +720,32 @@ class _Cluster:
                     server.execute("REPLICAOF", "NO", "ONE")
                 rec.ok(how, target=server.port)
 
+    def clock_slow(self, fault: Fault, rec: HistoryRecorder) -> None:
+        """Slow a worker's lock clock (mostly the holder's) by half Redlock's drift allowance.
+
+        Redlock subtracts `drift_factor` (1 %) of the ttl plus 2 ms from
+        every lease's validity, for clocks that run at different rates; a
+        client clock 0.5 % slow must still give up every lease before the
+        masters' keys expire (the `validity` and `notice` checks).
+        """
+        candidates = self.pick(fault, holder=fault.pick < 0.7) or self.pick(fault, holder=False)
+        # Only a worker that has started has its SIGUSR2 handler in place.
+        with self.claim(*[c for c in candidates if self.started(c)]) as target:
+            if target is None:
+                return
+            rate = 1 - 0.005
+            path = self.workdir / f"clock-{target}"
+            rec.invoke("clock-slow", target=target, rate=rate, tolerated=True)
+            try:
+                path.write_text(str(rate))
+                self.children[target].send_signal(signal.SIGUSR2)
+                time.sleep(fault.duration)
+            finally:
+                path.write_text("1.0")
+                with contextlib.suppress(OSError):
+                    self.children[target].send_signal(signal.SIGUSR2)
+                rec.ok("clock-slow", target=target)
+
     def network(self, fault: Fault, rec: HistoryRecorder, how: str) -> None:
         prefer = -1
         if self.ensemble is not None and fault.pick < 0.7:
@@ -775,6 +837,7 @@ class _Cluster:
             "busy": lambda f, r: self.error_replies(f, r, "busy"),
             "kill-leader": self.kill_leader,
             "partition-follower": self.partition_follower,
+            "clock-slow": self.clock_slow,
             "expire-session": self.expire_session,
         }
 
@@ -851,6 +914,7 @@ def run_schedule(
         "oom": (0.3, 2.0),
         "readonly": (0.3, 2.0),
         "busy": (0.2, 1.0),
+        "clock-slow": (2.0, 4.0),
     }
     schedule = make_schedule(seed, kinds, seconds, durations=durations, overlap=OVERLAP)
     workdir = Path(keep) if keep is not None else Path(tempfile.mkdtemp(prefix="scalekit-soak-"))
