@@ -26,6 +26,8 @@ _INSTALL_HINT = (
     "SCALEKIT_ZOOKEEPER_CLASSPATH at the ZooKeeper jars"
 )
 _MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+# How long a link's proxy retries a member that refuses (not listening yet).
+_LINK_WAIT = 3.0
 
 
 def zookeeper_classpath() -> str:
@@ -233,8 +235,10 @@ class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
                 for myid, _client, peer, election in peers:
                     if myid == member.myid:
                         continue
-                    quorum = TCPProxy(member.host, peer)
-                    elect = TCPProxy(member.host, election)
+                    # A learner retries a refused connect to its leader but gives up
+                    # on a reset one: wait for a leader that is about to listen.
+                    quorum = TCPProxy(member.host, peer, upstream_wait=_LINK_WAIT)
+                    elect = TCPProxy(member.host, election, upstream_wait=_LINK_WAIT)
                     self._links[(member.myid or 0, myid)] = (quorum, elect)
                     member.views[myid] = (quorum.port, elect.port)
 
