@@ -15,6 +15,7 @@ import argparse
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,36 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
     print()
     print(_table(results))
+    print()
+    print(_faults_applied(results))
     return 0 if all(r.report.ok for r in results) else 1
+
+
+def _faults_applied(results: list[SoakResult]) -> str:
+    """Per backend, how many faults of each kind the nemesis applied, and how many overlapped."""
+    lines = ["faults applied (kind: count; overlapping: started while another was active)"]
+    for backend in BACKENDS:
+        mine = [r for r in results if r.backend == backend]
+        if not mine:
+            continue
+        kinds: Counter[str] = Counter()
+        overlapping = 0
+        for r in mine:
+            active: set[tuple[str, str]] = set()
+            for e in r.events:
+                if e.process != "nemesis" or e.f in ("quiet", "end", "stuck"):
+                    continue
+                key = (e.f, str(e.data.get("target", "")))
+                if e.type == "invoke" or e.f == "kill":
+                    kinds[e.f] += 1
+                    overlapping += bool(active)
+                    if e.type == "invoke":
+                        active.add(key)
+                else:
+                    active.discard(key)
+        listed = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+        lines.append(f"  {backend}: {listed}; overlapping {overlapping}")
+    return "\n".join(lines)
 
 
 def _table(results: list[SoakResult]) -> str:
