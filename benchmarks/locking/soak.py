@@ -4,7 +4,8 @@
 schedules (see `scalekit.testing.lock_workload`) against every backend in
 turn, each schedule ``--chunk`` seconds long with a fresh random seed,
 until the time is spent; ``--seed S`` replays one schedule per backend;
-``--backend`` limits the backends. Every seed is printed before its run, so
+``--backend`` limits the backends, ``--without FAULT`` leaves a fault kind
+out (say, to look past a known defect). Every seed is printed before its run, so
 a violation can be replayed. The exit status is 1 when any invariant was
 violated.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from scalekit.testing.lock_checker import INVARIANTS
-from scalekit.testing.lock_workload import BACKENDS, SoakResult, run_schedule
+from scalekit.testing.lock_workload import BACKENDS, FAULTS, SoakResult, run_schedule
 
 from .._common import format_table
 
@@ -53,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=20.0,
         help="seconds of faults per schedule (default %(default)g)",
+    )
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        metavar="FAULT",
+        help="leave this fault kind out of every schedule (repeatable), e.g. to look "
+        "past a known defect; faults a backend does not have are ignored for it "
+        "(default: none)",
     )
     parser.add_argument(
         "--keep",
@@ -115,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     seed=seed,
                     seconds=chunk,
                     keep=keep,
+                    without=[k for k in args.without if k in FAULTS[backend]],
                     progress=lambda f, base=base, chunk=chunk, b=backend: bar.to(
                         base + f * (chunk + 6), f"{b}"
                     ),
@@ -128,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"  replay: python -m benchmarks.locking soak --backend {backend} "
                         f"--seed {seed} --chunk {chunk:g}"
+                        + "".join(f" --without {k}" for k in args.without if k in FAULTS[backend])
                     )
             if args.seed is not None or time.monotonic() - began >= args.seconds - 2:
                 break

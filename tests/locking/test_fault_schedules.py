@@ -462,3 +462,13 @@ def run_and_check(backend: str, seed: int, seconds: float = 5.0) -> None:
 @pytest.mark.parametrize(("backend", "seed"), CI_SEEDS)
 def test_seeded_fault_schedule_keeps_every_invariant(backend: str, seed: int) -> None:
     run_and_check(backend, seed)
+
+
+def test_a_schedule_can_leave_out_faults_the_backend_has_and_only_those() -> None:
+    from scalekit.testing.lock_workload import FAULTS, run_schedule
+
+    assert "readonly" in FAULTS["redis"] and "partition-follower" in FAULTS["zookeeper"]
+    with pytest.raises(ConfigurationError, match=r"without must name faults of 'redis'.*'nope'"):
+        run_schedule("redis", seed=1, seconds=1.0, without=["nope"])
+    with pytest.raises(ConfigurationError, match="without must leave some fault"):
+        run_schedule("redis", seed=1, seconds=1.0, without=list(FAULTS["redis"]))

@@ -39,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -871,6 +871,7 @@ def run_schedule(
     settings: Settings | None = None,
     progress: Callable[[float], None] | None = None,
     keep: str | os.PathLike[str] | None = None,
+    without: Sequence[str] = (),
 ) -> SoakResult:
     """Run one seeded fault schedule against *backend* and check its history.
 
@@ -885,13 +886,16 @@ def run_schedule(
         progress: called with the fraction of the run done, now and then.
         keep: a directory to keep the histories and logs in (default: a
             temporary one, removed afterwards).
+        without: fault kinds to leave out of the schedule (of `FAULTS[backend]`),
+            say to look past a known defect; the seed then draws another schedule.
 
     Returns:
         A [SoakResult][scalekit.testing.lock_workload.SoakResult] with the
         checker's report.
 
     Raises:
-        ConfigurationError: an unknown *backend*, or fewer than 4 *workers*.
+        ConfigurationError: an unknown *backend*, fewer than 4 *workers*, or
+            *without* naming a fault the backend does not have, or all of them.
     """
     if backend not in BACKENDS:
         raise ConfigurationError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
@@ -899,7 +903,15 @@ def run_schedule(
         raise ConfigurationError(f"workers must be at least 4, got {workers!r}")
     s = settings or Settings()
     bounds = s.check_bounds(backend)
-    kinds = _FAULTS[backend]
+    unknown = sorted(set(without) - set(_FAULTS[backend]))
+    if unknown:
+        raise ConfigurationError(
+            f"without must name faults of {backend!r} ({', '.join(_FAULTS[backend])}), "
+            f"got {unknown}"
+        )
+    kinds = [k for k in _FAULTS[backend] if k not in without]
+    if not kinds:
+        raise ConfigurationError(f"without must leave some fault of {backend!r}, got {without!r}")
     lease = s.lease_time(backend)
     durations = {
         "pause-holder": (1.2 * lease, 1.8 * lease),
