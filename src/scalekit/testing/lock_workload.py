@@ -772,11 +772,15 @@ class _Cluster:
         with self.claim("ensemble") as claimed:
             if claimed is None:
                 return
-            rec.invoke("kill-leader")
+            # The same target on both records, so the checker pairs them.
+            target = self.ensemble.wait_for_leader().port
+            rec.invoke("kill-leader", target=target)
             killed = self.ensemble.kill_leader()
-            time.sleep(fault.duration)
-            killed.start()
-            rec.ok("kill-leader", target=killed.port)
+            try:
+                time.sleep(fault.duration)
+                killed.start()
+            finally:
+                rec.ok("kill-leader", target=target)
 
     def partition_follower(self, fault: Fault, rec: HistoryRecorder) -> None:
         """Cut a follower from the leader: the holder's, if it is on one, else a seeded one.
