@@ -80,7 +80,9 @@ class SessionWatch:
         self._cond = threading.Condition()
         self._negotiated: float | None = None
         self._negotiated_for: int | None = None
-        self.last_heard = time.monotonic()
+        # Nothing proves the session alive before an answer: a watch made just now
+        # is no evidence (the leader may have stopped hearing of it long ago).
+        self.last_heard = float("-inf")
         self._outstanding = False
         self._idle = False
         self._wakeups = 0  # bumped by every subscribe: the loop never idles past one
