@@ -249,10 +249,18 @@ class SessionWatch:
                     continue
                 if self.past_due():
                     continue
-                if not self._outstanding:
+                timeout = self.timeout()
+                period = timeout / _PINGS_PER_TIMEOUT
+                now = time.monotonic()
+                # The send time of the latest proof (a grant's create, an answered ping):
+                # the next ping is due a period after it, not at every wake-up.
+                due = self.last_heard + RELAY * timeout + period
+                if self._outstanding:
+                    due = now + period
+                elif now >= due:
                     self._ping(client)
-                period = self.timeout() / _PINGS_PER_TIMEOUT
-                wait = min(period, max(self.lost_at() - time.monotonic(), 0.0) + 0.001)
+                    due = now + period
+                wait = min(max(due - now, 0.001), max(self.lost_at() - now, 0.0) + 0.001)
                 del client, busy
                 with self._cond:
                     self._cond.wait(wait)
