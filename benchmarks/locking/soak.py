@@ -4,7 +4,8 @@
 schedules (see `scalekit.testing.lock_workload`) against every backend in
 turn, each schedule ``--chunk`` seconds long with a fresh random seed,
 until the time is spent; ``--seed S`` replays one schedule per backend;
-``--backend`` limits the backends. Every seed is printed before its run, so
+``--backend`` limits the backends, ``--without FAULT`` leaves a fault kind
+out (say, to look past a known defect). Every seed is printed before its run, so
 a violation can be replayed. The exit status is 1 when any invariant was
 violated.
 """
@@ -15,11 +16,12 @@ import argparse
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from scalekit.testing.lock_checker import INVARIANTS
-from scalekit.testing.lock_workload import BACKENDS, SoakResult, run_schedule
+from scalekit.testing.lock_workload import BACKENDS, FAULTS, SoakResult, run_schedule
 
 from .._common import format_table
 
@@ -52,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=20.0,
         help="seconds of faults per schedule (default %(default)g)",
+    )
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        metavar="FAULT",
+        help="leave this fault kind out of every schedule (repeatable), e.g. to look "
+        "past a known defect; faults a backend does not have are ignored for it "
+        "(default: none)",
     )
     parser.add_argument(
         "--keep",
@@ -114,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     seed=seed,
                     seconds=chunk,
                     keep=keep,
+                    without=[k for k in args.without if k in FAULTS[backend]],
                     progress=lambda f, base=base, chunk=chunk, b=backend: bar.to(
                         base + f * (chunk + 6), f"{b}"
                     ),
@@ -127,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"  replay: python -m benchmarks.locking soak --backend {backend} "
                         f"--seed {seed} --chunk {chunk:g}"
+                        + "".join(f" --without {k}" for k in args.without if k in FAULTS[backend])
                     )
             if args.seed is not None or time.monotonic() - began >= args.seconds - 2:
                 break
@@ -134,7 +147,36 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
     print()
     print(_table(results))
+    print()
+    print(_faults_applied(results))
     return 0 if all(r.report.ok for r in results) else 1
+
+
+def _faults_applied(results: list[SoakResult]) -> str:
+    """Per backend, how many faults of each kind the nemesis applied, and how many overlapped."""
+    lines = ["faults applied (kind: count; overlapping: started while another was active)"]
+    for backend in BACKENDS:
+        mine = [r for r in results if r.backend == backend]
+        if not mine:
+            continue
+        kinds: Counter[str] = Counter()
+        overlapping = 0
+        for r in mine:
+            active: set[tuple[str, str]] = set()
+            for e in r.events:
+                if e.process != "nemesis" or e.f in ("quiet", "end", "stuck"):
+                    continue
+                key = (e.f, str(e.data.get("target", "")))
+                if e.type == "invoke" or e.f == "kill":
+                    kinds[e.f] += 1
+                    overlapping += bool(active)
+                    if e.type == "invoke":
+                        active.add(key)
+                else:
+                    active.discard(key)
+        listed = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+        lines.append(f"  {backend}: {listed}; overlapping {overlapping}")
+    return "\n".join(lines)
 
 
 def _table(results: list[SoakResult]) -> str:

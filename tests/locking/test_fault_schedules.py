@@ -3,13 +3,14 @@
 The checker is a pure function over a history; the first tests feed it
 hand-made histories that break each invariant, so it is known to fail
 when it should. The slow tests at the end run a seeded nemesis against
-real servers (about 10-15 s per backend; the seed is printed, and a failure
+real servers (about 10-13 s per backend; the seed is printed, and a failure
 names it: replay with `python -m benchmarks.locking soak --backend B --seed S`).
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,42 @@ def test_progress_must_resume_within_the_recovery_bound() -> None:
     assert "1.550s" in check(late, 3).failed("recovery")[0].message
 
 
+def test_a_tolerated_fault_alone_must_not_stop_acquisition() -> None:
+    """One Redlock master down for 2 s, nothing else: some lease must be granted meanwhile."""
+    fault = [
+        ev("nemesis", "invoke", "oom", 1.0, target=1, tolerated=True),
+        ev("nemesis", "ok", "oom", 3.0, target=1),
+        ev("nemesis", "info", "quiet", 3.0),
+        ev("nemesis", "info", "end", 5.0),
+    ]
+    before = clean(3)  # grants at 0.01 to 0.21, all before the fault
+    after = section("w0", 4, 3.5, 3)
+    report = check([*before, *fault, *after], 4)
+    assert report.checked["availability"] == 1
+    assert "no lease was granted during oom (2.000s)" in report.failed("availability")[0].message
+    during = section("w1", 4, 2.0, 3) + section("w0", 5, 3.5, 4)
+    assert check([*before, *fault, *during], 5).ok, check([*before, *fault, *during], 5).table()
+    # Not tolerated, too short, or with another fault near it: not judged.
+    untolerated = [ev("nemesis", "invoke", "oom", 1.0, target=1), *fault[1:]]
+    assert check([*before, *untolerated, *after], 4).checked["availability"] == 0
+    short = [fault[0], ev("nemesis", "ok", "oom", 1.9, target=1), *fault[2:]]
+    assert check([*before, *short, *after], 4).checked["availability"] == 0
+    paused = [
+        ev("nemesis", "invoke", "pause", 0.5, target="w1"),
+        ev("nemesis", "ok", "pause", 0.6, target="w1"),
+    ]
+    assert check([*before, *paused, *fault, *after], 4).checked["availability"] == 0
+
+
+def test_an_undocumented_error_fails_call_bounds() -> None:
+    events = [
+        ev("w0", "invoke", "acquire", 0.0, bound=1.0),
+        ev("w0", "fail", "acquire", 0.1, error="BackendError: UNBLOCKED", undocumented=True),
+    ]
+    message = check(events, 0).failed("call-bounds")[0].message
+    assert "acquire of w0 raised an error it does not document: BackendError" in message
+
+
 def test_the_table_lists_every_invariant() -> None:
     table = check(clean(), 5).table().splitlines()
     assert [row.split()[0] for row in table[1:]] == [
@@ -280,6 +317,7 @@ def test_the_table_lists_every_invariant() -> None:
         "notice",
         "call-bounds",
         "recovery",
+        "availability",
     ]
 
 
@@ -312,6 +350,19 @@ def test_schedules_are_seeded_and_bounded() -> None:
     assert all(a.at + a.duration < b.at for a, b in itertools.pairwise(first))
     with pytest.raises(ConfigurationError, match="kinds must name"):
         make_schedule(1, [], 1.0)
+
+
+def test_overlapping_schedules_have_at_most_two_faults_active_at_once() -> None:
+    kinds = ["pause-holder", "blackhole"]
+    schedule = make_schedule(5, kinds, 60.0, overlap=0.5)
+    assert schedule == make_schedule(5, kinds, 60.0, overlap=0.5)
+    overlapping = [(a, b) for a, b in itertools.pairwise(schedule) if a.at + a.duration > b.at]
+    assert 5 <= len(overlapping) < len(schedule)
+    for a, b, c in zip(schedule, schedule[1:], schedule[2:], strict=False):
+        assert c.at >= min(a.at + a.duration, b.at + b.duration)  # never three at once
+    assert schedule[0].at == make_schedule(5, kinds, 60.0)[0].at  # same first draw
+    with pytest.raises(ConfigurationError, match=r"overlap must be a number in \[0, 1\]"):
+        make_schedule(1, kinds, 1.0, overlap=1.5)
 
 
 def test_the_nemesis_records_each_fault_and_the_quiet_instant(tmp_path: Path) -> None:
@@ -348,12 +399,41 @@ def test_the_nemesis_records_each_fault_and_the_quiet_instant(tmp_path: Path) ->
         Nemesis([Fault(0.0, "c", 0.0, 0.0)], {}, rec)
 
 
+def test_the_nemesis_runs_overlapping_faults_at_once(tmp_path: Path) -> None:
+    rec = HistoryRecorder(tmp_path / "n.jsonl", "nemesis")
+    both = threading.Barrier(2, timeout=5)
+
+    def act(fault: Fault, r: HistoryRecorder) -> None:
+        r.invoke(fault.kind)
+        both.wait()  # returns only if the other fault is active too
+        r.ok(fault.kind)
+
+    nemesis = Nemesis(
+        [Fault(0.0, "a", 0.5, 0.5), Fault(0.05, "b", 0.5, 0.5)], {"a": act, "b": act}, rec
+    )
+    nemesis.start()
+    assert nemesis.join(10)
+    rec.close()
+    assert nemesis.errors == [] and nemesis.applied == 2
+    kinds = [(e.type, e.f) for e in read_history([tmp_path / "n.jsonl"])]
+    assert kinds[:2] == [("invoke", "a"), ("invoke", "b")] and kinds[-1] == ("info", "quiet")
+
+
 # -- seeded schedules on real servers (slow: about 10-15 s each) -------------------------
 
-# One fixed seed per Redis backend keeps CI at about a minute; `python -m
-# benchmarks.locking soak` runs longer schedules with random seeds. The
-# ZooKeeper schedules (ensemble and standalone) are in test_zookeeper_faults.py.
-CI_SEEDS = [("redis", 1), ("async-redis", 1), ("redlock", 1)]
+# A few fixed seeds keep CI at about 45 s for the Redis backends; `python -m
+# benchmarks.locking soak` runs longer schedules with random seeds. Each
+# seed is picked for what it covers: redis 6 an OOM that starts during a
+# kill -9 of the holder, then a SIGSTOP; async-redis 7 three BUSY scripts,
+# a blackhole overlapping a restart, kills and a SIGSTOP; redlock 3 one
+# master READONLY, then BUSY overlapping OOM on another (two masters
+# faulted at once); redlock 11 one master READONLY for 1.8 s alone (the
+# availability check judges it), a restart, a kill -9 of the holder and a
+# worker's clock 0.5 % slow for 2.1 s. A READONLY fault
+# on a single-server lock is left to the soak until its waiters' UNBLOCKED
+# reply is fixed (test_unblocked_waiter.py). The ZooKeeper schedules
+# (ensemble and standalone) are in test_zookeeper_faults.py.
+CI_SEEDS = [("redis", 6), ("async-redis", 7), ("redlock", 3), ("redlock", 11)]
 
 
 def run_and_check(backend: str, seed: int, seconds: float = 5.0) -> None:
@@ -382,3 +462,13 @@ def run_and_check(backend: str, seed: int, seconds: float = 5.0) -> None:
 @pytest.mark.parametrize(("backend", "seed"), CI_SEEDS)
 def test_seeded_fault_schedule_keeps_every_invariant(backend: str, seed: int) -> None:
     run_and_check(backend, seed)
+
+
+def test_a_schedule_can_leave_out_faults_the_backend_has_and_only_those() -> None:
+    from scalekit.testing.lock_workload import FAULTS, run_schedule
+
+    assert "readonly" in FAULTS["redis"] and "partition-follower" in FAULTS["zookeeper"]
+    with pytest.raises(ConfigurationError, match=r"without must name faults of 'redis'.*'nope'"):
+        run_schedule("redis", seed=1, seconds=1.0, without=["nope"])
+    with pytest.raises(ConfigurationError, match="without must leave some fault"):
+        run_schedule("redis", seed=1, seconds=1.0, without=list(FAULTS["redis"]))

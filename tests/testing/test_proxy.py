@@ -92,3 +92,42 @@ def test_reset_breaks_open_connections_and_refuses_new_ones(proxy: TCPProxy) -> 
 def test_delay_rejects_a_negative_duration(proxy: TCPProxy) -> None:
     with pytest.raises(ValueError, match="seconds must be a non-negative finite number"):
         proxy.delay(-1)
+
+
+def test_upstream_wait_bridges_a_target_that_starts_listening_late() -> None:
+    """A client let in before its target listens is served, not reset, within `upstream_wait`."""
+    import socket
+    import threading
+
+    from scalekit.testing import find_free_port
+
+    port = find_free_port()
+    with (
+        TCPProxy("127.0.0.1", port) as eager,
+        TCPProxy("127.0.0.1", port, upstream_wait=2.0) as patient,
+    ):
+        with (
+            pytest.raises(ConnectionResetError),  # at once: nothing listens yet
+            socket.create_connection(eager.address, timeout=2) as sock,
+        ):
+            sock.recv(1)
+        late = socket.socket()
+        late.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+        def listen_late() -> None:
+            time.sleep(0.3)
+            late.bind(("127.0.0.1", port))
+            late.listen(1)
+            conn, _ = late.accept()
+            conn.sendall(conn.recv(5))
+            conn.close()
+
+        server = threading.Thread(target=listen_late)
+        server.start()
+        with socket.create_connection(patient.address, timeout=5) as sock:
+            sock.sendall(b"hello")
+            assert sock.recv(5) == b"hello"
+        server.join()
+        late.close()
+    with pytest.raises(ValueError, match="upstream_wait"):
+        TCPProxy("127.0.0.1", port, upstream_wait=-1)

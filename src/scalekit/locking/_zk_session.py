@@ -1,14 +1,23 @@
 """When a ZooKeeper holder must stop trusting its session, whatever kazoo's state says.
 
-The server expires a session `timeout` after the last packet it received
-from the client (rounded up to its tick). A reply to a request proves the
-server heard the session no earlier than when that request was *sent*, so
-the holder tracks `last_heard`: the send time of the latest request that
-was answered. Kazoo cannot tell: it counts requests as pings and reports
+The leader expires a session `timeout` after it last heard of the client
+(rounded up to its tick). A client on a follower is heard of through that
+follower: the follower notes the session's requests and passes them on at
+its next heartbeat with the leader (the leader sends one every half tick),
+and it answers reads and pings by itself, so a follower cut from its leader
+keeps answering a client whose session the leader is expiring. Only a
+request the leader itself takes part in (a `sync`, a write) proves the
+follower was still in touch with the leader after the request was sent;
+the session's earlier requests reached the leader by then, up to half a
+tick (at most a quarter of a timeout, which is at least two ticks) and one
+gap between the client's requests before (kazoo pings every third of the
+timeout when idle). So the holder tracks `last_heard`: the send time of the
+latest such request that was answered, minus `RELAY` (a quarter) of the
+timeout. Kazoo cannot tell: it counts requests as pings and reports
 `SUSPENDED` only when its own read times out, which a client busy
 calling ZooKeeper during a partition pushes to near the session timeout.
 
-One watch per kazoo client pings the server (an `exists("/")`) every
+One watch per kazoo client pings the leader (a `sync("/")`) every
 sixth of the session timeout while some lock on the client has live
 leases, and declares those leases lost at
 `last_heard + LOST_AFTER * timeout`. `timeout` is the negotiated one
@@ -22,6 +31,14 @@ server that raised the timeout only makes the holder more cautious.
 Clock assumption: the client's monotonic clock and the server's clock run
 at rates that differ by less than `1 - LOST_AFTER` (a third) over one
 session timeout.
+
+The margin, for a request sent at `s` and answered through the leader:
+the leader heard of the session at `s - tick/2 - gap` or later (`gap`, the
+longest time between two of the client's requests, is `timeout/3` when idle
+and `timeout/6` while the watch pings), so it cannot expire the session
+before `s - tick/2 - gap + timeout >= s + 5/12 timeout` (with
+`tick <= timeout/2`); the leases are declared lost at
+`s - RELAY * timeout + LOST_AFTER * timeout = s + 5/12 timeout`.
 """
 
 from __future__ import annotations
@@ -36,12 +53,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .zookeeper_lock import ZooKeeperLock
 
-__all__ = ["LOST_AFTER", "SessionWatch", "session_watch"]
+__all__ = ["LOST_AFTER", "RELAY", "SessionWatch", "session_watch"]
 
 _log = logging.getLogger("scalekit.locking")
 
 LOST_AFTER = 2 / 3
 """Leases are lost this fraction of the negotiated session timeout after ``last_heard``."""
+
+RELAY = 1 / 4
+"""How much earlier than its send time an answered request counts as heard, in timeouts."""
 
 _PINGS_PER_TIMEOUT = 6
 
@@ -60,9 +80,12 @@ class SessionWatch:
         self._cond = threading.Condition()
         self._negotiated: float | None = None
         self._negotiated_for: int | None = None
-        self.last_heard = time.monotonic()
+        # Nothing proves the session alive before an answer: a watch made just now
+        # is no evidence (the leader may have stopped hearing of it long ago).
+        self.last_heard = float("-inf")
         self._outstanding = False
         self._idle = False
+        self._wakeups = 0  # bumped by every subscribe: the loop never idles past one
         self._thread: threading.Thread | None = None
         self._hook_handshake(client)
         client.add_listener(self._on_state)
@@ -136,7 +159,12 @@ class SessionWatch:
 
     # -- subscriptions ----------------------------------------------------------------
     def heard(self, sent_at: float) -> None:
-        """A request sent at *sent_at* was answered: the session was alive then.
+        """A request sent at *sent_at* went through the leader and was answered.
+
+        Only a request the leader takes part in counts (a `sync`, a write):
+        a follower answers reads by itself, even cut from its leader. The
+        leader had heard of the session `RELAY` of a timeout before
+        *sent_at* (see the module's docstring), and that is what is kept.
 
         A deadline that passed before this news arrived still counts: the
         leases are declared lost first, so `lost_at()` never moves past an
@@ -144,14 +172,20 @@ class SessionWatch:
         """
         if time.monotonic() >= self.lost_at():
             self._expire()
+        heard_at = sent_at - RELAY * self.timeout()
         with self._cond:
-            if sent_at > self.last_heard:
-                self.last_heard = sent_at
+            if heard_at > self.last_heard:
+                self.last_heard = heard_at
 
     def subscribe(self, lock: ZooKeeperLock) -> None:
-        """Watch the session for *lock*'s leases. O(1); wakes the watch only when idle."""
+        """Watch the session for *lock*'s leases (call it once a lease is live). O(1).
+
+        Wakes the watch if it is idle, or about to be: a loop that found no
+        live lease just before this call does not go to sleep on it.
+        """
         with self._cond:
             self._locks.add(lock)
+            self._wakeups += 1
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, daemon=True, name="scalekit-zk-session"
@@ -183,7 +217,9 @@ class SessionWatch:
             self.heard(sent_at)
 
         try:
-            client.exists_async("/").rawlink(answered)
+            # A sync is answered by the leader (through the follower, if any):
+            # a follower cut from its leader cannot answer it.
+            client.sync_async("/").rawlink(answered)
         except Exception:
             self._outstanding = False
 
@@ -200,20 +236,31 @@ class SessionWatch:
                         target=self._probe_negotiated, args=(client,), daemon=True
                     ).start()
                     probed = True
+                with self._cond:
+                    wakeups = self._wakeups
                 busy = self._busy()
                 if not busy:
                     with self._cond:
-                        self._idle = True
-                        self._cond.wait(1.0)
-                        self._idle = False
+                        if wakeups == self._wakeups:  # no lease went live meanwhile
+                            self._idle = True
+                            self._cond.wait(1.0)
+                            self._idle = False
                     probed = False
                     continue
                 if self.past_due():
                     continue
-                if not self._outstanding:
+                timeout = self.timeout()
+                period = timeout / _PINGS_PER_TIMEOUT
+                now = time.monotonic()
+                # The send time of the latest proof (a grant's create, an answered ping):
+                # the next ping is due a period after it, not at every wake-up.
+                due = self.last_heard + RELAY * timeout + period
+                if self._outstanding:
+                    due = now + period
+                elif now >= due:
                     self._ping(client)
-                period = self.timeout() / _PINGS_PER_TIMEOUT
-                wait = min(period, max(self.lost_at() - time.monotonic(), 0.0) + 0.001)
+                    due = now + period
+                wait = min(max(due - now, 0.001), max(self.lost_at() - now, 0.0) + 0.001)
                 del client, busy
                 with self._cond:
                     self._cond.wait(wait)

@@ -10,9 +10,11 @@ it, from `create(..., include_data=True)`): it grows with every write to
 the ensemble and, unlike the sequence suffix, never restarts.
 
 A lease ends with the session. The holder is told before the server can
-expire it, busy or idle: every lease of the client is declared lost at
-`last_heard + 2/3` of the *negotiated* session timeout, `last_heard`
-being the send time of the latest request the server answered (see
+expire it, busy or idle, and on a follower cut from its leader too: every
+lease of the client is declared lost at `last_heard + 2/3` of the
+*negotiated* session timeout, `last_heard` being the send time of the
+latest answered request the leader took part in (a `sync` or a write;
+a follower answers reads by itself), minus a quarter of the timeout (see
 `_zk_session`); `LOST` from kazoo, or `SUSPENDED` for longer than an
 explicit `suspended_grace`, declares it at once.
 """
@@ -72,8 +74,9 @@ class ZooKeeperLock(BaseLock):
             `BackendUnavailableError`.
         suspended_grace: if set, seconds the connection may stay `SUSPENDED`
             before every lease is declared lost. Not needed for safety: leases
-            are declared lost at the latest 2/3 of the negotiated session
-            timeout after the server last answered, whatever kazoo's state.
+            are declared lost at the latest 5/12 of the negotiated session
+            timeout after the send time of the last request the leader
+            answered, whatever kazoo's state.
         reentrant: let the owning thread acquire again, counted.
         on_lost: called once with a lease when it is found lost.
         clock: monotonic seconds (inject a FakeClock in tests).
@@ -87,8 +90,9 @@ class ZooKeeperLock(BaseLock):
     docs/locking.md for the clock assumption).
 
     Thread-safe. Cost: acquire is a create and a get_children (plus an
-    exists watch while waiting); release is one delete. One ping per sixth
-    of the session timeout per client while leases are live.
+    exists watch while waiting, and a sync with each later get_children);
+    release is one delete. One `sync` ping per sixth of the session
+    timeout per client while leases are live.
     """
 
     _track_live = True
@@ -198,12 +202,18 @@ class ZooKeeperLock(BaseLock):
     def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
         if attempt.node is None and attempt.maybe_created:
             self._find_own(attempt, deadline)
+        synced = None
         if attempt.node is None:
             # The owner token in the name lets us find the node if the reply is lost.
             attempt.maybe_created = True
+            sent_at = time.monotonic()  # a create goes through the leader: it proves the session
             node, czxid = self._create(attempt, deadline)
             attempt.node, attempt.czxid, attempt.maybe_created = node, czxid, False
-        sent_at = time.monotonic()
+        else:
+            # A follower answers get_children by itself, even cut from its leader: a sync
+            # (answered first, requests being answered in order) proves the session.
+            sent_at = time.monotonic()
+            synced = self.client.sync_async("/")
         children = self._call(
             "get_children", self.client.get_children_async(self.path), self._budget(deadline)
         )
@@ -217,7 +227,9 @@ class ZooKeeperLock(BaseLock):
             return None
         ahead = self._blocking(contenders[: contenders.index(mine)])
         if len(ahead) < self._limit:
-            self._watch.heard(sent_at)  # the server answered: the session was alive then
+            if synced is not None:
+                self._call("sync", synced, self._budget(deadline))
+            self._watch.heard(sent_at)  # the leader answered: the session was alive then
             with self._live_lock:
                 attempt.epoch = self._epoch
             self._watch.subscribe(self)
@@ -328,6 +340,8 @@ class ZooKeeperLock(BaseLock):
             lost = attempt.epoch != self._epoch
         if lost or time.monotonic() >= self._watch.lost_at():
             self._mark_lost(lease, "session_lost")
+        else:
+            self._watch.subscribe(self)  # the watch must not sleep on a live lease
 
     def _do_release(self, lease: Lease) -> bool:
         node = self._nodes.pop(lease.token, None)

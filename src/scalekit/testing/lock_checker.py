@@ -32,11 +32,18 @@ fenced store must keep whatever the faults, and reports every violation:
   saw a successor before it released) got its `notice` within the notice
   bound, counted from the end of any fault window that froze its process.
 * `call-bounds` — every call returned within the `bound` its invoke
-  recorded, not counting time its process spent frozen by the nemesis;
-  a call that never returned in a process the nemesis did not kill is a
-  violation.
+  recorded, not counting time its process spent frozen by the nemesis,
+  with an outcome its documentation lists (a client records an error it
+  does not document as `undocumented`); a call that never returned in a
+  process the nemesis did not kill is a violation.
 * `recovery` — once the faults stop, an accepted write happens within the
   recovery bound.
+* `availability` — a fault the lock is documented to survive (the nemesis
+  marks it `tolerated`: one Redlock master down, slow or answering error
+  replies; a ZooKeeper follower cut from its leader) does not stop
+  acquisition: when it lasts longer than the recovery bound, with no
+  other fault during it or within the recovery bound before it, some
+  `acquire` returns a lease while it lasts.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ INVARIANTS = (
     "notice",
     "call-bounds",
     "recovery",
+    "availability",
 )
 
 NEMESIS = "nemesis"
@@ -146,6 +154,8 @@ class _Faults:
     killed: dict[str, float] = field(default_factory=dict)
     quiet: float | None = None
     end: float | None = None
+    # Every fault as (start, end, kind, tolerated); a kill is an instant.
+    spans: list[tuple[float, float, str, bool]] = field(default_factory=list)
 
     def frozen(self, process: str, start: float, stop: float) -> float:
         """Seconds of [start, stop] during which *process* was paused."""
@@ -176,10 +186,16 @@ class _Faults:
 def _faults(events: list[Event]) -> _Faults:
     faults = _Faults()
     open_: dict[tuple[str, str], float] = {}
+    spans: dict[tuple[str, str], tuple[float, bool]] = {}
     for e in events:
         if e.process != NEMESIS:
             continue
         target = str(e.data.get("target", ""))
+        if e.type == INVOKE:
+            spans[(e.f, target)] = (e.time, bool(e.data.get("tolerated", False)))
+        elif e.type in (OK, FAIL) and (e.f, target) in spans:
+            start, tolerated = spans.pop((e.f, target))
+            faults.spans.append((start, e.time, e.f, tolerated))
         if e.f in ("pause", "expire"):
             if e.type == INVOKE:
                 open_[(e.f, target)] = e.time
@@ -187,12 +203,16 @@ def _faults(events: list[Event]) -> _Faults:
                 faults.windows[target].append((open_.pop((e.f, target)), e.time, e.f))
         elif e.f == "kill":
             faults.killed.setdefault(target, e.time)
+            faults.spans.append((e.time, e.time, e.f, False))
         elif e.f == "quiet":
             faults.quiet = e.time
         elif e.f == "end":
             faults.end = e.time
     for (kind, target), start in open_.items():  # never healed: frozen to the end
         faults.windows[target].append((start, float("inf"), kind))
+    for (kind, _target), (start, tolerated) in spans.items():
+        faults.spans.append((start, float("inf"), kind, tolerated))
+    faults.spans.sort()
     return faults
 
 
@@ -220,6 +240,7 @@ def check_lock_history(
     _check_notice(leases, faults, bounds, report)
     _check_call_bounds(events, faults, bounds, report)
     _check_recovery(events, faults, bounds, report)
+    _check_availability(events, faults, bounds, report)
     report.violations.sort(key=lambda v: v.time)
     report.stats.update(
         leases=len(leases),
@@ -459,6 +480,14 @@ def _check_call_bounds(
         if start is None or start.data.get("bound") is None:
             continue
         report.checked["call-bounds"] += 1
+        if e.data.get("undocumented"):
+            report._add(
+                "call-bounds",
+                e.time,
+                f"{e.f} of {e.process} raised an error it does not document: "
+                f"{e.data.get('error', '')}",
+            )
+            continue
         bound = float(start.data["bound"])
         took = e.time - start.time - faults.frozen(e.process, start.time, e.time)
         if took > bound + bounds.margin:
@@ -493,3 +522,27 @@ def _check_recovery(
             f"first accepted write after the faults stopped came {after} "
             f"(bound {bounds.recovery}s)",
         )
+
+
+def _check_availability(
+    events: list[Event], faults: _Faults, bounds: CheckBounds, report: CheckReport
+) -> None:
+    grants = sorted(e.time for e in events if e.f == "acquire" and e.type == OK)
+    for start, stop, kind, tolerated in faults.spans:
+        if not tolerated or stop - start <= bounds.recovery or stop == float("inf"):
+            continue
+        alone = all(
+            (a, b, k) == (start, stop, kind) or b < start - bounds.recovery or a > stop
+            for a, b, k, _t in faults.spans
+        )
+        if not alone:
+            continue
+        report.checked["availability"] += 1
+        first = bisect.bisect_left(grants, start)
+        if first == len(grants) or grants[first] > stop:
+            report._add(
+                "availability",
+                start,
+                f"no lease was granted during {kind} ({stop - start:.3f}s), a fault the lock "
+                f"is documented to survive",
+            )

@@ -7,9 +7,15 @@ fenced increments through a
 Redis, and a seeded [Nemesis][scalekit.testing.nemesis.Nemesis] that
 SIGSTOPs and SIGKILLs holders and waiters, crash-restarts AOF-backed Redis
 servers, blackholes, delays and resets the TCP proxies in front of them,
-kills the ZooKeeper leader and expires a holder's session. Every worker
-writes its history (see `scalekit.testing.history`); the parent merges the
-histories and runs
+makes a Redis server answer error replies (`OOM` through
+`CONFIG SET maxmemory`, `READONLY` through `REPLICAOF`, `BUSY` while a
+script runs), kills the ZooKeeper leader, cuts a ZooKeeper follower from
+its leader (a TCPProxy on every link between members), blackholes or
+delays the proxy between the clients and a ZooKeeper member, and expires a
+holder's session. About a third of the faults start while another one is
+still active (two Redlock masters down at once, a fault during a
+SIGSTOP). Every worker writes its history (see
+`scalekit.testing.history`); the parent merges the histories and runs
 [check_lock_history][scalekit.testing.lock_checker.check_lock_history].
 
 Backends: `redis` (RedisLock), `async-redis` (AsyncRedisLock), `redlock`
@@ -31,8 +37,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,20 +48,45 @@ from ..exceptions import ConfigurationError, InvalidStateError
 from .history import Event, HistoryRecorder, read_history
 from .lock_checker import CheckBounds, CheckReport, check_lock_history
 from .nemesis import Fault, Nemesis, make_schedule
+from .process import find_free_port
 
-__all__ = ["BACKENDS", "Settings", "SoakResult", "run_schedule"]
+__all__ = ["BACKENDS", "FAULTS", "OVERLAP", "Settings", "SoakResult", "run_schedule"]
 
 BACKENDS = ("redis", "async-redis", "redlock", "zookeeper", "zookeeper-standalone")
 
 _PROCESS_FAULTS = ("pause-holder", "kill-holder", "kill-waiter")
-_REDIS_FAULTS = (*_PROCESS_FAULTS, "restart", "blackhole", "delay", "reset")
+_REDIS_FAULTS = (
+    *_PROCESS_FAULTS,
+    "restart",
+    "blackhole",
+    "delay",
+    "reset",
+    "oom",
+    "readonly",
+    "busy",
+)
 _FAULTS = {
     "redis": _REDIS_FAULTS,
     "async-redis": _REDIS_FAULTS,
-    "redlock": _REDIS_FAULTS,
-    "zookeeper": (*_PROCESS_FAULTS, "kill-leader", "expire-session"),
-    "zookeeper-standalone": (*_PROCESS_FAULTS, "expire-session"),
+    "redlock": (*_REDIS_FAULTS, "clock-slow"),
+    "zookeeper": (
+        *_PROCESS_FAULTS,
+        "kill-leader",
+        "expire-session",
+        "partition-follower",
+        "blackhole",
+        "delay",
+    ),
+    "zookeeper-standalone": (*_PROCESS_FAULTS, "expire-session", "blackhole", "delay"),
 }
+FAULTS = _FAULTS
+"""The fault kinds the nemesis draws from, per backend."""
+
+OVERLAP = 0.3
+"""The chance that a fault starts while the one before it is still active."""
+
+# A script running longer than this makes the server answer BUSY to everyone else.
+_BUSY_AFTER_MS = 100
 
 
 @dataclass(frozen=True)
@@ -146,6 +178,37 @@ class SoakResult:
 # -- the worker ---------------------------------------------------------------------------
 
 
+class _Clock:
+    """The worker's lock clock: `time.monotonic()` at a rate the nemesis may change.
+
+    The nemesis writes the rate to the worker's clock file and sends
+    SIGUSR2 (`clock-slow`); the clock goes on from where it was, so it
+    never goes back.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.rate = 1.0
+        self._true = time.monotonic()
+        self._read = self._true
+
+    def __call__(self) -> float:
+        return self._read + (time.monotonic() - self._true) * self.rate
+
+    def reload(self, *_args: Any) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            rate = float(self.path.read_text())
+            now = time.monotonic()
+            self._read, self._true = self._read + (now - self._true) * self.rate, now
+            self.rate = rate
+
+    def true_time(self, reading: float | None) -> float | None:
+        """The monotonic time at which this clock will read *reading*, at its current rate."""
+        if reading is None:
+            return None
+        return time.monotonic() + (reading - self()) / self.rate
+
+
 def _probe_script() -> str:
     return (
         "if redis.call('GET', KEYS[1]) == ARGV[1] then "
@@ -175,6 +238,9 @@ class _Worker:
             for url in cfg.get("probe", [])
         ]
         self.session = ""
+        self.zk_client: Any = None
+        self.clock = _Clock(cfg["clock"])
+        signal.signal(signal.SIGUSR2, self.clock.reload)
 
     def notice(self, lease: Any) -> None:
         self.rec.info("notice", token=lease.token)
@@ -203,9 +269,16 @@ class _Worker:
         with contextlib.suppress(Exception):
             self.store_client.set(
                 self.cfg["namespace"] + "holder",
-                f"{self.cfg['process']} {os.getpid()} {self.session}",
+                f"{self.cfg['process']} {os.getpid()} {self.member()} {self.session}",
                 px=int(self.cfg["lease_time"] * 3000),
             )
+
+    def member(self) -> int:
+        """The index of the server (proxy) the ZooKeeper client is connected through, or -1."""
+        with contextlib.suppress(Exception):
+            port = self.zk_client._connection._socket.getpeername()[1]
+            return list(self.cfg["lock_ports"]).index(port)
+        return -1
 
     def checked(self, lease: Any) -> dict[str, Any]:
         at = time.monotonic()
@@ -268,13 +341,23 @@ def _make_sync_lock(cfg: dict[str, Any], worker: _Worker) -> Any:
             instance_timeout=cfg["instance_timeout"],
             rng=random.Random(cfg["seed"]),
             on_lost=worker.notice,
+            clock=worker.clock,
         )
     from kazoo.client import KazooClient
 
     from ..locking.zookeeper_lock import ZooKeeperLock
 
-    client = KazooClient(hosts=cfg["lock"][0], timeout=cfg["session_timeout"])
+    # Each worker starts on its own member (then tries the others in order), so
+    # the workers spread over the ensemble and a fault on one member hits some.
+    hosts = cfg["lock"][0].split(",")
+    first = int(cfg["process"][1:]) % len(hosts)
+    client = KazooClient(
+        hosts=",".join(hosts[first:] + hosts[:first]),
+        timeout=cfg["session_timeout"],
+        randomize_hosts=False,
+    )
     client.start(timeout=30)
+    worker.zk_client = client
 
     def remember_session(_state: Any = None) -> None:
         with contextlib.suppress(Exception):
@@ -310,8 +393,13 @@ def _run_sync(cfg: dict[str, Any]) -> None:
             rec.fail("acquire", error=type(exc).__name__)
             time.sleep(0.05)
             continue
+        except Exception as exc:  # not an outcome acquire() documents: the checker flags it
+            rec.fail("acquire", error=f"{type(exc).__name__}: {exc}", undocumented=True)
+            time.sleep(0.05)
+            continue
         assert lease is not None
-        rec.ok("acquire", token=lease.token, deadline=lease.deadline, **worker.validity(lease))
+        deadline = worker.clock.true_time(lease.deadline)  # as time.monotonic() reads it
+        rec.ok("acquire", token=lease.token, deadline=deadline, **worker.validity(lease))
         worker.advertise(lease)
         worker.rmw_sync(lease)
         rec.invoke("release", token=lease.token, bound=worker.bounds["release"])
@@ -324,6 +412,13 @@ def _run_sync(cfg: dict[str, Any]) -> None:
             rec.info("release", token=lease.token, error=type(exc).__name__)
         except LockError as exc:
             rec.fail("release", token=lease.token, error=type(exc).__name__)
+        except Exception as exc:  # not an outcome release() documents: the checker flags it
+            rec.fail(
+                "release",
+                token=lease.token,
+                error=f"{type(exc).__name__}: {exc}",
+                undocumented=True,
+            )
     rec.info("stop")
 
 
@@ -354,6 +449,10 @@ async def _run_async(cfg: dict[str, Any]) -> None:
             rec.fail("acquire", error=type(exc).__name__)
             await asyncio.sleep(0.05)
             continue
+        except Exception as exc:  # not an outcome acquire() documents: the checker flags it
+            rec.fail("acquire", error=f"{type(exc).__name__}: {exc}", undocumented=True)
+            await asyncio.sleep(0.05)
+            continue
         assert lease is not None
         validity = await asyncio.to_thread(worker.validity, lease)
         rec.ok("acquire", token=lease.token, deadline=lease.deadline, **validity)
@@ -371,6 +470,13 @@ async def _run_async(cfg: dict[str, Any]) -> None:
             rec.info("release", token=lease.token, error=type(exc).__name__)
         except LockError as exc:
             rec.fail("release", token=lease.token, error=type(exc).__name__)
+        except Exception as exc:  # not an outcome release() documents: the checker flags it
+            rec.fail(
+                "release",
+                token=lease.token,
+                error=f"{type(exc).__name__}: {exc}",
+                undocumented=True,
+            )
     rec.info("stop")
 
 
@@ -409,22 +515,33 @@ class _Cluster:
         self.store_server.start()
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.next_id = 0
+        # Targets a fault is applied to now (a process, a server, a proxy): an
+        # overlapping fault picks another target, or none.
+        self._claimed: set[str] = set()
+        self._claim_lock = threading.Lock()
         if backend.startswith("zookeeper"):
             from .zookeeper_servers import ZooKeeperEnsemble, ZooKeeperServer
 
             self.ensemble = (
                 ZooKeeperServer(workdir=workdir / "zk")
                 if backend == "zookeeper-standalone"
-                else ZooKeeperEnsemble(workdir=workdir / "zk")
+                else ZooKeeperEnsemble(workdir=workdir / "zk", partitionable=True)
             )
             self.ensemble.start()
-            self.lock_targets = [self.ensemble.hosts]
+            members = getattr(self.ensemble, "members", [self.ensemble])
+            # A proxy between the clients and each member.
+            self.proxies = [TCPProxy(*m.address) for m in members]
+            self.lock_targets = [",".join(f"{p.host}:{p.port}" for p in self.proxies)]
             self.probe: list[str] = []
             self.lock_key = ""
         else:
             count = 3 if backend == "redlock" else 1
             for i in range(count):
-                server = RedisServer(appendonly=True, workdir=workdir / f"lock{i}")
+                server = RedisServer(
+                    appendonly=True,
+                    workdir=workdir / f"lock{i}",
+                    extra_args=["--lua-time-limit", str(_BUSY_AFTER_MS)],
+                )
                 server.start()
                 self.servers.append(server)
                 self.proxies.append(TCPProxy(*server.address))
@@ -449,6 +566,8 @@ class _Cluster:
             "lock": self.lock_targets,
             "probe": self.probe,
             "lock_key": self.lock_key,
+            "lock_ports": [p.port for p in self.proxies],
+            "clock": str(self.workdir / f"clock-{process}"),
             "ttl": s.ttl,
             "op_timeout": s.op_timeout,
             "instance_timeout": s.instance_timeout,
@@ -474,86 +593,225 @@ class _Cluster:
         path = self.workdir / f"{process}.jsonl"
         return path.exists() and path.stat().st_size > 0
 
-    def holder(self) -> tuple[str | None, list[str]]:
-        """The process that last announced it holds the lock, and its session (ZooKeeper)."""
+    def holder(self) -> tuple[str | None, list[str], int]:
+        """The process that last announced it holds the lock, its session and member (ZooKeeper).
+
+        The member is the index of the proxy its client is connected through, or -1.
+        """
         raw = self.store_server.execute("GET", self.namespace + "holder").split(b"\r\n")
         if len(raw) < 2 or not raw[1]:
-            return None, []
+            return None, [], -1
         parts = raw[1].decode().split()
         process = parts[0]
         if process not in self.alive():
-            return None, []
-        return process, parts[2:]
+            return None, [], -1
+        return process, parts[3:], int(parts[2])
 
-    def pick(self, fault: Fault, holder: bool) -> str | None:
-        found, _ = self.holder()
+    @contextlib.contextmanager
+    def claim(self, *candidates: str) -> Iterator[str | None]:
+        """The first candidate target no other active fault holds, held for the block."""
+        with self._claim_lock:
+            chosen = next((c for c in candidates if c not in self._claimed), None)
+            if chosen is not None:
+                self._claimed.add(chosen)
+        try:
+            yield chosen
+        finally:
+            if chosen is not None:
+                with self._claim_lock:
+                    self._claimed.discard(chosen)
+
+    def pick(self, fault: Fault, holder: bool) -> list[str]:
+        """Candidate processes for a fault: the holder, or the others from a seeded start."""
+        found, _, _ = self.holder()
         alive = self.alive()
-        if holder and found is not None:
-            return found
+        if holder:
+            return [] if found is None else [found]
         others = [p for p in alive if p != found]
         if not others:
-            return None
-        return others[int(fault.pick * len(others))]
+            return []
+        first = int(fault.pick * len(others))
+        return others[first:] + others[:first]
+
+    def indices(self, fault: Fault, count: int, prefer: int = -1) -> list[int]:
+        """Candidate indices of a server or proxy: *prefer* first if given, else a seeded one."""
+        first = prefer if 0 <= prefer < count else int(fault.pick * count)
+        return [(first + i) % count for i in range(count)]
+
+    def tolerated(self) -> bool:
+        """Whether one lock server's fault is one the lock is documented to survive (Redlock)."""
+        return self.backend == "redlock"
 
     # -- the faults ---------------------------------------------------------------------------
     def pause_holder(self, fault: Fault, rec: HistoryRecorder) -> None:
-        target = self.pick(fault, holder=True)
-        if target is None:
-            return
-        child = self.children[target]
-        rec.invoke("pause", target=target)
-        child.send_signal(signal.SIGSTOP)
-        try:
-            time.sleep(fault.duration)
-        finally:
-            child.send_signal(signal.SIGCONT)
-            rec.ok("pause", target=target)
+        with self.claim(*self.pick(fault, holder=True)) as target:
+            if target is None:
+                return
+            child = self.children[target]
+            rec.invoke("pause", target=target)
+            child.send_signal(signal.SIGSTOP)
+            try:
+                time.sleep(fault.duration)
+            finally:
+                child.send_signal(signal.SIGCONT)
+                rec.ok("pause", target=target)
 
     def kill(self, fault: Fault, rec: HistoryRecorder, holder: bool) -> None:
-        target = self.pick(fault, holder=holder)
-        if target is None:
-            return
-        child = self.children[target]
-        child.kill()
-        rec.info("kill", target=target, holder=holder)
-        child.wait()
+        with self.claim(*self.pick(fault, holder=holder)) as target:
+            if target is None:
+                return
+            child = self.children[target]
+            child.kill()
+            rec.info("kill", target=target, holder=holder)
+            child.wait()
         time.sleep(fault.duration)
         self.spawn()
 
     def restart(self, fault: Fault, rec: HistoryRecorder) -> None:
-        server = self.servers[int(fault.pick * len(self.servers))]
-        rec.invoke("restart", target=server.port)
-        server.kill()  # a crash: appendfsync always keeps every acknowledged write
-        time.sleep(fault.duration)
-        server.start()
-        rec.ok("restart", target=server.port)
+        candidates = [f"server:{i}" for i in self.indices(fault, len(self.servers))]
+        with self.claim(*candidates) as claimed:
+            if claimed is None:
+                return
+            server = self.servers[int(claimed.split(":")[1])]
+            rec.invoke("restart", target=server.port, tolerated=self.tolerated())
+            server.kill()  # a crash: appendfsync always keeps every acknowledged write
+            time.sleep(fault.duration)
+            server.start()
+            rec.ok("restart", target=server.port)
+
+    def error_replies(self, fault: Fault, rec: HistoryRecorder, how: str) -> None:
+        """Make one lock server answer error replies for the fault's duration.
+
+        `oom`: `maxmemory` 1 byte under `noeviction`, so every write a
+        script makes is refused with `OOM` (reads, `DEL` and `PEXPIRE`
+        still work). `readonly`: `REPLICAOF` a port nothing listens on, so
+        the server refuses writes with `READONLY` and unblocks its `BLPOP`
+        clients. `busy`: a script that spins for the duration, so every
+        other command gets `BUSY` once it has run `_BUSY_AFTER_MS`.
+        """
+        candidates = [f"server:{i}" for i in self.indices(fault, len(self.servers))]
+        with self.claim(*candidates) as claimed:
+            if claimed is None:
+                return
+            server = self.servers[int(claimed.split(":")[1])]
+            rec.invoke(how, target=server.port, tolerated=self.tolerated())
+            try:
+                if how == "oom":
+                    server.execute("CONFIG", "SET", "maxmemory-policy", "noeviction")
+                    server.execute("CONFIG", "SET", "maxmemory", "1")
+                    time.sleep(fault.duration)
+                elif how == "readonly":
+                    nowhere = find_free_port()
+                    server.execute("REPLICAOF", server.host, str(nowhere))
+                    time.sleep(fault.duration)
+                else:
+                    spin = (
+                        "local t = redis.call('TIME') "
+                        "local stop = t[1] * 1000000 + t[2] + tonumber(ARGV[1]) "
+                        "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop "
+                        "return 1"
+                    )
+                    micros = int(fault.duration * 1_000_000)
+                    server.execute("EVAL", spin, "0", str(micros), timeout=fault.duration + 5)
+            finally:
+                if how == "oom":
+                    server.execute("CONFIG", "SET", "maxmemory", "0")
+                elif how == "readonly":
+                    server.execute("REPLICAOF", "NO", "ONE")
+                rec.ok(how, target=server.port)
+
+    def clock_slow(self, fault: Fault, rec: HistoryRecorder) -> None:
+        """Slow a worker's lock clock (mostly the holder's) by half Redlock's drift allowance.
+
+        Redlock subtracts `drift_factor` (1 %) of the ttl plus 2 ms from
+        every lease's validity, for clocks that run at different rates; a
+        client clock 0.5 % slow must still give up every lease before the
+        masters' keys expire (the `validity` and `notice` checks).
+        """
+        candidates = self.pick(fault, holder=fault.pick < 0.7) or self.pick(fault, holder=False)
+        # Only a worker that has started has its SIGUSR2 handler in place.
+        with self.claim(*[c for c in candidates if self.started(c)]) as target:
+            if target is None:
+                return
+            rate = 1 - 0.005
+            path = self.workdir / f"clock-{target}"
+            rec.invoke("clock-slow", target=target, rate=rate, tolerated=True)
+            try:
+                path.write_text(str(rate))
+                self.children[target].send_signal(signal.SIGUSR2)
+                time.sleep(fault.duration)
+            finally:
+                path.write_text("1.0")
+                with contextlib.suppress(OSError):
+                    self.children[target].send_signal(signal.SIGUSR2)
+                rec.ok("clock-slow", target=target)
 
     def network(self, fault: Fault, rec: HistoryRecorder, how: str) -> None:
-        proxy = self.proxies[int(fault.pick * len(self.proxies))]
-        rec.invoke(how, target=proxy.port)
-        if how == "blackhole":
-            proxy.blackhole()
-        elif how == "delay":
-            proxy.delay(self.settings.op_timeout * 0.4)
-        else:
-            proxy.reset()
-        try:
-            time.sleep(fault.duration)
-        finally:
-            proxy.pass_through()
-            rec.ok(how, target=proxy.port)
+        prefer = -1
+        if self.ensemble is not None and fault.pick < 0.7:
+            prefer = self.holder()[2]  # mostly the holder's member: the case that matters
+        candidates = [f"proxy:{i}" for i in self.indices(fault, len(self.proxies), prefer)]
+        with self.claim(*candidates) as claimed:
+            if claimed is None:
+                return
+            proxy = self.proxies[int(claimed.split(":")[1])]
+            rec.invoke(how, target=proxy.port, tolerated=self.tolerated())
+            if how == "blackhole":
+                proxy.blackhole()
+            elif how == "delay":
+                proxy.delay(self.settings.op_timeout * 0.4)
+            else:
+                proxy.reset()
+            try:
+                time.sleep(fault.duration)
+            finally:
+                proxy.pass_through()
+                rec.ok(how, target=proxy.port)
 
     def kill_leader(self, fault: Fault, rec: HistoryRecorder) -> None:
-        rec.invoke("kill-leader")
-        killed = self.ensemble.kill_leader()
-        time.sleep(fault.duration)
-        killed.start()
-        rec.ok("kill-leader", target=killed.port)
+        with self.claim("ensemble") as claimed:
+            if claimed is None:
+                return
+            # The same target on both records, so the checker pairs them.
+            target = self.ensemble.wait_for_leader().port
+            rec.invoke("kill-leader", target=target)
+            killed = self.ensemble.kill_leader()
+            try:
+                time.sleep(fault.duration)
+                killed.start()
+            finally:
+                rec.ok("kill-leader", target=target)
+
+    def partition_follower(self, fault: Fault, rec: HistoryRecorder) -> None:
+        """Cut a follower from the leader: the holder's, if it is on one, else a seeded one.
+
+        The follower keeps answering its clients' reads and pings; the
+        leader expires their sessions. The lock is documented to survive
+        it: clients on the other members go on acquiring.
+        """
+        with self.claim("ensemble") as claimed:
+            if claimed is None:
+                return
+            leader = self.ensemble.wait_for_leader()
+            members = self.ensemble.members
+            followers = [i for i, m in enumerate(members) if m is not leader]
+            held_on = self.holder()[2]
+            index = held_on if held_on in followers else followers[int(fault.pick * len(followers))]
+            follower = members[index]
+            rec.invoke(
+                "partition-follower", target=f"zk{follower.myid}", member=index, tolerated=True
+            )
+            self.ensemble.partition(follower, leader)
+            try:
+                time.sleep(fault.duration)
+            finally:
+                self.ensemble.heal()
+                rec.ok("partition-follower", target=f"zk{follower.myid}")
 
     def expire_session(self, fault: Fault, rec: HistoryRecorder) -> None:
         from kazoo.client import KazooClient
 
-        target, session = self.holder()
+        target, session, _ = self.holder()
         if target is None or len(session) != 2:
             return
         rec.invoke("expire", target=target)
@@ -578,7 +836,12 @@ class _Cluster:
             "blackhole": lambda f, r: self.network(f, r, "blackhole"),
             "delay": lambda f, r: self.network(f, r, "delay"),
             "reset": lambda f, r: self.network(f, r, "reset"),
+            "oom": lambda f, r: self.error_replies(f, r, "oom"),
+            "readonly": lambda f, r: self.error_replies(f, r, "readonly"),
+            "busy": lambda f, r: self.error_replies(f, r, "busy"),
             "kill-leader": self.kill_leader,
+            "partition-follower": self.partition_follower,
+            "clock-slow": self.clock_slow,
             "expire-session": self.expire_session,
         }
 
@@ -612,6 +875,7 @@ def run_schedule(
     settings: Settings | None = None,
     progress: Callable[[float], None] | None = None,
     keep: str | os.PathLike[str] | None = None,
+    without: Sequence[str] = (),
 ) -> SoakResult:
     """Run one seeded fault schedule against *backend* and check its history.
 
@@ -626,13 +890,16 @@ def run_schedule(
         progress: called with the fraction of the run done, now and then.
         keep: a directory to keep the histories and logs in (default: a
             temporary one, removed afterwards).
+        without: fault kinds to leave out of the schedule (of `FAULTS[backend]`),
+            say to look past a known defect; the seed then draws another schedule.
 
     Returns:
         A [SoakResult][scalekit.testing.lock_workload.SoakResult] with the
         checker's report.
 
     Raises:
-        ConfigurationError: an unknown *backend*, or fewer than 4 *workers*.
+        ConfigurationError: an unknown *backend*, fewer than 4 *workers*, or
+            *without* naming a fault the backend does not have, or all of them.
     """
     if backend not in BACKENDS:
         raise ConfigurationError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
@@ -640,7 +907,15 @@ def run_schedule(
         raise ConfigurationError(f"workers must be at least 4, got {workers!r}")
     s = settings or Settings()
     bounds = s.check_bounds(backend)
-    kinds = _FAULTS[backend]
+    unknown = sorted(set(without) - set(_FAULTS[backend]))
+    if unknown:
+        raise ConfigurationError(
+            f"without must name faults of {backend!r} ({', '.join(_FAULTS[backend])}), "
+            f"got {unknown}"
+        )
+    kinds = [k for k in _FAULTS[backend] if k not in without]
+    if not kinds:
+        raise ConfigurationError(f"without must leave some fault of {backend!r}, got {without!r}")
     lease = s.lease_time(backend)
     durations = {
         "pause-holder": (1.2 * lease, 1.8 * lease),
@@ -648,8 +923,16 @@ def run_schedule(
         "kill-waiter": (0.1, 0.5),
         "restart": (0.05, 0.5),
         "kill-leader": (0.5, 2.0),
+        # Past the session timeout, so the leader expires the cut-off clients'
+        # sessions; some past the follower's syncLimit (5 s) too.
+        "partition-follower": (1.2 * lease, 2.8 * lease),
+        # Long enough, some of them, to be checked for availability on Redlock.
+        "oom": (0.3, 2.0),
+        "readonly": (0.3, 2.0),
+        "busy": (0.2, 1.0),
+        "clock-slow": (2.0, 4.0),
     }
-    schedule = make_schedule(seed, kinds, seconds, durations=durations)
+    schedule = make_schedule(seed, kinds, seconds, durations=durations, overlap=OVERLAP)
     workdir = Path(keep) if keep is not None else Path(tempfile.mkdtemp(prefix="scalekit-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     # A kept directory of an earlier run: its histories and server data must go.

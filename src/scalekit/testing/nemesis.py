@@ -1,12 +1,15 @@
-"""A seeded nemesis: a random schedule of faults, applied one at a time and recorded.
+"""A seeded nemesis: a random schedule of faults, some overlapping, applied and recorded.
 
 [make_schedule][scalekit.testing.nemesis.make_schedule] draws a schedule
-from a seed, so a failing run is replayed by its seed.
-[Nemesis][scalekit.testing.nemesis.Nemesis] applies it on a thread: each
-fault's action is a callable the caller registers by name (SIGSTOP a
-holder, restart a server, blackhole a proxy...), and each fault is written
-to a history as an `invoke` when it starts and an `ok` when it heals, so a
-checker can tell which faults were active when.
+from a seed, so a failing run is replayed by its seed; with `overlap`,
+some faults start while the one before is still active (two Redlock
+masters down at once, a blackhole during a SIGSTOP).
+[Nemesis][scalekit.testing.nemesis.Nemesis] applies it: each fault's
+action is a callable the caller registers by name (SIGSTOP a holder,
+restart a server, blackhole a proxy...), run on a thread of its own from
+the fault's start, and each fault is written to a history as an `invoke`
+when it starts and an `ok` when it heals, so a checker can tell which
+faults were active when.
 """
 
 from __future__ import annotations
@@ -52,8 +55,9 @@ def make_schedule(
     *,
     durations: dict[str, tuple[float, float]] | None = None,
     gap: tuple[float, float] = (0.2, 0.8),
+    overlap: float = 0.0,
 ) -> list[Fault]:
-    """Draw a schedule of faults that start within *seconds*, one after another.
+    """Draw a schedule of faults that start within *seconds*, in start order.
 
     Args:
         seed: the seed; the same seed gives the same schedule.
@@ -63,23 +67,36 @@ def make_schedule(
         durations: per kind, the range its duration is drawn from
             (default 0.2 to 1.0 s).
         gap: the range of the pause between one fault's end and the next.
+        overlap: the chance, in [0, 1], that a fault starts while the one
+            before is still active (at a uniform point of it) rather than a
+            gap after its end. At most two faults are active at once.
 
     Raises:
-        ConfigurationError: no *kinds*, or *seconds* < 0.
+        ConfigurationError: no *kinds*, *seconds* < 0, or *overlap*
+            outside [0, 1].
     """
     if not kinds:
         raise ConfigurationError(f"kinds must name at least one fault, got {kinds!r}")
     if seconds < 0:
         raise ConfigurationError(f"seconds must be >= 0, got {seconds!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int | float) or not 0 <= overlap <= 1:
+        raise ConfigurationError(f"overlap must be a number in [0, 1], got {overlap!r}")
     rng = random.Random(seed)
     out: list[Fault] = []
     now = rng.uniform(*gap)
+    free_at = 0.0  # when every fault drawn so far has healed
     while now < seconds:
         kind = rng.choice(list(kinds))
         low, high = (durations or {}).get(kind, (0.2, 1.0))
         duration = rng.uniform(low, high)
         out.append(Fault(round(now, 3), kind, round(duration, 3), rng.random()))
-        now += duration + rng.uniform(*gap)
+        end = now + duration
+        if overlap and now >= free_at and rng.random() < overlap:
+            free_at = max(free_at, end)
+            now += rng.uniform(0.0, duration)  # the next one starts during this one
+        else:
+            free_at = max(free_at, end)
+            now = free_at + rng.uniform(*gap)
     return out
 
 
@@ -93,7 +110,10 @@ class Nemesis:
         recorder: where faults are recorded (process `"nemesis"`).
         clock: monotonic seconds.
 
-    After the last fault heals it records `quiet`. Call
+    Each fault runs on a thread of its own from its start, so faults that
+    overlap in the schedule overlap in fact; an action that must not meet
+    another on the same target chooses another target, or none. After the
+    last fault heals it records `quiet`. Call
     [stop][scalekit.testing.nemesis.Nemesis.stop] to end early; an action
     that raises is recorded as `fail` with the error and the schedule
     goes on.
@@ -118,22 +138,36 @@ class Nemesis:
         self._thread: threading.Thread | None = None
         self.applied = 0
         self.errors: list[str] = []
+        self._count_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, daemon=True, name="nemesis")
         self._thread.start()
 
+    def _apply(self, fault: Fault) -> None:
+        try:
+            self.actions[fault.kind](fault, self.recorder)
+            with self._count_lock:
+                self.applied += 1
+        except Exception as exc:
+            with self._count_lock:
+                self.errors.append(f"{fault.kind}: {exc!r}")
+            self.recorder.fail(fault.kind, error=repr(exc))
+
     def _run(self) -> None:
         began = self._clock()
+        running: list[threading.Thread] = []
         for fault in self.schedule:
             if self._stop.wait(max(0.0, began + fault.at - self._clock())):
                 break
-            try:
-                self.actions[fault.kind](fault, self.recorder)
-                self.applied += 1
-            except Exception as exc:
-                self.errors.append(f"{fault.kind}: {exc!r}")
-                self.recorder.fail(fault.kind, error=repr(exc))
+            running = [t for t in running if t.is_alive()]
+            thread = threading.Thread(
+                target=self._apply, args=(fault,), daemon=True, name=f"nemesis:{fault.kind}"
+            )
+            thread.start()
+            running.append(thread)
+        for thread in running:
+            thread.join()
         self.recorder.info("quiet")
 
     def join(self, timeout: float | None = None) -> bool:

@@ -39,10 +39,23 @@ class TCPProxy:
 
     Modes apply to open connections as well as new ones. Each connection
     is served by two threads; `close()` stops them all.
+
+    A client's connection is accepted before the target is tried, so a
+    target that refuses shows as a reset right after the connect, not as a
+    refused connect. `upstream_wait` (seconds, default 0) keeps trying a
+    refusing target that long before resetting the client, for peers that
+    retry a refused connect but give up on a reset one (a ZooKeeper
+    follower connecting to a leader that is just starting to listen).
     """
 
     def __init__(
-        self, target_host: str, target_port: int, *, port: int = 0, host: str = LOOPBACK
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        port: int = 0,
+        host: str = LOOPBACK,
+        upstream_wait: float = 0.0,
     ) -> None:
         self.target = (
             non_empty_str("target_host", target_host),
@@ -50,6 +63,7 @@ class TCPProxy:
         )
         tcp_port("port", port, allow_zero=True)
         non_empty_str("host", host)
+        self.upstream_wait = non_negative_number("upstream_wait", upstream_wait)
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -137,18 +151,34 @@ class TCPProxy:
             if self._mode == _RESET:
                 _abort(client)
                 continue
+            if self.upstream_wait:  # may take a while: off the accepting thread
+                threading.Thread(target=self._open, args=(client,), daemon=True).start()
+            else:
+                self._open(client)
+
+    def _open(self, client: socket.socket) -> None:
+        """Connect *client* to the target (retrying up to `upstream_wait`) and pump both ways."""
+        give_up = time.monotonic() + self.upstream_wait
+        while True:
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
+                break
             except OSError:
-                _abort(client)
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._conns.append((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(
-                    target=self._pump, args=(src, dst, client, upstream), daemon=True
-                ).start()
+                if time.monotonic() >= give_up or self._mode == _RESET or self._closed.is_set():
+                    _abort(client)
+                    return
+                self._closed.wait(0.05)
+        upstream.settimeout(None)
+        with self._lock:
+            if self._closed.is_set():
+                client.close()
+                upstream.close()
+                return
+            self._conns.append((client, upstream))
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(
+                target=self._pump, args=(src, dst, client, upstream), daemon=True
+            ).start()
 
     def _pump(
         self, src: socket.socket, dst: socket.socket, client: socket.socket, upstream: socket.socket

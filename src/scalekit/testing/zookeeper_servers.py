@@ -7,15 +7,17 @@ import os
 import shutil
 
 from .._validation import _is_int, positive_int, tcp_port, wrong_type
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, InvalidStateError
 from .process import (
     MAX_NODES,
     ServerGroup,
     ServerNotFoundError,
     ServerProcess,
+    check_flag,
     find_free_port,
     query,
 )
+from .proxy import TCPProxy
 
 __all__ = ["ZooKeeperEnsemble", "ZooKeeperServer", "zookeeper_classpath"]
 
@@ -24,6 +26,8 @@ _INSTALL_HINT = (
     "SCALEKIT_ZOOKEEPER_CLASSPATH at the ZooKeeper jars"
 )
 _MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+# How long a link's proxy retries a member that refuses (not listening yet).
+_LINK_WAIT = 3.0
 
 
 def zookeeper_classpath() -> str:
@@ -86,6 +90,9 @@ class ZooKeeperServer(ServerProcess):
         self.heap_mb = heap_mb
         self.myid: int | None = None
         self.peers: list[tuple[int, int, int, int]] = []  # (myid, client, peer, election)
+        # Where this member reaches each other member (myid -> quorum, election port):
+        # through a TCPProxy of the link when the ensemble is partitionable.
+        self.views: dict[int, tuple[int, int]] = {}
 
     @property
     def hosts(self) -> str:
@@ -114,6 +121,7 @@ class ZooKeeperServer(ServerProcess):
         if self.myid is not None:
             (data / "myid").write_text(f"{self.myid}\n")
             for myid, _client, peer, election in self.peers:
+                peer, election = self.views.get(myid, (peer, election))
                 lines.append(f"server.{myid}={self.host}:{peer}:{election}")
         (self.workdir / "zoo.cfg").write_text("\n".join(lines) + "\n")
 
@@ -166,6 +174,26 @@ class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
     data directory, so it can be killed, paused or restarted alone.
     `leader()` finds the current leader through `srvr`;
     `kill_leader()` kills it and waits for the others to elect a new one.
+
+    With `partitionable=True` each member reaches every other one through
+    a [TCPProxy][scalekit.testing.TCPProxy] per direction (its quorum and
+    election ports), so a link can be cut while both ends keep running:
+    `partition(a, b)` blackholes the link between two members both ways,
+    `heal()` restores every link. A follower cut from its leader keeps
+    answering its clients' reads and pings until it gives up on the leader
+    (`syncLimit` ticks, 5 s at the default tick), while the leader expires
+    the sessions of that follower's clients, whose pings no longer reach
+    it, after their timeout.
+
+    Example:
+        ```python
+        with ZooKeeperEnsemble(partitionable=True) as zk:
+            leader = zk.wait_for_leader()
+            follower = next(m for m in zk.members if m is not leader)
+            zk.partition(follower, leader)
+            ...
+            zk.heal()
+        ```
     """
 
     def __init__(
@@ -175,6 +203,7 @@ class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
         tick_time_ms: int = 500,
         workdir: str | os.PathLike[str] | None = None,
         startup_timeout: float = 60.0,
+        partitionable: bool = False,
     ) -> None:
         expected = f"an odd integer in [3, {MAX_NODES}]"
         if not _is_int(size):
@@ -182,6 +211,9 @@ class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
         if not 3 <= size <= MAX_NODES or size % 2 == 0:
             raise ConfigurationError(f"size must be {expected}, got {size!r}")
         positive_int("tick_time_ms", tick_time_ms)
+        self.partitionable = check_flag("partitionable", partitionable)
+        # (from myid, to myid) -> the proxies of that direction: quorum, election.
+        self._links: dict[tuple[int, int], tuple[TCPProxy, TCPProxy]] = {}
         super().__init__(workdir=workdir, startup_timeout=startup_timeout)
         for myid in range(1, size + 1):
             member = ZooKeeperServer(tick_time_ms=tick_time_ms, startup_timeout=startup_timeout)
@@ -198,6 +230,67 @@ class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
         ]
         for member in self.members:
             member.peers = peers
+        if self.partitionable:
+            for member in self.members:
+                for myid, _client, peer, election in peers:
+                    if myid == member.myid:
+                        continue
+                    # A learner retries a refused connect to its leader but gives up
+                    # on a reset one: wait for a leader that is about to listen.
+                    quorum = TCPProxy(member.host, peer, upstream_wait=_LINK_WAIT)
+                    elect = TCPProxy(member.host, election, upstream_wait=_LINK_WAIT)
+                    self._links[(member.myid or 0, myid)] = (quorum, elect)
+                    member.views[myid] = (quorum.port, elect.port)
+
+    def link(self, source: ZooKeeperServer, target: ZooKeeperServer) -> tuple[TCPProxy, TCPProxy]:
+        """The proxies *source* reaches *target* through: its quorum port, its election port.
+
+        Raises:
+            InvalidStateError: the ensemble is not `partitionable`, or not started yet.
+            ConfigurationError: *source* or *target* is not a member, or they are the same.
+        """
+        if not self.partitionable:
+            raise InvalidStateError("links exist only in a ZooKeeperEnsemble(partitionable=True)")
+        if not self._links:
+            raise InvalidStateError("the links are made by start(); start the ensemble first")
+        for name, member in (("source", source), ("target", target)):
+            if not any(member is m for m in self.members):
+                raise ConfigurationError(
+                    f"{name} must be a member of this ensemble, got {member!r}"
+                )
+        if source is target:
+            raise ConfigurationError(f"source and target must differ, got {source!r} twice")
+        return self._links[(source.myid or 0, target.myid or 0)]
+
+    def partition(self, a: ZooKeeperServer, b: ZooKeeperServer) -> None:
+        """Cut the link between members *a* and *b*, both ways (blackholed proxies).
+
+        Both keep running and keep their links to the other members.
+        Connections stay open and bytes wait, as in a real partition, until
+        `heal()`.
+
+        Raises:
+            InvalidStateError: the ensemble is not `partitionable`, or not started.
+            ConfigurationError: *a* or *b* is not a member, or they are the same.
+        """
+        for proxy in (*self.link(a, b), *self.link(b, a)):
+            proxy.blackhole()
+
+    def heal(self) -> None:
+        """Restore every link between members (a no-op without `partitionable`)."""
+        for proxies in self._links.values():
+            for proxy in proxies:
+                proxy.pass_through()
+
+    def close(self) -> None:
+        """Stop every member, close the links' proxies and remove the working directory."""
+        try:
+            super().close()
+        finally:
+            for proxies in self._links.values():
+                for proxy in proxies:
+                    proxy.close()
+            self._links.clear()
 
     @property
     def hosts(self) -> str:
