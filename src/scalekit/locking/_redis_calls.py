@@ -121,19 +121,23 @@ end
 local function gone_key() return KEYS[1] .. ':gone' end
 -- A request that runs after its deadline (the last argument).
 local function is_late() return gone_now() > tonumber(ARGV[#ARGV]) end
+-- Drop the markers whose requests are all past their deadline (score < now: a
+-- request at its deadline is still on time).
+local function prune_gone(now) redis.call('ZREMRANGEBYSCORE', gone_key(), '-inf', '(' .. now) end
 -- A request of an attempt whose clean-up ran.
 local function is_gone(who)
-  redis.call('ZREMRANGEBYSCORE', gone_key(), '-inf', gone_now())
+  prune_gone(gone_now())
   return redis.call('ZSCORE', gone_key(), who) ~= false
 end
 -- The clean-up: mark *who* gone until the last argument (its requests' last deadline).
+-- The zset lives while now <= its last score (Redis expires a key once now > its time).
 local function mark_gone(who)
   local now, last = gone_now(), tonumber(ARGV[#ARGV])
-  redis.call('ZREMRANGEBYSCORE', gone_key(), '-inf', now)
-  if last > now then
+  prune_gone(now)
+  if last >= now then
     redis.call('ZADD', gone_key(), 'GT', last, who)
     local top = redis.call('ZRANGE', gone_key(), -1, -1, 'WITHSCORES')
-    redis.call('PEXPIREAT', gone_key(), tonumber(top[2]) + 1)
+    redis.call('PEXPIREAT', gone_key(), tonumber(top[2]))
   end
 end"""
 
