@@ -463,6 +463,13 @@ def test_a_replayed_change_is_applied_once(store: Any) -> None:
     assert as_int(store.get("stock")) == 19
 
 
+def test_a_replayed_change_on_a_missing_key_is_applied_once(store: Any) -> None:
+    holder = lease(4, "me")
+    assert store.incr("new", 5, holder, op="first") == 5  # the key had no row / no value
+    assert store.incr("new", 5, holder, op="first") == 5
+    assert as_int(store.get("new")) == 5
+
+
 def test_a_bad_operation_id_names_the_argument(store: Any) -> None:
     for bad in ("", 3, b"x"):
         with pytest.raises(ConfigurationError, match="op must be a non-empty string"):

@@ -37,8 +37,10 @@ from scalekit.locking import (  # noqa: E402
     RedisSemaphore,
     Redlock,
 )
+from scalekit.locking import _redis_calls as redis_calls  # noqa: E402
 from scalekit.locking._redis_calls import LATE_SLACK, server_clock  # noqa: E402
 from scalekit.locking.async_redis_lock import AsyncRedisLock  # noqa: E402
+from scalekit.locking.redis_lock import _ACQUIRE as ASYNC_ACQUIRE  # noqa: E402
 from scalekit.locking.redlock import _ACQUIRE as REDLOCK_ACQUIRE  # noqa: E402
 
 pytestmark = pytest.mark.redis
@@ -194,6 +196,104 @@ def test_a_late_request_is_refused_by_the_marker_then_by_its_deadline(
     other = MAKERS[kind](redis_client, name).acquire(blocking=False)
     assert other is not None, "the late request took the lock"
     other.release()
+
+
+def test_a_server_clock_that_stepped_ahead_is_measured_again(redis_client: Any) -> None:
+    """A request refused as late although it came back in time (the server's clock
+    stepped ahead since its offset was measured) is tried again once the offset
+    is measured again; an offset older than 30 s is measured again before the
+    request goes out."""
+    lock = RedisLock(redis_client, unique("clock"), ttl=5)
+    lock.acquire(blocking=False).release()  # type: ignore[union-attr]
+    clock = server_clock(redis_client)
+    clock.offset_ms -= 10_000  # as if the server's clock jumped 10 s ahead since
+    sent = _record_requests(lock._calls)
+    lease = lock.acquire(blocking=False)
+    assert lease is not None, "a request on time was refused for good"
+    lease.release()
+    acquires = [r for r in sent if r[0] is lock._SCRIPTS["acquire"]]
+    assert len(acquires) == 2  # refused as late, then granted after the new measurement
+    clock.offset_ms -= 10_000
+    clock.measured -= 31  # the offset is stale: measured again first, no late refusal
+    sent.clear()
+    lease = lock.acquire(blocking=False)
+    assert lease is not None
+    lease.release()
+    assert [r[0] is lock._SCRIPTS["acquire"] for r in sent][:2] == [False, True]
+    assert len([r for r in sent if r[0] is lock._SCRIPTS["acquire"]]) == 1
+
+
+def test_each_failed_redlock_round_is_marked_until_its_deadline_on_each_master(
+    redlock_servers: list[RedisServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clean-up of a round no master answered marks the round's value gone on
+    each master until the deadline of the request that master was sent (on its
+    own clock), and the held request is then refused by that marker. The slack
+    added to deadlines is widened to 5 s so the clean-up lands well within it
+    (with 0.05 s it usually lands after, and the deadline alone refuses)."""
+    monkeypatch.setattr(redis_calls, "LATE_SLACK", 5.0)
+    name = unique("redlock-marks")
+    proxies = [TCPProxy(*server.address) for server in redlock_servers]
+    try:
+        lock = Redlock([redis.Redis(host=p.host, port=p.port) for p in proxies], name, ttl=5)
+        lock.acquire(blocking=False).release()  # type: ignore[union-attr]
+        sent = [_record_requests(master) for master in lock._masters]
+        for proxy in proxies:
+            proxy.blackhole()
+        with pytest.raises(BackendUnavailableError):
+            lock.acquire(blocking=False)
+        for proxy in proxies:
+            proxy.pass_through()
+        _cleanups_done(name)
+        direct = [redis.Redis.from_url(s.url) for s in redlock_servers]
+        for client, requests in zip(direct, sent, strict=True):
+            request = [r for r in requests if r[0] is REDLOCK_ACQUIRE][-1]
+            value, deadline = request[2][0], int(request[2][-1])
+            assert client.zscore(lock._keys[0] + ":gone", value) == deadline
+            assert _refused(client, request) == "marker"
+    finally:
+        for proxy in proxies:
+            proxy.close()
+
+
+def test_an_async_attempt_that_gave_up_is_marked_until_its_deadline(
+    redis_server: RedisServer, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for the sync locks: the async clean-up marks the owner until the last
+    deadline of its requests (the slack widened as above), and the held request
+    is refused by that marker."""
+    monkeypatch.setattr(redis_calls, "LATE_SLACK", 5.0)
+    name = unique("async-marks")
+
+    async def scenario() -> None:
+        with TCPProxy(*redis_server.address) as proxy:
+            client = redis_asyncio.Redis(host=proxy.host, port=proxy.port)
+            lock = AsyncRedisLock(client, name, ttl=5, op_timeout=0.2)
+            await (await lock.acquire()).release()  # a pooled connection, the clock's offset
+            sent: list[Request] = []
+            run = lock._run
+
+            async def recording(script: Any, args: list[Any], *rest: Any) -> Any:
+                sent.append((script, list(lock._keys), list(args)))
+                return await run(script, args, *rest)
+
+            lock._run = recording  # type: ignore[method-assign]
+            proxy.blackhole()
+            with pytest.raises((BackendUnavailableError, LockTimeoutError)):
+                await lock.acquire(timeout=0.15)
+            proxy.pass_through()
+            request = [r for r in sent if r[0] is ASYNC_ACQUIRE][-1]
+            owner, deadline = request[2][0], int(request[2][-1])
+            gone = lock._keys[0] + ":gone"
+            end = time.monotonic() + 5
+            while redis_client.zscore(gone, owner) is None:  # the clean-up task
+                assert time.monotonic() < end, "the attempt was not marked"
+                await asyncio.sleep(0.01)
+            assert redis_client.zscore(gone, owner) == deadline
+            assert _refused(redis_client, request) == "marker"
+            await client.aclose()
+
+    asyncio.run(scenario())
 
 
 def test_a_redlock_round_delivered_after_its_release_takes_nothing(
