@@ -470,6 +470,18 @@ def test_a_replayed_change_on_a_missing_key_is_applied_once(store: Any) -> None:
     assert as_int(store.get("new")) == 5
 
 
+def test_changes_without_an_operation_id_are_never_taken_for_replays(store: Any) -> None:
+    holder = lease(4, "me")
+    assert store.incr("plain", 1, holder) == 1
+    assert store.incr("plain", 1, holder) == 2  # the same call again is another change
+
+
+def test_the_same_operation_id_with_a_newer_bare_token_is_another_change(store: Any) -> None:
+    assert store.incr("bare", 1, 7, op="x") == 1
+    assert store.read("bare", 8) in (1, b"1")  # a newer bare token claims the key
+    assert store.incr("bare", 1, 8, op="x") == 2  # same id, other token: applied
+
+
 def test_a_bad_operation_id_names_the_argument(store: Any) -> None:
     for bad in ("", 3, b"x"):
         with pytest.raises(ConfigurationError, match="op must be a non-empty string"):

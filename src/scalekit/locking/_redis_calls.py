@@ -10,6 +10,10 @@ caller's own deadline is nearer. A `RedisCluster` client is called through
 its own `execute_command` under the same budget, enforced as a deadline
 (`scalekit._redis_deadline`): its retries and slot-map re-reads that
 cannot fit are not started, and sockets still busy at the deadline are cut.
+
+An acquire request also carries its deadline on the server's clock, so
+that a request delivered after its caller gave up takes nothing (see
+`LUA_GONE`).
 """
 
 from __future__ import annotations

@@ -257,9 +257,13 @@ class RedisLock(BaseLock):
     `acquire(blocking=False)`, `release` and `extend` within `op_timeout`
     plus 0.1 s.
 
+    Requires Redis 7.0 or later (the scripts carry a `#!lua` shebang).
+
     Thread-safe. Cost: acquire and release are one round trip each when
-    uncontended; a waiter spends one BLPOP per wake-up and one round trip
-    to claim the lock.
+    uncontended (plus, once per client every 30 s, a `TIME` round trip that
+    measures the server clock's offset for the requests' deadlines); a
+    waiter spends one BLPOP per wake-up and one round trip to claim the
+    lock.
     """
 
     _KEY_PREFIX = "scalekit:lock:"
