@@ -203,8 +203,9 @@ class Script:
     The source starts with a `#!lua` shebang (Redis 7.0 or later), so the
     server reads the script's flags before running it: a script that may
     write is refused as a whole when memory is full under `noeviction`
-    (`OOM`), before its first write, instead of failing at the first
-    command that needs memory and keeping the writes made before it.
+    (`OOM`), before it runs. Without a shebang Redis refuses only a
+    script's first write, and after a first write that needs no memory (a
+    prune, an `LPOP`) lets every later one through, past the limit.
     *flags* relax that: `allow-oom` for a clean-up that adds (almost)
     nothing (a release, an extension), `no-writes` for a read.
     """
