@@ -109,8 +109,8 @@ _RECALIBRATE = 30.0
 # marker: its owner token in the zset `KEYS[1]:gone` (in the lock's
 # hash-tag slot), scored by the last deadline of the attempt's requests
 # (the clean-up's own last argument), which the acquire script also
-# refuses. Every script that touches the zset drops the entries past their
-# score, and the zset expires with its last entry, so the markers a burst of
+# refuses. Every clean-up drops the entries past their score before it adds
+# its own, and the zset expires with its last entry, so the markers a burst of
 # timed-out acquires leaves last no longer than their requests' deadlines
 # (about `op_timeout`). Deadlines and markers are both read on the server's
 # clock, so a wrong estimate of its offset can only refuse a request that
@@ -118,9 +118,14 @@ _RECALIBRATE = 30.0
 # let a late one through. Owner tokens are random per attempt, so no live
 # attempt is ever marked.
 LUA_GONE = """
+local gone_clock = nil
+-- The server's clock (ms), read once per script run (a script runs atomically).
 local function gone_now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not gone_clock then
+    local t = redis.call('TIME')
+    gone_clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return gone_clock
 end
 local function gone_key() return KEYS[1] .. ':gone' end
 -- A request that runs after its deadline (the last argument).
@@ -128,10 +133,10 @@ local function is_late() return gone_now() > tonumber(ARGV[#ARGV]) end
 -- Drop the markers whose requests are all past their deadline (score < now: a
 -- request at its deadline is still on time).
 local function prune_gone(now) redis.call('ZREMRANGEBYSCORE', gone_key(), '-inf', '(' .. now) end
--- A request of an attempt whose clean-up ran.
+-- A request of an attempt whose clean-up ran (and whose marker has not run out).
 local function is_gone(who)
-  prune_gone(gone_now())
-  return redis.call('ZSCORE', gone_key(), who) ~= false
+  local until_ms = redis.call('ZSCORE', gone_key(), who)
+  return until_ms ~= false and tonumber(until_ms) >= gone_now()
 end
 -- The clean-up: mark *who* gone until the last argument (its requests' last deadline).
 -- The zset lives while now <= its last score (Redis expires a key once now > its time).
