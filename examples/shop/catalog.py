@@ -211,6 +211,7 @@ class Catalog:
                 value_column="qty",
                 fence_column="fence",
                 holder_column="holder",
+                op_column=None,
                 commit=False,
             )
             self._local.store = store

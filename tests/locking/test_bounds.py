@@ -140,6 +140,44 @@ def test_redlock_with_every_master_blackholed_raises_instead_of_spinning(
             proxy.close()
 
 
+def test_redlock_first_blocking_acquire_after_a_blackhole_keeps_its_bound(
+    redlock_servers: list[RedisServer],
+) -> None:
+    """The first call meets the pooled connections the partition left dead, and its
+    retries used to start a round just before the retry window ended and run a
+    whole round past it (0.73-0.80 s against 0.70 s). About 1.5 s."""
+    proxies = [TCPProxy(*server.address) for server in redlock_servers]
+    try:
+        clients = [redis.Redis(host=p.host, port=p.port) for p in proxies]
+        lock = Redlock(clients, unique(), ttl=5, instance_timeout=0.1)
+        lock.acquire(blocking=False).release()  # type: ignore[union-attr]  # pooled
+        for proxy in proxies:
+            proxy.blackhole()
+        for _ in range(2):  # the first call (dead pooled connections), then a later one
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError, match="only 0 of 3"):
+                lock.acquire()
+            assert time.monotonic() - started <= 2 * 3 * 0.1 + BOUND_MARGIN
+    finally:
+        for proxy in proxies:
+            proxy.close()
+
+
+def test_redis_lock_blocking_acquire_retries_within_one_more_op_timeout(
+    redis_server: RedisServer,
+) -> None:
+    """Without a timeout, the retries after the first failure stop at one more
+    `op_timeout`: the last try is cut at that window's end. About 0.6 s."""
+    with TCPProxy(*redis_server.address) as proxy:
+        lock = RedisLock(redis.Redis(host=proxy.host, port=proxy.port), unique(), op_timeout=0.25)
+        lock.acquire(blocking=False).release()  # type: ignore[union-attr]  # pooled
+        proxy.blackhole()
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError):
+            lock.acquire()
+        assert time.monotonic() - started <= 2 * 0.25 + BOUND_MARGIN
+
+
 def _connections_received(server: RedisServer) -> int:
     info = server.execute("INFO", "stats").decode()
     return int(info.split("total_connections_received:")[1].split()[0])

@@ -10,6 +10,7 @@ take 5-10 s each on a loaded 2-core machine; the SIGSTOP one about 4 s.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -230,7 +231,12 @@ def test_sql_store_on_an_existing_table_without_a_holder_column(tmp_path: Path) 
     connection.execute("INSERT INTO stock VALUES ('sku-1', 5, 0, 5)")
     connection.commit()
     store = SQLFencedStore(
-        connection, table="stock", key_column="sku", value_column="qty", holder_column=None
+        connection,
+        table="stock",
+        key_column="sku",
+        value_column="qty",
+        holder_column=None,
+        op_column=None,
     )
     assert store.read("sku-1", lease(3)) == 5
     assert store.read("sku-1", lease(4)) == 5
@@ -253,9 +259,13 @@ def test_sql_store_inside_the_callers_transaction(tmp_path: Path) -> None:
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_sql_text_places_one_parameter_per_placeholder(dialect: str) -> None:
     """Every statement's placeholders match the parameters the store passes, in both dialects."""
-    for holders in (True, False):
+    for holders, ops in itertools.product((True, False), (True, False)):
         store = SQLFencedStore(
-            _NO_DB, dialect=dialect, table="app.stock", holder_column="holder" if holders else None
+            _NO_DB,
+            dialect=dialect,
+            table="app.stock",
+            holder_column="holder" if holders else None,
+            op_column="op" if ops else None,
         )
         mark = "?" if dialect == "sqlite" else "%s"
         other = "%s" if dialect == "sqlite" else "?"
@@ -433,6 +443,52 @@ def _state(pid: int) -> str:
 # -- what the documentation promises, to the letter ------------------------------------
 
 
+def test_a_replayed_change_is_applied_once(store: Any) -> None:
+    holder = lease(7, "me")
+    store.write("stock", 10, holder)
+    assert store.incr("stock", -1, holder, op="order-1") == 9
+    assert store.incr("stock", -1, holder, op="order-1") == 9  # the retry: not again
+    assert as_int(store.get("stock")) == 9
+    assert store.incr("stock", -1, holder, op="order-2") == 8  # another change applies
+    store.write("stock", 20, holder, op="set-1")
+    store.incr("stock", 1, holder)
+    store.write("stock", 20, holder, op="set-1")  # not the last change: written again
+    assert as_int(store.get("stock")) == 20
+    # The same id from a newer holder is another change (the record has the token).
+    newer = lease(8, "next")
+    assert store.read("stock", newer) in (20, b"20")
+    assert store.incr("stock", -1, newer, op="order-1") == 19
+    with pytest.raises(StaleTokenError):  # the old holder's retry comes too late
+        store.incr("stock", -1, holder, op="order-2")
+    assert as_int(store.get("stock")) == 19
+
+
+def test_a_replayed_change_on_a_missing_key_is_applied_once(store: Any) -> None:
+    holder = lease(4, "me")
+    assert store.incr("new", 5, holder, op="first") == 5  # the key had no row / no value
+    assert store.incr("new", 5, holder, op="first") == 5
+    assert as_int(store.get("new")) == 5
+
+
+def test_changes_without_an_operation_id_are_never_taken_for_replays(store: Any) -> None:
+    holder = lease(4, "me")
+    assert store.incr("plain", 1, holder) == 1
+    assert store.incr("plain", 1, holder) == 2  # the same call again is another change
+
+
+def test_the_same_operation_id_with_a_newer_bare_token_is_another_change(store: Any) -> None:
+    assert store.incr("bare", 1, 7, op="x") == 1
+    assert store.read("bare", 8) in (1, b"1")  # a newer bare token claims the key
+    assert store.incr("bare", 1, 8, op="x") == 2  # same id, other token: applied
+
+
+def test_a_bad_operation_id_names_the_argument(store: Any) -> None:
+    for bad in ("", 3, b"x"):
+        with pytest.raises(ConfigurationError, match="op must be a non-empty string"):
+            store.incr("k", 1, lease(2), op=bad)
+    assert store.fence("k") == 0  # nothing was sent
+
+
 def test_a_stale_token_error_says_what_happened(store: Any) -> None:
     store.read("k", lease(5, "new"))
     with pytest.raises(StaleTokenError) as info:
@@ -457,7 +513,11 @@ def test_redis_store_defaults_and_key_names(redis_client: Any) -> None:
     )
     store.write("stock:42", 7, lease(3, "me"))
     assert redis_client.get("scalekit:fenced:{stock:42}") == b"7"
-    assert redis_client.hgetall("scalekit:fenced:{stock:42}:fence") == {b"t": b"3", b"h": b"me"}
+    fence = redis_client.hgetall("scalekit:fenced:{stock:42}:fence")
+    assert (fence[b"t"], fence[b"h"]) == (b"3", b"me")
+    assert fence[b"o"].startswith(b"3/me/~")  # the last change: token, holder, its random id
+    store.write("stock:42", 8, lease(3, "me"), op="order-1")
+    assert redis_client.hget("scalekit:fenced:{stock:42}:fence", "o") == b"3/me/order-1"
     with pytest.raises(ConfigurationError, match="op_timeout must be a positive finite number"):
         RedisFencedStore(redis_client, op_timeout=0)
 
@@ -485,11 +545,13 @@ def test_sql_defaults_commit_and_create_the_documented_table(tmp_path: Path) -> 
     assert store.dialect == "sqlite" and store.commit is True
     assert store.statements["create"] == (
         'CREATE TABLE IF NOT EXISTS "scalekit_fenced" ("key" TEXT PRIMARY KEY, "value" INTEGER, '
-        '"fence" INTEGER NOT NULL DEFAULT 0, "holder" TEXT NOT NULL DEFAULT \'\')'
+        '"fence" INTEGER NOT NULL DEFAULT 0, "holder" TEXT NOT NULL DEFAULT \'\', '
+        "\"op\" TEXT NOT NULL DEFAULT '')"
     )
     assert SQLFencedStore(_NO_DB, dialect="postgresql").statements["create"] == (
         'CREATE TABLE IF NOT EXISTS "scalekit_fenced" ("key" TEXT PRIMARY KEY, "value" BIGINT, '
-        '"fence" BIGINT NOT NULL DEFAULT 0, "holder" TEXT NOT NULL DEFAULT \'\')'
+        '"fence" BIGINT NOT NULL DEFAULT 0, "holder" TEXT NOT NULL DEFAULT \'\', '
+        "\"op\" TEXT NOT NULL DEFAULT '')"
     )
     store.create_table()
     store.write("k", 3, lease(2, "me"))
@@ -503,7 +565,9 @@ def test_sql_store_without_holder_column_fences_missing_keys(tmp_path: Path) -> 
     connection = sqlite3.connect(tmp_path / "plain.db")
     store = SQLFencedStore(connection, table="counters", holder_column=None)
     store.create_table()
-    assert store.statements["create"].endswith('"fence" INTEGER NOT NULL DEFAULT 0)')
+    assert store.statements["create"].endswith(
+        '"fence" INTEGER NOT NULL DEFAULT 0, "op" TEXT NOT NULL DEFAULT \'\')'
+    )
     assert store.read("a", lease(5, "x")) is None  # the claim inserts the row
     with pytest.raises(StaleTokenError):
         store.read("a", lease(5, "y"))  # strict: no holder column tells leases apart
@@ -514,7 +578,8 @@ def test_sql_store_without_holder_column_fences_missing_keys(tmp_path: Path) -> 
     with pytest.raises(StaleTokenError):
         store.incr("c", 1, 2)
     assert store.incr("a", 1, 5) == 1
-    assert connection.execute("SELECT * FROM counters ORDER BY key").fetchall() == [
+    query = 'SELECT "key", "value", "fence" FROM counters ORDER BY key'
+    assert connection.execute(query).fetchall() == [
         ("a", 1, 5),
         ("b", 10, 3),
         ("c", 2, 3),

@@ -121,6 +121,92 @@ def test_tokens_grow_when_the_quorum_moves(masters: list[RedisServer]) -> None:
     second.release()
 
 
+def _server_us(client: Any) -> int:
+    secs, micros = client.time()
+    return int(secs) * 1_000_000 + int(micros)
+
+
+def _restart_after(server: RedisServer, ttl: float, granted: float) -> None:
+    """Restart *server* without persistence, no sooner than *ttl* after the last grant
+    it made (the restart rule docs/locking.md assumes)."""
+    server.stop()
+    while time.monotonic() < granted + ttl:
+        time.sleep(0.01)
+    server.start()
+
+
+@pytest.mark.parametrize("how", ["denied-the-grant", "down-at-the-grant", "back-for-an-extend"])
+def test_tokens_never_go_back_when_masters_clocks_differ(
+    masters: list[RedisServer], how: str
+) -> None:
+    """Master 0's clock runs 5 s ahead (its counter is set where its own restart
+    rule would put it); the lease is granted on masters 0 and 1 while master 2
+    refuses it (a key left by another owner) or is cut off. Then master 1
+    restarts without its data and master 0 goes down: the next quorum is {1, 2}.
+    The token reached master 2 (the commit raises every answering master's
+    counter; the release, or an extension, that of a master that was cut off at
+    the grant), so the next token is above it whatever the clocks say. It used
+    to come out about 5 s lower. About 2 s each."""
+    from scalekit.testing import TCPProxy
+
+    proxy = TCPProxy(*masters[2].address)
+    try:
+        clients = [*_clients(masters[:2]), redis.Redis(host=proxy.host, port=proxy.port)]
+        name = unique()
+        key, fence = f"scalekit:redlock:{{{name}}}", f"scalekit:redlock:{{{name}}}:fence"
+        direct = _clients(masters)
+        direct[0].set(fence, _server_us(direct[0]) + 5_000_000)
+        if how == "denied-the-grant":
+            direct[2].set(key, "another-owner", px=60_000)
+        else:
+            proxy.blackhole()
+        lock = Redlock(clients, name, ttl=1, instance_timeout=0.1)
+        first = lock.acquire(timeout=2)
+        granted = time.monotonic()
+        if how == "denied-the-grant":  # raised by the commit, before anything else
+            assert int(direct[2].get(fence) or 0) >= first.token, "the commit skipped master 2"
+        else:
+            assert int(direct[2].get(fence) or 0) < first.token
+        proxy.pass_through()
+        direct[2].delete(key)
+        if how == "back-for-an-extend":
+            first.extend()
+            proxy.blackhole()  # the release reaches masters 0 and 1 only
+        first.release()
+        proxy.pass_through()
+        assert int(direct[2].get(fence) or 0) >= first.token, "the token never reached master 2"
+        _restart_after(masters[1], 1.0, granted)
+        masters[0].stop()
+        second = Redlock(clients, name, ttl=1, instance_timeout=0.1).acquire(timeout=2)
+        assert second.token > first.token, f"token went back: {second.token} < {first.token}"
+        second.release()
+    finally:
+        proxy.close()
+
+
+def test_tokens_never_go_back_with_clock_offsets_within_a_ttl(
+    masters: list[RedisServer],
+) -> None:
+    """The documented assumption: master clocks differ by less than a ttl. Master 0 runs
+    0.6 s ahead (ttl 1 s); master 2 never sees the lease (down throughout); master 1
+    restarts without its data a ttl after the grant. The new quorum {1, 2} issues
+    from clocks that moved on by more than the offset. About 1.5 s."""
+    clients = _clients(masters)
+    name = unique()
+    fence = f"scalekit:redlock:{{{name}}}:fence"
+    clients[0].set(fence, _server_us(clients[0]) + 600_000)
+    masters[2].stop()
+    first = Redlock(clients, name, ttl=1, instance_timeout=0.1).acquire(timeout=2)
+    granted = time.monotonic()
+    assert first.token >= int(clients[0].get(fence) or 0)
+    _restart_after(masters[1], 1.0, granted)
+    masters[0].stop()
+    masters[2].start()
+    second = Redlock(clients, name, ttl=1, instance_timeout=0.1).acquire(timeout=2)
+    assert second.token > first.token, f"token went back: {second.token} < {first.token}"
+    second.release()
+
+
 def test_bad_options_are_configuration_errors(redlock_clients: list[Any]) -> None:
     with pytest.raises(ConfigurationError, match="clients must list at least one Redis"):
         Redlock([], "x")

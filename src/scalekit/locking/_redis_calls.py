@@ -10,6 +10,10 @@ caller's own deadline is nearer. A `RedisCluster` client is called through
 its own `execute_command` under the same budget, enforced as a deadline
 (`scalekit._redis_deadline`): its retries and slot-map re-reads that
 cannot fit are not started, and sockets still busy at the deadline are cut.
+
+An acquire request also carries its deadline on the server's clock, so
+that a request delivered after its caller gave up takes nothing (see
+`LUA_GONE`).
 """
 
 from __future__ import annotations
@@ -45,12 +49,14 @@ from .._redis_deadline import DeadlineExceeded, call_with_deadline, note, watch_
 from ..exceptions import BackendError, BackendUnavailableError
 
 __all__ = [
-    "GONE_SECONDS",
+    "LATE_SLACK",
     "LUA_GONE",
     "LUA_NEXT_TOKEN",
     "LUA_NOW_MS",
+    "LUA_REFUSE_LATE",
     "RedisCalls",
     "Script",
+    "ServerClock",
     "is_transient",
     "lua_purge",
 ]
@@ -85,22 +91,72 @@ local function next_token()
 end"""
 
 
-GONE_SECONDS = 60.0
-"""How long the server remembers an attempt that gave up (see `LUA_GONE`)."""
+LATE_SLACK = 0.05
+"""Seconds added to a request's deadline on the server (see `LUA_GONE`)."""
 
-# An attempt that gave up leaves a marker under its owner token
-# (`KEYS[1]:gone:<owner>`, in the lock's hash-tag slot) when its clean-up
-# runs; the acquire script refuses an owner so marked. A request of that
-# attempt held up by the network (TCP delivers it once a partition heals,
-# in either order with the clean-up, which runs on another connection) thus
-# takes nothing if it arrives within GONE_SECONDS of the clean-up. Owner
-# tokens are random per attempt, so no live attempt is ever marked.
-LUA_GONE = f"""
-local function gone_key(who) return KEYS[1] .. ':gone:' .. who end
-local function mark_gone(who)
-  redis.call('SET', gone_key(who), '1', 'PX', {int(GONE_SECONDS * 1000)})
+# How often the offset between this host's monotonic clock and a server's
+# clock is measured again (one TIME round trip), so that a slow drift of
+# the server's clock (NTP slewing) cannot make a request look late.
+_RECALIBRATE = 30.0
+
+# Every acquire request carries, as its last argument, its deadline on the
+# server's clock (ms): the end of the caller's wait for its reply, plus
+# LATE_SLACK. The acquire script refuses a request that runs after it (a
+# `LATE` error reply, which only a live caller reads), so a request held up
+# by the network (TCP delivers it once a partition heals, however long
+# that took) takes nothing once its caller has stopped waiting. Between the
+# caller giving up and that deadline, the attempt's clean-up leaves a
+# marker: its owner token in the zset `KEYS[1]:gone` (in the lock's
+# hash-tag slot), scored by the last deadline of the attempt's requests
+# (the clean-up's own last argument), which the acquire script also
+# refuses. Every clean-up drops the entries past their score before it adds
+# its own, and the zset expires with its last entry, so the markers a burst of
+# timed-out acquires leaves last no longer than their requests' deadlines
+# (about `op_timeout`). Deadlines and markers are both read on the server's
+# clock, so a wrong estimate of its offset can only refuse a request that
+# was on time (the caller then measures the offset again and retries), never
+# let a late one through. Owner tokens are random per attempt, so no live
+# attempt is ever marked.
+LUA_GONE = """
+local gone_clock = nil
+-- The server's clock (ms), read once per script run (a script runs atomically).
+local function gone_now()
+  if not gone_clock then
+    local t = redis.call('TIME')
+    gone_clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return gone_clock
 end
-local function is_gone(who) return redis.call('EXISTS', gone_key(who)) == 1 end"""
+local function gone_key() return KEYS[1] .. ':gone' end
+-- A request that runs after its deadline (the last argument).
+local function is_late() return gone_now() > tonumber(ARGV[#ARGV]) end
+-- Drop the markers whose requests are all past their deadline (score < now: a
+-- request at its deadline is still on time).
+local function prune_gone(now) redis.call('ZREMRANGEBYSCORE', gone_key(), '-inf', '(' .. now) end
+-- A request of an attempt whose clean-up ran (and whose marker has not run out).
+local function is_gone(who)
+  local until_ms = redis.call('ZSCORE', gone_key(), who)
+  return until_ms ~= false and tonumber(until_ms) >= gone_now()
+end
+-- The clean-up: mark *who* gone until the last argument (its requests' last deadline).
+-- The zset lives while now <= its last score (Redis expires a key once now > its time).
+local function mark_gone(who)
+  local now, last = gone_now(), tonumber(ARGV[#ARGV])
+  prune_gone(now)
+  if last >= now then
+    redis.call('ZADD', gone_key(), 'GT', last, who)
+    local top = redis.call('ZRANGE', gone_key(), -1, -1, 'WITHSCORES')
+    redis.call('PEXPIREAT', gone_key(), tonumber(top[2]))
+  end
+end"""
+
+LATE_REPLY = "LATE"
+"""The prefix of the error reply to a request that ran after its deadline."""
+
+LUA_REFUSE_LATE = f"""
+if is_late() then
+  return redis.error_reply('{LATE_REPLY} request ran after its deadline on the server clock')
+end"""
 
 
 def lua_purge(leases: int, tokens: int) -> str:
@@ -147,13 +203,79 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class Script:
-    """A Lua script and its SHA1, run with EVALSHA and loaded on NOSCRIPT."""
+    """A Lua script and its SHA1, run with EVALSHA and loaded on NOSCRIPT.
+
+    The source starts with a `#!lua` shebang (Redis 7.0 or later), so the
+    server reads the script's flags before running it: a script that may
+    write is refused as a whole when memory is full under `noeviction`
+    (`OOM`), before it runs. Without a shebang Redis refuses only a
+    script's first write, and after a first write that needs no memory (a
+    prune, an `LPOP`) lets every later one through, past the limit.
+    *flags* relax that: `allow-oom` for a clean-up that adds (almost)
+    nothing (a release, an extension), `no-writes` for a read.
+    """
 
     __slots__ = ("sha", "source")
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
+    def __init__(self, source: str, flags: str = "") -> None:
+        head = "#!lua flags=" + flags if flags else "#!lua"
+        self.source = head + "\n" + source.lstrip("\n")
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+
+# A script that reads the clock of the server holding KEYS[1] (a cluster routes it there).
+TIME_SCRIPT = Script("return redis.call('TIME')", "no-writes")
+
+
+class ServerClock:
+    """The offset between this host's monotonic clock and one server's clock, in ms.
+
+    Measured with a TIME request: the server's reading minus the local
+    reading taken before the request went out. The server read its clock
+    after that, so the offset is overestimated by at most the round trip,
+    and a deadline converted with it lies on the server at or after the
+    local one. Measured again after `_RECALIBRATE` seconds, or when a
+    server refused a request as late that came back in time (its clock
+    stepped forward).
+    """
+
+    __slots__ = ("measured", "offset_ms", "rtt_ms")
+
+    def __init__(self) -> None:
+        self.offset_ms = 0
+        self.measured = float("-inf")
+        # The measurement's round trip: the most the offset is overestimated by.
+        self.rtt_ms = 0
+
+    def stale(self) -> bool:
+        return time.monotonic() - self.measured > _RECALIBRATE
+
+    def note(self, sent: float, reply: Any) -> None:
+        server_ms = int(reply[0]) * 1000 + int(reply[1]) // 1000 + 1
+        self.offset_ms = server_ms - int(sent * 1000)
+        self.rtt_ms = int((time.monotonic() - sent) * 1000) + 1
+        self.measured = sent
+
+    def deadline_ms(self, end: float) -> int:
+        """The server-clock deadline (ms) of a request whose caller waits until *end*."""
+        return int((end + LATE_SLACK) * 1000) + 1 + self.offset_ms
+
+
+_CLOCKS: weakref.WeakKeyDictionary[Any, ServerClock] = weakref.WeakKeyDictionary()
+_CLOCKS_LOCK = threading.Lock()
+
+
+def server_clock(client: Any) -> ServerClock:
+    """The `ServerClock` of *client*'s server, shared by every lock on that client."""
+    with _CLOCKS_LOCK:
+        clock = _CLOCKS.get(client)
+        if clock is None:
+            clock = _CLOCKS[client] = ServerClock()
+        return clock
+
+
+class _Late(BackendUnavailableError):
+    """The server refused a request as run after its deadline (caught by `RedisCalls.script`)."""
 
 
 _ALL_POOLS: weakref.WeakSet[_Pool] = weakref.WeakSet()
@@ -272,6 +394,9 @@ def _fresh(conn: Any, budget: float) -> None:
 
     call_with_deadline(budget, budget, connect)
 
+
+# The least budget a request is sent with after a late refusal (one reply's time).
+_MIN_BUDGET = 0.01
 
 # redis-py's RedisCluster sleeps this long after a CLUSTERDOWN reply (not configurable).
 _CLUSTER_DOWN_PAUSE = 0.25
@@ -452,6 +577,8 @@ class RedisCalls:
                 f"{self.describe()} could not serve {args[0]!s}: {exc}{_first_failure(exc)}"
             ) from exc
         except RedisError as exc:
+            if str(exc).startswith(LATE_REPLY):
+                raise _Late(f"{self.describe()} refused {args[0]!s} as late: {exc}") from exc
             if is_transient(exc):
                 raise BackendUnavailableError(
                     f"{self.describe()} cannot serve {args[0]!s} now: {exc}"
@@ -494,19 +621,63 @@ class RedisCalls:
         args: list[Any],
         timeout: float | None = None,
         on_send: Callable[[], None] | None = None,
+        expires: Callable[[int], None] | None = None,
     ) -> Any:
         """Run *script* with EVALSHA, falling back to EVAL when the server lost it.
 
         *timeout* bounds both calls together; *on_send* is called before each
         of them goes out (see `call`), so its last call precedes the reply.
+        With *expires* (an acquire), the request's deadline on the server's
+        clock (ms; see `LUA_GONE`) is appended to *args* and passed to
+        *expires* before the request goes out; the offset of that clock is
+        measured first when it is not known (one more round trip, within
+        *timeout*).
         """
-        end = None if timeout is None else time.monotonic() + timeout
+        wait = self.op_timeout if timeout is None else max(timeout, 0.001)
+        end = time.monotonic() + wait
+        if expires is None:
+            return self._script(script, keys, args, end, on_send)
+        clock = server_clock(self.client)
+        for last_try in (False, True):
+            if clock.stale():
+                self._measure(clock, keys, end)
+            limit = clock.deadline_ms(end)
+            expires(limit)
+            try:
+                return self._script(script, keys, [*args, limit], end, on_send)
+            except _Late:
+                # Back before its deadline by this host's clock, refused as late by the
+                # server's: the server's clock stepped ahead. Measure it again.
+                clock.measured = float("-inf")
+                if last_try or end - time.monotonic() < 2 * _MIN_BUDGET:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _measure(self, clock: ServerClock, keys: list[str], end: float) -> None:
+        sent = time.monotonic()
+        reply = self._script(TIME_SCRIPT, keys[:1], [], end, None)
+        clock.note(sent, reply)
+
+    def _script(
+        self,
+        script: Script,
+        keys: list[str],
+        args: list[Any],
+        end: float,
+        on_send: Callable[[], None] | None,
+    ) -> Any:
         try:
             return self.call(
-                "EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout, on_send=on_send
+                "EVALSHA",
+                script.sha,
+                len(keys),
+                *keys,
+                *args,
+                timeout=max(end - time.monotonic(), 0.001),
+                on_send=on_send,
             )
         except NoScriptError:
-            left = None if end is None else end - time.monotonic()
+            left = max(end - time.monotonic(), 0.001)
             return self.call(
                 "EVAL", script.source, len(keys), *keys, *args, timeout=left, on_send=on_send
             )

@@ -41,7 +41,7 @@ from ..exceptions import (
 )
 from ..observability import _emit
 from ._clients import check_async_redis, check_hash_tag
-from ._redis_calls import Script, is_transient
+from ._redis_calls import LATE_REPLY, TIME_SCRIPT, Script, is_transient, server_clock
 from .base import CLEANUP_BUDGET, _Outage
 from .lease import _NOTIFIER, _WATCHDOG, Lease
 from .redis_lock import (
@@ -179,6 +179,10 @@ class AsyncRedisLock:
                 f"redis did not answer {args[0]} for lock {self.name!r} within {wait}s: {exc!r}"
             ) from exc
         except RedisError as exc:
+            if str(exc).startswith(LATE_REPLY):
+                raise _Late(
+                    f"redis refused {args[0]} for lock {self.name!r} as late: {exc}"
+                ) from exc
             if is_transient(exc):
                 raise BackendUnavailableError(
                     f"redis cannot serve {args[0]} for lock {self.name!r} now: {exc}"
@@ -191,20 +195,49 @@ class AsyncRedisLock:
         args: list[Any],
         timeout: float | None = None,
         on_send: Callable[[], None] | None = None,
+        expires: Callable[[int], None] | None = None,
     ) -> Any:
         """Run *script* (EVALSHA, then EVAL on NOSCRIPT) within *timeout* in all.
 
         *on_send* is called before each of the two requests, so its last call
-        precedes the request whose reply is returned.
+        precedes the request whose reply is returned. With *expires*, the
+        request carries its deadline on the server's clock, as in
+        `RedisCalls.script`.
         """
-        keys = self._keys
-        end = None if timeout is None else time.monotonic() + timeout
+        end = time.monotonic() + (self.op_timeout if timeout is None else max(timeout, 0.001))
+        if expires is None:
+            return await self._run(script, args, end, on_send)
+        clock = server_clock(self._client)
+        for last_try in (False, True):
+            if clock.stale():
+                sent = time.monotonic()
+                clock.note(sent, await self._run(TIME_SCRIPT, [], end, None, self._keys[:1]))
+            limit = clock.deadline_ms(end)
+            expires(limit)
+            try:
+                return await self._run(script, [*args, limit], end, on_send)
+            except _Late:
+                clock.measured = float("-inf")  # the server's clock stepped ahead
+                if last_try or end - time.monotonic() < 0.02:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _run(
+        self,
+        script: Script,
+        args: list[Any],
+        end: float,
+        on_send: Callable[[], None] | None,
+        keys: list[str] | None = None,
+    ) -> Any:
+        keys = self._keys if keys is None else keys
         try:
             if on_send is not None:
                 on_send()
-            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout)
+            left = max(end - time.monotonic(), 0.001)
+            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args, timeout=left)
         except NoScriptError:
-            left = None if end is None else max(end - time.monotonic(), 0.001)
+            left = max(end - time.monotonic(), 0.001)
             if on_send is not None:
                 on_send()
             return await self._call("EVAL", script.source, len(keys), *keys, *args, timeout=left)
@@ -220,9 +253,12 @@ class AsyncRedisLock:
         # any loaded host and drop its connection, and the clean-up would have to reconnect.
         return max(min(self.op_timeout, deadline - self._clock()), _REPLY_SLACK)
 
-    async def _give_up(self, owner: str, silent: bool) -> None:
-        """Leave the queue within `CLEANUP_BUDGET`; if Redis is slow (*silent*), in a task."""
-        args = [owner, self._wake, self._waiter_ms, self._claim_ms]
+    async def _give_up(self, owner: str, silent: bool, until_ms: int) -> None:
+        """Leave the queue within `CLEANUP_BUDGET`; if Redis is slow (*silent*), in a task.
+
+        *until_ms* is the last deadline of the attempt's requests (see `LUA_GONE`).
+        """
+        args = [owner, self._wake, self._waiter_ms, self._claim_ms, until_ms]
         try:
             if silent:
                 raise BackendUnavailableError("redis did not answer the attempt")
@@ -281,6 +317,7 @@ class AsyncRedisLock:
         ttl_ms = max(int(self.ttl * 1000), 1)
         grant: tuple[int, float] | None = None
         queued = False
+        until = [0]  # the latest deadline (server ms) of a request sent (see `LUA_GONE`)
         silent = False  # Redis just failed to answer: leave the queue in the background
         retry = _Outage(self._clock, deadline, self.op_timeout, self.name)
         try:
@@ -293,8 +330,9 @@ class AsyncRedisLock:
                     reply = await self._script(
                         _ACQUIRE,
                         [*args, self._claim_ms],
-                        timeout=self._budget(deadline),
+                        timeout=self._budget(retry.window()),
                         on_send=functools.partial(_note_time, sent, self._clock),
+                        expires=functools.partial(_note_until, until),
                     )
                 except BackendUnavailableError as exc:
                     silent = True
@@ -366,7 +404,7 @@ class AsyncRedisLock:
             raise
         finally:
             if grant is None and queued:
-                await self._give_up(owner, silent)
+                await self._give_up(owner, silent, until[0])
             if grant is None and _emit.on:
                 _emit.acquired(self, begun, _emit.acquire_outcome(failed), waited)
         if grant is None:
@@ -501,6 +539,14 @@ class AsyncRedisLock:
 
     def __repr__(self) -> str:
         return f"AsyncRedisLock({self.name!r}, ttl={self.ttl})"
+
+
+def _note_until(until: list[int], ms: int) -> None:
+    until[0] = max(until[0], ms)
+
+
+class _Late(BackendUnavailableError):
+    """Redis refused a request as run after its deadline (see `LUA_GONE`)."""
 
 
 def _note_time(times: list[float], clock: Callable[[], float]) -> None:

@@ -259,7 +259,9 @@ class BaseLock(abc.ABC):
             while True:
                 started = self._clock()  # before the request whose reply may be the grant
                 try:
-                    grant = self._do_acquire(attempt, blocking, deadline)
+                    # After a failure without a caller's deadline, the retries end with
+                    # their window: no try may run past it (`_Outage.window`).
+                    grant = self._do_acquire(attempt, blocking, retry.window())
                 except BackendUnavailableError as exc:
                     silent = True
                     if not blocking:
@@ -615,6 +617,15 @@ class _Outage:
         pause = min(self._pause, left)
         self._pause = min(self._pause * 2, RETRY_BACKOFF[1])
         return pause
+
+    def window(self) -> float | None:
+        """The deadline a try must keep: the caller's, or during a run of failures
+        without one, the end of its retry window (one call bound after the first
+        failure), so that a try started just before that end is cut there instead
+        of running a whole call bound past it."""
+        if self._deadline is not None:
+            return self._deadline
+        return self._until
 
     def in_time(self) -> bool:
         """After the pause: whether there is time left for the next try."""

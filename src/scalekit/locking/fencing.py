@@ -34,6 +34,7 @@ connection).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 from typing import TYPE_CHECKING, Any
@@ -112,6 +113,18 @@ def _stale(key: str, token: int, fence: int) -> StaleTokenError:
     )
 
 
+def _record(number: int, owner: str, op: Any) -> str:
+    """The record a change leaves with the fence: its token, holder and operation id.
+
+    Without an *op*, a random one: such a change is never taken for a replay.
+    """
+    if op is None:
+        op = "~" + os.urandom(12).hex()
+    elif not isinstance(op, str) or not op:
+        raise ConfigurationError(f"op must be a non-empty string or None, got {op!r}")
+    return f"{number}/{owner}/{op}"
+
+
 def _key(key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise ConfigurationError(f"key must be a non-empty string, got {key!r}")
@@ -143,6 +156,15 @@ local function admit(claim)
 end
 """
 
+# ARGV[4] of a change: its record, `<token>/<holder>/<operation id>`, kept in the
+# fence hash ('o') by the last change. A change whose record is already there
+# was applied (its reply was lost): it is not applied again, and since no
+# change came after it, the key's value is its result.
+_LUA_REPLAY = """
+local function replayed() return redis.call('HGET', KEYS[2], 'o') == ARGV[4] end
+local function applied() redis.call('HSET', KEYS[2], 'o', ARGV[4]) end
+"""
+
 _READ = (
     _LUA_ADMIT
     + """
@@ -154,9 +176,12 @@ return {1, redis.call('GET', KEYS[1])}
 # ARGV[3]: the value.
 _WRITE = (
     _LUA_ADMIT
+    + _LUA_REPLAY
     + """
 if not admit(false) then return {0, fence} end
+if replayed() then return {1, false} end
 redis.call('SET', KEYS[1], ARGV[3])
+applied()
 return {1, false}
 """
 )
@@ -165,13 +190,17 @@ return {1, false}
 # script's writes when a later command of it fails.
 _INCR = (
     _LUA_ADMIT
+    + _LUA_REPLAY
     + """
 local current = redis.call('GET', KEYS[1])
 if current and not string.match(current, '^%-?%d+$') then
   return redis.error_reply('ERR value of ' .. KEYS[1] .. ' is not an integer')
 end
 if not admit(false) then return {0, fence} end
-return {1, redis.call('INCRBY', KEYS[1], ARGV[3])}
+if replayed() then return {1, redis.call('GET', KEYS[1])} end
+local value = redis.call('INCRBY', KEYS[1], ARGV[3])
+applied()
+return {1, value}
 """
 )
 
@@ -260,33 +289,64 @@ class RedisFencedStore:
         value = self._run(self._read, key, token)
         return None if value is None else bytes(value)
 
-    def write(self, key: str, value: int, token: Token) -> None:
+    def write(self, key: str, value: int, token: Token, *, op: str | None = None) -> None:
         """Set *key* to *value* unless a newer token was seen for it.
+
+        Args:
+            key: the key.
+            value: the new value, a signed 64-bit integer.
+            token: the lease (or its bare token).
+            op: an operation id, the same on every try of one intended
+                change (see `incr`).
 
         Raises:
             ConfigurationError: *value* is not an integer of the signed
-                64-bit range, or *token* is not a token below 2**63; nothing
-                was sent.
+                64-bit range, *token* is not a token below 2**63, or *op*
+                is not a non-empty string; nothing was sent.
             LockNotOwnedError: *token* is a lease acquired before this
                 process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing was written.
             BackendUnavailableError: Redis did not answer within `op_timeout`;
                 the write may or may not have happened.
         """
-        self._run(self._write, key, token, _int64("value", value))
+        number = _token(token)
+        value = _int64("value", value)
+        self._run(self._write, key, token, value, _record(*number, op))
 
-    def incr(self, key: str, amount: int, token: Token) -> int:
+    def incr(self, key: str, amount: int, token: Token, *, op: str | None = None) -> int:
         """Add *amount* to the integer at *key* (unset counts as 0); return the new value.
 
+        Args:
+            key: the key.
+            amount: what to add, a signed 64-bit integer.
+            token: the lease (or its bare token).
+            op: an operation id (any non-empty string, e.g. a `uuid4()`
+                made before the first try), the same on every try of one
+                intended change. A call whose reply was lost raises
+                `BackendUnavailableError` although Redis may have applied
+                it; tried again with the same *op* and token it is not
+                applied twice: it returns the first try's result. The store
+                remembers the last change per key, so retry before making
+                another change to the key. Without *op* a retry may apply
+                the increment twice.
+
+        Returns:
+            The new value.
+
         Raises:
+            ConfigurationError: *amount* out of the signed 64-bit range, or
+                *op* not a non-empty string; nothing was sent.
             LockNotOwnedError: *token* is a lease acquired before this
                 process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing changed.
             BackendError: the value at *key* is not an integer.
             BackendUnavailableError: Redis did not answer within `op_timeout`;
-                the increment may or may not have happened.
+                the increment may or may not have happened (retry with the
+                same *op*).
         """
-        return int(self._run(self._incr, key, token, _int64("amount", amount)))
+        number = _token(token)
+        amount = _int64("amount", amount)
+        return int(self._run(self._incr, key, token, amount, _record(*number, op)))
 
     def fence(self, key: str) -> int:
         """The highest token the store has seen for *key* (0 if none). One round trip."""
@@ -349,6 +409,9 @@ class SQLFencedStore:
             default 0).
         holder_column: the column of the claiming lease's owner (text,
             default `''`), or None.
+        op_column: the column of the last change's record (text, default
+            `''`: its token, holder and operation id, see `incr`), or None
+            for a table without one (then `op=` is refused).
         commit: commit after each call (and roll back on an error). Pass
             False to run the calls inside your own transaction.
 
@@ -375,6 +438,7 @@ class SQLFencedStore:
         value_column: str = "value",
         fence_column: str = "fence",
         holder_column: str | None = "holder",
+        op_column: str | None = "op",
         commit: bool = True,
     ) -> None:
         if dialect not in _PARAMSTYLE:
@@ -391,8 +455,10 @@ class SQLFencedStore:
             _identifier("value_column", value_column),
             _identifier("fence_column", fence_column),
             None if holder_column is None else _identifier("holder_column", holder_column),
+            None if op_column is None else _identifier("op_column", op_column),
         )
         self._holders = holder_column is not None
+        self._ops = op_column is not None
         self._unavailable = _unavailable_errors(connection)
         self._table = table
 
@@ -401,16 +467,22 @@ class SQLFencedStore:
         self._execute("create", ())
         self._commit("create")
 
-    def _params(self, name: str, key: str, number: int, owner: str, value: Any) -> tuple[Any, ...]:
+    def _params(
+        self, name: str, key: str, number: int, owner: str, value: Any, record: str = ""
+    ) -> tuple[Any, ...]:
         """Parameters of statement *name*, in the order its placeholders appear."""
+        ops = self._ops
+        if name.startswith("insert"):
+            row: tuple[Any, ...] = (key, value, number)
+            row = (*row, owner) if self._holders else row
+            return (*row, record) if ops else row  # a claim's new row: record ''
+
         if name == "claim":
             head: tuple[Any, ...] = (number, owner) if self._holders else (number,)
         else:
-            head = (value, number, owner) if self._holders else (value, number)
+            owned = (number, owner) if self._holders else (number,)
+            head = (record, value, *owned, record) if ops else (value, *owned)
         check = (number, number, owner) if self._holders else (number,)
-        if name.startswith("insert"):
-            row = (key, value, number, owner) if self._holders else (key, value, number)
-            return row
         return (*head, key, *check)
 
     def _execute(self, name: str, params: tuple[Any, ...]) -> Any:
@@ -428,22 +500,31 @@ class SQLFencedStore:
             ) from exc
         return row
 
-    def _fenced(self, op: str, key: str, token: Token, value: Any) -> Any:
+    def _fenced(self, op: str, key: str, token: Token, value: Any, change: Any = None) -> Any:
         key = _key(key)
         number, owner = _token(token)
+        record = ""
+        if op != "claim":
+            if change is not None and not self._ops:
+                raise ConfigurationError(
+                    f"op={change!r} needs an operation id column; this store was made "
+                    "with op_column=None"
+                )
+            record = _record(number, owner, change)
         try:
-            row = self._execute(op, self._params(op, key, number, owner, value))
+            row = self._execute(op, self._params(op, key, number, owner, value, record))
             if row is None:
                 existing = self._execute("fence", (key,))
                 if existing is None:
                     insert = f"insert_{op}"
-                    row = self._execute(insert, self._params(insert, key, number, owner, value))
+                    params = self._params(insert, key, number, owner, value, record)
+                    row = self._execute(insert, params)
                 else:
                     # Under READ COMMITTED the UPDATE may have run before another client's
                     # insert of the row committed, which this read now sees: decide again
                     # on that row (a row once committed stays), so the newest token is
                     # never refused.
-                    row = self._execute(op, self._params(op, key, number, owner, value))
+                    row = self._execute(op, self._params(op, key, number, owner, value, record))
                 if row is None:
                     current = self._execute("fence", (key,))
                     raise _stale(key, number, 0 if current is None else int(current[0]))
@@ -482,31 +563,61 @@ class SQLFencedStore:
         """
         return self._fenced("claim", key, token, None)
 
-    def write(self, key: str, value: int, token: Token) -> None:
+    def write(self, key: str, value: int, token: Token, *, op: str | None = None) -> None:
         """Set *key* to *value* unless a newer token was seen for it.
+
+        Args:
+            key: the key.
+            value: the new value, a signed 64-bit integer.
+            token: the lease (or its bare token).
+            op: an operation id, the same on every try of one intended
+                change (see `incr`).
 
         Raises:
             ConfigurationError: *value* is not an integer of the signed
-                64-bit range, or *token* is not a token below 2**63; nothing
-                was written.
+                64-bit range, *token* is not a token below 2**63, or *op* is
+                not a non-empty string (or the store has no `op_column`);
+                nothing was written.
             LockNotOwnedError: *token* is a lease acquired before this
                 process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing was written.
+            BackendUnavailableError: the connection failed (see `read`); the
+                write may or may not have been committed.
         """
-        self._fenced("write", key, token, _int64("value", value))
+        self._fenced("write", key, token, _int64("value", value), op)
 
-    def incr(self, key: str, amount: int, token: Token) -> int:
+    def incr(self, key: str, amount: int, token: Token, *, op: str | None = None) -> int:
         """Add *amount* to the integer value of *key* (a missing or NULL value counts as 0).
+
+        Args:
+            key: the key.
+            amount: what to add, a signed 64-bit integer.
+            token: the lease (or its bare token).
+            op: an operation id (any non-empty string, e.g. a `uuid4()`
+                made before the first try), the same on every try of one
+                intended change. A commit whose reply was lost raises
+                `BackendUnavailableError` although the database may have
+                committed it; tried again (on a new connection) with the
+                same *op* and token, it is not applied twice: it returns
+                the first try's result. The row remembers its last change
+                only, so retry before making another change to the key.
+                Without *op* a retry may apply the increment twice.
 
         Returns:
             The new value.
 
         Raises:
+            ConfigurationError: *amount* out of the signed 64-bit range, or
+                *op* not a non-empty string (or the store has no
+                `op_column`); nothing was sent.
             LockNotOwnedError: *token* is a lease acquired before this
                 process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing changed.
+            BackendUnavailableError: the connection failed (see `read`); the
+                increment may or may not have been committed (retry with
+                the same *op*).
         """
-        return int(self._fenced("incr", key, token, _int64("amount", amount)))
+        return int(self._fenced("incr", key, token, _int64("amount", amount), op))
 
     def fence(self, key: str) -> int:
         """The highest token seen for *key* (0 if it has no row)."""
@@ -540,18 +651,53 @@ def _unavailable_errors(connection: Any) -> tuple[type[BaseException], ...]:
 
 
 def _statements(
-    dialect: str, table: str, key: str, value: str, fence: str, holder: str | None
+    dialect: str,
+    table: str,
+    key: str,
+    value: str,
+    fence: str,
+    holder: str | None,
+    op: str | None = None,
 ) -> dict[str, str]:
-    """The SQL text of every statement of an `SQLFencedStore`, by name."""
+    """The SQL text of every statement of an `SQLFencedStore`, by name.
+
+    With an *op* column, a change records `<token>/<holder>/<operation id>`
+    there, and a change whose record is already in the row (its reply was
+    lost; see `SQLFencedStore.incr`) leaves the value as it is.
+    """
     p = _PARAMSTYLE[dialect]
     text = "TEXT"
     big = "INTEGER" if dialect == "sqlite" else "BIGINT"
+    new_value = {"write": p, "incr": f"COALESCE({value}, 0) + {p}"}
+    new_excluded = {
+        "write": f"excluded.{value}",
+        "incr": f"COALESCE(cur.{value}, 0) + excluded.{value}",
+    }
+    if op is not None:
+        set_value = {
+            k: f"{value} = CASE WHEN {op} = {p} THEN {value} ELSE {v} END"
+            for k, v in new_value.items()
+        }
+        up_value = {
+            k: f"{value} = CASE WHEN cur.{op} = excluded.{op} THEN cur.{value} ELSE {v} END"
+            for k, v in new_excluded.items()
+        }
+        set_op, up_op, op_col, op_row = (
+            f", {op} = {p}",
+            f", {op} = excluded.{op}",
+            f", {op}",
+            f", {p}",
+        )
+        op_ddl = f", {op} {text} NOT NULL DEFAULT ''"
+    else:
+        set_value = {k: f"{value} = {v}" for k, v in new_value.items()}
+        up_value = {k: f"{value} = {v}" for k, v in new_excluded.items()}
+        set_op = up_op = op_col = op_row = op_ddl = ""
     if holder is None:
         claim_ok = f"{fence} < {p}"
         write_ok = f"{fence} <= {p}"
         set_claim = f"{fence} = {p}"
-        set_write = f"{value} = {p}, {fence} = {p}"
-        set_incr = f"{value} = COALESCE({value}, 0) + {p}, {fence} = {p}"
+        set_owner = f"{fence} = {p}"
         columns = f"{key}, {value}, {fence}"
         row = f"{p}, {p}, {p}"
         up_claim = f"{fence} = excluded.{fence}"
@@ -562,8 +708,7 @@ def _statements(
         claim_ok = f"({fence} < {p} OR ({fence} = {p} AND {holder} = {p} AND {holder} <> ''))"
         write_ok = f"({fence} < {p} OR ({fence} = {p} AND {holder} = {p}))"
         set_claim = f"{fence} = {p}, {holder} = {p}"
-        set_write = f"{value} = {p}, {fence} = {p}, {holder} = {p}"
-        set_incr = f"{value} = COALESCE({value}, 0) + {p}, {fence} = {p}, {holder} = {p}"
+        set_owner = f"{fence} = {p}, {holder} = {p}"
         columns = f"{key}, {value}, {fence}, {holder}"
         row = f"{p}, {p}, {p}, {p}"
         up_claim = f"{fence} = excluded.{fence}, {holder} = excluded.{holder}"
@@ -576,14 +721,19 @@ def _statements(
             f" AND cur.{holder} = excluded.{holder})"
         )
         holder_ddl = f", {holder} {text} NOT NULL DEFAULT ''"
-    up_write = f"{value} = excluded.{value}, {up_claim}"
-    up_incr = f"{value} = COALESCE(cur.{value}, 0) + excluded.{value}, {up_claim}"
-    insert = f"INSERT INTO {table} AS cur ({columns}) VALUES ({row}) ON CONFLICT ({key}) DO UPDATE"
+    set_write = f"{set_value['write']}, {set_owner}{set_op}"
+    set_incr = f"{set_value['incr']}, {set_owner}{set_op}"
+    up_write = f"{up_value['write']}, {up_claim}{up_op}"
+    up_incr = f"{up_value['incr']}, {up_claim}{up_op}"
+    insert = (
+        f"INSERT INTO {table} AS cur ({columns}{op_col}) VALUES ({row}{op_row}) "
+        f"ON CONFLICT ({key}) DO UPDATE"
+    )
     update = f"UPDATE {table} SET"
     return {
         "create": (
             f"CREATE TABLE IF NOT EXISTS {table} ({key} {text} PRIMARY KEY, {value} {big}, "
-            f"{fence} {big} NOT NULL DEFAULT 0{holder_ddl})"
+            f"{fence} {big} NOT NULL DEFAULT 0{holder_ddl}{op_ddl})"
         ),
         "claim": f"{update} {set_claim} WHERE {key} = {p} AND {claim_ok} RETURNING {value}",
         "write": f"{update} {set_write} WHERE {key} = {p} AND {write_ok} RETURNING {fence}",

@@ -8,7 +8,8 @@ Keys, all under one hash tag so a Redis Cluster keeps them in one slot:
     scalekit:lock:{name}:waiters    zset owner token -> heartbeat deadline (ms)
     scalekit:lock:{name}:ttls       hash owner token -> the ttl it asked for (ms)
     scalekit:lock:{name}:wake:<owner>   signal list a waiter BLPOPs
-    scalekit:lock:{name}:gone:<owner>   an attempt that gave up, PX 60 s
+    scalekit:lock:{name}:gone       zset owner -> its requests' last deadline (ms):
+                                    attempts that gave up (see `LUA_GONE`)
 
 A free lock is taken at once only when nobody waits. Otherwise release
 offers it, in the same script, to the first live waiter: the lock key
@@ -43,7 +44,14 @@ from .._validation import positive_number
 from ._clients import check_hash_tag, check_redis
 
 try:
-    from ._redis_calls import LUA_GONE, LUA_NEXT_TOKEN, LUA_NOW_MS, RedisCalls, Script
+    from ._redis_calls import (
+        LUA_GONE,
+        LUA_NEXT_TOKEN,
+        LUA_NOW_MS,
+        LUA_REFUSE_LATE,
+        RedisCalls,
+        Script,
+    )
 except ModuleNotFoundError as _exc:
     from .._lazy import missing_driver
 
@@ -91,11 +99,12 @@ end
 """
 )
 
-# ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix, claim ms.
-# Returns {1, token, pttl} when the caller owns the lock (claimed in this
-# step), else {0, pttl of the lock}.
+# ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix, claim ms,
+# deadline (server ms, see `LUA_GONE`). Returns {1, token, pttl} when the
+# caller owns the lock (claimed in this step), else {0, pttl of the lock}.
 _ACQUIRE = Script(
     _PRELUDE
+    + LUA_REFUSE_LATE
     + """
 local me = ARGV[1]
 if is_gone(me) then
@@ -132,10 +141,13 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 hand_over(now_ms(), ARGV[2], ARGV[3], ARGV[4])
 return 1
-"""
+""",
+    # It frees a key and may set it for the next waiter: never refused as OOM.
+    "allow-oom",
 )
 
-# ARGV: owner, wake prefix, waiter ttl ms, claim ms. Leave the queue; pass
+# ARGV: owner, wake prefix, waiter ttl ms, claim ms, the attempt's last
+# request deadline (server ms; 0: none was sent). Leave the queue; pass
 # on a lock offered to us (or granted with a lost reply) as we gave up; mark
 # the owner gone, so that a request of ours still on the way takes nothing.
 _ABANDON = Script(
@@ -153,14 +165,19 @@ if owner == ARGV[1] then
 end
 if not owner then hand_over(now_ms(), ARGV[2], ARGV[3], ARGV[4]) end
 return 1
-"""
+""",
+    # A clean-up frees more than its marker takes: never refused as OOM.
+    "allow-oom",
 )
 
-_EXTEND = Script("""
+_EXTEND = Script(
+    """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
-""")
+""",
+    "allow-oom",
+)
 
 # The most a BLPOP reply may come after the BLPOP's own timeout before a
 # waiter at its deadline stops listening (the round trip of a loaded host).
@@ -186,7 +203,7 @@ def listen_time(heartbeat: float, pttl_ms: int, timeout: float | None) -> tuple[
 
 
 class _Attempt:
-    __slots__ = ("owner", "pttl", "queued", "sent_at")
+    __slots__ = ("owner", "pttl", "queued", "sent_at", "until_ms")
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
@@ -196,6 +213,11 @@ class _Attempt:
         self.pttl = -2
         # Whether the server may know this owner (queued, or a reply was lost).
         self.queued = False
+        # The latest server-clock deadline of a request sent (see `LUA_GONE`).
+        self.until_ms = 0
+
+    def sending(self, until_ms: int) -> None:
+        self.until_ms = max(self.until_ms, until_ms)
 
 
 class RedisLock(BaseLock):
@@ -235,9 +257,13 @@ class RedisLock(BaseLock):
     `acquire(blocking=False)`, `release` and `extend` within `op_timeout`
     plus 0.1 s.
 
+    Requires Redis 7.0 or later (the scripts carry a `#!lua` shebang).
+
     Thread-safe. Cost: acquire and release are one round trip each when
-    uncontended; a waiter spends one BLPOP per wake-up and one round trip
-    to claim the lock.
+    uncontended (plus, once per client every 30 s, a `TIME` round trip that
+    measures the server clock's offset for the requests' deadlines); a
+    waiter spends one BLPOP per wake-up and one round trip to claim the
+    lock.
     """
 
     _KEY_PREFIX = "scalekit:lock:"
@@ -312,6 +338,7 @@ class RedisLock(BaseLock):
             ],
             timeout=self._budget(deadline),
             on_send=sent,
+            expires=attempt.sending,
         )
         self._refuse(reply)
         if int(reply[0]) == 1:
@@ -355,7 +382,14 @@ class RedisLock(BaseLock):
         self._calls.script(
             self._SCRIPTS["abandon"],
             self._keys,
-            [attempt.owner, self._wake_prefix, self._waiter_ms, self._claim_ms, *self._extra],
+            [
+                attempt.owner,
+                self._wake_prefix,
+                self._waiter_ms,
+                self._claim_ms,
+                *self._extra,
+                attempt.until_ms,
+            ],
             timeout=budget,
         )
         attempt.queued = False

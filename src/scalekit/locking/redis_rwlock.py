@@ -19,7 +19,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._redis_calls import LUA_GONE, LUA_NEXT_TOKEN, LUA_NOW_MS, Script, lua_purge
+from ._redis_calls import (
+    LUA_GONE,
+    LUA_NEXT_TOKEN,
+    LUA_NOW_MS,
+    LUA_REFUSE_LATE,
+    Script,
+    lua_purge,
+)
 from .base import OnLost
 from .redis_lock import RedisLock
 
@@ -111,6 +118,7 @@ end
 # Returns {1, token, validity ms} when granted in this step, else {0, ms to wait}.
 _ACQUIRE = Script(
     _PRELUDE
+    + LUA_REFUSE_LATE
     + """
 local me, mode = ARGV[1], ARGV[7]
 if is_gone(me) then return {0, 0} end  -- a request of an attempt that gave up
@@ -149,7 +157,8 @@ purge(now)
 local held = drop(ARGV[1])
 hand_over(now, ARGV[2], ARGV[3], ARGV[4])
 return held
-"""
+""",
+    "allow-oom",
 )
 
 _ABANDON = Script(
@@ -164,7 +173,8 @@ local now = now_ms()
 purge(now)
 hand_over(now, ARGV[2], ARGV[3], ARGV[4])
 return 1
-"""
+""",
+    "allow-oom",
 )
 
 # ARGV: owner, ttl ms.
@@ -182,7 +192,8 @@ if redis.call('ZSCORE', KEYS[6], ARGV[1]) then
   return 1
 end
 return 0
-"""
+""",
+    "allow-oom",
 )
 
 

@@ -25,7 +25,14 @@ from .._validation import positive_int
 from ..exceptions import ConfigurationError
 
 try:
-    from ._redis_calls import LUA_GONE, LUA_NEXT_TOKEN, LUA_NOW_MS, Script, lua_purge
+    from ._redis_calls import (
+        LUA_GONE,
+        LUA_NEXT_TOKEN,
+        LUA_NOW_MS,
+        LUA_REFUSE_LATE,
+        Script,
+        lua_purge,
+    )
 except ModuleNotFoundError as _exc:
     from .._lazy import missing_driver
 
@@ -83,6 +90,7 @@ end
 # may free up}.
 _ACQUIRE = Script(
     _PRELUDE
+    + LUA_REFUSE_LATE
     + """
 local me, limit = ARGV[1], tonumber(ARGV[7])
 if is_gone(me) then return {0, 0} end  -- a request of an attempt that gave up
@@ -123,7 +131,8 @@ local held = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[1])
 hand_over(now, ARGV[2], ARGV[3], tonumber(ARGV[5]), ARGV[4])
 return held
-"""
+""",
+    "allow-oom",
 )
 
 # ARGV: owner, wake prefix, waiter ttl ms, claim ms, limit.
@@ -141,7 +150,8 @@ local now = now_ms()
 purge(now)
 hand_over(now, ARGV[2], ARGV[3], tonumber(ARGV[5]), ARGV[4])
 return 1
-"""
+""",
+    "allow-oom",
 )
 
 # ARGV: owner, ttl ms.
@@ -153,7 +163,8 @@ purge(now)
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
 return 1
-"""
+""",
+    "allow-oom",
 )
 
 

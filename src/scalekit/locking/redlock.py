@@ -29,7 +29,7 @@ from ..exceptions import BackendError, BackendUnavailableError, ConfigurationErr
 from ._clients import check_hash_tag, check_redis_list
 
 try:
-    from ._redis_calls import LUA_GONE, LUA_NEXT_TOKEN, RedisCalls, Script
+    from ._redis_calls import LUA_GONE, LUA_NEXT_TOKEN, LUA_REFUSE_LATE, RedisCalls, Script
 except ModuleNotFoundError as _exc:
     from .._lazy import missing_driver
 
@@ -43,8 +43,10 @@ _log = logging.getLogger(__name__)
 _ACQUIRE = Script(
     LUA_NEXT_TOKEN
     + LUA_GONE
+    + LUA_REFUSE_LATE
     + """
--- ARGV: this round's value, ttl ms, the attempt's prefix, this round's number.
+-- ARGV: this round's value, ttl ms, the attempt's prefix, this round's number,
+-- the request's deadline (server ms, see `LUA_GONE`).
 -- A round that failed and was released takes nothing when its request arrives late.
 if is_gone(ARGV[1]) then return {0, redis.call('PTTL', KEYS[1])} end
 -- A key left by an earlier round of the same attempt (its reply lost) is taken
@@ -62,32 +64,57 @@ return {1, next_token()}
 """
 )
 
+# ARGV: the round's value, the token. Raises the counter of every master that
+# answers to the token (one that did not grant too: then every master that
+# answers knows it), and confirms the grant where the key names the round.
 _COMMIT = Script("""
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
 if current < tonumber(ARGV[2]) then redis.call('SET', KEYS[2], ARGV[2]) end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return 1
 """)
 
-_RELEASE = Script("""
+# Raise the counter to the lease's token (ARGV[#ARGV]): the extensions and
+# the release carry it to every master that answers, also to one that was
+# down when the lease was granted.
+_LUA_FLOOR = """
+local floor = tonumber(ARGV[#ARGV])
+if tonumber(redis.call('GET', KEYS[2]) or '0') < floor then
+  redis.call('SET', KEYS[2], ARGV[#ARGV])
+end
+"""
+
+# ARGV: owner, token.
+_RELEASE = Script(
+    _LUA_FLOOR
+    + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-""")
+""",
+    "allow-oom",
+)
 
-# The clean-up of a failed round: release it, and mark it gone (see `LUA_GONE`).
+# The clean-up of a failed round: release it, and mark it gone until its
+# request's deadline on this master (ARGV[2], see `LUA_GONE`).
 _ABANDON = Script(
     LUA_GONE
     + """
 mark_gone(ARGV[1])
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"""
+""",
+    "allow-oom",
 )
 
-_EXTEND = Script("""
+# ARGV: owner, ttl ms, token.
+_EXTEND = Script(
+    _LUA_FLOOR
+    + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-""")
+""",
+    "allow-oom",
+)
 
 
 # A master not asked, or cut off, because the caller's deadline came first.
@@ -188,7 +215,8 @@ class Redlock(BaseLock):
         self._keys = [base, base + ":fence"]
         # Failed rounds' values still to release, per master that did not answer,
         # with the time after which their keys have expired anyway.
-        self._pending: dict[RedisCalls, dict[str, float]] = {}
+        # (and the deadline of the round's request on that master's clock).
+        self._pending: dict[RedisCalls, dict[str, tuple[float, int]]] = {}
         self._pending_lock = threading.Lock()
         self._cleaner: threading.Thread | None = None
 
@@ -208,6 +236,7 @@ class Redlock(BaseLock):
         args: list[Any],
         deadline: float | None = None,
         results: list[Any] | None = None,
+        untils: dict[RedisCalls, int] | None = None,
     ) -> list[Any]:
         """Run *script* on every master in turn; a master that fails yields None.
 
@@ -216,11 +245,19 @@ class Redlock(BaseLock):
         `_MIN_CALL` left to it. A master's error reply is logged and counts
         as no answer from that master: one faulty master never decides for
         the others. The answers are appended to *results* as they come, so
-        a caller sees those given before an unexpected exception.
+        a caller sees those given before an unexpected exception. With
+        *untils* (an acquire round), each request carries its deadline on
+        its master's clock, recorded there per master (see `LUA_GONE`).
         """
         if results is None:
             results = []
         for master in self._masters:
+            expires = None
+            if untils is not None:
+
+                def expires(ms: int, master: RedisCalls = master) -> None:
+                    untils[master] = max(untils.get(master, 0), ms)
+
             budget = self.instance_timeout
             if deadline is not None:
                 budget = min(budget, deadline - self._clock())
@@ -228,7 +265,9 @@ class Redlock(BaseLock):
                 results.append(_CUT_SHORT)
                 continue
             try:
-                results.append(master.script(script, self._keys, args, timeout=budget))
+                results.append(
+                    master.script(script, self._keys, args, timeout=budget, expires=expires)
+                )
             except BackendUnavailableError:
                 # Silent within the caller's deadline rather than its own bound: not a verdict.
                 results.append(_CUT_SHORT if budget < self.instance_timeout else None)
@@ -243,26 +282,36 @@ class Redlock(BaseLock):
     def _lease_owner(self, attempt: Any, owner: str) -> str:
         return attempt.value  # type: ignore[no-any-return]
 
-    def _release_on(self, owner: str, answers: list[Any]) -> None:
+    def _release_on(
+        self, owner: str, answers: list[Any], untils: dict[RedisCalls, int] | None = None
+    ) -> None:
         """Release on every master that may hold *owner*'s key after a failed round.
 
         Masters that answered are released now (they answer fast); those that
         did not (their grant's reply may have been lost) in the background.
         *owner* is the round's own value: a later round's grant never matches it.
+        *untils* holds the deadline of the round's request per master: until
+        then the clean-up marks the value gone there (see `LUA_GONE`).
         """
+        untils = {} if untils is None else untils
         silent = [
             m for m, r in zip(self._masters, answers, strict=True) if r is None or r is _CUT_SHORT
         ]
         for master, answer in zip(self._masters, answers, strict=True):
             if answer is not None and answer is not _CUT_SHORT and int(answer[0]) == 1:
                 with contextlib.suppress(BackendError):
-                    master.script(_ABANDON, self._keys, [owner], timeout=self.instance_timeout)
+                    master.script(
+                        _ABANDON,
+                        self._keys,
+                        [owner, untils.get(master, 0)],
+                        timeout=self.instance_timeout,
+                    )
         if silent:
             assert self.ttl is not None
             until = time.monotonic() + self.ttl
             with self._pending_lock:
                 for master in silent:
-                    self._pending.setdefault(master, {})[owner] = until
+                    self._pending.setdefault(master, {})[owner] = (until, untils.get(master, 0))
                 if self._cleaner is None or not self._cleaner.is_alive():
                     self._cleaner = threading.Thread(
                         target=self._release_later,
@@ -285,7 +334,7 @@ class Redlock(BaseLock):
             with self._pending_lock:
                 now = time.monotonic()
                 for master in list(self._pending):
-                    values = {v: end for v, end in self._pending[master].items() if end > now}
+                    values = {v: e for v, e in self._pending[master].items() if e[0] > now}
                     if values:
                         self._pending[master] = values
                     else:
@@ -293,11 +342,13 @@ class Redlock(BaseLock):
                 if not self._pending:
                     self._cleaner = None
                     return
-                work = [(master, list(pending)) for master, pending in self._pending.items()]
+                work = [(master, list(values.items())) for master, values in self._pending.items()]
             for master, todo in work:
-                for value in todo:
+                for value, (_, until_ms) in todo:
                     try:
-                        master.script(_ABANDON, self._keys, [value], timeout=self.instance_timeout)
+                        master.script(
+                            _ABANDON, self._keys, [value, until_ms], timeout=self.instance_timeout
+                        )
                     except BackendError as exc:
                         # Still silent, or an error reply: the next pass tries it again.
                         _log.debug("clean-up of lock %r not done yet: %s", self.name, exc)
@@ -315,10 +366,15 @@ class Redlock(BaseLock):
         # delete a key a later round of the same acquire was granted.
         owner = attempt.next_round()
         answers: list[Any] = []
+        untils: dict[RedisCalls, int] = {}
         won = False
         try:
             self._each(
-                _ACQUIRE, [owner, ttl_ms, attempt.owner + ":", attempt.rounds], deadline, answers
+                _ACQUIRE,
+                [owner, ttl_ms, attempt.owner + ":", attempt.rounds],
+                deadline,
+                answers,
+                untils,
             )
             grant = self._settle(attempt, owner, answers, started, deadline)
             won = grant is not None
@@ -328,7 +384,7 @@ class Redlock(BaseLock):
                 # Whatever ended the round, its grants are released: a master not
                 # reached yet counts as silent (the background tries it).
                 answers.extend([None] * (len(self._masters) - len(answers)))
-                self._release_on(owner, answers)
+                self._release_on(owner, answers, untils)
 
     def _settle(
         self, attempt: Any, owner: str, answers: list[Any], started: float, deadline: float | None
@@ -392,11 +448,11 @@ class Redlock(BaseLock):
         )
 
     def _do_release(self, lease: Lease) -> bool:
-        return self._decide("release", self._each(_RELEASE, [lease.owner]))
+        return self._decide("release", self._each(_RELEASE, [lease.owner, lease.token]))
 
     def _do_extend(self, lease: Lease, ttl: float | None) -> bool:
         assert ttl is not None
-        answers = self._each(_EXTEND, [lease.owner, max(int(ttl * 1000), 1)])
+        answers = self._each(_EXTEND, [lease.owner, max(int(ttl * 1000), 1), lease.token])
         return self._decide("extension", answers)
 
     def locked(self) -> bool:
