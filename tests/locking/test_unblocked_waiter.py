@@ -8,8 +8,8 @@ until an operator acts, which docs/locking.md promises as
 `BackendUnavailableError` (or the caller's `LockTimeoutError`). The
 waiter's `acquire()` raised `BackendError` instead, an outcome it does not
 document (`python -m benchmarks.locking soak --backend async-redis --seed 3
---chunk 5`: the worker died in BLPOP). Not fixed here: the fix belongs in
-the Redis call layer's list of transient replies. About 1 s per case.
+--chunk 5`: the worker died in BLPOP); `UNBLOCKED` is now one of the Redis
+call layer's transient replies. About 1 s per case.
 """
 
 from __future__ import annotations
@@ -28,13 +28,7 @@ from scalekit.testing import RedisServer, find_free_port
 redis = pytest.importorskip("redis")
 from scalekit.locking import AsyncRedisLock, RedisLock  # noqa: E402
 
-pytestmark = [
-    pytest.mark.redis,
-    pytest.mark.xfail(
-        strict=True,
-        reason="BLPOP's UNBLOCKED reply (master demoted to a replica) is raised as BackendError",
-    ),
-]
+pytestmark = pytest.mark.redis
 
 DOCUMENTED = (BackendUnavailableError, LockTimeoutError)
 

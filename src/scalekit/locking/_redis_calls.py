@@ -176,7 +176,8 @@ end"""
 # busy-reply-threshold, a replica loading, a cluster slot moving or down; and
 # of one that refuses writes until an operator acts: memory full under
 # noeviction (OOM), a master demoted to a replica (READONLY), a failed
-# background save with stop-writes-on-bgsave-error (MISCONF).
+# background save with stop-writes-on-bgsave-error (MISCONF); and a client
+# blocked in BLPOP when its master was made a replica (UNBLOCKED).
 _TRANSIENT_REPLIES = (
     "BUSY",
     "LOADING",
@@ -186,6 +187,7 @@ _TRANSIENT_REPLIES = (
     "OOM",
     "READONLY",
     "MISCONF",
+    "UNBLOCKED",
 )
 
 
