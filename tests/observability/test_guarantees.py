@@ -585,3 +585,117 @@ def test_a_family_watched_while_a_lock_name_is_resolved_is_not_missed() -> None:
     assert recorder.counters[late] == 1  # the second acquire found the late family
     hub.unsubscribe(recorder)
     watch_locks("first", match=lambda name: False, telemetry=hub)  # drops `match`'s hold on hub
+
+
+def test_reset_stats_never_fails_while_another_thread_makes_hubs() -> None:
+    # reset_stats() folds the cache's counts into every hub; a hub made on another
+    # thread meanwhile must not make it raise. Bounded: stops at the first error,
+    # at most about 1 s (a fast thread switch makes the race likely).
+    import sys
+    import time
+
+    from scalekit.caching import cached
+
+    keep = [Telemetry() for _ in range(1000)]
+    cache: LRUCache[str, int] = LRUCache(10)
+    watch_cache(cache, "c", telemetry=keep[0])
+    func = cached(LRUCache(10))(lambda x: x)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def make_hubs() -> None:
+        while not stop.is_set():
+            made = [Telemetry() for _ in range(50)]
+            del made
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    maker = threading.Thread(target=make_hubs)
+    maker.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and not errors:
+            for call in (cache.reset_stats, func.cache_clear):
+                try:
+                    call()
+                except Exception as exc:
+                    errors.append(exc)
+    finally:
+        stop.set()
+        maker.join()
+        sys.setswitchinterval(before)
+    assert errors == []
+    assert len(keep) == 1000
+
+
+_UNBOUNDED = ["FIFOCache", "LFUCache", "LRUCache", "RRCache", "S3FIFOCache", "SIEVECache"]
+
+
+@pytest.mark.parametrize(
+    "kind", [*_UNBOUNDED, "TinyLFUCache", "TTLCache", "TLRUCache", "lru_cache"]
+)
+def test_an_unbounded_cache_reports_its_counters(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import math
+
+    import scalekit.caching as caching
+
+    hub = Telemetry()
+    if kind == "lru_cache":
+        func = caching.lru_cache(maxsize=None)(lambda x: x)
+        cache: Any = func.cache  # type: ignore[attr-defined]
+    elif kind == "TTLCache":
+        cache = caching.TTLCache(math.inf, ttl=60)
+    elif kind == "TLRUCache":
+        cache = caching.TLRUCache(math.inf, ttu=lambda k, v, now: now + 60)
+    else:
+        cache = getattr(caching, kind)(math.inf)
+    assert cache.maxsize == math.inf
+    watch_cache(cache, "unbounded", telemetry=hub)
+    cache["a"] = 1
+    assert cache.get("a") == 1
+    assert cache.get("b") is None
+    with caplog.at_level(logging.ERROR, logger="scalekit"):
+        samples = {s.metric: s.value for s in hub.collect()}
+    assert not [r for r in caplog.records if getattr(r, "event", "").startswith("scalekit.obs")]
+    assert samples["scalekit_cache_hits"] == 1
+    assert samples["scalekit_cache_misses"] == 1
+    assert samples["scalekit_cache_size"] == 1
+    assert "scalekit_cache_capacity" not in samples  # unbounded: no capacity to report
+
+
+def test_a_bad_sample_costs_only_itself_and_its_log_names_the_source(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from scalekit.observability import Sample
+
+    hub = Telemetry()
+    good: LRUCache[str, int] = LRUCache(5)
+    watch_cache(good, "products", telemetry=hub)
+    good.get("x")
+
+    class Odd:
+        pass
+
+    odd = Odd()
+
+    def collect(_: Odd) -> list[Sample]:
+        return [
+            Sample("scalekit_cache_hits", 4, {"cache": "odd"}),
+            Sample("scalekit_cache_size", float("nan"), {"cache": "odd"}),
+            Sample("scalekit_cache_misses", 2, {"cache": "odd"}),
+        ]
+
+    hub.watch(odd, collect, scope=("cache", "odd"))
+    with caplog.at_level(logging.ERROR, logger="scalekit"):
+        assert _values(hub, "scalekit_cache_misses") == {("products",): 1, ("odd",): 2}
+    assert _values(hub, "scalekit_cache_hits") == {("products",): 0, ("odd",): 4}
+    assert ("odd",) not in _values(hub, "scalekit_cache_size")
+    (failed,) = [
+        r
+        for r in caplog.records
+        if getattr(r, "event", "") == "scalekit.observability.source_failed"
+    ]
+    assert failed.fields["cache"] == "odd"  # type: ignore[attr-defined]
+    assert "scalekit_cache_size" in failed.fields["error"]  # type: ignore[attr-defined]

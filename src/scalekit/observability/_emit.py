@@ -341,9 +341,9 @@ async def flight_async(cache: Any, run: Callable[[Callable[[], Any]], Any], comp
 
 def stats_reset(cache: Any) -> None:
     """*cache* is about to set its own counters back to 0: fold them into every hub first."""
-    from .core import _hubs
+    from .core import live_hubs
 
-    for hub in list(_hubs):
+    for hub in live_hubs():
         hub._fold(cache)
 
 

@@ -188,7 +188,8 @@ class Telemetry:
         # unsubscribes, given to one that subscribes (an exporter replaced: a reload).
         self._pushed_hists: dict[tuple[float, ...], dict[tuple[str, Labels], HistogramState]] = {}
         self.active = False
-        _hubs.add(self)
+        with _hubs_lock:
+            _hubs.add(self)
 
     # -- recorders ----------------------------------------------------------
 
@@ -656,30 +657,49 @@ class Telemetry:
                         parked[1][series] = 0.0
 
     def _read(self, obj: Any, fn: Callable[[Any], Iterable[Sample]]) -> list[Sample] | None:
-        """*fn*(*obj*)'s samples, checked against the catalog; None (logged) if it failed."""
+        """*fn*(*obj*)'s samples that the catalog allows; None (logged) if *fn* raised.
+
+        A sample with a metric or labels outside the catalog, or a value
+        that is not a finite number, is dropped alone (and logged): the
+        source's other samples are reported.
+        """
         try:
             samples = list(fn(obj))
-            for sample in samples:
-                spec = METRICS.get(sample.metric)
-                if spec is None or set(sample.labels) != set(spec.labels):
-                    raise ConfigurationError(
-                        f"a watched source reported {sample.metric!r} with labels "
-                        f"{sorted(sample.labels)}, which the catalog does not define"
-                    )
-                if not (_is_number(sample.value) and math.isfinite(sample.value)):
-                    raise ConfigurationError(
-                        f"a watched source reported {sample.metric}={sample.value!r}, "
-                        "not a finite number"
-                    )
         except Exception as exc:  # one failing source never breaks a scrape
-            _failed(
-                "scalekit.observability.source_failed",
-                fn,
-                exc,
-                source=type(obj).__name__,
-            )
+            self._source_failed(obj, fn, exc)
             return None
-        return samples
+        kept: list[Sample] = []
+        bad: ConfigurationError | None = None
+        for sample in samples:
+            spec = METRICS.get(sample.metric)
+            if spec is None or set(sample.labels) != set(spec.labels):
+                bad = ConfigurationError(
+                    f"a watched source reported {sample.metric!r} with labels "
+                    f"{sorted(sample.labels)}, which the catalog does not define"
+                )
+            elif not (_is_number(sample.value) and math.isfinite(sample.value)):
+                bad = ConfigurationError(
+                    f"a watched source reported {sample.metric}={sample.value!r}, "
+                    "not a finite number"
+                )
+            else:
+                kept.append(sample)
+        if bad is not None:
+            self._source_failed(obj, fn, bad)
+        return kept
+
+    def _source_failed(self, obj: Any, fn: object, exc: BaseException) -> None:
+        """Log a source's failure naming the object (`cache='products'`) and its type."""
+        with self._lock:
+            scope = self._scopes.get(id(obj))
+        named = {scope[0]: scope[1]} if scope is not None else {}
+        _failed(
+            "scalekit.observability.source_failed",
+            fn,
+            exc,
+            source=type(obj).__name__,
+            **named,
+        )
 
     def _apply(self, key: int, ref: weakref.ref[Any], samples: list[Sample]) -> None:
         """Add the increases *samples*' counters show since the source's last readings.
@@ -724,10 +744,12 @@ class Telemetry:
         report the largest. A counter reports the sum of every increase its
         objects were seen to make, so it never decreases: not when an object
         is unwatched or collected, watched again, or resets its own counts
-        (`cache_clear()`, `reset_stats()`). A source that raises or reports
-        a metric or labels outside the catalog is skipped for this
-        collection and logged as `scalekit.observability.source_failed` (at
-        most once a minute per source); the other sources are reported.
+        (`cache_clear()`, `reset_stats()`). A source that raises is skipped
+        for this collection; a sample with a metric or labels outside the
+        catalog, or a value that is not a finite number, is dropped alone.
+        Both are logged as `scalekit.observability.source_failed` with the
+        object's name (`cache='products'`), at most once a minute per
+        source; every other source and sample is reported.
         """
         with self._collect_lock:
             with self._lock:
@@ -782,7 +804,18 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# Every live hub. A WeakSet must not grow while it is iterated (another thread
+# making a hub), so it is changed and copied only under `_hubs_lock`.
 _hubs: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+_hubs_lock = threading.Lock()
+
+
+def live_hubs() -> list[Telemetry]:
+    """A snapshot of every live hub, safe against hubs made meanwhile."""
+    with _hubs_lock:
+        return list(_hubs)
+
+
 _recorders: weakref.WeakSet[MemoryRecorder] = weakref.WeakSet()
 
 
@@ -952,8 +985,9 @@ def _after_fork_in_child() -> None:
     each watched router's counts), since a thread of the parent may have
     held any of them at fork time.
     """
-    global _storm_lock
+    global _storm_lock, _hubs_lock
     _storm_lock = threading.Lock()
+    _hubs_lock = threading.Lock()
     for hub in list(_hubs):
         hub._lock = threading.RLock()
         hub._collect_lock = threading.Lock()
