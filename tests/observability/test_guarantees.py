@@ -699,3 +699,33 @@ def test_a_bad_sample_costs_only_itself_and_its_log_names_the_source(
     ]
     assert failed.fields["cache"] == "odd"  # type: ignore[attr-defined]
     assert "scalekit_cache_size" in failed.fields["error"]  # type: ignore[attr-defined]
+
+
+def test_picks_carry_on_across_a_replaced_recorder_with_requests_in_flight() -> None:
+    # An exporter reloaded (close(), then a new one) while long requests are in
+    # flight, which end before the new one subscribes: no pick made while one
+    # listened is lost, and none is counted twice.
+    hub = Telemetry()
+    lb = RoundRobin(["a", "b"])
+    watch_balancer(lb, "pay", telemetry=hub)
+    first = MemoryRecorder()
+    hub.subscribe(first)
+    held = [lb.pick() for _ in range(100)]
+    assert sum(_values(hub, "scalekit_balancer_picks").values()) == 100
+    hub.unsubscribe(first)
+    for endpoint in held:
+        lb.release(endpoint, latency=0.5)
+    second = MemoryRecorder()
+    hub.subscribe(second)
+    for _ in range(150):
+        lb.release(lb.pick(), latency=0.01)
+    assert sum(_values(hub, "scalekit_balancer_picks").values()) == 250
+    # Requests still in flight across the next reload count once, when picked.
+    again = [lb.pick() for _ in range(10)]
+    assert sum(_values(hub, "scalekit_balancer_picks").values()) == 260
+    hub.unsubscribe(second)
+    hub.subscribe(first)
+    for endpoint in again:
+        lb.release(endpoint, latency=0.01)
+    lb.release(lb.pick(), latency=0.01)
+    assert sum(_values(hub, "scalekit_balancer_picks").values()) == 261

@@ -408,7 +408,9 @@ class BalancerProbe:
     and one C-level append, nothing checked), a failed or untimed one goes
     through `released_one`. Nothing here needs a lock of its own and `pick`
     is not touched at all. Picks are counted as the releases seen plus the
-    requests in flight now (both exact, so the total only grows).
+    requests in flight now (both exact, so the total only grows), plus an
+    offset that carries the reading across the times the probe is off (see
+    `switched`).
 
     Latencies reach the hub in batches: at every collection (the buffers
     are swapped out under the balancer's lock and bucketed after it is
@@ -419,7 +421,10 @@ class BalancerProbe:
 
     BATCH = 4096
 
-    __slots__ = ("doomed", "errors", "hub", "label", "lists", "ok", "released", "untimed")
+    __slots__ = (
+        "doomed", "errors", "hub", "label", "lists", "offset", "ok", "released", "started",
+        "untimed",
+    )  # fmt: skip
 
     def __init__(self, hub: Telemetry, label: str) -> None:
         self.hub = hub
@@ -432,6 +437,10 @@ class BalancerProbe:
         self.untimed: defaultdict[Hashable, int] = defaultdict(int)
         self.released: defaultdict[Hashable, int] = defaultdict(int)  # timed, flushed
         self.doomed: set[Hashable] = set()  # departed endpoints reported once, dropped next
+        # Picks are released + in flight + offset: the offset keeps the reading from
+        # falling while the probe is off (releases are not counted then).
+        self.offset: defaultdict[Hashable, int] = defaultdict(int)
+        self.started = False  # switched on once: the first switch counts what is in flight
 
     def _fresh(self, endpoint: Hashable) -> list[float]:
         """Give *endpoint* a new, empty buffer; return the one it had (or an empty one)."""
@@ -440,6 +449,23 @@ class BalancerProbe:
         self.lists[endpoint] = new
         self.ok[endpoint] = new.append
         return old
+
+    def switched(self, in_flight: dict[Hashable, int], on: bool) -> None:
+        """The probe goes on or off with *in_flight* requests now (balancer lock held).
+
+        Off, the requests in flight are already counted as picks and their
+        releases will not be seen: they move into the offset. Back on, the
+        requests in flight then are not new picks (counted before, or picked
+        while nobody listened): they move out of it. So the reading goes on
+        from where it was, by the picks made while the probe is on (plus,
+        the first time, the requests in flight then).
+        """
+        if on and not self.started:
+            self.started = True
+            return
+        sign = -1 if on else 1
+        for endpoint, count in in_flight.items():
+            self.offset[endpoint] += sign * count
 
     def buffered(self) -> int:
         """The most latencies one endpoint's buffer holds now (read without a lock)."""
@@ -451,10 +477,12 @@ class BalancerProbe:
         An endpoint that left (and has nothing in flight) is reported once
         more with its final counts, then forgotten at the next collection.
         """
-        gone = {ep for ep in (*self.released, *self.untimed, *self.lists) if ep not in live}
+        known = (*self.released, *self.untimed, *self.lists, *self.offset)
+        gone = {ep for ep in known if ep not in live}
         for endpoint in gone & self.doomed:
             self.released.pop(endpoint, None)
             self.untimed.pop(endpoint, None)
+            self.offset.pop(endpoint, None)
             if not self.lists.get(endpoint, True):
                 del self.lists[endpoint]
                 del self.ok[endpoint]
@@ -505,9 +533,9 @@ class BalancerProbe:
     def picks(self, in_flight: dict[Hashable, int]) -> dict[Hashable, int]:
         """Picks per endpoint since the probe was set (after a `flush()`; locked)."""
         out: dict[Hashable, int] = {}
-        for endpoint in {*self.released, *self.untimed, *in_flight}:
+        for endpoint in {*self.released, *self.untimed, *in_flight, *self.offset}:
             n = self.released.get(endpoint, 0) + self.untimed.get(endpoint, 0)
-            out[endpoint] = n + in_flight.get(endpoint, 0)
+            out[endpoint] = n + in_flight.get(endpoint, 0) + self.offset.get(endpoint, 0)
         return out
 
 

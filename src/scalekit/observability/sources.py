@@ -250,8 +250,11 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
         # Under the balancer's lock: a release reads both.
         with lb._lock:
             if active:
+                if lb._probe is not probe:
+                    probe.switched({**lb._draining, **lb._in_flight}, True)
                 lb._probe, lb._latencies = probe, probe.ok
             elif lb._probe is probe:
+                probe.switched({**lb._draining, **lb._in_flight}, False)
                 lb._probe = lb._latencies = None
         if active:
             _emit.drain(lb, probe)
