@@ -729,3 +729,31 @@ def test_picks_carry_on_across_a_replaced_recorder_with_requests_in_flight() -> 
         lb.release(endpoint, latency=0.01)
     lb.release(lb.pick(), latency=0.01)
     assert sum(_values(hub, "scalekit_balancer_picks").values()) == 261
+
+
+def test_a_hub_dropped_with_recorders_no_longer_counts_as_listening() -> None:
+    # `_emit.on` (the process-wide "somebody listens") must follow the live hubs:
+    # one dropped without unsubscribing its recorders stops counting once collected.
+    # Hubs of earlier tests may be collected meanwhile, so the count is checked
+    # against the live hubs' recorders, not against a reading taken before.
+    from scalekit.observability import _emit
+    from scalekit.observability.core import live_hubs
+
+    def listening() -> int:
+        gc.collect()
+        return sum(len(h._recorders) for h in live_hubs())
+
+    hub = Telemetry()
+    hub.subscribe(MemoryRecorder())
+    hub.subscribe(MemoryRecorder())
+    hub.unsubscribe(MemoryRecorder())  # never subscribed: changes nothing
+    assert listening() == _emit._subscribers and _emit.on
+    kept = Telemetry()
+    kept.subscribe(MemoryRecorder())
+    ref = weakref.ref(hub)
+    del hub
+    assert listening() == _emit._subscribers and _emit.on
+    assert ref() is None
+    del kept
+    assert listening() == _emit._subscribers
+    assert _emit.on is (_emit._subscribers > 0)

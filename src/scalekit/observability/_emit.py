@@ -42,7 +42,8 @@ class _Nobody:
 
 _NOBODY: Any = _Nobody()
 
-#: True while any hub in the process has a subscribed recorder.
+#: True while any live hub in the process has a subscribed recorder (a hub collected
+#: with recorders still subscribed stops counting then: see `Telemetry`).
 on = False
 
 _subscribers = 0

@@ -188,6 +188,10 @@ class Telemetry:
         # unsubscribes, given to one that subscribes (an exporter replaced: a reload).
         self._pushed_hists: dict[tuple[float, ...], dict[tuple[str, Labels], HistogramState]] = {}
         self.active = False
+        # How many recorders this hub adds to `_emit.on`'s count, given back by a
+        # finalizer if the hub is collected with recorders still subscribed.
+        self._listening = [0]
+        weakref.finalize(self, _stop_listening, self._listening)
         with _hubs_lock:
             _hubs.add(self)
 
@@ -217,6 +221,7 @@ class Telemetry:
             with self._push_lock:
                 self._recorders = (*self._recorders, recorder)
                 pushed = dict(self._pushed)
+            self._listening[0] += 1
             _emit._subscribed(1)
             was, self.active = self.active, True
             for series, spec in self._zeros.items():
@@ -260,6 +265,7 @@ class Telemetry:
                     if series not in hists or hists[series].count <= state.count:
                         hists[series] = state
             kept = tuple(r for r in self._recorders if r is not recorder)
+            self._listening[0] += len(kept) - len(self._recorders)
             _emit._subscribed(len(kept) - len(self._recorders))
             self._recorders = kept
             was, self.active = self.active, bool(kept)
@@ -798,6 +804,13 @@ class Telemetry:
             yield Sample(series[0], value, counter_labels[series])
         for series, value in gauges.items():
             yield Sample(series[0], value, labels_of[series])
+
+
+def _stop_listening(listening: list[int]) -> None:
+    """A hub was collected: its recorders no longer count as listening (`_emit.on`)."""
+    count, listening[0] = listening[0], 0
+    if count:
+        _emit._subscribed(-count)
 
 
 def _is_number(value: Any) -> bool:
