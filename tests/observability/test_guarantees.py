@@ -757,3 +757,38 @@ def test_a_hub_dropped_with_recorders_no_longer_counts_as_listening() -> None:
     del kept
     assert listening() == _emit._subscribers
     assert _emit.on is (_emit._subscribers > 0)
+
+
+def test_the_ejection_event_is_logged_after_release_drops_the_lock_and_never_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from scalekit.balancing import HealthPolicy, OutlierDetection
+
+    health = HealthPolicy(outlier=OutlierDetection(consecutive_failures=1), panic_threshold=0)
+    lb = RoundRobin(["a", "b"], health=health)
+    watch_balancer(lb, "pay", telemetry=Telemetry())
+    seen: list[tuple[str, bool]] = []
+
+    class Raising(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            # User logging code: it must run with the balancer's lock free.
+            seen.append((getattr(record, "event", ""), lb._lock.locked()))
+            raise KeyError("fields")
+
+    logger = logging.getLogger("scalekit")
+    broken = Raising()
+    logger.addFilter(broken)
+    try:
+        with caplog.at_level(logging.INFO, logger="scalekit"):
+            endpoint = lb.pick()
+            while endpoint != "a":
+                lb.release(endpoint)
+                endpoint = lb.pick()
+            lb.release("a", latency=0.01, ok=False)  # ejects "a": must not raise
+            health.set_check_result("b", False)  # an active-check ejection, same rule
+    finally:
+        logger.removeFilter(broken)
+    assert lb.in_flight("a") == 0
+    assert ("scalekit.balancer.ejected", False) in seen
+    assert [e for e, _ in seen].count("scalekit.balancer.ejected") == 2
+    assert not [locked for _, locked in seen if locked]

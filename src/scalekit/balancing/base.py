@@ -32,6 +32,7 @@ from ..exceptions import (
     NoAvailableEndpointError,
     ScaleKitError,
 )
+from ..observability import _emit
 
 if TYPE_CHECKING:
     from ..observability._emit import BalancerProbe
@@ -257,7 +258,11 @@ class Balancer(ABC, Generic[E]):
                     excluded = _NOTHING
                 endpoint = self._select(excluded, key)
             self._in_flight[endpoint] += 1
-            return endpoint
+            if health is None:
+                return endpoint
+        if _emit._deferred:  # health events raised under the lock, logged now
+            _emit.flush_events()
+        return endpoint
 
     def release(self, endpoint: E, *, latency: float | None = None, ok: bool = True) -> None:
         """End one request on *endpoint*, picked before by `pick`.
@@ -313,8 +318,11 @@ class Balancer(ABC, Generic[E]):
                         self._latency_other(endpoint, latency, ok)
                 else:
                     self._latency_other(endpoint, latency, ok)
-            if self._health is not None:
-                self._health._record(endpoint, ok, self._clock())
+            health = self._health
+            if health is not None:
+                health._record(endpoint, ok, self._clock())
+        if health is not None and _emit._deferred:  # an ejection's event, logged unlocked
+            _emit.flush_events()
 
     def _latency_other(self, endpoint: E, latency: float | None, ok: bool) -> None:
         """Count a release the fast append does not take: failed, untimed, new endpoint."""
@@ -380,6 +388,7 @@ class Balancer(ABC, Generic[E]):
             self._on_add(endpoint, weight)
             if self._health is not None:
                 self._health._added(endpoint, self._clock())
+        _emit.flush_events()
 
     def remove(self, endpoint: E) -> None:
         """Remove *endpoint*; its requests still in flight may be released later.
@@ -399,6 +408,7 @@ class Balancer(ABC, Generic[E]):
             self._on_remove(endpoint, weight)
             if self._health is not None:
                 self._health._removed(endpoint)
+        _emit.flush_events()
 
     def reweight(self, endpoint: E, weight: int) -> None:
         """Change the weight of *endpoint*, keeping every other piece of state.

@@ -147,8 +147,9 @@ def _fork_locks() -> list[Any]:
 
 
 def _after_fork_in_child() -> None:
-    global _state_lock, _drain_lock, _drain_thread
+    global _state_lock, _drain_lock, _drain_thread, _deferred_lock
     _state_lock = threading.Lock()
+    _deferred_lock = threading.Lock()
     _drain_lock = threading.Lock()
     _drain_thread = None  # restarted by the next collection of a watched balancer
     for holder in list(_lock_holders):
@@ -601,6 +602,31 @@ def _drain_one(key: int, ref: weakref.ref[Any], probe: BalancerProbe) -> None:
     probe.send(*taken)  # recorders' failures are caught and logged by the hub
 
 
+# Balancers' log events, raised with the balancer's lock held and logged once a
+# pick, release or health change has let it go (user logging code never runs
+# under the lock): the event name, level and fields, in the order raised.
+_deferred: list[tuple[str, int, dict[str, Any]]] = []
+_deferred_lock = threading.Lock()
+
+
+def _later(event: str, level: int = logging.WARNING, **fields: Any) -> None:
+    with _deferred_lock:
+        _deferred.append((event, level, fields))
+
+
+def flush_events() -> None:
+    """Log the balancers' deferred events (call with no balancer lock held)."""
+    from .core import log_event
+
+    with _deferred_lock:
+        if not _deferred:
+            return
+        events = _deferred[:]
+        _deferred.clear()
+    for event, level, fields in events:
+        log_event(event, level, **fields)
+
+
 def _balancer_label(lb: Any) -> str:
     found = _names.get(id(lb))
     return found[1] if found is not None else type(lb).__name__
@@ -609,12 +635,13 @@ def _balancer_label(lb: Any) -> str:
 def ejected(lb: Any, endpoint: Hashable, reason: str, until: float | None) -> None:
     """An endpoint was taken out: count it by kind of reason and log the event.
 
+    Called with the balancer's lock held: the event is logged by
+    `flush_events()` once the balancer lets its lock go.
+
     *reason* is an outlier ejection's description, or `"active_check"` for an
     endpoint that failed its active health checks (*until* is then `None`:
     it is out until its checks pass).
     """
-    from .core import log_event
-
     label = _balancer_label(lb)
     if reason == "active_check":
         kind = reason
@@ -627,7 +654,7 @@ def ejected(lb: Any, endpoint: Hashable, reason: str, until: float | None) -> No
         )
     # `kind` is the metric's `reason` label, `reason` the full description.
     if until is None:
-        log_event(
+        _later(
             "scalekit.balancer.ejected",
             balancer=label,
             endpoint=str(endpoint),
@@ -635,7 +662,7 @@ def ejected(lb: Any, endpoint: Hashable, reason: str, until: float | None) -> No
             kind=kind,
         )
         return
-    log_event(
+    _later(
         "scalekit.balancer.ejected",
         balancer=label,
         endpoint=str(endpoint),
@@ -657,9 +684,7 @@ def _wall(lb: Any, until: float) -> str:
 
 def unejected(lb: Any, endpoint: Hashable) -> None:
     """An ejected endpoint came back."""
-    from .core import log_event
-
-    log_event(
+    _later(
         "scalekit.balancer.uneject",
         logging.INFO,
         balancer=_balancer_label(lb),
@@ -669,9 +694,7 @@ def unejected(lb: Any, endpoint: Hashable) -> None:
 
 def panic(lb: Any, active: bool) -> None:
     """The balancer entered (*active*) or left panic mode."""
-    from .core import log_event
-
-    log_event("scalekit.balancer.panic", balancer=_balancer_label(lb), active=active)
+    _later("scalekit.balancer.panic", balancer=_balancer_label(lb), active=active)
 
 
 def checked(lb: Any, endpoint: Hashable, healthy: bool) -> None:

@@ -1041,6 +1041,8 @@ def log_event(event: str, level: int = logging.WARNING, **fields: Any) -> None:
     A storm is rate-limited: at most `LOG_EVENTS_PER_SECOND` records of one
     event per second; the records dropped are counted and the next record
     of that event carries `suppressed=<count>` (the metrics count every one).
+    A logging filter or handler that raises is ignored: the exception never
+    reaches the caller (and so never a primitive).
 
     Raises:
         ConfigurationError: *event* is not in `EVENTS` or *level* is not a
@@ -1068,4 +1070,7 @@ def log_event(event: str, level: int = logging.WARNING, **fields: Any) -> None:
     if suppressed:
         fields = {**fields, "suppressed": suppressed}
     text = " ".join(f"{k}={fields[k]!r}" for k in sorted(fields))
-    _logger.log(level, "%s %s", event, text, extra={"event": event, "fields": dict(fields)})
+    try:
+        _logger.log(level, "%s %s", event, text, extra={"event": event, "fields": dict(fields)})
+    except Exception:  # a raising filter or handler never reaches the primitive
+        return
