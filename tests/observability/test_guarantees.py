@@ -792,3 +792,24 @@ def test_the_ejection_event_is_logged_after_release_drops_the_lock_and_never_rai
     assert ("scalekit.balancer.ejected", False) in seen
     assert [e for e, _ in seen].count("scalekit.balancer.ejected") == 2
     assert not [locked for _, locked in seen if locked]
+
+
+def test_a_departed_name_is_reported_by_one_more_collection_with_its_last_collected_values() -> (
+    None
+):
+    # What the docs promise, exactly: "once more" is one more `collect()` of the hub
+    # (the first scraper after the object went), with the values of the object's
+    # last collection; what it counted after that is not reported.
+    hub = Telemetry()
+    cache: LRUCache[int, int] = LRUCache(10)
+    watch_cache(cache, "job-42", telemetry=hub)
+    for key in range(5):
+        cache.get(key)
+    assert _values(hub, "scalekit_cache_misses") == {("job-42",): 5}  # scraper A
+    assert _values(hub, "scalekit_cache_misses") == {("job-42",): 5}  # scraper B
+    for key in range(100):
+        cache.get(key)
+    del cache
+    gc.collect()
+    assert _values(hub, "scalekit_cache_misses") == {("job-42",): 5}  # A: once more
+    assert _values(hub, "scalekit_cache_misses") == {}  # B: already gone
