@@ -21,7 +21,8 @@ guidance asks: the unit is the instrument's `unit`, `s` for seconds and
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable
 from typing import Any
 
 try:
@@ -40,9 +41,42 @@ from .core import DEFAULT_BUCKETS, Labels, MemoryRecorder, Telemetry, default_te
 __all__ = ["OpenTelemetryExporter"]
 
 # Each meter provider's instruments, made once (the SDK hands back an instrument
-# already registered under a name, without the new callbacks), by provider identity.
-_installed: list[tuple[Any, _Instruments]] = []
+# already registered under a name, without the new callbacks): id(provider) ->
+# (the provider, held weakly when it can be, and its instruments). A provider
+# that is dropped takes its entry with it.
+_installed: dict[int, tuple[Callable[[], Any], _Instruments]] = {}
 _installed_lock = threading.Lock()
+
+
+def _instruments_of(provider: Any) -> _Instruments | None:
+    """The instruments made on *provider*, if any (called with `_installed_lock` held)."""
+    found = _installed.get(id(provider))
+    if found is None:
+        return None
+    if found[0]() is not provider:  # an earlier provider that had the same id is gone
+        del _installed[id(provider)]
+        return None
+    return found[1]
+
+
+def _install(provider: Any) -> _Instruments:
+    """Make *provider*'s instruments (called with `_installed_lock` held)."""
+    instruments = _Instruments(provider)
+    key = id(provider)
+    try:
+        ref: Callable[[], Any] = weakref.ref(provider, lambda _: _forget(key))
+    except TypeError:  # a provider that cannot be weakly referenced is kept
+        ref = lambda: provider  # noqa: E731
+    _installed[key] = (ref, instruments)
+    return instruments
+
+
+def _forget(key: int) -> None:
+    with _installed_lock:
+        found = _installed.get(key)
+        if found is not None and found[0]() is None:
+            del _installed[key]
+
 
 _UNITS = {"seconds": "s", "ratio": "1", "": "1"}
 
@@ -149,7 +183,7 @@ class OpenTelemetryExporter:
         self._first = next(s.name for s in METRICS.values() if s.kind != "histogram")
         self._reading: dict[str, dict[Labels, float]] = {}
         with _installed_lock:
-            found = next((i for p, i in _installed if p is provider), None)
+            found = _instruments_of(provider)
             if found is not None and found.current is not None:
                 raise ConfigurationError(
                     "meter_provider already has an OpenTelemetryExporter; its instruments "
@@ -157,8 +191,7 @@ class OpenTelemetryExporter:
                     "exporter)"
                 )
             if found is None:
-                found = _Instruments(provider)
-                _installed.append((provider, found))
+                found = _install(provider)
             self._instruments = found
             self._forward = _Forward(found.histograms)
             self._telemetry.subscribe(self._recorder)
