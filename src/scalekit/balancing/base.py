@@ -33,6 +33,7 @@ from ..exceptions import (
     ScaleKitError,
 )
 from ..observability import _emit
+from ..observability._emit import _deferred as _health_events  # the one list, never rebound
 
 if TYPE_CHECKING:
     from ..observability._emit import BalancerProbe
@@ -258,11 +259,9 @@ class Balancer(ABC, Generic[E]):
                     excluded = _NOTHING
                 endpoint = self._select(excluded, key)
             self._in_flight[endpoint] += 1
-            if health is None:
-                return endpoint
-        if _emit._deferred:  # health events raised under the lock, logged now
-            _emit.flush_events()
-        return endpoint
+            # Health events raised here (an ejection ending) are logged by the next
+            # release, add, remove or check result, with the lock free.
+            return endpoint
 
     def release(self, endpoint: E, *, latency: float | None = None, ok: bool = True) -> None:
         """End one request on *endpoint*, picked before by `pick`.
@@ -321,7 +320,7 @@ class Balancer(ABC, Generic[E]):
             health = self._health
             if health is not None:
                 health._record(endpoint, ok, self._clock())
-        if health is not None and _emit._deferred:  # an ejection's event, logged unlocked
+        if health is not None and _health_events:  # an ejection's event, logged unlocked
             _emit.flush_events()
 
     def _latency_other(self, endpoint: E, latency: float | None, ok: bool) -> None:
