@@ -35,8 +35,9 @@ __all__ = [
     "instrumented_paths",
 ]
 
-# What instrumented code reads: the module, a balancer's probe and its buffers.
-_MARKS = frozenset({"_emit", "_probe", "_latencies", "_latency_other"})
+# What instrumented code reads: the module, its deferred health events, a balancer's
+# probe and its buffers.
+_MARKS = frozenset({"_emit", "_health_events", "_probe", "_latencies", "_latency_other"})
 
 
 def _marked(node: ast.AST, tainted: set[str]) -> bool:

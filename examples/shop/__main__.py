@@ -129,6 +129,17 @@ def _zookeeper_hosts(text: str) -> str:
     return text
 
 
+def _log_events() -> None:
+    """Show the `scalekit` logger's events on stderr (they have a NullHandler otherwise)."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("scalekit")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m examples.shop",
@@ -224,7 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         help="keep serving /metrics this long after the report, for a last scrape "
         "(default %(default)g)",
     )
+    parser.add_argument(
+        "--log-events",
+        action="store_true",
+        help="print scalekit's structured events (ejections, leases lost, a degraded near "
+        "cache) on stderr as they happen; without it they go to the 'scalekit' logger only",
+    )
     args = parser.parse_args(argv)
+    if args.log_events:
+        _log_events()
     if args.data is not None:
         problem = _unusable(args.data)
         if problem:

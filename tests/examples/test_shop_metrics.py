@@ -111,6 +111,7 @@ def test_the_running_shop_serves_metrics_that_agree_with_its_report() -> None:
             str(port),
             "--metrics-linger",
             "60",
+            "--log-events",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -130,7 +131,7 @@ def test_the_running_shop_serves_metrics_that_agree_with_its_report() -> None:
         got = _scrape(port)
     finally:
         proc.terminate()
-        proc.wait(10)
+        _, events = proc.communicate(timeout=10)
     placed = int(re.search(r"orders placed: (\d+)", text).group(1))  # type: ignore[union-attr]
     assert placed > 0
     paid = got[("shop_checkout_duration_seconds_count", (("outcome", "paid"),))]
@@ -140,6 +141,13 @@ def test_the_running_shop_serves_metrics_that_agree_with_its_report() -> None:
     assert re.search(rf"product cache hit ratio: [\d.]+% \({int(hits)} hits", text), text
     ejected = got[("scalekit_balancer_ejected", (("balancer", "payments"), ("endpoint", "gw-3")))]
     assert ejected in (0.0, 1.0)
+    # --log-events: each ejection counted is also an event on stderr (fewer than the
+    # rate limit of 10 a second in this run, so none is suppressed).
+    ejections = sum(
+        v for (name, labels), v in got.items() if name == "scalekit_balancer_ejections_total"
+    )
+    logged = events.count("scalekit.balancer.ejected balancer='payments'")
+    assert ejections >= 1 and logged == ejections, events
     assert got[("scalekit_lock_acquisitions_total", (("lock", "shop:stock"),))] >= placed
 
 

@@ -585,3 +585,231 @@ def test_a_family_watched_while_a_lock_name_is_resolved_is_not_missed() -> None:
     assert recorder.counters[late] == 1  # the second acquire found the late family
     hub.unsubscribe(recorder)
     watch_locks("first", match=lambda name: False, telemetry=hub)  # drops `match`'s hold on hub
+
+
+def test_reset_stats_never_fails_while_another_thread_makes_hubs() -> None:
+    # reset_stats() folds the cache's counts into every hub; a hub made on another
+    # thread meanwhile must not make it raise. Bounded: stops at the first error,
+    # at most about 1 s (a fast thread switch makes the race likely).
+    import sys
+    import time
+
+    from scalekit.caching import cached
+
+    keep = [Telemetry() for _ in range(1000)]
+    cache: LRUCache[str, int] = LRUCache(10)
+    watch_cache(cache, "c", telemetry=keep[0])
+    func = cached(LRUCache(10))(lambda x: x)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def make_hubs() -> None:
+        while not stop.is_set():
+            made = [Telemetry() for _ in range(50)]
+            del made
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    maker = threading.Thread(target=make_hubs)
+    maker.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and not errors:
+            for call in (cache.reset_stats, func.cache_clear):
+                try:
+                    call()
+                except Exception as exc:
+                    errors.append(exc)
+    finally:
+        stop.set()
+        maker.join()
+        sys.setswitchinterval(before)
+    assert errors == []
+    assert len(keep) == 1000
+
+
+_UNBOUNDED = ["FIFOCache", "LFUCache", "LRUCache", "RRCache", "S3FIFOCache", "SIEVECache"]
+
+
+@pytest.mark.parametrize(
+    "kind", [*_UNBOUNDED, "TinyLFUCache", "TTLCache", "TLRUCache", "lru_cache"]
+)
+def test_an_unbounded_cache_reports_its_counters(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import math
+
+    import scalekit.caching as caching
+
+    hub = Telemetry()
+    if kind == "lru_cache":
+        func = caching.lru_cache(maxsize=None)(lambda x: x)
+        cache: Any = func.cache  # type: ignore[attr-defined]
+    elif kind == "TTLCache":
+        cache = caching.TTLCache(math.inf, ttl=60)
+    elif kind == "TLRUCache":
+        cache = caching.TLRUCache(math.inf, ttu=lambda k, v, now: now + 60)
+    else:
+        cache = getattr(caching, kind)(math.inf)
+    assert cache.maxsize == math.inf
+    watch_cache(cache, "unbounded", telemetry=hub)
+    cache["a"] = 1
+    assert cache.get("a") == 1
+    assert cache.get("b") is None
+    with caplog.at_level(logging.ERROR, logger="scalekit"):
+        samples = {s.metric: s.value for s in hub.collect()}
+    assert not [r for r in caplog.records if getattr(r, "event", "").startswith("scalekit.obs")]
+    assert samples["scalekit_cache_hits"] == 1
+    assert samples["scalekit_cache_misses"] == 1
+    assert samples["scalekit_cache_size"] == 1
+    assert "scalekit_cache_capacity" not in samples  # unbounded: no capacity to report
+
+
+def test_a_bad_sample_costs_only_itself_and_its_log_names_the_source(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from scalekit.observability import Sample
+
+    hub = Telemetry()
+    good: LRUCache[str, int] = LRUCache(5)
+    watch_cache(good, "products", telemetry=hub)
+    good.get("x")
+
+    class Odd:
+        pass
+
+    odd = Odd()
+
+    def collect(_: Odd) -> list[Sample]:
+        return [
+            Sample("scalekit_cache_hits", 4, {"cache": "odd"}),
+            Sample("scalekit_cache_size", float("nan"), {"cache": "odd"}),
+            Sample("scalekit_cache_misses", 2, {"cache": "odd"}),
+        ]
+
+    hub.watch(odd, collect, scope=("cache", "odd"))
+    with caplog.at_level(logging.ERROR, logger="scalekit"):
+        assert _values(hub, "scalekit_cache_misses") == {("products",): 1, ("odd",): 2}
+    assert _values(hub, "scalekit_cache_hits") == {("products",): 0, ("odd",): 4}
+    assert ("odd",) not in _values(hub, "scalekit_cache_size")
+    (failed,) = [
+        r
+        for r in caplog.records
+        if getattr(r, "event", "") == "scalekit.observability.source_failed"
+    ]
+    assert failed.fields["cache"] == "odd"  # type: ignore[attr-defined]
+    assert "scalekit_cache_size" in failed.fields["error"]  # type: ignore[attr-defined]
+
+
+def test_picks_carry_on_across_a_replaced_recorder_with_requests_in_flight() -> None:
+    # An exporter reloaded (close(), then a new one) while long requests are in
+    # flight, which end before the new one subscribes: no pick made while one
+    # listened is lost, and none is counted twice.
+    hub = Telemetry()
+    lb = RoundRobin(["a", "b"])
+    watch_balancer(lb, "pay", telemetry=hub)
+    first = MemoryRecorder()
+    hub.subscribe(first)
+    held = [lb.pick() for _ in range(100)]
+    assert sum(_values(hub, "scalekit_balancer_picks").values()) == 100
+    hub.unsubscribe(first)
+    for endpoint in held:
+        lb.release(endpoint, latency=0.5)
+    second = MemoryRecorder()
+    hub.subscribe(second)
+    for _ in range(150):
+        lb.release(lb.pick(), latency=0.01)
+    assert sum(_values(hub, "scalekit_balancer_picks").values()) == 250
+    # Requests still in flight across the next reload count once, when picked.
+    again = [lb.pick() for _ in range(10)]
+    assert sum(_values(hub, "scalekit_balancer_picks").values()) == 260
+    hub.unsubscribe(second)
+    hub.subscribe(first)
+    for endpoint in again:
+        lb.release(endpoint, latency=0.01)
+    lb.release(lb.pick(), latency=0.01)
+    assert sum(_values(hub, "scalekit_balancer_picks").values()) == 261
+
+
+def test_a_hub_dropped_with_recorders_no_longer_counts_as_listening() -> None:
+    # `_emit.on` (the process-wide "somebody listens") must follow the live hubs:
+    # one dropped without unsubscribing its recorders stops counting once collected.
+    # Hubs of earlier tests may be collected meanwhile, so the count is checked
+    # against the live hubs' recorders, not against a reading taken before.
+    from scalekit.observability import _emit
+    from scalekit.observability.core import live_hubs
+
+    def listening() -> int:
+        gc.collect()
+        return sum(len(h._recorders) for h in live_hubs())
+
+    hub = Telemetry()
+    hub.subscribe(MemoryRecorder())
+    hub.subscribe(MemoryRecorder())
+    hub.unsubscribe(MemoryRecorder())  # never subscribed: changes nothing
+    assert listening() == _emit._subscribers and _emit.on
+    kept = Telemetry()
+    kept.subscribe(MemoryRecorder())
+    ref = weakref.ref(hub)
+    del hub
+    assert listening() == _emit._subscribers and _emit.on
+    assert ref() is None
+    del kept
+    assert listening() == _emit._subscribers
+    assert _emit.on is (_emit._subscribers > 0)
+
+
+def test_the_ejection_event_is_logged_after_release_drops_the_lock_and_never_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from scalekit.balancing import HealthPolicy, OutlierDetection
+
+    health = HealthPolicy(outlier=OutlierDetection(consecutive_failures=1), panic_threshold=0)
+    lb = RoundRobin(["a", "b"], health=health)
+    watch_balancer(lb, "pay", telemetry=Telemetry())
+    seen: list[tuple[str, bool]] = []
+
+    class Raising(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            # User logging code: it must run with the balancer's lock free.
+            seen.append((getattr(record, "event", ""), lb._lock.locked()))
+            raise KeyError("fields")
+
+    logger = logging.getLogger("scalekit")
+    broken = Raising()
+    logger.addFilter(broken)
+    try:
+        with caplog.at_level(logging.INFO, logger="scalekit"):
+            endpoint = lb.pick()
+            while endpoint != "a":
+                lb.release(endpoint)
+                endpoint = lb.pick()
+            lb.release("a", latency=0.01, ok=False)  # ejects "a": must not raise
+            health.set_check_result("b", False)  # an active-check ejection, same rule
+    finally:
+        logger.removeFilter(broken)
+    assert lb.in_flight("a") == 0
+    assert ("scalekit.balancer.ejected", False) in seen
+    assert [e for e, _ in seen].count("scalekit.balancer.ejected") == 2
+    assert not [locked for _, locked in seen if locked]
+
+
+def test_a_departed_name_is_reported_by_one_more_collection_with_its_last_collected_values() -> (
+    None
+):
+    # What the docs promise, exactly: "once more" is one more `collect()` of the hub
+    # (the first scraper after the object went), with the values of the object's
+    # last collection; what it counted after that is not reported.
+    hub = Telemetry()
+    cache: LRUCache[int, int] = LRUCache(10)
+    watch_cache(cache, "job-42", telemetry=hub)
+    for key in range(5):
+        cache.get(key)
+    assert _values(hub, "scalekit_cache_misses") == {("job-42",): 5}  # scraper A
+    assert _values(hub, "scalekit_cache_misses") == {("job-42",): 5}  # scraper B
+    for key in range(100):
+        cache.get(key)
+    del cache
+    gc.collect()
+    assert _values(hub, "scalekit_cache_misses") == {("job-42",): 5}  # A: once more
+    assert _values(hub, "scalekit_cache_misses") == {}  # B: already gone

@@ -78,3 +78,42 @@ def test_instrument_names_carry_no_unit_and_the_unit_field_does() -> None:
     assert not [n for n in names if n.endswith(("_seconds", "_ratio", "_total"))]
     assert "scalekit.nearcache.staleness" in names
     assert "scalekit.migration.progress" in names
+
+
+def test_an_exporter_replacing_a_closed_one_carries_on_from_the_hub_totals() -> None:
+    # The error for a second exporter says to close() the first one: the one made
+    # after it, on the same provider, must report every counter, gauge and histogram.
+    hub = Telemetry()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    first = OpenTelemetryExporter(hub, meter_provider=provider)
+    cache: LRUCache[str, int] = LRUCache(maxsize=10)
+    watch_cache(cache, "products", telemetry=hub)
+    cache["a"] = 1
+    cache.get("a")
+    cache.get("a")
+    hub.add("scalekit_lock_timeouts", lock="stock")
+    hub.observe("scalekit_lock_wait_seconds", 0.25, lock="stock", outcome="timeout")
+    assert _points(reader)["scalekit.cache.hits"][0].value == 2
+    first.close()
+    second = OpenTelemetryExporter(hub, meter_provider=provider)
+    cache.get("a")
+    cache["b"] = 2
+    hub.add("scalekit_lock_timeouts", lock="stock")
+    hub.observe("scalekit_lock_wait_seconds", 0.5, lock="stock", outcome="timeout")
+    points = _points(reader)
+    (hits,) = points["scalekit.cache.hits"]
+    assert hits.value == 3 and dict(hits.attributes) == {"cache": "products"}
+    (size,) = points["scalekit.cache.size"]
+    assert size.value == 2
+    (timeouts,) = points["scalekit.lock.timeouts"]
+    assert timeouts.value == 2
+    (wait,) = points["scalekit.lock.wait_duration"]
+    assert wait.count == 2 and wait.sum == 0.75
+    second.close()
+    # Closed for good: nothing is reported any more, and a third one goes on again.
+    assert "scalekit.cache.hits" not in _points(reader)
+    third = OpenTelemetryExporter(hub, meter_provider=provider)
+    assert _points(reader)["scalekit.cache.hits"][0].value == 3
+    third.close()
+    provider.shutdown()

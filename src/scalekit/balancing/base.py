@@ -32,6 +32,8 @@ from ..exceptions import (
     NoAvailableEndpointError,
     ScaleKitError,
 )
+from ..observability import _emit
+from ..observability._emit import _deferred as _health_events  # the one list, never rebound
 
 if TYPE_CHECKING:
     from ..observability._emit import BalancerProbe
@@ -257,6 +259,8 @@ class Balancer(ABC, Generic[E]):
                     excluded = _NOTHING
                 endpoint = self._select(excluded, key)
             self._in_flight[endpoint] += 1
+            # Health events raised here (an ejection ending) are logged by the next
+            # release, add, remove or check result, with the lock free.
             return endpoint
 
     def release(self, endpoint: E, *, latency: float | None = None, ok: bool = True) -> None:
@@ -313,8 +317,11 @@ class Balancer(ABC, Generic[E]):
                         self._latency_other(endpoint, latency, ok)
                 else:
                     self._latency_other(endpoint, latency, ok)
-            if self._health is not None:
-                self._health._record(endpoint, ok, self._clock())
+            health = self._health
+            if health is not None:
+                health._record(endpoint, ok, self._clock())
+        if health is not None and _health_events:  # an ejection's event, logged unlocked
+            _emit.flush_events()
 
     def _latency_other(self, endpoint: E, latency: float | None, ok: bool) -> None:
         """Count a release the fast append does not take: failed, untimed, new endpoint."""
@@ -380,6 +387,7 @@ class Balancer(ABC, Generic[E]):
             self._on_add(endpoint, weight)
             if self._health is not None:
                 self._health._added(endpoint, self._clock())
+        _emit.flush_events()
 
     def remove(self, endpoint: E) -> None:
         """Remove *endpoint*; its requests still in flight may be released later.
@@ -399,6 +407,7 @@ class Balancer(ABC, Generic[E]):
             self._on_remove(endpoint, weight)
             if self._health is not None:
                 self._health._removed(endpoint)
+        _emit.flush_events()
 
     def reweight(self, endpoint: E, weight: int) -> None:
         """Change the weight of *endpoint*, keeping every other piece of state.

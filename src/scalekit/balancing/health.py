@@ -254,6 +254,7 @@ class HealthPolicy:
                     _emit.ejected(self._balancer, endpoint, "active_check", None)
                 state.failing_checks = True
             self._refresh()
+        _emit.flush_events()  # its events, logged with the lock free
 
     def _locked(self) -> threading.Lock:
         if self._lock is None:

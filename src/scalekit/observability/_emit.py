@@ -42,7 +42,8 @@ class _Nobody:
 
 _NOBODY: Any = _Nobody()
 
-#: True while any hub in the process has a subscribed recorder.
+#: True while any live hub in the process has a subscribed recorder (a hub collected
+#: with recorders still subscribed stops counting then: see `Telemetry`).
 on = False
 
 _subscribers = 0
@@ -146,8 +147,9 @@ def _fork_locks() -> list[Any]:
 
 
 def _after_fork_in_child() -> None:
-    global _state_lock, _drain_lock, _drain_thread
+    global _state_lock, _drain_lock, _drain_thread, _deferred_lock
     _state_lock = threading.Lock()
+    _deferred_lock = threading.Lock()
     _drain_lock = threading.Lock()
     _drain_thread = None  # restarted by the next collection of a watched balancer
     for holder in list(_lock_holders):
@@ -341,9 +343,9 @@ async def flight_async(cache: Any, run: Callable[[Callable[[], Any]], Any], comp
 
 def stats_reset(cache: Any) -> None:
     """*cache* is about to set its own counters back to 0: fold them into every hub first."""
-    from .core import _hubs
+    from .core import live_hubs
 
-    for hub in list(_hubs):
+    for hub in live_hubs():
         hub._fold(cache)
 
 
@@ -408,7 +410,9 @@ class BalancerProbe:
     and one C-level append, nothing checked), a failed or untimed one goes
     through `released_one`. Nothing here needs a lock of its own and `pick`
     is not touched at all. Picks are counted as the releases seen plus the
-    requests in flight now (both exact, so the total only grows).
+    requests in flight now (both exact, so the total only grows), plus an
+    offset that carries the reading across the times the probe is off (see
+    `switched`).
 
     Latencies reach the hub in batches: at every collection (the buffers
     are swapped out under the balancer's lock and bucketed after it is
@@ -419,7 +423,10 @@ class BalancerProbe:
 
     BATCH = 4096
 
-    __slots__ = ("doomed", "errors", "hub", "label", "lists", "ok", "released", "untimed")
+    __slots__ = (
+        "doomed", "errors", "hub", "label", "lists", "offset", "ok", "released", "started",
+        "untimed",
+    )  # fmt: skip
 
     def __init__(self, hub: Telemetry, label: str) -> None:
         self.hub = hub
@@ -432,6 +439,10 @@ class BalancerProbe:
         self.untimed: defaultdict[Hashable, int] = defaultdict(int)
         self.released: defaultdict[Hashable, int] = defaultdict(int)  # timed, flushed
         self.doomed: set[Hashable] = set()  # departed endpoints reported once, dropped next
+        # Picks are released + in flight + offset: the offset keeps the reading from
+        # falling while the probe is off (releases are not counted then).
+        self.offset: defaultdict[Hashable, int] = defaultdict(int)
+        self.started = False  # switched on once: the first switch counts what is in flight
 
     def _fresh(self, endpoint: Hashable) -> list[float]:
         """Give *endpoint* a new, empty buffer; return the one it had (or an empty one)."""
@@ -440,6 +451,23 @@ class BalancerProbe:
         self.lists[endpoint] = new
         self.ok[endpoint] = new.append
         return old
+
+    def switched(self, in_flight: dict[Hashable, int], on: bool) -> None:
+        """The probe goes on or off with *in_flight* requests now (balancer lock held).
+
+        Off, the requests in flight are already counted as picks and their
+        releases will not be seen: they move into the offset. Back on, the
+        requests in flight then are not new picks (counted before, or picked
+        while nobody listened): they move out of it. So the reading goes on
+        from where it was, by the picks made while the probe is on (plus,
+        the first time, the requests in flight then).
+        """
+        if on and not self.started:
+            self.started = True
+            return
+        sign = -1 if on else 1
+        for endpoint, count in in_flight.items():
+            self.offset[endpoint] += sign * count
 
     def buffered(self) -> int:
         """The most latencies one endpoint's buffer holds now (read without a lock)."""
@@ -451,10 +479,12 @@ class BalancerProbe:
         An endpoint that left (and has nothing in flight) is reported once
         more with its final counts, then forgotten at the next collection.
         """
-        gone = {ep for ep in (*self.released, *self.untimed, *self.lists) if ep not in live}
+        known = (*self.released, *self.untimed, *self.lists, *self.offset)
+        gone = {ep for ep in known if ep not in live}
         for endpoint in gone & self.doomed:
             self.released.pop(endpoint, None)
             self.untimed.pop(endpoint, None)
+            self.offset.pop(endpoint, None)
             if not self.lists.get(endpoint, True):
                 del self.lists[endpoint]
                 del self.ok[endpoint]
@@ -505,9 +535,9 @@ class BalancerProbe:
     def picks(self, in_flight: dict[Hashable, int]) -> dict[Hashable, int]:
         """Picks per endpoint since the probe was set (after a `flush()`; locked)."""
         out: dict[Hashable, int] = {}
-        for endpoint in {*self.released, *self.untimed, *in_flight}:
+        for endpoint in {*self.released, *self.untimed, *in_flight, *self.offset}:
             n = self.released.get(endpoint, 0) + self.untimed.get(endpoint, 0)
-            out[endpoint] = n + in_flight.get(endpoint, 0)
+            out[endpoint] = n + in_flight.get(endpoint, 0) + self.offset.get(endpoint, 0)
         return out
 
 
@@ -572,6 +602,31 @@ def _drain_one(key: int, ref: weakref.ref[Any], probe: BalancerProbe) -> None:
     probe.send(*taken)  # recorders' failures are caught and logged by the hub
 
 
+# Balancers' log events, raised with the balancer's lock held and logged once a
+# pick, release or health change has let it go (user logging code never runs
+# under the lock): the event name, level and fields, in the order raised.
+_deferred: list[tuple[str, int, dict[str, Any]]] = []
+_deferred_lock = threading.Lock()
+
+
+def _later(event: str, level: int = logging.WARNING, **fields: Any) -> None:
+    with _deferred_lock:
+        _deferred.append((event, level, fields))
+
+
+def flush_events() -> None:
+    """Log the balancers' deferred events (call with no balancer lock held)."""
+    from .core import log_event
+
+    with _deferred_lock:
+        if not _deferred:
+            return
+        events = _deferred[:]
+        _deferred.clear()
+    for event, level, fields in events:
+        log_event(event, level, **fields)
+
+
 def _balancer_label(lb: Any) -> str:
     found = _names.get(id(lb))
     return found[1] if found is not None else type(lb).__name__
@@ -580,12 +635,13 @@ def _balancer_label(lb: Any) -> str:
 def ejected(lb: Any, endpoint: Hashable, reason: str, until: float | None) -> None:
     """An endpoint was taken out: count it by kind of reason and log the event.
 
+    Called with the balancer's lock held: the event is logged by
+    `flush_events()` once the balancer lets its lock go.
+
     *reason* is an outlier ejection's description, or `"active_check"` for an
     endpoint that failed its active health checks (*until* is then `None`:
     it is out until its checks pass).
     """
-    from .core import log_event
-
     label = _balancer_label(lb)
     if reason == "active_check":
         kind = reason
@@ -598,7 +654,7 @@ def ejected(lb: Any, endpoint: Hashable, reason: str, until: float | None) -> No
         )
     # `kind` is the metric's `reason` label, `reason` the full description.
     if until is None:
-        log_event(
+        _later(
             "scalekit.balancer.ejected",
             balancer=label,
             endpoint=str(endpoint),
@@ -606,7 +662,7 @@ def ejected(lb: Any, endpoint: Hashable, reason: str, until: float | None) -> No
             kind=kind,
         )
         return
-    log_event(
+    _later(
         "scalekit.balancer.ejected",
         balancer=label,
         endpoint=str(endpoint),
@@ -628,9 +684,7 @@ def _wall(lb: Any, until: float) -> str:
 
 def unejected(lb: Any, endpoint: Hashable) -> None:
     """An ejected endpoint came back."""
-    from .core import log_event
-
-    log_event(
+    _later(
         "scalekit.balancer.uneject",
         logging.INFO,
         balancer=_balancer_label(lb),
@@ -640,9 +694,7 @@ def unejected(lb: Any, endpoint: Hashable) -> None:
 
 def panic(lb: Any, active: bool) -> None:
     """The balancer entered (*active*) or left panic mode."""
-    from .core import log_event
-
-    log_event("scalekit.balancer.panic", balancer=_balancer_label(lb), active=active)
+    _later("scalekit.balancer.panic", balancer=_balancer_label(lb), active=active)
 
 
 def checked(lb: Any, endpoint: Hashable, healthy: bool) -> None:

@@ -188,7 +188,12 @@ class Telemetry:
         # unsubscribes, given to one that subscribes (an exporter replaced: a reload).
         self._pushed_hists: dict[tuple[float, ...], dict[tuple[str, Labels], HistogramState]] = {}
         self.active = False
-        _hubs.add(self)
+        # How many recorders this hub adds to `_emit.on`'s count, given back by a
+        # finalizer if the hub is collected with recorders still subscribed.
+        self._listening = [0]
+        weakref.finalize(self, _stop_listening, self._listening)
+        with _hubs_lock:
+            _hubs.add(self)
 
     # -- recorders ----------------------------------------------------------
 
@@ -216,6 +221,7 @@ class Telemetry:
             with self._push_lock:
                 self._recorders = (*self._recorders, recorder)
                 pushed = dict(self._pushed)
+            self._listening[0] += 1
             _emit._subscribed(1)
             was, self.active = self.active, True
             for series, spec in self._zeros.items():
@@ -259,6 +265,7 @@ class Telemetry:
                     if series not in hists or hists[series].count <= state.count:
                         hists[series] = state
             kept = tuple(r for r in self._recorders if r is not recorder)
+            self._listening[0] += len(kept) - len(self._recorders)
             _emit._subscribed(len(kept) - len(self._recorders))
             self._recorders = kept
             was, self.active = self.active, bool(kept)
@@ -656,30 +663,49 @@ class Telemetry:
                         parked[1][series] = 0.0
 
     def _read(self, obj: Any, fn: Callable[[Any], Iterable[Sample]]) -> list[Sample] | None:
-        """*fn*(*obj*)'s samples, checked against the catalog; None (logged) if it failed."""
+        """*fn*(*obj*)'s samples that the catalog allows; None (logged) if *fn* raised.
+
+        A sample with a metric or labels outside the catalog, or a value
+        that is not a finite number, is dropped alone (and logged): the
+        source's other samples are reported.
+        """
         try:
             samples = list(fn(obj))
-            for sample in samples:
-                spec = METRICS.get(sample.metric)
-                if spec is None or set(sample.labels) != set(spec.labels):
-                    raise ConfigurationError(
-                        f"a watched source reported {sample.metric!r} with labels "
-                        f"{sorted(sample.labels)}, which the catalog does not define"
-                    )
-                if not (_is_number(sample.value) and math.isfinite(sample.value)):
-                    raise ConfigurationError(
-                        f"a watched source reported {sample.metric}={sample.value!r}, "
-                        "not a finite number"
-                    )
         except Exception as exc:  # one failing source never breaks a scrape
-            _failed(
-                "scalekit.observability.source_failed",
-                fn,
-                exc,
-                source=type(obj).__name__,
-            )
+            self._source_failed(obj, fn, exc)
             return None
-        return samples
+        kept: list[Sample] = []
+        bad: ConfigurationError | None = None
+        for sample in samples:
+            spec = METRICS.get(sample.metric)
+            if spec is None or set(sample.labels) != set(spec.labels):
+                bad = ConfigurationError(
+                    f"a watched source reported {sample.metric!r} with labels "
+                    f"{sorted(sample.labels)}, which the catalog does not define"
+                )
+            elif not (_is_number(sample.value) and math.isfinite(sample.value)):
+                bad = ConfigurationError(
+                    f"a watched source reported {sample.metric}={sample.value!r}, "
+                    "not a finite number"
+                )
+            else:
+                kept.append(sample)
+        if bad is not None:
+            self._source_failed(obj, fn, bad)
+        return kept
+
+    def _source_failed(self, obj: Any, fn: object, exc: BaseException) -> None:
+        """Log a source's failure naming the object (`cache='products'`) and its type."""
+        with self._lock:
+            scope = self._scopes.get(id(obj))
+        named = {scope[0]: scope[1]} if scope is not None else {}
+        _failed(
+            "scalekit.observability.source_failed",
+            fn,
+            exc,
+            source=type(obj).__name__,
+            **named,
+        )
 
     def _apply(self, key: int, ref: weakref.ref[Any], samples: list[Sample]) -> None:
         """Add the increases *samples*' counters show since the source's last readings.
@@ -724,10 +750,12 @@ class Telemetry:
         report the largest. A counter reports the sum of every increase its
         objects were seen to make, so it never decreases: not when an object
         is unwatched or collected, watched again, or resets its own counts
-        (`cache_clear()`, `reset_stats()`). A source that raises or reports
-        a metric or labels outside the catalog is skipped for this
-        collection and logged as `scalekit.observability.source_failed` (at
-        most once a minute per source); the other sources are reported.
+        (`cache_clear()`, `reset_stats()`). A source that raises is skipped
+        for this collection; a sample with a metric or labels outside the
+        catalog, or a value that is not a finite number, is dropped alone.
+        Both are logged as `scalekit.observability.source_failed` with the
+        object's name (`cache='products'`), at most once a minute per
+        source; every other source and sample is reported.
         """
         with self._collect_lock:
             with self._lock:
@@ -778,11 +806,29 @@ class Telemetry:
             yield Sample(series[0], value, labels_of[series])
 
 
+def _stop_listening(listening: list[int]) -> None:
+    """A hub was collected: its recorders no longer count as listening (`_emit.on`)."""
+    count, listening[0] = listening[0], 0
+    if count:
+        _emit._subscribed(-count)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# Every live hub. A WeakSet must not grow while it is iterated (another thread
+# making a hub), so it is changed and copied only under `_hubs_lock`.
 _hubs: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+_hubs_lock = threading.Lock()
+
+
+def live_hubs() -> list[Telemetry]:
+    """A snapshot of every live hub, safe against hubs made meanwhile."""
+    with _hubs_lock:
+        return list(_hubs)
+
+
 _recorders: weakref.WeakSet[MemoryRecorder] = weakref.WeakSet()
 
 
@@ -952,8 +998,9 @@ def _after_fork_in_child() -> None:
     each watched router's counts), since a thread of the parent may have
     held any of them at fork time.
     """
-    global _storm_lock
+    global _storm_lock, _hubs_lock
     _storm_lock = threading.Lock()
+    _hubs_lock = threading.Lock()
     for hub in list(_hubs):
         hub._lock = threading.RLock()
         hub._collect_lock = threading.Lock()
@@ -994,6 +1041,8 @@ def log_event(event: str, level: int = logging.WARNING, **fields: Any) -> None:
     A storm is rate-limited: at most `LOG_EVENTS_PER_SECOND` records of one
     event per second; the records dropped are counted and the next record
     of that event carries `suppressed=<count>` (the metrics count every one).
+    A logging filter or handler that raises is ignored: the exception never
+    reaches the caller (and so never a primitive).
 
     Raises:
         ConfigurationError: *event* is not in `EVENTS` or *level* is not a
@@ -1021,4 +1070,7 @@ def log_event(event: str, level: int = logging.WARNING, **fields: Any) -> None:
     if suppressed:
         fields = {**fields, "suppressed": suppressed}
     text = " ".join(f"{k}={fields[k]!r}" for k in sorted(fields))
-    _logger.log(level, "%s %s", event, text, extra={"event": event, "fields": dict(fields)})
+    try:
+        _logger.log(level, "%s %s", event, text, extra={"event": event, "fields": dict(fields)})
+    except Exception:  # a raising filter or handler never reaches the primitive
+        return

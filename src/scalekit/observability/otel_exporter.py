@@ -20,7 +20,9 @@ guidance asks: the unit is the instrument's `unit`, `s` for seconds and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+import weakref
+from collections.abc import Callable, Iterable
 from typing import Any
 
 try:
@@ -38,8 +40,43 @@ from .core import DEFAULT_BUCKETS, Labels, MemoryRecorder, Telemetry, default_te
 
 __all__ = ["OpenTelemetryExporter"]
 
-# Meter providers with a live exporter (compared by identity).
-_providers: list[Any] = []
+# Each meter provider's instruments, made once (the SDK hands back an instrument
+# already registered under a name, without the new callbacks): id(provider) ->
+# (the provider, held weakly when it can be, and its instruments). A provider
+# that is dropped takes its entry with it.
+_installed: dict[int, tuple[Callable[[], Any], _Instruments]] = {}
+_installed_lock = threading.Lock()
+
+
+def _instruments_of(provider: Any) -> _Instruments | None:
+    """The instruments made on *provider*, if any (called with `_installed_lock` held)."""
+    found = _installed.get(id(provider))
+    if found is None:
+        return None
+    if found[0]() is not provider:  # an earlier provider that had the same id is gone
+        del _installed[id(provider)]
+        return None
+    return found[1]
+
+
+def _install(provider: Any) -> _Instruments:
+    """Make *provider*'s instruments (called with `_installed_lock` held)."""
+    instruments = _Instruments(provider)
+    key = id(provider)
+    try:
+        ref: Callable[[], Any] = weakref.ref(provider, lambda _: _forget(key))
+    except TypeError:  # a provider that cannot be weakly referenced is kept
+        ref = lambda: provider  # noqa: E731
+    _installed[key] = (ref, instruments)
+    return instruments
+
+
+def _forget(key: int) -> None:
+    with _installed_lock:
+        found = _installed.get(key)
+        if found is not None and found[0]() is None:
+            del _installed[key]
+
 
 _UNITS = {"seconds": "s", "ratio": "1", "": "1"}
 
@@ -73,6 +110,43 @@ def _histogram(meter: Any, spec: MetricSpec, unit: str) -> Any:
         return meter.create_histogram(spec.otel_name, unit=unit, description=spec.help)
 
 
+class _Instruments:
+    """One meter provider's scalekit instruments, read through its current exporter.
+
+    Made with the provider's first exporter and kept for the provider's life:
+    an exporter made after a closed one becomes the current one, and the
+    same instruments go on reporting, from its hub's totals.
+    """
+
+    def __init__(self, provider: Any) -> None:
+        meter = provider.get_meter("scalekit", __version__)
+        self.current: OpenTelemetryExporter | None = None
+        self.histograms: dict[str, Any] = {}
+        for spec in METRICS.values():
+            unit = _UNITS.get(spec.unit, spec.unit)
+            if spec.kind == "histogram":
+                self.histograms[spec.name] = _histogram(meter, spec, unit)
+            elif spec.kind == "counter":
+                meter.create_observable_counter(
+                    spec.otel_name, callbacks=[self._callback(spec)], unit=unit,
+                    description=spec.help,
+                )  # fmt: skip
+            else:
+                meter.create_observable_gauge(
+                    spec.otel_name, callbacks=[self._callback(spec)], unit=unit,
+                    description=spec.help,
+                )  # fmt: skip
+
+    def _callback(self, spec: MetricSpec) -> Any:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            exporter = self.current
+            if exporter is None:
+                return []
+            return exporter._observations(spec)
+
+        return observe
+
+
 class OpenTelemetryExporter:
     """Creates one OpenTelemetry instrument per catalog metric for a hub.
 
@@ -102,45 +176,41 @@ class OpenTelemetryExporter:
             )
         self._telemetry = telemetry or default_telemetry()
         provider = meter_provider or otel_metrics.get_meter_provider()
-        if any(p is provider for p in _providers):
-            raise ConfigurationError(
-                "meter_provider already has an OpenTelemetryExporter; its instruments would "
-                "count every measurement twice (close() the first one, or use one exporter)"
-            )
         self._closed = False
-        self._provider = provider
-        meter = provider.get_meter("scalekit", __version__)
         self._recorder = MemoryRecorder()
-        histograms: dict[str, Any] = {}
         # One reading of the hub per collection cycle, made by the first callback
         # the SDK runs (instruments are collected in the order they were created).
         self._first = next(s.name for s in METRICS.values() if s.kind != "histogram")
         self._reading: dict[str, dict[Labels, float]] = {}
-        for spec in METRICS.values():
-            unit = _UNITS.get(spec.unit, spec.unit)
-            if spec.kind == "histogram":
-                histograms[spec.name] = _histogram(meter, spec, unit)
-            elif spec.kind == "counter":
-                meter.create_observable_counter(
-                    spec.otel_name, callbacks=[self._callback(spec)], unit=unit,
-                    description=spec.help,
-                )  # fmt: skip
-            else:
-                meter.create_observable_gauge(
-                    spec.otel_name, callbacks=[self._callback(spec)], unit=unit,
-                    description=spec.help,
-                )  # fmt: skip
-        self._forward = _Forward(histograms)
-        self._telemetry.subscribe(self._recorder)
-        self._telemetry.subscribe(self._forward)
-        _providers.append(provider)
+        with _installed_lock:
+            found = _instruments_of(provider)
+            if found is not None and found.current is not None:
+                raise ConfigurationError(
+                    "meter_provider already has an OpenTelemetryExporter; its instruments "
+                    "would count every measurement twice (close() the first one, or use one "
+                    "exporter)"
+                )
+            if found is None:
+                found = _install(provider)
+            self._instruments = found
+            self._forward = _Forward(found.histograms)
+            self._telemetry.subscribe(self._recorder)
+            self._telemetry.subscribe(self._forward)
+            found.current = self
 
     def close(self) -> None:
-        """Stop receiving from the hub; the instruments then report nothing at all."""
-        self._closed = True
-        self._telemetry.unsubscribe(self._recorder)
-        self._telemetry.unsubscribe(self._forward)
-        _providers[:] = [p for p in _providers if p is not self._provider]
+        """Stop receiving from the hub; the instruments then report nothing at all.
+
+        An exporter made afterwards on the same meter provider takes the same
+        instruments over and reports from its hub's totals: counters go on
+        from where they were, not from 0.
+        """
+        with _installed_lock:
+            self._closed = True
+            self._telemetry.unsubscribe(self._recorder)
+            self._telemetry.unsubscribe(self._forward)
+            if self._instruments.current is self:
+                self._instruments.current = None
 
     def _read(self) -> dict[str, dict[Labels, float]]:
         """Every counter and gauge now: pushed aggregates plus the watched objects."""
@@ -156,13 +226,11 @@ class OpenTelemetryExporter:
             series[key] = series.get(key, 0.0) + sample.value
         return totals
 
-    def _callback(self, spec: MetricSpec) -> Any:
-        def observe(options: CallbackOptions) -> Iterable[Observation]:
-            if self._closed:
-                return []
-            if spec.name == self._first or not self._reading:
-                self._reading = self._read()
-            totals = self._reading.get(spec.name, {})
-            return [Observation(v, attributes=dict(k)) for k, v in totals.items()]
-
-        return observe
+    def _observations(self, spec: MetricSpec) -> list[Observation]:
+        """The observations of counter or gauge *spec* at this collection."""
+        if self._closed:
+            return []
+        if spec.name == self._first or not self._reading:
+            self._reading = self._read()
+        totals = self._reading.get(spec.name, {})
+        return [Observation(v, attributes=dict(k)) for k, v in totals.items()]

@@ -13,6 +13,7 @@ Two things follow from watching:
 
 from __future__ import annotations
 
+import math
 import sys
 import weakref
 from collections.abc import Callable, Iterator
@@ -112,9 +113,11 @@ def watch_cache(cache: WatchableCache, name: str, *, telemetry: Telemetry | None
         yield Sample("scalekit_cache_misses", stats.misses, label)
         yield Sample("scalekit_cache_evictions", stats.evictions, label)
         yield Sample("scalekit_cache_size", float(c.currsize), label)
-        yield Sample("scalekit_cache_capacity", float(c.maxsize), label)
+        capacity = float(c.maxsize)
+        if math.isfinite(capacity):  # an unbounded cache has no capacity to report
+            yield Sample("scalekit_cache_capacity", capacity, label)
         window = getattr(c, "window_maxsize", None)
-        if window is not None:
+        if window is not None and math.isfinite(window):  # none for an unbounded cache
             yield Sample("scalekit_cache_window_size", float(window), label)
 
     def collect_redis(c: Any) -> Iterator[Sample]:
@@ -247,8 +250,11 @@ def watch_balancer(balancer: Any, name: str, *, telemetry: Telemetry | None = No
         # Under the balancer's lock: a release reads both.
         with lb._lock:
             if active:
+                if lb._probe is not probe:
+                    probe.switched({**lb._draining, **lb._in_flight}, True)
                 lb._probe, lb._latencies = probe, probe.ok
             elif lb._probe is probe:
+                probe.switched({**lb._draining, **lb._in_flight}, False)
                 lb._probe = lb._latencies = None
         if active:
             _emit.drain(lb, probe)
