@@ -176,3 +176,47 @@ def test_peak_ewma_share_does_not_step_when_the_ramp_ends(
         f"the new endpoint had {before:.4f} of picks just before the ramp ended, "
         f"{after:.4f} just after"
     )
+
+
+def _all_ramping_shares(lb: PeakEWMA[str], clock: FakeClock, picks: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _ in range(picks):
+        ep = lb.pick()
+        counts[ep] = counts.get(ep, 0) + 1
+        clock.advance(0.001)
+        lb.release(ep, latency=0.010)
+    return counts
+
+
+@pytest.mark.parametrize("weights", [1, 3], ids=["equal-weights", "weight-3"])
+def test_peak_ewma_spreads_the_picks_when_every_available_endpoint_ramps(weights: int) -> None:
+    # A rolling replacement: every endpoint is new, all at the same factor, so
+    # the factor applies equally (Envoy: no skew) and P2C shares them evenly.
+    clock = FakeClock()
+    policy = HealthPolicy(slow_start=SlowStart(window=WINDOW))
+    lb = PeakEWMA({"old": weights}, clock=clock, rng=random.Random(1), health=policy)
+    for ep in ("new-1", "new-2", "new-3"):
+        lb.add(ep, weights)
+    lb.remove("old")
+    clock.advance(WINDOW / 2)
+    picks = 9_000
+    counts = _all_ramping_shares(lb, clock, picks)
+    noise = 3 * math.sqrt(picks * (1 / 3) * (2 / 3))
+    for ep in ("new-1", "new-2", "new-3"):
+        assert abs(counts.get(ep, 0) - picks / 3) <= 0.04 * picks / 3 + noise, counts
+
+
+def test_peak_ewma_spreads_the_picks_when_the_only_old_endpoint_fails_its_checks() -> None:
+    clock = FakeClock()
+    policy = HealthPolicy(slow_start=SlowStart(window=WINDOW), panic_threshold=0)
+    lb = PeakEWMA(["old"], clock=clock, rng=random.Random(2), health=policy)
+    lb.add("new-1")
+    lb.add("new-2")
+    lb.health.set_check_result("old", False)
+    clock.advance(WINDOW / 2)
+    picks = 8_000
+    counts = _all_ramping_shares(lb, clock, picks)
+    assert "old" not in counts
+    noise = 3 * math.sqrt(picks * 0.25)
+    for ep in ("new-1", "new-2"):
+        assert abs(counts.get(ep, 0) - picks / 2) <= 0.04 * picks / 2 + noise, counts

@@ -61,7 +61,11 @@ class PeakEWMA(Balancer[E]):
     random; the ramping one is kept with probability
     `min(1, peer_load / its_load)`, else the peer is picked (an endpoint
     that has neither latency nor requests out has load 0 and is kept). The
-    endpoints at full weight share the rest by P2C. So a ramping endpoint
+    endpoints at full weight share the rest by P2C. When every available
+    endpoint ramps (all were replaced, or the only old one is ejected), both
+    candidates are drawn by `weight * factor` and compared as unequal weights
+    are below, so endpoints ramping together share the picks evenly (as in
+    Envoy, where a factor that applies to every host skews nothing). So a ramping endpoint
     with the latency and in-flight count of its peers gets its ramp share,
     and one whose `load / weight` is r times a peer's keeps at most 1/r of
     it: a new endpoint 200 times slower than its peers gets well under 1%
@@ -162,7 +166,8 @@ class PeakEWMA(Balancer[E]):
         would give it, and keeps each with probability `min(1, peer_load /
         its_load)` against a peer at full weight drawn at random (loads
         per unit weight); the endpoints at full weight share the rest by
-        P2C.
+        P2C. When no available endpoint is at full weight, the weighted
+        draw of `_weighted` picks among the ramping ones.
         """
         weights = self._weights
         full: list[E] = []
@@ -178,11 +183,14 @@ class PeakEWMA(Balancer[E]):
                 full.append(ep)
         if not ramping:
             return hosts
+        if not full:
+            # Every available endpoint ramps (all were replaced, or the only old
+            # one is ejected): the factors apply to all of them, so draw both
+            # candidates by `weight * factor` and compare their loads.
+            return self._weighted(hosts, now, ramping=True)
         u = self._rng.random() * total
         for ep, share in ramping:
-            if u < share or not full:
-                if not full:
-                    return ep
+            if u < share:
                 # Load-aware: the ramping candidate against a peer at full weight.
                 peer = full[int(self._rng.random() * len(full))]
                 mine, theirs = self._load(ep, now), self._load(peer, now)
