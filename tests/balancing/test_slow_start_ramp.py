@@ -6,7 +6,7 @@ Envoy's load balancing docs ("Slow start mode"): an endpoint's weight is
 endpoints of weight w and a fifth that just joined, the new one's share of
 picks at time t is ``w * f(t) / (4 * w + w * f(t))``.
 
-About 2 s for all five strategies (70,000 picks each).
+About 8 s for all five strategies at three settings (70,000 picks each).
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def envoy_factor(elapsed: float, aggression: float, min_percent: float) -> float
     [RandomBalancer, SmoothWeightedRoundRobin, WeightedRoundRobin, LeastRequest, PeakEWMA],
     ids=lambda c: c.__name__,
 )
-@pytest.mark.parametrize(("weight", "aggression", "min_percent"), [(1, 1.0, 10.0), (3, 2.0, 20.0)])
+@pytest.mark.parametrize(
+    ("weight", "aggression", "min_percent"), [(1, 1.0, 10.0), (3, 2.0, 20.0), (1, 0.5, 0.0)]
+)
 def test_a_new_endpoint_ramps_as_envoy_defines_it(
     cls: type[Balancer], weight: int, aggression: float, min_percent: float
 ) -> None:
@@ -88,6 +90,13 @@ def test_the_time_factor_counts_at_least_one_second_as_envoy_does() -> None:
         pytest.approx(0.5)
     )
     assert slow.factor(WINDOW) == 1.0
+    # aggression 0.5 squares the time factor; min_weight_percent is a floor.
+    square = SlowStart(window=WINDOW, aggression=0.5, min_weight_percent=0.0)
+    assert square.factor(0.0) == pytest.approx((1 / WINDOW) ** 2)
+    assert square.factor(30.0) == pytest.approx(0.25)
+    floored = SlowStart(window=WINDOW, aggression=0.5, min_weight_percent=10.0)
+    assert floored.factor(6.0) == pytest.approx(0.1)
+    assert floored.factor(30.0) == pytest.approx(0.25)
 
 
 def _share_of_a_slow_new_endpoint(slow_start: bool) -> list[float]:
