@@ -11,7 +11,8 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from .._validation import positive_number
-from .base import Balancer, E, Endpoints, unknown_endpoint
+from ..exceptions import ConfigurationError
+from .base import MAX_WEIGHT, Balancer, E, Endpoints, unknown_endpoint
 
 if TYPE_CHECKING:
     from .health import HealthPolicy
@@ -21,6 +22,20 @@ __all__ = ["PeakEWMA"]
 # Finagle's penalty for an endpoint with requests out and no latency seen yet:
 # Long.MaxValue >> 16 nanoseconds, kept in the same unit as our seconds.
 PENALTY = float((2**63 - 1) >> 16) / 1e9
+
+
+def _is_weight(weight: object) -> bool:
+    """Whether *weight* is a valid weight (else `Balancer` raises its own error)."""
+    return isinstance(weight, int) and not isinstance(weight, bool) and 1 <= weight <= MAX_WEIGHT
+
+
+def _check_total(total: int, change: str) -> None:
+    """Refuse a pool whose total weight passes 2**53 (the float draw's exact range)."""
+    if total > MAX_WEIGHT:
+        raise ConfigurationError(
+            f"PeakEWMA's total weight must be at most 2**53, got {total}{change}: "
+            "its weighted draw keeps running sums of the weights as floats"
+        )
 
 
 class PeakEWMA(Balancer[E]):
@@ -87,7 +102,9 @@ class PeakEWMA(Balancer[E]):
 
     Raises:
         ConfigurationError: see [Balancer][scalekit.balancing.Balancer];
-            *decay* not > 0.
+            *decay* not > 0; the total weight above `2**53` (the weighted
+            draw keeps running sums of the weights as floats), here or on
+            `add` or `reweight`.
 
     Thread-safety: see [Balancer][scalekit.balancing.Balancer].
 
@@ -106,6 +123,34 @@ class PeakEWMA(Balancer[E]):
     ) -> None:
         self._tau = positive_number("decay", decay)
         super().__init__(endpoints, clock=clock, rng=rng, health=health)
+        _check_total(sum(self._weights.values()), "")
+
+    def add(self, endpoint: E, weight: int = 1) -> None:
+        """Add *endpoint* with *weight*; see [Balancer][scalekit.balancing.Balancer].
+
+        Raises:
+            ConfigurationError: as `Balancer.add`; or the total weight would
+                pass `2**53`.
+            ArgumentTypeError: as `Balancer.add`.
+        """
+        if _is_weight(weight):
+            with self._lock:
+                total = sum(self._weights.values()) + weight
+            _check_total(total, f" (adding {endpoint!r} with weight {weight})")
+        super().add(endpoint, weight)
+
+    def reweight(self, endpoint: E, weight: int) -> None:
+        """Change *endpoint*'s weight; see [Balancer][scalekit.balancing.Balancer].
+
+        Raises:
+            ConfigurationError: as `Balancer.reweight`; or the total weight
+                would pass `2**53`.
+        """
+        if _is_weight(weight):
+            with self._lock:
+                total = sum(self._weights.values()) - self._weights.get(endpoint, 0) + weight
+            _check_total(total, f" (giving {endpoint!r} weight {weight})")
+        super().reweight(endpoint, weight)
 
     def _init_state(self) -> None:
         self._ids: list[E] = []
