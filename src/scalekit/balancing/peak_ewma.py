@@ -61,9 +61,11 @@ class PeakEWMA(Balancer[E]):
     requests), so that one request at a time the heavier endpoint does not
     win every comparison. The first is kept if its
     unit load is not higher, else with probability `theirs / its`, else the
-    second is picked. Endpoints whose latencies match get shares equal to
-    their weights' one request at a time, and within 15% of them with
-    requests in flight; a slower or busier one gets less. A ramping
+    second is picked. Endpoints whose latencies match get shares near
+    their weights' only while the weights are close: light endpoints are
+    over-served (measured, 2:1 and 3:1:1: up to 1.25x their weight share;
+    10:1: up to 2.2x; 100:1:1: up to 6x; see docs/balancing.md); a slower
+    or busier one gets less. A ramping
     endpoint (slow start) is drawn with `weight * factor` instead, which
     reaches its weight exactly when its ramp ends: its share does not step
     there.
