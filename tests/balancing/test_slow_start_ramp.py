@@ -229,3 +229,61 @@ def test_peak_ewma_spreads_the_picks_when_the_only_old_endpoint_fails_its_checks
     noise = 3 * math.sqrt(picks * 0.25)
     for ep in ("new-1", "new-2"):
         assert abs(counts.get(ep, 0) - picks / 2) <= 0.04 * picks / 2 + noise, counts
+
+
+def _closed_loop_ramp_shares(
+    new_latency: float, spans: list[tuple[float, float]], in_flight: int = 8
+) -> list[float]:
+    """The new endpoint's share of picks in each (start, end) span, equal weights.
+
+    Four endpoints answer in 10 ms, the new one (added at 0 s) in
+    *new_latency*, each with up to 50% jitter; *in_flight* requests are out
+    at all times on a fake clock, each picked as the previous one completes.
+    """
+    clock = FakeClock()
+    policy = HealthPolicy(slow_start=SlowStart(window=WINDOW))
+    lb = PeakEWMA(list("abcd"), clock=clock, rng=random.Random(3), health=policy)
+    lb.add("e")
+    latency = {"a": 0.010, "b": 0.010, "c": 0.010, "d": 0.010, "e": new_latency}
+    jitter = random.Random(3)
+    pending: list[tuple[float, int, str, float]] = []
+    for i in range(in_flight):
+        ep = lb.pick()
+        heapq.heappush(pending, (latency[ep] * (0.5 + jitter.random()), i, ep, 0.0))
+    counts = [[0, 0] for _ in spans]
+    end = spans[-1][1]
+    while True:
+        done, i, ep, start = heapq.heappop(pending)
+        if done > end:
+            break
+        clock.set(done)
+        lb.release(ep, latency=done - start)
+        ep = lb.pick()
+        for span, count in zip(spans, counts, strict=True):
+            if span[0] <= done < span[1]:
+                count[0] += ep == "e"
+                count[1] += 1
+        heapq.heappush(pending, (done + latency[ep] * (0.5 + jitter.random()), i, ep, done))
+    return [new / total for new, total in counts]
+
+
+@pytest.mark.parametrize(
+    "new_latency", [0.005, 0.010, 0.020], ids=["2x-faster", "same", "2x-slower"]
+)
+def test_peak_ewma_share_does_not_step_when_the_ramp_ends_with_equal_weights(
+    new_latency: float,
+) -> None:
+    # With equal weights, P2C gives a faster endpoint more than its peers' share
+    # and a slower one less; the ramp blends into P2C over the last fifth of the
+    # factor's rise, so the share reaches P2C's without a step. The last 2 s of
+    # the ramp and the first 2 s after it differ by under 10% of the share
+    # after plus three standard deviations of sampling noise. About 1 s.
+    before, after = _closed_loop_ramp_shares(
+        new_latency, [(WINDOW - 2.0, WINDOW), (WINDOW, WINDOW + 2.0)]
+    )
+    picks = 2.0 * 8 / 0.010  # about this many in each span
+    noise = 3 * math.sqrt(2 * after * (1 - after) / picks)
+    assert abs(after - before) <= 0.10 * after + noise, (
+        f"the new endpoint had {before:.4f} of picks just before the ramp ended, "
+        f"{after:.4f} just after"
+    )

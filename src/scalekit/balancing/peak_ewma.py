@@ -23,6 +23,10 @@ __all__ = ["PeakEWMA"]
 # Long.MaxValue >> 16 nanoseconds, kept in the same unit as our seconds.
 PENALTY = float((2**63 - 1) >> 16) / 1e9
 
+# The last part of a slow-start factor's rise (0.8 to 1) over which equal
+# weights blend from the ramp's rule into plain P2C.
+BLEND = 0.2
+
 
 def _is_weight(weight: object) -> bool:
     """Whether *weight* is a valid weight (else `Balancer` raises its own error)."""
@@ -90,7 +94,12 @@ class PeakEWMA(Balancer[E]):
     ramping host's weight by its in-flight count). Dividing
     the load by the factor instead would starve it: P2C compares loads, and
     a load ten times higher loses every comparison until the factor
-    reaches 1.
+    reaches 1. Over the last fifth of the factor's rise (from 0.8, for the
+    slowest-rising endpoint when several ramp) a growing part of the picks,
+    all of them at factor 1, is plain P2C over every endpoint, so the share
+    of a new endpoint faster or slower than its peers reaches P2C's without
+    a step when the ramp ends (a faster one gets more than its ramp share
+    there).
 
     A release without `latency` lowers the in-flight count but teaches
     the average nothing; `request()` always measures it.
@@ -220,15 +229,24 @@ class PeakEWMA(Balancer[E]):
         full: list[E] = []
         ramping: list[tuple[E, float]] = []
         total = 0.0
+        lowest = 1.0
         for ep in hosts:
             factor = self._factor(ep, now)
             share = weights[ep] * factor
             total += share
             if factor < 1.0:
                 ramping.append((ep, share))
+                lowest = min(lowest, factor)
             else:
                 full.append(ep)
         if not ramping:
+            return hosts
+        # Over the last BLEND of the factor's rise, a growing part of the picks
+        # (all of them at factor 1) is plain P2C over every endpoint, so that
+        # the share of an endpoint faster or slower than its peers reaches what
+        # P2C gives it continuously instead of stepping when the ramp ends.
+        blend = (lowest - (1.0 - BLEND)) / BLEND
+        if blend > 0.0 and self._rng.random() < blend:
             return hosts
         if not full:
             # Every available endpoint ramps (all were replaced, or the only old
