@@ -13,9 +13,19 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Hashable
 from fractions import Fraction
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-__all__ = ["EdfScheduler"]
+if TYPE_CHECKING:
+    from .health import HealthPolicy
+
+__all__ = ["EdfScheduler", "refresh_interval"]
+
+
+def refresh_interval(health: HealthPolicy | None) -> float:
+    """How often ramping deadlines are brought forward: a thousandth of the window."""
+    slow = health.slow_start if health is not None else None
+    return slow.window / 1000.0 if slow is not None else 0.0
+
 
 E = TypeVar("E", bound=Hashable)
 

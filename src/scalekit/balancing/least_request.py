@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from .._validation import non_negative_int, non_negative_number, positive_int
 from ._edf import EdfScheduler, Number
+from ._edf import refresh_interval as _refresh_interval
 from .base import Balancer, E, Endpoints
 
 if TYPE_CHECKING:
@@ -29,7 +31,8 @@ class LeastRequest(Balancer[E]):
     endpoint's weight, recomputed whenever it is scheduled, is
     `weight * slow_start_factor / (active + 1) ** active_request_bias`.
     Unlike Envoy, a ramping endpoint's deadline is also brought forward as
-    its factor grows (to its last turn plus `1 / weight` at the factor
+    its factor grows, at most every thousandth of the window (to its last
+    turn plus `1 / weight` at the factor
     halfway since then): with a factor that starts near 0
     (`min_weight_percent=0`), Envoy's first deadline lies past the end of
     the ramp, and the endpoint would get nothing until then.
@@ -73,6 +76,7 @@ class LeastRequest(Balancer[E]):
         self._edf: EdfScheduler[E] | None = None
         # endpoints queued during their ramp -> (time queued at, deadline, clock then)
         self._ramping: dict[E, tuple[Number, Number, float]] = {}
+        self._refreshed = -math.inf  # the clock when ramping deadlines were last brought forward
 
     def _on_add(self, endpoint: E, weight: int) -> None:
         self._ids.append(endpoint)
@@ -151,7 +155,10 @@ class LeastRequest(Balancer[E]):
             ramping = self._ramping
             slow = self._slow_starting()
             if ramping:
-                edf.bring_forward(ramping, self._increment_at, self._clock())
+                now = self._clock()
+                if not now - self._refreshed < _refresh_interval(self._health):
+                    self._refreshed = now
+                    edf.bring_forward(ramping, self._increment_at, now)
             while True:
                 endpoint = edf.pick_and_add(increment)
                 if slow:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from .._validation import non_negative_int
 from ._edf import EdfScheduler, Number
+from ._edf import refresh_interval as _refresh_interval
 from .base import Balancer, E, Endpoints
 
 if TYPE_CHECKING:
@@ -36,7 +37,8 @@ class WeightedRoundRobin(Balancer[E]):
     `1 / (weight * factor)` is rounded up to a multiple of `2**-20` units),
     and over `total weight` picks from the start each endpoint is chosen
     exactly `weight` times. Unlike Envoy, a ramping endpoint's deadline is
-    brought forward as its factor grows (to its last turn plus the
+    brought forward as its factor grows, at most every thousandth of the
+    window (to its last turn plus the
     increment at the factor halfway since then): with a factor that starts
     near 0 (`min_weight_percent=0`), Envoy's first deadline lies past the
     end of the ramp.
@@ -99,6 +101,7 @@ class WeightedRoundRobin(Balancer[E]):
         self._step: dict[E, Number] = {}  # _unit // weight: 1 / weight in our unit
         # endpoints queued during their ramp -> (time queued at, deadline)
         self._ramping: dict[E, tuple[Number, Number, float]] = {}
+        self._refreshed = -math.inf  # the clock when ramping deadlines were last brought forward
 
     def _grow_unit(self, weight: int) -> None:
         if self._unit % weight:
@@ -161,7 +164,10 @@ class WeightedRoundRobin(Balancer[E]):
             return edf.pick_fixed(self._step)
         ramping = self._ramping
         if ramping:
-            edf.bring_forward(ramping, self._increment_at, self._clock())
+            now = self._clock()
+            if not now - self._refreshed < _refresh_interval(self._health):
+                self._refreshed = now
+                edf.bring_forward(ramping, self._increment_at, now)
         while True:
             endpoint = edf.pop()
             increment = self._increment(endpoint)
