@@ -106,8 +106,9 @@ class Catalog:
     @property
     def shop_id(self) -> str:
         """A random id made when the catalog was created; names the shop's locks and keys."""
-        row = self.db.connection().execute("SELECT value FROM meta WHERE key = 'shop_id'")
-        return str(row.fetchone()[0])
+        with self.db.read("Catalog.shop_id") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'shop_id'").fetchone()
+        return str(row[0])
 
     # -- products ------------------------------------------------------------
     def add_product(self, sku: str, name: str, price_cents: int, qty: int) -> bool:
@@ -122,44 +123,43 @@ class Catalog:
             return True
 
     def product(self, sku: str) -> dict[str, object] | None:
-        row = (
-            self.db.connection()
-            .execute(
+        with self.db.read("Catalog.product") as conn:
+            row = conn.execute(
                 "SELECT p.sku, p.name, p.price_cents, s.qty "
                 "FROM products p JOIN stock s USING (sku) WHERE p.sku = ?",
                 (sku,),
-            )
-            .fetchone()
-        )
+            ).fetchone()
         if row is None:
             return None
         return {"sku": row[0], "name": row[1], "price_cents": row[2], "stock": row[3]}
 
     def product_detail(self, sku: str) -> dict[str, object] | None:
         """What the product cache holds: sku, name and price (not the stock)."""
-        row = (
-            self.db.connection()
-            .execute("SELECT sku, name, price_cents FROM products WHERE sku = ?", (sku,))
-            .fetchone()
-        )
+        with self.db.read("Catalog.product_detail") as conn:
+            row = conn.execute(
+                "SELECT sku, name, price_cents FROM products WHERE sku = ?", (sku,)
+            ).fetchone()
         return None if row is None else {"sku": row[0], "name": row[1], "price_cents": row[2]}
 
     def skus(self) -> list[str]:
-        rows = self.db.connection().execute("SELECT sku FROM products ORDER BY sku")
+        with self.db.read("Catalog.skus") as conn:
+            rows = conn.execute("SELECT sku FROM products ORDER BY sku").fetchall()
         return [r[0] for r in rows]
 
     def stock(self, sku: str) -> int:
-        row = self.db.connection().execute("SELECT qty FROM stock WHERE sku = ?", (sku,))
-        return int(row.fetchone()[0])
+        with self.db.read("Catalog.stock") as conn:
+            row = conn.execute("SELECT qty FROM stock WHERE sku = ?", (sku,)).fetchone()
+        return int(row[0])
 
     def fence(self, sku: str) -> int:
-        row = self.db.connection().execute("SELECT fence FROM stock WHERE sku = ?", (sku,))
-        return int(row.fetchone()[0])
+        with self.db.read("Catalog.fence") as conn:
+            row = conn.execute("SELECT fence FROM stock WHERE sku = ?", (sku,)).fetchone()
+        return int(row[0])
 
     def fence_source(self) -> str | None:
         """The lock backend whose tokens the stored fences are (None before the first run)."""
-        row = self.db.connection().execute("SELECT value FROM meta WHERE key = 'fence_source'")
-        found = row.fetchone()
+        with self.db.read("Catalog.fence_source") as conn:
+            found = conn.execute("SELECT value FROM meta WHERE key = 'fence_source'").fetchone()
         return None if found is None else str(found[0])
 
     def adopt_fences(self, source: str) -> bool:
@@ -320,10 +320,12 @@ class Catalog:
     # -- reservations ----------------------------------------------------------
     def held(self, order_id: str) -> dict[str, tuple[int, int]]:
         """sku -> (qty, unit price) the order holds."""
-        rows = self.db.connection().execute(
-            "SELECT sku, qty, price_cents FROM reservations WHERE order_id = ? AND state = 'held'",
-            (order_id,),
-        )
+        with self.db.read("Catalog.held") as conn:
+            rows = conn.execute(
+                "SELECT sku, qty, price_cents FROM reservations "
+                "WHERE order_id = ? AND state = 'held'",
+                (order_id,),
+            ).fetchall()
         return {r[0]: (r[1], r[2]) for r in rows}
 
     def sell(self, order_id: str) -> int:
@@ -347,9 +349,11 @@ class Catalog:
     def holds(self) -> dict[str, dict[str, int]]:
         """order id -> sku -> units held for it (read in one transaction)."""
         found: dict[str, dict[str, int]] = {}
-        for order_id, sku, qty in self.db.connection().execute(
-            "SELECT order_id, sku, qty FROM reservations WHERE state = 'held'"
-        ):
+        with self.db.read("Catalog.holds") as conn:
+            rows = conn.execute(
+                "SELECT order_id, sku, qty FROM reservations WHERE state = 'held'"
+            ).fetchall()
+        for order_id, sku, qty in rows:
             found.setdefault(str(order_id), {})[str(sku)] = int(qty)
         return found
 
@@ -389,12 +393,12 @@ class Catalog:
 
     def charged_by(self, key: str) -> str | None:
         """The gateway that charged under *key*, or None if nothing was charged."""
-        row = (
-            self.db.connection()
-            .execute("SELECT gateway FROM charges WHERE idempotency_key = ?", (key,))
-            .fetchone()
-        )
+        with self.db.read("Catalog.charged_by") as conn:
+            row = conn.execute(
+                "SELECT gateway FROM charges WHERE idempotency_key = ?", (key,)
+            ).fetchone()
         return None if row is None else str(row[0])
 
     def charge_count(self) -> int:
-        return int(self.db.connection().execute("SELECT COUNT(*) FROM charges").fetchone()[0])
+        with self.db.read("Catalog.charge_count") as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM charges").fetchone()[0])

@@ -51,6 +51,21 @@ class Database:
         return conn
 
     @contextmanager
+    def read(self, operation: str) -> Iterator[sqlite3.Connection]:
+        """The thread's connection for reads outside a transaction.
+
+        SQLite's errors (but the shop code's own) become `database_error`s
+        naming *operation*, as in `transaction`: a corrupt or locked file is
+        met first by reads.
+        """
+        try:
+            yield self.connection()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, _OWN):
+                raise
+            raise database_error(self.path, operation, exc) from exc
+
+    @contextmanager
     def transaction(self, operation: str = "a transaction") -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT, rolled back on an exception.
 

@@ -84,7 +84,7 @@ def attach(storage: ShopStorage, shards: int) -> MigratingRouter[str]:
         storage.shard_names.append(name)
         db.connection().executescript(_SHARD_SCHEMA)
     stores = {
-        shard: SQLiteShardStore(db.connection, TABLES, move_timeout=2.0)
+        shard: SQLiteShardStore(db.connection, TABLES, move_timeout=2.0, name=str(db.path))
         for shard, db in storage.shards.items()
     }
     old = HashRouter(storage.shard_names[:shards], strategy="jump")

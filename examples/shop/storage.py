@@ -107,7 +107,8 @@ class ShopStorage:
             return self.migration.execute(user_id, work, *args)  # type: ignore[no-any-return]
         db = self.shard_for(user_id)
         if not write:
-            return work(db.connection(), user_id, *args)
+            with db.read("ShopStorage.on_user") as conn:
+                return work(conn, user_id, *args)
         with db.transaction("ShopStorage.on_user") as conn:
             return work(conn, user_id, *args)
 

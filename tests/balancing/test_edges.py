@@ -12,6 +12,7 @@ from scalekit.balancing import (
     ConsistentHashBalancer,
     HealthPolicy,
     OutlierDetection,
+    PeakEWMA,
     RoundRobin,
 )
 from scalekit.testing import FakeClock
@@ -113,3 +114,22 @@ def test_a_release_with_a_bad_latency_leaves_the_request_in_flight(make: Factory
         assert lb.in_flight(ep) == 1 and lb.in_flight() == 1
     lb.release(ep, latency=0.01)
     assert lb.in_flight() == 0
+
+
+def test_peak_ewma_refuses_a_total_weight_its_float_draw_cannot_hold() -> None:
+    # The weighted draw keeps running sums of the weights as floats: past
+    # 2**53 in total they round, and an endpoint's interval can vanish.
+    with pytest.raises(
+        ConfigurationError, match=r"total weight must be at most 2\*\*53, got 9007199254740993"
+    ):
+        PeakEWMA({"a": 2**53, "b": 1})
+    lb = PeakEWMA({"a": 2**53 - 1, "b": 1})
+    with pytest.raises(ConfigurationError, match=r"total weight .*9007199254740993.*'c'"):
+        lb.add("c")
+    assert lb.endpoints == {"a": 2**53 - 1, "b": 1}
+    with pytest.raises(ConfigurationError, match=r"total weight .*9007199254740994.*'b'"):
+        lb.reweight("b", 3)
+    assert lb.endpoints == {"a": 2**53 - 1, "b": 1}
+    lb.reweight("a", 2**53 - 2)
+    lb.add("c")
+    assert {lb.pick() for _ in range(200)} >= {"a"}

@@ -6,7 +6,7 @@ Envoy's load balancing docs ("Slow start mode"): an endpoint's weight is
 endpoints of weight w and a fifth that just joined, the new one's share of
 picks at time t is ``w * f(t) / (4 * w + w * f(t))``.
 
-About 2 s for all five strategies (70,000 picks each).
+About 8 s for all five strategies at three settings (70,000 picks each).
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def envoy_factor(elapsed: float, aggression: float, min_percent: float) -> float
     [RandomBalancer, SmoothWeightedRoundRobin, WeightedRoundRobin, LeastRequest, PeakEWMA],
     ids=lambda c: c.__name__,
 )
-@pytest.mark.parametrize(("weight", "aggression", "min_percent"), [(1, 1.0, 10.0), (3, 2.0, 20.0)])
+@pytest.mark.parametrize(
+    ("weight", "aggression", "min_percent"), [(1, 1.0, 10.0), (3, 2.0, 20.0), (1, 0.5, 0.0)]
+)
 def test_a_new_endpoint_ramps_as_envoy_defines_it(
     cls: type[Balancer], weight: int, aggression: float, min_percent: float
 ) -> None:
@@ -88,6 +90,13 @@ def test_the_time_factor_counts_at_least_one_second_as_envoy_does() -> None:
         pytest.approx(0.5)
     )
     assert slow.factor(WINDOW) == 1.0
+    # aggression 0.5 squares the time factor; min_weight_percent is a floor.
+    square = SlowStart(window=WINDOW, aggression=0.5, min_weight_percent=0.0)
+    assert square.factor(0.0) == pytest.approx((1 / WINDOW) ** 2)
+    assert square.factor(30.0) == pytest.approx(0.25)
+    floored = SlowStart(window=WINDOW, aggression=0.5, min_weight_percent=10.0)
+    assert floored.factor(6.0) == pytest.approx(0.1)
+    assert floored.factor(30.0) == pytest.approx(0.25)
 
 
 def _share_of_a_slow_new_endpoint(slow_start: bool) -> list[float]:
@@ -173,6 +182,108 @@ def test_peak_ewma_share_does_not_step_when_the_ramp_ends(
     )
     noise = 3 * math.sqrt(2 * after * (1 - after) / picks)
     assert abs(after - before) <= 0.04 * after + noise, (
+        f"the new endpoint had {before:.4f} of picks just before the ramp ended, "
+        f"{after:.4f} just after"
+    )
+
+
+def _all_ramping_shares(lb: PeakEWMA[str], clock: FakeClock, picks: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _ in range(picks):
+        ep = lb.pick()
+        counts[ep] = counts.get(ep, 0) + 1
+        clock.advance(0.001)
+        lb.release(ep, latency=0.010)
+    return counts
+
+
+@pytest.mark.parametrize("weights", [1, 3], ids=["equal-weights", "weight-3"])
+def test_peak_ewma_spreads_the_picks_when_every_available_endpoint_ramps(weights: int) -> None:
+    # A rolling replacement: every endpoint is new, all at the same factor, so
+    # the factor applies equally (Envoy: no skew) and P2C shares them evenly.
+    clock = FakeClock()
+    policy = HealthPolicy(slow_start=SlowStart(window=WINDOW))
+    lb = PeakEWMA({"old": weights}, clock=clock, rng=random.Random(1), health=policy)
+    for ep in ("new-1", "new-2", "new-3"):
+        lb.add(ep, weights)
+    lb.remove("old")
+    clock.advance(WINDOW / 2)
+    picks = 9_000
+    counts = _all_ramping_shares(lb, clock, picks)
+    noise = 3 * math.sqrt(picks * (1 / 3) * (2 / 3))
+    for ep in ("new-1", "new-2", "new-3"):
+        assert abs(counts.get(ep, 0) - picks / 3) <= 0.04 * picks / 3 + noise, counts
+
+
+def test_peak_ewma_spreads_the_picks_when_the_only_old_endpoint_fails_its_checks() -> None:
+    clock = FakeClock()
+    policy = HealthPolicy(slow_start=SlowStart(window=WINDOW), panic_threshold=0)
+    lb = PeakEWMA(["old"], clock=clock, rng=random.Random(2), health=policy)
+    lb.add("new-1")
+    lb.add("new-2")
+    lb.health.set_check_result("old", False)
+    clock.advance(WINDOW / 2)
+    picks = 8_000
+    counts = _all_ramping_shares(lb, clock, picks)
+    assert "old" not in counts
+    noise = 3 * math.sqrt(picks * 0.25)
+    for ep in ("new-1", "new-2"):
+        assert abs(counts.get(ep, 0) - picks / 2) <= 0.04 * picks / 2 + noise, counts
+
+
+def _closed_loop_ramp_shares(
+    new_latency: float, spans: list[tuple[float, float]], in_flight: int = 8
+) -> list[float]:
+    """The new endpoint's share of picks in each (start, end) span, equal weights.
+
+    Four endpoints answer in 10 ms, the new one (added at 0 s) in
+    *new_latency*, each with up to 50% jitter; *in_flight* requests are out
+    at all times on a fake clock, each picked as the previous one completes.
+    """
+    clock = FakeClock()
+    policy = HealthPolicy(slow_start=SlowStart(window=WINDOW))
+    lb = PeakEWMA(list("abcd"), clock=clock, rng=random.Random(3), health=policy)
+    lb.add("e")
+    latency = {"a": 0.010, "b": 0.010, "c": 0.010, "d": 0.010, "e": new_latency}
+    jitter = random.Random(3)
+    pending: list[tuple[float, int, str, float]] = []
+    for i in range(in_flight):
+        ep = lb.pick()
+        heapq.heappush(pending, (latency[ep] * (0.5 + jitter.random()), i, ep, 0.0))
+    counts = [[0, 0] for _ in spans]
+    end = spans[-1][1]
+    while True:
+        done, i, ep, start = heapq.heappop(pending)
+        if done > end:
+            break
+        clock.set(done)
+        lb.release(ep, latency=done - start)
+        ep = lb.pick()
+        for span, count in zip(spans, counts, strict=True):
+            if span[0] <= done < span[1]:
+                count[0] += ep == "e"
+                count[1] += 1
+        heapq.heappush(pending, (done + latency[ep] * (0.5 + jitter.random()), i, ep, done))
+    return [new / total for new, total in counts]
+
+
+@pytest.mark.parametrize(
+    "new_latency", [0.005, 0.010, 0.020], ids=["2x-faster", "same", "2x-slower"]
+)
+def test_peak_ewma_share_does_not_step_when_the_ramp_ends_with_equal_weights(
+    new_latency: float,
+) -> None:
+    # With equal weights, P2C gives a faster endpoint more than its peers' share
+    # and a slower one less; the ramp blends into P2C over the last fifth of the
+    # factor's rise, so the share reaches P2C's without a step. The last 2 s of
+    # the ramp and the first 2 s after it differ by under 10% of the share
+    # after plus three standard deviations of sampling noise. About 1 s.
+    before, after = _closed_loop_ramp_shares(
+        new_latency, [(WINDOW - 2.0, WINDOW), (WINDOW, WINDOW + 2.0)]
+    )
+    picks = 2.0 * 8 / 0.010  # about this many in each span
+    noise = 3 * math.sqrt(2 * after * (1 - after) / picks)
+    assert abs(after - before) <= 0.10 * after + noise, (
         f"the new endpoint had {before:.4f} of picks just before the ramp ended, "
         f"{after:.4f} just after"
     )

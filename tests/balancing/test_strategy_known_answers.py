@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from fractions import Fraction
@@ -280,6 +281,61 @@ def test_peak_ewma_shares_follow_unequal_weights_when_latencies_match(in_flight:
         share = weight / 5
         noise = 3 * (share * (1 - share) / picks) ** 0.5
         assert abs(counts[ep] / picks - share) <= bound * share + noise, counts
+
+
+def _closed_loop_shares(
+    weights: dict[str, int], in_flight: int, picks: int = 20_000
+) -> dict[str, float]:
+    """Each endpoint's share of picks over its weight share, *in_flight* requests out.
+
+    All endpoints answer in 10 ms plus up to 50% jitter; a request is
+    released when it completes, on a fake clock, and a new one is picked.
+    """
+    clock = FakeClock(0.0)
+    jitter = random.Random(4)
+    lb = PeakEWMA(weights, clock=clock, rng=random.Random(4))
+    counts = dict.fromkeys(weights, 0)
+    pending: list[tuple[float, int, str, float]] = []
+    for i in range(picks):
+        if len(pending) >= in_flight:
+            done, _, ep, start = heapq.heappop(pending)
+            clock.set(done)
+            lb.release(ep, latency=done - start)
+        ep = lb.pick()
+        counts[ep] += 1
+        now = clock()
+        heapq.heappush(pending, (now + 0.010 * (1 + 0.5 * jitter.random()), i, ep, now))
+    total = sum(weights.values())
+    return {ep: counts[ep] / picks / (w / total) for ep, w in weights.items()}
+
+
+# docs/balancing.md, the shares PeakEWMA gives unequal weights whose latencies match:
+# (weights, the lightest endpoints' share over their weight share: lowest, highest,
+# the heaviest's lowest). Light endpoints are over-served, more so the larger the ratio.
+_WEIGHTED_SHARE_BOUNDS = [
+    ({"a": 2, "b": 1}, 0.75, 1.25, 0.75),
+    ({"a": 3, "b": 1, "c": 1}, 0.75, 1.25, 0.75),
+    ({"a": 10, "b": 1}, 1.0, 2.2, 0.85),
+    ({"a": 100, "b": 1, "c": 1}, 1.0, 6.0, 0.85),
+]
+
+
+@pytest.mark.parametrize("in_flight", [1, 2, 4, 8])
+@pytest.mark.parametrize(
+    ("weights", "light_low", "light_high", "heavy_low"),
+    _WEIGHTED_SHARE_BOUNDS,
+    ids=["2:1", "3:1:1", "10:1", "100:1:1"],
+)
+def test_peak_ewma_unequal_weight_shares_stay_within_the_documented_bounds(
+    weights: dict[str, int], light_low: float, light_high: float, heavy_low: float, in_flight: int
+) -> None:
+    # About 0.1 s per case (20,000 picks).
+    ratios = _closed_loop_shares(weights, in_flight)
+    heavy = max(weights, key=weights.__getitem__)
+    assert ratios[heavy] >= heavy_low, ratios
+    for ep, weight in weights.items():
+        if weight == 1:
+            assert light_low <= ratios[ep] <= light_high, ratios
 
 
 def _nginx_reference(weights: dict[str, int], events: list[tuple[str, str, int]]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,41 @@ def test_a_full_catalog_is_a_backend_error_and_rolls_back(tmp_path: Path) -> Non
     assert not conn.in_transaction
     assert catalog.product("sku-1") is None
     assert catalog.add_product("sku-2", "a lamp", 2_499, 3) is True
+
+
+def _corrupt_catalog(tmp_path: Path) -> Catalog:
+    """A catalog whose file was overwritten, as a new worker process opens it."""
+    path = tmp_path / "catalog.sqlite3"
+    db = Database(path, busy_timeout=0.3)
+    Catalog(db).add_product("sku-1", "a lamp", 2_499, 3)
+    db.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.connection().close()
+    with open(path, "r+b") as f:
+        f.write(b"\0garbage" * 16)  # over the header
+    catalog = Catalog.__new__(Catalog)  # Catalog() would fail on its schema first
+    catalog.db = Database(path, busy_timeout=0.3)
+    return catalog
+
+
+@pytest.mark.parametrize(
+    ("operation", "read"),
+    [
+        ("Catalog.product", lambda c: c.product("sku-1")),
+        ("Catalog.stock", lambda c: c.stock("sku-1")),
+        ("Catalog.skus", lambda c: c.skus()),
+        ("Catalog.shop_id", lambda c: c.shop_id),
+        ("Catalog.held", lambda c: c.held("order-1")),
+        ("Catalog.charged_by", lambda c: c.charged_by("key-1")),
+    ],
+)
+def test_reads_of_a_corrupt_catalog_are_backend_errors_naming_the_operation(
+    tmp_path: Path, operation: str, read: Callable[[Catalog], object]
+) -> None:
+    # A buyer retries on BackendError; a raw sqlite3.DatabaseError ended it.
+    catalog = _corrupt_catalog(tmp_path)
+    with pytest.raises(
+        BackendError, match=rf"sqlite catalog\.sqlite3: {operation} failed: file is not a database"
+    ) as info:
+        read(catalog)
+    assert not isinstance(info.value, BackendUnavailableError)
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)

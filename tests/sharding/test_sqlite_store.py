@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -1179,3 +1180,59 @@ def test_a_read_only_database_refuses_writes_with_a_backend_error(tmp_path: Path
     with pytest.raises(BackendError, match=r"write_state failed: attempt to write a readonly") as e:
         store.write_state("m", None)
     assert not isinstance(e.value, BackendUnavailableError)
+
+
+def _full(conn: sqlite3.Connection) -> None:
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own limit: SQLITE_FULL
+
+
+def test_a_store_built_from_a_callable_names_its_database_file(tmp_path: Path) -> None:
+    # With several shards, "sqlite <lambda>: ... full" would not say which one is full.
+    path = tmp_path / "shard3.sqlite3"
+    kv.connect(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    store = SQLiteShardStore(lambda: conn, kv.TABLES)
+    store.execute("k", [kv.set_, "v"], name="m", state=None, source=False)
+    assert store.name == str(path)
+    _full(conn)
+    with pytest.raises(BackendError, match=rf"sqlite {re.escape(str(path))}: execute failed: "):
+        store.execute("k2", [kv.set_, "v" * 100_000], name="m", state=None, source=False)
+
+
+def test_a_store_takes_the_name_it_is_given(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite3"
+    kv.connect(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    store = SQLiteShardStore(lambda: conn, kv.TABLES, name="shard 3")
+    _full(conn)
+    with pytest.raises(BackendError, match=r"sqlite shard 3: execute failed: "):
+        store.execute("k2", [kv.set_, "v" * 100_000], name="m", state=None, source=False)
+    with pytest.raises(ConfigurationError, match="name must be a non-empty str"):
+        SQLiteShardStore(path, kv.TABLES, name="")
+
+
+def test_a_missing_database_is_one_the_store_cannot_open(tmp_path: Path) -> None:
+    # The store never creates a database: an empty new file would then fail
+    # with "no such table", and a restarted process would lose what it had.
+    path = tmp_path / "gone.sqlite3"
+    store = SQLiteShardStore(path, kv.TABLES)
+    with pytest.raises(
+        BackendUnavailableError,
+        match=rf"sqlite {re.escape(str(path))}: execute failed: unable to open database file",
+    ):
+        store.execute("x", [kv.get], name="m", state=None, source=False)
+    assert not path.exists()
+
+
+def test_a_deleted_database_does_not_acknowledge_writes(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite3"
+    kv.connect(path).close()
+    store = SQLiteShardStore(path, kv.TABLES)
+    assert store.execute("x", [kv.set_, "1"], name="m", state=None, source=False)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    with pytest.raises(BackendUnavailableError, match=r"deleted or replaced"):
+        store.execute("y", [kv.set_, "2"], name="m", state=None, source=False)
+    with pytest.raises(BackendUnavailableError, match="unable to open database file"):
+        SQLiteShardStore(path, kv.TABLES).execute("y", [kv.get], name="m", state=None, source=False)

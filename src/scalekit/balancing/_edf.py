@@ -13,9 +13,19 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Hashable
 from fractions import Fraction
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-__all__ = ["EdfScheduler"]
+if TYPE_CHECKING:
+    from .health import HealthPolicy
+
+__all__ = ["EdfScheduler", "refresh_interval"]
+
+
+def refresh_interval(health: HealthPolicy | None) -> float:
+    """How often ramping deadlines are brought forward: a thousandth of the window."""
+    slow = health.slow_start if health is not None else None
+    return slow.window / 1000.0 if slow is not None else 0.0
+
 
 E = TypeVar("E", bound=Hashable)
 
@@ -121,6 +131,39 @@ class EdfScheduler(Generic[E]):
         heapq.heappush(self._heap, (deadline, self.order, endpoint))
         self._live[endpoint] = self.order
         self.order += 1
+
+    def bring_forward(
+        self,
+        ramping: dict[E, tuple[Number, Number, float]],
+        increment_at: Callable[[E, float], Number],
+        now: float,
+    ) -> None:
+        """Move ramping endpoints' deadlines earlier as their slow-start factor grows.
+
+        *ramping* maps an endpoint queued during its ramp to `(base,
+        deadline, queued_at)`: the scheduler time it was queued at, the
+        deadline it got then and the clock's time then. Each is due again at
+        `base + increment_at(endpoint, t)`, with `t` halfway between
+        `queued_at` and *now* (the factor over that span, on average), if
+        that is earlier (never before the scheduler's time): a factor that
+        starts near 0 would otherwise queue the endpoint past the end of its
+        ramp. Endpoints no longer queued are dropped.
+        """
+        live = self._live
+        for endpoint, (base, deadline, queued_at) in list(ramping.items()):
+            if endpoint not in live:
+                del ramping[endpoint]
+                continue
+            due = base + increment_at(endpoint, (queued_at + now) / 2)
+            if due < self.now:
+                due = self.now
+            if due < deadline:
+                if isinstance(due, Fraction) and due.denominator == 1:
+                    due = due.numerator
+                heapq.heappush(self._heap, (due, self.order, endpoint))
+                live[endpoint] = self.order
+                self.order += 1
+                ramping[endpoint] = (base, due, queued_at)
 
     def discard(self, endpoint: E) -> None:
         """Forget *endpoint*; its queued entry is skipped when it surfaces."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter
@@ -9,7 +10,8 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from .._validation import non_negative_int, non_negative_number, positive_int
-from ._edf import EdfScheduler
+from ._edf import EdfScheduler, Number
+from ._edf import refresh_interval as _refresh_interval
 from .base import Balancer, E, Endpoints
 
 if TYPE_CHECKING:
@@ -28,6 +30,12 @@ class LeastRequest(Balancer[E]):
     slow start: Envoy's earliest-deadline-first schedule in which each
     endpoint's weight, recomputed whenever it is scheduled, is
     `weight * slow_start_factor / (active + 1) ** active_request_bias`.
+    Unlike Envoy, a ramping endpoint's deadline is also brought forward as
+    its factor grows, at most every thousandth of the window (to its last
+    turn plus `1 / weight` at the factor
+    halfway since then): with a factor that starts near 0
+    (`min_weight_percent=0`), Envoy's first deadline lies past the end of
+    the ramp, and the endpoint would get nothing until then.
 
     Args:
         choice_count: d, the endpoints drawn per pick (>= 1, default 2).
@@ -66,12 +74,17 @@ class LeastRequest(Balancer[E]):
         self._ids: list[E] = []
         self._weight_counts: Counter[int] = Counter()
         self._edf: EdfScheduler[E] | None = None
+        # endpoints queued during their ramp -> (time queued at, deadline, clock then)
+        self._ramping: dict[E, tuple[Number, Number, float]] = {}
+        self._refreshed = -math.inf  # the clock when ramping deadlines were last brought forward
 
     def _on_add(self, endpoint: E, weight: int) -> None:
         self._ids.append(endpoint)
         self._weight_counts[weight] += 1
         if self._edf is not None:
             self._edf.add(endpoint, 1.0 / self._dynamic_weight(endpoint))
+            if self._slow_starting():
+                self._track(self._edf, endpoint)
 
     def _on_remove(self, endpoint: E, weight: int) -> None:
         self._ids.remove(endpoint)
@@ -79,6 +92,7 @@ class LeastRequest(Balancer[E]):
         if self._edf is not None:
             self._edf.discard(endpoint)
             self._edf.compact()
+        self._ramping.pop(endpoint, None)
 
     def _uncount(self, weight: int) -> None:
         self._weight_counts[weight] -= 1
@@ -89,10 +103,10 @@ class LeastRequest(Balancer[E]):
         self._uncount(old)
         self._weight_counts[new] += 1
 
-    def _dynamic_weight(self, endpoint: E) -> float:
+    def _dynamic_weight(self, endpoint: E, when: float | None = None) -> float:
         weight = float(self._weights[endpoint])
         if self._slow_starting():
-            weight *= self._factor(endpoint, self._clock())
+            weight *= self._factor(endpoint, self._clock() if when is None else when)
         active = self._in_flight[endpoint]
         if self._bias == 1.0:
             return weight / (active + 1)
@@ -102,6 +116,29 @@ class LeastRequest(Balancer[E]):
 
     def _increment(self, endpoint: E) -> float:
         return 1.0 / self._dynamic_weight(endpoint)
+
+    def _increment_at(self, endpoint: E, when: float) -> float:
+        return 1.0 / self._dynamic_weight(endpoint, when)
+
+    def _track_built(self, edf: EdfScheduler[E]) -> None:
+        """Track the endpoints that ramp in a schedule just built."""
+        self._ramping.clear()
+        if not self._slow_starting():
+            return
+        now = self._clock()
+        base = float(edf.now)
+        for endpoint, deadline in edf.deadlines().items():
+            if self._factor(endpoint, now) < 1.0:
+                self._ramping[endpoint] = (base, float(deadline), now)
+
+    def _track(self, edf: EdfScheduler[E], endpoint: E) -> None:
+        """Remember when a ramping endpoint was queued, to bring it forward later."""
+        now = self._clock()
+        if self._factor(endpoint, now) < 1.0:
+            base = float(edf.now)
+            self._ramping[endpoint] = (base, base + self._increment(endpoint), now)
+        else:
+            self._ramping.pop(endpoint, None)
 
     def _build_edf(self) -> EdfScheduler[E]:
         weights = {ep: self._dynamic_weight(ep) for ep in self._ids}
@@ -113,12 +150,23 @@ class LeastRequest(Balancer[E]):
             edf = self._edf
             if edf is None:
                 edf = self._edf = self._build_edf()
+                self._track_built(edf)
             increment = self._increment
+            ramping = self._ramping
+            slow = self._slow_starting()
+            if ramping:
+                now = self._clock()
+                if not now - self._refreshed < _refresh_interval(self._health):
+                    self._refreshed = now
+                    edf.bring_forward(ramping, self._increment_at, now)
             while True:
                 endpoint = edf.pick_and_add(increment)
+                if slow:
+                    self._track(edf, endpoint)
                 if endpoint not in excluded:
                     return endpoint
         self._edf = None
+        self._ramping.clear()
         hosts = self._ids if not excluded else [ep for ep in self._ids if ep not in excluded]
         in_flight = self._in_flight
         random_ = self._rng.random

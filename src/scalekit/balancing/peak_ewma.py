@@ -11,7 +11,8 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from .._validation import positive_number
-from .base import Balancer, E, Endpoints, unknown_endpoint
+from ..exceptions import ConfigurationError
+from .base import MAX_WEIGHT, Balancer, E, Endpoints, unknown_endpoint
 
 if TYPE_CHECKING:
     from .health import HealthPolicy
@@ -21,6 +22,24 @@ __all__ = ["PeakEWMA"]
 # Finagle's penalty for an endpoint with requests out and no latency seen yet:
 # Long.MaxValue >> 16 nanoseconds, kept in the same unit as our seconds.
 PENALTY = float((2**63 - 1) >> 16) / 1e9
+
+# The last part of a slow-start factor's rise (0.8 to 1) over which equal
+# weights blend from the ramp's rule into plain P2C.
+BLEND = 0.2
+
+
+def _is_weight(weight: object) -> bool:
+    """Whether *weight* is a valid weight (else `Balancer` raises its own error)."""
+    return isinstance(weight, int) and not isinstance(weight, bool) and 1 <= weight <= MAX_WEIGHT
+
+
+def _check_total(total: int, change: str) -> None:
+    """Refuse a pool whose total weight passes 2**53 (the float draw's exact range)."""
+    if total > MAX_WEIGHT:
+        raise ConfigurationError(
+            f"PeakEWMA's total weight must be at most 2**53, got {total}{change}: "
+            "its weighted draw keeps running sums of the weights as floats"
+        )
 
 
 class PeakEWMA(Balancer[E]):
@@ -46,9 +65,11 @@ class PeakEWMA(Balancer[E]):
     requests), so that one request at a time the heavier endpoint does not
     win every comparison. The first is kept if its
     unit load is not higher, else with probability `theirs / its`, else the
-    second is picked. Endpoints whose latencies match get shares equal to
-    their weights' one request at a time, and within 15% of them with
-    requests in flight; a slower or busier one gets less. A ramping
+    second is picked. Endpoints whose latencies match get shares near
+    their weights' only while the weights are close: light endpoints are
+    over-served (measured, 2:1 and 3:1:1: up to 1.25x their weight share;
+    10:1: up to 2.2x; 100:1:1: up to 6x; see docs/balancing.md); a slower
+    or busier one gets less. A ramping
     endpoint (slow start) is drawn with `weight * factor` instead, which
     reaches its weight exactly when its ramp ends: its share does not step
     there.
@@ -61,7 +82,11 @@ class PeakEWMA(Balancer[E]):
     random; the ramping one is kept with probability
     `min(1, peer_load / its_load)`, else the peer is picked (an endpoint
     that has neither latency nor requests out has load 0 and is kept). The
-    endpoints at full weight share the rest by P2C. So a ramping endpoint
+    endpoints at full weight share the rest by P2C. When every available
+    endpoint ramps (all were replaced, or the only old one is ejected), both
+    candidates are drawn by `weight * factor` and compared as unequal weights
+    are below, so endpoints ramping together share the picks evenly (as in
+    Envoy, where a factor that applies to every host skews nothing). So a ramping endpoint
     with the latency and in-flight count of its peers gets its ramp share,
     and one whose `load / weight` is r times a peer's keeps at most 1/r of
     it: a new endpoint 200 times slower than its peers gets well under 1%
@@ -69,7 +94,12 @@ class PeakEWMA(Balancer[E]):
     ramping host's weight by its in-flight count). Dividing
     the load by the factor instead would starve it: P2C compares loads, and
     a load ten times higher loses every comparison until the factor
-    reaches 1.
+    reaches 1. Over the last fifth of the factor's rise (from 0.8, for the
+    slowest-rising endpoint when several ramp) a growing part of the picks,
+    all of them at factor 1, is plain P2C over every endpoint, so the share
+    of a new endpoint faster or slower than its peers reaches P2C's without
+    a step when the ramp ends (a faster one gets more than its ramp share
+    there).
 
     A release without `latency` lowers the in-flight count but teaches
     the average nothing; `request()` always measures it.
@@ -83,7 +113,9 @@ class PeakEWMA(Balancer[E]):
 
     Raises:
         ConfigurationError: see [Balancer][scalekit.balancing.Balancer];
-            *decay* not > 0.
+            *decay* not > 0; the total weight above `2**53` (the weighted
+            draw keeps running sums of the weights as floats), here or on
+            `add` or `reweight`.
 
     Thread-safety: see [Balancer][scalekit.balancing.Balancer].
 
@@ -102,6 +134,34 @@ class PeakEWMA(Balancer[E]):
     ) -> None:
         self._tau = positive_number("decay", decay)
         super().__init__(endpoints, clock=clock, rng=rng, health=health)
+        _check_total(sum(self._weights.values()), "")
+
+    def add(self, endpoint: E, weight: int = 1) -> None:
+        """Add *endpoint* with *weight*; see [Balancer][scalekit.balancing.Balancer].
+
+        Raises:
+            ConfigurationError: as `Balancer.add`; or the total weight would
+                pass `2**53`.
+            ArgumentTypeError: as `Balancer.add`.
+        """
+        if _is_weight(weight):
+            with self._lock:
+                total = sum(self._weights.values()) + weight
+            _check_total(total, f" (adding {endpoint!r} with weight {weight})")
+        super().add(endpoint, weight)
+
+    def reweight(self, endpoint: E, weight: int) -> None:
+        """Change *endpoint*'s weight; see [Balancer][scalekit.balancing.Balancer].
+
+        Raises:
+            ConfigurationError: as `Balancer.reweight`; or the total weight
+                would pass `2**53`.
+        """
+        if _is_weight(weight):
+            with self._lock:
+                total = sum(self._weights.values()) - self._weights.get(endpoint, 0) + weight
+            _check_total(total, f" (giving {endpoint!r} weight {weight})")
+        super().reweight(endpoint, weight)
 
     def _init_state(self) -> None:
         self._ids: list[E] = []
@@ -162,27 +222,40 @@ class PeakEWMA(Balancer[E]):
         would give it, and keeps each with probability `min(1, peer_load /
         its_load)` against a peer at full weight drawn at random (loads
         per unit weight); the endpoints at full weight share the rest by
-        P2C.
+        P2C. When no available endpoint is at full weight, the weighted
+        draw of `_weighted` picks among the ramping ones.
         """
         weights = self._weights
         full: list[E] = []
         ramping: list[tuple[E, float]] = []
         total = 0.0
+        lowest = 1.0
         for ep in hosts:
             factor = self._factor(ep, now)
             share = weights[ep] * factor
             total += share
             if factor < 1.0:
                 ramping.append((ep, share))
+                lowest = min(lowest, factor)
             else:
                 full.append(ep)
         if not ramping:
             return hosts
+        # Over the last BLEND of the factor's rise, a growing part of the picks
+        # (all of them at factor 1) is plain P2C over every endpoint, so that
+        # the share of an endpoint faster or slower than its peers reaches what
+        # P2C gives it continuously instead of stepping when the ramp ends.
+        blend = (lowest - (1.0 - BLEND)) / BLEND
+        if blend > 0.0 and self._rng.random() < blend:
+            return hosts
+        if not full:
+            # Every available endpoint ramps (all were replaced, or the only old
+            # one is ejected): the factors apply to all of them, so draw both
+            # candidates by `weight * factor` and compare their loads.
+            return self._weighted(hosts, now, ramping=True)
         u = self._rng.random() * total
         for ep, share in ramping:
-            if u < share or not full:
-                if not full:
-                    return ep
+            if u < share:
                 # Load-aware: the ramping candidate against a peer at full weight.
                 peer = full[int(self._rng.random() * len(full))]
                 mine, theirs = self._load(ep, now), self._load(peer, now)

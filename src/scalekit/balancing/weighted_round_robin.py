@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING
 
 from .._validation import non_negative_int
 from ._edf import EdfScheduler, Number
+from ._edf import refresh_interval as _refresh_interval
 from .base import Balancer, E, Endpoints
 
 if TYPE_CHECKING:
     from .health import HealthPolicy
 
 __all__ = ["WeightedRoundRobin"]
+
+_RAMP_BITS = 20  # a ramping endpoint's increment is a multiple of 2**-_RAMP_BITS units
 
 
 class WeightedRoundRobin(Balancer[E]):
@@ -30,8 +33,15 @@ class WeightedRoundRobin(Balancer[E]):
     `double`, and where its sums round (weights 10 and 1: ten steps of
     0.1 fall short of 1.0) it orders ties differently. Here time is counted
     in units of `1 / lcm(weights)`, so every deadline is an exact integer
-    (an exact fraction during slow start), and over `total weight` picks
-    from the start each endpoint is chosen exactly `weight` times.
+    (during slow start, an exact fraction: a ramping endpoint's increment
+    `1 / (weight * factor)` is rounded up to a multiple of `2**-20` units),
+    and over `total weight` picks from the start each endpoint is chosen
+    exactly `weight` times. Unlike Envoy, a ramping endpoint's deadline is
+    brought forward as its factor grows, at most every thousandth of the
+    window (to its last turn plus the
+    increment at the factor halfway since then): with a factor that starts
+    near 0 (`min_weight_percent=0`), Envoy's first deadline lies past the
+    end of the ramp.
 
     ```pycon
     >>> lb = WeightedRoundRobin({"a": 5, "b": 1, "c": 1}, offset=0)
@@ -89,6 +99,9 @@ class WeightedRoundRobin(Balancer[E]):
         self._edf = EdfScheduler()
         self._unit: int = 1  # time is counted in 1 / _unit; _unit is a multiple of every weight
         self._step: dict[E, Number] = {}  # _unit // weight: 1 / weight in our unit
+        # endpoints queued during their ramp -> (time queued at, deadline)
+        self._ramping: dict[E, tuple[Number, Number, float]] = {}
+        self._refreshed = -math.inf  # the clock when ramping deadlines were last brought forward
 
     def _grow_unit(self, weight: int) -> None:
         if self._unit % weight:
@@ -98,22 +111,43 @@ class WeightedRoundRobin(Balancer[E]):
             self._step = {ep: new_unit // w for ep, w in self._weights.items()}
 
     def _increment(self, endpoint: E) -> Number:
+        return self._increment_at(endpoint, self._clock())
+
+    def _increment_at(self, endpoint: E, when: float) -> Number:
+        """`1 / (weight * factor)` in our unit, the factor taken at *when*.
+
+        A ramping endpoint's increment is rounded up to a multiple of
+        `2**-20` units, so that deadlines stay fractions of bounded size.
+        """
         if self._slow_starting():
-            factor = self._factor(endpoint, self._clock())
+            factor = self._factor(endpoint, when)
             if factor < 1.0:
                 weight = self._weights[endpoint]
-                return Fraction(self._unit, weight) / Fraction(factor).limit_denominator(10**6)
+                exact = Fraction(self._unit << _RAMP_BITS, weight) / Fraction(factor)
+                return Fraction(math.ceil(exact), 1 << _RAMP_BITS)
         return self._step[endpoint]
 
     def _on_add(self, endpoint: E, weight: int) -> None:
         self._grow_unit(weight)
         self._step[endpoint] = self._unit // weight
         self._edf.add(endpoint, self._step[endpoint])
+        if self._slow_starting():
+            self._track(endpoint, self._step[endpoint])
+
+    def _track(self, endpoint: E, increment: Number) -> None:
+        """Remember when a ramping endpoint was queued, to bring it forward later."""
+        now = self._clock()
+        if self._factor(endpoint, now) < 1.0:
+            base = self._edf.now
+            self._ramping[endpoint] = (base, base + increment, now)
+        else:
+            self._ramping.pop(endpoint, None)
 
     def _on_remove(self, endpoint: E, weight: int) -> None:
         self._edf.discard(endpoint)
         self._edf.compact()
         del self._step[endpoint]
+        self._ramping.pop(endpoint, None)
 
     def _on_reweight(self, endpoint: E, old: int, new: int) -> None:
         self._grow_unit(new)
@@ -128,8 +162,17 @@ class WeightedRoundRobin(Balancer[E]):
         edf = self._edf
         if not excluded and not self._slow_starting():
             return edf.pick_fixed(self._step)
+        ramping = self._ramping
+        if ramping:
+            now = self._clock()
+            if not now - self._refreshed < _refresh_interval(self._health):
+                self._refreshed = now
+                edf.bring_forward(ramping, self._increment_at, now)
         while True:
             endpoint = edf.pop()
-            edf.add(endpoint, self._increment(endpoint))
+            increment = self._increment(endpoint)
+            edf.add(endpoint, increment)
+            if ramping or self._slow_starting():
+                self._track(endpoint, increment)
             if endpoint not in excluded:
                 return endpoint

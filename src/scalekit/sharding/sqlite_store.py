@@ -9,6 +9,7 @@ the store that serves the key.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -91,6 +92,19 @@ def backend_error(store: str, operation: str, exc: sqlite3.Error) -> BackendErro
     return cls(f"sqlite {store}: {operation} failed: {text}" + (f" ({code})" if code else ""))
 
 
+class _FileGone(Exception):
+    """A path store's database file is no longer the one its connection has open."""
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of *path*, or None if it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def _encode_value(value: Any) -> Any:
     if isinstance(value, bytes):
         return {"blob": value.hex()}
@@ -147,9 +161,10 @@ class SQLiteShardStore(ShardStore):
     starts with *prefix* hold the records and are reserved.
 
     Args:
-        database: a path to the database file, or a callable returning this
-            thread's `sqlite3.Connection` in autocommit mode
-            (`isolation_level=None`).
+        database: a path to an existing database file (the store never
+            creates one: a missing file is `BackendUnavailableError`, "unable
+            to open database file"), or a callable returning this thread's
+            `sqlite3.Connection` in autocommit mode (`isolation_level=None`).
         tables: table name -> key column, for every table whose rows move
             with their key; a name ending in `*` stands for every table
             with that prefix (`{"orders_*": "user_id"}`).
@@ -161,6 +176,9 @@ class SQLiteShardStore(ShardStore):
         prefix: the reserved prefix of the record tables.
         clock: wall-clock seconds (records are shared between processes).
         sleep: how to wait while a move is in flight.
+        name: how errors name the database; by default the path, or for a
+            callable the file its first connection has open (`PRAGMA
+            database_list`; the callable's name until then).
 
     Raises:
         ConfigurationError: an empty *tables*, a bad name, timeout or prefix.
@@ -170,7 +188,12 @@ class SQLiteShardStore(ShardStore):
     may succeed) or `BackendError` (a full disk, a read-only or corrupt
     database, an SQL error: it will not), naming the database, the
     operation and SQLite's result code; a command's own `IntegrityError`
-    and `ProgrammingError` pass through.
+    and `ProgrammingError` pass through. A path store checks before each
+    commit that the path is still the file its connection opened: SQLite
+    would go on writing into a deleted file, acknowledging writes that are
+    lost, so the transaction is rolled back with `BackendUnavailableError`
+    ("deleted or replaced") and the next call opens the path again. Reads
+    outside a transaction are not checked.
 
     Thread-safety: one connection per thread (the callable's, or the
     store's own for a path); processes share the file as SQLite allows.
@@ -186,7 +209,10 @@ class SQLiteShardStore(ShardStore):
         prefix: str = "scalekit_reshard_",
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        name: str | None = None,
     ) -> None:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigurationError(f"name must be a non-empty str or None, got {name!r}")
         if not isinstance(tables, Mapping) or not tables:
             raise ConfigurationError(
                 f"tables must be a non-empty mapping table -> key column, got {tables!r}"
@@ -221,23 +247,38 @@ class SQLiteShardStore(ShardStore):
             raise ConfigurationError(
                 f"busy_timeout must be a positive number of seconds, got {busy_timeout!r}"
             )
+        self._path: Path | None = None
+        self._local = threading.local()
+        self._named = name is not None
         if isinstance(database, (str, Path)):
-            path = Path(database)
-            self._local = threading.local()
+            path = self._path = Path(database)
+            # mode=rw: never create the database (an empty new file would fail
+            # later with "no such table", and what was written would be gone).
+            uri = path.absolute().as_uri() + "?mode=rw"
 
             def connect() -> sqlite3.Connection:
                 conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
                 if conn is None:
-                    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn = sqlite3.connect(
+                        uri, timeout=busy_timeout, isolation_level=None, uri=True
+                    )
+                    try:
+                        conn.execute("PRAGMA journal_mode=WAL")
+                        self._local.file = _identity(path)
+                    except BaseException:
+                        conn.close()
+                        raise
                     self._local.conn = conn
                 return conn
 
             self._connect = connect
-            self.name = str(path)
+            self.name = name if name is not None else str(path)
         elif callable(database):
             self._connect = database
-            self.name = getattr(database, "__qualname__", repr(database))
+            # Until the first connection tells its file (PRAGMA database_list).
+            self.name = (
+                name if name is not None else getattr(database, "__qualname__", repr(database))
+            )
         else:
             raise ConfigurationError(
                 "database must be a path or a callable returning a sqlite3.Connection, "
@@ -288,7 +329,32 @@ class SQLiteShardStore(ShardStore):
                 " tbl TEXT NOT NULL, ddl TEXT NOT NULL, cols TEXT NOT NULL, row TEXT NOT NULL);"
             )
             self._ready.add(id(conn))
+            if not self._named:
+                self._named = True
+                for _, schema, file in conn.execute("PRAGMA database_list").fetchall():
+                    if schema == "main" and file:
+                        self.name = str(file)
         return conn
+
+    def _check_file(self, conn: sqlite3.Connection) -> None:
+        """Refuse to commit into a path's database file that was deleted or replaced.
+
+        SQLite keeps writing into an unlinked file through the open
+        connection, so the commit would be acknowledged and lost. The
+        thread's connection is dropped: the next call opens the path again
+        (and cannot, if it is gone).
+        """
+        if self._path is None or getattr(self._local, "conn", None) is not conn:
+            return
+        if _identity(self._path) != getattr(self._local, "file", None):
+            self._local.conn = None
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            conn.close()
+            raise _FileGone(
+                "the database file was deleted or replaced since it was opened; "
+                "nothing of this transaction was committed"
+            )
 
     def _error(self, operation: str, exc: sqlite3.Error) -> BackendError:
         return backend_error(self.name, operation, exc)
@@ -312,7 +378,12 @@ class SQLiteShardStore(ShardStore):
             raise self._error(operation, exc) from exc
         try:
             yield conn
+            self._check_file(conn)
             conn.execute("COMMIT")
+        except _FileGone as exc:
+            raise BackendUnavailableError(
+                f"sqlite {self.name}: {operation} failed: {exc}"
+            ) from None
         except BaseException as exc:
             if conn.in_transaction:
                 with suppress(sqlite3.Error):  # the error below says what went wrong
