@@ -437,3 +437,39 @@ def test_a_bad_getsizeof_result_raises_through_cached_instead_of_disabling_it(si
 
     with pytest.raises(ConfigurationError, match="getsizeof must return"):
         f(1)
+
+
+@pytest.mark.parametrize("kind", ["async cached", "cachedmethod", "async cachedmethod"])
+def test_a_bad_getsizeof_result_raises_through_every_decorator(kind: str) -> None:
+    # The same store is behind each decorator: a Decimal size is not "value too large".
+    from scalekit.caching import cachedmethod
+    from scalekit.caching.base import ConfigurationError
+
+    cache: LRUCache[Any, Any] = LRUCache(10, getsizeof=lambda v: Decimal(1))
+    if kind == "async cached":
+
+        @cached(cache)
+        async def f(x: int) -> int:
+            return x
+
+        call: Any = lambda: asyncio.run(f(1))  # noqa: E731
+    else:
+
+        class Owner:
+            @cachedmethod(lambda self: cache)
+            def sync(self, x: int) -> int:
+                return x
+
+            @cachedmethod(lambda self: cache)
+            async def asynchronous(self, x: int) -> int:
+                return x
+
+        owner = Owner()
+        if kind == "cachedmethod":
+            call = lambda: owner.sync(1)  # noqa: E731
+        else:
+            call = lambda: asyncio.run(owner.asynchronous(1))  # noqa: E731
+    for _ in range(2):  # and again: the failed store left no flight behind
+        with pytest.raises(ConfigurationError, match="getsizeof must return"):
+            call()
+    assert len(cache) == 0
