@@ -258,7 +258,7 @@ class CachedMethod(Generic[S, P, R]):
     def __reduce__(self) -> str:
         # Pickled and copied by reference, as the function it wraps would be:
         # `Class.method` is looked up again and gives this very descriptor.
-        return getattr(self, "__qualname__", self._name)
+        return self._name
 
     def counters(self, obj: Any) -> Counters | None:
         if not self._info:
@@ -356,12 +356,6 @@ class _Unbound:
                 Python's own missing-argument error is).
         """
         return self._descriptor.call_through_class(args, kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        # The descriptor's other attributes (set by `update_wrapper` on it, for one).
-        if name == "_descriptor":  # not set yet: no recursion while half-built
-            raise AttributeError(name)
-        return getattr(self._descriptor, name)
 
     def __repr__(self) -> str:
         return repr(self._descriptor)
