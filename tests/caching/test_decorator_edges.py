@@ -295,3 +295,53 @@ def test_cache_clear_twice_still_forgets_the_thread_call_started_between() -> No
     release.set()
     hung.join(5)
     assert out == ["old"] and load.cache[(1,)] == "new"
+
+
+def test_sync_cachedmethod_flights_are_per_instance_and_per_key() -> None:
+    from scalekit.caching import cachedmethod
+
+    both_inside = threading.Barrier(3, timeout=5)
+
+    class Service:
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+            self.cache: LRUCache[Any, str] = LRUCache(8)
+
+        @cachedmethod(lambda self: self.cache)
+        def load(self, x: int) -> str:
+            both_inside.wait()  # three calls in progress at once: none waits for another
+            return f"{self.tag}:{x}"
+
+    a, b = Service("a"), Service("b")
+    out: dict[str, str] = {}
+    calls = {"a1": (a, 1), "a2": (a, 2), "b1": (b, 1)}
+    threads = [
+        threading.Thread(target=lambda n=n, o=o, x=x: out.__setitem__(n, o.load(x)), daemon=True)
+        for n, (o, x) in calls.items()
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert out == {"a1": "a:1", "a2": "a:2", "b1": "b:1"}
+
+
+def test_cachedmethod_names_a_bad_key() -> None:
+    from scalekit.caching import cachedmethod
+
+    with pytest.raises(ArgumentTypeError) as raised:
+        cachedmethod(lambda self: {}, key=5)  # type: ignore[arg-type]
+    assert str(raised.value) == (
+        "key must be callable, got int: 5; "
+        "expected a function of the instance and the call's arguments"
+    )
+
+
+def test_functools_style_decorators_hold_a_reentrant_lock() -> None:
+    from scalekit.caching import lru_cache
+
+    f = lru_cache(maxsize=4)(lambda x: x)
+    lock = f.cache_lock
+    assert lock is not None
+    with lock, lock:  # reentrant: a key whose __eq__ calls the function does not deadlock
+        assert f(1) == 1

@@ -246,3 +246,10 @@ def test_a_getsizeof_override_may_call_the_base_getsizeof(policy: str) -> None:
     cache = Sized(10, **kwargs)
     cache["a"] = "xyz"
     assert cache.currsize == 4 and cache["a"] == "xyz"
+
+
+def test_pop_of_an_absent_key_raises_key_error_naming_it() -> None:
+    cache: LRUCache[str, int] = LRUCache(2)
+    with pytest.raises(KeyError) as raised:
+        cache.pop("absent")
+    assert raised.value.args == ("absent",)
