@@ -253,3 +253,10 @@ def test_pop_of_an_absent_key_raises_key_error_naming_it() -> None:
     with pytest.raises(KeyError) as raised:
         cache.pop("absent")
     assert raised.value.args == ("absent",)
+
+
+def test_the_lru_base_read_path_of_an_absent_key_is_a_miss() -> None:
+    cache: LRUCache[int, Any] = LRUCache(2)
+    cache[1] = "a"
+    assert Cache.get(cache, 2, "default") == "default"
+    assert (cache.stats().hits, cache.stats().misses) == (0, 1)
