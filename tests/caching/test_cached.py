@@ -115,21 +115,24 @@ def test_single_flight_under_16_threads(lock: Any) -> None:
 
 def _parked_in_flight(threads: list[threading.Thread]) -> int:
     """How many of *threads* are blocked inside the decorator's wait for a leader."""
-    frames = sys._current_frames()
-    parked = 0
-    for t in threads:
-        frame = frames.get(t.ident or -1)
-        while frame is not None:
-            if frame.f_code.co_name == "run" and "decorators" in frame.f_code.co_filename:
-                parked += _in_wait(frame)
-                break
-            frame = frame.f_back
-    return parked
+    return sum(_waits_on_a_flight(t, "decorators.py") for t in threads)
 
 
-def _in_wait(run_frame: Any) -> bool:
-    line = linecache.getline(run_frame.f_code.co_filename, run_frame.f_lineno)
-    return "flight.done.wait" in line
+def _waits_on_a_flight(thread: threading.Thread, module: str) -> bool:
+    """Whether *thread* is blocked on a flight's `done.wait` in the caching module *module*.
+
+    Found by the line each frame of the thread executes, not by function names,
+    so that it holds whatever wraps or renames the functions.
+    """
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_filename.endswith(module) and "flight.done.wait" in linecache.getline(
+            code.co_filename, frame.f_lineno
+        ):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def test_exceptions_are_shared_with_waiters_and_not_cached() -> None:
@@ -434,3 +437,39 @@ def test_a_bad_getsizeof_result_raises_through_cached_instead_of_disabling_it(si
 
     with pytest.raises(ConfigurationError, match="getsizeof must return"):
         f(1)
+
+
+@pytest.mark.parametrize("kind", ["async cached", "cachedmethod", "async cachedmethod"])
+def test_a_bad_getsizeof_result_raises_through_every_decorator(kind: str) -> None:
+    # The same store is behind each decorator: a Decimal size is not "value too large".
+    from scalekit.caching import cachedmethod
+    from scalekit.caching.base import ConfigurationError
+
+    cache: LRUCache[Any, Any] = LRUCache(10, getsizeof=lambda v: Decimal(1))
+    if kind == "async cached":
+
+        @cached(cache)
+        async def f(x: int) -> int:
+            return x
+
+        call: Any = lambda: asyncio.run(f(1))  # noqa: E731
+    else:
+
+        class Owner:
+            @cachedmethod(lambda self: cache)
+            def sync(self, x: int) -> int:
+                return x
+
+            @cachedmethod(lambda self: cache)
+            async def asynchronous(self, x: int) -> int:
+                return x
+
+        owner = Owner()
+        if kind == "cachedmethod":
+            call = lambda: owner.sync(1)  # noqa: E731
+        else:
+            call = lambda: asyncio.run(owner.asynchronous(1))  # noqa: E731
+    for _ in range(2):  # and again: the failed store left no flight behind
+        with pytest.raises(ConfigurationError, match="getsizeof must return"):
+            call()
+    assert len(cache) == 0

@@ -20,7 +20,7 @@ import pytest
 import scalekit.caching as sk
 from scalekit.exceptions import ArgumentTypeError, ReentrantCallError
 
-from .test_cached import _parked_in_flight
+from .test_cached import _parked_in_flight, _waits_on_a_flight
 
 POLICIES: list[Any] = [
     sk.LRUCache,
@@ -579,21 +579,8 @@ def test_the_redis_tier_single_flight_gives_each_follower_its_own_exception() ->
 
 
 def _parked_in_single_flight(threads: list[threading.Thread]) -> int:
-    import sys
-
     """How many of *threads* wait in `SingleFlight.run` for a leader (not leading it)."""
-    frames = sys._current_frames()
-    parked = 0
-    for t in threads:
-        frame = frames.get(t.ident or -1)
-        names = []
-        while frame is not None:
-            names.append((frame.f_code.co_name, frame.f_code.co_filename))
-            frame = frame.f_back
-        leading = any(name == "load" for name, _ in names)
-        in_run = any(n == "run" and f.endswith("_single_flight.py") for n, f in names)
-        parked += in_run and not leading
-    return parked
+    return sum(_waits_on_a_flight(t, "_single_flight.py") for t in threads)
 
 
 def test_cache_info_by_default_reports_the_cache_own_statistics() -> None:

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from scalekit.caching import LRUCache, ReentrantCallError, cached
+from scalekit.caching import LRUCache, ReentrantCallError, cached, cachedmethod
+
+from .test_cached import _waits_on_a_flight
 
 # -- wait cycles through two leaders --------------------------------------------------
 
@@ -367,11 +369,100 @@ def test_the_redis_tier_single_flight_keeps_a_leader_interrupt_in_its_thread() -
 
 
 def _waits_in_single_flight(thread: threading.Thread) -> bool:
-    import sys
+    return _waits_on_a_flight(thread, "_single_flight.py")
 
-    frame = sys._current_frames().get(thread.ident or -1)
-    while frame is not None:
-        if frame.f_code.co_name == "run" and frame.f_code.co_filename.endswith("_single_flight.py"):
-            return True
-        frame = frame.f_back
-    return False
+
+# -- cachedmethod: cache_clear() during a call ----------------------------------------
+
+
+class _Loader:
+    """A `cachedmethod` whose first call (a thread named "hung", or the first task) blocks."""
+
+    def __init__(self, cache: Any = None) -> None:
+        self.cache = LRUCache(10) if cache is None else cache
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.calls: list[str] = []
+        self.lock = threading.Lock()
+
+    @cachedmethod(lambda self: self.cache, lock=lambda self: self.lock)
+    def load(self, k: int) -> str:
+        self.calls.append(threading.current_thread().name)
+        if threading.current_thread().name == "hung":
+            self.inside.set()
+            self.release.wait(5)
+            return "old"
+        return "new"
+
+
+def test_cachedmethod_cache_clear_forgets_a_thread_call_in_progress() -> None:
+    obj = _Loader()
+    out: list[str] = []
+    hung = threading.Thread(target=lambda: out.append(obj.load(1)), name="hung", daemon=True)
+    hung.start()
+    assert obj.inside.wait(5)
+    obj.load.cache_clear()
+    result: list[str] = []
+    t = threading.Thread(target=lambda: result.append(obj.load(1)), name="fresh", daemon=True)
+    t.start()
+    t.join(5)
+    assert result == ["new"]  # computed afresh instead of waiting for the hung call
+    obj.release.set()
+    hung.join(5)
+    assert out == ["old"]  # the call started before the clear returns its own value
+    # ... but does not store it over the fresh one.
+    assert obj.load(1) == "new"
+    assert obj.cache[(1,)] == "new"
+    assert obj.calls == ["hung", "fresh"]
+
+
+def test_cachedmethod_cache_clear_through_one_instance_stops_the_stale_store_of_another() -> None:
+    # Two instances share one cache: clearing it through either one must not let a
+    # call of the other, started before the clear, store its value afterwards.
+    shared: LRUCache[Any, str] = LRUCache(10)
+    a, b = _Loader(shared), _Loader(shared)
+    out: list[str] = []
+    hung = threading.Thread(target=lambda: out.append(b.load(1)), name="hung", daemon=True)
+    hung.start()
+    assert b.inside.wait(5)
+    a.load.cache_clear()
+    assert a.load(1) == "new"
+    b.release.set()
+    hung.join(5)
+    assert out == ["old"]
+    assert shared[(1,)] == "new"
+    assert b.load(1) == "new"
+
+
+def test_async_cachedmethod_cache_clear_forgets_a_call_in_progress_and_its_stale_value() -> None:
+    class Loader:
+        def __init__(self) -> None:
+            self.cache: LRUCache[Any, str] = LRUCache(10)
+            self.gate = asyncio.Event()
+            self.entered = asyncio.Event()
+            self.calls = 0
+
+        @cachedmethod(lambda self: self.cache)
+        async def load(self, k: int) -> str:
+            self.calls += 1
+            if self.calls == 1:
+                self.entered.set()
+                await self.gate.wait()
+                return "old"
+            return "new"
+
+    async def main() -> None:
+        obj = Loader()
+        first = asyncio.create_task(obj.load(1))
+        await asyncio.wait_for(obj.entered.wait(), 5)
+        obj.load.cache_clear()
+        # A new call, not a wait for the one in progress (which would never end here).
+        assert await asyncio.wait_for(obj.load(1), 5) == "new"
+        assert not first.done()
+        obj.gate.set()
+        assert await asyncio.wait_for(first, 5) == "old"  # its own caller gets its value
+        assert await obj.load(1) == "new"  # but the cache keeps the fresh one
+        assert obj.cache[(1,)] == "new"
+        assert obj.calls == 2
+
+    asyncio.run(main())

@@ -227,3 +227,167 @@ def test_functools_style_decorators() -> None:
         tinylfu_cache(maxsize=-1)
     with pytest.raises(ConfigurationError, match="typed must be a bool"):
         lru_cache(maxsize=2, typed="yes")  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lru_cache",
+        "fifo_cache",
+        "lfu_cache",
+        "rr_cache",
+        "sieve_cache",
+        "s3fifo_cache",
+        "tinylfu_cache",
+        "ttl_cache",
+    ],
+)
+def test_functools_style_decorators_default_to_128_untyped_as_functools(name: str) -> None:
+    import scalekit.caching.func as func
+
+    decorator = getattr(func, name)
+    for f in (decorator(lambda x: x), decorator()(lambda x: x)):  # bare and called
+        assert f.cache_parameters() == {"maxsize": 128, "typed": False}
+        assert f.cache_info().maxsize == 128
+        f(1), f(1.0)  # equal untyped keys: one entry, one hit
+        assert f.cache_info()[:2] == (1, 1)
+
+
+def test_tinylfu_cache_uses_the_rng_it_is_given() -> None:
+    import random
+
+    class CountingRandom(random.Random):
+        draws = 0
+
+        def getrandbits(self, k: int) -> int:
+            CountingRandom.draws += 1
+            return super().getrandbits(k)
+
+    f = tinylfu_cache(maxsize=8, rng=CountingRandom(7))(lambda x: x)
+    order = random.Random(1)
+    for _ in range(3000):  # warm keys of equal frequency contest admission: a random draw
+        f(order.randrange(40))
+    assert CountingRandom.draws > 0
+
+
+class _Service:
+    """Async and sync cachedmethods, with a lock that records whether a write holds it."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.lock = _HeldLock()
+        self.cache = _LockCheckedCache(self.lock)
+        self.calls: list[Any] = []
+
+    @cachedmethod(lambda self: self.cache, lock=lambda self: self.lock)
+    async def fetch(self, x: int, *, scale: int = 1) -> str:
+        self.calls.append((x, scale))
+        await asyncio.sleep(0)
+        return f"{self.tag}:{x * scale}"
+
+    @cachedmethod(lambda self: self.cache, key=hashkey, lock=lambda self: self.lock)  # keys self
+    def keyed(self, x: int, *, scale: int = 1) -> int:
+        return x * scale
+
+
+class _HeldLock:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.held = False
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self.held = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.held = False
+        self._lock.release()
+
+
+class _LockCheckedCache(LRUCache[Any, Any]):
+    def __init__(self, lock: _HeldLock) -> None:
+        super().__init__(maxsize=16)
+        self.checked_lock = lock
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        assert self.checked_lock.held, "a cachedmethod wrote the cache without its lock"
+        super().__setitem__(key, value)
+
+
+def test_async_cachedmethod_passes_keywords_stores_under_the_lock_and_keeps_calls_apart() -> None:
+    async def main() -> None:
+        a, b = _Service("a"), _Service("b")
+        # Concurrent calls: two instances with one key, one instance with two keys.
+        got = await asyncio.gather(a.fetch(1), b.fetch(1), a.fetch(2), a.fetch(1, scale=3))
+        assert got == ["a:1", "b:1", "a:2", "a:3"]
+        assert a.calls == [(1, 1), (2, 1), (1, 3)] and b.calls == [(1, 1)]
+        assert await a.fetch(1, scale=3) == "a:3" and len(a.calls) == 3  # a hit, keyword included
+
+    asyncio.run(main())
+
+
+def test_async_cachedmethod_reentry_names_the_method() -> None:
+    class Loop:
+        def __init__(self) -> None:
+            self.cache: LRUCache[Any, Any] = LRUCache(4)
+
+        @cachedmethod(lambda self: self.cache)
+        async def spin(self, x: int) -> int:
+            return await self.spin(x)
+
+    from scalekit.caching import ReentrantCallError
+
+    with pytest.raises(ReentrantCallError, match=r"Loop\.spin called itself with the same key"):
+        asyncio.run(Loop().spin(1))
+
+
+def test_bound_cache_key_is_the_key_the_call_uses() -> None:
+    obj = _Service("a")
+    assert obj.keyed.cache_key(2, scale=3) == hashkey(obj, 2, scale=3)
+    assert obj.keyed(2, scale=3) == 6
+    assert obj.keyed.cache_key(2, scale=3) in obj.cache
+    assert obj.fetch.cache_key(2, scale=3) == methodkey(obj, 2, scale=3)
+
+
+def test_a_bound_cachedmethod_names_a_missing_attribute() -> None:
+    obj = _Service("a")
+    with pytest.raises(AttributeError, match=r"'_Bound' object has no attribute 'nope'"):
+        obj.keyed.nope  # noqa: B018
+
+
+def test_cachedmethod_misuse_is_refused_and_metaclass_methods_bind_without_a_name() -> None:
+    class Meta(type):
+        pass
+
+    def lookup(cls: Any, name: str) -> str:
+        return name.upper()
+
+    # Set on the metaclass after its creation: no __set_name__, found by value.
+    Meta.lookup = cachedmethod(lambda cls: cls.registry)(lookup)  # type: ignore[attr-defined]
+
+    class Priced(metaclass=Meta):
+        registry: dict[Any, Any] = {}
+
+        @cachedmethod(lambda self: {})
+        def named(self, x: int) -> int:
+            return x
+
+        as_class = classmethod(named)  # a named cachedmethod under @classmethod
+
+    assert Priced.lookup("a") == "A" and Priced.registry == {("a",): "A"}  # type: ignore[attr-defined]
+    with pytest.raises(ArgumentTypeError, match="outermost decorator"):
+        Priced.as_class(1)
+    assert Priced().named(1) == 1
+
+
+def test_cachedmethod_through_its_class_has_the_methods_names() -> None:
+    class Holder:
+        @cachedmethod(lambda self: {})
+        def method(self, x: int) -> int:
+            """Doc of the method."""
+            return x
+
+    unbound = Holder.method
+    assert unbound.__name__ == "method" and unbound.__doc__ == "Doc of the method."
+    assert unbound.__qualname__.endswith("Holder.method")
+    assert unbound.__wrapped__(Holder(), 3) == 3  # type: ignore[attr-defined]

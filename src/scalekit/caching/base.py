@@ -505,8 +505,13 @@ class Cache(MutableMapping[K, V]):
         return len(self) if self._sizes is None else self._currsize
 
     def getsizeof(self, value: V) -> int:
-        """The size of *value*: 1 unless a `getsizeof` function was given."""
-        return 1 if self._getsizeof is None else self._size_of(value)
+        """The size of *value*: 1 unless a `getsizeof` function was given.
+
+        A `getsizeof` function given to the constructor is set on the instance
+        in place of this method; a subclass may override it instead, and its
+        override may call this one, which returns 1 as cachetools' base does.
+        """
+        return 1
 
     def stats(self) -> CacheStats:
         """Hits, misses, evictions and hit ratio. Runtime complexity: O(1)."""

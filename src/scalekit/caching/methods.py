@@ -66,7 +66,7 @@ class BoundCachedMethod(Protocol[P, R_co]):
         ...
 
     def cache_clear(self) -> None:
-        """Empty the instance's cache and reset its statistics."""
+        """Empty the instance's cache, reset its statistics and forget the calls in progress."""
         ...
 
 
@@ -258,7 +258,7 @@ class CachedMethod(Generic[S, P, R]):
     def __reduce__(self) -> str:
         # Pickled and copied by reference, as the function it wraps would be:
         # `Class.method` is looked up again and gives this very descriptor.
-        return getattr(self, "__qualname__", self._name)
+        return self._name
 
     def counters(self, obj: Any) -> Counters | None:
         if not self._info:
@@ -297,8 +297,11 @@ class CachedMethod(Generic[S, P, R]):
         if value is not MISSING:
             return value
         peek = recheck(cache, reader(cache))
+        # Flights are per instance: two instances never wait for each other.
+        flights: SyncFlights = self._flights  # type: ignore[assignment]
 
         def compute() -> Any:
+            generation = flights.generation
             found = MISSING
             if peek is not None:
                 if lock is None:
@@ -310,11 +313,9 @@ class CachedMethod(Generic[S, P, R]):
                 return found
             result = self._method(obj, *args, **kwargs)
             if cache is not None:
-                store(cache, k, result, lock)
+                store(cache, k, result, lock, flights, generation)
             return result
 
-        # Flights are per instance: two instances never wait for each other.
-        flights: SyncFlights = self._flights  # type: ignore[assignment]
         return flights.run((id(obj), k), compute, self._name)
 
     async def acall(self, obj: Any, args: Any, kwargs: Any) -> Any:
@@ -322,13 +323,15 @@ class CachedMethod(Generic[S, P, R]):
         if value is not MISSING:
             return value
 
+        flights: AsyncFlights = self._flights  # type: ignore[assignment]
+        generation = flights.generation  # before the call's task starts
+
         async def compute() -> Any:
             result = await self._method(obj, *args, **kwargs)
             if cache is not None:
-                store(cache, k, result, lock)
+                store(cache, k, result, lock, flights, generation)
             return result
 
-        flights: AsyncFlights = self._flights  # type: ignore[assignment]
         return await flights.run((id(obj), k), compute, self._name)
 
 
@@ -353,12 +356,6 @@ class _Unbound:
                 Python's own missing-argument error is).
         """
         return self._descriptor.call_through_class(args, kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        # The descriptor's other attributes (set by `update_wrapper` on it, for one).
-        if name == "_descriptor":  # not set yet: no recursion while half-built
-            raise AttributeError(name)
-        return getattr(self._descriptor, name)
 
     def __repr__(self) -> str:
         return repr(self._descriptor)
@@ -427,8 +424,15 @@ class _Bound:
         return make_info(self.cache, self._descriptor.counters(self._obj))
 
     def cache_clear(self) -> None:
-        """Empty the instance's cache and reset its statistics."""
-        clear(self.cache, self.cache_lock, self._descriptor.counters(self._obj))
+        """Empty the instance's cache, reset its statistics and forget the calls in progress.
+
+        The calls of this method in progress (of every instance: a cache may be
+        shared by several) are forgotten, as `cached`'s `cache_clear()` forgets
+        its own: the next caller of a key runs the method afresh, and a call
+        started before the clear stores nothing when it ends.
+        """
+        d = self._descriptor
+        clear(self.cache, self.cache_lock, d.counters(self._obj), d._flights)
 
     def __repr__(self) -> str:
         return f"<cachedmethod {self._descriptor._method!r} of {object.__repr__(self._obj)}>"
