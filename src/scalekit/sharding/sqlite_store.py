@@ -92,7 +92,7 @@ def backend_error(store: str, operation: str, exc: sqlite3.Error) -> BackendErro
     return cls(f"sqlite {store}: {operation} failed: {text}" + (f" ({code})" if code else ""))
 
 
-class _FileGone(Exception):
+class _FileGone(BackendUnavailableError):
     """A path store's database file is no longer the one its connection has open."""
 
 
