@@ -175,6 +175,7 @@ cdef class LinkedCore:
         return 0
 
     def __init__(self, maxsize, getsizeof=None):
+        self._clear()  # called again on a live cache: it starts empty, as the pure one
         _cache_init(self, maxsize, getsizeof)
 
     @property
@@ -630,6 +631,7 @@ cdef class SieveCore:
         return 0
 
     def __init__(self, maxsize, getsizeof=None):
+        self._clear()  # called again on a live cache: it starts empty, as the pure one
         _cache_init(self, maxsize, getsizeof)
 
     @property
