@@ -60,6 +60,13 @@ def _started() -> int:
     return n
 
 
+def _evicted(mark: int, cache: Cache[Any, Any]) -> int:
+    # One eviction of a weighted write: its own delete is not a re-entry.
+    cache.popitem()
+    cache._evictions += 1
+    return mark + 1 if _OPS.started == mark + 1 else mark
+
+
 class MaxsizeTypeError(ConfigurationError, ArgumentTypeError):
     """A `maxsize` (or `getsizeof` result) that is a bool or not a number.
 
@@ -318,26 +325,25 @@ class Cache(MutableMapping[K, V]):
         maxsize = self._maxsize
         if size > maxsize:
             raise ValueError("value too large")
-        mark = _started()
+        ops = _OPS
+        ops.started = mark = ops.started + 1
         try:
             if key in self:
                 diff = size - sizes.get(key, 0)
                 while self._currsize + diff > maxsize and len(self):
-                    self.popitem()
-                    self._evictions += 1
+                    mark = _evicted(mark, self)
                     if key not in self:
                         diff = size
             else:
                 diff = size
                 while self._currsize + diff > maxsize and len(self):
-                    self.popitem()
-                    self._evictions += 1
+                    mark = _evicted(mark, self)
             if not (key in self and self._update(key, value)):
                 self._insert(key, value)
             sizes[key] = size
             self._currsize += diff
         finally:
-            if _OPS.started != mark:
+            if ops.started != mark:
                 self._settle_sizes()
 
     def _settle_sizes(self) -> None:
@@ -406,12 +412,13 @@ class Cache(MutableMapping[K, V]):
         if sizes is None:
             self._remove(key)
             return
-        mark = _started()
+        ops = _OPS
+        ops.started = mark = ops.started + 1
         try:
             self._remove(key)
             self._currsize -= sizes.pop(key, 0)
         finally:
-            if _OPS.started != mark:
+            if ops.started != mark:
                 self._settle_sizes()
 
     # Every policy keeps its entries in ``self._data``, keyed by the cached keys.
