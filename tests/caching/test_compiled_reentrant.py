@@ -268,3 +268,25 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+@pytest.mark.parametrize("name", [*NAMES, "TinyLFU"])
+def test_plain_weighted_writes_and_deletes_never_recount_the_sizes(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The recount walks every entry: it is for re-entrant code only, not for a
+    # write's own evictions.
+    from scalekit import caching
+    from scalekit.caching.base import Cache
+
+    recounts: list[int] = []
+    settle = Cache._settle_sizes
+    monkeypatch.setattr(Cache, "_settle_sizes", lambda self: recounts.append(1) or settle(self))
+    cache = getattr(caching, f"{name}Cache")(20, getsizeof=lambda value: value)
+    for n in range(200):
+        cache[n % 37] = n % 3 + 1
+        if n % 5 == 0:
+            cache.pop((n * 7) % 37, None)
+    cache.clear()
+    assert recounts == []
+    assert cache.currsize == 0
