@@ -18,6 +18,49 @@ from scalekit.caching import LRUCache, ReentrantCallError, cached, cachedmethod
 
 from .test_cached import _waits_on_a_flight
 
+# -- a key whose hash or comparison calls the same function --------------------------
+
+
+class _Node:
+    # A structural hash memoized through the cached function itself.
+    def __init__(self, digest: Any, name: str, child: _Node | None = None) -> None:
+        self.digest, self.name, self.child = digest, name, child
+
+    def __hash__(self) -> int:
+        return hash(self.digest(self.child)) if self.child is not None else hash(self.name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Node) and (self.name, self.child) == (other.name, other.child)
+
+
+@pytest.mark.parametrize("maxsize", [0, 1, 2, 10])
+def test_a_key_whose_hash_calls_the_same_cached_function_does_not_hang(maxsize: int) -> None:
+    # The nested call misses (a cache too small to keep the child's digest) while the
+    # outer call looks its own key up in the calls in progress: it must not wait for itself.
+    @cached(LRUCache(maxsize))
+    def digest(node: _Node) -> str:
+        return node.name if node.child is None else node.name + "/" + digest(node.child)
+
+    out: list[Any] = []
+
+    def call() -> None:
+        try:
+            out.append(digest(_Node(digest, "a", _Node(digest, "b", _Node(digest, "c")))))
+        except BaseException as exc:  # the test reports it
+            out.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the call waits for itself"
+    if maxsize == 1 and isinstance(out[0], ReentrantCallError):
+        # With one entry, storing c's digest may evict b, whose hash needs c's digest:
+        # a call that would wait for itself, reported as documented.
+        return
+    assert out == ["a/b/c"]
+    assert digest(_Node(digest, "c")) == "c"
+
+
 # -- wait cycles through two leaders --------------------------------------------------
 
 

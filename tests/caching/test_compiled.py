@@ -316,6 +316,26 @@ def _linked_pair(public: type) -> tuple[type, type]:
     return public.__mro__[2], public
 
 
+@pytest.mark.parametrize("public", LINKED, ids=lambda c: c.__name__)
+def test_calling_init_again_empties_a_compiled_cache_as_the_pure_one(public: type) -> None:
+    # `__init__` on a live cache starts it over, sizes and entries alike.
+    results = []
+    for cls in _linked_pair(public):
+        cache = cls(10)
+        for n in range(5):
+            cache[n] = n
+        cache.get(1)
+        cache.__init__(10, getsizeof=lambda value: 2)
+        assert (len(cache), cache.currsize, list(cache), 0 in cache) == (0, 0, [], False)
+        with pytest.raises(KeyError):
+            del cache[0]
+        for n in range(7):
+            cache[n] = n
+        results.append((list(cache.items()), cache.currsize, _policy_state(cache)))
+    assert results[0] == results[1]
+    assert results[0][1] == 10
+
+
 def _drive(rng: random.Random, cache: Any, log: list[Any], steps: int) -> None:
     for _ in range(steps):
         key = rng.randrange(40)

@@ -378,3 +378,21 @@ def test_the_lru_touch_hook_records_recency_for_the_base_read_paths() -> None:
         assert read(cache, 1) == "a"
         cache[3] = "c"
         assert sorted(cache) == [1, 3]  # 2, not the key just read, was evicted
+
+
+def test_writing_present_keys_while_iterating_visits_each_key_once(make: Factory) -> None:
+    # As in cachetools: the loop runs over a snapshot, even when a write moves the key
+    # (to the end of a queue, or from one segment to another).
+    cache = make(10)
+    for n in range(10):
+        cache[n] = n
+    for _ in range(2):
+        for n in range(10):
+            cache.get(n)
+    before = list(cache)
+    seen = []
+    for key in cache:
+        seen.append(key)
+        cache[key] = -1
+    assert sorted(seen) == sorted(before) and len(seen) == len(before)
+    assert all(cache.peek(key) == -1 for key in cache)

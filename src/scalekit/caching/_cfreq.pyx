@@ -248,6 +248,7 @@ cdef class LFUCore:
         return 0
 
     def __init__(self, maxsize, getsizeof=None):
+        self._clear()  # called again on a live cache: it starts empty, as the pure one
         _cache_init(self, maxsize, getsizeof)
 
     @property
@@ -834,6 +835,7 @@ cdef class S3FIFOCore:
 
     def __init__(self, maxsize, getsizeof=None, *, small_ratio=0.1, ghost_ratio=0.9):
         # The pure S3FIFOCache.__init__, transcribed.
+        self._clear()  # called again on a live cache: it starts empty, as the pure one
         _cache_init(self, maxsize, getsizeof)
         small_ratio = fraction("small_ratio", small_ratio)
         ghost_ratio = non_negative_number("ghost_ratio", ghost_ratio)

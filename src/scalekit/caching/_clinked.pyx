@@ -175,6 +175,7 @@ cdef class LinkedCore:
         return 0
 
     def __init__(self, maxsize, getsizeof=None):
+        self._clear()  # called again on a live cache: it starts empty, as the pure one
         _cache_init(self, maxsize, getsizeof)
 
     @property
@@ -454,8 +455,21 @@ cdef int _traverse(PyObject* o, _visitproc visit, void* arg) noexcept:
     return 0
 
 
+cdef int _clear_linked(PyObject* o) noexcept:
+    # The GC breaking a cycle: the ring is emptied, then the dict in place, so
+    # that no link points at a freed node. The other fields stay: what they hold
+    # is cleared by the GC itself.
+    cdef LinkedCore core = <LinkedCore>o
+    if core._root is not None:
+        ring_clear(<PyObject*>core._root)
+    if core._map is not None:
+        PyDict_Clear(core._map)
+    return 0
+
+
 _core_traverse = (<_TypeObject*>LinkedCore).tp_traverse
 (<_TypeObject*>LinkedCore).tp_traverse = _traverse
+(<_TypeObject*>LinkedCore).tp_clear = _clear_linked
 
 
 @cython.auto_pickle(False)
@@ -630,6 +644,7 @@ cdef class SieveCore:
         return 0
 
     def __init__(self, maxsize, getsizeof=None):
+        self._clear()  # called again on a live cache: it starts empty, as the pure one
         _cache_init(self, maxsize, getsizeof)
 
     @property
@@ -900,8 +915,22 @@ cdef int _traverse_sieve(PyObject* o, _visitproc visit, void* arg) noexcept:
     return 0
 
 
+cdef int _clear_sieve(PyObject* o) noexcept:
+    # As _clear_linked; the hand, a node, is dropped once the dict is empty.
+    cdef SieveCore core = <SieveCore>o
+    cdef object hand = core._hand_node
+    if core._root is not None:
+        ring_clear(<PyObject*>core._root)
+    core._hand_node = None
+    if core._map is not None:
+        PyDict_Clear(core._map)
+    hand = None
+    return 0
+
+
 _sieve_traverse = (<_TypeObject*>SieveCore).tp_traverse
 (<_TypeObject*>SieveCore).tp_traverse = _traverse_sieve
+(<_TypeObject*>SieveCore).tp_clear = _clear_sieve
 
 
 

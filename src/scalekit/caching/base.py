@@ -20,6 +20,7 @@ import copy
 import math
 import numbers
 import sys
+import threading
 from collections.abc import (
     Callable,
     Hashable,
@@ -43,6 +44,27 @@ D = TypeVar("D")
 
 #: Sentinel for "no such key" on the hot paths (``None`` may be a cached value).
 MISSING: Any = object()
+
+
+class _Started(threading.local):
+    #: How many weighted writes, deletes and clears this thread has started.
+    started = 0
+
+
+_OPS = _Started()
+
+
+def _started() -> int:
+    # Started again before one ended: a key's or a value's code re-entered a cache.
+    _OPS.started = n = _OPS.started + 1
+    return n
+
+
+def _evicted(mark: int, cache: Cache[Any, Any]) -> int:
+    # One eviction of a weighted write: its own delete is not a re-entry.
+    cache.popitem()
+    cache._evictions += 1
+    return mark + 1 if _OPS.started == mark + 1 else mark
 
 
 class MaxsizeTypeError(ConfigurationError, ArgumentTypeError):
@@ -303,22 +325,58 @@ class Cache(MutableMapping[K, V]):
         maxsize = self._maxsize
         if size > maxsize:
             raise ValueError("value too large")
-        if key in self:
-            diff = size - sizes[key]
-            while self._currsize + diff > maxsize:
-                self.popitem()
-                self._evictions += 1
-                if key not in self:
-                    diff = size
-        else:
-            diff = size
-            while self._currsize + diff > maxsize:
-                self.popitem()
-                self._evictions += 1
-        if not (key in self and self._update(key, value)):
-            self._insert(key, value)
-        sizes[key] = size
-        self._currsize += diff
+        ops = _OPS
+        ops.started = mark = ops.started + 1
+        try:
+            if key in self:
+                diff = size - sizes.get(key, 0)
+                while self._currsize + diff > maxsize and len(self):
+                    mark = _evicted(mark, self)
+                    if key not in self:
+                        diff = size
+            else:
+                diff = size
+                while self._currsize + diff > maxsize and len(self):
+                    mark = _evicted(mark, self)
+            if not (key in self and self._update(key, value)):
+                self._insert(key, value)
+            sizes[key] = size
+            self._currsize += diff
+        finally:
+            if ops.started != mark:
+                self._settle_sizes()
+
+    def _settle_sizes(self) -> None:
+        """Rebuild the sizes from the entries after code of a key or value changed them.
+
+        A key's `__hash__`/`__eq__` or a value's `__del__` that writes or deletes
+        in this cache while it updates its sizes can leave a size without an entry,
+        an entry without a size, or a `currsize` that is not their sum; this
+        recounts them (a size not recorded is measured again). It runs only when
+        another weighted write or delete ran, in this thread, during one.
+        """
+        for _ in range(8):
+            sizes = self._sizes
+            if sizes is None:
+                return
+            mark = _started()
+            try:
+                # By identity first: only the sizes that change hash their keys.
+                keys = list(self)
+                present = {id(key) for key in keys}
+                recorded = {id(key) for key in sizes}
+                for key in [key for key in sizes if id(key) not in present]:
+                    sizes.pop(key, None)
+                for key in keys:
+                    if id(key) not in recorded:
+                        value = self._peek(key)
+                        if value is not MISSING:
+                            sizes[key] = self._size_of(value)
+                self._currsize = sum(sizes.values())
+            except (KeyError, RuntimeError):
+                continue  # changed under the walk: walk again
+            if _OPS.started == mark:
+                return
 
     def _make_room(self) -> None:
         """Evict through `popitem()` until one more unit-size entry fits (the slow path)."""
@@ -350,10 +408,18 @@ class Cache(MutableMapping[K, V]):
 
         Runtime complexity: O(1).
         """
-        self._remove(key)
         sizes = self._sizes
-        if sizes is not None:
-            self._currsize -= sizes.pop(key)
+        if sizes is None:
+            self._remove(key)
+            return
+        ops = _OPS
+        ops.started = mark = ops.started + 1
+        try:
+            self._remove(key)
+            self._currsize -= sizes.pop(key, 0)
+        finally:
+            if ops.started != mark:
+                self._settle_sizes()
 
     # Every policy keeps its entries in ``self._data``, keyed by the cached keys.
     _data: Mapping[Any, Any]
@@ -489,10 +555,15 @@ class Cache(MutableMapping[K, V]):
 
     def clear(self) -> None:
         """Remove every entry (not counted as evictions). Runtime complexity: O(n)."""
+        mark = _started()
         self._clear()
         if self._sizes is not None:
             self._sizes.clear()
-        self._currsize = 0
+            self._currsize = 0
+            if _OPS.started != mark:
+                self._settle_sizes()  # a value's __del__ wrote meanwhile
+        else:
+            self._currsize = 0
 
     @property
     def maxsize(self) -> Any:

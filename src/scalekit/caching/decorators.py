@@ -120,6 +120,22 @@ def _cycle_error(name: str, k: Any, direct: bool) -> ReentrantCallError:
     )
 
 
+class _Hashed:
+    """A key of the calls in progress, hashed once, outside the table's lock."""
+
+    __slots__ = ("hash", "key")
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.hash = hash(key)
+
+    def __hash__(self) -> int:
+        return self.hash
+
+    def __eq__(self, other: object) -> bool:
+        return self.key == other.key if isinstance(other, _Hashed) else NotImplemented
+
+
 class SyncFlights:
     """The calls in progress, by key: the first caller computes, the others wait for it.
 
@@ -131,15 +147,21 @@ class SyncFlights:
     other `BaseException` (`KeyboardInterrupt`, `SystemExit`) re-raises it in
     its own thread only, and one of the followers computes the value instead.
 
+    A key is hashed outside the lock, so its `__hash__` may call the cached
+    function; a call made by a key's `__eq__` while `run` compares it runs
+    without single-flight, as it would without a cache.
+
     A child forked while other threads are inside `run` starts with no call
     in progress and a fresh lock: those threads do not exist in the child.
     """
 
-    __slots__ = ("__weakref__", "_lock", "_table", "generation")
+    __slots__ = ("__weakref__", "_lock", "_looking", "_table", "generation")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._table: dict[Any, _Flight] = {}
+        #: The threads hashing or comparing a key under `_lock`, whose key calls back in.
+        self._looking: set[int] = set()
         #: How many times `forget()` ran: a call started under an older one does not store.
         self.generation = 0
         reset_in_forked_child(self)
@@ -150,6 +172,7 @@ class SyncFlights:
             # The forking thread may be a leader: it sets this event, nobody waits on it.
             flight.done = threading.Event()
         self._lock = threading.Lock()
+        self._looking = set()
         self._table = {}
 
     def forget(self) -> None:
@@ -170,13 +193,21 @@ class SyncFlights:
                 would wait for this thread's own call.
         """
         me = threading.get_ident()
+        if me in self._looking:
+            # Called from a key's own __eq__ while this thread holds the lock.
+            return compute()
+        hashed = _Hashed(k)  # the key's __hash__ runs here, not under the lock
         while True:
             with self._lock:
-                table = self._table
-                flight = table.get(k)
-                if flight is None:
-                    flight = table[k] = _Flight(me)
-                    break
+                self._looking.add(me)
+                try:
+                    table = self._table
+                    flight = table.get(hashed)
+                    if flight is None:
+                        flight = table[hashed] = _Flight(me)
+                        break
+                finally:
+                    self._looking.discard(me)
             with _WAITS_LOCK:
                 if _waits_for(flight, me):
                     raise _cycle_error(name, k, flight.owner == me)
@@ -203,9 +234,13 @@ class SyncFlights:
             raise
         finally:
             with self._lock:
-                # Absent after cache_clear(), or in a child forked during the call.
-                if table.get(k) is flight:
-                    del table[k]
+                self._looking.add(me)
+                try:
+                    # Absent after cache_clear(), or in a child forked during the call.
+                    if table.get(hashed) is flight:
+                        del table[hashed]
+                finally:
+                    self._looking.discard(me)
             flight.done.set()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 from collections import OrderedDict
@@ -203,8 +202,15 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         return len(self._window) + len(self._probation) + len(self._protected)
 
     def __iter__(self) -> Iterator[K]:
-        """The cached keys (window, probation, then protected), without touching the policy."""
-        return itertools.chain(self._window, self._probation, self._protected)
+        """The cached keys (window, probation, then protected), without touching the policy.
+
+        Iterates over a snapshot: a key written while iterating (which may move
+        it to another segment) is visited once, a key added is not visited and
+        a key removed is skipped.
+        """
+        for key in [*self._window, *self._probation, *self._protected]:
+            if key in self:
+                yield key
 
     @overload
     def get(self, key: K) -> V | None: ...
