@@ -521,12 +521,26 @@ class SQLFencedStore:
         )
         self._holders = holder_column is not None
         self._ops = op_column is not None
+        self._op_column = op_column
         self._unavailable = _unavailable_errors(connection)
         self._table = table
 
     def create_table(self) -> None:
-        """Create the table with its four columns if it does not exist."""
+        """Create the table if it does not exist, and add the `op` column if it lacks one.
+
+        A table made before the store recorded operation ids (key, value,
+        fence and holder only) gets the column, `TEXT NOT NULL DEFAULT ''`,
+        by an `ALTER TABLE`; its rows are kept.
+        """
         self._execute("create", ())
+        if self._ops:
+            table = self.statements["create"].split()[5]
+            columns = self._execute("columns", (), f"SELECT * FROM {table} LIMIT 0", True)
+            if self._op_column not in columns:
+                add = (
+                    f"ALTER TABLE {table} ADD COLUMN \"{self._op_column}\" TEXT NOT NULL DEFAULT ''"
+                )
+                self._execute("column", (), add)
         self._commit("create")
 
     def _params(
@@ -556,11 +570,16 @@ class SQLFencedStore:
         check = (number, number, owner) if self._holders else (number,)
         return (*head, key, *check, *guard)
 
-    def _execute(self, name: str, params: tuple[Any, ...]) -> Any:
+    def _execute(
+        self, name: str, params: tuple[Any, ...], sql: str | None = None, names: bool = False
+    ) -> Any:
+        """One statement's first row (or, with *names*, its column names)."""
         try:
             cursor = self.connection.cursor()
             try:
-                cursor.execute(self.statements[name], params)
+                cursor.execute(self.statements[name] if sql is None else sql, params)
+                if names:
+                    return [d[0] for d in cursor.description or ()]
                 row = cursor.fetchone() if cursor.description is not None else None
             finally:
                 cursor.close()
@@ -569,7 +588,26 @@ class SQLFencedStore:
                 f"{_DIALECT_NAMES[self.dialect]} did not run the fenced {name} on "
                 f"table {self._table}: {exc}"
             ) from exc
+        except Exception as exc:
+            if self._missing_op(exc):
+                raise ConfigurationError(
+                    f"table {self._table} has no column {self._op_column!r} (the op_column, "
+                    "where each change records its operation id): call create_table() once "
+                    "to add it, or pass op_column=None"
+                ) from exc
+            raise
         return row
+
+    def _missing_op(self, exc: Exception) -> bool:
+        """Whether *exc* is the driver's "no such column" for the op column."""
+        if not self._ops:
+            return False
+        text = str(exc)
+        if getattr(exc, "sqlstate", None) == "42703":  # PostgreSQL's undefined_column
+            return str(self._op_column) in text
+        return str(self._op_column) in text and (
+            "no such column" in text or "has no column named" in text
+        )
 
     def _fenced(self, op: str, key: str, token: Token, value: Any, change: Any = None) -> Any:
         key = _key(key)
