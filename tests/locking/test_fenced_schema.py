@@ -1,20 +1,22 @@
-"""SQL fenced stores on a table made before the `op` column existed (about 3 s with PostgreSQL).
+"""SQL fenced stores give the documented errors, never a driver's (about 3 s with PostgreSQL).
 
-`create_table()` adds the missing column to such a table; a store pointed at a
-table without it (and without `op_column=None`) raises a `ConfigurationError`
-that says what to do, never a driver's error.
+`create_table()` adds the `op` column to a table made before it existed; a
+store pointed at a table without it (and without `op_column=None`) raises a
+`ConfigurationError` that says what to do; SQLite's busy timeout is a
+`BackendUnavailableError`.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scalekit.exceptions import ConfigurationError
+from scalekit.exceptions import BackendUnavailableError, ConfigurationError
 from scalekit.locking.fencing import SQLFencedStore
 
 from .conftest import unique
@@ -73,3 +75,24 @@ def test_a_table_without_the_op_column_is_a_configuration_error(
     assert store.get("k") == 5  # nothing changed
     plain = SQLFencedStore(connection, dialect=dialect, table=table, op_column=None)
     assert plain.incr("k", 1, lease(3)) == 6
+
+
+def test_a_sqlite_busy_timeout_is_backend_unavailable(tmp_path: Path) -> None:
+    """Another connection's write transaction outlasts `timeout=`: the documented error, in time."""
+    path = tmp_path / "busy.db"
+    holder = sqlite3.connect(path, timeout=0.2)
+    SQLFencedStore(holder).create_table()
+    waiting = sqlite3.connect(path, timeout=0.2)
+    store = SQLFencedStore(waiting)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO scalekit_fenced(key, value) VALUES ('x', 1)")
+    started = time.monotonic()
+    with pytest.raises(
+        BackendUnavailableError, match=r"SQLite did not run the fenced incr .* locked"
+    ):
+        store.incr("k", 1, lease(7), op="o1")
+    assert time.monotonic() - started < 0.2 + 0.3  # the connection's timeout, plus a margin
+    holder.rollback()
+    assert store.incr("k", 1, lease(7), op="o2") == 1  # the store works again
+    holder.close()
+    waiting.close()

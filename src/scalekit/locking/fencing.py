@@ -589,6 +589,11 @@ class SQLFencedStore:
                 f"table {self._table}: {exc}"
             ) from exc
         except Exception as exc:
+            if _busy(exc):
+                raise BackendUnavailableError(
+                    f"{_DIALECT_NAMES[self.dialect]} did not run the fenced {name} on "
+                    f"table {self._table} within the connection's timeout: {exc}"
+                ) from exc
             if self._missing_op(exc):
                 raise ConfigurationError(
                     f"table {self._table} has no column {self._op_column!r} (the op_column, "
@@ -671,6 +676,13 @@ class SQLFencedStore:
                 f"{_DIALECT_NAMES[self.dialect]} did not confirm the {what} on table "
                 f"{self._table}; it may or may not have happened: {exc}"
             ) from exc
+        except Exception as exc:
+            if not _busy(exc):
+                raise
+            raise BackendUnavailableError(
+                f"{_DIALECT_NAMES[self.dialect]} did not commit the {what} on table "
+                f"{self._table} within the connection's timeout: {exc}"
+            ) from exc
 
     def read(self, key: str, token: Token) -> Any:
         """Claim *token* for *key* and return its value (None for a new key).
@@ -682,7 +694,8 @@ class SQLFencedStore:
                 one) was seen for *key*; nothing changed.
             BackendUnavailableError: the connection failed or a statement
                 timed out (the driver's `OperationalError` or
-                `InterfaceError`, kept as `__cause__`); open a new connection.
+                `InterfaceError`, kept as `__cause__`; on SQLite, its busy
+                timeout: "database is locked"); open a new connection.
         """
         return self._fenced("claim", key, token, None)
 
@@ -759,6 +772,16 @@ class SQLFencedStore:
 
 
 _DIALECT_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether *exc* is SQLite's busy timeout (another connection holds the lock)."""
+    sqlite3 = sys.modules.get("sqlite3")
+    return (
+        sqlite3 is not None
+        and isinstance(exc, sqlite3.OperationalError)
+        and str(exc) in ("database is locked", "database table is locked")
+    )
 
 
 def _unavailable_errors(connection: Any) -> tuple[type[BaseException], ...]:
