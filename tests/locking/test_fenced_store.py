@@ -32,10 +32,11 @@ from scalekit.exceptions import (
     ConfigurationError,
     LockError,
     LockLostError,
+    LockNotOwnedError,
     StaleTokenError,
 )
 from scalekit.locking import Lease, MemoryLock
-from scalekit.locking.fencing import RedisFencedStore, SQLFencedStore
+from scalekit.locking.fencing import LostLeaseError, RedisFencedStore, SQLFencedStore
 from scalekit.testing import RedisServer
 
 from .conftest import unique
@@ -687,3 +688,26 @@ def test_postgresql_racing_first_claims_never_refuse_the_newest_token(
     assert not wrong, wrong
     for store in stores:
         store.connection.close()
+
+
+def test_a_released_or_lost_lease_is_refused_before_anything_is_sent(
+    store: Any, redis_client: Any
+) -> None:
+    """The process knows such a lease ended: the store refuses it locally, writing nothing."""
+    lock = RedisLock(redis_client, unique(), ttl=0.3)
+    with lock.acquire(timeout=2) as lease_:
+        store.write("k", 8, lease_)
+    with pytest.raises(LockNotOwnedError, match=r"was released"):
+        store.incr("k", 1, lease_)
+    with pytest.raises(LockNotOwnedError, match=r"was released"):
+        store.read("k", lease_)
+    lost = lock.acquire(timeout=2)
+    assert lost.lost.wait(0.3 + 1.0)  # the ttl passes; the watchdog tells the lease
+    with pytest.raises(LostLeaseError, match=r"was lost .* for key 'k'") as info:
+        store.write("k", 0, lost)
+    assert isinstance(info.value, StaleTokenError) and isinstance(info.value, LockLostError)
+    with pytest.raises(LostLeaseError, match=r"was lost"):
+        store.incr("k", 1, lost, op="x")
+    with pytest.raises(LostLeaseError, match=r"was lost"):
+        store.read("k", lost)
+    assert as_int(store.get("k")) == 8

@@ -44,6 +44,7 @@ from .._validation import positive_number
 from ..exceptions import (
     BackendUnavailableError,
     ConfigurationError,
+    LockLostError,
     LockNotOwnedError,
     StaleTokenError,
 )
@@ -54,7 +55,18 @@ from .lease import Lease
 if TYPE_CHECKING:
     from ._redis_calls import RedisCalls, Script
 
-__all__ = ["RedisFencedStore", "SQLFencedStore"]
+__all__ = ["LostLeaseError", "RedisFencedStore", "SQLFencedStore"]
+
+
+class LostLeaseError(StaleTokenError, LockLostError):
+    """A fenced store refused a lease this process already knows was lost.
+
+    Raised before anything is sent: the lease's `lost` event is set (its
+    ttl passed, its renewal failed or its session ended). Both a
+    `StaleTokenError` (so code that handles a refused token handles it) and
+    a `LockLostError`; `fence` is 0, since the store was not asked.
+    """
+
 
 Token = Lease | int
 """What the stores accept as proof: a `Lease` (recommended) or its bare `int` token."""
@@ -65,14 +77,33 @@ Token = Lease | int
 _INT64_MIN, _INT64_LIMIT = -(2**63), 2**63
 
 
-def _token(token: Token) -> tuple[int, str]:
+def _token(token: Token, key: str = "") -> tuple[int, str]:
     """The fencing token and the owner recorded with a claim ('' for a bare int).
 
-    A lease acquired before this process was forked is refused: the parent
-    still holds it, and two writers with one token and one owner are one
-    holder to the store.
+    A lease this process knows was released or lost is refused, and so is
+    one acquired before this process was forked: the parent still holds
+    it, and two writers with one token and one owner are one holder to the
+    store.
     """
     if isinstance(token, Lease):
+        # What this process knows of the lease is checked first, locally: a write
+        # after the lease's `with` block, or after its `on_lost`, is a write
+        # outside the critical section even when no newer holder has fenced yet.
+        if token._released:
+            raise LockNotOwnedError(
+                f"lease {token.token} of {token.name!r} was released; a fenced store "
+                "accepts only a held lease (acquire a new one)",
+                token.name,
+            )
+        if token.lost.is_set():
+            raise LostLeaseError(
+                f"lease {token.token} of {token.name!r} was lost (its ttl passed or its "
+                f"session ended); the store refused it for key {key!r} before sending "
+                "anything: start over with a new lease",
+                key,
+                token.token,
+                0,
+            )
         if _foreign(token):
             raise LockNotOwnedError(
                 f"lease {token.token} of {token.name!r} was acquired by the parent of this "
@@ -318,7 +349,7 @@ class RedisFencedStore:
         return base, base + ":fence"
 
     def _run(self, script: Script, key: str, token: Token, *extra: Any, op: Any = None) -> Any:
-        number, owner = _token(token)
+        number, owner = _token(token, key)
         granted, value = self._calls.script(
             script, list(self.keys(key)), [str(number), owner, *extra]
         )
@@ -365,7 +396,7 @@ class RedisFencedStore:
             BackendUnavailableError: Redis did not answer within `op_timeout`;
                 the write may or may not have happened.
         """
-        number = _token(token)
+        number = _token(token, key)
         value = _int64("value", value)
         record = _record(*number, op, f"write {value}")
         self._run(self._write, key, token, value, record, op=op)
@@ -404,7 +435,7 @@ class RedisFencedStore:
                 the increment may or may not have happened (retry with the
                 same *op*).
         """
-        number = _token(token)
+        number = _token(token, key)
         amount = _int64("amount", amount)
         record = _record(*number, op, f"incr {amount}")
         low, high = _bounds(amount)
@@ -616,7 +647,7 @@ class SQLFencedStore:
 
     def _fenced(self, op: str, key: str, token: Token, value: Any, change: Any = None) -> Any:
         key = _key(key)
-        number, owner = _token(token)
+        number, owner = _token(token, key)
         record = ""
         if op != "claim":
             if change is not None and not self._ops:
