@@ -44,7 +44,6 @@ from .._validation import positive_number
 from ..exceptions import (
     BackendUnavailableError,
     ConfigurationError,
-    LockLostError,
     LockNotOwnedError,
     StaleTokenError,
 )
@@ -55,18 +54,7 @@ from .lease import Lease
 if TYPE_CHECKING:
     from ._redis_calls import RedisCalls, Script
 
-__all__ = ["LostLeaseError", "RedisFencedStore", "SQLFencedStore"]
-
-
-class LostLeaseError(StaleTokenError, LockLostError):
-    """A fenced store refused a lease this process already knows was lost.
-
-    Raised before anything is sent: the lease's `lost` event is set (its
-    ttl passed, its renewal failed or its session ended). Both a
-    `StaleTokenError` (so code that handles a refused token handles it) and
-    a `LockLostError`; `fence` is 0, since the store was not asked.
-    """
-
+__all__ = ["RedisFencedStore", "SQLFencedStore"]
 
 Token = Lease | int
 """What the stores accept as proof: a `Lease` (recommended) or its bare `int` token."""
@@ -96,7 +84,7 @@ def _token(token: Token, key: str = "") -> tuple[int, str]:
                 token.name,
             )
         if token.lost.is_set():
-            raise LostLeaseError(
+            raise StaleTokenError(
                 f"lease {token.token} of {token.name!r} was lost (its ttl passed or its "
                 f"session ended); the store refused it for key {key!r} before sending "
                 "anything: start over with a new lease",
