@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(result.report.table())
                     for violation in result.report.violations[:10]:
                         print(f"  {violation.invariant}: {violation.message}")
+                    print(f"  histories and logs kept in {result.kept}")
                     print(
                         f"  replay: python -m benchmarks.locking soak --backend {backend} "
                         f"--seed {seed} --chunk {chunk:g}"

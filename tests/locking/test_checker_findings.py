@@ -99,3 +99,36 @@ def check_frozen_holder(
     )
     assert done == ["done", "LockLostError", "1"], done
     successor.release()
+
+
+def test_the_nemesis_logs_a_kill_before_it_sends_it(tmp_path: Path) -> None:
+    """The checker takes a process as dead from the logged kill: never log it late.
+
+    A nemesis descheduled between `kill()` and the log would make a lease the
+    dead process held past its deadline look "told never" (a false violation).
+    """
+    import threading
+
+    from scalekit.testing.history import HistoryRecorder, read_history
+    from scalekit.testing.lock_workload import _Cluster
+    from scalekit.testing.nemesis import Fault
+
+    sent: list[float] = []
+
+    class Child(subprocess.Popen[bytes]):
+        def kill(self) -> None:
+            sent.append(time.monotonic())
+            super().kill()
+
+    child = Child([sys.executable, "-c", "import time; time.sleep(60)"])
+    cluster = object.__new__(_Cluster)
+    cluster.children = {"w0": child}
+    cluster._claim_lock = threading.Lock()
+    cluster._claimed = set()
+    cluster.pick = lambda fault, holder: ["w0"]  # type: ignore[method-assign]
+    cluster.spawn = lambda: None  # type: ignore[method-assign]
+    rec = HistoryRecorder(tmp_path / "nemesis.jsonl", "nemesis")
+    cluster.kill(Fault(0.0, "kill-holder", 0.0, 0.0), rec, holder=True)
+    rec.close()
+    (kill,) = [e for e in read_history([tmp_path / "nemesis.jsonl"]) if e.f == "kill"]
+    assert child.returncode is not None and kill.time <= sent[0]

@@ -10,6 +10,7 @@ names it: replay with `python -m benchmarks.locking soak --backend B --seed S`).
 from __future__ import annotations
 
 import itertools
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -452,6 +453,7 @@ def run_and_check(backend: str, seed: int, seconds: float = 5.0) -> None:
         f"{result.report.table()}\n" + "\n".join(v.message for v in result.report.violations[:10])
     )
     assert not result.nemesis_errors, result.nemesis_errors
+    assert result.kept is None  # a passing run's temporary directory is removed
     stats = result.report.stats
     assert stats["writes_ok"] >= 10, f"too little progress to judge: {result.summary()}"
     assert result.report.checked["recovery"] == 1
@@ -471,3 +473,25 @@ def test_a_schedule_can_leave_out_faults_the_backend_has_and_only_those() -> Non
         run_schedule("redis", seed=1, seconds=1.0, without=["nope"])
     with pytest.raises(ConfigurationError, match="without must leave some fault"):
         run_schedule("redis", seed=1, seconds=1.0, without=list(FAULTS["redis"]))
+
+
+def test_a_failing_run_keeps_its_histories(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `soak --help` promises for `--keep`'s default (a 1 s schedule: about 5 s)."""
+    pytest.importorskip("redis")
+    from scalekit.testing import lock_workload
+    from scalekit.testing.lock_checker import Violation
+
+    real = lock_workload.check_lock_history
+
+    def checker(*args: Any, **kwargs: Any) -> Any:
+        report = real(*args, **kwargs)  # as if the checker had found a violation
+        report.violations.append(Violation("notice", 0.0, "a lease was told never"))
+        return report
+
+    monkeypatch.setattr(lock_workload, "check_lock_history", checker)
+    failed = lock_workload.run_schedule("redis", seed=90, seconds=1.0)
+    assert not failed.report.ok and failed.kept is not None
+    try:
+        assert (failed.kept / "nemesis.jsonl").exists() and list(failed.kept.glob("w*.jsonl"))
+    finally:
+        shutil.rmtree(failed.kept, ignore_errors=True)

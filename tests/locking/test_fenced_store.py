@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -31,6 +32,7 @@ from scalekit.exceptions import (
     ConfigurationError,
     LockError,
     LockLostError,
+    LockNotOwnedError,
     StaleTokenError,
 )
 from scalekit.locking import Lease, MemoryLock
@@ -273,7 +275,8 @@ def test_sql_text_places_one_parameter_per_placeholder(dialect: str) -> None:
             assert other not in sql, sql
             if name in ("create",):
                 continue
-            count = 1 if name in ("fence", "get") else len(store._params(name, "k", 1, "o", 0))
+            one = name in ("fence", "get", "last")
+            count = 1 if one else len(store._params(name, "k", 1, "o", 0, "x" * 17))
             assert sql.count(mark) == count, (name, sql)
         assert store.statements["claim"].startswith('UPDATE "app"."stock" SET "fence" = ')
         assert 'ON CONFLICT ("key") DO UPDATE' in store.statements["insert_claim"]
@@ -517,7 +520,8 @@ def test_redis_store_defaults_and_key_names(redis_client: Any) -> None:
     assert (fence[b"t"], fence[b"h"]) == (b"3", b"me")
     assert fence[b"o"].startswith(b"3/me/~")  # the last change: token, holder, its random id
     store.write("stock:42", 8, lease(3, "me"), op="order-1")
-    assert redis_client.hget("scalekit:fenced:{stock:42}:fence", "o") == b"3/me/order-1"
+    record = redis_client.hget("scalekit:fenced:{stock:42}:fence", "o")
+    assert re.fullmatch(rb"3/me/order-1#[0-9a-f]{16}", record)  # op id and the change's digest
     with pytest.raises(ConfigurationError, match="op_timeout must be a positive finite number"):
         RedisFencedStore(redis_client, op_timeout=0)
 
@@ -684,3 +688,26 @@ def test_postgresql_racing_first_claims_never_refuse_the_newest_token(
     assert not wrong, wrong
     for store in stores:
         store.connection.close()
+
+
+def test_a_released_or_lost_lease_is_refused_before_anything_is_sent(
+    store: Any, redis_client: Any
+) -> None:
+    """The process knows such a lease ended: the store refuses it locally, writing nothing."""
+    lock = RedisLock(redis_client, unique(), ttl=0.3)
+    with lock.acquire(timeout=2) as lease_:
+        store.write("k", 8, lease_)
+    with pytest.raises(LockNotOwnedError, match=r"was released"):
+        store.incr("k", 1, lease_)
+    with pytest.raises(LockNotOwnedError, match=r"was released"):
+        store.read("k", lease_)
+    lost = lock.acquire(timeout=2)
+    assert lost.lost.wait(0.3 + 1.0)  # the ttl passes; the watchdog tells the lease
+    with pytest.raises(StaleTokenError, match=r"was lost .* for key 'k'") as info:
+        store.write("k", 0, lost)
+    assert (info.value.key, info.value.token, info.value.fence) == ("k", lost.token, 0)
+    with pytest.raises(StaleTokenError, match=r"was lost"):
+        store.incr("k", 1, lost, op="x")
+    with pytest.raises(StaleTokenError, match=r"was lost"):
+        store.read("k", lost)
+    assert as_int(store.get("k")) == 8

@@ -44,3 +44,31 @@ def test_every_store_refuses_a_token_past_the_64_bit_range(store: Any, token: in
     assert store.fence("k") == 1
     store.read("k", lease(LIMIT - 1))  # the largest token is accepted everywhere
     assert store.fence("k") == LIMIT - 1
+
+
+@pytest.mark.parametrize(("start", "amount"), [(2**63 - 1, 1), (2**63 - 5, 10), (-(2**63), -1)])
+def test_every_store_refuses_an_increment_past_the_64_bit_range(
+    store: Any,  # noqa: F811
+    start: int,
+    amount: int,
+) -> None:
+    """SQLite would turn the sum into a float, PostgreSQL and Redis raise their own errors."""
+    store.write("big", start, lease(5))
+    with pytest.raises(ConfigurationError, match=r"incr of 'big' .* would leave the signed 64-bit"):
+        store.incr("big", amount, lease(6))
+    assert as_int(store.get("big")) == start  # nothing changed, the fence included
+    assert store.fence("big") == 5
+    assert store.incr("big", -amount, lease(5)) == start - amount  # the holder goes on
+
+
+def test_every_store_refuses_an_op_id_reused_for_another_change(store: Any) -> None:  # noqa: F811
+    store.write("k", 10, lease(5), op="checkout")
+    store.write("k", 10, lease(5), op="checkout")  # a replay: accepted, applied once
+    with pytest.raises(ConfigurationError, match=r"op 'checkout' .* another change"):
+        store.write("k", 99, lease(5), op="checkout")
+    assert as_int(store.get("k")) == 10
+    assert store.incr("c", 1, lease(5), op="same") == 1
+    assert store.incr("c", 1, lease(5), op="same") == 1  # the replay
+    with pytest.raises(ConfigurationError, match=r"op 'same' .* another change"):
+        store.incr("c", 100, lease(5), op="same")
+    assert as_int(store.get("c")) == 1

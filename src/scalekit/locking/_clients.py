@@ -13,7 +13,31 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+from .._validation import positive_number
 from ..exceptions import ArgumentTypeError, ConfigurationError
+
+# The longest duration a Redis lock accepts (about 31.7 years): Redis takes a
+# `PX` below 2**63 ms minus its clock, and the scripts do their arithmetic in
+# Lua doubles, exact up to 2**53 ms; a billion seconds keeps both far away.
+REDIS_MAX_SECONDS = 1e9
+
+
+def redis_seconds(name: str, value: Any) -> float:
+    """*value* as a float, if it is a duration every Redis lock script keeps exactly.
+
+    Raises:
+        ArgumentTypeError: for a non-number.
+        ConfigurationError: for zero, a negative or non-finite number, or
+            more than `REDIS_MAX_SECONDS`.
+    """
+    seconds = positive_number(name, value)
+    if seconds > REDIS_MAX_SECONDS:
+        raise ConfigurationError(
+            f"{name} must be a positive number of seconds of at most {REDIS_MAX_SECONDS:g} "
+            f"(about 31 years; what a Redis lock stores exactly), got {value!r}"
+        )
+    return seconds
+
 
 __all__ = [
     "check_async_redis",

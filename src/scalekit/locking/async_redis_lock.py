@@ -30,7 +30,7 @@ except ModuleNotFoundError as _exc:
 
     raise missing_driver(__name__, _exc) from _exc
 
-from .._validation import flag, non_empty_str, non_negative_number, positive_number
+from .._validation import flag, non_empty_str, non_negative_number
 from ..exceptions import (
     BackendError,
     BackendUnavailableError,
@@ -40,7 +40,7 @@ from ..exceptions import (
     LockTimeoutError,
 )
 from ..observability import _emit
-from ._clients import check_async_redis, check_hash_tag
+from ._clients import check_async_redis, check_hash_tag, redis_seconds
 from ._redis_calls import LATE_REPLY, TIME_SCRIPT, Script, is_transient, server_clock
 from .base import CLEANUP_BUDGET, _Outage
 from .lease import _NOTIFIER, _WATCHDOG, Lease
@@ -146,9 +146,9 @@ class AsyncRedisLock:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = non_empty_str("name", name)
-        self.ttl = positive_number("ttl", ttl)
-        self.op_timeout = positive_number("op_timeout", op_timeout)
-        self.waiter_ttl = positive_number("waiter_ttl", waiter_ttl)
+        self.ttl = redis_seconds("ttl", ttl)
+        self.op_timeout = redis_seconds("op_timeout", op_timeout)
+        self.waiter_ttl = redis_seconds("waiter_ttl", waiter_ttl)
         self.reentrant = bool(reentrant)
         self.auto_renew = bool(auto_renew)
         self.on_lost = on_lost
@@ -159,7 +159,7 @@ class AsyncRedisLock:
         self._keys = [base, base + ":fence", base + ":queue", base + ":waiters", base + ":ttls"]
         self._wake = base + ":wake:"
         self._waiter_ms = max(int(self.waiter_ttl * 1000), 1)
-        self.claim_window = positive_number("claim_window", claim_window)
+        self.claim_window = redis_seconds("claim_window", claim_window)
         self._claim_ms = max(int(min(self.claim_window, self.ttl) * 1000), 1)
         self._held: dict[Any, AsyncLease] = {}
         self._stacks: dict[Any, list[AsyncLease]] = {}
@@ -476,7 +476,7 @@ class AsyncRedisLock:
             LockLostError: the lease was lost.
             BackendUnavailableError: Redis did not answer.
         """
-        new_ttl = self.ttl if ttl is None else positive_number("ttl", ttl)
+        new_ttl = self.ttl if ttl is None else redis_seconds("ttl", ttl)
         if lease._released:
             raise LockNotOwnedError(f"lease {lease.token} of {self.name!r} was released", self.name)
         if lease.lost.is_set():

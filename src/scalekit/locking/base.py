@@ -404,6 +404,11 @@ class BaseLock(abc.ABC):
                 f"lease {lease.token} of {self.name!r} was lost before release", self.name
             )
 
+    @staticmethod
+    def _duration(name: str, value: Any) -> float:
+        """*value* as a duration this lock's backend keeps (any positive finite number here)."""
+        return positive_number(name, value)
+
     def extend(self, lease: Lease, ttl: float | None = None) -> None:
         """Reset *lease* to expire *ttl* seconds (default: the lock's ttl) from now.
 
@@ -425,7 +430,7 @@ class BaseLock(abc.ABC):
             )
         if not isinstance(lease, Lease):
             raise wrong_type("lease", lease, "a Lease from this lock's acquire()")
-        new_ttl = self.ttl if ttl is None else positive_number("ttl", ttl)
+        new_ttl = self.ttl if ttl is None else self._duration("ttl", ttl)
         if lease._released:
             raise LockNotOwnedError(f"lease {lease.token} of {self.name!r} was released", self.name)
         if _foreign(lease):

@@ -34,6 +34,7 @@ connection).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import sys
@@ -64,14 +65,33 @@ Token = Lease | int
 _INT64_MIN, _INT64_LIMIT = -(2**63), 2**63
 
 
-def _token(token: Token) -> tuple[int, str]:
+def _token(token: Token, key: str = "") -> tuple[int, str]:
     """The fencing token and the owner recorded with a claim ('' for a bare int).
 
-    A lease acquired before this process was forked is refused: the parent
-    still holds it, and two writers with one token and one owner are one
-    holder to the store.
+    A lease this process knows was released or lost is refused, and so is
+    one acquired before this process was forked: the parent still holds
+    it, and two writers with one token and one owner are one holder to the
+    store.
     """
     if isinstance(token, Lease):
+        # What this process knows of the lease is checked first, locally: a write
+        # after the lease's `with` block, or after its `on_lost`, is a write
+        # outside the critical section even when no newer holder has fenced yet.
+        if token._released:
+            raise LockNotOwnedError(
+                f"lease {token.token} of {token.name!r} was released; a fenced store "
+                "accepts only a held lease (acquire a new one)",
+                token.name,
+            )
+        if token.lost.is_set():
+            raise StaleTokenError(
+                f"lease {token.token} of {token.name!r} was lost (its ttl passed or its "
+                f"session ended); the store refused it for key {key!r} before sending "
+                "anything: start over with a new lease",
+                key,
+                token.token,
+                0,
+            )
         if _foreign(token):
             raise LockNotOwnedError(
                 f"lease {token.token} of {token.name!r} was acquired by the parent of this "
@@ -113,16 +133,46 @@ def _stale(key: str, token: int, fence: int) -> StaleTokenError:
     )
 
 
-def _record(number: int, owner: str, op: Any) -> str:
-    """The record a change leaves with the fence: its token, holder and operation id.
+# The record of a change ends with this many hex digits of its digest.
+_DIGEST = 16
 
-    Without an *op*, a random one: such a change is never taken for a replay.
+
+def _record(number: int, owner: str, op: Any, change: str) -> str:
+    """The record a change leaves with the fence: token, holder, operation id, digest.
+
+    Without an *op*, a random one: such a change is never taken for a
+    replay. The digest (of the change's kind and argument, *change*) tells a
+    replay (same record) from another change that reuses the op id (same
+    record but for the last `_DIGEST` characters).
     """
     if op is None:
         op = "~" + os.urandom(12).hex()
     elif not isinstance(op, str) or not op:
         raise ConfigurationError(f"op must be a non-empty string or None, got {op!r}")
-    return f"{number}/{owner}/{op}"
+    digest = hashlib.blake2b(change.encode(), digest_size=_DIGEST // 2).hexdigest()
+    return f"{number}/{owner}/{op}#{digest}"
+
+
+def _bounds(amount: int) -> tuple[int, int]:
+    """The values an increment by *amount* may start from and stay in the signed 64-bit range."""
+    if amount >= 0:
+        return _INT64_MIN, _INT64_LIMIT - 1 - amount
+    return _INT64_MIN - amount, _INT64_LIMIT - 1
+
+
+def _overflow(key: str, current: Any, amount: int) -> ConfigurationError:
+    return ConfigurationError(
+        f"incr of {key!r} by {amount} would leave the signed 64-bit range (what every "
+        f"fenced store keeps exactly): its value is {int(current)}; nothing was changed"
+    )
+
+
+def _reused(key: str, op: Any) -> ConfigurationError:
+    return ConfigurationError(
+        f"op {op!r} on key {key!r} was already used by this lease for another change "
+        "(a different value or amount); an op id names one intended change, the same on "
+        "every try of it; nothing was changed"
+    )
 
 
 def _key(key: Any) -> str:
@@ -160,9 +210,14 @@ end
 # fence hash ('o') by the last change. A change whose record is already there
 # was applied (its reply was lost): it is not applied again, and since no
 # change came after it, the key's value is its result.
-_LUA_REPLAY = """
-local function replayed() return redis.call('HGET', KEYS[2], 'o') == ARGV[4] end
+_LUA_REPLAY = f"""
+local last = redis.call('HGET', KEYS[2], 'o')
+local function replayed() return last == ARGV[4] end
 local function applied() redis.call('HSET', KEYS[2], 'o', ARGV[4]) end
+local cut = #ARGV[4] - {_DIGEST}
+local function reused()
+  return last and last ~= ARGV[4] and last:sub(1, cut) == ARGV[4]:sub(1, cut)
+end
 """
 
 _READ = (
@@ -178,6 +233,7 @@ _WRITE = (
     _LUA_ADMIT
     + _LUA_REPLAY
     + """
+if reused() then return {3, false} end
 if not admit(false) then return {0, fence} end
 if replayed() then return {1, false} end
 redis.call('SET', KEYS[1], ARGV[3])
@@ -186,8 +242,10 @@ return {1, false}
 """
 )
 
-# ARGV[3]: the amount. The type is checked first: Redis does not undo a
-# script's writes when a later command of it fails.
+# ARGV[3]: the amount; ARGV[5], ARGV[6]: the lowest and highest value it may be
+# added to without leaving the signed 64-bit range. The type and the range are
+# checked first: Redis does not undo a script's writes when a later command of
+# it fails.
 _INCR = (
     _LUA_ADMIT
     + _LUA_REPLAY
@@ -196,11 +254,22 @@ local current = redis.call('GET', KEYS[1])
 if current and not string.match(current, '^%-?%d+$') then
   return redis.error_reply('ERR value of ' .. KEYS[1] .. ' is not an integer')
 end
+if reused() then return {3, false} end
+local function slt(a, b)
+  local na, nb = a:sub(1, 1) == '-', b:sub(1, 1) == '-'
+  if na ~= nb then return na end
+  if na then return lt(b:sub(2), a:sub(2)) end
+  return lt(a, b)
+end
+local now = current or '0'
+if not replayed() and (slt(now, ARGV[5]) or slt(ARGV[6], now)) then return {2, now} end
 if not admit(false) then return {0, fence} end
 if replayed() then return {1, redis.call('GET', KEYS[1])} end
-local value = redis.call('INCRBY', KEYS[1], ARGV[3])
+-- INCRBY's integer reply would reach Lua as a double, inexact past 2**53: the
+-- new value goes back as the string GET returns.
+redis.call('INCRBY', KEYS[1], ARGV[3])
 applied()
-return {1, value}
+return {1, redis.call('GET', KEYS[1])}
 """
 )
 
@@ -267,11 +336,15 @@ class RedisFencedStore:
         check_hash_tag("key", key, base)
         return base, base + ":fence"
 
-    def _run(self, script: Script, key: str, token: Token, *extra: Any) -> Any:
-        number, owner = _token(token)
+    def _run(self, script: Script, key: str, token: Token, *extra: Any, op: Any = None) -> Any:
+        number, owner = _token(token, key)
         granted, value = self._calls.script(
             script, list(self.keys(key)), [str(number), owner, *extra]
         )
+        if int(granted) == 2:
+            raise _overflow(key, value, extra[0])
+        if int(granted) == 3:
+            raise _reused(key, op)
         if int(granted) != 1:
             raise _stale(key, number, int(value))
         return value
@@ -302,16 +375,19 @@ class RedisFencedStore:
         Raises:
             ConfigurationError: *value* is not an integer of the signed
                 64-bit range, *token* is not a token below 2**63, or *op*
-                is not a non-empty string; nothing was sent.
+                is not a non-empty string (nothing was sent); or *op* was
+                this lease's last change of *key* with another value
+                (nothing was written).
             LockNotOwnedError: *token* is a lease acquired before this
                 process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing was written.
             BackendUnavailableError: Redis did not answer within `op_timeout`;
                 the write may or may not have happened.
         """
-        number = _token(token)
+        number = _token(token, key)
         value = _int64("value", value)
-        self._run(self._write, key, token, value, _record(*number, op))
+        record = _record(*number, op, f"write {value}")
+        self._run(self._write, key, token, value, record, op=op)
 
     def incr(self, key: str, amount: int, token: Token, *, op: str | None = None) -> int:
         """Add *amount* to the integer at *key* (unset counts as 0); return the new value.
@@ -335,7 +411,10 @@ class RedisFencedStore:
 
         Raises:
             ConfigurationError: *amount* out of the signed 64-bit range, or
-                *op* not a non-empty string; nothing was sent.
+                *op* not a non-empty string (nothing was sent); or the sum
+                would leave that range, or *op* was this lease's last
+                change of *key* with another value or amount (nothing
+                changed, the fence included).
             LockNotOwnedError: *token* is a lease acquired before this
                 process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing changed.
@@ -344,9 +423,11 @@ class RedisFencedStore:
                 the increment may or may not have happened (retry with the
                 same *op*).
         """
-        number = _token(token)
+        number = _token(token, key)
         amount = _int64("amount", amount)
-        return int(self._run(self._incr, key, token, amount, _record(*number, op)))
+        record = _record(*number, op, f"incr {amount}")
+        low, high = _bounds(amount)
+        return int(self._run(self._incr, key, token, amount, record, low, high, op=op))
 
     def fence(self, key: str) -> int:
         """The highest token the store has seen for *key* (0 if none). One round trip."""
@@ -459,12 +540,26 @@ class SQLFencedStore:
         )
         self._holders = holder_column is not None
         self._ops = op_column is not None
+        self._op_column = op_column
         self._unavailable = _unavailable_errors(connection)
         self._table = table
 
     def create_table(self) -> None:
-        """Create the table with its four columns if it does not exist."""
+        """Create the table if it does not exist, and add the `op` column if it lacks one.
+
+        A table made before the store recorded operation ids (key, value,
+        fence and holder only) gets the column, `TEXT NOT NULL DEFAULT ''`,
+        by an `ALTER TABLE`; its rows are kept.
+        """
         self._execute("create", ())
+        if self._ops:
+            table = self.statements["create"].split()[5]
+            columns = self._execute("columns", (), f"SELECT * FROM {table} LIMIT 0", True)
+            if self._op_column not in columns:
+                add = (
+                    f"ALTER TABLE {table} ADD COLUMN \"{self._op_column}\" TEXT NOT NULL DEFAULT ''"
+                )
+                self._execute("column", (), add)
         self._commit("create")
 
     def _params(
@@ -472,10 +567,19 @@ class SQLFencedStore:
     ) -> tuple[Any, ...]:
         """Parameters of statement *name*, in the order its placeholders appear."""
         ops = self._ops
+        guard: tuple[Any, ...] = ()
+        prefix = record[:-_DIGEST]
+        if name in ("write", "incr"):
+            guard = (prefix, prefix, record) if ops else ()
+        if name in ("insert_write", "insert_incr"):
+            guard = (prefix, prefix) if ops else ()
+        if name.endswith("incr"):
+            guard = (*guard, *((record,) if ops and name == "incr" else ()), *_bounds(value))
         if name.startswith("insert"):
             row: tuple[Any, ...] = (key, value, number)
             row = (*row, owner) if self._holders else row
-            return (*row, record) if ops else row  # a claim's new row: record ''
+            row = (*row, record) if ops else row  # a claim's new row: record ''
+            return (*row, *guard)
 
         if name == "claim":
             head: tuple[Any, ...] = (number, owner) if self._holders else (number,)
@@ -483,13 +587,18 @@ class SQLFencedStore:
             owned = (number, owner) if self._holders else (number,)
             head = (record, value, *owned, record) if ops else (value, *owned)
         check = (number, number, owner) if self._holders else (number,)
-        return (*head, key, *check)
+        return (*head, key, *check, *guard)
 
-    def _execute(self, name: str, params: tuple[Any, ...]) -> Any:
+    def _execute(
+        self, name: str, params: tuple[Any, ...], sql: str | None = None, names: bool = False
+    ) -> Any:
+        """One statement's first row (or, with *names*, its column names)."""
         try:
             cursor = self.connection.cursor()
             try:
-                cursor.execute(self.statements[name], params)
+                cursor.execute(self.statements[name] if sql is None else sql, params)
+                if names:
+                    return [d[0] for d in cursor.description or ()]
                 row = cursor.fetchone() if cursor.description is not None else None
             finally:
                 cursor.close()
@@ -498,11 +607,35 @@ class SQLFencedStore:
                 f"{_DIALECT_NAMES[self.dialect]} did not run the fenced {name} on "
                 f"table {self._table}: {exc}"
             ) from exc
+        except Exception as exc:
+            if _busy(exc):
+                raise BackendUnavailableError(
+                    f"{_DIALECT_NAMES[self.dialect]} did not run the fenced {name} on "
+                    f"table {self._table} within the connection's timeout: {exc}"
+                ) from exc
+            if self._missing_op(exc):
+                raise ConfigurationError(
+                    f"table {self._table} has no column {self._op_column!r} (the op_column, "
+                    "where each change records its operation id): call create_table() once "
+                    "to add it, or pass op_column=None"
+                ) from exc
+            raise
         return row
+
+    def _missing_op(self, exc: Exception) -> bool:
+        """Whether *exc* is the driver's "no such column" for the op column."""
+        if not self._ops:
+            return False
+        text = str(exc)
+        if getattr(exc, "sqlstate", None) == "42703":  # PostgreSQL's undefined_column
+            return str(self._op_column) in text
+        return str(self._op_column) in text and (
+            "no such column" in text or "has no column named" in text
+        )
 
     def _fenced(self, op: str, key: str, token: Token, value: Any, change: Any = None) -> Any:
         key = _key(key)
-        number, owner = _token(token)
+        number, owner = _token(token, key)
         record = ""
         if op != "claim":
             if change is not None and not self._ops:
@@ -510,7 +643,7 @@ class SQLFencedStore:
                     f"op={change!r} needs an operation id column; this store was made "
                     "with op_column=None"
                 )
-            record = _record(number, owner, change)
+            record = _record(number, owner, change, f"{op} {value}")
         try:
             row = self._execute(op, self._params(op, key, number, owner, value, record))
             if row is None:
@@ -526,8 +659,7 @@ class SQLFencedStore:
                     # never refused.
                     row = self._execute(op, self._params(op, key, number, owner, value, record))
                 if row is None:
-                    current = self._execute("fence", (key,))
-                    raise _stale(key, number, 0 if current is None else int(current[0]))
+                    self._refused(op, key, number, value, record, change)
         except BaseException:
             if self.commit:
                 # A lost connection took the transaction with it.
@@ -536,6 +668,21 @@ class SQLFencedStore:
             raise
         self._commit("commit")
         return row[0]
+
+    def _refused(
+        self, op: str, key: str, number: int, value: Any, record: str, change: Any
+    ) -> None:
+        """Raise why the change of *key* was refused: a reused op, an overflow, a stale token."""
+        if op != "claim":
+            last = self._execute("last", (key,))
+            if last is not None:
+                if self._ops and last[1] != record and last[1][:-_DIGEST] == record[:-_DIGEST]:
+                    raise _reused(key, change)
+                low, high = _bounds(value)
+                if op == "incr" and last[1] != record and not low <= (last[0] or 0) <= high:
+                    raise _overflow(key, last[0], value)
+        current = self._execute("fence", (key,))
+        raise _stale(key, number, 0 if current is None else int(current[0]))
 
     def _commit(self, what: str) -> None:
         """Commit (when the store commits); a lost connection: the change may or may not stand."""
@@ -548,6 +695,13 @@ class SQLFencedStore:
                 f"{_DIALECT_NAMES[self.dialect]} did not confirm the {what} on table "
                 f"{self._table}; it may or may not have happened: {exc}"
             ) from exc
+        except Exception as exc:
+            if not _busy(exc):
+                raise
+            raise BackendUnavailableError(
+                f"{_DIALECT_NAMES[self.dialect]} did not commit the {what} on table "
+                f"{self._table} within the connection's timeout: {exc}"
+            ) from exc
 
     def read(self, key: str, token: Token) -> Any:
         """Claim *token* for *key* and return its value (None for a new key).
@@ -559,7 +713,8 @@ class SQLFencedStore:
                 one) was seen for *key*; nothing changed.
             BackendUnavailableError: the connection failed or a statement
                 timed out (the driver's `OperationalError` or
-                `InterfaceError`, kept as `__cause__`); open a new connection.
+                `InterfaceError`, kept as `__cause__`; on SQLite, its busy
+                timeout: "database is locked"); open a new connection.
         """
         return self._fenced("claim", key, token, None)
 
@@ -577,7 +732,8 @@ class SQLFencedStore:
             ConfigurationError: *value* is not an integer of the signed
                 64-bit range, *token* is not a token below 2**63, or *op* is
                 not a non-empty string (or the store has no `op_column`);
-                nothing was written.
+                nothing was written. Also when *op* was this lease's last
+                change of *key* with another value.
             LockNotOwnedError: *token* is a lease acquired before this
                 process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing was written.
@@ -609,7 +765,9 @@ class SQLFencedStore:
         Raises:
             ConfigurationError: *amount* out of the signed 64-bit range, or
                 *op* not a non-empty string (or the store has no
-                `op_column`); nothing was sent.
+                `op_column`): nothing was sent; or the sum would leave that
+                range, or *op* was this lease's last change of *key* with
+                another value or amount: nothing changed.
             LockNotOwnedError: *token* is a lease acquired before this
                 process forked (the parent's); nothing was sent.
             StaleTokenError: a higher token was seen; nothing changed.
@@ -633,6 +791,16 @@ class SQLFencedStore:
 
 
 _DIALECT_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether *exc* is SQLite's busy timeout (another connection holds the lock)."""
+    sqlite3 = sys.modules.get("sqlite3")
+    return (
+        sqlite3 is not None
+        and isinstance(exc, sqlite3.OperationalError)
+        and str(exc) in ("database is locked", "database table is locked")
+    )
 
 
 def _unavailable_errors(connection: Any) -> tuple[type[BaseException], ...]:
@@ -721,6 +889,23 @@ def _statements(
             f" AND cur.{holder} = excluded.{holder})"
         )
         holder_ddl = f", {holder} {text} NOT NULL DEFAULT ''"
+    # A change refused before anything is written: an op id this lease already used
+    # for another change (the last record has the same prefix, `_record`), and an
+    # increment that would leave the signed 64-bit range (SQLite would turn the
+    # sum into a REAL): parameters prefix, prefix, record; record, low, high.
+    if op is not None:
+        same = f"substr({{c}}{op}, 1, length(CAST({p} AS {text}))) = {p}"
+        guard_write = f" AND NOT ({same.format(c='')} AND {op} <> {p})"
+        up_guard_write = f" AND NOT ({same.format(c='cur.')} AND cur.{op} <> excluded.{op})"
+        guard_incr = f"{guard_write} AND ({op} = {p} OR COALESCE({value}, 0) BETWEEN {p} AND {p})"
+        up_guard_incr = (
+            f"{up_guard_write} AND (cur.{op} = excluded.{op}"
+            f" OR COALESCE(cur.{value}, 0) BETWEEN {p} AND {p})"
+        )
+    else:
+        guard_write = up_guard_write = ""
+        guard_incr = f" AND COALESCE({value}, 0) BETWEEN {p} AND {p}"
+        up_guard_incr = f" AND COALESCE(cur.{value}, 0) BETWEEN {p} AND {p}"
     set_write = f"{set_value['write']}, {set_owner}{set_op}"
     set_incr = f"{set_value['incr']}, {set_owner}{set_op}"
     up_write = f"{up_value['write']}, {up_claim}{up_op}"
@@ -736,11 +921,20 @@ def _statements(
             f"{fence} {big} NOT NULL DEFAULT 0{holder_ddl}{op_ddl})"
         ),
         "claim": f"{update} {set_claim} WHERE {key} = {p} AND {claim_ok} RETURNING {value}",
-        "write": f"{update} {set_write} WHERE {key} = {p} AND {write_ok} RETURNING {fence}",
-        "incr": f"{update} {set_incr} WHERE {key} = {p} AND {write_ok} RETURNING {value}",
+        "write": (
+            f"{update} {set_write} WHERE {key} = {p} AND {write_ok}{guard_write} RETURNING {fence}"
+        ),
+        "incr": (
+            f"{update} {set_incr} WHERE {key} = {p} AND {write_ok}{guard_incr} RETURNING {value}"
+        ),
         "insert_claim": f"{insert} SET {up_claim} WHERE {up_cond_claim} RETURNING {value}",
-        "insert_write": f"{insert} SET {up_write} WHERE {up_cond_write} RETURNING {fence}",
-        "insert_incr": f"{insert} SET {up_incr} WHERE {up_cond_write} RETURNING {value}",
+        "insert_write": (
+            f"{insert} SET {up_write} WHERE ({up_cond_write}){up_guard_write} RETURNING {fence}"
+        ),
+        "insert_incr": (
+            f"{insert} SET {up_incr} WHERE ({up_cond_write}){up_guard_incr} RETURNING {value}"
+        ),
         "fence": f"SELECT {fence} FROM {table} WHERE {key} = {p}",
+        "last": f"SELECT {value}, {op or repr('')} FROM {table} WHERE {key} = {p}",
         "get": f"SELECT {value} FROM {table} WHERE {key} = {p}",
     }

@@ -40,8 +40,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._validation import positive_number
-from ._clients import check_hash_tag, check_redis
+from ._clients import check_hash_tag, check_redis, redis_seconds
 
 try:
     from ._redis_calls import (
@@ -267,6 +266,7 @@ class RedisLock(BaseLock):
     """
 
     _KEY_PREFIX = "scalekit:lock:"
+    _duration = staticmethod(redis_seconds)
     _KEY_SUFFIXES: tuple[str, ...] = ("", ":fence", ":queue", ":waiters", ":ttls")
     _SCRIPTS = {"acquire": _ACQUIRE, "release": _RELEASE, "abandon": _ABANDON, "extend": _EXTEND}
 
@@ -286,15 +286,15 @@ class RedisLock(BaseLock):
     ) -> None:
         super().__init__(
             name,
-            ttl=positive_number("ttl", ttl),  # a lease without a ttl would never end here
+            ttl=redis_seconds("ttl", ttl),  # a lease without a ttl would never end here
             reentrant=reentrant,
             auto_renew=auto_renew,
             on_lost=on_lost,
             clock=clock,
         )
-        self.op_timeout = positive_number("op_timeout", op_timeout)
-        self.waiter_ttl = positive_number("waiter_ttl", waiter_ttl)
-        self.claim_window = positive_number("claim_window", claim_window)
+        self.op_timeout = redis_seconds("op_timeout", op_timeout)
+        self.waiter_ttl = redis_seconds("waiter_ttl", waiter_ttl)
+        self.claim_window = redis_seconds("claim_window", claim_window)
         self._calls = RedisCalls(check_redis("client", client), self.op_timeout)
         base = f"{self._KEY_PREFIX}{{{self.name}}}"
         check_hash_tag("name", self.name, base)

@@ -26,7 +26,7 @@ from typing import Any
 
 from .._validation import fraction, positive_number
 from ..exceptions import BackendError, BackendUnavailableError, ConfigurationError
-from ._clients import check_hash_tag, check_redis_list
+from ._clients import check_hash_tag, check_redis_list, redis_seconds
 
 try:
     from ._redis_calls import LUA_GONE, LUA_NEXT_TOKEN, LUA_REFUSE_LATE, RedisCalls, Script
@@ -178,6 +178,8 @@ class Redlock(BaseLock):
     Thread-safe. Cost: two rounds over N masters per acquire, one to release.
     """
 
+    _duration = staticmethod(redis_seconds)
+
     def __init__(
         self,
         clients: Sequence[Any],
@@ -195,7 +197,7 @@ class Redlock(BaseLock):
     ) -> None:
         super().__init__(
             name,
-            ttl=positive_number("ttl", ttl),  # a lease without a ttl would never end here
+            ttl=redis_seconds("ttl", ttl),  # a lease without a ttl would never end here
             reentrant=reentrant,
             auto_renew=auto_renew,
             on_lost=on_lost,

@@ -164,6 +164,8 @@ class SoakResult:
     report: CheckReport
     took: float
     nemesis_errors: list[str] = field(default_factory=list)
+    kept: Path | None = None
+    """Where the run's histories and logs are (None once removed: a passing run without `keep`)."""
 
     def summary(self) -> str:
         s = self.report.stats
@@ -661,8 +663,12 @@ class _Cluster:
             if target is None:
                 return
             child = self.children[target]
-            child.kill()
+            # Logged before the signal: the checker takes the process as dead from
+            # this time on, and a nemesis descheduled between the two would
+            # otherwise log the death late, so that a lease the dead process held
+            # past its deadline was judged "told never".
             rec.info("kill", target=target, holder=holder)
+            child.kill()
             child.wait()
         time.sleep(fault.duration)
         self.spawn()
@@ -889,7 +895,8 @@ def run_schedule(
         settings: the locks' parameters and bounds.
         progress: called with the fraction of the run done, now and then.
         keep: a directory to keep the histories and logs in (default: a
-            temporary one, removed afterwards).
+            temporary one, removed afterwards if the checker passed, kept
+            for a failure; `SoakResult.kept` names it).
         without: fault kinds to leave out of the schedule (of `FAULTS[backend]`),
             say to look past a known defect; the seed then draws another schedule.
 
@@ -983,8 +990,10 @@ def run_schedule(
     result = SoakResult(
         backend, seed, seconds, schedule, events, report, time.monotonic() - began, nemesis.errors
     )
-    if keep is None:
+    if keep is None and report.ok and not nemesis.errors:
         shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        result.kept = workdir
     return result
 
 
