@@ -30,6 +30,7 @@ transaction: whichever comes first wins, the other is refused.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import uuid
@@ -62,6 +63,7 @@ CREATE TABLE IF NOT EXISTS charges (
     charged_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS voided (idempotency_key TEXT PRIMARY KEY, voided_at REAL NOT NULL);
 """
+_TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,23 @@ class Catalog:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._local = threading.local()
+        if self._made(db):
+            return  # reads only: a worker starting while another writes does not wait for it
         db.connection().executescript(_SCHEMA)
         with db.transaction("Catalog()") as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('shop_id', ?)", (uuid.uuid4().hex[:12],)
             )
+
+    @staticmethod
+    def _made(db: Database) -> bool:
+        """True if the file already has every table of the schema and the shop id."""
+        with db.read("Catalog()") as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            tables = {row[0] for row in rows}
+            if not set(_TABLES) <= tables:
+                return False
+            return conn.execute("SELECT 1 FROM meta WHERE key = 'shop_id'").fetchone() is not None
 
     @property
     def shop_id(self) -> str:

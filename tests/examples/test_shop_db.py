@@ -33,6 +33,22 @@ def test_a_locked_catalog_is_unavailable_within_the_busy_timeout(tmp_path: Path)
     assert catalog.add_product("sku-1", "a lamp", 2_499, 3) is True  # nothing was half done
 
 
+def test_a_worker_opens_an_existing_catalog_while_another_holds_its_write_lock(
+    tmp_path: Path,
+) -> None:
+    # A worker starting while another is frozen inside a write transaction
+    # (SIGSTOP, a long GC) must not die: opening a catalog that exists reads only.
+    first = Catalog(Database(tmp_path / "catalog.sqlite3", busy_timeout=0.2))
+    holder = sqlite3.connect(tmp_path / "catalog.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another worker's write transaction
+    try:
+        second = Catalog(Database(tmp_path / "catalog.sqlite3", busy_timeout=0.2))
+        assert second.shop_id == first.shop_id
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
 def test_a_full_catalog_is_a_backend_error_and_rolls_back(tmp_path: Path) -> None:
     db = Database(tmp_path / "catalog.sqlite3")
     catalog = Catalog(db)
