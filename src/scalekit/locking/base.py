@@ -271,6 +271,10 @@ class BaseLock(abc.ABC):
                         # recognised as ours by the next try (or given back by the clean-up).
                         continue
                     if retry.cut_short(started):
+                        # Too little of the timeout was left to ask the backend again (a
+                        # reply could not come in time): the caller still waits it out, as
+                        # a timed acquire never gives up before its timeout.
+                        _sleep_until(self._clock, deadline)
                         raise LockTimeoutError(
                             f"lock {self.name!r} was not acquired within {timeout}s: {exc}",
                             self.name,
@@ -541,6 +545,18 @@ class BaseLock(abc.ABC):
 
 RETRY_BACKOFF = (0.02, 0.25)
 """First and longest pause, in seconds, between the retries of a blocking acquire."""
+
+
+def _sleep_until(clock: Callable[[], float], deadline: float | None) -> None:
+    """Sleep until *deadline* on *clock*, at most `_LAST_WAIT` seconds (nothing if None or past)."""
+    if deadline is not None:
+        left = deadline - clock()
+        if left > 0:
+            time.sleep(min(left, _LAST_WAIT))
+
+
+# The longest `_sleep_until` waits: what a backend's shortest call leaves of a timeout.
+_LAST_WAIT = 0.05
 
 
 class _Outage:

@@ -74,9 +74,17 @@ def _token(token: Token, key: str = "") -> tuple[int, str]:
     store.
     """
     if isinstance(token, Lease):
-        # What this process knows of the lease is checked first, locally: a write
-        # after the lease's `with` block, or after its `on_lost`, is a write
-        # outside the critical section even when no newer holder has fenced yet.
+        # What this process knows of the lease is checked first, locally. A forked
+        # child never owned its parent's lease (whatever the child's copy of it
+        # says, lost or not); a write after the lease's `with` block, or after its
+        # `on_lost`, is a write outside the critical section even when no newer
+        # holder has fenced yet.
+        if _foreign(token):
+            raise LockNotOwnedError(
+                f"lease {token.token} of {token.name!r} was acquired by the parent of this "
+                "forked process; a fenced store accepts it only from the parent",
+                token.name,
+            )
         if token._released:
             raise LockNotOwnedError(
                 f"lease {token.token} of {token.name!r} was released; a fenced store "
@@ -91,12 +99,6 @@ def _token(token: Token, key: str = "") -> tuple[int, str]:
                 key,
                 token.token,
                 0,
-            )
-        if _foreign(token):
-            raise LockNotOwnedError(
-                f"lease {token.token} of {token.name!r} was acquired by the parent of this "
-                "forked process; a fenced store accepts it only from the parent",
-                token.name,
             )
         number, owner = token.token, str(token.owner)
     else:
