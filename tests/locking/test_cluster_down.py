@@ -8,6 +8,7 @@ acquire retries it until its deadline, within the acquire's bound.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -53,3 +54,54 @@ def test_a_lock_on_a_cluster_that_is_down_is_unavailable_not_broken() -> None:
             assert 1.0 <= time.monotonic() - started <= 1.0 + BOUND_MARGIN
         finally:
             client.close()
+
+
+def test_closing_the_client_under_a_background_clean_up_raises_nothing_in_its_thread() -> None:
+    """A user closing their `RedisCluster` (at shutdown, or to drop its connections)
+    while a failed acquire's clean-up still runs in the background: the clean-up's read,
+    torn down under it, is an outage it retries, never an exception in its thread
+    (redis-py raises `ValueError` or `AttributeError` from its closed socket buffer, and
+    `AttributeError` from a closed client). About 6 s: its own cluster."""
+    from redis.cluster import RedisCluster
+
+    from scalekit import _redis_deadline
+
+    died: list[threading.ExceptHookArgs] = []
+    previous = threading.excepthook
+    threading.excepthook = died.append
+    try:
+        with RedisClusterServers() as cluster:
+            client = RedisCluster(host=cluster.host, port=cluster.port, socket_timeout=2.0)
+            try:
+                lock = RedisLock(client, "closed-under", ttl=2.0, waiter_ttl=2.0, op_timeout=1.0)
+                lock.acquire(timeout=1.0).release()
+                queue = lock._keys[2]
+                node = next(
+                    n for n in cluster.nodes if n.port == client.get_node_from_key(queue).port
+                )
+                node.pause()  # the acquire's reply never comes: its clean-up goes on behind
+                try:
+                    with pytest.raises((BackendUnavailableError, LockTimeoutError)):
+                        lock.acquire(timeout=0.3)
+                    name = "scalekit-cleanup:closed-under"
+                    cleanup = next(t for t in threading.enumerate() if t.name == name)
+                    deadline = time.monotonic() + 2.0
+                    # Until the clean-up's own call is blocked on the paused node's reply.
+                    while not (
+                        (call := _redis_deadline._inflight.get(cleanup.ident or -1)) is not None
+                        and call.conns
+                    ):
+                        assert time.monotonic() < deadline, "the clean-up never called Redis"
+                        time.sleep(0.005)
+                    client.close()
+                finally:
+                    node.resume()
+                # A closed client cannot serve it any more: the clean-up retries that
+                # outage until its window (max(ttl, waiter_ttl)) ends, quietly.
+                cleanup.join(timeout=2.0 + BOUND_MARGIN)
+                assert died == [], [f"{d.thread.name}: {d.exc_value!r}" for d in died]
+                assert not cleanup.is_alive()
+            finally:
+                client.close()
+    finally:
+        threading.excepthook = previous

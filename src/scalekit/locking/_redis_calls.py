@@ -414,6 +414,29 @@ def _chain_has(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
+_REDIS_PY = os.path.dirname(os.path.abspath(redis.__file__)) + os.sep
+
+
+def _torn_down(exc: BaseException) -> bool:
+    """Whether *exc* is redis-py meeting a connection or client closed under the call.
+
+    Another thread's `close()` of the client (or its pool's `disconnect()`)
+    closes the socket buffer a read is using and unsets the client's nodes:
+    redis-py then fails with a `ValueError` ("I/O operation on closed file")
+    or an `AttributeError` (on the `None` left in place) from its own code,
+    not a `RedisError`. Told apart from a bug of ours by where it was raised:
+    in redis-py, not in scalekit.
+    """
+    if not isinstance(exc, (ValueError, AttributeError)):
+        return False
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_REDIS_PY)
+
+
 def _first_failure(exc: BaseException) -> str:
     """The failure that started *exc*'s chain (a cluster's CLUSTERDOWN before its slot-map
     re-read ran out of time), to name in the message; '' if *exc* is the first."""
@@ -573,6 +596,13 @@ class RedisCalls:
         except (RedisConnectionError, OSError) as exc:
             raise BackendUnavailableError(
                 f"{self.describe()}: {args[0]!s} failed on the connection: {exc}"
+            ) from exc
+        except (ValueError, AttributeError) as exc:
+            if not _torn_down(exc):
+                raise
+            raise BackendUnavailableError(
+                f"{self.describe()}: {args[0]!s} failed: its connection or the client was "
+                f"closed during the call (by another thread's close() or disconnect()): {exc!r}"
             ) from exc
         except RedisClusterException as exc:  # no node could give the slot map in time
             raise BackendUnavailableError(
