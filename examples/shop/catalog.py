@@ -3,7 +3,7 @@
 Stock moves only under a SKU's scalekit lock, and only through the fence
 on the SKU's ``stock`` row, kept by scalekit's
 `scalekit.locking.fencing.SQLFencedStore` on that table (columns ``sku``,
-``qty``, ``fence``, ``holder``):
+``qty``, ``fence``, ``holder``, ``op``):
 
 * ``claim`` records the lease's token as the row's fence if it is newer
   than the stored one, and reads stock and price in the same transaction;
@@ -16,6 +16,10 @@ on the SKU's ``stock`` row, kept by scalekit's
   (`adopt_fences`, which lowers them only while no other process uses the
   data directory). A price change writes only the price; giving units back
   also needs the order's payment intent voided first.
+* units move by a fenced increment recording its op id (``take:<order>``,
+  ``return:<order>``) in ``op``, and each change is idempotent per order:
+  a retry after a lost reply moves nothing more. A catalog made before
+  the ``op`` column existed gets it when first opened.
 
 Every stock change writes a row of ``reservations`` in the same
 transaction: units ``held`` for an unpaid order, ``sold`` once it is paid,
@@ -52,7 +56,7 @@ CREATE TABLE IF NOT EXISTS products (
 CREATE TABLE IF NOT EXISTS stock (
     sku TEXT PRIMARY KEY, qty INTEGER NOT NULL CHECK (qty >= 0),
     fence INTEGER NOT NULL DEFAULT 0, holder TEXT NOT NULL DEFAULT '',
-    initial INTEGER NOT NULL);
+    initial INTEGER NOT NULL, op TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS reservations (
     order_id TEXT NOT NULL, sku TEXT NOT NULL, qty INTEGER NOT NULL CHECK (qty > 0),
     price_cents INTEGER NOT NULL,
@@ -100,6 +104,8 @@ class Catalog:
         self.db = db
         self._local = threading.local()
         if self._made(db):
+            if not self._has_op(db):
+                self._add_op(db)
             return  # reads only: a worker starting while another writes does not wait for it
         db.connection().executescript(_SCHEMA)
         with db.transaction("Catalog()") as conn:
@@ -116,6 +122,24 @@ class Catalog:
             if not set(_TABLES) <= tables:
                 return False
             return conn.execute("SELECT 1 FROM meta WHERE key = 'shop_id'").fetchone() is not None
+
+    @staticmethod
+    def _has_op(db: Database) -> bool:
+        """Whether the ``stock`` table has its ``op`` column (a catalog made before had not)."""
+        with db.read("Catalog()") as conn:
+            return any(row[1] == "op" for row in conn.execute("PRAGMA table_info(stock)"))
+
+    @classmethod
+    def _add_op(cls, db: Database) -> None:
+        """Add the ``op`` column to an older catalog's ``stock`` table, its rows kept.
+
+        Run once, by the first process of the new code that opens the file;
+        another one opening it at the same time finds the column inside its
+        own transaction and adds nothing.
+        """
+        with db.transaction("Catalog() adding stock.op") as conn:
+            if not any(row[1] == "op" for row in conn.execute("PRAGMA table_info(stock)")):
+                conn.execute("ALTER TABLE stock ADD COLUMN op TEXT NOT NULL DEFAULT ''")
 
     @property
     def shop_id(self) -> str:
@@ -225,7 +249,7 @@ class Catalog:
                 value_column="qty",
                 fence_column="fence",
                 holder_column="holder",
-                op_column=None,
+                op_column="op",
                 commit=False,
             )
             self._local.store = store
@@ -273,12 +297,17 @@ class Catalog:
         row = conn.execute("SELECT fence, holder FROM stock WHERE sku = ?", (sku,)).fetchone()
         return row is not None and int(row[0]) == number and str(row[1]) == owner
 
-    def take(
-        self, sku: str, token: Token, order_id: str, qty: int, new_left: int, price: int
-    ) -> str:
-        """Write *new_left* and hold *qty* for *order_id*, if the fence is still *token*.
+    def take(self, sku: str, token: Token, order_id: str, qty: int, price: int) -> str:
+        """Take *qty* units of *sku* and hold them for *order_id*, if the fence is still *token*.
 
-        Returns ``"taken"``, ``"fenced"`` (a newer claim came first) or
+        Idempotent per order: once the order holds (or sold) units of *sku*,
+        a retry (its first try committed but the reply was lost) changes
+        nothing and answers ``"taken"`` again. The units leave the row by a
+        fenced increment under the op id ``take:<order_id>``, so a replay of
+        that very change with the same lease is not applied twice either.
+
+        Returns ``"taken"``, ``"fenced"`` (a newer claim came first),
+        ``"out of stock"`` (fewer than *qty* left: nothing changed) or
         ``"voided"`` (the order's payment intent was voided: it is being
         given up, so it must not hold anything new).
         """
@@ -289,8 +318,13 @@ class Catalog:
                 return "voided"
             if not self._still_claimed(conn, sku, token):
                 return "fenced"
+            if self._reservation(conn, order_id, sku) in ("held", "sold"):
+                return "taken"  # a retry of a take that committed
+            left = conn.execute("SELECT qty FROM stock WHERE sku = ?", (sku,)).fetchone()
+            if int(left[0]) < qty:
+                return "out of stock"
             try:
-                self._store(conn).write(sku, new_left, token)
+                self._store(conn).incr(sku, -qty, token, op=f"take:{order_id}")
             except StaleTokenError:
                 return "fenced"
             conn.execute(
@@ -298,12 +332,18 @@ class Catalog:
             )
             return "taken"
 
-    def give_back(self, sku: str, token: Token, order_id: str, new_left: int) -> str:
-        """Write *new_left* and mark the order's held units returned.
+    def give_back(self, sku: str, token: Token, order_id: str) -> str:
+        """Give the units *order_id* holds of *sku* back to the row, if the fence is still *token*.
 
-        Returns ``"returned"``, ``"fenced"`` (the fence is no longer
-        *token*'s claim) or ``"not voided"`` (the order's payment intent was
-        not voided first, so a charge could still follow: nothing changed).
+        Idempotent per order: the units returned are the ones its
+        reservation holds, by a fenced increment under the op id
+        ``return:<order_id>``, and the reservation is then marked returned,
+        so a retry finds nothing held and changes nothing.
+
+        Returns ``"returned"`` (also when nothing was held), ``"fenced"``
+        (the fence is no longer *token*'s claim) or ``"not voided"`` (the
+        order's payment intent was not voided first, so a charge could still
+        follow: nothing changed).
         """
         with self.db.transaction("Catalog.give_back") as conn:
             if not conn.execute(
@@ -312,8 +352,14 @@ class Catalog:
                 return "not voided"
             if not self._still_claimed(conn, sku, token):
                 return "fenced"
+            row = conn.execute(
+                "SELECT qty FROM reservations WHERE order_id = ? AND sku = ? AND state = 'held'",
+                (order_id, sku),
+            ).fetchone()
+            if row is None:
+                return "returned"  # nothing held: given back already, or never taken
             try:
-                self._store(conn).write(sku, new_left, token)
+                self._store(conn).incr(sku, int(row[0]), token, op=f"return:{order_id}")
             except StaleTokenError:
                 return "fenced"
             conn.execute(
@@ -322,6 +368,13 @@ class Catalog:
                 (order_id, sku),
             )
             return "returned"
+
+    @staticmethod
+    def _reservation(conn: sqlite3.Connection, order_id: str, sku: str) -> str | None:
+        row = conn.execute(
+            "SELECT state FROM reservations WHERE order_id = ? AND sku = ?", (order_id, sku)
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def set_price(self, sku: str, token: Token, price_cents: int) -> bool:
         """Change the price of *sku* if the fence is still *token*'s claim (stock untouched)."""

@@ -419,9 +419,7 @@ class Shop:
                 raise CheckoutRejected(
                     f"only {claim.left} of {sku} left, {qty} wanted", "out of stock"
                 )
-            outcome = self.catalog.take(
-                sku, lease, order.order_id, qty, claim.left - qty, claim.price_cents
-            )
+            outcome = self.catalog.take(sku, lease, order.order_id, qty, claim.price_cents)
             if outcome == "fenced":
                 self._count("fence_rejections")
                 raise CheckoutRejected(
@@ -429,6 +427,8 @@ class Shop:
                 )
             if outcome == "voided":
                 raise CheckoutRejected(f"order {order.order_id} was released", "released")
+            if outcome == "out of stock":  # the claim said otherwise: never under the fence
+                raise CheckoutRejected(f"{qty} of {sku} wanted, fewer left", "out of stock")
             return True
 
         self._under_fence(sku, order.order_id, take)
@@ -437,7 +437,7 @@ class Shop:
         def give(claim: StockClaim, lease: Lease) -> bool:
             if not claim.held:
                 return False
-            outcome = self.catalog.give_back(sku, lease, order.order_id, claim.left + claim.held)
+            outcome = self.catalog.give_back(sku, lease, order.order_id)
             if outcome == "fenced":
                 self._count("fence_rejections")
                 raise CheckoutRejected(f"stock return for {sku} fenced off", "fenced off")

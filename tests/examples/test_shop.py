@@ -345,10 +345,10 @@ def test_the_claim_refuses_equal_and_older_tokens(tmp_path: Path) -> None:
     assert catalog.claim("hot-0", 7) is None  # the same token again: refused
     assert catalog.claim("hot-0", 3) is None  # an older one: refused
     # A write needs the fence to be exactly the writer's token.
-    assert catalog.take("hot-0", 6, "o1", 1, 4, 1999) == "fenced"
-    assert catalog.take("hot-0", 7, "o1", 1, 4, 1999) == "taken"
+    assert catalog.take("hot-0", 6, "o1", 1, 1999) == "fenced"
+    assert catalog.take("hot-0", 7, "o1", 1, 1999) == "taken"
     assert catalog.claim("hot-0", 8) is not None
-    assert catalog.take("hot-0", 7, "o2", 1, 3, 1999) == "fenced"
+    assert catalog.take("hot-0", 7, "o2", 1, 1999) == "fenced"
     assert catalog.stock("hot-0") == 4
     assert catalog.fence("hot-0") == 8
 

@@ -78,14 +78,14 @@ def test_a_write_is_refused_once_its_claim_is_not_the_fence_even_after_fences_we
     assert catalog.adopt_fences("another backend")  # alone here: the fences go to 0
     assert catalog.claim("hot-0", 1, "o2") is not None  # the new backend's first token
     # The old claim's writes are void on every path: take, give back, price.
-    assert catalog.take("hot-0", 900, "o1", 1, 4, 1999) == "fenced"
+    assert catalog.take("hot-0", 900, "o1", 1, 1999) == "fenced"
     catalog.void_unless_charged("order:o1", 0.0)
-    assert catalog.give_back("hot-0", 900, "o1", 6) == "fenced"
+    assert catalog.give_back("hot-0", 900, "o1") == "fenced"
     assert not catalog.set_price("hot-0", 900, 1)
-    assert catalog.take("hot-0", 1, "o2", 1, 4, 1999) == "taken"
+    assert catalog.take("hot-0", 1, "o2", 1, 1999) == "taken"
     # Giving back needs the payment intent voided first (a charge could still follow).
     assert catalog.claim("hot-0", 2, "o2") is not None
-    assert catalog.give_back("hot-0", 2, "o2", 5) == "not voided"
+    assert catalog.give_back("hot-0", 2, "o2") == "not voided"
     assert catalog.stock("hot-0") == 4
     assert catalog.product("hot-0") == {
         "sku": "hot-0",
@@ -197,7 +197,7 @@ def test_the_audit_is_not_blinded_by_another_process_on_the_directory(tmp_path: 
     )
     catalog = storage.catalog
     assert catalog.claim("hot-0", 1, "ghost") is not None
-    assert catalog.take("hot-0", 1, "ghost", 1, 4, 1999) == "taken"  # no such order
+    assert catalog.take("hot-0", 1, "ghost", 1, 1999) == "taken"  # no such order
     holder = subprocess.Popen(
         [
             sys.executable,
