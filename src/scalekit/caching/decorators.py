@@ -265,12 +265,25 @@ _AWAITING: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}
 class _AsyncFlight:
     """One call in progress in its own task, and how many callers await it."""
 
-    __slots__ = ("task", "waiters")
+    __slots__ = ("dropped", "task", "waiters")
 
     task: asyncio.Task[Any]  # set right after the flight is made: the task needs the flight
 
     def __init__(self) -> None:
         self.waiters = 0
+        # The flight machinery cancelled the task (its last caller left): a caller
+        # that sees it ended cancelled starts over.
+        self.dropped = False
+
+
+class _LoopTable:
+    """One event loop's calls in progress, made under one `forget()` generation."""
+
+    __slots__ = ("flights", "generation")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.flights: dict[Any, _AsyncFlight] = {}
 
 
 class AsyncFlights:
@@ -279,19 +292,30 @@ class AsyncFlights:
     Every caller awaits the task through `asyncio.shield`, so cancelling one
     caller (the first included) cancels neither the call nor the others; when
     the last caller leaves (cancelled, or timed out by `asyncio.wait_for`)
-    the call is cancelled. A caller raises `ReentrantCallError` instead of
-    waiting when the call it would wait for is its own, directly, through a
+    the call is cancelled. A call whose task ends cancelled although no caller
+    was: if its task was cancelled by a request (`Task.cancel()`: its last
+    caller leaving, or code outside the call), its callers start over, each at
+    most once for a request from outside; if the function itself let a
+    `CancelledError` out (it awaited something another task cancelled, or
+    raised one), that is the call's outcome, raised in every caller, as it
+    would be without the cache. A caller raises `ReentrantCallError` instead
+    of waiting when the call it would wait for is its own, directly, through a
     task that call started (with its context), or through a chain of calls in
     progress each awaiting the next (task 1 computes `f("a")` and awaits
     `f("b")`, whose task asks for `f("a")`).
+
+    Each loop's table is read and written by that loop's thread only:
+    `forget()`, from any thread, only counts a new generation, and a loop
+    starts a new table when it next sees one. Loops may be created and
+    collected in other threads meanwhile.
     """
 
     __slots__ = ("_tables", "generation")
 
     def __init__(self) -> None:
-        self._tables: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[Any, _AsyncFlight]
-        ] = weakref.WeakKeyDictionary()
+        self._tables: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTable] = (
+            weakref.WeakKeyDictionary()
+        )
         #: How many times `forget()` ran: a call started under an older one does not store.
         self.generation = 0
 
@@ -300,19 +324,26 @@ class AsyncFlights:
 
         The calls in progress go on, and their current callers keep awaiting
         them, but they no longer store their results (see `generation`).
+        Safe from any thread: no loop's table is touched here.
         """
         self.generation += 1
-        for table in list(self._tables.values()):
-            table.clear()
+
+    def _table(self, loop: asyncio.AbstractEventLoop) -> dict[Any, _AsyncFlight]:
+        # Only this loop's thread reads or replaces its entry; a lookup or insert
+        # of a WeakKeyDictionary is safe while other threads add or drop loops.
+        generation = self.generation
+        entry = self._tables.get(loop)
+        if entry is None or entry.generation != generation:
+            entry = self._tables[loop] = _LoopTable(generation)
+        return entry.flights
 
     async def run(self, k: Any, compute: Callable[[], Any], name: str) -> Any:
         """Await `compute()` (a coroutine function), run once for all concurrent callers of *k*."""
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
-        table = self._tables.get(loop)
-        if table is None:
-            table = self._tables[loop] = {}
+        retried = False
         while True:
+            table = self._table(loop)
             flight = table.get(k)
             leader = flight is None
             if flight is None:
@@ -331,6 +362,12 @@ class AsyncFlights:
             except asyncio.CancelledError:
                 if not task.cancelled() or (me is not None and _cancelling(me)):
                     raise
+                if not flight.dropped:
+                    # Not cancelled by the flight machinery: by a request from outside
+                    # the call (start over once), or by the function itself (its outcome).
+                    if retried or not _cancel_requested(task):
+                        raise
+                    retried = True
                 # The call was cancelled, not this caller: start over.
             except BaseException as exc:
                 if leader:
@@ -344,9 +381,10 @@ class AsyncFlights:
                 flight.waiters -= 1
                 if not flight.waiters and not task.done():
                     # Nobody awaits the call any more: do not let it hold the key.
+                    flight.dropped = True
                     task.cancel()
                     if table.get(k) is flight:
-                        del table[k]
+                        table.pop(k, None)
 
     @staticmethod
     async def _body(
@@ -361,9 +399,16 @@ class AsyncFlights:
             return await compute()
         finally:
             # Whatever happens (the call raising, storing raising), the flight ends,
-            # unless cache_clear() or its callers leaving ended it already.
+            # unless its callers leaving ended it already. The table is this loop's
+            # (a cache_clear() meanwhile replaced it, never emptied it).
             if table.get(k) is flight:
-                del table[k]
+                table.pop(k, None)
+
+
+def _cancel_requested(task: asyncio.Task[Any]) -> bool:
+    """Whether *task* was cancelled by a `cancel()` request (not assumed before Python 3.11)."""
+    cancelling = getattr(task, "cancelling", None)
+    return False if cancelling is None else bool(cancelling())
 
 
 def _cancelling(task: asyncio.Task[Any]) -> bool:
@@ -566,18 +611,21 @@ def clear(cache: Any, lock: Any, counters: Counters | None, flights: Any = None)
     are forgotten too: the next caller of a key starts a new call instead of
     waiting for one that may hang.
     """
-    if flights is not None:
-        flights.forget()
-    if cache is not None:
-        if lock is None:
-            cache.clear()
-        else:
-            with lock:
+    try:
+        if flights is not None:
+            flights.forget()
+    finally:
+        # Emptied and reset even if forgetting failed.
+        if cache is not None:
+            if lock is None:
                 cache.clear()
-        if isinstance(cache, Cache):
-            cache.reset_stats()
-    if counters is not None:
-        counters.hits = counters.misses = 0
+            else:
+                with lock:
+                    cache.clear()
+            if isinstance(cache, Cache):
+                cache.reset_stats()
+        if counters is not None:
+            counters.hits = counters.misses = 0
 
 
 def _attach(

