@@ -9,15 +9,19 @@ deadline of about two seconds.
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import random
 import sys
 import threading
 import time
 from typing import Any
 
+import cachetools
 import pytest
 
-from scalekit.caching import LRUCache, cached, cachedmethod
+from scalekit.caching import LRUCache, cached, cachedmethod, hashkey
+from scalekit.caching import decorators as decorators_module
 
 
 async def _inner_cancelled_by_someone_else() -> None:
@@ -143,3 +147,129 @@ def test_async_cache_clear_while_threads_run_their_own_event_loops() -> None:
             t.join(10)
     assert errors == []
     assert clears > 100
+
+
+def _shared_functions(cache: Any, lock: Any) -> tuple[Any, Any, dict[str, int], threading.Event]:
+    db = {"price": 1, "stock": 1}
+    entered, release = threading.Event(), threading.Event()
+
+    @cached(cache, key=functools.partial(hashkey, "price"), lock=lock)
+    def price() -> int:
+        return db["price"]
+
+    @cached(cache, key=functools.partial(hashkey, "stock"), lock=lock)
+    def stock() -> int:
+        value = db["stock"]
+        entered.set()
+        assert release.wait(5)
+        return value
+
+    stock.release = release  # type: ignore[attr-defined]
+    return price, stock, db, entered
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: LRUCache(100), lambda: cachetools.LRUCache(100)],
+    ids=["scalekit", "cachetools"],
+)
+def test_a_clear_through_one_function_stops_the_stale_store_of_a_sibling_sharing_the_cache(
+    make: Any,
+) -> None:
+    cache = make()
+    price, stock, db, entered = _shared_functions(cache, threading.Lock())
+    t = threading.Thread(target=stock)
+    t.start()
+    assert entered.wait(5)
+    db["stock"] = 2
+    price.cache_clear()  # empties the shared cache while stock() has read 1
+    stock.release.set()
+    t.join(5)
+    assert hashkey("stock") not in cache  # the pre-clear value was not stored
+    assert stock() == 2
+
+
+def test_async_a_clear_through_one_function_stops_the_stale_store_of_a_sibling() -> None:
+    cache: LRUCache[Any, Any] = LRUCache(100)
+    db = {"stock": 1}
+
+    @cached(cache, key=functools.partial(hashkey, "price"))
+    async def price() -> int:
+        return 0
+
+    async def main() -> None:
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        @cached(cache, key=functools.partial(hashkey, "stock"))
+        async def stock() -> int:
+            value = db["stock"]
+            entered.set()
+            await release.wait()
+            return value
+
+        first = asyncio.ensure_future(stock())
+        await asyncio.wait_for(entered.wait(), 5)
+        db["stock"] = 2
+        price.cache_clear()
+        release.set()
+        assert await asyncio.wait_for(first, 5) == 1  # its caller still gets its value
+        assert hashkey("stock") not in cache
+        assert await asyncio.wait_for(stock(), 5) == 2
+
+    asyncio.run(main())
+
+
+def test_a_clear_through_one_method_stops_the_stale_store_of_a_sibling_method() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class Shop:
+        def __init__(self) -> None:
+            self.cache: LRUCache[Any, Any] = LRUCache(100)
+            self.lock = threading.Lock()
+            self.db = {"price": 1, "stock": 1}
+
+        @cachedmethod(
+            lambda self: self.cache,
+            key=functools.partial(hashkey, "price"),
+            lock=lambda self: self.lock,
+        )
+        def price(self) -> int:
+            return self.db["price"]
+
+        @cachedmethod(
+            lambda self: self.cache,
+            key=functools.partial(hashkey, "stock"),
+            lock=lambda self: self.lock,
+        )
+        def stock(self) -> int:
+            value = self.db["stock"]
+            entered.set()
+            assert release.wait(5)
+            return value
+
+    shop = Shop()
+    t = threading.Thread(target=shop.stock)
+    t.start()
+    assert entered.wait(5)
+    shop.db["stock"] = 2
+    shop.price.cache_clear()
+    release.set()
+    t.join(5)
+    assert shop.stock() == 2
+
+
+def test_the_clear_counts_of_collected_caches_are_not_kept() -> None:
+    class Item:
+        def __init__(self) -> None:
+            self.cache: LRUCache[Any, Any] = LRUCache(4)
+
+        @cachedmethod(lambda self: self.cache)
+        def get(self, x: int) -> int:
+            return x
+
+    before = len(decorators_module._EPOCHS)
+    for i in range(1000):
+        assert Item().get(i) == i  # each instance's cache gets a clear count, then dies
+    gc.collect()
+    Item().get(0)  # the next registration prunes the collected ones
+    assert len(decorators_module._EPOCHS) <= before + 2

@@ -432,6 +432,58 @@ def _awaits(
     return False
 
 
+# -- clears of a cache, whichever wrapper made them -----------------------------------
+
+
+class Epoch:
+    """How many times `cache_clear()` of any wrapper over one cache object ran.
+
+    A call reads it when it starts and stores its result only if it is
+    unchanged, so a clear through one `cached` function (or `cachedmethod`)
+    stops the pre-clear stores of every other one sharing the cache.
+    """
+
+    __slots__ = ("clears",)
+
+    def __init__(self) -> None:
+        self.clears = 0
+
+
+#: id(cache) -> (a weak reference to the cache, its Epoch); entries of caches
+#: collected since are pruned under _EPOCHS_LOCK (the weakref callback, which
+#: may run in any thread at any allocation, only notes the id).
+_EPOCHS: dict[int, tuple[weakref.ref[Any], Epoch]] = {}
+_EPOCHS_LOCK = threading.Lock()
+_COLLECTED: list[int] = []
+
+
+def _collected(ident: int, _: weakref.ref[Any]) -> None:
+    _COLLECTED.append(ident)
+
+
+def epoch_of(cache: Any) -> Epoch | None:
+    """The `Epoch` of *cache*, by identity; `None` if it cannot be weakly referenced (a `dict`)."""
+    found = _EPOCHS.get(id(cache))
+    if found is not None and found[0]() is cache:
+        return found[1]
+    with _EPOCHS_LOCK:
+        while _COLLECTED:
+            dead = _COLLECTED.pop()
+            entry = _EPOCHS.get(dead)
+            if entry is not None and entry[0]() is None:
+                del _EPOCHS[dead]
+        found = _EPOCHS.get(id(cache))
+        if found is not None and found[0]() is cache:
+            return found[1]
+        try:
+            ref = weakref.ref(cache, functools.partial(_collected, id(cache)))
+        except TypeError:
+            return None
+        epoch = Epoch()
+        _EPOCHS[id(cache)] = (ref, epoch)
+        return epoch
+
+
 # -- the decorator -------------------------------------------------------------------
 
 
@@ -614,6 +666,10 @@ def clear(cache: Any, lock: Any, counters: Counters | None, flights: Any = None)
     try:
         if flights is not None:
             flights.forget()
+        if cache is not None:
+            epoch = epoch_of(cache)
+            if epoch is not None:
+                epoch.clears += 1
     finally:
         # Emptied and reset even if forgetting failed.
         if cache is not None:
@@ -657,12 +713,16 @@ def store(
     lock: Any,
     flights: Any = None,
     generation: int = 0,
+    epoch: Epoch | None = None,
+    clears: int = 0,
 ) -> None:
     """`cache[k] = value` under *lock*; a value too large stays uncached, as in cachetools.
 
     With *flights*, a call that started under an older *generation* (a
-    `cache_clear()` ran since) stores nothing: its value may predate the
-    clear, and a call started after it may have stored a fresher one.
+    `cache_clear()` of this wrapper ran since) stores nothing: its value may
+    predate the clear, and a call started after it may have stored a fresher
+    one. The same with *epoch*, the cache's, when it counts more than
+    *clears* (a `cache_clear()` of any wrapper over the cache ran since).
 
     Raises:
         ConfigurationError: the cache refused the value for a reason other
@@ -672,11 +732,15 @@ def store(
     """
     try:
         if lock is None:
-            if flights is None or flights.generation == generation:
+            if (flights is None or flights.generation == generation) and (
+                epoch is None or epoch.clears == clears
+            ):
                 cache[k] = value
         else:
             with lock:
-                if flights is None or flights.generation == generation:
+                if (flights is None or flights.generation == generation) and (
+                    epoch is None or epoch.clears == clears
+                ):
                     cache[k] = value
     except ConfigurationError:
         raise
@@ -723,10 +787,12 @@ def _sync_wrapper(
     # The leader re-checks the cache without counting a second miss; a cache
     # read through its own __getitem__ is read once per call, as cachetools does.
     peek = recheck(cache, lookup)
+    epoch = None if cache is None else epoch_of(cache)
 
     def miss(k: Any, args: Any, kwargs: Any) -> Any:
         def compute() -> Any:
             generation = flights.generation
+            clears = 0 if epoch is None else epoch.clears
             # Another caller may have filled the cache between our miss and the flight.
             value = MISSING
             if peek is not None:
@@ -739,7 +805,7 @@ def _sync_wrapper(
                 on = _emit.on
                 value = _emit.load(cache, func, args, kwargs) if on else func(*args, **kwargs)
                 if cache is not None:
-                    store(cache, k, value, lock, flights, generation)
+                    store(cache, k, value, lock, flights, generation, epoch, clears)
             return value
 
         if _emit.on:
@@ -832,6 +898,7 @@ def _async_wrapper(
     counters = Counters() if info else None
 
     read = reader(cache)
+    epoch = None if cache is None else epoch_of(cache)
 
     def lookup(k: Any) -> Any:
         if read is None:
@@ -852,6 +919,7 @@ def _async_wrapper(
             counters.misses += 1
 
         generation = flights.generation  # before the call's task starts
+        clears = 0 if epoch is None else epoch.clears
 
         async def compute() -> Any:
             if _emit.on:
@@ -859,7 +927,7 @@ def _async_wrapper(
             else:
                 value = await func(*args, **kwargs)
             if cache is not None:
-                store(cache, k, value, lock, flights, generation)
+                store(cache, k, value, lock, flights, generation, epoch, clears)
             return value
 
         if _emit.on:

@@ -18,6 +18,7 @@ from .decorators import (
     SyncFlights,
     check_callable,
     clear,
+    epoch_of,
     make_info,
     reader,
     recheck,
@@ -300,8 +301,11 @@ class CachedMethod(Generic[S, P, R]):
         # Flights are per instance: two instances never wait for each other.
         flights: SyncFlights = self._flights  # type: ignore[assignment]
 
+        epoch = None if cache is None else epoch_of(cache)
+
         def compute() -> Any:
             generation = flights.generation
+            clears = 0 if epoch is None else epoch.clears
             found = MISSING
             if peek is not None:
                 if lock is None:
@@ -313,7 +317,7 @@ class CachedMethod(Generic[S, P, R]):
                 return found
             result = self._method(obj, *args, **kwargs)
             if cache is not None:
-                store(cache, k, result, lock, flights, generation)
+                store(cache, k, result, lock, flights, generation, epoch, clears)
             return result
 
         return flights.run((id(obj), k), compute, self._name)
@@ -325,11 +329,13 @@ class CachedMethod(Generic[S, P, R]):
 
         flights: AsyncFlights = self._flights  # type: ignore[assignment]
         generation = flights.generation  # before the call's task starts
+        epoch = None if cache is None else epoch_of(cache)
+        clears = 0 if epoch is None else epoch.clears
 
         async def compute() -> Any:
             result = await self._method(obj, *args, **kwargs)
             if cache is not None:
-                store(cache, k, result, lock, flights, generation)
+                store(cache, k, result, lock, flights, generation, epoch, clears)
             return result
 
         return await flights.run((id(obj), k), compute, self._name)
