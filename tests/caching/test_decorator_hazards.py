@@ -9,6 +9,7 @@ deadline of about two seconds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import random
@@ -273,3 +274,54 @@ def test_the_clear_counts_of_collected_caches_are_not_kept() -> None:
     gc.collect()
     Item().get(0)  # the next registration prunes the collected ones
     assert len(decorators_module._EPOCHS) <= before + 2
+
+
+def test_cachedmethod_info_counts_each_instance_apart_from_equal_ones() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Point:
+        x: int
+
+        @cachedmethod(lambda self: _point_caches.setdefault(id(self), LRUCache(10)), info=True)
+        def norm(self, p: int) -> int:
+            return abs(self.x) * p
+
+    _point_caches: dict[int, LRUCache[Any, Any]] = {}
+    a, b = Point(1), Point(1)  # equal, distinct
+    assert a == b
+    a.norm(2), a.norm(2), a.norm(2)
+    assert (b.norm.cache_info().hits, b.norm.cache_info().misses) == (0, 0)
+    b.norm.cache_clear()
+    assert (a.norm.cache_info().hits, a.norm.cache_info().misses) == (2, 1)
+
+
+def test_cachedmethod_info_counts_an_unhashable_instance_and_one_with_a_raising_eq() -> None:
+    class Frame:
+        """As numpy and pandas objects: `==` is elementwise, its truth value raises."""
+
+        def __init__(self) -> None:
+            self.cache: LRUCache[Any, Any] = LRUCache(10)
+
+        def __hash__(self) -> int:
+            return 7  # every frame's hash collides
+
+        def __eq__(self, other: object) -> bool:
+            raise ValueError("The truth value of an array is ambiguous")
+
+        @cachedmethod(lambda self: self.cache, info=True)
+        def total(self, p: int) -> int:
+            return p
+
+    @dataclasses.dataclass
+    class Plain:  # a plain dataclass: weakly referenceable, unhashable
+        cache: LRUCache[Any, Any] = dataclasses.field(default_factory=lambda: LRUCache(10))
+
+        @cachedmethod(lambda self: self.cache, info=True)
+        def f(self, p: int) -> int:
+            return p
+
+    f1, f2 = Frame(), Frame()
+    assert (f1.total(1), f2.total(1), f2.total(1)) == (1, 1, 1)
+    assert (f2.total.cache_info().hits, f2.total.cache_info().misses) == (1, 1)
+    u = Plain()
+    u.f(1), u.f(1)
+    assert (u.f.cache_info().hits, u.f.cache_info().misses) == (1, 1)

@@ -12,7 +12,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, MutableMapping
 from contextlib import AbstractContextManager
-from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 from .._validation import flag
 from ..exceptions import ArgumentTypeError, ConfigurationError, ReentrantCallError
@@ -27,6 +27,7 @@ __all__ = ["CacheInfo", "CachedFunction", "ReentrantCallError", "cached", "hashk
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class CacheInfo(NamedTuple):
@@ -449,39 +450,60 @@ class Epoch:
         self.clears = 0
 
 
-#: id(cache) -> (a weak reference to the cache, its Epoch); entries of caches
-#: collected since are pruned under _EPOCHS_LOCK (the weakref callback, which
-#: may run in any thread at any allocation, only notes the id).
-_EPOCHS: dict[int, tuple[weakref.ref[Any], Epoch]] = {}
-_EPOCHS_LOCK = threading.Lock()
-_COLLECTED: list[int] = []
+class WeakIdentityMap(Generic[T]):
+    """A value per live object, found by identity (never by `__eq__` or `__hash__`).
+
+    An entry goes when its object is collected: the weak reference's
+    callback, which may run in any thread at any allocation, only notes the
+    id; the next insertion prunes under the lock. Objects that cannot be
+    weakly referenced (a `dict`) get no value.
+    """
+
+    __slots__ = ("_collected", "_entries", "_lock")
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref[Any], T]] = {}
+        self._lock = threading.Lock()
+        self._collected: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, obj: Any, make: Callable[[], T]) -> T | None:
+        """*obj*'s value, made by `make()` on first use; `None` if *obj* has no weak reference."""
+        found = self._entries.get(id(obj))
+        if found is not None and found[0]() is obj:
+            return found[1]
+        with self._lock:
+            entries = self._entries
+            while self._collected:
+                dead = self._collected.pop()
+                entry = entries.get(dead)
+                if entry is not None and entry[0]() is None:
+                    del entries[dead]
+            found = entries.get(id(obj))
+            if found is not None and found[0]() is obj:
+                return found[1]
+            try:
+                ref = weakref.ref(obj, functools.partial(_note, self._collected, id(obj)))
+            except TypeError:
+                return None
+            value = make()
+            entries[id(obj)] = (ref, value)
+            return value
 
 
-def _collected(ident: int, _: weakref.ref[Any]) -> None:
-    _COLLECTED.append(ident)
+def _note(collected: list[int], ident: int, _: weakref.ref[Any]) -> None:
+    collected.append(ident)
+
+
+#: The clear count of every cache a wrapper has used, by identity.
+_EPOCHS: WeakIdentityMap[Epoch] = WeakIdentityMap()
 
 
 def epoch_of(cache: Any) -> Epoch | None:
     """The `Epoch` of *cache*, by identity; `None` if it cannot be weakly referenced (a `dict`)."""
-    found = _EPOCHS.get(id(cache))
-    if found is not None and found[0]() is cache:
-        return found[1]
-    with _EPOCHS_LOCK:
-        while _COLLECTED:
-            dead = _COLLECTED.pop()
-            entry = _EPOCHS.get(dead)
-            if entry is not None and entry[0]() is None:
-                del _EPOCHS[dead]
-        found = _EPOCHS.get(id(cache))
-        if found is not None and found[0]() is cache:
-            return found[1]
-        try:
-            ref = weakref.ref(cache, functools.partial(_collected, id(cache)))
-        except TypeError:
-            return None
-        epoch = Epoch()
-        _EPOCHS[id(cache)] = (ref, epoch)
-        return epoch
+    return _EPOCHS.get(cache, Epoch)
 
 
 # -- the decorator -------------------------------------------------------------------

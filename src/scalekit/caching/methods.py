@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import weakref
 from collections.abc import Callable, Hashable, MutableMapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -16,6 +15,7 @@ from .decorators import (
     CacheInfo,
     Counters,
     SyncFlights,
+    WeakIdentityMap,
     check_callable,
     clear,
     epoch_of,
@@ -109,8 +109,10 @@ def cachedmethod(
         condition: as for `cached`: serves as the lock when *lock* is not given.
         info: count hits and misses per instance for `cache_info()` (without
             it, `cache_info()` reports a scalekit cache's own stats). The
-            counters are kept in a weak mapping: instances that cannot be
-            weakly referenced are not counted.
+            counters are kept per instance by identity (equal instances
+            count apart; no `__eq__` or `__hash__` of theirs is called), in
+            a weak mapping: instances that cannot be weakly referenced are
+            not counted.
 
     Returns:
         The decorator.
@@ -168,7 +170,7 @@ class CachedMethod(Generic[S, P, R]):
         self._lock = lock
         self._condition = condition
         self._info = info
-        self._counters: weakref.WeakKeyDictionary[Any, Counters] = weakref.WeakKeyDictionary()
+        self._counters: WeakIdentityMap[Counters] = WeakIdentityMap()
         self._name = getattr(method, "__qualname__", repr(method))
         self._async = inspect.iscoroutinefunction(method)
         self._flights = AsyncFlights() if self._async else SyncFlights()
@@ -264,13 +266,8 @@ class CachedMethod(Generic[S, P, R]):
     def counters(self, obj: Any) -> Counters | None:
         if not self._info:
             return None
-        try:
-            found = self._counters.get(obj)
-            if found is None:
-                found = self._counters[obj] = Counters()
-        except TypeError:  # not weakly referenceable
-            return None
-        return found
+        # By identity: equal instances count apart, and no __eq__ of theirs runs.
+        return self._counters.get(obj, Counters)
 
     def lookup(self, obj: Any, args: Any, kwargs: Any) -> tuple[Any, Any, Any, Any]:
         """The instance's cache, its lock, the key and the cached value (or MISSING)."""
