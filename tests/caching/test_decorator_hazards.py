@@ -16,6 +16,7 @@ import random
 import sys
 import threading
 import time
+import weakref
 from typing import Any
 
 import cachetools
@@ -325,3 +326,34 @@ def test_cachedmethod_info_counts_an_unhashable_instance_and_one_with_a_raising_
     u = Plain()
     u.f(1), u.f(1)
     assert (u.f.cache_info().hits, u.f.cache_info().misses) == (1, 1)
+
+
+def test_a_bound_cached_method_compares_and_hashes_as_a_plain_bound_method() -> None:
+    class Sensor:
+        def __init__(self) -> None:
+            self.cache: LRUCache[Any, Any] = LRUCache(4)
+
+        @cachedmethod(lambda self: self.cache)
+        def read(self, x: int) -> int:
+            return x
+
+        @cachedmethod(lambda self: self.cache)
+        def other(self, x: int) -> int:
+            return -x
+
+    a, b = Sensor(), Sensor()
+    assert a.read == a.read
+    assert hash(a.read) == hash(a.read)
+    assert a.read != b.read
+    assert a.read != a.other
+    callbacks = [a.read, b.read]
+    callbacks.remove(a.read)  # as a plain method: the one added earlier is found
+    assert callbacks == [b.read]
+    assert {a.read, a.read} == {a.read}
+    assert a.read.__self__ is a
+    held = weakref.WeakMethod(a.read)
+    assert held() == a.read
+    assert held()(3) == 3  # type: ignore[misc]
+    del a
+    gc.collect()
+    assert held() is None  # it does not keep the instance alive

@@ -56,6 +56,16 @@ class BoundCachedMethod(Protocol[P, R_co]):
         """The instance's condition, if one was given."""
         ...
 
+    @property
+    def __self__(self) -> Any:
+        """The instance it is bound to."""
+        ...
+
+    @property
+    def __func__(self) -> CachedMethod[Any, P, R_co]:
+        """The `cachedmethod` descriptor in the class."""
+        ...
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
     def cache_key(self, *args: Any, **kwargs: Any) -> Hashable:
@@ -368,13 +378,37 @@ class _Unbound:
 
 
 class _Bound:
-    """A cached method bound to an instance: call it, or ask for its cache's info."""
+    """A cached method bound to an instance: call it, or ask for its cache's info.
+
+    As a plain bound method, two of them are equal (and hash alike) when they
+    bind the same descriptor to the same instance, by identity, so
+    `callbacks.remove(obj.method)` finds the `obj.method` added earlier;
+    `__self__` and `__func__` (the descriptor) let `weakref.WeakMethod` hold one.
+    """
 
     __slots__ = ("_descriptor", "_obj")
 
     def __init__(self, descriptor: CachedMethod[Any, ..., Any], obj: Any) -> None:
         self._descriptor = descriptor
         self._obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Bound):
+            return NotImplemented
+        return self._descriptor is other._descriptor and self._obj is other._obj
+
+    def __hash__(self) -> int:
+        return hash((id(self._descriptor), id(self._obj)))
+
+    @property
+    def __self__(self) -> Any:
+        """The instance it is bound to."""
+        return self._obj
+
+    @property
+    def __func__(self) -> CachedMethod[Any, ..., Any]:
+        """The `cachedmethod` descriptor in the class."""
+        return self._descriptor
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         d = self._descriptor
