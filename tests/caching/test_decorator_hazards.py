@@ -357,3 +357,49 @@ def test_a_bound_cached_method_compares_and_hashes_as_a_plain_bound_method() -> 
     del a
     gc.collect()
     assert held() is None  # it does not keep the instance alive
+
+
+class _Audited(LRUCache[Any, Any]):
+    """Counts the lookups the application makes through `get`."""
+
+    gets = 0
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        type(self).gets += 1
+        return super().get(key, default)
+
+
+class _Strict(LRUCache[Any, Any]):
+    """A narrower `get`: one argument, no default."""
+
+    def get(self, key: Any) -> Any:  # type: ignore[override]
+        return self[key]
+
+
+@pytest.mark.parametrize("cls", [_Audited, _Strict])
+def test_a_subclass_overriding_only_get_is_read_through_getitem_as_cachetools_does(
+    cls: type[LRUCache[Any, Any]],
+) -> None:
+    calls: list[int] = []
+    c = cls(10)
+
+    @cached(c)
+    def f(x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    class Holder:
+        def __init__(self) -> None:
+            self.cache = cls(10)
+
+        @cachedmethod(lambda self: self.cache)
+        def g(self, x: int) -> int:
+            calls.append(-x)
+            return x * 3
+
+    _Audited.gets = 0
+    h = Holder()
+    assert (f(1), f(1), h.g(1), h.g(1)) == (2, 2, 3, 3)
+    assert calls == [1, -1]
+    assert _Audited.gets == 0  # the decorators never called the subclass's get
+    assert c.get(hashkey(1)) == 2  # which still works for the application
