@@ -171,7 +171,7 @@ class Cache(MutableMapping[K, V]):
     #: every private, non-callable attribute is duplicated.
     _state: ClassVar[tuple[str, ...] | None] = None
 
-    #: True unless a class outside scalekit overrides __getitem__ or __missing__:
+    #: True unless a class outside scalekit overrides __getitem__, __missing__ or get:
     #: then ``cached`` reads the cache through ``cache[key]``, as cachetools does.
     _plain_reads: ClassVar[bool] = True
 
@@ -184,7 +184,11 @@ class Cache(MutableMapping[K, V]):
         cls._inline = cls.popitem is Cache.popitem and cls.__delitem__ is Cache.__delitem__
         # Decided once per class, so that the library's own reads stay inlined.
         cls._custom_getitem = _defined_outside(cls, "__getitem__")
-        cls._plain_reads = not (cls._custom_getitem or _defined_outside(cls, "__missing__"))
+        cls._plain_reads = not (
+            cls._custom_getitem
+            or _defined_outside(cls, "__missing__")
+            or _defined_outside(cls, "get")
+        )
         if cls._custom_getitem and not _defined_outside(cls, "get"):
             cls._native_get = cls.get  # type: ignore[assignment,method-assign]
             cls.get = cls._get_through_getitem  # type: ignore[method-assign]

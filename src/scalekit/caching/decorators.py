@@ -12,7 +12,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, MutableMapping
 from contextlib import AbstractContextManager
-from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 from .._validation import flag
 from ..exceptions import ArgumentTypeError, ConfigurationError, ReentrantCallError
@@ -27,6 +27,7 @@ __all__ = ["CacheInfo", "CachedFunction", "ReentrantCallError", "cached", "hashk
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class CacheInfo(NamedTuple):
@@ -265,12 +266,25 @@ _AWAITING: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}
 class _AsyncFlight:
     """One call in progress in its own task, and how many callers await it."""
 
-    __slots__ = ("task", "waiters")
+    __slots__ = ("dropped", "task", "waiters")
 
     task: asyncio.Task[Any]  # set right after the flight is made: the task needs the flight
 
     def __init__(self) -> None:
         self.waiters = 0
+        # The flight machinery cancelled the task (its last caller left): a caller
+        # that sees it ended cancelled starts over.
+        self.dropped = False
+
+
+class _LoopTable:
+    """One event loop's calls in progress, made under one `forget()` generation."""
+
+    __slots__ = ("flights", "generation")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.flights: dict[Any, _AsyncFlight] = {}
 
 
 class AsyncFlights:
@@ -279,19 +293,30 @@ class AsyncFlights:
     Every caller awaits the task through `asyncio.shield`, so cancelling one
     caller (the first included) cancels neither the call nor the others; when
     the last caller leaves (cancelled, or timed out by `asyncio.wait_for`)
-    the call is cancelled. A caller raises `ReentrantCallError` instead of
-    waiting when the call it would wait for is its own, directly, through a
+    the call is cancelled. A call whose task ends cancelled although no caller
+    was: if its task was cancelled by a request (`Task.cancel()`: its last
+    caller leaving, or code outside the call), its callers start over, each at
+    most once for a request from outside; if the function itself let a
+    `CancelledError` out (it awaited something another task cancelled, or
+    raised one), that is the call's outcome, raised in every caller, as it
+    would be without the cache. A caller raises `ReentrantCallError` instead
+    of waiting when the call it would wait for is its own, directly, through a
     task that call started (with its context), or through a chain of calls in
     progress each awaiting the next (task 1 computes `f("a")` and awaits
     `f("b")`, whose task asks for `f("a")`).
+
+    Each loop's table is read and written by that loop's thread only:
+    `forget()`, from any thread, only counts a new generation, and a loop
+    starts a new table when it next sees one. Loops may be created and
+    collected in other threads meanwhile.
     """
 
     __slots__ = ("_tables", "generation")
 
     def __init__(self) -> None:
-        self._tables: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[Any, _AsyncFlight]
-        ] = weakref.WeakKeyDictionary()
+        self._tables: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTable] = (
+            weakref.WeakKeyDictionary()
+        )
         #: How many times `forget()` ran: a call started under an older one does not store.
         self.generation = 0
 
@@ -300,19 +325,26 @@ class AsyncFlights:
 
         The calls in progress go on, and their current callers keep awaiting
         them, but they no longer store their results (see `generation`).
+        Safe from any thread: no loop's table is touched here.
         """
         self.generation += 1
-        for table in list(self._tables.values()):
-            table.clear()
+
+    def _table(self, loop: asyncio.AbstractEventLoop) -> dict[Any, _AsyncFlight]:
+        # Only this loop's thread reads or replaces its entry; a lookup or insert
+        # of a WeakKeyDictionary is safe while other threads add or drop loops.
+        generation = self.generation
+        entry = self._tables.get(loop)
+        if entry is None or entry.generation != generation:
+            entry = self._tables[loop] = _LoopTable(generation)
+        return entry.flights
 
     async def run(self, k: Any, compute: Callable[[], Any], name: str) -> Any:
         """Await `compute()` (a coroutine function), run once for all concurrent callers of *k*."""
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
-        table = self._tables.get(loop)
-        if table is None:
-            table = self._tables[loop] = {}
+        retried = False
         while True:
+            table = self._table(loop)
             flight = table.get(k)
             leader = flight is None
             if flight is None:
@@ -331,6 +363,12 @@ class AsyncFlights:
             except asyncio.CancelledError:
                 if not task.cancelled() or (me is not None and _cancelling(me)):
                     raise
+                if not flight.dropped:
+                    # Not cancelled by the flight machinery: by a request from outside
+                    # the call (start over once), or by the function itself (its outcome).
+                    if retried or not _cancel_requested(task):
+                        raise
+                    retried = True
                 # The call was cancelled, not this caller: start over.
             except BaseException as exc:
                 if leader:
@@ -344,9 +382,10 @@ class AsyncFlights:
                 flight.waiters -= 1
                 if not flight.waiters and not task.done():
                     # Nobody awaits the call any more: do not let it hold the key.
+                    flight.dropped = True
                     task.cancel()
                     if table.get(k) is flight:
-                        del table[k]
+                        table.pop(k, None)
 
     @staticmethod
     async def _body(
@@ -361,9 +400,16 @@ class AsyncFlights:
             return await compute()
         finally:
             # Whatever happens (the call raising, storing raising), the flight ends,
-            # unless cache_clear() or its callers leaving ended it already.
+            # unless its callers leaving ended it already. The table is this loop's
+            # (a cache_clear() meanwhile replaced it, never emptied it).
             if table.get(k) is flight:
-                del table[k]
+                table.pop(k, None)
+
+
+def _cancel_requested(task: asyncio.Task[Any]) -> bool:
+    """Whether *task* was cancelled by a `cancel()` request (not assumed before Python 3.11)."""
+    cancelling = getattr(task, "cancelling", None)
+    return False if cancelling is None else bool(cancelling())
 
 
 def _cancelling(task: asyncio.Task[Any]) -> bool:
@@ -385,6 +431,79 @@ def _awaits(
         seen.add(id(task))
         task = _AWAITING.get(task)
     return False
+
+
+# -- clears of a cache, whichever wrapper made them -----------------------------------
+
+
+class Epoch:
+    """How many times `cache_clear()` of any wrapper over one cache object ran.
+
+    A call reads it when it starts and stores its result only if it is
+    unchanged, so a clear through one `cached` function (or `cachedmethod`)
+    stops the pre-clear stores of every other one sharing the cache.
+    """
+
+    __slots__ = ("clears",)
+
+    def __init__(self) -> None:
+        self.clears = 0
+
+
+class WeakIdentityMap(Generic[T]):
+    """A value per live object, found by identity (never by `__eq__` or `__hash__`).
+
+    An entry goes when its object is collected: the weak reference's
+    callback, which may run in any thread at any allocation, only notes the
+    id; the next insertion prunes under the lock. Objects that cannot be
+    weakly referenced (a `dict`) get no value.
+    """
+
+    __slots__ = ("_collected", "_entries", "_lock")
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref[Any], T]] = {}
+        self._lock = threading.Lock()
+        self._collected: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, obj: Any, make: Callable[[], T]) -> T | None:
+        """*obj*'s value, made by `make()` on first use; `None` if *obj* has no weak reference."""
+        found = self._entries.get(id(obj))
+        if found is not None and found[0]() is obj:
+            return found[1]
+        with self._lock:
+            entries = self._entries
+            while self._collected:
+                dead = self._collected.pop()
+                entry = entries.get(dead)
+                if entry is not None and entry[0]() is None:
+                    del entries[dead]
+            found = entries.get(id(obj))
+            if found is not None and found[0]() is obj:
+                return found[1]
+            try:
+                ref = weakref.ref(obj, functools.partial(_note, self._collected, id(obj)))
+            except TypeError:
+                return None
+            value = make()
+            entries[id(obj)] = (ref, value)
+            return value
+
+
+def _note(collected: list[int], ident: int, _: weakref.ref[Any]) -> None:
+    collected.append(ident)
+
+
+#: The clear count of every cache a wrapper has used, by identity.
+_EPOCHS: WeakIdentityMap[Epoch] = WeakIdentityMap()
+
+
+def epoch_of(cache: Any) -> Epoch | None:
+    """The `Epoch` of *cache*, by identity; `None` if it cannot be weakly referenced (a `dict`)."""
+    return _EPOCHS.get(cache, Epoch)
 
 
 # -- the decorator -------------------------------------------------------------------
@@ -566,18 +685,25 @@ def clear(cache: Any, lock: Any, counters: Counters | None, flights: Any = None)
     are forgotten too: the next caller of a key starts a new call instead of
     waiting for one that may hang.
     """
-    if flights is not None:
-        flights.forget()
-    if cache is not None:
-        if lock is None:
-            cache.clear()
-        else:
-            with lock:
+    try:
+        if flights is not None:
+            flights.forget()
+        if cache is not None:
+            epoch = epoch_of(cache)
+            if epoch is not None:
+                epoch.clears += 1
+    finally:
+        # Emptied and reset even if forgetting failed.
+        if cache is not None:
+            if lock is None:
                 cache.clear()
-        if isinstance(cache, Cache):
-            cache.reset_stats()
-    if counters is not None:
-        counters.hits = counters.misses = 0
+            else:
+                with lock:
+                    cache.clear()
+            if isinstance(cache, Cache):
+                cache.reset_stats()
+        if counters is not None:
+            counters.hits = counters.misses = 0
 
 
 def _attach(
@@ -609,12 +735,16 @@ def store(
     lock: Any,
     flights: Any = None,
     generation: int = 0,
+    epoch: Epoch | None = None,
+    clears: int = 0,
 ) -> None:
     """`cache[k] = value` under *lock*; a value too large stays uncached, as in cachetools.
 
     With *flights*, a call that started under an older *generation* (a
-    `cache_clear()` ran since) stores nothing: its value may predate the
-    clear, and a call started after it may have stored a fresher one.
+    `cache_clear()` of this wrapper ran since) stores nothing: its value may
+    predate the clear, and a call started after it may have stored a fresher
+    one. The same with *epoch*, the cache's, when it counts more than
+    *clears* (a `cache_clear()` of any wrapper over the cache ran since).
 
     Raises:
         ConfigurationError: the cache refused the value for a reason other
@@ -624,11 +754,15 @@ def store(
     """
     try:
         if lock is None:
-            if flights is None or flights.generation == generation:
+            if (flights is None or flights.generation == generation) and (
+                epoch is None or epoch.clears == clears
+            ):
                 cache[k] = value
         else:
             with lock:
-                if flights is None or flights.generation == generation:
+                if (flights is None or flights.generation == generation) and (
+                    epoch is None or epoch.clears == clears
+                ):
                     cache[k] = value
     except ConfigurationError:
         raise
@@ -675,10 +809,12 @@ def _sync_wrapper(
     # The leader re-checks the cache without counting a second miss; a cache
     # read through its own __getitem__ is read once per call, as cachetools does.
     peek = recheck(cache, lookup)
+    epoch = None if cache is None else epoch_of(cache)
 
     def miss(k: Any, args: Any, kwargs: Any) -> Any:
         def compute() -> Any:
             generation = flights.generation
+            clears = 0 if epoch is None else epoch.clears
             # Another caller may have filled the cache between our miss and the flight.
             value = MISSING
             if peek is not None:
@@ -691,7 +827,7 @@ def _sync_wrapper(
                 on = _emit.on
                 value = _emit.load(cache, func, args, kwargs) if on else func(*args, **kwargs)
                 if cache is not None:
-                    store(cache, k, value, lock, flights, generation)
+                    store(cache, k, value, lock, flights, generation, epoch, clears)
             return value
 
         if _emit.on:
@@ -784,6 +920,7 @@ def _async_wrapper(
     counters = Counters() if info else None
 
     read = reader(cache)
+    epoch = None if cache is None else epoch_of(cache)
 
     def lookup(k: Any) -> Any:
         if read is None:
@@ -804,6 +941,7 @@ def _async_wrapper(
             counters.misses += 1
 
         generation = flights.generation  # before the call's task starts
+        clears = 0 if epoch is None else epoch.clears
 
         async def compute() -> Any:
             if _emit.on:
@@ -811,7 +949,7 @@ def _async_wrapper(
             else:
                 value = await func(*args, **kwargs)
             if cache is not None:
-                store(cache, k, value, lock, flights, generation)
+                store(cache, k, value, lock, flights, generation, epoch, clears)
             return value
 
         if _emit.on:

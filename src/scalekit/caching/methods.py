@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import weakref
 from collections.abc import Callable, Hashable, MutableMapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -16,8 +15,10 @@ from .decorators import (
     CacheInfo,
     Counters,
     SyncFlights,
+    WeakIdentityMap,
     check_callable,
     clear,
+    epoch_of,
     make_info,
     reader,
     recheck,
@@ -53,6 +54,16 @@ class BoundCachedMethod(Protocol[P, R_co]):
     @property
     def cache_condition(self) -> AbstractContextManager[Any] | None:
         """The instance's condition, if one was given."""
+        ...
+
+    @property
+    def __self__(self) -> Any:
+        """The instance it is bound to."""
+        ...
+
+    @property
+    def __func__(self) -> CachedMethod[Any, P, R_co]:
+        """The `cachedmethod` descriptor in the class."""
         ...
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
@@ -108,8 +119,10 @@ def cachedmethod(
         condition: as for `cached`: serves as the lock when *lock* is not given.
         info: count hits and misses per instance for `cache_info()` (without
             it, `cache_info()` reports a scalekit cache's own stats). The
-            counters are kept in a weak mapping: instances that cannot be
-            weakly referenced are not counted.
+            counters are kept per instance by identity (equal instances
+            count apart; no `__eq__` or `__hash__` of theirs is called), in
+            a weak mapping: instances that cannot be weakly referenced are
+            not counted.
 
     Returns:
         The decorator.
@@ -167,7 +180,7 @@ class CachedMethod(Generic[S, P, R]):
         self._lock = lock
         self._condition = condition
         self._info = info
-        self._counters: weakref.WeakKeyDictionary[Any, Counters] = weakref.WeakKeyDictionary()
+        self._counters: WeakIdentityMap[Counters] = WeakIdentityMap()
         self._name = getattr(method, "__qualname__", repr(method))
         self._async = inspect.iscoroutinefunction(method)
         self._flights = AsyncFlights() if self._async else SyncFlights()
@@ -263,13 +276,8 @@ class CachedMethod(Generic[S, P, R]):
     def counters(self, obj: Any) -> Counters | None:
         if not self._info:
             return None
-        try:
-            found = self._counters.get(obj)
-            if found is None:
-                found = self._counters[obj] = Counters()
-        except TypeError:  # not weakly referenceable
-            return None
-        return found
+        # By identity: equal instances count apart, and no __eq__ of theirs runs.
+        return self._counters.get(obj, Counters)
 
     def lookup(self, obj: Any, args: Any, kwargs: Any) -> tuple[Any, Any, Any, Any]:
         """The instance's cache, its lock, the key and the cached value (or MISSING)."""
@@ -300,8 +308,11 @@ class CachedMethod(Generic[S, P, R]):
         # Flights are per instance: two instances never wait for each other.
         flights: SyncFlights = self._flights  # type: ignore[assignment]
 
+        epoch = None if cache is None else epoch_of(cache)
+
         def compute() -> Any:
             generation = flights.generation
+            clears = 0 if epoch is None else epoch.clears
             found = MISSING
             if peek is not None:
                 if lock is None:
@@ -313,7 +324,7 @@ class CachedMethod(Generic[S, P, R]):
                 return found
             result = self._method(obj, *args, **kwargs)
             if cache is not None:
-                store(cache, k, result, lock, flights, generation)
+                store(cache, k, result, lock, flights, generation, epoch, clears)
             return result
 
         return flights.run((id(obj), k), compute, self._name)
@@ -325,11 +336,13 @@ class CachedMethod(Generic[S, P, R]):
 
         flights: AsyncFlights = self._flights  # type: ignore[assignment]
         generation = flights.generation  # before the call's task starts
+        epoch = None if cache is None else epoch_of(cache)
+        clears = 0 if epoch is None else epoch.clears
 
         async def compute() -> Any:
             result = await self._method(obj, *args, **kwargs)
             if cache is not None:
-                store(cache, k, result, lock, flights, generation)
+                store(cache, k, result, lock, flights, generation, epoch, clears)
             return result
 
         return await flights.run((id(obj), k), compute, self._name)
@@ -365,13 +378,37 @@ class _Unbound:
 
 
 class _Bound:
-    """A cached method bound to an instance: call it, or ask for its cache's info."""
+    """A cached method bound to an instance: call it, or ask for its cache's info.
+
+    As a plain bound method, two of them are equal (and hash alike) when they
+    bind the same descriptor to the same instance, by identity, so
+    `callbacks.remove(obj.method)` finds the `obj.method` added earlier;
+    `__self__` and `__func__` (the descriptor) let `weakref.WeakMethod` hold one.
+    """
 
     __slots__ = ("_descriptor", "_obj")
 
     def __init__(self, descriptor: CachedMethod[Any, ..., Any], obj: Any) -> None:
         self._descriptor = descriptor
         self._obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Bound):
+            return NotImplemented
+        return self._descriptor is other._descriptor and self._obj is other._obj
+
+    def __hash__(self) -> int:
+        return hash((id(self._descriptor), id(self._obj)))
+
+    @property
+    def __self__(self) -> Any:
+        """The instance it is bound to."""
+        return self._obj
+
+    @property
+    def __func__(self) -> CachedMethod[Any, ..., Any]:
+        """The `cachedmethod` descriptor in the class."""
+        return self._descriptor
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         d = self._descriptor
