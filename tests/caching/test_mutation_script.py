@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-STAND_IN = '''\
+STAND_IN = """\
 import os, re, shutil, sys
 from pathlib import Path
 
@@ -40,7 +40,7 @@ for source in sorted(Path("src").rglob("*.py")):
 with open(os.environ["STAND_IN_LOG"], "a") as log:
     log.write(" ".join(mutated) + "\\n")
 sys.exit(0 if mutated else 1)  # mutmut: "Unable to force test failures"
-'''
+"""
 
 
 def _stand_in(tmp_path: Path) -> dict[str, str]:
