@@ -198,7 +198,7 @@ class Cache(MutableMapping[K, V]):
             self.getsizeof = getsizeof  # type: ignore[method-assign,assignment]
         # Sized when given a getsizeof or when a subclass overrides the method (as
         # cachetools allows); each write looks `self.getsizeof` up, so a copy's
-        # override runs on the copy and a function set on the instance later is used.
+        # override runs on the copy and a function assigned to a sized cache is used.
         sized = getsizeof is not None or type(self).getsizeof is not Cache.getsizeof
         self._sizes: dict[Any, int] | None = {} if sized else None
         self._currsize = 0
