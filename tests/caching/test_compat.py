@@ -8,15 +8,27 @@ deliberate differences that suite lists.
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import pickle
+import random
 import threading
+import weakref
 from typing import Any
 
 import cachetools
 import pytest
 
-from scalekit.caching import FIFOCache, LFUCache, LRUCache, RRCache, TTLCache, cachedmethod
+from scalekit.caching import (
+    Cache,
+    FIFOCache,
+    LFUCache,
+    LRUCache,
+    RRCache,
+    TLRUCache,
+    TTLCache,
+    cachedmethod,
+)
 from scalekit.exceptions import ArgumentTypeError
 from scalekit.testing import FakeClock
 from tests.caching.caching_factories import FACTORIES, Factory
@@ -73,15 +85,115 @@ def test_copy_shares_extra_attributes_and_getsizeof(policy: str) -> None:
     assert sorted(clone) == ["b", "c"] and clone.currsize == 2
 
 
-@pytest.mark.parametrize("policy", ["LRU", "FIFO", "LFU", "RR", "TTL", "SIEVE", "S3FIFO"])
+class _WeightedLRU(LRUCache[str, str]):
+    # A getsizeof override reading the instance's own state (module level: pickled).
+    weight = 1
+
+    def getsizeof(self, value: str) -> int:
+        return self.weight * len(value)
+
+
+def _policy_kwargs(policy: str) -> dict[str, Any]:
+    if policy == "TTL":
+        return {"ttl": 60, "timer": FakeClock()}
+    if policy in ("RR", "TinyLFU"):
+        return {"rng": random.Random(1)}
+    return {}
+
+
+@pytest.mark.parametrize("policy", sorted(FACTORIES))
+def test_a_copy_sizes_with_its_own_getsizeof_override(policy: str) -> None:
+    # cachetools calls `self.getsizeof`: a copy's override runs on the copy,
+    # whose state may differ, and the copy holds no reference to its source.
+    base = type(FACTORIES[policy](1))
+
+    class Weighted(base):  # type: ignore[misc,valid-type]
+        weight = 1
+
+        def getsizeof(self, value: Any) -> Any:
+            return self.weight * len(value)
+
+    source = Weighted(100, **_policy_kwargs(policy))
+    source["a"] = "xy"
+    for clone in (copy.copy(source), copy.deepcopy(source)):
+        clone.weight = 5
+        clone["b"] = "xyz"
+        assert clone.currsize == 2 + 15 and sorted(clone) == ["a", "b"]
+    source["c"] = "x"
+    assert source.currsize == 3 and sorted(source) == ["a", "c"]
+    alive = weakref.ref(source)
+    clone = copy.copy(source)
+    del source
+    gc.collect()
+    assert alive() is None
+    clone["d"] = "xyzw"
+    assert clone.currsize == 3 + 4
+
+
+def test_a_pickled_getsizeof_override_sizes_with_the_restored_instance() -> None:
+    source = _WeightedLRU(100)
+    source["a"] = "xy"
+    restored = pickle.loads(pickle.dumps(source))
+    restored.weight = 5
+    restored["b"] = "xyz"
+    assert restored.currsize == 2 + 15 and source.currsize == 2
+
+
+def test_a_getsizeof_reassigned_on_the_instance_sizes_later_writes() -> None:
+    # As in cachetools: `cache.getsizeof` is looked up at each write.
+    cache: LRUCache[str, str] = LRUCache(100, getsizeof=len)
+    cache["a"] = "x"
+    cache.getsizeof = lambda value: 10  # type: ignore[method-assign]
+    cache["b"] = "x"
+    assert cache.currsize == 1 + 10
+
+
+def test_a_getsizeof_set_on_a_cache_built_without_one_is_not_used_as_in_cachetools() -> None:
+    # cachetools 8 decides at construction too: without getsizeof, unit sizes.
+    for cache in (LRUCache(100), cachetools.LRUCache(100)):
+        cache.getsizeof = lambda value: 10
+        cache["a"] = "x"
+        assert cache.currsize == 1, type(cache)
+
+
+# Every class the docs name for iteration: the factories, the base and TLRU.
+ITERATED: dict[str, Factory] = {
+    **FACTORIES,
+    "Cache": Cache,
+    "TLRU": lambda maxsize, **kw: TLRUCache(
+        maxsize, ttu=lambda key, value, now: now + 60, timer=FakeClock(), **kw
+    ),
+}
+
+
+@pytest.mark.parametrize("policy", sorted(ITERATED))
 def test_writing_present_keys_while_iterating(policy: str) -> None:
-    cache = FACTORIES[policy](3)
+    cache = ITERATED[policy](3)
     cache.update({1: 1, 2: 2, 3: 3})
     seen = []
     for key in cache:
         seen.append(key)
         cache[key] = key * 10
     assert sorted(seen) == [1, 2, 3] and sorted(cache.values()) == [10, 20, 30]
+
+
+@pytest.mark.parametrize("policy", sorted(ITERATED))
+def test_iteration_runs_over_a_snapshot(policy: str) -> None:
+    # docs/caching.md: keys added while iterating are not visited, keys
+    # removed (deleted, popped or evicted) are skipped; cachetools raises.
+    cache = ITERATED[policy](4)
+    cache.update({1: 1, 2: 2, 3: 3, 4: 4})
+    before = list(cache)
+    seen = []
+    for key in cache:
+        seen.append(key)
+        if len(seen) == 1:
+            del cache[before[1]]
+            cache.pop(before[2])
+            cache[10], cache[11], cache[12] = 10, 11, 12  # the last write evicts
+    assert seen == [before[0], *(k for k in before[1:] if k in cache)]
+    assert len(seen) == len(set(seen)) and not {10, 11, 12} & set(seen)
+    assert before[1] not in seen and before[2] not in seen
 
 
 @pytest.mark.parametrize("policy", sorted(FACTORIES))

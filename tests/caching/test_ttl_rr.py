@@ -168,6 +168,21 @@ def test_timedelta_ttl_with_a_datetime_timer() -> None:
     assert cache.expire(now[0] + timedelta(hours=1)) == [("b", 2)]
 
 
+@pytest.mark.parametrize("ttl", [timedelta(seconds=1), timedelta(0)])
+def test_a_timedelta_ttl_with_a_timer_of_seconds_is_refused_at_construction(ttl: Any) -> None:
+    # cachetools accepts it and fails at the first write with a bare TypeError.
+    for timer in (FakeClock(5.0), None):
+        with pytest.raises(ArgumentTypeError) as raised:
+            if timer is None:
+                TTLCache(3, ttl=ttl)  # time.monotonic
+            else:
+                TTLCache(3, ttl=ttl, timer=timer)
+        message = str(raised.value)
+        assert "ttl" in message and repr(ttl) in message and "float" in message
+    now = [datetime(2026, 1, 1)]
+    TTLCache(3, ttl=ttl, timer=lambda: now[0])  # a datetime timer takes it
+
+
 def test_with_timer_freezes_time_for_a_batch() -> None:
     clock = FakeClock(0.0)
     cache = TTLCache(10, ttl=5, timer=clock)

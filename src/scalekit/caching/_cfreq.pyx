@@ -38,6 +38,7 @@ from cpython.dict cimport (
     PyDict_Contains,
     PyDict_DelItem,
     PyDict_GetItemWithError,
+    PyDict_Keys,
     PyDict_Size,
 )
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -449,7 +450,10 @@ cdef class LFUCore:
 
     def __iter__(self):
         # The dict's order is the pure class's `_data` order (a use never re-inserts).
-        return iter(self._map)
+        # Over a snapshot, as the pure class: a key added is not visited, one removed skipped.
+        for key in PyDict_Keys(self._map):
+            if self._has(key):  # runs the key's __eq__: the dict is held meanwhile
+                yield key
 
     def frequency(self, key):
         """How many uses `key` has in the cache (0 if absent). Runtime complexity: O(1)."""
@@ -1183,7 +1187,10 @@ cdef class S3FIFOCore:
 
     def __iter__(self):
         # The dict's order is the pure class's `_data` order (queue moves never re-insert).
-        return iter(self._map)
+        # Over a snapshot, as the pure class: a key added is not visited, one removed skipped.
+        for key in PyDict_Keys(self._map):
+            if self._has(key):  # runs the key's __eq__: the dict is held meanwhile
+                yield key
 
     # -- the hooks the pure Cache methods call --------------------------------------
 

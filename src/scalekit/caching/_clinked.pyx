@@ -22,7 +22,7 @@ its cache is still collected.
 """
 
 cimport cython
-from cpython.dict cimport PyDict_Clear, PyDict_GetItemWithError, PyDict_Size
+from cpython.dict cimport PyDict_Clear, PyDict_GetItemWithError, PyDict_Keys, PyDict_Size
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport PyObject, Py_INCREF
 
@@ -723,8 +723,11 @@ cdef class SieveCore:
         return PyDict_Size(self._map)
 
     def __iter__(self):
-        # The dict's own order is the queue's (nodes never move), as the pure class iterates.
-        return iter(self._map)
+        # The dict's own order is the queue's (nodes never move), as the pure class iterates,
+        # over a snapshot as it does: a key added is not visited, one removed is skipped.
+        for key in PyDict_Keys(self._map):
+            if self._has(key):  # runs the key's __eq__: the dict is held meanwhile
+                yield key
 
     cdef object _sweep(self):
         cdef _Mark root = self._root

@@ -197,13 +197,14 @@ class Cache(MutableMapping[K, V]):
         self._maxsize = check_maxsize(maxsize)
         if getsizeof is not None and not callable(getsizeof):
             raise ArgumentTypeError(f"getsizeof must be callable or None, got {getsizeof!r}")
-        if getsizeof is None and type(self).getsizeof is not Cache.getsizeof:
-            getsizeof = self.getsizeof  # a subclass overriding getsizeof, as cachetools allows
-        elif getsizeof is not None:
+        if getsizeof is not None:
             # The function itself, as in cachetools (copies share it: `is` holds).
             self.getsizeof = getsizeof  # type: ignore[method-assign,assignment]
-        self._getsizeof = getsizeof
-        self._sizes: dict[Any, int] | None = None if getsizeof is None else {}
+        # Sized when given a getsizeof or when a subclass overrides the method (as
+        # cachetools allows); each write looks `self.getsizeof` up, so a copy's
+        # override runs on the copy and a function assigned to a sized cache is used.
+        sized = getsizeof is not None or type(self).getsizeof is not Cache.getsizeof
+        self._sizes: dict[Any, int] | None = {} if sized else None
         self._currsize = 0
         self._hits = 0
         self._misses = 0
@@ -391,7 +392,7 @@ class Cache(MutableMapping[K, V]):
             self._evictions += 1
 
     def _size_of(self, value: Any) -> Any:
-        size = self._getsizeof(value)  # type: ignore[misc]
+        size = self.getsizeof(value)
         if isinstance(size, bool) or not isinstance(size, (int, float)):
             raise MaxsizeTypeError(
                 f"getsizeof must return a non-negative number, got {size!r} "
@@ -435,10 +436,13 @@ class Cache(MutableMapping[K, V]):
     def __iter__(self) -> Iterator[K]:
         """The cached keys, without touching the policy.
 
-        Writing a present key while iterating is allowed (cachetools allows it
-        too); adding or removing keys raises `RuntimeError`, as for a `dict`.
+        Iterates over a snapshot: writing a present key while iterating is
+        allowed (cachetools allows it too), a key added meanwhile is not
+        visited and a key removed (deleted or evicted) is skipped, where
+        cachetools and a `dict` raise `RuntimeError`.
         """
-        return iter(self._data)
+        data = self._data
+        return filter(data.__contains__, list(data))  # each key checked when reached
 
     def __len__(self) -> int:
         """The number of cached entries."""
@@ -585,6 +589,10 @@ class Cache(MutableMapping[K, V]):
         A `getsizeof` function given to the constructor is set on the instance
         in place of this method; a subclass may override it instead, and its
         override may call this one, which returns 1 as cachetools' base does.
+        Each write of a cache with sizes looks `self.getsizeof` up, as
+        cachetools does, so an override runs on the cache written (a copy's
+        on the copy). A cache built with neither keeps unit sizes (a
+        function assigned to `getsizeof` later is not used), as in cachetools.
         """
         return 1
 

@@ -51,6 +51,30 @@ def check_ttl(value: Any) -> Any:
     raise ConfigurationError(f"ttl must be {expected}, got {value!r}")
 
 
+def _check_timedelta_timer(ttl: timedelta, timer: Callable[[], Any]) -> None:
+    """Refuse a `timedelta` ttl that the timer's times cannot be added to.
+
+    The timer is read once, and only for a `timedelta` ttl: a numeric ttl
+    goes with the default timer of seconds, and a test clock that moves on
+    each read (cachetools' suite has one) is left where it is.
+
+    Raises:
+        ArgumentTypeError: `timer() + ttl` is not defined (a timer of seconds).
+    """
+    now = timer()
+    try:
+        now + ttl
+    except ArithmeticError:  # the types add up; this time is past the last one (datetime.max)
+        return
+    except TypeError:
+        raise ArgumentTypeError(
+            f"ttl {ttl!r} cannot be added to the time {now!r} ({type(now).__name__}) that "
+            f"timer {timer!r} returns: a timedelta ttl needs a timer of datetimes "
+            "(datetime.now); with a timer of seconds, give ttl in seconds "
+            f"({ttl.total_seconds()!r})"
+        ) from None
+
+
 class Timer:
     """The clock of a timed cache, as cachetools' `cache.timer` is.
 
@@ -155,7 +179,8 @@ class TTLCache(Cache[K, V]):
 
     Raises:
         ArgumentTypeError: `maxsize` or `ttl` is neither an `int` nor `math.inf`, or `ttl` neither
-            a number nor a `timedelta`.
+            a number nor a `timedelta`, or `ttl` is a `timedelta` and the timer's
+            time (read once, for this check) cannot be added to it (a timer of seconds).
         ConfigurationError: `maxsize` is negative, NaN, a finite float or above
             `sys.float_info.max`, or `ttl` is not positive.
 
@@ -198,6 +223,8 @@ class TTLCache(Cache[K, V]):
         self._ttl = check_ttl(ttl)
         if not callable(timer):
             raise ArgumentTypeError(f"timer must be callable, got {timer!r}")
+        if isinstance(self._ttl, timedelta) and not self._per_item:
+            _check_timedelta_timer(self._ttl, timer)
         self._timer = timer
         self._frozen: Any = None  # the time inside a `with cache.timer` block
         self._clock = Timer(timer, self)
