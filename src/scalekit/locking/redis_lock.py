@@ -323,10 +323,10 @@ class RedisLock(BaseLock):
         attempt.queued = True  # until the reply says otherwise
         last, attempt.last = attempt.last, False
         budget = self._budget(deadline)
-        if last:
-            # Sent one reply's time before the deadline: its reply is due by the
-            # deadline plus that time, as a try sent at the deadline was.
-            budget += _REPLY_SLACK
+        if last and deadline is not None:
+            # Sent (at most) one reply's time before the deadline: its reply is due by
+            # the deadline plus that time, as a try sent at the deadline was.
+            budget = max(deadline - self._clock(), 0.0) + _REPLY_SLACK
 
         def sent() -> None:
             attempt.sent_at = self._clock()
@@ -376,11 +376,11 @@ class RedisLock(BaseLock):
             # not lost: the retry that follows claims the offer.
             listen = wait - REDIS_TICK - _REPLY_SLACK
             if listen < 0.01:
-                if timeout is not None and wait >= timeout and wait > _REPLY_SLACK:
+                if timeout is not None and wait >= timeout:
                     # The last try before the caller's deadline goes out one reply's
                     # time early: sent at the deadline with only that time, it failed
                     # on a loaded host and dropped its connection.
-                    time.sleep(wait - _REPLY_SLACK)
+                    time.sleep(max(wait - _REPLY_SLACK, 0.0))
                     attempt.last = True
                     return
                 time.sleep(wait)
