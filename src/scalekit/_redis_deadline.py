@@ -51,7 +51,7 @@ from .exceptions import BackendUnavailableError
 __all__ = ["DeadlineExceeded", "call_with_deadline", "note", "watch_cluster", "watch_pool"]
 
 _TICK = 0.02  # seconds between the watchdog's checks
-_CUT_AHEAD = 2 * _TICK  # sockets are cut this long before the deadline
+_CUT_AHEAD = 2 * _TICK  # sockets are cut this long before the deadline (at most half the call)
 
 
 class DeadlineExceeded(BackendUnavailableError, redis.exceptions.RedisError):
@@ -63,10 +63,14 @@ class DeadlineExceeded(BackendUnavailableError, redis.exceptions.RedisError):
 
 
 class _Call:
-    __slots__ = ("connect", "conns", "cut", "deadline", "taken")
+    __slots__ = ("connect", "conns", "cut", "cut_at", "deadline", "taken")
 
-    def __init__(self, deadline: float, connect: float) -> None:
+    def __init__(self, deadline: float, connect: float, timeout: float) -> None:
         self.deadline = deadline
+        # Sockets are cut _CUT_AHEAD before the deadline, or half way for a call
+        # shorter than twice that: a 0.05 s call cut 0.04 s early was cut at the
+        # watchdog's first tick, in its handshake, whatever the server's speed.
+        self.cut_at = deadline - min(_CUT_AHEAD, timeout / 2)
         self.connect = connect  # longest time a connect may take (it cannot be cut)
         self.conns: list[Any] = []  # taken from a pool and not yet released
         self.taken = 0
@@ -75,7 +79,7 @@ class _Call:
     def fits(self, pause: float) -> bool:
         """True if an attempt started after *pause* seconds could still connect before
         its sockets are cut (a read past the cut is ended by the watchdog)."""
-        return time.monotonic() + pause + self.connect <= self.deadline - _CUT_AHEAD
+        return time.monotonic() + pause + self.connect <= self.cut_at
 
 
 # Calls in flight, by thread id (dict operations are atomic under the GIL).
@@ -113,7 +117,7 @@ def _watch() -> None:
         time.sleep(_TICK)
         now = time.monotonic()
         for call in list(_inflight.values()):
-            if now >= call.deadline - _CUT_AHEAD:
+            if now >= call.cut_at:
                 _cut(call)  # again each tick: a socket opened after the first cut is cut too
 
 
@@ -310,7 +314,7 @@ def call_with_deadline(
         return fn(*args, **kwargs)
     if _watchdog is None:
         _start_watchdog()
-    _inflight[ident] = _Call(time.monotonic() + timeout, connect)
+    _inflight[ident] = _Call(time.monotonic() + timeout, connect, timeout)
     try:
         return fn(*args, **kwargs)
     finally:

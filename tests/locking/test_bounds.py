@@ -57,14 +57,22 @@ def test_a_non_blocking_acquire_returns_within_op_timeout(redis_server: RedisSer
         assert time.monotonic() - started <= 0.5 + BOUND_MARGIN
 
 
+@pytest.mark.parametrize("thread_start", ["fast", "slow"])
 def test_a_waiter_blackholed_in_blpop_returns_within_its_timeout(
-    redis_server: RedisServer, redis_client: Any
+    redis_server: RedisServer, redis_client: Any, monkeypatch: pytest.MonkeyPatch, thread_start: str
 ) -> None:
+    """With "slow", every thread start takes 0.25 s, as on a loaded host.
+
+    The clean-up a silent server leaves goes on in a background thread; its
+    start used to be on the caller's path (`Thread.start()` waits for the new
+    thread to run), up to 0.2 s past the bound on a loaded 2-core host.
+    """
     name = unique()
     holder = RedisLock(redis_client, name, ttl=30).acquire()
     assert holder is not None
     with TCPProxy(*redis_server.address) as proxy:
         lock = RedisLock(redis.Redis(host=proxy.host, port=proxy.port), name, op_timeout=2)
+        assert lock.acquire(blocking=False) is None  # connected: the proxy's threads run
         queue = f"scalekit:lock:{{{name}}}:queue"
 
         done = threading.Event()
@@ -76,9 +84,18 @@ def test_a_waiter_blackholed_in_blpop_returns_within_its_timeout(
 
         cutter = threading.Thread(target=cut_when_queued)
         cutter.start()
+        if thread_start == "slow":
+            start = threading.Thread.start
+
+            def slow_start(self: threading.Thread) -> None:
+                time.sleep(0.25)
+                start(self)
+
+            monkeypatch.setattr(threading.Thread, "start", slow_start)
         try:
             assert _timed(lambda: lock.acquire(timeout=1.0)) <= 1.0 + BOUND_MARGIN
         finally:
+            monkeypatch.undo()
             done.set()
             cutter.join(5)
     holder.release()

@@ -98,10 +98,17 @@ def _refused(client: Any, request: Request) -> str:
     return "marker"
 
 
-def _cleanups_done(name: str, seconds: float = 5.0) -> None:
-    """Wait until no background clean-up of lock *name* is running."""
+def _cleanups_done(lock: Any, seconds: float = 5.0) -> None:
+    """Wait until no background clean-up of *lock* is pending or running.
+
+    A lock's clean-up thread is started off the caller's path, so it may not
+    be listed yet when the call returns: its count on the lock says so.
+    """
     end = time.monotonic() + seconds
-    while any(t.name.endswith(name) and "cleanup" in t.name for t in threading.enumerate()):
+    name = lock.name
+    while getattr(lock, "_cleanups", 0) or any(
+        t.name.endswith(name) and "cleanup" in t.name for t in threading.enumerate()
+    ):
         assert time.monotonic() < end, "the clean-up did not end"
         time.sleep(0.01)
 
@@ -112,7 +119,7 @@ def _give_up_in_a_partition(lock: Any, proxy: TCPProxy, call: Callable[[], Any])
     with pytest.raises((BackendUnavailableError, LockTimeoutError)):
         call()
     proxy.pass_through()
-    _cleanups_done(lock.name)
+    _cleanups_done(lock)
     return attempts[-1]
 
 
@@ -245,7 +252,7 @@ def test_each_failed_redlock_round_is_marked_until_its_deadline_on_each_master(
             lock.acquire(blocking=False)
         for proxy in proxies:
             proxy.pass_through()
-        _cleanups_done(name)
+        _cleanups_done(lock)
         direct = [redis.Redis.from_url(s.url) for s in redlock_servers]
         for client, requests in zip(direct, sent, strict=True):
             request = [r for r in requests if r[0] is REDLOCK_ACQUIRE][-1]

@@ -57,3 +57,21 @@ def test_a_reconnect_over_a_slow_link_keeps_the_call_bounds(redis_server: RedisS
         assert _after_reset(proxy, lease.release) <= OP_TIMEOUT + BOUND_MARGIN
         assert lock.acquire(timeout=2) is not None  # released, or expired if the release was cut
         client.close()
+
+
+def test_a_short_call_is_not_cut_in_its_first_half() -> None:
+    """A call's sockets are cut 0.04 s before its deadline, or half way if it is shorter.
+
+    A lock's last try and its clean-up reconnect within 0.04-0.05 s: cut
+    0.04 s early, their handshake was cut at the deadline watchdog's first
+    tick (0.02 s), whatever the server's speed, and the clean-up of a
+    timed-out acquire dropped one new connection after another on a loaded
+    host (tests/locking/test_bounds.py counts them).
+    """
+    from scalekit._redis_deadline import _Call
+
+    for timeout in (0.02, 0.04, 0.05, 0.08):
+        call = _Call(100.0 + timeout, timeout, timeout)
+        assert call.cut_at - 100.0 >= timeout / 2 - 1e-9
+        assert call.cut_at < call.deadline
+    assert _Call(102.0, 2.0, 2.0).cut_at == pytest.approx(102.0 - 0.04)

@@ -9,6 +9,7 @@ lost-lease bookkeeping live here, once, as redis-py's `Lock` owns its
 
 from __future__ import annotations
 
+import _thread
 import abc
 import logging
 import os
@@ -47,6 +48,18 @@ Grant = tuple[int, float | None]
 
 CLEANUP_BUDGET = 0.05
 """Seconds a failed acquire spends cleaning up before it raises; the rest runs in the background."""
+
+
+def _start_in_background(thread: threading.Thread) -> None:
+    """Start *thread* without waiting for it to run.
+
+    `Thread.start()` returns only once the new thread has been scheduled and
+    runs: on a loaded host that took up to 0.2 s, longer than the slack of a
+    call's bound. A bare thread whose only work is that start waits in the
+    caller's place (`_thread.start_new_thread` returns once the OS thread is
+    created).
+    """
+    _thread.start_new_thread(thread.start, ())
 
 
 class _ThreadOwner:
@@ -121,6 +134,8 @@ class BaseLock(abc.ABC):
         # every lease at once (a ZooKeeper session), as _track_live says.
         self._live: set[Lease] = set()
         self._live_lock = threading.Lock()
+        # Clean-ups of failed attempts handed to the background and not yet ended.
+        self._cleanups = 0
 
     # -- what backends provide ------------------------------------------------
     @abc.abstractmethod
@@ -479,12 +494,17 @@ class BaseLock(abc.ABC):
             if window is None:
                 _log.debug("could not clean up a failed attempt on %r: %r", self.name, exc)
                 return
-            threading.Thread(
-                target=self._abandon_later,
-                args=(attempt, window),
-                daemon=True,
-                name=f"scalekit-cleanup:{self.name}",
-            ).start()
+            with self._live_lock:
+                self._cleanups += 1
+            # Not on the caller's path: its bound has no room for a thread start.
+            _start_in_background(
+                threading.Thread(
+                    target=self._abandon_later,
+                    args=(attempt, window),
+                    daemon=True,
+                    name=f"scalekit-cleanup:{self.name}",
+                )
+            )
 
     def _abandon_later(self, attempt: Any, window: float) -> None:
         """Retry the clean-up until it succeeds or *window* ends.
@@ -495,14 +515,18 @@ class BaseLock(abc.ABC):
         a full ttl. Nobody waits for it; a try that fails fast (a reset
         connection) is retried.
         """
-        end = time.monotonic() + window
-        while time.monotonic() < end:
-            try:
-                self._abandon(attempt, max(end - time.monotonic(), 0.001))
-                return
-            except BackendError:  # silent, or an error reply: try again
-                time.sleep(0.1)
-        _log.debug("gave up cleaning up a failed attempt on %r", self.name)
+        try:
+            end = time.monotonic() + window
+            while time.monotonic() < end:
+                try:
+                    self._abandon(attempt, max(end - time.monotonic(), 0.001))
+                    return
+                except BackendError:  # silent, or an error reply: try again
+                    time.sleep(0.1)
+            _log.debug("gave up cleaning up a failed attempt on %r", self.name)
+        finally:
+            with self._live_lock:
+                self._cleanups -= 1
 
     def _mark_lost(self, lease: Lease, cause: str = "expired") -> None:
         """Set `lease.lost` and fire `on_lost` once; *cause* names why, for metrics and logs."""

@@ -221,6 +221,7 @@ class _Notifier:
         self._jobs: queue.SimpleQueue[tuple[OnLost, Lease]] = queue.SimpleQueue()
         self._idle = 0
         self._threads = 0
+        self._starting = 0  # threads counted but not yet running their loop
 
     def _reset(self) -> None:
         """After a fork: the parent's threads do not exist in the child."""
@@ -228,6 +229,12 @@ class _Notifier:
         self._jobs = queue.SimpleQueue()
         self._idle = 0
         self._threads = 0
+        self._starting = 0
+
+    def starting(self) -> int:
+        """How many of the notifier's threads are being started (for tests and diagnostics)."""
+        with self._lock:
+            return self._starting
 
     def submit(self, callback: OnLost, lease: Lease) -> None:
         with self._lock:
@@ -237,10 +244,12 @@ class _Notifier:
                 job: tuple[OnLost, Lease] | None = None
             else:
                 self._threads += 1
+                self._starting += 1
                 job = (callback, lease)
             spare = self._idle == 0
             if spare:
                 self._threads += 1
+                self._starting += 1
                 self._idle += 1  # counted idle at once: jobs wait in the queue for it
         if job is not None:
             threading.Thread(
@@ -252,6 +261,8 @@ class _Notifier:
             ).start()
 
     def _work(self, job: tuple[OnLost, Lease] | None) -> None:
+        with self._lock:
+            self._starting -= 1
         while True:
             if job is not None:
                 _run_on_lost(*job)

@@ -202,10 +202,12 @@ def listen_time(heartbeat: float, pttl_ms: int, timeout: float | None) -> tuple[
 
 
 class _Attempt:
-    __slots__ = ("owner", "pttl", "queued", "sent_at", "until_ms")
+    __slots__ = ("last", "owner", "pttl", "queued", "sent_at", "until_ms")
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
+        # The next try is the last before the caller's deadline (see `RedisLock._wait`).
+        self.last = False
         # The lock clock's reading right before the request that got the last reply
         # went out (after connecting, and after a NOSCRIPT round).
         self.sent_at: float | None = None
@@ -319,6 +321,12 @@ class RedisLock(BaseLock):
     def _do_acquire(self, attempt: Any, blocking: bool, deadline: float | None) -> Grant | None:
         assert self.ttl is not None
         attempt.queued = True  # until the reply says otherwise
+        last, attempt.last = attempt.last, False
+        budget = self._budget(deadline)
+        if last and deadline is not None:
+            # Sent (at most) one reply's time before the deadline: its reply is due by
+            # the deadline plus that time, as a try sent at the deadline was.
+            budget = max(deadline - self._clock(), 0.0) + _REPLY_SLACK
 
         def sent() -> None:
             attempt.sent_at = self._clock()
@@ -336,7 +344,7 @@ class RedisLock(BaseLock):
                 self._claim_ms,
                 *self._extra,
             ],
-            timeout=self._budget(deadline),
+            timeout=budget,
             on_send=sent,
             expires=attempt.sending,
         )
@@ -346,6 +354,11 @@ class RedisLock(BaseLock):
             return int(reply[1]), int(reply[2]) / 1000
         attempt.pttl = int(reply[1])
         attempt.queued = blocking
+        if last and deadline is not None:
+            # No try after the last one: the caller waits the timeout out and times out.
+            left = deadline - self._clock()
+            if left > 0:
+                time.sleep(left)
         return None
 
     def _refuse(self, reply: Any) -> None:
@@ -363,6 +376,13 @@ class RedisLock(BaseLock):
             # not lost: the retry that follows claims the offer.
             listen = wait - REDIS_TICK - _REPLY_SLACK
             if listen < 0.01:
+                if timeout is not None and wait >= timeout:
+                    # The last try before the caller's deadline goes out one reply's
+                    # time early: sent at the deadline with only that time, it failed
+                    # on a loaded host and dropped its connection.
+                    time.sleep(max(wait - _REPLY_SLACK, 0.0))
+                    attempt.last = True
+                    return
                 time.sleep(wait)
                 return
             wait = listen
