@@ -90,3 +90,22 @@ def test_reset_clears_every_doorkeeper_bit() -> None:
     sketch.reset()
     assert sketch._door is not None and not any(sketch._door)
     assert all(sketch.frequency(key) == 0 for key in range(300))
+
+
+def test_ageing_a_sketch_of_one_event_starts_the_next_sample_from_zero() -> None:
+    sketch = FrequencySketch(10, doorkeeper=False)
+    sketch.increment(502)
+    sketch.reset()  # (1 - 4 odd counters / 4) / 2 == 0
+    assert sketch.size == 0 and sketch.frequency(502) == 0
+
+
+@pytest.mark.parametrize("row", range(4))
+def test_the_estimate_is_the_least_of_all_four_counters(row: int) -> None:
+    # Count-min: a key whose counters in three rows were raised (by hand, as
+    # collisions with hotter keys would) is estimated by the fourth.
+    sketch = FrequencySketch(100, doorkeeper=False)
+    h = sketch._spread(502)
+    lo, hi, mask = h & 0xFFFFFFFF, (h >> 32) | 1, sketch._mask
+    for i, counters in enumerate(sketch._rows):
+        counters[(lo + i * hi) & mask] = 0 if i == row else 5
+    assert sketch.frequency(502) == 0
