@@ -1,0 +1,102 @@
+"""TinyLFU behaviours the suite reached without checking, each found by a mutant of `tinylfu.py`.
+
+The model machine (`test_tinylfu_model.py`) reads with `get` and `[]` on
+caches far below the shadow LRU's sampling threshold and never clears;
+these cases read through `[]` where the shadow LRU decides, on a cache
+large enough to sample its keys, and clear. Fast: under a second.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from scalekit.caching import LRUCache, TinyLFUCache
+
+
+def _lookup(cache: Any, key: int, how: str) -> Any:
+    """A read by `get`, or by `[]` (a miss raises KeyError)."""
+    if how == "get":
+        return cache.get(key)
+    try:
+        return cache[key]
+    except KeyError:
+        return None
+
+
+def _zigzag(n: int, sweeps: int) -> list[int]:
+    up = list(range(n))
+    return [key for i in range(sweeps) for key in (up if i % 2 == 0 else up[::-1])]
+
+
+def test_lookups_by_subscript_feed_the_shadow_lru() -> None:
+    # A range swept up and down: LRU is optimal. The shadow LRU must see the
+    # hits and misses of `[]` as it sees those of `get`, and turn the cache
+    # into an LRU (window at maxsize - 1), as the class docstring says.
+    keys = _zigzag(1000, 40)
+    cache: TinyLFUCache[int, bool] = TinyLFUCache(100, rng=random.Random(1))
+    lru: LRUCache[int, bool] = LRUCache(100)
+    half = len(keys) // 2
+    for c in (cache, lru):
+        for i, key in enumerate(keys):
+            if i == half:
+                c.reset_stats()
+            if _lookup(c, key, "[]") is None:
+                c[key] = True
+    assert cache.window_maxsize >= 95
+    assert cache.stats().hit_ratio >= lru.stats().hit_ratio - 0.005
+
+
+@pytest.mark.parametrize("how", ["get", "[]"])
+def test_a_large_cache_samples_one_key_in_two_to_the_k_for_its_shadow(how: str) -> None:
+    # 10**6 entries: k = 10, so about 20 of 20,000 keys are sampled (int keys
+    # hash to themselves: the count is the same in every run). Sampling every
+    # key, or the complement of the sample, would fill the shadow to ~1,000.
+    big: TinyLFUCache[int, int] = TinyLFUCache(10**6)
+    for key in range(20_000):
+        assert _lookup(big, key, how) is None
+    for key in range(0, 20_000, 2):
+        big[key] = key
+    for key in range(20_000):
+        _lookup(big, key, how)
+    assert 0 < len(big._shadow) <= 2 * 20_000 / 1024
+
+
+def test_a_cleared_cache_keeps_its_window_share_for_new_entries() -> None:
+    # maxsize 200: a window of 2. In a cleared cache as in a new one, two new
+    # entries both fit in the window; a read makes 0 the most recent, so 1 is
+    # the next victim (were 0 pushed to probation, the read would protect it
+    # and 0 would go first).
+    def run(cache: TinyLFUCache[int, int]) -> tuple[Any, ...]:
+        cache[0], cache[1] = 0, 1
+        assert cache.get(0) == 0
+        return cache.popitem()
+
+    cleared: TinyLFUCache[int, int] = TinyLFUCache(200)
+    cleared[-1] = -1
+    cleared.clear()
+    assert run(cleared) == run(TinyLFUCache(200)) == (1, 1)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unit", "weighted"])
+def test_a_value_written_back_by_its_del_during_clear_is_a_whole_entry(weighted: bool) -> None:
+    # clear() keeps the old entries alive until every queue is empty: a value
+    # whose __del__ writes to the cache then finds an empty, consistent cache.
+    # Weighted, the write's size was lost (currsize 0 for one entry), and the
+    # eviction of that entry raised KeyError.
+    cache: TinyLFUCache[str, Any] = TinyLFUCache(20, getsizeof=(lambda v: 1) if weighted else None)
+
+    class WritesBack:
+        def __del__(self) -> None:
+            cache["back"] = 1
+
+    cache["a"] = WritesBack()
+    cache.clear()
+    assert list(cache) == ["back"] and len(cache) == cache.currsize == 1
+    assert cache.popitem() == ("back", 1)
+    assert len(cache) == cache.currsize == 0
+    for key in range(30):  # an entry without a size made these evictions raise KeyError
+        cache[str(key)] = key
+    assert len(cache) == cache.currsize == 20
