@@ -63,7 +63,7 @@ def test_a_loop_read_by_subscript_keeps_the_window_small() -> None:
 
 @pytest.mark.parametrize("how", ["get", "[]"])
 def test_an_unbounded_cache_has_no_shadow_and_never_evicts(how: str) -> None:
-    cache: TinyLFUCache[int, int] = TinyLFUCache(math.inf)
+    cache: TinyLFUCache[int, int] = TinyLFUCache(math.inf)  # type: ignore[arg-type]
     assert _lookup(cache, 1, how) is None  # a miss, not an error from the shadow's sample
     for key in range(5000):
         cache[key] = key
