@@ -141,3 +141,17 @@ def test_a_value_written_back_by_its_del_during_clear_is_a_whole_entry(weighted:
     for key in range(30):  # an entry without a size made these evictions raise KeyError
         cache[str(key)] = key
     assert len(cache) == cache.currsize == 20
+
+
+def test_the_window_share_is_in_units_of_getsizeof() -> None:
+    # maxsize 200: a window of 2 units. "a" (2 units) and "b" (1) overflow
+    # it, so "a" leaves for probation; "b" and "c" (1 each) then fill it
+    # exactly, and a read makes "b" its most recent. Popped: probation's "a",
+    # then the window's oldest, "c". Were units leaving the window counted
+    # as entries, the window would seem still full and push "b" out to be
+    # promoted by the read: "b" would go second.
+    cache: TinyLFUCache[str, int] = TinyLFUCache(200, getsizeof=lambda v: v)
+    assert cache.window_maxsize == 2
+    cache["a"], cache["b"], cache["c"] = 2, 1, 1
+    assert cache.get("b") == 1
+    assert [cache.popitem() for _ in range(3)] == [("a", 2), ("c", 1), ("b", 1)]
