@@ -91,18 +91,24 @@ def test_a_warm_candidate_that_loses_wins_one_duel_in_128() -> None:
 
 
 @pytest.mark.parametrize("how", ["get", "[]"])
-def test_a_large_cache_samples_one_key_in_two_to_the_k_for_its_shadow(how: str) -> None:
-    # 10**6 entries: k = 10, so about 20 of 20,000 keys are sampled (int keys
-    # hash to themselves: the count is the same in every run). Sampling every
-    # key, or the complement of the sample, would fill the shadow to ~1,000.
-    big: TinyLFUCache[int, int] = TinyLFUCache(10**6)
-    for key in range(20_000):
-        assert _lookup(big, key, how) is None
-    for key in range(0, 20_000, 2):
-        big[key] = key
-    for key in range(20_000):
-        _lookup(big, key, how)
-    assert 0 < len(big._shadow) <= 2 * 20_000 / 1024
+@pytest.mark.parametrize("hits", [False, True], ids=["misses", "hits"])
+def test_the_shadow_samples_one_key_in_two_to_the_k_of_every_lookup(how: str, hits: bool) -> None:
+    # Up to 1,024 entries every key is sampled (the shadow holds as many keys
+    # as the cache); at 10**6 entries k = 10, so about 20 of 20,000 keys are
+    # (int keys hash to themselves: the count is the same in every run).
+    # Misses and hits each feed it: sampling none, every key, or the
+    # complement of the sample fails one of the bounds.
+    # Bounds at 10**6: half and twice the expected 20,000 / 1,024.
+    for maxsize, low, high in ((300, 300, 300), (10**6, 20_000 // 2048, 2 * 20_000 // 1024)):
+        cache: TinyLFUCache[int, int] = TinyLFUCache(maxsize)
+        keys = range(20_000) if maxsize > 300 else range(300)
+        if hits:
+            for key in keys:
+                cache[key] = key  # a write does not feed the shadow
+            assert not cache._shadow
+        for key in keys:
+            assert (_lookup(cache, key, how) is None) is not hits
+        assert low <= len(cache._shadow) <= high, (maxsize, len(cache._shadow))
 
 
 def test_a_cleared_cache_keeps_its_window_share_for_new_entries() -> None:
