@@ -368,6 +368,18 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         self._window_used = self._protected_used = 0
         del held
 
+    def clear(self) -> None:
+        """Remove every entry (not counted as evictions); the sketch and window size stay.
+
+        Runtime complexity: O(n).
+        """
+        super().clear()
+        if self._sizes is not None and len(self):
+            # A value's __del__ wrote while the queues emptied: this class's
+            # writes do not pass through the base class's re-entry count, so
+            # the sizes the base class just cleared are measured again.
+            self._settle_sizes()
+
     def _evict(self, key: Any) -> None:
         self._remove(key)
         sizes = self._sizes

@@ -1,0 +1,163 @@
+"""TinyLFU behaviours the suite reached without checking, each found by a mutant of `tinylfu.py`.
+
+The model machine (`test_tinylfu_model.py`) reads with `get` and `[]` on
+caches far below the shadow LRU's sampling threshold and never clears;
+these cases read through `[]` where the shadow LRU decides, on a cache
+large enough to sample its keys, and clear. Fast: under a second.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pytest
+
+from scalekit.caching import LRUCache, TinyLFUCache
+
+
+def _lookup(cache: Any, key: int, how: str) -> Any:
+    """A read by `get`, or by `[]` (a miss raises KeyError)."""
+    if how == "get":
+        return cache.get(key)
+    try:
+        return cache[key]
+    except KeyError:
+        return None
+
+
+def _zigzag(n: int, sweeps: int) -> list[int]:
+    up = list(range(n))
+    return [key for i in range(sweeps) for key in (up if i % 2 == 0 else up[::-1])]
+
+
+def test_lookups_by_subscript_feed_the_shadow_lru() -> None:
+    # A range swept up and down: LRU is optimal. The shadow LRU must see the
+    # hits and misses of `[]` as it sees those of `get`, and turn the cache
+    # into an LRU (window at maxsize - 1), as the class docstring says.
+    keys = _zigzag(1000, 40)
+    cache: TinyLFUCache[int, bool] = TinyLFUCache(100, rng=random.Random(1))
+    lru: LRUCache[int, bool] = LRUCache(100)
+    half = len(keys) // 2
+    for c in (cache, lru):
+        for i, key in enumerate(keys):
+            if i == half:
+                c.reset_stats()
+            if _lookup(c, key, "[]") is None:
+                c[key] = True
+    assert cache.window_maxsize >= 95
+    assert cache.stats().hit_ratio >= lru.stats().hit_ratio - 0.005
+
+
+def test_a_loop_read_by_subscript_keeps_the_window_small() -> None:
+    # A loop larger than the cache: LRU hits nothing, the filter a third. The
+    # shadow LRU sees the misses of `[]` as misses and must not make it an LRU.
+    cache: TinyLFUCache[int, bool] = TinyLFUCache(100, rng=random.Random(1))
+    for key in list(range(300)) * 200:
+        if _lookup(cache, key, "[]") is None:
+            cache[key] = True
+    assert cache.window_maxsize < 10
+    assert cache.stats().hit_ratio > 0.30
+
+
+@pytest.mark.parametrize("how", ["get", "[]"])
+def test_an_unbounded_cache_has_no_shadow_and_never_evicts(how: str) -> None:
+    cache: TinyLFUCache[int, int] = TinyLFUCache(math.inf)  # type: ignore[arg-type]
+    assert _lookup(cache, 1, how) is None  # a miss, not an error from the shadow's sample
+    for key in range(5000):
+        cache[key] = key
+        assert _lookup(cache, key, how) == key
+    assert len(cache) == 5000 and cache.stats().evictions == 0 and not cache._shadow
+
+
+def test_a_warm_candidate_that_loses_wins_one_duel_in_128() -> None:
+    # Candidate and victim equally hot (estimate 16 >= 6): the candidate loses
+    # on frequency and wins at random 1 time in 128, as in Caffeine. Over
+    # 25,600 duels that is 200 (standard deviation 14); 1 in 256 would be 100.
+    cache: TinyLFUCache[int, int] = TinyLFUCache(1000, rng=random.Random(7))
+    for _ in range(20):
+        cache._sketch.increment(1)
+        cache._sketch.increment(2)
+    assert cache._sketch.frequency(1) == cache._sketch.frequency(2) == 16
+    wins = sum(cache._admit(1, 2) for _ in range(25_600))
+    assert 200 - 4 * 14 <= wins <= 200 + 4 * 14
+    cold: TinyLFUCache[int, int] = TinyLFUCache(1000, rng=random.Random(7))
+    for _ in range(5):  # estimate 5 each: below the warm threshold, never admitted
+        cold._sketch.increment(1)
+        cold._sketch.increment(2)
+    assert cold._sketch.frequency(1) == 5
+    assert not any(cold._admit(1, 2) for _ in range(2000))
+
+
+@pytest.mark.parametrize("how", ["get", "[]"])
+@pytest.mark.parametrize("hits", [False, True], ids=["misses", "hits"])
+def test_the_shadow_samples_one_key_in_two_to_the_k_of_every_lookup(how: str, hits: bool) -> None:
+    # Up to 1,024 entries every key is sampled (the shadow holds as many keys
+    # as the cache); at 10**6 entries k = 10, so about 20 of 20,000 keys are
+    # (int keys hash to themselves: the count is the same in every run).
+    # Misses and hits each feed it: sampling none, every key, or the
+    # complement of the sample fails one of the bounds.
+    # Bounds at 10**6: half and twice the expected 20,000 / 1,024.
+    for maxsize, low, high in ((300, 300, 300), (10**6, 20_000 // 2048, 2 * 20_000 // 1024)):
+        cache: TinyLFUCache[int, int] = TinyLFUCache(maxsize)
+        keys = range(20_000) if maxsize > 300 else range(300)
+        if hits:
+            for key in keys:
+                cache[key] = key  # a write does not feed the shadow
+            assert not cache._shadow
+        for key in keys:
+            assert (_lookup(cache, key, how) is None) is not hits
+        assert low <= len(cache._shadow) <= high, (maxsize, len(cache._shadow))
+
+
+def test_a_cleared_cache_keeps_its_window_share_for_new_entries() -> None:
+    # maxsize 200: a window of 2. In a cleared cache as in a new one, two new
+    # entries both fit in the window; a read makes 0 the most recent, so 1 is
+    # the next victim (were 0 pushed to probation, the read would protect it
+    # and 0 would go first).
+    def run(cache: TinyLFUCache[int, int]) -> tuple[Any, ...]:
+        cache[0], cache[1] = 0, 1
+        assert cache.get(0) == 0
+        return cache.popitem()
+
+    cleared: TinyLFUCache[int, int] = TinyLFUCache(200)
+    cleared[-1] = -1
+    cleared.clear()
+    assert run(cleared) == run(TinyLFUCache(200)) == (1, 1)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unit", "weighted"])
+def test_a_value_written_back_by_its_del_during_clear_is_a_whole_entry(weighted: bool) -> None:
+    # clear() keeps the old entries alive until every queue is empty: a value
+    # whose __del__ writes to the cache then finds an empty, consistent cache.
+    # Weighted, the write's size was lost (currsize 0 for one entry), and the
+    # eviction of that entry raised KeyError.
+    cache: TinyLFUCache[str, Any] = TinyLFUCache(20, getsizeof=(lambda v: 1) if weighted else None)
+
+    class WritesBack:
+        def __del__(self) -> None:
+            cache["back"] = 1
+
+    cache["a"] = WritesBack()
+    cache.clear()
+    assert list(cache) == ["back"] and len(cache) == cache.currsize == 1
+    assert cache.popitem() == ("back", 1)
+    assert len(cache) == cache.currsize == 0
+    for key in range(30):  # an entry without a size made these evictions raise KeyError
+        cache[str(key)] = key
+    assert len(cache) == cache.currsize == 20
+
+
+def test_the_window_share_is_in_units_of_getsizeof() -> None:
+    # maxsize 200: a window of 2 units. "a" (2 units) and "b" (1) overflow
+    # it, so "a" leaves for probation; "b" and "c" (1 each) then fill it
+    # exactly, and a read makes "b" its most recent. Popped: probation's "a",
+    # then the window's oldest, "c". Were units leaving the window counted
+    # as entries, the window would seem still full and push "b" out to be
+    # promoted by the read: "b" would go second.
+    cache: TinyLFUCache[str, int] = TinyLFUCache(200, getsizeof=lambda v: v)
+    assert cache.window_maxsize == 2
+    cache["a"], cache["b"], cache["c"] = 2, 1, 1
+    assert cache.get("b") == 1
+    assert [cache.popitem() for _ in range(3)] == [("a", 2), ("c", 1), ("b", 1)]
