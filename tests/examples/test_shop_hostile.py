@@ -115,6 +115,72 @@ def test_ctrl_c_stops_the_run_promptly_with_a_sweep_a_report_and_exit_130(
     assert_conserved(ShopStorage(tmp_path, 4))
 
 
+# Put first on a worker's PYTHONPATH, this holds every spawned worker at
+# interpreter start-up (before it imports the shop) until the test releases
+# it, so a Ctrl-C lands there for sure: the shop is not changed for it.
+_HOLD_WORKER_STARTUP = """
+import os, sys, time
+from pathlib import Path
+
+if "--multiprocessing-fork" in sys.argv:
+    here = Path(__file__).parent
+    (here / f"starting-{os.getpid()}").touch()
+    deadline = time.monotonic() + 60
+    while not (here / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+"""
+
+
+def test_ctrl_c_while_the_workers_start_is_the_same_prompt_stop_sweep_report_and_exit_130(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """SIGINT to the group while both workers are still starting, held before their imports."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_HOLD_WORKER_STARTUP)
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), env["PYTHONPATH"]])
+    data = tmp_path / "data"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "examples.shop", "--redis", redis_server.url, "--workers", "2"),
+            *("--buyers", "8", "--duration", "40", "--data", str(data)),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(hook.glob("starting-*"))) < 2:  # both workers held in start-up
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.killpg(child.pid, signal.SIGINT)  # Ctrl-C at a terminal: the whole group
+        interrupted = time.monotonic()
+        (hook / "release").touch()
+        stdout, stderr = child.communicate(timeout=60)
+        took = time.monotonic() - interrupted
+    finally:
+        (hook / "release").touch()
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[:2000]
+    assert child.returncode == 130, stdout + stderr
+    # The workers finish starting (an import, a connection), then stop at once.
+    assert took < 10.0, took
+    report = _report(stdout)
+    assert report["INTERRUPTED"].startswith("INTERRUPTED: the load was stopped early")
+    assert report["audit (initial = left + sold + reserved)"].split(";")[0].endswith("exact")
+    assert "DIED" not in report, stdout
+    assert_conserved(ShopStorage(data, 4))
+
+
 def test_a_worker_frozen_inside_a_catalog_transaction_kills_no_other_buyer(
     tmp_path: Path, fresh_redis_server_aof: RedisServer
 ) -> None:
