@@ -6,6 +6,12 @@ over a pipe of its own. A worker that dies (``kill -9``) closes its pipe
 and is reported at once; the others finish. One that has not finished
 ``grace`` seconds after the load is killed and reported. Then a recovery
 sweep settles what is left ``reserved``.
+
+Ctrl-C (SIGINT) at any moment of `run()`, workers starting included, ends
+the load early: the parent owns it from before the first worker starts,
+each worker is started with SIGINT ignored until its own handler is in
+place (a shared event carries an interrupt it missed), buyers end their
+current step, and the sweep and the report follow.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,10 +50,19 @@ def _worker_main(
     buyers: int,
     conn: multiprocessing.connection.Connection,
     load_started: Any = None,
+    stopped: Any = None,
 ) -> None:
+    # The parent starts this process with SIGINT ignored (and blocked, where
+    # the start keeps the parent's signal mask), so a Ctrl-C while it starts
+    # (imports, unpickling) is not a KeyboardInterrupt traceback. From here
     # Ctrl-C (to the process group, or forwarded by the parent) stops this
-    # worker's buyers; its summary still goes back.
+    # worker's buyers: one held pending meanwhile is delivered by the
+    # unblock, one ignored meanwhile is read from *stopped*, which the
+    # parent sets before it forwards. The summary still goes back.
     signal.signal(signal.SIGINT, lambda *_: STOP.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if stopped is not None and stopped.is_set():
+        STOP.set()
     try:
         summary = work(settings, directory, worker, namespace, buyers, None, load_started)
         conn.send(("ok", summary))
@@ -54,6 +70,30 @@ def _worker_main(
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def _sigint_ignored_by_children() -> Iterator[None]:
+    """Start processes in the block with SIGINT ignored, which they keep through exec.
+
+    A spawned Python keeps an ignored SIGINT instead of installing its
+    `KeyboardInterrupt` handler, so a worker is deaf to Ctrl-C until
+    `_worker_main` installs its own. Meanwhile this thread blocks SIGINT:
+    one that arrives is held pending (a blocked signal is not discarded)
+    and reaches the parent's handler when the block ends. (A SIGINT the
+    kernel hands to another thread of this process in those milliseconds
+    is lost; the parent's own threads are the backends' helpers.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _exit_reason(code: int | None) -> str:
@@ -102,6 +142,8 @@ class ShopRun:
         self.storage: ShopStorage | None = None
         self.shop: Shop | None = None
         self._load_started: Any = threading.Event()  # set by the first worker whose load begins
+        self._stopped: Any = threading.Event()  # set on Ctrl-C; workers read it as they start
+        self._owning_ctrl_c = False
 
     def start(self) -> None:
         settings = self.settings
@@ -154,14 +196,21 @@ class ShopRun:
             return
         ctx = multiprocessing.get_context("spawn")
         self._load_started = ctx.Event()
+        stopped = ctx.Event()
+        if self._stopped.is_set():
+            stopped.set()
+        self._stopped = stopped
         for i, n in enumerate(share):
+            if STOP.is_set():  # Ctrl-C while the others started: no more
+                break
             receive, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=_worker_main,
-                args=(settings, self.directory, i, namespace, n, send, self._load_started),
+                args=(settings, self.directory, i, namespace, n, send, self._load_started, stopped),
                 name=f"shop-worker-{i}",
             )
-            proc.start()
+            with _sigint_ignored_by_children():
+                proc.start()
             send.close()
             self.workers.append(Worker(i, proc, receive))
 
@@ -173,19 +222,34 @@ class ShopRun:
         ``summary.interrupted`` says so.
         """
         assert self.storage is not None and self.shop is not None, "start() first"
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGINT, self._interrupt)
-        try:
+        with self.ctrl_c():
             return self._wait()
+
+    @contextlib.contextmanager
+    def ctrl_c(self) -> Iterator[None]:
+        """Own SIGINT while in the block (main thread only; re-entrant): it stops the load.
+
+        `run()` holds it over `start` and `wait`, so a Ctrl-C while the
+        shop is prepared or the workers start is an interrupted run with
+        its sweep and report, never a `KeyboardInterrupt`.
+        """
+        if self._owning_ctrl_c or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._interrupt)
+        self._owning_ctrl_c = True
+        try:
+            yield
         finally:
-            if previous is not None:
+            if previous is not None:  # None: a handler not set from Python, left alone
                 signal.signal(signal.SIGINT, previous)
+            self._owning_ctrl_c = False
             STOP.clear()
 
     def _interrupt(self, signum: int, frame: Any) -> None:
         self.summary.interrupted = True
         STOP.set()
+        self._stopped.set()  # before the signals: a worker still starting reads it
         for w in self.workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(w.pid, signal.SIGINT)
@@ -202,7 +266,7 @@ class ShopRun:
                 self.metrics.watch_migration(self.shop.storage.migration)
             adder.start()
         try:
-            if not self.workers:
+            if self.settings.workers == 1:
                 self.summary.add(
                     work(
                         self.settings,
@@ -370,5 +434,6 @@ def run(
     """
     shop_run = ShopRun(settings, directory)
     shop_run.metrics = metrics
-    shop_run.start()
-    return shop_run.wait()
+    with shop_run.ctrl_c():
+        shop_run.start()
+        return shop_run.wait()

@@ -7,7 +7,6 @@ conservation audit. About 30 s in all: each run is a few seconds of load.
 from __future__ import annotations
 
 import os
-import random
 import re
 import resource
 import signal
@@ -16,6 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from examples.shop.runner import ShopRun
 from examples.shop.simulation import Settings
@@ -115,13 +116,108 @@ def test_ctrl_c_stops_the_run_promptly_with_a_sweep_a_report_and_exit_130(
     assert_conserved(ShopStorage(tmp_path, 4))
 
 
+# Put first on a worker's PYTHONPATH, this holds every spawned worker at
+# interpreter start-up (before it imports the shop) until the test releases
+# it, so a Ctrl-C lands there for sure: the shop is not changed for it.
+_HOLD_WORKER_STARTUP = """
+import os, sys, time
+from pathlib import Path
+
+if "--multiprocessing-fork" in sys.argv:
+    here = Path(__file__).parent
+    (here / f"starting-{os.getpid()}").touch()
+    deadline = time.monotonic() + 60
+    while not (here / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+"""
+
+
+def test_ctrl_c_while_the_workers_start_is_the_same_prompt_stop_sweep_report_and_exit_130(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """SIGINT to the group while both workers are still starting, held before their imports."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_HOLD_WORKER_STARTUP)
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), env["PYTHONPATH"]])
+    data = tmp_path / "data"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "examples.shop", "--redis", redis_server.url, "--workers", "2"),
+            *("--buyers", "8", "--duration", "40", "--data", str(data)),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(hook.glob("starting-*"))) < 2:  # both workers held in start-up
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.killpg(child.pid, signal.SIGINT)  # Ctrl-C at a terminal: the whole group
+        interrupted = time.monotonic()
+        (hook / "release").touch()
+        stdout, stderr = child.communicate(timeout=60)
+        took = time.monotonic() - interrupted
+    finally:
+        (hook / "release").touch()
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[:2000]
+    assert child.returncode == 130, stdout + stderr
+    # The workers finish starting (an import, a connection), then stop at once.
+    assert took < 10.0, took
+    report = _report(stdout)
+    assert report["INTERRUPTED"].startswith("INTERRUPTED: the load was stopped early")
+    assert report["audit (initial = left + sold + reserved)"].split(";")[0].endswith("exact")
+    assert "DIED" not in report, stdout
+    assert_conserved(ShopStorage(data, 4))
+
+
+def _wal_writer(database: Path) -> int | None:
+    """The pid holding *database*'s WAL write lock, read from Linux's ``/proc/locks``.
+
+    In WAL mode a writer holds an exclusive POSIX lock on byte 120 of the
+    ``-shm`` file from ``BEGIN IMMEDIATE`` until its ``COMMIT``/``ROLLBACK``.
+    """
+    try:
+        st = (database.parent / f"{database.name}-shm").stat()
+    except FileNotFoundError:
+        return None
+    file = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        # "1: POSIX  ADVISORY  WRITE 1234 fe:00:5678 120 120" ("->" marks a waiter)
+        if fields[1:4] == ["POSIX", "ADVISORY", "WRITE"] and fields[5:8] == [file, "120", "120"]:
+            return int(fields[4])
+    return None
+
+
+def _stopped(pid: int) -> bool:
+    """True once *pid* is stopped (state T in ``/proc/PID/stat``): SIGSTOP has landed."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] in "Tt"
+
+
 def test_a_worker_frozen_inside_a_catalog_transaction_kills_no_other_buyer(
     tmp_path: Path, fresh_redis_server_aof: RedisServer
 ) -> None:
     """SIGSTOP a worker while it holds the catalog's write lock, past the busy timeout (1 s here).
 
-    The other workers' statements fail with "database is locked"; their
-    buyers count it and retry with a bounded back-off, and none dies.
+    The test watches the lock (``/proc/locks``, Linux) until a worker holds
+    it, stops that worker and checks it still holds it once stopped: frozen
+    inside a write transaction, by observation. The other workers'
+    statements fail with "database is locked"; their buyers count it and
+    retry with a bounded back-off, and none dies. A worker starting
+    meanwhile opens the shop, which only reads the catalog. About 8 s.
     """
     settings = Settings(
         buyers=9,
@@ -131,28 +227,40 @@ def test_a_worker_frozen_inside_a_catalog_transaction_kills_no_other_buyer(
         busy_timeout=1.0,
         redis=fresh_redis_server_aof.url,
     )
+    catalog = tmp_path / "catalog.sqlite3"
     shop_run = ShopRun(settings, tmp_path)
     shop_run.start()
     try:
         _first_order(shop_run)
-        probe = sqlite3.connect(tmp_path / "catalog.sqlite3", timeout=0.2, isolation_level=None)
-        victim = shop_run.workers[0]
-        frozen = False
-        rng = random.Random(5)
-        for _ in range(400):  # until the SIGSTOP lands inside a write transaction
-            os.kill(victim.pid, signal.SIGSTOP)
-            time.sleep(0.02)  # let the signal land
-            try:
+        workers = {w.pid for w in shop_run.workers}
+        victim = None
+        deadline = time.monotonic() + settings.duration  # while the load runs
+        while victim is None:
+            assert time.monotonic() < deadline, "no worker took the catalog's write lock"
+            holder = _wal_writer(catalog)
+            if holder not in workers:
+                time.sleep(0.001)
+                continue
+            os.kill(holder, signal.SIGSTOP)
+            while not _stopped(holder):
+                time.sleep(0.001)
+            if _wal_writer(catalog) == holder:  # a stopped process cannot let go of it
+                victim = holder
+            else:  # it committed before the signal landed
+                os.kill(holder, signal.SIGCONT)
+        probe = sqlite3.connect(catalog, timeout=0.2, isolation_level=None)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
                 probe.execute("BEGIN IMMEDIATE")
-                probe.execute("ROLLBACK")
-            except sqlite3.OperationalError:
-                frozen = True
-                break
-            os.kill(victim.pid, signal.SIGCONT)
-            time.sleep(rng.uniform(0.005, 0.05))  # a random moment of its work
-        probe.close()
-        assert frozen, "never caught the worker inside a write transaction"
-        time.sleep(2.5)  # the freeze itself: past the others' 1 s busy timeout
+        finally:
+            probe.close()
+        frozen_at = time.monotonic()
+        # A worker starting now opens the shop as a worker does, within its busy timeout.
+        opened = ShopStorage(tmp_path, settings.shards, settings.busy_timeout)
+        assert opened.catalog.shop_id == shop_run.storage.catalog.shop_id  # type: ignore[union-attr]
+        assert _wal_writer(catalog) == victim  # still frozen inside its transaction
+        # The freeze itself: past the others' 1 s busy timeout.
+        time.sleep(max(0.0, frozen_at + 2.5 - time.monotonic()))
     finally:
         for w in shop_run.workers:
             os.kill(w.pid, signal.SIGCONT)
