@@ -84,8 +84,14 @@ def test_closing_the_client_under_a_background_clean_up_raises_nothing_in_its_th
                     with pytest.raises((BackendUnavailableError, LockTimeoutError)):
                         lock.acquire(timeout=0.3)
                     name = "scalekit-cleanup:closed-under"
-                    cleanup = next(t for t in threading.enumerate() if t.name == name)
                     deadline = time.monotonic() + 2.0
+                    # The clean-up thread is started off the caller's path: it may
+                    # not be running yet when the acquire has returned.
+                    while not (found := [t for t in threading.enumerate() if t.name == name]):
+                        assert lock._cleanups, "no clean-up went to the background"
+                        assert time.monotonic() < deadline, "the clean-up never started"
+                        time.sleep(0.005)
+                    cleanup = found[0]
                     # Until the clean-up's own call is blocked on the paused node's reply.
                     while not (
                         (call := _redis_deadline._inflight.get(cleanup.ident or -1)) is not None
