@@ -130,9 +130,15 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
             or `math.inf` for no bound.
         getsizeof: optional function giving a value's size.
         rng: source of the 1-in-128 random admission. The default is a
-            `random.Random` with a fixed seed, so that replays are
-            reproducible; pass your own (for example `random.Random()`)
-            to make admission unpredictable to clients that choose keys.
+            `random.Random` with a fixed seed, so that replays of keys whose
+            `hash()` is the same in every process (`int`, tuples of `int`)
+            are reproducible. The sketch and the shadow's sample follow
+            `hash()`, which Python randomises per process for `str` and
+            `bytes` unless `PYTHONHASHSEED` is set: with such keys the hit
+            ratio varies from one process to the next (see the docs' hit
+            ratio section). Pass your own `rng` (for example
+            `random.Random()`) to make admission unpredictable to clients
+            that choose keys.
         doorkeeper: put a Bloom filter in front of the sketch (default True).
 
     Raises:
