@@ -1,4 +1,4 @@
-"""``python -m benchmarks.caching [all|replay|speed]``: hit ratios on traces, speed and memory.
+"""``python -m benchmarks.caching [all|replay|speed|synthetic]``: hit ratios, speed and memory.
 
 Examples::
 
@@ -11,6 +11,8 @@ Examples::
     python -m benchmarks.caching speed --ops 300000 --repeat 3   # a busy machine: *-quick.txt
     python -m benchmarks.caching speed --ops 300000 --repeat 5 --runs 3 --record  # committed
     python -m benchmarks.caching --quick                      # seconds; what the tests run
+    python -m benchmarks.caching synthetic                    # seeded synthetic workload kinds
+    python -m benchmarks.caching synthetic --kinds phases,recency --seed 2
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from benchmarks._common import TRACES_DIR, base_parser, command_line, display_path, write_result
 from benchmarks.caching.replay import POLICIES, parse_capacities, run_replay
 from benchmarks.caching.speed import results_name, run_speed
+from benchmarks.caching.synthetic import KINDS, run_synthetic
 from benchmarks.caching.traces import FORMATS
 
 QUICK_TRACES = "gli,multi1"
@@ -59,9 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "suite",
         nargs="?",
-        choices=["all", "replay", "speed"],
+        choices=["all", "replay", "speed", "synthetic"],
         default="all",
-        help="replay: hit ratios on traces; speed: throughput and memory; all: both (default)",
+        help="replay: hit ratios on traces; speed: throughput and memory; all: both "
+        "(default); synthetic: hit ratios on seeded synthetic workloads (--seed seeds them)",
+    )
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help="synthetic: comma-separated subset of the kinds (default: all of %(default)s)",
     )
     parser.add_argument(
         "--traces",
@@ -128,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not policies:
         parser.error(f"unknown policies {unknown}; choose from {list(POLICIES)}")
 
+    kinds = [k for k in args.kinds.split(",") if k]
+    if not kinds or any(k not in KINDS for k in kinds):
+        parser.error(f"--kinds: unknown kinds in {args.kinds!r}; choose from {list(KINDS)}")
+
+    if args.suite == "synthetic":
+        report = run_synthetic(kinds, seed=args.seed)
+        write_result(args.out, "caching-synthetic", f"{command_line('caching')}\n\n{report}")
     if args.suite in ("all", "replay"):
         report = run_replay(
             _trace_paths(args.traces or [TRACES_DIR], args.only, args.quick),

@@ -352,3 +352,55 @@ def test_tinylfu_on_the_traces_without_a_reference_row(row: tuple[str, int]) -> 
         assert worst >= best - 1.0
     if row in _OFF_TABLE[0::2] and name != "cs":  # the 1% rows: the best of them all
         assert worst >= best
+
+
+_STR_REPLAY = """
+import random, sys
+from pathlib import Path
+from benchmarks.caching.replay import replay
+from benchmarks.caching.traces import read_trace
+from scalekit.caching import TinyLFUCache
+keys = ["k%d" % k for k in read_trace(Path(sys.argv[1]))]
+cache = TinyLFUCache(int(sys.argv[2]), rng=random.Random(1))
+print(replay(cache, keys), cache.stats().hits, sorted(cache)[:50])
+"""
+
+
+def test_str_key_replays_do_not_depend_on_the_process_hash_seed() -> None:
+    # str hashes are salted per process; the sketch and the shadow's sample hash
+    # str keys by their contents, so processes with other PYTHONHASHSEEDs replay
+    # the same hits and keep the same entries (web12 @1375 also samples its
+    # shadow LRU by hash: 1 key in 2). Two subprocesses, 1-3 s each.
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    runs = []
+    for seed in ("0", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
+        result = subprocess.run(
+            [sys.executable, "-c", _STR_REPLAY, str(_TRACES / "cache2k-web12.trace.gz"), "1375"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        runs.append(result.stdout)
+    assert runs[0] == runs[1]
+
+
+def test_the_sketch_hashes_str_and_bytes_by_their_contents() -> None:
+    from scalekit.caching import _sketch
+    from scalekit.caching._keyhash import stable_hash
+    from scalekit.caching._speedups import FrequencySketch as Active
+
+    p61 = (1 << 61) - 1
+    assert stable_hash("ab") == (0x6261 % p61 + 2 * 0x9E3779B97F4A7C15) & ((1 << 64) - 1)
+    assert stable_hash(b"ab") == stable_hash("ab") != stable_hash("ab\x00")
+    assert stable_hash(7) == hash(7) and stable_hash((1, 2)) == hash((1, 2))
+    # The compiled sketch (when built) computes the same spread: ASCII in C, the rest via Python.
+    pure, active = _sketch.FrequencySketch(64), Active(64)
+    for key in ("", "k12345", "é", "日本", "\ud800", b"", b"\x00\xff", "x" * 300, 12, (1, "a")):
+        assert active._spread(key) == pure._spread(key)

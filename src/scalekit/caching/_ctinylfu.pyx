@@ -30,9 +30,29 @@ __all__ = ["TinyLFUCore", "bind"]
 cdef extern from *:
     """
     #define SK_GOLDEN 0x9E3779B97F4A7C15ULL
+    static inline unsigned long long sk_text_hash(const unsigned char* p, Py_ssize_t n) {
+        /* _keyhash.stable_hash: the bytes as a little-endian number mod 2**61 - 1,
+           plus n times an odd constant, mod 2**64 (Horner from the last byte). */
+        const unsigned long long P = (1ULL << 61) - 1;
+        unsigned long long h = 0, r;
+        Py_ssize_t i;
+        for (i = n - 1; i >= 0; i--) {
+            r = ((h & ((1ULL << 53) - 1)) << 8) + (h >> 53) + p[i];
+            r = (r & P) + (r >> 61);
+            h = r >= P ? r - P : r;
+        }
+        return h + (unsigned long long)n * 0x9E3779B97F4A7C15ULL;
+    }
     """
     const uint64_t SK_GOLDEN
+    unsigned long long sk_text_hash(const unsigned char* p, Py_ssize_t n)
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    void* PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    char* PyBytes_AS_STRING(object o)
+    Py_ssize_t PyBytes_GET_SIZE(object o)
 
+from ._keyhash import stable_hash
 from .base import Cache
 
 cdef int _WARM = 6
@@ -83,7 +103,16 @@ cdef class TinyLFUCore:
             return True
         if shift <= 0:
             return False
-        cdef uint64_t h = <uint64_t>PyObject_Hash(key) * SK_GOLDEN
+        cdef uint64_t h
+        if type(key) is str and PyUnicode_IS_COMPACT_ASCII(key):
+            h = sk_text_hash(<const unsigned char*>PyUnicode_DATA(key), PyUnicode_GET_LENGTH(key))
+        elif type(key) is bytes:
+            h = sk_text_hash(<const unsigned char*>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
+        elif type(key) is str:
+            h = <uint64_t>stable_hash(key)  # as the pure class (see _keyhash)
+        else:
+            h = <uint64_t>PyObject_Hash(key)
+        h *= SK_GOLDEN
         return (h >> shift) == 0
 
     cdef object _queue(self, object key):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from ._keyhash import stable_hash
+
 __all__ = ["FrequencySketch"]
 
 _M64 = (1 << 64) - 1
@@ -84,7 +86,7 @@ class FrequencySketch:
 
     @staticmethod
     def _spread(key: Hashable) -> int:
-        h = hash(key) & _M64
+        h = stable_hash(key) & _M64
         h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
         h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
         return h ^ (h >> 31)
@@ -112,7 +114,8 @@ class FrequencySketch:
     def increment(self, key: Hashable) -> None:
         """Record one occurrence of *key*; ages the sketch every `sample_size` events."""
         # _spread, inlined: this runs on every access of a TinyLFUCache.
-        h = hash(key) & _M64
+        kind = type(key)
+        h = (stable_hash(key) if kind is str or kind is bytes else hash(key)) & _M64
         h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
         h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
         h ^= h >> 31

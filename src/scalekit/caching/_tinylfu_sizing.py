@@ -120,7 +120,7 @@ class WindowSizing:
         """Replay one lookup of a sampled `key` through the shadow LRU.
 
         The caller checks the sample (inlined on the lookup paths):
-        `shift == 64`, or `0 < shift` and `((hash(key) * _GOLDEN) & _M64) >> shift == 0`.
+        `shift == 64`, or `0 < shift` and `((stable_hash(key) * _GOLDEN) & _M64) >> shift == 0`.
         """
         self._sampled += 1
         if hit:

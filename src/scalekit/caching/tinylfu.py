@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from ._keyhash import stable_hash
 from ._speedups import FrequencySketch
 from ._tinylfu_sizing import _GOLDEN, _M64, WindowSizing
 from .base import MISSING, Cache
@@ -131,8 +132,15 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         getsizeof: optional function giving a value's size.
         rng: source of the 1-in-128 random admission. The default is a
             `random.Random` with a fixed seed, so that replays are
-            reproducible; pass your own (for example `random.Random()`)
-            to make admission unpredictable to clients that choose keys.
+            reproducible: the sketch and the shadow's sample hash an exact
+            `str` or `bytes` key by its contents, the same in every process
+            (Python salts their `hash()` per process), and other keys by
+            `hash()`, so replays of `int`, `str` and `bytes` keys (and of any
+            key whose `hash()` is the same in every process, such as a tuple
+            of `int`) repeat exactly; a tuple holding a `str` is hashed by
+            `hash()` and follows `PYTHONHASHSEED`. Pass your own `rng` (for example
+            `random.Random()`) to make admission unpredictable to clients
+            that choose keys.
         doorkeeper: put a Bloom filter in front of the sketch (default True).
 
     Raises:
@@ -232,17 +240,21 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
                 if key not in queue:
                     self._misses += 1
                     shift = self._shadow_shift
-                    if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+                    if shift == 64 or (
+                        shift > 0 and not ((stable_hash(key) * _GOLDEN) & _M64) >> shift
+                    ):
                         self._observe(key, False)
                     return default
                 self._hits += 1
                 shift = self._shadow_shift
-                if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+                if shift == 64 or (
+                    shift > 0 and not ((stable_hash(key) * _GOLDEN) & _M64) >> shift
+                ):
                     self._observe(key, True)
                 return self._on_access(key, queue)
         self._hits += 1
         shift = self._shadow_shift
-        if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+        if shift == 64 or (shift > 0 and not ((stable_hash(key) * _GOLDEN) & _M64) >> shift):
             self._observe(key, True)
         self._sketch.increment(key)
         queue.move_to_end(key)
@@ -261,12 +273,12 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         if queue is None:
             self._misses += 1
             shift = self._shadow_shift
-            if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+            if shift == 64 or (shift > 0 and not ((stable_hash(key) * _GOLDEN) & _M64) >> shift):
                 self._observe(key, False)
             return self.__missing__(key)
         self._hits += 1
         shift = self._shadow_shift
-        if shift == 64 or (shift > 0 and not ((hash(key) * _GOLDEN) & _M64) >> shift):
+        if shift == 64 or (shift > 0 and not ((stable_hash(key) * _GOLDEN) & _M64) >> shift):
             self._observe(key, True)
         return self._on_access(key, queue)  # type: ignore[no-any-return]
 
