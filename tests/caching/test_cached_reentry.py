@@ -51,12 +51,19 @@ async def _wait(t: asyncio.Task[Any]) -> Any:
     return t.result()
 
 
+async def _wait_timeout(t: asyncio.Task[Any]) -> Any:
+    # A wait with a timeout counts: it would end only by timing out.
+    await asyncio.wait({t}, timeout=5)
+    return t.result()
+
+
 AWAITS: dict[str, Callable[[asyncio.Task[Any]], Awaitable[Any]]] = {
     "await": _direct,
     "gather": _gather,
     "wait_for": _wait_for,
     "shield": _shield,
     "asyncio.wait": _wait,
+    "asyncio.wait-timeout": _wait_timeout,
 }
 
 
@@ -198,11 +205,15 @@ def _run_awaiting_its_task(how: str, ask_first: bool) -> tuple[list[Any], bool, 
         calls.append(x)
         asking = asyncio.Event()
         if how == "TaskGroup":
-            async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
-                group.create_task(side(x, asking))
-                if ask_first:
-                    await asking.wait()
-                    _probe(seen, in_time)
+            try:
+                async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
+                    group.create_task(side(x, asking))
+                    if ask_first:
+                        await asking.wait()
+                        _probe(seen, in_time)
+            except Exception as exc:  # an ExceptionGroup of the task's error
+                seen.extend(getattr(exc, "exceptions", [exc]))
+                return "recovered"
             return "unreachable"
         task = asyncio.get_running_loop().create_task(side(x, asking))
         if ask_first:
@@ -218,23 +229,15 @@ def _run_awaiting_its_task(how: str, ask_first: bool) -> tuple[list[Any], bool, 
         asking.set()
         return await f(x)
 
-    async def main() -> Any:
-        try:
-            return await f(1)
-        except BaseException as exc:  # a TaskGroup's ExceptionGroup
-            seen.extend(getattr(exc, "exceptions", [exc]))
-            return exc
-
-    outcome = asyncio.run(asyncio.wait_for(main(), 5))
-    if how != "TaskGroup":
-        assert outcome == "recovered"
+    assert asyncio.run(asyncio.wait_for(f(1), 5)) == "recovered"
     return seen, (in_time or [True])[0], len(calls)
 
 
 def _probe(seen: list[Any], in_time: list[bool]) -> None:
     # A timer of WATCH_BOUND set as the call starts awaiting the task: by the
-    # time it fires (and three loop steps more, for the error to travel from
-    # the task to the call), the call has seen the task's ReentrantCallError.
+    # time it fires, and five loop steps more (no waiting: the error travels
+    # from the task to the call through callbacks, a TaskGroup's among them),
+    # the call has seen the task's ReentrantCallError.
     loop = asyncio.get_running_loop()
 
     def step(left: int) -> None:
@@ -243,7 +246,7 @@ def _probe(seen: list[Any], in_time: list[bool]) -> None:
         else:
             in_time.append(bool(seen))
 
-    loop.call_later(WATCH_BOUND, step, 3)
+    loop.call_later(WATCH_BOUND, step, 5)
 
 
 HOWS = [*AWAITS, "TaskGroup"]
@@ -262,6 +265,48 @@ def test_a_task_the_call_awaits_raises_instead_of_waiting_for_the_call(
     assert "f asked for key (1,)" in message and "waiting would never end" in message
     assert in_time, f"not raised within {WATCH_BOUND} s of the call awaiting the task"
     assert calls == 1
+
+
+@pytest.mark.parametrize("awaited", [False, True], ids=["never-awaited", "awaited-later"])
+def test_a_task_started_by_a_task_of_the_call_is_watched_too(awaited: bool) -> None:
+    # The call starts a helper task, which starts the task that asks: it inherits
+    # the call's context through both. It deadlocks only if the call awaits the helper.
+    calls: list[int] = []
+    seen: list[Any] = []
+
+    @cached(LRUCache(10))
+    async def f(x: int) -> Any:
+        calls.append(x)
+        asking = asyncio.Event()
+        helper = asyncio.get_running_loop().create_task(helper_of(x, asking))
+        await asking.wait()  # the grandchild waits for this call now
+        if awaited:
+            try:
+                await helper
+            except ReentrantCallError as exc:
+                seen.append(exc)
+        return x
+
+    async def helper_of(x: int, asking: asyncio.Event) -> None:
+        async def ask() -> None:
+            asking.set()
+            seen.append(await f(x))
+
+        await asyncio.create_task(ask())
+
+    async def main() -> int:
+        value = await f(1)
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0)
+        return value  # type: ignore[no-any-return]
+
+    assert asyncio.run(asyncio.wait_for(main(), 5)) == 1 and calls == [1]
+    if awaited:
+        assert len(seen) == 1 and isinstance(seen[0], ReentrantCallError)
+    else:
+        assert seen == [1]
 
 
 def test_a_watched_task_that_is_cancelled_leaves_the_call_running() -> None:
