@@ -45,41 +45,45 @@ def awaiters(fut: Any) -> list[Any]:
     """The tasks and futures that finish, or go on, only once *fut* is done."""
     found: list[Any] = []
     for entry in getattr(fut, "_callbacks", None) or ():
-        callback = entry[0] if isinstance(entry, tuple) else entry
-        owner = getattr(callback, "__self__", None)
-        if owner is not None:
-            if getattr(owner, "_fut_waiter", None) is fut:
-                found.append(owner)  # a task blocked on fut: its wakeup
-            elif _TASKGROUP is not None and isinstance(owner, _TASKGROUP):
-                # The group's task, once in its `async with` exit, awaits every task.
-                waiter = getattr(owner, "_on_completed_fut", None)
-                if waiter is not None:
-                    found.append(waiter)
+        try:
+            waiter = _completed_by(fut, entry[0] if isinstance(entry, tuple) else entry)
+        except Exception:  # a callback of a shape asyncio does not make: no link
             continue
-        if isinstance(callback, functools.partial):
-            if _RELEASE_WAITER is not None and callback.func is _RELEASE_WAITER:
-                found.extend(callback.args[:1])  # wait_for's waiter, before Python 3.12
-            continue
-        code = getattr(callback, "__code__", None)
-        closure = getattr(callback, "__closure__", None)
-        if code is None or not closure or callback.__module__ != "asyncio.tasks":
-            continue
-        cells = dict(zip(code.co_freevars, closure, strict=False))
-        name = callback.__qualname__
-        if name in _COMPLETES:
-            target = _cell(cells, _COMPLETES[name])
-        elif name == _WAIT:
-            # asyncio.wait: its waiter waits for this future if it waits for all,
-            # or if this is the last one it waits for (a wait with a timeout too:
-            # it would end only by timing out).
-            remaining = _cell(cells, "counter")
-            all_of = _cell(cells, "return_when") == asyncio.ALL_COMPLETED
-            target = _cell(cells, "waiter") if all_of or remaining == 1 else None
-        else:
-            continue
-        if target is not None:
-            found.append(target)
+        if waiter is not None and asyncio.isfuture(waiter):
+            found.append(waiter)
     return found
+
+
+def _completed_by(fut: Any, callback: Any) -> Any:
+    """The future that *callback*, one of *fut*'s, makes wait for *fut*, if asyncio's."""
+    owner = getattr(callback, "__self__", None)
+    if owner is not None:
+        if getattr(owner, "_fut_waiter", None) is fut:
+            return owner  # a task blocked on fut: its wakeup
+        if _TASKGROUP is not None and isinstance(owner, _TASKGROUP):
+            # The group's task, once in its `async with` exit, awaits every task.
+            return getattr(owner, "_on_completed_fut", None)
+        return None
+    if isinstance(callback, functools.partial):
+        if _RELEASE_WAITER is not None and callback.func is _RELEASE_WAITER and callback.args:
+            return callback.args[0]  # wait_for's waiter, before Python 3.12
+        return None
+    code = getattr(callback, "__code__", None)
+    closure = getattr(callback, "__closure__", None)
+    if code is None or not closure or getattr(callback, "__module__", None) != "asyncio.tasks":
+        return None
+    cells = dict(zip(code.co_freevars, closure, strict=False))
+    name = getattr(callback, "__qualname__", None)
+    if name in _COMPLETES:
+        return _cell(cells, _COMPLETES[name])
+    if name != _WAIT:
+        return None
+    # asyncio.wait: its waiter waits for this future if it waits for all, or if
+    # this is the last one it waits for (a wait with a timeout too: it would end
+    # only by timing out).
+    if _cell(cells, "return_when") == asyncio.ALL_COMPLETED or _cell(cells, "counter") == 1:
+        return _cell(cells, "waiter")
+    return None
 
 
 def waits_for(task: Any, fut: Any) -> bool:
