@@ -8,6 +8,7 @@ deliberate differences that suite lists.
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import math
 import pickle
@@ -17,8 +18,10 @@ import weakref
 from typing import Any
 
 import cachetools
+import cachetools.func
 import pytest
 
+import scalekit.caching as sk
 from scalekit.caching import (
     Cache,
     FIFOCache,
@@ -29,7 +32,7 @@ from scalekit.caching import (
     TTLCache,
     cachedmethod,
 )
-from scalekit.exceptions import ArgumentTypeError
+from scalekit.exceptions import ArgumentTypeError, ConfigurationError
 from scalekit.testing import FakeClock
 from tests.caching.caching_factories import FACTORIES, Factory
 
@@ -338,3 +341,36 @@ def test_cachedmethod_refuses_a_bad_key_when_decorating() -> None:
     with pytest.raises(ArgumentTypeError, match=r"key must be callable, got NoneType") as err:
         cachedmethod(lambda self: self.cache, key=None)  # type: ignore[arg-type]
     assert isinstance(err.value, TypeError)
+
+
+FUNC_DECORATORS = [
+    "lru_cache",
+    "fifo_cache",
+    "lfu_cache",
+    "rr_cache",
+    "ttl_cache",
+    "sieve_cache",
+    "s3fifo_cache",
+    "tinylfu_cache",
+]
+
+
+@pytest.mark.parametrize("name", FUNC_DECORATORS)
+def test_a_negative_maxsize_of_a_functools_style_decorator_is_refused_as_documented(
+    name: str,
+) -> None:
+    # docs/caching.md's table of differences: functools.lru_cache takes a
+    # negative maxsize as 0 (every call a miss); scalekit refuses it when
+    # decorating, as cachetools.func does, naming the argument and the value.
+    clamped = functools.lru_cache(maxsize=-1)(abs)
+    clamped(1), clamped(1)
+    assert clamped.cache_info() == (0, 2, 0, 0)  # the difference: functools caches nothing
+    peer = getattr(cachetools.func, name, None)  # cachetools.func has five of the eight
+    if peer is not None:
+        with pytest.raises(ValueError, match="maxsize must be non-negative"):
+            peer(maxsize=-1)
+    with pytest.raises(ConfigurationError, match=r"maxsize must be a non-negative .* got -1$"):
+        getattr(sk, name)(maxsize=-1)
+    # maxsize=0 is the way to cache nothing, as in functools.
+    nothing = getattr(sk, name)(maxsize=0)(abs)
+    assert nothing(-2) == 2 and nothing(-2) == 2 and nothing.cache_info() == (0, 2, 0, 0)

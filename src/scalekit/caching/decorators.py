@@ -17,6 +17,7 @@ from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 from .._validation import flag
 from ..exceptions import ArgumentTypeError, ConfigurationError, ReentrantCallError
 from ..observability import _emit
+from ._await_graph import waits_for
 from ._single_flight import own_copy as _own_copy
 from ._single_flight import reset_in_forked_child
 from ._speedups import compiled_hit
@@ -118,6 +119,14 @@ def _cycle_error(name: str, k: Any, direct: bool) -> ReentrantCallError:
     return ReentrantCallError(
         f"{name} asked for key {k!r}, whose call in progress waits (through other cached "
         "calls in progress) for the call this caller is computing: waiting would never end"
+    )
+
+
+def _awaited_error(name: str, k: Any) -> ReentrantCallError:
+    return ReentrantCallError(
+        f"{name} asked for key {k!r}, whose call in progress is waiting for this caller "
+        "(it awaits it, or awaits what awaits it: tasks, gather, wait_for, shield, "
+        "asyncio.wait, a TaskGroup, other cached calls): waiting would never end"
     )
 
 
@@ -252,15 +261,18 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-#: The flight tasks the current task runs or descends from: a task inherits its
-#: creator's context, so a child task started by a call's loader sees that call here.
+#: The flight tasks whose computations started the current task (a task inherits
+#: its creator's context): those the current task watches while it waits for them.
 _COMPUTING: contextvars.ContextVar[frozenset[asyncio.Task[Any]]] = contextvars.ContextVar(
     "scalekit_caching_computing", default=frozenset()
 )
 
-#: The waits-for graph of the tasks: the flight task each task awaits. Every
-#: change and walk happens between two awaits, so one walk sees a consistent graph.
-_AWAITING: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}
+#: How often, in seconds of the loop's clock, a caller waiting for a call that
+#: started it checks whether that call now waits for it (docs/caching.md's bound).
+_WATCH_PERIOD = 0.1
+
+#: What `_watch` returns when the call it waits for has come to wait for the caller.
+_DEADLOCK: Any = object()
 
 
 class _AsyncFlight:
@@ -300,10 +312,15 @@ class AsyncFlights:
     `CancelledError` out (it awaited something another task cancelled, or
     raised one), that is the call's outcome, raised in every caller, as it
     would be without the cache. A caller raises `ReentrantCallError` instead
-    of waiting when the call it would wait for is its own, directly, through a
-    task that call started (with its context), or through a chain of calls in
-    progress each awaiting the next (task 1 computes `f("a")` and awaits
-    `f("b")`, whose task asks for `f("a")`).
+    of waiting when waiting would never end: the call it would wait for is
+    its own, or that call waits for it (see `_await_graph.waits_for`: it
+    awaits the caller, or awaits what awaits it, through tasks, `gather`,
+    `wait_for`, `shield`, `asyncio.wait`, a `TaskGroup` or other calls in
+    progress; task 1 computes `f("a")` and awaits `f("b")`, whose task asks
+    for `f("a")`). A caller started by the call (a task inheriting its
+    context) may be awaited by it later: while it waits it checks again every
+    `_WATCH_PERIOD` seconds, and raises once the call waits for it. One the
+    call never awaits (fire-and-forget) waits and gets the call's outcome.
 
     Each loop's table is read and written by that loop's thread only:
     `forget()`, from any thread, only counts a new generation, and a loop
@@ -339,7 +356,13 @@ class AsyncFlights:
         return entry.flights
 
     async def run(self, k: Any, compute: Callable[[], Any], name: str) -> Any:
-        """Await `compute()` (a coroutine function), run once for all concurrent callers of *k*."""
+        """Await `compute()` (a coroutine function), run once for all concurrent callers of *k*.
+
+        Raises:
+            ReentrantCallError: if the call of *k* in progress is this task,
+                or waits for it (at once, or, for a task that call started,
+                within `_WATCH_PERIOD` of its starting to).
+        """
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
         retried = False
@@ -347,19 +370,29 @@ class AsyncFlights:
             table = self._table(loop)
             flight = table.get(k)
             leader = flight is None
+            watch = False
             if flight is None:
                 flight = table[k] = _AsyncFlight()
                 task = flight.task = loop.create_task(self._body(table, k, flight, compute))
                 task.add_done_callback(_retrieve)
             else:
                 task = flight.task
-                if _awaits(task, me, _COMPUTING.get()):
-                    raise _cycle_error(name, k, task is me) from None
+                if me is not None:
+                    if task is me:
+                        raise _cycle_error(name, k, True) from None
+                    if waits_for(task, me):
+                        raise _awaited_error(name, k) from None
+                    # A task the call started may be awaited by it later.
+                    watch = task in _COMPUTING.get()
             flight.waiters += 1
-            if me is not None:
-                _AWAITING[me] = task
+            deadlock = False
             try:
-                return await asyncio.shield(task)
+                if not watch:
+                    return await asyncio.shield(task)
+                value = await _watch(task, me)
+                if value is not _DEADLOCK:
+                    return value
+                deadlock = True
             except asyncio.CancelledError:
                 if not task.cancelled() or (me is not None and _cancelling(me)):
                     raise
@@ -377,8 +410,6 @@ class AsyncFlights:
                     raise _own_copy(exc)  # noqa: B904 (chained to exc as __cause__)
                 # KeyboardInterrupt or SystemExit in the call: it is the leader's.
             finally:
-                if me is not None and _AWAITING.get(me) is task:
-                    del _AWAITING[me]
                 flight.waiters -= 1
                 if not flight.waiters and not task.done():
                     # Nobody awaits the call any more: do not let it hold the key.
@@ -386,6 +417,8 @@ class AsyncFlights:
                     task.cancel()
                     if table.get(k) is flight:
                         table.pop(k, None)
+            if deadlock:
+                raise _awaited_error(name, k)
 
     @staticmethod
     async def _body(
@@ -418,19 +451,22 @@ def _cancelling(task: asyncio.Task[Any]) -> bool:
     return True if cancelling is None else bool(cancelling())
 
 
-def _awaits(
-    task: asyncio.Task[Any] | None,
-    me: asyncio.Task[Any] | None,
-    mine: frozenset[asyncio.Task[Any]],
-) -> bool:
-    """Whether awaiting flight *task* would await *me* or a running flight *me* descends from."""
-    seen: set[int] = set()
-    while task is not None and not task.done() and id(task) not in seen:
-        if task is me or task in mine:
-            return True
-        seen.add(id(task))
-        task = _AWAITING.get(task)
-    return False
+async def _watch(task: asyncio.Task[Any], me: asyncio.Task[Any] | None) -> Any:
+    """The outcome of flight *task*, or `_DEADLOCK` once *task* waits for *me*.
+
+    Checked every `_WATCH_PERIOD` seconds of the loop's clock while the call
+    runs: a task the call started may be awaited by it at any time.
+    """
+    outer = asyncio.shield(task)
+    try:
+        while True:
+            await asyncio.wait((outer,), timeout=_WATCH_PERIOD)
+            if outer.done():
+                return outer.result()
+            if waits_for(task, me):
+                return _DEADLOCK
+    finally:
+        outer.cancel()  # detaches it from the call (nothing if it is done)
 
 
 # -- clears of a cache, whichever wrapper made them -----------------------------------
