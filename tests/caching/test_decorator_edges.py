@@ -217,7 +217,7 @@ def test_async_no_task_is_left_after_the_calls() -> None:
 
 @pytest.mark.skipif(
     sys.version_info < (3, 11),
-    reason="needs Task.cancelling(): on 3.10 only the last caller leaving starts the callers over (docs/caching.md)",
+    reason="needs Task.cancelling(): on 3.10 only the last caller leaving starts the callers over",
 )
 def test_async_callers_start_over_when_the_call_is_cancelled_by_something_else() -> None:
     attempts: list[int] = []

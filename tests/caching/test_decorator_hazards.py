@@ -81,7 +81,7 @@ def test_async_cachedmethod_call_ending_in_cancelled_error_is_not_re_run(kind: s
 
 @pytest.mark.skipif(
     sys.version_info < (3, 11),
-    reason="needs Task.cancelling(): on 3.10 only the last caller leaving starts the callers over (docs/caching.md)",
+    reason="needs Task.cancelling(): on 3.10 only the last caller leaving starts the callers over",
 )
 def test_async_a_call_cancelled_by_a_cancel_request_every_time_is_retried_once() -> None:
     calls: list[int] = []
