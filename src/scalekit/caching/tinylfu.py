@@ -115,11 +115,12 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
     Every size that follows the traffic (the sketch, its ageing period, the
     climber's sample, the ghost lists and the shadow) counts *entries*, not
     units of `getsizeof`: the sketch starts at 16 entries and doubles as
-    the cache fills (up to `maxsize` entries with unit sizes, twice the
-    entries held with `getsizeof`), so an empty `TinyLFUCache(10**7)` takes
-    a few kilobytes and a cache of large values still ages, climbs and
-    keeps short ghost lists. The window and segment shares are in units of
-    `getsizeof`. `maxsize=0` caches nothing; `maxsize=math.inf` never
+    the cache fills (with unit sizes, for the largest power of two of the
+    entries held, or twice them up to 1,024, and `maxsize` entries once
+    full; twice the entries held with `getsizeof`), so an empty
+    `TinyLFUCache(10**7)` takes a few kilobytes and a cache of large
+    values still ages, climbs and keeps short ghost lists. The window and
+    segment shares are in units of `getsizeof`. `maxsize=0` caches nothing; `maxsize=math.inf` never
     evicts, so its policy never acts.
 
     As an admission policy, it may decline to keep a new entry: after
@@ -350,9 +351,10 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         size = sys.getsizeof(window)
         if size <= self._window_bytes:
             return
-        items = list(window.items())
-        window.clear()
-        window.update(items)
+        if self._window_bytes:  # else the window just filled, by insertions only
+            items = list(window.items())
+            window.clear()
+            window.update(items)
         self._window_writes = 0
         self._window_bytes = sys.getsizeof(window) * 5 // 4
 
