@@ -334,8 +334,8 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
             if target > _FILL_SKETCH and self._sizes is None:
                 target = max(_FILL_SKETCH, 1 << (count.bit_length() - 1))
             sketch.ensure_capacity(min(target, bound))
-        if self._sizes is None:
-            self._compact_window()
+        if self._sizes is None and self._window_max >= _FILL_SKETCH:
+            self._compact_window()  # a smaller window's slack is not worth a look
 
     def _compact_window(self) -> None:
         # While the cache fills past its window, every new key pushes the oldest
