@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import random
+import sys
 import tracemalloc
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +65,40 @@ def test_bytes_per_entry_at_1e5_entries_are_at_most_twice_lru(read: int) -> None
     tiny_cache, tiny = _allocated(lambda: fill(TinyLFUCache(n, rng=random.Random(1))))
     assert len(tiny_cache) == n
     assert tiny <= 2 * lru, (tiny / n, lru / n)
+
+
+@pytest.mark.parametrize("maxsize", [10**6, 10**7], ids=["1e6", "1e7"])
+def test_1e5_entries_in_a_larger_cache_cost_at_most_twice_lru_per_entry(maxsize: int) -> None:
+    # A cache sized for a peak holds fewer entries: its sketch follows them (under
+    # 1e6, 90,000 of them were promoted out of probation). About 3 s: tracemalloc.
+    n = 100_000
+    keys = list(range(n))
+
+    def fill(cache: Any) -> Any:
+        for key in keys:
+            cache[key] = key
+        for key in keys:
+            cache.get(key)
+        return cache
+
+    _, lru = _allocated(lambda: fill(LRUCache(maxsize)))
+    tiny_cache, tiny = _allocated(lambda: fill(TinyLFUCache(maxsize, rng=random.Random(1))))
+    assert len(tiny_cache) == n
+    assert tiny_cache._sketch.entries <= n  # never more than TinyLFUCache(n) has
+    assert tiny <= 2 * lru, (tiny / n, lru / n)
+
+
+def test_a_filling_cache_does_not_keep_a_window_table_for_the_keys_that_passed() -> None:
+    # 30,000 entries under maxsize 1e6: 20,000 of them went through the window of
+    # 10,000, each leaving a deleted slot; a dict frees those only when it resizes,
+    # to a table for 3x the keys it holds, twice what they need.
+    cache: TinyLFUCache[int, int] = TinyLFUCache(10**6)
+    for key in range(30_000):
+        cache[key] = key
+    assert len(cache._window) == cache.window_maxsize == 10_000
+    rebuilt = OrderedDict(cache._window)
+    assert sys.getsizeof(cache._window) <= sys.getsizeof(rebuilt) * 5 // 4
+    assert list(cache._window) == list(rebuilt)
 
 
 def test_growing_the_sketch_keeps_every_estimate() -> None:

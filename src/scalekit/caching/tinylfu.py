@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -23,6 +24,7 @@ _PERCENT_MAIN = 0.99
 _PERCENT_MAIN_PROTECTED = 0.80
 _WARM = 6  # a candidate this frequent may win a lost duel at random (Caffeine's hash-flood guard)
 _DEFAULT_SEED = 0x7F4A7C15
+_FILL_SKETCH = 1024  # below this many entries a filling cache's sketch is sized for twice its count
 
 
 class _Segment(OrderedDict[Any, Any]):
@@ -114,11 +116,12 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
     Every size that follows the traffic (the sketch, its ageing period, the
     climber's sample, the ghost lists and the shadow) counts *entries*, not
     units of `getsizeof`: the sketch starts at 16 entries and doubles as
-    the cache fills (up to `maxsize` entries with unit sizes, twice the
-    entries held with `getsizeof`), so an empty `TinyLFUCache(10**7)` takes
-    a few kilobytes and a cache of large values still ages, climbs and
-    keeps short ghost lists. The window and segment shares are in units of
-    `getsizeof`. `maxsize=0` caches nothing; `maxsize=math.inf` never
+    the cache fills (with unit sizes, for the largest power of two of the
+    entries held, or twice them up to 1,024, and `maxsize` entries once
+    full; twice the entries held with `getsizeof`), so an empty
+    `TinyLFUCache(10**7)` takes a few kilobytes and a cache of large
+    values still ages, climbs and keeps short ghost lists. The window and
+    segment shares are in units of `getsizeof`. `maxsize=0` caches nothing; `maxsize=math.inf` never
     evicts, so its policy never acts.
 
     As an admission policy, it may decline to keep a new entry: after
@@ -153,6 +156,9 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
 
     Runtime complexity: O(1) amortized per operation.
     """
+
+    _window_writes = 0  # new keys written since the window was last rebuilt
+    _window_bytes = 0  # its size then, plus a quarter
 
     def __init__(
         self,
@@ -322,10 +328,47 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         self._climb()
 
     def _grow_sketch(self) -> None:
+        # Called on each write of a new key until the sketch has its full size.
         count = len(self)
-        if count > self._sketch.entries:
-            # Sized for twice the entries held, up to the most the cache can hold.
-            self._sketch.ensure_capacity(min(2 * count, self._entry_bound))
+        sketch = self._sketch
+        bound = self._entry_bound
+        if count >= bound:
+            sketch.ensure_capacity(bound)  # full: sized for maxsize entries
+            return
+        if count > sketch.entries:
+            # Sized for twice the entries held up to 1,024 entries (48 KiB) and
+            # for a weighted cache, whose count varies with the sizes; past that
+            # a filling cache's sketch is sized for the largest power of two of
+            # the entries held (half to all of them), never more than a cache of
+            # `count` entries gets. Nothing is evicted before the cache is full,
+            # so no duel reads the sketch yet.
+            target = 2 * count
+            if target > _FILL_SKETCH and self._sizes is None:
+                target = max(_FILL_SKETCH, 1 << (count.bit_length() - 1))
+            sketch.ensure_capacity(min(target, bound))
+        if self._sizes is None and self._window_max >= _FILL_SKETCH:
+            self._compact_window()  # a smaller window's slack is not worth a look
+
+    def _compact_window(self) -> None:
+        # While the cache fills past its window, every new key pushes the oldest
+        # window entry to probation; a dict's deleted slots are freed only when
+        # it resizes, and then to a table for 3x the keys it holds: twice the one
+        # those keys need. Rebuilt in place (same object, same order) when the
+        # table has grown while the window's count has not, at most once per
+        # quarter of its entries written, so O(1) amortized per write.
+        window = self._window
+        self._window_writes += 1
+        if self._window_writes < len(window) >> 2 or len(window) < self._window_max:
+            return
+        size = sys.getsizeof(window)
+        if size <= self._window_bytes:
+            return
+        if self._window_bytes:  # else the window just filled, by insertions only
+            items = list(window.items())
+            window.clear()
+            window.update(items)
+        self._window_writes = 0
+        self._window_bytes = sys.getsizeof(window) * 5 // 4
 
     # -- policy hooks --------------------------------------------------------------
 
@@ -378,6 +421,7 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         self._protected.clear()
         self._clear_ghosts()
         self._window_used = self._protected_used = 0
+        self._window_writes = self._window_bytes = 0
         del held
 
     def clear(self) -> None:
