@@ -161,3 +161,30 @@ def test_the_window_share_is_in_units_of_getsizeof() -> None:
     cache["a"], cache["b"], cache["c"] = 2, 1, 1
     assert cache.get("b") == 1
     assert [cache.popitem() for _ in range(3)] == [("a", 2), ("c", 1), ("b", 1)]
+
+
+@pytest.mark.parametrize("how", ["get", "[]"])
+def test_the_shadow_samples_a_key_wherever_the_cache_holds_it(how: str) -> None:
+    # The sample is a property of the key (its hash): a key is sampled on a
+    # miss, a hit in probation, a hit in the window and a hit in protected
+    # alike. At 10**6 entries the window holds 10,000 entries: of 20,000
+    # keys written, the older half is in probation, the newer in the window;
+    # a first read promotes probation's to protected, a second reads
+    # protected and window hits only.
+    keys = range(20_000)
+    missed: TinyLFUCache[int, int] = TinyLFUCache(10**6)
+    for key in keys:
+        assert _lookup(missed, key, how) is None
+    sample = set(missed._shadow)
+    assert 20_000 // 2048 <= len(sample) <= 2 * 20_000 // 1024
+    cache: TinyLFUCache[int, int] = TinyLFUCache(10**6)
+    for key in keys:
+        cache[key] = key
+    assert len(cache._probation) == len(cache._window) == 10_000
+    for rounds in range(2):
+        for key in keys:
+            assert _lookup(cache, key, how) == key
+        assert set(cache._shadow) == sample, rounds
+        if rounds == 0:
+            assert not cache._probation and len(cache._protected) == 10_000
+            cache._shadow.clear()
