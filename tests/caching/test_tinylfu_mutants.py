@@ -188,3 +188,27 @@ def test_the_shadow_samples_a_key_wherever_the_cache_holds_it(how: str) -> None:
         if rounds == 0:
             assert not cache._probation and len(cache._protected) == 10_000
             cache._shadow.clear()
+
+
+@pytest.mark.parametrize("how", ["get", "[]"])
+def test_a_cache_that_hits_every_lookup_is_not_made_an_lru(how: str) -> None:
+    # 95 keys in a cache of 100, read in turn: more than protected's 79, so
+    # each round reads some in probation (which promotes them and demotes
+    # protected's oldest), the rest in protected and the window. The cache
+    # hits every lookup, and so does the
+    # shadow LRU, which therefore never beats it. The climber (it runs on
+    # writes: each key is rewritten now and then) takes one step of 6.25% of
+    # the capacity after its first sample (the hit ratio rose from 0), then
+    # holds: the window is 1 + 6. Were the cache's sampled hits not counted,
+    # the shadow would seem to win and move the main area into the window.
+    cache: TinyLFUCache[int, int] = TinyLFUCache(100, rng=random.Random(1))
+    for key in range(95):
+        cache[key] = key
+    cache.reset_stats()
+    for i in range(30_000):
+        key = i % 95
+        assert _lookup(cache, key, how) == key
+        if i % 50 == 0:
+            cache[key] = key
+    assert cache.stats().hit_ratio == 1.0
+    assert cache.window_maxsize == 7
