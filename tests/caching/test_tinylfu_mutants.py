@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from typing import Any
 
 import pytest
 
 from scalekit.caching import LRUCache, TinyLFUCache
+from scalekit.caching.tinylfu import _Segment
 
 
 def _lookup(cache: Any, key: int, how: str) -> Any:
@@ -212,3 +214,28 @@ def test_a_cache_that_hits_every_lookup_is_not_made_an_lru(how: str) -> None:
             cache[key] = key
     assert cache.stats().hit_ratio == 1.0
     assert cache.window_maxsize == 7
+
+
+def _rebuilds(peak: int) -> list[int]:
+    """Fill a probation segment with `peak` keys, pop them all: the lengths at which it shrank."""
+    segment = _Segment()
+    for key in range(peak):
+        segment[key] = key
+    shrunk = []
+    size = sys.getsizeof(segment)
+    for key in range(peak):
+        n = len(segment)
+        segment.pop(key)
+        if size - sys.getsizeof(segment) > 100:  # one pop alone frees a few bytes
+            shrunk.append(n)
+        size = sys.getsizeof(segment)
+    return shrunk
+
+
+def test_the_probation_segment_gives_back_its_table_below_a_quarter_of_its_peak() -> None:
+    # Rebuilt (a smaller table) on the pop that finds fewer than a quarter of
+    # the most it held: of 400, at 99 (not 100); then of the 98 left, at 23.
+    # A segment that never held 64 keys is never rebuilt; one of 64 is.
+    assert _rebuilds(400) == [99, 23]
+    assert _rebuilds(64) == [15]
+    assert _rebuilds(63) == []
