@@ -19,17 +19,16 @@ import pytest
 import scalekit.caching as caching
 
 
-def _make(name: str) -> Any:
-    sizeof = lambda v: v  # noqa: E731
+def _make(name: str, maxsize: int = 20, sizeof: Any = lambda v: v) -> Any:
     if name == "TTLCache":
-        return caching.TTLCache(20, ttl=100, timer=lambda: 0, getsizeof=sizeof)
+        return caching.TTLCache(maxsize, ttl=100, timer=lambda: 0, getsizeof=sizeof)
     if name == "TLRUCache":
         return caching.TLRUCache(
-            20, ttu=lambda key, value, now: now + 100, timer=lambda: 0, getsizeof=sizeof
+            maxsize, ttu=lambda key, value, now: now + 100, timer=lambda: 0, getsizeof=sizeof
         )
     if name == "RRCache":
-        return caching.RRCache(20, choice=random.Random(1).choice, getsizeof=sizeof)
-    return getattr(caching, name)(20, getsizeof=sizeof)
+        return caching.RRCache(maxsize, choice=random.Random(1).choice, getsizeof=sizeof)
+    return getattr(caching, name)(maxsize, getsizeof=sizeof)
 
 
 NAMES = [
@@ -59,8 +58,10 @@ def test_a_refused_write_changes_nothing(name: str) -> None:
         for bad in (21, -1):
             twin = copy.deepcopy(cache)
             trial = copy.deepcopy(cache)
-            with pytest.raises(ValueError):
+            with pytest.raises(ValueError) as refused:
                 trial[key] = bad
+            if bad > 0:  # cachetools' message, which callers match
+                assert str(refused.value) == "value too large"
             assert (sorted(trial), trial.currsize) == (sorted(twin), twin.currsize), (key, bad)
             ops = random.Random(key)
             for step in range(60):
@@ -72,3 +73,12 @@ def test_a_refused_write_changes_nothing(name: str) -> None:
                 assert trial.get(read) == twin.get(read), (key, bad, step)
                 assert sorted(trial) == sorted(twin), (key, bad, step)
             assert trial.stats() == twin.stats(), (key, bad)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_cache_of_maxsize_0_refuses_every_write_and_stays_empty(name: str) -> None:
+    cache = _make(name, maxsize=0, sizeof=None)  # unit sizes: the unweighted write path
+    with pytest.raises(ValueError) as refused:
+        cache["a"] = 1
+    assert str(refused.value) == "value too large"
+    assert (len(cache), cache.currsize) == (0, 0)
