@@ -239,3 +239,28 @@ def test_the_probation_segment_gives_back_its_table_below_a_quarter_of_its_peak(
     assert _rebuilds(400) == [99, 23]
     assert _rebuilds(64) == [15]
     assert _rebuilds(63) == []
+
+
+def test_weighted_updates_keep_each_segments_share_in_units() -> None:
+    # Random weighted reads, writes (updates change an entry's size, in the
+    # window, probation or protected), pops and deletes. After each write the
+    # window holds at most its share in units, and the units each segment
+    # counts are the sizes of its entries (a resized entry's difference goes
+    # to the segment that holds it); currsize is their sum, within maxsize.
+    rng = random.Random(3)
+    cache: TinyLFUCache[int, int] = TinyLFUCache(200, getsizeof=lambda v: v, rng=random.Random(1))
+    for step in range(3000):
+        key = int(300 * rng.random() ** 2)
+        op = rng.random()
+        if op < 0.4:
+            cache.get(key)
+        elif op < 0.45:
+            cache.pop(key, None)
+        else:
+            cache[key] = rng.randrange(1, 4)
+            assert cache._window_used <= cache.window_maxsize, step
+        window = sum(cache._window.values())
+        protected = sum(cache._protected.values())
+        probation = sum(cache._probation.values())
+        assert (cache._window_used, cache._protected_used) == (window, protected), step
+        assert cache.currsize == window + protected + probation <= 200, step
