@@ -245,3 +245,30 @@ def test_a_value_written_back_by_its_del_during_clear_is_a_whole_entry() -> None
     assert list(cache) == ["back"] and len(cache) == cache.currsize == 1
     assert cache.popitem() == ("back", 1)
     assert len(cache) == 0
+
+
+@pytest.mark.parametrize("size", [21, -1], ids=["too_large", "negative_size"])
+def test_a_refused_write_keeps_the_keys_ghost_entry(size: int) -> None:
+    # A write that raises (a value larger than maxsize, or a getsizeof result
+    # that is no size) changes nothing: the key stays in the ghost, and the
+    # next write of it is still a ghost hit that goes to main.
+    sizeof: Callable[[Any], int] = lambda v: v  # noqa: E731
+    cache: S3FIFOCache[int, int] = S3FIFOCache(20, getsizeof=sizeof)
+    model = SizedS3FIFO(20, sizeof=sizeof)
+    for key in range(25):
+        cache[key] = 1
+        model.write(key, 1)
+    assert 0 in model.ghost and 0 not in cache
+    with pytest.raises(ValueError):
+        cache[0] = size
+    assert (sorted(cache), cache.currsize, cache.stats().evictions) == (
+        sorted(model.entries),
+        model.currsize(),
+        model.evictions,
+    )
+    cache[0] = 1
+    model.write(0, 1)
+    assert 0 not in model.ghost and 0 in model.main
+    assert (sorted(cache), cache.currsize) == (sorted(model.entries), model.currsize())
+    for _ in range(20):
+        assert cache.popitem() == model.popitem()

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from typing import Any
 
 import pytest
 
 from scalekit.caching import LRUCache, TinyLFUCache
+from scalekit.caching.tinylfu import _Segment
 
 
 def _lookup(cache: Any, key: int, how: str) -> Any:
@@ -161,3 +163,104 @@ def test_the_window_share_is_in_units_of_getsizeof() -> None:
     cache["a"], cache["b"], cache["c"] = 2, 1, 1
     assert cache.get("b") == 1
     assert [cache.popitem() for _ in range(3)] == [("a", 2), ("c", 1), ("b", 1)]
+
+
+@pytest.mark.parametrize("how", ["get", "[]"])
+def test_the_shadow_samples_a_key_wherever_the_cache_holds_it(how: str) -> None:
+    # The sample is a property of the key (its hash): a key is sampled on a
+    # miss, a hit in probation, a hit in the window and a hit in protected
+    # alike. At 10**6 entries the window holds 10,000 entries: of 20,000
+    # keys written, the older half is in probation, the newer in the window;
+    # a first read promotes probation's to protected, a second reads
+    # protected and window hits only.
+    keys = range(20_000)
+    missed: TinyLFUCache[int, int] = TinyLFUCache(10**6)
+    for key in keys:
+        assert _lookup(missed, key, how) is None
+    sample = set(missed._shadow)
+    assert 20_000 // 2048 <= len(sample) <= 2 * 20_000 // 1024
+    cache: TinyLFUCache[int, int] = TinyLFUCache(10**6)
+    for key in keys:
+        cache[key] = key
+    assert len(cache._probation) == len(cache._window) == 10_000
+    for rounds in range(2):
+        for key in keys:
+            assert _lookup(cache, key, how) == key
+        assert set(cache._shadow) == sample, rounds
+        if rounds == 0:
+            assert not cache._probation and len(cache._protected) == 10_000
+            cache._shadow.clear()
+
+
+@pytest.mark.parametrize("how", ["get", "[]"])
+def test_a_cache_that_hits_every_lookup_is_not_made_an_lru(how: str) -> None:
+    # 95 keys in a cache of 100, read in turn: more than protected's 79, so
+    # each round reads some in probation (which promotes them and demotes
+    # protected's oldest), the rest in protected and the window. The cache
+    # hits every lookup, and so does the
+    # shadow LRU, which therefore never beats it. The climber (it runs on
+    # writes: each key is rewritten now and then) takes one step of 6.25% of
+    # the capacity after its first sample (the hit ratio rose from 0), then
+    # holds: the window is 1 + 6. Were the cache's sampled hits not counted,
+    # the shadow would seem to win and move the main area into the window.
+    cache: TinyLFUCache[int, int] = TinyLFUCache(100, rng=random.Random(1))
+    for key in range(95):
+        cache[key] = key
+    cache.reset_stats()
+    for i in range(30_000):
+        key = i % 95
+        assert _lookup(cache, key, how) == key
+        if i % 50 == 0:
+            cache[key] = key
+    assert cache.stats().hit_ratio == 1.0
+    assert cache.window_maxsize == 7
+
+
+def _rebuilds(peak: int) -> list[int]:
+    """Fill a probation segment with `peak` keys, pop them all: the lengths at which it shrank."""
+    segment = _Segment()
+    for key in range(peak):
+        segment[key] = key
+    shrunk = []
+    size = sys.getsizeof(segment)
+    for key in range(peak):
+        n = len(segment)
+        segment.pop(key)
+        if size - sys.getsizeof(segment) > 100:  # one pop alone frees a few bytes
+            shrunk.append(n)
+        size = sys.getsizeof(segment)
+    return shrunk
+
+
+def test_the_probation_segment_gives_back_its_table_below_a_quarter_of_its_peak() -> None:
+    # Rebuilt (a smaller table) on the pop that finds fewer than a quarter of
+    # the most it held: of 400, at 99 (not 100); then of the 98 left, at 23.
+    # A segment that never held 64 keys is never rebuilt; one of 64 is.
+    assert _rebuilds(400) == [99, 23]
+    assert _rebuilds(64) == [15]
+    assert _rebuilds(63) == []
+
+
+def test_weighted_updates_keep_each_segments_share_in_units() -> None:
+    # Random weighted reads, writes (updates change an entry's size, in the
+    # window, probation or protected), pops and deletes. After each write the
+    # window holds at most its share in units, and the units each segment
+    # counts are the sizes of its entries (a resized entry's difference goes
+    # to the segment that holds it); currsize is their sum, within maxsize.
+    rng = random.Random(3)
+    cache: TinyLFUCache[int, int] = TinyLFUCache(200, getsizeof=lambda v: v, rng=random.Random(1))
+    for step in range(3000):
+        key = int(300 * rng.random() ** 2)
+        op = rng.random()
+        if op < 0.4:
+            cache.get(key)
+        elif op < 0.45:
+            cache.pop(key, None)
+        else:
+            cache[key] = rng.randrange(1, 4)
+            assert cache._window_used <= cache.window_maxsize, step
+        window = sum(cache._window.values())
+        protected = sum(cache._protected.values())
+        probation = sum(cache._probation.values())
+        assert (cache._window_used, cache._protected_used) == (window, protected), step
+        assert cache.currsize == window + protected + probation <= 200, step

@@ -1116,8 +1116,11 @@ cdef class S3FIFOCore:
         cdef dict ghost
         if self._sizes is not None:
             if self._has(key) != 1:
-                # libCacheSim consults the ghost on the lookup, before it evicts.
                 ghost = self._ghost_d
+                if key in ghost and self._size_of(value) > self._max:
+                    # A write refused for its size takes nothing from the ghost.
+                    raise ValueError("value too large")
+                # libCacheSim consults the ghost on the lookup, before it evicts.
                 self._ghost_hit = ghost.pop(key, _MISSING) is not _MISSING
             _cache_setitem(self, key, value)
             return

@@ -99,8 +99,13 @@ class S3FIFOCache(Cache[K, V]):
 
     def __setitem__(self, key: K, value: V) -> None:
         if key not in self._data:
+            ghost = self._ghost
+            # A write refused for its size takes nothing from the ghost: checked
+            # here, before the key leaves it (Cache checks again).
+            if self._sizes is not None and key in ghost and self._size_of(value) > self._maxsize:
+                raise ValueError("value too large")
             # libCacheSim consults the ghost on the lookup, before it evicts.
-            self._ghost_hit = self._ghost.pop(key, MISSING) is not MISSING
+            self._ghost_hit = ghost.pop(key, MISSING) is not MISSING
         Cache.__setitem__(self, key, value)
 
     def _size(self, key: Any) -> int:

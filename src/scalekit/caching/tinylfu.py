@@ -35,8 +35,9 @@ class _Segment(OrderedDict[Any, Any]):
     fills, then each hit promotes its entry to the protected queue. Without
     this, a cache whose every entry was hit once keeps two full-size tables.
     `pop` (which promotion and removal use) remembers the largest size seen;
-    when fewer than a quarter of that remain, the queue is rebuilt in place
-    (same object, same order) with a table sized by what it holds. The
+    when fewer than a quarter of that remain (and it held at least 64), the
+    queue is rebuilt in place (same object, same order) with a table sized
+    by what it holds. The
     rebuild copies at most a third as many entries as left since the last
     one, so it costs O(1) amortized per pop.
     """
