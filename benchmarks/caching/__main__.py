@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="?",
         choices=["all", "replay", "speed", "synthetic"],
         default="all",
-        help="replay: hit ratios on traces; speed: throughput and memory; all: both "
+        metavar="SUITE",
+        help="all, replay, speed or synthetic. replay: hit ratios on traces; speed: throughput and memory; all: both "
         "(default); synthetic: hit ratios on seeded synthetic workloads (--seed seeds them)",
     )
     parser.add_argument(
