@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=["all", "replay", "speed", "synthetic"],
         default="all",
         metavar="SUITE",
-        help="all, replay, speed or synthetic. replay: hit ratios on traces; speed: throughput and memory; all: both "
-        "(default); synthetic: hit ratios on seeded synthetic workloads (--seed seeds them)",
+        help="all, replay, speed or synthetic. replay: hit ratios on traces; speed: "
+        "throughput and memory; all: both (default); synthetic: hit ratios on seeded "
+        "synthetic workloads (--seed seeds them)",
     )
     parser.add_argument(
         "--kinds",
