@@ -26,6 +26,8 @@ from scalekit.testing import RedisClusterServers, RedisServer
 from scalekit.testing.process import find_free_port
 from tests.caching._redis_helpers import unique_namespace, wait_until
 
+pytestmark = pytest.mark.redis  # the Redis tier has no compiled twin: run once
+
 
 def _slot_owner(cluster: RedisClusterServers, slot: int) -> RedisServer:
     client = redis.Redis(host=cluster.host, port=cluster.port, socket_timeout=2)
