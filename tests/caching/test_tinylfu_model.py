@@ -3,7 +3,7 @@
 The model keeps each segment as a list (oldest first) and recomputes what
 the cache keeps incrementally. It shares only the frequency sketch
 (`FrequencySketch` has its own tests) and a seeded RNG with the cache.
-The hill climber and the shadow LRU act once per sample of at least
+The hill climber and the shadow LRU and FIFO act once per sample of at least
 10,000 requests, which a 60-step run never reaches: their unit tests are in
 `test_tinylfu.py`; here their state must stay untouched.
 """
@@ -65,7 +65,7 @@ class ModelTinyLFU:
         if segment is self.probation and self.protected_max >= 1:
             self.protected.append(item)
         else:
-            segment.append(item)
+            segment.append(item)  # a short run never orders the window as a FIFO
         return item[1]
 
     def get(self, key: Any) -> Any:
@@ -297,8 +297,10 @@ class TinyLFUMachine(RuleBasedStateMachine):
             model.evictions,
         )
         assert len(cache) == cache.currsize == model.size() <= cache.maxsize
-        # The climber and the shadow LRU have not reached their first sample.
+        # The climber and the shadow LRU have not reached their first sample
+        # (so the window keeps its LRU order).
         assert cache._step == 0.0625 * cache.maxsize and cache._previous_hit_rate == 0.0
+        assert not cache._window_fifo
 
 
 TestTinyLFUMachine = TinyLFUMachine.TestCase

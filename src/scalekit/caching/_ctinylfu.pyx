@@ -64,7 +64,7 @@ cdef tuple _FIELDS = (
     "_maxsize", "_sizes", "_hits", "_misses", "_evictions", "_hits_in_sample",
     "_window", "_probation", "_protected", "_sketch", "_rng", "_entry_bound",
     "_window_used", "_protected_used", "_window_max", "_protected_max",
-    "_margin", "_shadow_shift",
+    "_margin", "_shadow_shift", "_window_fifo",
 )
 
 
@@ -96,6 +96,7 @@ cdef class TinyLFUCore:
     cdef public object _protected_max
     cdef public object _margin
     cdef public long _shadow_shift
+    cdef public bint _window_fifo
 
     cdef inline bint _sampled(self, object key) except -1:
         cdef long shift = self._shadow_shift
@@ -165,7 +166,8 @@ cdef class TinyLFUCore:
         if self._sampled(key):
             self._observe(key, True)
         self._sketch.increment(key)
-        queue.move_to_end(key)
+        if queue is not self._window or not self._window_fifo:
+            queue.move_to_end(key)
         self._hits_in_sample += 1
         return value
 
@@ -203,7 +205,8 @@ cdef class TinyLFUCore:
                 self._protected[key] = value
                 self._protected_used = self._protected_used + weight
                 return value
-        queue.move_to_end(key)
+        if queue is not self._window or not self._window_fifo:
+            queue.move_to_end(key)
         return queue[key]
 
     def _on_access(self, key, queue):

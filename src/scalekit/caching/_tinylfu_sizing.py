@@ -93,13 +93,20 @@ class WindowSizing:
         self._shadow_hits = 0
         self._sampled_hits = 0
         self._sampled = 0
+        # A FIFO of the same size over the same sampled keys: when it beats the
+        # shadow LRU beyond noise, a hit in the window no longer moves its entry.
+        self._shadow_fifo: OrderedDict[Any, None] = OrderedDict()
+        self._fifo_hits = 0
+        self._window_fifo = False
+        self._order_lru = self._order_fifo = 0  # their hits since the order was last set
         self._size_shadow()
 
     def _clear_ghosts(self) -> None:
         self._rejected.clear()
         self._evicted.clear()
         self._shadow.clear()
-        self._shadow_hits = self._sampled_hits = self._sampled = 0
+        self._shadow_fifo.clear()
+        self._shadow_hits = self._sampled_hits = self._sampled = self._fifo_hits = 0
 
     # -- the shadow LRU ------------------------------------------------------------
 
@@ -113,6 +120,7 @@ class WindowSizing:
         k = max(0, (int(entries) - 1).bit_length() - _SHADOW_ENTRIES.bit_length() + 1)
         if 64 - k != self._shadow_shift:
             self._shadow.clear()
+            self._shadow_fifo.clear()
             self._shadow_shift = 64 - k
         self._shadow_max = max(1, int(entries) >> k)
 
@@ -133,14 +141,37 @@ class WindowSizing:
             shadow[key] = None
             if len(shadow) > self._shadow_max:
                 shadow.popitem(False)
+        fifo = self._shadow_fifo
+        if key in fifo:
+            self._fifo_hits += 1
+        else:
+            fifo[key] = None
+            if len(fifo) > self._shadow_max:
+                fifo.popitem(False)
 
     def _recency_wins(self) -> bool:
         """Whether the shadow LRU beat the cache on the sampled keys, beyond noise."""
-        lru, ours = self._shadow_hits, self._sampled_hits
-        self._shadow_hits = self._sampled_hits = self._sampled = 0
+        lru, ours, fifo = self._shadow_hits, self._sampled_hits, self._fifo_hits
+        self._shadow_hits = self._sampled_hits = self._sampled = self._fifo_hits = 0
+        self._window_order_test(lru, fifo)
         # The difference of two hit counts on the same requests: its standard
         # error is at most the square root of the requests either one hit.
         return lru - ours > _Z * math.sqrt(lru + ours)
+
+    def _window_order_test(self, lru: int, fifo: int) -> None:
+        """Order the window as whichever of LRU and FIFO hit more on the sampled keys.
+
+        The two shadows' hits add up over climber samples until their
+        difference exceeds `_Z` standard errors (a sequential test: a small
+        difference needs several samples to show), then the window takes the
+        winner's order and the count starts over.
+        """
+        lru += self._order_lru
+        fifo += self._order_fifo
+        if abs(fifo - lru) > _Z * math.sqrt(fifo + lru):
+            self._window_fifo = fifo > lru
+            lru = fifo = 0
+        self._order_lru, self._order_fifo = lru, fifo
 
     def _become_lru(self) -> None:
         """Move the whole main area into the window (oldest first): the cache acts as LRU."""

@@ -264,7 +264,8 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         if shift == 64 or (shift > 0 and not ((stable_hash(key) * _GOLDEN) & _M64) >> shift):
             self._observe(key, True)
         self._sketch.increment(key)
-        queue.move_to_end(key)
+        if queue is not self._window or not self._window_fifo:
+            queue.move_to_end(key)
         self._hits_in_sample += 1
         return value
 
@@ -383,7 +384,8 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
                 self._protected[key] = value
                 self._protected_used += weight
                 return value
-        queue.move_to_end(key)
+        if queue is not self._window or not self._window_fifo:
+            queue.move_to_end(key)
         return queue[key]
 
     def _touch(self, key: Any) -> Any:
