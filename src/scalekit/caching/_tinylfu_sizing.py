@@ -1,8 +1,8 @@
-"""How `TinyLFUCache` moves its window: ghosts, admission margin, shadow LRU, hill climber.
+"""How `TinyLFUCache` moves its window: ghosts, admission margin, shadows, hill climber.
 
 Split from `tinylfu.py`, which holds the queues and the admission duel;
 the class docstring of [`TinyLFUCache`][scalekit.caching.TinyLFUCache]
-describes the four mechanisms.
+describes the five mechanisms.
 """
 
 from __future__ import annotations

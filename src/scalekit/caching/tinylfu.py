@@ -74,7 +74,7 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
     the sketch cannot lock the main area.
 
     The window starts at 1% of the capacity and protected at 80% of the
-    main area, as in Caffeine; four adaptive mechanisms then move the
+    main area, as in Caffeine; five adaptive mechanisms then move the
     balance between recency and frequency:
 
     * *Ghosts*, as in ARC: the cache remembers the keys of the last
@@ -97,6 +97,13 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
       lookups by over two standard errors, the main area moves into the
       window and the cache becomes an LRU (sweeps where recency is optimal
       from the start, which one-entry ghost steps would reach too late).
+    * A *shadow FIFO* beside it (as many entries, the same sampled keys)
+      sets the window's order. Their hits add up over climber samples
+      until they differ by more than two standard errors; then the window
+      takes the winner's order and the count starts over. In FIFO order a
+      hit in the window leaves its entry in place: where a hit is a key's
+      last use (keys requested exactly twice), moving it to the recent end
+      keeps a dead key longer (S3-FIFO's argument for FIFO queues).
     * Caffeine's *hill climber* (`BoundedLocalCache.climb` and
       `determineAdjustment`) acts on phase changes the ghosts cannot see.
       Its sample is `10 * entries` requests, as in Caffeine, or more when
