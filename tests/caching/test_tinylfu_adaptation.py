@@ -7,6 +7,7 @@ compiled; a few times that in the pure build).
 from __future__ import annotations
 
 import heapq
+import pickle
 import random
 from typing import Any
 
@@ -69,6 +70,12 @@ def test_keys_requested_twice_order_the_window_as_a_fifo_and_a_window_hit_moves_
     assert cache.get(order[0]) == order[0]
     assert cache[order[1]] == order[1]
     assert list(cache._window) == order
+    # The order is part of the cache's state (pickles and copies keep it);
+    # clear() keeps it too, as it keeps the window's size.
+    assert pickle.loads(pickle.dumps(cache))._window_fifo
+    cache.clear()
+    assert cache._window_fifo and not cache._shadow_fifo
+    assert (cache._order_lru, cache._order_fifo) == (0, 0)
 
 
 def test_hits_that_predict_hits_keep_the_window_an_lru() -> None:

@@ -107,6 +107,7 @@ class WindowSizing:
         self._shadow.clear()
         self._shadow_fifo.clear()
         self._shadow_hits = self._sampled_hits = self._sampled = self._fifo_hits = 0
+        self._order_lru = self._order_fifo = 0  # the window keeps its order, as its size
 
     # -- the shadow LRU ------------------------------------------------------------
 
