@@ -209,9 +209,17 @@ class AsyncRedisLock:
                 self._seen_open = not failed and bool(_pool_open(self._client))
 
     async def _close_again(self) -> None:
-        """Close the client, as its owner had, after a call that reopened it."""
+        """Close the client's idle connections, as its owner had, after a call reopened it.
+
+        Connections in use are left to their calls (a concurrent call of ours
+        that found the client closed closes its own after it).
+        """
+        client = self._client
         try:
-            await _bounded(self._client.aclose(close_connection_pool=True), self.op_timeout)
+            # A single-connection client gives its connection back to the pool first.
+            await _bounded(client.aclose(close_connection_pool=False), self.op_timeout)
+            pool = client.connection_pool
+            await _bounded(pool.disconnect(inuse_connections=False), self.op_timeout)
         except (asyncio.TimeoutError, RedisError, OSError) as exc:
             _log.debug("could not close the client of %r again: %r", self.name, exc)
 
