@@ -114,8 +114,9 @@ end
 # the lock (claimed in this step), else {0, pttl of the lock}. Modes: '0' a
 # single try; '1' a blocking try, which queues the caller; 'L' the last try
 # before the caller's deadline, which takes one more argument before the
-# deadline (the attempt's earlier requests' last deadline) and, refused,
-# leaves the queue in the same step, as the clean-up (`_ABANDON`) would.
+# deadline (the attempt's earlier requests' last deadline, server ms) and,
+# refused, leaves the queue in the same step, as the clean-up (`_ABANDON`)
+# would, marking the owner gone until that earlier deadline.
 _ACQUIRE = Script(
     _PRELUDE
     + LUA_REFUSE_LATE
@@ -143,8 +144,9 @@ if ARGV[3] == '1' then
   end
   redis.call('HSET', KEYS[5], me, ARGV[2])
 elseif ARGV[3] == 'L' then
-  -- Held by another: nothing to pass on, only our place to give up.
-  leave(me, ARGV[5], math.max(tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])))
+  -- Held by another: nothing to pass on, only our place to give up. Gone while an
+  -- earlier request of ours may still run (this one runs now: it cannot come again).
+  leave(me, ARGV[5], ARGV[#ARGV - 1])
 end
 return {0, redis.call('PTTL', KEYS[1])}
 """
