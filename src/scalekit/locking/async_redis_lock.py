@@ -212,14 +212,19 @@ class AsyncRedisLock:
         """Close the client's idle connections, as its owner had, after a call reopened it.
 
         Connections in use are left to their calls (a concurrent call of ours
-        that found the client closed closes its own after it).
+        that found the client closed closes its own after it). Within
+        `CLEANUP_BUDGET` (closing is local: no reply is awaited), so the
+        call keeps its bound.
         """
         client = self._client
-        try:
+
+        async def close() -> None:
             # A single-connection client gives its connection back to the pool first.
-            await _bounded(client.aclose(close_connection_pool=False), self.op_timeout)
-            pool = client.connection_pool
-            await _bounded(pool.disconnect(inuse_connections=False), self.op_timeout)
+            await client.aclose(close_connection_pool=False)
+            await client.connection_pool.disconnect(inuse_connections=False)
+
+        try:
+            await _bounded(close(), CLEANUP_BUDGET)
         except (asyncio.TimeoutError, RedisError, OSError) as exc:
             _log.debug("could not close the client of %r again: %r", self.name, exc)
 
