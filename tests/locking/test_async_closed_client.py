@@ -29,7 +29,7 @@ from scalekit.locking.async_redis_lock import AsyncRedisLock  # noqa: E402
 
 pytestmark = pytest.mark.redis
 
-TTL = 0.6  # renewed every 0.2 s
+TTL = 1.5  # renewed every 0.5 s
 
 
 def _clients(server: RedisServer) -> int:

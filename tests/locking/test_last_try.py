@@ -8,7 +8,7 @@ either budget dropped the connection, and the next call had to reconnect
 leaves the queue in the same script, with both budgets for one reply.
 Here every reply is 50 ms late (a `TCPProxy` delaying each way by 25 ms),
 more than the old budget of either round trip and less than the two
-together. About 2 s.
+together. About 1.5 s.
 """
 
 from __future__ import annotations
@@ -68,15 +68,13 @@ def test_a_timed_out_acquire_keeps_its_connection_and_leaves_the_queue(
     proxy.delay(ONE_WAY)
     assert _queue(direct, name) == []  # the checks' own connection, opened before counting
     before = _connections_received(server) + 1  # +1: the probe's own connection
-    took = []
-    for _ in range(2):
-        started = time.monotonic()
-        with pytest.raises(LockTimeoutError):
-            lock.acquire(timeout=TIMEOUT)
-        took.append(time.monotonic() - started)
-        assert _queue(direct, name) == []  # left at once, not by a background clean-up
+    started = time.monotonic()
+    with pytest.raises(LockTimeoutError):
+        lock.acquire(timeout=TIMEOUT)
+    took = time.monotonic() - started
+    assert _queue(direct, name) == []  # left at once, not by a background clean-up
     assert _connections_received(server) == before  # no reply cut: no reconnect
-    assert all(TIMEOUT <= t <= TIMEOUT + BOUND_MARGIN for t in took), took
+    assert TIMEOUT <= took <= TIMEOUT + BOUND_MARGIN
     holder.release()
 
 
@@ -89,20 +87,18 @@ def test_the_async_lock_ends_a_timed_out_acquire_the_same_way(
     holder = RedisLock(direct, name, ttl=30).acquire()
     assert holder is not None
 
-    async def scenario() -> tuple[list[float], int]:
+    async def scenario() -> tuple[float, int]:
         client = redis_asyncio.Redis(host=proxy.host, port=proxy.port)
         lock = AsyncRedisLock(client, name, ttl=30)
         assert await lock.acquire(blocking=False) is None  # connected, clock measured
         proxy.delay(ONE_WAY)
         assert _queue(direct, name) == []
         before = _connections_received(server) + 1
-        took = []
-        for _ in range(2):
-            started = time.monotonic()
-            with pytest.raises(LockTimeoutError):
-                await lock.acquire(timeout=TIMEOUT)
-            took.append(time.monotonic() - started)
-            assert _queue(direct, name) == []
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError):
+            await lock.acquire(timeout=TIMEOUT)
+        took = time.monotonic() - started
+        assert _queue(direct, name) == []
         opened = _connections_received(server) - before
         proxy.pass_through()
         await client.aclose()
@@ -110,5 +106,5 @@ def test_the_async_lock_ends_a_timed_out_acquire_the_same_way(
 
     took, opened = asyncio.run(scenario())
     assert opened == 0
-    assert all(TIMEOUT <= t <= TIMEOUT + BOUND_MARGIN for t in took), took
+    assert TIMEOUT <= took <= TIMEOUT + BOUND_MARGIN
     holder.release()
