@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import math
-import os
-import sqlite3
 import sys
-import time
-import urllib.parse
-from collections.abc import Callable
-from pathlib import Path
 
-from scalekit import BackendError, BackendUnavailableError, ConfigurationError
+# A Ctrl-C outside the load (which `run` owns: an interrupted run and its report)
+# ends the CLI on one line with the exit status of an interrupted run, 130.
+INTERRUPTED = 130
 
-from .report import exit_status, plot, report
-from .runner import run
-from .simulation import Settings, temporary_directory
+try:  # the imports take a noticeable time: a Ctrl-C there is one too
+    import argparse
+    import importlib
+    import math
+    import os
+    import sqlite3
+    import time
+    import urllib.parse
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from scalekit import BackendError, BackendUnavailableError, ConfigurationError
+
+    from .report import exit_status, plot, report
+    from .runner import run
+    from .simulation import Settings, temporary_directory
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    print("python -m examples.shop: interrupted before the load", file=sys.stderr)
+    raise SystemExit(INTERRUPTED) from None
 
 # SQLite integers are 64-bit: counts above this could not be stored.
 _MAX_COUNT = 2**62
@@ -141,6 +152,22 @@ def _log_events() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return its exit status.
+
+    Ctrl-C during the load stops it early, with a sweep and a report
+    (`run`); before the load, or after it while the report is made and
+    printed, it ends the CLI with one line on stderr. Each returns 130.
+    """
+    stage = ["before the load"]
+    try:
+        return _main(argv, stage)
+    except KeyboardInterrupt:
+        print(f"python -m examples.shop: interrupted {stage[0]}", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _main(argv: list[str] | None, stage: list[str]) -> int:
+    """`main`; *stage* names the part of the run under way, for a Ctrl-C outside the load."""
     parser = argparse.ArgumentParser(
         prog="python -m examples.shop",
         description="Run the scalekit shop's order flow under load and report what happened. "
@@ -331,9 +358,6 @@ def main(argv: list[str] | None = None) -> int:
             except (BackendUnavailableError, ConfigurationError) as exc:
                 print(f"python -m examples.shop: error: {exc}", file=sys.stderr)
                 return 2
-            except KeyboardInterrupt:  # Ctrl-C before the load started: nothing ran
-                print("python -m examples.shop: interrupted before the load", file=sys.stderr)
-                return 130
             except (BackendError, sqlite3.OperationalError, OSError) as exc:  # before the load
                 print(
                     f"python -m examples.shop: error: the data directory {str(directory)!r} "
@@ -341,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 2
+            stage[0] = "while reporting: the load had ended and was swept"
             text, checked = report(storage, summary, settings)
             print(text)
             if args.plot is not None:
@@ -348,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"latency plot: {args.plot}")
             if metrics is not None and args.metrics_linger:
                 print(f"serving /metrics for {args.metrics_linger:g} s more", flush=True)
+                stage[0] = "while serving /metrics after the report"
                 time.sleep(args.metrics_linger)
             return exit_status(storage, summary, checked)
     finally:

@@ -138,10 +138,11 @@ local function is_gone(who)
   local until_ms = redis.call('ZSCORE', gone_key(), who)
   return until_ms ~= false and tonumber(until_ms) >= gone_now()
 end
--- The clean-up: mark *who* gone until the last argument (its requests' last deadline).
--- The zset lives while now <= its last score (Redis expires a key once now > its time).
-local function mark_gone(who)
-  local now, last = gone_now(), tonumber(ARGV[#ARGV])
+-- The clean-up: mark *who* gone until *until_ms* (default: the last argument), its
+-- requests' last deadline. The zset lives while now <= its last score (Redis
+-- expires a key once now > its time).
+local function mark_gone(who, until_ms)
+  local now, last = gone_now(), tonumber(until_ms or ARGV[#ARGV])
   prune_gone(now)
   if last >= now then
     redis.call('ZADD', gone_key(), 'GT', last, who)

@@ -166,13 +166,27 @@ class AsyncRedisLock:
         self._loops: weakref.WeakKeyDictionary[AsyncLease, asyncio.AbstractEventLoop] = (
             weakref.WeakKeyDictionary()
         )
+        # Whether the client's pool held an open connection after our last call.
+        self._seen_open = False
 
     # -- bounded calls ------------------------------------------------------
     async def _call(self, *args: Any, timeout: float | None = None) -> Any:
         wait = self.op_timeout if timeout is None else max(timeout, 0.001)
+        # A client whose pool had an open connection after one of our calls and has
+        # none now (none in use either) was closed by its owner (`aclose()`):
+        # redis.asyncio reopens it for this call, and we close it again after, or
+        # the connection would stay open (and warn when collected) with nobody
+        # left to close it. (A call of ours that failed on the connection resets
+        # this: redis-py drops a failed connection too.)
+        before = _pool_open(self._client)
+        closed = before is False and self._seen_open
+        failed = True
         try:
-            return await _bounded(self._client.execute_command(*args), wait)
+            reply = await _bounded(self._client.execute_command(*args), wait)
+            failed = False
+            return reply
         except NoScriptError:
+            failed = False
             raise
         except (asyncio.TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise BackendUnavailableError(
@@ -188,6 +202,31 @@ class AsyncRedisLock:
                     f"redis cannot serve {args[0]} for lock {self.name!r} now: {exc}"
                 ) from exc
             raise BackendError(f"redis failed {args[0]} for lock {self.name!r}: {exc}") from exc
+        finally:
+            if closed:
+                await self._close_again()
+            elif before is not None:
+                self._seen_open = not failed and bool(_pool_open(self._client))
+
+    async def _close_again(self) -> None:
+        """Close the client's idle connections, as its owner had, after a call reopened it.
+
+        Connections in use are left to their calls (a concurrent call of ours
+        that found the client closed closes its own after it). Within
+        `CLEANUP_BUDGET` (closing is local: no reply is awaited), so the
+        call keeps its bound.
+        """
+        client = self._client
+
+        async def close() -> None:
+            # A single-connection client gives its connection back to the pool first.
+            await client.aclose(close_connection_pool=False)
+            await client.connection_pool.disconnect(inuse_connections=False)
+
+        try:
+            await _bounded(close(), CLEANUP_BUDGET)
+        except (asyncio.TimeoutError, RedisError, OSError) as exc:
+            _log.debug("could not close the client of %r again: %r", self.name, exc)
 
     async def _script(
         self,
@@ -320,17 +359,26 @@ class AsyncRedisLock:
         until = [0]  # the latest deadline (server ms) of a request sent (see `LUA_GONE`)
         silent = False  # Redis just failed to answer: leave the queue in the background
         retry = _Outage(self._clock, deadline, self.op_timeout, self.name)
+        last = False  # the next try is the last before the deadline (as in RedisLock)
         try:
             while True:
                 started = self._clock()  # before the request whose reply may be the grant
                 sent = [started]
                 queued = True  # the server may know us until a reply says otherwise
-                args = [owner, ttl_ms, "1" if blocking else "0", self._waiter_ms, self._wake]
+                mode, extra = ("1" if blocking else "0"), []
+                budget: float = self._budget(retry.window())
+                if last and deadline is not None:
+                    # As RedisLock's last try: refused, it leaves the queue in the same
+                    # script, so its reply has the clean-up's time too.
+                    mode, extra = "L", [until[0]]
+                    budget = max(deadline - self._clock(), 0.0) + _REPLY_SLACK + CLEANUP_BUDGET
+                last = False
+                args = [owner, ttl_ms, mode, self._waiter_ms, self._wake]
                 try:
                     reply = await self._script(
                         _ACQUIRE,
-                        [*args, self._claim_ms],
-                        timeout=self._budget(retry.window()),
+                        [*args, self._claim_ms, *extra],
+                        timeout=budget,
                         on_send=functools.partial(_note_time, sent, self._clock),
                         expires=functools.partial(_note_until, until),
                     )
@@ -357,9 +405,13 @@ class AsyncRedisLock:
                     started = sent[-1]
                     grant = int(reply[1]), int(reply[2]) / 1000
                     break
-                queued = blocking
+                queued = blocking and mode != "L"
                 if not blocking:
                     break
+                if mode == "L":
+                    # No try after the last one: wait the timeout out and time out.
+                    assert deadline is not None
+                    await asyncio.sleep(max(deadline - self._clock(), 0.0))
                 remaining = None if deadline is None else deadline - self._clock()
                 if remaining is not None and remaining <= 0:
                     raise LockTimeoutError(
@@ -369,12 +421,17 @@ class AsyncRedisLock:
                 if exact:
                     # As RedisLock._wait: Redis fires BLPOP timeouts up to a tick late.
                     if wait - REDIS_TICK - _REPLY_SLACK < 0.01:
+                        if remaining is not None and wait >= remaining:
+                            # The last try goes out one reply's time before the deadline.
+                            await asyncio.sleep(max(wait - _REPLY_SLACK, 0.0))
+                            last = True
+                            continue
                         await asyncio.sleep(wait)
                         continue
                     wait -= REDIS_TICK + _REPLY_SLACK
-                budget = None
+                listen_budget = None
                 if remaining is not None:
-                    budget = min(wait + self.op_timeout, remaining + _REPLY_SLACK)
+                    listen_budget = min(wait + self.op_timeout, remaining + _REPLY_SLACK)
                 waited = True
                 try:
                     # A nudge is only a reason to try again: the lock is not ours until claimed.
@@ -382,7 +439,7 @@ class AsyncRedisLock:
                         "BLPOP",
                         self._wake + owner,
                         f"{wait:.3f}",
-                        timeout=wait + self.op_timeout if budget is None else budget,
+                        timeout=wait + self.op_timeout if listen_budget is None else listen_budget,
                     )
                 except BackendUnavailableError as exc:
                     silent = True
@@ -624,6 +681,20 @@ def _run_to_completion(callback: AsyncOnLost, lease: Lease) -> None:
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+def _pool_open(client: Any) -> bool | None:
+    """Whether *client*'s connection pool holds an open connection, or one in use.
+
+    None for a client without a single pool whose connections can be read
+    (a `RedisCluster`, another pool class).
+    """
+    pool = getattr(client, "connection_pool", None)
+    idle = getattr(pool, "_available_connections", None)
+    busy = getattr(pool, "_in_use_connections", None)
+    if not isinstance(idle, list) or not isinstance(busy, set):
+        return None
+    return bool(busy) or any(getattr(conn, "is_connected", True) for conn in idle)
 
 
 async def _bounded(call: Any, seconds: float) -> Any:

@@ -25,7 +25,10 @@ time, then takes its turn. Waiters are thus served in arrival order. A
 lease that expires without release is noticed when the head's BLPOP times
 out at the lock's remaining ttl and its retry offers the lock on. A waiter
 that dies stops its heartbeat and is dropped from the queue after
-`waiter_ttl`.
+`waiter_ttl`. A waiter whose caller's deadline comes sends its last try
+one reply's time before it; refused, that same script takes the waiter
+out of the queue, so a timed-out acquire ends with one round trip, not a
+try and then a clean-up.
 
 The fence counter never goes back while the server keeps it; when it is
 missing (first use, evicted under an `allkeys-*` policy, or a restart
@@ -55,7 +58,7 @@ except ModuleNotFoundError as _exc:
     from .._lazy import missing_driver
 
     raise missing_driver(__name__, _exc) from _exc
-from .base import BaseLock, Grant, Lease, OnLost
+from .base import CLEANUP_BUDGET, BaseLock, Grant, Lease, OnLost
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -95,12 +98,25 @@ local function hand_over(now, wake, waiter_ms, claim_ms)
     end
   end
 end
+-- Leave the queue as an attempt that gave up, and mark *who* gone until *until_ms*.
+local function leave(who, wake, until_ms)
+  mark_gone(who, until_ms)
+  redis.call('LREM', KEYS[3], 0, who)
+  redis.call('ZREM', KEYS[4], who)
+  redis.call('HDEL', KEYS[5], who)
+  redis.call('DEL', wake .. who)
+end
 """
 )
 
-# ARGV: owner, ttl ms, blocking, waiter ttl ms, wake prefix, claim ms,
-# deadline (server ms, see `LUA_GONE`). Returns {1, token, pttl} when the
-# caller owns the lock (claimed in this step), else {0, pttl of the lock}.
+# ARGV: owner, ttl ms, mode, waiter ttl ms, wake prefix, claim ms, deadline
+# (server ms, see `LUA_GONE`). Returns {1, token, pttl} when the caller owns
+# the lock (claimed in this step), else {0, pttl of the lock}. Modes: '0' a
+# single try; '1' a blocking try, which queues the caller; 'L' the last try
+# before the caller's deadline, which takes one more argument before the
+# deadline (the attempt's earlier requests' last deadline, server ms) and,
+# refused, leaves the queue in the same step, as the clean-up (`_ABANDON`)
+# would, marking the owner gone until that earlier deadline.
 _ACQUIRE = Script(
     _PRELUDE
     + LUA_REFUSE_LATE
@@ -127,6 +143,10 @@ if ARGV[3] == '1' then
     redis.call('RPUSH', KEYS[3], me)
   end
   redis.call('HSET', KEYS[5], me, ARGV[2])
+elseif ARGV[3] == 'L' then
+  -- Held by another: nothing to pass on, only our place to give up. Gone while an
+  -- earlier request of ours may still run (this one runs now: it cannot come again).
+  leave(me, ARGV[5], ARGV[#ARGV - 1])
 end
 return {0, redis.call('PTTL', KEYS[1])}
 """
@@ -152,11 +172,7 @@ return 1
 _ABANDON = Script(
     _PRELUDE
     + """
-mark_gone(ARGV[1])
-redis.call('LREM', KEYS[3], 0, ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('HDEL', KEYS[5], ARGV[1])
-redis.call('DEL', ARGV[2] .. ARGV[1])
+leave(ARGV[1], ARGV[2], ARGV[#ARGV])
 local owner = redis.call('GET', KEYS[1])
 if owner == ARGV[1] then
   redis.call('DEL', KEYS[1])
@@ -271,6 +287,8 @@ class RedisLock(BaseLock):
     _duration = staticmethod(redis_seconds)
     _KEY_SUFFIXES: tuple[str, ...] = ("", ":fence", ":queue", ":waiters", ":ttls")
     _SCRIPTS = {"acquire": _ACQUIRE, "release": _RELEASE, "abandon": _ABANDON, "extend": _EXTEND}
+    # Whether the acquire script's last try before a deadline ('L') also leaves the queue.
+    _LAST_TRY_LEAVES = True
 
     def __init__(
         self,
@@ -323,10 +341,20 @@ class RedisLock(BaseLock):
         attempt.queued = True  # until the reply says otherwise
         last, attempt.last = attempt.last, False
         budget = self._budget(deadline)
+        mode = "1" if blocking else "0"
+        extra = self._extra
+        leaves = last and deadline is not None and blocking and self._LAST_TRY_LEAVES
         if last and deadline is not None:
             # Sent (at most) one reply's time before the deadline: its reply is due by
             # the deadline plus that time, as a try sent at the deadline was.
             budget = max(deadline - self._clock(), 0.0) + _REPLY_SLACK
+        if leaves:
+            # Refused, this try leaves the queue itself: no clean-up round trip follows,
+            # so its reply has the clean-up's time too. One round trip, not two, after
+            # the deadline: a loaded host had the second overrun its short budget
+            # (and drop its connection) far more often than one.
+            mode, extra = "L", [*extra, attempt.until_ms]
+            budget += CLEANUP_BUDGET
 
         def sent() -> None:
             attempt.sent_at = self._clock()
@@ -338,11 +366,11 @@ class RedisLock(BaseLock):
             [
                 attempt.owner,
                 max(int(self.ttl * 1000), 1),
-                "1" if blocking else "0",
+                mode,
                 self._waiter_ms,
                 self._wake_prefix,
                 self._claim_ms,
-                *self._extra,
+                *extra,
             ],
             timeout=budget,
             on_send=sent,
@@ -353,7 +381,7 @@ class RedisLock(BaseLock):
             # Valid for the PTTL the server reported, counted from before the request.
             return int(reply[1]), int(reply[2]) / 1000
         attempt.pttl = int(reply[1])
-        attempt.queued = blocking
+        attempt.queued = blocking and not leaves
         if last and deadline is not None:
             # No try after the last one: the caller waits the timeout out and times out.
             left = deadline - self._clock()

@@ -212,6 +212,7 @@ class _Side(RedisLock):
         ":tokens",
     )
     _SCRIPTS = {"acquire": _ACQUIRE, "release": _RELEASE, "abandon": _ABANDON, "extend": _EXTEND}
+    _LAST_TRY_LEAVES = False  # its acquire script has no 'L' mode: the clean-up follows
 
     def __init__(self, mode: str, client: Any, name: str, **options: Any) -> None:
         super().__init__(client, name, **options)

@@ -196,6 +196,7 @@ class RedisSemaphore(RedisLock):
     _KEY_PREFIX = "scalekit:semaphore:"
     _KEY_SUFFIXES = ("", ":fence", ":queue", ":waiters", ":ttls", ":tokens", ":n")
     _SCRIPTS = {"acquire": _ACQUIRE, "release": _RELEASE, "abandon": _ABANDON, "extend": _EXTEND}
+    _LAST_TRY_LEAVES = False  # its acquire script has no 'L' mode: the clean-up follows
 
     def __init__(
         self,
