@@ -14,6 +14,7 @@ must leave it running again, or use the ``fresh_*`` fixture instead.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -29,7 +30,52 @@ from scalekit.testing import (
 
 T = TypeVar("T")
 
+#: The modules that take longest (tens of seconds each on two cores), longest
+#: first. Under pytest-xdist, `./scripts/test` hands out whole modules in the
+#: order collected (`--dist loadfile --no-loadscope-reorder`): these go
+#: first, then the rest, most tests first, so the run does not end on one worker
+#: still busy with a long module while the other idles. The order changes no
+#: test, only when it runs; a module missing here merely starts later.
+SLOWEST_MODULES = (
+    "tests/examples/test_shop_faults.py",
+    "tests/locking/test_fenced_store.py",
+    "tests/test_build.py",
+    "tests/examples/test_shop_hostile.py",
+    "tests/caching/test_benchmark_quick.py",
+    "tests/examples/test_shop_data_dir.py",
+    "tests/locking/test_fault_schedules.py",
+    "tests/caching/test_tinylfu.py",
+    "tests/sharding/test_sqlite_store.py",
+    "tests/caching/test_tinylfu_memory.py",
+    "tests/locking/test_zookeeper_faults.py",
+    "tests/examples/test_shop.py",
+    "tests/locking/test_benchmark_quick.py",
+    "tests/balancing/test_balancing_benchmark.py",
+    "tests/caching/test_redis_tier_state.py",
+    "tests/caching/test_redis_tier_soak.py",
+    "tests/caching/test_redis_call_deadline.py",
+    "tests/test_exceptions.py",
+    "tests/observability/test_bounds.py",
+    "tests/observability/test_benchmark_quick.py",
+    "tests/docs/test_snippets.py",
+    "tests/sharding/test_benchmark.py",
+)
+
 REQUIRE_SERVERS = os.environ.get("SCALEKIT_REQUIRE_SERVERS") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker, put the modules of `SLOWEST_MODULES` first, the rest by size."""
+    if not hasattr(config, "workerinput"):
+        return  # one process: the order collected
+    rank = {module: index for index, module in enumerate(SLOWEST_MODULES)}
+    counts = Counter(item.nodeid.split("::", 1)[0] for item in items)
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        module = item.nodeid.split("::", 1)[0]
+        return rank.get(module, len(rank)), -counts[module]
+
+    items.sort(key=order)  # stable: each module's tests keep their order
 
 
 def _create(factory: Callable[[], T]) -> T:

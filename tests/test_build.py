@@ -1,7 +1,12 @@
 """Built distributions: the sdist carries the Cython sources, each wheel the implementation it says.
 
-Takes ~20 s (four builds without isolation, one of them compiling the
-extension) and ~10 s more (two compiles of a one-function module at
+The sdist and the wheel built from it, as `python -m build` makes them
+(isolated: its own environment with only the declared build requirements),
+are built once for the module and checked by two tests: what each holds, and
+that the wheel installs alone. Takes ~30 s (that isolated build, compiling
+the extension, then two more wheels from the sdist without isolation, pure
+Python and with no working compiler), ~5 s for a fresh environment to install
+the wheel into and ~10 s more (two compiles of a one-function module at
 once), several times that on a loaded machine; bounded by their timeouts.
 """
 
@@ -12,6 +17,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import venv
 import zipfile
 from pathlib import Path
 
@@ -62,17 +68,43 @@ def _probe(wheel: Path, into: Path) -> list[str]:
     ).stdout.splitlines()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-def test_sdist_and_wheels_hold_the_implementation_they_were_built_for(tmp_path: Path) -> None:
+def _require_a_compiler() -> None:
     if not REQUIRE_COMPILED:
         try:
             importlib.import_module("scalekit.caching._csketch")
         except ImportError as exc:
             pytest.skip(f"no compiled extension here, so no compiler assumed ({exc})")
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The sdist and the wheel `python -m build` builds from it, isolated, as a user would."""
+    out = tmp_path_factory.mktemp("dist")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCALEKIT_")}
+    if REQUIRE_COMPILED:
+        env["SCALEKIT_REQUIRE_COMPILED"] = "1"
+    # The isolated environments fetch hatchling, Cython and setuptools: 10-60 s.
+    subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
+    (sdist,) = out.glob("scalekit_primitives-*.tar.gz")
+    (wheel,) = out.glob("scalekit_primitives-*.whl")
+    return sdist, wheel
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sdist_and_wheels_hold_the_implementation_they_were_built_for(
+    tmp_path: Path, dists: tuple[Path, Path]
+) -> None:
+    _require_a_compiler()
     version = scalekit.__version__
-    _build(ROOT, tmp_path / "sdist", "--sdist", SCALEKIT_REQUIRE_COMPILED="1")
-    (sdist,) = (tmp_path / "sdist").glob("scalekit_primitives-*.tar.gz")
+    # The wheel `python -m build` made from the sdist is the compiled one.
+    sdist, compiled = dists
     with tarfile.open(sdist) as tar:
         tar.extractall(tmp_path / "src", filter="data")
         names = {name.split("/", 1)[-1] for name in tar.getnames()}
@@ -82,12 +114,10 @@ def test_sdist_and_wheels_hold_the_implementation_they_were_built_for(tmp_path: 
     )
     unpacked = tmp_path / "src" / f"scalekit_primitives-{version}"
 
-    # From the sdist, as pip installs from source: with a compiler, asked for pure
-    # Python, and with no working compiler (setuptools takes CC from the environment).
-    _build(unpacked, tmp_path / "compiled", "--wheel", SCALEKIT_REQUIRE_COMPILED="1")
+    # From the sdist, as pip installs from source: asked for pure Python, and with
+    # no working compiler (setuptools takes CC from the environment).
     _build(unpacked, tmp_path / "pure", "--wheel", SCALEKIT_PURE_PYTHON="1")
     _build(unpacked, tmp_path / "no-cc", "--wheel", CC=str(tmp_path / "no-such-cc"))
-    (compiled,) = (tmp_path / "compiled").glob("*.whl")
     (pure,) = (tmp_path / "pure").glob("*.whl")
     (no_cc,) = (tmp_path / "no-cc").glob("*.whl")
 
@@ -154,11 +184,7 @@ print(path, path.stat().st_size, tiny.answer())
 def test_builds_running_at_once_each_compile_in_their_own_directory(tmp_path: Path) -> None:
     # Two builds of one tree at once (an editable install next to a wheel build)
     # once wrote the same build/ files, and a module came out empty.
-    if not REQUIRE_COMPILED:
-        try:
-            importlib.import_module("scalekit.caching._csketch")
-        except ImportError as exc:
-            pytest.skip(f"no compiled extension here, so no compiler assumed ({exc})")
+    _require_a_compiler()
     (tmp_path / "tiny.pyx").write_text("def answer():\n    return 42\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCALEKIT_")}
     runs = [
@@ -181,3 +207,69 @@ def test_builds_running_at_once_each_compile_in_their_own_directory(tmp_path: Pa
     assert int(size1) > 0 and int(size2) > 0 and answer1 == answer2 == "42"
     # Each build's directory is removed when its process ends.
     assert not Path(first).exists() and not Path(second).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_wheel_installs_alone_and_holds_only_the_package(
+    tmp_path: Path, dists: tuple[Path, Path]
+) -> None:
+    # The wheel of `dists`, installed with its core dependencies only into a
+    # fresh environment (by this interpreter's pip, which pip 22.3 and newer
+    # can point at another environment: no second pip to bootstrap there).
+    sdist, wheel = dists
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert tops == {"scalekit", f"scalekit_primitives-{scalekit.__version__}.dist-info"}
+    assert "scalekit/py.typed" in names
+    metadata = zipfile.ZipFile(wheel).read(
+        f"scalekit_primitives-{scalekit.__version__}.dist-info/METADATA"
+    )
+    assert b"\nName: scalekit-primitives\n" in metadata and b"Project-URL" not in metadata
+    with tarfile.open(sdist) as tar:
+        members = {name.split("/", 1)[-1] for name in tar.getnames()}
+    assert {"LICENSE", "data/traces/README.md", "data/traces/cache2k-LICENSE.txt"} <= members
+
+    env_dir = tmp_path / "venv"
+    pip_version = tuple(
+        int(part) for part in importlib.import_module("pip").__version__.split(".")[:2]
+    )
+    venv.create(env_dir, with_pip=pip_version < (22, 3))
+    py = env_dir / "bin" / "python"
+    pip = (
+        [sys.executable, "-m", "pip", "--python", str(py)]
+        if pip_version >= (22, 3)
+        else [str(py), "-m", "pip"]
+    )
+    subprocess.run(
+        [*pip, "install", "-q", "--disable-pip-version-check", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    code = (
+        "import importlib.util as u, scalekit, scalekit.caching, scalekit.balancing, "
+        "scalekit.sharding, scalekit.locking, scalekit.testing\n"
+        "print(scalekit.__version__, u.find_spec('redis') is None, u.find_spec('kazoo') is None)\n"
+        "try:\n"
+        "    from scalekit.locking import RedisLock\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run(
+        [str(py), "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout.splitlines()
+    assert out[0].split() == [scalekit.__version__, "True", "True"]
+    assert out[1] == (
+        "MissingDependencyError scalekit.locking.RedisLock needs redis-py, which is not "
+        "installed; install it with pip install 'scalekit-primitives[redis]'"
+    )
+    for package in ("tests", "benchmarks", "examples"):
+        found = subprocess.run(
+            [str(py), "-c", f"import importlib.util as u; print(u.find_spec({package!r}))"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+        ).stdout.strip()
+        assert found == "None", f"the wheel installed {package}"

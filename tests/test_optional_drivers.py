@@ -2,7 +2,7 @@
 
 The drivers are hidden from a subprocess by a `None` entry in `sys.modules`,
 which makes `import redis` raise `ModuleNotFoundError` as if it were not
-installed. `tests/test_package.py` repeats the check in a virtualenv that
+installed. `tests/test_build.py` repeats the check in a virtualenv that
 really has only the wheel and its core dependencies.
 """
 

@@ -6,8 +6,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import venv
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -94,70 +92,6 @@ def test_every_exception_is_importable_from_scalekit() -> None:
     for name in exceptions.__all__:
         assert getattr(scalekit, name) is getattr(exceptions, name)
         assert name in scalekit.__all__
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_wheel_installs_alone_and_holds_only_the_package(tmp_path: Path) -> None:
-    # Slow (10-60 s; the isolated build fetches hatchling): builds the sdist and, from
-    # it, the wheel, then installs the wheel with its core dependencies only.
-    dist = tmp_path / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (wheel,) = dist.glob("scalekit_primitives-*.whl")
-    (sdist,) = dist.glob("scalekit_primitives-*.tar.gz")
-
-    names = zipfile.ZipFile(wheel).namelist()
-    tops = {name.split("/")[0] for name in names}
-    assert tops == {"scalekit", f"scalekit_primitives-{scalekit.__version__}.dist-info"}
-    assert "scalekit/py.typed" in names
-    metadata = zipfile.ZipFile(wheel).read(
-        f"scalekit_primitives-{scalekit.__version__}.dist-info/METADATA"
-    )
-    assert b"\nName: scalekit-primitives\n" in metadata and b"Project-URL" not in metadata
-    with tarfile.open(sdist) as tar:
-        members = {name.split("/", 1)[-1] for name in tar.getnames()}
-    assert {"LICENSE", "data/traces/README.md", "data/traces/cache2k-LICENSE.txt"} <= members
-
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    py = env_dir / "bin" / "python"
-    subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", str(wheel)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    code = (
-        "import importlib.util as u, scalekit, scalekit.caching, scalekit.balancing, "
-        "scalekit.sharding, scalekit.locking, scalekit.testing\n"
-        "print(scalekit.__version__, u.find_spec('redis') is None, u.find_spec('kazoo') is None)\n"
-        "try:\n"
-        "    from scalekit.locking import RedisLock\n"
-        "except ImportError as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    out = subprocess.run(
-        [str(py), "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
-    ).stdout.splitlines()
-    assert out[0].split() == [scalekit.__version__, "True", "True"]
-    assert out[1] == (
-        "MissingDependencyError scalekit.locking.RedisLock needs redis-py, which is not "
-        "installed; install it with pip install 'scalekit-primitives[redis]'"
-    )
-    for package in ("tests", "benchmarks", "examples"):
-        found = subprocess.run(
-            [str(py), "-c", f"import importlib.util as u; print(u.find_spec({package!r}))"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=tmp_path,
-        ).stdout.strip()
-        assert found == "None", f"the wheel installed {package}"
 
 
 def test_fake_clock_moves_only_forward() -> None:
