@@ -34,8 +34,8 @@ def _unit(value: Any) -> int:
     return 1
 
 
-def _assert_whole(cache: Any, entries: int) -> None:
-    """The cache is whole, and later writes fill it to `entries` and evict as usual."""
+def _assert_whole(cache: Any, maxsize: int) -> None:
+    """The cache is whole, and later writes fill it to `maxsize` and evict as usual."""
     for n in range(2):
         walk = list(cache)
         assert len(walk) == len(cache)
@@ -44,9 +44,9 @@ def _assert_whole(cache: Any, entries: int) -> None:
             assert sorted(map(str, cache._sizes)) == sorted(map(str, walk))
             assert cache.currsize == sum(cache._sizes.values())
         if n == 0:
-            for i in range(3 * entries):  # evicts every entry there was, sizes and all
+            for i in range(3 * maxsize):  # evicts every entry there was, sizes and all
                 cache[f"later{i}"] = i
-    assert len(cache) == entries
+    assert cache.currsize == maxsize
     while cache:
         cache.popitem()
     assert cache.currsize == 0
@@ -147,7 +147,7 @@ def test_a_value_whose_del_writes_during_clear_keeps_its_size(cls: Any) -> None:
     cache["a"] = _releases(cache, lambda c: c.__setitem__("back", 1))
     cache.clear()
     assert list(cache.items()) == [("back", 1)] and cache.currsize == 2
-    _assert_whole(cache, 10)
+    _assert_whole(cache, 20)
 
 
 def test_a_getsizeof_that_writes_and_clears_the_cache(cls: Any) -> None:
