@@ -318,3 +318,21 @@ def test_the_doorkeeper_is_on_by_default_and_off_when_asked(doorkeeper: bool) ->
     for key in range(2000):
         cache[key] = key
     assert (cache._sketch._door is not None) is doorkeeper
+
+
+def test_a_write_that_overflows_no_window_entry_still_duels_the_victim() -> None:
+    # maxsize 10 in units (a window of 1, protected 7): "v", read 10 times in the
+    # window, waits on probation; "p" is protected; "q", cold, is in the window.
+    # Growing "p" to 9 units puts the cache 1 over with nothing leaving the
+    # window: the window's newest entry ("q") is then the candidate and loses its
+    # duel with probation's victim ("v", hotter), so "q" is evicted, not "v".
+    cache: TinyLFUCache[str, int] = TinyLFUCache(10, getsizeof=lambda v: v)
+    cache["v"] = 1
+    for _ in range(10):
+        cache.get("v")
+    cache["p"] = 1
+    cache["q"] = 1
+    cache.get("p")  # promoted from probation to protected
+    cache["p"] = 9
+    assert sorted(cache) == ["p", "v"] and cache.currsize == 10
+    assert cache.stats().evictions == 1
