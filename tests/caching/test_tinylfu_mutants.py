@@ -336,3 +336,14 @@ def test_a_write_that_overflows_no_window_entry_still_duels_the_victim() -> None
     cache["p"] = 9
     assert sorted(cache) == ["p", "v"] and cache.currsize == 10
     assert cache.stats().evictions == 1
+
+
+def test_a_weighted_sketch_follows_the_entries_even_past_maxsize_units() -> None:
+    # With getsizeof, entries may outnumber maxsize (values of size 0): the
+    # sketch grows to twice the entries held each time they pass its size, so
+    # it is never smaller than the entries held, not capped at maxsize.
+    cache: TinyLFUCache[int, int] = TinyLFUCache(10, getsizeof=lambda v: 0)
+    for key in range(1000):
+        cache[key] = key
+    assert len(cache) == 1000 and cache.currsize == 0
+    assert cache._sketch.entries >= 1000
