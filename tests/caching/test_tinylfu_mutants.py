@@ -347,3 +347,12 @@ def test_a_weighted_sketch_follows_the_entries_even_past_maxsize_units() -> None
         cache[key] = key
     assert len(cache) == 1000 and cache.currsize == 0
     assert cache._sketch.entries >= 1000
+
+
+@pytest.mark.parametrize("maxsize", [1, 3, 15])
+def test_a_cache_of_fewer_than_16_entries_ages_its_sketch_every_10_entries(maxsize: int) -> None:
+    # The sketch is sized by entries, so a cache that holds fewer than its
+    # first 16 gets one of maxsize entries, halved every 10 * maxsize events.
+    cache: TinyLFUCache[int, int] = TinyLFUCache(maxsize)
+    assert cache._sketch.entries == maxsize
+    assert cache._sketch.sample_size == 10 * maxsize
