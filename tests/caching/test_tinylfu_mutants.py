@@ -356,3 +356,22 @@ def test_a_cache_of_fewer_than_16_entries_ages_its_sketch_every_10_entries(maxsi
     cache: TinyLFUCache[int, int] = TinyLFUCache(maxsize)
     assert cache._sketch.entries == maxsize
     assert cache._sketch.sample_size == 10 * maxsize
+
+
+def test_with_probation_empty_the_victim_is_protecteds_least_recent() -> None:
+    # maxsize 10 in units (a window of 1, protected 7): "a" and "b" promoted to
+    # protected, probation empty, "c" (read 10 times) in the window. Growing
+    # "a" to 9 units puts the cache 1 over: the victim is protected's least
+    # recent entry, "b", which the hotter window candidate "c" beats; had the
+    # victim been taken from the window, "c" would have been evicted.
+    cache: TinyLFUCache[str, int] = TinyLFUCache(10, getsizeof=lambda v: v)
+    cache["a"] = 1
+    cache["b"] = 1
+    cache.get("a")
+    cache["c"] = 1
+    cache.get("b")
+    for _ in range(10):
+        cache.get("c")
+    assert not cache._probation and list(cache._window) == ["c"]
+    cache["a"] = 9
+    assert sorted(cache) == ["a", "c"] and cache.currsize == 10
