@@ -32,6 +32,8 @@ from scalekit.caching import (
     ttl_cache,
 )
 
+from .test_cached import _waits_on_a_flight
+
 
 class _Source:
     """A database row: the first call for a key stalls after reading it, until released."""
@@ -49,6 +51,15 @@ class _Source:
             self.entered.set()  # read, and now stalls (a GC pause, a slow query)
             assert self.release.wait(5)
         return value
+
+
+def _until_waiting(thread: threading.Thread) -> None:
+    """Return once *thread* is blocked waiting for a call in progress (polled, at most 5 s)."""
+    for _ in range(5000):
+        if _waits_on_a_flight(thread, "decorators.py"):
+            return
+        threading.Event().wait(0.001)
+    raise AssertionError(f"{thread.name} never waited for the call in progress")
 
 
 def _in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
@@ -127,7 +138,6 @@ def test_invalidate_stops_only_the_invalidated_key() -> None:
 
 def test_a_follower_that_joined_before_the_invalidation_gets_the_call_it_joined() -> None:
     db = _Source()
-    joined = threading.Event()
 
     @cached(LRUCache(10), lock=threading.Lock())
     def price(sku: str) -> int:
@@ -135,13 +145,8 @@ def test_a_follower_that_joined_before_the_invalidation_gets_the_call_it_joined(
 
     a, out_a = _in_thread(lambda: price("sku1"))
     assert db.entered.wait(5)
-    follower, out_f = _in_thread(lambda: (joined.set(), price("sku1"))[1])
-    assert joined.wait(5)
-    # The follower is waiting for the call in progress once it is blocked on its flight.
-    from .test_cached import _waits_on_a_flight
-
-    while follower.is_alive() and not _waits_on_a_flight(follower, "decorators.py"):
-        threading.Event().wait(0.001)
+    follower, out_f = _in_thread(lambda: price("sku1"))
+    _until_waiting(follower)
     db.price = 1999
     price.cache_invalidate("sku1")
     db.release.set()
@@ -323,3 +328,25 @@ def test_functools_style_decorators_invalidate_a_key_and_its_call_in_progress(
     assert out_a == [2999] and price("sku1") == 1999
     assert price.cache_info()[:2] == (1, 2)
     assert price.cache_invalidate("sku1") is True and price.cache_info().currsize == 0
+
+
+def test_a_direct_pop_is_the_cache_s_own_and_leaves_the_call_in_progress_as_cachetools() -> None:
+    # The documented contrast: f.cache.pop() removes the entry only, as in cachetools;
+    # the call in progress stores its value afterwards, and a caller arriving meanwhile
+    # joins it. cache_invalidate() is the protected way.
+    db = _Source()
+
+    @cached(LRUCache(10), lock=threading.Lock())
+    def price(sku: str) -> int:
+        return db.read()
+
+    a, out_a = _in_thread(lambda: price("sku1"))
+    assert db.entered.wait(5)
+    db.price = 1999
+    price.cache.pop(price.cache_key("sku1"), None)
+    b, out_b = _in_thread(lambda: price("sku1"))
+    _until_waiting(b)  # b joins a's call
+    db.release.set()
+    a.join(5), b.join(5)
+    assert out_a == out_b == [2999]
+    assert price.cache[price.cache_key("sku1")] == 2999 and db.reads == [2999]

@@ -4,7 +4,8 @@ Each decorator builds its own cache and is thread-safe, as
 `functools.lru_cache` is: `@lru_cache`, `@lru_cache()` and
 `@lru_cache(maxsize=None)` all work, `typed=True` keys `f(1)` and `f(1.0)`
 apart (any `typed` is taken by its truth value and reported by
-`cache_parameters()` as given, as `functools` does), and the wrapper has `cache_info()`, `cache_clear()` and
+`cache_parameters()` as given, as `functools` does), and the wrapper has
+`cache_info()`, `cache_clear()`, `cache_invalidate()` and
 `cache_parameters()`.
 
 ```pycon
