@@ -24,9 +24,11 @@ from scalekit.caching import (
     LRUCache,
     ReentrantCallError,
     cached,
+    cachedmethod,
     hashkey,
 )
-from scalekit.exceptions import ArgumentTypeError
+from scalekit.caching import func as func_decorators
+from scalekit.exceptions import ArgumentTypeError, InvalidStateError
 
 
 @pytest.mark.parametrize(
@@ -68,18 +70,102 @@ def test_a_bad_info_flag_is_named() -> None:
         cached({}, info="yes")  # type: ignore[arg-type]
 
 
-def test_cache_info_without_counters_reports_a_mapping_size() -> None:
+class _OnlyItems:
+    """A mapping with only `[]` and `[]=`: no statistics of its own."""
+
+    def __init__(self) -> None:
+        self.data: dict[Any, Any] = {}
+
+    def __getitem__(self, k: Any) -> Any:
+        return self.data[k]
+
+    def __setitem__(self, k: Any, v: Any) -> None:
+        self.data[k] = v
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def clear(self) -> None:
+        self.data.clear()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [dict, lambda: cachetools.LRUCache(5), lambda: cachetools.TTLCache(5, ttl=60), _OnlyItems],
+    ids=["dict", "cachetools-lru", "cachetools-ttl", "only-items"],
+)
+def test_cache_info_counts_in_the_wrapper_when_the_cache_keeps_no_statistics(make: Any) -> None:
+    # Zeros after real hits and misses would read as a 0 % hit ratio.
+    f = cached(make())(lambda x: x)
+    f(1), f(1), f(2)
+    assert f.cache_info()[:2] == (1, 2)
+    f.cache_clear()
+    assert f.cache_info()[:2] == (0, 0)
+    f(1), f(1)
+    assert f.cache_info()[:2] == (1, 1)
+
+
+def test_cache_info_of_cached_none_counts_every_call_as_a_miss() -> None:
+    none = cached(None)(lambda x: x)
+    none(1), none(1)
+    assert none.cache_info() == CacheInfo(0, 2, None, 0)
+
+
+def test_cache_info_over_a_mapping_reports_its_maxsize_and_currsize() -> None:
     plain: dict[Any, Any] = {}
     f = cached(plain)(lambda x: x)
     f(1), f(1), f(2)
-    assert f.cache_info() == CacheInfo(0, 0, None, 2)  # a dict counts nothing itself
+    assert f.cache_info() == CacheInfo(1, 2, None, 2)
     weighted = cachetools.LRUCache(maxsize=100, getsizeof=len)
     g = cached(weighted)(lambda s: s * 3)
     g("ab")
-    assert g.cache_info() == CacheInfo(0, 0, 100, 6)  # its currsize, not its len
-    none = cached(None)(lambda x: x)
-    none(1)
-    assert none.cache_info() == CacheInfo(0, 0, None, 0)
+    assert g.cache_info() == CacheInfo(0, 1, 100, 6)  # its currsize, not its len
+
+
+def test_async_cache_info_counts_in_the_wrapper_over_a_dict() -> None:
+    @cached({})
+    async def f(x: int) -> int:
+        return x
+
+    async def main() -> None:
+        await f(1), await f(1), await f(2)
+
+    asyncio.run(main())
+    assert f.cache_info() == CacheInfo(1, 2, None, 2)
+
+
+def test_cachedmethod_cache_info_counts_per_instance_when_the_cache_keeps_no_statistics() -> None:
+    class Shop:
+        def __init__(self) -> None:
+            self.cache: dict[Any, Any] = {}
+
+        @cachedmethod(lambda self: self.cache)
+        def price(self, sku: str) -> int:
+            return len(sku)
+
+    a, b = Shop(), Shop()
+    a.price("x"), a.price("x"), b.price("y")
+    assert a.price.cache_info() == CacheInfo(1, 1, None, 1)
+    assert b.price.cache_info() == CacheInfo(0, 1, None, 1)
+    a.price.cache_clear()
+    assert a.price.cache_info() == CacheInfo(0, 0, None, 0)
+
+
+def test_cachedmethod_cache_info_refuses_to_guess_for_an_instance_it_cannot_count() -> None:
+    class Slots:  # no __weakref__: no per-instance counters can be kept for it
+        __slots__ = ("cache",)
+
+        def __init__(self) -> None:
+            self.cache: dict[Any, Any] = {}
+
+        @cachedmethod(lambda self: self.cache)
+        def price(self, sku: str) -> int:
+            return len(sku)
+
+    s = Slots()
+    s.price("x"), s.price("x")
+    with pytest.raises(InvalidStateError, match=r"cannot count .*Slots.*__weakref__.*dict"):
+        s.price.cache_info()
 
 
 def test_the_wrapper_exposes_its_key_function_and_names_a_partial() -> None:
@@ -338,3 +424,29 @@ def test_functools_style_decorators_hold_a_reentrant_lock() -> None:
     assert lock is not None
     with lock, lock:  # reentrant: a key whose __eq__ calls the function does not deadlock
         assert f(1) == 1
+
+
+@pytest.mark.parametrize("typed", [1, 0, None, "yes", [], 2.5])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lru_cache",
+        "fifo_cache",
+        "lfu_cache",
+        "rr_cache",
+        "ttl_cache",
+        "sieve_cache",
+        "s3fifo_cache",
+        "tinylfu_cache",
+    ],
+)
+def test_functools_style_decorators_take_typed_by_its_truth_value_as_functools(
+    name: str, typed: Any
+) -> None:
+    # functools.lru_cache and cachetools.func accept any typed, keyed by its truth
+    # value, and report it in cache_parameters() as it was given.
+    f = getattr(func_decorators, name)(maxsize=3, typed=typed)(lambda x: x)
+    reference = functools.lru_cache(maxsize=3, typed=typed)(lambda x: x)
+    assert f.cache_parameters() == reference.cache_parameters() == {"maxsize": 3, "typed": typed}
+    f(1), f(1.0)
+    assert f.cache_info()[:2] == ((0, 2) if typed else (1, 1))

@@ -44,7 +44,7 @@ class CachedFunction(Protocol[P, R]):
     """The type of a function decorated with [cached][scalekit.caching.cached].
 
     It is called as the function is and carries the cache's attributes, so
-    `f.cache_info()` and `f.cache_clear()` type-check.
+    `f.cache_info()`, `f.cache_clear()` and `f.cache_invalidate(...)` type-check.
     """
 
     cache: MutableMapping[Any, Any] | None
@@ -63,18 +63,41 @@ class CachedFunction(Protocol[P, R]):
         """Empty the cache and reset the statistics."""
         ...
 
+    def cache_invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Remove the entry of a call with these arguments; stop its call in progress storing.
+
+        Returns:
+            Whether the cache held an entry for the key.
+        """
+        ...
+
 
 # -- single-flight -----------------------------------------------------------------
+
+
+class Call:
+    """One caller's computation of a key: `stale` once the key was invalidated meanwhile.
+
+    A call stores its result only while it is not stale (see `store`). `cache`
+    is the cache it stores in, for a `cachedmethod`, whose instances may share one.
+    """
+
+    __slots__ = ("cache", "stale")
+
+    def __init__(self, cache: Any = None) -> None:
+        self.stale = False
+        self.cache = cache
 
 
 class _Flight:
     """One in-progress call that concurrent callers of the same key wait for."""
 
-    __slots__ = ("abandoned", "done", "error", "owner", "value")
+    __slots__ = ("abandoned", "call", "done", "error", "owner", "value")
 
-    def __init__(self, owner: int) -> None:
+    def __init__(self, owner: int, call: Call | None) -> None:
         self.done = threading.Event()
         self.owner = owner  # the thread computing the value
+        self.call = call  # the leader's computation, made stale by invalidate()
         self.value: Any = None
         self.error: BaseException | None = None
         # The leader left with a BaseException that is no Exception (KeyboardInterrupt,
@@ -195,8 +218,42 @@ class SyncFlights:
             self._table = {}
             self.generation += 1
 
-    def run(self, k: Any, compute: Callable[[], Any], name: str) -> Any:
+    def invalidate(self, k: Any) -> None:
+        """Let the next caller of *k* start a new call; the one in progress stores nothing.
+
+        Its current followers keep waiting for it and get its value.
+        """
+        me = threading.get_ident()
+        hashed = _Hashed(k)
+        with self._lock:
+            self._looking.add(me)
+            try:
+                flight = self._table.pop(hashed, None)
+            finally:
+                self._looking.discard(me)
+        if flight is not None and flight.call is not None:
+            flight.call.stale = True
+
+    def invalidate_matching(self, match: Callable[[Any, Call | None], bool]) -> None:
+        """`invalidate` every key whose call in progress `match(key, call)` accepts."""
+        me = threading.get_ident()
+        with self._lock:
+            self._looking.add(me)
+            try:
+                table = self._table
+                found = [(h, f) for h, f in table.items() if match(h.key, f.call)]
+                for hashed, _ in found:
+                    del table[hashed]
+            finally:
+                self._looking.discard(me)
+        for _, flight in found:
+            if flight.call is not None:
+                flight.call.stale = True
+
+    def run(self, k: Any, compute: Callable[[], Any], name: str, call: Call | None = None) -> Any:
         """Return `compute()`, computed once for all concurrent callers of *k*.
+
+        *call* is this caller's computation: the flight's if this caller leads it.
 
         Raises:
             ReentrantCallError: if waiting for the call of *k* in progress
@@ -214,7 +271,7 @@ class SyncFlights:
                     table = self._table
                     flight = table.get(hashed)
                     if flight is None:
-                        flight = table[hashed] = _Flight(me)
+                        flight = table[hashed] = _Flight(me, call)
                         break
                 finally:
                     self._looking.discard(me)
@@ -278,11 +335,12 @@ _DEADLOCK: Any = object()
 class _AsyncFlight:
     """One call in progress in its own task, and how many callers await it."""
 
-    __slots__ = ("dropped", "task", "waiters")
+    __slots__ = ("call", "dropped", "task", "waiters")
 
     task: asyncio.Task[Any]  # set right after the flight is made: the task needs the flight
 
-    def __init__(self) -> None:
+    def __init__(self, call: Call | None) -> None:
+        self.call = call  # the leader's computation, made stale by invalidate()
         self.waiters = 0
         # The flight machinery cancelled the task (its last caller left): a caller
         # that sees it ended cancelled starts over.
@@ -346,6 +404,36 @@ class AsyncFlights:
         """
         self.generation += 1
 
+    def _loop_tables(self) -> list[_LoopTable]:
+        while True:
+            try:
+                return list(self._tables.values())
+            except RuntimeError:  # another thread's loop made its table meanwhile
+                continue
+
+    def invalidate(self, k: Any) -> None:
+        """Let *k*'s next caller, in every loop, start a new call; those in progress store nothing.
+
+        Safe from any thread: a flight leaves its loop's table in one dict
+        operation, and the loop's own code re-checks the table after each
+        of its own.
+        """
+        for entry in self._loop_tables():
+            flight = entry.flights.pop(k, None)
+            if flight is not None and flight.call is not None:
+                flight.call.stale = True
+
+    def invalidate_matching(self, match: Callable[[Any, Call | None], bool]) -> None:
+        """`invalidate` every key whose call in progress `match(key, call)` accepts."""
+        for entry in self._loop_tables():
+            flights = entry.flights
+            for k, flight in list(flights.items()):
+                if match(k, flight.call):
+                    if flights.get(k) is flight:
+                        flights.pop(k, None)
+                    if flight.call is not None:
+                        flight.call.stale = True
+
     def _table(self, loop: asyncio.AbstractEventLoop) -> dict[Any, _AsyncFlight]:
         # Only this loop's thread reads or replaces its entry; a lookup or insert
         # of a WeakKeyDictionary is safe while other threads add or drop loops.
@@ -355,8 +443,12 @@ class AsyncFlights:
             entry = self._tables[loop] = _LoopTable(generation)
         return entry.flights
 
-    async def run(self, k: Any, compute: Callable[[], Any], name: str) -> Any:
+    async def run(
+        self, k: Any, compute: Callable[[], Any], name: str, call: Call | None = None
+    ) -> Any:
         """Await `compute()` (a coroutine function), run once for all concurrent callers of *k*.
+
+        *call* is this caller's computation: the flight's if this caller leads it.
 
         Raises:
             ReentrantCallError: if the call of *k* in progress is this task,
@@ -372,7 +464,7 @@ class AsyncFlights:
             leader = flight is None
             watch = False
             if flight is None:
-                flight = table[k] = _AsyncFlight()
+                flight = table[k] = _AsyncFlight(call)
                 task = flight.task = loop.create_task(self._body(table, k, flight, compute))
                 task.add_done_callback(_retrieve)
             else:
@@ -574,8 +666,11 @@ def cached(
     only `[]` and `[]=`.
 
     The wrapper has `cache`, `cache_key`, `cache_lock`, `cache_condition`,
-    `cache_info()` and `cache_clear()` (which also resets the statistics, as
-    `functools` does); see [CachedFunction][scalekit.caching.CachedFunction].
+    `cache_info()`, `cache_clear()` (which also resets the statistics, as
+    `functools` does) and `cache_invalidate(*args, **kwargs)`, which removes
+    one key's entry and keeps a call of that key in progress from storing
+    its (possibly stale) value, a direct `cache.pop(key)` being unprotected,
+    as in cachetools; see [CachedFunction][scalekit.caching.CachedFunction].
 
     Decorating a method this way keys on `self` and so keeps every instance
     alive as long as its entries; use
@@ -593,7 +688,9 @@ def cached(
             only serves as the lock when *lock* is not given. It is the
             wrapper's `cache_condition`, as in cachetools.
         info: count hits and misses in the wrapper for `cache_info()`
-            (without it, `cache_info()` reports a scalekit cache's own stats).
+            (without it, `cache_info()` reports a scalekit cache's own stats;
+            a cache that keeps none, such as a dict, `None` or a cachetools
+            cache, is counted in the wrapper whatever *info* is).
 
     Returns:
         The decorator.
@@ -692,13 +789,18 @@ def reader(cache: Any) -> Callable[[Any, Any], Any] | None:
 
 
 class Counters:
-    """Hits and misses counted by a wrapper (`info=True`)."""
+    """Hits and misses counted by a wrapper (`info=True`, or a cache that keeps no statistics)."""
 
     __slots__ = ("hits", "misses")
 
     def __init__(self) -> None:
         self.hits = 0
         self.misses = 0
+
+
+def counts_itself(cache: Any) -> bool:
+    """Whether *cache* keeps hit and miss statistics of its own (a scalekit cache does)."""
+    return isinstance(cache, Cache)
 
 
 def make_info(cache: Any, counters: Counters | None) -> CacheInfo:
@@ -742,6 +844,41 @@ def clear(cache: Any, lock: Any, counters: Counters | None, flights: Any = None)
             counters.hits = counters.misses = 0
 
 
+def discard(cache: Any, k: Any, lock: Any) -> bool:
+    """Remove *k* from *cache* under *lock*; whether it was there (`pop`, else `del`)."""
+    if cache is None:
+        return False
+    if lock is None:
+        return _discard(cache, k)
+    with lock:
+        return _discard(cache, k)
+
+
+#: `pop`'s default in `_discard`: not MISSING, which scalekit's `pop` takes for "no default".
+_ABSENT: Any = object()
+
+
+def _discard(cache: Any, k: Any) -> bool:
+    pop = getattr(cache, "pop", None)
+    if pop is not None:
+        return pop(k, _ABSENT) is not _ABSENT
+    try:
+        del cache[k]
+    except KeyError:
+        return False
+    return True
+
+
+def invalidate(cache: Any, k: Any, lock: Any, flights: Any) -> bool:
+    """`cache_invalidate()`: stop the store of the call of *k* in progress, then remove *k*.
+
+    In that order, so that the call cannot store between the two: it checks
+    that it is not stale under *lock*, as the removal runs.
+    """
+    flights.invalidate(k)
+    return discard(cache, k, lock)
+
+
 def _attach(
     wrapper: Any,
     func: Callable[..., Any],
@@ -763,6 +900,20 @@ def _attach(
     wrapper.cache_info = lambda: make_info(cache, counters)
     wrapper.cache_clear = lambda: clear(cache, lock, counters, flights)
 
+    def cache_invalidate(*args: Any, **kwargs: Any) -> bool:
+        """Remove the entry of a call with these arguments; stop its call in progress storing.
+
+        A call of the key in progress returns its value to the callers it has
+        but does not store it, and a caller arriving after this starts a new
+        call instead of waiting for it.
+
+        Returns:
+            Whether the cache held an entry for the key.
+        """
+        return invalidate(cache, key(*args, **kwargs), lock, flights)
+
+    wrapper.cache_invalidate = cache_invalidate
+
 
 def store(
     cache: MutableMapping[Any, Any],
@@ -773,6 +924,7 @@ def store(
     generation: int = 0,
     epoch: Epoch | None = None,
     clears: int = 0,
+    call: Call | None = None,
 ) -> None:
     """`cache[k] = value` under *lock*; a value too large stays uncached, as in cachetools.
 
@@ -780,7 +932,8 @@ def store(
     `cache_clear()` of this wrapper ran since) stores nothing: its value may
     predate the clear, and a call started after it may have stored a fresher
     one. The same with *epoch*, the cache's, when it counts more than
-    *clears* (a `cache_clear()` of any wrapper over the cache ran since).
+    *clears* (a `cache_clear()` of any wrapper over the cache ran since),
+    and with *call* once it is stale (`cache_invalidate()` of *k* ran since).
 
     Raises:
         ConfigurationError: the cache refused the value for a reason other
@@ -790,14 +943,18 @@ def store(
     """
     try:
         if lock is None:
-            if (flights is None or flights.generation == generation) and (
-                epoch is None or epoch.clears == clears
+            if (
+                (flights is None or flights.generation == generation)
+                and (epoch is None or epoch.clears == clears)
+                and (call is None or not call.stale)
             ):
                 cache[k] = value
         else:
             with lock:
-                if (flights is None or flights.generation == generation) and (
-                    epoch is None or epoch.clears == clears
+                if (
+                    (flights is None or flights.generation == generation)
+                    and (epoch is None or epoch.clears == clears)
+                    and (call is None or not call.stale)
                 ):
                     cache[k] = value
     except ConfigurationError:
@@ -839,7 +996,9 @@ def _sync_wrapper(
 ) -> Callable[..., Any]:
     flights = SyncFlights()
     name = getattr(func, "__qualname__", repr(func))
-    counters = Counters() if info else None
+    # A cache without statistics of its own (a dict, None, a cachetools cache) is
+    # counted here: cache_info() never reports zeros for hits it did not count.
+    counters = Counters() if info or not counts_itself(cache) else None
     lookup = reader(cache)
     default_key = key is hashkey
     # The leader re-checks the cache without counting a second miss; a cache
@@ -848,6 +1007,8 @@ def _sync_wrapper(
     epoch = None if cache is None else epoch_of(cache)
 
     def miss(k: Any, args: Any, kwargs: Any) -> Any:
+        call = Call()
+
         def compute() -> Any:
             generation = flights.generation
             clears = 0 if epoch is None else epoch.clears
@@ -863,12 +1024,12 @@ def _sync_wrapper(
                 on = _emit.on
                 value = _emit.load(cache, func, args, kwargs) if on else func(*args, **kwargs)
                 if cache is not None:
-                    store(cache, k, value, lock, flights, generation, epoch, clears)
+                    store(cache, k, value, lock, flights, generation, epoch, clears, call)
             return value
 
         if _emit.on:
-            return _emit.flight(cache, lambda lead: flights.run(k, lead, name), compute)
-        return flights.run(k, compute, name)
+            return _emit.flight(cache, lambda lead: flights.run(k, lead, name, call), compute)
+        return flights.run(k, compute, name, call)
 
     compiled = None
     if lock is None and counters is None and default_key:
@@ -906,6 +1067,25 @@ def _sync_wrapper(
                     return value
                 owner._misses += 1
                 return miss(k, args, kwargs)
+
+    elif lock is None and lookup is not None and counters is not None:
+        # A dict or a cachetools cache, counted here: the same inlined key, one
+        # counter more per call.
+        read = lookup
+        tally = counters
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            k: Any
+            if default_key:
+                k = args if not kwargs else args + _MARK + tuple(sorted(kwargs.items()))
+            else:
+                k = key(*args, **kwargs)
+            value = read(k, MISSING)
+            if value is not MISSING:
+                tally.hits += 1
+                return value
+            tally.misses += 1
+            return miss(k, args, kwargs)
 
     elif lock is None and counters is None and lookup is not None:
         get = lookup
@@ -953,7 +1133,7 @@ def _async_wrapper(
 ) -> Callable[..., Any]:
     flights = AsyncFlights()
     name = getattr(func, "__qualname__", repr(func))
-    counters = Counters() if info else None
+    counters = Counters() if info or not counts_itself(cache) else None
 
     read = reader(cache)
     epoch = None if cache is None else epoch_of(cache)
@@ -978,6 +1158,7 @@ def _async_wrapper(
 
         generation = flights.generation  # before the call's task starts
         clears = 0 if epoch is None else epoch.clears
+        call = Call()
 
         async def compute() -> Any:
             if _emit.on:
@@ -985,12 +1166,14 @@ def _async_wrapper(
             else:
                 value = await func(*args, **kwargs)
             if cache is not None:
-                store(cache, k, value, lock, flights, generation, epoch, clears)
+                store(cache, k, value, lock, flights, generation, epoch, clears, call)
             return value
 
         if _emit.on:
-            return await _emit.flight_async(cache, lambda lead: flights.run(k, lead, name), compute)
-        return await flights.run(k, compute, name)
+            return await _emit.flight_async(
+                cache, lambda lead: flights.run(k, lead, name, call), compute
+            )
+        return await flights.run(k, compute, name, call)
 
     _attach(wrapper, func, cache, key, lock, counters, flights)
     return wrapper

@@ -3,7 +3,9 @@
 Each decorator builds its own cache and is thread-safe, as
 `functools.lru_cache` is: `@lru_cache`, `@lru_cache()` and
 `@lru_cache(maxsize=None)` all work, `typed=True` keys `f(1)` and `f(1.0)`
-apart, and the wrapper has `cache_info()`, `cache_clear()` and
+apart (any `typed` is taken by its truth value and reported by
+`cache_parameters()` as given, as `functools` does), and the wrapper has
+`cache_info()`, `cache_clear()`, `cache_invalidate()` and
 `cache_parameters()`.
 
 ```pycon
@@ -78,14 +80,13 @@ class FuncDecorator(Protocol):
 def _wrap(make: Callable[[Any], Cache[Any, Any]], maxsize: Any, typed: bool) -> Any:
     if callable(maxsize):  # @lru_cache without parentheses
         return _wrap(make, 128, typed)(maxsize)
-    if not isinstance(typed, bool):
-        from ..exceptions import ConfigurationError
-
-        raise ConfigurationError(f"typed must be a bool, got {typed!r}")
     cache = make(math.inf if maxsize is None else maxsize)
 
+    # Any typed is taken by its truth value, as functools and cachetools.func take it,
+    # and cache_parameters() reports it as given, as they do.
+    key = typedkey if typed else hashkey
+
     def decorator(func: Callable[P, R]) -> FuncCachedFunction[P, R]:
-        key = typedkey if typed else hashkey
         # Reentrant, as functools needs: a key whose __eq__ calls the function.
         wrapper: Any = cached(cache, key=key, lock=threading.RLock(), info=True)(func)
         counted = wrapper.cache_info

@@ -8,16 +8,19 @@ from collections.abc import Callable, Hashable, MutableMapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from ..exceptions import ArgumentTypeError
+from ..exceptions import ArgumentTypeError, InvalidStateError
 from .base import MISSING
 from .decorators import (
     AsyncFlights,
     CacheInfo,
+    Call,
     Counters,
     SyncFlights,
     WeakIdentityMap,
     check_callable,
     clear,
+    counts_itself,
+    discard,
     epoch_of,
     make_info,
     reader,
@@ -38,7 +41,8 @@ class BoundCachedMethod(Protocol[P, R_co]):
     """A method decorated with [cachedmethod][scalekit.caching.cachedmethod], bound to an instance.
 
     Called as the method is; its cache attributes are the instance's, so
-    `obj.method.cache_info()` and `obj.method.cache_clear()` type-check.
+    `obj.method.cache_info()`, `obj.method.cache_clear()` and
+    `obj.method.cache_invalidate(...)` type-check.
     """
 
     @property
@@ -80,6 +84,14 @@ class BoundCachedMethod(Protocol[P, R_co]):
         """Empty the instance's cache, reset its statistics and forget the calls in progress."""
         ...
 
+    def cache_invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Remove the entry of a call with these arguments; stop its calls in progress storing.
+
+        Returns:
+            Whether the instance's cache held an entry for the key.
+        """
+        ...
+
 
 def cachedmethod(
     cache: Callable[[Any], MutableMapping[Any, Any] | None],
@@ -95,8 +107,9 @@ def cachedmethod(
     the key leaves `self` out (`methodkey`): no instance is kept alive by
     the decorator, unlike `cached` on a method, which keys on `self`.
     Single-flight, re-entry detection and asyncio support are those of
-    [cached][scalekit.caching.cached]. `obj.method.cache_info()` and
-    `obj.method.cache_clear()` work on that instance's cache.
+    [cached][scalekit.caching.cached]. `obj.method.cache_info()`,
+    `obj.method.cache_clear()` and `obj.method.cache_invalidate(...)` work
+    on that instance's cache.
 
     ```pycon
     >>> from scalekit.caching import LRUCache
@@ -118,11 +131,14 @@ def cachedmethod(
         lock: returns the lock guarding the instance's cache, if threads share it.
         condition: as for `cached`: serves as the lock when *lock* is not given.
         info: count hits and misses per instance for `cache_info()` (without
-            it, `cache_info()` reports a scalekit cache's own stats). The
-            counters are kept per instance by identity (equal instances
-            count apart; no `__eq__` or `__hash__` of theirs is called), in
-            a weak mapping: instances that cannot be weakly referenced are
-            not counted.
+            it, `cache_info()` reports a scalekit cache's own stats; an
+            instance whose cache keeps none, such as a dict, is counted
+            whatever *info* is). The counters are kept per instance by
+            identity (equal instances count apart; no `__eq__` or
+            `__hash__` of theirs is called), in a weak mapping: an instance
+            that cannot be weakly referenced is not counted, so its
+            `cache_info()` reports a scalekit cache's own stats, or raises
+            `InvalidStateError` over a cache that keeps none.
 
     Returns:
         The decorator.
@@ -273,8 +289,9 @@ class CachedMethod(Generic[S, P, R]):
         # `Class.method` is looked up again and gives this very descriptor.
         return self._name
 
-    def counters(self, obj: Any) -> Counters | None:
-        if not self._info:
+    def counters(self, obj: Any, cache: Any) -> Counters | None:
+        """*obj*'s counters: with `info=True`, or when *cache* keeps no statistics of its own."""
+        if not self._info and counts_itself(cache):
             return None
         # By identity: equal instances count apart, and no __eq__ of theirs runs.
         return self._counters.get(obj, Counters)
@@ -292,7 +309,7 @@ class CachedMethod(Generic[S, P, R]):
             else:
                 with lock:
                     value = read(k, MISSING)
-        counters = self.counters(obj)
+        counters = self.counters(obj, cache)
         if counters is not None:
             if value is MISSING:
                 counters.misses += 1
@@ -309,6 +326,7 @@ class CachedMethod(Generic[S, P, R]):
         flights: SyncFlights = self._flights  # type: ignore[assignment]
 
         epoch = None if cache is None else epoch_of(cache)
+        call = Call(cache)
 
         def compute() -> Any:
             generation = flights.generation
@@ -324,10 +342,10 @@ class CachedMethod(Generic[S, P, R]):
                 return found
             result = self._method(obj, *args, **kwargs)
             if cache is not None:
-                store(cache, k, result, lock, flights, generation, epoch, clears)
+                store(cache, k, result, lock, flights, generation, epoch, clears, call)
             return result
 
-        return flights.run((id(obj), k), compute, self._name)
+        return flights.run((id(obj), k), compute, self._name, call)
 
     async def acall(self, obj: Any, args: Any, kwargs: Any) -> Any:
         cache, lock, k, value = self.lookup(obj, args, kwargs)
@@ -338,14 +356,32 @@ class CachedMethod(Generic[S, P, R]):
         generation = flights.generation  # before the call's task starts
         epoch = None if cache is None else epoch_of(cache)
         clears = 0 if epoch is None else epoch.clears
+        call = Call(cache)
 
         async def compute() -> Any:
             result = await self._method(obj, *args, **kwargs)
             if cache is not None:
-                store(cache, k, result, lock, flights, generation, epoch, clears)
+                store(cache, k, result, lock, flights, generation, epoch, clears, call)
             return result
 
-        return await flights.run((id(obj), k), compute, self._name)
+        return await flights.run((id(obj), k), compute, self._name, call)
+
+    def invalidate(self, obj: Any, args: Any, kwargs: Any) -> bool:
+        """`obj.method.cache_invalidate(*args, **kwargs)`.
+
+        Instances may share one cache (`lambda self: shared`): the calls in
+        progress of the key, of every instance whose call stores in *obj*'s
+        cache, are stopped storing, before the entry is removed.
+        """
+        cache = self._cache(obj)
+        lock = None if self._lock is None else self._lock(obj)
+        k = self._key(obj, *args, **kwargs)
+
+        def match(flight_key: Any, call: Call | None) -> bool:
+            return call is not None and call.cache is cache and flight_key[1] == k
+
+        self._flights.invalidate_matching(match)
+        return discard(cache, k, lock)
 
 
 class _Unbound:
@@ -457,8 +493,25 @@ class _Bound:
         return self._descriptor._key(self._obj, *args, **kwargs)
 
     def cache_info(self) -> CacheInfo:
-        """Hits, misses, maxsize and currsize of the instance's cache."""
-        return make_info(self.cache, self._descriptor.counters(self._obj))
+        """Hits, misses, maxsize and currsize of the instance's cache.
+
+        Raises:
+            InvalidStateError: the instance cannot be weakly referenced (so no
+                counters are kept for it) and its cache keeps no statistics
+                of its own (a `dict`, a cachetools cache): zeros would read
+                as "never hit".
+        """
+        cache = self.cache
+        counters = self._descriptor.counters(self._obj, cache)
+        if counters is None and not counts_itself(cache):
+            raise InvalidStateError(
+                f"cache_info() of {self._descriptor._name} cannot count the calls on a "
+                f"{type(self._obj).__qualname__}: the instance cannot be weakly referenced "
+                "(add '__weakref__' to its class's __slots__) and its cache, a "
+                f"{type(cache).__qualname__}, keeps no statistics of its own (a scalekit "
+                "cache does)"
+            )
+        return make_info(cache, counters)
 
     def cache_clear(self) -> None:
         """Empty the instance's cache, reset its statistics and forget the calls in progress.
@@ -469,7 +522,21 @@ class _Bound:
         started before the clear stores nothing when it ends.
         """
         d = self._descriptor
-        clear(self.cache, self.cache_lock, d.counters(self._obj), d._flights)
+        cache = self.cache
+        clear(cache, self.cache_lock, d.counters(self._obj, cache), d._flights)
+
+    def cache_invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Remove the entry of a call with these arguments; stop its calls in progress storing.
+
+        A call of the key in progress (of this instance, or of another one
+        whose cache is the same object) returns its value to the callers it
+        has but does not store it, and a caller arriving after this starts a
+        new call instead of waiting for it.
+
+        Returns:
+            Whether the instance's cache held an entry for the key.
+        """
+        return self._descriptor.invalidate(self._obj, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<cachedmethod {self._descriptor._method!r} of {object.__repr__(self._obj)}>"
