@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from ..exceptions import ArgumentTypeError
 from ._keyhash import stable_hash
 from ._speedups import FrequencySketch
 from ._tinylfu_sizing import _GOLDEN, _M64, WindowSizing
@@ -151,12 +152,14 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
             of `int`) repeat exactly; a tuple holding a `str` is hashed by
             `hash()` and follows `PYTHONHASHSEED`. Pass your own `rng` (for example
             `random.Random()`) to make admission unpredictable to clients
-            that choose keys.
+            that choose keys. Any object with a `getrandbits(k)` method
+            will do; it is checked at construction.
         doorkeeper: put a Bloom filter in front of the sketch (default True).
 
     Raises:
         ArgumentTypeError: `maxsize` is neither an `int` nor `math.inf` (a bool,
-            `None`, a string).
+            `None`, a string), or `rng` has no callable `getrandbits`
+            (`rng must be a random.Random ..., got int: 5`).
         ConfigurationError: `maxsize` is negative, NaN, a finite float or above
             `sys.float_info.max`.
 
@@ -176,6 +179,12 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         rng: random.Random | None = None,
         doorkeeper: bool = True,
     ) -> None:
+        if rng is not None and not callable(getattr(rng, "getrandbits", None)):
+            # Checked here: the first draw may come thousands of writes later.
+            raise ArgumentTypeError(
+                f"rng must be a random.Random (an object with a callable getrandbits(k) "
+                f"method), got {type(rng).__name__}: {rng!r}"
+            )
         super().__init__(maxsize, getsizeof)
         maximum: Any = self._maxsize
         self._rng = rng if rng is not None else random.Random(_DEFAULT_SEED)
