@@ -172,6 +172,7 @@ cdef class TinyLFUCore:
         return value
 
     def __setitem__(self, key, value):
+        cdef PyObject* found
         if self._sizes is not None:
             _pure_setitem(self, key, value)
             return
@@ -179,6 +180,10 @@ cdef class TinyLFUCore:
             raise ValueError("value too large")
         queue = self._queue(key)
         if queue is not None:
+            # The old value is released once the write is done (its __del__ may use
+            # the cache), as in the pure class.
+            found = PyDict_GetItemWithError(queue, key)
+            old = None if found is NULL else <object>found
             queue[key] = value
             self._access(key, queue)
         else:
@@ -227,8 +232,9 @@ cdef class TinyLFUCore:
         return value
 
     cdef int _drop(self, object key) except -1:
-        # The pure _evict: remove, forget the size, count an eviction.
-        self._take(key)
+        # The pure _evict: remove, forget the size, count an eviction; the value is
+        # released once the books are kept (its __del__ may use the cache).
+        value = self._take(key)
         sizes = self._sizes
         if sizes is not None:
             self._currsize -= sizes.pop(key)

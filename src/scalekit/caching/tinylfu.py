@@ -13,7 +13,7 @@ from ..exceptions import ArgumentTypeError
 from ._keyhash import stable_hash
 from ._speedups import FrequencySketch
 from ._tinylfu_sizing import _GOLDEN, _M64, WindowSizing
-from .base import MISSING, Cache
+from .base import _OPS, MISSING, Cache
 
 __all__ = ["TinyLFUCache"]
 
@@ -318,32 +318,47 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         size = 1 if sizes is None else self._size_of(value)
         if size > self._maxsize:
             raise ValueError("value too large")
-        queue = self._queue(key)
-        if queue is not None:
-            queue[key] = value
-            if sizes is not None:
-                diff = size - sizes[key]
-                sizes[key] = size
-                self._currsize += diff
-                if queue is self._window:
-                    self._window_used += diff
-                elif queue is self._protected:
-                    self._protected_used += diff
-            self._on_access(key, queue)
-        else:
-            self._window[key] = value
-            self._window_used += size
-            if sizes is not None:
-                sizes[key] = size
-                self._currsize += size
-            if self._sketch.entries < self._entry_bound:
-                self._grow_sketch()
-            self._sketch.increment(key)
-            self._on_miss(key)
-        # As Caffeine's maintenance: the window overflows into probation on
-        # every write, then the main area evicts if the cache is over capacity.
-        self._evict_entries()
-        self._climb()
+        mark = 0
+        if sizes is not None:
+            # As the base class's writes: code of a key or a value that writes,
+            # deletes or clears this cache meanwhile is counted, and the sizes
+            # are then recounted (see `Cache._settle_sizes`).
+            _OPS.started = mark = _OPS.started + 1
+        try:
+            queue = self._queue(key)
+            if queue is not None:
+                # The old value is released once the write is done (its __del__
+                # may use the cache).
+                old = queue[key]
+                queue[key] = value
+                if sizes is not None:
+                    diff = size - sizes[key]
+                    sizes[key] = size
+                    self._currsize += diff
+                    if queue is self._window:
+                        self._window_used += diff
+                    elif queue is self._protected:
+                        self._protected_used += diff
+                self._on_access(key, queue)
+            else:
+                old = None
+                self._window[key] = value
+                self._window_used += size
+                if sizes is not None:
+                    sizes[key] = size
+                    self._currsize += size
+                if self._sketch.entries < self._entry_bound:
+                    self._grow_sketch()
+                self._sketch.increment(key)
+                self._on_miss(key)
+            # As Caffeine's maintenance: the window overflows into probation on
+            # every write, then the main area evicts if the cache is over capacity.
+            self._evict_entries()
+            self._climb()
+        finally:
+            if sizes is not None and _OPS.started != mark:
+                self._settle_sizes()
+        del old
 
     def _grow_sketch(self) -> None:
         # Called on each write of a new key until the sketch has its full size.
@@ -443,24 +458,14 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         self._window_writes = self._window_bytes = 0
         del held
 
-    def clear(self) -> None:
-        """Remove every entry (not counted as evictions); the sketch and window size stay.
-
-        Runtime complexity: O(n).
-        """
-        super().clear()
-        if self._sizes is not None and len(self):
-            # A value's __del__ wrote while the queues emptied: this class's
-            # writes do not pass through the base class's re-entry count, so
-            # the sizes the base class just cleared are measured again.
-            self._settle_sizes()
-
     def _evict(self, key: Any) -> None:
-        self._remove(key)
+        # The value is released once the books are kept: its __del__ may use the cache.
+        value = self._remove(key)
         sizes = self._sizes
         if sizes is not None:
             self._currsize -= sizes.pop(key)
         self._evictions += 1
+        del value
 
     # -- eviction (Caffeine's evictFromWindow / evictFromMain / admit) ----------------
 
