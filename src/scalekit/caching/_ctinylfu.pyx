@@ -52,6 +52,7 @@ cdef extern from *:
     char* PyBytes_AS_STRING(object o)
     Py_ssize_t PyBytes_GET_SIZE(object o)
 
+from ._ccore cimport type_of as _type_of
 from ._keyhash import stable_hash
 from .base import Cache
 
@@ -97,6 +98,8 @@ cdef class TinyLFUCore:
     cdef public object _margin
     cdef public long _shadow_shift
     cdef public bint _window_fifo
+    cdef void* _flags_type  # the class _hooked was read from
+    cdef bint _hooked  # a subclass overrides popitem or __delitem__: evict through them
 
     cdef inline bint _sampled(self, object key) except -1:
         cdef long shift = self._shadow_shift
@@ -232,6 +235,13 @@ cdef class TinyLFUCore:
         return value
 
     cdef int _drop(self, object key) except -1:
+        if _type_of(self) != self._flags_type:
+            # Per class, and read again when `__class__` is assigned.
+            self._hooked = type(self)._hooked_evictions
+            self._flags_type = _type_of(self)
+        if self._hooked:
+            self._evict_hooked(key)
+            return 0
         # The pure _evict: remove, forget the size, count an eviction; the value is
         # released once the books are kept (its __del__ may use the cache).
         value = self._take(key)

@@ -6,12 +6,15 @@ import random
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from ..exceptions import ArgumentTypeError
 from .base import MISSING, Cache
 
 __all__ = ["RRCache"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+_RANDOM_CHOICE = random.Random.choice
 
 
 class RRCache(Cache[K, V]):
@@ -29,11 +32,16 @@ class RRCache(Cache[K, V]):
             as in cachetools: `random.seed()` then makes evictions reproducible).
         getsizeof: optional function giving a value's size.
         rng: the `random.Random` to draw victims from (seed it for
-            reproducible runs); ignored when *choice* is given.
+            reproducible runs; any object with a `choice` method); ignored
+            when *choice* is given, though still checked. A deep copy or an
+            unpickled cache draws from its own copy of the generator, in the
+            state the source's had; `copy.copy` shares `choice`, and so the
+            generator, with the source, as in cachetools.
 
     Raises:
         ArgumentTypeError: `maxsize` is neither an `int` nor `math.inf` (a bool,
-            `None`, a string).
+            `None`, a string), `choice` is not callable, or `rng` has no
+            callable `choice` method (`rng must be a random.Random ..., got int: 5`).
         ConfigurationError: `maxsize` is negative, NaN, a finite float or above
             `sys.float_info.max`.
 
@@ -52,24 +60,23 @@ class RRCache(Cache[K, V]):
         *,
         rng: random.Random | None = None,
     ) -> None:
+        if choice is not None and not callable(choice):
+            raise ArgumentTypeError(
+                f"choice must be callable (it picks the victim from a sequence of keys), "
+                f"got {type(choice).__name__}: {choice!r}"
+            )
+        if rng is not None and not callable(getattr(rng, "choice", None)):
+            raise ArgumentTypeError(
+                f"rng must be a random.Random (an object with a callable choice(keys) "
+                f"method), got {type(rng).__name__}: {rng!r}"
+            )
         super().__init__(maxsize, getsizeof)
-        # With the default choice on a plain random.Random, __setitem__ draws the
-        # victim's index itself, as Random.choice does (getrandbits of the length's
-        # bit length, redrawn while out of range): the same victims, one Python
-        # call fewer per eviction.
-        self._getrandbits: Callable[[int], int] | None = None
         if choice is None:
-            if rng is None:
-                # cachetools' default: the random module's shared generator, so
-                # that random.seed() makes evictions reproducible.
-                choice = random.choice
-            else:
-                choice = rng.choice
-                if type(rng) is random.Random:
-                    self._getrandbits = rng.getrandbits
-        if choice is random.choice:
-            self._getrandbits = random.getrandbits
+            # cachetools' default: the random module's shared generator, so that
+            # random.seed() makes evictions reproducible.
+            choice = random.choice if rng is None else rng.choice
         self._choice = choice
+        self._bind_draw()
         self._data: dict[Any, Any] = {}
         self._index: dict[Any, int] = {}
         self._keys: list[Any] = []
@@ -123,6 +130,31 @@ class RRCache(Cache[K, V]):
         data[key] = value
         index[key] = len(keys)
         keys.append(key)
+
+    def _bind_draw(self) -> None:
+        # With the choice method of a plain random.Random (the default, `rng=` or
+        # `choice=r.choice`), __setitem__ draws the victim's index itself, as
+        # Random.choice does (getrandbits of the length's bit length, redrawn
+        # while out of range): the same victims, one Python call fewer per
+        # eviction. Derived from `_choice` whenever the state is set, so that a
+        # deep copy or an unpickled cache draws from its own generator, the one
+        # its copied `_choice` is bound to.
+        choice: Any = self._choice
+        owner = getattr(choice, "__self__", None)
+        if type(owner) is random.Random and getattr(choice, "__func__", None) is _RANDOM_CHOICE:
+            self._getrandbits: Callable[[int], int] | None = owner.getrandbits
+        else:
+            self._getrandbits = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The state to copy or pickle: without the bound draw, derived again from `choice`."""
+        state = dict(self.__dict__)
+        state.pop("_getrandbits", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._bind_draw()
 
     @property
     def choice(self) -> Callable[[Sequence[Any]], Any]:

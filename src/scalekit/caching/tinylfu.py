@@ -7,12 +7,13 @@ import random
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
+from ..exceptions import ArgumentTypeError
 from ._keyhash import stable_hash
 from ._speedups import FrequencySketch
 from ._tinylfu_sizing import _GOLDEN, _M64, WindowSizing
-from .base import _OPS, MISSING, Cache
+from .base import _OPS, MISSING, Cache, _defined_outside
 
 __all__ = ["TinyLFUCache"]
 
@@ -151,12 +152,14 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
             of `int`) repeat exactly; a tuple holding a `str` is hashed by
             `hash()` and follows `PYTHONHASHSEED`. Pass your own `rng` (for example
             `random.Random()`) to make admission unpredictable to clients
-            that choose keys.
+            that choose keys. Any object with a `getrandbits(k)` method
+            will do; it is checked at construction.
         doorkeeper: put a Bloom filter in front of the sketch (default True).
 
     Raises:
         ArgumentTypeError: `maxsize` is neither an `int` nor `math.inf` (a bool,
-            `None`, a string).
+            `None`, a string), or `rng` has no callable `getrandbits`
+            (`rng must be a random.Random ..., got int: 5`).
         ConfigurationError: `maxsize` is negative, NaN, a finite float or above
             `sys.float_info.max`.
 
@@ -164,6 +167,16 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
 
     Runtime complexity: O(1) amortized per operation.
     """
+
+    #: True when a class outside scalekit overrides popitem or __delitem__ (cachetools
+    #: users hook evictions that way): then each eviction goes through popitem().
+    _hooked_evictions: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._hooked_evictions = _defined_outside(cls, "popitem") or _defined_outside(
+            cls, "__delitem__"
+        )
 
     _window_writes = 0  # new keys written since the window was last rebuilt
     _window_bytes = 0  # its size then, plus a quarter
@@ -176,6 +189,12 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         rng: random.Random | None = None,
         doorkeeper: bool = True,
     ) -> None:
+        if rng is not None and not callable(getattr(rng, "getrandbits", None)):
+            # Checked here: the first draw may come thousands of writes later.
+            raise ArgumentTypeError(
+                f"rng must be a random.Random (an object with a callable getrandbits(k) "
+                f"method), got {type(rng).__name__}: {rng!r}"
+            )
         super().__init__(maxsize, getsizeof)
         maximum: Any = self._maxsize
         self._rng = rng if rng is not None else random.Random(_DEFAULT_SEED)
@@ -449,7 +468,47 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         self._window_writes = self._window_bytes = 0
         del held
 
+    def popitem(self) -> tuple[K, V]:
+        """Remove and return the `(key, value)` pair the policy evicts next.
+
+        Called by a write that evicts (when a subclass overrides `popitem`
+        or `__delitem__`), it removes the entry that write's admission duel
+        chose: the candidate the sketch rejected, or the main area's victim
+        it lost to. Called directly, no candidate is pending: it removes the
+        main area's victim, the least recent entry of probation (then of
+        protected, then of the window). The entry leaves through
+        `__delitem__`.
+
+        Raises:
+            KeyError: if the cache is empty (its context suppressed, as cachetools).
+
+        Runtime complexity: O(1).
+        """
+        key = self.__dict__.pop("_evicting", MISSING)
+        if key is MISSING or key not in self:
+            return super().popitem()
+        value = self._peek(key)
+        del self[key]
+        return key, value
+
+    def _evict_hooked(self, key: Any) -> None:
+        # A subclass hooks evictions: the entry the policy chose leaves through
+        # self.popitem() (see popitem), and so through __delitem__, as in cachetools.
+        ops = _OPS
+        started = ops.started
+        self.__dict__["_evicting"] = key
+        try:
+            self.popitem()
+        finally:
+            self.__dict__.pop("_evicting", None)
+        if ops.started == started + 1:
+            ops.started = started  # the eviction's own weighted delete is no re-entry
+        self._evictions += 1
+
     def _evict(self, key: Any) -> None:
+        if self._hooked_evictions:
+            self._evict_hooked(key)
+            return
         # The value is released once the books are kept: its __del__ may use the cache.
         value = self._remove(key)
         sizes = self._sizes

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-from ..exceptions import ArgumentTypeError
+from ..exceptions import ArgumentTypeError, ConfigurationError
 from .base import Cache
 from .ttl import TTLCache
 
@@ -16,13 +16,33 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+_EXPECTED = (
+    "ttu must return an expiry time that compares with the timer's time (a real number, "
+    "not a bool or NaN; math.inf for never; a datetime with a datetime timer)"
+)
+
+
+def _refuse(key: Any, expires: Any) -> None:
+    """Raise the error for a `ttu` result that is no expiry time (the write changes nothing)."""
+    error: type[Exception] = ArgumentTypeError
+    try:
+        if expires.__class__ is not bool and expires != expires:
+            error = ConfigurationError  # NaN: a number, but no time
+    except (TypeError, ArithmeticError):
+        error = ConfigurationError  # a Decimal NaN refuses even this comparison
+    raise error(f"{_EXPECTED}, got {expires!r} ({type(expires).__name__}) for key {key!r}")
+
+
 class TLRUCache(TTLCache[K, V]):
     """An LRU cache whose entries expire when `ttu` says; drop-in for `cachetools.TLRUCache`.
 
     On every write, `ttu(key, value, now)` returns the entry's expiry time
     (in the timer's units; `math.inf` for never). An entry whose expiry is
     not after `now` is not stored, and a present entry for that key is
-    removed. Everything else (expiry at `timer() >= expires`, iteration,
+    removed. A result that is no expiry time (`None`, a `str`, a bool, NaN,
+    or one that does not compare with the timer's time) makes the write
+    raise before it changes anything: a present entry for that key keeps
+    its value and deadline. Everything else (expiry at `timer() >= expires`, iteration,
     `expire()`, `with cache.timer`) is [TTLCache][scalekit.caching.TTLCache]'s.
 
     ```pycon
@@ -50,6 +70,10 @@ class TLRUCache(TTLCache[K, V]):
             `None`, a string), or `ttu` is not callable.
         ConfigurationError: `maxsize` is negative, NaN, a finite float or above
             `sys.float_info.max`.
+
+    A write raises `ArgumentTypeError` when `ttu` returns `None`, a bool or
+    anything that does not compare with the timer's time, and
+    `ConfigurationError` for NaN, each naming `ttu`, the result and the key.
 
     Thread-safety: not thread-safe; guard shared use with a lock.
 
@@ -82,7 +106,13 @@ class TLRUCache(TTLCache[K, V]):
     def __setitem__(self, key: K, value: V) -> None:
         with self._clock as now:
             expires = self._ttu(key, value, now)
-            if not now < expires:
+            try:
+                fresh = now < expires
+            except (TypeError, ArithmeticError):  # None, a str; a Decimal NaN
+                fresh = None
+            if fresh is None or expires.__class__ is bool or (not fresh and expires != expires):
+                _refuse(key, expires)  # checked before anything changes
+            if not fresh:
                 # Already expired: not stored, and it replaces any present entry.
                 self.expire(now)
                 if key in self._data:
