@@ -76,7 +76,16 @@ def stable_hash(key: Any) -> int:
     if kind is tuple:
         acc = _P5
         for item in key:
-            acc = (acc + stable_hash(item) * _P2) & _M64
+            # The two commonest items inline (a call costs more than their hash).
+            item_kind = type(item)
+            if item_kind is str:
+                data = item.encode("utf-8", "surrogatepass")
+                lane = int.from_bytes(data, "little") % _P + len(data) * _LENGTH
+            elif item_kind is int:
+                lane = hash(item)
+            else:
+                lane = stable_hash(item)
+            acc = (acc + lane * _P2) & _M64
             acc = (((acc << 31) | (acc >> 33)) * _P1) & _M64
         acc = (acc + (len(key) ^ _TAIL)) & _M64
         return 1546275796 if acc == _M64 else acc
