@@ -9,9 +9,11 @@ checks them in processes with other `PYTHONHASHSEED`s.
 
 from __future__ import annotations
 
+import enum
 import random
-from typing import Any
+from typing import Any, NamedTuple
 
+import cachetools.keys
 import pytest
 
 from scalekit.caching import _sketch
@@ -65,8 +67,34 @@ def test_the_tuple_rule_is_the_documented_one_and_keeps_the_hash_of_number_tuple
             for _ in range(rng.randrange(6))
         )
         assert stable_hash(key) == hash(key) & M64
-    # A user's own key type keeps its hash(); str subclasses and frozensets follow hash() too.
+    # A frozenset, like a user's own key type, keeps its hash().
     assert stable_hash(frozenset({3})) == hash(frozenset({3})) & M64
+
+
+class _Point(NamedTuple):
+    name: str
+    n: int
+
+
+class _Colour(str, enum.Enum):
+    RED = "k1"
+
+
+class _Raw(bytes):
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def test_subclasses_of_tuple_str_and_bytes_hash_as_their_contents() -> None:
+    # namedtuples, cachetools' hashed tuple (it caches a salted hash()), a
+    # StrEnum-style member (whose hash() is its name's, salted): their contents.
+    assert stable_hash(_Point("k1", 2)) == stable_hash(("k1", 2))
+    assert stable_hash(cachetools.keys.hashkey("k1", b=2)) == stable_hash(
+        tuple(cachetools.keys.hashkey("k1", b=2))
+    )
+    assert stable_hash(_Colour.RED) == stable_hash("k1")
+    assert stable_hash(_Raw(b"k1")) == stable_hash(b"k1")
+    assert stable_hash((_Point("a", 1), _Colour.RED)) == stable_hash((("a", 1), "k1"))
 
 
 def test_the_keys_cached_builds_hash_by_their_contents() -> None:
@@ -90,6 +118,10 @@ def test_the_active_sketch_spreads_every_key_as_the_pure_one() -> None:
         "x" * 300,
         (("\ud800",),),
         typedkey(b"", None, x=()),
+        _Point("é", 1),
+        _Colour.RED,
+        _Raw(b"\x00"),
+        cachetools.keys.hashkey("a", x=1),
         0.5,
         -(2**64),
     ]
@@ -119,6 +151,7 @@ def test_compiled_tinylfu_samples_its_shadow_as_the_pure_one_with_tuple_keys() -
     classes = [c for c in TinyLFUCache.__mro__ if c.__name__ == "TinyLFUCache"]
     rng = random.Random(11)
     keys = [hashkey(f"k{int(rng.paretovariate(0.6))}", n=None) for _ in range(25_000)]
+    keys[::3] = [_Point(k[0], 1) for k in keys[::3]]
     results = []
     for cls in classes:
         cache = cls(2048, rng=random.Random(1))

@@ -2,7 +2,8 @@
 #
 # It computes the value the pure function defines (see its module docstring)
 # for exact tuples, ASCII `str`, `bytes`, `None`, the kwargs marker and the
-# numbers in C, and calls the pure function for a non-ASCII `str` and a `type`.
+# numbers in C, and calls the pure function for a non-ASCII `str`, a `type` and
+# a subclass of `tuple`, `str` or `bytes`.
 # `tests/caching/test_keyhash.py` checks both against known answers.
 
 from cpython.object cimport PyObject_Hash
@@ -76,6 +77,6 @@ cdef uint64_t skh_stable_hash(object key) except? 0:
         return _SKH_NONE
     if key is _SKH_MARK:
         return _SKH_MARK_HASH
-    if kind is type:
+    if kind is type or isinstance(key, (tuple, str, bytes)):  # a type, a subclass
         return <uint64_t>_skh_pure(key)
     return <uint64_t>PyObject_Hash(key)

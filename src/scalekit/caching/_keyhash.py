@@ -27,19 +27,25 @@ ratio) would change from one run to the next. `stable_hash` is, modulo
   a key: `0x6B7761726773D00D`;
 * an exact `type` (as `typedkey` appends): the hash of the `str`
   `f"{t.__module__}.{t.__qualname__}"`;
+* an instance of a subclass of `tuple` (a `namedtuple`, the hashed tuple
+  `cachetools.keys.hashkey` returns), `str` (a `StrEnum` member) or
+  `bytes`: the hash of the plain `tuple` of its items, or of its text or
+  bytes, whatever its own `__hash__` (the sketch only estimates, so a
+  subclass whose equality differs from its contents' costs accuracy, never
+  a wrong result);
 * anything else: `hash(key)` modulo `2**64`. For `int`, `float`, `bool` and
-  `complex` that is the same in every process (on a 64-bit build); for
-  `frozenset`, a `str` or `tuple` subclass (such as a `StrEnum` member, or
-  `cachetools.keys`' hashed tuple), `datetime` or a user class it follows
-  `PYTHONHASHSEED` or the object's address as `hash()` does.
+  `complex` that is the same in every process (on a 64-bit build); for a
+  `frozenset` (whose `hash()` combines its items' salted hashes), a
+  `datetime` or an instance of a user class it follows `PYTHONHASHSEED`
+  or the object's address as `hash()` does.
 
 So the keys that hash the same in every process are `int`, `float`,
-`bool`, `complex`, `None`, exact `str` and `bytes`, exact types, and
-exact tuples (nested to any depth) of these, which covers every key
-`hashkey`, `methodkey`, `typedkey` and `typedmethodkey` build from such
-arguments. The compiled sketch and the compiled TinyLFU core compute the
-same value in C (`_keyhash.pxi`), calling this function only for a
-non-ASCII `str` and a `type`.
+`bool`, `complex`, `None`, `str` and `bytes`, exact types, and tuples
+(nested to any depth) of these, which covers every key `hashkey`,
+`methodkey`, `typedkey` and `typedmethodkey` build from such arguments.
+The compiled sketch and the compiled TinyLFU core compute the same value
+in C (`_keyhash.pxi`), calling this function only for a non-ASCII `str`,
+a `type` and the subclasses.
 """
 
 from __future__ import annotations
@@ -99,6 +105,10 @@ def stable_hash(key: Any) -> int:
         return _MARK
     elif kind is type:
         return stable_hash(f"{key.__module__}.{key.__qualname__}")
+    elif isinstance(key, tuple):  # a namedtuple, cachetools' hashed tuple: as its items
+        return stable_hash(tuple(tuple.__iter__(key)))
+    elif isinstance(key, (str, bytes)):  # a StrEnum member: as its text
+        return stable_hash(str.__str__(key) if isinstance(key, str) else bytes(memoryview(key)))
     else:
         return hash(key) & _M64
     return (int.from_bytes(data, "little") % _P + len(data) * _LENGTH) & _M64

@@ -145,11 +145,11 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
             `random.Random` with a fixed seed, so that replays are
             reproducible: the sketch and the shadow's sample hash keys with
             `_keyhash.stable_hash`, the same in every process for `int`,
-            `float`, `bool`, `None`, exact `str` and `bytes` (whose `hash()`
-            Python salts per process) and exact tuples of them, such as the
-            keys `cached` builds, so replays of such keys repeat exactly;
-            other keys (a `frozenset`, a `str` subclass, your own classes)
-            are hashed by `hash()` and may follow `PYTHONHASHSEED`. Pass your
+            `float`, `bool`, `None`, `str` and `bytes` (whose `hash()`
+            Python salts per process) and tuples of them, such as the keys
+            `cached` builds, so replays of such keys repeat exactly; other
+            keys (a `frozenset`, your own classes) are hashed by `hash()`
+            and may follow `PYTHONHASHSEED`. Pass your
             own `rng` (for example `random.Random()`) to make admission
             unpredictable to clients that choose keys; the hit ratio then
             varies from run to run by the spread over seeds (docs/caching.md).
