@@ -354,27 +354,47 @@ def test_tinylfu_on_the_traces_without_a_reference_row(row: tuple[str, int]) -> 
         assert worst >= best
 
 
-_STR_REPLAY = """
+_HASHED_KEYS = (
+    '"k1", b"k1", ("k1",), hashkey("user", page=2), typedkey("a", 1.5), (("x", b"y"), None), '
+    '("\\u00e9",), int, KWARGS_MARK'
+)
+_STR_REPLAY = f"""
 import random, sys
 from pathlib import Path
 from benchmarks.caching.replay import replay
 from benchmarks.caching.traces import read_trace
 from scalekit.caching import TinyLFUCache
-keys = ["k%d" % k for k in read_trace(Path(sys.argv[1]))]
+from scalekit.caching._keyhash import stable_hash
+from scalekit.caching._speedups import FrequencySketch
+from scalekit.caching.keys import KWARGS_MARK, hashkey, typedkey
+print([(stable_hash(k), FrequencySketch._spread(k)) for k in ({_HASHED_KEYS})])
+# str keys and the tuples cached() builds for a str argument, one or the other per key.
+keys = [hashkey("k%d" % k) if k % 2 else "k%d" % k for k in read_trace(Path(sys.argv[1]))]
 cache = TinyLFUCache(int(sys.argv[2]), rng=random.Random(1))
-print(replay(cache, keys), cache.stats().hits, sorted(cache)[:50])
+print(replay(cache, keys), cache.stats().hits, sorted(map(repr, cache))[:50])
 """
 
 
-def test_str_key_replays_do_not_depend_on_the_process_hash_seed() -> None:
-    # str hashes are salted per process; the sketch and the shadow's sample hash
-    # str keys by their contents, so processes with other PYTHONHASHSEEDs replay
-    # the same hits and keep the same entries (web12 @1375 also samples its
-    # shadow LRU by hash: 1 key in 2). Two subprocesses, 1-3 s each.
+def test_key_hashes_and_replays_do_not_depend_on_the_process_hash_seed() -> None:
+    # str hashes are salted per process, and with them those of tuples holding
+    # a str (every key cached() builds for a str argument); the sketch and the
+    # shadow's sample hash both by their contents, so processes with other
+    # PYTHONHASHSEEDs compute this process's hashes, replay the same hits and
+    # keep the same entries (web12 @1375 also samples its shadow LRU by hash:
+    # 1 key in 2). Two subprocesses, 1-3 s each.
     import os
     import subprocess
     import sys
 
+    from scalekit.caching._keyhash import stable_hash
+    from scalekit.caching._speedups import FrequencySketch
+    from scalekit.caching.keys import KWARGS_MARK, hashkey, typedkey
+
+    hashed = eval(
+        f"({_HASHED_KEYS})",
+        {"hashkey": hashkey, "typedkey": typedkey, "int": int, "KWARGS_MARK": KWARGS_MARK},
+    )
+    here = str([(stable_hash(k), FrequencySketch._spread(k)) for k in hashed])
     root = Path(__file__).resolve().parents[2]
     runs = []
     for seed in ("0", "12345"):
@@ -389,6 +409,7 @@ def test_str_key_replays_do_not_depend_on_the_process_hash_seed() -> None:
         )
         runs.append(result.stdout)
     assert runs[0] == runs[1]
+    assert runs[0].splitlines()[0] == here
 
 
 def test_the_sketch_hashes_str_and_bytes_by_their_contents() -> None:
@@ -399,7 +420,7 @@ def test_the_sketch_hashes_str_and_bytes_by_their_contents() -> None:
     p61 = (1 << 61) - 1
     assert stable_hash("ab") == (0x6261 % p61 + 2 * 0x9E3779B97F4A7C15) & ((1 << 64) - 1)
     assert stable_hash(b"ab") == stable_hash("ab") != stable_hash("ab\x00")
-    assert stable_hash(7) == hash(7) and stable_hash((1, 2)) == hash((1, 2))
+    assert stable_hash(7) == hash(7) and stable_hash((1, 2)) == hash((1, 2)) & ((1 << 64) - 1)
     # The compiled sketch (when built) computes the same spread: ASCII in C, the rest via Python.
     pure, active = _sketch.FrequencySketch(64), Active(64)
     for key in ("", "k12345", "é", "日本", "\ud800", b"", b"\x00\xff", "x" * 300, 12, (1, "a")):

@@ -3,7 +3,7 @@
 """The compiled twin of `scalekit.caching._sketch.FrequencySketch`.
 
 Same constructor, attributes, methods and counter semantics as the pure
-class, which stays the reference: the same 64-bit spread of `stable_hash(key)`,
+class, which stays the reference: the same 64-bit spread of `stable_hash(key)` (in C: `_keyhash.pxi`),
 the same four rows of one-byte counters that saturate at 15, the same
 doorkeeper bits, conservative update and ageing. A cache holding either one
 makes the same admission decisions, so hit ratios are identical;
@@ -16,39 +16,20 @@ make the sketch read out of bounds (it raises `IndexError` instead).
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
-from cpython.object cimport PyObject_Hash
 from libc.stdint cimport uint64_t
 from libc.string cimport memset
 
 from ..exceptions import ConfigurationError
-from ._keyhash import stable_hash
 
 cdef extern from *:
     """
     #define SK_MIX1 0xBF58476D1CE4E5B9ULL
     #define SK_MIX2 0x94D049BB133111EBULL
-    static inline unsigned long long sk_text_hash(const unsigned char* p, Py_ssize_t n) {
-        /* _keyhash.stable_hash: the bytes as a little-endian number mod 2**61 - 1,
-           plus n times an odd constant, mod 2**64 (Horner from the last byte). */
-        const unsigned long long P = (1ULL << 61) - 1;
-        unsigned long long h = 0, r;
-        Py_ssize_t i;
-        for (i = n - 1; i >= 0; i--) {
-            r = ((h & ((1ULL << 53) - 1)) << 8) + (h >> 53) + p[i];
-            r = (r & P) + (r >> 61);
-            h = r >= P ? r - P : r;
-        }
-        return h + (unsigned long long)n * 0x9E3779B97F4A7C15ULL;
-    }
     """
     const uint64_t SK_MIX1
     const uint64_t SK_MIX2
-    unsigned long long sk_text_hash(const unsigned char* p, Py_ssize_t n)
-    bint PyUnicode_IS_COMPACT_ASCII(object o)
-    void* PyUnicode_DATA(object o)
-    Py_ssize_t PyUnicode_GET_LENGTH(object o)
-    char* PyBytes_AS_STRING(object o)
-    Py_ssize_t PyBytes_GET_SIZE(object o)
+
+include "_keyhash.pxi"
 
 __all__ = ["FrequencySketch"]
 
@@ -66,20 +47,9 @@ cdef inline Py_ssize_t _ceil_pow2(Py_ssize_t n):
     return p
 
 
-cdef inline uint64_t _key_hash(object key) except? 0:
-    # _keyhash.stable_hash: the contents of a str or bytes, the same in every process.
-    if type(key) is str:
-        if PyUnicode_IS_COMPACT_ASCII(key):
-            return sk_text_hash(<const unsigned char*>PyUnicode_DATA(key), PyUnicode_GET_LENGTH(key))
-        return <uint64_t>stable_hash(key)
-    if type(key) is bytes:
-        return sk_text_hash(<const unsigned char*>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
-    return <uint64_t>PyObject_Hash(key)
-
-
 cdef inline uint64_t _spread_hash(object key) except? 0:
-    # hash() never returns -1 for a successful call, so -1 is an error.
-    cdef uint64_t h = _key_hash(key)
+    # _keyhash.stable_hash, the same in every process for the usual keys.
+    cdef uint64_t h = skh_stable_hash(key)
     h = (h ^ (h >> 30)) * SK_MIX1
     h = (h ^ (h >> 27)) * SK_MIX2
     return h ^ (h >> 31)

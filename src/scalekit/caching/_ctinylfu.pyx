@@ -56,6 +56,8 @@ from ._ccore cimport type_of as _type_of
 from ._keyhash import stable_hash
 from .base import Cache
 
+include "_keyhash.pxi"
+
 cdef int _WARM = 6
 cdef object _cache_delitem = Cache.__delitem__
 cdef object _pure_setitem = None
@@ -115,7 +117,7 @@ cdef class TinyLFUCore:
         elif type(key) is str:
             h = <uint64_t>stable_hash(key)  # as the pure class (see _keyhash)
         else:
-            h = <uint64_t>PyObject_Hash(key)
+            h = skh_stable_hash(key)  # tuples, None, ... (see _keyhash)
         h *= SK_GOLDEN
         return (h >> shift) == 0
 

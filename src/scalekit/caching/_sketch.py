@@ -86,7 +86,7 @@ class FrequencySketch:
 
     @staticmethod
     def _spread(key: Hashable) -> int:
-        h = stable_hash(key) & _M64
+        h = stable_hash(key)
         h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
         h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
         return h ^ (h >> 31)
@@ -115,7 +115,7 @@ class FrequencySketch:
         """Record one occurrence of *key*; ages the sketch every `sample_size` events."""
         # _spread, inlined: this runs on every access of a TinyLFUCache.
         kind = type(key)
-        h = (stable_hash(key) if kind is str or kind is bytes else hash(key)) & _M64
+        h = hash(key) & _M64 if kind is int else stable_hash(key)
         h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
         h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
         h ^= h >> 31

@@ -144,16 +144,18 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         getsizeof: optional function giving a value's size.
         rng: source of the 1-in-128 random admission. The default is a
             `random.Random` with a fixed seed, so that replays are
-            reproducible: the sketch and the shadow's sample hash an exact
-            `str` or `bytes` key by its contents, the same in every process
-            (Python salts their `hash()` per process), and other keys by
-            `hash()`, so replays of `int`, `str` and `bytes` keys (and of any
-            key whose `hash()` is the same in every process, such as a tuple
-            of `int`) repeat exactly; a tuple holding a `str` is hashed by
-            `hash()` and follows `PYTHONHASHSEED`. Pass your own `rng` (for example
-            `random.Random()`) to make admission unpredictable to clients
-            that choose keys. Any object with a `getrandbits(k)` method
-            will do; it is checked at construction.
+            reproducible: the sketch and the shadow's sample hash keys with
+            `_keyhash.stable_hash`, the same in every process for `int`,
+            `float`, `bool`, `None`, `str` and `bytes` (whose `hash()`
+            Python salts per process) and tuples of them, such as the keys
+            `cached` builds, so replays of such keys repeat exactly; other
+            keys (a `frozenset`, your own classes) are hashed by `hash()`
+            and may follow `PYTHONHASHSEED`. Pass your
+            own `rng` (for example `random.Random()`) to make admission
+            unpredictable to clients that choose keys; the hit ratio then
+            varies from run to run by the spread over seeds (docs/caching.md).
+            Any object with a `getrandbits(k)` method will do; it is checked
+            at construction.
         doorkeeper: put a Bloom filter in front of the sketch (default True).
 
     Raises:
