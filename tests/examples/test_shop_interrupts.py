@@ -43,6 +43,10 @@ sys.meta_path.insert(0, _Hold())
 """
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     ("held", "when", "reported"),
     [
@@ -71,6 +75,10 @@ def test_ctrl_c_before_or_after_the_load_is_one_line_and_exit_130(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A user's Ctrl-C reaches a CLI whose SIGINT is the default: one
+        # started from a background job inherits it ignored, and Python
+        # then installs no KeyboardInterrupt handler.
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + 60

@@ -62,12 +62,19 @@ def test_renewals_and_release_after_the_client_closed_leave_it_closed(
         await _until_closed(redis_server, closed)
         return took
 
+    gc.collect()  # earlier tests' garbage warns now, not inside the record
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         took = asyncio.run(main())
         gc.collect()
     assert took <= 2.0 + BOUND_MARGIN  # op_timeout
-    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    # Only the lock's connections count: a file another thread of the
+    # worker leaves to the collector may warn in the same window.
+    unclosed = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, ResourceWarning) and "unclosed file" not in str(w.message)
+    ]
     assert unclosed == []
 
 
