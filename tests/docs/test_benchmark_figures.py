@@ -262,8 +262,8 @@ def test_a_plot_and_its_text_carry_the_same_run_id(
 #: since (its text has a run id) must leave this list.
 NOT_REGENERATED = {
     "caching-replay": (
-        "replays 20 traces at 4 capacities (hours), and 9 of the traces are"
-        " downloads that are not committed (see docs/caching.md)"
+        "two runs side by side (20 traces, about 10 minutes on 2 cores), and 9"
+        " of the traces are downloads that are not committed (see docs/caching.md)"
     ),
     "locking": (
         "starts Redis and ZooKeeper and runs every lock and its peers under 8"
