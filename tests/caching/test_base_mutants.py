@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from scalekit.caching import (
+    Cache,
     FIFOCache,
     LFUCache,
     LRUCache,
@@ -179,3 +180,37 @@ def test_a_values_del_writing_during_clear_leaves_a_whole_cache(
     cache["c"] = 2
     assert cache.popitem() == ("c", 2)
     assert (len(cache), list(cache), cache.currsize) == (0, [], 0)
+
+
+@pytest.mark.parametrize(("cls", "extra"), CLASSES, ids=IDS)
+def test_items_view_membership_is_by_key_and_value_without_touching_the_policy(
+    cls: type, extra: dict[str, Any]
+) -> None:
+    cache = cls(4, **extra)
+    nan = float("nan")
+    cache["a"], cache["b"], cache["n"] = 1, [2], nan
+    items = cache.items()
+    assert ("a", 1) in items and ("b", [2]) in items
+    assert ("n", nan) in items  # the same object, though nan != nan
+    assert ("a", 2) not in items and ("absent", 1) not in items
+    assert "a" not in items and ("a",) not in items and ("a", 1, 1) not in items
+    assert ["a", 1] not in items  # a pair is a tuple, as in dict.items()
+    assert cache.stats().hits == cache.stats().misses == 0
+
+
+def test_get_of_a_cache_subclass_overriding_getitem_counts_as_cache_get() -> None:
+    # A policy built on Cache's own hooks, with a __getitem__ that logs reads.
+    reads: list[Any] = []
+
+    class Logged(Cache[Any, Any]):
+        def __getitem__(self, key: Any) -> Any:
+            reads.append(key)
+            return super().__getitem__(key)
+
+    cache = Logged(2)
+    cache[None] = "stored under None"
+    cache["a"] = 1
+    assert cache.get("absent", "default") == "default" and cache.get("absent") is None
+    assert cache.get("a") == 1 and cache.get(None) == "stored under None"
+    assert reads == ["a", None]  # a present key is read through __getitem__
+    assert cache.stats()[:2] == (2, 2)
