@@ -192,6 +192,10 @@ class RRCache(Cache[K, V]):
         return self._choice(self._keys)
 
     def _clear(self) -> None:
+        # The values are held until the cache is empty and whole: a value's __del__
+        # may write to it (its entry must then be in the key list too).
+        held = list(self._data.values())
         self._data.clear()
         self._index.clear()
         self._keys.clear()
+        del held

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._validation import fraction, non_negative_number
 from .base import MISSING, Cache
@@ -56,6 +56,10 @@ class S3FIFOCache(Cache[K, V]):
 
     Runtime complexity: O(1) amortized per operation.
     """
+
+    # What `copy.copy` gives the copy of its own; every other attribute, a
+    # subclass's lock included, is shared.
+    _state: ClassVar[tuple[str, ...] | None] = ("_data", "_small", "_main", "_ghost", "_sizes")
 
     def __init__(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .base import MISSING, Cache
 
@@ -42,6 +42,10 @@ class SIEVECache(Cache[K, V]):
 
     Runtime complexity: O(1) per hit; O(1) amortized per eviction.
     """
+
+    # What `copy.copy` gives the copy of its own (in `__getstate__`'s flat form);
+    # every other attribute, a subclass's lock included, is shared.
+    _state: ClassVar[tuple[str, ...] | None] = ("_entries", "_sizes")
 
     def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
         super().__init__(maxsize, getsizeof)
