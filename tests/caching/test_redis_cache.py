@@ -58,6 +58,10 @@ def test_bad_arguments_raise_configuration_error(redis_server: Any) -> None:
 
     with pytest.raises(ConfigurationError, match="decode_responses"):
         RedisCache(redis.Redis.from_url(redis_server.url, decode_responses=True), namespace="n")
+    # The first jitter draw comes at the first write: a wrong rng is refused here.
+    for bad_rng in (5, "abc", object()):
+        with pytest.raises(ArgumentTypeError, match=r"rng must be a random\.Random .*uniform"):
+            RedisCache(c, namespace="n", rng=bad_rng)  # type: ignore[arg-type]
     cache = RedisCache(c, namespace="n")
     for bad in ("", "}x"):
         with pytest.raises(ConfigurationError, match="key must be"):

@@ -161,9 +161,12 @@ class RedisCache(Generic[V]):
             `NearCache` with `invalidation="channel"`); the Redis user must
             be allowed to `PUBLISH` there (checked at construction).
         clock: Wall clock in seconds, shared by all processes (fresh-until stamps).
-        rng: Random source for TTL jitter.
+        rng: Random source for TTL jitter: any object with a `uniform(a, b)`
+            method (checked at construction).
 
     Raises:
+        ArgumentTypeError: `rng` has no callable `uniform`, or another
+            argument has the wrong type.
         ConfigurationError: On any invalid argument, a `RedisCluster` that
             reads from replicas (`read_from_replicas`,
             `load_balancing_strategy`), a retry backoff whose longest sleep is
@@ -235,6 +238,12 @@ class RedisCache(Generic[V]):
         self.channel = f"{namespace}:__invalidations__"
         self._channel_arg = self.channel if notify else ""
         self._clock = clock
+        if rng is not None and not callable(getattr(rng, "uniform", None)):
+            # Checked here: the first draw comes at the first write.
+            raise ArgumentTypeError(
+                f"rng must be a random.Random (an object with a callable uniform(a, b) "
+                f"method), got {type(rng).__name__}: {rng!r}"
+            )
         self._rng = rng if rng is not None else random.Random()
         self._rng_lock = threading.Lock()
         self._lease_ms = max(1, round(self.lease_ttl * 1000))
