@@ -200,6 +200,19 @@ def a_callable(name: str, value: Any) -> Callable[..., Any]:
     return value  # type: ignore[no-any-return]
 
 
+def random_source(name: str, value: Any, method: str, call: str) -> None:
+    """Raise `ArgumentTypeError` unless *value* is None or has a callable *method*.
+
+    *call* is how the caller uses it (`"getrandbits(k)"`), for the message:
+    a cache's first draw may come thousands of operations after construction.
+    """
+    if value is not None and not callable(getattr(value, method, None)):
+        raise ArgumentTypeError(
+            f"{name} must be a random.Random (an object with a callable {call} "
+            f"method), got {_type_name(value)}: {value!r}"
+        )
+
+
 def iterable(name: str, value: Any, expected: str) -> list[Any]:
     """Return *value* as a list if it is a non-string iterable.
 

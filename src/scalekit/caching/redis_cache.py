@@ -29,7 +29,13 @@ except ModuleNotFoundError as _exc:
 
     raise missing_driver(__name__, _exc) from _exc
 
-from .._validation import fraction, non_empty_str, non_negative_number, positive_number
+from .._validation import (
+    fraction,
+    non_empty_str,
+    non_negative_number,
+    positive_number,
+    random_source,
+)
 from ..exceptions import (
     ArgumentTypeError,
     BackendError,
@@ -238,12 +244,7 @@ class RedisCache(Generic[V]):
         self.channel = f"{namespace}:__invalidations__"
         self._channel_arg = self.channel if notify else ""
         self._clock = clock
-        if rng is not None and not callable(getattr(rng, "uniform", None)):
-            # Checked here: the first draw comes at the first write.
-            raise ArgumentTypeError(
-                f"rng must be a random.Random (an object with a callable uniform(a, b) "
-                f"method), got {type(rng).__name__}: {rng!r}"
-            )
+        random_source("rng", rng, "uniform", "uniform(a, b)")
         self._rng = rng if rng is not None else random.Random()
         self._rng_lock = threading.Lock()
         self._lease_ms = max(1, round(self.lease_ttl * 1000))

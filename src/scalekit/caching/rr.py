@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from .._validation import random_source
 from ..exceptions import ArgumentTypeError
 from .base import MISSING, Cache
 
@@ -65,11 +66,7 @@ class RRCache(Cache[K, V]):
                 f"choice must be callable (it picks the victim from a sequence of keys), "
                 f"got {type(choice).__name__}: {choice!r}"
             )
-        if rng is not None and not callable(getattr(rng, "choice", None)):
-            raise ArgumentTypeError(
-                f"rng must be a random.Random (an object with a callable choice(keys) "
-                f"method), got {type(rng).__name__}: {rng!r}"
-            )
+        random_source("rng", rng, "choice", "choice(keys)")
         super().__init__(maxsize, getsizeof)
         if choice is None:
             # cachetools' default: the random module's shared generator, so that

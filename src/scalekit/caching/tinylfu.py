@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
-from ..exceptions import ArgumentTypeError
+from .._validation import random_source
 from ._keyhash import stable_hash
 from ._speedups import FrequencySketch
 from ._tinylfu_sizing import _GOLDEN, _M64, WindowSizing
@@ -191,12 +191,7 @@ class TinyLFUCache(WindowSizing, Cache[K, V]):
         rng: random.Random | None = None,
         doorkeeper: bool = True,
     ) -> None:
-        if rng is not None and not callable(getattr(rng, "getrandbits", None)):
-            # Checked here: the first draw may come thousands of writes later.
-            raise ArgumentTypeError(
-                f"rng must be a random.Random (an object with a callable getrandbits(k) "
-                f"method), got {type(rng).__name__}: {rng!r}"
-            )
+        random_source("rng", rng, "getrandbits", "getrandbits(k)")
         super().__init__(maxsize, getsizeof)
         maximum: Any = self._maxsize
         self._rng = rng if rng is not None else random.Random(_DEFAULT_SEED)
